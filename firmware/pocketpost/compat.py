@@ -1,0 +1,168 @@
+"""The only module that knows CPython from MicroPython.
+
+Every other firmware module imports what differs between the two runtimes from here, so a
+port difference is fixed in one place. Each shim says why it exists and catches the exception
+that really occurs when the feature is missing.
+"""
+
+import os
+import sys
+import time
+
+IS_MICROPYTHON = sys.implementation.name == "micropython"
+
+try:  # MicroPython: const() folds at compile time; `_NAME = const(n)` costs no RAM.
+    from micropython import const
+except ImportError:  # CPython has no micropython module.
+
+    def const(x):
+        return x
+
+
+# errno numbers we test for. MicroPython's errno lacks ENOSPC/EPIPE, and the values are the
+# Linux/newlib ones on every port we run on (ESP-IDF uses newlib's numbering: ENOSPC=28).
+ENOENT = const(2)
+EEXIST = const(17)
+ENOSPC = const(28)
+EAGAIN = const(11)
+EPIPE = const(32)
+ECONNRESET = const(104)
+ETIMEDOUT = const(110)
+# A blocking socket timeout is EAGAIN on unix but ETIMEDOUT on ESP32: both mean "timed out".
+TIMEOUT_ERRNOS = (EAGAIN, ETIMEDOUT)
+
+try:  # MicroPython has ticks_ms/ticks_diff (wrap-safe); CPython has monotonic.
+    ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
+    ticks_diff = time.ticks_diff  # type: ignore[attr-defined]
+    ticks_add = time.ticks_add  # type: ignore[attr-defined]
+except AttributeError:
+
+    def ticks_ms():
+        return int(time.monotonic() * 1000)
+
+    def ticks_diff(a, b):
+        return a - b
+
+    def ticks_add(a, b):
+        return a + b
+
+
+def errno_of(exc):
+    """The errno of an OSError: MicroPython puts it only in args[0]."""
+    e = getattr(exc, "errno", None)
+    if e is None and exc.args and isinstance(exc.args[0], int):
+        e = exc.args[0]
+    return e
+
+
+# --- filesystem: MicroPython has no os.path, makedirs, replace or fsync ----------------------
+
+SEP = "/"
+
+
+def join(*parts):
+    out = ""
+    for p in parts:
+        if not p:
+            continue
+        if p.startswith(SEP) or not out:
+            out = p
+        elif out.endswith(SEP):
+            out += p
+        else:
+            out += SEP + p
+    return out
+
+
+def stat_or_none(path):
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def exists(path):
+    return stat_or_none(path) is not None
+
+
+def isdir(path):
+    st = stat_or_none(path)
+    return st is not None and (st[0] & 0o170000) == 0o040000
+
+
+def file_size(path):
+    return os.stat(path)[6]
+
+
+def makedirs(path):
+    """mkdir -p: creates each missing component; an existing directory is fine."""
+    cur = ""
+    for part in path.split(SEP):
+        if not part:
+            if not cur:
+                cur = SEP
+            continue
+        cur = join(cur, part) if cur else part
+        if not isdir(cur):
+            try:
+                os.mkdir(cur)
+            except OSError as e:
+                if errno_of(e) != EEXIST:
+                    raise
+
+
+def listdir(path):
+    return os.listdir(path)
+
+
+def rename(src, dst):
+    """Atomic rename over an existing file (POSIX rename(2); littlefs rename is atomic too).
+    CPython on Windows would need os.replace; we only claim POSIX hosts."""
+    os.rename(src, dst)
+
+
+def sync_file(f):
+    """Make a written file durable. On littlefs flush() commits the file; CPython needs fsync.
+    os.fsync exists on CPython only; os.sync exists on ESP32 but not on unix MicroPython."""
+    f.flush()
+    fsync = getattr(os, "fsync", None)
+    if fsync is not None:
+        try:
+            fsync(f.fileno())
+        except (OSError, AttributeError, ValueError):
+            pass
+
+
+def sync_dir(path):
+    """A rename is durable on POSIX only once its directory is fsynced. littlefs needs nothing."""
+    if IS_MICROPYTHON:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (OSError, AttributeError):
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def free_bytes(path):
+    """Free space on the filesystem holding path, and its block size."""
+    st = os.statvfs(path)
+    return st[0] * st[4], st[0]
+
+
+def urandom(n):
+    return os.urandom(n)
+
+
+def now():
+    """Seconds since the Unix epoch. MicroPython on a board may use the 2000 epoch; we always
+    store Unix time so a store moved between host and board keeps its dates."""
+    t = int(time.time())
+    if IS_MICROPYTHON and time.gmtime(0)[0] == 2000:
+        t += 946684800
+    return t

@@ -1,0 +1,2 @@
+# This umodule is a MicroPython reference to zlib
+from zlib import *
