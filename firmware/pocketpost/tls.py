@@ -1,0 +1,48 @@
+"""TLS contexts from DER files on flash, for the server (STLS, POP3S) and the client.
+
+MicroPython's ssl accepts DER only (PEM raises ValueError('invalid key')), and its client
+context defaults to no verification: `client_context` turns verification on unless the caller
+explicitly disables it, and logs when it does.
+"""
+
+import ssl
+
+from pocketpost import log
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def server_context(cert_path, key_path):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        ctx.load_cert_chain(_read(cert_path), _read(key_path))  # MicroPython: DER bytes
+    except (TypeError, OSError, ValueError):
+        # CPython wants file paths (PEM or DER cert via a temp PEM is not supported): hand it the
+        # paths; the host tools also write PEM copies next to the DER files for CPython.
+        ctx.load_cert_chain(_pem_path(cert_path), _pem_path(key_path))
+    return ctx
+
+
+def _pem_path(der_path):
+    return der_path[:-4] + ".pem" if der_path.endswith(".der") else der_path
+
+
+def client_context(ca_path=None, verify=True):
+    """A client context that verifies the server's certificate against the CA in `ca_path`
+    (DER). verify=False must be asked for and is logged as a warning."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if verify:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        if ca_path:
+            ctx.load_verify_locations(cadata=_read(ca_path))
+        elif hasattr(ctx, "load_default_certs"):
+            ctx.load_default_certs()  # CPython: the system store
+    else:
+        log.warning("tls: certificate verification DISABLED by configuration")
+        if hasattr(ctx, "check_hostname"):
+            ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx

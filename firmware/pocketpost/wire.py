@@ -1,0 +1,268 @@
+"""Sans-I/O wire rules shared by every line protocol pocketpost speaks (POP3 server and client).
+
+Theory of operation
+-------------------
+Nothing here touches a socket. A shell reads bytes from its peer straight into a reader's
+preallocated buffer (`LineReader.space()` / `commit(n)`) or hands it bytes (`feed`), then pulls
+complete lines with `next_line()`. A line longer than the reader's limit produces exactly one
+`OVERLONG` result; its tail is discarded up to the next line end, so it can never be read as a new
+command. A line holding a NUL produces `BAD_LINE`. Both CRLF and a bare LF end a line; we always
+send CRLF.
+
+Multi-line blocks (RFC 1939 section 3) travel dot-stuffed. `DotStuffer` turns a message body into
+its wire form and `DotUnstuffer` turns a received block back into the body while spotting the
+CRLF.CRLF terminator. Both are streaming transformers: they keep their few bytes of state between
+calls, so chunk boundaries may fall anywhere, even inside "\\r\\n." or "\\r\\n.\\r\\n", and they write
+into a caller-supplied output buffer, so nothing allocates in proportion to the message.
+
+Both transformers search for the rare "\\n." pattern with `bytes.find` (C speed) instead of
+walking lines in Python: a body with no line starting with "." is copied in one slice per chunk.
+"""
+
+from pocketpost.compat import const
+
+# RFC 2449 section 4: "command lines ... MUST NOT exceed 255 octets, including the terminating CRLF".
+MAX_COMMAND_LINE = const(255)
+# RFC 2449 section 4: a response's first line is at most 512 octets, including the CRLF.
+MAX_RESPONSE_LINE = const(512)
+
+# Results of LineReader.next_line() other than a line.
+OVERLONG = const(-1)  # the line exceeded the limit; its tail is being discarded
+BAD_LINE = const(-2)  # the line held a NUL octet
+
+_LF = const(10)
+_CR = const(13)
+_DOT = const(46)
+CRLF = b"\r\n"
+TERMINATOR = b".\r\n"
+
+
+class LineReader:
+    """Frames lines out of a byte stream through one fixed buffer.
+
+    `max_line` bounds a line including its line end; `bufsize` (>= max_line) is the buffer,
+    larger when the same reader also carries bulk data (a client reading a RETR reply).
+    """
+
+    def __init__(self, max_line=MAX_COMMAND_LINE, bufsize=0):
+        if bufsize < max_line:
+            bufsize = max_line
+        self.max_line = max_line
+        self._buf = bytearray(bufsize)
+        self._mv = memoryview(self._buf)
+        self._start = 0  # first unread byte
+        self._end = 0  # one past the last buffered byte
+        self._discarding = False  # inside the tail of an overlong line
+
+    # -- putting bytes in ---------------------------------------------------------------
+    def space(self):
+        """A writable view of the free tail of the buffer, for `sock.readinto()`.
+        Compacts first, so the view is as large as it can be."""
+        self._compact()
+        return self._mv[self._end :]
+
+    def commit(self, n):
+        """Account for n bytes written into the view `space()` returned."""
+        self._end += n
+
+    def feed(self, data):
+        """Copy as much of `data` as fits; returns how many bytes were taken.
+        Call `next_line()` until it returns None, then feed the rest."""
+        self._compact()
+        n = len(data)
+        room = len(self._buf) - self._end
+        if n > room:
+            n = room
+        self._mv[self._end : self._end + n] = data[:n] if n < len(data) else data
+        self._end += n
+        return n
+
+    def _compact(self):
+        s = self._start
+        if s:
+            e = self._end
+            if e > s:
+                self._mv[0 : e - s] = self._mv[s:e]
+            self._start = 0
+            self._end = e - s
+
+    # -- taking lines out ---------------------------------------------------------------
+    def next_line(self):
+        """The next complete line without its line end (bytes), or None when more data is
+        needed, or OVERLONG / BAD_LINE once per bad line."""
+        buf = self._buf
+        if self._discarding:
+            j = buf.find(b"\n", self._start, self._end)
+            if j < 0:
+                self._start = self._end
+                return None
+            self._start = j + 1
+            self._discarding = False
+        s = self._start
+        limit = s + self.max_line
+        e = self._end if self._end < limit else limit
+        j = buf.find(b"\n", s, e)
+        if j < 0:
+            if self._end - s >= self.max_line:
+                # No line end within the limit: report once, then drop the tail.
+                self._start = s + self.max_line
+                self._discarding = True
+                return OVERLONG
+            return None
+        self._start = j + 1
+        k = j - 1 if j > s and buf[j - 1] == _CR else j
+        if buf.find(b"\x00", s, k) >= 0:
+            return BAD_LINE
+        return bytes(self._mv[s:k])
+
+    # -- bulk access for multi-line bodies and STLS ---------------------------------------
+    def buffered(self):
+        """(buffer, start, end) of bytes received but not yet consumed as lines."""
+        return self._buf, self._start, self._end
+
+    def consume(self, n):
+        """Mark n buffered bytes as used by someone else (e.g. a DotUnstuffer)."""
+        self._start += n
+
+    def pending(self):
+        return self._end - self._start
+
+    def clear(self):
+        """Drop everything buffered (RFC 2595: plaintext pipelined after STLS is discarded)."""
+        self._start = self._end = 0
+        self._discarding = False
+
+
+class DotStuffer:
+    """Message body -> dot-stuffed multi-line block (without the +OK line).
+
+    The body is expected with CRLF line ends (the store guarantees it); a line starting with
+    "." gets a second ".". `finish()` returns the terminator, preceded by CRLF when the body
+    did not end with a line end.
+    """
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self._bol = True  # the next byte starts a line
+        self._empty = True
+
+    def stuff_into(self, src, start, end, out):
+        """Transform src[start:end] into `out` (a bytearray). Returns (consumed, produced):
+        call again with start + consumed while consumed < end - start (out was full)."""
+        if start >= end:
+            return 0, 0
+        self._empty = False
+        smv = memoryview(src)
+        omv = memoryview(out)
+        cap = len(out)
+        si = start
+        oi = 0
+        while si < end:
+            if self._bol and src[si] == _DOT:
+                if oi >= cap:
+                    break
+                out[oi] = _DOT
+                oi += 1
+            self._bol = False
+            j = src.find(b"\n.", si, end)
+            stop = end if j < 0 else j + 1
+            k = stop - si
+            if k > cap - oi:
+                k = cap - oi
+                if k <= 0:
+                    break
+                omv[oi : oi + k] = smv[si : si + k]
+                oi += k
+                si += k
+                self._bol = src[si - 1] == _LF
+                break
+            omv[oi : oi + k] = smv[si:stop]
+            oi += k
+            si = stop
+            self._bol = src[si - 1] == _LF
+        return si - start, oi
+
+    def finish(self):
+        """The bytes that close the block."""
+        if self._empty or self._bol:
+            return TERMINATOR
+        return b"\r\n.\r\n"
+
+
+# DotUnstuffer states
+_BOL = const(0)  # at the start of a line
+_MID = const(1)  # inside a line
+_DOT1 = const(2)  # a "." opened the line
+_DOTCR = const(3)  # ".\r" opened the line
+
+
+class DotUnstuffer:
+    """Received multi-line block -> body, spotting the terminating line "." wherever chunk
+    boundaries fall. Accepts LF.LF from peers that send bare LF. Line ends pass through as sent."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self):
+        self._state = _BOL
+        self.done = False
+
+    def unstuff_into(self, src, start, end, out):
+        """Un-stuff src[start:end] into `out` (a bytearray). Returns (consumed, produced, done).
+        Stops right after the terminator: bytes after it (the next pipelined reply) are not
+        consumed. Call again with start + consumed while not done and bytes remain."""
+        if self.done:
+            return 0, 0, True
+        smv = memoryview(src)
+        omv = memoryview(out)
+        cap = len(out)
+        si = start
+        oi = 0
+        st = self._state
+        while si < end:
+            if st == _MID:
+                j = src.find(b"\n.", si, end)
+                stop = end if j < 0 else j + 1
+                k = stop - si
+                if k > cap - oi:
+                    k = cap - oi
+                    if k <= 0:
+                        break
+                    stop = si + k
+                omv[oi : oi + k] = smv[si:stop]
+                oi += k
+                si = stop
+                if src[si - 1] == _LF:
+                    st = _BOL
+            elif st == _BOL:
+                if src[si] == _DOT:
+                    st = _DOT1
+                    si += 1
+                else:
+                    st = _MID
+            elif st == _DOT1:
+                c = src[si]
+                if c == _LF:
+                    si += 1
+                    self.done = True
+                    break
+                if c == _CR:
+                    st = _DOTCR
+                    si += 1
+                else:
+                    st = _MID  # a stuffed dot: dropped, the line goes on
+            else:  # _DOTCR
+                if src[si] == _LF:
+                    si += 1
+                    self.done = True
+                    break
+                # ".\r" not followed by LF: the CR is line content; the dot was stuffing.
+                if oi >= cap:
+                    break
+                out[oi] = _CR
+                oi += 1
+                st = _MID
+        self._state = st
+        return si - start, oi, self.done

@@ -1,0 +1,205 @@
+"""The shared wire core: line framing and the dot-stuffing codec, fed at every split point.
+Runs under CPython (pytest) and MicroPython (host_tests/dual/run.py)."""
+
+from pocketpost.wire import (
+    BAD_LINE,
+    MAX_COMMAND_LINE,
+    OVERLONG,
+    DotStuffer,
+    DotUnstuffer,
+    LineReader,
+)
+
+
+def lines_of(data, splits, max_line=MAX_COMMAND_LINE, bufsize=0, via_space=False):
+    """Feed `data` cut at the given positions; return every next_line() result."""
+    r = LineReader(max_line, bufsize)
+    out = []
+    prev = 0
+    for cut in list(splits) + [len(data)]:
+        piece = data[prev:cut]
+        prev = cut
+        while piece:
+            if via_space:
+                sp = r.space()
+                n = min(len(sp), len(piece))
+                sp[:n] = piece[:n]
+                r.commit(n)
+            else:
+                n = r.feed(piece)
+            piece = piece[n:]
+            while True:
+                ln = r.next_line()
+                if ln is None:
+                    break
+                out.append(ln)
+    return out
+
+
+def stuff(body, chunk, outsize):
+    s = DotStuffer()
+    out = bytearray(outsize)
+    res = b""
+    for i in range(0, len(body), chunk):
+        piece = body[i : i + chunk]
+        pos = 0
+        while pos < len(piece):
+            used, made = s.stuff_into(piece, pos, len(piece), out)
+            res += bytes(out[:made])
+            pos += used
+    return res + s.finish()
+
+
+def unstuff(wire, chunk, outsize):
+    """Returns (body, bytes left after the terminator, done)."""
+    u = DotUnstuffer()
+    out = bytearray(outsize)
+    body = b""
+    rest = b""
+    done = False
+    for i in range(0, len(wire), chunk):
+        piece = wire[i : i + chunk]
+        pos = 0
+        while pos < len(piece):
+            if done:
+                rest += piece[pos:]
+                break
+            used, made, done = u.unstuff_into(piece, pos, len(piece), out)
+            body += bytes(out[:made])
+            pos += used
+            if used == 0 and made == 0 and not done:
+                raise RuntimeError("no progress")
+    return body, rest, done
+
+
+STREAM = b"USER alice\r\nPASS se cret\nSTAT\r\n\r\nLIST 1\r\nQU\x00IT\r\n" + b"X" * 300 + b"\r\nNOOP\r\n"
+EXPECTED = [b"USER alice", b"PASS se cret", b"STAT", b"", b"LIST 1", BAD_LINE, OVERLONG, b"NOOP"]
+
+
+def test_lines_basic():
+    assert lines_of(STREAM, []) == EXPECTED
+
+
+def test_every_split_position_gives_same_events():
+    for cut in range(len(STREAM) + 1):
+        assert lines_of(STREAM, [cut]) == EXPECTED, cut
+        assert lines_of(STREAM, [cut], via_space=True) == EXPECTED, cut
+    for a in range(0, len(STREAM), 7):
+        for b in range(a, len(STREAM), 13):
+            assert lines_of(STREAM, [a, b]) == EXPECTED, (a, b)
+
+
+def test_one_byte_at_a_time():
+    assert lines_of(STREAM, range(1, len(STREAM))) == EXPECTED
+    assert lines_of(STREAM, range(1, len(STREAM)), via_space=True) == EXPECTED
+
+
+def test_line_length_boundary():
+    ok = b"A" * (MAX_COMMAND_LINE - 2) + b"\r\n"  # exactly 255 with CRLF
+    bad = b"A" * (MAX_COMMAND_LINE - 1) + b"\r\n"  # 256
+    assert lines_of(ok, []) == [b"A" * (MAX_COMMAND_LINE - 2)]
+    assert lines_of(bad + b"NOOP\r\n", []) == [OVERLONG, b"NOOP"]
+    # the tail of an overlong line is never read as a command, even if it looks like one
+    evil = b"A" * 255 + b"DELE 1\r\nQUIT\r\n"
+    for cut in range(len(evil)):
+        assert lines_of(evil, [cut]) == [OVERLONG, b"QUIT"], cut
+    # a huge line spanning many buffers still yields exactly one error
+    assert lines_of(b"B" * 5000 + b"\nSTAT\n", range(0, 5000, 100)) == [OVERLONG, b"STAT"]
+
+
+def test_bigger_buffer_same_line_limit():
+    data = b"+OK " + b"x" * 600 + b"\r\n+OK fine\r\n"
+    assert lines_of(data, [], max_line=512, bufsize=4096) == [OVERLONG, b"+OK fine"]
+    assert lines_of(data, range(1, len(data), 3), max_line=512, bufsize=1024) == [OVERLONG, b"+OK fine"]
+
+
+def test_buffered_and_clear():
+    r = LineReader()
+    r.feed(b"STLS\r\nUSER evil\r\n")
+    assert r.next_line() == b"STLS"
+    assert r.pending() == len(b"USER evil\r\n")
+    buf, s, e = r.buffered()
+    assert bytes(buf[s:e]) == b"USER evil\r\n"
+    r.clear()
+    assert r.next_line() is None and r.pending() == 0
+
+
+BODIES = [
+    b"",
+    b"a",
+    b"hello\r\nworld\r\n",
+    b"no final newline",
+    b".\r\n",
+    b"..\r\n.\r\n.x\r\n",
+    b"line\r\n.\r\nafter dot line\r\n",
+    b"\r\n.\r\n\r\n",
+    b".leading\r\n.",
+    b"8bit \xff\xfe\x00\x80 bytes\r\n.\xff\r\n",
+    b"ends with cr\r",
+]
+
+
+def test_stuff_known_forms():
+    assert stuff(b"", 4, 16) == b".\r\n"
+    assert stuff(b"a\r\n", 4, 16) == b"a\r\n.\r\n"
+    assert stuff(b"a", 4, 16) == b"a\r\n.\r\n"
+    assert stuff(b".a\r\n.\r\n", 3, 16) == b"..a\r\n..\r\n.\r\n"
+
+
+def test_unstuff_known_forms():
+    assert unstuff(b".\r\n", 1, 4) == (b"", b"", True)
+    assert unstuff(b"..a\r\n..\r\n.\r\n+OK next\r\n", 5, 8) == (b".a\r\n.\r\n", b"+OK next\r\n", True)
+    # sloppy peers: bare LF line ends and LF.LF terminator
+    assert unstuff(b"a\n..b\n.\n", 2, 8) == (b"a\n.b\n", b"", True)
+    # not yet terminated
+    assert unstuff(b"a\r\n.", 1, 8) == (b"a\r\n", b"", False)
+
+
+def test_roundtrip_every_chunk_size():
+    for body in BODIES:
+        expect = body if body.endswith(b"\n") or not body else body + b"\r\n"
+        ref = stuff(body, 1 << 20, 1 << 12)
+        for chunk in range(1, len(ref) + 2):
+            for outsize in (1, 2, 3, 64):
+                assert stuff(body, chunk, outsize) == ref, (body, chunk, outsize)
+                got, rest, done = unstuff(ref + b"+OK", chunk, outsize)
+                assert done and rest == b"+OK" and got == expect, (body, chunk, outsize, got)
+
+
+def test_unstuff_terminator_at_every_split():
+    wire = b"x\r\n..\r\n.y\r\n.\r\n-ERR z\r\n"
+    for cut in range(len(wire) + 1):
+        u = DotUnstuffer()
+        out = bytearray(64)
+        body = b""
+        rest = b""
+        for piece in (wire[:cut], wire[cut:]):
+            used, made, done = u.unstuff_into(piece, 0, len(piece), out)
+            body += bytes(out[:made])
+            rest += piece[used:]
+        assert body == b"x\r\n.\r\ny\r\n" and rest == b"-ERR z\r\n", cut
+
+
+def test_stuff_large_body_fixed_buffers():
+    line = b"The quick brown fox. Jumps.\r\n.dot line\r\n"
+    body = line * 2000
+    s = DotStuffer()
+    out = bytearray(1024)
+    u = DotUnstuffer()
+    back = bytearray(512)
+    total = 0
+    for i in range(0, len(body), 700):
+        piece = body[i : i + 700]
+        pos = 0
+        while pos < len(piece):
+            used, made = s.stuff_into(piece, pos, len(piece), out)
+            pos += used
+            q = 0
+            while q < made:
+                u2, m2, done = u.unstuff_into(out, q, made, back)
+                assert bytes(back[:m2]) == body[total : total + m2]
+                total += m2
+                q += u2
+    end = s.finish()
+    used, made, done = u.unstuff_into(end, 0, len(end), back)
+    assert done and made == 0 and total == len(body)
