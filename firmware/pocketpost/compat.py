@@ -15,7 +15,7 @@ try:  # MicroPython: const() folds at compile time; `_NAME = const(n)` costs no 
     from micropython import const
 except ImportError:  # CPython has no micropython module.
 
-    def const(x):
+    def const(x):  # type: ignore[misc]  # CPython-only branch
         return x
 
 
@@ -38,7 +38,7 @@ try:  # MicroPython has ticks_ms/ticks_diff (wrap-safe); CPython has monotonic.
 except AttributeError:
 
     def ticks_ms():
-        return int(time.monotonic() * 1000)
+        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]  # CPython-only branch
 
     def ticks_diff(a, b):
         return a - b
@@ -138,7 +138,7 @@ def sync_dir(path):
     if IS_MICROPYTHON:
         return
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)  # type: ignore[attr-defined]  # CPython-only branch
     except (OSError, AttributeError):
         return
     try:
@@ -166,3 +166,23 @@ def now():
     if IS_MICROPYTHON and time.gmtime(0)[0] == 2000:
         t += 946684800
     return t
+
+
+def listdir_stat(path):
+    """List a directory as (name, is_dir, size) tuples without a stat per entry where possible.
+    Why: the store lists bucket directories and wants sizes; MicroPython's VfsLfs2 ilistdir gives
+    (name, type, inode, size) for free, VfsPosix gives no size, CPython has no ilistdir."""
+    out = []
+    il = getattr(os, "ilistdir", None)
+    if il is not None:
+        for e in il(path):
+            is_dir = e[1] == 0x4000
+            size = e[3] if len(e) > 3 else -1
+            if size < 0 and not is_dir:
+                size = os.stat(join(path, e[0]))[6]
+            out.append((e[0], is_dir, size))
+        return out
+    for e in os.scandir(path):
+        is_dir = e.is_dir()
+        out.append((e.name, is_dir, 0 if is_dir else e.stat().st_size))
+    return out

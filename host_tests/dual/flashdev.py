@@ -1,0 +1,153 @@
+"""A simulated flash block device for VfsLfs2, and a fresh store root for the dual tests.
+
+FlashDev counts program and erase operations and can cut the power after the N-th one, in three
+modes:
+  'raise' - the N-th operation does not happen and raises PowerCut; so does every later one;
+  'drop'  - the N-th and every later write or erase is silently ignored (reads still work), as if
+            the chip had lost power while the CPU carried on;
+  'torn'  - the N-th operation half happens (the first half of a program, or of an erase) and
+            raises PowerCut; every later one raises too.
+After a cut the test takes `dev.image()` (the flash as it was when power died), builds a new
+device from it and remounts: that is the reboot.
+
+fresh_root() gives the dual tests somewhere to put a store: a littlefs image in RAM mounted at a
+fresh mount point under MicroPython, a new temp directory under CPython.
+"""
+
+import sys
+
+IS_MICROPYTHON = sys.implementation.name == "micropython"
+
+
+class PowerCut(Exception):
+    pass
+
+
+class FlashDev:
+    def __init__(self, blocks=64, block_size=4096, data=None):
+        self.bs = block_size
+        self.n = blocks
+        if data is not None:
+            self.data = bytearray(data)
+        else:  # erased flash is all ones; fill block by block (no second full-size temporary)
+            self.data = bytearray(blocks * block_size)
+            ones = b"\xff" * block_size
+            for b in range(blocks):
+                self.data[b * block_size : (b + 1) * block_size] = ones
+        self.progs = 0  # program operations (writeblocks calls)
+        self.prog_bytes = 0
+        self.erases = 0
+        self.ops = 0  # programs + erases
+        self.cut_at = 0  # cut the power at this op (1-based); 0: never
+        self.mode = "raise"
+        self.dead = False
+        self.detached = False  # set after a cut: GC finalisers of abandoned files do nothing
+
+    def image(self):
+        return bytes(self.data)
+
+    def readblocks(self, block, buf, off=0):
+        a = block * self.bs + off
+        buf[:] = self.data[a : a + len(buf)]
+
+    def _begin_op(self):
+        """True if the operation may go ahead; False if it is to be dropped. Raises on a cut."""
+        if self.detached:
+            raise PowerCut("detached")
+        if self.dead:
+            if self.mode == "drop":
+                return False
+            raise PowerCut("power is off")
+        self.ops += 1
+        if self.cut_at and self.ops == self.cut_at:
+            self.dead = True
+            if self.mode == "drop":
+                return False
+            if self.mode == "raise":
+                raise PowerCut("power cut at op %d" % self.ops)
+            return None  # torn: caller half-does it, then raises
+        return True
+
+    def writeblocks(self, block, buf, off=None):
+        if off is None:  # simple interface: erase + program whole blocks
+            for i in range(len(buf) // self.bs):
+                self.ioctl(6, block + i)
+            off = 0
+        go = self._begin_op()
+        if go is False:
+            return 0
+        a = block * self.bs + off
+        n = len(buf)
+        if go is None:
+            h = n // 2
+            for i in range(h):  # NOR flash programs by clearing bits
+                self.data[a + i] &= buf[i]
+            raise PowerCut("torn program at op %d" % self.ops)
+        self.progs += 1
+        self.prog_bytes += n
+        self.data[a : a + n] = buf  # littlefs only programs erased areas
+        return 0
+
+    def ioctl(self, op, arg):
+        if op == 4:
+            return self.n
+        if op == 5:
+            return self.bs
+        if op == 6:
+            go = self._begin_op()
+            if go is False:
+                return 0
+            a = arg * self.bs
+            if go is None:
+                h = self.bs // 2
+                self.data[a : a + h] = b"\xff" * h
+                raise PowerCut("torn erase at op %d" % self.ops)
+            self.erases += 1
+            self.data[a : a + self.bs] = b"\xff" * self.bs
+            return 0
+        return 0
+
+    def counts(self):
+        return self.progs, self.erases, self.prog_bytes
+
+
+_seq = [0]
+
+
+def mount_fresh(blocks=64, block_size=4096, at=None, dev=None):
+    """Format a FlashDev (or use `dev` as is), mount VfsLfs2 on it; returns (dev, mount point)."""
+    import vfs
+
+    if dev is None:
+        dev = FlashDev(blocks, block_size)
+        vfs.VfsLfs2.mkfs(dev)
+    if at is None:
+        _seq[0] += 1
+        at = "/ppflash%d" % _seq[0]
+    vfs.mount(vfs.VfsLfs2(dev), at)
+    return dev, at
+
+
+def umount(at):
+    import vfs
+
+    try:
+        vfs.umount(at)
+    except OSError:
+        pass
+    import gc
+
+    gc.collect()
+
+
+def fresh_root(blocks=96):
+    """A new empty directory for a store: littlefs in RAM under MicroPython, a temp dir under
+    CPython. Returns (root, cleanup)."""
+    if IS_MICROPYTHON:
+        dev, at = mount_fresh(blocks)
+        return at + "/mail", lambda: umount(at)
+    import shutil
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="pp-store-")
+    return d + "/mail", lambda: shutil.rmtree(d, ignore_errors=True)
