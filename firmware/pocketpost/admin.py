@@ -1,0 +1,193 @@
+"""REPL helpers for a maker at the mpremote prompt. Thin wrappers: the work is done by
+config (users), store (mailboxes), client (fetching) and board (what is running).
+
+    mpremote exec "from pocketpost import admin; admin.status()"
+    mpremote exec "from pocketpost import admin; admin.add_user('alice', 'secret')"
+    mpremote exec "from pocketpost import admin; admin.deliver('alice', 'Hello from the REPL')"
+    mpremote exec "from pocketpost import admin; admin.mailboxes()"
+    mpremote exec "from pocketpost import admin; admin.fetch_now()"
+
+Each helper prints a human summary and returns the data (None from the prompt-only ones).
+Connecting with mpremote interrupts main.py: the services stop until `machine.reset()`.
+"""
+
+import gc
+import os
+import time
+
+from pocketpost import board, log
+from pocketpost.compat import exists, free_bytes, now, urandom
+
+CONFIG_PATH = board.CONFIG_PATH
+# A test mail is tiny: the point is to see it arrive in a mail client, not to load the store.
+TEST_BODY = "This is a test message delivered from the pocketpost REPL.\r\n"
+
+
+def _cfg(config_path):
+    return board.load_config(config_path)
+
+
+def _store(cfg):
+    return board.open_store(cfg)
+
+
+def add_user(name, password, config_path=CONFIG_PATH, iterations=None):
+    """Add (or replace) a POP3 user: the password is stored as a PBKDF2 hash in config.json,
+    with the board's iteration count (config "server"/"pbkdf2_iterations") unless given."""
+    from pocketpost import config
+
+    cfg = _cfg(config_path)
+    config.add_user(cfg, name, password, iterations)
+    config.save(config_path, cfg)
+    _store(cfg).create(name)
+    print("user %r added; restart the server (machine.reset()) to use it" % name)
+
+
+def _message(user, text, subject, sender):
+    t = now()
+    tag = "".join("%02x" % b for b in urandom(6))
+    return ("From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%d.%s@pocketpost>\r\n"
+            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s") % (
+        sender, user, subject, _rfc5322_date(t), t, tag, _crlf(text)).encode()
+
+
+def _crlf(text):
+    out = text.replace("\r\n", "\n").replace("\n", "\r\n")
+    return out if out.endswith("\r\n") else out + "\r\n"
+
+
+_DAYS = ("Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed")  # 1970-01-01 was a Thursday
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def _rfc5322_date(unix_t):
+    days, rem = divmod(unix_t, 86400)
+    # civil-from-days (Howard Hinnant): no dependency on the port's time epoch
+    z = days + 719468
+    era = z // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + 3 if mp < 10 else mp - 9
+    y = yoe + era * 400 + (1 if m <= 2 else 0)
+    return "%s, %02d %s %d %02d:%02d:%02d +0000" % (
+        _DAYS[days % 7], d, _MONTHS[m - 1], y, rem // 3600, rem // 60 % 60, rem % 60)
+
+
+def deliver(user, text=TEST_BODY, subject="pocketpost test", sender="pocketpost@localhost",
+            config_path=CONFIG_PATH):
+    """Put a small test message into `user`'s mailbox; returns its UID."""
+    store = _store(_cfg(config_path))
+    if user not in store.mailboxes():
+        store.create(user)
+    d = store.begin(user)
+    try:
+        d.write(_message(user, text, subject, sender))
+        uid = d.commit()
+    except BaseException:
+        d.abort()
+        raise
+    print("delivered to %s: uid %s" % (user, uid))
+    return uid
+
+
+def mailbox_list(config_path=CONFIG_PATH):
+    """[(name, messages, octets)]; messages is None for a mailbox a session holds locked."""
+    store = _store(_cfg(config_path))
+    out = []
+    for name in sorted(store.mailboxes()):
+        try:
+            mb = store.lock(name)
+        except Exception as e:  # MailboxLocked: a POP3 session has it open
+            if getattr(e, "code", None) != "IN-USE":
+                raise
+            out.append((name, None, None))
+            continue
+        try:
+            out.append((name, mb.count, mb.total_size))
+        finally:
+            mb.release()
+    return out
+
+
+def mailboxes(config_path=CONFIG_PATH):
+    """Print every mailbox with its message count and size."""
+    rows = mailbox_list(config_path)
+    for name, count, size in rows:
+        if count is None:
+            print("%-20s (in use by a session)" % name)
+        else:
+            print("%-20s %5d messages %9d octets" % (name, count, size))
+    if not rows:
+        print("no mailboxes")
+
+
+def fetch_now(account=None, config_path=CONFIG_PATH):
+    """Fetch every configured account (or the one named) once, now; returns {name: stats}."""
+    from pocketpost import client
+
+    cfg = _cfg(config_path)
+    store = _store(cfg)
+    out = {}
+    for acct in cfg.get("accounts") or []:
+        name = acct.get("name") or acct.get("user") or "?"
+        if account is not None and name != account:
+            continue
+        try:
+            out[name] = client.fetch_account_sync(acct, store)
+        except (OSError, ValueError) as e:
+            out[name] = {"error": "%s: %s" % (type(e).__name__, e)}
+        print("%s: %s" % (name, out[name]))
+    if not out:
+        print("no account %r in %s" % (account, config_path) if account else "no accounts in " + config_path)
+    return out
+
+
+def status_dict(config_path=CONFIG_PATH):
+    """Free flash, heap, sessions, Wi-Fi, clock, services and the last errors, as a dict."""
+    gc.collect()
+    st = {}
+    root = "."
+    try:
+        r = _cfg(config_path).get("store", {}).get("root")
+        if r and exists(r):
+            root = r
+    except (OSError, ValueError):  # no config yet: report the current filesystem
+        pass
+    try:
+        free, bsize = free_bytes(root)
+        total = os.statvfs(root)[0] * os.statvfs(root)[2]
+        st["flash"] = {"free": free, "total": total, "block": bsize}
+    except (OSError, AttributeError) as e:
+        st["flash"] = {"error": str(e)}
+    if hasattr(gc, "mem_free"):
+        st["heap"] = {"free": gc.mem_free(), "used": gc.mem_alloc()}  # type: ignore[attr-defined]
+    r = board.current
+    st["safe_mode"] = board.safe
+    if r is not None:
+        st["uptime_s"] = int(time.time() - r.started)
+        st["sessions"] = r.sessions()
+        st["wifi"] = r.wifi.info() if r.wifi else None
+        st["clock"] = r.clock.info() if r.clock else {"set": board.clock_is_set()}
+        st["watchdog"] = {"timeout_ms": r.watchdog.timeout_ms, "feeds": r.watchdog.feeds} if r.watchdog else None
+        st["services"] = r.supervisor.info()
+        st["fetches"] = r.fetches
+    else:
+        st["services"] = "not running (safe mode, or main.py not started)"
+        st["clock"] = {"set": board.clock_is_set()}
+    st["errors"] = list(log.recent)
+    return st
+
+
+def status(config_path=CONFIG_PATH):
+    """Print the board's status for a human at the REPL."""
+    st = status_dict(config_path)
+    for k in ("flash", "heap", "safe_mode", "uptime_s", "sessions", "wifi", "clock", "watchdog", "services",
+              "fetches"):
+        if k in st:
+            print("%-10s %s" % (k, st[k]))
+    print("errors     %d recent" % len(st["errors"]))
+    for line in st["errors"]:
+        print("  " + line)

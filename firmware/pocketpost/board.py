@@ -1,0 +1,553 @@
+"""Board glue: Wi-Fi, clock, watchdog, safe mode and the service supervisor.
+
+Theory of operation. firmware/boot.py decides safe mode (a pin held at boot, or a flag file) and
+nothing else, so the REPL is always reachable. firmware/main.py builds a `Hardware` from the real
+`machine`, `network` and `ntptime` modules and calls `main()`. Everything here takes those as
+injected objects, so host tests pass small fakes and the unix port (no Wi-Fi, no WDT) passes
+`None` for what it lacks.
+
+`run()` is one asyncio event loop that holds:
+- the watchdog feeder: started first, so a hang anywhere (Wi-Fi, NTP, a service stuck in a
+  blocking call) stops the feeding and the hardware WDT resets the board;
+- the Wi-Fi keeper: connects with exponential back-off, then polls the link and reconnects
+  when it drops. Sessions already running are not touched: their sockets fail or recover on
+  their own, and listeners bound to 0.0.0.0 serve again once the link is back;
+- the clock keeper: NTP at start (TLS certificate checks need the date) and every interval;
+- the supervisor: runs each service (POP3 server, fetch schedule) as a task; a service that
+  raises is logged and restarted with back-off, and after too many failures in a row the
+  board is reset (a fresh heap beats a wedged one). A service that ran for a while before
+  failing starts its count afresh.
+
+Ctrl-C from the REPL (mpremote does this when it connects) stops the loop. A started
+machine.WDT cannot be stopped on an ESP32, so `main()` then hands feeding to a hardware timer:
+the REPL stays usable until the next reset.
+
+Every default for the config keys "wifi", "ntp", "watchdog", "services" is a named constant here.
+"""
+
+import asyncio
+import gc
+import json
+import sys
+import time
+
+from pocketpost import log
+from pocketpost.compat import const, exists, ticks_diff, ticks_ms
+
+_TYPING = False
+if _TYPING:  # never true at run time: lets mypy check calls against the ESP32 stubs
+    import machine  # noqa: F401
+    import network  # noqa: F401
+
+# --- defaults for the board config keys (each overridable in config.json) -------------------
+
+CONFIG_PATH = "config.json"
+SECRETS_PATH = "secrets.json"  # {"ssid": ..., "password": ..., "hostname": ...}; git-ignored
+# Boot: try this many times before starting the services anyway; the keeper goes on trying.
+WIFI_RETRIES = const(5)
+WIFI_BACKOFF_MS = const(1000)  # first pause after a failed attempt; doubles each time
+WIFI_BACKOFF_MAX_MS = const(60000)  # cap: an AP that is down for hours is retried each minute
+# One attempt: association + WPA2 handshake + DHCP usually take 2-6 s; a busy AP up to ~10 s.
+WIFI_CONNECT_TIMEOUT_MS = const(15000)
+WIFI_POLL_MS = const(250)  # isconnected() poll while an attempt is in progress
+WIFI_CHECK_MS = const(5000)  # link poll once up: a drop is noticed within 5 s
+NTP_HOST = "pool.ntp.org"
+# ESP32 RTC drift is seconds per day; certificate validity checks need minutes. 6 h is plenty.
+NTP_INTERVAL_S = const(21600)
+NTP_RETRY_S = const(60)  # after a failed sync (UDP lost, DNS down)
+# The clock is taken as unset before this year: a board without NTP boots in 2000.
+CLOCK_VALID_YEAR = const(2024)
+# Longest stall the event loop may legitimately have: one PBKDF2 login (~0.3-1 s on ESP32), an
+# NTP query (1 s timeout), a flash erase (~0.1 s), a TLS handshake (~1-2 s, blocking in mbedTLS).
+# 30 s leaves a wide margin and still catches a wedged loop.
+WDT_TIMEOUT_MS = const(30000)
+WDT_FEED_DIVISOR = const(4)  # feed every timeout/4: three missed feeds still do not reset
+SERVICE_SERVER = True  # run the POP3 server
+FETCH_INTERVAL_S = const(0)  # 0: no fetch schedule; else fetch every account every N seconds
+RESTART_BACKOFF_MS = const(1000)  # first pause before restarting a failed service; doubles
+RESTART_BACKOFF_MAX_MS = const(60000)
+RESTARTS_BEFORE_RESET = const(8)  # consecutive failures of one service before machine.reset()
+SERVICE_HEALTHY_MS = const(300000)  # a service that ran 5 min before failing is "healthy again"
+FATAL_RESET_DELAY_MS = const(10000)  # top-level failure: log, wait (REPL can Ctrl-C), reset
+# Safe mode: GPIO0 is the BOOT button on ESP32 and ESP32-S3 dev boards (active low); the
+# ESP32-C3 boards use GPIO9. The config cannot choose it: safe mode must work with a bad config.
+SAFE_PIN = const(0)
+SAFE_FLAG = "safemode"  # a file of this name at the flash root also means safe mode
+
+safe = False  # set by boot.py through check_safe_mode(); main.py reads it
+current = None  # the running Runner, for admin.status()
+
+
+def _sleep_ms(ms):
+    return asyncio.sleep(ms / 1000)  # asyncio.sleep_ms is MicroPython-only
+
+
+def _exc_line(e):
+    return "%s: %s" % (type(e).__name__, e)
+
+
+def _print_exception(e):
+    pe = getattr(sys, "print_exception", None)  # MicroPython; CPython has traceback instead
+    if pe is not None:
+        pe(e)
+
+
+# --- safe mode ----------------------------------------------------------------------------
+
+
+def check_safe_mode(pin=None, flag_path=SAFE_FLAG):
+    """Safe mode if the flag file exists or `pin` (a machine.Pin with pull-up) reads low.
+    Sets the module-level `safe` for main.py and returns it."""
+    global safe
+    why = None
+    if exists(flag_path):
+        why = "flag file %r" % flag_path
+    elif pin is not None:
+        try:
+            if pin.value() == 0:
+                why = "pin held low at boot"
+        except (OSError, ValueError) as e:  # a board without that pin: not safe mode
+            log.warning("safe mode pin unreadable: %s", _exc_line(e))
+    safe = why is not None
+    if safe:
+        log.warning("SAFE MODE (%s): services not started; remove %r and reset", why, flag_path)
+    return safe
+
+
+# --- hardware bundle ----------------------------------------------------------------------
+
+
+class Hardware:
+    """What main.py hands over from the real board; any part may be None (unix port, tests).
+    wlan: a network.WLAN(STA_IF); ntptime: the ntptime module; make_wdt(ms) -> machine.WDT;
+    reset(): machine.reset; keep_fed(wdt): feed the WDT from a timer once the loop has stopped."""
+
+    def __init__(self, wlan=None, ntptime=None, make_wdt=None, reset=None, keep_fed=None):
+        self.wlan = wlan
+        self.ntptime = ntptime
+        self.make_wdt = make_wdt
+        self.reset = reset
+        self.keep_fed = keep_fed
+
+
+def load_secrets(path=SECRETS_PATH):
+    """The Wi-Fi secrets file, or None if it is missing (logged: the board then runs offline)."""
+    try:
+        with open(path) as f:
+            s = json.load(f)
+    except OSError:
+        log.warning("wifi: no secrets file %r (copy secrets.json.template)", path)
+        return None
+    except ValueError as e:
+        log.error("wifi: secrets file %r is not valid JSON: %s", path, e)
+        return None
+    if not isinstance(s, dict) or not s.get("ssid"):
+        log.error("wifi: secrets file %r has no \"ssid\"", path)
+        return None
+    return s
+
+
+# --- Wi-Fi --------------------------------------------------------------------------------
+
+
+class Wifi:
+    """Station connect with exponential back-off, then a keeper that reconnects after drops."""
+
+    def __init__(
+        self,
+        wlan,
+        ssid,
+        password,
+        hostname=None,
+        backoff_ms=WIFI_BACKOFF_MS,
+        backoff_max_ms=WIFI_BACKOFF_MAX_MS,
+        connect_timeout_ms=WIFI_CONNECT_TIMEOUT_MS,
+        check_ms=WIFI_CHECK_MS,
+        poll_ms=WIFI_POLL_MS,
+    ):
+        # type: (network.WLAN, str, str, str | None, int, int, int, int, int) -> None
+        self.wlan = wlan
+        self.ssid = ssid
+        self.password = password
+        self.hostname = hostname
+        self.backoff_ms = backoff_ms
+        self.backoff_max_ms = backoff_max_ms
+        self.connect_timeout_ms = connect_timeout_ms
+        self.check_ms = check_ms
+        self.poll_ms = poll_ms
+        self.up = False
+        self.attempts = 0
+        self.connects = 0
+        self.drops = 0
+        self.last_error = None  # type: str | None
+        self.address = None  # type: str | None
+
+    def _begin(self):
+        self.wlan.active(True)
+        if self.hostname:
+            try:
+                self.wlan.config(hostname=self.hostname)
+            except (OSError, ValueError):  # older firmware: dhcp_hostname, or unsupported
+                pass
+        try:
+            self.wlan.disconnect()  # connect() while a previous attempt runs raises on ESP32
+        except OSError:
+            pass
+        self.wlan.connect(self.ssid, self.password)
+
+    async def _attempt(self):
+        self.attempts += 1
+        try:
+            self._begin()
+            t0 = ticks_ms()
+            while not self.wlan.isconnected():
+                if ticks_diff(ticks_ms(), t0) >= self.connect_timeout_ms:
+                    self.last_error = "timeout, status %s" % self.wlan.status()
+                    return False
+                await _sleep_ms(self.poll_ms)
+        except OSError as e:
+            self.last_error = _exc_line(e)
+            return False
+        self.up = True
+        self.connects += 1
+        try:
+            self.address = self.wlan.ifconfig()[0]
+        except (OSError, IndexError):
+            self.address = None
+        log.info("wifi: connected to %s as %s (attempt %d)", self.ssid, self.address, self.attempts)
+        return True
+
+    async def connect(self, attempts=None):
+        """Try up to `attempts` times (None: until connected), sleeping with back-off between."""
+        delay = self.backoff_ms
+        n = 0
+        while attempts is None or n < attempts:
+            n += 1
+            if await self._attempt():
+                return True
+            if attempts is not None and n >= attempts:
+                break
+            log.warning("wifi: attempt %d failed (%s); retry in %d ms", n, self.last_error, delay)
+            await _sleep_ms(delay)
+            delay = min(delay * 2, self.backoff_max_ms)
+        log.warning("wifi: not connected after %d attempts (%s)", n, self.last_error)
+        return False
+
+    async def keep(self):
+        """Runs forever: notice a dropped link and reconnect (with back-off) until it is back."""
+        while True:
+            if not self.wlan.isconnected():
+                if self.up:
+                    self.up = False
+                    self.drops += 1
+                    log.warning("wifi: link lost (drop %d); reconnecting", self.drops)
+                await self.connect()
+            await _sleep_ms(self.check_ms)
+
+    def info(self):
+        return {"up": self.up, "ssid": self.ssid, "address": self.address, "connects": self.connects,
+                "drops": self.drops, "attempts": self.attempts, "last_error": self.last_error}
+
+
+# --- clock --------------------------------------------------------------------------------
+
+
+def clock_is_set():
+    return time.gmtime()[0] >= CLOCK_VALID_YEAR
+
+
+class Clock:
+    """NTP through the `ntptime` module: once at start, then every interval while Wi-Fi is up."""
+
+    def __init__(self, ntptime, host=NTP_HOST, interval_s=NTP_INTERVAL_S, retry_s=NTP_RETRY_S):
+        self.ntptime = ntptime
+        self.host = host
+        self.interval_s = interval_s
+        self.retry_s = retry_s
+        self.syncs = 0
+        self.failures = 0
+        self.last_error = None  # type: str | None
+
+    def sync(self):
+        """One blocking query (ntptime's own timeout, 1 s by default). True on success."""
+        try:
+            self.ntptime.host = self.host
+            self.ntptime.settime()
+        except (OSError, OverflowError, IndexError, ValueError) as e:
+            # OSError: no route, DNS failure, UDP timeout; the rest: a malformed reply.
+            self.failures += 1
+            self.last_error = _exc_line(e)
+            log.warning("ntp: sync with %s failed: %s", self.host, self.last_error)
+            return False
+        self.syncs += 1
+        log.info("ntp: clock set from %s: %s", self.host, time.gmtime()[:6])
+        return True
+
+    async def keep(self, wifi=None):
+        while True:
+            ok = False
+            if wifi is None or wifi.up:
+                ok = self.sync()
+            await _sleep_ms((self.interval_s if ok else self.retry_s) * 1000)
+
+    def info(self):
+        return {"set": clock_is_set(), "host": self.host, "syncs": self.syncs, "failures": self.failures,
+                "last_error": self.last_error}
+
+
+# --- watchdog -----------------------------------------------------------------------------
+
+
+class Watchdog:
+    """Feeds a machine.WDT from the event loop: if the loop stalls, the board resets."""
+
+    def __init__(self, wdt, timeout_ms=WDT_TIMEOUT_MS):
+        # type: (machine.WDT, int) -> None
+        self.wdt = wdt
+        self.timeout_ms = timeout_ms
+        self.every_ms = max(1, timeout_ms // WDT_FEED_DIVISOR)
+        self.feeds = 0
+
+    def feed(self):
+        self.wdt.feed()
+        self.feeds += 1
+
+    async def keep(self):
+        while True:
+            self.feed()
+            await _sleep_ms(self.every_ms)
+
+
+# --- supervisor ---------------------------------------------------------------------------
+
+
+class Service:
+    def __init__(self, name, factory):
+        self.name = name
+        self.factory = factory  # an async function of no arguments: the service's whole life
+        self.state = "new"
+        self.starts = 0
+        self.failures = 0  # consecutive
+        self.last_error = None  # type: str | None
+
+
+class Supervisor:
+    """Runs services as tasks; logs a failure and restarts the service after a back-off."""
+
+    def __init__(
+        self,
+        reset=None,
+        backoff_ms=RESTART_BACKOFF_MS,
+        backoff_max_ms=RESTART_BACKOFF_MAX_MS,
+        reset_after=RESTARTS_BEFORE_RESET,
+        healthy_ms=SERVICE_HEALTHY_MS,
+    ):
+        self.reset = reset
+        self.backoff_ms = backoff_ms
+        self.backoff_max_ms = backoff_max_ms
+        self.reset_after = reset_after
+        self.healthy_ms = healthy_ms
+        self.services = []  # type: list[Service]
+        self.tasks = []  # type: list
+
+    def add(self, name, factory):
+        svc = Service(name, factory)
+        self.services.append(svc)
+        return svc
+
+    def start(self):
+        for svc in self.services:
+            self.tasks.append(asyncio.create_task(self._run(svc)))
+
+    async def wait(self):
+        for t in self.tasks:
+            await t
+
+    def stop(self):
+        for t in self.tasks:
+            t.cancel()
+
+    async def _run(self, svc):
+        delay = self.backoff_ms
+        while True:
+            svc.state = "running"
+            svc.starts += 1
+            t0 = ticks_ms()
+            try:
+                await svc.factory()
+                svc.state = "done"
+                log.info("service %s finished", svc.name)
+                return
+            except asyncio.CancelledError:
+                svc.state = "stopped"
+                raise
+            except Exception as e:  # any failure of one service: log it, restart it
+                if ticks_diff(ticks_ms(), t0) >= self.healthy_ms:
+                    svc.failures = 0
+                    delay = self.backoff_ms
+                svc.failures += 1
+                svc.last_error = _exc_line(e)
+                log.error("service %s failed (%d in a row): %s", svc.name, svc.failures, svc.last_error)
+                _print_exception(e)
+            gc.collect()
+            if self.reset is not None and self.reset_after and svc.failures >= self.reset_after:
+                log.error("service %s keeps failing: resetting the board", svc.name)
+                self.reset()
+            svc.state = "backoff"
+            await _sleep_ms(delay)
+            delay = min(delay * 2, self.backoff_max_ms)
+
+    def info(self):
+        return dict((s.name, {"state": s.state, "starts": s.starts, "failures": s.failures,
+                              "last_error": s.last_error}) for s in self.services)
+
+
+# --- services -----------------------------------------------------------------------------
+
+
+def _section(cfg, key):
+    v = cfg.get(key)
+    return v if isinstance(v, dict) else {}
+
+
+def load_config(path=CONFIG_PATH):
+    from pocketpost import config
+
+    return config.load(path)
+
+
+def open_store(cfg):
+    from pocketpost.store import Store
+
+    st = _section(cfg, "store")
+    kw = {}
+    for k in ("quota", "reserve"):
+        if st.get(k) is not None:
+            kw[k] = st[k]
+    return Store(st.get("root", "mail"), **kw)
+
+
+class Runner:
+    """The running board: what admin.status() reports."""
+
+    def __init__(self, cfg, hw):
+        self.cfg = cfg
+        self.hw = hw if hw is not None else Hardware()
+        self.started = time.time()
+        self.wifi = None  # type: Wifi | None
+        self.clock = None  # type: Clock | None
+        self.watchdog = None  # type: Watchdog | None
+        self.supervisor = Supervisor(reset=self.hw.reset)
+        self.server = None  # the pocketpost.server Server while it runs
+        self.store = None
+        self.fetches = {}  # type: dict
+
+    def sessions(self):
+        s = getattr(self.server, "sessions", None)
+        if s is None:
+            return 0
+        return s if isinstance(s, int) else len(s)
+
+    async def serve(self):
+        from pocketpost import server
+
+        srv = await server.start(self.cfg, self.store)
+        self.server = srv
+        try:
+            wait = getattr(srv, "wait_closed", None)
+            if wait is not None:
+                await wait()
+                raise OSError("server listeners closed")
+            while True:
+                await _sleep_ms(3600000)
+        finally:
+            self.server = None
+            try:
+                srv.close()
+            except OSError:
+                pass
+
+    async def fetch_schedule(self, interval_s):
+        from pocketpost import client
+
+        while True:
+            for acct in self.cfg.get("accounts") or []:
+                name = acct.get("name") or acct.get("user") or "?"
+                if self.wifi is not None and not self.wifi.up:
+                    log.info("fetch %s: skipped, wifi down", name)
+                    continue
+                try:
+                    self.fetches[name] = await client.fetch_account(acct, self.store)
+                except (OSError, ValueError) as e:  # the remote server or the network: try next time
+                    self.fetches[name] = {"error": _exc_line(e)}
+                    log.warning("fetch %s failed: %s", name, _exc_line(e))
+            await _sleep_ms(interval_s * 1000)
+
+    async def run(self, secrets_path=None):
+        cfg = self.cfg
+        hw = self.hw
+        wd = _section(cfg, "watchdog")
+        timeout = wd.get("timeout_ms", WDT_TIMEOUT_MS)
+        if hw.make_wdt is not None and timeout:
+            self.watchdog = Watchdog(hw.make_wdt(timeout), timeout)
+            asyncio.create_task(self.watchdog.keep())
+        w = _section(cfg, "wifi")
+        if hw.wlan is not None:
+            secrets = load_secrets(secrets_path or w.get("secrets", SECRETS_PATH))
+            if secrets is not None:
+                self.wifi = Wifi(
+                    hw.wlan, secrets["ssid"], secrets.get("password", ""), secrets.get("hostname"),
+                    backoff_ms=w.get("backoff_ms", WIFI_BACKOFF_MS),
+                    backoff_max_ms=w.get("backoff_max_ms", WIFI_BACKOFF_MAX_MS),
+                    connect_timeout_ms=w.get("connect_timeout_ms", WIFI_CONNECT_TIMEOUT_MS),
+                    check_ms=w.get("check_ms", WIFI_CHECK_MS),
+                )
+                await self.wifi.connect(w.get("retries", WIFI_RETRIES))
+                asyncio.create_task(self.wifi.keep())
+        n = _section(cfg, "ntp")
+        if hw.ntptime is not None and n.get("host", NTP_HOST):
+            self.clock = Clock(hw.ntptime, n.get("host", NTP_HOST), n.get("interval_s", NTP_INTERVAL_S),
+                               n.get("retry_s", NTP_RETRY_S))
+            asyncio.create_task(self.clock.keep(self.wifi))
+            await _sleep_ms(0)  # let the first sync run before services open TLS
+        if not clock_is_set():
+            log.warning("clock not set: TLS certificate checks will fail until NTP succeeds")
+        self.store = open_store(cfg)
+        sv = _section(cfg, "services")
+        if sv.get("server", SERVICE_SERVER):
+            self.supervisor.add("server", self.serve)
+        interval = sv.get("fetch_interval_s", FETCH_INTERVAL_S)
+        if interval and cfg.get("accounts"):
+            self.supervisor.add("fetch", lambda: self.fetch_schedule(interval))
+        self.supervisor.start()
+        log.info("pocketpost: services %s started", [s.name for s in self.supervisor.services])
+        await self.supervisor.wait()
+
+
+def main(config_path=CONFIG_PATH, hw=None, secrets_path=None):
+    """Start everything from the config and run forever. On a board, a failure outside the
+    services is logged and the board resets after a pause; Ctrl-C returns to the REPL."""
+    global current
+    hw = hw if hw is not None else Hardware()
+    runner = None
+    try:
+        cfg = load_config(config_path)
+        lv = _section(cfg, "log").get("level")
+        if lv:
+            log.set_level(lv)
+        runner = Runner(cfg, hw)
+        current = runner
+        asyncio.run(runner.run(secrets_path))
+    except KeyboardInterrupt:
+        if runner is not None and runner.watchdog is not None and hw.keep_fed is not None:
+            hw.keep_fed(runner.watchdog.wdt)
+            log.warning("interrupted: watchdog now fed by a timer; machine.reset() to restart")
+        raise
+    except Exception as e:  # config unreadable, store unusable, a bug outside the supervisor
+        log.error("pocketpost stopped: %s", _exc_line(e))
+        _print_exception(e)
+        if hw.reset is None:
+            raise
+        log.error("resetting in %d ms (Ctrl-C for the REPL)", FATAL_RESET_DELAY_MS)
+        time.sleep(FATAL_RESET_DELAY_MS / 1000)
+        hw.reset()

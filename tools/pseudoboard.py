@@ -1,0 +1,232 @@
+"""A pseudo-board on the host: the unix micropython REPL behind a pty (socat), with a littlefs
+image file mounted at /flash, so mpremote and tools/deploy.py work against it as against an ESP32.
+
+    python tools/pseudoboard.py [--dir run/pseudoboard] [--boot]      # runs until Ctrl-C
+    mpremote connect run/pseudoboard/tty resume fs ls :               # always `resume`
+
+The image (default 2 MiB of 4 KiB blocks, the vfs partition of a 4 MiB ESP32) is created and
+formatted on first use and persists in --dir. With --boot the pseudo-board behaves like a reset
+board: it runs /flash/boot.py and /flash/main.py, and mpremote's Ctrl-C interrupts main.py.
+
+Differences from a board, all from the unix port: a soft reset (Ctrl-D, `mpremote reset` or
+`soft-reset`) ends the micropython process and with it socat; there is no network/WDT/ntptime
+module; the heap is the unix port's (-X heapsize, 64-bit: 32-byte GC blocks vs 16 on ESP32).
+The file-backed block device lives in the boot script below (micropython side); CPython reads
+the same image with littlefs-python (see `read_image`).
+"""
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+
+BLOCK_SIZE = 4096  # ESP32 flash erase sector
+BLOCK_COUNT = 512  # 2 MiB: the vfs partition of the generic 4 MiB ESP32 image
+READY = "ready"  # written next to the image once /flash is mounted
+HEAPSIZE = "256k"  # a small heap, nearer a board than the unix default (~8 MiB)
+
+# Runs inside micropython (unix port). Kept free of CPython-only syntax.
+BOOT_SCRIPT = r'''
+import os, sys, vfs
+
+class FileBlockDev:
+    """littlefs block device on a file: extended interface (readblocks/writeblocks with an
+    offset, ioctl erase), as on the ESP32 flash partition."""
+
+    def __init__(self, path, block_size, count):
+        self.f = open(path, "r+b")
+        self.bs = block_size
+        self.count = count
+
+    def readblocks(self, n, buf, off=0):
+        self.f.seek(n * self.bs + off)
+        self.f.readinto(buf)
+
+    def writeblocks(self, n, buf, off=None):
+        if off is None:
+            off = 0
+        self.f.seek(n * self.bs + off)
+        self.f.write(buf)
+        self.f.flush()
+
+    def ioctl(self, op, arg):
+        if op == 4:  # block count
+            return self.count
+        if op == 5:  # block size
+            return self.bs
+        if op == 6:  # erase block arg: like NOR flash, to 0xff
+            self.f.seek(arg * self.bs)
+            self.f.write(b"\xff" * self.bs)
+            self.f.flush()
+            return 0
+        if op == 3:  # sync
+            self.f.flush()
+        return 0
+
+bdev = FileBlockDev(IMAGE, BLOCK_SIZE, BLOCK_COUNT)
+try:
+    vfs.mount(vfs.VfsLfs2(bdev), "/flash")
+except OSError:  # blank image: format it, as the ESP32's first boot does (inisetup.py)
+    vfs.VfsLfs2.mkfs(bdev)
+    vfs.mount(vfs.VfsLfs2(bdev), "/flash")
+os.chdir("/flash")
+sys.path[:] = ["", "/flash/lib", ".frozen"]
+open(READY_PATH, "w").close()
+print("pseudo-board: /flash mounted from", IMAGE)
+if BOOT:
+    for _script in ("boot.py", "main.py"):
+        try:
+            os.stat(_script)
+        except OSError:
+            continue
+        exec(open(_script).read(), {"__name__": "__main__"})
+'''
+
+
+def tool(name):
+    p = os.path.join(VENV_BIN, name)
+    if os.path.exists(p):
+        return p
+    here = os.path.join(os.path.dirname(sys.executable), name)
+    return here if os.path.exists(here) else name
+
+
+def make_image(path, block_count=BLOCK_COUNT, block_size=BLOCK_SIZE):
+    """A blank (erased, 0xff) flash image; micropython formats it at first mount."""
+    with open(path, "wb") as f:
+        f.write(b"\xff" * (block_size * block_count))
+
+
+def read_image(path, block_count=BLOCK_COUNT, block_size=BLOCK_SIZE):
+    """{path: bytes} of every file in the image, read from CPython with littlefs-python."""
+    from littlefs import LittleFS
+
+    with open(path, "rb") as f:
+        data = f.read()
+    fs = LittleFS(block_size=block_size, block_count=block_count, mount=False)
+    fs.context.buffer = bytearray(data)
+    fs.mount()
+    out = {}
+    for top, _dirs, files in fs.walk("/"):
+        for name in files:
+            p = top.rstrip("/") + "/" + name
+            with fs.open(p, "rb") as fh:
+                out[p] = fh.read()
+    return out
+
+
+class PseudoBoard:
+    """socat + micropython -i <boot script>. start() returns once /flash is mounted."""
+
+    def __init__(self, directory, image=None, boot=False, heapsize=HEAPSIZE, block_count=BLOCK_COUNT):
+        self.dir = os.path.abspath(directory)
+        self.image = os.path.abspath(image or os.path.join(self.dir, "flash.img"))
+        self.boot = boot
+        self.heapsize = heapsize
+        self.block_count = block_count
+        self.tty = os.path.join(self.dir, "tty")
+        self.log = os.path.join(self.dir, "board.log")
+        self.proc = None
+
+    def _write_boot(self):
+        path = os.path.join(self.dir, "pseudoboot.py")
+        head = "IMAGE = %r\nBLOCK_SIZE = %d\nBLOCK_COUNT = %d\nREADY_PATH = %r\nBOOT = %r\n" % (
+            self.image, BLOCK_SIZE, self.block_count, os.path.join(self.dir, READY), self.boot)
+        with open(path, "w") as f:
+            f.write(head + BOOT_SCRIPT)
+        return path
+
+    def start(self, timeout=10):
+        if not shutil.which("socat"):
+            raise RuntimeError("socat not found (apt-get install socat)")
+        os.makedirs(self.dir, exist_ok=True)
+        if not os.path.exists(self.image):
+            make_image(self.image, self.block_count)
+        for stale in (self.tty, os.path.join(self.dir, READY)):
+            if os.path.lexists(stale):
+                os.unlink(stale)
+        boot = self._write_boot()
+        mp = tool("micropython")
+        for arg in (mp, boot):
+            if any(c in arg for c in " ,!'\":"):
+                raise RuntimeError("socat EXEC cannot take this path: %r" % arg)
+        exec_cmd = "%s -X heapsize=%s -i %s" % (mp, self.heapsize, boot)
+        env = dict(os.environ)
+        env["MICROPYPATH"] = ".frozen"  # only what is on the image: nothing from the checkout
+        logf = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            ["socat", "PTY,link=%s,raw,echo=0" % self.tty,
+             "EXEC:%s,pty,raw,echo=0,stderr,setsid,ctty" % exec_cmd],
+            stdout=logf, stderr=logf, cwd=self.dir, env=env, start_new_session=True)
+        logf.close()
+        ready = os.path.join(self.dir, READY)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if os.path.exists(ready) and os.path.exists(self.tty):
+                return self
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("pseudo-board did not come up; see %s" % self.log)
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait(self, timeout=None):
+        return self.proc.wait(timeout)
+
+    def stop(self):
+        """socat passes SIGTERM on to micropython; its pty closing ends it too."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.proc = None
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dir", default=os.path.join(ROOT, "run", "pseudoboard"))
+    ap.add_argument("--image", help="littlefs image file (default DIR/flash.img)")
+    ap.add_argument("--boot", action="store_true", help="run /flash/boot.py and main.py like a reset board")
+    ap.add_argument("--fresh", action="store_true", help="start from an empty image")
+    ap.add_argument("--heapsize", default=HEAPSIZE)
+    a = ap.parse_args(argv)
+    pb = PseudoBoard(a.dir, a.image, a.boot, a.heapsize)
+    if a.fresh and os.path.exists(pb.image):
+        os.unlink(pb.image)
+    pb.start()
+    print("pseudo-board up: %s (image %s)" % (pb.tty, pb.image))
+    print("  mpremote connect %s resume fs ls :" % pb.tty)
+    print("  make deploy BOARD=host PORT=%s" % pb.tty)
+    print("Ctrl-C to stop; a soft reset ends it too.")
+    try:
+        while pb.alive():
+            time.sleep(0.2)
+        print("pseudo-board ended (soft reset or exit)")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        pb.stop()
+
+
+if __name__ == "__main__":
+    main()
