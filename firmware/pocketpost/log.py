@@ -17,13 +17,13 @@ _NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARN", ERROR: "ERROR"}
 RECENT_MAX = const(8)
 
 level = INFO
-recent = []
+recent = []  # type: list
 _sink = None  # a callable(line) replacing print, for tests
 
 
 def set_level(name_or_int):
     global level
-    level = LEVELS.get(name_or_int, name_or_int) if isinstance(name_or_int, str) else name_or_int
+    level = LEVELS.get(name_or_int, INFO) if isinstance(name_or_int, str) else name_or_int
 
 
 def set_sink(fn):

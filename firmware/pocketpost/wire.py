@@ -59,6 +59,8 @@ class LineReader:
         """A writable view of the free tail of the buffer, for `sock.readinto()`.
         Compacts first, so the view is as large as it can be."""
         self._compact()
+        if self._end == 0:
+            return self._mv  # the common bulk case: no slice object made
         return self._mv[self._end :]
 
     def commit(self, n):
@@ -133,6 +135,22 @@ class LineReader:
         self._discarding = False
 
 
+class _Views:
+    """memoryviews of the caller's in/out buffers, made once: a shell passes the same two
+    buffers on every call, and a new memoryview per chunk is garbage per chunk."""
+
+    def __init__(self):
+        self.src = self.out = self.smv = self.omv = None
+
+    def of(self, src, out):
+        if src is not self.src:
+            self.src = src
+            self.smv = memoryview(src)
+        if out is not self.out:
+            self.out = out
+            self.omv = memoryview(out)
+
+
 class DotStuffer:
     """Message body -> dot-stuffed multi-line block (without the +OK line).
 
@@ -145,17 +163,23 @@ class DotStuffer:
         self.reset()
 
     def reset(self):
+        self.consumed = 0
         self._bol = True  # the next byte starts a line
         self._empty = True
+        self._views = _Views()
 
     def stuff_into(self, src, start, end, out):
-        """Transform src[start:end] into `out` (a bytearray). Returns (consumed, produced):
-        call again with start + consumed while consumed < end - start (out was full)."""
+        """Transform src[start:end] (bytes or bytearray) into `out` (a bytearray). Returns the
+        number of bytes produced and sets `self.consumed`: call again from start + consumed
+        while that is short of end (out was full). Allocates nothing."""
         if start >= end:
-            return 0, 0
+            self.consumed = 0
+            return 0
         self._empty = False
-        smv = memoryview(src)
-        omv = memoryview(out)
+        v = self._views
+        v.of(src, out)  # no tuple return: a tuple would be garbage on every call
+        smv = v.smv
+        omv = v.omv
         cap = len(out)
         si = start
         oi = 0
@@ -182,7 +206,8 @@ class DotStuffer:
             oi += k
             si = stop
             self._bol = src[si - 1] == _LF
-        return si - start, oi
+        self.consumed = si - start
+        return oi
 
     def finish(self):
         """The bytes that close the block."""
@@ -206,17 +231,23 @@ class DotUnstuffer:
         self.reset()
 
     def reset(self):
+        self.consumed = 0
         self._state = _BOL
         self.done = False
+        self._views = _Views()
 
     def unstuff_into(self, src, start, end, out):
-        """Un-stuff src[start:end] into `out` (a bytearray). Returns (consumed, produced, done).
-        Stops right after the terminator: bytes after it (the next pipelined reply) are not
-        consumed. Call again with start + consumed while not done and bytes remain."""
+        """Un-stuff src[start:end] (bytes or bytearray) into `out` (a bytearray). Returns the
+        number of bytes produced and sets `self.consumed` and `self.done`. Stops right after the
+        terminator: bytes after it (the next pipelined reply) are not consumed. Call again from
+        start + consumed while not done and bytes remain. Allocates nothing."""
         if self.done:
-            return 0, 0, True
-        smv = memoryview(src)
-        omv = memoryview(out)
+            self.consumed = 0
+            return 0
+        v = self._views
+        v.of(src, out)  # no tuple return: a tuple would be garbage on every call
+        smv = v.smv
+        omv = v.omv
         cap = len(out)
         si = start
         oi = 0
@@ -265,4 +296,5 @@ class DotUnstuffer:
                 oi += 1
                 st = _MID
         self._state = st
-        return si - start, oi, self.done
+        self.consumed = si - start
+        return oi

@@ -44,7 +44,8 @@ def stuff(body, chunk, outsize):
         piece = body[i : i + chunk]
         pos = 0
         while pos < len(piece):
-            used, made = s.stuff_into(piece, pos, len(piece), out)
+            made = s.stuff_into(piece, pos, len(piece), out)
+            used = s.consumed
             res += bytes(out[:made])
             pos += used
     return res + s.finish()
@@ -64,7 +65,8 @@ def unstuff(wire, chunk, outsize):
             if done:
                 rest += piece[pos:]
                 break
-            used, made, done = u.unstuff_into(piece, pos, len(piece), out)
+            made = u.unstuff_into(piece, pos, len(piece), out)
+            used, done = u.consumed, u.done
             body += bytes(out[:made])
             pos += used
             if used == 0 and made == 0 and not done:
@@ -174,7 +176,8 @@ def test_unstuff_terminator_at_every_split():
         body = b""
         rest = b""
         for piece in (wire[:cut], wire[cut:]):
-            used, made, done = u.unstuff_into(piece, 0, len(piece), out)
+            made = u.unstuff_into(piece, 0, len(piece), out)
+            used = u.consumed
             body += bytes(out[:made])
             rest += piece[used:]
         assert body == b"x\r\n.\r\ny\r\n" and rest == b"-ERR z\r\n", cut
@@ -192,14 +195,17 @@ def test_stuff_large_body_fixed_buffers():
         piece = body[i : i + 700]
         pos = 0
         while pos < len(piece):
-            used, made = s.stuff_into(piece, pos, len(piece), out)
+            made = s.stuff_into(piece, pos, len(piece), out)
+            used = s.consumed
             pos += used
             q = 0
             while q < made:
-                u2, m2, done = u.unstuff_into(out, q, made, back)
+                m2 = u.unstuff_into(out, q, made, back)
+                u2 = u.consumed
                 assert bytes(back[:m2]) == body[total : total + m2]
                 total += m2
                 q += u2
     end = s.finish()
-    used, made, done = u.unstuff_into(end, 0, len(end), back)
-    assert done and made == 0 and total == len(body)
+    made = u.unstuff_into(end, 0, len(end), back)
+    assert u.done and made == 0 and total == len(body)
+
