@@ -1,0 +1,262 @@
+"""Load and check the JSON config; every default is named once, here.
+
+Layout (see boards/host/config.json):
+    {"store":  {"root", "quota", "reserve"},
+     "server": {listen address, ports, TLS files, auth policy, limits},
+     "users":  {name: {"password": "pbkdf2-sha256$...", "mailbox": name, "apop_secret": null}},
+     "accounts": [...],           # the POP3 client's; passed through untouched (client.py checks it)
+     "log":    {"level": "info"},
+     ... other top-level keys ("wifi", "ntp", "watchdog", ...) are board glue: kept untouched.}
+
+`load()` returns a new dict: each known section is the defaults overlaid with the file's values,
+checked; a bad value raises ConfigError naming the key. `load_raw()` returns the file as written
+(for tools that edit and `save()` it without baking the defaults in).
+"""
+
+import json
+
+from pocketpost import auth
+from pocketpost.compat import const, rename, sync_file
+
+# --- defaults, each with its reason --------------------------------------------------------
+STORE_DEFAULTS = {
+    "root": "/flash/mail",
+    "quota": 0,  # bytes for all mailboxes together; 0 = limited by the flash only
+    "reserve": 65536,  # bytes kept free on flash for the index, config and logs
+}
+
+# Ports: 110/995 need root on a host; the demo uses 1100/1995. A board sets 110/995.
+DEFAULT_PORT = const(1100)
+DEFAULT_POP3S_PORT = const(1995)
+
+SERVER_DEFAULTS = {
+    "host": "0.0.0.0",
+    "port": DEFAULT_PORT,  # POP3, with STLS when cert/key are set; 0 disables
+    "pop3s_port": DEFAULT_POP3S_PORT,  # implicit TLS (RFC 8314); 0 disables
+    "cert": "",  # DER certificate on flash (MicroPython's ssl rejects PEM)
+    "key": "",  # DER private key on flash
+    "hostname": "pocketpost",  # in the banner's APOP timestamp and CAPA IMPLEMENTATION
+    # PBKDF2 iterations for new password hashes. An ESP32 spends ~0.3 ms per iteration, so
+    # 1000 keeps a login near 0.3 s; the host config can afford more.
+    "pbkdf2_iterations": auth.DEFAULT_ITERATIONS,
+    # Plain-text passwords (USER/PASS, AUTH PLAIN) on a connection without TLS:
+    # "never", "local" (only from loopback and trusted_networks) or "always".
+    "plaintext_auth": "local",
+    "trusted_networks": ["127.0.0.0/8"],  # CIDR list counted as "local"
+    # Concurrent sessions: each costs ~3 KiB of Python heap (two 1 KiB blocks + reader +
+    # objects) plus ~20 KB of IDF heap with TLS; an ESP32 without PSRAM fits about 4.
+    "max_sessions": 4,
+    "max_sessions_per_addr": 2,  # one host must not take every slot
+    # RFC 2449 section 4: a command line is at most 255 octets including CRLF.
+    "max_command_line": 255,
+    # RFC 1939 section 3: the autologout timer "MUST be of at least 10 minutes". A board may
+    # configure less to free its few session slots sooner.
+    "idle_timeout": 600,
+    "max_auth_failures": 3,  # per session; then -ERR and close
+    # Delay before answering a failed login, by the number of recent failures from the same
+    # address (Dovecot: 2, 4, 8, 15 s); the last value repeats.
+    "auth_delays": [2, 4, 8, 15],
+    "auth_fail_window": 600,  # seconds after which an address's failure count is forgotten
+    "block_size": 1024,  # RETR/TOP file block; the out buffer is the same size
+}
+
+LOG_DEFAULTS = {"level": "info"}
+
+# A user / mailbox name: it becomes a directory name on flash.
+MAX_NAME = const(32)
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789._-"
+
+
+class ConfigError(Exception):
+    def __init__(self, msg):
+        super().__init__(msg)
+
+
+def valid_name(name):
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME or name[0] == ".":
+        return False
+    for c in name:
+        if c not in _NAME_CHARS:
+            return False
+    return True
+
+
+def load_raw(path):
+    with open(path) as f:
+        cfg = json.load(f)
+    if not isinstance(cfg, dict):
+        raise ConfigError("config: top level must be an object")
+    return cfg
+
+
+def _merge(defaults, given, section):
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        raise ConfigError("config: %s must be an object" % section)
+    out = {}
+    for k in defaults:
+        out[k] = defaults[k]
+    for k in given:
+        if k not in defaults:
+            raise ConfigError("config: unknown key %s.%s" % (section, k))
+        out[k] = given[k]
+    return out
+
+
+def _num(sec, section, key, lo, hi=None, kind=int):
+    v = sec[key]
+    ok = isinstance(v, (int, float)) if kind is float else isinstance(v, int)
+    if isinstance(v, bool) or not ok or v < lo or (hi is not None and v > hi):
+        raise ConfigError("config: %s.%s must be a number >= %s" % (section, key, lo))
+
+
+def check(cfg):
+    """Merge defaults into a raw config and check it. Returns a new dict."""
+    out = {}
+    for k in cfg:  # unknown top-level keys (board glue) pass through untouched
+        out[k] = cfg[k]
+    st = _merge(STORE_DEFAULTS, cfg.get("store"), "store")
+    if not isinstance(st["root"], str) or not st["root"]:
+        raise ConfigError("config: store.root must be a path")
+    _num(st, "store", "quota", 0)
+    _num(st, "store", "reserve", 0)
+    out["store"] = st
+
+    sv = _merge(SERVER_DEFAULTS, cfg.get("server"), "server")
+    for key in ("host", "cert", "key", "hostname"):
+        if not isinstance(sv[key], str):
+            raise ConfigError("config: server.%s must be a string" % key)
+    _num(sv, "server", "port", 0, 65535)
+    _num(sv, "server", "pop3s_port", 0, 65535)
+    _num(sv, "server", "pbkdf2_iterations", 1, auth.MAX_ITERATIONS)
+    if sv["plaintext_auth"] not in ("never", "local", "always"):
+        raise ConfigError("config: server.plaintext_auth must be never, local or always")
+    nets = sv["trusted_networks"]
+    if not isinstance(nets, list):
+        raise ConfigError("config: server.trusted_networks must be a list")
+    for n in nets:
+        if parse_cidr(n) is None:
+            raise ConfigError("config: bad network %r" % (n,))
+    _num(sv, "server", "max_sessions", 1, 1000)
+    _num(sv, "server", "max_sessions_per_addr", 1, 1000)
+    # Below 64 octets AUTH PLAIN with a normal name and password cannot fit.
+    _num(sv, "server", "max_command_line", 64, 4096)
+    _num(sv, "server", "idle_timeout", 0.1, None, float)
+    _num(sv, "server", "max_auth_failures", 1, 100)
+    d = sv["auth_delays"]
+    if not isinstance(d, list) or not d:
+        raise ConfigError("config: server.auth_delays must be a non-empty list of seconds")
+    for x in d:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or x < 0 or x > 300:
+            raise ConfigError("config: server.auth_delays must be seconds (0..300)")
+    _num(sv, "server", "auth_fail_window", 0, None, float)
+    _num(sv, "server", "block_size", 256, 65536)
+    if (sv["cert"] == "") != (sv["key"] == ""):
+        raise ConfigError("config: server.cert and server.key go together")
+    out["server"] = sv
+
+    users = cfg.get("users") or {}
+    if not isinstance(users, dict):
+        raise ConfigError("config: users must be an object")
+    uo = {}
+    for name in users:
+        u = users[name]
+        if not valid_name(name) or not isinstance(u, dict):
+            raise ConfigError("config: bad user %r" % (name,))
+        pw = u.get("password")
+        try:
+            auth.parse_hash(pw)
+        except auth.AuthError:
+            raise ConfigError("config: users.%s.password must be a pbkdf2-sha256 hash" % name)
+        mb = u.get("mailbox", name)
+        if not valid_name(mb):
+            raise ConfigError("config: users.%s.mailbox is not a valid name" % name)
+        sec = u.get("apop_secret")
+        if sec is not None and (not isinstance(sec, str) or not sec):
+            raise ConfigError("config: users.%s.apop_secret must be a string or null" % name)
+        uo[name] = {"password": pw, "mailbox": mb, "apop_secret": sec}
+    out["users"] = uo
+
+    acc = cfg.get("accounts", [])
+    if not isinstance(acc, list):
+        raise ConfigError("config: accounts must be a list")
+    out["accounts"] = acc  # client.py checks each account
+
+    lg = _merge(LOG_DEFAULTS, cfg.get("log"), "log")
+    if lg["level"] not in ("debug", "info", "warning", "error"):
+        raise ConfigError("config: log.level must be debug, info, warning or error")
+    out["log"] = lg
+    return out
+
+
+def load(path):
+    return check(load_raw(path))
+
+
+def defaults():
+    return check({})
+
+
+def save(path, cfg):
+    """Write atomically: a temp file next to it, flushed, then renamed over the old one."""
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write(json.dumps(cfg))
+        sync_file(f)
+    rename(tmp, path)  # atomic on POSIX and littlefs, also over an existing file
+
+
+def add_user(cfg, name, password, iterations=None, mailbox=None, apop_secret=None):
+    """Add or replace a user in `cfg` (raw or checked), storing only a salted hash."""
+    if not valid_name(name):
+        raise ConfigError("bad user name %r (a-z 0-9 . _ -, up to %d)" % (name, MAX_NAME))
+    if iterations is None:
+        iterations = (cfg.get("server") or {}).get("pbkdf2_iterations", SERVER_DEFAULTS["pbkdf2_iterations"])
+    users = cfg.get("users")
+    if not isinstance(users, dict):
+        users = {}
+        cfg["users"] = users
+    entry = {"password": auth.hash_password(password, iterations), "mailbox": mailbox or name}
+    if apop_secret:
+        entry["apop_secret"] = apop_secret
+    users[name] = entry
+    return cfg
+
+
+# --- networks --------------------------------------------------------------------------------
+
+
+def parse_ipv4(s):
+    """"a.b.c.d" -> int, or None."""
+    if not isinstance(s, str):
+        return None
+    parts = s.split(".")
+    if len(parts) != 4:
+        return None
+    v = 0
+    for p in parts:
+        if not p or len(p) > 3 or not p.isdigit():
+            return None
+        n = int(p)
+        if n > 255:
+            return None
+        v = (v << 8) | n
+    return v
+
+
+def parse_cidr(s):
+    """"a.b.c.d/n" (or a bare address) -> (network int, mask int), or None."""
+    if not isinstance(s, str):
+        return None
+    bits = 32
+    if "/" in s:
+        s, b = s.split("/", 1)
+        if not b.isdigit() or int(b) > 32:
+            return None
+        bits = int(b)
+    ip = parse_ipv4(s)
+    if ip is None:
+        return None
+    mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+    return ip & mask, mask

@@ -1,0 +1,550 @@
+"""Sans-I/O POP3 server session (RFC 1939, 2449, 3206, 5034, 2595).
+
+Theory of operation
+-------------------
+A shell (server.py) owns the socket. For every framed line from wire.LineReader it calls
+`session.handle(line)` (or `handle_bad(kind)` for OVERLONG / BAD_LINE) and gets the bytes of one
+status line (or a whole small multi-line reply such as CAPA). Before sending them it looks at
+what the session asked for, in this order:
+
+    session.delay      seconds to wait before sending (failed login; 0 otherwise)
+    session.producer   an object with fill(buf) -> n: the rest of a multi-line reply (RETR, TOP,
+                       LIST, UIDL) produced into the shell's fixed buffer, 0 when finished
+    session.starttls   after sending, switch the connection to TLS (and drop buffered plaintext)
+    session.closing    after sending, close the connection
+
+Commands dispatch from one table per state (AUTHORIZATION, TRANSACTION), as popa3d does: a
+command the grammar knows but the state does not gets exactly one -ERR; nothing raises.
+UPDATE is not a table: QUIT in TRANSACTION commits the deletions and ends the session. Any other
+ending (drop, timeout, error) goes through `close()`, which releases the maildrop lock and
+deletes nothing.
+
+Message bodies are never held whole: `BodyProducer` reads the stored file in fixed blocks,
+cuts it for TOP (headers, blank line, n body lines) and dot-stuffs it into the shell's buffer.
+"""
+
+from pocketpost import auth, log
+from pocketpost.config import parse_cidr, parse_ipv4
+from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
+from pocketpost.pop3 import ProtocolError, parse_command, reply
+from pocketpost.wire import OVERLONG, DotStuffer
+
+AUTHORIZATION = const(0)
+TRANSACTION = const(1)
+DONE = const(2)
+
+# Failure records kept per address for the login delay: bounded so a scan from many addresses
+# costs fixed RAM (the oldest record is forgotten first).
+MAX_THROTTLE_ENTRIES = const(32)
+IMPLEMENTATION = "pocketpost"
+
+_CR = const(13)
+_LF = const(10)
+
+
+class Throttle:
+    """Failed logins per peer address -> the delay before answering the next failure."""
+
+    def __init__(self, delays, window_s):
+        self.delays = delays
+        self.window_ms = int(window_s * 1000)
+        self._d = {}  # addr -> [failures, last failure ticks]
+
+    def _get(self, addr, now):
+        e = self._d.get(addr)
+        if e is not None and ticks_diff(now, e[1]) > self.window_ms:
+            del self._d[addr]
+            e = None
+        return e
+
+    def failures(self, addr, now=None):
+        e = self._get(addr, ticks_ms() if now is None else now)
+        return 0 if e is None else e[0]
+
+    def fail(self, addr, now=None):
+        """Record a failure; returns the delay in seconds before answering it."""
+        now = ticks_ms() if now is None else now
+        e = self._get(addr, now)
+        if e is None:
+            if len(self._d) >= MAX_THROTTLE_ENTRIES:
+                oldest = None
+                for k in self._d:
+                    if oldest is None or ticks_diff(self._d[oldest][1], self._d[k][1]) > 0:
+                        oldest = k
+                del self._d[oldest]
+            e = [0, now]
+            self._d[addr] = e
+        e[0] += 1
+        e[1] = now
+        d = self.delays
+        return d[e[0] - 1] if e[0] <= len(d) else d[-1]
+
+
+class Service:
+    """What every session of one server shares: users, store, policy, limits, throttle."""
+
+    def __init__(self, server_cfg, users, store, tls_available=False):
+        self.cfg = server_cfg
+        self.users = users
+        self.store = store
+        self.tls_available = tls_available
+        self.hostname = server_cfg.get("hostname", "pocketpost")
+        self.policy = server_cfg.get("plaintext_auth", "local")
+        self.max_failures = server_cfg.get("max_auth_failures", 3)
+        self.throttle = Throttle(server_cfg.get("auth_delays", [2, 4, 8, 15]), server_cfg.get("auth_fail_window", 600))
+        self.block_size = server_cfg.get("block_size", 1024)
+        nets = []
+        for n in server_cfg.get("trusted_networks", []):
+            c = parse_cidr(n)
+            if c is not None:
+                nets.append(c)
+        self.nets = nets
+        # An unknown user must cost what a wrong password costs: verify against this.
+        self._dummy = auth.hash_password(urandom(12), server_cfg.get("pbkdf2_iterations", auth.DEFAULT_ITERATIONS))
+
+    def trusted(self, ip):
+        v = parse_ipv4(ip)
+        if v is None:
+            return ip in ("::1", "localhost")
+        for net, mask in self.nets:
+            if v & mask == net:
+                return True
+        return False
+
+    def check_password(self, name, password):
+        """The user's entry if name/password match; the same work and answer otherwise."""
+        u = self.users.get(name)
+        stored = u["password"] if u is not None else self._dummy
+        ok = auth.verify_password(password, stored)
+        return u if (ok and u is not None) else None
+
+
+class Session:
+    def __init__(self, service, peer="?", tls_active=False):
+        self.svc = service
+        self.peer = peer
+        self.tls_active = tls_active
+        self.state = AUTHORIZATION
+        self.delay = 0
+        self.producer = None
+        self.starttls = False
+        self.closing = False
+        self.user = None  # name given by USER
+        self.login = None  # authenticated user name
+        self.failures = 0
+        self.mb = None
+        self._del = None  # bitmask of deleted messages
+        self._ndel = 0
+        self._sdel = 0
+        self._sasl = False  # waiting for an AUTH PLAIN continuation
+        self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)
+
+    # -- entry points ----------------------------------------------------------------------
+    def greeting(self):
+        return reply(True, "%s ready %s" % (IMPLEMENTATION, self.timestamp))
+
+    def handle(self, line):
+        self.delay = 0
+        self.producer = None
+        self.starttls = False
+        if self.state == DONE:
+            self.closing = True
+            return reply(False, "session is over")
+        if self._sasl:
+            self._sasl = False
+            return self._sasl_response(bytes(line))
+        try:
+            kw, args = parse_command(line)
+        except ProtocolError as e:
+            return reply(False, e.msg, e.code)
+        table = _AUTH_TABLE if self.state == AUTHORIZATION else _TRANS_TABLE
+        fn = table.get(kw)
+        if fn is None:
+            return reply(False, "%s not valid in this state" % kw)
+        try:
+            return fn(self, args)
+        except Exception as e:  # store/file trouble: one -ERR, never a dead session
+            log.error("pop3 %s %s: %s %r", self.peer, kw, type(e).__name__, e)
+            return reply(False, "internal error", getattr(e, "code", None) or "SYS/TEMP")
+
+    def handle_bad(self, kind):
+        self.delay = 0
+        self.producer = None
+        self.starttls = False
+        if self._sasl:
+            self._sasl = False
+            return reply(False, "bad SASL response")
+        if kind == OVERLONG:
+            return reply(False, "line too long")
+        return reply(False, "invalid octet in command")
+
+    def close(self):
+        """The connection ended without QUIT (or after it): release the lock, delete nothing."""
+        if self.mb is not None:
+            try:
+                self.mb.release()
+            except Exception as e:
+                log.error("pop3 %s release: %r", self.peer, e)
+            self.mb = None
+        self.state = DONE
+
+    # -- AUTHORIZATION -----------------------------------------------------------------------
+    def plain_allowed(self):
+        p = self.svc.policy
+        return self.tls_active or p == "always" or (p == "local" and self.svc.trusted(self.peer))
+
+    def _no_plain(self):
+        return reply(False, "plain-text login needs TLS: use STLS or port POP3S", "AUTH")
+
+    def cmd_capa(self, args):
+        lines = ["+OK capability list follows", "TOP", "UIDL", "RESP-CODES", "PIPELINING"]
+        if self.state == AUTHORIZATION:
+            lines.append("AUTH-RESP-CODE")
+            if self.plain_allowed():
+                lines.append("USER")
+                lines.append("SASL PLAIN")
+            if self.svc.tls_available and not self.tls_active:
+                lines.append("STLS")
+        lines.append("IMPLEMENTATION " + IMPLEMENTATION)
+        lines.append(".")
+        return ("\r\n".join(lines) + "\r\n").encode()
+
+    def cmd_user(self, args):
+        if not self.plain_allowed():
+            return self._no_plain()
+        self.user = bytes(args[0]).decode()
+        return reply(True, "send PASS")
+
+    def cmd_pass(self, args):
+        if not self.plain_allowed():
+            return self._no_plain()
+        if self.user is None:
+            return reply(False, "USER first")
+        name = self.user
+        self.user = None
+        return self._login(name, args[0], None)
+
+    def cmd_apop(self, args):
+        name = bytes(args[0]).decode()
+        digest = bytes(args[1]).lower()
+        u = self.svc.users.get(name)
+        secret = u.get("apop_secret") if u is not None else None
+        # Same work for unknown users and users without APOP: compute a digest either way.
+        want = auth.apop_digest(self.timestamp, secret or "\x00no-apop")
+        ok = auth.equal(want, digest) and secret is not None
+        return self._login(name, None, u if ok else False)
+
+    def cmd_auth(self, args):
+        if not args:  # "AUTH" alone: list mechanisms (a pre-RFC 5034 habit some clients keep)
+            if self.plain_allowed():
+                return b"+OK\r\nPLAIN\r\n.\r\n"
+            return b"+OK\r\n.\r\n"
+        if bytes(args[0]).upper() != b"PLAIN":
+            return reply(False, "unsupported SASL mechanism")
+        if not self.plain_allowed():
+            return self._no_plain()
+        if len(args) < 2:
+            self._sasl = True
+            return b"+ \r\n"
+        return self._sasl_response(bytes(args[1]))
+
+    def _sasl_response(self, blob):
+        if blob == b"*":
+            return reply(False, "authentication cancelled")
+        if blob == b"=":
+            blob = b""
+        try:
+            authz, authc, pw = auth.sasl_plain(blob)
+            name = authc.decode()
+        except (auth.AuthError, ValueError, UnicodeError):
+            # Malformed: still pay a password check, so the answer's timing tells nothing.
+            return self._login("", b"", None)
+        if authz and authz != authc:  # no proxy logins: authorize only as oneself
+            self.svc.check_password(name, pw)
+            return self._login(name, pw, False)
+        return self._login(name, pw, None)
+
+    def _login(self, name, password, user):
+        """user None: check the password; False: already failed; a dict: already verified."""
+        if user is None:
+            user = self.svc.check_password(name, password)
+        if not user:
+            self.failures += 1
+            self.delay = self.svc.throttle.fail(self.peer)
+            log.info("pop3 %s login failed user=%s failures=%d", self.peer, _safe(name), self.failures)
+            if self.failures >= self.svc.max_failures:
+                self.closing = True
+                return reply(False, "authentication failed; too many failures, closing", "AUTH")
+            return reply(False, "authentication failed", "AUTH")
+        try:
+            mb = self.svc.store.lock(user.get("mailbox", name))
+        except Exception as e:
+            code = getattr(e, "code", None) or "SYS/TEMP"
+            log.info("pop3 %s login user=%s mailbox unavailable: %s", self.peer, name, code)
+            if code == "IN-USE":
+                return reply(False, "mailbox is in use by another session", "IN-USE")
+            return reply(False, "mailbox unavailable", code)
+        self.mb = mb
+        self.login = name
+        self.state = TRANSACTION
+        self._del = bytearray((mb.count + 7) // 8)
+        self._ndel = 0
+        self._sdel = 0
+        log.info("pop3 %s login user=%s tls=%d messages=%d", self.peer, name, int(self.tls_active), mb.count)
+        return reply(True, "%d messages (%d octets)" % (mb.count, mb.total_size))
+
+    def cmd_stls(self, args):
+        if self.tls_active:
+            return reply(False, "TLS already active")
+        if not self.svc.tls_available:
+            return reply(False, "TLS not available")
+        self.starttls = True
+        self.user = None
+        return reply(True, "begin TLS negotiation")
+
+    def cmd_quit(self, args):
+        self.closing = True
+        if self.state != TRANSACTION:
+            self.state = DONE
+            return reply(True, "bye")
+        # UPDATE state (RFC 1939 section 6)
+        idx = [i for i in range(self.mb.count) if self.deleted(i)]
+        mb = self.mb
+        self.mb = None
+        self.state = DONE
+        try:
+            mb.commit(idx)
+        except Exception as e:
+            log.error("pop3 %s user=%s commit failed: %r", self.peer, self.login, e)
+            mb.release()
+            return reply(False, "some deleted messages not removed", getattr(e, "code", None) or "SYS/TEMP")
+        log.info("pop3 %s quit user=%s deleted=%d", self.peer, self.login, len(idx))
+        return reply(True, "bye (%d deleted)" % len(idx))
+
+    # -- TRANSACTION -------------------------------------------------------------------------
+    def deleted(self, i):
+        return self._del[i >> 3] & (1 << (i & 7))
+
+    def _msg(self, n):
+        """1-based message number -> 0-based index, or None (no such message / deleted)."""
+        i = n - 1
+        if i < 0 or i >= self.mb.count or self.deleted(i):
+            return None
+        return i
+
+    def cmd_stat(self, args):
+        return reply(True, "%d %d" % (self.mb.count - self._ndel, self.mb.total_size - self._sdel))
+
+    def cmd_list(self, args):
+        return self._listing(args, False)
+
+    def cmd_uidl(self, args):
+        return self._listing(args, True)
+
+    def _listing(self, args, uids):
+        mb = self.mb
+        if args:
+            i = self._msg(args[0])
+            if i is None:
+                return reply(False, "no such message")
+            return reply(True, "%d %s" % (i + 1, mb.uid(i) if uids else mb.size(i)))
+        self.producer = ListingProducer(self, uids)
+        if uids:
+            return reply(True, "unique-id listing follows")
+        return reply(True, "%d messages (%d octets)" % (mb.count - self._ndel, mb.total_size - self._sdel))
+
+    def cmd_retr(self, args):
+        i = self._msg(args[0])
+        if i is None:
+            return reply(False, "no such message")
+        f = self.mb.open(i)
+        self.producer = BodyProducer(f, self.svc.block_size, -1)
+        return reply(True, "%d octets" % self.mb.size(i))
+
+    def cmd_top(self, args):
+        i = self._msg(args[0])
+        if i is None:
+            return reply(False, "no such message")
+        f = self.mb.open(i)
+        self.producer = BodyProducer(f, self.svc.block_size, args[1])
+        return reply(True, "top of message follows")
+
+    def cmd_dele(self, args):
+        i = self._msg(args[0])
+        if i is None:
+            return reply(False, "no such message")
+        self._del[i >> 3] |= 1 << (i & 7)
+        self._ndel += 1
+        self._sdel += self.mb.size(i)
+        return reply(True, "message %d deleted" % (i + 1))
+
+    def cmd_noop(self, args):
+        return reply(True)
+
+    def cmd_rset(self, args):
+        for k in range(len(self._del)):
+            self._del[k] = 0
+        self._ndel = 0
+        self._sdel = 0
+        return reply(True, "%d messages (%d octets)" % (self.mb.count, self.mb.total_size))
+
+
+_AUTH_TABLE = {
+    "CAPA": Session.cmd_capa,
+    "USER": Session.cmd_user,
+    "PASS": Session.cmd_pass,
+    "APOP": Session.cmd_apop,
+    "AUTH": Session.cmd_auth,
+    "STLS": Session.cmd_stls,
+    "QUIT": Session.cmd_quit,
+}
+
+_TRANS_TABLE = {
+    "CAPA": Session.cmd_capa,
+    "STAT": Session.cmd_stat,
+    "LIST": Session.cmd_list,
+    "UIDL": Session.cmd_uidl,
+    "RETR": Session.cmd_retr,
+    "TOP": Session.cmd_top,
+    "DELE": Session.cmd_dele,
+    "NOOP": Session.cmd_noop,
+    "RSET": Session.cmd_rset,
+    "QUIT": Session.cmd_quit,
+}
+
+
+def _hex(b):
+    return "".join("%02x" % c for c in b)
+
+
+def _safe(name):
+    """A user name as sent by a peer, fit for one log line."""
+    out = ""
+    for c in name[:40]:
+        out += c if " " < c <= "~" else "?"
+    return out
+
+
+class ListingProducer:
+    """LIST / UIDL without an argument: one line per undeleted message, then ".", produced into
+    the shell's buffer as many lines at a time as fit."""
+
+    def __init__(self, session, uids):
+        self.s = session
+        self.uids = uids
+        self.i = 0
+        self.done = False
+
+    def fill(self, out):
+        if self.done:
+            return 0
+        mb = self.s.mb
+        n = 0
+        cap = len(out)
+        while self.i < mb.count:
+            i = self.i
+            if self.s.deleted(i):
+                self.i += 1
+                continue
+            line = ("%d %s\r\n" % (i + 1, mb.uid(i) if self.uids else mb.size(i))).encode()
+            if n + len(line) > cap:
+                return n
+            out[n : n + len(line)] = line
+            n += len(line)
+            self.i += 1
+        if n + 3 > cap:
+            return n
+        out[n : n + 3] = b".\r\n"
+        self.done = True
+        return n + 3
+
+    def close(self):
+        pass
+
+
+class BodyProducer:
+    """RETR (lines < 0) or TOP n lines: the stored file, dot-stuffed, in fixed blocks.
+
+    fill(out) returns how many bytes it wrote into `out` (the terminator included at the end),
+    then 0. The file is closed when the terminator is produced or on close().
+    """
+
+    def __init__(self, f, block, lines):
+        self.f = f
+        self.buf = bytearray(block)
+        self.start = 0
+        self.end = 0
+        self.eof = False
+        self.done = False
+        self.stuffer = DotStuffer()
+        self.lines = lines  # body lines left for TOP; < 0: everything
+        self.in_headers = lines >= 0
+        self.llen = 0  # bytes of the current line seen so far
+        self.last = 0  # last byte seen (for a CR straddling blocks)
+
+    def _read(self):
+        n = self.f.readinto(self.buf)
+        if not n:
+            self.eof = True
+            return
+        self.start = 0
+        self.end = n
+        if self.lines >= 0:
+            self.end = self._top_cut(n)
+
+    def _top_cut(self, end):
+        """How much of buf[:end] belongs to the TOP reply; sets eof once the limit is hit."""
+        buf = self.buf
+        i = 0
+        while i < end:
+            if not self.in_headers and self.lines == 0:
+                self.eof = True
+                return i
+            j = buf.find(b"\n", i, end)
+            if j < 0:
+                self.llen += end - i
+                self.last = buf[end - 1]
+                return end
+            llen = self.llen + (j - i)
+            prev = buf[j - 1] if j > i else self.last
+            empty = llen == 0 or (llen == 1 and prev == _CR)
+            if self.in_headers:
+                if empty:
+                    self.in_headers = False
+            else:
+                self.lines -= 1
+            self.llen = 0
+            self.last = _LF
+            i = j + 1
+        if not self.in_headers and self.lines == 0:
+            self.eof = True
+        return end
+
+    def fill(self, out):
+        if self.done:
+            return 0
+        while True:
+            if self.start < self.end:
+                p = self.stuffer.stuff_into(self.buf, self.start, self.end, out)
+                if isinstance(p, tuple):  # the core's older (consumed, produced) form
+                    c, p = p
+                else:
+                    c = self.stuffer.consumed
+                self.start += c
+                if p:
+                    return p
+            elif not self.eof:
+                self._read()
+            else:
+                t = self.stuffer.finish()
+                if len(out) < len(t):
+                    return 0
+                out[: len(t)] = t
+                self.close()
+                self.done = True
+                return len(t)
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+            self.f = None

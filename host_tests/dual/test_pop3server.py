@@ -1,0 +1,459 @@
+"""The sans-I/O POP3 server session against a real store in a temp directory.
+Runs under CPython (pytest) and MicroPython (host_tests/dual/run.py)."""
+
+import binascii
+import os
+
+from pocketpost import auth, config, log
+from pocketpost.pop3server import BodyProducer, Service, Session, Throttle
+from pocketpost.store import Store
+from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader
+
+log.set_sink(lambda line: None)
+
+_n = [0]
+
+
+def _rmtree(p):
+    try:
+        names = os.listdir(p)
+    except OSError:
+        try:
+            os.remove(p)
+        except OSError:
+            pass
+        return
+    for n in names:
+        q = p + "/" + n
+        st = os.stat(q)
+        if st[0] & 0o170000 == 0o040000:
+            _rmtree(q)
+        else:
+            os.remove(q)
+    os.rmdir(p)
+
+
+def tmpdir():
+    _n[0] += 1
+    p = "/tmp/pp-t-%s-%d" % (binascii.hexlify(os.urandom(4)).decode(), _n[0])
+    os.mkdir(p)
+    return p
+
+
+MSGS = [
+    b"From: a@example.org\r\nSubject: one\r\n\r\nHello\r\n",
+    b"From: b@example.org\r\nSubject: two\r\n\r\n.leading dot\r\nline2\r\n..two dots\r\nline4\r\n",
+    b"Subject: three\r\n\r\n" + b"x" * 5000 + b"\r\n.\r\nend\r\n",
+]
+
+
+class Env:
+    def __init__(self, policy="local", tls=False, delays=None, apop=False, msgs=MSGS):
+        self.dir = tmpdir()
+        self.store = Store(self.dir + "/mail", quota=0, reserve=0)
+        for m in msgs:
+            d = self.store.begin("alice")
+            d.write(m)
+            d.commit()
+        self.store.create("bob")
+        cfg = config.check({"server": {"pbkdf2_iterations": 5, "plaintext_auth": policy,
+                                       "auth_delays": delays or [1, 2, 4], "block_size": 256}})
+        config.add_user(cfg, "alice", "pass word", 5, apop_secret="tanstaaf" if apop else None)
+        config.add_user(cfg, "bob", "bobpw", 5)
+        cfg = config.check(cfg)
+        self.svc = Service(cfg["server"], cfg["users"], self.store, tls_available=tls)
+
+    def session(self, peer="127.0.0.1", tls_active=False):
+        return Session(self.svc, peer, tls_active)
+
+    def done(self):
+        _rmtree(self.dir)
+
+
+def run(s, line):
+    """One command -> everything sent back (status line + producer output)."""
+    out = s.handle(line)
+    if s.producer is not None:
+        buf = bytearray(64)
+        for _ in range(100000):
+            n = s.producer.fill(buf)
+            if not n:
+                break
+            out += bytes(buf[:n])
+    return out
+
+
+def login(s, user=b"alice", pw=b"pass word"):
+    assert run(s, b"USER " + user).startswith(b"+OK")
+    r = run(s, b"PASS " + pw)
+    assert r.startswith(b"+OK"), r
+    return r
+
+
+def unstuff(block):
+    u = DotUnstuffer()
+    out = bytearray(len(block) + 8)
+    p = u.unstuff_into(block, 0, len(block), out)
+    if isinstance(p, tuple):  # the core's older (consumed, produced, done) form
+        c, p, done = p
+    else:
+        c, done = u.consumed, u.done
+    assert done and c == len(block)
+    return bytes(out[:p])
+
+
+def test_greeting_and_capa_in_both_states():
+    e = Env(tls=True)
+    try:
+        s = e.session()
+        g = s.greeting()
+        assert g.startswith(b"+OK ") and b"<" in g and g.endswith(b">\r\n")
+        capa = run(s, b"CAPA").split(b"\r\n")
+        assert capa[0].startswith(b"+OK") and capa[-2] == b"." and capa[-1] == b""
+        for c in (b"TOP", b"UIDL", b"USER", b"SASL PLAIN", b"RESP-CODES", b"AUTH-RESP-CODE",
+                  b"PIPELINING", b"STLS"):
+            assert c in capa, c
+        assert b"IMPLEMENTATION pocketpost" in capa
+        assert b"EXPIRE" not in b" ".join(capa) and b"LOGIN-DELAY" not in b" ".join(capa)
+        login(s)
+        capa = run(s, b"capa").split(b"\r\n")
+        for c in (b"USER", b"SASL PLAIN", b"STLS", b"AUTH-RESP-CODE"):
+            assert c not in capa
+        for c in (b"TOP", b"UIDL", b"PIPELINING", b"RESP-CODES"):
+            assert c in capa
+        s.close()
+        # TLS active: no STLS; no TLS configured: no STLS
+        s = e.session(tls_active=True)
+        assert b"STLS" not in run(s, b"CAPA")
+        s.close()
+    finally:
+        e.done()
+
+
+def test_no_stls_without_tls_config():
+    e = Env(tls=False)
+    try:
+        s = e.session()
+        assert b"STLS" not in run(s, b"CAPA")
+        assert run(s, b"STLS").startswith(b"-ERR")
+        assert not s.starttls
+    finally:
+        e.done()
+
+
+def test_transaction_commands():
+    e = Env()
+    try:
+        s = e.session()
+        r = login(s)
+        assert r.startswith(b"+OK 3 messages")
+        total = sum(len(m) for m in MSGS)
+        assert run(s, b"STAT") == b"+OK 3 %d\r\n" % total
+        lst = run(s, b"LIST")
+        assert lst.split(b"\r\n", 1)[1] == b"".join(b"%d %d\r\n" % (i + 1, len(m)) for i, m in enumerate(MSGS)) + b".\r\n"
+        assert run(s, b"LIST 2") == b"+OK 2 %d\r\n" % len(MSGS[1])
+        assert run(s, b"LIST 4").startswith(b"-ERR")
+        assert run(s, b"LIST 0").startswith(b"-ERR")
+        assert run(s, b"LIST 4294967297").startswith(b"-ERR")
+        u = run(s, b"UIDL").split(b"\r\n")
+        assert u[0].startswith(b"+OK") and len(u) == 6 and u[-2] == b"."
+        uids = [x.split(b" ")[1] for x in u[1:4]]
+        assert len(set(uids)) == 3
+        assert run(s, b"UIDL 3") == b"+OK 3 " + uids[2] + b"\r\n"
+        for i, m in enumerate(MSGS):
+            r = run(s, b"RETR %d" % (i + 1))
+            head, block = r.split(b"\r\n", 1)
+            assert head == b"+OK %d octets" % len(m)
+            assert unstuff(block) == m
+        # dot-stuffing on the wire
+        r = run(s, b"RETR 2")
+        assert b"\r\n..leading dot\r\n" in r and b"\r\n...two dots\r\n" in r
+        assert run(s, b"DELE 1") == b"+OK message 1 deleted\r\n"
+        assert run(s, b"DELE 1").startswith(b"-ERR")
+        assert run(s, b"RETR 1").startswith(b"-ERR")
+        assert run(s, b"STAT") == b"+OK 2 %d\r\n" % (total - len(MSGS[0]))
+        assert b"\r\n1 " not in run(s, b"LIST")
+        assert run(s, b"NOOP") == b"+OK\r\n"
+        assert run(s, b"RSET").startswith(b"+OK 3 ")
+        assert run(s, b"STAT") == b"+OK 3 %d\r\n" % total
+        assert run(s, b"DELE 2").startswith(b"+OK")
+        assert run(s, b"QUIT").startswith(b"+OK")
+        assert s.closing
+        s.close()
+        s = e.session()
+        login(s)
+        assert run(s, b"STAT") == b"+OK 2 %d\r\n" % (len(MSGS[0]) + len(MSGS[2]))
+        # numbers are renumbered only in a new session; UIDs are kept
+        assert run(s, b"UIDL 2") == b"+OK 2 " + uids[2] + b"\r\n"
+        s.close()
+    finally:
+        e.done()
+
+
+def test_top():
+    e = Env()
+    try:
+        s = e.session()
+        login(s)
+        r = run(s, b"TOP 2 0")
+        assert r.split(b"\r\n", 1)[1] == b"From: b@example.org\r\nSubject: two\r\n\r\n.\r\n"
+        r = run(s, b"TOP 2 1")
+        assert unstuff(r.split(b"\r\n", 1)[1]) == b"From: b@example.org\r\nSubject: two\r\n\r\n.leading dot\r\n"
+        r = run(s, b"TOP 2 3")
+        assert unstuff(r.split(b"\r\n", 1)[1]) == MSGS[1][: MSGS[1].index(b"line4")]
+        r = run(s, b"TOP 2 100")
+        assert unstuff(r.split(b"\r\n", 1)[1]) == MSGS[1]
+        r = run(s, b"TOP 3 1")  # a 5000-byte body line straddles many blocks
+        assert unstuff(r.split(b"\r\n", 1)[1]) == b"Subject: three\r\n\r\n" + b"x" * 5000 + b"\r\n"
+        assert run(s, b"TOP 2").startswith(b"-ERR")
+        assert run(s, b"TOP 9 1").startswith(b"-ERR")
+        s.close()
+    finally:
+        e.done()
+
+
+class _F:
+    def __init__(self, data, step):
+        self.data = data
+        self.pos = 0
+        self.step = step
+
+    def readinto(self, buf):
+        n = min(len(buf), self.step, len(self.data) - self.pos)
+        buf[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+    def close(self):
+        pass
+
+
+def test_top_every_block_split():
+    msg = b"A: 1\r\nB: 2\r\n\r\nl1\r\n.l2\r\nl3\r\n"
+    for lines in range(0, 5):
+        want = msg[: msg.index(b"\r\n\r\n") + 4]
+        rest = msg[len(want):].split(b"\r\n")
+        want += b"".join(x + b"\r\n" for x in rest[:lines] if x or False)
+        for step in range(1, len(msg) + 1):
+            p = BodyProducer(_F(msg, step), 64, lines)
+            out = b""
+            buf = bytearray(7)
+            for _ in range(1000):
+                n = p.fill(buf)
+                if not n:
+                    break
+                out += bytes(buf[:n])
+            assert unstuff(out) == want, (lines, step, out)
+
+
+def test_body_without_final_crlf_and_empty():
+    for msg, wire in ((b"abc", b"abc\r\n.\r\n"), (b"", b".\r\n"), (b".\r\n", b"..\r\n.\r\n")):
+        p = BodyProducer(_F(msg, 2), 16, -1)
+        out = b""
+        buf = bytearray(5)
+        for _ in range(100):
+            n = p.fill(buf)
+            if not n:
+                break
+            out += bytes(buf[:n])
+        assert out == wire, (msg, out)
+
+
+def test_commands_out_of_state_and_garbage():
+    e = Env()
+    try:
+        s = e.session()
+        for bad in (b"STAT", b"LIST", b"RETR 1", b"DELE 1", b"NOOP", b"RSET", b"TOP 1 1", b"UIDL"):
+            r = run(s, bad)
+            assert r.startswith(b"-ERR") and r.count(b"\r\n") == 1, (bad, r)
+        for bad in (b"", b"XYZZY", b"\xff\xfe", b"RETR", b"USER", b"PASS", b"LIST 1 2", b"USER a b",
+                    b"\x00", b"LIST ", b"RETR -1", b"RETR 01"):
+            r = run(s, bad)
+            assert r.startswith(b"-ERR") and r.count(b"\r\n") == 1, (bad, r)
+        assert s.handle_bad(OVERLONG).startswith(b"-ERR")
+        assert s.handle_bad(BAD_LINE).startswith(b"-ERR")
+        assert run(s, b"PASS nouser").startswith(b"-ERR")
+        login(s)
+        for bad in (b"USER alice", b"PASS x", b"APOP a b", b"AUTH PLAIN", b"STLS"):
+            r = run(s, bad)
+            assert r.startswith(b"-ERR"), bad
+        assert run(s, b"STAT").startswith(b"+OK")
+        s.close()
+    finally:
+        e.done()
+
+
+def test_wrong_password_same_answer_and_growing_delay():
+    e = Env(delays=[1, 2, 4])
+    try:
+        s = e.session(peer="127.0.0.5")
+        answers = []
+        delays = []
+        for user in (b"alice", b"nosuchuser"):
+            run(s, b"USER " + user)
+            answers.append(run(s, b"PASS wrong"))
+            delays.append(s.delay)
+        assert answers[0] == answers[1] and answers[0].startswith(b"-ERR [AUTH]")
+        assert delays == [1, 2]
+        assert not s.closing
+        run(s, b"USER alice")
+        r = run(s, b"PASS wrong")
+        assert r.startswith(b"-ERR [AUTH]") and s.closing and s.delay == 4
+        # another session from the same address keeps the grown delay
+        s2 = e.session(peer="127.0.0.5")
+        run(s2, b"USER alice")
+        run(s2, b"PASS still wrong")
+        assert s2.delay == 4
+        # ...but another address starts low
+        s3 = e.session(peer="127.0.0.6")
+        run(s3, b"USER alice")
+        run(s3, b"PASS wrong")
+        assert s3.delay == 1
+        login(s3)  # and the right password works
+        s3.close()
+    finally:
+        e.done()
+
+
+def test_throttle_window_and_bound():
+    t = Throttle([2, 4, 8, 15], 10)
+    assert [t.fail("a", 0), t.fail("a", 1000), t.fail("a", 2000), t.fail("a", 3000), t.fail("a", 4000)] == [2, 4, 8, 15, 15]
+    assert t.failures("a", 5000) == 5
+    assert t.fail("a", 20000) == 2  # forgotten after the window
+    for i in range(200):
+        t.fail("h%d" % i, 21000 + i)
+    assert len(t._d) <= 32
+
+
+def test_plaintext_policy():
+    e = Env(policy="local", tls=True)
+    try:
+        s = e.session(peer="192.0.2.1")
+        capa = run(s, b"CAPA")
+        assert b"USER" not in capa and b"SASL" not in capa and b"STLS" in capa
+        r = run(s, b"USER alice")
+        assert r.startswith(b"-ERR [AUTH]")
+        assert run(s, b"PASS pass word").startswith(b"-ERR [AUTH]")
+        assert run(s, b"AUTH PLAIN").startswith(b"-ERR [AUTH]")
+        # after STLS the same peer may log in
+        assert run(s, b"STLS").startswith(b"+OK") and s.starttls
+        s.tls_active = True
+        assert b"STLS" not in run(s, b"CAPA")
+        login(s)
+        s.close()
+        e.svc.policy = "never"
+        s = e.session(peer="127.0.0.1")
+        assert run(s, b"USER alice").startswith(b"-ERR [AUTH]")
+        e.svc.policy = "always"
+        s = e.session(peer="192.0.2.1")
+        login(s)
+        s.close()
+    finally:
+        e.done()
+
+
+def plain(authz, authc, pw):
+    return binascii.b2a_base64(authz + b"\x00" + authc + b"\x00" + pw).rstrip(b"\n")
+
+
+def test_auth_plain():
+    e = Env()
+    try:
+        s = e.session()
+        assert b"PLAIN" in run(s, b"AUTH")
+        assert run(s, b"AUTH CRAM-MD5").startswith(b"-ERR")
+        r = run(s, b"AUTH PLAIN " + plain(b"", b"alice", b"pass word"))
+        assert r.startswith(b"+OK"), r
+        s.close()
+        s = e.session()
+        assert run(s, b"AUTH PLAIN") == b"+ \r\n"
+        assert run(s, b"*").startswith(b"-ERR")
+        assert run(s, b"AUTH PLAIN") == b"+ \r\n"
+        assert run(s, b"=").startswith(b"-ERR [AUTH]")
+        assert run(s, b"AUTH PLAIN") == b"+ \r\n"
+        assert run(s, b"not base64 !!").startswith(b"-ERR [AUTH]")
+        assert run(s, b"AUTH PLAIN " + plain(b"bob", b"alice", b"pass word")).startswith(b"-ERR [AUTH]")
+        assert run(s, b"AUTH PLAIN") == b"+ \r\n"
+        assert run(s, plain(b"alice", b"alice", b"pass word")).startswith(b"+OK")
+        s.close()
+    finally:
+        e.done()
+
+
+def test_apop_opt_in():
+    e = Env(apop=True)
+    try:
+        s = e.session()
+        ts = s.timestamp
+        d = auth.apop_digest(ts, "tanstaaf")
+        assert run(s, b"APOP alice " + d).startswith(b"+OK")
+        s.close()
+        s = e.session()
+        assert run(s, b"APOP alice " + auth.apop_digest("<other@x>", "tanstaaf")).startswith(b"-ERR [AUTH]")
+        # bob has no APOP secret: refused even with the "right" empty-secret digest
+        assert run(s, b"APOP bob " + auth.apop_digest(s.timestamp, "")).startswith(b"-ERR [AUTH]")
+        s.close()
+    finally:
+        e.done()
+
+
+def test_in_use_and_lock_released_on_close():
+    e = Env()
+    try:
+        s1 = e.session()
+        login(s1)
+        assert run(s1, b"DELE 1").startswith(b"+OK")
+        s2 = e.session()
+        run(s2, b"USER alice")
+        r = run(s2, b"PASS pass word")
+        assert r.startswith(b"-ERR [IN-USE]"), r
+        assert s2.failures == 0
+        s1.close()  # a drop: nothing deleted, lock freed
+        login(s2)
+        assert run(s2, b"STAT").startswith(b"+OK 3 ")
+        s2.close()
+        s2.close()  # idempotent
+    finally:
+        e.done()
+
+
+def test_pipelined_batch_any_split():
+    """A pipelined batch fed through a LineReader at every split point gives the same replies."""
+    e = Env()
+    try:
+        batch = b"CAPA\r\nUSER alice\r\nPASS pass word\r\nSTAT\nLIST\r\nUIDL 1\r\nTOP 1 0\r\nRETR 2\r\nNOOP\r\nRSET\r\nQUIT\r\n"
+        ref = None
+        for cut in list(range(0, len(batch) + 1, 3)) + [1, len(batch) - 1]:
+            s = e.session()
+            r = LineReader(255)
+            out = b""
+            for piece in (batch[:cut], batch[cut:]):
+                while piece:
+                    n = r.feed(piece)
+                    piece = piece[n:]
+                    for _ in range(100):
+                        ln = r.next_line()
+                        if ln is None:
+                            break
+                        out += run(s, ln)
+            s.close()
+            if ref is None:
+                ref = out
+                assert out.count(b"+OK") >= 11 and b"-ERR" not in out
+            # the timestamp differs per session but is not echoed: replies are identical
+            assert out == ref, cut
+    finally:
+        e.done()
+
+
+def test_pass_keeps_spaces():
+    e = Env()
+    try:
+        s = e.session()
+        run(s, b"USER alice")
+        assert run(s, b"PASS pass  word").startswith(b"-ERR")  # two spaces: a different password
+        run(s, b"USER alice")
+        assert run(s, b"PASS pass word").startswith(b"+OK")
+        s.close()
+    finally:
+        e.done()
