@@ -36,11 +36,19 @@ def add_user(name, password, config_path=CONFIG_PATH, iterations=None):
     with the board's iteration count (config "server"/"pbkdf2_iterations") unless given."""
     from pocketpost import config
 
-    cfg = _cfg(config_path)
-    config.add_user(cfg, name, password, iterations)
-    config.save(config_path, cfg)
-    _store(cfg).create(name)
-    print("user %r added; restart the server (machine.reset()) to use it" % name)
+    raw = config.load_raw(config_path)  # edit the file as written: no defaults baked in
+    config.add_user(raw, name, password, iterations)
+    config.save(config_path, raw)
+    store = _store(config.check(raw))
+    box = _mailbox_of(raw, name)
+    if not store.exists(box):
+        store.create(box)
+    print("user %r added (mailbox %r); machine.reset() to serve it" % (name, box))
+
+
+def _mailbox_of(cfg, user):
+    entry = (cfg.get("users") or {}).get(user)
+    return entry.get("mailbox") or user if isinstance(entry, dict) else user
 
 
 def _message(user, text, subject, sender):
@@ -79,10 +87,12 @@ def _rfc5322_date(unix_t):
 def deliver(user, text=TEST_BODY, subject="pocketpost test", sender="pocketpost@localhost",
             config_path=CONFIG_PATH):
     """Put a small test message into `user`'s mailbox; returns its UID."""
-    store = _store(_cfg(config_path))
-    if user not in store.mailboxes():
-        store.create(user)
-    d = store.begin(user)
+    cfg = _cfg(config_path)
+    store = _store(cfg)
+    box = _mailbox_of(cfg, user)
+    if not store.exists(box):
+        store.create(box)
+    d = store.begin(box)
     try:
         d.write(_message(user, text, subject, sender))
         uid = d.commit()

@@ -441,6 +441,17 @@ class Runner:
         self.server = None  # the pocketpost.server Server while it runs
         self.store = None
         self.fetches = {}  # type: dict
+        self.tasks = []  # type: list  # keepers; CPython only weakly references bare tasks
+
+    def _spawn(self, coro):
+        t = asyncio.create_task(coro)
+        self.tasks.append(t)
+        return t
+
+    def stop(self):
+        for t in self.tasks:
+            t.cancel()
+        self.supervisor.stop()
 
     def sessions(self):
         s = getattr(self.server, "sessions", None)
@@ -490,7 +501,7 @@ class Runner:
         timeout = wd.get("timeout_ms", WDT_TIMEOUT_MS)
         if hw.make_wdt is not None and timeout:
             self.watchdog = Watchdog(hw.make_wdt(timeout), timeout)
-            asyncio.create_task(self.watchdog.keep())
+            self._spawn(self.watchdog.keep())
         w = _section(cfg, "wifi")
         if hw.wlan is not None:
             secrets = load_secrets(secrets_path or w.get("secrets", SECRETS_PATH))
@@ -503,12 +514,12 @@ class Runner:
                     check_ms=w.get("check_ms", WIFI_CHECK_MS),
                 )
                 await self.wifi.connect(w.get("retries", WIFI_RETRIES))
-                asyncio.create_task(self.wifi.keep())
+                self._spawn(self.wifi.keep())
         n = _section(cfg, "ntp")
         if hw.ntptime is not None and n.get("host", NTP_HOST):
             self.clock = Clock(hw.ntptime, n.get("host", NTP_HOST), n.get("interval_s", NTP_INTERVAL_S),
                                n.get("retry_s", NTP_RETRY_S))
-            asyncio.create_task(self.clock.keep(self.wifi))
+            self._spawn(self.clock.keep(self.wifi))
             await _sleep_ms(0)  # let the first sync run before services open TLS
         if not clock_is_set():
             log.warning("clock not set: TLS certificate checks will fail until NTP succeeds")
@@ -524,7 +535,7 @@ class Runner:
         await self.supervisor.wait()
 
 
-def main(config_path=CONFIG_PATH, hw=None, secrets_path=None):
+def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=FATAL_RESET_DELAY_MS):
     """Start everything from the config and run forever. On a board, a failure outside the
     services is logged and the board resets after a pause; Ctrl-C returns to the REPL."""
     global current
@@ -548,6 +559,6 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None):
         _print_exception(e)
         if hw.reset is None:
             raise
-        log.error("resetting in %d ms (Ctrl-C for the REPL)", FATAL_RESET_DELAY_MS)
-        time.sleep(FATAL_RESET_DELAY_MS / 1000)
+        log.error("resetting in %d ms (Ctrl-C for the REPL)", fatal_delay_ms)
+        time.sleep(fatal_delay_ms / 1000)
         hw.reset()

@@ -1,0 +1,494 @@
+"""Board glue (pocketpost.board) against small fakes of network.WLAN, ntptime and machine.WDT:
+Wi-Fi back-off, a drop and return while a session runs, the WDT fed by the loop (and starved by
+a blocked one), the supervisor restarting a crashed service, safe mode.
+Runs under CPython (pytest) and MicroPython (host_tests/dual/run.py)."""
+
+import asyncio
+import os
+import sys
+import time
+
+from pocketpost import board, log
+from pocketpost.compat import ticks_diff, ticks_ms
+
+IS_MP = sys.implementation.name == "micropython"
+
+
+def run(coro):
+    if IS_MP:
+        asyncio.new_event_loop()  # drop tasks a previous test left behind (MicroPython keeps them)
+    return asyncio.run(coro)
+
+
+class Logs:
+    def __init__(self):
+        self.lines = []
+        log.set_sink(self.lines.append)
+
+    def having(self, text):
+        return [ln for ln in self.lines if text in ln]
+
+    def close(self):
+        log.set_sink(None)
+
+
+class FakeWLAN:
+    """network.WLAN(STA_IF): an attempt connects after `polls` isconnected() calls while the AP
+    is up; while `ap_up` is False attempts never succeed."""
+
+    def __init__(self, ap_up=True, polls=2):
+        self.ap_up = ap_up
+        self.polls = polls
+        self.is_active = False
+        self.connected = False
+        self.pending = -1
+        self.connects = 0
+        self.disconnects = 0
+        self.hostname = None
+
+    def active(self, v=None):
+        if v is None:
+            return self.is_active
+        self.is_active = bool(v)
+
+    def config(self, **kw):
+        self.hostname = kw.get("hostname")
+
+    def disconnect(self):
+        self.disconnects += 1
+        self.connected = False
+        self.pending = -1
+
+    def connect(self, ssid, key):
+        assert self.is_active, "connect() before active(True)"
+        assert ssid == "testnet" and key == "pw"
+        self.connects += 1
+        self.pending = self.polls if self.ap_up else -1
+
+    def isconnected(self):
+        if not self.connected and self.pending >= 0 and self.ap_up:
+            if self.pending == 0:
+                self.connected = True
+            else:
+                self.pending -= 1
+        return self.connected
+
+    def status(self):
+        return 1010 if self.connected else 201  # STAT_GOT_IP / STAT_NO_AP_FOUND
+
+    def ifconfig(self):
+        return ("192.168.4.2", "255.255.255.0", "192.168.4.1", "192.168.4.1")
+
+    def drop(self):
+        """The AP goes away: the link is lost and attempts fail until it returns."""
+        self.connected = False
+        self.pending = -1
+        self.ap_up = False
+
+
+class FakeWDT:
+    """machine.WDT: records feeds; `expired()` if any gap between feeds exceeded the timeout."""
+
+    def __init__(self, timeout):
+        self.timeout = timeout
+        self.feeds = 0
+        self.last = ticks_ms()
+        self.worst_gap = 0
+
+    def feed(self):
+        t = ticks_ms()
+        self.worst_gap = max(self.worst_gap, ticks_diff(t, self.last))
+        self.last = t
+        self.feeds += 1
+
+    def expired(self):
+        return max(self.worst_gap, ticks_diff(ticks_ms(), self.last)) > self.timeout
+
+
+class FakeNtp:
+    def __init__(self, fail=0):
+        self.host = None
+        self.fail = fail
+        self.calls = 0
+
+    def settime(self):
+        self.calls += 1
+        if self.fail:
+            self.fail -= 1
+            raise OSError(110)  # ETIMEDOUT: the UDP reply never came
+
+
+class FakePin:
+    def __init__(self, level=None, error=None):
+        self.level = level
+        self.error = error
+
+    def value(self):
+        if self.error:
+            raise self.error
+        return self.level
+
+
+def fast_wifi(wlan):
+    return board.Wifi(wlan, "testnet", "pw", "pp", backoff_ms=2, backoff_max_ms=8, connect_timeout_ms=20,
+                      check_ms=5, poll_ms=1)
+
+
+# --- Wi-Fi ---------------------------------------------------------------------------------
+
+
+def test_wifi_connects_with_doubling_backoff():
+    logs = Logs()
+    wlan = FakeWLAN(ap_up=False)
+    wifi = fast_wifi(wlan)
+
+    async def ap_comes_up():
+        while wlan.connects < 3:  # the third attempt fails (AP was away at its start); the fourth works
+            await asyncio.sleep(0.001)
+        wlan.ap_up = True
+
+    async def go():
+        t = asyncio.create_task(ap_comes_up())
+        ok = await wifi.connect(10)
+        await t
+        return ok
+
+    try:
+        assert run(go()) is True
+    finally:
+        logs.close()
+    assert wifi.up and wifi.connects == 1 and wlan.hostname == "pp"
+    assert wifi.attempts == 4, wifi.attempts
+    assert wifi.address == "192.168.4.2"
+    retries = logs.having("retry in")
+    # back-off 2, 4, 8 ms: doubles and stops at the cap
+    assert [ln.split("retry in ")[1] for ln in retries] == ["2 ms", "4 ms", "8 ms"], retries
+    assert wlan.disconnects >= 4  # each attempt clears the previous one first (ESP32 raises otherwise)
+
+
+def test_wifi_gives_up_after_retries_and_backoff_caps():
+    logs = Logs()
+    wlan = FakeWLAN(ap_up=False)
+    wifi = fast_wifi(wlan)
+    try:
+        assert run(wifi.connect(5)) is False
+    finally:
+        logs.close()
+    assert not wifi.up and wifi.attempts == 5
+    assert "timeout, status 201" in wifi.last_error
+    delays = [ln.split("retry in ")[1] for ln in logs.having("retry in")]
+    assert delays == ["2 ms", "4 ms", "8 ms", "8 ms"], delays  # no pause after the last attempt
+    assert logs.having("not connected after 5 attempts")
+
+
+def test_wifi_connect_oserror_counts_as_failed_attempt():
+    class Broken(FakeWLAN):
+        def connect(self, ssid, key):
+            self.connects += 1
+            if self.connects < 3:
+                raise OSError("Wifi Internal Error")
+            FakeWLAN.connect(self, ssid, key)
+
+    logs = Logs()
+    wifi = fast_wifi(Broken())
+    try:
+        assert run(wifi.connect(5)) is True
+    finally:
+        logs.close()
+    assert wifi.attempts == 3
+
+
+def test_wifi_drop_and_return_while_a_session_runs():
+    """A session (a task doing steps) runs across a Wi-Fi outage: the keeper notices the drop,
+    retries with back-off while the AP is away, reconnects when it returns; the session is not
+    disturbed and the watchdog is fed on time throughout."""
+    logs = Logs()
+    wlan = FakeWLAN()
+    wifi = fast_wifi(wlan)
+    wdt = FakeWDT(timeout=200)
+    dog = board.Watchdog(wdt, timeout_ms=200)
+    steps = []
+    seen_down = []
+
+    async def session():
+        for i in range(60):
+            steps.append(i)
+            if not wifi.up:
+                seen_down.append(i)
+            await asyncio.sleep(0.002)
+
+    async def weather():
+        await asyncio.sleep(0.02)
+        wlan.drop()
+        await asyncio.sleep(0.05)
+        wlan.ap_up = True
+
+    async def go():
+        assert await wifi.connect(3)
+        tasks = [asyncio.create_task(dog.keep()), asyncio.create_task(wifi.keep())]
+        await asyncio.gather(session(), weather())
+        t0 = ticks_ms()
+        while not wifi.up and ticks_diff(ticks_ms(), t0) < 2000:
+            await asyncio.sleep(0.005)
+        for t in tasks:
+            t.cancel()
+
+    try:
+        run(go())
+    finally:
+        logs.close()
+    assert steps == list(range(60))  # the session ran every step
+    assert seen_down, "the outage happened while the session ran"
+    assert wifi.up and wifi.drops == 1 and wifi.connects == 2, wifi.info()
+    assert wifi.attempts >= 3  # at least one failed attempt while the AP was away
+    assert logs.having("link lost (drop 1)")
+    assert wdt.feeds >= 2 and not wdt.expired(), (wdt.feeds, wdt.worst_gap)
+
+
+# --- watchdog ------------------------------------------------------------------------------
+
+
+def test_watchdog_fed_by_the_loop_and_starved_by_a_blocked_loop():
+    wdt = FakeWDT(timeout=80)
+    dog = board.Watchdog(wdt, timeout_ms=80)
+    assert dog.every_ms == 20
+
+    async def busy_but_cooperative():
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+
+    async def go(block_ms):
+        t = asyncio.create_task(dog.keep())
+        await busy_but_cooperative()
+        if block_ms:
+            time.sleep(block_ms / 1000)  # a coroutine that blocks the loop (the bug a WDT catches)
+        t.cancel()
+
+    run(go(0))
+    assert wdt.feeds >= 4 and not wdt.expired(), (wdt.feeds, wdt.worst_gap)
+    wdt2 = FakeWDT(timeout=80)
+    dog.wdt = wdt2
+    run(go(150))
+    assert wdt2.expired()  # on a board this is the reset
+
+
+# --- clock ---------------------------------------------------------------------------------
+
+
+def test_ntp_sync_retries_and_sets_host():
+    logs = Logs()
+    ntp = FakeNtp(fail=1)
+    clock = board.Clock(ntp, host="time.example", interval_s=3600, retry_s=0)
+    wifi = fast_wifi(FakeWLAN())
+    try:
+        assert clock.sync() is False
+        assert clock.failures == 1 and "OSError" in clock.last_error
+        assert clock.sync() is True and ntp.host == "time.example" and clock.syncs == 1
+
+        async def go():
+            t = asyncio.create_task(clock.keep(wifi))  # wifi down: no query
+            await asyncio.sleep(0.01)
+            t.cancel()
+
+        calls = ntp.calls
+        run(go())
+        assert ntp.calls == calls
+    finally:
+        logs.close()
+    assert logs.having("ntp: sync with time.example failed")
+
+
+# --- supervisor ----------------------------------------------------------------------------
+
+
+def test_supervisor_restarts_a_crashed_service_with_backoff():
+    logs = Logs()
+    resets = []
+    sup = board.Supervisor(reset=lambda: resets.append(1), backoff_ms=2, backoff_max_ms=4, reset_after=0)
+    runs = []
+
+    async def flaky():
+        runs.append(ticks_ms())
+        if len(runs) < 4:
+            raise MemoryError("heap exhausted")
+        # the fourth start works: return normally (a finished service is not restarted)
+
+    async def steady():
+        await asyncio.sleep(0.05)
+
+    async def go():
+        sup.add("flaky", flaky)
+        sup.add("steady", steady)
+        sup.start()
+        await sup.wait()
+
+    try:
+        run(go())
+    finally:
+        logs.close()
+    info = sup.info()
+    assert len(runs) == 4 and info["flaky"]["starts"] == 4 and info["flaky"]["state"] == "done"
+    assert info["flaky"]["failures"] == 3 and "MemoryError" in info["flaky"]["last_error"]
+    assert info["steady"]["starts"] == 1 and info["steady"]["state"] == "done"
+    assert len(logs.having("service flaky failed")) == 3 and not resets
+    # the pauses between starts grow (2, 4, 4 ms); allow the scheduler its slack
+    gaps = [ticks_diff(runs[i + 1], runs[i]) for i in range(3)]
+    assert gaps[0] >= 2 and gaps[1] >= 4 and gaps[2] >= 4, gaps
+
+
+def test_supervisor_resets_the_board_after_too_many_failures():
+    logs = Logs()
+    sup = board.Supervisor(backoff_ms=1, backoff_max_ms=1, reset_after=3)
+
+    class Reset(Exception):
+        pass
+
+    def reset():
+        raise Reset()  # machine.reset() never returns
+
+    sup.reset = reset
+
+    async def broken():
+        raise OSError(98)  # EADDRINUSE, say
+
+    async def go():
+        sup.add("server", broken)
+        sup.start()
+        await sup.wait()
+
+    try:
+        run(go())
+        raised = False
+    except Reset:
+        raised = True
+    finally:
+        logs.close()
+    assert raised and sup.services[0].starts == 3
+    assert logs.having("keeps failing: resetting the board")
+
+
+def test_supervisor_stop_cancels_services():
+    sup = board.Supervisor(backoff_ms=1)
+
+    async def forever():
+        while True:
+            await asyncio.sleep(0.001)
+
+    async def go():
+        sup.add("svc", forever)
+        sup.start()
+        await asyncio.sleep(0.01)
+        sup.stop()
+        await asyncio.sleep(0.005)
+
+    run(go())
+    assert sup.info()["svc"]["state"] == "stopped"
+
+
+# --- safe mode -----------------------------------------------------------------------------
+
+
+def _rmtree(path):
+    try:
+        mode = os.stat(path)[0]
+    except OSError:
+        return
+    if mode & 0o170000 == 0o040000:
+        for name in os.listdir(path):
+            _rmtree(path + "/" + name)
+        os.rmdir(path)
+    else:
+        os.remove(path)
+
+
+def _tmpname(tag):
+    return "_pp_test_%s_%d" % (tag, ticks_ms() & 0xFFFFFF)
+
+
+def test_safe_mode_by_pin_or_flag_file():
+    logs = Logs()
+    flag = _tmpname("safemode")
+    try:
+        assert board.check_safe_mode(FakePin(1), flag) is False and board.safe is False
+        assert board.check_safe_mode(None, flag) is False
+        assert board.check_safe_mode(FakePin(0), flag) is True and board.safe is True
+        assert board.check_safe_mode(FakePin(error=ValueError("invalid pin")), flag) is False
+        open(flag, "w").close()
+        assert board.check_safe_mode(FakePin(1), flag) is True
+        assert logs.having("SAFE MODE (flag file")
+    finally:
+        logs.close()
+        try:
+            os.remove(flag)
+        except OSError:
+            pass
+        board.safe = False
+
+
+def test_secrets_file_missing_or_bad():
+    logs = Logs()
+    name = _tmpname("secrets")
+    try:
+        assert board.load_secrets(name) is None
+        with open(name, "w") as f:
+            f.write("{not json")
+        assert board.load_secrets(name) is None
+        with open(name, "w") as f:
+            f.write('{"ssid": "testnet", "password": "pw"}')
+        assert board.load_secrets(name) == {"ssid": "testnet", "password": "pw"}
+    finally:
+        logs.close()
+        os.remove(name)
+    assert logs.having("no secrets file") and logs.having("not valid JSON")
+
+
+# --- the whole runner, services off --------------------------------------------------------
+
+
+def test_runner_brings_up_watchdog_wifi_and_clock_from_config():
+    logs = Logs()
+    secrets = _tmpname("secrets")
+    root = _tmpname("mail")
+    with open(secrets, "w") as f:
+        f.write('{"ssid": "testnet", "password": "pw", "hostname": "pocketpost"}')
+    made = []
+
+    def make_wdt(ms):
+        made.append(FakeWDT(ms))
+        return made[-1]
+
+    wlan = FakeWLAN(polls=1)
+    ntp = FakeNtp()
+    hw = board.Hardware(wlan=wlan, ntptime=ntp, make_wdt=make_wdt)
+    cfg = {"store": {"root": root}, "services": {"server": False}, "watchdog": {"timeout_ms": 4000},
+           "wifi": {"secrets": secrets, "retries": 2, "backoff_ms": 1}, "ntp": {"host": "ntp.test"}}
+    r = board.Runner(cfg, hw)
+
+    async def go():
+        await r.run()
+        await asyncio.sleep(0.01)
+        r.stop()
+
+    try:
+        run(go())
+    finally:
+        logs.close()
+        os.remove(secrets)
+        _rmtree(root)
+    assert made and made[0].timeout == 4000 and made[0].feeds >= 1
+    assert r.wifi.up and wlan.hostname == "pocketpost"
+    assert ntp.host == "ntp.test" and ntp.calls == 1
+    assert r.store is not None and r.supervisor.services == []
+    assert logs.having("wifi: connected to testnet")
+
+
+def test_main_logs_a_fatal_error_and_resets():
+    logs = Logs()
+    resets = []
+    hw = board.Hardware(reset=lambda: resets.append(1))
+    try:
+        board.main(_tmpname("missing_config") + ".json", hw, fatal_delay_ms=0)
+    finally:
+        logs.close()
+    assert resets == [1]
+    assert logs.having("pocketpost stopped") and logs.having("resetting in 0 ms")
