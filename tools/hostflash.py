@@ -1,0 +1,128 @@
+"""MicroPython side: mount a littlefs image file at /flash, as on a board, then run something.
+
+    micropython tools/hostflash.py IMAGE [--mkfs] -m MODULE [ARGS...]   # MODULE.main(*ARGS)
+    micropython tools/hostflash.py IMAGE [--mkfs] -f SCRIPT.py           # exec a host file
+    micropython tools/hostflash.py IMAGE [--mkfs] -c CODE                # exec CODE (short only:
+                         the pip micropython wrapper has crashed on long multi-line -c arguments)
+
+(MICROPYPATH must hold firmware/.) The image is a plain file of BLOCK_SIZE blocks; --mkfs formats
+it (a blank or unformatted image is also formatted on first mount, as an ESP32's first boot does).
+Host paths stay reachable outside /flash, so CODE can copy host files into the image.
+
+From other micropython code: `from hostflash import FileBlockDev, mount` and
+`mount(image_path, "/flash")` -> the block device. CPython reads the same image with
+littlefs-python (block_size=BLOCK_SIZE, block_count=file size // BLOCK_SIZE).
+Never mount one image from two processes at once.
+"""
+
+import os
+import sys
+
+import vfs
+
+BLOCK_SIZE = 4096  # ESP32 flash erase sector
+
+
+class FileBlockDev:
+    """littlefs block device on a file, extended interface (offsets, erase) like ESP32 flash."""
+
+    def __init__(self, path, block_size=BLOCK_SIZE):
+        self.f = open(path, "r+b")
+        self.bs = block_size
+        self.count = self.f.seek(0, 2) // block_size
+        # Set after umount: GC finalisers of abandoned littlefs files may still call in at exit,
+        # and an exception there is a fatal "uncaught NLR".
+        self.detached = False
+
+    def readblocks(self, n, buf, off=0):
+        if self.detached:
+            return
+        self.f.seek(n * self.bs + off)
+        self.f.readinto(buf)
+
+    def writeblocks(self, n, buf, off=None):
+        if self.detached:
+            return
+        self.f.seek(n * self.bs + (off or 0))
+        self.f.write(buf)
+
+    def ioctl(self, op, arg):
+        if op == 4:  # block count
+            return self.count
+        if op == 5:  # block size
+            return self.bs
+        if self.detached:
+            return 0
+        if op == 6:  # erase: NOR flash erases to 0xff
+            self.f.seek(arg * self.bs)
+            self.f.write(b"\xff" * self.bs)
+            return 0
+        if op == 3:  # sync
+            self.f.flush()
+        return 0
+
+
+def make_image(path, size=2 * 1024 * 1024):
+    """A blank (erased) image file; formatted at first mount."""
+    f = open(path, "wb")
+    blank = b"\xff" * BLOCK_SIZE
+    for _ in range(size // BLOCK_SIZE):
+        f.write(blank)
+    f.close()
+
+
+def mount(image, mountpoint="/flash", mkfs=False):
+    bdev = FileBlockDev(image)
+    if mkfs:
+        vfs.VfsLfs2.mkfs(bdev)
+    try:
+        fs = vfs.VfsLfs2(bdev)
+    except OSError:
+        vfs.VfsLfs2.mkfs(bdev)
+        fs = vfs.VfsLfs2(bdev)
+    vfs.mount(fs, mountpoint)
+    return bdev
+
+
+def umount(bdev, mountpoint="/flash"):
+    try:
+        vfs.umount(mountpoint)
+    finally:
+        bdev.f.flush()
+        bdev.detached = True
+
+
+def _main(argv):
+    if len(argv) < 3:
+        print(__doc__)
+        sys.exit(2)
+    image = argv[0]
+    rest = argv[1:]
+    mkfs = False
+    if rest[0] == "--mkfs":
+        mkfs = True
+        rest = rest[1:]
+    bdev = mount(image, "/flash", mkfs)
+    try:
+        if rest[0] == "-c":
+            exec(rest[1], {"__name__": "__hostflash__"})
+        elif rest[0] == "-f":
+            f = open(rest[1])
+            code = f.read()
+            f.close()
+            exec(code, {"__name__": "__hostflash__"})
+        elif rest[0] == "-m":
+            mod = __import__(rest[1])
+            for part in rest[1].split(".")[1:]:
+                mod = getattr(mod, part)
+            sys.argv[:] = [rest[1]] + rest[2:]
+            mod.main(*rest[2:])
+        else:
+            print("hostflash: need -c CODE, -f SCRIPT or -m MODULE")
+            sys.exit(2)
+    finally:
+        umount(bdev)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
