@@ -707,7 +707,7 @@ async def fetch_account(account, store, on_message=None):
         await c.login(a["user"], a["password"], a["auth"])
         count, _ = await c.stat()
         stats["on_server"] = count
-        cap = a["max_messages"] or count
+        cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
         room = MAX_ENTRIES - len(st)
         present = {}  # uid -> n, for UIDs already in the state
         want = {}  # n -> uid (None without UIDL), messages to download this session
@@ -721,7 +721,7 @@ async def fetch_account(account, store, on_message=None):
                 raise ProtocolError("duplicate UIDL %s" % _text(uid))
             if uid in st:
                 present[uid] = n
-            elif len(want) < cap and len(want) < room:
+            elif len(want) < room:
                 want[n] = uid
                 seen_new[uid] = n
             elif len(want) >= room:
@@ -733,7 +733,7 @@ async def fetch_account(account, store, on_message=None):
                 raise ClientError("server has no UIDL: only policy 'delete' can fetch each message once")
             log.warning("fetch %s: server has no UIDL; best effort by content hash", name)
             for n in range(1, count + 1):
-                if len(want) >= cap or len(want) >= room:
+                if len(want) >= room:
                     break
                 want[n] = None
         if stats["state_full"]:
@@ -765,7 +765,10 @@ async def fetch_account(account, store, on_message=None):
             _crash_point("dele")
 
         store_error = None
+        downloads = 0
         for n in sorted(want):
+            if downloads >= cap:
+                break
             uid = want[n]
             size = sizes.get(n)
             if size is None:
@@ -777,6 +780,7 @@ async def fetch_account(account, store, on_message=None):
                     log.info("fetch %s: skipping message %d (%d bytes > max_size)", name, n, size)
                     continue
                 top = True
+            downloads += 1
             key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top)
             if store_error is not None:
                 break

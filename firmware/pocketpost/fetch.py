@@ -1,0 +1,90 @@
+"""CLI: fetch the accounts of a JSON config into their local mailboxes, printing progress.
+
+Host:  MICROPYPATH=firmware:.frozen micropython -m pocketpost.fetch config.json [account]
+       (".frozen" keeps the port's frozen asyncio importable once MICROPYPATH is set)
+       python -m pocketpost.fetch config.json [account]   (CPython, PYTHONPATH=firmware)
+Board: from pocketpost import fetch; fetch.main("config.json", "isp")
+
+The config's "store" object gives the store root ("root", default "mail") and optional "quota";
+"accounts" is a list of account objects (see client.account_from_dict). A relative state_dir is
+taken as is (relative to the current directory, like the store root).
+Exit status: 0 when every account fetched, 1 otherwise.
+"""
+
+import json
+import sys
+
+from pocketpost import client, log
+from pocketpost.store import Store
+
+DEFAULT_STORE_ROOT = "mail"
+
+
+def _progress(info):
+    h = info["headers"]
+    print(
+        "  %s %d bytes%s  From: %s  Subject: %s"
+        % (info["local_uid"], info["size"], " (headers only)" if info["headers_only"] else "",
+           h.get("from", "?"), h.get("subject", ""))
+    )
+
+
+def main(config_path, only=None):
+    with open(config_path) as f:
+        cfg = json.load(f)
+    sc = cfg.get("store", {})
+    kw = {}
+    if "quota" in sc:
+        kw["quota"] = sc["quota"]
+    store = Store(sc.get("root", DEFAULT_STORE_ROOT), **kw)
+    accounts = cfg.get("accounts", [])
+    failed = 0
+    done = 0
+    for acct in accounts:
+        if only is not None and acct.get("name") != only:
+            continue
+        done += 1
+        print("fetch %s: %s@%s" % (acct.get("name"), acct.get("user"), acct.get("host")))
+        try:
+            st = client.fetch_account_sync(acct, store, _progress)
+        except Exception as e:  # one failing account must not stop the others
+            failed += 1
+            print("fetch %s: FAILED: %s: %s" % (acct.get("name"), type(e).__name__, e))
+            continue
+        print(
+            "fetch %s: %d fetched (%d bytes, %d headers only), %d skipped, %d deleted, %d left on server"
+            % (st["account"], st["fetched"], st["bytes"], st["headers_only"], st["skipped"], st["deleted"],
+               st["on_server"] - st["deleted"])
+        )
+    if only is not None and not done:
+        print("fetch: no account named %s" % only)
+        return 1
+    return 1 if failed else 0
+
+
+def _cli(argv):
+    if not argv or len(argv) > 2:
+        print("usage: micropython -m pocketpost.fetch config.json [account]")
+        return 2
+    try:
+        import os
+
+        spec = os.getenv("POCKETPOST_CRASH_AT")  # crash-safety tests only
+    except (ImportError, AttributeError):
+        spec = None
+    if spec:
+        client.set_crash_point(spec)
+    lvl = None
+    try:
+        import os
+
+        lvl = os.getenv("POCKETPOST_LOG")
+    except (ImportError, AttributeError):
+        pass
+    if lvl:
+        log.set_level(lvl)
+    return main(argv[0], argv[1] if len(argv) > 1 else None)
+
+
+if __name__ == "__main__":
+    sys.exit(_cli(sys.argv[1:]))
