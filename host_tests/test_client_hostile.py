@@ -1,0 +1,292 @@
+"""The POP3 client against scripted misbehaving servers: each misbehaviour gives a clear exception,
+a bounded wait, and a consistent store + UIDL state (nothing stored, nothing recorded)."""
+
+import socket
+import threading
+import time
+
+import pytest
+
+from helpers import free_port
+
+from pocketpost import client, store as storemod
+from pocketpost.pop3 import ProtocolError
+from pocketpost.store import Store
+
+GOOD = b"Subject: hi\r\n\r\nbody\r\n"
+
+
+class Script(threading.Thread):
+    """Serves `script(conn, rfile)` to each connection (up to `conns`) on a free loopback port."""
+
+    def __init__(self, script, conns=1):
+        super().__init__(daemon=True)
+        self.script = script
+        self.port = free_port()
+        self.srv = socket.socket()
+        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.srv.bind(("127.0.0.1", self.port))
+        self.srv.listen(4)
+        self.srv.settimeout(20)
+        self.conns = conns
+        self.start()
+
+    def run(self):
+        try:
+            for _ in range(self.conns):
+                c, _ = self.srv.accept()
+                c.settimeout(20)
+                try:
+                    self.script(c, c.makefile("rb"))
+                except OSError:
+                    pass
+                finally:
+                    c.close()
+        except OSError:
+            pass
+        finally:
+            self.srv.close()
+
+
+def expect(rf, cmd):
+    line = rf.readline()
+    if not line:
+        raise OSError("client hung up")  # the client gave up, as the test expects
+    assert line.upper().startswith(cmd.encode()), line
+
+
+def login(c, rf, capa=b"+OK\r\nUSER\r\nUIDL\r\n.\r\n"):
+    c.sendall(b"+OK hello\r\n")
+    expect(rf, "CAPA")
+    c.sendall(capa)
+    expect(rf, "USER")
+    c.sendall(b"+OK\r\n")
+    expect(rf, "PASS")
+    c.sendall(b"+OK\r\n")
+
+
+def serve_mailbox(c, rf, uidl=b"1 u1\r\n", listing=b"1 21\r\n", retr=None):
+    login(c, rf)
+    expect(rf, "STAT")
+    c.sendall(b"+OK 1 21\r\n")
+    expect(rf, "UIDL")
+    c.sendall(b"+OK\r\n" + uidl + b".\r\n")
+    expect(rf, "LIST")
+    c.sendall(b"+OK\r\n" + listing + b".\r\n")
+    expect(rf, "RETR")
+    c.sendall(retr if retr is not None else b"+OK\r\n" + GOOD + b".\r\n")
+    expect(rf, "QUIT")
+    c.sendall(b"+OK bye\r\n")
+
+
+def fetch(tmp_path, port, **kw):
+    acct = {"name": "h", "host": "127.0.0.1", "port": port, "tls": "none", "user": "u", "password": "p",
+            "mailbox": "m", "state_dir": str(tmp_path / "state"), "timeouts": {"connect_timeout": 2, "read_timeout": 1}}
+    acct.update(kw)
+    storemod.reboot()
+    s = Store(str(tmp_path / "store"), quota=0)
+    return client.fetch_account_sync(acct, s)
+
+
+def stored(tmp_path):
+    storemod.reboot()
+    s = Store(str(tmp_path / "store"), quota=0)
+    if not s.exists("m"):
+        return []
+    mb = s.lock("m")
+    try:
+        out = []
+        for i in range(mb.count):
+            f = mb.open(i)
+            out.append(f.read())
+            f.close()
+        return out
+    finally:
+        mb.release()
+
+
+def state_uids(tmp_path):
+    try:
+        data = (tmp_path / "state" / "h.uidl").read_bytes()
+    except FileNotFoundError:
+        return []
+    return [l.split(b" ")[-1] for l in data.split(b"\n")[1:] if l]
+
+
+def test_good_server_baseline(tmp_path):
+    s = Script(serve_mailbox)
+    st = fetch(tmp_path, s.port)
+    assert st["fetched"] == 1 and stored(tmp_path) == [GOOD] and state_uids(tmp_path) == [b"u1"]
+
+
+def test_overlong_greeting(tmp_path):
+    s = Script(lambda c, rf: (c.sendall(b"+OK " + b"x" * 5000 + b"\r\n"), time.sleep(1)))
+    with pytest.raises(ProtocolError, match="longer than"):
+        fetch(tmp_path, s.port)
+
+
+def test_capa_never_ends(tmp_path):
+    def script(c, rf):
+        c.sendall(b"+OK hi\r\n")
+        expect(rf, "CAPA")
+        c.sendall(b"+OK\r\n")
+        for i in range(1000):
+            c.sendall(b"X-CAP-%d\r\n" % i)
+
+    s = Script(script)
+    with pytest.raises(ProtocolError, match="does not end"):
+        fetch(tmp_path, s.port)
+
+
+def test_listing_never_ends(tmp_path):
+    s = Script(lambda c, rf: serve_mailbox(c, rf, uidl=b"".join(b"%d u%d\r\n" % (i, i) for i in range(1, 50))))
+    with pytest.raises(ProtocolError, match="does not end"):
+        fetch(tmp_path, s.port)
+    assert stored(tmp_path) == [] and state_uids(tmp_path) == []
+
+
+def test_size_lies(tmp_path):
+    huge = b"+OK\r\n" + b"y" * 200 + b"\r\n" + b"z" * 100000 + b"\r\n.\r\n"
+    s = Script(lambda c, rf: serve_mailbox(c, rf, retr=huge))
+    with pytest.raises(ProtocolError, match="larger than the server said"):
+        fetch(tmp_path, s.port)
+    assert stored(tmp_path) == [] and state_uids(tmp_path) == []
+
+
+def test_duplicate_uidl(tmp_path):
+    def script(c, rf):
+        login(c, rf)
+        expect(rf, "STAT")
+        c.sendall(b"+OK 2 42\r\n")
+        expect(rf, "UIDL")
+        c.sendall(b"+OK\r\n1 same\r\n2 same\r\n.\r\n")
+
+    s = Script(script)
+    with pytest.raises(ProtocolError, match="duplicate UIDL"):
+        fetch(tmp_path, s.port)
+
+
+def test_overlong_uidl(tmp_path):
+    s = Script(lambda c, rf: serve_mailbox(c, rf, uidl=b"1 " + b"u" * 71 + b"\r\n"))
+    with pytest.raises(ProtocolError, match="invalid UIDL"):
+        fetch(tmp_path, s.port)
+
+
+def test_disconnect_mid_retr_then_recover(tmp_path):
+    def script(c, rf):
+        serve_mailbox_part(c, rf)
+
+    def serve_mailbox_part(c, rf):
+        login(c, rf)
+        expect(rf, "STAT")
+        c.sendall(b"+OK 1 21\r\n")
+        expect(rf, "UIDL")
+        c.sendall(b"+OK\r\n1 u1\r\n.\r\n")
+        expect(rf, "LIST")
+        c.sendall(b"+OK\r\n1 21\r\n.\r\n")
+        expect(rf, "RETR")
+        c.sendall(b"+OK\r\nSubject: hi\r\n")  # and hang up
+
+    s = Script(script)
+    with pytest.raises(client.ConnectionLost):
+        fetch(tmp_path, s.port)
+    assert stored(tmp_path) == [] and state_uids(tmp_path) == []
+    s = Script(serve_mailbox)
+    assert fetch(tmp_path, s.port)["fetched"] == 1
+    assert stored(tmp_path) == [GOOD]
+
+
+def test_silent_server_times_out(tmp_path):
+    s = Script(lambda c, rf: time.sleep(3))
+    t = time.time()
+    with pytest.raises(client.Pop3Timeout):
+        fetch(tmp_path, s.port)
+    assert time.time() - t < 2.5
+
+
+def test_tls_handshake_stall_times_out(tmp_path):
+    """A POP3S port that accepts and never answers the ClientHello: bounded by read_timeout."""
+    s = Script(lambda c, rf: time.sleep(3))
+    t = time.time()
+    with pytest.raises(client.Pop3Timeout):
+        fetch(tmp_path, s.port, tls="implicit", verify=False)
+    assert time.time() - t < 3.5
+
+
+def test_stls_required_not_offered(tmp_path):
+    def script(c, rf):
+        c.sendall(b"+OK hi\r\n")
+        expect(rf, "CAPA")
+        c.sendall(b"+OK\r\nUSER\r\n.\r\n")
+        line = rf.readline()
+        assert not line.upper().startswith(b"USER"), "credentials sent in the clear"
+
+    s = Script(script)
+    with pytest.raises(client.TlsRequired):
+        fetch(tmp_path, s.port, tls="stls", verify=False)
+
+
+def test_no_capa_uses_apop_when_offered(tmp_path):
+    def script(c, rf):
+        c.sendall(b"+OK ready <1896.697170952@dbc.mtview.ca.us>\r\n")
+        expect(rf, "CAPA")
+        c.sendall(b"-ERR what?\r\n")
+        line = rf.readline()
+        # RFC 1939 example: secret "tanstaaf" gives this digest
+        assert line == b"APOP u c4c9334bac560ecc979e58001b3e22fb\r\n", line
+        c.sendall(b"+OK\r\n")
+        expect(rf, "STAT")
+        c.sendall(b"+OK 0 0\r\n")
+        expect(rf, "UIDL")
+        c.sendall(b"+OK\r\n.\r\n")
+        expect(rf, "QUIT")
+        c.sendall(b"+OK\r\n")
+
+    s = Script(script)
+    assert fetch(tmp_path, s.port, password="tanstaaf")["on_server"] == 0
+
+
+def test_no_uidl_keep_refused_delete_best_effort(tmp_path):
+    def script(c, rf):
+        c.sendall(b"+OK hi\r\n")
+        expect(rf, "CAPA")
+        c.sendall(b"-ERR\r\n")
+        expect(rf, "USER")
+        c.sendall(b"+OK\r\n")
+        expect(rf, "PASS")
+        c.sendall(b"+OK\r\n")
+        expect(rf, "STAT")
+        c.sendall(b"+OK 1 21\r\n")
+        expect(rf, "UIDL")
+        c.sendall(b"-ERR no UIDL here\r\n")
+        line = rf.readline()
+        if not line:
+            return
+        if line.startswith(b"QUIT"):
+            c.sendall(b"+OK\r\n")
+            return
+        assert line.startswith(b"LIST"), line
+        c.sendall(b"+OK\r\n1 21\r\n.\r\n")
+        expect(rf, "RETR")
+        c.sendall(b"+OK\r\n" + GOOD + b".\r\n")
+        expect(rf, "DELE")
+        c.sendall(b"+OK\r\n")
+        expect(rf, "QUIT")
+        c.sendall(b"+OK\r\n")
+
+    s = Script(script)
+    with pytest.raises(client.ClientError, match="no UIDL"):
+        fetch(tmp_path, s.port)
+    s = Script(script)
+    st = fetch(tmp_path, s.port, policy="delete")
+    assert st["fetched"] == 1 and st["deleted"] == 1 and stored(tmp_path) == [GOOD]
+
+
+def test_account_validation():
+    with pytest.raises(client.ConfigError):
+        client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p", "policy": "sometimes"})
+    with pytest.raises(client.ConfigError):
+        client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p", "colour": 1})
+    a = client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p"})
+    assert a["port"] == 995 and a["tls"] == "implicit" and a["verify"] is True and a["policy"] == "keep"
+    assert a["read_timeout"] == client.READ_TIMEOUT
