@@ -137,6 +137,9 @@ def _decode_word(word):
     enc = enc.upper()
     try:
         if enc == b"B":
+            for c in text:  # a2b_base64 skips junk on some ports: check the alphabet ourselves
+                if not (48 <= c <= 57 or 65 <= c <= 90 or 97 <= c <= 122 or c in (43, 47, 61)):
+                    return None
             raw = binascii.a2b_base64(text + b"=" * (-len(text) % 4))
         elif enc == b"Q":
             raw = _q(text)
