@@ -184,13 +184,13 @@ class Raw:
         return ln
 
     def block(self):
-        """A multi-line block up to and excluding the terminator (raw, still stuffed)."""
+        """The lines of a multi-line block, un-stuffed, without the terminator."""
         out = []
         while True:
             ln = self.line()
             if ln == b".":
                 return out
-            out.append(ln)
+            out.append(ln[1:] if ln.startswith(b".") else ln)
 
     def cmd(self, c):
         self.send(c + b"\r\n")

@@ -1,0 +1,236 @@
+"""Hostile input against the server under micropython: overlong lines, NUL, bare LF, garbage,
+commands out of state, a pipelined flood, idle clients, a client that stops reading mid-RETR, drops,
+two sessions on one mailbox, wrong passwords, plain text on the POP3S port, session limits."""
+
+import socket
+import time
+
+import pytest
+
+from serverharness import Pop3Server, Raw, msg
+
+BIG = msg(50, 1, b"y" * 70 + b"\r\n") + b"".join(b"%07d " % i + b"z" * 100 + b"\r\n" for i in range(20000))  # ~2.2 MB
+MSGS = [msg(1), msg(2), BIG]
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    s = Pop3Server(str(tmp_path_factory.mktemp("hostile")), {"alice": MSGS, "bob": [msg(7)]})
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def login(port, user=b"alice", pw=b"alice pass"):
+    c = Raw(port)
+    assert c.line().startswith(b"+OK")
+    assert c.cmd(b"USER " + user).startswith(b"+OK")
+    r = c.cmd(b"PASS " + pw)
+    return c, r
+
+
+def test_overlong_nul_bare_lf_garbage(srv):
+    c = Raw(srv.port)
+    c.line()
+    # overlong: one -ERR, and its tail ("QUIT") is never read as a command
+    c.send(b"NOOP " + b"x" * 400 + b"QUIT\r\n")
+    assert c.line().startswith(b"-ERR")
+    assert c.cmd(b"CAPA").startswith(b"+OK")
+    c.block()
+    c.send(b"US\x00ER alice\r\n")
+    assert c.line().startswith(b"-ERR")
+    c.send(b"USER alice\n")  # bare LF accepted; replies always end in CRLF
+    assert c.line() == b"+OK send PASS"
+    c.send(b"PASS alice pass\n")
+    assert c.line().startswith(b"+OK")
+    garbage = bytes((i * 37 + 11) % 256 for i in range(3000)).replace(b"\n", b"")
+    c.send(garbage + b"\r\n")
+    # whatever the garbage was cut into, every reply is an -ERR line, then the session still works
+    c.send(b"STAT\r\n")
+    for _ in range(100):
+        ln = c.line()
+        if ln.startswith(b"+OK"):
+            assert ln.startswith(b"+OK 3 ")
+            break
+        assert ln.startswith(b"-ERR"), ln
+    else:
+        raise AssertionError("no STAT reply")
+    assert c.cmd(b"QUIT").startswith(b"+OK")
+    assert c.eof()
+    assert srv.alive()
+
+
+def test_commands_out_of_state(srv):
+    c = Raw(srv.port)
+    c.line()
+    for cmd in (b"STAT", b"LIST", b"RETR 1", b"DELE 1", b"TOP 1 1", b"UIDL", b"RSET", b"NOOP", b"PASS x"):
+        assert c.cmd(cmd).startswith(b"-ERR"), cmd
+    c.cmd(b"USER alice")
+    assert c.cmd(b"PASS alice pass").startswith(b"+OK")
+    for cmd in (b"USER alice", b"PASS x", b"APOP a b", b"AUTH PLAIN", b"STLS"):
+        assert c.cmd(cmd).startswith(b"-ERR"), cmd
+    c.cmd(b"QUIT")
+    c.close()
+
+
+def test_pipelined_flood_in_order(srv):
+    c, r = login(srv.port)
+    assert r.startswith(b"+OK")
+    n = 3000
+    batch = b"".join(b"LIST %d\r\n" % (1 + i % 3) for i in range(n)) + b"NOOP\r\n"
+    c.send(batch)
+    for i in range(n):
+        k = 1 + i % 3
+        assert c.line() == b"+OK %d %d" % (k, len(MSGS[k - 1])), i
+    assert c.line() == b"+OK"
+    c.cmd(b"QUIT")
+    c.close()
+
+
+def test_idle_timeout(srv):
+    c = Raw(srv.port)
+    c.line()
+    t = time.time()
+    assert c.eof(timeout=10)
+    took = time.time() - t
+    assert 1.5 < took < 6, took
+    assert b"idle timeout" in c.buf
+
+
+def test_stalled_reader_stalls_only_itself(srv):
+    c, r = login(srv.port)
+    assert r.startswith(b"+OK")
+    c.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    c.send(b"RETR 3\r\n")  # ~2.2 MB, and we do not read it
+    time.sleep(0.3)
+    # another session on another mailbox is served meanwhile
+    t = time.time()
+    d, r = login(srv.port, b"bob", b"bobpw")
+    assert r.startswith(b"+OK")
+    d.send(b"RETR 1\r\n")
+    assert d.line().startswith(b"+OK")
+    assert b"\r\n".join(d.block()) + b"\r\n" == msg(7)
+    d.cmd(b"QUIT")
+    assert time.time() - t < 2
+    # the stalled session is dropped by the idle timeout, and its lock is freed
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        e, r = login(srv.port)
+        e.cmd(b"QUIT")
+        e.close()
+        if r.startswith(b"+OK"):
+            break
+        assert b"[IN-USE]" in r
+        time.sleep(0.5)
+    else:
+        raise AssertionError("lock of the stalled session never freed")
+    c.close()
+
+
+def test_drop_mid_session_deletes_nothing_and_frees_lock(srv):
+    c, r = login(srv.port)
+    assert c.cmd(b"DELE 1").startswith(b"+OK")
+    assert c.cmd(b"DELE 2").startswith(b"+OK")
+    d, r = login(srv.port)
+    assert r.startswith(b"-ERR [IN-USE]")
+    c.s.close()  # drop without QUIT
+    for _ in range(50):
+        e, r = login(srv.port)
+        if r.startswith(b"+OK"):
+            break
+        e.close()
+        time.sleep(0.1)
+    assert r.startswith(b"+OK")
+    assert e.cmd(b"STAT").startswith(b"+OK 3 ")
+    e.cmd(b"QUIT")
+    # and the first blocked client may retry on the same connection
+    d.send(b"USER alice\r\n")
+    d.line()
+    assert d.cmd(b"PASS alice pass").startswith(b"+OK")
+    d.cmd(b"QUIT")
+
+
+def test_wrong_passwords_growing_delay_no_enumeration(tmp_path):
+    s = Pop3Server(str(tmp_path), {"alice": [msg(1)]}, server={"max_auth_failures": 5})
+    s.start()
+    try:
+        c = Raw(s.port)
+        c.line()
+        times = []
+        answers = []
+        for user in (b"alice", b"nobody", b"alice", b"nobody"):
+            c.cmd(b"USER " + user)
+            t = time.time()
+            answers.append(c.cmd(b"PASS wrong"))
+            times.append(time.time() - t)
+        assert len(set(answers)) == 1 and answers[0].startswith(b"-ERR [AUTH]")
+        # delays 0.2, 0.4, 0.8, 0.8 (+ hashing): growing, same for unknown and known users
+        assert 0.18 < times[0] < 0.35 and 0.38 < times[1] < 0.6 and 0.78 < times[2] < 1.1 and times[3] > 0.78, times
+        c.cmd(b"USER alice")
+        assert c.cmd(b"PASS wrong again").startswith(b"-ERR [AUTH]")
+        assert c.eof(3)  # max_auth_failures reached: closed
+        # the address is still penalised in a new session
+        c = Raw(s.port)
+        c.line()
+        c.cmd(b"USER alice")
+        t = time.time()
+        c.cmd(b"PASS wrong")
+        assert time.time() - t > 0.75
+        assert c.cmd(b"USER alice").startswith(b"+OK")
+        assert c.cmd(b"PASS alice pass").startswith(b"+OK")
+        c.cmd(b"QUIT")
+    finally:
+        s.stop()
+
+
+def test_plaintext_on_pop3s_port_leaks_nothing(srv):
+    time.sleep(0.3)
+    before = srv.fds()
+    for i in range(20):
+        c = socket.create_connection(("127.0.0.1", srv.pop3s_port), 5)
+        c.sendall(b"USER alice\r\nPASS x\r\n" if i % 2 else b"\x16\x03\x01\x00\x05garbage" * 3)
+        c.close()
+    for i in range(5):  # and some that just connect and wait for the idle timeout
+        c = socket.create_connection(("127.0.0.1", srv.pop3s_port), 5)
+        c.close()
+    time.sleep(1.0)
+    deadline = time.time() + 8
+    while srv.fds() != before and time.time() < deadline:
+        time.sleep(0.2)
+    assert srv.fds() == before
+    assert srv.alive()
+    # still serving TLS
+    import ssl
+    ctx = ssl.create_default_context(cafile=srv.ca)
+    with socket.create_connection(("127.0.0.1", srv.pop3s_port), 5) as raw:
+        with ctx.wrap_socket(raw, server_hostname="localhost") as t:
+            assert t.recv(100).startswith(b"+OK")
+
+
+def test_session_limits(tmp_path):
+    s = Pop3Server(str(tmp_path), {"alice": [msg(1)]}, server={"max_sessions": 2, "max_sessions_per_addr": 2,
+                                                              "trusted_networks": []})
+    s.start()
+    try:
+        a = Raw(s.port)
+        b = Raw(s.port)
+        assert a.line().startswith(b"+OK") and b.line().startswith(b"+OK")
+        c = Raw(s.port)
+        assert c.line().startswith(b"-ERR [SYS/TEMP]")
+        assert c.eof(3)
+        # loopback is not trusted here: plain-text login refused until STLS
+        assert a.cmd(b"USER alice").startswith(b"-ERR [AUTH]")
+        a.send(b"CAPA\r\n")
+        assert a.line().startswith(b"+OK")
+        capa = a.block()
+        assert b"STLS" in capa and b"USER" not in capa
+        a.cmd(b"QUIT")
+        assert a.eof(3)
+        time.sleep(0.2)
+        d = Raw(s.port)
+        assert d.line().startswith(b"+OK")
+        assert s.alive()
+    finally:
+        s.stop()
