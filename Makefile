@@ -39,3 +39,14 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) typings-esp32 build $(APT_STAMP)
+
+# --- board: deploy to an ESP32 (or the pseudo-board) with mpremote; see docs/BOARD.md --------
+BOARD ?= esp32
+PORT ?= /dev/ttyUSB0
+
+deploy: setup
+	$(BIN)/python tools/deploy.py --board $(BOARD) --port $(PORT) $(DEPLOY_ARGS)
+
+# The unix micropython REPL behind a pty with a littlefs image at /flash (until Ctrl-C).
+pseudoboard: setup
+	$(BIN)/python tools/pseudoboard.py $(PSEUDOBOARD_ARGS)

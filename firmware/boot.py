@@ -19,6 +19,8 @@ def _safe_pin():
         import machine
     except ImportError:
         return None
+    if not hasattr(machine, "Pin"):  # the unix port's machine module has no Pin
+        return None
     pin_no = board.SAFE_PIN
     if "ESP32C3" in sys.implementation._machine.upper().replace("-", ""):
         pin_no = 9  # ESP32-C3 dev boards: BOOT is GPIO9

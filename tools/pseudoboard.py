@@ -11,8 +11,8 @@ board: it runs /flash/boot.py and /flash/main.py, and mpremote's Ctrl-C interrup
 Differences from a board, all from the unix port: a soft reset (Ctrl-D, `mpremote reset` or
 `soft-reset`) ends the micropython process and with it socat; there is no network/WDT/ntptime
 module; the heap is the unix port's (-X heapsize, 64-bit: 32-byte GC blocks vs 16 on ESP32).
-The file-backed block device lives in the boot script below (micropython side); CPython reads
-the same image with littlefs-python (see `read_image`).
+The file-backed block device is tools/hostflash.py (micropython side); CPython reads the same
+image with littlefs-python (see `read_image`).
 """
 
 import argparse
@@ -33,48 +33,10 @@ HEAPSIZE = "256k"  # a small heap, nearer a board than the unix default (~8 MiB)
 
 # Runs inside micropython (unix port). Kept free of CPython-only syntax.
 BOOT_SCRIPT = r'''
-import os, sys, vfs
-
-class FileBlockDev:
-    """littlefs block device on a file: extended interface (readblocks/writeblocks with an
-    offset, ioctl erase), as on the ESP32 flash partition."""
-
-    def __init__(self, path, block_size, count):
-        self.f = open(path, "r+b")
-        self.bs = block_size
-        self.count = count
-
-    def readblocks(self, n, buf, off=0):
-        self.f.seek(n * self.bs + off)
-        self.f.readinto(buf)
-
-    def writeblocks(self, n, buf, off=None):
-        if off is None:
-            off = 0
-        self.f.seek(n * self.bs + off)
-        self.f.write(buf)
-        self.f.flush()
-
-    def ioctl(self, op, arg):
-        if op == 4:  # block count
-            return self.count
-        if op == 5:  # block size
-            return self.bs
-        if op == 6:  # erase block arg: like NOR flash, to 0xff
-            self.f.seek(arg * self.bs)
-            self.f.write(b"\xff" * self.bs)
-            self.f.flush()
-            return 0
-        if op == 3:  # sync
-            self.f.flush()
-        return 0
-
-bdev = FileBlockDev(IMAGE, BLOCK_SIZE, BLOCK_COUNT)
-try:
-    vfs.mount(vfs.VfsLfs2(bdev), "/flash")
-except OSError:  # blank image: format it, as the ESP32's first boot does (inisetup.py)
-    vfs.VfsLfs2.mkfs(bdev)
-    vfs.mount(vfs.VfsLfs2(bdev), "/flash")
+import os, sys
+sys.path[:] = [TOOLS]
+import hostflash  # the file-backed littlefs block device (tools/hostflash.py)
+hostflash.mount(IMAGE, "/flash")  # formats a blank image, as the ESP32's first boot does
 os.chdir("/flash")
 sys.path[:] = ["", "/flash/lib", ".frozen"]
 open(READY_PATH, "w").close()
@@ -136,8 +98,8 @@ class PseudoBoard:
 
     def _write_boot(self):
         path = os.path.join(self.dir, "pseudoboot.py")
-        head = "IMAGE = %r\nBLOCK_SIZE = %d\nBLOCK_COUNT = %d\nREADY_PATH = %r\nBOOT = %r\n" % (
-            self.image, BLOCK_SIZE, self.block_count, os.path.join(self.dir, READY), self.boot)
+        head = "IMAGE = %r\nTOOLS = %r\nREADY_PATH = %r\nBOOT = %r\n" % (
+            self.image, os.path.join(ROOT, "tools"), os.path.join(self.dir, READY), self.boot)
         with open(path, "w") as f:
             f.write(head + BOOT_SCRIPT)
         return path
@@ -162,7 +124,7 @@ class PseudoBoard:
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(
             ["socat", "PTY,link=%s,raw,echo=0" % self.tty,
-             "EXEC:%s,pty,raw,echo=0,stderr,setsid,ctty" % exec_cmd],
+             "EXEC:%s,pty,raw,echo=0,isig=1,stderr,setsid,ctty" % exec_cmd],
             stdout=logf, stderr=logf, cwd=self.dir, env=env, start_new_session=True)
         logf.close()
         ready = os.path.join(self.dir, READY)

@@ -54,9 +54,10 @@ def _mailbox_of(cfg, user):
 def _message(user, text, subject, sender):
     t = now()
     tag = "".join("%02x" % b for b in urandom(6))
-    return ("From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%d.%s@pocketpost>\r\n"
-            "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s") % (
-        sender, user, subject, _rfc5322_date(t), t, tag, _crlf(text)).encode()
+    msg = ("From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%d.%s@pocketpost>\r\n"
+           "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n%s") % (
+        sender, user, subject, _rfc5322_date(t), t, tag, _crlf(text))
+    return msg.encode()
 
 
 def _crlf(text):
@@ -147,7 +148,9 @@ def fetch_now(account=None, config_path=CONFIG_PATH):
             continue
         try:
             out[name] = client.fetch_account_sync(acct, store)
-        except (OSError, ValueError) as e:
+        except MemoryError:
+            raise
+        except Exception as e:  # network, TLS, login refused...: report it, go on to the next account
             out[name] = {"error": "%s: %s" % (type(e).__name__, e)}
         print("%s: %s" % (name, out[name]))
     if not out:

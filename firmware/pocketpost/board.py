@@ -489,7 +489,9 @@ class Runner:
                     continue
                 try:
                     self.fetches[name] = await client.fetch_account(acct, self.store)
-                except (OSError, ValueError) as e:  # the remote server or the network: try next time
+                except MemoryError:  # the board's own trouble: let the supervisor restart us
+                    raise
+                except Exception as e:  # network, TLS, login refused, a bad reply: try next time
                     self.fetches[name] = {"error": _exc_line(e)}
                     log.warning("fetch %s failed: %s", name, _exc_line(e))
             await _sleep_ms(interval_s * 1000)

@@ -1,0 +1,175 @@
+"""tools/deploy.py against the pseudo-board (the unix micropython REPL behind a socat pty, a
+littlefs image at /flash), the REPL workflows over mpremote, then the deployed firmware booted
+from the image serving mail to Python's poplib (plain and POP3S with certificate checks).
+
+No real ESP32 here: what this cannot cover (serial DTR/RTS resets, esptool, Wi-Fi, the real WDT)
+is listed in boards/*/BUDGET.md and docs/BOARD.md.
+"""
+
+import json
+import os
+import poplib
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+import pytest
+
+from helpers import FIRMWARE, MICROPYTHON, ROOT, free_port, tool
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import deploy  # noqa: E402
+import pseudoboard  # noqa: E402
+
+from pocketpost import config as config_mod  # noqa: E402
+from pocketpost.store import Store  # noqa: E402
+
+
+def mpremote(tty, code, timeout=60):
+    r = subprocess.run([tool("mpremote"), "connect", tty, "resume", "exec", code],
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
+def wait_port(port, proc_alive, timeout=20):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            assert proc_alive(), "the board died before listening"
+            time.sleep(0.05)
+    raise AssertionError("nothing listens on %d" % port)
+
+
+@pytest.fixture
+def remote_server(tmp_path):
+    """A second pocketpost server (plain micropython process) with one mail for 'bob': the
+    account the pseudo-board's fetch_now() pulls from."""
+    port = free_port()
+    root = str(tmp_path / "remote-mail")
+    raw = {"store": {"root": root}, "server": {"host": "127.0.0.1", "port": port, "pop3s_port": 0,
+                                              "pbkdf2_iterations": 1000}}
+    config_mod.add_user(raw, "bob", "bobpw")
+    cfg_path = str(tmp_path / "remote.json")
+    config_mod.save(cfg_path, raw)
+    st = Store(root)
+    st.create("bob")
+    d = st.begin("bob")
+    d.write(b"From: far@example.org\r\nSubject: fetched from afar\r\n\r\nremote body\r\n")
+    d.commit()
+    env = dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen")
+    p = subprocess.Popen([MICROPYTHON, "-m", "pocketpost.server", cfg_path], env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_port(port, lambda: p.poll() is None)
+        yield port
+    finally:
+        p.terminate()
+        p.wait(10)
+
+
+def test_deploy_to_pseudoboard_then_boot_and_serve(tmp_path, remote_server):
+    t0 = time.monotonic()
+    port, port_s = free_port(), free_port()
+    with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
+        cfg = json.load(f)
+    cfg["server"]["port"] = port
+    cfg["server"]["pop3s_port"] = port_s
+    cfg["accounts"] = [{"name": "remote", "host": "127.0.0.1", "port": remote_server, "tls": "none", "auth": "user",
+                        "user": "bob", "password": "bobpw", "mailbox": "alice", "policy": "keep"}]
+    cfg["services"] = {"server": True, "fetch_interval_s": 0}
+    cfg_path = str(tmp_path / "config.json")
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+    pbdir = str(tmp_path / "pb")
+    build = str(tmp_path / "build")
+
+    # 1. deploy onto a blank image, in one command, as a maker would
+    with pseudoboard.PseudoBoard(pbdir) as pb:
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "deploy.py"), "--board", "host",
+                            "--port", pb.tty, "--config", cfg_path, "--make-cert", "--build", build,
+                            "--no-reset"], capture_output=True, text=True, timeout=180)
+        print(r.stdout, r.stderr)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "board: MicroPython 1.29" in r.stdout and ".mpy v6" in r.stdout
+        n = len(os.listdir(os.path.join(FIRMWARE, "pocketpost")))
+        assert "[1/" in r.stdout and "config.json" in r.stdout and "cert.der" in r.stdout
+
+        # 2. REPL workflows over mpremote: add a user, deliver a test mail, fetch now, list, status
+        out = mpremote(pb.tty, "from pocketpost import admin\n"
+                                "admin.add_user('alice', 'secret')\n"
+                                "admin.deliver('alice', 'Hello from the pseudo-board')\n"
+                                "admin.fetch_now()\n"
+                                "admin.mailboxes()\n"
+                                "admin.status()\n")
+        print(out)
+        assert "user 'alice' added" in out
+        assert "delivered to alice: uid" in out
+        assert "remote: {" in out and "error" not in out.split("remote: ", 1)[1].split("\n")[0]
+        assert [ln for ln in out.splitlines() if ln.startswith("alice") and "2 messages" in ln], out
+        assert "flash" in out and "'free':" in out and "heap" in out
+    # the image, read back from CPython: compiled modules only, the user in the board's config
+    files = pseudoboard.read_image(pb.image)
+    libs = [p for p in files if p.startswith("/lib/pocketpost/")]
+    assert len(libs) >= n - 1 and all(p.endswith(".mpy") for p in libs), libs
+    assert "/boot.py" in files and "/main.py" in files and "/tls/key.der" in files
+    board_cfg = json.loads(files["/config.json"])
+    assert board_cfg["users"]["alice"]["password"].startswith("pbkdf2-sha256$20000$")
+
+    # 3. "reset": boot the image like a board; main.py starts the server from the config
+    with pseudoboard.PseudoBoard(pbdir, boot=True) as pb:
+        wait_port(port, pb.alive)
+        c = poplib.POP3("127.0.0.1", port, timeout=20)
+        assert c.getwelcome().startswith(b"+OK")
+        c.user("alice")
+        c.pass_("secret")
+        count, _size = c.stat()
+        assert count == 2
+        bodies = [b"\r\n".join(c.retr(i)[1]) for i in (1, 2)]
+        c.quit()
+        assert any(b"Hello from the pseudo-board" in b for b in bodies), bodies
+        assert any(b"Subject: fetched from afar" in b for b in bodies), bodies
+        # POP3S on the deployed DER certificate, verified against that certificate
+        ctx = ssl.create_default_context(cafile=os.path.join(build, "cert.pem"))
+        ctx.check_hostname = False  # the self-signed cert names pocketpost.local
+        s = poplib.POP3_SSL("127.0.0.1", port_s, context=ctx, timeout=20)
+        s.user("alice")
+        s.pass_("secret")
+        assert s.stat()[0] == 2
+        s.quit()
+        # mpremote interrupts the running main.py (Ctrl-C) and the REPL answers
+        out = mpremote(pb.tty, "from pocketpost import admin\nadmin.status()\n")
+        print(out)
+        assert "'server': {'state': 'running'" in out or "'state': 'running'" in out, out
+        assert "sessions   0" in out
+    print("deploy + REPL + boot + serve: %.1f s" % (time.monotonic() - t0))
+
+
+def test_deploy_refuses_mpy_cross_not_matching_the_board_pin(tmp_path, monkeypatch):
+    monkeypatch.setitem(deploy.BOARDS, "esp32", dict(deploy.BOARDS["esp32"], micropython="1.22"))
+    args = type("A", (), {"board": "esp32", "build": str(tmp_path), "port": "none", "timeout": 5})()
+    with pytest.raises(SystemExit) as e:
+        deploy.Deploy(args).compile()
+    assert "pinned to MicroPython 1.22" in str(e.value)
+
+
+def test_package_json_lists_every_module_and_manifest_freezes_the_package():
+    with open(os.path.join(ROOT, "package.json")) as f:
+        pkg = json.load(f)
+    mods = sorted(f for f in os.listdir(os.path.join(FIRMWARE, "pocketpost")) if f.endswith(".py"))
+    assert sorted(dst for dst, _ in pkg["urls"]) == ["pocketpost/" + m for m in mods]
+    for dst, src in pkg["urls"]:
+        assert os.path.exists(os.path.join(ROOT, src)) and src.endswith(dst)
+    calls = []
+    env = {"include": lambda p: calls.append(("include", p)),
+           "package": lambda name, **kw: calls.append(("package", name, kw.get("base_path")))}
+    with open(os.path.join(ROOT, "manifest.py")) as f:
+        exec(f.read(), env)
+    assert ("include", "$(PORT_DIR)/boards/manifest.py") in calls
+    (_, name, base), = [c for c in calls if c[0] == "package"]
+    assert os.path.isdir(os.path.join(ROOT, base, name))

