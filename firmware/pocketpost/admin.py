@@ -161,7 +161,7 @@ def fetch_now(account=None, config_path=CONFIG_PATH):
 def status_dict(config_path=CONFIG_PATH):
     """Free flash, heap, sessions, Wi-Fi, clock, services and the last errors, as a dict."""
     gc.collect()
-    st = {}
+    st = {}  # type: dict
     root = "."
     try:
         r = _cfg(config_path).get("store", {}).get("root")
