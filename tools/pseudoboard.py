@@ -175,6 +175,10 @@ def main(argv=None):
     pb = PseudoBoard(a.dir, a.image, a.boot, a.heapsize)
     if a.fresh and os.path.exists(pb.image):
         os.unlink(pb.image)
+    def on_term(_sig, _frame):  # `kill`/`timeout` must not leave socat and micropython behind
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     pb.start()
     print("pseudo-board up: %s (image %s)" % (pb.tty, pb.image))
     print("  mpremote connect %s resume fs ls :" % pb.tty)
