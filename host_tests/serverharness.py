@@ -64,6 +64,7 @@ class Pop3Server:
         sv = dict(TEST_SERVER)
         sv.update({"port": self.port, "pop3s_port": self.pop3s_port, "cert": tlsd + "/cert.der", "key": tlsd + "/key.der"})
         sv.update(server or {})
+        self.pop3s_on = bool(sv["cert"] and sv["pop3s_port"])
         root = os.path.join(base, "mail")
         cfg = {"store": {"root": root, "quota": 0, "reserve": 0}, "server": sv, "log": {"level": "debug"}}
         for name, pw in (users or USERS).items():
@@ -82,9 +83,9 @@ class Pop3Server:
         self.proc = None
         self.logf = None
 
-    def start(self, args=None):
+    def start(self, args=None, micropypath=None):
         env = dict(os.environ)
-        env["MICROPYPATH"] = FIRMWARE + ":.frozen"
+        env["MICROPYPATH"] = (micropypath or FIRMWARE) + ":.frozen"
         cmd = [MICROPYTHON]
         if self.heapsize:
             cmd += ["-X", "heapsize=%s" % self.heapsize]
@@ -97,7 +98,8 @@ class Pop3Server:
             if self.proc.poll() is not None:
                 raise RuntimeError("server exited: %s" % self.log())
             try:
-                socket.create_connection(("127.0.0.1", self.pop3s_port), 0.5).close()
+                if self.pop3s_on:
+                    socket.create_connection(("127.0.0.1", self.pop3s_port), 0.5).close()
                 socket.create_connection(("127.0.0.1", self.port), 0.5).close()
                 return self
             except OSError:
