@@ -83,11 +83,14 @@ class Pop3Server:
         self.proc = None
         self.logf = None
 
-    def start(self, args=None, micropypath=None):
+    def start(self, args=None, micropypath=None, cpython=False):
         env = dict(os.environ)
         env["MICROPYPATH"] = (micropypath or FIRMWARE) + ":.frozen"
         cmd = [MICROPYTHON]
-        if self.heapsize:
+        if cpython:  # the same firmware under CPython 3.11
+            env["PYTHONPATH"] = FIRMWARE
+            cmd = [sys.executable]
+        elif self.heapsize:
             cmd += ["-X", "heapsize=%s" % self.heapsize]
         cmd += args or ["-m", "pocketpost.server", self.config_path]
         self.log_path = os.path.join(self.dir, "server.log")

@@ -246,3 +246,28 @@ def test_getmail_keep_uidl_then_delete(srv, tmp_path):
         assert srv.mailbox("alice") == []
     finally:
         shutil.rmtree(mdbase, ignore_errors=True)
+
+
+def test_same_server_under_cpython(tmp_path):
+    # Every firmware module runs unchanged on CPython 3.11: the server too (host debugging).
+    s = Pop3Server(str(tmp_path), {"alice": MSGS})
+    s.start(cpython=True)
+    try:
+        ctx = ssl.create_default_context(cafile=s.ca)
+        p = poplib.POP3("localhost", s.port, timeout=10)
+        p.stls(ctx)
+        p.user("alice")
+        p.pass_("alice pass")
+        for i, m in enumerate(MSGS):
+            assert b"\r\n".join(p.retr(i + 1)[1]) + b"\r\n" == m
+        p.dele(2)
+        p.quit()
+        p = poplib.POP3_SSL("localhost", s.pop3s_port, context=ctx, timeout=10)
+        p.user("alice")
+        p.pass_("alice pass")
+        assert p.stat() == (2, len(MSGS[0]) + len(MSGS[2]))
+        p.quit()
+        assert curl("-u", "alice:alice pass", "pop3://127.0.0.1:%d/" % s.port) == b"1 %d\r\n2 %d\r\n" % (len(MSGS[0]), len(MSGS[2]))
+    finally:
+        s.stop()
+    assert [m for _, m in s.mailbox("alice")] == [MSGS[0], MSGS[2]]

@@ -397,7 +397,7 @@ class Pop3Client:
             self._conn = _UpyConn()
             await self._conn.open(self.host, self.port, self.connect_timeout)
             if self.tls_mode == "implicit":
-                self._conn.start_tls(self.ctx, self.host)
+                self._conn.start_tls(self.ctx, self.host)  # type: ignore[union-attr]  # MicroPython conn class
         else:
             self._conn = _CpyConn()
             await self._conn.open(self.host, self.port, self.connect_timeout,
@@ -419,9 +419,9 @@ class Pop3Client:
                 raise ProtocolError("server sent data after STLS +OK")  # RFC 2595 section 4
             self.reader.clear()
             if compat.IS_MICROPYTHON:
-                self._conn.start_tls(self.ctx, self.host)
+                self._conn.start_tls(self.ctx, self.host)  # type: ignore[union-attr]  # MicroPython conn class
             else:
-                await self._conn.start_tls_async(self.ctx, self.host, self.read_timeout)
+                await self._conn.start_tls_async(self.ctx, self.host, self.read_timeout)  # type: ignore[union-attr]  # CPython conn class
             self.secure = True
             await self.capa()  # RFC 2595 section 4: discard what we knew, ask again
 

@@ -137,7 +137,7 @@ class Session:
         self._ndel = 0
         self._sdel = 0
         self._sasl = False  # waiting for an AUTH PLAIN continuation
-        self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)
+        self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
 
     # -- entry points ----------------------------------------------------------------------
     def greeting(self):

@@ -38,7 +38,7 @@ READ_EXTRA = 256
 LISTEN_BACKLOG = 4  # pending connections the kernel/lwIP queues per listener
 
 if IS_MICROPYTHON:
-    from asyncio import core as _core
+    from asyncio import core as _core  # type: ignore[attr-defined]  # MicroPython asyncio internals
 
     async def _wait_io(sock, write):
         # MicroPython's asyncio: park this task on the poller until sock is ready.
@@ -122,6 +122,10 @@ class _Conn:
             # The handshake waits for the peer's next flight; otherwise the send buffer is full.
             await self._wait(not self.handshaking)
 
+    def send_nowait(self, data):
+        """Best effort, never waits: for a last word to a peer that may not be reading."""
+        self.sock.write(data)
+
     def close(self):
         for s in (self.sock, self.raw):
             try:
@@ -156,6 +160,9 @@ class _CConn:
         except asyncio.TimeoutError:
             raise _Timeout()
 
+    def send_nowait(self, data):
+        self.w.write(data)  # asyncio buffers it; the transport sends what the peer accepts
+
     def close(self):
         try:
             self.w.close()
@@ -180,10 +187,10 @@ class Server:
     async def _listen(self):
         host = self.sv["host"]
         if self.sv["port"]:
-            self._listeners.append(await asyncio.start_server(self._plain, host, self.sv["port"], LISTEN_BACKLOG))
+            self._listeners.append(await asyncio.start_server(self._plain, host, self.sv["port"], backlog=LISTEN_BACKLOG))
             log.info("pop3 listening on %s:%d (STLS %s)", host, self.sv["port"], "on" if self.ctx else "off")
         if self.sv["pop3s_port"] and self.ctx is not None:
-            self._listeners.append(await asyncio.start_server(self._implicit, host, self.sv["pop3s_port"], LISTEN_BACKLOG))
+            self._listeners.append(await asyncio.start_server(self._implicit, host, self.sv["pop3s_port"], backlog=LISTEN_BACKLOG))
             log.info("pop3s listening on %s:%d", host, self.sv["pop3s_port"])
 
     def close(self):
@@ -231,7 +238,7 @@ class Server:
             log.info("pop3 #%d %s idle timeout", sid, ip)
             if conn is not None:
                 try:  # best effort, never waits: the peer may not be reading
-                    conn.sock.write(reply(False, "idle timeout, closing"))
+                    conn.send_nowait(reply(False, "idle timeout, closing"))
                 except Exception:
                     pass
         except Exception as e:  # a peer's reset, a TLS failure, MemoryError...: end this session only

@@ -652,7 +652,7 @@ class Delivery:
         self._f = None
         box.busy += 1
         _Delivery_ids[0] += 1
-        self._tmp = box.p("tmp", "t%d.%d" % (_Delivery_ids[0], compat.ticks_ms() & 0xFFFF))
+        self._tmp = box.p("tmp", "t%d.%d" % (_Delivery_ids[0], compat.ticks_ms() & 0xFFFF))  # type: ignore[operator]  # stub: ticks are opaque
         try:
             self._f = open(self._tmp, "wb")
         except OSError as e:
