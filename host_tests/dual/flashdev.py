@@ -29,6 +29,7 @@ class FlashDev:
         self.n = blocks
         if data is not None:
             self.data = bytearray(data)
+            self.n = len(data) // block_size
         else:  # erased flash is all ones; fill block by block (no second full-size temporary)
             self.data = bytearray(blocks * block_size)
             ones = b"\xff" * block_size
@@ -47,13 +48,15 @@ class FlashDev:
         return bytes(self.data)
 
     def readblocks(self, block, buf, off=0):
+        if self.detached:
+            return  # finalisers of abandoned files run with the heap locked: no allocation
         a = block * self.bs + off
         buf[:] = self.data[a : a + len(buf)]
 
     def _begin_op(self):
         """True if the operation may go ahead; False if it is to be dropped. Raises on a cut."""
         if self.detached:
-            raise PowerCut("detached")
+            return False  # no raise: finalisers run with the heap locked
         if self.dead:
             if self.mode == "drop":
                 return False

@@ -1,0 +1,299 @@
+"""Power-cut suite for the store, under the real micropython binary on littlefs (VfsLfs2).
+
+Run by pytest (test_power_cuts below runs this same file under micropython), or directly:
+    MICROPYPATH=firmware:host_tests/dual .venv/bin/micropython -X heapsize=16M host_tests/test_store_powercut.py
+A workload of deliveries (small and multi-block), index appends (merges at lock), deletion
+commits (one deletes the highest UID) and an index rebuild runs on a simulated flash that cuts
+the power at the N-th program/erase operation, in three modes (raise, drop, torn). For each N:
+remount the image as it was when power died, open the store and check that no acknowledged
+message is lost or changed, none is duplicated or partial, UIDs are unique and unchanged, the
+index agrees with the files, and the store still takes mail.
+The short workload is cut at every op. A long one (135 deliveries, crossing a bucket boundary
+and the merge threshold, then deleting 120) is cut at every LONG_STRIDE-th op plus every LONG_MARK_STRIDE-th op
+of its lock/commit/rebuild steps; POCKETPOST_FULL=1 cuts it at every op too.
+"""
+
+import os
+import sys
+
+IS_MP = sys.implementation.name == "micropython"
+MOUNT = "/pcut"
+ROOT = MOUNT + "/mail"
+BOX = "box"
+# Default slice of the long workload (each run costs ~0.45 s; POCKETPOST_FULL=1: every op, ~25 min).
+LONG_STRIDE = 97
+LONG_MARK_STRIDE = 10
+
+
+def _msg(i, size):
+    # Lone LFs on purpose: the stored copy must be the CRLF form.
+    line = b"message %d line of text 0123456789 abcdefghijklmnopqrstuvwxyz\n" % i
+    out = b"Subject: %d\n\n" % i
+    while len(out) < size:
+        out += line
+    return out
+
+
+def _crlf(b):
+    return b.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+class Model:
+    """What the test knows was acknowledged, and what was in flight when the power went."""
+
+    def __init__(self):
+        self.present = {}  # uid -> stored bytes (acknowledged, not deleted)
+        self.deleted = set()
+        self.issued = set()  # every uid ever acknowledged
+        self.maybe_msg = None  # bytes of a delivery in flight
+        self.maybe_del = set()  # uids of a deletion commit in flight
+
+
+def workload(dev, model, marks=None, long=False):
+    """The steps; stops at the first step during which the power was cut. The long form first
+    fills the mailbox past a bucket boundary and the delivery-time merge threshold, then deletes
+    most of it (bucket directories are removed)."""
+    from pocketpost import store as store_mod
+    from pocketpost.store import Store
+
+    st = [Store(ROOT)]
+    ops = lambda: dev.ops
+
+    def deliver(i, size):
+        data = _msg(i, size)
+        model.maybe_msg = _crlf(data)
+        d = st[0].begin(BOX, 1000 + i)
+        for k in range(0, len(data), 700):
+            d.write(data[k : k + 700])
+        uid = d.commit()
+        if dev.dead:
+            return False
+        model.present[uid] = _crlf(data)
+        model.issued.add(uid)
+        model.maybe_msg = None
+        return True
+
+    def delete(positions):
+        a = ops()
+        mb = st[0].lock(BOX)
+        uids = [mb.uid(i) for i in range(mb.count)]
+        gone = [uids[p if p >= 0 else len(uids) + p] for p in positions]
+        model.maybe_del = set(gone)
+        mb.commit([uids.index(u) for u in gone])
+        if marks is not None:
+            marks.append((a, ops()))
+        if dev.dead:
+            return False
+        for u in gone:
+            del model.present[u]
+            model.deleted.add(u)
+        model.maybe_del = set()
+        return True
+
+    def lock_release():
+        a = ops()
+        st[0].lock(BOX).release()
+        if marks is not None:
+            marks.append((a, ops()))
+        return not dev.dead
+
+    def rebuild():
+        a = ops()
+        os.remove(ROOT + "/" + BOX + "/index")
+        if dev.dead:
+            return False
+        store_mod.reboot()
+        st[0] = Store(ROOT)
+        st[0].lock(BOX).release()
+        if marks is not None:
+            marks.append((a, ops()))
+        return not dev.dead
+
+    steps = []
+    if long:
+        for i in range(135):
+            steps.append(lambda i=i: deliver(100 + i, 20 + i % 7))
+        steps.append(lambda: delete(list(range(0, 120))))
+    steps += [
+        lambda: deliver(1, 300),
+        lambda: deliver(2, 40),
+        lambda: deliver(3, 10000),  # multi-block
+        lambda: lock_release(),  # merge: index append
+        lambda: deliver(4, 200),
+        lambda: delete([1]),
+        lambda: deliver(5, 5000),
+        lambda: deliver(6, 100),
+        lambda: delete([0, -1]),  # includes the highest uid
+        lambda: deliver(7, 4096),
+        lambda: rebuild(),
+        lambda: deliver(8, 50),
+        lambda: delete([-2]),
+        lambda: deliver(9, 60),
+    ]
+    for s in steps:
+        if not s():
+            return
+
+
+def check(model, n_label):
+    """Remounted image: open the store and compare with the model."""
+    from pocketpost import store as store_mod
+    from pocketpost.store import Store
+
+    store_mod.reboot()
+    st = Store(ROOT)
+    mb = st.lock(BOX)
+    got = {}
+    total = 0
+    for i in range(mb.count):
+        u = mb.uid(i)
+        f = mb.open(i)
+        data = f.read()
+        f.close()
+        assert u not in got, (n_label, "duplicate uid", u)
+        assert mb.size(i) == len(data), (n_label, "size", u)
+        got[u] = data
+        total += len(data)
+    assert mb.total_size == total, (n_label, "total")
+    for u in model.present:
+        if u in model.maybe_del and u not in got:
+            continue
+        assert u in got, (n_label, "lost", u)
+        assert got[u] == model.present[u], (n_label, "changed", u)
+    extra = 0
+    for u in got:
+        assert u not in model.deleted, (n_label, "resurrected", u)
+        if u not in model.present:
+            assert u not in model.issued, (n_label, "reissued uid", u)
+            assert model.maybe_msg is not None and got[u] == model.maybe_msg, (n_label, "partial/unknown", u)
+            extra += 1
+    assert extra <= 1, (n_label, "duplicated delivery")
+    # The index agrees with the files, and nothing is left over.
+    box = mb._box
+    files = set()
+    for name, is_dir, _ in _listdir(box.path):
+        if is_dir and name[0] == "b":
+            for fn, d2, _ in _listdir(box.path + "/" + name):
+                files.add(name + "/" + fn)
+        elif not is_dir:
+            assert name == "index", (n_label, "leftover", name)
+    assert _listdir(box.path + "/tmp") == [], (n_label, "tmp not cleaned")
+    recs = set()
+    for epoch, seq, arrival, size in box.iter_index():
+        p = box.msg_path(epoch, seq, arrival)
+        recs.add(p[len(box.path) + 1 :])
+    assert recs == files, (n_label, "index/files", recs, files)
+    mb.release()
+    # Still takes mail, under a new uid.
+    uid = st.deliver_stream(BOX, _reader(b"after the cut\n"))
+    assert uid not in got and uid not in model.issued and uid not in model.deleted, (n_label, "uid reuse")
+    mb = st.lock(BOX)
+    assert mb.count == len(got) + 1 and mb.uid(mb.count - 1) == uid
+    f = mb.open(mb.count - 1)
+    assert f.read() == b"after the cut\r\n"
+    f.close()
+    mb.release()
+
+
+def _reader(data):
+    pos = [0]
+
+    def readinto(buf):
+        n = min(len(buf), len(data) - pos[0])
+        buf[:n] = data[pos[0] : pos[0] + n]
+        pos[0] += n
+        return n
+
+    return readinto
+
+
+def _listdir(path):
+    from pocketpost import compat
+
+    return compat.listdir_stat(path)
+
+
+def run_one(base, cut_at, mode, marks=None, long=False):
+    import gc
+
+    from flashdev import FlashDev, PowerCut, mount_fresh, umount
+
+    dev = FlashDev(data=base)
+    dev.cut_at = cut_at
+    dev.mode = mode
+    mount_fresh(dev=dev, at=MOUNT)
+    model = Model()
+    try:
+        workload(dev, model, marks, long)
+    except Exception as e:  # noqa: BLE001 - only allowed once the power is gone
+        if not dev.dead:
+            raise
+        if not isinstance(e, (PowerCut, OSError)) and type(e).__name__ not in ("StoreError", "StoreFull"):
+            raise
+    dev.detached = True
+    try:
+        umount(MOUNT)
+    except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
+        pass
+    gc.collect()
+    image = dev.image()
+    ops = dev.ops
+    dev2 = FlashDev(data=image)
+    mount_fresh(dev=dev2, at=MOUNT)
+    try:
+        check(model, (mode, cut_at))
+    finally:
+        umount(MOUNT)
+    return ops
+
+
+def sweep(base, long, stride, mark_stride):
+    """Cut at every stride-th op, and at every mark_stride-th op of the lock/commit/rebuild steps."""
+    marks = []
+    total = run_one(base, 0, "raise", marks, long)
+    s = set(range(1, total + 1, stride))
+    for a, b in marks:
+        for n in range(a + 1, b + 1, mark_stride):
+            s.add(n)
+    points = sorted(s)
+    print("%s workload: %d program/erase ops, %d of them in lock/commit/rebuild steps; cutting at %d"
+          % ("long" if long else "short", total, sum(b - a for a, b in marks), len(points)))
+    covered = 0
+    for mode in ("raise", "drop", "torn"):
+        for n in points:
+            run_one(base, n, mode, None, long)
+            covered += 1
+        print("  mode %s: %d cut points ok" % (mode, len(points)))
+    return covered
+
+
+def main():
+    import time
+
+    from flashdev import FlashDev
+    import vfs
+
+    full = os.getenv("POCKETPOST_FULL") == "1"
+    dev = FlashDev(blocks=48)
+    vfs.VfsLfs2.mkfs(dev)
+    base = dev.image()
+    t0 = time.ticks_ms()
+    # The short workload is cheap: every op, always. The long one: sliced unless FULL.
+    covered = sweep(base, False, 1, 1)
+    covered += sweep(base, True, 1 if full else LONG_STRIDE, 1 if full else LONG_MARK_STRIDE)
+    print("POWERCUT OK: %d cut points covered (%s) in %d ms"
+          % (covered, "full sweep" if full else "short: every op; long: sliced", time.ticks_diff(time.ticks_ms(), t0)))
+
+
+if IS_MP and __name__ == "__main__":
+    main()
+
+
+def test_power_cuts():
+    from helpers import run_micropython
+
+    r = run_micropython(["host_tests/test_store_powercut.py"], timeout=3600, heapsize="16M")
+    out = r.stdout.decode(errors="replace")
+    print(out)
+    assert r.returncode == 0, out[-4000:] + r.stderr.decode(errors="replace")[-4000:]
+    assert "POWERCUT OK" in out
