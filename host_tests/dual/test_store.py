@@ -302,3 +302,59 @@ def test_many_messages_and_merge():
         mb.release()
 
     _with_store(body)
+
+
+def test_full_flash_and_delete_frees_space():
+    """A small littlefs image (MicroPython only; a plain directory cannot be filled safely)."""
+    if not IS_MICROPYTHON:
+        return
+    from flashdev import mount_fresh, umount
+
+    dev, at = mount_fresh(blocks=40)
+    root = at + "/mail"
+    store_mod.reboot()
+    try:
+        st = Store(root, quota=0)
+        body = (b"x" * 63 + b"\n") * 64  # 4 KiB of lone LFs -> 4160 bytes stored
+        uids = []
+        full = None
+        for i in range(100):
+            try:
+                uids.append(_deliver(st, "x", body, chunk=1000))
+            except StoreFull as e:
+                full = e
+                break
+        assert full is not None and full.code == "SYS/TEMP" and len(uids) > 5
+        assert os.listdir(root + "/x/tmp") == []
+        want = body.replace(b"\n", b"\r\n")
+        # Two deliveries that each fit but not together: the second meets littlefs's own ENOSPC
+        # (or our estimate); either way a clean StoreFull and no temp file left behind.
+        mb = st.lock("x")
+        mb.commit([0, 1])
+        st2 = Store(root, quota=0, reserve=0)
+        d1 = st2.begin("x")
+        d2 = st2.begin("x")
+        got = 0
+        for d in (d1, d2):
+            try:
+                for i in range(8):
+                    d.write(body)
+                d.commit()
+            except StoreFull:
+                got += 1
+        assert got >= 1
+        assert os.listdir(root + "/x/tmp") == []
+        # Existing mail intact, and deleting still works on the full flash and frees space.
+        mb = st2.lock("x")
+        n = mb.count
+        for i in range(n):
+            assert _read(mb, i) == want or mb.size(i) > len(want)
+        mb.commit(list(range(n)))
+        st3 = Store(root, quota=0)
+        assert st3.usage("x") == (0, 0)
+        for i in range(3):
+            _deliver(st3, "x", body)
+        assert st3.usage("x")[0] == 3
+    finally:
+        store_mod.reboot()
+        umount(at)
