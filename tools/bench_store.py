@@ -1,0 +1,162 @@
+"""Store benchmark on littlefs under the real micropython binary (not a timed test).
+
+    .venv/bin/python tools/bench_store.py          # runs itself under micropython
+
+Prints, on a VfsLfs2 image in RAM (host_tests/dual/flashdev.py counts the operations):
+  - open a mailbox + STAT, and LIST + UIDL over it, at 1,000 and 5,000 messages;
+  - flash program/erase operations per delivered 4 KiB message beyond the payload (the payload
+    baseline is the same bytes written to a plain file with open/write/close), and the cost of
+    indexing those deliveries at the next lock;
+  - program/erase operations per deleted message.
+POCKETPOST_FULL=1 also runs the full power-cut sweep (host_tests/test_store_powercut.py).
+"""
+
+import os
+import sys
+
+IS_MP = sys.implementation.name == "micropython"
+
+
+def _mp_main():
+    import time
+
+    import vfs
+    from flashdev import FlashDev
+    from pocketpost import store as store_mod
+    from pocketpost.store import Store
+
+    def mount(blocks):
+        dev = FlashDev(blocks=blocks)
+        vfs.VfsLfs2.mkfs(dev)
+        vfs.mount(vfs.VfsLfs2(dev), "/bench")
+        return dev
+
+    def snap(dev):
+        return dev.progs, dev.erases, dev.prog_bytes
+
+    def diff(dev, a):
+        b = snap(dev)
+        return b[0] - a[0], b[1] - a[1], b[2] - a[2]
+
+    def ms(t):
+        return time.ticks_diff(time.ticks_us(), t) / 1000.0
+
+    # --- ops per delivered 4 KiB message ----------------------------------------------------
+    dev = mount(320)
+    root = "/bench/mail"
+    store_mod.reboot()
+    st = Store(root, quota=0)
+    msg = (b"x" * 62 + b"\r\n") * 64  # 4096 bytes, already CRLF
+    for i in range(100):  # a mailbox with some mail in it
+        st.deliver_stream("x", _reader(msg))
+    st.lock("x").release()
+    a = snap(dev)
+    for i in range(5):
+        f = open("/bench/plain%d" % i, "wb")
+        f.write(msg)
+        f.close()
+    base = diff(dev, a)
+    N = store_mod.MERGE_AFTER - 1  # stay below the delivery-time merge; the lock indexes them
+    a = snap(dev)
+    for i in range(N):
+        d = st.begin("x")
+        for k in range(0, len(msg), 512):
+            d.write(msg[k : k + 512])
+        d.commit()
+    dl = diff(dev, a)
+    a = snap(dev)
+    st.lock("x").release()  # indexes the 16 new messages (one append)
+    mg = diff(dev, a)
+    bp, be = base[0] / 5.0, base[1] / 5.0
+    print("delivery of a 4 KiB message: %.1f programs, %.1f erases, %.0f bytes programmed"
+          % (dl[0] / N, dl[1] / N, dl[2] / N))
+    print("  plain file of the same 4 KiB (payload baseline): %.1f programs, %.1f erases" % (bp, be))
+    print("  => beyond a plain file write: %.1f programs, %.1f erases per delivery"
+          % (dl[0] / N - bp, dl[1] / N - be))
+    print("  => beyond the raw payload (32 programs of 128 B): %.1f programs per delivery" % (dl[0] / N - 32))
+    print("  indexing them at the next lock: %d programs, %d erases for %d messages (%.1f programs each)"
+          % (mg[0], mg[1], N, mg[0] / float(N)))
+    print("  => beyond the payload including indexing: %.1f programs, %.1f erases per delivery"
+          % ((dl[0] + mg[0]) / float(N) - bp, (dl[1] + mg[1]) / float(N) - be))
+    # --- ops per deleted message ------------------------------------------------------------
+    for k in (1, 10, 50):
+        mb = st.lock("x")
+        n = mb.count
+        a = snap(dev)
+        mb.commit(list(range(k)))
+        dd = diff(dev, a)
+        print("deleting %d of %d messages: %d programs, %d erases (%.1f programs, %.1f erases per message)"
+              % (k, n, dd[0], dd[1], dd[0] / float(k), dd[1] / float(k)))
+    vfs.umount("/bench")
+    del dev
+    import gc
+
+    gc.collect()
+
+    # --- open + STAT, LIST + UIDL at 1,000 and 5,000 messages ----------------------------------
+    dev = mount(1024)
+    store_mod.reboot()
+    st = Store(root, quota=0)
+    have = 0
+    for n in (1000, 5000):
+        t = time.ticks_us()
+        while have < n:
+            st.deliver_stream("x", _reader(b"m%d\r\n" % have))
+            have += 1
+        fill = ms(t)
+        st.lock("x").release()
+        store_mod.reboot()
+        r0 = dev.ops
+        t = time.ticks_us()
+        st = Store(root, quota=0)
+        mb = st.lock("x")
+        count, total = mb.count, mb.total_size
+        t_open = ms(t)
+        t = time.ticks_us()
+        sizes = 0
+        for i in range(count):
+            sizes += mb.size(i)
+        t_list = ms(t)
+        t = time.ticks_us()
+        for i in range(count):
+            mb.uid(i)
+        t_uidl = ms(t)
+        mb.release()
+        assert count == n and sizes == total
+        print("%d messages: open+STAT %.1f ms, LIST %.1f ms, UIDL %.1f ms (fill took %.0f ms, %d ops at open)"
+              % (n, t_open, t_list, t_uidl, fill, dev.ops - r0))
+    vfs.umount("/bench")
+
+
+def _reader(data):
+    pos = [0]
+
+    def readinto(buf):
+        k = min(len(buf), len(data) - pos[0])
+        buf[:k] = data[pos[0] : pos[0] + k]
+        pos[0] += k
+        return k
+
+    return readinto
+
+
+def _cpython_main():
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.dirname(here)
+    mp = os.path.join(os.path.dirname(sys.executable), "micropython")
+    env = dict(os.environ)
+    env["MICROPYPATH"] = os.path.join(root, "firmware") + ":" + os.path.join(root, "host_tests", "dual")
+    r = subprocess.run([mp, "-X", "heapsize=64M", os.path.join(here, "bench_store.py")], cwd=root, env=env)
+    if r.returncode:
+        return r.returncode
+    if os.environ.get("POCKETPOST_FULL") == "1":
+        r = subprocess.run([mp, "-X", "heapsize=16M", "host_tests/test_store_powercut.py"], cwd=root, env=env)
+    return r.returncode
+
+
+if IS_MP:
+    _mp_main()
+elif __name__ == "__main__":
+    sys.exit(_cpython_main())
