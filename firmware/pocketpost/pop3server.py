@@ -99,6 +99,12 @@ class Service:
             if c is not None:
                 nets.append(c)
         self.nets = nets
+        # APOP is per-user opt-in. Only when some user has it does the banner carry the RFC 1939
+        # timestamp: a client that sees one may pick APOP, which would fail for everyone else.
+        self.apop_enabled = False
+        for u in users.values():
+            if u.get("apop_secret"):
+                self.apop_enabled = True
         # An unknown user must cost what a wrong password costs: verify against this.
         self._dummy = auth.hash_password(urandom(12), server_cfg.get("pbkdf2_iterations", auth.DEFAULT_ITERATIONS))
 
@@ -141,7 +147,9 @@ class Session:
 
     # -- entry points ----------------------------------------------------------------------
     def greeting(self):
-        return reply(True, "%s ready %s" % (IMPLEMENTATION, self.timestamp))
+        if self.svc.apop_enabled:
+            return reply(True, "%s ready %s" % (IMPLEMENTATION, self.timestamp))
+        return reply(True, "%s ready" % IMPLEMENTATION)
 
     def handle(self, line):
         self.delay = 0
@@ -225,6 +233,8 @@ class Session:
         return self._login(name, args[0], None)
 
     def cmd_apop(self, args):
+        if not self.svc.apop_enabled:
+            return reply(False, "APOP is not enabled here", "AUTH")
         name = bytes(args[0]).decode()
         digest = bytes(args[1]).lower()
         u = self.svc.users.get(name)
@@ -526,11 +536,7 @@ class BodyProducer:
         while True:
             if self.start < self.end:
                 p = self.stuffer.stuff_into(self.buf, self.start, self.end, out)
-                if isinstance(p, tuple):  # the core's older (consumed, produced) form
-                    c, p = p
-                else:
-                    c = self.stuffer.consumed
-                self.start += c
+                self.start += self.stuffer.consumed
                 if p:
                     return p
             elif not self.eof:
