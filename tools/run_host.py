@@ -78,6 +78,16 @@ for path in os.getenv("PP_FILES").split("\n"):
 """
 
 
+def image_ports(rundir):
+    """The ports the existing image's config was built with (its host-side copy), or None."""
+    try:
+        with open(os.path.join(rundir, "config.json")) as f:
+            sv = json.load(f)["server"]
+        return sv["port"], sv["pop3s_port"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def build_image(rundir, port, pop3s_port):
     tlsdir = os.path.join(rundir, "tls")
     make_cert(tlsdir)
@@ -119,6 +129,9 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     image = os.path.join(args.dir, "flash.img")
+    if not args.fresh and os.path.exists(image) and image_ports(args.dir) != (args.port, args.pop3s_port):
+        print("%s was built for other ports: rebuilding it" % image)
+        args.fresh = True
     if args.fresh or not os.path.exists(image):
         print("building %s ..." % image)
         build_image(args.dir, args.port, args.pop3s_port)
