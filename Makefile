@@ -29,7 +29,7 @@ $(STAMP): requirements-dev.txt
 setup: $(APT_STAMP) $(STAMP)
 
 test: setup
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -v $(PYTEST_ARGS)
 
 run: setup
 	$(BIN)/python tools/run_host.py $(RUN_ARGS)
