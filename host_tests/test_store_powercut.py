@@ -180,7 +180,7 @@ def check(model, n_label):
     assert _listdir(box.path + "/tmp") == [], (n_label, "tmp not cleaned")
     recs = set()
     for epoch, seq, arrival, size in box.iter_index():
-        p = box.msg_path(epoch, seq, arrival)
+        p = box.msg_path(epoch, seq, arrival, size)
         recs.add(p[len(box.path) + 1 :])
     assert recs == files, (n_label, "index/files", recs, files)
     mb.release()

@@ -21,13 +21,16 @@ deletes nothing.
 
 Message bodies are never held whole: `BodyProducer` reads the stored file in fixed blocks,
 cuts it for TOP (headers, blank line, n body lines) and dot-stuffs it into the shell's buffer.
+RETR of a message the store knows to be plain (no line starts with ".", `mb.needs_stuffing(i)`
+is False) uses `PlainProducer` instead: the file is read straight into the shell's buffer and
+handed out unchanged (no stuffing pass, no copy, no block buffer of its own), then ".\r\n".
 """
 
 from pocketpost import auth, log
 from pocketpost.config import parse_cidr, parse_ipv4
 from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
-from pocketpost.wire import OVERLONG, DotStuffer
+from pocketpost.wire import OVERLONG, TERMINATOR, DotStuffer
 
 AUTHORIZATION = const(0)
 TRANSACTION = const(1)
@@ -368,7 +371,10 @@ class Session:
         if i is None:
             return reply(False, "no such message")
         f = self.mb.open(i)
-        self.producer = BodyProducer(f, self.svc.block_size, -1)
+        if self.mb.needs_stuffing(i):
+            self.producer = BodyProducer(f, self.svc.block_size, -1)
+        else:
+            self.producer = PlainProducer(f)
         return reply(True, "%d octets" % self.mb.size(i))
 
     def cmd_top(self, args):
@@ -549,6 +555,42 @@ class BodyProducer:
                 self.close()
                 self.done = True
                 return len(t)
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
+class PlainProducer:
+    """RETR of a plain message: the stored file is its own wire form (no line starts with ".").
+
+    fill(out) reads the file straight into `out` and returns the byte count; after the file the
+    terminator, then 0. The store ends every non-empty message with CRLF, so the terminator is
+    ".\r\n"; should a file not end with LF after all, a CRLF goes first (the reply stays framed).
+    """
+
+    def __init__(self, f):
+        self.f = f
+        self.last = _LF  # last byte handed out (an empty message is just the terminator)
+        self.done = False
+
+    def fill(self, out):
+        if self.done:
+            return 0
+        f = self.f
+        if f is not None:
+            n = f.readinto(out)
+            if n:
+                self.last = out[n - 1]
+                return n
+            self.close()
+        t = TERMINATOR if self.last == _LF else b"\r\n.\r\n"
+        if len(out) < len(t):
+            return 0
+        out[: len(t)] = t
+        self.done = True
+        return len(t)
 
     def close(self):
         if self.f is not None:

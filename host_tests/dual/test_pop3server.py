@@ -5,7 +5,7 @@ import binascii
 import os
 
 from pocketpost import auth, config, log
-from pocketpost.pop3server import BodyProducer, Service, Session, Throttle
+from pocketpost.pop3server import BodyProducer, PlainProducer, Service, Session, Throttle
 from pocketpost.store import Store
 from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader
 
@@ -459,3 +459,55 @@ def test_pass_keeps_spaces():
         s.close()
     finally:
         e.done()
+
+
+def _drain(p, bufsize):
+    out = b""
+    buf = bytearray(bufsize)
+    for _ in range(100000):
+        n = p.fill(buf)
+        if not n:
+            break
+        out += bytes(buf[:n])
+    return out
+
+
+def test_retr_plain_path_same_bytes():
+    """A message with no dot line is sent straight from the file (PlainProducer); the bytes on
+    the wire are exactly what the dot-stuffing path produces."""
+    msgs = [b"Subject: plain\r\n\r\nno dot lines. none.\r\n",
+            b"",
+            b"Subject: big\r\n\r\n" + b"y" * 3000 + b"\r\n" + b"z.\r\n" * 700,
+            b"Subject: lf\nsloppy\nline ends.\n",  # stored with CRLF, still plain
+            MSGS[1]]  # dot lines: the stuffing path
+    e = Env(msgs=msgs)
+    try:
+        s = e.session()
+        login(s)
+        for i, m in enumerate(msgs):
+            stored = m.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            r = s.handle(b"RETR %d" % (i + 1))
+            assert r == b"+OK %d octets\r\n" % len(stored)
+            p = s.producer
+            s.producer = None
+            assert isinstance(p, BodyProducer if i == 4 else PlainProducer), (i, p)
+            wire = _drain(p, 256)
+            p.close()
+            f = s.mb.open(i)
+            ref = _drain(BodyProducer(f, 256, -1), 256)  # the stuffing path on the same file
+            assert wire == ref, i
+            assert unstuff(wire) == stored, i
+            if i == 1:
+                assert wire == b".\r\n"
+            for bufsize in (5, 7, 1024):  # any buffer the shell may use
+                f = s.mb.open(i)
+                assert _drain(BodyProducer(f, 64, -1) if i == 4 else PlainProducer(f), bufsize) == wire
+        s.close()
+    finally:
+        e.done()
+
+
+def test_plain_producer_file_without_final_crlf():
+    # The store never writes such a file; if one appears anyway, the reply still ends framed.
+    for data, wire in ((b"abc", b"abc\r\n.\r\n"), (b"abc\r\n", b"abc\r\n.\r\n"), (b"", b".\r\n")):
+        assert _drain(PlainProducer(_F(data, 2)), 5) == wire

@@ -1,5 +1,6 @@
 """Store tests for both runtimes: a plain temp dir under CPython, littlefs in RAM under MicroPython."""
 
+import binascii
 import os
 
 from flashdev import IS_MICROPYTHON, fresh_root
@@ -232,7 +233,7 @@ def test_interrupted_commit_rolls_forward():
         box = mb._box
         recs = [mb._rec(i) for i in (0, 3)]
         box.write_intent(recs)
-        os.remove(box.msg_path(recs[0][0], recs[0][1], recs[0][2]))  # step 2 half done
+        os.remove(box.msg_path(recs[0][0], recs[0][1], recs[0][2], recs[0][3]))  # step 2 half done
         store_mod.reboot()
         mb = Store(root).lock("x")
         assert [mb.uid(i) for i in range(mb.count)] == [uids[1], uids[2], uids[4], uids[5]]
@@ -358,3 +359,122 @@ def test_full_flash_and_delete_frees_space():
     finally:
         store_mod.reboot()
         umount(at)
+
+
+def _flags(st, name):
+    mb = st.lock(name)
+    try:
+        return [mb.needs_stuffing(i) for i in range(mb.count)]
+    finally:
+        mb.release()
+
+
+def test_plain_flag():
+    """The store learns whether any line starts with "." (RETR may skip dot-stuffing if none)."""
+    cases = [
+        (b"Subject: a\r\n\r\nno dot lines. Dots.\r\ninside. only\r\n", False),
+        (b"Subject: b\r\n\r\nmid\r\n.dot line\r\nend\r\n", True),
+        (b".at the very start\r\n", True),
+        (b"", False),
+        (b"a\nb.\n", False),  # lone LFs (converted), no dot line
+        (b"a\n.b\n", True),  # lone LFs with a dot line
+        (b"x\r.y\r\n", False),  # a bare CR ends no line
+        (b"\r\n" * 100 + b"tail.\r\n", False),  # lines denser than the walk: the C passes
+        (b"\r\n" * 100 + b".x\r\n", True),
+        (b"\r\n" * 100 + b"x\ny\r\n", False),
+        (b"\r\n" * 100 + b"x\n.y\r\n", True),
+    ]
+
+    def body(root, st):
+        want = []
+        for data, dots in cases:
+            for chunk in (0, 1, 7):  # whole, every split, ragged splits
+                _deliver(st, "x", data, chunk)
+                want.append(dots)
+            d = st.begin("x")  # a memoryview goes through the fixed input buffer
+            d.write(memoryview(data))
+            d.commit()
+            want.append(dots)
+        assert _flags(st, "x") == want
+
+    _with_store(body)
+
+
+def test_plain_flag_dot_line_across_writes():
+    def body(root, st):
+        for first, second, dots in ((b"a\r\n", b".b\r\n", True), (b"a\r", b"\n.b\r\n", True),
+                                    (b"a\n", b".b\n", True), (b"a.", b"b\r\n", False),
+                                    (b"a\r\n.", b"b\r\n", True), (b"a\r\n", b"b.\r\n", False)):
+            d = st.begin("x")
+            d.write(first)
+            assert d.plain == (b"\n." not in first)
+            d.write(bytearray(second))
+            assert d.plain == (not dots), (first, second)
+            d.commit()
+        assert _flags(st, "x") == [True, True, True, False, True, False]
+
+    _with_store(body)
+
+
+def test_plain_flag_survives_index_rebuild_and_unknown_is_true():
+    def body(root, st):
+        _deliver(st, "x", b"S: 1\r\n\r\nplain\r\n")
+        _deliver(st, "x", b"S: 2\r\n\r\n.dotted\r\n")
+        _deliver(st, "x", b"S: 3\r\n\r\nplain too\r\n")
+        assert _flags(st, "x") == [False, True, False]
+        # A file named the way it was before the flag existed ("unknown") reads as needs-stuffing.
+        mb = st.lock("x")
+        r = mb._rec(2)
+        old = mb._box.msg_path(r[0], r[1], r[2], r[3])
+        mb.release()
+        assert old.endswith(".p")
+        os.rename(old, old[:-2])
+        f = open(root + "/x/index", "ab")  # a torn index: the next lock rebuilds it
+        f.write(b"torn")
+        f.close()
+        store_mod.reboot()
+        st2 = Store(root)
+        assert _flags(st2, "x") == [False, True, True]
+        mb = st2.lock("x")
+        assert [_read(mb, i) for i in range(3)] == [b"S: 1\r\n\r\nplain\r\n", b"S: 2\r\n\r\n.dotted\r\n",
+                                                   b"S: 3\r\n\r\nplain too\r\n"]
+        assert mb.size(0) == 15 and mb.total_size == 15 + 17 + 19
+        mb.commit([0, 1])  # deleting a plain and a dotted one finds both files
+        mb = st2.lock("x")
+        assert mb.count == 1 and mb.needs_stuffing(0) and _read(mb, 0) == b"S: 3\r\n\r\nplain too\r\n"
+        mb.release()
+
+    _with_store(body)
+
+
+def test_digest_is_of_the_stored_bytes():
+    import hashlib
+
+    def body(root, st):
+        for data in (b"a\nb\r\nc", b"", b"x\r\n" * 300, b"abc\r"):
+            d = st.begin("x", digest=True)
+            for k in range(0, len(data), 5):
+                d.write(data[k : k + 5])
+            hexd = d.digest()
+            size = d.size
+            try:
+                d.write(b"more")
+                assert False, "write after digest()"
+            except StoreError:
+                pass
+            d.commit()
+            mb = st.lock("x")
+            stored = _read(mb, mb.count - 1)
+            mb.release()
+            assert size == len(stored)
+            assert hexd == binascii.hexlify(hashlib.sha1(stored).digest()).decode(), data
+        d = st.begin("x")
+        d.write(b"a")
+        try:
+            d.digest()
+            assert False, "digest without digest=True"
+        except StoreError:
+            pass
+        d.abort()
+
+    _with_store(body)
