@@ -596,33 +596,18 @@ def _apop_timestamp(text):
 
 # --- fetching into the store --------------------------------------------------------------------
 class _StoreSink:
-    """Takes un-stuffed chunks for one Delivery: hashes and counts exactly the bytes the store
-    keeps (a lone LF from a sloppy server becomes CRLF here, on a rare slow path, so our hash is
-    the stored file's), feeds the header parser, and turns a store failure into `error` while
-    the rest of the message is still read off the wire (the session stays usable)."""
+    """Takes un-stuffed chunks for one Delivery (begun with digest=True: the store converts line
+    ends and hashes exactly the bytes it keeps), feeds the header parser, and turns a store failure
+    into `error` while the rest of the message is still read off the wire (the session stays
+    usable)."""
 
     def __init__(self, delivery):
         self.d = delivery
-        self.h = new_hash()
-        self.size = 0
-        self.last = 10
         self.headers = HeaderParser()
         self.error = None
         self.chunks = 0
 
     def __call__(self, chunk):
-        if isinstance(chunk, memoryview):
-            chunk = bytes(chunk)
-        if not chunk:
-            return
-        lf = chunk.count(b"\n")
-        if lf:
-            lead = 1 if (chunk[0] == 10 and self.last == 13) else 0
-            if lf != chunk.count(b"\r\n") + lead:
-                chunk = _crlf(chunk, self.last)
-        self.last = chunk[-1]
-        self.size += len(chunk)
-        self.h.update(chunk)
         if not self.headers.done:
             self.headers.feed(chunk)
         if self.error is None:
@@ -632,20 +617,6 @@ class _StoreSink:
                 self.error = e
         self.chunks += 1
         _crash_point("chunk")
-
-
-def _crlf(chunk, last):
-    out = bytearray()
-    i = 0
-    while True:
-        j = chunk.find(b"\n", i)
-        if j < 0:
-            out += chunk[i:]
-            return out
-        prev = chunk[j - 1] if j > 0 else last
-        out += chunk[i:j]
-        out += b"\n" if prev == 13 else b"\r\n"
-        i = j + 1
 
 
 def _count_local(store, mailbox, size, digest):
@@ -823,7 +794,7 @@ async def fetch_account(account, store, on_message=None):
 async def _download(c, st, store, mailbox, n, uid, size, top):
     """One message into the store, crash-safely. Returns (key, info or None if a duplicate,
     store error or None)."""
-    d = store.begin(mailbox)
+    d = store.begin(mailbox, digest=True)
     sink = _StoreSink(d)
     try:
         limit = size + max(size // SIZE_SLACK_DIV, SIZE_SLACK_MIN)
@@ -834,14 +805,18 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
     if sink.error is not None:
         d.abort()
         return None, None, sink.error
-    digest = sha1_hex(sink.h)
+    try:
+        digest = d.digest()  # ends the message: the final size and the SHA-1 of the stored bytes
+    except Exception as e:  # the delivery has aborted itself
+        return None, None, e
+    size_stored = d.size
     key = uid if uid is not None else ("#" + digest).encode()
     if uid is None and key in st:
         d.abort()  # stored by a session whose QUIT never completed (server without UIDL)
         return key, None, None
     flag = "h" if top else "f"
     first_seen = compat.now()
-    st.set_pending(sink.size, digest, -1, first_seen, flag, key)
+    st.set_pending(size_stored, digest, -1, first_seen, flag, key)
     st.save()
     _crash_point("pending")
     try:
@@ -856,7 +831,7 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
     st.clear_pending()
     st.save()
     _crash_point("stored")
-    info = {"n": n, "uid": key, "local_uid": local, "size": sink.size, "headers_only": top,
+    info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,
             "headers": sink.headers.fields}
     return key, info, None
 
