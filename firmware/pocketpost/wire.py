@@ -190,20 +190,16 @@ class DotStuffer:
                 out[oi] = _DOT
                 oi += 1
             self._bol = False
-            j = src.find(b"\n.", si, end)
-            stop = end if j < 0 else j + 1
-            k = stop - si
-            if k > cap - oi:
-                k = cap - oi
-                if k <= 0:
-                    break
-                omv[oi : oi + k] = smv[si : si + k]
-                oi += k
-                si += k
-                self._bol = src[si - 1] == _LF
+            # Search no further than `out` has room for: what lies beyond is searched by the
+            # next call anyway (a "\n." cut at the limit is caught by _bol).
+            lim = cap - oi
+            if lim <= 0:
                 break
-            omv[oi : oi + k] = smv[si:stop]
-            oi += k
+            lim = end if end - si <= lim else si + lim
+            j = src.find(b"\n.", si, lim)
+            stop = lim if j < 0 else j + 1
+            omv[oi : oi + stop - si] = smv[si:stop]
+            oi += stop - si
             si = stop
             self._bol = src[si - 1] == _LF
         self.consumed = si - start
@@ -254,16 +250,16 @@ class DotUnstuffer:
         st = self._state
         while si < end:
             if st == _MID:
-                j = src.find(b"\n.", si, end)
-                stop = end if j < 0 else j + 1
-                k = stop - si
-                if k > cap - oi:
-                    k = cap - oi
-                    if k <= 0:
-                        break
-                    stop = si + k
-                omv[oi : oi + k] = smv[si:stop]
-                oi += k
+                # Search no further than `out` has room for: a bigger src (the client's receive
+                # buffer) would otherwise be searched again by the next call.
+                lim = cap - oi
+                if lim <= 0:
+                    break
+                lim = end if end - si <= lim else si + lim
+                j = src.find(b"\n.", si, lim)
+                stop = lim if j < 0 else j + 1
+                omv[oi : oi + stop - si] = smv[si:stop]
+                oi += stop - si
                 si = stop
                 if src[si - 1] == _LF:
                     st = _BOL
