@@ -20,10 +20,11 @@ $(APT_STAMP): apt-packages.txt
 	else echo "apt-get not found: install $$(cat apt-packages.txt | tr '\n' ' ') yourself"; fi
 	@touch $@
 
-$(STAMP): requirements-dev.txt
+$(STAMP): requirements-dev.txt requirements-stubs.txt
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -r requirements-dev.txt
-	$(BIN)/pip install -q --target typings-esp32 micropython-esp32-stubs==$$(cat stubs-version.txt)
+	rm -rf typings-esp32
+	$(BIN)/pip install -q --target typings-esp32 -r requirements-stubs.txt
 	@touch $@
 
 setup: $(APT_STAMP) $(STAMP)
