@@ -1,8 +1,8 @@
 """Runs first at every reset. Decides safe mode and nothing else, so the REPL is always reachable.
 
 Safe mode (services not started; the REPL and mpremote work as on a fresh board):
-- hold the BOOT button (GPIO0 on ESP32/ESP32-S3, GPIO9 on ESP32-C3) while pressing RESET and
-  keep it down ~1 s, or
+- press RESET, release it, then press and hold the BOOT button (GPIO0 on ESP32/ESP32-S3, GPIO9
+  on ESP32-C3) within 1.5 s (holding BOOT *during* reset would start the ROM bootloader), or
 - create the flag file:  mpremote exec "open('safemode', 'w').close()" + reset
   and remove it again:   mpremote rm :safemode + reset
 """

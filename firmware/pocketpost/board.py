@@ -73,6 +73,10 @@ FATAL_RESET_DELAY_MS = const(10000)  # top-level failure: log, wait (REPL can Ct
 # ESP32-C3 boards use GPIO9. The config cannot choose it: safe mode must work with a bad config.
 SAFE_PIN = const(0)
 SAFE_FLAG = "safemode"  # a file of this name at the flash root also means safe mode
+# BOOT held *during* RESET starts the ROM serial bootloader, not MicroPython; so boot.py watches
+# the button for this long after reset: press RESET, release it, then press and hold BOOT.
+SAFE_WINDOW_MS = const(1500)
+_SAFE_POLL_MS = const(50)
 
 safe = False  # set by boot.py through check_safe_mode(); main.py reads it
 current = None  # the running Runner, for admin.status()
@@ -95,17 +99,26 @@ def _print_exception(e):
 # --- safe mode ----------------------------------------------------------------------------
 
 
-def check_safe_mode(pin=None, flag_path=SAFE_FLAG):
-    """Safe mode if the flag file exists or `pin` (a machine.Pin with pull-up) reads low.
-    Sets the module-level `safe` for main.py and returns it."""
+def check_safe_mode(pin=None, flag_path=SAFE_FLAG, window_ms=SAFE_WINDOW_MS, sleep_ms=None):
+    """Safe mode if the flag file exists or `pin` (a machine.Pin with pull-up) reads low at any
+    time within `window_ms` after boot. Sets the module-level `safe` for main.py and returns it."""
     global safe
     why = None
     if exists(flag_path):
         why = "flag file %r" % flag_path
     elif pin is not None:
+        if sleep_ms is None:
+            sleep_ms = getattr(time, "sleep_ms", None) or (lambda ms: time.sleep(ms / 1000))
+        waited = 0
         try:
-            if pin.value() == 0:
-                why = "pin held low at boot"
+            while True:
+                if pin.value() == 0:
+                    why = "BOOT button held after reset"
+                    break
+                if waited >= window_ms:
+                    break
+                sleep_ms(_SAFE_POLL_MS)
+                waited += _SAFE_POLL_MS
         except (OSError, ValueError) as e:  # a board without that pin: not safe mode
             log.warning("safe mode pin unreadable: %s", _exc_line(e))
     safe = why is not None
@@ -551,6 +564,11 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=FAT
         runner = Runner(cfg, hw)
         current = runner
         asyncio.run(runner.run(secrets_path))
+        # Only reached with no service configured: the loop that fed the watchdog is gone, so
+        # hand it to the timer as Ctrl-C does, or the board would reset every timeout.
+        if runner.watchdog is not None and hw.keep_fed is not None:
+            hw.keep_fed(runner.watchdog.wdt)
+        log.warning("no service configured: REPL only (see \"services\" in the config)")
     except KeyboardInterrupt:
         if runner is not None and runner.watchdog is not None and hw.keep_fed is not None:
             hw.keep_fed(runner.watchdog.wdt)

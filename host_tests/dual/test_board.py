@@ -119,14 +119,18 @@ class FakeNtp:
 
 
 class FakePin:
+    """levels: one level, or a list read in turn (the last one repeats)."""
+
     def __init__(self, level=None, error=None):
-        self.level = level
+        self.levels = level if isinstance(level, list) else [level]
         self.error = error
+        self.reads = 0
 
     def value(self):
         if self.error:
             raise self.error
-        return self.level
+        self.reads += 1
+        return self.levels[min(self.reads, len(self.levels)) - 1]
 
 
 def fast_wifi(wlan):
@@ -409,12 +413,20 @@ def test_safe_mode_by_pin_or_flag_file():
     logs = Logs()
     flag = _tmpname("safemode")
     try:
-        assert board.check_safe_mode(FakePin(1), flag) is False and board.safe is False
-        assert board.check_safe_mode(None, flag) is False
-        assert board.check_safe_mode(FakePin(0), flag) is True and board.safe is True
-        assert board.check_safe_mode(FakePin(error=ValueError("invalid pin")), flag) is False
+        slept = []
+        nap = slept.append  # a fake sleep: the window is counted, not waited
+        up = FakePin(1)
+        assert board.check_safe_mode(up, flag, sleep_ms=nap) is False and board.safe is False
+        assert sum(slept) >= board.SAFE_WINDOW_MS and up.reads > 1  # watched the whole window
+        assert board.check_safe_mode(None, flag, sleep_ms=nap) is False
+        assert board.check_safe_mode(FakePin(0), flag, sleep_ms=nap) is True and board.safe is True
+        # pressed after reset, within the window (holding it during reset enters the bootloader)
+        assert board.check_safe_mode(FakePin([1, 1, 1, 0]), flag, sleep_ms=nap) is True
+        late = FakePin([1] * (board.SAFE_WINDOW_MS // 50 + 2) + [0])
+        assert board.check_safe_mode(late, flag, sleep_ms=nap) is False
+        assert board.check_safe_mode(FakePin(error=ValueError("invalid pin")), flag, sleep_ms=nap) is False
         open(flag, "w").close()
-        assert board.check_safe_mode(FakePin(1), flag) is True
+        assert board.check_safe_mode(FakePin(1), flag, sleep_ms=nap) is True
         assert logs.having("SAFE MODE (flag file")
     finally:
         logs.close()
@@ -492,3 +504,29 @@ def test_main_logs_a_fatal_error_and_resets():
         logs.close()
     assert resets == [1]
     assert logs.having("pocketpost stopped") and logs.having("resetting in 0 ms")
+
+
+def test_main_with_no_service_leaves_the_watchdog_fed():
+    # With nothing to run, main() returns; the loop that fed the WDT is gone, so the timer must
+    # take over, or the board would reset every watchdog timeout.
+    logs = Logs()
+    cfgp = _tmpname("cfg")
+    root = _tmpname("mail")
+    with open(cfgp, "w") as f:
+        f.write('{"store": {"root": "%s"}, "services": {"server": false}, "watchdog": {"timeout_ms": 4000}}' % root)
+    made = []
+    fed = []
+
+    def make_wdt(ms):
+        made.append(FakeWDT(ms))
+        return made[-1]
+
+    hw = board.Hardware(make_wdt=make_wdt, keep_fed=fed.append)
+    try:
+        board.main(cfgp, hw)
+    finally:
+        logs.close()
+        os.remove(cfgp)
+        _rmtree(root)
+    assert made and fed == [made[0]]
+    assert logs.having("no service configured")
