@@ -79,13 +79,49 @@ def serve_mailbox(c, rf, uidl=b"1 u1\r\n", listing=b"1 21\r\n", retr=None):
     c.sendall(b"+OK bye\r\n")
 
 
-def fetch(tmp_path, port, **kw):
+def mailbox(msgs, seen=None, dele_reply=b"+OK\r\n"):
+    """A scripted server for `msgs`, a list of (uid or None for no UIDL, body): answers STAT, UIDL,
+    LIST, RETR, TOP, DELE and QUIT in any order; each command line goes to `seen` (a list)."""
+
+    def script(c, rf):
+        login(c, rf)
+        while True:
+            line = rf.readline()
+            if not line:
+                return
+            if seen is not None:
+                seen.append(line.strip())
+            w = line.strip().split(b" ")
+            k = w[0].upper()
+            if k == b"STAT":
+                c.sendall(b"+OK %d %d\r\n" % (len(msgs), sum(len(b) for _, b in msgs)))
+            elif k == b"UIDL":
+                if msgs and msgs[0][0] is None:
+                    c.sendall(b"-ERR no UIDL here\r\n")
+                else:
+                    c.sendall(b"+OK\r\n" + b"".join(b"%d %s\r\n" % (i + 1, u) for i, (u, _) in enumerate(msgs)) + b".\r\n")
+            elif k == b"LIST":
+                c.sendall(b"+OK\r\n" + b"".join(b"%d %d\r\n" % (i + 1, len(b)) for i, (_, b) in enumerate(msgs)) + b".\r\n")
+            elif k in (b"RETR", b"TOP"):
+                c.sendall(b"+OK\r\n" + msgs[int(w[1]) - 1][1] + b".\r\n")
+            elif k == b"DELE":
+                c.sendall(dele_reply)
+            elif k == b"QUIT":
+                c.sendall(b"+OK\r\n")
+                return
+            else:
+                c.sendall(b"-ERR unknown\r\n")
+
+    return script
+
+
+def fetch(tmp_path, port, quota=0, on_message=None, **kw):
     acct = {"name": "h", "host": "127.0.0.1", "port": port, "tls": "none", "user": "u", "password": "p",
             "mailbox": "m", "state_dir": str(tmp_path / "state"), "timeouts": {"connect_timeout": 2, "read_timeout": 1}}
     acct.update(kw)
     storemod.reboot()
-    s = Store(str(tmp_path / "store"), quota=0)
-    return client.fetch_account_sync(acct, s)
+    s = Store(str(tmp_path / "store"), quota=quota)
+    return client.fetch_account_sync(acct, s, on_message)
 
 
 def stored(tmp_path):
@@ -290,3 +326,25 @@ def test_account_validation():
     a = client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p"})
     assert a["port"] == 995 and a["tls"] == "implicit" and a["verify"] is True and a["policy"] == "keep"
     assert a["read_timeout"] == client.READ_TIMEOUT
+
+
+# --- session continues / ends cleanly -------------------------------------------------------------
+TWO = b"Subject: two\r\n\r\nx\r\n"
+
+
+def test_refused_dele_does_not_end_the_session(tmp_path):
+    """A read-only maildrop answers DELE with -ERR: logged, not counted, the session goes on
+    (the new message is fetched) and ends with QUIT; a later session deletes both."""
+    s = Script(mailbox([(b"u1", GOOD)]))
+    fetch(tmp_path, s.port)
+    seen = []
+    s = Script(mailbox([(b"u1", GOOD), (b"u2", TWO)], seen, dele_reply=b"-ERR read-only\r\n"))
+    st = fetch(tmp_path, s.port, policy="delete")
+    assert st["fetched"] == 1 and st["deleted"] == 0
+    assert b"QUIT" in seen and stored(tmp_path) == [GOOD, TWO]
+    assert sorted(state_uids(tmp_path)) == [b"u1", b"u2"]
+    seen = []
+    s = Script(mailbox([(b"u1", GOOD), (b"u2", TWO)], seen))
+    st = fetch(tmp_path, s.port, policy="delete")
+    assert st["fetched"] == 0 and st["deleted"] == 2 and b"DELE 1" in seen and b"DELE 2" in seen
+    assert stored(tmp_path) == [GOOD, TWO] and state_uids(tmp_path) == []

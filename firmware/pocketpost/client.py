@@ -562,7 +562,15 @@ class Pop3Client:
         return total
 
     async def dele(self, n):
-        await self.cmd("DELE", n)
+        """DELE n: True when the server marked it deleted. A refused DELE (-ERR: a read-only
+        maildrop, a message another session holds) is no reason to end the session: it is
+        logged and False returned, and the message stays (and stays recorded) for next time."""
+        try:
+            await self.cmd("DELE", n)
+        except ErrReply as e:
+            log.warning("pop3 %s: %s", self.host, e.msg)
+            return False
+        return True
 
     async def quit(self):
         """QUIT: +OK means the server committed our DELEs (RFC 1939 UPDATE state)."""
@@ -735,8 +743,8 @@ async def fetch_account(account, store, on_message=None):
                 to_delete.append((present[uid], uid))
         deleted = []
         for n, uid in to_delete:
-            await c.dele(n)
-            deleted.append(uid)
+            if await c.dele(n):
+                deleted.append(uid)
             _crash_point("dele")
 
         store_error = None
@@ -771,8 +779,8 @@ async def fetch_account(account, store, on_message=None):
             if uid is not None:
                 present[uid] = n
             if policy == "delete" and not top:
-                await c.dele(n)
-                deleted.append(key)
+                if await c.dele(n):
+                    deleted.append(key)
                 _crash_point("dele")
         await c.quit()
         _crash_point("quit")
