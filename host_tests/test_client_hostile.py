@@ -1,6 +1,7 @@
 """The POP3 client against scripted misbehaving servers: each misbehaviour gives a clear exception,
 a bounded wait, and a consistent store + UIDL state (nothing stored, nothing recorded)."""
 
+import os
 import socket
 import threading
 import time
@@ -9,7 +10,7 @@ import pytest
 
 from helpers import free_port
 
-from pocketpost import client, store as storemod
+from pocketpost import client, store as storemod, uidstate
 from pocketpost.pop3 import ProtocolError
 from pocketpost.store import Store
 
@@ -348,3 +349,15 @@ def test_refused_dele_does_not_end_the_session(tmp_path):
     st = fetch(tmp_path, s.port, policy="delete")
     assert st["fetched"] == 0 and st["deleted"] == 2 and b"DELE 1" in seen and b"DELE 2" in seen
     assert stored(tmp_path) == [GOOD, TWO] and state_uids(tmp_path) == []
+
+
+def test_full_store_at_begin_ends_cleanly_with_quit(tmp_path):
+    """The quota is reached before the second message: it is not downloaded, not deleted, the
+    session ends with QUIT (the first message's DELE commits) and the error is reported."""
+    seen = []
+    s = Script(mailbox([(b"u1", GOOD), (b"u2", TWO)], seen))
+    with pytest.raises(client.ClientError, match="store: .*quota"):
+        fetch(tmp_path, s.port, quota=len(GOOD), policy="delete")
+    assert b"DELE 1" in seen and b"RETR 2" not in seen and b"DELE 2" not in seen and seen[-1] == b"QUIT"
+    assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == []
+

@@ -806,7 +806,10 @@ async def fetch_account(account, store, on_message=None):
 async def _download(c, st, store, mailbox, n, uid, size, top):
     """One message into the store, crash-safely. Returns (key, info or None if a duplicate,
     store error or None)."""
-    d = store.begin(mailbox, digest=True)
+    try:
+        d = store.begin(mailbox, digest=True)
+    except Exception as e:  # StoreFull / QuotaExceeded / OSError: nothing sent for it yet
+        return None, None, e
     sink = _StoreSink(d)
     try:
         limit = size + max(size // SIZE_SLACK_DIV, SIZE_SLACK_MIN)
