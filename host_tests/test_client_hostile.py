@@ -361,3 +361,28 @@ def test_full_store_at_begin_ends_cleanly_with_quit(tmp_path):
     assert b"DELE 1" in seen and b"RETR 2" not in seen and b"DELE 2" not in seen and seen[-1] == b"QUIT"
     assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == []
 
+
+def test_failed_pending_save_leaves_no_open_delivery(tmp_path, monkeypatch):
+    """st.save() of the pending entry fails (flash full): the delivery is aborted (no temp file,
+    mailbox not busy), the pending entry is dropped, the error propagates; the next run works."""
+    real_save = uidstate.UidState.save
+
+    def failing_save(self):
+        if self.pending is not None:
+            raise OSError(28, "no space")
+        return real_save(self)
+
+    monkeypatch.setattr(uidstate.UidState, "save", failing_save)
+    s = Script(mailbox([(b"u1", GOOD)]))
+    storemod.reboot()
+    store = Store(str(tmp_path / "store"), quota=0)
+    acct = {"name": "h", "host": "127.0.0.1", "port": s.port, "tls": "none", "user": "u", "password": "p",
+            "mailbox": "m", "state_dir": str(tmp_path / "state"), "timeouts": {"connect_timeout": 2, "read_timeout": 1}}
+    with pytest.raises(OSError):
+        client.fetch_account_sync(acct, store)
+    assert os.listdir(tmp_path / "store" / "m" / "tmp") == []
+    assert store._box("m").busy == 0  # in this process: the mailbox is not stuck "delivering"
+    monkeypatch.undo()
+    s = Script(mailbox([(b"u1", GOOD)]))
+    assert fetch(tmp_path, s.port)["fetched"] == 1
+    assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == [b"u1"]

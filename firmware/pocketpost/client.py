@@ -832,7 +832,12 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
     flag = "h" if top else "f"
     first_seen = compat.now()
     st.set_pending(size_stored, digest, -1, first_seen, flag, key)
-    st.save()
+    try:
+        st.save()
+    except BaseException:
+        d.abort()  # not committed: no temp file, open handle or busy mailbox left behind
+        st.clear_pending()
+        raise
     _crash_point("pending")
     try:
         local = d.commit()
