@@ -386,3 +386,52 @@ def test_failed_pending_save_leaves_no_open_delivery(tmp_path, monkeypatch):
     s = Script(mailbox([(b"u1", GOOD)]))
     assert fetch(tmp_path, s.port)["fetched"] == 1
     assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == [b"u1"]
+
+
+class Crash(BaseException):
+    """Stands for a power cut at a crash point: no cleanup code of the client runs for it."""
+
+
+def crash_at(monkeypatch, step, k):
+    seen = {}
+
+    def point(s):
+        seen[s] = seen.get(s, 0) + 1
+        if s == step and seen[s] == k:
+            raise Crash(step)
+
+    monkeypatch.setattr(client, "_crash_point", point)
+
+
+def test_crash_between_pending_and_commit_with_an_identical_message(tmp_path, monkeypatch):
+    """Two server messages with the same bytes; power lost after the second one's pending entry
+    was saved but before its commit. The next run must see that only the first copy is local
+    (prior = 1, found = 1): the second is fetched again, not taken as stored and deleted unread."""
+    msgs = [(b"u1", GOOD), (b"u2", GOOD)]
+    crash_at(monkeypatch, "pending", 2)
+    s = Script(mailbox(msgs))
+    with pytest.raises(Crash):
+        fetch(tmp_path, s.port, policy="delete")
+    monkeypatch.undo()
+    assert stored(tmp_path) == [GOOD]
+    seen = []
+    s = Script(mailbox(msgs, seen))
+    st = fetch(tmp_path, s.port, policy="delete")
+    assert st["fetched"] == 1 and st["deleted"] == 2 and b"RETR 2" in seen
+    assert stored(tmp_path) == [GOOD, GOOD] and state_uids(tmp_path) == []
+
+
+def test_crash_after_commit_with_an_identical_message_is_recovered(tmp_path, monkeypatch):
+    """The same, with the power lost just after the commit: found (2) > prior (1), so the second
+    message is recorded as stored and not fetched again."""
+    msgs = [(b"u1", GOOD), (b"u2", GOOD)]
+    crash_at(monkeypatch, "committed", 2)
+    s = Script(mailbox(msgs))
+    with pytest.raises(Crash):
+        fetch(tmp_path, s.port)
+    monkeypatch.undo()
+    seen = []
+    s = Script(mailbox(msgs, seen))
+    st = fetch(tmp_path, s.port)
+    assert st["fetched"] == 0 and b"RETR 2" not in seen
+    assert stored(tmp_path) == [GOOD, GOOD] and sorted(state_uids(tmp_path)) == [b"u1", b"u2"]

@@ -661,7 +661,13 @@ def _reconcile(st, store, mailbox):
     """A crash left a pending entry: did its store commit happen? (see uidstate.py)"""
     size, digest, prior, first_seen, flag, uid = st.pending
     found = _count_local(store, mailbox, size, digest)
-    if found > (prior if prior > 0 else 0):
+    if prior < 0:
+        # The copies already present could not be counted (mailbox locked by a POP3 session):
+        # fetch it again. At worst a duplicate; taking an older identical copy for this one
+        # could lose it (policy delete).
+        log.warning("fetch: %s may or may not have been stored before the interruption; fetching it again",
+                    _text(uid))
+    elif found > prior:
         log.info("fetch: recovered %s: it was stored before the interruption", _text(uid))
         st.add(uid, first_seen, flag)
     else:
@@ -831,7 +837,15 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
         return key, None, None
     flag = "h" if top else "f"
     first_seen = compat.now()
-    st.set_pending(size_stored, digest, -1, first_seen, flag, key)
+    # Identical copies already here (the same message fetched twice, e.g. under two UIDs): a
+    # crash after this point is reconciled as "stored iff there are more than `prior` now".
+    # Only messages of this very size are hashed. -1 = could not count (see _reconcile).
+    try:
+        prior = _count_local(store, mailbox, size_stored, digest)
+    except Exception as e:  # MailboxLocked (a local POP3 session), or a store/flash error
+        log.debug("fetch: cannot count local copies (%s)", e)
+        prior = -1
+    st.set_pending(size_stored, digest, prior, first_seen, flag, key)
     try:
         st.save()
     except BaseException:
