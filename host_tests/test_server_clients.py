@@ -9,6 +9,7 @@ import shutil
 import ssl
 import subprocess
 import tempfile
+import time
 
 import pytest
 
@@ -271,3 +272,35 @@ def test_same_server_under_cpython(tmp_path):
     finally:
         s.stop()
     assert [m for _, m in s.mailbox("alice")] == [MSGS[0], MSGS[2]]
+
+
+def test_plaintext_pipelined_after_stls_never_runs_inside_tls(tmp_path):
+    # RFC 2595 section 4: commands sent in the clear after STLS must not be answered once TLS is up.
+    # Both shells: MicroPython's and CPython's (whose asyncio reader buffers beyond our LineReader).
+    import socket
+
+    for cpython in (False, True):
+        d = tmp_path / ("c" if cpython else "m")
+        d.mkdir()
+        s = Pop3Server(str(d), {"alice": MSGS})
+        s.start(cpython=cpython)
+        try:
+            c = socket.create_connection(("127.0.0.1", s.port), 10)
+            assert c.recv(200).startswith(b"+OK")
+            c.sendall(b"STLS\r\n" + b"NOOP\r\n" * 100 + b"CAPA\r\n")
+            time.sleep(0.3)  # let the server buffer the injected plaintext before the handshake
+            got = b""
+            while b"\r\n" not in got:
+                got += c.recv(200)
+            assert got.startswith(b"+OK"), got
+            ctx = ssl.create_default_context(cafile=s.ca)
+            answered = None
+            try:
+                t = ctx.wrap_socket(c, server_hostname="localhost")
+                t.settimeout(3)
+                answered = t.recv(200)  # any reply here would be to an injected command
+            except (ssl.SSLError, OSError):
+                pass  # the handshake failed or the session was closed: nothing ran
+            assert not answered, (cpython, answered)
+        finally:
+            s.stop()

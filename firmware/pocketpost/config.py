@@ -21,7 +21,7 @@ from pocketpost.compat import const, rename, sync_file
 # --- defaults, each with its reason --------------------------------------------------------
 STORE_DEFAULTS = {
     "root": "/flash/mail",
-    "quota": 0,  # bytes for all mailboxes together; 0 = limited by the flash only
+    "quota": 0,  # bytes per mailbox (store.py enforces it per mailbox); 0 = limited by the flash only
     "reserve": 65536,  # bytes kept free on flash for the index, config and logs
 }
 

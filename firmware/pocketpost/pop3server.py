@@ -108,8 +108,16 @@ class Service:
         for u in users.values():
             if u.get("apop_secret"):
                 self.apop_enabled = True
-        # An unknown user must cost what a wrong password costs: verify against this.
-        self._dummy = auth.hash_password(urandom(12), server_cfg.get("pbkdf2_iterations", auth.DEFAULT_ITERATIONS))
+        # An unknown user must cost what a wrong password costs: verify against this, made with
+        # the most iterations any stored hash has (hashes keep the count they were made with,
+        # so the configured count alone could differ from every user's).
+        its = server_cfg.get("pbkdf2_iterations", auth.DEFAULT_ITERATIONS)
+        for u in users.values():
+            try:
+                its = max(its, auth.parse_hash(u.get("password"))[0])
+            except auth.AuthError:
+                pass
+        self._dummy = auth.hash_password(urandom(12), its)
 
     def trusted(self, ip):
         v = parse_ipv4(ip)
@@ -190,7 +198,14 @@ class Session:
         return reply(False, "invalid octet in command")
 
     def close(self):
-        """The connection ended without QUIT (or after it): release the lock, delete nothing."""
+        """The connection ended without QUIT (or after it): close a reply still being produced
+        (its message file), release the lock, delete nothing."""
+        if self.producer is not None:
+            try:
+                self.producer.close()
+            except Exception as e:
+                log.error("pop3 %s producer close: %r", self.peer, e)
+            self.producer = None
         if self.mb is not None:
             try:
                 self.mb.release()
@@ -470,7 +485,7 @@ class ListingProducer:
             self.i += 1
         if n + 3 > cap:
             return n
-        out[n : n + 3] = b".\r\n"
+        out[n : n + 3] = TERMINATOR
         self.done = True
         return n + 3
 

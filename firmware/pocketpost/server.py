@@ -143,6 +143,11 @@ class _CConn:
         self.timeout = timeout
 
     async def start_tls(self, ctx):
+        # RFC 2595 section 4: plaintext the client pipelined after STLS must never be read as
+        # commands inside TLS. asyncio's StreamReader may hold some beyond what the LineReader
+        # took (and cleared): end the session rather than let it through.
+        if getattr(self.r, "_buffer", None):
+            raise ValueError("plaintext pipelined after STLS")
         await self.w.start_tls(ctx)
 
     async def recv_into(self, mv):
@@ -276,10 +281,9 @@ class Server:
                 resp = session.handle(line)
             if session.delay:
                 await asyncio.sleep(session.delay)
-            await conn.send(resp)
+            await conn.send(resp)  # a failure here leaves the producer to session.close()
             p = session.producer
             if p is not None:
-                session.producer = None
                 try:
                     while True:
                         k = p.fill(out)
@@ -287,6 +291,7 @@ class Server:
                             break
                         await conn.send(out, k)
                 finally:
+                    session.producer = None
                     p.close()
             if session.starttls:
                 lines.clear()  # RFC 2595: plaintext sent after STLS is not trusted

@@ -8,6 +8,7 @@ explicitly disables it, and logs when it does.
 import ssl
 
 from pocketpost import log
+from pocketpost.compat import IS_MICROPYTHON
 
 
 def _read(path):
@@ -17,11 +18,11 @@ def _read(path):
 
 def server_context(cert_path, key_path):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    try:
-        ctx.load_cert_chain(_read(cert_path), _read(key_path))  # MicroPython: DER bytes
-    except (TypeError, OSError, ValueError):
-        # CPython wants file paths (PEM or DER cert via a temp PEM is not supported): hand it the
-        # paths; the host tools also write PEM copies next to the DER files for CPython.
+    if IS_MICROPYTHON:
+        ctx.load_cert_chain(_read(cert_path), _read(key_path))  # DER bytes (PEM is rejected)
+    else:
+        # CPython loads certificate chains from PEM files only: the host tools write PEM copies
+        # next to the DER files (cert.der -> cert.pem).
         ctx.load_cert_chain(_pem_path(cert_path), _pem_path(key_path))
     return ctx
 

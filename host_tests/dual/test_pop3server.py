@@ -511,3 +511,33 @@ def test_plain_producer_file_without_final_crlf():
     # The store never writes such a file; if one appears anyway, the reply still ends framed.
     for data, wire in ((b"abc", b"abc\r\n.\r\n"), (b"abc\r\n", b"abc\r\n.\r\n"), (b"", b".\r\n")):
         assert _drain(PlainProducer(_F(data, 2)), 5) == wire
+
+
+def test_close_mid_retr_closes_the_message_file():
+    # The shell may fail to send the +OK of RETR/TOP (peer reset) before it runs the producer:
+    # the session's close() must close the message file the producer holds, for both producers.
+    e = Env()
+    try:
+        for cmd in (b"RETR 1", b"RETR 2", b"TOP 3 1"):  # plain file, dot-stuffed, TOP
+            s = e.session()
+            login(s)
+            assert s.handle(cmd).startswith(b"+OK")
+            p = s.producer
+            assert p is not None and p.f is not None
+            s.close()
+            assert p.f is None and s.producer is None
+    finally:
+        e.done()
+
+
+def test_unknown_user_costs_the_slowest_stored_hash():
+    # Hashes keep the iteration count they were made with: an unknown user must cost as much as
+    # the most expensive one, not the count configured now.
+    e = Env()
+    try:
+        users = dict(e.svc.users)
+        users["carol"] = {"password": auth.hash_password("x", 40), "mailbox": "carol"}
+        svc = Service({"pbkdf2_iterations": 5}, users, e.store)
+        assert auth.parse_hash(svc._dummy)[0] == 40
+    finally:
+        e.done()
