@@ -435,3 +435,42 @@ def test_crash_after_commit_with_an_identical_message_is_recovered(tmp_path, mon
     st = fetch(tmp_path, s.port)
     assert st["fetched"] == 0 and b"RETR 2" not in seen
     assert stored(tmp_path) == [GOOD, GOOD] and sorted(state_uids(tmp_path)) == [b"u1", b"u2"]
+
+
+# --- UIDs and synthetic keys ---------------------------------------------------------------------
+def test_real_uid_starting_with_hash_is_a_uid(tmp_path, monkeypatch):
+    """'#abc' is a valid UID (RFC 1939: 0x21-0x7E), not a synthetic key: it stays recorded while
+    it is on the server, however old, and is never fetched twice."""
+    s = Script(mailbox([(b"#abc", GOOD)]))
+    assert fetch(tmp_path, s.port)["fetched"] == 1
+    real_now = client.compat.now
+    monkeypatch.setattr(client.compat, "now", lambda: real_now() + 31 * 86400)
+    for _ in range(2):
+        s = Script(mailbox([(b"#abc", GOOD)]))
+        assert fetch(tmp_path, s.port)["fetched"] == 0
+    assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == [b"#abc"]
+
+
+def test_no_uidl_quit_lost_then_duplicate_dropped(tmp_path):
+    """Server without UIDL, policy delete: the QUIT reply is lost (the DELE never commits), so
+    the next session is offered the message again; its content key says it is here already."""
+
+    def script(c, rf):
+        login(c, rf)
+        for cmd, reply in (("STAT", b"+OK 1 21\r\n"), ("UIDL", b"-ERR no\r\n"), ("LIST", b"+OK\r\n1 21\r\n.\r\n"),
+                           ("RETR", b"+OK\r\n" + GOOD + b".\r\n"), ("DELE", b"+OK\r\n"), ("QUIT", None)):
+            expect(rf, cmd)
+            if reply is None:
+                return  # hang up instead of answering QUIT
+            c.sendall(reply)
+
+    s = Script(script)
+    with pytest.raises(client.ConnectionLost):
+        fetch(tmp_path, s.port, policy="delete")
+    data = (tmp_path / "state" / "h.uidl").read_bytes()
+    assert data.split(b"\n")[1].startswith(b"H ") and b"#" not in data
+    seen = []
+    s = Script(mailbox([(None, GOOD)], seen))
+    st = fetch(tmp_path, s.port, policy="delete")
+    assert st["duplicates"] == 1 and st["fetched"] == 0 and st["deleted"] == 1 and seen[-1] == b"QUIT"
+    assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == []

@@ -24,7 +24,7 @@ again; DELE re-sent if the policy wants it), or DELEs the server never committed
 every message ends up in the store exactly once.
 
 Servers without UIDL (best effort, documented): only policy "delete" is possible. Each message is
-downloaded, keyed by the SHA-1 of its bytes ("#<hex>"); a key already in the state means the
+downloaded, keyed by the SHA-1 of its bytes (uidstate.hash_key: never equal to a real UID); a key already in the state means the
 message was stored by a session whose QUIT never completed: the new copy is dropped and the
 message deleted. Cost: such a message is downloaded twice. Keys are dropped after QUIT +OK.
 
@@ -45,7 +45,7 @@ from pocketpost import compat, log, tls
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError, command, parse_listing, parse_number, parse_reply, valid_uid
 from pocketpost.headers import HeaderParser
-from pocketpost.uidstate import MAX_ENTRIES, UidState, new_hash, remove_tmp, sha1_hex
+from pocketpost.uidstate import MAX_ENTRIES, UidState, hash_key, is_hash_key, new_hash, remove_tmp, sha1_hex
 from pocketpost.wire import BAD_LINE, MAX_RESPONSE_LINE, OVERLONG, DotUnstuffer, LineReader
 
 # --- named defaults and limits ------------------------------------------------------------------
@@ -795,7 +795,7 @@ async def fetch_account(account, store, on_message=None):
             st.forget(uid)
         stats["deleted"] = len(deleted)
         for uid in list(st.entries):
-            if uid.startswith(b"#"):
+            if is_hash_key(uid):
                 if compat.now() - st.entries[uid][0] > 30 * _DAY:
                     st.forget(uid)  # best-effort keys of a session whose QUIT result was lost
             elif uid not in present:
@@ -831,7 +831,7 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
     except Exception as e:  # the delivery has aborted itself
         return None, None, e
     size_stored = d.size
-    key = uid if uid is not None else ("#" + digest).encode()
+    key = uid if uid is not None else hash_key(digest)
     if uid is None and key in st:
         d.abort()  # stored by a session whose QUIT never completed (server without UIDL)
         return key, None, None

@@ -7,7 +7,9 @@ an atomic rename (`save()`), so a crash leaves either the old or the new state, 
 
     pocketpost-uidl 1
     S <first_seen> <flag> <uid>                       stored (flag f: full message, h: headers only)
+    H <first_seen> <flag> <sha1hex>                   stored, server without UIDL (see below)
     P <size> <sha1hex> <prior> <first_seen> <flag> <uid>   pending: see below
+    P <size> <sha1hex> <prior> <first_seen> <flag>         pending, server without UIDL
 
 The client's "never lose, never duplicate" rule rests on the pending record. Just before it
 commits a downloaded message to the store it saves `P` with the stored size, the SHA-1 of the
@@ -17,7 +19,15 @@ stored bytes and how many messages of that size and hash the local mailbox alrea
 the commit happened (the entry becomes `S`), otherwise it did not (the entry is dropped and the
 message is downloaded again). So the window between "durably stored" and "recorded" is closed.
 
-UIDs starting with "#" are synthetic keys ("#<sha1hex>") used for servers without UIDL.
+Servers without UIDL: a message is keyed by the SHA-1 of its stored bytes. In RAM that key is
+`hash_key(sha1hex)` = b" " + hex: a real UID is 1-70 octets in 0x21-0x7E (RFC 1939 section 7),
+so it can never begin with a space and no server can send a UID that is taken for a synthetic
+key ("#abc" is just a UID). On file such keys have their own record type (H, and P without a UID).
+(State files from before H held "S ... #<sha1hex>": those now load as UIDs, which at worst costs
+one duplicate for a no-UIDL server whose QUIT result was lost just before the upgrade.)
+
+first_seen is Unix time, or 0 (any value before 2020) when the board clock was not set yet: the
+client stamps it in a later session with a set clock and never deletes by age before that.
 
 RAM: the entries live in a dict (uid bytes -> [first_seen, flag]); the file is read through a
 fixed buffer with the shared LineReader, never whole. The number of entries is bounded.
@@ -43,6 +53,15 @@ HEADER = b"pocketpost-uidl 1"
 class StateError(Exception):
     def __init__(self, msg):
         super().__init__(msg)
+
+
+def hash_key(sha1hex):
+    """The state key of a message from a server without UIDL (never equal to a real UID)."""
+    return b" " + sha1hex.encode()
+
+
+def is_hash_key(key):
+    return key[:1] == b" "
 
 
 def sha1_hex(h):
@@ -100,11 +119,16 @@ class UidState:
     def _parse(self, ln):
         w = ln.split(b" ")
         try:
-            if w[0] == b"S" and len(w) == 4:
+            if w[0] == b"S" and len(w) == 4 and w[3]:
                 self.entries[w[3]] = [int(w[1]), w[2].decode()]
                 return
-            if w[0] == b"P" and len(w) == 7:
-                self.pending = (int(w[1]), w[2].decode(), int(w[3]), int(w[4]), w[5].decode(), w[6])
+            if w[0] == b"H" and len(w) == 4 and w[3]:
+                self.entries[hash_key(w[3].decode())] = [int(w[1]), w[2].decode()]
+                return
+            if w[0] == b"P" and (len(w) == 7 and w[6] or len(w) == 6):
+                sha = w[2].decode()
+                uid = w[6] if len(w) == 7 else hash_key(sha)
+                self.pending = (int(w[1]), sha, int(w[3]), int(w[4]), w[5].decode(), uid)
                 return
         except ValueError:
             pass
@@ -119,10 +143,17 @@ class UidState:
             f.write(HEADER + b"\n")
             for uid in self.entries:
                 e = self.entries[uid]
-                f.write(b"S %d %s %s\n" % (e[0], e[1].encode(), uid))
+                if is_hash_key(uid):
+                    f.write(b"H %d %s %s\n" % (e[0], e[1].encode(), uid[1:]))
+                else:
+                    f.write(b"S %d %s %s\n" % (e[0], e[1].encode(), uid))
             p = self.pending
             if p is not None:
-                f.write(b"P %d %s %d %d %s %s\n" % (p[0], p[1].encode(), p[2], p[3], p[4].encode(), p[5]))
+                line = b"P %d %s %d %d %s" % (p[0], p[1].encode(), p[2], p[3], p[4].encode())
+                if is_hash_key(p[5]):
+                    f.write(line + b"\n")  # the key is hash_key(sha1hex)
+                else:
+                    f.write(line + b" " + p[5] + b"\n")
             compat.sync_file(f)
         finally:
             f.close()
