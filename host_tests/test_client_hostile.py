@@ -474,3 +474,35 @@ def test_no_uidl_quit_lost_then_duplicate_dropped(tmp_path):
     st = fetch(tmp_path, s.port, policy="delete")
     assert st["duplicates"] == 1 and st["fetched"] == 0 and st["deleted"] == 1 and seen[-1] == b"QUIT"
     assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == []
+
+
+def state_times(tmp_path):
+    data = (tmp_path / "state" / "h.uidl").read_bytes()
+    return [int(l.split(b" ")[1]) for l in data.split(b"\n")[1:] if l.startswith(b"S ")]
+
+
+def test_keep_days_clock_unset_at_first_sight(tmp_path, monkeypatch):
+    """A board fetches before NTP set its clock (1970): first_seen is recorded as unknown (0),
+    stamped by the first session with a set clock, and the message is only deleted keep_days
+    after that, not at once for looking 50 years old."""
+    real_now = client.compat.now
+    t0 = real_now()
+    clock = [1000]
+    monkeypatch.setattr(client.compat, "now", lambda: clock[0])
+    s = Script(mailbox([(b"u1", GOOD)]))
+    assert fetch(tmp_path, s.port, policy="keep_days", keep_days=7)["fetched"] == 1
+    assert state_times(tmp_path) == [0]
+    clock[0] = t0
+    seen = []
+    s = Script(mailbox([(b"u1", GOOD)], seen))
+    assert fetch(tmp_path, s.port, policy="keep_days", keep_days=7)["deleted"] == 0
+    assert not any(l.startswith(b"DELE") for l in seen) and state_times(tmp_path) == [t0]
+    clock[0] = 1000  # the clock is lost again (no RTC battery): nothing happens either way
+    s = Script(mailbox([(b"u1", GOOD)], seen))
+    assert fetch(tmp_path, s.port, policy="keep_days", keep_days=7)["deleted"] == 0
+    assert state_times(tmp_path) == [t0]
+    clock[0] = t0 + 8 * 86400
+    seen = []
+    s = Script(mailbox([(b"u1", GOOD)], seen))
+    assert fetch(tmp_path, s.port, policy="keep_days", keep_days=7)["deleted"] == 1 and b"DELE 1" in seen
+    assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == []

@@ -739,13 +739,16 @@ async def fetch_account(account, store, on_message=None):
         # Messages stored by earlier sessions: delete them when the policy says so.
         to_delete = []  # (n, uid)
         now = compat.now()
+        sane = now >= _SANE_TIME
         for uid in present:
             e = st.get(uid)
+            if e[0] < _SANE_TIME and sane:
+                st.add(uid, now, e[1])  # first seen while the clock was unset: its age starts now
             if e[1] != "f":
                 continue  # headers-only copies: the body still lives on the server only
             if policy == "delete":
                 to_delete.append((present[uid], uid))
-            elif policy == "keep_days" and now >= _SANE_TIME and now - e[0] >= a["keep_days"] * _DAY:
+            elif policy == "keep_days" and sane and e[0] >= _SANE_TIME and now - e[0] >= a["keep_days"] * _DAY:
                 to_delete.append((present[uid], uid))
         deleted = []
         for n, uid in to_delete:
@@ -796,7 +799,11 @@ async def fetch_account(account, store, on_message=None):
         stats["deleted"] = len(deleted)
         for uid in list(st.entries):
             if is_hash_key(uid):
-                if compat.now() - st.entries[uid][0] > 30 * _DAY:
+                e = st.entries[uid]
+                if e[0] < _SANE_TIME:
+                    if sane:
+                        st.add(uid, now, e[1])
+                elif sane and now - e[0] > 30 * _DAY:
                     st.forget(uid)  # best-effort keys of a session whose QUIT result was lost
             elif uid not in present:
                 st.forget(uid)  # no longer on the server: it can never be offered again
@@ -837,6 +844,8 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
         return key, None, None
     flag = "h" if top else "f"
     first_seen = compat.now()
+    if first_seen < _SANE_TIME:
+        first_seen = 0  # clock not set yet: unknown, stamped by a later session (see keep_days)
     # Identical copies already here (the same message fetched twice, e.g. under two UIDs): a
     # crash after this point is reconciled as "stored iff there are more than `prior` now".
     # Only messages of this very size are hashed. -1 = could not count (see _reconcile).
