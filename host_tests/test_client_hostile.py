@@ -506,3 +506,16 @@ def test_keep_days_clock_unset_at_first_sight(tmp_path, monkeypatch):
     s = Script(mailbox([(b"u1", GOOD)], seen))
     assert fetch(tmp_path, s.port, policy="keep_days", keep_days=7)["deleted"] == 1 and b"DELE 1" in seen
     assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == []
+
+
+@pytest.mark.parametrize("oversize", [None, "headers"])
+def test_headers_without_empty_line(tmp_path, oversize):
+    """A message (or a TOP n 0 reply) that is all header, with no empty line: its fields still
+    reach on_message."""
+    msg = b"From: a@example.org\r\nSubject: only a header\r\n"
+    got = []
+    kw = {"max_size": 10, "oversize": oversize} if oversize else {}
+    s = Script(mailbox([(b"u1", msg)]))
+    fetch(tmp_path, s.port, on_message=got.append, **kw)
+    assert got[0]["headers"] == {"from": "a@example.org", "subject": "only a header"}
+    assert got[0]["headers_only"] == bool(oversize)

@@ -875,7 +875,7 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
     st.save()
     _crash_point("stored")
     info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,
-            "headers": sink.headers.fields}
+            "headers": sink.headers.close()}  # close(): a header with no empty line after it counts
     return key, info, None
 
 
