@@ -519,3 +519,26 @@ def test_headers_without_empty_line(tmp_path, oversize):
     fetch(tmp_path, s.port, on_message=got.append, **kw)
     assert got[0]["headers"] == {"from": "a@example.org", "subject": "only a header"}
     assert got[0]["headers_only"] == bool(oversize)
+
+
+# --- the fetch CLI -------------------------------------------------------------------------------
+def test_fetch_cli_opens_the_store_like_the_server(tmp_path, capsys):
+    """fetch.main reads the config through config.load and opens the store with its reserve:
+    a reserve larger than the free flash stops the delivery (cleanly, with QUIT)."""
+    import json
+
+    from pocketpost import fetch as fetchmod
+
+    acct = {"name": "h", "host": "127.0.0.1", "tls": "none", "user": "u", "password": "p", "mailbox": "m",
+            "state_dir": str(tmp_path / "state"), "timeouts": {"connect_timeout": 2, "read_timeout": 1}}
+    for reserve, fetched in ((1 << 60, 0), (0, 1)):
+        seen = []
+        s = Script(mailbox([(b"u1", GOOD)], seen))
+        acct["port"] = s.port
+        cfg = {"store": {"root": str(tmp_path / "store"), "reserve": reserve}, "accounts": [acct]}
+        (tmp_path / "config.json").write_text(json.dumps(cfg))
+        storemod.reboot()
+        assert fetchmod.main(str(tmp_path / "config.json")) == (0 if fetched else 1)
+        out = capsys.readouterr().out
+        assert ("flash full" in out) == (not fetched) and seen[-1] == b"QUIT"
+        assert len(stored(tmp_path)) == fetched

@@ -5,19 +5,18 @@ Host:  MICROPYPATH=firmware:.frozen micropython -m pocketpost.fetch config.json 
        python -m pocketpost.fetch config.json [account]   (CPython, PYTHONPATH=firmware)
 Board: from pocketpost import fetch; fetch.main("config.json", "isp")
 
-The config's "store" object gives the store root ("root", default "mail") and optional "quota";
-"accounts" is a list of account objects (see client.account_from_dict). A relative state_dir is
-taken as is (relative to the current directory, like the store root).
+The config is read with `config.load` (every default named there, checked) and the store opened
+with `server.open_store(cfg)`, exactly as the server opens it: "store" gives "root" (default
+"/flash/mail", so a host config names its own), "quota" and "reserve"; "log.level" is the log level
+(POCKETPOST_LOG overrides it). "accounts" is a list of account objects (see
+client.account_from_dict). A relative root or state_dir is taken relative to the current directory.
+Importing the server costs heap only for its module objects on a board (the package is frozen).
 Exit status: 0 when every account fetched, 1 otherwise.
 """
 
-import json
 import sys
 
-from pocketpost import client, log
-from pocketpost.store import Store
-
-DEFAULT_STORE_ROOT = "mail"
+from pocketpost import client, config, log
 
 
 def _progress(info):
@@ -29,15 +28,13 @@ def _progress(info):
     )
 
 
-def main(config_path, only=None):
-    with open(config_path) as f:
-        cfg = json.load(f)
-    sc = cfg.get("store", {})
-    kw = {}
-    if "quota" in sc:
-        kw["quota"] = sc["quota"]
-    store = Store(sc.get("root", DEFAULT_STORE_ROOT), **kw)
-    accounts = cfg.get("accounts", [])
+def main(config_path, only=None, log_level=None):
+    from pocketpost.server import open_store  # the one place that turns cfg["store"] into a Store
+
+    cfg = config.load(config_path)
+    log.set_level(log_level or cfg["log"]["level"])
+    store = open_store(cfg)
+    accounts = cfg["accounts"]
     failed = 0
     done = 0
     for acct in accounts:
@@ -81,9 +78,7 @@ def _cli(argv):
         lvl = os.getenv("POCKETPOST_LOG")
     except (ImportError, AttributeError):
         pass
-    if lvl:
-        log.set_level(lvl)
-    return main(argv[0], argv[1] if len(argv) > 1 else None)
+    return main(argv[0], argv[1] if len(argv) > 1 else None, lvl or None)
 
 
 if __name__ == "__main__":
