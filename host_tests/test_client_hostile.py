@@ -542,3 +542,21 @@ def test_fetch_cli_opens_the_store_like_the_server(tmp_path, capsys):
         out = capsys.readouterr().out
         assert ("flash full" in out) == (not fetched) and seen[-1] == b"QUIT"
         assert len(stored(tmp_path)) == fetched
+
+
+def test_max_entries_per_account(tmp_path):
+    """The UIDL state holds at most the account's max_entries (default small enough for an
+    ESP32): further new messages wait, reported as state_full, until deletions make room."""
+    assert client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p"})["max_entries"] == 200
+    with pytest.raises(client.ConfigError):
+        client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p", "max_entries": 0})
+    msgs = [(b"u%d" % i, b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(1, 5)]
+    s = Script(mailbox(msgs))
+    st = fetch(tmp_path, s.port, max_entries=2)
+    assert st["fetched"] == 2 and st["state_full"] and sorted(state_uids(tmp_path)) == [b"u1", b"u2"]
+    s = Script(mailbox(msgs))
+    st = fetch(tmp_path, s.port, max_entries=2, policy="delete")  # deletes u1, u2; u3, u4 still wait
+    assert st["fetched"] == 0 and st["deleted"] == 2 and state_uids(tmp_path) == []
+    s = Script(mailbox(msgs[2:]))
+    st = fetch(tmp_path, s.port, max_entries=2)
+    assert st["fetched"] == 2 and not st["state_full"] and len(stored(tmp_path)) == 4

@@ -45,7 +45,7 @@ from pocketpost import compat, log, tls
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError, command, parse_listing, parse_number, parse_reply, valid_uid
 from pocketpost.headers import HeaderParser
-from pocketpost.uidstate import MAX_ENTRIES, UidState, hash_key, is_hash_key, new_hash, remove_tmp, sha1_hex
+from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState, hash_key, is_hash_key, new_hash, remove_tmp, sha1_hex
 from pocketpost.wire import BAD_LINE, MAX_RESPONSE_LINE, OVERLONG, DotUnstuffer, LineReader
 
 # --- named defaults and limits ------------------------------------------------------------------
@@ -162,6 +162,9 @@ def account_from_dict(d):
     a["max_size"] = number("max_size", DEFAULT_MAX_SIZE, 0)
     a["oversize"] = pick("oversize", _OVERSIZE, DEFAULT_OVERSIZE)
     a["max_messages"] = number("max_messages", DEFAULT_MAX_MESSAGES, 0)
+    # UIDs remembered (heap: see uidstate.DEFAULT_MAX_ENTRIES); with policy keep, the server keeps
+    # more mail than this only for a board with the heap to spare.
+    a["max_entries"] = number("max_entries", DEFAULT_MAX_ENTRIES, 1)
     verify = d.get("verify", True)
     if not isinstance(verify, bool):
         raise ConfigError("account %s: verify must be true or false" % name)
@@ -686,7 +689,7 @@ async def fetch_account(account, store, on_message=None):
     stats = {"account": name, "fetched": 0, "bytes": 0, "headers_only": 0, "skipped": 0,
              "deleted": 0, "duplicates": 0, "on_server": 0, "state_full": False}
     remove_tmp(a["state_dir"], name)
-    st = UidState(a["state_dir"], name).load()
+    st = UidState(a["state_dir"], name, a["max_entries"]).load()
     if st.pending is not None:
         _reconcile(st, store, mailbox)
     ctx = tls.client_context(a["ca"], a["verify"]) if a["tls"] != "none" else None
@@ -697,7 +700,7 @@ async def fetch_account(account, store, on_message=None):
         count, _ = await c.stat()
         stats["on_server"] = count
         cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
-        room = MAX_ENTRIES - len(st)
+        room = a["max_entries"] - len(st)  # may be < 0 after the limit was lowered
         present = {}  # uid -> n, for UIDs already in the state
         want = {}  # n -> uid (None without UIDL), messages to download this session
         seen_new = {}
@@ -726,7 +729,7 @@ async def fetch_account(account, store, on_message=None):
                     break
                 want[n] = None
         if stats["state_full"]:
-            log.error("fetch %s: UIDL state full (%d entries): new messages wait", name, MAX_ENTRIES)
+            log.error("fetch %s: UIDL state full (max_entries %d): new messages wait", name, a["max_entries"])
         sizes = {}
 
         def on_list(n, field):

@@ -41,9 +41,13 @@ from pocketpost import compat
 from pocketpost.compat import const
 from pocketpost.wire import LineReader
 
-# Entries kept per account: each costs ~100-150 bytes of heap; 1000 keeps the state below ~150 KB
-# on the host (half that on ESP32) and the file below ~100 KB of flash.
-MAX_ENTRIES = const(1000)
+# Entries kept per account (the account's "max_entries"; this is its default). Each entry is a
+# dict slot + the UID bytes + a [first_seen, flag] list, and the client's `present` dict adds a slot
+# per UID on the server. Measured on the 64-bit unix port: 146 bytes (20-octet UID) to 209 bytes
+# (70-octet UID) per entry, + ~18 for `present`; an ESP32 (32-bit, 16-byte GC blocks) needs about
+# half: 200 entries ~ 15-23 KiB of a no-PSRAM board's 56-112 KiB heap, and ~12 KiB of flash.
+# A mailbox that keeps more mail on the server than this waits for deletions (state_full).
+DEFAULT_MAX_ENTRIES = const(200)
 # A state line: "P" + size + 40 hex + prior + time + flag + a 70-octet UID (RFC 1939 section 7).
 MAX_STATE_LINE = const(200)
 _READ_BUF = const(512)
@@ -73,7 +77,8 @@ def new_hash():
 
 
 class UidState:
-    def __init__(self, state_dir, account):
+    def __init__(self, state_dir, account, max_entries=DEFAULT_MAX_ENTRIES):
+        self.max_entries = max_entries
         self.dir = state_dir
         self.path = compat.join(state_dir, account + ".uidl")
         self.entries = {}  # uid (bytes) -> [first_seen, flag]
@@ -169,7 +174,7 @@ class UidState:
         return len(self.entries)
 
     def full(self):
-        return len(self.entries) >= MAX_ENTRIES
+        return len(self.entries) >= self.max_entries
 
     def get(self, uid):
         return self.entries.get(uid)
