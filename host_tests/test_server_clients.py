@@ -282,7 +282,7 @@ def test_plaintext_pipelined_after_stls_never_runs_inside_tls(tmp_path):
     for cpython in (False, True):
         d = tmp_path / ("c" if cpython else "m")
         d.mkdir()
-        s = Pop3Server(str(d), {"alice": MSGS})
+        s = Pop3Server(str(d), {"alice": MSGS}, server={"idle_timeout": 30})
         s.start(cpython=cpython)
         try:
             c = socket.create_connection(("127.0.0.1", s.port), 10)
@@ -294,13 +294,23 @@ def test_plaintext_pipelined_after_stls_never_runs_inside_tls(tmp_path):
                 got += c.recv(200)
             assert got.startswith(b"+OK"), got
             ctx = ssl.create_default_context(cafile=s.ca)
-            answered = None
             try:
                 t = ctx.wrap_socket(c, server_hostname="localhost")
-                t.settimeout(3)
-                answered = t.recv(200)  # any reply here would be to an injected command
             except (ssl.SSLError, OSError):
-                pass  # the handshake failed or the session was closed: nothing ran
-            assert not answered, (cpython, answered)
+                continue  # the handshake failed on the injected bytes: nothing ran inside TLS
+            # TLS is up: nothing may arrive before we speak (it would answer injected plaintext),
+            # and then exactly the answer to our own command.
+            t.settimeout(1.0)
+            try:
+                early = t.recv(200)
+            except (socket.timeout, ssl.SSLError):
+                early = b""
+            assert early == b"", (cpython, early)
+            t.settimeout(5)
+            t.sendall(b"CAPA\r\n")
+            capa = b""
+            while not capa.endswith(b"\r\n.\r\n"):
+                capa += t.recv(1000)
+            assert capa.startswith(b"+OK") and capa.count(b"+OK") == 1 and b"STLS" not in capa, (cpython, capa)
         finally:
             s.stop()

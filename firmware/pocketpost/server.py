@@ -77,6 +77,9 @@ class _Conn:
         self.timeout = timeout
         self.handshaking = False
 
+    def before_tls(self):
+        pass  # we read only when asked: bytes after the +OK stay in the socket for TLS
+
     def start_tls(self, ctx):
         self.sock = ctx.wrap_socket(self.raw, server_side=True, do_handshake_on_connect=False)
         self.stream.s = self.sock
@@ -142,13 +145,19 @@ class _CConn:
         self.w = writer
         self.timeout = timeout
 
+    def before_tls(self):
+        # Called before the +OK to STLS goes out. Stop reading, so what the client sends after
+        # the +OK (its ClientHello) stays in the socket for TLS instead of landing in the
+        # plaintext reader; what that reader already holds was pipelined after STLS and is
+        # discarded (RFC 2595 section 4), as the LineReader's share is. asyncio has no public
+        # call for the latter: its StreamReader keeps them in `_buffer`.
+        self.w.transport.pause_reading()
+        held = getattr(self.r, "_buffer", None)
+        if held:
+            del held[:]
+
     async def start_tls(self, ctx):
-        # RFC 2595 section 4: plaintext the client pipelined after STLS must never be read as
-        # commands inside TLS. asyncio's StreamReader may hold some beyond what the LineReader
-        # took (and cleared): end the session rather than let it through.
-        if getattr(self.r, "_buffer", None):
-            raise ValueError("plaintext pipelined after STLS")
-        await self.w.start_tls(ctx)
+        await self.w.start_tls(ctx)  # resumes reading once TLS is in place
 
     async def recv_into(self, mv):
         try:
@@ -281,6 +290,8 @@ class Server:
                 resp = session.handle(line)
             if session.delay:
                 await asyncio.sleep(session.delay)
+            if session.starttls:
+                conn.before_tls()
             await conn.send(resp)  # a failure here leaves the producer to session.close()
             p = session.producer
             if p is not None:
