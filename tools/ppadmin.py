@@ -65,7 +65,7 @@ print("user", os.getenv("PP_USER"), "saved")
 DELIVER = r"""
 import os
 from pocketpost import config
-from pocketpost.server import open_store
+from pocketpost.config import open_store
 cfg = config.load(%r)
 st = open_store(cfg)
 box = os.getenv("PP_MAILBOX")
@@ -75,7 +75,7 @@ for path in os.getenv("PP_FILES").split("\n"):
 
 LS = r"""
 from pocketpost import config
-from pocketpost.server import open_store
+from pocketpost.config import open_store
 cfg = config.load(%r)
 st = open_store(cfg)
 print("users:", " ".join(sorted(cfg["users"])))

@@ -63,7 +63,7 @@ def demo_messages():
 SETUP = r"""
 import os
 from pocketpost import compat, config
-from pocketpost.server import open_store
+from pocketpost.config import open_store
 compat.makedirs("/flash/tls")
 for n in ("cert.der", "key.der"):
     src = open(os.getenv("PP_TLS") + "/" + n, "rb"); data = src.read(); src.close()

@@ -430,14 +430,9 @@ def load_config(path=CONFIG_PATH):
 
 
 def open_store(cfg):
-    from pocketpost.store import Store
+    from pocketpost import config
 
-    st = _section(cfg, "store")
-    kw = {}
-    for k in ("quota", "reserve"):
-        if st.get(k) is not None:
-            kw[k] = st[k]
-    return Store(st.get("root", "mail"), **kw)
+    return config.open_store(cfg)
 
 
 class Runner:

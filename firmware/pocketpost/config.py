@@ -260,3 +260,13 @@ def parse_cidr(s):
         return None
     mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
     return ip & mask, mask
+
+
+def open_store(cfg):
+    """The Store the config's "store" section describes, missing keys taking STORE_DEFAULTS:
+    the one place that turns a config into a Store (server, fetch CLI, board, REPL helpers)."""
+    from pocketpost.store import Store
+
+    st = cfg.get("store") or {}
+    return Store(st.get("root", STORE_DEFAULTS["root"]), quota=st.get("quota", STORE_DEFAULTS["quota"]),
+                 reserve=st.get("reserve", STORE_DEFAULTS["reserve"]))

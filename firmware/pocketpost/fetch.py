@@ -6,7 +6,7 @@ Host:  MICROPYPATH=firmware:.frozen micropython -m pocketpost.fetch config.json 
 Board: from pocketpost import fetch; fetch.main("config.json", "isp")
 
 The config is read with `config.load` (every default named there, checked) and the store opened
-with `server.open_store(cfg)`, exactly as the server opens it: "store" gives "root" (default
+with `config.open_store(cfg)`, exactly as the server opens it: "store" gives "root" (default
 "/flash/mail", so a host config names its own), "quota" and "reserve"; "log.level" is the log level
 (POCKETPOST_LOG overrides it). "accounts" is a list of account objects (see
 client.account_from_dict). A relative root or state_dir is taken relative to the current directory.
@@ -29,7 +29,7 @@ def _progress(info):
 
 
 def main(config_path, only=None, log_level=None):
-    from pocketpost.server import open_store  # the one place that turns cfg["store"] into a Store
+    from pocketpost.config import open_store  # the one place that turns cfg["store"] into a Store
 
     cfg = config.load(config_path)
     log.set_level(log_level or cfg["log"]["level"])

@@ -26,6 +26,7 @@ import sys
 import asyncio
 
 from pocketpost import config as config_mod
+from pocketpost.config import open_store
 from pocketpost import log, tls
 from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, errno_of
 from pocketpost.pop3 import reply
@@ -319,13 +320,6 @@ async def start(cfg, store):
     srv = Server(cfg, store)
     await srv._listen()
     return srv
-
-
-def open_store(cfg):
-    from pocketpost.store import Store
-
-    st = cfg["store"]
-    return Store(st["root"], quota=st["quota"], reserve=st["reserve"])
 
 
 async def _forever(cfg):
