@@ -400,15 +400,20 @@ class Pop3Client:
 
     # -- session --------------------------------------------------------------------------
     async def connect(self):
-        if compat.IS_MICROPYTHON:
-            self._conn = _UpyConn()
-            await self._conn.open(self.host, self.port, self.connect_timeout)
-            if self.tls_mode == "implicit":
-                self._conn.start_tls(self.ctx, self.host)  # type: ignore[union-attr]  # MicroPython conn class
-        else:
-            self._conn = _CpyConn()
-            await self._conn.open(self.host, self.port, self.connect_timeout,
-                                  self.ctx if self.tls_mode == "implicit" else None)
+        try:
+            if compat.IS_MICROPYTHON:
+                self._conn = _UpyConn()
+                await self._conn.open(self.host, self.port, self.connect_timeout)
+                if self.tls_mode == "implicit":
+                    self._conn.start_tls(self.ctx, self.host)  # type: ignore[union-attr]  # MicroPython conn class
+            else:
+                self._conn = _CpyConn()
+                await self._conn.open(self.host, self.port, self.connect_timeout,
+                                      self.ctx if self.tls_mode == "implicit" else None)
+        except (OSError, ValueError) as e:
+            # Refused, reset, or (CPython: the handshake is part of the connect) a TLS failure:
+            # the same class MicroPython gives, where these surface at the first read.
+            raise ConnectionLost("cannot connect to %s:%s: %r" % (self.host, self.port, e))
         self.secure = self.tls_mode == "implicit"
         try:
             greet = await self._status()
@@ -425,10 +430,13 @@ class Pop3Client:
             if self.reader.pending():
                 raise ProtocolError("server sent data after STLS +OK")  # RFC 2595 section 4
             self.reader.clear()
-            if compat.IS_MICROPYTHON:
-                self._conn.start_tls(self.ctx, self.host)  # type: ignore[union-attr]  # MicroPython conn class
-            else:
-                await self._conn.start_tls_async(self.ctx, self.host, self.read_timeout)  # type: ignore[union-attr]  # CPython conn class
+            try:
+                if compat.IS_MICROPYTHON:
+                    self._conn.start_tls(self.ctx, self.host)  # type: ignore[union-attr]  # MicroPython conn class
+                else:
+                    await self._conn.start_tls_async(self.ctx, self.host, self.read_timeout)  # type: ignore[union-attr]  # CPython conn class
+            except (OSError, ValueError) as e:
+                raise ConnectionLost("STLS: TLS handshake failed: %r" % (e,))
             self.secure = True
             await self.capa()  # RFC 2595 section 4: discard what we knew, ask again
 
