@@ -273,7 +273,7 @@ class _UpyConn:
                 raise Pop3Timeout("timed out after %ss sending to the server" % timeout)
             await asyncio.sleep_ms(_TLS_POLL_MS)
 
-    async def close(self):
+    async def close(self, graceful=False):
         try:
             self.sock.close()
         except OSError:
@@ -306,10 +306,13 @@ class _CpyConn:
         self.writer.write(bytes(data))
         await _timed(self.writer.drain(), timeout, "sending")
 
-    async def close(self):
+    async def close(self, graceful=False):
         try:
-            self.writer.close()
-            await asyncio.wait_for(self.writer.wait_closed(), 2)
+            if graceful:  # after QUIT: let TLS say close_notify, bounded
+                self.writer.close()
+                await asyncio.wait_for(self.writer.wait_closed(), 2)
+            else:  # a stalled or broken peer: waiting for its close would cost another 2 s
+                self.writer.transport.abort()
         except (OSError, asyncio.TimeoutError, ConnectionError, Exception):
             pass
 
@@ -585,17 +588,21 @@ class Pop3Client:
 
     async def quit(self):
         """QUIT: +OK means the server committed our DELEs (RFC 1939 UPDATE state)."""
+        ok = False
         try:
             rep = await self.cmd("QUIT")
+            ok = True
         finally:
-            await self.close()
+            await self.close(graceful=ok)
         return rep
 
-    async def close(self):
+    async def close(self, graceful=False):
+        """Drop the connection at once; `graceful` (the server answered QUIT) lets a TLS
+        session end with close_notify, bounded. An error path never waits on the peer."""
         if self._conn is not None:
             c = self._conn
             self._conn = None
-            await c.close()
+            await c.close(graceful)
 
 
 def _text(b):
