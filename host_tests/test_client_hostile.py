@@ -1,28 +1,63 @@
 """The POP3 client against scripted misbehaving servers: each misbehaviour gives a clear exception,
-a bounded wait, and a consistent store + UIDL state (nothing stored, nothing recorded)."""
+a bounded wait, and a consistent store + UIDL state (nothing stored, nothing recorded).
 
+Every scenario runs twice through the `fetch` fixture: "cpython" calls client.fetch_account_sync
+in-process (the _CpyConn transport), "micropython" runs it under the real micropython binary
+(host_tests/clientdriver.py: the _UpyConn transport, the board's timeout and TLS code) and
+re-raises its error as the same client class, so one body holds the expectation for both.
+The scripted servers are CPython threads on loopback (bounded loops, closed sockets)."""
+
+import json
 import os
 import socket
+import ssl
+import subprocess
 import threading
 import time
 
 import pytest
 
-from helpers import free_port
+import clientdriver
+from helpers import FIRMWARE, MICROPYTHON, free_port
+from serverharness import cert_dir
 
 from pocketpost import client, store as storemod, uidstate
 from pocketpost.pop3 import ProtocolError
 from pocketpost.store import Store
 
 GOOD = b"Subject: hi\r\n\r\nbody\r\n"
+RUNTIMES = ["cpython", "micropython"]
+CONNECT_TIMEOUT = 2  # seconds, every account here
+READ_TIMEOUT = 1
+MARGIN = 1.5  # seconds on top of a timeout: scheduling, and micropython's start (~0.1 s)
+
+
+class _Rec:
+    """The script's view of the client's bytes: readline() records every line into `seen`."""
+
+    def __init__(self, f, seen):
+        self.f = f
+        self.seen = seen
+
+    def readline(self):
+        line = self.f.readline()
+        if line:
+            self.seen.append(line.strip())
+        return line
 
 
 class Script(threading.Thread):
-    """Serves `script(conn, rfile)` to each connection (up to `conns`) on a free loopback port."""
+    """Serves `script(conn, rfile)` to each connection (up to `conns`) on a free loopback port.
+    With `tls` (a server SSLContext) the connection is POP3S: wrapped before the script runs.
+    When a script returns, the server hangs up (shutdown for writing) and reads the rest of what
+    the client sends until it closes (5 s at most), so `lines` holds every command the client
+    sent, e.g. whether it said QUIT."""
 
-    def __init__(self, script, conns=1):
+    def __init__(self, script, conns=1, tls=None):
         super().__init__(daemon=True)
         self.script = script
+        self.tls = tls
+        self.lines = []
         self.port = free_port()
         self.srv = socket.socket()
         self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -38,8 +73,15 @@ class Script(threading.Thread):
                 c, _ = self.srv.accept()
                 c.settimeout(20)
                 try:
-                    self.script(c, c.makefile("rb"))
-                except OSError:
+                    if self.tls is not None:
+                        c = self.tls.wrap_socket(c, server_side=True)
+                    rf = _Rec(c.makefile("rb"), self.lines)
+                    self.script(c, rf)
+                    c.shutdown(socket.SHUT_WR)  # the server hangs up; the client may still talk
+                    c.settimeout(5)
+                    while rf.readline():
+                        pass
+                except (OSError, ValueError):
                     pass
                 finally:
                     c.close()
@@ -47,6 +89,20 @@ class Script(threading.Thread):
             pass
         finally:
             self.srv.close()
+
+    def saw(self, cmd):
+        """Whether the client sent `cmd` (waits for the script and the client's hang-up)."""
+        self.join(25)
+        assert not self.is_alive(), "scripted server still running"
+        return any(l.upper().startswith(cmd.encode()) for l in self.lines)
+
+
+@pytest.fixture(scope="module")
+def server_tls(tmp_path_factory):
+    d = cert_dir(str(tmp_path_factory.mktemp("hostile-tls")))
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(d + "/cert.pem", d + "/key.pem")
+    return ctx
 
 
 def expect(rf, cmd):
@@ -116,13 +172,88 @@ def mailbox(msgs, seen=None, dele_reply=b"+OK\r\n"):
     return script
 
 
-def fetch(tmp_path, port, quota=0, on_message=None, **kw):
+class Crash(BaseException):
+    """Stands for a power cut at a crash point: no cleanup code of the client runs for it."""
+
+
+def account(tmp_path, port, **kw):
     acct = {"name": "h", "host": "127.0.0.1", "port": port, "tls": "none", "user": "u", "password": "p",
-            "mailbox": "m", "state_dir": str(tmp_path / "state"), "timeouts": {"connect_timeout": 2, "read_timeout": 1}}
+            "mailbox": "m", "state_dir": str(tmp_path / "state"),
+            "timeouts": {"connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT}}
     acct.update(kw)
-    storemod.reboot()
-    s = Store(str(tmp_path / "store"), quota=quota)
-    return client.fetch_account_sync(acct, s, on_message)
+    return acct
+
+
+class Fetcher:
+    """fetch(tmp_path, port, quota=0, on_message=None, now=None, crash=None,
+    fail_pending_save=False, **account keys) -> stats, in the fixture's runtime.
+    now: what client.compat.now() returns; crash=(step, k): Crash raised at the k-th crash
+    point `step`; fail_pending_save: saving a pending UIDL entry raises OSError (flash full).
+    Afterwards: .elapsed (s, wall clock), .busy (deliveries left open on the mailbox)."""
+
+    def __init__(self, runtime):
+        self.runtime = runtime
+        self.elapsed = None
+        self.busy = None
+
+    def __call__(self, tmp_path, port, quota=0, on_message=None, now=None, crash=None,
+                 fail_pending_save=False, **kw):
+        acct = account(tmp_path, port, **kw)
+        if self.runtime == "micropython":
+            return self._micropython(tmp_path, acct, quota, on_message, now, crash, fail_pending_save)
+        return self._cpython(tmp_path, acct, quota, on_message, now, crash, fail_pending_save)
+
+    def _cpython(self, tmp_path, acct, quota, on_message, now, crash, fail_pending_save):
+        saved = (client.compat.now, client._crash_point, uidstate.UidState.save)
+        if now is not None:
+            client.compat.now = lambda: now
+        if crash is not None:
+            seen = {}
+
+            def point(step):
+                seen[step] = seen.get(step, 0) + 1
+                if step == crash[0] and seen[step] == crash[1]:
+                    raise Crash(step)
+
+            client._crash_point = point
+        if fail_pending_save:
+            real_save = saved[2]
+
+            def failing_save(self):
+                if self.pending is not None:
+                    raise OSError(28, "no space")
+                return real_save(self)
+
+            uidstate.UidState.save = failing_save
+        storemod.reboot()
+        s = Store(str(tmp_path / "store"), quota=quota)
+        t = time.time()
+        try:
+            return client.fetch_account_sync(acct, s, on_message)
+        finally:
+            self.elapsed = time.time() - t
+            client.compat.now, client._crash_point, uidstate.UidState.save = saved
+            self.busy = s._box("m").busy if s.exists("m") else None
+
+    def _micropython(self, tmp_path, acct, quota, on_message, now, crash, fail_pending_save):
+        spec = {"account": acct, "root": str(tmp_path / "store"), "quota": quota, "now": now,
+                "crash": list(crash) if crash else None, "fail_pending_save": fail_pending_save}
+        res, self.elapsed, out = clientdriver.run(spec)
+        assert res["implementation"] == "micropython", out
+        self.busy = res.get("busy")
+        if on_message is not None:
+            for info in res["messages"]:
+                info["uid"] = info["uid"].encode()
+                on_message(info)
+        if "ok" in res:
+            return res["ok"]
+        print(out)  # shown by pytest when the test fails
+        clientdriver.raise_like(res, Crash)
+
+
+@pytest.fixture(params=RUNTIMES)
+def fetch(request):
+    return Fetcher(request.param)
 
 
 def stored(tmp_path):
@@ -150,19 +281,33 @@ def state_uids(tmp_path):
     return [l.split(b" ")[-1] for l in data.split(b"\n")[1:] if l]
 
 
-def test_good_server_baseline(tmp_path):
+def nothing_kept(tmp_path, s):
+    """After a failed session: nothing stored or recorded, and no QUIT (no DELE committed)."""
+    return stored(tmp_path) == [] and state_uids(tmp_path) == [] and not s.saw("QUIT")
+
+
+def test_good_server_baseline(tmp_path, fetch):
     s = Script(serve_mailbox)
     st = fetch(tmp_path, s.port)
-    assert st["fetched"] == 1 and stored(tmp_path) == [GOOD] and state_uids(tmp_path) == [b"u1"]
+    assert st["fetched"] == 1 and stored(tmp_path) == [GOOD] and state_uids(tmp_path) == [b"u1"] and s.saw("QUIT")
 
 
-def test_overlong_greeting(tmp_path):
+def test_good_server_over_tls_baseline(tmp_path, fetch, server_tls):
+    """POP3S to a scripted server: the TLS transport itself works (the board's path: a socket
+    wrapped after the asyncio connect, handshake driven by the first read)."""
+    s = Script(serve_mailbox, tls=server_tls)
+    st = fetch(tmp_path, s.port, tls="implicit", verify=False)
+    assert st["fetched"] == 1 and stored(tmp_path) == [GOOD] and state_uids(tmp_path) == [b"u1"] and s.saw("QUIT")
+
+
+def test_overlong_greeting(tmp_path, fetch):
     s = Script(lambda c, rf: (c.sendall(b"+OK " + b"x" * 5000 + b"\r\n"), time.sleep(1)))
     with pytest.raises(ProtocolError, match="longer than"):
         fetch(tmp_path, s.port)
+    assert nothing_kept(tmp_path, s)
 
 
-def test_capa_never_ends(tmp_path):
+def test_capa_never_ends(tmp_path, fetch):
     def script(c, rf):
         c.sendall(b"+OK hi\r\n")
         expect(rf, "CAPA")
@@ -173,24 +318,25 @@ def test_capa_never_ends(tmp_path):
     s = Script(script)
     with pytest.raises(ProtocolError, match="does not end"):
         fetch(tmp_path, s.port)
+    assert nothing_kept(tmp_path, s)
 
 
-def test_listing_never_ends(tmp_path):
+def test_listing_never_ends(tmp_path, fetch):
     s = Script(lambda c, rf: serve_mailbox(c, rf, uidl=b"".join(b"%d u%d\r\n" % (i, i) for i in range(1, 50))))
     with pytest.raises(ProtocolError, match="does not end"):
         fetch(tmp_path, s.port)
-    assert stored(tmp_path) == [] and state_uids(tmp_path) == []
+    assert nothing_kept(tmp_path, s)
 
 
-def test_size_lies(tmp_path):
+def test_size_lies(tmp_path, fetch):
     huge = b"+OK\r\n" + b"y" * 200 + b"\r\n" + b"z" * 100000 + b"\r\n.\r\n"
     s = Script(lambda c, rf: serve_mailbox(c, rf, retr=huge))
     with pytest.raises(ProtocolError, match="larger than the server said"):
         fetch(tmp_path, s.port)
-    assert stored(tmp_path) == [] and state_uids(tmp_path) == []
+    assert nothing_kept(tmp_path, s)
 
 
-def test_duplicate_uidl(tmp_path):
+def test_duplicate_uidl(tmp_path, fetch):
     def script(c, rf):
         login(c, rf)
         expect(rf, "STAT")
@@ -201,56 +347,132 @@ def test_duplicate_uidl(tmp_path):
     s = Script(script)
     with pytest.raises(ProtocolError, match="duplicate UIDL"):
         fetch(tmp_path, s.port)
+    assert nothing_kept(tmp_path, s)
 
 
-def test_overlong_uidl(tmp_path):
+def test_overlong_uidl(tmp_path, fetch):
     s = Script(lambda c, rf: serve_mailbox(c, rf, uidl=b"1 " + b"u" * 71 + b"\r\n"))
     with pytest.raises(ProtocolError, match="invalid UIDL"):
         fetch(tmp_path, s.port)
+    assert nothing_kept(tmp_path, s)
 
 
-def test_disconnect_mid_retr_then_recover(tmp_path):
+def retr_part(c, rf, part=b"+OK\r\nSubject: hi\r\n"):
+    """A session up to RETR, which gets only `part` of its reply."""
+    login(c, rf)
+    expect(rf, "STAT")
+    c.sendall(b"+OK 1 21\r\n")
+    expect(rf, "UIDL")
+    c.sendall(b"+OK\r\n1 u1\r\n.\r\n")
+    expect(rf, "LIST")
+    c.sendall(b"+OK\r\n1 21\r\n.\r\n")
+    expect(rf, "RETR")
+    c.sendall(part)
+
+
+def test_disconnect_mid_retr_then_recover(tmp_path, fetch):
+    s = Script(retr_part)  # and hang up
+    with pytest.raises(client.ConnectionLost):
+        fetch(tmp_path, s.port)
+    assert nothing_kept(tmp_path, s) and fetch.busy == 0
+    s = Script(serve_mailbox)
+    assert fetch(tmp_path, s.port)["fetched"] == 1
+    assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == [b"u1"]
+
+
+@pytest.mark.parametrize("tls", ["none", "implicit"])
+def test_stall_mid_retr_times_out(tmp_path, fetch, server_tls, tls):
+    """Half a message, then silence (plain, and inside TLS): one read_timeout, then a timeout
+    error; the partial delivery is gone and the next session fetches the message."""
+    s = Script(lambda c, rf: (retr_part(c, rf), time.sleep(READ_TIMEOUT + MARGIN + 0.5)),
+               tls=server_tls if tls == "implicit" else None)
+    with pytest.raises(client.Pop3Timeout):
+        fetch(tmp_path, s.port, tls=tls, verify=False)
+    assert fetch.elapsed < READ_TIMEOUT + MARGIN
+    assert nothing_kept(tmp_path, s) and fetch.busy == 0
+    s = Script(serve_mailbox, tls=server_tls if tls == "implicit" else None)
+    assert fetch(tmp_path, s.port, tls=tls, verify=False)["fetched"] == 1
+    assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == [b"u1"]
+
+
+def test_silent_server_times_out(tmp_path, fetch):
+    s = Script(lambda c, rf: time.sleep(3))
+    with pytest.raises(client.Pop3Timeout):
+        fetch(tmp_path, s.port)
+    assert fetch.elapsed < READ_TIMEOUT + MARGIN
+
+
+@pytest.mark.parametrize("tls", ["none", "implicit"])
+def test_trickling_server_is_not_a_timeout(tmp_path, fetch, server_tls, tls):
+    """read_timeout bounds each wait, not a reply: a greeting trickled a byte at a time over
+    more than read_timeout (each gap well inside it) is read, and the session completes."""
+
     def script(c, rf):
-        serve_mailbox_part(c, rf)
+        for i in range(len(b"+OK hello\r\n")):
+            c.sendall(b"+OK hello\r\n"[i:i + 1])
+            time.sleep(READ_TIMEOUT / 6)
+        # and the rest of a good session, without the greeting already sent
+        expect(rf, "CAPA")
+        c.sendall(b"+OK\r\nUSER\r\nUIDL\r\n.\r\n")
+        for cmd, reply in (("USER", b"+OK\r\n"), ("PASS", b"+OK\r\n"), ("STAT", b"+OK 0 0\r\n"),
+                           ("UIDL", b"+OK\r\n.\r\n"), ("QUIT", b"+OK\r\n")):
+            expect(rf, cmd)
+            c.sendall(reply)
 
-    def serve_mailbox_part(c, rf):
-        login(c, rf)
-        expect(rf, "STAT")
-        c.sendall(b"+OK 1 21\r\n")
-        expect(rf, "UIDL")
-        c.sendall(b"+OK\r\n1 u1\r\n.\r\n")
-        expect(rf, "LIST")
-        c.sendall(b"+OK\r\n1 21\r\n.\r\n")
-        expect(rf, "RETR")
-        c.sendall(b"+OK\r\nSubject: hi\r\n")  # and hang up
+    s = Script(script, tls=server_tls if tls == "implicit" else None)
+    assert fetch(tmp_path, s.port, tls=tls, verify=False)["on_server"] == 0
+    assert fetch.elapsed > READ_TIMEOUT and s.saw("QUIT")
+
+
+def test_tls_handshake_stall_times_out(tmp_path, fetch):
+    """A POP3S port that accepts and never answers the ClientHello: bounded (MicroPython: by
+    read_timeout, the handshake runs in the reads; CPython: by connect_timeout, it is part of
+    the connect)."""
+    s = Script(lambda c, rf: time.sleep(3))
+    with pytest.raises(client.Pop3Timeout):
+        fetch(tmp_path, s.port, tls="implicit", verify=False)
+    assert fetch.elapsed < max(CONNECT_TIMEOUT, READ_TIMEOUT) + MARGIN
+
+
+def test_stls_handshake_stall_times_out(tmp_path, fetch):
+    """STLS answered +OK, then the server never answers the ClientHello: bounded by read_timeout,
+    and no credentials were sent."""
+
+    def script(c, rf):
+        c.sendall(b"+OK hi\r\n")
+        expect(rf, "CAPA")
+        c.sendall(b"+OK\r\nSTLS\r\nUSER\r\n.\r\n")
+        expect(rf, "STLS")
+        c.sendall(b"+OK begin TLS\r\n")
+        time.sleep(READ_TIMEOUT + MARGIN + 0.5)
+
+    s = Script(script)
+    with pytest.raises(client.Pop3Timeout):
+        fetch(tmp_path, s.port, tls="stls", verify=False)
+    assert fetch.elapsed < READ_TIMEOUT + MARGIN
+    assert not s.saw("USER") and not s.saw("PASS")
+
+
+def test_tls_port_hangs_up_in_handshake(tmp_path, fetch):
+    """A POP3S port that closes the connection on the ClientHello: a lost connection, at once."""
+
+    def script(c, rf):
+        c.recv(1)  # the ClientHello arrived
 
     s = Script(script)
     with pytest.raises(client.ConnectionLost):
-        fetch(tmp_path, s.port)
-    assert stored(tmp_path) == [] and state_uids(tmp_path) == []
-    s = Script(serve_mailbox)
-    assert fetch(tmp_path, s.port)["fetched"] == 1
-    assert stored(tmp_path) == [GOOD]
-
-
-def test_silent_server_times_out(tmp_path):
-    s = Script(lambda c, rf: time.sleep(3))
-    t = time.time()
-    with pytest.raises(client.Pop3Timeout):
-        fetch(tmp_path, s.port)
-    assert time.time() - t < 2.5
-
-
-def test_tls_handshake_stall_times_out(tmp_path):
-    """A POP3S port that accepts and never answers the ClientHello: bounded by read_timeout."""
-    s = Script(lambda c, rf: time.sleep(3))
-    t = time.time()
-    with pytest.raises(client.Pop3Timeout):
         fetch(tmp_path, s.port, tls="implicit", verify=False)
-    assert time.time() - t < 3.5
+    assert fetch.elapsed < MARGIN
 
 
-def test_stls_required_not_offered(tmp_path):
+def test_connection_refused(tmp_path, fetch):
+    """Nobody listening: a lost connection (the same class on both runtimes), at once."""
+    with pytest.raises(client.ConnectionLost):
+        fetch(tmp_path, free_port())
+    assert fetch.elapsed < MARGIN and stored(tmp_path) == []
+
+
+def test_stls_required_not_offered(tmp_path, fetch):
     def script(c, rf):
         c.sendall(b"+OK hi\r\n")
         expect(rf, "CAPA")
@@ -261,9 +483,10 @@ def test_stls_required_not_offered(tmp_path):
     s = Script(script)
     with pytest.raises(client.TlsRequired):
         fetch(tmp_path, s.port, tls="stls", verify=False)
+    assert not s.saw("USER") and not s.saw("PASS")
 
 
-def test_no_capa_uses_apop_when_offered(tmp_path):
+def test_no_capa_uses_apop_when_offered(tmp_path, fetch):
     def script(c, rf):
         c.sendall(b"+OK ready <1896.697170952@dbc.mtview.ca.us>\r\n")
         expect(rf, "CAPA")
@@ -281,9 +504,10 @@ def test_no_capa_uses_apop_when_offered(tmp_path):
 
     s = Script(script)
     assert fetch(tmp_path, s.port, password="tanstaaf")["on_server"] == 0
+    assert s.saw("QUIT")
 
 
-def test_no_uidl_keep_refused_delete_best_effort(tmp_path):
+def test_no_uidl_keep_refused_delete_best_effort(tmp_path, fetch):
     def script(c, rf):
         c.sendall(b"+OK hi\r\n")
         expect(rf, "CAPA")
@@ -314,12 +538,14 @@ def test_no_uidl_keep_refused_delete_best_effort(tmp_path):
     s = Script(script)
     with pytest.raises(client.ClientError, match="no UIDL"):
         fetch(tmp_path, s.port)
+    assert nothing_kept(tmp_path, s)
     s = Script(script)
     st = fetch(tmp_path, s.port, policy="delete")
-    assert st["fetched"] == 1 and st["deleted"] == 1 and stored(tmp_path) == [GOOD]
+    assert st["fetched"] == 1 and st["deleted"] == 1 and stored(tmp_path) == [GOOD] and s.saw("QUIT")
 
 
 def test_account_validation():
+    """Pure validation (no I/O): CPython only; the dual-runtime unit tests cover the module."""
     with pytest.raises(client.ConfigError):
         client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p", "policy": "sometimes"})
     with pytest.raises(client.ConfigError):
@@ -333,7 +559,7 @@ def test_account_validation():
 TWO = b"Subject: two\r\n\r\nx\r\n"
 
 
-def test_refused_dele_does_not_end_the_session(tmp_path):
+def test_refused_dele_does_not_end_the_session(tmp_path, fetch):
     """A read-only maildrop answers DELE with -ERR: logged, not counted, the session goes on
     (the new message is fetched) and ends with QUIT; a later session deletes both."""
     s = Script(mailbox([(b"u1", GOOD)]))
@@ -351,7 +577,7 @@ def test_refused_dele_does_not_end_the_session(tmp_path):
     assert stored(tmp_path) == [GOOD, TWO] and state_uids(tmp_path) == []
 
 
-def test_full_store_at_begin_ends_cleanly_with_quit(tmp_path):
+def test_full_store_at_begin_ends_cleanly_with_quit(tmp_path, fetch):
     """The quota is reached before the second message: it is not downloaded, not deleted, the
     session ends with QUIT (the first message's DELE commits) and the error is reported."""
     seen = []
@@ -359,60 +585,31 @@ def test_full_store_at_begin_ends_cleanly_with_quit(tmp_path):
     with pytest.raises(client.ClientError, match="store: .*quota"):
         fetch(tmp_path, s.port, quota=len(GOOD), policy="delete")
     assert b"DELE 1" in seen and b"RETR 2" not in seen and b"DELE 2" not in seen and seen[-1] == b"QUIT"
-    assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == []
+    assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == [] and fetch.busy == 0
 
 
-def test_failed_pending_save_leaves_no_open_delivery(tmp_path, monkeypatch):
+def test_failed_pending_save_leaves_no_open_delivery(tmp_path, fetch):
     """st.save() of the pending entry fails (flash full): the delivery is aborted (no temp file,
     mailbox not busy), the pending entry is dropped, the error propagates; the next run works."""
-    real_save = uidstate.UidState.save
-
-    def failing_save(self):
-        if self.pending is not None:
-            raise OSError(28, "no space")
-        return real_save(self)
-
-    monkeypatch.setattr(uidstate.UidState, "save", failing_save)
     s = Script(mailbox([(b"u1", GOOD)]))
-    storemod.reboot()
-    store = Store(str(tmp_path / "store"), quota=0)
-    acct = {"name": "h", "host": "127.0.0.1", "port": s.port, "tls": "none", "user": "u", "password": "p",
-            "mailbox": "m", "state_dir": str(tmp_path / "state"), "timeouts": {"connect_timeout": 2, "read_timeout": 1}}
     with pytest.raises(OSError):
-        client.fetch_account_sync(acct, store)
+        fetch(tmp_path, s.port, fail_pending_save=True)
     assert os.listdir(tmp_path / "store" / "m" / "tmp") == []
-    assert store._box("m").busy == 0  # in this process: the mailbox is not stuck "delivering"
-    monkeypatch.undo()
+    assert fetch.busy == 0  # in the client's process: the mailbox is not stuck "delivering"
+    assert nothing_kept(tmp_path, s)
     s = Script(mailbox([(b"u1", GOOD)]))
     assert fetch(tmp_path, s.port)["fetched"] == 1
     assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == [b"u1"]
 
 
-class Crash(BaseException):
-    """Stands for a power cut at a crash point: no cleanup code of the client runs for it."""
-
-
-def crash_at(monkeypatch, step, k):
-    seen = {}
-
-    def point(s):
-        seen[s] = seen.get(s, 0) + 1
-        if s == step and seen[s] == k:
-            raise Crash(step)
-
-    monkeypatch.setattr(client, "_crash_point", point)
-
-
-def test_crash_between_pending_and_commit_with_an_identical_message(tmp_path, monkeypatch):
+def test_crash_between_pending_and_commit_with_an_identical_message(tmp_path, fetch):
     """Two server messages with the same bytes; power lost after the second one's pending entry
     was saved but before its commit. The next run must see that only the first copy is local
     (prior = 1, found = 1): the second is fetched again, not taken as stored and deleted unread."""
     msgs = [(b"u1", GOOD), (b"u2", GOOD)]
-    crash_at(monkeypatch, "pending", 2)
     s = Script(mailbox(msgs))
     with pytest.raises(Crash):
-        fetch(tmp_path, s.port, policy="delete")
-    monkeypatch.undo()
+        fetch(tmp_path, s.port, policy="delete", crash=("pending", 2))
     assert stored(tmp_path) == [GOOD]
     seen = []
     s = Script(mailbox(msgs, seen))
@@ -421,15 +618,13 @@ def test_crash_between_pending_and_commit_with_an_identical_message(tmp_path, mo
     assert stored(tmp_path) == [GOOD, GOOD] and state_uids(tmp_path) == []
 
 
-def test_crash_after_commit_with_an_identical_message_is_recovered(tmp_path, monkeypatch):
+def test_crash_after_commit_with_an_identical_message_is_recovered(tmp_path, fetch):
     """The same, with the power lost just after the commit: found (2) > prior (1), so the second
     message is recorded as stored and not fetched again."""
     msgs = [(b"u1", GOOD), (b"u2", GOOD)]
-    crash_at(monkeypatch, "committed", 2)
     s = Script(mailbox(msgs))
     with pytest.raises(Crash):
-        fetch(tmp_path, s.port)
-    monkeypatch.undo()
+        fetch(tmp_path, s.port, crash=("committed", 2))
     seen = []
     s = Script(mailbox(msgs, seen))
     st = fetch(tmp_path, s.port)
@@ -438,20 +633,18 @@ def test_crash_after_commit_with_an_identical_message_is_recovered(tmp_path, mon
 
 
 # --- UIDs and synthetic keys ---------------------------------------------------------------------
-def test_real_uid_starting_with_hash_is_a_uid(tmp_path, monkeypatch):
+def test_real_uid_starting_with_hash_is_a_uid(tmp_path, fetch):
     """'#abc' is a valid UID (RFC 1939: 0x21-0x7E), not a synthetic key: it stays recorded while
     it is on the server, however old, and is never fetched twice."""
     s = Script(mailbox([(b"#abc", GOOD)]))
     assert fetch(tmp_path, s.port)["fetched"] == 1
-    real_now = client.compat.now
-    monkeypatch.setattr(client.compat, "now", lambda: real_now() + 31 * 86400)
     for _ in range(2):
         s = Script(mailbox([(b"#abc", GOOD)]))
-        assert fetch(tmp_path, s.port)["fetched"] == 0
+        assert fetch(tmp_path, s.port, now=int(time.time()) + 31 * 86400)["fetched"] == 0
     assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == [b"#abc"]
 
 
-def test_no_uidl_quit_lost_then_duplicate_dropped(tmp_path):
+def test_no_uidl_quit_lost_then_duplicate_dropped(tmp_path, fetch):
     """Server without UIDL, policy delete: the QUIT reply is lost (the DELE never commits), so
     the next session is offered the message again; its content key says it is here already."""
 
@@ -481,35 +674,30 @@ def state_times(tmp_path):
     return [int(l.split(b" ")[1]) for l in data.split(b"\n")[1:] if l.startswith(b"S ")]
 
 
-def test_keep_days_clock_unset_at_first_sight(tmp_path, monkeypatch):
+def test_keep_days_clock_unset_at_first_sight(tmp_path, fetch):
     """A board fetches before NTP set its clock (1970): first_seen is recorded as unknown (0),
     stamped by the first session with a set clock, and the message is only deleted keep_days
     after that, not at once for looking 50 years old."""
-    real_now = client.compat.now
-    t0 = real_now()
-    clock = [1000]
-    monkeypatch.setattr(client.compat, "now", lambda: clock[0])
+    t0 = int(time.time())
     s = Script(mailbox([(b"u1", GOOD)]))
-    assert fetch(tmp_path, s.port, policy="keep_days", keep_days=7)["fetched"] == 1
+    assert fetch(tmp_path, s.port, policy="keep_days", keep_days=7, now=1000)["fetched"] == 1
     assert state_times(tmp_path) == [0]
-    clock[0] = t0
     seen = []
     s = Script(mailbox([(b"u1", GOOD)], seen))
-    assert fetch(tmp_path, s.port, policy="keep_days", keep_days=7)["deleted"] == 0
+    assert fetch(tmp_path, s.port, policy="keep_days", keep_days=7, now=t0)["deleted"] == 0
     assert not any(l.startswith(b"DELE") for l in seen) and state_times(tmp_path) == [t0]
-    clock[0] = 1000  # the clock is lost again (no RTC battery): nothing happens either way
+    # the clock is lost again (no RTC battery): nothing happens either way
     s = Script(mailbox([(b"u1", GOOD)], seen))
-    assert fetch(tmp_path, s.port, policy="keep_days", keep_days=7)["deleted"] == 0
+    assert fetch(tmp_path, s.port, policy="keep_days", keep_days=7, now=1000)["deleted"] == 0
     assert state_times(tmp_path) == [t0]
-    clock[0] = t0 + 8 * 86400
     seen = []
     s = Script(mailbox([(b"u1", GOOD)], seen))
-    assert fetch(tmp_path, s.port, policy="keep_days", keep_days=7)["deleted"] == 1 and b"DELE 1" in seen
-    assert stored(tmp_path) == [GOOD] and state_uids(tmp_path) == []
+    assert fetch(tmp_path, s.port, policy="keep_days", keep_days=7, now=t0 + 8 * 86400)["deleted"] == 1
+    assert b"DELE 1" in seen and stored(tmp_path) == [GOOD] and state_uids(tmp_path) == []
 
 
 @pytest.mark.parametrize("oversize", [None, "headers"])
-def test_headers_without_empty_line(tmp_path, oversize):
+def test_headers_without_empty_line(tmp_path, fetch, oversize):
     """A message (or a TOP n 0 reply) that is all header, with no empty line: its fields still
     reach on_message."""
     msg = b"From: a@example.org\r\nSubject: only a header\r\n"
@@ -522,13 +710,25 @@ def test_headers_without_empty_line(tmp_path, oversize):
 
 
 # --- the fetch CLI -------------------------------------------------------------------------------
-def test_fetch_cli_opens_the_store_like_the_server(tmp_path, capsys):
-    """fetch.main reads the config through config.load and opens the store with its reserve:
-    a reserve larger than the free flash stops the delivery (cleanly, with QUIT)."""
-    import json
-
+def run_fetch_cli(runtime, config_path, capsys):
+    """The fetch CLI: fetch.main in-process, or `micropython -m pocketpost.fetch`. -> (rc, output)"""
+    if runtime == "micropython":
+        env = dict(os.environ)
+        env["MICROPYPATH"] = FIRMWARE + ":.frozen"
+        r = subprocess.run([MICROPYTHON, "-m", "pocketpost.fetch", config_path], capture_output=True,
+                           timeout=30, env=env, cwd=os.path.dirname(config_path))
+        return r.returncode, r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
     from pocketpost import fetch as fetchmod
 
+    storemod.reboot()
+    rc = fetchmod.main(config_path)
+    return rc, capsys.readouterr().out
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_fetch_cli_opens_the_store_like_the_server(tmp_path, capsys, runtime):
+    """fetch.main reads the config through config.load and opens the store with its reserve:
+    a reserve larger than the free flash stops the delivery (cleanly, with QUIT)."""
     acct = {"name": "h", "host": "127.0.0.1", "tls": "none", "user": "u", "password": "p", "mailbox": "m",
             "state_dir": str(tmp_path / "state"), "timeouts": {"connect_timeout": 2, "read_timeout": 1}}
     for reserve, fetched in ((1 << 60, 0), (0, 1)):
@@ -537,14 +737,13 @@ def test_fetch_cli_opens_the_store_like_the_server(tmp_path, capsys):
         acct["port"] = s.port
         cfg = {"store": {"root": str(tmp_path / "store"), "reserve": reserve}, "accounts": [acct]}
         (tmp_path / "config.json").write_text(json.dumps(cfg))
-        storemod.reboot()
-        assert fetchmod.main(str(tmp_path / "config.json")) == (0 if fetched else 1)
-        out = capsys.readouterr().out
-        assert ("flash full" in out) == (not fetched) and seen[-1] == b"QUIT"
+        rc, out = run_fetch_cli(runtime, str(tmp_path / "config.json"), capsys)
+        assert rc == (0 if fetched else 1), out
+        assert ("flash full" in out) == (not fetched) and seen[-1] == b"QUIT", out
         assert len(stored(tmp_path)) == fetched
 
 
-def test_max_entries_per_account(tmp_path):
+def test_max_entries_per_account(tmp_path, fetch):
     """The UIDL state holds at most the account's max_entries (default small enough for an
     ESP32): further new messages wait, reported as state_full, until deletions make room."""
     assert client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p"})["max_entries"] == 200
