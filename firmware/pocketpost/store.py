@@ -42,10 +42,17 @@ the last record: STAT costs the same at 1 or 5,000 messages. Records are read on
 so a session's RAM does not grow with the message count either.
 
 Deletion commit (UPDATE state), crash-safe by roll-forward:
-  1. write the intent log `commit` (the records to delete, with checks), flush: the commit point;
+  1. write the intent log `commit` (a header with the count, then the records to delete in
+     index order, with checks), flush: the commit point;
   2. unlink the message files (a missing one is fine: we may be redoing this);
   3. write `index.new` without them, flush, rename it over `index` (atomic);
   4. remove `commit`.
+Its RAM does not grow with the number of deletions: the session hands over its bitmask of deleted
+messages (one bit per message), the intent log is written while the index is read a block at a
+time, and every later pass (unlink, index rewrite, bucket removal, recovery's check of the log)
+streams the log or the index through a fixed buffer. The log holds its records in index order
+(ascending seq), so recovery filters the index by merging the two streams and a bucket's
+records come up in one run.
 Recovery (at lock time, or at the first delivery after boot) finishes a valid intent log, throws
 away a torn one, removes `index.new`, rebuilds an index that is missing or fails its checks (from
 one listing of the bucket directories; file names carry uid and arrival, sizes come from the
@@ -304,24 +311,35 @@ class _Box:
         self.last_seq = last_seq
         return True
 
-    def iter_index(self, skip_seqs=None):
-        """Yield (epoch, seq, arrival, size field) of every index record (seq not in skip_seqs)."""
-        buf = bytearray(_REC * _RECS_PER_READ)
-        f = open(self.p("index"), "rb")
+    def iter_index(self, mask=None):
+        """Yield (epoch, seq, arrival, size field) of every index record, a block at a time,
+        leaving out record i (0-based) when bit (i & 7) of mask[i >> 3] is set."""
+        i = 0
+        it = _iter_recs(self.p("index"), "index record corrupt")
         try:
-            f.seek(_REC)
-            while True:
-                n = f.readinto(buf)
-                if not n:
-                    break
-                for off in range(0, n - n % _REC, _REC):
-                    r = _unpack(buf, off)
-                    if r is None:
-                        raise StoreError("index record corrupt")
-                    if skip_seqs is None or r[1] not in skip_seqs:
-                        yield r[0], r[1], r[2], r[3]
+            for r in it:
+                if mask is None or not (i >> 3 < len(mask) and mask[i >> 3] & (1 << (i & 7))):
+                    yield r[0], r[1], r[2], r[3]
+                i += 1
         finally:
-            f.close()
+            it.close()
+
+    def _iter_kept(self, intent):
+        """Index records whose seq is not in the intent log: a merge of two streams that are both
+        in ascending seq order (a log is written in index order; _commit_ok checks it)."""
+        dead = _iter_recs(intent, "intent log corrupt")
+        idx = self.iter_index()
+        try:
+            d = _next(dead)
+            for r in idx:
+                while d is not None and d[1] < r[1]:
+                    d = _next(dead)
+                if d is not None and d[1] == r[1]:
+                    continue
+                yield r
+        finally:
+            idx.close()
+            dead.close()
 
     # --- directory scans ----------------------------------------------------------------------
 
@@ -368,9 +386,8 @@ class _Box:
         index_ok = self.read_index_state()
         intent = self.p("commit")
         if compat.exists(intent):
-            recs = _read_commit(intent)
-            if recs is not None:
-                self.apply_deletions(recs, index_ok)
+            if _commit_ok(intent):
+                self.apply_deletions(index_ok)
                 index_ok = self.read_index_state()
             _remove(intent)
         _remove(self.p("index.new"))
@@ -383,18 +400,32 @@ class _Box:
         self.unindexed = 0
         self.loaded = True
 
-    def write_intent(self, recs):
+    def write_intent(self, recs, n=None):
         """Step 1 of a deletion commit: the intent log, flushed. Once complete it is the commit
-        point; a failure before that removes it and nothing is deleted."""
-        buf = bytearray(_REC)
+        point; a failure before that removes it and nothing is deleted.
+
+        recs: the n records to delete (five fields each, as in the index), in index order, i.e.
+        ascending seq; any iterable, walked once and written a block at a time (nothing is kept,
+        so a generator reading the index costs a fixed amount of RAM for any n)."""
+        if n is None:
+            n = len(recs)
+        buf = bytearray(_REC * _RECS_PER_READ)
         intent = self.p("commit")
         f = open(intent, "wb")
         try:
-            _pack(buf, 0, _MAGIC_COMMIT, len(recs), 0, 0, 0)
-            f.write(buf)
+            _pack(buf, 0, _MAGIC_COMMIT, n, 0, 0, 0)
+            k = 1  # records in buf
+            put = 0
             for r in recs:
-                _pack(buf, 0, r[0], r[1], r[2], r[3], r[4])
-                f.write(buf)
+                if k == _RECS_PER_READ:
+                    f.write(buf)
+                    k = 0
+                _pack(buf, k * _REC, r[0], r[1], r[2], r[3], r[4])
+                k += 1
+                put += 1
+            if put != n:
+                raise StoreError("intent log: %d records, expected %d" % (put, n))
+            f.write(memoryview(buf)[: k * _REC])
             compat.sync_file(f)
         except BaseException:
             f.close()
@@ -403,19 +434,31 @@ class _Box:
         f.close()
         compat.sync_dir(self.path)
 
-    def apply_deletions(self, recs, index_ok):
-        """Steps 2-3 of a deletion commit (idempotent: also the roll-forward after a crash)."""
-        seqs = set()
+    def apply_deletions(self, index_ok, mask=None):
+        """Steps 2-3 of a deletion commit, driven by the intent log on flash (idempotent: this is
+        also the roll-forward after a crash). Every pass streams the log a block at a time:
+        unlink the files (the floor is the highest seq + 1), rewrite the index without them,
+        then drop emptied buckets. mask: the committing session's bitmask of deleted index
+        positions (the index is unchanged since the lock, so the rewrite filters by position);
+        None in recovery (the rewrite merges the index with the log by seq: a third read)."""
+        intent = self.p("commit")
         floor = self.floor
-        for r in recs:
-            _remove(self.msg_path(r[0], r[1], r[2], r[3]))
-            seqs.add(r[1])
-            if r[1] + 1 > floor:
-                floor = r[1] + 1
+        it = _iter_recs(intent, "intent log corrupt")
+        try:
+            for r in it:
+                _remove(self.msg_path(r[0], r[1], r[2], r[3]))
+                if r[1] + 1 > floor:
+                    floor = r[1] + 1
+        finally:
+            it.close()
         if index_ok:
             floor = max(floor, self.last_seq + 1)
             new = self.p("index.new")
-            self.write_index(new, self.iter_index(seqs), self.epoch, floor)
+            it = self.iter_index(mask) if mask is not None else self._iter_kept(intent)
+            try:
+                self.write_index(new, it, self.epoch, floor)
+            finally:
+                it.close()
             compat.rename(new, self.p("index"))
             compat.sync_dir(self.path)
             self.read_index_state()
@@ -423,14 +466,24 @@ class _Box:
             self.floor = floor
             self.rebuild()
         # Drop bucket directories emptied below the floor (a littlefs directory costs two blocks);
-        # rmdir of a non-empty one fails harmlessly before writing anything.
+        # rmdir of a non-empty one fails harmlessly before writing anything. The log's seqs
+        # ascend, so each bucket comes up in one run and the first one at the top ends the walk.
         top = self.floor // BUCKET
-        for k in set(r[1] // BUCKET for r in recs):
-            if k < top:
-                try:
-                    os.rmdir(self.p("b%d" % k))
-                except OSError:
-                    pass
+        last = -1
+        it = _iter_recs(intent, "intent log corrupt")
+        try:
+            for r in it:
+                k = r[1] // BUCKET
+                if k >= top:
+                    break
+                if k != last:
+                    last = k
+                    try:
+                        os.rmdir(self.p("b%d" % k))
+                    except OSError:
+                        pass
+        finally:
+            it.close()
 
     def rebuild(self):
         """Index lost or corrupt: rebuild from one listing of the buckets, under a new epoch."""
@@ -475,28 +528,77 @@ class _Box:
         self.unindexed = 0
 
 
-def _read_commit(path):
-    """The records of a complete intent log, or None if it is torn or garbled."""
+def _iter_recs(path, what):
+    """Yield the records (six fields) after the header of an index or intent log file, reading
+    _RECS_PER_READ at a time; raises StoreError(what) at a record that fails its check. The file
+    stays open until the walk ends: close() a walk that is left early (MicroPython has no
+    __del__ to do it)."""
+    buf = bytearray(_REC * _RECS_PER_READ)
+    f = open(path, "rb")
+    try:
+        f.seek(_REC)
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            for off in range(0, n - n % _REC, _REC):
+                r = _unpack(buf, off)
+                if r is None:
+                    raise StoreError(what)
+                yield r
+    finally:
+        f.close()
+
+
+def _next(it):
+    """The next item of an iterator, or None at its end (next(it, default) is optional in MicroPython)."""
+    for r in it:
+        return r
+    return None
+
+
+def _commit_ok(path):
+    """True if the intent log at path is complete: a valid header whose count matches the file
+    size, every record's check right, seqs in ascending order. Read a block at a time."""
     try:
         f = open(path, "rb")
     except OSError:
-        return None
+        return False
     try:
-        data = f.read()
+        size = f.seek(0, 2)
+        if size < _REC or size % _REC:
+            return False
+        f.seek(0)
+        buf = bytearray(_REC * _RECS_PER_READ)
+        n = f.readinto(buf)
+        h = _unpack(buf, 0) if n >= _REC else None
+        if h is None or h[0] != _MAGIC_COMMIT or h[1] != size // _REC - 1:
+            return False
+        seen = 0
+        last = 0
+        off = _REC
+        while n:
+            for o in range(off, n - n % _REC, _REC):
+                r = _unpack(buf, o)
+                if r is None or r[1] < last:
+                    return False
+                last = r[1]
+                seen += 1
+            off = 0
+            n = f.readinto(buf)
+        return seen == h[1]
     finally:
         f.close()
-    if len(data) < _REC or len(data) % _REC:
-        return None
-    h = _unpack(data, 0)
-    if h is None or h[0] != _MAGIC_COMMIT or h[1] != len(data) // _REC - 1:
-        return None
-    out = []
-    for off in range(_REC, len(data), _REC):
-        r = _unpack(data, off)
-        if r is None:
-            return None
-        out.append(r)
-    return out
+
+
+def _popcount(mask, nbytes):
+    n = 0
+    for j in range(nbytes):
+        b = mask[j]
+        while b:
+            b &= b - 1
+            n += 1
+    return n
 
 
 class Store:
@@ -925,6 +1027,7 @@ class Mailbox:
         self._buf = bytearray(_REC * _RECS_PER_READ)
         self._first = 0  # index of the first record in _buf
         self._have = 0  # records in _buf
+        self._freed = 0  # bytes freed by the commit in progress (see _marked)
         self._f = open(box.p("index"), "rb") if self.count else None
 
     def _rec(self, i):
@@ -966,37 +1069,85 @@ class Mailbox:
         except OSError as e:
             raise _os_error(e)
 
-    def commit(self, deleted_indices):
-        """UPDATE state: apply every deletion of the session together, then release the lock."""
+    def commit(self, deleted):
+        """UPDATE state: apply every deletion of the session together, then release the lock.
+
+        deleted: the session's bitmask (bytes, bytearray or memoryview): bit (i & 7) of byte i >> 3 set when
+        message i (0-based) is deleted (pop3server.Session keeps one); or any other iterable of
+        0-based indices (duplicates are fine), turned into such a bitmask of (count + 7) // 8
+        bytes. That bitmask is the only state that grows with the mailbox: the intent log is
+        written while the index is read a block at a time, and nothing is kept per deletion.
+        An index or a set bit beyond count raises StoreError('SYS/PERM') and deletes nothing."""
         if self._box is None:
             raise StoreError("mailbox released")
         box = self._box
         try:
-            idx = sorted(set(deleted_indices))
-            for i in idx:
-                if not 0 <= i < self.count:
+            count = self.count
+            nbytes = (count + 7) // 8
+            if isinstance(deleted, (bytes, bytearray, memoryview)):
+                mask = deleted
+                bad = False
+                for j in range(nbytes, len(mask)):
+                    if mask[j]:
+                        bad = True
+                if count & 7 and len(mask) >= nbytes and mask[nbytes - 1] >> (count & 7):
+                    bad = True
+                if bad:
                     raise StoreError("no such message", "SYS/PERM")
-            if not idx:
+                nbytes = min(nbytes, len(mask))
+            else:
+                mask = bytearray(nbytes)
+                for i in deleted:
+                    if not 0 <= i < count:
+                        raise StoreError("no such message", "SYS/PERM")
+                    mask[i >> 3] |= 1 << (i & 7)
+            n = _popcount(mask, nbytes)
+            if not n:
                 return
-            recs = [self._rec(i) for i in idx]
+            self._freed = 0
+            box.write_intent(self._marked(mask, nbytes), n)
             self._close()
-            box.write_intent(recs)
             # Committed: from here a crash is rolled forward by the next recovery.
             box.loaded = False
-            box.apply_deletions(recs, True)
+            box.apply_deletions(True, mask)
             _remove(box.p("commit"))
             box.loaded = True
-            freed = 0
-            for r in recs:
-                freed += r[3] & _SIZE
-            box.count -= len(recs)
-            box.total -= freed
+            box.count -= n
+            box.total -= self._freed
             if box.next_seq < box.floor:
                 box.next_seq = box.floor
         except OSError as e:
             raise _os_error(e)
         finally:
             self.release()
+
+    def _marked(self, mask, nbytes):
+        """Yield the index records of the messages whose bit is set in mask[:nbytes], reading the
+        index a block (_RECS_PER_READ records, a multiple of 8) at a time through the session's
+        buffer and skipping blocks with no bit set; adds their sizes up in self._freed."""
+        f = self._f
+        buf = self._buf
+        self._have = 0  # the buffer no longer holds what _rec cached
+        step = _RECS_PER_READ // 8
+        for b0 in range(0, nbytes, step):
+            b1 = min(b0 + step, nbytes)
+            for j in range(b0, b1):
+                if mask[j]:
+                    break
+            else:
+                continue
+            i0 = b0 * 8
+            f.seek(_REC * (i0 + 1))
+            got = f.readinto(buf) // _REC
+            for i in range(i0, min(b1 * 8, self.count)):
+                if mask[i >> 3] & (1 << (i & 7)):
+                    if i - i0 >= got:
+                        raise StoreError("index truncated")
+                    r = _unpack(buf, (i - i0) * _REC)
+                    if r is None:
+                        raise StoreError("index record corrupt")
+                    self._freed += r[3] & _SIZE
+                    yield r
 
     def _close(self):
         if self._f is not None:

@@ -478,3 +478,78 @@ def test_digest_is_of_the_stored_bytes():
         d.abort()
 
     _with_store(body)
+
+
+def _mask(n, idx):
+    m = bytearray((n + 7) // 8)
+    for i in idx:
+        m[i >> 3] |= 1 << (i & 7)
+    return m
+
+
+def test_commit_takes_the_session_bitmask():
+    def body(root, st):
+        n = 75  # more than two blocks of index records; a partial last mask byte
+        uids = [_deliver(st, "x", b"m%d\r\n" % i) for i in range(n)]
+        gone = [0, 1, 7, 8, 31, 32, 33, 63, 64, 74]
+        # Set bits beyond the message count, in the last byte or past it: refused, nothing deleted.
+        for bad in (_mask(n, [75]), _mask(n, [79]), bytes(_mask(n, [0])) + b"\x01", b"\xff" * 11):
+            mb = st.lock("x")
+            try:
+                mb.commit(bad)
+                assert False, "bad bitmask accepted"
+            except StoreError as e:
+                assert e.code == "SYS/PERM"
+            assert st.usage("x")[0] == n
+        try:
+            st.lock("x").commit([n])
+            assert False, "bad index accepted"
+        except StoreError as e:
+            assert e.code == "SYS/PERM"
+        # An empty or short bitmask deletes nothing / only what it covers.
+        st.lock("x").commit(bytearray(10))
+        assert st.usage("x")[0] == n
+        mb = st.lock("x")
+        mb.commit(_mask(n, gone))  # also releases the lock
+        kept = [uids[i] for i in range(n) if i not in gone]
+        sizes = sum(len(b"m%d\r\n" % i) for i in range(n) if i not in gone)
+        assert st.usage("x") == (len(kept), sizes)
+        mb = st.lock("x")
+        assert [mb.uid(i) for i in range(mb.count)] == kept
+        assert mb.total_size == sizes
+        mb.commit(memoryview(bytes([0b101])))  # bytes-like: bits 0 and 2, a short mask is fine
+        store_mod.reboot()
+        mb = Store(root).lock("x")
+        assert [mb.uid(i) for i in range(mb.count)] == [kept[1]] + kept[3:]
+        mb.release()
+
+    _with_store(body)
+
+
+def test_roll_forward_of_a_multi_block_intent_log():
+    def body(root, st):
+        n = 140  # crosses a bucket boundary (128)
+        uids = [_deliver(st, "x", b"m%d\r\n" % i) for i in range(n)]
+        mb = st.lock("x")
+        box = mb._box
+        gone = list(range(0, 129)) + [135]  # empties bucket 0
+        box.write_intent([mb._rec(i) for i in gone])
+        mb.release()
+        store_mod.reboot()
+        mb = Store(root).lock("x")
+        assert [mb.uid(i) for i in range(mb.count)] == [uids[i] for i in range(n) if i not in gone]
+        mb.release()
+        names = os.listdir(root + "/x")
+        assert "b0" not in names and "b1" in names and "commit" not in names
+        # A log whose seqs do not ascend was not written by the store: thrown away, like a torn one.
+        mb = Store(root).lock("x")
+        box = mb._box
+        recs = [mb._rec(i) for i in (3, 1)]
+        box.write_intent(recs)
+        mb.release()
+        store_mod.reboot()
+        mb = Store(root).lock("x")
+        assert mb.count == n - len(gone)
+        mb.release()
+
+    _with_store(body)

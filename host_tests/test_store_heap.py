@@ -1,0 +1,160 @@
+"""The deletion commit's RAM does not grow with the number of deletions (ESP32 heap: ~100 KB).
+
+A mailbox of 2,000 small messages is filled under CPython (same on-disk format), then under
+micropython with a small fixed heap (the store imported from source, as the dual tests do):
+  - QUIT deleting 1,996 of them through the session's bitmask fits, and the result is right;
+  - a power cut right after the intent log (the commit point) is rolled forward by the next
+    lock in the same heap (recovery streams the 2,000-record log);
+  - holding one record tuple per message, as the commit did before, does not fit that heap:
+    the bound is meaningful. (The old commit needed ~505 KiB here; this heap is HEAP.)
+"""
+
+import os
+import shutil
+
+import pytest
+from helpers import run_micropython
+
+from pocketpost import compat
+from pocketpost import store as store_mod
+from pocketpost.store import Store
+
+N = 2000
+KEEP = (7, 999, 1280, 1999)  # survivors: inside a bucket, a bucket's first, the highest
+HEAP = "224k"
+
+_INNER = """
+import gc
+import sys
+from pocketpost import store as S
+
+root, mode = sys.argv[1], sys.argv[2]
+keep = (%s)
+st = S.Store(root, quota=0)
+mb = st.lock("x")
+n = mb.count
+if mode == "perrec":
+    recs = [mb._rec(i) for i in range(n)]
+    print("FIT", len(recs))
+    sys.exit(0)
+mask = bytearray((n + 7) // 8)
+for i in range(n):
+    if i not in keep:
+        mask[i >> 3] |= 1 << (i & 7)
+if mode == "crash":
+    def cut(self, *a):
+        raise RuntimeError("power cut")
+    real = S._Box.apply_deletions
+    S._Box.apply_deletions = cut
+    try:
+        mb.commit(mask)
+    except RuntimeError:
+        pass
+    assert S.compat.exists(root + "/x/commit")
+    S._Box.apply_deletions = real
+    mask = None
+    S.reboot()
+    gc.collect()
+    st = S.Store(root, quota=0)
+    mb = st.lock("x")
+    print("OK", mb.count)
+    mb.release()
+else:
+    mb.commit(mask)
+    print("OK", st.usage("x")[0])
+""" % ", ".join(str(k) for k in KEEP)
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory):
+    """A mailbox of N messages (fsync off while filling: this is test data, not a power-cut test)."""
+    base = str(tmp_path_factory.mktemp("heap")) + "/mail"
+    sf, sd = compat.sync_file, compat.sync_dir
+    compat.sync_file = lambda f: f.flush()
+    compat.sync_dir = lambda p: None
+    store_mod.reboot()
+    try:
+        st = Store(base, quota=0)
+        uids = []
+        for i in range(N):
+            d = st.begin("x", 1000 + i)
+            d.write(b"m%d\r\n" % i)
+            uids.append(d.commit())
+        st.lock("x").release()
+    finally:
+        compat.sync_file, compat.sync_dir = sf, sd
+        store_mod.reboot()
+    return base, uids
+
+
+def _run(filled, tmp_path, mode):
+    base, uids = filled
+    root = str(tmp_path / "mail")
+    shutil.copytree(base, root)
+    script = tmp_path / "inner.py"
+    script.write_text(_INNER)
+    r = run_micropython([str(script), root, mode], heapsize=HEAP, timeout=120)
+    return root, r
+
+
+def _check(root, uids):
+    store_mod.reboot()
+    try:
+        st = Store(root, quota=0)
+        mb = st.lock("x")
+        assert mb.count == len(KEEP)
+        assert [mb.uid(i) for i in range(mb.count)] == [uids[k] for k in KEEP]
+        for i, k in enumerate(KEEP):
+            f = mb.open(i)
+            assert f.read() == b"m%d\r\n" % k
+            f.close()
+        assert mb.total_size == sum(len(b"m%d\r\n" % k) for k in KEEP)
+        mb.release()
+        box = root + "/x"
+        assert not os.path.exists(box + "/commit") and not os.path.exists(box + "/index.new")
+        files = []
+        for name in sorted(os.listdir(box)):
+            if name[0] == "b":
+                files += os.listdir(box + "/" + name)
+        assert len(files) == len(KEEP)
+        # Emptied buckets below the floor are gone; those holding a survivor stay.
+        assert sorted(n for n in os.listdir(box) if n[0] == "b") == sorted(
+            set("b%d" % (int(uids[k].split(".")[1]) // store_mod.BUCKET) for k in KEEP)
+        )
+        new = st.deliver_stream("x", _reader(b"after\r\n"))
+        assert new not in uids
+    finally:
+        store_mod.reboot()
+
+
+def test_commit_2000_deletions_in_small_heap(filled, tmp_path):
+    root, r = _run(filled, tmp_path, "commit")
+    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    assert r.returncode == 0 and "OK %d" % len(KEEP) in out, out[-3000:]
+    _check(root, filled[1])
+
+
+def test_recovery_of_2000_record_intent_log_in_small_heap(filled, tmp_path):
+    root, r = _run(filled, tmp_path, "crash")
+    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    assert r.returncode == 0 and "OK %d" % len(KEEP) in out, out[-3000:]
+    _check(root, filled[1])
+
+
+def test_per_message_state_does_not_fit_that_heap(filled, tmp_path):
+    root, r = _run(filled, tmp_path, "perrec")
+    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    assert r.returncode != 0 and "MemoryError" in out and "FIT" not in out, out[-3000:]
+
+
+def _reader(data):
+    pos = [0]
+
+    def readinto(buf):
+        k = min(len(buf), len(data) - pos[0])
+        buf[:k] = data[pos[0] : pos[0] + k]
+        pos[0] += k
+        return k
+
+    return readinto
+
