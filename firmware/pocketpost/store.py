@@ -1077,7 +1077,8 @@ class Mailbox:
         0-based indices (duplicates are fine), turned into such a bitmask of (count + 7) // 8
         bytes. That bitmask is the only state that grows with the mailbox: the intent log is
         written while the index is read a block at a time, and nothing is kept per deletion.
-        An index or a set bit beyond count raises StoreError('SYS/PERM') and deletes nothing."""
+        An index or a set bit beyond count raises StoreError('SYS/PERM') and deletes nothing.
+        Returns the number of messages deleted."""
         if self._box is None:
             raise StoreError("mailbox released")
         box = self._box
@@ -1103,7 +1104,7 @@ class Mailbox:
                     mask[i >> 3] |= 1 << (i & 7)
             n = _popcount(mask, nbytes)
             if not n:
-                return
+                return 0
             self._freed = 0
             box.write_intent(self._marked(mask, nbytes), n)
             self._close()
@@ -1116,6 +1117,7 @@ class Mailbox:
             box.total -= self._freed
             if box.next_seq < box.floor:
                 box.next_seq = box.floor
+            return n
         except OSError as e:
             raise _os_error(e)
         finally:

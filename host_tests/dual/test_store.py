@@ -507,10 +507,10 @@ def test_commit_takes_the_session_bitmask():
         except StoreError as e:
             assert e.code == "SYS/PERM"
         # An empty or short bitmask deletes nothing / only what it covers.
-        st.lock("x").commit(bytearray(10))
+        assert st.lock("x").commit(bytearray(10)) == 0
         assert st.usage("x")[0] == n
         mb = st.lock("x")
-        mb.commit(_mask(n, gone))  # also releases the lock
+        assert mb.commit(_mask(n, gone)) == len(gone)  # also releases the lock
         kept = [uids[i] for i in range(n) if i not in gone]
         sizes = sum(len(b"m%d\r\n" % i) for i in range(n) if i not in gone)
         assert st.usage("x") == (len(kept), sizes)
