@@ -604,8 +604,9 @@ def test_failed_pending_save_leaves_no_open_delivery(tmp_path, fetch):
 
 def test_crash_between_pending_and_commit_with_an_identical_message(tmp_path, fetch):
     """Two server messages with the same bytes; power lost after the second one's pending entry
-    was saved but before its commit. The next run must see that only the first copy is local
-    (prior = 1, found = 1): the second is fetched again, not taken as stored and deleted unread."""
+    was saved but before its commit. The next run must not take the first copy for the second
+    (it looks for the local UID the commit would have given): the second is fetched again, not
+    taken as stored and deleted unread."""
     msgs = [(b"u1", GOOD), (b"u2", GOOD)]
     s = Script(mailbox(msgs))
     with pytest.raises(Crash):
@@ -619,8 +620,9 @@ def test_crash_between_pending_and_commit_with_an_identical_message(tmp_path, fe
 
 
 def test_crash_after_commit_with_an_identical_message_is_recovered(tmp_path, fetch):
-    """The same, with the power lost just after the commit: found (2) > prior (1), so the second
-    message is recorded as stored and not fetched again."""
+    """The same, with the power lost just after the commit: the local UID recorded in the pending
+    entry is there with that size and hash, so the second message is recorded as stored and not
+    fetched again."""
     msgs = [(b"u1", GOOD), (b"u2", GOOD)]
     s = Script(mailbox(msgs))
     with pytest.raises(Crash):

@@ -649,16 +649,18 @@ class _StoreSink:
         _crash_point("chunk")
 
 
-def _count_local(store, mailbox, size, digest):
-    """Messages in the local mailbox with this size and SHA-1 (reconciling a pending entry)."""
+def _holds(store, mailbox, local, size, digest):
+    """Does the local mailbox hold message `local` (a store UID) with this size and SHA-1?
+    Reads the index and hashes that one message only."""
     mb = store.lock(mailbox)
     try:
-        k = 0
-        buf = bytearray(512)
-        for i in range(mb.count):
-            if mb.size(i) != size:
+        for i in range(mb.count - 1, -1, -1):  # it is among the newest
+            if mb.uid(i) != local:
                 continue
+            if mb.size(i) != size:
+                return False
             h = new_hash()
+            buf = bytearray(512)
             f = mb.open(i)
             try:
                 while True:
@@ -668,24 +670,16 @@ def _count_local(store, mailbox, size, digest):
                     h.update(memoryview(buf)[:n])
             finally:
                 f.close()
-            if sha1_hex(h) == digest:
-                k += 1
-        return k
+            return sha1_hex(h) == digest
+        return False
     finally:
         mb.release()
 
 
 def _reconcile(st, store, mailbox):
     """A crash left a pending entry: did its store commit happen? (see uidstate.py)"""
-    size, digest, prior, first_seen, flag, uid = st.pending
-    found = _count_local(store, mailbox, size, digest)
-    if prior < 0:
-        # The copies already present could not be counted (mailbox locked by a POP3 session):
-        # fetch it again. At worst a duplicate; taking an older identical copy for this one
-        # could lose it (policy delete).
-        log.warning("fetch: %s may or may not have been stored before the interruption; fetching it again",
-                    _text(uid))
-    elif found > prior:
+    size, digest, local, first_seen, flag, uid = st.pending
+    if _holds(store, mailbox, local, size, digest):
         log.info("fetch: recovered %s: it was stored before the interruption", _text(uid))
         st.add(uid, first_seen, flag)
     else:
@@ -864,15 +858,13 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
     first_seen = compat.now()
     if first_seen < _SANE_TIME:
         first_seen = 0  # clock not set yet: unknown, stamped by a later session (see keep_days)
-    # Identical copies already here (the same message fetched twice, e.g. under two UIDs): a
-    # crash after this point is reconciled as "stored iff there are more than `prior` now".
-    # Only messages of this very size are hashed. -1 = could not count (see _reconcile).
-    try:
-        prior = _count_local(store, mailbox, size_stored, digest)
-    except Exception as e:  # MailboxLocked (a local POP3 session), or a store/flash error
-        log.debug("fetch: cannot count local copies (%s)", e)
-        prior = -1
-    st.set_pending(size_stored, digest, prior, first_seen, flag, key)
+    # A crash after this point is reconciled by looking for this very local UID with this size
+    # and hash (not for any identical copy: the same bytes fetched earlier under another UID
+    # must not pass for this one). Nothing may yield between here and the commit, so no other
+    # delivery can take the UID first; if one ever did, the check fails and the message is
+    # fetched again (a duplicate at worst, never a loss).
+    local = d.uid_on_commit()
+    st.set_pending(size_stored, digest, local, first_seen, flag, key)
     try:
         st.save()
     except BaseException:

@@ -950,6 +950,11 @@ class Delivery:
             raise
         return binascii.hexlify(self._h.digest()).decode()
 
+    def uid_on_commit(self):
+        """The UID commit() will give this message if nothing else is delivered into the mailbox
+        first (the caller records it, then commits without yielding in between)."""
+        return "%08x.%d" % (self._box.epoch, self._box.next_seq)
+
     def commit(self):
         """Make the message durable and visible; returns its UID."""
         if self._f is None:

@@ -8,16 +8,19 @@ an atomic rename (`save()`), so a crash leaves either the old or the new state, 
     pocketpost-uidl 1
     S <first_seen> <flag> <uid>                       stored (flag f: full message, h: headers only)
     H <first_seen> <flag> <sha1hex>                   stored, server without UIDL (see below)
-    P <size> <sha1hex> <prior> <first_seen> <flag> <uid>   pending: see below
-    P <size> <sha1hex> <prior> <first_seen> <flag>         pending, server without UIDL
+    P <size> <sha1hex> <local> <first_seen> <flag> <uid>   pending: see below
+    P <size> <sha1hex> <local> <first_seen> <flag>         pending, server without UIDL
 
 The client's "never lose, never duplicate" rule rests on the pending record. Just before it
 commits a downloaded message to the store it saves `P` with the stored size, the SHA-1 of the
-stored bytes and how many messages of that size and hash the local mailbox already held
-(`prior`). Right after the commit it saves `S`. A crash between the two leaves `P`; the next run
-(`client._reconcile`) counts the local copies with that size and hash: more than `prior` means
-the commit happened (the entry becomes `S`), otherwise it did not (the entry is dropped and the
-message is downloaded again). So the window between "durably stored" and "recorded" is closed.
+stored bytes and the local UID the commit will give it (`local`, Delivery.uid_on_commit()).
+Right after the commit it saves `S`. A crash between the two leaves `P`; the next run
+(`client._reconcile`) looks for that local UID with that size and hash: found means the commit
+happened (the entry becomes `S`), otherwise it did not (the entry is dropped and the message is
+downloaded again). So the window between "durably stored" and "recorded" is closed, at the
+cost of one index lookup and one hash, and only after a crash. (A state file written before
+this form holds a number there: it never matches a UID, so that message is fetched again, at
+worst a duplicate.)
 
 Servers without UIDL: a message is keyed by the SHA-1 of its stored bytes. In RAM that key is
 `hash_key(sha1hex)` = b" " + hex: a real UID is 1-70 octets in 0x21-0x7E (RFC 1939 section 7),
@@ -48,7 +51,7 @@ from pocketpost.wire import LineReader
 # half: 200 entries ~ 15-23 KiB of a no-PSRAM board's 56-112 KiB heap, and ~12 KiB of flash.
 # A mailbox that keeps more mail on the server than this waits for deletions (state_full).
 DEFAULT_MAX_ENTRIES = const(200)
-# A state line: "P" + size + 40 hex + prior + time + flag + a 70-octet UID (RFC 1939 section 7).
+# A state line: "P" + size + 40 hex + local UID (<= 19) + time + flag + a 70-octet UID (RFC 1939 section 7).
 MAX_STATE_LINE = const(200)
 _READ_BUF = const(512)
 HEADER = b"pocketpost-uidl 1"
@@ -82,7 +85,7 @@ class UidState:
         self.dir = state_dir
         self.path = compat.join(state_dir, account + ".uidl")
         self.entries = {}  # uid (bytes) -> [first_seen, flag]
-        self.pending = None  # (size, sha1hex, prior, first_seen, flag, uid) or None
+        self.pending = None  # (size, sha1hex, local uid, first_seen, flag, uid) or None
         self.dirty = False
 
     # -- persistence ------------------------------------------------------------------
@@ -133,7 +136,7 @@ class UidState:
             if w[0] == b"P" and (len(w) == 7 and w[6] or len(w) == 6):
                 sha = w[2].decode()
                 uid = w[6] if len(w) == 7 else hash_key(sha)
-                self.pending = (int(w[1]), sha, int(w[3]), int(w[4]), w[5].decode(), uid)
+                self.pending = (int(w[1]), sha, w[3].decode(), int(w[4]), w[5].decode(), uid)
                 return
         except ValueError:
             pass
@@ -154,7 +157,7 @@ class UidState:
                     f.write(b"S %d %s %s\n" % (e[0], e[1].encode(), uid))
             p = self.pending
             if p is not None:
-                line = b"P %d %s %d %d %s" % (p[0], p[1].encode(), p[2], p[3], p[4].encode())
+                line = b"P %d %s %s %d %s" % (p[0], p[1].encode(), p[2].encode(), p[3], p[4].encode())
                 if is_hash_key(p[5]):
                     f.write(line + b"\n")  # the key is hash_key(sha1hex)
                 else:
@@ -188,8 +191,8 @@ class UidState:
             del self.entries[uid]
             self.dirty = True
 
-    def set_pending(self, size, digest_hex, prior, first_seen, flag, uid):
-        self.pending = (size, digest_hex, prior, first_seen, flag, uid)
+    def set_pending(self, size, digest_hex, local, first_seen, flag, uid):
+        self.pending = (size, digest_hex, local, first_seen, flag, uid)
         self.dirty = True
 
     def clear_pending(self):

@@ -28,16 +28,16 @@ def test_round_trip_keeps_real_and_synthetic_apart():
         st.add(b"#" + SHA.encode(), 1700000000, "f")  # a real UID that starts with '#'
         st.add(hash_key(SHA), 1700000001, "f")
         st.add(b"u2", 0, "h")
-        st.set_pending(21, SHA, 1, 1700000002, "f", b"u3")
+        st.set_pending(21, SHA, "5f3a9c21.42", 1700000002, "f", b"u3")
         st.save()
         st2 = UidState(d, "acct").load()
         assert st2.get(b"#" + SHA.encode()) == [1700000000, "f"]
         assert st2.get(hash_key(SHA)) == [1700000001, "f"]
         assert st2.get(b"u2") == [0, "h"] and len(st2) == 3
-        assert st2.pending == (21, SHA, 1, 1700000002, "f", b"u3")
-        st2.set_pending(21, SHA, 0, 5, "f", hash_key(SHA))
+        assert st2.pending == (21, SHA, "5f3a9c21.42", 1700000002, "f", b"u3")
+        st2.set_pending(21, SHA, "5f3a9c21.43", 5, "f", hash_key(SHA))
         st2.save()
         st3 = UidState(d, "acct").load()
-        assert st3.pending == (21, SHA, 0, 5, "f", hash_key(SHA))
+        assert st3.pending == (21, SHA, "5f3a9c21.43", 5, "f", hash_key(SHA))
 
     _with_dir(body)

@@ -553,3 +553,22 @@ def test_roll_forward_of_a_multi_block_intent_log():
         mb.release()
 
     _with_store(body)
+
+
+def test_uid_on_commit_is_the_uid_commit_gives():
+    # The client records it before committing (its exactly-once check after a crash).
+    def body(root, st):
+        for k in range(3):
+            d = st.begin("alice")
+            d.write(b"Subject: %d\r\n\r\nx\r\n" % k)
+            expect = d.uid_on_commit()
+            assert d.commit() == expect
+        d = st.begin("alice")
+        d.write(b"y\r\n")
+        expect = d.uid_on_commit()
+        d.abort()  # an aborted delivery takes nothing: the next commit gets that UID
+        d = st.begin("alice")
+        d.write(b"z\r\n")
+        assert d.commit() == expect
+
+    _with_store(body)
