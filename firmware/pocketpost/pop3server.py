@@ -30,7 +30,7 @@ from pocketpost import auth, log
 from pocketpost.config import parse_cidr, parse_ipv4
 from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
-from pocketpost.wire import OVERLONG, TERMINATOR, DotStuffer
+from pocketpost.wire import OVERLONG, TERMINATOR, DotStuffer, terminator
 
 AUTHORIZATION = const(0)
 TRANSACTION = const(1)
@@ -503,7 +503,20 @@ class ListingProducer:
         pass
 
 
-class BodyProducer:
+class _FileReply:
+    """A reply streamed from a message file; closing it (at the end, or when the session dies
+    first) closes the file."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+            self.f = None
+
+
+class BodyProducer(_FileReply):
     """RETR (lines < 0) or TOP n lines: the stored file, dot-stuffed, in fixed blocks.
 
     fill(out) returns how many bytes it wrote into `out` (the terminator included at the end),
@@ -513,7 +526,7 @@ class BodyProducer:
     def __init__(self, f, block, lines, stuffer=None):
         """block: the file block buffer (a bytearray, reused across a session's replies) or its
         size; stuffer: a DotStuffer to reuse (reset here)."""
-        self.f = f
+        super().__init__(f)
         self.buf = bytearray(block) if isinstance(block, int) else block
         self.start = 0
         self.end = 0
@@ -586,13 +599,9 @@ class BodyProducer:
                 self.done = True
                 return len(t)
 
-    def close(self):
-        if self.f is not None:
-            self.f.close()
-            self.f = None
 
 
-class PlainProducer:
+class PlainProducer(_FileReply):
     """RETR of a plain message: the stored file is its own wire form (no line starts with ".").
 
     fill(out) reads the file straight into `out` and returns the byte count; after the file the
@@ -601,7 +610,7 @@ class PlainProducer:
     """
 
     def __init__(self, f):
-        self.f = f
+        super().__init__(f)
         self.last = _LF  # last byte handed out (an empty message is just the terminator)
         self.done = False
 
@@ -615,14 +624,10 @@ class PlainProducer:
                 self.last = out[n - 1]
                 return n
             self.close()
-        t = TERMINATOR if self.last == _LF else b"\r\n.\r\n"
+        t = terminator(self.last == _LF)
         if len(out) < len(t):
             return 0
         out[: len(t)] = t
         self.done = True
         return len(t)
 
-    def close(self):
-        if self.f is not None:
-            self.f.close()
-            self.f = None

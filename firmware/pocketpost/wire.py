@@ -135,6 +135,12 @@ class LineReader:
         self._discarding = False
 
 
+def terminator(at_line_start):
+    """What closes a multi-line block: ".\r\n", with a CRLF first when the body did not end
+    with a line end (RFC 1939 section 3)."""
+    return TERMINATOR if at_line_start else b"\r\n.\r\n"
+
+
 class _Views:
     """memoryviews of the caller's in/out buffers, made once: a shell passes the same two
     buffers on every call, and a new memoryview per chunk is garbage per chunk."""
@@ -207,9 +213,7 @@ class DotStuffer:
 
     def finish(self):
         """The bytes that close the block."""
-        if self._empty or self._bol:
-            return TERMINATOR
-        return b"\r\n.\r\n"
+        return terminator(self._empty or self._bol)
 
 
 # DotUnstuffer states
