@@ -748,7 +748,7 @@ def test_fetch_cli_opens_the_store_like_the_server(tmp_path, capsys, runtime):
 def test_max_entries_per_account(tmp_path, fetch):
     """The UIDL state holds at most the account's max_entries (default small enough for an
     ESP32): further new messages wait, reported as state_full, until deletions make room."""
-    assert client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p"})["max_entries"] == 200
+    assert client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p"})["max_entries"] == 2000
     with pytest.raises(client.ConfigError):
         client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p", "max_entries": 0})
     msgs = [(b"u%d" % i, b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(1, 5)]

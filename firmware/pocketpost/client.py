@@ -45,7 +45,7 @@ from pocketpost import compat, log, tls
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError, command, parse_listing, parse_number, parse_reply, valid_uid
 from pocketpost.headers import HeaderParser
-from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState, hash_key, is_hash_key, new_hash, remove_tmp, sha1_hex
+from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState, hash_key, new_hash, remove_tmp, sha1_hex
 from pocketpost.wire import BAD_LINE, MAX_RESPONSE_LINE, OVERLONG, DotUnstuffer, LineReader
 
 # --- named defaults and limits ------------------------------------------------------------------
@@ -710,18 +710,33 @@ async def fetch_account(account, store, on_message=None):
         stats["on_server"] = count
         cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
         room = a["max_entries"] - len(st)  # may be < 0 after the limit was lowered
-        present = {}  # uid -> n, for UIDs already in the state
+        # UIDs already in the state: marked "seen" in their state record (no per-UID object);
+        # those to delete by policy are decided here, while their message number is known.
         want = {}  # n -> uid (None without UIDL), messages to download this session
         seen_new = {}
+        to_delete = []  # (n, uid)
+        now = compat.now()
+        sane = now >= _SANE_TIME
 
         def on_uidl(n, uid):
             if not valid_uid(uid):
                 raise ProtocolError("invalid UIDL for message %d" % n)
             uid = bytes(uid)
-            if uid in present or uid in seen_new:
+            if uid in seen_new:
                 raise ProtocolError("duplicate UIDL %s" % _text(uid))
-            if uid in st:
-                present[uid] = n
+            bits = st.mark(uid, seen=True)
+            if st.was_seen(bits):
+                raise ProtocolError("duplicate UIDL %s" % _text(uid))
+            if bits >= 0:
+                e = st.get(uid)
+                if e[0] < _SANE_TIME and sane:
+                    st.add(uid, now, e[1])  # first seen while the clock was unset: its age starts now
+                if e[1] != "f":
+                    return  # headers-only copies: the body still lives on the server only
+                if policy == "delete":
+                    to_delete.append((n, uid))
+                elif policy == "keep_days" and sane and e[0] >= _SANE_TIME and now - e[0] >= a["keep_days"] * _DAY:
+                    to_delete.append((n, uid))
             elif len(want) < room:
                 want[n] = uid
                 seen_new[uid] = n
@@ -749,24 +764,13 @@ async def fetch_account(account, store, on_message=None):
             raise ProtocolError("LIST failed")
 
         # Messages stored by earlier sessions: delete them when the policy says so.
-        to_delete = []  # (n, uid)
-        now = compat.now()
-        sane = now >= _SANE_TIME
-        for uid in present:
-            e = st.get(uid)
-            if e[0] < _SANE_TIME and sane:
-                st.add(uid, now, e[1])  # first seen while the clock was unset: its age starts now
-            if e[1] != "f":
-                continue  # headers-only copies: the body still lives on the server only
-            if policy == "delete":
-                to_delete.append((present[uid], uid))
-            elif policy == "keep_days" and sane and e[0] >= _SANE_TIME and now - e[0] >= a["keep_days"] * _DAY:
-                to_delete.append((present[uid], uid))
-        deleted = []
+        deleted = 0  # DELEs accepted: marked in the state records, forgotten after QUIT
         for n, uid in to_delete:
             if await c.dele(n):
-                deleted.append(uid)
+                st.mark(uid, deleted=True)
+                deleted += 1
             _crash_point("dele")
+        to_delete = None
 
         store_error = None
         downloads = 0
@@ -798,27 +802,30 @@ async def fetch_account(account, store, on_message=None):
                 if on_message is not None:
                     on_message(info)
             if uid is not None:
-                present[uid] = n
+                st.mark(uid, seen=True)
             if policy == "delete" and not top:
                 if await c.dele(n):
-                    deleted.append(key)
+                    st.mark(key, deleted=True)
+                    deleted += 1
                 _crash_point("dele")
         await c.quit()
         _crash_point("quit")
-        # The server committed the DELEs: those UIDs are gone for good.
-        for uid in deleted:
-            st.forget(uid)
-        stats["deleted"] = len(deleted)
-        for uid in list(st.entries):
-            if is_hash_key(uid):
-                e = st.entries[uid]
-                if e[0] < _SANE_TIME:
-                    if sane:
-                        st.add(uid, now, e[1])
-                elif sane and now - e[0] > 30 * _DAY:
-                    st.forget(uid)  # best-effort keys of a session whose QUIT result was lost
-            elif uid not in present:
-                st.forget(uid)  # no longer on the server: it can never be offered again
+        stats["deleted"] = deleted
+
+        def keep(first_seen, flag, synthetic, seen, dele):
+            if dele:
+                return None  # the server committed the DELEs: those UIDs are gone for good
+            if synthetic:
+                if first_seen < _SANE_TIME:
+                    return now if sane else first_seen
+                if sane and now - first_seen > 30 * _DAY:
+                    return None  # best-effort keys of a session whose QUIT result was lost
+                return first_seen
+            if not seen:
+                return None  # no longer on the server: it can never be offered again
+            return first_seen
+
+        st.retain(keep)
         if st.dirty:
             st.save()
         if store_error is not None:

@@ -41,3 +41,52 @@ def test_round_trip_keeps_real_and_synthetic_apart():
         assert st3.pending == (21, SHA, "5f3a9c21.43", 5, "f", hash_key(SHA))
 
     _with_dir(body)
+
+
+def _uid70(i):
+    u = b"%d" % i
+    return u + b"x" * (70 - len(u))  # a 70-octet UID (RFC 1939 maximum)
+
+
+def test_table_2000_entries_round_trip():
+    """The fixed-record table: add / lookup / update / remove / iterate / persist at 2000 entries,
+    70-octet UIDs and synthetic keys mixed, and the per-session marks."""
+    def body(d):
+        st = UidState(d, "big", 2000)
+        for i in range(1990):
+            st.add(_uid70(i), 1700000000 + i, "h" if i % 7 == 0 else "f")
+            if i % 250 == 249:
+                st.save()  # the client saves after every add: the full UIDs go to flash
+        syn = [hash_key("%040x" % i) for i in range(10)]
+        for i, k in enumerate(syn):
+            st.add(k, i, "f")
+        st.save()
+        assert len(st) == 2000 and st.full()
+        assert st.get(_uid70(5)) == [1700000005, "f"] and st.get(_uid70(7)) == [1700000007, "h"]
+        assert _uid70(2000) not in st and st.get(_uid70(2000)) is None
+        assert syn[3] in st and st.get(syn[3]) == [3, "f"]
+        keys = [r[0] for r in st.records()]
+        assert len(keys) == 2000 and keys == sorted(keys) and len(set(keys)) == 2000
+        assert sum(1 for r in st.records() if r[3]) == 10
+        for i in range(0, 1990, 3):
+            st.forget(_uid70(i))
+        st.add(_uid70(1), 5, "f")  # update in place
+        st.add(_uid70(3000), 1800000000, "f")  # a new one after a save
+        n = len(st)
+        st.save()
+        st2 = UidState(d, "big", 2000).load()
+        assert len(st2) == n == 2000 - 664 + 1
+        assert list(st2.records()) == list(st.records())
+        assert st2.get(_uid70(1)) == [5, "f"] and st2.get(_uid70(3000)) == [1800000000, "f"]
+        assert _uid70(0) not in st2 and _uid70(2) in st2
+        # session marks: seen / deleted, then one retain pass
+        assert st2.mark(_uid70(2), seen=True) == 0 and st2.was_seen(st2.mark(_uid70(2), seen=True))
+        assert st2.mark(_uid70(0), seen=True) == -1
+        st2.mark(_uid70(4), seen=True, deleted=True)
+        st2.retain(lambda fs, flag, synth, seen, dele: None if dele or not (seen or synth) else fs)
+        assert len(st2) == 11 and _uid70(2) in st2 and _uid70(4) not in st2
+        st2.save()
+        st3 = UidState(d, "big", 2000).load()
+        assert list(st3.records()) == list(st2.records()) and st3.get(_uid70(2)) == [1700000002, "f"]
+
+    _with_dir(body)
