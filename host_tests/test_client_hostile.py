@@ -761,3 +761,24 @@ def test_max_entries_per_account(tmp_path, fetch):
     s = Script(mailbox(msgs[2:]))
     st = fetch(tmp_path, s.port, max_entries=2)
     assert st["fetched"] == 2 and not st["state_full"] and len(stored(tmp_path)) == 4
+
+
+def test_new_messages_in_batches(tmp_path, fetch):
+    """More new messages than client._NEW_BATCH (64): the session reads UIDL again per batch
+    (the full UIDs of one batch only are held) and still fetches them all; duplicates across
+    batches are still refused; max_entries still bounds the state."""
+    msgs = [(b"u%d" % i, b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(1, 151)]
+    seen = []
+    s = Script(mailbox(msgs, seen))
+    st = fetch(tmp_path, s.port)
+    assert st["fetched"] == 150 and not st["state_full"] and len(state_uids(tmp_path)) == 150
+    assert seen.count(b"UIDL") == 3 and seen[-1] == b"QUIT"
+    seen = []
+    s = Script(mailbox(msgs + [(b"u151", GOOD)], seen))
+    st = fetch(tmp_path, s.port)
+    assert st["fetched"] == 1 and seen.count(b"UIDL") == 1 and len(state_uids(tmp_path)) == 151
+    st = fetch(tmp_path / "b", Script(mailbox(msgs)).port, max_entries=100)
+    assert st["fetched"] == 100 and st["state_full"]
+    dup = msgs[:100] + [(b"u80", TWO)]  # both copies beyond the first batch
+    with pytest.raises(ProtocolError, match="duplicate UIDL"):
+        fetch(tmp_path / "c", Script(mailbox(dup)).port)

@@ -57,6 +57,8 @@ DEFAULT_KEEP_DAYS = 7
 DEFAULT_MAX_SIZE = 0  # bytes; 0 = no limit (the store's quota still applies)
 DEFAULT_OVERSIZE = "skip"
 DEFAULT_MAX_MESSAGES = 0  # new messages per session; 0 = no cap
+# New messages whose full UIDs are held at once: more wait for the next UIDL pass of the session.
+_NEW_BATCH = const(64)
 DEFAULT_MAILBOX = "inbox"
 DEFAULT_STATE_DIR = "state"
 CONNECT_TIMEOUT = 15  # seconds: TCP connect (and the first bytes of TLS)
@@ -709,14 +711,18 @@ async def fetch_account(account, store, on_message=None):
         count, _ = await c.stat()
         stats["on_server"] = count
         cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
-        room = a["max_entries"] - len(st)  # may be < 0 after the limit was lowered
         # UIDs already in the state: marked "seen" in their state record (no per-UID object);
         # those to delete by policy are decided here, while their message number is known.
-        want = {}  # n -> uid (None without UIDL), messages to download this session
-        seen_new = {}
+        # New messages are taken in batches of at most _NEW_BATCH (their full UIDs are held
+        # until stored): when a batch is done and more wait, UIDL (and LIST) are read again.
+        # `done` holds a bit per message number handled this session (stored or skipped).
         to_delete = []  # (n, uid)
         now = compat.now()
         sane = now >= _SANE_TIME
+        done = bytearray(count // 8 + 1)
+        want = {}  # n -> uid (None without UIDL), this batch's messages to download
+        seen_new = {}
+        ctl = [True, False, 0]  # first pass, more new messages wait, room for new entries
 
         def on_uidl(n, uid):
             if not valid_uid(uid):
@@ -724,90 +730,122 @@ async def fetch_account(account, store, on_message=None):
             uid = bytes(uid)
             if uid in seen_new:
                 raise ProtocolError("duplicate UIDL %s" % _text(uid))
-            bits = st.mark(uid, seen=True)
-            if st.was_seen(bits):
-                raise ProtocolError("duplicate UIDL %s" % _text(uid))
-            if bits >= 0:
-                e = st.get(uid)
-                if e[0] < _SANE_TIME and sane:
-                    st.add(uid, now, e[1])  # first seen while the clock was unset: its age starts now
-                if e[1] != "f":
-                    return  # headers-only copies: the body still lives on the server only
-                if policy == "delete":
-                    to_delete.append((n, uid))
-                elif policy == "keep_days" and sane and e[0] >= _SANE_TIME and now - e[0] >= a["keep_days"] * _DAY:
-                    to_delete.append((n, uid))
-            elif len(want) < room:
+            if ctl[0]:
+                bits = st.mark(uid, seen=True)
+                if st.was_seen(bits):
+                    raise ProtocolError("duplicate UIDL %s" % _text(uid))
+                if bits >= 0:
+                    e = st.get(uid)
+                    if e[0] < _SANE_TIME and sane:
+                        st.add(uid, now, e[1])  # first seen while the clock was unset: its age starts now
+                    if e[1] != "f":
+                        return  # headers-only copies: the body still lives on the server only
+                    if policy == "delete":
+                        to_delete.append((n, uid))
+                    elif policy == "keep_days" and sane and e[0] >= _SANE_TIME and now - e[0] >= a["keep_days"] * _DAY:
+                        to_delete.append((n, uid))
+                    return
+            else:
+                if done[n >> 3] & (1 << (n & 7)):
+                    return
+                bits = st.mark(uid)
+                if bits >= 0:
+                    if st.was_new(bits):  # stored this session under another message number
+                        raise ProtocolError("duplicate UIDL %s" % _text(uid))
+                    return
+            if len(want) >= ctl[2]:
+                stats["state_full"] = True
+            elif len(want) >= _NEW_BATCH:
+                ctl[1] = True
+            else:
                 want[n] = uid
                 seen_new[uid] = n
-            elif len(want) >= room:
-                stats["state_full"] = True
 
-        has_uidl = await c.listing("UIDL", count, on_uidl)
-        if not has_uidl:
-            if policy != "delete":
-                raise ClientError("server has no UIDL: only policy 'delete' can fetch each message once")
-            log.warning("fetch %s: server has no UIDL; best effort by content hash", name)
-            for n in range(1, count + 1):
-                if len(want) >= room:
-                    break
-                want[n] = None
-        if stats["state_full"]:
-            log.error("fetch %s: UIDL state full (max_entries %d): new messages wait", name, a["max_entries"])
-        sizes = {}
-
-        def on_list(n, field):
-            if n in want:
-                sizes[n] = parse_number(field, 0)
-
-        if want and not await c.listing("LIST", count, on_list):
-            raise ProtocolError("LIST failed")
-
-        # Messages stored by earlier sessions: delete them when the policy says so.
         deleted = 0  # DELEs accepted: marked in the state records, forgotten after QUIT
-        for n, uid in to_delete:
-            if await c.dele(n):
-                st.mark(uid, deleted=True)
-                deleted += 1
-            _crash_point("dele")
-        to_delete = None
-
         store_error = None
         downloads = 0
-        for n in sorted(want):
-            if downloads >= cap:
+        while True:
+            ctl[1] = False
+            ctl[2] = a["max_entries"] - len(st)  # may be < 0 after the limit was lowered
+            has_uidl = await c.listing("UIDL", count, on_uidl)
+            if not has_uidl:
+                if policy != "delete":
+                    raise ClientError("server has no UIDL: only policy 'delete' can fetch each message once")
+                if ctl[0]:
+                    log.warning("fetch %s: server has no UIDL; best effort by content hash", name)
+                for n in range(1, count + 1):
+                    if done[n >> 3] & (1 << (n & 7)):
+                        continue
+                    if len(want) >= ctl[2]:
+                        break
+                    if len(want) >= _NEW_BATCH:
+                        ctl[1] = True
+                        break
+                    want[n] = None
+            sizes = {}
+
+            def on_list(n, field):
+                if n in want:
+                    sizes[n] = parse_number(field, 0)
+
+            if want and not await c.listing("LIST", count, on_list):
+                raise ProtocolError("LIST failed")
+
+            if ctl[0]:
+                # Messages stored by earlier sessions: delete them when the policy says so.
+                for n, uid in to_delete:
+                    if await c.dele(n):
+                        st.mark(uid, deleted=True)
+                        deleted += 1
+                    _crash_point("dele")
+                to_delete = None
+                ctl[0] = False
+
+            stop = False
+            for n in sorted(want):
+                if downloads >= cap:
+                    stop = True
+                    break
+                uid = want[n]
+                size = sizes.get(n)
+                if size is None:
+                    raise ProtocolError("LIST did not list message %d" % n)
+                done[n >> 3] |= 1 << (n & 7)
+                top = False
+                if a["max_size"] and size > a["max_size"]:
+                    if a["oversize"] == "skip":
+                        stats["skipped"] += 1
+                        log.info("fetch %s: skipping message %d (%d bytes > max_size)", name, n, size)
+                        continue
+                    top = True
+                downloads += 1
+                key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top)
+                if store_error is not None:
+                    stop = True
+                    break
+                if info is None:
+                    stats["duplicates"] += 1
+                else:
+                    stats["fetched"] += 1
+                    stats["bytes"] += info["size"]
+                    if top:
+                        stats["headers_only"] += 1
+                    if on_message is not None:
+                        on_message(info)
+                if uid is not None:
+                    st.mark(uid, seen=True, new=True)
+                if policy == "delete" and not top:
+                    if await c.dele(n):
+                        st.mark(key, deleted=True)
+                        deleted += 1
+                    _crash_point("dele")
+            want = {}
+            seen_new = {}
+            sizes = None
+            if stop or not ctl[1] or downloads >= cap:
                 break
-            uid = want[n]
-            size = sizes.get(n)
-            if size is None:
-                raise ProtocolError("LIST did not list message %d" % n)
-            top = False
-            if a["max_size"] and size > a["max_size"]:
-                if a["oversize"] == "skip":
-                    stats["skipped"] += 1
-                    log.info("fetch %s: skipping message %d (%d bytes > max_size)", name, n, size)
-                    continue
-                top = True
-            downloads += 1
-            key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top)
-            if store_error is not None:
-                break
-            if info is None:
-                stats["duplicates"] += 1
-            else:
-                stats["fetched"] += 1
-                stats["bytes"] += info["size"]
-                if top:
-                    stats["headers_only"] += 1
-                if on_message is not None:
-                    on_message(info)
-            if uid is not None:
-                st.mark(uid, seen=True)
-            if policy == "delete" and not top:
-                if await c.dele(n):
-                    st.mark(key, deleted=True)
-                    deleted += 1
-                _crash_point("dele")
+        if stats["state_full"]:
+            log.error("fetch %s: UIDL state full (max_entries %d): new messages wait", name, a["max_entries"])
         await c.quit()
         _crash_point("quit")
         stats["deleted"] = deleted

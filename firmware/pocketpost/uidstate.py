@@ -39,7 +39,8 @@ an insert or removal moves the tail with a memoryview memmove, no per-entry obje
     first_seen  4 bytes, big-endian unsigned
     flags       1 byte: _F_HEADERS (flag "h"), _F_SYNTH (a hash_key entry), and per-session bits
                 _F_SEEN (on the server this session), _F_DELETED (DELE accepted this session),
-                _F_SAVED (transient, inside save()); session bits are never written to the file.
+                _F_NEW (stored this session), _F_SAVED (transient, inside save()); session
+                bits are never written to the file.
 
 The full UIDs stay on flash only: save() streams the old file and rewrites each S/H line whose
 key is still in the table (with its current first_seen/flag), then the entries added since the
@@ -86,7 +87,8 @@ _F_SYNTH = const(0x02)
 _F_SEEN = const(0x04)
 _F_DELETED = const(0x08)
 _F_SAVED = const(0x10)
-_F_SESSION = const(0x1C)  # SEEN | DELETED | SAVED
+_F_NEW = const(0x20)
+_F_SESSION = const(0x3C)  # SEEN | DELETED | SAVED | NEW
 
 
 class StateError(Exception):
@@ -216,20 +218,24 @@ class UidState:
             w += 1
         self.n = w
 
-    def mark(self, key, seen=False, deleted=False):
-        """Set a per-session bit on key's record; returns the bits it had before, or -1 if the
-        key is not in the table."""
+    def mark(self, key, seen=False, deleted=False, new=False):
+        """Set per-session bits on key's record (none: a lookup); returns the bits it had
+        before, or -1 if the key is not in the table."""
         i = self._index(key)
         if i < 0:
             return -1
         o = i * _REC + _KEY + 4
         old = self.buf[o]
-        self.buf[o] = old | (_F_SEEN if seen else 0) | (_F_DELETED if deleted else 0)
+        self.buf[o] = old | (_F_SEEN if seen else 0) | (_F_DELETED if deleted else 0) | (_F_NEW if new else 0)
         return old
 
     @staticmethod
     def was_seen(bits):
         return bits >= 0 and bits & _F_SEEN != 0
+
+    @staticmethod
+    def was_new(bits):
+        return bits >= 0 and bits & _F_NEW != 0
 
     # -- persistence ------------------------------------------------------------------
     def _lines(self, f):
