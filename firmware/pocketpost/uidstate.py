@@ -54,6 +54,9 @@ n / 2**88 ~ 6.5e-24, for 10**9 new messages over a board's life ~ 6.5e-15 (a 64-
 ~ 1e-7 there); the birthday bound within the stored set, n**2 / 2**89, is ~ 6.5e-21. Two stored
 UIDs that collided would share one record (both lines stay on file).
 Load inserts each record in sorted position: O(n**2 / 2) bytes moved (2000: ~32 MB of memmove).
+Cost: save() re-reads and re-hashes every line of the old file (SHA-1 + binary search per line):
+at 2000 entries ~57 ms per save on the 64-bit unix port vs ~15 ms for the old dict version, and
+the client saves twice per stored message (pending, then stored).
 """
 
 import hashlib
