@@ -328,6 +328,18 @@ def test_listing_never_ends(tmp_path, fetch):
     assert nothing_kept(tmp_path, s)
 
 
+def test_stat_claims_a_huge_mailbox(tmp_path, fetch):
+    def script(c, rf):
+        login(c, rf)
+        expect(rf, "STAT")
+        c.sendall(b"+OK 2000000000 1\r\n")
+
+    s = Script(script)
+    with pytest.raises(ProtocolError, match="more than"):
+        fetch(tmp_path, s.port)
+    assert nothing_kept(tmp_path, s)
+
+
 def test_size_lies(tmp_path, fetch):
     huge = b"+OK\r\n" + b"y" * 200 + b"\r\n" + b"z" * 100000 + b"\r\n.\r\n"
     s = Script(lambda c, rf: serve_mailbox(c, rf, retr=huge))

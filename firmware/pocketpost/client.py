@@ -46,7 +46,7 @@ from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError, command, parse_listing, parse_number, parse_reply, valid_uid
 from pocketpost.headers import HeaderParser
 from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState, hash_key, new_hash, remove_tmp, sha1_hex
-from pocketpost.wire import BAD_LINE, MAX_RESPONSE_LINE, OVERLONG, DotUnstuffer, LineReader
+from pocketpost.wire import BAD_LINE, MAX_RESPONSE_LINE, OVERLONG, DotUnstuffer, LineReader, unstuff_line
 
 # --- named defaults and limits ------------------------------------------------------------------
 DEFAULT_TLS = "implicit"  # POP3S: the safest choice for an ISP account
@@ -57,6 +57,9 @@ DEFAULT_KEEP_DAYS = 7
 DEFAULT_MAX_SIZE = 0  # bytes; 0 = no limit (the store's quota still applies)
 DEFAULT_OVERSIZE = "skip"
 DEFAULT_MAX_MESSAGES = 0  # new messages per session; 0 = no cap
+# Largest server mailbox we take on: a session keeps a bit per message number (6 KB here), and
+# a hostile STAT of "2000000000" must give a clear error, not a 250 MB allocation.
+MAX_SERVER_MESSAGES = const(50000)
 # New messages whose full UIDs are held at once: more wait for the next UIDL pass of the session.
 _NEW_BATCH = const(64)
 DEFAULT_MAILBOX = "inbox"
@@ -395,13 +398,13 @@ class Pop3Client:
         (A callback, not an async generator: MicroPython cannot `async for` over those.)"""
         n = 0
         while True:
-            ln = await self._line()
-            if ln == b".":
+            ln = unstuff_line(await self._line())
+            if ln is None:
                 return
             n += 1
             if n > limit:
                 raise ProtocolError("%s reply does not end (more than %d lines)" % (what, limit))
-            on_line(ln[1:] if ln.startswith(b".") else ln)
+            on_line(ln)
 
     # -- session --------------------------------------------------------------------------
     async def connect(self):
@@ -709,6 +712,8 @@ async def fetch_account(account, store, on_message=None):
         await c.connect()
         await c.login(a["user"], a["password"], a["auth"])
         count, _ = await c.stat()
+        if count > MAX_SERVER_MESSAGES:
+            raise ProtocolError("server mailbox holds %d messages, more than %d" % (count, MAX_SERVER_MESSAGES))
         stats["on_server"] = count
         cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
         # UIDs already in the state: marked "seen" in their state record (no per-UID object);

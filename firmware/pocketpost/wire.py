@@ -135,6 +135,14 @@ class LineReader:
         self._discarding = False
 
 
+def unstuff_line(line):
+    """One framed line of a short multi-line reply (CAPA, LIST, UIDL): None for the terminating
+    ".", else the line with its stuffing dot removed. (Bulk bodies go through DotUnstuffer.)"""
+    if line.startswith(b"."):
+        return None if len(line) == 1 else line[1:]
+    return line
+
+
 def terminator(at_line_start):
     """What closes a multi-line block: ".\r\n", with a CRLF first when the body did not end
     with a line end (RFC 1939 section 3)."""

@@ -209,3 +209,11 @@ def test_stuff_large_body_fixed_buffers():
     made = u.unstuff_into(end, 0, len(end), back)
     assert u.done and made == 0 and total == len(body)
 
+
+
+def test_unstuff_line():
+    from pocketpost.wire import unstuff_line
+
+    assert unstuff_line(b".") is None
+    assert unstuff_line(b"..") == b"." and unstuff_line(b".x") == b"x"
+    assert unstuff_line(b"1 u1") == b"1 u1" and unstuff_line(b"") == b""
