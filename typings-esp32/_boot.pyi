@@ -1,1 +1,0 @@
-# Micropython v1.29.0 frozen stubs
