@@ -4,30 +4,13 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.setup-done
-APT_STAMP := .apt-done
 
-.PHONY: setup test run bench clean deploy
+.PHONY: setup test run bench clean deploy pseudoboard
 
-$(APT_STAMP): apt-packages.txt
-	@if command -v apt-get >/dev/null 2>&1; then \
-	  missing=""; for p in $$(cat apt-packages.txt); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	  if [ -n "$$missing" ]; then \
-	    echo "apt: installing$$missing"; \
-	    SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  fi; \
-	else echo "apt-get not found: install $$(cat apt-packages.txt | tr '\n' ' ') yourself"; fi
-	@touch $@
-
-$(STAMP): requirements-dev.txt requirements-stubs.txt
-	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements-dev.txt
-	rm -rf typings-esp32
-	$(BIN)/pip install -q --target typings-esp32 -r requirements-stubs.txt
-	@touch $@
-
-setup: $(APT_STAMP) $(STAMP)
+# Always run: tools/setup.sh checks the venv's stamp (this folder, this Python, these pins) and
+# rebuilds a missing, stale or half-made venv; when all is in place it returns at once.
+setup:
+	@PY=$(PY) bash tools/setup.sh
 
 test: setup
 	$(BIN)/python -m pytest -v $(PYTEST_ARGS)
@@ -39,7 +22,7 @@ bench: setup
 	$(BIN)/python tools/bench_all.py
 
 clean:
-	rm -rf $(VENV) typings-esp32 build $(APT_STAMP)
+	rm -rf $(VENV) typings-esp32 typings-esp32.tmp build
 
 # --- board: deploy to an ESP32 (or the pseudo-board) with mpremote; see docs/BOARD.md --------
 BOARD ?= esp32
