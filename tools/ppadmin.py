@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Host admin tool for a pocketpost flash image (or a plain config file).
 
     ppadmin.py adduser IMAGE-or-CONFIG USER [--password PW] [--iterations N] [--apop-secret S]

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """A pseudo-board on the host: the unix micropython REPL behind a pty (socat), with a littlefs
 image file mounted at /flash, so mpremote and tools/deploy.py work against it as against an ESP32.
 

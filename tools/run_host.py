@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """`make run`: build (or reuse) run/flash.img with a demo mailbox, then serve it under micropython.
 
     .venv/bin/python tools/run_host.py [--fresh] [--port 1100] [--pop3s-port 1995] [--dir run]
