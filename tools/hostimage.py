@@ -103,13 +103,18 @@ def is_blank(path):
 
 
 def _proc_holders(path):
-    """'pid N (command line)' of the process /proc/locks names as holding PATH's flock, or None."""
+    """'pid N (command line)' of who holds PATH's lock, or None if /proc cannot tell.
+
+    /proc/locks names the process that took the flock, which may have ended or closed its copy
+    while a child it started still holds it (run_host hands it to micropython): so prefer a
+    process that has the file open now."""
     try:
         st = os.stat(path)
         with open("/proc/locks") as f:
             lines = f.read().splitlines()
     except OSError:
         return None
+    lockpid = None
     want = "%02x:%02x:%d" % (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
     for line in lines:
         parts = line.split()
@@ -121,8 +126,35 @@ def _proc_holders(path):
         except IndexError:
             continue
         if dev.lower() == want or dev.split(":")[-1] == str(st.st_ino) and _same_dev(dev, st):
-            return "pid %s (%s)" % (pid, _cmdline(pid))
+            lockpid = pid
+            break
+    openers = _openers(path)
+    if lockpid in openers or (lockpid is not None and not openers):
+        return "pid %s (%s)" % (lockpid, _cmdline(lockpid))
+    if openers:
+        return " and ".join("pid %s (%s)" % (p, _cmdline(p)) for p in openers[:2])
     return None
+
+
+def _openers(path):
+    """Pids (str, ascending) of other processes with PATH open, as far as /proc shows us."""
+    real = os.path.realpath(path)
+    me = str(os.getpid())
+    out = []
+    try:
+        pids = [p for p in os.listdir("/proc") if p.isdigit() and p != me]
+    except OSError:
+        return out
+    for pid in sorted(pids, key=int):
+        fdd = "/proc/%s/fd" % pid
+        try:
+            for fd in os.listdir(fdd):
+                if os.readlink(os.path.join(fdd, fd)) == real:
+                    out.append(pid)
+                    break
+        except OSError:
+            continue
+    return out
 
 
 def _same_dev(dev, st):
@@ -142,8 +174,7 @@ def _cmdline(pid):
     args = [a.decode("utf-8", "replace") for a in args if a]
     if args:
         args[0] = os.path.basename(args[0])
-    # interpreter + script: keep script paths short
-    text = " ".join(os.path.basename(a) if a.endswith(".py") else a for a in args)
+    text = " ".join(os.path.basename(a.rstrip("/")) if "/" in a else a for a in args)  # paths: short
     return text if len(text) <= 120 else text[:117] + "..."
 
 
