@@ -105,7 +105,7 @@ def test_no_tracked_file_names_a_machine_path(checkout):
     found = []
     for _mode, path in tracked(checkout):
         text = text_of(path)
-        if text is None:
+        if text is None or path == "host_tests/test_hygiene.py":  # this file: the rule and its samples
             continue
         for n, line in leaks_in(text, pattern):
             found.append("%s:%d: %s" % (path, n, line.strip()[:120]))

@@ -6,6 +6,7 @@
                      [--apop-secret S] [--force]                   --force replaces an existing user
     tools/ppadmin.py deliver IMAGE MAILBOX FILE.eml [FILE.eml ...] [--create-mailbox]
     tools/ppadmin.py ls IMAGE
+    tools/ppadmin.py run IMAGE SCRIPT.py                          MicroPython, image at /flash (cwd)
     (--debug before the command: show tracebacks)
 
 Only `create` formats, and only a file it makes itself; every other command refuses a file that is
@@ -212,6 +213,50 @@ run(body)
 """ % IMAGE_CONFIG
 
 
+# `run`: the user's script, read from the host, then run with /flash as the current directory
+# (as a board runs from its flash root), so the same file works with `mpremote run`.
+RUNNER = r"""
+import os, sys
+_p = os.getenv("PP_SCRIPT")
+_f = open(_p)
+_code = _f.read()
+_f.close()
+os.chdir("/flash")
+sys.argv[:] = [_p]
+exec(_code, {"__name__": "__main__"})
+"""
+
+
+def run_script(image, script, debug=False):
+    """Run SCRIPT (a host file) under micropython with IMAGE mounted at /flash and as the current
+    directory, output straight through; the image is locked and checked first. -> exit status."""
+    if not os.path.isfile(script):
+        raise Refused("%s: no such file; give a MicroPython script to run on the image" % script)
+    with hostimage.ImageLock(image) as lock:
+        hostimage.check(image)
+        e = dict(os.environ)
+        e["MICROPYPATH"] = FIRMWARE + ":" + os.path.join(ROOT, "tools") + ":.frozen"
+        e["PP_SCRIPT"] = os.path.abspath(script)
+        fd, runner = tempfile.mkstemp(suffix=".py", prefix="ppadmin-run-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(RUNNER)
+            sys.stdout.flush()
+            child = subprocess.Popen([micropython(), HOSTFLASH, image, "-f", runner], env=e, pass_fds=(lock.fd,))
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # Ctrl-C: the terminal sent it to the child too; make sure it ends
+                try:
+                    child.send_signal(2)
+                    return child.wait(5) or 130
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                    return 130
+        finally:
+            os.unlink(runner)
+
+
 def check_name(kind, name):
     if not ppconfig.valid_name(name):
         raise Refused("bad %s name %r: %s" % (kind, name, NAME_RULE))
@@ -339,6 +384,9 @@ def main(argv=None):
     d.add_argument("--create-mailbox", action="store_true", help="deliver to a mailbox no user reads")
     ls = sub.add_parser("ls")
     ls.add_argument("image")
+    rn = sub.add_parser("run", help="run a MicroPython script with the image at /flash (its current directory)")
+    rn.add_argument("image")
+    rn.add_argument("script")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "create":
@@ -349,6 +397,9 @@ def main(argv=None):
             out = adduser(args.target, args.user, pw, args.iterations, args.apop_secret, args.force, debug=args.debug)
         elif args.cmd == "deliver":
             out = deliver(args.image, args.mailbox, args.files, args.create_mailbox, debug=args.debug)
+        elif args.cmd == "run":
+            sys.stdout.flush()
+            return run_script(args.image, args.script, debug=args.debug)
         else:
             out = on_image(args.image, LS, debug=args.debug)
     except (Refused, ImageError, ppconfig.ConfigError) as e:
