@@ -90,6 +90,31 @@ def image_ports(rundir):
         return None
 
 
+SET_PORTS = r"""
+def body():
+    from pocketpost import config
+    cfg = config.load_raw("/flash/config.json")
+    cfg["server"]["port"] = int(os.getenv("PP_PORT"))
+    cfg["server"]["pop3s_port"] = int(os.getenv("PP_POP3S_PORT"))
+    config.check(cfg)
+    config.save("/flash/config.json", cfg)
+run(body)
+"""
+
+
+def set_ports(rundir, image, port, pop3s_port):
+    """Change the ports in the image's config (and its host-side copy), keeping its users and mail."""
+    print("%s: serving on ports %d and %d from now on" % (image, port, pop3s_port))
+    ppadmin.on_image(image, SET_PORTS, {"PP_PORT": str(port), "PP_POP3S_PORT": str(pop3s_port)})
+    cfgpath = os.path.join(rundir, "config.json")
+    with open(cfgpath) as f:
+        cfg = json.load(f)
+    cfg["server"]["port"] = port
+    cfg["server"]["pop3s_port"] = pop3s_port
+    with open(cfgpath, "w") as f:
+        json.dump(cfg, f, indent=2)
+
+
 def build_image(rundir, port, pop3s_port):
     tlsdir = os.path.join(rundir, "tls")
     make_cert(tlsdir)
@@ -137,10 +162,9 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     image = os.path.join(args.dir, "flash.img")
-    if not args.fresh and os.path.exists(image) and image_ports(args.dir) != (args.port, args.pop3s_port):
-        print("%s was built for other ports: rebuilding it" % image)
-        args.fresh = True
     try:
+        if not args.fresh and os.path.exists(image) and image_ports(args.dir) != (args.port, args.pop3s_port):
+            set_ports(args.dir, image, args.port, args.pop3s_port)  # in place: the image's mail stays
         if args.fresh and os.path.exists(image):
             with hostimage.ImageLock(image):  # not while a server or a tool has it
                 os.unlink(image)
