@@ -313,3 +313,10 @@ def test_lock_is_released_when_a_tool_is_killed(img):
         holder.kill()
         holder.wait(10)
     assert ppadmin("ls", img).returncode == 0
+
+
+def test_refusal_on_a_fresh_image_writes_nothing(tmp_path, base, report):
+    """Not even the store's root folder: refusals come before the store is opened."""
+    fresh = str(tmp_path / "fresh.img")
+    assert ppadmin("create", fresh, "--size", IMAGE_SIZE, "--config", base["config"]).returncode == 0
+    refused(["deliver", fresh, "nobody", report], ["nobody", "no user", "users: none"], files=[fresh, report])

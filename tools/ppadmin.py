@@ -162,10 +162,10 @@ def body():
     box = os.getenv("PP_MAILBOX")
     users = cfg["users"]
     readers = [u for u in users if users[u].get("mailbox") == box]
-    st = open_store(cfg)
     if not readers and not os.getenv("PP_CREATE"):
         refuse("mailbox %%s has no user in %%s (users: %%s): add the user first, or pass --create-mailbox"
                %% (box, IMAGE, ", ".join(sorted(users)) or "none"))
+    st = open_store(cfg)
     files = os.getenv("PP_FILES").split("\n")
     names = os.getenv("PP_NAMES").split("\n")  # as the user gave them, for messages
     sizes = [int(n) for n in os.getenv("PP_SIZES").split()]
@@ -301,7 +301,12 @@ def check_messages(image, files):
 def create(image, size_text=DEFAULT_SIZE, config_path=None, debug=False):
     size = hostimage.parse_size(size_text)
     if config_path:
-        cfg = ppconfig.load_raw(config_path)
+        try:
+            cfg = ppconfig.load_raw(config_path)
+        except OSError as e:
+            raise Refused("%s: cannot read: %s" % (config_path, e.strerror)) from None
+        except ValueError as e:
+            raise Refused("%s: not a JSON config: %s" % (config_path, e)) from None
     else:
         with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
             cfg = json.load(f)
