@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """`make run`: build (or reuse) run/flash.img with a demo mailbox, then serve it under micropython.
 
     .venv/bin/python tools/run_host.py [--fresh] [--port 1100] [--pop3s-port 1995] [--dir run]
@@ -20,6 +21,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import hostimage  # noqa: E402
 import ppadmin  # noqa: E402
 
 DEMO_USER = "demo"
@@ -88,12 +90,36 @@ def image_ports(rundir):
         return None
 
 
+SET_PORTS = r"""
+def body():
+    from pocketpost import config
+    cfg = config.load_raw("/flash/config.json")
+    cfg["server"]["port"] = int(os.getenv("PP_PORT"))
+    cfg["server"]["pop3s_port"] = int(os.getenv("PP_POP3S_PORT"))
+    config.check(cfg)
+    config.save("/flash/config.json", cfg)
+run(body)
+"""
+
+
+def set_ports(rundir, image, port, pop3s_port):
+    """Change the ports in the image's config (and its host-side copy), keeping its users and mail."""
+    print("%s: serving on ports %d and %d from now on" % (image, port, pop3s_port))
+    ppadmin.on_image(image, SET_PORTS, {"PP_PORT": str(port), "PP_POP3S_PORT": str(pop3s_port)})
+    cfgpath = os.path.join(rundir, "config.json")
+    with open(cfgpath) as f:
+        cfg = json.load(f)
+    cfg["server"]["port"] = port
+    cfg["server"]["pop3s_port"] = pop3s_port
+    with open(cfgpath, "w") as f:
+        json.dump(cfg, f, indent=2)
+
+
 def build_image(rundir, port, pop3s_port):
     tlsdir = os.path.join(rundir, "tls")
     make_cert(tlsdir)
     image = os.path.join(rundir, "flash.img")
-    with open(image, "wb") as f:
-        f.write(b"\xff" * IMAGE_SIZE)
+    lock = hostimage.create(image, IMAGE_SIZE)  # the one explicit create: refuses an existing file
     with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
         cfg = json.load(f)
     cfg["server"]["port"] = port
@@ -114,7 +140,14 @@ def build_image(rundir, port, pop3s_port):
         with open(p, "wb") as f:
             f.write(m.encode())
         files.append(p)
-    out = ppadmin.on_image(image, SETUP, {"PP_TLS": tlsdir, "PP_CONFIG": cfgpath, "PP_FILES": "\n".join(files)}, mkfs=True)
+    try:
+        out = ppadmin.on_image(image, SETUP, {"PP_TLS": tlsdir, "PP_CONFIG": cfgpath, "PP_FILES": "\n".join(files)},
+                               mkfs=True, lock=lock)
+    except BaseException:
+        os.unlink(image)  # made above: a half-built image would be reused next time
+        raise
+    finally:
+        lock.release()
     sys.stdout.write(out)
     return image
 
@@ -129,12 +162,19 @@ def main():
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     image = os.path.join(args.dir, "flash.img")
-    if not args.fresh and os.path.exists(image) and image_ports(args.dir) != (args.port, args.pop3s_port):
-        print("%s was built for other ports: rebuilding it" % image)
-        args.fresh = True
-    if args.fresh or not os.path.exists(image):
-        print("building %s ..." % image)
-        build_image(args.dir, args.port, args.pop3s_port)
+    try:
+        if not args.fresh and os.path.exists(image) and image_ports(args.dir) != (args.port, args.pop3s_port):
+            set_ports(args.dir, image, args.port, args.pop3s_port)  # in place: the image's mail stays
+        if args.fresh and os.path.exists(image):
+            with hostimage.ImageLock(image):  # not while a server or a tool has it
+                os.unlink(image)
+        if not os.path.exists(image):
+            print("building %s ..." % image)
+            build_image(args.dir, args.port, args.pop3s_port)
+        lock = hostimage.ImageLock(image)  # held until the server ends (the child inherits it)
+        hostimage.check(image)
+    except (hostimage.ImageError, ppadmin.Refused) as e:
+        sys.exit("run_host: %s" % e)
     cert = os.path.join(args.dir, "tls", "cert.pem")
     print("""
 pocketpost POP3 server on 127.0.0.1 (image %(image)s)
@@ -162,7 +202,7 @@ Ctrl-C stops the server.
     cmd = [ppadmin.micropython(), os.path.join(HERE, "hostflash.py"), image, "-m", "pocketpost.server", "/flash/config.json"]
     sys.stdout.flush()
     try:
-        sys.exit(subprocess.call(cmd, env=env))
+        sys.exit(subprocess.call(cmd, env=env, pass_fds=(lock.fd,)))
     except KeyboardInterrupt:
         pass
 
