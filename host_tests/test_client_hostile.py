@@ -274,11 +274,12 @@ def stored(tmp_path):
 
 
 def state_uids(tmp_path):
-    try:
-        data = (tmp_path / "state" / "h.uidl").read_bytes()
-    except FileNotFoundError:
-        return []
-    return [l.split(b" ")[-1] for l in data.split(b"\n")[1:] if l]
+    """Every UID the state file holds (a no-UIDL entry as its SHA-1 hex), pending one included."""
+    st = uidstate.UidState(str(tmp_path / "state"), "h").load()
+    out = [k[1:] if uidstate.is_hash_key(k) else k for k, _, _ in st.entries()]
+    if st.pending is not None:
+        out.append(st.pending[5])
+    return out
 
 
 def nothing_kept(tmp_path, s):
@@ -675,7 +676,8 @@ def test_no_uidl_quit_lost_then_duplicate_dropped(tmp_path, fetch):
     with pytest.raises(client.ConnectionLost):
         fetch(tmp_path, s.port, policy="delete")
     data = (tmp_path / "state" / "h.uidl").read_bytes()
-    assert data.split(b"\n")[1].startswith(b"H ") and b"#" not in data
+    keys = [k for k, _, _ in uidstate.UidState(str(tmp_path / "state"), "h").load().entries()]
+    assert len(keys) == 1 and uidstate.is_hash_key(keys[0]) and b"\nH " in data and b"#" not in data
     seen = []
     s = Script(mailbox([(None, GOOD)], seen))
     st = fetch(tmp_path, s.port, policy="delete")
@@ -684,8 +686,8 @@ def test_no_uidl_quit_lost_then_duplicate_dropped(tmp_path, fetch):
 
 
 def state_times(tmp_path):
-    data = (tmp_path / "state" / "h.uidl").read_bytes()
-    return [int(l.split(b" ")[1]) for l in data.split(b"\n")[1:] if l.startswith(b"S ")]
+    st = uidstate.UidState(str(tmp_path / "state"), "h").load()
+    return [fs for k, fs, _ in st.entries() if not uidstate.is_hash_key(k)]
 
 
 def test_keep_days_clock_unset_at_first_sight(tmp_path, fetch):

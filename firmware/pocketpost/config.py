@@ -269,4 +269,17 @@ def open_store(cfg):
 
     st = cfg.get("store") or {}
     return Store(st.get("root", STORE_DEFAULTS["root"]), quota=st.get("quota", STORE_DEFAULTS["quota"]),
-                 reserve=st.get("reserve", STORE_DEFAULTS["reserve"]))
+                 reserve=st.get("reserve", STORE_DEFAULTS["reserve"]) + state_reserve(cfg))
+
+
+def state_reserve(cfg):
+    """Flash the client accounts' UIDL state may need on top of its snapshot (journal + one
+    compaction's temp file, uidstate.flash_need), kept free by the store like its own reserve."""
+    from pocketpost import uidstate
+
+    need = 0
+    for a in cfg.get("accounts") or ():
+        if isinstance(a, dict):
+            n = a.get("max_entries", uidstate.DEFAULT_MAX_ENTRIES)
+            need += uidstate.flash_need(n if isinstance(n, int) and n > 0 else uidstate.DEFAULT_MAX_ENTRIES)
+    return need
