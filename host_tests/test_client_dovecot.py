@@ -52,6 +52,8 @@ def account(dc, tmp, **kw):
          "policy": "keep", "timeouts": {"connect_timeout": 5, "read_timeout": 10}}
     if kw.get("tls") in ("stls", "none"):
         a["port"] = dc.port
+    if kw.get("tls") == "none":
+        a["allow_plaintext"] = True  # config.load refuses a plaintext account without it
     a.update(kw)
     return a
 

@@ -177,8 +177,8 @@ class Crash(BaseException):
 
 
 def account(tmp_path, port, **kw):
-    acct = {"name": "h", "host": "127.0.0.1", "port": port, "tls": "none", "user": "u", "password": "p",
-            "mailbox": "m", "state_dir": str(tmp_path / "state"),
+    acct = {"name": "h", "host": "127.0.0.1", "port": port, "tls": "none", "allow_plaintext": True, "user": "u",
+            "password": "p", "mailbox": "m", "state_dir": str(tmp_path / "state"),
             "timeouts": {"connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT}}
     acct.update(kw)
     return acct
@@ -745,7 +745,7 @@ def run_fetch_cli(runtime, config_path, capsys):
 def test_fetch_cli_opens_the_store_like_the_server(tmp_path, capsys, runtime):
     """fetch.main reads the config through config.load and opens the store with its reserve:
     a reserve larger than the free flash stops the delivery (cleanly, with QUIT)."""
-    acct = {"name": "h", "host": "127.0.0.1", "tls": "none", "user": "u", "password": "p", "mailbox": "m",
+    acct = {"name": "h", "host": "127.0.0.1", "tls": "none", "allow_plaintext": True, "user": "u", "password": "p", "mailbox": "m",
             "state_dir": str(tmp_path / "state"), "timeouts": {"connect_timeout": 2, "read_timeout": 1}}
     for reserve, fetched in ((1 << 60, 0), (0, 1)):
         seen = []
