@@ -215,6 +215,22 @@ def _check_transport(a):
     elif IS_MICROPYTHON and a.get("verify", True) is not False and not a.get("ca"):
         raise ConfigError('config: account %s: certificate verification needs "ca" (the CA certificate, DER) '
                           'on MicroPython, which has no system CA store' % (name,))
+    ca = a.get("ca")
+    if isinstance(ca, str) and ca and _is_pem(ca):
+        raise ConfigError("config: account %s: %s is PEM; the board needs DER: convert with "
+                          "`openssl x509 -in %s -outform DER -out %s.der`" % (name, ca, ca, ca.rsplit(".", 1)[0]))
+
+
+def _is_pem(path):
+    """True if path is readable and PEM (a missing file is the connect's error, with its path)."""
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return False
+    try:
+        return f.read(11) == b"-----BEGIN "
+    finally:
+        f.close()
 
 
 def secrets_path(config_path, cfg):

@@ -511,7 +511,7 @@ class UidState:
         e = self._edits
         for j in range(self._ne):
             o = j * _EDIT
-            hx = binascii.hexlify(e[o + 1:o + 1 + _KEY])
+            hx = binascii.hexlify(bytes(e[o + 1:o + 1 + _KEY]))
             if e[o] == 0x58:
                 parts.append(_seal(b"X " + hx))
             else:

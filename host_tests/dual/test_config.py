@@ -139,3 +139,22 @@ def test_client_warns_each_session_of_a_plaintext_account():
         _with_dir(body)
     finally:
         log.set_sink(None)
+
+
+def test_pem_ca_refused_at_load_with_the_conversion():
+    def body(d):
+        compat.makedirs(d)
+        pem = d + "/isp-ca.pem"
+        f = open(pem, "w")
+        f.write("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+        f.close()
+        _refused(lambda: config.check({"accounts": [_acct(ca=pem)]}), "isp", "PEM", "DER",
+                 "openssl x509 -in %s -outform DER -out %s/isp-ca.der" % (pem, d))
+        der = d + "/isp-ca.der"
+        f = open(der, "wb")
+        f.write(b"\x30\x82\x01\x0a")
+        f.close()
+        config.check({"accounts": [_acct(ca=der)]})
+        config.check({"accounts": [_acct(ca=d + "/missing.der")]})  # not here (a board path): the connect says so
+
+    _with_dir(body)
