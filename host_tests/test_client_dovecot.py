@@ -14,6 +14,7 @@ import pytest
 
 from dovecot import Dovecot
 from helpers import FIRMWARE, MICROPYTHON, ROOT
+from uidtool import entries as state_entries
 
 from pocketpost import client, store as storemod, uidstate
 from pocketpost.store import Store
@@ -161,7 +162,7 @@ def test_policy_keep_days(dc, tmp_path):
     assert len(dc.messages("alice")) == 3
     # Age the first message's state entry by 3 days: the next run deletes just that one.
     st = uidstate.UidState(str(tmp_path / "state"), "isp").load()
-    uid, first_seen, flag = st.entries()[0]
+    uid, first_seen, flag = state_entries(st)[0]
     st.add(uid, first_seen - 3 * 86400, flag)
     st.save()
     rc, out = run_cli(tmp_path, acct)

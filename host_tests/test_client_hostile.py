@@ -20,6 +20,7 @@ import pytest
 import clientdriver
 from helpers import FIRMWARE, MICROPYTHON, free_port
 from serverharness import cert_dir
+from uidtool import entries as state_entries
 
 from pocketpost import client, store as storemod, uidstate
 from pocketpost.pop3 import ProtocolError
@@ -276,7 +277,7 @@ def stored(tmp_path):
 def state_uids(tmp_path):
     """Every UID the state file holds (a no-UIDL entry as its SHA-1 hex), pending one included."""
     st = uidstate.UidState(str(tmp_path / "state"), "h").load()
-    out = [k[1:] if uidstate.is_hash_key(k) else k for k, _, _ in st.entries()]
+    out = [k[1:] if uidstate.is_hash_key(k) else k for k, _, _ in state_entries(st)]
     if st.pending is not None:
         out.append(st.pending[5])
     return out
@@ -676,7 +677,7 @@ def test_no_uidl_quit_lost_then_duplicate_dropped(tmp_path, fetch):
     with pytest.raises(client.ConnectionLost):
         fetch(tmp_path, s.port, policy="delete")
     data = (tmp_path / "state" / "h.uidl").read_bytes()
-    keys = [k for k, _, _ in uidstate.UidState(str(tmp_path / "state"), "h").load().entries()]
+    keys = [k for k, _, _ in state_entries(uidstate.UidState(str(tmp_path / "state"), "h").load())]
     assert len(keys) == 1 and uidstate.is_hash_key(keys[0]) and b"\nH " in data and b"#" not in data
     seen = []
     s = Script(mailbox([(None, GOOD)], seen))
@@ -687,7 +688,7 @@ def test_no_uidl_quit_lost_then_duplicate_dropped(tmp_path, fetch):
 
 def state_times(tmp_path):
     st = uidstate.UidState(str(tmp_path / "state"), "h").load()
-    return [fs for k, fs, _ in st.entries() if not uidstate.is_hash_key(k)]
+    return [fs for k, fs, _ in state_entries(st) if not uidstate.is_hash_key(k)]
 
 
 def test_keep_days_clock_unset_at_first_sight(tmp_path, fetch):

@@ -627,38 +627,6 @@ class UidState:
         f.write(ln)
         return len(ln)
 
-    def entries(self):
-        """[(full key, first_seen, flag)] of every entry, read back from the file and `added`
-        (for tools and tests; the client never needs the full keys)."""
-        out = []
-        got = {}
-
-        def take(key):
-            i = self._index(key)
-            if i >= 0 and key not in got:
-                got[key] = None
-                o = i * _REC
-                out.append((key, struct.unpack_from(">I", self.buf, o + _KEY)[0],
-                            "h" if self.buf[o + _KEY + 4] & _F_HEADERS else "f"))
-
-        try:
-            f = open(self.path, "rb")
-        except OSError:
-            f = None
-        if f is not None:
-            try:
-                for body in self._records(f):
-                    w = bytes(body).split(b" ")
-                    if w[0] == b"S" and len(w) == 4:
-                        take(w[3])
-                    elif w[0] == b"H" and len(w) == 4:
-                        take(hash_key(w[3].decode()))
-            finally:
-                f.close()
-        for key in self.added:
-            take(key)
-        return out
-
     # -- entries ----------------------------------------------------------------------
     def __contains__(self, uid):
         return self._index(uid) >= 0

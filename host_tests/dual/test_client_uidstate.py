@@ -1,8 +1,9 @@
 """UIDL state file (uidstate.py) for both runtimes: record types, synthetic keys, round trips."""
 
+import uidtool
 from flashdev import fresh_root
-from pocketpost import compat
-from pocketpost.uidstate import UidState, hash_key, is_hash_key
+from pocketpost import compat, uidstate
+from pocketpost.uidstate import StateError, UidState, hash_key, is_hash_key
 
 SHA = "a9993e364706816aba3e25717850c26c9cd0d89d"
 
@@ -94,9 +95,6 @@ def test_table_2000_entries_round_trip():
 
 # --- journal, torn tail, compaction, power cuts, preallocation -----------------------------------
 
-from pocketpost import uidstate
-from pocketpost.uidstate import StateError
-
 
 def _read(path):
     f = open(path, "rb")
@@ -150,7 +148,7 @@ def test_journal_appends_and_replays():
         st2 = UidState(d, "j", 50).load()
         assert _snapshot(st2) == _snapshot(st) and len(st2) == 3
         assert st2.get(b"a") == [1700000099, "f"] and b"b" not in st2 and st2.pending is None
-        assert sorted(k for k, _, _ in st2.entries()) == sorted([b"a", b"c", hash_key(SHA)])
+        assert sorted(k for k, _, _ in uidtool.entries(st2)) == sorted([b"a", b"c", hash_key(SHA)])
         # another session appends to the replayed file (no compaction needed)
         st2.add(b"d", 5)
         st2.save()
