@@ -14,8 +14,9 @@ import pytest
 
 from dovecot import Dovecot
 from helpers import FIRMWARE, MICROPYTHON, ROOT
+from uidtool import entries as state_entries
 
-from pocketpost import client, store as storemod
+from pocketpost import client, store as storemod, uidstate
 from pocketpost.store import Store
 
 PASSWORD = "wonder land"
@@ -52,6 +53,8 @@ def account(dc, tmp, **kw):
          "policy": "keep", "timeouts": {"connect_timeout": 5, "read_timeout": 10}}
     if kw.get("tls") in ("stls", "none"):
         a["port"] = dc.port
+    if kw.get("tls") == "none":
+        a["allow_plaintext"] = True  # config.load refuses a plaintext account without it
     a.update(kw)
     return a
 
@@ -158,12 +161,10 @@ def test_policy_keep_days(dc, tmp_path):
     check_ok(*run_cli(tmp_path, acct))
     assert len(dc.messages("alice")) == 3
     # Age the first message's state entry by 3 days: the next run deletes just that one.
-    path = tmp_path / "state" / "isp.uidl"
-    lines = path.read_bytes().split(b"\n")
-    w = lines[1].split(b" ")
-    w[1] = b"%d" % (int(w[1]) - 3 * 86400)
-    lines[1] = b" ".join(w)
-    path.write_bytes(b"\n".join(lines))
+    st = uidstate.UidState(str(tmp_path / "state"), "isp").load()
+    uid, first_seen, flag = state_entries(st)[0]
+    st.add(uid, first_seen - 3 * 86400, flag)
+    st.save()
     rc, out = run_cli(tmp_path, acct)
     check_ok(rc, out)
     assert "1 deleted" in out, out

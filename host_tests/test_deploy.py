@@ -80,7 +80,7 @@ def test_deploy_to_pseudoboard_then_boot_and_serve(tmp_path, remote_server):
         cfg = json.load(f)
     cfg["server"]["port"] = port
     cfg["server"]["pop3s_port"] = port_s
-    cfg["accounts"] = [{"name": "remote", "host": "127.0.0.1", "port": remote_server, "tls": "none", "auth": "user",
+    cfg["accounts"] = [{"name": "remote", "host": "127.0.0.1", "port": remote_server, "tls": "none", "allow_plaintext": True, "auth": "user",
                         "user": "bob", "password": "bobpw", "mailbox": "alice", "policy": "keep"}]
     cfg["services"] = {"server": True, "fetch_interval_s": 0}
     cfg_path = str(tmp_path / "config.json")

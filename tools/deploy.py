@@ -8,7 +8,7 @@
    .mpy, arch-independent) and refuse if the board cannot load that .mpy version;
 3. copy with mpremote, showing each file: lib/pocketpost/*.mpy, boot.py, main.py, config.json
    (only if the board has none, or --force-config: users added at the REPL live there),
-   the DER certificate and key the config names, secrets.json (Wi-Fi); stale pocketpost
+   the DER certificate and key the config names, secrets.json (Wi-Fi, account passwords); stale pocketpost
    .py/.mpy files on the board are removed (a .py would shadow its .mpy);
 4. reset the board (machine.reset; on the unix pseudo-board a soft reset, which ends it).
 
@@ -173,7 +173,8 @@ class Deploy:
         if os.path.exists(secrets):
             out.append((secrets, secrets_remote))
         elif info["platform"] != "linux":
-            say("secrets: no %s: the board will run without Wi-Fi (copy secrets.json.template)" % secrets)
+            say("secrets: no %s: the board will run without Wi-Fi or account passwords (copy secrets.json.template)"
+                % secrets)
         return out
 
     def run(self):

@@ -4,19 +4,24 @@ Layout (see boards/host/config.json):
     {"store":  {"root", "quota", "reserve"},
      "server": {listen address, ports, TLS files, auth policy, limits},
      "users":  {name: {"password": "pbkdf2-sha256$...", "mailbox": name, "apop_secret": null}},
-     "accounts": [...],           # the POP3 client's; passed through untouched (client.py checks it)
+     "accounts": [...],           # the POP3 client's; client.py checks each (config only the transport)
      "log":    {"level": "info"},
      ... other top-level keys ("wifi", "ntp", "watchdog", ...) are board glue: kept untouched.}
 
 `load()` returns a new dict: each known section is the defaults overlaid with the file's values,
 checked; a bad value raises ConfigError naming the key. `load_raw()` returns the file as written
-(for tools that edit and `save()` it without baking the defaults in).
+(for tools that edit and `save()` it without baking the defaults or the secrets in).
+
+Secrets live outside config.json, in the secrets file next to it (SECRETS_FILE, or the path
+"wifi"/"secrets" names; git-ignored, copied by tools/deploy.py; see
+boards/*/secrets.json.template): Wi-Fi keys (board.py) and, under "accounts", each client
+account's secrets by account name ({"isp": {"password": "..."}}), merged by `load()`.
 """
 
 import json
 
 from pocketpost import auth
-from pocketpost.compat import const, rename, sync_file
+from pocketpost.compat import IS_MICROPYTHON, const, rename, sync_file
 
 # --- defaults, each with its reason --------------------------------------------------------
 STORE_DEFAULTS = {
@@ -61,6 +66,11 @@ SERVER_DEFAULTS = {
 }
 
 LOG_DEFAULTS = {"level": "info"}
+
+# The secrets file, relative to the config file's folder unless absolute (board.py reads the
+# same file for Wi-Fi); keys an account may take from it (the rest belongs in config.json).
+SECRETS_FILE = "secrets.json"
+ACCOUNT_SECRETS = ("password",)
 
 # A user / mailbox name: it becomes a directory name on flash.
 MAX_NAME = const(32)
@@ -181,7 +191,9 @@ def check(cfg):
     acc = cfg.get("accounts", [])
     if not isinstance(acc, list):
         raise ConfigError("config: accounts must be a list")
-    out["accounts"] = acc  # client.py checks each account
+    for a in acc:
+        _check_transport(a)
+    out["accounts"] = acc  # client.py checks the rest of each account
 
     lg = _merge(LOG_DEFAULTS, cfg.get("log"), "log")
     if lg["level"] not in ("debug", "info", "warning", "error"):
@@ -190,8 +202,93 @@ def check(cfg):
     return out
 
 
+def _check_transport(a):
+    """An account without TLS must say so twice; on MicroPython a verified one needs its CA
+    (the port has no system CA store, so "verify" alone would fail at every connect)."""
+    if not isinstance(a, dict):
+        return  # client.py names the problem
+    name = a.get("name", "?")
+    if a.get("tls") == "none":
+        if a.get("allow_plaintext") is not True:
+            raise ConfigError('config: account %s: "tls": "none" sends the password and mail in clear; '
+                              'add "allow_plaintext": true to allow it' % (name,))
+    elif IS_MICROPYTHON and a.get("verify", True) is not False and not a.get("ca"):
+        raise ConfigError('config: account %s: certificate verification needs "ca" (the CA certificate, DER) '
+                          'on MicroPython, which has no system CA store' % (name,))
+    ca = a.get("ca")
+    if isinstance(ca, str) and ca and _is_pem(ca):
+        raise ConfigError("config: account %s: %s is PEM; the board needs DER: convert with "
+                          "`openssl x509 -in %s -outform DER -out %s.der`" % (name, ca, ca, ca.rsplit(".", 1)[0]))
+
+
+def _is_pem(path):
+    """True if path is readable and PEM (a missing file is the connect's error, with its path)."""
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return False
+    try:
+        return f.read(11) == b"-----BEGIN "
+    finally:
+        f.close()
+
+
+def secrets_path(config_path, cfg):
+    """The secrets file for a config file: "wifi"/"secrets" or SECRETS_FILE, next to the config."""
+    w = cfg.get("wifi")
+    name = w.get("secrets") if isinstance(w, dict) else None
+    if not isinstance(name, str) or not name:
+        name = SECRETS_FILE
+    if name.startswith("/"):
+        return name
+    i = config_path.rfind("/")
+    return name if i < 0 else config_path[:i + 1] + name
+
+
+def merge_secrets(cfg, path):
+    """Copy each account's secrets from the secrets file ("accounts": {name: {"password": ...}})
+    into the config's account of that name. No file, or no "accounts" in it: nothing to do. A
+    secret also set in config.json is refused (which one would win is a trap)."""
+    try:
+        f = open(path)
+    except OSError:
+        return cfg
+    try:
+        try:
+            sec = json.load(f)
+        except ValueError:
+            raise ConfigError("config: %s is not valid JSON" % path)
+    finally:
+        f.close()
+    acc = sec.get("accounts") if isinstance(sec, dict) else None
+    if acc is None:
+        return cfg
+    if not isinstance(acc, dict):
+        raise ConfigError("config: %s: accounts must be an object (account name -> its secrets)" % path)
+    for a in cfg.get("accounts") or ():
+        if not isinstance(a, dict) or not isinstance(a.get("name"), str) or a["name"] not in acc:
+            continue
+        name = a["name"]
+        s = acc[name]
+        if not isinstance(s, dict):
+            raise ConfigError("config: %s: accounts.%s must be an object" % (path, name))
+        for k in s:
+            if k not in ACCOUNT_SECRETS:
+                raise ConfigError("config: %s: accounts.%s.%s is not an account secret (%s); it goes in "
+                                  "config.json" % (path, name, k, ", ".join(ACCOUNT_SECRETS)))
+            if k in a:
+                raise ConfigError("config: account %s: %s is set in config.json and in %s; keep it in %s only"
+                                  % (name, k, path, path))
+            if not isinstance(s[k], str) or not s[k]:
+                raise ConfigError("config: %s: accounts.%s.%s must be a string" % (path, name, k))
+            a[k] = s[k]
+    return cfg
+
+
 def load(path):
-    return check(load_raw(path))
+    """The checked config, with the secrets file's account secrets merged in."""
+    cfg = load_raw(path)
+    return check(merge_secrets(cfg, secrets_path(path, cfg)))
 
 
 def defaults():
@@ -269,4 +366,17 @@ def open_store(cfg):
 
     st = cfg.get("store") or {}
     return Store(st.get("root", STORE_DEFAULTS["root"]), quota=st.get("quota", STORE_DEFAULTS["quota"]),
-                 reserve=st.get("reserve", STORE_DEFAULTS["reserve"]))
+                 reserve=st.get("reserve", STORE_DEFAULTS["reserve"]) + state_reserve(cfg))
+
+
+def state_reserve(cfg):
+    """Flash the client accounts' UIDL state may need on top of its snapshot (journal + one
+    compaction's temp file, uidstate.flash_need), kept free by the store like its own reserve."""
+    from pocketpost import uidstate
+
+    need = 0
+    for a in cfg.get("accounts") or ():
+        if isinstance(a, dict):
+            n = a.get("max_entries", uidstate.DEFAULT_MAX_ENTRIES)
+            need += uidstate.flash_need(n if isinstance(n, int) and n > 0 else uidstate.DEFAULT_MAX_ENTRIES)
+    return need
