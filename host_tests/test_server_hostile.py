@@ -180,9 +180,35 @@ def test_wrong_passwords_growing_delay_no_enumeration(tmp_path):
         assert time.time() - t > 0.75
         assert c.cmd(b"USER alice").startswith(b"+OK")
         assert c.cmd(b"PASS alice pass").startswith(b"+OK")
+        assert c.cmd(b"DELE 1").startswith(b"+OK")
         c.cmd(b"QUIT")
+        assert c.eof(3)
     finally:
         s.stop()
+    # The log: ISO 8601 UTC stamps (the host's clock is set), the session number on every line of
+    # a session, each failed login with its method and the delay it was given.
+    lines = [ln for ln in s.log().splitlines() if " pop3 #" in ln]
+    for ln in lines:
+        stamp = ln.split(" ")[0]
+        assert len(stamp) == 20 and stamp[10] == "T" and stamp.endswith("Z"), ln
+    sids = []  # the sessions that logged something beyond connect/disconnect, in order
+    for ln in lines:
+        sid = ln.split(" pop3 #", 1)[1].split(" ", 1)[0]
+        if "login" in ln and sid not in sids:
+            sids.append(sid)
+    assert len(sids) == 2, lines
+    first = [ln.split(" INFO ", 1)[1] for ln in lines if " pop3 #%s " % sids[0] in ln]
+    second = [ln.split(" INFO ", 1)[1] for ln in lines if " pop3 #%s " % sids[1] in ln]
+    fails = [ln for ln in first if "login failed" in ln]
+    assert [f.split("login failed ", 1)[1] for f in fails] == [
+        "user=alice method=USER/PASS failures=1 delay=0.2s", "user=nobody method=USER/PASS failures=2 delay=0.4s",
+        "user=alice method=USER/PASS failures=3 delay=0.8s", "user=nobody method=USER/PASS failures=4 delay=0.8s",
+        "user=alice method=USER/PASS failures=5 delay=0.8s"], first
+    assert fails[0].startswith("pop3 #%s 127.0.0.1 login failed" % sids[0])
+    tag = "pop3 #%s 127.0.0.1 " % sids[1]
+    assert tag + "login failed user=alice method=USER/PASS failures=1 delay=0.8s" in second, second
+    assert tag + "login user=alice method=USER/PASS tls=0 messages=1" in second, second
+    assert tag + "quit user=alice deleted=1" in second, second
 
 
 def test_plaintext_on_pop3s_port_leaks_nothing(srv):
@@ -209,17 +235,36 @@ def test_plaintext_on_pop3s_port_leaks_nothing(srv):
             assert t.recv(100).startswith(b"+OK")
 
 
+class RawFrom(Raw):
+    """A Raw client whose connection comes from another loopback address (Linux routes 127/8)."""
+
+    def __init__(self, port, source, timeout=10):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout, source_address=(source, 0))
+        self.buf = b""
+
+
 def test_session_limits(tmp_path):
-    s = Pop3Server(str(tmp_path), {"alice": [msg(1)]}, server={"max_sessions": 2, "max_sessions_per_addr": 2,
+    s = Pop3Server(str(tmp_path), {"alice": [msg(1)]}, server={"max_sessions": 3, "max_sessions_per_addr": 2,
                                                               "trusted_networks": []})
     s.start()
     try:
         a = Raw(s.port)
         b = Raw(s.port)
         assert a.line().startswith(b"+OK") and b.line().startswith(b"+OK")
-        c = Raw(s.port)
+        c = Raw(s.port)  # a third from 127.0.0.1: the per-address cap
         assert c.line().startswith(b"-ERR [SYS/TEMP]")
         assert c.eof(3)
+        e = RawFrom(s.port, "127.0.0.2")  # another address: the third session overall is fine
+        assert e.line().startswith(b"+OK")
+        f = RawFrom(s.port, "127.0.0.3")  # a fourth: the global cap
+        assert f.line().startswith(b"-ERR [SYS/TEMP]")
+        assert f.eof(3)
+        refusals = [ln.split(" WARN ", 1)[1] for ln in s.log().splitlines() if "refused" in ln]
+        assert refusals == [
+            "pop3 127.0.0.1 refused: per-address cap max_sessions_per_addr=2 reached (open: 2 in all, 2 from 127.0.0.1)",
+            "pop3 127.0.0.3 refused: global session cap max_sessions=3 reached (open: 3 in all, 0 from 127.0.0.3)"], refusals
+        e.cmd(b"QUIT")
+        assert e.eof(3)
         # loopback is not trusted here: plain-text login refused until STLS
         assert a.cmd(b"USER alice").startswith(b"-ERR [AUTH]")
         a.send(b"CAPA\r\n")

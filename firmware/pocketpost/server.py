@@ -185,6 +185,15 @@ class _CConn:
             pass
 
 
+def _cap_reached(sv, open_all, open_here):
+    """Which session limit refuses one more connection (named as in the config), or None."""
+    if open_all >= sv["max_sessions"]:
+        return "global session cap max_sessions=%d reached" % sv["max_sessions"]
+    if open_here >= sv["max_sessions_per_addr"]:
+        return "per-address cap max_sessions_per_addr=%d reached" % sv["max_sessions_per_addr"]
+    return None
+
+
 class Server:
     def __init__(self, cfg, store):
         self.cfg = cfg
@@ -232,8 +241,9 @@ class Server:
                 pass
             timeout = self.sv["idle_timeout"]
             conn = _Conn(reader, timeout) if IS_MICROPYTHON else _CConn(reader, writer, timeout)
-            if self.sessions >= self.sv["max_sessions"] or self.per_addr.get(ip, 0) >= self.sv["max_sessions_per_addr"]:
-                log.warning("pop3 %s refused: too many sessions (%d)", ip, self.sessions)
+            cap = _cap_reached(self.sv, self.sessions, self.per_addr.get(ip, 0))
+            if cap is not None:
+                log.warning("pop3 %s refused: %s (open: %d in all, %d from %s)", ip, cap, self.sessions, self.per_addr.get(ip, 0), ip)
                 if not implicit:  # POP3S: no handshake is spent on a refused peer
                     await conn.send(reply(False, "too many sessions, try later", "SYS/TEMP"))
                 return
@@ -246,7 +256,7 @@ class Server:
                 r = conn.start_tls(self.ctx)
                 if r is not None:
                     await r
-            session = Session(self.svc, ip, implicit)
+            session = Session(self.svc, ip, implicit, sid)
             log.info("pop3 #%d %s connect tls=%d sessions=%d", sid, ip, int(implicit), self.sessions)
             await self._run(conn, session, sid)
         except _Timeout:
