@@ -37,6 +37,9 @@ from pocketpost.wire import LineReader
 # a whole batch at once; lines are taken out of this buffer in order, nothing is lost.
 READ_EXTRA = 256
 LISTEN_BACKLOG = 4  # pending connections the kernel/lwIP queues per listener
+# Plaintext a client pipelined after STLS that is read off the socket and dropped before the +OK
+# (RFC 2595 section 4): at most this much; beyond it the TLS handshake fails on the rest.
+STLS_DRAIN_MAX = 4096
 
 if IS_MICROPYTHON:
     from asyncio import core as _core  # type: ignore[attr-defined]  # MicroPython asyncio internals
@@ -79,7 +82,17 @@ class _Conn:
         self.handshaking = False
 
     def before_tls(self):
-        pass  # we read only when asked: bytes after the +OK stay in the socket for TLS
+        # Called before the +OK to STLS goes out. A client starts its handshake only once it has
+        # that +OK, so whatever is in the socket now is plaintext pipelined after STLS (a command
+        # injection, RFC 2595 section 4): drop it, or it would reach TLS as a broken ClientHello.
+        buf = bytearray(256)
+        for _ in range(STLS_DRAIN_MAX // 256):
+            try:
+                n = self.raw.readinto(buf)
+            except OSError:
+                return
+            if not n:  # None: nothing more waiting (non-blocking socket); 0: EOF
+                return
 
     def start_tls(self, ctx):
         self.sock = ctx.wrap_socket(self.raw, server_side=True, do_handshake_on_connect=False)
