@@ -2,7 +2,11 @@
 commands out of state, a pipelined flood, idle clients, a client that stops reading mid-RETR, drops,
 two sessions on one mailbox, wrong passwords, plain text on the POP3S port, session limits."""
 
+import fcntl
+import re
 import socket
+import struct
+import termios
 import time
 
 import pytest
@@ -21,6 +25,30 @@ def srv(tmp_path_factory):
         yield s
     finally:
         s.stop()
+
+
+def wait_for(cond, what, timeout=10):
+    """Poll cond() until it is true (bounded): synchronisation without guessing a sleep."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(0.02)
+
+
+def open_sessions(srv):
+    """Sessions open as of the server's last connect/disconnect log line."""
+    vals = re.findall(r" sessions=(\d+)", srv.log())
+    return int(vals[-1]) if vals else 0
+
+
+def accepted(srv):
+    """Connections the server has taken up so far (each logs a connect or a refusal)."""
+    return len(re.findall(r" connect tls=| refused: ", srv.log()))
+
+
+def pending_bytes(sock):
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 def login(port, user=b"alice", pw=b"alice pass"):
@@ -104,7 +132,7 @@ def test_stalled_reader_stalls_only_itself(srv):
     assert r.startswith(b"+OK")
     c.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     c.send(b"RETR 3\r\n")  # ~2.2 MB, and we do not read it
-    time.sleep(0.3)
+    wait_for(lambda: pending_bytes(c.s) >= 4096, "the server to stream RETR 3 into our full window")
     # another session on another mailbox is served meanwhile
     t = time.time()
     d, r = login(srv.port, b"bob", b"bobpw")
@@ -212,8 +240,9 @@ def test_wrong_passwords_growing_delay_no_enumeration(tmp_path):
 
 
 def test_plaintext_on_pop3s_port_leaks_nothing(srv):
-    time.sleep(0.3)
+    wait_for(lambda: open_sessions(srv) == 0, "the earlier tests' sessions to end")
     before = srv.fds()
+    taken = accepted(srv)
     for i in range(20):
         c = socket.create_connection(("127.0.0.1", srv.pop3s_port), 5)
         c.sendall(b"USER alice\r\nPASS x\r\n" if i % 2 else b"\x16\x03\x01\x00\x05garbage" * 3)
@@ -221,11 +250,10 @@ def test_plaintext_on_pop3s_port_leaks_nothing(srv):
     for i in range(5):  # and some that just connect and wait for the idle timeout
         c = socket.create_connection(("127.0.0.1", srv.pop3s_port), 5)
         c.close()
-    time.sleep(1.0)
-    deadline = time.time() + 8
-    while srv.fds() != before and time.time() < deadline:
-        time.sleep(0.2)
-    assert srv.fds() == before
+    # every one of the 25 was taken up by the server, and every session has ended...
+    wait_for(lambda: accepted(srv) >= taken + 25 and open_sessions(srv) == 0, "all 25 connections handled")
+    # ...and the descriptors are back (a close may trail the log line by a moment)
+    wait_for(lambda: srv.fds() == before, "the fd count to return to %d" % before, timeout=8)
     assert srv.alive()
     # still serving TLS
     import ssl
@@ -248,6 +276,7 @@ def test_session_limits(tmp_path):
                                                               "trusted_networks": []})
     s.start()
     try:
+        wait_for(lambda: open_sessions(s) == 0, "the start-up probes' sessions to end")
         a = Raw(s.port)
         b = Raw(s.port)
         assert a.line().startswith(b"+OK") and b.line().startswith(b"+OK")
@@ -273,7 +302,7 @@ def test_session_limits(tmp_path):
         assert b"STLS" in capa and b"USER" not in capa
         a.cmd(b"QUIT")
         assert a.eof(3)
-        time.sleep(0.2)
+        wait_for(lambda: open_sessions(s) == 1, "a's session to end (b's remains)")
         d = Raw(s.port)
         assert d.line().startswith(b"+OK")
         assert s.alive()
