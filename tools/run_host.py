@@ -292,4 +292,8 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before the server started (while the image is built)
+        print("\npocketpost: interrupted before the server started.")
+        sys.exit(130)
