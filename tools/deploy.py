@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Deploy pocketpost to a board in one command:
 
     python tools/deploy.py --board esp32 --port /dev/ttyUSB0       (make deploy BOARD=esp32 PORT=...)

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """`make run`: build (or reuse) run/flash.img with a demo mailbox, then serve it under micropython.
 
     .venv/bin/python tools/run_host.py [--fresh] [--port 1100] [--pop3s-port 1995] [--dir run]
@@ -6,11 +7,12 @@ First run: a self-signed certificate (openssl, DER for MicroPython, PEM copies f
 run/tls/, a 2 MiB littlefs image run/flash.img holding /flash/config.json (boards/host/config.json
 plus user "demo", password "demo"), /flash/tls/{cert,key}.der and mailbox "demo" with a few
 messages (one with a base64 attachment). Later runs reuse the image (--fresh rebuilds it);
---port/--pop3s-port on a later run apply to that run only and leave the image as it is.
+--port/--pop3s-port on a later run change the ports in the image's config (kept for later runs;
+its users and mail stay); without them the image's own ports are used.
 The banner lists the users in the image's own config (and the demo password only while the
 demo user still has it). A port already taken is refused in one line before anything starts.
 The server then runs in the foreground: micropython tools/hostflash.py run/flash.img -m
-hostserve PORT POP3S_PORT (tools/hostserve.py). Ctrl-C stops it with one line and exit status 0.
+hostserve (tools/hostserve.py), holding the image lock. Ctrl-C stops it with one line and exit status 0.
 """
 
 import argparse
@@ -26,6 +28,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import hostimage  # noqa: E402
 import ppadmin  # noqa: E402
 
 DEMO_USER = "demo"
@@ -89,12 +92,39 @@ for path in os.getenv("PP_FILES").split("\n"):
 """
 
 
+SET_PORTS = r"""
+def body():
+    from pocketpost import config
+    cfg = config.load_raw("/flash/config.json")
+    cfg["server"]["port"] = int(os.getenv("PP_PORT"))
+    cfg["server"]["pop3s_port"] = int(os.getenv("PP_POP3S_PORT"))
+    config.check(cfg)
+    config.save("/flash/config.json", cfg)
+run(body)
+"""
+
+
+def set_ports(rundir, image, port, pop3s_port):
+    """Change the ports in the image's config (and its host-side copy), keeping its users and mail."""
+    print("%s: serving on ports %d and %d from now on" % (image, port, pop3s_port))
+    ppadmin.on_image(image, SET_PORTS, {"PP_PORT": str(port), "PP_POP3S_PORT": str(pop3s_port)})
+    cfgpath = os.path.join(rundir, "config.json")
+    try:
+        with open(cfgpath) as f:
+            cfg = json.load(f)
+        cfg["server"]["port"] = port
+        cfg["server"]["pop3s_port"] = pop3s_port
+        with open(cfgpath, "w") as f:
+            json.dump(cfg, f, indent=2)
+    except (OSError, ValueError, KeyError):  # the host-side copy is a convenience only
+        pass
+
+
 def build_image(rundir, port, pop3s_port):
     tlsdir = os.path.join(rundir, "tls")
     make_cert(tlsdir)
     image = os.path.join(rundir, "flash.img")
-    with open(image, "wb") as f:
-        f.write(b"\xff" * IMAGE_SIZE)
+    lock = hostimage.create(image, IMAGE_SIZE)  # the one explicit create: refuses an existing file
     with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
         cfg = json.load(f)
     cfg["server"]["port"] = port
@@ -115,7 +145,14 @@ def build_image(rundir, port, pop3s_port):
         with open(p, "wb") as f:
             f.write(m.encode())
         files.append(p)
-    out = ppadmin.on_image(image, SETUP, {"PP_TLS": tlsdir, "PP_CONFIG": cfgpath, "PP_FILES": "\n".join(files)}, mkfs=True)
+    try:
+        out = ppadmin.on_image(image, SETUP, {"PP_TLS": tlsdir, "PP_CONFIG": cfgpath, "PP_FILES": "\n".join(files)},
+                               mkfs=True, lock=lock)
+    except BaseException:
+        os.unlink(image)  # made above: a half-built image would be reused next time
+        raise
+    finally:
+        lock.release()
     sys.stdout.write(out)
     return image
 
@@ -235,40 +272,53 @@ def main():
     ap = argparse.ArgumentParser(description="Run the pocketpost POP3 server on the host under micropython.")
     ap.add_argument("--dir", default=os.path.join(ROOT, "run"))
     ap.add_argument("--port", type=int, default=None,
-                    help="POP3 port for this run (default: the image's, %d for a new image)" % DEFAULT_PORT)
+                    help="POP3 port, kept in the image for later runs (default: the image's; %d for a new one)" % DEFAULT_PORT)
     ap.add_argument("--pop3s-port", type=int, default=None,
-                    help="POP3S port for this run (default: the image's, %d for a new image)" % DEFAULT_POP3S_PORT)
+                    help="POP3S port, kept in the image (default: the image's; %d for a new one)" % DEFAULT_POP3S_PORT)
     ap.add_argument("--fresh", action="store_true", help="rebuild the image (its users and mail are lost)")
     ap.add_argument("--no-serve", action="store_true", help="build the image only")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     image = os.path.join(args.dir, "flash.img")
-    if args.fresh or not os.path.exists(image):
-        print("building %s ..." % image)
-        build_image(args.dir, args.port or DEFAULT_PORT, args.pop3s_port or DEFAULT_POP3S_PORT)
-    cfg = image_config(image)
-    sv = (cfg or {}).get("server", {})
-    # Other ports are for this run only: the image (its users, its mail) is never rebuilt for them.
-    port = args.port or sv.get("port") or DEFAULT_PORT
-    pop3s_port = args.pop3s_port or sv.get("pop3s_port") or DEFAULT_POP3S_PORT
-    host = sv.get("host") or "127.0.0.1"
+    try:
+        if args.fresh and os.path.exists(image):
+            with hostimage.ImageLock(image):  # not while a server or a tool has it
+                os.unlink(image)
+        if not os.path.exists(image):
+            print("building %s ..." % image)
+            build_image(args.dir, args.port or DEFAULT_PORT, args.pop3s_port or DEFAULT_POP3S_PORT)
+        cfg = image_config(image)
+        sv = (cfg or {}).get("server", {})
+        port = args.port or sv.get("port") or DEFAULT_PORT
+        pop3s_port = args.pop3s_port or sv.get("pop3s_port") or DEFAULT_POP3S_PORT
+        host = sv.get("host") or "127.0.0.1"
+        if not args.no_serve:  # a port already taken: refused before anything changes
+            for what, p in (("POP3", port), ("POP3S", pop3s_port)):
+                if p and port_in_use(host, p):
+                    sys.stderr.write('make run: %s port %d on %s is already in use; choose free ports with '
+                                     'make run RUN_ARGS="--port N --pop3s-port M"\n' % (what, p, host))
+                    return EXIT_PORT_IN_USE
+        if cfg is not None and (port, pop3s_port) != (sv.get("port"), sv.get("pop3s_port")):
+            set_ports(args.dir, image, port, pop3s_port)  # in place: the image's users and mail stay
+        lock = None
+        if not args.no_serve:
+            lock = hostimage.ImageLock(image)  # held until the server ends (the child inherits it)
+            hostimage.check(image)
+    except (hostimage.ImageError, ppadmin.Refused) as e:
+        sys.stderr.write("run_host: %s\n" % e)
+        return 2
     cert = os.path.join(args.dir, "tls", "cert.pem")
     print(banner(image, cfg, port, pop3s_port, cert))
     if args.no_serve:
         return 0
-    for what, p in (("POP3", port), ("POP3S", pop3s_port)):
-        if p and port_in_use(host, p):
-            sys.stderr.write('make run: %s port %d on %s is already in use; choose free ports with '
-                             'make run RUN_ARGS="--port N --pop3s-port M"\n' % (what, p, host))
-            return EXIT_PORT_IN_USE
     env = dict(os.environ)
     env["MICROPYPATH"] = os.path.join(ROOT, "firmware") + ":" + HERE + ":.frozen"
-    cmd = [ppadmin.micropython(), os.path.join(HERE, "hostflash.py"), image, "-m", "hostserve", str(port), str(pop3s_port)]
+    cmd = [ppadmin.micropython(), os.path.join(HERE, "hostflash.py"), image, "-m", "hostserve"]
     sys.stdout.flush()
     held = take_terminal()
     child = None
     try:
-        child = subprocess.Popen(cmd, env=env)
+        child = subprocess.Popen(cmd, env=env, pass_fds=(lock.fd,))  # the child holds the image lock too
         rc = child.wait()
         if rc == EXIT_PORT_IN_USE:
             sys.stderr.write('make run: choose free ports with make run RUN_ARGS="--port N --pop3s-port M"\n')

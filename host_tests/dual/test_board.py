@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from pocketpost import board, log
+from pocketpost import board, log, safemode
 from pocketpost.compat import ticks_diff, ticks_ms
 
 IS_MP = sys.implementation.name == "micropython"
@@ -425,17 +425,17 @@ def test_safe_mode_by_pin_or_flag_file():
         slept = []
         nap = slept.append  # a fake sleep: the window is counted, not waited
         up = FakePin(1)
-        assert board.check_safe_mode(up, flag, sleep_ms=nap) is False and board.safe is False
-        assert sum(slept) >= board.SAFE_WINDOW_MS and up.reads > 1  # watched the whole window
-        assert board.check_safe_mode(None, flag, sleep_ms=nap) is False
-        assert board.check_safe_mode(FakePin(0), flag, sleep_ms=nap) is True and board.safe is True
+        assert safemode.check(up, flag, sleep_ms=nap) is False and safemode.safe is False
+        assert sum(slept) >= safemode.SAFE_WINDOW_MS and up.reads > 1  # watched the whole window
+        assert safemode.check(None, flag, sleep_ms=nap) is False
+        assert safemode.check(FakePin(0), flag, sleep_ms=nap) is True and safemode.safe is True
         # pressed after reset, within the window (holding it during reset enters the bootloader)
-        assert board.check_safe_mode(FakePin([1, 1, 1, 0]), flag, sleep_ms=nap) is True
-        late = FakePin([1] * (board.SAFE_WINDOW_MS // 50 + 2) + [0])
-        assert board.check_safe_mode(late, flag, sleep_ms=nap) is False
-        assert board.check_safe_mode(FakePin(error=ValueError("invalid pin")), flag, sleep_ms=nap) is False
+        assert safemode.check(FakePin([1, 1, 1, 0]), flag, sleep_ms=nap) is True
+        late = FakePin([1] * (safemode.SAFE_WINDOW_MS // 50 + 2) + [0])
+        assert safemode.check(late, flag, sleep_ms=nap) is False
+        assert safemode.check(FakePin(error=ValueError("invalid pin")), flag, sleep_ms=nap) is False
         open(flag, "w").close()
-        assert board.check_safe_mode(FakePin(1), flag, sleep_ms=nap) is True
+        assert safemode.check(FakePin(1), flag, sleep_ms=nap) is True
         assert logs.having("SAFE MODE (flag file")
     finally:
         logs.close()
@@ -443,7 +443,7 @@ def test_safe_mode_by_pin_or_flag_file():
             os.remove(flag)
         except OSError:
             pass
-        board.safe = False
+        safemode.safe = False
 
 
 def test_secrets_file_missing_or_bad():
