@@ -137,9 +137,10 @@ class Service:
 
 
 class Session:
-    def __init__(self, service, peer="?", tls_active=False):
+    def __init__(self, service, peer="?", tls_active=False, sid=0):
         self.svc = service
         self.peer = peer
+        self.sid = sid  # the shell's session number, on every log line of this session
         self.tls_active = tls_active
         self.state = AUTHORIZATION
         self.delay = 0
@@ -185,7 +186,7 @@ class Session:
         try:
             return fn(self, args)
         except Exception as e:  # store/file trouble: one -ERR, never a dead session
-            log.error("pop3 %s %s: %s %r", self.peer, kw, type(e).__name__, e)
+            log.error("pop3 #%d %s %s: %s %r", self.sid, self.peer, kw, type(e).__name__, e)
             return reply(False, "internal error", getattr(e, "code", None) or "SYS/TEMP")
 
     def handle_bad(self, kind):
@@ -206,13 +207,13 @@ class Session:
             try:
                 self.producer.close()
             except Exception as e:
-                log.error("pop3 %s producer close: %r", self.peer, e)
+                log.error("pop3 #%d %s producer close: %r", self.sid, self.peer, e)
             self.producer = None
         if self.mb is not None:
             try:
                 self.mb.release()
             except Exception as e:
-                log.error("pop3 %s release: %r", self.peer, e)
+                log.error("pop3 #%d %s release: %r", self.sid, self.peer, e)
             self.mb = None
         self.state = DONE
 
@@ -250,7 +251,7 @@ class Session:
             return reply(False, "USER first")
         name = self.user
         self.user = None
-        return self._login(name, args[0], None)
+        return self._login(name, args[0], None, "USER/PASS")
 
     def cmd_apop(self, args):
         if not self.svc.apop_enabled:
@@ -262,7 +263,7 @@ class Session:
         # Same work for unknown users and users without APOP: compute a digest either way.
         want = auth.apop_digest(self.timestamp, secret or "\x00no-apop")
         ok = auth.equal(want, digest) and secret is not None
-        return self._login(name, None, u if ok else False)
+        return self._login(name, None, u if ok else False, "APOP")
 
     def cmd_auth(self, args):
         if not args:  # "AUTH" alone: list mechanisms (a pre-RFC 5034 habit some clients keep)
@@ -288,20 +289,22 @@ class Session:
             name = authc.decode()
         except (auth.AuthError, ValueError, UnicodeError):
             # Malformed: still pay a password check, so the answer's timing tells nothing.
-            return self._login("", b"", None)
+            return self._login("", b"", None, "AUTH PLAIN")
         if authz and authz != authc:  # no proxy logins: authorize only as oneself
             self.svc.check_password(name, pw)
-            return self._login(name, pw, False)
-        return self._login(name, pw, None)
+            return self._login(name, pw, False, "AUTH PLAIN")
+        return self._login(name, pw, None, "AUTH PLAIN")
 
-    def _login(self, name, password, user):
-        """user None: check the password; False: already failed; a dict: already verified."""
+    def _login(self, name, password, user, method):
+        """user None: check the password; False: already failed; a dict: already verified.
+        method names the command for the log (USER/PASS, APOP, AUTH PLAIN)."""
         if user is None:
             user = self.svc.check_password(name, password)
         if not user:
             self.failures += 1
             self.delay = self.svc.throttle.fail(self.peer)
-            log.info("pop3 %s login failed user=%s failures=%d", self.peer, _safe(name), self.failures)
+            log.info("pop3 #%d %s login failed user=%s method=%s failures=%d delay=%ss", self.sid, self.peer,
+                     _safe(name), method, self.failures, self.delay)
             if self.failures >= self.svc.max_failures:
                 self.closing = True
                 return reply(False, "authentication failed; too many failures, closing", "AUTH")
@@ -310,7 +313,7 @@ class Session:
             mb = self.svc.store.lock(user.get("mailbox", name))
         except Exception as e:
             code = getattr(e, "code", None) or "SYS/TEMP"
-            log.info("pop3 %s login user=%s mailbox unavailable: %s", self.peer, name, code)
+            log.info("pop3 #%d %s login user=%s method=%s mailbox unavailable: %s", self.sid, self.peer, name, method, code)
             if code == "IN-USE":
                 return reply(False, "mailbox is in use by another session", "IN-USE")
             return reply(False, "mailbox unavailable", code)
@@ -320,7 +323,8 @@ class Session:
         self._del = bytearray((mb.count + 7) // 8)
         self._ndel = 0
         self._sdel = 0
-        log.info("pop3 %s login user=%s tls=%d messages=%d", self.peer, name, int(self.tls_active), mb.count)
+        log.info("pop3 #%d %s login user=%s method=%s tls=%d messages=%d", self.sid, self.peer, name, method,
+                 int(self.tls_active), mb.count)
         return reply(True, "%d messages (%d octets)" % (mb.count, mb.total_size))
 
     def cmd_stls(self, args):
@@ -345,10 +349,10 @@ class Session:
         try:
             n = mb.commit(self._del)
         except Exception as e:
-            log.error("pop3 %s user=%s commit failed: %r", self.peer, self.login, e)
+            log.error("pop3 #%d %s user=%s commit failed: %r", self.sid, self.peer, self.login, e)
             mb.release()
             return reply(False, "some deleted messages not removed", getattr(e, "code", None) or "SYS/TEMP")
-        log.info("pop3 %s quit user=%s deleted=%d", self.peer, self.login, n)
+        log.info("pop3 #%d %s quit user=%s deleted=%d", self.sid, self.peer, self.login, n)
         return reply(True, "bye (%d deleted)" % n)
 
     # -- TRANSACTION -------------------------------------------------------------------------

@@ -37,6 +37,9 @@ from pocketpost.wire import LineReader
 # a whole batch at once; lines are taken out of this buffer in order, nothing is lost.
 READ_EXTRA = 256
 LISTEN_BACKLOG = 4  # pending connections the kernel/lwIP queues per listener
+# Plaintext a client pipelined after STLS that is read off the socket and dropped before the +OK
+# (RFC 2595 section 4): at most this much; beyond it the TLS handshake fails on the rest.
+STLS_DRAIN_MAX = 4096
 
 if IS_MICROPYTHON:
     from asyncio import core as _core  # type: ignore[attr-defined]  # MicroPython asyncio internals
@@ -79,7 +82,17 @@ class _Conn:
         self.handshaking = False
 
     def before_tls(self):
-        pass  # we read only when asked: bytes after the +OK stay in the socket for TLS
+        # Called before the +OK to STLS goes out. A client starts its handshake only once it has
+        # that +OK, so whatever is in the socket now is plaintext pipelined after STLS (a command
+        # injection, RFC 2595 section 4): drop it, or it would reach TLS as a broken ClientHello.
+        buf = bytearray(256)
+        for _ in range(STLS_DRAIN_MAX // 256):
+            try:
+                n = self.raw.readinto(buf)
+            except OSError:
+                return
+            if not n:  # None: nothing more waiting (non-blocking socket); 0: EOF
+                return
 
     def start_tls(self, ctx):
         self.sock = ctx.wrap_socket(self.raw, server_side=True, do_handshake_on_connect=False)
@@ -185,6 +198,15 @@ class _CConn:
             pass
 
 
+def _cap_reached(sv, open_all, open_here):
+    """Which session limit refuses one more connection (named as in the config), or None."""
+    if open_all >= sv["max_sessions"]:
+        return "global session cap max_sessions=%d reached" % sv["max_sessions"]
+    if open_here >= sv["max_sessions_per_addr"]:
+        return "per-address cap max_sessions_per_addr=%d reached" % sv["max_sessions_per_addr"]
+    return None
+
+
 class Server:
     def __init__(self, cfg, store):
         self.cfg = cfg
@@ -232,8 +254,9 @@ class Server:
                 pass
             timeout = self.sv["idle_timeout"]
             conn = _Conn(reader, timeout) if IS_MICROPYTHON else _CConn(reader, writer, timeout)
-            if self.sessions >= self.sv["max_sessions"] or self.per_addr.get(ip, 0) >= self.sv["max_sessions_per_addr"]:
-                log.warning("pop3 %s refused: too many sessions (%d)", ip, self.sessions)
+            cap = _cap_reached(self.sv, self.sessions, self.per_addr.get(ip, 0))
+            if cap is not None:
+                log.warning("pop3 %s refused: %s (open: %d in all, %d from %s)", ip, cap, self.sessions, self.per_addr.get(ip, 0), ip)
                 if not implicit:  # POP3S: no handshake is spent on a refused peer
                     await conn.send(reply(False, "too many sessions, try later", "SYS/TEMP"))
                 return
@@ -246,7 +269,7 @@ class Server:
                 r = conn.start_tls(self.ctx)
                 if r is not None:
                     await r
-            session = Session(self.svc, ip, implicit)
+            session = Session(self.svc, ip, implicit, sid)
             log.info("pop3 #%d %s connect tls=%d sessions=%d", sid, ip, int(implicit), self.sessions)
             await self._run(conn, session, sid)
         except _Timeout:

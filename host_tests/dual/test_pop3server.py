@@ -541,3 +541,26 @@ def test_unknown_user_costs_the_slowest_stored_hash():
         assert auth.parse_hash(svc._dummy)[0] == 40
     finally:
         e.done()
+
+
+def test_log_lines_carry_the_session_number_method_and_delay():
+    e = Env(apop=True, delays=[1, 2, 4])
+    lines = []
+    log.set_sink(lines.append)
+    try:
+        s = Session(e.svc, "10.0.0.7", True, 42)  # over TLS: plain-text logins allowed
+        run(s, b"APOP alice " + auth.apop_digest("<other@x>", "tanstaaf"))
+        run(s, b"AUTH PLAIN " + binascii.b2a_base64(b"\x00alice\x00wrong").strip())
+        run(s, b"USER alice")
+        run(s, b"PASS pass word")
+        run(s, b"DELE 2")
+        run(s, b"QUIT")
+        s.close()
+    finally:
+        log.set_sink(lambda line: None)
+        e.done()
+    body = [ln.split(" INFO ", 1)[1] for ln in lines]
+    assert body == ["pop3 #42 10.0.0.7 login failed user=alice method=APOP failures=1 delay=1s",
+                    "pop3 #42 10.0.0.7 login failed user=alice method=AUTH PLAIN failures=2 delay=2s",
+                    "pop3 #42 10.0.0.7 login user=alice method=USER/PASS tls=1 messages=3",
+                    "pop3 #42 10.0.0.7 quit user=alice deleted=1"], lines
