@@ -90,8 +90,8 @@ def test_pipelined_flood_in_order(srv):
 
 
 def test_idle_timeout(srv):
-    c = Raw(srv.port)
-    c.line()
+    c, r = login(srv.port, b"bob", b"bobpw")  # logged in: the idle timer (2 s here) applies
+    assert r.startswith(b"+OK")
     t = time.time()
     assert c.eof(timeout=10)
     took = time.time() - t

@@ -50,8 +50,14 @@ SERVER_DEFAULTS = {
     # RFC 2449 section 4: a command line is at most 255 octets including CRLF.
     "max_command_line": 255,
     # RFC 1939 section 3: the autologout timer "MUST be of at least 10 minutes". A board may
-    # configure less to free its few session slots sooner.
+    # configure less to free its few session slots sooner. Counts only once logged in.
     "idle_timeout": 600,
+    # Seconds for a whole TLS handshake (POP3S and after STLS): a real client needs well under
+    # a second even on an ESP32; a peer that never finishes one must not hold a slot longer.
+    "tls_handshake_timeout": 20,
+    # Seconds from connect to a successful login (AUTHORIZATION state): enough for a human to
+    # type a password after a failed try, short enough that silent peers cannot camp.
+    "auth_timeout": 60,
     "max_auth_failures": 3,  # per session; then -ERR and close
     # Delay before answering a failed login, by the number of recent failures from the same
     # address (Dovecot: 2, 4, 8, 15 s); the last value repeats.
@@ -143,6 +149,8 @@ def check(cfg):
     # Below 64 octets AUTH PLAIN with a normal name and password cannot fit.
     _num(sv, "server", "max_command_line", 64, 4096)
     _num(sv, "server", "idle_timeout", 0.1, None, float)
+    _num(sv, "server", "tls_handshake_timeout", 0.1, None, float)
+    _num(sv, "server", "auth_timeout", 0.1, None, float)
     _num(sv, "server", "max_auth_failures", 1, 100)
     d = sv["auth_delays"]
     if not isinstance(d, list) or not d:

@@ -17,6 +17,15 @@ one, and closes both in its finally. STLS swaps the stream's socket for the wrap
 A non-blocking TLS socket answers None while its handshake waits for the peer, so until the
 first byte has gone through, a stalled write waits for readability instead of writability.
 
+Deadlines (config "server"): three, each named in the log line that closes the connection.
+    tls-handshake  tls_handshake_timeout s for a TLS handshake (POP3S and after STLS), the
+                   whole handshake however the peer trickles it (a ClientHello that claims 8 MB
+                   and sends nothing more is cut here)
+    authorization  auth_timeout s from connect until a successful login, whatever is sent
+                   (failed-login delays included)
+    idle           idle_timeout s per wait once logged in (RFC 1939's autologout timer)
+Before login a wait is bounded by its deadline only, after login by the idle timeout only.
+
 Every handler body runs under try/finally: the maildrop lock, the session counts and the
 sockets are released however the session ends (QUIT, drop, timeout, error, MemoryError).
 """
@@ -28,9 +37,9 @@ import asyncio
 from pocketpost import config as config_mod
 from pocketpost.config import open_store
 from pocketpost import log, tls
-from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, errno_of
+from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, errno_of, ticks_add, ticks_diff, ticks_ms
 from pocketpost.pop3 import reply
-from pocketpost.pop3server import Service, Session
+from pocketpost.pop3server import TRANSACTION, Service, Session
 from pocketpost.wire import LineReader
 
 # Room for pipelined commands beyond one maximal line (RFC 2449 PIPELINING): a client may send
@@ -49,8 +58,16 @@ if IS_MICROPYTHON:
             yield _core._io_queue.queue_read(sock)
 
 
+# The names of the deadlines, as the log lines and the tests see them.
+DEADLINE_HANDSHAKE = "tls-handshake"
+DEADLINE_AUTH = "authorization"
+DEADLINE_IDLE = "idle"
+
+
 class _Timeout(Exception):
-    pass
+    def __init__(self, name):
+        super().__init__(name)
+        self.name = name
 
 
 def _peer_ip(peer):
@@ -68,29 +85,105 @@ def _peer_ip(peer):
     return "?"
 
 
-class _Conn:
-    """One connection's I/O on MicroPython: raw socket reads/writes through asyncio's poller."""
+class _Deadlines:
+    """The named deadlines of one connection (see the module docstring).
 
-    def __init__(self, stream, timeout):
+    Every wait of the connection is bounded by the idle timeout or, while one is set, by an
+    absolute deadline with a name: "authorization" from connect until login, "tls-handshake"
+    while a handshake runs (the earlier of the two wins). A wait past its deadline raises
+    _Timeout(name)."""
+
+    def __init__(self, idle):
+        self.idle = idle
+        self.until = None  # ticks_ms of the absolute deadline, or None: idle timeout only
+        self.name = DEADLINE_IDLE
+        self._saved = None  # the deadline a handshake interrupted
+
+    def limit(self, name, seconds):
+        """Set an absolute deadline `seconds` from now (replaces the current one)."""
+        self.until = ticks_add(ticks_ms(), int(seconds * 1000))
+        self.name = name
+
+    def no_limit(self):
+        """Authenticated: from now on only the idle timeout bounds a wait."""
+        self.until = None
+        self.name = DEADLINE_IDLE
+        self._saved = None
+
+    def handshake_begins(self, seconds):
+        self._saved = (self.until, self.name)
+        until = ticks_add(ticks_ms(), int(seconds * 1000))
+        if self.until is None or ticks_diff(self.until, until) > 0:
+            self.until = until
+            self.name = DEADLINE_HANDSHAKE
+
+    def handshake_done(self):
+        if self._saved is not None:
+            self.until, self.name = self._saved
+            self._saved = None
+
+    def budget(self):
+        """Seconds the next wait may take; raises _Timeout once the deadline has passed."""
+        if self.until is None:
+            return self.idle
+        left = ticks_diff(self.until, ticks_ms())
+        if left <= 0:
+            raise _Timeout(self.name)
+        return left / 1000
+
+    async def pause(self, seconds):
+        """The failed-login delay, cut short (and the connection closed) at the deadline."""
+        b = self.budget()
+        if seconds > b:
+            await asyncio.sleep(b)
+            raise self.timeout()
+        await asyncio.sleep(seconds)
+
+    def timeout(self):
+        """The _Timeout for a wait that ran out of budget."""
+        if self.until is not None and ticks_diff(self.until, ticks_ms()) <= 0:
+            return _Timeout(self.name)
+        return _Timeout(DEADLINE_IDLE)
+
+
+class _Conn(_Deadlines):
+    """One connection's I/O on MicroPython: raw socket reads/writes through asyncio's poller.
+
+    The handshake: MicroPython's TLS socket has no do_handshake(); with
+    do_handshake_on_connect=False the handshake runs inside the first reads and writes, which
+    answer None while it waits for the peer (a ClientHello that claims 8 MB waits for the rest
+    forever). Each of those waits is bounded by the handshake deadline; the first byte of
+    application data through the socket ends it (implicit TLS: the greeting is written; after
+    STLS: the first command is read, so there the handshake deadline also covers the wait
+    for that first command)."""
+
+    def __init__(self, stream, idle, handshake_s):
+        super().__init__(idle)
         self.stream = stream
         self.raw = stream.s
         self.sock = stream.s
-        self.timeout = timeout
+        self.handshake_s = handshake_s
         self.handshaking = False
 
     def before_tls(self):
         pass  # we read only when asked: bytes after the +OK stay in the socket for TLS
 
     def start_tls(self, ctx):
+        self.handshake_begins(self.handshake_s)
         self.sock = ctx.wrap_socket(self.raw, server_side=True, do_handshake_on_connect=False)
         self.stream.s = self.sock
         self.handshaking = True
 
+    def _through(self):
+        if self.handshaking:
+            self.handshaking = False
+            self.handshake_done()
+
     async def _wait(self, write):
         try:
-            await asyncio.wait_for(_wait_io(self.sock, write), self.timeout)
+            await asyncio.wait_for(_wait_io(self.sock, write), self.budget())
         except asyncio.TimeoutError:
-            raise _Timeout()
+            raise self.timeout()
 
     async def recv_into(self, mv):
         """Bytes read into mv (> 0), or 0 at EOF."""
@@ -103,7 +196,7 @@ class _Conn:
                 n = None
             if n is not None:
                 if n:
-                    self.handshaking = False
+                    self._through()
                 return n
             await self._wait(False)
 
@@ -121,7 +214,7 @@ class _Conn:
                 r = None
             if r:
                 off += r
-                self.handshaking = False
+                self._through()
                 continue
             # The handshake waits for the peer's next flight; otherwise the send buffer is full.
             await self._wait(not self.handshaking)
@@ -138,13 +231,14 @@ class _Conn:
                 pass
 
 
-class _CConn:
+class _CConn(_Deadlines):
     """CPython asyncio streams (for host debugging; the tests run the MicroPython path)."""
 
-    def __init__(self, reader, writer, timeout):
+    def __init__(self, reader, writer, idle, handshake_s):
+        super().__init__(idle)
         self.r = reader
         self.w = writer
-        self.timeout = timeout
+        self.handshake_s = handshake_s
 
     def before_tls(self):
         # Called before the +OK to STLS goes out. Stop reading, so what the client sends after
@@ -158,22 +252,28 @@ class _CConn:
             del held[:]
 
     async def start_tls(self, ctx):
-        await self.w.start_tls(ctx)  # resumes reading once TLS is in place
+        # CPython does the whole handshake here (and resumes reading once TLS is in place).
+        self.handshake_begins(self.handshake_s)
+        try:
+            await asyncio.wait_for(self.w.start_tls(ctx), self.budget())
+        except asyncio.TimeoutError:
+            raise self.timeout()
+        self.handshake_done()
 
     async def recv_into(self, mv):
         try:
-            data = await asyncio.wait_for(self.r.read(len(mv)), self.timeout)
+            data = await asyncio.wait_for(self.r.read(len(mv)), self.budget())
         except asyncio.TimeoutError:
-            raise _Timeout()
+            raise self.timeout()
         mv[: len(data)] = data
         return len(data)
 
     async def send(self, data, n=None):
         self.w.write(bytes(data) if n is None else bytes(data[:n]))
         try:
-            await asyncio.wait_for(self.w.drain(), self.timeout)
+            await asyncio.wait_for(self.w.drain(), self.budget())
         except asyncio.TimeoutError:
-            raise _Timeout()
+            raise self.timeout()
 
     def send_nowait(self, data):
         self.w.write(data)  # asyncio buffers it; the transport sends what the peer accepts
@@ -230,8 +330,10 @@ class Server:
                 ip = _peer_ip(writer.get_extra_info("peername"))
             except Exception:
                 pass
-            timeout = self.sv["idle_timeout"]
-            conn = _Conn(reader, timeout) if IS_MICROPYTHON else _CConn(reader, writer, timeout)
+            idle = self.sv["idle_timeout"]
+            hs = self.sv["tls_handshake_timeout"]
+            conn = _Conn(reader, idle, hs) if IS_MICROPYTHON else _CConn(reader, writer, idle, hs)
+            conn.limit(DEADLINE_AUTH, self.sv["auth_timeout"])
             if self.sessions >= self.sv["max_sessions"] or self.per_addr.get(ip, 0) >= self.sv["max_sessions_per_addr"]:
                 log.warning("pop3 %s refused: too many sessions (%d)", ip, self.sessions)
                 if not implicit:  # POP3S: no handshake is spent on a refused peer
@@ -249,11 +351,11 @@ class Server:
             session = Session(self.svc, ip, implicit)
             log.info("pop3 #%d %s connect tls=%d sessions=%d", sid, ip, int(implicit), self.sessions)
             await self._run(conn, session, sid)
-        except _Timeout:
-            log.info("pop3 #%d %s idle timeout", sid, ip)
-            if conn is not None:
+        except _Timeout as e:
+            log.info("pop3 #%d %s %s deadline passed, closing", sid, ip, e.name)
+            if conn is not None and e.name != DEADLINE_HANDSHAKE:
                 try:  # best effort, never waits: the peer may not be reading
-                    conn.send_nowait(reply(False, "idle timeout, closing"))
+                    conn.send_nowait(reply(False, "%s timeout, closing" % e.name))
                 except Exception:
                     pass
         except Exception as e:  # a peer's reset, a TLS failure, MemoryError...: end this session only
@@ -290,7 +392,7 @@ class Server:
             else:
                 resp = session.handle(line)
             if session.delay:
-                await asyncio.sleep(session.delay)
+                await conn.pause(session.delay)
             if session.starttls:
                 conn.before_tls()
             await conn.send(resp)  # a failure here leaves the producer to session.close()
@@ -312,6 +414,8 @@ class Server:
                     await r
                 session.tls_active = True
                 log.info("pop3 #%d %s STLS", sid, session.peer)
+            if session.state == TRANSACTION and conn.until is not None:
+                conn.no_limit()  # logged in: the idle timeout alone from now on
             if session.closing:
                 return
 
