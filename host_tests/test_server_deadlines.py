@@ -100,3 +100,106 @@ def test_authorization_deadline_and_idle_after_login(srv):
     assert b"-ERR idle timeout" in a.buf
     log = srv.log()
     assert log.count("authorization deadline passed") >= 2 and "idle deadline passed" in log, log
+
+
+# --- fairness: pre-auth connections never keep a user out (server.py, class Server) ----------
+
+def _board_caps(board="esp32"):
+    import json
+    import os
+
+    from helpers import ROOT
+
+    with open(os.path.join(ROOT, "boards", board, "config.json")) as f:
+        sv = json.load(f)["server"]
+    return sv["max_sessions"], sv["max_sessions_per_addr"]
+
+
+def _conn(port, src):
+    s = socket.socket()
+    s.settimeout(10)
+    s.bind((src, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def _wait_log(srv, text, count, limit=10):
+    deadline = time.time() + limit
+    while srv.log().count(text) < count and time.time() < deadline:
+        time.sleep(0.02)
+    assert srv.log().count(text) >= count, srv.log()
+
+
+def test_preauth_connections_never_keep_a_user_out(tmp_path):
+    import poplib
+
+    max_sessions, per_addr = _board_caps("esp32")  # the smallest board: 2 sessions, 1 per address
+    assert (max_sessions, per_addr) == (2, 1)
+    mail = [msg(1), msg(2, 200)]
+    s = Pop3Server(str(tmp_path), {"alice": mail}, server={
+        "max_sessions": max_sessions, "max_sessions_per_addr": per_addr,
+        # the real deadlines and a long failed-login delay: only eviction can free a slot here
+        "tls_handshake_timeout": 20, "auth_timeout": 60, "idle_timeout": 600, "auth_delays": [30]})
+    s.start()
+    held = []
+    try:
+        _wait_log(s, " disconnect ", 2)  # the harness's two start-up probes are done
+        connects = [s.log().count(" connect tls=")]
+
+        def attacker(src, kind):
+            port = s.pop3s_port if kind != "silent" and kind != "failed-login" else s.port
+            c = _conn(port, src)
+            held.append((kind, src, c))
+            connects[0] += 1
+            _wait_log(s, " connect tls=", connects[0])
+            if kind == "garbage-tls":
+                c.sendall(GARBAGE_HELLO)
+            elif kind == "failed-login":
+                r = Raw.__new__(Raw)
+                r.s, r.buf = c, b""
+                assert r.line().startswith(b"+OK")
+                r.send(b"USER alice\r\nPASS wrong\r\n")
+                assert r.line().startswith(b"+OK")
+                _wait_log(s, "login failed", 1)  # now in its 30 s delay, holding its slot
+            return c
+
+        # six attackers (above the cap of 2) from two addresses, each kind of pre-auth peer
+        attacker("127.0.0.2", "silent")
+        attacker("127.0.0.3", "silent-tls")
+        attacker("127.0.0.3", "garbage-tls")
+        last_b = attacker("127.0.0.3", "failed-login")
+        attacker("127.0.0.2", "garbage-tls")
+        last_a = attacker("127.0.0.2", "silent-tls")
+        assert s.log().count("evicted") == 4, s.log()  # each address churned only its own slot
+        assert s.log().count("#8 127.0.0.2 evicted") == 0
+
+        class POP3From(poplib.POP3):
+            def _create_socket(self, timeout):
+                return socket.create_connection((self.host, self.port), timeout, ("127.0.0.1", 0))
+
+        t0 = time.time()
+        p = POP3From("127.0.0.1", s.port, timeout=10)
+        p.user("alice")
+        p.pass_("alice pass")
+        got = [b"\r\n".join(p.retr(i + 1)[1]) + b"\r\n" for i in range(len(mail))]
+        p.quit()
+        waited = time.time() - t0
+        assert got == mail
+        assert waited < 5, waited  # far below every deadline (20 s, 60 s, the 30 s delay)
+        # the oldest pre-auth slot (the failed login in its delay) was taken; the newest is still held
+        last_b.settimeout(5)
+        assert last_b.recv(100) == b""
+        last_a.setblocking(False)
+        try:
+            d = last_a.recv(100)
+            raise AssertionError("the newest pre-auth connection was closed: %r" % d)
+        except BlockingIOError:
+            pass  # still open: held while the user logged in and read the mail
+        assert s.log().count("evicted") == 5, s.log()
+        print("pre-auth attackers: %d opened, %d held open while the user logged in; user waited %.3f s"
+              % (len(held), 1, waited))
+        assert s.alive()
+    finally:
+        for _, _, c in held:
+            c.close()
+        s.stop()

@@ -210,27 +210,53 @@ def test_plaintext_on_pop3s_port_leaks_nothing(srv):
 
 
 def test_session_limits(tmp_path):
-    s = Pop3Server(str(tmp_path), {"alice": [msg(1)]}, server={"max_sessions": 2, "max_sessions_per_addr": 2,
-                                                              "trusted_networks": []})
+    s = Pop3Server(str(tmp_path), {"alice": [msg(1)], "bob": [msg(2)]},
+                   server={"max_sessions": 2, "max_sessions_per_addr": 2, "trusted_networks": []})
     s.start()
     try:
         a = Raw(s.port)
         b = Raw(s.port)
         assert a.line().startswith(b"+OK") and b.line().startswith(b"+OK")
+        # full, but only of connections not logged in: the oldest one gives up its slot
+        c = Raw(s.port)
+        assert c.line().startswith(b"+OK")
+        assert a.eof(3) and a.buf == b""
+        # loopback is not trusted here: plain-text login refused until STLS
+        assert c.cmd(b"USER alice").startswith(b"-ERR [AUTH]")
+        c.send(b"CAPA\r\n")
+        assert c.line().startswith(b"+OK")
+        capa = c.block()
+        assert b"STLS" in capa and b"USER" not in capa
+        c.cmd(b"QUIT")
+        assert c.eof(3)
+        b.close()
+        assert s.alive()
+    finally:
+        s.stop()
+
+
+def test_session_limit_full_of_logged_in_users_refuses(tmp_path):
+    s = Pop3Server(str(tmp_path), {"alice": [msg(1)], "bob": [msg(2)]}, server={"max_sessions": 2, "max_sessions_per_addr": 2})
+    s.start()
+    try:
+        a, r = login(s.port)
+        assert r.startswith(b"+OK")
+        b, r = login(s.port, b"bob", b"bobpw")
+        assert r.startswith(b"+OK")
         c = Raw(s.port)
         assert c.line().startswith(b"-ERR [SYS/TEMP]")
         assert c.eof(3)
-        # loopback is not trusted here: plain-text login refused until STLS
-        assert a.cmd(b"USER alice").startswith(b"-ERR [AUTH]")
-        a.send(b"CAPA\r\n")
-        assert a.line().startswith(b"+OK")
-        capa = a.block()
-        assert b"STLS" in capa and b"USER" not in capa
+        assert a.cmd(b"STAT").startswith(b"+OK 1 ") and b.cmd(b"STAT").startswith(b"+OK 1 ")
         a.cmd(b"QUIT")
         assert a.eof(3)
-        time.sleep(0.2)
-        d = Raw(s.port)
-        assert d.line().startswith(b"+OK")
+        for _ in range(50):  # the slot is free again once the server has seen the QUIT through
+            d = Raw(s.port)
+            if d.line().startswith(b"+OK"):
+                break
+            d.close()
+            time.sleep(0.05)
+        else:
+            raise AssertionError("slot never freed")
         assert s.alive()
     finally:
         s.stop()

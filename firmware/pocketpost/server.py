@@ -285,7 +285,35 @@ class _CConn(_Deadlines):
             pass
 
 
+class _Slot:
+    """One admitted connection: its task (to evict it) and whether it has logged in yet."""
+
+    def __init__(self, sid, ip, task):
+        self.sid = sid
+        self.ip = ip
+        self.task = task
+        self.preauth = True
+        self.released = False
+
+
 class Server:
+    """Sessions and admission.
+
+    Fairness: connections not yet logged in (TLS handshake, AUTHORIZATION, a failed-login
+    delay: all "pre-auth") can never keep a user out. When a new connection finds a cap full
+    it takes the slot of the oldest pre-auth connection there, which is closed at once
+    ("evicted" in the log):
+      - its address at max_sessions_per_addr: the oldest pre-auth connection of that address
+        (one address churning connections only ever evicts its own);
+      - else the server at max_sessions: the oldest pre-auth connection of any address.
+    Only when every slot it could take is logged in is the new connection refused. The caps
+    are applied when the connection is accepted, before any TLS handshake is spent on it.
+    So silent peers, garbage ClientHellos and failed-login delays hold a slot only until a
+    newer connection needs it (and never past their deadline); a logged-in session is never
+    evicted. What remains: a peer that opens connections faster than a login takes (one TLS
+    handshake and one hash) can still evict a user who is logging in, and only from addresses
+    other than its own once the server is full: a flood, not a camp."""
+
     def __init__(self, cfg, store):
         self.cfg = cfg
         sv = cfg["server"]
@@ -296,6 +324,7 @@ class Server:
         self.svc = Service(sv, cfg["users"], store, tls_available=self.ctx is not None)
         self.sessions = 0
         self.per_addr = {}
+        self.slots = {}  # sid -> _Slot
         self._listeners = []
         self._next_id = 0
 
@@ -319,11 +348,45 @@ class Server:
     async def _implicit(self, reader, writer):
         await self._handle(reader, writer, True)
 
+    def _oldest_preauth(self, ip):
+        best = None
+        for slot in self.slots.values():
+            if slot.preauth and (ip is None or slot.ip == ip) and (best is None or slot.sid < best.sid):
+                best = slot
+        return best
+
+    def _admit(self, ip):
+        """True if a new connection from ip may have a slot, evicting a pre-auth one if needed."""
+        if self.per_addr.get(ip, 0) >= self.sv["max_sessions_per_addr"]:
+            victim = self._oldest_preauth(ip)
+        elif self.sessions >= self.sv["max_sessions"]:
+            victim = self._oldest_preauth(None)
+        else:
+            return True
+        if victim is None:
+            return False
+        log.info("pop3 #%d %s evicted: its pre-auth slot goes to a new connection", victim.sid, victim.ip)
+        self._release(victim)
+        victim.task.cancel()
+        return True
+
+    def _release(self, slot):
+        if slot.released:
+            return
+        slot.released = True
+        self.slots.pop(slot.sid, None)
+        self.sessions -= 1
+        k = self.per_addr.get(slot.ip, 1) - 1
+        if k <= 0:
+            self.per_addr.pop(slot.ip, None)
+        else:
+            self.per_addr[slot.ip] = k
+
     async def _handle(self, reader, writer, implicit):
         conn = None
         session = None
         ip = "?"
-        counted = False
+        slot = None
         sid = 0
         try:
             try:
@@ -334,23 +397,24 @@ class Server:
             hs = self.sv["tls_handshake_timeout"]
             conn = _Conn(reader, idle, hs) if IS_MICROPYTHON else _CConn(reader, writer, idle, hs)
             conn.limit(DEADLINE_AUTH, self.sv["auth_timeout"])
-            if self.sessions >= self.sv["max_sessions"] or self.per_addr.get(ip, 0) >= self.sv["max_sessions_per_addr"]:
-                log.warning("pop3 %s refused: too many sessions (%d)", ip, self.sessions)
+            if not self._admit(ip):
+                log.warning("pop3 %s refused: too many sessions (%d), all logged in", ip, self.sessions)
                 if not implicit:  # POP3S: no handshake is spent on a refused peer
                     await conn.send(reply(False, "too many sessions, try later", "SYS/TEMP"))
                 return
-            self.sessions += 1
-            self.per_addr[ip] = self.per_addr.get(ip, 0) + 1
-            counted = True
             self._next_id += 1
             sid = self._next_id
+            slot = _Slot(sid, ip, asyncio.current_task())
+            self.slots[sid] = slot
+            self.sessions += 1
+            self.per_addr[ip] = self.per_addr.get(ip, 0) + 1
             if implicit:
                 r = conn.start_tls(self.ctx)
                 if r is not None:
                     await r
             session = Session(self.svc, ip, implicit)
             log.info("pop3 #%d %s connect tls=%d sessions=%d", sid, ip, int(implicit), self.sessions)
-            await self._run(conn, session, sid)
+            await self._run(conn, session, slot)
         except _Timeout as e:
             log.info("pop3 #%d %s %s deadline passed, closing", sid, ip, e.name)
             if conn is not None and e.name != DEADLINE_HANDSHAKE:
@@ -365,16 +429,12 @@ class Server:
                 session.close()
             if conn is not None:
                 conn.close()
-            if counted:
-                self.sessions -= 1
-                k = self.per_addr.get(ip, 1) - 1
-                if k <= 0:
-                    self.per_addr.pop(ip, None)
-                else:
-                    self.per_addr[ip] = k
+            if slot is not None:
+                self._release(slot)
                 log.info("pop3 #%d %s disconnect sessions=%d", sid, ip, self.sessions)
 
-    async def _run(self, conn, session, sid):
+    async def _run(self, conn, session, slot):
+        sid = slot.sid
         lines = LineReader(self.sv["max_command_line"], self.sv["max_command_line"] + READ_EXTRA)
         out = bytearray(self.sv["block_size"])
         await conn.send(session.greeting())
@@ -414,8 +474,9 @@ class Server:
                     await r
                 session.tls_active = True
                 log.info("pop3 #%d %s STLS", sid, session.peer)
-            if session.state == TRANSACTION and conn.until is not None:
-                conn.no_limit()  # logged in: the idle timeout alone from now on
+            if session.state == TRANSACTION and slot.preauth:
+                slot.preauth = False  # logged in: never evicted, the idle timeout alone
+                conn.no_limit()
             if session.closing:
                 return
 
