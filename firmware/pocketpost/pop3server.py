@@ -64,6 +64,11 @@ class Throttle:
         e = self._get(addr, ticks_ms() if now is None else now)
         return 0 if e is None else e[0]
 
+    def succeed(self, addr):
+        """A successful login from addr forgets its failures (as Dovecot does); other
+        addresses keep theirs."""
+        self._d.pop(addr, None)
+
     def fail(self, addr, now=None):
         """Record a failure; returns the delay in seconds before answering it."""
         now = ticks_ms() if now is None else now
@@ -314,6 +319,7 @@ class Session:
             if code == "IN-USE":
                 return reply(False, "mailbox is in use by another session", "IN-USE")
             return reply(False, "mailbox unavailable", code)
+        self.svc.throttle.succeed(self.peer)
         self.mb = mb
         self.login = name
         self.state = TRANSACTION

@@ -314,6 +314,32 @@ def test_wrong_password_same_answer_and_growing_delay():
         e.done()
 
 
+def test_success_resets_only_its_own_address():
+    e = Env(delays=[1, 2, 4, 8])
+    try:
+        for peer in ("127.0.0.7", "127.0.0.8"):
+            s = e.session(peer=peer)
+            for _ in range(2):
+                run(s, b"USER alice")
+                run(s, b"PASS wrong")
+            assert s.delay == 2
+        s = e.session(peer="127.0.0.7")
+        login(s)  # the right password: 127.0.0.7's failures are forgotten
+        s.close()
+        assert e.svc.throttle.failures("127.0.0.7") == 0
+        assert e.svc.throttle.failures("127.0.0.8") == 2
+        s = e.session(peer="127.0.0.7")
+        run(s, b"USER alice")
+        run(s, b"PASS wrong")
+        assert s.delay == 1  # back to the first delay
+        s = e.session(peer="127.0.0.8")
+        run(s, b"USER alice")
+        run(s, b"PASS wrong")
+        assert s.delay == 4  # the other address is not affected
+    finally:
+        e.done()
+
+
 def test_throttle_window_and_bound():
     t = Throttle([2, 4, 8, 15], 10)
     assert [t.fail("a", 0), t.fail("a", 1000), t.fail("a", 2000), t.fail("a", 3000), t.fail("a", 4000)] == [2, 4, 8, 15, 15]
