@@ -7,6 +7,8 @@ A shell (server.py) owns the socket. For every framed line from wire.LineReader 
 status line (or a whole small multi-line reply such as CAPA). Before sending them it looks at
 what the session asked for, in this order:
 
+    (reply None)       a login's password hash is under way: let other sessions run, then
+                       call `session.resume()`, until it answers the reply (auth in slices)
     session.delay      seconds to wait before sending (failed login; 0 otherwise)
     session.producer   an object with fill(buf) -> n: the rest of a multi-line reply (RETR, TOP,
                        LIST, UIDL) produced into the shell's fixed buffer, 0 when finished
@@ -39,6 +41,11 @@ DONE = const(2)
 # Failure records kept per address for the login delay: bounded so a scan from many addresses
 # costs fixed RAM (the oldest record is forgotten first).
 MAX_THROTTLE_ENTRIES = const(32)
+# A login's PBKDF2 runs in slices of about this many ms (checking the clock every
+# _LOGIN_CHUNK iterations); between slices the shell serves other sessions. It bounds the
+# stall a login causes: ~10 ms plus one chunk (~5 ms at an ESP32's ~0.3 ms per iteration).
+LOGIN_SLICE_MS = const(10)
+_LOGIN_CHUNK = const(16)
 IMPLEMENTATION = "pocketpost"
 
 _CR = const(13)
@@ -113,16 +120,13 @@ class Service:
         for u in users.values():
             if u.get("apop_secret"):
                 self.apop_enabled = True
-        # An unknown user must cost what a wrong password costs: verify against this, made with
-        # the most iterations any stored hash has (hashes keep the count they were made with,
-        # so the configured count alone could differ from every user's).
-        its = server_cfg.get("pbkdf2_iterations", auth.DEFAULT_ITERATIONS)
-        for u in users.values():
-            try:
-                its = max(its, auth.parse_hash(u.get("password"))[0])
-            except auth.AuthError:
-                pass
-        self._dummy = auth.hash_password(urandom(12), its)
+        # The board's count: every check costs at least this many iterations (auth.Verify pads a
+        # cheaper stored hash), a stored hash with another count is rehashed to it at the next
+        # successful login, and an unknown user is checked against a dummy hash made with it.
+        # So known and unknown users cost the same once every hash has the board's count.
+        self.iterations = server_cfg.get("pbkdf2_iterations", auth.DEFAULT_ITERATIONS)
+        self._dummy = auth.hash_password(urandom(12), self.iterations)
+        self.on_rehash = None  # the shell's fn(name, new_hash): make the new hash durable
 
     def trusted(self, ip):
         v = parse_ipv4(ip)
@@ -134,11 +138,56 @@ class Service:
         return False
 
     def check_password(self, name, password):
-        """The user's entry if name/password match; the same work and answer otherwise."""
+        """The user's entry if name/password match; the same work and answer otherwise.
+        Runs to the end at once: the server uses LoginCheck in slices instead."""
+        w = LoginCheck(self, name, password)
+        while not w.step(auth.MAX_ITERATIONS):
+            pass
+        return w.user if w.ok else None
+
+    def rehashed(self, name, new_hash):
         u = self.users.get(name)
-        stored = u["password"] if u is not None else self._dummy
-        ok = auth.verify_password(password, stored)
-        return u if (ok and u is not None) else None
+        if u is None:
+            return
+        u["password"] = new_hash
+        log.info("pop3 user=%s password rehashed to %d iterations", _safe(name), self.iterations)
+        if self.on_rehash is not None:
+            try:
+                self.on_rehash(name, new_hash)
+            except Exception as e:  # the login stands; the old hash keeps working until next time
+                log.error("pop3 user=%s rehash not saved: %s %r", _safe(name), type(e).__name__, e)
+
+
+class LoginCheck:
+    """A login's password check, in steps (`step(n)` until True, like auth.Pbkdf2): verify
+    against the stored hash (or the dummy, for an unknown user), padded to the board's count;
+    if it matches and the stored count is not the board's, hash the password again with the
+    board's count (`new_hash`). `ok`, `user` and `new_hash` are the outcome."""
+
+    def __init__(self, svc, name, password, force_fail=False):
+        self.svc = svc
+        u = svc.users.get(name)
+        self.user = u
+        # a copy: the shell's line buffer may move on while the check runs (the rehash needs it)
+        self.password = password if isinstance(password, (str, bytes)) else bytes(password)
+        self.force_fail = force_fail
+        self.ok = False
+        self.new_hash = None
+        self.job = auth.Verify(password, u["password"] if u is not None else svc._dummy, svc.iterations)
+        self._salt = None
+
+    def step(self, n):
+        if not self.job.step(n):
+            return False
+        if self._salt is not None:  # the rehash is done
+            self.new_hash = auth.format_hash(self.svc.iterations, self._salt, self.job.digest())
+            return True
+        self.ok = self.job.ok and self.user is not None and not self.force_fail
+        if self.ok and self.job.iterations != self.svc.iterations:
+            self._salt = urandom(auth.SALT_BYTES)
+            self.job = auth.Pbkdf2(self.password, self._salt, self.svc.iterations)
+            return False
+        return True
 
 
 class Session:
@@ -159,6 +208,8 @@ class Session:
         self._ndel = 0
         self._sdel = 0
         self._sasl = False  # waiting for an AUTH PLAIN continuation
+        self._check = None  # a LoginCheck under way (see resume)
+        self._check_name = None
         self._blockbuf = None  # file block for dot-stuffed replies (see _block)
         self._stuffer = None
         self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
@@ -192,6 +243,23 @@ class Session:
         except Exception as e:  # store/file trouble: one -ERR, never a dead session
             log.error("pop3 %s %s: %s %r", self.peer, kw, type(e).__name__, e)
             return reply(False, "internal error", getattr(e, "code", None) or "SYS/TEMP")
+
+    def resume(self):
+        """Continue the login check that made handle() answer None, for about LOGIN_SLICE_MS:
+        None while it is unfinished (the shell lets other sessions run, then calls again),
+        then the reply to the login command."""
+        w = self._check
+        if w is None:
+            return reply(False, "nothing to resume")
+        t0 = ticks_ms()
+        while not w.step(_LOGIN_CHUNK):
+            if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
+                return None
+        self._check = None
+        name = self._check_name
+        if w.new_hash is not None:
+            self.svc.rehashed(name, w.new_hash)
+        return self._login(name, None, w.user if w.ok else False)
 
     def handle_bad(self, kind):
         self.delay = 0
@@ -295,14 +363,16 @@ class Session:
             # Malformed: still pay a password check, so the answer's timing tells nothing.
             return self._login("", b"", None)
         if authz and authz != authc:  # no proxy logins: authorize only as oneself
-            self.svc.check_password(name, pw)
-            return self._login(name, pw, False)
+            return self._login(name, pw, None, True)
         return self._login(name, pw, None)
 
-    def _login(self, name, password, user):
-        """user None: check the password; False: already failed; a dict: already verified."""
+    def _login(self, name, password, user, force_fail=False):
+        """user None: check the password (handle() answers None, resume() finishes the login);
+        False: already failed; a dict: already verified."""
         if user is None:
-            user = self.svc.check_password(name, password)
+            self._check = LoginCheck(self.svc, name, password, force_fail)
+            self._check_name = name
+            return None
         if not user:
             self.failures += 1
             self.delay = self.svc.throttle.fail(self.peer)

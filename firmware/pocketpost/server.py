@@ -253,11 +253,16 @@ class _CConn(_Deadlines):
 
     async def start_tls(self, ctx):
         # CPython does the whole handshake here (and resumes reading once TLS is in place).
+        # Its own handshake timeout, not wait_for: a start_tls run as wait_for's task left the
+        # next POP3S handshake of the server hanging (CPython 3.11).
         self.handshake_begins(self.handshake_s)
         try:
-            await asyncio.wait_for(self.w.start_tls(ctx), self.budget())
-        except asyncio.TimeoutError:
-            raise self.timeout()
+            await self.w.start_tls(ctx, ssl_handshake_timeout=self.budget())
+        except (ConnectionAbortedError, asyncio.TimeoutError):
+            t = self.timeout()
+            if t.name == DEADLINE_IDLE:
+                raise
+            raise t
         self.handshake_done()
 
     async def recv_into(self, mv):
@@ -314,7 +319,7 @@ class Server:
     handshake and one hash) can still evict a user who is logging in, and only from addresses
     other than its own once the server is full: a flood, not a camp."""
 
-    def __init__(self, cfg, store):
+    def __init__(self, cfg, store, config_path=None):
         self.cfg = cfg
         sv = cfg["server"]
         self.sv = sv
@@ -322,11 +327,24 @@ class Server:
         if sv["cert"] and sv["key"]:
             self.ctx = tls.server_context(sv["cert"], sv["key"])
         self.svc = Service(sv, cfg["users"], store, tls_available=self.ctx is not None)
+        self.config_path = config_path
+        if config_path:
+            self.svc.on_rehash = self._save_hash
         self.sessions = 0
         self.per_addr = {}
         self.slots = {}  # sid -> _Slot
         self._listeners = []
         self._next_id = 0
+
+    def _save_hash(self, name, new_hash):
+        """A login rehashed a password to the board's count: write it to the config file as
+        written (defaults not baked in), atomically (config.save: temp file, then rename)."""
+        raw = config_mod.load_raw(self.config_path)
+        users = raw.get("users")
+        if not isinstance(users, dict) or not isinstance(users.get(name), dict):
+            return
+        users[name]["password"] = new_hash
+        config_mod.save(self.config_path, raw)
 
     async def _listen(self):
         host = self.sv["host"]
@@ -451,6 +469,9 @@ class Server:
                 resp = session.handle_bad(line)
             else:
                 resp = session.handle(line)
+            while resp is None:  # a login hash, in slices: other sessions run in between
+                await asyncio.sleep(0)
+                resp = session.resume()
             if session.delay:
                 await conn.pause(session.delay)
             if session.starttls:
@@ -481,14 +502,15 @@ class Server:
                 return
 
 
-async def start(cfg, store):
-    srv = Server(cfg, store)
+async def start(cfg, store, config_path=None):
+    """config_path: where cfg was loaded from, so that rehashed passwords are saved there."""
+    srv = Server(cfg, store, config_path)
     await srv._listen()
     return srv
 
 
-async def _forever(cfg):
-    srv = await start(cfg, open_store(cfg))
+async def _forever(cfg, config_path=None):
+    srv = await start(cfg, open_store(cfg), config_path)
     try:
         while True:
             await asyncio.sleep(3600)
@@ -499,7 +521,7 @@ async def _forever(cfg):
 def main(config_path):
     cfg = config_mod.load(config_path)
     log.set_level(cfg["log"]["level"])
-    asyncio.run(_forever(cfg))
+    asyncio.run(_forever(cfg, config_path))
 
 
 if __name__ == "__main__":

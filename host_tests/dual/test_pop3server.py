@@ -5,7 +5,7 @@ import binascii
 import os
 
 from pocketpost import auth, config, log
-from pocketpost.pop3server import BodyProducer, PlainProducer, Service, Session, Throttle
+from pocketpost.pop3server import BodyProducer, LoginCheck, PlainProducer, Service, Session, Throttle
 from pocketpost.store import Store
 from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader
 
@@ -73,6 +73,10 @@ class Env:
 def run(s, line):
     """One command -> everything sent back (status line + producer output)."""
     out = s.handle(line)
+    for _ in range(100000):  # a login answers None until its hash is done (Session.resume)
+        if out is not None:
+            break
+        out = s.resume()
     if s.producer is not None:
         buf = bytearray(64)
         for _ in range(100000):
@@ -556,14 +560,70 @@ def test_close_mid_retr_closes_the_message_file():
         e.done()
 
 
-def test_unknown_user_costs_the_slowest_stored_hash():
-    # Hashes keep the iteration count they were made with: an unknown user must cost as much as
-    # the most expensive one, not the count configured now.
+def _steps(w):
+    n = 0
+    while not w.step(1):
+        n += 1
+    return n
+
+
+def test_every_check_costs_the_board_count():
+    # The dummy hash of unknown users has the board's count, not the slowest stored one; a
+    # stored hash with fewer iterations is padded up to it: the same work for every answer.
     e = Env()
     try:
         users = dict(e.svc.users)
         users["carol"] = {"password": auth.hash_password("x", 40), "mailbox": "carol"}
+        users["dave"] = {"password": auth.hash_password("y", 2), "mailbox": "dave"}
         svc = Service({"pbkdf2_iterations": 5}, users, e.store)
-        assert auth.parse_hash(svc._dummy)[0] == 40
+        assert auth.parse_hash(svc._dummy)[0] == 5
+        known = _steps(LoginCheck(svc, "alice", b"wrong"))
+        assert known == _steps(LoginCheck(svc, "nobody", b"wrong"))
+        assert known == _steps(LoginCheck(svc, "dave", b"wrong"))
+        assert _steps(LoginCheck(svc, "carol", b"wrong")) > known  # until its first login
+    finally:
+        e.done()
+
+
+def test_rehash_to_the_board_count_at_login():
+    e = Env()
+    try:
+        users = dict(e.svc.users)
+        users["alice"] = {"password": auth.hash_password("pass word", 7), "mailbox": "alice"}
+        svc = Service(config.check({"server": {"pbkdf2_iterations": 5}})["server"], users, e.store)
+        saved = []
+        svc.on_rehash = lambda name, h: saved.append((name, h))
+        s = Session(svc, "127.0.0.1")
+        run(s, b"USER alice")
+        assert run(s, b"PASS wrong").startswith(b"-ERR")
+        assert saved == [] and auth.parse_hash(users["alice"]["password"])[0] == 7
+        login(s)
+        s.close()
+        assert len(saved) == 1 and saved[0][0] == "alice"
+        h = users["alice"]["password"]
+        assert h == saved[0][1] and auth.parse_hash(h)[0] == 5
+        assert auth.verify_password("pass word", h) and not auth.verify_password("pass wore", h)
+        s = Session(svc, "127.0.0.1")
+        login(s)  # already at the board's count: no second rehash
+        s.close()
+        assert len(saved) == 1
+    finally:
+        e.done()
+
+
+def test_login_hash_runs_in_slices():
+    e = Env()
+    try:
+        svc = Service(config.check({"server": {"pbkdf2_iterations": 40000}})["server"], e.svc.users, e.store)
+        s = Session(svc, "127.0.0.1")
+        run(s, b"USER bob")
+        assert s.handle(b"PASS bobpw") is None  # the hash has not started yet
+        slices = 1
+        r = s.resume()
+        while r is None:
+            slices += 1
+            r = s.resume()
+        assert r.startswith(b"+OK") and slices >= 2, slices
+        s.close()
     finally:
         e.done()
