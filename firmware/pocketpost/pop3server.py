@@ -29,7 +29,7 @@ handed out unchanged (no stuffing pass, no copy, no block buffer of its own), th
 """
 
 from pocketpost import auth, log
-from pocketpost.config import parse_cidr, parse_ipv4
+from pocketpost.config import SERVER_DEFAULTS, parse_cidr, parse_ipv4
 from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
 from pocketpost.wire import OVERLONG, TERMINATOR, DotStuffer, terminator
@@ -41,11 +41,13 @@ DONE = const(2)
 # Failure records kept per address for the login delay: bounded so a scan from many addresses
 # costs fixed RAM (the oldest record is forgotten first).
 MAX_THROTTLE_ENTRIES = const(32)
-# A login's PBKDF2 runs in slices of about this many ms (checking the clock every
-# _LOGIN_CHUNK iterations); between slices the shell serves other sessions. It bounds the
-# stall a login causes: ~10 ms plus one chunk (~5 ms at an ESP32's ~0.3 ms per iteration).
+# A login's PBKDF2 runs in slices of about this many ms; between slices the shell serves other
+# sessions, so this bounds the stall a login causes. The clock is read after every chunk of
+# iterations worth half a slice at the board's assumed cost (config pbkdf2_iteration_us:
+# ~16 on an ESP32, thousands on a host; a step call costs ~20 us on the unix port, so a
+# fixed small chunk would double a host's hash time).
 LOGIN_SLICE_MS = const(10)
-_LOGIN_CHUNK = const(16)
+_MAX_LOGIN_CHUNK = const(4096)
 IMPLEMENTATION = "pocketpost"
 
 _CR = const(13)
@@ -127,6 +129,8 @@ class Service:
         self.iterations = server_cfg.get("pbkdf2_iterations", auth.DEFAULT_ITERATIONS)
         self._dummy = auth.hash_password(urandom(12), self.iterations)
         self.on_rehash = None  # the shell's fn(name, new_hash): make the new hash durable
+        us = server_cfg.get("pbkdf2_iteration_us", SERVER_DEFAULTS["pbkdf2_iteration_us"])
+        self.login_chunk = max(1, min(_MAX_LOGIN_CHUNK, int(LOGIN_SLICE_MS * 500 / us)))
 
     def trusted(self, ip):
         v = parse_ipv4(ip)
@@ -252,7 +256,8 @@ class Session:
         if w is None:
             return reply(False, "nothing to resume")
         t0 = ticks_ms()
-        while not w.step(_LOGIN_CHUNK):
+        n = self.svc.login_chunk
+        while not w.step(n):
             if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
                 return None
         self._check = None
