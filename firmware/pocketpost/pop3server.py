@@ -141,14 +141,6 @@ class Service:
                 return True
         return False
 
-    def check_password(self, name, password):
-        """The user's entry if name/password match; the same work and answer otherwise.
-        Runs to the end at once: the server uses LoginCheck in slices instead."""
-        w = LoginCheck(self, name, password)
-        while not w.step(auth.MAX_ITERATIONS):
-            pass
-        return w.user if w.ok else None
-
     def rehashed(self, name, new_hash):
         u = self.users.get(name)
         if u is None:
