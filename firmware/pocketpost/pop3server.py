@@ -169,19 +169,22 @@ class LoginCheck:
         self.force_fail = force_fail
         self.ok = False
         self.new_hash = None
-        self.job = auth.Verify(password, u["password"] if u is not None else svc._dummy, svc.iterations)
-        self._salt = None
+        self.verify = auth.Verify(password, u["password"] if u is not None else svc._dummy, svc.iterations)
+        self.rehash = None
+        self._salt = b""
 
     def step(self, n):
-        if not self.job.step(n):
-            return False
-        if self._salt is not None:  # the rehash is done
-            self.new_hash = auth.format_hash(self.svc.iterations, self._salt, self.job.digest())
+        if self.rehash is not None:
+            if not self.rehash.step(n):
+                return False
+            self.new_hash = auth.format_hash(self.svc.iterations, self._salt, self.rehash.digest())
             return True
-        self.ok = self.job.ok and self.user is not None and not self.force_fail
-        if self.ok and self.job.iterations != self.svc.iterations:
+        if not self.verify.step(n):
+            return False
+        self.ok = self.verify.ok and self.user is not None and not self.force_fail
+        if self.ok and self.verify.iterations != self.svc.iterations:
             self._salt = urandom(auth.SALT_BYTES)
-            self.job = auth.Pbkdf2(self.password, self._salt, self.svc.iterations)
+            self.rehash = auth.Pbkdf2(self.password, self._salt, self.svc.iterations)
             return False
         return True
 
