@@ -1,6 +1,6 @@
 """Auth that fits the board, against the server under micropython: a stored hash with another
 count is rehashed at the next login and saved to the config file atomically; a login's hash
-runs in slices, so another session's commands are answered while it runs."""
+runs in slices, so another session's commands are answered while it runs; SASL LOGIN with curl."""
 
 import json
 import os
@@ -83,5 +83,23 @@ def test_login_hash_does_not_stall_other_sessions(tmp_path):
         print("login check %.3f s (median of 3); longest NOOP round trip during it %.1f ms"
               % (sorted(hashes)[1], worst * 1000))
         a.cmd(b"QUIT")
+    finally:
+        s.stop()
+
+
+def test_curl_auth_login(tmp_path):
+    import subprocess
+
+    s = Pop3Server(str(tmp_path), {"alice": [msg(1), msg(2)]})
+    s.start()
+    try:
+        r = subprocess.run(["curl", "-s", "-S", "-v", "--max-time", "20", "--login-options", "AUTH=LOGIN",
+                            "-u", "alice:alice pass", "pop3://127.0.0.1:%d/2" % s.port], capture_output=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        assert b"> AUTH LOGIN" in r.stderr and b"< + VXNlcm5hbWU6" in r.stderr, r.stderr
+        assert r.stdout == msg(2)
+        r = subprocess.run(["curl", "-s", "-S", "--max-time", "20", "--login-options", "AUTH=LOGIN",
+                            "-u", "alice:wrong", "pop3://127.0.0.1:%d/" % s.port], capture_output=True, timeout=30)
+        assert r.returncode == 67, r  # CURLE_LOGIN_DENIED
     finally:
         s.stop()

@@ -213,9 +213,8 @@ def apop_digest(banner_ts, secret):
     return binascii.hexlify(h.digest())
 
 
-def sasl_plain(blob):
-    """RFC 4616 PLAIN: base64 of authzid NUL authcid NUL passwd -> (authzid, authcid, passwd)
-    as bytes. Raises AuthError on bad base64 or framing."""
+def b64decode(blob):
+    """Strict base64 (a SASL response) -> bytes. Raises AuthError."""
     try:
         raw = binascii.a2b_base64(blob)
     except (ValueError, TypeError):
@@ -223,6 +222,13 @@ def sasl_plain(blob):
     # a2b_base64 is lenient about junk characters on some ports: re-encode to check strictly.
     if binascii.b2a_base64(raw).rstrip(b"\n") != bytes(blob).rstrip(b"\r\n"):
         raise AuthError("bad base64")
+    return raw
+
+
+def sasl_plain(blob):
+    """RFC 4616 PLAIN: base64 of authzid NUL authcid NUL passwd -> (authzid, authcid, passwd)
+    as bytes. Raises AuthError on bad base64 or framing."""
+    raw = b64decode(blob)
     parts = raw.split(b"\x00")
     if len(parts) != 3 or not parts[1]:
         raise AuthError("bad PLAIN message")

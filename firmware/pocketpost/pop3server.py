@@ -1,4 +1,4 @@
-"""Sans-I/O POP3 server session (RFC 1939, 2449, 3206, 5034, 2595).
+"""Sans-I/O POP3 server session (RFC 1939, 2449, 3206, 5034, 2595; SASL PLAIN and LOGIN).
 
 Theory of operation
 -------------------
@@ -49,6 +49,14 @@ MAX_THROTTLE_ENTRIES = const(32)
 LOGIN_SLICE_MS = const(10)
 _MAX_LOGIN_CHUNK = const(4096)
 IMPLEMENTATION = "pocketpost"
+
+# SASL continuation steps (Session._sasl) and the LOGIN mechanism's prompts, "Username:" and
+# "Password:" in base64 as every LOGIN client expects them.
+_SASL_PLAIN = const(1)
+_LOGIN_USER = const(2)
+_LOGIN_PASS = const(3)
+_LOGIN_USER_PROMPT = b"+ VXNlcm5hbWU6\r\n"
+_LOGIN_PASS_PROMPT = b"+ UGFzc3dvcmQ6\r\n"
 
 _CR = const(13)
 _LF = const(10)
@@ -206,7 +214,8 @@ class Session:
         self._del = None  # bitmask of deleted messages
         self._ndel = 0
         self._sdel = 0
-        self._sasl = False  # waiting for an AUTH PLAIN continuation
+        self._sasl = 0  # waiting for a SASL continuation: _SASL_PLAIN, _LOGIN_USER, _LOGIN_PASS
+        self._sasl_user = b""  # AUTH LOGIN: the user name, until the password comes
         self._check = None  # a LoginCheck under way (see resume)
         self._check_name = None
         self._blockbuf = None  # file block for dot-stuffed replies (see _block)
@@ -227,8 +236,9 @@ class Session:
             self.closing = True
             return reply(False, "session is over")
         if self._sasl:
-            self._sasl = False
-            return self._sasl_response(bytes(line))
+            step = self._sasl
+            self._sasl = 0
+            return self._sasl_continue(step, bytes(line))
         try:
             kw, args = parse_command(line)
         except ProtocolError as e:
@@ -266,7 +276,7 @@ class Session:
         self.producer = None
         self.starttls = False
         if self._sasl:
-            self._sasl = False
+            self._sasl = 0
             return reply(False, "bad SASL response")
         if kind == OVERLONG:
             return reply(False, "line too long")
@@ -303,7 +313,7 @@ class Session:
             lines.append("AUTH-RESP-CODE")
             if self.plain_allowed():
                 lines.append("USER")
-                lines.append("SASL PLAIN")
+                lines.append("SASL PLAIN LOGIN")
             if self.svc.tls_available and not self.tls_active:
                 lines.append("STLS")
         lines.append("IMPLEMENTATION " + IMPLEMENTATION)
@@ -340,16 +350,43 @@ class Session:
     def cmd_auth(self, args):
         if not args:  # "AUTH" alone: list mechanisms (a pre-RFC 5034 habit some clients keep)
             if self.plain_allowed():
-                return b"+OK\r\nPLAIN\r\n.\r\n"
+                return b"+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n"
             return b"+OK\r\n.\r\n"
-        if bytes(args[0]).upper() != b"PLAIN":
+        mech = bytes(args[0]).upper()
+        if mech != b"PLAIN" and mech != b"LOGIN":
             return reply(False, "unsupported SASL mechanism")
         if not self.plain_allowed():
             return self._no_plain()
+        if mech == b"LOGIN":  # draft-murchison-sasl-login: user name, then password, each base64
+            if len(args) < 2:
+                self._sasl = _LOGIN_USER
+                return _LOGIN_USER_PROMPT
+            return self._sasl_continue(_LOGIN_USER, bytes(args[1]))
         if len(args) < 2:
-            self._sasl = True
+            self._sasl = _SASL_PLAIN
             return b"+ \r\n"
         return self._sasl_response(bytes(args[1]))
+
+    def _sasl_continue(self, step, blob):
+        if step == _SASL_PLAIN:
+            return self._sasl_response(blob)
+        if blob == b"*":
+            return reply(False, "authentication cancelled")
+        try:
+            raw = auth.b64decode(blob)
+        except auth.AuthError:
+            return self._login("", b"", None)  # malformed: pay a check all the same
+        if step == _LOGIN_USER:
+            self._sasl_user = raw
+            self._sasl = _LOGIN_PASS
+            return _LOGIN_PASS_PROMPT
+        name = self._sasl_user
+        self._sasl_user = b""
+        try:
+            user = name.decode()
+        except UnicodeError:
+            user = ""  # no such user: the same check and answer as any unknown name
+        return self._login(user, raw, None)
 
     def _sasl_response(self, blob):
         if blob == b"*":

@@ -113,14 +113,14 @@ def test_greeting_and_capa_in_both_states():
         assert run(s, b"APOP alice 0123456789abcdef0123456789abcdef").startswith(b"-ERR [AUTH]")
         capa = run(s, b"CAPA").split(b"\r\n")
         assert capa[0].startswith(b"+OK") and capa[-2] == b"." and capa[-1] == b""
-        for c in (b"TOP", b"UIDL", b"USER", b"SASL PLAIN", b"RESP-CODES", b"AUTH-RESP-CODE",
+        for c in (b"TOP", b"UIDL", b"USER", b"SASL PLAIN LOGIN", b"RESP-CODES", b"AUTH-RESP-CODE",
                   b"PIPELINING", b"STLS"):
             assert c in capa, c
         assert b"IMPLEMENTATION pocketpost" in capa
         assert b"EXPIRE" not in b" ".join(capa) and b"LOGIN-DELAY" not in b" ".join(capa)
         login(s)
         capa = run(s, b"capa").split(b"\r\n")
-        for c in (b"USER", b"SASL PLAIN", b"STLS", b"AUTH-RESP-CODE"):
+        for c in (b"USER", b"SASL PLAIN LOGIN", b"STLS", b"AUTH-RESP-CODE"):
             assert c not in capa
         for c in (b"TOP", b"UIDL", b"PIPELINING", b"RESP-CODES"):
             assert c in capa
@@ -404,6 +404,45 @@ def test_auth_plain():
         assert run(s, b"AUTH PLAIN " + plain(b"bob", b"alice", b"pass word")).startswith(b"-ERR [AUTH]")
         assert run(s, b"AUTH PLAIN") == b"+ \r\n"
         assert run(s, plain(b"alice", b"alice", b"pass word")).startswith(b"+OK")
+        s.close()
+    finally:
+        e.done()
+
+
+def _b64(b):
+    return binascii.b2a_base64(b).rstrip(b"\n")
+
+
+def test_auth_login():
+    # draft-murchison-sasl-login, as Outlook speaks it: the user name, then the password, each
+    # base64 after a base64 prompt; or the user name as an initial response.
+    e = Env(delays=[0.5, 1])
+    try:
+        s = e.session()
+        assert b"LOGIN" in run(s, b"AUTH")
+        assert run(s, b"AUTH LOGIN") == b"+ VXNlcm5hbWU6\r\n"  # "Username:"
+        assert run(s, _b64(b"alice")) == b"+ UGFzc3dvcmQ6\r\n"  # "Password:"
+        r = run(s, _b64(b"pass word"))
+        assert r.startswith(b"+OK") and s.state == 1, r
+        s.close()
+        s = e.session()
+        assert run(s, b"AUTH LOGIN " + _b64(b"bob")) == b"+ UGFzc3dvcmQ6\r\n"
+        assert run(s, _b64(b"bobpw")).startswith(b"+OK")
+        s.close()
+        s = e.session()
+        assert run(s, b"auth login") == b"+ VXNlcm5hbWU6\r\n"
+        assert run(s, b"*").startswith(b"-ERR")  # cancelled
+        assert run(s, b"AUTH LOGIN " + _b64(b"alice")).startswith(b"+ ")
+        r = run(s, _b64(b"wrong"))
+        assert r.startswith(b"-ERR [AUTH]") and s.delay == 0.5
+        assert run(s, b"AUTH LOGIN") == b"+ VXNlcm5hbWU6\r\n"
+        assert run(s, b"not base64 !!").startswith(b"-ERR [AUTH]")
+        assert run(s, b"AUTH LOGIN " + _b64(b"\xff\xfe")).startswith(b"+ ")  # not UTF-8: no such user
+        assert run(s, _b64(b"pass word")).startswith(b"-ERR [AUTH]")
+        s.close()
+        # same policy as PLAIN: not offered, not accepted in the clear from outside
+        s = e.session(peer="192.0.2.1")
+        assert b"LOGIN" not in run(s, b"CAPA") and run(s, b"AUTH LOGIN").startswith(b"-ERR [AUTH]")
         s.close()
     finally:
         e.done()
