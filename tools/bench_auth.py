@@ -1,6 +1,8 @@
 """Benchmark login cost and fairness of the POP3 server under micropython (not a test: prints figures).
 
-1. Event-loop stall during logins: one session streams a large RETR (read in 16 KiB recv calls)
+0. Event-loop stall in-process under micropython (no sockets: the login loop of server.py next
+   to a ticker task; the longest gap between the ticker's wake-ups during ten logins).
+1. Event-loop stall during logins over sockets: one session streams a large RETR (read in 16 KiB recv calls)
    while another thread does ten logins (USER/PASS, right password); the figure is the longest
    gap between two recv calls that returned data during the logins, next to the same gap with no
    login running (the baseline), and the time of one login.
@@ -31,6 +33,57 @@ sys.path.insert(0, os.path.join(ROOT, "host_tests"))
 sys.path.insert(0, os.path.join(ROOT, "firmware"))
 from serverharness import Pop3Server, Raw, msg  # noqa: E402
 from pocketpost import auth  # noqa: E402
+
+# In-process under micropython: the server's login loop (Session.handle, then resume() after
+# each asyncio.sleep(0), as server.py runs it) next to a ticker task that records the longest
+# gap between its own wake-ups: the event-loop stall a login causes, without sockets or clients.
+LOOP_STALL = r"""
+import asyncio, sys, time, os
+from pocketpost import config, log
+from pocketpost.pop3server import Service, Session
+log.set_sink(lambda line: None)
+its, us, n_logins = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
+cfg = config.check({"server": {"pbkdf2_iterations": its, "pbkdf2_iteration_us": us, "auth_delays": [0]}})
+config.add_user(cfg, "alice", "pw", its)
+cfg = config.check(cfg)
+svc = Service(cfg["server"], cfg["users"], None)
+state = {"run": True, "worst": 0, "ticks": 0}
+
+async def ticker():
+    last = time.ticks_us()
+    while state["run"]:
+        await asyncio.sleep(0)
+        now = time.ticks_us()
+        g = time.ticks_diff(now, last)
+        if g > state["worst"]:
+            state["worst"] = g
+        state["ticks"] += 1
+        last = now
+
+async def logins():
+    times = []
+    for i in range(n_logins):
+        s = Session(svc, "127.0.0.1")
+        s.handle(b"USER " + (b"alice" if i % 2 else b"nobody"))
+        t = time.ticks_us()
+        r = s.handle(b"PASS wrong")
+        while r is None:
+            await asyncio.sleep(0)
+            r = s.resume()
+        times.append(time.ticks_diff(time.ticks_us(), t))
+        s.close()
+    state["run"] = False
+    times.sort()
+    return times[len(times) // 2]
+
+async def main():
+    t = asyncio.create_task(ticker())
+    med = await logins()
+    await t
+    print(state["worst"], med, state["ticks"])
+
+asyncio.run(main())
+"""
 
 GARBAGE_HELLO = b"\x16\x03\x01\x40\x00" + b"\x01\x80\x00\x00" + b"\x03\x03" + b"\x00" * 40
 
@@ -177,11 +230,31 @@ def preauth(caps, addrs):
         s.stop()
 
 
+def loop_stall(its, us, logins=10):
+    import subprocess
+
+    from helpers import MICROPYTHON
+
+    env = dict(os.environ)
+    env["MICROPYPATH"] = os.path.join(ROOT, "firmware") + ":.frozen"
+    r = subprocess.run([MICROPYTHON, "-c", LOOP_STALL, str(its), str(us), str(logins)], capture_output=True,
+                       env=env, cwd=ROOT, timeout=600)
+    if r.returncode:
+        raise RuntimeError(r.stderr.decode() + r.stdout.decode())
+    worst, med, ticks = (int(x) for x in r.stdout.split())
+    return worst / 1000, med / 1000, ticks
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--iterations", type=int, default=20000, help="the board's count (host profile: 20000)")
     ap.add_argument("--tries", type=int, default=30)
     a = ap.parse_args()
+    for its, us in ((a.iterations, 2), (auth.MAX_ITERATIONS, 2), (a.iterations, 300)):
+        worst, med, ticks = loop_stall(its, us)
+        print("loop stall (in-process, micropython): %d iterations, chunk for %s us/iteration: longest gap of the"
+              " event loop during 10 logins %.2f ms; one login %.1f ms (median); %d ticker wake-ups"
+              % (its, us, worst, med, ticks))
     for its in (a.iterations, auth.MAX_ITERATIONS):
         worst, base, one, n = stall(its)
         print("stall: %d iterations: longest recv gap of a streaming RETR during 10 logins %.1f ms (%d gaps;"
