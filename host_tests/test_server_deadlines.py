@@ -145,6 +145,7 @@ def test_preauth_connections_never_keep_a_user_out(tmp_path):
     try:
         _wait_log(s, " disconnect ", 2)  # the harness's two start-up probes are done
         connects = [s.log().count(" connect tls=")]
+        fds = s.fds()
 
         def attacker(src, kind):
             port = s.pop3s_port if kind != "silent" and kind != "failed-login" else s.port
@@ -199,6 +200,12 @@ def test_preauth_connections_never_keep_a_user_out(tmp_path):
         print("pre-auth attackers: %d opened, %d held open while the user logged in; user waited %.3f s"
               % (len(held), 1, waited))
         assert s.alive()
+        for _, _, c in held:
+            c.close()
+        deadline = time.time() + 10  # evicted (cancelled) sessions leaked no socket
+        while s.fds() != fds and time.time() < deadline:
+            time.sleep(0.05)
+        assert s.fds() == fds, (s.fds(), fds)
     finally:
         for _, _, c in held:
             c.close()
