@@ -79,7 +79,7 @@ def test_login_hash_does_not_stall_other_sessions(tmp_path):
             # the other session was answered all through the hash, each NOOP in a fraction of it
             assert len(rtts) >= 5, (rtts, hashes)
             worst = max(worst, max(rtts))
-        assert worst < min(hashes) / 3, (worst, hashes)
+        assert worst < min(hashes) / 2, (worst, hashes)
         print("login check %.3f s (median of 3); longest NOOP round trip during it %.1f ms"
               % (sorted(hashes)[1], worst * 1000))
         a.cmd(b"QUIT")

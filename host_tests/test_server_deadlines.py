@@ -62,8 +62,8 @@ def test_handshake_deadline(srv):
     assert c.cmd(b"STLS").startswith(b"+OK")
     c.send(GARBAGE_HELLO)
     took = closed_after({"pop3s": g, "silent": s, "stls": c.s}, AUTH_S + 5)
-    for k in ("pop3s", "silent", "stls"):
-        assert HANDSHAKE_S * 0.8 < took.get(k, 99) < HANDSHAKE_S + 1.2, took
+    for k in ("pop3s", "silent", "stls"):  # before the AUTHORIZATION deadline could have cut it
+        assert HANDSHAKE_S * 0.8 < took.get(k, 99) < AUTH_S - 0.3, took
     deadline = time.time() + 5
     while srv.log().count("tls-handshake deadline passed") < before + 3 and time.time() < deadline:
         time.sleep(0.05)
