@@ -118,8 +118,8 @@ def test_pipelined_flood_in_order(srv):
 
 
 def test_idle_timeout(srv):
-    c = Raw(srv.port)
-    c.line()
+    c, r = login(srv.port, b"bob", b"bobpw")  # logged in: the idle timer (2 s here) applies
+    assert r.startswith(b"+OK")
     t = time.time()
     assert c.eof(timeout=10)
     took = time.time() - t
@@ -272,39 +272,63 @@ class RawFrom(Raw):
 
 
 def test_session_limits(tmp_path):
-    s = Pop3Server(str(tmp_path), {"alice": [msg(1)]}, server={"max_sessions": 3, "max_sessions_per_addr": 2,
-                                                              "trusted_networks": []})
+    s = Pop3Server(str(tmp_path), {"alice": [msg(1)], "bob": [msg(2)]},
+                   server={"max_sessions": 2, "max_sessions_per_addr": 2, "trusted_networks": []})
     s.start()
     try:
         wait_for(lambda: open_sessions(s) == 0, "the start-up probes' sessions to end")
         a = Raw(s.port)
         b = Raw(s.port)
         assert a.line().startswith(b"+OK") and b.line().startswith(b"+OK")
-        c = Raw(s.port)  # a third from 127.0.0.1: the per-address cap
+        # full, but only of connections not logged in: the oldest one gives up its slot
+        c = Raw(s.port)
+        assert c.line().startswith(b"+OK")
+        assert a.eof(3) and a.buf == b""
+        # loopback is not trusted here: plain-text login refused until STLS
+        assert c.cmd(b"USER alice").startswith(b"-ERR [AUTH]")
+        c.send(b"CAPA\r\n")
+        assert c.line().startswith(b"+OK")
+        capa = c.block()
+        assert b"STLS" in capa and b"USER" not in capa
+        c.cmd(b"QUIT")
+        assert c.eof(3)
+        b.close()
+        assert s.alive()
+    finally:
+        s.stop()
+
+
+def test_session_limit_full_of_logged_in_users_refuses(tmp_path):
+    s = Pop3Server(str(tmp_path), {"alice": [msg(1)], "bob": [msg(2)]}, server={"max_sessions": 2, "max_sessions_per_addr": 2})
+    s.start()
+    try:
+        a, r = login(s.port)
+        assert r.startswith(b"+OK")
+        b, r = login(s.port, b"bob", b"bobpw")
+        assert r.startswith(b"+OK")
+        c = Raw(s.port)  # a third from 127.0.0.1: the per-address cap, every slot logged in
         assert c.line().startswith(b"-ERR [SYS/TEMP]")
         assert c.eof(3)
-        e = RawFrom(s.port, "127.0.0.2")  # another address: the third session overall is fine
-        assert e.line().startswith(b"+OK")
-        f = RawFrom(s.port, "127.0.0.3")  # a fourth: the global cap
-        assert f.line().startswith(b"-ERR [SYS/TEMP]")
-        assert f.eof(3)
+        e = RawFrom(s.port, "127.0.0.2")  # another address: the global cap
+        assert e.line().startswith(b"-ERR [SYS/TEMP]")
+        assert e.eof(3)
         refusals = [ln.split(" WARN ", 1)[1] for ln in s.log().splitlines() if "refused" in ln]
         assert refusals == [
-            "pop3 127.0.0.1 refused: per-address cap max_sessions_per_addr=2 reached (open: 2 in all, 2 from 127.0.0.1)",
-            "pop3 127.0.0.3 refused: global session cap max_sessions=3 reached (open: 3 in all, 0 from 127.0.0.3)"], refusals
-        e.cmd(b"QUIT")
-        assert e.eof(3)
-        # loopback is not trusted here: plain-text login refused until STLS
-        assert a.cmd(b"USER alice").startswith(b"-ERR [AUTH]")
-        a.send(b"CAPA\r\n")
-        assert a.line().startswith(b"+OK")
-        capa = a.block()
-        assert b"STLS" in capa and b"USER" not in capa
+            "pop3 127.0.0.1 refused: per-address cap max_sessions_per_addr=2 reached, every slot logged in"
+            " (open: 2 in all, 2 from 127.0.0.1)",
+            "pop3 127.0.0.2 refused: global session cap max_sessions=2 reached, every slot logged in"
+            " (open: 2 in all, 0 from 127.0.0.2)"], refusals
+        assert a.cmd(b"STAT").startswith(b"+OK 1 ") and b.cmd(b"STAT").startswith(b"+OK 1 ")
         a.cmd(b"QUIT")
         assert a.eof(3)
-        wait_for(lambda: open_sessions(s) == 1, "a's session to end (b's remains)")
-        d = Raw(s.port)
-        assert d.line().startswith(b"+OK")
+        for _ in range(50):  # the slot is free again once the server has seen the QUIT through
+            d = Raw(s.port)
+            if d.line().startswith(b"+OK"):
+                break
+            d.close()
+            time.sleep(0.05)
+        else:
+            raise AssertionError("slot never freed")
         assert s.alive()
     finally:
         s.stop()
