@@ -79,10 +79,9 @@ def run_cli(tmp, acct, crash=None, timeout=120):
     path.write_text(json.dumps(cfg))
     env = dict(os.environ)
     env["MICROPYPATH"] = FIRMWARE + ":.frozen"
-    env.pop("POCKETPOST_CRASH_AT", None)
-    if crash:
-        env["POCKETPOST_CRASH_AT"] = crash
     cmd = [MICROPYTHON, "-m", "pocketpost.fetch", str(path)]
+    if crash:  # the crash points are patched in by test code (host_tests/crashpoints.py)
+        cmd = [MICROPYTHON, os.path.join(ROOT, "host_tests", "crashfetch.py"), crash, str(path)]
     if not crash:
         r = subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=str(tmp), env=env)
         return r.returncode, r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")

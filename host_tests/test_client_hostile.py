@@ -18,6 +18,7 @@ import time
 import pytest
 
 import clientdriver
+import crashpoints
 from helpers import FIRMWARE, MICROPYTHON, free_port
 from serverharness import cert_dir
 
@@ -132,6 +133,8 @@ def serve_mailbox(c, rf, uidl=b"1 u1\r\n", listing=b"1 21\r\n", retr=None):
     c.sendall(b"+OK\r\n" + listing + b".\r\n")
     expect(rf, "RETR")
     c.sendall(retr if retr is not None else b"+OK\r\n" + GOOD + b".\r\n")
+    expect(rf, "NOOP")  # the client proves the stream in step after each message
+    c.sendall(b"+OK\r\n")
     expect(rf, "QUIT")
     c.sendall(b"+OK bye\r\n")
 
@@ -163,6 +166,8 @@ def mailbox(msgs, seen=None, dele_reply=b"+OK\r\n"):
                 c.sendall(b"+OK\r\n" + msgs[int(w[1]) - 1][1] + b".\r\n")
             elif k == b"DELE":
                 c.sendall(dele_reply)
+            elif k == b"NOOP":
+                c.sendall(b"+OK\r\n")
             elif k == b"QUIT":
                 c.sendall(b"+OK\r\n")
                 return
@@ -204,20 +209,14 @@ class Fetcher:
         return self._cpython(tmp_path, acct, quota, on_message, now, crash, fail_pending_save)
 
     def _cpython(self, tmp_path, acct, quota, on_message, now, crash, fail_pending_save):
-        saved = (client.compat.now, client._crash_point, uidstate.UidState.save)
+        saved = (client.compat.now, uidstate.UidState.save)
+        undo = None
         if now is not None:
             client.compat.now = lambda: now
         if crash is not None:
-            seen = {}
-
-            def point(step):
-                seen[step] = seen.get(step, 0) + 1
-                if step == crash[0] and seen[step] == crash[1]:
-                    raise Crash(step)
-
-            client._crash_point = point
+            undo = crashpoints.install(crashpoints.counter(crash, Crash))
         if fail_pending_save:
-            real_save = saved[2]
+            real_save = saved[1]
 
             def failing_save(self):
                 if self.pending is not None:
@@ -232,7 +231,9 @@ class Fetcher:
             return client.fetch_account_sync(acct, s, on_message)
         finally:
             self.elapsed = time.time() - t
-            client.compat.now, client._crash_point, uidstate.UidState.save = saved
+            if undo is not None:
+                undo()
+            client.compat.now, uidstate.UidState.save = saved
             self.busy = s._box("m").busy if s.exists("m") else None
 
     def _micropython(self, tmp_path, acct, quota, on_message, now, crash, fail_pending_save):
@@ -348,25 +349,44 @@ def test_size_lies(tmp_path, fetch):
     assert nothing_kept(tmp_path, s)
 
 
-def test_duplicate_uidl(tmp_path, fetch):
-    def script(c, rf):
-        login(c, rf)
-        expect(rf, "STAT")
-        c.sendall(b"+OK 2 42\r\n")
-        expect(rf, "UIDL")
-        c.sendall(b"+OK\r\n1 same\r\n2 same\r\n.\r\n")
-
-    s = Script(script)
-    with pytest.raises(ProtocolError, match="duplicate UIDL"):
-        fetch(tmp_path, s.port)
-    assert nothing_kept(tmp_path, s)
+THREE = b"Subject: three\r\n\r\nz\r\n"
 
 
-def test_overlong_uidl(tmp_path, fetch):
-    s = Script(lambda c, rf: serve_mailbox(c, rf, uidl=b"1 " + b"u" * 71 + b"\r\n"))
-    with pytest.raises(ProtocolError, match="invalid UIDL"):
-        fetch(tmp_path, s.port)
-    assert nothing_kept(tmp_path, s)
+@pytest.mark.parametrize("policy", ["keep", "delete"])
+def test_unusable_uidls_still_fetched(tmp_path, fetch, policy):
+    """UIDLs over 70 octets, with a space-free but invalid octet, or listed twice: the mailbox is
+    not refused; those messages are keyed by content (stored once, never twice), the good one
+    by its UID. Under keep a second session downloads the content-keyed ones again and drops
+    them as duplicates; under delete they are deleted."""
+    msgs = [(b"u" * 71, GOOD), (b"same", TWO), (b"same", THREE), (b"ok", b"Subject: ok\r\n\r\nk\r\n"),
+            (b"bad\x7f", b"Subject: del\r\n\r\nd\r\n")]
+    seen = []
+    s = Script(mailbox(msgs, seen))
+    st = fetch(tmp_path, s.port, policy=policy)
+    assert st["fetched"] == 5 and st["by_content"] == 4 and seen[-1] == b"QUIT"
+    assert sorted(stored(tmp_path)) == sorted(b for _, b in msgs)
+    if policy == "delete":
+        assert st["deleted"] == 5 and state_uids(tmp_path) == []
+        return
+    seen = []
+    s = Script(mailbox(msgs, seen))
+    st = fetch(tmp_path, s.port, policy=policy)
+    assert st["fetched"] == 0 and sorted(stored(tmp_path)) == sorted(b for _, b in msgs)
+    assert st["duplicates"] == 4 and b"RETR 4" not in seen and len(state_uids(tmp_path)) == 5
+    s = Script(mailbox(msgs))  # and a third time: the content keys were kept
+    assert fetch(tmp_path, s.port, policy=policy)["duplicates"] == 4
+
+
+def test_stored_uid_listed_twice_is_never_deleted_by_uid(tmp_path, fetch):
+    """u1 was stored; now the server lists u1 for two messages. Neither is deleted on the
+    strength of the UID (which copy it named is unknowable): both go by content."""
+    s = Script(mailbox([(b"u1", GOOD)]))
+    assert fetch(tmp_path, s.port)["fetched"] == 1
+    seen = []
+    s = Script(mailbox([(b"u1", TWO), (b"u1", GOOD)], seen))
+    st = fetch(tmp_path, s.port, policy="delete")
+    assert b"RETR 1" in seen and b"RETR 2" in seen and st["by_content"] == 2
+    assert sorted(stored(tmp_path)) == sorted([GOOD, GOOD, TWO])  # GOOD again: a duplicate, not a loss
 
 
 def retr_part(c, rf, part=b"+OK\r\nSubject: hi\r\n"):
@@ -415,25 +435,58 @@ def test_silent_server_times_out(tmp_path, fetch):
 
 
 @pytest.mark.parametrize("tls", ["none", "implicit"])
-def test_trickling_server_is_not_a_timeout(tmp_path, fetch, server_tls, tls):
-    """read_timeout bounds each wait, not a reply: a greeting trickled a byte at a time over
-    more than read_timeout (each gap well inside it) is read, and the session completes."""
+def test_trickled_greeting_is_cut_at_its_deadline(tmp_path, fetch, server_tls, tls):
+    """A greeting trickled a byte at a time (each gap well inside read_timeout) is cut off when
+    its deadline (read_timeout from the connect) passes: replies have deadlines, not only reads."""
 
     def script(c, rf):
         for i in range(len(b"+OK hello\r\n")):
             c.sendall(b"+OK hello\r\n"[i:i + 1])
-            time.sleep(READ_TIMEOUT / 6)
-        # and the rest of a good session, without the greeting already sent
-        expect(rf, "CAPA")
-        c.sendall(b"+OK\r\nUSER\r\nUIDL\r\n.\r\n")
-        for cmd, reply in (("USER", b"+OK\r\n"), ("PASS", b"+OK\r\n"), ("STAT", b"+OK 0 0\r\n"),
-                           ("UIDL", b"+OK\r\n.\r\n"), ("QUIT", b"+OK\r\n")):
-            expect(rf, cmd)
-            c.sendall(reply)
+            time.sleep(READ_TIMEOUT / 4)
 
     s = Script(script, tls=server_tls if tls == "implicit" else None)
-    assert fetch(tmp_path, s.port, tls=tls, verify=False)["on_server"] == 0
-    assert fetch.elapsed > READ_TIMEOUT and s.saw("QUIT")
+    with pytest.raises(client.Pop3Timeout, match="greeting: its deadline passed"):
+        fetch(tmp_path, s.port, tls=tls, verify=False)
+    assert fetch.elapsed < READ_TIMEOUT + MARGIN and not s.saw("QUIT")
+
+
+def test_dripping_message_is_cut_at_its_deadline(tmp_path, fetch):
+    """RETR answered a byte every half read_timeout: the message's deadline (read_timeout +
+    size / min_rate) ends it; nothing is stored or recorded, no QUIT."""
+
+    def script(c, rf):
+        retr_part(c, rf, b"+OK\r\n")
+        for b in GOOD + b".\r\n":
+            c.sendall(bytes([b]))
+            time.sleep(READ_TIMEOUT / 2)
+
+    s = Script(script)
+    with pytest.raises(client.Pop3Timeout, match="RETR 1: its deadline passed"):
+        fetch(tmp_path, s.port, timeouts={"connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT,
+                                          "min_rate": 1000})
+    assert fetch.elapsed < READ_TIMEOUT + 0.1 + MARGIN
+    assert nothing_kept(tmp_path, s) and fetch.busy == 0
+
+
+def test_session_deadline(tmp_path, fetch):
+    """Every reply in time, the whole session not: session_timeout ends it."""
+
+    def script(c, rf):
+        c.sendall(b"+OK hi\r\n")
+        expect(rf, "CAPA")
+        c.sendall(b"+OK\r\nUSER\r\n.\r\n")
+        for _ in range(20):
+            line = rf.readline()
+            if not line:
+                return
+            time.sleep(READ_TIMEOUT / 2)
+            c.sendall(b"+OK\r\n")
+
+    s = Script(script)
+    with pytest.raises(client.Pop3Timeout, match="session's deadline passed"):
+        fetch(tmp_path, s.port, timeouts={"connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT,
+                                          "session_timeout": 1.2})
+    assert fetch.elapsed < 1.2 + MARGIN and not s.saw("QUIT")
 
 
 def test_tls_handshake_stall_times_out(tmp_path, fetch):
@@ -542,6 +595,8 @@ def test_no_uidl_keep_refused_delete_best_effort(tmp_path, fetch):
         c.sendall(b"+OK\r\n1 21\r\n.\r\n")
         expect(rf, "RETR")
         c.sendall(b"+OK\r\n" + GOOD + b".\r\n")
+        expect(rf, "NOOP")
+        c.sendall(b"+OK\r\n")
         expect(rf, "DELE")
         c.sendall(b"+OK\r\n")
         expect(rf, "QUIT")
@@ -665,7 +720,7 @@ def test_no_uidl_quit_lost_then_duplicate_dropped(tmp_path, fetch):
     def script(c, rf):
         login(c, rf)
         for cmd, reply in (("STAT", b"+OK 1 21\r\n"), ("UIDL", b"-ERR no\r\n"), ("LIST", b"+OK\r\n1 21\r\n.\r\n"),
-                           ("RETR", b"+OK\r\n" + GOOD + b".\r\n"), ("DELE", b"+OK\r\n"), ("QUIT", None)):
+                           ("RETR", b"+OK\r\n" + GOOD + b".\r\n"), ("NOOP", b"+OK\r\n"), ("DELE", b"+OK\r\n"), ("QUIT", None)):
             expect(rf, cmd)
             if reply is None:
                 return  # hang up instead of answering QUIT
@@ -791,6 +846,9 @@ def test_new_messages_in_batches(tmp_path, fetch):
     assert st["fetched"] == 1 and seen.count(b"UIDL") == 1 and len(state_uids(tmp_path)) == 151
     st = fetch(tmp_path / "b", Script(mailbox(msgs)).port, max_entries=100)
     assert st["fetched"] == 100 and st["state_full"]
-    dup = msgs[:100] + [(b"u80", TWO)]  # both copies beyond the first batch
-    with pytest.raises(ProtocolError, match="duplicate UIDL"):
-        fetch(tmp_path / "c", Script(mailbox(dup)).port)
+    dup = msgs[:100] + [(b"u80", TWO)]  # both copies in the second batch: both go by content
+    st = fetch(tmp_path / "c", Script(mailbox(dup)).port)
+    assert st["fetched"] == 101 and st["by_content"] == 2
+    dup = msgs + [(b"u80", TWO)]  # a copy beyond the batch: seen in the pass that takes u80
+    st = fetch(tmp_path / "d", Script(mailbox(dup)).port)
+    assert st["fetched"] == 151 and st["by_content"] == 2

@@ -63,14 +63,6 @@ def _cli(argv):
     if not argv or len(argv) > 2:
         print("usage: micropython -m pocketpost.fetch config.json [account]")
         return 2
-    try:
-        import os
-
-        spec = os.getenv("POCKETPOST_CRASH_AT")  # crash-safety tests only
-    except (ImportError, AttributeError):
-        spec = None
-    if spec:
-        client.set_crash_point(spec)
     lvl = None
     try:
         import os

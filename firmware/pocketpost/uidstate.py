@@ -232,6 +232,13 @@ class UidState:
         self.buf[o] = old | (_F_SEEN if seen else 0) | (_F_DELETED if deleted else 0) | (_F_NEW if new else 0)
         return old
 
+    def clear_deleted(self, key):
+        """Undo mark(key, deleted=True): the server refused that DELE."""
+        i = self._index(key)
+        if i >= 0:
+            o = i * _REC + _KEY + 4
+            self.buf[o] &= ~_F_DELETED & 0xFF
+
     @staticmethod
     def was_seen(bits):
         return bits >= 0 and bits & _F_SEEN != 0
