@@ -245,7 +245,7 @@ class Pop3Client:
     set by the caller), and any single wait for bytes (read_timeout)."""
 
     def __init__(self, host, port, tls_mode="none", ctx=None, connect_timeout=CONNECT_TIMEOUT,
-                 read_timeout=READ_TIMEOUT, min_rate=MIN_RATE, account=None):
+                 read_timeout=READ_TIMEOUT, min_rate=MIN_RATE, account=None, opener=None):
         self.host = host
         self.port = port
         self.tls_mode = tls_mode
@@ -259,6 +259,7 @@ class Pop3Client:
         self.timestamp = None  # APOP banner timestamp
         self.secure = False
         self.session_deadline = None
+        self.opener = opener or transport.connect  # (host, port, ms, ctx) -> connection
         self._conn = None
 
     # -- deadlines and bytes --------------------------------------------------------------------
@@ -361,7 +362,7 @@ class Pop3Client:
     async def connect(self):
         implicit = self.tls_mode == "implicit"
         try:
-            self._conn = await transport.connect(self.host, self.port, _ms(self.connect_timeout),
+            self._conn = await self.opener(self.host, self.port, _ms(self.connect_timeout),
                                                  self.ctx if implicit else None)
         except transport.Timeout:
             raise Pop3Timeout("%s: connect: no answer within %ss: check the host, the port and the network"
@@ -636,9 +637,10 @@ def _set(bits, n):
     bits[n >> 3] |= 1 << (n & 7)
 
 
-async def fetch_account(account, store, on_message=None):
+async def fetch_account(account, store, on_message=None, opener=None):
     """Fetch one account into its local mailbox; returns a stats dict. `on_message(info)` is
-    called after each stored message with a dict: uid, local_uid, size, headers_only, headers."""
+    called after each stored message with a dict: uid, local_uid, size, headers_only, headers.
+    `opener` replaces transport.connect (tests: an in-process connection pair)."""
     a = account_from_dict(account)
     name = a["name"]
     mailbox = a["mailbox"]
@@ -650,7 +652,7 @@ async def fetch_account(account, store, on_message=None):
     if st.pending is not None:
         _reconcile(st, store, mailbox)
     ctx = tls.client_context(a["ca"], a["verify"]) if a["tls"] != "none" else None
-    c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"], a["min_rate"], name)
+    c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"], a["min_rate"], name, opener)
     c.session_deadline = c.deadline(a["session_timeout"])
     try:
         await c.connect()
@@ -946,6 +948,6 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
     return key, info, None
 
 
-def fetch_account_sync(account, store, on_message=None):
+def fetch_account_sync(account, store, on_message=None, opener=None):
     """Blocking wrapper for the REPL and host tools."""
-    return asyncio.run(fetch_account(account, store, on_message))
+    return asyncio.run(fetch_account(account, store, on_message, opener))
