@@ -629,6 +629,18 @@ def _reconcile(st, store, mailbox):
     st.save()
 
 
+def _tls_context(a):
+    """The account's TLS context; a CA file that is missing or not DER said in words."""
+    try:
+        return tls.client_context(a["ca"], a["verify"])
+    except OSError as e:
+        raise ConfigError("account %s: the CA file %s cannot be read (%s): check the account's \"ca\" path"
+                          % (a["name"], a["ca"], _explain(e)))
+    except ValueError as e:
+        raise ConfigError("account %s: the CA file %s is not a DER certificate (%s): the board needs DER; "
+                          "convert with `openssl x509 -in ca.pem -outform DER -out ca.der`" % (a["name"], a["ca"], e))
+
+
 def _bit(bits, n):
     return bits[n >> 3] & (1 << (n & 7))
 
@@ -651,7 +663,7 @@ async def fetch_account(account, store, on_message=None, opener=None):
     st = UidState(a["state_dir"], name, a["max_entries"]).load()
     if st.pending is not None:
         _reconcile(st, store, mailbox)
-    ctx = tls.client_context(a["ca"], a["verify"]) if a["tls"] != "none" else None
+    ctx = _tls_context(a) if a["tls"] != "none" else None
     c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"], a["min_rate"], name, opener)
     c.session_deadline = c.deadline(a["session_timeout"])
     try:
