@@ -79,7 +79,7 @@ def main(argv):
     except Exception as e:
         res = _exc_info(e)
     res["messages"] = messages
-    res["implementation"] = sys.implementation.name  # the board's code path (_UpyConn) ran
+    res["implementation"] = sys.implementation.name  # the board's code path (transport.Conn) ran
     mb = spec["account"].get("mailbox")
     if mb and store.exists(mb):
         res["busy"] = store._box(mb).busy  # deliveries still open on the mailbox (should be 0)

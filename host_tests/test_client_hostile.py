@@ -2,8 +2,8 @@
 a bounded wait, and a consistent store + UIDL state (nothing stored, nothing recorded).
 
 Every scenario runs twice through the `fetch` fixture: "cpython" calls client.fetch_account_sync
-in-process (the _CpyConn transport), "micropython" runs it under the real micropython binary
-(host_tests/clientdriver.py: the _UpyConn transport, the board's timeout and TLS code) and
+in-process (transport.CConn), "micropython" runs it under the real micropython binary
+(host_tests/clientdriver.py: transport.Conn, the board's timeout and TLS code) and
 re-raises its error as the same client class, so one body holds the expectation for both.
 The scripted servers are CPython threads on loopback (bounded loops, closed sockets)."""
 
@@ -531,9 +531,12 @@ def test_tls_port_hangs_up_in_handshake(tmp_path, fetch):
 
 
 def test_connection_refused(tmp_path, fetch):
-    """Nobody listening: a lost connection (the same class on both runtimes), at once."""
-    with pytest.raises(client.ConnectionLost):
-        fetch(tmp_path, free_port())
+    """Nobody listening: a lost connection (the same class on both runtimes), at once, saying
+    which account, host:port and what to do."""
+    port = free_port()
+    with pytest.raises(client.ConnectionLost, match="h 127.0.0.1:%d: .*connection refused: nothing listens there; "
+                                                    "check the host, the port" % port):
+        fetch(tmp_path, port)
     assert fetch.elapsed < MARGIN and stored(tmp_path) == []
 
 
