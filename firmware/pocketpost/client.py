@@ -265,7 +265,7 @@ class Pop3Client:
     # -- deadlines and bytes --------------------------------------------------------------------
     def deadline(self, seconds, size=0):
         """A deadline (ticks ms) `seconds` from now, plus size / min_rate."""
-        ms = _ms(seconds) + (size * 1000 // self.min_rate if size else 0)
+        ms = _ms(seconds) + (int(size * 1000 // self.min_rate) if size else 0)
         return compat.ticks_add(compat.ticks_ms(), ms)
 
     def _left(self, deadline):
@@ -331,7 +331,7 @@ class Pop3Client:
     async def _status(self, deadline=None):
         """The status line answering the oldest command; -ERR raises ErrReply."""
         s = self.s
-        what = "the reply to " + s._pending[0][1]
+        what = "the reply to " + s.waiting_for()
         if deadline is None:
             deadline = self.deadline(self.read_timeout)
         ev = await self._event(deadline, what)

@@ -154,6 +154,10 @@ class ClientSession:
         """Commands sent whose replies have not fully arrived."""
         return len(self._pending)
 
+    def waiting_for(self):
+        """The oldest command whose reply is awaited, as shown in errors ("RETR 3"), or ""."""
+        return self._pending[0][1] if self._pending else ""
+
     def after_stls(self):
         """Call after +OK to STLS, before the TLS handshake: RFC 2595 section 4 forbids the
         server to send anything more in the clear."""

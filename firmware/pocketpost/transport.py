@@ -7,7 +7,10 @@ A connection moves bytes and nothing else: `recv_into(mv, ms)` reads what is the
 caller's buffer (0 at end of stream), `send(data, ms)` writes all of it, each bounded by a
 timeout in milliseconds that the caller computes from its own deadlines (raises `Timeout`).
 `start_tls(ctx, hostname, server_side, ms)` puts TLS under the stream (STLS, or at once for
-implicit TLS); `close()` drops it at once, `shutdown(ms)` closes politely (after QUIT).
+implicit TLS); `close()` drops it at once, `shutdown(ms)` closes politely (after QUIT). For a
+server: `before_tls()` (before the +OK to STLS) and `send_nowait(data)` (a last word) as in
+server.py's two classes today, whose shape this module keeps: adopting it there is
+`recv_into(mv)` -> `recv_into(mv, ms)`, `send(out, k)` -> `send(memoryview(out)[:k], ms)`.
 
 MicroPython (`Conn`): reads and writes go to the raw (or TLS-wrapped, non-blocking) socket;
 when it answers None (would block) the task parks on asyncio's poller until the socket is
@@ -60,6 +63,13 @@ class Conn:
     @classmethod
     def from_stream(cls, reader, writer):
         return cls(reader)
+
+    def before_tls(self):
+        pass  # we read only when asked: bytes after the +OK stay in the socket for TLS
+
+    def send_nowait(self, data):
+        """Best effort, never waits: a last word to a peer that may not be reading."""
+        self.sock.write(data)
 
     async def start_tls(self, ctx, hostname=None, server_side=False, ms=0):
         """Wrap the socket; the handshake runs inside the next reads and writes (bounded by
@@ -132,6 +142,18 @@ class CConn:
     @classmethod
     def from_stream(cls, reader, writer):
         return cls(reader, writer)
+
+    def before_tls(self):
+        """A server, before its +OK to STLS: stop reading, so the client's ClientHello stays in
+        the socket for TLS; what asyncio already holds was pipelined after STLS and is dropped
+        (RFC 2595 section 4). asyncio has no public call for the latter: `_buffer`."""
+        self.w.transport.pause_reading()
+        held = getattr(self.r, "_buffer", None)
+        if held:
+            del held[:]
+
+    def send_nowait(self, data):
+        self.w.write(data)  # asyncio buffers it; the transport sends what the peer accepts
 
     async def start_tls(self, ctx, hostname=None, server_side=False, ms=0):
         if server_side:
