@@ -316,6 +316,13 @@ class Pop3Client:
                 return ev
             await self._fill(deadline, what)
 
+    def _out(self, keyword, *args, limit=0):
+        """The session's bytes for a command (its reply now awaited)."""
+        try:
+            return self.s.send(keyword, *args, limit=limit)
+        except ProtocolError as e:
+            raise ProtocolError("%s: %s" % (self.where, e.msg))
+
     async def _send(self, data, what):
         ms = _ms(self.read_timeout)
         sd = self.session_deadline
@@ -344,7 +351,7 @@ class Pop3Client:
 
     async def cmd(self, keyword, *args):
         """Send a command and read its status line; -ERR raises ErrReply."""
-        data = self.s.send(keyword, *args)
+        data = self._out(keyword, *args)
         await self._send(data, keyword)
         return await self._status()
 
@@ -482,7 +489,7 @@ class Pop3Client:
         the reply. Returns False when the server answered -ERR (UIDL unsupported)."""
         d = self.deadline(self.read_timeout, count * _LISTING_LINE)
         s = self.s
-        await self._send(s.send(keyword, limit=count), keyword)
+        await self._send(self._out(keyword, limit=count), keyword)
         try:
             await self._status(d)
         except ErrReply:
@@ -502,12 +509,12 @@ class Pop3Client:
         not keep it, and the connection is unusable. Bounded by read_timeout + size / min_rate."""
         s = self.s
         d = self.deadline(self.read_timeout, size or 0)
-        data = s.send("TOP", n, 0) if top else s.send("RETR", n)
+        data = self._out("TOP", n, 0) if top else self._out("RETR", n)
         what = ("TOP %d 0" if top else "RETR %d") % n
         prove = size is not None and not top
         pipelined = False
         if prove and self.caps is not None and "PIPELINING" in self.caps:
-            data += s.send("NOOP")  # the reply after the message: proves the stream in step
+            data += self._out("NOOP")  # the reply after the message: proves the stream in step
             pipelined = True
         await self._send(data, what)
         await self._status(d)
@@ -528,7 +535,7 @@ class Pop3Client:
                                    "message is not provably complete (a server that does not dot-stuff?); "
                                    "not kept, fetched again next time" % (self.where, what, total, s.lf, s.crlf, size))
             if not pipelined:
-                await self._send(s.send("NOOP"), "NOOP")
+                await self._send(self._out("NOOP"), "NOOP")
             await self._status(self.deadline(self.read_timeout))
         return total
 

@@ -141,6 +141,8 @@ class ClientSession:
         before it. `limit` bounds a LIST/UIDL listing: entries numbered 1..limit."""
         if self._state == _BROKEN:
             raise self._error
+        if not self._pending and self._state == _STATUS and self.reader.pending():
+            self._fail("server sent data nobody asked for before %s" % keyword)
         multi = is_multiline(keyword, len(args))
         what = keyword if not args or keyword == "PASS" else keyword + " " + _text(_arg(args[0]))
         self._pending.append([keyword, what, multi, limit if limit else MAX_CAPA_LINES])

@@ -126,3 +126,63 @@ class _PairConn:
 
     async def shutdown(self, ms):
         self.close()
+
+
+class Scripted:
+    """A scripted server session for the pair (the shape of pop3server.Session): serves `msgs`, a
+    list of (uid or None, body); with no UIDL when the first uid is None. `replies` maps a
+    keyword to the whole reply it gets instead (bytes; None: hang up without a word). Every
+    command line lands in `seen`. Stateless, like a server whose DELEs never commit."""
+
+    def __init__(self, msgs, replies=None, greeting=b"+OK hi\r\n", capa=b"+OK\r\nUSER\r\nUIDL\r\nPIPELINING\r\n.\r\n",
+                 dele=b"+OK\r\n"):
+        self.msgs = msgs
+        self.replies = replies or {}
+        self._greeting = greeting
+        self.capa = capa
+        self.dele = dele
+        self.seen = []
+        self.producer = None
+        self.closing = False
+
+    def greeting(self):
+        return self._greeting
+
+    def handle_bad(self, kind):
+        return b"-ERR bad line\r\n"
+
+    def close(self):
+        pass
+
+    def handle(self, line):
+        line = bytes(line)
+        self.seen.append(line)
+        w = line.split(b" ")
+        k = w[0].upper().decode()
+        if k in self.replies:
+            r = self.replies[k]
+            if r is None:
+                self.closing = True
+                return b""
+            return r
+        m = self.msgs
+        if k == "CAPA":
+            return self.capa
+        if k in ("USER", "PASS", "NOOP"):
+            return b"+OK\r\n"
+        if k == "STAT":
+            return b"+OK %d %d\r\n" % (len(m), sum(len(b) for _, b in m))
+        if k == "UIDL":
+            if m and m[0][0] is None:
+                return b"-ERR no UIDL here\r\n"
+            return b"+OK\r\n" + b"".join(b"%d %s\r\n" % (i + 1, u) for i, (u, _) in enumerate(m)) + b".\r\n"
+        if k == "LIST":
+            return b"+OK\r\n" + b"".join(b"%d %d\r\n" % (i + 1, len(b)) for i, (_, b) in enumerate(m)) + b".\r\n"
+        if k in ("RETR", "TOP"):
+            return b"+OK\r\n" + m[int(w[1]) - 1][1] + b".\r\n"
+        if k == "DELE":
+            return self.dele
+        if k == "QUIT":
+            self.closing = True
+            return b"+OK bye\r\n"
+        return b"-ERR unknown\r\n"
