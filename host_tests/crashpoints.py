@@ -6,7 +6,7 @@ install(point) wraps the steps of a fetch and calls point(step) right after each
   "pending"    the state was saved with a pending entry (uidstate.UidState.save)
   "committed"  the store delivery committed (store.Delivery.commit)
   "stored"     a message is recorded as stored (client._download returned one)
-  "dele"       a DELE was answered (client.Pop3Client.dele)
+  "dele"       a DELE (or a pipelined batch of them) was answered (client.Pop3Client.dele, deles)
   "quit"       QUIT was answered (client.Pop3Client.quit)
 It returns a function that undoes the patches.
 """
@@ -26,6 +26,7 @@ def install(point):
     real_commit = store.Delivery.commit
     real_download = client._download
     real_dele = client.Pop3Client.dele
+    real_deles = client.Pop3Client.deles
     real_quit = client.Pop3Client.quit
 
     def sink(self, chunk):
@@ -53,6 +54,11 @@ def install(point):
         point("dele")
         return r
 
+    async def deles(self, ns):
+        r = await real_deles(self, ns)
+        point("dele")
+        return r
+
     async def quit_(self):
         r = await real_quit(self)
         point("quit")
@@ -63,6 +69,7 @@ def install(point):
     patch(store.Delivery, "commit", commit)
     patch(client, "_download", download)
     patch(client.Pop3Client, "dele", dele)
+    patch(client.Pop3Client, "deles", deles)
     patch(client.Pop3Client, "quit", quit_)
 
     def undo():

@@ -76,6 +76,8 @@ READ_TIMEOUT = 30  # seconds: the greeting, each command's reply, any single wai
 MIN_RATE = 1024
 # The whole session (connect to QUIT): one stuck server cannot hold the board's schedule longer.
 SESSION_TIMEOUT = 1800
+# DELEs sent in one write to a server that offers PIPELINING (16 lines of <= 16 octets).
+_PIPELINE = const(16)
 # Octets per LIST/UIDL line assumed for the listing's deadline (a 70-octet UID, the number).
 _LISTING_LINE = const(80)
 # After QUIT +OK, the polite close (TLS close_notify) is waited for this long at most.
@@ -550,6 +552,28 @@ class Pop3Client:
             return False
         return True
 
+    async def deles(self, ns):
+        """DELE each message number in ns, pipelined when the server offers PIPELINING (RFC 2449):
+        one write, then the replies in order. Returns a list of accepted flags (see dele)."""
+        if self.caps is None or "PIPELINING" not in self.caps:
+            out = []
+            for n in ns:
+                out.append(await self.dele(n))
+            return out
+        data = b""
+        for n in ns:
+            data += self._out("DELE", n)
+        await self._send(data, "DELE")
+        out = []
+        for n in ns:
+            try:
+                await self._status()
+                out.append(True)
+            except ErrReply as e:
+                log.warning("pop3 %s", e.msg)
+                out.append(False)
+        return out
+
     async def quit(self):
         """QUIT: +OK means the server committed our DELEs (RFC 1939 UPDATE state)."""
         rep = await self.cmd("QUIT")
@@ -801,15 +825,22 @@ async def fetch_account(account, store, on_message=None, opener=None):
                 raise ProtocolError("%s: LIST failed" % c.where)
 
             if ctl[0]:
-                # Messages stored by earlier sessions: delete them when the policy says so.
-                for n in range(1, count + 1):
-                    if _bit(dele, n):
-                        if await c.dele(n):
-                            deleted += 1
-                        else:
-                            if refused is None:
-                                refused = bytearray(nb)
-                            _set(refused, n)
+                # Messages stored by earlier sessions: delete them when the policy says so,
+                # _PIPELINE DELEs at a time.
+                batch = []
+                for n in range(1, count + 2):
+                    if n <= count and _bit(dele, n):
+                        batch.append(n)
+                    if batch and (len(batch) == _PIPELINE or n > count):
+                        oks = await c.deles(batch)
+                        for i in range(len(batch)):
+                            if oks[i]:
+                                deleted += 1
+                            else:
+                                if refused is None:
+                                    refused = bytearray(nb)
+                                _set(refused, batch[i])
+                        batch = []
                 ctl[0] = False
 
             stop = False
