@@ -51,143 +51,147 @@ async def _bounded(aw, ms):
         raise Timeout()
 
 
-class Conn:
-    """MicroPython: one connection's I/O through the raw socket and asyncio's poller."""
+# Only the running runtime's class is defined: the other would be heap for nothing.
+if IS_MICROPYTHON:
 
-    def __init__(self, stream):
-        self.stream = stream
-        self.raw = stream.s
-        self.sock = stream.s
-        self.handshaking = False
+    class Conn:
+        """MicroPython: one connection's I/O through the raw socket and asyncio's poller."""
 
-    @classmethod
-    def from_stream(cls, reader, writer):
-        return cls(reader)
+        def __init__(self, stream):
+            self.stream = stream
+            self.raw = stream.s
+            self.sock = stream.s
+            self.handshaking = False
 
-    def before_tls(self):
-        pass  # we read only when asked: bytes after the +OK stay in the socket for TLS
+        @classmethod
+        def from_stream(cls, reader, writer):
+            return cls(reader)
 
-    def send_nowait(self, data):
-        """Best effort, never waits: a last word to a peer that may not be reading."""
-        self.sock.write(data)
+        def before_tls(self):
+            pass  # we read only when asked: bytes after the +OK stay in the socket for TLS
 
-    async def start_tls(self, ctx, hostname=None, server_side=False, ms=0):
-        """Wrap the socket; the handshake runs inside the next reads and writes (bounded by
-        theirs)."""
-        if server_side:
-            s = ctx.wrap_socket(self.raw, server_side=True, do_handshake_on_connect=False)
-        else:
-            s = ctx.wrap_socket(self.raw, server_hostname=hostname, do_handshake_on_connect=False)
-        s.setblocking(False)
-        self.sock = s
-        self.stream.s = s
-        self.handshaking = True
+        def send_nowait(self, data):
+            """Best effort, never waits: a last word to a peer that may not be reading."""
+            self.sock.write(data)
 
-    async def _wait(self, write, ms):
-        if ms <= 0:
-            raise Timeout()
-        await _bounded(_wait_io(self.sock, write), ms)
+        async def start_tls(self, ctx, hostname=None, server_side=False, ms=0):
+            """Wrap the socket; the handshake runs inside the next reads and writes (bounded by
+            theirs)."""
+            if server_side:
+                s = ctx.wrap_socket(self.raw, server_side=True, do_handshake_on_connect=False)
+            else:
+                s = ctx.wrap_socket(self.raw, server_hostname=hostname, do_handshake_on_connect=False)
+            s.setblocking(False)
+            self.sock = s
+            self.stream.s = s
+            self.handshaking = True
 
-    async def recv_into(self, mv, ms):
-        """Bytes read into mv (> 0), or 0 at end of stream."""
-        while True:
-            try:
-                n = self.sock.readinto(mv)  # drives a TLS handshake; returns decrypted bytes
-            except OSError as e:
-                if errno_of(e) not in TIMEOUT_ERRNOS:
-                    raise
-                n = None
-            if n is not None:
-                if n:
+        async def _wait(self, write, ms):
+            if ms <= 0:
+                raise Timeout()
+            await _bounded(_wait_io(self.sock, write), ms)
+
+        async def recv_into(self, mv, ms):
+            """Bytes read into mv (> 0), or 0 at end of stream."""
+            while True:
+                try:
+                    n = self.sock.readinto(mv)  # drives a TLS handshake; returns decrypted bytes
+                except OSError as e:
+                    if errno_of(e) not in TIMEOUT_ERRNOS:
+                        raise
+                    n = None
+                if n is not None:
+                    if n:
+                        self.handshaking = False
+                    return n
+                await self._wait(False, ms)
+
+        async def send(self, data, ms):
+            mv = memoryview(data)
+            n = len(mv)
+            off = 0
+            while off < n:
+                try:
+                    r = self.sock.write(mv[off:] if off else mv)
+                except OSError as e:
+                    if errno_of(e) not in TIMEOUT_ERRNOS:
+                        raise
+                    r = None
+                if r:
+                    off += r
                     self.handshaking = False
-                return n
-            await self._wait(False, ms)
+                    continue
+                # The handshake waits for the peer's next flight; otherwise the send buffer is full.
+                await self._wait(not self.handshaking, ms)
 
-    async def send(self, data, ms):
-        mv = memoryview(data)
-        n = len(mv)
-        off = 0
-        while off < n:
-            try:
-                r = self.sock.write(mv[off:] if off else mv)
-            except OSError as e:
-                if errno_of(e) not in TIMEOUT_ERRNOS:
-                    raise
-                r = None
-            if r:
-                off += r
-                self.handshaking = False
-                continue
-            # The handshake waits for the peer's next flight; otherwise the send buffer is full.
-            await self._wait(not self.handshaking, ms)
+        def close(self):
+            for s in (self.sock, self.raw):
+                try:
+                    s.close()
+                except Exception:
+                    pass
 
-    def close(self):
-        for s in (self.sock, self.raw):
+        async def shutdown(self, ms):
+            self.close()
+
+else:
+
+    class CConn:
+        """CPython: standard asyncio streams and TLS."""
+
+        def __init__(self, reader, writer):
+            self.r = reader
+            self.w = writer
+
+        @classmethod
+        def from_stream(cls, reader, writer):
+            return cls(reader, writer)
+
+        def before_tls(self):
+            """A server, before its +OK to STLS: stop reading, so the client's ClientHello stays in
+            the socket for TLS; what asyncio already holds was pipelined after STLS and is dropped
+            (RFC 2595 section 4). asyncio has no public call for the latter: `_buffer`."""
+            self.w.transport.pause_reading()
+            held = getattr(self.r, "_buffer", None)
+            if held:
+                del held[:]
+
+        def send_nowait(self, data):
+            self.w.write(data)  # asyncio buffers it; the transport sends what the peer accepts
+
+        async def start_tls(self, ctx, hostname=None, server_side=False, ms=0):
+            if server_side:
+                await _bounded(self.w.start_tls(ctx), ms)
+            else:
+                await _bounded(self.w.start_tls(ctx, server_hostname=hostname), ms)
+
+        async def recv_into(self, mv, ms):
+            if ms <= 0:
+                raise Timeout()
+            data = await _bounded(self.r.read(len(mv)), ms)
+            mv[: len(data)] = data
+            return len(data)
+
+        async def send(self, data, ms):
+            self.w.write(bytes(data))
+            if ms <= 0:
+                raise Timeout()
+            await _bounded(self.w.drain(), ms)
+
+        def close(self):
+            """Drop at once: a stalled or broken peer must not cost a wait for its close."""
             try:
-                s.close()
+                self.w.transport.abort()
             except Exception:
                 pass
 
-    async def shutdown(self, ms):
-        self.close()
-
-
-class CConn:
-    """CPython: standard asyncio streams and TLS."""
-
-    def __init__(self, reader, writer):
-        self.r = reader
-        self.w = writer
-
-    @classmethod
-    def from_stream(cls, reader, writer):
-        return cls(reader, writer)
-
-    def before_tls(self):
-        """A server, before its +OK to STLS: stop reading, so the client's ClientHello stays in
-        the socket for TLS; what asyncio already holds was pipelined after STLS and is dropped
-        (RFC 2595 section 4). asyncio has no public call for the latter: `_buffer`."""
-        self.w.transport.pause_reading()
-        held = getattr(self.r, "_buffer", None)
-        if held:
-            del held[:]
-
-    def send_nowait(self, data):
-        self.w.write(data)  # asyncio buffers it; the transport sends what the peer accepts
-
-    async def start_tls(self, ctx, hostname=None, server_side=False, ms=0):
-        if server_side:
-            await _bounded(self.w.start_tls(ctx), ms)
-        else:
-            await _bounded(self.w.start_tls(ctx, server_hostname=hostname), ms)
-
-    async def recv_into(self, mv, ms):
-        if ms <= 0:
-            raise Timeout()
-        data = await _bounded(self.r.read(len(mv)), ms)
-        mv[: len(data)] = data
-        return len(data)
-
-    async def send(self, data, ms):
-        self.w.write(bytes(data))
-        if ms <= 0:
-            raise Timeout()
-        await _bounded(self.w.drain(), ms)
-
-    def close(self):
-        """Drop at once: a stalled or broken peer must not cost a wait for its close."""
-        try:
-            self.w.transport.abort()
-        except Exception:
-            pass
-
-    async def shutdown(self, ms):
-        """After QUIT +OK: let TLS say close_notify, bounded."""
-        try:
-            self.w.close()
-            await asyncio.wait_for(self.w.wait_closed(), ms / 1000)
-        except Exception:
-            self.close()
+        async def shutdown(self, ms):
+            """After QUIT +OK: let TLS say close_notify, bounded."""
+            try:
+                self.w.close()
+                await asyncio.wait_for(self.w.wait_closed(), ms / 1000)
+            except Exception:
+                self.close()
 
 
 async def connect(host, port, ms, ctx=None):
