@@ -70,7 +70,7 @@ LOG_DEFAULTS = {"level": "info"}
 # The secrets file, relative to the config file's folder unless absolute (board.py reads the
 # same file for Wi-Fi); keys an account may take from it (the rest belongs in config.json).
 SECRETS_FILE = "secrets.json"
-ACCOUNT_SECRETS = ("password",)
+ACCOUNT_SECRETS = ("password", "refresh_token", "client_secret")  # the last two: OAuth (oauth2.py)
 
 # A user / mailbox name: it becomes a directory name on flash.
 MAX_NAME = const(32)
