@@ -423,18 +423,22 @@ def http_post(url, body, account, deadline=REFRESH_DEADLINE, max_response=MAX_RE
     try:
         try:
             ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-            s = socket.socket(ai[0], socket.SOCK_STREAM)
+            s = t = socket.socket(ai[0], socket.SOCK_STREAM)
             s.settimeout(left())
             s.connect(ai[-1])
             if scheme == "https":
                 ctx = tls.client_context(ca, account.get("token_verify", True))
                 s = ctx.wrap_socket(s, server_hostname=host)
+                if hasattr(s, "settimeout"):  # CPython: the TLS socket took the descriptor over
+                    t = s  # MicroPython: its TLS socket reads through the plain one, whose timeout holds
             req = build_post(host, port, path, body, 443 if scheme == "https" else 80)
-            _send_all(s, req, left)
+            _send_all(s, t, req, left)
             data = bytearray()
             while True:
-                s.settimeout(left())
+                t.settimeout(left())
                 chunk = _recv(s, _READ_SIZE)
+                if chunk is None:  # MicroPython TLS: a timed-out read may return None
+                    raise OAuthError("no answer within %ss" % deadline)
                 if not chunk:
                     break
                 data += chunk
@@ -455,11 +459,11 @@ def http_post(url, body, account, deadline=REFRESH_DEADLINE, max_response=MAX_RE
     return parse_http_response(data)
 
 
-def _send_all(s, data, left):
+def _send_all(s, t, data, left):
     mv = memoryview(data)
     off = 0
     while off < len(mv):
-        s.settimeout(left())
+        t.settimeout(left())
         n = s.write(mv[off:]) if hasattr(s, "write") else s.send(mv[off:])
         if n is None:
             n = 0
