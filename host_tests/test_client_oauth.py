@@ -272,3 +272,30 @@ def test_http_post_failures(env, runtime):
             c.close()
         silent.close()
     assert out == "ERROR no answer within 2s", out
+
+
+def test_fetch_cli_with_secrets_file(env, tmp_path):
+    """The board's path: config.json without secrets, secrets.json with the refresh token and the
+    client secret (config.load merges them), `micropython -m pocketpost.fetch`."""
+    import json
+    import subprocess
+
+    from helpers import FIRMWARE, MICROPYTHON
+
+    dc, prov = env
+    dc.seed("alice", MESSAGES)
+    rt = prov.add_refresh_token("alice")
+    a = account(dc, prov, tmp_path, rt, auth="oauthbearer")
+    secrets = {"accounts": {a["name"]: {"refresh_token": a.pop("refresh_token"),
+                                        "client_secret": a.pop("client_secret")}}}
+    (tmp_path / "config.json").write_text(json.dumps({"store": {"root": str(tmp_path / "store")}, "accounts": [a]}))
+    (tmp_path / "secrets.json").write_text(json.dumps(secrets))
+    envv = dict(os.environ)
+    envv["MICROPYPATH"] = FIRMWARE + ":.frozen"
+    r = subprocess.run([MICROPYTHON, "-m", "pocketpost.fetch", str(tmp_path / "config.json")], capture_output=True,
+                       timeout=60, cwd=str(tmp_path), env=envv)
+    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    assert r.returncode == 0, out
+    assert "2 fetched" in out, out
+    assert local(tmp_path / "store") == MESSAGES
+    assert rt not in out and prov.issued()[-1] not in out  # no secret in the output

@@ -175,7 +175,8 @@ class Token:
 
 
 _cache = {}  # account name -> Token
-_rotated = {}  # account name -> (refresh token from the secrets file, the newer one the provider gave)
+# account name -> (fingerprint of the secrets file's refresh token, the newer one the provider gave)
+_rotated = {}
 
 
 def forget(name):
@@ -207,10 +208,7 @@ def refresh(account, now, post=None):
     """One refresh_token grant (RFC 6749 section 6) -> Token."""
     name = account["name"]
     url = account["token_url"]
-    rt = account["refresh_token"]
-    rot = _rotated.get(name)
-    if rot is not None and rot[0] == rt:
-        rt = rot[1]
+    rt = current_refresh_token(account)
     fields = [("grant_type", "refresh_token"), ("refresh_token", rt), ("client_id", account["client_id"])]
     if account.get("client_secret"):
         fields.append(("client_secret", account["client_secret"]))
@@ -231,11 +229,74 @@ def refresh(account, now, post=None):
             hint = "; check client_id (config.json) and client_secret (secrets file)"
         raise OAuthError("account %s: token refresh refused by %s: %s%s" % (name, _origin(url), e.msg, hint), e.code)
     if new_rt and new_rt != rt:
-        _rotated[name] = (account["refresh_token"], new_rt)
+        _rotate(account, new_rt)
     expires = None
     if expires_in is not None and now >= _SANE_TIME:
         expires = now + expires_in
     return Token(tok, expires)
+
+
+# --- rotated refresh tokens --------------------------------------------------------------------
+# Some providers (Microsoft) answer a refresh with a new refresh token and let the old one lapse.
+# The newest is kept in RAM and in "<state_dir>/<name>.oauth" (JSON {"from": fingerprint,
+# "refresh_token": newest}, written tmp + rename), and used while the secrets file still holds the
+# token it replaced ("from"): a new refresh token the user puts in the secrets file wins.
+def _fingerprint(rt):
+    import hashlib
+
+    return binascii.hexlify(hashlib.sha256(rt.encode()).digest()).decode()
+
+
+def _rot_path(account):
+    sd = account.get("state_dir")
+    return compat.join(sd, account["name"] + ".oauth") if sd else None
+
+
+def current_refresh_token(account):
+    """The refresh token to use: the secrets file's, or the newer one a refresh gave for it."""
+    name = account["name"]
+    rt = account["refresh_token"]
+    rot = _rotated.get(name)
+    if rot is None:
+        rot = _load_rotated(account)
+        if rot is not None:
+            _rotated[name] = rot
+    if rot is not None and rot[0] == _fingerprint(rt):
+        return rot[1]
+    return rt
+
+
+def _load_rotated(account):
+    path = _rot_path(account)
+    if path is None:
+        return None
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except (OSError, ValueError):  # none yet, or torn: the secrets file's token is the fallback
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("from"), str) or not isinstance(doc.get("refresh_token"), str):
+        return None
+    return doc["from"], doc["refresh_token"]
+
+
+def _rotate(account, new_rt):
+    from pocketpost import log
+
+    rot = (_fingerprint(account["refresh_token"]), new_rt)
+    _rotated[account["name"]] = rot
+    path = _rot_path(account)
+    if path is None:
+        return
+    try:
+        compat.makedirs(account["state_dir"])
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(json.dumps({"from": rot[0], "refresh_token": new_rt}))
+            compat.sync_file(f)
+        compat.rename(tmp, path)
+    except OSError as e:  # flash full or read-only: this run still uses it from RAM
+        log.warning("oauth %s: cannot save the new refresh token in %s: %r", account["name"], path, e)
 
 
 def _origin(url):

@@ -242,3 +242,93 @@ def test_check_account():
                {"token_url": "oauth.example"}, {"client_secret": ""}, {"token_verify": "yes"}, {"password": "x"}):
         raises(chk, **kw)
     assert chk(token_url="http://127.0.0.1:8/t", allow_plaintext=True)["token_url"].startswith("http:")
+
+
+def _in_dir(fn):
+    from flashdev import fresh_root
+
+    root, cleanup = fresh_root()
+    try:
+        fn(root)
+    finally:
+        cleanup()
+
+
+def test_rotated_refresh_token_kept_on_flash():
+    def body(root):
+        sd = root + "/state"
+        ep = FakeEndpoint(rotate=True)
+        a = _account("rotf", state_dir=sd)
+        oauth2.access_token(a, NOW, ep)  # rt-0 -> gives rt-1, saved
+        # a reboot: RAM forgotten, the state file remembers rt-1 for the secrets file's rt-0
+        oauth2._cache.clear()
+        oauth2._rotated.clear()
+        assert oauth2.current_refresh_token(a) == "rt-1"
+        oauth2.access_token(a, NOW, ep)
+        assert [f["refresh_token"] for f in ep.forms] == ["rt-0", "rt-1"]
+        oauth2._cache.clear()
+        oauth2._rotated.clear()
+        assert oauth2.current_refresh_token(a) == "rt-2"
+        # the user authorised again and put a new token in the secrets file: it wins after a reboot too
+        oauth2._rotated.clear()
+        assert oauth2.current_refresh_token(_account("rotf", state_dir=sd, refresh_token="rt-user")) == "rt-user"
+        # a torn / foreign state file: the secrets file's token
+        f = open(sd + "/rotf.oauth", "w")
+        f.write('{"from": ')
+        f.close()
+        oauth2._rotated.clear()
+        assert oauth2.current_refresh_token(a) == "rt-0"
+        # no state_dir writable: still used from RAM, the refresh itself succeeds
+        f = open(root + "/afile", "w")
+        f.close()
+        oauth2._rotated.clear()
+        b = _account("rotg", state_dir=root + "/afile/sub")
+        assert oauth2.access_token(b, NOW, FakeEndpoint(rotate=True))[1] is True
+        assert oauth2.current_refresh_token(b) == "rt-1"
+        oauth2._cache.clear()
+        oauth2._rotated.clear()
+
+    _in_dir(body)
+
+
+def test_secrets_file_and_account_check():
+    import json as _json
+
+    from pocketpost import client, compat, config
+
+    def body(root):
+        compat.makedirs(root)
+        acct = {"name": "gm", "host": "pop.gmail.com", "user": "me@gmail.com", "auth": "xoauth2", "ca": "gts.der",
+                "token_url": "https://oauth2.googleapis.com/token", "client_id": "cid"}
+        f = open(root + "/config.json", "w")
+        f.write(_json.dumps({"accounts": [acct]}))
+        f.close()
+        f = open(root + "/secrets.json", "w")
+        f.write(_json.dumps({"accounts": {"gm": {"refresh_token": "1//rt", "client_secret": "cs"}}}))
+        f.close()
+        a = client.account_from_dict(config.load(root + "/config.json")["accounts"][0])
+        assert a["refresh_token"] == "1//rt" and a["client_secret"] == "cs" and a["auth"] == "xoauth2"
+        assert "password" not in a and a["token_url"] == "https://oauth2.googleapis.com/token"
+        # a refresh token in config.json is a secret in the wrong file only when both hold it
+        bad = dict(acct)
+        bad["refresh_token"] = "x"
+        f = open(root + "/config.json", "w")
+        f.write(_json.dumps({"accounts": [bad]}))
+        f.close()
+        try:
+            config.load(root + "/config.json")
+        except config.ConfigError as e:
+            assert "refresh_token" in str(e)
+        else:
+            raise AssertionError("a refresh token in both files was accepted")
+        # the client names what is missing
+        del acct["client_id"]
+        acct["refresh_token"] = "rt"
+        try:
+            client.account_from_dict(acct)
+        except client.ConfigError as e:
+            assert "client_id" in e.msg and "account gm" in e.msg
+        else:
+            raise AssertionError("no client_id accepted")
+
+    _in_dir(body)
