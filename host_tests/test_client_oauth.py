@@ -299,3 +299,89 @@ def test_fetch_cli_with_secrets_file(env, tmp_path):
     assert "2 fetched" in out, out
     assert local(tmp_path / "store") == MESSAGES
     assert rt not in out and prov.issued()[-1] not in out  # no secret in the output
+
+
+class _Recorder:
+    """A loopback TCP relay to Dovecot's plain port that records what the client sends."""
+
+    def __init__(self, port):
+        self.sent = b""
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(4)
+        self.lsock.settimeout(0.2)
+        self.port = self.lsock.getsockname()[1]
+        self.target = port
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._accept, daemon=True)]
+        self.threads[0].start()
+
+    def _pump(self, a, b, record):
+        try:
+            while not self.stop.is_set():
+                try:
+                    data = a.recv(65536)
+                except socket.timeout:
+                    continue
+                if not data:
+                    break
+                if record:
+                    self.sent += data
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _accept(self):
+        while not self.stop.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except OSError:
+                continue
+            u = socket.create_connection(("127.0.0.1", self.target), timeout=5)
+            for s in (c, u):
+                s.settimeout(0.2)
+            for a, b, rec in ((c, u, True), (u, c, False)):
+                t = threading.Thread(target=self._pump, args=(a, b, rec), daemon=True)
+                t.start()
+                self.threads.append(t)
+
+    def close(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(5)
+        self.lsock.close()
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("token_len", [40, 1500])
+def test_auth_line_within_255_octets(env, tmp_path, runtime, token_len):
+    """RFC 5034 section 4: the AUTH command line stays within 255 octets; a longer initial
+    response goes on its own line after the server's "+ ". Checked on the wire (plain port)."""
+    dc, prov = env
+    dc.seed("alice", MESSAGES[:1])
+    rec = _Recorder(dc.port)
+    prov.token_len = token_len
+    try:
+        rt = prov.add_refresh_token("alice")
+        a = account(dc, prov, tmp_path, rt, tls="none", allow_plaintext=True, port=rec.port, host="127.0.0.1")
+        res = schedule(runtime, a, tmp_path / "store", [0])
+    finally:
+        prov.token_len = 40
+        rec.close()
+    assert res[0].get("ok", {}).get("fetched") == 1, res
+    lines = rec.sent.split(b"\r\n")
+    auth = [i for i, ln in enumerate(lines) if ln.startswith(b"AUTH ")]
+    assert len(auth) == 1
+    ln = lines[auth[0]]
+    assert len(ln) + 2 <= 255, ln[:80]
+    if token_len > 100:
+        assert ln == b"AUTH XOAUTH2"
+        assert len(lines[auth[0] + 1]) > 255  # the response, on its own line
+    else:
+        assert ln.startswith(b"AUTH XOAUTH2 ")
