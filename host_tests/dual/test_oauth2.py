@@ -332,3 +332,42 @@ def test_secrets_file_and_account_check():
             raise AssertionError("no client_id accepted")
 
     _in_dir(body)
+
+
+def test_config_token_ca():
+    import sys
+
+    from pocketpost import config
+
+    def chk(**kw):
+        a = {"name": "o", "host": "h", "user": "u", "auth": "xoauth2", "tls": "none", "allow_plaintext": True}
+        a.update(kw)
+        return config.check({"accounts": [a]})
+
+    def refused(words, **kw):
+        try:
+            chk(**kw)
+        except config.ConfigError as e:
+            for w in words:
+                assert w in str(e), (w, str(e))
+            return
+        raise AssertionError("accepted")
+
+    chk(token_ca="t.der")
+    chk(token_verify=False)
+    if sys.implementation.name == "micropython":
+        refused(["token_ca", "DER"])  # no system CA store on the board
+    else:
+        chk()  # CPython: the system store
+
+    def pem(root):
+        from pocketpost import compat
+
+        compat.makedirs(root)
+        p = root + "/tok.pem"
+        f = open(p, "w")
+        f.write("-----BEGIN CERTIFICATE-----\n")
+        f.close()
+        refused(["PEM", "openssl x509"], token_ca=p)
+
+    _in_dir(pem)
