@@ -510,7 +510,9 @@ def http_post(url, body, account, deadline=REFRESH_DEADLINE, max_response=MAX_RE
         except (OSError, ValueError) as e:
             if compat.errno_of(e) in compat.TIMEOUT_ERRNOS or type(e).__name__ in ("timeout", "TimeoutError"):
                 raise OAuthError("no answer within %ss" % deadline)
-            raise OAuthError(tls.describe_error(e, host, port, ca))
+            # tls.py's words are for the POP3 server: name the token endpoint's keys instead
+            msg = tls.describe_error(e, host, port, ca).replace('"ca"', '"token_ca"')
+            raise OAuthError(msg.replace('"host" and "port" (POP3S 995, POP3/STLS 110)', '"token_url"'))
     finally:
         if s is not None:
             try:
