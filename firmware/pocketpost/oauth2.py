@@ -42,8 +42,10 @@ MECHANISMS = ("xoauth2", "oauthbearer")
 REFRESH_MARGIN = const(120)
 # A board clock earlier than this is unset (no NTP yet): expiry cannot be judged, so refresh.
 _SANE_TIME = const(1577836800)  # 2020-01-01
-# Whole token request (connect, TLS handshake, request, response) must finish within this.
-REFRESH_DEADLINE = const(20)
+# Whole token request (connect, TLS handshake, request, response) must finish within this. It
+# blocks the event loop: with the watchdog fed every 7.5 s of its 30 s (board.py), 15 s stays clear
+# of a reset. The DNS lookup before it is not bounded by it (the port's getaddrinfo has no timeout).
+REFRESH_DEADLINE = const(15)
 # A token endpoint's answer is a few hundred octets of JSON (Microsoft's with its refresh token
 # ~3 KB); more than this is not a token response, and the board's heap must not pay for it.
 MAX_RESPONSE = const(16384)
