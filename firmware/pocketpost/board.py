@@ -406,6 +406,7 @@ class Runner:
         self.watchdog = None  # type: Watchdog | None
         self.supervisor = Supervisor(reset=self.hw.reset)
         self.server = None  # the pocketpost.server Server while it runs
+        self.config_path = None  # where cfg came from (main sets it)
         self.store = None
         self.fetches = {}  # type: dict
         self.tasks = []  # type: list  # keepers; CPython only weakly references bare tasks
@@ -429,7 +430,7 @@ class Runner:
     async def serve(self):
         from pocketpost import server
 
-        srv = await server.start(self.cfg, self.store)
+        srv = await server.start(self.cfg, self.store, self.config_path)
         self.server = srv
         try:
             wait = getattr(srv, "wait_closed", None)
@@ -516,6 +517,7 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=FAT
         if lv:
             log.set_level(lv)
         runner = Runner(cfg, hw)
+        runner.config_path = config_path  # the server saves rehashed passwords there
         current = runner
         asyncio.run(runner.run(secrets_path))
         # Only reached with no service configured: the loop that fed the watchdog is gone, so

@@ -41,9 +41,15 @@ SERVER_DEFAULTS = {
     "cert": "",  # DER certificate on flash (MicroPython's ssl rejects PEM)
     "key": "",  # DER private key on flash
     "hostname": "pocketpost",  # in the banner's APOP timestamp and CAPA IMPLEMENTATION
-    # PBKDF2 iterations for new password hashes. An ESP32 spends ~0.3 ms per iteration, so
-    # 1000 keeps a login near 0.3 s; the host config can afford more.
+    # PBKDF2 iterations of this board: new hashes are made with it, and a stored hash with
+    # another count is rehashed to it at the next successful login. An ESP32 spends ~0.3 ms per
+    # iteration, so 1000 keeps a login near 0.3 s; the host config can afford more.
     "pbkdf2_iterations": auth.DEFAULT_ITERATIONS,
+    # Assumed cost of one iteration on this board, in microseconds: it sets the ceiling on any
+    # count (pbkdf2_ceiling). 300 is the ESP32 estimate (LX6 at 240 MHz: two SHA-256 calls and
+    # a 256-bit XOR in Python per iteration; not yet measured on hardware); the unix port on an
+    # x86-64 host measures ~1.4 (boards/host/config.json says 2).
+    "pbkdf2_iteration_us": 300,
     # Plain-text passwords (USER/PASS, AUTH PLAIN) on a connection without TLS:
     # "never", "local" (only from loopback and trusted_networks) or "always".
     "plaintext_auth": "local",
@@ -55,8 +61,14 @@ SERVER_DEFAULTS = {
     # RFC 2449 section 4: a command line is at most 255 octets including CRLF.
     "max_command_line": 255,
     # RFC 1939 section 3: the autologout timer "MUST be of at least 10 minutes". A board may
-    # configure less to free its few session slots sooner.
+    # configure less to free its few session slots sooner. Counts only once logged in.
     "idle_timeout": 600,
+    # Seconds for a whole TLS handshake (POP3S and after STLS): a real client needs well under
+    # a second even on an ESP32; a peer that never finishes one must not hold a slot longer.
+    "tls_handshake_timeout": 20,
+    # Seconds from connect to a successful login (AUTHORIZATION state): enough for a human to
+    # type a password after a failed try, short enough that silent peers cannot camp.
+    "auth_timeout": 60,
     "max_auth_failures": 3,  # per session; then -ERR and close
     # Delay before answering a failed login, by the number of recent failures from the same
     # address (Dovecot: 2, 4, 8, 15 s); the last value repeats.
@@ -71,6 +83,12 @@ LOG_DEFAULTS = {"level": "info"}
 # same file for Wi-Fi); keys an account may take from it (the rest belongs in config.json).
 SECRETS_FILE = "secrets.json"
 ACCOUNT_SECRETS = ("password", "refresh_token", "client_secret")  # the last two: OAuth (oauth2.py)
+# The PBKDF2 ceiling: one hash, even run synchronously (admin.add_user at the REPL, where nothing
+# else feeds the watchdog), must fit in 1/PBKDF2_WATCHDOG_DIVISOR of the watchdog period.
+PBKDF2_WATCHDOG_DIVISOR = const(2)
+# A config without a "watchdog" section (the host) is held to the board default, board.py's
+# WDT_TIMEOUT_MS (not imported: board.py pulls in asyncio and the board glue).
+_CEILING_WATCHDOG_MS = const(30000)
 
 # A user / mailbox name: it becomes a directory name on flash.
 MAX_NAME = const(32)
@@ -121,6 +139,20 @@ def _num(sec, section, key, lo, hi=None, kind=int):
         raise ConfigError("config: %s.%s must be a number >= %s" % (section, key, lo))
 
 
+def pbkdf2_ceiling(cfg):
+    """(most PBKDF2 iterations this board accepts, why) for a raw or checked config."""
+    wd = cfg.get("watchdog")
+    ms = wd.get("timeout_ms") if isinstance(wd, dict) else None
+    if not isinstance(ms, int) or isinstance(ms, bool) or ms <= 0:
+        ms = _CEILING_WATCHDOG_MS
+    sv = cfg.get("server")
+    us = sv.get("pbkdf2_iteration_us") if isinstance(sv, dict) else None
+    if not isinstance(us, (int, float)) or isinstance(us, bool) or us <= 0:
+        us = SERVER_DEFAULTS["pbkdf2_iteration_us"]
+    n = min(auth.MAX_ITERATIONS, int(ms * 1000 / (us * PBKDF2_WATCHDOG_DIVISOR)))
+    return n, "1/%d of the %d ms watchdog at %s us per iteration" % (PBKDF2_WATCHDOG_DIVISOR, ms, us)
+
+
 def check(cfg):
     """Merge defaults into a raw config and check it. Returns a new dict."""
     out = {}
@@ -139,7 +171,12 @@ def check(cfg):
             raise ConfigError("config: server.%s must be a string" % key)
     _num(sv, "server", "port", 0, 65535)
     _num(sv, "server", "pop3s_port", 0, 65535)
+    _num(sv, "server", "pbkdf2_iteration_us", 0.001, None, float)
     _num(sv, "server", "pbkdf2_iterations", 1, auth.MAX_ITERATIONS)
+    ceiling, why = pbkdf2_ceiling({"watchdog": cfg.get("watchdog"), "server": sv})
+    if sv["pbkdf2_iterations"] > ceiling:
+        raise ConfigError("config: server.pbkdf2_iterations %d is above this board's ceiling %d (%s)"
+                          % (sv["pbkdf2_iterations"], ceiling, why))
     if sv["plaintext_auth"] not in ("never", "local", "always"):
         raise ConfigError("config: server.plaintext_auth must be never, local or always")
     nets = sv["trusted_networks"]
@@ -153,6 +190,8 @@ def check(cfg):
     # Below 64 octets AUTH PLAIN with a normal name and password cannot fit.
     _num(sv, "server", "max_command_line", 64, 4096)
     _num(sv, "server", "idle_timeout", 0.1, None, float)
+    _num(sv, "server", "tls_handshake_timeout", 0.1, None, float)
+    _num(sv, "server", "auth_timeout", 0.1, None, float)
     _num(sv, "server", "max_auth_failures", 1, 100)
     d = sv["auth_delays"]
     if not isinstance(d, list) or not d:
@@ -176,9 +215,12 @@ def check(cfg):
             raise ConfigError("config: bad user %r" % (name,))
         pw = u.get("password")
         try:
-            auth.parse_hash(pw)
+            its = auth.parse_hash(pw)[0]
         except auth.AuthError:
             raise ConfigError("config: users.%s.password must be a pbkdf2-sha256 hash" % name)
+        if its > ceiling:
+            raise ConfigError("config: users.%s.password has %d PBKDF2 iterations, above this board's ceiling %d"
+                              " (%s): set the password again here" % (name, its, ceiling, why))
         mb = u.get("mailbox", name)
         if not valid_name(mb):
             raise ConfigError("config: users.%s.mailbox is not a valid name" % name)

@@ -14,6 +14,16 @@ from pocketpost.compat import ticks_diff, ticks_ms
 IS_MP = sys.implementation.name == "micropython"
 
 
+async def until(cond, timeout_ms=3000):
+    """Poll cond() on the event loop until it is true; False if timeout_ms passes first."""
+    t0 = ticks_ms()
+    while not cond():
+        if ticks_diff(ticks_ms(), t0) > timeout_ms:
+            return False
+        await asyncio.sleep(0.001)
+    return True
+
+
 def run(coro):
     if IS_MP:
         asyncio.new_event_loop()  # drop tasks a previous test left behind (MicroPython keeps them)
@@ -147,8 +157,8 @@ def test_wifi_connects_with_doubling_backoff():
     wifi = fast_wifi(wlan)
 
     async def ap_comes_up():
-        while wlan.connects < 3:  # the third attempt fails (AP was away at its start); the fourth works
-            await asyncio.sleep(0.001)
+        # the third attempt fails (AP was away at its start); the fourth works
+        assert await until(lambda: wlan.connects >= 3)
         wlan.ap_up = True
 
     async def go():
@@ -222,9 +232,9 @@ def test_wifi_drop_and_return_while_a_session_runs():
             await asyncio.sleep(0.002)
 
     async def weather():
-        await asyncio.sleep(0.02)
+        assert await until(lambda: len(steps) >= 10)  # the session is under way
         wlan.drop()
-        await asyncio.sleep(0.05)
+        assert await until(lambda: wifi.attempts >= 3)  # the keeper noticed and has failed a retry
         wlan.ap_up = True
 
     async def go():
@@ -381,12 +391,11 @@ def test_supervisor_stop_cancels_services():
     async def go():
         sup.add("svc", forever)
         sup.start()
-        await asyncio.sleep(0.01)
+        assert await until(lambda: sup.info()["svc"]["state"] == "running")
         sup.stop()
-        await asyncio.sleep(0.005)
+        return await until(lambda: sup.info()["svc"]["state"] == "stopped")
 
-    run(go())
-    assert sup.info()["svc"]["state"] == "stopped"
+    assert run(go()), sup.info()
 
 
 # --- safe mode -----------------------------------------------------------------------------
@@ -478,7 +487,7 @@ def test_runner_brings_up_watchdog_wifi_and_clock_from_config():
 
     async def go():
         await r.run()
-        await asyncio.sleep(0.01)
+        await until(lambda: made and made[0].feeds >= 1)  # the watchdog task has run (asserted below)
         r.stop()
 
     try:
