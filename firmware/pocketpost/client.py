@@ -507,40 +507,15 @@ class Pop3Client:
                 await self.cmd("USER", user)
                 await self.cmd("PASS", password)
             elif m in _OAUTH:  # OAUTH HOOK (issue 10): `password` is the access token
-                await self._auth_oauth(m, user, password)
+                from pocketpost import oauth2
+
+                await oauth2.pop3_auth(self, m, user, password, AuthFailed)
             else:
                 raise ConfigError("unknown auth method " + m)
         except AuthFailed:
             raise
         except ErrReply as e:
             raise AuthFailed("login failed (%s): %s" % (m, e.msg), e.code)
-
-    async def _auth_oauth(self, mech, user, token):
-        """OAUTH HOOK (issue 10): AUTH XOAUTH2 / OAUTHBEARER (RFC 7628 with RFC 5034's POP3 AUTH).
-        A refused token comes back as a "+ " error challenge (base64 JSON status) that takes a
-        dummy answer before the server's -ERR. Raises AuthFailed with `.oauth` (the status dict)."""
-        from pocketpost import oauth2
-
-        ir = oauth2.initial_response(mech, user, token, self.host, self.port)
-        name = mech.upper()
-        if len(ir) + len(name) + 8 <= 255:  # RFC 5034 section 4: "AUTH mech ir" CRLF in 255 octets
-            rep = await self.cmd("AUTH", name, ir)
-        else:
-            rep = await self.cmd("AUTH", name)
-            if rep.ok is None:  # "+ ": the server waits for the response on a line of its own
-                await self._send(ir + b"\r\n")
-                rep = await self._status()
-        if rep.ok is True:
-            return
-        info = {"status": ""}
-        if rep.ok is None:  # the error challenge (RFC 7628 section 3.2.2)
-            info = oauth2.challenge_error(rep.text)
-            await self._send(oauth2.error_ack(mech) + b"\r\n")
-            rep = await self._status()
-        e = AuthFailed("AUTH %s: token refused (%s): %s" % (name, oauth2.describe_challenge(info), _text(rep.text)),
-                       rep.code)
-        e.oauth = info  # type: ignore[attr-defined]
-        raise e
 
     def best_auth(self):
         """Strongest offered. Without TLS, APOP first (the password never crosses the wire);
@@ -753,7 +728,9 @@ async def fetch_account(account, store, on_message=None):
         _reconcile(st, store, mailbox)
     token = fresh = None
     if a["auth"] in _OAUTH:  # OAUTH HOOK (issue 10): the access token, refreshed before connecting
-        token, fresh = _oauth_token(a)
+        from pocketpost import oauth2
+
+        token, fresh = oauth2.pop3_token(a, AuthFailed)
     ctx = tls.client_context(a["ca"], a["verify"]) if a["tls"] != "none" else None
     c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"])
     try:
@@ -761,7 +738,7 @@ async def fetch_account(account, store, on_message=None):
         if token is None:
             await c.login(a["user"], a["password"], a["auth"])
         else:
-            await _oauth_login(c, a, token, fresh)  # OAUTH HOOK (issue 10)
+            await oauth2.pop3_login(c, a, token, fresh, AuthFailed)  # OAUTH HOOK (issue 10)
         count, _ = await c.stat()
         if count > MAX_SERVER_MESSAGES:
             raise ProtocolError("server mailbox holds %d messages, more than %d" % (count, MAX_SERVER_MESSAGES))
@@ -927,38 +904,6 @@ async def fetch_account(account, store, on_message=None):
         return stats
     finally:
         await c.close()
-
-
-def _oauth_token(a):
-    """OAUTH HOOK (issue 10): (access token, freshly refreshed?) for an OAuth account; a failed
-    refresh (revoked refresh token, endpoint unreachable) is an AuthFailed naming the account."""
-    from pocketpost import oauth2
-
-    try:
-        return oauth2.access_token(a)
-    except oauth2.OAuthError as e:
-        raise AuthFailed(e.msg)
-
-
-async def _oauth_login(c, a, token, fresh):
-    """OAUTH HOOK (issue 10): log in with the token; a cached token the server refuses before its
-    stated expiry (revoked early, the clocks disagree) is dropped and one fresh token tried."""
-    from pocketpost import oauth2
-
-    try:
-        await c.login(a["user"], token, a["auth"])
-        return
-    except AuthFailed as e:
-        oauth2.forget(a["name"])
-        if fresh:
-            raise AuthFailed("account %s: %s" % (a["name"], e.msg), e.code)
-        log.warning("fetch %s: cached access token refused (%s); refreshing", a["name"], e.msg)
-    token, _ = _oauth_token(a)
-    try:
-        await c.login(a["user"], token, a["auth"])
-    except AuthFailed as e:
-        oauth2.forget(a["name"])
-        raise AuthFailed("account %s: %s" % (a["name"], e.msg), e.code)
 
 
 async def _download(c, st, store, mailbox, n, uid, size, top):

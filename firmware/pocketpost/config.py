@@ -257,14 +257,6 @@ def _check_transport(a):
     elif IS_MICROPYTHON and a.get("verify", True) is not False and not a.get("ca"):
         raise ConfigError('config: account %s: certificate verification needs "ca" (the CA certificate, DER) '
                           'on MicroPython, which has no system CA store' % (name,))
-    if a.get("auth") in ("xoauth2", "oauthbearer"):  # OAuth (oauth2.py): the token endpoint's CA
-        tca = a.get("token_ca") or a.get("ca")
-        if IS_MICROPYTHON and a.get("token_verify", True) is not False and not tca:
-            raise ConfigError('config: account %s: the token endpoint\'s certificate is verified: give "token_ca" '
-                              '(its CA certificate, DER) on MicroPython' % (name,))
-        if isinstance(tca, str) and tca != a.get("ca") and _is_pem(tca):
-            raise ConfigError("config: account %s: %s is PEM; the board needs DER: convert with "
-                              "`openssl x509 -in %s -outform DER -out %s.der`" % (name, tca, tca, tca.rsplit(".", 1)[0]))
     ca = a.get("ca")
     if isinstance(ca, str) and ca and _is_pem(ca):
         raise ConfigError("config: account %s: %s is PEM; the board needs DER: convert with "

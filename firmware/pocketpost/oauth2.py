@@ -568,5 +568,76 @@ def check_account(d, a):
     if not isinstance(v, bool):
         raise OAuthError("account %s: token_verify must be true or false" % name)
     a["token_verify"] = v
+    # The token endpoint's CA: here, not in config.check, so accounts without OAuth pay no heap for it.
+    tca = a["token_ca"] or d.get("ca")
+    if compat.IS_MICROPYTHON and v and not tca:
+        raise OAuthError('account %s: the token endpoint\'s certificate is verified: give "token_ca" (its CA '
+                         'certificate, DER) on MicroPython, which has no system CA store' % name)
+    if isinstance(tca, str) and tca != d.get("ca"):
+        from pocketpost.config import _is_pem
+
+        if _is_pem(tca):
+            raise OAuthError("account %s: %s is PEM; the board needs DER: convert with "
+                             "`openssl x509 -in %s -outform DER -out %s.der`" % (name, tca, tca, tca.rsplit(".", 1)[0]))
     if "password" in d:
         raise OAuthError("account %s: auth %s uses no password; remove it" % (name, a["auth"]))
+
+
+# --- POP3 AUTH on today's client.py (OAUTH HOOK, issue 10) --------------------------------------
+# These drive client.Pop3Client (cmd/_send/_status) and live here, not in client.py, so an account
+# without OAuth pays no heap for them. `failed` is client.AuthFailed (passed in: no import cycle).
+# At the merge they move onto the sans-I/O client session: the exchange is "AUTH <MECH> [ir]";
+# "+ " (ir too long) -> ir; "+ <b64 json>" (refused) -> error_ack(mech) -> "-ERR".
+async def pop3_auth(c, mech, user, token, failed):
+    """AUTH XOAUTH2 / OAUTHBEARER (RFC 7628 over RFC 5034's POP3 AUTH). A refused token comes back
+    as a "+ " error challenge (base64 JSON status) that takes a dummy answer before the server's
+    -ERR. Raises `failed` with `.oauth` (the status dict)."""
+    ir = initial_response(mech, user, token, c.host, c.port)
+    name = mech.upper()
+    if len(ir) + len(name) + 8 <= 255:  # RFC 5034 section 4: "AUTH mech ir" CRLF in 255 octets
+        rep = await c.cmd("AUTH", name, ir)
+    else:
+        rep = await c.cmd("AUTH", name)
+        if rep.ok is None:  # "+ ": the server waits for the response on a line of its own
+            await c._send(ir + b"\r\n")
+            rep = await c._status()
+    if rep.ok is True:
+        return
+    info = {"status": ""}
+    if rep.ok is None:  # the error challenge (RFC 7628 section 3.2.2)
+        info = challenge_error(rep.text)
+        await c._send(error_ack(mech) + b"\r\n")
+        rep = await c._status()
+    e = failed("AUTH %s: token refused (%s): %s" % (name, describe_challenge(info), _printable(rep.text)), rep.code)
+    e.oauth = info
+    raise e
+
+
+def pop3_token(a, failed):
+    """(access token, freshly refreshed?) for an OAuth account; a failed refresh (revoked refresh
+    token, endpoint unreachable) raises `failed` naming the account."""
+    try:
+        return access_token(a)
+    except OAuthError as e:
+        raise failed(e.msg)
+
+
+async def pop3_login(c, a, token, fresh, failed):
+    """Log in with the token; a cached token the server refuses before its stated expiry (revoked
+    early, the clocks disagree) is dropped and one fresh token tried in the same session."""
+    from pocketpost import log
+
+    try:
+        await c.login(a["user"], token, a["auth"])
+        return
+    except failed as e:
+        forget(a["name"])
+        if fresh:
+            raise failed("account %s: %s" % (a["name"], e.msg), e.code)
+        log.warning("fetch %s: cached access token refused (%s); refreshing", a["name"], e.msg)
+    token, _ = pop3_token(a, failed)
+    try:
+        await c.login(a["user"], token, a["auth"])
+    except failed as e:
+        forget(a["name"])
+        raise failed("account %s: %s" % (a["name"], e.msg), e.code)
