@@ -92,7 +92,8 @@ _DAY = const(86400)
 
 _POLICIES = ("delete", "keep", "keep_days")
 _TLS_MODES = ("implicit", "stls", "none")
-_AUTHS = ("auto", "plain", "user", "apop")
+_AUTHS = ("auto", "plain", "user", "apop", "xoauth2", "oauthbearer")
+_OAUTH = ("xoauth2", "oauthbearer")  # OAuth: SASL with an OAuth access token (oauth2.py)
 _OVERSIZE = ("skip", "headers")
 
 
@@ -145,6 +146,8 @@ def account_from_dict(d):
     a = {}
     for k in ("name", "host", "user", "password"):
         v = d.get(k)
+        if k == "password" and d.get("auth") in _OAUTH:  # OAuth: no password
+            continue
         if not isinstance(v, str) or not v:
             raise ConfigError("account: %s is required (a string)" % k)
         a[k] = v
@@ -168,6 +171,13 @@ def account_from_dict(d):
     a["tls"] = pick("tls", _TLS_MODES, DEFAULT_TLS)
     a["port"] = number("port", PORTS[a["tls"]], 1)
     a["auth"] = pick("auth", _AUTHS, DEFAULT_AUTH)
+    if a["auth"] in _OAUTH:  # OAuth: token_url, client_id, refresh_token, ...
+        from pocketpost import oauth2
+
+        try:
+            oauth2.check_account(d, a)
+        except oauth2.OAuthError as e:
+            raise ConfigError(e.msg)
     a["policy"] = pick("policy", _POLICIES, DEFAULT_POLICY)
     a["keep_days"] = number("keep_days", DEFAULT_KEEP_DAYS, 0)
     a["max_size"] = number("max_size", DEFAULT_MAX_SIZE, 0)
@@ -434,6 +444,10 @@ class Pop3Client:
             elif m == "user":
                 await self.cmd("USER", user)
                 await self.cmd("PASS", password)
+            elif m in _OAUTH:  # OAuth: `password` is the access token
+                from pocketpost import oauth2
+
+                await oauth2.pop3_auth(self, m, user, password, AuthFailed)
             else:
                 raise ConfigError("unknown auth method " + m)
         except AuthFailed:
@@ -675,13 +689,21 @@ async def fetch_account(account, store, on_message=None, opener=None):
     st = UidState(a["state_dir"], name, a["max_entries"]).load()
     if st.pending is not None:
         _reconcile(st, store, mailbox)
+    token = fresh = None
+    if a["auth"] in _OAUTH:  # the access token, refreshed before connecting (oauth2.py)
+        from pocketpost import oauth2
+
+        token, fresh = oauth2.pop3_token(a, AuthFailed)
     ctx = _tls_context(a) if a["tls"] != "none" else None
     c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"], a["min_rate"], name, opener)
     c.ca_path = a["ca"]
     c.session_deadline = c.deadline(a["session_timeout"])
     try:
         await c.connect()
-        await c.login(a["user"], a["password"], a["auth"])
+        if token is None:
+            await c.login(a["user"], a["password"], a["auth"])
+        else:
+            await oauth2.pop3_login(c, a, token, fresh, AuthFailed)
         count, _ = await c.stat()
         if count > MAX_SERVER_MESSAGES:
             raise ProtocolError("%s: STAT: the server mailbox holds %d messages, more than %d: empty it with "
