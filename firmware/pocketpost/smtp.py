@@ -192,6 +192,7 @@ class Session:
         self.failures = 0
         self.bad = 0  # syntax errors and unknown commands so far
         self.stored = 0  # messages stored in this session
+        self.passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
         self._auth = None  # SASL exchange in progress: "plain", "login-user", "login-pass"
         self._auth_user = None
         self._out = None  # DATA output buffer, made at the first DATA
@@ -411,6 +412,7 @@ class Session:
                 return reply(421, "4.7.0", "too many authentication failures, closing")
             return reply(535, "5.7.8", "authentication credentials invalid")
         self.login = name
+        self.passed = True
         log.info("smtp %s AUTH user=%s tls=%d", self.peer, name, int(self.tls_active))
         return reply(235, "2.7.0", "authentication successful")
 
@@ -452,6 +454,7 @@ class Session:
             return reply(552, "5.3.4", "message size exceeds fixed maximum message size")
         self.sender = sender
         self.size = size
+        self.passed = True
         return reply(250, "2.1.0", "sender ok")
 
     def cmd_rcpt(self, arg):
