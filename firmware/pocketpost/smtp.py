@@ -48,6 +48,9 @@ MAX_DOMAIN = const(255)
 MAX_BAD_COMMANDS = const(20)
 # SIZE= values longer than this are refused before int() (RFC 1870: a decimal number).
 _MAX_SIZE_DIGITS = const(10)
+# Replies pump() collects into one write: a deep pipeline is answered in batches of this many,
+# so the list and the joined write stay small whatever the client queued (RFC 2920 allows it).
+MAX_BATCH = const(32)
 # Characters of the HELO name and of a login name copied into a Received header or a log line.
 _MAX_TRACE_NAME = const(64)
 
@@ -542,10 +545,10 @@ class Session:
     def cmd_rset(self, arg):
         self._abort()
         self._reset()
-        return reply(250, "2.0.0", "reset")
+        return _OK
 
     def cmd_noop(self, arg):
-        return reply(250, "2.0.0", "OK")
+        return _OK
 
     def cmd_vrfy(self, arg):
         # RFC 5321 3.5.3: 252 when we will not confirm (no user enumeration).
@@ -638,6 +641,8 @@ def _hex(b):
     return binascii.hexlify(b).decode()
 
 
+_OK = reply(250, "2.0.0", "OK")
+
 _TABLE = {
     b"EHLO": Session.cmd_ehlo,
     b"HELO": Session.cmd_helo,
@@ -674,6 +679,6 @@ def pump(session, lines):
         if line is None:
             break
         out.append(session.handle_bad(line) if isinstance(line, int) else session.handle(line))
-        if session.delay or session.starttls or session.closing:
+        if session.delay or session.starttls or session.closing or len(out) >= MAX_BATCH:
             break
     return out
