@@ -1,13 +1,15 @@
 """`make run`: build (or reuse) run/flash.img with a demo mailbox, then serve it under micropython.
 
     .venv/bin/python tools/run_host.py [--fresh] [--port 1100] [--pop3s-port 1995] [--dir run]
+        [--smtp-port 2525] [--smtps-port 4465]
 
 First run: a self-signed certificate (openssl, DER for MicroPython, PEM copies for CPython) in
 run/tls/, a 2 MiB littlefs image run/flash.img holding /flash/config.json (boards/host/config.json
 plus user "demo", password "demo"), /flash/tls/{cert,key}.der and mailbox "demo" with a few
 messages (one with a base64 attachment). Later runs reuse the image (--fresh rebuilds it).
-The server then runs in the foreground (Ctrl-C stops it): micropython tools/hostflash.py
-run/flash.img -m pocketpost.server /flash/config.json
+The POP3 server and the SMTP receiver (domain DEMO_DOMAIN; port 25 style with STARTTLS on
+--smtp-port, submission over implicit TLS on --smtps-port) then run in the foreground (Ctrl-C
+stops them): micropython tools/hostflash.py run/flash.img -m pocketpost.smtpserver /flash/config.json
 """
 
 import argparse
@@ -24,6 +26,7 @@ import ppadmin  # noqa: E402
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo"
+DEMO_DOMAIN = "pocketpost.local"  # mail for demo@pocketpost.local (and postmaster@) lands in "demo"
 IMAGE_SIZE = 2 * 1024 * 1024  # the vfs partition of a 4 MiB ESP32
 
 
@@ -82,13 +85,15 @@ def image_ports(rundir):
     """The ports the existing image's config was built with (its host-side copy), or None."""
     try:
         with open(os.path.join(rundir, "config.json")) as f:
-            sv = json.load(f)["server"]
-        return sv["port"], sv["pop3s_port"]
+            cfg = json.load(f)
+        sv = cfg["server"]
+        sm = cfg["smtp"]
+        return sv["port"], sv["pop3s_port"], sm["port"], sm["smtps_port"]
     except (OSError, ValueError, KeyError):
         return None
 
 
-def build_image(rundir, port, pop3s_port):
+def build_image(rundir, port, pop3s_port, smtp_port=2525, smtps_port=4465):
     tlsdir = os.path.join(rundir, "tls")
     make_cert(tlsdir)
     image = os.path.join(rundir, "flash.img")
@@ -98,6 +103,8 @@ def build_image(rundir, port, pop3s_port):
         cfg = json.load(f)
     cfg["server"]["port"] = port
     cfg["server"]["pop3s_port"] = pop3s_port
+    cfg["smtp"].update({"port": smtp_port, "submission_port": 0, "smtps_port": smtps_port, "domains": [DEMO_DOMAIN],
+                        "aliases": {"postmaster": DEMO_USER}})
     sys.path.insert(0, os.path.join(ROOT, "firmware"))
     from pocketpost import config
 
@@ -124,21 +131,25 @@ def main():
     ap.add_argument("--dir", default=os.path.join(ROOT, "run"))
     ap.add_argument("--port", type=int, default=1100)
     ap.add_argument("--pop3s-port", type=int, default=1995)
+    ap.add_argument("--smtp-port", type=int, default=2525)
+    ap.add_argument("--smtps-port", type=int, default=4465)
     ap.add_argument("--fresh", action="store_true", help="rebuild the image")
     ap.add_argument("--no-serve", action="store_true", help="build the image only")
     args = ap.parse_args()
     os.makedirs(args.dir, exist_ok=True)
     image = os.path.join(args.dir, "flash.img")
-    if not args.fresh and os.path.exists(image) and image_ports(args.dir) != (args.port, args.pop3s_port):
+    if not args.fresh and os.path.exists(image) and image_ports(args.dir) != (args.port, args.pop3s_port, args.smtp_port,
+                                                                                  args.smtps_port):
         print("%s was built for other ports: rebuilding it" % image)
         args.fresh = True
     if args.fresh or not os.path.exists(image):
         print("building %s ..." % image)
-        build_image(args.dir, args.port, args.pop3s_port)
+        build_image(args.dir, args.port, args.pop3s_port, args.smtp_port, args.smtps_port)
     cert = os.path.join(args.dir, "tls", "cert.pem")
     print("""
-pocketpost POP3 server on 127.0.0.1 (image %(image)s)
+pocketpost POP3 server and SMTP receiver on 127.0.0.1 (image %(image)s)
   POP3 + STLS : port %(p)d        POP3S (implicit TLS): port %(s)d
+  SMTP + STARTTLS: port %(sp)d     SMTPS submission (implicit TLS, AUTH): port %(ss)d
   account     : user %(u)s, password %(pw)s (self-signed certificate: %(cert)s)
 
 Read the mail with curl:
@@ -151,15 +162,24 @@ Thunderbird: Account Settings > Account Actions > Add Mail Account > Configure m
   Incoming: POP3, server 127.0.0.1, port %(s)d, Connection security SSL/TLS
             (or port %(p)d with STARTTLS), Authentication "Normal password", username %(u)s
   Accept the self-signed certificate when asked. Tick "Leave messages on server" to keep them.
+Send mail to it (SMTP receiver, domain %(dom)s):
+  printf 'Subject: hi\\r\\n\\r\\nhello\\r\\n' > /tmp/m.eml
+  curl smtp://127.0.0.1:%(sp)d --mail-from you@example.org --mail-rcpt %(u)s@%(dom)s --upload-file /tmp/m.eml
+  curl --cacert %(cert)s -u %(u)s:%(pw)s smtps://localhost:%(ss)d --mail-from %(u)s@%(dom)s \\
+       --mail-rcpt %(u)s@%(dom)s --upload-file /tmp/m.eml
+  swaks --server 127.0.0.1 --port %(sp)d --to %(u)s@%(dom)s --tls      # STARTTLS (swaks package)
+  then read it: curl -u %(u)s:%(pw)s pop3://127.0.0.1:%(p)d/ (LIST), .../N (RETR)
+
 Add users / deliver mail (server stopped): tools/ppadmin.py adduser %(image)s NAME;
   tools/ppadmin.py deliver %(image)s NAME FILE.eml
 Ctrl-C stops the server.
-""" % {"image": image, "p": args.port, "s": args.pop3s_port, "u": DEMO_USER, "pw": DEMO_PASSWORD, "cert": cert})
+""" % {"image": image, "p": args.port, "s": args.pop3s_port, "u": DEMO_USER, "pw": DEMO_PASSWORD, "cert": cert,
+       "dom": DEMO_DOMAIN, "sp": args.smtp_port, "ss": args.smtps_port})
     if args.no_serve:
         return
     env = dict(os.environ)
     env["MICROPYPATH"] = os.path.join(ROOT, "firmware") + ":" + HERE + ":.frozen"
-    cmd = [ppadmin.micropython(), os.path.join(HERE, "hostflash.py"), image, "-m", "pocketpost.server", "/flash/config.json"]
+    cmd = [ppadmin.micropython(), os.path.join(HERE, "hostflash.py"), image, "-m", "pocketpost.smtpserver", "/flash/config.json"]
     sys.stdout.flush()
     try:
         sys.exit(subprocess.call(cmd, env=env))

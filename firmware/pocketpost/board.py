@@ -63,6 +63,7 @@ CLOCK_VALID_YEAR = const(2024)
 WDT_TIMEOUT_MS = const(30000)
 WDT_FEED_DIVISOR = const(4)  # feed every timeout/4: three missed feeds still do not reset
 SERVICE_SERVER = True  # run the POP3 server
+SERVICE_SMTP = True  # run the SMTP receiver (only ever started when the config names smtp.domains)
 FETCH_INTERVAL_S = const(0)  # 0: no fetch schedule; else fetch every account every N seconds
 RESTART_BACKOFF_MS = const(1000)  # first pause before restarting a failed service; doubles
 RESTART_BACKOFF_MAX_MS = const(60000)
@@ -447,6 +448,7 @@ class Runner:
         self.watchdog = None  # type: Watchdog | None
         self.supervisor = Supervisor(reset=self.hw.reset)
         self.server = None  # the pocketpost.server Server while it runs
+        self.smtp = None  # the pocketpost.smtpserver SmtpServer while it runs
         self.store = None
         self.fetches = {}  # type: dict
         self.tasks = []  # type: list  # keepers; CPython only weakly references bare tasks
@@ -485,6 +487,19 @@ class Runner:
                 srv.close()
             except OSError:
                 pass
+
+    async def serve_smtp(self):
+        from pocketpost import smtpserver
+
+        # The POP3 server's login service when it is up: one failed-login throttle for both.
+        srv = await smtpserver.start(self.cfg, self.store, getattr(self.server, "svc", None))
+        self.smtp = srv
+        try:
+            while True:
+                await _sleep_ms(3600000)
+        finally:
+            self.smtp = None
+            srv.close()
 
     async def fetch_schedule(self, interval_s):
         from pocketpost import client
@@ -537,6 +552,8 @@ class Runner:
         sv = _section(cfg, "services")
         if sv.get("server", SERVICE_SERVER):
             self.supervisor.add("server", self.serve)
+        if sv.get("smtp", SERVICE_SMTP) and (cfg.get("smtp") or {}).get("domains"):
+            self.supervisor.add("smtp", self.serve_smtp)
         interval = sv.get("fetch_interval_s", FETCH_INTERVAL_S)
         if interval and cfg.get("accounts"):
             self.supervisor.add("fetch", lambda: self.fetch_schedule(interval))
