@@ -459,3 +459,56 @@ def test_flash_full_at_data_is_temporary():
         assert codes(c.send(transaction())) == [250, 250, 250, 354, 250]
 
     with_env(body)
+
+
+def test_group_commit_rolls_forward_after_a_crash_past_the_intent():
+    from pocketpost import compat
+
+    def body(e):
+        st = e.store
+        ds = store_mod.begin_group(st, ["alice", "bob"])
+        for d in ds:
+            d.write(b"Subject: g\r\n\r\nx\r\n")
+        real = compat.rename
+        calls = []
+
+        def rename(a, b):  # the intent becomes the commit point, then the "power" goes
+            calls.append(b)
+            if len(calls) > 1:
+                raise OSError(5)
+            real(a, b)
+
+        compat.rename = rename
+        try:
+            uids = store_mod.commit_group(st, ds)
+        finally:
+            compat.rename = real
+        assert len(uids) == 2 and calls[0].endswith("/group")
+        assert compat.exists(e.root + "/group")
+        # a new group is refused while the old one is unfinished (nothing is lost or doubled)
+        d2 = store_mod.begin_group(st, ["carol"])
+        try:
+            store_mod.commit_group(st, d2)
+            raise AssertionError("commit over an unfinished intent")
+        except store_mod.StoreError as x:
+            assert x.code == "SYS/TEMP"
+        store_mod.reboot()
+        e.store = Store(e.root, quota=0, reserve=0)  # the restart: recovery renames the rest
+        assert not compat.exists(e.root + "/group")
+        assert e.box("alice") == [b"Subject: g\r\n\r\nx\r\n"] and e.box("bob") == [b"Subject: g\r\n\r\nx\r\n"]
+        assert e.box("carol") == [] and e.tmp_empty()
+        # an intent that was never completed (group.new) means nothing was committed
+        ds = store_mod.begin_group(e.store, ["alice", "carol"])
+        for d in ds:
+            d.write(b"never\r\n")
+            d._end()
+            compat.sync_file(d._f)
+        f = open(e.root + "/group.new", "w")
+        f.write("alice/tmp/x alice/b0/y\n")  # torn: no "end"
+        f.close()
+        store_mod.reboot()
+        e.store = Store(e.root, quota=0, reserve=0)
+        assert len(e.box("alice")) == 1 and e.box("carol") == [] and e.tmp_empty()
+        assert not compat.exists(e.root + "/group.new")
+
+    with_env(body)
