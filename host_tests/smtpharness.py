@@ -35,13 +35,20 @@ class SmtpPop3Server(Pop3Server):
         config.check(cfg)
         with open(self.config_path, "w") as f:
             json.dump(cfg, f)
+        self.sm = sm
+        self.tls_on = bool(cfg["server"]["cert"])
+
+    def smtp_ports(self):
+        """The SMTP ports that listen (SMTPS only with a certificate)."""
+        sm = self.sm
+        return [p for p in (sm["port"], sm["submission_port"], sm["smtps_port"] if self.tls_on else 0) if p]
 
     def start(self, args=None, **kw):
         super().start(args or ["-m", "pocketpost.smtpserver", self.config_path], **kw)
         deadline = time.time() + 15
         while time.time() < deadline:
             try:
-                for p in (self.smtp_port, self.submission_port, self.smtps_port):
+                for p in self.smtp_ports():
                     socket.create_connection(("127.0.0.1", p), 0.5).close()
                 return self
             except OSError:
