@@ -192,3 +192,26 @@ def test_msmtp_submission_starttls_and_smtps(srv, tmp_path):
         assert r.returncode == 0, (acct, r.stderr)
     got = box.new()
     assert len(got) == 2 and [body_of(m) for m in got] == [dated, dated], got
+
+
+@pytest.mark.skipif(shutil.which("s-nail") is None, reason="s-nail not installed (apt-packages.txt)")
+def test_snail_plain_and_starttls_auth(srv, tmp_path):
+    box = Box(srv, "bob", "bobpw")
+    env = dict(os.environ, HOME=str(tmp_path), MAILRC="/dev/null")
+    common = ["s-nail", "-n", "-#", "-S", "v15-compat", "-S", "sendwait", "-S", "nosave", "-S", "tls-ca-file=" + srv.ca,
+              "-S", "from=ada@example.net", "-s", "from s-nail"]
+    runs = [
+        ["-S", "mta=smtp://127.0.0.1:%d" % srv.smtp_port, "-S", "smtp-auth=none"],
+        ["-S", "mta=smtp://bob:bobpw@localhost:%d" % srv.submission_port, "-S", "smtp-use-starttls",
+         "-S", "smtp-auth=login"],
+    ]
+    for extra in runs:
+        r = subprocess.run(common + extra + ["bob@example.org"], input=b"hello from s-nail\n.dot line\n",
+                           capture_output=True, env=env, timeout=60)
+        assert r.returncode == 0, (extra, r.stdout[-2000:], r.stderr[-2000:])
+    got = box.new()
+    assert len(got) == 2, got
+    for m in got:
+        b = body_of(m)
+        assert b"Subject: from s-nail\r\n" in b and b.endswith(b"\r\n\r\nhello from s-nail\r\n.dot line\r\n"), b
+    assert b"(using TLS, authenticated user bob)" in got[1]
