@@ -31,6 +31,7 @@ Commands dispatch from one table; a command out of sequence gets 503, an unknown
 raises. After MAX_BAD_COMMANDS errors the session is closed with 421.
 """
 
+import binascii
 import time
 
 from pocketpost import auth, log
@@ -77,8 +78,9 @@ def _printable(b, n=_MAX_TRACE_NAME):
 
 
 def _parse_path(b, allow_null):
-    """b"<user@domain>" (optionally with an RFC 5321 source route) -> "user@domain" lower-cased,
-    "" for the null path, or None for bad syntax."""
+    """b"<user@domain>" (optionally with an RFC 5321 source route) -> "user@domain" as sent (a
+    local part is case-sensitive: matching lower-cases it, the Return-Path keeps it), "" for the
+    null path, or None for bad syntax."""
     if len(b) < 2 or b[0] != 60 or b[-1] != 62:  # "<" ">"
         return None
     a = b[1:-1]
@@ -97,7 +99,7 @@ def _parse_path(b, allow_null):
     at = a.rfind(b"@")
     if at <= 0 or at == len(a) - 1:
         return None
-    return a.decode().lower()
+    return a.decode()
 
 
 def _mail_args(rest):
@@ -376,8 +378,6 @@ class Session:
         return self._verify(name, pw, bool(authz) and authz != authc)  # no proxy logins
 
     def _b64(self, blob):
-        import binascii
-
         try:
             raw = binascii.a2b_base64(blob)
             if binascii.b2a_base64(raw).rstrip(b"\n") != blob:
@@ -472,6 +472,8 @@ class Session:
         if params:
             return reply(555, "5.5.4", "unsupported RCPT parameter")
         addr = _parse_path(path, False)
+        if addr is not None:
+            addr = addr.lower()
         if addr is None:
             # "<postmaster>" without a domain (RFC 5321 4.5.1) goes to the first domain's postmaster
             if path.lower() == b"<postmaster>" and self.svc.domains:
@@ -636,8 +638,6 @@ class Session:
 
 
 def _hex(b):
-    import binascii
-
     return binascii.hexlify(b).decode()
 
 

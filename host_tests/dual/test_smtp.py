@@ -155,7 +155,7 @@ def test_plain_transaction_stored_with_trace_headers():
         got = e.box("alice")
         assert len(got) == 1 and strip_trace(got[0]) == BODY
         head = got[0][: len(got[0]) - len(BODY)]
-        assert head.startswith(b"Return-Path: <a@example.net>\r\nReceived: from client.example ([127.0.0.1])\r\n"), head
+        assert head.startswith(b"Return-Path: <A@Example.net>\r\nReceived: from client.example ([127.0.0.1])\r\n"), head
         assert b"by mx.example.org (pocketpost) with ESMTP id " in head and b"for <alice@example.org>;" in head
         assert b" +0000\r\n" in head and b"TLS" not in head
 
