@@ -215,3 +215,17 @@ def test_snail_plain_and_starttls_auth(srv, tmp_path):
         b = body_of(m)
         assert b"Subject: from s-nail\r\n" in b and b.endswith(b"\r\n\r\nhello from s-nail\r\n.dot line\r\n"), b
     assert b"(using TLS, authenticated user bob)" in got[1]
+
+
+def test_board_runner_starts_the_smtp_service(tmp_path):
+    """board.main (what main.py runs on a board) starts the receiver beside the POP3 server."""
+    s = SmtpPop3Server(str(tmp_path), messages={"alice": []})
+    s.start(args=["-c", "from pocketpost import board; board.main(%r)" % s.config_path])
+    try:
+        with smtplib.SMTP("127.0.0.1", s.smtp_port, timeout=20) as c:
+            c.sendmail("ada@example.net", ["alice@example.org"], MSG)
+        got = s.pop3_messages("alice", "alice pass")
+        assert len(got) == 1 and body_of(got[0]) == MSG
+        assert "services ['server', 'smtp'] started" in s.log() or "services ['smtp', 'server'] started" in s.log(), s.log()
+    finally:
+        s.stop()
