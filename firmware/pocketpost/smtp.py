@@ -455,6 +455,10 @@ class Session:
                 return reply(555, "5.5.4", "unsupported MAIL parameter")
         if size > self.svc.max_size:
             return reply(552, "5.3.4", "message size exceeds fixed maximum message size")
+        if size:
+            room = store_mod.flash_room(self.svc.store)
+            if 0 <= room < size:  # RFC 1870 6.1: a temporary shortage is 452 (the sender retries)
+                return reply(452, "4.3.1", "insufficient system storage for a message of that size")
         self.sender = sender
         self.size = size
         self.passed = True

@@ -1320,6 +1320,15 @@ def _group_recover(root):
         raise _os_error(e)
 
 
+def flash_room(store):
+    """Bytes of free flash a new message may take in any mailbox now (the reserve and two blocks
+    kept, as Store.begin keeps them), -1 if unknown; for SMTP's SIZE check at MAIL FROM."""
+    free, bsize = store._free(store.root)
+    if free < 0:
+        return -1
+    return max(0, free - store.reserve - 2 * bsize)
+
+
 def room(store, name):
     """Bytes a new message may take in mailbox `name` now (quota and free flash), -1 if unknown;
     for SMTP's SIZE checks (RFC 1870)."""

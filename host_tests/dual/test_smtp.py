@@ -454,6 +454,9 @@ def test_flash_full_at_data_is_temporary():
         if r.startswith(b"354"):  # a store that cannot tell its free space (statvfs missing)
             return
         assert r.startswith(b"452 4.3.1"), r
+        c.cmd(b"RSET")
+        r = c.cmd(b"MAIL FROM:<a@b.example> SIZE=1000")  # a declared size that cannot fit: at MAIL FROM
+        assert r.startswith(b"452 4.3.1"), r
         e.store.reserve = 0
         e.store._free_cache = None
         assert codes(c.send(transaction())) == [250, 250, 250, 354, 250]
