@@ -96,8 +96,8 @@ def _parse_path(b, allow_null):
     for c in a:
         if c <= 32 or c >= 127 or c in (60, 62):
             return None
-    at = a.rfind(b"@")
-    if at <= 0 or at == len(a) - 1:
+    at = a.find(b"@")
+    if at <= 0 or at == len(a) - 1 or a.find(b"@", at + 1) >= 0:  # exactly one "@": no quoted tricks
         return None
     return a.decode()
 

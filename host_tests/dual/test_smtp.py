@@ -186,7 +186,7 @@ def test_address_map_relay_and_unknown():
             (b"<info@home.example>", 250), (b"<anyone@home.example>", 250), (b"<list@example.org>", 250),
             (b"<alice@evil.example>", 550), (b"<nobody@example.org>", 550), (b"<alice@example.org.evil>", 550),
             (b"<@relay.example:alice@example.org>", 250), (b"<alice%evil.example@example.org>", 550),
-            (b"<alice@example.org@evil.example>", 550), (b"alice@example.org", 501), (b"<>", 501),
+            (b"<alice@example.org@evil.example>", 501), (b"<info@home.example@example.org>", 501), (b"alice@example.org", 501), (b"<>", 501),
             (b"<a b@example.org>", 501), (b"<alice@example.org> NOTIFY=NEVER", 555),
         ]
         for path, want in cases:
