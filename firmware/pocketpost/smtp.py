@@ -628,6 +628,7 @@ class Session:
             try:
                 uids = store_mod.commit_group(self.svc.store, ds)
             except store_mod.StoreError as e:
+                log.warning("smtp %s commit failed, nothing stored: %r", self.peer, e)
                 r = self._store_reply(e)
             else:
                 self.stored += 1
