@@ -262,3 +262,22 @@ def test_nothing_left_in_temp_dirs(srv):
         if os.path.isdir(tmp):
             assert os.listdir(tmp) == [], box
     assert not os.path.exists(os.path.join(root, "group")) and srv.alive()
+
+
+def test_silent_tls_peers_are_let_go(srv):
+    """A peer that opens the SMTPS port, or says STARTTLS, and then sends nothing: the pre-auth
+    deadline (4 s here) ends the stalled handshake; nothing leaks, others are served meanwhile."""
+    fds = srv.fds()
+    p = Peer(srv.smtps_port)
+    q = greeted(srv)
+    assert q.cmd(b"STARTTLS").startswith(b"220 ")
+    served(srv)
+    t0 = time.time()
+    assert p.eof(15) and q.eof(15)
+    assert time.time() - t0 < 10
+    p.close()
+    q.close()
+    deadline = time.time() + 10
+    while srv.fds() > fds:  # bounded poll: the server closes its side
+        assert time.time() < deadline, (srv.fds(), fds)
+        time.sleep(0.1)
