@@ -697,20 +697,36 @@ class Store:
         """Start a delivery into mailbox `name` (created if missing). With digest=True the
         Delivery keeps a SHA-1 of the bytes it stores (see Delivery.digest)."""
         box = self._box(name)
+        limit, exc = self._room(box.path, box.count, box.total)
+        if not limit:
+            raise exc("mailbox quota exceeded" if exc is QuotaExceeded else "flash full")
+        return Delivery(self, box, compat.now() if arrival is None else arrival, limit, exc, digest)
+
+    def room(self, name):
+        """(octets a message delivered to `name` may take now, the exception past it); -1 if
+        unbounded, 0 if none. Writes nothing (host tools check a batch before delivering any):
+        a mailbox that does not exist yet counts as empty."""
+        path = self._path(name)
+        if compat.isdir(path):
+            box = self._box(name)
+            return self._room(box.path, box.count, box.total)
+        return self._room(self.root, 0, 0)
+
+    def _room(self, path, count, total):
         limit, exc = -1, StoreFull
         if self.quota:
-            limit, exc = self.quota - box.total, QuotaExceeded
+            limit, exc = self.quota - total, QuotaExceeded
             if limit <= 0:
-                raise QuotaExceeded("mailbox quota exceeded")
-        free, bsize = self._free(box.path)
+                return 0, QuotaExceeded
+        free, bsize = self._free(path)
         if free >= 0:
             # Room kept for a deletion commit: the reserve, a copy of the index, two spare blocks.
-            room = free - self.reserve - (box.count + 1) * _REC - 2 * bsize
+            room = free - self.reserve - (count + 1) * _REC - 2 * bsize
             if room <= 0:
-                raise StoreFull("flash full")
+                return 0, StoreFull
             if limit < 0 or room < limit:
                 limit, exc = room, StoreFull
-        return Delivery(self, box, compat.now() if arrival is None else arrival, limit, exc, digest)
+        return limit, exc
 
     def deliver_stream(self, name, readinto, arrival=None):
         """Deliver what readinto(buf) yields (it returns the byte count, 0 at EOF)."""
