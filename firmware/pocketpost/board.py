@@ -66,6 +66,7 @@ SERVICE_SERVER = True  # run the POP3 server
 # Backstop on top of an account's session_timeout (the client checks it at every wait; this
 # catches what it cannot, e.g. a slow flash): the account's fetch task is cancelled there.
 FETCH_DEADLINE_SLACK_S = 30  # not const(): tests lower it
+SERVICE_SMTP = True  # run the SMTP receiver (only ever started when the config names smtp.domains)
 FETCH_INTERVAL_S = const(0)  # 0: no fetch schedule; else fetch every account every N seconds
 RESTART_BACKOFF_MS = const(1000)  # first pause before restarting a failed service; doubles
 RESTART_BACKOFF_MAX_MS = const(60000)
@@ -409,6 +410,7 @@ class Runner:
         self.watchdog = None  # type: Watchdog | None
         self.supervisor = Supervisor(reset=self.hw.reset)
         self.server = None  # the pocketpost.server Server while it runs
+        self.smtp = None  # the pocketpost.smtpserver SmtpServer while it runs
         self.config_path = None  # where cfg came from (main sets it)
         self.store = None
         self.fetches = {}  # type: dict
@@ -448,6 +450,19 @@ class Runner:
                 srv.close()
             except OSError:
                 pass
+
+    async def serve_smtp(self):
+        from pocketpost import smtpserver
+
+        # The POP3 server's login service when it is up: one failed-login throttle for both.
+        srv = await smtpserver.start(self.cfg, self.store, getattr(self.server, "svc", None))
+        self.smtp = srv
+        try:
+            while True:
+                await _sleep_ms(3600000)
+        finally:
+            self.smtp = None
+            srv.close()
 
     async def fetch_schedule(self, interval_s):
         """One task per account, each on its own schedule and under its own deadline (the
@@ -523,6 +538,8 @@ class Runner:
         sv = _section(cfg, "services")
         if sv.get("server", SERVICE_SERVER):
             self.supervisor.add("server", self.serve)
+        if sv.get("smtp", SERVICE_SMTP) and (cfg.get("smtp") or {}).get("domains"):
+            self.supervisor.add("smtp", self.serve_smtp)
         interval = sv.get("fetch_interval_s", FETCH_INTERVAL_S)
         if interval and cfg.get("accounts"):
             self.supervisor.add("fetch", lambda: self.fetch_schedule(interval))

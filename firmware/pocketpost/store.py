@@ -608,6 +608,12 @@ class Store:
         self.reserve = reserve
         self._free_cache = None  # [free, block size, uses, bytes delivered since]
         compat.makedirs(self.root)
+        # A group commit (groupcommit.py: one SMTP message into several mailboxes) cut short: finish
+        # or forget it before the temp clean-up below (a committed group's files are still there).
+        if compat.exists(compat.join(self.root, "group")) or compat.exists(compat.join(self.root, "group.new")):
+            from pocketpost import groupcommit
+
+            groupcommit.recover(self.root)
         # Forget RAM state of idle mailboxes under this root (the flash may have changed since,
         # e.g. a remount in tests), and remove orphaned temp files of interrupted deliveries.
         prefix = self.root + "/"
@@ -1184,3 +1190,4 @@ class Mailbox:
         self._close()
         _LOCKS.discard(self._box.path)
         self._box = None
+
