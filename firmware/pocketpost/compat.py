@@ -150,9 +150,15 @@ def sync_dir(path):
 
 
 def free_bytes(path):
-    """Free space on the filesystem holding path, and its block size."""
+    """Free space on the filesystem holding path, and its block size. littlefs counts blocks in
+    use best-effort and may count more than the flash has when nearly full; MicroPython's statvfs
+    then reports block_count - used wrapped to a huge unsigned "free" (seen: 4294967293 free of
+    96 blocks). More free blocks than blocks means full."""
     st = os.statvfs(path)
-    return st[0] * st[4], st[0]
+    bfree = st[4]
+    if bfree > st[2]:
+        bfree = 0
+    return st[0] * bfree, st[0]
 
 
 def urandom(n):
