@@ -4,9 +4,10 @@
 config directory (no system service, nothing under /etc changed; queue, data and log in the same
 folder), starts the master with `postfix -c DIR start` on a free loopback port, and waits (bounded)
 until it accepts. The transport map sends every message for `relay_domain` to 127.0.0.1:board_port
-(opportunistic STARTTLS); retries are fast (1-2 s back-off). `extra_main` is appended to main.cf (later lines win). `flush()` asks for an immediate
-retry; `log()` is the mail log; `stop()` runs `postfix -c DIR stop` and kills what is left of the
-master (bounded); call it from a fixture teardown.
+(opportunistic STARTTLS); retries are fast (1-2 s back-off); `extra_main` is appended to main.cf
+(a later line wins). `flush()` asks for an immediate retry; `log()` is the mail log; `stop()` runs
+`postfix -c DIR stop` and kills what is left of the master (bounded); call it from a fixture
+teardown.
 """
 
 import os
