@@ -37,6 +37,31 @@ from pocketpost.server import LISTEN_BACKLOG, _CConn, _Conn, _peer_ip, _Timeout
 from pocketpost.wire import LineReader
 
 
+class _SmtpTimeout(Exception):
+    pass
+
+
+def _new_conn(reader, writer, seconds):
+    """server.py's connection object for this runtime, its waits bounded by `seconds` (the TLS
+    handshake too). Takes both forms of server.py's classes: (stream, timeout) and, with named
+    deadlines, (stream, idle, handshake_s)."""
+    args = (reader,) if IS_MICROPYTHON else (reader, writer)
+    cls = _Conn if IS_MICROPYTHON else _CConn
+    try:
+        return cls(*args, seconds, seconds)  # type: ignore[call-arg]  # the named-deadlines form
+    except TypeError:
+        return cls(*args, seconds)
+
+
+def _bound(conn, seconds):
+    """Bound the connection's next waits: its `timeout` attribute, or with named deadlines (where
+    `timeout` is a method) its idle timeout."""
+    if callable(getattr(conn, "timeout", None)):
+        conn.idle = seconds
+    else:
+        conn.timeout = seconds
+
+
 class SmtpServer:
     def __init__(self, cfg, store, logins=None):
         sv = cfg["server"]
@@ -90,8 +115,7 @@ class SmtpServer:
                 ip = _peer_ip(writer.get_extra_info("peername"))
             except Exception:
                 pass
-            t = sm["preauth_timeout"]
-            conn = _Conn(reader, t) if IS_MICROPYTHON else _CConn(reader, writer, t)
+            conn = _new_conn(reader, writer, sm["preauth_timeout"])
             session = smtp.Session(self.svc, ip, mode, implicit)
             if self.sessions >= sm["max_sessions"] or self.per_addr.get(ip, 0) >= sm["max_sessions_per_addr"]:
                 log.warning("smtp %s refused: too many sessions (%d)", ip, self.sessions)
@@ -110,7 +134,7 @@ class SmtpServer:
                     await r
             log.info("smtp #%d %s connect %s tls=%d sessions=%d", sid, ip, mode, int(implicit), self.sessions)
             await self._run(conn, session, sid)
-        except _Timeout:
+        except (_Timeout, _SmtpTimeout):
             log.info("smtp #%d %s timeout", sid, ip)
             if conn is not None and session is not None:
                 try:  # best effort, never waits: the peer may not be reading
@@ -140,7 +164,7 @@ class SmtpServer:
         if not session.passed:
             left = sm["preauth_timeout"] - ticks_diff(ticks_ms(), start) / 1000
             if left <= 0:
-                raise _Timeout()
+                raise _SmtpTimeout()
             if left < t:
                 t = left
         return t
@@ -161,7 +185,7 @@ class SmtpServer:
                 if session.starttls:
                     lines.clear()  # RFC 3207 4.2: nothing sent before the handshake is kept
                     session.starttls = False
-                    conn.timeout = self._timeout(session, start)
+                    _bound(conn, self._timeout(session, start))
                     r = conn.start_tls(self.ctx)
                     if r is not None:
                         await r
@@ -170,7 +194,7 @@ class SmtpServer:
                 if session.closing:
                     return
                 continue
-            conn.timeout = self._timeout(session, start)
+            _bound(conn, self._timeout(session, start))
             n = await conn.recv_into(lines.space())
             if not n:
                 log.info("smtp #%d %s dropped by peer%s", sid, session.peer, " mid-DATA" if session.in_data else "")
