@@ -4,7 +4,9 @@ Postfix arrives in the board's mailbox (read back over POP3); a temporary failur
 full: 452 4.3.1) makes Postfix keep the message and retry, and once space is back exactly one copy
 arrives. First with the store's reserve set past any disk (the board restarted to free it), then on
 a real littlefs image (tools/hostflash.py) filled over SMTP and freed by a POP3 DELE while the board
-runs, with the refusal at MAIL FROM (Postfix declares SIZE) and after the final dot (it does not)."""
+runs, with the refusal at MAIL FROM (Postfix declares SIZE) and after the final dot (it does not).
+Last, a mailbox at its quota: Postfix's SIZE gets 452 at that RCPT only, the other recipient's copy
+goes through at once and the full one follows once space is freed."""
 
 import json
 import os
@@ -177,6 +179,55 @@ def test_postfix_retries_when_real_flash_is_full_then_freed(tmp_path, size_ext):
         assert body_of(a[1]).endswith(BIG), a[1][:600]
         sent = [ln for ln in pf.log().splitlines() if "status=sent" in ln]
         assert len(sent) == 1 and "250 2.0.0 stored as" in sent[0], sent
+    finally:
+        pf.stop()
+        board.stop()
+
+
+QUOTA = 24 * 1024  # per-mailbox quota for the test below: alice's two old messages nearly fill it
+
+
+def test_postfix_defers_only_the_full_mailbox(tmp_path):
+    """One message for alice (her mailbox at its quota) and bob: Postfix declares SIZE, the board
+    answers 452 4.3.1 to alice's RCPT only, bob's copy is stored and Postfix defers alice alone.
+    alice deletes her old mail over POP3 (the board runs on), flush: she gets exactly one copy and
+    bob still has exactly one."""
+    old = [b"Subject: old %d\r\n\r\n" % i + b"y" * 10000 + b"\r\n" for i in range(2)]
+    board = SmtpPop3Server(str(tmp_path), messages={"alice": old, "bob": []})
+    with open(board.config_path) as f:
+        cfg = json.load(f)
+    cfg["store"]["quota"] = QUOTA
+    with open(board.config_path, "w") as f:
+        json.dump(cfg, f)
+    board.start()
+    pf = postfix.Postfix("example.org", board.smtp_port)
+    try:
+        pf.start()
+        submit(pf, ["alice@example.org", "bob@example.org"], BIG)
+        assert pf.wait_log("to=<alice@example.org>") and pf.wait_log("to=<bob@example.org>"), pf.log()[-3000:]
+        lines = pf.log().splitlines()
+        alice = [ln for ln in lines if "to=<alice@example.org>" in ln]
+        bob = [ln for ln in lines if "to=<bob@example.org>" in ln]
+        assert "status=deferred" in alice[0] and "452 4.3.1" in alice[0], alice
+        assert "in reply to RCPT TO command" in alice[0], alice
+        assert len(bob) == 1 and "status=sent" in bob[0], bob
+        assert len(board.pop3_messages("bob", "bobpw")) == 1
+        p = poplib.POP3("127.0.0.1", board.port, timeout=10)
+        p.user("alice")
+        p.pass_("alice pass")
+        p.dele(1)
+        p.dele(2)
+        p.quit()
+        pf.flush()
+        deadline = time.time() + 30
+        while not any("to=<alice@example.org>" in ln and "status=sent" in ln for ln in pf.log().splitlines()):
+            assert time.time() < deadline, pf.log()[-3000:]  # bounded poll
+            time.sleep(0.1)
+        assert pf.wait_log("removed", 20) and pf.queue_empty(), pf.log()[-3000:]
+        a = board.pop3_messages("alice", "alice pass")
+        b = board.pop3_messages("bob", "bobpw")
+        assert len(a) == 1 and len(b) == 1, (len(a), len(b))
+        assert body_of(a[0]).endswith(BIG) and body_of(b[0]).endswith(BIG)
     finally:
         pf.stop()
         board.stop()
