@@ -4,7 +4,7 @@ Skipped in safe mode (see boot.py). Ctrl-C, or connecting with mpremote, returns
 `import machine; machine.reset()` (or `mpremote reset`) starts it again.
 """
 
-from pocketpost import board
+from pocketpost import board, safemode
 
 
 def hardware():
@@ -33,7 +33,7 @@ def hardware():
 
 
 def start():
-    if board.safe:
+    if safemode.safe:
         print("pocketpost: safe mode, not starting (REPL is free)")
         return
     try:

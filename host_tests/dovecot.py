@@ -2,7 +2,9 @@
 
 `Dovecot(users).start()` makes a test CA and a server certificate with openssl, writes its own
 dovecot.conf (no system service, nothing under /etc), starts the master on two free high ports
-(plain + STLS, and POP3S), waits (bounded) until both accept, and makes one warm-up login so the
+(plain + STLS, and POP3S) on 127.0.0.1 and 127.0.0.2 (its certificate names only localhost and
+127.0.0.1: the second address is where a client meets a certificate for another name), waits
+(bounded) until both accept, and makes one warm-up login so the
 auth process's one-time start cost is not charged to a test. `stop()` sends TERM to the master pid
 and waits (bounded); call it from a `finally`/fixture teardown. Every file lives in one temporary
 folder readable by Dovecot's unprivileged users.
@@ -32,7 +34,7 @@ state_dir = {d}/state
 log_path = {d}/dovecot.log
 info_log_path = {d}/dovecot.log
 protocols = pop3
-listen = 127.0.0.1
+listen = 127.0.0.1, 127.0.0.2
 default_login_user = dovenull
 default_internal_user = dovecot
 first_valid_uid = 1000
@@ -62,11 +64,11 @@ service anvil {{
 }}
 service pop3-login {{
   inet_listener pop3 {{
-    address = 127.0.0.1
+    address = 127.0.0.1, 127.0.0.2
     port = {port}
   }}
   inet_listener pop3s {{
-    address = 127.0.0.1
+    address = 127.0.0.1, 127.0.0.2
     port = {sport}
     ssl = yes
   }}

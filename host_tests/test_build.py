@@ -79,3 +79,23 @@ def test_stub_typecheck_catches_a_board_mistake():
         r = mypy([os.path.relpath(bad, ROOT)])
         assert r.returncode != 0
         assert "conect" in r.stdout and "monotonic" in r.stdout, r.stdout
+
+
+def test_boot_decides_safe_mode_without_board_glue_or_asyncio(tmp_path):
+    """boot.py runs at every reset before anything else: it must import only pocketpost.safemode
+    (issue 12: importing the board module and asyncio there held ~10 KB of heap for nothing)."""
+    probe = (
+        "import sys\n"
+        "exec(open(%r).read())\n"
+        "print(sorted(k for k in sys.modules if k in ('asyncio', 'pocketpost.board', 'pocketpost.store',"
+        " 'pocketpost.server', 'pocketpost.client')))\n"
+        "print(safemode.safe)\n" % os.path.join(FIRMWARE, "boot.py")
+    )
+    script = tmp_path / "probe.py"
+    script.write_text(probe)
+    r = run_micropython([str(script)], cwd=str(tmp_path), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().split() == ["[]", "False"]
+    (tmp_path / "safemode").write_text("")  # the flag file: safe mode
+    r = run_micropython([str(script)], cwd=str(tmp_path), timeout=60)
+    assert r.stdout.decode().split()[-1] == "True", r.stdout

@@ -14,8 +14,9 @@ import pytest
 
 from dovecot import Dovecot
 from helpers import FIRMWARE, MICROPYTHON, ROOT
+from uidtool import entries as state_entries
 
-from pocketpost import client, store as storemod
+from pocketpost import client, store as storemod, uidstate
 from pocketpost.store import Store
 
 PASSWORD = "wonder land"
@@ -52,6 +53,8 @@ def account(dc, tmp, **kw):
          "policy": "keep", "timeouts": {"connect_timeout": 5, "read_timeout": 10}}
     if kw.get("tls") in ("stls", "none"):
         a["port"] = dc.port
+    if kw.get("tls") == "none":
+        a["allow_plaintext"] = True  # config.load refuses a plaintext account without it
     a.update(kw)
     return a
 
@@ -158,12 +161,10 @@ def test_policy_keep_days(dc, tmp_path):
     check_ok(*run_cli(tmp_path, acct))
     assert len(dc.messages("alice")) == 3
     # Age the first message's state entry by 3 days: the next run deletes just that one.
-    path = tmp_path / "state" / "isp.uidl"
-    lines = path.read_bytes().split(b"\n")
-    w = lines[1].split(b" ")
-    w[1] = b"%d" % (int(w[1]) - 3 * 86400)
-    lines[1] = b" ".join(w)
-    path.write_bytes(b"\n".join(lines))
+    st = uidstate.UidState(str(tmp_path / "state"), "isp").load()
+    uid, first_seen, flag = state_entries(st)[0]
+    st.add(uid, first_seen - 3 * 86400, flag)
+    st.save()
     rc, out = run_cli(tmp_path, acct)
     check_ok(rc, out)
     assert "1 deleted" in out, out
@@ -196,10 +197,17 @@ def test_oversize_skip_headers_and_cap(dc, tmp_path):
 def test_verification(dc, tmp_path):
     dc.seed("alice", MESSAGES[:1])
     rc, out = run_cli(tmp_path, account(dc, tmp_path, ca=dc.path("otherca.der")))
-    assert rc == 1 and "FAILED" in out, out
-    rc, out = run_cli(tmp_path, account(dc, tmp_path, host="127.0.0.2", tls="stls"))
-    assert rc == 1 and "FAILED" in out, out
+    assert rc == 1 and "FAILED" in out and "not correctly signed by the trusted CA" in out, out
+    # Dovecot also listens on 127.0.0.2, where its certificate (localhost, 127.0.0.1) names another
+    # host: the client must refuse it for the name, over STLS and POP3S alike.
+    for tls in ("stls", "implicit"):
+        rc, out = run_cli(tmp_path, account(dc, tmp_path, host="127.0.0.2", tls=tls))
+        assert rc == 1 and "FAILED" in out, out
+        assert "Common Name (CN) does not match with the expected CN" in out, out  # mbedTLS's name check
     assert local_messages(tmp_path / "store") == []
+    # the same address without verification works: the refusal above was the name check
+    rc, out = run_cli(tmp_path, account(dc, tmp_path, host="127.0.0.2", tls="stls", ca=None, verify=False))
+    check_ok(rc, out)
     rc, out = run_cli(tmp_path, account(dc, tmp_path, ca=None, verify=False))
     check_ok(rc, out)
     assert "verification DISABLED" in out

@@ -20,6 +20,7 @@ import pytest
 import clientdriver
 from helpers import FIRMWARE, MICROPYTHON, free_port
 from serverharness import cert_dir
+from uidtool import entries as state_entries
 
 from pocketpost import client, store as storemod, uidstate
 from pocketpost.pop3 import ProtocolError
@@ -177,8 +178,8 @@ class Crash(BaseException):
 
 
 def account(tmp_path, port, **kw):
-    acct = {"name": "h", "host": "127.0.0.1", "port": port, "tls": "none", "user": "u", "password": "p",
-            "mailbox": "m", "state_dir": str(tmp_path / "state"),
+    acct = {"name": "h", "host": "127.0.0.1", "port": port, "tls": "none", "allow_plaintext": True, "user": "u",
+            "password": "p", "mailbox": "m", "state_dir": str(tmp_path / "state"),
             "timeouts": {"connect_timeout": CONNECT_TIMEOUT, "read_timeout": READ_TIMEOUT}}
     acct.update(kw)
     return acct
@@ -274,11 +275,12 @@ def stored(tmp_path):
 
 
 def state_uids(tmp_path):
-    try:
-        data = (tmp_path / "state" / "h.uidl").read_bytes()
-    except FileNotFoundError:
-        return []
-    return [l.split(b" ")[-1] for l in data.split(b"\n")[1:] if l]
+    """Every UID the state file holds (a no-UIDL entry as its SHA-1 hex), pending one included."""
+    st = uidstate.UidState(str(tmp_path / "state"), "h").load()
+    out = [k[1:] if uidstate.is_hash_key(k) else k for k, _, _ in state_entries(st)]
+    if st.pending is not None:
+        out.append(st.pending[5])
+    return out
 
 
 def nothing_kept(tmp_path, s):
@@ -675,7 +677,8 @@ def test_no_uidl_quit_lost_then_duplicate_dropped(tmp_path, fetch):
     with pytest.raises(client.ConnectionLost):
         fetch(tmp_path, s.port, policy="delete")
     data = (tmp_path / "state" / "h.uidl").read_bytes()
-    assert data.split(b"\n")[1].startswith(b"H ") and b"#" not in data
+    keys = [k for k, _, _ in state_entries(uidstate.UidState(str(tmp_path / "state"), "h").load())]
+    assert len(keys) == 1 and uidstate.is_hash_key(keys[0]) and b"\nH " in data and b"#" not in data
     seen = []
     s = Script(mailbox([(None, GOOD)], seen))
     st = fetch(tmp_path, s.port, policy="delete")
@@ -684,8 +687,8 @@ def test_no_uidl_quit_lost_then_duplicate_dropped(tmp_path, fetch):
 
 
 def state_times(tmp_path):
-    data = (tmp_path / "state" / "h.uidl").read_bytes()
-    return [int(l.split(b" ")[1]) for l in data.split(b"\n")[1:] if l.startswith(b"S ")]
+    st = uidstate.UidState(str(tmp_path / "state"), "h").load()
+    return [fs for k, fs, _ in state_entries(st) if not uidstate.is_hash_key(k)]
 
 
 def test_keep_days_clock_unset_at_first_sight(tmp_path, fetch):
@@ -743,7 +746,7 @@ def run_fetch_cli(runtime, config_path, capsys):
 def test_fetch_cli_opens_the_store_like_the_server(tmp_path, capsys, runtime):
     """fetch.main reads the config through config.load and opens the store with its reserve:
     a reserve larger than the free flash stops the delivery (cleanly, with QUIT)."""
-    acct = {"name": "h", "host": "127.0.0.1", "tls": "none", "user": "u", "password": "p", "mailbox": "m",
+    acct = {"name": "h", "host": "127.0.0.1", "tls": "none", "allow_plaintext": True, "user": "u", "password": "p", "mailbox": "m",
             "state_dir": str(tmp_path / "state"), "timeouts": {"connect_timeout": 2, "read_timeout": 1}}
     for reserve, fetched in ((1 << 60, 0), (0, 1)):
         seen = []

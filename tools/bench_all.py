@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHES = ("bench_core.py", "bench_store.py", "bench_server.py", "bench_client.py", "bench_smtp.py")
+BENCHES = ("bench_core.py", "bench_store.py", "bench_server.py", "bench_client.py", "bench_auth.py", "bench_smtp.py")
 
 
 def main():

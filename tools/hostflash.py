@@ -5,8 +5,10 @@
     micropython tools/hostflash.py IMAGE [--mkfs] -c CODE                # exec CODE (short only:
                          the pip micropython wrapper has crashed on long multi-line -c arguments)
 
-(MICROPYPATH must hold firmware/.) The image is a plain file of BLOCK_SIZE blocks; --mkfs formats
-it (a blank or unformatted image is also formatted on first mount, as an ESP32's first boot does).
+(MICROPYPATH must hold firmware/.) The image is a plain file of BLOCK_SIZE blocks. Nothing here
+formats a file unless told: --mkfs formats only an image that is blank (every byte 0xff, as
+tools/hostimage.py's create() makes it), and an image that does not mount is refused, never
+formatted. The host tools check the superblock and lock the image (tools/hostimage.py) first.
 Host paths stay reachable outside /flash, so CODE can copy host files into the image.
 
 From other micropython code: `from hostflash import FileBlockDev, mount` and
@@ -62,24 +64,35 @@ class FileBlockDev:
         return 0
 
 
-def make_image(path, size=2 * 1024 * 1024):
-    """A blank (erased) image file; formatted at first mount."""
-    f = open(path, "wb")
-    blank = b"\xff" * BLOCK_SIZE
-    for _ in range(size // BLOCK_SIZE):
-        f.write(blank)
-    f.close()
+class MountError(Exception):
+    pass
+
+
+def is_blank(bdev):
+    """True if every block reads 0xff: an erased image no one has written yet."""
+    buf = bytearray(bdev.bs)
+    blank = b"\xff" * bdev.bs
+    for n in range(bdev.count):
+        bdev.readblocks(n, buf)
+        if buf != blank:
+            return False
+    return True
 
 
 def mount(image, mountpoint="/flash", mkfs=False):
+    """Mount IMAGE at MOUNTPOINT -> the block device. mkfs=True formats it first, and only if it
+    is blank; an image that does not mount raises MountError and is left as it was."""
     bdev = FileBlockDev(image)
     if mkfs:
+        if not is_blank(bdev):
+            bdev.f.close()
+            raise MountError("%s: --mkfs formats only a blank (erased) image; this one has data" % image)
         vfs.VfsLfs2.mkfs(bdev)
     try:
         fs = vfs.VfsLfs2(bdev)
-    except OSError:
-        vfs.VfsLfs2.mkfs(bdev)
-        fs = vfs.VfsLfs2(bdev)
+    except OSError as e:
+        bdev.f.close()
+        raise MountError("%s: not a littlefs image of %d-byte blocks (%s); left unchanged" % (image, bdev.bs, e))
     vfs.mount(fs, mountpoint)
     return bdev
 
@@ -102,7 +115,11 @@ def _main(argv):
     if rest[0] == "--mkfs":
         mkfs = True
         rest = rest[1:]
-    bdev = mount(image, "/flash", mkfs)
+    try:
+        bdev = mount(image, "/flash", mkfs)
+    except (MountError, OSError) as e:
+        sys.stderr.write("hostflash: %s\n" % e)
+        sys.exit(2)
     try:
         if rest[0] == "-c":
             exec(rest[1], {"__name__": "__hostflash__"})

@@ -1,14 +1,26 @@
+#!/usr/bin/env python3
 """Host admin tool for a pocketpost flash image (or a plain config file).
 
-    ppadmin.py adduser IMAGE-or-CONFIG USER [--password PW] [--iterations N] [--apop-secret S]
-    ppadmin.py deliver IMAGE MAILBOX FILE.eml [FILE.eml ...]
-    ppadmin.py ls IMAGE
+    tools/ppadmin.py create IMAGE [--size 2M] [--config FILE]     a new image: littlefs + config
+    tools/ppadmin.py adduser IMAGE-or-CONFIG USER [--password PW] [--iterations N]
+                     [--apop-secret S] [--force]                   --force replaces an existing user
+    tools/ppadmin.py deliver IMAGE MAILBOX FILE.eml [FILE.eml ...] [--create-mailbox]
+    tools/ppadmin.py ls IMAGE
+    tools/ppadmin.py run IMAGE SCRIPT.py                          MicroPython, image at /flash (cwd)
+    (--debug before the command: show tracebacks)
+
+Only `create` formats, and only a file it makes itself; every other command refuses a file that is
+not a littlefs image of 4 KiB blocks, checked from CPython before micropython opens it
+(tools/hostimage.py). One process owns an image at a time: an image that a server (make run) or
+another tool has open is refused, naming who holds it. Every refusal is one line on stderr with a
+non-zero exit, and leaves the files it was given as they were. `deliver` checks every file, the
+mailbox and the space left before it delivers any; a mailbox no user reads is refused unless
+--create-mailbox.
 
 On an image, the work runs under micropython with the image mounted at /flash (tools/hostflash.py),
-so the password hashing and the store code are the very ones the board runs. The config inside
-the image is /flash/config.json. Do not run it while a server has the same image mounted.
-Without --password, the password is asked for (not echoed). It reaches micropython through the
-environment, never the command line.
+so the password hashing and the store code are the very ones the board runs. The config inside the
+image is /flash/config.json. Without --password, the password is asked for (not echoed); it
+reaches micropython through the environment, never the command line.
 """
 
 import argparse
@@ -18,11 +30,26 @@ import os
 import subprocess
 import sys
 import tempfile
+import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE = os.path.join(ROOT, "firmware")
 HOSTFLASH = os.path.join(ROOT, "tools", "hostflash.py")
 IMAGE_CONFIG = "/flash/config.json"
+DEFAULT_SIZE = "2M"  # the vfs partition of a 4 MiB ESP32
+EXIT_REFUSED = 3  # a micropython script below refused, having written its one line to stderr
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, FIRMWARE)
+import hostimage  # noqa: E402
+from hostimage import ImageError  # noqa: E402
+from pocketpost import config as ppconfig  # noqa: E402
+
+NAME_RULE = "1 to %d characters of a-z 0-9 . _ -, not starting with '.'" % ppconfig.MAX_NAME
+
+
+class Refused(Exception):
+    """A one-line refusal: the file/mailbox/user and what is allowed."""
 
 
 def micropython():
@@ -30,104 +57,372 @@ def micropython():
     return p if os.path.exists(p) else "micropython"
 
 
-def on_image(image, code, env=None, mkfs=False, check=True):
-    """Run micropython CODE with IMAGE mounted at /flash; returns its stdout (str)."""
-    e = dict(os.environ)
-    e["MICROPYPATH"] = FIRMWARE + ":" + os.path.join(ROOT, "tools") + ":.frozen"
-    if env:
-        e.update(env)
-    fd, script = tempfile.mkstemp(suffix=".py", prefix="ppadmin-")
+# Runs first in every script under micropython: one-line refusals, tracebacks only with PP_DEBUG.
+PRELUDE = r"""
+import os, sys
+IMAGE = os.getenv("PP_IMAGE")
+def refuse(msg):
+    sys.stderr.write("ppadmin: " + msg + "\n")
+    sys.exit(%d)
+def enospc(e):
+    return isinstance(e, OSError) and e.args and e.args[0] == 28
+def run(body):
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(code)
-        cmd = [micropython(), HOSTFLASH, image] + (["--mkfs"] if mkfs else []) + ["-f", script]
-        r = subprocess.run(cmd, capture_output=True, text=True, env=e)
+        body()
+    except SystemExit:
+        raise
+    except Exception as e:
+        if os.getenv("PP_DEBUG"):
+            sys.print_exception(e)
+        if enospc(e):
+            refuse("%%s is full (no space left on the flash image)" %% IMAGE)
+        refuse("%%s: %%s: %%s" %% (IMAGE, type(e).__name__, e))
+""" % EXIT_REFUSED
+
+
+def on_image(image, code, env=None, mkfs=False, lock=None, debug=False):
+    """Run micropython CODE with IMAGE mounted at /flash; returns its stdout (str).
+
+    Takes the image's lock (or uses LOCK, e.g. from hostimage.create) and checks it is a littlefs
+    image (unless mkfs: a blank image just created). The lock's descriptor goes to the child, so
+    the image stays locked as long as either process lives. Refused on any failure."""
+    own = lock is None
+    if own:
+        lock = hostimage.ImageLock(image)
+    try:
+        if not mkfs:
+            hostimage.check(image)
+        e = dict(os.environ)
+        e["MICROPYPATH"] = FIRMWARE + ":" + os.path.join(ROOT, "tools") + ":.frozen"
+        e["PP_IMAGE"] = image
+        if debug:
+            e["PP_DEBUG"] = "1"
+        if env:
+            e.update(env)
+        fd, script = tempfile.mkstemp(suffix=".py", prefix="ppadmin-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(PRELUDE + code)
+            cmd = [micropython(), HOSTFLASH, image] + (["--mkfs"] if mkfs else []) + ["-f", script]
+            r = subprocess.run(cmd, capture_output=True, text=True, env=e, pass_fds=(lock.fd,))
+        finally:
+            os.unlink(script)
     finally:
-        os.unlink(script)
-    if check and r.returncode != 0:
-        sys.stderr.write(r.stdout + r.stderr)
-        raise SystemExit("ppadmin: micropython failed (exit %d)" % r.returncode)
+        if own:
+            lock.release()
+    if r.returncode != 0:
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        if debug or r.returncode not in (EXIT_REFUSED, 2):
+            sys.stderr.write(r.stdout + r.stderr)
+        last = lines[-1] if lines else "exit status %d" % r.returncode
+        for prefix in ("ppadmin: ", "hostflash: "):
+            if last.startswith(prefix):
+                raise Refused(last[len(prefix):])
+        raise Refused("%s: micropython failed (exit %d): %s" % (image, r.returncode, last))
     return r.stdout
 
 
+CREATE = r"""
+def body():
+    src = open(os.getenv("PP_CONFIG")); raw = src.read(); src.close()
+    dst = open("/flash/config.json", "w"); dst.write(raw); dst.close()
+    print("created %s: %s bytes of littlefs, /flash/config.json" % (IMAGE, os.getenv("PP_SIZE")))
+run(body)
+"""
+
 ADDUSER = r"""
-import os
-from pocketpost import config
-cfg = config.load_raw(%r)
-it = os.getenv("PP_ITER")
-config.add_user(cfg, os.getenv("PP_USER"), os.getenv("PP_PASSWORD"), int(it) if it else None,
-                apop_secret=os.getenv("PP_APOP") or None)
-config.check(cfg)
-config.save(%r, cfg)
-print("user", os.getenv("PP_USER"), "saved")
+def body():
+    from pocketpost import config
+    try:
+        cfg = config.load_raw(%r)
+    except OSError:
+        refuse("%%s has no /flash/config.json (images come from tools/ppadmin.py create or make run)" %% IMAGE)
+    user = os.getenv("PP_USER")
+    old = (cfg.get("users") or {}).get(user)
+    if old is not None and not os.getenv("PP_FORCE"):
+        refuse("user %%s already exists in %%s; --force replaces the password" %% (user, IMAGE))
+    it = os.getenv("PP_ITER")
+    config.add_user(cfg, user, os.getenv("PP_PASSWORD"), int(it) if it else None,
+                    mailbox=(old or {}).get("mailbox"), apop_secret=os.getenv("PP_APOP") or None)
+    config.check(cfg)
+    config.save(%r, cfg)
+    print("user", user, "saved")
+run(body)
 """ % (IMAGE_CONFIG, IMAGE_CONFIG)
 
 DELIVER = r"""
-import os
-from pocketpost import config
-from pocketpost.config import open_store
-cfg = config.load(%r)
-st = open_store(cfg)
-box = os.getenv("PP_MAILBOX")
-for path in os.getenv("PP_FILES").split("\n"):
-    print(box, st.deliver_file(box, path))
+def body():
+    from pocketpost import config
+    from pocketpost.config import open_store
+    from pocketpost.store import QuotaExceeded
+    try:
+        cfg = config.load(%r)
+    except OSError:
+        refuse("%%s has no /flash/config.json (images come from tools/ppadmin.py create or make run)" %% IMAGE)
+    box = os.getenv("PP_MAILBOX")
+    users = cfg["users"]
+    readers = [u for u in users if users[u].get("mailbox") == box]
+    if not readers and not os.getenv("PP_CREATE"):
+        refuse("mailbox %%s has no user in %%s (users: %%s): add the user first, or pass --create-mailbox"
+               %% (box, IMAGE, ", ".join(sorted(users)) or "none"))
+    st = open_store(cfg)
+    files = os.getenv("PP_FILES").split("\n")
+    names = os.getenv("PP_NAMES").split("\n")  # as the user gave them, for messages
+    sizes = [int(n) for n in os.getenv("PP_SIZES").split()]
+    limit, exc = st.room(box)
+    what = "mailbox %%s has reached its quota of %%d octets" %% (box, st.quota) if exc is QuotaExceeded else "%%s is full" %% IMAGE
+    if limit == 0:
+        refuse(what + ": no message can be delivered to mailbox " + box)
+    need = int(os.getenv("PP_NEED"))
+    if limit > 0 and need > limit:
+        big = [i for i in range(len(files)) if sizes[i] > limit]
+        free = "%%d octets free for mailbox %%s in %%s" %% (limit, box, IMAGE)
+        if exc is QuotaExceeded:
+            free += " (quota %%d)" %% st.quota
+        if big:
+            refuse("message too large for the space left: %%s is %%d octets, %%s" %% (names[big[0]], sizes[big[0]], free))
+        refuse("messages too large for the space left: %%d files need %%d octets, %%s" %% (len(files), need, free))
+    done = 0
+    for i in range(len(files)):
+        path = names[i]
+        try:
+            print(box, st.deliver_file(box, files[i]))
+        except Exception as e:
+            if os.getenv("PP_DEBUG"):
+                sys.print_exception(e)
+            refuse("%%s not delivered (%%s: %%s); %%d of %%d files were delivered to %%s before it" %% (
+                path, type(e).__name__, e, done, len(files), box))
+        done += 1
+run(body)
 """ % IMAGE_CONFIG
 
 LS = r"""
-from pocketpost import config
-from pocketpost.config import open_store
-cfg = config.load(%r)
-st = open_store(cfg)
-print("users:", " ".join(sorted(cfg["users"])))
-for name in st.mailboxes():
-    n, size = st.usage(name)
-    print("mailbox %%s: %%d messages, %%d octets" %% (name, n, size))
+def body():
+    from pocketpost import config
+    from pocketpost.config import open_store
+    try:
+        cfg = config.load(%r)
+    except OSError:
+        refuse("%%s has no /flash/config.json (images come from tools/ppadmin.py create or make run)" %% IMAGE)
+    st = open_store(cfg)
+    print("users:", " ".join(sorted(cfg["users"])))
+    for name in st.mailboxes():
+        n, size = st.usage(name)
+        print("mailbox %%s: %%d messages, %%d octets" %% (name, n, size))
+run(body)
 """ % IMAGE_CONFIG
 
 
-def adduser(target, user, password, iterations=None, apop_secret=None):
+# `run`: the user's script, read from the host, then run with /flash as the current directory
+# (as a board runs from its flash root), so the same file works with `mpremote run`.
+RUNNER = r"""
+import os, sys
+_p = os.getenv("PP_SCRIPT")
+_f = open(_p)
+_code = _f.read()
+_f.close()
+os.chdir("/flash")
+sys.argv[:] = [_p]
+exec(_code, {"__name__": "__main__"})
+"""
+
+
+def run_script(image, script, debug=False):
+    """Run SCRIPT (a host file) under micropython with IMAGE mounted at /flash and as the current
+    directory, output straight through; the image is locked and checked first. -> exit status."""
+    if not os.path.isfile(script):
+        raise Refused("%s: no such file; give a MicroPython script to run on the image" % script)
+    with hostimage.ImageLock(image) as lock:
+        hostimage.check(image)
+        e = dict(os.environ)
+        e["MICROPYPATH"] = FIRMWARE + ":" + os.path.join(ROOT, "tools") + ":.frozen"
+        e["PP_SCRIPT"] = os.path.abspath(script)
+        fd, runner = tempfile.mkstemp(suffix=".py", prefix="ppadmin-run-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(RUNNER)
+            sys.stdout.flush()
+            child = subprocess.Popen([micropython(), HOSTFLASH, image, "-f", runner], env=e, pass_fds=(lock.fd,))
+            try:
+                return child.wait()
+            except KeyboardInterrupt:  # Ctrl-C: the terminal sent it to the child too; make sure it ends
+                try:
+                    child.send_signal(2)
+                    return child.wait(5) or 130
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+                    return 130
+        finally:
+            os.unlink(runner)
+
+
+def check_name(kind, name):
+    if not ppconfig.valid_name(name):
+        raise Refused("bad %s name %r: %s" % (kind, name, NAME_RULE))
+
+
+def stored_size(path):
+    """Octets the store keeps for the file: each lone LF becomes CRLF, a final line end is added."""
+    size = lone = 0
+    prev = b"\n"
+    last = b""
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(65536)
+            if not b:
+                break
+            size += len(b)
+            lone += b.count(b"\n") - b.count(b"\r\n") - (1 if b[:1] == b"\n" and prev == b"\r" else 0)
+            prev = last = b[-1:]
+    return size + lone + (0 if last == b"\n" else 2)
+
+
+def check_messages(image, files):
+    """Check every message file before any is delivered -> [(abspath, stored size)]."""
+    out = []
+    for path in files:
+        if "\n" in path:
+            raise Refused("%r: a file name with a line break is not supported; rename it" % path)
+        try:
+            if not os.path.isfile(path):
+                raise Refused("%s: %s; give a message file (RFC 5322, .eml)"
+                              % (path, "no such file" if not os.path.exists(path) else "not a regular file"))
+            if os.path.exists(image) and os.path.samefile(path, image):
+                raise Refused("%s is the image itself, not a message (order: deliver IMAGE MAILBOX FILE.eml ...)" % path)
+            if os.path.getsize(path) == 0:
+                raise Refused("%s is empty: a message needs at least a header line" % path)
+            out.append((os.path.abspath(path), stored_size(path)))
+        except OSError as e:
+            raise Refused("%s: cannot read: %s" % (path, e.strerror)) from None
+    return out
+
+
+def create(image, size_text=DEFAULT_SIZE, config_path=None, debug=False):
+    size = hostimage.parse_size(size_text)
+    if config_path:
+        try:
+            cfg = ppconfig.load_raw(config_path)
+        except OSError as e:
+            raise Refused("%s: cannot read: %s" % (config_path, e.strerror)) from None
+        except ValueError as e:
+            raise Refused("%s: not a JSON config: %s" % (config_path, e)) from None
+    else:
+        with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
+            cfg = json.load(f)
+        cfg["server"]["cert"] = cfg["server"]["key"] = ""  # no certificate yet: plain POP3 only
+    ppconfig.check(json.loads(json.dumps(cfg)))
+    fd, tmpcfg = tempfile.mkstemp(suffix=".json", prefix="ppadmin-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg, f)
+    try:
+        lock = hostimage.create(image, size)
+        try:
+            return on_image(image, CREATE, {"PP_CONFIG": tmpcfg, "PP_SIZE": str(size)}, mkfs=True, lock=lock, debug=debug)
+        except BaseException:
+            lock.release()
+            os.unlink(image)  # ours: made above, never anyone else's file
+            raise
+        finally:
+            lock.release()
+    finally:
+        os.unlink(tmpcfg)
+
+
+def adduser(target, user, password, iterations=None, apop_secret=None, force=False, debug=False):
+    check_name("user", user)
+    if not password:
+        raise Refused("empty password for user %s: give a non-empty --password (or type one)" % user)
     if target.endswith(".json"):
-        sys.path.insert(0, FIRMWARE)
-        from pocketpost import config
+        try:
+            cfg = ppconfig.load_raw(target)
+        except OSError as e:
+            raise Refused("%s: cannot read: %s" % (target, e.strerror)) from None
+        except ValueError as e:
+            raise Refused("%s: not a JSON config: %s" % (target, e)) from None
+        old = (cfg.get("users") or {}).get(user)
+        if old is not None and not force:
+            raise Refused("user %s already exists in %s; --force replaces the password" % (user, target))
+        ppconfig.add_user(cfg, user, password, iterations, mailbox=(old or {}).get("mailbox"), apop_secret=apop_secret)
+        ppconfig.check(cfg)
+        ppconfig.save(target, cfg)
+        return "user %s saved\n" % user
+    env = {"PP_USER": user, "PP_PASSWORD": password, "PP_ITER": str(iterations or ""), "PP_APOP": apop_secret or "",
+           "PP_FORCE": "1" if force else ""}
+    return on_image(target, ADDUSER, env, debug=debug)
 
-        cfg = config.load_raw(target)
-        config.add_user(cfg, user, password, iterations, apop_secret=apop_secret)
-        config.check(cfg)
-        config.save(target, cfg)
-        return
-    env = {"PP_USER": user, "PP_PASSWORD": password, "PP_ITER": str(iterations or ""), "PP_APOP": apop_secret or ""}
-    sys.stdout.write(on_image(target, ADDUSER, env))
+
+def deliver(image, mailbox, files, create_mailbox=False, debug=False):
+    check_name("mailbox", mailbox)
+    msgs = check_messages(image, files)
+    need = sum(-(-n // hostimage.BLOCK_SIZE) * hostimage.BLOCK_SIZE for _p, n in msgs)  # whole blocks each
+    env = {"PP_MAILBOX": mailbox, "PP_FILES": "\n".join(p for p, _n in msgs), "PP_NAMES": "\n".join(files), "PP_SIZES": " ".join(str(n) for _p, n in msgs),
+           "PP_NEED": str(need), "PP_CREATE": "1" if create_mailbox else ""}
+    return on_image(image, DELIVER, env, debug=debug)
 
 
-def deliver(image, mailbox, files):
-    env = {"PP_MAILBOX": mailbox, "PP_FILES": "\n".join(os.path.abspath(f) for f in files)}
-    return on_image(image, DELIVER, env)
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        sys.stderr.write("ppadmin: %s (tools/ppadmin.py --help shows the commands)\n" % message)
+        sys.exit(2)
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    ap = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    c = sub.add_parser("create", help="make a new formatted image (refuses an existing file)")
+    c.add_argument("image")
+    c.add_argument("--size", default=DEFAULT_SIZE, help="bytes, or with K/M (default %s)" % DEFAULT_SIZE)
+    c.add_argument("--config", help="config.json to put in the image (default boards/host/config.json, no users)")
     a = sub.add_parser("adduser")
     a.add_argument("target")
     a.add_argument("user")
     a.add_argument("--password")
     a.add_argument("--iterations", type=int)
     a.add_argument("--apop-secret", help="opt in to APOP (stored in clear: weaker than PBKDF2)")
+    a.add_argument("--force", action="store_true", help="replace an existing user's password")
     d = sub.add_parser("deliver")
     d.add_argument("image")
     d.add_argument("mailbox")
     d.add_argument("files", nargs="+")
+    d.add_argument("--create-mailbox", action="store_true", help="deliver to a mailbox no user reads")
     ls = sub.add_parser("ls")
     ls.add_argument("image")
+    rn = sub.add_parser("run", help="run a MicroPython script with the image at /flash (its current directory)")
+    rn.add_argument("image")
+    rn.add_argument("script")
     args = ap.parse_args(argv)
-    if args.cmd == "adduser":
-        pw = args.password if args.password is not None else getpass.getpass("password for %s: " % args.user)
-        adduser(args.target, args.user, pw, args.iterations, args.apop_secret)
-    elif args.cmd == "deliver":
-        sys.stdout.write(deliver(args.image, args.mailbox, args.files))
-    else:
-        sys.stdout.write(on_image(args.image, LS))
+    try:
+        if args.cmd == "create":
+            out = create(args.image, args.size, args.config, debug=args.debug)
+        elif args.cmd == "adduser":
+            check_name("user", args.user)
+            pw = args.password if args.password is not None else getpass.getpass("password for %s: " % args.user)
+            out = adduser(args.target, args.user, pw, args.iterations, args.apop_secret, args.force, debug=args.debug)
+        elif args.cmd == "deliver":
+            out = deliver(args.image, args.mailbox, args.files, args.create_mailbox, debug=args.debug)
+        elif args.cmd == "run":
+            sys.stdout.flush()
+            return run_script(args.image, args.script, debug=args.debug)
+        else:
+            out = on_image(args.image, LS, debug=args.debug)
+    except (Refused, ImageError, ppconfig.ConfigError) as e:
+        if args.debug:
+            traceback.print_exc()
+        sys.stderr.write("ppadmin: %s\n" % e)
+        return 1
+    except KeyboardInterrupt:
+        sys.stderr.write("ppadmin: interrupted\n")
+        return 130
+    except Exception as e:  # a bug: still one line unless asked
+        if args.debug:
+            raise
+        sys.stderr.write("ppadmin: unexpected %s: %s (--debug shows the traceback)\n" % (type(e).__name__, e))
+        return 1
+    sys.stdout.write(out)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """A pseudo-board on the host: the unix micropython REPL behind a pty (socat), with a littlefs
 image file mounted at /flash, so mpremote and tools/deploy.py work against it as against an ESP32.
 
@@ -23,6 +24,9 @@ import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import hostimage  # noqa: E402  (check, lock and create images from CPython)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 
@@ -36,7 +40,7 @@ BOOT_SCRIPT = r'''
 import os, sys
 sys.path[:] = [TOOLS]
 import hostflash  # the file-backed littlefs block device (tools/hostflash.py)
-hostflash.mount(IMAGE, "/flash")  # formats a blank image, as the ESP32's first boot does
+hostflash.mount(IMAGE, "/flash", MKFS)  # formats a blank image it made, as the ESP32's first boot does
 os.chdir("/flash")
 sys.path[:] = ["", "/flash/lib", ".frozen"]
 open(READY_PATH, "w").close()
@@ -57,12 +61,6 @@ def tool(name):
         return p
     here = os.path.join(os.path.dirname(sys.executable), name)
     return here if os.path.exists(here) else name
-
-
-def make_image(path, block_count=BLOCK_COUNT, block_size=BLOCK_SIZE):
-    """A blank (erased, 0xff) flash image; micropython formats it at first mount."""
-    with open(path, "wb") as f:
-        f.write(b"\xff" * (block_size * block_count))
 
 
 def read_image(path, block_count=BLOCK_COUNT, block_size=BLOCK_SIZE):
@@ -95,11 +93,13 @@ class PseudoBoard:
         self.tty = os.path.join(self.dir, "tty")
         self.log = os.path.join(self.dir, "board.log")
         self.proc = None
+        self.lock = None
+        self.mkfs = False
 
     def _write_boot(self):
         path = os.path.join(self.dir, "pseudoboot.py")
-        head = "IMAGE = %r\nTOOLS = %r\nREADY_PATH = %r\nBOOT = %r\n" % (
-            self.image, os.path.join(ROOT, "tools"), os.path.join(self.dir, READY), self.boot)
+        head = "IMAGE = %r\nTOOLS = %r\nREADY_PATH = %r\nBOOT = %r\nMKFS = %r\n" % (
+            self.image, os.path.join(ROOT, "tools"), os.path.join(self.dir, READY), self.boot, self.mkfs)
         with open(path, "w") as f:
             f.write(head + BOOT_SCRIPT)
         return path
@@ -109,7 +109,17 @@ class PseudoBoard:
             raise RuntimeError("socat not found (apt-get install socat)")
         os.makedirs(self.dir, exist_ok=True)
         if not os.path.exists(self.image):
-            make_image(self.image, self.block_count)
+            hostimage.create(self.image, self.block_count * BLOCK_SIZE).release()
+        # One owner: held while the board runs (socat and micropython inherit it). A blank image
+        # (made here, never written) is formatted at first mount; anything else must be littlefs.
+        self.lock = hostimage.ImageLock(self.image)
+        self.mkfs = hostimage.is_blank(self.image)
+        if not self.mkfs:
+            try:
+                hostimage.check(self.image)
+            except hostimage.ImageError:
+                self.lock.release()
+                raise
         for stale in (self.tty, os.path.join(self.dir, READY)):
             if os.path.lexists(stale):
                 os.unlink(stale)
@@ -125,7 +135,7 @@ class PseudoBoard:
         self.proc = subprocess.Popen(
             ["socat", "PTY,link=%s,raw,echo=0" % self.tty,
              "EXEC:%s,pty,raw,echo=0,isig=1,stderr,setsid,ctty" % exec_cmd],
-            stdout=logf, stderr=logf, cwd=self.dir, env=env, start_new_session=True)
+            stdout=logf, stderr=logf, cwd=self.dir, env=env, start_new_session=True, pass_fds=(self.lock.fd,))
         logf.close()
         ready = os.path.join(self.dir, READY)
         deadline = time.monotonic() + timeout
@@ -147,6 +157,9 @@ class PseudoBoard:
     def stop(self):
         """socat passes SIGTERM on to micropython; its pty closing ends it too."""
         if self.proc is None:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
             return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -156,6 +169,8 @@ class PseudoBoard:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+        self.lock.release()
+        self.lock = None
 
     def __enter__(self):
         return self.start()
@@ -173,13 +188,20 @@ def main(argv=None):
     ap.add_argument("--heapsize", default=HEAPSIZE)
     a = ap.parse_args(argv)
     pb = PseudoBoard(a.dir, a.image, a.boot, a.heapsize)
-    if a.fresh and os.path.exists(pb.image):
-        os.unlink(pb.image)
+    try:
+        if a.fresh and os.path.exists(pb.image):
+            with hostimage.ImageLock(pb.image):  # not while another board or tool has it
+                os.unlink(pb.image)
+    except hostimage.ImageError as e:
+        sys.exit("pseudoboard: %s" % e)
     def on_term(_sig, _frame):  # `kill`/`timeout` must not leave socat and micropython behind
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    pb.start()
+    try:
+        pb.start()
+    except hostimage.ImageError as e:
+        sys.exit("pseudoboard: %s" % e)
     print("pseudo-board up: %s (image %s)" % (pb.tty, pb.image))
     print("  mpremote connect %s resume fs ls :" % pb.tty)
     print("  make deploy BOARD=host PORT=%s" % pb.tty)

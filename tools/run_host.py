@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """`make run`: build (or reuse) run/flash.img with a demo mailbox, then serve it under micropython.
 
     .venv/bin/python tools/run_host.py [--fresh] [--port 1100] [--pop3s-port 1995] [--dir run]
@@ -6,28 +7,45 @@
 First run: a self-signed certificate (openssl, DER for MicroPython, PEM copies for CPython) in
 run/tls/, a 2 MiB littlefs image run/flash.img holding /flash/config.json (boards/host/config.json
 plus user "demo", password "demo"), /flash/tls/{cert,key}.der and mailbox "demo" with a few
-messages (one with a base64 attachment). Later runs reuse the image (--fresh rebuilds it).
-The POP3 server and the SMTP receiver (domain DEMO_DOMAIN; port 25 style with STARTTLS on
---smtp-port, submission over implicit TLS on --smtps-port) then run in the foreground (Ctrl-C
-stops them): micropython tools/hostflash.py run/flash.img -m pocketpost.smtpserver /flash/config.json
+messages (one with a base64 attachment). Later runs reuse the image (--fresh rebuilds it);
+--port/--pop3s-port on a later run change the ports in the image's config (kept for later runs;
+its users and mail stay); without them the image's own ports are used.
+The banner lists the users in the image's own config (and the demo password only while the
+demo user still has it). A port already taken is refused in one line before anything starts.
+A new image also gets the SMTP receiver for DEMO_DOMAIN (demo@ and postmaster@ land in "demo"):
+port 25 style with STARTTLS on --smtp-port, submission over implicit TLS with AUTH on
+--smtps-port (kept in the image like the POP3 ports).
+The POP3 server and the SMTP receiver then run in the foreground: micropython tools/hostflash.py
+run/flash.img -m hostserve (tools/hostserve.py), holding the image lock. Ctrl-C stops it with one line and exit status 0.
 """
 
 import argparse
 import base64
+import errno
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
+import hostimage  # noqa: E402
 import ppadmin  # noqa: E402
 
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo"
-DEMO_DOMAIN = "pocketpost.local"  # mail for demo@pocketpost.local (and postmaster@) lands in "demo"
 IMAGE_SIZE = 2 * 1024 * 1024  # the vfs partition of a 4 MiB ESP32
+BLOCK_SIZE = 4096  # tools/hostflash.py BLOCK_SIZE: the ESP32 flash erase sector
+DEFAULT_PORT = 1100
+DEFAULT_POP3S_PORT = 1995
+DEMO_DOMAIN = "pocketpost.local"  # the SMTP receiver's domain in a new image
+DEFAULT_SMTP_PORT = 2525
+DEFAULT_SMTPS_PORT = 4465
+EXIT_PORT_IN_USE = 3  # tools/hostserve.py exits with it too
+STOP_WAIT_S = 10  # after Ctrl-C, how long the server may take to unmount the image and exit
 
 
 def make_cert(tlsdir):
@@ -81,24 +99,45 @@ for path in os.getenv("PP_FILES").split("\n"):
 """
 
 
-def image_ports(rundir):
-    """The ports the existing image's config was built with (its host-side copy), or None."""
+SET_PORTS = r"""
+def body():
+    from pocketpost import config
+    cfg = config.load_raw("/flash/config.json")
+    cfg["server"]["port"] = int(os.getenv("PP_PORT"))
+    cfg["server"]["pop3s_port"] = int(os.getenv("PP_POP3S_PORT"))
+    sm = cfg.setdefault("smtp", {})
+    sm["port"] = int(os.getenv("PP_SMTP_PORT"))
+    sm["smtps_port"] = int(os.getenv("PP_SMTPS_PORT"))
+    config.check(cfg)
+    config.save("/flash/config.json", cfg)
+run(body)
+"""
+
+
+def set_ports(rundir, image, port, pop3s_port, smtp_port, smtps_port):
+    """Change the ports in the image's config (and its host-side copy), keeping its users and mail."""
+    print("%s: serving on ports %d and %d (SMTP %d and %d) from now on" % (image, port, pop3s_port, smtp_port,
+                                                                           smtps_port))
+    ppadmin.on_image(image, SET_PORTS, {"PP_PORT": str(port), "PP_POP3S_PORT": str(pop3s_port),
+                                        "PP_SMTP_PORT": str(smtp_port), "PP_SMTPS_PORT": str(smtps_port)})
+    cfgpath = os.path.join(rundir, "config.json")
     try:
-        with open(os.path.join(rundir, "config.json")) as f:
+        with open(cfgpath) as f:
             cfg = json.load(f)
-        sv = cfg["server"]
-        sm = cfg["smtp"]
-        return sv["port"], sv["pop3s_port"], sm["port"], sm["smtps_port"]
-    except (OSError, ValueError, KeyError):
-        return None
+        cfg["server"]["port"] = port
+        cfg["server"]["pop3s_port"] = pop3s_port
+        cfg.setdefault("smtp", {}).update({"port": smtp_port, "smtps_port": smtps_port})
+        with open(cfgpath, "w") as f:
+            json.dump(cfg, f, indent=2)
+    except (OSError, ValueError, KeyError):  # the host-side copy is a convenience only
+        pass
 
 
-def build_image(rundir, port, pop3s_port, smtp_port=2525, smtps_port=4465):
+def build_image(rundir, port, pop3s_port, smtp_port=DEFAULT_SMTP_PORT, smtps_port=DEFAULT_SMTPS_PORT):
     tlsdir = os.path.join(rundir, "tls")
     make_cert(tlsdir)
     image = os.path.join(rundir, "flash.img")
-    with open(image, "wb") as f:
-        f.write(b"\xff" * IMAGE_SIZE)
+    lock = hostimage.create(image, IMAGE_SIZE)  # the one explicit create: refuses an existing file
     with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
         cfg = json.load(f)
     cfg["server"]["port"] = port
@@ -121,36 +160,133 @@ def build_image(rundir, port, pop3s_port, smtp_port=2525, smtps_port=4465):
         with open(p, "wb") as f:
             f.write(m.encode())
         files.append(p)
-    out = ppadmin.on_image(image, SETUP, {"PP_TLS": tlsdir, "PP_CONFIG": cfgpath, "PP_FILES": "\n".join(files)}, mkfs=True)
+    try:
+        out = ppadmin.on_image(image, SETUP, {"PP_TLS": tlsdir, "PP_CONFIG": cfgpath, "PP_FILES": "\n".join(files)},
+                               mkfs=True, lock=lock)
+    except BaseException:
+        os.unlink(image)  # made above: a half-built image would be reused next time
+        raise
+    finally:
+        lock.release()
     sys.stdout.write(out)
     return image
 
 
-def main():
-    ap = argparse.ArgumentParser(description="Run the pocketpost POP3 server on the host under micropython.")
-    ap.add_argument("--dir", default=os.path.join(ROOT, "run"))
-    ap.add_argument("--port", type=int, default=1100)
-    ap.add_argument("--pop3s-port", type=int, default=1995)
-    ap.add_argument("--smtp-port", type=int, default=2525)
-    ap.add_argument("--smtps-port", type=int, default=4465)
-    ap.add_argument("--fresh", action="store_true", help="rebuild the image")
-    ap.add_argument("--no-serve", action="store_true", help="build the image only")
-    args = ap.parse_args()
-    os.makedirs(args.dir, exist_ok=True)
-    image = os.path.join(args.dir, "flash.img")
-    if not args.fresh and os.path.exists(image) and image_ports(args.dir) != (args.port, args.pop3s_port, args.smtp_port,
-                                                                                  args.smtps_port):
-        print("%s was built for other ports: rebuilding it" % image)
-        args.fresh = True
-    if args.fresh or not os.path.exists(image):
-        print("building %s ..." % image)
-        build_image(args.dir, args.port, args.pop3s_port, args.smtp_port, args.smtps_port)
-    cert = os.path.join(args.dir, "tls", "cert.pem")
-    print("""
+def image_config(image):
+    """The config stored in the image (/flash/config.json), read with littlefs-python: the users
+    added by ppadmin live only there. None if it cannot be read."""
+    try:
+        from littlefs import LittleFS
+
+        with open(image, "rb") as f:
+            data = bytearray(f.read())
+        fs = LittleFS(block_size=BLOCK_SIZE, block_count=len(data) // BLOCK_SIZE, mount=False)
+        fs.context.buffer = data
+        fs.mount()
+        with fs.open("config.json", "r") as f:
+            return json.loads(f.read())
+    except Exception:  # not an image, no config, a newer littlefs: the banner says "unknown"
+        return None
+
+
+def still_demo_password(user):
+    """True while the user's stored hash is still that of the demo password."""
+    sys.path.insert(0, os.path.join(ROOT, "firmware"))
+    from pocketpost import auth
+
+    try:
+        return auth.verify_password(DEMO_PASSWORD, user.get("password"))
+    except Exception:
+        return False
+
+
+def port_in_use(host, port):
+    """True if (host, port) cannot be bound now. SO_REUSEADDR as the server sets it, so a port
+    left in TIME_WAIT by the last run does not count."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        return False
+    except OSError as e:
+        return e.errno == errno.EADDRINUSE
+    finally:
+        s.close()
+
+
+def take_terminal():
+    """Under `make run`, put this process (and the server it starts) in its own process group and
+    make it the terminal's foreground group, so Ctrl-C reaches only us: make then sees a clean
+    exit 0 instead of dying of SIGINT with its own "*** Interrupt" line. Returns what
+    give_back_terminal() needs, or None when there is nothing to do (no terminal, or the shell
+    already gave us our own group)."""
+    try:
+        fd = sys.stdin.fileno()
+        if not os.isatty(fd) or os.getpgrp() == os.getpid() or os.tcgetpgrp(fd) != os.getpgrp():
+            return None
+        old = os.getpgrp()
+        os.setpgid(0, 0)
+        _quiet_tcsetpgrp(fd, os.getpid())
+        # Ctrl-Z would stop our group behind make's back and leave the terminal to nobody.
+        signal.signal(signal.SIGTSTP, signal.SIG_IGN)
+        return fd, old
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _quiet_tcsetpgrp(fd, pgrp):
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background group may not tcsetpgrp otherwise
+    try:
+        os.tcsetpgrp(fd, pgrp)
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
+def give_back_terminal(held):
+    if held is not None:
+        try:
+            _quiet_tcsetpgrp(held[0], held[1])
+        except OSError:
+            pass
+
+
+def smtp_banner(cfg, port, smtp_port, smtps_port, cert, u, pw):
+    """How to send mail to the image's SMTP receiver (or why it is off)."""
+    sm = (cfg or {}).get("smtp") or {}
+    doms = sm.get("domains") or []
+    if not doms:
+        return ("SMTP receiver: off (no smtp.domains in the image's config; make run RUN_ARGS=--fresh builds an image\n"
+                "  with one, or set them in /flash/config.json)\n")
+    d = doms[0]
+    rcpt = (u if u != "USER" else "postmaster") + "@" + d
+    return """SMTP receiver for %(doms)s: port %(sp)d (STARTTLS), port %(ss)d (implicit TLS, AUTH)
+Send mail to it, then read it over POP3 as above:
+  printf 'Subject: hi\\r\\n\\r\\nhello\\r\\n' > /tmp/m.eml
+  curl smtp://127.0.0.1:%(sp)d --mail-from you@example.org --mail-rcpt %(rcpt)s --upload-file /tmp/m.eml
+  curl --cacert %(cert)s -u %(u)s:%(pw)s smtps://localhost:%(ss)d --mail-from %(rcpt)s \\
+       --mail-rcpt %(rcpt)s --upload-file /tmp/m.eml
+  swaks --server 127.0.0.1 --port %(sp)d --to %(rcpt)s --tls          # STARTTLS
+  curl -u %(u)s:%(pw)s pop3://127.0.0.1:%(p)d/                    # the new message is the last one
+""" % {"doms": ", ".join(doms), "sp": smtp_port, "ss": smtps_port, "rcpt": rcpt, "cert": cert, "u": u, "pw": pw,
+       "p": port}
+
+
+def banner(image, cfg, port, pop3s_port, cert, smtp_port=DEFAULT_SMTP_PORT, smtps_port=DEFAULT_SMTPS_PORT):
+    users = sorted((cfg or {}).get("users", {}).items())
+    demo = [n for n, u in users if n == DEMO_USER and still_demo_password(u)]
+    if cfg is None:
+        accounts = "unknown (could not read /flash/config.json from the image)"
+    elif not users:
+        accounts = "none yet: add one with tools/ppadmin.py adduser %s NAME (server stopped)" % image
+    else:
+        accounts = ", ".join(n + (' (password "%s")' % DEMO_PASSWORD if n in demo else "") for n, u in users)
+    u = demo[0] if demo else (users[0][0] if users else "USER")
+    pw = DEMO_PASSWORD if demo else "PASSWORD"
+    return """
 pocketpost POP3 server and SMTP receiver on 127.0.0.1 (image %(image)s)
   POP3 + STLS : port %(p)d        POP3S (implicit TLS): port %(s)d
-  SMTP + STARTTLS: port %(sp)d     SMTPS submission (implicit TLS, AUTH): port %(ss)d
-  account     : user %(u)s, password %(pw)s (self-signed certificate: %(cert)s)
+  users       : %(accounts)s
+  certificate : %(cert)s (self-signed)
 
 Read the mail with curl:
   curl -u %(u)s:%(pw)s pop3://127.0.0.1:%(p)d/                    # LIST
@@ -162,30 +298,103 @@ Thunderbird: Account Settings > Account Actions > Add Mail Account > Configure m
   Incoming: POP3, server 127.0.0.1, port %(s)d, Connection security SSL/TLS
             (or port %(p)d with STARTTLS), Authentication "Normal password", username %(u)s
   Accept the self-signed certificate when asked. Tick "Leave messages on server" to keep them.
-Send mail to it (SMTP receiver, domain %(dom)s):
-  printf 'Subject: hi\\r\\n\\r\\nhello\\r\\n' > /tmp/m.eml
-  curl smtp://127.0.0.1:%(sp)d --mail-from you@example.org --mail-rcpt %(u)s@%(dom)s --upload-file /tmp/m.eml
-  curl --cacert %(cert)s -u %(u)s:%(pw)s smtps://localhost:%(ss)d --mail-from %(u)s@%(dom)s \\
-       --mail-rcpt %(u)s@%(dom)s --upload-file /tmp/m.eml
-  swaks --server 127.0.0.1 --port %(sp)d --to %(u)s@%(dom)s --tls      # STARTTLS (swaks package)
-  then read it: curl -u %(u)s:%(pw)s pop3://127.0.0.1:%(p)d/ (LIST), .../N (RETR)
-
+%(smtp)s
 Add users / deliver mail (server stopped): tools/ppadmin.py adduser %(image)s NAME;
   tools/ppadmin.py deliver %(image)s NAME FILE.eml
 Ctrl-C stops the server.
-""" % {"image": image, "p": args.port, "s": args.pop3s_port, "u": DEMO_USER, "pw": DEMO_PASSWORD, "cert": cert,
-       "dom": DEMO_DOMAIN, "sp": args.smtp_port, "ss": args.smtps_port})
+""" % {"image": image, "p": port, "s": pop3s_port, "u": u, "pw": pw, "cert": cert, "accounts": accounts,
+       "smtp": smtp_banner(cfg, port, smtp_port, smtps_port, cert, u, pw)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Run the pocketpost POP3 server on the host under micropython.")
+    ap.add_argument("--dir", default=os.path.join(ROOT, "run"))
+    ap.add_argument("--port", type=int, default=None,
+                    help="POP3 port, kept in the image for later runs (default: the image's; %d for a new one)" % DEFAULT_PORT)
+    ap.add_argument("--pop3s-port", type=int, default=None,
+                    help="POP3S port, kept in the image (default: the image's; %d for a new one)" % DEFAULT_POP3S_PORT)
+    ap.add_argument("--smtp-port", type=int, default=None,
+                    help="SMTP port, kept in the image (default: the image's; %d for a new one)" % DEFAULT_SMTP_PORT)
+    ap.add_argument("--smtps-port", type=int, default=None,
+                    help="SMTPS port, kept in the image (default: the image's; %d for a new one)" % DEFAULT_SMTPS_PORT)
+    ap.add_argument("--fresh", action="store_true", help="rebuild the image (its users and mail are lost)")
+    ap.add_argument("--no-serve", action="store_true", help="build the image only")
+    args = ap.parse_args()
+    os.makedirs(args.dir, exist_ok=True)
+    image = os.path.join(args.dir, "flash.img")
+    try:
+        if args.fresh and os.path.exists(image):
+            with hostimage.ImageLock(image):  # not while a server or a tool has it
+                os.unlink(image)
+        if not os.path.exists(image):
+            print("building %s ..." % image)
+            build_image(args.dir, args.port or DEFAULT_PORT, args.pop3s_port or DEFAULT_POP3S_PORT,
+                        args.smtp_port or DEFAULT_SMTP_PORT, args.smtps_port or DEFAULT_SMTPS_PORT)
+        cfg = image_config(image)
+        sv = (cfg or {}).get("server", {})
+        port = args.port or sv.get("port") or DEFAULT_PORT
+        pop3s_port = args.pop3s_port or sv.get("pop3s_port") or DEFAULT_POP3S_PORT
+        sm = (cfg or {}).get("smtp") or {}
+        smtp_port = args.smtp_port or sm.get("port") or DEFAULT_SMTP_PORT
+        smtps_port = args.smtps_port or sm.get("smtps_port") or DEFAULT_SMTPS_PORT
+        host = sv.get("host") or "127.0.0.1"
+        if not args.no_serve:  # a port already taken: refused before anything changes
+            ports = [("POP3", port, "--port N --pop3s-port M"), ("POP3S", pop3s_port, "--port N --pop3s-port M")]
+            if sm.get("domains"):
+                ports += [("SMTP", smtp_port, "--smtp-port N --smtps-port M"),
+                          ("SMTPS", smtps_port, "--smtp-port N --smtps-port M")]
+            for what, p, hint in ports:
+                if p and port_in_use(host, p):
+                    sys.stderr.write('make run: %s port %d on %s is already in use; choose free ports with '
+                                     'make run RUN_ARGS="%s"\n' % (what, p, host, hint))
+                    return EXIT_PORT_IN_USE
+        if cfg is not None and (port, pop3s_port, smtp_port, smtps_port) != (
+                sv.get("port"), sv.get("pop3s_port"), sm.get("port"), sm.get("smtps_port")):
+            set_ports(args.dir, image, port, pop3s_port, smtp_port, smtps_port)  # in place: users and mail stay
+        lock = None
+        if not args.no_serve:
+            lock = hostimage.ImageLock(image)  # held until the server ends (the child inherits it)
+            hostimage.check(image)
+    except (hostimage.ImageError, ppadmin.Refused) as e:
+        sys.stderr.write("run_host: %s\n" % e)
+        return 2
+    cert = os.path.join(args.dir, "tls", "cert.pem")
+    print(banner(image, cfg, port, pop3s_port, cert, smtp_port, smtps_port))
     if args.no_serve:
-        return
+        return 0
     env = dict(os.environ)
     env["MICROPYPATH"] = os.path.join(ROOT, "firmware") + ":" + HERE + ":.frozen"
-    cmd = [ppadmin.micropython(), os.path.join(HERE, "hostflash.py"), image, "-m", "pocketpost.smtpserver", "/flash/config.json"]
+    cmd = [ppadmin.micropython(), os.path.join(HERE, "hostflash.py"), image, "-m", "hostserve"]
     sys.stdout.flush()
+    held = take_terminal()
+    child = None
     try:
-        sys.exit(subprocess.call(cmd, env=env))
+        child = subprocess.Popen(cmd, env=env, pass_fds=(lock.fd,))  # the child holds the image lock too
+        rc = child.wait()
+        if rc == EXIT_PORT_IN_USE:
+            sys.stderr.write('make run: choose free ports with make run RUN_ARGS="--port N --pop3s-port M"\n')
+        return rc
     except KeyboardInterrupt:
-        pass
+        # Ctrl-C reached the server too (same process group): let it unmount the image and exit.
+        if child is not None:
+            try:
+                child.wait(STOP_WAIT_S)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                child.send_signal(signal.SIGINT)
+                try:
+                    child.wait(STOP_WAIT_S)
+                except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                    child.kill()
+                    child.wait()
+        print("\npocketpost: server stopped (Ctrl-C). Bye.")
+        return 0
+    finally:
+        give_back_terminal(held)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before the server started (while the image is built)
+        print("\npocketpost: interrupted before the server started.")
+        sys.exit(130)

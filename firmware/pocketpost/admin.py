@@ -15,7 +15,7 @@ import gc
 import os
 import time
 
-from pocketpost import board, log
+from pocketpost import board, log, safemode
 from pocketpost.compat import exists, free_bytes, now, urandom
 
 CONFIG_PATH = board.CONFIG_PATH
@@ -178,7 +178,7 @@ def status_dict(config_path=CONFIG_PATH):
     if hasattr(gc, "mem_free"):
         st["heap"] = {"free": gc.mem_free(), "used": gc.mem_alloc()}  # type: ignore[attr-defined]
     r = board.current
-    st["safe_mode"] = board.safe
+    st["safe_mode"] = safemode.safe
     if r is not None:
         st["uptime_s"] = int(time.time() - r.started)
         st["sessions"] = r.sessions()

@@ -1,7 +1,7 @@
-"""Board glue: Wi-Fi, clock, watchdog, safe mode and the service supervisor.
+"""Board glue: Wi-Fi, clock, watchdog and the service supervisor.
 
-Theory of operation. firmware/boot.py decides safe mode (a pin held at boot, or a flag file) and
-nothing else, so the REPL is always reachable. firmware/main.py builds a `Hardware` from the real
+Theory of operation. firmware/boot.py decides safe mode (pocketpost.safemode: a pin held at boot,
+or a flag file) and nothing else, so the REPL is always reachable. firmware/main.py builds a `Hardware` from the real
 `machine`, `network` and `ntptime` modules and calls `main()`. Everything here takes those as
 injected objects, so host tests pass small fakes and the unix port (no Wi-Fi, no WDT) passes
 `None` for what it lacks.
@@ -32,7 +32,7 @@ import sys
 import time
 
 from pocketpost import log
-from pocketpost.compat import const, exists, ticks_diff, ticks_ms
+from pocketpost.compat import const, ticks_diff, ticks_ms
 
 _TYPING = False
 if _TYPING:  # never true at run time: lets mypy check calls against the ESP32 stubs
@@ -70,16 +70,6 @@ RESTART_BACKOFF_MAX_MS = const(60000)
 RESTARTS_BEFORE_RESET = const(8)  # consecutive failures of one service before machine.reset()
 SERVICE_HEALTHY_MS = const(300000)  # a service that ran 5 min before failing is "healthy again"
 FATAL_RESET_DELAY_MS = const(10000)  # top-level failure: log, wait (REPL can Ctrl-C), reset
-# Safe mode: GPIO0 is the BOOT button on ESP32 and ESP32-S3 dev boards (active low); the
-# ESP32-C3 boards use GPIO9. The config cannot choose it: safe mode must work with a bad config.
-SAFE_PIN = const(0)
-SAFE_FLAG = "safemode"  # a file of this name at the flash root also means safe mode
-# BOOT held *during* RESET starts the ROM serial bootloader, not MicroPython; so boot.py watches
-# the button for this long after reset: press RESET, release it, then press and hold BOOT.
-SAFE_WINDOW_MS = const(1500)
-_SAFE_POLL_MS = const(50)
-
-safe = False  # set by boot.py through check_safe_mode(); main.py reads it
 current = None  # the running Runner, for admin.status()
 
 
@@ -95,37 +85,6 @@ def _print_exception(e):
     pe = getattr(sys, "print_exception", None)  # MicroPython; CPython has traceback instead
     if pe is not None:
         pe(e)
-
-
-# --- safe mode ----------------------------------------------------------------------------
-
-
-def check_safe_mode(pin=None, flag_path=SAFE_FLAG, window_ms=SAFE_WINDOW_MS, sleep_ms=None):
-    """Safe mode if the flag file exists or `pin` (a machine.Pin with pull-up) reads low at any
-    time within `window_ms` after boot. Sets the module-level `safe` for main.py and returns it."""
-    global safe
-    why = None
-    if exists(flag_path):
-        why = "flag file %r" % flag_path
-    elif pin is not None:
-        if sleep_ms is None:
-            sleep_ms = getattr(time, "sleep_ms", None) or (lambda ms: time.sleep(ms / 1000))
-        waited = 0
-        try:
-            while True:
-                if pin.value() == 0:
-                    why = "BOOT button held after reset"
-                    break
-                if waited >= window_ms:
-                    break
-                sleep_ms(_SAFE_POLL_MS)
-                waited += _SAFE_POLL_MS
-        except (OSError, ValueError) as e:  # a board without that pin: not safe mode
-            log.warning("safe mode pin unreadable: %s", _exc_line(e))
-    safe = why is not None
-    if safe:
-        log.warning("SAFE MODE (%s): services not started; remove %r and reset", why, flag_path)
-    return safe
 
 
 # --- hardware bundle ----------------------------------------------------------------------
@@ -449,6 +408,7 @@ class Runner:
         self.supervisor = Supervisor(reset=self.hw.reset)
         self.server = None  # the pocketpost.server Server while it runs
         self.smtp = None  # the pocketpost.smtpserver SmtpServer while it runs
+        self.config_path = None  # where cfg came from (main sets it)
         self.store = None
         self.fetches = {}  # type: dict
         self.tasks = []  # type: list  # keepers; CPython only weakly references bare tasks
@@ -472,7 +432,7 @@ class Runner:
     async def serve(self):
         from pocketpost import server
 
-        srv = await server.start(self.cfg, self.store)
+        srv = await server.start(self.cfg, self.store, self.config_path)
         self.server = srv
         try:
             wait = getattr(srv, "wait_closed", None)
@@ -574,6 +534,7 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=FAT
         if lv:
             log.set_level(lv)
         runner = Runner(cfg, hw)
+        runner.config_path = config_path  # the server saves rehashed passwords there
         current = runner
         asyncio.run(runner.run(secrets_path))
         # Only reached with no service configured: the loop that fed the watchdog is gone, so

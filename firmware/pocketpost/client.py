@@ -174,6 +174,10 @@ def account_from_dict(d):
     if not isinstance(verify, bool):
         raise ConfigError("account %s: verify must be true or false" % name)
     a["verify"] = verify
+    allow = d.get("allow_plaintext", False)  # config.load refuses tls "none" without it
+    if not isinstance(allow, bool):
+        raise ConfigError("account %s: allow_plaintext must be true or false" % name)
+    a["allow_plaintext"] = allow
     ca = d.get("ca")
     if ca is not None and not isinstance(ca, str):
         raise ConfigError("account %s: ca must be a path" % name)
@@ -702,6 +706,8 @@ async def fetch_account(account, store, on_message=None):
     policy = a["policy"]
     stats = {"account": name, "fetched": 0, "bytes": 0, "headers_only": 0, "skipped": 0,
              "deleted": 0, "duplicates": 0, "on_server": 0, "state_full": False}
+    if a["tls"] == "none":
+        log.warning("fetch %s: no TLS to %s:%d: password and mail cross the network in clear", name, a["host"], a["port"])
     remove_tmp(a["state_dir"], name)
     st = UidState(a["state_dir"], name, a["max_entries"]).load()
     if st.pending is not None:

@@ -34,7 +34,7 @@ raises. After MAX_BAD_COMMANDS errors the session is closed with 421.
 import binascii
 import time
 
-from pocketpost import auth, log
+from pocketpost import auth, groupcommit, log
 from pocketpost import store as store_mod
 from pocketpost.compat import const, urandom
 from pocketpost.wire import OVERLONG, DotUnstuffer
@@ -474,7 +474,7 @@ class Session:
         if size > self.svc.max_size:
             return reply(552, "5.3.4", "message size exceeds fixed maximum message size")
         if size:
-            room = store_mod.flash_room(self.svc.store)
+            room = groupcommit.flash_room(self.svc.store)
             if 0 <= room < size:  # RFC 1870 6.1: a temporary shortage is 452 (the sender retries)
                 return reply(452, "4.3.1", "insufficient system storage for a message of that size")
         self.sender = sender
@@ -513,7 +513,7 @@ class Session:
             if len(self.boxes) >= self.svc.max_mailboxes:
                 return reply(452, "4.5.3", "too many mailboxes for one message, send the rest later")
             if self.size:
-                room = store_mod.room(self.svc.store, box)
+                room = groupcommit.room(self.svc.store, box)
                 if 0 <= room < self.size:
                     return reply(452, "4.3.1", "insufficient storage for a message of that size")
             self.boxes.append(box)
@@ -530,7 +530,7 @@ class Session:
         if not self.rcpts:
             return reply(554, "5.5.1", "no valid recipients")
         try:
-            self._ds = store_mod.begin_group(self.svc.store, self.boxes)
+            self._ds = groupcommit.begin_group(self.svc.store, self.boxes)
             trace = self._trace()
             for d in self._ds:
                 d.write(trace)
@@ -644,7 +644,7 @@ class Session:
             ds = self._ds
             self._ds = None
             try:
-                uids = store_mod.commit_group(self.svc.store, ds)
+                uids = groupcommit.commit_group(self.svc.store, ds)
             except store_mod.StoreError as e:
                 log.warning("smtp %s commit failed, nothing stored: %r", self.peer, e)
                 r = self._store_reply(e)

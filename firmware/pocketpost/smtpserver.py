@@ -45,12 +45,15 @@ def _new_conn(reader, writer, seconds):
     """server.py's connection object for this runtime, its waits bounded by `seconds` (the TLS
     handshake too). Takes both forms of server.py's classes: (stream, timeout) and, with named
     deadlines, (stream, idle, handshake_s)."""
-    args = (reader,) if IS_MICROPYTHON else (reader, writer)
-    cls = _Conn if IS_MICROPYTHON else _CConn
+    if IS_MICROPYTHON:
+        try:
+            return _Conn(reader, seconds, seconds)  # type: ignore[call-arg]  # the named-deadlines form
+        except TypeError:
+            return _Conn(reader, seconds)  # type: ignore[call-arg]
     try:
-        return cls(*args, seconds, seconds)  # type: ignore[call-arg]  # the named-deadlines form
+        return _CConn(reader, writer, seconds, seconds)  # type: ignore[call-arg]
     except TypeError:
-        return cls(*args, seconds)
+        return _CConn(reader, writer, seconds)  # type: ignore[call-arg]
 
 
 def _bound(conn, seconds):

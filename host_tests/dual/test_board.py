@@ -8,10 +8,20 @@ import os
 import sys
 import time
 
-from pocketpost import board, log
+from pocketpost import board, log, safemode
 from pocketpost.compat import ticks_diff, ticks_ms
 
 IS_MP = sys.implementation.name == "micropython"
+
+
+async def until(cond, timeout_ms=3000):
+    """Poll cond() on the event loop until it is true; False if timeout_ms passes first."""
+    t0 = ticks_ms()
+    while not cond():
+        if ticks_diff(ticks_ms(), t0) > timeout_ms:
+            return False
+        await asyncio.sleep(0.001)
+    return True
 
 
 def run(coro):
@@ -147,8 +157,8 @@ def test_wifi_connects_with_doubling_backoff():
     wifi = fast_wifi(wlan)
 
     async def ap_comes_up():
-        while wlan.connects < 3:  # the third attempt fails (AP was away at its start); the fourth works
-            await asyncio.sleep(0.001)
+        # the third attempt fails (AP was away at its start); the fourth works
+        assert await until(lambda: wlan.connects >= 3)
         wlan.ap_up = True
 
     async def go():
@@ -222,9 +232,9 @@ def test_wifi_drop_and_return_while_a_session_runs():
             await asyncio.sleep(0.002)
 
     async def weather():
-        await asyncio.sleep(0.02)
+        assert await until(lambda: len(steps) >= 10)  # the session is under way
         wlan.drop()
-        await asyncio.sleep(0.05)
+        assert await until(lambda: wifi.attempts >= 3)  # the keeper noticed and has failed a retry
         wlan.ap_up = True
 
     async def go():
@@ -381,12 +391,11 @@ def test_supervisor_stop_cancels_services():
     async def go():
         sup.add("svc", forever)
         sup.start()
-        await asyncio.sleep(0.01)
+        assert await until(lambda: sup.info()["svc"]["state"] == "running")
         sup.stop()
-        await asyncio.sleep(0.005)
+        return await until(lambda: sup.info()["svc"]["state"] == "stopped")
 
-    run(go())
-    assert sup.info()["svc"]["state"] == "stopped"
+    assert run(go()), sup.info()
 
 
 # --- safe mode -----------------------------------------------------------------------------
@@ -416,17 +425,17 @@ def test_safe_mode_by_pin_or_flag_file():
         slept = []
         nap = slept.append  # a fake sleep: the window is counted, not waited
         up = FakePin(1)
-        assert board.check_safe_mode(up, flag, sleep_ms=nap) is False and board.safe is False
-        assert sum(slept) >= board.SAFE_WINDOW_MS and up.reads > 1  # watched the whole window
-        assert board.check_safe_mode(None, flag, sleep_ms=nap) is False
-        assert board.check_safe_mode(FakePin(0), flag, sleep_ms=nap) is True and board.safe is True
+        assert safemode.check(up, flag, sleep_ms=nap) is False and safemode.safe is False
+        assert sum(slept) >= safemode.SAFE_WINDOW_MS and up.reads > 1  # watched the whole window
+        assert safemode.check(None, flag, sleep_ms=nap) is False
+        assert safemode.check(FakePin(0), flag, sleep_ms=nap) is True and safemode.safe is True
         # pressed after reset, within the window (holding it during reset enters the bootloader)
-        assert board.check_safe_mode(FakePin([1, 1, 1, 0]), flag, sleep_ms=nap) is True
-        late = FakePin([1] * (board.SAFE_WINDOW_MS // 50 + 2) + [0])
-        assert board.check_safe_mode(late, flag, sleep_ms=nap) is False
-        assert board.check_safe_mode(FakePin(error=ValueError("invalid pin")), flag, sleep_ms=nap) is False
+        assert safemode.check(FakePin([1, 1, 1, 0]), flag, sleep_ms=nap) is True
+        late = FakePin([1] * (safemode.SAFE_WINDOW_MS // 50 + 2) + [0])
+        assert safemode.check(late, flag, sleep_ms=nap) is False
+        assert safemode.check(FakePin(error=ValueError("invalid pin")), flag, sleep_ms=nap) is False
         open(flag, "w").close()
-        assert board.check_safe_mode(FakePin(1), flag, sleep_ms=nap) is True
+        assert safemode.check(FakePin(1), flag, sleep_ms=nap) is True
         assert logs.having("SAFE MODE (flag file")
     finally:
         logs.close()
@@ -434,7 +443,7 @@ def test_safe_mode_by_pin_or_flag_file():
             os.remove(flag)
         except OSError:
             pass
-        board.safe = False
+        safemode.safe = False
 
 
 def test_secrets_file_missing_or_bad():
@@ -478,7 +487,7 @@ def test_runner_brings_up_watchdog_wifi_and_clock_from_config():
 
     async def go():
         await r.run()
-        await asyncio.sleep(0.01)
+        await until(lambda: made and made[0].feeds >= 1)  # the watchdog task has run (asserted below)
         r.stop()
 
     try:

@@ -5,7 +5,7 @@ and smtp.pump exactly as the asyncio shell drives it. Runs under CPython (pytest
 import binascii
 
 from flashdev import fresh_root
-from pocketpost import config, log, smtp
+from pocketpost import config, groupcommit, log, smtp
 from pocketpost import store as store_mod
 from pocketpost.pop3server import Service as LoginService
 from pocketpost.store import Store
@@ -469,7 +469,7 @@ def test_group_commit_rolls_forward_after_a_crash_past_the_intent():
 
     def body(e):
         st = e.store
-        ds = store_mod.begin_group(st, ["alice", "bob"])
+        ds = groupcommit.begin_group(st, ["alice", "bob"])
         for d in ds:
             d.write(b"Subject: g\r\n\r\nx\r\n")
         real = compat.rename
@@ -483,15 +483,15 @@ def test_group_commit_rolls_forward_after_a_crash_past_the_intent():
 
         compat.rename = rename
         try:
-            uids = store_mod.commit_group(st, ds)
+            uids = groupcommit.commit_group(st, ds)
         finally:
             compat.rename = real
         assert len(uids) == 2 and calls[0].endswith("/group")
         assert compat.exists(e.root + "/group")
         # a new group is refused while the old one is unfinished (nothing is lost or doubled)
-        d2 = store_mod.begin_group(st, ["carol"])
+        d2 = groupcommit.begin_group(st, ["carol"])
         try:
-            store_mod.commit_group(st, d2)
+            groupcommit.commit_group(st, d2)
             raise AssertionError("commit over an unfinished intent")
         except store_mod.StoreError as x:
             assert x.code == "SYS/TEMP"
@@ -501,7 +501,7 @@ def test_group_commit_rolls_forward_after_a_crash_past_the_intent():
         assert e.box("alice") == [b"Subject: g\r\n\r\nx\r\n"] and e.box("bob") == [b"Subject: g\r\n\r\nx\r\n"]
         assert e.box("carol") == [] and e.tmp_empty()
         # an intent that was never completed (group.new) means nothing was committed
-        ds = store_mod.begin_group(e.store, ["alice", "carol"])
+        ds = groupcommit.begin_group(e.store, ["alice", "carol"])
         for d in ds:
             d.write(b"never\r\n")
             d._end()
