@@ -96,9 +96,10 @@ def flash_board(tmp_path):
     with open(board.config_path, "w") as f:
         json.dump(cfg, f)
     image = str(tmp_path / "flash.img")
-    with open(image, "wb") as f:  # erased NOR flash; formatted at first mount like a new board
+    with open(image, "wb") as f:  # erased NOR flash, formatted by --mkfs (blank images only)
         f.write(b"\xff" * (FLASH_BLOCKS * 4096))
-    args = [os.path.join(ROOT, "tools", "hostflash.py"), image, "-m", "pocketpost.smtpserver", board.config_path]
+    args = [os.path.join(ROOT, "tools", "hostflash.py"), image, "--mkfs", "-m", "pocketpost.smtpserver",
+            board.config_path]
     return board, args
 
 
