@@ -151,9 +151,10 @@ def sync_dir(path):
 
 def free_bytes(path):
     """Free space on the filesystem holding path, and its block size. littlefs counts blocks in
-    use best-effort and may count more than the flash has when nearly full; MicroPython's statvfs
-    then reports block_count - used wrapped to a huge unsigned "free" (seen: 4294967293 free of
-    96 blocks). More free blocks than blocks means full."""
+    use best effort, never below the real use but sometimes above (shared copy-on-write blocks),
+    and near full above the flash size; MicroPython's statvfs then reports block_count - used
+    wrapped to a huge unsigned "free" (seen: 4294967293 free of 96 blocks). More free blocks than
+    blocks is read as none: the store's reserve for deletions must not be given away on a guess."""
     st = os.statvfs(path)
     bfree = st[4]
     if bfree > st[2]:
