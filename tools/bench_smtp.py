@@ -70,7 +70,9 @@ def send(port, data):
     for c in (b"EHLO bench.example", b"MAIL FROM:<b@bench.example>", b"RCPT TO:<alice@example.org>", b"DATA"):
         s.sendall(c + b"\r\n")
         r = reply()
-    assert r.startswith(b"354"), r
+    if not r.startswith(b"354"):  # e.g. 451 when the heap is too small for the DATA buffers
+        s.close()
+        return 0.0, r
     t0 = time.time()
     mv = memoryview(data)
     for i in range(0, len(data), 1 << 16):

@@ -7,6 +7,9 @@ A shell (smtpserver.py) owns the socket. For every framed command line from wire
 calls `session.handle(line)` (or `handle_bad(kind)` for OVERLONG / BAD_LINE) and gets the bytes of
 one reply. Before sending them it looks at what the session asked for:
 
+    (None)             handle() answers None while an AUTH's password hash runs: the shell lets
+                       other sessions run and calls `resume()` until it answers (pop3server's
+                       LoginCheck in ~10 ms slices; same users, hashes, delays and rehash as POP3)
     session.delay      seconds to wait before sending (failed AUTH; 0 otherwise)
     session.starttls   after sending, switch to TLS and drop buffered plaintext (RFC 3207 4.2)
     session.closing    after sending, close the connection
@@ -36,7 +39,8 @@ import time
 
 from pocketpost import auth, groupcommit, log
 from pocketpost import store as store_mod
-from pocketpost.compat import const, urandom
+from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
+from pocketpost.pop3server import LOGIN_SLICE_MS, LoginCheck
 from pocketpost.wire import OVERLONG, DotUnstuffer
 
 # --- limits fixed by the RFCs (the configurable ones live in config.SMTP_DEFAULTS) -------------
@@ -52,8 +56,6 @@ _MAX_SIZE_DIGITS = const(10)
 # Replies pump() collects into one write: a deep pipeline is answered in batches of this many,
 # so the list and the joined write stay small whatever the client queued (RFC 2920 allows it).
 MAX_BATCH = const(32)
-# PBKDF2 iterations per step when the login service checks passwords in steps (see check_password).
-_CHECK_STEP = const(256)
 # Characters of the HELO name and of a login name copied into a Received header or a log line.
 _MAX_TRACE_NAME = const(64)
 
@@ -182,22 +184,6 @@ class Service:
         return self._target(t) if t else None
 
 
-def check_password(logins, name, password):
-    """The POP3 login service's password check (same users, hashes, dummy for unknown names):
-    the user's entry if name/password match, else None, at the same cost either way. Uses
-    `check_password` where the service has it; a service that checks in steps (LoginCheck,
-    `step(n)` until True) is run to the end here, so an SMTP AUTH blocks the loop for one hash."""
-    f = getattr(logins, "check_password", None)
-    if f is not None:
-        return f(name, password)
-    from pocketpost.pop3server import LoginCheck  # type: ignore[attr-defined]  # the stepwise service
-
-    c = LoginCheck(logins, name, password)
-    while not c.step(_CHECK_STEP):
-        pass
-    return c.user if c.ok else None
-
-
 class Session:
     def __init__(self, service, peer="?", mode=MX, tls_active=False):
         self.svc = service
@@ -218,6 +204,8 @@ class Session:
         self.passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
         self._auth = None  # SASL exchange in progress: "plain", "login-user", "login-pass"
         self._auth_user = None
+        self._check = None  # a LoginCheck under way (see resume)
+        self._check_name = None
         self._out = None  # DATA output buffer, made at the first DATA
         self._omv = None
         self._u = None
@@ -265,6 +253,28 @@ class Session:
             self._abort()
             self._reset()
             return reply(451, "4.3.0", "local error, try again later")
+
+    @property
+    def checking(self):
+        """An AUTH's password check is under way: call resume()."""
+        return self._check is not None
+
+    def resume(self):
+        """Continue the password check that made handle() answer None, for about LOGIN_SLICE_MS:
+        None while it is unfinished, then the reply to the AUTH."""
+        w = self._check
+        if w is None:
+            return reply(503, "5.5.1", "nothing to resume")
+        lg = self.svc.logins
+        t0 = ticks_ms()
+        while not w.step(lg.login_chunk):
+            if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
+                return None
+        self._check = None
+        name = self._check_name
+        if w.new_hash is not None:
+            lg.rehashed(name, w.new_hash)
+        return self._auth_result(name, w.user if w.ok else None)
 
     def handle_bad(self, kind):
         self.delay = 0
@@ -422,9 +432,15 @@ class Session:
         return self._verify(name, pw, False)
 
     def _verify(self, name, pw, fail):
+        """Start the password check (always paid, also when the answer is already "failed");
+        handle() answers None and resume() finishes it."""
+        self._check = LoginCheck(self.svc.logins, name, pw, fail)
+        self._check_name = name
+        return None
+
+    def _auth_result(self, name, u):
         lg = self.svc.logins
-        u = check_password(lg, name, pw)  # always paid, also when already failed
-        if fail or u is None:
+        if u is None:
             self.failures += 1
             self.delay = lg.throttle.fail(self.peer)
             log.info("smtp %s AUTH failed user=%s failures=%d", self.peer, _printable(name.encode()), self.failures)
@@ -432,6 +448,7 @@ class Session:
                 self.closing = True
                 return reply(421, "4.7.0", "too many authentication failures, closing")
             return reply(535, "5.7.8", "authentication credentials invalid")
+        lg.throttle.succeed(self.peer)
         self.login = name
         self.passed = True
         log.info("smtp %s AUTH user=%s tls=%d", self.peer, name, int(self.tls_active))
@@ -686,7 +703,9 @@ def pump(session, lines):
     """Run what a wire.LineReader holds through the session (commands, and message text while
     in_data) -> the replies to send, in order (RFC 2920: a pipelined batch is answered as one
     write). Stops early after a reply that asks the shell to act: delay (sleep before sending
-    the batch), starttls or closing (after sending it). Bytes it leaves are for the next call."""
+    the batch), starttls or closing (after sending it), and when a command answered None
+    (session.checking: the shell calls session.resume() until it answers, and appends that
+    reply). Bytes it leaves are for the next call."""
     out = []
     while True:
         if session.in_data:
@@ -701,7 +720,10 @@ def pump(session, lines):
         line = lines.next_line()
         if line is None:
             break
-        out.append(session.handle_bad(line) if isinstance(line, int) else session.handle(line))
+        r = session.handle_bad(line) if isinstance(line, int) else session.handle(line)
+        if r is None:  # an AUTH's hash is under way: the shell resumes it, then pumps again
+            break
+        out.append(r)
         if session.delay or session.starttls or session.closing or len(out) >= MAX_BATCH:
             break
     return out

@@ -11,11 +11,14 @@ one maximal line plus a block (commands and message text are both read into it),
 session's DATA output block. smtp.pump() runs everything buffered through the session; its
 replies go out as one write (RFC 2920), after the failed-AUTH delay if any.
 
-Deadlines (RFC 5321 4.5.3.2): each read waits at most `command_timeout` for a command and
-`data_timeout` inside DATA; until the session has got somewhere (MAIL accepted, AUTH succeeded
-on submission) the whole session also has `preauth_timeout` from connect, TLS handshake
-included. A timeout gets a best-effort 421 and the connection closes; a message without its
-final dot is thrown away (session.close()).
+Deadlines (server.py's named deadlines; RFC 5321 4.5.3.2): until the session has got somewhere
+(MAIL accepted on port 25, AUTH succeeded on submission) the whole session has
+`smtp.preauth_timeout` from connect ("authorization"), a TLS handshake also
+`server.tls_handshake_timeout`; after that each read waits at most `command_timeout` for a
+command and `data_timeout` inside DATA ("idle"). A timeout gets a best-effort 421 and the
+connection closes; a message without its final dot is thrown away (session.close()).
+An AUTH's password hash runs in ~10 ms slices (smtp.Session.resume), other sessions in between;
+the failed-AUTH delay is cut short at the deadline (conn.pause).
 
 Every handler body runs under try/finally: the session counts, a message in flight and the
 sockets are released however the session ends.
@@ -30,45 +33,18 @@ import asyncio
 
 from pocketpost import config as config_mod
 from pocketpost import log, smtp, tls
-from pocketpost.compat import IS_MICROPYTHON, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON
 from pocketpost.config import open_store
 from pocketpost.pop3server import Service as LoginService
-from pocketpost.server import LISTEN_BACKLOG, _CConn, _Conn, _peer_ip, _Timeout
+from pocketpost.server import DEADLINE_AUTH, LISTEN_BACKLOG, _CConn, _Conn, _peer_ip, _Timeout
 from pocketpost.wire import LineReader
-
-
-class _SmtpTimeout(Exception):
-    pass
-
-
-def _new_conn(reader, writer, seconds):
-    """server.py's connection object for this runtime, its waits bounded by `seconds` (the TLS
-    handshake too). Takes both forms of server.py's classes: (stream, timeout) and, with named
-    deadlines, (stream, idle, handshake_s)."""
-    if IS_MICROPYTHON:
-        try:
-            return _Conn(reader, seconds, seconds)  # type: ignore[call-arg]  # the named-deadlines form
-        except TypeError:
-            return _Conn(reader, seconds)  # type: ignore[call-arg]
-    try:
-        return _CConn(reader, writer, seconds, seconds)  # type: ignore[call-arg]
-    except TypeError:
-        return _CConn(reader, writer, seconds)  # type: ignore[call-arg]
-
-
-def _bound(conn, seconds):
-    """Bound the connection's next waits: its `timeout` attribute, or with named deadlines (where
-    `timeout` is a method) its idle timeout."""
-    if callable(getattr(conn, "timeout", None)):
-        conn.idle = seconds
-    else:
-        conn.timeout = seconds
 
 
 class SmtpServer:
     def __init__(self, cfg, store, logins=None):
         sv = cfg["server"]
         self.sm = cfg["smtp"]
+        self.handshake_s = sv["tls_handshake_timeout"]
         self.host = sv["host"]
         self.ctx = None
         if sv["cert"] and sv["key"]:
@@ -118,7 +94,9 @@ class SmtpServer:
                 ip = _peer_ip(writer.get_extra_info("peername"))
             except Exception:
                 pass
-            conn = _new_conn(reader, writer, sm["preauth_timeout"])
+            idle = sm["command_timeout"]
+            conn = _Conn(reader, idle, self.handshake_s) if IS_MICROPYTHON else _CConn(reader, writer, idle, self.handshake_s)
+            conn.limit(DEADLINE_AUTH, sm["preauth_timeout"])
             session = smtp.Session(self.svc, ip, mode, implicit)
             if self.sessions >= sm["max_sessions"] or self.per_addr.get(ip, 0) >= sm["max_sessions_per_addr"]:
                 log.warning("smtp %s refused: too many sessions (%d)", ip, self.sessions)
@@ -137,8 +115,8 @@ class SmtpServer:
                     await r
             log.info("smtp #%d %s connect %s tls=%d sessions=%d", sid, ip, mode, int(implicit), self.sessions)
             await self._run(conn, session, sid)
-        except (_Timeout, _SmtpTimeout):
-            log.info("smtp #%d %s timeout", sid, ip)
+        except _Timeout as e:
+            log.info("smtp #%d %s timeout (%s)", sid, ip, e.name)
             if conn is not None and session is not None:
                 try:  # best effort, never waits: the peer may not be reading
                     conn.send_nowait(session.timeout_reply())
@@ -160,35 +138,31 @@ class SmtpServer:
                     self.per_addr[ip] = k
                 log.info("smtp #%d %s disconnect sessions=%d", sid, ip, self.sessions)
 
-    def _timeout(self, session, start):
-        """Seconds the next read may wait (RFC 5321 4.5.3.2, plus the pre-auth deadline)."""
-        sm = self.sm
-        t = sm["data_timeout"] if session.in_data else sm["command_timeout"]
-        if not session.passed:
-            left = sm["preauth_timeout"] - ticks_diff(ticks_ms(), start) / 1000
-            if left <= 0:
-                raise _SmtpTimeout()
-            if left < t:
-                t = left
-        return t
-
     async def _run(self, conn, session, sid):
         sm = self.sm
         lines = LineReader(sm["max_line"], sm["max_line"] + sm["block_size"])
-        start = ticks_ms()
+        preauth = True  # the "authorization" deadline still runs
         await conn.send(session.greeting())
         while True:
             replies = smtp.pump(session, lines)
+            if session.checking:  # an AUTH's hash, in slices: other sessions run in between
+                r = None
+                while r is None:
+                    await asyncio.sleep(0)
+                    r = session.resume()
+                replies.append(r)
+            if preauth and session.passed:
+                conn.no_limit()  # from now on the idle timeouts bound each wait
+                preauth = False
             if replies:
                 if session.delay:
-                    await asyncio.sleep(session.delay)
+                    await conn.pause(session.delay)
                 if session.starttls:
                     conn.before_tls()
                 await conn.send(replies[0] if len(replies) == 1 else b"".join(replies))
                 if session.starttls:
                     lines.clear()  # RFC 3207 4.2: nothing sent before the handshake is kept
                     session.starttls = False
-                    _bound(conn, self._timeout(session, start))
                     r = conn.start_tls(self.ctx)
                     if r is not None:
                         await r
@@ -197,7 +171,7 @@ class SmtpServer:
                 if session.closing:
                     return
                 continue
-            _bound(conn, self._timeout(session, start))
+            conn.idle = sm["data_timeout"] if session.in_data else sm["command_timeout"]
             n = await conn.recv_into(lines.space())
             if not n:
                 log.info("smtp #%d %s dropped by peer%s", sid, session.peer, " mid-DATA" if session.in_data else "")
@@ -216,11 +190,11 @@ async def start(cfg, store, logins=None):
     return srv
 
 
-async def _forever(cfg):
+async def _forever(cfg, config_path=None):
     from pocketpost import server
 
     store = open_store(cfg)
-    pop = await server.start(cfg, store)
+    pop = await server.start(cfg, store, config_path)  # config_path: where rehashed passwords are saved
     srv = await start(cfg, store, pop.svc)
     try:
         while True:
@@ -233,7 +207,7 @@ async def _forever(cfg):
 def main(config_path):
     cfg = config_mod.load(config_path)
     log.set_level(cfg["log"]["level"])
-    asyncio.run(_forever(cfg))
+    asyncio.run(_forever(cfg, config_path))
 
 
 if __name__ == "__main__":
