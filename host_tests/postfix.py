@@ -4,9 +4,10 @@
 config directory (no system service, nothing under /etc changed; queue, data and log in the same
 folder), starts the master with `postfix -c DIR start` on a free loopback port, and waits (bounded)
 until it accepts. The transport map sends every message for `relay_domain` to 127.0.0.1:board_port
-(opportunistic STARTTLS); retries are fast (1-2 s back-off). `flush()` asks for an immediate
-retry; `log()` is the mail log; `stop()` runs `postfix -c DIR stop` and kills what is left of the
-master (bounded); call it from a fixture teardown.
+(opportunistic STARTTLS); retries are fast (1-2 s back-off); `extra_main` is appended to main.cf
+(a later line wins). `flush()` asks for an immediate retry; `log()` is the mail log; `stop()` runs
+`postfix -c DIR stop` and kills what is left of the master (bounded); call it from a fixture
+teardown.
 """
 
 import os
@@ -85,14 +86,14 @@ def available():
 
 
 class Postfix:
-    def __init__(self, domain, board_port):
+    def __init__(self, domain, board_port, extra_main=""):
         self.dir = tempfile.mkdtemp(prefix="pp-postfix-")
         os.chmod(self.dir, 0o755)
         self.conf = os.path.join(self.dir, "conf")
         os.makedirs(self.conf)
         self.port = free_port()
         with open(os.path.join(self.conf, "main.cf"), "w") as f:
-            f.write(MAIN_CF.format(d=self.dir, domain=domain, board=board_port))
+            f.write(MAIN_CF.format(d=self.dir, domain=domain, board=board_port) + extra_main)
         with open(os.path.join(self.conf, "master.cf"), "w") as f:
             f.write(MASTER_CF.format(port=self.port))
         self.started = False

@@ -172,7 +172,7 @@ def main():
     from pocketpost import log
 
     log.set_sink(lambda line: None)
-    dev = FlashDev(blocks=48)
+    dev = FlashDev(blocks=64)
     vfs.VfsLfs2.mkfs(dev)
     base = dev.image()
     t0 = time.ticks_ms()

@@ -150,9 +150,16 @@ def sync_dir(path):
 
 
 def free_bytes(path):
-    """Free space on the filesystem holding path, and its block size."""
+    """Free space on the filesystem holding path, and its block size. littlefs counts blocks in
+    use best effort, never below the real use but sometimes above (shared copy-on-write blocks),
+    and near full above the flash size; MicroPython's statvfs then reports block_count - used
+    wrapped to a huge unsigned "free" (seen: 4294967293 free of 96 blocks). More free blocks than
+    blocks is read as none: the store's reserve for deletions must not be given away on a guess."""
     st = os.statvfs(path)
-    return st[0] * st[4], st[0]
+    bfree = st[4]
+    if bfree > st[2]:
+        bfree = 0
+    return st[0] * bfree, st[0]
 
 
 def urandom(n):
