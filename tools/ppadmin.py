@@ -3,6 +3,10 @@
     ppadmin.py adduser IMAGE-or-CONFIG USER [--password PW] [--iterations N] [--apop-secret S]
     ppadmin.py deliver IMAGE MAILBOX FILE.eml [FILE.eml ...]
     ppadmin.py ls IMAGE
+    ppadmin.py export IMAGE [MAILBOX ...] (--maildir DIR | --mbox FILE | --dovecot DIR)
+    ppadmin.py import IMAGE MAILBOX SOURCE      (a Maildir, an mbox, a .eml file or a folder of them)
+    ppadmin.py backup IMAGE FILE  /  ppadmin.py restore FILE IMAGE
+    (export/import/backup/restore: tools/mailport.py; docs/MIGRATE.md)
 
 On an image, the work runs under micropython with the image mounted at /flash (tools/hostflash.py),
 so the password hashing and the store code are the very ones the board runs. The config inside
@@ -119,7 +123,12 @@ def main(argv=None):
     d.add_argument("files", nargs="+")
     ls = sub.add_parser("ls")
     ls.add_argument("image")
+    import mailport_cli  # export/import/backup/restore (tools/mailport_cli.py)
+
+    mailport_cli.add_parsers(sub)
     args = ap.parse_args(argv)
+    if args.cmd in mailport_cli.COMMANDS:
+        raise SystemExit(mailport_cli.run(args))
     if args.cmd == "adduser":
         pw = args.password if args.password is not None else getpass.getpass("password for %s: " % args.user)
         adduser(args.target, args.user, pw, args.iterations, args.apop_secret)
