@@ -919,16 +919,19 @@ def restore(path, image, report=print, progress=False, heapsize=None, size=None)
     """Restore an archive onto image (made if missing). Returns counts; every message whose
     record is damaged is reported by mailbox and UID (or by offset when its header is lost)."""
     if not os.path.exists(image):
-        sys.path.insert(0, os.path.join(ROOT, "tools"))
+        # Made under another name and renamed when formatted: a restore killed here leaves no
+        # half-made image behind to be mistaken for a real one.
         want = size or max(2 * 1024 * 1024, (os.path.getsize(path) * 2 // 4096 + 64) * 4096)
-        with open(image, "wb") as f:
+        part = image + ".part"
+        with open(part, "wb") as f:
             blank = b"\xff" * 4096
             for _ in range(want // 4096):
                 f.write(blank)
-        fmt = subprocess.run([micropython(), HOSTFLASH, image, "--mkfs", "-c", "pass"], capture_output=True,
+        fmt = subprocess.run([micropython(), HOSTFLASH, part, "--mkfs", "-c", "pass"], capture_output=True,
                              env=dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen"))
         if fmt.returncode:
-            raise PortError("formatting %s failed: %s" % (image, fmt.stderr.decode(errors="replace")))
+            raise PortError("formatting %s failed: %s" % (part, fmt.stderr.decode(errors="replace")))
+        os.rename(part, image)
     ar = ArchiveReader(path)
     res = {"restored": 0, "present": 0, "damaged": [], "refused": 0, "files": 0, "missing": []}
     link = Link(image, "serve", heapsize=heapsize)
