@@ -83,7 +83,9 @@ def _uids(out):
 def make_image(path, mail, size=2 * 1024 * 1024, cfg=None, tmpdir=None):
     """A new formatted image with /flash/config.json and the mail; returns {box: [uid]}."""
     with open(path, "wb") as f:
-        f.write(b"\xff" * size)
+        blank = b"\xff" * BLOCK
+        for _ in range(size // BLOCK):
+            f.write(blank)
     cfg = cfg or {"store": {"root": "/flash/mail", "quota": 0, "reserve": 0}, "users": {}, "accounts": []}
     out = ppadmin.on_image(path, SETUP, {"PP_CFG": json.dumps(cfg), "PP_FILES": _files(tmpdir or path + ".d", mail)}, mkfs=True)
     return _uids(out)

@@ -40,6 +40,9 @@ HOSTFLASH = os.path.join(ROOT, "tools", "hostflash.py")
 IMAGE_CONFIG = "/flash/config.json"
 CHUNK = 4096  # = pocketpost.mailport.CHUNK: the most the board side takes per chunk
 READ = 65536  # host-side file reads
+# Where micropython finds pocketpost: the sources, or a folder of .mpy files (the benchmark's
+# heap figures are for .mpy, as on a board: compiling .py costs heap that a board never spends).
+CODE_PATH = [FIRMWARE]
 
 
 def micropython():
@@ -59,7 +62,7 @@ class Link:
 
     def __init__(self, image, cmd, *args, heapsize=None):
         env = dict(os.environ)
-        env["MICROPYPATH"] = FIRMWARE + ":" + os.path.join(ROOT, "tools") + ":.frozen"
+        env["MICROPYPATH"] = CODE_PATH[0] + ":" + os.path.join(ROOT, "tools") + ":.frozen"
         argv = [micropython()]
         if heapsize:
             argv += ["-X", "heapsize=%s" % heapsize]
@@ -169,7 +172,23 @@ class Link:
                 self.send(piece)
         self.send(b"0\n")
         self.flush()
-        return self.line()
+        reply = self.line()
+        if reply[:2] not in ("A ", "F ", "R "):
+            self.garbled(reply)
+        return reply
+
+    def garbled(self, line):
+        """The board side wrote something that is not the protocol (a traceback, say)."""
+        rest = b""
+        try:
+            self.w.close()
+        except OSError:
+            pass
+        try:
+            rest = self.r.read(4000)
+        except OSError:
+            pass
+        raise PortError("board side failed: %s\n%s%s" % (line, rest.decode(errors="replace"), self.error()))
 
     def write_file(self, path, size, chunks):
         self.send(b"W %d %s\n" % (size, path.encode()))
@@ -181,10 +200,15 @@ class Link:
             raise PortError("writing %s: %s" % (path, reply))
 
 
+_RECORD = re.compile(r"(E|B [a-z0-9._-]+ \d+ \d+|L [a-z0-9._-]+|M [0-9a-f]{8}\.\d+ \d+ \d+|F \d+ /.*)\Z")
+
+
 def read_records(link, on_mailbox, on_message, on_file=None, on_locked=None):
     """Walk an export/backup stream; on_message(uid, arrival, size, copy) must call copy(write)."""
     while True:
         head = link.line()
+        if not _RECORD.match(head):
+            link.garbled(head)
         kind = head[:1]
         if kind == "E":
             return
