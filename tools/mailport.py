@@ -203,6 +203,117 @@ class Link:
 _RECORD = re.compile(r"(E|B [a-z0-9._-]+ \d+ \d+|L [a-z0-9._-]+|M [0-9a-f]{8}\.\d+ \d+ \d+|F \d+ /.*)\Z")
 
 
+def is_serial(path):
+    """A board's serial port (or the pseudo-board's pty), as opposed to an image file."""
+    import stat
+
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+class UsbLink:
+    """The export record stream from a live board over mpremote's raw REPL (no soft reset, like
+    `mpremote resume`): pocketpost.mailport.export_repl() writes it as base64 lines, decoded
+    here a line at a time (no more than one line is held)."""
+
+    def __init__(self, port, mailboxes, config_path="config.json", timeout=30):
+        from mpremote.transport_serial import SerialTransport
+
+        self.t = SerialTransport(port, baudrate=115200)
+        self.timeout = timeout
+        self.t.enter_raw_repl(soft_reset=False)
+        code = "from pocketpost import mailport\nmailport.export_repl(%r, %r)\n" % (tuple(mailboxes), config_path)
+        self.t.exec_raw_no_follow(code)
+        self.raw = bytearray()
+        self.buf = bytearray()
+        self.ended = False
+
+    def _read(self):
+        ser = self.t.serial
+        b = ser.read(1)
+        if not b:
+            raise PortError("board link: no data for %d s" % self.timeout)
+        n = ser.in_waiting
+        return b + (ser.read(min(n, READ)) if n else b"")
+
+    def _more(self):
+        import binascii
+
+        while True:
+            i = self.raw.find(b"\n")
+            if i >= 0:
+                line = bytes(self.raw[:i]).strip(b"\r")
+                del self.raw[: i + 1]
+                try:
+                    self.buf += binascii.a2b_base64(line)
+                except binascii.Error:
+                    self.garbled(line.decode(errors="replace"))
+                return
+            j = self.raw.find(b"\x04")
+            if j >= 0:  # the program ended before its records did
+                text = bytes(self.raw[:j]).decode(errors="replace")
+                self.raw = self.raw[j + 1 :]
+                self.ended = True
+                self.garbled(text)
+            self.raw += self._read()
+
+    def line(self):
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                ln = bytes(self.buf[:i])
+                del self.buf[: i + 1]
+                return ln.decode()
+            self._more()
+
+    def copy(self, n, write):
+        while n:
+            if not self.buf:
+                self._more()
+            k = min(n, len(self.buf))
+            write(bytes(self.buf[:k]))
+            del self.buf[:k]
+            n -= k
+
+    def _error_output(self):
+        """What the board printed after the first 0x04 (a traceback), up to the second."""
+        out = bytearray()
+        if not self.ended:
+            j = self.raw.find(b"\x04")
+            while j < 0:
+                self.raw += self._read()
+                j = self.raw.find(b"\x04")
+            self.raw = self.raw[j + 1 :]
+        while self.raw.find(b"\x04") < 0:
+            self.raw += self._read()
+        out = self.raw[: self.raw.find(b"\x04")]
+        return bytes(out).decode(errors="replace").strip()
+
+    def garbled(self, line):
+        err = ""
+        try:
+            err = self._error_output()
+        except Exception:
+            pass
+        self.kill()
+        raise PortError("board side failed: %s %s" % (line, err))
+
+    def close(self):
+        err = self._error_output()
+        self.kill()
+        if err:
+            raise PortError("board side failed: %s" % err)
+
+    def kill(self):
+        try:
+            self.t.exit_raw_repl()
+            self.t.close()
+        except Exception:
+            pass
+
+
 def read_records(link, on_mailbox, on_message, on_file=None, on_locked=None):
     """Walk an export/backup stream; on_message(uid, arrival, size, copy) must call copy(write)."""
     while True:
@@ -261,13 +372,17 @@ class Progress:
         now = time.monotonic()
         if self.on and (force or now - self.t > 0.5):
             self.t = now
-            tn = "/%d" % self.total_n if self.total_n else ""
-            tb = "/%.1f" % (self.total_b / 1048576) if self.total_b else ""
-            sys.stderr.write("\r%s: %d%s messages, %.1f%s MiB" % (self.what, self.n, tn, self.b / 1048576, tb))
-            sys.stderr.flush()
+            self._show()
+
+    def _show(self):
+        tn = "/%d" % self.total_n if self.total_n else ""
+        tb = "/%.1f" % (self.total_b / 1048576) if self.total_b else ""
+        sys.stderr.write("\r%s: %d%s messages, %.1f%s MiB" % (self.what, self.n, tn, self.b / 1048576, tb))
+        sys.stderr.flush()
 
     def done(self):
         if self.on and self.n:
+            self._show()
             sys.stderr.write("\n")
 
 
@@ -407,8 +522,12 @@ class MboxWriter:
 
 
 def export(image, mailboxes, writer, progress=False, heapsize=None):
-    """Export mailboxes (all when empty) of image through writer; returns {mailbox: count}."""
-    link = Link(image, "export", *mailboxes, heapsize=heapsize)
+    """Export mailboxes (all when empty) of image through writer; returns {mailbox: count}.
+    image may be a board's serial port (or the pseudo-board's pty): see UsbLink."""
+    if is_serial(image):
+        link = UsbLink(image, mailboxes)
+    else:
+        link = Link(image, "export", *mailboxes, heapsize=heapsize)
     counts = {}
     locked = []
     prog = Progress("export", progress)

@@ -30,7 +30,7 @@ of hashes (the board streams the file; its RAM does not grow with the journal).
 Restore passes the UID instead: the UID itself is the key (U lists what is there).
 """
 
-import os
+import binascii
 import sys
 
 from pocketpost import compat
@@ -80,12 +80,13 @@ class _Pipe:
 
 def _send_file(out, f, size, buf):
     mv = memoryview(buf)
+    step = len(buf)
     left = size
     while left:
-        n = f.readinto(buf if left >= CHUNK else mv[:left])
+        n = f.readinto(buf if left >= step else mv[:left])
         if not n:
             raise StoreError("file shorter than its index record")
-        out.write(buf if n == CHUNK else mv[:n])
+        out.write(buf if n == step else mv[:n])
         left -= n
 
 
@@ -351,6 +352,33 @@ def _flush(out):
         out.flush()
     except AttributeError:
         pass
+
+
+# Block size over a REPL link: base64 makes a 1536-byte block one 2,049-byte line, kept small
+# for a board's heap (the encoded line is garbage after each write).
+_USB_CHUNK = const(1536)
+
+
+class _Base64Lines:
+    """Output for mpremote's raw REPL, which ends at byte 0x04 and may turn LF into CRLF:
+    every write goes out as one base64 line (the host decodes and reads the same records)."""
+
+    def __init__(self, stream):
+        self.s = stream
+
+    def write(self, data):
+        self.s.write(binascii.b2a_base64(data).decode())
+
+
+def export_repl(names=(), config_path="config.json"):
+    """On a board, through `mpremote exec`: the export record stream, base64 line by line. The
+    mailbox lock is taken as for a POP3 session: a mailbox in use is reported, not read."""
+    from pocketpost import config
+
+    store = config.open_store(config.load(config_path))
+    out = _Base64Lines(sys.stdout)
+    export(store, list(names), out, bytearray(_USB_CHUNK))
+    out.write(b"E\n")
 
 
 def main(cmd, config_path, *names):
