@@ -346,3 +346,33 @@ def test_restore_killed_at_random_points_then_rerun_exactly_once(tmp_path):
     r = run_ppadmin("restore", tmp_path / "b.pp", new)
     assert r.returncode == 0, (delays, r.stdout, r.stderr)
     assert contents(str(new)) == contents(img), delays
+
+
+def test_thunderbird_style_mbox_imports_and_is_served_byte_exact(tmp_path):
+    # Thunderbird's local folders: "From - <date>" separators, X-Mozilla-* headers, LF line ends,
+    # body "From " lines escaped as ">From " (mboxo), a CRLF message from a POP3 download.
+    tb = (b"From - Mon Jan 01 09:30:00 2024\n"
+          b"X-Mozilla-Status: 0001\nX-Mozilla-Status2: 00000000\n"
+          b"From: a@example.org\nSubject: tb one\n\nHello\n>From the desk of A.\n.dot\n\n"
+          b"From - Tue Jan 02 10:00:00 2024\r\n"
+          b"X-Mozilla-Status: 0000\r\nFrom: b@example.org\r\nSubject: tb two\r\n\r\nCRLF body\r\n\r\n")
+    src = tmp_path / "Inbox"
+    src.write_bytes(tb)
+    img = str(tmp_path / "tb.img")
+    make_image(img, {"alice": [b"Subject: first\r\n\r\nx\r\n"]}, tmpdir=str(tmp_path / "s"))
+    r = run_ppadmin("import", img, "alice", src, "--mbox-quoting", "o")
+    assert "import alice: 2 added, 0 skipped" in r.stdout, r.stdout + r.stderr
+    want = [b"Subject: first\r\n\r\nx\r\n",
+            b"X-Mozilla-Status: 0001\r\nX-Mozilla-Status2: 00000000\r\nFrom: a@example.org\r\nSubject: tb one\r\n"
+            b"\r\nHello\r\nFrom the desk of A.\r\n.dot\r\n",
+            b"X-Mozilla-Status: 0000\r\nFrom: b@example.org\r\nSubject: tb two\r\n\r\nCRLF body\r\n"]
+    (tmp_path / "srv").mkdir()
+    srv = Pop3Server(str(tmp_path / "srv"))
+    serve_image(srv, img, USERS)
+    try:
+        uidl, msgs = _uidl(srv.port, "alice", USERS["alice"])
+    finally:
+        srv.stop()
+    assert msgs == want
+    arrivals = [a for _, a, _ in contents(img, ["alice"])["alice"]]
+    assert arrivals[1:] == [1704101400, 1704189600]  # the From_ lines' times (UTC)

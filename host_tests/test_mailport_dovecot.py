@@ -97,3 +97,28 @@ def test_dovecot_serves_the_board_uidls_and_clients_fetch_nothing_again(tmp_path
         if dc is not None:
             dc.stop()
         shutil.rmtree(mdbase, ignore_errors=True)
+
+
+def test_dovecot_maildir_imports_onto_the_board_and_is_served_byte_exact(tmp_path):
+    # A Maildir Dovecot has served (dovecot-uidlist, index files, flags in the names) goes onto
+    # the board and comes out of the board's POP3 server with the bytes Dovecot served.
+    dc = dovecot.Dovecot(USERS).start()
+    srv = None
+    try:
+        dc.seed("alice", [m.replace(b"\r\n", b"\n") for m in MSGS])
+        _, served = _pop(dc.port)  # Dovecot moves new/ to cur/ and writes its index files
+        md = pathlib.Path(dc.maildir("alice"))
+        assert (md / "dovecot-uidlist").exists() and list((md / "cur").iterdir())
+        img = str(tmp_path / "board.img")
+        make_image(img, {"alice": []}, tmpdir=str(tmp_path / "s"))
+        r = run_ppadmin("import", img, "alice", md)
+        assert "import alice: 4 added, 0 skipped" in r.stdout, r.stdout + r.stderr
+        (tmp_path / "srv").mkdir()
+        srv = Pop3Server(str(tmp_path / "srv"))
+        serve_image(srv, img, USERS)
+        _, board = _pop(srv.port)
+        assert board == served == MSGS
+    finally:
+        if srv is not None:
+            srv.stop()
+        dc.stop()
