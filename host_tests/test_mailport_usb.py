@@ -57,3 +57,43 @@ def test_export_from_live_board_over_usb(tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
         assert "mailbox bob is in use" in r.stderr and "exported alice: 3 messages" in r.stdout
         assert "exported bob" not in r.stdout
+
+
+def _board_image(tmp_path, name, mail):
+    img = str(tmp_path / (name + ".img"))
+    cfg = {"store": {"root": "/flash/mail", "quota": 0, "reserve": 0}, "users": {}, "accounts": []}
+    uids = make_image(img, mail, cfg=cfg, tmpdir=str(tmp_path / (name + "-src")))
+    mpy = tmp_path / "mpy"
+    if not mpy.exists():
+        build_mpy(str(mpy))
+    ppadmin.on_image(img, COPY, {"PP_MPY": str(mpy / "pocketpost")})
+    return img, uids
+
+
+def test_import_backup_restore_with_live_boards_over_usb(tmp_path):
+    from mailimage import contents
+
+    img, uids = _board_image(tmp_path, "one", {"alice": MSGS})
+    src = tmp_path / "in.mbox"
+    src.write_bytes(b"From x@y Mon Jan  1 10:00:00 2024\nSubject: usb\n\n\x03\x04 control bytes\nFrom here\n\n"
+                    b"From x@y Tue Jan  2 10:00:00 2024\nSubject: usb 2\n\n" + b"z" * 7000 + b"\n")
+    with pseudoboard.PseudoBoard(str(tmp_path / "pb1"), image=img) as pb:
+        r = run_ppadmin("import", pb.tty, "alice", src)
+        assert "import alice: 2 added, 0 skipped" in r.stdout, r.stdout + r.stderr
+        r = run_ppadmin("import", pb.tty, "alice", src)
+        assert "import alice: 0 added, 2 skipped" in r.stdout, r.stdout + r.stderr
+        r = run_ppadmin("backup", pb.tty, tmp_path / "board.pp")
+        assert r.returncode == 0 and "1 mailboxes, 5 messages" in r.stdout, r.stdout + r.stderr
+    want = contents(img)
+    assert [m for _, _, m in want["alice"][3:]] == [b"Subject: usb\r\n\r\n\x03\x04 control bytes\r\nFrom here\r\n",
+                                                    b"Subject: usb 2\r\n\r\n" + b"z" * 7000 + b"\r\n"]
+    # onto another (blank) board: same UIDs, arrival times, bytes and config
+    img2, _ = _board_image(tmp_path, "two", {})
+    with pseudoboard.PseudoBoard(str(tmp_path / "pb2"), image=img2) as pb:
+        r = run_ppadmin("restore", tmp_path / "board.pp", pb.tty)
+        assert r.returncode == 0 and "5 messages restored" in r.stdout, r.stdout + r.stderr
+    assert contents(img2) == want
+    # and a board's archive onto an image file
+    r = run_ppadmin("restore", tmp_path / "board.pp", tmp_path / "three.img")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert contents(str(tmp_path / "three.img")) == want

@@ -200,7 +200,7 @@ class Link:
             raise PortError("writing %s: %s" % (path, reply))
 
 
-_RECORD = re.compile(r"(E|B [a-z0-9._-]+ \d+ \d+|L [a-z0-9._-]+|M [0-9a-f]{8}\.\d+ \d+ \d+|F \d+ /.*)\Z")
+_RECORD = re.compile(r"(E|B [a-z0-9._-]+ \d+ \d+|L [a-z0-9._-]+|M [0-9a-f]{8}\.\d+ \d+ \d+|F \d+ [^/ ].*)\Z")
 
 
 def is_serial(path):
@@ -213,22 +213,28 @@ def is_serial(path):
         return False
 
 
-class UsbLink:
-    """The export record stream from a live board over mpremote's raw REPL (no soft reset, like
-    `mpremote resume`): pocketpost.mailport.export_repl() writes it as base64 lines, decoded
-    here a line at a time (no more than one line is held)."""
+class UsbLink(Link):
+    """The same conversation with a live board over mpremote's raw REPL (no soft reset, like
+    `mpremote resume`; connecting interrupts main.py, as every mpremote command does):
+    pocketpost.mailport.repl() writes base64 lines, decoded here a line at a time, and reads
+    our writes as base64 lines of at most USB_LINE bytes, each acknowledged with a "~" line
+    before the next goes out (a board's UART has no handshake)."""
 
-    def __init__(self, port, mailboxes, config_path="config.json", timeout=30):
+    USB_LINE = 1536
+
+    def __init__(self, port, cmd, mailboxes=(), config_path="config.json", timeout=30):
         from mpremote.transport_serial import SerialTransport
 
-        self.t = SerialTransport(port, baudrate=115200)
+        self.t = SerialTransport(port, baudrate=115200, timeout=timeout)
         self.timeout = timeout
         self.t.enter_raw_repl(soft_reset=False)
-        code = "from pocketpost import mailport\nmailport.export_repl(%r, %r)\n" % (tuple(mailboxes), config_path)
+        code = "from pocketpost import mailport\nmailport.repl(%r, %r, %r)\n" % (cmd, config_path, tuple(mailboxes))
         self.t.exec_raw_no_follow(code)
         self.raw = bytearray()
         self.buf = bytearray()
+        self.out = bytearray()
         self.ended = False
+        self.acks = 0
 
     def _read(self):
         ser = self.t.serial
@@ -239,6 +245,7 @@ class UsbLink:
         return b + (ser.read(min(n, READ)) if n else b"")
 
     def _more(self):
+        """Take one line off the link: decoded data into buf, or an ack counted."""
         import binascii
 
         while True:
@@ -246,6 +253,9 @@ class UsbLink:
             if i >= 0:
                 line = bytes(self.raw[:i]).strip(b"\r")
                 del self.raw[: i + 1]
+                if line == b"~":
+                    self.acks += 1
+                    return
                 try:
                     self.buf += binascii.a2b_base64(line)
                 except binascii.Error:
@@ -277,31 +287,57 @@ class UsbLink:
             del self.buf[:k]
             n -= k
 
+    def send(self, data):
+        self.out += data
+        while len(self.out) >= self.USB_LINE:
+            self._send_line(bytes(self.out[: self.USB_LINE]))
+            del self.out[: self.USB_LINE]
+
+    def flush(self):
+        if self.out:
+            self._send_line(bytes(self.out))
+            self.out = bytearray()
+
+    def _send_line(self, data):
+        import binascii
+
+        want = self.acks + 1
+        self.t.serial.write(binascii.b2a_base64(data))
+        while self.acks < want:
+            self._more()
+
     def _error_output(self):
         """What the board printed after the first 0x04 (a traceback), up to the second."""
-        out = bytearray()
         if not self.ended:
             j = self.raw.find(b"\x04")
             while j < 0:
                 self.raw += self._read()
                 j = self.raw.find(b"\x04")
             self.raw = self.raw[j + 1 :]
+            self.ended = True
         while self.raw.find(b"\x04") < 0:
             self.raw += self._read()
-        out = self.raw[: self.raw.find(b"\x04")]
-        return bytes(out).decode(errors="replace").strip()
+        return bytes(self.raw[: self.raw.find(b"\x04")]).decode(errors="replace").strip()
+
+    def error(self):
+        try:
+            return self._error_output()
+        except Exception as e:
+            return "(%s)" % e
 
     def garbled(self, line):
-        err = ""
-        try:
-            err = self._error_output()
-        except Exception:
-            pass
+        err = self.error()
         self.kill()
         raise PortError("board side failed: %s %s" % (line, err))
 
     def close(self):
-        err = self._error_output()
+        if not self.ended:
+            try:
+                self.send(b"Q\n")
+                self.flush()
+            except PortError:
+                pass
+        err = self.error()
         self.kill()
         if err:
             raise PortError("board side failed: %s" % err)
@@ -312,6 +348,13 @@ class UsbLink:
             self.t.close()
         except Exception:
             pass
+
+
+def open_link(target, cmd, *mailboxes, heapsize=None):
+    """A Link to an image file, or a UsbLink to a board's serial port (or the pseudo-board)."""
+    if is_serial(target):
+        return UsbLink(target, cmd, mailboxes)
+    return Link(target, cmd, *mailboxes, heapsize=heapsize)
 
 
 def read_records(link, on_mailbox, on_message, on_file=None, on_locked=None):
@@ -524,10 +567,7 @@ class MboxWriter:
 def export(image, mailboxes, writer, progress=False, heapsize=None):
     """Export mailboxes (all when empty) of image through writer; returns {mailbox: count}.
     image may be a board's serial port (or the pseudo-board's pty): see UsbLink."""
-    if is_serial(image):
-        link = UsbLink(image, mailboxes)
-    else:
-        link = Link(image, "export", *mailboxes, heapsize=heapsize)
+    link = open_link(image, "export", *mailboxes, heapsize=heapsize)
     counts = {}
     locked = []
     prog = Progress("export", progress)
@@ -818,7 +858,7 @@ def import_messages(image, mailbox, path, report=print, mbox_quoting="rd", progr
     for n in notes:
         report("note: " + n)
     res = {"added": 0, "skipped": 0, "refused": 0, "full": False, "missing": 0, "left": 0}
-    link = Link(image, "serve", heapsize=heapsize)
+    link = open_link(image, "serve", heapsize=heapsize)
     prog = Progress("import", progress)
     try:
         known = link.journal(mailbox)
@@ -911,7 +951,7 @@ def backup(image, path, progress=False):
     tmp = path + ".part"
     counts = {}
     toc = []
-    link = Link(image, "backup")
+    link = open_link(image, "backup")
     prog = Progress("backup", progress)
     try:
         with open(tmp, "wb") as f:
@@ -1058,10 +1098,22 @@ class ArchiveReader:
         self.f.close()
 
 
+def _check_image_root(raw):
+    """An image is mounted at /flash and host paths stay reachable from micropython: a config
+    whose store lives elsewhere (a board's, say "/mail") would restore mail onto the host."""
+    try:
+        root = (json.loads(raw).get("store") or {}).get("root", "/flash/mail")
+    except ValueError:
+        return
+    if not str(root).startswith("/flash/"):
+        raise PortError("the archive's config keeps mail in %r, outside the image's /flash: restore it onto a "
+                        "board (--port), or change store.root in a copy of the archive's config" % root)
+
+
 def restore(path, image, report=print, progress=False, heapsize=None, size=None):
     """Restore an archive onto image (made if missing). Returns counts; every message whose
     record is damaged is reported by mailbox and UID (or by offset when its header is lost)."""
-    if not os.path.exists(image):
+    if not os.path.exists(image) and not is_serial(image):
         # Made under another name and renamed when formatted: a restore killed here leaves no
         # half-made image behind to be mistaken for a real one.
         want = size or max(2 * 1024 * 1024, (os.path.getsize(path) * 2 // 4096 + 64) * 4096)
@@ -1077,7 +1129,7 @@ def restore(path, image, report=print, progress=False, heapsize=None, size=None)
         os.rename(part, image)
     ar = ArchiveReader(path)
     res = {"restored": 0, "present": 0, "damaged": [], "refused": 0, "files": 0, "missing": []}
-    link = Link(image, "serve", heapsize=heapsize)
+    link = open_link(image, "serve", heapsize=heapsize)
     prog = Progress("restore", progress)
     present = {}
     seen = set()
@@ -1116,6 +1168,8 @@ def restore(path, image, report=print, progress=False, heapsize=None, size=None)
                     res["damaged"].append("file " + meta.get("path", "?"))
                     report("damaged: file %s: not restored" % meta.get("path"))
                     continue
+                if meta["path"] == "config.json" and not is_serial(image):
+                    _check_image_root(b"".join(ar.chunks(at, n)()))
                 link.write_file(meta["path"], n, ar.chunks(at, n)())
                 res["files"] += 1
             elif kind == "end" and ok:

@@ -7,11 +7,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mailport  # noqa: E402
 
 COMMANDS = ("export", "import", "backup", "restore")
+TARGET = "a flash image file, or a board's serial port (/dev/ttyUSB0, the pseudo-board's tty)"
 
 
 def add_parsers(sub):
     e = sub.add_parser("export", help="export mailboxes as Maildir, mbox (mboxrd) or Maildir + dovecot-uidlist")
-    e.add_argument("image")
+    e.add_argument("image", help=TARGET)
     e.add_argument("mailboxes", nargs="*", help="default: every mailbox")
     g = e.add_mutually_exclusive_group(required=True)
     g.add_argument("--maildir", metavar="DIR", help="DIR/<mailbox>/{cur,new,tmp}")
@@ -19,19 +20,19 @@ def add_parsers(sub):
     g.add_argument("--dovecot", metavar="DIR", help="DIR/<mailbox>/ Maildir with dovecot-uidlist (POP3 UIDL + order)")
     e.add_argument("--progress", action="store_true")
     i = sub.add_parser("import", help="import a Maildir, an mbox or .eml files into a mailbox (idempotent)")
-    i.add_argument("image")
+    i.add_argument("image", help=TARGET)
     i.add_argument("mailbox")
     i.add_argument("source")
     i.add_argument("--mbox-quoting", choices=("rd", "o"), default="rd",
                    help="rd: '>+From ' loses one '>' (default); o: only '>From ' becomes 'From '")
     i.add_argument("--progress", action="store_true")
     b = sub.add_parser("backup", help="one archive of every mailbox (UIDs, arrival times), users and config")
-    b.add_argument("image")
+    b.add_argument("image", help=TARGET)
     b.add_argument("file")
     b.add_argument("--progress", action="store_true")
     r = sub.add_parser("restore", help="restore a backup archive onto an image (made if missing)")
     r.add_argument("file")
-    r.add_argument("image")
+    r.add_argument("image", help=TARGET + " (an image file is made if missing)")
     r.add_argument("--size", type=int, help="bytes, for a new image (default: twice the archive, at least 2 MiB)")
     r.add_argument("--progress", action="store_true")
 

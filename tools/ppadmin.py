@@ -6,7 +6,8 @@
     ppadmin.py export IMAGE [MAILBOX ...] (--maildir DIR | --mbox FILE | --dovecot DIR)
     ppadmin.py import IMAGE MAILBOX SOURCE      (a Maildir, an mbox, a .eml file or a folder of them)
     ppadmin.py backup IMAGE FILE  /  ppadmin.py restore FILE IMAGE
-    (export/import/backup/restore: tools/mailport.py; docs/MIGRATE.md)
+    (export/import/backup/restore: tools/mailport.py, docs/MIGRATE.md; IMAGE may also be a
+    board's serial port, e.g. /dev/ttyUSB0, reached through mpremote)
 
 On an image, the work runs under micropython with the image mounted at /flash (tools/hostflash.py),
 so the password hashing and the store code are the very ones the board runs. The config inside

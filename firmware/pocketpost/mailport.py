@@ -133,7 +133,8 @@ def _walk(top, skip):
 
 
 def export_files(top, skip, out, buf=None):
-    """Every file under top except the store root `skip` (config, TLS, UIDL state)."""
+    """Every file under top except the store root `skip` and code (config, TLS, UIDL state),
+    named by its path relative to top (a restore puts it under its own config's folder)."""
     buf = buf or bytearray(CHUNK)
     for p in _walk(top, skip):
         if p.endswith(".py") or p.endswith(".mpy"):
@@ -141,10 +142,22 @@ def export_files(top, skip, out, buf=None):
         f = open(p, "rb")
         try:
             size = _file_len(f)
-            out.write(b"F %d %s\n" % (size, p.encode()))
+            out.write(b"F %d %s\n" % (size, p[len(top) :].lstrip("/").encode()))
             _send_file(out, f, size, buf)
         finally:
             f.close()
+
+
+def config_dir(config_path):
+    """The absolute folder of the config file: the top of what a backup holds besides mail."""
+    import os
+
+    i = config_path.rfind("/")
+    d = config_path[:i] if i > 0 else ("/" if i == 0 else "")
+    if not d.startswith("/"):
+        cwd = os.getcwd()
+        d = compat.join(cwd, d) if d else cwd
+    return d.rstrip("/") or "/"
 
 
 def _journal_path(store, name):
@@ -291,7 +304,12 @@ def _receive(store, pipe, out, args, buf):
     return b"R %s\n" % str(err).encode()
 
 
-def _write_file(pipe, out, size, path, buf):
+def _write_file(pipe, out, size, path, buf, top):
+    """A restored file: `path` is relative to the config's folder `top`; tmp + rename."""
+    parts = path.split("/")
+    if path.startswith("/") or ".." in parts or "" in parts:
+        raise StoreError("bad file path in archive", "SYS/PERM")
+    path = compat.join(top, path)
     i = path.rfind("/")
     if i > 0:
         compat.makedirs(path[:i])
@@ -310,10 +328,10 @@ def _write_file(pipe, out, size, path, buf):
     compat.rename(tmp, path)
 
 
-def serve(store, inp, out):
+def serve(store, inp, out, top="/flash"):
     """The import/restore command loop (see the module docstring) until Q or end of input.
     store: a Store, or a function that makes one, called at the first mailbox command (a
-    restore writes the config with W first)."""
+    restore writes the config with W first). top: the config's folder (W paths are relative)."""
     pipe = _Pipe(inp)
     buf = bytearray(CHUNK)
     while True:
@@ -338,13 +356,24 @@ def serve(store, inp, out):
             elif cmd == "W":
                 size = int(args[1])
                 path = ln[len(args[0]) + len(args[1]) + 2 :]
-                _write_file(pipe, out, size, path, buf)
+                try:
+                    _write_file(pipe, out, size, path, buf, top)
+                except StoreError:
+                    pipe_skip(pipe, size, buf)
+                    raise
                 out.write(b"A %s\n" % path.encode())
             else:
                 out.write(b"R unknown command\n")
         except StoreError as e:  # MailboxLocked ('IN-USE'), bad mailbox name, flash errors
             out.write(b"R %s\n" % str(e).encode())
         _flush(out)
+
+
+def pipe_skip(pipe, n, buf):
+    while n:
+        k = min(n, CHUNK)
+        pipe.read_into(buf, k)
+        n -= k
 
 
 def _flush(out):
@@ -370,37 +399,63 @@ class _Base64Lines:
         self.s.write(binascii.b2a_base64(data).decode())
 
 
-def export_repl(names=(), config_path="config.json"):
-    """On a board, through `mpremote exec`: the export record stream, base64 line by line. The
-    mailbox lock is taken as for a POP3 session: a mailbox in use is reported, not read."""
-    from pocketpost import config
+class _Base64In:
+    """Input from the host over the REPL link: one base64 line per write of the host, each
+    answered with a raw "~" line once read (flow control: a board's UART has a small buffer
+    and no handshake, so the host sends the next line only after that ack)."""
 
-    store = config.open_store(config.load(config_path))
-    out = _Base64Lines(sys.stdout)
-    export(store, list(names), out, bytearray(_USB_CHUNK))
-    out.write(b"E\n")
+    def __init__(self, stream, ack):
+        self.s = stream
+        self.ack = ack
+        self.data = b""
+        self.pos = 0
+
+    def readinto(self, buf):
+        if self.pos == len(self.data):
+            line = self.s.readline()
+            if not line:
+                return 0
+            self.ack.write("~\n")
+            self.data = binascii.a2b_base64(line.strip())
+            self.pos = 0
+        n = min(len(buf), len(self.data) - self.pos)
+        buf[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
 
 
-def main(cmd, config_path, *names):
-    """hostflash entry: `export CONFIG [MAILBOX...]`, `backup CONFIG`, `serve CONFIG`."""
+def run(cmd, config_path, names, inp, out, buf=None):
+    """export / backup (record stream to out) or serve (command loop on inp)."""
     from pocketpost import config
 
     def open_store():
         return config.open_store(config.load(config_path))
 
-    out = sys.stdout.buffer
+    top = config_dir(config_path)
     if cmd == "serve":
-        serve(open_store, sys.stdin.buffer, out)
+        serve(open_store, inp, out, top)
         _flush(out)
         return
     store = open_store()
     if cmd == "export":
-        export(store, list(names), out)
+        export(store, list(names), out, buf)
     elif cmd == "backup":
-        top = config_path[: config_path.rfind("/")] or "/"
-        export_files(top, store.root, out)
-        export(store, [], out)
+        export_files(top, store.root, out, buf)
+        export(store, [], out, buf)
     else:
         raise ValueError("unknown command " + cmd)
     out.write(b"E\n")
     _flush(out)
+
+
+def repl(cmd, config_path="config.json", names=()):
+    """On a board, through `mpremote exec` (the host's UsbLink): `run` with every write as a
+    base64 line and, for serve, the input read the same way. A mailbox a POP3 session holds is
+    reported (export) or refused (import/restore), never read half-committed."""
+    out = _Base64Lines(sys.stdout)
+    run(cmd, config_path, names, _Base64In(sys.stdin, sys.stdout), out, bytearray(_USB_CHUNK))
+
+
+def main(cmd, config_path, *names):
+    """hostflash entry: `export CONFIG [MAILBOX...]`, `backup CONFIG`, `serve CONFIG`."""
+    run(cmd, config_path, names, sys.stdin.buffer, sys.stdout.buffer)
