@@ -5,6 +5,7 @@
 1. A 10 MiB mailbox (160 messages of 64 KiB, CRLF text) on a 32 MiB image: wall time and MiB/s
    of export --maildir, export --mbox, import from that Maildir into an empty mailbox, backup,
    restore onto a new image.
+   With --usb, export and import of that mailbox over the pty pseudo-board too.
 2. One message of --big-mib MiB: import it, then export it, with the smallest micropython
    -X heapsize (from a short ascending list) that passes each, code loaded from .mpy (as on a
    board; the image's config is loaded too), and the peak RSS of this (host)
@@ -61,6 +62,34 @@ def mailbox_figures(d):
         print("  %-22s %6.2f s  %6.1f MiB/s" % (name, t, m / t))
 
 
+def usb_figures(d):
+    """The same 10 MiB mailbox exported from and imported onto the pty pseudo-board (mpremote's
+    raw REPL, base64 lines, an ack per host line), code from .mpy in /flash/lib, 256 KiB heap."""
+    import pseudoboard
+    import ppadmin
+    from bench_server import build_mpy
+
+    body = b"".join(b"line %05d of a message body, ordinary text here.....\r\n" % i for i in range(1170))
+    msgs = [b"Subject: m%d\r\n\r\n" % i + body for i in range(160)]
+    mib = sum(len(m) for m in msgs) / 1048576
+    img = os.path.join(d, "usb.img")
+    cfg = {"store": {"root": "/flash/mail", "quota": 0, "reserve": 0}, "users": {}, "accounts": []}
+    make_image(img, {"alice": msgs}, size=32 * 1024 * 1024, cfg=cfg, tmpdir=os.path.join(d, "usrc"))
+    mpy = os.path.join(d, "usb-mpy")
+    build_mpy(mpy)
+    ppadmin.on_image(img, "import os\nfor p in ('/flash/lib', '/flash/lib/pocketpost'):\n    os.mkdir(p)\n"
+                     "src = os.getenv('PP_MPY')\nfor n in os.listdir(src):\n"
+                     "    a = open(src + '/' + n, 'rb'); b = open('/flash/lib/pocketpost/' + n, 'wb'); b.write(a.read()); a.close(); b.close()\n",
+                     {"PP_MPY": os.path.join(mpy, "pocketpost")})
+    with pseudoboard.PseudoBoard(os.path.join(d, "pb"), image=img) as pb:
+        t_exp, _ = _timed(lambda: mailport.export(pb.tty, ["alice"], mailport.MaildirWriter(os.path.join(d, "usbmd"))))
+        t_imp, r = _timed(lambda: mailport.import_messages(pb.tty, "bob", os.path.join(d, "usbmd", "alice"), report=lambda s: None))
+        assert r["added"] == 160, r
+    print("10 MiB mailbox over the pseudo-board link (pty, mpremote raw REPL, base64):")
+    print("  %-22s %6.2f s  %6.2f MiB/s" % ("export --maildir", t_exp, mib / t_exp))
+    print("  %-22s %6.2f s  %6.2f MiB/s" % ("import (Maildir)", t_imp, mib / t_imp))
+
+
 def big_figures(d, mib):
     from bench_server import build_mpy
 
@@ -105,11 +134,14 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--big-mib", type=int, default=50)
     ap.add_argument("--skip-mailbox", action="store_true")
+    ap.add_argument("--usb", action="store_true", help="also over the pty pseudo-board (needs socat)")
     a = ap.parse_args()
     d = tempfile.mkdtemp(prefix="pp-bench-mailport-")
     try:
         if not a.skip_mailbox:
             mailbox_figures(d)
+        if a.usb:
+            usb_figures(d)
         big_figures(d, a.big_mib)
     finally:
         shutil.rmtree(d, ignore_errors=True)

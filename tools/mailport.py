@@ -302,7 +302,8 @@ class UsbLink(Link):
         import binascii
 
         want = self.acks + 1
-        self.t.serial.write(binascii.b2a_base64(data))
+        enc = binascii.b2a_base64(data)
+        self.t.serial.write(b"%04x" % len(enc) + enc)
         while self.acks < want:
             self._more()
 

@@ -1,9 +1,10 @@
 """Board side of export, import, backup and restore: the store streamed over a byte pipe.
 
 The host tool (tools/mailport.py, CPython) runs this under micropython with the flash image
-mounted (tools/hostflash.py -m pocketpost.mailport ...), or on a board, and talks to it through
-stdin/stdout. Nothing here holds a whole message: messages go out of a file and into a
-Delivery a block at a time through one preallocated buffer.
+mounted (tools/hostflash.py -m pocketpost.mailport ...: `main`, binary over stdin/stdout), or
+on a board through mpremote's raw REPL (`repl`: the same bytes as base64 lines, see _Base64In).
+Nothing here holds a whole message: messages go out of a file and into a Delivery a block at a
+time through one preallocated buffer.
 
 Out (export/backup), one stream of records, each a header line then exactly <size> bytes:
     B <mailbox> <count> <total>         a mailbox follows (snapshot taken under its lock)
@@ -399,24 +400,43 @@ class _Base64Lines:
         self.s.write(binascii.b2a_base64(data).decode())
 
 
+# The longest line the host sends: 4 hex digits of length, base64 of 1536 bytes, LF.
+_IN_LINE = const(2053)
+
+
 class _Base64In:
-    """Input from the host over the REPL link: one base64 line per write of the host, each
-    answered with a raw "~" line once read (flow control: a board's UART has a small buffer
-    and no handshake, so the host sends the next line only after that ack)."""
+    """Input from the host over the REPL link: one line per write of the host, "<4 hex digits:
+    length of the rest><base64>\n", each answered with a raw "~" line once read (flow control:
+    a board's UART has a small buffer and no handshake, so the host sends the next line only
+    after that ack). The length lets one readinto take the line (stdin readline costs a system
+    call per byte on the unix port)."""
 
     def __init__(self, stream, ack):
-        self.s = stream
+        self.s = getattr(stream, "buffer", stream)
         self.ack = ack
+        self.line = bytearray(_IN_LINE)
+        self.mv = memoryview(self.line)
         self.data = b""
         self.pos = 0
 
+    def _exact(self, n):
+        got = 0
+        while got < n:
+            k = self.s.readinto(self.mv[got:n])
+            if not k:
+                return False
+            got += k
+        return True
+
     def readinto(self, buf):
         if self.pos == len(self.data):
-            line = self.s.readline()
-            if not line:
+            if not self._exact(4):
+                return 0
+            n = int(bytes(self.mv[:4]), 16)
+            if not 0 < n <= _IN_LINE - 4 or not self._exact(n):
                 return 0
             self.ack.write("~\n")
-            self.data = binascii.a2b_base64(line.strip())
+            self.data = binascii.a2b_base64(self.mv[: n - 1])
             self.pos = 0
         n = min(len(buf), len(self.data) - self.pos)
         buf[:n] = self.data[self.pos : self.pos + n]
