@@ -779,7 +779,7 @@ def mbox_source(path, quoting="rd"):
                 continue
             if ln.startswith(b"From "):
                 t = _from_time(ln)
-                if t is not None and prev_empty or (pos == 0 and ln.startswith(b"From ")):
+                if (t is not None and prev_empty) or pos == 0:
                     if msgs:
                         msgs[-1][3] = pos - (last_empty_len if prev_empty else 0)
                     msgs.append(["message %d (offset %d)" % (len(msgs) + 1, pos), t, pos + len(ln), size, []])
@@ -861,6 +861,7 @@ def import_messages(image, mailbox, path, report=print, mbox_quoting="rd", progr
     res = {"added": 0, "skipped": 0, "refused": 0, "full": False, "missing": 0, "left": 0}
     link = open_link(image, "serve", heapsize=heapsize)
     prog = Progress("import", progress)
+    prog.add_total(len(sources), 0)
     try:
         known = link.journal(mailbox)
         for i, src in enumerate(sources):

@@ -436,7 +436,7 @@ class _Base64In:
             if not 0 < n <= _IN_LINE - 4 or not self._exact(n):
                 return 0
             self.ack.write("~\n")
-            self.data = binascii.a2b_base64(self.mv[: n - 1])
+            self.data = binascii.a2b_base64(bytes(self.mv[: n - 1]))
             self.pos = 0
         n = min(len(buf), len(self.data) - self.pos)
         buf[:n] = self.data[self.pos : self.pos + n]
