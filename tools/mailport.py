@@ -355,6 +355,8 @@ def open_link(target, cmd, *mailboxes, heapsize=None):
     """A Link to an image file, or a UsbLink to a board's serial port (or the pseudo-board)."""
     if is_serial(target):
         return UsbLink(target, cmd, mailboxes)
+    if not os.path.isfile(target):
+        raise PortError("%s: no such image file (nor a serial port)" % target)
     return Link(target, cmd, *mailboxes, heapsize=heapsize)
 
 

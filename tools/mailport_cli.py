@@ -69,6 +69,6 @@ def run(args):
         print("restore %s: %d messages restored, %d already there, %d files, %d damaged, %d refused"
               % (args.image, r["restored"], r["present"], r["files"], len(r["damaged"]) + len(r["missing"]), r["refused"]))
         return 1 if (r["damaged"] or r["missing"] or r["refused"]) else 0
-    except mailport.PortError as e:
+    except (mailport.PortError, OSError) as e:
         print("ppadmin %s: %s" % (args.cmd, e), file=sys.stderr)
         return 3
