@@ -265,31 +265,40 @@ def test_damaged_archive_restores_every_intact_message(image, tmp_path):
     assert contents(str(tmp_path / "c.img"))["alice"] == got["alice"]
 
 
-def _kill_runs(args, seed, runs, max_delay, after=None):
-    """Start ppadmin with args `runs` times, each killed (SIGKILL to its process group: the host
-    tool and micropython) after a random delay; returns the delays used, and what after()
-    returned after each run."""
+def _killed_then_rerun(args, reset, count, check, seed, trials=4, kills=2):
+    """`trials` times: reset(), run ppadmin with args `kills` times, each killed (SIGKILL to its
+    process group: the host tool and micropython) at a random moment within the time a whole
+    run takes, then once to the end, and check(). Returns (delays, count() after each kill)."""
     import random
     import signal
     import subprocess
     import sys
     import time
 
+    argv = [sys.executable, os.path.join(os.path.dirname(mailport.__file__), "ppadmin.py")] + [str(a) for a in args]
+    reset()
+    t = time.monotonic()
+    subprocess.run(argv, capture_output=True, timeout=120)
+    whole = time.monotonic() - t  # how long one uninterrupted run takes on this machine now
+    check("uninterrupted")
     rnd = random.Random(seed)
     delays = []
     seen = []
-    for _ in range(runs):
-        p = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(mailport.__file__), "ppadmin.py")] + [str(a) for a in args],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        d = rnd.uniform(0.05, max_delay)
-        delays.append(round(d, 3))
-        try:
-            p.wait(d)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
-        if after is not None:
-            seen.append(after())
+    for trial in range(trials):
+        reset()
+        for _ in range(kills):
+            p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            d = rnd.uniform(0.02, whole)
+            delays.append(round(d, 3))
+            try:
+                p.wait(d)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(10)
+            seen.append(count())
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, (delays, r.stdout, r.stderr)
+        check((trial, delays, seen))
     return delays, seen
 
 
@@ -297,21 +306,24 @@ KILL_MSGS = [b"Subject: k%d\r\n\r\n" % i + b"x" * (i * 997 % 20000) + b"\r\n" fo
 
 
 def test_import_killed_at_random_points_then_rerun_exactly_once(tmp_path):
+    import shutil
+
+    pristine = str(tmp_path / "pristine.img")
+    make_image(pristine, {"alice": [b"Subject: first\r\n\r\nx\r\n"]}, size=4 * 1024 * 1024, tmpdir=str(tmp_path / "s"))
     img = str(tmp_path / "k.img")
-    make_image(img, {"alice": [b"Subject: first\r\n\r\nx\r\n"]}, size=4 * 1024 * 1024, tmpdir=str(tmp_path / "s"))
     src = tmp_path / "src.mbox"
     with open(src, "wb") as f:
         for m in KILL_MSGS:
             f.write(b"From x@y Mon Jan  1 10:00:00 2024\n" + m + b"\n")
-    # a whole run takes ~0.3 s here: the kills land before, inside and after the transfer
-    delays, counts = _kill_runs(["import", img, "bob", src], 14, 8, 0.3,
-                                lambda: len(contents(img, ["bob"]).get("bob", [])))
+
+    def check(label):
+        got = [m for _, _, m in contents(img, ["bob"])["bob"]]
+        assert sorted(got) == sorted(KILL_MSGS), label  # each exactly once
+        assert got == KILL_MSGS, label  # and in source order
+
+    delays, counts = _killed_then_rerun(["import", img, "bob", src], lambda: shutil.copyfile(pristine, img),
+                                        lambda: len(contents(img, ["bob"]).get("bob", [])), check, 14)
     assert any(0 < n < len(KILL_MSGS) for n in counts), (delays, counts)  # some kill cut an import short
-    r = run_ppadmin("import", img, "bob", src)
-    assert r.returncode == 0, (delays, r.stdout, r.stderr)
-    got = [m for _, _, m in contents(img, ["bob"])["bob"]]
-    assert sorted(got) == sorted(KILL_MSGS), delays  # each exactly once
-    assert got == KILL_MSGS, delays  # and in source order
 
 
 def test_import_journal_entry_without_its_message_is_cancelled(tmp_path):
@@ -337,18 +349,25 @@ def test_restore_killed_at_random_points_then_rerun_exactly_once(tmp_path):
     img = str(tmp_path / "old.img")
     make_image(img, {"alice": KILL_MSGS, "bob": KILL_MSGS[:5]}, size=4 * 1024 * 1024, tmpdir=str(tmp_path / "s"))
     assert run_ppadmin("backup", img, tmp_path / "b.pp").returncode == 0
+    want = contents(img)
     new = tmp_path / "new.img"
+
+    def reset():
+        for p in (new, str(new) + ".part"):
+            if os.path.exists(p):
+                os.remove(p)
+
     def count():
         try:  # killed before the image was made, or before its config was written: -1
             return sum(len(v) for v in contents(str(new)).values()) if os.path.exists(new) else -1
         except mailport.PortError:
             return -1
 
-    delays, counts = _kill_runs(["restore", tmp_path / "b.pp", new], 7, 8, 0.6, count)
+    def check(label):
+        assert contents(str(new)) == want, label
+
+    delays, counts = _killed_then_rerun(["restore", tmp_path / "b.pp", new], reset, count, check, 7)
     assert any(0 < n < len(KILL_MSGS) + 5 for n in counts), (delays, counts)
-    r = run_ppadmin("restore", tmp_path / "b.pp", new)
-    assert r.returncode == 0, (delays, r.stdout, r.stderr)
-    assert contents(str(new)) == contents(img), delays
 
 
 def test_thunderbird_style_mbox_imports_and_is_served_byte_exact(tmp_path):
