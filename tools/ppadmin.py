@@ -7,6 +7,11 @@
     tools/ppadmin.py deliver IMAGE MAILBOX FILE.eml [FILE.eml ...] [--create-mailbox]
     tools/ppadmin.py ls IMAGE
     tools/ppadmin.py run IMAGE SCRIPT.py                          MicroPython, image at /flash (cwd)
+    tools/ppadmin.py export IMAGE [MAILBOX ...] (--maildir DIR | --mbox FILE | --dovecot DIR)
+    tools/ppadmin.py import IMAGE MAILBOX SOURCE      (a Maildir, an mbox, a .eml file or a folder of them)
+    tools/ppadmin.py backup IMAGE FILE  /  tools/ppadmin.py restore FILE IMAGE
+    (export/import/backup/restore: tools/mailport.py, docs/MIGRATE.md; IMAGE may also be a
+    board's serial port, e.g. /dev/ttyUSB0, reached through mpremote)
     (--debug before the command: show tracebacks)
 
 Only `create` formats, and only a file it makes itself; every other command refuses a file that is
@@ -392,7 +397,12 @@ def main(argv=None):
     rn = sub.add_parser("run", help="run a MicroPython script with the image at /flash (its current directory)")
     rn.add_argument("image")
     rn.add_argument("script")
+    import mailport_cli  # export/import/backup/restore (tools/mailport_cli.py)
+
+    mailport_cli.add_parsers(sub)
     args = ap.parse_args(argv)
+    if args.cmd in mailport_cli.COMMANDS:
+        return mailport_cli.run(args)
     try:
         if args.cmd == "create":
             out = create(args.image, args.size, args.config, debug=args.debug)

@@ -213,6 +213,21 @@ def _parse_msg_name(name):
     return epoch, seq, arrival, n == 4
 
 
+def parse_uid(uid):
+    """(epoch, seq) of a UID "<8 hex digits>.<seq>" as the store makes them, or None."""
+    parts = uid.split(".") if isinstance(uid, str) else ()
+    if len(parts) != 2 or len(parts[0]) != 8 or not parts[1].isdigit() or len(parts[1]) > 10:
+        return None
+    try:
+        epoch = int(parts[0], 16)
+    except ValueError:
+        return None
+    seq = int(parts[1])
+    if not 1 <= seq <= _MASK:
+        return None
+    return epoch, seq
+
+
 def _new_epoch():
     b = compat.urandom(4)
     return (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
@@ -506,9 +521,11 @@ class _Box:
             for r in recs:
                 yield r
 
-    def merge(self):
-        """Append records for unindexed files (records first; files are already in place)."""
-        recs = self.find_unindexed()
+    def merge(self, recs=None):
+        """Append records for unindexed files (records first; files are already in place).
+        recs: those records when the caller knows them (a delivery with a given UID)."""
+        if recs is None:
+            recs = self.find_unindexed()
         if not recs:
             return
         buf = bytearray(_REC)
@@ -698,14 +715,28 @@ class Store:
 
     # --- delivery -----------------------------------------------------------------------------
 
-    def begin(self, name, arrival=None, digest=False):
+    def begin(self, name, arrival=None, digest=False, uid=None):
         """Start a delivery into mailbox `name` (created if missing). With digest=True the
-        Delivery keeps a SHA-1 of the bytes it stores (see Delivery.digest)."""
+        Delivery keeps a SHA-1 of the bytes it stores (see Delivery.digest).
+
+        uid: "<epoch>.<seq>" to commit the message under that UID instead of the next one
+        (restore from a backup keeps every POP3 UIDL). The seq must be at least the mailbox's
+        next seq (restore in ascending seq order, into a mailbox that has nothing above it)
+        and the mailbox must not be locked; commit() then writes its index record at once,
+        because a restored seq may lie beyond a gap of bucket directories, where the search for
+        unindexed files (which walks consecutive buckets) does not look. Seqs stay unique in a
+        mailbox, and the mailbox's own epoch (new deliveries) differs from the restored ones."""
+        if uid is not None:
+            uid = parse_uid(uid)
+            if uid is None:
+                raise StoreError("bad uid", "SYS/PERM")
         box = self._box(name)
         limit, exc = self._room(box.path, box.count, box.total)
         if not limit:
             raise exc("mailbox quota exceeded" if exc is QuotaExceeded else "flash full")
-        return Delivery(self, box, compat.now() if arrival is None else arrival, limit, exc, digest)
+        d = Delivery(self, box, compat.now() if arrival is None else arrival, limit, exc, digest)
+        d._uid = uid
+        return d
 
     def room(self, name):
         """(octets a message delivered to `name` may take now, the exception past it); -1 if
@@ -811,6 +842,7 @@ class Delivery:
         self._in = None  # memoryview input buffer, made at the first memoryview
         self._inmv = None
         self._f = None
+        self._uid = None  # (epoch, seq) given to Store.begin, else None: the next seq
         box.busy += 1
         _Delivery_ids[0] += 1
         self._tmp = box.p("tmp", "t%d.%d" % (_Delivery_ids[0], compat.ticks_ms() & 0xFFFF))  # type: ignore[operator]  # stub: ticks are opaque
@@ -975,6 +1007,8 @@ class Delivery:
     def uid_on_commit(self):
         """The UID commit() will give this message if nothing else is delivered into the mailbox
         first (the caller records it, then commits without yielding in between)."""
+        if self._uid is not None:
+            return "%08x.%d" % self._uid
         return "%08x.%d" % (self._box.epoch, self._box.next_seq)
 
     def commit(self):
@@ -990,12 +1024,20 @@ class Delivery:
             self._f = None
             if store.quota and box.total + self.size > store.quota:
                 raise QuotaExceeded("mailbox quota exceeded")
-            seq = box.next_seq
+            epoch, seq = box.epoch, box.next_seq
+            if self._uid is not None:
+                epoch, seq = self._uid
+                if box.path in _LOCKS:
+                    raise MailboxLocked("mailbox in use")
+                if seq < box.next_seq:
+                    raise StoreError("uid %08x.%d is not above the mailbox's last" % (epoch, seq), "SYS/PERM")
+                if box.unindexed:
+                    box.merge()  # the records stay in seq order
             bdir = box.bucket_dir(seq)
             if not compat.isdir(bdir):
                 os.mkdir(bdir)
             szf = (self.size | _PLAIN) if self._plain else self.size
-            compat.rename(self._tmp, compat.join(bdir, _msg_name(box.epoch, seq, self.arrival, szf)))
+            compat.rename(self._tmp, compat.join(bdir, _msg_name(epoch, seq, self.arrival, szf)))
             compat.sync_dir(bdir)
         except OSError as e:
             self.abort()
@@ -1009,10 +1051,18 @@ class Delivery:
         box.next_seq = seq + 1
         box.count += 1
         box.total += self.size
-        box.unindexed += 1
         c = store._free_cache
         if c is not None:
             c[3] += self.size + 512  # + metadata, roughly
+        if self._uid is not None:
+            try:
+                box.merge([(epoch, seq, self.arrival, szf)])
+            except (OSError, StoreError):
+                # Durable but unindexed beyond a possible bucket gap: an index rebuild (or the
+                # same restore run again, which renames over it) makes it visible.
+                box.loaded = False
+            return "%08x.%d" % (epoch, seq)
+        box.unindexed += 1
         if box.unindexed >= MERGE_AFTER and box.path not in _LOCKS and not box.busy:
             try:
                 box.merge()
