@@ -3,6 +3,8 @@
     ppadmin.py adduser IMAGE-or-CONFIG USER [--password PW] [--iterations N] [--apop-secret S]
     ppadmin.py deliver IMAGE MAILBOX FILE.eml [FILE.eml ...]
     ppadmin.py ls IMAGE
+    ppadmin.py check IMAGE [--repair]    # every mailbox: index, files, every message read; exit 1 if
+                                         # problems are left (found without --repair)
 
 On an image, the work runs under micropython with the image mounted at /flash (tools/hostflash.py),
 so the password hashing and the store code are the very ones the board runs. The config inside
@@ -84,6 +86,25 @@ for name in st.mailboxes():
     print("mailbox %%s: %%d messages, %%d octets" %% (name, n, size))
 """ % IMAGE_CONFIG
 
+CHECK = r"""
+import os
+from pocketpost import config, store
+from pocketpost.config import open_store
+st = open_store(config.load(%r))
+rep = st.check(repair=os.getenv("PP_REPAIR") == "1", deep=True)
+for name in sorted(rep["mailboxes"]):
+    print(store.describe(name, rep["mailboxes"][name]))
+print("problems:", rep["problems"])
+""" % IMAGE_CONFIG
+
+
+def check(image, repair=False):
+    """Run the store check on an image; returns (output, exit status: 1 if problems are left)."""
+    out = on_image(image, CHECK, {"PP_REPAIR": "1" if repair else ""})
+    found = [ln for ln in out.splitlines() if ln.startswith("problems:")]
+    left = bool(found) and found[-1] != "problems: 0" and not repair
+    return out, 1 if left or not found else 0
+
 
 def adduser(target, user, password, iterations=None, apop_secret=None):
     if target.endswith(".json"):
@@ -119,12 +140,19 @@ def main(argv=None):
     d.add_argument("files", nargs="+")
     ls = sub.add_parser("ls")
     ls.add_argument("image")
+    c = sub.add_parser("check")
+    c.add_argument("image")
+    c.add_argument("--repair", action="store_true", help="fix what is found (damaged messages go to damaged/)")
     args = ap.parse_args(argv)
     if args.cmd == "adduser":
         pw = args.password if args.password is not None else getpass.getpass("password for %s: " % args.user)
         adduser(args.target, args.user, pw, args.iterations, args.apop_secret)
     elif args.cmd == "deliver":
         sys.stdout.write(deliver(args.image, args.mailbox, args.files))
+    elif args.cmd == "check":
+        out, status = check(args.image, args.repair)
+        sys.stdout.write(out)
+        sys.exit(status)
     else:
         sys.stdout.write(on_image(args.image, LS))
 

@@ -504,6 +504,20 @@ class Runner:
                     log.warning("fetch %s failed: %s", name, _exc_line(e))
             await _sleep_ms(interval_s * 1000)
 
+    def check_store(self):
+        """The cheap part of the store check, repairing (what the first lock would do anyway):
+        index records, index against the files, leftover intent logs and temp files."""
+        try:
+            rep = self.store.check(repair=True)
+        except Exception as e:  # a store that cannot be checked is still worth serving
+            log.error("store check failed: %s", _exc_line(e))
+            return
+        if rep["problems"]:
+            from pocketpost import store as store_mod
+
+            for name in sorted(rep["mailboxes"]):
+                log.warning("store check: %s", store_mod.describe(name, rep["mailboxes"][name]))
+
     async def run(self, secrets_path=None):
         cfg = self.cfg
         hw = self.hw
@@ -534,6 +548,7 @@ class Runner:
         if not clock_is_set():
             log.warning("clock not set: TLS certificate checks will fail until NTP succeeds")
         self.store = open_store(cfg)
+        self.check_store()
         sv = _section(cfg, "services")
         if sv.get("server", SERVICE_SERVER):
             self.supervisor.add("server", self.serve)

@@ -244,6 +244,7 @@ class _Box:
         self.total = 0
         self.unindexed = 0
         self.suspect = False  # a session met damage: the next lock runs recovery again
+        self._hfloor = 0  # the floor in the index header, during a scan
 
     def p(self, *parts):
         return compat.join(self.path, *parts)
@@ -604,6 +605,8 @@ class _Box:
         over index. Files above the last record are left to merge(). Costs one listing of every
         bucket (one bucket in RAM at a time) and one read of the index; True if rewritten."""
         hdr = _read_header(self.p("index"))
+        # Below the header's floor every file was indexed once (a commit or rebuild set it).
+        self._hfloor = hdr[3] if hdr is not None else 0
         self._walk(rep, False)
         bad = rep["bad_records"] + rep["missing"] + rep["damaged"] + rep["recovered"] + rep["renamed"]
         if hdr is None:
@@ -682,7 +685,7 @@ class _Box:
                     r = _next(old)
                 for seq in files:
                     top = max(top, seq)
-                    if seq <= last_old or r is not None:
+                    if seq <= last_old or r is not None or seq < self._hfloor:
                         rep["recovered"] += 1
                     else:
                         rep["unindexed"] += 1

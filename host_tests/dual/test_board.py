@@ -530,3 +530,39 @@ def test_main_with_no_service_leaves_the_watchdog_fed():
         _rmtree(root)
     assert made and fed == [made[0]]
     assert logs.having("no service configured")
+
+
+def test_boot_runs_the_store_check_and_repairs():
+    # Issue 11: the board runs the cheap part of the store check at boot (Runner.run calls it
+    # right after opening the store) and logs what it found.
+    from pocketpost import store as store_mod
+    from pocketpost.store import Store
+
+    logs = Logs()
+    root = _tmpname("mail")
+    try:
+        store_mod.reboot()
+        st = Store(root)
+        uids = []
+        for i in range(6):
+            d = st.begin("alice")
+            d.write(b"m%d\r\n" % i)
+            uids.append(d.commit())
+        st.lock("alice").release()
+        f = open(root + "/alice/index", "r+b")
+        f.seek(24 * 3)
+        f.write(b"\xff" * 24)
+        f.close()
+        store_mod.reboot()
+        r = board.Runner({"store": {"root": root}, "services": {"server": False}}, board.Hardware())
+        r.store = Store(root)
+        r.check_store()
+        assert logs.having("store check: mailbox alice: 6 messages, index rebuilt, 1 bad records")
+        assert r.store.check()["problems"] == 0
+        mb = r.store.lock("alice")
+        assert [mb.uid(i) for i in range(mb.count)] == uids
+        mb.release()
+    finally:
+        logs.close()
+        store_mod.reboot()
+        _rmtree(root)
