@@ -57,6 +57,14 @@ def _poke(path, off, data):
     f.close()
 
 
+def _flip(path, off, bit=0x10):
+    f = open(path, "rb")
+    f.seek(off)
+    b = f.read(1)[0]
+    f.close()
+    _poke(path, off, bytes([b ^ bit]))
+
+
 def _truncate(path, n):
     f = open(path, "rb")
     data = f.read(n)
@@ -150,15 +158,11 @@ def verify(label, model, uids, damaged=(), maybe_gone=(), gone=()):
     for i in range(mb.count):
         u = mb.uid(i)
         assert u not in got, (label, "duplicate", u)
-        data = None
-        try:
-            f = mb.open(i)
-            data = f.read()
-            f.close()
-        except Exception:  # noqa: BLE001 - only a damaged message may be refused
-            assert u in damaged, (label, "refused", u)
-        if data is not None:
-            assert len(data) == mb.size(i), (label, "LIST size is not the file's", u)
+        # After the reboot's recovery nothing is refused: LIST's size is the file's, always.
+        f = mb.open(i)
+        data = f.read()
+        f.close()
+        assert len(data) == mb.size(i), (label, "LIST size is not the file's", u)
         got[u] = data
         order.append(u)
         total += mb.size(i)
@@ -191,7 +195,7 @@ def verify(label, model, uids, damaged=(), maybe_gone=(), gone=()):
     mb.release()
 
 
-def scenario(base, label, damage, expect_report=True, damaged=(), maybe_gone=(), gone=()):
+def scenario(base, label, damage, expect_report=True, damaged=(), maybe_gone=(), gone=(), aside=None):
     from pocketpost import store as store_mod
     from pocketpost.store import Store
 
@@ -208,6 +212,8 @@ def scenario(base, label, damage, expect_report=True, damaged=(), maybe_gone=(),
         if expect_report:
             assert rep["problems"] > 0, (label, "damage not reported", rep)
         verify(label, model, uids, damaged, maybe_gone, gone)
+        if aside is not None:  # the damaged file is kept, under its name (its UID), in damaged/
+            assert os.listdir(ROOT + "/" + BOX + "/damaged") == [aside.rsplit("/", 1)[1]], (label, "not set aside")
     finally:
         store_mod.reboot()
         _unmount(dev)
@@ -224,12 +230,7 @@ def record_damages(path, nrec):
         for name, data in PATTERNS:
             if data is None:
                 def fn(files, r=r):
-                    off = r * 24 + (r * 7) % 24
-                    f = open(path, "rb")
-                    f.seek(off)
-                    b = f.read(1)[0]
-                    f.close()
-                    _poke(path, off, bytes([b ^ (1 << (r % 8))]))
+                    _flip(path, r * 24 + (r * 7) % 24, 1 << (r % 8))
             else:
                 def fn(files, r=r, data=data):
                     _poke(path, r * 24, data)
@@ -282,16 +283,16 @@ def message_scenarios(base):
         path = files[u]
         n = len(model[u])
         cases = [
-            ("truncated to half", lambda files, p=path, n=n: _truncate(p, n // 2), True),
-            ("truncated to nothing", lambda files, p=path: _truncate(p, 0), True),
-            ("missing", lambda files, p=path: os.remove(p), True),
+            ("truncated to half", lambda files, p=path, n=n: _truncate(p, n // 2), True, path),
+            ("truncated to nothing", lambda files, p=path: _truncate(p, 0), True, path),
+            ("missing", lambda files, p=path: os.remove(p), True, None),
             # Same size, other bytes: no check covers a message's content (reported as a limit).
-            ("one bit flipped", lambda files, p=path, n=n: _poke(p, n // 3, b"\x00"), False),
-            ("all zeros", lambda files, p=path, n=n: _poke(p, 0, b"\x00" * n), False),
-            ("all 0xFF", lambda files, p=path, n=n: _poke(p, 0, b"\xff" * n), False),
+            ("one bit flipped", lambda files, p=path, n=n: _flip(p, n // 3), False, None),
+            ("all zeros", lambda files, p=path, n=n: _poke(p, 0, b"\x00" * n), False, None),
+            ("all 0xFF", lambda files, p=path, n=n: _poke(p, 0, b"\xff" * n), False, None),
         ]
-        for name, fn, reported in cases:
-            scenario(base, "message %s %s" % (u, name), fn, reported, damaged=(u,))
+        for name, fn, reported, aside in cases:
+            scenario(base, "message %s %s" % (u, name), fn, reported, damaged=(u,), aside=aside)
             runs += 1
     return runs
 
