@@ -397,3 +397,50 @@ def test_damage():
     print(out)
     assert r.returncode == 0, out[-4000:] + r.stderr.decode(errors="replace")[-4000:]
     assert "DAMAGE OK" in out
+
+
+def test_ppadmin_check_reports_and_repairs_an_image(tmp_path):
+    # The host tool on a littlefs image file: the same store code the board runs, under micropython.
+    import subprocess
+
+    from helpers import ROOT as REPO
+
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    import ppadmin
+
+    image = str(tmp_path / "flash.img")
+    with open(image, "wb") as f:
+        f.write(b"\xff" * (256 * 4096))
+    setup = (
+        "import json\n"
+        "f = open('/flash/config.json', 'w'); f.write(json.dumps({'store': {'root': '/flash/mail', 'quota': 0}})); f.close()\n"
+        "from pocketpost.store import Store\n"
+        "st = Store('/flash/mail')\n"
+        "for i in range(8):\n"
+        "    d = st.begin('alice'); d.write(b'message %d\\r\\n' % i); print('uid', d.commit())\n"
+        "mb = st.lock('alice'); p = mb._box.msg_path(*mb._rec(5)[:4]); mb.release()\n"
+        "f = open('/flash/mail/alice/index', 'r+b'); f.seek(24 * 3 + 9); f.write(b'\\x00'); f.close()\n"
+        "f = open(p, 'wb'); f.write(b'mess'); f.close()\n"
+    )
+    out = ppadmin.on_image(image, setup, mkfs=True)
+    uids = [ln.split()[1] for ln in out.splitlines() if ln.startswith("uid ")]
+    assert len(uids) == 8
+    tool = [sys.executable, os.path.join(REPO, "tools", "ppadmin.py"), "check", image]
+    r = subprocess.run(tool, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "mailbox alice: 7 messages, index damaged, 1 bad records, 1 damaged, 1 recovered" in r.stdout, r.stdout
+    r = subprocess.run(tool + ["--repair"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "mailbox alice: 7 messages, index rebuilt, 1 bad records, 1 damaged, 1 recovered" in r.stdout, r.stdout
+    r = subprocess.run(tool, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "problems: 0" in r.stdout, r.stdout
+    listing = (
+        "from pocketpost.store import Store\n"
+        "import os\n"
+        "mb = Store('/flash/mail').lock('alice')\n"
+        "print(' '.join(mb.uid(i) for i in range(mb.count)))\n"
+        "print(os.listdir('/flash/mail/alice/damaged'))\n"
+    )
+    out = ppadmin.on_image(image, listing).splitlines()
+    assert out[0].split() == uids[:5] + uids[6:]
+    assert uids[5] in out[1]

@@ -656,6 +656,7 @@ class _Box:
         old = _iter_salvage(self.p("index"), rep)
         try:
             r = _next(old)
+            kept = 0
             top = 0  # highest seq of any record read or file seen
             last_old = 0  # highest seq of a valid record of the old index
             for k in self.buckets():
@@ -692,6 +693,7 @@ class _Box:
                     keep.append(files[seq])
                 files = None
                 keep.sort(key=lambda x: x[1])
+                kept += len(keep)
                 for t in keep:
                     yield t
             while r is not None:  # records of buckets that are gone
@@ -702,6 +704,7 @@ class _Box:
                                 r[3] & _SIZE)
                 r = _next(old)
             rep["top"] = top
+            rep["messages"] = kept
         finally:
             old.close()
 
@@ -978,7 +981,8 @@ class Store:
                 rep["error"] = str(e)
                 problems += 1
                 continue
-            rep["messages"] = box.idx_count + (box.unindexed if repair else 0)
+            if repair or "messages" not in rep:
+                rep["messages"] = box.idx_count + box.unindexed
             problems += _problems(rep)
         return {"mailboxes": out, "problems": problems}
 
