@@ -628,6 +628,8 @@ class _Box:
             rep["index"] = "missing" if not compat.exists(self.p("index")) else "damaged"
         elif bad:
             rep["index"] = "damaged"
+        if rep.get("broken", 0) > self.floor:
+            bad += 1  # the floor moves past the broken bucket: new mail goes to a new one
         if not repair or not (force or bad or hdr is None):
             return False
         for k in ("bad_records", "missing", "damaged", "recovered", "renamed", "unindexed"):
@@ -645,7 +647,7 @@ class _Box:
         new = self.p("index.new")
         it = self._walk(rep, True)
         try:
-            self.write_index(new, it, epoch, max(floor, rep["top"] + 1))
+            self.write_index(new, it, epoch, max(floor, rep["top"] + 1, rep.get("broken", 0)))
         finally:
             it.close()
         compat.rename(new, self.p("index"))
@@ -677,8 +679,16 @@ class _Box:
             for k in self.buckets():
                 hi = (k + 1) * BUCKET
                 files = {}
-                for t in self.scan_bucket(k, 0):
-                    files[t[1]] = t
+                try:
+                    for t in self.scan_bucket(k, 0):
+                        files[t[1]] = t
+                except OSError as e:
+                    # A bucket directory littlefs cannot read: its messages are lost (their
+                    # records count as missing) and no new mail may go into it.
+                    files = {}
+                    rep["broken"] = max(rep.get("broken", 0), hi)
+                    if act:
+                        log.warning("store %s: bucket b%d unreadable (%r): its messages are lost", self.path, k, e)
                 keep = []
                 while r is not None and r[1] < hi:
                     seq = r[1]
@@ -786,7 +796,7 @@ def _report():
 
 def _problems(rep):
     n = rep["bad_records"] + rep["missing"] + rep["damaged"] + rep["recovered"] + rep["renamed"]
-    n += rep["unreadable"] + rep["temp"] + (rep["intent"] is not None)
+    n += rep["unreadable"] + rep["temp"] + (rep["intent"] is not None) + ("broken" in rep)
     if not n and rep["index"] != "ok":
         n = 1
     return n
@@ -804,6 +814,8 @@ def describe(name, rep):
             out.append("%d %s" % (rep[k], k.replace("_", " ")))
     if rep["intent"]:
         out.append("deletion commit %s" % rep["intent"])
+    if "broken" in rep:
+        out.append("a bucket directory unreadable")
     return "mailbox %s: %s" % (name, ", ".join(out))
 
 
@@ -813,15 +825,18 @@ def _clean_tmp(tmp):
     is when littlefs finishes a move a power cut left half done, and an entry can show up (or go)
     only then; one more listing keeps it from waiting for the next boot."""
     removed = 0
-    if not compat.isdir(tmp):
-        return 0
-    for _ in range(_TMP_PASSES):
-        names = compat.listdir(tmp)
-        if not names:
-            break
-        for fn in names:
-            if _remove(compat.join(tmp, fn)):
-                removed += 1
+    try:
+        if not compat.isdir(tmp):
+            return 0
+        for _ in range(_TMP_PASSES):
+            names = compat.listdir(tmp)
+            if not names:
+                break
+            for fn in names:
+                if _remove(compat.join(tmp, fn)):
+                    removed += 1
+    except OSError as e:  # a damaged tmp/ must not keep the store from opening
+        log.warning("store %s: temp files not removed: %r", tmp, e)
     return removed
 
 
