@@ -74,8 +74,22 @@ def _truncate(path, n):
     f.close()
 
 
-def _size(path):
-    return os.stat(path)[6]
+def _snapshot(path):
+    """Every file under path with its bytes (the mailbox is small): what a read-only check must
+    leave as it found it."""
+    out = {}
+    for e in os.ilistdir(path):
+        p = path + "/" + e[0]
+        if e[1] == 0x4000:
+            out.update(_snapshot(p))
+        else:
+            try:
+                f = open(p, "rb")
+                out[p] = f.read()
+                f.close()
+            except OSError as x:
+                out[p] = repr(x)
+    return out
 
 
 def _mount(image, dev_kw=None):
@@ -208,7 +222,10 @@ def scenario(base, label, damage, expect_report=True, damaged=(), maybe_gone=(),
     dev = _mount(image2)  # the reboot
     try:
         store_mod.reboot()
-        rep = Store(ROOT).check(repair=False, deep=True)
+        st = Store(ROOT)
+        before = _snapshot(ROOT + "/" + BOX)
+        rep = st.check(repair=False, deep=True)
+        assert _snapshot(ROOT + "/" + BOX) == before, (label, "check(repair=False) changed the flash")
         if expect_report:
             assert rep["problems"] > 0, (label, "damage not reported", rep)
         verify(label, model, uids, damaged, maybe_gone, gone)
@@ -373,7 +390,7 @@ def flash_scenarios(base):
     return runs, unmountable, worst, refused[0]
 
 
-def repair_cuts(base, label, damage, full):
+def repair_cuts(base, label, damage, full, maybe_gone=()):
     """Damage, reboot, then cut the power at every op of the repair (the first lock), in three
     modes; after each cut, reboot again and check as verify() does."""
     from flashdev import PowerCut
@@ -411,7 +428,7 @@ def repair_cuts(base, label, damage, full):
             dev = _mount(image2)
             try:
                 verify("%s, cut at repair op %d (%s)" % (label, n, mode), model, uids, damaged=[u for u in uids if
-                       files[u] in _damaged_paths[0]])
+                       files[u] in _damaged_paths[0]], maybe_gone=maybe_gone)
             finally:
                 store_mod.reboot()
                 _unmount(dev)
@@ -421,6 +438,61 @@ def repair_cuts(base, label, damage, full):
 
 
 _damaged_paths = [()]
+
+
+def delivery_cuts(base):
+    """A cut at every op of a delivery (write, flush, rename into the bucket), three modes:
+    after the reboot, opening the store leaves tmp/ empty at once (not at the boot after),
+    and the mailbox holds the old messages plus at most that one, whole."""
+    from flashdev import PowerCut
+    from pocketpost import store as store_mod
+    from pocketpost.store import Store
+
+    image, model, uids, files, _ = base
+    data = _msg(99)
+    dev = _mount(image)
+    store_mod.reboot()
+    st = Store(ROOT)
+    st.lock(BOX).release()
+    a = dev.ops
+    st.deliver_stream(BOX, _reader(data))
+    total = dev.ops - a
+    store_mod.reboot()
+    _unmount(dev)
+    runs = 0
+    for mode in ("raise", "drop", "torn"):
+        for n in range(1, total + 1):
+            dev = _mount(image)
+            store_mod.reboot()
+            st = Store(ROOT)
+            st.lock(BOX).release()
+            dev.cut_at = dev.ops + n
+            dev.mode = mode
+            try:
+                st.deliver_stream(BOX, _reader(data))
+            except Exception as e:  # noqa: BLE001 - only allowed once the power is gone
+                if not dev.dead or not (isinstance(e, (PowerCut, OSError)) or "Store" in type(e).__name__):
+                    raise
+            image2 = _unmount(dev)
+            dev = _mount(image2)
+            try:
+                store_mod.reboot()
+                st = Store(ROOT)
+                assert os.listdir(ROOT + "/" + BOX + "/tmp") == [], (mode, n, "tmp not emptied at this boot")
+                mb = st.lock(BOX)
+                got = [mb.uid(i) for i in range(mb.count)]
+                assert got[: len(uids)] == uids and len(got) <= len(uids) + 1, (mode, n, got)
+                if len(got) > len(uids):
+                    f = mb.open(len(uids))
+                    assert f.read() == data, (mode, n, "partial delivery")
+                    f.close()
+                mb.release()
+            finally:
+                store_mod.reboot()
+                _unmount(dev)
+            runs += 1
+    print("  delivery: %d ops, cut at every one x 3 modes: tmp/ empty right after the reboot" % total)
+    return runs
 
 
 def main():
@@ -452,13 +524,20 @@ def main():
     victim = files[uids[2]]  # a multi-block message
     cuts = [("index record 3 zeroed + a truncated message",
              lambda f: (_poke(index, 72, b"\x00" * 24), _truncate(victim, 100)), (victim,)),
-            ("index missing", lambda f: os.remove(index), ())]
+            ("index missing", lambda f: os.remove(index), ()),
+            ("a missing message + index record 9 flipped", lambda f: (os.remove(files[uids[5]]), _flip(index, 24 * 9 + 4)),
+             (files[uids[5]],))]
     if full:
         for label, fn in record_damages(index, len(uids) + 1):
             cuts.append((label, fn, ()))
     for label, fn, dpaths in cuts:
         _damaged_paths[0] = dpaths
         total += repair_cuts(base, label, fn, full)
+    # The roll-forward of a pending deletion commit over a damaged index, cut at every op.
+    _damaged_paths[0] = ()
+    total += repair_cuts(ibase, "pending deletion + index record 2 zeroed", lambda f: _poke(index, 48, b"\x00" * 24),
+                         full, maybe_gone=ibase[4])
+    total += delivery_cuts(base)
     warned = len([ln for ln in lines if "WARN" in ln])
     log.set_sink(None)
     print("DAMAGE OK: %d runs (%s), %d warning lines logged, in %d ms"
