@@ -603,3 +603,75 @@ def test_ppadmin_check_reports_and_repairs_an_image(tmp_path):
     out = ppadmin.on_image(image, listing).splitlines()
     assert out[0].split() == uids[:5] + uids[6:]
     assert uids[5] in out[1]
+
+
+def test_poplib_against_a_damaged_mailbox(tmp_path):
+    # A real client (poplib) against the real server under micropython. Before the server starts,
+    # an index record is zeroed and one message file truncated: the session sees every other
+    # message byte-exact under its UID, with LIST sizes that are the files'. During a session a
+    # file is truncated behind LIST's back: its RETR gets -ERR [SYS/PERM], the others work, and
+    # the next session no longer lists it.
+    import poplib
+
+    from serverharness import Pop3Server, msg
+
+    msgs = [msg(i, 3 + 40 * (i % 3)) for i in range(6)]
+    srv = Pop3Server(str(tmp_path), {"alice": msgs})
+    uids = srv.uids["alice"]
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "firmware"))
+    from pocketpost import store as store_mod
+    from pocketpost.store import Store, _parse_msg_name
+
+    store_mod.reboot()
+    Store(srv.store_root, quota=0, reserve=0).lock("alice").release()  # indexed (deliveries are not)
+    store_mod.reboot()
+    box = os.path.join(srv.store_root, "alice")
+    paths = {}
+    for d in os.listdir(box):
+        if d.startswith("b"):
+            for fn in os.listdir(os.path.join(box, d)):
+                m = _parse_msg_name(fn)
+                paths["%08x.%d" % (m[0], m[1])] = os.path.join(box, d, fn)
+    with open(os.path.join(box, "index"), "r+b") as f:
+        f.seek(24 * 2)
+        f.write(b"\x00" * 24)
+    with open(paths[uids[3]], "r+b") as f:
+        f.truncate(10)
+    srv.start()
+    try:
+        p = poplib.POP3("127.0.0.1", srv.port, timeout=10)
+        try:
+            p.user("alice")
+            p.pass_("alice pass")
+            keep = [0, 1, 2, 4, 5]
+            assert p.stat() == (5, sum(len(msgs[k]) for k in keep))
+            assert [ln.split()[1].decode() for ln in p.uidl()[1]] == [uids[k] for k in keep]
+            assert [int(ln.split()[1]) for ln in p.list()[1]] == [len(msgs[k]) for k in keep]
+            for n, k in enumerate(keep):
+                assert b"\r\n".join(p.retr(n + 1)[1]) + b"\r\n" == msgs[k]
+            with open(paths[uids[5]], "r+b") as f:  # damaged while the session runs
+                f.truncate(7)
+            try:
+                p.retr(5)
+                raise AssertionError("RETR of a file shorter than LIST said")
+            except poplib.error_proto as e:
+                assert b"[SYS/PERM]" in e.args[0], e
+            assert b"\r\n".join(p.retr(1)[1]) + b"\r\n" == msgs[0]  # the session goes on
+            p.dele(1)
+            p.quit()
+        finally:
+            p.close()
+        p = poplib.POP3("127.0.0.1", srv.port, timeout=10)
+        try:
+            p.user("alice")
+            p.pass_("alice pass")
+            assert [ln.split()[1].decode() for ln in p.uidl()[1]] == [uids[k] for k in (1, 2, 4)]
+            p.quit()
+        finally:
+            p.close()
+        log = srv.log()
+        assert "damaged (size 10, index says" in log and "damaged (size 7, index says" in log, log[-3000:]
+    finally:
+        srv.stop()
+    assert sorted(os.listdir(os.path.join(box, "damaged"))) == sorted(
+        os.path.basename(paths[uids[k]]) for k in (3, 5))
