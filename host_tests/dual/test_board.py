@@ -566,3 +566,36 @@ def test_boot_runs_the_store_check_and_repairs():
         logs.close()
         store_mod.reboot()
         _rmtree(root)
+
+
+def test_admin_check_reports_then_repairs():
+    from pocketpost import admin
+    from pocketpost import store as store_mod
+
+    root = _tmpname("mail")
+    cfgp = _tmpname("cfg") + ".json"
+    with open(cfgp, "w") as f:
+        f.write('{"store": {"root": "%s", "quota": 0}}' % root)
+    logs = Logs()
+    try:
+        store_mod.reboot()
+        uids = [admin.deliver("alice", "message %d" % i, config_path=cfgp) for i in range(4)]
+        admin.mailbox_list(cfgp)  # a lock: the deliveries are indexed
+        f = open(root + "/alice/index", "r+b")
+        f.seek(24 * 2 + 3)
+        f.write(b"\x5a")
+        f.close()
+        store_mod.reboot()
+        rep = admin.check(config_path=cfgp)
+        assert rep["problems"] and rep["mailboxes"]["alice"]["bad_records"] == 1
+        rep = admin.check(repair=True, config_path=cfgp)
+        assert rep["mailboxes"]["alice"]["index"] == "rebuilt"
+        assert admin.check(config_path=cfgp)["problems"] == 0
+        mb = store_mod.Store(root).lock("alice")
+        assert [mb.uid(i) for i in range(mb.count)] == uids
+        mb.release()
+    finally:
+        logs.close()
+        store_mod.reboot()
+        os.remove(cfgp)
+        _rmtree(root)
