@@ -965,7 +965,7 @@ class Store:
                 continue
             _clean_tmp(compat.join(path, "tmp"))
 
-    def check(self, repair=False, deep=False):
+    def check(self, repair=False, deep=False, names=None):
         """Check every mailbox that no session holds; with repair, fix what is found. Returns
         {"mailboxes": {name: report}, "problems": n}; a report counts (see _report): "bad_records"
         (index records failing their check), "missing" (files gone), "damaged" (files whose size
@@ -976,10 +976,11 @@ class Store:
         The cheap part (what the board runs at boot): verify each index, compare it with one
         listing of the buckets, finish or drop an intent log, remove temp files. deep=True also
         reads every message file to its end (the host tool does; on a board it costs a read of
-        the whole mailbox). Without repair nothing on flash or in RAM changes."""
+        the whole mailbox). Without repair nothing on flash or in RAM changes. names: only these
+        mailboxes (the board checks one at a time, yielding to the loop in between)."""
         out = {}
         problems = 0
-        for name in self.mailboxes():
+        for name in self.mailboxes() if names is None else names:
             path = compat.join(self.root, name)
             box = _BOXES.get(path)
             rep = _report()
