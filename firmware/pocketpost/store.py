@@ -617,8 +617,9 @@ class _Box:
         ("damaged") is moved to damaged/ (kept for export and inspection); a file below the
         index's last record with no valid record is indexed again ("recovered"). With repair,
         if anything differed (or force), the index is rewritten to match: index.new, renamed
-        over index. Files above the last record are left to merge(). Costs one listing of every
-        bucket (one bucket in RAM at a time) and one read of the index; True if rewritten."""
+        over index (files above the last record are indexed with the rest; without a rewrite
+        they are left to merge()). Costs one listing of every bucket (one bucket in RAM at a
+        time) and one read of the index; True if rewritten."""
         hdr = _read_header(self.p("index"))
         # Below the header's floor every file was indexed once (a commit or rebuild set it).
         self._hfloor = hdr[3] if hdr is not None else 0
