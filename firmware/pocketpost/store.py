@@ -119,10 +119,13 @@ _RECS_PER_READ = const(32)  # records read at once by a session (768-byte buffer
 _FMT = "<6I"
 _FMT5 = "<5I"
 # Format 2: a record's check is a CRC-32 (format 1, b'PPX1'/b'PPC1', used a weaker mix that had to
-# be verified record by record in Python; such an index is rebuilt from the files, UIDs kept).
+# be verified record by record in Python; such an index is rebuilt from the files, UIDs kept, and
+# such an intent log is rewritten in format 2 and carried out: see _Box._upgrade_intent).
 _MAGIC_INDEX = const(0x32585050)  # b'PPX2'
 _MAGIC_COMMIT = const(0x32435050)  # b'PPC2'
 _OLD_MAGIC_INDEX = b"PPX1"
+_OLD_MAGIC_COMMIT = const(0x31435050)  # b'PPC1'
+
 # A record's check is the CRC-32 of its first 20 bytes continued from this value, the CRC-32
 # residue: the CRC of a whole valid record (check included) continued from it gives it back, so a
 # run of records is verified by one crc32 call over the run (residue in, residue out).
@@ -428,6 +431,8 @@ class _Box:
             self._say_index_bad()
         intent = self.p("commit")
         if compat.exists(intent):
+            if not _commit_ok(intent):
+                self._upgrade_intent()
             if _commit_ok(intent):
                 rep["intent"] = "replayed"
                 try:
@@ -448,6 +453,7 @@ class _Box:
                 log.info("store %s: incomplete deletion commit discarded (nothing deleted)", self.path)
             _remove(intent)
         _remove(self.p("index.new"))
+        _remove(self.p("commit.new"))
         # The files against the index (one listing of the buckets): a damaged index is
         # rewritten from them, a message whose file is gone or has another size leaves it.
         self.scan(rep, True, not index_ok)
@@ -458,6 +464,30 @@ class _Box:
         self.unindexed = 0
         self.suspect = False
         self.loaded = True
+
+    def _upgrade_intent(self):
+        """An intent log of format 1 (b'PPC1', written by an older version just before it
+        stopped), complete and valid by that format's check, is rewritten in format 2
+        (commit.new, then renamed over commit): its deletion was promised, so it is carried out."""
+        path = self.p("commit")
+        try:
+            f = open(path, "rb")
+        except OSError:
+            return
+        try:
+            size = f.seek(0, 2)
+            f.seek(0)
+            h = _old_unpack(f.read(_REC))
+            if h is None or h[0] != _OLD_MAGIC_COMMIT or size != (h[1] + 1) * _REC:
+                return
+            self.write_intent(_old_records(f, h[1]), h[1], "commit.new")
+        except (OSError, StoreError):
+            _remove(self.p("commit.new"))
+            return
+        finally:
+            f.close()
+        compat.rename(self.p("commit.new"), path)
+        log.info("store %s: deletion commit of an older format carried over", self.path)
 
     def inspect(self, rep):
         """check(repair=False): what recover() would find and fix, changing nothing."""
@@ -520,7 +550,7 @@ class _Box:
         else:
             log.warning("store %s: index damaged: rebuilt from the message files", self.path)
 
-    def write_intent(self, recs, n=None):
+    def write_intent(self, recs, n=None, name="commit"):
         """Step 1 of a deletion commit: the intent log, flushed. Once complete it is the commit
         point; a failure before that removes it and nothing is deleted.
 
@@ -530,7 +560,7 @@ class _Box:
         if n is None:
             n = len(recs)
         buf = bytearray(_REC * _RECS_PER_READ)
-        intent = self.p("commit")
+        intent = self.p(name)
         f = open(intent, "wb")
         try:
             _pack(buf, 0, _MAGIC_COMMIT, n, 0, 0, 0)
@@ -793,6 +823,30 @@ def _report():
     """What a scan or check found in one mailbox (counts), filled in by _Box.scan/check."""
     return {"index": "ok", "bad_records": 0, "missing": 0, "damaged": 0, "recovered": 0, "renamed": 0,
             "unindexed": 0, "unreadable": 0, "temp": 0, "intent": None, "top": 0}
+
+
+def _old_unpack(b):
+    """A format-1 record (the check was an FNV-style mix of the five fields), or None."""
+    if len(b) != _REC:
+        return None
+    r = struct.unpack(_FMT, b)
+    h = 0x811C9DC5
+    for v in r[:5]:
+        h = ((h ^ v) * 0x01000193) & _MASK
+        h ^= h >> 15
+    return r if h == r[5] else None
+
+
+def _old_records(f, n):
+    """The n records of a format-1 intent log (f after its header), checked, ascending seq;
+    raises StoreError at the first that is not (the log is then left as it was: discarded)."""
+    last = 0
+    for _ in range(n):
+        r = _old_unpack(f.read(_REC))
+        if r is None or r[1] < last:
+            raise StoreError("old intent log damaged")
+        last = r[1]
+        yield r
 
 
 def _problems(rep):

@@ -718,3 +718,55 @@ def test_open_refuses_a_file_damaged_after_the_lock_and_the_next_lock_sets_it_as
         assert len(os.listdir(root + "/x/damaged")) == 1
 
     _with_store(body)
+
+
+def _old_pack(a, b, c, d, e):
+    # Format 1's record check, as the previous version wrote it.
+    import struct
+
+    h = 0x811C9DC5
+    for v in (a, b, c, d, e):
+        h = ((h ^ v) * 0x01000193) & 0xFFFFFFFF
+        h ^= h >> 15
+    return struct.pack("<6I", a, b, c, d, e, h)
+
+
+def test_format_1_intent_log_is_still_carried_out_and_its_index_rebuilt():
+    # An older version stopped right after the commit point of a deletion: its log (b'PPC1')
+    # is rewritten in the new format and carried out; its index (b'PPX1') is rebuilt, UIDs kept.
+    def body(root, st):
+        uids = [_deliver(st, "x", b"m%d\r\n" % i) for i in range(6)]
+        mb = st.lock("x")
+        recs = [mb._rec(i) for i in range(6)]
+        mb.release()
+        f = open(root + "/x/commit", "wb")
+        f.write(_old_pack(0x31435050, 2, 0, 0, 0))
+        for i in (1, 4):
+            f.write(_old_pack(*recs[i][:5]))
+        f.close()
+        f = open(root + "/x/index", "wb")
+        f.write(_old_pack(0x31585050, 1, recs[0][0], 1, 0))
+        total = 0
+        for r in recs:
+            total += r[3] & 0x7FFFFFFF
+            f.write(_old_pack(r[0], r[1], r[2], r[3], total))
+        f.close()
+        store_mod.reboot()
+        mb = Store(root).lock("x")
+        assert [mb.uid(i) for i in range(mb.count)] == [uids[i] for i in (0, 2, 3, 5)]
+        mb.release()
+        assert sorted(os.listdir(root + "/x")) == ["b0", "index", "tmp"]
+        # A damaged old log is not guessed at: discarded, nothing deleted.
+        mb = Store(root).lock("x")
+        recs = [mb._rec(i) for i in range(mb.count)]
+        mb.release()
+        f = open(root + "/x/commit", "wb")
+        f.write(_old_pack(0x31435050, 1, 0, 0, 0))
+        f.write(_old_pack(*recs[0][:5])[:20] + b"\x00\x00\x00\x00")
+        f.close()
+        store_mod.reboot()
+        mb = Store(root).lock("x")
+        assert mb.count == 4
+        mb.release()
+
+    _with_store(body)
