@@ -137,6 +137,9 @@ _LF = const(10)
 _CR = const(13)
 _DOT = const(46)
 
+# Messages a session reported unreadable, kept in RAM until the next lock sets them aside (bounded:
+# more than this and the rest wait for another session or for check(deep=True)).
+MAX_UNREADABLE = const(8)
 # Listings of tmp/ when cleaning it: one, then one more after removals (see _clean_tmp).
 _TMP_PASSES = const(3)
 _DAMAGED = "damaged"  # in a mailbox: message files set aside by a scan, kept for export/inspection
@@ -262,6 +265,7 @@ class _Box:
         self.total = 0
         self.unindexed = 0
         self.suspect = False  # a session met damage: the next lock runs recovery again
+        self.unreadable = []  # records of messages a session could not read (Mailbox.unreadable)
         self._hfloor = 0  # the floor in the index header, during a scan
 
     def p(self, *parts):
@@ -454,9 +458,17 @@ class _Box:
             _remove(intent)
         _remove(self.p("index.new"))
         _remove(self.p("commit.new"))
+        moved = 0
+        for r in self.unreadable:  # the scan then finds their records without a file
+            if compat.exists(self.msg_path(r[0], r[1], r[2], r[3])):
+                self._set_aside(r, "unreadable by a session")
+                moved += 1
+        self.unreadable = []
+        rep["unreadable"] += moved
         # The files against the index (one listing of the buckets): a damaged index is
         # rewritten from them, a message whose file is gone or has another size leaves it.
         self.scan(rep, True, not index_ok)
+        rep["missing"] = max(0, rep["missing"] - moved)  # counted as unreadable
         self.merge()
         self.next_seq = max(self.floor, self.last_seq + 1)
         self.count = self.idx_count
@@ -1545,6 +1557,17 @@ class Mailbox:
         box.suspect = True
         log.warning("store %s: message %08x.%d unreadable or not %d octets", box.path, r[0], r[1], r[3] & _SIZE)
         raise StoreError("message damaged", "SYS/PERM")
+
+    def unreadable(self, i):
+        """The session could not read message i (an OSError while sending it): the next lock
+        moves its file to damaged/, so one bad block cannot stop a client at that message on
+        every connection. For the server's RETR/TOP error path; at most MAX_UNREADABLE kept."""
+        r = self._rec(i)
+        box = self._box
+        if len(box.unreadable) < MAX_UNREADABLE:
+            box.unreadable.append((r[0], r[1], r[2], r[3]))
+        box.suspect = True
+        log.warning("store %s: message %08x.%d could not be read: set aside at the next lock", box.path, r[0], r[1])
 
     def commit(self, deleted):
         """UPDATE state: apply every deletion of the session together, then release the lock.
