@@ -713,6 +713,11 @@ class _Box:
         return None
 
     def _walk_gen(self, rep, act):
+        # Fixed RAM for any mailbox: one slot per seq of a bucket, reused for every bucket. The
+        # listing fills the slots (names parsed one at a time), the bucket's records are then
+        # matched against them, and the slots are read out in seq order.
+        slots = [None] * BUCKET  # file tuple (epoch, seq, arrival, size field) by seq % BUCKET
+        claimed = bytearray(BUCKET)  # 1: a valid record matched the slot's file
         old = _iter_salvage(self.p("index"), rep)
         try:
             r = _next(old)
@@ -720,50 +725,56 @@ class _Box:
             top = 0  # highest seq of any record read or file seen
             last_old = 0  # highest seq of a valid record of the old index
             for k in self.buckets():
-                hi = (k + 1) * BUCKET
-                files = {}
+                lo = k * BUCKET
+                hi = lo + BUCKET
                 try:
-                    for t in self.scan_bucket(k, 0):
-                        files[t[1]] = t
+                    for name, size in compat.iter_files(self.p("b%d" % k)):
+                        m = _parse_msg_name(name)
+                        if m is not None and lo <= m[1] < hi:
+                            slots[m[1] - lo] = (m[0], m[1], m[2], (size | _PLAIN) if m[3] else size)
                 except OSError as e:
                     # A bucket directory littlefs cannot read: its messages are lost (their
                     # records count as missing) and no new mail may go into it.
-                    files = {}
+                    for i in range(BUCKET):
+                        slots[i] = None
                     rep["broken"] = max(rep.get("broken", 0), hi)
                     if act:
                         log.warning("store %s: bucket b%d unreadable (%r): its messages are lost", self.path, k, e)
-                keep = []
                 while r is not None and r[1] < hi:
-                    seq = r[1]
-                    top = max(top, seq)
-                    last_old = seq
-                    t = files.pop(seq, None)
+                    top = max(top, r[1])
+                    last_old = r[1]
+                    i = r[1] - lo
+                    t = slots[i] if i >= 0 else None
                     if t is None:
                         rep["missing"] += 1
                         if act:
-                            log.warning("store %s: message %08x.%d missing (%d octets)", self.path, r[0], seq,
+                            log.warning("store %s: message %08x.%d missing (%d octets)", self.path, r[0], r[1],
                                         r[3] & _SIZE)
                     elif t[3] & _SIZE != r[3] & _SIZE:
+                        slots[i] = None
                         rep["damaged"] += 1
                         if act:
                             self._set_aside(t, "size %d, index says %d" % (t[3] & _SIZE, r[3] & _SIZE))
                     else:
                         if t[0] != r[0] or t[2] != r[2] or t[3] != r[3]:
-                            rep["renamed"] += 1  # the file's name disagrees: the name wins
-                        keep.append(t)
+                            rep["renamed"] += 1  # the file's name disagrees with its record: the name wins
+                        claimed[i] = 1
                     r = _next(old)
-                for seq in files:
-                    top = max(top, seq)
-                    if seq <= last_old or r is not None or seq < self._hfloor:
-                        rep["recovered"] += 1
-                    else:
-                        rep["unindexed"] += 1
-                    keep.append(files[seq])
-                files = None
-                keep.sort(key=lambda x: x[1])
-                kept += len(keep)
-                for t in keep:
-                    yield t
+                for i in range(BUCKET):
+                    t = slots[i]
+                    if t is None:
+                        continue
+                    slots[i] = None
+                    if not claimed[i]:
+                        top = max(top, t[1])
+                        if t[1] <= last_old or r is not None or t[1] < self._hfloor:
+                            rep["recovered"] += 1
+                        else:
+                            rep["unindexed"] += 1
+                    claimed[i] = 0
+                    kept += 1
+                    if act:
+                        yield t
             while r is not None:  # records of buckets that are gone
                 top = max(top, r[1])
                 rep["missing"] += 1
