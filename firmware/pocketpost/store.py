@@ -1059,10 +1059,14 @@ class Store:
         out = {}
         problems = 0
         for name in self.mailboxes() if names is None else names:
-            path = compat.join(self.root, name)
+            path = self._path(name)
             box = _BOXES.get(path)
             rep = _report()
             out[name] = rep
+            if not compat.isdir(path):
+                rep["error"] = "no such mailbox"
+                problems += 1
+                continue
             if path in _LOCKS or (box is not None and box.busy):
                 rep["in_use"] = True
                 continue
