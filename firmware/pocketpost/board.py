@@ -505,6 +505,27 @@ class Runner:
                     log.warning("fetch %s failed: %s", name, _exc_line(e))
             await _sleep_ms(interval_s * 1000)
 
+    async def check_store(self):
+        """The cheap part of the store check, repairing (what the first lock would do anyway):
+        index records, index against the files, leftover intent logs and temp files. One
+        mailbox at a time, yielding in between, so the watchdog task keeps feeding."""
+        from pocketpost import store as store_mod
+
+        try:
+            names = self.store.mailboxes()
+        except Exception as e:  # a store that cannot be checked is still worth serving
+            log.error("store check failed: %s", _exc_line(e))
+            return
+        for name in names:
+            try:
+                rep = self.store.check(repair=True, names=[name])
+            except Exception as e:
+                log.error("store check of %s failed: %s", name, _exc_line(e))
+                continue
+            if rep["problems"]:
+                log.warning("store check: %s", store_mod.describe(name, rep["mailboxes"][name]))
+            await _sleep_ms(0)
+
     async def run(self, secrets_path=None):
         cfg = self.cfg
         hw = self.hw
@@ -535,6 +556,7 @@ class Runner:
         if not clock_is_set():
             log.warning("clock not set: TLS certificate checks will fail until NTP succeeds")
         self.store = open_store(cfg)
+        await self.check_store()
         sv = _section(cfg, "services")
         if sv.get("server", SERVICE_SERVER):
             self.supervisor.add("server", self.serve)

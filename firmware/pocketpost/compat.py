@@ -193,3 +193,20 @@ def listdir_stat(path):
         is_dir = e.is_dir()
         out.append((e.name, is_dir, 0 if is_dir else e.stat().st_size))
     return out
+
+
+
+def iter_files(path):
+    """Yield (name, size) for each file of a directory (subdirectories left out), as the listing
+    goes: no list of the directory and no stat per entry where the port gives sizes (VfsLfs2's
+    ilistdir). Why: the store checks every bucket against the index at boot in fixed RAM."""
+    il = getattr(os, "ilistdir", None)
+    if il is not None:
+        for e in il(path):
+            if e[1] != 0x4000:
+                size = e[3] if len(e) > 3 else -1
+                yield e[0], size if size >= 0 else os.stat(join(path, e[0]))[6]
+        return
+    for e in os.scandir(path):
+        if not e.is_dir():
+            yield e.name, e.stat().st_size
