@@ -1,7 +1,25 @@
-"""Password hashes, constant-time compare, APOP digest and SASL PLAIN decoding.
+"""Password records, constant-time compare, APOP digest, SASL PLAIN and SCRAM-SHA-256.
 
-Passwords live on flash only as salted PBKDF2-HMAC-SHA256 hashes:
+A user's password lives on flash as the record SCRAM-SHA-256 needs (RFC 5802, RFC 7677):
+    "scram-sha-256$<iterations>$<salt hex>$<StoredKey hex>$<ServerKey hex>"
+where SaltedPassword = PBKDF2-HMAC-SHA256(password, salt, iterations), ClientKey =
+HMAC(SaltedPassword, "Client Key"), StoredKey = SHA-256(ClientKey), ServerKey =
+HMAC(SaltedPassword, "Server Key"). One record serves every mechanism: SCRAM uses it as is;
+USER/PASS, PLAIN and LOGIN compute SaltedPassword from the password (in slices, `Verify`), then
+ClientKey, and compare SHA-256(ClientKey) with StoredKey. Neither key logs anyone in: SCRAM's
+proof needs ClientKey (StoredKey is its hash), the others need the password. The older record
     "pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>"
+is exactly SCRAM's SaltedPassword: it still verifies (its keys are derived when it is read,
+`parse_hash`), and the server stores it in the new form at the next successful login (by any
+mechanism: SCRAM needs no password for that), dropping SaltedPassword (which would log in).
+
+SCRAM here: SHA-256 only, no channel binding ("n,,"; no -PLUS), no SASLprep (names and passwords
+are used as their UTF-8 bytes: the same for ASCII, which is what config names allow). RFC 7677
+says the iteration count SHOULD be at least 4096; a board's count is what its watchdog and a
+login's latency allow (boards/*/config.json: 700..1300 on ESP32s, ~0.3 s per login), and one
+record serves every mechanism, so SCRAM announces the stored count even when it is below 4096.
+A client refuses a count above its own limit (`ScramClient(max_iterations=)`): a server must not
+make a board hash for minutes.
 The iteration count is per board (config "server"/"pbkdf2_iterations"): an ESP32 needs a
 count that keeps one login well under a second, a host can afford far more. A stored hash with
 another count is rehashed to the board's at the next successful login (pop3server), and a count
@@ -26,7 +44,8 @@ import hashlib
 
 from pocketpost.compat import const, urandom
 
-SCHEME = "pbkdf2-sha256"
+SCHEME = "pbkdf2-sha256"  # the old record form, read and upgraded
+SCRAM = "scram-sha-256"
 # Default iterations when the config names none. Boards override it (boards/*/config.json):
 # at ~0.3 ms per iteration on an ESP32, 1000 is about 0.3 s per login; the host can do more.
 DEFAULT_ITERATIONS = const(1000)
@@ -118,18 +137,22 @@ def pbkdf2_sha256(password, salt, iterations, dklen=_DKLEN):
 
 
 class Verify:
-    """A password check against a stored hash, in steps like Pbkdf2: `step(n)` until True, then
-    `ok`. `pad_to`: a stored hash with fewer iterations is followed by spare ones up to this
-    count, so every check costs at least the board's count (a hash made elsewhere, with a
-    smaller count, does not answer faster than an unknown user does)."""
+    """A password check against a stored record, in steps like Pbkdf2: `step(n)` until True,
+    then `ok`. Both record forms cost the same: SaltedPassword by PBKDF2, then ClientKey and its
+    hash against StoredKey. `pad_to`: a record with fewer iterations is followed by spare ones up
+    to this count, so every check costs at least the board's count (a hash made elsewhere, with a
+    smaller count, does not answer faster than an unknown user does). After a match, `salted`
+    is the SaltedPassword and `legacy` says the record was the old pbkdf2-sha256 form."""
 
     def __init__(self, password, stored, pad_to=0):
         self.ok = False
+        self.salted = None
         try:
-            it, salt, self.dk = parse_hash(stored)
+            it, salt, self.stored_key, _, self.legacy = parse_hash(stored)
         except AuthError:  # config.check refuses these: pay the padding only
-            it, salt, self.dk = 1, b"", None
+            it, salt, self.stored_key, self.legacy = 1, b"", None, False
         self.iterations = it
+        self.salt = salt
         self.job = Pbkdf2(password, salt, it)
         self.spare = pad_to - it if pad_to > it else 0
         self.pad = None
@@ -138,7 +161,11 @@ class Verify:
         if self.job is not None:
             if not self.job.step(n):
                 return False
-            self.ok = self.dk is not None and equal(self.job.digest(), self.dk)
+            sp = self.job.digest()
+            h = hashlib.sha256(hmac_sha256(sp, b"Client Key")).digest()
+            self.ok = self.stored_key is not None and equal(h, self.stored_key)
+            if self.ok:
+                self.salted = sp
             self.job = None
             if self.spare:
                 self.pad = Pbkdf2(b"", b"", self.spare + 1)
@@ -159,35 +186,65 @@ def equal(a, b):
     return diff == 0
 
 
+def scram_keys(salted):
+    """SaltedPassword -> (StoredKey, ServerKey) (RFC 5802 section 3)."""
+    return hashlib.sha256(hmac_sha256(salted, b"Client Key")).digest(), hmac_sha256(salted, b"Server Key")
+
+
 def hash_password(password, iterations=None, salt=None):
+    """A new record ("scram-sha-256$..."): what add_user and the tools store."""
     if iterations is None:
         iterations = DEFAULT_ITERATIONS
     if iterations < 1 or iterations > MAX_ITERATIONS:
         raise AuthError("bad iteration count")
     if salt is None:
         salt = urandom(SALT_BYTES)
-    return format_hash(iterations, salt, pbkdf2_sha256(password, salt, iterations))
+    return scram_record(iterations, salt, pbkdf2_sha256(password, salt, iterations))
+
+
+def scram_record(iterations, salt, salted):
+    """The stored record for a SaltedPassword: its keys only, never SaltedPassword itself."""
+    sk, svk = scram_keys(salted)
+    return format_record(iterations, salt, sk, svk)
+
+
+def format_record(iterations, salt, stored_key, server_key):
+    return "%s$%d$%s$%s$%s" % (SCRAM, iterations, _hexs(salt), _hexs(stored_key), _hexs(server_key))
 
 
 def format_hash(iterations, salt, dk):
-    return "%s$%d$%s$%s" % (SCHEME, iterations, binascii.hexlify(salt).decode(), binascii.hexlify(dk).decode())
+    """The old record form (SaltedPassword in clear): still read, no longer written (tests make
+    one to check the upgrade)."""
+    return "%s$%d$%s$%s" % (SCHEME, iterations, _hexs(salt), _hexs(dk))
+
+
+def _hexs(b):
+    return binascii.hexlify(b).decode()
 
 
 def parse_hash(stored):
-    """"pbkdf2-sha256$iter$salthex$hashhex" -> (iterations, salt, hash). Raises AuthError."""
+    """A stored record, either form -> (iterations, salt, StoredKey, ServerKey, legacy).
+    The old form's keys are derived here (legacy True). Raises AuthError."""
     parts = stored.split("$") if isinstance(stored, str) else []
-    if len(parts) != 4 or parts[0] != SCHEME:
+    if len(parts) == 5 and parts[0] == SCRAM:
+        legacy = False
+    elif len(parts) == 4 and parts[0] == SCHEME:
+        legacy = True
+    else:
         raise AuthError("unknown password scheme")
     try:
         it = int(parts[1])
         salt = binascii.unhexlify(parts[2])
-        dk = binascii.unhexlify(parts[3])
+        k1 = binascii.unhexlify(parts[3])
+        k2 = binascii.unhexlify(parts[4]) if not legacy else k1
     except (ValueError, TypeError):
         raise AuthError("malformed password hash")
     # One PBKDF2 block only: a longer stored hash would multiply the work of every login.
-    if it < 1 or it > MAX_ITERATIONS or len(dk) != _DKLEN or len(salt) > MAX_SALT_BYTES:
+    if it < 1 or it > MAX_ITERATIONS or len(k1) != _DKLEN or len(k2) != _DKLEN or len(salt) > MAX_SALT_BYTES:
         raise AuthError("malformed password hash")
-    return it, salt, dk
+    if legacy:
+        k1, k2 = scram_keys(k1)
+    return it, salt, k1, k2, legacy
 
 
 def verify_password(password, stored):
@@ -233,3 +290,213 @@ def sasl_plain(blob):
     if len(parts) != 3 or not parts[1]:
         raise AuthError("bad PLAIN message")
     return parts[0], parts[1], parts[2]
+
+
+# --- SCRAM-SHA-256 (RFC 5802, RFC 7677) ------------------------------------------------------
+# Both sides are sans-I/O: they take and return the SASL messages as raw bytes (the POP3 layer
+# adds and strips the base64, RFC 5034). No channel binding: the GS2 header is "n,," (or "y,,",
+# or with "a=" the user's own name); "p=" (the -PLUS variants) is refused.
+
+# Random octets in a nonce: 18 give 24 base64 characters (RFC 5802 asks for enough to be unique).
+_NONCE_BYTES = const(18)
+
+
+def b64encode(raw):
+    return binascii.b2a_base64(raw).rstrip(b"\n")
+
+
+def saslname_escape(name):
+    """RFC 5802 section 5.1: "," -> "=2C", "=" -> "=3D" (bytes)."""
+    return name.replace(b"=", b"=3D").replace(b",", b"=2C")
+
+
+def saslname_unescape(s):
+    """The reverse; any other "=" sequence is malformed (AuthError)."""
+    parts = bytes(s).split(b"=")
+    out = parts[0]
+    for p in parts[1:]:
+        if p[:2] == b"2C":
+            out += b"," + p[2:]
+        elif p[:2] == b"3D":
+            out += b"=" + p[2:]
+        else:
+            raise AuthError("bad saslname")
+    return out
+
+
+def _nonce():
+    return b64encode(urandom(_NONCE_BYTES))
+
+
+def _printable_nonce(n):
+    """RFC 5802 "printable": 0x21..0x7E except ","."""
+    if not n:
+        return False
+    for c in n:
+        if c < 0x21 or c > 0x7E or c == 0x2C:
+            return False
+    return True
+
+
+def _attrs(msg, want):
+    """Split "k=v,k=v" and check the keys are `want` in order (bytes of one letter each);
+    -> list of values. Extensions after them are refused (none are defined)."""
+    parts = bytes(msg).split(b",")
+    if len(parts) != len(want):
+        raise AuthError("bad SCRAM message")
+    out = []
+    for i in range(len(parts)):
+        p = parts[i]
+        if len(p) < 2 or p[1] != 0x3D or p[0] != want[i]:
+            raise AuthError("bad SCRAM message")
+        out.append(p[2:])
+    return out
+
+
+def _xor(a, b):
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b, "big")).to_bytes(_DKLEN, "big")
+
+
+class ScramServer:
+    """The server side of one SCRAM-SHA-256 exchange:
+        name = s.client_first(msg)        # -> the user name (str); AuthError if malformed
+        s.server_first(iterations, salt, stored_key, server_key) -> bytes to send
+        s.client_final(msg) -> server-final bytes (b"v=...") if the proof is right, else None
+    For an unknown user pass `scram_fake(...)`: the exchange runs the same and the proof fails.
+    `authzid`: the "a=" name if the client sent one (the caller refuses any other than `name`)."""
+
+    def __init__(self, nonce=None):
+        self.snonce = nonce  # tests only: RFC 7677's fixed nonce
+        self.name = None
+        self.authzid = None
+        self._gs2 = None
+        self._auth = None  # client-first-bare "," server-first, growing into AuthMessage
+        self._nonce = None
+        self._keys = None
+
+    def client_first(self, msg):
+        msg = bytes(msg)
+        if msg[:2] not in (b"n,", b"y,"):
+            raise AuthError("channel binding not supported" if msg[:2] == b"p=" else "bad SCRAM message")
+        j = msg.find(b",", 2)
+        if j < 0:
+            raise AuthError("bad SCRAM message")
+        az = msg[2:j]
+        if az:
+            if az[:2] != b"a=":
+                raise AuthError("bad SCRAM message")
+            self.authzid = saslname_unescape(az[2:]).decode()
+        self._gs2 = msg[: j + 1]
+        bare = msg[j + 1 :]
+        n, r = _attrs(bare, b"nr")  # "m=" (reserved) or extensions: refused
+        if not _printable_nonce(r):
+            raise AuthError("bad SCRAM nonce")
+        self.name = saslname_unescape(n).decode()
+        self._auth = bare
+        self._nonce = r
+        return self.name
+
+    def server_first(self, iterations, salt, stored_key, server_key):
+        self._nonce = self._nonce + (self.snonce or _nonce())
+        self._keys = (stored_key, server_key)
+        sf = b"r=" + self._nonce + b",s=" + b64encode(salt) + b",i=" + str(iterations).encode()
+        self._auth = self._auth + b"," + sf
+        return sf
+
+    def client_final(self, msg):
+        msg = bytes(msg)
+        j = msg.rfind(b",p=")
+        if j < 0:
+            raise AuthError("bad SCRAM message")
+        c, r = _attrs(msg[:j], b"cr")
+        proof = b64decode(msg[j + 3 :])
+        sk, svk = self._keys
+        am = self._auth + b"," + msg[:j]
+        # Every step is computed whatever failed before it: the answer takes the same time.
+        ok = equal(c, b64encode(self._gs2)) and equal(r, self._nonce) and len(proof) == _DKLEN
+        sig = hmac_sha256(sk, am)
+        ck = _xor(proof if len(proof) == _DKLEN else sig, sig)
+        ok = equal(hashlib.sha256(ck).digest(), sk) and ok
+        sf = b"v=" + b64encode(hmac_sha256(svk, am))
+        return sf if ok else None
+
+
+def scram_fake(secret, name, iterations):
+    """(iterations, salt, StoredKey, ServerKey) for a user that does not exist (RFC 5802
+    section 5.1): the same name gives the same salt every time (a salt that changed per try
+    would tell the name is unknown), and no one can know a key whose proof passes. Costs what a
+    real lookup does (one key derivation, as for an old-form record)."""
+    if isinstance(name, str):
+        name = name.encode()
+    salt = hmac_sha256(secret, b"salt\x00" + name)[:SALT_BYTES]
+    sk, svk = scram_keys(hmac_sha256(secret, b"key\x00" + name))
+    return iterations, salt, sk, svk
+
+
+class ScramClient:
+    """The client side of one SCRAM-SHA-256 exchange:
+        c.first() -> client-first bytes
+        c.server_first(msg)                # AuthError: bad message, nonce, count above the limit
+        while not c.step(n): ...           # SaltedPassword, a slice at a time (like Pbkdf2)
+        c.final() -> client-final bytes
+        c.server_final(msg)                # AuthError unless the server proved it has the keys
+    `max_iterations`: the most this client will hash (a server choosing the count must not
+    make a board hash past its watchdog)."""
+
+    def __init__(self, user, password, nonce=None, max_iterations=MAX_ITERATIONS):
+        if isinstance(user, str):
+            user = user.encode()
+        if isinstance(password, str):
+            password = password.encode()
+        self.password = password
+        self.cnonce = nonce or _nonce()
+        self.max_iterations = max_iterations
+        self.bare = b"n=" + saslname_escape(user) + b",r=" + self.cnonce
+        self.job = None
+        self.iterations = 0
+        self._sfirst = None
+        self._without_proof = None
+        self._server_sig = None
+
+    def first(self):
+        return b"n,," + self.bare
+
+    def server_first(self, msg):
+        msg = bytes(msg)
+        r, s, i = _attrs(msg, b"rsi")
+        if r[: len(self.cnonce)] != self.cnonce or len(r) == len(self.cnonce) or not _printable_nonce(r):
+            raise AuthError("SCRAM: the server's nonce does not extend ours")
+        salt = b64decode(s)
+        try:
+            it = int(i)
+        except ValueError:
+            raise AuthError("SCRAM: bad iteration count")
+        if it < 1 or it > self.max_iterations:
+            raise AuthError("SCRAM: the server asks for %d iterations; this client allows 1..%d" % (it, self.max_iterations))
+        self.iterations = it
+        self._sfirst = msg
+        self._without_proof = b"c=biws,r=" + r  # biws = base64("n,,")
+        self.job = Pbkdf2(self.password, salt, it)
+
+    def step(self, n):
+        return self.job.step(n)
+
+    def final(self):
+        while not self.job.step(MAX_ITERATIONS):  # already done when the caller stepped it
+            pass
+        sp = self.job.digest()
+        ck = hmac_sha256(sp, b"Client Key")
+        am = self.bare + b"," + self._sfirst + b"," + self._without_proof
+        sig = hmac_sha256(hashlib.sha256(ck).digest(), am)
+        self._server_sig = hmac_sha256(hmac_sha256(sp, b"Server Key"), am)
+        return self._without_proof + b",p=" + b64encode(_xor(ck, sig))
+
+    def server_final(self, msg):
+        msg = bytes(msg)
+        if msg[:2] == b"e=":
+            raise AuthError("SCRAM: the server says " + msg[2:80].decode())
+        if msg[:2] != b"v=" or self._server_sig is None:
+            raise AuthError("SCRAM: bad server-final message")
+        v = b64decode(msg[2:])
+        if not equal(v, self._server_sig):
+            raise AuthError("SCRAM: the server's signature is wrong: it does not know this password")

@@ -154,7 +154,8 @@ class Service:
         if u is None:
             return
         u["password"] = new_hash
-        log.info("pop3 user=%s password rehashed to %d iterations", _safe(name), self.iterations)
+        log.info("pop3 user=%s password record now %s, %d iterations", _safe(name), new_hash[: new_hash.find("$")],
+                 auth.parse_hash(new_hash)[0])
         if self.on_rehash is not None:
             try:
                 self.on_rehash(name, new_hash)
@@ -166,7 +167,8 @@ class LoginCheck:
     """A login's password check, in steps (`step(n)` until True, like auth.Pbkdf2): verify
     against the stored hash (or the dummy, for an unknown user), padded to the board's count;
     if it matches and the stored count is not the board's, hash the password again with the
-    board's count (`new_hash`). `ok`, `user` and `new_hash` are the outcome."""
+    board's count, or if the record is the old pbkdf2-sha256 form, store it as the SCRAM record
+    (`new_hash`). `ok`, `user` and `new_hash` are the outcome."""
 
     def __init__(self, svc, name, password, force_fail=False):
         self.svc = svc
@@ -185,15 +187,18 @@ class LoginCheck:
         if self.rehash is not None:
             if not self.rehash.step(n):
                 return False
-            self.new_hash = auth.format_hash(self.svc.iterations, self._salt, self.rehash.digest())
+            self.new_hash = auth.scram_record(self.svc.iterations, self._salt, self.rehash.digest())
             return True
-        if not self.verify.step(n):
+        v = self.verify
+        if not v.step(n):
             return False
-        self.ok = self.verify.ok and self.user is not None and not self.force_fail
-        if self.ok and self.verify.iterations != self.svc.iterations:
+        self.ok = v.ok and self.user is not None and not self.force_fail
+        if self.ok and v.iterations != self.svc.iterations:
             self._salt = urandom(auth.SALT_BYTES)
             self.rehash = auth.Pbkdf2(self.password, self._salt, self.svc.iterations)
             return False
+        if self.ok and v.legacy:  # the old form (SaltedPassword in clear): keep only its keys
+            self.new_hash = auth.scram_record(v.iterations, v.salt, v.salted)
         return True
 
 
