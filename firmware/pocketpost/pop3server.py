@@ -450,13 +450,11 @@ class Session:
         svc = self.svc
         fake = auth.scram_fake(svc.scram_secret, name, svc.iterations)
         u = svc.users.get(name)
-        rec = None
-        if u is not None:
-            try:
-                rec = auth.parse_hash(u.get("password"))
-            except auth.AuthError:  # config.check refuses these
-                u = None
-        if rec is None:
+        try:  # an unknown name parses the dummy record: the lookup costs the same
+            rec = auth.parse_hash(u.get("password") if u is not None else svc._dummy)
+        except auth.AuthError:  # config.check refuses these
+            u = None
+        if u is None:
             rec = fake + (False,)
         if s.authzid is not None and s.authzid != name:  # no proxy logins: as oneself only
             u = None
