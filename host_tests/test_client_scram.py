@@ -1,4 +1,4 @@
-"""The fetcher's SCRAM-SHA-256 (auth.ScramClient through client.Pop3Client._scram), run under
+"""The fetcher's SCRAM-SHA-256 (scram.ScramClient through client.Pop3Client._scram), run under
 MicroPython through the CLI: against a private Dovecot offering SCRAM-SHA-256 (a user stored
 {PLAIN}, and one stored as the {SCRAM-SHA-256} record `doveadm pw` makes), over POP3S and over
 plain POP3 (where "auto" would otherwise pick APOP); and against our own server under micropython

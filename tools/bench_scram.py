@@ -4,7 +4,7 @@
 In-process (the sans-I/O session, no sockets): for a known user with the right proof, the same
 user with a wrong proof, and an unknown user, alternating, `--tries` each, the time the server
 spends on the two SCRAM steps (client-first -> server-first, client-final -> its answer), as
-median and spread in microseconds. The client's proofs are computed beforehand (auth.ScramClient)
+median and spread in microseconds. The client's proofs are computed beforehand (scram.ScramClient)
 and are not timed; neither is the failure delay (the session only names it). Also the client's
 PBKDF2 at the board's count, i.e. what SCRAM moves from the server to the client.
 
@@ -22,7 +22,7 @@ from helpers import MICROPYTHON  # noqa: E402
 
 INNER = r"""
 import binascii, time
-from pocketpost import auth, config, log
+from pocketpost import auth, config, log, scram
 from pocketpost.pop3server import Service, Session
 log.set_sink(lambda line: None)
 
@@ -44,7 +44,7 @@ def b64(x):
 def one(user, pw):
     # returns (us for step 1, us for step 2) for one exchange; the client's work is not timed
     s = Session(svc, "127.0.0.1")
-    c = auth.ScramClient(user, pw)
+    c = scram.ScramClient(user, pw)
     line = b"AUTH SCRAM-SHA-256 " + b64(c.first())
     t0 = time.ticks_us()
     r = s.handle(line)

@@ -511,13 +511,13 @@ class Pop3Client:
             raise AuthFailed("login failed (%s): %s" % (m, e.msg), e.code)
 
     async def _scram(self, user, password):
-        """AUTH SCRAM-SHA-256 (RFC 5802/7677 over RFC 5034; w2-scram hook): auth.ScramClient makes
+        """AUTH SCRAM-SHA-256 (RFC 5802/7677 over RFC 5034; w2-scram hook): scram.ScramClient makes
         and checks the messages; here only the lines, and the PBKDF2 in slices with a yield to the
         event loop between them. The server must prove it holds the ServerKey (its signature in a
         "+ " challenge, answered by an empty line) before we take its +OK."""
-        from pocketpost import auth
+        from pocketpost import auth, scram
 
-        c = auth.ScramClient(user, password, max_iterations=_SCRAM_MAX_ITERATIONS)
+        c = scram.ScramClient(user, password, max_iterations=_SCRAM_MAX_ITERATIONS)
         rep = await self.cmd("AUTH", "SCRAM-SHA-256", auth.b64encode(c.first()))
         if rep.ok is not None:
             raise AuthFailed("AUTH SCRAM-SHA-256: no challenge from the server")

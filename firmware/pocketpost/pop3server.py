@@ -171,7 +171,7 @@ class Service:
 
 
 def _scram_secret(users):
-    """The key that makes an unknown user's SCRAM salt (auth.scram_fake): it must be the same
+    """The key that makes an unknown user's SCRAM salt (scram.scram_fake): it must be the same
     across connections and reboots (a salt that changes tells the name is unknown) and unknown
     to a peer. Derived from the users' StoredKeys, which never cross the wire: it changes only
     when a password does (or a record is rehashed to another count, which changes that user's
@@ -438,17 +438,19 @@ class Session:
     # -- SCRAM-SHA-256 (RFC 5802, RFC 7677, RFC 5034) -------------------------------------------
     # No password hash runs here: the client did the PBKDF2. So a SCRAM login answers at once;
     # it fails through _login like every other mechanism (failure delay, max failures, the
-    # throttle's reset on success). An unknown name gets a fake salt and keys (auth.scram_fake,
+    # throttle's reset on success). An unknown name gets a fake salt and keys (scram.scram_fake,
     # always computed, so the lookup costs the same) with the board's count, and fails at the
     # proof, like a wrong password.
     def _scram_first(self, blob):
+        from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
+
         try:
-            s = auth.ScramServer()
+            s = scram.ScramServer()
             name = s.client_first(auth.b64decode(blob))
         except (auth.AuthError, UnicodeError):
             return self._login("", None, False, _SCRAM_METHOD)  # malformed: a failed login
         svc = self.svc
-        fake = auth.scram_fake(svc.scram_secret, name, svc.iterations)
+        fake = scram.scram_fake(svc.scram_secret, name, svc.iterations)
         u = svc.users.get(name)
         try:  # an unknown name parses the dummy record: the lookup costs the same
             rec = auth.parse_hash(u.get("password") if u is not None else svc._dummy)

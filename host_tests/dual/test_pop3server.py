@@ -4,7 +4,7 @@ Runs under CPython (pytest) and MicroPython (host_tests/dual/run.py)."""
 import binascii
 import os
 
-from pocketpost import auth, config, log
+from pocketpost import auth, config, log, scram
 from pocketpost.pop3server import BodyProducer, LoginCheck, PlainProducer, Service, Session, Throttle
 from pocketpost.store import Store
 from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader
@@ -702,11 +702,11 @@ def unb64(line):
     return binascii.a2b_base64(line[2:-2])
 
 
-def scram(s, user="alice", pw="pass word", initial=True, header=b"n,,"):
-    """A SCRAM-SHA-256 exchange through the session, with auth.ScramClient (checked against
-    the RFC 7677 vector in test_auth, and against independent code in test_server_scram.py).
+def scram_login(s, user="alice", pw="pass word", initial=True, header=b"n,,"):
+    """A SCRAM-SHA-256 exchange through the session, with scram.ScramClient (checked against
+    the RFC 7677 vector in test_scram, and against independent code in test_server_scram.py).
     -> (final status line, the client, the server-first message or None)."""
-    c = auth.ScramClient(user, pw)
+    c = scram.ScramClient(user, pw)
     cf = header + c.bare
     if initial:
         r = run(s, b"AUTH SCRAM-SHA-256 " + b64(cf))
@@ -729,7 +729,7 @@ def test_scram_login_without_tls_from_anywhere():
     try:
         for initial in (True, False):
             s = e.session(peer="192.0.2.1")
-            r, c, sf = scram(s, initial=initial)
+            r, c, sf = scram_login(s, initial=initial)
             assert r.startswith(b"+OK 3 messages"), r
             assert s.state == 1 and s.login == "alice" and s.delay == 0
             assert sf.endswith(b",i=5") and c.iterations == 5
@@ -744,19 +744,19 @@ def test_scram_wrong_password_fails_like_any_login():
     e = Env(delays=[1, 2, 4])
     try:
         s = e.session()
-        r, c, sf = scram(s, pw="pass wore")
+        r, c, sf = scram_login(s, pw="pass wore")
         assert r.startswith(b"-ERR [AUTH] authentication failed") and s.delay == 1 and s.state == 0
         assert sf is not None  # the server answered the first message as for the right password
-        r, c, sf = scram(s, user="bob", pw="pass word")  # another user's password
+        r, c, sf = scram_login(s, user="bob", pw="pass word")  # another user's password
         assert r.startswith(b"-ERR [AUTH]") and s.delay == 2
-        r, c, sf = scram(s, pw="pass wore")
+        r, c, sf = scram_login(s, pw="pass wore")
         assert r.startswith(b"-ERR [AUTH]") and s.closing and s.failures == 3  # max_auth_failures
         # a success resets the address's delay (the throttle), as for USER/PASS
         s = e.session()
-        assert scram(s)[0].startswith(b"+OK")
+        assert scram_login(s)[0].startswith(b"+OK")
         s.close()
         s = e.session()
-        assert scram(s, pw="x")[0].startswith(b"-ERR") and s.delay == 1
+        assert scram_login(s, pw="x")[0].startswith(b"-ERR") and s.delay == 1
     finally:
         e.done()
 
@@ -764,22 +764,22 @@ def test_scram_wrong_password_fails_like_any_login():
 def test_scram_unknown_user_looks_like_a_known_one():
     e = Env()
     try:
-        known = scram(e.session(), pw="wrong")
+        known = scram_login(e.session(), pw="wrong")
         firsts = []
         for _ in range(2):
             s = e.session()
-            r, c, sf = scram(s, user="nobody", pw="pass word")
+            r, c, sf = scram_login(s, user="nobody", pw="pass word")
             assert r == known[0] and s.delay > 0, r  # same answer as a wrong password
             firsts.append(sf)
         # same shape as a known user's challenge: board count, 16-octet salt, stable per name
         salts = [f.split(b",")[1] for f in firsts]
         assert salts[0] == salts[1] and firsts[0].endswith(b",i=5")
         assert len(auth.b64decode(salts[0][2:])) == len(auth.b64decode(known[2].split(b",")[1][2:])) == 16
-        other = scram(e.session(), user="nobody2")[2].split(b",")[1]
+        other = scram_login(e.session(), user="nobody2")[2].split(b",")[1]
         assert other != salts[0]
         # a second Service over the same users (a reboot) gives the same fake salt
         svc2 = Service(e.svc.cfg, e.svc.users, e.store)
-        assert scram(Session(svc2, "127.0.0.1"), user="nobody")[2].split(b",")[1] == salts[0]
+        assert scram_login(Session(svc2, "127.0.0.1"), user="nobody")[2].split(b",")[1] == salts[0]
     finally:
         e.done()
 
@@ -789,11 +789,11 @@ def test_scram_refuses_other_authzid_malformed_and_cancel():
     e.svc.max_failures = 10
     try:
         s = e.session()
-        r = scram(s, header=b"n,a=bob,")[0]  # right password, but asks to be bob
+        r = scram_login(s, header=b"n,a=bob,")[0]  # right password, but asks to be bob
         assert r.startswith(b"-ERR [AUTH]") and s.state == 0
-        r = scram(s, header=b"n,a=alice,")[0]  # as oneself, but ScramClient signs c=biws:
+        r = scram_login(s, header=b"n,a=alice,")[0]  # as oneself, but ScramClient signs c=biws:
         assert r.startswith(b"-ERR [AUTH]")  # the channel binding does not match the header
-        c = auth.ScramClient("alice", "pass word")
+        c = scram.ScramClient("alice", "pass word")
         for bad in (b"!!!", b"p=tls-unique,,n=alice,r=x", b"n,,n=alice"):
             assert run(s, b"AUTH SCRAM-SHA-256 " + (bad if bad == b"!!!" else b64(bad))).startswith(b"-ERR [AUTH]")
         assert run(s, b"AUTH SCRAM-SHA-256") == b"+ \r\n"
@@ -802,11 +802,11 @@ def test_scram_refuses_other_authzid_malformed_and_cancel():
         assert r.startswith(b"+ ")
         assert run(s, b"*").startswith(b"-ERR authentication cancelled")
         # a non-empty answer to server-final
-        c = auth.ScramClient("alice", "pass word")
+        c = scram.ScramClient("alice", "pass word")
         c.server_first(unb64(run(s, b"AUTH SCRAM-SHA-256 " + b64(c.first()))))
         assert run(s, b64(c.final())).startswith(b"+ ")
         assert run(s, b"Zm9v").startswith(b"-ERR [AUTH]") and s.state == 0
-        assert scram(s)[0].startswith(b"+OK")
+        assert scram_login(s)[0].startswith(b"+OK")
     finally:
         e.done()
 
@@ -826,7 +826,7 @@ def test_old_records_upgraded_at_next_login_by_any_mechanism():
         # SCRAM against an old record: works at once (it is SaltedPassword), then only keys stay
         salt = _legacy(e.svc, "alice", "pass word", 5)
         old = users["alice"]["password"]
-        assert scram(e.session())[0].startswith(b"+OK")
+        assert scram_login(e.session())[0].startswith(b"+OK")
         new = users["alice"]["password"]
         assert saved == [("alice", new)] and new.startswith("scram-sha-256$5$")
         it, s2, sk, svk, legacy = auth.parse_hash(new)
@@ -852,11 +852,11 @@ def test_old_records_upgraded_at_next_login_by_any_mechanism():
             login(s, b"bob", b"bobpw")
             s.close()
             s = e.session()
-            assert scram(s, "bob", "bobpw")[0].startswith(b"+OK")
+            assert scram_login(s, "bob", "bobpw")[0].startswith(b"+OK")
             s.close()
         assert len(saved) == n
         # a failed SCRAM login upgrades nothing
         _legacy(e.svc, "alice", "pass word", 5)
-        assert scram(e.session(), pw="nope")[0].startswith(b"-ERR") and len(saved) == n
+        assert scram_login(e.session(), pw="nope")[0].startswith(b"-ERR") and len(saved) == n
     finally:
         e.done()
