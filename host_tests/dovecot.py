@@ -101,10 +101,11 @@ def make_server_cert(d, ca="ca", name="server", host="localhost"):
 
 
 class Dovecot:
-    def __init__(self, users=None, mechs="plain login apop", extra=""):
+    def __init__(self, users=None, mechs="plain login apop", extra="", prepare=None):
         self.users = users or {"alice": "wonder land"}
         self.mechs = mechs
-        self.extra = extra
+        self.extra = extra  # more config; "{d}" stands for the instance's folder
+        self.prepare = prepare  # called with self once the folder and certificates exist, before the start
         self.dir = None
         self.proc_pid = None
 
@@ -132,7 +133,10 @@ class Dovecot:
             self.sport = free_port()
         self.conf = os.path.join(d, "dovecot.conf")
         with open(self.conf, "w") as f:
-            f.write(CONF.format(d=d, port=self.port, sport=self.sport, mechs=self.mechs, extra=self.extra))
+            f.write(CONF.format(d=d, port=self.port, sport=self.sport, mechs=self.mechs,
+                                extra=self.extra.replace("{d}", d)))
+        if self.prepare is not None:
+            self.prepare(self)
         subprocess.run(["dovecot", "-c", self.conf], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
         deadline = time.time() + START_TIMEOUT
         while True:

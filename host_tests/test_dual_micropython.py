@@ -21,7 +21,8 @@ MODULES = sorted(n[:-3] for n in os.listdir(DUAL) if n.startswith("test_") and n
 def _tests(module):
     """The test functions a module defines at top level, as run.py finds them (sorted)."""
     with open(os.path.join(DUAL, module + ".py")) as f:
-        return sorted(set(re.findall(r"^def (test_\w+)\(", f.read(), re.M)))
+        text = f.read()
+    return sorted(set(re.findall(r"^def (test_\w+)\(", text, re.M) + re.findall(r"^(test_\w+) = ", text, re.M)))
 
 
 CASES = [(m, t) for m in MODULES for t in _tests(m)]

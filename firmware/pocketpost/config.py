@@ -82,7 +82,7 @@ LOG_DEFAULTS = {"level": "info"}
 # The secrets file, relative to the config file's folder unless absolute (board.py reads the
 # same file for Wi-Fi); keys an account may take from it (the rest belongs in config.json).
 SECRETS_FILE = "secrets.json"
-ACCOUNT_SECRETS = ("password",)
+ACCOUNT_SECRETS = ("password", "refresh_token", "client_secret")  # the last two: OAuth (oauth2.py)
 # The PBKDF2 ceiling: one hash, even run synchronously (admin.add_user at the REPL, where nothing
 # else feeds the watchdog), must fit in 1/PBKDF2_WATCHDOG_DIVISOR of the watchdog period.
 PBKDF2_WATCHDOG_DIVISOR = const(2)

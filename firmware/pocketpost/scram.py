@@ -215,3 +215,57 @@ class ScramClient:
         v = b64decode(msg[2:])
         if not equal(v, self._server_sig):
             raise AuthError("SCRAM: the server's signature is wrong: it does not know this password")
+
+
+# --- the fetcher's side of AUTH SCRAM-SHA-256 (client.py calls it; loaded only then) ------------
+# The server picks the PBKDF2 count and the client pays it: more than this is refused (0.3 ms per
+# iteration on an ESP32 makes 65536 about 20 s; Dovecot's default is 4096).
+CLIENT_MAX_ITERATIONS = const(65536)
+# Iterations between two yields to the event loop while the client hashes (~10 ms on a board).
+CLIENT_SLICE = const(32)
+
+
+async def pop3_auth(c, user, password, failed):
+    """AUTH SCRAM-SHA-256 (RFC 5802/7677 over RFC 5034) driven through the client shell `c`
+    (client.Pop3Client: cmd, _send, _status, its pop3client session `c.s`, `where`). The server
+    must prove it holds the ServerKey (its signature in a "+ " challenge, which an empty line
+    answers) before its +OK is taken. Raises `failed` (client.AuthFailed)."""
+    import asyncio
+
+    from pocketpost.client import ErrReply
+
+    what = "AUTH SCRAM-SHA-256"
+    x = ScramClient(user, password, max_iterations=CLIENT_MAX_ITERATIONS)
+    try:
+        rep = await c.cmd("AUTH", "SCRAM-SHA-256", b64encode(x.first()))
+        bad = _take(rep, x.server_first)
+        if bad is None:
+            while not x.step(CLIENT_SLICE):
+                await asyncio.sleep(0)
+            await c._send(c.s.respond(b64encode(x.final())), what)
+            rep = await c._status()
+            bad = _take(rep, x.server_final)
+        if bad is not None:
+            if rep.ok is None:  # cancel the exchange (RFC 5034): the server answers -ERR
+                await c._send(c.s.respond(b"*"), what)
+                try:
+                    await c._status()
+                except ErrReply:
+                    pass
+            raise failed("%s: %s: %s" % (c.where, what, bad))
+        await c._send(c.s.respond(b""), what)
+        await c._status()  # +OK, or -ERR (ErrReply)
+    except ErrReply as e:
+        raise failed("%s: %s: %s" % (c.where, what, e.msg.rsplit("-ERR ", 1)[-1]), e.code)
+
+
+def _take(rep, fn):
+    """A "+ " challenge's message to fn: None if it took it, else why not (a +OK before the
+    server proved anything, or the AuthError's text)."""
+    if rep.ok is not None:
+        return "the server did not prove it knows the password"
+    try:
+        fn(b64decode(bytes(rep.text)))
+    except AuthError as e:
+        return str(e)
+    return None

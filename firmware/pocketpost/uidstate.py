@@ -87,12 +87,13 @@ from pocketpost.compat import const
 from pocketpost.wire import LineReader
 
 # Entries kept per account (the account's "max_entries"; this is its default). Each entry is one
-# 16-byte record in one bytearray, whatever the UID length and on every port: 2000 entries =
-# 32,000 bytes, one heap block, allocated when the state is opened (vs ~290-420 KiB on the 64-bit
-# host as a dict: the reason for the old default of 200). The file on flash holds the full UIDs
-# (2000 entries with 70-octet UIDs ~ 180 KiB). A mailbox that keeps more mail on the server than
-# this waits for deletions (state_full). On a fragmented no-PSRAM heap, lower max_entries.
-DEFAULT_MAX_ENTRIES = const(2000)
+# 16-byte record in one bytearray, whatever the UID length and on every port, allocated when the
+# state is opened: 500 entries = 8,000 bytes in one heap block. The default was 2000 (32,000
+# bytes) until the deployed pseudo-board (256 KiB host heap, server and REPL loaded) could no
+# longer find one free 32,000-byte block; a no-PSRAM ESP32 has ~100 KiB in all. The file on flash
+# holds the full UIDs (~95 bytes per entry worst case). A mailbox that keeps more mail on the
+# server than this waits for deletions (state_full); a board with PSRAM can raise it per account.
+DEFAULT_MAX_ENTRIES = const(500)
 # A state line: "P" + size + 40 hex + local UID (<= 19) + time + flag + a 70-octet UID (RFC 1939
 # section 7) + " " + 8 hex of CRC-32.
 MAX_STATE_LINE = const(220)
@@ -333,6 +334,13 @@ class UidState:
         old = self.buf[o]
         self.buf[o] = old | (_F_SEEN if seen else 0) | (_F_DELETED if deleted else 0) | (_F_NEW if new else 0)
         return old
+
+    def clear_deleted(self, key):
+        """Undo mark(key, deleted=True): the server refused that DELE."""
+        i = self._index(key)
+        if i >= 0:
+            o = i * _REC + _KEY + 4
+            self.buf[o] &= ~_F_DELETED & 0xFF
 
     @staticmethod
     def was_seen(bits):

@@ -539,3 +539,48 @@ def test_main_with_no_service_leaves_the_watchdog_fed():
         _rmtree(root)
     assert made and fed == [made[0]]
     assert logs.having("no service configured")
+
+
+def test_fetch_schedule_one_stuck_account_never_holds_another():
+    """Two accounts: "stuck" never finishes (a server that holds the session), "ok" fetches at
+    once. "ok" keeps fetching on its schedule while "stuck" waits for its own deadline, which
+    then ends it with an error. Fake fetch_account (no sockets); bounded by the event loop."""
+    from pocketpost import client
+
+    calls = {"ok": 0, "stuck": 0}
+    real = (client.fetch_account, board.FETCH_DEADLINE_SLACK_S)
+
+    async def fake_fetch(acct, store, on_message=None, opener=None):
+        calls[acct["name"]] += 1
+        if acct["name"] == "stuck":
+            await asyncio.sleep(3600)
+        return {"account": acct["name"], "fetched": 1}
+
+    def acct(name):
+        return {"name": name, "host": "h", "user": "u", "password": "p", "timeouts": {"session_timeout": 0.3}}
+
+    client.fetch_account = fake_fetch
+    board.FETCH_DEADLINE_SLACK_S = 0
+    logs = Logs()
+    r = board.Runner({"accounts": [acct("stuck"), acct("ok")]}, board.Hardware())
+
+    async def go():
+        t = asyncio.create_task(r.fetch_schedule(0.05))
+        t0 = ticks_ms()
+        while ticks_diff(ticks_ms(), t0) < 250:
+            await asyncio.sleep(0.01)
+        mid = (calls["ok"], dict(r.fetches))
+        while ticks_diff(ticks_ms(), t0) < 500:
+            await asyncio.sleep(0.01)
+        t.cancel()
+        await asyncio.sleep(0)
+        return mid
+
+    try:
+        mid = run(go())
+    finally:
+        client.fetch_account, board.FETCH_DEADLINE_SLACK_S = real
+        logs.close()
+    assert mid[0] >= 3 and "stuck" not in mid[1], mid  # "ok" went on while "stuck" hung
+    assert calls["stuck"] >= 1 and "deadline" in r.fetches["stuck"]["error"], r.fetches
+    assert logs.having("fetch stuck failed: its deadline")
