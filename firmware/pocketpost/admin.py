@@ -33,7 +33,8 @@ def _store(cfg):
 
 
 def add_user(name, password, config_path=CONFIG_PATH, iterations=None):
-    """Add (or replace) a POP3 user: the password is stored as a PBKDF2 hash in config.json,
+    """Add (or replace) a POP3 user: config.json keeps only the SCRAM-SHA-256 record (PBKDF2 salt,
+    iterations, StoredKey, ServerKey),
     with the board's iteration count (config "server"/"pbkdf2_iterations") unless given."""
     from pocketpost import config
 

@@ -3,7 +3,7 @@
 Layout (see boards/host/config.json):
     {"store":  {"root", "quota", "reserve"},
      "server": {listen address, ports, TLS files, auth policy, limits},
-     "users":  {name: {"password": "pbkdf2-sha256$...", "mailbox": name, "apop_secret": null}},
+     "users":  {name: {"password": "scram-sha-256$...", "mailbox": name, "apop_secret": null}},
      "accounts": [...],           # the POP3 client's; client.py checks each (config only the transport)
      "log":    {"level": "info"},
      ... other top-level keys ("wifi", "ntp", "watchdog", ...) are board glue: kept untouched.}
@@ -253,7 +253,7 @@ def check(cfg):
         try:
             its = auth.parse_hash(pw)[0]
         except auth.AuthError:
-            raise ConfigError("config: users.%s.password must be a pbkdf2-sha256 hash" % name)
+            raise ConfigError("config: users.%s.password must be a scram-sha-256 (or pbkdf2-sha256) record" % name)
         if its > ceiling:
             raise ConfigError("config: users.%s.password has %d PBKDF2 iterations, above this board's ceiling %d"
                               " (%s): set the password again here" % (name, its, ceiling, why))
