@@ -3,15 +3,16 @@ required) and submission over implicit TLS (RFC 8314).
 
 Theory of operation
 -------------------
-The protocol lives in smtp.Session (sans-I/O); this module only moves bytes, through the POP3
-server's connection classes (server._Conn on MicroPython, server._CConn on CPython: raw-socket
-reads into the LineReader's buffer, TLS wrapped inside the handler, STARTTLS by swapping the
-socket; see server.py). Per connection it allocates, once: a wire.LineReader whose buffer holds
+The protocol lives in smtp.Session (sans-I/O); this module only moves bytes, through
+transport.py's connections (as the POP3 server: raw-socket reads into the LineReader's buffer,
+TLS wrapped inside the handler, STARTTLS by swapping the socket). Admission is slots.py's, as
+for POP3: a connection still pre-auth (before MAIL on port 25, before AUTH on submission) is
+evicted, oldest first, when a new one finds the caps full; one past pre-auth never is. Per connection it allocates, once: a wire.LineReader whose buffer holds
 one maximal line plus a block (commands and message text are both read into it), and the
 session's DATA output block. smtp.pump() runs everything buffered through the session; its
 replies go out as one write (RFC 2920), after the failed-AUTH delay if any.
 
-Deadlines (server.py's named deadlines; RFC 5321 4.5.3.2): until the session has got somewhere
+Deadlines (transport.py's named deadlines; RFC 5321 4.5.3.2): until the session has got somewhere
 (MAIL accepted on port 25, AUTH succeeded on submission) the whole session has
 `smtp.preauth_timeout` from connect ("authorization"), a TLS handshake also
 `server.tls_handshake_timeout`; after that each read waits at most `command_timeout` for a
@@ -36,8 +37,14 @@ from pocketpost import log, smtp, tls
 from pocketpost.compat import IS_MICROPYTHON
 from pocketpost.config import open_store
 from pocketpost.pop3server import Service as LoginService
-from pocketpost.server import DEADLINE_AUTH, LISTEN_BACKLOG, _CConn, _Conn, _peer_ip, _Timeout
+from pocketpost.slots import LISTEN_BACKLOG, Slots
+from pocketpost.transport import DEADLINE_AUTH, Timeout, peer_ip
 from pocketpost.wire import LineReader
+
+if IS_MICROPYTHON:
+    from pocketpost.transport import Conn
+else:
+    from pocketpost.transport import CConn as Conn
 
 
 class SmtpServer:
@@ -53,10 +60,8 @@ class SmtpServer:
             logins = LoginService(sv, cfg["users"], store, tls_available=self.ctx is not None)
         self.svc = smtp.Service(self.sm, cfg["users"], store, logins, tls_available=self.ctx is not None,
                                 hostname=sv["hostname"])
-        self.sessions = 0
-        self.per_addr = {}
+        self.slots = Slots(self.sm, "smtp")
         self._listeners = []
-        self._next_id = 0
 
     async def _listen(self):
         sm = self.sm
@@ -86,36 +91,28 @@ class SmtpServer:
         conn = None
         session = None
         ip = "?"
-        counted = False
+        slot = None
         sid = 0
         sm = self.sm
         try:
-            try:
-                ip = _peer_ip(writer.get_extra_info("peername"))
-            except Exception:
-                pass
-            idle = sm["command_timeout"]
-            conn = _Conn(reader, idle, self.handshake_s) if IS_MICROPYTHON else _CConn(reader, writer, idle, self.handshake_s)
+            ip = peer_ip(writer)
+            conn = Conn.from_stream(reader, writer)
+            conn.idle = sm["command_timeout"]
             conn.limit(DEADLINE_AUTH, sm["preauth_timeout"])
             session = smtp.Session(self.svc, ip, mode, implicit)
-            if self.sessions >= sm["max_sessions"] or self.per_addr.get(ip, 0) >= sm["max_sessions_per_addr"]:
-                log.warning("smtp %s refused: too many sessions (%d)", ip, self.sessions)
+            slot = self.slots.admit(ip, asyncio.current_task())
+            if isinstance(slot, str):
+                slot = None
                 if not implicit:  # SMTPS: no handshake is spent on a refused peer
                     await conn.send(session.busy_reply())
                 session = None
                 return
-            self.sessions += 1
-            self.per_addr[ip] = self.per_addr.get(ip, 0) + 1
-            counted = True
-            self._next_id += 1
-            sid = self._next_id
+            sid = slot.sid
             if implicit:
-                r = conn.start_tls(self.ctx)
-                if r is not None:
-                    await r
-            log.info("smtp #%d %s connect %s tls=%d sessions=%d", sid, ip, mode, int(implicit), self.sessions)
-            await self._run(conn, session, sid)
-        except _Timeout as e:
+                await conn.start_tls(self.ctx, None, True, self.handshake_s * 1000)
+            log.info("smtp #%d %s connect %s tls=%d sessions=%d", sid, ip, mode, int(implicit), self.slots.sessions)
+            await self._run(conn, session, slot)
+        except Timeout as e:
             log.info("smtp #%d %s timeout (%s)", sid, ip, e.name)
             if conn is not None and session is not None:
                 try:  # best effort, never waits: the peer may not be reading
@@ -128,20 +125,15 @@ class SmtpServer:
             if session is not None:
                 session.close()  # a message without its final dot is thrown away here
             if conn is not None:
-                conn.close()
-            if counted:
-                self.sessions -= 1
-                k = self.per_addr.get(ip, 1) - 1
-                if k <= 0:
-                    self.per_addr.pop(ip, None)
-                else:
-                    self.per_addr[ip] = k
-                log.info("smtp #%d %s disconnect sessions=%d", sid, ip, self.sessions)
+                conn.close(True)
+            if slot is not None:
+                self.slots.release(slot)
+                log.info("smtp #%d %s disconnect sessions=%d", sid, ip, self.slots.sessions)
 
-    async def _run(self, conn, session, sid):
+    async def _run(self, conn, session, slot):
         sm = self.sm
+        sid = slot.sid
         lines = LineReader(sm["max_line"], sm["max_line"] + sm["block_size"])
-        preauth = True  # the "authorization" deadline still runs
         await conn.send(session.greeting())
         while True:
             replies = smtp.pump(session, lines)
@@ -151,9 +143,9 @@ class SmtpServer:
                     await asyncio.sleep(0)
                     r = session.resume()
                 replies.append(r)
-            if preauth and session.passed:
+            if slot.preauth and session.passed:
                 conn.no_limit()  # from now on the idle timeouts bound each wait
-                preauth = False
+                slot.preauth = False  # and the slot is never evicted
             if replies:
                 if session.delay:
                     await conn.pause(session.delay)
@@ -163,9 +155,7 @@ class SmtpServer:
                 if session.starttls:
                     lines.clear()  # RFC 3207 4.2: nothing sent before the handshake is kept
                     session.starttls = False
-                    r = conn.start_tls(self.ctx)
-                    if r is not None:
-                        await r
+                    await conn.start_tls(self.ctx, None, True, self.handshake_s * 1000)
                     session.tls_active = True
                     log.info("smtp #%d %s STARTTLS", sid, session.peer)
                 if session.closing:
