@@ -1,7 +1,8 @@
 """Hostile SMTP senders against the receiver under micropython (pocketpost.smtpserver), with a
 bounded heap: every SMTP-smuggling variant, overlong lines, NUL, garbage, a 10,000-command
 pipeline, DATA without RCPT, relay attempts, too many recipients, SIZE over the limit and an
-undeclared oversize body, stalls and drops mid-DATA, a peer that never QUITs, too many sessions.
+undeclared oversize body, stalls and drops mid-DATA, a peer that never QUITs, too many sessions,
+silent connections above the cap while a real sender delivers.
 Each gets a clear reply or a close, nothing partial is stored (checked over POP3 and on the
 store's files), and another session is served meanwhile."""
 
@@ -239,7 +240,10 @@ def test_never_quits_and_preauth_deadline(srv):
 
 
 def test_too_many_sessions(srv):
+    """Sessions past pre-auth (MAIL accepted) keep their slots: one more is refused with 421."""
     peers = [greeted(srv) for _ in range(3)]
+    for p in peers:
+        assert p.cmd(b"MAIL FROM:<busy@example.net>").startswith(b"250 ")
     extra = Peer(srv.smtp_port)
     assert extra.reply().startswith(b"421 4.7.0 ") and extra.eof(5)
     extra.close()
@@ -254,6 +258,42 @@ def test_too_many_sessions(srv):
         except smtplib.SMTPConnectError:
             assert time.time() < deadline
             time.sleep(0.1)
+
+
+def _smtp_sessions(srv):
+    """The session count of the last SMTP connect/disconnect line in the server's log."""
+    n = 0
+    for ln in srv.log().splitlines():
+        if "smtp #" in ln and " sessions=" in ln:
+            n = int(ln.rsplit("sessions=", 1)[1].split()[0])
+    return n
+
+
+def test_silent_peers_never_keep_a_sender_out(srv):
+    """Twice the cap of silent connections (pre-auth: greeted, then nothing): each one above the
+    cap takes the slot of the oldest pre-auth one, which is closed; a real sender (smtplib) is
+    served meanwhile, its connection evicting one more, and not refused (421) as before slots."""
+    deadline = time.time() + 15
+    while _smtp_sessions(srv) != 0:  # bounded poll: the earlier tests' sessions have ended
+        assert time.time() < deadline, srv.log()[-2000:]
+        time.sleep(0.1)
+    cap = srv.sm["max_sessions"]
+    before = srv.log().count("evicted")
+    refused = srv.log().count("smtp 127.0.0.1 refused")
+    silent = []
+    for _ in range(2 * cap):
+        p = Peer(srv.smtp_port)
+        assert p.reply().startswith(b"220 ")  # admitted (greeted), never refused
+        silent.append(p)
+    served(srv)
+    try:
+        for p in silent[: cap + 1]:  # the oldest: evicted by the newer ones and by the sender
+            assert p.eof(10)
+        assert srv.log().count("evicted") - before == cap + 1, srv.log()[-3000:]
+        assert srv.log().count("smtp 127.0.0.1 refused") == refused
+    finally:
+        for p in silent:
+            p.close()
 
 
 def test_nothing_left_in_temp_dirs(srv):

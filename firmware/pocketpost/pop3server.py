@@ -66,6 +66,7 @@ _LOGIN_PASS_PROMPT = b"+ UGFzc3dvcmQ6\r\n"
 
 _CR = const(13)
 _LF = const(10)
+_EIO = const(5)  # a message file ended before the size its index entry (and LIST) gave
 
 
 class Throttle:
@@ -612,19 +613,45 @@ class Session:
         if i is None:
             return reply(False, "no such message")
         f = self.mb.open(i)
+        size = self.mb.size(i)
         if self.mb.needs_stuffing(i):
-            self.producer = BodyProducer(f, self._block(), -1, self._stuffer)
+            self.producer = BodyProducer(f, self._block(), -1, self._stuffer, size)
         else:
-            self.producer = PlainProducer(f)
-        return reply(True, "%d octets" % self.mb.size(i))
+            self.producer = PlainProducer(f, size)
+        self.producer.msg = i
+        return reply(True, "%d octets" % size)
 
     def cmd_top(self, args):
         i = self._msg(args[0])
         if i is None:
             return reply(False, "no such message")
         f = self.mb.open(i)
-        self.producer = BodyProducer(f, self._block(), args[1], self._stuffer)
+        self.producer = BodyProducer(f, self._block(), args[1], self._stuffer, self.mb.size(i))
+        self.producer.msg = i
         return reply(True, "top of message follows")
+
+    def read_failed(self, e, started):
+        """The shell's fill() of a RETR/TOP reply raised OSError (a flash read error, a file
+        shorter than LIST said): the store sets the file aside at the next lock
+        (Mailbox.unreadable) and the producer is closed. Returns the -ERR [SYS/PERM] to send
+        instead of the +OK while nothing of the reply has gone out (started False), else None:
+        the shell then closes the connection (a half-sent message must never end with a
+        terminator, which would make it look complete)."""
+        p = self.producer
+        self.producer = None
+        i = getattr(p, "msg", None)
+        if p is not None:
+            p.close()
+        log.error("pop3 #%d %s message %s unreadable%s: %r", self.sid, self.peer, "?" if i is None else i + 1,
+                  " mid-reply, closing" if started else "", e)
+        if i is not None and self.mb is not None:
+            try:
+                self.mb.unreadable(i)
+            except Exception as e2:
+                log.error("pop3 #%d %s unreadable: %r", self.sid, self.peer, e2)
+        if started:
+            return None
+        return reply(False, "message could not be read", "SYS/PERM")
 
     def cmd_dele(self, args):
         i = self._msg(args[0])
@@ -721,10 +748,21 @@ class ListingProducer:
 
 class _FileReply:
     """A reply streamed from a message file; closing it (at the end, or when the session dies
-    first) closes the file."""
+    first) closes the file. `left`: octets the file still owes (the size its index entry gave,
+    -1: unchecked); a file that ends sooner raises OSError(EIO) instead of ending the reply."""
 
-    def __init__(self, f):
+    msg = None  # the message's index in the mailbox (Session.read_failed)
+
+    def __init__(self, f, size=-1):
         self.f = f
+        self.left = size
+
+    def _got(self, n):
+        """Account for n octets read from the file (0: its end)."""
+        if n:
+            self.left -= n
+        elif self.left > 0:
+            raise OSError(_EIO, "message file ends %d octets early" % self.left)
 
     def close(self):
         if self.f is not None:
@@ -739,10 +777,10 @@ class BodyProducer(_FileReply):
     then 0. The file is closed when the terminator is produced or on close().
     """
 
-    def __init__(self, f, block, lines, stuffer=None):
+    def __init__(self, f, block, lines, stuffer=None, size=-1):
         """block: the file block buffer (a bytearray, reused across a session's replies) or its
-        size; stuffer: a DotStuffer to reuse (reset here)."""
-        super().__init__(f)
+        size; stuffer: a DotStuffer to reuse (reset here); size: the file's size per the index."""
+        super().__init__(f, size)
         self.buf = bytearray(block) if isinstance(block, int) else block
         self.start = 0
         self.end = 0
@@ -759,6 +797,7 @@ class BodyProducer(_FileReply):
 
     def _read(self):
         n = self.f.readinto(self.buf)
+        self._got(n)
         if not n:
             self.eof = True
             return
@@ -825,8 +864,8 @@ class PlainProducer(_FileReply):
     ".\r\n"; should a file not end with LF after all, a CRLF goes first (the reply stays framed).
     """
 
-    def __init__(self, f):
-        super().__init__(f)
+    def __init__(self, f, size=-1):
+        super().__init__(f, size)
         self.last = _LF  # last byte handed out (an empty message is just the terminator)
         self.done = False
 
@@ -836,6 +875,7 @@ class PlainProducer(_FileReply):
         f = self.f
         if f is not None:
             n = f.readinto(out)
+            self._got(n)
             if n:
                 self.last = out[n - 1]
                 return n

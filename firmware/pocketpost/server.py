@@ -169,17 +169,26 @@ class Server:
                 resp = session.resume()
             if session.delay:
                 await conn.pause(session.delay)
+            p = session.producer
+            k = 0
+            if p is not None:
+                try:  # the first block before the +OK: a message that cannot be read gets -ERR instead
+                    k = p.fill(out)
+                except OSError as e:
+                    resp = session.read_failed(e, False)
+                    p = None
             if session.starttls:
                 conn.before_tls()
             await conn.send(resp)  # a failure here leaves the producer to session.close()
-            p = session.producer
             if p is not None:
                 try:
-                    while True:
-                        k = p.fill(out)
-                        if not k:
-                            break
+                    while k:
                         await conn.send(outmv[:k])
+                        try:
+                            k = p.fill(out)
+                        except OSError as e:  # mid-reply: no terminator may follow, close instead
+                            session.read_failed(e, True)
+                            return
                 finally:
                     session.producer = None
                     p.close()
