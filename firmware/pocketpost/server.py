@@ -9,12 +9,12 @@ straight into the LineReader's buffer and writes straight to the socket, so a 10
 the same heap as a 1 KiB one. A client that stops reading blocks only its own task (its writes
 wait for the socket to become writable, bounded by the idle timeout).
 
-Connections are transport.py's (one class per runtime, shared with the SMTP receiver and the
-client): raw-socket reads and writes through asyncio's poller on MicroPython, TLS wrapped inside
+Connections are listener.ServerConn, i.e. transport.py's (one class per runtime, shared with the
+SMTP receiver and the client): raw-socket reads and writes through asyncio's poller on MicroPython, TLS wrapped inside
 the handler (never by start_server), STLS by swapping the socket. Admission, caps and the
-eviction of pre-auth connections are slots.py's (shared with the SMTP receiver).
+eviction of pre-auth connections are listener.py's (shared with the SMTP receiver).
 
-Deadlines (config "server"; transport.py bounds the waits): three, each named in the log line
+Deadlines (config "server"; listener.ServerConn bounds the waits): three, each named in the log line
 that closes the connection.
     tls-handshake  tls_handshake_timeout s for a TLS handshake (POP3S and after STLS), the
                    whole handshake however the peer trickles it (a ClientHello that claims 8 MB
@@ -35,17 +35,11 @@ import asyncio
 from pocketpost import config as config_mod
 from pocketpost.config import open_store
 from pocketpost import log, tls
-from pocketpost.compat import IS_MICROPYTHON
 from pocketpost.pop3 import reply
 from pocketpost.pop3server import TRANSACTION, Service, Session
-from pocketpost.slots import LISTEN_BACKLOG, Slots
-from pocketpost.transport import DEADLINE_AUTH, DEADLINE_HANDSHAKE, Timeout, peer_ip
+from pocketpost.listener import DEADLINE_AUTH, DEADLINE_HANDSHAKE, LISTEN_BACKLOG, ServerConn, Slots, peer_ip
+from pocketpost.transport import Timeout
 from pocketpost.wire import LineReader
-
-if IS_MICROPYTHON:
-    from pocketpost.transport import Conn
-else:
-    from pocketpost.transport import CConn as Conn
 
 # Room for pipelined commands beyond one maximal line (RFC 2449 PIPELINING): a client may send
 # a whole batch at once; lines are taken out of this buffer in order, nothing is lost.
@@ -53,8 +47,8 @@ READ_EXTRA = 256
 
 
 class Server:
-    """Sessions, admitted through slots.Slots (pre-auth connections evicted oldest-first, so
-    they can never keep a logged-in user out; see slots.py)."""
+    """Sessions, admitted through listener.Slots (pre-auth connections evicted oldest-first, so
+    they can never keep a logged-in user out; see listener.py)."""
 
     def __init__(self, cfg, store, config_path=None):
         self.cfg = cfg
@@ -112,7 +106,7 @@ class Server:
         sid = 0
         try:
             ip = peer_ip(writer)
-            conn = Conn.from_stream(reader, writer)
+            conn = ServerConn.from_stream(reader, writer)
             conn.idle = self.sv["idle_timeout"]
             conn.limit(DEADLINE_AUTH, self.sv["auth_timeout"])
             slot = self.slots.admit(ip, asyncio.current_task())

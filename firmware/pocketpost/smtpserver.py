@@ -5,14 +5,14 @@ Theory of operation
 -------------------
 The protocol lives in smtp.Session (sans-I/O); this module only moves bytes, through
 transport.py's connections (as the POP3 server: raw-socket reads into the LineReader's buffer,
-TLS wrapped inside the handler, STARTTLS by swapping the socket). Admission is slots.py's, as
+TLS wrapped inside the handler, STARTTLS by swapping the socket). Admission is listener.py's, as
 for POP3: a connection still pre-auth (before MAIL on port 25, before AUTH on submission) is
 evicted, oldest first, when a new one finds the caps full; one past pre-auth never is. Per connection it allocates, once: a wire.LineReader whose buffer holds
 one maximal line plus a block (commands and message text are both read into it), and the
 session's DATA output block. smtp.pump() runs everything buffered through the session; its
 replies go out as one write (RFC 2920), after the failed-AUTH delay if any.
 
-Deadlines (transport.py's named deadlines; RFC 5321 4.5.3.2): until the session has got somewhere
+Deadlines (listener.ServerConn's named deadlines; RFC 5321 4.5.3.2): until the session has got somewhere
 (MAIL accepted on port 25, AUTH succeeded on submission) the whole session has
 `smtp.preauth_timeout` from connect ("authorization"), a TLS handshake also
 `server.tls_handshake_timeout`; after that each read waits at most `command_timeout` for a
@@ -34,17 +34,11 @@ import asyncio
 
 from pocketpost import config as config_mod
 from pocketpost import log, smtp, tls
-from pocketpost.compat import IS_MICROPYTHON
 from pocketpost.config import open_store
 from pocketpost.pop3server import Service as LoginService
-from pocketpost.slots import LISTEN_BACKLOG, Slots
-from pocketpost.transport import DEADLINE_AUTH, Timeout, peer_ip
+from pocketpost.listener import DEADLINE_AUTH, LISTEN_BACKLOG, ServerConn, Slots, peer_ip
+from pocketpost.transport import Timeout
 from pocketpost.wire import LineReader
-
-if IS_MICROPYTHON:
-    from pocketpost.transport import Conn
-else:
-    from pocketpost.transport import CConn as Conn
 
 
 class SmtpServer:
@@ -96,7 +90,7 @@ class SmtpServer:
         sm = self.sm
         try:
             ip = peer_ip(writer)
-            conn = Conn.from_stream(reader, writer)
+            conn = ServerConn.from_stream(reader, writer)
             conn.idle = sm["command_timeout"]
             conn.limit(DEADLINE_AUTH, sm["preauth_timeout"])
             session = smtp.Session(self.svc, ip, mode, implicit)

@@ -14,7 +14,7 @@ import sys
 
 from pocketpost import config, log, server
 from pocketpost.pop3server import Session
-from pocketpost.slots import Slot
+from pocketpost.listener import Slot
 from pocketpost.store import Store
 from test_pop3server import _rmtree, tmpdir
 

@@ -1,0 +1,242 @@
+"""What every listener shares (the POP3 server and the SMTP receiver): the server side of a
+connection (named deadlines, STLS), peer addresses, and session slots with eviction.
+
+Deadlines. `ServerConn` is transport.py's connection of the runtime with a server's bounds:
+each wait is bounded by `idle` seconds or, while one is set, by an absolute deadline with a
+name, each named in the log line that closes the connection:
+    tls-handshake  the whole TLS handshake (start_tls(..., ms)), however the peer trickles it (a
+                   ClientHello that claims 8 MB and sends nothing more is cut here). On
+                   MicroPython the handshake runs inside the first reads and writes: the deadline
+                   bounds those until a byte of application data has gone through (implicit
+                   TLS: the greeting is written; after STLS: the first command is read, so there
+                   it also covers the wait for that command)
+    authorization  set by the shell with limit(): from connect until login
+    idle           `idle` seconds per wait once the shell has called no_limit()
+(the earlier of tls-handshake and authorization wins). A wait past its deadline raises
+transport.Timeout(name); pause() (a failed-login delay) is cut short there too.
+
+Slots. Fairness: connections that have not got anywhere yet ("pre-auth": a TLS handshake,
+POP3's AUTHORIZATION state or a failed-login delay, SMTP before MAIL on port 25 or AUTH on
+submission) can never keep a user out. When a new connection finds a cap full it takes the slot
+of the oldest pre-auth connection there, which is closed at once ("evicted" in the log):
+  - its address at max_sessions_per_addr: the oldest pre-auth connection of that address
+    (one address churning connections only ever evicts its own);
+  - else the listener at max_sessions: the oldest pre-auth connection of any address.
+Only when every slot it could take has got somewhere is the new connection refused. The caps
+are applied when the connection is accepted, before any TLS handshake is spent on it. So
+silent peers, garbage ClientHellos and failed-login delays hold a slot only until a newer
+connection needs it (and never past their deadline); a session past pre-auth is never evicted.
+What remains: a peer that opens connections faster than a login takes (one TLS handshake and
+one hash) can still evict a user who is logging in, and only from addresses other than its own
+once the listener is full: a flood, not a camp.
+"""
+
+import asyncio
+
+from pocketpost import log
+from pocketpost.compat import IS_MICROPYTHON, ticks_add, ticks_diff, ticks_ms
+from pocketpost.transport import Timeout
+
+if IS_MICROPYTHON:
+    from pocketpost.transport import Conn as _Conn
+else:
+    from pocketpost.transport import CConn as _Conn
+
+# The names of the deadlines, as the log lines and the tests see them.
+DEADLINE_HANDSHAKE = "tls-handshake"
+DEADLINE_AUTH = "authorization"
+DEADLINE_IDLE = "idle"
+LISTEN_BACKLOG = 4  # pending connections the kernel/lwIP queues per listener
+# Plaintext a client pipelined after STLS that is read off the socket and dropped before the +OK
+# (RFC 2595 section 4): at most this much; beyond it the TLS handshake fails on the rest.
+STLS_DRAIN_MAX = 4096
+
+
+def peer_ip(writer):
+    """The peer address as a string: MicroPython's unix port gives a raw sockaddr, the ESP32 a
+    tuple, CPython a tuple."""
+    try:
+        peer = writer.get_extra_info("peername")
+        if isinstance(peer, tuple):
+            return str(peer[0])
+        b = bytes(peer)
+        # sockaddr_in: family 2 (Linux: 16-bit little-endian; BSD: length byte, then family)
+        if len(b) >= 8 and ((b[0] == 2 and b[1] == 0) or b[1] == 2):
+            return "%d.%d.%d.%d" % (b[4], b[5], b[6], b[7])
+    except Exception:  # no peername (a closed socket), or a form not parsed above
+        pass
+    return "?"
+
+
+class ServerConn(_Conn):
+    """A server's connection: transport's, its waits bounded by the named deadlines (pass no
+    `ms`). Make one with ServerConn.from_stream(reader, writer), then set `idle`."""
+
+    idle = None  # seconds per wait without a deadline (the idle timeout)
+    until = None  # ticks_ms of the absolute deadline, or None: idle timeout only
+    name = DEADLINE_IDLE
+    _saved = None  # the deadline a handshake interrupted
+
+    def limit(self, name, seconds):
+        """Set an absolute deadline `seconds` from now (replaces the current one)."""
+        self.until = ticks_add(ticks_ms(), int(seconds * 1000))
+        self.name = name
+
+    def no_limit(self):
+        """Authenticated: from now on only the idle timeout bounds a wait."""
+        self.until = None
+        self.name = DEADLINE_IDLE
+        self._saved = None
+
+    def _hs(self, ms):
+        self._saved = (self.until, self.name)
+        until = ticks_add(ticks_ms(), int(ms))
+        if self.until is None or ticks_diff(self.until, until) > 0:
+            self.until = until
+            self.name = DEADLINE_HANDSHAKE
+        return None  # the handshake's waits: bounded by the deadlines
+
+    def _through(self):
+        self.handshaking = False
+        if self._saved is not None:
+            self.until, self.name = self._saved
+            self._saved = None
+
+    def budget(self):
+        """Seconds the next wait may take; raises Timeout(name) once the deadline has passed."""
+        if self.until is None:
+            return self.idle
+        left = ticks_diff(self.until, ticks_ms())
+        if left <= 0:
+            raise Timeout(self.name)
+        return left / 1000
+
+    def _bound(self, ms):
+        if ms is None:
+            return self.budget()
+        if ms <= 0:
+            raise Timeout()
+        return ms / 1000
+
+    def _expired(self, ms):
+        if self.until is not None and ticks_diff(self.until, ticks_ms()) <= 0:
+            return Timeout(self.name)
+        return Timeout(DEADLINE_IDLE)
+
+    async def pause(self, seconds):
+        """The failed-login delay, cut short (Timeout) at the deadline."""
+        b = self.budget()
+        if seconds > b:
+            await asyncio.sleep(b)
+            raise self._expired(None)
+        await asyncio.sleep(seconds)
+
+    if IS_MICROPYTHON:
+
+        def before_tls(self):
+            """Before the +OK to STLS. A client starts its handshake only once it has that +OK,
+            so whatever is in the socket now is plaintext pipelined after STLS (a command
+            injection, RFC 2595 section 4): drop it, or it would reach TLS as a broken
+            ClientHello."""
+            buf = bytearray(256)
+            for _ in range(STLS_DRAIN_MAX // 256):
+                try:
+                    n = self.raw.readinto(buf)
+                except OSError:
+                    return
+                if not n:  # None: nothing more waiting (non-blocking socket); 0: EOF
+                    return
+
+        def send_nowait(self, data):
+            """Best effort, never waits: a last word to a peer that may not be reading."""
+            self.sock.write(data)
+
+    else:
+
+        def before_tls(self):
+            """Before the +OK to STLS: stop reading, so the client's ClientHello stays in the
+            socket for TLS; what asyncio already holds was pipelined after STLS and is dropped
+            (RFC 2595 section 4). asyncio has no public call for the latter: `_buffer`."""
+            self.w.transport.pause_reading()
+            held = getattr(self.r, "_buffer", None)
+            if held:
+                del held[:]
+
+        def send_nowait(self, data):
+            self.w.write(data)  # asyncio buffers it; close(True) lets it go out
+
+
+
+
+class Slot:
+    """One admitted connection: its task (to evict it) and whether it is still pre-auth."""
+
+    def __init__(self, sid, ip, task):
+        self.sid = sid
+        self.ip = ip
+        self.task = task
+        self.preauth = True
+        self.released = False
+
+
+class Slots:
+    """The slots of one service. caps: its config section (max_sessions, max_sessions_per_addr,
+    read at each admission); proto: the log lines' prefix ("pop3", "smtp")."""
+
+    def __init__(self, caps, proto):
+        self.caps = caps
+        self.proto = proto
+        self.sessions = 0
+        self.per_addr = {}
+        self.slots = {}  # sid -> Slot
+        self._next_id = 0
+
+    def _cap_reached(self, here):
+        """Which limit refuses one more connection (named as in the config), or None."""
+        c = self.caps
+        if here >= c["max_sessions_per_addr"]:
+            return "per-address cap max_sessions_per_addr=%d reached" % c["max_sessions_per_addr"]
+        if self.sessions >= c["max_sessions"]:
+            return "global session cap max_sessions=%d reached" % c["max_sessions"]
+        return None
+
+    def _oldest_preauth(self, ip):
+        best = None
+        for slot in self.slots.values():
+            if slot.preauth and (ip is None or slot.ip == ip) and (best is None or slot.sid < best.sid):
+                best = slot
+        return best
+
+    def admit(self, ip, task):
+        """A Slot for a new connection from ip (evicting the oldest pre-auth one of that address,
+        or of any address, when a cap is reached), else the limit that refuses it (a str)."""
+        here = self.per_addr.get(ip, 0)
+        cap = self._cap_reached(here)
+        if cap is not None:
+            victim = self._oldest_preauth(ip if here >= self.caps["max_sessions_per_addr"] else None)
+            if victim is None:
+                log.warning("%s %s refused: %s, every slot logged in (open: %d in all, %d from %s)", self.proto, ip, cap,
+                            self.sessions, here, ip)
+                return cap
+            log.info("%s #%d %s evicted: its pre-auth slot goes to a new connection (%s)", self.proto, victim.sid,
+                     victim.ip, cap)
+            self.release(victim)
+            victim.task.cancel()
+        self._next_id += 1
+        slot = Slot(self._next_id, ip, task)
+        self.slots[slot.sid] = slot
+        self.sessions += 1
+        self.per_addr[ip] = self.per_addr.get(ip, 0) + 1
+        return slot
+
+    def release(self, slot):
+        if slot.released:
+            return
+        slot.released = True
+        self.slots.pop(slot.sid, None)
+        self.sessions -= 1
+        k = self.per_addr.get(slot.ip, 1) - 1
+        if k <= 0:
+            self.per_addr.pop(slot.ip, None)
+        else:
+            self.per_addr[slot.ip] = k
