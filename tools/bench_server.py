@@ -4,15 +4,9 @@
    same stored file to a socket with the same block size (blocking socket, no protocol), in the
    same run. Reported as wall-clock MiB/s and micropython CPU seconds (loopback wall-clock tops out
    near the client's speed, so CPU time per transfer is the fairer comparison).
-2. The smallest -X heapsize at which the server, loaded from .mpy (mpy-cross), serves 1 and 2
-   concurrent sessions each retrieving a 1 MiB message (plain POP3; bisected to 1 KiB), and the
-   floor (listening, no session). Twice: with the .mpy files loaded into the heap (what
-   `make deploy` gives), and from a ROMFS image (`mpremote romfs build`) mounted with
-   vfs.VfsRom, whose bytecode runs in place. On a board the ROMFS partition (or frozen
-   firmware, manifest.py) lives in flash; here the image is a bytearray in the heap, so its exact
-   size is subtracted: that figure is the heap the server needs beyond its code.
+The heap figures are tools/bench_heap.py's.
 
-    .venv/bin/python tools/bench_server.py [--block 1024] [--size-mib 10] [--skip-heap]
+    .venv/bin/python tools/bench_server.py [--block 1024] [--size-mib 10]
 """
 
 import argparse
@@ -156,140 +150,14 @@ def throughput(size_mib, block, dotted):
         shutil.rmtree(base, ignore_errors=True)
 
 
-def build_mpy(dest):
-    src = os.path.join(ROOT, "firmware", "pocketpost")
-    os.makedirs(os.path.join(dest, "pocketpost"))
-    for n in os.listdir(src):
-        if n.endswith(".py"):
-            out = os.path.join(dest, "pocketpost", n[:-3] + ".mpy")
-            subprocess.run([tool("mpy-cross"), "-o", out, os.path.join(src, n)], check=True)
-
-
-# Modules the server needs (the ROMFS image holds only these, as frozen firmware would).
-SERVER_MODULES = ("compat", "log", "wire", "pop3", "tls", "auth", "config", "store", "pop3server", "server")
-
-ROMFS_LAUNCHER = r"""
-import sys, os, vfs
-img_path, cfg = sys.argv[1], sys.argv[2]
-img = bytearray(os.stat(img_path)[6])
-f = open(img_path, "rb")
-f.readinto(img)
-f.close()
-vfs.mount(vfs.VfsRom(img), "/rom")
-sys.path.insert(0, "/rom")
-from pocketpost import server
-server.main(cfg)
-"""
-
-
-def build_romfs(dest):
-    """A ROMFS image of the server modules; returns (image path, size)."""
-    src = os.path.join(dest, "src", "pocketpost")
-    os.makedirs(src)
-    for m in SERVER_MODULES:
-        shutil.copy(os.path.join(ROOT, "firmware", "pocketpost", m + ".py"), src)
-    shutil.copy(os.path.join(ROOT, "firmware", "pocketpost", "__init__.py"), src) if os.path.exists(
-        os.path.join(ROOT, "firmware", "pocketpost", "__init__.py")) else None
-    img = os.path.join(dest, "server.romfs")
-    subprocess.run([tool("mpremote"), "romfs", "--output", img, "build", os.path.join(dest, "src")],
-                   check=True, capture_output=True)
-    launcher = os.path.join(dest, "launch_romfs.py")
-    with open(launcher, "w") as f:
-        f.write(ROMFS_LAUNCHER)
-    return img, launcher, os.path.getsize(img)
-
-
-def heap_trial(base, mpydir, heap, sessions, romfs=None):
-    d = tempfile.mkdtemp(dir=base)
-    one_mib = msg(1, 0) + (b"y" * 1022 + b"\r\n") * 1024
-    users = {"u%d" % i: "pw" for i in range(sessions)}
-    srv = Pop3Server(d, {"u%d" % i: [one_mib] for i in range(sessions)}, users=users,
-                     server={"cert": "", "key": "", "pop3s_port": 0, "max_sessions": 4}, heapsize=heap)
-    env_path = os.environ.get("MICROPYPATH")
-    ok = False
-    try:
-        os.environ["MICROPYPATH"] = mpydir  # harness sets FIRMWARE; override through args instead
-        try:
-            if romfs:
-                srv.start(args=[romfs[1], romfs[0], srv.config_path], micropypath=".frozen")
-            else:
-                srv.start(micropypath=mpydir)
-        except RuntimeError:
-            return False
-        if sessions == 0:  # the floor: listening, answering a greeting
-            time.sleep(0.3)
-            try:
-                s = socket.create_connection(("127.0.0.1", srv.port), 10)
-                ok = s.recv(100).startswith(b"+OK") and srv.alive()
-                s.close()
-            except OSError:
-                ok = False
-            return ok
-        res = [None] * sessions
-
-        def run(i):
-            try:
-                res[i] = pop_retr(srv.port, b"u%d" % i, b"pw")[0]
-            except Exception as e:  # noqa: BLE001 - any failure means "not enough heap"
-                res[i] = e
-
-        ts = [threading.Thread(target=run, args=(i,)) for i in range(sessions)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(60)
-        ok = all(isinstance(r, int) and r >= len(one_mib) for r in res) and srv.alive()
-    finally:
-        srv.stop()
-        if env_path is None:
-            os.environ.pop("MICROPYPATH", None)
-        else:
-            os.environ["MICROPYPATH"] = env_path
-        shutil.rmtree(d, ignore_errors=True)
-    return ok
-
-
-def min_heap(sessions, romfs=False):
-    base = tempfile.mkdtemp(prefix="pp-heap-")
-    try:
-        mpydir = os.path.join(base, "mpy")
-        build_mpy(mpydir)
-        image = build_romfs(os.path.join(base, "rom")) if romfs else None
-        lo, hi = 4, 256  # KiB
-        assert heap_trial(base, mpydir, "%dk" % hi, sessions, image), "fails even at %d KiB" % hi
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if heap_trial(base, mpydir, "%dk" % mid, sessions, image):
-                hi = mid
-            else:
-                lo = mid
-        return hi
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--block", type=int, default=1024)
     ap.add_argument("--size-mib", type=int, default=10)
-    ap.add_argument("--skip-heap", action="store_true")
     a = ap.parse_args()
     throughput(a.size_mib, a.block, False)
     throughput(a.size_mib, a.block, True)
-    if not a.skip_heap:
-        print("smallest -X heapsize (64-bit unix port: GC blocks 32 B, twice the ESP32's), plain POP3, 1 MiB RETR per session:")
-        for n in (0, 1, 2):
-            print("  .mpy in heap, %d session(s): %d KiB" % (n, min_heap(n)))
-        tmp = tempfile.mkdtemp(prefix="pp-rom-")
-        try:
-            img_size = build_romfs(tmp)[2]
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        for n in (0, 1, 2):
-            h = min_heap(n, romfs=True)
-            print("  ROMFS image (%d B, in flash on a board), %d session(s): %d KiB total, %.1f KiB beyond the image"
-                  % (img_size, n, h, h - img_size / 1024))
-
+    # The heap figures (listening, sessions, everything at once, ROMFS) are tools/bench_heap.py's.
 
 if __name__ == "__main__":
     main()
