@@ -28,7 +28,7 @@ import asyncio
 from pocketpost import config as config_mod
 from pocketpost.config import open_store
 from pocketpost import log, tls
-from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, errno_of
+from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of
 from pocketpost.pop3 import reply
 from pocketpost.pop3server import Service, Session
 from pocketpost.wire import LineReader
@@ -37,6 +37,22 @@ from pocketpost.wire import LineReader
 # a whole batch at once; lines are taken out of this buffer in order, nothing is lost.
 READ_EXTRA = 256
 LISTEN_BACKLOG = 4  # pending connections the kernel/lwIP queues per listener
+# setsockopt(IPPROTO_TCP, TCP_NODELAY): the same numbers in Linux and lwIP (the unix port's socket
+# module names neither). A reply's short last segment would wait, by Nagle's rule, for the ACK of
+# the data before it, which the client delays (~40 ms on Linux): every RETR ended with that stall.
+# So Nagle is off for the last write of a multi-line reply only (both stacks then send all that is
+# queued at once) and on again for the bulk, where it merges the 1 KiB writes into full segments.
+_IPPROTO_TCP = const(6)
+_TCP_NODELAY = const(1)
+
+
+def _nodelay(conn, on):
+    """MicroPython only (CPython's asyncio sets TCP_NODELAY itself); best effort."""
+    if IS_MICROPYTHON:
+        try:
+            conn.raw.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, on)
+        except Exception:  # a port without the option keeps Nagle (and the stall)
+            pass
 
 if IS_MICROPYTHON:
     from asyncio import core as _core  # type: ignore[attr-defined]  # MicroPython asyncio internals
@@ -301,7 +317,12 @@ class Server:
                         k = p.fill(out)
                         if not k:
                             break
-                        await conn.send(out, k)
+                        if getattr(p, "done", False):  # the last write: out at once, not after a delayed ACK
+                            _nodelay(conn, 1)
+                            await conn.send(out, k)
+                            _nodelay(conn, 0)
+                        else:
+                            await conn.send(out, k)
                 finally:
                     session.producer = None
                     p.close()
