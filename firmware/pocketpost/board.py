@@ -394,6 +394,12 @@ def open_store(cfg):
     return config.open_store(cfg)
 
 
+def _fetch_mark(info):
+    from pocketpost import heapmark
+
+    heapmark.sample("fetch")  # after each stored message (admin.status() shows the mark)
+
+
 class Runner:
     """The running board: what admin.status() reports."""
 
@@ -455,7 +461,7 @@ class Runner:
                     log.info("fetch %s: skipped, wifi down", name)
                     continue
                 try:
-                    self.fetches[name] = await client.fetch_account(acct, self.store)
+                    self.fetches[name] = await client.fetch_account(acct, self.store, _fetch_mark)
                 except MemoryError:  # the board's own trouble: let the supervisor restart us
                     raise
                 except Exception as e:  # network, TLS, login refused, a bad reply: try next time

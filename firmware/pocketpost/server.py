@@ -27,7 +27,7 @@ import asyncio
 
 from pocketpost import config as config_mod
 from pocketpost.config import open_store
-from pocketpost import log, tls
+from pocketpost import heapmark, log, tls
 from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of
 from pocketpost.pop3 import reply
 from pocketpost.pop3server import Service, Session
@@ -310,6 +310,7 @@ class Server:
             if session.starttls:
                 conn.before_tls()
             await conn.send(resp)  # a failure here leaves the producer to session.close()
+            heapmark.sample("pop3")  # after a reply: its producer (file, block) is allocated
             p = session.producer
             if p is not None:
                 try:
