@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-BENCHES = ("bench_core.py", "bench_store.py", "bench_server.py", "bench_client.py", "bench_heap.py")
+BENCHES = ("bench_core.py", "bench_store.py", "bench_server.py", "bench_client.py", "bench_heap.py", "bench_scale32.py")
 
 
 def main():

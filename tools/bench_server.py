@@ -7,7 +7,8 @@ protocol (COPY_LOOP below).
 1. RETR CPU. The server (one micropython process, the directory store, config defaults:
    block_size 1 KiB) serves in turn: a login-only session (USER/PASS/QUIT), RETR of a 10 MiB
    message without dot lines (the store knows: the file is sent unchanged), RETR of a 10 MiB
-   message with dot lines (the stuffing codec); the copy loop sends the same 10 MiB file. CPU is
+   message with dot lines (the stuffing codec); the copy loop sends the same 10 MiB file (in 4 KiB
+   blocks, and again in the server's block size: the per-write cost is most of it). CPU is
    the process's time on a CPU from the kernel's per-thread nanosecond counters
    (/proc/PID/task/*/schedstat, benchlib.cpu_s) read before the connection and after the last
    reply; the four run in rotating order, `--runs` rounds (paired runs); the figures are medians.
@@ -18,7 +19,7 @@ protocol (COPY_LOOP below).
    with a bulk reader (recv of up to 1 MiB). Paired runs, medians.
 Heap figures are tools/bench_heap.py's.
 
-    .venv/bin/python tools/bench_server.py [--runs 9] [--size-mib 10]
+    .venv/bin/python tools/bench_server.py [--runs 9] [--size-mib 10] [--block N]
 """
 
 import argparse
@@ -211,20 +212,27 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--size-mib", type=int, default=10)
+    ap.add_argument("--block", type=int, default=0, help="server block_size (default: the config's)")
     a = ap.parse_args()
     size = a.size_mib * MIB
     base = tempfile.mkdtemp(prefix="pp-bench-")
     msgs = {"plain": [message(size, False)], "dotted": [message(size, True)],
             "ten": [message(MIB, False)] * 10}
     srv = Pop3Server(base, msgs, users=dict((k, PW) for k in msgs),
-                     server={"idle_timeout": 600, "pop3s_port": 0})
-    cp = None
+                     server=dict({"idle_timeout": 600, "pop3s_port": 0}, **({"block_size": a.block} if a.block else {})))
+    cp = cpb = None
     try:
         srv.start()
         files = dict((k, stored_files(srv.store_root, k)) for k in msgs)
         port = free_port()
         cp = subprocess.Popen([MICROPYTHON, "-c", COPY_LOOP, str(port), str(COPY_BLOCK)], stdout=subprocess.PIPE)
         cp.stdout.readline()
+        block = a.block or 1024
+        port_b = free_port()
+        while port_b == port:
+            port_b = free_port()
+        cpb = subprocess.Popen([MICROPYTHON, "-c", COPY_LOOP, str(port_b), str(block)], stdout=subprocess.PIPE)
+        cpb.stdout.readline()
 
         def cpu_of(pid, fn):
             c0 = cpu_s(pid)
@@ -241,11 +249,14 @@ def main():
                 c.quit()
             return run
 
-        def copy_run():
-            if copy_fetch(port, files["plain"], False) != len(msgs["plain"][0]):
-                raise RuntimeError("copy size")
+        def copy_run(p):
+            def run():
+                if copy_fetch(p, files["plain"], False) != len(msgs["plain"][0]):
+                    raise RuntimeError("copy size")
+            return run
 
-        jobs = (("copy", cp.pid, copy_run), ("plain", srv.proc.pid, session("plain", True)),
+        jobs = (("copy", cp.pid, copy_run(port)), ("copy_b", cpb.pid, copy_run(port_b)),
+                ("plain", srv.proc.pid, session("plain", True)),
                 ("dotted", srv.proc.pid, session("dotted", True)), ("login", srv.proc.pid, session("plain", False)))
         cpu = dict((k, []) for k, _, _ in jobs)
         for j in jobs:  # warm up: page cache, the server's first index read
@@ -255,16 +266,21 @@ def main():
                 name, pid, fn = jobs[(r + k) % len(jobs)]
                 cpu[name].append(cpu_of(pid, fn))
         m = dict((k, median(v)) for k, v in cpu.items())
-        print("RETR CPU, %d MiB message, directory store, server block_size 1 KiB (config default), "
-              "copy loop 4 KiB blocks; %d paired runs, medians (min-max), CPU from the kernel's ns counters:" % (a.size_mib, a.runs))
-        for k in ("copy", "login", "plain", "dotted"):
-            print("  %-7s %.4f s  (%.4f-%.4f)" % (k, m[k], min(cpu[k]), max(cpu[k])))
+        print("RETR CPU, %d MiB message, directory store, server block_size %s, "
+              "copy loop 4 KiB blocks; %d paired runs, medians (min-max), CPU from the kernel's ns counters:"
+              % (a.size_mib, a.block or "1024 (config default)", a.runs))
+        names = {"copy": "copy loop, 4 KiB blocks", "copy_b": "copy loop, %d B blocks (the server's)" % block,
+                 "login": "login-only session", "plain": "RETR session, no dot lines", "dotted": "RETR session, dot lines"}
+        for k in ("copy", "copy_b", "login", "plain", "dotted"):
+            print("  %-40s %.4f s  (%.4f-%.4f)" % (names[k], m[k], min(cpu[k]), max(cpu[k])))
         plain_ratios = sorted((p - lg) / c for p, lg, c in zip(cpu["plain"], cpu["login"], cpu["copy"]))
         dot_ratios = sorted((p - lg) / c for p, lg, c in zip(cpu["dotted"], cpu["login"], cpu["copy"]))
         print("  RETR alone / copy, no dot lines  : %.2f  (per round: median %.2f, %.2f-%.2f)   budget 2"
               % ((m["plain"] - m["login"]) / m["copy"], median(plain_ratios), plain_ratios[0], plain_ratios[-1]))
         print("  RETR alone / copy, with dot lines: %.2f  (per round: median %.2f, %.2f-%.2f)   budget 3"
               % ((m["dotted"] - m["login"]) / m["copy"], median(dot_ratios), dot_ratios[0], dot_ratios[-1]))
+        print("  against the copy at the server's block size: no dot lines %.2f, dot lines %.2f"
+              % ((m["plain"] - m["login"]) / m["copy_b"], (m["dotted"] - m["login"]) / m["copy_b"]))
 
         total = sum(len(x) for x in msgs["ten"])
 
@@ -344,9 +360,10 @@ def main():
         print("  bulk client: %.2f of the copy limit's throughput (same client)" % (median(wt["bulk, copy limit"]) / median(wt["bulk client"])))
     finally:
         srv.stop()
-        if cp is not None:
-            cp.kill()
-            cp.wait(10)
+        for p in (cp, cpb):
+            if p is not None:
+                p.kill()
+                p.wait(10)
         shutil.rmtree(base, ignore_errors=True)
 
 
