@@ -19,10 +19,11 @@ protocol (COPY_LOOP below).
    with a bulk reader (recv of up to 1 MiB). Paired runs, medians.
 Heap figures are tools/bench_heap.py's.
 
-    .venv/bin/python tools/bench_server.py [--runs 9] [--size-mib 10] [--block N]
+    .venv/bin/python tools/bench_server.py [--runs 9] [--size-mib 10] [--block N] [--store dir|lfs]
 """
 
 import argparse
+import json
 import os
 import poplib
 import shutil
@@ -142,6 +143,81 @@ def stored_files(root, box):
     return out
 
 
+# --store lfs: deliver the messages into a littlefs image (tools/hostflash.py mounts it at /flash,
+# as on a board) and print each stored file's path in the image.
+LFS_SETUP = r"""
+import gc
+from pocketpost.store import Store
+buf = bytearray(4096)
+mv = memoryview(buf)
+st = Store("/flash/mail", quota=0, reserve=0)
+for box, path, count in JOBS:
+    st.create(box)
+    for k in range(count):
+        d = st.begin(box)
+        f = open(path, "rb")
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            d.write(mv[:n])
+        f.close()
+        d.commit()
+        gc.collect()
+    mb = st.lock(box)
+    for i in range(mb.count):
+        r = mb._rec(i)
+        print("PATH", box, mb._box.msg_path(r[0], r[1], r[2], r[3]))
+    mb.release()
+"""
+
+
+def lfs_setup(base, msgs):
+    """A littlefs image holding msgs ({box: [bytes]}), and {box: [paths in the image]}."""
+    img = os.path.join(base, "flash.img")
+    size = (sum(len(m) for ms in msgs.values() for m in ms) * 5 // 4 // 4096 + 256) * 4096
+    with open(img, "wb") as f:
+        blank = b"\xff" * (1 << 20)
+        for _ in range(size // len(blank)):
+            f.write(blank)
+        f.write(b"\xff" * (size % len(blank)))
+    jobs = []
+    for box, ms in msgs.items():
+        p = os.path.join(base, box + ".eml")
+        with open(p, "wb") as f:
+            f.write(ms[0])
+        if any(m != ms[0] for m in ms):
+            raise ValueError("lfs_setup: one message per mailbox, repeated")
+        jobs.append((box, p, len(ms)))
+    script = os.path.join(base, "lfs_setup.py")
+    with open(script, "w") as f:
+        f.write("JOBS = %r\n" % (jobs,) + LFS_SETUP)
+    r = subprocess.run([MICROPYTHON, os.path.join(HERE, "hostflash.py"), img, "--mkfs", "-f", script],
+                       capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, MICROPYPATH=os.path.join(ROOT, "firmware") + ":.frozen"))
+    files = {}
+    for ln in r.stdout.splitlines():
+        if ln.startswith("PATH "):
+            _, box, path = ln.split(" ", 2)
+            files.setdefault(box, []).append(path)
+    if r.returncode != 0 or set(files) != set(msgs):
+        raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
+    return img, files
+
+
+def copy_loop(port, block, image=None):
+    """The copy loop process; with an image, on its own copy of it (one image, one process)."""
+    if image is None:
+        return subprocess.Popen([MICROPYTHON, "-c", COPY_LOOP, str(port), str(block)], stdout=subprocess.PIPE)
+    own = "%s.copy%d" % (image, port)
+    shutil.copyfile(image, own)
+    script = own + ".py"
+    with open(script, "w") as f:
+        f.write(COPY_LOOP.replace("port, block = int(sys.argv[1]), int(sys.argv[2])", "port, block = %d, %d" % (port, block)))
+    return subprocess.Popen([MICROPYTHON, os.path.join(HERE, "hostflash.py"), own, "-f", script], stdout=subprocess.PIPE,
+                            env=dict(os.environ, MICROPYPATH=os.path.join(ROOT, "firmware") + ":.frozen"))
+
+
 class Bulk:
     """A POP3 client reading in bulk (recv of up to 1 MiB), for CPU runs and the bulk wall runs."""
 
@@ -213,25 +289,38 @@ def main():
     ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--size-mib", type=int, default=10)
     ap.add_argument("--block", type=int, default=0, help="server block_size (default: the config's)")
+    ap.add_argument("--store", choices=("dir", "lfs"), default="dir",
+                    help="dir: the directory store; lfs: a littlefs image (4 KiB blocks, tools/hostflash.py)")
     a = ap.parse_args()
     size = a.size_mib * MIB
     base = tempfile.mkdtemp(prefix="pp-bench-")
     msgs = {"plain": [message(size, False)], "dotted": [message(size, True)],
             "ten": [message(MIB, False)] * 10}
-    srv = Pop3Server(base, msgs, users=dict((k, PW) for k in msgs),
+    lfs = a.store == "lfs"
+    srv = Pop3Server(base, None if lfs else msgs, users=dict((k, PW) for k in msgs),
                      server=dict({"idle_timeout": 600, "pop3s_port": 0}, **({"block_size": a.block} if a.block else {})))
     cp = cpb = None
     try:
-        srv.start()
-        files = dict((k, stored_files(srv.store_root, k)) for k in msgs)
+        image = None
+        if lfs:
+            image, files = lfs_setup(base, msgs)
+            with open(srv.config_path) as f:
+                cfg = json.load(f)
+            cfg["store"]["root"] = "/flash/mail"
+            with open(srv.config_path, "w") as f:
+                json.dump(cfg, f)
+            srv.start(args=[os.path.join(HERE, "hostflash.py"), image, "-m", "pocketpost.server", srv.config_path])
+        else:
+            srv.start()
+            files = dict((k, stored_files(srv.store_root, k)) for k in msgs)
         port = free_port()
-        cp = subprocess.Popen([MICROPYTHON, "-c", COPY_LOOP, str(port), str(COPY_BLOCK)], stdout=subprocess.PIPE)
+        cp = copy_loop(port, COPY_BLOCK, image)
         cp.stdout.readline()
         block = a.block or 1024
         port_b = free_port()
         while port_b == port:
             port_b = free_port()
-        cpb = subprocess.Popen([MICROPYTHON, "-c", COPY_LOOP, str(port_b), str(block)], stdout=subprocess.PIPE)
+        cpb = copy_loop(port_b, block, image)
         cpb.stdout.readline()
 
         def cpu_of(pid, fn):
@@ -266,9 +355,10 @@ def main():
                 name, pid, fn = jobs[(r + k) % len(jobs)]
                 cpu[name].append(cpu_of(pid, fn))
         m = dict((k, median(v)) for k, v in cpu.items())
-        print("RETR CPU, %d MiB message, directory store, server block_size %s, "
+        print("RETR CPU, %d MiB message, %s, server block_size %s, "
               "copy loop 4 KiB blocks; %d paired runs, medians (min-max), CPU from the kernel's ns counters:"
-              % (a.size_mib, a.block or "1024 (config default)", a.runs))
+              % (a.size_mib, "littlefs image (the copy loops read their own copy of it)" if lfs else "directory store",
+                 a.block or "1024 (config default)", a.runs))
         names = {"copy": "copy loop, 4 KiB blocks", "copy_b": "copy loop, %d B blocks (the server's)" % block,
                  "login": "login-only session", "plain": "RETR session, no dot lines", "dotted": "RETR session, dot lines"}
         for k in ("copy", "copy_b", "login", "plain", "dotted"):
