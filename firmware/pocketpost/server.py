@@ -103,8 +103,11 @@ class _Conn:
         self.handshaking = True
 
     async def _wait(self, write):
+        # The raw socket, also under TLS: the poller then holds file descriptors only. An SSL
+        # socket has none, and the unix port's select.poll, mixing the two, crashed (SIGSEGV) or
+        # lost the TLS session's wake-ups with 4+ connections (host_tests/test_server_poll.py).
         try:
-            await asyncio.wait_for(_wait_io(self.sock, write), self.timeout)
+            await asyncio.wait_for(_wait_io(self.raw, write), self.timeout)
         except asyncio.TimeoutError:
             raise _Timeout()
 
