@@ -26,9 +26,9 @@ PKG = os.path.join(os.environ.get("BENCH_FIRMWARE") or FIRMWARE, "pocketpost")
 GLUE = ("board", "admin", "safemode")
 # Which module belongs to which part (the code budget is printed per part).
 PARTS = (
-    ("server", ("server", "pop3server", "smtpserver")),
+    ("server", ("server", "pop3server", "smtpserver", "smtp")),
     ("client", ("client", "fetch", "uidstate", "headers", "session", "transport", "pop3client")),
-    ("store", ("store",)),
+    ("store", ("store", "groupcommit")),
 )
 
 
