@@ -10,7 +10,7 @@ Two halves in one file:
 
 SPEC (JSON): {"account": {...}, "root": store root, "quota": int, "reserve": int,
               "now": int or null        (client.compat.now() returns this),
-              "crash": [step, k] or null (client._crash_point raises a BaseException there,
+              "crash": [step, k] or null (crashpoints.py raises a BaseException there,
                                           standing for a power cut: no cleanup runs),
               "fail_pending_save": bool  (UidState.save raises OSError(28) while a pending
                                           entry is set: flash full)}
@@ -49,14 +49,10 @@ def main(argv):
         client.compat.now = lambda: t  # the client reads compat.now() at call time
     crash = spec.get("crash")
     if crash:
-        seen = {}
+        sys.path.insert(0, __file__.rsplit("/", 1)[0])
+        import crashpoints
 
-        def point(step):
-            seen[step] = seen.get(step, 0) + 1
-            if step == crash[0] and seen[step] == crash[1]:
-                raise _Crash(step)
-
-        client._crash_point = point
+        crashpoints.install(crashpoints.counter(crash, _Crash))
     if spec.get("fail_pending_save"):
         real_save = uidstate.UidState.save
 
@@ -83,7 +79,7 @@ def main(argv):
     except Exception as e:
         res = _exc_info(e)
     res["messages"] = messages
-    res["implementation"] = sys.implementation.name  # the board's code path (_UpyConn) ran
+    res["implementation"] = sys.implementation.name  # the board's code path (transport.Conn) ran
     mb = spec["account"].get("mailbox")
     if mb and store.exists(mb):
         res["busy"] = store._box(mb).busy  # deliveries still open on the mailbox (should be 0)

@@ -2,7 +2,9 @@
 
 `Dovecot(users).start()` makes a test CA and a server certificate with openssl, writes its own
 dovecot.conf (no system service, nothing under /etc), starts the master on two free high ports
-(plain + STLS, and POP3S), waits (bounded) until both accept, and makes one warm-up login so the
+(plain + STLS, and POP3S) on 127.0.0.1 and 127.0.0.2 (its certificate names only localhost and
+127.0.0.1: the second address is where a client meets a certificate for another name), waits
+(bounded) until both accept, and makes one warm-up login so the
 auth process's one-time start cost is not charged to a test. `stop()` sends TERM to the master pid
 and waits (bounded); call it from a `finally`/fixture teardown. Every file lives in one temporary
 folder readable by Dovecot's unprivileged users.
@@ -32,7 +34,7 @@ state_dir = {d}/state
 log_path = {d}/dovecot.log
 info_log_path = {d}/dovecot.log
 protocols = pop3
-listen = 127.0.0.1
+listen = 127.0.0.1, 127.0.0.2
 default_login_user = dovenull
 default_internal_user = dovecot
 first_valid_uid = 1000
@@ -62,11 +64,11 @@ service anvil {{
 }}
 service pop3-login {{
   inet_listener pop3 {{
-    address = 127.0.0.1
+    address = 127.0.0.1, 127.0.0.2
     port = {port}
   }}
   inet_listener pop3s {{
-    address = 127.0.0.1
+    address = 127.0.0.1, 127.0.0.2
     port = {sport}
     ssl = yes
   }}
@@ -99,10 +101,11 @@ def make_server_cert(d, ca="ca", name="server", host="localhost"):
 
 
 class Dovecot:
-    def __init__(self, users=None, mechs="plain login apop", extra=""):
+    def __init__(self, users=None, mechs="plain login apop", extra="", prepare=None):
         self.users = users or {"alice": "wonder land"}
         self.mechs = mechs
-        self.extra = extra
+        self.extra = extra  # more config; "{d}" stands for the instance's folder
+        self.prepare = prepare  # called with self once the folder and certificates exist, before the start
         self.dir = None
         self.proc_pid = None
 
@@ -129,7 +132,10 @@ class Dovecot:
             self.sport = free_port()
         self.conf = os.path.join(d, "dovecot.conf")
         with open(self.conf, "w") as f:
-            f.write(CONF.format(d=d, port=self.port, sport=self.sport, mechs=self.mechs, extra=self.extra))
+            f.write(CONF.format(d=d, port=self.port, sport=self.sport, mechs=self.mechs,
+                                extra=self.extra.replace("{d}", d)))
+        if self.prepare is not None:
+            self.prepare(self)
         subprocess.run(["dovecot", "-c", self.conf], check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
         deadline = time.time() + START_TIMEOUT
         while True:

@@ -45,6 +45,8 @@ TEST_SERVER = {
     "auth_delays": [0.2, 0.4, 0.8],
     "auth_fail_window": 60,
     "idle_timeout": 2,
+    "auth_timeout": 6,
+    "tls_handshake_timeout": 3,
     "max_sessions": 6,
     "max_sessions_per_addr": 6,
 }

@@ -15,7 +15,7 @@ from pocketpost import config as config_mod
 from pocketpost.store import Store
 
 SCRIPT = r'''
-import asyncio, json, sys
+import asyncio, json, sys, time
 from pocketpost import board, log
 from test_board import FakeWLAN
 
@@ -27,20 +27,23 @@ r = board.Runner(board.load_config(CFG), hw)
 def say(*a):
     print(*a)
 
+async def until(cond, what, ms=30000):
+    t0 = time.ticks_ms()
+    while not cond():                # bounded: a hang ends the script, and the host test fails
+        if time.ticks_diff(time.ticks_ms(), t0) > ms:
+            say("TIMEOUT waiting for " + what)
+            sys.exit(1)
+        await asyncio.sleep(0.01)
+
 async def weather():
-    while r.sessions() < 1:          # the client has connected
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.1)
-    wlan.drop()
+    await until(lambda: r.sessions() >= 1, "the client to connect")
+    wlan.drop()                      # the client waits for DROPPED before its RETRs
     say("DROPPED")
-    while r.wifi.attempts < 3:       # the keeper is retrying with back-off
-        await asyncio.sleep(0.01)
+    await until(lambda: r.wifi.attempts >= 3, "the keeper to retry with back-off")
     wlan.ap_up = True
-    while not r.wifi.up:
-        await asyncio.sleep(0.01)
+    await until(lambda: r.wifi.up, "the reconnect")
     say("BACK")
-    while r.sessions() > 0:          # the session goes on to its QUIT
-        await asyncio.sleep(0.01)
+    await until(lambda: r.sessions() == 0, "the session to go on to its QUIT")
     say("RESULT " + json.dumps([r.wifi.info(), r.supervisor.info()]))
     r.stop()
 

@@ -14,8 +14,9 @@ import pytest
 
 from dovecot import Dovecot
 from helpers import FIRMWARE, MICROPYTHON, ROOT
+from uidtool import entries as state_entries
 
-from pocketpost import client, store as storemod
+from pocketpost import client, store as storemod, uidstate
 from pocketpost.store import Store
 
 PASSWORD = "wonder land"
@@ -52,6 +53,8 @@ def account(dc, tmp, **kw):
          "policy": "keep", "timeouts": {"connect_timeout": 5, "read_timeout": 10}}
     if kw.get("tls") in ("stls", "none"):
         a["port"] = dc.port
+    if kw.get("tls") == "none":
+        a["allow_plaintext"] = True  # config.load refuses a plaintext account without it
     a.update(kw)
     return a
 
@@ -79,10 +82,9 @@ def run_cli(tmp, acct, crash=None, timeout=120):
     path.write_text(json.dumps(cfg))
     env = dict(os.environ)
     env["MICROPYPATH"] = FIRMWARE + ":.frozen"
-    env.pop("POCKETPOST_CRASH_AT", None)
-    if crash:
-        env["POCKETPOST_CRASH_AT"] = crash
     cmd = [MICROPYTHON, "-m", "pocketpost.fetch", str(path)]
+    if crash:  # the crash points are patched in by test code (host_tests/crashpoints.py)
+        cmd = [MICROPYTHON, os.path.join(ROOT, "host_tests", "crashfetch.py"), crash, str(path)]
     if not crash:
         r = subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=str(tmp), env=env)
         return r.returncode, r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
@@ -158,12 +160,10 @@ def test_policy_keep_days(dc, tmp_path):
     check_ok(*run_cli(tmp_path, acct))
     assert len(dc.messages("alice")) == 3
     # Age the first message's state entry by 3 days: the next run deletes just that one.
-    path = tmp_path / "state" / "isp.uidl"
-    lines = path.read_bytes().split(b"\n")
-    w = lines[1].split(b" ")
-    w[1] = b"%d" % (int(w[1]) - 3 * 86400)
-    lines[1] = b" ".join(w)
-    path.write_bytes(b"\n".join(lines))
+    st = uidstate.UidState(str(tmp_path / "state"), "isp").load()
+    uid, first_seen, flag = state_entries(st)[0]
+    st.add(uid, first_seen - 3 * 86400, flag)
+    st.save()
     rc, out = run_cli(tmp_path, acct)
     check_ok(rc, out)
     assert "1 deleted" in out, out
@@ -194,12 +194,28 @@ def test_oversize_skip_headers_and_cap(dc, tmp_path):
 
 
 def test_verification(dc, tmp_path):
+    """Certificate trouble fails the account with words a user can act on, naming the account,
+    host:port and step."""
     dc.seed("alice", MESSAGES[:1])
     rc, out = run_cli(tmp_path, account(dc, tmp_path, ca=dc.path("otherca.der")))
     assert rc == 1 and "FAILED" in out, out
-    rc, out = run_cli(tmp_path, account(dc, tmp_path, host="127.0.0.2", tls="stls"))
-    assert rc == 1 and "FAILED" in out, out
+    assert "isp localhost:%d" % dc.sport in out and "unknown CA" in out and "otherca.der" in out, out
+    rc, out = run_cli(tmp_path, account(dc, tmp_path, ca=str(tmp_path / "missing.der")))
+    assert rc == 1 and "missing.der not found" in out, out
+    rc, out = run_cli(tmp_path, account(dc, tmp_path, ca=dc.path("ca.pem")))
+    # refused when the config loads, before any connection: one line, no traceback
+    assert rc == 2 and "ca.pem is PEM; the board needs DER" in out and "openssl x509" in out, out
+    assert "Traceback" not in out, out
+    # Dovecot also listens on 127.0.0.2, where its certificate (localhost, 127.0.0.1) names another
+    # host: the client must refuse it for the name, over STLS and POP3S alike.
+    for tls in ("stls", "implicit"):
+        rc, out = run_cli(tmp_path, account(dc, tmp_path, host="127.0.0.2", tls=tls))
+        assert rc == 1 and "FAILED" in out, out
+        assert "certificate name mismatch" in out and "isp 127.0.0.2:" in out, out
     assert local_messages(tmp_path / "store") == []
+    # the same address without verification works: the refusal above was the name check
+    rc, out = run_cli(tmp_path, account(dc, tmp_path, host="127.0.0.2", tls="stls", ca=None, verify=False))
+    check_ok(rc, out)
     rc, out = run_cli(tmp_path, account(dc, tmp_path, ca=None, verify=False))
     check_ok(rc, out)
     assert "verification DISABLED" in out

@@ -80,7 +80,7 @@ def test_deploy_to_pseudoboard_then_boot_and_serve(tmp_path, remote_server):
         cfg = json.load(f)
     cfg["server"]["port"] = port
     cfg["server"]["pop3s_port"] = port_s
-    cfg["accounts"] = [{"name": "remote", "host": "127.0.0.1", "port": remote_server, "tls": "none", "auth": "user",
+    cfg["accounts"] = [{"name": "remote", "host": "127.0.0.1", "port": remote_server, "tls": "none", "allow_plaintext": True, "auth": "user",
                         "user": "bob", "password": "bobpw", "mailbox": "alice", "policy": "keep"}]
     cfg["services"] = {"server": True, "fetch_interval_s": 0}
     cfg_path = str(tmp_path / "config.json")
@@ -134,9 +134,12 @@ def test_deploy_to_pseudoboard_then_boot_and_serve(tmp_path, remote_server):
         c.quit()
         assert any(b"Hello from the pseudo-board" in b for b in bodies), bodies
         assert any(b"Subject: fetched from afar" in b for b in bodies), bodies
-        # POP3S on the deployed DER certificate, verified against that certificate
+        # POP3S on the deployed DER certificate, verified against that certificate with the
+        # host name checked: by address (the config's "host") and by name (its "hostname")
         ctx = ssl.create_default_context(cafile=os.path.join(build, "cert.pem"))
-        ctx.check_hostname = False  # the self-signed cert names pocketpost.local
+        with socket.create_connection(("127.0.0.1", port_s), 20) as raw:
+            with ctx.wrap_socket(raw, server_hostname=cfg["server"]["hostname"]) as t:
+                assert t.recv(100).startswith(b"+OK")
         s = poplib.POP3_SSL("127.0.0.1", port_s, context=ctx, timeout=20)
         s.user("alice")
         s.pass_("secret")
@@ -175,3 +178,105 @@ def test_package_json_lists_every_module_and_manifest_freezes_the_package():
     assert ("include", "$(PORT_DIR)/boards/manifest.py") in calls
     (_, name, base), = [c for c in calls if c[0] == "package"]
     assert os.path.isdir(os.path.join(ROOT, base, name))
+
+
+# --- --make-cert: a certificate mail clients accept by the board's name or address ------------
+
+
+def _x509_text(pem):
+    return subprocess.run(["openssl", "x509", "-in", pem, "-noout", "-text"], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def test_make_cert_is_a_leaf_naming_the_board(tmp_path):
+    with open(os.path.join(ROOT, "boards", "esp32", "config.json")) as f:
+        cfg = json.load(f)  # hostname "pocketpost", host 0.0.0.0 (not an address to name)
+    names, ips = deploy.cert_names(cfg, ["mail.home.arpa"], ["192.168.1.50"], board_ips=["192.168.1.77"])
+    assert names == ["pocketpost", "pocketpost.local", "mail.home.arpa"] and ips == ["192.168.1.77", "192.168.1.50"]
+    der, key = str(tmp_path / "cert.der"), str(tmp_path / "key.der")
+    deploy.make_cert(der, key, names, ips)
+    pem = str(tmp_path / "cert.pem")
+    assert deploy.cert_san(pem) == deploy.want_san(names, ips)
+    text = _x509_text(pem)
+    assert "DNS:pocketpost, DNS:pocketpost.local, DNS:mail.home.arpa, IP Address:192.168.1.77, IP Address:192.168.1.50" in text
+    bc = text.split("X509v3 Basic Constraints:", 1)[1].splitlines()
+    assert bc[0].strip() == "critical" and bc[1].strip() == "CA:FALSE", text
+    assert "TLS Web Server Authentication" in text
+    dec = ssl._ssl._test_decode_cert(pem)
+    days = (ssl.cert_time_to_seconds(dec["notAfter"]) - ssl.cert_time_to_seconds(dec["notBefore"])) / 86400
+    assert 0 < days <= 825, days
+    with open(der, "rb") as f:
+        assert f.read(1) == b"\x30"  # DER, which MicroPython needs
+    assert not os.path.exists(str(tmp_path / "key.pem"))
+
+
+def test_made_cert_is_accepted_by_name_and_address_with_hostname_checks(tmp_path):
+    """A client that trusts just this certificate (as docs/BOARD.md has the user do) connects to
+    the real server by every name and address in it, hostname checks on; any other name fails."""
+    from serverharness import Pop3Server, msg
+
+    der, key = str(tmp_path / "cert.der"), str(tmp_path / "key.der")
+    deploy.make_cert(der, key, ["pocketpost", "pocketpost.local"], ["127.0.0.1"])
+    os.mkdir(str(tmp_path / "srv"))
+    srv = Pop3Server(str(tmp_path / "srv"), {"alice": [msg(1)]}, server={"cert": der, "key": key}).start()
+    try:
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+        assert ctx.check_hostname and ctx.verify_mode == ssl.CERT_REQUIRED
+        for name in ("pocketpost", "pocketpost.local", "127.0.0.1"):
+            with socket.create_connection(("127.0.0.1", srv.pop3s_port), 20) as raw:
+                with ctx.wrap_socket(raw, server_hostname=name) as t:
+                    assert t.recv(100).startswith(b"+OK"), name
+        with socket.create_connection(("127.0.0.1", srv.pop3s_port), 20) as raw:
+            with pytest.raises(ssl.SSLCertVerificationError) as e:
+                ctx.wrap_socket(raw, server_hostname="elsewhere.example")
+        assert "Hostname mismatch" in str(e.value) or "doesn't match" in str(e.value), e.value
+    finally:
+        srv.stop()
+
+
+def test_deploy_without_a_board_says_so_in_one_line(tmp_path):
+    missing = str(tmp_path / "ttyUSB0")
+    notaboard = str(tmp_path / "plain-file")
+    open(notaboard, "w").close()
+    for port, want in ((missing, "deploy: no board on " + missing), (notaboard, "deploy: no MicroPython board answered on " + notaboard)):
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "deploy.py"), "--port", port],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0
+        assert r.stdout == "" or port == notaboard, r.stdout
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(want), r.stderr
+
+
+def test_make_cert_keeps_a_trusted_cert_while_it_names_what_is_asked(tmp_path):
+    secrets = tmp_path / "secrets.json"
+    secrets.write_text(json.dumps({"ssid": "x", "hostname": "mailbox"}))
+
+    def run(cert_ip=None, board_ips=()):
+        args = type("A", (), {"board": "esp32", "build": str(tmp_path / "b"), "port": "none", "timeout": 5,
+                              "cert_name": None, "cert_ip": cert_ip, "secrets": str(secrets)})()
+        with open(os.path.join(ROOT, "boards", "esp32", "config.json")) as f:
+            cfg = json.load(f)
+        deploy.Deploy(args).make_cert(cfg, {"ips": list(board_ips)})
+        with open(str(tmp_path / "b" / "cert.der"), "rb") as f:
+            return f.read()
+
+    first = run(board_ips=["10.0.0.5"])  # new: the board's current address goes in
+    assert deploy.cert_san(str(tmp_path / "b" / "cert.pem")) == deploy.want_san(
+        ["pocketpost", "pocketpost.local", "mailbox", "mailbox.local"], ["10.0.0.5"])
+    assert run(board_ips=["10.0.0.9"]) == first  # a new DHCP address alone: kept (clients trust it)
+    assert run(cert_ip=["10.0.0.5"]) == first  # asked for what it names: kept
+    third = run(cert_ip=["192.168.1.50"])  # asked for a name it lacks: a new one
+    assert third != first
+    assert "IP Address:192.168.1.50" in deploy.cert_san(str(tmp_path / "b" / "cert.pem"))
+
+
+def test_board_doc_runs_tools_from_the_venv_as_the_readme_does():
+    """make setup puts mpremote in .venv/bin, not on PATH: a bare `mpremote ...` in docs/BOARD.md
+    would be 'command not found' for a newcomer following it."""
+    import re
+
+    with open(os.path.join(ROOT, "docs", "BOARD.md")) as f:
+        text = f.read()
+    bare = re.findall(r"(?<![\w/.-])(?:mpremote|esptool\.py|pip) (?:connect|exec|mip|rm|reset|repl|install|--chip)\b", text)
+    assert bare == [], bare
+    assert ".venv/bin/mpremote" in text and "make deploy" in text

@@ -2,7 +2,11 @@
 commands out of state, a pipelined flood, idle clients, a client that stops reading mid-RETR, drops,
 two sessions on one mailbox, wrong passwords, plain text on the POP3S port, session limits."""
 
+import fcntl
+import re
 import socket
+import struct
+import termios
 import time
 
 import pytest
@@ -21,6 +25,30 @@ def srv(tmp_path_factory):
         yield s
     finally:
         s.stop()
+
+
+def wait_for(cond, what, timeout=10):
+    """Poll cond() until it is true (bounded): synchronisation without guessing a sleep."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+        time.sleep(0.02)
+
+
+def open_sessions(srv):
+    """Sessions open as of the server's last connect/disconnect log line."""
+    vals = re.findall(r" sessions=(\d+)", srv.log())
+    return int(vals[-1]) if vals else 0
+
+
+def accepted(srv):
+    """Connections the server has taken up so far (each logs a connect or a refusal)."""
+    return len(re.findall(r" connect tls=| refused: ", srv.log()))
+
+
+def pending_bytes(sock):
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
 
 
 def login(port, user=b"alice", pw=b"alice pass"):
@@ -90,8 +118,8 @@ def test_pipelined_flood_in_order(srv):
 
 
 def test_idle_timeout(srv):
-    c = Raw(srv.port)
-    c.line()
+    c, r = login(srv.port, b"bob", b"bobpw")  # logged in: the idle timer (2 s here) applies
+    assert r.startswith(b"+OK")
     t = time.time()
     assert c.eof(timeout=10)
     took = time.time() - t
@@ -104,7 +132,7 @@ def test_stalled_reader_stalls_only_itself(srv):
     assert r.startswith(b"+OK")
     c.s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     c.send(b"RETR 3\r\n")  # ~2.2 MB, and we do not read it
-    time.sleep(0.3)
+    wait_for(lambda: pending_bytes(c.s) >= 4096, "the server to stream RETR 3 into our full window")
     # another session on another mailbox is served meanwhile
     t = time.time()
     d, r = login(srv.port, b"bob", b"bobpw")
@@ -180,14 +208,41 @@ def test_wrong_passwords_growing_delay_no_enumeration(tmp_path):
         assert time.time() - t > 0.75
         assert c.cmd(b"USER alice").startswith(b"+OK")
         assert c.cmd(b"PASS alice pass").startswith(b"+OK")
+        assert c.cmd(b"DELE 1").startswith(b"+OK")
         c.cmd(b"QUIT")
+        assert c.eof(3)
     finally:
         s.stop()
+    # The log: ISO 8601 UTC stamps (the host's clock is set), the session number on every line of
+    # a session, each failed login with its method and the delay it was given.
+    lines = [ln for ln in s.log().splitlines() if " pop3 #" in ln]
+    for ln in lines:
+        stamp = ln.split(" ")[0]
+        assert len(stamp) == 20 and stamp[10] == "T" and stamp.endswith("Z"), ln
+    sids = []  # the sessions that logged something beyond connect/disconnect, in order
+    for ln in lines:
+        sid = ln.split(" pop3 #", 1)[1].split(" ", 1)[0]
+        if "login" in ln and sid not in sids:
+            sids.append(sid)
+    assert len(sids) == 2, lines
+    first = [ln.split(" INFO ", 1)[1] for ln in lines if " pop3 #%s " % sids[0] in ln]
+    second = [ln.split(" INFO ", 1)[1] for ln in lines if " pop3 #%s " % sids[1] in ln]
+    fails = [ln for ln in first if "login failed" in ln]
+    assert [f.split("login failed ", 1)[1] for f in fails] == [
+        "user=alice method=USER/PASS failures=1 delay=0.2s", "user=nobody method=USER/PASS failures=2 delay=0.4s",
+        "user=alice method=USER/PASS failures=3 delay=0.8s", "user=nobody method=USER/PASS failures=4 delay=0.8s",
+        "user=alice method=USER/PASS failures=5 delay=0.8s"], first
+    assert fails[0].startswith("pop3 #%s 127.0.0.1 login failed" % sids[0])
+    tag = "pop3 #%s 127.0.0.1 " % sids[1]
+    assert tag + "login failed user=alice method=USER/PASS failures=1 delay=0.8s" in second, second
+    assert tag + "login user=alice method=USER/PASS tls=0 messages=1" in second, second
+    assert tag + "quit user=alice deleted=1" in second, second
 
 
 def test_plaintext_on_pop3s_port_leaks_nothing(srv):
-    time.sleep(0.3)
+    wait_for(lambda: open_sessions(srv) == 0, "the earlier tests' sessions to end")
     before = srv.fds()
+    taken = accepted(srv)
     for i in range(20):
         c = socket.create_connection(("127.0.0.1", srv.pop3s_port), 5)
         c.sendall(b"USER alice\r\nPASS x\r\n" if i % 2 else b"\x16\x03\x01\x00\x05garbage" * 3)
@@ -195,11 +250,10 @@ def test_plaintext_on_pop3s_port_leaks_nothing(srv):
     for i in range(5):  # and some that just connect and wait for the idle timeout
         c = socket.create_connection(("127.0.0.1", srv.pop3s_port), 5)
         c.close()
-    time.sleep(1.0)
-    deadline = time.time() + 8
-    while srv.fds() != before and time.time() < deadline:
-        time.sleep(0.2)
-    assert srv.fds() == before
+    # every one of the 25 was taken up by the server, and every session has ended...
+    wait_for(lambda: accepted(srv) >= taken + 25 and open_sessions(srv) == 0, "all 25 connections handled")
+    # ...and the descriptors are back (a close may trail the log line by a moment)
+    wait_for(lambda: srv.fds() == before, "the fd count to return to %d" % before, timeout=8)
     assert srv.alive()
     # still serving TLS
     import ssl
@@ -209,28 +263,72 @@ def test_plaintext_on_pop3s_port_leaks_nothing(srv):
             assert t.recv(100).startswith(b"+OK")
 
 
+class RawFrom(Raw):
+    """A Raw client whose connection comes from another loopback address (Linux routes 127/8)."""
+
+    def __init__(self, port, source, timeout=10):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout, source_address=(source, 0))
+        self.buf = b""
+
+
 def test_session_limits(tmp_path):
-    s = Pop3Server(str(tmp_path), {"alice": [msg(1)]}, server={"max_sessions": 2, "max_sessions_per_addr": 2,
-                                                              "trusted_networks": []})
+    s = Pop3Server(str(tmp_path), {"alice": [msg(1)], "bob": [msg(2)]},
+                   server={"max_sessions": 2, "max_sessions_per_addr": 2, "trusted_networks": []})
     s.start()
     try:
+        wait_for(lambda: open_sessions(s) == 0, "the start-up probes' sessions to end")
         a = Raw(s.port)
         b = Raw(s.port)
         assert a.line().startswith(b"+OK") and b.line().startswith(b"+OK")
+        # full, but only of connections not logged in: the oldest one gives up its slot
         c = Raw(s.port)
+        assert c.line().startswith(b"+OK")
+        assert a.eof(3) and a.buf == b""
+        # loopback is not trusted here: plain-text login refused until STLS
+        assert c.cmd(b"USER alice").startswith(b"-ERR [AUTH]")
+        c.send(b"CAPA\r\n")
+        assert c.line().startswith(b"+OK")
+        capa = c.block()
+        assert b"STLS" in capa and b"USER" not in capa
+        c.cmd(b"QUIT")
+        assert c.eof(3)
+        b.close()
+        assert s.alive()
+    finally:
+        s.stop()
+
+
+def test_session_limit_full_of_logged_in_users_refuses(tmp_path):
+    s = Pop3Server(str(tmp_path), {"alice": [msg(1)], "bob": [msg(2)]}, server={"max_sessions": 2, "max_sessions_per_addr": 2})
+    s.start()
+    try:
+        a, r = login(s.port)
+        assert r.startswith(b"+OK")
+        b, r = login(s.port, b"bob", b"bobpw")
+        assert r.startswith(b"+OK")
+        c = Raw(s.port)  # a third from 127.0.0.1: the per-address cap, every slot logged in
         assert c.line().startswith(b"-ERR [SYS/TEMP]")
         assert c.eof(3)
-        # loopback is not trusted here: plain-text login refused until STLS
-        assert a.cmd(b"USER alice").startswith(b"-ERR [AUTH]")
-        a.send(b"CAPA\r\n")
-        assert a.line().startswith(b"+OK")
-        capa = a.block()
-        assert b"STLS" in capa and b"USER" not in capa
+        e = RawFrom(s.port, "127.0.0.2")  # another address: the global cap
+        assert e.line().startswith(b"-ERR [SYS/TEMP]")
+        assert e.eof(3)
+        refusals = [ln.split(" WARN ", 1)[1] for ln in s.log().splitlines() if "refused" in ln]
+        assert refusals == [
+            "pop3 127.0.0.1 refused: per-address cap max_sessions_per_addr=2 reached, every slot logged in"
+            " (open: 2 in all, 2 from 127.0.0.1)",
+            "pop3 127.0.0.2 refused: global session cap max_sessions=2 reached, every slot logged in"
+            " (open: 2 in all, 0 from 127.0.0.2)"], refusals
+        assert a.cmd(b"STAT").startswith(b"+OK 1 ") and b.cmd(b"STAT").startswith(b"+OK 1 ")
         a.cmd(b"QUIT")
         assert a.eof(3)
-        time.sleep(0.2)
-        d = Raw(s.port)
-        assert d.line().startswith(b"+OK")
+        for _ in range(50):  # the slot is free again once the server has seen the QUIT through
+            d = Raw(s.port)
+            if d.line().startswith(b"+OK"):
+                break
+            d.close()
+            time.sleep(0.05)
+        else:
+            raise AssertionError("slot never freed")
         assert s.alive()
     finally:
         s.stop()

@@ -57,7 +57,7 @@ def build_mpy(dest):
 
 
 def upy_fetch(d, tmp, name, heapsize=None, path=None):
-    acct = {"name": name, "host": "127.0.0.1", "port": d.port, "tls": "none", "user": "alice", "password": PW,
+    acct = {"name": name, "host": "127.0.0.1", "port": d.port, "tls": "none", "allow_plaintext": True, "user": "alice", "password": PW,
             "auth": "user", "mailbox": name, "state_dir": os.path.join(tmp, "state"), "policy": "keep"}
     drv = os.path.join(tmp, "drv_%s.py" % name)
     with open(drv, "w") as f:

@@ -8,16 +8,17 @@
    .mpy, arch-independent) and refuse if the board cannot load that .mpy version;
 3. copy with mpremote, showing each file: lib/pocketpost/*.mpy, boot.py, main.py, config.json
    (only if the board has none, or --force-config: users added at the REPL live there),
-   the DER certificate and key the config names, secrets.json (Wi-Fi); stale pocketpost
+   the DER certificate and key the config names, secrets.json (Wi-Fi, account passwords); stale pocketpost
    .py/.mpy files on the board are removed (a .py would shadow its .mpy);
 4. reset the board (machine.reset; on the unix pseudo-board a soft reset, which ends it).
 
 Files come from boards/<board>/ unless given: config.json, secrets.json (git-ignored; copy
 secrets.json.template), cert.der/key.der (or --make-cert: a self-signed pair made with openssl
-into build/<board>/). The mail store on the board is never touched.
+into build/<board>/, see make_cert). The mail store on the board is never touched.
 """
 
 import argparse
+import ipaddress
 import json
 import os
 import shutil
@@ -43,6 +44,64 @@ SCRIPTS = ("boot.py", "main.py")  # run as source at boot: MicroPython never run
 LIB = "lib/pocketpost"
 # Modules the board does not need: host-only CLIs.
 SKIP_MODULES = ()
+# The longest validity Apple's clients accept for a TLS server certificate (macOS 10.15 / iOS 13;
+# others accept it too), so the one certificate works in every mail client.
+CERT_DAYS = 825
+
+
+def cert_names(cfg, extra_names=(), extra_ips=(), board_ips=()):
+    """(DNS names, IP addresses) a client may use to reach the board, for subjectAltName: the
+    config's server "hostname", the Wi-Fi hostname (extra_names: secrets.json "hostname", which
+    the board gives DHCP and mDNS) and --cert-name, each bare name also as NAME.local (what
+    mDNS answers); the config's "host" if it is one address (not 0.0.0.0), the address the
+    board has now on Wi-Fi, and --cert-ip. Order kept, duplicates dropped."""
+    srv = cfg.get("server") or {}
+    names = []
+    for n in [srv.get("hostname") or "pocketpost"] + list(extra_names):
+        for m in (n, n + ".local") if n and "." not in n else (n,):
+            if m and m not in names:
+                names.append(m)
+    ips = []
+    for a in [srv.get("host")] + list(board_ips) + list(extra_ips):
+        try:
+            ip = ipaddress.ip_address(a or "")
+        except ValueError:
+            continue
+        if not ip.is_unspecified and str(ip) not in ips:
+            ips.append(str(ip))
+    return names, ips
+
+
+def cert_san(path):
+    """The subjectAltName entries of a PEM certificate, as openssl prints them, or None."""
+    r = subprocess.run(["openssl", "x509", "-in", path, "-noout", "-ext", "subjectAltName"],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        return None
+    lines = r.stdout.strip().splitlines()
+    return sorted(x.strip() for x in lines[1].split(",")) if len(lines) > 1 else []
+
+
+def want_san(names, ips):
+    return sorted(["DNS:" + n for n in names] + ["IP Address:" + i for i in ips])
+
+
+def make_cert(cert, key, names, ips, days=CERT_DAYS):
+    """A self-signed server certificate that is a leaf, not a CA: subjectAltName = every name and
+    address clients use, basicConstraints CA:FALSE, extendedKeyUsage serverAuth, P-256 key,
+    `days` of validity (Apple's limit). Clients trust this very certificate (docs/BOARD.md):
+    no CA exists that could sign anything else. Writes DER (for the board) and PEM (cert only,
+    for clients and curl) next to each other: cert.der, cert.pem, key.der."""
+    pem_key = key[:-4] + ".pem"
+    pem_cert = cert[:-4] + ".pem"
+    san = ",".join(["DNS:" + n for n in names] + ["IP:" + i for i in ips])
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", str(days), "-subj", "/CN=" + names[0], "-keyout", pem_key, "-out", pem_cert,
+                    "-addext", "subjectAltName=" + san, "-addext", "basicConstraints=critical,CA:FALSE",
+                    "-addext", "extendedKeyUsage=serverAuth"], check=True, capture_output=True)
+    subprocess.run(["openssl", "x509", "-in", pem_cert, "-outform", "DER", "-out", cert], check=True)
+    subprocess.run(["openssl", "pkey", "-in", pem_key, "-outform", "DER", "-out", key], check=True)
+    os.remove(pem_key)  # the board needs only the DER key; one copy of a secret is enough
 
 
 def tool(name):
@@ -85,8 +144,16 @@ class Deploy:
                 "    except OSError:\n        return 0\n"
                 "print('PROBE', getattr(i, '_mpy', 0), '.'.join(str(x) for x in i.version[:3]), sys.platform,"
                 " has('config.json'), repr(os.getcwd()))\n"
-                "try:\n    print('STALE', ' '.join(os.listdir(%r)))\nexcept OSError:\n    print('STALE')\n" % LIB)
-        out = self.mpremote(("exec", code), capture=True).stdout
+                "try:\n    print('STALE', ' '.join(os.listdir(%r)))\nexcept OSError:\n    print('STALE')\n"
+                "try:\n    import network\n    w = network.WLAN(network.STA_IF)\n"
+                "    print('IPS', w.ifconfig()[0] if w.isconnected() else '')\n"
+                "except Exception:\n    print('IPS')\n" % LIB)
+        port = self.a.port
+        r = self.mpremote(("exec", code), capture=True, check=False)
+        if r.returncode != 0:
+            why = ((r.stderr or r.stdout or "").strip().splitlines() or ["no answer"])[-1]
+            raise SystemExit("deploy: no MicroPython board answered on %s (%s)" % (port, why))
+        out = r.stdout
         info = {}
         for line in out.splitlines():
             if line.startswith("PROBE "):
@@ -94,6 +161,8 @@ class Deploy:
                 info.update(mpy=int(f[1]), version=f[2], platform=f[3], has_config=f[4] == "1", cwd=f[5])
             elif line.startswith("STALE"):
                 info["lib_files"] = line.split()[1:]
+            elif line.startswith("IPS"):
+                info["ips"] = line.split()[1:]
         if "mpy" not in info:
             raise SystemExit("could not read the board's version:\n" + out)
         return info
@@ -129,15 +198,37 @@ class Deploy:
             shutil.copy(os.path.join(FIRMWARE, s), os.path.join(self.build, s))
         return major
 
-    def make_cert(self, cert, key, cn):
-        say("cert: generating a self-signed certificate for %r (openssl)" % cn)
-        pem_key = key[:-4] + ".pem"
-        pem_cert = cert[:-4] + ".pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                        "-nodes", "-days", "3650", "-subj", "/CN=" + cn, "-keyout", pem_key, "-out", pem_cert],
-                       check=True, capture_output=True)
-        subprocess.run(["openssl", "x509", "-in", pem_cert, "-outform", "DER", "-out", cert], check=True)
-        subprocess.run(["openssl", "pkey", "-in", pem_key, "-outform", "DER", "-out", key], check=True)
+    def wifi_hostname(self):
+        path = self.a.secrets or os.path.join(self.board_dir, "secrets.json")
+        try:
+            with open(path) as f:
+                return [json.load(f).get("hostname") or ""]
+        except (OSError, ValueError, AttributeError):
+            return []
+
+    def make_cert(self, cfg, info):
+        """--make-cert: make build/<board>/cert.der + key.der, or keep the ones there while they
+        name all that the config, secrets.json and the flags ask for: clients trusted that one,
+        and a new one means trusting again. The address the board has now on Wi-Fi is added
+        only to a new certificate (a DHCP address alone never forces a new one)."""
+        srv = cfg.get("server") or {}
+        cert = os.path.join(self.build, os.path.basename(srv["cert"]))
+        key = os.path.join(self.build, os.path.basename(srv["key"]))
+        extra = self.wifi_hostname() + (self.a.cert_name or [])
+        asked = cert_names(cfg, extra, self.a.cert_ip or ())
+        names, ips = cert_names(cfg, extra, self.a.cert_ip or (), info.get("ips", ()))
+        pem = cert[:-4] + ".pem"
+        have = cert_san(pem) if os.path.exists(cert) and os.path.exists(key) else None
+        if have is not None and set(want_san(*asked)) <= set(have):
+            say("cert: keeping %s (it names %s)" % (pem, ", ".join(x.split(":", 1)[1] for x in have)))
+            return
+        say("cert: self-signed for %s, %d days (openssl) -> %s: trust this file in your mail client "
+            "(docs/BOARD.md)" % (", ".join(names + ips), CERT_DAYS, pem))
+        if not ips:
+            say("cert: no IP address known for the board: clients must use a name above, or run again "
+                "with --cert-ip ADDRESS (the address your router gives the board; reserve it there)")
+        os.makedirs(self.build, exist_ok=True)
+        make_cert(cert, key, names, ips)
 
     def extras(self, info):
         """(local path, board path) for config, certificate, key and secrets."""
@@ -158,10 +249,10 @@ class Deploy:
             local = given or os.path.join(self.board_dir, os.path.basename(remote))
             if not os.path.exists(local):
                 local = os.path.join(self.build, os.path.basename(remote))
-            if not os.path.exists(local) and a.make_cert:
-                self.make_cert(os.path.join(self.build, os.path.basename(srv["cert"])),
-                               os.path.join(self.build, os.path.basename(srv["key"])),
-                               srv.get("hostname", "pocketpost"))
+            if not given and a.make_cert and not os.path.exists(os.path.join(self.board_dir, os.path.basename(remote))):
+                if key == "cert":
+                    self.make_cert(cfg, info)
+                local = os.path.join(self.build, os.path.basename(remote))
             if not os.path.exists(local):
                 raise SystemExit("config names %s %r but there is no %s (give --%s, or --make-cert)"
                                  % (key, remote, local, key))
@@ -173,11 +264,15 @@ class Deploy:
         if os.path.exists(secrets):
             out.append((secrets, secrets_remote))
         elif info["platform"] != "linux":
-            say("secrets: no %s: the board will run without Wi-Fi (copy secrets.json.template)" % secrets)
+            say("secrets: no %s: the board will run without Wi-Fi or account passwords (copy secrets.json.template)"
+                % secrets)
         return out
 
     def run(self):
         a = self.a
+        if "/" in a.port and not os.path.exists(a.port):
+            raise SystemExit("deploy: no board on %s (nothing is plugged in there): connect the board by USB and "
+                             "give its port, e.g. make deploy PORT=/dev/ttyACM0 (ls /dev/ttyUSB* /dev/ttyACM*)" % a.port)
         say("deploy: board %s (%s) on %s" % (a.board, self.board["firmware"], a.port))
         info = self.probe()
         mpy_major = info["mpy"] & 0xFF
@@ -240,7 +335,10 @@ def main(argv=None):
     ap.add_argument("--secrets", help="Wi-Fi secrets file (default boards/<board>/secrets.json)")
     ap.add_argument("--cert", help="DER certificate (default boards/<board>/ or build/<board>/)")
     ap.add_argument("--key", help="DER private key")
-    ap.add_argument("--make-cert", action="store_true", help="make a self-signed DER pair if none exists")
+    ap.add_argument("--make-cert", action="store_true",
+                    help="make a self-signed DER pair in build/<board>/ naming the board (kept while the names are the same)")
+    ap.add_argument("--cert-name", action="append", help="another DNS name for the certificate (repeatable)")
+    ap.add_argument("--cert-ip", action="append", help="an IP address for the certificate (repeatable)")
     ap.add_argument("--force-config", action="store_true", help="replace the board's config.json")
     ap.add_argument("--no-reset", action="store_true")
     ap.add_argument("--build", help="build folder (default build/<board>)")

@@ -6,15 +6,22 @@
 First run: a self-signed certificate (openssl, DER for MicroPython, PEM copies for CPython) in
 run/tls/, a 2 MiB littlefs image run/flash.img holding /flash/config.json (boards/host/config.json
 plus user "demo", password "demo"), /flash/tls/{cert,key}.der and mailbox "demo" with a few
-messages (one with a base64 attachment). Later runs reuse the image (--fresh rebuilds it).
-The server then runs in the foreground (Ctrl-C stops it): micropython tools/hostflash.py
-run/flash.img -m pocketpost.server /flash/config.json
+messages (one with a base64 attachment). Later runs reuse the image (--fresh rebuilds it);
+--port/--pop3s-port on a later run change the ports in the image's config (kept for later runs;
+its users and mail stay); without them the image's own ports are used.
+The banner lists the users in the image's own config (and the demo password only while the
+demo user still has it). A port already taken is refused in one line before anything starts.
+The server then runs in the foreground: micropython tools/hostflash.py run/flash.img -m
+hostserve (tools/hostserve.py), holding the image lock. Ctrl-C stops it with one line and exit status 0.
 """
 
 import argparse
 import base64
+import errno
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 
@@ -27,6 +34,11 @@ import ppadmin  # noqa: E402
 DEMO_USER = "demo"
 DEMO_PASSWORD = "demo"
 IMAGE_SIZE = 2 * 1024 * 1024  # the vfs partition of a 4 MiB ESP32
+BLOCK_SIZE = 4096  # tools/hostflash.py BLOCK_SIZE: the ESP32 flash erase sector
+DEFAULT_PORT = 1100
+DEFAULT_POP3S_PORT = 1995
+EXIT_PORT_IN_USE = 3  # tools/hostserve.py exits with it too
+STOP_WAIT_S = 10  # after Ctrl-C, how long the server may take to unmount the image and exit
 
 
 def make_cert(tlsdir):
@@ -80,16 +92,6 @@ for path in os.getenv("PP_FILES").split("\n"):
 """
 
 
-def image_ports(rundir):
-    """The ports the existing image's config was built with (its host-side copy), or None."""
-    try:
-        with open(os.path.join(rundir, "config.json")) as f:
-            sv = json.load(f)["server"]
-        return sv["port"], sv["pop3s_port"]
-    except (OSError, ValueError, KeyError):
-        return None
-
-
 SET_PORTS = r"""
 def body():
     from pocketpost import config
@@ -107,12 +109,15 @@ def set_ports(rundir, image, port, pop3s_port):
     print("%s: serving on ports %d and %d from now on" % (image, port, pop3s_port))
     ppadmin.on_image(image, SET_PORTS, {"PP_PORT": str(port), "PP_POP3S_PORT": str(pop3s_port)})
     cfgpath = os.path.join(rundir, "config.json")
-    with open(cfgpath) as f:
-        cfg = json.load(f)
-    cfg["server"]["port"] = port
-    cfg["server"]["pop3s_port"] = pop3s_port
-    with open(cfgpath, "w") as f:
-        json.dump(cfg, f, indent=2)
+    try:
+        with open(cfgpath) as f:
+            cfg = json.load(f)
+        cfg["server"]["port"] = port
+        cfg["server"]["pop3s_port"] = pop3s_port
+        with open(cfgpath, "w") as f:
+            json.dump(cfg, f, indent=2)
+    except (OSError, ValueError, KeyError):  # the host-side copy is a convenience only
+        pass
 
 
 def build_image(rundir, port, pop3s_port):
@@ -152,34 +157,100 @@ def build_image(rundir, port, pop3s_port):
     return image
 
 
-def main():
-    ap = argparse.ArgumentParser(description="Run the pocketpost POP3 server on the host under micropython.")
-    ap.add_argument("--dir", default=os.path.join(ROOT, "run"))
-    ap.add_argument("--port", type=int, default=1100)
-    ap.add_argument("--pop3s-port", type=int, default=1995)
-    ap.add_argument("--fresh", action="store_true", help="rebuild the image")
-    ap.add_argument("--no-serve", action="store_true", help="build the image only")
-    args = ap.parse_args()
-    os.makedirs(args.dir, exist_ok=True)
-    image = os.path.join(args.dir, "flash.img")
+def image_config(image):
+    """The config stored in the image (/flash/config.json), read with littlefs-python: the users
+    added by ppadmin live only there. None if it cannot be read."""
     try:
-        if not args.fresh and os.path.exists(image) and image_ports(args.dir) != (args.port, args.pop3s_port):
-            set_ports(args.dir, image, args.port, args.pop3s_port)  # in place: the image's mail stays
-        if args.fresh and os.path.exists(image):
-            with hostimage.ImageLock(image):  # not while a server or a tool has it
-                os.unlink(image)
-        if not os.path.exists(image):
-            print("building %s ..." % image)
-            build_image(args.dir, args.port, args.pop3s_port)
-        lock = hostimage.ImageLock(image)  # held until the server ends (the child inherits it)
-        hostimage.check(image)
-    except (hostimage.ImageError, ppadmin.Refused) as e:
-        sys.exit("run_host: %s" % e)
-    cert = os.path.join(args.dir, "tls", "cert.pem")
-    print("""
+        from littlefs import LittleFS
+
+        with open(image, "rb") as f:
+            data = bytearray(f.read())
+        fs = LittleFS(block_size=BLOCK_SIZE, block_count=len(data) // BLOCK_SIZE, mount=False)
+        fs.context.buffer = data
+        fs.mount()
+        with fs.open("config.json", "r") as f:
+            return json.loads(f.read())
+    except Exception:  # not an image, no config, a newer littlefs: the banner says "unknown"
+        return None
+
+
+def still_demo_password(user):
+    """True while the user's stored hash is still that of the demo password."""
+    sys.path.insert(0, os.path.join(ROOT, "firmware"))
+    from pocketpost import auth
+
+    try:
+        return auth.verify_password(DEMO_PASSWORD, user.get("password"))
+    except Exception:
+        return False
+
+
+def port_in_use(host, port):
+    """True if (host, port) cannot be bound now. SO_REUSEADDR as the server sets it, so a port
+    left in TIME_WAIT by the last run does not count."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        return False
+    except OSError as e:
+        return e.errno == errno.EADDRINUSE
+    finally:
+        s.close()
+
+
+def take_terminal():
+    """Under `make run`, put this process (and the server it starts) in its own process group and
+    make it the terminal's foreground group, so Ctrl-C reaches only us: make then sees a clean
+    exit 0 instead of dying of SIGINT with its own "*** Interrupt" line. Returns what
+    give_back_terminal() needs, or None when there is nothing to do (no terminal, or the shell
+    already gave us our own group)."""
+    try:
+        fd = sys.stdin.fileno()
+        if not os.isatty(fd) or os.getpgrp() == os.getpid() or os.tcgetpgrp(fd) != os.getpgrp():
+            return None
+        old = os.getpgrp()
+        os.setpgid(0, 0)
+        _quiet_tcsetpgrp(fd, os.getpid())
+        # Ctrl-Z would stop our group behind make's back and leave the terminal to nobody.
+        signal.signal(signal.SIGTSTP, signal.SIG_IGN)
+        return fd, old
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _quiet_tcsetpgrp(fd, pgrp):
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)  # a background group may not tcsetpgrp otherwise
+    try:
+        os.tcsetpgrp(fd, pgrp)
+    finally:
+        signal.signal(signal.SIGTTOU, old)
+
+
+def give_back_terminal(held):
+    if held is not None:
+        try:
+            _quiet_tcsetpgrp(held[0], held[1])
+        except OSError:
+            pass
+
+
+def banner(image, cfg, port, pop3s_port, cert):
+    users = sorted((cfg or {}).get("users", {}).items())
+    demo = [n for n, u in users if n == DEMO_USER and still_demo_password(u)]
+    if cfg is None:
+        accounts = "unknown (could not read /flash/config.json from the image)"
+    elif not users:
+        accounts = "none yet: add one with tools/ppadmin.py adduser %s NAME (server stopped)" % image
+    else:
+        accounts = ", ".join(n + (' (password "%s")' % DEMO_PASSWORD if n in demo else "") for n, u in users)
+    u = demo[0] if demo else (users[0][0] if users else "USER")
+    pw = DEMO_PASSWORD if demo else "PASSWORD"
+    return """
 pocketpost POP3 server on 127.0.0.1 (image %(image)s)
   POP3 + STLS : port %(p)d        POP3S (implicit TLS): port %(s)d
-  account     : user %(u)s, password %(pw)s (self-signed certificate: %(cert)s)
+  users       : %(accounts)s
+  certificate : %(cert)s (self-signed)
 
 Read the mail with curl:
   curl -u %(u)s:%(pw)s pop3://127.0.0.1:%(p)d/                    # LIST
@@ -194,18 +265,85 @@ Thunderbird: Account Settings > Account Actions > Add Mail Account > Configure m
 Add users / deliver mail (server stopped): tools/ppadmin.py adduser %(image)s NAME;
   tools/ppadmin.py deliver %(image)s NAME FILE.eml
 Ctrl-C stops the server.
-""" % {"image": image, "p": args.port, "s": args.pop3s_port, "u": DEMO_USER, "pw": DEMO_PASSWORD, "cert": cert})
+""" % {"image": image, "p": port, "s": pop3s_port, "u": u, "pw": pw, "cert": cert, "accounts": accounts}
+
+
+def main():
+    ap = argparse.ArgumentParser(description="Run the pocketpost POP3 server on the host under micropython.")
+    ap.add_argument("--dir", default=os.path.join(ROOT, "run"))
+    ap.add_argument("--port", type=int, default=None,
+                    help="POP3 port, kept in the image for later runs (default: the image's; %d for a new one)" % DEFAULT_PORT)
+    ap.add_argument("--pop3s-port", type=int, default=None,
+                    help="POP3S port, kept in the image (default: the image's; %d for a new one)" % DEFAULT_POP3S_PORT)
+    ap.add_argument("--fresh", action="store_true", help="rebuild the image (its users and mail are lost)")
+    ap.add_argument("--no-serve", action="store_true", help="build the image only")
+    args = ap.parse_args()
+    os.makedirs(args.dir, exist_ok=True)
+    image = os.path.join(args.dir, "flash.img")
+    try:
+        if args.fresh and os.path.exists(image):
+            with hostimage.ImageLock(image):  # not while a server or a tool has it
+                os.unlink(image)
+        if not os.path.exists(image):
+            print("building %s ..." % image)
+            build_image(args.dir, args.port or DEFAULT_PORT, args.pop3s_port or DEFAULT_POP3S_PORT)
+        cfg = image_config(image)
+        sv = (cfg or {}).get("server", {})
+        port = args.port or sv.get("port") or DEFAULT_PORT
+        pop3s_port = args.pop3s_port or sv.get("pop3s_port") or DEFAULT_POP3S_PORT
+        host = sv.get("host") or "127.0.0.1"
+        if not args.no_serve:  # a port already taken: refused before anything changes
+            for what, p in (("POP3", port), ("POP3S", pop3s_port)):
+                if p and port_in_use(host, p):
+                    sys.stderr.write('make run: %s port %d on %s is already in use; choose free ports with '
+                                     'make run RUN_ARGS="--port N --pop3s-port M"\n' % (what, p, host))
+                    return EXIT_PORT_IN_USE
+        if cfg is not None and (port, pop3s_port) != (sv.get("port"), sv.get("pop3s_port")):
+            set_ports(args.dir, image, port, pop3s_port)  # in place: the image's users and mail stay
+        lock = None
+        if not args.no_serve:
+            lock = hostimage.ImageLock(image)  # held until the server ends (the child inherits it)
+            hostimage.check(image)
+    except (hostimage.ImageError, ppadmin.Refused) as e:
+        sys.stderr.write("run_host: %s\n" % e)
+        return 2
+    cert = os.path.join(args.dir, "tls", "cert.pem")
+    print(banner(image, cfg, port, pop3s_port, cert))
     if args.no_serve:
-        return
+        return 0
     env = dict(os.environ)
     env["MICROPYPATH"] = os.path.join(ROOT, "firmware") + ":" + HERE + ":.frozen"
-    cmd = [ppadmin.micropython(), os.path.join(HERE, "hostflash.py"), image, "-m", "pocketpost.server", "/flash/config.json"]
+    cmd = [ppadmin.micropython(), os.path.join(HERE, "hostflash.py"), image, "-m", "hostserve"]
     sys.stdout.flush()
+    held = take_terminal()
+    child = None
     try:
-        sys.exit(subprocess.call(cmd, env=env, pass_fds=(lock.fd,)))
+        child = subprocess.Popen(cmd, env=env, pass_fds=(lock.fd,))  # the child holds the image lock too
+        rc = child.wait()
+        if rc == EXIT_PORT_IN_USE:
+            sys.stderr.write('make run: choose free ports with make run RUN_ARGS="--port N --pop3s-port M"\n')
+        return rc
     except KeyboardInterrupt:
-        pass
+        # Ctrl-C reached the server too (same process group): let it unmount the image and exit.
+        if child is not None:
+            try:
+                child.wait(STOP_WAIT_S)
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                child.send_signal(signal.SIGINT)
+                try:
+                    child.wait(STOP_WAIT_S)
+                except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                    child.kill()
+                    child.wait()
+        print("\npocketpost: server stopped (Ctrl-C). Bye.")
+        return 0
+    finally:
+        give_back_terminal(held)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # Ctrl-C before the server started (while the image is built)
+        print("\npocketpost: interrupted before the server started.")
+        sys.exit(130)

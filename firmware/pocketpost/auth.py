@@ -3,7 +3,12 @@
 Passwords live on flash only as salted PBKDF2-HMAC-SHA256 hashes:
     "pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>"
 The iteration count is per board (config "server"/"pbkdf2_iterations"): an ESP32 needs a
-count that keeps one login well under a second, a host can afford far more.
+count that keeps one login well under a second, a host can afford far more. A stored hash with
+another count is rehashed to the board's at the next successful login (pop3server), and a count
+above the board's ceiling is refused when the config loads (config.pbkdf2_ceiling).
+
+`Pbkdf2` and `Verify` compute in steps, so the server can hash a login a slice at a time and
+keep serving other sessions in between; `pbkdf2_sha256`/`verify_password` run them to the end.
 
 MicroPython has hashlib.sha256 but no hmac, no pbkdf2_hmac, and its sha256 objects have no
 `.copy()`, so the usual trick of hashing the ipad/opad blocks once and copying the state per
@@ -22,11 +27,11 @@ import hashlib
 from pocketpost.compat import const, urandom
 
 SCHEME = "pbkdf2-sha256"
-# Default iterations when the config names none. Boards override it: ~2 ms/iteration-pair
-# budget on an ESP32 makes 1000 about 0.3 s per login; the host can do more.
+# Default iterations when the config names none. Boards override it (boards/*/config.json):
+# at ~0.3 ms per iteration on an ESP32, 1000 is about 0.3 s per login; the host can do more.
 DEFAULT_ITERATIONS = const(1000)
-# Upper bound accepted from a stored hash: a corrupted or hostile config must not make one
-# login take minutes (an ESP32 spends ~0.3 ms per iteration: 200k is about a minute).
+# Format bound on a stored count, whatever the board: a corrupt entry must not parse as a
+# count of billions. The real limit is the board's ceiling (config.pbkdf2_ceiling), lower.
 MAX_ITERATIONS = const(200000)
 SALT_BYTES = const(16)
 MAX_SALT_BYTES = const(64)  # a stored salt longer than this is a corrupt entry
@@ -60,30 +65,85 @@ def hmac_sha256(key, msg):
     return hashlib.sha256(opad).digest()
 
 
-def pbkdf2_sha256(password, salt, iterations, dklen=_DKLEN):
-    """PBKDF2-HMAC-SHA256 (RFC 8018), same result as CPython's hashlib.pbkdf2_hmac."""
-    if isinstance(password, str):
-        password = password.encode()
-    ipad, opad = _hmac_pads(password)
-    ipad_block = bytes(ipad[:_BLOCK])
-    sha = hashlib.sha256
-    out = b""
-    block = 1
-    while len(out) < dklen:
-        h = sha(ipad_block)
+class Pbkdf2:
+    """One 32-octet block of PBKDF2-HMAC-SHA256 (RFC 8018), computed in steps: `step(n)` runs up
+    to n more iterations and answers True once all are done; then `digest()`. The server runs a
+    login's hash a slice at a time between other sessions' work (pop3server.Session.resume)."""
+
+    def __init__(self, password, salt, iterations, block=1):
+        if isinstance(password, str):
+            password = password.encode()
+        ipad, opad = _hmac_pads(password)
+        h = hashlib.sha256(bytes(ipad[:_BLOCK]))
         h.update(salt)
         h.update(block.to_bytes(4, "big"))
         opad[_BLOCK:] = h.digest()
-        u = sha(opad).digest()
-        acc = int.from_bytes(u, "big")
-        for _ in range(iterations - 1):
+        self.u = hashlib.sha256(opad).digest()
+        self.acc = int.from_bytes(self.u, "big")
+        self.ipad = ipad
+        self.opad = opad
+        self.left = iterations - 1
+
+    def step(self, n):
+        k = n if n < self.left else self.left
+        ipad = self.ipad
+        opad = self.opad
+        sha = hashlib.sha256
+        u = self.u
+        acc = self.acc
+        for _ in range(k):
             ipad[_BLOCK:] = u
             opad[_BLOCK:] = sha(ipad).digest()
             u = sha(opad).digest()
             acc ^= int.from_bytes(u, "big")
-        out += acc.to_bytes(_DKLEN, "big")
+        self.u = u
+        self.acc = acc
+        self.left -= k
+        return self.left <= 0
+
+    def digest(self):
+        return self.acc.to_bytes(_DKLEN, "big")
+
+
+def pbkdf2_sha256(password, salt, iterations, dklen=_DKLEN):
+    """PBKDF2-HMAC-SHA256 (RFC 8018), same result as CPython's hashlib.pbkdf2_hmac."""
+    out = b""
+    block = 1
+    while len(out) < dklen:
+        p = Pbkdf2(password, salt, iterations, block)
+        p.step(iterations)
+        out += p.digest()
         block += 1
     return out[:dklen]
+
+
+class Verify:
+    """A password check against a stored hash, in steps like Pbkdf2: `step(n)` until True, then
+    `ok`. `pad_to`: a stored hash with fewer iterations is followed by spare ones up to this
+    count, so every check costs at least the board's count (a hash made elsewhere, with a
+    smaller count, does not answer faster than an unknown user does)."""
+
+    def __init__(self, password, stored, pad_to=0):
+        self.ok = False
+        try:
+            it, salt, self.dk = parse_hash(stored)
+        except AuthError:  # config.check refuses these: pay the padding only
+            it, salt, self.dk = 1, b"", None
+        self.iterations = it
+        self.job = Pbkdf2(password, salt, it)
+        self.spare = pad_to - it if pad_to > it else 0
+        self.pad = None
+
+    def step(self, n):
+        if self.job is not None:
+            if not self.job.step(n):
+                return False
+            self.ok = self.dk is not None and equal(self.job.digest(), self.dk)
+            self.job = None
+            if self.spare:
+                self.pad = Pbkdf2(b"", b"", self.spare + 1)
+            return self.pad is None
+        return self.pad is None or self.pad.step(n)
 
 
 def equal(a, b):
@@ -106,7 +166,10 @@ def hash_password(password, iterations=None, salt=None):
         raise AuthError("bad iteration count")
     if salt is None:
         salt = urandom(SALT_BYTES)
-    dk = pbkdf2_sha256(password, salt, iterations)
+    return format_hash(iterations, salt, pbkdf2_sha256(password, salt, iterations))
+
+
+def format_hash(iterations, salt, dk):
     return "%s$%d$%s$%s" % (SCHEME, iterations, binascii.hexlify(salt).decode(), binascii.hexlify(dk).decode())
 
 
@@ -130,10 +193,13 @@ def parse_hash(stored):
 def verify_password(password, stored):
     """True if `password` (str or bytes) matches `stored`. Constant time in the password."""
     try:
-        it, salt, dk = parse_hash(stored)
+        parse_hash(stored)
     except AuthError:
         return False
-    return equal(pbkdf2_sha256(password, salt, it, len(dk)), dk)
+    v = Verify(password, stored)
+    while not v.step(MAX_ITERATIONS):
+        pass
+    return v.ok
 
 
 def apop_digest(banner_ts, secret):
@@ -147,9 +213,8 @@ def apop_digest(banner_ts, secret):
     return binascii.hexlify(h.digest())
 
 
-def sasl_plain(blob):
-    """RFC 4616 PLAIN: base64 of authzid NUL authcid NUL passwd -> (authzid, authcid, passwd)
-    as bytes. Raises AuthError on bad base64 or framing."""
+def b64decode(blob):
+    """Strict base64 (a SASL response) -> bytes. Raises AuthError."""
     try:
         raw = binascii.a2b_base64(blob)
     except (ValueError, TypeError):
@@ -157,6 +222,13 @@ def sasl_plain(blob):
     # a2b_base64 is lenient about junk characters on some ports: re-encode to check strictly.
     if binascii.b2a_base64(raw).rstrip(b"\n") != bytes(blob).rstrip(b"\r\n"):
         raise AuthError("bad base64")
+    return raw
+
+
+def sasl_plain(blob):
+    """RFC 4616 PLAIN: base64 of authzid NUL authcid NUL passwd -> (authzid, authcid, passwd)
+    as bytes. Raises AuthError on bad base64 or framing."""
+    raw = b64decode(blob)
     parts = raw.split(b"\x00")
     if len(parts) != 3 or not parts[1]:
         raise AuthError("bad PLAIN message")

@@ -63,6 +63,9 @@ CLOCK_VALID_YEAR = const(2024)
 WDT_TIMEOUT_MS = const(30000)
 WDT_FEED_DIVISOR = const(4)  # feed every timeout/4: three missed feeds still do not reset
 SERVICE_SERVER = True  # run the POP3 server
+# Backstop on top of an account's session_timeout (the client checks it at every wait; this
+# catches what it cannot, e.g. a slow flash): the account's fetch task is cancelled there.
+FETCH_DEADLINE_SLACK_S = 30  # not const(): tests lower it
 FETCH_INTERVAL_S = const(0)  # 0: no fetch schedule; else fetch every account every N seconds
 RESTART_BACKOFF_MS = const(1000)  # first pause before restarting a failed service; doubles
 RESTART_BACKOFF_MAX_MS = const(60000)
@@ -412,6 +415,7 @@ class Runner:
         self.watchdog = None  # type: Watchdog | None
         self.supervisor = Supervisor(reset=self.hw.reset)
         self.server = None  # the pocketpost.server Server while it runs
+        self.config_path = None  # where cfg came from (main sets it)
         self.store = None
         self.fetches = {}  # type: dict
         self.tasks = []  # type: list  # keepers; CPython only weakly references bare tasks
@@ -435,7 +439,7 @@ class Runner:
     async def serve(self):
         from pocketpost import server
 
-        srv = await server.start(self.cfg, self.store)
+        srv = await server.start(self.cfg, self.store, self.config_path)
         self.server = srv
         try:
             wait = getattr(srv, "wait_closed", None)
@@ -452,18 +456,41 @@ class Runner:
                 pass
 
     async def fetch_schedule(self, interval_s):
+        """One task per account, each on its own schedule and under its own deadline (the
+        account's session_timeout, which the client enforces on every wait, plus
+        FETCH_DEADLINE_SLACK_S as a backstop): one stuck server never holds another account.
+        Cost: accounts may fetch at the same time, each with its own session buffers (~7 KB)
+        and TLS context."""
         from pocketpost import client
 
+        accts = self.cfg.get("accounts") or []
+        if not accts:
+            while True:
+                await _sleep_ms(3600000)
+        tasks = [asyncio.create_task(self.fetch_loop(client, a, interval_s)) for a in accts]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def fetch_loop(self, client, acct, interval_s):
+        name = acct.get("name") or acct.get("user") or "?"
+        try:
+            limit = client.account_from_dict(acct)["session_timeout"] + FETCH_DEADLINE_SLACK_S
+        except Exception:
+            limit = client.SESSION_TIMEOUT  # a bad account: fetch_account says what is wrong
         while True:
-            for acct in self.cfg.get("accounts") or []:
-                name = acct.get("name") or acct.get("user") or "?"
-                if self.wifi is not None and not self.wifi.up:
-                    log.info("fetch %s: skipped, wifi down", name)
-                    continue
+            if self.wifi is not None and not self.wifi.up:
+                log.info("fetch %s: skipped, wifi down", name)
+            else:
                 try:
-                    self.fetches[name] = await client.fetch_account(acct, self.store, _fetch_mark)
+                    self.fetches[name] = await asyncio.wait_for(client.fetch_account(acct, self.store, _fetch_mark), limit)
                 except MemoryError:  # the board's own trouble: let the supervisor restart us
                     raise
+                except asyncio.TimeoutError:
+                    self.fetches[name] = {"error": "deadline of %ss passed" % limit}
+                    log.warning("fetch %s failed: its deadline of %ss passed; next try in %ss", name, limit, interval_s)
                 except Exception as e:  # network, TLS, login refused, a bad reply: try next time
                     self.fetches[name] = {"error": _exc_line(e)}
                     log.warning("fetch %s failed: %s", name, _exc_line(e))
@@ -522,6 +549,7 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=FAT
         if lv:
             log.set_level(lv)
         runner = Runner(cfg, hw)
+        runner.config_path = config_path  # the server saves rehashed passwords there
         current = runner
         asyncio.run(runner.run(secrets_path))
         # Only reached with no service configured: the loop that fed the watchdog is gone, so

@@ -2,51 +2,56 @@
 
 Theory of operation
 -------------------
-`Pop3Client` is a thin asyncio shell around the shared core: bytes from the socket land in one
-`wire.LineReader` (a bulk-sized buffer, filled in place through `space()/commit()`); status and
-listing lines come out of it with `next_line()`, and RETR/TOP bodies are handed straight from its
-buffer to `wire.DotUnstuffer.unstuff_into`, which writes the un-stuffed bytes into a fixed output
-chunk. A full chunk goes to the sink (the store's Delivery, or a caller's writer). Heap use does
-not depend on message size.
+The protocol lives in pop3client.ClientSession (sans-I/O: reply parsing, multi-line blocks
+through the core's LineReader and DotUnstuffer, pipelining, the size rule); the bytes move through
+transport.py. `Pop3Client` drives the session and owns the deadlines; this module keeps the
+account policy and the exactly-once bookkeeping with uidstate.
 
-`fetch_account(account, store)` runs one session:
+`fetch_account(account, store)` runs one session, under a session deadline:
   1. load the UIDL state (uidstate.py) and reconcile a pending entry left by a crash;
   2. connect (plain, STLS or implicit TLS), CAPA, authenticate (strongest offered);
   3. STAT, UIDL, LIST; decide per message: download (RETR, or TOP n 0 when oversize and
-     `oversize` is "headers"), skip, or DELE (policy);
-  4. per downloaded message: stream into a store Delivery, hashing the stored bytes; save a
-     *pending* state entry (size, SHA-1, local copies already present); commit the Delivery;
-     save the *stored* entry; only then send DELE if the policy deletes it;
+     `oversize` is "headers"), skip, or DELE (policy; targets held as bits per message number);
+  4. per downloaded message: stream into a store Delivery, hashing the stored bytes; the message
+     must prove complete (its octets match LIST's size, pop3client's size rule, and the reply
+     after it, NOOP's, is well-formed); save a *pending* state entry (size, SHA-1, the local UID
+     the commit will give); commit the Delivery; save the *stored* entry; only then DELE if the
+     policy deletes it;
   5. QUIT; only after +OK are the deleted UIDs dropped from the state.
 A crash at any point leaves: a partial delivery (the store removes it), or a pending entry (the
 next run decides from the store whether the commit happened), or a stored entry (not fetched
 again; DELE re-sent if the policy wants it), or DELEs the server never committed (re-sent). So
 every message ends up in the store exactly once.
 
-Servers without UIDL (best effort, documented): only policy "delete" is possible. Each message is
-downloaded, keyed by the SHA-1 of its bytes (uidstate.hash_key: never equal to a real UID); a key already in the state means the
-message was stored by a session whose QUIT never completed: the new copy is dropped and the
-message deleted. Cost: such a message is downloaded twice. Keys are dropped after QUIT +OK.
+A message that does not prove complete (short, padded, or a server that forgot to dot-stuff and
+ended it at a body line "."), or any reply that is neither +OK nor -ERR: the delivery is aborted
+(dropped, not kept aside: a copy we cannot trust is no copy, and the server still holds the
+message), nothing is recorded, and the session ends without QUIT, so no DELE of this session
+commits; the message is fetched again next time. A server that always sends it short stalls
+there, with an error naming the message and the sizes, and never loses it.
 
-TLS and asyncio ("server speaks first"): on MicroPython the TCP connection is made by asyncio,
-then the socket is wrapped with `do_handshake_on_connect=False` and non-blocking; our read path
-first calls the TLS socket's `readinto` directly (this drives the handshake: the ClientHello goes
-out, and bytes mbedTLS already decrypted are returned), and only then waits for readability. Writes
-that would block mid-handshake poll with a short sleep. Every wait is bounded by the account's
-read timeout, so a peer that stalls inside the handshake costs `read_timeout`, not a hang.
-On CPython the standard asyncio TLS support (open_connection(ssl=...), start_tls) is used.
+Servers without UIDL (best effort): only policy "delete" is possible. Each message is
+downloaded, keyed by the SHA-1 of its bytes (uidstate.hash_key: never equal to a real UID); a key
+already in the state means the message was stored by a session whose QUIT never completed: the
+new copy is dropped and the message deleted. Cost: such a message is downloaded twice.
+
+Unusable UIDLs (over 70 octets, octets outside 0x21-0x7E, or one UID listed for two messages):
+the mailbox is still fetched. Those messages are keyed by content like the above, with any policy;
+under "keep" they are downloaded again each session to be recognised (and dropped as duplicates),
+their keys kept while they are seen. A stored UID that later shows up twice makes both copies
+content-keyed: the copy stored under the UID may then be stored once more (a duplicate, never a
+loss: which of the two the UID named is unknowable).
 """
 
 import asyncio
 import binascii
-import sys
 
-from pocketpost import compat, log, tls
+from pocketpost import compat, log, tls, transport
 from pocketpost.compat import const
-from pocketpost.pop3 import ProtocolError, command, parse_listing, parse_number, parse_reply, valid_uid
+from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
+from pocketpost.pop3client import BODY, CHUNK, CONTINUE, END, GREETING, REPLY, ClientSession
 from pocketpost.headers import HeaderParser
 from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState, hash_key, new_hash, remove_tmp, sha1_hex
-from pocketpost.wire import BAD_LINE, MAX_RESPONSE_LINE, OVERLONG, DotUnstuffer, LineReader, unstuff_line
 
 # --- named defaults and limits ------------------------------------------------------------------
 DEFAULT_TLS = "implicit"  # POP3S: the safest choice for an ISP account
@@ -57,40 +62,38 @@ DEFAULT_KEEP_DAYS = 7
 DEFAULT_MAX_SIZE = 0  # bytes; 0 = no limit (the store's quota still applies)
 DEFAULT_OVERSIZE = "skip"
 DEFAULT_MAX_MESSAGES = 0  # new messages per session; 0 = no cap
-# Largest server mailbox we take on: a session keeps a bit per message number (6 KB here), and
-# a hostile STAT of "2000000000" must give a clear error, not a 250 MB allocation.
+# Largest server mailbox we take on: a session keeps a few bits per message number (3 x 6 KB
+# here), and a hostile STAT of "2000000000" must give a clear error, not a 750 MB allocation.
 MAX_SERVER_MESSAGES = const(50000)
 # New messages whose full UIDs are held at once: more wait for the next UIDL pass of the session.
 _NEW_BATCH = const(64)
 DEFAULT_MAILBOX = "inbox"
 DEFAULT_STATE_DIR = "state"
-CONNECT_TIMEOUT = 15  # seconds: TCP connect (and the first bytes of TLS)
-READ_TIMEOUT = 30  # seconds: any single wait for server bytes, including inside the TLS handshake
-
-# Socket reads land in one buffer this big: big enough to move a RETR in few system calls,
-# small enough for an ESP32 heap (LIST/UIDL/status lines are still bounded by MAX_RESPONSE_LINE).
-BULK_BUFSIZE = const(4096)
-# The un-stuffed body goes to the sink in chunks of this size (the store's flash writes).
-# Note (host, 10 MiB from Dovecot, s in fetch): 4096/2048 (these) 0.49-0.54; 4096/4096 0.39-0.46;
-# 8192/4096 0.46; 16384/8192 0.38-0.41. Bigger buffers cost heap a no-PSRAM ESP32 lacks
-# (boards/esp32/BUDGET.md); the client reads no config for them, so they stay; a PSRAM board
-# could take 16384/8192 if the account config grows a setting for it.
-CHUNK = const(2048)
-# CAPA lines we accept before calling the reply endless (real servers send ~10).
-MAX_CAPA_LINES = const(64)
-# A message may exceed its LIST size by this much before we call the size a lie (some servers
-# report the size with LF line ends); beyond it we stop reading instead of filling the flash.
+CONNECT_TIMEOUT = 15  # seconds: TCP connect (and, on CPython, the TLS handshake)
+READ_TIMEOUT = 30  # seconds: the greeting, each command's reply, any single wait for bytes
+# Slowest transfer we wait for, in bytes/s: a message of S octets gets read_timeout + S / MIN_RATE
+# seconds (a GPRS-class link moves ~2 KB/s; a server dripping a byte per half second is cut off).
+MIN_RATE = 1024
+# The whole session (connect to QUIT): one stuck server cannot hold the board's schedule longer.
+SESSION_TIMEOUT = 1800
+# DELEs sent in one write to a server that offers PIPELINING (16 lines of <= 16 octets).
+_PIPELINE = const(16)
+# Octets per LIST/UIDL line assumed for the listing's deadline (a 70-octet UID, the number).
+_LISTING_LINE = const(80)
+# After QUIT +OK, the polite close (TLS close_notify) is waited for this long at most.
+_CLOSE_MS = const(2000)
+# A message may exceed its LIST size by this much before we stop reading it (beyond, it would
+# only fill the flash); such a message is not kept either way (pop3client's size rule).
 SIZE_SLACK_DIV = const(16)
 SIZE_SLACK_MIN = const(1024)
-# Poll interval while a non-blocking TLS write waits for the handshake to progress.
-_TLS_POLL_MS = const(2)
 # A board whose clock reads earlier than this has no time set: age-based deletion is skipped.
 _SANE_TIME = const(1577836800)  # 2020-01-01
 _DAY = const(86400)
 
 _POLICIES = ("delete", "keep", "keep_days")
 _TLS_MODES = ("implicit", "stls", "none")
-_AUTHS = ("auto", "plain", "user", "apop")
+_AUTHS = ("auto", "plain", "user", "apop", "xoauth2", "oauthbearer")
+_OAUTH = ("xoauth2", "oauthbearer")  # OAuth: SASL with an OAuth access token (oauth2.py)
 _OVERSIZE = ("skip", "headers")
 
 
@@ -131,6 +134,10 @@ class TlsRequired(ClientError):
     pass
 
 
+class ShortMessage(ProtocolError):
+    """A message whose octet count does not prove it complete: not kept, not deleted."""
+
+
 # --- account ------------------------------------------------------------------------------------
 def account_from_dict(d):
     """Validate an account dict (from the JSON config) and fill in the named defaults."""
@@ -139,6 +146,8 @@ def account_from_dict(d):
     a = {}
     for k in ("name", "host", "user", "password"):
         v = d.get(k)
+        if k == "password" and d.get("auth") in _OAUTH:  # OAuth: no password
+            continue
         if not isinstance(v, str) or not v:
             raise ConfigError("account: %s is required (a string)" % k)
         a[k] = v
@@ -162,6 +171,13 @@ def account_from_dict(d):
     a["tls"] = pick("tls", _TLS_MODES, DEFAULT_TLS)
     a["port"] = number("port", PORTS[a["tls"]], 1)
     a["auth"] = pick("auth", _AUTHS, DEFAULT_AUTH)
+    if a["auth"] in _OAUTH:  # OAuth: token_url, client_id, refresh_token, ...
+        from pocketpost import oauth2
+
+        try:
+            oauth2.check_account(d, a)
+        except oauth2.OAuthError as e:
+            raise ConfigError(e.msg)
     a["policy"] = pick("policy", _POLICIES, DEFAULT_POLICY)
     a["keep_days"] = number("keep_days", DEFAULT_KEEP_DAYS, 0)
     a["max_size"] = number("max_size", DEFAULT_MAX_SIZE, 0)
@@ -174,6 +190,10 @@ def account_from_dict(d):
     if not isinstance(verify, bool):
         raise ConfigError("account %s: verify must be true or false" % name)
     a["verify"] = verify
+    allow = d.get("allow_plaintext", False)  # config.load refuses tls "none" without it
+    if not isinstance(allow, bool):
+        raise ConfigError("account %s: allow_plaintext must be true or false" % name)
+    a["allow_plaintext"] = allow
     ca = d.get("ca")
     if ca is not None and not isinstance(ca, str):
         raise ConfigError("account %s: ca must be a path" % name)
@@ -186,7 +206,8 @@ def account_from_dict(d):
     t = d.get("timeouts", {})
     if not isinstance(t, dict):
         raise ConfigError("account %s: timeouts must be an object" % name)
-    for k, default in (("connect_timeout", CONNECT_TIMEOUT), ("read_timeout", READ_TIMEOUT)):
+    for k, default in (("connect_timeout", CONNECT_TIMEOUT), ("read_timeout", READ_TIMEOUT),
+                       ("min_rate", MIN_RATE), ("session_timeout", SESSION_TIMEOUT)):
         v = t.get(k, default)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
             raise ConfigError("account %s: timeouts.%s must be a positive number" % (name, k))
@@ -197,271 +218,202 @@ def account_from_dict(d):
     return a
 
 
-# --- crash injection for the crash-safety tests (host only, off unless the env var is set) ------
-_crash_at = None  # "step" or "step#k": stop dead at the k-th time `step` is reached
-_crash_seen = {}
+# --- the session driver ----------------------------------------------------------------------------
+def _ms(seconds):
+    return int(seconds * 1000)
 
 
-def set_crash_point(spec):
-    global _crash_at
-    _crash_at = spec
-    _crash_seen.clear()
-
-
-def _crash_point(step):
-    if _crash_at is None:
-        return
-    k = _crash_seen.get(step, 0) + 1
-    _crash_seen[step] = k
-    if _crash_at == step or _crash_at == "%s#%d" % (step, k):
-        import time
-
-        print("CRASHPOINT", step, k)
-        try:
-            sys.stdout.flush()
-        except AttributeError:
-            pass
-        time.sleep(3600)  # the test SIGKILLs us here: no finally block runs
-
-
-# --- transport ----------------------------------------------------------------------------------
-async def _timed(aw, seconds, what):
-    try:
-        return await asyncio.wait_for(aw, seconds)
-    except asyncio.TimeoutError:
-        raise Pop3Timeout("timed out after %ss waiting for %s" % (seconds, what))
-
-
-class _UpyConn:
-    """MicroPython: asyncio TCP stream whose socket we may swap for a non-blocking TLS socket."""
-
-    async def open(self, host, port, timeout):
-        r, _ = await _timed(asyncio.open_connection(host, port), timeout, "connect")
-        self.stream = r
-        self.sock = r.s
-
-    def start_tls(self, ctx, host):
-        s = ctx.wrap_socket(self.sock, server_hostname=host, do_handshake_on_connect=False)
-        s.setblocking(False)
-        self.sock = s
-        self.stream.s = s
-
-    async def readinto(self, mv, timeout):
-        s = self.sock
-        deadline = compat.ticks_add(compat.ticks_ms(), int(timeout * 1000))
-        while True:
-            n = s.readinto(mv)  # non-blocking: drives TLS, returns already-decrypted bytes
-            if n is not None:
-                return n
-            left = compat.ticks_diff(deadline, compat.ticks_ms())
-            if left <= 0:
-                raise Pop3Timeout("timed out after %ss waiting for the server" % timeout)
-            try:
-                n = await asyncio.wait_for_ms(self.stream.readinto(mv), left)
-            except asyncio.TimeoutError:
-                raise Pop3Timeout("timed out after %ss waiting for the server" % timeout)
-            if n is not None:
-                return n
-
-    async def write(self, data, timeout):
-        s = self.sock
-        mv = memoryview(data)
-        off = 0
-        deadline = compat.ticks_add(compat.ticks_ms(), int(timeout * 1000))
-        while off < len(mv):
-            n = s.write(mv[off:])
-            if n:
-                off += n
-                continue
-            # Would block: a full send buffer, or TLS mid-handshake waiting for the peer.
-            if compat.ticks_diff(deadline, compat.ticks_ms()) <= 0:
-                raise Pop3Timeout("timed out after %ss sending to the server" % timeout)
-            await asyncio.sleep_ms(_TLS_POLL_MS)
-
-    async def close(self, graceful=False):
-        try:
-            self.sock.close()
-        except OSError:
-            pass
-
-
-class _CpyConn:
-    """CPython: standard asyncio streams and TLS."""
-
-    async def open(self, host, port, timeout, ctx=None):
-        self.reader, self.writer = await _timed(
-            asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None), timeout, "connect"
-        )
-        self._host = host
-        self._timeout = timeout
-
-    async def open_tls(self, host, port, timeout, ctx):
-        await self.open(host, port, timeout, ctx)
-
-    async def start_tls_async(self, ctx, host, timeout):
-        await _timed(self.writer.start_tls(ctx, server_hostname=host), timeout, "TLS handshake")
-
-    async def readinto(self, mv, timeout):
-        data = await _timed(self.reader.read(len(mv)), timeout, "the server")
-        n = len(data)
-        mv[:n] = data
-        return n
-
-    async def write(self, data, timeout):
-        self.writer.write(bytes(data))
-        await _timed(self.writer.drain(), timeout, "sending")
-
-    async def close(self, graceful=False):
-        try:
-            if graceful:  # after QUIT: let TLS say close_notify, bounded
-                self.writer.close()
-                await asyncio.wait_for(self.writer.wait_closed(), 2)
-            else:  # a stalled or broken peer: waiting for its close would cost another 2 s
-                self.writer.transport.abort()
-        except (OSError, asyncio.TimeoutError, ConnectionError, Exception):
-            pass
-
-
-# --- the client ---------------------------------------------------------------------------------
 class Pop3Client:
-    """One POP3 session. Usage:
+    """One POP3 session: the asyncio shell around pop3client.ClientSession. Usage:
         c = Pop3Client(host, port, tls="implicit", ctx=tls.client_context(ca, verify))
         await c.connect(); await c.login(user, password)
         n, total = await c.stat(); await c.retr(1, writer); await c.quit()
-    Every wait is bounded by connect_timeout / read_timeout (seconds)."""
+
+    Deadlines (every wait is bounded by the nearest): the connect (connect_timeout), the
+    greeting and each command's reply (read_timeout from the moment the command goes out), each
+    message (read_timeout + size / min_rate), the whole session (`session_deadline`, ticks ms,
+    set by the caller), and any single wait for bytes (read_timeout)."""
 
     def __init__(self, host, port, tls_mode="none", ctx=None, connect_timeout=CONNECT_TIMEOUT,
-                 read_timeout=READ_TIMEOUT):
+                 read_timeout=READ_TIMEOUT, min_rate=MIN_RATE, account=None, opener=None):
         self.host = host
         self.port = port
         self.tls_mode = tls_mode
         self.ctx = ctx
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self.reader = LineReader(MAX_RESPONSE_LINE, bufsize=BULK_BUFSIZE)
-        self._unstuffer = DotUnstuffer()
-        self._out = bytearray(CHUNK)
-        self._outmv = memoryview(self._out)
+        self.min_rate = min_rate
+        self.where = "%s%s:%s" % (account + " " if account else "", host, port)
+        self.ca_path = None  # the account's CA file, named in certificate errors
+        self.s = ClientSession()
         self.caps = None  # dict KEYWORD -> list of args, or None when CAPA is unsupported
         self.timestamp = None  # APOP banner timestamp
         self.secure = False
+        self.session_deadline = None
+        self.opener = opener or transport.connect  # (host, port, ms, ctx) -> connection
         self._conn = None
 
-    # -- low level ------------------------------------------------------------------------
-    async def _fill(self):
-        sp = self.reader.space()
-        if not len(sp):
-            raise ProtocolError("receive buffer full")
+    def _explain(self, e):
+        """An OSError / TLS error in words a user can act on (tls.describe_error)."""
+        return tls.describe_error(e, self.host, self.port, self.ca_path)
+
+    # -- deadlines and bytes --------------------------------------------------------------------
+    def deadline(self, seconds, size=0):
+        """A deadline (ticks ms) `seconds` from now, plus size / min_rate."""
+        ms = _ms(seconds) + (int(size * 1000 // self.min_rate) if size else 0)
+        return compat.ticks_add(compat.ticks_ms(), ms)
+
+    def _left(self, deadline):
+        now = compat.ticks_ms()
+        left = _ms(self.read_timeout)
+        for d in (deadline, self.session_deadline):
+            if d is not None:
+                x = compat.ticks_diff(d, now)
+                if x < left:
+                    left = x
+        return left
+
+    def _timeout(self, deadline, what):
+        now = compat.ticks_ms()
+        sd = self.session_deadline
+        if sd is not None and compat.ticks_diff(sd, now) <= 0:
+            why = "the session's deadline passed"
+        elif deadline is not None and compat.ticks_diff(deadline, now) <= 0:
+            why = "its deadline passed (read_timeout %ss, min_rate %d B/s)" % (self.read_timeout, self.min_rate)
+        else:
+            why = "no data for %ss" % self.read_timeout
+        return Pop3Timeout("%s: waiting for %s: %s; the server is stalled or too slow: try again later, "
+                           "or raise the account's timeouts" % (self.where, what, why))
+
+    async def _fill(self, deadline, what):
+        mv = self.s.space()
+        ms = self._left(deadline)
+        if ms <= 0:
+            raise self._timeout(deadline, what)
         try:
-            n = await self._conn.readinto(sp, self.read_timeout)
+            n = await self._conn.recv_into(mv, ms)
+        except transport.Timeout:
+            raise self._timeout(deadline, what)
         except (OSError, ValueError) as e:
-            raise ConnectionLost("connection lost: %r" % (e,))
+            raise ConnectionLost("%s: waiting for %s: %s" % (self.where, what, self._explain(e)))
         if not n:
-            raise ConnectionLost("server closed the connection")
-        self.reader.commit(n)
+            raise ConnectionLost("%s: waiting for %s: the server closed the connection" % (self.where, what))
+        self.s.commit(n)
 
-    async def _line(self):
-        r = self.reader
+    async def _event(self, deadline, what):
+        s = self.s
         while True:
-            ln = r.next_line()
-            if ln is None:
-                await self._fill()
-                continue
-            if ln == OVERLONG:
-                raise ProtocolError("server line longer than %d octets" % MAX_RESPONSE_LINE)
-            if ln == BAD_LINE:
-                raise ProtocolError("NUL in server line")
-            return ln
+            try:
+                ev = s.next_event()
+            except ProtocolError as e:
+                raise ProtocolError("%s: %s" % (self.where, e.msg))
+            if ev:
+                return ev
+            await self._fill(deadline, what)
 
-    async def _send(self, data):
+    def _out(self, keyword, *args, limit=0):
+        """The session's bytes for a command (its reply now awaited)."""
         try:
-            await self._conn.write(data, self.read_timeout)
+            return self.s.send(keyword, *args, limit=limit)
+        except ProtocolError as e:
+            raise ProtocolError("%s: %s" % (self.where, e.msg))
+
+    async def _send(self, data, what):
+        ms = _ms(self.read_timeout)
+        sd = self.session_deadline
+        if sd is not None:
+            ms = min(ms, compat.ticks_diff(sd, compat.ticks_ms()))
+        try:
+            await self._conn.send(data, ms)
+        except transport.Timeout:
+            raise self._timeout(None, "the server to take " + what)
         except (OSError, ValueError) as e:
-            raise ConnectionLost("connection lost while sending: %r" % (e,))
+            raise ConnectionLost("%s: sending %s: %s" % (self.where, what, self._explain(e)))
 
-    async def _status(self):
-        return parse_reply(await self._line())
+    async def _status(self, deadline=None):
+        """The status line answering the oldest command; -ERR raises ErrReply."""
+        s = self.s
+        what = "the reply to " + s.waiting_for()
+        if deadline is None:
+            deadline = self.deadline(self.read_timeout)
+        ev = await self._event(deadline, what)
+        if ev != REPLY and ev != CONTINUE:
+            raise ProtocolError("%s: unexpected data instead of %s" % (self.where, what))
+        r = s.reply
+        if r.ok is False:
+            raise ErrReply("%s: %s: -ERR %s" % (self.where, s.what, _text(r.text)), r.code)
+        return r
 
-    async def cmd(self, keyword, *args, secret=False):
+    async def cmd(self, keyword, *args):
         """Send a command and read its status line; -ERR raises ErrReply."""
-        await self._send(command(keyword, *args))
-        rep = await self._status()
-        if rep.ok is None and keyword != "AUTH":
-            raise ProtocolError("unexpected continuation reply to " + keyword)
-        if rep.ok is False:
-            raise ErrReply("%s: -ERR %s" % (keyword, _text(rep.text)), rep.code)
-        return rep
+        data = self._out(keyword, *args)
+        await self._send(data, keyword)
+        return await self._status()
 
-    async def _mlines(self, limit, what, on_line):
-        """Feed each line of a multi-line listing (un-stuffed) to on_line, up to the terminating
-        '.'. A reply with more than `limit` lines is endless as far as we are concerned.
-        (A callback, not an async generator: MicroPython cannot `async for` over those.)"""
-        n = 0
+    async def _block(self, deadline, on_item):
+        """The rest of a multi-line reply: on_item(event) per LINE/ENTRY until END."""
+        s = self.s
+        what = s.what + " listing"
         while True:
-            ln = unstuff_line(await self._line())
-            if ln is None:
+            ev = await self._event(deadline, what)
+            if ev == END:
                 return
-            n += 1
-            if n > limit:
-                raise ProtocolError("%s reply does not end (more than %d lines)" % (what, limit))
-            on_line(ln)
+            on_item(ev)
 
-    # -- session --------------------------------------------------------------------------
+    # -- session --------------------------------------------------------------------------------
     async def connect(self):
+        implicit = self.tls_mode == "implicit"
         try:
-            if compat.IS_MICROPYTHON:
-                self._conn = _UpyConn()
-                await self._conn.open(self.host, self.port, self.connect_timeout)
-                if self.tls_mode == "implicit":
-                    self._conn.start_tls(self.ctx, self.host)  # type: ignore[union-attr]  # MicroPython conn class
-            else:
-                self._conn = _CpyConn()
-                await self._conn.open(self.host, self.port, self.connect_timeout,
-                                      self.ctx if self.tls_mode == "implicit" else None)
+            self._conn = await self.opener(self.host, self.port, _ms(self.connect_timeout),
+                                                 self.ctx if implicit else None)
+        except transport.Timeout:
+            raise Pop3Timeout("%s: connect: no answer within %ss: check the host, the port and the network"
+                              % (self.where, self.connect_timeout))
         except (OSError, ValueError) as e:
             # Refused, reset, or (CPython: the handshake is part of the connect) a TLS failure:
             # the same class MicroPython gives, where these surface at the first read.
-            raise ConnectionLost("cannot connect to %s:%s: %r" % (self.host, self.port, e))
-        self.secure = self.tls_mode == "implicit"
-        try:
-            greet = await self._status()
-        except Pop3Timeout:
-            raise Pop3Timeout("no greeting within %ss" % self.read_timeout)
-        if greet.ok is not True:
-            raise ErrReply("server refused the connection: " + _text(greet.text), greet.code)
-        self.timestamp = _apop_timestamp(greet.text)
+            raise ConnectionLost("%s: connect: %s" % (self.where, self._explain(e)))
+        self.secure = implicit
+        ev = await self._event(self.deadline(self.read_timeout), "the greeting")
+        r = self.s.reply
+        if ev != GREETING or r.ok is not True:
+            raise ErrReply("%s: server refused the connection: %s" % (self.where, _text(r.text)), r.code)
+        self.timestamp = self.s.timestamp
         await self.capa()
         if self.tls_mode == "stls":
             if self.caps is None or "STLS" not in self.caps:
-                raise TlsRequired("TLS required but the server does not offer STLS")
+                raise TlsRequired("%s: TLS required but the server does not offer STLS: use tls \"implicit\" "
+                                  "and the POP3S port, or another server" % self.where)
             await self.cmd("STLS")
-            if self.reader.pending():
-                raise ProtocolError("server sent data after STLS +OK")  # RFC 2595 section 4
-            self.reader.clear()
             try:
-                if compat.IS_MICROPYTHON:
-                    self._conn.start_tls(self.ctx, self.host)  # type: ignore[union-attr]  # MicroPython conn class
-                else:
-                    await self._conn.start_tls_async(self.ctx, self.host, self.read_timeout)  # type: ignore[union-attr]  # CPython conn class
+                self.s.after_stls()
+            except ProtocolError as e:
+                raise ProtocolError("%s: %s" % (self.where, e.msg))
+            try:
+                await self._conn.start_tls(self.ctx, self.host, False, self._left(None))
+            except transport.Timeout:
+                raise self._timeout(None, "the STLS handshake")
             except (OSError, ValueError) as e:
-                raise ConnectionLost("STLS: TLS handshake failed: %r" % (e,))
+                raise ConnectionLost("%s: STLS: TLS handshake failed: %s" % (self.where, self._explain(e)))
             self.secure = True
             await self.capa()  # RFC 2595 section 4: discard what we knew, ask again
 
     async def capa(self):
-        await self._send(command("CAPA"))
-        rep = await self._status()
-        if not rep.ok:
+        try:
+            await self.cmd("CAPA")
+        except ErrReply:
             self.caps = None
             return None
         caps = {}
+        s = self.s
 
-        def one(ln):
+        def one(ev):
+            ln = s.line
             w = _text(ln).split(" ") if ln else [""]
             if w[0]:
                 caps[w[0].upper()] = [x.upper() for x in w[1:]]
 
-        await self._mlines(MAX_CAPA_LINES, "CAPA", one)
+        await self._block(self.deadline(self.read_timeout), one)
         self.caps = caps
         return caps
 
@@ -470,7 +422,7 @@ class Pop3Client:
         m = method
         if m == "auto":
             m = self.best_auth()
-        log.info("pop3 %s: auth %s as %s%s", self.host, m, user, " over TLS" if self.secure else "")
+        log.info("pop3 %s: auth %s as %s%s", self.where, m, user, " over TLS" if self.secure else "")
         try:
             if m == "plain":
                 blob = binascii.b2a_base64(b"\x00" + user.encode() + b"\x00" + password.encode()).rstrip(b"\n")
@@ -479,25 +431,29 @@ class Pop3Client:
                 else:
                     rep = await self.cmd("AUTH", "PLAIN")
                 if rep.ok is None:  # "+ " continuation: the server wants the response on its own
-                    await self._send(blob + b"\r\n")
+                    await self._send(self.s.respond(blob), "AUTH PLAIN")
                     rep = await self._status()
                     if rep.ok is not True:
-                        raise AuthFailed("AUTH PLAIN: " + _text(rep.text), rep.code)
+                        raise AuthFailed("%s: AUTH PLAIN: %s" % (self.where, _text(rep.text)), rep.code)
             elif m == "apop":
                 if self.timestamp is None:
-                    raise AuthFailed("server offers no APOP timestamp")
+                    raise AuthFailed("%s: APOP: the server's greeting has no timestamp: use auth \"auto\"" % self.where)
                 from pocketpost.auth import apop_digest
 
                 await self.cmd("APOP", user, apop_digest(self.timestamp, password))
             elif m == "user":
                 await self.cmd("USER", user)
                 await self.cmd("PASS", password)
+            elif m in _OAUTH:  # OAuth: `password` is the access token
+                from pocketpost import oauth2
+
+                await oauth2.pop3_auth(self, m, user, password, AuthFailed)
             else:
                 raise ConfigError("unknown auth method " + m)
         except AuthFailed:
             raise
         except ErrReply as e:
-            raise AuthFailed("login failed (%s): %s" % (m, e.msg), e.code)
+            raise AuthFailed("login failed (%s): %s: check the user name and password" % (m, e.msg), e.code)
 
     def best_auth(self):
         """Strongest offered. Without TLS, APOP first (the password never crosses the wire);
@@ -519,65 +475,67 @@ class Pop3Client:
     async def stat(self):
         rep = await self.cmd("STAT")
         w = bytes(rep.text).split(b" ")
-        if len(w) < 2:
-            raise ProtocolError("malformed STAT reply")
-        return parse_number(w[0], 0), parse_number(w[1], 0)
+        try:
+            if len(w) < 2:
+                raise ProtocolError("")
+            return parse_number(w[0], 0), parse_number(w[1], 0)
+        except ProtocolError:
+            raise ProtocolError("%s: malformed STAT reply: %s" % (self.where, _text(rep.text)))
 
     async def listing(self, keyword, count, on_line):
         """LIST or UIDL for the whole mailbox: calls on_line(n, field) per entry. Entries must be
         numbered 1..count in increasing order (every server we know lists in order), which bounds
         the reply. Returns False when the server answered -ERR (UIDL unsupported)."""
-        await self._send(command(keyword))
-        rep = await self._status()
-        if not rep.ok:
+        d = self.deadline(self.read_timeout, count * _LISTING_LINE)
+        s = self.s
+        await self._send(self._out(keyword, limit=count), keyword)
+        try:
+            await self._status(d)
+        except ErrReply:
             return False
-        last = [0]
 
-        def one(ln):
-            n, field = parse_listing(ln)
-            if n <= last[0] or n > count:
-                raise ProtocolError("%s: message number %d out of order or range" % (keyword, n))
-            last[0] = n
-            on_line(n, field)
+        def one(ev):
+            on_line(s.n, s.field)
 
-        await self._mlines(count, keyword, one)
+        await self._block(d, one)
         return True
 
-    async def retr(self, n, sink, limit=0, top=False):
+    async def retr(self, n, sink, size=None, top=False):
         """Stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk), chunk being
-        a bytes-like valid only during the call. Returns the byte count. With `limit`, more than
-        limit bytes raise ProtocolError (a size that lies) and the connection is unusable."""
-        if top:
-            await self.cmd("TOP", n, 0)
-        else:
-            await self.cmd("RETR", n)
-        u = self._unstuffer
-        u.reset()
-        r = self.reader
-        out = self._out
-        omv = self._outmv
-        fill = 0
-        total = 0
+        a bytes-like valid only during the call. Returns the octet count.
+        With `size` (LIST's), the message must prove complete (pop3client's size rule) and the
+        reply after it must be well-formed, else ShortMessage / ProtocolError: the caller must
+        not keep it, and the connection is unusable. Bounded by read_timeout + size / min_rate."""
+        s = self.s
+        d = self.deadline(self.read_timeout, size or 0)
+        data = self._out("TOP", n, 0) if top else self._out("RETR", n)
+        what = ("TOP %d 0" if top else "RETR %d") % n
+        prove = size is not None and not top
+        pipelined = False
+        if prove and self.caps is not None and "PIPELINING" in self.caps:
+            data += self._out("NOOP")  # the reply after the message: proves the stream in step
+            pipelined = True
+        await self._send(data, what)
+        await self._status(d)
+        limit = size + max(size // SIZE_SLACK_DIV, SIZE_SLACK_MIN) if size is not None else 0
         while True:
-            buf, s, e = r.buffered()
-            if s < e:
-                # Into the whole chunk when it is empty (no slice object), else its free tail.
-                made = u.unstuff_into(buf, s, e, out if fill == 0 else omv[fill:])
-                done = u.done
-                r.consume(u.consumed)
-                fill += made
-                total += made
-                if limit and total > limit:
-                    raise ProtocolError("message %d is larger than the server said (%d)" % (n, limit))
-                if fill == CHUNK:
-                    sink(out)
-                    fill = 0
-                if done:
-                    break
-            else:
-                await self._fill()
-        if fill:
-            sink(omv[:fill])
+            ev = await self._event(d, "the body of " + what)
+            if ev == END:
+                break
+            if ev != BODY:
+                raise ProtocolError("%s: %s: unexpected reply inside the message" % (self.where, what))
+            if limit and s.octets > limit:
+                raise ProtocolError("%s: %s: message %d is larger than the server said (%d)" % (self.where, what, n, size))
+            sink(s.chunk)
+        total = s.octets
+        if prove:
+            if not s.size_matches(size):
+                raise ShortMessage("%s: %s: %d octets received (%d line ends, %d CRLF) but LIST said %d: the "
+                                   "message is not provably complete (a server that does not dot-stuff?); "
+                                   "not kept, fetched again next time" % (self.where, what, total, s.lf, s.crlf, size))
+            if not pipelined:
+                await self._send(self._out("NOOP"), "NOOP")
+            await self._status(self.deadline(self.read_timeout))
         return total
 
     async def dele(self, n):
@@ -587,46 +545,53 @@ class Pop3Client:
         try:
             await self.cmd("DELE", n)
         except ErrReply as e:
-            log.warning("pop3 %s: %s", self.host, e.msg)
+            log.warning("pop3 %s", e.msg)
             return False
         return True
 
+    async def deles(self, ns):
+        """DELE each message number in ns, pipelined when the server offers PIPELINING (RFC 2449):
+        one write, then the replies in order. Returns a list of accepted flags (see dele)."""
+        if self.caps is None or "PIPELINING" not in self.caps:
+            out = []
+            for n in ns:
+                out.append(await self.dele(n))
+            return out
+        data = b""
+        for n in ns:
+            data += self._out("DELE", n)
+        await self._send(data, "DELE")
+        out = []
+        for n in ns:
+            try:
+                await self._status()
+                out.append(True)
+            except ErrReply as e:
+                log.warning("pop3 %s", e.msg)
+                out.append(False)
+        return out
+
     async def quit(self):
         """QUIT: +OK means the server committed our DELEs (RFC 1939 UPDATE state)."""
-        ok = False
-        try:
-            rep = await self.cmd("QUIT")
-            ok = True
-        finally:
-            await self.close(graceful=ok)
+        rep = await self.cmd("QUIT")
+        c = self._conn
+        self._conn = None
+        if c is not None:
+            await c.shutdown(_CLOSE_MS)
         return rep
 
-    async def close(self, graceful=False):
-        """Drop the connection at once; `graceful` (the server answered QUIT) lets a TLS
-        session end with close_notify, bounded. An error path never waits on the peer."""
+    async def close(self):
+        """Drop the connection at once (an error path never waits on the peer)."""
         if self._conn is not None:
             c = self._conn
             self._conn = None
-            await c.close(graceful)
-
+            c.close()
 
 def _text(b):
     try:
         return bytes(b).decode()
     except UnicodeError:
         return repr(bytes(b))
-
-
-def _apop_timestamp(text):
-    """RFC 1939 section 7: the greeting's msg-id "<...@...>" (Dovecot's holds '=' too)."""
-    text = bytes(text)
-    i = text.find(b"<")
-    if i < 0:
-        return None
-    j = text.find(b">", i)
-    if j < 0 or text.find(b"@", i, j) < 0:
-        return None
-    return text[i : j + 1]
 
 
 # --- fetching into the store --------------------------------------------------------------------
@@ -651,8 +616,7 @@ class _StoreSink:
             except Exception as e:  # StoreError (full, quota) or OSError: keep reading the reply
                 self.error = e
         self.chunks += 1
-        _crash_point("chunk")
-
+    
 
 def _holds(store, mailbox, local, size, digest):
     """Does the local mailbox hold message `local` (a store UID) with this size and SHA-1?
@@ -693,78 +657,142 @@ def _reconcile(st, store, mailbox):
     st.save()
 
 
-async def fetch_account(account, store, on_message=None):
+def _tls_context(a):
+    """The account's TLS context; a CA file that is missing or not DER said in words."""
+    try:
+        return tls.client_context(a["ca"], a["verify"])
+    except (OSError, ValueError) as e:
+        raise ConfigError("account %s: %s" % (a["name"], tls.describe_error(e, a["host"], a["port"], a["ca"])))
+
+
+def _bit(bits, n):
+    return bits[n >> 3] & (1 << (n & 7))
+
+
+def _set(bits, n):
+    bits[n >> 3] |= 1 << (n & 7)
+
+
+async def fetch_account(account, store, on_message=None, opener=None):
     """Fetch one account into its local mailbox; returns a stats dict. `on_message(info)` is
-    called after each stored message with a dict: uid, local_uid, size, headers_only, headers."""
+    called after each stored message with a dict: uid, local_uid, size, headers_only, headers.
+    `opener` replaces transport.connect (tests: an in-process connection pair)."""
     a = account_from_dict(account)
     name = a["name"]
     mailbox = a["mailbox"]
     policy = a["policy"]
     stats = {"account": name, "fetched": 0, "bytes": 0, "headers_only": 0, "skipped": 0,
-             "deleted": 0, "duplicates": 0, "on_server": 0, "state_full": False}
+             "deleted": 0, "duplicates": 0, "on_server": 0, "state_full": False, "by_content": 0}
+    if a["tls"] == "none":
+        log.warning("fetch %s: no TLS to %s:%d: password and mail cross the network in clear", name, a["host"], a["port"])
     remove_tmp(a["state_dir"], name)
     st = UidState(a["state_dir"], name, a["max_entries"]).load()
     if st.pending is not None:
         _reconcile(st, store, mailbox)
-    ctx = tls.client_context(a["ca"], a["verify"]) if a["tls"] != "none" else None
-    c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"])
+    token = fresh = None
+    if a["auth"] in _OAUTH:  # the access token, refreshed before connecting (oauth2.py)
+        from pocketpost import oauth2
+
+        token, fresh = oauth2.pop3_token(a, AuthFailed)
+    ctx = _tls_context(a) if a["tls"] != "none" else None
+    c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"], a["min_rate"], name, opener)
+    c.ca_path = a["ca"]
+    c.session_deadline = c.deadline(a["session_timeout"])
     try:
         await c.connect()
-        await c.login(a["user"], a["password"], a["auth"])
+        if token is None:
+            await c.login(a["user"], a["password"], a["auth"])
+        else:
+            await oauth2.pop3_login(c, a, token, fresh, AuthFailed)
         count, _ = await c.stat()
         if count > MAX_SERVER_MESSAGES:
-            raise ProtocolError("server mailbox holds %d messages, more than %d" % (count, MAX_SERVER_MESSAGES))
+            raise ProtocolError("%s: STAT: the server mailbox holds %d messages, more than %d: empty it with "
+                                "another client first" % (c.where, count, MAX_SERVER_MESSAGES))
         stats["on_server"] = count
         cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
-        # UIDs already in the state: marked "seen" in their state record (no per-UID object);
-        # those to delete by policy are decided here, while their message number is known.
-        # New messages are taken in batches of at most _NEW_BATCH (their full UIDs are held
-        # until stored): when a batch is done and more wait, UIDL (and LIST) are read again.
-        # `done` holds a bit per message number handled this session (stored or skipped).
-        to_delete = []  # (n, uid)
+        # Per message number, one bit each (no per-message object, no list of UIDs):
+        #   done  handled this session (stored, skipped or dropped as a duplicate);
+        #   dele  stored by an earlier session and due for deletion by the policy (first pass);
+        #   fb    its UIDL is unusable (invalid, over 70 octets, or listed twice): keyed by
+        #         content instead, like a server without UIDL (see the module doc);
+        #   refused  a DELE the server refused (its record must not count as deleted).
+        # UIDs already in the state are marked "seen" in their state record. New messages are
+        # taken in batches of at most _NEW_BATCH (their full UIDs are held until stored): when a
+        # batch is done and more wait, UIDL (and LIST) are read again.
+        nb = count // 8 + 1
+        done = bytearray(nb)
+        dele = bytearray(nb)
+        fb = bytearray(nb)
+        refused = None
         now = compat.now()
         sane = now >= _SANE_TIME
-        done = bytearray(count // 8 + 1)
-        want = {}  # n -> uid (None without UIDL), this batch's messages to download
-        seen_new = {}
+        want = {}  # n -> uid (None: keyed by content), this batch's messages to download
+        seen_new = {}  # new uid -> n, this batch
+        dups = {}  # stored UIDs listed twice (first pass)
         ctl = [True, False, 0]  # first pass, more new messages wait, room for new entries
 
-        def on_uidl(n, uid):
-            if not valid_uid(uid):
-                raise ProtocolError("invalid UIDL for message %d" % n)
-            uid = bytes(uid)
-            if uid in seen_new:
-                raise ProtocolError("duplicate UIDL %s" % _text(uid))
-            if ctl[0]:
-                bits = st.mark(uid, seen=True)
-                if st.was_seen(bits):
-                    raise ProtocolError("duplicate UIDL %s" % _text(uid))
-                if bits >= 0:
-                    e = st.get(uid)
-                    if e[0] < _SANE_TIME and sane:
-                        st.add(uid, now, e[1])  # first seen while the clock was unset: its age starts now
-                    if e[1] != "f":
-                        return  # headers-only copies: the body still lives on the server only
-                    if policy == "delete":
-                        to_delete.append((n, uid))
-                    elif policy == "keep_days" and sane and e[0] >= _SANE_TIME and now - e[0] >= a["keep_days"] * _DAY:
-                        to_delete.append((n, uid))
-                    return
-            else:
-                if done[n >> 3] & (1 << (n & 7)):
-                    return
-                bits = st.mark(uid)
-                if bits >= 0:
-                    if st.was_new(bits):  # stored this session under another message number
-                        raise ProtocolError("duplicate UIDL %s" % _text(uid))
-                    return
+        def take(n, uid):
+            if n in want:
+                return False
             if len(want) >= ctl[2]:
                 stats["state_full"] = True
             elif len(want) >= _NEW_BATCH:
                 ctl[1] = True
             else:
                 want[n] = uid
+                return True
+            return False
+
+        def by_content(n):
+            _set(fb, n)
+            if not _bit(done, n):
+                take(n, None)
+
+        def on_uidl(n, uid):
+            if _bit(done, n):
+                return
+            if _bit(fb, n) or not valid_uid(uid):
+                by_content(n)
+                return
+            uid = bytes(uid)
+            m = seen_new.get(uid)
+            if m is not None:  # a new UID listed twice: neither copy may be keyed by it
+                if want.get(m) is not None:
+                    want[m] = None
+                _set(fb, m)
+                by_content(n)
+                return
+            if ctl[0]:
+                bits = st.mark(uid, seen=True)
+                if st.was_seen(bits):  # a stored UID listed twice: which copy is stored is unknown
+                    dups[uid] = None
+                    by_content(n)
+                    return
+                if bits >= 0:
+                    e = st.get(uid)
+                    if e[0] < _SANE_TIME and sane:
+                        st.add(uid, now, e[1])  # first seen while the clock was unset: its age starts now
+                    if e[1] != "f":
+                        return  # headers-only copies: the body still lives on the server only
+                    if policy == "delete" or (policy == "keep_days" and sane and e[0] >= _SANE_TIME
+                                              and now - e[0] >= a["keep_days"] * _DAY):
+                        _set(dele, n)
+                        st.mark(uid, deleted=True)  # counts once the server accepts DELE n
+                    return
+            else:
+                bits = st.mark(uid)
+                if bits >= 0:
+                    if st.was_new(bits):  # stored this session under another message number
+                        by_content(n)
+                    return
+            if take(n, uid):
                 seen_new[uid] = n
+
+        def on_dup(n, uid):  # the first copies of stored UIDs found listed twice
+            if bytes(uid) in dups:
+                dele[n >> 3] &= ~(1 << (n & 7)) & 0xFF
+                st.clear_deleted(bytes(uid))
+                by_content(n)
 
         deleted = 0  # DELEs accepted: marked in the state records, forgotten after QUIT
         store_error = None
@@ -773,37 +801,50 @@ async def fetch_account(account, store, on_message=None):
             ctl[1] = False
             ctl[2] = a["max_entries"] - len(st)  # may be < 0 after the limit was lowered
             has_uidl = await c.listing("UIDL", count, on_uidl)
+            if has_uidl and dups:
+                await c.listing("UIDL", count, on_dup)
+                dups = {}
             if not has_uidl:
                 if policy != "delete":
-                    raise ClientError("server has no UIDL: only policy 'delete' can fetch each message once")
+                    raise ClientError("%s: UIDL: the server has no UIDL: only policy 'delete' can fetch each "
+                                      "message once; set it, or use another server" % c.where)
                 if ctl[0]:
                     log.warning("fetch %s: server has no UIDL; best effort by content hash", name)
                 for n in range(1, count + 1):
-                    if done[n >> 3] & (1 << (n & 7)):
-                        continue
-                    if len(want) >= ctl[2]:
+                    if not _bit(done, n) and not take(n, None) and (ctl[1] or stats["state_full"]):
                         break
-                    if len(want) >= _NEW_BATCH:
-                        ctl[1] = True
-                        break
-                    want[n] = None
+            elif ctl[0] and _any(fb):
+                log.warning("fetch %s: some UIDLs are unusable (invalid or listed twice): those messages are "
+                            "recognised by content, downloaded again each session", name)
             sizes = {}
 
             def on_list(n, field):
                 if n in want:
-                    sizes[n] = parse_number(field, 0)
+                    try:
+                        sizes[n] = parse_number(field, 0)
+                    except ProtocolError:
+                        raise ProtocolError("%s: LIST: malformed size for message %d" % (c.where, n))
 
             if want and not await c.listing("LIST", count, on_list):
-                raise ProtocolError("LIST failed")
+                raise ProtocolError("%s: LIST failed" % c.where)
 
             if ctl[0]:
-                # Messages stored by earlier sessions: delete them when the policy says so.
-                for n, uid in to_delete:
-                    if await c.dele(n):
-                        st.mark(uid, deleted=True)
-                        deleted += 1
-                    _crash_point("dele")
-                to_delete = None
+                # Messages stored by earlier sessions: delete them when the policy says so,
+                # _PIPELINE DELEs at a time.
+                batch = []
+                for n in range(1, count + 2):
+                    if n <= count and _bit(dele, n):
+                        batch.append(n)
+                    if batch and (len(batch) == _PIPELINE or n > count):
+                        oks = await c.deles(batch)
+                        for i in range(len(batch)):
+                            if oks[i]:
+                                deleted += 1
+                            else:
+                                if refused is None:
+                                    refused = bytearray(nb)
+                                _set(refused, batch[i])
+                        batch = []
                 ctl[0] = False
 
             stop = False
@@ -814,8 +855,8 @@ async def fetch_account(account, store, on_message=None):
                 uid = want[n]
                 size = sizes.get(n)
                 if size is None:
-                    raise ProtocolError("LIST did not list message %d" % n)
-                done[n >> 3] |= 1 << (n & 7)
+                    raise ProtocolError("%s: LIST did not list message %d" % (c.where, n))
+                _set(done, n)
                 top = False
                 if a["max_size"] and size > a["max_size"]:
                     if a["oversize"] == "skip":
@@ -824,12 +865,21 @@ async def fetch_account(account, store, on_message=None):
                         continue
                     top = True
                 downloads += 1
+                if uid is None:
+                    stats["by_content"] += 1
                 key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top)
                 if store_error is not None:
                     stop = True
                     break
                 if info is None:
                     stats["duplicates"] += 1
+                    st.mark(key, seen=True)  # still on the server: its content key stays
+                    if policy == "keep_days" and not top:
+                        e = st.get(key)
+                        if not (sane and e[0] >= _SANE_TIME and now - e[0] >= a["keep_days"] * _DAY):
+                            continue
+                    elif policy != "delete":
+                        continue
                 else:
                     stats["fetched"] += 1
                     stats["bytes"] += info["size"]
@@ -837,22 +887,29 @@ async def fetch_account(account, store, on_message=None):
                         stats["headers_only"] += 1
                     if on_message is not None:
                         on_message(info)
-                if uid is not None:
-                    st.mark(uid, seen=True, new=True)
-                if policy == "delete" and not top:
-                    if await c.dele(n):
-                        st.mark(key, deleted=True)
-                        deleted += 1
-                    _crash_point("dele")
+                    if uid is not None:
+                        st.mark(uid, seen=True, new=True)
+                    if policy != "delete" or top:
+                        continue
+                if await c.dele(n):
+                    st.mark(key, deleted=True)
+                    deleted += 1
             want = {}
             seen_new = {}
             sizes = None
             if stop or not ctl[1] or downloads >= cap:
                 break
+        if refused is not None:
+            # Rare: DELEs refused for messages stored earlier. Their records were marked when the
+            # policy chose them; find their UIDs again (refused ones are still listed).
+            def on_refused(n, uid):
+                if _bit(refused, n) and valid_uid(uid):
+                    st.clear_deleted(bytes(uid))
+
+            await c.listing("UIDL", count, on_refused)
         if stats["state_full"]:
             log.error("fetch %s: UIDL state full (max_entries %d): new messages wait", name, a["max_entries"])
         await c.quit()
-        _crash_point("quit")
         stats["deleted"] = deleted
 
         def keep(first_seen, flag, synthetic, seen, dele):
@@ -861,6 +918,8 @@ async def fetch_account(account, store, on_message=None):
             if synthetic:
                 if first_seen < _SANE_TIME:
                     return now if sane else first_seen
+                if seen:
+                    return first_seen  # checked again this session: still on the server
                 if sane and now - first_seen > 30 * _DAY:
                     return None  # best-effort keys of a session whose QUIT result was lost
                 return first_seen
@@ -872,23 +931,30 @@ async def fetch_account(account, store, on_message=None):
         if st.dirty:
             st.save()
         if store_error is not None:
-            raise ClientError("store: %s" % (store_error,))
+            raise ClientError("%s: store: %s" % (c.where, store_error))
         return stats
     finally:
         await c.close()
 
 
+def _any(bits):
+    for b in bits:
+        if b:
+            return True
+    return False
+
+
 async def _download(c, st, store, mailbox, n, uid, size, top):
     """One message into the store, crash-safely. Returns (key, info or None if a duplicate,
-    store error or None)."""
+    store error or None). A message that does not prove complete raises (pop3client's size
+    rule): its delivery is aborted, nothing is recorded, the caller's session ends without QUIT."""
     try:
         d = store.begin(mailbox, digest=True)
     except Exception as e:  # StoreFull / QuotaExceeded / OSError: nothing sent for it yet
         return None, None, e
     sink = _StoreSink(d)
     try:
-        limit = size + max(size // SIZE_SLACK_DIV, SIZE_SLACK_MIN)
-        await c.retr(n, sink, limit=limit, top=top)
+        await c.retr(n, sink, size=size, top=top)
     except BaseException:
         d.abort()
         raise
@@ -921,7 +987,6 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
         d.abort()  # not committed: no temp file, open handle or busy mailbox left behind
         st.clear_pending()
         raise
-    _crash_point("pending")
     try:
         local = d.commit()
     except Exception as e:
@@ -929,16 +994,14 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
         st.clear_pending()
         st.save()
         return key, None, e
-    _crash_point("committed")
     st.add(key, first_seen, flag)
     st.clear_pending()
     st.save()
-    _crash_point("stored")
     info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,
             "headers": sink.headers.close()}  # close(): a header with no empty line after it counts
     return key, info, None
 
 
-def fetch_account_sync(account, store, on_message=None):
+def fetch_account_sync(account, store, on_message=None, opener=None):
     """Blocking wrapper for the REPL and host tools."""
-    return asyncio.run(fetch_account(account, store, on_message))
+    return asyncio.run(fetch_account(account, store, on_message, opener))

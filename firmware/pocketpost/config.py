@@ -4,19 +4,24 @@ Layout (see boards/host/config.json):
     {"store":  {"root", "quota", "reserve"},
      "server": {listen address, ports, TLS files, auth policy, limits},
      "users":  {name: {"password": "pbkdf2-sha256$...", "mailbox": name, "apop_secret": null}},
-     "accounts": [...],           # the POP3 client's; passed through untouched (client.py checks it)
+     "accounts": [...],           # the POP3 client's; client.py checks each (config only the transport)
      "log":    {"level": "info"},
      ... other top-level keys ("wifi", "ntp", "watchdog", ...) are board glue: kept untouched.}
 
 `load()` returns a new dict: each known section is the defaults overlaid with the file's values,
 checked; a bad value raises ConfigError naming the key. `load_raw()` returns the file as written
-(for tools that edit and `save()` it without baking the defaults in).
+(for tools that edit and `save()` it without baking the defaults or the secrets in).
+
+Secrets live outside config.json, in the secrets file next to it (SECRETS_FILE, or the path
+"wifi"/"secrets" names; git-ignored, copied by tools/deploy.py; see
+boards/*/secrets.json.template): Wi-Fi keys (board.py) and, under "accounts", each client
+account's secrets by account name ({"isp": {"password": "..."}}), merged by `load()`.
 """
 
 import json
 
 from pocketpost import auth
-from pocketpost.compat import const, rename, sync_file
+from pocketpost.compat import IS_MICROPYTHON, const, rename, sync_file
 
 # --- defaults, each with its reason --------------------------------------------------------
 STORE_DEFAULTS = {
@@ -36,9 +41,15 @@ SERVER_DEFAULTS = {
     "cert": "",  # DER certificate on flash (MicroPython's ssl rejects PEM)
     "key": "",  # DER private key on flash
     "hostname": "pocketpost",  # in the banner's APOP timestamp and CAPA IMPLEMENTATION
-    # PBKDF2 iterations for new password hashes. An ESP32 spends ~0.3 ms per iteration, so
-    # 1000 keeps a login near 0.3 s; the host config can afford more.
+    # PBKDF2 iterations of this board: new hashes are made with it, and a stored hash with
+    # another count is rehashed to it at the next successful login. An ESP32 spends ~0.3 ms per
+    # iteration, so 1000 keeps a login near 0.3 s; the host config can afford more.
     "pbkdf2_iterations": auth.DEFAULT_ITERATIONS,
+    # Assumed cost of one iteration on this board, in microseconds: it sets the ceiling on any
+    # count (pbkdf2_ceiling). 300 is the ESP32 estimate (LX6 at 240 MHz: two SHA-256 calls and
+    # a 256-bit XOR in Python per iteration; not yet measured on hardware); the unix port on an
+    # x86-64 host measures ~1.4 (boards/host/config.json says 2).
+    "pbkdf2_iteration_us": 300,
     # Plain-text passwords (USER/PASS, AUTH PLAIN) on a connection without TLS:
     # "never", "local" (only from loopback and trusted_networks) or "always".
     "plaintext_auth": "local",
@@ -50,8 +61,14 @@ SERVER_DEFAULTS = {
     # RFC 2449 section 4: a command line is at most 255 octets including CRLF.
     "max_command_line": 255,
     # RFC 1939 section 3: the autologout timer "MUST be of at least 10 minutes". A board may
-    # configure less to free its few session slots sooner.
+    # configure less to free its few session slots sooner. Counts only once logged in.
     "idle_timeout": 600,
+    # Seconds for a whole TLS handshake (POP3S and after STLS): a real client needs well under
+    # a second even on an ESP32; a peer that never finishes one must not hold a slot longer.
+    "tls_handshake_timeout": 20,
+    # Seconds from connect to a successful login (AUTHORIZATION state): enough for a human to
+    # type a password after a failed try, short enough that silent peers cannot camp.
+    "auth_timeout": 60,
     "max_auth_failures": 3,  # per session; then -ERR and close
     # Delay before answering a failed login, by the number of recent failures from the same
     # address (Dovecot: 2, 4, 8, 15 s); the last value repeats.
@@ -61,6 +78,17 @@ SERVER_DEFAULTS = {
 }
 
 LOG_DEFAULTS = {"level": "info"}
+
+# The secrets file, relative to the config file's folder unless absolute (board.py reads the
+# same file for Wi-Fi); keys an account may take from it (the rest belongs in config.json).
+SECRETS_FILE = "secrets.json"
+ACCOUNT_SECRETS = ("password", "refresh_token", "client_secret")  # the last two: OAuth (oauth2.py)
+# The PBKDF2 ceiling: one hash, even run synchronously (admin.add_user at the REPL, where nothing
+# else feeds the watchdog), must fit in 1/PBKDF2_WATCHDOG_DIVISOR of the watchdog period.
+PBKDF2_WATCHDOG_DIVISOR = const(2)
+# A config without a "watchdog" section (the host) is held to the board default, board.py's
+# WDT_TIMEOUT_MS (not imported: board.py pulls in asyncio and the board glue).
+_CEILING_WATCHDOG_MS = const(30000)
 
 # A user / mailbox name: it becomes a directory name on flash.
 MAX_NAME = const(32)
@@ -111,6 +139,20 @@ def _num(sec, section, key, lo, hi=None, kind=int):
         raise ConfigError("config: %s.%s must be a number >= %s" % (section, key, lo))
 
 
+def pbkdf2_ceiling(cfg):
+    """(most PBKDF2 iterations this board accepts, why) for a raw or checked config."""
+    wd = cfg.get("watchdog")
+    ms = wd.get("timeout_ms") if isinstance(wd, dict) else None
+    if not isinstance(ms, int) or isinstance(ms, bool) or ms <= 0:
+        ms = _CEILING_WATCHDOG_MS
+    sv = cfg.get("server")
+    us = sv.get("pbkdf2_iteration_us") if isinstance(sv, dict) else None
+    if not isinstance(us, (int, float)) or isinstance(us, bool) or us <= 0:
+        us = SERVER_DEFAULTS["pbkdf2_iteration_us"]
+    n = min(auth.MAX_ITERATIONS, int(ms * 1000 / (us * PBKDF2_WATCHDOG_DIVISOR)))
+    return n, "1/%d of the %d ms watchdog at %s us per iteration" % (PBKDF2_WATCHDOG_DIVISOR, ms, us)
+
+
 def check(cfg):
     """Merge defaults into a raw config and check it. Returns a new dict."""
     out = {}
@@ -129,7 +171,12 @@ def check(cfg):
             raise ConfigError("config: server.%s must be a string" % key)
     _num(sv, "server", "port", 0, 65535)
     _num(sv, "server", "pop3s_port", 0, 65535)
+    _num(sv, "server", "pbkdf2_iteration_us", 0.001, None, float)
     _num(sv, "server", "pbkdf2_iterations", 1, auth.MAX_ITERATIONS)
+    ceiling, why = pbkdf2_ceiling({"watchdog": cfg.get("watchdog"), "server": sv})
+    if sv["pbkdf2_iterations"] > ceiling:
+        raise ConfigError("config: server.pbkdf2_iterations %d is above this board's ceiling %d (%s)"
+                          % (sv["pbkdf2_iterations"], ceiling, why))
     if sv["plaintext_auth"] not in ("never", "local", "always"):
         raise ConfigError("config: server.plaintext_auth must be never, local or always")
     nets = sv["trusted_networks"]
@@ -143,6 +190,8 @@ def check(cfg):
     # Below 64 octets AUTH PLAIN with a normal name and password cannot fit.
     _num(sv, "server", "max_command_line", 64, 4096)
     _num(sv, "server", "idle_timeout", 0.1, None, float)
+    _num(sv, "server", "tls_handshake_timeout", 0.1, None, float)
+    _num(sv, "server", "auth_timeout", 0.1, None, float)
     _num(sv, "server", "max_auth_failures", 1, 100)
     d = sv["auth_delays"]
     if not isinstance(d, list) or not d:
@@ -166,9 +215,12 @@ def check(cfg):
             raise ConfigError("config: bad user %r" % (name,))
         pw = u.get("password")
         try:
-            auth.parse_hash(pw)
+            its = auth.parse_hash(pw)[0]
         except auth.AuthError:
             raise ConfigError("config: users.%s.password must be a pbkdf2-sha256 hash" % name)
+        if its > ceiling:
+            raise ConfigError("config: users.%s.password has %d PBKDF2 iterations, above this board's ceiling %d"
+                              " (%s): set the password again here" % (name, its, ceiling, why))
         mb = u.get("mailbox", name)
         if not valid_name(mb):
             raise ConfigError("config: users.%s.mailbox is not a valid name" % name)
@@ -181,7 +233,9 @@ def check(cfg):
     acc = cfg.get("accounts", [])
     if not isinstance(acc, list):
         raise ConfigError("config: accounts must be a list")
-    out["accounts"] = acc  # client.py checks each account
+    for a in acc:
+        _check_transport(a)
+    out["accounts"] = acc  # client.py checks the rest of each account
 
     lg = _merge(LOG_DEFAULTS, cfg.get("log"), "log")
     if lg["level"] not in ("debug", "info", "warning", "error"):
@@ -190,8 +244,93 @@ def check(cfg):
     return out
 
 
+def _check_transport(a):
+    """An account without TLS must say so twice; on MicroPython a verified one needs its CA
+    (the port has no system CA store, so "verify" alone would fail at every connect)."""
+    if not isinstance(a, dict):
+        return  # client.py names the problem
+    name = a.get("name", "?")
+    if a.get("tls") == "none":
+        if a.get("allow_plaintext") is not True:
+            raise ConfigError('config: account %s: "tls": "none" sends the password and mail in clear; '
+                              'add "allow_plaintext": true to allow it' % (name,))
+    elif IS_MICROPYTHON and a.get("verify", True) is not False and not a.get("ca"):
+        raise ConfigError('config: account %s: certificate verification needs "ca" (the CA certificate, DER) '
+                          'on MicroPython, which has no system CA store' % (name,))
+    ca = a.get("ca")
+    if isinstance(ca, str) and ca and _is_pem(ca):
+        raise ConfigError("config: account %s: %s is PEM; the board needs DER: convert with "
+                          "`openssl x509 -in %s -outform DER -out %s.der`" % (name, ca, ca, ca.rsplit(".", 1)[0]))
+
+
+def _is_pem(path):
+    """True if path is readable and PEM (a missing file is the connect's error, with its path)."""
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return False
+    try:
+        return f.read(11) == b"-----BEGIN "
+    finally:
+        f.close()
+
+
+def secrets_path(config_path, cfg):
+    """The secrets file for a config file: "wifi"/"secrets" or SECRETS_FILE, next to the config."""
+    w = cfg.get("wifi")
+    name = w.get("secrets") if isinstance(w, dict) else None
+    if not isinstance(name, str) or not name:
+        name = SECRETS_FILE
+    if name.startswith("/"):
+        return name
+    i = config_path.rfind("/")
+    return name if i < 0 else config_path[:i + 1] + name
+
+
+def merge_secrets(cfg, path):
+    """Copy each account's secrets from the secrets file ("accounts": {name: {"password": ...}})
+    into the config's account of that name. No file, or no "accounts" in it: nothing to do. A
+    secret also set in config.json is refused (which one would win is a trap)."""
+    try:
+        f = open(path)
+    except OSError:
+        return cfg
+    try:
+        try:
+            sec = json.load(f)
+        except ValueError:
+            raise ConfigError("config: %s is not valid JSON" % path)
+    finally:
+        f.close()
+    acc = sec.get("accounts") if isinstance(sec, dict) else None
+    if acc is None:
+        return cfg
+    if not isinstance(acc, dict):
+        raise ConfigError("config: %s: accounts must be an object (account name -> its secrets)" % path)
+    for a in cfg.get("accounts") or ():
+        if not isinstance(a, dict) or not isinstance(a.get("name"), str) or a["name"] not in acc:
+            continue
+        name = a["name"]
+        s = acc[name]
+        if not isinstance(s, dict):
+            raise ConfigError("config: %s: accounts.%s must be an object" % (path, name))
+        for k in s:
+            if k not in ACCOUNT_SECRETS:
+                raise ConfigError("config: %s: accounts.%s.%s is not an account secret (%s); it goes in "
+                                  "config.json" % (path, name, k, ", ".join(ACCOUNT_SECRETS)))
+            if k in a:
+                raise ConfigError("config: account %s: %s is set in config.json and in %s; keep it in %s only"
+                                  % (name, k, path, path))
+            if not isinstance(s[k], str) or not s[k]:
+                raise ConfigError("config: %s: accounts.%s.%s must be a string" % (path, name, k))
+            a[k] = s[k]
+    return cfg
+
+
 def load(path):
-    return check(load_raw(path))
+    """The checked config, with the secrets file's account secrets merged in."""
+    cfg = load_raw(path)
+    return check(merge_secrets(cfg, secrets_path(path, cfg)))
 
 
 def defaults():
@@ -269,4 +408,17 @@ def open_store(cfg):
 
     st = cfg.get("store") or {}
     return Store(st.get("root", STORE_DEFAULTS["root"]), quota=st.get("quota", STORE_DEFAULTS["quota"]),
-                 reserve=st.get("reserve", STORE_DEFAULTS["reserve"]))
+                 reserve=st.get("reserve", STORE_DEFAULTS["reserve"]) + state_reserve(cfg))
+
+
+def state_reserve(cfg):
+    """Flash the client accounts' UIDL state may need on top of its snapshot (journal + one
+    compaction's temp file, uidstate.flash_need), kept free by the store like its own reserve."""
+    from pocketpost import uidstate
+
+    need = 0
+    for a in cfg.get("accounts") or ():
+        if isinstance(a, dict):
+            n = a.get("max_entries", uidstate.DEFAULT_MAX_ENTRIES)
+            need += uidstate.flash_need(n if isinstance(n, int) and n > 0 else uidstate.DEFAULT_MAX_ENTRIES)
+    return need

@@ -11,7 +11,7 @@ with `config.open_store(cfg)`, exactly as the server opens it: "store" gives "ro
 (POCKETPOST_LOG overrides it). "accounts" is a list of account objects (see
 client.account_from_dict). A relative root or state_dir is taken relative to the current directory.
 Importing the server costs heap only for its module objects on a board (the package is frozen).
-Exit status: 0 when every account fetched, 1 otherwise.
+Exit status: 0 when every account fetched, 1 otherwise, 2 for a config that does not load.
 """
 
 import sys
@@ -31,7 +31,11 @@ def _progress(info):
 def main(config_path, only=None, log_level=None):
     from pocketpost.config import open_store  # the one place that turns cfg["store"] into a Store
 
-    cfg = config.load(config_path)
+    try:
+        cfg = config.load(config_path)
+    except (config.ConfigError, OSError, ValueError) as e:  # one line, no traceback: say what to fix
+        print("fetch: %s: %s" % (config_path, e))
+        return 2
     log.set_level(log_level or cfg["log"]["level"])
     store = open_store(cfg)
     accounts = cfg["accounts"]
@@ -63,14 +67,6 @@ def _cli(argv):
     if not argv or len(argv) > 2:
         print("usage: micropython -m pocketpost.fetch config.json [account]")
         return 2
-    try:
-        import os
-
-        spec = os.getenv("POCKETPOST_CRASH_AT")  # crash-safety tests only
-    except (ImportError, AttributeError):
-        spec = None
-    if spec:
-        client.set_crash_point(spec)
     lvl = None
     try:
         import os

@@ -1,4 +1,4 @@
-"""Sans-I/O POP3 server session (RFC 1939, 2449, 3206, 5034, 2595).
+"""Sans-I/O POP3 server session (RFC 1939, 2449, 3206, 5034, 2595; SASL PLAIN and LOGIN).
 
 Theory of operation
 -------------------
@@ -7,6 +7,8 @@ A shell (server.py) owns the socket. For every framed line from wire.LineReader 
 status line (or a whole small multi-line reply such as CAPA). Before sending them it looks at
 what the session asked for, in this order:
 
+    (reply None)       a login's password hash is under way: let other sessions run, then
+                       call `session.resume()`, until it answers the reply (auth in slices)
     session.delay      seconds to wait before sending (failed login; 0 otherwise)
     session.producer   an object with fill(buf) -> n: the rest of a multi-line reply (RETR, TOP,
                        LIST, UIDL) produced into the shell's fixed buffer, 0 when finished
@@ -27,7 +29,7 @@ handed out unchanged (no stuffing pass, no copy, no block buffer of its own), th
 """
 
 from pocketpost import auth, log
-from pocketpost.config import parse_cidr, parse_ipv4
+from pocketpost.config import SERVER_DEFAULTS, parse_cidr, parse_ipv4
 from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
 from pocketpost.wire import OVERLONG, TERMINATOR, DotStuffer, terminator
@@ -39,7 +41,22 @@ DONE = const(2)
 # Failure records kept per address for the login delay: bounded so a scan from many addresses
 # costs fixed RAM (the oldest record is forgotten first).
 MAX_THROTTLE_ENTRIES = const(32)
+# A login's PBKDF2 runs in slices of about this many ms; between slices the shell serves other
+# sessions, so this bounds the stall a login causes. The clock is read after every chunk of
+# iterations worth half a slice at the board's assumed cost (config pbkdf2_iteration_us:
+# ~16 on an ESP32, thousands on a host; a step call costs ~20 us on the unix port, so a
+# fixed small chunk would double a host's hash time).
+LOGIN_SLICE_MS = const(10)
+_MAX_LOGIN_CHUNK = const(4096)
 IMPLEMENTATION = "pocketpost"
+
+# SASL continuation steps (Session._sasl) and the LOGIN mechanism's prompts, "Username:" and
+# "Password:" in base64 as every LOGIN client expects them.
+_SASL_PLAIN = const(1)
+_LOGIN_USER = const(2)
+_LOGIN_PASS = const(3)
+_LOGIN_USER_PROMPT = b"+ VXNlcm5hbWU6\r\n"
+_LOGIN_PASS_PROMPT = b"+ UGFzc3dvcmQ6\r\n"
 
 _CR = const(13)
 _LF = const(10)
@@ -63,6 +80,11 @@ class Throttle:
     def failures(self, addr, now=None):
         e = self._get(addr, ticks_ms() if now is None else now)
         return 0 if e is None else e[0]
+
+    def succeed(self, addr):
+        """A successful login from addr forgets its failures (as Dovecot does); other
+        addresses keep theirs."""
+        self._d.pop(addr, None)
 
     def fail(self, addr, now=None):
         """Record a failure; returns the delay in seconds before answering it."""
@@ -108,16 +130,15 @@ class Service:
         for u in users.values():
             if u.get("apop_secret"):
                 self.apop_enabled = True
-        # An unknown user must cost what a wrong password costs: verify against this, made with
-        # the most iterations any stored hash has (hashes keep the count they were made with,
-        # so the configured count alone could differ from every user's).
-        its = server_cfg.get("pbkdf2_iterations", auth.DEFAULT_ITERATIONS)
-        for u in users.values():
-            try:
-                its = max(its, auth.parse_hash(u.get("password"))[0])
-            except auth.AuthError:
-                pass
-        self._dummy = auth.hash_password(urandom(12), its)
+        # The board's count: every check costs at least this many iterations (auth.Verify pads a
+        # cheaper stored hash), a stored hash with another count is rehashed to it at the next
+        # successful login, and an unknown user is checked against a dummy hash made with it.
+        # So known and unknown users cost the same once every hash has the board's count.
+        self.iterations = server_cfg.get("pbkdf2_iterations", auth.DEFAULT_ITERATIONS)
+        self._dummy = auth.hash_password(urandom(12), self.iterations)
+        self.on_rehash = None  # the shell's fn(name, new_hash): make the new hash durable
+        us = server_cfg.get("pbkdf2_iteration_us", SERVER_DEFAULTS["pbkdf2_iteration_us"])
+        self.login_chunk = max(1, min(_MAX_LOGIN_CHUNK, int(LOGIN_SLICE_MS * 500 / us)))
 
     def trusted(self, ip):
         v = parse_ipv4(ip)
@@ -128,18 +149,59 @@ class Service:
                 return True
         return False
 
-    def check_password(self, name, password):
-        """The user's entry if name/password match; the same work and answer otherwise."""
+    def rehashed(self, name, new_hash):
         u = self.users.get(name)
-        stored = u["password"] if u is not None else self._dummy
-        ok = auth.verify_password(password, stored)
-        return u if (ok and u is not None) else None
+        if u is None:
+            return
+        u["password"] = new_hash
+        log.info("pop3 user=%s password rehashed to %d iterations", _safe(name), self.iterations)
+        if self.on_rehash is not None:
+            try:
+                self.on_rehash(name, new_hash)
+            except Exception as e:  # the login stands; the old hash keeps working until next time
+                log.error("pop3 user=%s rehash not saved: %s %r", _safe(name), type(e).__name__, e)
+
+
+class LoginCheck:
+    """A login's password check, in steps (`step(n)` until True, like auth.Pbkdf2): verify
+    against the stored hash (or the dummy, for an unknown user), padded to the board's count;
+    if it matches and the stored count is not the board's, hash the password again with the
+    board's count (`new_hash`). `ok`, `user` and `new_hash` are the outcome."""
+
+    def __init__(self, svc, name, password, force_fail=False):
+        self.svc = svc
+        u = svc.users.get(name)
+        self.user = u
+        # a copy: the shell's line buffer may move on while the check runs (the rehash needs it)
+        self.password = password if isinstance(password, (str, bytes)) else bytes(password)
+        self.force_fail = force_fail
+        self.ok = False
+        self.new_hash = None
+        self.verify = auth.Verify(password, u["password"] if u is not None else svc._dummy, svc.iterations)
+        self.rehash = None
+        self._salt = b""
+
+    def step(self, n):
+        if self.rehash is not None:
+            if not self.rehash.step(n):
+                return False
+            self.new_hash = auth.format_hash(self.svc.iterations, self._salt, self.rehash.digest())
+            return True
+        if not self.verify.step(n):
+            return False
+        self.ok = self.verify.ok and self.user is not None and not self.force_fail
+        if self.ok and self.verify.iterations != self.svc.iterations:
+            self._salt = urandom(auth.SALT_BYTES)
+            self.rehash = auth.Pbkdf2(self.password, self._salt, self.svc.iterations)
+            return False
+        return True
 
 
 class Session:
-    def __init__(self, service, peer="?", tls_active=False):
+    def __init__(self, service, peer="?", tls_active=False, sid=0):
         self.svc = service
         self.peer = peer
+        self.sid = sid  # the shell's session number, on every log line of this session
         self.tls_active = tls_active
         self.state = AUTHORIZATION
         self.delay = 0
@@ -153,7 +215,11 @@ class Session:
         self._del = None  # bitmask of deleted messages
         self._ndel = 0
         self._sdel = 0
-        self._sasl = False  # waiting for an AUTH PLAIN continuation
+        self._sasl = 0  # waiting for a SASL continuation: _SASL_PLAIN, _LOGIN_USER, _LOGIN_PASS
+        self._sasl_user = b""  # AUTH LOGIN: the user name, until the password comes
+        self._check = None  # a LoginCheck under way (see resume)
+        self._check_name = None
+        self._check_method = None
         self._blockbuf = None  # file block for dot-stuffed replies (see _block)
         self._stuffer = None
         self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
@@ -172,8 +238,9 @@ class Session:
             self.closing = True
             return reply(False, "session is over")
         if self._sasl:
-            self._sasl = False
-            return self._sasl_response(bytes(line))
+            step = self._sasl
+            self._sasl = 0
+            return self._sasl_continue(step, bytes(line))
         try:
             kw, args = parse_command(line)
         except ProtocolError as e:
@@ -185,15 +252,33 @@ class Session:
         try:
             return fn(self, args)
         except Exception as e:  # store/file trouble: one -ERR, never a dead session
-            log.error("pop3 %s %s: %s %r", self.peer, kw, type(e).__name__, e)
+            log.error("pop3 #%d %s %s: %s %r", self.sid, self.peer, kw, type(e).__name__, e)
             return reply(False, "internal error", getattr(e, "code", None) or "SYS/TEMP")
+
+    def resume(self):
+        """Continue the login check that made handle() answer None, for about LOGIN_SLICE_MS:
+        None while it is unfinished (the shell lets other sessions run, then calls again),
+        then the reply to the login command."""
+        w = self._check
+        if w is None:
+            return reply(False, "nothing to resume")
+        t0 = ticks_ms()
+        n = self.svc.login_chunk
+        while not w.step(n):
+            if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
+                return None
+        self._check = None
+        name = self._check_name
+        if w.new_hash is not None:
+            self.svc.rehashed(name, w.new_hash)
+        return self._login(name, None, w.user if w.ok else False, self._check_method)
 
     def handle_bad(self, kind):
         self.delay = 0
         self.producer = None
         self.starttls = False
         if self._sasl:
-            self._sasl = False
+            self._sasl = 0
             return reply(False, "bad SASL response")
         if kind == OVERLONG:
             return reply(False, "line too long")
@@ -206,13 +291,13 @@ class Session:
             try:
                 self.producer.close()
             except Exception as e:
-                log.error("pop3 %s producer close: %r", self.peer, e)
+                log.error("pop3 #%d %s producer close: %r", self.sid, self.peer, e)
             self.producer = None
         if self.mb is not None:
             try:
                 self.mb.release()
             except Exception as e:
-                log.error("pop3 %s release: %r", self.peer, e)
+                log.error("pop3 #%d %s release: %r", self.sid, self.peer, e)
             self.mb = None
         self.state = DONE
 
@@ -230,7 +315,7 @@ class Session:
             lines.append("AUTH-RESP-CODE")
             if self.plain_allowed():
                 lines.append("USER")
-                lines.append("SASL PLAIN")
+                lines.append("SASL PLAIN LOGIN")
             if self.svc.tls_available and not self.tls_active:
                 lines.append("STLS")
         lines.append("IMPLEMENTATION " + IMPLEMENTATION)
@@ -250,7 +335,7 @@ class Session:
             return reply(False, "USER first")
         name = self.user
         self.user = None
-        return self._login(name, args[0], None)
+        return self._login(name, args[0], None, "USER/PASS")
 
     def cmd_apop(self, args):
         if not self.svc.apop_enabled:
@@ -262,21 +347,48 @@ class Session:
         # Same work for unknown users and users without APOP: compute a digest either way.
         want = auth.apop_digest(self.timestamp, secret or "\x00no-apop")
         ok = auth.equal(want, digest) and secret is not None
-        return self._login(name, None, u if ok else False)
+        return self._login(name, None, u if ok else False, "APOP")
 
     def cmd_auth(self, args):
         if not args:  # "AUTH" alone: list mechanisms (a pre-RFC 5034 habit some clients keep)
             if self.plain_allowed():
-                return b"+OK\r\nPLAIN\r\n.\r\n"
+                return b"+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n"
             return b"+OK\r\n.\r\n"
-        if bytes(args[0]).upper() != b"PLAIN":
+        mech = bytes(args[0]).upper()
+        if mech != b"PLAIN" and mech != b"LOGIN":
             return reply(False, "unsupported SASL mechanism")
         if not self.plain_allowed():
             return self._no_plain()
+        if mech == b"LOGIN":  # draft-murchison-sasl-login: user name, then password, each base64
+            if len(args) < 2:
+                self._sasl = _LOGIN_USER
+                return _LOGIN_USER_PROMPT
+            return self._sasl_continue(_LOGIN_USER, bytes(args[1]))
         if len(args) < 2:
-            self._sasl = True
+            self._sasl = _SASL_PLAIN
             return b"+ \r\n"
         return self._sasl_response(bytes(args[1]))
+
+    def _sasl_continue(self, step, blob):
+        if step == _SASL_PLAIN:
+            return self._sasl_response(blob)
+        if blob == b"*":
+            return reply(False, "authentication cancelled")
+        try:
+            raw = auth.b64decode(blob)
+        except auth.AuthError:
+            return self._login("", b"", None, "AUTH LOGIN")  # malformed: pay a check all the same
+        if step == _LOGIN_USER:
+            self._sasl_user = raw
+            self._sasl = _LOGIN_PASS
+            return _LOGIN_PASS_PROMPT
+        name = self._sasl_user
+        self._sasl_user = b""
+        try:
+            user = name.decode()
+        except UnicodeError:
+            user = ""  # no such user: the same check and answer as any unknown name
+        return self._login(user, raw, None, "AUTH LOGIN")
 
     def _sasl_response(self, blob):
         if blob == b"*":
@@ -288,20 +400,25 @@ class Session:
             name = authc.decode()
         except (auth.AuthError, ValueError, UnicodeError):
             # Malformed: still pay a password check, so the answer's timing tells nothing.
-            return self._login("", b"", None)
+            return self._login("", b"", None, "AUTH PLAIN")
         if authz and authz != authc:  # no proxy logins: authorize only as oneself
-            self.svc.check_password(name, pw)
-            return self._login(name, pw, False)
-        return self._login(name, pw, None)
+            return self._login(name, pw, None, "AUTH PLAIN", True)
+        return self._login(name, pw, None, "AUTH PLAIN")
 
-    def _login(self, name, password, user):
-        """user None: check the password; False: already failed; a dict: already verified."""
+    def _login(self, name, password, user, method, force_fail=False):
+        """user None: check the password (handle() answers None, resume() finishes the login);
+        False: already failed; a dict: already verified. method names the command for the log
+        (USER/PASS, APOP, AUTH PLAIN, AUTH LOGIN)."""
         if user is None:
-            user = self.svc.check_password(name, password)
+            self._check = LoginCheck(self.svc, name, password, force_fail)
+            self._check_name = name
+            self._check_method = method
+            return None
         if not user:
             self.failures += 1
             self.delay = self.svc.throttle.fail(self.peer)
-            log.info("pop3 %s login failed user=%s failures=%d", self.peer, _safe(name), self.failures)
+            log.info("pop3 #%d %s login failed user=%s method=%s failures=%d delay=%ss", self.sid, self.peer,
+                     _safe(name), method, self.failures, self.delay)
             if self.failures >= self.svc.max_failures:
                 self.closing = True
                 return reply(False, "authentication failed; too many failures, closing", "AUTH")
@@ -310,17 +427,19 @@ class Session:
             mb = self.svc.store.lock(user.get("mailbox", name))
         except Exception as e:
             code = getattr(e, "code", None) or "SYS/TEMP"
-            log.info("pop3 %s login user=%s mailbox unavailable: %s", self.peer, name, code)
+            log.info("pop3 #%d %s login user=%s method=%s mailbox unavailable: %s", self.sid, self.peer, name, method, code)
             if code == "IN-USE":
                 return reply(False, "mailbox is in use by another session", "IN-USE")
             return reply(False, "mailbox unavailable", code)
+        self.svc.throttle.succeed(self.peer)
         self.mb = mb
         self.login = name
         self.state = TRANSACTION
         self._del = bytearray((mb.count + 7) // 8)
         self._ndel = 0
         self._sdel = 0
-        log.info("pop3 %s login user=%s tls=%d messages=%d", self.peer, name, int(self.tls_active), mb.count)
+        log.info("pop3 #%d %s login user=%s method=%s tls=%d messages=%d", self.sid, self.peer, name, method,
+                 int(self.tls_active), mb.count)
         return reply(True, "%d messages (%d octets)" % (mb.count, mb.total_size))
 
     def cmd_stls(self, args):
@@ -345,10 +464,10 @@ class Session:
         try:
             n = mb.commit(self._del)
         except Exception as e:
-            log.error("pop3 %s user=%s commit failed: %r", self.peer, self.login, e)
+            log.error("pop3 #%d %s user=%s commit failed: %r", self.sid, self.peer, self.login, e)
             mb.release()
             return reply(False, "some deleted messages not removed", getattr(e, "code", None) or "SYS/TEMP")
-        log.info("pop3 %s quit user=%s deleted=%d", self.peer, self.login, n)
+        log.info("pop3 #%d %s quit user=%s deleted=%d", self.sid, self.peer, self.login, n)
         return reply(True, "bye (%d deleted)" % n)
 
     # -- TRANSACTION -------------------------------------------------------------------------

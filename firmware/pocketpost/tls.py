@@ -2,7 +2,8 @@
 
 MicroPython's ssl accepts DER only (PEM raises ValueError('invalid key')), and its client
 context defaults to no verification: `client_context` turns verification on unless the caller
-explicitly disables it, and logs when it does.
+explicitly disables it, and logs when it does. `describe_error` turns a connect/handshake
+exception into words (tlserror.py).
 """
 
 import ssl
@@ -47,3 +48,15 @@ def client_context(ca_path=None, verify=True):
             ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]  # the stub lacks it; the port has it
     return ctx
+
+
+def describe_error(exc, host, port, ca_path=None):
+    """One line a user can act on for an exception from connecting to host:port or its TLS
+    handshake (certificate name mismatch, unknown CA, a PEM CA, a missing CA file, refused,
+    unreachable, a server without TLS, mbedTLS codes by name). The words live in tlserror.py,
+    loaded only when something failed; without the heap for it, the raw exception."""
+    try:
+        from pocketpost import tlserror
+    except MemoryError:
+        return "%s:%s: %r" % (host, port, exc)
+    return tlserror.describe(exc, host, port, ca_path)

@@ -2,61 +2,79 @@
 
 Theory of operation
 -------------------
-One text file per account, `<state_dir>/<account>.uidl`, rewritten whole through a temp file and
-an atomic rename (`save()`), so a crash leaves either the old or the new state, never a mix:
+One text file per account, `<state_dir>/<account>.uidl`: a snapshot of every entry, then an
+append-only journal of the changes since. Every line after the header ends with " " and the
+CRC-32 of the rest of the line (8 hex digits):
 
-    pocketpost-uidl 1
-    S <first_seen> <flag> <uid>                       stored (flag f: full message, h: headers only)
-    H <first_seen> <flag> <sha1hex>                   stored, server without UIDL (see below)
-    P <size> <sha1hex> <local> <first_seen> <flag> <uid>   pending: see below
-    P <size> <sha1hex> <local> <first_seen> <flag>         pending, server without UIDL
+    pocketpost-uidl 2
+    S <first_seen> <flag> <uid> <crc>                          stored (flag f: full, h: headers only)
+    H <first_seen> <flag> <sha1hex> <crc>                      stored, server without UIDL (see below)
+    P <size> <sha1hex> <local> <first_seen> <flag> [<uid>] <crc>   pending: see below
+    J <crc>                                                    end of the snapshot; journal follows
+    journal records: S / H (an entry added), P (pending set), and
+    C <crc>                                                    pending cleared
+    X <key hex> <crc>                                          the entry with this record key dropped
+    T <key hex> <first_seen> <flag> <crc>                      that entry's first_seen / flag changed
+
+`save()` appends the changes since the last save as one write (normally one or two lines: the
+client saves twice per stored message), then flushes. A power cut during that write leaves a
+torn last record: its checksum fails (or its line end is missing), `load()` ignores it and the
+next save compacts. A bad record followed by good ones is not a torn write: load refuses it.
+Compaction rewrites the snapshot whole through a temp file and an atomic rename (a cut leaves
+the old file; `remove_tmp` drops the temp file): when the journal would pass its bound
+(JOURNAL_MIN + half the snapshot, so a compaction costs at most twice the journal bytes it
+removes), when an old-format or torn file was loaded, and when more than _MAX_EDITS drops or
+changes are waiting (retain() after a big deletion). Flash written per stored message is then
+~2 records plus a share of the compactions (tools/bench_uidstate.py), not two whole files.
+`flash_need(max_entries)` is the flash the journal and one compaction may take on top of the
+snapshot; config.open_store adds it to the store's reserve for each client account.
+
+Replay rule that keeps the table allocation exact: an X record is only written for an entry
+that is on file (one added since the last save just leaves `added`), so the live entry count of
+a file is (S/H records) - (X records), counted by load's first pass before the table is made.
 
 The client's "never lose, never duplicate" rule rests on the pending record. Just before it
 commits a downloaded message to the store it saves `P` with the stored size, the SHA-1 of the
 stored bytes and the local UID the commit will give it (`local`, Delivery.uid_on_commit()).
-Right after the commit it saves `S`. A crash between the two leaves `P`; the next run
+Right after the commit it saves `S` (+ `C`). A crash between the two leaves `P`; the next run
 (`client._reconcile`) looks for that local UID with that size and hash: found means the commit
 happened (the entry becomes `S`), otherwise it did not (the entry is dropped and the message is
-downloaded again). So the window between "durably stored" and "recorded" is closed, at the
-cost of one index lookup and one hash, and only after a crash. (A state file written before
-this form holds a number there: it never matches a UID, so that message is fetched again, at
-worst a duplicate.)
+downloaded again). A torn `P` means the commit never started; a torn `S`/`C` leaves `P`, which
+reconciles. So the window between "durably stored" and "recorded" is closed, at the cost of one
+index lookup and one hash, and only after a crash.
 
 Servers without UIDL: a message is keyed by the SHA-1 of its stored bytes. In RAM that key is
 `hash_key(sha1hex)` = b" " + hex: a real UID is 1-70 octets in 0x21-0x7E (RFC 1939 section 7),
 so it can never begin with a space and no server can send a UID that is taken for a synthetic
 key ("#abc" is just a UID). On file such keys have their own record type (H, and P without a UID).
-(State files from before H held "S ... #<sha1hex>": those now load as UIDs, which at worst costs
-one duplicate for a no-UIDL server whose QUIT result was lost just before the upgrade.)
 
 first_seen is Unix time, or 0 (any value before 2020) when the board clock was not set yet: the
 client stamps it in a later session with a set clock and never deletes by age before that.
 
-RAM: one record of _REC = 16 bytes per entry, in one bytearray sorted by key (binary search;
-an insert or removal moves the tail with a memoryview memmove, no per-entry object):
+RAM: one record of _REC = 16 bytes per entry, in one bytearray allocated once by the
+constructor for max_entries records (load() replaces it only when the file holds more live
+entries than that, after the limit was lowered: at start, never mid-fetch); the table never
+grows: an add beyond it raises StateError (the client never asks: it leaves room). Sorted by
+key (binary search; an insert or removal moves the tail with a memoryview memmove):
 
     key[11]     first 11 bytes (88 bits) of SHA-1 of the full key (the UID, or hash_key(sha1hex))
     first_seen  4 bytes, big-endian unsigned
     flags       1 byte: _F_HEADERS (flag "h"), _F_SYNTH (a hash_key entry), and per-session bits
                 _F_SEEN (on the server this session), _F_DELETED (DELE accepted this session),
-                _F_NEW (stored this session), _F_SAVED (transient, inside save()); session
+                _F_NEW (stored this session), _F_SAVED (transient, inside a compaction); session
                 bits are never written to the file.
 
-The full UIDs stay on flash only: save() streams the old file and rewrites each S/H line whose
-key is still in the table (with its current first_seen/flag), then the entries added since the
-last save (their full keys are held in `added` until then: normally one), then the pending line.
-If the lines written do not cover every record, save() raises before the rename (old file kept).
+The full UIDs stay on flash only: compaction streams the old file and rewrites each S/H line
+whose key is still in the table (with its current first_seen/flag), then the entries added since
+the last save (their full keys are held in `added` until then: normally one), then the pending
+line. If the lines written do not cover every record, it raises before the rename (old file kept).
 
 Key collisions: a collision makes a NEW message look already stored: never fetched, and with
 policy delete/keep_days possibly deleted on the server: a silent loss. So the key is 88 bits,
 not 64: with n = 2000 stored keys the chance that a given new UID hits one of them is
 n / 2**88 ~ 6.5e-24, for 10**9 new messages over a board's life ~ 6.5e-15 (a 64-bit key:
-~ 1e-7 there); the birthday bound within the stored set, n**2 / 2**89, is ~ 6.5e-21. Two stored
-UIDs that collided would share one record (both lines stay on file).
+~ 1e-7 there); the birthday bound within the stored set, n**2 / 2**89, is ~ 6.5e-21.
 Load inserts each record in sorted position: O(n**2 / 2) bytes moved (2000: ~32 MB of memmove).
-Cost: save() re-reads and re-hashes every line of the old file (SHA-1 + binary search per line):
-at 2000 entries ~57 ms per save on the 64-bit unix port vs ~15 ms for the old dict version, and
-the client saves twice per stored message (pending, then stored).
 """
 
 import hashlib
@@ -69,22 +87,33 @@ from pocketpost.compat import const
 from pocketpost.wire import LineReader
 
 # Entries kept per account (the account's "max_entries"; this is its default). Each entry is one
-# 16-byte record in one bytearray, whatever the UID length and on every port (the table grows in
-# steps of _GROW records); the client marks "on the server this session" in the record (no
-# `present` dict). 2000 entries: 32,000 bytes of records (+ at most _GROW * 16 = 1 KiB slack),
-# one heap block, vs ~290-420 KiB on the 64-bit host as a dict (146-209 bytes per entry; was the
-# reason for the old default of 200). The file on flash holds the full UIDs (2000 entries with
-# 70-octet UIDs ~ 180 KiB). A mailbox that keeps more mail on the server than this waits for
-# deletions (state_full). The table is one contiguous block: on a fragmented no-PSRAM heap,
-# lower max_entries for the account.
-DEFAULT_MAX_ENTRIES = const(2000)
-# A state line: "P" + size + 40 hex + local UID (<= 19) + time + flag + a 70-octet UID (RFC 1939 section 7).
-MAX_STATE_LINE = const(200)
+# 16-byte record in one bytearray, whatever the UID length and on every port, allocated when the
+# state is opened: 500 entries = 8,000 bytes in one heap block. The default was 2000 (32,000
+# bytes) until the deployed pseudo-board (256 KiB host heap, server and REPL loaded) could no
+# longer find one free 32,000-byte block; a no-PSRAM ESP32 has ~100 KiB in all. The file on flash
+# holds the full UIDs (~95 bytes per entry worst case). A mailbox that keeps more mail on the
+# server than this waits for deletions (state_full); a board with PSRAM can raise it per account.
+DEFAULT_MAX_ENTRIES = const(500)
+# A state line: "P" + size + 40 hex + local UID (<= 19) + time + flag + a 70-octet UID (RFC 1939
+# section 7) + " " + 8 hex of CRC-32.
+MAX_STATE_LINE = const(220)
+# Worst entry line: "S " + 10-digit time + " f " + 70-octet UID + " " + 8 hex + LF.
+_MAX_ENTRY_LINE = const(95)
 _READ_BUF = const(512)
-HEADER = b"pocketpost-uidl 1"
+HEADER = b"pocketpost-uidl 2"
+_HEADER_V1 = b"pocketpost-uidl 1"  # no checksums, no journal: loaded, then compacted to v2
+# The journal may grow to JOURNAL_MIN + snapshot / _JOURNAL_SHARE bytes before a compaction: one
+# flash block for a small state; at 2000 entries a compaction every ~400 stored messages, so it
+# adds ~1/2 KiB per message, for a flash need (flash_need) of 1.5 snapshots.
+JOURNAL_MIN = const(4096)
+_JOURNAL_SHARE = const(2)
+# Drops / first_seen changes held between two saves (17 bytes each, preallocated); more (a big
+# retain() after QUIT) and the save compacts instead of journaling each.
+_MAX_EDITS = const(64)
+_EDIT = const(17)  # op, key[11], first_seen[4], flag bits
+_FS_SLACK = const(8192)  # two 4 KiB littlefs blocks: partly filled last blocks of file and temp
 _REC = const(16)
 _KEY = const(11)
-_GROW = const(64)
 _F_HEADERS = const(0x01)
 _F_SYNTH = const(0x02)
 _F_SEEN = const(0x04)
@@ -125,16 +154,61 @@ def _flag_bits(flag):
     return _F_HEADERS if flag == "h" else 0
 
 
+def _journal_bound(snap_bytes):
+    return JOURNAL_MIN + snap_bytes // _JOURNAL_SHARE
+
+
+def max_snapshot(max_entries):
+    """Bytes of the largest snapshot: max_entries worst-case lines, a pending line, header, J."""
+    return max_entries * _MAX_ENTRY_LINE + MAX_STATE_LINE + 64
+
+
+def flash_need(max_entries):
+    """Flash an account's state may take beyond its snapshot: the journal at its bound plus the
+    temp file of one compaction of a full table (the old file stays until the rename)."""
+    s = max_snapshot(max_entries)
+    return s + _journal_bound(s) + _FS_SLACK
+
+
+def _seal(body):
+    """A record line: body, a space, 8 hex of CRC-32 of body, LF."""
+    return b"%s %08x\n" % (body, binascii.crc32(body) & 0xFFFFFFFF)
+
+
+def _check(ln):
+    """The body of a sealed line, or None if its checksum fails (a torn write)."""
+    if len(ln) < 10 or ln[-9] != 0x20:
+        return None
+    body = ln[:-9]
+    if b"%08x" % (binascii.crc32(body) & 0xFFFFFFFF) != ln[-8:]:
+        return None
+    return body
+
+
 class UidState:
     def __init__(self, state_dir, account, max_entries=DEFAULT_MAX_ENTRIES):
         self.max_entries = max_entries
         self.dir = state_dir
         self.path = compat.join(state_dir, account + ".uidl")
-        self.buf = bytearray(0)  # n records of _REC bytes, sorted by key, then free space
+        self.journal_min = JOURNAL_MIN  # tests lower it to reach compactions with a few records
+        self.buf = self._table(max_entries)  # n records of _REC bytes, sorted by key, then free space
         self.n = 0
         self.added = {}  # full key -> None: entries added since the last save (not on file yet)
         self.pending = None  # (size, sha1hex, local uid, first_seen, flag, uid) or None
         self.dirty = False
+        self._edits = bytearray(_MAX_EDITS * _EDIT)  # X / T records waiting for the next save
+        self._ne = 0
+        self._pend = False  # pending set or cleared since the last save
+        self._compact = True  # the next save rewrites the file (no v2 file loaded yet)
+        self._snap = 0  # bytes of the snapshot part of the file
+        self._jbytes = 0  # bytes of journal after it
+
+    def _table(self, entries):
+        try:
+            return bytearray(entries * _REC)
+        except MemoryError:
+            raise StateError("%s: no heap for the UID table: max_entries %d needs %d bytes in one "
+                             "block; lower max_entries" % (self.path, entries, entries * _REC))
 
     # -- the table --------------------------------------------------------------------
     def _find(self, k):
@@ -154,17 +228,16 @@ class UidState:
                 return True, mid
         return False, lo
 
-    def _put(self, key, first_seen, bits):
-        """Insert or update; returns (index, new)."""
-        k = table_key(key)
+    def _put(self, key, first_seen, bits, k=None):
+        """Insert or update; returns (index, new). `k`: the record key if already known."""
+        if k is None:
+            k = table_key(key)
         found, i = self._find(k)
-        if is_hash_key(key):
+        if key is not None and is_hash_key(key):
             bits |= _F_SYNTH
         if not found:
             if (self.n + 1) * _REC > len(self.buf):
-                nb = bytearray(len(self.buf) + _GROW * _REC)  # rare: load leaves _GROW spare
-                nb[:self.n * _REC] = memoryview(self.buf)[:self.n * _REC]
-                self.buf = nb
+                raise StateError("%s: UID table full (%d entries)" % (self.path, self.n))
             mv = memoryview(self.buf)
             o = i * _REC
             end = self.n * _REC
@@ -174,7 +247,7 @@ class UidState:
             self.n += 1
         else:
             o = i * _REC
-            bits |= self.buf[o + _KEY + 4] & _F_SESSION
+            bits |= self.buf[o + _KEY + 4] & (_F_SESSION | _F_SYNTH)
         struct.pack_into(">I", self.buf, o + _KEY, first_seen)
         self.buf[o + _KEY + 4] = bits
         return i, not found
@@ -190,6 +263,28 @@ class UidState:
         found, i = self._find(table_key(key))
         return i if found else -1
 
+    def _edit(self, op, k, first_seen, bits):
+        """Journal a drop (X) or change (T) of the on-file entry with record key k."""
+        if self._compact:
+            return  # the next save rewrites everything anyway
+        if self._ne >= _MAX_EDITS:
+            self._compact = True
+            return
+        e = self._edits
+        o = self._ne * _EDIT
+        e[o] = op
+        e[o + 1:o + 1 + _KEY] = k
+        struct.pack_into(">I", e, o + 1 + _KEY, first_seen)
+        e[o + 16] = bits & _F_HEADERS
+        self._ne += 1
+
+    def _added_keys(self):
+        """record key -> full key of the entries added since the last save (normally one)."""
+        d = {}
+        for key in self.added:
+            d[table_key(key)] = key
+        return d
+
     def records(self):
         """Iterate (record key bytes, first_seen, flag, is_synthetic) in key order."""
         for i in range(self.n):
@@ -203,6 +298,7 @@ class UidState:
         to drop it, else its (possibly new) first_seen. One pass, in place."""
         buf = self.buf
         mv = memoryview(buf)
+        fresh = self._added_keys() if self.added else None
         w = 0
         for i in range(self.n):
             o = i * _REC
@@ -210,12 +306,19 @@ class UidState:
             fs = struct.unpack_from(">I", buf, o + _KEY)[0]
             r = fn(fs, "h" if b & _F_HEADERS else "f", bool(b & _F_SYNTH), bool(b & _F_SEEN),
                    bool(b & _F_DELETED))
-            if r is None:
+            if r is None or r != fs:
                 self.dirty = True
-                continue
-            if r != fs:
+                k = bytes(buf[o:o + _KEY])
+                if fresh is not None and k in fresh:
+                    if r is None:  # never on file: just forget its full key
+                        del self.added[fresh[k]]
+                elif r is None:
+                    self._edit(0x58, k, 0, 0)  # X
+                else:
+                    self._edit(0x54, k, r, b)  # T
+                if r is None:
+                    continue
                 struct.pack_into(">I", buf, o + _KEY, r)
-                self.dirty = True
             if w != i:
                 mv[w * _REC:(w + 1) * _REC] = mv[o:o + _REC]
             w += 1
@@ -232,6 +335,13 @@ class UidState:
         self.buf[o] = old | (_F_SEEN if seen else 0) | (_F_DELETED if deleted else 0) | (_F_NEW if new else 0)
         return old
 
+    def clear_deleted(self, key):
+        """Undo mark(key, deleted=True): the server refused that DELE."""
+        i = self._index(key)
+        if i >= 0:
+            o = i * _REC + _KEY + 4
+            self.buf[o] &= ~_F_DELETED & 0xFF
+
     @staticmethod
     def was_seen(bits):
         return bits >= 0 and bits & _F_SEEN != 0
@@ -240,101 +350,227 @@ class UidState:
     def was_new(bits):
         return bits >= 0 and bits & _F_NEW != 0
 
-    # -- persistence ------------------------------------------------------------------
-    def _lines(self, f):
+    # -- reading the file -------------------------------------------------------------
+    def _lines(self, f, v1):
+        """Yield each record line's body after the header: bytes, or None for a line whose
+        checksum fails (a partial last line counts as one). Sets self._v1 from the header."""
         r = LineReader(MAX_STATE_LINE, _READ_BUF)
         first = True
         while True:
-            sp = r.space()
-            n = f.readinto(sp)
+            n = f.readinto(r.space())
             if n:
                 r.commit(n)
             while True:
                 ln = r.next_line()
                 if ln is None:
                     break
-                if isinstance(ln, int):
-                    raise StateError("corrupt state line in " + self.path)
                 if first:
-                    if ln != HEADER:
+                    if ln == HEADER:
+                        v1[0] = False
+                    elif ln == _HEADER_V1:
+                        v1[0] = True
+                    else:
                         raise StateError("not a uidl state file: " + self.path)
                     first = False
                     continue
-                yield ln
+                if isinstance(ln, int):
+                    yield None
+                elif v1[0]:
+                    yield ln
+                else:
+                    yield _check(ln)
             if not n:
                 break
+        if first:
+            raise StateError("not a uidl state file: " + self.path)
         if r.pending():
-            raise StateError("truncated state file " + self.path)
+            yield None
+
+    def _records(self, f):
+        """The good records of the file; stops at a torn last record (sets self._torn) and
+        refuses a bad record with good ones after it (not a torn write: damage)."""
+        v1 = [False]
+        bad = 0
+        self._torn = False
+        for body in self._lines(f, v1):
+            if bad:
+                raise StateError("corrupt state record %d lines before the end of %s: move it aside "
+                                 "(the account's mail is then fetched again)" % (bad, self.path))
+            if body is None:
+                bad = 1
+                continue
+            yield body
+        self._v1 = v1[0]
+        self._torn = bad != 0
 
     def load(self):
-        self.buf = bytearray(0)
         self.n = 0
         self.added = {}
         self.pending = None
+        self._ne = 0
+        self._pend = False
+        self._compact = True
+        self._snap = 0
+        self._jbytes = 0
         try:
             f = open(self.path, "rb")
         except OSError:
-            return self  # no state yet
+            return self  # no state yet: the first save writes the file
         try:
-            # Pass 1 counts the records, so the table is allocated once at its final size (growing
-            # it step by step needs old + new block at once and fragments a small heap).
-            count = 0
-            for ln in self._lines(f):
-                if ln[:1] in (b"S", b"H"):
-                    count += 1
+            # Pass 1: the live entry count (S/H records less X records; see the replay rule) and
+            # whether a pending record is left, so the table is made once at its final size.
+            live = 0
+            pend = False
+            for body in self._records(f):
+                c = body[:1]
+                if c == b"S" or c == b"H":
+                    live += 1
+                elif c == b"X":
+                    live -= 1
+                elif c == b"P":
+                    pend = True
+                elif c == b"C":
+                    pend = False
+            need = live + (1 if pend else 0)
+            if need * _REC > len(self.buf):
+                self.buf = None
+                self.buf = self._table(need)  # more on file than max_entries (it was lowered)
             f.seek(0)
-            self.buf = bytearray((count + _GROW) * _REC)
-            for ln in self._lines(f):
-                e = self._parse(ln)
-                if e is not None:
-                    self._put(e[0], e[1], _flag_bits(e[2]))
+            journal = False
+            size = 0
+            for body in self._records(f):
+                if journal:
+                    self._jbytes += len(body) + 10
+                else:
+                    size += len(body) + 10
+                if self._apply(body):
+                    journal = True
+            self._snap = size
+            # A v1 file, a torn last record or a file cut short of its J line: rewrite it whole
+            # before appending anything.
+            self._compact = self._v1 or self._torn or not journal
         finally:
             f.close()
         self.dirty = False
         return self
 
-    def _parse(self, ln):
-        """An S/H line -> (full key, first_seen, flag); a P line sets self.pending -> None."""
-        w = bytes(ln).split(b" ")
+    def _apply(self, body):
+        """Replay one record; True for the J line."""
+        w = bytes(body).split(b" ")
+        c = w[0]
         try:
-            if w[0] == b"S" and len(w) == 4 and w[3]:
-                return w[3], int(w[1]), w[2].decode()
-            if w[0] == b"H" and len(w) == 4 and w[3]:
-                return hash_key(w[3].decode()), int(w[1]), w[2].decode()
-            if w[0] == b"P" and (len(w) == 7 and w[6] or len(w) == 6):
+            if c == b"S" and len(w) == 4 and w[3]:
+                self._put(w[3], int(w[1]), _flag_bits(w[2].decode()))
+                return False
+            if c == b"H" and len(w) == 4 and w[3]:
+                self._put(hash_key(w[3].decode()), int(w[1]), _flag_bits(w[2].decode()))
+                return False
+            if c == b"P" and (len(w) == 7 and w[6] or len(w) == 6):
                 sha = w[2].decode()
                 uid = w[6] if len(w) == 7 else hash_key(sha)
                 self.pending = (int(w[1]), sha, w[3].decode(), int(w[4]), w[5].decode(), uid)
-                return None
+                return False
+            if c == b"C" and len(w) == 1:
+                self.pending = None
+                return False
+            if c == b"J" and len(w) == 1:
+                return True
+            if (c == b"X" and len(w) == 2 or c == b"T" and len(w) == 4) and len(w[1]) == 2 * _KEY:
+                k = binascii.unhexlify(w[1])
+                found, i = self._find(k)
+                if found:
+                    if c == b"X":
+                        self._remove(i)
+                    else:
+                        o = i * _REC
+                        struct.pack_into(">I", self.buf, o + _KEY, int(w[2]))
+                        self.buf[o + _KEY + 4] = (self.buf[o + _KEY + 4] & ~_F_HEADERS) | _flag_bits(w[3].decode())
+                return False
         except ValueError:
             pass
-        raise StateError("corrupt state line in " + self.path)
+        raise StateError("corrupt state record in " + self.path)
 
-    def _write_entry(self, f, key):
-        """Write key's line if it has a record not written yet in this save; True if written."""
+    # -- writing ----------------------------------------------------------------------
+    def _entry_line(self, key):
+        """key's sealed S/H line with its current values, or None if it has no record."""
         i = self._index(key)
         if i < 0:
-            return False
+            return None
         o = i * _REC
         b = self.buf[o + _KEY + 4]
-        if b & _F_SAVED:
-            return False
-        self.buf[o + _KEY + 4] = b | _F_SAVED
         fs = struct.unpack_from(">I", self.buf, o + _KEY)[0]
         fl = b"h" if b & _F_HEADERS else b"f"
         if is_hash_key(key):
-            f.write(b"H %d %s %s\n" % (fs, fl, key[1:]))
-        else:
-            f.write(b"S %d %s %s\n" % (fs, fl, key))
-        return True
+            return _seal(b"H %d %s %s" % (fs, fl, key[1:]))
+        return _seal(b"S %d %s %s" % (fs, fl, key))
+
+    def _pending_line(self):
+        p = self.pending
+        if p is None:
+            return _seal(b"C")
+        line = b"P %d %s %s %d %s" % (p[0], p[1].encode(), p[2].encode(), p[3], p[4].encode())
+        if not is_hash_key(p[5]):
+            line += b" " + p[5]
+        return _seal(line)
+
+    def _batch(self):
+        """The journal records of the changes since the last save, as one bytes object."""
+        parts = []
+        e = self._edits
+        for j in range(self._ne):
+            o = j * _EDIT
+            hx = binascii.hexlify(bytes(e[o + 1:o + 1 + _KEY]))
+            if e[o] == 0x58:
+                parts.append(_seal(b"X " + hx))
+            else:
+                fs = struct.unpack_from(">I", e, o + 1 + _KEY)[0]
+                parts.append(_seal(b"T %s %d %s" % (hx, fs, b"h" if e[o + 16] & _F_HEADERS else b"f")))
+        for key in self.added:
+            ln = self._entry_line(key)
+            if ln is not None:
+                parts.append(ln)
+        if self._pend:
+            parts.append(self._pending_line())
+        return b"".join(parts)
 
     def save(self):
-        """Atomically replace the state file (temp file, flush/fsync, rename). The full keys
-        come from the old file (streamed) and from `added`."""
+        """Make the changes since the last save durable: appended to the journal as one write,
+        or (see the theory above) by a compaction."""
+        if not self._compact:
+            batch = self._batch()
+            bound = _journal_bound(min(self._snap, max_snapshot(self.max_entries)))
+            bound += self.journal_min - JOURNAL_MIN
+            if self._jbytes + len(batch) <= bound:
+                if batch:
+                    try:
+                        f = open(self.path, "ab")
+                        try:
+                            f.write(batch)
+                            compat.sync_file(f)
+                        finally:
+                            f.close()
+                    except BaseException:
+                        self._compact = True  # a partial record may be on file: rewrite next time
+                        raise
+                    self._jbytes += len(batch)
+                self._saved()
+                return
+        self.compact()
+
+    def _saved(self):
+        self.added = {}
+        self._ne = 0
+        self._pend = False
+        self.dirty = False
+
+    def compact(self):
+        """Atomically replace the state file (temp file, flush/fsync, rename) by a snapshot of
+        the table. The full keys come from the old file (streamed) and from `added`."""
         compat.makedirs(self.dir)
         tmp = self.path + ".tmp"
         f = open(tmp, "wb")
         written = 0
+        size = 0
         try:
             f.write(HEADER + b"\n")
             try:
@@ -342,25 +578,33 @@ class UidState:
             except OSError:
                 old = None
             if old is not None:
-                keep = self.pending
                 try:
-                    for ln in self._lines(old):
-                        e = self._parse(ln)
-                        if e is not None and self._write_entry(f, e[0]):
+                    for body in self._records(old):
+                        c = body[:1]
+                        if c != b"S" and c != b"H":
+                            continue
+                        w = bytes(body).split(b" ")
+                        if len(w) != 4 or not w[3]:
+                            raise StateError("corrupt state record in " + self.path)
+                        key = w[3] if c == b"S" else hash_key(w[3].decode())
+                        n = self._write_entry(f, key)
+                        if n:
                             written += 1
+                            size += n
                 finally:
                     old.close()
-                    self.pending = keep  # _parse set it from the old file's P line
             for key in self.added:
-                if self._write_entry(f, key):
+                n = self._write_entry(f, key)
+                if n:
                     written += 1
-            p = self.pending
-            if p is not None:
-                line = b"P %d %s %s %d %s" % (p[0], p[1].encode(), p[2].encode(), p[3], p[4].encode())
-                if is_hash_key(p[5]):
-                    f.write(line + b"\n")  # the key is hash_key(sha1hex)
-                else:
-                    f.write(line + b" " + p[5] + b"\n")
+                    size += n
+            if self.pending is not None:
+                ln = self._pending_line()
+                f.write(ln)
+                size += len(ln)
+            ln = _seal(b"J")
+            f.write(ln)
+            size += len(ln)
             compat.sync_file(f)
         finally:
             f.close()
@@ -372,8 +616,24 @@ class UidState:
             raise StateError("state save lost track of %d entries: %s kept" % (self.n - written, self.path))
         compat.rename(tmp, self.path)
         compat.sync_dir(self.dir)
-        self.added = {}
-        self.dirty = False
+        self._snap = size
+        self._jbytes = 0
+        self._compact = False
+        self._saved()
+
+    def _write_entry(self, f, key):
+        """Write key's line if it has a record not written yet in this compaction; returns
+        the bytes written (0: none)."""
+        i = self._index(key)
+        if i < 0:
+            return 0
+        o = i * _REC + _KEY + 4
+        if self.buf[o] & _F_SAVED:
+            return 0
+        ln = self._entry_line(key)
+        self.buf[o] |= _F_SAVED
+        f.write(ln)
+        return len(ln)
 
     # -- entries ----------------------------------------------------------------------
     def __contains__(self, uid):
@@ -394,31 +654,41 @@ class UidState:
                 "h" if self.buf[o + _KEY + 4] & _F_HEADERS else "f"]
 
     def add(self, uid, first_seen, flag="f"):
-        _, new = self._put(uid, first_seen, _flag_bits(flag))
+        uid = bytes(uid)
+        k = table_key(uid)
+        i, new = self._put(uid, first_seen, _flag_bits(flag), k)
         if new:
-            self.added[bytes(uid)] = None
+            self.added[uid] = None
+        elif uid not in self.added:
+            self._edit(0x54, k, first_seen, _flag_bits(flag))  # T: an entry already on file
         self.dirty = True
 
     def forget(self, uid):
-        i = self._index(uid)
-        if i >= 0:
+        uid = bytes(uid)
+        k = table_key(uid)
+        found, i = self._find(k)
+        if found:
             self._remove(i)
             self.dirty = True
-        if uid in self.added:
-            del self.added[uid]
+            if uid in self.added:
+                del self.added[uid]  # never on file
+            else:
+                self._edit(0x58, k, 0, 0)  # X
 
     def set_pending(self, size, digest_hex, local, first_seen, flag, uid):
         self.pending = (size, digest_hex, local, first_seen, flag, uid)
+        self._pend = True
         self.dirty = True
 
     def clear_pending(self):
         if self.pending is not None:
             self.pending = None
+            self._pend = True
             self.dirty = True
 
 
 def remove_tmp(state_dir, account):
-    """Drop a temp file left by a crash inside save() (the real file is intact)."""
+    """Drop a temp file left by a crash inside a compaction (the real file is intact)."""
     try:
         os.remove(compat.join(state_dir, account + ".uidl.tmp"))
     except OSError:

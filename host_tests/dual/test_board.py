@@ -14,6 +14,16 @@ from pocketpost.compat import ticks_diff, ticks_ms
 IS_MP = sys.implementation.name == "micropython"
 
 
+async def until(cond, timeout_ms=3000):
+    """Poll cond() on the event loop until it is true; False if timeout_ms passes first."""
+    t0 = ticks_ms()
+    while not cond():
+        if ticks_diff(ticks_ms(), t0) > timeout_ms:
+            return False
+        await asyncio.sleep(0.001)
+    return True
+
+
 def run(coro):
     if IS_MP:
         asyncio.new_event_loop()  # drop tasks a previous test left behind (MicroPython keeps them)
@@ -147,8 +157,8 @@ def test_wifi_connects_with_doubling_backoff():
     wifi = fast_wifi(wlan)
 
     async def ap_comes_up():
-        while wlan.connects < 3:  # the third attempt fails (AP was away at its start); the fourth works
-            await asyncio.sleep(0.001)
+        # the third attempt fails (AP was away at its start); the fourth works
+        assert await until(lambda: wlan.connects >= 3)
         wlan.ap_up = True
 
     async def go():
@@ -222,9 +232,9 @@ def test_wifi_drop_and_return_while_a_session_runs():
             await asyncio.sleep(0.002)
 
     async def weather():
-        await asyncio.sleep(0.02)
+        assert await until(lambda: len(steps) >= 10)  # the session is under way
         wlan.drop()
-        await asyncio.sleep(0.05)
+        assert await until(lambda: wifi.attempts >= 3)  # the keeper noticed and has failed a retry
         wlan.ap_up = True
 
     async def go():
@@ -381,12 +391,11 @@ def test_supervisor_stop_cancels_services():
     async def go():
         sup.add("svc", forever)
         sup.start()
-        await asyncio.sleep(0.01)
+        assert await until(lambda: sup.info()["svc"]["state"] == "running")
         sup.stop()
-        await asyncio.sleep(0.005)
+        return await until(lambda: sup.info()["svc"]["state"] == "stopped")
 
-    run(go())
-    assert sup.info()["svc"]["state"] == "stopped"
+    assert run(go()), sup.info()
 
 
 # --- safe mode -----------------------------------------------------------------------------
@@ -478,7 +487,7 @@ def test_runner_brings_up_watchdog_wifi_and_clock_from_config():
 
     async def go():
         await r.run()
-        await asyncio.sleep(0.01)
+        await until(lambda: made and made[0].feeds >= 1)  # the watchdog task has run (asserted below)
         r.stop()
 
     try:
@@ -530,3 +539,48 @@ def test_main_with_no_service_leaves_the_watchdog_fed():
         _rmtree(root)
     assert made and fed == [made[0]]
     assert logs.having("no service configured")
+
+
+def test_fetch_schedule_one_stuck_account_never_holds_another():
+    """Two accounts: "stuck" never finishes (a server that holds the session), "ok" fetches at
+    once. "ok" keeps fetching on its schedule while "stuck" waits for its own deadline, which
+    then ends it with an error. Fake fetch_account (no sockets); bounded by the event loop."""
+    from pocketpost import client
+
+    calls = {"ok": 0, "stuck": 0}
+    real = (client.fetch_account, board.FETCH_DEADLINE_SLACK_S)
+
+    async def fake_fetch(acct, store, on_message=None, opener=None):
+        calls[acct["name"]] += 1
+        if acct["name"] == "stuck":
+            await asyncio.sleep(3600)
+        return {"account": acct["name"], "fetched": 1}
+
+    def acct(name):
+        return {"name": name, "host": "h", "user": "u", "password": "p", "timeouts": {"session_timeout": 0.3}}
+
+    client.fetch_account = fake_fetch
+    board.FETCH_DEADLINE_SLACK_S = 0
+    logs = Logs()
+    r = board.Runner({"accounts": [acct("stuck"), acct("ok")]}, board.Hardware())
+
+    async def go():
+        t = asyncio.create_task(r.fetch_schedule(0.05))
+        t0 = ticks_ms()
+        while ticks_diff(ticks_ms(), t0) < 250:
+            await asyncio.sleep(0.01)
+        mid = (calls["ok"], dict(r.fetches))
+        while ticks_diff(ticks_ms(), t0) < 500:
+            await asyncio.sleep(0.01)
+        t.cancel()
+        await asyncio.sleep(0)
+        return mid
+
+    try:
+        mid = run(go())
+    finally:
+        client.fetch_account, board.FETCH_DEADLINE_SLACK_S = real
+        logs.close()
+    assert mid[0] >= 3 and "stuck" not in mid[1], mid  # "ok" went on while "stuck" hung
+    assert calls["stuck"] >= 1 and "deadline" in r.fetches["stuck"]["error"], r.fetches
+    assert logs.having("fetch stuck failed: its deadline")

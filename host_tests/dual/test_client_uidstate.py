@@ -1,8 +1,9 @@
 """UIDL state file (uidstate.py) for both runtimes: record types, synthetic keys, round trips."""
 
+import uidtool
 from flashdev import fresh_root
-from pocketpost import compat
-from pocketpost.uidstate import UidState, hash_key, is_hash_key
+from pocketpost import compat, uidstate
+from pocketpost.uidstate import StateError, UidState, hash_key, is_hash_key
 
 SHA = "a9993e364706816aba3e25717850c26c9cd0d89d"
 
@@ -90,3 +91,400 @@ def test_table_2000_entries_round_trip():
         assert list(st3.records()) == list(st2.records()) and st3.get(_uid70(2)) == [1700000002, "f"]
 
     _with_dir(body)
+
+
+# --- journal, torn tail, compaction, power cuts, preallocation -----------------------------------
+
+
+def _read(path):
+    f = open(path, "rb")
+    try:
+        return f.read()
+    finally:
+        f.close()
+
+
+def _write(path, data):
+    f = open(path, "wb")
+    try:
+        f.write(data)
+    finally:
+        f.close()
+
+
+def _snapshot(st):
+    """What a state holds, comparable across objects: sorted records and the pending entry."""
+    return sorted(st.records()), st.pending
+
+
+def test_journal_appends_and_replays():
+    """Each save after the first appends its changes (the bytes already on file stay as they
+    are) and a fresh load replays them to the same table: adds, a restamp, a drop by retain,
+    a forget, pending set and cleared."""
+    def body(d):
+        st = UidState(d, "j", 50)
+        st.load()
+        st.add(b"a", 1700000000)
+        st.add(b"b", 1700000001, "h")
+        st.save()  # no file yet: a compaction writes the snapshot
+        base = _read(st.path)
+        assert base.startswith(uidstate.HEADER + b"\n") and base.endswith(b"\n")
+        st.set_pending(10, SHA, "l1", 1700000002, "f", b"c")
+        st.save()
+        grown = _read(st.path)
+        assert grown.startswith(base) and grown[len(base):].startswith(b"P 10 ")
+        st.add(b"c", 1700000002)
+        st.clear_pending()
+        st.save()
+        st.add(b"a", 1700000099)  # restamp of an entry on file: a T record
+        st.forget(b"b")  # an X record
+        st.add(hash_key(SHA), 1700000003)
+        st.mark(b"c", seen=True)
+        st.mark(b"a", seen=True)
+        st.retain(lambda fs, flag, synth, seen, dele: fs if seen or synth else None)
+        st.save()
+        data = _read(st.path)
+        assert data.startswith(grown) and b"\nT " in data and b"\nX " in data and b"\nC " in data
+        st2 = UidState(d, "j", 50).load()
+        assert _snapshot(st2) == _snapshot(st) and len(st2) == 3
+        assert st2.get(b"a") == [1700000099, "f"] and b"b" not in st2 and st2.pending is None
+        assert sorted(k for k, _, _ in uidtool.entries(st2)) == sorted([b"a", b"c", hash_key(SHA)])
+        # another session appends to the replayed file (no compaction needed)
+        st2.add(b"d", 5)
+        st2.save()
+        assert _read(st.path).startswith(data)
+        assert UidState(d, "j", 50).load().get(b"d") == [5, "f"]
+
+    _with_dir(body)
+
+
+def test_torn_tail_ignored_then_compacted():
+    """A last record cut short, or with a damaged byte, is ignored (its checksum fails); the
+    records before it hold; the next save rewrites the file without it. A damaged record with
+    good ones after it is not a torn write: load refuses it."""
+    def body(d):
+        st = UidState(d, "t", 20).load()
+        st.add(b"a", 1)
+        st.save()
+        st.set_pending(10, SHA, "l1", 2, "f", b"b")
+        st.save()
+        good = _read(st.path)
+        st.add(b"b", 2)
+        st.clear_pending()
+        st.save()
+        full = _read(st.path)
+        tail = full[len(good):]
+        assert tail.count(b"\n") == 2  # S b, C
+        for cut in (len(good) + 3, len(good) + len(tail) // 2, len(full) - 1):
+            _write(st.path, full[:cut])
+            st2 = UidState(d, "t", 20).load()
+            if cut < len(good) + tail.index(b"\n") + 1:
+                assert b"b" not in st2 and st2.pending[5] == b"b"  # S torn: P left, reconciled later
+            else:
+                assert b"b" in st2 and st2.pending is not None  # C torn
+            assert b"a" in st2
+            st2.add(b"z", 9)
+            st2.save()  # compacts: the torn bytes are gone
+            data = _read(st.path)
+            assert not data.startswith(full[:cut]) and data.endswith(b"\n")
+            st3 = UidState(d, "t", 20).load()
+            assert _snapshot(st3) == _snapshot(st2)
+        flipped = bytearray(full)
+        flipped[-4] ^= 0x01  # a bit flip in the last record's checksum
+        _write(st.path, flipped)
+        assert UidState(d, "t", 20).load().pending is not None  # C ignored
+        flipped = bytearray(full)
+        flipped[len(good) + 2] ^= 0x01  # damage in the S record, the C after it is good
+        _write(st.path, flipped)
+        try:
+            UidState(d, "t", 20).load()
+            raise AssertionError("damage before good records must be refused")
+        except StateError as e:
+            assert "corrupt" in str(e)
+
+    _with_dir(body)
+
+
+def test_compaction_bounds_the_file():
+    """With the journal bound lowered, many saves keep the file small: compactions happen, the
+    journal never passes its bound, and every reload equals the live table. A retain() dropping
+    more entries than the edit buffer holds compacts instead of journaling each drop."""
+    def body(d):
+        st = UidState(d, "c", 200).load()
+        st.journal_min = 300
+        sizes = []
+        for i in range(60):
+            uid = _uid70(i)
+            st.set_pending(100 + i, SHA, "l%d" % i, 1700000000 + i, "f", uid)
+            st.save()
+            st.add(uid, 1700000000 + i)
+            st.clear_pending()
+            st.save()
+            sizes.append(len(_read(st.path)))
+            if i % 10 == 9:
+                st2 = UidState(d, "c", 200).load()
+                assert _snapshot(st2) == _snapshot(st)
+        snap = 60 * 95
+        assert max(sizes) < snap + 300 + snap // 2 + 400, max(sizes)
+        shrinks = sum(1 for a, b in zip(sizes, sizes[1:]) if b < a)
+        assert shrinks >= 3, sizes  # compactions happened
+        for i in range(70):  # more drops than one save can journal
+            st.forget(_uid70(i))
+            if i >= 59:
+                break
+        before = len(_read(st.path))
+        st.save()
+        data = _read(st.path)
+        assert len(data) < before and b"\nX " not in data and len(st) == 0
+        assert _snapshot(UidState(d, "c", 200).load()) == _snapshot(st)
+
+    _with_dir(body)
+
+
+def test_v1_file_loads_and_is_rewritten():
+    def body(d):
+        compat.makedirs(d)
+        path = compat.join(d, "old.uidl")
+        _write(path, b"pocketpost-uidl 1\nS 1700000000 f u1\nH 5 h " + SHA.encode()
+               + b"\nP 7 " + SHA.encode() + b" l9 6 f u2\n")
+        st = UidState(d, "old", 10).load()
+        assert st.get(b"u1") == [1700000000, "f"] and st.get(hash_key(SHA)) == [5, "h"]
+        assert st.pending == (7, SHA, "l9", 6, "f", b"u2")
+        st.add(b"u3", 8)
+        st.save()
+        data = _read(path)
+        assert data.startswith(uidstate.HEADER + b"\n")
+        assert _snapshot(UidState(d, "old", 10).load()) == _snapshot(st)
+
+    _with_dir(body)
+
+
+def test_table_preallocated_for_max_entries():
+    """The table is one block sized for max_entries when the state is opened: adding never
+    reallocates it, an add beyond it fails (the client leaves room), a max_entries the heap
+    cannot hold fails at once with the account's path and the number, and a file with more
+    entries than a lowered max_entries still loads."""
+    def body(d):
+        st = UidState(d, "p", 100)
+        table = st.buf
+        assert len(table) == 100 * 16
+        st.load()
+        table = st.buf
+        for i in range(100):
+            st.add(b"u%d" % i, i)
+        assert st.buf is table and st.full()
+        try:
+            st.add(b"one-more", 1)
+            raise AssertionError("an add beyond max_entries must fail")
+        except StateError as e:
+            assert "full" in str(e)
+        st.save()
+        st2 = UidState(d, "p", 40).load()  # limit lowered since: all 100 still load
+        assert len(st2) == 100 and len(st2.buf) == 100 * 16
+        try:
+            UidState(d, "p", 1 << 40)
+            raise AssertionError("a table the heap cannot hold must fail when the state is opened")
+        except StateError as e:
+            assert "max_entries" in str(e) and "p.uidl" in str(e)
+
+    _with_dir(body)
+
+
+def test_flash_need_covers_journal_and_compaction():
+    need = uidstate.flash_need(2000)
+    snap = uidstate.max_snapshot(2000)
+    assert snap >= 2000 * 95 and need >= snap + uidstate.JOURNAL_MIN + snap // 2
+    assert uidstate.flash_need(10) < need
+
+
+# --- power cuts -------------------------------------------------------------------------------
+# The client's protocol against one state: pending saved, store commit, entry saved; plus a
+# restamp, drops by retain and a forget, with the journal bound lowered so compactions happen.
+# A cut at every write: after it the state is reloaded, a pending entry reconciled against the
+# store as client._reconcile does, and then: a message is in the state iff it is in the store
+# (never lost, never fetched twice), acknowledged changes hold, and the state still saves.
+
+_PC_MESSAGES = 9
+
+
+class _Cut(Exception):
+    pass
+
+
+def _pc_workload(d, commit, acked, alive=None):
+    """Acknowledges a step (in `acked`) only once it returned with the power still on."""
+    if alive is None:
+        alive = lambda: True
+    st = UidState(d, "pc", 30).load()
+    st.journal_min = 200
+    for i in range(_PC_MESSAGES):
+        uid = b"m%d" % i
+        st.set_pending(10 + i, SHA, "L%d" % i, 1700000000 + i, "f", uid)
+        st.save()
+        commit("L%d" % i)
+        st.add(uid, 1700000000 + i)
+        st.clear_pending()
+        st.save()
+        if not alive():
+            return
+        acked["add"].append(uid)
+        if i == 3:
+            st.add(b"m0", 1800000000)  # restamp
+            st.save()
+            if not alive():
+                return
+            acked["stamp"] = True
+        if i == 5:
+            st.mark(b"m1", deleted=True)
+            st.mark(b"m2", deleted=True)
+            st.retain(lambda fs, flag, synth, seen, dele: None if dele else fs)
+            acked["maybe"] = [b"m1", b"m2"]
+            st.save()
+            if not alive():
+                return
+            acked["drop"] += [b"m1", b"m2"]
+        if i == 7:
+            st.forget(b"m4")
+            acked["maybe"] = [b"m4"]
+            st.save()
+            if not alive():
+                return
+            acked["drop"].append(b"m4")
+
+
+def _pc_check(d, in_store, acked, label):
+    st = UidState(d, "pc", 30).load()
+    if st.pending is not None:
+        size, digest, local, first_seen, flag, uid = st.pending
+        if in_store(local):
+            st.add(uid, first_seen, flag)
+        st.clear_pending()
+        st.save()
+    for i in range(_PC_MESSAGES):
+        uid = b"m%d" % i
+        if uid in acked["drop"]:
+            assert uid not in st, (label, "dropped entry back", uid)
+            continue
+        if uid in acked["add"] and uid not in acked["maybe"]:
+            assert uid in st, (label, "acknowledged entry lost", uid)
+        if uid in (b"m1", b"m2", b"m4"):
+            continue  # a drop in flight may or may not have happened
+        assert (uid in st) == in_store("L%d" % i), (label, "state and store disagree", uid)
+    if acked["stamp"]:
+        assert st.get(b"m0") == [1800000000, "f"], (label, "restamp lost")
+    st.add(b"after", 1)
+    st.save()
+    st2 = UidState(d, "pc", 30).load()
+    assert b"after" in st2 and _snapshot(st2) == _snapshot(st), (label, "state does not save")
+
+
+class _CutFile:
+    """A file whose writes go straight to disk and can be cut (first half written, or none)."""
+
+    def __init__(self, f, sim):
+        self.f = f
+        self.sim = sim
+
+    def write(self, data):
+        if self.sim.op():
+            if self.sim.mode == "torn":
+                self.f.write(bytes(data[:len(data) // 2]))
+                self.f.flush()
+            raise _Cut()
+        n = self.f.write(data)
+        self.f.flush()
+        return n
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+
+class _FileSim:
+    def __init__(self, cut_at, mode):
+        self.cut_at = cut_at
+        self.mode = mode
+        self.ops = 0
+        self.dead = False
+
+    def op(self):
+        if self.dead:
+            return True
+        self.ops += 1
+        if self.ops == self.cut_at:
+            self.dead = True
+            return True
+        return False
+
+
+def test_power_cut_at_every_file_write():
+    """Cut at every write (a state append or compaction write, a rename, a store commit), each
+    one torn in half or lost whole, on the host filesystem under both runtimes."""
+    import builtins
+
+    real_open = builtins.open
+    real_rename = compat.rename
+
+    def run(d, cut_at, mode):
+        sim = _FileSim(cut_at, mode)
+        store = {}
+        acked = {"add": [], "drop": [], "maybe": [], "stamp": False}
+
+        def fake_open(path, m="r"):
+            f = real_open(path, m)
+            return _CutFile(f, sim) if ("w" in m or "a" in m) else f
+
+        def fake_rename(a, b):
+            if sim.op():
+                raise _Cut()
+            real_rename(a, b)
+
+        def commit(local):
+            if sim.op():
+                raise _Cut()
+            store[local] = True
+
+        uidstate.open = fake_open
+        compat.rename = fake_rename
+        try:
+            _pc_workload(d, commit, acked)
+        except _Cut:
+            pass
+        finally:
+            del uidstate.open
+            compat.rename = real_rename
+        uidstate.remove_tmp(d, "pc")
+        _pc_check(d, lambda local: local in store, acked, (mode, cut_at))
+        return sim.ops
+
+    root, cleanup = fresh_root()
+    d = compat.join(root, "s")
+    try:
+        total = run(d, 0, "raise")
+        assert total > 30
+        for mode in ("raise", "torn"):
+            for n in range(1, total + 1):
+                _empty(d)
+                run(d, n, mode)
+    finally:
+        cleanup()
+
+
+def _empty(d):
+    import os
+
+    for name, _, _ in compat.listdir_stat(d):
+        os.remove(compat.join(d, name))
+
+
+def test_store_reserve_includes_each_accounts_state_need():
+    from pocketpost import config
+
+    root, cleanup = fresh_root()
+    try:
+        base = config.open_store({"store": {"root": root, "reserve": 1000}})
+        assert base.reserve == 1000
+        two = config.open_store({"store": {"root": root, "reserve": 1000},
+                                 "accounts": [{"name": "a"}, {"name": "b", "max_entries": 50}]})
+        assert two.reserve == 1000 + uidstate.flash_need(uidstate.DEFAULT_MAX_ENTRIES) + uidstate.flash_need(50)
+    finally:
+        cleanup()

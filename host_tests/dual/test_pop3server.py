@@ -5,7 +5,7 @@ import binascii
 import os
 
 from pocketpost import auth, config, log
-from pocketpost.pop3server import BodyProducer, PlainProducer, Service, Session, Throttle
+from pocketpost.pop3server import BodyProducer, LoginCheck, PlainProducer, Service, Session, Throttle
 from pocketpost.store import Store
 from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader
 
@@ -73,6 +73,10 @@ class Env:
 def run(s, line):
     """One command -> everything sent back (status line + producer output)."""
     out = s.handle(line)
+    for _ in range(100000):  # a login answers None until its hash is done (Session.resume)
+        if out is not None:
+            break
+        out = s.resume()
     if s.producer is not None:
         buf = bytearray(64)
         for _ in range(100000):
@@ -109,14 +113,14 @@ def test_greeting_and_capa_in_both_states():
         assert run(s, b"APOP alice 0123456789abcdef0123456789abcdef").startswith(b"-ERR [AUTH]")
         capa = run(s, b"CAPA").split(b"\r\n")
         assert capa[0].startswith(b"+OK") and capa[-2] == b"." and capa[-1] == b""
-        for c in (b"TOP", b"UIDL", b"USER", b"SASL PLAIN", b"RESP-CODES", b"AUTH-RESP-CODE",
+        for c in (b"TOP", b"UIDL", b"USER", b"SASL PLAIN LOGIN", b"RESP-CODES", b"AUTH-RESP-CODE",
                   b"PIPELINING", b"STLS"):
             assert c in capa, c
         assert b"IMPLEMENTATION pocketpost" in capa
         assert b"EXPIRE" not in b" ".join(capa) and b"LOGIN-DELAY" not in b" ".join(capa)
         login(s)
         capa = run(s, b"capa").split(b"\r\n")
-        for c in (b"USER", b"SASL PLAIN", b"STLS", b"AUTH-RESP-CODE"):
+        for c in (b"USER", b"SASL PLAIN LOGIN", b"STLS", b"AUTH-RESP-CODE"):
             assert c not in capa
         for c in (b"TOP", b"UIDL", b"PIPELINING", b"RESP-CODES"):
             assert c in capa
@@ -314,6 +318,32 @@ def test_wrong_password_same_answer_and_growing_delay():
         e.done()
 
 
+def test_success_resets_only_its_own_address():
+    e = Env(delays=[1, 2, 4, 8])
+    try:
+        for peer in ("127.0.0.7", "127.0.0.8"):
+            s = e.session(peer=peer)
+            for _ in range(2):
+                run(s, b"USER alice")
+                run(s, b"PASS wrong")
+            assert s.delay == 2
+        s = e.session(peer="127.0.0.7")
+        login(s)  # the right password: 127.0.0.7's failures are forgotten
+        s.close()
+        assert e.svc.throttle.failures("127.0.0.7") == 0
+        assert e.svc.throttle.failures("127.0.0.8") == 2
+        s = e.session(peer="127.0.0.7")
+        run(s, b"USER alice")
+        run(s, b"PASS wrong")
+        assert s.delay == 1  # back to the first delay
+        s = e.session(peer="127.0.0.8")
+        run(s, b"USER alice")
+        run(s, b"PASS wrong")
+        assert s.delay == 4  # the other address is not affected
+    finally:
+        e.done()
+
+
 def test_throttle_window_and_bound():
     t = Throttle([2, 4, 8, 15], 10)
     assert [t.fail("a", 0), t.fail("a", 1000), t.fail("a", 2000), t.fail("a", 3000), t.fail("a", 4000)] == [2, 4, 8, 15, 15]
@@ -374,6 +404,45 @@ def test_auth_plain():
         assert run(s, b"AUTH PLAIN " + plain(b"bob", b"alice", b"pass word")).startswith(b"-ERR [AUTH]")
         assert run(s, b"AUTH PLAIN") == b"+ \r\n"
         assert run(s, plain(b"alice", b"alice", b"pass word")).startswith(b"+OK")
+        s.close()
+    finally:
+        e.done()
+
+
+def _b64(b):
+    return binascii.b2a_base64(b).rstrip(b"\n")
+
+
+def test_auth_login():
+    # draft-murchison-sasl-login, as Outlook speaks it: the user name, then the password, each
+    # base64 after a base64 prompt; or the user name as an initial response.
+    e = Env(delays=[0.5, 1])
+    try:
+        s = e.session()
+        assert b"LOGIN" in run(s, b"AUTH")
+        assert run(s, b"AUTH LOGIN") == b"+ VXNlcm5hbWU6\r\n"  # "Username:"
+        assert run(s, _b64(b"alice")) == b"+ UGFzc3dvcmQ6\r\n"  # "Password:"
+        r = run(s, _b64(b"pass word"))
+        assert r.startswith(b"+OK") and s.state == 1, r
+        s.close()
+        s = e.session()
+        assert run(s, b"AUTH LOGIN " + _b64(b"bob")) == b"+ UGFzc3dvcmQ6\r\n"
+        assert run(s, _b64(b"bobpw")).startswith(b"+OK")
+        s.close()
+        s = e.session()
+        assert run(s, b"auth login") == b"+ VXNlcm5hbWU6\r\n"
+        assert run(s, b"*").startswith(b"-ERR")  # cancelled
+        assert run(s, b"AUTH LOGIN " + _b64(b"alice")).startswith(b"+ ")
+        r = run(s, _b64(b"wrong"))
+        assert r.startswith(b"-ERR [AUTH]") and s.delay == 0.5
+        assert run(s, b"AUTH LOGIN") == b"+ VXNlcm5hbWU6\r\n"
+        assert run(s, b"not base64 !!").startswith(b"-ERR [AUTH]")
+        assert run(s, b"AUTH LOGIN " + _b64(b"\xff\xfe")).startswith(b"+ ")  # not UTF-8: no such user
+        assert run(s, _b64(b"pass word")).startswith(b"-ERR [AUTH]")
+        s.close()
+        # same policy as PLAIN: not offered, not accepted in the clear from outside
+        s = e.session(peer="192.0.2.1")
+        assert b"LOGIN" not in run(s, b"CAPA") and run(s, b"AUTH LOGIN").startswith(b"-ERR [AUTH]")
         s.close()
     finally:
         e.done()
@@ -530,14 +599,93 @@ def test_close_mid_retr_closes_the_message_file():
         e.done()
 
 
-def test_unknown_user_costs_the_slowest_stored_hash():
-    # Hashes keep the iteration count they were made with: an unknown user must cost as much as
-    # the most expensive one, not the count configured now.
+def _steps(w):
+    n = 0
+    while not w.step(1):
+        n += 1
+    return n
+
+
+def test_every_check_costs_the_board_count():
+    # The dummy hash of unknown users has the board's count, not the slowest stored one; a
+    # stored hash with fewer iterations is padded up to it: the same work for every answer.
     e = Env()
     try:
         users = dict(e.svc.users)
         users["carol"] = {"password": auth.hash_password("x", 40), "mailbox": "carol"}
+        users["dave"] = {"password": auth.hash_password("y", 2), "mailbox": "dave"}
         svc = Service({"pbkdf2_iterations": 5}, users, e.store)
-        assert auth.parse_hash(svc._dummy)[0] == 40
+        assert auth.parse_hash(svc._dummy)[0] == 5
+        known = _steps(LoginCheck(svc, "alice", b"wrong"))
+        assert known == _steps(LoginCheck(svc, "nobody", b"wrong"))
+        assert known == _steps(LoginCheck(svc, "dave", b"wrong"))
+        assert _steps(LoginCheck(svc, "carol", b"wrong")) > known  # until its first login
     finally:
         e.done()
+
+
+def test_rehash_to_the_board_count_at_login():
+    e = Env()
+    try:
+        users = dict(e.svc.users)
+        users["alice"] = {"password": auth.hash_password("pass word", 7), "mailbox": "alice"}
+        svc = Service(config.check({"server": {"pbkdf2_iterations": 5}})["server"], users, e.store)
+        saved = []
+        svc.on_rehash = lambda name, h: saved.append((name, h))
+        s = Session(svc, "127.0.0.1")
+        run(s, b"USER alice")
+        assert run(s, b"PASS wrong").startswith(b"-ERR")
+        assert saved == [] and auth.parse_hash(users["alice"]["password"])[0] == 7
+        login(s)
+        s.close()
+        assert len(saved) == 1 and saved[0][0] == "alice"
+        h = users["alice"]["password"]
+        assert h == saved[0][1] and auth.parse_hash(h)[0] == 5
+        assert auth.verify_password("pass word", h) and not auth.verify_password("pass wore", h)
+        s = Session(svc, "127.0.0.1")
+        login(s)  # already at the board's count: no second rehash
+        s.close()
+        assert len(saved) == 1
+    finally:
+        e.done()
+
+
+def test_login_hash_runs_in_slices():
+    e = Env()
+    try:
+        svc = Service(config.check({"server": {"pbkdf2_iterations": 40000}})["server"], e.svc.users, e.store)
+        s = Session(svc, "127.0.0.1")
+        run(s, b"USER bob")
+        assert s.handle(b"PASS bobpw") is None  # the hash has not started yet
+        slices = 1
+        r = s.resume()
+        while r is None:
+            slices += 1
+            r = s.resume()
+        assert r.startswith(b"+OK") and slices >= 2, slices
+        s.close()
+    finally:
+        e.done()
+
+
+def test_log_lines_carry_the_session_number_method_and_delay():
+    e = Env(apop=True, delays=[1, 2, 4])
+    lines = []
+    log.set_sink(lines.append)
+    try:
+        s = Session(e.svc, "10.0.0.7", True, 42)  # over TLS: plain-text logins allowed
+        run(s, b"APOP alice " + auth.apop_digest("<other@x>", "tanstaaf"))
+        run(s, b"AUTH PLAIN " + binascii.b2a_base64(b"\x00alice\x00wrong").strip())
+        run(s, b"USER alice")
+        run(s, b"PASS pass word")
+        run(s, b"DELE 2")
+        run(s, b"QUIT")
+        s.close()
+    finally:
+        log.set_sink(lambda line: None)
+        e.done()
+    body = [ln.split(" INFO ", 1)[1] for ln in lines]
+    assert body == ["pop3 #42 10.0.0.7 login failed user=alice method=APOP failures=1 delay=1s",
+                    "pop3 #42 10.0.0.7 login failed user=alice method=AUTH PLAIN failures=2 delay=2s",
+                    "pop3 #42 10.0.0.7 login user=alice method=USER/PASS tls=1 messages=3",
+                    "pop3 #42 10.0.0.7 quit user=alice deleted=1"], lines

@@ -47,6 +47,12 @@ class FakeConn:
     def before_tls(self):
         pass
 
+    async def pause(self, seconds):
+        pass
+
+    def no_limit(self):
+        pass
+
 
 def test_nagle_off_for_the_last_write_of_a_multiline_reply_only():
     d = tmpdir()
@@ -64,7 +70,7 @@ def test_nagle_off_for_the_last_write_of_a_multiline_reply_only():
         conn = FakeConn(b"USER alice\r\nPASS pw\r\nRETR 3\r\nLIST\r\nRETR 1\r\nNOOP\r\nQUIT\r\n")
         if IS_MP:
             asyncio.new_event_loop()
-        asyncio.run(srv._run(conn, Session(srv.svc, "127.0.0.1", False), 1))
+        asyncio.run(srv._run(conn, Session(srv.svc, "127.0.0.1", False), server._Slot(1, "127.0.0.1", None)))
         ev = conn.events
         wire = b"".join(e[1] for e in ev if e[0] == "send")
         assert wire.count(b"\r\n.\r\n") == 3  # RETR 3, LIST, RETR 1 all complete

@@ -3,6 +3,7 @@
 import binascii
 import os
 
+from dualtest import skip
 from flashdev import IS_MICROPYTHON, fresh_root
 from pocketpost import store as store_mod
 from pocketpost.store import MailboxLocked, QuotaExceeded, Store, StoreError, StoreFull
@@ -308,7 +309,7 @@ def test_many_messages_and_merge():
 def test_full_flash_and_delete_frees_space():
     """A small littlefs image (MicroPython only; a plain directory cannot be filled safely)."""
     if not IS_MICROPYTHON:
-        return
+        skip("MicroPython only: needs a littlefs image (vfs.VfsLfs2)")
     from flashdev import mount_fresh, umount
 
     dev, at = mount_fresh(blocks=40)

@@ -1,0 +1,312 @@
+"""Sans-I/O POP3 client session (RFC 1939, 2449, 2595, 5034): the server session's counterpart.
+
+Theory of operation
+-------------------
+Like h11's Connection, this class knows bytes, not sockets. A shell puts what the server sent
+into the session's receive buffer (`space()` + `commit(n)`, or `feed(data)`), sends what
+`send(...)` returns, and asks `next_event()` for what happened:
+
+    NEED_DATA  nothing complete yet: read more (and mind your deadlines)
+    GREETING   the server's first line: `reply`, `timestamp` (the APOP msg-id or None)
+    REPLY      the status line answering the oldest command sent: `keyword`, `reply`
+               (for RETR/TOP/LIST/UIDL/CAPA a +OK opens a block; -ERR does not)
+    CONTINUE   a SASL "+ " continuation answering AUTH (the command stays pending)
+    LINE       one line of a CAPA block, un-stuffed: `line`
+    ENTRY      one LIST/UIDL entry: `n`, `field` (size or UID, bytes)
+    BODY       un-stuffed RETR/TOP bytes: `chunk` (valid until the next call), `octets`
+               (the running count)
+    END        the block's terminator: `keyword`, `octets`, `lf` (line ends), `crlf` (of
+               them CRLF); `size_matches(size)` applies the size rule below
+
+Replies come back in the order commands were sent, so commands may be pipelined (RFC 2449
+PIPELINING): `send` queues what each one expects. Anything that breaks the grammar raises
+`ProtocolError` naming the command it answered, and the session stays broken (every later call
+raises again): a reply that is neither +OK nor -ERR means the stream is out of step and nothing
+after it can be trusted, so the shell must drop the connection without QUIT.
+
+Multi-line blocks go through the core's one line reader (wire.LineReader: status lines, CAPA and
+listing lines) and one un-stuffer (wire.DotUnstuffer: bodies, straight from the reader's buffer
+into a fixed output chunk). Nothing allocates in proportion to a message.
+
+The size rule (is a received message provably complete?)
+--------------------------------------------------------
+LIST gives a message's size in octets "exact" (RFC 1939 section 5) for the message with CRLF line
+ends; the store keeps it with CRLF line ends. Let R be the octets received (un-stuffed, line ends
+as sent, including the line end before the terminator), T the line ends received and C those that
+were CRLF. The message is complete when the LIST size S is one of
+    R + (T - C)        the CRLF-normalised size (what the store keeps): the RFC case;
+    R + (T - C) - 2    the same for a message without a final line end: the CRLF before the
+                       terminator is then the server's, not the message's (Dovecot, our server);
+    R - C, R - C - 1   the same two counted with one octet per line end: servers that report
+                       the size of an LF-stored file.
+Anything else (a server that forgot to dot-stuff and ended the message at a body line ".", a
+truncated or padded message) is not proven complete: the shell must not store it, record it or
+delete it, and must end the session without QUIT (what followed cannot be trusted either).
+"""
+
+from pocketpost.compat import const
+from pocketpost.pop3 import ProtocolError, command, is_multiline, parse_listing, parse_reply
+from pocketpost.wire import BAD_LINE, MAX_RESPONSE_LINE, OVERLONG, DotUnstuffer, LineReader, unstuff_line
+
+# Events returned by next_event().
+NEED_DATA = const(0)
+GREETING = const(1)
+REPLY = const(2)
+CONTINUE = const(3)
+LINE = const(4)
+ENTRY = const(5)
+BODY = const(6)
+END = const(7)
+
+# CAPA lines accepted before the reply is called endless (real servers send ~10).
+MAX_CAPA_LINES = const(64)
+# Socket reads land in a receive buffer this big: a RETR moves in few reads; status and listing
+# lines are still bounded by MAX_RESPONSE_LINE (RFC 2449 section 4: 512 octets).
+RECV_BUFSIZE = const(4096)
+# Un-stuffed body bytes are handed out in chunks of this size (the store's flash writes).
+CHUNK = const(2048)
+
+# What the session is reading.
+_GREET = const(0)
+_STATUS = const(1)
+_LINES = const(2)
+_BODY = const(3)
+_END = const(4)
+_BROKEN = const(5)
+
+
+def _text(b):
+    try:
+        return bytes(b).decode()
+    except UnicodeError:
+        return repr(bytes(b))
+
+
+def _arg(a):
+    return str(a).encode() if isinstance(a, int) else a.encode() if isinstance(a, str) else a
+
+
+def apop_timestamp(text):
+    """RFC 1939 section 7: the greeting's msg-id "<...@...>" (Dovecot's holds '=' too)."""
+    text = bytes(text)
+    i = text.find(b"<")
+    if i < 0:
+        return None
+    j = text.find(b">", i)
+    if j < 0 or text.find(b"@", i, j) < 0:
+        return None
+    return text[i : j + 1]
+
+
+class ClientSession:
+    def __init__(self, recv_bufsize=RECV_BUFSIZE, chunk=CHUNK):
+        self.reader = LineReader(MAX_RESPONSE_LINE, bufsize=recv_bufsize)
+        self._unstuffer = DotUnstuffer()
+        self._out = bytearray(chunk)
+        self._omv = memoryview(self._out)
+        self._fill = 0
+        self._pending = []  # [keyword, what (for messages), multi-line, limit] per command sent
+        self._state = _GREET
+        self._error = None
+        self._last = 0  # last listing number (LIST/UIDL entries come in increasing order)
+        self._count = 0  # lines of the current block
+        self._prev_cr = False  # the body's last byte so far was CR (a CRLF split across chunks)
+        self.closed = False  # the server answered QUIT with +OK
+        # event details
+        self.reply = None
+        self.timestamp = None
+        self.keyword = None
+        self.what = None
+        self.line = None
+        self.n = 0
+        self.field = None
+        self.chunk = None
+        self.octets = 0
+        self.lf = 0
+        self.crlf = 0
+
+    # -- bytes in ----------------------------------------------------------------------------
+    def space(self):
+        return self.reader.space()
+
+    def commit(self, n):
+        self.reader.commit(n)
+
+    def feed(self, data):
+        return self.reader.feed(data)
+
+    # -- commands out ------------------------------------------------------------------------
+    def send(self, keyword, *args, limit=0):
+        """The bytes of one command; its reply is expected after those of the commands sent
+        before it. `limit` bounds a LIST/UIDL listing: entries numbered 1..limit."""
+        if self._state == _BROKEN:
+            raise self._error
+        if not self._pending and self._state == _STATUS and self.reader.pending():
+            self._fail("server sent data nobody asked for before %s" % keyword)
+        multi = is_multiline(keyword, len(args))
+        what = keyword if not args or keyword == "PASS" else keyword + " " + _text(_arg(args[0]))
+        self._pending.append([keyword, what, multi, limit if limit else MAX_CAPA_LINES])
+        return command(keyword, *args)
+
+    def respond(self, data):
+        """A SASL response line after CONTINUE (the AUTH command stays pending)."""
+        return bytes(data) + b"\r\n"
+
+    def expecting(self):
+        """Commands sent whose replies have not fully arrived."""
+        return len(self._pending)
+
+    def waiting_for(self):
+        """The oldest command whose reply is awaited, as shown in errors ("RETR 3"), or ""."""
+        return self._pending[0][1] if self._pending else ""
+
+    def after_stls(self):
+        """Call after +OK to STLS, before the TLS handshake: RFC 2595 section 4 forbids the
+        server to send anything more in the clear."""
+        if self.reader.pending():
+            self._fail("server sent data after STLS +OK")
+        self.reader.clear()
+
+    # -- events --------------------------------------------------------------------------------
+    def _fail(self, msg):
+        self._state = _BROKEN
+        self._error = ProtocolError(msg)
+        raise self._error
+
+    def _next_line(self, what):
+        ln = self.reader.next_line()
+        if ln == OVERLONG:
+            self._fail("server line longer than %d octets (%s)" % (MAX_RESPONSE_LINE, what))
+        if ln == BAD_LINE:
+            self._fail("NUL in server line (%s)" % what)
+        return ln
+
+    def next_event(self):
+        st = self._state
+        if st == _BODY:
+            return self._body()
+        if st == _END:
+            self._state = _STATUS
+            self._pending.pop(0)
+            return END
+        if st == _BROKEN:
+            raise self._error
+        if st == _GREET:
+            ln = self._next_line("greeting")
+            if ln is None:
+                return NEED_DATA
+            try:
+                r = parse_reply(ln)
+            except ProtocolError:
+                r = None
+            if r is None or r.ok is None:
+                self._fail("malformed greeting: %s" % _text(ln[:60]))
+            self.reply = r
+            self.timestamp = apop_timestamp(r.text) if r.ok else None
+            self._state = _STATUS
+            return GREETING
+        if not self._pending:
+            if self.reader.pending():
+                self._fail("server sent data nobody asked for")
+            return NEED_DATA
+        p = self._pending[0]
+        self.keyword = p[0]
+        self.what = p[1]
+        if st == _STATUS:
+            ln = self._next_line("reply to " + p[1])
+            if ln is None:
+                return NEED_DATA
+            try:
+                r = parse_reply(ln)
+            except ProtocolError:
+                r = None
+            if r is None or (r.ok is None and p[0] != "AUTH"):
+                self._fail("reply to %s is neither +OK nor -ERR: %s" % (p[1], _text(ln[:60])))
+            self.reply = r
+            if r.ok is None:
+                return CONTINUE
+            if r.ok and p[2]:
+                self._count = 0
+                self._last = 0
+                if p[0] == "RETR" or p[0] == "TOP":
+                    self._unstuffer.reset()
+                    self._fill = 0
+                    self.octets = self.lf = self.crlf = 0
+                    self._prev_cr = False
+                    self._state = _BODY
+                else:
+                    self._state = _LINES
+            else:
+                self._pending.pop(0)
+                if r.ok and p[0] == "QUIT":
+                    self.closed = True
+            return REPLY
+        # _LINES: CAPA, LIST, UIDL
+        ln = self._next_line(p[1] + " listing")
+        if ln is None:
+            return NEED_DATA
+        ln = unstuff_line(ln)
+        if ln is None:
+            self._state = _STATUS
+            self._pending.pop(0)
+            self.octets = self._count
+            return END
+        self._count += 1
+        if self._count > p[3]:
+            self._fail("%s reply does not end (more than %d lines)" % (p[1], p[3]))
+        if p[0] == "CAPA":
+            self.line = ln
+            return LINE
+        try:
+            n, field = parse_listing(ln)
+        except ProtocolError:
+            self._fail("%s: malformed entry %s" % (p[1], _text(ln[:60])))
+        if n <= self._last or n > p[3]:
+            self._fail("%s: message number %d out of order or range" % (p[1], n))
+        self._last = n
+        self.n = n
+        self.field = field
+        return ENTRY
+
+    def _emit(self, n):
+        """Hand out the first n bytes of the out chunk as BODY, counting its line ends."""
+        out = self._out
+        lf = out.count(b"\n", 0, n)
+        if lf:
+            c = out.count(b"\r\n", 0, n)
+            if self._prev_cr and out[0] == 10:
+                c += 1
+            self.lf += lf
+            self.crlf += c
+        self._prev_cr = out[n - 1] == 13
+        self.chunk = out if n == len(out) else self._omv[:n]
+        self._fill = 0
+        return BODY
+
+    def _body(self):
+        u = self._unstuffer
+        r = self.reader
+        out = self._out
+        cap = len(out)
+        while True:
+            if u.done:
+                if self._fill:
+                    return self._emit(self._fill)
+                self._state = _END
+                return self.next_event()
+            buf, s, e = r.buffered()
+            if s >= e:
+                return NEED_DATA
+            f = self._fill
+            made = u.unstuff_into(buf, s, e, out if f == 0 else self._omv[f:])
+            r.consume(u.consumed)
+            self._fill = f + made
+            self.octets += made
+            if self._fill == cap:
+                return self._emit(cap)
+
+    def size_matches(self, size):
+        """After END of a RETR: does the LIST size prove the message complete? (module doc)"""
+        crlf_size = self.octets + self.lf - self.crlf
+        lf_size = self.octets - self.crlf
+        return size == crlf_size or size == crlf_size - 2 or size == lf_size or size == lf_size - 1

@@ -1,0 +1,91 @@
+"""Crash points for the client's crash-safety tests, installed by monkeypatching: nothing of this
+ships in the firmware. Runs under CPython and MicroPython (clientdriver.py, crashfetch.py).
+
+install(point) wraps the steps of a fetch and calls point(step) right after each one:
+  "chunk"      a body chunk went to the store delivery (client._StoreSink.__call__)
+  "pending"    the state was saved with a pending entry (uidstate.UidState.save)
+  "committed"  the store delivery committed (store.Delivery.commit)
+  "stored"     a message is recorded as stored (client._download returned one)
+  "dele"       a DELE (or a pipelined batch of them) was answered (client.Pop3Client.dele, deles)
+  "quit"       QUIT was answered (client.Pop3Client.quit)
+It returns a function that undoes the patches.
+"""
+
+
+def install(point):
+    from pocketpost import client, store, uidstate
+
+    saved = []
+
+    def patch(obj, name, new):
+        saved.append((obj, name, getattr(obj, name)))
+        setattr(obj, name, new)
+
+    real_sink = client._StoreSink.__call__
+    real_save = uidstate.UidState.save
+    real_commit = store.Delivery.commit
+    real_download = client._download
+    real_dele = client.Pop3Client.dele
+    real_deles = client.Pop3Client.deles
+    real_quit = client.Pop3Client.quit
+
+    def sink(self, chunk):
+        real_sink(self, chunk)
+        point("chunk")
+
+    def save(self):
+        real_save(self)
+        if self.pending is not None:
+            point("pending")
+
+    def commit(self):
+        r = real_commit(self)
+        point("committed")
+        return r
+
+    async def download(*args):
+        r = await real_download(*args)
+        if r[1] is not None:
+            point("stored")
+        return r
+
+    async def dele(self, n):
+        r = await real_dele(self, n)
+        point("dele")
+        return r
+
+    async def deles(self, ns):
+        r = await real_deles(self, ns)
+        point("dele")
+        return r
+
+    async def quit_(self):
+        r = await real_quit(self)
+        point("quit")
+        return r
+
+    patch(client._StoreSink, "__call__", sink)
+    patch(uidstate.UidState, "save", save)
+    patch(store.Delivery, "commit", commit)
+    patch(client, "_download", download)
+    patch(client.Pop3Client, "dele", dele)
+    patch(client.Pop3Client, "deles", deles)
+    patch(client.Pop3Client, "quit", quit_)
+
+    def undo():
+        for obj, name, old in reversed(saved):
+            setattr(obj, name, old)
+
+    return undo
+
+
+def counter(crash, exc):
+    """point(step) raising exc(step) at the k-th time `step` is reached; crash = (step, k)."""
+    seen = {}
+
+    def point(step):
+        seen[step] = seen.get(step, 0) + 1
+        if step == crash[0] and seen[step] == crash[1]:
+            raise exc(step)
+
+    return point

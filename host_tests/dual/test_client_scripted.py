@@ -1,0 +1,338 @@
+"""The whole client (fetch_account) against scripted misbehaving servers over an in-process
+connection pair (host_tests/dual/pop3pair.py): deterministic, no sockets, no sleeps, under
+CPython and MicroPython. Scenarios that need real sockets, TLS or the clock (stalls, trickles,
+handshakes, crash points) stay in host_tests/test_client_hostile.py.
+Each failed session must leave nothing stored, nothing recorded, and no QUIT sent."""
+
+import asyncio
+
+from pocketpost import client, log, uidstate
+from pocketpost.pop3 import ProtocolError
+from pocketpost.store import Store
+
+import uidtool
+from pop3pair import Pop3Pair, Scripted
+from test_pop3server import _rmtree, tmpdir
+
+log.set_sink(lambda line: None)
+
+GOOD = b"Subject: hi\r\n\r\nbody\r\n"
+TWO = b"Subject: two\r\n\r\nx\r\n"
+THREE = b"Subject: three\r\n\r\nz\r\n"
+
+
+class Box:
+    """One local side (store + state) fetching from scripted servers over a pair."""
+
+    def __init__(self, quota=0):
+        self.dir = tmpdir()
+        self.quota = quota
+        self.srv = None
+
+    def fetch(self, srv, on_message=None, **kw):
+        self.srv = srv
+        a = {"name": "h", "host": "script", "port": 110, "tls": "none", "user": "u", "password": "p",
+             "mailbox": "m", "state_dir": self.dir + "/state"}
+        a.update(kw)
+
+        async def opener(host, port, ms, ctx):
+            return Pop3Pair(srv).conn()
+
+        st = Store(self.dir + "/mail", quota=self.quota)
+        return asyncio.run(client.fetch_account(a, st, on_message, opener))
+
+    def fails(self, srv, exc, text, **kw):
+        try:
+            self.fetch(srv, **kw)
+        except exc as e:
+            assert text in str(e), str(e)
+            return e
+        raise AssertionError("no %s (%s)" % (exc.__name__, text))
+
+    def stored(self):
+        st = Store(self.dir + "/mail")
+        if not st.exists("m"):
+            return []
+        mb = st.lock("m")
+        try:
+            out = []
+            for i in range(mb.count):
+                f = mb.open(i)
+                out.append(f.read())
+                f.close()
+            return out
+        finally:
+            mb.release()
+
+    def entries(self):
+        """[(full key, first_seen, flag)] of the account's state, read back through uidtool."""
+        return uidtool.entries(uidstate.UidState(self.dir + "/state", "h").load())
+
+    def uids(self):
+        return [k[1:] if uidstate.is_hash_key(k) else k for k, _, _ in self.entries()]
+
+    def nothing_kept(self):
+        return self.stored() == [] and self.uids() == [] and b"QUIT" not in self.srv.seen
+
+    def done(self):
+        _rmtree(self.dir)
+
+
+def case(fn):
+    def run():
+        b = Box()
+        try:
+            fn(b)
+        finally:
+            b.done()
+
+    return run
+
+
+@case
+def _overlong_greeting(b):
+    b.fails(Scripted([], greeting=b"+OK " + b"x" * 5000 + b"\r\n"), ProtocolError, "longer than")
+    assert b.nothing_kept()
+
+
+@case
+def _capa_never_ends(b):
+    b.fails(Scripted([], capa=b"+OK\r\n" + b"".join(b"X-CAP-%d\r\n" % i for i in range(1000))),
+            ProtocolError, "does not end")
+    assert b.nothing_kept()
+
+
+@case
+def _listing_never_ends(b):
+    uidl = b"+OK\r\n" + b"".join(b"%d u%d\r\n" % (i, i) for i in range(1, 50)) + b".\r\n"
+    b.fails(Scripted([(b"u1", GOOD)], {"UIDL": uidl}), ProtocolError, "does not end")
+    assert b.nothing_kept()
+
+
+@case
+def _stat_claims_a_huge_mailbox(b):
+    b.fails(Scripted([], {"STAT": b"+OK 2000000000 1\r\n"}), ProtocolError, "more than")
+    assert b.nothing_kept()
+
+
+@case
+def _size_lies(b):
+    huge = b"+OK\r\n" + b"y" * 200 + b"\r\n" + b"z" * 100000 + b"\r\n.\r\n"
+    b.fails(Scripted([(b"u1", GOOD)], {"RETR": huge}), ProtocolError, "larger than the server said")
+    assert b.nothing_kept()
+
+
+@case
+def _unsolicited_reply(b):
+    e = b.fails(Scripted([(b"u1", GOOD)], {"STAT": b"+OK 1 21\r\n+OK extra\r\n"}), ProtocolError, "nobody asked")
+    assert "h script:110" in str(e) and b.nothing_kept()
+
+
+test_overlong_greeting = _overlong_greeting
+test_capa_never_ends = _capa_never_ends
+test_listing_never_ends = _listing_never_ends
+test_stat_claims_a_huge_mailbox = _stat_claims_a_huge_mailbox
+test_size_lies = _size_lies
+test_unsolicited_reply = _unsolicited_reply
+
+
+def _unusable(policy):
+    b = Box()
+    try:
+        msgs = [(b"u" * 71, GOOD), (b"same", TWO), (b"same", THREE), (b"ok", b"Subject: ok\r\n\r\nk\r\n"),
+                (b"bad\x7f", b"Subject: del\r\n\r\nd\r\n")]
+        srv = Scripted(msgs)
+        st = b.fetch(srv, policy=policy)
+        assert st["fetched"] == 5 and st["by_content"] == 4 and srv.seen[-1] == b"QUIT"
+        want = sorted(x for _, x in msgs)
+        assert sorted(b.stored()) == want
+        if policy == "delete":
+            assert st["deleted"] == 5 and b.uids() == []
+            return
+        srv = Scripted(msgs)
+        st = b.fetch(srv, policy=policy)
+        assert st["fetched"] == 0 and st["duplicates"] == 4 and sorted(b.stored()) == want
+        assert b"RETR 4" not in srv.seen and len(b.uids()) == 5
+        assert b.fetch(Scripted(msgs), policy=policy)["duplicates"] == 4  # the content keys were kept
+    finally:
+        b.done()
+
+
+def test_unusable_uidls_still_fetched_keep():
+    """UIDLs over 70 octets, with an invalid octet, or listed twice: the mailbox is not refused;
+    those messages are keyed by content (stored once, never twice), the good one by its UID;
+    under keep the next sessions download them again and drop them as duplicates."""
+    _unusable("keep")
+
+
+def test_unusable_uidls_still_fetched_delete():
+    _unusable("delete")
+
+
+@case
+def test_stored_uid_listed_twice_is_never_deleted_by_uid(b):
+    """u1 was stored; now u1 is listed for two messages: neither is deleted on the strength of
+    the UID (which copy it named is unknowable): both go by content."""
+    assert b.fetch(Scripted([(b"u1", GOOD)]))["fetched"] == 1
+    srv = Scripted([(b"u1", TWO), (b"u1", GOOD)])
+    st = b.fetch(srv, policy="delete")
+    assert b"RETR 1" in srv.seen and b"RETR 2" in srv.seen and st["by_content"] == 2
+    assert sorted(b.stored()) == sorted([GOOD, GOOD, TWO])  # GOOD again: a duplicate, not a loss
+
+
+@case
+def test_no_uidl_keep_refused_delete_best_effort(b):
+    srv = Scripted([(None, GOOD)], capa=b"-ERR\r\n")
+    b.fails(srv, client.ClientError, "no UIDL")
+    assert b.nothing_kept() or (b.stored() == [] and b.uids() == [])  # (a clean QUIT is fine here)
+    srv = Scripted([(None, GOOD)], capa=b"-ERR\r\n")
+    st = b.fetch(srv, policy="delete")
+    assert st["fetched"] == 1 and st["deleted"] == 1 and b.stored() == [GOOD] and srv.seen[-1] == b"QUIT"
+
+
+@case
+def test_refused_dele_does_not_end_the_session(b):
+    """A read-only maildrop answers DELE with -ERR: logged, not counted, the session goes on
+    and ends with QUIT; a later session deletes both."""
+    b.fetch(Scripted([(b"u1", GOOD)]))
+    srv = Scripted([(b"u1", GOOD), (b"u2", TWO)], dele=b"-ERR read-only\r\n")
+    st = b.fetch(srv, policy="delete")
+    assert st["fetched"] == 1 and st["deleted"] == 0 and srv.seen[-1] == b"QUIT"
+    assert b.stored() == [GOOD, TWO] and sorted(b.uids()) == [b"u1", b"u2"]
+    srv = Scripted([(b"u1", GOOD), (b"u2", TWO)])
+    st = b.fetch(srv, policy="delete")
+    assert st["fetched"] == 0 and st["deleted"] == 2 and b"DELE 1" in srv.seen and b"DELE 2" in srv.seen
+    assert b.stored() == [GOOD, TWO] and b.uids() == []
+
+
+def test_full_store_at_begin_ends_cleanly_with_quit():
+    """The quota is reached before the second message: not downloaded, not deleted, the session
+    ends with QUIT (the first message's DELE commits) and the error is reported."""
+    b = Box(quota=len(GOOD))
+    try:
+        srv = Scripted([(b"u1", GOOD), (b"u2", TWO)])
+        try:
+            b.fetch(srv, policy="delete")
+            raise AssertionError("no error")
+        except client.ClientError as e:
+            assert "store: " in e.msg and "quota" in e.msg, e.msg
+        s = srv.seen
+        assert b"DELE 1" in s and b"RETR 2" not in s and b"DELE 2" not in s and s[-1] == b"QUIT"
+        assert b.stored() == [GOOD] and b.uids() == []
+    finally:
+        b.done()
+
+
+@case
+def test_real_uid_starting_with_hash_is_a_uid(b):
+    """'#abc' is a valid UID, not a synthetic key: it stays recorded while it is on the server,
+    however old, and is never fetched twice."""
+    import time
+
+    assert b.fetch(Scripted([(b"#abc", GOOD)]))["fetched"] == 1
+    real = client.compat.now
+    later = int(time.time()) + 31 * 86400
+    client.compat.now = lambda: later
+    try:
+        for _ in range(2):
+            assert b.fetch(Scripted([(b"#abc", GOOD)]))["fetched"] == 0
+    finally:
+        client.compat.now = real
+    assert b.stored() == [GOOD] and b.uids() == [b"#abc"]
+
+
+@case
+def test_no_uidl_quit_lost_then_duplicate_dropped(b):
+    """No UIDL, policy delete: the QUIT reply is lost (the DELE never commits), so the next
+    session is offered the message again; its content key says it is here already."""
+    srv = Scripted([(None, GOOD)], {"QUIT": None})
+    b.fails(srv, client.ConnectionLost, "QUIT", policy="delete")
+    keys = [k for k, _, _ in b.entries()]
+    assert len(keys) == 1 and uidstate.is_hash_key(keys[0])
+    srv = Scripted([(None, GOOD)])
+    st = b.fetch(srv, policy="delete")
+    assert st["duplicates"] == 1 and st["fetched"] == 0 and st["deleted"] == 1 and srv.seen[-1] == b"QUIT"
+    assert b.stored() == [GOOD] and b.uids() == []
+
+
+@case
+def test_keep_days_clock_unset_at_first_sight(b):
+    """Fetched before NTP set the clock: first_seen is unknown (0), stamped by the first session
+    with a set clock, and the message is deleted keep_days after that, not at once."""
+    import time
+
+    t0 = int(time.time())
+    real = client.compat.now
+
+    def at(t, msgs_seen=None, **kw):
+        client.compat.now = lambda: t
+        try:
+            srv = Scripted([(b"u1", GOOD)])
+            st = b.fetch(srv, policy="keep_days", keep_days=7)
+            return st, srv.seen
+        finally:
+            client.compat.now = real
+
+    def times():
+        return [fs for k, fs, _ in b.entries() if not uidstate.is_hash_key(k)]
+
+    assert at(1000)[0]["fetched"] == 1 and times() == [0]
+    st, seen = at(t0)
+    assert st["deleted"] == 0 and not [l for l in seen if l.startswith(b"DELE")] and times() == [t0]
+    assert at(1000)[0]["deleted"] == 0 and times() == [t0]  # the clock is lost again
+    st, seen = at(t0 + 8 * 86400)
+    assert st["deleted"] == 1 and b"DELE 1" in seen and b.stored() == [GOOD] and b.uids() == []
+
+
+def test_headers_without_empty_line():
+    """A message (or a TOP n 0 reply) that is all header, with no empty line: its fields still
+    reach on_message."""
+    msg = b"From: a@example.org\r\nSubject: only a header\r\n"
+    for kw in ({}, {"max_size": 10, "oversize": "headers"}):
+        b = Box()
+        try:
+            got = []
+            b.fetch(Scripted([(b"u1", msg)]), got.append, **kw)
+            assert got[0]["headers"] == {"from": "a@example.org", "subject": "only a header"}
+            assert got[0]["headers_only"] == bool(kw)
+        finally:
+            b.done()
+
+
+@case
+def test_max_entries_per_account(b):
+    """The UIDL state holds at most max_entries: further new messages wait (state_full) until
+    deletions make room."""
+    msgs = [(b"u%d" % i, b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(1, 5)]
+    st = b.fetch(Scripted(msgs), max_entries=2)
+    assert st["fetched"] == 2 and st["state_full"] and sorted(b.uids()) == [b"u1", b"u2"]
+    st = b.fetch(Scripted(msgs), max_entries=2, policy="delete")  # deletes u1, u2; u3, u4 still wait
+    assert st["fetched"] == 0 and st["deleted"] == 2 and b.uids() == []
+    st = b.fetch(Scripted(msgs[2:]), max_entries=2)
+    assert st["fetched"] == 2 and not st["state_full"] and len(b.stored()) == 4
+
+
+def test_new_messages_in_batches():
+    """More new messages than client._NEW_BATCH (64): UIDL is read again per batch and all are
+    fetched; a UID listed twice sends both copies by content; max_entries still bounds the state."""
+    msgs = [(b"u%d" % i, b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(1, 151)]
+    b = Box()
+    try:
+        srv = Scripted(msgs)
+        st = b.fetch(srv)
+        assert st["fetched"] == 150 and not st["state_full"] and len(b.uids()) == 150
+        assert srv.seen.count(b"UIDL") == 3 and srv.seen[-1] == b"QUIT"
+        srv = Scripted(msgs + [(b"u151", GOOD)])
+        st = b.fetch(srv)
+        assert st["fetched"] == 1 and srv.seen.count(b"UIDL") == 1 and len(b.uids()) == 151
+    finally:
+        b.done()
+    for extra, fetched, by_content, kw in (([], 100, 0, {"max_entries": 100}),
+                                          ([(b"u80", TWO)], 101, 2, {})):
+        b = Box()
+        try:
+            st = b.fetch(Scripted((msgs[:100] if extra else msgs) + extra), **kw)
+            assert st["fetched"] == fetched and st["by_content"] == by_content, st
+            assert st["state_full"] == bool(kw)
+        finally:
+            b.done()

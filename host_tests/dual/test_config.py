@@ -1,0 +1,160 @@
+"""config.py for both runtimes: account secrets from the secrets file, the explicit plaintext
+opt-in, and (MicroPython) no certificate verification without a CA file."""
+
+import json
+import sys
+
+from flashdev import fresh_root
+from pocketpost import compat, config
+from pocketpost.config import ConfigError
+
+IS_MP = sys.implementation.name == "micropython"
+
+
+def _acct(**kw):
+    a = {"name": "isp", "host": "pop.example.net", "user": "me", "ca": "ca.der"}
+    for k in kw:
+        a[k] = kw[k]
+    return a
+
+
+def _files(d, cfg, secrets=None, secrets_name="secrets.json"):
+    compat.makedirs(d)
+    f = open(d + "/config.json", "w")
+    f.write(json.dumps(cfg))
+    f.close()
+    if secrets is not None:
+        f = open(d + "/" + secrets_name, "w")
+        f.write(secrets if isinstance(secrets, str) else json.dumps(secrets))
+        f.close()
+    return d + "/config.json"
+
+
+def _refused(fn, *words):
+    try:
+        fn()
+    except ConfigError as e:
+        msg = str(e)
+        assert "\n" not in msg, msg  # one line
+        for w in words:
+            assert w in msg, (w, msg)
+        return msg
+    raise AssertionError("not refused")
+
+
+def _with_dir(fn):
+    root, cleanup = fresh_root()
+    try:
+        fn(root)
+    finally:
+        cleanup()
+
+
+def test_account_secrets_merged_from_the_secrets_file():
+    def body(d):
+        cfg = {"accounts": [_acct(), _acct(name="other", password="in-config")]}
+        path = _files(d, cfg, {"ssid": "wifi", "password": "wifi-pw",
+                               "accounts": {"isp": {"password": "s3cret"}, "gone": {"password": "x"}}})
+        got = config.load(path)
+        byname = {}
+        for a in got["accounts"]:
+            byname[a["name"]] = a
+        assert byname["isp"]["password"] == "s3cret"  # by account name, not the Wi-Fi password
+        assert byname["other"]["password"] == "in-config"  # none in secrets: config.json's stays
+        assert "password" not in config.load_raw(path)["accounts"][0]  # tools editing the file never see it
+        # no secrets file: the config loads as written (the client then asks for a password)
+        path2 = _files(d + "/none", cfg)
+        assert "password" not in config.load(path2)["accounts"][0]
+
+    _with_dir(body)
+
+
+def test_secrets_path_follows_the_wifi_setting_and_the_config_folder():
+    def body(d):
+        cfg = {"wifi": {"secrets": "board-secrets.json"}, "accounts": [_acct()]}
+        path = _files(d, cfg, {"accounts": {"isp": {"password": "p2"}}}, "board-secrets.json")
+        assert config.secrets_path(path, cfg) == d + "/board-secrets.json"
+        assert config.load(path)["accounts"][0]["password"] == "p2"
+        assert config.secrets_path("config.json", {}) == "secrets.json"
+
+    _with_dir(body)
+
+
+def test_bad_secrets_refused_in_one_line():
+    def body(d):
+        path = _files(d, {"accounts": [_acct(password="p")]}, {"accounts": {"isp": {"password": "q"}}})
+        _refused(lambda: config.load(path), "isp", "password", "config.json and", "secrets.json")
+        path = _files(d + "/b", {"accounts": [_acct()]}, {"accounts": {"isp": {"host": "evil"}}})
+        _refused(lambda: config.load(path), "isp", "host", "not an account secret")
+        path = _files(d + "/c", {"accounts": [_acct()]}, "{not json")
+        _refused(lambda: config.load(path), "secrets.json", "JSON")
+        path = _files(d + "/e", {"accounts": [_acct()]}, {"accounts": {"isp": {"password": 5}}})
+        _refused(lambda: config.load(path), "isp", "password", "string")
+
+    _with_dir(body)
+
+
+def test_plaintext_account_needs_an_explicit_allow():
+    _refused(lambda: config.check({"accounts": [_acct(tls="none")]}), "isp", '"tls": "none"', "allow_plaintext")
+    _refused(lambda: config.check({"accounts": [_acct(tls="none", allow_plaintext="yes")]}), "allow_plaintext")
+    ok = config.check({"accounts": [_acct(tls="none", allow_plaintext=True)]})
+    assert ok["accounts"][0]["allow_plaintext"] is True
+    config.check({"accounts": [_acct(tls="stls")]})  # TLS: nothing to allow
+
+
+def test_verify_without_ca_refused_on_micropython_only():
+    no_ca = _acct(tls="implicit")
+    del no_ca["ca"]
+    if IS_MP:
+        _refused(lambda: config.check({"accounts": [no_ca]}), "isp", "ca", "DER", "MicroPython")
+    else:
+        config.check({"accounts": [no_ca]})  # CPython verifies against the system store
+    no_ca["verify"] = False  # explicitly unverified: allowed (client.py logs it)
+    config.check({"accounts": [no_ca]})
+    config.check({"accounts": [_acct(tls="stls")]})  # with a CA: fine everywhere
+
+
+def test_client_warns_each_session_of_a_plaintext_account():
+    """The warning comes at the start of every session, before the connection is tried."""
+    from pocketpost import client, log
+    from pocketpost.store import Store
+
+    lines = []
+    log.set_sink(lines.append)
+
+    def body(d):
+        acct = _acct(tls="none", allow_plaintext=True, host="127.0.0.1", port=1, password="p",
+                     state_dir=d + "/state", timeouts={"connect_timeout": 2, "read_timeout": 2})
+        del acct["ca"]
+        store = Store(d + "/mail")
+        for _ in range(2):
+            try:
+                client.fetch_account_sync(acct, store)
+            except Exception:  # noqa: BLE001 - nothing listens on port 1: refused
+                pass
+        warned = [l for l in lines if "no TLS" in l and "127.0.0.1:1" in l and "isp" in l]
+        assert len(warned) == 2, lines
+
+    try:
+        _with_dir(body)
+    finally:
+        log.set_sink(None)
+
+
+def test_pem_ca_refused_at_load_with_the_conversion():
+    def body(d):
+        compat.makedirs(d)
+        pem = d + "/isp-ca.pem"
+        f = open(pem, "w")
+        f.write("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+        f.close()
+        _refused(lambda: config.check({"accounts": [_acct(ca=pem)]}), "isp", "PEM", "DER",
+                 "openssl x509 -in %s -outform DER -out %s/isp-ca.der" % (pem, d))
+        der = d + "/isp-ca.der"
+        f = open(der, "wb")
+        f.write(b"\x30\x82\x01\x0a")
+        f.close()
+        config.check({"accounts": [_acct(ca=der)]})
+        config.check({"accounts": [_acct(ca=d + "/missing.der")]})  # not here (a board path): the connect says so
+
+    _with_dir(body)

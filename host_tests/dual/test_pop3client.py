@@ -1,0 +1,445 @@
+"""The sans-I/O POP3 client session (pop3client.py), alone and wired to the server session
+(pop3server.py) through host_tests/dual/pop3pair.py; and the whole client (fetch_account) over
+the pair. No sockets, no sleeps. Runs under CPython (pytest) and MicroPython (run.py)."""
+
+import asyncio
+
+from pocketpost import client, log, uidstate
+from pocketpost.pop3 import ProtocolError
+from pocketpost.pop3client import (BODY, CONTINUE, END, ENTRY, GREETING, LINE, REPLY, ClientSession)
+from pocketpost.store import Store
+
+from pop3pair import Pop3Pair
+from test_pop3server import MSGS, Env, _rmtree, tmpdir
+
+log.set_sink(lambda line: None)
+
+
+def raises(fn, text):
+    try:
+        fn()
+    except ProtocolError as e:
+        assert text in e.msg, e.msg
+        return e
+    raise AssertionError("no ProtocolError (%s)" % text)
+
+
+def block(p, s):
+    """Events up to END of the current multi-line reply -> (kind, value) list."""
+    out = []
+    while True:
+        ev = p.event(s)
+        assert ev, "stalled"
+        if ev == END:
+            return out
+        if ev == ENTRY:
+            out.append((s.n, bytes(s.field)))
+        elif ev == LINE:
+            out.append(bytes(s.line))
+        elif ev == BODY:
+            out.append(bytes(s.chunk))
+        else:
+            raise AssertionError("event %d inside a block" % ev)
+
+
+def status(p, s, ok=True):
+    ev = p.event(s)
+    assert ev == REPLY, ev
+    assert s.reply.ok is ok, s.reply
+    return s.reply
+
+
+def retr_all(p, s, n, size):
+    p.client_sent(s.send("RETR", n))
+    status(p, s)
+    body = b"".join(block(p, s))
+    assert s.octets == len(body) and s.size_matches(size), (s.octets, size)
+    return body
+
+
+def test_session_against_the_server_at_every_split():
+    for split in (1, 2, 3, 7, 64, 0):
+        e = Env(apop=True)
+        try:
+            s = ClientSession(recv_bufsize=600, chunk=64)
+            p = Pop3Pair(e.session(), split)
+            assert p.event(s) == GREETING and s.reply.ok and s.timestamp.startswith(b"<")
+            p.client_sent(s.send("CAPA"))
+            status(p, s)
+            caps = block(p, s)
+            assert b"PIPELINING" in caps and b"UIDL" in caps
+            p.client_sent(s.send("USER", "alice"))
+            status(p, s)
+            p.client_sent(s.send("PASS", "pass word"))
+            status(p, s)
+            p.client_sent(s.send("STAT"))
+            assert bytes(status(p, s).text).startswith(b"3 ")
+            p.client_sent(s.send("UIDL", limit=3))
+            status(p, s)
+            uids = block(p, s)
+            assert [n for n, _ in uids] == [1, 2, 3]
+            p.client_sent(s.send("LIST", limit=3))
+            status(p, s)
+            sizes = block(p, s)
+            assert sizes == [(i + 1, b"%d" % len(MSGS[i])) for i in range(3)]
+            for i in range(3):
+                assert retr_all(p, s, i + 1, len(MSGS[i])) == MSGS[i], split
+            p.client_sent(s.send("RETR", 9))
+            assert status(p, s, False).ok is False  # -ERR: no block follows
+            p.client_sent(s.send("QUIT"))
+            status(p, s)
+            assert s.closed and s.expecting() == 0
+        finally:
+            e.done()
+
+
+def test_pipelined_commands_answered_in_order():
+    e = Env()
+    try:
+        s = ClientSession(recv_bufsize=600, chunk=100)
+        p = Pop3Pair(e.session(), 5)
+        assert p.event(s) == GREETING
+        data = s.send("USER", "alice") + s.send("PASS", "pass word") + s.send("STAT") + s.send("LIST", limit=3)
+        data += s.send("RETR", 2) + s.send("NOOP") + s.send("DELE", 1) + s.send("RETR", 1) + s.send("QUIT")
+        p.client_sent(data)
+        assert s.expecting() == 9
+        status(p, s)
+        status(p, s)
+        status(p, s)
+        status(p, s)
+        assert len(block(p, s)) == 3
+        status(p, s)
+        assert b"".join(block(p, s)) == MSGS[1] and s.size_matches(len(MSGS[1]))
+        status(p, s)  # NOOP
+        status(p, s)  # DELE 1
+        status(p, s, False)
+        assert s.keyword == "RETR" and s.what == "RETR 1"  # -ERR: message 1 is deleted
+        status(p, s)
+        assert s.closed and s.expecting() == 0
+    finally:
+        e.done()
+
+
+def _unstuff_dots(data):
+    """A server that forgot to dot-stuff: its body lines "." go out bare."""
+    return bytes(data).replace(b"\r\n..", b"\r\n.")
+
+
+def test_server_that_forgot_to_dot_stuff_is_caught():
+    """MSGS[2] holds a body line ".": sent bare it ends the message early. The size rule says
+    incomplete, and the next reply (NOOP's) is body text: an error naming NOOP; the session stays
+    broken."""
+    e = Env()
+    try:
+        s = ClientSession(recv_bufsize=600, chunk=256)
+        p = Pop3Pair(e.session(), 0, _unstuff_dots)
+        p.event(s)
+        p.client_sent(s.send("USER", "alice") + s.send("PASS", "pass word"))
+        status(p, s)
+        status(p, s)
+        p.client_sent(s.send("RETR", 3) + s.send("NOOP"))
+        status(p, s)
+        body = b"".join(block(p, s))
+        assert MSGS[2].startswith(body) and len(body) < len(MSGS[2])
+        assert not s.size_matches(len(MSGS[2]))
+        raises(lambda: p.event(s), "reply to NOOP is neither +OK nor -ERR")
+        raises(lambda: p.event(s), "NOOP")  # broken for good
+        raises(lambda: s.send("QUIT"), "NOOP")
+    finally:
+        e.done()
+
+
+def _raw(*lines):
+    s = ClientSession(recv_bufsize=600, chunk=64)
+    s.feed(b"+OK hi\r\n")
+    assert s.next_event() == GREETING and s.timestamp is None
+    return s
+
+
+def _events(s):
+    out = []
+    while True:
+        ev = s.next_event()
+        if not ev:
+            return out
+        out.append(ev)
+        if ev == BODY:
+            out.append(bytes(s.chunk))
+
+
+def test_reply_neither_ok_nor_err_names_its_command():
+    s = _raw()
+    s.send("STAT")
+    s.feed(b"200 fine\r\n")
+    raises(s.next_event, "reply to STAT is neither +OK nor -ERR")
+    s = _raw()
+    s.send("RETR", 4)
+    s.feed(b"OK\r\n")
+    raises(s.next_event, "RETR 4")
+    s = _raw()
+    s.send("PASS", "secret")
+    s.feed(b"+ go on\r\n")  # a continuation answers AUTH only
+    e = raises(s.next_event, "reply to PASS")
+    assert "secret" not in e.msg
+    s = ClientSession()
+    s.feed(b"* hello\r\n")
+    raises(s.next_event, "malformed greeting")
+
+
+def test_size_rule():
+    cases = [  # (wire body, LIST size, complete?)
+        (b"a\r\nbb\r\n", 7, True),  # exact, CRLF
+        (b"a\nbb\n", 7, True),  # bare LF from the server, size counted with CRLF
+        (b"a\nbb\n", 5, True),  # size counted with LF (an LF-stored file)
+        (b"a\r\nbb\r\n", 5, True),  # CRLF on the wire, the size of the LF file
+        (b"a\r\nbb\r\n", 5 + 3, False),
+        (b"a\r\nbb\r\n", 7 - 1, False),
+        (b"a\r\nlast\r\n", 7, True),  # no final line end: the server added CRLF before "."
+        (b"a\r\nbb\r\n", 7 + 200, False),  # truncated
+        (b"", 0, True),
+    ]
+    for body, size, ok in cases:
+        for chunk in (1, 3, 64):
+            s = ClientSession(recv_bufsize=600, chunk=chunk)
+            s.feed(b"+OK hi\r\n")
+            s.next_event()
+            s.send("RETR", 1)
+            s.feed(b"+OK\r\n" + body + b".\r\n")
+            ev = _events(s)
+            assert ev[0] == REPLY and ev[-1] == END
+            assert b"".join(x for x in ev if isinstance(x, bytes)) == body
+            assert s.size_matches(size) == ok, (body, size, chunk)
+
+
+def test_listing_rules():
+    for listing, text in ((b"2 a\r\n1 b\r\n", "out of order"), (b"1 a\r\n4 b\r\n", "out of order or range"),
+                          (b"x\r\n", "malformed entry"), (b"1 a\r\n2 b\r\n3 c\r\n4 d\r\n", "does not end"),
+                          (b"01 a\r\n", "malformed entry")):
+        s = _raw()
+        s.send("UIDL", limit=3)
+        s.feed(b"+OK\r\n" + listing + b".\r\n")
+        raises(lambda: _events(s), text)
+    s = _raw()
+    s.send("CAPA")
+    s.feed(b"+OK\r\n" + b"X\r\n" * 65)
+    raises(lambda: _events(s), "does not end")
+    s = _raw()
+    s.send("UIDL", limit=3)
+    s.feed(b"+OK\r\n1 ..dot\r\n.\r\n")  # a stuffed line un-stuffed
+    assert _events(s) == [REPLY, ENTRY, END] and s.keyword == "UIDL"
+
+
+def test_bad_lines():
+    s = _raw()
+    s.send("STAT")
+    s.feed(b"+OK " + b"x" * 600)
+    raises(lambda: _events(s), "longer than 512")
+    s = _raw()
+    s.send("STAT")
+    s.feed(b"+OK 1\x00 2\r\n")
+    raises(lambda: _events(s), "NUL")
+    s = _raw()
+    s.feed(b"+OK surprise\r\n")  # nothing was asked
+    raises(lambda: _events(s), "nobody asked for")
+
+
+def test_auth_continuation_and_stls():
+    s = _raw()
+    s.send("AUTH", "PLAIN")
+    s.feed(b"+ \r\n")
+    assert _events(s) == [CONTINUE] and s.expecting() == 1
+    assert s.respond(b"AGFAYg==") == b"AGFAYg==\r\n"
+    s.feed(b"+OK in\r\n")
+    assert _events(s) == [REPLY] and s.reply.ok and s.expecting() == 0
+    s = _raw()
+    s.send("STLS")
+    s.feed(b"+OK go\r\n")
+    assert _events(s) == [REPLY]
+    s.after_stls()
+    s = _raw()
+    s.send("STLS")
+    s.feed(b"+OK go\r\nsmuggled\r\n")
+    assert s.next_event() == REPLY
+    raises(s.after_stls, "after STLS")
+
+
+# --- the whole client over the pair ------------------------------------------------------------
+class Server:
+    """An in-process server (pop3server on a store) the client reaches through a pair."""
+
+    def __init__(self, msgs):
+        self.env = Env(msgs=msgs)
+        self.tamper = None
+        self.split = 0
+        self.pairs = []
+
+    async def open(self, host, port, ms, ctx):
+        p = Pop3Pair(self.env.session(), self.split, self.tamper)
+        self.pairs.append(p)
+        return p.conn()
+
+    def sent(self):
+        return [l for p in self.pairs for l in p.sent]
+
+    def messages(self):
+        mb = self.env.store.lock("alice")
+        try:
+            out = []
+            for i in range(mb.count):
+                f = mb.open(i)
+                out.append(f.read())
+                f.close()
+            return out
+        finally:
+            mb.release()
+
+
+class Local:
+    def __init__(self):
+        self.dir = tmpdir()
+        self.acct = {"name": "isp", "host": "pair", "port": 110, "tls": "none", "user": "alice",
+                     "password": "pass word", "mailbox": "in", "state_dir": self.dir + "/state", "policy": "delete"}
+
+    def fetch(self, srv, **kw):
+        a = dict(self.acct)
+        a.update(kw)
+        return asyncio.run(client.fetch_account(a, Store(self.dir + "/mail"), None, srv.open))
+
+    def messages(self):
+        st = Store(self.dir + "/mail")
+        if not st.exists("in"):
+            return []
+        mb = st.lock("in")
+        try:
+            out = []
+            for i in range(mb.count):
+                f = mb.open(i)
+                out.append(f.read())
+                f.close()
+            return out
+        finally:
+            mb.release()
+
+    def state(self):
+        try:
+            with open(self.dir + "/state/isp.uidl", "rb") as f:
+                return f.read()
+        except OSError:
+            return b""
+
+
+def test_fetch_over_the_pair():
+    srv = Server(MSGS)
+    loc = Local()
+    try:
+        st = loc.fetch(srv, policy="keep")
+        assert st["fetched"] == 3 and loc.messages() == MSGS and srv.messages() == MSGS
+        st = loc.fetch(srv)  # policy delete: the stored ones go, nothing fetched twice
+        assert st["fetched"] == 0 and st["deleted"] == 3 and srv.messages() == []
+        assert loc.messages() == MSGS
+    finally:
+        srv.env.done()
+        _rmtree(loc.dir)
+
+
+def test_message_from_a_server_that_forgot_to_dot_stuff_is_never_recorded_or_deleted():
+    """The issue's case: message 2 holds a bare "." body line and the server does not stuff it.
+    Message 2 is neither stored, nor recorded, nor DELEted, in any number of sessions; the
+    session ends without QUIT (so message 1's DELE does not commit either); once the server
+    behaves, message 2 arrives whole."""
+    one = b"Subject: one\r\n\r\nfirst\r\n"
+    two = b"Subject: two\r\n\r\nabove\r\n.\r\nbelow the dot line, " + b"y" * 300 + b"\r\n"
+    srv = Server([one, two])
+    srv.tamper = _unstuff_dots
+    loc = Local()
+    try:
+        for _ in range(2):
+            for policy in ("delete", "keep"):
+                try:
+                    loc.fetch(srv, policy=policy)
+                    raise AssertionError("the short message went unnoticed")
+                except ProtocolError as e:
+                    assert "RETR 2" in e.msg and "not provably complete" in e.msg, e.msg
+                assert loc.messages() == [one]
+                assert b"two" not in loc.state()
+                sent = srv.sent()
+                assert b"DELE 2" not in sent and b"QUIT" not in sent, sent
+                assert srv.messages() == [one, two]
+        # (both guards catch this one: the size rule, and NOOP's reply being body text)
+        srv.tamper = None
+        st = loc.fetch(srv, policy="delete")
+        assert st["fetched"] == 1 and loc.messages() == [one, two] and srv.messages() == []
+    finally:
+        srv.env.done()
+        _rmtree(loc.dir)
+
+
+def test_short_message_with_well_formed_replies_is_not_kept():
+    """The server cuts message 2 at its "." line and drops the rest: every reply is well-formed,
+    only the size rule can tell. Not stored, not recorded, not deleted, no QUIT."""
+    one = b"Subject: one\r\n\r\nfirst\r\n"
+    two = b"Subject: two\r\n\r\nabove\r\n.\r\nbelow\r\n"
+
+    def cut(data):
+        i = data.find(b"\r\n..\r\n")
+        return data[:i + 2] + b".\r\n" if i >= 0 else data
+
+    srv = Server([one, two])
+    srv.tamper = cut
+    loc = Local()
+    try:
+        try:
+            loc.fetch(srv)
+            raise AssertionError("the short message went unnoticed")
+        except client.ShortMessage as e:
+            assert "RETR 2" in e.msg and "LIST said %d" % len(two) in e.msg, e.msg
+        assert loc.messages() == [one] and b"two" not in loc.state()
+        assert b"DELE 2" not in srv.sent() and b"QUIT" not in srv.sent() and srv.messages() == [one, two]
+    finally:
+        srv.env.done()
+        _rmtree(loc.dir)
+
+
+def test_desynchronised_reply_after_a_message_keeps_nothing():
+    """A message whose size is right but whose following reply is garbage (the stream is out of
+    step): not kept, not recorded, no QUIT."""
+    one = b"Subject: one\r\n\r\nfirst\r\n"
+
+    def garbage_after(data):
+        return data + b"garbage\r\n" if b"\r\nSubject: one" in data else data
+
+    srv = Server([one])
+    srv.tamper = garbage_after
+    loc = Local()
+    try:
+        try:
+            loc.fetch(srv)
+            raise AssertionError("the garbage went unnoticed")
+        except ProtocolError as e:
+            assert "reply to NOOP is neither +OK nor -ERR" in e.msg and "isp pair:110" in e.msg, e.msg
+        assert loc.messages() == [] and loc.state() in (b"", uidstate.HEADER + b"\n")
+        assert b"QUIT" not in srv.sent() and srv.messages() == [one]
+    finally:
+        srv.env.done()
+        _rmtree(loc.dir)
+
+
+def test_stalled_server_over_the_pair():
+    """The server's reply to RETR stops half-way (nothing more will come): a timeout error naming
+    the command, nothing kept; the next session fetches the message."""
+    one = b"Subject: one\r\n\r\n" + b"z" * 500 + b"\r\n"
+    srv = Server([one])
+    srv.tamper = lambda d: d[:100] if b"\r\nSubject: one" in d else d
+    loc = Local()
+    try:
+        try:
+            loc.fetch(srv)
+            raise AssertionError("no timeout")
+        except client.Pop3Timeout as e:
+            assert "RETR 1" in e.msg, e.msg
+        assert loc.messages() == [] and b"QUIT" not in srv.sent()
+        srv.tamper = None
+        assert loc.fetch(srv)["fetched"] == 1 and loc.messages() == [one]
+    finally:
+        srv.env.done()
+        _rmtree(loc.dir)
