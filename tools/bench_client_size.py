@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Figures (not a test): `.mpy` bytes of the fetch CLI's import closure and the heap kept after
 `import pocketpost.fetch` (micropython, gc.mem_alloc after gc.collect), for this checkout or for
 a git revision (compiled from `git archive REV firmware`).
