@@ -27,7 +27,7 @@ GLUE = ("board", "admin", "safemode")
 # Which module belongs to which part (the code budget is printed per part).
 PARTS = (
     ("server", ("server", "pop3server", "smtpserver", "smtp")),
-    ("client", ("client", "fetch", "uidstate", "headers", "session", "transport", "pop3client")),
+    ("client", ("client", "fetch", "uidstate", "headers", "session", "transport", "pop3client", "oauth2")),
     ("store", ("store", "groupcommit")),
 )
 
