@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup test run bench clean deploy pseudoboard
+.PHONY: setup test run bench clean deploy pseudoboard export
 
 # Always run: tools/setup.sh checks the venv's stamp (this folder, this Python, these pins) and
 # rebuilds a missing, stale or half-made venv; when all is in place it returns at once.
@@ -30,6 +30,10 @@ PORT ?= /dev/ttyUSB0
 
 deploy: setup
 	$(BIN)/python tools/deploy.py --board $(BOARD) --port $(PORT) $(DEPLOY_ARGS)
+
+# Every mailbox of the board at PORT (or an image file) into DIR/<mailbox>/ as Maildir (docs/MIGRATE.md).
+export: setup
+	$(BIN)/python tools/ppadmin.py export $(PORT) --maildir $(DIR) --progress
 
 # The unix micropython REPL behind a pty with a littlefs image at /flash (until Ctrl-C).
 pseudoboard: setup

@@ -124,7 +124,8 @@ class Dovecot:
                 home = os.path.join(d, "home", u)
                 for sub in ("new", "cur", "tmp"):
                     os.makedirs(os.path.join(home, "Maildir", sub))
-                f.write("%s:{PLAIN}%s:%d:%d::%s::\n" % (u, p, MAIL_UID, MAIL_UID, home))
+                scheme = "" if p.startswith("{") else "{PLAIN}"  # "{SCRAM-SHA-256}...": stored as given
+                f.write("%s:%s%s:%d:%d::%s::\n" % (u, scheme, p, MAIL_UID, MAIL_UID, home))
         self._chown(os.path.join(d, "home"))
         self.port = free_port()
         self.sport = free_port()

@@ -119,7 +119,7 @@ def test_deploy_to_pseudoboard_then_boot_and_serve(tmp_path, remote_server):
     assert len(libs) >= n - 1 and all(p.endswith(".mpy") for p in libs), libs
     assert "/boot.py" in files and "/main.py" in files and "/tls/key.der" in files
     board_cfg = json.loads(files["/config.json"])
-    assert board_cfg["users"]["alice"]["password"].startswith("pbkdf2-sha256$20000$")
+    assert board_cfg["users"]["alice"]["password"].startswith("scram-sha-256$20000$")
 
     # 3. "reset": boot the image like a board; main.py starts the server from the config
     with pseudoboard.PseudoBoard(pbdir, boot=True) as pb:

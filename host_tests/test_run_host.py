@@ -43,13 +43,19 @@ def rundir(tmp_path_factory):
     """One demo image for the module (built once, ~1 s), reused by every test."""
     d = str(tmp_path_factory.mktemp("run"))
     r = subprocess.run([PY, RUN_HOST, "--dir", d, "--no-serve", "--port", str(free_port()),
-                        "--pop3s-port", str(free_port())], capture_output=True, text=True, timeout=120)
+                        "--pop3s-port", str(free_port())] + _smtp_ports(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     return d
 
 
+def _smtp_ports():
+    """Free ports for the image's SMTP receiver (the defaults, 2525/4465, may be taken here)."""
+    return ["--smtp-port", str(free_port()), "--smtps-port", str(free_port())]
+
+
 def _start(rundir, port, pop3s_port, **kw):
-    return subprocess.Popen([PY, RUN_HOST, "--dir", rundir, "--port", str(port), "--pop3s-port", str(pop3s_port)],
+    return subprocess.Popen([PY, RUN_HOST, "--dir", rundir, "--port", str(port), "--pop3s-port", str(pop3s_port)]
+                            + _smtp_ports(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True, **kw)
 
 
@@ -146,7 +152,7 @@ def test_make_run_ctrl_c_under_a_terminal_exits_0(rundir):
 
         fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
-    args = 'RUN_ARGS=--dir %s --port %d --pop3s-port %d' % (rundir, port, pop3s)
+    args = 'RUN_ARGS=--dir %s --port %d --pop3s-port %d %s' % (rundir, port, pop3s, " ".join(_smtp_ports()))
     p = subprocess.Popen(["make", "-s", "run", args], cwd=ROOT, stdin=slave, stdout=slave, stderr=slave,
                          preexec_fn=ctty, close_fds=True)
     os.close(slave)

@@ -33,7 +33,7 @@ def test_rehash_at_login_saved_atomically(tmp_path):
         assert auth.verify_password("alice pass", raw["users"]["alice"]["password"])
         assert auth.parse_hash(raw["users"]["bob"]["password"])[0] == 200  # not logged in: untouched
         assert "server" in raw and "store" in raw and not os.path.exists(s.config_path + ".tmp")
-        assert s.log().count("password rehashed to 300 iterations") == 1, s.log()  # once, not per login
+        assert s.log().count("password record now scram-sha-256, 300 iterations") == 1, s.log()  # once, not per login
         config.load(s.config_path)
         s.stop()
         s.start()  # the saved file serves the next boot

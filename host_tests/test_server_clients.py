@@ -67,7 +67,7 @@ def test_poplib_user_capa_uidl_top_retr_dele(srv):
         capa = p.capa()
         for c in ("TOP", "UIDL", "USER", "SASL", "RESP-CODES", "AUTH-RESP-CODE", "PIPELINING", "STLS", "IMPLEMENTATION"):
             assert c in capa, c
-        assert capa["SASL"] == ["PLAIN", "LOGIN"]
+        assert capa["SASL"] == ["PLAIN", "LOGIN", "SCRAM-SHA-256"]
         p.user("alice")
         assert p.pass_("alice pass").startswith(b"+OK")
         assert p.stat() == (3, sum(len(m) for m in MSGS))

@@ -13,6 +13,7 @@ BENCHES = (
     ("bench_server.py", "--store", "lfs"),  # the same on a littlefs image
     ("bench_client.py",),
     ("bench_auth.py",),
+    ("bench_smtp.py",),
     ("bench_heap.py",),
     ("bench_scale32.py",),  # needs node/npm; says so and passes without them
 )

@@ -1,4 +1,5 @@
-"""MicroPython side of `make run`: serve the image's /flash/config.json.
+"""MicroPython side of `make run`: serve the image's /flash/config.json (POP3, and SMTP when the
+config names smtp.domains).
 
     micropython tools/hostflash.py IMAGE -m hostserve
 
@@ -12,7 +13,7 @@ import sys
 
 import asyncio
 
-from pocketpost import config, log, server
+from pocketpost import config, log, smtpserver
 
 CONFIG = "/flash/config.json"
 EXIT_PORT_IN_USE = 3
@@ -23,11 +24,12 @@ def main():
     cfg = config.load(CONFIG)
     log.set_level(cfg["log"]["level"])
     try:
-        asyncio.run(server._forever(cfg))
+        asyncio.run(smtpserver._forever(cfg))  # the POP3 server, and the SMTP receiver if it has domains
     except KeyboardInterrupt:
         return
     except OSError as e:
         if e.args and e.args[0] == _EADDRINUSE:
-            print("pocketpost: port %d or %d is already in use" % (cfg["server"]["port"], cfg["server"]["pop3s_port"]))
+            print("pocketpost: one of ports %d, %d, %d, %d is already in use" % (
+                cfg["server"]["port"], cfg["server"]["pop3s_port"], cfg["smtp"]["port"], cfg["smtp"]["smtps_port"]))
             sys.exit(EXIT_PORT_IN_USE)
         raise

@@ -6,7 +6,14 @@
                      [--apop-secret S] [--force]                   --force replaces an existing user
     tools/ppadmin.py deliver IMAGE MAILBOX FILE.eml [FILE.eml ...] [--create-mailbox]
     tools/ppadmin.py ls IMAGE
+    tools/ppadmin.py check IMAGE [--repair]    every mailbox: index, files, every message read; exit 1 if
+                     problems are left (found without --repair); damaged messages go to damaged/
     tools/ppadmin.py run IMAGE SCRIPT.py                          MicroPython, image at /flash (cwd)
+    tools/ppadmin.py export IMAGE [MAILBOX ...] (--maildir DIR | --mbox FILE | --dovecot DIR)
+    tools/ppadmin.py import IMAGE MAILBOX SOURCE      (a Maildir, an mbox, a .eml file or a folder of them)
+    tools/ppadmin.py backup IMAGE FILE  /  tools/ppadmin.py restore FILE IMAGE
+    (export/import/backup/restore: tools/mailport.py, docs/MIGRATE.md; IMAGE may also be a
+    board's serial port, e.g. /dev/ttyUSB0, reached through mpremote)
     (--debug before the command: show tracebacks)
 
 Only `create` formats, and only a file it makes itself; every other command refuses a file that is
@@ -212,6 +219,25 @@ def body():
 run(body)
 """ % IMAGE_CONFIG
 
+CHECK = r"""
+import os
+from pocketpost import config, store
+from pocketpost.config import open_store
+st = open_store(config.load(%r))
+rep = st.check(repair=os.getenv("PP_REPAIR") == "1", deep=True)
+for name in sorted(rep["mailboxes"]):
+    print(store.describe(name, rep["mailboxes"][name]))
+print("problems:", rep["problems"])
+""" % IMAGE_CONFIG
+
+
+def check(image, repair=False, debug=False):
+    """Run the store check on an image; returns (output, exit status: 1 if problems are left)."""
+    out = on_image(image, CHECK, {"PP_REPAIR": "1" if repair else ""}, debug=debug)
+    found = [ln for ln in out.splitlines() if ln.startswith("problems:")]
+    left = bool(found) and found[-1] != "problems: 0" and not repair
+    return out, 1 if left or not found else 0
+
 
 # `run`: the user's script, read from the host, then run with /flash as the current directory
 # (as a board runs from its flash root), so the same file works with `mpremote run`.
@@ -392,7 +418,15 @@ def main(argv=None):
     rn = sub.add_parser("run", help="run a MicroPython script with the image at /flash (its current directory)")
     rn.add_argument("image")
     rn.add_argument("script")
+    c = sub.add_parser("check")
+    c.add_argument("image")
+    c.add_argument("--repair", action="store_true", help="fix what is found (damaged messages go to damaged/)")
+    import mailport_cli  # export/import/backup/restore (tools/mailport_cli.py)
+
+    mailport_cli.add_parsers(sub)
     args = ap.parse_args(argv)
+    if args.cmd in mailport_cli.COMMANDS:
+        return mailport_cli.run(args)
     try:
         if args.cmd == "create":
             out = create(args.image, args.size, args.config, debug=args.debug)
@@ -402,6 +436,10 @@ def main(argv=None):
             out = adduser(args.target, args.user, pw, args.iterations, args.apop_secret, args.force, debug=args.debug)
         elif args.cmd == "deliver":
             out = deliver(args.image, args.mailbox, args.files, args.create_mailbox, debug=args.debug)
+        elif args.cmd == "check":
+            out, status = check(args.image, args.repair, debug=args.debug)
+            sys.stdout.write(out)
+            return status
         elif args.cmd == "run":
             sys.stdout.flush()
             return run_script(args.image, args.script, debug=args.debug)

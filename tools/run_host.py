@@ -2,6 +2,7 @@
 """`make run`: build (or reuse) run/flash.img with a demo mailbox, then serve it under micropython.
 
     .venv/bin/python tools/run_host.py [--fresh] [--port 1100] [--pop3s-port 1995] [--dir run]
+        [--smtp-port 2525] [--smtps-port 4465]
 
 First run: a self-signed certificate (openssl, DER for MicroPython, PEM copies for CPython) in
 run/tls/, a 2 MiB littlefs image run/flash.img holding /flash/config.json (boards/host/config.json
@@ -11,8 +12,11 @@ messages (one with a base64 attachment). Later runs reuse the image (--fresh reb
 its users and mail stay); without them the image's own ports are used.
 The banner lists the users in the image's own config (and the demo password only while the
 demo user still has it). A port already taken is refused in one line before anything starts.
-The server then runs in the foreground: micropython tools/hostflash.py run/flash.img -m
-hostserve (tools/hostserve.py), holding the image lock. Ctrl-C stops it with one line and exit status 0.
+A new image also gets the SMTP receiver for DEMO_DOMAIN (demo@ and postmaster@ land in "demo"):
+port 25 style with STARTTLS on --smtp-port, submission over implicit TLS with AUTH on
+--smtps-port (kept in the image like the POP3 ports).
+The POP3 server and the SMTP receiver then run in the foreground: micropython tools/hostflash.py
+run/flash.img -m hostserve (tools/hostserve.py), holding the image lock. Ctrl-C stops it with one line and exit status 0.
 """
 
 import argparse
@@ -37,6 +41,9 @@ IMAGE_SIZE = 2 * 1024 * 1024  # the vfs partition of a 4 MiB ESP32
 BLOCK_SIZE = 4096  # tools/hostflash.py BLOCK_SIZE: the ESP32 flash erase sector
 DEFAULT_PORT = 1100
 DEFAULT_POP3S_PORT = 1995
+DEMO_DOMAIN = "pocketpost.local"  # the SMTP receiver's domain in a new image
+DEFAULT_SMTP_PORT = 2525
+DEFAULT_SMTPS_PORT = 4465
 EXIT_PORT_IN_USE = 3  # tools/hostserve.py exits with it too
 STOP_WAIT_S = 10  # after Ctrl-C, how long the server may take to unmount the image and exit
 
@@ -98,29 +105,35 @@ def body():
     cfg = config.load_raw("/flash/config.json")
     cfg["server"]["port"] = int(os.getenv("PP_PORT"))
     cfg["server"]["pop3s_port"] = int(os.getenv("PP_POP3S_PORT"))
+    sm = cfg.setdefault("smtp", {})
+    sm["port"] = int(os.getenv("PP_SMTP_PORT"))
+    sm["smtps_port"] = int(os.getenv("PP_SMTPS_PORT"))
     config.check(cfg)
     config.save("/flash/config.json", cfg)
 run(body)
 """
 
 
-def set_ports(rundir, image, port, pop3s_port):
+def set_ports(rundir, image, port, pop3s_port, smtp_port, smtps_port):
     """Change the ports in the image's config (and its host-side copy), keeping its users and mail."""
-    print("%s: serving on ports %d and %d from now on" % (image, port, pop3s_port))
-    ppadmin.on_image(image, SET_PORTS, {"PP_PORT": str(port), "PP_POP3S_PORT": str(pop3s_port)})
+    print("%s: serving on ports %d and %d (SMTP %d and %d) from now on" % (image, port, pop3s_port, smtp_port,
+                                                                           smtps_port))
+    ppadmin.on_image(image, SET_PORTS, {"PP_PORT": str(port), "PP_POP3S_PORT": str(pop3s_port),
+                                        "PP_SMTP_PORT": str(smtp_port), "PP_SMTPS_PORT": str(smtps_port)})
     cfgpath = os.path.join(rundir, "config.json")
     try:
         with open(cfgpath) as f:
             cfg = json.load(f)
         cfg["server"]["port"] = port
         cfg["server"]["pop3s_port"] = pop3s_port
+        cfg.setdefault("smtp", {}).update({"port": smtp_port, "smtps_port": smtps_port})
         with open(cfgpath, "w") as f:
             json.dump(cfg, f, indent=2)
     except (OSError, ValueError, KeyError):  # the host-side copy is a convenience only
         pass
 
 
-def build_image(rundir, port, pop3s_port):
+def build_image(rundir, port, pop3s_port, smtp_port=DEFAULT_SMTP_PORT, smtps_port=DEFAULT_SMTPS_PORT):
     tlsdir = os.path.join(rundir, "tls")
     make_cert(tlsdir)
     image = os.path.join(rundir, "flash.img")
@@ -129,6 +142,8 @@ def build_image(rundir, port, pop3s_port):
         cfg = json.load(f)
     cfg["server"]["port"] = port
     cfg["server"]["pop3s_port"] = pop3s_port
+    cfg["smtp"].update({"port": smtp_port, "submission_port": 0, "smtps_port": smtps_port, "domains": [DEMO_DOMAIN],
+                        "aliases": {"postmaster": DEMO_USER}})
     sys.path.insert(0, os.path.join(ROOT, "firmware"))
     from pocketpost import config
 
@@ -235,7 +250,28 @@ def give_back_terminal(held):
             pass
 
 
-def banner(image, cfg, port, pop3s_port, cert):
+def smtp_banner(cfg, port, smtp_port, smtps_port, cert, u, pw):
+    """How to send mail to the image's SMTP receiver (or why it is off)."""
+    sm = (cfg or {}).get("smtp") or {}
+    doms = sm.get("domains") or []
+    if not doms:
+        return ("SMTP receiver: off (no smtp.domains in the image's config; make run RUN_ARGS=--fresh builds an image\n"
+                "  with one, or set them in /flash/config.json)\n")
+    d = doms[0]
+    rcpt = (u if u != "USER" else "postmaster") + "@" + d
+    return """SMTP receiver for %(doms)s: port %(sp)d (STARTTLS), port %(ss)d (implicit TLS, AUTH)
+Send mail to it, then read it over POP3 as above:
+  printf 'Subject: hi\\r\\n\\r\\nhello\\r\\n' > /tmp/m.eml
+  curl smtp://127.0.0.1:%(sp)d --mail-from you@example.org --mail-rcpt %(rcpt)s --upload-file /tmp/m.eml
+  curl --cacert %(cert)s -u %(u)s:%(pw)s smtps://localhost:%(ss)d --mail-from %(rcpt)s \\
+       --mail-rcpt %(rcpt)s --upload-file /tmp/m.eml
+  swaks --server 127.0.0.1 --port %(sp)d --to %(rcpt)s --tls          # STARTTLS
+  curl -u %(u)s:%(pw)s pop3://127.0.0.1:%(p)d/                    # the new message is the last one
+""" % {"doms": ", ".join(doms), "sp": smtp_port, "ss": smtps_port, "rcpt": rcpt, "cert": cert, "u": u, "pw": pw,
+       "p": port}
+
+
+def banner(image, cfg, port, pop3s_port, cert, smtp_port=DEFAULT_SMTP_PORT, smtps_port=DEFAULT_SMTPS_PORT):
     users = sorted((cfg or {}).get("users", {}).items())
     demo = [n for n, u in users if n == DEMO_USER and still_demo_password(u)]
     if cfg is None:
@@ -247,7 +283,7 @@ def banner(image, cfg, port, pop3s_port, cert):
     u = demo[0] if demo else (users[0][0] if users else "USER")
     pw = DEMO_PASSWORD if demo else "PASSWORD"
     return """
-pocketpost POP3 server on 127.0.0.1 (image %(image)s)
+pocketpost POP3 server and SMTP receiver on 127.0.0.1 (image %(image)s)
   POP3 + STLS : port %(p)d        POP3S (implicit TLS): port %(s)d
   users       : %(accounts)s
   certificate : %(cert)s (self-signed)
@@ -262,10 +298,12 @@ Thunderbird: Account Settings > Account Actions > Add Mail Account > Configure m
   Incoming: POP3, server 127.0.0.1, port %(s)d, Connection security SSL/TLS
             (or port %(p)d with STARTTLS), Authentication "Normal password", username %(u)s
   Accept the self-signed certificate when asked. Tick "Leave messages on server" to keep them.
+%(smtp)s
 Add users / deliver mail (server stopped): tools/ppadmin.py adduser %(image)s NAME;
   tools/ppadmin.py deliver %(image)s NAME FILE.eml
 Ctrl-C stops the server.
-""" % {"image": image, "p": port, "s": pop3s_port, "u": u, "pw": pw, "cert": cert, "accounts": accounts}
+""" % {"image": image, "p": port, "s": pop3s_port, "u": u, "pw": pw, "cert": cert, "accounts": accounts,
+       "smtp": smtp_banner(cfg, port, smtp_port, smtps_port, cert, u, pw)}
 
 
 def main():
@@ -275,6 +313,10 @@ def main():
                     help="POP3 port, kept in the image for later runs (default: the image's; %d for a new one)" % DEFAULT_PORT)
     ap.add_argument("--pop3s-port", type=int, default=None,
                     help="POP3S port, kept in the image (default: the image's; %d for a new one)" % DEFAULT_POP3S_PORT)
+    ap.add_argument("--smtp-port", type=int, default=None,
+                    help="SMTP port, kept in the image (default: the image's; %d for a new one)" % DEFAULT_SMTP_PORT)
+    ap.add_argument("--smtps-port", type=int, default=None,
+                    help="SMTPS port, kept in the image (default: the image's; %d for a new one)" % DEFAULT_SMTPS_PORT)
     ap.add_argument("--fresh", action="store_true", help="rebuild the image (its users and mail are lost)")
     ap.add_argument("--no-serve", action="store_true", help="build the image only")
     args = ap.parse_args()
@@ -286,20 +328,29 @@ def main():
                 os.unlink(image)
         if not os.path.exists(image):
             print("building %s ..." % image)
-            build_image(args.dir, args.port or DEFAULT_PORT, args.pop3s_port or DEFAULT_POP3S_PORT)
+            build_image(args.dir, args.port or DEFAULT_PORT, args.pop3s_port or DEFAULT_POP3S_PORT,
+                        args.smtp_port or DEFAULT_SMTP_PORT, args.smtps_port or DEFAULT_SMTPS_PORT)
         cfg = image_config(image)
         sv = (cfg or {}).get("server", {})
         port = args.port or sv.get("port") or DEFAULT_PORT
         pop3s_port = args.pop3s_port or sv.get("pop3s_port") or DEFAULT_POP3S_PORT
+        sm = (cfg or {}).get("smtp") or {}
+        smtp_port = args.smtp_port or sm.get("port") or DEFAULT_SMTP_PORT
+        smtps_port = args.smtps_port or sm.get("smtps_port") or DEFAULT_SMTPS_PORT
         host = sv.get("host") or "127.0.0.1"
         if not args.no_serve:  # a port already taken: refused before anything changes
-            for what, p in (("POP3", port), ("POP3S", pop3s_port)):
+            ports = [("POP3", port, "--port N --pop3s-port M"), ("POP3S", pop3s_port, "--port N --pop3s-port M")]
+            if sm.get("domains"):
+                ports += [("SMTP", smtp_port, "--smtp-port N --smtps-port M"),
+                          ("SMTPS", smtps_port, "--smtp-port N --smtps-port M")]
+            for what, p, hint in ports:
                 if p and port_in_use(host, p):
                     sys.stderr.write('make run: %s port %d on %s is already in use; choose free ports with '
-                                     'make run RUN_ARGS="--port N --pop3s-port M"\n' % (what, p, host))
+                                     'make run RUN_ARGS="%s"\n' % (what, p, host, hint))
                     return EXIT_PORT_IN_USE
-        if cfg is not None and (port, pop3s_port) != (sv.get("port"), sv.get("pop3s_port")):
-            set_ports(args.dir, image, port, pop3s_port)  # in place: the image's users and mail stay
+        if cfg is not None and (port, pop3s_port, smtp_port, smtps_port) != (
+                sv.get("port"), sv.get("pop3s_port"), sm.get("port"), sm.get("smtps_port")):
+            set_ports(args.dir, image, port, pop3s_port, smtp_port, smtps_port)  # in place: users and mail stay
         lock = None
         if not args.no_serve:
             lock = hostimage.ImageLock(image)  # held until the server ends (the child inherits it)
@@ -308,7 +359,7 @@ def main():
         sys.stderr.write("run_host: %s\n" % e)
         return 2
     cert = os.path.join(args.dir, "tls", "cert.pem")
-    print(banner(image, cfg, port, pop3s_port, cert))
+    print(banner(image, cfg, port, pop3s_port, cert, smtp_port, smtps_port))
     if args.no_serve:
         return 0
     env = dict(os.environ)

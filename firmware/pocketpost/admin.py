@@ -6,6 +6,7 @@ config (users), store (mailboxes), client (fetching) and board (what is running)
     mpremote exec "from pocketpost import admin; admin.deliver('alice', 'Hello from the REPL')"
     mpremote exec "from pocketpost import admin; admin.mailboxes()"
     mpremote exec "from pocketpost import admin; admin.fetch_now()"
+    mpremote exec "from pocketpost import admin; admin.check()"          # admin.check(repair=True)
 
 Each helper prints a human summary and returns the data (None from the prompt-only ones).
 Connecting with mpremote interrupts main.py: the services stop until `machine.reset()`.
@@ -32,7 +33,8 @@ def _store(cfg):
 
 
 def add_user(name, password, config_path=CONFIG_PATH, iterations=None):
-    """Add (or replace) a POP3 user: the password is stored as a PBKDF2 hash in config.json,
+    """Add (or replace) a POP3 user: config.json keeps only the SCRAM-SHA-256 record (PBKDF2 salt,
+    iterations, StoredKey, ServerKey),
     with the board's iteration count (config "server"/"pbkdf2_iterations") unless given."""
     from pocketpost import config
 
@@ -133,6 +135,25 @@ def mailboxes(config_path=CONFIG_PATH):
             print("%-20s %5d messages %9d octets" % (name, count, size))
     if not rows:
         print("no mailboxes")
+
+
+def check(repair=False, deep=True, config_path=CONFIG_PATH):
+    """Check every mailbox (store.Store.check): index records, index against the files, every
+    message read to its end (deep); with repair=True fix what was found (damaged messages go to
+    <mailbox>/damaged/). Prints one line per mailbox; returns the report."""
+    from pocketpost import store as store_mod
+
+    rep = _store(_cfg(config_path)).check(repair=repair, deep=deep)
+    for name in sorted(rep["mailboxes"]):
+        print(store_mod.describe(name, rep["mailboxes"][name]))
+    if not rep["mailboxes"]:
+        print("no mailboxes")
+    if rep["problems"]:
+        print("%d problem(s) %s" % (rep["problems"], "repaired" if repair else
+                                     "found: admin.check(repair=True) fixes them"))
+    else:
+        print("store ok")
+    return rep
 
 
 def fetch_now(account=None, config_path=CONFIG_PATH):

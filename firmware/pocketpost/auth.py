@@ -1,7 +1,26 @@
-"""Password hashes, constant-time compare, APOP digest and SASL PLAIN decoding.
+"""Password records, constant-time compare, APOP digest, SASL PLAIN and SCRAM-SHA-256.
 
-Passwords live on flash only as salted PBKDF2-HMAC-SHA256 hashes:
+A user's password lives on flash as the record SCRAM-SHA-256 needs (RFC 5802, RFC 7677):
+    "scram-sha-256$<iterations>$<salt hex>$<StoredKey hex>$<ServerKey hex>"
+where SaltedPassword = PBKDF2-HMAC-SHA256(password, salt, iterations), ClientKey =
+HMAC(SaltedPassword, "Client Key"), StoredKey = SHA-256(ClientKey), ServerKey =
+HMAC(SaltedPassword, "Server Key"). One record serves every mechanism: SCRAM uses it as is;
+USER/PASS, PLAIN and LOGIN compute SaltedPassword from the password (in slices, `Verify`), then
+ClientKey, and compare SHA-256(ClientKey) with StoredKey. Neither key logs anyone in: SCRAM's
+proof needs ClientKey (StoredKey is its hash), the others need the password. The older record
     "pbkdf2-sha256$<iterations>$<salt hex>$<hash hex>"
+is exactly SCRAM's SaltedPassword: it still verifies (its keys are derived when it is read,
+`parse_hash`), and the server stores it in the new form at the next successful login (by any
+mechanism: SCRAM needs no password for that), dropping SaltedPassword (which would log in).
+
+The SCRAM exchange itself (both sides, sans-I/O) is in scram.py, imported only when a peer
+uses it (its code would otherwise take heap on every board). SCRAM here: SHA-256 only, no channel binding ("n,,"; no -PLUS), no SASLprep (names and passwords
+are used as their UTF-8 bytes: the same for ASCII, which is what config names allow). RFC 7677
+says the iteration count SHOULD be at least 4096; a board's count is what its watchdog and a
+login's latency allow (boards/*/config.json: 700..1300 on ESP32s, ~0.3 s per login), and one
+record serves every mechanism, so SCRAM announces the stored count even when it is below 4096.
+A client refuses a count above its own limit (`scram.ScramClient(max_iterations=)`): a server must not
+make a board hash for minutes.
 The iteration count is per board (config "server"/"pbkdf2_iterations"): an ESP32 needs a
 count that keeps one login well under a second, a host can afford far more. A stored hash with
 another count is rehashed to the board's at the next successful login (pop3server), and a count
@@ -26,7 +45,8 @@ import hashlib
 
 from pocketpost.compat import const, urandom
 
-SCHEME = "pbkdf2-sha256"
+SCHEME = "pbkdf2-sha256"  # the old record form, read and upgraded
+SCRAM = "scram-sha-256"
 # Default iterations when the config names none. Boards override it (boards/*/config.json):
 # at ~0.3 ms per iteration on an ESP32, 1000 is about 0.3 s per login; the host can do more.
 DEFAULT_ITERATIONS = const(1000)
@@ -118,18 +138,22 @@ def pbkdf2_sha256(password, salt, iterations, dklen=_DKLEN):
 
 
 class Verify:
-    """A password check against a stored hash, in steps like Pbkdf2: `step(n)` until True, then
-    `ok`. `pad_to`: a stored hash with fewer iterations is followed by spare ones up to this
-    count, so every check costs at least the board's count (a hash made elsewhere, with a
-    smaller count, does not answer faster than an unknown user does)."""
+    """A password check against a stored record, in steps like Pbkdf2: `step(n)` until True,
+    then `ok`. Both record forms cost the same: SaltedPassword by PBKDF2, then ClientKey and its
+    hash against StoredKey. `pad_to`: a record with fewer iterations is followed by spare ones up
+    to this count, so every check costs at least the board's count (a hash made elsewhere, with a
+    smaller count, does not answer faster than an unknown user does). After a match, `salted`
+    is the SaltedPassword and `legacy` says the record was the old pbkdf2-sha256 form."""
 
     def __init__(self, password, stored, pad_to=0):
         self.ok = False
+        self.salted = None
         try:
-            it, salt, self.dk = parse_hash(stored)
+            it, salt, self.stored_key, _, self.legacy = parse_hash(stored)
         except AuthError:  # config.check refuses these: pay the padding only
-            it, salt, self.dk = 1, b"", None
+            it, salt, self.stored_key, self.legacy = 1, b"", None, False
         self.iterations = it
+        self.salt = salt
         self.job = Pbkdf2(password, salt, it)
         self.spare = pad_to - it if pad_to > it else 0
         self.pad = None
@@ -138,7 +162,11 @@ class Verify:
         if self.job is not None:
             if not self.job.step(n):
                 return False
-            self.ok = self.dk is not None and equal(self.job.digest(), self.dk)
+            sp = self.job.digest()
+            h = hashlib.sha256(hmac_sha256(sp, b"Client Key")).digest()
+            self.ok = self.stored_key is not None and equal(h, self.stored_key)
+            if self.ok:
+                self.salted = sp
             self.job = None
             if self.spare:
                 self.pad = Pbkdf2(b"", b"", self.spare + 1)
@@ -159,35 +187,65 @@ def equal(a, b):
     return diff == 0
 
 
+def scram_keys(salted):
+    """SaltedPassword -> (StoredKey, ServerKey) (RFC 5802 section 3)."""
+    return hashlib.sha256(hmac_sha256(salted, b"Client Key")).digest(), hmac_sha256(salted, b"Server Key")
+
+
 def hash_password(password, iterations=None, salt=None):
+    """A new record ("scram-sha-256$..."): what add_user and the tools store."""
     if iterations is None:
         iterations = DEFAULT_ITERATIONS
     if iterations < 1 or iterations > MAX_ITERATIONS:
         raise AuthError("bad iteration count")
     if salt is None:
         salt = urandom(SALT_BYTES)
-    return format_hash(iterations, salt, pbkdf2_sha256(password, salt, iterations))
+    return scram_record(iterations, salt, pbkdf2_sha256(password, salt, iterations))
+
+
+def scram_record(iterations, salt, salted):
+    """The stored record for a SaltedPassword: its keys only, never SaltedPassword itself."""
+    sk, svk = scram_keys(salted)
+    return format_record(iterations, salt, sk, svk)
+
+
+def format_record(iterations, salt, stored_key, server_key):
+    return "%s$%d$%s$%s$%s" % (SCRAM, iterations, _hexs(salt), _hexs(stored_key), _hexs(server_key))
 
 
 def format_hash(iterations, salt, dk):
-    return "%s$%d$%s$%s" % (SCHEME, iterations, binascii.hexlify(salt).decode(), binascii.hexlify(dk).decode())
+    """The old record form (SaltedPassword in clear): still read, no longer written (tests make
+    one to check the upgrade)."""
+    return "%s$%d$%s$%s" % (SCHEME, iterations, _hexs(salt), _hexs(dk))
+
+
+def _hexs(b):
+    return binascii.hexlify(b).decode()
 
 
 def parse_hash(stored):
-    """"pbkdf2-sha256$iter$salthex$hashhex" -> (iterations, salt, hash). Raises AuthError."""
+    """A stored record, either form -> (iterations, salt, StoredKey, ServerKey, legacy).
+    The old form's keys are derived here (legacy True). Raises AuthError."""
     parts = stored.split("$") if isinstance(stored, str) else []
-    if len(parts) != 4 or parts[0] != SCHEME:
+    if len(parts) == 5 and parts[0] == SCRAM:
+        legacy = False
+    elif len(parts) == 4 and parts[0] == SCHEME:
+        legacy = True
+    else:
         raise AuthError("unknown password scheme")
     try:
         it = int(parts[1])
         salt = binascii.unhexlify(parts[2])
-        dk = binascii.unhexlify(parts[3])
+        k1 = binascii.unhexlify(parts[3])
+        k2 = binascii.unhexlify(parts[4]) if not legacy else k1
     except (ValueError, TypeError):
         raise AuthError("malformed password hash")
     # One PBKDF2 block only: a longer stored hash would multiply the work of every login.
-    if it < 1 or it > MAX_ITERATIONS or len(dk) != _DKLEN or len(salt) > MAX_SALT_BYTES:
+    if it < 1 or it > MAX_ITERATIONS or len(k1) != _DKLEN or len(k2) != _DKLEN or len(salt) > MAX_SALT_BYTES:
         raise AuthError("malformed password hash")
-    return it, salt, dk
+    if legacy:
+        k1, k2 = scram_keys(k1)
+    return it, salt, k1, k2, legacy
 
 
 def verify_password(password, stored):
@@ -233,3 +291,7 @@ def sasl_plain(blob):
     if len(parts) != 3 or not parts[1]:
         raise AuthError("bad PLAIN message")
     return parts[0], parts[1], parts[2]
+
+
+def b64encode(raw):
+    return binascii.b2a_base64(raw).rstrip(b"\n")

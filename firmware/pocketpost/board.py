@@ -66,6 +66,7 @@ SERVICE_SERVER = True  # run the POP3 server
 # Backstop on top of an account's session_timeout (the client checks it at every wait; this
 # catches what it cannot, e.g. a slow flash): the account's fetch task is cancelled there.
 FETCH_DEADLINE_SLACK_S = 30  # not const(): tests lower it
+SERVICE_SMTP = True  # run the SMTP receiver (only ever started when the config names smtp.domains)
 FETCH_INTERVAL_S = const(0)  # 0: no fetch schedule; else fetch every account every N seconds
 RESTART_BACKOFF_MS = const(1000)  # first pause before restarting a failed service; doubles
 RESTART_BACKOFF_MAX_MS = const(60000)
@@ -415,6 +416,7 @@ class Runner:
         self.watchdog = None  # type: Watchdog | None
         self.supervisor = Supervisor(reset=self.hw.reset)
         self.server = None  # the pocketpost.server Server while it runs
+        self.smtp = None  # the pocketpost.smtpserver SmtpServer while it runs
         self.config_path = None  # where cfg came from (main sets it)
         self.store = None
         self.fetches = {}  # type: dict
@@ -454,6 +456,19 @@ class Runner:
                 srv.close()
             except OSError:
                 pass
+
+    async def serve_smtp(self):
+        from pocketpost import smtpserver
+
+        # The POP3 server's login service when it is up: one failed-login throttle for both.
+        srv = await smtpserver.start(self.cfg, self.store, getattr(self.server, "svc", None))
+        self.smtp = srv
+        try:
+            while True:
+                await _sleep_ms(3600000)
+        finally:
+            self.smtp = None
+            srv.close()
 
     async def fetch_schedule(self, interval_s):
         """One task per account, each on its own schedule and under its own deadline (the
@@ -496,6 +511,27 @@ class Runner:
                     log.warning("fetch %s failed: %s", name, _exc_line(e))
             await _sleep_ms(interval_s * 1000)
 
+    async def check_store(self):
+        """The cheap part of the store check, repairing (what the first lock would do anyway):
+        index records, index against the files, leftover intent logs and temp files. One
+        mailbox at a time, yielding in between, so the watchdog task keeps feeding."""
+        from pocketpost import store as store_mod
+
+        try:
+            names = self.store.mailboxes()
+        except Exception as e:  # a store that cannot be checked is still worth serving
+            log.error("store check failed: %s", _exc_line(e))
+            return
+        for name in names:
+            try:
+                rep = self.store.check(repair=True, names=[name])
+            except Exception as e:
+                log.error("store check of %s failed: %s", name, _exc_line(e))
+                continue
+            if rep["problems"]:
+                log.warning("store check: %s", store_mod.describe(name, rep["mailboxes"][name]))
+            await _sleep_ms(0)
+
     async def run(self, secrets_path=None):
         cfg = self.cfg
         hw = self.hw
@@ -526,9 +562,12 @@ class Runner:
         if not clock_is_set():
             log.warning("clock not set: TLS certificate checks will fail until NTP succeeds")
         self.store = open_store(cfg)
+        await self.check_store()
         sv = _section(cfg, "services")
         if sv.get("server", SERVICE_SERVER):
             self.supervisor.add("server", self.serve)
+        if sv.get("smtp", SERVICE_SMTP) and (cfg.get("smtp") or {}).get("domains"):
+            self.supervisor.add("smtp", self.serve_smtp)
         interval = sv.get("fetch_interval_s", FETCH_INTERVAL_S)
         if interval and cfg.get("accounts"):
             self.supervisor.add("fetch", lambda: self.fetch_schedule(interval))

@@ -92,7 +92,7 @@ _DAY = const(86400)
 
 _POLICIES = ("delete", "keep", "keep_days")
 _TLS_MODES = ("implicit", "stls", "none")
-_AUTHS = ("auto", "plain", "user", "apop", "xoauth2", "oauthbearer")
+_AUTHS = ("auto", "scram-sha-256", "plain", "user", "apop", "xoauth2", "oauthbearer")
 _OAUTH = ("xoauth2", "oauthbearer")  # OAuth: SASL with an OAuth access token (oauth2.py)
 _OVERSIZE = ("skip", "headers")
 
@@ -435,6 +435,10 @@ class Pop3Client:
                     rep = await self._status()
                     if rep.ok is not True:
                         raise AuthFailed("%s: AUTH PLAIN: %s" % (self.where, _text(rep.text)), rep.code)
+            elif m == "scram-sha-256":  # SCRAM (scram.py, loaded only here): no password on the wire
+                from pocketpost import scram
+
+                await scram.pop3_auth(self, user, password, AuthFailed)
             elif m == "apop":
                 if self.timestamp is None:
                     raise AuthFailed("%s: APOP: the server's greeting has no timestamp: use auth \"auto\"" % self.where)
@@ -456,9 +460,12 @@ class Pop3Client:
             raise AuthFailed("login failed (%s): %s: check the user name and password" % (m, e.msg), e.code)
 
     def best_auth(self):
-        """Strongest offered. Without TLS, APOP first (the password never crosses the wire);
-        over TLS, SASL PLAIN first (APOP's MD5 challenge adds nothing there)."""
+        """Strongest offered. SCRAM-SHA-256 first when offered (the password never crosses the
+        wire, and the server proves it knows it). Then without TLS, APOP (no password on the
+        wire either); over TLS, SASL PLAIN (APOP's MD5 challenge adds nothing there)."""
         caps = self.caps
+        if caps is not None and "SCRAM-SHA-256" in caps.get("SASL", ()):
+            return "scram-sha-256"
         offered = []
         if caps is not None and "PLAIN" in caps.get("SASL", ()):
             offered.append("plain")

@@ -150,9 +150,16 @@ def sync_dir(path):
 
 
 def free_bytes(path):
-    """Free space on the filesystem holding path, and its block size."""
+    """Free space on the filesystem holding path, and its block size. littlefs counts blocks in
+    use best effort, never below the real use but sometimes above (shared copy-on-write blocks),
+    and near full above the flash size; MicroPython's statvfs then reports block_count - used
+    wrapped to a huge unsigned "free" (seen: 4294967293 free of 96 blocks). More free blocks than
+    blocks is read as none: the store's reserve for deletions must not be given away on a guess."""
     st = os.statvfs(path)
-    return st[0] * st[4], st[0]
+    bfree = st[4]
+    if bfree > st[2]:
+        bfree = 0
+    return st[0] * bfree, st[0]
 
 
 def urandom(n):
@@ -186,3 +193,20 @@ def listdir_stat(path):
         is_dir = e.is_dir()
         out.append((e.name, is_dir, 0 if is_dir else e.stat().st_size))
     return out
+
+
+
+def iter_files(path):
+    """Yield (name, size) for each file of a directory (subdirectories left out), as the listing
+    goes: no list of the directory and no stat per entry where the port gives sizes (VfsLfs2's
+    ilistdir). Why: the store checks every bucket against the index at boot in fixed RAM."""
+    il = getattr(os, "ilistdir", None)
+    if il is not None:
+        for e in il(path):
+            if e[1] != 0x4000:
+                size = e[3] if len(e) > 3 else -1
+                yield e[0], size if size >= 0 else os.stat(join(path, e[0]))[6]
+        return
+    for e in os.scandir(path):
+        if not e.is_dir():
+            yield e.name, e.stat().st_size

@@ -3,7 +3,7 @@
 Layout (see boards/host/config.json):
     {"store":  {"root", "quota", "reserve"},
      "server": {listen address, ports, TLS files, auth policy, limits},
-     "users":  {name: {"password": "pbkdf2-sha256$...", "mailbox": name, "apop_secret": null}},
+     "users":  {name: {"password": "scram-sha-256$...", "mailbox": name, "apop_secret": null}},
      "accounts": [...],           # the POP3 client's; client.py checks each (config only the transport)
      "log":    {"level": "info"},
      ... other top-level keys ("wifi", "ntp", "watchdog", ...) are board glue: kept untouched.}
@@ -75,6 +75,42 @@ SERVER_DEFAULTS = {
     "auth_delays": [2, 4, 8, 15],
     "auth_fail_window": 600,  # seconds after which an address's failure count is forgotten
     "block_size": 1024,  # RETR/TOP file block; the out buffer is the same size
+}
+
+# The SMTP receiver (smtpserver.py, smtp.py). Off while "domains" is empty: with no local domain
+# there is no address it could accept mail for. Passwords, hostname, TLS files, plaintext_auth,
+# trusted_networks and the failed-login delays are the "server" section's (one set of users).
+SMTP_DEFAULTS = {
+    # Ports: 25/587/465 need root on a host; the demo uses 2525/2587/4465. A board sets 25/587/465.
+    "port": 2525,  # RFC 5321 relay-to-MX port, STARTTLS when cert/key are set; 0 disables
+    "submission_port": 2587,  # RFC 6409 submission with STARTTLS, AUTH required; 0 disables
+    "smtps_port": 4465,  # RFC 8314 submission over implicit TLS, AUTH required; 0 disables
+    "domains": [],  # mail domains delivered here, e.g. ["home.example"]
+    "aliases": {},  # "local@domain" or "local" -> user (its mailbox) or mailbox name
+    "subaddress": "+",  # "user+tag@domain" delivers to user; "" turns subaddressing off
+    "catch_all": {},  # domain -> user or mailbox for every other local part; absent: 550
+    # Largest message (octets of DATA text, advertised as SIZE, RFC 1870). A 4 MB ESP32 keeps
+    # ~1-2 MB of flash for mail: one message may not take all of it.
+    "max_message_size": 1024 * 1024,
+    "max_recipients": 100,  # RFC 5321 4.5.3.1.8: at least 100 recipients must be accepted
+    # Distinct mailboxes one message goes to: each holds an open file (a littlefs cache block)
+    # while DATA streams. More recipients than that get 452 4.5.3 (the sender retries them).
+    "max_mailboxes": 4,
+    # RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with CRLF; it also bounds command
+    # lines (4.5.3.1.4's 512) so an AUTH PLAIN initial response of a long name fits (RFC 4954).
+    "max_line": 1000,
+    "max_sessions": 2,  # concurrent SMTP sessions (on top of the POP3 server's)
+    "max_sessions_per_addr": 1,  # one host must not take every slot
+    # RFC 5321 4.5.3.2.7: the server waits at least 5 minutes for the next command.
+    "command_timeout": 300,
+    # RFC 5321 4.5.3.2.5: the sender's own DATA-block bound is 3 minutes; the longest we wait
+    # for the next bytes of a message.
+    "data_timeout": 180,
+    # From connect until MAIL (port 25) or a successful AUTH (submission): a scanner or a
+    # silent peer frees its slot sooner than the full command timeout.
+    "preauth_timeout": 60,
+    "max_auth_failures": 3,  # per session; then 421 and close (delays: server.auth_delays)
+    "block_size": 1024,  # DATA read buffer and unstuffed-output buffer, each
 }
 
 LOG_DEFAULTS = {"level": "info"}
@@ -217,7 +253,7 @@ def check(cfg):
         try:
             its = auth.parse_hash(pw)[0]
         except auth.AuthError:
-            raise ConfigError("config: users.%s.password must be a pbkdf2-sha256 hash" % name)
+            raise ConfigError("config: users.%s.password must be a scram-sha-256 (or pbkdf2-sha256) record" % name)
         if its > ceiling:
             raise ConfigError("config: users.%s.password has %d PBKDF2 iterations, above this board's ceiling %d"
                               " (%s): set the password again here" % (name, its, ceiling, why))
@@ -237,11 +273,44 @@ def check(cfg):
         _check_transport(a)
     out["accounts"] = acc  # client.py checks the rest of each account
 
+    out["smtp"] = _check_smtp(_merge(SMTP_DEFAULTS, cfg.get("smtp"), "smtp"))
+
     lg = _merge(LOG_DEFAULTS, cfg.get("log"), "log")
     if lg["level"] not in ("debug", "info", "warning", "error"):
         raise ConfigError("config: log.level must be debug, info, warning or error")
     out["log"] = lg
     return out
+
+
+def _check_smtp(sm):
+    for key in ("port", "submission_port", "smtps_port"):
+        _num(sm, "smtp", key, 0, 65535)
+    doms = sm["domains"]
+    if not isinstance(doms, list):
+        raise ConfigError("config: smtp.domains must be a list")
+    for d in doms:
+        if not isinstance(d, str) or not d or "@" in d or " " in d:
+            raise ConfigError("config: bad domain %r" % (d,))
+    for key in ("aliases", "catch_all"):
+        m = sm[key]
+        if not isinstance(m, dict):
+            raise ConfigError("config: smtp.%s must be an object" % key)
+        for k in m:
+            if not isinstance(m[k], str) or not valid_name(m[k]):
+                raise ConfigError("config: smtp.%s.%s must name a user or mailbox" % (key, k))
+    if not isinstance(sm["subaddress"], str) or len(sm["subaddress"]) > 1:
+        raise ConfigError("config: smtp.subaddress must be one character or empty")
+    _num(sm, "smtp", "max_message_size", 1024)
+    _num(sm, "smtp", "max_recipients", 100, 10000)  # RFC 5321 asks for at least 100
+    _num(sm, "smtp", "max_mailboxes", 1, 64)
+    _num(sm, "smtp", "max_line", 512, 65536)  # RFC 5321 4.5.3.1.4: command lines of 512
+    _num(sm, "smtp", "max_sessions", 1, 1000)
+    _num(sm, "smtp", "max_sessions_per_addr", 1, 1000)
+    for key in ("command_timeout", "data_timeout", "preauth_timeout"):
+        _num(sm, "smtp", key, 0.1, None, float)
+    _num(sm, "smtp", "max_auth_failures", 1, 100)
+    _num(sm, "smtp", "block_size", 256, 65536)
+    return sm
 
 
 def _check_transport(a):

@@ -1,4 +1,4 @@
-"""Sans-I/O POP3 server session (RFC 1939, 2449, 3206, 5034, 2595; SASL PLAIN and LOGIN).
+"""Sans-I/O POP3 server session (RFC 1939, 2449, 3206, 5034, 2595; SASL PLAIN, LOGIN, SCRAM-SHA-256).
 
 Theory of operation
 -------------------
@@ -28,6 +28,8 @@ is False) uses `PlainProducer` instead: the file is read straight into the shell
 handed out unchanged (no stuffing pass, no copy, no block buffer of its own), then ".\r\n".
 """
 
+import hashlib
+
 from pocketpost import auth, log
 from pocketpost.config import SERVER_DEFAULTS, parse_cidr, parse_ipv4
 from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
@@ -55,6 +57,10 @@ IMPLEMENTATION = "pocketpost"
 _SASL_PLAIN = const(1)
 _LOGIN_USER = const(2)
 _LOGIN_PASS = const(3)
+_SCRAM_FIRST = const(4)  # AUTH SCRAM-SHA-256 without an initial response: client-first next
+_SCRAM_FINAL = const(5)  # server-first sent: client-final next
+_SCRAM_ACK = const(6)  # server-final sent as a challenge (RFC 5034 section 4): an empty line next
+_SCRAM_METHOD = "AUTH SCRAM-SHA-256"
 _LOGIN_USER_PROMPT = b"+ VXNlcm5hbWU6\r\n"
 _LOGIN_PASS_PROMPT = b"+ UGFzc3dvcmQ6\r\n"
 
@@ -136,6 +142,7 @@ class Service:
         # So known and unknown users cost the same once every hash has the board's count.
         self.iterations = server_cfg.get("pbkdf2_iterations", auth.DEFAULT_ITERATIONS)
         self._dummy = auth.hash_password(urandom(12), self.iterations)
+        self.scram_secret = _scram_secret(users)
         self.on_rehash = None  # the shell's fn(name, new_hash): make the new hash durable
         us = server_cfg.get("pbkdf2_iteration_us", SERVER_DEFAULTS["pbkdf2_iteration_us"])
         self.login_chunk = max(1, min(_MAX_LOGIN_CHUNK, int(LOGIN_SLICE_MS * 500 / us)))
@@ -154,7 +161,8 @@ class Service:
         if u is None:
             return
         u["password"] = new_hash
-        log.info("pop3 user=%s password rehashed to %d iterations", _safe(name), self.iterations)
+        log.info("pop3 user=%s password record now %s, %d iterations", _safe(name), new_hash[: new_hash.find("$")],
+                 auth.parse_hash(new_hash)[0])
         if self.on_rehash is not None:
             try:
                 self.on_rehash(name, new_hash)
@@ -162,11 +170,29 @@ class Service:
                 log.error("pop3 user=%s rehash not saved: %s %r", _safe(name), type(e).__name__, e)
 
 
+def _scram_secret(users):
+    """The key that makes an unknown user's SCRAM salt (scram.scram_fake): it must be the same
+    across connections and reboots (a salt that changes tells the name is unknown) and unknown
+    to a peer. Derived from the users' StoredKeys, which never cross the wire: it changes only
+    when a password does (or a record is rehashed to another count, which changes that user's
+    salt too)."""
+    h = hashlib.sha256(b"pocketpost scram fake salt")
+    for name in sorted(users):
+        try:
+            sk = auth.parse_hash(users[name].get("password"))[2]
+        except auth.AuthError:
+            continue
+        h.update(name.encode())
+        h.update(sk)
+    return h.digest()
+
+
 class LoginCheck:
     """A login's password check, in steps (`step(n)` until True, like auth.Pbkdf2): verify
     against the stored hash (or the dummy, for an unknown user), padded to the board's count;
     if it matches and the stored count is not the board's, hash the password again with the
-    board's count (`new_hash`). `ok`, `user` and `new_hash` are the outcome."""
+    board's count, or if the record is the old pbkdf2-sha256 form, store it as the SCRAM record
+    (`new_hash`). `ok`, `user` and `new_hash` are the outcome."""
 
     def __init__(self, svc, name, password, force_fail=False):
         self.svc = svc
@@ -185,15 +211,18 @@ class LoginCheck:
         if self.rehash is not None:
             if not self.rehash.step(n):
                 return False
-            self.new_hash = auth.format_hash(self.svc.iterations, self._salt, self.rehash.digest())
+            self.new_hash = auth.scram_record(self.svc.iterations, self._salt, self.rehash.digest())
             return True
-        if not self.verify.step(n):
+        v = self.verify
+        if not v.step(n):
             return False
-        self.ok = self.verify.ok and self.user is not None and not self.force_fail
-        if self.ok and self.verify.iterations != self.svc.iterations:
+        self.ok = v.ok and self.user is not None and not self.force_fail
+        if self.ok and v.iterations != self.svc.iterations:
             self._salt = urandom(auth.SALT_BYTES)
             self.rehash = auth.Pbkdf2(self.password, self._salt, self.svc.iterations)
             return False
+        if self.ok and v.legacy:  # the old form (SaltedPassword in clear): keep only its keys
+            self.new_hash = auth.scram_record(v.iterations, v.salt, v.salted)
         return True
 
 
@@ -217,6 +246,7 @@ class Session:
         self._sdel = 0
         self._sasl = 0  # waiting for a SASL continuation: _SASL_PLAIN, _LOGIN_USER, _LOGIN_PASS
         self._sasl_user = b""  # AUTH LOGIN: the user name, until the password comes
+        self._scram = None  # AUTH SCRAM-SHA-256 under way: [ScramServer, name, user or None, upgrade]
         self._check = None  # a LoginCheck under way (see resume)
         self._check_name = None
         self._check_method = None
@@ -279,6 +309,7 @@ class Session:
         self.starttls = False
         if self._sasl:
             self._sasl = 0
+            self._scram = None
             return reply(False, "bad SASL response")
         if kind == OVERLONG:
             return reply(False, "line too long")
@@ -315,7 +346,9 @@ class Session:
             lines.append("AUTH-RESP-CODE")
             if self.plain_allowed():
                 lines.append("USER")
-                lines.append("SASL PLAIN LOGIN")
+                lines.append("SASL PLAIN LOGIN SCRAM-SHA-256")
+            else:  # SCRAM sends no password: offered without TLS too
+                lines.append("SASL SCRAM-SHA-256")
             if self.svc.tls_available and not self.tls_active:
                 lines.append("STLS")
         lines.append("IMPLEMENTATION " + IMPLEMENTATION)
@@ -352,9 +385,14 @@ class Session:
     def cmd_auth(self, args):
         if not args:  # "AUTH" alone: list mechanisms (a pre-RFC 5034 habit some clients keep)
             if self.plain_allowed():
-                return b"+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n"
-            return b"+OK\r\n.\r\n"
+                return b"+OK\r\nPLAIN\r\nLOGIN\r\nSCRAM-SHA-256\r\n.\r\n"
+            return b"+OK\r\nSCRAM-SHA-256\r\n.\r\n"
         mech = bytes(args[0]).upper()
+        if mech == b"SCRAM-SHA-256":  # the password never crosses: allowed without TLS
+            if len(args) < 2:
+                self._sasl = _SCRAM_FIRST
+                return b"+ \r\n"
+            return self._scram_first(bytes(args[1]))
         if mech != b"PLAIN" and mech != b"LOGIN":
             return reply(False, "unsupported SASL mechanism")
         if not self.plain_allowed():
@@ -373,7 +411,14 @@ class Session:
         if step == _SASL_PLAIN:
             return self._sasl_response(blob)
         if blob == b"*":
+            self._scram = None
             return reply(False, "authentication cancelled")
+        if step == _SCRAM_FIRST:
+            return self._scram_first(blob)
+        if step == _SCRAM_FINAL:
+            return self._scram_final(blob)
+        if step == _SCRAM_ACK:
+            return self._scram_done(blob)
         try:
             raw = auth.b64decode(blob)
         except auth.AuthError:
@@ -389,6 +434,58 @@ class Session:
         except UnicodeError:
             user = ""  # no such user: the same check and answer as any unknown name
         return self._login(user, raw, None, "AUTH LOGIN")
+
+    # -- SCRAM-SHA-256 (RFC 5802, RFC 7677, RFC 5034) -------------------------------------------
+    # No password hash runs here: the client did the PBKDF2. So a SCRAM login answers at once;
+    # it fails through _login like every other mechanism (failure delay, max failures, the
+    # throttle's reset on success). An unknown name gets a fake salt and keys (scram.scram_fake,
+    # always computed, so the lookup costs the same) with the board's count, and fails at the
+    # proof, like a wrong password.
+    def _scram_first(self, blob):
+        from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
+
+        try:
+            s = scram.ScramServer()
+            name = s.client_first(auth.b64decode(blob))
+        except (auth.AuthError, UnicodeError):
+            return self._login("", None, False, _SCRAM_METHOD)  # malformed: a failed login
+        svc = self.svc
+        fake = scram.scram_fake(svc.scram_secret, name, svc.iterations)
+        u = svc.users.get(name)
+        try:  # an unknown name parses the dummy record: the lookup costs the same
+            rec = auth.parse_hash(u.get("password") if u is not None else svc._dummy)
+        except auth.AuthError:  # config.check refuses these
+            u = None
+        if u is None:
+            rec = fake + (False,)
+        if s.authzid is not None and s.authzid != name:  # no proxy logins: as oneself only
+            u = None
+        # an old-form record (rec[4]) is stored as its keys once this login succeeds
+        self._scram = [s, name, u, auth.format_record(rec[0], rec[1], rec[2], rec[3]) if rec[4] else None]
+        self._sasl = _SCRAM_FINAL
+        return b"+ " + auth.b64encode(s.server_first(rec[0], rec[1], rec[2], rec[3])) + b"\r\n"
+
+    def _scram_final(self, blob):
+        st = self._scram
+        try:
+            sf = st[0].client_final(auth.b64decode(blob))
+        except auth.AuthError:
+            sf = None
+        if sf is None or st[2] is None:
+            self._scram = None
+            return self._login(st[1], None, False, _SCRAM_METHOD)
+        self._sasl = _SCRAM_ACK
+        return b"+ " + auth.b64encode(sf) + b"\r\n"
+
+    def _scram_done(self, blob):
+        """The client's answer to server-final: empty (RFC 5034 section 4), then +OK."""
+        st = self._scram
+        self._scram = None
+        if blob and blob != b"=":
+            return self._login(st[1], None, False, _SCRAM_METHOD)
+        if st[3] is not None:
+            self.svc.rehashed(st[1], st[3])
+        return self._login(st[1], None, st[2], _SCRAM_METHOD)
 
     def _sasl_response(self, blob):
         if blob == b"*":

@@ -233,15 +233,24 @@ _DOTCR = const(3)  # ".\r" opened the line
 
 class DotUnstuffer:
     """Received multi-line block -> body, spotting the terminating line "." wherever chunk
-    boundaries fall. Accepts LF.LF from peers that send bare LF. Line ends pass through as sent."""
+    boundaries fall. Accepts LF.LF from peers that send bare LF. Line ends pass through as sent.
 
-    def __init__(self):
+    strict=True (SMTP DATA, RFC 5321 sections 2.3.8 and 4.1.1.4): only <CRLF>.<CRLF> ends the
+    block; <LF>.<LF>, <CR>.<CR>, <LF>.<CRLF>, <CRLF>.<LF> and every other mix are content, and any
+    CR or LF that is not part of a CRLF pair sets `bad` (the caller refuses the message: the
+    SMTP-smuggling family, CVE-2023-51764). Bare line ends are found with C `count` passes per
+    copied segment, so the fast path stays one slice per chunk."""
+
+    def __init__(self, strict=False):
+        self.strict = strict
         self.reset()
 
     def reset(self):
         self.consumed = 0
         self._state = _BOL
         self.done = False
+        self.bad = False  # strict only: a bare CR or LF was seen
+        self._cr = False  # strict only: the last byte copied was a CR (its LF may come next)
         self._views = _Views()
 
     def unstuff_into(self, src, start, end, out):
@@ -252,6 +261,8 @@ class DotUnstuffer:
         if self.done:
             self.consumed = 0
             return 0
+        if self.strict:
+            return self._strict_into(src, start, end, out)
         v = self._views
         v.of(src, out)  # no tuple return: a tuple would be garbage on every call
         smv = v.smv
@@ -302,6 +313,74 @@ class DotUnstuffer:
                     break
                 out[oi] = _CR
                 oi += 1
+                st = _MID
+        self._state = st
+        self.consumed = si - start
+        return oi
+
+    def _strict_into(self, src, start, end, out):
+        """unstuff_into for strict=True (see the class docstring). The line-start states are
+        entered only after a CRLF pair; a copied segment is checked for unpaired CR/LF by
+        comparing C counts of CR, LF and CRLF (a CR last in a segment waits for the next byte)."""
+        v = self._views
+        v.of(src, out)
+        smv = v.smv
+        omv = v.omv
+        cap = len(out)
+        si = start
+        oi = 0
+        st = self._state
+        while si < end:
+            if st == _MID:
+                lim = cap - oi
+                if lim <= 0:
+                    break
+                lim = end if end - si <= lim else si + lim
+                j = src.find(b"\n.", si, lim)
+                stop = lim if j < 0 else j + 1
+                omv[oi : oi + stop - si] = smv[si:stop]
+                oi += stop - si
+                lf = src.count(b"\n", si, stop)
+                cr = src.count(b"\r", si, stop)
+                pairs = src.count(b"\r\n", si, stop)
+                prev_cr = self._cr
+                if prev_cr:
+                    cr += 1  # the CR held over from the last segment is accounted here
+                    if src[si] == _LF:
+                        pairs += 1
+                last = src[stop - 1]
+                self._cr = last == _CR
+                if self._cr:
+                    cr -= 1  # decided by the next byte
+                if lf != pairs or cr != pairs:
+                    self.bad = True
+                if last == _LF and ((stop - 1 > si and src[stop - 2] == _CR) or (stop - 1 == si and prev_cr)):
+                    st = _BOL
+                    self._cr = False
+                si = stop
+            elif st == _BOL:
+                if src[si] == _DOT:
+                    st = _DOT1
+                    si += 1
+                else:
+                    st = _MID
+            elif st == _DOT1:
+                if src[si] == _CR:
+                    st = _DOTCR
+                    si += 1
+                else:
+                    st = _MID  # a stuffed dot (dropped), or "." + bare LF (MID flags the LF)
+            else:  # _DOTCR
+                if src[si] == _LF:
+                    si += 1
+                    self.done = True
+                    break
+                # CRLF "." CR not followed by LF: the CR is content, and bare (MID flags it).
+                if oi >= cap:
+                    break
+                out[oi] = _CR
+                oi += 1
+                self._cr = True
                 st = _MID
         self._state = st
         self.consumed = si - start

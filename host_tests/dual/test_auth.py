@@ -47,8 +47,11 @@ def test_hmac_vector():
 def test_hash_and_verify():
     h = auth.hash_password("sp ace pass", iterations=50)
     parts = h.split("$")
-    assert parts[0] == "pbkdf2-sha256" and parts[1] == "50"
-    assert len(parts[2]) == 32 and len(parts[3]) == 64
+    assert parts[0] == "scram-sha-256" and parts[1] == "50"
+    assert len(parts[2]) == 32 and len(parts[3]) == 64 and len(parts[4]) == 64
+    # the record holds no SaltedPassword (it would log in as USER/PASS's hash did)
+    sp = hx(auth.pbkdf2_sha256(b"sp ace pass", binascii.unhexlify(parts[2]), 50))
+    assert sp not in h
     assert auth.verify_password("sp ace pass", h)
     assert auth.verify_password(b"sp ace pass", h)
     assert not auth.verify_password("sp ace pas", h)
@@ -61,7 +64,8 @@ def test_hash_and_verify():
 
 def test_verify_rejects_malformed():
     for bad in ("", "plain", "md5$1$00$00", "pbkdf2-sha256$x$00$00", "pbkdf2-sha256$0$00$00",
-                "pbkdf2-sha256$1$zz$00", "pbkdf2-sha256$1$00$", None, 5):
+                "pbkdf2-sha256$1$zz$00", "pbkdf2-sha256$1$00$", None, 5, "scram-sha-256$1$00$" + "00" * 32,
+                "scram-sha-256$1$00$" + "00" * 32 + "$" + "00" * 31, "scram-sha-256$1$00$" + "00" * 32 + "$zz"):
         assert not auth.verify_password("pw", bad)
 
 

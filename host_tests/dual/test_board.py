@@ -584,3 +584,72 @@ def test_fetch_schedule_one_stuck_account_never_holds_another():
     assert mid[0] >= 3 and "stuck" not in mid[1], mid  # "ok" went on while "stuck" hung
     assert calls["stuck"] >= 1 and "deadline" in r.fetches["stuck"]["error"], r.fetches
     assert logs.having("fetch stuck failed: its deadline")
+
+
+def test_boot_runs_the_store_check_and_repairs():
+    # Issue 11: the board runs the cheap part of the store check at boot (Runner.run calls it
+    # right after opening the store) and logs what it found.
+    from pocketpost import store as store_mod
+    from pocketpost.store import Store
+
+    logs = Logs()
+    root = _tmpname("mail")
+    try:
+        store_mod.reboot()
+        st = Store(root)
+        uids = []
+        for i in range(6):
+            d = st.begin("alice")
+            d.write(b"m%d\r\n" % i)
+            uids.append(d.commit())
+        st.lock("alice").release()
+        f = open(root + "/alice/index", "r+b")
+        f.seek(24 * 3)
+        f.write(b"\xff" * 24)
+        f.close()
+        store_mod.reboot()
+        r = board.Runner({"store": {"root": root}, "services": {"server": False}, "ntp": {"host": ""}},
+                         board.Hardware())
+        run(r.run())  # nothing to serve: returns once the store is open and checked
+        assert logs.having("store check: mailbox alice: 6 messages, index rebuilt, 1 bad records")
+        assert r.store.check()["problems"] == 0
+        mb = r.store.lock("alice")
+        assert [mb.uid(i) for i in range(mb.count)] == uids
+        mb.release()
+    finally:
+        logs.close()
+        store_mod.reboot()
+        _rmtree(root)
+
+
+def test_admin_check_reports_then_repairs():
+    from pocketpost import admin
+    from pocketpost import store as store_mod
+
+    root = _tmpname("mail")
+    cfgp = _tmpname("cfg") + ".json"
+    with open(cfgp, "w") as f:
+        f.write('{"store": {"root": "%s", "quota": 0}}' % root)
+    logs = Logs()
+    try:
+        store_mod.reboot()
+        uids = [admin.deliver("alice", "message %d" % i, config_path=cfgp) for i in range(4)]
+        admin.mailbox_list(cfgp)  # a lock: the deliveries are indexed
+        f = open(root + "/alice/index", "r+b")
+        f.seek(24 * 2 + 3)
+        f.write(b"\x5a")
+        f.close()
+        store_mod.reboot()
+        rep = admin.check(config_path=cfgp)
+        assert rep["problems"] and rep["mailboxes"]["alice"]["bad_records"] == 1
+        rep = admin.check(repair=True, config_path=cfgp)
+        assert rep["mailboxes"]["alice"]["index"] == "rebuilt"
+        assert admin.check(config_path=cfgp)["problems"] == 0
+        mb = store_mod.Store(root).lock("alice")
+        assert [mb.uid(i) for i in range(mb.count)] == uids
+        mb.release()
+    finally:
+        logs.close()
+        store_mod.reboot()
+        os.remove(cfgp)
+        _rmtree(root)

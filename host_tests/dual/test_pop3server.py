@@ -4,7 +4,7 @@ Runs under CPython (pytest) and MicroPython (host_tests/dual/run.py)."""
 import binascii
 import os
 
-from pocketpost import auth, config, log
+from pocketpost import auth, config, log, scram
 from pocketpost.pop3server import BodyProducer, LoginCheck, PlainProducer, Service, Session, Throttle
 from pocketpost.store import Store
 from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader
@@ -113,14 +113,14 @@ def test_greeting_and_capa_in_both_states():
         assert run(s, b"APOP alice 0123456789abcdef0123456789abcdef").startswith(b"-ERR [AUTH]")
         capa = run(s, b"CAPA").split(b"\r\n")
         assert capa[0].startswith(b"+OK") and capa[-2] == b"." and capa[-1] == b""
-        for c in (b"TOP", b"UIDL", b"USER", b"SASL PLAIN LOGIN", b"RESP-CODES", b"AUTH-RESP-CODE",
+        for c in (b"TOP", b"UIDL", b"USER", b"SASL PLAIN LOGIN SCRAM-SHA-256", b"RESP-CODES", b"AUTH-RESP-CODE",
                   b"PIPELINING", b"STLS"):
             assert c in capa, c
         assert b"IMPLEMENTATION pocketpost" in capa
         assert b"EXPIRE" not in b" ".join(capa) and b"LOGIN-DELAY" not in b" ".join(capa)
         login(s)
         capa = run(s, b"capa").split(b"\r\n")
-        for c in (b"USER", b"SASL PLAIN LOGIN", b"STLS", b"AUTH-RESP-CODE"):
+        for c in (b"USER", b"SASL PLAIN LOGIN SCRAM-SHA-256", b"STLS", b"AUTH-RESP-CODE"):
             assert c not in capa
         for c in (b"TOP", b"UIDL", b"PIPELINING", b"RESP-CODES"):
             assert c in capa
@@ -359,7 +359,8 @@ def test_plaintext_policy():
     try:
         s = e.session(peer="192.0.2.1")
         capa = run(s, b"CAPA")
-        assert b"USER" not in capa and b"SASL" not in capa and b"STLS" in capa
+        assert b"USER" not in capa and b"PLAIN" not in capa and b"STLS" in capa
+        assert b"\r\nSASL SCRAM-SHA-256\r\n" in capa  # no password crosses: offered without TLS
         r = run(s, b"USER alice")
         assert r.startswith(b"-ERR [AUTH]")
         assert run(s, b"PASS pass word").startswith(b"-ERR [AUTH]")
@@ -689,3 +690,173 @@ def test_log_lines_carry_the_session_number_method_and_delay():
                     "pop3 #42 10.0.0.7 login failed user=alice method=AUTH PLAIN failures=2 delay=2s",
                     "pop3 #42 10.0.0.7 login user=alice method=USER/PASS tls=1 messages=3",
                     "pop3 #42 10.0.0.7 quit user=alice deleted=1"], lines
+
+
+# --- AUTH SCRAM-SHA-256 ------------------------------------------------------------------------
+def b64(raw):
+    return binascii.b2a_base64(raw).rstrip(b"\n")
+
+
+def unb64(line):
+    assert line.startswith(b"+ ") and line.endswith(b"\r\n"), line
+    return binascii.a2b_base64(line[2:-2])
+
+
+def scram_login(s, user="alice", pw="pass word", initial=True, header=b"n,,"):
+    """A SCRAM-SHA-256 exchange through the session, with scram.ScramClient (checked against
+    the RFC 7677 vector in test_scram, and against independent code in test_server_scram.py).
+    -> (final status line, the client, the server-first message or None)."""
+    c = scram.ScramClient(user, pw)
+    cf = header + c.bare
+    if initial:
+        r = run(s, b"AUTH SCRAM-SHA-256 " + b64(cf))
+    else:
+        assert run(s, b"AUTH scram-sha-256") == b"+ \r\n"
+        r = run(s, b64(cf))
+    if not r.startswith(b"+ "):
+        return r, c, None
+    sf = unb64(r)
+    c.server_first(sf)
+    r = run(s, b64(c.final()))
+    if not r.startswith(b"+ "):
+        return r, c, sf
+    c.server_final(unb64(r))  # the server proved it holds ServerKey
+    return run(s, b""), c, sf
+
+
+def test_scram_login_without_tls_from_anywhere():
+    e = Env(policy="never", delays=[3])
+    try:
+        for initial in (True, False):
+            s = e.session(peer="192.0.2.1")
+            r, c, sf = scram_login(s, initial=initial)
+            assert r.startswith(b"+OK 3 messages"), r
+            assert s.state == 1 and s.login == "alice" and s.delay == 0
+            assert sf.endswith(b",i=5") and c.iterations == 5
+            assert run(s, b"STAT").startswith(b"+OK 3 ")
+            s.close()
+        assert run(e.session(), b"AUTH").endswith(b"\r\nSCRAM-SHA-256\r\n.\r\n")
+    finally:
+        e.done()
+
+
+def test_scram_wrong_password_fails_like_any_login():
+    e = Env(delays=[1, 2, 4])
+    try:
+        s = e.session()
+        r, c, sf = scram_login(s, pw="pass wore")
+        assert r.startswith(b"-ERR [AUTH] authentication failed") and s.delay == 1 and s.state == 0
+        assert sf is not None  # the server answered the first message as for the right password
+        r, c, sf = scram_login(s, user="bob", pw="pass word")  # another user's password
+        assert r.startswith(b"-ERR [AUTH]") and s.delay == 2
+        r, c, sf = scram_login(s, pw="pass wore")
+        assert r.startswith(b"-ERR [AUTH]") and s.closing and s.failures == 3  # max_auth_failures
+        # a success resets the address's delay (the throttle), as for USER/PASS
+        s = e.session()
+        assert scram_login(s)[0].startswith(b"+OK")
+        s.close()
+        s = e.session()
+        assert scram_login(s, pw="x")[0].startswith(b"-ERR") and s.delay == 1
+    finally:
+        e.done()
+
+
+def test_scram_unknown_user_looks_like_a_known_one():
+    e = Env()
+    try:
+        known = scram_login(e.session(), pw="wrong")
+        firsts = []
+        for _ in range(2):
+            s = e.session()
+            r, c, sf = scram_login(s, user="nobody", pw="pass word")
+            assert r == known[0] and s.delay > 0, r  # same answer as a wrong password
+            firsts.append(sf)
+        # same shape as a known user's challenge: board count, 16-octet salt, stable per name
+        salts = [f.split(b",")[1] for f in firsts]
+        assert salts[0] == salts[1] and firsts[0].endswith(b",i=5")
+        assert len(auth.b64decode(salts[0][2:])) == len(auth.b64decode(known[2].split(b",")[1][2:])) == 16
+        other = scram_login(e.session(), user="nobody2")[2].split(b",")[1]
+        assert other != salts[0]
+        # a second Service over the same users (a reboot) gives the same fake salt
+        svc2 = Service(e.svc.cfg, e.svc.users, e.store)
+        assert scram_login(Session(svc2, "127.0.0.1"), user="nobody")[2].split(b",")[1] == salts[0]
+    finally:
+        e.done()
+
+
+def test_scram_refuses_other_authzid_malformed_and_cancel():
+    e = Env(delays=[1, 1, 1, 1, 1, 1], )
+    e.svc.max_failures = 10
+    try:
+        s = e.session()
+        r = scram_login(s, header=b"n,a=bob,")[0]  # right password, but asks to be bob
+        assert r.startswith(b"-ERR [AUTH]") and s.state == 0
+        r = scram_login(s, header=b"n,a=alice,")[0]  # as oneself, but ScramClient signs c=biws:
+        assert r.startswith(b"-ERR [AUTH]")  # the channel binding does not match the header
+        c = scram.ScramClient("alice", "pass word")
+        for bad in (b"!!!", b"p=tls-unique,,n=alice,r=x", b"n,,n=alice"):
+            assert run(s, b"AUTH SCRAM-SHA-256 " + (bad if bad == b"!!!" else b64(bad))).startswith(b"-ERR [AUTH]")
+        assert run(s, b"AUTH SCRAM-SHA-256") == b"+ \r\n"
+        assert run(s, b"*").startswith(b"-ERR authentication cancelled")
+        r = run(s, b"AUTH SCRAM-SHA-256 " + b64(c.first()))
+        assert r.startswith(b"+ ")
+        assert run(s, b"*").startswith(b"-ERR authentication cancelled")
+        # a non-empty answer to server-final
+        c = scram.ScramClient("alice", "pass word")
+        c.server_first(unb64(run(s, b"AUTH SCRAM-SHA-256 " + b64(c.first()))))
+        assert run(s, b64(c.final())).startswith(b"+ ")
+        assert run(s, b"Zm9v").startswith(b"-ERR [AUTH]") and s.state == 0
+        assert scram_login(s)[0].startswith(b"+OK")
+    finally:
+        e.done()
+
+
+def _legacy(svc, name, pw, its):
+    salt = os.urandom(16)
+    svc.users[name]["password"] = auth.format_hash(its, salt, auth.pbkdf2_sha256(pw, salt, its))
+    return salt
+
+
+def test_old_records_upgraded_at_next_login_by_any_mechanism():
+    e = Env()
+    saved = []
+    e.svc.on_rehash = lambda name, h: saved.append((name, h))
+    try:
+        users = e.svc.users
+        # SCRAM against an old record: works at once (it is SaltedPassword), then only keys stay
+        salt = _legacy(e.svc, "alice", "pass word", 5)
+        old = users["alice"]["password"]
+        assert scram_login(e.session())[0].startswith(b"+OK")
+        new = users["alice"]["password"]
+        assert saved == [("alice", new)] and new.startswith("scram-sha-256$5$")
+        it, s2, sk, svk, legacy = auth.parse_hash(new)
+        assert s2 == salt and not legacy and auth.parse_hash(old)[2:4] == (sk, svk)
+        assert old.split("$")[3] not in new  # SaltedPassword dropped
+        e.session().close()
+        # USER/PASS against an old record at the board's count: same salt and keys, new form
+        salt = _legacy(e.svc, "bob", b"bobpw", 5)
+        s = e.session()
+        login(s, b"bob", b"bobpw")
+        assert saved[-1][0] == "bob" and auth.parse_hash(users["bob"]["password"])[1] == salt
+        assert users["bob"]["password"].startswith("scram-sha-256$5$")
+        s.close()
+        # an old record with another count: USER/PASS rehashes to the board's, in the new form
+        _legacy(e.svc, "bob", b"bobpw", 3)
+        s = e.session()
+        login(s, b"bob", b"bobpw")
+        assert users["bob"]["password"].startswith("scram-sha-256$5$") and auth.verify_password("bobpw", users["bob"]["password"])
+        s.close()
+        n = len(saved)
+        for _ in range(2):  # nothing more to upgrade: no more saves, by either mechanism
+            s = e.session()
+            login(s, b"bob", b"bobpw")
+            s.close()
+            s = e.session()
+            assert scram_login(s, "bob", "bobpw")[0].startswith(b"+OK")
+            s.close()
+        assert len(saved) == n
+        # a failed SCRAM login upgrades nothing
+        _legacy(e.svc, "alice", "pass word", 5)
+        assert scram_login(e.session(), pw="nope")[0].startswith(b"-ERR") and len(saved) == n
+    finally:
+        e.done()

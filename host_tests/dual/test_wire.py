@@ -51,9 +51,9 @@ def stuff(body, chunk, outsize):
     return res + s.finish()
 
 
-def unstuff(wire, chunk, outsize):
-    """Returns (body, bytes left after the terminator, done)."""
-    u = DotUnstuffer()
+def unstuff(wire, chunk, outsize, strict=False, got_bad=None):
+    """Returns (body, bytes left after the terminator, done); got_bad (a list) gets u.bad."""
+    u = DotUnstuffer(strict)
     out = bytearray(outsize)
     body = b""
     rest = b""
@@ -71,6 +71,8 @@ def unstuff(wire, chunk, outsize):
             pos += used
             if used == 0 and made == 0 and not done:
                 raise RuntimeError("no progress")
+    if got_bad is not None:
+        got_bad.append(u.bad)
     return body, rest, done
 
 
@@ -217,3 +219,68 @@ def test_unstuff_line():
     assert unstuff_line(b".") is None
     assert unstuff_line(b"..") == b"." and unstuff_line(b".x") == b"x"
     assert unstuff_line(b"1 u1") == b"1 u1" and unstuff_line(b"") == b""
+
+
+# --- strict mode (SMTP DATA): the SMTP-smuggling family (CVE-2023-51764 and siblings) -----------
+
+# Every end-of-data look-alike a lenient receiver (or a lenient hop before us) might accept.
+SMUGGLE_ENDS = [
+    b"\n.\n",  # LF.LF (Postfix < 3.8.4, Sendmail)
+    b"\n.\r\n",  # LF.CRLF
+    b"\r\n.\n",  # CRLF.LF (Exchange / Cisco family)
+    b"\r.\r",  # CR.CR
+    b"\r.\r\n",  # CR.CRLF
+    b"\r\n.\r",  # CRLF.CR (then not LF)
+    b"\n.\r",  # LF.CR
+    b"\r\n.\r\r\n",  # CRLF.CR CRLF
+    b"\r\n\r.\r\n",  # CRLF CR.CRLF: the line starts with a bare CR
+    b"\r\n.\r\x00\n",  # NUL between CR and LF
+    b"\n\r.\r\n",  # LF CR . CRLF
+]
+SMUGGLED = b"MAIL FROM:<ceo@victim.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nFrom: ceo\r\n\r\nwire money"
+REAL_END = b"\r\n.\r\n"
+
+
+def _strict_all_ways(wire):
+    """(body, rest, done, bad) agreed by every chunk and out size; raises if they disagree."""
+    ref = None
+    for chunk in (1, 2, 3, 5, 7, 64, 4096):
+        for outsize in (1, 3, 16, 4096):
+            bad = []
+            got = unstuff(wire, chunk, outsize, True, bad) + (bad[0],)
+            if ref is None:
+                ref = got
+            assert got == ref, (wire, chunk, outsize, got, ref)
+    return ref
+
+
+def test_strict_clean_messages():
+    for body in (b"", b"a\r\n", b"hello\r\nworld\r\n", b"\r\n\r\n", b"8bit \xff\x80\r\n"):
+        body2, rest, done, bad = _strict_all_ways(body.replace(b"\r\n.", b"\r\n..") + b".\r\nQUIT\r\n")
+        assert (body2, rest, done, bad) == (body, b"QUIT\r\n", True, False), body
+    # stuffed dots are removed only at the start of a CRLF line
+    assert _strict_all_ways(b"..a\r\nb..\r\n...\r\n.\r\n")[:2] == (b".a\r\nb..\r\n..\r\n", b"")
+
+
+def test_strict_smuggling_variants_are_content_and_bad():
+    for end in SMUGGLE_ENDS:
+        wire = b"Subject: hi\r\n\r\nbody" + end + SMUGGLED + REAL_END + b"QUIT\r\n"
+        body, rest, done, bad = _strict_all_ways(wire)
+        assert done and rest == b"QUIT\r\n", end  # ended only at the real CRLF.CRLF
+        assert SMUGGLED in body, end  # the smuggled commands stayed inside the message
+        assert bad, end  # and the message is refused
+
+
+def test_strict_bare_cr_or_lf_anywhere_is_bad():
+    for body in (b"a\nb\r\n", b"a\rb\r\n", b"a\r\n\n", b"\n", b"\r", b"x\r\r\n", b"x\n\r\n"):
+        got = _strict_all_ways(body + b".\r\n" + REAL_END)
+        assert got[2] and got[3], body
+
+
+def test_strict_never_ends_on_lenient_forms():
+    # without a real terminator nothing ends, whatever look-alikes pass by
+    for end in SMUGGLE_ENDS:
+        body, rest, done, bad = _strict_all_ways(b"x" + end + b"y" + end)
+        assert not done and bad, end
+    # the lenient mode (POP3 client) still ends on LF.LF
+    assert unstuff(b"a\n.\nrest", 1, 8)[2]

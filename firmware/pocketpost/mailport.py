@@ -1,0 +1,481 @@
+"""Board side of export, import, backup and restore: the store streamed over a byte pipe.
+
+The host tool (tools/mailport.py, CPython) runs this under micropython with the flash image
+mounted (tools/hostflash.py -m pocketpost.mailport ...: `main`, binary over stdin/stdout), or
+on a board through mpremote's raw REPL (`repl`: the same bytes as base64 lines, see _Base64In).
+Nothing here holds a whole message: messages go out of a file and into a Delivery a block at a
+time through one preallocated buffer.
+
+Out (export/backup), one stream of records, each a header line then exactly <size> bytes:
+    B <mailbox> <count> <total>         a mailbox follows (snapshot taken under its lock)
+    L <mailbox>                         mailbox locked by a session: skipped (nothing read)
+    M <uid> <arrival> <size>            one message, then its <size> stored bytes
+    F <size> <path>                     a non-mail file (config, certificates, UIDL state), then its bytes
+    E                                   end
+
+In (import/restore), a command loop; every command gets one reply line:
+    J <mailbox>        -> K <n> then n bytes: the import journal of the mailbox (see below)
+    U <mailbox>        -> K <n> then n bytes: "<uid> <size>\\n" per message present
+    M <mailbox> <arrival> <sha1hex> <uid|->   then chunks "<n>\\n" + n bytes (n <= CHUNK), "0\\n":
+                       -> A <uid>  added  |  R <reason>  refused  |  F <free> <reason>  no room
+    W <size> <path>    then <size> bytes: write a non-mail file (tmp + rename) -> A <path>
+    Q                  -> bye
+
+Import journal (idempotent import): <store root>/.import/<mailbox>, one line per message,
+"+<sha1> <uid>" appended and flushed *before* the commit, "-<sha1>" appended if that commit
+fails. The key is the SHA-1 of the message as stored (CRLF line ends, final CRLF), which the
+host computes before sending and the Delivery computes again (a mismatch refuses the message).
+A process killed between the "+" line and the commit leaves that line last in the journal; the
+next J checks whether its UID is in the mailbox and cancels it if not. The host keeps the set
+of hashes (the board streams the file; its RAM does not grow with the journal).
+Restore passes the UID instead: the UID itself is the key (U lists what is there).
+"""
+
+import binascii
+import sys
+
+from pocketpost import compat
+from pocketpost.compat import const
+from pocketpost.store import MailboxLocked, QuotaExceeded, StoreError, StoreFull
+
+# Message bytes per chunk on the pipe and per file read: one buffer of this size is all a
+# transfer allocates (a flash sector; the host sends chunks no bigger than this).
+CHUNK = const(4096)
+# A command or header line: a mailbox name (32), a UID, numbers, a path; far below this.
+_MAX_LINE = const(512)
+JOURNAL_DIR = ".import"
+
+
+class _Pipe:
+    """Lines and exact byte counts from a stream. A stream's readinto fills the whole buffer
+    before it returns (unix port: it loops like fread), so nothing is read ahead: a line is
+    read a byte at a time (lines are short: one per message and per chunk), a chunk in one
+    call of exactly its length."""
+
+    def __init__(self, stream):
+        self.s = stream
+        self.line_buf = bytearray(_MAX_LINE)
+        self.one = memoryview(self.line_buf)
+
+    def line(self):
+        n = 0
+        while True:
+            if n == _MAX_LINE:
+                raise ValueError("line too long")
+            if not self.s.readinto(self.one[n : n + 1]):
+                raise EOFError("pipe closed")
+            if self.line_buf[n] == 10:
+                return bytes(self.line_buf[:n]).decode()
+            n += 1
+
+    def read_into(self, out, n):
+        """Exactly n (<= len(out)) bytes into out[:n]."""
+        omv = memoryview(out)
+        got = 0
+        while got < n:
+            k = self.s.readinto(omv[got:n])
+            if not k:
+                raise EOFError("pipe closed")
+            got += k
+
+
+def _send_file(out, f, size, buf):
+    mv = memoryview(buf)
+    step = len(buf)
+    left = size
+    while left:
+        n = f.readinto(buf if left >= step else mv[:left])
+        if not n:
+            raise StoreError("file shorter than its index record")
+        out.write(buf if n == step else mv[:n])
+        left -= n
+
+
+def _file_len(f):
+    n = f.seek(0, 2)
+    f.seek(0)
+    return n
+
+
+def export(store, names, out, buf=None):
+    """Write every message of the mailboxes `names` (all when empty) to out, record by record."""
+    buf = buf or bytearray(CHUNK)
+    for name in names or store.mailboxes():
+        try:
+            mb = store.lock(name)
+        except MailboxLocked:
+            out.write(b"L %s\n" % name.encode())
+            continue
+        try:
+            out.write(b"B %s %d %d\n" % (name.encode(), mb.count, mb.total_size))
+            for i in range(mb.count):
+                f = mb.open(i)
+                try:
+                    size = _file_len(f)
+                    out.write(b"M %s %d %d\n" % (mb.uid(i).encode(), mb.arrival(i), size))
+                    _send_file(out, f, size, buf)
+                finally:
+                    f.close()
+        finally:
+            mb.release()
+
+
+def _walk(top, skip):
+    """Paths of the files under top (depth first), leaving out the directory `skip`."""
+    for name, is_dir, _ in compat.listdir_stat(top):
+        p = compat.join(top, name)
+        if p == skip:
+            continue
+        if is_dir:
+            for q in _walk(p, skip):
+                yield q
+        else:
+            yield p
+
+
+def export_files(top, skip, out, buf=None):
+    """Every file under top except the store root `skip` and code (config, TLS, UIDL state),
+    named by its path relative to top (a restore puts it under its own config's folder)."""
+    buf = buf or bytearray(CHUNK)
+    for p in _walk(top, skip):
+        if p.endswith(".py") or p.endswith(".mpy"):
+            continue  # code is deployed, not backed up
+        f = open(p, "rb")
+        try:
+            size = _file_len(f)
+            out.write(b"F %d %s\n" % (size, p[len(top) :].lstrip("/").encode()))
+            _send_file(out, f, size, buf)
+        finally:
+            f.close()
+
+
+def config_dir(config_path):
+    """The absolute folder of the config file: the top of what a backup holds besides mail."""
+    import os
+
+    i = config_path.rfind("/")
+    d = config_path[:i] if i > 0 else ("/" if i == 0 else "")
+    if not d.startswith("/"):
+        cwd = os.getcwd()
+        d = compat.join(cwd, d) if d else cwd
+    return d.rstrip("/") or "/"
+
+
+def _journal_path(store, name):
+    return compat.join(store.root, JOURNAL_DIR, name)
+
+
+def _has_uid(store, name, uid):
+    mb = store.lock(name)
+    try:
+        for i in range(mb.count):
+            if mb.uid(i) == uid:
+                return True
+        return False
+    finally:
+        mb.release()
+
+
+def _last_line(path, buf):
+    """The last line of a file (without its LF), reading only its tail, or None."""
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return None
+    try:
+        size = f.seek(0, 2)
+        k = min(size, 128)  # "+<40 hex> <uid>" is < 80 bytes
+        f.seek(size - k)
+        n = f.readinto(memoryview(buf)[:k])
+        tail = bytes(buf[:n]).rstrip(b"\n")
+        i = tail.rfind(b"\n")
+        return tail[i + 1 :] if i >= 0 else tail
+    finally:
+        f.close()
+
+
+def _journal_add(path, line):
+    f = open(path, "ab")
+    try:
+        f.write(line)
+        compat.sync_file(f)
+    finally:
+        f.close()
+
+
+def _send_listing_file(out, path, buf):
+    try:
+        f = open(path, "rb")
+    except OSError:
+        out.write(b"K 0\n")
+        return
+    try:
+        size = _file_len(f)
+        out.write(b"K %d\n" % size)
+        _send_file(out, f, size, buf)
+    finally:
+        f.close()
+
+
+def _journal(store, name, out, buf):
+    if not store.exists(name):
+        store.create(name)
+    path = _journal_path(store, name)
+    last = _last_line(path, buf)
+    if last and last[:1] == b"+":
+        parts = last[1:].split(b" ")
+        if len(parts) == 2 and not _has_uid(store, name, parts[1].decode()):
+            _journal_add(path, b"-%s\n" % parts[0])  # killed before that commit: cancel it
+    _send_listing_file(out, path, buf)
+
+
+def _uids(store, name, out):
+    if not store.exists(name):
+        out.write(b"K 0\n")
+        return
+    mb = store.lock(name)
+    try:
+        lines = []
+        n = 0
+        for i in range(mb.count):
+            ln = b"%s %d\n" % (mb.uid(i).encode(), mb.size(i))
+            lines.append(ln)
+            n += len(ln)
+            # Sent in one go per mailbox: the reply needs its length first. A UID line is < 32
+            # bytes, so 5,000 messages cost ~160 KB on the host; a board restore lists its own
+            # (empty) target mailboxes.
+        out.write(b"K %d\n" % n)
+        for ln in lines:
+            out.write(ln)
+    finally:
+        mb.release()
+
+
+def _receive(store, pipe, out, args, buf):
+    name, arrival, sha, uid = args[0], int(args[1]), args[2], args[3]
+    jpath = None
+    if uid == "-":
+        uid = None
+        jpath = _journal_path(store, name)
+        compat.makedirs(compat.join(store.root, JOURNAL_DIR))
+    d = None
+    err = None
+    try:
+        d = store.begin(name, arrival, digest=True, uid=uid)
+    except StoreError as e:
+        err = e
+    while True:  # take every chunk, even after a failure, to stay in step with the host
+        n = int(pipe.line())
+        if not n:
+            break
+        if n > CHUNK:
+            raise ValueError("chunk too big")
+        pipe.read_into(buf, n)
+        if d is not None:
+            try:
+                d.write(buf if n == CHUNK else memoryview(buf)[:n])
+            except StoreError as e:  # the Delivery aborted itself
+                err = e
+                d = None
+    if d is not None:
+        try:
+            got = d.digest()
+            if got != sha:
+                d.abort()
+                return b"R checksum mismatch (stored %s)\n" % got.encode()
+            if jpath:
+                _journal_add(jpath, b"+%s %s\n" % (sha.encode(), d.uid_on_commit().encode()))
+            try:
+                return b"A %s\n" % d.commit().encode()
+            except BaseException:
+                if jpath:
+                    _journal_add(jpath, b"-%s\n" % sha.encode())
+                raise
+        except StoreError as e:
+            err = e
+    if isinstance(err, (StoreFull, QuotaExceeded)):
+        free = -1
+        try:
+            free = max(0, compat.free_bytes(store.root)[0] - store.reserve)
+        except (OSError, AttributeError):
+            pass
+        if isinstance(err, QuotaExceeded):
+            free = max(0, store.quota - store.usage(name)[1])
+        return b"F %d %s\n" % (free, str(err).encode())
+    return b"R %s\n" % str(err).encode()
+
+
+def _write_file(pipe, out, size, path, buf, top):
+    """A restored file: `path` is relative to the config's folder `top`; tmp + rename."""
+    parts = path.split("/")
+    if path.startswith("/") or ".." in parts or "" in parts:
+        raise StoreError("bad file path in archive", "SYS/PERM")
+    path = compat.join(top, path)
+    i = path.rfind("/")
+    if i > 0:
+        compat.makedirs(path[:i])
+    tmp = path + ".restore"
+    f = open(tmp, "wb")
+    try:
+        left = size
+        while left:
+            n = min(left, CHUNK)
+            pipe.read_into(buf, n)
+            f.write(buf if n == CHUNK else memoryview(buf)[:n])
+            left -= n
+        compat.sync_file(f)
+    finally:
+        f.close()
+    compat.rename(tmp, path)
+
+
+def serve(store, inp, out, top="/flash"):
+    """The import/restore command loop (see the module docstring) until Q or end of input.
+    store: a Store, or a function that makes one, called at the first mailbox command (a
+    restore writes the config with W first). top: the config's folder (W paths are relative)."""
+    pipe = _Pipe(inp)
+    buf = bytearray(CHUNK)
+    while True:
+        try:
+            ln = pipe.line()
+        except EOFError:
+            return
+        args = ln.split(" ")
+        cmd = args[0]
+        try:
+            if cmd == "Q":
+                out.write(b"bye\n")
+                return
+            if cmd in ("J", "U", "M") and not hasattr(store, "begin"):
+                store = store()
+            if cmd == "J":
+                _journal(store, args[1], out, buf)
+            elif cmd == "U":
+                _uids(store, args[1], out)
+            elif cmd == "M":
+                out.write(_receive(store, pipe, out, args[1:], buf))
+            elif cmd == "W":
+                size = int(args[1])
+                path = ln[len(args[0]) + len(args[1]) + 2 :]
+                try:
+                    _write_file(pipe, out, size, path, buf, top)
+                except StoreError:
+                    pipe_skip(pipe, size, buf)
+                    raise
+                out.write(b"A %s\n" % path.encode())
+            else:
+                out.write(b"R unknown command\n")
+        except StoreError as e:  # MailboxLocked ('IN-USE'), bad mailbox name, flash errors
+            out.write(b"R %s\n" % str(e).encode())
+        _flush(out)
+
+
+def pipe_skip(pipe, n, buf):
+    while n:
+        k = min(n, CHUNK)
+        pipe.read_into(buf, k)
+        n -= k
+
+
+def _flush(out):
+    try:
+        out.flush()
+    except AttributeError:
+        pass
+
+
+# Block size over a REPL link: base64 makes a 1536-byte block one 2,049-byte line, kept small
+# for a board's heap (the encoded line is garbage after each write).
+_USB_CHUNK = const(1536)
+
+
+class _Base64Lines:
+    """Output for mpremote's raw REPL, which ends at byte 0x04 and may turn LF into CRLF:
+    every write goes out as one base64 line (the host decodes and reads the same records)."""
+
+    def __init__(self, stream):
+        self.s = stream
+
+    def write(self, data):
+        self.s.write(binascii.b2a_base64(data).decode())
+
+
+# The longest line the host sends: 4 hex digits of length, base64 of 1536 bytes, LF.
+_IN_LINE = const(2053)
+
+
+class _Base64In:
+    """Input from the host over the REPL link: one line per write of the host, "<4 hex digits:
+    length of the rest><base64>\n", each answered with a raw "~" line once read (flow control:
+    a board's UART has a small buffer and no handshake, so the host sends the next line only
+    after that ack). The length lets one readinto take the line (stdin readline costs a system
+    call per byte on the unix port)."""
+
+    def __init__(self, stream, ack):
+        self.s = getattr(stream, "buffer", stream)
+        self.ack = ack
+        self.line = bytearray(_IN_LINE)
+        self.mv = memoryview(self.line)
+        self.data = b""
+        self.pos = 0
+
+    def _exact(self, n):
+        got = 0
+        while got < n:
+            k = self.s.readinto(self.mv[got:n])
+            if not k:
+                return False
+            got += k
+        return True
+
+    def readinto(self, buf):
+        if self.pos == len(self.data):
+            if not self._exact(4):
+                return 0
+            n = int(bytes(self.mv[:4]), 16)
+            if not 0 < n <= _IN_LINE - 4 or not self._exact(n):
+                return 0
+            self.ack.write("~\n")
+            self.data = binascii.a2b_base64(bytes(self.mv[: n - 1]))
+            self.pos = 0
+        n = min(len(buf), len(self.data) - self.pos)
+        buf[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+def run(cmd, config_path, names, inp, out, buf=None):
+    """export / backup (record stream to out) or serve (command loop on inp)."""
+    from pocketpost import config
+
+    def open_store():
+        return config.open_store(config.load(config_path))
+
+    top = config_dir(config_path)
+    if cmd == "serve":
+        serve(open_store, inp, out, top)
+        _flush(out)
+        return
+    store = open_store()
+    if cmd == "export":
+        export(store, list(names), out, buf)
+    elif cmd == "backup":
+        export_files(top, store.root, out, buf)
+        export(store, [], out, buf)
+    else:
+        raise ValueError("unknown command " + cmd)
+    out.write(b"E\n")
+    _flush(out)
+
+
+def repl(cmd, config_path="config.json", names=()):
+    """On a board, through `mpremote exec` (the host's UsbLink): `run` with every write as a
+    base64 line and, for serve, the input read the same way. A mailbox a POP3 session holds is
+    reported (export) or refused (import/restore), never read half-committed."""
+    out = _Base64Lines(sys.stdout)
+    run(cmd, config_path, names, _Base64In(sys.stdin, sys.stdout), out, bytearray(_USB_CHUNK))
+
+
+def main(cmd, config_path, *names):
+    """hostflash entry: `export CONFIG [MAILBOX...]`, `backup CONFIG`, `serve CONFIG`."""
+    run(cmd, config_path, names, sys.stdin.buffer, sys.stdout.buffer)

@@ -1,0 +1,217 @@
+"""The asyncio SMTP receiver shell: port 25 style (STARTTLS), submission (STARTTLS, AUTH
+required) and submission over implicit TLS (RFC 8314).
+
+Theory of operation
+-------------------
+The protocol lives in smtp.Session (sans-I/O); this module only moves bytes, through the POP3
+server's connection classes (server._Conn on MicroPython, server._CConn on CPython: raw-socket
+reads into the LineReader's buffer, TLS wrapped inside the handler, STARTTLS by swapping the
+socket; see server.py). Per connection it allocates, once: a wire.LineReader whose buffer holds
+one maximal line plus a block (commands and message text are both read into it), and the
+session's DATA output block. smtp.pump() runs everything buffered through the session; its
+replies go out as one write (RFC 2920), after the failed-AUTH delay if any.
+
+Deadlines (server.py's named deadlines; RFC 5321 4.5.3.2): until the session has got somewhere
+(MAIL accepted on port 25, AUTH succeeded on submission) the whole session has
+`smtp.preauth_timeout` from connect ("authorization"), a TLS handshake also
+`server.tls_handshake_timeout`; after that each read waits at most `command_timeout` for a
+command and `data_timeout` inside DATA ("idle"). A timeout gets a best-effort 421 and the
+connection closes; a message without its final dot is thrown away (session.close()).
+An AUTH's password hash runs in ~10 ms slices (smtp.Session.resume), other sessions in between;
+the failed-AUTH delay is cut short at the deadline (conn.pause).
+
+Every handler body runs under try/finally: the session counts, a message in flight and the
+sockets are released however the session ends.
+
+Host: `micropython -m pocketpost.smtpserver config.json` runs the POP3 server and the SMTP
+receiver together (one login service: one failed-login throttle for both).
+"""
+
+import sys
+
+import asyncio
+
+from pocketpost import config as config_mod
+from pocketpost import log, smtp, tls
+from pocketpost.compat import IS_MICROPYTHON
+from pocketpost.config import open_store
+from pocketpost.pop3server import Service as LoginService
+from pocketpost.server import DEADLINE_AUTH, LISTEN_BACKLOG, _CConn, _Conn, _peer_ip, _Timeout
+from pocketpost.wire import LineReader
+
+
+class SmtpServer:
+    def __init__(self, cfg, store, logins=None):
+        sv = cfg["server"]
+        self.sm = cfg["smtp"]
+        self.handshake_s = sv["tls_handshake_timeout"]
+        self.host = sv["host"]
+        self.ctx = None
+        if sv["cert"] and sv["key"]:
+            self.ctx = tls.server_context(sv["cert"], sv["key"])
+        if logins is None:
+            logins = LoginService(sv, cfg["users"], store, tls_available=self.ctx is not None)
+        self.svc = smtp.Service(self.sm, cfg["users"], store, logins, tls_available=self.ctx is not None,
+                                hostname=sv["hostname"])
+        self.sessions = 0
+        self.per_addr = {}
+        self._listeners = []
+        self._next_id = 0
+
+    async def _listen(self):
+        sm = self.sm
+        for port, name, handler in ((sm["port"], "smtp", self._mx), (sm["submission_port"], "submission", self._submission),
+                                    (sm["smtps_port"], "smtps", self._smtps)):
+            if not port or (handler == self._smtps and self.ctx is None):
+                continue
+            self._listeners.append(await asyncio.start_server(handler, self.host, port, backlog=LISTEN_BACKLOG))
+            log.info("%s listening on %s:%d (TLS %s) for %s", name, self.host, port, "on" if self.ctx else "off",
+                     ",".join(self.svc.domains))
+
+    def close(self):
+        for s in self._listeners:
+            s.close()
+        self._listeners = []
+
+    async def _mx(self, reader, writer):
+        await self._handle(reader, writer, smtp.MX, False)
+
+    async def _submission(self, reader, writer):
+        await self._handle(reader, writer, smtp.SUBMISSION, False)
+
+    async def _smtps(self, reader, writer):
+        await self._handle(reader, writer, smtp.SUBMISSION, True)
+
+    async def _handle(self, reader, writer, mode, implicit):
+        conn = None
+        session = None
+        ip = "?"
+        counted = False
+        sid = 0
+        sm = self.sm
+        try:
+            try:
+                ip = _peer_ip(writer.get_extra_info("peername"))
+            except Exception:
+                pass
+            idle = sm["command_timeout"]
+            conn = _Conn(reader, idle, self.handshake_s) if IS_MICROPYTHON else _CConn(reader, writer, idle, self.handshake_s)
+            conn.limit(DEADLINE_AUTH, sm["preauth_timeout"])
+            session = smtp.Session(self.svc, ip, mode, implicit)
+            if self.sessions >= sm["max_sessions"] or self.per_addr.get(ip, 0) >= sm["max_sessions_per_addr"]:
+                log.warning("smtp %s refused: too many sessions (%d)", ip, self.sessions)
+                if not implicit:  # SMTPS: no handshake is spent on a refused peer
+                    await conn.send(session.busy_reply())
+                session = None
+                return
+            self.sessions += 1
+            self.per_addr[ip] = self.per_addr.get(ip, 0) + 1
+            counted = True
+            self._next_id += 1
+            sid = self._next_id
+            if implicit:
+                r = conn.start_tls(self.ctx)
+                if r is not None:
+                    await r
+            log.info("smtp #%d %s connect %s tls=%d sessions=%d", sid, ip, mode, int(implicit), self.sessions)
+            await self._run(conn, session, sid)
+        except _Timeout as e:
+            log.info("smtp #%d %s timeout (%s)", sid, ip, e.name)
+            if conn is not None and session is not None:
+                try:  # best effort, never waits: the peer may not be reading
+                    conn.send_nowait(session.timeout_reply())
+                except Exception:
+                    pass
+        except Exception as e:  # a peer's reset, a TLS failure, MemoryError...: end this session only
+            log.info("smtp #%d %s closed: %s %r", sid, ip, type(e).__name__, e)
+        finally:
+            if session is not None:
+                session.close()  # a message without its final dot is thrown away here
+            if conn is not None:
+                conn.close()
+            if counted:
+                self.sessions -= 1
+                k = self.per_addr.get(ip, 1) - 1
+                if k <= 0:
+                    self.per_addr.pop(ip, None)
+                else:
+                    self.per_addr[ip] = k
+                log.info("smtp #%d %s disconnect sessions=%d", sid, ip, self.sessions)
+
+    async def _run(self, conn, session, sid):
+        sm = self.sm
+        lines = LineReader(sm["max_line"], sm["max_line"] + sm["block_size"])
+        preauth = True  # the "authorization" deadline still runs
+        await conn.send(session.greeting())
+        while True:
+            replies = smtp.pump(session, lines)
+            if session.checking:  # an AUTH's hash, in slices: other sessions run in between
+                r = None
+                while r is None:
+                    await asyncio.sleep(0)
+                    r = session.resume()
+                replies.append(r)
+            if preauth and session.passed:
+                conn.no_limit()  # from now on the idle timeouts bound each wait
+                preauth = False
+            if replies:
+                if session.delay:
+                    await conn.pause(session.delay)
+                if session.starttls:
+                    conn.before_tls()
+                await conn.send(replies[0] if len(replies) == 1 else b"".join(replies))
+                if session.starttls:
+                    lines.clear()  # RFC 3207 4.2: nothing sent before the handshake is kept
+                    session.starttls = False
+                    r = conn.start_tls(self.ctx)
+                    if r is not None:
+                        await r
+                    session.tls_active = True
+                    log.info("smtp #%d %s STARTTLS", sid, session.peer)
+                if session.closing:
+                    return
+                continue
+            conn.idle = sm["data_timeout"] if session.in_data else sm["command_timeout"]
+            n = await conn.recv_into(lines.space())
+            if not n:
+                log.info("smtp #%d %s dropped by peer%s", sid, session.peer, " mid-DATA" if session.in_data else "")
+                return
+            lines.commit(n)
+
+
+async def start(cfg, store, logins=None):
+    """Listeners up (none while smtp.domains is empty); returns the SmtpServer. `logins` is the
+    POP3 server's pop3server.Service when both run (one throttle), else one is made."""
+    srv = SmtpServer(cfg, store, logins)
+    if srv.svc.domains:
+        await srv._listen()
+    else:
+        log.info("smtp: no domains configured, not listening")
+    return srv
+
+
+async def _forever(cfg, config_path=None):
+    from pocketpost import server
+
+    store = open_store(cfg)
+    pop = await server.start(cfg, store, config_path)  # config_path: where rehashed passwords are saved
+    srv = await start(cfg, store, pop.svc)
+    try:
+        while True:
+            await asyncio.sleep(3600)
+    finally:
+        srv.close()
+        pop.close()
+
+
+def main(config_path):
+    cfg = config_mod.load(config_path)
+    log.set_level(cfg["log"]["level"])
+    asyncio.run(_forever(cfg, config_path))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        print("usage: micropython -m pocketpost.smtpserver config.json   (POP3 server + SMTP receiver)")
+        sys.exit(2)
+    main(sys.argv[1])

@@ -1,0 +1,522 @@
+"""The sans-I/O SMTP receiver session (smtp.py) against a real store, driven through wire.LineReader
+and smtp.pump exactly as the asyncio shell drives it. Runs under CPython (pytest) and MicroPython
+(host_tests/dual/run.py). Every refused or interrupted message is checked for nothing stored."""
+
+import binascii
+
+from flashdev import fresh_root
+from pocketpost import config, groupcommit, log, smtp
+from pocketpost import store as store_mod
+from pocketpost.pop3server import Service as LoginService
+from pocketpost.store import Store
+from pocketpost.wire import LineReader
+
+log.set_sink(lambda line: None)
+
+SMUGGLE_ENDS = [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\r.\r\n", b"\r\n.\r", b"\n.\r", b"\r\n.\r\r\n",
+                b"\r\n\r.\r\n", b"\r\n.\r\x00\n", b"\n\r.\r\n"]
+
+
+class Env:
+    def __init__(self, smtp_cfg=None, quota=0, policy="local", tls=False):
+        self.root, self.cleanup = fresh_root()
+        store_mod.reboot()
+        self.store = Store(self.root, quota=quota, reserve=0)
+        sm = {"domains": ["example.org", "Home.Example"], "aliases": {"postmaster": "alice", "info@home.example": "bob",
+                                                                      "list": "shared"},
+              "catch_all": {"home.example": "carol"}, "max_message_size": 20000, "block_size": 256}
+        sm.update(smtp_cfg or {})
+        raw = {"server": {"pbkdf2_iterations": 5, "plaintext_auth": policy, "auth_delays": [1, 2]}, "smtp": sm}
+        for u in ("alice", "bob", "carol"):
+            config.add_user(raw, u, u + " pw", 5)
+        cfg = config.check(raw)
+        self.logins = LoginService(cfg["server"], cfg["users"], self.store)
+        self.svc = smtp.Service(cfg["smtp"], cfg["users"], self.store, self.logins, tls_available=tls,
+                                hostname="mx.example.org")
+
+    def session(self, mode=smtp.MX, peer="127.0.0.1", tls_active=False):
+        return Conn(smtp.Session(self.svc, peer, mode, tls_active), self.svc.cfg["max_line"])
+
+    def box(self, name):
+        """The stored messages of a mailbox, as bytes, oldest first (the mailbox must exist)."""
+        if not self.store.exists(name):
+            return []
+        mb = self.store.lock(name)
+        try:
+            out = []
+            for i in range(mb.count):
+                f = mb.open(i)
+                out.append(f.read())
+                f.close()
+            return out
+        finally:
+            mb.release()
+
+    def tmp_empty(self):
+        from pocketpost import compat
+
+        for name in self.store.mailboxes():
+            if compat.listdir(self.root + "/" + name + "/tmp"):
+                return False
+        return True
+
+    def close(self):
+        store_mod.reboot()
+        self.cleanup()
+
+
+class Conn:
+    """A session plus the shell's LineReader: send bytes (in any chunks), get reply lines."""
+
+    def __init__(self, session, max_line):
+        self.s = session
+        self.lines = LineReader(max_line, max_line + 256)
+        self.greeting = session.greeting()
+
+    def send(self, data, chunk=0):
+        out = []
+        chunk = chunk or len(data) or 1
+        mv = memoryview(data)
+        for i in range(0, len(data), chunk):
+            pos = i
+            stop = min(i + chunk, len(data))
+            while pos < stop:
+                pos += self.lines.feed(mv[pos:stop])
+                while True:
+                    got = smtp.pump(self.s, self.lines)
+                    if self.s.checking:  # an AUTH's hash, in slices (the shell yields in between)
+                        r = None
+                        while r is None:
+                            r = self.s.resume()
+                        got.append(r)
+                    out.extend(got)
+                    if self.s.starttls:
+                        self.lines.clear()
+                        self.s.tls_active = True
+                        self.s.starttls = False
+                    if not got or self.s.closing:
+                        break
+                if self.s.closing:
+                    return b"".join(out)
+        return b"".join(out)
+
+    def cmd(self, line):
+        return self.send(line + b"\r\n")
+
+
+def codes(replies):
+    """The reply codes of a run of replies (continuation lines of EHLO skipped)."""
+    out = []
+    for ln in replies.split(b"\r\n"):
+        if ln and ln[3:4] != b"-":
+            out.append(int(ln[:3]))
+    return out
+
+
+def with_env(fn, **kw):
+    e = Env(**kw)
+    try:
+        fn(e)
+    finally:
+        e.close()
+
+
+MSG = b"From: a@example.net\r\nTo: alice@example.org\r\nSubject: hi\r\n\r\nHello\r\n..dot line\r\nend\r\n"
+BODY = b"From: a@example.net\r\nTo: alice@example.org\r\nSubject: hi\r\n\r\nHello\r\n.dot line\r\nend\r\n"
+
+
+def transaction(rcpts=(b"alice@example.org",), body=MSG, sender=b"a@example.net", params=b""):
+    out = b"EHLO client.example\r\nMAIL FROM:<" + sender + b">" + params + b"\r\n"
+    for r in rcpts:
+        out += b"RCPT TO:<" + r + b">\r\n"
+    return out + b"DATA\r\n" + body + b".\r\n"
+
+
+def strip_trace(m):
+    """A stored message without the Return-Path and Received fields we prepended."""
+    assert m.startswith(b"Return-Path: <"), m[:60]
+    k = m.find(b"\r\nReceived: ")
+    j = k + 2
+    while True:  # the Received field and its folded lines
+        e = m.find(b"\r\n", j)
+        j = e + 2
+        if m[j : j + 1] != b"\t":
+            return m[j:]
+
+
+def test_plain_transaction_stored_with_trace_headers():
+    def body(e):
+        c = e.session()
+        assert c.greeting.startswith(b"220 mx.example.org ESMTP")
+        r = c.cmd(b"EHLO client.example")
+        for ext in (b"SIZE 20000", b"8BITMIME", b"PIPELINING", b"ENHANCEDSTATUSCODES"):
+            assert b"250-" + ext + b"\r\n" in r or b"250 " + ext + b"\r\n" in r, r
+        assert b"STARTTLS" not in r and b"AUTH" not in r  # no TLS configured; no AUTH on port 25
+        r = c.send(b"MAIL FROM:<A@Example.net> BODY=8BITMIME SIZE=100\r\nRCPT TO:<Alice@EXAMPLE.org>\r\nDATA\r\n")
+        assert codes(r) == [250, 250, 354], r
+        r = c.send(MSG + b".\r\n")
+        assert r.startswith(b"250 2.0.0 stored as "), r
+        assert c.cmd(b"QUIT").startswith(b"221 2.0.0") and c.s.closing
+        got = e.box("alice")
+        assert len(got) == 1 and strip_trace(got[0]) == BODY
+        head = got[0][: len(got[0]) - len(BODY)]
+        assert head.startswith(b"Return-Path: <A@Example.net>\r\nReceived: from client.example ([127.0.0.1])\r\n"), head
+        assert b"by mx.example.org (pocketpost) with ESMTP id " in head and b"for <alice@example.org>;" in head
+        assert b" +0000\r\n" in head and b"TLS" not in head
+
+    with_env(body)
+
+
+def test_every_split_gives_the_same_replies_and_message():
+    script = transaction((b"alice@example.org", b"bob@example.org")) + b"QUIT\r\n"
+    for chunk in (1, 2, 3, 7, 64, 300):
+        def body(e):
+            c = e.session()
+            r = c.send(script, chunk)
+            assert codes(r) == [250, 250, 250, 250, 354, 250, 221], (chunk, r)
+            a = e.box("alice")
+            b = e.box("bob")
+            assert len(a) == 1 and len(b) == 1 and a[0] == b[0], chunk
+            assert strip_trace(a[0]) == BODY and b"\tfor <" not in a[0], chunk  # two recipients: no "for"
+
+        with_env(body)
+
+
+def test_address_map_relay_and_unknown():
+    def body(e):
+        c = e.session()
+        c.send(b"EHLO x\r\nMAIL FROM:<>\r\n")  # the null reverse-path (bounces) is fine
+        cases = [
+            (b"<alice@example.org>", 250), (b"<ALICE+news@Example.Org>", 250), (b"<postmaster>", 250),
+            (b"<info@home.example>", 250), (b"<anyone@home.example>", 250), (b"<list@example.org>", 250),
+            (b"<alice@evil.example>", 550), (b"<nobody@example.org>", 550), (b"<alice@example.org.evil>", 550),
+            (b"<@relay.example:alice@example.org>", 250), (b"<alice%evil.example@example.org>", 550),
+            (b"<alice@example.org@evil.example>", 501), (b"<info@home.example@example.org>", 501), (b"alice@example.org", 501), (b"<>", 501),
+            (b"<a b@example.org>", 501), (b"<alice@example.org> NOTIFY=NEVER", 555),
+        ]
+        for path, want in cases:
+            r = c.cmd(b"RCPT TO:" + path)
+            assert codes(r) == [want], (path, r)
+            if path == b"<alice@evil.example>":
+                assert r.startswith(b"550 5.7.1 "), r  # relaying denied
+            if path == b"<nobody@example.org>":
+                assert r.startswith(b"550 5.1.1 "), r
+        r = c.send(b"DATA\r\n" + MSG + b".\r\n")
+        assert codes(r) == [354, 250], r
+        assert len(e.box("alice")) == 1  # alice, alice+news, postmaster, routed: one copy
+        assert len(e.box("bob")) == 1 and len(e.box("carol")) == 1 and len(e.box("shared")) == 1
+
+    with_env(body)
+
+
+def test_subaddressing_and_catch_all_can_be_off():
+    def body(e):
+        c = e.session()
+        c.send(b"EHLO x\r\nMAIL FROM:<s@x.example>\r\n")
+        assert codes(c.cmd(b"RCPT TO:<alice+tag@example.org>")) == [550]
+        assert codes(c.cmd(b"RCPT TO:<zed@home.example>")) == [550]
+        assert codes(c.cmd(b"RCPT TO:<alice@example.org>")) == [250]
+
+    with_env(body, smtp_cfg={"subaddress": "", "catch_all": {}})
+
+
+def test_sequence_errors_and_garbage():
+    def body(e):
+        c = e.session()
+        assert codes(c.cmd(b"MAIL FROM:<a@b.example>")) == [503]  # EHLO first
+        assert codes(c.cmd(b"EHLO")) == [501]
+        c.cmd(b"HELO x")
+        assert codes(c.cmd(b"RCPT TO:<alice@example.org>")) == [503]
+        assert codes(c.cmd(b"DATA")) == [503]
+        assert codes(c.cmd(b"MAIL FROM:<a@b.example> SIZE=10")) == [555]  # parameters need EHLO
+        assert codes(c.cmd(b"MAIL FROM:<a@b.example>")) == [250]
+        assert codes(c.cmd(b"MAIL FROM:<a@b.example>")) == [503]
+        assert codes(c.cmd(b"DATA")) == [554]  # no valid recipients
+        assert codes(c.cmd(b"VRFY alice")) == [252] and codes(c.cmd(b"NOOP")) == [250]
+        assert codes(c.cmd(b"RSET")) == [250] and codes(c.cmd(b"RCPT TO:<alice@example.org>")) == [503]
+        assert codes(c.send(b"XYZZY\r\nMAIL\r\nMAIL TO:<x>\r\n\x00\x01\x02\r\nEH\x00LO x\r\n")) == [500, 501, 501, 500, 500]
+        assert codes(c.send(b"A" * 5000 + b"\r\nNOOP\r\n")) == [500, 250]  # one error, tail discarded
+        assert not c.s.closing
+        r = c.send(b"BAD\r\n" * 30)  # too many errors: 421 and close
+        assert codes(r)[-1] == 421 and c.s.closing and len(codes(r)) <= smtp.MAX_BAD_COMMANDS
+        assert e.box("alice") == []
+
+    with_env(body)
+
+
+def test_long_pipeline():
+    def body(e):
+        c = e.session()
+        cmds = b"EHLO x\r\n" + b"NOOP\r\nRSET\r\n" * 5000 + transaction()[len(b"EHLO client.example\r\n"):] + b"QUIT\r\n"
+        n = 0
+        last = []
+        for i in range(0, len(cmds), 4096):  # fed as a shell reads it; replies counted, not kept
+            got = codes(c.send(cmds[i : i + 4096]))
+            n += len(got)
+            last = (last + got)[-3:]
+        assert n == 1 + 10000 + 5 and last == [354, 250, 221], (n, last)
+        assert len(e.box("alice")) == 1
+
+    with_env(body)
+
+
+def test_size_declared_and_undeclared():
+    def body(e):
+        c = e.session()
+        c.cmd(b"EHLO x")
+        r = c.cmd(b"MAIL FROM:<a@b.example> SIZE=20001")
+        assert r.startswith(b"552 5.3.4 "), r
+        assert codes(c.cmd(b"MAIL FROM:<a@b.example> SIZE=99999999999999")) == [501]
+        assert codes(c.cmd(b"MAIL FROM:<a@b.example> SIZE=x")) == [501]
+        big = b"Subject: big\r\n\r\n" + (b"0123456789" * 10 + b"\r\n") * 300  # ~33 KB, no SIZE declared
+        for chunk in (0, 1000):
+            r = c.send(transaction(body=big)[len(b"EHLO client.example\r\n"):], chunk)
+            assert codes(r) == [250, 250, 354, 552] and b"552 5.3.4" in r, r
+        assert e.box("alice") == [] and e.tmp_empty()
+        # the session goes on: a message within the limit is stored
+        assert codes(c.send(transaction())) == [250, 250, 250, 354, 250]
+        assert len(e.box("alice")) == 1
+
+    with_env(body)
+
+
+def test_declared_size_over_free_room_is_temporary():
+    def body(e):
+        c = e.session()
+        c.send(b"EHLO x\r\nMAIL FROM:<a@b.example> SIZE=5000\r\n")
+        r = c.cmd(b"RCPT TO:<alice@example.org>")
+        assert r.startswith(b"452 4.3.1 "), r
+
+    with_env(body, quota=4000)
+
+
+def test_smuggling_variants_refused_nothing_smuggled():
+    for end in SMUGGLE_ENDS:
+        def body(e):
+            c = e.session()
+            evil = (b"Subject: one\r\n\r\nfirst" + end + b"MAIL FROM:<ceo@victim.example>\r\n"
+                    b"RCPT TO:<bob@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n")
+            r = c.send(transaction(body=evil) + b"NOOP\r\n")
+            # EHLO, MAIL, RCPT, 354, then one 554 for the whole text, then the NOOP: no smuggled reply
+            assert codes(r) == [250, 250, 250, 354, 554, 250], (end, r)
+            assert e.box("alice") == [] and e.box("bob") == [] and e.tmp_empty(), end
+
+        with_env(body)
+
+
+def test_clean_crlf_text_with_dots_and_8bit_is_stored_exactly():
+    def body(e):
+        text = b"Subject: 8bit\r\n\r\n\xc3\xa9t\xc3\xa9\r\n.\r\n..\r\n.x\r\n\r\n"
+        stuffed = text.replace(b"\r\n.", b"\r\n..")
+        c = e.session()
+        assert codes(c.send(transaction(body=stuffed), 5)) == [250, 250, 250, 354, 250]
+        assert strip_trace(e.box("alice")[0]) == text
+
+    with_env(body)
+
+
+def test_rset_and_drop_mid_data_store_nothing():
+    def body(e):
+        c = e.session()
+        r = c.send(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\nRSET\r\nDATA\r\n")
+        assert codes(r) == [250, 250, 250, 250, 503], r
+        c2 = e.session()
+        c2.send(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n"
+                b"DATA\r\n" + b"Subject: cut\r\n\r\n" + b"x" * 3000)
+        assert c2.s.in_data
+        c2.s.close()  # the shell's finally after a drop or a timeout
+        assert e.box("alice") == [] and e.box("bob") == [] and e.tmp_empty()
+        # a message that never gets its final dot, then QUIT-looking text: still content
+        c3 = e.session()
+        r = c3.send(transaction()[:-3] + b"QUIT\r\n")
+        assert codes(r)[-1] == 354 and c3.s.in_data and not c3.s.closing
+        c3.s.close()
+        assert e.box("alice") == [] and e.tmp_empty()
+
+    with_env(body)
+
+
+def test_recipient_limits():
+    def body(e):
+        c = e.session()
+        c.send(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\n")
+        r = c.send(b"RCPT TO:<alice+%d@example.org>\r\n" * 0 + b"".join(b"RCPT TO:<alice+%d@example.org>\r\n" % i for i in range(101)))
+        got = codes(r)
+        assert got[:100] == [250] * 100 and got[100] == 452, got[95:]
+        c.cmd(b"RSET")
+        c.send(b"MAIL FROM:<a@b.example>\r\n")
+        r = c.send(b"RCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\nRCPT TO:<carol@example.org>\r\n")
+        assert codes(r) == [250, 250, 452] and b"452 4.5.3" in r, r  # max_mailboxes 2
+        assert codes(c.send(b"DATA\r\n" + MSG + b".\r\n")) == [354, 250]
+        assert len(e.box("alice")) == 1 and len(e.box("bob")) == 1 and e.box("carol") == []
+
+    with_env(body, smtp_cfg={"max_mailboxes": 2})
+
+
+def test_quota_in_one_mailbox_means_no_copy_anywhere():
+    def body(e):
+        st = e.store
+        d = st.begin("bob")
+        d.write(b"x" * 3000 + b"\r\n")
+        d.commit()
+        c = e.session()
+        r = c.send(transaction((b"alice@example.org", b"bob@example.org", b"carol@example.org"),
+                               body=b"Subject: q\r\n\r\n" + b"y" * 1500 + b"\r\n"))
+        assert codes(r)[-1] == 552 and b"552 5.2.2" in r, r
+        assert e.box("alice") == [] and e.box("carol") == [] and len(e.box("bob")) == 1 and e.tmp_empty()
+        assert codes(c.send(transaction((b"alice@example.org", b"carol@example.org"))))[-1] == 250
+        assert len(e.box("alice")) == 1 and len(e.box("carol")) == 1
+
+    with_env(body, quota=4000)
+
+
+def plain(authz, authc, pw):
+    return binascii.b2a_base64(authz + b"\x00" + authc + b"\x00" + pw).rstrip(b"\n")
+
+
+def b64(s):
+    return binascii.b2a_base64(s).rstrip(b"\n")
+
+
+def test_submission_auth_plain_and_login():
+    def body(e):
+        c = e.session(smtp.SUBMISSION)
+        r = c.cmd(b"EHLO x")
+        assert b"250-AUTH PLAIN LOGIN\r\n" in r or b"250 AUTH PLAIN LOGIN\r\n" in r, r  # loopback is "local"
+        assert codes(c.cmd(b"MAIL FROM:<alice@example.org>")) == [530]
+        r = c.cmd(b"AUTH PLAIN " + plain(b"", b"alice", b"alice pw"))
+        assert r.startswith(b"235 2.7.0"), r
+        assert codes(c.cmd(b"AUTH PLAIN " + plain(b"", b"alice", b"alice pw"))) == [503]
+        r = c.send(transaction(sender=b"alice@example.org")[len(b"EHLO client.example\r\n"):])
+        assert codes(r) == [250, 250, 354, 250], r
+        assert b"with ESMTPA (authenticated user alice) id " in e.box("alice")[0]
+        # still no relaying for an authenticated user
+        c.cmd(b"MAIL FROM:<alice@example.org>")
+        assert c.cmd(b"RCPT TO:<someone@gmail.example>").startswith(b"550 5.7.1")
+        # LOGIN, with the continuation steps, and PLAIN with a continuation
+        c2 = e.session(smtp.SUBMISSION)
+        c2.cmd(b"EHLO x")
+        assert c2.cmd(b"AUTH LOGIN") == b"334 VXNlcm5hbWU6\r\n"
+        assert c2.cmd(b64(b"bob")) == b"334 UGFzc3dvcmQ6\r\n"
+        assert c2.cmd(b64(b"bob pw")).startswith(b"235 ")
+        c3 = e.session(smtp.SUBMISSION)
+        c3.cmd(b"EHLO x")
+        assert c3.cmd(b"AUTH PLAIN") == b"334 \r\n"
+        assert c3.cmd(plain(b"", b"carol", b"carol pw")).startswith(b"235 ")
+
+    with_env(body)
+
+
+def test_auth_failures_delay_and_close():
+    def body(e):
+        c = e.session(smtp.SUBMISSION, peer="127.0.0.9")
+        c.cmd(b"EHLO x")
+        r = c.cmd(b"AUTH PLAIN " + plain(b"", b"alice", b"wrong"))
+        assert r.startswith(b"535 5.7.8") and c.s.delay == 1, (r, c.s.delay)
+        assert c.cmd(b"AUTH PLAIN " + plain(b"bob", b"alice", b"alice pw")).startswith(b"535")  # no proxy login
+        assert c.cmd(b"AUTH LOGIN") == b"334 VXNlcm5hbWU6\r\n"
+        c.cmd(b"!!!notbase64")
+        r = c.cmd(b64(b"x"))
+        assert r.startswith(b"421 ") and c.s.closing, r
+        c2 = e.session(smtp.SUBMISSION, peer="127.0.0.9")
+        c2.cmd(b"EHLO x")
+        assert c2.cmd(b"AUTH PLAIN") == b"334 \r\n"
+        assert c2.cmd(b"*").startswith(b"501 ")
+        assert codes(c2.cmd(b"AUTH CRAM-MD5")) == [504]
+
+    with_env(body)
+
+
+def test_auth_needs_tls_from_afar_and_not_on_mx():
+    def body(e):
+        c = e.session(smtp.SUBMISSION, peer="192.0.2.7")
+        r = c.cmd(b"EHLO x")
+        assert b"AUTH" not in r and b"STARTTLS" in r, r
+        assert c.cmd(b"AUTH PLAIN " + plain(b"", b"alice", b"alice pw")).startswith(b"538 5.7.11")
+        r = c.send(b"STARTTLS\r\nEHLO pipelined-after-starttls\r\n")  # the pipelined EHLO is dropped
+        assert r == b"220 2.0.0 ready to start TLS\r\n" and c.s.tls_active, r
+        assert codes(c.cmd(b"MAIL FROM:<a@b.example>")) == [503]  # EHLO again after TLS
+        r = c.cmd(b"EHLO x")
+        assert b"AUTH PLAIN LOGIN" in r and b"STARTTLS" not in r, r
+        assert c.cmd(b"AUTH PLAIN " + plain(b"", b"alice", b"alice pw")).startswith(b"235 ")
+        assert codes(c.send(transaction(sender=b"alice@example.org")[len(b"EHLO client.example\r\n"):])) == [250, 250, 354, 250]
+        assert b"with ESMTPSA (using TLS, authenticated user alice) id " in e.box("alice")[0]
+        m = e.session(smtp.MX, tls_active=True)
+        m.cmd(b"EHLO x")
+        assert codes(m.cmd(b"AUTH PLAIN " + plain(b"", b"alice", b"alice pw"))) == [502]
+
+    with_env(body, tls=True)
+
+
+def test_flash_full_at_data_is_temporary():
+    def body(e):
+        c = e.session()
+        c.send(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\n")
+        e.store.quota = 0
+        e.store.reserve = 1 << 40  # no room left at all
+        e.store._free_cache = None
+        r = c.cmd(b"DATA")
+        if r.startswith(b"354"):  # a store that cannot tell its free space (statvfs missing)
+            return
+        assert r.startswith(b"452 4.3.1"), r
+        c.cmd(b"RSET")
+        r = c.cmd(b"MAIL FROM:<a@b.example> SIZE=1000")  # a declared size that cannot fit: at MAIL FROM
+        assert r.startswith(b"452 4.3.1"), r
+        e.store.reserve = 0
+        e.store._free_cache = None
+        assert codes(c.send(transaction())) == [250, 250, 250, 354, 250]
+
+    with_env(body)
+
+
+def test_group_commit_rolls_forward_after_a_crash_past_the_intent():
+    from pocketpost import compat
+
+    def body(e):
+        st = e.store
+        ds = groupcommit.begin_group(st, ["alice", "bob"])
+        for d in ds:
+            d.write(b"Subject: g\r\n\r\nx\r\n")
+        real = compat.rename
+        calls = []
+
+        def rename(a, b):  # the intent becomes the commit point, then the "power" goes
+            calls.append(b)
+            if len(calls) > 1:
+                raise OSError(5)
+            real(a, b)
+
+        compat.rename = rename
+        try:
+            uids = groupcommit.commit_group(st, ds)
+        finally:
+            compat.rename = real
+        assert len(uids) == 2 and calls[0].endswith("/group")
+        assert compat.exists(e.root + "/group")
+        # a new group is refused while the old one is unfinished (nothing is lost or doubled)
+        d2 = groupcommit.begin_group(st, ["carol"])
+        try:
+            groupcommit.commit_group(st, d2)
+            raise AssertionError("commit over an unfinished intent")
+        except store_mod.StoreError as x:
+            assert x.code == "SYS/TEMP"
+        store_mod.reboot()
+        e.store = Store(e.root, quota=0, reserve=0)  # the restart: recovery renames the rest
+        assert not compat.exists(e.root + "/group")
+        assert e.box("alice") == [b"Subject: g\r\n\r\nx\r\n"] and e.box("bob") == [b"Subject: g\r\n\r\nx\r\n"]
+        assert e.box("carol") == [] and e.tmp_empty()
+        # an intent that was never completed (group.new) means nothing was committed
+        ds = groupcommit.begin_group(e.store, ["alice", "carol"])
+        for d in ds:
+            d.write(b"never\r\n")
+            d._end()
+            compat.sync_file(d._f)
+        f = open(e.root + "/group.new", "w")
+        f.write("alice/tmp/x alice/b0/y\n")  # torn: no "end"
+        f.close()
+        store_mod.reboot()
+        e.store = Store(e.root, quota=0, reserve=0)
+        assert len(e.box("alice")) == 1 and e.box("carol") == [] and e.tmp_empty()
+        assert not compat.exists(e.root + "/group.new")
+
+    with_env(body)

@@ -1,0 +1,87 @@
+"""Start the POP3 server and the SMTP receiver together under micropython for the SMTP e2e tests
+(`micropython -m pocketpost.smtpserver config.json`). Builds on serverharness.Pop3Server: the same
+temp dir, store, users and certificate, plus an "smtp" config section on free ports."""
+
+import json
+import poplib
+import socket
+import time
+
+from helpers import free_port
+from serverharness import Pop3Server, config
+
+DOMAINS = ["example.org", "home.example"]
+
+
+class SmtpPop3Server(Pop3Server):
+    def __init__(self, base, smtp=None, **kw):
+        super().__init__(base, **kw)
+        used = {self.port, self.pop3s_port}
+        ports = []
+        while len(ports) < 3:
+            p = free_port()
+            if p not in used:
+                used.add(p)
+                ports.append(p)
+        self.smtp_port, self.submission_port, self.smtps_port = ports
+        with open(self.config_path) as f:
+            cfg = json.load(f)
+        sm = {"port": self.smtp_port, "submission_port": self.submission_port, "smtps_port": self.smtps_port,
+              "domains": DOMAINS, "aliases": {"postmaster": "alice", "info@home.example": "bob"},
+              "command_timeout": 5, "data_timeout": 3, "preauth_timeout": 4, "max_sessions": 4,
+              "max_sessions_per_addr": 4, "max_message_size": 4 * 1024 * 1024}
+        sm.update(smtp or {})
+        cfg["smtp"] = sm
+        config.check(cfg)
+        with open(self.config_path, "w") as f:
+            json.dump(cfg, f)
+        self.sm = sm
+        self.tls_on = bool(cfg["server"]["cert"])
+
+    def smtp_ports(self):
+        """The SMTP ports that listen (SMTPS only with a certificate)."""
+        sm = self.sm
+        return [p for p in (sm["port"], sm["submission_port"], sm["smtps_port"] if self.tls_on else 0) if p]
+
+    def start(self, args=None, **kw):
+        super().start(args or ["-m", "pocketpost.smtpserver", self.config_path], **kw)
+        deadline = time.time() + 15
+        while time.time() < deadline:
+            try:
+                for p in self.smtp_ports():
+                    socket.create_connection(("127.0.0.1", p), 0.5).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("smtp did not start: %s" % self.log())
+
+    def pop3_messages(self, user, password):
+        """Every message of the user's mailbox, fetched over POP3 with poplib (the server runs)."""
+        p = poplib.POP3("127.0.0.1", self.port, timeout=10)
+        try:
+            p.user(user)
+            p.pass_(password)
+            n = len(p.list()[1])
+            out = []
+            for i in range(n):
+                lines = p.retr(i + 1)[1]
+                out.append(b"".join(ln + b"\r\n" for ln in lines))
+            p.quit()
+            return out
+        finally:
+            try:
+                p.close()
+            except Exception:
+                pass
+
+
+def body_of(stored):
+    """A stored message without the Return-Path and Received fields the receiver prepended."""
+    assert stored.startswith(b"Return-Path: <"), stored[:80]
+    k = stored.index(b"\r\nReceived: ") + 2
+    while True:
+        e = stored.index(b"\r\n", k)
+        k = e + 2
+        if stored[k : k + 1] != b"\t":
+            return stored[k:]

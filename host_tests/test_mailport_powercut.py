@@ -1,0 +1,183 @@
+"""Power cuts during an import and a restore (the board side, pocketpost.mailport), under the real
+micropython binary on littlefs over a simulated flash (host_tests/dual/flashdev.py) that cuts
+the power at the N-th program/erase operation, in three modes (raise, drop, torn).
+
+Run by pytest (test_import_and_restore_power_cuts runs this file under micropython), or directly:
+    MICROPYPATH=firmware:host_tests/dual .venv/bin/micropython -X heapsize=16M host_tests/test_mailport_powercut.py
+For each cut point: the import (or restore) runs, driven as the host tool drives it (journal or
+UID listing first, then only the messages not there), until the power goes; the flash as it was
+then is remounted and the same import (restore) is run again to the end. Every message must
+then be there exactly once, in source order, byte for byte (restore: under its UID), and the
+import journal must list each message once.
+"""
+
+import sys
+
+IS_MP = sys.implementation.name == "micropython"
+MOUNT = "/pcut"
+ROOT = MOUNT + "/mail"
+
+
+def _msgs():
+    out = []
+    for i in range(5):
+        body = b"".join(b"line %d of message %d .......................................\r\n" % (k, i)
+                        for k in range(1 + (i % 3) * 90))  # 1, 2 and 3 blocks of 4 KiB
+        out.append(b"Subject: %d\r\n\r\n" % i + body)
+    return out
+
+
+MSGS = _msgs()
+UIDS = ["0badc0de.%d" % s for s in (3, 130, 131, 400, 401)]  # gaps of whole buckets
+
+
+def _sha1(data):
+    import binascii
+    import hashlib
+
+    return binascii.hexlify(hashlib.sha1(data).digest()).decode()
+
+
+def _cmd(data, uid):
+    from pocketpost import mailport
+
+    out = b"M box 1000 %s %s\n" % (_sha1(data).encode(), uid.encode())
+    for k in range(0, len(data), mailport.CHUNK):
+        piece = data[k : k + mailport.CHUNK]
+        out += b"%d\n" % len(piece) + piece
+    return out + b"0\n"
+
+
+def _serve(st, data):
+    import io
+
+    from pocketpost import mailport
+
+    out = io.BytesIO()
+    mailport.serve(st, io.BytesIO(data), out)
+    return out.getvalue()
+
+
+def _listing(reply):
+    head, _, rest = reply.partition(b"\n")
+    assert head.startswith(b"K "), reply
+    return rest[: int(head[2:])]
+
+
+def run_import(restore):
+    """One run of the host tool's logic: what is there already, then the rest, one by one."""
+    from pocketpost.store import Store
+
+    st = Store(ROOT, quota=0, reserve=0)
+    if restore:
+        have = set(ln.split(b" ")[0].decode() for ln in _listing(_serve(st, b"U box\n")).split(b"\n") if ln)
+    else:
+        have = set()
+        for ln in _listing(_serve(st, b"J box\n")).split(b"\n"):
+            if ln[:1] == b"+":
+                have.add(ln[1:].split(b" ")[0].decode())
+            elif ln[:1] == b"-":
+                have.discard(ln[1:].decode())
+    for m, uid in zip(MSGS, UIDS):
+        key = uid if restore else _sha1(m)
+        if key in have:
+            continue
+        r = _serve(st, _cmd(m, uid if restore else "-"))
+        assert r.startswith(b"A "), r
+
+
+def check(restore, label):
+    from pocketpost.store import Store
+
+    st = Store(ROOT, quota=0, reserve=0)
+    mb = st.lock("box")
+    got = []
+    for i in range(mb.count):
+        f = mb.open(i)
+        got.append((mb.uid(i), f.read()))
+        f.close()
+    mb.release()
+    assert [m for _, m in got] == MSGS, (label, "messages", len(got))
+    if restore:
+        assert [u for u, _ in got] == UIDS, (label, "uids")
+    else:
+        keys = {}
+        for ln in _listing(_serve(st, b"J box\n")).split(b"\n"):
+            if ln[:1] == b"+":
+                k = ln[1:].split(b" ")[0]
+                keys[k] = keys.get(k, 0) + 1
+            elif ln[:1] == b"-":
+                keys[ln[1:]] -= 1
+        assert sorted(k for k, n in keys.items() if n) == sorted(_sha1(m).encode() for m in MSGS), (label, "journal")
+        assert max(keys.values()) == 1, (label, "journal twice")
+
+
+def run_one(base, cut_at, mode, restore):
+    import gc
+
+    from flashdev import FlashDev, PowerCut, mount_fresh, umount
+    from pocketpost import store as store_mod
+
+    store_mod.reboot()
+    dev = FlashDev(data=base)
+    dev.cut_at = cut_at
+    dev.mode = mode
+    mount_fresh(dev=dev, at=MOUNT)
+    try:
+        run_import(restore)
+    except Exception as e:  # noqa: BLE001 - only allowed once the power is gone
+        if not dev.dead:
+            raise
+        if not isinstance(e, (PowerCut, OSError, AssertionError)) and type(e).__name__ not in ("StoreError", "StoreFull"):
+            raise
+    dev.detached = True
+    try:
+        umount(MOUNT)
+    except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
+        pass
+    gc.collect()
+    ops = dev.ops
+    store_mod.reboot()  # the reboot: RAM state (locks, caches) is gone
+    mount_fresh(dev=FlashDev(data=dev.image()), at=MOUNT)
+    try:
+        run_import(restore)  # the rerun, to the end
+        check(restore, (mode, cut_at, "restore" if restore else "import"))
+    finally:
+        umount(MOUNT)
+        store_mod.reboot()
+    return ops
+
+
+def main():
+    import time
+
+    import vfs
+    from flashdev import FlashDev
+
+    dev = FlashDev(blocks=48)
+    vfs.VfsLfs2.mkfs(dev)
+    base = dev.image()
+    t0 = time.ticks_ms()
+    covered = 0
+    for restore in (False, True):
+        total = run_one(base, 0, "raise", restore)
+        for mode in ("raise", "drop", "torn"):
+            for n in range(1, total + 1):
+                run_one(base, n, mode, restore)
+                covered += 1
+        print("%s: %d program/erase ops, cut at every one in 3 modes" % ("restore" if restore else "import", total))
+    print("MAILPORT POWERCUT OK: %d cut points in %d ms" % (covered, time.ticks_diff(time.ticks_ms(), t0)))
+
+
+if IS_MP and __name__ == "__main__":
+    main()
+
+
+def test_import_and_restore_power_cuts():
+    from helpers import run_micropython
+
+    r = run_micropython(["host_tests/test_mailport_powercut.py"], timeout=1200, heapsize="16M")
+    out = r.stdout.decode(errors="replace")
+    print(out)
+    assert r.returncode == 0, out[-4000:] + r.stderr.decode(errors="replace")[-4000:]
+    assert "MAILPORT POWERCUT OK" in out

@@ -1,0 +1,284 @@
+"""Hostile SMTP senders against the receiver under micropython (pocketpost.smtpserver), with a
+bounded heap: every SMTP-smuggling variant, overlong lines, NUL, garbage, a 10,000-command
+pipeline, DATA without RCPT, relay attempts, too many recipients, SIZE over the limit and an
+undeclared oversize body, stalls and drops mid-DATA, a peer that never QUITs, too many sessions.
+Each gets a clear reply or a close, nothing partial is stored (checked over POP3 and on the
+store's files), and another session is served meanwhile."""
+
+import os
+import smtplib
+import socket
+import time
+
+import pytest
+
+from smtpharness import SmtpPop3Server, body_of
+
+LIMIT = 64 * 1024  # max_message_size for these tests
+# The heap the server process gets (code loaded from source, so most of it is bytecode): the
+# oversize-body test streams 20x LIMIT (1.25 MiB, more than the heap) through it.
+HEAP = "512k"
+
+
+@pytest.fixture(scope="module")
+def srv(tmp_path_factory):
+    s = SmtpPop3Server(str(tmp_path_factory.mktemp("smtph")), messages={"alice": [], "bob": []},
+                       smtp={"max_message_size": LIMIT, "max_sessions": 3, "max_sessions_per_addr": 3}, heapsize=HEAP)
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+class Peer:
+    def __init__(self, port, timeout=15):
+        self.s = socket.create_connection(("127.0.0.1", port), timeout)
+        self.buf = b""
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            d = self.s.recv(65536)
+            if not d:
+                raise EOFError(self.buf)
+            self.buf += d
+        ln, self.buf = self.buf.split(b"\r\n", 1)
+        return ln
+
+    def reply(self):
+        """The last line of one (possibly multi-line) reply."""
+        while True:
+            ln = self.line()
+            if ln[3:4] != b"-":
+                return ln
+
+    def cmd(self, c):
+        self.s.sendall(c + b"\r\n")
+        return self.reply()
+
+    def eof(self, timeout):
+        self.s.settimeout(timeout)
+        try:
+            while True:
+                d = self.s.recv(65536)
+                if not d:
+                    return True
+                self.buf += d
+        except (socket.timeout, ConnectionResetError):
+            return False
+
+    def close(self):
+        self.s.close()
+
+
+def greeted(srv, port=None):
+    p = Peer(port or srv.smtp_port)
+    assert p.reply().startswith(b"220 ")
+    assert p.cmd(b"EHLO hostile.example").startswith(b"250 ")
+    return p
+
+
+def count(srv, user="alice", pw="alice pass"):
+    return len(srv.pop3_messages(user, pw))
+
+
+def served(srv):
+    """Another session gets its mail through (and the message is stored once)."""
+    n = count(srv, "bob", "bobpw")
+    with smtplib.SMTP("127.0.0.1", srv.smtp_port, timeout=15) as s:
+        s.sendmail("ok@example.net", ["bob@example.org"], b"Subject: meanwhile\r\n\r\nserved\r\n")
+    got = srv.pop3_messages("bob", "bobpw")
+    assert len(got) == n + 1 and body_of(got[-1]) == b"Subject: meanwhile\r\n\r\nserved\r\n"
+
+
+SMUGGLE_ENDS = [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\r.\r\n", b"\r\n.\r", b"\n.\r", b"\r\n.\r\r\n",
+                b"\r\n\r.\r\n", b"\r\n.\r\x00\n", b"\n\r.\r\n"]
+
+
+def test_every_smuggling_variant(srv):
+    before = count(srv)
+    p = greeted(srv)
+    for end in SMUGGLE_ENDS:
+        assert p.cmd(b"MAIL FROM:<a@b.example>").startswith(b"250 ")
+        assert p.cmd(b"RCPT TO:<alice@example.org>").startswith(b"250 ")
+        assert p.cmd(b"DATA").startswith(b"354 ")
+        p.s.sendall(b"Subject: one\r\n\r\nfirst" + end + b"MAIL FROM:<ceo@victim.example>\r\nRCPT TO:<alice@example.org>\r\n"
+                    b"DATA\r\nSubject: smuggled\r\n\r\nx\r\n.\r\nNOOP\r\n")
+        r = p.reply()
+        assert r.startswith(b"554 5.6.0 "), (end, r)
+        assert p.reply().startswith(b"250 2.0.0 OK"), end  # the NOOP: no reply to any smuggled command
+    assert p.cmd(b"QUIT").startswith(b"221 ")
+    p.close()
+    assert count(srv) == before
+
+
+def test_overlong_nul_garbage_then_close(srv):
+    p = greeted(srv)
+    assert p.cmd(b"NOOP " + b"A" * 5000).startswith(b"500 5.5.2")
+    assert p.cmd(b"NO\x00OP").startswith(b"500 5.5.2")
+    assert p.cmd(b"NOOP").startswith(b"250 ")
+    p.s.sendall(os.urandom(3000).replace(b"\n", b"") + b"\r\n")  # one overlong garbage line
+    assert p.reply().startswith(b"500 ")
+    p.s.sendall(b"\xff\xfe\x00garbage\r\n" * 40)
+    codes = []
+    while True:
+        try:
+            codes.append(p.reply()[:3])
+        except EOFError:
+            break
+    assert codes[-1] == b"421" and len(codes) < 25, codes  # too many errors: 421 and close
+    p.close()
+    served(srv)
+
+
+def test_ten_thousand_command_pipeline(srv):
+    p = greeted(srv)
+    p.s.sendall(b"NOOP\r\nRSET\r\n" * 5000 + b"QUIT\r\n")
+    n = 0
+    while True:
+        r = p.reply()
+        if r.startswith(b"221"):
+            break
+        assert r.startswith(b"250 "), r
+        n += 1
+    assert n == 10000 and p.eof(5)
+    p.close()
+
+
+def test_sequence_relay_and_recipient_limits(srv):
+    p = greeted(srv)
+    assert p.cmd(b"DATA").startswith(b"503 ")
+    assert p.cmd(b"MAIL FROM:<a@b.example>").startswith(b"250 ")
+    assert p.cmd(b"DATA").startswith(b"554 ")  # no recipients
+    assert p.cmd(b"RCPT TO:<victim@gmail.example>").startswith(b"550 5.7.1 ")
+    assert p.cmd(b"RCPT TO:<alice@example.org.gmail.example>").startswith(b"550 5.7.1 ")
+    assert p.cmd(b"RCPT TO:<alice%gmail.example@example.org>").startswith(b"550 ")
+    p.s.sendall(b"".join(b"RCPT TO:<alice+%d@example.org>\r\n" % i for i in range(101)))
+    codes = [p.reply()[:3] for _ in range(101)]
+    assert codes == [b"250"] * 100 + [b"452"], codes[-3:]
+    assert p.cmd(b"RSET").startswith(b"250 ")
+    assert p.cmd(b"QUIT").startswith(b"221 ")
+    p.close()
+
+
+def test_size_declared_and_undeclared_oversize(srv):
+    before = count(srv)
+    p = greeted(srv)
+    assert p.cmd(b"MAIL FROM:<a@b.example> SIZE=%d" % (LIMIT + 1)).startswith(b"552 5.3.4 ")
+    assert p.cmd(b"MAIL FROM:<a@b.example>").startswith(b"250 ")
+    assert p.cmd(b"RCPT TO:<alice@example.org>").startswith(b"250 ")
+    assert p.cmd(b"DATA").startswith(b"354 ")
+    line = b"x" * 78 + b"\r\n"
+    chunk = line * 400
+    for _ in range(LIMIT * 20 // len(chunk)):  # twenty times the limit, more than the whole heap
+        p.s.sendall(chunk)
+    p.s.sendall(b".\r\n")
+    assert p.reply().startswith(b"552 5.3.4 ")
+    assert p.cmd(b"NOOP").startswith(b"250 ")  # the session goes on
+    p.close()
+    assert count(srv) == before
+    served(srv)
+
+
+def test_stall_mid_data_times_out_nothing_stored(srv):
+    before = count(srv)
+    p = greeted(srv)
+    for c in (b"MAIL FROM:<a@b.example>", b"RCPT TO:<alice@example.org>", b"DATA"):
+        p.cmd(c)
+    p.s.sendall(b"Subject: stalled\r\n\r\n" + b"y" * 5000)
+    served(srv)  # meanwhile another session is served
+    t0 = time.time()
+    assert p.eof(15)  # data_timeout is 3 s
+    assert time.time() - t0 < 10
+    assert p.buf.startswith(b"421 4.4.2 "), p.buf
+    p.close()
+    assert count(srv) == before
+
+
+def test_drop_mid_data_nothing_stored(srv):
+    before = count(srv)
+    for cut in (b"", b"Subject: dropped\r\n\r\n" + b"z" * 20000, b"Subject: x\r\n\r\nalmost\r\n.\r"):
+        p = greeted(srv)
+        for c in (b"MAIL FROM:<a@b.example>", b"RCPT TO:<alice@example.org>", b"RCPT TO:<bob@example.org>", b"DATA"):
+            p.cmd(c)
+        p.s.sendall(cut)
+        p.s.shutdown(socket.SHUT_RDWR)
+        p.close()
+    served(srv)
+    assert count(srv) == before
+
+
+def test_never_quits_and_preauth_deadline(srv):
+    before = count(srv)
+    p = greeted(srv)
+    for c in (b"MAIL FROM:<a@b.example>", b"RCPT TO:<alice@example.org>", b"DATA"):
+        p.cmd(c)
+    p.s.sendall(b"Subject: no quit\r\n\r\nbody\r\n.\r\n")
+    assert p.reply().startswith(b"250 ")
+    assert p.eof(15) and b"421 4.4.2" in p.buf  # command_timeout (5 s) ends it; the mail stays
+    p.close()
+    got = srv.pop3_messages("alice", "alice pass")
+    assert len(got) == before + 1 and body_of(got[-1]) == b"Subject: no quit\r\n\r\nbody\r\n"
+    # a peer that keeps talking without ever starting a transaction: the pre-auth deadline (4 s)
+    p = greeted(srv)
+    t0 = time.time()
+    closed = False
+    while time.time() - t0 < 12:
+        try:
+            p.s.sendall(b"NOOP\r\n")
+            r = p.reply()
+        except (EOFError, OSError):
+            closed = True
+            break
+        if r.startswith(b"421"):
+            closed = p.eof(5)
+            break
+        time.sleep(0.5)  # pacing the peer, not synchronisation
+    assert closed and time.time() - t0 < 9
+    p.close()
+
+
+def test_too_many_sessions(srv):
+    peers = [greeted(srv) for _ in range(3)]
+    extra = Peer(srv.smtp_port)
+    assert extra.reply().startswith(b"421 4.7.0 ") and extra.eof(5)
+    extra.close()
+    for p in peers:
+        p.cmd(b"QUIT")
+        p.close()
+    deadline = time.time() + 10
+    while True:  # the slots come back once the server has seen the QUITs
+        try:
+            served(srv)
+            break
+        except smtplib.SMTPConnectError:
+            assert time.time() < deadline
+            time.sleep(0.1)
+
+
+def test_nothing_left_in_temp_dirs(srv):
+    root = srv.store_root
+    for box in os.listdir(root):
+        tmp = os.path.join(root, box, "tmp")
+        if os.path.isdir(tmp):
+            assert os.listdir(tmp) == [], box
+    assert not os.path.exists(os.path.join(root, "group")) and srv.alive()
+
+
+def test_silent_tls_peers_are_let_go(srv):
+    """A peer that opens the SMTPS port, or says STARTTLS, and then sends nothing: the pre-auth
+    deadline (4 s here) ends the stalled handshake; nothing leaks, others are served meanwhile."""
+    fds = srv.fds()
+    p = Peer(srv.smtps_port)
+    q = greeted(srv)
+    assert q.cmd(b"STARTTLS").startswith(b"220 ")
+    served(srv)
+    t0 = time.time()
+    assert p.eof(15) and q.eof(15)
+    assert time.time() - t0 < 10
+    p.close()
+    q.close()
+    deadline = time.time() + 10
+    while srv.fds() > fds:  # bounded poll: the server closes its side
+        assert time.time() < deadline, (srv.fds(), fds)
+        time.sleep(0.1)

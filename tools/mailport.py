@@ -1,0 +1,1211 @@
+"""Host side of export, import, backup and restore for a pocketpost flash image (CPython).
+
+The store is only ever read and written by the firmware's own code: this module starts
+`micropython tools/hostflash.py IMAGE -m pocketpost.mailport ...` (firmware/pocketpost/mailport.py)
+and streams messages through its stdin/stdout. No message is held whole in RAM here either:
+every message goes from the pipe to its file (or from its file to the pipe) in blocks.
+
+Formats
+- Maildir: DIR/<mailbox>/{cur,new,tmp}; one file per message in cur/, named
+  "<arrival>.P<epoch>Q<seq>.pocketpost,S=<size>,W=<size>:2," (the UID is in the name), the exact
+  stored bytes (CRLF line ends).
+- mbox (mboxrd): a "From MAILER-DAEMON <arrival, asctime UTC>" line, the message with every line
+  matching /^>*From / given one more ">", then an empty line. A reader that strips one ">" from
+  /^>+From / (mboxrd) gets the exact stored bytes back. Python's `mailbox.mbox` does not strip it.
+- Dovecot (--dovecot): the Maildir plus `dovecot-uidlist` (version 3) giving each message its
+  POP3 UIDL (P) and POP3 order (O), see docs/MIGRATE.md.
+- Backup archive: see BACKUP_FORMAT below.
+
+Import idempotency: the key of a message is the SHA-1 of its bytes as the store keeps them
+(lone LF -> CRLF, a final CRLF added), computed here before sending and again on the image;
+the image keeps a per-mailbox journal of the keys it committed (firmware/pocketpost/mailport.py).
+A message whose key is in the journal, or seen earlier in the same run, is skipped: importing the
+same source again, or after an interruption at any point, adds nothing twice. Two byte-identical
+messages in one source are imported once.
+"""
+
+import calendar
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import zlib
+
+import hostimage
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIRMWARE = os.path.join(ROOT, "firmware")
+HOSTFLASH = os.path.join(ROOT, "tools", "hostflash.py")
+IMAGE_CONFIG = "/flash/config.json"
+CHUNK = 4096  # = pocketpost.mailport.CHUNK: the most the board side takes per chunk
+READ = 65536  # host-side file reads
+# Where micropython finds pocketpost: the sources, or a folder of .mpy files (the benchmark's
+# heap figures are for .mpy, as on a board: compiling .py costs heap that a board never spends).
+CODE_PATH = [FIRMWARE]
+
+
+def micropython():
+    p = os.path.join(ROOT, ".venv", "bin", "micropython")
+    return p if os.path.exists(p) else "micropython"
+
+
+class PortError(Exception):
+    pass
+
+
+# --- the link to the board side ----------------------------------------------------------------
+
+
+class Link:
+    """micropython with the image mounted, running pocketpost.mailport.main(cmd, ...)."""
+
+    def __init__(self, image, cmd, *args, heapsize=None):
+        # One owner at a time, and only a littlefs image (never a file handed in by mistake):
+        # the lock's descriptor goes to micropython, so it holds as long as either process lives.
+        self.lock = hostimage.ImageLock(image)
+        try:
+            hostimage.check(image)
+        except BaseException:
+            self.lock.release()
+            raise
+        env = dict(os.environ)
+        env["MICROPYPATH"] = CODE_PATH[0] + ":" + os.path.join(ROOT, "tools") + ":.frozen"
+        argv = [micropython()]
+        if heapsize:
+            argv += ["-X", "heapsize=%s" % heapsize]
+        argv += [HOSTFLASH, image, "-m", "pocketpost.mailport", cmd, IMAGE_CONFIG] + list(args)
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         env=env, pass_fds=(self.lock.fd,))
+        finally:
+            self.lock.release()  # the child holds it now
+        self.r = self.proc.stdout
+        self.w = self.proc.stdin
+
+    def line(self):
+        ln = self.r.readline(1024)
+        if not ln.endswith(b"\n"):
+            raise PortError("board side ended: %s" % self.error())
+        return ln[:-1].decode()
+
+    def copy(self, n, write):
+        """Pass exactly n bytes from the pipe to write(), a block at a time."""
+        while n:
+            b = self.r.read(min(n, READ))
+            if not b:
+                raise PortError("board side ended mid-message: %s" % self.error())
+            write(b)
+            n -= len(b)
+
+    def read(self, n):
+        parts = []
+        self.copy(n, parts.append)
+        return b"".join(parts)
+
+    def send(self, data):
+        try:
+            self.w.write(data)
+        except BrokenPipeError:
+            raise PortError("board side ended: %s" % self.error())
+
+    def flush(self):
+        try:
+            self.w.flush()
+        except BrokenPipeError:
+            raise PortError("board side ended: %s" % self.error())
+
+    def error(self):
+        try:
+            self.w.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+        return (self.proc.stderr.read() or b"").decode(errors="replace").strip()[-2000:]
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.w.write(b"Q\n")
+                self.w.flush()
+            except (BrokenPipeError, ValueError, OSError):
+                pass
+        err = self.error()
+        rc = self.proc.returncode
+        if rc != 0:
+            raise PortError("board side failed (exit %s): %s" % (rc, err))
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    # -- commands of the serve loop ---------------------------------------------------------
+
+    def listing(self, cmd, mailbox):
+        self.send(b"%s %s\n" % (cmd.encode(), mailbox.encode()))
+        self.flush()
+        head = self.line()
+        if head.startswith("R "):
+            raise PortError("%s: %s" % (mailbox, head[2:]))
+        if not head.startswith("K "):
+            raise PortError("unexpected reply %r" % head)
+        return self.read(int(head[2:]))
+
+    def journal(self, mailbox):
+        """The keys of the messages already imported into mailbox (see the module docstring)."""
+        keys = set()
+        for ln in self.listing("J", mailbox).split(b"\n"):
+            if ln[:1] == b"+":
+                keys.add(ln[1:].split(b" ")[0].decode())
+            elif ln[:1] == b"-":
+                keys.discard(ln[1:].decode())
+        return keys
+
+    def uids(self, mailbox):
+        out = {}
+        for ln in self.listing("U", mailbox).split(b"\n"):
+            if ln:
+                uid, size = ln.decode().split(" ")
+                out[uid] = int(size)
+        return out
+
+    def message(self, mailbox, arrival, sha1, uid, chunks):
+        """Send one message (chunks: an iterable of bytes); returns the reply line."""
+        self.send(b"M %s %d %s %s\n" % (mailbox.encode(), arrival, sha1.encode(), (uid or "-").encode()))
+        for c in chunks:
+            for i in range(0, len(c), CHUNK):
+                piece = c[i : i + CHUNK]
+                self.send(b"%d\n" % len(piece))
+                self.send(piece)
+        self.send(b"0\n")
+        self.flush()
+        reply = self.line()
+        if reply[:2] not in ("A ", "F ", "R "):
+            self.garbled(reply)
+        return reply
+
+    def garbled(self, line):
+        """The board side wrote something that is not the protocol (a traceback, say)."""
+        rest = b""
+        try:
+            self.w.close()
+        except OSError:
+            pass
+        try:
+            rest = self.r.read(4000)
+        except OSError:
+            pass
+        raise PortError("board side failed: %s\n%s%s" % (line, rest.decode(errors="replace"), self.error()))
+
+    def write_file(self, path, size, chunks):
+        self.send(b"W %d %s\n" % (size, path.encode()))
+        for c in chunks:
+            self.send(c)
+        self.flush()
+        reply = self.line()
+        if not reply.startswith("A "):
+            raise PortError("writing %s: %s" % (path, reply))
+
+
+_RECORD = re.compile(r"(E|B [a-z0-9._-]+ \d+ \d+|L [a-z0-9._-]+|M [0-9a-f]{8}\.\d+ \d+ \d+|F \d+ [^/ ].*)\Z")
+
+
+def is_serial(path):
+    """A board's serial port (or the pseudo-board's pty), as opposed to an image file."""
+    import stat
+
+    try:
+        return stat.S_ISCHR(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+class UsbLink(Link):
+    """The same conversation with a live board over mpremote's raw REPL (no soft reset, like
+    `mpremote resume`; connecting interrupts main.py, as every mpremote command does):
+    pocketpost.mailport.repl() writes base64 lines, decoded here a line at a time, and reads
+    our writes as base64 lines of at most USB_LINE bytes, each acknowledged with a "~" line
+    before the next goes out (a board's UART has no handshake)."""
+
+    USB_LINE = 1536
+
+    def __init__(self, port, cmd, mailboxes=(), config_path="config.json", timeout=30):
+        from mpremote.transport_serial import SerialTransport
+
+        self.t = SerialTransport(port, baudrate=115200, timeout=timeout)
+        self.timeout = timeout
+        self.t.enter_raw_repl(soft_reset=False)
+        code = "from pocketpost import mailport\nmailport.repl(%r, %r, %r)\n" % (cmd, config_path, tuple(mailboxes))
+        self.t.exec_raw_no_follow(code)
+        self.raw = bytearray()
+        self.buf = bytearray()
+        self.out = bytearray()
+        self.ended = False
+        self.acks = 0
+
+    def _read(self):
+        ser = self.t.serial
+        b = ser.read(1)
+        if not b:
+            raise PortError("board link: no data for %d s" % self.timeout)
+        n = ser.in_waiting
+        return b + (ser.read(min(n, READ)) if n else b"")
+
+    def _more(self):
+        """Take one line off the link: decoded data into buf, or an ack counted."""
+        import binascii
+
+        while True:
+            i = self.raw.find(b"\n")
+            if i >= 0:
+                line = bytes(self.raw[:i]).strip(b"\r")
+                del self.raw[: i + 1]
+                if line == b"~":
+                    self.acks += 1
+                    return
+                try:
+                    self.buf += binascii.a2b_base64(line)
+                except binascii.Error:
+                    self.garbled(line.decode(errors="replace"))
+                return
+            j = self.raw.find(b"\x04")
+            if j >= 0:  # the program ended before its records did
+                text = bytes(self.raw[:j]).decode(errors="replace")
+                self.raw = self.raw[j + 1 :]
+                self.ended = True
+                self.garbled(text)
+            self.raw += self._read()
+
+    def line(self):
+        while True:
+            i = self.buf.find(b"\n")
+            if i >= 0:
+                ln = bytes(self.buf[:i])
+                del self.buf[: i + 1]
+                return ln.decode()
+            self._more()
+
+    def copy(self, n, write):
+        while n:
+            if not self.buf:
+                self._more()
+            k = min(n, len(self.buf))
+            write(bytes(self.buf[:k]))
+            del self.buf[:k]
+            n -= k
+
+    def send(self, data):
+        self.out += data
+        while len(self.out) >= self.USB_LINE:
+            self._send_line(bytes(self.out[: self.USB_LINE]))
+            del self.out[: self.USB_LINE]
+
+    def flush(self):
+        if self.out:
+            self._send_line(bytes(self.out))
+            self.out = bytearray()
+
+    def _send_line(self, data):
+        import binascii
+
+        want = self.acks + 1
+        enc = binascii.b2a_base64(data)
+        self.t.serial.write(b"%04x" % len(enc) + enc)
+        while self.acks < want:
+            self._more()
+
+    def _error_output(self):
+        """What the board printed after the first 0x04 (a traceback), up to the second."""
+        if not self.ended:
+            j = self.raw.find(b"\x04")
+            while j < 0:
+                self.raw += self._read()
+                j = self.raw.find(b"\x04")
+            self.raw = self.raw[j + 1 :]
+            self.ended = True
+        while self.raw.find(b"\x04") < 0:
+            self.raw += self._read()
+        return bytes(self.raw[: self.raw.find(b"\x04")]).decode(errors="replace").strip()
+
+    def error(self):
+        try:
+            return self._error_output()
+        except Exception as e:
+            return "(%s)" % e
+
+    def garbled(self, line):
+        err = self.error()
+        self.kill()
+        raise PortError("board side failed: %s %s" % (line, err))
+
+    def close(self):
+        if not self.ended:
+            try:
+                self.send(b"Q\n")
+                self.flush()
+            except PortError:
+                pass
+        err = self.error()
+        self.kill()
+        if err:
+            raise PortError("board side failed: %s" % err)
+
+    def kill(self):
+        try:
+            self.t.exit_raw_repl()
+            self.t.close()
+        except Exception:
+            pass
+
+
+def open_link(target, cmd, *mailboxes, heapsize=None):
+    """A Link to an image file, or a UsbLink to a board's serial port (or the pseudo-board)."""
+    if is_serial(target):
+        return UsbLink(target, cmd, mailboxes)
+    if not os.path.isfile(target):
+        raise PortError("%s: no such image file (nor a serial port)" % target)
+    return Link(target, cmd, *mailboxes, heapsize=heapsize)
+
+
+def read_records(link, on_mailbox, on_message, on_file=None, on_locked=None):
+    """Walk an export/backup stream; on_message(uid, arrival, size, copy) must call copy(write)."""
+    while True:
+        head = link.line()
+        if not _RECORD.match(head):
+            link.garbled(head)
+        kind = head[:1]
+        if kind == "E":
+            return
+        if kind == "B":
+            _, name, count, total = head.split(" ")
+            on_mailbox(name, int(count), int(total))
+        elif kind == "L":
+            if on_locked:
+                on_locked(head[2:])
+        elif kind == "M":
+            _, uid, arrival, size = head.split(" ")
+            size = int(size)
+            done = [False]
+
+            def copy(write, size=size):
+                link.copy(size, write)
+                done[0] = True
+
+            on_message(uid, int(arrival), size, copy)
+            if not done[0]:
+                link.copy(size, lambda b: None)
+        elif kind == "F":
+            _, size, path = head.split(" ", 2)
+            size = int(size)
+            if on_file:
+                on_file(path, size, lambda write, size=size: link.copy(size, write))
+            else:
+                link.copy(size, lambda b: None)
+        else:
+            raise PortError("unexpected record %r" % head[:80])
+
+
+class Progress:
+    """'messages and bytes done / total' on stderr, at most a few times a second."""
+
+    def __init__(self, what, enabled):
+        self.what = what
+        self.on = enabled
+        self.n = self.b = 0
+        self.total_n = self.total_b = 0
+        self.t = 0.0
+
+    def add_total(self, n, b):
+        self.total_n += n
+        self.total_b += b
+
+    def step(self, nbytes, force=False):
+        self.n += 1
+        self.b += nbytes
+        now = time.monotonic()
+        if self.on and (force or now - self.t > 0.5):
+            self.t = now
+            self._show()
+
+    def _show(self):
+        tn = "/%d" % self.total_n if self.total_n else ""
+        tb = "/%.1f" % (self.total_b / 1048576) if self.total_b else ""
+        sys.stderr.write("\r%s: %d%s messages, %.1f%s MiB" % (self.what, self.n, tn, self.b / 1048576, tb))
+        sys.stderr.flush()
+
+    def done(self):
+        if self.on and self.n:
+            self._show()
+            sys.stderr.write("\n")
+
+
+# --- export ----------------------------------------------------------------------------------
+
+
+def maildir_name(uid, arrival, size):
+    epoch, seq = uid.split(".")
+    return "%d.P%sQ%s.pocketpost,S=%d,W=%d" % (arrival, epoch, seq, size, size)
+
+
+class MaildirWriter:
+    def __init__(self, top):
+        self.top = top
+        self.box = None
+        self.written = []  # (basename, uid) of the current mailbox, in order
+
+    def mailbox(self, name, count, total):
+        self.finish_mailbox()
+        self.box = os.path.join(self.top, name)
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(self.box, sub), exist_ok=True)
+        self.written = []
+
+    def message(self, uid, arrival, size, copy):
+        base = maildir_name(uid, arrival, size)
+        tmp = os.path.join(self.box, "tmp", base)
+        with open(tmp, "wb") as f:
+            copy(f.write)
+            f.flush()
+            os.fsync(f.fileno())
+        os.utime(tmp, (arrival, arrival))
+        os.rename(tmp, os.path.join(self.box, "cur", base + ":2,"))
+        self.written.append((base, uid, size))
+
+    def finish_mailbox(self):
+        pass
+
+    def close(self):
+        self.finish_mailbox()
+
+
+class DovecotWriter(MaildirWriter):
+    """A Maildir per mailbox plus dovecot-uidlist with each message's POP3 UIDL and order."""
+
+    def finish_mailbox(self):
+        if self.box is None:
+            return
+        validity = int(time.time())
+        guid = os.urandom(16).hex()
+        lines = ["3 V%d N%d G%s\n" % (validity, len(self.written) + 1, guid)]
+        for i, (base, uid, size) in enumerate(self.written):
+            lines.append("%d P%s O%d W%d :%s\n" % (i + 1, uid, i + 1, size, base))
+        tmp = os.path.join(self.box, "dovecot-uidlist.tmp")
+        with open(tmp, "w") as f:
+            f.write("".join(lines))
+        os.rename(tmp, os.path.join(self.box, "dovecot-uidlist"))
+        self.box = None
+
+
+_QUOTE = re.compile(rb"^(?=>*From )", re.M)
+_PREFIX = re.compile(rb">*(?:F(?:r(?:o(?:m)?)?)?)?")
+
+
+class MboxrdQuoter:
+    """mboxrd quoting as a stream: one more '>' before every line matching /^>*From /.
+    Keeps back at most a short partial line that could still become such a line."""
+
+    def __init__(self, write):
+        self.w = write
+        self.pending = b""
+        self.bol = True
+
+    def feed(self, chunk):
+        data = self.pending + chunk if self.pending else chunk
+        self.pending = b""
+        if not self.bol:
+            nl = data.find(b"\n")
+            if nl < 0:
+                self.w(data)
+                return
+            self.w(data[: nl + 1])
+            data = data[nl + 1 :]
+        last = data.rfind(b"\n") + 1
+        tail = data[last:]
+        if tail and len(tail) < 64 and _PREFIX.fullmatch(tail):
+            self.pending = tail
+            data = data[:last]
+        if data:
+            self.w(_QUOTE.sub(b">", data))
+        self.bol = bool(self.pending) or not data or data.endswith(b"\n")
+
+    def finish(self):
+        if self.pending:
+            self.w(self.pending)
+        self.pending = b""
+        self.bol = True
+
+
+def from_line(arrival):
+    return b"From MAILER-DAEMON %s\n" % time.asctime(time.gmtime(arrival)).encode()
+
+
+class MboxWriter:
+    """One mbox file, or (several mailboxes) a directory of <mailbox>.mbox files."""
+
+    def __init__(self, path, single):
+        self.path = path
+        self.single = single
+        self.f = None
+
+    def mailbox(self, name, count, total):
+        if self.f is not None and not self.single:
+            self.f.close()
+            self.f = None
+        if self.f is None:
+            if self.single:
+                p = self.path
+            else:
+                os.makedirs(self.path, exist_ok=True)
+                p = os.path.join(self.path, name + ".mbox")
+            self.f = open(p, "wb")
+
+    def message(self, uid, arrival, size, copy):
+        self.f.write(from_line(arrival))
+        q = MboxrdQuoter(self.f.write)
+        copy(q.feed)
+        q.finish()
+        self.f.write(b"\n")
+
+    def close(self):
+        if self.f is not None:
+            self.f.flush()
+            os.fsync(self.f.fileno())
+            self.f.close()
+            self.f = None
+
+
+def export(image, mailboxes, writer, progress=False, heapsize=None):
+    """Export mailboxes (all when empty) of image through writer; returns {mailbox: count}.
+    image may be a board's serial port (or the pseudo-board's pty): see UsbLink."""
+    link = open_link(image, "export", *mailboxes, heapsize=heapsize)
+    counts = {}
+    locked = []
+    prog = Progress("export", progress)
+    cur = [None]
+
+    def on_mailbox(name, count, total):
+        cur[0] = name
+        counts[name] = 0
+        prog.add_total(count, total)
+        writer.mailbox(name, count, total)
+
+    def on_message(uid, arrival, size, copy):
+        writer.message(uid, arrival, size, copy)
+        counts[cur[0]] += 1
+        prog.step(size)
+
+    try:
+        read_records(link, on_mailbox, on_message, on_locked=locked.append)
+        writer.close()
+        link.close()
+    except BaseException:
+        link.kill()
+        raise
+    prog.done()
+    for name in locked:
+        sys.stderr.write("export: mailbox %s is in use (a POP3 session holds it): not exported\n" % name)
+    return counts
+
+
+# --- import sources ----------------------------------------------------------------------------
+
+_LONE_LF = re.compile(rb"(?<!\r)\n")
+
+
+def normalized(chunks):
+    """The bytes as the store keeps them: lone LF -> CRLF, a final line end added (Delivery._end)."""
+    last = None  # last byte seen, as an int
+    for c in chunks:
+        if not c:
+            continue
+        if c[0] == 10 and last == 13:
+            out = b"\n" + _LONE_LF.sub(b"\r\n", c[1:]) if len(c) > 1 else b"\n"
+            # c[1:] begins after an LF, so a LF there is lone: the lookbehind sees nothing -> lone
+        else:
+            out = _LONE_LF.sub(b"\r\n", c)
+        last = c[-1]
+        yield out
+    if last is not None and last != 10:
+        yield b"\n" if last == 13 else b"\r\n"
+
+
+class Inspector:
+    """Notes on a message as it goes by: header/body separator, 8-bit headers, line ends."""
+
+    HEAD_MAX = 65536
+
+    def __init__(self):
+        self.head = bytearray()
+        self.head_done = False
+        self.crlf = 0
+        self.lf = 0
+        self.size = 0
+
+    def feed(self, c):
+        self.size += len(c)
+        self.crlf += c.count(b"\r\n")
+        self.lf += c.count(b"\n")
+        if not self.head_done:
+            self.head += c[: self.HEAD_MAX - len(self.head)]
+            if len(self.head) >= self.HEAD_MAX or self._sep() >= 0:
+                self.head_done = True
+
+    def _sep(self):
+        h = bytes(self.head)
+        if h.startswith(b"\n") or h.startswith(b"\r\n"):
+            return 0
+        i = h.find(b"\n\n")
+        j = h.find(b"\n\r\n")
+        c = [k for k in (i, j) if k >= 0]
+        return min(c) if c else -1
+
+    def notes(self):
+        out = []
+        sep = self._sep()
+        head = bytes(self.head[:sep]) if sep >= 0 else bytes(self.head)
+        if sep < 0:
+            out.append("no empty line between header and body (stored as it is)")
+        elif sep == 0:
+            out.append("no header fields (starts with an empty line)")
+        if head and not re.match(rb"[!-9;-~]+:", head):
+            out.append("does not start with a header field")
+        if any(b > 127 for b in head):
+            try:
+                head.decode("utf-8")
+                out.append("8-bit (UTF-8) header bytes")
+            except UnicodeDecodeError:
+                out.append("8-bit header bytes that are not UTF-8 (kept as they are)")
+        lone = self.lf - self.crlf
+        if lone and self.crlf:
+            out.append("mixed CRLF and LF line ends (stored with CRLF)")
+        return out
+
+
+class Source:
+    """One message of an import source: label, arrival (or None), chunks() -> bytes blocks."""
+
+    def __init__(self, label, arrival, chunks, notes=()):
+        self.label = label
+        self.arrival = arrival
+        self.chunks = chunks
+        self.notes = list(notes)
+
+
+def _file_chunks(path):
+    def gen():
+        with open(path, "rb") as f:
+            while True:
+                b = f.read(READ)
+                if not b:
+                    return
+                yield b
+
+    return gen
+
+
+def _name_time(name, path):
+    m = re.match(r"(\d{9,10})\.", name)
+    if m:
+        return int(m.group(1))
+    try:
+        return int(os.stat(path).st_mtime)
+    except OSError:
+        return None
+
+
+def maildir_source(top):
+    """Messages of a Maildir (cur/ and new/; tmp/ and dot files ignored), oldest first."""
+    items = []
+    notes = []
+    for sub in ("cur", "new"):
+        d = os.path.join(top, sub)
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            p = os.path.join(d, name)
+            if name.startswith("."):
+                continue
+            if not os.path.isfile(p):
+                notes.append("%s/%s: not a regular file, skipped" % (sub, name))
+                continue
+            items.append((_name_time(name, p) or 0, sub + "/" + name, p))
+    items.sort()
+    return [Source(label, t or None, _file_chunks(p)) for t, label, p in items], notes
+
+
+def eml_source(path):
+    if os.path.isdir(path):
+        names = sorted(n for n in os.listdir(path) if n.lower().endswith(".eml") and os.path.isfile(os.path.join(path, n)))
+        return [Source(n, _name_time("", os.path.join(path, n)), _file_chunks(os.path.join(path, n))) for n in names], []
+    return [Source(os.path.basename(path), _name_time("", path), _file_chunks(path))], []
+
+
+_MONTHS = "Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split()
+_FROM_ = re.compile(rb"From \S+ +(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun) +(Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec)"
+                    rb" +(\d{1,2}) +(\d{1,2}):(\d\d)(?::(\d\d))?(?: +[^ \r\n]+)? +(\d{4})")
+
+
+def _from_time(line):
+    m = _FROM_.match(line)
+    if not m:
+        return None
+    mon, day, hh, mm, ss, year = m.groups()
+    try:
+        return calendar.timegm((int(year), _MONTHS.index(mon.decode()) + 1, int(day), int(hh), int(mm), int(ss or 0)))
+    except (ValueError, OverflowError):
+        return None
+
+
+def _lines(f, start, end):
+    """(offset, line) of f in [start, end), lines cut at READ bytes (a long line is not read whole)."""
+    f.seek(start)
+    pos = start
+    while pos < end:
+        ln = f.readline(min(READ, end - pos))
+        if not ln:
+            return
+        yield pos, ln
+        pos += len(ln)
+
+
+def mbox_source(path, quoting="rd"):
+    """Messages of an mbox. A message starts at a line that looks like a real From_ line (sender,
+    weekday, month, day, time, year) at the start of the file or after an empty line; any other
+    line starting with "From " is body text (reported, kept). One empty line before the next
+    From_ line belongs to the mbox, not the message. quoting: "rd" (mboxrd: /^>+From / loses one
+    ">") or "o" (mboxo: /^>From / -> "From "; deeper quoting is left alone)."""
+    msgs = []  # [label, arrival, start, end, notes]
+    size = os.path.getsize(path)
+    prev_empty = True
+    bol = True
+    last_line_len = 0
+    last_empty_len = 0
+    with open(path, "rb") as f:
+        for pos, ln in _lines(f, 0, size):
+            line_start = bol
+            bol = ln.endswith(b"\n")
+            if not line_start:
+                continue
+            if ln.startswith(b"From "):
+                t = _from_time(ln)
+                if (t is not None and prev_empty) or pos == 0:
+                    if msgs:
+                        msgs[-1][3] = pos - (last_empty_len if prev_empty else 0)
+                    msgs.append(["message %d (offset %d)" % (len(msgs) + 1, pos), t, pos + len(ln), size, []])
+                    prev_empty = False
+                    continue
+                if msgs:
+                    msgs[-1][4].append("unescaped 'From ' line inside the body (kept)")
+            empty = ln in (b"\n", b"\r\n")
+            if empty:
+                last_empty_len = len(ln)
+            prev_empty = empty and bol
+            last_line_len = len(ln)
+    del last_line_len
+    if msgs and prev_empty:
+        msgs[-1][3] -= last_empty_len
+    rd = quoting == "rd"
+    unq = re.compile(rb">(>*From )") if rd else re.compile(rb">(From )")
+
+    def chunks_of(start, end):
+        def gen():
+            with open(path, "rb") as f:
+                at_bol = True
+                for _, ln in _lines(f, start, end):
+                    if at_bol and ln[:1] == b">":
+                        m = unq.match(ln)
+                        if m:
+                            ln = ln[1:]
+                    at_bol = ln.endswith(b"\n")
+                    yield ln
+
+        return gen
+
+    out = []
+    notes = []
+    if size and not msgs:
+        notes.append("%s: no From_ line at the start: not an mbox" % path)
+    for label, t, start, end, n in msgs:
+        counts = {}
+        for x in n:
+            counts[x] = counts.get(x, 0) + 1
+        n = [("%s (%d lines)" % (k, v) if v > 1 else k) for k, v in counts.items()]
+        out.append(Source(label, t, chunks_of(start, end), n))
+    return out, notes
+
+
+def open_source(path, mbox_quoting="rd"):
+    """(list of Source, notes) for a Maildir, a directory of .eml files, an mbox or one .eml."""
+    if os.path.isdir(path):
+        if os.path.isdir(os.path.join(path, "cur")) or os.path.isdir(os.path.join(path, "new")):
+            return maildir_source(path)
+        return eml_source(path)
+    with open(path, "rb") as f:
+        head = f.read(5)
+    if not head:
+        return [], ["%s: empty file, no messages" % path]
+    if head == b"From ":
+        return mbox_source(path, mbox_quoting)
+    return eml_source(path)
+
+
+def message_key(src):
+    """(sha1 hex, stored size, notes) of a Source, streamed."""
+    h = hashlib.sha1()
+    insp = Inspector()
+    size = 0
+    for c in src.chunks():
+        insp.feed(c)
+    for c in normalized(src.chunks()):
+        h.update(c)
+        size += len(c)
+    return h.hexdigest(), size, insp.notes() if size else []
+
+
+def import_messages(image, mailbox, path, report=print, mbox_quoting="rd", progress=False, heapsize=None):
+    """Import SOURCE into mailbox; returns a dict of counts (added, skipped, refused, full)."""
+    sources, notes = open_source(path, mbox_quoting)
+    for n in notes:
+        report("note: " + n)
+    res = {"added": 0, "skipped": 0, "refused": 0, "full": False, "missing": 0, "left": 0}
+    link = open_link(image, "serve", heapsize=heapsize)
+    prog = Progress("import", progress)
+    prog.add_total(len(sources), 0)
+    try:
+        known = link.journal(mailbox)
+        for i, src in enumerate(sources):
+            sha, size, mnotes = message_key(src)
+            for n in src.notes + mnotes:
+                report("%s: note: %s" % (src.label, n))
+            if not size:
+                report("%s: refused: empty message" % src.label)
+                res["refused"] += 1
+                continue
+            if sha in known:
+                res["skipped"] += 1
+                continue
+            arrival = src.arrival if src.arrival is not None else int(time.time())
+            reply = link.message(mailbox, arrival, sha, None, normalized(src.chunks()))
+            prog.step(size)
+            if reply.startswith("A "):
+                known.add(sha)
+                res["added"] += 1
+            elif reply.startswith("F "):
+                free, why = reply[2:].split(" ", 1)
+                rest = sum(message_key(s)[1] for s in sources[i + 1 :])
+                res.update(full=True, missing=size - int(free), left=len(sources) - i)
+                report("%s: no room (%s): %d messages went in; this one needs %d bytes, %d are free"
+                       " (%d bytes missing); %d messages (%d bytes) not imported"
+                       % (src.label, why, res["added"], size, int(free), size - int(free), len(sources) - i, size + rest))
+                break
+            else:
+                report("%s: refused: %s" % (src.label, reply[2:]))
+                res["refused"] += 1
+        link.close()
+    except BaseException:
+        link.kill()
+        raise
+    prog.done()
+    return res
+
+
+# --- backup and restore ------------------------------------------------------------------------
+
+BACKUP_FORMAT = """\
+pocketpost backup archive, format 1. A first line "pocketpost-backup 1 <id>\\n", then records:
+
+    @pp <id> <kind> <metalen> <datalen> <crc>\\n   <meta: JSON, metalen bytes>\\n   <data: datalen bytes>\\n#<sha256 of data>\\n
+
+<id>: 16 hex digits, the same in every record of one archive (a backup stored inside a message
+of another backup is not mistaken for its records). <crc>: CRC-32 (8 hex digits) of the header
+line up to the space before it, then the meta bytes. kind: "info" (format, created, tool,
+config path), "file" (meta: path; data: the file), "mailbox" (meta: name, count, total),
+"msg" (meta: mailbox, uid, arrival, size; data: the stored bytes), "end" (meta: counts per
+mailbox and every (mailbox, uid) listed, so a restore can name messages whose records are lost).
+A reader that meets a damaged header searches forward for the next "\\n@pp <id> " line whose
+CRC holds; a record whose data fails its SHA-256 is named and skipped.
+"""
+
+
+def _hdr(aid, kind, meta, datalen):
+    m = json.dumps(meta, sort_keys=True).encode()
+    head = b"@pp %s %s %d %d" % (aid, kind.encode(), len(m), datalen)
+    crc = zlib.crc32(head + b" " + m) & 0xFFFFFFFF
+    return head + b" %08x\n" % crc + m + b"\n"
+
+
+class ArchiveWriter:
+    def __init__(self, f):
+        self.f = f
+        self.aid = os.urandom(8).hex().encode()
+        f.write(b"pocketpost-backup 1 %s\n" % self.aid)
+
+    def record(self, kind, meta, datalen, copy=None):
+        self.f.write(_hdr(self.aid, kind, meta, datalen))
+        h = hashlib.sha256()
+        n = [0]
+
+        def write(b):
+            h.update(b)
+            n[0] += len(b)
+            self.f.write(b)
+
+        if copy is not None:
+            copy(write)
+        if n[0] != datalen:
+            raise PortError("record %s: %d bytes, header said %d" % (kind, n[0], datalen))
+        self.f.write(b"\n#%s\n" % h.hexdigest().encode())
+
+
+def backup(image, path, progress=False):
+    """Write a backup archive of the whole image (every mailbox, config and other files)."""
+    tmp = path + ".part"
+    counts = {}
+    toc = []
+    link = open_link(image, "backup")
+    prog = Progress("backup", progress)
+    try:
+        with open(tmp, "wb") as f:
+            aw = ArchiveWriter(f)
+            aw.record("info", {"format": 1, "created": int(time.time()), "tool": "pocketpost ppadmin backup",
+                               "config": IMAGE_CONFIG}, 0)
+            cur = [None]
+
+            def on_file(p, size, copy):
+                aw.record("file", {"path": p}, size, copy)
+
+            def on_mailbox(name, count, total):
+                cur[0] = name
+                counts[name] = 0
+                prog.add_total(count, total)
+                aw.record("mailbox", {"name": name, "count": count, "total": total}, 0)
+
+            def on_message(uid, arrival, size, copy):
+                aw.record("msg", {"mailbox": cur[0], "uid": uid, "arrival": arrival, "size": size}, size, copy)
+                counts[cur[0]] += 1
+                toc.append([cur[0], uid])
+                prog.step(size)
+
+            def on_locked(name):
+                raise PortError("mailbox %s is in use: stop the server before a backup" % name)
+
+            read_records(link, on_mailbox, on_message, on_file, on_locked)
+            aw.record("end", {"counts": counts, "messages": toc}, 0)
+            f.flush()
+            os.fsync(f.fileno())
+        link.close()
+    except BaseException:
+        link.kill()
+        raise
+    os.rename(tmp, path)
+    prog.done()
+    return counts
+
+
+_TRAILER = 67  # "\n#" + 64 hex digits + "\n"
+_HEAD = re.compile(rb"@pp ([0-9a-f]{16}) ([a-z]+) (\d{1,9}) (\d{1,12}) ([0-9a-f]{8})\n")
+
+
+class ArchiveReader:
+    """Records of an archive, resyncing past damage; see BACKUP_FORMAT."""
+
+    def __init__(self, path):
+        self.path = path
+        self.f = open(path, "rb")
+        self.size = os.path.getsize(path)
+        first = self.f.readline(200)
+        m = re.match(rb"pocketpost-backup (\d+) ([0-9a-f]{16})\n", first)
+        if not m:
+            raise PortError("%s: not a pocketpost backup archive" % path)
+        if m.group(1) != b"1":
+            raise PortError("%s: archive format %s, this tool reads 1" % (path, m.group(1).decode()))
+        self.aid = m.group(2)
+        self.damage = []  # (offset, what)
+
+    def _resync(self, pos):
+        """Offset of the next header line after pos that parses and whose CRC holds, or None."""
+        marker = b"\n@pp " + self.aid + b" "
+        carry = b""
+        at = pos
+        while at < self.size:
+            self.f.seek(at)
+            block = carry + self.f.read(READ)
+            base = at - len(carry)
+            i = block.find(marker)
+            while i >= 0:
+                rec = self._head_at(base + i + 1)
+                if rec is not None:
+                    return base + i + 1
+                i = block.find(marker, i + 1)
+            carry = block[-(len(marker) - 1):]
+            at = base + len(block)
+        return None
+
+    def _head_at(self, pos):
+        self.f.seek(pos)
+        line = self.f.readline(200)
+        m = _HEAD.match(line)
+        if not m or m.group(1) != self.aid:
+            return None
+        kind, mlen, dlen, crc = m.group(2).decode(), int(m.group(3)), int(m.group(4)), int(m.group(5), 16)
+        meta = self.f.read(mlen)
+        if len(meta) != mlen or zlib.crc32(line[: line.rindex(b" ")] + b" " + meta) & 0xFFFFFFFF != crc:
+            return None
+        try:
+            meta = json.loads(meta)
+        except ValueError:
+            return None
+        data_at = pos + len(line) + mlen + 1
+        return kind, meta, data_at, dlen
+
+    def records(self):
+        """Yield (kind, meta, data_offset, data_len, ok) with ok False when the data's SHA-256
+        fails (or the record is cut off)."""
+        pos = self.f.tell()
+        while pos < self.size:
+            rec = self._head_at(pos)
+            if rec is None:
+                nxt = self._resync(pos)
+                self.damage.append((pos, "damaged record header: %d bytes skipped" % ((nxt or self.size) - pos)))
+                if nxt is None:
+                    return
+                pos = nxt
+                continue
+            kind, meta, data_at, dlen = rec
+            end = data_at + dlen
+            ok = end + _TRAILER <= self.size and self._check(data_at, dlen)
+            yield kind, meta, data_at, dlen, ok
+            if ok:
+                pos = end + _TRAILER
+            else:
+                nxt = self._resync(data_at - 1)
+                if nxt is None:
+                    return
+                pos = nxt
+
+    def _check(self, at, n):
+        h = hashlib.sha256()
+        for b in self.chunks(at, n)():
+            h.update(b)
+        self.f.seek(at + n)
+        trailer = self.f.read(_TRAILER)
+        return trailer == b"\n#" + h.hexdigest().encode() + b"\n"
+
+    def chunks(self, at, n):
+        def gen():
+            with open(self.path, "rb") as f:
+                f.seek(at)
+                left = n
+                while left:
+                    b = f.read(min(READ, left))
+                    if not b:
+                        return
+                    left -= len(b)
+                    yield b
+
+        return gen
+
+    def close(self):
+        self.f.close()
+
+
+def _check_image_root(raw):
+    """An image is mounted at /flash and host paths stay reachable from micropython: a config
+    whose store lives elsewhere (a board's, say "/mail") would restore mail onto the host."""
+    try:
+        root = (json.loads(raw).get("store") or {}).get("root", "/flash/mail")
+    except ValueError:
+        return
+    if not str(root).startswith("/flash/"):
+        raise PortError("the archive's config keeps mail in %r, outside the image's /flash: restore it onto a "
+                        "board (--port), or change store.root in a copy of the archive's config" % root)
+
+
+def restore(path, image, report=print, progress=False, heapsize=None, size=None):
+    """Restore an archive onto image (made if missing). Returns counts; every message whose
+    record is damaged is reported by mailbox and UID (or by offset when its header is lost)."""
+    if not os.path.exists(image) and not is_serial(image):
+        # Made under another name and renamed when formatted: a restore killed here leaves no
+        # half-made image behind to be mistaken for a real one.
+        want = size or max(2 * 1024 * 1024, (os.path.getsize(path) * 2 // 4096 + 64) * 4096)
+        part = image + ".part"
+        with open(part, "wb") as f:
+            blank = b"\xff" * 4096
+            for _ in range(want // 4096):
+                f.write(blank)
+        fmt = subprocess.run([micropython(), HOSTFLASH, part, "--mkfs", "-c", "pass"], capture_output=True,
+                             env=dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen"))
+        if fmt.returncode:
+            raise PortError("formatting %s failed: %s" % (part, fmt.stderr.decode(errors="replace")))
+        os.rename(part, image)
+    ar = ArchiveReader(path)
+    res = {"restored": 0, "present": 0, "damaged": [], "refused": 0, "files": 0, "missing": []}
+    link = open_link(image, "serve", heapsize=heapsize)
+    prog = Progress("restore", progress)
+    present = {}
+    seen = set()
+    toc = None
+    try:
+        for kind, meta, at, n, ok in ar.records():
+            if kind == "msg":
+                name = "%s %s" % (meta.get("mailbox"), meta.get("uid"))
+                seen.add((meta.get("mailbox"), meta.get("uid")))
+                if not ok:
+                    res["damaged"].append(name)
+                    report("damaged: message %s (checksum fails): not restored" % name)
+                    continue
+                box = meta["mailbox"]
+                if box not in present:
+                    present[box] = link.uids(box)
+                if meta["uid"] in present[box]:
+                    res["present"] += 1
+                    continue
+                h = hashlib.sha1()
+                for b in ar.chunks(at, n)():
+                    h.update(b)
+                reply = link.message(box, meta["arrival"], h.hexdigest(), meta["uid"], ar.chunks(at, n)())
+                prog.step(n)
+                if reply.startswith("A "):
+                    res["restored"] += 1
+                elif reply.startswith("F "):
+                    report("no room on %s for message %s (%s): stopping" % (image, name, reply[2:]))
+                    res["refused"] += 1
+                    break
+                else:
+                    report("refused: message %s: %s" % (name, reply[2:]))
+                    res["refused"] += 1
+            elif kind == "file":
+                if not ok:
+                    res["damaged"].append("file " + meta.get("path", "?"))
+                    report("damaged: file %s: not restored" % meta.get("path"))
+                    continue
+                if meta["path"] == "config.json" and not is_serial(image):
+                    _check_image_root(b"".join(ar.chunks(at, n)()))
+                link.write_file(meta["path"], n, ar.chunks(at, n)())
+                res["files"] += 1
+            elif kind == "end" and ok:
+                toc = meta
+        link.close()
+    except BaseException:
+        link.kill()
+        raise
+    finally:
+        ar.close()
+    prog.done()
+    for off, what in ar.damage:
+        report("damaged: at offset %d: %s" % (off, what))
+    if toc is None:
+        report("damaged: the archive's end record is missing (archive cut short?): messages after the cut are lost")
+    else:
+        for box, uid in toc["messages"]:
+            if (box, uid) not in seen:
+                res["missing"].append("%s %s" % (box, uid))
+                report("damaged: message %s %s: its record is unreadable: not restored" % (box, uid))
+    return res

@@ -1,0 +1,74 @@
+"""The export/import/backup/restore subcommands of ppadmin.py (the work is in mailport.py)."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mailport  # noqa: E402
+
+COMMANDS = ("export", "import", "backup", "restore")
+TARGET = "a flash image file, or a board's serial port (/dev/ttyUSB0, the pseudo-board's tty)"
+
+
+def add_parsers(sub):
+    e = sub.add_parser("export", help="export mailboxes as Maildir, mbox (mboxrd) or Maildir + dovecot-uidlist")
+    e.add_argument("image", help=TARGET)
+    e.add_argument("mailboxes", nargs="*", help="default: every mailbox")
+    g = e.add_mutually_exclusive_group(required=True)
+    g.add_argument("--maildir", metavar="DIR", help="DIR/<mailbox>/{cur,new,tmp}")
+    g.add_argument("--mbox", metavar="FILE", help="one mailbox: FILE; several: FILE/<mailbox>.mbox")
+    g.add_argument("--dovecot", metavar="DIR", help="DIR/<mailbox>/ Maildir with dovecot-uidlist (POP3 UIDL + order)")
+    e.add_argument("--progress", action="store_true")
+    i = sub.add_parser("import", help="import a Maildir, an mbox or .eml files into a mailbox (idempotent)")
+    i.add_argument("image", help=TARGET)
+    i.add_argument("mailbox")
+    i.add_argument("source")
+    i.add_argument("--mbox-quoting", choices=("rd", "o"), default="rd",
+                   help="rd: '>+From ' loses one '>' (default); o: only '>From ' becomes 'From '")
+    i.add_argument("--progress", action="store_true")
+    b = sub.add_parser("backup", help="one archive of every mailbox (UIDs, arrival times), users and config")
+    b.add_argument("image", help=TARGET)
+    b.add_argument("file")
+    b.add_argument("--progress", action="store_true")
+    r = sub.add_parser("restore", help="restore a backup archive onto an image (made if missing)")
+    r.add_argument("file")
+    r.add_argument("image", help=TARGET + " (an image file is made if missing)")
+    r.add_argument("--size", type=int, help="bytes, for a new image (default: twice the archive, at least 2 MiB)")
+    r.add_argument("--progress", action="store_true")
+
+
+def _report(line):
+    print(line, flush=True)
+
+
+def run(args):
+    """Returns the exit status: 0 done, 1 something refused or damaged, 2 stopped (flash full)."""
+    try:
+        if args.cmd == "export":
+            if args.mbox:
+                single = len(args.mailboxes) == 1
+                w = mailport.MboxWriter(args.mbox, single)
+            elif args.dovecot:
+                w = mailport.DovecotWriter(args.dovecot)
+            else:
+                w = mailport.MaildirWriter(args.maildir)
+            counts = mailport.export(args.image, args.mailboxes, w, progress=args.progress)
+            for name in sorted(counts):
+                print("exported %s: %d messages" % (name, counts[name]))
+            return 0
+        if args.cmd == "import":
+            r = mailport.import_messages(args.image, args.mailbox, args.source, _report, args.mbox_quoting, args.progress)
+            print("import %s: %d added, %d skipped (already there), %d refused%s"
+                  % (args.mailbox, r["added"], r["skipped"], r["refused"], ", stopped: no room" if r["full"] else ""))
+            return 2 if r["full"] else (1 if r["refused"] else 0)
+        if args.cmd == "backup":
+            counts = mailport.backup(args.image, args.file, args.progress)
+            print("backup %s: %d mailboxes, %d messages" % (args.file, len(counts), sum(counts.values())))
+            return 0
+        r = mailport.restore(args.file, args.image, _report, args.progress, size=args.size)
+        print("restore %s: %d messages restored, %d already there, %d files, %d damaged, %d refused"
+              % (args.image, r["restored"], r["present"], r["files"], len(r["damaged"]) + len(r["missing"]), r["refused"]))
+        return 1 if (r["damaged"] or r["missing"] or r["refused"]) else 0
+    except (mailport.PortError, mailport.hostimage.ImageError, OSError) as e:
+        print("ppadmin %s: %s" % (args.cmd, e), file=sys.stderr)
+        return 3
