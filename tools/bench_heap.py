@@ -14,8 +14,8 @@ see tools/heapwork.py):
   b  the server with two sessions each in the middle of a 1 MiB RETR at once (one plain POP3,
      one POP3S); the message has a dot line, so RETR runs the stuffing codec (the dearer path)
   c  everything at once: b, and while both RETRs are held in progress the fetcher downloads a
-     1 MiB message from another POP3 server into the same store (and, once pocketpost.smtpserver
-     exists, one SMTP session receiving 1 MiB from smtplib: --smtp)
+     1 MiB message from another POP3 server into the same store, and one SMTP session receiving
+     1 MiB from smtplib (where pocketpost.smtpserver exists; --no-smtp leaves it out)
   d  the fetch CLI (`micropython -m pocketpost.fetch`) alone, 1 KiB and 10 MiB message
   e  the server with one session RETR of a 1 KiB vs a 10 MiB message (heap flat in size)
   a-c also with the bytecode in a ROMFS image (mpremote romfs build, vfs.VfsRom): on a board the
@@ -23,7 +23,7 @@ see tools/heapwork.py):
 
 The upstream of the fetcher is a second pocketpost server process (full heap).
 
-    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code] [--smtp] [-v]
+    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code] [--no-smtp] [-v]
 """
 
 import argparse
@@ -368,14 +368,14 @@ def code_table():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="code,a,b,c,d,e,rom")
-    ap.add_argument("--smtp", action="store_true", help="add an SMTP session to c (needs pocketpost.smtpserver)")
+    ap.add_argument("--no-smtp", action="store_true", help="c without its SMTP session")
     ap.add_argument("-v", action="store_true")
     a = ap.parse_args()
     VERBOSE[0] = a.v
     only = a.only.split(",")
-    smtp = a.smtp and os.path.exists(os.path.join(benchlib.PKG, "smtpserver.py"))
-    if a.smtp and not smtp:
-        print("SMTP: pocketpost.smtpserver does not exist yet: c runs without an SMTP session")
+    smtp = not a.no_smtp and os.path.exists(os.path.join(benchlib.PKG, "smtpserver.py"))
+    if not a.no_smtp and not smtp:
+        print("SMTP: this firmware has no pocketpost.smtpserver: c runs without an SMTP session")
     if "code" in only:
         code_table()
     base = tempfile.mkdtemp(prefix="pp-heap-")
@@ -401,8 +401,12 @@ def main():
         if "b" in only:
             row("b  server, 2 sessions x 1 MiB RETR (1 POP3S)", None, lambda k: server_trial(env, k, 2), 16, 320)
         if "c" in only:
-            row("c  everything at once: b + fetch 1 MiB" + (" + SMTP" if smtp else ""), BUDGET_ALL,
+            row("c  everything at once: b + fetch 1 MiB" + (" + SMTP 1 MiB" if smtp else ""), BUDGET_ALL,
                 lambda k: server_trial(env, k, 2, fetch=True), 16, 384)
+            if smtp:
+                env.smtp = False
+                row("c  the same without the SMTP session", BUDGET_ALL, lambda k: server_trial(env, k, 2, fetch=True), 16, 384)
+                env.smtp = True
         if "d" in only:
             f1 = row("d  fetch CLI, 1 KiB message", BUDGET_FETCH, lambda k: fetch_cli_trial(env, k, "m1k"), 16, 320)
             f10 = row("d  fetch CLI, 10 MiB message", BUDGET_FETCH, lambda k: fetch_cli_trial(env, k, "m10m"), 16, 320)

@@ -2,7 +2,7 @@
 marks, so a user can see the budget being kept on the board.
 
 A mark is the live heap (gc.mem_alloc() right after gc.collect()) at a service's sample points
-(the POP3 server: each command's reply; the fetcher: each stored message). Without the collection
+(the POP3 server: each command's reply; SMTP: each read; the fetcher: each stored message). Without the collection
 the figure would count garbage not yet collected and climb to the heap size; the collection is
 paid at most once per SAMPLE_MS for the whole process, so a busy service pays a few ms a second
 on an ESP32 at most. The heap is shared: a mark is the heap in use while that service was at one
