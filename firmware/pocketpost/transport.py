@@ -30,7 +30,7 @@ CPython (`CConn`): standard asyncio streams and TLS (the host's debugging and te
 
 import asyncio
 
-from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, errno_of, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_diff, ticks_ms
 
 
 class Timeout(Exception):
@@ -107,8 +107,11 @@ if IS_MICROPYTHON:
 
         async def _wait(self, write, ms):
             s = self._bound(ms)
+            # The raw socket, also under TLS: the poller then holds file descriptors only. An SSL
+            # socket has none, and the unix port's select.poll, mixing the two, crashed (SIGSEGV)
+            # or lost the TLS session's wake-ups with 4+ connections (host_tests/test_server_poll.py).
             try:
-                await asyncio.wait_for(_wait_io(self.sock, write), s)
+                await asyncio.wait_for(_wait_io(self.raw, write), s)
             except asyncio.TimeoutError:
                 raise self._expired(ms)
 
@@ -221,6 +224,26 @@ else:
                 await asyncio.wait_for(self.w.wait_closed(), ms / 1000)
             except Exception:
                 self.close()
+
+
+# setsockopt(IPPROTO_TCP, TCP_NODELAY): the same numbers in Linux and lwIP (the unix port's socket
+# module names neither). A reply's short last segment would wait, by Nagle's rule, for the ACK of
+# the data before it, which the client delays (~40 ms on Linux): every RETR ended with that stall.
+# So a server turns Nagle off for the last write of a multi-line reply only (both stacks then send
+# all that is queued at once), and on again for the bulk, where it merges 1 KiB writes into full
+# segments.
+_IPPROTO_TCP = const(6)
+_TCP_NODELAY = const(1)
+
+
+def nodelay(conn, on):
+    """TCP_NODELAY on (1) or off (0) for conn: MicroPython only (CPython's asyncio sets it on
+    every socket itself); best effort."""
+    if IS_MICROPYTHON:
+        try:
+            conn.raw.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, on)
+        except Exception:  # a port without the option keeps Nagle (and the stall)
+            pass
 
 
 async def connect(host, port, ms, ctx=None):
