@@ -159,13 +159,13 @@ class ServerConn(_Conn):
             """Before the +OK to STLS: stop reading, so the client's ClientHello stays in the
             socket for TLS; what asyncio already holds was pipelined after STLS and is dropped
             (RFC 2595 section 4). asyncio has no public call for the latter: `_buffer`."""
-            self.w.transport.pause_reading()
-            held = getattr(self.r, "_buffer", None)
+            self.w.transport.pause_reading()  # type: ignore[attr-defined]  # CConn's (the board check sees Conn)
+            held = getattr(self.r, "_buffer", None)  # type: ignore[attr-defined]  # CConn's
             if held:
                 del held[:]
 
         def send_nowait(self, data):
-            self.w.write(data)  # asyncio buffers it; close(True) lets it go out
+            self.w.write(data)  # type: ignore[attr-defined]  # CConn's; asyncio buffers it, close(True) lets it go out
 
 
 
@@ -217,8 +217,8 @@ class Slots:
         if cap is not None:
             victim = self._oldest_preauth(ip if here >= self.caps["max_sessions_per_addr"] else None)
             if victim is None:
-                log.warning("%s %s refused: %s, every slot logged in (open: %d in all, %d from %s)", self.proto, ip, cap,
-                            self.sessions, here, ip)
+                log.warning("%s %s refused: %s, every slot logged in (open: %d in all, %d from %s)", self.proto, ip,
+                            cap, self.sessions, here, ip)
                 return cap
             log.info("%s #%d %s evicted: its pre-auth slot goes to a new connection (%s)", self.proto, victim.sid,
                      victim.ip, cap)

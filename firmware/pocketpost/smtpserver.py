@@ -4,10 +4,11 @@ required) and submission over implicit TLS (RFC 8314).
 Theory of operation
 -------------------
 The protocol lives in smtp.Session (sans-I/O); this module only moves bytes, through
-transport.py's connections (as the POP3 server: raw-socket reads into the LineReader's buffer,
-TLS wrapped inside the handler, STARTTLS by swapping the socket). Admission is listener.py's, as
-for POP3: a connection still pre-auth (before MAIL on port 25, before AUTH on submission) is
-evicted, oldest first, when a new one finds the caps full; one past pre-auth never is. Per connection it allocates, once: a wire.LineReader whose buffer holds
+listener.ServerConn (transport.py's connection, as for POP3: raw-socket reads into the
+LineReader's buffer, TLS wrapped inside the handler, STARTTLS by swapping the socket).
+Admission is listener.Slots, as for POP3: a connection still pre-auth (before MAIL on port 25,
+before AUTH on submission) is evicted, oldest first, when a new one finds the caps full; one
+past pre-auth never is. Per connection it allocates, once: a wire.LineReader whose buffer holds
 one maximal line plus a block (commands and message text are both read into it), and the
 session's DATA output block. smtp.pump() runs everything buffered through the session; its
 replies go out as one write (RFC 2920), after the failed-AUTH delay if any.
