@@ -46,11 +46,10 @@ loss: which of the two the UID named is unknowable).
 import asyncio
 import binascii
 
-from pocketpost import compat, log, tls, transport
+from pocketpost import compat, log, transport
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
 from pocketpost.pop3client import BODY, CHUNK, CONTINUE, END, GREETING, REPLY, ClientSession
-from pocketpost.headers import HeaderParser
 from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState, hash_key, new_hash, remove_tmp, sha1_hex
 
 # --- named defaults and limits ------------------------------------------------------------------
@@ -255,6 +254,8 @@ class Pop3Client:
 
     def _explain(self, e):
         """An OSError / TLS error in words a user can act on (tls.describe_error)."""
+        from pocketpost import tls  # only on an error path: a plain-text fetch never loads it
+
         return tls.describe_error(e, self.host, self.port, self.ca_path)
 
     # -- deadlines and bytes --------------------------------------------------------------------
@@ -599,20 +600,27 @@ class _StoreSink:
     """Takes un-stuffed chunks for one Delivery (begun with digest=True: the store converts line
     ends and hashes exactly the bytes it keeps), feeds the header parser, and turns a store failure
     into `error` while the rest of the message is still read off the wire (the session stays
-    usable)."""
+    usable). Headers are parsed only for an `on_message` callback (headers.py loads with it)."""
 
-    def __init__(self, delivery):
+    def __init__(self, delivery, headers, session=None):
         self.d = delivery
-        self.headers = HeaderParser()
+        self.s = session  # pop3client.ClientSession: its `bare` count says a chunk is all CRLF
+        self.headers = None
+        if headers:
+            from pocketpost.headers import HeaderParser
+
+            self.headers = HeaderParser()
         self.error = None
         self.chunks = 0
 
     def __call__(self, chunk):
-        if not self.headers.done:
-            self.headers.feed(chunk)
+        h = self.headers
+        if h is not None and not h.done:
+            h.feed(chunk)
         if self.error is None:
             try:
-                self.d.write(chunk)
+                s = self.s
+                self.d.write(chunk, s is not None and s.bare == 0)
             except Exception as e:  # StoreError (full, quota) or OSError: keep reading the reply
                 self.error = e
         self.chunks += 1
@@ -659,6 +667,8 @@ def _reconcile(st, store, mailbox):
 
 def _tls_context(a):
     """The account's TLS context; a CA file that is missing or not DER said in words."""
+    from pocketpost import tls  # imported by TLS accounts only (ssl with it)
+
     try:
         return tls.client_context(a["ca"], a["verify"])
     except (OSError, ValueError) as e:
@@ -867,7 +877,7 @@ async def fetch_account(account, store, on_message=None, opener=None):
                 downloads += 1
                 if uid is None:
                     stats["by_content"] += 1
-                key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top)
+                key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, on_message is not None)
                 if store_error is not None:
                     stop = True
                     break
@@ -944,7 +954,7 @@ def _any(bits):
     return False
 
 
-async def _download(c, st, store, mailbox, n, uid, size, top):
+async def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
     """One message into the store, crash-safely. Returns (key, info or None if a duplicate,
     store error or None). A message that does not prove complete raises (pop3client's size
     rule): its delivery is aborted, nothing is recorded, the caller's session ends without QUIT."""
@@ -952,7 +962,7 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
         d = store.begin(mailbox, digest=True)
     except Exception as e:  # StoreFull / QuotaExceeded / OSError: nothing sent for it yet
         return None, None, e
-    sink = _StoreSink(d)
+    sink = _StoreSink(d, want_headers, c.s)
     try:
         await c.retr(n, sink, size=size, top=top)
     except BaseException:
@@ -998,7 +1008,7 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
     st.clear_pending()
     st.save()
     info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,
-            "headers": sink.headers.close()}  # close(): a header with no empty line after it counts
+            "headers": sink.headers.close() if want_headers else None}  # close(): a header with no empty line after it counts
     return key, info, None
 
 

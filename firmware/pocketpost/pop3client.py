@@ -124,6 +124,7 @@ class ClientSession:
         self.octets = 0
         self.lf = 0
         self.crlf = 0
+        self.bare = 0  # LFs without a CR before them in the last BODY chunk
 
     # -- bytes in ----------------------------------------------------------------------------
     def space(self):
@@ -272,12 +273,14 @@ class ClientSession:
         """Hand out the first n bytes of the out chunk as BODY, counting its line ends."""
         out = self._out
         lf = out.count(b"\n", 0, n)
+        self.bare = 0
         if lf:
             c = out.count(b"\r\n", 0, n)
             if self._prev_cr and out[0] == 10:
                 c += 1
             self.lf += lf
             self.crlf += c
+            self.bare = lf - c
         self._prev_cr = out[n - 1] == 13
         self.chunk = out if n == len(out) else self._omv[:n]
         self._fill = 0
