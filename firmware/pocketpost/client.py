@@ -604,7 +604,7 @@ class _StoreSink:
 
     def __init__(self, delivery, headers, session=None):
         self.d = delivery
-        self.s = session  # pop3client.ClientSession: its `bare` count says a chunk is all CRLF
+        self.s = session  # pop3client.ClientSession: `bare` and `dots` spare the store two scans
         self.headers = None
         if headers:
             from pocketpost.headers import HeaderParser
@@ -620,7 +620,10 @@ class _StoreSink:
         if self.error is None:
             try:
                 s = self.s
-                self.d.write(chunk, s is not None and s.bare == 0)
+                if s is None:
+                    self.d.write(chunk)
+                else:
+                    self.d.write(chunk, s.bare == 0, s.dots)
             except Exception as e:  # StoreError (full, quota) or OSError: keep reading the reply
                 self.error = e
         self.chunks += 1

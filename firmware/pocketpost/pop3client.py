@@ -125,6 +125,7 @@ class ClientSession:
         self.lf = 0
         self.crlf = 0
         self.bare = 0  # LFs without a CR before them in the last BODY chunk
+        self.dots = False  # a line of this body so far starts with "." (DotUnstuffer.dots)
 
     # -- bytes in ----------------------------------------------------------------------------
     def space(self):
@@ -282,6 +283,7 @@ class ClientSession:
             self.crlf += c
             self.bare = lf - c
         self._prev_cr = out[n - 1] == 13
+        self.dots = self._unstuffer.dots
         self.chunk = out if n == len(out) else self._omv[:n]
         self._fill = 0
         return BODY

@@ -819,17 +819,18 @@ class Delivery:
         """True while no line of the message written so far starts with "."."""
         return self._plain
 
-    def write(self, data, crlf=False):
+    def write(self, data, crlf=False, dots=True):
         """Add data. `crlf=True` says the caller has checked that every LF in `data` follows a
-        CR (the one before data being the last byte written): the POP3 client counts them for
-        its size rule anyway, so the store's own walk over the LFs is skipped."""
+        CR (the one before data being the last byte written), and `dots=False` (with crlf) that no
+        line of the message so far starts with ".": the POP3 client knows both from counting line
+        ends for its size rule and from un-stuffing, so the store skips its own scans."""
         if self._f is None or self._ended:
             raise StoreError("delivery is closed")
         try:
             if crlf and not isinstance(data, memoryview):
                 end = len(data)
                 if end:
-                    if self._plain and ((data[0] == _DOT and self._last == _LF) or data.find(b"\n.") >= 0):
+                    if dots and self._plain and ((data[0] == _DOT and self._last == _LF) or data.find(b"\n.") >= 0):
                         self._plain = False
                     self._put(data, end)
             elif isinstance(data, memoryview):

@@ -242,6 +242,9 @@ class DotUnstuffer:
         self.consumed = 0
         self._state = _BOL
         self.done = False
+        # A body line starting with "." was un-stuffed ("..x" -> ".x"), set before that "." is
+        # written out: a store can skip its own search for such lines while this stays False.
+        self.dots = False
         self._views = _Views()
 
     def unstuff_into(self, src, start, end, out):
@@ -291,6 +294,8 @@ class DotUnstuffer:
                     st = _DOTCR
                     si += 1
                 else:
+                    if c == _DOT:
+                        self.dots = True
                     st = _MID  # a stuffed dot: dropped, the line goes on
             else:  # _DOTCR
                 if src[si] == _LF:
