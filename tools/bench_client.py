@@ -16,7 +16,8 @@ Heap: the smallest `-X heapsize` (1 KiB steps) at which `micropython -m pocketpo
 message in 5 tries out of 5; the bisection keeps a size only if all 5 tries pass.
 
 Run: .venv/bin/python tools/bench_client.py [--rounds N] [--no-heap] [--no-speed] [REV ...]
-     (no REV: the working tree only; "." names the working tree among revisions)
+     (no REV: the working tree only; "." names the working tree among revisions; a directory
+     holding firmware/pocketpost names that checkout)
 """
 
 import json
@@ -72,6 +73,8 @@ def build_mpy(rev, dest):
     `make deploy` puts it on a board."""
     if rev is None:
         src = os.path.join(ROOT, "firmware", "pocketpost")
+    elif os.path.isdir(os.path.join(rev, "firmware", "pocketpost")):  # another checkout
+        src = os.path.join(rev, "firmware", "pocketpost")
     else:
         x = os.path.join(dest, "src")
         os.makedirs(x)

@@ -267,11 +267,15 @@ class Pop3Client:
     def _left(self, deadline):
         now = compat.ticks_ms()
         left = _ms(self.read_timeout)
-        for d in (deadline, self.session_deadline):
-            if d is not None:
-                x = compat.ticks_diff(d, now)
-                if x < left:
-                    left = x
+        if deadline is not None:  # (no loop over a tuple: this runs once per socket read)
+            x = compat.ticks_diff(deadline, now)
+            if x < left:
+                left = x
+        d = self.session_deadline
+        if d is not None:
+            x = compat.ticks_diff(d, now)
+            if x < left:
+                left = x
         return left
 
     def _timeout(self, deadline, what):
@@ -519,8 +523,17 @@ class Pop3Client:
         await self._send(data, what)
         await self._status(d)
         limit = size + max(size // SIZE_SLACK_DIV, SIZE_SLACK_MIN) if size is not None else 0
+        waiting = "the body of " + what
+        # The hot loop of a fetch: one pass per body chunk, so next_event is called here rather
+        # than through _event (one coroutine less per chunk); the same errors come out.
         while True:
-            ev = await self._event(d, "the body of " + what)
+            try:
+                ev = s.next_event()
+            except ProtocolError as e:
+                raise ProtocolError("%s: %s" % (self.where, e.msg))
+            if not ev:
+                await self._fill(d, waiting)
+                continue
             if ev == END:
                 break
             if ev != BODY:
