@@ -827,7 +827,7 @@ class Delivery:
         if self._f is None or self._ended:
             raise StoreError("delivery is closed")
         try:
-            if crlf and not isinstance(data, memoryview):
+            if crlf and not (dots and isinstance(data, memoryview)):  # a memoryview has no find()
                 end = len(data)
                 if end:
                     if dots and self._plain and ((data[0] == _DOT and self._last == _LF) or data.find(b"\n.") >= 0):
