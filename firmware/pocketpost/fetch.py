@@ -34,7 +34,7 @@ def _forget(names):
     import pocketpost
 
     for n in names:
-        sys.modules.pop("pocketpost." + n)
+        sys.modules.pop("pocketpost." + n, None)
         try:
             delattr(pocketpost, n)
         except AttributeError:
@@ -43,9 +43,6 @@ def _forget(names):
 
 def main(config_path, only=None, log_level=None):
     loaded = [n for n in ("config", "auth") if "pocketpost." + n not in sys.modules]
-    # The code that stays is loaded first, the config checks after it: dropped after the load,
-    # they leave one free region where the session's buffers (UID table, receive buffer) fit.
-    from pocketpost import client, store as _store  # noqa: F401  (open_store's module)
     from pocketpost import config
 
     try:
@@ -57,6 +54,7 @@ def main(config_path, only=None, log_level=None):
     store = config.open_store(cfg)  # the one place that turns cfg["store"] into a Store
     config = None
     _forget(loaded)  # ~15 KB of heap on the 64-bit unix port (docs/FIGURES.md)
+    from pocketpost import client
 
     accounts = cfg["accounts"]
     failed = 0
