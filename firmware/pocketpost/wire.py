@@ -247,11 +247,12 @@ class DotUnstuffer:
         self.dots = False
         self._views = _Views()
 
-    def unstuff_into(self, src, start, end, out):
-        """Un-stuff src[start:end] (bytes or bytearray) into `out` (a bytearray). Returns the
-        number of bytes produced and sets `self.consumed` and `self.done`. Stops right after the
-        terminator: bytes after it (the next pipelined reply) are not consumed. Call again from
-        start + consumed while not done and bytes remain. Allocates nothing."""
+    def unstuff_into(self, src, start, end, out, ostart=0):
+        """Un-stuff src[start:end] (bytes or bytearray) into `out` (a bytearray) from
+        out[ostart] on. Returns the number of bytes produced and sets `self.consumed` and
+        `self.done`. Stops right after the terminator: bytes after it (the next pipelined reply)
+        are not consumed. Call again from start + consumed while not done and bytes remain.
+        Allocates nothing."""
         if self.done:
             self.consumed = 0
             return 0
@@ -261,7 +262,7 @@ class DotUnstuffer:
         omv = v.omv
         cap = len(out)
         si = start
-        oi = 0
+        oi = ostart
         st = self._state
         while si < end:
             if st == _MID:
@@ -310,4 +311,4 @@ class DotUnstuffer:
                 st = _MID
         self._state = st
         self.consumed = si - start
-        return oi
+        return oi - ostart

@@ -10,6 +10,7 @@ from pocketpost.pop3 import ProtocolError
 from pocketpost.pop3client import (BODY, CONTINUE, END, ENTRY, GREETING, LINE, REPLY, ClientSession)
 from pocketpost.store import Store
 
+from dualtest import skip
 from pop3pair import Pop3Pair
 from test_pop3server import MSGS, Env, _rmtree, tmpdir
 
@@ -239,6 +240,48 @@ def test_bare_counts_lone_lfs_per_chunk():
             total += want
             prev = c[-1]
         assert total == 2
+
+
+def test_retr_body_path_allocates_little_per_chunk():
+    # The RETR hot path (receive buffer -> un-stuffer -> body chunk -> size-rule counts) runs once
+    # per 2 KiB of every message. It cannot be allocation-free in MicroPython (a slice copy makes
+    # a memoryview object: checked under micropython.heap_lock), but it must allocate only such
+    # small objects, never a copy of the data: with the GC off, at most _PER_CHUNK bytes per chunk.
+    # Reads of 1,500 bytes make chunks fill across reads; the body has stuffed dot lines.
+    import gc
+
+    if not hasattr(gc, "mem_alloc"):
+        skip("needs gc.mem_alloc (MicroPython only)")
+    per_chunk = 256  # a few memoryview objects (32-byte GC blocks on the 64-bit host)
+    line = b"Line of a message body, long enough to look like mail, 0123456789.\r\n"
+    piece = bytearray((line * 10 + b"..a stuffed dot line\r\n" + line * 20)[:1500])
+    s = ClientSession(recv_bufsize=4096, chunk=2048)
+    s.feed(b"+OK hi\r\n")
+    s.next_event()
+    s.send("RETR", 1)
+    s.feed(b"+OK\r\n")
+    assert s.next_event() == REPLY
+    rounds = 0
+    chunks = 0
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.mem_alloc()
+        while rounds < 200:
+            mv = s.space()
+            mv[0:1500] = piece
+            s.commit(1500)
+            while True:
+                ev = s.next_event()
+                if ev != BODY:
+                    break
+                chunks += 1
+            rounds += 1
+        grown = gc.mem_alloc() - before
+    finally:
+        gc.enable()
+    assert ev == 0 and chunks == 200 * 1500 // 2048 and s.dots, (ev, chunks)
+    assert grown <= chunks * per_chunk, (grown, chunks, grown // chunks)
 
 
 def test_listing_rules():
