@@ -1023,8 +1023,10 @@ async def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True)
     st.add(key, first_seen, flag)
     st.clear_pending()
     st.save()
+    # close(): a header with no empty line after it counts
+    headers = sink.headers.close() if want_headers else None
     info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,
-            "headers": sink.headers.close() if want_headers else None}  # close(): a header with no empty line after it counts
+            "headers": headers}
     return key, info, None
 
 

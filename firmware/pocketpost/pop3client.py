@@ -299,8 +299,8 @@ class ClientSession:
                     return self._emit(self._fill)
                 self._state = _END
                 return self.next_event()
-            # The reader's fields, not buffered(): that tuple would be the one allocation left
-            # per chunk on this path (test_pop3client checks it under micropython.heap_lock).
+            # The reader's fields, not buffered(): a tuple per call is garbage per chunk
+            # (test_pop3client bounds what this path allocates per chunk).
             s = r._start
             e = r._end
             if s >= e:
