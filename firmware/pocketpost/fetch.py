@@ -10,14 +10,16 @@ with `config.open_store(cfg)`, exactly as the server opens it: "store" gives "ro
 "/flash/mail", so a host config names its own), "quota" and "reserve"; "log.level" is the log level
 (POCKETPOST_LOG overrides it). "accounts" is a list of account objects (see
 client.account_from_dict). A relative root or state_dir is taken relative to the current directory.
-Heap: the config checks (config.py, auth.py) are imported for the load and dropped after it when
-this call loaded them (a fetch never needs them again); the client is imported after that.
+Heap (MicroPython): the config checks (config.py, auth.py) are imported for the load and dropped
+after it when this call loaded them (a fetch never needs them again); the client is imported
+after that.
 Exit status: 0 when every account fetched, 1 otherwise, 2 for a config that does not load.
 """
 
 import sys
 
 from pocketpost import log
+from pocketpost.compat import IS_MICROPYTHON
 
 
 def _progress(info):
@@ -42,7 +44,9 @@ def _forget(names):
 
 
 def main(config_path, only=None, log_level=None):
-    loaded = [n for n in ("config", "auth") if "pocketpost." + n not in sys.modules]
+    # Only on MicroPython (its heap is the point; on CPython a second copy of a module later
+    # imported again would only confuse class identities).
+    loaded = [n for n in ("config", "auth") if "pocketpost." + n not in sys.modules] if IS_MICROPYTHON else []
     from pocketpost import config
 
     try:
