@@ -13,9 +13,12 @@ CLI: config load, store, state, session). Per round the ratio poplib time / fetc
 
 Heap: the smallest `-X heapsize` (1 KiB steps) at which `micropython -m pocketpost.fetch config.json`
 (code from `.mpy`, directory store) fetches a mailbox of one 1 KiB message and of one 10 MiB
-message in 5 tries out of 5; the bisection keeps a size only if all 5 tries pass.
+message in 5 tries out of 5; the bisection keeps a size only if all 5 tries pass. With --romfs,
+also with the code in a ROMFS image (`mpremote romfs build` of the modules a fetch may import,
+mounted with vfs.VfsRom, bytecode run in place, as frozen code or a ROMFS partition on a board):
+the host must hold the image in its heap, so its size is subtracted ("beyond the image").
 
-Run: .venv/bin/python tools/bench_client.py [--rounds N] [--no-heap] [--no-speed] [REV ...]
+Run: .venv/bin/python tools/bench_client.py [--rounds N] [--no-heap] [--no-speed] [--romfs] [REV ...]
      (no REV: the working tree only; "." names the working tree among revisions; a directory
      holding firmware/pocketpost names that checkout)
 """
@@ -135,12 +138,49 @@ def upy_timed(d, tmp, mpy, lfs):
     return int(res[0].split()[2]) / 1e6
 
 
-def upy_cli(d, tmp, mpy, heapsize):
-    """`micropython -X heapsize=N -m pocketpost.fetch config.json`: True when it fetched."""
+# Modules a fetch may import (the ROMFS image holds these, as frozen firmware would).
+FETCH_MODULES = ("compat", "log", "wire", "pop3", "pop3client", "transport", "tls", "tlserror", "headers",
+                 "uidstate", "store", "auth", "config", "client", "fetch")
+
+ROMFS_LAUNCHER = r"""
+import sys, os, vfs
+img = bytearray(os.stat(sys.argv[1])[6])
+f = open(sys.argv[1], "rb")
+f.readinto(img)
+f.close()
+vfs.mount(vfs.VfsRom(img), "/rom")
+sys.path.insert(0, "/rom")
+from pocketpost import fetch
+sys.exit(fetch._cli(sys.argv[2:]))
+"""
+
+
+def build_romfs(mpy, dest):
+    """A ROMFS image of FETCH_MODULES from the tree whose .mpy are in `mpy` (its sources sit
+    beside them); returns (launcher, image, image bytes)."""
+    src = os.path.join(dest, "src", "pocketpost")
+    os.makedirs(src)
+    have = os.listdir(os.path.join(mpy, "pocketpost"))
+    for m in FETCH_MODULES:
+        if m + ".mpy" in have:
+            shutil.copy(os.path.join(mpy, "pocketpost", m + ".mpy"), src)
+    img = os.path.join(dest, "fetch.romfs")
+    subprocess.run([tool("mpremote"), "romfs", "--output", img, "build", os.path.join(dest, "src")],
+                   check=True, capture_output=True)
+    launcher = os.path.join(dest, "launch_romfs.py")
+    with open(launcher, "w") as f:
+        f.write(ROMFS_LAUNCHER)
+    return launcher, img, os.path.getsize(img)
+
+
+def upy_cli(d, tmp, mpy, heapsize, romfs=None):
+    """`micropython -X heapsize=N -m pocketpost.fetch config.json` (or the ROMFS launcher):
+    True when it fetched."""
     fresh(tmp)
     cfg = write_config(tmp, d, os.path.join(tmp, "store"), os.path.join(tmp, "state"))
-    env = dict(os.environ, MICROPYPATH=mpy + ":.frozen", POCKETPOST_LOG="warning")
-    r = subprocess.run([MICROPYTHON, "-X", "heapsize=%d" % heapsize, "-m", "pocketpost.fetch", cfg],
+    env = dict(os.environ, MICROPYPATH=(".frozen" if romfs else mpy + ":.frozen"), POCKETPOST_LOG="warning")
+    run = [romfs[0], romfs[1], cfg] if romfs else ["-m", "pocketpost.fetch", cfg]
+    r = subprocess.run([MICROPYTHON, "-X", "heapsize=%d" % heapsize] + run,
                        capture_output=True, timeout=600, env=env, cwd=tmp)
     return r.returncode == 0 and b"1 fetched" in r.stdout
 
@@ -159,11 +199,11 @@ def poplib_fetch(d):
     return time.perf_counter() - t
 
 
-def smallest_heap(d, tmp, mpy, lo=16 * 1024, hi=512 * 1024):
+def smallest_heap(d, tmp, mpy, lo=16 * 1024, hi=512 * 1024, romfs=None):
     """Bisect (1 KiB steps) the smallest heap passing TRIES of TRIES; lo fails, hi passes."""
     while hi - lo > 1024:
         mid = (lo + hi) // 2 // 1024 * 1024
-        if all(upy_cli(d, tmp, mpy, mid) for _ in range(TRIES)):
+        if all(upy_cli(d, tmp, mpy, mid, romfs) for _ in range(TRIES)):
             hi = mid
         else:
             lo = mid
@@ -173,6 +213,7 @@ def smallest_heap(d, tmp, mpy, lo=16 * 1024, hi=512 * 1024):
 def main(argv):
     rounds = 10
     heap = speed = True
+    romfs = False
     revs = []
     i = 0
     while i < len(argv):
@@ -184,6 +225,8 @@ def main(argv):
             heap = False
         elif a == "--no-speed":
             speed = False
+        elif a == "--romfs":
+            romfs = True
         else:
             revs.append(None if a == "." else a)
         i += 1
@@ -223,10 +266,15 @@ def main(argv):
         if heap:
             for size, label in ((1024, "1 KiB"), (10 * 1024 * 1024, "10 MiB")):
                 d.seed("alice", [message(size)])
-                for name, mpy in trees:
+                for k, (name, mpy) in enumerate(trees):
                     h = smallest_heap(d, run, mpy)
                     print("  %-14s smallest heap, one %s message: %d KiB (%d of %d tries at each size; .mpy; "
                           "-m pocketpost.fetch)" % (name, label, h // 1024, TRIES, TRIES))
+                    if romfs:
+                        rom = build_romfs(mpy, os.path.join(tmp, "rom%d_%d" % (k, size)))
+                        h = smallest_heap(d, run, mpy, romfs=rom)
+                        print("  %-14s   code in ROMFS (image %d B): %d KiB total, %.1f KiB beyond the image"
+                              % (name, rom[2], h // 1024, (h - rom[2]) / 1024.0))
     finally:
         d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
