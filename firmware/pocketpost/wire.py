@@ -252,7 +252,8 @@ class DotUnstuffer:
         out[ostart] on. Returns the number of bytes produced and sets `self.consumed` and
         `self.done`. Stops right after the terminator: bytes after it (the next pipelined reply)
         are not consumed. Call again from start + consumed while not done and bytes remain.
-        Allocates nothing."""
+        Allocates no buffer (a slice copy makes one small memoryview object: MicroPython has no
+        allocation-free copy between buffers)."""
         if self.done:
             self.consumed = 0
             return 0
