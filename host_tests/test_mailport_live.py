@@ -1,0 +1,127 @@
+"""Export from a board that is serving: the pseudo-board booted like a reset board (boot.py and
+main.py from the image, pocketpost as .mpy), a POP3 client logged in (its mailbox locked) and an
+SMTP delivery half-way through its DATA when `ppadmin export PORT` connects through mpremote
+(Ctrl-C into main.py). board.main cancels every session and forgets the store's RAM state, so
+the export sees a consistent, unlocked store: the POP3 user's mailbox is exported (not "in use"),
+the half-delivered message is absent and leaves no temp file, a delivered one is there. Then the
+host tool starts the services again (pocketpost.mailport.restart), unless --no-restart."""
+
+import json
+import os
+import poplib
+import smtplib
+import socket
+import sys
+import time
+
+from helpers import FIRMWARE, ROOT, free_port
+from mailimage import make_image, run_ppadmin, stored_form
+
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, FIRMWARE)
+import ppadmin  # noqa: E402
+import pseudoboard  # noqa: E402
+from bench_server import build_mpy  # noqa: E402
+from pocketpost import config as ppconfig  # noqa: E402
+
+from test_mailport_usb import COPY, MSGS  # noqa: E402
+
+LOG_LEVEL = "warning"
+# The POP3 server, the SMTP receiver and a delivery together: at the pseudo-board's default 256 KiB
+# (64-bit unix port) DATA met MemoryError (a 4 KiB allocation, fragmentation); not this test's subject.
+HEAP = "1m"
+
+BOOT_FILES = r"""
+import os
+for n in ("boot.py", "main.py"):
+    f = open(os.getenv("PP_FW") + "/" + n); data = f.read(); f.close()
+    f = open("/flash/" + n, "w"); f.write(data); f.close()
+"""
+
+
+def wait_port(port, alive, up=True, timeout=20):
+    """Until something listens on port (up) or nothing does (not up); bounded."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            if up:
+                return
+        except OSError:
+            if not up:
+                return
+        assert alive(), "the pseudo-board ended"
+        time.sleep(0.05)
+    raise AssertionError("port %d still %s" % (port, "closed" if up else "open"))
+
+
+def _live_image(tmp_path, pop_port, smtp_port):
+    cfg = {"store": {"root": "/flash/mail", "quota": 0, "reserve": 0}, "users": {}, "accounts": [],
+           "server": {"host": "127.0.0.1", "port": pop_port, "pop3s_port": 0},
+           "smtp": {"domains": ["home.example"], "port": smtp_port, "submission_port": 0, "smtps_port": 0},
+           "log": {"level": LOG_LEVEL}}
+    for name in ("alice", "bob"):
+        ppconfig.add_user(cfg, name, "secret", 200)
+    img = str(tmp_path / "flash.img")
+    make_image(img, {"alice": MSGS, "bob": MSGS[:1]}, cfg=cfg, tmpdir=str(tmp_path / "s"))
+    build_mpy(str(tmp_path / "mpy"))
+    ppadmin.on_image(img, COPY, {"PP_MPY": str(tmp_path / "mpy" / "pocketpost")})
+    ppadmin.on_image(img, BOOT_FILES, {"PP_FW": FIRMWARE})
+    return img
+
+
+def _login(port, user="alice"):
+    c = poplib.POP3("127.0.0.1", port, timeout=20)
+    c.user(user)
+    c.pass_("secret")
+    return c
+
+
+def test_export_interrupts_sessions_cleanly_and_the_board_serves_again(tmp_path):
+    pop_port, smtp_port = free_port(), free_port()
+    img = _live_image(tmp_path, pop_port, smtp_port)
+    with pseudoboard.PseudoBoard(str(tmp_path / "pb"), image=img, boot=True, heapsize=HEAP) as pb:
+        wait_port(pop_port, pb.alive)
+        c = _login(pop_port)  # alice's mailbox is locked by this session
+        assert c.stat()[0] == 3
+        s = smtplib.SMTP("127.0.0.1", smtp_port, timeout=20)
+        s.sendmail("x@y.example", ["bob@home.example"], b"Subject: whole\r\n\r\ndelivered\r\n")
+        s.mail("x@y.example")
+        s.rcpt("bob@home.example")
+        assert s.docmd("DATA")[0] == 354
+        s.send(b"Subject: half\r\n\r\n" + b"never finished\r\n" * 300)  # no final dot
+
+        r = run_ppadmin("export", pb.tty, "--maildir", tmp_path / "md", "--progress")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "in use" not in r.stderr, r.stderr
+        assert "exported alice: 3 messages" in r.stdout and "exported bob: 2 messages" in r.stdout, r.stdout
+        assert "export: 5/5 messages" in r.stderr  # progress: messages and bytes done / total
+        assert "board: services restarted" in r.stderr
+        alice = sorted(os.listdir(tmp_path / "md" / "alice" / "cur"), key=lambda k: int(k.split("Q")[1].split(".")[0]))
+        assert [(tmp_path / "md" / "alice" / "cur" / k).read_bytes() for k in alice] == [stored_form(m) for m in MSGS]
+        bob = sorted((tmp_path / "md" / "bob" / "cur" / k).read_bytes() for k in os.listdir(tmp_path / "md" / "bob" / "cur"))
+        assert stored_form(MSGS[0]) in bob and len(bob) == 2, bob
+        assert [m for m in bob if m.endswith(b"\r\nSubject: whole\r\n\r\ndelivered\r\n")], bob  # with its trace headers
+
+        # the interrupted sessions' sockets were closed by the board
+        try:
+            c.noop()
+            raise AssertionError("the POP3 session survived the interrupt")
+        except (poplib.error_proto, OSError, EOFError):
+            pass
+        c.close()
+        s.close()
+
+        # serving again, with alice's mailbox free: a new session logs in and sees every message
+        wait_port(pop_port, pb.alive)
+        c = _login(pop_port)
+        assert c.stat()[0] == 3
+        c.quit()
+
+        # --no-restart: the board stays at the REPL, nothing listens
+        r = run_ppadmin("export", pb.tty, "bob", "--mbox", tmp_path / "bob.mbox", "--no-restart")
+        assert r.returncode == 0 and "exported bob: 2 messages" in r.stdout, r.stdout + r.stderr
+        assert "restarted" not in r.stderr
+        wait_port(pop_port, pb.alive, up=False)
+    files = pseudoboard.read_image(img)
+    assert not [p for p in files if "/tmp/" in p], sorted(files)  # the half delivery left nothing
