@@ -116,6 +116,18 @@ def test_export_interrupts_sessions_cleanly_and_the_board_serves_again(tmp_path)
         wait_port(pop_port, pb.alive)
         c = _login(pop_port)
         assert c.stat()[0] == 3
+        # an import onto the serving board while that session is logged in: the session is ended
+        # (its lock released, nothing deleted), the message goes in, the board serves it
+        src = tmp_path / "in.mbox"
+        src.write_bytes(b"From x@y Mon Jan  1 10:00:00 2024\nSubject: imported live\n\nhello\n")
+        r = run_ppadmin("import", pb.tty, "alice", src, "--progress")
+        assert "import alice: 1 added, 0 skipped" in r.stdout, r.stdout + r.stderr
+        assert "import: 1/1 messages" in r.stderr and "board: services restarted" in r.stderr, r.stderr
+        c.close()
+        wait_port(pop_port, pb.alive)
+        c = _login(pop_port)
+        assert c.stat()[0] == 4
+        assert b"\r\n".join(c.retr(4)[1]) == b"Subject: imported live\r\n\r\nhello"
         c.quit()
 
         # --no-restart: the board stays at the REPL, nothing listens
@@ -125,3 +137,22 @@ def test_export_interrupts_sessions_cleanly_and_the_board_serves_again(tmp_path)
         wait_port(pop_port, pb.alive, up=False)
     files = pseudoboard.read_image(img)
     assert not [p for p in files if "/tmp/" in p], sorted(files)  # the half delivery left nothing
+
+
+def test_progress_shows_messages_and_bytes_for_every_transfer_on_an_image(tmp_path):
+    img = str(tmp_path / "a.img")
+    make_image(img, {"alice": [b"Subject: %d\r\n\r\n" % i + b"x" * 50000 for i in range(12)],
+                     "bob": [b"Subject: b\r\n\r\nb\r\n"]}, tmpdir=str(tmp_path / "s"))
+    runs = [("export", img, "--maildir", tmp_path / "md"), ("backup", img, tmp_path / "b.pp"),
+            ("restore", tmp_path / "b.pp", tmp_path / "c.img"), ("import", tmp_path / "c.img", "carol", tmp_path / "md" / "alice")]
+    want = {"export": "export: 13/13 messages, 0.6/0.6 MiB", "backup": "backup: 13/13 messages, 0.6/0.6 MiB",
+            "restore": "restore: 13/13 messages, 0.6/0.6 MiB", "import": "import: 12/12 messages, 0.6 MiB"}
+    for args in runs:
+        r = run_ppadmin(*(args + ("--progress",)))
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = r.stderr.splitlines()  # "\r" rewrites one terminal line; text mode reads it as "\n"
+        assert lines[-1] == want[args[0]], r.stderr
+        assert [ln for ln in lines if ln.startswith(args[0] + ": 1/") or ln.startswith(args[0] + ": 1 ")], r.stderr
+        quiet = run_ppadmin(*args[:-1] + (str(args[-1]) + ".2",)) if args[0] == "export" else None
+        if quiet is not None:
+            assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr  # no --progress: silent

@@ -1219,6 +1219,8 @@ def restore(path, image, report=print, progress=False, heapsize=None, size=None)
                     _check_image_root(b"".join(ar.chunks(at, n)()))
                 link.write_file(meta["path"], n, ar.chunks(at, n)())
                 res["files"] += 1
+            elif kind == "mailbox" and ok:
+                prog.add_total(meta.get("count", 0), meta.get("total", 0))
             elif kind == "end" and ok:
                 toc = meta
         prog.done()  # the progress line ends before the board's restart says so
