@@ -11,6 +11,7 @@ import os
 import poplib
 import smtplib
 import socket
+import subprocess
 import sys
 import time
 
@@ -130,8 +131,9 @@ def test_export_interrupts_sessions_cleanly_and_the_board_serves_again(tmp_path)
         assert b"\r\n".join(c.retr(4)[1]) == b"Subject: imported live\r\n\r\nhello"
         c.quit()
 
-        # --no-restart: the board stays at the REPL, nothing listens
-        r = run_ppadmin("export", pb.tty, "bob", "--mbox", tmp_path / "bob.mbox", "--no-restart")
+        # --no-restart: the board stays at the REPL, nothing listens (and deploy.py export is ppadmin's)
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "deploy.py"), "export", pb.tty, "bob",
+                            "--mbox", str(tmp_path / "bob.mbox"), "--no-restart"], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and "exported bob: 2 messages" in r.stdout, r.stdout + r.stderr
         assert "restarted" not in r.stderr
         wait_port(pop_port, pb.alive, up=False)

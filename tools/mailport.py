@@ -387,7 +387,7 @@ class UsbLink(Link):
         self.t.exit_raw_repl()
         self.t.serial.write(b"from pocketpost import mailport; mailport.restart()\r")
         self.t.read_until(1, b"mailport.restart()", timeout=self.timeout)  # the REPL echoed it: taken
-        sys.stderr.write("board: services restarted\n")
+        sys.stderr.write("board: services restarted (main.py)\n")
 
 
 def open_link(target, cmd, *mailboxes, heapsize=None):

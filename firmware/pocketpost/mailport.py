@@ -486,7 +486,11 @@ def restart(main_py="main.py"):
         import machine
 
         machine.reset()
-    f = open(main_py)
+    try:
+        f = open(main_py)
+    except OSError:
+        print("mailport: no %s here: nothing to start" % main_py)
+        return
     try:
         code = f.read()
     finally:
