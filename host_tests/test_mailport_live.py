@@ -111,6 +111,11 @@ def test_export_interrupts_sessions_cleanly_and_the_board_serves_again(tmp_path)
         except (poplib.error_proto, OSError, EOFError):
             pass
         c.close()
+        s.sock.settimeout(20)
+        try:
+            assert s.sock.recv(100) == b"", "the SMTP session survived the interrupt"
+        except ConnectionResetError:
+            pass
         s.close()
 
         # serving again, with alice's mailbox free: a new session logs in and sees every message

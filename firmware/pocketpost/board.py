@@ -454,12 +454,7 @@ class Runner:
                 for srv in (self.server, self.smtp):
                     if srv is not None:
                         tasks += srv.tasks()
-                for t in tasks:
-                    try:
-                        t.cancel()
-                    except RuntimeError:  # the task Ctrl-C unwound: its finally blocks have run
-                        pass
-                left = asyncio.run(_settle(tasks, ms))
+                left = asyncio.run(_stop(tasks, ms))
         except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, release everything anyway
             left = -1
         finally:
@@ -467,7 +462,8 @@ class Runner:
                 asyncio.new_event_loop()  # drop whatever did not finish: never resumed later
             store_mod.reboot()
         if left:
-            log.warning("interrupted: %d tasks did not stop in time; mailbox locks released anyway", left)
+            log.warning("interrupted: %d tasks did not stop in time (the one Ctrl-C itself ended counts here); "
+                        "mailbox locks released anyway", left)
         return left
 
     def sessions(self):
@@ -616,7 +612,14 @@ class Runner:
         await self.supervisor.wait()
 
 
-async def _settle(tasks, ms):
+async def _stop(tasks, ms):
+    """Cancel tasks and wait until each is done, at most ms; returns how many are not.
+    The cancels are made from inside the loop: outside it, MicroPython's cancel() refuses the task
+    that ran last before Ctrl-C ("can't cancel self", it is still the loop's current task) though
+    it may be alive and waiting. A task that Ctrl-C unwound itself (its finally blocks ran then)
+    never reports done: it costs the whole wait."""
+    for t in tasks:
+        t.cancel()
     t0 = ticks_ms()
     while True:
         left = 0
