@@ -486,6 +486,9 @@ def restart(main_py="main.py"):
         import machine
 
         machine.reset()
+    from pocketpost import store
+
+    store.reboot()  # as the reset would: a transfer cut by Ctrl-C left nothing in RAM to trust
     try:
         f = open(main_py)
     except OSError:
