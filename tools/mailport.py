@@ -229,7 +229,9 @@ def is_serial(path):
 
 class UsbLink(Link):
     """The same conversation with a live board over mpremote's raw REPL (no soft reset, like
-    `mpremote resume`; connecting interrupts main.py, as every mpremote command does):
+    `mpremote resume`; connecting interrupts main.py, as every mpremote command does, and the
+    board closes every session cleanly first: pocketpost.board; at the end `restart` starts the
+    services again):
     pocketpost.mailport.repl() writes base64 lines, decoded here a line at a time, and reads
     our writes as base64 lines of at most USB_LINE bytes, each acknowledged with a "~" line
     before the next goes out (a board's UART has no handshake)."""
