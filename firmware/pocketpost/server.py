@@ -312,6 +312,15 @@ def _cap_reached(sv, open_all, open_here):
     return None
 
 
+def _listener_tasks(listeners):
+    out = []
+    for s in listeners:
+        t = getattr(s, "task", None)  # MicroPython's asyncio Server; CPython's closes by itself
+        if t is not None:
+            out.append(t)
+    return out
+
+
 class _Slot:
     """One admitted connection: its task (to evict it) and whether it has logged in yet."""
 
@@ -381,6 +390,11 @@ class Server:
         for s in self._listeners:
             s.close()
         self._listeners = []
+
+    def tasks(self):
+        """The session tasks and (MicroPython) the listeners' accept tasks, which close their
+        socket when cancelled: for board.main to cancel and wait for after Ctrl-C."""
+        return [s.task for s in self.slots.values()] + _listener_tasks(self._listeners)
 
     async def _plain(self, reader, writer):
         await self._handle(reader, writer, False)

@@ -36,7 +36,7 @@ from pocketpost import log, smtp, tls
 from pocketpost.compat import IS_MICROPYTHON
 from pocketpost.config import open_store
 from pocketpost.pop3server import Service as LoginService
-from pocketpost.server import DEADLINE_AUTH, LISTEN_BACKLOG, _CConn, _Conn, _peer_ip, _Timeout
+from pocketpost.server import DEADLINE_AUTH, LISTEN_BACKLOG, _CConn, _Conn, _listener_tasks, _peer_ip, _Timeout
 from pocketpost.wire import LineReader
 
 
@@ -57,6 +57,7 @@ class SmtpServer:
         self.per_addr = {}
         self._listeners = []
         self._next_id = 0
+        self._tasks = []  # the session tasks, for board.main to cancel after Ctrl-C
 
     async def _listen(self):
         sm = self.sm
@@ -72,6 +73,10 @@ class SmtpServer:
         for s in self._listeners:
             s.close()
         self._listeners = []
+
+    def tasks(self):
+        """As server.Server.tasks: sessions and listeners, for board.main after Ctrl-C."""
+        return self._tasks + _listener_tasks(self._listeners)
 
     async def _mx(self, reader, writer):
         await self._handle(reader, writer, smtp.MX, False)
@@ -89,6 +94,8 @@ class SmtpServer:
         counted = False
         sid = 0
         sm = self.sm
+        me = asyncio.current_task()
+        self._tasks.append(me)
         try:
             try:
                 ip = _peer_ip(writer.get_extra_info("peername"))
@@ -125,6 +132,7 @@ class SmtpServer:
         except Exception as e:  # a peer's reset, a TLS failure, MemoryError...: end this session only
             log.info("smtp #%d %s closed: %s %r", sid, ip, type(e).__name__, e)
         finally:
+            self._tasks.remove(me)
             if session is not None:
                 session.close()  # a message without its final dot is thrown away here
             if conn is not None:

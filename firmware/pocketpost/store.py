@@ -1289,7 +1289,9 @@ class Store:
 
 
 def reboot():
-    """Forget all RAM state (locks and caches) as a restart would. For tests only."""
+    """Forget all RAM state (locks and caches) as a restart would: the next lock or delivery
+    recovers each mailbox from flash. For tests, and for board.main once Ctrl-C has stopped every
+    session (never while a session or delivery of this process is still running)."""
     _LOCKS.clear()
     _BOXES.clear()
 
