@@ -393,6 +393,10 @@ def main():
 
 
 if __name__ == "__main__":
+    # Ctrl-C always stops the server, even when started from a context that ignores SIGINT (a
+    # shell's background job, some CI runners): Python then installs no KeyboardInterrupt
+    # handler, and micropython (which sets its own) would stop while we went on silently.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         sys.exit(main())
     except KeyboardInterrupt:  # Ctrl-C before the server started (while the image is built)
