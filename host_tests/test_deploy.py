@@ -151,6 +151,8 @@ def test_deploy_to_pseudoboard_then_boot_and_serve(tmp_path, remote_server):
         # every service was cancelled cleanly by the interrupt (board.Runner.shutdown), counts kept
         assert "'state': 'stopped'" in out and "'starts': 1" in out, out
         assert "sessions   0" in out
+        # the heap figures: the largest free block and the POP3 server's high-water mark
+        assert "'largest_free':" in out and "'pop3':" in out, out
     print("deploy + REPL + boot + serve: %.1f s" % (time.monotonic() - t0))
 
 

@@ -1,294 +1,461 @@
 """Benchmark the POP3 server under micropython (not a test: prints figures).
 
-1. RETR throughput of a 10 MiB message, as a ratio to the limit: a micropython loop copying the
-   same stored file to a socket with the same block size (blocking socket, no protocol), in the
-   same run. Reported as wall-clock MiB/s and micropython CPU seconds (loopback wall-clock tops out
-   near the client's speed, so CPU time per transfer is the fairer comparison).
-2. The smallest -X heapsize at which the server, loaded from .mpy (mpy-cross), serves 1 and 2
-   concurrent sessions each retrieving a 1 MiB message (plain POP3; bisected to 1 KiB), and the
-   floor (listening, no session). Twice: with the .mpy files loaded into the heap (what
-   `make deploy` gives), and from a ROMFS image (`mpremote romfs build`) mounted with
-   vfs.VfsRom, whose bytecode runs in place. On a board the ROMFS partition (or frozen
-   firmware, manifest.py) lives in flash; here the image is a bytearray in the heap, so its exact
-   size is subtracted: that figure is the heap the server needs beyond its code.
+Everything against the limit measured in the same run on the same machine: a micropython loop
+(the same unix port) copying the same stored file(s) to a blocking socket in 4 KiB blocks, no
+protocol (COPY_LOOP below).
 
-    .venv/bin/python tools/bench_server.py [--block 1024] [--size-mib 10] [--skip-heap]
+1. RETR CPU. The server (one micropython process, the directory store, config defaults:
+   block_size 1 KiB) serves in turn: a login-only session (USER/PASS/QUIT), RETR of a 10 MiB
+   message without dot lines (the store knows: the file is sent unchanged), RETR of a 10 MiB
+   message with dot lines (the stuffing codec); the copy loop sends the same 10 MiB file (in 4 KiB
+   blocks, and again in the server's block size: the per-write cost is most of it). CPU is
+   the process's time on a CPU from the kernel's per-thread nanosecond counters
+   (/proc/PID/task/*/schedstat, benchlib.cpu_s) read before the connection and after the last
+   reply; the four run in rotating order, `--runs` rounds (paired runs); the figures are medians.
+   RETR alone = RETR session - login-only session, as a ratio to the copy.
+2. Wall throughput of a 10 x 1 MiB mailbox read by one client: poplib (USER, PASS, RETR 1..10,
+   QUIT) against the copy loop sending the same 10 stored files over one connection, read by
+   the same kind of client (a line-by-line makefile reader, as poplib reads); and both again
+   with a bulk reader (recv of up to 1 MiB). Paired runs, medians.
+Heap figures are tools/bench_heap.py's.
+
+    .venv/bin/python tools/bench_server.py [--runs 9] [--size-mib 10] [--block N] [--store dir|lfs]
 """
 
 import argparse
+import json
 import os
+import poplib
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "host_tests"))
-from serverharness import Pop3Server, msg  # noqa: E402
-from helpers import MICROPYTHON, free_port, tool  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from benchlib import ROOT, build_mpy, cpu_s, median  # noqa: E402,F401  (build_mpy: re-exported)
+from helpers import MICROPYTHON, free_port  # noqa: E402
+from serverharness import Pop3Server  # noqa: E402
 
-CLK = os.sysconf("SC_CLK_TCK")
+cpu = cpu_s  # bench_smtp, bench_mailport and test_mailport_usb import build_mpy and cpu from here
+COPY_BLOCK = 4096
+MIB = 1024 * 1024
+PW = "pw"
 
+# One process, many connections: a client sends one line naming the files (space separated),
+# the loop copies them back to back and closes the connection. A line starting with "POP3" makes
+# it the limit for a POP3 client instead: the least a POP3 server can do, the named files being
+# messages 1..n in their wire form (no dot lines): +OK to everything, RETR n sends "+OK", the
+# file in 4 KiB blocks and the terminator (TCP_NODELAY, as the server sets it).
 COPY_LOOP = r"""
 import socket, sys
-path, port, block = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+port, block = int(sys.argv[1]), int(sys.argv[2])
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
 s.listen(1)
-print("ready")
-c, _ = s.accept()
 buf = bytearray(block)
 mv = memoryview(buf)
-f = open(path, "rb")
+print("ready")
+
+def send(c, path):
+    f = open(path, "rb")
+    while True:
+        n = f.readinto(buf)
+        if not n:
+            break
+        c.write(mv[:n])
+    f.close()
+
 while True:
-    n = f.readinto(buf)
-    if not n:
-        break
-    c.write(mv[:n])
-f.close()
-c.close()
+    c, _ = s.accept()
+    names = b""
+    while not names.endswith(b"\n"):
+        names += c.recv(512)
+    names = names.decode().split()
+    if names[0] != "POP3":
+        for path in names:
+            send(c, path)
+        c.close()
+        continue
+    c.setsockopt(6, 1, 1)
+    c.write(b"+OK\r\n")
+    pend = b""
+    while True:
+        d = c.recv(512)
+        if not d:
+            break
+        pend += d
+        while b"\n" in pend:
+            i = pend.index(b"\n")
+            ln, pend = pend[:i], pend[i + 1:]
+            if ln.startswith(b"RETR"):
+                c.write(b"+OK\r\n")
+                send(c, names[int(ln[5:])])
+                c.write(b".\r\n")
+            else:
+                c.write(b"+OK\r\n")
+            if ln.startswith(b"QUIT"):
+                pend = None
+                break
+        if pend is None:
+            break
+    c.close()
 """
 
 
-def cpu(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        parts = f.read().rsplit(")", 1)[1].split()
-    return (int(parts[11]) + int(parts[12])) / CLK
-
-
-def recv_all(sock, until=None, expect=None):
-    chunks = []
-    got = 0
-    while True:
-        d = sock.recv(1 << 20)
-        if not d:
-            break
-        chunks.append(d)
-        got += len(d)
-        if until is not None and got >= 5 and b"".join(chunks[-2:]).endswith(until):
-            break
-        if expect is not None and got >= expect:
-            break
-    return b"".join(chunks)
-
-
-def pop_retr(port, user, pw, n=1):
-    s = socket.create_connection(("127.0.0.1", port), 60)
-    f = s.makefile("rb")
-    f.readline()
-    s.sendall(b"USER %s\r\nPASS %s\r\n" % (user, pw))
-    f.readline()
-    r = f.readline()
-    assert r.startswith(b"+OK"), r
-    t = time.time()
-    s.sendall(b"RETR %d\r\n" % n)
-    # bulk reads (as the limit's client does): the reply ends with CRLF.CRLF
-    size = 0
-    tail = b""
-    while True:
-        d = s.recv(1 << 20)
-        if not d:
-            break
-        size += len(d)
-        tail = (tail + d)[-5:]
-        if tail == b"\r\n.\r\n":
-            break
-    dt = time.time() - t
-    s.sendall(b"QUIT\r\n")
-    s.recv(100)  # the +OK: the lock is released once QUIT is answered
-    s.close()
-    return size, dt
-
-
-def throughput(size_mib, block, dotted):
-    """dotted: the message has lines starting with '.', so RETR runs the dot-stuffing codec;
-    otherwise the store knows it needs none and RETR sends the file unchanged."""
-    base = tempfile.mkdtemp(prefix="pp-bench-")
-    try:
+def message(size, dotted):
+    head = b"From: bench@example.org\r\nSubject: bench\r\n\r\n"
+    if dotted:  # a dot line every 64 lines: the codec runs over the whole message
         line = b"x" * 78 + b"\r\n"
-        head = msg(1, 0) if dotted else b"From: a@example.org\r\nSubject: plain\r\n\r\n"
-        big = head + line * (size_mib * 1024 * 1024 // len(line))
-        srv = Pop3Server(base, {"alice": [big]}, server={"block_size": block, "idle_timeout": 600}, users={"alice": "pw"})
-        srv.start()
-        try:
-            time.sleep(0.2)
-            best = None
-            for _ in range(3):
-                c0 = cpu(srv.proc.pid)
-                size, dt = pop_retr(srv.port, b"alice", b"pw")
-                c1 = cpu(srv.proc.pid)
-                r = (dt, c1 - c0)
-                best = r if best is None or r[0] < best[0] else best
-            assert size >= len(big), (size, len(big))
-        finally:
-            srv.stop()
-        path = None
-        for top, _d, files in os.walk(os.path.join(base, "mail", "alice")):
-            for n in files:
-                if top.rsplit("/", 1)[-1].startswith("b"):
-                    path = os.path.join(top, n)
-        lim = None
-        for _ in range(3):
-            port = free_port()
-            p = subprocess.Popen([MICROPYTHON, "-c", COPY_LOOP, path, str(port), str(block)], stdout=subprocess.PIPE)
-            p.stdout.readline()
-            c = socket.create_connection(("127.0.0.1", port), 30)
-            t = time.time()
-            c0 = cpu(p.pid)
-            n = len(recv_all(c))
-            c1 = cpu(p.pid)
-            dt = time.time() - t
-            c.close()
-            p.wait(10)
-            assert n == len(big)
-            r = (dt, c1 - c0)
-            lim = r if lim is None or r[0] < lim[0] else lim
-        mib = len(big) / 1048576
-        print("RETR %.1f MiB, block %d, %s:" % (mib, block, "with dot lines (stuffing codec)" if dotted else "no dot lines (file sent unchanged)"))
-        print("  server : %6.1f MiB/s wall, %.3f s CPU" % (mib / best[0], best[1]))
-        print("  limit  : %6.1f MiB/s wall, %.3f s CPU (micropython file->socket copy loop)" % (mib / lim[0], lim[1]))
-        print("  ratio  : %.2f of the limit (wall)   CPU ratio limit/server %.2f" % (lim[0] / best[0], (lim[1] / best[1]) if best[1] else float("nan")))
+        block = line * 63 + b"." + b"y" * 77 + b"\r\n"
+    else:
+        block = (b"x" * 78 + b"\r\n") * 64
+    body = block * ((size - len(head)) // len(block) + 1)
+    return head + body[: size - len(head) - 2] + b"\r\n"
+
+
+def stored_files(root, box):
+    """The message files of a mailbox in the directory store, in delivery order (for the copy)."""
+    sys.path.insert(0, os.path.join(ROOT, "firmware"))
+    from pocketpost import store as store_mod
+    from pocketpost.store import Store
+
+    store_mod.reboot()
+    mb = Store(root, quota=0, reserve=0).lock(box)
+    try:
+        out = []
+        for i in range(mb.count):
+            f = mb.open(i)
+            out.append(f.name if hasattr(f, "name") else None)
+            f.close()
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        mb.release()
+    if None in out:  # fall back to the files on disk, oldest first
+        out = []
+        for top, _d, files in os.walk(os.path.join(root, box)):
+            for n in files:
+                p = os.path.join(top, n)
+                if os.path.basename(top).startswith("b"):
+                    out.append(p)
+        out.sort(key=os.path.getmtime)
+    return out
 
 
-def build_mpy(dest):
-    src = os.path.join(ROOT, "firmware", "pocketpost")
-    os.makedirs(os.path.join(dest, "pocketpost"))
-    for n in os.listdir(src):
-        if n.endswith(".py"):
-            out = os.path.join(dest, "pocketpost", n[:-3] + ".mpy")
-            subprocess.run([tool("mpy-cross"), "-o", out, os.path.join(src, n)], check=True)
-
-
-# Modules the server needs (the ROMFS image holds only these, as frozen firmware would).
-SERVER_MODULES = ("compat", "log", "wire", "pop3", "tls", "auth", "config", "store", "pop3server", "server")
-
-ROMFS_LAUNCHER = r"""
-import sys, os, vfs
-img_path, cfg = sys.argv[1], sys.argv[2]
-img = bytearray(os.stat(img_path)[6])
-f = open(img_path, "rb")
-f.readinto(img)
-f.close()
-vfs.mount(vfs.VfsRom(img), "/rom")
-sys.path.insert(0, "/rom")
-from pocketpost import server
-server.main(cfg)
+# --store lfs: deliver the messages into a littlefs image (tools/hostflash.py mounts it at /flash,
+# as on a board) and print each stored file's path in the image.
+LFS_SETUP = r"""
+import gc
+from pocketpost.store import Store
+buf = bytearray(4096)
+mv = memoryview(buf)
+st = Store("/flash/mail", quota=0, reserve=0)
+for box, path, count in JOBS:
+    st.create(box)
+    for k in range(count):
+        d = st.begin(box)
+        f = open(path, "rb")
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            d.write(mv[:n])
+        f.close()
+        d.commit()
+        gc.collect()
+    mb = st.lock(box)
+    for i in range(mb.count):
+        r = mb._rec(i)
+        print("PATH", box, mb._box.msg_path(r[0], r[1], r[2], r[3]))
+    mb.release()
 """
 
 
-def build_romfs(dest):
-    """A ROMFS image of the server modules; returns (image path, size)."""
-    src = os.path.join(dest, "src", "pocketpost")
-    os.makedirs(src)
-    for m in SERVER_MODULES:
-        shutil.copy(os.path.join(ROOT, "firmware", "pocketpost", m + ".py"), src)
-    shutil.copy(os.path.join(ROOT, "firmware", "pocketpost", "__init__.py"), src) if os.path.exists(
-        os.path.join(ROOT, "firmware", "pocketpost", "__init__.py")) else None
-    img = os.path.join(dest, "server.romfs")
-    subprocess.run([tool("mpremote"), "romfs", "--output", img, "build", os.path.join(dest, "src")],
-                   check=True, capture_output=True)
-    launcher = os.path.join(dest, "launch_romfs.py")
-    with open(launcher, "w") as f:
-        f.write(ROMFS_LAUNCHER)
-    return img, launcher, os.path.getsize(img)
+def lfs_setup(base, msgs):
+    """A littlefs image holding msgs ({box: [bytes]}), and {box: [paths in the image]}."""
+    img = os.path.join(base, "flash.img")
+    size = (sum(len(m) for ms in msgs.values() for m in ms) * 5 // 4 // 4096 + 256) * 4096
+    with open(img, "wb") as f:
+        blank = b"\xff" * (1 << 20)
+        for _ in range(size // len(blank)):
+            f.write(blank)
+        f.write(b"\xff" * (size % len(blank)))
+    jobs = []
+    for box, ms in msgs.items():
+        p = os.path.join(base, box + ".eml")
+        with open(p, "wb") as f:
+            f.write(ms[0])
+        if any(m != ms[0] for m in ms):
+            raise ValueError("lfs_setup: one message per mailbox, repeated")
+        jobs.append((box, p, len(ms)))
+    script = os.path.join(base, "lfs_setup.py")
+    with open(script, "w") as f:
+        f.write("JOBS = %r\n" % (jobs,) + LFS_SETUP)
+    r = subprocess.run([MICROPYTHON, os.path.join(HERE, "hostflash.py"), img, "--mkfs", "-f", script],
+                       capture_output=True, text=True, timeout=600,
+                       env=dict(os.environ, MICROPYPATH=os.path.join(ROOT, "firmware") + ":.frozen"))
+    files = {}
+    for ln in r.stdout.splitlines():
+        if ln.startswith("PATH "):
+            _, box, path = ln.split(" ", 2)
+            files.setdefault(box, []).append(path)
+    if r.returncode != 0 or set(files) != set(msgs):
+        raise RuntimeError(r.stdout[-2000:] + r.stderr[-2000:])
+    return img, files
 
 
-def heap_trial(base, mpydir, heap, sessions, romfs=None):
-    d = tempfile.mkdtemp(dir=base)
-    one_mib = msg(1, 0) + (b"y" * 1022 + b"\r\n") * 1024
-    users = {"u%d" % i: "pw" for i in range(sessions)}
-    srv = Pop3Server(d, {"u%d" % i: [one_mib] for i in range(sessions)}, users=users,
-                     server={"cert": "", "key": "", "pop3s_port": 0, "max_sessions": 4}, heapsize=heap)
-    env_path = os.environ.get("MICROPYPATH")
-    ok = False
-    try:
-        os.environ["MICROPYPATH"] = mpydir  # harness sets FIRMWARE; override through args instead
-        try:
-            if romfs:
-                srv.start(args=[romfs[1], romfs[0], srv.config_path], micropypath=".frozen")
-            else:
-                srv.start(micropypath=mpydir)
-        except RuntimeError:
-            return False
-        if sessions == 0:  # the floor: listening, answering a greeting
-            time.sleep(0.3)
-            try:
-                s = socket.create_connection(("127.0.0.1", srv.port), 10)
-                ok = s.recv(100).startswith(b"+OK") and srv.alive()
-                s.close()
-            except OSError:
-                ok = False
-            return ok
-        res = [None] * sessions
-
-        def run(i):
-            try:
-                res[i] = pop_retr(srv.port, b"u%d" % i, b"pw")[0]
-            except Exception as e:  # noqa: BLE001 - any failure means "not enough heap"
-                res[i] = e
-
-        ts = [threading.Thread(target=run, args=(i,)) for i in range(sessions)]
-        for t in ts:
-            t.start()
-        for t in ts:
-            t.join(60)
-        ok = all(isinstance(r, int) and r >= len(one_mib) for r in res) and srv.alive()
-    finally:
-        srv.stop()
-        if env_path is None:
-            os.environ.pop("MICROPYPATH", None)
-        else:
-            os.environ["MICROPYPATH"] = env_path
-        shutil.rmtree(d, ignore_errors=True)
-    return ok
+def copy_loop(port, block, image=None):
+    """The copy loop process; with an image, on its own copy of it (one image, one process)."""
+    if image is None:
+        return subprocess.Popen([MICROPYTHON, "-c", COPY_LOOP, str(port), str(block)], stdout=subprocess.PIPE)
+    own = "%s.copy%d" % (image, port)
+    shutil.copyfile(image, own)
+    script = own + ".py"
+    with open(script, "w") as f:
+        f.write(COPY_LOOP.replace("port, block = int(sys.argv[1]), int(sys.argv[2])", "port, block = %d, %d" % (port, block)))
+    return subprocess.Popen([MICROPYTHON, os.path.join(HERE, "hostflash.py"), own, "-f", script], stdout=subprocess.PIPE,
+                            env=dict(os.environ, MICROPYPATH=os.path.join(ROOT, "firmware") + ":.frozen"))
 
 
-def min_heap(sessions, romfs=False):
-    base = tempfile.mkdtemp(prefix="pp-heap-")
-    try:
-        mpydir = os.path.join(base, "mpy")
-        build_mpy(mpydir)
-        image = build_romfs(os.path.join(base, "rom")) if romfs else None
-        lo, hi = 4, 256  # KiB
-        assert heap_trial(base, mpydir, "%dk" % hi, sessions, image), "fails even at %d KiB" % hi
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            if heap_trial(base, mpydir, "%dk" % mid, sessions, image):
-                hi = mid
-            else:
-                lo = mid
-        return hi
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
+class Bulk:
+    """A POP3 client reading in bulk (recv of up to 1 MiB), for CPU runs and the bulk wall runs."""
+
+    def __init__(self, port, user):
+        self.s = socket.create_connection(("127.0.0.1", port), 60)
+        self.buf = b""
+        self.line()
+        self.s.sendall(b"USER %s\r\nPASS %s\r\n" % (user.encode(), PW.encode()))
+        self.line()
+        r = self.line()
+        if not r.startswith(b"+OK"):
+            raise RuntimeError(r)
+
+    def line(self):
+        while b"\r\n" not in self.buf:
+            d = self.s.recv(65536)
+            if not d:
+                raise EOFError
+            self.buf += d
+        ln, self.buf = self.buf.split(b"\r\n", 1)
+        return ln
+
+    def retr(self, n):
+        self.s.sendall(b"RETR %d\r\n" % n)
+        if not self.line().startswith(b"+OK"):
+            raise RuntimeError("RETR")
+        size = len(self.buf)
+        tail = self.buf[-5:]
+        while tail != b"\r\n.\r\n":
+            d = self.s.recv(1 << 20)
+            if not d:
+                raise EOFError
+            size += len(d)
+            tail = (tail + d)[-5:]
+        self.buf = b""
+        return size
+
+    def quit(self):
+        self.s.sendall(b"QUIT\r\n")
+        self.line()
+        self.s.close()
+
+
+def copy_fetch(port, files, lines):
+    """Read the copy loop's output for `files`: in bulk, or line by line (lines=True)."""
+    c = socket.create_connection(("127.0.0.1", port), 60)
+    c.sendall((" ".join(files) + "\n").encode())
+    n = 0
+    if lines:
+        f = c.makefile("rb")
+        while True:
+            ln = f.readline(8192)
+            if not ln:
+                break
+            n += len(ln)
+        f.close()
+    else:
+        while True:
+            d = c.recv(1 << 20)
+            if not d:
+                break
+            n += len(d)
+    c.close()
+    return n
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--block", type=int, default=1024)
+    ap.add_argument("--runs", type=int, default=9)
     ap.add_argument("--size-mib", type=int, default=10)
-    ap.add_argument("--skip-heap", action="store_true")
+    ap.add_argument("--block", type=int, default=0, help="server block_size (default: the config's)")
+    ap.add_argument("--store", choices=("dir", "lfs"), default="dir",
+                    help="dir: the directory store; lfs: a littlefs image (4 KiB blocks, tools/hostflash.py)")
     a = ap.parse_args()
-    throughput(a.size_mib, a.block, False)
-    throughput(a.size_mib, a.block, True)
-    if not a.skip_heap:
-        print("smallest -X heapsize (64-bit unix port: GC blocks 32 B, twice the ESP32's), plain POP3, 1 MiB RETR per session:")
-        for n in (0, 1, 2):
-            print("  .mpy in heap, %d session(s): %d KiB" % (n, min_heap(n)))
-        tmp = tempfile.mkdtemp(prefix="pp-rom-")
-        try:
-            img_size = build_romfs(tmp)[2]
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        for n in (0, 1, 2):
-            h = min_heap(n, romfs=True)
-            print("  ROMFS image (%d B, in flash on a board), %d session(s): %d KiB total, %.1f KiB beyond the image"
-                  % (img_size, n, h, h - img_size / 1024))
+    size = a.size_mib * MIB
+    base = tempfile.mkdtemp(prefix="pp-bench-")
+    msgs = {"plain": [message(size, False)], "dotted": [message(size, True)],
+            "ten": [message(MIB, False)] * 10}
+    lfs = a.store == "lfs"
+    srv = Pop3Server(base, None if lfs else msgs, users=dict((k, PW) for k in msgs),
+                     server=dict({"idle_timeout": 600, "pop3s_port": 0}, **({"block_size": a.block} if a.block else {})))
+    cp = cpb = None
+    try:
+        image = None
+        if lfs:
+            image, files = lfs_setup(base, msgs)
+            with open(srv.config_path) as f:
+                cfg = json.load(f)
+            cfg["store"]["root"] = "/flash/mail"
+            with open(srv.config_path, "w") as f:
+                json.dump(cfg, f)
+            srv.start(args=[os.path.join(HERE, "hostflash.py"), image, "-m", "pocketpost.server", srv.config_path])
+        else:
+            srv.start()
+            files = dict((k, stored_files(srv.store_root, k)) for k in msgs)
+        port = free_port()
+        cp = copy_loop(port, COPY_BLOCK, image)
+        cp.stdout.readline()
+        block = a.block or 1024
+        port_b = free_port()
+        while port_b == port:
+            port_b = free_port()
+        cpb = copy_loop(port_b, block, image)
+        cpb.stdout.readline()
+
+        def cpu_of(pid, fn):
+            c0 = cpu_s(pid)
+            fn()
+            return cpu_s(pid) - c0
+
+        def session(box, retr):
+            def run():
+                c = Bulk(srv.port, box)
+                if retr:
+                    got = c.retr(1)
+                    if got < len(msgs[box][0]):
+                        raise RuntimeError("short RETR")
+                c.quit()
+            return run
+
+        def copy_run(p):
+            def run():
+                if copy_fetch(p, files["plain"], False) != len(msgs["plain"][0]):
+                    raise RuntimeError("copy size")
+            return run
+
+        jobs = (("copy", cp.pid, copy_run(port)), ("copy_b", cpb.pid, copy_run(port_b)),
+                ("plain", srv.proc.pid, session("plain", True)),
+                ("dotted", srv.proc.pid, session("dotted", True)), ("login", srv.proc.pid, session("plain", False)))
+        cpu = dict((k, []) for k, _, _ in jobs)
+        for j in jobs:  # warm up: page cache, the server's first index read
+            j[2]()
+        for r in range(a.runs):
+            for k in range(len(jobs)):
+                name, pid, fn = jobs[(r + k) % len(jobs)]
+                cpu[name].append(cpu_of(pid, fn))
+        m = dict((k, median(v)) for k, v in cpu.items())
+        print("RETR CPU, %d MiB message, %s, server block_size %s, "
+              "copy loop 4 KiB blocks; %d paired runs, medians (min-max), CPU from the kernel's ns counters:"
+              % (a.size_mib, "littlefs image (the copy loops read their own copy of it)" if lfs else "directory store",
+                 a.block or "1024 (config default)", a.runs))
+        names = {"copy": "copy loop, 4 KiB blocks", "copy_b": "copy loop, %d B blocks (the server's)" % block,
+                 "login": "login-only session", "plain": "RETR session, no dot lines", "dotted": "RETR session, dot lines"}
+        for k in ("copy", "copy_b", "login", "plain", "dotted"):
+            print("  %-40s %.4f s  (%.4f-%.4f)" % (names[k], m[k], min(cpu[k]), max(cpu[k])))
+        plain_ratios = sorted((p - lg) / c for p, lg, c in zip(cpu["plain"], cpu["login"], cpu["copy"]))
+        dot_ratios = sorted((p - lg) / c for p, lg, c in zip(cpu["dotted"], cpu["login"], cpu["copy"]))
+        print("  RETR alone / copy, no dot lines  : %.2f  (per round: median %.2f, %.2f-%.2f)   budget 2"
+              % ((m["plain"] - m["login"]) / m["copy"], median(plain_ratios), plain_ratios[0], plain_ratios[-1]))
+        print("  RETR alone / copy, with dot lines: %.2f  (per round: median %.2f, %.2f-%.2f)   budget 3"
+              % ((m["dotted"] - m["login"]) / m["copy"], median(dot_ratios), dot_ratios[0], dot_ratios[-1]))
+        print("  against the copy at the server's block size: no dot lines %.2f, dot lines %.2f"
+              % ((m["plain"] - m["login"]) / m["copy_b"], (m["dotted"] - m["login"]) / m["copy_b"]))
+
+        total = sum(len(x) for x in msgs["ten"])
+
+        def pop_lines():
+            c = poplib.POP3("127.0.0.1", srv.port, 60)
+            c.user("ten")
+            c.pass_(PW)
+            t = time.time()
+            n = 0
+            for i in range(1, 11):
+                n += c.retr(i)[2]
+            dt = time.time() - t
+            c.quit()
+            return dt
+
+        def pop_bulk():
+            c = Bulk(srv.port, "ten")
+            t = time.time()
+            for i in range(1, 11):
+                c.retr(i)
+            dt = time.time() - t
+            c.quit()
+            return dt
+
+        def copy_wall(lines):
+            def run():
+                t = time.time()
+                n = copy_fetch(port, files["ten"], lines)
+                if n != total:
+                    raise RuntimeError("copy size")
+                return time.time() - t
+            return run
+
+        def copy_pop(kind):
+            def run():
+                c = socket.create_connection(("127.0.0.1", port), 60)
+                c.sendall((" ".join(["POP3"] + files["ten"]) + "\n").encode())
+                p = poplib.POP3.__new__(poplib.POP3)  # poplib on an open socket: its own greeting read
+                p.host, p.port, p._tls_established = "127.0.0.1", port, False
+                p.sock = c
+                p.file = c.makefile("rb")
+                p._debugging = 0
+                p.welcome = p._getresp()
+                p.user("ten")
+                p.pass_(PW)
+                t = time.time()
+                for i in range(1, 11):
+                    if kind == "lines":
+                        p.retr(i)
+                    else:
+                        p._putcmd("RETR %d" % i)
+                        p.file.readline()
+                        tail = b""
+                        while tail != b"\r\n.\r\n":
+                            d = p.file.read1(1 << 20)
+                            if not d:
+                                raise EOFError
+                            tail = (tail + d)[-5:]
+                dt = time.time() - t
+                p.quit()
+                return dt
+            return run
+
+        walls = (("poplib", pop_lines), ("poplib, copy limit", copy_pop("lines")),
+                 ("bulk client", pop_bulk), ("bulk, copy limit", copy_pop("bulk")),
+                 ("bulk, plain copy", copy_wall(False)))
+        wt = dict((k, []) for k, _ in walls)
+        for r in range(a.runs):
+            for k in range(len(walls)):
+                name, fn = walls[(r + k) % len(walls)]
+                wt[name].append(fn())
+        print("10 x 1 MiB mailbox read by one client, wall time from after login to the last byte; %d paired runs, medians:" % a.runs)
+        for k, _ in walls:
+            print("  %-18s %6.1f MiB/s  (%.3f s, %.3f-%.3f)" % (k, total / MIB / median(wt[k]), median(wt[k]), min(wt[k]), max(wt[k])))
+        print("  poplib: %.2f of the copy limit's throughput (same client)   target >= 0.8"
+              % (median(wt["poplib, copy limit"]) / median(wt["poplib"])))
+        print("  bulk client: %.2f of the copy limit's throughput (same client)" % (median(wt["bulk, copy limit"]) / median(wt["bulk client"])))
+    finally:
+        srv.stop()
+        for p in (cp, cpb):
+            if p is not None:
+                p.kill()
+                p.wait(10)
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

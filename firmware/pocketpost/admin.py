@@ -16,7 +16,7 @@ import gc
 import os
 import time
 
-from pocketpost import board, log, safemode
+from pocketpost import board, heapmark, log, safemode
 from pocketpost.compat import exists, free_bytes, now, urandom
 
 CONFIG_PATH = board.CONFIG_PATH
@@ -197,7 +197,11 @@ def status_dict(config_path=CONFIG_PATH):
     except (OSError, AttributeError) as e:
         st["flash"] = {"error": str(e)}
     if hasattr(gc, "mem_free"):
-        st["heap"] = {"free": gc.mem_free(), "used": gc.mem_alloc()}  # type: ignore[attr-defined]
+        st["heap"] = {"free": gc.mem_free(), "used": gc.mem_alloc(),  # type: ignore[attr-defined]
+                      "largest_free": heapmark.largest_free(), "peaks": dict(heapmark.peaks)}
+    idf = heapmark.idf_heap()
+    if idf is not None:  # ESP32: the C heap TLS buffers come from
+        st["idf_heap"] = {"free": idf[0], "largest_free": idf[1]}
     r = board.current
     st["safe_mode"] = safemode.safe
     if r is not None:
@@ -218,7 +222,7 @@ def status_dict(config_path=CONFIG_PATH):
 def status(config_path=CONFIG_PATH):
     """Print the board's status for a human at the REPL."""
     st = status_dict(config_path)
-    for k in ("flash", "heap", "safe_mode", "uptime_s", "sessions", "wifi", "clock", "watchdog", "services",
+    for k in ("flash", "heap", "idf_heap", "safe_mode", "uptime_s", "sessions", "wifi", "clock", "watchdog", "services",
               "fetches"):
         if k in st:
             print("%-10s %s" % (k, st[k]))

@@ -412,6 +412,12 @@ def open_store(cfg):
     return config.open_store(cfg)
 
 
+def _fetch_mark(info):
+    from pocketpost import heapmark
+
+    heapmark.sample("fetch")  # after each stored message (admin.status() shows the mark)
+
+
 class Runner:
     """The running board: what admin.status() reports."""
 
@@ -536,7 +542,7 @@ class Runner:
                 log.info("fetch %s: skipped, wifi down", name)
             else:
                 try:
-                    self.fetches[name] = await asyncio.wait_for(client.fetch_account(acct, self.store), limit)
+                    self.fetches[name] = await asyncio.wait_for(client.fetch_account(acct, self.store, _fetch_mark), limit)
                 except MemoryError:  # the board's own trouble: let the supervisor restart us
                     raise
                 except asyncio.TimeoutError:

@@ -483,10 +483,13 @@ def open_store(cfg):
 def state_reserve(cfg):
     """Flash the client accounts' UIDL state may need on top of its snapshot (journal + one
     compaction's temp file, uidstate.flash_need), kept free by the store like its own reserve."""
+    accounts = cfg.get("accounts") or ()
+    if not accounts:  # a server-only board: no client module in its heap (uidstate is ~11 KiB)
+        return 0
     from pocketpost import uidstate
 
     need = 0
-    for a in cfg.get("accounts") or ():
+    for a in accounts:
         if isinstance(a, dict):
             n = a.get("max_entries", uidstate.DEFAULT_MAX_ENTRIES)
             need += uidstate.flash_need(n if isinstance(n, int) and n > 0 else uidstate.DEFAULT_MAX_ENTRIES)

@@ -36,8 +36,8 @@ import asyncio
 
 from pocketpost import config as config_mod
 from pocketpost.config import open_store
-from pocketpost import log, tls
-from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, errno_of, ticks_add, ticks_diff, ticks_ms
+from pocketpost import heapmark, log, tls
+from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_add, ticks_diff, ticks_ms
 from pocketpost.pop3 import reply
 from pocketpost.pop3server import TRANSACTION, Service, Session
 from pocketpost.wire import LineReader
@@ -49,6 +49,22 @@ LISTEN_BACKLOG = 4  # pending connections the kernel/lwIP queues per listener
 # Plaintext a client pipelined after STLS that is read off the socket and dropped before the +OK
 # (RFC 2595 section 4): at most this much; beyond it the TLS handshake fails on the rest.
 STLS_DRAIN_MAX = 4096
+# setsockopt(IPPROTO_TCP, TCP_NODELAY): the same numbers in Linux and lwIP (the unix port's socket
+# module names neither). A reply's short last segment would wait, by Nagle's rule, for the ACK of
+# the data before it, which the client delays (~40 ms on Linux): every RETR ended with that stall.
+# So Nagle is off for the last write of a multi-line reply only (both stacks then send all that is
+# queued at once) and on again for the bulk, where it merges the 1 KiB writes into full segments.
+_IPPROTO_TCP = const(6)
+_TCP_NODELAY = const(1)
+
+
+def _nodelay(conn, on):
+    """MicroPython only (CPython's asyncio sets TCP_NODELAY itself); best effort."""
+    if IS_MICROPYTHON:
+        try:
+            conn.raw.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, on)
+        except Exception:  # a port without the option keeps Nagle (and the stall)
+            pass
 
 if IS_MICROPYTHON:
     from asyncio import core as _core  # type: ignore[attr-defined]  # MicroPython asyncio internals
@@ -193,8 +209,11 @@ class _Conn(_Deadlines):
             self.handshake_done()
 
     async def _wait(self, write):
+        # The raw socket, also under TLS: the poller then holds file descriptors only. An SSL
+        # socket has none, and the unix port's select.poll, mixing the two, crashed (SIGSEGV) or
+        # lost the TLS session's wake-ups with 4+ connections (host_tests/test_server_poll.py).
         try:
-            await asyncio.wait_for(_wait_io(self.sock, write), self.budget())
+            await asyncio.wait_for(_wait_io(self.raw, write), self.budget())
         except asyncio.TimeoutError:
             raise self.timeout()
 
@@ -515,6 +534,7 @@ class Server:
             if session.starttls:
                 conn.before_tls()
             await conn.send(resp)  # a failure here leaves the producer to session.close()
+            heapmark.sample("pop3")  # after a reply: its producer (file, block) is allocated
             p = session.producer
             if p is not None:
                 try:
@@ -522,7 +542,12 @@ class Server:
                         k = p.fill(out)
                         if not k:
                             break
-                        await conn.send(out, k)
+                        if getattr(p, "done", False):  # the last write: out at once, not after a delayed ACK
+                            _nodelay(conn, 1)
+                            await conn.send(out, k)
+                            _nodelay(conn, 0)
+                        else:
+                            await conn.send(out, k)
                 finally:
                     session.producer = None
                     p.close()

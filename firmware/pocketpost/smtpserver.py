@@ -32,7 +32,7 @@ import sys
 import asyncio
 
 from pocketpost import config as config_mod
-from pocketpost import log, smtp, tls
+from pocketpost import heapmark, log, smtp, tls
 from pocketpost.compat import IS_MICROPYTHON
 from pocketpost.config import open_store
 from pocketpost.pop3server import Service as LoginService
@@ -185,6 +185,7 @@ class SmtpServer:
                 log.info("smtp #%d %s dropped by peer%s", sid, session.peer, " mid-DATA" if session.in_data else "")
                 return
             lines.commit(n)
+            heapmark.sample("smtp")  # mid-DATA too: the delivery's file and buffers are open
 
 
 async def start(cfg, store, logins=None):

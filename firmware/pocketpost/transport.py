@@ -89,7 +89,9 @@ if IS_MICROPYTHON:
         async def _wait(self, write, ms):
             if ms <= 0:
                 raise Timeout()
-            await _bounded(_wait_io(self.sock, write), ms)
+            # The raw socket, also under TLS: the poller then holds file descriptors only (an SSL
+            # socket has none; mixing the two crashed the unix port's select.poll, see server.py).
+            await _bounded(_wait_io(self.raw, write), ms)
 
         async def recv_into(self, mv, ms):
             """Bytes read into mv (> 0), or 0 at end of stream."""

@@ -1,0 +1,75 @@
+"""Heap figures for admin.status(): free heap, the largest free block, and per-service high-water
+marks, so a user can see the budget being kept on the board.
+
+A mark is the live heap (gc.mem_alloc() right after gc.collect()) at a service's sample points
+(the POP3 server: each command's reply; SMTP: each read; the fetcher: each stored message). Without the collection
+the figure would count garbage not yet collected and climb to the heap size; the collection is
+paid at most once per SAMPLE_MS for the whole process, so a busy service pays a few ms a second
+on an ESP32 at most. The heap is shared: a mark is the heap in use while that service was at one
+of its points, everything else running included. CPython has no gc.mem_alloc: no marks there.
+"""
+
+import gc
+
+from pocketpost.compat import const, ticks_diff, ticks_ms
+
+# One collection a second at most: an ESP32 collects a 100 KiB heap in a few ms.
+SAMPLE_MS = const(1000)
+GC_GRAIN = const(64)  # largest_free()'s step: a few GC blocks (16 B on an ESP32, 32 B on the host)
+
+peaks = {}  # service name -> highest live heap seen (bytes)
+_last = [None]  # type: list  # ticks_ms of the last sample
+
+
+def sample(name, every_ms=SAMPLE_MS):
+    """Record the live heap for `name` if the last sample is older than every_ms."""
+    alloc = getattr(gc, "mem_alloc", None)
+    if alloc is None:
+        return
+    now = ticks_ms()
+    if _last[0] is not None and ticks_diff(now, _last[0]) < every_ms:
+        return
+    _last[0] = now
+    gc.collect()
+    a = alloc()
+    if a > peaks.get(name, 0):
+        peaks[name] = a
+
+
+def largest_free():
+    """The largest block the GC heap can hand out now (bytes, to GC_GRAIN), found by trying
+    allocations (the port has no call that returns it; micropython.mem_info() only prints it);
+    None on CPython. The heap must not be locked. Costs ~12 allocations, for the REPL only."""
+    free = getattr(gc, "mem_free", None)
+    if free is None:
+        return None
+    gc.collect()
+    lo, hi = 0, free()
+    while hi - lo > GC_GRAIN:
+        mid = (lo + hi) // 2
+        try:
+            b = bytearray(mid)
+            del b
+            lo = mid
+        except MemoryError:
+            hi = mid
+    gc.collect()
+    return lo
+
+
+def idf_heap():
+    """ESP32 only: the IDF (C) heap mbedTLS and Wi-Fi take from, as (free, largest free block)
+    summed / maxed over the data regions; None elsewhere."""
+    try:
+        import esp32  # type: ignore[import-not-found]
+
+        regions = esp32.idf_heap_info(esp32.HEAP_DATA)
+    except (ImportError, AttributeError):
+        return None
+    free = 0
+    largest = 0
+    for r in regions:  # (total, free, largest free block, minimum free seen)
+        free += r[1]
+        if r[2] > largest:
+            largest = r[2]
+    return free, largest

@@ -1,0 +1,91 @@
+"""The asyncio shell's write path (pocketpost.server.Server._run) against a fake connection:
+Nagle is turned off for the last write of each multi-line reply only (so a reply's tail is not
+held until the client's delayed ACK, ~40 ms on Linux: every RETR used to end with that stall),
+and on again after it; no other write touches it. On CPython the shell leaves TCP_NODELAY to
+asyncio (it sets it on every socket): no call there.
+Runs under CPython (pytest) and MicroPython (host_tests/dual/run.py)."""
+
+import asyncio
+import sys
+
+from pocketpost import config, log, server
+from pocketpost.pop3server import Session
+from test_pop3server import MSGS, _rmtree, tmpdir
+
+from pocketpost.store import Store
+
+IS_MP = sys.implementation.name == "micropython"
+log.set_sink(lambda line: None)
+
+
+class FakeRaw:
+    def __init__(self, events):
+        self.events = events
+
+    def setsockopt(self, level, opt, value):
+        if (level, opt) == (6, 1):  # IPPROTO_TCP, TCP_NODELAY
+            self.events.append(("nodelay", value))
+
+
+class FakeConn:
+    """What the shell uses of a connection: commands in, every write recorded."""
+
+    def __init__(self, commands):
+        self.events = []
+        self.raw = FakeRaw(self.events)
+        self.inp = commands
+
+    async def recv_into(self, mv):
+        n = min(len(mv), len(self.inp))
+        mv[:n] = self.inp[:n]
+        self.inp = self.inp[n:]
+        return n
+
+    async def send(self, data, n=None):
+        self.events.append(("send", bytes(data[:n] if n is not None else data)))
+
+    def before_tls(self):
+        pass
+
+    async def pause(self, seconds):
+        pass
+
+    def no_limit(self):
+        pass
+
+
+def test_nagle_off_for_the_last_write_of_a_multiline_reply_only():
+    d = tmpdir()
+    try:
+        st = Store(d + "/mail", quota=0, reserve=0)
+        for m in MSGS:
+            dl = st.begin("alice")
+            dl.write(m)
+            dl.commit()
+        cfg = config.check({"store": {"root": d + "/mail"},
+                            "server": {"pbkdf2_iterations": 5, "block_size": 256, "cert": "", "key": ""}})
+        config.add_user(cfg, "alice", "pw", 5)
+        cfg = config.check(cfg)
+        srv = server.Server(cfg, st)
+        conn = FakeConn(b"USER alice\r\nPASS pw\r\nRETR 3\r\nLIST\r\nRETR 1\r\nNOOP\r\nQUIT\r\n")
+        if IS_MP:
+            asyncio.new_event_loop()
+        asyncio.run(srv._run(conn, Session(srv.svc, "127.0.0.1", False), server._Slot(1, "127.0.0.1", None)))
+        ev = conn.events
+        wire = b"".join(e[1] for e in ev if e[0] == "send")
+        assert wire.count(b"\r\n.\r\n") == 3  # RETR 3, LIST, RETR 1 all complete
+        toggles = [i for i, e in enumerate(ev) if e[0] == "nodelay"]
+        if not IS_MP:
+            assert toggles == []
+            return
+        # three multi-line replies: on, their last write, off; nothing else
+        assert [ev[i][1] for i in toggles] == [1, 0, 1, 0, 1, 0], ev
+        for k in range(0, 6, 2):
+            on, off = toggles[k], toggles[k + 1]
+            assert off == on + 2 and ev[on + 1][0] == "send"
+            assert ev[on + 1][1].endswith(b".\r\n")  # the write that ends the reply
+        # RETR 3 is 5 KiB in 256 B blocks: all its earlier writes went with Nagle on
+        first = toggles[0]
+        assert sum(1 for e in ev[:first] if e[0] == "send") > 10
+    finally:
+        _rmtree(d)

