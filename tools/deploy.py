@@ -12,6 +12,12 @@
    .py/.mpy files on the board are removed (a .py would shadow its .mpy);
 4. reset the board (machine.reset; on the unix pseudo-board a soft reset, which ends it).
 
+Mail in and out of a deployed board over the same USB port (the same as tools/ppadmin.py, see
+docs/MIGRATE.md):
+
+    python tools/deploy.py export /dev/ttyUSB0 --maildir out/ --progress   (make export PORT=... DIR=...)
+    python tools/deploy.py import|backup|restore ...
+
 Files come from boards/<board>/ unless given: config.json, secrets.json (git-ignored; copy
 secrets.json.template), cert.der/key.der (or --make-cert: a self-signed pair made with openssl
 into build/<board>/, see make_cert). The mail store on the board is never touched.
@@ -327,7 +333,16 @@ class Deploy:
         say("done")
 
 
+MAILPORT_COMMANDS = ("export", "import", "backup", "restore")  # handed to ppadmin.py as they are
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in MAILPORT_COMMANDS:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import ppadmin
+
+        return ppadmin.main(argv)
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--board", default="esp32", choices=sorted(BOARDS))
     ap.add_argument("--port", required=True, help="serial device (/dev/ttyUSB0) or the pseudo-board's tty")
@@ -344,7 +359,8 @@ def main(argv=None):
     ap.add_argument("--build", help="build folder (default build/<board>)")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per mpremote call")
     Deploy(ap.parse_args(argv)).run()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -229,12 +229,18 @@ def is_serial(path):
 
 class UsbLink(Link):
     """The same conversation with a live board over mpremote's raw REPL (no soft reset, like
-    `mpremote resume`; connecting interrupts main.py, as every mpremote command does):
+    `mpremote resume`; connecting interrupts main.py, as every mpremote command does, and the
+    board closes every session cleanly first: pocketpost.board; at the end `restart` starts the
+    services again):
     pocketpost.mailport.repl() writes base64 lines, decoded here a line at a time, and reads
     our writes as base64 lines of at most USB_LINE bytes, each acknowledged with a "~" line
     before the next goes out (a board's UART has no handshake)."""
 
     USB_LINE = 1536
+    # After the transfer (done or failed), start the board's services again:
+    # pocketpost.mailport.restart() (a board resets; the unix pseudo-board runs main.py again).
+    # ppadmin's --no-restart clears it (the board then stays at the REPL).
+    restart = True
 
     def __init__(self, port, cmd, mailboxes=(), config_path="config.json", timeout=30):
         from mpremote.transport_serial import SerialTransport
@@ -249,6 +255,7 @@ class UsbLink(Link):
         self.out = bytearray()
         self.ended = False
         self.acks = 0
+        self.killed = False
 
     def _read(self):
         ser = self.t.serial
@@ -358,11 +365,31 @@ class UsbLink(Link):
             raise PortError("board side failed: %s" % err)
 
     def kill(self):
+        if self.killed:
+            return
+        self.killed = True
         try:
-            self.t.exit_raw_repl()
+            if self.restart:
+                self._restart()
+            else:
+                self.t.exit_raw_repl()
+        except Exception as e:
+            sys.stderr.write("board: could not restart the services (%s): reset the board\n" % e)
+        try:
             self.t.close()
         except Exception:
             pass
+
+    def _restart(self):
+        """Back to the raw REPL prompt (Ctrl-C stops the board side if it still runs), out to the
+        friendly REPL, and start main.py there without waiting for it: it runs until the next
+        connection interrupts it. Not from the raw REPL: the unix port (pseudo-board) keeps its
+        terminal raw while running raw-REPL code, so the next Ctrl-C would not interrupt it."""
+        self.t.enter_raw_repl(soft_reset=False)
+        self.t.exit_raw_repl()
+        self.t.serial.write(b"from pocketpost import mailport; mailport.restart()\r")
+        self.t.read_until(1, b"mailport.restart()", timeout=self.timeout)  # the REPL echoed it: taken
+        sys.stderr.write("board: services restarted (main.py)\n")
 
 
 def open_link(target, cmd, *mailboxes, heapsize=None):
@@ -444,6 +471,7 @@ class Progress:
         if self.on and self.n:
             self._show()
             sys.stderr.write("\n")
+        self.on = False  # once
 
 
 # --- export ----------------------------------------------------------------------------------
@@ -604,6 +632,7 @@ def export(image, mailboxes, writer, progress=False, heapsize=None):
     try:
         read_records(link, on_mailbox, on_message, on_locked=locked.append)
         writer.close()
+        prog.done()  # the progress line ends before the board's restart says so
         link.close()
     except BaseException:
         link.kill()
@@ -908,6 +937,7 @@ def import_messages(image, mailbox, path, report=print, mbox_quoting="rd", progr
             else:
                 report("%s: refused: %s" % (src.label, reply[2:]))
                 res["refused"] += 1
+        prog.done()  # the progress line ends before the board's restart says so
         link.close()
     except BaseException:
         link.kill()
@@ -1000,6 +1030,7 @@ def backup(image, path, progress=False):
             aw.record("end", {"counts": counts, "messages": toc}, 0)
             f.flush()
             os.fsync(f.fileno())
+        prog.done()  # the progress line ends before the board's restart says so
         link.close()
     except BaseException:
         link.kill()
@@ -1190,8 +1221,11 @@ def restore(path, image, report=print, progress=False, heapsize=None, size=None)
                     _check_image_root(b"".join(ar.chunks(at, n)()))
                 link.write_file(meta["path"], n, ar.chunks(at, n)())
                 res["files"] += 1
+            elif kind == "mailbox" and ok:
+                prog.add_total(meta.get("count", 0), meta.get("total", 0))
             elif kind == "end" and ok:
                 toc = meta
+        prog.done()  # the progress line ends before the board's restart says so
         link.close()
     except BaseException:
         link.kill()

@@ -8,6 +8,7 @@ import mailport  # noqa: E402
 
 COMMANDS = ("export", "import", "backup", "restore")
 TARGET = "a flash image file, or a board's serial port (/dev/ttyUSB0, the pseudo-board's tty)"
+NO_RESTART = "over USB: leave the board at the REPL afterwards (default: its services start again)"
 
 
 def add_parsers(sub):
@@ -19,6 +20,7 @@ def add_parsers(sub):
     g.add_argument("--mbox", metavar="FILE", help="one mailbox: FILE; several: FILE/<mailbox>.mbox")
     g.add_argument("--dovecot", metavar="DIR", help="DIR/<mailbox>/ Maildir with dovecot-uidlist (POP3 UIDL + order)")
     e.add_argument("--progress", action="store_true")
+    e.add_argument("--no-restart", action="store_true", help=NO_RESTART)
     i = sub.add_parser("import", help="import a Maildir, an mbox or .eml files into a mailbox (idempotent)")
     i.add_argument("image", help=TARGET)
     i.add_argument("mailbox")
@@ -26,15 +28,18 @@ def add_parsers(sub):
     i.add_argument("--mbox-quoting", choices=("rd", "o"), default="rd",
                    help="rd: '>+From ' loses one '>' (default); o: only '>From ' becomes 'From '")
     i.add_argument("--progress", action="store_true")
+    i.add_argument("--no-restart", action="store_true", help=NO_RESTART)
     b = sub.add_parser("backup", help="one archive of every mailbox (UIDs, arrival times), users and config")
     b.add_argument("image", help=TARGET)
     b.add_argument("file")
     b.add_argument("--progress", action="store_true")
+    b.add_argument("--no-restart", action="store_true", help=NO_RESTART)
     r = sub.add_parser("restore", help="restore a backup archive onto an image (made if missing)")
     r.add_argument("file")
     r.add_argument("image", help=TARGET + " (an image file is made if missing)")
     r.add_argument("--size", type=int, help="bytes, for a new image (default: twice the archive, at least 2 MiB)")
     r.add_argument("--progress", action="store_true")
+    r.add_argument("--no-restart", action="store_true", help=NO_RESTART)
 
 
 def _report(line):
@@ -43,6 +48,7 @@ def _report(line):
 
 def run(args):
     """Returns the exit status: 0 done, 1 something refused or damaged, 2 stopped (flash full)."""
+    mailport.UsbLink.restart = not args.no_restart
     try:
         if args.cmd == "export":
             if args.mbox:

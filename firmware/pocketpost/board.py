@@ -18,9 +18,18 @@ injected objects, so host tests pass small fakes and the unix port (no Wi-Fi, no
   board is reset (a fresh heap beats a wedged one). A service that ran for a while before
   failing starts its count afresh.
 
-Ctrl-C from the REPL (mpremote does this when it connects) stops the loop. A started
-machine.WDT cannot be stopped on an ESP32, so `main()` then hands feeding to a hardware timer:
-the REPL stays usable until the next reset.
+Ctrl-C from the REPL (mpremote does this when it connects) stops the loop. KeyboardInterrupt
+unwinds only the task that happened to be running (usually none: the loop sits in its poll), so
+`main()` then cancels every task (keepers, services, POP3 and SMTP sessions, fetches) and runs
+the loop again until their finally blocks have run, at most SHUTDOWN_MS: mailbox locks released,
+a delivery in flight aborted (its temp file removed; a commit is a rename, so the message is
+either there or not), sockets and listeners closed. Then it forgets the store's RAM state as a
+reset would (store.reboot(): locks, cached mailbox state), so the next lock recovers each mailbox
+from flash (finishing a deletion commit cut after its intent log) and an export or import from
+the REPL sees what a freshly booted board would. A started machine.WDT cannot be stopped on an
+ESP32, so `main()` then hands feeding to a hardware timer: the REPL stays usable until the next
+reset. Running main.py again in the same interpreter (pocketpost.mailport.restart() on the unix
+port) starts from a fresh event loop.
 
 Every default for the config keys "wifi", "ntp", "watchdog", "services" is a named constant here.
 """
@@ -32,7 +41,7 @@ import sys
 import time
 
 from pocketpost import log
-from pocketpost.compat import const, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON, const, ticks_diff, ticks_ms
 
 _TYPING = False
 if _TYPING:  # never true at run time: lets mypy check calls against the ESP32 stubs
@@ -73,6 +82,11 @@ RESTART_BACKOFF_MAX_MS = const(60000)
 RESTARTS_BEFORE_RESET = const(8)  # consecutive failures of one service before machine.reset()
 SERVICE_HEALTHY_MS = const(300000)  # a service that ran 5 min before failing is "healthy again"
 FATAL_RESET_DELAY_MS = const(10000)  # top-level failure: log, wait (REPL can Ctrl-C), reset
+# After Ctrl-C: the most the cancelled tasks get to run their finally blocks. Each needs one pass
+# of the loop (nothing awaits in a finally); 2 s bounds a wedged one and keeps mpremote waiting
+# well under its 10 s for the raw REPL prompt.
+SHUTDOWN_MS = const(2000)
+_SHUTDOWN_POLL_MS = const(10)
 current = None  # the running Runner, for admin.status()
 
 
@@ -421,6 +435,7 @@ class Runner:
         self.store = None
         self.fetches = {}  # type: dict
         self.tasks = []  # type: list  # keepers; CPython only weakly references bare tasks
+        self.fetch_tasks = []  # type: list  # one per account while the fetch schedule runs
 
     def _spawn(self, coro):
         t = asyncio.create_task(coro)
@@ -431,6 +446,31 @@ class Runner:
         for t in self.tasks:
             t.cancel()
         self.supervisor.stop()
+
+    def shutdown(self, ms=SHUTDOWN_MS):
+        """After Ctrl-C stopped the loop: cancel every task, run the loop until they have all
+        finished (at most ms), then forget the store's RAM state as a reset would (see the module
+        docstring). Returns how many tasks had not finished in time (-1: a second Ctrl-C)."""
+        from pocketpost import store as store_mod
+
+        left = 0
+        try:
+            if IS_MICROPYTHON:  # CPython's asyncio.run has cancelled and awaited every task itself
+                tasks = self.tasks + self.supervisor.tasks + self.fetch_tasks
+                for srv in (self.server, self.smtp):
+                    if srv is not None:
+                        tasks += srv.tasks()
+                left = asyncio.run(_stop(tasks, ms))
+        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, release everything anyway
+            left = -1
+        finally:
+            if IS_MICROPYTHON:
+                asyncio.new_event_loop()  # drop whatever did not finish: never resumed later
+            store_mod.reboot()
+        if left:
+            log.warning("interrupted: %d tasks did not stop in time (the one Ctrl-C itself ended counts here); "
+                        "mailbox locks released anyway", left)
+        return left
 
     def sessions(self):
         s = getattr(self.server, "sessions", None)
@@ -483,9 +523,11 @@ class Runner:
             while True:
                 await _sleep_ms(3600000)
         tasks = [asyncio.create_task(self.fetch_loop(client, a, interval_s)) for a in accts]
+        self.fetch_tasks = tasks
         try:
             await asyncio.gather(*tasks)
         finally:
+            self.fetch_tasks = []
             for t in tasks:
                 t.cancel()
 
@@ -576,6 +618,25 @@ class Runner:
         await self.supervisor.wait()
 
 
+async def _stop(tasks, ms):
+    """Cancel tasks and wait until each is done, at most ms; returns how many are not.
+    The cancels are made from inside the loop: outside it, MicroPython's cancel() refuses the task
+    that ran last before Ctrl-C ("can't cancel self", it is still the loop's current task) though
+    it may be alive and waiting. A task that Ctrl-C unwound itself (its finally blocks ran then)
+    never reports done: it costs the whole wait."""
+    for t in tasks:
+        t.cancel()
+    t0 = ticks_ms()
+    while True:
+        left = 0
+        for t in tasks:
+            if not t.done():
+                left += 1
+        if not left or ticks_diff(ticks_ms(), t0) >= ms:
+            return left
+        await _sleep_ms(_SHUTDOWN_POLL_MS)
+
+
 def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=FATAL_RESET_DELAY_MS):
     """Start everything from the config and run forever. On a board, a failure outside the
     services is logged and the board resets after a pause; Ctrl-C returns to the REPL."""
@@ -590,6 +651,8 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=FAT
         runner = Runner(cfg, hw)
         runner.config_path = config_path  # the server saves rehashed passwords there
         current = runner
+        if IS_MICROPYTHON:  # main.py run again (mailport.restart): nothing of an old loop resumes
+            asyncio.new_event_loop()
         asyncio.run(runner.run(secrets_path))
         # Only reached with no service configured: the loop that fed the watchdog is gone, so
         # hand it to the timer as Ctrl-C does, or the board would reset every timeout.
@@ -597,6 +660,8 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=FAT
             hw.keep_fed(runner.watchdog.wdt)
         log.warning("no service configured: REPL only (see \"services\" in the config)")
     except KeyboardInterrupt:
+        if runner is not None:
+            runner.shutdown()
         if runner is not None and runner.watchdog is not None and hw.keep_fed is not None:
             hw.keep_fed(runner.watchdog.wdt)
             log.warning("interrupted: watchdog now fed by a timer; machine.reset() to restart")

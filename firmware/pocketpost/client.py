@@ -46,11 +46,10 @@ loss: which of the two the UID named is unknowable).
 import asyncio
 import binascii
 
-from pocketpost import compat, log, tls, transport
+from pocketpost import compat, log, transport
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
 from pocketpost.pop3client import BODY, CHUNK, CONTINUE, END, GREETING, REPLY, ClientSession
-from pocketpost.headers import HeaderParser
 from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState, hash_key, new_hash, remove_tmp, sha1_hex
 
 # --- named defaults and limits ------------------------------------------------------------------
@@ -255,6 +254,8 @@ class Pop3Client:
 
     def _explain(self, e):
         """An OSError / TLS error in words a user can act on (tls.describe_error)."""
+        from pocketpost import tls  # only on an error path: a plain-text fetch never loads it
+
         return tls.describe_error(e, self.host, self.port, self.ca_path)
 
     # -- deadlines and bytes --------------------------------------------------------------------
@@ -266,11 +267,15 @@ class Pop3Client:
     def _left(self, deadline):
         now = compat.ticks_ms()
         left = _ms(self.read_timeout)
-        for d in (deadline, self.session_deadline):
-            if d is not None:
-                x = compat.ticks_diff(d, now)
-                if x < left:
-                    left = x
+        if deadline is not None:  # (no loop over a tuple: this runs once per socket read)
+            x = compat.ticks_diff(deadline, now)
+            if x < left:
+                left = x
+        d = self.session_deadline
+        if d is not None:
+            x = compat.ticks_diff(d, now)
+            if x < left:
+                left = x
         return left
 
     def _timeout(self, deadline, what):
@@ -525,8 +530,17 @@ class Pop3Client:
         await self._send(data, what)
         await self._status(d)
         limit = size + max(size // SIZE_SLACK_DIV, SIZE_SLACK_MIN) if size is not None else 0
+        waiting = "the body of " + what
+        # The hot loop of a fetch: one pass per body chunk, so next_event is called here rather
+        # than through _event (one coroutine less per chunk); the same errors come out.
         while True:
-            ev = await self._event(d, "the body of " + what)
+            try:
+                ev = s.next_event()
+            except ProtocolError as e:
+                raise ProtocolError("%s: %s" % (self.where, e.msg))
+            if not ev:
+                await self._fill(d, waiting)
+                continue
             if ev == END:
                 break
             if ev != BODY:
@@ -606,20 +620,30 @@ class _StoreSink:
     """Takes un-stuffed chunks for one Delivery (begun with digest=True: the store converts line
     ends and hashes exactly the bytes it keeps), feeds the header parser, and turns a store failure
     into `error` while the rest of the message is still read off the wire (the session stays
-    usable)."""
+    usable). Headers are parsed only for an `on_message` callback (headers.py loads with it)."""
 
-    def __init__(self, delivery):
+    def __init__(self, delivery, headers, session=None):
         self.d = delivery
-        self.headers = HeaderParser()
+        self.s = session  # pop3client.ClientSession: `bare` and `dots` spare the store two scans
+        self.headers = None
+        if headers:
+            from pocketpost.headers import HeaderParser
+
+            self.headers = HeaderParser()
         self.error = None
         self.chunks = 0
 
     def __call__(self, chunk):
-        if not self.headers.done:
-            self.headers.feed(chunk)
+        h = self.headers
+        if h is not None and not h.done:
+            h.feed(chunk)
         if self.error is None:
             try:
-                self.d.write(chunk)
+                s = self.s
+                if s is None:
+                    self.d.write(chunk)
+                else:
+                    self.d.write(chunk, s.bare == 0, s.dots)
             except Exception as e:  # StoreError (full, quota) or OSError: keep reading the reply
                 self.error = e
         self.chunks += 1
@@ -666,6 +690,8 @@ def _reconcile(st, store, mailbox):
 
 def _tls_context(a):
     """The account's TLS context; a CA file that is missing or not DER said in words."""
+    from pocketpost import tls  # imported by TLS accounts only (ssl with it)
+
     try:
         return tls.client_context(a["ca"], a["verify"])
     except (OSError, ValueError) as e:
@@ -874,7 +900,7 @@ async def fetch_account(account, store, on_message=None, opener=None):
                 downloads += 1
                 if uid is None:
                     stats["by_content"] += 1
-                key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top)
+                key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, on_message is not None)
                 if store_error is not None:
                     stop = True
                     break
@@ -951,7 +977,7 @@ def _any(bits):
     return False
 
 
-async def _download(c, st, store, mailbox, n, uid, size, top):
+async def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
     """One message into the store, crash-safely. Returns (key, info or None if a duplicate,
     store error or None). A message that does not prove complete raises (pop3client's size
     rule): its delivery is aborted, nothing is recorded, the caller's session ends without QUIT."""
@@ -959,7 +985,7 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
         d = store.begin(mailbox, digest=True)
     except Exception as e:  # StoreFull / QuotaExceeded / OSError: nothing sent for it yet
         return None, None, e
-    sink = _StoreSink(d)
+    sink = _StoreSink(d, want_headers, c.s)
     try:
         await c.retr(n, sink, size=size, top=top)
     except BaseException:
@@ -1004,8 +1030,10 @@ async def _download(c, st, store, mailbox, n, uid, size, top):
     st.add(key, first_seen, flag)
     st.clear_pending()
     st.save()
+    # close(): a header with no empty line after it counts
+    headers = sink.headers.close() if want_headers else None
     info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,
-            "headers": sink.headers.close()}  # close(): a header with no empty line after it counts
+            "headers": headers}
     return key, info, None
 
 

@@ -68,6 +68,17 @@ def peer_ip(writer):
     return "?"
 
 
+def listener_tasks(listeners):
+    """The accept tasks of asyncio servers (MicroPython's Server has one; CPython's closes by
+    itself): for board.main to cancel after Ctrl-C."""
+    out = []
+    for s in listeners:
+        t = getattr(s, "task", None)
+        if t is not None:
+            out.append(t)
+    return out
+
+
 class ServerConn(_Conn):
     """A server's connection: transport's, its waits bounded by the named deadlines (pass no
     `ms`). Make one with ServerConn.from_stream(reader, writer), then set `idle`."""

@@ -476,6 +476,31 @@ def repl(cmd, config_path="config.json", names=()):
     run(cmd, config_path, names, _Base64In(sys.stdin, sys.stdout), out, bytearray(_USB_CHUNK))
 
 
+def restart(main_py="main.py"):
+    """After a transfer over USB (the host's UsbLink runs this unless --no-restart): start the
+    services again. A board resets (machine.reset(): what starts main.py after any interrupt,
+    with a fresh heap and the watchdog armed anew); the unix port (pseudo-board), where a reset
+    ends the process, runs main.py again in this interpreter (board.main starts from a fresh
+    event loop; the interrupted one has released everything, see pocketpost.board)."""
+    if sys.platform != "linux":
+        import machine
+
+        machine.reset()
+    from pocketpost import store
+
+    store.reboot()  # as the reset would: a transfer cut by Ctrl-C left nothing in RAM to trust
+    try:
+        f = open(main_py)
+    except OSError:
+        print("mailport: no %s here: nothing to start" % main_py)
+        return
+    try:
+        code = f.read()
+    finally:
+        f.close()
+    exec(code, {"__name__": "__main__"})
+
+
 def main(cmd, config_path, *names):
     """hostflash entry: `export CONFIG [MAILBOX...]`, `backup CONFIG`, `serve CONFIG`."""
     run(cmd, config_path, names, sys.stdin.buffer, sys.stdout.buffer)

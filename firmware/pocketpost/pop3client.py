@@ -124,6 +124,8 @@ class ClientSession:
         self.octets = 0
         self.lf = 0
         self.crlf = 0
+        self.bare = 0  # LFs without a CR before them in the last BODY chunk
+        self.dots = False  # a line of this body so far starts with "." (DotUnstuffer.dots)
 
     # -- bytes in ----------------------------------------------------------------------------
     def space(self):
@@ -272,13 +274,16 @@ class ClientSession:
         """Hand out the first n bytes of the out chunk as BODY, counting its line ends."""
         out = self._out
         lf = out.count(b"\n", 0, n)
+        self.bare = 0
         if lf:
             c = out.count(b"\r\n", 0, n)
             if self._prev_cr and out[0] == 10:
                 c += 1
             self.lf += lf
             self.crlf += c
+            self.bare = lf - c
         self._prev_cr = out[n - 1] == 13
+        self.dots = self._unstuffer.dots
         self.chunk = out if n == len(out) else self._omv[:n]
         self._fill = 0
         return BODY
@@ -294,11 +299,14 @@ class ClientSession:
                     return self._emit(self._fill)
                 self._state = _END
                 return self.next_event()
-            buf, s, e = r.buffered()
+            # The reader's fields, not buffered(): a tuple per call is garbage per chunk
+            # (test_pop3client bounds what this path allocates per chunk).
+            s = r._start
+            e = r._end
             if s >= e:
                 return NEED_DATA
             f = self._fill
-            made = u.unstuff_into(buf, s, e, out if f == 0 else self._omv[f:])
+            made = u.unstuff_into(r._buf, s, e, out, f)
             r.consume(u.consumed)
             self._fill = f + made
             self.octets += made

@@ -247,7 +247,7 @@ class Session:
         self._sdel = 0
         self._sasl = 0  # waiting for a SASL continuation: _SASL_PLAIN, _LOGIN_USER, _LOGIN_PASS
         self._sasl_user = b""  # AUTH LOGIN: the user name, until the password comes
-        self._scram = None  # AUTH SCRAM-SHA-256 under way: [ScramServer, name, user or None, upgrade]
+        self._scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
         self._check = None  # a LoginCheck under way (see resume)
         self._check_name = None
         self._check_method = None
@@ -436,57 +436,34 @@ class Session:
             user = ""  # no such user: the same check and answer as any unknown name
         return self._login(user, raw, None, "AUTH LOGIN")
 
-    # -- SCRAM-SHA-256 (RFC 5802, RFC 7677, RFC 5034) -------------------------------------------
-    # No password hash runs here: the client did the PBKDF2. So a SCRAM login answers at once;
-    # it fails through _login like every other mechanism (failure delay, max failures, the
-    # throttle's reset on success). An unknown name gets a fake salt and keys (scram.scram_fake,
-    # always computed, so the lookup costs the same) with the board's count, and fails at the
-    # proof, like a wrong password.
+    # -- SCRAM-SHA-256 (RFC 5802, RFC 7677, RFC 5034): scram.ServerLogin does the work ----------
+    # It fails through _login like every other mechanism (failure delay, max failures, the
+    # throttle's reset on success); an unknown name fails at the proof, like a wrong password.
     def _scram_first(self, blob):
         from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
 
-        try:
-            s = scram.ScramServer()
-            name = s.client_first(auth.b64decode(blob))
-        except (auth.AuthError, UnicodeError):
+        x = scram.ServerLogin(self.svc)
+        sf = x.first(blob)
+        if sf is None:
             return self._login("", None, False, _SCRAM_METHOD)  # malformed: a failed login
-        svc = self.svc
-        fake = scram.scram_fake(svc.scram_secret, name, svc.iterations)
-        u = svc.users.get(name)
-        try:  # an unknown name parses the dummy record: the lookup costs the same
-            rec = auth.parse_hash(u.get("password") if u is not None else svc._dummy)
-        except auth.AuthError:  # config.check refuses these
-            u = None
-        if u is None:
-            rec = fake + (False,)
-        if s.authzid is not None and s.authzid != name:  # no proxy logins: as oneself only
-            u = None
-        # an old-form record (rec[4]) is stored as its keys once this login succeeds
-        self._scram = [s, name, u, auth.format_record(rec[0], rec[1], rec[2], rec[3]) if rec[4] else None]
+        self._scram = x
         self._sasl = _SCRAM_FINAL
-        return b"+ " + auth.b64encode(s.server_first(rec[0], rec[1], rec[2], rec[3])) + b"\r\n"
+        return b"+ " + sf + b"\r\n"
 
     def _scram_final(self, blob):
-        st = self._scram
-        try:
-            sf = st[0].client_final(auth.b64decode(blob))
-        except auth.AuthError:
-            sf = None
-        if sf is None or st[2] is None:
+        x = self._scram
+        v = x.final(blob)
+        if v is None:
             self._scram = None
-            return self._login(st[1], None, False, _SCRAM_METHOD)
+            return self._login(x.name, None, False, _SCRAM_METHOD)
         self._sasl = _SCRAM_ACK
-        return b"+ " + auth.b64encode(sf) + b"\r\n"
+        return b"+ " + v + b"\r\n"
 
     def _scram_done(self, blob):
         """The client's answer to server-final: empty (RFC 5034 section 4), then +OK."""
-        st = self._scram
+        x = self._scram
         self._scram = None
-        if blob and blob != b"=":
-            return self._login(st[1], None, False, _SCRAM_METHOD)
-        if st[3] is not None:
-            self.svc.rehashed(st[1], st[3])
-        return self._login(st[1], None, st[2], _SCRAM_METHOD)
+        return self._login(x.name, None, x.done(blob) or False, _SCRAM_METHOD)
 
     def _sasl_response(self, blob):
         if blob == b"*":

@@ -1,8 +1,8 @@
 """SCRAM-SHA-256 (RFC 5802, RFC 7677), both sides, sans-I/O: they take and return the SASL
-messages as raw bytes (the POP3 layer adds and strips the base64, RFC 5034). The stored record
-and the key derivations are auth.py's; this module is imported only when a peer uses SCRAM
-(pop3server's AUTH SCRAM-SHA-256, the client's "scram-sha-256"), so its code costs no heap
-otherwise.
+messages as raw bytes; `ServerLogin` is the servers' glue around ScramServer, in base64 (POP3
+and SMTP both carry SASL so, RFC 5034 and RFC 4954). The stored record and the key derivations
+are auth.py's; this module is imported only when a peer uses SCRAM (pop3server's and smtp's
+AUTH SCRAM-SHA-256, the client's "scram-sha-256"), so its code costs no heap otherwise.
 
 No channel binding: the GS2 header is "n,," (or "y,,", or with "a=" the user's own name); "p="
 (the -PLUS variants) is refused. No SASLprep (see auth.py). Every comparison of secret-derived
@@ -12,7 +12,8 @@ failed before it.
 
 import hashlib
 
-from pocketpost.auth import MAX_ITERATIONS, SALT_BYTES, AuthError, Pbkdf2, b64decode, b64encode, equal, hmac_sha256, scram_keys
+from pocketpost.auth import (MAX_ITERATIONS, SALT_BYTES, AuthError, Pbkdf2, b64decode, b64encode, equal, format_record,
+                             hmac_sha256, parse_hash, scram_keys)
 from pocketpost.compat import const, urandom
 
 _DKLEN = const(32)
@@ -146,6 +147,68 @@ def scram_fake(secret, name, iterations):
     salt = hmac_sha256(secret, b"salt\x00" + name)[:SALT_BYTES]
     sk, svk = scram_keys(hmac_sha256(secret, b"key\x00" + name))
     return iterations, salt, sk, svk
+
+
+class ServerLogin:
+    """One AUTH SCRAM-SHA-256 on a server, against a pop3server.Service `svc` (its users, dummy
+    record, board count, scram_secret and rehashed): the part the POP3 and SMTP sessions share.
+    Messages in and out are base64; the session frames them ("+ " for POP3, "334 " for SMTP) and
+    turns a None into its own failed login (delay, throttle, max failures) for `self.name`:
+        sf = x.first(blob)    # server-first, or None: malformed ("" name)
+        v = x.final(blob)     # server-final, or None: wrong proof, unknown user, other authzid
+        u = x.done(blob)      # the user's dict once the client took v (an empty answer), else None
+    No password hash runs here: the client did the PBKDF2, so the session answers at once. An
+    unknown name gets a fake salt and keys (scram_fake, always computed, so the lookup costs the
+    same) with the board's count, and fails at the proof, like a wrong password. An old-form
+    record is stored as its keys (svc.rehashed) once its login succeeds."""
+
+    def __init__(self, svc):
+        self.svc = svc
+        self.name = ""
+        self._s = None
+        self._user = None
+        self._upgrade = None
+
+    def first(self, blob):
+        s = ScramServer()
+        try:
+            name = s.client_first(b64decode(blob))
+        except (AuthError, UnicodeError):
+            return None
+        svc = self.svc
+        self.name = name
+        fake = scram_fake(svc.scram_secret, name, svc.iterations)
+        u = svc.users.get(name)
+        try:  # an unknown name parses the dummy record: the lookup costs the same
+            rec = parse_hash(u.get("password") if u is not None else svc._dummy)
+        except AuthError:  # config.check refuses these
+            u = None
+        if u is None:
+            rec = fake + (False,)
+        if s.authzid is not None and s.authzid != name:  # no proxy logins: as oneself only
+            u = None
+        self._s = s
+        self._user = u
+        self._upgrade = format_record(rec[0], rec[1], rec[2], rec[3]) if rec[4] else None
+        return b64encode(s.server_first(rec[0], rec[1], rec[2], rec[3]))
+
+    def final(self, blob):
+        try:
+            sf = self._s.client_final(b64decode(blob))
+        except AuthError:
+            sf = None
+        if sf is None or self._user is None:
+            return None
+        return b64encode(sf)
+
+    def done(self, blob):
+        """The client's answer to server-final: empty (RFC 5034 section 4, RFC 4954 section 4;
+        "=" taken too)."""
+        if blob and blob != b"=":
+            return None
+        if self._upgrade is not None:
+            self.svc.rehashed(self.name, self._upgrade)
+        return self._user
 
 
 class ScramClient:

@@ -37,7 +37,7 @@ from pocketpost.config import open_store
 from pocketpost import heapmark, log, tls
 from pocketpost.pop3 import reply
 from pocketpost.pop3server import TRANSACTION, Service, Session
-from pocketpost.listener import DEADLINE_AUTH, DEADLINE_HANDSHAKE, LISTEN_BACKLOG, ServerConn, Slots, peer_ip
+from pocketpost.listener import DEADLINE_AUTH, DEADLINE_HANDSHAKE, LISTEN_BACKLOG, ServerConn, Slots, listener_tasks, peer_ip
 from pocketpost.transport import Timeout, nodelay
 from pocketpost.wire import LineReader
 
@@ -91,6 +91,11 @@ class Server:
         for s in self._listeners:
             s.close()
         self._listeners = []
+
+    def tasks(self):
+        """The session tasks and (MicroPython) the listeners' accept tasks, which close their
+        socket when cancelled: for board.main to cancel and wait for after Ctrl-C."""
+        return [s.task for s in self.slots.slots.values()] + listener_tasks(self._listeners)
 
     async def _plain(self, reader, writer):
         await self._handle(reader, writer, False)

@@ -1,5 +1,6 @@
 """Sans-I/O ESMTP receiver session (RFC 5321; SIZE 1870, PIPELINING 2920, 8BITMIME 6152,
-ENHANCEDSTATUSCODES 2034/3463, STARTTLS 3207, AUTH 4954 with PLAIN 4616 and LOGIN).
+ENHANCEDSTATUSCODES 2034/3463, STARTTLS 3207, AUTH 4954 with PLAIN 4616, LOGIN and
+SCRAM-SHA-256 5802/7677).
 
 Theory of operation
 -------------------
@@ -16,6 +17,13 @@ one reply. Before sending them it looks at what the session asked for:
     session.in_data    after sending (the 354), the bytes that follow are message text: the shell
                        hands everything it has to `data_in(buf, start, end)` -> bytes consumed,
                        until in_data is False; then `session.reply` is the final reply to send.
+
+AUTH is offered on the submission ports only. PLAIN and LOGIN send the password, so they need TLS
+(or the login service's plain-text policy: "local" peers, or "always"); SCRAM-SHA-256 does not, so
+it is offered without TLS too, as the POP3 server does (scram.ServerLogin, shared with it; the
+server-final message goes out as a last "334" challenge that the client answers with an empty line,
+RFC 4954 section 4). Every failed AUTH, whatever the mechanism, gets 535 5.7.8 after the throttle's
+delay, and an unknown user fails exactly as a wrong password does.
 
 Mail is only ever delivered locally: RCPT is accepted for configured addresses (`Service.resolve`)
 and nothing else, authenticated or not (550 5.7.1 for other domains: never an open relay).
@@ -202,8 +210,10 @@ class Session:
         self.bad = 0  # syntax errors and unknown commands so far
         self.stored = 0  # messages stored in this session
         self.passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
-        self._auth = None  # SASL exchange in progress: "plain", "login-user", "login-pass"
+        self._auth = None  # SASL exchange in progress: "plain", "login-user", "login-pass", "scram-*"
         self._auth_user = None
+        self._mech = None  # the AUTH mechanism under way, for the log
+        self._scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
         self._check = None  # a LoginCheck under way (see resume)
         self._check_name = None
         self._out = None  # DATA output buffer, made at the first DATA
@@ -281,6 +291,7 @@ class Session:
         self.starttls = False
         if self._auth is not None:
             self._auth = None
+            self._scram = None
             return reply(501, "5.5.2", "bad AUTH response")
         if kind == OVERLONG:
             return self._error(reply(500, "5.5.2", "line too long"))
@@ -308,9 +319,13 @@ class Session:
             for d in ds:
                 d.abort()
 
-    def _auth_allowed(self):
+    def _auth_offered(self):
+        return self.mode == SUBMISSION and self.svc.logins is not None
+
+    def _plain_allowed(self):
+        """PLAIN and LOGIN (the password crosses): with TLS, or where the policy allows it."""
         lg = self.svc.logins
-        if self.mode != SUBMISSION or lg is None:
+        if not self._auth_offered():
             return False
         p = lg.policy
         return self.tls_active or p == "always" or (p == "local" and lg.trusted(self.peer))
@@ -336,8 +351,8 @@ class Session:
                "PIPELINING", "ENHANCEDSTATUSCODES"]
         if self.svc.tls_available and not self.tls_active:
             ext.append("STARTTLS")
-        if self._auth_allowed() and self.login is None:
-            ext.append("AUTH PLAIN LOGIN")
+        if self._auth_offered() and self.login is None:
+            ext.append("AUTH PLAIN LOGIN SCRAM-SHA-256" if self._plain_allowed() else "AUTH SCRAM-SHA-256")
         out = []
         for i in range(len(ext)):
             out.append("250%s%s\r\n" % (" " if i == len(ext) - 1 else "-", ext[i]))
@@ -357,7 +372,7 @@ class Session:
         return reply(220, "2.0.0", "ready to start TLS")
 
     def cmd_auth(self, arg):
-        if self.mode != SUBMISSION or self.svc.logins is None:
+        if not self._auth_offered():
             return reply(502, "5.5.1", "AUTH is offered on the submission ports only")
         if self.helo is None:
             return reply(503, "5.5.1", "EHLO first")
@@ -365,13 +380,21 @@ class Session:
             return reply(503, "5.5.1", "already authenticated")
         if self.sender is not None:
             return reply(503, "5.5.1", "AUTH not allowed during a mail transaction")
-        if not self._auth_allowed():
-            return reply(538, "5.7.11", "encryption required: use STARTTLS")
         parts = [p for p in arg.split(b" ") if p]
         if not parts or len(parts) > 2:
             return self._error(reply(501, "5.5.4", "AUTH mechanism [initial-response]"))
         mech = parts[0].upper()
         initial = parts[1] if len(parts) > 1 else None
+        self._mech = mech
+        if mech == b"SCRAM-SHA-256":  # the password never crosses: allowed without TLS
+            if initial is None:
+                self._auth = "scram-first"
+                return b"334 \r\n"
+            return self._scram_first(initial)
+        if mech != b"PLAIN" and mech != b"LOGIN":
+            return reply(504, "5.5.4", "unrecognized authentication type")
+        if not self._plain_allowed():
+            return reply(538, "5.7.11", "encryption required for this mechanism: use STARTTLS or SCRAM-SHA-256")
         if mech == b"PLAIN":
             if initial is None:
                 self._auth = "plain"
@@ -382,13 +405,19 @@ class Session:
                 self._auth = "login-user"
                 return b"334 " + _BASE64_USER + b"\r\n"
             return self._login_user(initial)
-        return reply(504, "5.5.4", "unrecognized authentication type")
 
     def _auth_step(self, line):
         step = self._auth
         self._auth = None
         if line == b"*":
+            self._scram = None
             return reply(501, "5.0.0", "authentication cancelled")
+        if step == "scram-first":
+            return self._scram_first(line)
+        if step == "scram-final":
+            return self._scram_final(line)
+        if step == "scram-ack":
+            return self._scram_done(line)
         if step == "plain":
             return self._plain(line)
         if step == "login-user":
@@ -431,6 +460,34 @@ class Session:
             return self._verify("", b"", True)
         return self._verify(name, pw, False)
 
+    # -- SCRAM-SHA-256: scram.ServerLogin does the work (the POP3 server's glue too); no hash
+    # runs here (the client did the PBKDF2), so each step answers at once. A failure at any step
+    # is a failed AUTH like any other (_auth_result: delay, throttle, max failures).
+    def _scram_first(self, blob):
+        from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
+
+        x = scram.ServerLogin(self.svc.logins)
+        sf = x.first(blob)
+        if sf is None:
+            return self._auth_result("", None)  # malformed: a failed AUTH
+        self._scram = x
+        self._auth = "scram-final"
+        return b"334 " + sf + b"\r\n"
+
+    def _scram_final(self, blob):
+        x = self._scram
+        v = x.final(blob)
+        if v is None:
+            self._scram = None
+            return self._auth_result(x.name, None)
+        self._auth = "scram-ack"
+        return b"334 " + v + b"\r\n"  # server-final as a challenge (RFC 4954 section 4)
+
+    def _scram_done(self, blob):
+        x = self._scram
+        self._scram = None
+        return self._auth_result(x.name, x.done(blob))
+
     def _verify(self, name, pw, fail):
         """Start the password check (always paid, also when the answer is already "failed");
         handle() answers None and resume() finishes it."""
@@ -443,7 +500,8 @@ class Session:
         if u is None:
             self.failures += 1
             self.delay = lg.throttle.fail(self.peer)
-            log.info("smtp %s AUTH failed user=%s failures=%d", self.peer, _printable(name.encode()), self.failures)
+            log.info("smtp %s AUTH failed user=%s method=%s failures=%d", self.peer, _printable(name.encode()),
+                     _printable(self._mech or b"?"), self.failures)
             if self.failures >= self.svc.max_failures:
                 self.closing = True
                 return reply(421, "4.7.0", "too many authentication failures, closing")
@@ -451,7 +509,8 @@ class Session:
         lg.throttle.succeed(self.peer)
         self.login = name
         self.passed = True
-        log.info("smtp %s AUTH user=%s tls=%d", self.peer, name, int(self.tls_active))
+        log.info("smtp %s AUTH user=%s method=%s tls=%d", self.peer, name, _printable(self._mech or b"?"),
+                 int(self.tls_active))
         return reply(235, "2.7.0", "authentication successful")
 
     def cmd_mail(self, arg):

@@ -37,7 +37,7 @@ from pocketpost import config as config_mod
 from pocketpost import heapmark, log, smtp, tls
 from pocketpost.config import open_store
 from pocketpost.pop3server import Service as LoginService
-from pocketpost.listener import DEADLINE_AUTH, LISTEN_BACKLOG, ServerConn, Slots, peer_ip
+from pocketpost.listener import DEADLINE_AUTH, LISTEN_BACKLOG, ServerConn, Slots, listener_tasks, peer_ip
 from pocketpost.transport import Timeout
 from pocketpost.wire import LineReader
 
@@ -57,6 +57,7 @@ class SmtpServer:
                                 hostname=sv["hostname"])
         self.slots = Slots(self.sm, "smtp")
         self._listeners = []
+        self._tasks = []  # the handler tasks, for board.main to cancel after Ctrl-C
 
     async def _listen(self):
         sm = self.sm
@@ -72,6 +73,10 @@ class SmtpServer:
         for s in self._listeners:
             s.close()
         self._listeners = []
+
+    def tasks(self):
+        """As server.Server.tasks: sessions and listeners, for board.main after Ctrl-C."""
+        return self._tasks + listener_tasks(self._listeners)
 
     async def _mx(self, reader, writer):
         await self._handle(reader, writer, smtp.MX, False)
@@ -89,13 +94,15 @@ class SmtpServer:
         slot = None
         sid = 0
         sm = self.sm
+        me = asyncio.current_task()
+        self._tasks.append(me)
         try:
             ip = peer_ip(writer)
             conn = ServerConn.from_stream(reader, writer)
             conn.idle = sm["command_timeout"]
             conn.limit(DEADLINE_AUTH, sm["preauth_timeout"])
             session = smtp.Session(self.svc, ip, mode, implicit)
-            slot = self.slots.admit(ip, asyncio.current_task())
+            slot = self.slots.admit(ip, me)
             if isinstance(slot, str):
                 slot = None
                 if not implicit:  # SMTPS: no handshake is spent on a refused peer
@@ -117,6 +124,7 @@ class SmtpServer:
         except Exception as e:  # a peer's reset, a TLS failure, MemoryError...: end this session only
             log.info("smtp #%d %s closed: %s %r", sid, ip, type(e).__name__, e)
         finally:
+            self._tasks.remove(me)
             if session is not None:
                 session.close()  # a message without its final dot is thrown away here
             if conn is not None:

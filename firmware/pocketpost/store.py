@@ -1289,7 +1289,9 @@ class Store:
 
 
 def reboot():
-    """Forget all RAM state (locks and caches) as a restart would. For tests only."""
+    """Forget all RAM state (locks and caches) as a restart would: the next lock or delivery
+    recovers each mailbox from flash. For tests, and for board.main once Ctrl-C has stopped every
+    session (never while a session or delivery of this process is still running)."""
     _LOCKS.clear()
     _BOXES.clear()
 
@@ -1337,11 +1339,21 @@ class Delivery:
         """True while no line of the message written so far starts with "."."""
         return self._plain
 
-    def write(self, data):
+    def write(self, data, crlf=False, dots=True):
+        """Add data. `crlf=True` says the caller has checked that every LF in `data` follows a
+        CR (the one before data being the last byte written), and `dots=False` (with crlf) that no
+        line of the message so far starts with ".": the POP3 client knows both from counting line
+        ends for its size rule and from un-stuffing, so the store skips its own scans."""
         if self._f is None or self._ended:
             raise StoreError("delivery is closed")
         try:
-            if isinstance(data, memoryview):
+            if crlf and not (dots and isinstance(data, memoryview)):  # a memoryview has no find()
+                end = len(data)
+                if end:
+                    if dots and self._plain and ((data[0] == _DOT and self._last == _LF) or data.find(b"\n.") >= 0):
+                        self._plain = False
+                    self._put(data, end)
+            elif isinstance(data, memoryview):
                 if self._in is None:
                     self._in = bytearray(IN_BUF)
                     self._inmv = memoryview(self._in)
@@ -1400,6 +1412,9 @@ class Delivery:
         if lone:
             self._convert(buf, end)
             return
+        self._put(whole, end)
+
+    def _put(self, whole, end):
         # Fast path: every LF has its CR; the caller's chunk goes to the file as it is.
         if self._limit >= 0 and self.size + end > self._limit:
             raise self._limit_exc("message too large for the space left")
@@ -1407,7 +1422,7 @@ class Delivery:
             self._flush()
         self._write(whole)
         self.size += end
-        self._last = buf[end - 1]
+        self._last = whole[end - 1]
 
     def _write(self, piece):
         if self._h is not None:

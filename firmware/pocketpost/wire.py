@@ -251,25 +251,30 @@ class DotUnstuffer:
         self.done = False
         self.bad = False  # strict only: a bare CR or LF was seen
         self._cr = False  # strict only: the last byte copied was a CR (its LF may come next)
+        # A body line starting with "." was un-stuffed ("..x" -> ".x"), set before that "." is
+        # written out: a store can skip its own search for such lines while this stays False.
+        self.dots = False
         self._views = _Views()
 
-    def unstuff_into(self, src, start, end, out):
-        """Un-stuff src[start:end] (bytes or bytearray) into `out` (a bytearray). Returns the
-        number of bytes produced and sets `self.consumed` and `self.done`. Stops right after the
-        terminator: bytes after it (the next pipelined reply) are not consumed. Call again from
-        start + consumed while not done and bytes remain. Allocates nothing."""
+    def unstuff_into(self, src, start, end, out, ostart=0):
+        """Un-stuff src[start:end] (bytes or bytearray) into `out` (a bytearray) from
+        out[ostart] on. Returns the number of bytes produced and sets `self.consumed` and
+        `self.done`. Stops right after the terminator: bytes after it (the next pipelined reply)
+        are not consumed. Call again from start + consumed while not done and bytes remain.
+        Allocates no buffer (a slice copy makes one small memoryview object: MicroPython has no
+        allocation-free copy between buffers)."""
         if self.done:
             self.consumed = 0
             return 0
         if self.strict:
-            return self._strict_into(src, start, end, out)
+            return self._strict_into(src, start, end, out, ostart)
         v = self._views
         v.of(src, out)  # no tuple return: a tuple would be garbage on every call
         smv = v.smv
         omv = v.omv
         cap = len(out)
         si = start
-        oi = 0
+        oi = ostart
         st = self._state
         while si < end:
             if st == _MID:
@@ -302,6 +307,8 @@ class DotUnstuffer:
                     st = _DOTCR
                     si += 1
                 else:
+                    if c == _DOT:
+                        self.dots = True
                     st = _MID  # a stuffed dot: dropped, the line goes on
             else:  # _DOTCR
                 if src[si] == _LF:
@@ -316,9 +323,9 @@ class DotUnstuffer:
                 st = _MID
         self._state = st
         self.consumed = si - start
-        return oi
+        return oi - ostart
 
-    def _strict_into(self, src, start, end, out):
+    def _strict_into(self, src, start, end, out, ostart):
         """unstuff_into for strict=True (see the class docstring). The line-start states are
         entered only after a CRLF pair; a copied segment is checked for unpaired CR/LF by
         comparing C counts of CR, LF and CRLF (a CR last in a segment waits for the next byte)."""
@@ -328,7 +335,7 @@ class DotUnstuffer:
         omv = v.omv
         cap = len(out)
         si = start
-        oi = 0
+        oi = ostart
         st = self._state
         while si < end:
             if st == _MID:
@@ -369,6 +376,8 @@ class DotUnstuffer:
                     st = _DOTCR
                     si += 1
                 else:
+                    if src[si] == _DOT:
+                        self.dots = True
                     st = _MID  # a stuffed dot (dropped), or "." + bare LF (MID flags the LF)
             else:  # _DOTCR
                 if src[si] == _LF:
@@ -384,4 +393,4 @@ class DotUnstuffer:
                 st = _MID
         self._state = st
         self.consumed = si - start
-        return oi
+        return oi - ostart

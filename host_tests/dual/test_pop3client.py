@@ -3,12 +3,14 @@
 the pair. No sockets, no sleeps. Runs under CPython (pytest) and MicroPython (run.py)."""
 
 import asyncio
+import os
 
 from pocketpost import client, log, uidstate
 from pocketpost.pop3 import ProtocolError
 from pocketpost.pop3client import (BODY, CONTINUE, END, ENTRY, GREETING, LINE, REPLY, ClientSession)
 from pocketpost.store import Store
 
+from dualtest import skip
 from pop3pair import Pop3Pair
 from test_pop3server import MSGS, Env, _rmtree, tmpdir
 
@@ -211,6 +213,77 @@ def test_size_rule():
             assert s.size_matches(size) == ok, (body, size, chunk)
 
 
+def test_bare_counts_lone_lfs_per_chunk():
+    # `bare` (LFs without a CR before them in the last BODY chunk, a CR ending the chunk before
+    # counted) is what lets the store skip its own LF walk: it must be exact at every split.
+    body = b"a\r\nb\nc\r\n\n\rd\r\ne"
+    for chunk in (1, 2, 3, 5, 64):
+        s = ClientSession(recv_bufsize=600, chunk=chunk)
+        s.feed(b"+OK hi\r\n")
+        s.next_event()
+        s.send("RETR", 1)
+        s.feed(b"+OK\r\n" + body + b"\r\n.\r\n")
+        assert s.next_event() == REPLY
+        prev = 0  # nothing before the body: a leading LF is lone
+        total = 0
+        while True:
+            ev = s.next_event()
+            if ev == END:
+                break
+            assert ev == BODY
+            c = bytes(s.chunk)
+            want = 0
+            for i in range(len(c)):
+                if c[i] == 10 and (c[i - 1] if i else prev) != 13:
+                    want += 1
+            assert s.bare == want, (chunk, c, s.bare, want)
+            total += want
+            prev = c[-1]
+        assert total == 2
+
+
+def test_retr_body_path_allocates_little_per_chunk():
+    # The RETR hot path (receive buffer -> un-stuffer -> body chunk -> size-rule counts) runs once
+    # per 2 KiB of every message. It cannot be allocation-free in MicroPython (a slice copy makes
+    # a memoryview object: checked under micropython.heap_lock), but it must allocate only such
+    # small objects, never a copy of the data: with the GC off, at most _PER_CHUNK bytes per chunk.
+    # Reads of 1,500 bytes make chunks fill across reads; the body has stuffed dot lines.
+    import gc
+
+    if not hasattr(gc, "mem_alloc"):
+        skip("needs gc.mem_alloc (MicroPython only)")
+    per_chunk = 256  # a few memoryview objects (32-byte GC blocks on the 64-bit host)
+    line = b"Line of a message body, long enough to look like mail, 0123456789.\r\n"
+    piece = bytearray((line * 10 + b"..a stuffed dot line\r\n" + line * 20)[:1500])
+    s = ClientSession(recv_bufsize=4096, chunk=2048)
+    s.feed(b"+OK hi\r\n")
+    s.next_event()
+    s.send("RETR", 1)
+    s.feed(b"+OK\r\n")
+    assert s.next_event() == REPLY
+    rounds = 0
+    chunks = 0
+    gc.collect()
+    gc.disable()
+    try:
+        before = gc.mem_alloc()
+        while rounds < 200:
+            mv = s.space()
+            mv[0:1500] = piece
+            s.commit(1500)
+            while True:
+                ev = s.next_event()
+                if ev != BODY:
+                    break
+                chunks += 1
+            rounds += 1
+        grown = gc.mem_alloc() - before
+    finally:
+        gc.enable()
+    assert ev == 0 and chunks == 200 * 1500 // 2048 and s.dots, (ev, chunks)
+    assert grown <= chunks * per_chunk, (grown, chunks, grown // chunks)
+
+
 def test_listing_rules():
     for listing, text in ((b"2 a\r\n1 b\r\n", "out of order"), (b"1 a\r\n4 b\r\n", "out of order or range"),
                           (b"x\r\n", "malformed entry"), (b"1 a\r\n2 b\r\n3 c\r\n4 d\r\n", "does not end"),
@@ -337,6 +410,34 @@ def test_fetch_over_the_pair():
         st = loc.fetch(srv)  # policy delete: the stored ones go, nothing fetched twice
         assert st["fetched"] == 0 and st["deleted"] == 3 and srv.messages() == []
         assert loc.messages() == MSGS
+    finally:
+        srv.env.done()
+        _rmtree(loc.dir)
+
+
+def test_store_hints_from_the_session_keep_the_plain_flag_and_line_ends():
+    # Full body chunks reach the store with the session's hints (bare: no lone LF; dots: no line
+    # starting with "."), which skip the store's own scans: the plain flag (file name ".p": RETR
+    # sends the file as is) and the line ends must come out as the scans would make them.
+    head = b"Subject: s\r\n\r\n"
+    pad = b"x" * (2048 - len(head) - 2) + b"\r\n"  # the next line starts the second chunk
+    msgs = [
+        head + b".dot in the first chunk\r\n" + b"y" * 3000 + b"\r\n",
+        head + b"y" * 5000 + b"\r\nplain\r\n",
+        head + pad + b".dot opening the second chunk\r\n" + b"w" * 3000 + b"\r\n",
+        head + pad + b"w" * 3000 + b"\r\n.dot in the last, short chunk\r\n",
+    ]
+    wire = [m.replace(b"\r\n", b"\n") if i == 1 else m for i, m in enumerate(msgs)]  # 2: bare LFs
+    srv = Server(wire)
+    loc = Local()
+    try:
+        st = loc.fetch(srv, policy="keep")
+        assert st["fetched"] == 4 and loc.messages() == msgs
+        names = []
+        for b in os.listdir(loc.dir + "/mail/in"):
+            if b.startswith("b"):
+                names += os.listdir(loc.dir + "/mail/in/" + b)
+        assert sorted(int(n.split(".")[1]) for n in names if n.endswith(".p")) == [2], names
     finally:
         srv.env.done()
         _rmtree(loc.dir)

@@ -5,7 +5,7 @@ and smtp.pump exactly as the asyncio shell drives it. Runs under CPython (pytest
 import binascii
 
 from flashdev import fresh_root
-from pocketpost import config, groupcommit, log, smtp
+from pocketpost import auth, config, groupcommit, log, scram, smtp
 from pocketpost import store as store_mod
 from pocketpost.pop3server import Service as LoginService
 from pocketpost.store import Store
@@ -102,6 +102,11 @@ class Conn:
 
     def cmd(self, line):
         return self.send(line + b"\r\n")
+
+
+def has_ext(r, ext):
+    """The EHLO reply r lists the extension line ext exactly (as a middle or the last line)."""
+    return (b"250-" + ext + b"\r\n") in r or (b"250 " + ext + b"\r\n") in r
 
 
 def codes(replies):
@@ -382,7 +387,7 @@ def test_submission_auth_plain_and_login():
     def body(e):
         c = e.session(smtp.SUBMISSION)
         r = c.cmd(b"EHLO x")
-        assert b"250-AUTH PLAIN LOGIN\r\n" in r or b"250 AUTH PLAIN LOGIN\r\n" in r, r  # loopback is "local"
+        assert has_ext(r, b"AUTH PLAIN LOGIN SCRAM-SHA-256"), r  # loopback is "local"
         assert codes(c.cmd(b"MAIL FROM:<alice@example.org>")) == [530]
         r = c.cmd(b"AUTH PLAIN " + plain(b"", b"alice", b"alice pw"))
         assert r.startswith(b"235 2.7.0"), r
@@ -431,13 +436,13 @@ def test_auth_needs_tls_from_afar_and_not_on_mx():
     def body(e):
         c = e.session(smtp.SUBMISSION, peer="192.0.2.7")
         r = c.cmd(b"EHLO x")
-        assert b"AUTH" not in r and b"STARTTLS" in r, r
+        assert has_ext(r, b"AUTH SCRAM-SHA-256") and b"PLAIN" not in r and b"STARTTLS" in r, r
         assert c.cmd(b"AUTH PLAIN " + plain(b"", b"alice", b"alice pw")).startswith(b"538 5.7.11")
         r = c.send(b"STARTTLS\r\nEHLO pipelined-after-starttls\r\n")  # the pipelined EHLO is dropped
         assert r == b"220 2.0.0 ready to start TLS\r\n" and c.s.tls_active, r
         assert codes(c.cmd(b"MAIL FROM:<a@b.example>")) == [503]  # EHLO again after TLS
         r = c.cmd(b"EHLO x")
-        assert b"AUTH PLAIN LOGIN" in r and b"STARTTLS" not in r, r
+        assert has_ext(r, b"AUTH PLAIN LOGIN SCRAM-SHA-256") and b"STARTTLS" not in r, r
         assert c.cmd(b"AUTH PLAIN " + plain(b"", b"alice", b"alice pw")).startswith(b"235 ")
         assert codes(c.send(transaction(sender=b"alice@example.org")[len(b"EHLO client.example\r\n"):])) == [250, 250, 354, 250]
         assert b"with ESMTPSA (using TLS, authenticated user alice) id " in e.box("alice")[0]
@@ -446,6 +451,172 @@ def test_auth_needs_tls_from_afar_and_not_on_mx():
         assert codes(m.cmd(b"AUTH PLAIN " + plain(b"", b"alice", b"alice pw"))) == [502]
 
     with_env(body, tls=True)
+
+
+# --- AUTH SCRAM-SHA-256, driven by scram.ScramClient (checked against RFC 7677 in test_scram) ----
+def unb64(r):
+    assert r.startswith(b"334 ") and r.endswith(b"\r\n") and r.count(b"\r\n") == 1, r
+    return binascii.a2b_base64(r[4:-2])
+
+
+def scram_auth(c, user="alice", pw="alice pw", initial=True, header=b"n,,", client=None):
+    """An AUTH SCRAM-SHA-256 exchange through the session -> (final reply, the client, the
+    server-first message or None). The server's signature is checked (ScramClient raises)."""
+    x = client or scram.ScramClient(user, pw)
+    cf = header + x.bare
+    if initial:
+        r = c.cmd(b"AUTH SCRAM-SHA-256 " + b64(cf))
+    else:
+        assert c.cmd(b"AUTH scram-sha-256") == b"334 \r\n"
+        r = c.cmd(b64(cf))
+    if not r.startswith(b"334 "):
+        return r, x, None
+    sf = unb64(r)
+    x.server_first(sf)
+    if header != b"n,,":  # ScramClient binds "n,,": bind the header really sent (c=base64 of it)
+        x._without_proof = b"c=" + b64(header) + x._without_proof[len(b"c=biws") :]
+    r = c.cmd(b64(x.final()))
+    if not r.startswith(b"334 "):
+        return r, x, sf
+    x.server_final(unb64(r))  # the server proved it holds the ServerKey
+    return c.cmd(b""), x, sf
+
+
+def test_submission_auth_scram_then_mail():
+    def body(e):
+        for initial in (True, False):
+            c = e.session(smtp.SUBMISSION)
+            r = c.cmd(b"EHLO x")
+            assert has_ext(r, b"AUTH PLAIN LOGIN SCRAM-SHA-256"), r  # loopback is "local": all three
+            r, x, sf = scram_auth(c, initial=initial)
+            assert r == b"235 2.7.0 authentication successful\r\n" and c.s.login == "alice" and c.s.delay == 0, r
+            assert sf.endswith(b",i=5") and x.iterations == 5  # the stored count
+            assert codes(c.cmd(b"AUTH SCRAM-SHA-256")) == [503]  # once per session
+            assert b"AUTH" not in c.cmd(b"EHLO x")
+            r = c.send(transaction(sender=b"alice@example.org")[len(b"EHLO client.example\r\n"):])
+            assert codes(r) == [250, 250, 354, 250], r
+        got = e.box("alice")
+        assert len(got) == 2 and b"with ESMTPA (authenticated user alice) id " in got[1]
+        m = e.session(smtp.MX)
+        m.cmd(b"EHLO x")
+        assert codes(m.cmd(b"AUTH SCRAM-SHA-256 " + b64(b"n,,n=alice,r=abc"))) == [502]  # not on port 25
+
+    with_env(body)
+
+
+def test_scram_rfc7677_vector_through_the_session():
+    """RFC 7677 section 3 byte for byte over SMTP: user "user", password "pencil", its salt and
+    4096 iterations, its client nonce; the server's random nonce is pinned to the RFC's."""
+    from test_scram import R_CNONCE, R_FINAL, R_FIRST, R_SFINAL, R_SFIRST, R_SNONCE, pencil_record
+
+    def body(e):
+        e.svc.users["user"] = {"password": pencil_record(), "mailbox": "alice"}
+        c = e.session(smtp.SUBMISSION)
+        c.cmd(b"EHLO x")
+        x = scram.ScramClient("user", "pencil", nonce=R_CNONCE)
+        assert x.first() == R_FIRST
+        real = scram._nonce
+        scram._nonce = lambda: R_SNONCE
+        try:
+            r = c.cmd(b"AUTH SCRAM-SHA-256 " + b64(R_FIRST))
+        finally:
+            scram._nonce = real
+        assert unb64(r) == R_SFIRST, r
+        x.server_first(R_SFIRST)
+        assert x.final() == R_FINAL
+        assert unb64(c.cmd(b64(R_FINAL))) == R_SFINAL
+        assert c.cmd(b"") == b"235 2.7.0 authentication successful\r\n" and c.s.login == "user"
+
+    with_env(body)
+
+
+def test_scram_offered_without_tls_plain_login_not():
+    def body(e):
+        c = e.session(smtp.SUBMISSION, peer="192.0.2.7")
+        r = c.cmd(b"EHLO x")
+        assert has_ext(r, b"AUTH SCRAM-SHA-256") and b"PLAIN" not in r and b"STARTTLS" in r, r
+        assert c.cmd(b"AUTH PLAIN " + plain(b"", b"alice", b"alice pw")).startswith(b"538 5.7.11")
+        assert c.cmd(b"AUTH LOGIN").startswith(b"538 5.7.11")
+        r, x, sf = scram_auth(c, user="bob", pw="bob pw")
+        assert r.startswith(b"235 2.7.0") and c.s.login == "bob", r
+        assert codes(c.send(transaction(sender=b"bob@example.org")[len(b"EHLO client.example\r\n"):])) == [250, 250, 354, 250]
+        assert b"with ESMTPA (authenticated user bob) id " in e.box("alice")[0]
+        c2 = e.session(smtp.SUBMISSION, peer="192.0.2.7", tls_active=True)
+        assert has_ext(c2.cmd(b"EHLO x"), b"AUTH PLAIN LOGIN SCRAM-SHA-256")
+
+    with_env(body, tls=True, policy="never")
+
+
+def test_scram_failures_like_any_failed_auth():
+    def body(e):
+        e.svc.max_failures = 11
+        c = e.session(smtp.SUBMISSION, peer="127.0.0.9")
+        c.cmd(b"EHLO x")
+        r, x, sf = scram_auth(c, pw="alice pv")
+        assert r == b"535 5.7.8 authentication credentials invalid\r\n" and c.s.delay == 1 and sf is not None, r
+        assert c.s.login is None and codes(c.cmd(b"MAIL FROM:<a@b.example>")) == [530]
+        # an unknown user: a challenge of the same shape (board count, 16-octet salt, the same for
+        # the same name every time), then the same 535 at the proof
+        firsts = []
+        for _ in range(2):
+            r, x, sf = scram_auth(c, user="nobody", pw="alice pw")
+            assert r.startswith(b"535 5.7.8") and c.s.delay == 2, r
+            firsts.append(sf.split(b",")[1:])
+        assert firsts[0] == firsts[1] and firsts[0][1] == b"i=5" and len(auth.b64decode(firsts[0][0][2:])) == 16
+        assert scram_auth(c, user="nobody2")[2].split(b",")[1:] != firsts[0]
+        # another user's password; a proxy login (a=bob) with alice's right password
+        assert scram_auth(c, user="bob", pw="alice pw")[0].startswith(b"535 5.7.8")
+        assert scram_auth(c, header=b"n,a=bob,")[0].startswith(b"535 5.7.8")
+        assert c.s.failures == 6
+        # malformed client-first (bad base64, channel binding asked, no nonce, "=" empty)
+        for bad in (b"!!!", b64(b"p=tls-unique,,n=alice,r=x"), b64(b"n,,n=alice"), b"="):
+            assert c.cmd(b"AUTH SCRAM-SHA-256 " + bad).startswith(b"535 5.7.8"), bad
+        assert c.s.failures == 10 and not c.s.closing
+        c0 = e.session(smtp.SUBMISSION)  # an authzid naming oneself is fine
+        c0.cmd(b"EHLO x")
+        assert scram_auth(c0, header=b"n,a=alice,")[0].startswith(b"235 ")
+        # cancel at each step: 501, not a failure; the session can authenticate afterwards
+        assert c.cmd(b"AUTH SCRAM-SHA-256") == b"334 \r\n"
+        assert c.cmd(b"*").startswith(b"501 ")
+        x = scram.ScramClient("alice", "alice pw")
+        x.server_first(unb64(c.cmd(b"AUTH SCRAM-SHA-256 " + b64(x.first()))))
+        assert c.cmd(b"*").startswith(b"501 ")
+        x = scram.ScramClient("alice", "alice pw")
+        x.server_first(unb64(c.cmd(b"AUTH SCRAM-SHA-256 " + b64(x.first()))))
+        x.server_final(unb64(c.cmd(b64(x.final()))))
+        assert c.cmd(b"*").startswith(b"501 ") and c.s.login is None and c.s.failures == 10
+        # a non-empty answer to server-final is a failure (the 11th: closing)
+        x = scram.ScramClient("alice", "alice pw")
+        x.server_first(unb64(c.cmd(b"AUTH SCRAM-SHA-256 " + b64(x.first()))))
+        unb64(c.cmd(b64(x.final())))
+        r = c.cmd(b"Zm9v")
+        assert r.startswith(b"421 4.7.0") and c.s.closing and c.s.login is None, r
+        # a success resets the address's throttle, as PLAIN does
+        c2 = e.session(smtp.SUBMISSION, peer="127.0.0.9")
+        c2.cmd(b"EHLO x")
+        assert scram_auth(c2)[0].startswith(b"235 ")
+        c3 = e.session(smtp.SUBMISSION, peer="127.0.0.9")
+        c3.cmd(b"EHLO x")
+        assert scram_auth(c3, pw="x")[0].startswith(b"535") and c3.s.delay == 1
+
+    with_env(body)
+
+
+def test_scram_login_upgrades_an_old_record():
+    def body(e):
+        salt = b"0123456789abcdef"
+        old = auth.format_hash(5, salt, auth.pbkdf2_sha256("carol pw", salt, 5))
+        e.svc.users["carol"]["password"] = old
+        c = e.session(smtp.SUBMISSION)
+        c.cmd(b"EHLO x")
+        assert scram_auth(c, user="carol", pw="carol pw")[0].startswith(b"235 ")
+        new = e.svc.users["carol"]["password"]
+        assert new.startswith("scram-sha-256$5$") and auth.parse_hash(new)[1] == salt
+        c = e.session(smtp.SUBMISSION)
+        c.cmd(b"EHLO x")
+        assert scram_auth(c, user="carol", pw="carol pw")[0].startswith(b"235 ")
+
+    with_env(body)
 
 
 def test_flash_full_at_data_is_temporary():

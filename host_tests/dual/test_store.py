@@ -789,3 +789,33 @@ def test_a_message_the_session_could_not_read_is_set_aside_at_the_next_lock():
         assert os.listdir(root + "/x/damaged") == [name]
 
     _with_store(body)
+
+
+def test_write_crlf_hint_stores_what_the_walk_stores():
+    # Delivery.write(data, crlf=True): the caller (the POP3 client) has proved every LF follows a
+    # CR; the store skips its LF walk but must still see dot lines at any cut, across writes too.
+    msg = b"a\r\n.dot\r\nb\r\n\r\n..\r\nend"
+
+    def body(root, st):
+        want = []
+        for cut in range(len(msg) + 1):
+            for hint in (False, True):
+                d = st.begin("x")
+                d.write(msg[:cut], hint)
+                d.write(bytearray(msg[cut:]), hint)
+                want.append((d.plain, d.commit()))
+        plain = [p for p, _ in want]
+        assert plain == [False] * len(plain), plain
+        d = st.begin("x")
+        d.write(b"a\r\n", True)
+        d.write(b"b.c\r\n", True)
+        assert d.plain
+        d.write(b".", True)  # a line that starts with "." in a chunk of its own
+        assert not d.plain
+        d.abort()
+        mb = st.lock("x")
+        for i in range(mb.count):
+            assert _read(mb, i) == msg + b"\r\n"
+        mb.release()
+
+    _with_store(body)

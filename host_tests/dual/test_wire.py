@@ -185,6 +185,26 @@ def test_unstuff_terminator_at_every_split():
         assert body == b"x\r\n.\r\ny\r\n" and rest == b"-ERR z\r\n", cut
 
 
+def test_unstuff_dots_flag_is_set_before_the_dot_line_is_written():
+    # `dots` (a body line starts with ".") spares the store its own search, so it must be set no
+    # later than the output byte "." of such a line, at every split and output size.
+    for body in BODIES + [b".x\r\n", b"a\r\n.\r\n", b"a\r\nb.c\r\n", b"a.\r\n.b"]:
+        wire = stuff(body, 1 << 20, 1 << 12)
+        for chunk in (1, 2, 3, 7, 64):
+            for outsize in (1, 2, 64):
+                u = DotUnstuffer()
+                out = bytearray(outsize)
+                got = b""
+                i = 0
+                while not u.done and i < len(wire):
+                    made = u.unstuff_into(wire, i, min(len(wire), i + chunk), out)
+                    i += u.consumed
+                    got += bytes(out[:made])
+                    has = got.startswith(b".") or b"\n." in got
+                    assert not has or u.dots, (body, chunk, outsize, got)
+                assert u.dots == (got.startswith(b".") or b"\n." in got), (body, got)
+
+
 def test_stuff_large_body_fixed_buffers():
     line = b"The quick brown fox. Jumps.\r\n.dot line\r\n"
     body = line * 2000
