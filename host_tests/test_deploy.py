@@ -91,12 +91,23 @@ def test_deploy_to_pseudoboard_then_boot_and_serve(tmp_path, remote_server):
 
     # 1. deploy onto a blank image, in one command, as a maker would
     with pseudoboard.PseudoBoard(pbdir) as pb:
+        # the unix port has no ROMFS partition: --romfs refuses in one line, and nothing is copied
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "deploy.py"), "--board", "host",
+                            "--port", pb.tty, "--config", cfg_path, "--build", build, "--romfs", "--no-reset"],
+                           capture_output=True, text=True, timeout=180)
+        assert r.returncode != 0 and "[1/" not in r.stdout, r.stdout + r.stderr
+        assert r.stderr.strip().splitlines() == ["--romfs: the firmware has no ROMFS support (no vfs.rom_ioctl); "
+                                                 "deploy without --romfs to copy .mpy files"], r.stderr
         r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "deploy.py"), "--board", "host",
                             "--port", pb.tty, "--config", cfg_path, "--make-cert", "--build", build,
                             "--no-reset"], capture_output=True, text=True, timeout=180)
         print(r.stdout, r.stderr)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "board: MicroPython 1.29" in r.stdout and ".mpy v6" in r.stdout
+        # without ROMFS it falls back to .mpy files and says so, with the heap either way costs
+        assert "code: .mpy files in /lib/pocketpost (the firmware has no ROMFS support (no vfs.rom_ioctl))" in r.stdout
+        heap = [ln for ln in r.stdout.splitlines() if ln.startswith("heap: ")]
+        assert len(heap) == 1 and "importing server + client keeps" in heap[0] and "from ROMFS" in heap[0], r.stdout
         n = len(os.listdir(os.path.join(FIRMWARE, "pocketpost")))
         assert "[1/" in r.stdout and "config.json" in r.stdout and "cert.der" in r.stdout
 

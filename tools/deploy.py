@@ -12,6 +12,15 @@
    .py/.mpy files on the board are removed (a .py would shadow its .mpy);
 4. reset the board (machine.reset; on the unix pseudo-board a soft reset, which ends it).
 
+Where the code goes (printed at deploy with its heap cost, see code_route): if the board's firmware
+has a ROMFS partition (MicroPython 1.25+ built with one: `vfs.rom_ioctl`; most downloadable ESP32
+images have none) and the image fits, the compiled package goes into a ROMFS image
+(`mpremote romfs build`, pocketpost/*.mpy at its root, so /rom/pocketpost: /rom is on sys.path
+ahead of /lib on every ROMFS board) written with `mpremote romfs deploy`: the bytecode then runs
+from flash instead of being loaded into the heap; /lib/pocketpost is removed. Otherwise the .mpy
+files are copied to /lib/pocketpost. --romfs insists on ROMFS, --no-romfs on .mpy files.
+Freezing into the firmware (manifest.py) saves the same heap; docs/BOARD.md.
+
 Files come from boards/<board>/ unless given: config.json, secrets.json (git-ignored; copy
 secrets.json.template), cert.der/key.der (or --make-cert: a self-signed pair made with openssl
 into build/<board>/, see make_cert). The mail store on the board is never touched.
@@ -44,6 +53,9 @@ SCRIPTS = ("boot.py", "main.py")  # run as source at boot: MicroPython never run
 LIB = "lib/pocketpost"
 # Modules the board does not need: host-only CLIs.
 SKIP_MODULES = ()
+# What the heap figure at deploy imports: the modules board.main loads for the two services.
+HEAP_MODULES = ("server", "client")
+ROMFS_IMAGE = "pocketpost.romfs"  # in build/<board>/, next to the romfs/ tree it is built from
 # The longest validity Apple's clients accept for a TLS server certificate (macOS 10.15 / iOS 13;
 # others accept it too), so the one certificate works in every mail client.
 CERT_DAYS = 825
@@ -116,6 +128,80 @@ def say(msg):
     print(msg, flush=True)
 
 
+def build_romfs(lib, dest):
+    """A ROMFS image of the compiled package in `lib` (its pocketpost/*.mpy), made with
+    `mpremote romfs build` as the benches make theirs: pocketpost/ sits at the image root, so it
+    imports from /rom/pocketpost (/rom is on sys.path on every ROMFS board; /rom/lib only on
+    newer ones). Returns (image path, bytes)."""
+    tree = os.path.join(dest, "romfs")
+    if os.path.isdir(tree):
+        shutil.rmtree(tree)
+    shutil.copytree(lib, os.path.join(tree, "pocketpost"))
+    img = os.path.join(dest, ROMFS_IMAGE)
+    r = subprocess.run([tool("mpremote"), "romfs", "--no-mpy", "--output", img, "build", tree],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("mpremote romfs build failed:\n" + r.stdout + r.stderr)
+    return img, os.path.getsize(img)
+
+
+# Runs under the host's micropython: the heap the imports keep, from .mpy files (sys.path) or
+# from the ROMFS image mounted with vfs.VfsRom (bytecode in place, as from a board's partition;
+# the image's own bytearray is allocated before the first reading, so it is not counted).
+HEAP_PROBE = r"""
+import sys, gc, vfs
+img = None
+if len(sys.argv) > 2:
+    f = open(sys.argv[2], "rb")
+    img = f.read()
+    f.close()
+    vfs.mount(vfs.VfsRom(img), "/rom")
+    sys.path.insert(0, "/rom")
+gc.collect()
+a = gc.mem_alloc()
+for m in sys.argv[1].split(","):
+    __import__("pocketpost." + m)
+gc.collect()
+print("HEAP", gc.mem_alloc() - a)
+"""
+
+
+def heap_cost(build, image=None, modules=HEAP_MODULES):
+    """Bytes of heap that importing `modules` keeps under the host's micropython (64-bit), from
+    the .mpy files in build/lib or from `image`; None if micropython is not at hand."""
+    probe = os.path.join(build, "heap_probe.py")
+    with open(probe, "w") as f:
+        f.write(HEAP_PROBE)
+    path = ".frozen" if image else os.path.join(build, "lib") + ":.frozen"
+    try:
+        r = subprocess.run([tool("micropython"), probe, ",".join(modules)] + ([image] if image else []),
+                           capture_output=True, text=True, timeout=60, env=dict(os.environ, MICROPYPATH=path))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    out = [ln for ln in r.stdout.splitlines() if ln.startswith("HEAP ")]
+    return int(out[0].split()[1]) if r.returncode == 0 and out else None
+
+
+def code_route(info, want, image_bytes):
+    """(True for ROMFS or False for .mpy files, why): `want` is --romfs (True), --no-romfs
+    (False) or neither (None); info is the board's probe. Raises SystemExit when --romfs cannot
+    be had."""
+    parts, size = info.get("romfs_parts", -1), info.get("romfs_size", 0)
+    if parts < 0:
+        why = "the firmware has no ROMFS support (no vfs.rom_ioctl)"
+    elif parts == 0:
+        why = "the firmware has no ROMFS partition"
+    elif image_bytes > size:
+        why = "the %d-byte image does not fit the %d-byte ROMFS partition" % (image_bytes, size)
+    else:
+        why = None
+    if want is False:
+        return False, "--no-romfs"
+    if why and want:
+        raise SystemExit("--romfs: " + why + "; deploy without --romfs to copy .mpy files")
+    return (False, why) if why else (True, "the board has a %d-byte ROMFS partition" % size)
+
+
 class Deploy:
     def __init__(self, a):
         self.a = a
@@ -161,6 +247,9 @@ class Deploy:
                 info.update(mpy=int(f[1]), version=f[2], platform=f[3], has_config=f[4] == "1", cwd=f[5])
             elif line.startswith("STALE"):
                 info["lib_files"] = line.split()[1:]
+            elif line.startswith("ROMFS "):
+                f = line.split()
+                info.update(romfs_parts=int(f[1]), romfs_size=int(f[2]), romfs_has_pkg=f[3] == "1")
             elif line.startswith("IPS"):
                 info["ips"] = line.split()[1:]
         if "mpy" not in info:
@@ -197,6 +286,48 @@ class Deploy:
         for s in SCRIPTS:
             shutil.copy(os.path.join(FIRMWARE, s), os.path.join(self.build, s))
         return major
+
+    def choose_code_route(self, info, lib):
+        """ROMFS image or .mpy files (see the module docstring); prints the choice and what the
+        imports of HEAP_MODULES keep in the heap either way, measured now under the host's
+        micropython. Returns the image path for ROMFS, None for .mpy files."""
+        img, img_bytes = build_romfs(lib, self.build)
+        romfs, why = code_route(info, self.a.romfs, img_bytes)
+        if not romfs and info.get("romfs_has_pkg"):
+            raise SystemExit("the board's ROMFS partition holds a pocketpost package (/rom/pocketpost), which comes "
+                             "before /lib on sys.path and would shadow the .mpy files: deploy with --romfs, or empty "
+                             "the partition (mkdir empty && .venv/bin/mpremote romfs deploy empty)")
+        mpy, rom = heap_cost(self.build), heap_cost(self.build, img)
+        mods = " + ".join(HEAP_MODULES)
+        if mpy is None or rom is None:
+            cost = "heap not measured (no micropython on this host: make setup)"
+        elif romfs:
+            cost = ("importing %s keeps %.1f KiB of heap instead of %.1f KiB from .mpy files"
+                    % (mods, rom / 1024, mpy / 1024))
+        else:
+            cost = ("importing %s keeps %.1f KiB of heap; from ROMFS or frozen firmware (manifest.py, "
+                    "docs/BOARD.md) %.1f KiB" % (mods, mpy / 1024, rom / 1024))
+        if romfs:
+            say("code: ROMFS (%s): a %d-byte image, bytecode runs from flash" % (why, img_bytes))
+        else:
+            say("code: .mpy files in /%s (%s)" % (LIB, why))
+        say("heap: %s (measured now on the host's 64-bit micropython; about 0.7 of that on an ESP32)" % cost)
+        return img if romfs else None
+
+    def deploy_romfs(self, img):
+        """Write the image to ROMFS partition 0 with `mpremote romfs deploy`, then mount it again
+        (deploy unmounts /rom) and check the package is there, so the board imports it before any
+        reset and after one."""
+        say("romfs: mpremote romfs deploy %s" % os.path.relpath(img))
+        self.mpremote(("romfs", "deploy", img))
+        n = len([f for f in os.listdir(os.path.join(self.build, "romfs", "pocketpost"))])
+        r = self.mpremote(("exec", "import vfs, os\ntry:\n    vfs.umount('/rom')\nexcept OSError:\n    pass\n"
+                                   "vfs.mount(vfs.VfsRom(vfs.rom_ioctl(2, 0)), '/rom')\n"
+                                   "print('ROMFS-CHECK', len(os.listdir('/rom/pocketpost')))\n"), capture=True)
+        got = [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("ROMFS-CHECK ")]
+        if got != [str(n)]:
+            raise SystemExit("romfs: the board's /rom/pocketpost does not hold the %d modules written:\n%s" % (n, r.stdout))
+        say("romfs: %d modules in /rom/pocketpost" % n)
 
     def wifi_hostname(self):
         path = self.a.secrets or os.path.join(self.board_dir, "secrets.json")
@@ -286,9 +417,10 @@ class Deploy:
         if not info["version"].startswith(self.board["micropython"]):
             say("warning: board runs MicroPython %s, pinned %s (bytecode is compatible; tested on the pin)"
                 % (info["version"], self.board["micropython"]))
-        files = []
         lib = os.path.join(self.build, LIB)
-        for f in sorted(os.listdir(lib)):
+        romfs = self.choose_code_route(info, lib)
+        files = []
+        for f in sorted(os.listdir(lib)) if not romfs else ():
             files.append((os.path.join(lib, f), LIB + "/" + f))
         for s in SCRIPTS:
             files.append((os.path.join(self.build, s), s))
@@ -306,8 +438,12 @@ class Deploy:
             sorted(dirs, key=lambda d: d.count("/")),)
         for f in stale:
             prep += "os.remove(%r)\n" % (LIB + "/" + f)
+        if romfs and info.get("lib_files") is not None:
+            prep += "try:\n    os.rmdir(%r)\nexcept OSError:\n    pass\n" % LIB
         if stale:
             say("remove stale: %s" % " ".join(stale))
+        if romfs:
+            self.deploy_romfs(romfs)
         total = sum(os.path.getsize(l) for l, _ in files)
         say("copy: %d files, %d bytes (unchanged files are skipped by mpremote)" % (len(files), total))
         cmds = [("exec", prep)]
@@ -341,6 +477,10 @@ def main(argv=None):
     ap.add_argument("--cert-ip", action="append", help="an IP address for the certificate (repeatable)")
     ap.add_argument("--force-config", action="store_true", help="replace the board's config.json")
     ap.add_argument("--no-reset", action="store_true")
+    ap.add_argument("--romfs", action="store_true", default=None,
+                    help="put the code in the board's ROMFS partition (fail if it has none or the image does not fit)")
+    ap.add_argument("--no-romfs", dest="romfs", action="store_false",
+                    help="copy .mpy files to /lib even where the board has a ROMFS partition")
     ap.add_argument("--build", help="build folder (default build/<board>)")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per mpremote call")
     Deploy(ap.parse_args(argv)).run()
