@@ -172,6 +172,52 @@ def test_deploy_refuses_mpy_cross_not_matching_the_board_pin(tmp_path, monkeypat
     assert "pinned to MicroPython 1.22" in str(e.value)
 
 
+# --- the ROMFS route: the image, the choice ----------------------------------------------------
+
+
+def test_romfs_image_mounts_with_vfsrom_and_the_package_imports_from_it(tmp_path):
+    """The image deploy writes to a board's ROMFS partition, mounted the way the board mounts it
+    (vfs.VfsRom at /rom, /rom on sys.path; the unix port has VfsRom but no partition) with no
+    other copy of pocketpost on the path: every module is there and the services import from it."""
+    args = type("A", (), {"board": "host", "build": str(tmp_path), "port": "none", "timeout": 5, "romfs": None})()
+    d = deploy.Deploy(args)
+    d.compile()
+    img, size = deploy.build_romfs(os.path.join(d.build, deploy.LIB), d.build)
+    assert size == os.path.getsize(img) > 0
+    probe = tmp_path / "probe.py"
+    probe.write_text("import sys, os, vfs\n"
+                     "f = open(sys.argv[1], 'rb')\nimg = f.read()\nf.close()\n"
+                     "vfs.mount(vfs.VfsRom(img), '/rom')\nsys.path.insert(0, '/rom')\n"
+                     "print('LIST', ' '.join(sorted(os.listdir('/rom/pocketpost'))))\n"
+                     "from pocketpost import server, client, admin\n"
+                     "print('FILE', server.__file__, client.__file__, admin.__file__)\n")
+    r = subprocess.run([MICROPYTHON, str(probe), img], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, MICROPYPATH=".frozen"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    mods = sorted(f[:-3] + ".mpy" for f in os.listdir(os.path.join(FIRMWARE, "pocketpost")) if f.endswith(".py"))
+    assert r.stdout.split("LIST ", 1)[1].split("\n")[0].split() == mods
+    assert r.stdout.split("FILE ", 1)[1].split() == ["/rom/pocketpost/%s.mpy" % m for m in ("server", "client", "admin")]
+    # what deploy prints: the bytecode in place keeps less heap than the same modules loaded from .mpy
+    mpy, rom = deploy.heap_cost(d.build), deploy.heap_cost(d.build, img)
+    assert 0 < rom < mpy, (rom, mpy)
+
+
+def test_code_route_romfs_only_where_the_board_has_a_partition_the_image_fits():
+    route = deploy.code_route
+    none, empty = {"romfs_parts": -1, "romfs_size": 0}, {"romfs_parts": 0, "romfs_size": 0}
+    part = {"romfs_parts": 1, "romfs_size": 256 * 1024}
+    assert route(none, None, 1000) == (False, "the firmware has no ROMFS support (no vfs.rom_ioctl)")
+    assert route(empty, None, 1000) == (False, "the firmware has no ROMFS partition")
+    assert route(part, None, 1000) == (True, "the board has a 262144-byte ROMFS partition")
+    assert route(part, None, 300 * 1024)[0] is False and "does not fit" in route(part, None, 300 * 1024)[1]
+    assert route(part, False, 1000) == (False, "--no-romfs")
+    assert route(part, True, 1000)[0] is True
+    for info, size in ((none, 1000), (empty, 1000), (part, 300 * 1024)):
+        with pytest.raises(SystemExit) as e:
+            route(info, True, size)
+        assert str(e.value).startswith("--romfs: ")
+
+
 def test_package_json_lists_every_module_and_manifest_freezes_the_package():
     with open(os.path.join(ROOT, "package.json")) as f:
         pkg = json.load(f)
