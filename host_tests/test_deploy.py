@@ -218,21 +218,56 @@ def test_code_route_romfs_only_where_the_board_has_a_partition_the_image_fits():
         assert str(e.value).startswith("--romfs: ")
 
 
-def test_package_json_lists_every_module_and_manifest_freezes_the_package():
+class FrozenList:
+    """The manifest API of MicroPython's tools/manifestfile.py (what `make FROZEN_MANIFEST=...`
+    runs), far enough to list what a firmware build would freeze: package() takes every .py
+    under base_path/package_path (recursively, as its os.walk does) as package_path/...,
+    module() one file; paths are relative to the manifest's folder; include() of the port's
+    own manifest is recorded, not followed (it is not here)."""
+
+    def __init__(self, manifest):
+        self.dir = os.path.dirname(os.path.abspath(manifest))
+        self.frozen, self.included, self.required = [], [], []
+        with open(manifest) as f:
+            exec(f.read(), {"package": self.package, "module": self.module, "include": self.included.append,
+                            "require": lambda name, **kw: self.required.append(name),
+                            "metadata": lambda **kw: None, "options": None})
+
+    def package(self, package_path, files=None, base_path=".", opt=None):
+        base = os.path.join(self.dir, base_path)
+        if files is not None:
+            self.frozen += [(os.path.join(package_path, f), os.path.join(base, package_path, f)) for f in files]
+            return
+        for top, _dirs, names in os.walk(os.path.join(base, package_path)):
+            for n in names:
+                if n.endswith(".py"):
+                    src = os.path.join(top, n)
+                    self.frozen.append((os.path.relpath(src, base), src))
+
+    def module(self, module_path, base_path=".", opt=None):
+        self.frozen.append((module_path, os.path.join(self.dir, base_path, module_path)))
+
+
+def test_package_json_lists_every_module():
     with open(os.path.join(ROOT, "package.json")) as f:
         pkg = json.load(f)
     mods = sorted(f for f in os.listdir(os.path.join(FIRMWARE, "pocketpost")) if f.endswith(".py"))
     assert sorted(dst for dst, _ in pkg["urls"]) == ["pocketpost/" + m for m in mods]
     for dst, src in pkg["urls"]:
         assert os.path.exists(os.path.join(ROOT, src)) and src.endswith(dst)
-    calls = []
-    env = {"include": lambda p: calls.append(("include", p)),
-           "package": lambda name, **kw: calls.append(("package", name, kw.get("base_path")))}
-    with open(os.path.join(ROOT, "manifest.py")) as f:
-        exec(f.read(), env)
-    assert ("include", "$(PORT_DIR)/boards/manifest.py") in calls
-    (_, name, base), = [c for c in calls if c[0] == "package"]
-    assert os.path.isdir(os.path.join(ROOT, base, name))
+
+
+def test_manifest_freezes_exactly_the_firmware_package():
+    """The frozen package list a firmware build makes from manifest.py: every module of
+    firmware/pocketpost (a new one cannot be forgotten), from there, and nothing else: no host
+    tool, no test, not boot.py/main.py (frozen, they would run instead of the board's copies)."""
+    m = FrozenList(os.path.join(ROOT, "manifest.py"))
+    assert m.included == ["$(PORT_DIR)/boards/manifest.py"]  # the port's own frozen modules (asyncio, ...)
+    assert m.required == []
+    mods = sorted("pocketpost/" + f for f in os.listdir(os.path.join(FIRMWARE, "pocketpost")) if f.endswith(".py"))
+    assert sorted(t for t, _ in m.frozen) == mods
+    for target, src in m.frozen:
+        assert os.path.realpath(src) == os.path.join(os.path.realpath(FIRMWARE), target), (target, src)
 
 
 # --- --make-cert: a certificate mail clients accept by the board's name or address ------------
