@@ -161,6 +161,10 @@ def test_deploy_to_pseudoboard_then_boot_and_serve(tmp_path, remote_server):
         print(out)
         assert "'server': {'state': 'running'" in out or "'state': 'running'" in out, out
         assert "sessions   0" in out
+        # what a second deploy would find: the package deployed as files (not frozen), no ROMFS
+        args = type("A", (), {"board": "host", "port": pb.tty, "build": build, "timeout": 60})()
+        info = deploy.Deploy(args).probe()
+        assert info["frozen"] is False and info["romfs_parts"] == -1 and "server.mpy" in info["lib_files"], info
     print("deploy + REPL + boot + serve: %.1f s" % (time.monotonic() - t0))
 
 
@@ -206,16 +210,23 @@ def test_code_route_romfs_only_where_the_board_has_a_partition_the_image_fits():
     route = deploy.code_route
     none, empty = {"romfs_parts": -1, "romfs_size": 0}, {"romfs_parts": 0, "romfs_size": 0}
     part = {"romfs_parts": 1, "romfs_size": 256 * 1024}
-    assert route(none, None, 1000) == (False, "the firmware has no ROMFS support (no vfs.rom_ioctl)")
-    assert route(empty, None, 1000) == (False, "the firmware has no ROMFS partition")
-    assert route(part, None, 1000) == (True, "the board has a 262144-byte ROMFS partition")
-    assert route(part, None, 300 * 1024)[0] is False and "does not fit" in route(part, None, 300 * 1024)[1]
-    assert route(part, False, 1000) == (False, "--no-romfs")
-    assert route(part, True, 1000)[0] is True
+    assert route(none, None, 1000) == ("mpy", "the firmware has no ROMFS support (no vfs.rom_ioctl)")
+    assert route(empty, None, 1000) == ("mpy", "the firmware has no ROMFS partition")
+    assert route(part, None, 1000) == ("romfs", "the board has a 262144-byte ROMFS partition")
+    assert route(part, None, 300 * 1024)[0] == "mpy" and "does not fit" in route(part, None, 300 * 1024)[1]
+    assert route(part, False, 1000) == ("mpy", "--no-romfs")
+    assert route(part, True, 1000)[0] == "romfs"
     for info, size in ((none, 1000), (empty, 1000), (part, 300 * 1024)):
         with pytest.raises(SystemExit) as e:
             route(info, True, size)
         assert str(e.value).startswith("--romfs: ")
+    # pocketpost frozen into the firmware is imported before /rom and /lib: no code goes anywhere
+    frozen = dict(part, frozen=True)
+    assert route(frozen, None, 1000)[0] == "frozen" and route(dict(none, frozen=True), None, 1000)[0] == "frozen"
+    for want in (True, False):
+        with pytest.raises(SystemExit) as e:
+            route(frozen, want, 1000)
+        assert "frozen in" in str(e.value)
 
 
 class FrozenList:

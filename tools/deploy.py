@@ -19,7 +19,8 @@ images have none) and the image fits, the compiled package goes into a ROMFS ima
 ahead of /lib on every ROMFS board) written with `mpremote romfs deploy`: the bytecode then runs
 from flash instead of being loaded into the heap; /lib/pocketpost is removed. Otherwise the .mpy
 files are copied to /lib/pocketpost. --romfs insists on ROMFS, --no-romfs on .mpy files.
-Freezing into the firmware (manifest.py) saves the same heap; docs/BOARD.md.
+Freezing into the firmware (manifest.py) saves the same heap; on such a firmware deploy copies no
+code (the frozen package is imported first) and says so. docs/BOARD.md "Code in flash".
 
 Files come from boards/<board>/ unless given: config.json, secrets.json (git-ignored; copy
 secrets.json.template), cert.der/key.der (or --make-cert: a self-signed pair made with openssl
@@ -183,9 +184,16 @@ def heap_cost(build, image=None, modules=HEAP_MODULES):
 
 
 def code_route(info, want, image_bytes):
-    """(True for ROMFS or False for .mpy files, why): `want` is --romfs (True), --no-romfs
-    (False) or neither (None); info is the board's probe. Raises SystemExit when --romfs cannot
-    be had."""
+    """("romfs" | "mpy" | "frozen", why): where this deploy puts the code. `want` is --romfs
+    (True), --no-romfs (False) or neither (None); info is the board's probe. A package frozen
+    into the firmware wins over both ('.frozen' comes first on sys.path), so no code is copied.
+    Raises SystemExit when what was asked for cannot be had."""
+    if info.get("frozen"):
+        if want is not None:
+            raise SystemExit("--%sromfs: the firmware has pocketpost frozen in, which is imported before /lib and "
+                             "/rom; deploy without it (no code is copied), or flash a firmware without it"
+                             % ("" if want else "no-"))
+        return "frozen", "the firmware has pocketpost frozen in (manifest.py): no code copied"
     parts, size = info.get("romfs_parts", -1), info.get("romfs_size", 0)
     if parts < 0:
         why = "the firmware has no ROMFS support (no vfs.rom_ioctl)"
@@ -196,10 +204,10 @@ def code_route(info, want, image_bytes):
     else:
         why = None
     if want is False:
-        return False, "--no-romfs"
+        return "mpy", "--no-romfs"
     if why and want:
         raise SystemExit("--romfs: " + why + "; deploy without --romfs to copy .mpy files")
-    return (False, why) if why else (True, "the board has a %d-byte ROMFS partition" % size)
+    return ("mpy", why) if why else ("romfs", "the board has a %d-byte ROMFS partition" % size)
 
 
 class Deploy:
@@ -231,6 +239,13 @@ class Deploy:
                 "print('PROBE', getattr(i, '_mpy', 0), '.'.join(str(x) for x in i.version[:3]), sys.platform,"
                 " has('config.json'), repr(os.getcwd()))\n"
                 "try:\n    print('STALE', ' '.join(os.listdir(%r)))\nexcept OSError:\n    print('STALE')\n"
+                "try:\n    import vfs\n    n = vfs.rom_ioctl(1) if hasattr(vfs, 'rom_ioctl') else -1\n"
+                "    d = vfs.rom_ioctl(2, 0) if n > 0 else 0\n"
+                "    print('ROMFS', n, (d.ioctl(4, 0) * d.ioctl(5, 0) if hasattr(d, 'ioctl') else len(d)) if n > 0"
+                " else 0, has('/rom/pocketpost'))\n"
+                "except ImportError:\n    print('ROMFS -1 0 0')\n"
+                "try:\n    import pocketpost.compat as c\n    print('CODE', c.__file__, has(c.__file__))\n"
+                "except Exception:\n    print('CODE - 0')\n"
                 "try:\n    import network\n    w = network.WLAN(network.STA_IF)\n"
                 "    print('IPS', w.ifconfig()[0] if w.isconnected() else '')\n"
                 "except Exception:\n    print('IPS')\n" % LIB)
@@ -250,10 +265,16 @@ class Deploy:
             elif line.startswith("ROMFS "):
                 f = line.split()
                 info.update(romfs_parts=int(f[1]), romfs_size=int(f[2]), romfs_has_pkg=f[3] == "1")
+            elif line.startswith("CODE "):
+                f = line.split()
+                # a frozen module's __file__ names no file ("pocketpost/compat.py")
+                info["frozen"] = f[1] != "-" and f[2] == "0"
             elif line.startswith("IPS"):
                 info["ips"] = line.split()[1:]
         if "mpy" not in info:
             raise SystemExit("could not read the board's version:\n" + out)
+        if "romfs_parts" not in info or "frozen" not in info:
+            raise SystemExit("could not read where the board has its code (ROMFS, frozen):\n" + out)
         return info
 
     # --- build ------------------------------------------------------------------------
@@ -290,10 +311,10 @@ class Deploy:
     def choose_code_route(self, info, lib):
         """ROMFS image or .mpy files (see the module docstring); prints the choice and what the
         imports of HEAP_MODULES keep in the heap either way, measured now under the host's
-        micropython. Returns the image path for ROMFS, None for .mpy files."""
+        micropython. Returns (route, image path): see code_route."""
         img, img_bytes = build_romfs(lib, self.build)
-        romfs, why = code_route(info, self.a.romfs, img_bytes)
-        if not romfs and info.get("romfs_has_pkg"):
+        route, why = code_route(info, self.a.romfs, img_bytes)
+        if route == "mpy" and info.get("romfs_has_pkg"):
             raise SystemExit("the board's ROMFS partition holds a pocketpost package (/rom/pocketpost), which comes "
                              "before /lib on sys.path and would shadow the .mpy files: deploy with --romfs, or empty "
                              "the partition (mkdir empty && .venv/bin/mpremote romfs deploy empty)")
@@ -301,18 +322,20 @@ class Deploy:
         mods = " + ".join(HEAP_MODULES)
         if mpy is None or rom is None:
             cost = "heap not measured (no micropython on this host: make setup)"
-        elif romfs:
-            cost = ("importing %s keeps %.1f KiB of heap instead of %.1f KiB from .mpy files"
-                    % (mods, rom / 1024, mpy / 1024))
-        else:
+        elif route == "mpy":
             cost = ("importing %s keeps %.1f KiB of heap; from ROMFS or frozen firmware (manifest.py, "
                     "docs/BOARD.md) %.1f KiB" % (mods, mpy / 1024, rom / 1024))
-        if romfs:
+        else:  # frozen code runs in place as ROMFS code does: the same figure
+            cost = ("importing %s keeps %.1f KiB of heap instead of %.1f KiB from .mpy files"
+                    % (mods, rom / 1024, mpy / 1024))
+        if route == "romfs":
             say("code: ROMFS (%s): a %d-byte image, bytecode runs from flash" % (why, img_bytes))
+        elif route == "frozen":
+            say("code: frozen (%s)" % why)
         else:
             say("code: .mpy files in /%s (%s)" % (LIB, why))
         say("heap: %s (measured now on the host's 64-bit micropython; about 0.7 of that on an ESP32)" % cost)
-        return img if romfs else None
+        return route, img
 
     def deploy_romfs(self, img):
         """Write the image to ROMFS partition 0 with `mpremote romfs deploy`, then mount it again
@@ -418,9 +441,9 @@ class Deploy:
             say("warning: board runs MicroPython %s, pinned %s (bytecode is compatible; tested on the pin)"
                 % (info["version"], self.board["micropython"]))
         lib = os.path.join(self.build, LIB)
-        romfs = self.choose_code_route(info, lib)
+        route, img = self.choose_code_route(info, lib)
         files = []
-        for f in sorted(os.listdir(lib)) if not romfs else ():
+        for f in sorted(os.listdir(lib)) if route == "mpy" else ():
             files.append((os.path.join(lib, f), LIB + "/" + f))
         for s in SCRIPTS:
             files.append((os.path.join(self.build, s), s))
@@ -438,12 +461,12 @@ class Deploy:
             sorted(dirs, key=lambda d: d.count("/")),)
         for f in stale:
             prep += "os.remove(%r)\n" % (LIB + "/" + f)
-        if romfs and info.get("lib_files") is not None:
+        if route != "mpy" and info.get("lib_files") is not None:
             prep += "try:\n    os.rmdir(%r)\nexcept OSError:\n    pass\n" % LIB
         if stale:
             say("remove stale: %s" % " ".join(stale))
-        if romfs:
-            self.deploy_romfs(romfs)
+        if route == "romfs":
+            self.deploy_romfs(img)
         total = sum(os.path.getsize(l) for l, _ in files)
         say("copy: %d files, %d bytes (unchanged files are skipped by mpremote)" % (len(files), total))
         cmds = [("exec", prep)]
