@@ -168,6 +168,57 @@ def test_deploy_to_pseudoboard_then_boot_and_serve(tmp_path, remote_server):
     print("deploy + REPL + boot + serve: %.1f s" % (time.monotonic() - t0))
 
 
+def test_deploy_to_a_pseudoboard_with_a_romfs_partition_puts_the_code_there_and_boots_from_it(tmp_path):
+    """The pseudo-board given a ROMFS partition (tools/hostrom.py: the calls mpremote's romfs
+    query/deploy make, over a file; the unix port has VfsRom but no partition): deploy chooses
+    ROMFS by itself, writes the image with `mpremote romfs deploy`, removes the .mpy files an
+    earlier deploy left in /lib, refuses .mpy files the ROMFS package would shadow, and the
+    board boots and serves with its code imported from /rom."""
+    port, port_s = free_port(), free_port()
+    with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
+        cfg = json.load(f)
+    cfg["server"]["port"], cfg["server"]["pop3s_port"] = port, port_s
+    cfg["accounts"] = []
+    cfg["services"] = {"server": True, "fetch_interval_s": 0}
+    cfg_path = str(tmp_path / "config.json")
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+    pbdir, build = str(tmp_path / "pb"), str(tmp_path / "build")
+
+    def run(tty, *extra):
+        return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "deploy.py"), "--board", "host",
+                               "--port", tty, "--config", cfg_path, "--make-cert", "--build", build, "--no-reset"]
+                              + list(extra), capture_output=True, text=True, timeout=180)
+
+    n = len([f for f in os.listdir(os.path.join(FIRMWARE, "pocketpost")) if f.endswith(".py")])
+    with pseudoboard.PseudoBoard(pbdir, romfs_kib=192) as pb:
+        r = run(pb.tty, "--no-romfs")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "code: .mpy files in /lib/pocketpost (--no-romfs)" in r.stdout
+        r = run(pb.tty)
+        print(r.stdout, r.stderr)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "code: ROMFS (the board has a 196608-byte ROMFS partition): a " in r.stdout
+        heap = [ln for ln in r.stdout.splitlines() if ln.startswith("heap: ")]
+        assert len(heap) == 1 and "instead of" in heap[0] and "from .mpy files" in heap[0], r.stdout
+        assert "ROMFS image deployed" in r.stdout and "romfs: %d modules in /rom/pocketpost" % n in r.stdout
+        stale = [ln for ln in r.stdout.splitlines() if ln.startswith("remove stale: ")]
+        assert len(stale) == 1 and len(stale[0].split()) == 2 + n, r.stdout  # every .mpy of the first deploy
+        r = run(pb.tty, "--no-romfs")
+        assert r.returncode != 0 and "holds a pocketpost package (/rom/pocketpost)" in r.stderr, r.stdout + r.stderr
+    files = pseudoboard.read_image(pb.image)
+    assert not [p for p in files if p.startswith("/lib/pocketpost/")], sorted(files)
+    assert "/boot.py" in files and "/main.py" in files
+    with pseudoboard.PseudoBoard(pbdir, boot=True, romfs_kib=192) as pb:
+        wait_port(port, pb.alive)
+        c = poplib.POP3("127.0.0.1", port, timeout=20)
+        assert c.getwelcome().startswith(b"+OK")
+        c.quit()
+        out = mpremote(pb.tty, "import sys\nfrom pocketpost import server, store\n"
+                                "print('FROM', server.__file__, store.__file__)\n")
+        assert out.split("FROM ", 1)[1].split() == ["/rom/pocketpost/server.mpy", "/rom/pocketpost/store.mpy"], out
+
+
 def test_deploy_refuses_mpy_cross_not_matching_the_board_pin(tmp_path, monkeypatch):
     monkeypatch.setitem(deploy.BOARDS, "esp32", dict(deploy.BOARDS["esp32"], micropython="1.22"))
     args = type("A", (), {"board": "esp32", "build": str(tmp_path), "port": "none", "timeout": 5})()

@@ -244,7 +244,9 @@ class Deploy:
                 "    print('ROMFS', n, (d.ioctl(4, 0) * d.ioctl(5, 0) if hasattr(d, 'ioctl') else len(d)) if n > 0"
                 " else 0, has('/rom/pocketpost'))\n"
                 "except ImportError:\n    print('ROMFS -1 0 0')\n"
-                "try:\n    import pocketpost.compat as c\n    print('CODE', c.__file__, has(c.__file__))\n"
+                "for m in ('pocketpost.compat', 'pocketpost'):\n    sys.modules.pop(m, None)\n"
+                "try:\n    import pocketpost.compat as c\n    f = c.__file__\n"
+                "    print('CODE', f, int(f[:1] != '/' and not has(f)))\n"
                 "except Exception:\n    print('CODE - 0')\n"
                 "try:\n    import network\n    w = network.WLAN(network.STA_IF)\n"
                 "    print('IPS', w.ifconfig()[0] if w.isconnected() else '')\n"
@@ -266,9 +268,9 @@ class Deploy:
                 f = line.split()
                 info.update(romfs_parts=int(f[1]), romfs_size=int(f[2]), romfs_has_pkg=f[3] == "1")
             elif line.startswith("CODE "):
-                f = line.split()
-                # a frozen module's __file__ names no file ("pocketpost/compat.py")
-                info["frozen"] = f[1] != "-" and f[2] == "0"
+                # 1: a frozen module, whose __file__ names no file ("pocketpost/compat.py"); imported
+                # afresh, as a module imported before this deploy may name files since removed
+                info["frozen"] = line.split()[2] == "1"
             elif line.startswith("IPS"):
                 info["ips"] = line.split()[1:]
         if "mpy" not in info:
@@ -341,7 +343,7 @@ class Deploy:
         """Write the image to ROMFS partition 0 with `mpremote romfs deploy`, then mount it again
         (deploy unmounts /rom) and check the package is there, so the board imports it before any
         reset and after one."""
-        say("romfs: mpremote romfs deploy %s" % os.path.relpath(img))
+        say("romfs: mpremote romfs deploy %s" % img)
         self.mpremote(("romfs", "deploy", img))
         n = len([f for f in os.listdir(os.path.join(self.build, "romfs", "pocketpost"))])
         r = self.mpremote(("exec", "import vfs, os\ntry:\n    vfs.umount('/rom')\nexcept OSError:\n    pass\n"
