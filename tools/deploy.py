@@ -148,7 +148,8 @@ def build_romfs(lib, dest):
 
 # Runs under the host's micropython: the heap the imports keep, from .mpy files (sys.path) or
 # from the ROMFS image mounted with vfs.VfsRom (bytecode in place, as from a board's partition;
-# the image's own bytearray is allocated before the first reading, so it is not counted).
+# the image's bytes are read before the first gc.mem_alloc(), so they are not counted: on a
+# board they are flash).
 HEAP_PROBE = r"""
 import sys, gc, vfs
 img = None
@@ -340,7 +341,8 @@ class Deploy:
         return route, img
 
     def deploy_romfs(self, img):
-        """Write the image to ROMFS partition 0 with `mpremote romfs deploy`, then mount it again
+        """Write the image to ROMFS partition 0 with `mpremote romfs deploy` (it replaces whatever
+        the partition held), then mount it again
         (deploy unmounts /rom) and check the package is there, so the board imports it before any
         reset and after one."""
         say("romfs: mpremote romfs deploy %s" % img)
