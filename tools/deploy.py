@@ -342,9 +342,8 @@ class Deploy:
 
     def deploy_romfs(self, img):
         """Write the image to ROMFS partition 0 with `mpremote romfs deploy` (it replaces whatever
-        the partition held), then mount it again
-        (deploy unmounts /rom) and check the package is there, so the board imports it before any
-        reset and after one."""
+        the partition held), then mount it again (deploy unmounts /rom) and check the package is
+        there, so the board imports it before any reset and after one."""
         say("romfs: mpremote romfs deploy %s" % img)
         self.mpremote(("romfs", "deploy", img))
         n = len([f for f in os.listdir(os.path.join(self.build, "romfs", "pocketpost"))])
