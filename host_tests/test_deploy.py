@@ -91,12 +91,23 @@ def test_deploy_to_pseudoboard_then_boot_and_serve(tmp_path, remote_server):
 
     # 1. deploy onto a blank image, in one command, as a maker would
     with pseudoboard.PseudoBoard(pbdir) as pb:
+        # the unix port has no ROMFS partition: --romfs refuses in one line, and nothing is copied
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "deploy.py"), "--board", "host",
+                            "--port", pb.tty, "--config", cfg_path, "--build", build, "--romfs", "--no-reset"],
+                           capture_output=True, text=True, timeout=180)
+        assert r.returncode != 0 and "[1/" not in r.stdout, r.stdout + r.stderr
+        assert r.stderr.strip().splitlines() == ["--romfs: the firmware has no ROMFS support (no vfs.rom_ioctl); "
+                                                 "deploy without --romfs to copy .mpy files"], r.stderr
         r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "deploy.py"), "--board", "host",
                             "--port", pb.tty, "--config", cfg_path, "--make-cert", "--build", build,
                             "--no-reset"], capture_output=True, text=True, timeout=180)
         print(r.stdout, r.stderr)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "board: MicroPython 1.29" in r.stdout and ".mpy v6" in r.stdout
+        # without ROMFS it falls back to .mpy files and says so, with the heap either way costs
+        assert "code: .mpy files in /lib/pocketpost (the firmware has no ROMFS support (no vfs.rom_ioctl))" in r.stdout
+        heap = [ln for ln in r.stdout.splitlines() if ln.startswith("heap: ")]
+        assert len(heap) == 1 and "importing server + client keeps" in heap[0] and "from ROMFS" in heap[0], r.stdout
         n = len(os.listdir(os.path.join(FIRMWARE, "pocketpost")))
         assert "[1/" in r.stdout and "config.json" in r.stdout and "cert.der" in r.stdout
 
@@ -153,7 +164,62 @@ def test_deploy_to_pseudoboard_then_boot_and_serve(tmp_path, remote_server):
         assert "sessions   0" in out
         # the heap figures: the largest free block and the POP3 server's high-water mark
         assert "'largest_free':" in out and "'pop3':" in out, out
+        # what a second deploy would find: the package deployed as files (not frozen), no ROMFS
+        args = type("A", (), {"board": "host", "port": pb.tty, "build": build, "timeout": 60})()
+        info = deploy.Deploy(args).probe()
+        assert info["frozen"] is False and info["romfs_parts"] == -1 and "server.mpy" in info["lib_files"], info
     print("deploy + REPL + boot + serve: %.1f s" % (time.monotonic() - t0))
+
+
+def test_deploy_to_a_pseudoboard_with_a_romfs_partition_puts_the_code_there_and_boots_from_it(tmp_path):
+    """The pseudo-board given a ROMFS partition (tools/hostrom.py: the calls mpremote's romfs
+    query/deploy make, over a file; the unix port has VfsRom but no partition): deploy chooses
+    ROMFS by itself, writes the image with `mpremote romfs deploy`, removes the .mpy files an
+    earlier deploy left in /lib, refuses .mpy files the ROMFS package would shadow, and the
+    board boots and serves with its code imported from /rom."""
+    port, port_s = free_port(), free_port()
+    with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
+        cfg = json.load(f)
+    cfg["server"]["port"], cfg["server"]["pop3s_port"] = port, port_s
+    cfg["accounts"] = []
+    cfg["services"] = {"server": True, "fetch_interval_s": 0}
+    cfg_path = str(tmp_path / "config.json")
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+    pbdir, build = str(tmp_path / "pb"), str(tmp_path / "build")
+
+    def run(tty, *extra):
+        return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "deploy.py"), "--board", "host",
+                               "--port", tty, "--config", cfg_path, "--make-cert", "--build", build, "--no-reset"]
+                              + list(extra), capture_output=True, text=True, timeout=180)
+
+    n = len([f for f in os.listdir(os.path.join(FIRMWARE, "pocketpost")) if f.endswith(".py")])
+    with pseudoboard.PseudoBoard(pbdir, romfs_kib=192) as pb:
+        r = run(pb.tty, "--no-romfs")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "code: .mpy files in /lib/pocketpost (--no-romfs)" in r.stdout
+        r = run(pb.tty)
+        print(r.stdout, r.stderr)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "code: ROMFS (the board has a 196608-byte ROMFS partition): a " in r.stdout
+        heap = [ln for ln in r.stdout.splitlines() if ln.startswith("heap: ")]
+        assert len(heap) == 1 and "instead of" in heap[0] and "from .mpy files" in heap[0], r.stdout
+        assert "ROMFS image deployed" in r.stdout and "romfs: %d modules in /rom/pocketpost" % n in r.stdout
+        stale = [ln for ln in r.stdout.splitlines() if ln.startswith("remove stale: ")]
+        assert len(stale) == 1 and len(stale[0].split()) == 2 + n, r.stdout  # every .mpy of the first deploy
+        r = run(pb.tty, "--no-romfs")
+        assert r.returncode != 0 and "holds a pocketpost package (/rom/pocketpost)" in r.stderr, r.stdout + r.stderr
+    files = pseudoboard.read_image(pb.image)
+    assert not [p for p in files if p.startswith("/lib/pocketpost/")], sorted(files)
+    assert "/boot.py" in files and "/main.py" in files
+    with pseudoboard.PseudoBoard(pbdir, boot=True, romfs_kib=192) as pb:
+        wait_port(port, pb.alive)
+        c = poplib.POP3("127.0.0.1", port, timeout=20)
+        assert c.getwelcome().startswith(b"+OK")
+        c.quit()
+        out = mpremote(pb.tty, "import sys\nfrom pocketpost import server, store\n"
+                                "print('FROM', server.__file__, store.__file__)\n")
+        assert out.split("FROM ", 1)[1].split() == ["/rom/pocketpost/server.mpy", "/rom/pocketpost/store.mpy"], out
 
 
 def test_deploy_refuses_mpy_cross_not_matching_the_board_pin(tmp_path, monkeypatch):
@@ -164,21 +230,109 @@ def test_deploy_refuses_mpy_cross_not_matching_the_board_pin(tmp_path, monkeypat
     assert "pinned to MicroPython 1.22" in str(e.value)
 
 
-def test_package_json_lists_every_module_and_manifest_freezes_the_package():
+# --- the ROMFS route: the image, the choice ----------------------------------------------------
+
+
+def test_romfs_image_mounts_with_vfsrom_and_the_package_imports_from_it(tmp_path):
+    """The image deploy writes to a board's ROMFS partition, mounted the way the board mounts it
+    (vfs.VfsRom at /rom, /rom on sys.path; the unix port has VfsRom but no partition) with no
+    other copy of pocketpost on the path: every module is there and the services import from it."""
+    args = type("A", (), {"board": "host", "build": str(tmp_path), "port": "none", "timeout": 5, "romfs": None})()
+    d = deploy.Deploy(args)
+    d.compile()
+    img, size = deploy.build_romfs(os.path.join(d.build, deploy.LIB), d.build)
+    assert size == os.path.getsize(img) > 0
+    probe = tmp_path / "probe.py"
+    probe.write_text("import sys, os, vfs\n"
+                     "f = open(sys.argv[1], 'rb')\nimg = f.read()\nf.close()\n"
+                     "vfs.mount(vfs.VfsRom(img), '/rom')\nsys.path.insert(0, '/rom')\n"
+                     "print('LIST', ' '.join(sorted(os.listdir('/rom/pocketpost'))))\n"
+                     "from pocketpost import server, client, admin\n"
+                     "print('FILE', server.__file__, client.__file__, admin.__file__)\n")
+    r = subprocess.run([MICROPYTHON, str(probe), img], capture_output=True, text=True, timeout=60,
+                       env=dict(os.environ, MICROPYPATH=".frozen"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    mods = sorted(f[:-3] + ".mpy" for f in os.listdir(os.path.join(FIRMWARE, "pocketpost")) if f.endswith(".py"))
+    assert r.stdout.split("LIST ", 1)[1].split("\n")[0].split() == mods
+    assert r.stdout.split("FILE ", 1)[1].split() == ["/rom/pocketpost/%s.mpy" % m for m in ("server", "client", "admin")]
+    # what deploy prints: the bytecode in place keeps less heap than the same modules loaded from .mpy
+    mpy, rom = deploy.heap_cost(d.build), deploy.heap_cost(d.build, img)
+    assert 0 < rom < mpy, (rom, mpy)
+
+
+def test_code_route_romfs_only_where_the_board_has_a_partition_the_image_fits():
+    route = deploy.code_route
+    none, empty = {"romfs_parts": -1, "romfs_size": 0}, {"romfs_parts": 0, "romfs_size": 0}
+    part = {"romfs_parts": 1, "romfs_size": 256 * 1024}
+    assert route(none, None, 1000) == ("mpy", "the firmware has no ROMFS support (no vfs.rom_ioctl)")
+    assert route(empty, None, 1000) == ("mpy", "the firmware has no ROMFS partition")
+    assert route(part, None, 1000) == ("romfs", "the board has a 262144-byte ROMFS partition")
+    assert route(part, None, 300 * 1024)[0] == "mpy" and "does not fit" in route(part, None, 300 * 1024)[1]
+    assert route(part, False, 1000) == ("mpy", "--no-romfs")
+    assert route(part, True, 1000)[0] == "romfs"
+    for info, size in ((none, 1000), (empty, 1000), (part, 300 * 1024)):
+        with pytest.raises(SystemExit) as e:
+            route(info, True, size)
+        assert str(e.value).startswith("--romfs: ")
+    # pocketpost frozen into the firmware is imported before /rom and /lib: no code goes anywhere
+    frozen = dict(part, frozen=True)
+    assert route(frozen, None, 1000)[0] == "frozen" and route(dict(none, frozen=True), None, 1000)[0] == "frozen"
+    for want in (True, False):
+        with pytest.raises(SystemExit) as e:
+            route(frozen, want, 1000)
+        assert "frozen in" in str(e.value)
+
+
+class FrozenList:
+    """The manifest API of MicroPython's tools/manifestfile.py (what `make FROZEN_MANIFEST=...`
+    runs), far enough to list what a firmware build would freeze: package() takes every .py
+    under base_path/package_path (recursively, as its os.walk does) as package_path/...,
+    module() one file; paths are relative to the manifest's folder; include() of the port's
+    own manifest is recorded, not followed (it is not here)."""
+
+    def __init__(self, manifest):
+        self.dir = os.path.dirname(os.path.abspath(manifest))
+        self.frozen, self.included, self.required = [], [], []
+        with open(manifest) as f:
+            exec(f.read(), {"package": self.package, "module": self.module, "include": self.included.append,
+                            "require": lambda name, **kw: self.required.append(name),
+                            "metadata": lambda **kw: None, "options": None})
+
+    def package(self, package_path, files=None, base_path=".", opt=None):
+        base = os.path.join(self.dir, base_path)
+        if files is not None:
+            self.frozen += [(os.path.join(package_path, f), os.path.join(base, package_path, f)) for f in files]
+            return
+        for top, _dirs, names in os.walk(os.path.join(base, package_path)):
+            for n in names:
+                if n.endswith(".py"):
+                    src = os.path.join(top, n)
+                    self.frozen.append((os.path.relpath(src, base), src))
+
+    def module(self, module_path, base_path=".", opt=None):
+        self.frozen.append((module_path, os.path.join(self.dir, base_path, module_path)))
+
+
+def test_package_json_lists_every_module():
     with open(os.path.join(ROOT, "package.json")) as f:
         pkg = json.load(f)
     mods = sorted(f for f in os.listdir(os.path.join(FIRMWARE, "pocketpost")) if f.endswith(".py"))
     assert sorted(dst for dst, _ in pkg["urls"]) == ["pocketpost/" + m for m in mods]
     for dst, src in pkg["urls"]:
         assert os.path.exists(os.path.join(ROOT, src)) and src.endswith(dst)
-    calls = []
-    env = {"include": lambda p: calls.append(("include", p)),
-           "package": lambda name, **kw: calls.append(("package", name, kw.get("base_path")))}
-    with open(os.path.join(ROOT, "manifest.py")) as f:
-        exec(f.read(), env)
-    assert ("include", "$(PORT_DIR)/boards/manifest.py") in calls
-    (_, name, base), = [c for c in calls if c[0] == "package"]
-    assert os.path.isdir(os.path.join(ROOT, base, name))
+
+
+def test_manifest_freezes_exactly_the_firmware_package():
+    """The frozen package list a firmware build makes from manifest.py: every module of
+    firmware/pocketpost (a new one cannot be forgotten), from there, and nothing else: no host
+    tool, no test, not boot.py/main.py (frozen, they would run instead of the board's copies)."""
+    m = FrozenList(os.path.join(ROOT, "manifest.py"))
+    assert m.included == ["$(PORT_DIR)/boards/manifest.py"]  # the port's own frozen modules (asyncio, ...)
+    assert m.required == []
+    mods = sorted("pocketpost/" + f for f in os.listdir(os.path.join(FIRMWARE, "pocketpost")) if f.endswith(".py"))
+    assert sorted(t for t, _ in m.frozen) == mods
+    for target, src in m.frozen:
+        assert os.path.realpath(src) == os.path.join(os.path.realpath(FIRMWARE), target), (target, src)
 
 
 # --- --make-cert: a certificate mail clients accept by the board's name or address ------------

@@ -12,6 +12,16 @@
    .py/.mpy files on the board are removed (a .py would shadow its .mpy);
 4. reset the board (machine.reset; on the unix pseudo-board a soft reset, which ends it).
 
+Where the code goes (printed at deploy with its heap cost, see code_route): if the board's firmware
+has a ROMFS partition (MicroPython 1.25+ built with one: `vfs.rom_ioctl`; most downloadable ESP32
+images have none) and the image fits, the compiled package goes into a ROMFS image
+(`mpremote romfs build`, pocketpost/*.mpy at its root, so /rom/pocketpost: /rom is on sys.path
+ahead of /lib on every ROMFS board) written with `mpremote romfs deploy`: the bytecode then runs
+from flash instead of being loaded into the heap; /lib/pocketpost is removed. Otherwise the .mpy
+files are copied to /lib/pocketpost. --romfs insists on ROMFS, --no-romfs on .mpy files.
+Freezing into the firmware (manifest.py) saves the same heap; on such a firmware deploy copies no
+code (the frozen package is imported first) and says so. docs/BOARD.md "Code in flash".
+
 Mail in and out of a deployed board over the same USB port (the same as tools/ppadmin.py, see
 docs/MIGRATE.md):
 
@@ -50,6 +60,9 @@ SCRIPTS = ("boot.py", "main.py")  # run as source at boot: MicroPython never run
 LIB = "lib/pocketpost"
 # Modules the board does not need: host-only CLIs.
 SKIP_MODULES = ()
+# What the heap figure at deploy imports: the modules board.main loads for the two services.
+HEAP_MODULES = ("server", "client")
+ROMFS_IMAGE = "pocketpost.romfs"  # in build/<board>/, next to the romfs/ tree it is built from
 # The longest validity Apple's clients accept for a TLS server certificate (macOS 10.15 / iOS 13;
 # others accept it too), so the one certificate works in every mail client.
 CERT_DAYS = 825
@@ -122,6 +135,88 @@ def say(msg):
     print(msg, flush=True)
 
 
+def build_romfs(lib, dest):
+    """A ROMFS image of the compiled package in `lib` (its pocketpost/*.mpy), made with
+    `mpremote romfs build` as the benches make theirs: pocketpost/ sits at the image root, so it
+    imports from /rom/pocketpost (/rom is on sys.path on every ROMFS board; /rom/lib only on
+    newer ones). Returns (image path, bytes)."""
+    tree = os.path.join(dest, "romfs")
+    if os.path.isdir(tree):
+        shutil.rmtree(tree)
+    shutil.copytree(lib, os.path.join(tree, "pocketpost"))
+    img = os.path.join(dest, ROMFS_IMAGE)
+    r = subprocess.run([tool("mpremote"), "romfs", "--no-mpy", "--output", img, "build", tree],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("mpremote romfs build failed:\n" + r.stdout + r.stderr)
+    return img, os.path.getsize(img)
+
+
+# Runs under the host's micropython: the heap the imports keep, from .mpy files (sys.path) or
+# from the ROMFS image mounted with vfs.VfsRom (bytecode in place, as from a board's partition;
+# the image's bytes are read before the first gc.mem_alloc(), so they are not counted: on a
+# board they are flash).
+HEAP_PROBE = r"""
+import sys, gc, vfs
+img = None
+if len(sys.argv) > 2:
+    f = open(sys.argv[2], "rb")
+    img = f.read()
+    f.close()
+    vfs.mount(vfs.VfsRom(img), "/rom")
+    sys.path.insert(0, "/rom")
+gc.collect()
+a = gc.mem_alloc()
+for m in sys.argv[1].split(","):
+    __import__("pocketpost." + m)
+gc.collect()
+print("HEAP", gc.mem_alloc() - a)
+"""
+
+
+def heap_cost(build, image=None, modules=HEAP_MODULES):
+    """Bytes of heap that importing `modules` keeps under the host's micropython (64-bit), from
+    the .mpy files in build/lib or from `image`; None if micropython is not at hand."""
+    probe = os.path.join(build, "heap_probe.py")
+    with open(probe, "w") as f:
+        f.write(HEAP_PROBE)
+    path = ".frozen" if image else os.path.join(build, "lib") + ":.frozen"
+    try:
+        r = subprocess.run([tool("micropython"), probe, ",".join(modules)] + ([image] if image else []),
+                           capture_output=True, text=True, timeout=60, env=dict(os.environ, MICROPYPATH=path))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    out = [ln for ln in r.stdout.splitlines() if ln.startswith("HEAP ")]
+    return int(out[0].split()[1]) if r.returncode == 0 and out else None
+
+
+def code_route(info, want, image_bytes):
+    """("romfs" | "mpy" | "frozen", why): where this deploy puts the code. `want` is --romfs
+    (True), --no-romfs (False) or neither (None); info is the board's probe. A package frozen
+    into the firmware wins over both ('.frozen' comes first on sys.path), so no code is copied.
+    Raises SystemExit when what was asked for cannot be had."""
+    if info.get("frozen"):
+        if want is not None:
+            raise SystemExit("--%sromfs: the firmware has pocketpost frozen in, which is imported before /lib and "
+                             "/rom; deploy without it (no code is copied), or flash a firmware without it"
+                             % ("" if want else "no-"))
+        return "frozen", "the firmware has pocketpost frozen in (manifest.py): no code copied"
+    parts, size = info.get("romfs_parts", -1), info.get("romfs_size", 0)
+    if parts < 0:
+        why = "the firmware has no ROMFS support (no vfs.rom_ioctl)"
+    elif parts == 0:
+        why = "the firmware has no ROMFS partition"
+    elif image_bytes > size:
+        why = "the %d-byte image does not fit the %d-byte ROMFS partition" % (image_bytes, size)
+    else:
+        why = None
+    if want is False:
+        return "mpy", "--no-romfs"
+    if why and want:
+        raise SystemExit("--romfs: " + why + "; deploy without --romfs to copy .mpy files")
+    return ("mpy", why) if why else ("romfs", "the board has a %d-byte ROMFS partition" % size)
+
+
 class Deploy:
     def __init__(self, a):
         self.a = a
@@ -151,6 +246,15 @@ class Deploy:
                 "print('PROBE', getattr(i, '_mpy', 0), '.'.join(str(x) for x in i.version[:3]), sys.platform,"
                 " has('config.json'), repr(os.getcwd()))\n"
                 "try:\n    print('STALE', ' '.join(os.listdir(%r)))\nexcept OSError:\n    print('STALE')\n"
+                "try:\n    import vfs\n    n = vfs.rom_ioctl(1) if hasattr(vfs, 'rom_ioctl') else -1\n"
+                "    d = vfs.rom_ioctl(2, 0) if n > 0 else 0\n"
+                "    print('ROMFS', n, (d.ioctl(4, 0) * d.ioctl(5, 0) if hasattr(d, 'ioctl') else len(d)) if n > 0"
+                " else 0, has('/rom/pocketpost'))\n"
+                "except ImportError:\n    print('ROMFS -1 0 0')\n"
+                "for m in ('pocketpost.compat', 'pocketpost'):\n    sys.modules.pop(m, None)\n"
+                "try:\n    import pocketpost.compat as c\n    f = c.__file__\n"
+                "    print('CODE', f, int(f[:1] != '/' and not has(f)))\n"
+                "except Exception:\n    print('CODE - 0')\n"
                 "try:\n    import network\n    w = network.WLAN(network.STA_IF)\n"
                 "    print('IPS', w.ifconfig()[0] if w.isconnected() else '')\n"
                 "except Exception:\n    print('IPS')\n" % LIB)
@@ -167,10 +271,19 @@ class Deploy:
                 info.update(mpy=int(f[1]), version=f[2], platform=f[3], has_config=f[4] == "1", cwd=f[5])
             elif line.startswith("STALE"):
                 info["lib_files"] = line.split()[1:]
+            elif line.startswith("ROMFS "):
+                f = line.split()
+                info.update(romfs_parts=int(f[1]), romfs_size=int(f[2]), romfs_has_pkg=f[3] == "1")
+            elif line.startswith("CODE "):
+                # 1: a frozen module, whose __file__ names no file ("pocketpost/compat.py"); imported
+                # afresh, as a module imported before this deploy may name files since removed
+                info["frozen"] = line.split()[2] == "1"
             elif line.startswith("IPS"):
                 info["ips"] = line.split()[1:]
         if "mpy" not in info:
             raise SystemExit("could not read the board's version:\n" + out)
+        if "romfs_parts" not in info or "frozen" not in info:
+            raise SystemExit("could not read where the board has its code (ROMFS, frozen):\n" + out)
         return info
 
     # --- build ------------------------------------------------------------------------
@@ -203,6 +316,50 @@ class Deploy:
         for s in SCRIPTS:
             shutil.copy(os.path.join(FIRMWARE, s), os.path.join(self.build, s))
         return major
+
+    def choose_code_route(self, info, lib):
+        """ROMFS image or .mpy files (see the module docstring); prints the choice and what the
+        imports of HEAP_MODULES keep in the heap either way, measured now under the host's
+        micropython. Returns (route, image path): see code_route."""
+        img, img_bytes = build_romfs(lib, self.build)
+        route, why = code_route(info, self.a.romfs, img_bytes)
+        if route == "mpy" and info.get("romfs_has_pkg"):
+            raise SystemExit("the board's ROMFS partition holds a pocketpost package (/rom/pocketpost), which comes "
+                             "before /lib on sys.path and would shadow the .mpy files: deploy with --romfs, or empty "
+                             "the partition (mkdir empty && .venv/bin/mpremote romfs deploy empty)")
+        mpy, rom = heap_cost(self.build), heap_cost(self.build, img)
+        mods = " + ".join(HEAP_MODULES)
+        if mpy is None or rom is None:
+            cost = "heap not measured (no micropython on this host: make setup)"
+        elif route == "mpy":
+            cost = ("importing %s keeps %.1f KiB of heap; from ROMFS or frozen firmware (manifest.py, "
+                    "docs/BOARD.md) %.1f KiB" % (mods, mpy / 1024, rom / 1024))
+        else:  # frozen code runs in place as ROMFS code does: the same figure
+            cost = ("importing %s keeps %.1f KiB of heap instead of %.1f KiB from .mpy files"
+                    % (mods, rom / 1024, mpy / 1024))
+        if route == "romfs":
+            say("code: ROMFS (%s): a %d-byte image, bytecode runs from flash" % (why, img_bytes))
+        elif route == "frozen":
+            say("code: frozen (%s)" % why)
+        else:
+            say("code: .mpy files in /%s (%s)" % (LIB, why))
+        say("heap: %s (measured now on the host's 64-bit micropython; about 0.7 of that on an ESP32)" % cost)
+        return route, img
+
+    def deploy_romfs(self, img):
+        """Write the image to ROMFS partition 0 with `mpremote romfs deploy` (it replaces whatever
+        the partition held), then mount it again (deploy unmounts /rom) and check the package is
+        there, so the board imports it before any reset and after one."""
+        say("romfs: mpremote romfs deploy %s" % img)
+        self.mpremote(("romfs", "deploy", img))
+        n = len([f for f in os.listdir(os.path.join(self.build, "romfs", "pocketpost"))])
+        r = self.mpremote(("exec", "import vfs, os\ntry:\n    vfs.umount('/rom')\nexcept OSError:\n    pass\n"
+                                   "vfs.mount(vfs.VfsRom(vfs.rom_ioctl(2, 0)), '/rom')\n"
+                                   "print('ROMFS-CHECK', len(os.listdir('/rom/pocketpost')))\n"), capture=True)
+        got = [ln.split()[1] for ln in r.stdout.splitlines() if ln.startswith("ROMFS-CHECK ")]
+        if got != [str(n)]:
+            raise SystemExit("romfs: the board's /rom/pocketpost does not hold the %d modules written:\n%s" % (n, r.stdout))
+        say("romfs: %d modules in /rom/pocketpost" % n)
 
     def wifi_hostname(self):
         path = self.a.secrets or os.path.join(self.board_dir, "secrets.json")
@@ -292,9 +449,10 @@ class Deploy:
         if not info["version"].startswith(self.board["micropython"]):
             say("warning: board runs MicroPython %s, pinned %s (bytecode is compatible; tested on the pin)"
                 % (info["version"], self.board["micropython"]))
-        files = []
         lib = os.path.join(self.build, LIB)
-        for f in sorted(os.listdir(lib)):
+        route, img = self.choose_code_route(info, lib)
+        files = []
+        for f in sorted(os.listdir(lib)) if route == "mpy" else ():
             files.append((os.path.join(lib, f), LIB + "/" + f))
         for s in SCRIPTS:
             files.append((os.path.join(self.build, s), s))
@@ -312,8 +470,12 @@ class Deploy:
             sorted(dirs, key=lambda d: d.count("/")),)
         for f in stale:
             prep += "os.remove(%r)\n" % (LIB + "/" + f)
+        if route != "mpy" and info.get("lib_files") is not None:
+            prep += "try:\n    os.rmdir(%r)\nexcept OSError:\n    pass\n" % LIB
         if stale:
             say("remove stale: %s" % " ".join(stale))
+        if route == "romfs":
+            self.deploy_romfs(img)
         total = sum(os.path.getsize(l) for l, _ in files)
         say("copy: %d files, %d bytes (unchanged files are skipped by mpremote)" % (len(files), total))
         cmds = [("exec", prep)]
@@ -356,6 +518,10 @@ def main(argv=None):
     ap.add_argument("--cert-ip", action="append", help="an IP address for the certificate (repeatable)")
     ap.add_argument("--force-config", action="store_true", help="replace the board's config.json")
     ap.add_argument("--no-reset", action="store_true")
+    ap.add_argument("--romfs", action="store_true", default=None,
+                    help="put the code in the board's ROMFS partition (fail if it has none or the image does not fit)")
+    ap.add_argument("--no-romfs", dest="romfs", action="store_false",
+                    help="copy .mpy files to /lib even where the board has a ROMFS partition")
     ap.add_argument("--build", help="build folder (default build/<board>)")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per mpremote call")
     Deploy(ap.parse_args(argv)).run()

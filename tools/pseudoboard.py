@@ -11,7 +11,8 @@ board: it runs /flash/boot.py and /flash/main.py, and mpremote's Ctrl-C interrup
 
 Differences from a board, all from the unix port: a soft reset (Ctrl-D, `mpremote reset` or
 `soft-reset`) ends the micropython process and with it socat; there is no network/WDT/ntptime
-module; the heap is the unix port's (-X heapsize, 64-bit: 32-byte GC blocks vs 16 on ESP32).
+module; the heap is the unix port's (-X heapsize, 64-bit: 32-byte GC blocks vs 16 on ESP32);
+no ROMFS partition unless --romfs-kib N gives it one (tools/hostrom.py; kept in the heap).
 The file-backed block device is tools/hostflash.py (micropython side); CPython reads the same
 image with littlefs-python (see `read_image`).
 """
@@ -41,8 +42,11 @@ import os, sys
 sys.path[:] = [TOOLS]
 import hostflash  # the file-backed littlefs block device (tools/hostflash.py)
 hostflash.mount(IMAGE, "/flash", MKFS)  # formats a blank image it made, as the ESP32's first boot does
+if ROMFS_SIZE:
+    import hostrom  # a ROMFS partition (tools/hostrom.py), mounted at /rom if it holds an image
+    hostrom.install(ROMFS, ROMFS_SIZE)
 os.chdir("/flash")
-sys.path[:] = ["", "/flash/lib", ".frozen"]
+sys.path[:] = ["", "/rom", "/flash/lib", ".frozen"] if ROMFS_SIZE else ["", "/flash/lib", ".frozen"]
 open(READY_PATH, "w").close()
 print("pseudo-board: /flash mounted from", IMAGE)
 if BOOT:
@@ -84,11 +88,14 @@ def read_image(path, block_count=BLOCK_COUNT, block_size=BLOCK_SIZE):
 class PseudoBoard:
     """socat + micropython -i <boot script>. start() returns once /flash is mounted."""
 
-    def __init__(self, directory, image=None, boot=False, heapsize=HEAPSIZE, block_count=BLOCK_COUNT):
+    def __init__(self, directory, image=None, boot=False, heapsize=HEAPSIZE, block_count=BLOCK_COUNT, romfs_kib=0):
         self.dir = os.path.abspath(directory)
         self.image = os.path.abspath(image or os.path.join(self.dir, "flash.img"))
         self.boot = boot
-        self.heapsize = heapsize
+        # --romfs-kib: a ROMFS partition (DIR/romfs.img), held in the heap, which grows by its size
+        self.romfs_kib = romfs_kib
+        self.romfs = os.path.join(self.dir, "romfs.img")
+        self.heapsize = "%dk" % (int(heapsize.rstrip("kK")) + romfs_kib) if romfs_kib else heapsize
         self.block_count = block_count
         self.tty = os.path.join(self.dir, "tty")
         self.log = os.path.join(self.dir, "board.log")
@@ -98,8 +105,9 @@ class PseudoBoard:
 
     def _write_boot(self):
         path = os.path.join(self.dir, "pseudoboot.py")
-        head = "IMAGE = %r\nTOOLS = %r\nREADY_PATH = %r\nBOOT = %r\nMKFS = %r\n" % (
-            self.image, os.path.join(ROOT, "tools"), os.path.join(self.dir, READY), self.boot, self.mkfs)
+        head = "IMAGE = %r\nTOOLS = %r\nREADY_PATH = %r\nBOOT = %r\nMKFS = %r\nROMFS = %r\nROMFS_SIZE = %d\n" % (
+            self.image, os.path.join(ROOT, "tools"), os.path.join(self.dir, READY), self.boot, self.mkfs,
+            self.romfs, self.romfs_kib * 1024)
         with open(path, "w") as f:
             f.write(head + BOOT_SCRIPT)
         return path
@@ -186,8 +194,10 @@ def main(argv=None):
     ap.add_argument("--boot", action="store_true", help="run /flash/boot.py and main.py like a reset board")
     ap.add_argument("--fresh", action="store_true", help="start from an empty image")
     ap.add_argument("--heapsize", default=HEAPSIZE)
+    ap.add_argument("--romfs-kib", type=int, default=0,
+                    help="give the board a ROMFS partition of this size (DIR/romfs.img; tools/hostrom.py)")
     a = ap.parse_args(argv)
-    pb = PseudoBoard(a.dir, a.image, a.boot, a.heapsize)
+    pb = PseudoBoard(a.dir, a.image, a.boot, a.heapsize, romfs_kib=a.romfs_kib)
     try:
         if a.fresh and os.path.exists(pb.image):
             with hostimage.ImageLock(pb.image):  # not while another board or tool has it
