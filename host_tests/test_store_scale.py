@@ -1,6 +1,7 @@
 """Scale: 1, 100, 1,000 and 5,000 messages in one mailbox (CPython, plain directory store).
 
-The littlefs timings at 1,000 and 5,000 messages are in tools/bench_store.py.
+Every operation's result is checked at each scale; the timings printed are for reading, not
+asserted (the littlefs timings at 1,000 and 5,000 messages are in tools/bench_store.py).
 """
 
 import shutil
@@ -59,6 +60,8 @@ def _reader(data):
 
 
 def test_scale_1_100_1000_5000():
-    times = {n: _scale(n) for n in (1, 100, 1000, 5000)}
-    # STAT must not grow with the message count (generous bound: CI machines are noisy).
-    assert times[5000] < max(0.05, 20 * times[100])
+    # Correctness at each scale only: the first lock after a reboot verifies every index record
+    # (issue 11), so open+STAT grows with the count by design; its timings (printed here) belong
+    # to tools/bench_store.py, not to a timed assertion on a shared machine.
+    for n in (1, 100, 1000, 5000):
+        _scale(n)

@@ -34,6 +34,7 @@ VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 BLOCK_SIZE = 4096  # ESP32 flash erase sector
 BLOCK_COUNT = 512  # 2 MiB: the vfs partition of the generic 4 MiB ESP32 image
 READY = "ready"  # written next to the image once /flash is mounted
+STOP_WAIT_S = 5  # how long stop() waits for the micropython process to let go of the image
 HEAPSIZE = "256k"  # a small heap, nearer a board than the unix default (~8 MiB)
 
 # Runs inside micropython (unix port). Kept free of CPython-only syntax.
@@ -178,6 +179,18 @@ class PseudoBoard:
                 self.proc.wait(5)
         self.proc = None
         self.lock.release()
+        self.lock = None
+        # socat has exited, but micropython (its child, which inherited the image lock) may still
+        # be on its way out: return only once the image is free for the next owner (bounded).
+        deadline = time.monotonic() + STOP_WAIT_S
+        while True:
+            try:
+                hostimage.ImageLock(self.image).release()
+                break
+            except hostimage.ImageError:
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.02)
         self.lock = None
 
     def __enter__(self):
