@@ -90,10 +90,6 @@ def isdir(path):
     return st is not None and (st[0] & 0o170000) == 0o040000
 
 
-def file_size(path):
-    return os.stat(path)[6]
-
-
 def makedirs(path):
     """mkdir -p: creates each missing component; an existing directory is fine."""
     cur = ""
