@@ -26,7 +26,6 @@ EEXIST = const(17)
 ENOSPC = const(28)
 EAGAIN = const(11)
 EPIPE = const(32)
-ECONNRESET = const(104)
 ETIMEDOUT = const(110)
 # A blocking socket timeout is EAGAIN on unix but ETIMEDOUT on ESP32: both mean "timed out".
 TIMEOUT_ERRNOS = (EAGAIN, ETIMEDOUT)
