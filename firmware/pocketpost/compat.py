@@ -26,7 +26,6 @@ EEXIST = const(17)
 ENOSPC = const(28)
 EAGAIN = const(11)
 EPIPE = const(32)
-ECONNRESET = const(104)
 ETIMEDOUT = const(110)
 # A blocking socket timeout is EAGAIN on unix but ETIMEDOUT on ESP32: both mean "timed out".
 TIMEOUT_ERRNOS = (EAGAIN, ETIMEDOUT)
@@ -88,10 +87,6 @@ def exists(path):
 def isdir(path):
     st = stat_or_none(path)
     return st is not None and (st[0] & 0o170000) == 0o040000
-
-
-def file_size(path):
-    return os.stat(path)[6]
 
 
 def makedirs(path):

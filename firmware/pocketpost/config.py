@@ -54,8 +54,9 @@ SERVER_DEFAULTS = {
     # "never", "local" (only from loopback and trusted_networks) or "always".
     "plaintext_auth": "local",
     "trusted_networks": ["127.0.0.0/8"],  # CIDR list counted as "local"
-    # Concurrent sessions: each costs ~3 KiB of Python heap (two 1 KiB blocks + reader +
-    # objects) plus ~20 KB of IDF heap with TLS; an ESP32 without PSRAM fits about 4.
+    # Concurrent sessions: each costs ~5-7 KiB of Python heap on the 64-bit host at block_size
+    # 1024 (~4-6 on a board) plus ~20 KB of IDF heap with TLS; boards/*/BUDGET.md sets each
+    # board's cap (2 on an ESP32 without PSRAM).
     "max_sessions": 4,
     "max_sessions_per_addr": 2,  # one host must not take every slot
     # RFC 2449 section 4: a command line is at most 255 octets including CRLF.

@@ -36,7 +36,6 @@ import json
 from pocketpost import compat
 from pocketpost.compat import const
 
-MECHANISMS = ("xoauth2", "oauthbearer")
 # Refresh this long before the token's stated expiry: covers the clock drift between board and
 # provider and a session that starts just before the expiry (a POP3 login takes seconds).
 REFRESH_MARGIN = const(120)

@@ -21,13 +21,14 @@ the index is lost after the highest message was deleted, no UID is ever handed o
 
 Delivery never touches the index (that keeps it at about three metadata commits beyond the
 payload on littlefs): the message is streamed into tmp/, flushed, then renamed into its bucket.
-Lone LF becomes CRLF here and nowhere else. A chunk whose LFs are all preceded by CR (two C
-`count` passes; a LF first in the chunk after a CR last in the previous one counts as paired) is
-written to the file as given; only a chunk with a lone LF takes the slow path, a per-line walk
-through a fixed output buffer. On the way the delivery learns whether the message is plain (one
-`find(b"\n.")` per chunk, plus a "." first in the chunk when the previous byte was LF or the
-message starts there); the flag goes into the file name at the rename, so it costs no flash
-operation. `begin(name, digest=True)` also keeps a SHA-1 of the stored bytes (the client's
+Lone LF becomes CRLF here and nowhere else. A chunk whose LFs are all preceded by CR (one walk
+from LF to LF with C `find`, switching to C `count` passes when lines are short; a LF first in the
+chunk after a CR last in the previous one counts as paired) is written to the file as given; only
+a chunk with a lone LF takes the slow path, a per-line walk through a fixed output buffer. On the
+way the delivery learns whether the message is plain (the same walk looks at the byte after each
+LF, plus a "." first in the chunk when the previous byte was LF or the message starts there; a
+caller that un-stuffed the text itself says so with `write(..., crlf=True, dots=False)` and skips
+both scans); the flag goes into the file name at the rename, so it costs no flash operation. `begin(name, digest=True)` also keeps a SHA-1 of the stored bytes (the client's
 crash-safe bookkeeping); `digest()` ends the message (the final line end is added then) and
 returns it. Files with a seq above the index's last record are "unindexed"; they
 can only live in the newest buckets, so finding them lists at most a bucket or two, never the

@@ -1,4 +1,5 @@
-"""Sans-I/O wire rules shared by every line protocol pocketpost speaks (POP3 server and client).
+"""Sans-I/O wire rules shared by every line protocol pocketpost speaks (POP3 server and client,
+SMTP receiver; uidstate and headers frame their lines with LineReader too).
 
 Theory of operation
 -------------------
