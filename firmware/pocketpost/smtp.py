@@ -673,7 +673,7 @@ class Session:
         pos = start
         while pos < end and not u.done:
             fill = self._fill
-            n = u.unstuff_into(src, pos, end, self._omv[fill:] if fill else out)
+            n = u.unstuff_into(src, pos, end, out, fill)  # from out[fill] on: no slice per chunk
             pos += u.consumed
             self._got += n
             if self._fail is not None:
@@ -695,9 +695,14 @@ class Session:
 
     def _write(self, piece):
         self._fill = 0
+        # The strict un-stuffer has checked the line ends (a bare CR or LF refuses the whole
+        # message at its end, so these copies are then thrown away) and knows whether any line
+        # started with ".": each recipient's Delivery skips its own scans of the same bytes.
+        crlf = not self._u.bad
+        dots = self._u.dots
         try:
             for d in self._ds:
-                d.write(piece)
+                d.write(piece, crlf, dots)
         except store_mod.StoreError as e:
             self._refuse(self._store_reply(e))
 
