@@ -15,6 +15,9 @@ rc = fetch.main(%r)
 import pocketpost
 print("after", rc, "pocketpost.config" in sys.modules, "pocketpost.auth" in sys.modules,
       hasattr(pocketpost, "config"), "pocketpost.client" in sys.modules)
+import gc
+from pocketpost import heapmark
+print("threshold", gc.threshold() == heapmark.GC_THRESHOLD)
 """
 
 
@@ -28,3 +31,4 @@ def test_fetch_cli_drops_the_config_checks(tmp_path):
     assert r.returncode == 0, out + r.stderr.decode()
     assert "before False False" in out, out
     assert "after 0 False False False True" in out, out
+    assert "threshold True" in out, out  # fetch.main turned on heapmark.compact_gc

@@ -12,7 +12,11 @@ import sys
 
 import asyncio
 
-from pocketpost import config, log, server
+from pocketpost import heapmark
+
+heapmark.compact_gc()  # as board.main does before it loads the services
+
+from pocketpost import config, log, server  # noqa: E402
 
 cfg = config.load(sys.argv[1])
 go = sys.argv[2]

@@ -641,6 +641,9 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=FAT
     """Start everything from the config and run forever. On a board, a failure outside the
     services is logged and the board resets after a pause; Ctrl-C returns to the REPL."""
     global current
+    from pocketpost import heapmark
+
+    heapmark.compact_gc()  # before the services load: long-lived objects stay packed (heapmark.py)
     hw = hw if hw is not None else Hardware()
     runner = None
     try:

@@ -73,3 +73,21 @@ def test_status_reports_heap_blocks_and_marks():
     assert 0 < h["largest_free"] <= h["free"] + heapmark.GC_GRAIN
     assert h["peaks"]["pop3"] > 0
     assert "idf_heap" not in st  # the unix port has no esp32 module
+
+
+def test_compact_gc_collects_every_threshold_bytes():
+    heapmark.compact_gc()  # CPython: no gc.threshold, nothing to do, no error
+    if not IS_MP:
+        return
+    try:
+        assert gc.threshold() == heapmark.GC_THRESHOLD
+        gc.collect()
+        base = gc.mem_alloc()
+        junk = None
+        for _ in range(64):
+            junk = bytearray(1024)  # 64 KiB of garbage: collected on the way, unasked
+        junk = None
+        assert gc.mem_alloc() < base + heapmark.GC_THRESHOLD + 4096, (base, gc.mem_alloc())
+        assert junk is None
+    finally:
+        gc.threshold(-1)  # the other tests here count garbage before a collection
