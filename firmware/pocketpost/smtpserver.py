@@ -199,6 +199,9 @@ async def _forever(cfg, config_path=None):
 
 
 def main(config_path):
+    from pocketpost import heapmark
+
+    heapmark.compact_gc()  # as board.main does: collect often, before large blocks are needed
     cfg = config_mod.load(config_path)
     log.set_level(cfg["log"]["level"])
     asyncio.run(_forever(cfg, config_path))
