@@ -76,6 +76,10 @@ SERVICE_SERVER = True  # run the POP3 server
 # catches what it cannot, e.g. a slow flash): the account's fetch task is cancelled there.
 FETCH_DEADLINE_SLACK_S = 30  # not const(): tests lower it
 SERVICE_SMTP = True  # run the SMTP receiver (only ever started when the config names smtp.domains)
+# Export/import over USB while serving (pocketpost.mailport.live, `ppadmin ... --live`): on for a
+# board; off on the unix port, whose stdin is a terminal or the host's (the pseudo-board's config
+# turns it on: its stdin is the pty that stands for the USB serial).
+SERVICE_USB_LINK = IS_MICROPYTHON and sys.platform != "linux"
 FETCH_INTERVAL_S = const(0)  # 0: no fetch schedule; else fetch every account every N seconds
 RESTART_BACKOFF_MS = const(1000)  # first pause before restarting a failed service; doubles
 RESTART_BACKOFF_MAX_MS = const(60000)
@@ -553,6 +557,11 @@ class Runner:
                     log.warning("fetch %s failed: %s", name, _exc_line(e))
             await _sleep_ms(interval_s * 1000)
 
+    async def usb_link(self):
+        from pocketpost import mailport
+
+        await mailport.live(self.store, self.config_path or CONFIG_PATH)
+
     async def check_store(self):
         """The cheap part of the store check, repairing (what the first lock would do anyway):
         index records, index against the files, leftover intent logs and temp files. One
@@ -610,6 +619,8 @@ class Runner:
             self.supervisor.add("server", self.serve)
         if sv.get("smtp", SERVICE_SMTP) and (cfg.get("smtp") or {}).get("domains"):
             self.supervisor.add("smtp", self.serve_smtp)
+        if sv.get("usb_link", SERVICE_USB_LINK):
+            self.supervisor.add("usb_link", self.usb_link)
         interval = sv.get("fetch_interval_s", FETCH_INTERVAL_S)
         if interval and cfg.get("accounts"):
             self.supervisor.add("fetch", lambda: self.fetch_schedule(interval))
