@@ -507,7 +507,7 @@ class _Base64In:
 # --- the live link: the same records while main.py serves (board.Runner starts `live`) -----------
 #
 # While main.py runs its event loop nobody reads the USB serial (the REPL is not running), so a
-# task can. The host (tools/mailport.py LiveLink, `ppadmin ... --live`) writes the start line
+# task can (board.Runner.usb_link, config "services": {"usb_link": true}). The host (tools/mailport.py LiveLink, `ppadmin ... --live`) writes the start line
 #     pocketpost-live 1 <export|backup|serve> [MAILBOX...]\n
 # and the board answers "@pocketpost-live ok" (anything else on the port is ignored: stray
 # input, or the board's log on the host side). Then the records above go out as base64 lines
@@ -518,7 +518,7 @@ class _Base64In:
 # mailbox a session holds is waited for (LIVE_LOCK_WAIT_MS) and then reported locked (L), never
 # read half-committed; an import's M into it is a delivery, which the store allows anyway.
 
-LIVE_MAGIC = b"pocketpost-live"
+LIVE_MAGIC = b"pocketpost-live"  # = board.USB_LINK_MAGIC (board reads start lines, see Runner.usb_link)
 # A session holds its mailbox until QUIT; an export waits this long for it, polling.
 LIVE_LOCK_WAIT_MS = const(10000)
 LIVE_LOCK_POLL_MS = const(100)
@@ -587,8 +587,10 @@ def _backup_steps(top, store, out, buf, waits):
     yield from export_steps(store, [], out, buf, waits)
 
 
-async def live_session(store, top, args, reader, out_stream):
-    """One session after the start line: args = [cmd, mailbox...]."""
+async def live_session(store, config_path, args, reader, out_stream):
+    """One session after the start line (board.Runner.usb_link waits for it, so this module is
+    only imported once a host asks): args = [cmd, mailbox...]."""
+    top = config_dir(config_path)
     out = _Base64Lines(out_stream, "@")
     buf = bytearray(_USB_CHUNK)
     inp = _LiveIn(reader, out_stream)
@@ -616,34 +618,6 @@ async def live_session(store, top, args, reader, out_stream):
     finally:
         if steps is not None:
             steps.close()  # a half-received message aborts (see _receive)
-
-
-async def live(store, config_path, stdin=None, stdout=None):
-    """The board service (board.Runner, config "services": {"usb_link": true}): wait for start
-    lines on the USB serial and run each session; never returns."""
-    import asyncio
-
-    from pocketpost import log
-
-    stdin = stdin or getattr(sys.stdin, "buffer", sys.stdin)
-    stdout = stdout or sys.stdout
-    reader = asyncio.StreamReader(stdin)
-    top = config_dir(config_path)
-    while True:
-        ln = await reader.readline()
-        if not ln:  # the port closed (unix port: the pty's far end): nothing more will come
-            while True:
-                await asyncio.sleep(3600)
-        ln = ln.strip()
-        if not ln.startswith(LIVE_MAGIC + b" "):
-            continue
-        args = ln.decode().split(" ")[2:]
-        log.info("usb link: %s started", " ".join(args))
-        try:
-            await live_session(store, top, args, reader, stdout)
-            log.info("usb link: %s done", args[0] if args else "")
-        except Exception as e:  # the host went away, a bad line: the next start line begins anew
-            log.warning("usb link: %s failed: %s", args[0] if args else "", e)
 
 
 def run(cmd, config_path, names, inp, out, buf=None):
