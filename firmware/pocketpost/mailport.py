@@ -1,8 +1,10 @@
 """Board side of export, import, backup and restore: the store streamed over a byte pipe.
 
 The host tool (tools/mailport.py, CPython) runs this under micropython with the flash image
-mounted (tools/hostflash.py -m pocketpost.mailport ...: `main`, binary over stdin/stdout), or
-on a board through mpremote's raw REPL (`repl`: the same bytes as base64 lines, see _Base64In).
+mounted (tools/hostflash.py -m pocketpost.mailport ...: `main`, binary over stdin/stdout), on
+a board through mpremote's raw REPL (`repl`: the same bytes as base64 lines, see _Base64In), or
+on a serving board as an asyncio task (`live_session`, see "the live link" below): the same
+step generators (export_steps, serve_steps) driven blocking (`drain`) or by the event loop.
 Nothing here holds a whole message: messages go out of a file and into a Delivery a block at a
 time through one preallocated buffer.
 
