@@ -11,7 +11,7 @@ import threading
 import time
 
 from helpers import FIRMWARE, ROOT, free_port
-from mailimage import make_image, run_ppadmin, stored_form
+from mailimage import contents, make_image, run_ppadmin, stored_form
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 sys.path.insert(0, FIRMWARE)
@@ -138,7 +138,20 @@ def test_live_export_and_import_while_pop3_is_served(tmp_path):
         # the same import again adds nothing (the journal, over the live link too)
         r = run_ppadmin("import", pb.tty, "alice", src, "--live", timeout=60)
         assert "import alice: 0 added, 1 skipped" in r.stdout, r.stdout + r.stderr
+
+        # 4. backup --live, restored onto an image file: the same UIDs, arrival times and bytes
+        mailport.LIVE[0] = True
+        try:
+            want = contents(pb.tty)
+        finally:
+            mailport.LIVE[0] = False
+        assert [m for _, _, m in want["alice"]] == [stored_form(m) for m in BIG] + [b"Subject: imported live\r\n\r\nhello\r\n"]
+        r = run_ppadmin("backup", pb.tty, tmp_path / "board.pp", "--live", timeout=60)
+        assert r.returncode == 0 and "2 mailboxes, 10 messages" in r.stdout, r.stdout + r.stderr
         assert pb.alive()
+    r = run_ppadmin("restore", tmp_path / "board.pp", tmp_path / "copy.img")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert contents(str(tmp_path / "copy.img")) == want
 
 
 def test_live_refused_when_the_board_has_no_usb_link(tmp_path):
