@@ -1,6 +1,6 @@
 """Export and import over USB while the board keeps serving (`ppadmin ... --live`): the
 pseudo-board booted like a reset board (main.py from the image, "services": {"usb_link": true}),
-so its stdin, the pty that stands for the USB serial, is read by pocketpost.mailport.live while
+so its stdin, the pty that stands for the USB serial, is read by board.Runner.usb_link while
 POP3 sessions go on. No Ctrl-C reaches main.py and no restart happens: a POP3 session that was
 logged in before the export is still served during it and after it."""
 

@@ -401,7 +401,7 @@ class _Port:
 
 class LiveLink(UsbLink):
     """The same conversation with a board that goes on serving (`--live`): no REPL, no Ctrl-C.
-    board.Runner's usb_link service (pocketpost.mailport.live) reads the port while main.py
+    board.Runner.usb_link (then pocketpost.mailport.live_session) reads the port while main.py
     runs; we write its start line and it answers with the records as UsbLink gets them, each
     line marked "@" (the board's log shares the port: unmarked lines are passed to stderr).
     Nothing sent here contains 0x03 (start line and base64 lines are printable ASCII)."""

@@ -76,7 +76,7 @@ SERVICE_SERVER = True  # run the POP3 server
 # catches what it cannot, e.g. a slow flash): the account's fetch task is cancelled there.
 FETCH_DEADLINE_SLACK_S = 30  # not const(): tests lower it
 SERVICE_SMTP = True  # run the SMTP receiver (only ever started when the config names smtp.domains)
-# Export/import over USB while serving (pocketpost.mailport.live, `ppadmin ... --live`): on for a
+# Export/import over USB while serving (Runner.usb_link, `ppadmin ... --live`): on for a
 # board; off on the unix port, whose stdin is a terminal or the host's (the pseudo-board's config
 # turns it on: its stdin is the pty that stands for the USB serial).
 SERVICE_USB_LINK = IS_MICROPYTHON and sys.platform != "linux"

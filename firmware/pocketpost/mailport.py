@@ -506,27 +506,30 @@ class _Base64In:
         return n
 
 
-# --- the live link: the same records while main.py serves (board.Runner starts `live`) -----------
+# --- the live link: the same records while main.py serves --------------------------------------
 #
 # While main.py runs its event loop nobody reads the USB serial (the REPL is not running), so a
-# task can (board.Runner.usb_link, config "services": {"usb_link": true}). The host (tools/mailport.py LiveLink, `ppadmin ... --live`) writes the start line
+# task can (board.Runner.usb_link, config "services": {"usb_link": true}). The host
+# (tools/mailport.py LiveLink, `ppadmin ... --live`) writes the start line
 #     pocketpost-live 1 <export|backup|serve> [MAILBOX...]\n
-# and the board answers "@pocketpost-live ok" (anything else on the port is ignored: stray
-# input, or the board's log on the host side). Then the records above go out as base64 lines
-# marked "@" and come in as _Base64In's length-prefixed lines, each acknowledged with "@~";
+# which Runner.usb_link waits for; live_session then answers "@pocketpost-live ok" (anything
+# else on the port is ignored: stray input, or the board's log on the host side). Then the
+# records above go out as base64 lines marked "@" and come in as _Base64In's length-prefixed
+# lines, each acknowledged with "@~";
+# an export's lines are acknowledged by the host with "~" lines, at most _LIVE_WINDOW in flight;
 # "@." ends the session, "@!<reason>" reports a failure. Only printable ASCII travels towards
 # the board: no 0x03 (Ctrl-C) byte, so the board's keyboard interrupt stays armed. Between
 # blocks the session yields to the event loop, so POP3 and SMTP sessions go on being served; a
 # mailbox a session holds is waited for (LIVE_LOCK_WAIT_MS) and then reported locked (L), never
 # read half-committed; an import's M into it is a delivery, which the store allows anyway.
 
-LIVE_MAGIC = b"pocketpost-live"  # = board.USB_LINK_MAGIC (board reads start lines, see Runner.usb_link)
 # A session holds its mailbox until QUIT; an export waits this long for it, polling.
 LIVE_LOCK_WAIT_MS = const(10000)
 LIVE_LOCK_POLL_MS = const(100)
 # export/backup: lines out not yet acknowledged by the host ("~" each) before the session waits
-# (in the event loop, not in a blocking write): 4 lines of <= 2,050 bytes stay within any port's
-# buffers, so a host that stops reading never stalls the board's other sessions.
+# (in the event loop, not in a blocking write): 4 lines of <= 2,050 bytes fit the pty's buffers
+# (pseudo-board), so a host that stops reading does not stall the other sessions. A board's
+# USB-CDC buffer may be smaller: a write may then wait for the host (not tried on hardware).
 _LIVE_WINDOW = const(4)
 # The host sends its next line at once after an ack; silence this long means it is gone: the
 # session ends (a message half-received is aborted: its temp file removed).
