@@ -392,13 +392,6 @@ class UsbLink(Link):
         sys.stderr.write("board: services restarted (main.py)\n")
 
 
-class _Port:
-    """What UsbLink's code uses of mpremote's transport: its serial port."""
-
-    def __init__(self, ser):
-        self.serial = ser
-
-
 class LiveLink(UsbLink):
     """The same conversation with a board that goes on serving (`--live`): no REPL, no Ctrl-C.
     board.Runner.usb_link (then pocketpost.mailport.live_session) reads the port while main.py
@@ -411,11 +404,13 @@ class LiveLink(UsbLink):
     restart = False
 
     def __init__(self, port, cmd, mailboxes=(), timeout=30):
-        import serial
+        # mpremote's transport only opens the port (exclusively, with its DTR/RTS handling, which
+        # keeps an ESP32's auto-reset circuit from resetting the board); no raw REPL, no Ctrl-C.
+        from mpremote.transport_serial import SerialTransport
 
         self.cmd = cmd
         self.timeout = timeout
-        self.t = _Port(serial.Serial(port, 115200, timeout=timeout))
+        self.t = SerialTransport(port, baudrate=115200, timeout=timeout)
         self.raw = bytearray()
         self.buf = bytearray()
         self.out = bytearray()
@@ -504,7 +499,7 @@ class LiveLink(UsbLink):
             return
         self.killed = True
         try:
-            self.t.serial.close()
+            self.t.close()
         except Exception:
             pass
 
