@@ -392,9 +392,128 @@ class UsbLink(Link):
         sys.stderr.write("board: services restarted (main.py)\n")
 
 
+class LiveLink(UsbLink):
+    """The same conversation with a board that goes on serving (`--live`): no REPL, no Ctrl-C.
+    board.Runner.usb_link (then pocketpost.mailport.live_session) reads the port while main.py
+    runs; we write its start line and it answers with the records as UsbLink gets them, each
+    line marked "@" (the board's log shares the port: unmarked lines are passed to stderr).
+    Nothing sent here contains 0x03 (start line and base64 lines are printable ASCII)."""
+
+    MAGIC = b"pocketpost-live"
+    HELLO_S = 5  # the service answers at once; a board at the REPL (or not serving) never does
+    restart = False
+
+    def __init__(self, port, cmd, mailboxes=(), timeout=30):
+        # mpremote's transport only opens the port (exclusively, with its DTR/RTS handling, which
+        # keeps an ESP32's auto-reset circuit from resetting the board); no raw REPL, no Ctrl-C.
+        from mpremote.transport_serial import SerialTransport
+
+        self.cmd = cmd
+        self.timeout = timeout
+        self.t = SerialTransport(port, baudrate=115200, timeout=timeout)
+        self.raw = bytearray()
+        self.buf = bytearray()
+        self.out = bytearray()
+        self.ended = False
+        self.acks = 0
+        self.killed = False
+        self.failed = None
+        ser = self.t.serial
+        ser.reset_input_buffer()
+        ser.write(b"\n%s 1 %s\n" % (self.MAGIC, " ".join((cmd,) + tuple(mailboxes)).encode()))
+        deadline = time.monotonic() + self.HELLO_S
+        ser.timeout = 0.2
+        while True:
+            i = self.raw.find(b"\n")
+            if i >= 0:
+                line = bytes(self.raw[:i]).strip(b"\r")
+                del self.raw[: i + 1]
+                if line == b"@" + self.MAGIC + b" ok":
+                    break
+                if line.startswith(b"@!"):
+                    self.kill()
+                    raise PortError("board refused the live link: %s" % line[2:].decode(errors="replace"))
+                continue
+            if time.monotonic() > deadline:
+                self.kill()
+                raise PortError("no answer from the board's live link in %d s: is main.py running with "
+                                "\"services\": {\"usb_link\": true}? (without --live the transfer pauses serving)" % self.HELLO_S)
+            self.raw += ser.read(max(1, min(ser.in_waiting, READ)))
+        ser.timeout = timeout
+
+    def _more(self):
+        import binascii
+
+        while True:
+            i = self.raw.find(b"\n")
+            if i >= 0:
+                line = bytes(self.raw[:i]).strip(b"\r")
+                del self.raw[: i + 1]
+                if line[:1] != b"@":  # the board's log
+                    sys.stderr.write("board: %s\n" % line.decode(errors="replace"))
+                    continue
+                line = line[1:]
+                if line == b"~":
+                    self.acks += 1
+                    return
+                if line == b".":
+                    self.ended = True
+                    return
+                if line[:1] == b"!":
+                    self.ended = True
+                    self.failed = line[1:].decode(errors="replace")
+                    raise PortError("board side failed: %s" % self.failed)
+                try:
+                    self.buf += binascii.a2b_base64(line)
+                except binascii.Error:
+                    self.garbled(line.decode(errors="replace"))
+                if self.cmd != "serve":
+                    self.t.serial.write(b"~\n")  # the board keeps a few lines in flight, no more
+                return
+            if self.ended:
+                raise PortError("board side ended early")
+            self.raw += self._read()
+
+    def error(self):
+        return self.failed or ""
+
+    def garbled(self, line):
+        self.kill()
+        raise PortError("board side failed: %s" % line)
+
+    def close(self):
+        """serve: Q, then the board's "bye" and end mark; export/backup: the end mark."""
+        try:
+            if not self.ended and self.cmd == "serve":
+                self.send(b"Q\n")
+                self.flush()
+            while not self.ended:
+                self._more()
+            if self.buf and self.buf.strip() != b"bye":
+                raise PortError("board sent more than expected: %r" % bytes(self.buf[:80]))
+        finally:
+            self.kill()
+
+    def kill(self):
+        if self.killed:
+            return
+        self.killed = True
+        try:
+            self.t.close()
+        except Exception:
+            pass
+
+
+# ppadmin's --live: LiveLink instead of UsbLink for a serial port.
+LIVE = [False]
+
+
 def open_link(target, cmd, *mailboxes, heapsize=None):
-    """A Link to an image file, or a UsbLink to a board's serial port (or the pseudo-board)."""
+    """A Link to an image file, or a UsbLink (LiveLink with --live) to a board's serial port
+    (or the pseudo-board)."""
     if is_serial(target):
+        if LIVE[0]:
+            return LiveLink(target, cmd, mailboxes)
         return UsbLink(target, cmd, mailboxes)
     if not os.path.isfile(target):
         raise PortError("%s: no such image file (nor a serial port)" % target)

@@ -9,6 +9,7 @@ import mailport  # noqa: E402
 COMMANDS = ("export", "import", "backup", "restore")
 TARGET = "a flash image file, or a board's serial port (/dev/ttyUSB0, the pseudo-board's tty)"
 NO_RESTART = "over USB: leave the board at the REPL afterwards (default: its services start again)"
+LIVE = "over USB: while the board goes on serving (its usb_link service; no Ctrl-C, no restart)"
 
 
 def add_parsers(sub):
@@ -21,6 +22,7 @@ def add_parsers(sub):
     g.add_argument("--dovecot", metavar="DIR", help="DIR/<mailbox>/ Maildir with dovecot-uidlist (POP3 UIDL + order)")
     e.add_argument("--progress", action="store_true")
     e.add_argument("--no-restart", action="store_true", help=NO_RESTART)
+    e.add_argument("--live", action="store_true", help=LIVE)
     i = sub.add_parser("import", help="import a Maildir, an mbox or .eml files into a mailbox (idempotent)")
     i.add_argument("image", help=TARGET)
     i.add_argument("mailbox")
@@ -29,17 +31,20 @@ def add_parsers(sub):
                    help="rd: '>+From ' loses one '>' (default); o: only '>From ' becomes 'From '")
     i.add_argument("--progress", action="store_true")
     i.add_argument("--no-restart", action="store_true", help=NO_RESTART)
+    i.add_argument("--live", action="store_true", help=LIVE)
     b = sub.add_parser("backup", help="one archive of every mailbox (UIDs, arrival times), users and config")
     b.add_argument("image", help=TARGET)
     b.add_argument("file")
     b.add_argument("--progress", action="store_true")
     b.add_argument("--no-restart", action="store_true", help=NO_RESTART)
+    b.add_argument("--live", action="store_true", help=LIVE)
     r = sub.add_parser("restore", help="restore a backup archive onto an image (made if missing)")
     r.add_argument("file")
     r.add_argument("image", help=TARGET + " (an image file is made if missing)")
     r.add_argument("--size", type=int, help="bytes, for a new image (default: twice the archive, at least 2 MiB)")
     r.add_argument("--progress", action="store_true")
     r.add_argument("--no-restart", action="store_true", help=NO_RESTART)
+    r.add_argument("--live", action="store_true", help=LIVE)
 
 
 def _report(line):
@@ -49,6 +54,7 @@ def _report(line):
 def run(args):
     """Returns the exit status: 0 done, 1 something refused or damaged, 2 stopped (flash full)."""
     mailport.UsbLink.restart = not args.no_restart
+    mailport.LIVE[0] = args.live
     try:
         if args.cmd == "export":
             if args.mbox:

@@ -13,7 +13,8 @@
     tools/ppadmin.py import IMAGE MAILBOX SOURCE      (a Maildir, an mbox, a .eml file or a folder of them)
     tools/ppadmin.py backup IMAGE FILE  /  tools/ppadmin.py restore FILE IMAGE
     (export/import/backup/restore: tools/mailport.py, docs/MIGRATE.md; IMAGE may also be a
-    board's serial port, e.g. /dev/ttyUSB0, reached through mpremote)
+    board's serial port, e.g. /dev/ttyUSB0, reached through mpremote; with --live the board
+    keeps serving: its usb_link service, docs/MIGRATE.md)
     (--debug before the command: show tracebacks)
 
 Only `create` formats, and only a file it makes itself; every other command refuses a file that is

@@ -76,6 +76,11 @@ SERVICE_SERVER = True  # run the POP3 server
 # catches what it cannot, e.g. a slow flash): the account's fetch task is cancelled there.
 FETCH_DEADLINE_SLACK_S = 30  # not const(): tests lower it
 SERVICE_SMTP = True  # run the SMTP receiver (only ever started when the config names smtp.domains)
+# Export/import over USB while serving (Runner.usb_link, `ppadmin ... --live`): on for a
+# board; off on the unix port, whose stdin is a terminal or the host's (the pseudo-board's config
+# turns it on: its stdin is the pty that stands for the USB serial).
+SERVICE_USB_LINK = IS_MICROPYTHON and sys.platform != "linux"
+USB_LINK_MAGIC = b"pocketpost-live"  # a host's start line begins with this (then "1 <cmd> ...")
 FETCH_INTERVAL_S = const(0)  # 0: no fetch schedule; else fetch every account every N seconds
 RESTART_BACKOFF_MS = const(1000)  # first pause before restarting a failed service; doubles
 RESTART_BACKOFF_MAX_MS = const(60000)
@@ -553,6 +558,32 @@ class Runner:
                     log.warning("fetch %s failed: %s", name, _exc_line(e))
             await _sleep_ms(interval_s * 1000)
 
+    async def usb_link(self):
+        """Export/import over USB while serving: wait for a host's start line on the serial port
+        (stdin: nobody else reads it while main.py runs) and run the session
+        (pocketpost.mailport.live_session; imported only then: ~13 KB of heap on the 64-bit unix
+        port). Other lines are ignored; a failed session is logged and the next start line
+        begins anew."""
+        stdin = getattr(sys.stdin, "buffer", sys.stdin)
+        reader = asyncio.StreamReader(stdin)  # type: ignore[arg-type]
+        while True:
+            ln = await reader.readline()
+            if not ln:  # the port closed (unix port: the pty's far end): nothing more will come
+                while True:
+                    await _sleep_ms(3600000)
+            ln = ln.strip()
+            if not ln.startswith(USB_LINK_MAGIC + b" "):
+                continue
+            args = ln.decode().split(" ")[2:]
+            from pocketpost import mailport
+
+            log.info("usb link: %s started", " ".join(args))
+            try:
+                await mailport.live_session(self.store, self.config_path or CONFIG_PATH, args, reader, sys.stdout)
+                log.info("usb link: %s done", " ".join(args))
+            except Exception as e:  # the host went away, a bad line: logged, then the next start line
+                log.warning("usb link: %s failed: %s", " ".join(args), _exc_line(e))
+
     async def check_store(self):
         """The cheap part of the store check, repairing (what the first lock would do anyway):
         index records, index against the files, leftover intent logs and temp files. One
@@ -610,6 +641,8 @@ class Runner:
             self.supervisor.add("server", self.serve)
         if sv.get("smtp", SERVICE_SMTP) and (cfg.get("smtp") or {}).get("domains"):
             self.supervisor.add("smtp", self.serve_smtp)
+        if sv.get("usb_link", SERVICE_USB_LINK):
+            self.supervisor.add("usb_link", self.usb_link)
         interval = sv.get("fetch_interval_s", FETCH_INTERVAL_S)
         if interval and cfg.get("accounts"):
             self.supervisor.add("fetch", lambda: self.fetch_schedule(interval))

@@ -1,8 +1,10 @@
 """Board side of export, import, backup and restore: the store streamed over a byte pipe.
 
 The host tool (tools/mailport.py, CPython) runs this under micropython with the flash image
-mounted (tools/hostflash.py -m pocketpost.mailport ...: `main`, binary over stdin/stdout), or
-on a board through mpremote's raw REPL (`repl`: the same bytes as base64 lines, see _Base64In).
+mounted (tools/hostflash.py -m pocketpost.mailport ...: `main`, binary over stdin/stdout), on
+a board through mpremote's raw REPL (`repl`: the same bytes as base64 lines, see _Base64In), or
+on a serving board as an asyncio task (`live_session`, see "the live link" below): the same
+step generators (export_steps, serve_steps) driven blocking (`drain`) or by the event loop.
 Nothing here holds a whole message: messages go out of a file and into a Delivery a block at a
 time through one preallocated buffer.
 
@@ -46,11 +48,26 @@ _MAX_LINE = const(512)
 JOURNAL_DIR = ".import"
 
 
+# What a step generator (export, serve) yields to its driver: nothing to wait for (a block is
+# done: let other tasks run), input wanted (the stream's readinto returned None), or a mailbox
+# is locked by a session (wait a little, then try again). A blocking driver ignores them all.
+_STEP = const(0)
+_NEED = const(1)
+_WAIT = const(2)
+
+
+def drain(steps):
+    """Run a step generator to its end with blocking streams (image, REPL link)."""
+    for _ in steps:
+        pass
+
+
 class _Pipe:
     """Lines and exact byte counts from a stream. A stream's readinto fills the whole buffer
     before it returns (unix port: it loops like fread), so nothing is read ahead: a line is
     read a byte at a time (lines are short: one per message and per chunk), a chunk in one
-    call of exactly its length."""
+    call of exactly its length. Both are generators (`yield from`): a stream whose readinto
+    returns None (the live link, nothing buffered yet) makes them yield _NEED until it has data."""
 
     def __init__(self, stream):
         self.s = stream
@@ -62,7 +79,11 @@ class _Pipe:
         while True:
             if n == _MAX_LINE:
                 raise ValueError("line too long")
-            if not self.s.readinto(self.one[n : n + 1]):
+            k = self.s.readinto(self.one[n : n + 1])
+            if k is None:
+                yield _NEED
+                continue
+            if not k:
                 raise EOFError("pipe closed")
             if self.line_buf[n] == 10:
                 return bytes(self.line_buf[:n]).decode()
@@ -74,12 +95,15 @@ class _Pipe:
         got = 0
         while got < n:
             k = self.s.readinto(omv[got:n])
+            if k is None:
+                yield _NEED
+                continue
             if not k:
                 raise EOFError("pipe closed")
             got += k
 
 
-def _send_file(out, f, size, buf):
+def _send_steps(out, f, size, buf):
     mv = memoryview(buf)
     step = len(buf)
     left = size
@@ -89,6 +113,11 @@ def _send_file(out, f, size, buf):
             raise StoreError("file shorter than its index record")
         out.write(buf if n == step else mv[:n])
         left -= n
+        yield _STEP
+
+
+def _send_file(out, f, size, buf):
+    drain(_send_steps(out, f, size, buf))
 
 
 def _file_len(f):
@@ -99,11 +128,25 @@ def _file_len(f):
 
 def export(store, names, out, buf=None):
     """Write every message of the mailboxes `names` (all when empty) to out, record by record."""
+    drain(export_steps(store, names, out, buf))
+
+
+def export_steps(store, names, out, buf=None, lock_waits=0):
+    """export as a step generator. lock_waits: how many times to yield _WAIT (the live link
+    sleeps LIVE_LOCK_POLL_MS each) for a mailbox a session holds before reporting it locked."""
     buf = buf or bytearray(CHUNK)
     for name in names or store.mailboxes():
-        try:
-            mb = store.lock(name)
-        except MailboxLocked:
+        mb = None
+        waits = 0
+        while mb is None:
+            try:
+                mb = store.lock(name)
+            except MailboxLocked:
+                if waits >= lock_waits:
+                    break
+                waits += 1
+                yield _WAIT
+        if mb is None:
             out.write(b"L %s\n" % name.encode())
             continue
         try:
@@ -113,7 +156,7 @@ def export(store, names, out, buf=None):
                 try:
                     size = _file_len(f)
                     out.write(b"M %s %d %d\n" % (mb.uid(i).encode(), mb.arrival(i), size))
-                    _send_file(out, f, size, buf)
+                    yield from _send_steps(out, f, size, buf)
                 finally:
                     f.close()
         finally:
@@ -136,6 +179,10 @@ def _walk(top, skip):
 def export_files(top, skip, out, buf=None):
     """Every file under top except the store root `skip` and code (config, TLS, UIDL state),
     named by its path relative to top (a restore puts it under its own config's folder)."""
+    drain(export_files_steps(top, skip, out, buf))
+
+
+def export_files_steps(top, skip, out, buf=None):
     buf = buf or bytearray(CHUNK)
     for p in _walk(top, skip):
         if p.endswith(".py") or p.endswith(".mpy"):
@@ -144,7 +191,7 @@ def export_files(top, skip, out, buf=None):
         try:
             size = _file_len(f)
             out.write(b"F %d %s\n" % (size, p[len(top) :].lstrip("/").encode()))
-            _send_file(out, f, size, buf)
+            yield from _send_steps(out, f, size, buf)
         finally:
             f.close()
 
@@ -264,19 +311,24 @@ def _receive(store, pipe, out, args, buf):
         d = store.begin(name, arrival, digest=True, uid=uid)
     except StoreError as e:
         err = e
-    while True:  # take every chunk, even after a failure, to stay in step with the host
-        n = int(pipe.line())
-        if not n:
-            break
-        if n > CHUNK:
-            raise ValueError("chunk too big")
-        pipe.read_into(buf, n)
+    try:
+        while True:  # take every chunk, even after a failure, to stay in step with the host
+            n = int((yield from pipe.line()))
+            if not n:
+                break
+            if n > CHUNK:
+                raise ValueError("chunk too big")
+            yield from pipe.read_into(buf, n)
+            if d is not None:
+                try:
+                    d.write(buf if n == CHUNK else memoryview(buf)[:n])
+                except StoreError as e:  # the Delivery aborted itself
+                    err = e
+                    d = None
+    except BaseException:  # the link failed or the live session was closed mid-message
         if d is not None:
-            try:
-                d.write(buf if n == CHUNK else memoryview(buf)[:n])
-            except StoreError as e:  # the Delivery aborted itself
-                err = e
-                d = None
+            d.abort()
+        raise
     if d is not None:
         try:
             got = d.digest()
@@ -320,7 +372,7 @@ def _write_file(pipe, out, size, path, buf, top):
         left = size
         while left:
             n = min(left, CHUNK)
-            pipe.read_into(buf, n)
+            yield from pipe.read_into(buf, n)
             f.write(buf if n == CHUNK else memoryview(buf)[:n])
             left -= n
         compat.sync_file(f)
@@ -333,11 +385,16 @@ def serve(store, inp, out, top="/flash"):
     """The import/restore command loop (see the module docstring) until Q or end of input.
     store: a Store, or a function that makes one, called at the first mailbox command (a
     restore writes the config with W first). top: the config's folder (W paths are relative)."""
+    drain(serve_steps(store, inp, out, top))
+
+
+def serve_steps(store, inp, out, top="/flash", buf=None):
+    """serve as a step generator (see drain)."""
     pipe = _Pipe(inp)
-    buf = bytearray(CHUNK)
+    buf = buf or bytearray(CHUNK)
     while True:
         try:
-            ln = pipe.line()
+            ln = yield from pipe.line()
         except EOFError:
             return
         args = ln.split(" ")
@@ -353,14 +410,14 @@ def serve(store, inp, out, top="/flash"):
             elif cmd == "U":
                 _uids(store, args[1], out)
             elif cmd == "M":
-                out.write(_receive(store, pipe, out, args[1:], buf))
+                out.write((yield from _receive(store, pipe, out, args[1:], buf)))
             elif cmd == "W":
                 size = int(args[1])
                 path = ln[len(args[0]) + len(args[1]) + 2 :]
                 try:
-                    _write_file(pipe, out, size, path, buf, top)
+                    yield from _write_file(pipe, out, size, path, buf, top)
                 except StoreError:
-                    pipe_skip(pipe, size, buf)
+                    yield from pipe_skip(pipe, size, buf)
                     raise
                 out.write(b"A %s\n" % path.encode())
             else:
@@ -368,12 +425,13 @@ def serve(store, inp, out, top="/flash"):
         except StoreError as e:  # MailboxLocked ('IN-USE'), bad mailbox name, flash errors
             out.write(b"R %s\n" % str(e).encode())
         _flush(out)
+        yield _STEP
 
 
 def pipe_skip(pipe, n, buf):
     while n:
         k = min(n, CHUNK)
-        pipe.read_into(buf, k)
+        yield from pipe.read_into(buf, k)
         n -= k
 
 
@@ -391,13 +449,17 @@ _USB_CHUNK = const(1536)
 
 class _Base64Lines:
     """Output for mpremote's raw REPL, which ends at byte 0x04 and may turn LF into CRLF:
-    every write goes out as one base64 line (the host decodes and reads the same records)."""
+    every write goes out as one base64 line (the host decodes and reads the same records).
+    prefix: the live link marks its lines (the board's log shares the port)."""
 
-    def __init__(self, stream):
+    def __init__(self, stream, prefix=""):
         self.s = stream
+        self.prefix = prefix
+        self.lines = 0  # written (the live link counts the host's acks against it)
 
     def write(self, data):
-        self.s.write(binascii.b2a_base64(data).decode())
+        self.s.write(self.prefix + binascii.b2a_base64(data).decode())
+        self.lines += 1
 
 
 # The longest line the host sends: 4 hex digits of length, base64 of 1536 bytes, LF.
@@ -442,6 +504,125 @@ class _Base64In:
         buf[:n] = self.data[self.pos : self.pos + n]
         self.pos += n
         return n
+
+
+# --- the live link: the same records while main.py serves --------------------------------------
+#
+# While main.py runs its event loop nobody reads the USB serial (the REPL is not running), so a
+# task can (board.Runner.usb_link, config "services": {"usb_link": true}). The host
+# (tools/mailport.py LiveLink, `ppadmin ... --live`) writes the start line
+#     pocketpost-live 1 <export|backup|serve> [MAILBOX...]\n
+# which Runner.usb_link waits for; live_session then answers "@pocketpost-live ok" (anything
+# else on the port is ignored: stray input, or the board's log on the host side). Then the
+# records above go out as base64 lines marked "@" and come in as _Base64In's length-prefixed
+# lines, each acknowledged with "@~";
+# an export's lines are acknowledged by the host with "~" lines, at most _LIVE_WINDOW in flight;
+# "@." ends the session, "@!<reason>" reports a failure. Only printable ASCII travels towards
+# the board: no 0x03 (Ctrl-C) byte, so the board's keyboard interrupt stays armed. Between
+# blocks the session yields to the event loop, so POP3 and SMTP sessions go on being served; a
+# mailbox a session holds is waited for (LIVE_LOCK_WAIT_MS) and then reported locked (L), never
+# read half-committed; an import's M into it is a delivery, which the store allows anyway.
+
+# A session holds its mailbox until QUIT; an export waits this long for it, polling.
+LIVE_LOCK_WAIT_MS = const(10000)
+LIVE_LOCK_POLL_MS = const(100)
+# export/backup: lines out not yet acknowledged by the host ("~" each) before the session waits
+# (in the event loop, not in a blocking write): 4 lines of <= 2,050 bytes fit the pty's buffers
+# (pseudo-board), so a host that stops reading does not stall the other sessions. A board's
+# USB-CDC buffer may be smaller: a write may then wait for the host (not tried on hardware).
+_LIVE_WINDOW = const(4)
+# The host sends its next line at once after an ack; silence this long means it is gone: the
+# session ends (a message half-received is aborted: its temp file removed).
+LIVE_IDLE_MS = const(30000)
+
+
+class _LiveIn:
+    """Input of a live session: one host line (_Base64In's framing) at a time, read by fill()
+    from an asyncio stream; readinto returns None when nothing is left (the pipe yields _NEED)."""
+
+    def __init__(self, reader, ack):
+        self.r = reader
+        self.ack = ack
+        self.data = b""
+        self.pos = 0
+
+    async def fill(self):
+        import asyncio
+
+        h = await asyncio.wait_for(self.r.readexactly(4), LIVE_IDLE_MS / 1000)
+        n = int(h, 16)
+        if not 0 < n <= _IN_LINE - 4:
+            raise ValueError("bad line length")
+        line = await asyncio.wait_for(self.r.readexactly(n), LIVE_IDLE_MS / 1000)
+        self.ack.write("@~\n")
+        self.data = binascii.a2b_base64(line[:-1])
+        self.pos = 0
+
+    def readinto(self, buf):
+        if self.pos == len(self.data):
+            return None
+        n = min(len(buf), len(self.data) - self.pos)
+        buf[:n] = self.data[self.pos : self.pos + n]
+        self.pos += n
+        return n
+
+
+async def _drive(steps, inp, out=None):
+    """Run a step generator in the event loop. out: count its lines against the host's acks."""
+    import asyncio
+
+    acked = 0
+    for want in steps:
+        if want == _NEED:
+            await inp.fill()
+        elif want == _WAIT:
+            await asyncio.sleep(LIVE_LOCK_POLL_MS / 1000)
+        else:
+            await asyncio.sleep(0)
+        while out is not None and out.lines - acked > _LIVE_WINDOW:
+            ln = await asyncio.wait_for(inp.r.readline(), LIVE_IDLE_MS / 1000)
+            if not ln:
+                raise EOFError("port closed")
+            if ln.strip() == b"~":
+                acked += 1
+
+
+def _backup_steps(top, store, out, buf, waits):
+    yield from export_files_steps(top, store.root, out, buf)
+    yield from export_steps(store, [], out, buf, waits)
+
+
+async def live_session(store, config_path, args, reader, out_stream):
+    """One session after the start line (board.Runner.usb_link waits for it, so this module is
+    only imported once a host asks): args = [cmd, mailbox...]."""
+    top = config_dir(config_path)
+    out = _Base64Lines(out_stream, "@")
+    buf = bytearray(_USB_CHUNK)
+    inp = _LiveIn(reader, out_stream)
+    cmd = args[0] if args else ""
+    steps = None
+    try:
+        waits = LIVE_LOCK_WAIT_MS // LIVE_LOCK_POLL_MS
+        if cmd == "export":
+            steps = export_steps(store, args[1:], out, buf, waits)
+        elif cmd == "backup":
+            steps = _backup_steps(top, store, out, buf, waits)
+        elif cmd == "serve":
+            steps = serve_steps(store, inp, out, top, bytearray(CHUNK))
+        else:
+            out_stream.write("@!unknown command %s\n" % cmd)
+            return
+        out_stream.write("@pocketpost-live ok\n")
+        await _drive(steps, inp, None if cmd == "serve" else out)
+        if cmd != "serve":
+            out.write(b"E\n")
+        out_stream.write("@.\n")
+    except Exception as e:
+        out_stream.write("@!%s %s\n" % (type(e).__name__, str(e).replace("\n", " ")))
+        raise
+    finally:
+        if steps is not None:
+            steps.close()  # a half-received message aborts (see _receive)
 
 
 def run(cmd, config_path, names, inp, out, buf=None):
