@@ -773,10 +773,11 @@ def pump(session, lines):
     out = []
     while True:
         if session.in_data:
-            buf, s, e = lines.buffered()
+            s = lines.start  # the reader's public buf[start:end]: no tuple per chunk
+            e = lines.end
             if s == e:
                 break
-            lines.consume(session.data_in(buf, s, e))
+            lines.consume(session.data_in(lines.buf, s, e))
             if not session.in_data:
                 out.append(session.reply)
                 session.reply = None
