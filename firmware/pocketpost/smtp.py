@@ -161,6 +161,10 @@ class Service:
         self.max_failures = smtp_cfg["max_auth_failures"]
         self.block_size = smtp_cfg["block_size"]
 
+    def busy_reply(self):
+        """The one reply to a connection refused at admission (no Session is built for it)."""
+        return reply(421, "4.7.0", "%s too many connections, try later" % self.hostname)
+
     def _target(self, name):
         u = self.users.get(name)
         if u is not None:
@@ -236,9 +240,6 @@ class Session:
     # -- entry points ----------------------------------------------------------------------
     def greeting(self):
         return reply(220, None, "%s ESMTP pocketpost" % self.svc.hostname)
-
-    def busy_reply(self):
-        return reply(421, "4.7.0", "%s too many connections, try later" % self.svc.hostname)
 
     def timeout_reply(self):
         return reply(421, "4.4.2", "%s timeout, closing" % self.svc.hostname)
