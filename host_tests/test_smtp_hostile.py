@@ -322,3 +322,61 @@ def test_silent_tls_peers_are_let_go(srv):
     while srv.fds() > fds:  # bounded poll: the server closes its side
         assert time.time() < deadline, (srv.fds(), fds)
         time.sleep(0.1)
+
+
+def test_refused_peer_gets_421_without_a_session_and_tasks_are_the_slots(tmp_path, monkeypatch):
+    """In-process (CPython): the shell builds no smtp.Session for a connection refused at the cap
+    (its 421 comes from the Service), and tasks() is the admitted sessions' tasks (their slots)."""
+    import asyncio
+
+    from helpers import free_port
+    from pocketpost import config as config_mod
+    from pocketpost import smtp, smtpserver
+    from pocketpost.store import Store
+
+    port = free_port()
+    raw = {"store": {"root": str(tmp_path / "mail")},
+           "server": {"host": "127.0.0.1", "port": 0, "pop3s_port": 0, "pbkdf2_iterations": 5, "cert": "", "key": ""},
+           "smtp": {"port": port, "submission_port": 0, "smtps_port": 0, "domains": ["example.org"],
+                    "max_sessions": 1, "max_sessions_per_addr": 1}}
+    config_mod.add_user(raw, "alice", "pw", 5)
+    cfg = config_mod.check(raw)
+    st = Store(cfg["store"]["root"])
+    built = []
+    real = smtp.Session
+
+    def counting(*a):
+        built.append(a[1])
+        return real(*a)
+
+    monkeypatch.setattr(smtp, "Session", counting)
+
+    async def until(cond):
+        for _ in range(500):  # bounded: 5 s
+            if cond():
+                return
+            await asyncio.sleep(0.01)
+        raise AssertionError("condition not reached")
+
+    async def main():
+        srv = await smtpserver.start(cfg, st)
+        try:
+            base = len(srv.tasks())
+            r1, w1 = await asyncio.open_connection("127.0.0.1", port)
+            assert (await r1.readline()).startswith(b"220 ")
+            w1.write(b"HELO x\r\nMAIL FROM:<a@example.net>\r\n")  # past pre-auth: never evicted
+            assert (await r1.readline()).startswith(b"250 ")
+            assert (await r1.readline()).startswith(b"250 ")
+            assert len(srv.tasks()) == base + 1 and srv.slots.sessions == 1
+            r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+            assert (await asyncio.wait_for(r2.readline(), 5)).startswith(b"421 4.7.0 ")
+            w2.close()
+            assert len(built) == 1  # the refused connection got its 421 without a Session
+            w1.write(b"QUIT\r\n")
+            assert (await r1.readline()).startswith(b"221 ")
+            w1.close()
+            await until(lambda: len(srv.tasks()) == base and srv.slots.sessions == 0)
+        finally:
+            srv.close()
+
+    asyncio.run(main())

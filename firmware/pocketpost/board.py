@@ -478,10 +478,12 @@ class Runner:
         return left
 
     def sessions(self):
-        s = getattr(self.server, "sessions", None)
-        if s is None:
-            return 0
-        return s if isinstance(s, int) else len(s)
+        """Open sessions, POP3 and SMTP together (admin.status)."""
+        n = 0
+        for srv in (self.server, self.smtp):
+            if srv is not None:
+                n += srv.slots.sessions
+        return n
 
     async def serve(self):
         from pocketpost import server

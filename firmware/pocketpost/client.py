@@ -647,7 +647,7 @@ class _StoreSink:
             except Exception as e:  # StoreError (full, quota) or OSError: keep reading the reply
                 self.error = e
         self.chunks += 1
-    
+
 
 def _holds(store, mailbox, local, size, digest):
     """Does the local mailbox hold message `local` (a store UID) with this size and SHA-1?

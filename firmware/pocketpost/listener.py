@@ -34,7 +34,7 @@ once the listener is full: a flood, not a camp.
 import asyncio
 
 from pocketpost import log
-from pocketpost.compat import IS_MICROPYTHON, ticks_add, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON, const, ticks_add, ticks_diff, ticks_ms
 from pocketpost.transport import Timeout
 
 if IS_MICROPYTHON:
@@ -50,6 +50,9 @@ LISTEN_BACKLOG = 4  # pending connections the kernel/lwIP queues per listener
 # Plaintext a client pipelined after STLS that is read off the socket and dropped before the +OK
 # (RFC 2595 section 4): at most this much; beyond it the TLS handshake fails on the rest.
 STLS_DRAIN_MAX = 4096
+# The drain reads in pieces this big: a small buffer made only at STLS (pipelined plaintext is a
+# few commands; the heap is not spent on a buffer as big as all of STLS_DRAIN_MAX).
+_STLS_DRAIN_BLOCK = const(256)
 
 
 def peer_ip(writer):
@@ -151,8 +154,8 @@ class ServerConn(_Conn):
             so whatever is in the socket now is plaintext pipelined after STLS (a command
             injection, RFC 2595 section 4): drop it, or it would reach TLS as a broken
             ClientHello."""
-            buf = bytearray(256)
-            for _ in range(STLS_DRAIN_MAX // 256):
+            buf = bytearray(_STLS_DRAIN_BLOCK)
+            for _ in range(STLS_DRAIN_MAX // _STLS_DRAIN_BLOCK):
                 try:
                     n = self.raw.readinto(buf)
                 except OSError:
@@ -177,8 +180,6 @@ class ServerConn(_Conn):
 
         def send_nowait(self, data):
             self.w.write(data)  # type: ignore[attr-defined]  # CConn's; asyncio buffers it, close(True) lets it go out
-
-
 
 
 class Slot:

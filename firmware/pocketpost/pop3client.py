@@ -299,14 +299,12 @@ class ClientSession:
                     return self._emit(self._fill)
                 self._state = _END
                 return self.next_event()
-            # The reader's fields, not buffered(): a tuple per call is garbage per chunk
-            # (test_pop3client bounds what this path allocates per chunk).
-            s = r._start
-            e = r._end
+            s = r.start  # the reader's public buf[start:end]: no call, no tuple per chunk
+            e = r.end
             if s >= e:
                 return NEED_DATA
             f = self._fill
-            made = u.unstuff_into(r._buf, s, e, out, f)
+            made = u.unstuff_into(r.buf, s, e, out, f)
             r.consume(u.consumed)
             self._fill = f + made
             self.octets += made

@@ -183,12 +183,14 @@ class Server:
             if p is not None:
                 try:
                     while k:
-                        if getattr(p, "done", False):  # the last write: out at once, not after the client's delayed ACK
+                        # A full block goes as the view made once: a slice per block is garbage per block.
+                        blk = outmv if k == len(out) else outmv[:k]
+                        if p.done:  # the last write: out at once, not after the client's delayed ACK
                             nodelay(conn, 1)
-                            await conn.send(outmv[:k])
+                            await conn.send(blk)
                             nodelay(conn, 0)
                         else:
-                            await conn.send(outmv[:k])
+                            await conn.send(blk)
                         try:
                             k = p.fill(out)
                         except OSError as e:  # mid-reply: no terminator may follow, close instead

@@ -161,6 +161,10 @@ class Service:
         self.max_failures = smtp_cfg["max_auth_failures"]
         self.block_size = smtp_cfg["block_size"]
 
+    def busy_reply(self):
+        """The one reply to a connection refused at admission (no Session is built for it)."""
+        return reply(421, "4.7.0", "%s too many connections, try later" % self.hostname)
+
     def _target(self, name):
         u = self.users.get(name)
         if u is not None:
@@ -236,9 +240,6 @@ class Session:
     # -- entry points ----------------------------------------------------------------------
     def greeting(self):
         return reply(220, None, "%s ESMTP pocketpost" % self.svc.hostname)
-
-    def busy_reply(self):
-        return reply(421, "4.7.0", "%s too many connections, try later" % self.svc.hostname)
 
     def timeout_reply(self):
         return reply(421, "4.4.2", "%s timeout, closing" % self.svc.hostname)
@@ -773,10 +774,11 @@ def pump(session, lines):
     out = []
     while True:
         if session.in_data:
-            buf, s, e = lines.buffered()
+            s = lines.start  # the reader's public buf[start:end]: no tuple per chunk
+            e = lines.end
             if s == e:
                 break
-            lines.consume(session.data_in(buf, s, e))
+            lines.consume(session.data_in(lines.buf, s, e))
             if not session.in_data:
                 out.append(session.reply)
                 session.reply = None

@@ -57,7 +57,6 @@ class SmtpServer:
                                 hostname=sv["hostname"])
         self.slots = Slots(self.sm, "smtp")
         self._listeners = []
-        self._tasks = []  # the handler tasks, for board.main to cancel after Ctrl-C
 
     async def _listen(self):
         sm = self.sm
@@ -75,8 +74,9 @@ class SmtpServer:
         self._listeners = []
 
     def tasks(self):
-        """As server.Server.tasks: sessions and listeners, for board.main after Ctrl-C."""
-        return self._tasks + listener_tasks(self._listeners)
+        """As server.Server.tasks: the sessions' tasks (from their slots) and the listeners',
+        for board.main to cancel and wait for after Ctrl-C."""
+        return [s.task for s in self.slots.slots.values()] + listener_tasks(self._listeners)
 
     async def _mx(self, reader, writer):
         await self._handle(reader, writer, smtp.MX, False)
@@ -94,22 +94,19 @@ class SmtpServer:
         slot = None
         sid = 0
         sm = self.sm
-        me = asyncio.current_task()
-        self._tasks.append(me)
         try:
             ip = peer_ip(writer)
             conn = ServerConn.from_stream(reader, writer)
             conn.idle = sm["command_timeout"]
             conn.limit(DEADLINE_AUTH, sm["preauth_timeout"])
-            session = smtp.Session(self.svc, ip, mode, implicit)
-            slot = self.slots.admit(ip, me)
-            if isinstance(slot, str):
+            slot = self.slots.admit(ip, asyncio.current_task())
+            if isinstance(slot, str):  # refused: no Session is built for its one reply
                 slot = None
                 if not implicit:  # SMTPS: no handshake is spent on a refused peer
-                    await conn.send(session.busy_reply())
-                session = None
+                    await conn.send(self.svc.busy_reply())
                 return
             sid = slot.sid
+            session = smtp.Session(self.svc, ip, mode, implicit)
             if implicit:
                 await conn.start_tls(self.ctx, None, True, self.handshake_s * 1000)
             log.info("smtp #%d %s connect %s tls=%d sessions=%d", sid, ip, mode, int(implicit), self.slots.sessions)
@@ -124,7 +121,6 @@ class SmtpServer:
         except Exception as e:  # a peer's reset, a TLS failure, MemoryError...: end this session only
             log.info("smtp #%d %s closed: %s %r", sid, ip, type(e).__name__, e)
         finally:
-            self._tasks.remove(me)
             if session is not None:
                 session.close()  # a message without its final dot is thrown away here
             if conn is not None:

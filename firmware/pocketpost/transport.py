@@ -134,7 +134,8 @@ if IS_MICROPYTHON:
                 await self._wait(False, ms)
 
         async def send(self, data, ms=None):
-            mv = memoryview(data)
+            # A memoryview (the server's RETR block) as it is: another view would be garbage per block.
+            mv = data if isinstance(data, memoryview) else memoryview(data)
             n = len(mv)
             off = 0
             while off < n:

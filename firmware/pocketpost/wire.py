@@ -49,10 +49,12 @@ class LineReader:
         if bufsize < max_line:
             bufsize = max_line
         self.max_line = max_line
-        self._buf = bytearray(bufsize)
-        self._mv = memoryview(self._buf)
-        self._start = 0  # first unread byte
-        self._end = 0  # one past the last buffered byte
+        # Public and read-only (bulk readers take buf[start:end] without a call): changed only
+        # by space/commit, feed, next_line, consume and clear.
+        self.buf = bytearray(bufsize)
+        self._mv = memoryview(self.buf)
+        self.start = 0  # first unread byte
+        self.end = 0  # one past the last buffered byte
         self._discarding = False  # inside the tail of an overlong line
 
     # -- putting bytes in ---------------------------------------------------------------
@@ -60,79 +62,79 @@ class LineReader:
         """A writable view of the free tail of the buffer, for `sock.readinto()`.
         Compacts first, so the view is as large as it can be."""
         self._compact()
-        if self._end == 0:
+        if self.end == 0:
             return self._mv  # the common bulk case: no slice object made
-        return self._mv[self._end :]
+        return self._mv[self.end :]
 
     def commit(self, n):
         """Account for n bytes written into the view `space()` returned."""
-        self._end += n
+        self.end += n
 
     def feed(self, data):
         """Copy as much of `data` as fits; returns how many bytes were taken.
         Call `next_line()` until it returns None, then feed the rest."""
         self._compact()
         n = len(data)
-        room = len(self._buf) - self._end
+        room = len(self.buf) - self.end
         if n > room:
             n = room
-        self._mv[self._end : self._end + n] = data[:n] if n < len(data) else data
-        self._end += n
+        self._mv[self.end : self.end + n] = data[:n] if n < len(data) else data
+        self.end += n
         return n
 
     def _compact(self):
-        s = self._start
+        s = self.start
         if s:
-            e = self._end
+            e = self.end
             if e > s:
                 self._mv[0 : e - s] = self._mv[s:e]
-            self._start = 0
-            self._end = e - s
+            self.start = 0
+            self.end = e - s
 
     # -- taking lines out ---------------------------------------------------------------
     def next_line(self):
         """The next complete line without its line end (bytes), or None when more data is
         needed, or OVERLONG / BAD_LINE once per bad line."""
-        buf = self._buf
+        buf = self.buf
         if self._discarding:
-            j = buf.find(b"\n", self._start, self._end)
+            j = buf.find(b"\n", self.start, self.end)
             if j < 0:
-                self._start = self._end
+                self.start = self.end
                 return None
-            self._start = j + 1
+            self.start = j + 1
             self._discarding = False
-        s = self._start
+        s = self.start
         limit = s + self.max_line
-        e = self._end if self._end < limit else limit
+        e = self.end if self.end < limit else limit
         j = buf.find(b"\n", s, e)
         if j < 0:
-            if self._end - s >= self.max_line:
+            if self.end - s >= self.max_line:
                 # No line end within the limit: report once, then drop the tail.
-                self._start = s + self.max_line
+                self.start = s + self.max_line
                 self._discarding = True
                 return OVERLONG
             return None
-        self._start = j + 1
+        self.start = j + 1
         k = j - 1 if j > s and buf[j - 1] == _CR else j
         if buf.find(b"\x00", s, k) >= 0:
             return BAD_LINE
         return bytes(self._mv[s:k])
 
     # -- bulk access for multi-line bodies and STLS ---------------------------------------
-    def buffered(self):
-        """(buffer, start, end) of bytes received but not yet consumed as lines."""
-        return self._buf, self._start, self._end
+    # The bytes received but not yet taken are buf[start:end]: read those three attributes
+    # (no tuple per chunk, as a call returning them would make), never assign them; say how
+    # many were used with consume(n).
 
     def consume(self, n):
         """Mark n buffered bytes as used by someone else (e.g. a DotUnstuffer)."""
-        self._start += n
+        self.start += n
 
     def pending(self):
-        return self._end - self._start
+        return self.end - self.start
 
     def clear(self):
         """Drop everything buffered (RFC 2595: plaintext pipelined after STLS is discarded)."""
-        self._start = self._end = 0
+        self.start = self.end = 0
         self._discarding = False
 
 

@@ -810,3 +810,23 @@ def test_ctrl_c_inside_a_commit_is_finished_or_undone_by_the_next_lock():
         store_mod.Mailbox._close = real_close
         store_mod.reboot()
         _rmtree(root)
+
+
+def test_sessions_counts_pop3_and_smtp():
+    # admin.status()'s "sessions": both listeners' admitted sessions (SMTP's used to be left out).
+    class Slots:
+        def __init__(self, n):
+            self.sessions = n
+
+    class Srv:
+        def __init__(self, n):
+            self.slots = Slots(n)
+
+    r = board.Runner({}, board.Hardware())
+    assert r.sessions() == 0
+    r.server = Srv(2)
+    assert r.sessions() == 2
+    r.smtp = Srv(3)
+    assert r.sessions() == 5
+    r.server = None
+    assert r.sessions() == 3

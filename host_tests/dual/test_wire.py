@@ -122,8 +122,7 @@ def test_buffered_and_clear():
     r.feed(b"STLS\r\nUSER evil\r\n")
     assert r.next_line() == b"STLS"
     assert r.pending() == len(b"USER evil\r\n")
-    buf, s, e = r.buffered()
-    assert bytes(buf[s:e]) == b"USER evil\r\n"
+    assert bytes(r.buf[r.start : r.end]) == b"USER evil\r\n"
     r.clear()
     assert r.next_line() is None and r.pending() == 0
 
