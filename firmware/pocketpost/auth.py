@@ -271,6 +271,12 @@ def apop_digest(banner_ts, secret):
     return binascii.hexlify(h.digest())
 
 
+# The LOGIN mechanism's prompts (draft-murchison-sasl-login), "Username:" and "Password:" in
+# base64 as every LOGIN client expects them; each protocol adds its own framing ("+ ", "334 ").
+LOGIN_USER_PROMPT = b"VXNlcm5hbWU6"
+LOGIN_PASS_PROMPT = b"UGFzc3dvcmQ6"
+
+
 def b64decode(blob):
     """Strict base64 (a SASL response) -> bytes. Raises AuthError."""
     try:

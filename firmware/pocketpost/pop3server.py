@@ -52,8 +52,7 @@ LOGIN_SLICE_MS = const(10)
 _MAX_LOGIN_CHUNK = const(4096)
 IMPLEMENTATION = "pocketpost"
 
-# SASL continuation steps (Session._sasl) and the LOGIN mechanism's prompts, "Username:" and
-# "Password:" in base64 as every LOGIN client expects them.
+# SASL continuation steps (Session._sasl) and the LOGIN mechanism's prompts (auth.py's, framed).
 _SASL_PLAIN = const(1)
 _LOGIN_USER = const(2)
 _LOGIN_PASS = const(3)
@@ -61,8 +60,8 @@ _SCRAM_FIRST = const(4)  # AUTH SCRAM-SHA-256 without an initial response: clien
 _SCRAM_FINAL = const(5)  # server-first sent: client-final next
 _SCRAM_ACK = const(6)  # server-final sent as a challenge (RFC 5034 section 4): an empty line next
 _SCRAM_METHOD = "AUTH SCRAM-SHA-256"
-_LOGIN_USER_PROMPT = b"+ VXNlcm5hbWU6\r\n"
-_LOGIN_PASS_PROMPT = b"+ UGFzc3dvcmQ6\r\n"
+_LOGIN_USER_PROMPT = b"+ " + auth.LOGIN_USER_PROMPT + b"\r\n"
+_LOGIN_PASS_PROMPT = b"+ " + auth.LOGIN_PASS_PROMPT + b"\r\n"
 
 _CR = const(13)
 _LF = const(10)

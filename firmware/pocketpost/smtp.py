@@ -70,8 +70,6 @@ _MAX_TRACE_NAME = const(64)
 MX = "mx"  # port 25 style: mail for local addresses, no AUTH needed
 SUBMISSION = "submission"  # RFC 6409: AUTH required before MAIL
 
-_BASE64_USER = b"VXNlcm5hbWU6"  # "Username:" (the LOGIN mechanism's prompts)
-_BASE64_PASS = b"UGFzc3dvcmQ6"  # "Password:"
 
 
 def reply(code, enh, text):
@@ -403,7 +401,7 @@ class Session:
         if mech == b"LOGIN":
             if initial is None:
                 self._auth = "login-user"
-                return b"334 " + _BASE64_USER + b"\r\n"
+                return b"334 " + auth.LOGIN_USER_PROMPT + b"\r\n"
             return self._login_user(initial)
 
     def _auth_step(self, line):
@@ -435,12 +433,10 @@ class Session:
         return self._verify(name, pw, bool(authz) and authz != authc)  # no proxy logins
 
     def _b64(self, blob):
+        """auth.b64decode, None for malformed base64 (LOGIN still asks for the password)."""
         try:
-            raw = binascii.a2b_base64(blob)
-            if binascii.b2a_base64(raw).rstrip(b"\n") != blob:
-                return None
-            return raw
-        except (ValueError, TypeError):
+            return auth.b64decode(blob)
+        except auth.AuthError:
             return None
 
     def _login_user(self, blob):
@@ -450,7 +446,7 @@ class Session:
         except UnicodeError:
             self._auth_user = None
         self._auth = "login-pass"
-        return b"334 " + _BASE64_PASS + b"\r\n"
+        return b"334 " + auth.LOGIN_PASS_PROMPT + b"\r\n"
 
     def _login_pass(self, blob):
         name = self._auth_user
