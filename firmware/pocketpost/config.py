@@ -328,21 +328,13 @@ def _check_transport(a):
         raise ConfigError('config: account %s: certificate verification needs "ca" (the CA certificate, DER) '
                           'on MicroPython, which has no system CA store' % (name,))
     ca = a.get("ca")
-    if isinstance(ca, str) and ca and _is_pem(ca):
+    if not isinstance(ca, str) or not ca:
+        return
+    from pocketpost.tls import is_pem  # only with a CA file: the client loads tls.py for it anyway
+
+    if is_pem(ca):
         raise ConfigError("config: account %s: %s is PEM; the board needs DER: convert with "
                           "`openssl x509 -in %s -outform DER -out %s.der`" % (name, ca, ca, ca.rsplit(".", 1)[0]))
-
-
-def _is_pem(path):
-    """True if path is readable and PEM (a missing file is the connect's error, with its path)."""
-    try:
-        f = open(path, "rb")
-    except OSError:
-        return False
-    try:
-        return f.read(11) == b"-----BEGIN "
-    finally:
-        f.close()
 
 
 def secrets_path(config_path, cfg):
