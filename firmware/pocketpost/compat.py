@@ -46,6 +46,17 @@ except AttributeError:
         return a + b
 
 
+class ConfigError(Exception):
+    """A mistake in the configuration, one line naming what to fix: config.py's checks of the
+    file and client.py's of each account raise this one class (config.ConfigError and
+    client.ConfigError are this), so a caller catches every config mistake in one place. It
+    lives here so the client needs no config module in its heap (fetch.py drops config)."""
+
+    def __init__(self, msg):
+        super().__init__(msg)
+        self.msg = msg
+
+
 def errno_of(exc):
     """The errno of an OSError: MicroPython puts it only in args[0]."""
     e = getattr(exc, "errno", None)

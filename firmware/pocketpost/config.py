@@ -21,7 +21,7 @@ account's secrets by account name ({"isp": {"password": "..."}}), merged by `loa
 import json
 
 from pocketpost import auth
-from pocketpost.compat import IS_MICROPYTHON, const, rename, sync_file
+from pocketpost.compat import IS_MICROPYTHON, ConfigError, const, rename, sync_file
 
 # --- defaults, each with its reason --------------------------------------------------------
 STORE_DEFAULTS = {
@@ -130,11 +130,6 @@ _CEILING_WATCHDOG_MS = const(30000)
 # A user / mailbox name: it becomes a directory name on flash.
 MAX_NAME = const(32)
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789._-"
-
-
-class ConfigError(Exception):
-    def __init__(self, msg):
-        super().__init__(msg)
 
 
 def valid_name(name):
