@@ -213,12 +213,6 @@ def format_record(iterations, salt, stored_key, server_key):
     return "%s$%d$%s$%s$%s" % (SCRAM, iterations, _hexs(salt), _hexs(stored_key), _hexs(server_key))
 
 
-def format_hash(iterations, salt, dk):
-    """The old record form (SaltedPassword in clear): still read, no longer written (tests make
-    one to check the upgrade)."""
-    return "%s$%d$%s$%s" % (SCHEME, iterations, _hexs(salt), _hexs(dk))
-
-
 def _hexs(b):
     return binascii.hexlify(b).decode()
 

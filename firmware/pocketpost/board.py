@@ -74,7 +74,7 @@ WDT_FEED_DIVISOR = const(4)  # feed every timeout/4: three missed feeds still do
 SERVICE_SERVER = True  # run the POP3 server
 # Backstop on top of an account's session_timeout (the client checks it at every wait; this
 # catches what it cannot, e.g. a slow flash): the account's fetch task is cancelled there.
-FETCH_DEADLINE_SLACK_S = 30  # not const(): tests lower it
+FETCH_DEADLINE_SLACK_S = const(30)
 SERVICE_SMTP = True  # run the SMTP receiver (only ever started when the config names smtp.domains)
 FETCH_INTERVAL_S = const(0)  # 0: no fetch schedule; else fetch every account every N seconds
 RESTART_BACKOFF_MS = const(1000)  # first pause before restarting a failed service; doubles

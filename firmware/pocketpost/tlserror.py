@@ -59,14 +59,6 @@ _DO = {
 }
 
 
-def mbedtls_name(code):
-    """"MBEDTLS_ERR_..." for a known mbedTLS error code, else None."""
-    for c, name, _ in _MBEDTLS:
-        if c == code:
-            return "MBEDTLS_ERR_" + name
-    return None
-
-
 def _text(exc):
     parts = []
     for a in getattr(exc, "args", ()):

@@ -4,6 +4,8 @@ Runs under CPython (pytest) and MicroPython (host_tests/dual/run.py)."""
 import binascii
 import os
 
+import oldrecord
+
 from pocketpost import auth, config, log, scram
 from pocketpost.pop3server import BodyProducer, LoginCheck, PlainProducer, Service, Session, Throttle
 from pocketpost.store import Store
@@ -813,7 +815,7 @@ def test_scram_refuses_other_authzid_malformed_and_cancel():
 
 def _legacy(svc, name, pw, its):
     salt = os.urandom(16)
-    svc.users[name]["password"] = auth.format_hash(its, salt, auth.pbkdf2_sha256(pw, salt, its))
+    svc.users[name]["password"] = oldrecord.format_hash(its, salt, auth.pbkdf2_sha256(pw, salt, its))
     return salt
 
 
