@@ -31,7 +31,7 @@ handed out unchanged (no stuffing pass, no copy, no block buffer of its own), th
 import hashlib
 
 from pocketpost import auth, log
-from pocketpost.config import SERVER_DEFAULTS, parse_cidr, parse_ipv4
+from pocketpost.config import parse_cidr, parse_ipv4
 from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
 from pocketpost.wire import OVERLONG, TERMINATOR, DotStuffer, terminator
@@ -115,17 +115,19 @@ class Service:
     """What every session of one server shares: users, store, policy, limits, throttle."""
 
     def __init__(self, server_cfg, users, store, tls_available=False):
+        # server_cfg is config.check's "server" section: every key is there, defaults merged
+        # (config.SERVER_DEFAULTS is the one place they are written).
         self.cfg = server_cfg
         self.users = users
         self.store = store
         self.tls_available = tls_available
-        self.hostname = server_cfg.get("hostname", "pocketpost")
-        self.policy = server_cfg.get("plaintext_auth", "local")
-        self.max_failures = server_cfg.get("max_auth_failures", 3)
-        self.throttle = Throttle(server_cfg.get("auth_delays", [2, 4, 8, 15]), server_cfg.get("auth_fail_window", 600))
-        self.block_size = server_cfg.get("block_size", 1024)
+        self.hostname = server_cfg["hostname"]
+        self.policy = server_cfg["plaintext_auth"]
+        self.max_failures = server_cfg["max_auth_failures"]
+        self.throttle = Throttle(server_cfg["auth_delays"], server_cfg["auth_fail_window"])
+        self.block_size = server_cfg["block_size"]
         nets = []
-        for n in server_cfg.get("trusted_networks", []):
+        for n in server_cfg["trusted_networks"]:
             c = parse_cidr(n)
             if c is not None:
                 nets.append(c)
@@ -140,11 +142,11 @@ class Service:
         # cheaper stored hash), a stored hash with another count is rehashed to it at the next
         # successful login, and an unknown user is checked against a dummy hash made with it.
         # So known and unknown users cost the same once every hash has the board's count.
-        self.iterations = server_cfg.get("pbkdf2_iterations", auth.DEFAULT_ITERATIONS)
+        self.iterations = server_cfg["pbkdf2_iterations"]
         self._dummy = auth.hash_password(urandom(12), self.iterations)
         self.scram_secret = _scram_secret(users)
         self.on_rehash = None  # the shell's fn(name, new_hash): make the new hash durable
-        us = server_cfg.get("pbkdf2_iteration_us", SERVER_DEFAULTS["pbkdf2_iteration_us"])
+        us = server_cfg["pbkdf2_iteration_us"]
         self.login_chunk = max(1, min(_MAX_LOGIN_CHUNK, int(LOGIN_SLICE_MS * 500 / us)))
 
     def trusted(self, ip):

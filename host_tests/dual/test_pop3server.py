@@ -617,7 +617,7 @@ def test_every_check_costs_the_board_count():
         users = dict(e.svc.users)
         users["carol"] = {"password": auth.hash_password("x", 40), "mailbox": "carol"}
         users["dave"] = {"password": auth.hash_password("y", 2), "mailbox": "dave"}
-        svc = Service({"pbkdf2_iterations": 5}, users, e.store)
+        svc = Service(config.check({"server": {"pbkdf2_iterations": 5}})["server"], users, e.store)
         assert auth.parse_hash(svc._dummy)[0] == 5
         known = _steps(LoginCheck(svc, "alice", b"wrong"))
         assert known == _steps(LoginCheck(svc, "nobody", b"wrong"))
