@@ -469,17 +469,8 @@ class Session:
     def _sasl_response(self, blob):
         if blob == b"*":
             return reply(False, "authentication cancelled")
-        if blob == b"=":
-            blob = b""
-        try:
-            authz, authc, pw = auth.sasl_plain(blob)
-            name = authc.decode()
-        except (auth.AuthError, ValueError, UnicodeError):
-            # Malformed: still pay a password check, so the answer's timing tells nothing.
-            return self._login("", b"", None, "AUTH PLAIN")
-        if authz and authz != authc:  # no proxy logins: authorize only as oneself
-            return self._login(name, pw, None, "AUTH PLAIN", True)
-        return self._login(name, pw, None, "AUTH PLAIN")
+        name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
+        return self._login(name, pw, None, "AUTH PLAIN", fail)
 
     def _login(self, name, password, user, method, force_fail=False):
         """user None: check the password (handle() answers None, resume() finishes the login);

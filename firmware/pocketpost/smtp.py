@@ -423,14 +423,8 @@ class Session:
         return self._login_pass(line)
 
     def _plain(self, blob):
-        if blob == b"=":
-            blob = b""
-        try:
-            authz, authc, pw = auth.sasl_plain(blob)
-            name = authc.decode()
-        except (auth.AuthError, ValueError, UnicodeError):
-            return self._verify("", b"", True)  # the same work: timing tells nothing
-        return self._verify(name, pw, bool(authz) and authz != authc)  # no proxy logins
+        name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
+        return self._verify(name, pw, fail)
 
     def _b64(self, blob):
         """auth.b64decode, None for malformed base64 (LOGIN still asks for the password)."""
