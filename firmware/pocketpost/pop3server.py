@@ -56,9 +56,7 @@ IMPLEMENTATION = "pocketpost"
 _SASL_PLAIN = const(1)
 _LOGIN_USER = const(2)
 _LOGIN_PASS = const(3)
-_SCRAM_FIRST = const(4)  # AUTH SCRAM-SHA-256 without an initial response: client-first next
-_SCRAM_FINAL = const(5)  # server-first sent: client-final next
-_SCRAM_ACK = const(6)  # server-final sent as a challenge (RFC 5034 section 4): an empty line next
+_SCRAM = const(4)  # AUTH SCRAM-SHA-256 under way: scram.ServerLogin.step takes the next line
 _SCRAM_METHOD = "AUTH SCRAM-SHA-256"
 _LOGIN_USER_PROMPT = b"+ " + auth.LOGIN_USER_PROMPT + b"\r\n"
 _LOGIN_PASS_PROMPT = b"+ " + auth.LOGIN_PASS_PROMPT + b"\r\n"
@@ -391,10 +389,13 @@ class Session:
             return b"+OK\r\nSCRAM-SHA-256\r\n.\r\n"
         mech = bytes(args[0]).upper()
         if mech == b"SCRAM-SHA-256":  # the password never crosses: allowed without TLS
+            from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
+
+            self._scram = scram.ServerLogin(self.svc)
             if len(args) < 2:
-                self._sasl = _SCRAM_FIRST
+                self._sasl = _SCRAM
                 return b"+ \r\n"
-            return self._scram_first(bytes(args[1]))
+            return self._scram_step(bytes(args[1]))
         if mech != b"PLAIN" and mech != b"LOGIN":
             return reply(False, "unsupported SASL mechanism")
         if not self.plain_allowed():
@@ -415,12 +416,8 @@ class Session:
         if blob == b"*":
             self._scram = None
             return reply(False, "authentication cancelled")
-        if step == _SCRAM_FIRST:
-            return self._scram_first(blob)
-        if step == _SCRAM_FINAL:
-            return self._scram_final(blob)
-        if step == _SCRAM_ACK:
-            return self._scram_done(blob)
+        if step == _SCRAM:
+            return self._scram_step(blob)
         try:
             raw = auth.b64decode(blob)
         except auth.AuthError:
@@ -440,31 +437,15 @@ class Session:
     # -- SCRAM-SHA-256 (RFC 5802, RFC 7677, RFC 5034): scram.ServerLogin does the work ----------
     # It fails through _login like every other mechanism (failure delay, max failures, the
     # throttle's reset on success); an unknown name fails at the proof, like a wrong password.
-    def _scram_first(self, blob):
-        from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
-
-        x = scram.ServerLogin(self.svc)
-        sf = x.first(blob)
-        if sf is None:
-            return self._login("", None, False, _SCRAM_METHOD)  # malformed: a failed login
-        self._scram = x
-        self._sasl = _SCRAM_FINAL
-        return b"+ " + sf + b"\r\n"
-
-    def _scram_final(self, blob):
+    def _scram_step(self, blob):
+        """server-first, then server-final as a challenge (RFC 5034 section 4), then the login."""
         x = self._scram
-        v = x.final(blob)
-        if v is None:
-            self._scram = None
-            return self._login(x.name, None, False, _SCRAM_METHOD)
-        self._sasl = _SCRAM_ACK
-        return b"+ " + v + b"\r\n"
-
-    def _scram_done(self, blob):
-        """The client's answer to server-final: empty (RFC 5034 section 4), then +OK."""
-        x = self._scram
+        msg = x.step(blob)
+        if msg is not None:
+            self._sasl = _SCRAM
+            return b"+ " + msg + b"\r\n"
         self._scram = None
-        return self._login(x.name, None, x.done(blob) or False, _SCRAM_METHOD)
+        return self._login(x.name, None, x.user or False, _SCRAM_METHOD)
 
     def _sasl_response(self, blob):
         if blob == b"*":
