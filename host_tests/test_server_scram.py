@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+import oldrecord
 from helpers import FIRMWARE
 from serverharness import Pop3Server, Raw, msg
 
@@ -208,7 +209,7 @@ def test_old_record_upgraded_by_a_scram_login_and_saved(tmp_path):
     with open(s.config_path) as f:
         raw = json.load(f)
     salt = os.urandom(16)
-    old = auth.format_hash(200, salt, hashlib.pbkdf2_hmac("sha256", b"alice pass", salt, 200))
+    old = oldrecord.format_hash(200, salt, hashlib.pbkdf2_hmac("sha256", b"alice pass", salt, 200))
     raw["users"]["alice"]["password"] = old
     with open(s.config_path, "w") as f:
         json.dump(raw, f)

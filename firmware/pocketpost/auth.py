@@ -213,12 +213,6 @@ def format_record(iterations, salt, stored_key, server_key):
     return "%s$%d$%s$%s$%s" % (SCRAM, iterations, _hexs(salt), _hexs(stored_key), _hexs(server_key))
 
 
-def format_hash(iterations, salt, dk):
-    """The old record form (SaltedPassword in clear): still read, no longer written (tests make
-    one to check the upgrade)."""
-    return "%s$%d$%s$%s" % (SCHEME, iterations, _hexs(salt), _hexs(dk))
-
-
 def _hexs(b):
     return binascii.hexlify(b).decode()
 
@@ -271,6 +265,12 @@ def apop_digest(banner_ts, secret):
     return binascii.hexlify(h.digest())
 
 
+# The LOGIN mechanism's prompts (draft-murchison-sasl-login), "Username:" and "Password:" in
+# base64 as every LOGIN client expects them; each protocol adds its own framing ("+ ", "334 ").
+LOGIN_USER_PROMPT = b"VXNlcm5hbWU6"
+LOGIN_PASS_PROMPT = b"UGFzc3dvcmQ6"
+
+
 def b64decode(blob):
     """Strict base64 (a SASL response) -> bytes. Raises AuthError."""
     try:
@@ -291,6 +291,21 @@ def sasl_plain(blob):
     if len(parts) != 3 or not parts[1]:
         raise AuthError("bad PLAIN message")
     return parts[0], parts[1], parts[2]
+
+
+def plain_login(blob):
+    """A PLAIN response as both servers check it -> (name, password, fail) for a password check
+    that is always paid, so the answer's timing tells nothing: "=" is the empty response (RFC
+    4954); malformed (base64, framing, a name not UTF-8) -> ("", b"", True); an authzid other
+    than the authcid (a proxy login: authorize only as oneself) -> fail True."""
+    if blob == b"=":
+        blob = b""
+    try:
+        authz, authc, pw = sasl_plain(blob)
+        name = authc.decode()
+    except (AuthError, ValueError, UnicodeError):
+        return "", b"", True
+    return name, pw, bool(authz) and authz != authc
 
 
 def b64encode(raw):

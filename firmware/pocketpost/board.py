@@ -41,7 +41,7 @@ import sys
 import time
 
 from pocketpost import log
-from pocketpost.compat import IS_MICROPYTHON, const, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, const, ticks_diff, ticks_ms
 
 _TYPING = False
 if _TYPING:  # never true at run time: lets mypy check calls against the ESP32 stubs
@@ -66,15 +66,12 @@ NTP_INTERVAL_S = const(21600)
 NTP_RETRY_S = const(60)  # after a failed sync (UDP lost, DNS down)
 # The clock is taken as unset before this year: a board without NTP boots in 2000.
 CLOCK_VALID_YEAR = const(2024)
-# Longest stall the event loop may legitimately have: one PBKDF2 login (~0.3-1 s on ESP32), an
-# NTP query (1 s timeout), a flash erase (~0.1 s), a TLS handshake (~1-2 s, blocking in mbedTLS).
-# 30 s leaves a wide margin and still catches a wedged loop.
-WDT_TIMEOUT_MS = const(30000)
+# WDT_TIMEOUT_MS (imported from compat, where it says why 30 s): the watchdog period.
 WDT_FEED_DIVISOR = const(4)  # feed every timeout/4: three missed feeds still do not reset
 SERVICE_SERVER = True  # run the POP3 server
 # Backstop on top of an account's session_timeout (the client checks it at every wait; this
 # catches what it cannot, e.g. a slow flash): the account's fetch task is cancelled there.
-FETCH_DEADLINE_SLACK_S = 30  # not const(): tests lower it
+FETCH_DEADLINE_SLACK_S = const(30)
 SERVICE_SMTP = True  # run the SMTP receiver (only ever started when the config names smtp.domains)
 # Export/import over USB while serving (Runner.usb_link, `ppadmin ... --live`): on for a
 # board; off on the unix port, whose stdin is a terminal or the host's (the pseudo-board's config

@@ -47,7 +47,7 @@ import asyncio
 import binascii
 
 from pocketpost import compat, log, transport
-from pocketpost.compat import const
+from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
 from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
 from pocketpost.pop3client import BODY, CHUNK, CONTINUE, END, GREETING, REPLY, ClientSession
 from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState, hash_key, new_hash, remove_tmp, sha1_hex
@@ -103,10 +103,6 @@ class ClientError(Exception):
     def __init__(self, msg):
         super().__init__(msg)
         self.msg = msg
-
-
-class ConfigError(ClientError):
-    pass
 
 
 class Pop3Timeout(ClientError):

@@ -46,6 +46,25 @@ except AttributeError:
         return a + b
 
 
+# The board's watchdog period (board.py's default; config.py's PBKDF2 ceiling for a config without
+# a "watchdog" section): here because both use it and board.py pulls in asyncio. Longest stall the
+# event loop may legitimately have: one PBKDF2 login (~0.3-1 s on ESP32), an NTP query (1 s
+# timeout), a flash erase (~0.1 s), a TLS handshake (~1-2 s, blocking in mbedTLS). 30 s leaves a
+# wide margin and still catches a wedged loop.
+WDT_TIMEOUT_MS = const(30000)
+
+
+class ConfigError(Exception):
+    """A mistake in the configuration, one line naming what to fix: config.py's checks of the
+    file and client.py's of each account raise this one class (config.ConfigError and
+    client.ConfigError are this), so a caller catches every config mistake in one place. It
+    lives here so the client needs no config module in its heap (fetch.py drops config)."""
+
+    def __init__(self, msg):
+        super().__init__(msg)
+        self.msg = msg
+
+
 def errno_of(exc):
     """The errno of an OSError: MicroPython puts it only in args[0]."""
     e = getattr(exc, "errno", None)

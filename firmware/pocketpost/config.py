@@ -21,7 +21,7 @@ account's secrets by account name ({"isp": {"password": "..."}}), merged by `loa
 import json
 
 from pocketpost import auth
-from pocketpost.compat import IS_MICROPYTHON, const, rename, sync_file
+from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, ConfigError, const, rename, sync_file
 
 # --- defaults, each with its reason --------------------------------------------------------
 STORE_DEFAULTS = {
@@ -123,18 +123,11 @@ ACCOUNT_SECRETS = ("password", "refresh_token", "client_secret")  # the last two
 # The PBKDF2 ceiling: one hash, even run synchronously (admin.add_user at the REPL, where nothing
 # else feeds the watchdog), must fit in 1/PBKDF2_WATCHDOG_DIVISOR of the watchdog period.
 PBKDF2_WATCHDOG_DIVISOR = const(2)
-# A config without a "watchdog" section (the host) is held to the board default, board.py's
-# WDT_TIMEOUT_MS (not imported: board.py pulls in asyncio and the board glue).
-_CEILING_WATCHDOG_MS = const(30000)
+# A config without a "watchdog" section (the host) is held to the board default, WDT_TIMEOUT_MS.
 
 # A user / mailbox name: it becomes a directory name on flash.
 MAX_NAME = const(32)
 _NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789._-"
-
-
-class ConfigError(Exception):
-    def __init__(self, msg):
-        super().__init__(msg)
 
 
 def valid_name(name):
@@ -181,7 +174,7 @@ def pbkdf2_ceiling(cfg):
     wd = cfg.get("watchdog")
     ms = wd.get("timeout_ms") if isinstance(wd, dict) else None
     if not isinstance(ms, int) or isinstance(ms, bool) or ms <= 0:
-        ms = _CEILING_WATCHDOG_MS
+        ms = WDT_TIMEOUT_MS
     sv = cfg.get("server")
     us = sv.get("pbkdf2_iteration_us") if isinstance(sv, dict) else None
     if not isinstance(us, (int, float)) or isinstance(us, bool) or us <= 0:
@@ -328,21 +321,13 @@ def _check_transport(a):
         raise ConfigError('config: account %s: certificate verification needs "ca" (the CA certificate, DER) '
                           'on MicroPython, which has no system CA store' % (name,))
     ca = a.get("ca")
-    if isinstance(ca, str) and ca and _is_pem(ca):
+    if not isinstance(ca, str) or not ca:
+        return
+    from pocketpost.tls import is_pem  # only with a CA file: the client loads tls.py for it anyway
+
+    if is_pem(ca):
         raise ConfigError("config: account %s: %s is PEM; the board needs DER: convert with "
                           "`openssl x509 -in %s -outform DER -out %s.der`" % (name, ca, ca, ca.rsplit(".", 1)[0]))
-
-
-def _is_pem(path):
-    """True if path is readable and PEM (a missing file is the connect's error, with its path)."""
-    try:
-        f = open(path, "rb")
-    except OSError:
-        return False
-    try:
-        return f.read(11) == b"-----BEGIN "
-    finally:
-        f.close()
 
 
 def secrets_path(config_path, cfg):

@@ -573,9 +573,9 @@ def check_account(d, a):
         raise OAuthError('account %s: the token endpoint\'s certificate is verified: give "token_ca" (its CA '
                          'certificate, DER) on MicroPython, which has no system CA store' % name)
     if isinstance(tca, str) and tca != d.get("ca"):
-        from pocketpost.config import _is_pem
+        from pocketpost.tls import is_pem
 
-        if _is_pem(tca):
+        if is_pem(tca):
             raise OAuthError("account %s: %s is PEM; the board needs DER: convert with "
                              "`openssl x509 -in %s -outform DER -out %s.der`" % (name, tca, tca, tca.rsplit(".", 1)[0]))
     if "password" in d:

@@ -111,7 +111,6 @@ class ClientSession:
         self._last = 0  # last listing number (LIST/UIDL entries come in increasing order)
         self._count = 0  # lines of the current block
         self._prev_cr = False  # the body's last byte so far was CR (a CRLF split across chunks)
-        self.closed = False  # the server answered QUIT with +OK
         # event details
         self.reply = None
         self.timestamp = None
@@ -153,10 +152,6 @@ class ClientSession:
     def respond(self, data):
         """A SASL response line after CONTINUE (the AUTH command stays pending)."""
         return bytes(data) + b"\r\n"
-
-    def expecting(self):
-        """Commands sent whose replies have not fully arrived."""
-        return len(self._pending)
 
     def waiting_for(self):
         """The oldest command whose reply is awaited, as shown in errors ("RETR 3"), or ""."""
@@ -240,8 +235,6 @@ class ClientSession:
                     self._state = _LINES
             else:
                 self._pending.pop(0)
-                if r.ok and p[0] == "QUIT":
-                    self.closed = True
             return REPLY
         # _LINES: CAPA, LIST, UIDL
         ln = self._next_line(p[1] + " listing")

@@ -31,7 +31,7 @@ handed out unchanged (no stuffing pass, no copy, no block buffer of its own), th
 import hashlib
 
 from pocketpost import auth, log
-from pocketpost.config import SERVER_DEFAULTS, parse_cidr, parse_ipv4
+from pocketpost.config import parse_cidr, parse_ipv4
 from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
 from pocketpost.wire import OVERLONG, TERMINATOR, DotStuffer, terminator
@@ -52,17 +52,14 @@ LOGIN_SLICE_MS = const(10)
 _MAX_LOGIN_CHUNK = const(4096)
 IMPLEMENTATION = "pocketpost"
 
-# SASL continuation steps (Session._sasl) and the LOGIN mechanism's prompts, "Username:" and
-# "Password:" in base64 as every LOGIN client expects them.
+# SASL continuation steps (Session._sasl) and the LOGIN mechanism's prompts (auth.py's, framed).
 _SASL_PLAIN = const(1)
 _LOGIN_USER = const(2)
 _LOGIN_PASS = const(3)
-_SCRAM_FIRST = const(4)  # AUTH SCRAM-SHA-256 without an initial response: client-first next
-_SCRAM_FINAL = const(5)  # server-first sent: client-final next
-_SCRAM_ACK = const(6)  # server-final sent as a challenge (RFC 5034 section 4): an empty line next
+_SCRAM = const(4)  # AUTH SCRAM-SHA-256 under way: scram.ServerLogin.step takes the next line
 _SCRAM_METHOD = "AUTH SCRAM-SHA-256"
-_LOGIN_USER_PROMPT = b"+ VXNlcm5hbWU6\r\n"
-_LOGIN_PASS_PROMPT = b"+ UGFzc3dvcmQ6\r\n"
+_LOGIN_USER_PROMPT = b"+ " + auth.LOGIN_USER_PROMPT + b"\r\n"
+_LOGIN_PASS_PROMPT = b"+ " + auth.LOGIN_PASS_PROMPT + b"\r\n"
 
 _CR = const(13)
 _LF = const(10)
@@ -116,17 +113,19 @@ class Service:
     """What every session of one server shares: users, store, policy, limits, throttle."""
 
     def __init__(self, server_cfg, users, store, tls_available=False):
+        # server_cfg is config.check's "server" section: every key is there, defaults merged
+        # (config.SERVER_DEFAULTS is the one place they are written).
         self.cfg = server_cfg
         self.users = users
         self.store = store
         self.tls_available = tls_available
-        self.hostname = server_cfg.get("hostname", "pocketpost")
-        self.policy = server_cfg.get("plaintext_auth", "local")
-        self.max_failures = server_cfg.get("max_auth_failures", 3)
-        self.throttle = Throttle(server_cfg.get("auth_delays", [2, 4, 8, 15]), server_cfg.get("auth_fail_window", 600))
-        self.block_size = server_cfg.get("block_size", 1024)
+        self.hostname = server_cfg["hostname"]
+        self.policy = server_cfg["plaintext_auth"]
+        self.max_failures = server_cfg["max_auth_failures"]
+        self.throttle = Throttle(server_cfg["auth_delays"], server_cfg["auth_fail_window"])
+        self.block_size = server_cfg["block_size"]
         nets = []
-        for n in server_cfg.get("trusted_networks", []):
+        for n in server_cfg["trusted_networks"]:
             c = parse_cidr(n)
             if c is not None:
                 nets.append(c)
@@ -141,11 +140,11 @@ class Service:
         # cheaper stored hash), a stored hash with another count is rehashed to it at the next
         # successful login, and an unknown user is checked against a dummy hash made with it.
         # So known and unknown users cost the same once every hash has the board's count.
-        self.iterations = server_cfg.get("pbkdf2_iterations", auth.DEFAULT_ITERATIONS)
+        self.iterations = server_cfg["pbkdf2_iterations"]
         self._dummy = auth.hash_password(urandom(12), self.iterations)
         self.scram_secret = _scram_secret(users)
         self.on_rehash = None  # the shell's fn(name, new_hash): make the new hash durable
-        us = server_cfg.get("pbkdf2_iteration_us", SERVER_DEFAULTS["pbkdf2_iteration_us"])
+        us = server_cfg["pbkdf2_iteration_us"]
         self.login_chunk = max(1, min(_MAX_LOGIN_CHUNK, int(LOGIN_SLICE_MS * 500 / us)))
 
     def trusted(self, ip):
@@ -390,10 +389,13 @@ class Session:
             return b"+OK\r\nSCRAM-SHA-256\r\n.\r\n"
         mech = bytes(args[0]).upper()
         if mech == b"SCRAM-SHA-256":  # the password never crosses: allowed without TLS
+            from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
+
+            self._scram = scram.ServerLogin(self.svc)
             if len(args) < 2:
-                self._sasl = _SCRAM_FIRST
+                self._sasl = _SCRAM
                 return b"+ \r\n"
-            return self._scram_first(bytes(args[1]))
+            return self._scram_step(bytes(args[1]))
         if mech != b"PLAIN" and mech != b"LOGIN":
             return reply(False, "unsupported SASL mechanism")
         if not self.plain_allowed():
@@ -414,12 +416,8 @@ class Session:
         if blob == b"*":
             self._scram = None
             return reply(False, "authentication cancelled")
-        if step == _SCRAM_FIRST:
-            return self._scram_first(blob)
-        if step == _SCRAM_FINAL:
-            return self._scram_final(blob)
-        if step == _SCRAM_ACK:
-            return self._scram_done(blob)
+        if step == _SCRAM:
+            return self._scram_step(blob)
         try:
             raw = auth.b64decode(blob)
         except auth.AuthError:
@@ -439,46 +437,21 @@ class Session:
     # -- SCRAM-SHA-256 (RFC 5802, RFC 7677, RFC 5034): scram.ServerLogin does the work ----------
     # It fails through _login like every other mechanism (failure delay, max failures, the
     # throttle's reset on success); an unknown name fails at the proof, like a wrong password.
-    def _scram_first(self, blob):
-        from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
-
-        x = scram.ServerLogin(self.svc)
-        sf = x.first(blob)
-        if sf is None:
-            return self._login("", None, False, _SCRAM_METHOD)  # malformed: a failed login
-        self._scram = x
-        self._sasl = _SCRAM_FINAL
-        return b"+ " + sf + b"\r\n"
-
-    def _scram_final(self, blob):
+    def _scram_step(self, blob):
+        """server-first, then server-final as a challenge (RFC 5034 section 4), then the login."""
         x = self._scram
-        v = x.final(blob)
-        if v is None:
-            self._scram = None
-            return self._login(x.name, None, False, _SCRAM_METHOD)
-        self._sasl = _SCRAM_ACK
-        return b"+ " + v + b"\r\n"
-
-    def _scram_done(self, blob):
-        """The client's answer to server-final: empty (RFC 5034 section 4), then +OK."""
-        x = self._scram
+        msg = x.step(blob)
+        if msg is not None:
+            self._sasl = _SCRAM
+            return b"+ " + msg + b"\r\n"
         self._scram = None
-        return self._login(x.name, None, x.done(blob) or False, _SCRAM_METHOD)
+        return self._login(x.name, None, x.user or False, _SCRAM_METHOD)
 
     def _sasl_response(self, blob):
         if blob == b"*":
             return reply(False, "authentication cancelled")
-        if blob == b"=":
-            blob = b""
-        try:
-            authz, authc, pw = auth.sasl_plain(blob)
-            name = authc.decode()
-        except (auth.AuthError, ValueError, UnicodeError):
-            # Malformed: still pay a password check, so the answer's timing tells nothing.
-            return self._login("", b"", None, "AUTH PLAIN")
-        if authz and authz != authc:  # no proxy logins: authorize only as oneself
-            return self._login(name, pw, None, "AUTH PLAIN", True)
-        return self._login(name, pw, None, "AUTH PLAIN")
+        name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
+        return self._login(name, pw, None, "AUTH PLAIN", fail)
 
     def _login(self, name, password, user, method, force_fail=False):
         """user None: check the password (handle() answers None, resume() finishes the login);

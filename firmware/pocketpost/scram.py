@@ -152,11 +152,14 @@ def scram_fake(secret, name, iterations):
 class ServerLogin:
     """One AUTH SCRAM-SHA-256 on a server, against a pop3server.Service `svc` (its users, dummy
     record, board count, scram_secret and rehashed): the part the POP3 and SMTP sessions share.
-    Messages in and out are base64; the session frames them ("+ " for POP3, "334 " for SMTP) and
-    turns a None into its own failed login (delay, throttle, max failures) for `self.name`:
-        sf = x.first(blob)    # server-first, or None: malformed ("" name)
-        v = x.final(blob)     # server-final, or None: wrong proof, unknown user, other authzid
-        u = x.done(blob)      # the user's dict once the client took v (an empty answer), else None
+    Messages in and out are base64; the session frames them ("+ " for POP3, "334 " for SMTP).
+    It hands every client line of the exchange to `step` and sends what it returns:
+        msg = x.step(blob)    # server-first, then server-final as a challenge; None: over
+    Once `step` answers None, `x.user` is the outcome: the user's dict, or None, which the
+    session turns into its own failed login (delay, throttle, max failures) for `x.name`. Inside:
+        first(blob)   server-first, or None: malformed ("" name)
+        final(blob)   server-final, or None: wrong proof, unknown user, other authzid
+        done(blob)    the user's dict once the client took server-final (an empty answer), else None
     No password hash runs here: the client did the PBKDF2, so the session answers at once. An
     unknown name gets a fake salt and keys (scram_fake, always computed, so the lookup costs the
     same) with the board's count, and fails at the proof, like a wrong password. An old-form
@@ -165,9 +168,23 @@ class ServerLogin:
     def __init__(self, svc):
         self.svc = svc
         self.name = ""
+        self.user = None  # the outcome, once step() answered None
+        self._n = 0  # client messages taken
         self._s = None
         self._user = None
         self._upgrade = None
+
+    def step(self, blob):
+        """The next client message -> the next message to send, or None: the exchange is over
+        and `user` says how (None: failed)."""
+        n = self._n
+        self._n = n + 1
+        if n == 0:
+            return self.first(blob)
+        if n == 1:
+            return self.final(blob)
+        self.user = self.done(blob)
+        return None
 
     def first(self, blob):
         s = ScramServer()

@@ -70,8 +70,6 @@ _MAX_TRACE_NAME = const(64)
 MX = "mx"  # port 25 style: mail for local addresses, no AUTH needed
 SUBMISSION = "submission"  # RFC 6409: AUTH required before MAIL
 
-_BASE64_USER = b"VXNlcm5hbWU6"  # "Username:" (the LOGIN mechanism's prompts)
-_BASE64_PASS = b"UGFzc3dvcmQ6"  # "Password:"
 
 
 def reply(code, enh, text):
@@ -388,10 +386,13 @@ class Session:
         initial = parts[1] if len(parts) > 1 else None
         self._mech = mech
         if mech == b"SCRAM-SHA-256":  # the password never crosses: allowed without TLS
+            from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
+
+            self._scram = scram.ServerLogin(self.svc.logins)
             if initial is None:
-                self._auth = "scram-first"
+                self._auth = "scram"
                 return b"334 \r\n"
-            return self._scram_first(initial)
+            return self._scram_step(initial)
         if mech != b"PLAIN" and mech != b"LOGIN":
             return reply(504, "5.5.4", "unrecognized authentication type")
         if not self._plain_allowed():
@@ -404,7 +405,7 @@ class Session:
         if mech == b"LOGIN":
             if initial is None:
                 self._auth = "login-user"
-                return b"334 " + _BASE64_USER + b"\r\n"
+                return b"334 " + auth.LOGIN_USER_PROMPT + b"\r\n"
             return self._login_user(initial)
 
     def _auth_step(self, line):
@@ -413,12 +414,8 @@ class Session:
         if line == b"*":
             self._scram = None
             return reply(501, "5.0.0", "authentication cancelled")
-        if step == "scram-first":
-            return self._scram_first(line)
-        if step == "scram-final":
-            return self._scram_final(line)
-        if step == "scram-ack":
-            return self._scram_done(line)
+        if step == "scram":
+            return self._scram_step(line)
         if step == "plain":
             return self._plain(line)
         if step == "login-user":
@@ -426,22 +423,14 @@ class Session:
         return self._login_pass(line)
 
     def _plain(self, blob):
-        if blob == b"=":
-            blob = b""
-        try:
-            authz, authc, pw = auth.sasl_plain(blob)
-            name = authc.decode()
-        except (auth.AuthError, ValueError, UnicodeError):
-            return self._verify("", b"", True)  # the same work: timing tells nothing
-        return self._verify(name, pw, bool(authz) and authz != authc)  # no proxy logins
+        name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
+        return self._verify(name, pw, fail)
 
     def _b64(self, blob):
+        """auth.b64decode, None for malformed base64 (LOGIN still asks for the password)."""
         try:
-            raw = binascii.a2b_base64(blob)
-            if binascii.b2a_base64(raw).rstrip(b"\n") != blob:
-                return None
-            return raw
-        except (ValueError, TypeError):
+            return auth.b64decode(blob)
+        except auth.AuthError:
             return None
 
     def _login_user(self, blob):
@@ -451,7 +440,7 @@ class Session:
         except UnicodeError:
             self._auth_user = None
         self._auth = "login-pass"
-        return b"334 " + _BASE64_PASS + b"\r\n"
+        return b"334 " + auth.LOGIN_PASS_PROMPT + b"\r\n"
 
     def _login_pass(self, blob):
         name = self._auth_user
@@ -464,30 +453,15 @@ class Session:
     # -- SCRAM-SHA-256: scram.ServerLogin does the work (the POP3 server's glue too); no hash
     # runs here (the client did the PBKDF2), so each step answers at once. A failure at any step
     # is a failed AUTH like any other (_auth_result: delay, throttle, max failures).
-    def _scram_first(self, blob):
-        from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
-
-        x = scram.ServerLogin(self.svc.logins)
-        sf = x.first(blob)
-        if sf is None:
-            return self._auth_result("", None)  # malformed: a failed AUTH
-        self._scram = x
-        self._auth = "scram-final"
-        return b"334 " + sf + b"\r\n"
-
-    def _scram_final(self, blob):
+    def _scram_step(self, blob):
+        """server-first, then server-final as a challenge (RFC 4954 section 4), then the result."""
         x = self._scram
-        v = x.final(blob)
-        if v is None:
-            self._scram = None
-            return self._auth_result(x.name, None)
-        self._auth = "scram-ack"
-        return b"334 " + v + b"\r\n"  # server-final as a challenge (RFC 4954 section 4)
-
-    def _scram_done(self, blob):
-        x = self._scram
+        msg = x.step(blob)
+        if msg is not None:
+            self._auth = "scram"
+            return b"334 " + msg + b"\r\n"
         self._scram = None
-        return self._auth_result(x.name, x.done(blob))
+        return self._auth_result(x.name, x.user)
 
     def _verify(self, name, pw, fail):
         """Start the password check (always paid, also when the answer is already "failed");

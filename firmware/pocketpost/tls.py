@@ -28,6 +28,21 @@ def server_context(cert_path, key_path):
     return ctx
 
 
+def is_pem(path):
+    """True if the file at path is readable and PEM ("-----BEGIN" in its first 64 bytes, so a
+    PEM file with a short header still counts); a missing file is the connect's error, with its
+    path. config, oauth2 and tlserror all ask here (a PEM CA the board cannot load)."""
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return False
+    try:
+        head = f.read(64)
+    finally:
+        f.close()
+    return b"-----BEGIN" in head
+
+
 def _pem_path(der_path):
     return der_path[:-4] + ".pem" if der_path.endswith(".der") else der_path
 

@@ -15,6 +15,8 @@ What the runtimes really raise (checked against a local server, host_tests/test_
       ConnectionRefusedError, socket.gaierror.
 """
 
+from pocketpost.tls import is_pem
+
 # mbedTLS 3.6 error codes the client can meet (library/ssl.h, net_sockets.h, x509.h), with what
 # to do about them. Checked against the names the unix port reports where it reports them.
 _MBEDTLS = (
@@ -57,14 +59,6 @@ _DO = {
 }
 
 
-def mbedtls_name(code):
-    """"MBEDTLS_ERR_..." for a known mbedTLS error code, else None."""
-    for c, name, _ in _MBEDTLS:
-        if c == code:
-            return "MBEDTLS_ERR_" + name
-    return None
-
-
 def _text(exc):
     parts = []
     for a in getattr(exc, "args", ()):
@@ -80,18 +74,6 @@ def _code(exc):
     if args and isinstance(args[0], int) and not isinstance(args[0], bool):
         return args[0]
     return None
-
-
-def _is_pem(path):
-    try:
-        f = open(path, "rb")
-    except OSError:
-        return False
-    try:
-        head = f.read(64)
-    finally:
-        f.close()
-    return b"-----BEGIN" in head
 
 
 def _exists(path):
@@ -111,7 +93,7 @@ def _ca_words(exc, msg, code, ca_path):
         return ("CA file %s not found: copy the server's CA certificate (DER) there, or fix \"ca\" in the account"
                 % ca_path)
     if "invalid cert" in low or "cadata" in low or "asn1" in low or code in (-0x2180, -0x2780):
-        if _is_pem(ca_path):
+        if is_pem(ca_path):
             der = ca_path[:-4] + ".der" if ca_path.endswith(".pem") or ca_path.endswith(".crt") else ca_path + ".der"
             return ("%s: this file is PEM; the board needs DER: convert with `openssl x509 -in %s -outform DER -out %s`"
                     " and set \"ca\" to %s" % (ca_path, ca_path, der, der))

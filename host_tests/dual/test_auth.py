@@ -106,6 +106,16 @@ def test_sasl_plain():
         assert False, bad
 
 
+def test_plain_login_is_always_a_check_to_pay():
+    """What both servers (POP3 AUTH PLAIN, SMTP AUTH PLAIN) do with a PLAIN response."""
+    b64 = lambda raw: binascii.b2a_base64(raw).rstrip(b"\n")
+    assert auth.plain_login(b64(b"\x00tim\x00pw")) == ("tim", b"pw", False)
+    assert auth.plain_login(b64(b"tim\x00tim\x00pw")) == ("tim", b"pw", False)  # authzid = authcid
+    assert auth.plain_login(b64(b"admin\x00tim\x00pw")) == ("tim", b"pw", True)  # no proxy logins
+    for bad in (b"=", b"!!!!", b64(b"\x00\xff\x00pw")):  # "=": the empty response, malformed too
+        assert auth.plain_login(bad) == ("", b"", True), bad
+
+
 def test_iteration_ceiling_from_the_watchdog():
     from pocketpost import config
 

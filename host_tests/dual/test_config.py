@@ -158,3 +158,12 @@ def test_pem_ca_refused_at_load_with_the_conversion():
         config.check({"accounts": [_acct(ca=d + "/missing.der")]})  # not here (a board path): the connect says so
 
     _with_dir(body)
+
+
+def test_a_bad_account_is_the_same_config_error_the_file_checks_raise():
+    """fetch.py (and every caller) catches config.ConfigError: client.py's account checks raise
+    that very class, so one except clause catches every config mistake."""
+    from pocketpost import client
+
+    _refused(lambda: client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p",
+                                               "policy": "sometimes"}), "account x", "policy")

@@ -4,6 +4,8 @@ Runs under CPython (pytest) and MicroPython (host_tests/dual/run.py)."""
 import binascii
 import os
 
+import oldrecord
+
 from pocketpost import auth, config, log, scram
 from pocketpost.pop3server import BodyProducer, LoginCheck, PlainProducer, Service, Session, Throttle
 from pocketpost.store import Store
@@ -615,7 +617,7 @@ def test_every_check_costs_the_board_count():
         users = dict(e.svc.users)
         users["carol"] = {"password": auth.hash_password("x", 40), "mailbox": "carol"}
         users["dave"] = {"password": auth.hash_password("y", 2), "mailbox": "dave"}
-        svc = Service({"pbkdf2_iterations": 5}, users, e.store)
+        svc = Service(config.check({"server": {"pbkdf2_iterations": 5}})["server"], users, e.store)
         assert auth.parse_hash(svc._dummy)[0] == 5
         known = _steps(LoginCheck(svc, "alice", b"wrong"))
         assert known == _steps(LoginCheck(svc, "nobody", b"wrong"))
@@ -813,7 +815,7 @@ def test_scram_refuses_other_authzid_malformed_and_cancel():
 
 def _legacy(svc, name, pw, its):
     salt = os.urandom(16)
-    svc.users[name]["password"] = auth.format_hash(its, salt, auth.pbkdf2_sha256(pw, salt, its))
+    svc.users[name]["password"] = oldrecord.format_hash(its, salt, auth.pbkdf2_sha256(pw, salt, its))
     return salt
 
 

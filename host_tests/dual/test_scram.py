@@ -4,6 +4,7 @@ random nonces, malformed and hostile messages, channel-binding downgrade, saslna
 old pbkdf2-sha256 record (its keys are the new record's), and the unknown-user fake. Runs under
 CPython and MicroPython."""
 
+import oldrecord
 from pocketpost import auth, scram
 
 # RFC 7677 section 3: user "user", password "pencil".
@@ -140,7 +141,7 @@ def test_scram_client_refuses_bad_server_first():
 
 def test_legacy_record_verifies_and_derives_the_same_keys():
     salt = auth.b64decode(R_SALT)
-    old = auth.format_hash(4096, salt, auth.pbkdf2_sha256(b"pencil", salt, 4096))
+    old = oldrecord.format_hash(4096, salt, auth.pbkdf2_sha256(b"pencil", salt, 4096))
     it, s2, sk, svk, legacy = auth.parse_hash(old)
     assert legacy and it == 4096 and s2 == salt
     assert auth.parse_hash(pencil_record())[2:4] == (sk, svk)

@@ -4,6 +4,7 @@ and smtp.pump exactly as the asyncio shell drives it. Runs under CPython (pytest
 
 import binascii
 
+import oldrecord
 from flashdev import fresh_root
 from pocketpost import auth, config, groupcommit, log, scram, smtp
 from pocketpost import store as store_mod
@@ -605,7 +606,7 @@ def test_scram_failures_like_any_failed_auth():
 def test_scram_login_upgrades_an_old_record():
     def body(e):
         salt = b"0123456789abcdef"
-        old = auth.format_hash(5, salt, auth.pbkdf2_sha256("carol pw", salt, 5))
+        old = oldrecord.format_hash(5, salt, auth.pbkdf2_sha256("carol pw", salt, 5))
         e.svc.users["carol"]["password"] = old
         c = e.session(smtp.SUBMISSION)
         c.cmd(b"EHLO x")
