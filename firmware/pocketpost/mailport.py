@@ -230,23 +230,20 @@ def _journal(store, name, out, buf):
 
 
 def _uids(store, name, out):
+    """K <n>, then "<uid> <size>\\n" per message. Two passes over the locked snapshot (the reply
+    needs its length first): the first sums the line lengths, the second writes the lines, so
+    RAM stays the same at any message count (records are read a block at a time)."""
     if not store.exists(name):
         out.write(b"K 0\n")
         return
     mb = store.lock(name)
     try:
-        lines = []
         n = 0
         for i in range(mb.count):
-            ln = b"%s %d\n" % (mb.uid(i).encode(), mb.size(i))
-            lines.append(ln)
-            n += len(ln)
-            # Sent in one go per mailbox: the reply needs its length first. A UID line is < 32
-            # bytes, so 5,000 messages cost ~160 KB on the host; a board restore lists its own
-            # (empty) target mailboxes.
+            n += len(mb.uid(i)) + len(str(mb.size(i))) + 2  # "<uid> <size>\n"
         out.write(b"K %d\n" % n)
-        for ln in lines:
-            out.write(ln)
+        for i in range(mb.count):
+            out.write(b"%s %d\n" % (mb.uid(i).encode(), mb.size(i)))
     finally:
         mb.release()
 
