@@ -121,6 +121,16 @@ def test_import_journal_refusals_and_cancelled_entry():
     _with_stores(body, quota=100, reserve=0)
 
 
+def test_malformed_commands_get_one_reply_each():
+    def body(a, b):
+        bad = [b"U", b"J", b"U a b", b"M alice", b"M alice x " + b"0" * 40 + b" -", b"W", b"W x p", b"W -3 p"]
+        r = _serve(a, b"\n".join(bad) + b"\nU alice\nQ\n")
+        assert r == b"R malformed command\n" * len(bad) + b"K 0\nbye\n", r
+        assert a.mailboxes() == []  # nothing made, nothing written
+
+    _with_stores(body)
+
+
 class _UidBox:
     """A locked mailbox of n messages, made up as they are read (no flash: the heap is _uids')."""
 
