@@ -14,19 +14,13 @@ still there) and removes a group.new that never became the intent: so after a po
 message is in every mailbox of the group or in none.
 
 Only the SMTP receiver imports this module; store.Store() imports it only when it finds an intent
-record to finish. It works on store.Delivery's internals (the temp file, its box, the plain flag),
-which is why it lives beside store.py and not above its public API alone.
+record to finish. Each copy goes through the two steps of Delivery.commit around its rename:
+Delivery.seal() (step 1) and Delivery.landed() (the RAM state, after step 3), so a change to
+commit is made once, in store.py.
 """
 
-import os
-
 from pocketpost import compat
-from pocketpost.compat import const
-from pocketpost.store import _LOCKS, MERGE_AFTER, QuotaExceeded, StoreError, StoreFull, _msg_name, _os_error, _remove
-
-# store.py's values (its underscore consts take no RAM on MicroPython, so they cannot be imported):
-_PLAIN = const(0x80000000)  # bit 31 of a size field / ".p" file name: no line starts with "."
-_REC = const(24)  # one index record, counted in the room kept for a deletion commit
+from pocketpost.store import StoreError, _os_error, _remove
 
 _GROUP = "group"  # the intent record's name in the store root (mailboxes are directories)
 
@@ -45,8 +39,7 @@ def begin_group(store, names, arrival=None):
     k = len(ds)
     if k > 1:
         for d in ds:
-            if d._limit >= 0 and d._limit_exc is StoreFull:
-                d._limit //= k
+            d.share_flash(k)
     return ds
 
 
@@ -67,26 +60,14 @@ def commit_group(store, ds):
             raise StoreError("unfinished group commit", "SYS/TEMP")
         seen = []
         for d in ds:
-            if d._f is None or d._box in seen:
+            if d.box in seen:
                 raise StoreError("delivery is closed")
-            seen.append(d._box)
-            d._end()
-            compat.sync_file(d._f)
-            d._f.close()
-            d._f = None
-            box = d._box
-            if store.quota and box.total + d.size > store.quota:
-                raise QuotaExceeded("mailbox quota exceeded")
-            seq = box.next_seq
-            bdir = box.bucket_dir(seq)
-            if not compat.isdir(bdir):
-                os.mkdir(bdir)
-            szf = (d.size | _PLAIN) if d._plain else d.size
-            targets.append(compat.join(bdir, _msg_name(box.epoch, seq, d.arrival, szf)))
+            seen.append(d.box)
+            targets.append(d.seal())  # (epoch, seq, final path); aborts d if it fails
         f = open(pending, "w")
         try:
             for i in range(len(ds)):
-                f.write("%s %s\n" % (_rel(root, ds[i]._tmp), _rel(root, targets[i])))
+                f.write("%s %s\n" % (_rel(root, ds[i].tmp), _rel(root, targets[i][2])))
             f.write("end\n")
             compat.sync_file(f)
         finally:
@@ -106,32 +87,16 @@ def commit_group(store, ds):
     # Committed: from here on nothing may undo it (a failure is finished by the next recovery).
     try:
         for i in range(len(ds)):
-            compat.rename(ds[i]._tmp, targets[i])
-            compat.sync_dir(ds[i]._box.bucket_dir(ds[i]._box.next_seq))
+            compat.rename(ds[i].tmp, targets[i][2])
+            compat.sync_dir(ds[i].box.bucket_dir(targets[i][1]))
         _remove(intent)
     except OSError:
         pass  # the intent stays: Store() at the next start renames what is left
     uids = []
-    for d in ds:  # RAM state, as at the end of Delivery.commit
-        box = d._box
-        seq = box.next_seq
-        d._tmp = None
-        box.busy -= 1
-        box.next_seq = seq + 1
-        box.count += 1
-        box.total += d.size
-        box.unindexed += 1
-        c = store._free_cache
-        if c is not None:
-            c[3] += d.size + 512
-        uids.append("%08x.%d" % (box.epoch, seq))
+    for i in range(len(ds)):  # RAM state, as Delivery.commit leaves it; merges once all have landed
+        uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
     for d in ds:
-        box = d._box
-        if box.unindexed >= MERGE_AFTER and box.path not in _LOCKS and not box.busy:
-            try:
-                box.merge()
-            except (OSError, StoreError):
-                pass
+        d.box.merge_due()
     return uids
 
 
@@ -175,13 +140,5 @@ def flash_room(store):
 def room(store, name):
     """Bytes a new message may take in mailbox `name` now (quota and free flash), -1 if unknown;
     for SMTP's SIZE checks (RFC 1870)."""
-    box = store._box(name)
-    n = -1
-    if store.quota:
-        n = max(0, store.quota - box.total)
-    free, bsize = store._free(box.path)
-    if free >= 0:  # the same room Store.begin keeps for a deletion commit
-        r = max(0, free - store.reserve - (box.count + 1) * _REC - 2 * bsize)
-        if n < 0 or r < n:
-            n = r
-    return n
+    store.usage(name)  # loads the mailbox, creating it if missing (as before)
+    return store.room(name)[0]  # the room Store.begin keeps for a deletion commit

@@ -22,6 +22,8 @@ In (import/restore), a command loop; every command gets one reply line:
                        -> A <uid>  added  |  R <reason>  refused  |  F <free> <reason>  no room
     W <size> <path>    then <size> bytes: write a non-mail file (tmp + rename) -> A <path>
     Q                  -> bye
+A command with the wrong number of arguments or a bad number in them gets "R malformed command"
+(nothing after it is read for it: the host tool sends none).
 
 Import journal (idempotent import): <store root>/.import/<mailbox>, one line per message,
 "+<sha1> <uid>" appended and flushed *before* the commit, "-<sha1>" appended if that commit
@@ -277,23 +279,20 @@ def _journal(store, name, out, buf):
 
 
 def _uids(store, name, out):
+    """K <n>, then "<uid> <size>\\n" per message. Two passes over the locked snapshot (the reply
+    needs its length first): the first sums the line lengths, the second writes the lines, so
+    RAM stays the same at any message count (records are read a block at a time)."""
     if not store.exists(name):
         out.write(b"K 0\n")
         return
     mb = store.lock(name)
     try:
-        lines = []
         n = 0
         for i in range(mb.count):
-            ln = b"%s %d\n" % (mb.uid(i).encode(), mb.size(i))
-            lines.append(ln)
-            n += len(ln)
-            # Sent in one go per mailbox: the reply needs its length first. A UID line is < 32
-            # bytes, so 5,000 messages cost ~160 KB on the host; a board restore lists its own
-            # (empty) target mailboxes.
+            n += len(mb.uid(i)) + len(str(mb.size(i))) + 2  # "<uid> <size>\n"
         out.write(b"K %d\n" % n)
-        for ln in lines:
-            out.write(ln)
+        for i in range(mb.count):
+            out.write(b"%s %d\n" % (mb.uid(i).encode(), mb.size(i)))
     finally:
         mb.release()
 
@@ -381,6 +380,23 @@ def _write_file(pipe, out, size, path, buf, top):
     compat.rename(tmp, path)
 
 
+def _malformed(args):
+    """True if a command's arguments are not what it takes (checked before anything else is read,
+    so the reply is one R line and the loop goes on)."""
+    cmd = args[0]
+    n = len(args)
+    try:
+        if cmd == "J" or cmd == "U":
+            return n != 2
+        if cmd == "M":
+            return n != 5 or int(args[2]) < 0
+        if cmd == "W":
+            return n < 3 or int(args[1]) < 0
+    except ValueError:
+        return True
+    return False
+
+
 def serve(store, inp, out, top="/flash"):
     """The import/restore command loop (see the module docstring) until Q or end of input.
     store: a Store, or a function that makes one, called at the first mailbox command (a
@@ -403,6 +419,8 @@ def serve_steps(store, inp, out, top="/flash", buf=None):
             if cmd == "Q":
                 out.write(b"bye\n")
                 return
+            if _malformed(args):
+                raise StoreError("malformed command")
             if cmd in ("J", "U", "M") and not hasattr(store, "begin"):
                 store = store()
             if cmd == "J":

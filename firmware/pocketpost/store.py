@@ -837,6 +837,15 @@ class _Box:
         self.last_seq = recs[-1][1]
         self.unindexed = 0
 
+    def merge_due(self):
+        """After a delivery: index the unindexed messages once MERGE_AFTER have piled up, if
+        nobody holds the mailbox and no delivery is in flight (a failure is retried later)."""
+        if self.unindexed >= MERGE_AFTER and self.path not in _LOCKS and not self.busy:
+            try:
+                self.merge()
+            except (OSError, StoreError):
+                pass  # retried at the next lock or delivery
+
 
 def _iter_recs(path, what):
     """Yield the records (six fields) after the header of an index or intent log file, reading
@@ -1508,7 +1517,24 @@ class Delivery:
         return "%08x.%d" % (self._box.epoch, self._box.next_seq)
 
     def commit(self):
-        """Make the message durable and visible; returns its UID."""
+        """Make the message durable and visible; returns its UID. The two steps around the
+        rename, seal() and landed(), are also what the group commit (groupcommit.py) runs."""
+        epoch, seq, target = self.seal()
+        try:
+            compat.rename(self._tmp, target)
+            compat.sync_dir(self._box.bucket_dir(seq))
+        except OSError as e:
+            self.abort()
+            raise _os_error(e)
+        except BaseException:
+            self.abort()
+            raise
+        return self.landed(epoch, seq)
+
+    def seal(self):
+        """Commit, step 1: end the message, flush and close its temp file, check the quota and
+        the restore UID, make the bucket directory. Returns (epoch, seq, final path): rename
+        self.tmp there, then call landed(epoch, seq). On failure the delivery is aborted."""
         if self._f is None:
             raise StoreError("delivery is closed")
         box = self._box
@@ -1532,39 +1558,58 @@ class Delivery:
             bdir = box.bucket_dir(seq)
             if not compat.isdir(bdir):
                 os.mkdir(bdir)
-            szf = (self.size | _PLAIN) if self._plain else self.size
-            compat.rename(self._tmp, compat.join(bdir, _msg_name(epoch, seq, self.arrival, szf)))
-            compat.sync_dir(bdir)
+            return epoch, seq, compat.join(bdir, _msg_name(epoch, seq, self.arrival, self._szf()))
         except OSError as e:
             self.abort()
             raise _os_error(e)
         except BaseException:
             self.abort()
             raise
-        # The message is durable from here on: nothing below may fail the delivery.
+
+    def _szf(self):
+        return (self.size | _PLAIN) if self._plain else self.size
+
+    def landed(self, epoch, seq, merge=True):
+        """Commit, step 2, once the temp file is renamed to seal()'s path (the message is durable):
+        the mailbox's RAM state. Returns the UID. Nothing here may fail the delivery. merge=False
+        leaves the due merge of unindexed messages to the caller (box.merge_due())."""
+        box = self._box
         self._tmp = None
         box.busy -= 1
         box.next_seq = seq + 1
         box.count += 1
         box.total += self.size
-        c = store._free_cache
+        c = self._store._free_cache
         if c is not None:
             c[3] += self.size + 512  # + metadata, roughly
         if self._uid is not None:
             try:
-                box.merge([(epoch, seq, self.arrival, szf)])
+                box.merge([(epoch, seq, self.arrival, self._szf())])
             except (OSError, StoreError):
                 # Durable but unindexed beyond a possible bucket gap: an index rebuild (or the
                 # same restore run again, which renames over it) makes it visible.
                 box.loaded = False
             return "%08x.%d" % (epoch, seq)
         box.unindexed += 1
-        if box.unindexed >= MERGE_AFTER and box.path not in _LOCKS and not box.busy:
-            try:
-                box.merge()
-            except (OSError, StoreError):
-                pass  # retried at the next lock or delivery
+        if merge:
+            box.merge_due()
         return "%08x.%d" % (box.epoch, seq)
+
+    @property
+    def box(self):
+        """The mailbox's RAM state (the group commit checks its mailboxes are distinct)."""
+        return self._box
+
+    @property
+    def tmp(self):
+        """The temp file's path while the delivery is open or sealed, else None."""
+        return self._tmp
+
+    def share_flash(self, k):
+        """Let this delivery take only 1/k of the free flash (k copies of one message share it);
+        a quota limit stays as it is."""
+        if self._limit >= 0 and self._limit_exc is StoreFull:
+            self._limit //= k
 
     def abort(self):
         """Throw the message away (safe to call more than once, and after a failed write)."""

@@ -3,8 +3,14 @@ in-memory streams: export records, restore under given UIDs across a bucket gap,
 journal and its cancelled entry, refusals (checksum, quota) that keep the stream in step."""
 
 import binascii
+import gc
 import hashlib
 import io
+
+try:
+    import tracemalloc  # CPython: the live heap is what tracemalloc counts
+except ImportError:
+    tracemalloc = None  # MicroPython: gc.mem_alloc() after a collection
 
 from flashdev import fresh_root
 from pocketpost import mailport
@@ -113,3 +119,89 @@ def test_import_journal_refusals_and_cancelled_entry():
         assert b.usage("carol") == (0, 0)
 
     _with_stores(body, quota=100, reserve=0)
+
+
+def test_malformed_commands_get_one_reply_each():
+    def body(a, b):
+        bad = [b"U", b"J", b"U a b", b"M alice", b"M alice x " + b"0" * 40 + b" -", b"W", b"W x p", b"W -3 p"]
+        r = _serve(a, b"\n".join(bad) + b"\nU alice\nQ\n")
+        assert r == b"R malformed command\n" * len(bad) + b"K 0\nbye\n", r
+        assert a.mailboxes() == []  # nothing made, nothing written
+
+    _with_stores(body)
+
+
+class _UidBox:
+    """A locked mailbox of n messages, made up as they are read (no flash: the heap is _uids')."""
+
+    def __init__(self, n):
+        self.count = n
+
+    def uid(self, i):
+        return "%08x.%d" % (0x1234ABCD, i + 1)
+
+    def size(self, i):
+        return 1000 + i
+
+    def release(self):
+        pass
+
+
+class _UidStore:
+    def __init__(self, n):
+        self.n = n
+
+    def exists(self, name):
+        return True
+
+    def lock(self, name):
+        return _UidBox(self.n)
+
+
+def _heap_now():
+    if tracemalloc is not None:
+        return tracemalloc.get_traced_memory()[0]  # refcounting frees the garbage at once
+    gc.collect()
+    return gc.mem_alloc()
+
+
+class _HeapOut:
+    """An output stream that keeps only the size of what it got and the live heap at each write."""
+
+    def __init__(self):
+        self.first = None
+        self.n = 0
+        self.lines = 0
+        self.peak = 0
+
+    def write(self, data):
+        if self.first is None:
+            self.first = bytes(data)
+        self.n += len(data)
+        self.lines += 1
+        h = _heap_now()
+        if h > self.peak:
+            self.peak = h
+
+
+def _uids_peak(n):
+    out = _HeapOut()
+    base = _heap_now()
+    mailport._uids(_UidStore(n), "alice", out)
+    return out, out.peak - base
+
+
+def test_uid_listing_heap_does_not_grow_with_the_message_count():
+    if tracemalloc is not None:
+        tracemalloc.start()
+    try:
+        small, grow_small = _uids_peak(20)
+        big, grow_big = _uids_peak(2000)
+    finally:
+        if tracemalloc is not None:
+            tracemalloc.stop()
+    # the K line gives the length of what follows it: one line per message
+    assert big.lines == 2001 and big.first == b"K %d\n" % (big.n - len(big.first)), (big.lines, big.first, big.n)
+    assert small.lines == 21 and small.first == b"K %d\n" % (small.n - len(small.first))
+    # a list of 2,000 lines would hold > 60 KB; a stream holds the same few hundred bytes at any n
+    assert grow_big < grow_small + 1024, (grow_small, grow_big)
