@@ -227,13 +227,15 @@ async def _forever(cfg, config_path=None):
         srv.close()
 
 
-def main(config_path):
+def main(config_path, forever=None):
+    """Serve until stopped: the POP3 server, or `forever(cfg, config_path)` (smtpserver.main runs
+    POP3 and SMTP together through this)."""
     from pocketpost import heapmark
 
     heapmark.compact_gc()  # as board.main does: collect often, before large blocks are needed
     cfg = config_mod.load(config_path)
     log.set_level(cfg["log"]["level"])
-    asyncio.run(_forever(cfg, config_path))
+    asyncio.run((forever or _forever)(cfg, config_path))
 
 
 if __name__ == "__main__":

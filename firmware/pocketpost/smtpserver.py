@@ -33,7 +33,6 @@ import sys
 
 import asyncio
 
-from pocketpost import config as config_mod
 from pocketpost import heapmark, log, smtp, tls
 from pocketpost.config import open_store
 from pocketpost.pop3server import Service as LoginService
@@ -195,12 +194,9 @@ async def _forever(cfg, config_path=None):
 
 
 def main(config_path):
-    from pocketpost import heapmark
+    from pocketpost import server
 
-    heapmark.compact_gc()  # as board.main does: collect often, before large blocks are needed
-    cfg = config_mod.load(config_path)
-    log.set_level(cfg["log"]["level"])
-    asyncio.run(_forever(cfg, config_path))
+    server.main(config_path, _forever)
 
 
 if __name__ == "__main__":
