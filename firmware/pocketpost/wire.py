@@ -269,8 +269,7 @@ class DotUnstuffer:
         if self.done:
             self.consumed = 0
             return 0
-        if self.strict:
-            return self._strict_into(src, start, end, out, ostart)
+        strict = self.strict
         v = self._views
         v.of(src, out)  # no tuple return: a tuple would be garbage on every call
         smv = v.smv
@@ -291,9 +290,11 @@ class DotUnstuffer:
                 stop = lim if j < 0 else j + 1
                 omv[oi : oi + stop - si] = smv[si:stop]
                 oi += stop - si
-                si = stop
-                if src[si - 1] == _LF:
+                if strict:
+                    st = self._strict_segment(src, si, stop)
+                elif src[stop - 1] == _LF:
                     st = _BOL
+                si = stop
             elif st == _BOL:
                 if src[si] == _DOT:
                     st = _DOT1
@@ -302,7 +303,7 @@ class DotUnstuffer:
                     st = _MID
             elif st == _DOT1:
                 c = src[si]
-                if c == _LF:
+                if c == _LF and not strict:
                     si += 1
                     self.done = True
                     break
@@ -312,88 +313,46 @@ class DotUnstuffer:
                 else:
                     if c == _DOT:
                         self.dots = True
-                    st = _MID  # a stuffed dot: dropped, the line goes on
+                    # a stuffed dot: dropped, the line goes on (strict: "." + bare LF is
+                    # content, and the copy in _MID flags the LF)
+                    st = _MID
             else:  # _DOTCR
                 if src[si] == _LF:
                     si += 1
                     self.done = True
                     break
-                # ".\r" not followed by LF: the CR is line content; the dot was stuffing.
+                # ".\r" not followed by LF: the CR is line content; the dot was stuffing
+                # (strict: a bare CR, flagged by the next segment's accounting).
                 if oi >= cap:
                     break
                 out[oi] = _CR
                 oi += 1
+                if strict:
+                    self._cr = True
                 st = _MID
         self._state = st
         self.consumed = si - start
         return oi - ostart
 
-    def _strict_into(self, src, start, end, out, ostart):
-        """unstuff_into for strict=True (see the class docstring). The line-start states are
-        entered only after a CRLF pair; a copied segment is checked for unpaired CR/LF by
-        comparing C counts of CR, LF and CRLF (a CR last in a segment waits for the next byte)."""
-        v = self._views
-        v.of(src, out)
-        smv = v.smv
-        omv = v.omv
-        cap = len(out)
-        si = start
-        oi = ostart
-        st = self._state
-        while si < end:
-            if st == _MID:
-                lim = cap - oi
-                if lim <= 0:
-                    break
-                lim = end if end - si <= lim else si + lim
-                j = src.find(b"\n.", si, lim)
-                stop = lim if j < 0 else j + 1
-                omv[oi : oi + stop - si] = smv[si:stop]
-                oi += stop - si
-                lf = src.count(b"\n", si, stop)
-                cr = src.count(b"\r", si, stop)
-                pairs = src.count(b"\r\n", si, stop)
-                prev_cr = self._cr
-                if prev_cr:
-                    cr += 1  # the CR held over from the last segment is accounted here
-                    if src[si] == _LF:
-                        pairs += 1
-                last = src[stop - 1]
-                self._cr = last == _CR
-                if self._cr:
-                    cr -= 1  # decided by the next byte
-                if lf != pairs or cr != pairs:
-                    self.bad = True
-                if last == _LF and ((stop - 1 > si and src[stop - 2] == _CR) or (stop - 1 == si and prev_cr)):
-                    st = _BOL
-                    self._cr = False
-                si = stop
-            elif st == _BOL:
-                if src[si] == _DOT:
-                    st = _DOT1
-                    si += 1
-                else:
-                    st = _MID
-            elif st == _DOT1:
-                if src[si] == _CR:
-                    st = _DOTCR
-                    si += 1
-                else:
-                    if src[si] == _DOT:
-                        self.dots = True
-                    st = _MID  # a stuffed dot (dropped), or "." + bare LF (MID flags the LF)
-            else:  # _DOTCR
-                if src[si] == _LF:
-                    si += 1
-                    self.done = True
-                    break
-                # CRLF "." CR not followed by LF: the CR is content, and bare (MID flags it).
-                if oi >= cap:
-                    break
-                out[oi] = _CR
-                oi += 1
-                self._cr = True
-                st = _MID
-        self._state = st
-        self.consumed = si - start
-        return oi - ostart
+    def _strict_segment(self, src, si, stop):
+        """strict=True, once per copied segment src[si:stop]: flags a CR or LF outside a CRLF
+        pair (`bad`) by comparing C counts of CR, LF and CRLF (a CR last in the segment waits
+        for the next byte), and returns the next state: a line starts only after a CRLF pair."""
+        lf = src.count(b"\n", si, stop)
+        cr = src.count(b"\r", si, stop)
+        pairs = src.count(b"\r\n", si, stop)
+        prev_cr = self._cr
+        if prev_cr:
+            cr += 1  # the CR held over from the last segment is accounted here
+            if src[si] == _LF:
+                pairs += 1
+        last = src[stop - 1]
+        self._cr = last == _CR
+        if self._cr:
+            cr -= 1  # decided by the next byte
+        if lf != pairs or cr != pairs:
+            self.bad = True
+        if last == _LF and ((stop - 1 > si and src[stop - 2] == _CR) or (stop - 1 == si and prev_cr)):
+            self._cr = False
+            return _BOL
+        return _MID
