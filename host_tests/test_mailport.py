@@ -265,10 +265,14 @@ def test_damaged_archive_restores_every_intact_message(image, tmp_path):
     assert contents(str(tmp_path / "c.img"))["alice"] == got["alice"]
 
 
-def _killed_then_rerun(args, reset, count, check, seed, trials=4, kills=2):
+def _killed_then_rerun(args, reset, count, check, seed, mid, trials=4, kills=2, narrow=6):
     """`trials` times: reset(), run ppadmin with args `kills` times, each killed (SIGKILL to its
     process group: the host tool and micropython) at a random moment within the time a whole
-    run takes, then once to the end, and check(). Returns (delays, count() after each kill)."""
+    run takes, then once to the end, and check(). If no kill left a count for which mid(count)
+    holds (cut in the middle of the work: on a loaded machine random moments can all fall before
+    or after it), up to `narrow` more trials of one kill each bisect the delay between the
+    latest kill that came too early and the earliest that came too late. Returns (delays,
+    count() after each kill)."""
     import random
     import signal
     import subprocess
@@ -284,28 +288,56 @@ def _killed_then_rerun(args, reset, count, check, seed, trials=4, kills=2):
     rnd = random.Random(seed)
     delays = []
     seen = []
-    for trial in range(trials):
-        reset()
-        for _ in range(kills):
-            p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-            d = rnd.uniform(0.02, whole)
-            delays.append(round(d, 3))
+
+    def kill_at(d):
+        p = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        delays.append(round(d, 3))
+        try:
+            p.wait(d)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+        # the whole group gone (micropython holds the image's lock until it has exited)
+        for _ in range(200):
             try:
-                p.wait(d)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(10)
-            # the whole group gone (micropython holds the image's lock until it has exited)
-            for _ in range(200):
-                try:
-                    os.killpg(p.pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.01)
-            seen.append(count())
+                os.killpg(p.pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.01)
+        n = count()
+        seen.append(n)
+        return n
+
+    def finish(trial):
         r = subprocess.run(argv, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, (delays, r.stdout, r.stderr)
         check((trial, delays, seen))
+
+    early, late = 0.02, whole  # bounds of the bisection: a kill at `early` cut nothing yet
+    for trial in range(trials):
+        reset()
+        for k in range(kills):
+            d = rnd.uniform(0.02, whole)
+            n = kill_at(d)
+            if mid(n) or k:  # a later kill resumes earlier work: its delay bounds nothing
+                continue
+            if n <= 0:
+                early = max(early, d)
+            else:
+                late = min(late, d)
+        finish(trial)
+    for trial in range(narrow):
+        if any(mid(n) for n in seen):
+            break
+        reset()
+        d = (early + late) / 2
+        n = kill_at(d)
+        if not mid(n):
+            if n <= 0:
+                early = d
+            else:
+                late = d
+        finish(("narrow", trial))
     return delays, seen
 
 
@@ -329,7 +361,8 @@ def test_import_killed_at_random_points_then_rerun_exactly_once(tmp_path):
         assert got == KILL_MSGS, label  # and in source order
 
     delays, counts = _killed_then_rerun(["import", img, "bob", src], lambda: shutil.copyfile(pristine, img),
-                                        lambda: len(contents(img, ["bob"]).get("bob", [])), check, 14)
+                                        lambda: len(contents(img, ["bob"]).get("bob", [])), check, 14,
+                                        lambda n: 0 < n < len(KILL_MSGS))
     assert any(0 < n < len(KILL_MSGS) for n in counts), (delays, counts)  # some kill cut an import short
 
 
@@ -373,7 +406,8 @@ def test_restore_killed_at_random_points_then_rerun_exactly_once(tmp_path):
     def check(label):
         assert contents(str(new)) == want, label
 
-    delays, counts = _killed_then_rerun(["restore", tmp_path / "b.pp", new], reset, count, check, 7)
+    delays, counts = _killed_then_rerun(["restore", tmp_path / "b.pp", new], reset, count, check, 7,
+                                        lambda n: 0 < n < len(KILL_MSGS) + 5)
     assert any(0 < n < len(KILL_MSGS) + 5 for n in counts), (delays, counts)
 
 
