@@ -16,13 +16,22 @@ from pocketpost import heapmark
 
 heapmark.compact_gc()  # as board.main does before it loads the services
 
-from pocketpost import config, log, server  # noqa: E402
+from pocketpost import log, server  # noqa: E402
 
-cfg = config.load(sys.argv[1])
+
+def _load(path):
+    # As board.py loads: config.py imported in a function, so no global keeps it once
+    # server.start has dropped it (heapmark.forget).
+    from pocketpost import config
+
+    c = config.load(path)
+    return c, config.open_store(c)
+
+
+cfg, store = _load(sys.argv[1])
 go = sys.argv[2]
 flags = sys.argv[3:]
 log.set_level(cfg["log"]["level"])
-store = config.open_store(cfg)
 
 
 def _exists(p):

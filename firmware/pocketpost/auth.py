@@ -310,3 +310,42 @@ def plain_login(blob):
 
 def b64encode(raw):
     return binascii.b2a_base64(raw).rstrip(b"\n")
+
+
+# --- "plaintext_auth": "local": is a peer in server.trusted_networks? (the config checks the
+# list; pop3server and smtp match peers at run time: here, so config.py is not needed then)
+
+
+def parse_ipv4(s):
+    """"a.b.c.d" -> int, or None."""
+    if not isinstance(s, str):
+        return None
+    parts = s.split(".")
+    if len(parts) != 4:
+        return None
+    v = 0
+    for p in parts:
+        if not p or len(p) > 3 or not p.isdigit():
+            return None
+        n = int(p)
+        if n > 255:
+            return None
+        v = (v << 8) | n
+    return v
+
+
+def parse_cidr(s):
+    """"a.b.c.d/n" (or a bare address) -> (network int, mask int), or None."""
+    if not isinstance(s, str):
+        return None
+    bits = 32
+    if "/" in s:
+        s, b = s.split("/", 1)
+        if not b.isdigit() or int(b) > 32:
+            return None
+        bits = int(b)
+    ip = parse_ipv4(s)
+    if ip is None:
+        return None
+    mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+    return ip & mask, mask

@@ -21,6 +21,7 @@ account's secrets by account name ({"isp": {"password": "..."}}), merged by `loa
 import json
 
 from pocketpost import auth
+from pocketpost.auth import parse_cidr, parse_ipv4  # noqa: F401 - re-exported (tests, tools)
 from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, ConfigError, const, rename, sync_file
 
 # --- defaults, each with its reason --------------------------------------------------------
@@ -419,41 +420,6 @@ def add_user(cfg, name, password, iterations=None, mailbox=None, apop_secret=Non
 
 
 # --- networks --------------------------------------------------------------------------------
-
-
-def parse_ipv4(s):
-    """"a.b.c.d" -> int, or None."""
-    if not isinstance(s, str):
-        return None
-    parts = s.split(".")
-    if len(parts) != 4:
-        return None
-    v = 0
-    for p in parts:
-        if not p or len(p) > 3 or not p.isdigit():
-            return None
-        n = int(p)
-        if n > 255:
-            return None
-        v = (v << 8) | n
-    return v
-
-
-def parse_cidr(s):
-    """"a.b.c.d/n" (or a bare address) -> (network int, mask int), or None."""
-    if not isinstance(s, str):
-        return None
-    bits = 32
-    if "/" in s:
-        s, b = s.split("/", 1)
-        if not b.isdigit() or int(b) > 32:
-            return None
-        bits = int(b)
-    ip = parse_ipv4(s)
-    if ip is None:
-        return None
-    mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
-    return ip & mask, mask
 
 
 def open_store(cfg):

@@ -31,7 +31,6 @@ handed out unchanged (no stuffing pass, no copy, no block buffer of its own), th
 import hashlib
 
 from pocketpost import auth, log
-from pocketpost.config import parse_cidr, parse_ipv4
 from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
 from pocketpost.wire import OVERLONG, TERMINATOR, DotStuffer, terminator
@@ -119,6 +118,7 @@ class Service:
         self.users = users
         self.store = store
         self.tls_available = tls_available
+        self.tls_ctx = None  # the shell's TLS context (server.py), the SMTP receiver's too
         self.hostname = server_cfg["hostname"]
         self.policy = server_cfg["plaintext_auth"]
         self.max_failures = server_cfg["max_auth_failures"]
@@ -126,7 +126,7 @@ class Service:
         self.block_size = server_cfg["block_size"]
         nets = []
         for n in server_cfg["trusted_networks"]:
-            c = parse_cidr(n)
+            c = auth.parse_cidr(n)
             if c is not None:
                 nets.append(c)
         self.nets = nets
@@ -148,7 +148,7 @@ class Service:
         self.login_chunk = max(1, min(_MAX_LOGIN_CHUNK, int(LOGIN_SLICE_MS * 500 / us)))
 
     def trusted(self, ip):
-        v = parse_ipv4(ip)
+        v = auth.parse_ipv4(ip)
         if v is None:
             return ip in ("::1", "localhost")
         for net, mask in self.nets:
