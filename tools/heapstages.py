@@ -35,6 +35,8 @@ stage("config.load")
 store = config.open_store(cfg)
 config = None
 stage("open_store")
+heapmark.forget()  # as board.open_store does
+stage("forget-config")
 pdir = sys.argv[2]
 flags = sys.argv[3:]
 

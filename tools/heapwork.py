@@ -20,12 +20,13 @@ from pocketpost import log, server  # noqa: E402
 
 
 def _load(path):
-    # As board.py loads: config.py imported in a function, so no global keeps it once
-    # server.start has dropped it (heapmark.forget).
+    # As board.py loads: config.py imported in a function, so no global keeps it once dropped.
     from pocketpost import config
 
     c = config.load(path)
-    return c, config.open_store(c)
+    st = config.open_store(c)
+    heapmark.forget()  # as board.open_store does: config.py's heap free before the services load
+    return c, st
 
 
 cfg, store = _load(sys.argv[1])

@@ -221,11 +221,12 @@ async def start(cfg, store, config_path=None):
 
 
 def open_store(cfg):
-    """config.open_store, config.py imported for the call only (no reference kept: start()
-    drops the module)."""
+    """config.open_store, then config.py dropped (as board.open_store does)."""
     from pocketpost import config as config_mod
 
-    return config_mod.open_store(cfg)
+    st = config_mod.open_store(cfg)
+    heapmark.forget()  # config.py's last start-up use: its heap is free before the services load
+    return st
 
 
 async def _forever(cfg, config_path=None):
