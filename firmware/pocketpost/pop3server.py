@@ -28,9 +28,7 @@ is False) uses `PlainProducer` instead: the file is read straight into the shell
 handed out unchanged (no stuffing pass, no copy, no block buffer of its own), then ".\r\n".
 """
 
-import hashlib
-
-from pocketpost import auth, log
+from pocketpost import heapmark, log
 from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
 from pocketpost.wire import OVERLONG, TERMINATOR, DotStuffer, terminator
@@ -57,8 +55,11 @@ _LOGIN_USER = const(2)
 _LOGIN_PASS = const(3)
 _SCRAM = const(4)  # AUTH SCRAM-SHA-256 under way: scram.ServerLogin.step takes the next line
 _SCRAM_METHOD = "AUTH SCRAM-SHA-256"
-_LOGIN_USER_PROMPT = b"+ " + auth.LOGIN_USER_PROMPT + b"\r\n"
-_LOGIN_PASS_PROMPT = b"+ " + auth.LOGIN_PASS_PROMPT + b"\r\n"
+# The login code: auth.py (password records, LoginCheck) and scram.py, imported where used and
+# dropped whenever no session can be in a login (Service.hold/release): ~7 KiB of heap on the
+# 64-bit host (docs/FIGURES.md "Server heap") while every session is logged in or gone.
+LOGIN_MODULES = ("auth", "scram")
+holds = [0]  # sessions that may still log in, every Service's (POP3 and SMTP): Service.hold
 
 _CR = const(13)
 _LF = const(10)
@@ -124,6 +125,8 @@ class Service:
         self.max_failures = server_cfg["max_auth_failures"]
         self.throttle = Throttle(server_cfg["auth_delays"], server_cfg["auth_fail_window"])
         self.block_size = server_cfg["block_size"]
+        from pocketpost import auth
+
         nets = []
         for n in server_cfg["trusted_networks"]:
             c = auth.parse_cidr(n)
@@ -142,12 +145,30 @@ class Service:
         # So known and unknown users cost the same once every hash has the board's count.
         self.iterations = server_cfg["pbkdf2_iterations"]
         self._dummy = auth.hash_password(urandom(12), self.iterations)
-        self.scram_secret = _scram_secret(users)
+        self.scram_secret = auth.scram_secret(users)
         self.on_rehash = None  # the shell's fn(name, new_hash): make the new hash durable
         us = server_cfg["pbkdf2_iteration_us"]
         self.login_chunk = max(1, min(_MAX_LOGIN_CHUNK, int(LOGIN_SLICE_MS * 500 / us)))
+        if not holds[0]:
+            heapmark.forget(LOGIN_MODULES)  # imported again by the first session that logs in
+
+    def hold(self):
+        """A session that may log in (POP3 before its login, SMTP submission before AUTH): the
+        login code stays loaded until it calls release()."""
+        holds[0] += 1
+
+    def release(self):
+        """That session logged in or ended. With none left, drop the login code: nothing refers
+        to it then (only a session before its login holds a LoginCheck, a scram.ServerLogin or
+        an exception of those modules), so no two copies of it can ever meet."""
+        holds[0] -= 1
+        if holds[0] <= 0:
+            holds[0] = 0
+            heapmark.forget(LOGIN_MODULES)
 
     def trusted(self, ip):
+        from pocketpost import auth
+
         v = auth.parse_ipv4(ip)
         if v is None:
             return ip in ("::1", "localhost")
@@ -161,6 +182,8 @@ class Service:
         if u is None:
             return
         u["password"] = new_hash
+        from pocketpost import auth
+
         log.info("pop3 user=%s password record now %s, %d iterations", _safe(name), new_hash[: new_hash.find("$")],
                  auth.parse_hash(new_hash)[0])
         if self.on_rehash is not None:
@@ -168,62 +191,6 @@ class Service:
                 self.on_rehash(name, new_hash)
             except Exception as e:  # the login stands; the old hash keeps working until next time
                 log.error("pop3 user=%s rehash not saved: %s %r", _safe(name), type(e).__name__, e)
-
-
-def _scram_secret(users):
-    """The key that makes an unknown user's SCRAM salt (scram.scram_fake): it must be the same
-    across connections and reboots (a salt that changes tells the name is unknown) and unknown
-    to a peer. Derived from the users' StoredKeys, which never cross the wire: it changes only
-    when a password does (or a record is rehashed to another count, which changes that user's
-    salt too)."""
-    h = hashlib.sha256(b"pocketpost scram fake salt")
-    for name in sorted(users):
-        try:
-            sk = auth.parse_hash(users[name].get("password"))[2]
-        except auth.AuthError:
-            continue
-        h.update(name.encode())
-        h.update(sk)
-    return h.digest()
-
-
-class LoginCheck:
-    """A login's password check, in steps (`step(n)` until True, like auth.Pbkdf2): verify
-    against the stored hash (or the dummy, for an unknown user), padded to the board's count;
-    if it matches and the stored count is not the board's, hash the password again with the
-    board's count, or if the record is the old pbkdf2-sha256 form, store it as the SCRAM record
-    (`new_hash`). `ok`, `user` and `new_hash` are the outcome."""
-
-    def __init__(self, svc, name, password, force_fail=False):
-        self.svc = svc
-        u = svc.users.get(name)
-        self.user = u
-        # a copy: the shell's line buffer may move on while the check runs (the rehash needs it)
-        self.password = password if isinstance(password, (str, bytes)) else bytes(password)
-        self.force_fail = force_fail
-        self.ok = False
-        self.new_hash = None
-        self.verify = auth.Verify(password, u["password"] if u is not None else svc._dummy, svc.iterations)
-        self.rehash = None
-        self._salt = b""
-
-    def step(self, n):
-        if self.rehash is not None:
-            if not self.rehash.step(n):
-                return False
-            self.new_hash = auth.scram_record(self.svc.iterations, self._salt, self.rehash.digest())
-            return True
-        v = self.verify
-        if not v.step(n):
-            return False
-        self.ok = v.ok and self.user is not None and not self.force_fail
-        if self.ok and v.iterations != self.svc.iterations:
-            self._salt = urandom(auth.SALT_BYTES)
-            self.rehash = auth.Pbkdf2(self.password, self._salt, self.svc.iterations)
-            return False
-        if self.ok and v.legacy:  # the old form (SaltedPassword in clear): keep only its keys
-            self.new_hash = auth.scram_record(v.iterations, v.salt, v.salted)
-        return True
 
 
 class Session:
@@ -247,11 +214,13 @@ class Session:
         self._sasl = 0  # waiting for a SASL continuation: _SASL_PLAIN, _LOGIN_USER, _LOGIN_PASS
         self._sasl_user = b""  # AUTH LOGIN: the user name, until the password comes
         self._scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
-        self._check = None  # a LoginCheck under way (see resume)
+        self._check = None  # an auth.LoginCheck under way (see resume)
         self._check_name = None
         self._check_method = None
         self._blockbuf = None  # file block for dot-stuffed replies (see _block)
         self._stuffer = None
+        self._held = True  # holds the login code (Service.hold) until logged in or closed
+        service.hold()
         self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
 
     # -- entry points ----------------------------------------------------------------------
@@ -318,6 +287,9 @@ class Session:
     def close(self):
         """The connection ended without QUIT (or after it): close a reply still being produced
         (its message file), release the lock, delete nothing."""
+        self._check = None
+        self._scram = None
+        self._unhold()
         if self.producer is not None:
             try:
                 self.producer.close()
@@ -333,6 +305,11 @@ class Session:
         self.state = DONE
 
     # -- AUTHORIZATION -----------------------------------------------------------------------
+    def _unhold(self):
+        if self._held:
+            self._held = False
+            self.svc.release()
+
     def plain_allowed(self):
         p = self.svc.policy
         return self.tls_active or p == "always" or (p == "local" and self.svc.trusted(self.peer))
@@ -377,6 +354,8 @@ class Session:
         digest = bytes(args[1]).lower()
         u = self.svc.users.get(name)
         secret = u.get("apop_secret") if u is not None else None
+        from pocketpost import auth
+
         # Same work for unknown users and users without APOP: compute a digest either way.
         want = auth.apop_digest(self.timestamp, secret or "\x00no-apop")
         ok = auth.equal(want, digest) and secret is not None
@@ -403,7 +382,9 @@ class Session:
         if mech == b"LOGIN":  # draft-murchison-sasl-login: user name, then password, each base64
             if len(args) < 2:
                 self._sasl = _LOGIN_USER
-                return _LOGIN_USER_PROMPT
+                from pocketpost import auth
+
+                return b"+ " + auth.LOGIN_USER_PROMPT + b"\r\n"
             return self._sasl_continue(_LOGIN_USER, bytes(args[1]))
         if len(args) < 2:
             self._sasl = _SASL_PLAIN
@@ -418,6 +399,8 @@ class Session:
             return reply(False, "authentication cancelled")
         if step == _SCRAM:
             return self._scram_step(blob)
+        from pocketpost import auth
+
         try:
             raw = auth.b64decode(blob)
         except auth.AuthError:
@@ -425,7 +408,7 @@ class Session:
         if step == _LOGIN_USER:
             self._sasl_user = raw
             self._sasl = _LOGIN_PASS
-            return _LOGIN_PASS_PROMPT
+            return b"+ " + auth.LOGIN_PASS_PROMPT + b"\r\n"
         name = self._sasl_user
         self._sasl_user = b""
         try:
@@ -450,6 +433,8 @@ class Session:
     def _sasl_response(self, blob):
         if blob == b"*":
             return reply(False, "authentication cancelled")
+        from pocketpost import auth
+
         name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
         return self._login(name, pw, None, "AUTH PLAIN", fail)
 
@@ -458,7 +443,9 @@ class Session:
         False: already failed; a dict: already verified. method names the command for the log
         (USER/PASS, APOP, AUTH PLAIN, AUTH LOGIN)."""
         if user is None:
-            self._check = LoginCheck(self.svc, name, password, force_fail)
+            from pocketpost import auth
+
+            self._check = auth.LoginCheck(self.svc, name, password, force_fail)
             self._check_name = name
             self._check_method = method
             return None
@@ -483,6 +470,7 @@ class Session:
         self.mb = mb
         self.login = name
         self.state = TRANSACTION
+        self._unhold()  # no login after this one
         self._del = bytearray((mb.count + 7) // 8)
         self._ndel = 0
         self._sdel = 0

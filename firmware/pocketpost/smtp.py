@@ -9,8 +9,8 @@ calls `session.handle(line)` (or `handle_bad(kind)` for OVERLONG / BAD_LINE) and
 one reply. Before sending them it looks at what the session asked for:
 
     (None)             handle() answers None while an AUTH's password hash runs: the shell lets
-                       other sessions run and calls `resume()` until it answers (pop3server's
-                       LoginCheck in ~10 ms slices; same users, hashes, delays and rehash as POP3)
+                       other sessions run and calls `resume()` until it answers
+                       (auth.LoginCheck in ~10 ms slices; same users, hashes, delays and rehash as POP3)
     session.delay      seconds to wait before sending (failed AUTH; 0 otherwise)
     session.starttls   after sending, switch to TLS and drop buffered plaintext (RFC 3207 4.2)
     session.closing    after sending, close the connection
@@ -45,10 +45,10 @@ raises. After MAX_BAD_COMMANDS errors the session is closed with 421.
 import binascii
 import time
 
-from pocketpost import auth, groupcommit, log
+from pocketpost import groupcommit, log
 from pocketpost import store as store_mod
 from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
-from pocketpost.pop3server import LOGIN_SLICE_MS, LoginCheck
+from pocketpost.pop3server import LOGIN_SLICE_MS
 from pocketpost.wire import OVERLONG, DotUnstuffer
 
 # --- limits fixed by the RFCs (the configurable ones live in config.SMTP_DEFAULTS) -------------
@@ -216,11 +216,16 @@ class Session:
         self._auth_user = None
         self._mech = None  # the AUTH mechanism under way, for the log
         self._scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
-        self._check = None  # a LoginCheck under way (see resume)
+        self._check = None  # an auth.LoginCheck under way (see resume)
         self._check_name = None
         self._out = None  # DATA output buffer, made at the first DATA
         self._omv = None
         self._u = None
+        # Submission before AUTH holds the login code (auth.py, scram.py: pop3server.Service.hold)
+        # until logged in or closed; port 25 never logs in.
+        self._held = self._auth_offered()
+        if self._held:
+            service.logins.hold()
         self._reset()
 
     def _reset(self):
@@ -299,6 +304,9 @@ class Session:
     def close(self):
         """The connection ended (QUIT, drop, timeout, error): a message not yet answered with 250
         is thrown away."""
+        self._check = None
+        self._scram = None
+        self._unhold()
         self._abort()
         self._reset()
         self.in_data = False
@@ -317,6 +325,11 @@ class Session:
         if ds:
             for d in ds:
                 d.abort()
+
+    def _unhold(self):
+        if self._held:
+            self._held = False
+            self.svc.logins.release()
 
     def _auth_offered(self):
         return self.mode == SUBMISSION and self.svc.logins is not None
@@ -404,6 +417,8 @@ class Session:
             return self._plain(initial)
         if mech == b"LOGIN":
             if initial is None:
+                from pocketpost import auth
+
                 self._auth = "login-user"
                 return b"334 " + auth.LOGIN_USER_PROMPT + b"\r\n"
             return self._login_user(initial)
@@ -423,11 +438,15 @@ class Session:
         return self._login_pass(line)
 
     def _plain(self, blob):
+        from pocketpost import auth
+
         name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
         return self._verify(name, pw, fail)
 
     def _b64(self, blob):
         """auth.b64decode, None for malformed base64 (LOGIN still asks for the password)."""
+        from pocketpost import auth
+
         try:
             return auth.b64decode(blob)
         except auth.AuthError:
@@ -440,6 +459,8 @@ class Session:
         except UnicodeError:
             self._auth_user = None
         self._auth = "login-pass"
+        from pocketpost import auth
+
         return b"334 " + auth.LOGIN_PASS_PROMPT + b"\r\n"
 
     def _login_pass(self, blob):
@@ -466,7 +487,9 @@ class Session:
     def _verify(self, name, pw, fail):
         """Start the password check (always paid, also when the answer is already "failed");
         handle() answers None and resume() finishes it."""
-        self._check = LoginCheck(self.svc.logins, name, pw, fail)
+        from pocketpost import auth
+
+        self._check = auth.LoginCheck(self.svc.logins, name, pw, fail)
         self._check_name = name
         return None
 
@@ -484,6 +507,7 @@ class Session:
         lg.throttle.succeed(self.peer)
         self.login = name
         self.passed = True
+        self._unhold()  # no AUTH after this one
         log.info("smtp %s AUTH user=%s method=%s tls=%d", self.peer, name, _printable(self._mech or b"?"),
                  int(self.tls_active))
         return reply(235, "2.7.0", "authentication successful")
