@@ -54,10 +54,10 @@ def compact_gc():
 
 
 # Modules only the start-up uses: once the services are built, nothing running refers to them
-# (config.py: loading, checking, open_store; ~14 KiB of heap on the 64-bit host, docs/FIGURES.md
-# "Server heap"). A later user (a service restart, admin.py, a rehashed password saved by
-# server.py) imports them again.
-COLD_AFTER_START = ("config",)
+# (config.py: loading, checking, open_store, ~14 KiB of heap on the 64-bit host; tls.py: the
+# server's TLS context, ~2.5 KiB; docs/FIGURES.md "Server heap"). A later user (a service
+# restart, admin.py, a rehashed password saved by server.py, a TLS fetch) imports them again.
+COLD_AFTER_START = ("config", "tls")
 
 
 def forget(names=COLD_AFTER_START):

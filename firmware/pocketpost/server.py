@@ -32,7 +32,7 @@ import sys
 
 import asyncio
 
-from pocketpost import heapmark, log, tls
+from pocketpost import heapmark, log
 from pocketpost.pop3 import reply
 from pocketpost.pop3server import TRANSACTION, Service, Session
 from pocketpost.listener import DEADLINE_AUTH, DEADLINE_HANDSHAKE, LISTEN_BACKLOG, ServerConn, Slots, listener_tasks, peer_ip
@@ -54,6 +54,8 @@ class Server:
         self.sv = sv
         self.ctx = None
         if sv["cert"] and sv["key"]:
+            from pocketpost import tls  # start-up only: dropped after (heapmark.COLD_AFTER_START)
+
             self.ctx = tls.server_context(sv["cert"], sv["key"])
         self.svc = Service(sv, cfg["users"], store, tls_available=self.ctx is not None)
         self.svc.tls_ctx = self.ctx  # the SMTP receiver's too (smtpserver): one context, not two

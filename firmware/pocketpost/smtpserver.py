@@ -33,7 +33,7 @@ import sys
 
 import asyncio
 
-from pocketpost import heapmark, log, smtp, tls
+from pocketpost import heapmark, log, smtp
 from pocketpost.pop3server import Service as LoginService
 from pocketpost.listener import DEADLINE_AUTH, LISTEN_BACKLOG, ServerConn, Slots, listener_tasks, peer_ip
 from pocketpost.transport import Timeout
@@ -49,6 +49,8 @@ class SmtpServer:
         # The POP3 server's context when it runs (same cert and key): one context, ~3 KiB less.
         self.ctx = getattr(logins, "tls_ctx", None)
         if self.ctx is None and sv["cert"] and sv["key"]:
+            from pocketpost import tls  # start-up only: dropped after (heapmark.COLD_AFTER_START)
+
             self.ctx = tls.server_context(sv["cert"], sv["key"])
         if logins is None:
             logins = LoginService(sv, cfg["users"], store, tls_available=self.ctx is not None)
