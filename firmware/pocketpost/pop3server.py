@@ -49,16 +49,11 @@ LOGIN_SLICE_MS = const(10)
 _MAX_LOGIN_CHUNK = const(4096)
 IMPLEMENTATION = "pocketpost"
 
-# SASL continuation steps (Session._sasl) and the LOGIN mechanism's prompts (auth.py's, framed).
-_SASL_PLAIN = const(1)
-_LOGIN_USER = const(2)
-_LOGIN_PASS = const(3)
-_SCRAM = const(4)  # AUTH SCRAM-SHA-256 under way: scram.ServerLogin.step takes the next line
-_SCRAM_METHOD = "AUTH SCRAM-SHA-256"
-# The login code: auth.py (password records, LoginCheck) and scram.py, imported where used and
-# dropped whenever no session can be in a login (Service.hold/release): ~7 KiB of heap on the
-# 64-bit host (docs/FIGURES.md "Server heap") while every session is logged in or gone.
-LOGIN_MODULES = ("auth", "scram")
+# The login code: pop3login.py (the AUTHORIZATION state's commands), auth.py (password records,
+# LoginCheck) and scram.py, imported where used and dropped whenever no session can be in a
+# login (Service.hold/release): ~12 KiB of heap on the 64-bit host (docs/FIGURES.md "Server
+# heap") while every session is logged in or gone. CAPA and QUIT stay here (both states).
+LOGIN_MODULES = ("pop3login", "auth", "scram")
 holds = [0]  # sessions that may still log in, every Service's (POP3 and SMTP): Service.hold
 
 _CR = const(13)
@@ -211,7 +206,7 @@ class Session:
         self._del = None  # bitmask of deleted messages
         self._ndel = 0
         self._sdel = 0
-        self._sasl = 0  # waiting for a SASL continuation: _SASL_PLAIN, _LOGIN_USER, _LOGIN_PASS
+        self._sasl = 0  # waiting for a SASL continuation: a pop3login step (_SASL_PLAIN, ...)
         self._sasl_user = b""  # AUTH LOGIN: the user name, until the password comes
         self._scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
         self._check = None  # an auth.LoginCheck under way (see resume)
@@ -239,12 +234,19 @@ class Session:
         if self._sasl:
             step = self._sasl
             self._sasl = 0
-            return self._sasl_continue(step, bytes(line))
+            from pocketpost import pop3login
+
+            return pop3login.sasl_continue(self, step, bytes(line))
         try:
             kw, args = parse_command(line)
         except ProtocolError as e:
             return reply(False, e.msg, e.code)
-        table = _AUTH_TABLE if self.state == AUTHORIZATION else _TRANS_TABLE
+        if self.state == AUTHORIZATION:
+            from pocketpost import pop3login
+
+            table = pop3login.TABLE
+        else:
+            table = _TRANS_TABLE
         fn = table.get(kw)
         if fn is None:
             return reply(False, "%s not valid in this state" % kw)
@@ -255,22 +257,14 @@ class Session:
             return reply(False, "internal error", getattr(e, "code", None) or "SYS/TEMP")
 
     def resume(self):
-        """Continue the login check that made handle() answer None, for about LOGIN_SLICE_MS:
-        None while it is unfinished (the shell lets other sessions run, then calls again),
-        then the reply to the login command."""
-        w = self._check
-        if w is None:
+        """Continue the login check that made handle() answer None (pop3login.resume): None
+        while it is unfinished (the shell lets other sessions run, then calls again), then the
+        reply to the login command."""
+        if self._check is None:
             return reply(False, "nothing to resume")
-        t0 = ticks_ms()
-        n = self.svc.login_chunk
-        while not w.step(n):
-            if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
-                return None
-        self._check = None
-        name = self._check_name
-        if w.new_hash is not None:
-            self.svc.rehashed(name, w.new_hash)
-        return self._login(name, None, w.user if w.ok else False, self._check_method)
+        from pocketpost import pop3login
+
+        return pop3login.resume(self)
 
     def handle_bad(self, kind):
         self.delay = 0
@@ -314,9 +308,6 @@ class Session:
         p = self.svc.policy
         return self.tls_active or p == "always" or (p == "local" and self.svc.trusted(self.peer))
 
-    def _no_plain(self):
-        return reply(False, "plain-text login needs TLS: use STLS or port POP3S", "AUTH")
-
     def cmd_capa(self, args):
         lines = ["+OK capability list follows", "TOP", "UIDL", "RESP-CODES", "PIPELINING"]
         if self.state == AUTHORIZATION:
@@ -331,161 +322,6 @@ class Session:
         lines.append("IMPLEMENTATION " + IMPLEMENTATION)
         lines.append(".")
         return ("\r\n".join(lines) + "\r\n").encode()
-
-    def cmd_user(self, args):
-        if not self.plain_allowed():
-            return self._no_plain()
-        self.user = bytes(args[0]).decode()
-        return reply(True, "send PASS")
-
-    def cmd_pass(self, args):
-        if not self.plain_allowed():
-            return self._no_plain()
-        if self.user is None:
-            return reply(False, "USER first")
-        name = self.user
-        self.user = None
-        return self._login(name, args[0], None, "USER/PASS")
-
-    def cmd_apop(self, args):
-        if not self.svc.apop_enabled:
-            return reply(False, "APOP is not enabled here", "AUTH")
-        name = bytes(args[0]).decode()
-        digest = bytes(args[1]).lower()
-        u = self.svc.users.get(name)
-        secret = u.get("apop_secret") if u is not None else None
-        from pocketpost import auth
-
-        # Same work for unknown users and users without APOP: compute a digest either way.
-        want = auth.apop_digest(self.timestamp, secret or "\x00no-apop")
-        ok = auth.equal(want, digest) and secret is not None
-        return self._login(name, None, u if ok else False, "APOP")
-
-    def cmd_auth(self, args):
-        if not args:  # "AUTH" alone: list mechanisms (a pre-RFC 5034 habit some clients keep)
-            if self.plain_allowed():
-                return b"+OK\r\nPLAIN\r\nLOGIN\r\nSCRAM-SHA-256\r\n.\r\n"
-            return b"+OK\r\nSCRAM-SHA-256\r\n.\r\n"
-        mech = bytes(args[0]).upper()
-        if mech == b"SCRAM-SHA-256":  # the password never crosses: allowed without TLS
-            from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
-
-            self._scram = scram.ServerLogin(self.svc)
-            if len(args) < 2:
-                self._sasl = _SCRAM
-                return b"+ \r\n"
-            return self._scram_step(bytes(args[1]))
-        if mech != b"PLAIN" and mech != b"LOGIN":
-            return reply(False, "unsupported SASL mechanism")
-        if not self.plain_allowed():
-            return self._no_plain()
-        if mech == b"LOGIN":  # draft-murchison-sasl-login: user name, then password, each base64
-            if len(args) < 2:
-                self._sasl = _LOGIN_USER
-                from pocketpost import auth
-
-                return b"+ " + auth.LOGIN_USER_PROMPT + b"\r\n"
-            return self._sasl_continue(_LOGIN_USER, bytes(args[1]))
-        if len(args) < 2:
-            self._sasl = _SASL_PLAIN
-            return b"+ \r\n"
-        return self._sasl_response(bytes(args[1]))
-
-    def _sasl_continue(self, step, blob):
-        if step == _SASL_PLAIN:
-            return self._sasl_response(blob)
-        if blob == b"*":
-            self._scram = None
-            return reply(False, "authentication cancelled")
-        if step == _SCRAM:
-            return self._scram_step(blob)
-        from pocketpost import auth
-
-        try:
-            raw = auth.b64decode(blob)
-        except auth.AuthError:
-            return self._login("", b"", None, "AUTH LOGIN")  # malformed: pay a check all the same
-        if step == _LOGIN_USER:
-            self._sasl_user = raw
-            self._sasl = _LOGIN_PASS
-            return b"+ " + auth.LOGIN_PASS_PROMPT + b"\r\n"
-        name = self._sasl_user
-        self._sasl_user = b""
-        try:
-            user = name.decode()
-        except UnicodeError:
-            user = ""  # no such user: the same check and answer as any unknown name
-        return self._login(user, raw, None, "AUTH LOGIN")
-
-    # -- SCRAM-SHA-256 (RFC 5802, RFC 7677, RFC 5034): scram.ServerLogin does the work ----------
-    # It fails through _login like every other mechanism (failure delay, max failures, the
-    # throttle's reset on success); an unknown name fails at the proof, like a wrong password.
-    def _scram_step(self, blob):
-        """server-first, then server-final as a challenge (RFC 5034 section 4), then the login."""
-        x = self._scram
-        msg = x.step(blob)
-        if msg is not None:
-            self._sasl = _SCRAM
-            return b"+ " + msg + b"\r\n"
-        self._scram = None
-        return self._login(x.name, None, x.user or False, _SCRAM_METHOD)
-
-    def _sasl_response(self, blob):
-        if blob == b"*":
-            return reply(False, "authentication cancelled")
-        from pocketpost import auth
-
-        name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
-        return self._login(name, pw, None, "AUTH PLAIN", fail)
-
-    def _login(self, name, password, user, method, force_fail=False):
-        """user None: check the password (handle() answers None, resume() finishes the login);
-        False: already failed; a dict: already verified. method names the command for the log
-        (USER/PASS, APOP, AUTH PLAIN, AUTH LOGIN)."""
-        if user is None:
-            from pocketpost import auth
-
-            self._check = auth.LoginCheck(self.svc, name, password, force_fail)
-            self._check_name = name
-            self._check_method = method
-            return None
-        if not user:
-            self.failures += 1
-            self.delay = self.svc.throttle.fail(self.peer)
-            log.info("pop3 #%d %s login failed user=%s method=%s failures=%d delay=%ss", self.sid, self.peer,
-                     _safe(name), method, self.failures, self.delay)
-            if self.failures >= self.svc.max_failures:
-                self.closing = True
-                return reply(False, "authentication failed; too many failures, closing", "AUTH")
-            return reply(False, "authentication failed", "AUTH")
-        try:
-            mb = self.svc.store.lock(user.get("mailbox", name))
-        except Exception as e:
-            code = getattr(e, "code", None) or "SYS/TEMP"
-            log.info("pop3 #%d %s login user=%s method=%s mailbox unavailable: %s", self.sid, self.peer, name, method, code)
-            if code == "IN-USE":
-                return reply(False, "mailbox is in use by another session", "IN-USE")
-            return reply(False, "mailbox unavailable", code)
-        self.svc.throttle.succeed(self.peer)
-        self.mb = mb
-        self.login = name
-        self.state = TRANSACTION
-        self._unhold()  # no login after this one
-        self._del = bytearray((mb.count + 7) // 8)
-        self._ndel = 0
-        self._sdel = 0
-        log.info("pop3 #%d %s login user=%s method=%s tls=%d messages=%d", self.sid, self.peer, name, method,
-                 int(self.tls_active), mb.count)
-        return reply(True, "%d messages (%d octets)" % (mb.count, mb.total_size))
-
-    def cmd_stls(self, args):
-        if self.tls_active:
-            return reply(False, "TLS already active")
-        if not self.svc.tls_available:
-            return reply(False, "TLS not available")
-        self.starttls = True
-        self.user = None
-        return reply(True, "begin TLS negotiation")
 
     def cmd_quit(self, args):
         self.closing = True
@@ -610,16 +446,6 @@ class Session:
         self._sdel = 0
         return reply(True, "%d messages (%d octets)" % (self.mb.count, self.mb.total_size))
 
-
-_AUTH_TABLE = {
-    "CAPA": Session.cmd_capa,
-    "USER": Session.cmd_user,
-    "PASS": Session.cmd_pass,
-    "APOP": Session.cmd_apop,
-    "AUTH": Session.cmd_auth,
-    "STLS": Session.cmd_stls,
-    "QUIT": Session.cmd_quit,
-}
 
 _TRANS_TABLE = {
     "CAPA": Session.cmd_capa,

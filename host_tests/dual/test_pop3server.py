@@ -871,7 +871,7 @@ def _loaded(name):
 
 
 def test_login_code_loaded_only_while_a_session_can_log_in():
-    # auth.py and scram.py (pop3server.LOGIN_MODULES) are held by sessions before their login
+    # pop3login.py, auth.py and scram.py (pop3server.LOGIN_MODULES) are held by sessions before their login
     # (Service.hold/release); with none left they are dropped (MicroPython: heapmark.forget;
     # CPython keeps modules) and a later login imports them again and still works.
     import sys
@@ -884,23 +884,24 @@ def test_login_code_loaded_only_while_a_session_can_log_in():
     try:
         if mp:
             assert not _loaded("auth") and not _loaded("scram")  # dropped once the Service was built
+            assert not _loaded("pop3login")
         a = e.session()
         b = e.session()
         assert pop3server.holds[0] == 2
         login(a)  # a LoginCheck: auth imported again
-        assert pop3server.holds[0] == 1 and _loaded("auth")  # b may still log in: kept
+        assert pop3server.holds[0] == 1 and _loaded("auth") and _loaded("pop3login")  # b may still log in: kept
         r = run(b, b"AUTH SCRAM-SHA-256 " + binascii.b2a_base64(b"n,,n=bob,r=abcdefgh").strip())
         assert r.startswith(b"+ ") and _loaded("scram"), r
         b.close()  # mid-SCRAM: the exchange is abandoned with the session
         assert pop3server.holds[0] == 0
         if mp:
-            assert not _loaded("auth") and not _loaded("scram")
+            assert not _loaded("auth") and not _loaded("scram") and not _loaded("pop3login")
         c = e.session()
         assert run(c, b"PASS x").startswith(b"-ERR")
         login(c, b"bob", b"bobpw")  # the login code imported once more: the same answers
         assert pop3server.holds[0] == 0
         if mp:
-            assert not _loaded("auth")
+            assert not _loaded("auth") and not _loaded("pop3login")
         assert run(c, b"STAT").startswith(b"+OK 0 0")
         a.close()
         c.close()
