@@ -49,11 +49,11 @@ LOGIN_SLICE_MS = const(10)
 _MAX_LOGIN_CHUNK = const(4096)
 IMPLEMENTATION = "pocketpost"
 
-# The login code: pop3login.py (the AUTHORIZATION state's commands), auth.py (password records,
-# LoginCheck) and scram.py, imported where used and dropped whenever no session can be in a
-# login (Service.hold/release): ~12 KiB of heap on the 64-bit host (docs/FIGURES.md "Server
-# heap") while every session is logged in or gone. CAPA and QUIT stay here (both states).
-LOGIN_MODULES = ("pop3login", "auth", "scram")
+# The login code: pop3login.py (the AUTHORIZATION state's commands), smtpauth.py (SMTP AUTH),
+# auth.py (password records, LoginCheck) and scram.py, imported where used and dropped whenever
+# no session can be in a login (Service.hold/release): ~12 KiB of heap on the 64-bit host
+# (docs/FIGURES.md "Server heap") while every session is logged in, on port 25 or gone.
+LOGIN_MODULES = ("pop3login", "smtpauth", "auth", "scram")
 holds = [0]  # sessions that may still log in, every Service's (POP3 and SMTP): Service.hold
 
 _CR = const(13)

@@ -47,8 +47,7 @@ import time
 
 from pocketpost import groupcommit, log
 from pocketpost import store as store_mod
-from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
-from pocketpost.pop3server import LOGIN_SLICE_MS
+from pocketpost.compat import const, urandom
 from pocketpost.wire import OVERLONG, DotUnstuffer
 
 # --- limits fixed by the RFCs (the configurable ones live in config.SMTP_DEFAULTS) -------------
@@ -221,7 +220,8 @@ class Session:
         self._out = None  # DATA output buffer, made at the first DATA
         self._omv = None
         self._u = None
-        # Submission before AUTH holds the login code (auth.py, scram.py: pop3server.Service.hold)
+        # Submission before AUTH holds the login code (smtpauth.py, auth.py, scram.py:
+        # pop3server.Service.hold)
         # until logged in or closed; port 25 never logs in.
         self._held = self._auth_offered()
         if self._held:
@@ -253,7 +253,9 @@ class Session:
         if self.closing:
             return reply(421, "4.7.0", "closing")
         if self._auth is not None:
-            return self._auth_step(bytes(line))
+            from pocketpost import smtpauth
+
+            return smtpauth.step(self, bytes(line))
         sp = line.find(b" ")
         kw = bytes(line if sp < 0 else line[:sp]).upper()
         arg = b"" if sp < 0 else bytes(line[sp + 1 :])
@@ -274,21 +276,13 @@ class Session:
         return self._check is not None
 
     def resume(self):
-        """Continue the password check that made handle() answer None, for about LOGIN_SLICE_MS:
-        None while it is unfinished, then the reply to the AUTH."""
-        w = self._check
-        if w is None:
+        """Continue the password check that made handle() answer None (smtpauth.resume): None
+        while it is unfinished, then the reply to the AUTH."""
+        if self._check is None:
             return reply(503, "5.5.1", "nothing to resume")
-        lg = self.svc.logins
-        t0 = ticks_ms()
-        while not w.step(lg.login_chunk):
-            if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
-                return None
-        self._check = None
-        name = self._check_name
-        if w.new_hash is not None:
-            lg.rehashed(name, w.new_hash)
-        return self._auth_result(name, w.user if w.ok else None)
+        from pocketpost import smtpauth
+
+        return smtpauth.resume(self)
 
     def handle_bad(self, kind):
         self.delay = 0
@@ -392,125 +386,9 @@ class Session:
             return reply(503, "5.5.1", "already authenticated")
         if self.sender is not None:
             return reply(503, "5.5.1", "AUTH not allowed during a mail transaction")
-        parts = [p for p in arg.split(b" ") if p]
-        if not parts or len(parts) > 2:
-            return self._error(reply(501, "5.5.4", "AUTH mechanism [initial-response]"))
-        mech = parts[0].upper()
-        initial = parts[1] if len(parts) > 1 else None
-        self._mech = mech
-        if mech == b"SCRAM-SHA-256":  # the password never crosses: allowed without TLS
-            from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
+        from pocketpost import smtpauth
 
-            self._scram = scram.ServerLogin(self.svc.logins)
-            if initial is None:
-                self._auth = "scram"
-                return b"334 \r\n"
-            return self._scram_step(initial)
-        if mech != b"PLAIN" and mech != b"LOGIN":
-            return reply(504, "5.5.4", "unrecognized authentication type")
-        if not self._plain_allowed():
-            return reply(538, "5.7.11", "encryption required for this mechanism: use STARTTLS or SCRAM-SHA-256")
-        if mech == b"PLAIN":
-            if initial is None:
-                self._auth = "plain"
-                return b"334 \r\n"
-            return self._plain(initial)
-        if mech == b"LOGIN":
-            if initial is None:
-                from pocketpost import auth
-
-                self._auth = "login-user"
-                return b"334 " + auth.LOGIN_USER_PROMPT + b"\r\n"
-            return self._login_user(initial)
-
-    def _auth_step(self, line):
-        step = self._auth
-        self._auth = None
-        if line == b"*":
-            self._scram = None
-            return reply(501, "5.0.0", "authentication cancelled")
-        if step == "scram":
-            return self._scram_step(line)
-        if step == "plain":
-            return self._plain(line)
-        if step == "login-user":
-            return self._login_user(line)
-        return self._login_pass(line)
-
-    def _plain(self, blob):
-        from pocketpost import auth
-
-        name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
-        return self._verify(name, pw, fail)
-
-    def _b64(self, blob):
-        """auth.b64decode, None for malformed base64 (LOGIN still asks for the password)."""
-        from pocketpost import auth
-
-        try:
-            return auth.b64decode(blob)
-        except auth.AuthError:
-            return None
-
-    def _login_user(self, blob):
-        raw = self._b64(blob)
-        try:
-            self._auth_user = None if raw is None else raw.decode()
-        except UnicodeError:
-            self._auth_user = None
-        self._auth = "login-pass"
-        from pocketpost import auth
-
-        return b"334 " + auth.LOGIN_PASS_PROMPT + b"\r\n"
-
-    def _login_pass(self, blob):
-        name = self._auth_user
-        self._auth_user = None
-        pw = self._b64(blob)
-        if name is None or pw is None:
-            return self._verify("", b"", True)
-        return self._verify(name, pw, False)
-
-    # -- SCRAM-SHA-256: scram.ServerLogin does the work (the POP3 server's glue too); no hash
-    # runs here (the client did the PBKDF2), so each step answers at once. A failure at any step
-    # is a failed AUTH like any other (_auth_result: delay, throttle, max failures).
-    def _scram_step(self, blob):
-        """server-first, then server-final as a challenge (RFC 4954 section 4), then the result."""
-        x = self._scram
-        msg = x.step(blob)
-        if msg is not None:
-            self._auth = "scram"
-            return b"334 " + msg + b"\r\n"
-        self._scram = None
-        return self._auth_result(x.name, x.user)
-
-    def _verify(self, name, pw, fail):
-        """Start the password check (always paid, also when the answer is already "failed");
-        handle() answers None and resume() finishes it."""
-        from pocketpost import auth
-
-        self._check = auth.LoginCheck(self.svc.logins, name, pw, fail)
-        self._check_name = name
-        return None
-
-    def _auth_result(self, name, u):
-        lg = self.svc.logins
-        if u is None:
-            self.failures += 1
-            self.delay = lg.throttle.fail(self.peer)
-            log.info("smtp %s AUTH failed user=%s method=%s failures=%d", self.peer, _printable(name.encode()),
-                     _printable(self._mech or b"?"), self.failures)
-            if self.failures >= self.svc.max_failures:
-                self.closing = True
-                return reply(421, "4.7.0", "too many authentication failures, closing")
-            return reply(535, "5.7.8", "authentication credentials invalid")
-        lg.throttle.succeed(self.peer)
-        self.login = name
-        self.passed = True
-        self._unhold()  # no AUTH after this one
-        log.info("smtp %s AUTH user=%s method=%s tls=%d", self.peer, name, _printable(self._mech or b"?"),
-                 int(self.tls_active))
-        return reply(235, "2.7.0", "authentication successful")
+        return smtpauth.start(self, arg)
 
     def cmd_mail(self, arg):
         if self.helo is None:

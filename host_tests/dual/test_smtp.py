@@ -699,7 +699,7 @@ def test_group_commit_rolls_forward_after_a_crash_past_the_intent():
 
 
 def test_login_code_held_by_submission_before_auth_only():
-    # Port 25 never logs in: its sessions do not keep auth.py loaded (pop3server.Service.hold);
+    # Port 25 never logs in: its sessions do not keep smtpauth.py/auth.py loaded (Service.hold);
     # a submission session does until its AUTH succeeds or it ends, and the AUTH works after the
     # module was dropped (MicroPython) and imported again.
     import sys
@@ -719,7 +719,10 @@ def test_login_code_held_by_submission_before_auth_only():
         assert r == b"235 2.7.0 authentication successful\r\n", r
         assert pop3server.holds[0] == 0
         if mp:
-            assert "pocketpost.auth" not in sys.modules
+            assert "pocketpost.auth" not in sys.modules and "pocketpost.smtpauth" not in sys.modules
+        assert mx.cmd(b"EHLO y").startswith(b"250") and mx.cmd(b"AUTH PLAIN x").startswith(b"502")
+        if mp:  # refused on port 25 without loading the AUTH code
+            assert "pocketpost.smtpauth" not in sys.modules
         sub.s.close()
         mx.s.close()
         assert pop3server.holds[0] == 0
