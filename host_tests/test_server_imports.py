@@ -30,6 +30,14 @@ print("MODULES", " ".join(sorted(k for k in sys.modules if k.startswith("pocketp
 
 def test_server_imports_no_client_module(tmp_path):
     srv = Pop3Server(str(tmp_path), {"alice": [b"Subject: x\r\n\r\nx\r\n"]}, users={"alice": "pw"})
+    with open(srv.config_path) as f:
+        cfg = json.load(f)
+    # An account to fetch: config.open_store sizes its UIDL state's flash (uidstate.flash_need)
+    # and drops uidstate again; the client loads it when a fetch runs.
+    cfg["accounts"] = [{"name": "a", "host": "127.0.0.1", "port": 1, "tls": "none", "allow_plaintext": True,
+                        "user": "u", "password": "p", "state_dir": str(tmp_path / "state")}]
+    with open(srv.config_path, "w") as f:
+        json.dump(cfg, f)
     script = tmp_path / "s.py"
     script.write_text(SCRIPT)
     r = subprocess.run([MICROPYTHON, str(script), srv.config_path], capture_output=True, text=True, timeout=60,

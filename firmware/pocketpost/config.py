@@ -438,6 +438,11 @@ def state_reserve(cfg):
     accounts = cfg.get("accounts") or ()
     if not accounts:  # a server-only board: no client module in its heap (uidstate is ~11 KiB)
         return 0
+    import sys
+
+    from pocketpost import heapmark
+
+    loaded = "pocketpost.uidstate" in sys.modules
     from pocketpost import uidstate
 
     need = 0
@@ -445,4 +450,6 @@ def state_reserve(cfg):
         if isinstance(a, dict):
             n = a.get("max_entries", uidstate.DEFAULT_MAX_ENTRIES)
             need += uidstate.flash_need(n if isinstance(n, int) and n > 0 else uidstate.DEFAULT_MAX_ENTRIES)
+    if not loaded:  # imported for this sum only: out of the heap until a fetch needs it
+        heapmark.forget(("uidstate",))
     return need
