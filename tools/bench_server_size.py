@@ -10,7 +10,8 @@ unix port (64-bit), live heap = `gc.mem_alloc()` after `gc.collect()`:
       session after its greeting, the same logged in, a POP3S session after its greeting and
       logged in, an SMTP session after EHLO and after MAIL/RCPT.
 
-Run: .venv/bin/python tools/bench_server_size.py [--no-smtp]   (the working tree)
+Run: .venv/bin/python tools/bench_server_size.py [--no-smtp]   (the working tree; another tree's
+firmware with BENCH_FIRMWARE=/path/to/firmware, as for every tools/bench_*.py)
 """
 
 import os
@@ -136,7 +137,6 @@ def sessions(srv, pr, smtp_port):
 
 def main(argv):
     smtp = "--no-smtp" not in argv
-    forget = "--forget" in argv
     with tempfile.TemporaryDirectory() as tmp:
         mpy = build_mpy(os.path.join(tmp, "mpy"), extra=(os.path.join(HERE, "heapstages.py"),))
         st = steps(mpy, tmp)
@@ -160,7 +160,7 @@ def main(argv):
         cfg["log"] = {"level": "info"}
         with open(srv.config_path, "w") as f:
             json.dump(cfg, f)
-        flags = (["smtp"] if smtp else []) + (["forget"] if forget else [])
+        flags = ["smtp"] if smtp else []
         srv.start(args=["-m", "heapstages", srv.config_path, pdir] + flags, micropypath=mpy)
         try:
             deadline = time.time() + 20
