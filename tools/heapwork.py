@@ -16,16 +16,19 @@ from pocketpost import heapmark
 
 heapmark.compact_gc()  # as board.main does before it loads the services
 
-from pocketpost import log, server  # noqa: E402
+from pocketpost import log  # noqa: E402
 
 
 def _load(path):
-    # As board.py loads: config.py imported in a function, so no global keeps it once dropped.
+    # As board.py loads: config.py imported in a function, so no global keeps it once dropped,
+    # and the config loaded and the store opened before the services are imported (board.main:
+    # load_config, then Runner.run: open_store, then Runner.serve imports pocketpost.server).
     from pocketpost import config
 
     c = config.load(path)
     st = config.open_store(c)
-    heapmark.forget()  # as board.open_store does: config.py's heap free before the services load
+    if hasattr(heapmark, "forget"):  # as board.open_store does (an older tree: kept)
+        heapmark.forget()  # config.py's heap free before the services load
     return c, st
 
 
@@ -60,6 +63,8 @@ async def _fetch():
 
 
 async def main():
+    from pocketpost import server
+
     srv = await server.start(cfg, store)
     if "smtp" in flags:  # one login throttle for both, as board.Runner.serve_smtp does
         from pocketpost import smtpserver  # type: ignore
