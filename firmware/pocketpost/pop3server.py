@@ -214,9 +214,9 @@ class Session:
         self._check_method = None
         self._blockbuf = None  # file block for dot-stuffed replies (see _block)
         self._stuffer = None
-        self._held = True  # holds the login code (Service.hold) until logged in or closed
-        service.hold()
         self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
+        self._held = True  # holds the login code (Service.hold) until logged in or closed; last
+        service.hold()
 
     # -- entry points ----------------------------------------------------------------------
     def greeting(self):

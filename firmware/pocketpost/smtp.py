@@ -220,13 +220,13 @@ class Session:
         self._out = None  # DATA output buffer, made at the first DATA
         self._omv = None
         self._u = None
+        self._reset()
         # Submission before AUTH holds the login code (smtpauth.py, auth.py, scram.py:
-        # pop3server.Service.hold)
-        # until logged in or closed; port 25 never logs in.
+        # pop3server.Service.hold) until logged in or closed; port 25 never logs in. Last: a
+        # constructor that fails before it holds nothing.
         self._held = self._auth_offered()
         if self._held:
             service.logins.hold()
-        self._reset()
 
     def _reset(self):
         """Forget the mail transaction (RSET, EHLO, after DATA, STARTTLS)."""
