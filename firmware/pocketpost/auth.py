@@ -36,6 +36,10 @@ iteration is unavailable. Cost per iteration here: two sha256 calls over a 96-oc
 against 2 with state copies. The pads live in two preallocated bytearrays; the running XOR
 is kept as one big int, so an iteration allocates only the two 32-octet digests and an int.
 
+The servers' login check (`LoginCheck`: verify, pad to the board's count, rehash) and the
+trusted-network match of plaintext_auth "local" live here too: this module is login code, which
+the servers load only while some session can log in (pop3server.LOGIN_MODULES).
+
 The APOP secret (RFC 1939 section 7) must be stored in clear: APOP is weaker than PBKDF2 on
 flash and off by default (per-user opt-in "apop_secret"), as documented in the README.
 """

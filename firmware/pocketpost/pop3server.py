@@ -15,8 +15,9 @@ what the session asked for, in this order:
     session.starttls   after sending, switch the connection to TLS (and drop buffered plaintext)
     session.closing    after sending, close the connection
 
-Commands dispatch from one table per state (AUTHORIZATION, TRANSACTION), as popa3d does: a
-command the grammar knows but the state does not gets exactly one -ERR; nothing raises.
+Commands dispatch from one table per state (AUTHORIZATION: pop3login.TABLE, loaded only while
+some session can log in, see LOGIN_MODULES; TRANSACTION: here), as popa3d does: a command the
+grammar knows but the state does not gets exactly one -ERR; nothing raises.
 UPDATE is not a table: QUIT in TRANSACTION commits the deletions and ends the session. Any other
 ending (drop, timeout, error) goes through `close()`, which releases the maildrop lock and
 deletes nothing.
