@@ -1,5 +1,6 @@
-"""Heap figures for admin.status(): free heap, the largest free block, and per-service high-water
-marks, so a user can see the budget being kept on the board.
+"""Heap figures for admin.status(): per-service high-water marks, so a user can see the budget
+being kept on the board (the free heap, its largest free block and the ESP32's IDF heap are
+admin.py's, asked at the REPL only); the GC threshold; forget() for code no longer needed.
 
 A mark is the live heap (gc.mem_alloc() right after gc.collect()) at a service's sample points
 (the POP3 server: each command's reply; SMTP: each read; the fetcher: each stored message). Without the collection
@@ -16,7 +17,6 @@ from pocketpost.compat import IS_MICROPYTHON, const, ticks_diff, ticks_ms
 
 # One collection a second at most: an ESP32 collects a 100 KiB heap in a few ms.
 SAMPLE_MS = const(1000)
-GC_GRAIN = const(64)  # largest_free()'s step: a few GC blocks (16 B on an ESP32, 32 B on the host)
 # Collect after this many bytes allocated, not only when the heap is full: the sessions' garbage
 # is then freed while it sits low in the heap, so long-lived objects stay packed and the large
 # buffers a later session or fetch needs (1-8 KB in one block) still find room. Measured
@@ -75,42 +75,3 @@ def forget(names=COLD_AFTER_START):
             delattr(pocketpost, n)
         except (AttributeError, KeyError):  # not loaded (MicroPython raises KeyError)
             pass
-
-
-def largest_free():
-    """The largest block the GC heap can hand out now (bytes, to GC_GRAIN), found by trying
-    allocations (the port has no call that returns it; micropython.mem_info() only prints it);
-    None on CPython. The heap must not be locked. Costs ~12 allocations, for the REPL only."""
-    free = getattr(gc, "mem_free", None)
-    if free is None:
-        return None
-    gc.collect()
-    lo, hi = 0, free()
-    while hi - lo > GC_GRAIN:
-        mid = (lo + hi) // 2
-        try:
-            b = bytearray(mid)
-            del b
-            lo = mid
-        except MemoryError:
-            hi = mid
-    gc.collect()
-    return lo
-
-
-def idf_heap():
-    """ESP32 only: the IDF (C) heap mbedTLS and Wi-Fi take from, as (free, largest free block)
-    summed / maxed over the data regions; None elsewhere."""
-    try:
-        import esp32  # type: ignore[import-not-found]
-
-        regions = esp32.idf_heap_info(esp32.HEAP_DATA)
-    except (ImportError, AttributeError):
-        return None
-    free = 0
-    largest = 0
-    for r in regions:  # (total, free, largest free block, minimum free seen)
-        free += r[1]
-        if r[2] > largest:
-            largest = r[2]
-    return free, largest
