@@ -3,10 +3,11 @@ starting the POP3 server (under micropython, as main.py does) imports none of th
 modules. Each one loaded from `.mpy` costs heap a board without PSRAM does not have (uidstate
 alone ~11 KiB on the 64-bit host; docs/FIGURES.md "Heap")."""
 
+import json
 import os
 import subprocess
 
-from helpers import FIRMWARE, MICROPYTHON, ROOT
+from helpers import FIRMWARE, MICROPYTHON, ROOT, free_port
 from serverharness import Pop3Server
 
 # transport is not here: its connection class is the servers' too (listener.ServerConn).
@@ -29,6 +30,14 @@ print("MODULES", " ".join(sorted(k for k in sys.modules if k.startswith("pocketp
 
 def test_server_imports_no_client_module(tmp_path):
     srv = Pop3Server(str(tmp_path), {"alice": [b"Subject: x\r\n\r\nx\r\n"]}, users={"alice": "pw"})
+    with open(srv.config_path) as f:
+        cfg = json.load(f)
+    # An account to fetch: config.open_store sizes its UIDL state's flash (uidstate.flash_need)
+    # and drops uidstate again; the client loads it when a fetch runs.
+    cfg["accounts"] = [{"name": "a", "host": "127.0.0.1", "port": 1, "tls": "none", "allow_plaintext": True,
+                        "user": "u", "password": "p", "state_dir": str(tmp_path / "state")}]
+    with open(srv.config_path, "w") as f:
+        json.dump(cfg, f)
     script = tmp_path / "s.py"
     script.write_text(SCRIPT)
     r = subprocess.run([MICROPYTHON, str(script), srv.config_path], capture_output=True, text=True, timeout=60,
@@ -38,3 +47,56 @@ def test_server_imports_no_client_module(tmp_path):
     loaded = set(m.split(".", 1)[1] for m in line[0].split()[1:])
     assert "server" in loaded and "store" in loaded
     assert not loaded & set(CLIENT_ONLY), sorted(loaded & set(CLIENT_ONLY))
+
+
+# The services started as board.main starts them (config.py imported inside a function, as
+# board.load_config does); "keep" makes heapmark.forget a no-op, to compare.
+DROP_SCRIPT = r"""
+import gc, sys, asyncio
+from pocketpost import heapmark, server, smtpserver
+if "keep" in sys.argv:
+    heapmark.forget = lambda names=None: None
+
+def load(path):
+    from pocketpost import config
+    c = config.load(path)
+    return c, config.open_store(c)
+
+cfg, st = load(sys.argv[1])
+
+async def main():
+    srv = await server.start(cfg, st)
+    sm = await smtpserver.start(cfg, st, srv.svc)
+    gc.collect()
+    print("LIVE", gc.mem_alloc())
+    print("CONFIG", int("pocketpost.config" in sys.modules), int(hasattr(sys.modules["pocketpost"], "config")))
+    print("SAMECTX", int(sm.ctx is not None and sm.ctx is srv.ctx))
+    sm.close()
+    srv.close()
+
+asyncio.run(main())
+"""
+
+
+def test_config_dropped_after_start_and_tls_context_shared(tmp_path):
+    """Once the POP3 server and the SMTP receiver are up, config.py is out of sys.modules and the
+    package, and nothing else keeps it: the live heap is >8 KiB below the same start with the
+    drop disabled. The SMTP receiver uses the POP3 server's TLS context (one, not two)."""
+    srv = Pop3Server(str(tmp_path), {"alice": [b"Subject: x\r\n\r\nx\r\n"]}, users={"alice": "pw"})
+    with open(srv.config_path) as f:
+        cfg = json.load(f)
+    cfg["smtp"] = {"port": free_port(), "submission_port": 0, "smtps_port": 0, "domains": ["example.org"]}
+    with open(srv.config_path, "w") as f:
+        json.dump(cfg, f)
+    script = tmp_path / "d.py"
+    script.write_text(DROP_SCRIPT)
+    out = {}
+    for mode in ("drop", "keep"):
+        r = subprocess.run([MICROPYTHON, str(script), srv.config_path, mode], capture_output=True, text=True,
+                           timeout=60, cwd=ROOT, env=dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        out[mode] = dict(ln.split(" ", 1) for ln in r.stdout.splitlines() if ln[:1].isupper() and " " in ln)
+    assert out["drop"]["CONFIG"] == "0 0" and out["keep"]["CONFIG"] == "1 1", out
+    assert out["drop"]["SAMECTX"] == "1", out
+    freed = int(out["keep"]["LIVE"]) - int(out["drop"]["LIVE"])
+    assert freed > 8000, out

@@ -17,9 +17,10 @@ import os
 import time
 
 from pocketpost import board, heapmark, log, safemode
-from pocketpost.compat import exists, free_bytes, now, urandom
+from pocketpost.compat import const, exists, free_bytes, now, urandom
 
 CONFIG_PATH = board.CONFIG_PATH
+GC_GRAIN = const(64)  # largest_free()'s step: a few GC blocks (16 B on an ESP32, 32 B on the host)
 # A test mail is tiny: the point is to see it arrive in a mail client, not to load the store.
 TEST_BODY = "This is a test message delivered from the pocketpost REPL.\r\n"
 
@@ -198,8 +199,8 @@ def status_dict(config_path=CONFIG_PATH):
         st["flash"] = {"error": str(e)}
     if hasattr(gc, "mem_free"):
         st["heap"] = {"free": gc.mem_free(), "used": gc.mem_alloc(),  # type: ignore[attr-defined]
-                      "largest_free": heapmark.largest_free(), "peaks": dict(heapmark.peaks)}
-    idf = heapmark.idf_heap()
+                      "largest_free": largest_free(), "peaks": dict(heapmark.peaks)}
+    idf = idf_heap()
     if idf is not None:  # ESP32: the C heap TLS buffers come from
         st["idf_heap"] = {"free": idf[0], "largest_free": idf[1]}
     r = board.current
@@ -229,3 +230,45 @@ def status(config_path=CONFIG_PATH):
     print("errors     %d recent" % len(st["errors"]))
     for line in st["errors"]:
         print("  " + line)
+
+
+# Heap figures asked at the REPL only (here, not in heapmark.py, which every service loads).
+
+
+def largest_free():
+    """The largest block the GC heap can hand out now (bytes, to GC_GRAIN), found by trying
+    allocations (the port has no call that returns it; micropython.mem_info() only prints it);
+    None on CPython. The heap must not be locked. Costs ~12 allocations, for the REPL only."""
+    free = getattr(gc, "mem_free", None)
+    if free is None:
+        return None
+    gc.collect()
+    lo, hi = 0, free()
+    while hi - lo > GC_GRAIN:
+        mid = (lo + hi) // 2
+        try:
+            b = bytearray(mid)
+            del b
+            lo = mid
+        except MemoryError:
+            hi = mid
+    gc.collect()
+    return lo
+
+
+def idf_heap():
+    """ESP32 only: the IDF (C) heap mbedTLS and Wi-Fi take from, as (free, largest free block)
+    summed / maxed over the data regions; None elsewhere."""
+    try:
+        import esp32  # type: ignore[import-not-found]
+
+        regions = esp32.idf_heap_info(esp32.HEAP_DATA)
+    except (ImportError, AttributeError):
+        return None
+    free = 0
+    largest = 0
+    for r in regions:  # (total, free, largest free block, minimum free seen)
+        free += r[1]
+        if r[2] > largest:
+            largest = r[2]
+    return free, largest

@@ -36,6 +36,10 @@ iteration is unavailable. Cost per iteration here: two sha256 calls over a 96-oc
 against 2 with state copies. The pads live in two preallocated bytearrays; the running XOR
 is kept as one big int, so an iteration allocates only the two 32-octet digests and an int.
 
+The servers' login check (`LoginCheck`: verify, pad to the board's count, rehash) and the
+trusted-network match of plaintext_auth "local" live here too: this module is login code, which
+the servers load only while some session can log in (pop3server.LOGIN_MODULES).
+
 The APOP secret (RFC 1939 section 7) must be stored in clear: APOP is weaker than PBKDF2 on
 flash and off by default (per-user opt-in "apop_secret"), as documented in the README.
 """
@@ -310,3 +314,101 @@ def plain_login(blob):
 
 def b64encode(raw):
     return binascii.b2a_base64(raw).rstrip(b"\n")
+
+
+# --- the servers' login check (pop3server.Session, smtp.Session: the same users, hashes, rehash)
+
+
+def scram_secret(users):
+    """The key that makes an unknown user's SCRAM salt (scram.scram_fake): it must be the same
+    across connections and reboots (a salt that changes tells the name is unknown) and unknown
+    to a peer. Derived from the users' StoredKeys, which never cross the wire: it changes only
+    when a password does (or a record is rehashed to another count, which changes that user's
+    salt too)."""
+    h = hashlib.sha256(b"pocketpost scram fake salt")
+    for name in sorted(users):
+        try:
+            sk = parse_hash(users[name].get("password"))[2]
+        except AuthError:
+            continue
+        h.update(name.encode())
+        h.update(sk)
+    return h.digest()
+
+
+class LoginCheck:
+    """A login's password check, in steps (`step(n)` until True, like Pbkdf2): verify
+    against the stored hash (or the dummy, for an unknown user), padded to the board's count;
+    if it matches and the stored count is not the board's, hash the password again with the
+    board's count, or if the record is the old pbkdf2-sha256 form, store it as the SCRAM record
+    (`new_hash`). `ok`, `user` and `new_hash` are the outcome."""
+
+    def __init__(self, svc, name, password, force_fail=False):
+        self.svc = svc
+        u = svc.users.get(name)
+        self.user = u
+        # a copy: the shell's line buffer may move on while the check runs (the rehash needs it)
+        self.password = password if isinstance(password, (str, bytes)) else bytes(password)
+        self.force_fail = force_fail
+        self.ok = False
+        self.new_hash = None
+        self.verify = Verify(password, u["password"] if u is not None else svc._dummy, svc.iterations)
+        self.rehash = None
+        self._salt = b""
+
+    def step(self, n):
+        if self.rehash is not None:
+            if not self.rehash.step(n):
+                return False
+            self.new_hash = scram_record(self.svc.iterations, self._salt, self.rehash.digest())
+            return True
+        v = self.verify
+        if not v.step(n):
+            return False
+        self.ok = v.ok and self.user is not None and not self.force_fail
+        if self.ok and v.iterations != self.svc.iterations:
+            self._salt = urandom(SALT_BYTES)
+            self.rehash = Pbkdf2(self.password, self._salt, self.svc.iterations)
+            return False
+        if self.ok and v.legacy:  # the old form (SaltedPassword in clear): keep only its keys
+            self.new_hash = scram_record(v.iterations, v.salt, v.salted)
+        return True
+
+
+# --- "plaintext_auth": "local": is a peer in server.trusted_networks? (the config checks the
+# list; pop3server and smtp match peers at run time: here, so config.py is not needed then)
+
+
+def parse_ipv4(s):
+    """"a.b.c.d" -> int, or None."""
+    if not isinstance(s, str):
+        return None
+    parts = s.split(".")
+    if len(parts) != 4:
+        return None
+    v = 0
+    for p in parts:
+        if not p or len(p) > 3 or not p.isdigit():
+            return None
+        n = int(p)
+        if n > 255:
+            return None
+        v = (v << 8) | n
+    return v
+
+
+def parse_cidr(s):
+    """"a.b.c.d/n" (or a bare address) -> (network int, mask int), or None."""
+    if not isinstance(s, str):
+        return None
+    bits = 32
+    if "/" in s:
+        s, b = s.split("/", 1)
+        if not b.isdigit() or int(b) > 32:
+            return None
+        bits = int(b)
+    ip = parse_ipv4(s)
+    if ip is None:
+        return None
+    mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
+    return ip & mask, mask

@@ -409,9 +409,11 @@ def load_config(path=CONFIG_PATH):
 
 
 def open_store(cfg):
-    from pocketpost import config
+    from pocketpost import config, heapmark
 
-    return config.open_store(cfg)
+    st = config.open_store(cfg)
+    heapmark.forget()  # config.py's last start-up use: its heap is free before the services load
+    return st
 
 
 def _fetch_mark(info):

@@ -21,6 +21,7 @@ account's secrets by account name ({"isp": {"password": "..."}}), merged by `loa
 import json
 
 from pocketpost import auth
+from pocketpost.auth import parse_cidr, parse_ipv4  # noqa: F401 - re-exported (tests, tools)
 from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, ConfigError, const, rename, sync_file
 
 # --- defaults, each with its reason --------------------------------------------------------
@@ -421,41 +422,6 @@ def add_user(cfg, name, password, iterations=None, mailbox=None, apop_secret=Non
 # --- networks --------------------------------------------------------------------------------
 
 
-def parse_ipv4(s):
-    """"a.b.c.d" -> int, or None."""
-    if not isinstance(s, str):
-        return None
-    parts = s.split(".")
-    if len(parts) != 4:
-        return None
-    v = 0
-    for p in parts:
-        if not p or len(p) > 3 or not p.isdigit():
-            return None
-        n = int(p)
-        if n > 255:
-            return None
-        v = (v << 8) | n
-    return v
-
-
-def parse_cidr(s):
-    """"a.b.c.d/n" (or a bare address) -> (network int, mask int), or None."""
-    if not isinstance(s, str):
-        return None
-    bits = 32
-    if "/" in s:
-        s, b = s.split("/", 1)
-        if not b.isdigit() or int(b) > 32:
-            return None
-        bits = int(b)
-    ip = parse_ipv4(s)
-    if ip is None:
-        return None
-    mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
-    return ip & mask, mask
-
-
 def open_store(cfg):
     """The Store the config's "store" section describes, missing keys taking STORE_DEFAULTS:
     the one place that turns a config into a Store (server, fetch CLI, board, REPL helpers)."""
@@ -472,6 +438,11 @@ def state_reserve(cfg):
     accounts = cfg.get("accounts") or ()
     if not accounts:  # a server-only board: no client module in its heap (uidstate is ~11 KiB)
         return 0
+    import sys
+
+    from pocketpost import heapmark
+
+    loaded = "pocketpost.uidstate" in sys.modules
     from pocketpost import uidstate
 
     need = 0
@@ -479,4 +450,6 @@ def state_reserve(cfg):
         if isinstance(a, dict):
             n = a.get("max_entries", uidstate.DEFAULT_MAX_ENTRIES)
             need += uidstate.flash_need(n if isinstance(n, int) and n > 0 else uidstate.DEFAULT_MAX_ENTRIES)
+    if not loaded:  # imported for this sum only: out of the heap until a fetch needs it
+        heapmark.forget(("uidstate",))
     return need

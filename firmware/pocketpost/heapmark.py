@@ -1,5 +1,6 @@
-"""Heap figures for admin.status(): free heap, the largest free block, and per-service high-water
-marks, so a user can see the budget being kept on the board.
+"""Heap figures for admin.status(): per-service high-water marks, so a user can see the budget
+being kept on the board (the free heap, its largest free block and the ESP32's IDF heap are
+admin.py's, asked at the REPL only); the GC threshold; forget() for code no longer needed.
 
 A mark is the live heap (gc.mem_alloc() right after gc.collect()) at a service's sample points
 (the POP3 server: each command's reply; SMTP: each read; the fetcher: each stored message). Without the collection
@@ -10,12 +11,12 @@ of its points, everything else running included. CPython has no gc.mem_alloc: no
 """
 
 import gc
+import sys
 
-from pocketpost.compat import const, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON, const, ticks_diff, ticks_ms
 
 # One collection a second at most: an ESP32 collects a 100 KiB heap in a few ms.
 SAMPLE_MS = const(1000)
-GC_GRAIN = const(64)  # largest_free()'s step: a few GC blocks (16 B on an ESP32, 32 B on the host)
 # Collect after this many bytes allocated, not only when the heap is full: the sessions' garbage
 # is then freed while it sits low in the heap, so long-lived objects stay packed and the large
 # buffers a later session or fetch needs (1-8 KB in one block) still find room. Measured
@@ -52,40 +53,25 @@ def compact_gc():
         t(GC_THRESHOLD)
 
 
-def largest_free():
-    """The largest block the GC heap can hand out now (bytes, to GC_GRAIN), found by trying
-    allocations (the port has no call that returns it; micropython.mem_info() only prints it);
-    None on CPython. The heap must not be locked. Costs ~12 allocations, for the REPL only."""
-    free = getattr(gc, "mem_free", None)
-    if free is None:
-        return None
-    gc.collect()
-    lo, hi = 0, free()
-    while hi - lo > GC_GRAIN:
-        mid = (lo + hi) // 2
+# Modules only the start-up uses: once the services are built, nothing running refers to them
+# (config.py: loading, checking, open_store, ~14 KiB of heap on the 64-bit host; tls.py: the
+# server's TLS context, ~2.5 KiB; docs/FIGURES.md "Server heap"). A later user (a service
+# restart, admin.py, a rehashed password saved by server.py, a TLS fetch) imports them again.
+COLD_AFTER_START = ("config", "tls")
+
+
+def forget(names=COLD_AFTER_START):
+    """Drop pocketpost modules from sys.modules and the package, so their code is collected once
+    nothing else refers to them (a module's functions keep its globals alive; its qstrs stay
+    interned). MicroPython only: on CPython a second copy of a module imported later would give
+    its classes a second identity, and its heap is not the point there."""
+    if not IS_MICROPYTHON:
+        return
+    import pocketpost
+
+    for n in names:
+        sys.modules.pop("pocketpost." + n, None)
         try:
-            b = bytearray(mid)
-            del b
-            lo = mid
-        except MemoryError:
-            hi = mid
-    gc.collect()
-    return lo
-
-
-def idf_heap():
-    """ESP32 only: the IDF (C) heap mbedTLS and Wi-Fi take from, as (free, largest free block)
-    summed / maxed over the data regions; None elsewhere."""
-    try:
-        import esp32  # type: ignore[import-not-found]
-
-        regions = esp32.idf_heap_info(esp32.HEAP_DATA)
-    except (ImportError, AttributeError):
-        return None
-    free = 0
-    largest = 0
-    for r in regions:  # (total, free, largest free block, minimum free seen)
-        free += r[1]
-        if r[2] > largest:
-            largest = r[2]
-    return free, largest
+            delattr(pocketpost, n)
+        except (AttributeError, KeyError):  # not loaded (MicroPython raises KeyError)
+            pass

@@ -15,8 +15,9 @@ what the session asked for, in this order:
     session.starttls   after sending, switch the connection to TLS (and drop buffered plaintext)
     session.closing    after sending, close the connection
 
-Commands dispatch from one table per state (AUTHORIZATION, TRANSACTION), as popa3d does: a
-command the grammar knows but the state does not gets exactly one -ERR; nothing raises.
+Commands dispatch from one table per state (AUTHORIZATION: pop3login.TABLE, loaded only while
+some session can log in, see LOGIN_MODULES; TRANSACTION: here), as popa3d does: a command the
+grammar knows but the state does not gets exactly one -ERR; nothing raises.
 UPDATE is not a table: QUIT in TRANSACTION commits the deletions and ends the session. Any other
 ending (drop, timeout, error) goes through `close()`, which releases the maildrop lock and
 deletes nothing.
@@ -28,10 +29,7 @@ is False) uses `PlainProducer` instead: the file is read straight into the shell
 handed out unchanged (no stuffing pass, no copy, no block buffer of its own), then ".\r\n".
 """
 
-import hashlib
-
-from pocketpost import auth, log
-from pocketpost.config import parse_cidr, parse_ipv4
+from pocketpost import heapmark, log
 from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
 from pocketpost.wire import OVERLONG, TERMINATOR, DotStuffer, terminator
@@ -52,14 +50,12 @@ LOGIN_SLICE_MS = const(10)
 _MAX_LOGIN_CHUNK = const(4096)
 IMPLEMENTATION = "pocketpost"
 
-# SASL continuation steps (Session._sasl) and the LOGIN mechanism's prompts (auth.py's, framed).
-_SASL_PLAIN = const(1)
-_LOGIN_USER = const(2)
-_LOGIN_PASS = const(3)
-_SCRAM = const(4)  # AUTH SCRAM-SHA-256 under way: scram.ServerLogin.step takes the next line
-_SCRAM_METHOD = "AUTH SCRAM-SHA-256"
-_LOGIN_USER_PROMPT = b"+ " + auth.LOGIN_USER_PROMPT + b"\r\n"
-_LOGIN_PASS_PROMPT = b"+ " + auth.LOGIN_PASS_PROMPT + b"\r\n"
+# The login code: pop3login.py (the AUTHORIZATION state's commands), smtpauth.py (SMTP AUTH),
+# auth.py (password records, LoginCheck) and scram.py, imported where used and dropped whenever
+# no session can be in a login (Service.hold/release): ~12 KiB of heap on the 64-bit host
+# (docs/FIGURES.md "Server heap") while every session is logged in, on port 25 or gone.
+LOGIN_MODULES = ("pop3login", "smtpauth", "auth", "scram")
+holds = [0]  # sessions that may still log in, every Service's (POP3 and SMTP): Service.hold
 
 _CR = const(13)
 _LF = const(10)
@@ -119,14 +115,17 @@ class Service:
         self.users = users
         self.store = store
         self.tls_available = tls_available
+        self.tls_ctx = None  # the shell's TLS context (server.py), the SMTP receiver's too
         self.hostname = server_cfg["hostname"]
         self.policy = server_cfg["plaintext_auth"]
         self.max_failures = server_cfg["max_auth_failures"]
         self.throttle = Throttle(server_cfg["auth_delays"], server_cfg["auth_fail_window"])
         self.block_size = server_cfg["block_size"]
+        from pocketpost import auth
+
         nets = []
         for n in server_cfg["trusted_networks"]:
-            c = parse_cidr(n)
+            c = auth.parse_cidr(n)
             if c is not None:
                 nets.append(c)
         self.nets = nets
@@ -142,13 +141,31 @@ class Service:
         # So known and unknown users cost the same once every hash has the board's count.
         self.iterations = server_cfg["pbkdf2_iterations"]
         self._dummy = auth.hash_password(urandom(12), self.iterations)
-        self.scram_secret = _scram_secret(users)
+        self.scram_secret = auth.scram_secret(users)
         self.on_rehash = None  # the shell's fn(name, new_hash): make the new hash durable
         us = server_cfg["pbkdf2_iteration_us"]
         self.login_chunk = max(1, min(_MAX_LOGIN_CHUNK, int(LOGIN_SLICE_MS * 500 / us)))
+        if not holds[0]:
+            heapmark.forget(LOGIN_MODULES)  # imported again by the first session that logs in
+
+    def hold(self):
+        """A session that may log in (POP3 before its login, SMTP submission before AUTH): the
+        login code stays loaded until it calls release()."""
+        holds[0] += 1
+
+    def release(self):
+        """That session logged in or ended. With none left, drop the login code: nothing refers
+        to it then (only a session before its login holds a LoginCheck, a scram.ServerLogin or
+        an exception of those modules), so no two copies of it can ever meet."""
+        holds[0] -= 1
+        if holds[0] <= 0:
+            holds[0] = 0
+            heapmark.forget(LOGIN_MODULES)
 
     def trusted(self, ip):
-        v = parse_ipv4(ip)
+        from pocketpost import auth
+
+        v = auth.parse_ipv4(ip)
         if v is None:
             return ip in ("::1", "localhost")
         for net, mask in self.nets:
@@ -161,6 +178,8 @@ class Service:
         if u is None:
             return
         u["password"] = new_hash
+        from pocketpost import auth
+
         log.info("pop3 user=%s password record now %s, %d iterations", _safe(name), new_hash[: new_hash.find("$")],
                  auth.parse_hash(new_hash)[0])
         if self.on_rehash is not None:
@@ -168,62 +187,6 @@ class Service:
                 self.on_rehash(name, new_hash)
             except Exception as e:  # the login stands; the old hash keeps working until next time
                 log.error("pop3 user=%s rehash not saved: %s %r", _safe(name), type(e).__name__, e)
-
-
-def _scram_secret(users):
-    """The key that makes an unknown user's SCRAM salt (scram.scram_fake): it must be the same
-    across connections and reboots (a salt that changes tells the name is unknown) and unknown
-    to a peer. Derived from the users' StoredKeys, which never cross the wire: it changes only
-    when a password does (or a record is rehashed to another count, which changes that user's
-    salt too)."""
-    h = hashlib.sha256(b"pocketpost scram fake salt")
-    for name in sorted(users):
-        try:
-            sk = auth.parse_hash(users[name].get("password"))[2]
-        except auth.AuthError:
-            continue
-        h.update(name.encode())
-        h.update(sk)
-    return h.digest()
-
-
-class LoginCheck:
-    """A login's password check, in steps (`step(n)` until True, like auth.Pbkdf2): verify
-    against the stored hash (or the dummy, for an unknown user), padded to the board's count;
-    if it matches and the stored count is not the board's, hash the password again with the
-    board's count, or if the record is the old pbkdf2-sha256 form, store it as the SCRAM record
-    (`new_hash`). `ok`, `user` and `new_hash` are the outcome."""
-
-    def __init__(self, svc, name, password, force_fail=False):
-        self.svc = svc
-        u = svc.users.get(name)
-        self.user = u
-        # a copy: the shell's line buffer may move on while the check runs (the rehash needs it)
-        self.password = password if isinstance(password, (str, bytes)) else bytes(password)
-        self.force_fail = force_fail
-        self.ok = False
-        self.new_hash = None
-        self.verify = auth.Verify(password, u["password"] if u is not None else svc._dummy, svc.iterations)
-        self.rehash = None
-        self._salt = b""
-
-    def step(self, n):
-        if self.rehash is not None:
-            if not self.rehash.step(n):
-                return False
-            self.new_hash = auth.scram_record(self.svc.iterations, self._salt, self.rehash.digest())
-            return True
-        v = self.verify
-        if not v.step(n):
-            return False
-        self.ok = v.ok and self.user is not None and not self.force_fail
-        if self.ok and v.iterations != self.svc.iterations:
-            self._salt = urandom(auth.SALT_BYTES)
-            self.rehash = auth.Pbkdf2(self.password, self._salt, self.svc.iterations)
-            return False
-        if self.ok and v.legacy:  # the old form (SaltedPassword in clear): keep only its keys
-            self.new_hash = auth.scram_record(v.iterations, v.salt, v.salted)
-        return True
 
 
 class Session:
@@ -244,15 +207,17 @@ class Session:
         self._del = None  # bitmask of deleted messages
         self._ndel = 0
         self._sdel = 0
-        self._sasl = 0  # waiting for a SASL continuation: _SASL_PLAIN, _LOGIN_USER, _LOGIN_PASS
+        self._sasl = 0  # waiting for a SASL continuation: a pop3login step (_SASL_PLAIN, ...)
         self._sasl_user = b""  # AUTH LOGIN: the user name, until the password comes
         self._scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
-        self._check = None  # a LoginCheck under way (see resume)
+        self._check = None  # an auth.LoginCheck under way (see resume)
         self._check_name = None
         self._check_method = None
         self._blockbuf = None  # file block for dot-stuffed replies (see _block)
         self._stuffer = None
         self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
+        self._held = True  # holds the login code (Service.hold) until logged in or closed; last
+        service.hold()
 
     # -- entry points ----------------------------------------------------------------------
     def greeting(self):
@@ -270,12 +235,19 @@ class Session:
         if self._sasl:
             step = self._sasl
             self._sasl = 0
-            return self._sasl_continue(step, bytes(line))
+            from pocketpost import pop3login
+
+            return pop3login.sasl_continue(self, step, bytes(line))
         try:
             kw, args = parse_command(line)
         except ProtocolError as e:
             return reply(False, e.msg, e.code)
-        table = _AUTH_TABLE if self.state == AUTHORIZATION else _TRANS_TABLE
+        if self.state == AUTHORIZATION:
+            from pocketpost import pop3login
+
+            table = pop3login.TABLE
+        else:
+            table = _TRANS_TABLE
         fn = table.get(kw)
         if fn is None:
             return reply(False, "%s not valid in this state" % kw)
@@ -286,22 +258,14 @@ class Session:
             return reply(False, "internal error", getattr(e, "code", None) or "SYS/TEMP")
 
     def resume(self):
-        """Continue the login check that made handle() answer None, for about LOGIN_SLICE_MS:
-        None while it is unfinished (the shell lets other sessions run, then calls again),
-        then the reply to the login command."""
-        w = self._check
-        if w is None:
+        """Continue the login check that made handle() answer None (pop3login.resume): None
+        while it is unfinished (the shell lets other sessions run, then calls again), then the
+        reply to the login command."""
+        if self._check is None:
             return reply(False, "nothing to resume")
-        t0 = ticks_ms()
-        n = self.svc.login_chunk
-        while not w.step(n):
-            if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
-                return None
-        self._check = None
-        name = self._check_name
-        if w.new_hash is not None:
-            self.svc.rehashed(name, w.new_hash)
-        return self._login(name, None, w.user if w.ok else False, self._check_method)
+        from pocketpost import pop3login
+
+        return pop3login.resume(self)
 
     def handle_bad(self, kind):
         self.delay = 0
@@ -318,6 +282,9 @@ class Session:
     def close(self):
         """The connection ended without QUIT (or after it): close a reply still being produced
         (its message file), release the lock, delete nothing."""
+        self._check = None
+        self._scram = None
+        self._unhold()
         if self.producer is not None:
             try:
                 self.producer.close()
@@ -333,12 +300,14 @@ class Session:
         self.state = DONE
 
     # -- AUTHORIZATION -----------------------------------------------------------------------
+    def _unhold(self):
+        if self._held:
+            self._held = False
+            self.svc.release()
+
     def plain_allowed(self):
         p = self.svc.policy
         return self.tls_active or p == "always" or (p == "local" and self.svc.trusted(self.peer))
-
-    def _no_plain(self):
-        return reply(False, "plain-text login needs TLS: use STLS or port POP3S", "AUTH")
 
     def cmd_capa(self, args):
         lines = ["+OK capability list follows", "TOP", "UIDL", "RESP-CODES", "PIPELINING"]
@@ -354,150 +323,6 @@ class Session:
         lines.append("IMPLEMENTATION " + IMPLEMENTATION)
         lines.append(".")
         return ("\r\n".join(lines) + "\r\n").encode()
-
-    def cmd_user(self, args):
-        if not self.plain_allowed():
-            return self._no_plain()
-        self.user = bytes(args[0]).decode()
-        return reply(True, "send PASS")
-
-    def cmd_pass(self, args):
-        if not self.plain_allowed():
-            return self._no_plain()
-        if self.user is None:
-            return reply(False, "USER first")
-        name = self.user
-        self.user = None
-        return self._login(name, args[0], None, "USER/PASS")
-
-    def cmd_apop(self, args):
-        if not self.svc.apop_enabled:
-            return reply(False, "APOP is not enabled here", "AUTH")
-        name = bytes(args[0]).decode()
-        digest = bytes(args[1]).lower()
-        u = self.svc.users.get(name)
-        secret = u.get("apop_secret") if u is not None else None
-        # Same work for unknown users and users without APOP: compute a digest either way.
-        want = auth.apop_digest(self.timestamp, secret or "\x00no-apop")
-        ok = auth.equal(want, digest) and secret is not None
-        return self._login(name, None, u if ok else False, "APOP")
-
-    def cmd_auth(self, args):
-        if not args:  # "AUTH" alone: list mechanisms (a pre-RFC 5034 habit some clients keep)
-            if self.plain_allowed():
-                return b"+OK\r\nPLAIN\r\nLOGIN\r\nSCRAM-SHA-256\r\n.\r\n"
-            return b"+OK\r\nSCRAM-SHA-256\r\n.\r\n"
-        mech = bytes(args[0]).upper()
-        if mech == b"SCRAM-SHA-256":  # the password never crosses: allowed without TLS
-            from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
-
-            self._scram = scram.ServerLogin(self.svc)
-            if len(args) < 2:
-                self._sasl = _SCRAM
-                return b"+ \r\n"
-            return self._scram_step(bytes(args[1]))
-        if mech != b"PLAIN" and mech != b"LOGIN":
-            return reply(False, "unsupported SASL mechanism")
-        if not self.plain_allowed():
-            return self._no_plain()
-        if mech == b"LOGIN":  # draft-murchison-sasl-login: user name, then password, each base64
-            if len(args) < 2:
-                self._sasl = _LOGIN_USER
-                return _LOGIN_USER_PROMPT
-            return self._sasl_continue(_LOGIN_USER, bytes(args[1]))
-        if len(args) < 2:
-            self._sasl = _SASL_PLAIN
-            return b"+ \r\n"
-        return self._sasl_response(bytes(args[1]))
-
-    def _sasl_continue(self, step, blob):
-        if step == _SASL_PLAIN:
-            return self._sasl_response(blob)
-        if blob == b"*":
-            self._scram = None
-            return reply(False, "authentication cancelled")
-        if step == _SCRAM:
-            return self._scram_step(blob)
-        try:
-            raw = auth.b64decode(blob)
-        except auth.AuthError:
-            return self._login("", b"", None, "AUTH LOGIN")  # malformed: pay a check all the same
-        if step == _LOGIN_USER:
-            self._sasl_user = raw
-            self._sasl = _LOGIN_PASS
-            return _LOGIN_PASS_PROMPT
-        name = self._sasl_user
-        self._sasl_user = b""
-        try:
-            user = name.decode()
-        except UnicodeError:
-            user = ""  # no such user: the same check and answer as any unknown name
-        return self._login(user, raw, None, "AUTH LOGIN")
-
-    # -- SCRAM-SHA-256 (RFC 5802, RFC 7677, RFC 5034): scram.ServerLogin does the work ----------
-    # It fails through _login like every other mechanism (failure delay, max failures, the
-    # throttle's reset on success); an unknown name fails at the proof, like a wrong password.
-    def _scram_step(self, blob):
-        """server-first, then server-final as a challenge (RFC 5034 section 4), then the login."""
-        x = self._scram
-        msg = x.step(blob)
-        if msg is not None:
-            self._sasl = _SCRAM
-            return b"+ " + msg + b"\r\n"
-        self._scram = None
-        return self._login(x.name, None, x.user or False, _SCRAM_METHOD)
-
-    def _sasl_response(self, blob):
-        if blob == b"*":
-            return reply(False, "authentication cancelled")
-        name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
-        return self._login(name, pw, None, "AUTH PLAIN", fail)
-
-    def _login(self, name, password, user, method, force_fail=False):
-        """user None: check the password (handle() answers None, resume() finishes the login);
-        False: already failed; a dict: already verified. method names the command for the log
-        (USER/PASS, APOP, AUTH PLAIN, AUTH LOGIN)."""
-        if user is None:
-            self._check = LoginCheck(self.svc, name, password, force_fail)
-            self._check_name = name
-            self._check_method = method
-            return None
-        if not user:
-            self.failures += 1
-            self.delay = self.svc.throttle.fail(self.peer)
-            log.info("pop3 #%d %s login failed user=%s method=%s failures=%d delay=%ss", self.sid, self.peer,
-                     _safe(name), method, self.failures, self.delay)
-            if self.failures >= self.svc.max_failures:
-                self.closing = True
-                return reply(False, "authentication failed; too many failures, closing", "AUTH")
-            return reply(False, "authentication failed", "AUTH")
-        try:
-            mb = self.svc.store.lock(user.get("mailbox", name))
-        except Exception as e:
-            code = getattr(e, "code", None) or "SYS/TEMP"
-            log.info("pop3 #%d %s login user=%s method=%s mailbox unavailable: %s", self.sid, self.peer, name, method, code)
-            if code == "IN-USE":
-                return reply(False, "mailbox is in use by another session", "IN-USE")
-            return reply(False, "mailbox unavailable", code)
-        self.svc.throttle.succeed(self.peer)
-        self.mb = mb
-        self.login = name
-        self.state = TRANSACTION
-        self._del = bytearray((mb.count + 7) // 8)
-        self._ndel = 0
-        self._sdel = 0
-        log.info("pop3 #%d %s login user=%s method=%s tls=%d messages=%d", self.sid, self.peer, name, method,
-                 int(self.tls_active), mb.count)
-        return reply(True, "%d messages (%d octets)" % (mb.count, mb.total_size))
-
-    def cmd_stls(self, args):
-        if self.tls_active:
-            return reply(False, "TLS already active")
-        if not self.svc.tls_available:
-            return reply(False, "TLS not available")
-        self.starttls = True
-        self.user = None
-        return reply(True, "begin TLS negotiation")
 
     def cmd_quit(self, args):
         self.closing = True
@@ -622,16 +447,6 @@ class Session:
         self._sdel = 0
         return reply(True, "%d messages (%d octets)" % (self.mb.count, self.mb.total_size))
 
-
-_AUTH_TABLE = {
-    "CAPA": Session.cmd_capa,
-    "USER": Session.cmd_user,
-    "PASS": Session.cmd_pass,
-    "APOP": Session.cmd_apop,
-    "AUTH": Session.cmd_auth,
-    "STLS": Session.cmd_stls,
-    "QUIT": Session.cmd_quit,
-}
 
 _TRANS_TABLE = {
     "CAPA": Session.cmd_capa,

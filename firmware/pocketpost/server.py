@@ -32,9 +32,7 @@ import sys
 
 import asyncio
 
-from pocketpost import config as config_mod
-from pocketpost.config import open_store
-from pocketpost import heapmark, log, tls
+from pocketpost import heapmark, log
 from pocketpost.pop3 import reply
 from pocketpost.pop3server import TRANSACTION, Service, Session
 from pocketpost.listener import DEADLINE_AUTH, DEADLINE_HANDSHAKE, LISTEN_BACKLOG, ServerConn, Slots, listener_tasks, peer_ip
@@ -56,8 +54,11 @@ class Server:
         self.sv = sv
         self.ctx = None
         if sv["cert"] and sv["key"]:
+            from pocketpost import tls  # start-up only: dropped after (heapmark.COLD_AFTER_START)
+
             self.ctx = tls.server_context(sv["cert"], sv["key"])
         self.svc = Service(sv, cfg["users"], store, tls_available=self.ctx is not None)
+        self.svc.tls_ctx = self.ctx  # the SMTP receiver's too (smtpserver): one context, not two
         self.config_path = config_path
         if config_path:
             self.svc.on_rehash = self._save_hash
@@ -71,6 +72,8 @@ class Server:
     def _save_hash(self, name, new_hash):
         """A login rehashed a password to the board's count: write it to the config file as
         written (defaults not baked in), atomically (config.save: temp file, then rename)."""
+        from pocketpost import config as config_mod  # dropped after start (heapmark.forget)
+
         raw = config_mod.load_raw(self.config_path)
         users = raw.get("users")
         if not isinstance(users, dict) or not isinstance(users.get(name), dict):
@@ -215,7 +218,17 @@ async def start(cfg, store, config_path=None):
     """config_path: where cfg was loaded from, so that rehashed passwords are saved there."""
     srv = Server(cfg, store, config_path)
     await srv._listen()
+    heapmark.forget()  # config.py: nothing running needs it now
     return srv
+
+
+def open_store(cfg):
+    """config.open_store, then config.py dropped (as board.open_store does)."""
+    from pocketpost import config as config_mod
+
+    st = config_mod.open_store(cfg)
+    heapmark.forget()  # config.py's last start-up use: its heap is free before the services load
+    return st
 
 
 async def _forever(cfg, config_path=None):
@@ -230,10 +243,11 @@ async def _forever(cfg, config_path=None):
 def main(config_path, forever=None):
     """Serve until stopped: the POP3 server, or `forever(cfg, config_path)` (smtpserver.main runs
     POP3 and SMTP together through this)."""
-    from pocketpost import heapmark
+    from pocketpost import config as config_mod
 
     heapmark.compact_gc()  # as board.main does: collect often, before large blocks are needed
     cfg = config_mod.load(config_path)
+    config_mod = None  # start() drops the module: no reference may keep it
     log.set_level(cfg["log"]["level"])
     asyncio.run((forever or _forever)(cfg, config_path))
 

@@ -9,8 +9,8 @@ calls `session.handle(line)` (or `handle_bad(kind)` for OVERLONG / BAD_LINE) and
 one reply. Before sending them it looks at what the session asked for:
 
     (None)             handle() answers None while an AUTH's password hash runs: the shell lets
-                       other sessions run and calls `resume()` until it answers (pop3server's
-                       LoginCheck in ~10 ms slices; same users, hashes, delays and rehash as POP3)
+                       other sessions run and calls `resume()` until it answers
+                       (auth.LoginCheck in ~10 ms slices; same users, hashes, delays and rehash as POP3)
     session.delay      seconds to wait before sending (failed AUTH; 0 otherwise)
     session.starttls   after sending, switch to TLS and drop buffered plaintext (RFC 3207 4.2)
     session.closing    after sending, close the connection
@@ -45,10 +45,9 @@ raises. After MAX_BAD_COMMANDS errors the session is closed with 421.
 import binascii
 import time
 
-from pocketpost import auth, groupcommit, log
+from pocketpost import groupcommit, log
 from pocketpost import store as store_mod
-from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
-from pocketpost.pop3server import LOGIN_SLICE_MS, LoginCheck
+from pocketpost.compat import const, urandom
 from pocketpost.wire import OVERLONG, DotUnstuffer
 
 # --- limits fixed by the RFCs (the configurable ones live in config.SMTP_DEFAULTS) -------------
@@ -216,12 +215,18 @@ class Session:
         self._auth_user = None
         self._mech = None  # the AUTH mechanism under way, for the log
         self._scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
-        self._check = None  # a LoginCheck under way (see resume)
+        self._check = None  # an auth.LoginCheck under way (see resume)
         self._check_name = None
         self._out = None  # DATA output buffer, made at the first DATA
         self._omv = None
         self._u = None
         self._reset()
+        # Submission before AUTH holds the login code (smtpauth.py, auth.py, scram.py:
+        # pop3server.Service.hold) until logged in or closed; port 25 never logs in. Last: a
+        # constructor that fails before it holds nothing.
+        self._held = self._auth_offered()
+        if self._held:
+            service.logins.hold()
 
     def _reset(self):
         """Forget the mail transaction (RSET, EHLO, after DATA, STARTTLS)."""
@@ -248,7 +253,9 @@ class Session:
         if self.closing:
             return reply(421, "4.7.0", "closing")
         if self._auth is not None:
-            return self._auth_step(bytes(line))
+            from pocketpost import smtpauth
+
+            return smtpauth.step(self, bytes(line))
         sp = line.find(b" ")
         kw = bytes(line if sp < 0 else line[:sp]).upper()
         arg = b"" if sp < 0 else bytes(line[sp + 1 :])
@@ -269,21 +276,13 @@ class Session:
         return self._check is not None
 
     def resume(self):
-        """Continue the password check that made handle() answer None, for about LOGIN_SLICE_MS:
-        None while it is unfinished, then the reply to the AUTH."""
-        w = self._check
-        if w is None:
+        """Continue the password check that made handle() answer None (smtpauth.resume): None
+        while it is unfinished, then the reply to the AUTH."""
+        if self._check is None:
             return reply(503, "5.5.1", "nothing to resume")
-        lg = self.svc.logins
-        t0 = ticks_ms()
-        while not w.step(lg.login_chunk):
-            if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
-                return None
-        self._check = None
-        name = self._check_name
-        if w.new_hash is not None:
-            lg.rehashed(name, w.new_hash)
-        return self._auth_result(name, w.user if w.ok else None)
+        from pocketpost import smtpauth
+
+        return smtpauth.resume(self)
 
     def handle_bad(self, kind):
         self.delay = 0
@@ -299,6 +298,9 @@ class Session:
     def close(self):
         """The connection ended (QUIT, drop, timeout, error): a message not yet answered with 250
         is thrown away."""
+        self._check = None
+        self._scram = None
+        self._unhold()
         self._abort()
         self._reset()
         self.in_data = False
@@ -317,6 +319,11 @@ class Session:
         if ds:
             for d in ds:
                 d.abort()
+
+    def _unhold(self):
+        if self._held:
+            self._held = False
+            self.svc.logins.release()
 
     def _auth_offered(self):
         return self.mode == SUBMISSION and self.svc.logins is not None
@@ -379,114 +386,9 @@ class Session:
             return reply(503, "5.5.1", "already authenticated")
         if self.sender is not None:
             return reply(503, "5.5.1", "AUTH not allowed during a mail transaction")
-        parts = [p for p in arg.split(b" ") if p]
-        if not parts or len(parts) > 2:
-            return self._error(reply(501, "5.5.4", "AUTH mechanism [initial-response]"))
-        mech = parts[0].upper()
-        initial = parts[1] if len(parts) > 1 else None
-        self._mech = mech
-        if mech == b"SCRAM-SHA-256":  # the password never crosses: allowed without TLS
-            from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
+        from pocketpost import smtpauth
 
-            self._scram = scram.ServerLogin(self.svc.logins)
-            if initial is None:
-                self._auth = "scram"
-                return b"334 \r\n"
-            return self._scram_step(initial)
-        if mech != b"PLAIN" and mech != b"LOGIN":
-            return reply(504, "5.5.4", "unrecognized authentication type")
-        if not self._plain_allowed():
-            return reply(538, "5.7.11", "encryption required for this mechanism: use STARTTLS or SCRAM-SHA-256")
-        if mech == b"PLAIN":
-            if initial is None:
-                self._auth = "plain"
-                return b"334 \r\n"
-            return self._plain(initial)
-        if mech == b"LOGIN":
-            if initial is None:
-                self._auth = "login-user"
-                return b"334 " + auth.LOGIN_USER_PROMPT + b"\r\n"
-            return self._login_user(initial)
-
-    def _auth_step(self, line):
-        step = self._auth
-        self._auth = None
-        if line == b"*":
-            self._scram = None
-            return reply(501, "5.0.0", "authentication cancelled")
-        if step == "scram":
-            return self._scram_step(line)
-        if step == "plain":
-            return self._plain(line)
-        if step == "login-user":
-            return self._login_user(line)
-        return self._login_pass(line)
-
-    def _plain(self, blob):
-        name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
-        return self._verify(name, pw, fail)
-
-    def _b64(self, blob):
-        """auth.b64decode, None for malformed base64 (LOGIN still asks for the password)."""
-        try:
-            return auth.b64decode(blob)
-        except auth.AuthError:
-            return None
-
-    def _login_user(self, blob):
-        raw = self._b64(blob)
-        try:
-            self._auth_user = None if raw is None else raw.decode()
-        except UnicodeError:
-            self._auth_user = None
-        self._auth = "login-pass"
-        return b"334 " + auth.LOGIN_PASS_PROMPT + b"\r\n"
-
-    def _login_pass(self, blob):
-        name = self._auth_user
-        self._auth_user = None
-        pw = self._b64(blob)
-        if name is None or pw is None:
-            return self._verify("", b"", True)
-        return self._verify(name, pw, False)
-
-    # -- SCRAM-SHA-256: scram.ServerLogin does the work (the POP3 server's glue too); no hash
-    # runs here (the client did the PBKDF2), so each step answers at once. A failure at any step
-    # is a failed AUTH like any other (_auth_result: delay, throttle, max failures).
-    def _scram_step(self, blob):
-        """server-first, then server-final as a challenge (RFC 4954 section 4), then the result."""
-        x = self._scram
-        msg = x.step(blob)
-        if msg is not None:
-            self._auth = "scram"
-            return b"334 " + msg + b"\r\n"
-        self._scram = None
-        return self._auth_result(x.name, x.user)
-
-    def _verify(self, name, pw, fail):
-        """Start the password check (always paid, also when the answer is already "failed");
-        handle() answers None and resume() finishes it."""
-        self._check = LoginCheck(self.svc.logins, name, pw, fail)
-        self._check_name = name
-        return None
-
-    def _auth_result(self, name, u):
-        lg = self.svc.logins
-        if u is None:
-            self.failures += 1
-            self.delay = lg.throttle.fail(self.peer)
-            log.info("smtp %s AUTH failed user=%s method=%s failures=%d", self.peer, _printable(name.encode()),
-                     _printable(self._mech or b"?"), self.failures)
-            if self.failures >= self.svc.max_failures:
-                self.closing = True
-                return reply(421, "4.7.0", "too many authentication failures, closing")
-            return reply(535, "5.7.8", "authentication credentials invalid")
-        lg.throttle.succeed(self.peer)
-        self.login = name
-        self.passed = True
-        log.info("smtp %s AUTH user=%s method=%s tls=%d", self.peer, name, _printable(self._mech or b"?"),
-                 int(self.tls_active))
-        return reply(235, "2.7.0", "authentication successful")
+        return smtpauth.start(self, arg)
 
     def cmd_mail(self, arg):
         if self.helo is None:

@@ -33,8 +33,7 @@ import sys
 
 import asyncio
 
-from pocketpost import heapmark, log, smtp, tls
-from pocketpost.config import open_store
+from pocketpost import heapmark, log, smtp
 from pocketpost.pop3server import Service as LoginService
 from pocketpost.listener import DEADLINE_AUTH, LISTEN_BACKLOG, ServerConn, Slots, listener_tasks, peer_ip
 from pocketpost.transport import Timeout
@@ -47,8 +46,11 @@ class SmtpServer:
         self.sm = cfg["smtp"]
         self.handshake_s = sv["tls_handshake_timeout"]
         self.host = sv["host"]
-        self.ctx = None
-        if sv["cert"] and sv["key"]:
+        # The POP3 server's context when it runs (same cert and key): one context, ~3 KiB less.
+        self.ctx = getattr(logins, "tls_ctx", None)
+        if self.ctx is None and sv["cert"] and sv["key"]:
+            from pocketpost import tls  # start-up only: dropped after (heapmark.COLD_AFTER_START)
+
             self.ctx = tls.server_context(sv["cert"], sv["key"])
         if logins is None:
             logins = LoginService(sv, cfg["users"], store, tls_available=self.ctx is not None)
@@ -176,13 +178,14 @@ async def start(cfg, store, logins=None):
         await srv._listen()
     else:
         log.info("smtp: no domains configured, not listening")
+    heapmark.forget()  # config.py: nothing running needs it now
     return srv
 
 
 async def _forever(cfg, config_path=None):
     from pocketpost import server
 
-    store = open_store(cfg)
+    store = server.open_store(cfg)
     pop = await server.start(cfg, store, config_path)  # config_path: where rehashed passwords are saved
     srv = await start(cfg, store, pop.svc)
     try:

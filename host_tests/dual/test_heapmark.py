@@ -52,14 +52,14 @@ def test_mark_is_a_high_water_mark_and_rate_limited():
 
 
 def test_largest_free_block():
-    lf = heapmark.largest_free()
+    lf = admin.largest_free()
     if not IS_MP:
         assert lf is None
         return
     free = gc.mem_free()
-    assert 0 < lf <= free + heapmark.GC_GRAIN
-    b = bytearray(lf - heapmark.GC_GRAIN)  # a block that size can really be had
-    assert len(b) == lf - heapmark.GC_GRAIN
+    assert 0 < lf <= free + admin.GC_GRAIN
+    b = bytearray(lf - admin.GC_GRAIN)  # a block that size can really be had
+    assert len(b) == lf - admin.GC_GRAIN
 
 
 def test_status_reports_heap_blocks_and_marks():
@@ -70,7 +70,7 @@ def test_status_reports_heap_blocks_and_marks():
         assert "heap" not in st and "idf_heap" not in st
         return
     h = st["heap"]
-    assert 0 < h["largest_free"] <= h["free"] + heapmark.GC_GRAIN
+    assert 0 < h["largest_free"] <= h["free"] + admin.GC_GRAIN
     assert h["peaks"]["pop3"] > 0
     assert "idf_heap" not in st  # the unix port has no esp32 module
 

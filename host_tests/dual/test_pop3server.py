@@ -7,7 +7,7 @@ import os
 import oldrecord
 
 from pocketpost import auth, config, log, scram
-from pocketpost.pop3server import BodyProducer, LoginCheck, PlainProducer, Service, Session, Throttle
+from pocketpost.pop3server import BodyProducer, PlainProducer, Service, Session, Throttle
 from pocketpost.store import Store
 from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader
 
@@ -619,10 +619,10 @@ def test_every_check_costs_the_board_count():
         users["dave"] = {"password": auth.hash_password("y", 2), "mailbox": "dave"}
         svc = Service(config.check({"server": {"pbkdf2_iterations": 5}})["server"], users, e.store)
         assert auth.parse_hash(svc._dummy)[0] == 5
-        known = _steps(LoginCheck(svc, "alice", b"wrong"))
-        assert known == _steps(LoginCheck(svc, "nobody", b"wrong"))
-        assert known == _steps(LoginCheck(svc, "dave", b"wrong"))
-        assert _steps(LoginCheck(svc, "carol", b"wrong")) > known  # until its first login
+        known = _steps(auth.LoginCheck(svc, "alice", b"wrong"))
+        assert known == _steps(auth.LoginCheck(svc, "nobody", b"wrong"))
+        assert known == _steps(auth.LoginCheck(svc, "dave", b"wrong"))
+        assert _steps(auth.LoginCheck(svc, "carol", b"wrong")) > known  # until its first login
     finally:
         e.done()
 
@@ -860,5 +860,51 @@ def test_old_records_upgraded_at_next_login_by_any_mechanism():
         # a failed SCRAM login upgrades nothing
         _legacy(e.svc, "alice", "pass word", 5)
         assert scram_login(e.session(), pw="nope")[0].startswith(b"-ERR") and len(saved) == n
+    finally:
+        e.done()
+
+
+def _loaded(name):
+    import sys
+
+    return ("pocketpost." + name) in sys.modules
+
+
+def test_login_code_loaded_only_while_a_session_can_log_in():
+    # pop3login.py, auth.py and scram.py (pop3server.LOGIN_MODULES) are held by sessions before their login
+    # (Service.hold/release); with none left they are dropped (MicroPython: heapmark.forget;
+    # CPython keeps modules) and a later login imports them again and still works.
+    import sys
+
+    from pocketpost import pop3server
+
+    mp = sys.implementation.name == "micropython"
+    pop3server.holds[0] = 0  # sessions other tests left unclosed are garbage now
+    e = Env()
+    try:
+        if mp:
+            assert not _loaded("auth") and not _loaded("scram")  # dropped once the Service was built
+            assert not _loaded("pop3login")
+        a = e.session()
+        b = e.session()
+        assert pop3server.holds[0] == 2
+        login(a)  # a LoginCheck: auth imported again
+        assert pop3server.holds[0] == 1 and _loaded("auth") and _loaded("pop3login")  # b may still log in: kept
+        r = run(b, b"AUTH SCRAM-SHA-256 " + binascii.b2a_base64(b"n,,n=bob,r=abcdefgh").strip())
+        assert r.startswith(b"+ ") and _loaded("scram"), r
+        b.close()  # mid-SCRAM: the exchange is abandoned with the session
+        assert pop3server.holds[0] == 0
+        if mp:
+            assert not _loaded("auth") and not _loaded("scram") and not _loaded("pop3login")
+        c = e.session()
+        assert run(c, b"PASS x").startswith(b"-ERR")
+        login(c, b"bob", b"bobpw")  # the login code imported once more: the same answers
+        assert pop3server.holds[0] == 0
+        if mp:
+            assert not _loaded("auth") and not _loaded("pop3login")
+        assert run(c, b"STAT").startswith(b"+OK 0 0")
+        a.close()
+        c.close()
+        assert pop3server.holds[0] == 0  # closing after the login releases nothing twice
     finally:
         e.done()

@@ -516,12 +516,16 @@ def test_scram_rfc7677_vector_through_the_session():
         c.cmd(b"EHLO x")
         x = scram.ScramClient("user", "pencil", nonce=R_CNONCE)
         assert x.first() == R_FIRST
-        real = scram._nonce
-        scram._nonce = lambda: R_SNONCE
+        # The copy the session will use: under MicroPython the login code is dropped while no
+        # session can log in (pop3server.Service.hold), so this module's `scram` may be an older one.
+        from pocketpost import scram as live
+
+        real = live._nonce
+        live._nonce = lambda: R_SNONCE
         try:
             r = c.cmd(b"AUTH SCRAM-SHA-256 " + b64(R_FIRST))
         finally:
-            scram._nonce = real
+            live._nonce = real
         assert unb64(r) == R_SFIRST, r
         x.server_first(R_SFIRST)
         assert x.final() == R_FINAL
@@ -692,3 +696,38 @@ def test_group_commit_rolls_forward_after_a_crash_past_the_intent():
         assert not compat.exists(e.root + "/group.new")
 
     with_env(body)
+
+
+def test_login_code_held_by_submission_before_auth_only():
+    # Port 25 never logs in: its sessions do not keep smtpauth.py/auth.py loaded (Service.hold);
+    # a submission session does until its AUTH succeeds or it ends, and the AUTH works after the
+    # module was dropped (MicroPython) and imported again.
+    import sys
+
+    from pocketpost import pop3server
+
+    mp = sys.implementation.name == "micropython"
+
+    def body(e):
+        pop3server.holds[0] = 0
+        mx = e.session(smtp.MX)
+        assert pop3server.holds[0] == 0
+        sub = e.session(smtp.SUBMISSION)
+        assert pop3server.holds[0] == 1
+        sub.cmd(b"EHLO x")
+        r = sub.cmd(b"AUTH PLAIN " + b64(b"\x00alice\x00alice pw"))
+        assert r == b"235 2.7.0 authentication successful\r\n", r
+        assert pop3server.holds[0] == 0
+        if mp:
+            assert "pocketpost.auth" not in sys.modules and "pocketpost.smtpauth" not in sys.modules
+        assert mx.cmd(b"EHLO y").startswith(b"250") and mx.cmd(b"AUTH PLAIN x").startswith(b"502")
+        if mp:  # refused on port 25 without loading the AUTH code
+            assert "pocketpost.smtpauth" not in sys.modules
+        sub.s.close()
+        mx.s.close()
+        assert pop3server.holds[0] == 0
+        other = e.session(smtp.SUBMISSION)
+        other.s.close()  # ended before AUTH: released too
+        assert pop3server.holds[0] == 0
+
+    with_env(body, policy="always")

@@ -1,0 +1,219 @@
+"""The POP3 server's AUTHORIZATION state (RFC 1939 USER/PASS/APOP, RFC 5034 AUTH with SASL
+PLAIN, LOGIN and SCRAM-SHA-256, RFC 2595 STLS): functions of a pop3server.Session.
+
+Loaded only while a session can log in, like auth.py and scram.py (pop3server.LOGIN_MODULES:
+Service.hold/release drop all three when no session is before its login), so a server whose
+sessions are logged in, or which has none, keeps none of this code in its heap (docs/FIGURES.md
+"Server heap"). pop3server.Session.handle dispatches AUTHORIZATION commands through TABLE and
+SASL continuation lines through sasl_continue; Session.resume finishes a login check here.
+"""
+
+from pocketpost import log
+from pocketpost.compat import const, ticks_diff, ticks_ms
+from pocketpost.pop3 import reply
+from pocketpost.pop3server import LOGIN_SLICE_MS, TRANSACTION, Session, _safe
+
+# SASL continuation steps (Session._sasl).
+_SASL_PLAIN = const(1)
+_LOGIN_USER = const(2)
+_LOGIN_PASS = const(3)
+_SCRAM = const(4)  # AUTH SCRAM-SHA-256 under way: scram.ServerLogin.step takes the next line
+_SCRAM_METHOD = "AUTH SCRAM-SHA-256"
+
+
+def _no_plain():
+    return reply(False, "plain-text login needs TLS: use STLS or port POP3S", "AUTH")
+
+
+def user(s, args):
+    if not s.plain_allowed():
+        return _no_plain()
+    s.user = bytes(args[0]).decode()
+    return reply(True, "send PASS")
+
+
+def pass_(s, args):
+    if not s.plain_allowed():
+        return _no_plain()
+    if s.user is None:
+        return reply(False, "USER first")
+    name = s.user
+    s.user = None
+    return login(s, name, args[0], None, "USER/PASS")
+
+
+def apop(s, args):
+    if not s.svc.apop_enabled:
+        return reply(False, "APOP is not enabled here", "AUTH")
+    name = bytes(args[0]).decode()
+    digest = bytes(args[1]).lower()
+    u = s.svc.users.get(name)
+    secret = u.get("apop_secret") if u is not None else None
+    from pocketpost import auth
+
+    # Same work for unknown users and users without APOP: compute a digest either way.
+    want = auth.apop_digest(s.timestamp, secret or "\x00no-apop")
+    ok = auth.equal(want, digest) and secret is not None
+    return login(s, name, None, u if ok else False, "APOP")
+
+
+def auth_(s, args):
+    if not args:  # "AUTH" alone: list mechanisms (a pre-RFC 5034 habit some clients keep)
+        if s.plain_allowed():
+            return b"+OK\r\nPLAIN\r\nLOGIN\r\nSCRAM-SHA-256\r\n.\r\n"
+        return b"+OK\r\nSCRAM-SHA-256\r\n.\r\n"
+    mech = bytes(args[0]).upper()
+    if mech == b"SCRAM-SHA-256":  # the password never crosses: allowed without TLS
+        from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
+
+        s._scram = scram.ServerLogin(s.svc)
+        if len(args) < 2:
+            s._sasl = _SCRAM
+            return b"+ \r\n"
+        return scram_step(s, bytes(args[1]))
+    if mech != b"PLAIN" and mech != b"LOGIN":
+        return reply(False, "unsupported SASL mechanism")
+    if not s.plain_allowed():
+        return _no_plain()
+    if mech == b"LOGIN":  # draft-murchison-sasl-login: user name, then password, each base64
+        if len(args) < 2:
+            s._sasl = _LOGIN_USER
+            from pocketpost import auth
+
+            return b"+ " + auth.LOGIN_USER_PROMPT + b"\r\n"
+        return sasl_continue(s, _LOGIN_USER, bytes(args[1]))
+    if len(args) < 2:
+        s._sasl = _SASL_PLAIN
+        return b"+ \r\n"
+    return sasl_response(s, bytes(args[1]))
+
+
+def sasl_continue(s, step, blob):
+    if step == _SASL_PLAIN:
+        return sasl_response(s, blob)
+    if blob == b"*":
+        s._scram = None
+        return reply(False, "authentication cancelled")
+    if step == _SCRAM:
+        return scram_step(s, blob)
+    from pocketpost import auth
+
+    try:
+        raw = auth.b64decode(blob)
+    except auth.AuthError:
+        return login(s, "", b"", None, "AUTH LOGIN")  # malformed: pay a check all the same
+    if step == _LOGIN_USER:
+        s._sasl_user = raw
+        s._sasl = _LOGIN_PASS
+        return b"+ " + auth.LOGIN_PASS_PROMPT + b"\r\n"
+    name = s._sasl_user
+    s._sasl_user = b""
+    try:
+        user = name.decode()
+    except UnicodeError:
+        user = ""  # no such user: the same check and answer as any unknown name
+    return login(s, user, raw, None, "AUTH LOGIN")
+
+
+# -- SCRAM-SHA-256 (RFC 5802, RFC 7677, RFC 5034): scram.ServerLogin does the work ----------
+# It fails through login() like every other mechanism (failure delay, max failures, the
+# throttle's reset on success); an unknown name fails at the proof, like a wrong password.
+def scram_step(s, blob):
+    """server-first, then server-final as a challenge (RFC 5034 section 4), then the login."""
+    x = s._scram
+    msg = x.step(blob)
+    if msg is not None:
+        s._sasl = _SCRAM
+        return b"+ " + msg + b"\r\n"
+    s._scram = None
+    return login(s, x.name, None, x.user or False, _SCRAM_METHOD)
+
+
+def sasl_response(s, blob):
+    if blob == b"*":
+        return reply(False, "authentication cancelled")
+    from pocketpost import auth
+
+    name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
+    return login(s, name, pw, None, "AUTH PLAIN", fail)
+
+
+def login(s, name, password, user, method, force_fail=False):
+    """user None: check the password (handle() answers None, resume() finishes the login);
+    False: already failed; a dict: already verified. method names the command for the log
+    (USER/PASS, APOP, AUTH PLAIN, AUTH LOGIN)."""
+    if user is None:
+        from pocketpost import auth
+
+        s._check = auth.LoginCheck(s.svc, name, password, force_fail)
+        s._check_name = name
+        s._check_method = method
+        return None
+    if not user:
+        s.failures += 1
+        s.delay = s.svc.throttle.fail(s.peer)
+        log.info("pop3 #%d %s login failed user=%s method=%s failures=%d delay=%ss", s.sid, s.peer,
+                 _safe(name), method, s.failures, s.delay)
+        if s.failures >= s.svc.max_failures:
+            s.closing = True
+            return reply(False, "authentication failed; too many failures, closing", "AUTH")
+        return reply(False, "authentication failed", "AUTH")
+    try:
+        mb = s.svc.store.lock(user.get("mailbox", name))
+    except Exception as e:
+        code = getattr(e, "code", None) or "SYS/TEMP"
+        log.info("pop3 #%d %s login user=%s method=%s mailbox unavailable: %s", s.sid, s.peer, name, method, code)
+        if code == "IN-USE":
+            return reply(False, "mailbox is in use by another session", "IN-USE")
+        return reply(False, "mailbox unavailable", code)
+    s.svc.throttle.succeed(s.peer)
+    s.mb = mb
+    s.login = name
+    s.state = TRANSACTION
+    s._unhold()  # no login after this one
+    s._del = bytearray((mb.count + 7) // 8)
+    s._ndel = 0
+    s._sdel = 0
+    log.info("pop3 #%d %s login user=%s method=%s tls=%d messages=%d", s.sid, s.peer, name, method,
+             int(s.tls_active), mb.count)
+    return reply(True, "%d messages (%d octets)" % (mb.count, mb.total_size))
+
+
+def stls(s, args):
+    if s.tls_active:
+        return reply(False, "TLS already active")
+    if not s.svc.tls_available:
+        return reply(False, "TLS not available")
+    s.starttls = True
+    s.user = None
+    return reply(True, "begin TLS negotiation")
+
+
+def resume(s):
+    """Continue the login check that made handle() answer None, for about LOGIN_SLICE_MS:
+    None while it is unfinished (the shell lets other sessions run, then calls again),
+    then the reply to the login command."""
+    w = s._check
+    if w is None:
+        return reply(False, "nothing to resume")
+    t0 = ticks_ms()
+    n = s.svc.login_chunk
+    while not w.step(n):
+        if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
+            return None
+    s._check = None
+    name = s._check_name
+    if w.new_hash is not None:
+        s.svc.rehashed(name, w.new_hash)
+    return login(s, name, None, w.user if w.ok else False, s._check_method)
+
+
+TABLE = {
+    "CAPA": Session.cmd_capa,
+    "USER": user,
+    "PASS": pass_,
+    "APOP": apop,
+    "AUTH": auth_,
+    "STLS": stls,
+    "QUIT": Session.cmd_quit,
+}

@@ -1,0 +1,162 @@
+"""The SMTP receiver's AUTH (RFC 4954; SASL PLAIN, LOGIN, SCRAM-SHA-256): functions of an
+smtp.Session, offered on the submission ports only.
+
+Loaded only while a submission session is before its AUTH, like auth.py and scram.py
+(pop3server.LOGIN_MODULES: Service.hold/release drop them when no session can log in), so a
+receiver whose sessions are on port 25 or logged in keeps none of this code in its heap
+(docs/FIGURES.md "Server heap"). smtp.Session.cmd_auth makes the cheap checks and calls
+start(); handle() passes SASL continuation lines to step(); resume() finishes a password check.
+"""
+
+from pocketpost import log
+from pocketpost.compat import ticks_diff, ticks_ms
+from pocketpost.pop3server import LOGIN_SLICE_MS
+from pocketpost.smtp import _printable, reply
+
+
+def start(s, arg):
+    parts = [p for p in arg.split(b" ") if p]
+    if not parts or len(parts) > 2:
+        return s._error(reply(501, "5.5.4", "AUTH mechanism [initial-response]"))
+    mech = parts[0].upper()
+    initial = parts[1] if len(parts) > 1 else None
+    s._mech = mech
+    if mech == b"SCRAM-SHA-256":  # the password never crosses: allowed without TLS
+        from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
+
+        s._scram = scram.ServerLogin(s.svc.logins)
+        if initial is None:
+            s._auth = "scram"
+            return b"334 \r\n"
+        return _scram_step(s, initial)
+    if mech != b"PLAIN" and mech != b"LOGIN":
+        return reply(504, "5.5.4", "unrecognized authentication type")
+    if not s._plain_allowed():
+        return reply(538, "5.7.11", "encryption required for this mechanism: use STARTTLS or SCRAM-SHA-256")
+    if mech == b"PLAIN":
+        if initial is None:
+            s._auth = "plain"
+            return b"334 \r\n"
+        return _plain(s, initial)
+    if mech == b"LOGIN":
+        if initial is None:
+            from pocketpost import auth
+
+            s._auth = "login-user"
+            return b"334 " + auth.LOGIN_USER_PROMPT + b"\r\n"
+        return _login_user(s, initial)
+
+
+def step(s, line):
+    step = s._auth
+    s._auth = None
+    if line == b"*":
+        s._scram = None
+        return reply(501, "5.0.0", "authentication cancelled")
+    if step == "scram":
+        return _scram_step(s, line)
+    if step == "plain":
+        return _plain(s, line)
+    if step == "login-user":
+        return _login_user(s, line)
+    return _login_pass(s, line)
+
+
+def _plain(s, blob):
+    from pocketpost import auth
+
+    name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
+    return _verify(s, name, pw, fail)
+
+
+def _b64(s, blob):
+    """auth.b64decode, None for malformed base64 (LOGIN still asks for the password)."""
+    from pocketpost import auth
+
+    try:
+        return auth.b64decode(blob)
+    except auth.AuthError:
+        return None
+
+
+def _login_user(s, blob):
+    raw = _b64(s, blob)
+    try:
+        s._auth_user = None if raw is None else raw.decode()
+    except UnicodeError:
+        s._auth_user = None
+    s._auth = "login-pass"
+    from pocketpost import auth
+
+    return b"334 " + auth.LOGIN_PASS_PROMPT + b"\r\n"
+
+
+def _login_pass(s, blob):
+    name = s._auth_user
+    s._auth_user = None
+    pw = _b64(s, blob)
+    if name is None or pw is None:
+        return _verify(s, "", b"", True)
+    return _verify(s, name, pw, False)
+
+
+# -- SCRAM-SHA-256: scram.ServerLogin does the work (the POP3 server's glue too); no hash
+# runs here (the client did the PBKDF2), so each step answers at once. A failure at any step
+# is a failed AUTH like any other (_auth_result: delay, throttle, max failures).
+def _scram_step(s, blob):
+    """server-first, then server-final as a challenge (RFC 4954 section 4), then the result."""
+    x = s._scram
+    msg = x.step(blob)
+    if msg is not None:
+        s._auth = "scram"
+        return b"334 " + msg + b"\r\n"
+    s._scram = None
+    return _auth_result(s, x.name, x.user)
+
+
+def _verify(s, name, pw, fail):
+    """Start the password check (always paid, also when the answer is already "failed");
+    handle() answers None and resume() finishes it."""
+    from pocketpost import auth
+
+    s._check = auth.LoginCheck(s.svc.logins, name, pw, fail)
+    s._check_name = name
+    return None
+
+
+def _auth_result(s, name, u):
+    lg = s.svc.logins
+    if u is None:
+        s.failures += 1
+        s.delay = lg.throttle.fail(s.peer)
+        log.info("smtp %s AUTH failed user=%s method=%s failures=%d", s.peer, _printable(name.encode()),
+                 _printable(s._mech or b"?"), s.failures)
+        if s.failures >= s.svc.max_failures:
+            s.closing = True
+            return reply(421, "4.7.0", "too many authentication failures, closing")
+        return reply(535, "5.7.8", "authentication credentials invalid")
+    lg.throttle.succeed(s.peer)
+    s.login = name
+    s.passed = True
+    s._unhold()  # no AUTH after this one
+    log.info("smtp %s AUTH user=%s method=%s tls=%d", s.peer, name, _printable(s._mech or b"?"),
+             int(s.tls_active))
+    return reply(235, "2.7.0", "authentication successful")
+
+
+def resume(s):
+    """Continue the password check that made handle() answer None, for about LOGIN_SLICE_MS:
+    None while it is unfinished, then the reply to the AUTH."""
+    w = s._check
+    if w is None:
+        return reply(503, "5.5.1", "nothing to resume")
+    lg = s.svc.logins
+    t0 = ticks_ms()
+    while not w.step(lg.login_chunk):
+        if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
+            return None
+    s._check = None
+    name = s._check_name
+    if w.new_hash is not None:
+        lg.rehashed(name, w.new_hash)
+    return _auth_result(s, name, w.user if w.ok else None)
