@@ -70,10 +70,10 @@ def _cut_after_open(srv, session, i, keep):
         mb = session.mb
         real = mb.open
 
-        def open_then_cut(j):
-            f = real(j)
+        def open_then_cut(j, stored=False):
+            f = real(j, stored)
             if j == i:
-                path = mb._box.msg_path(*mb._rec(j)[:4])
+                path = mb._box.msg_path(*(mb._rec(j)[:4] + (mb.size(j),)))
                 with open(path, "rb") as g:
                     data = g.read(keep)
                 with open(path, "wb") as g:  # same file (inode): the open one sees it shorter

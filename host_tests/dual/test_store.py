@@ -363,9 +363,38 @@ def test_full_flash_and_delete_frees_space():
 
 
 def _flags(st, name):
+    """Per message: True when its file has dots added (stuffed wire form), None when it is an
+    unstuffed file from before the wire form, False for a plain one (its own wire form)."""
     mb = st.lock(name)
     try:
-        return [mb.needs_stuffing(i) for i in range(mb.count)]
+        return [None if mb.needs_stuffing(i) else mb.stuffed(i) for i in range(mb.count)]
+    finally:
+        mb.release()
+
+
+def _wire(data):
+    """The wire form the store keeps: lone LF -> CRLF, a final line end, dot-stuffed."""
+    out = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if out and not out.endswith(b"\n"):
+        out += b"\n" if out.endswith(b"\r") else b"\r\n"
+    return out, (b"." if out.startswith(b".") else b"") + out.replace(b"\n.", b"\n..")
+
+
+def _check_wire(st, name, datas):
+    """Every message's file is its wire form, LIST gives the message's octets, open() the message."""
+    mb = st.lock(name)
+    try:
+        assert mb.count == len(datas)
+        for i, data in enumerate(datas):
+            msg, wire = _wire(data)
+            f = mb.open(i, True)
+            try:
+                assert f.read() == wire, (i, data)
+            finally:
+                f.close()
+            assert mb.size(i) == len(msg) and mb.stored_size(i) == len(wire), (i, data)
+            assert _read(mb, i) == msg, (i, data)
+        assert mb.total_size == sum(len(_wire(d)[0]) for d in datas)
     finally:
         mb.release()
 
@@ -388,15 +417,19 @@ def test_plain_flag():
 
     def body(root, st):
         want = []
+        datas = []
         for data, dots in cases:
             for chunk in (0, 1, 7):  # whole, every split, ragged splits
                 _deliver(st, "x", data, chunk)
                 want.append(dots)
+                datas.append(data)
             d = st.begin("x")  # a memoryview goes through the fixed input buffer
             d.write(memoryview(data))
             d.commit()
             want.append(dots)
+            datas.append(data)
         assert _flags(st, "x") == want
+        _check_wire(st, "x", datas)
 
     _with_store(body)
 
@@ -413,6 +446,8 @@ def test_plain_flag_dot_line_across_writes():
             assert d.plain == (not dots), (first, second)
             d.commit()
         assert _flags(st, "x") == [True, True, True, False, True, False]
+        _check_wire(st, "x", [b"a\r\n.b\r\n", b"a\r\n.b\r\n", b"a\n.b\n", b"a.b\r\n", b"a\r\n.b\r\n",
+                              b"a\r\nb.\r\n"])
 
     _with_store(body)
 
@@ -423,7 +458,7 @@ def test_plain_flag_survives_index_rebuild_and_unknown_is_true():
         _deliver(st, "x", b"S: 2\r\n\r\n.dotted\r\n")
         _deliver(st, "x", b"S: 3\r\n\r\nplain too\r\n")
         assert _flags(st, "x") == [False, True, False]
-        # A file named the way it was before the flag existed ("unknown") reads as needs-stuffing.
+        # A file named the way it was before the wire form (unstuffed) reads as needs-stuffing.
         mb = st.lock("x")
         r = mb._rec(2)
         old = mb._box.msg_path(r[0], r[1], r[2], r[3])
@@ -435,7 +470,7 @@ def test_plain_flag_survives_index_rebuild_and_unknown_is_true():
         f.close()
         store_mod.reboot()
         st2 = Store(root)
-        assert _flags(st2, "x") == [False, True, True]
+        assert _flags(st2, "x") == [False, True, None]
         mb = st2.lock("x")
         assert [_read(mb, i) for i in range(3)] == [b"S: 1\r\n\r\nplain\r\n", b"S: 2\r\n\r\n.dotted\r\n",
                                                    b"S: 3\r\n\r\nplain too\r\n"]
