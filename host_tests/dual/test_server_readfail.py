@@ -50,6 +50,9 @@ class FakeConn:
         mv[: len(c)] = c
         return len(c)
 
+    def send_some(self, mv):
+        return 0  # the write the shell tries first (listener.ServerConn): "would block", send() takes it
+
     async def send(self, data, ms=None):
         self.wire += bytes(data)
 
