@@ -1425,8 +1425,9 @@ class Delivery:
             if crlf and not (dots and isinstance(data, memoryview)):  # a memoryview has no find()
                 end = len(data)
                 if end:
-                    if dots and ((data[0] == _DOT and self._last == _LF) or data.find(b"\n.") >= 0):
-                        self._stuff(data, end)
+                    j = data.find(b"\n.") if dots else -1
+                    if j >= 0 or (dots and data[0] == _DOT and self._last == _LF):
+                        self._stuff(data, end, j)
                     else:
                         self._put(data, end)
             elif isinstance(data, memoryview):
@@ -1485,7 +1486,7 @@ class Delivery:
         if lone:
             self._convert(buf, end)
         elif dotted:
-            self._stuff(buf, end)
+            self._stuff(buf, end, -2)
         else:
             self._put(whole, end)
 
@@ -1493,9 +1494,10 @@ class Delivery:
         if self._limit >= 0 and self.size + self.dots + n > self._limit:
             raise self._limit_exc("message too large for the space left")
 
-    def _stuff(self, buf, end):
+    def _stuff(self, buf, end, j):
         """buf[:end] (bytes or bytearray, every LF with its CR) into the file with a "." added
-        before each line that starts with ".": the pieces between go as memoryview slices."""
+        before each line that starts with ".": the pieces between go as memoryview slices.
+        j: where the first "\n." is if the caller found it (-1: none), -2: not looked for."""
         self._room(end)
         if self._n:
             self._flush()
@@ -1507,14 +1509,16 @@ class Delivery:
         if buf[0] == _DOT and self._last == _LF:
             f.write(b".")
             self.dots += 1
+        if j == -2:
+            j = buf.find(b"\n.", 0, end)
         while True:
-            j = buf.find(b"\n.", i, end)
             if j < 0:
                 break
             f.write(mv[i : j + 1])
             f.write(b".")
             self.dots += 1
             i = j + 1
+            j = buf.find(b"\n.", i, end)
         if i < end:
             f.write(mv[i:end])
         self.size += end
