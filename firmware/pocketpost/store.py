@@ -11,39 +11,54 @@ One directory per mailbox under the store root:
     <root>/<name>/b<k>/          message files with seq in [k*BUCKET, (k+1)*BUCKET)
     <root>/<name>/damaged/       message files set aside by a scan (wrong size, unreadable), same names
 
-A message file is named "<epoch>.<seq>.<arrival>" (epoch: 8 hex digits, seq and arrival: decimal),
-or "<epoch>.<seq>.<arrival>.p" when it is "plain": no line of it starts with "." (so its wire form
-is the file itself plus the terminator, and RETR can send it without dot-stuffing). It holds
-exactly the bytes sent on the wire before dot-stuffing, CRLF line ends, so its size is its wire
-size. The UID is "<epoch>.<seq>". seq grows by one per delivered message and never goes
+A message file holds the message's wire form: CRLF line ends, every line that starts with "."
+stuffed with a second ".", no terminator. So RETR of any message is a copy: the file, then
+".\r\n" (pop3server.PlainProducer). It is named "<epoch>.<seq>.<arrival>.p" (epoch: 8 hex digits,
+seq and arrival: decimal) when no line starts with "." (the file is the message itself), and
+"<epoch>.<seq>.<arrival>.d<N>" when N dots were added (N >= 1). LIST, STAT and UIDL sizes stay
+the message's own octets (unstuffed, CRLF: what Dovecot reports and what our fetcher's size rule
+compares), the file's size less N. Readers of the content (export, backup, the fetcher's digest)
+get it un-stuffed from Mailbox.open; RETR and TOP take the file (open(i, stored=True)). Files
+named "<epoch>.<seq>.<arrival>" were written before the wire form: unstuffed (CRLF) messages,
+served as before through the stuffing codec (needs_stuffing); they are not converted.
+The UID is "<epoch>.<seq>". seq grows by one per delivered message and never goes
 backwards; the epoch is a random number chosen when the index is created or rebuilt, so even if
 the index is lost after the highest message was deleted, no UID is ever handed out twice.
 
 Delivery never touches the index (that keeps it at about three metadata commits beyond the
 payload on littlefs): the message is streamed into tmp/, flushed, then renamed into its bucket.
-Lone LF becomes CRLF here and nowhere else. A chunk whose LFs are all preceded by CR (one walk
-from LF to LF with C `find`, switching to C `count` passes when lines are short; a LF first in the
-chunk after a CR last in the previous one counts as paired) is written to the file as given; only
-a chunk with a lone LF takes the slow path, a per-line walk through a fixed output buffer. On the
-way the delivery learns whether the message is plain (the same walk looks at the byte after each
-LF, plus a "." first in the chunk when the previous byte was LF or the message starts there; a
-caller that un-stuffed the text itself says so with `write(..., crlf=True, dots=False)` and skips
-both scans); the flag goes into the file name at the rename, so it costs no flash operation. `begin(name, digest=True)` also keeps a SHA-1 of the stored bytes (the client's
-crash-safe bookkeeping); `digest()` ends the message (the final line end is added then) and
-returns it. Files with a seq above the index's last record are "unindexed"; they
+Lone LF becomes CRLF and dot lines are stuffed here and nowhere else. A chunk whose LFs are all
+preceded by CR (one walk from LF to LF with C `find`, switching to C `count` passes when lines are
+short; a LF first in the chunk after a CR last in the previous one counts as paired) and with no
+line starting with "." (the same walk looks at the byte after each LF, plus a "." first in the
+chunk when the previous byte was LF or the message starts there) is written to the file as
+given. A chunk with dot lines is written in pieces cut after each LF that precedes a ".", with a
+"." in between (C `find` of "\n."); only a chunk with a lone LF takes the slow path, a per-line
+walk through a fixed output buffer that does both. A caller that un-stuffed the text itself says
+what it knows with `write(..., crlf=True, dots=False)` (no lone LF, no dot line so far) and skips
+the scans. The dot count goes into the file name at the rename, so it costs no flash operation.
+`begin(name, digest=True)` also keeps a SHA-1 of the message (the un-stuffed octets LIST counts:
+the client's crash-safe bookkeeping); `digest()` ends the message (the final line end is added
+then) and returns it. Files with a seq above the index's last record are "unindexed"; they
 can only live in the newest buckets, so finding them lists at most a bucket or two, never the
 whole mailbox. They are appended to the index (records first, in seq order) when the mailbox is
 locked, or during delivery once enough have piled up while nobody holds the lock.
 
-An index record is (epoch, seq, arrival, size, running total of sizes, check); the check is the
+An index record is (epoch, seq, arrival, size field, running total, check); the check is the
 CRC-32 of the first five fields continued from the CRC-32 residue, so one crc32 call over a block
-of records verifies them all (residue in, residue out). Bit 31 of the
-size field is the plain flag (sizes are far below 2 GiB); records written before the flag existed
-have it clear, which reads as "unknown: needs stuffing", matching their three-part file names. A
-rebuild takes the flag from the file names, like everything else. Every index record carries the
-running total of sizes, so opening a mailbox reads the header and
-the last record: STAT costs the same at 1 or 5,000 messages. Records are read on demand (seek),
-so a session's RAM does not grow with the message count either.
+of records verifies them all (residue in, residue out). The size field is the file's octets in
+bits 0-29 (messages are far below 1 GiB), bit 31 set for a file in the wire form, bit 30 for one
+with dots added; the running total adds up LIST sizes (unstuffed). So a stuffed message's LIST
+size is its running total less the one before (0 before the first record: every rewrite starts
+the total at 0, every append continues it), and its dot count, the file's octets less that: the
+record gives the file name without a field of its own, and the format (b'PPX2', 24 bytes) is
+unchanged. Records written before the wire form have bits 30-31 clear ("unstuffed", matching
+their three-part names; their size field is their LIST size too). A rebuild takes the flags and
+dot counts from the file names, like everything else. The intent log keeps each record's LIST
+size where the index keeps the running total (its records are not consecutive). Every index
+record carries the running total, so opening a mailbox reads the header and the last record:
+STAT costs the same at 1 or 5,000 messages. Records are read on demand (seek), so a session's
+RAM does not grow with the message count either.
 
 Deletion commit (UPDATE state), crash-safe by roll-forward:
   1. write the intent log `commit` (a header with the count, then the records to delete in
@@ -61,18 +76,22 @@ Recovery (at the first lock or delivery after boot, at Store.check, or at a lock
 damage) finishes a valid intent log (if that fails for any reason but a full flash, the files
 decide: see the scan), throws away a torn one, removes `index.new`, then scans: the index
 (every valid record) against one listing of the bucket directories. File names carry the UID,
-arrival and plain flag, the listing gives sizes, so the files are the truth: a record failing its
-check is replaced by its file's name, a record whose file is gone is dropped, a file whose size
-is not its record's is moved to damaged/ (kept, under its name, for export and inspection), a
-file the index lost is indexed again; if anything differed, the index is rewritten (index.new,
-renamed over). UIDs never change; a new epoch is taken only when the header itself is lost.
+arrival, form and dot count, the listing gives sizes, so the files are the truth: a record failing
+its check is replaced by its file's name, a record whose file is gone is dropped, a file whose
+size is not its record's (the file's octets, exact: the dot count in the name keeps a stuffed
+file as exactly checked as any) or is below its own dot count is moved to damaged/ (kept, under
+its name, for export and inspection), a file the index lost is indexed again; if anything
+differed (a dot count that disagrees with the running totals included), the index is rewritten
+(index.new, renamed over). UIDs never change; a new epoch is taken only when the header itself
+is lost.
 Then unindexed files are appended.
 
 Damage while running: every lock reads the whole index and verifies every record (one crc32
 call per block; ~1 ms at 5,000 messages on the host); a failure sends the mailbox through
 recovery before the session sees it. Mailbox.open checks the file's size against the record
-(LIST's size) and refuses a file that differs or cannot be opened, marking the mailbox so the
-next lock recovers it. A file's content is not checksummed: a same-size change goes unseen.
+(the file's octets) and refuses a file that differs or cannot be opened, marking the mailbox so
+the next lock recovers it. A file's content is not checksummed: a same-size change goes unseen
+by RETR (reading a stuffed file un-stuffed also checks it comes to its LIST size, EIO if not).
 
 Locks live in RAM (a module-level set): a dead session cannot leave one behind across a restart.
 One process owns a store root; all Store objects in it share the per-mailbox state below.
