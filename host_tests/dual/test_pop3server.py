@@ -598,6 +598,9 @@ def test_plain_producer_file_without_final_crlf():
     # The store never writes such a file; if one appears anyway, the reply still ends framed.
     for data, wire in ((b"abc", b"abc\r\n.\r\n"), (b"abc\r\n", b"abc\r\n.\r\n"), (b"", b".\r\n")):
         assert _drain(PlainProducer(_F(data, 2)), 5) == wire
+        # With the size known, the terminator rides in the last block when it fits (a copy unit).
+        for bufsize in (5, 6, 8, 64):
+            assert _drain(PlainProducer(_F(data, 64), len(data), 64), bufsize) == wire, (data, bufsize)
 
 
 def test_close_mid_retr_closes_the_message_file():
