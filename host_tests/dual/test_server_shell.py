@@ -167,3 +167,40 @@ def test_conn_send_passes_a_memoryview_through():
     asyncio.run(c.send(mv))
     asyncio.run(c.send(b"+OK\r\n"))
     assert sock.got[0] is mv and bytes(sock.got[1]) == b"+OK\r\n"
+
+
+class _ScriptSock:
+    def __init__(self, results):
+        self.results = list(results)
+        self.calls = 0
+
+    def write(self, mv):
+        self.calls += 1
+        r = self.results.pop(0)
+        if isinstance(r, Exception):
+            raise r
+        return r
+
+
+def test_send_some_is_one_write_that_never_waits():
+    # The RETR loop's block write (listener.ServerConn.send_some): what the socket took, 0 when it
+    # would block (None, EAGAIN) or a TLS handshake is under way; a real error propagates.
+    if not IS_MP:
+        from dualtest import skip
+
+        skip("ServerConn.send_some writes to MicroPython's socket (CPython's answers 0: send() does it)")
+    from pocketpost.listener import ServerConn
+
+    sock = _ScriptSock([7, None, OSError(11), OSError(104)])
+    c = ServerConn(_Stream(sock))
+    mv = memoryview(bytearray(16))
+    assert c.send_some(mv) == 7
+    assert c.send_some(mv) == 0
+    assert c.send_some(mv) == 0
+    try:
+        c.send_some(mv)
+        assert False, "a reset was swallowed"
+    except OSError as e:
+        assert e.args[0] == 104
+    c.handshaking = True
+    assert c.send_some(mv) == 0 and sock.calls == 4
