@@ -313,3 +313,61 @@ def test_plaintext_pipelined_after_stls_never_runs_inside_tls(tmp_path):
             t.close()
         finally:
             s.stop()
+
+
+DOTTY = (b"From: dots@example.org\r\nSubject: dots\r\n\r\n.\r\n..\r\n...leading\r\n.\r\nplain\r\n"
+         + b"".join(b".line %d\r\nbody %d\r\n" % (k, k) for k in range(300)) + b". last")
+
+
+def _unstuff(b):
+    return b[1:].replace(b"\r\n..", b"\r\n.") if b.startswith(b"..") else b.replace(b"\r\n..", b"\r\n.")
+
+
+def test_stuffed_and_old_format_files_served_byte_exact(tmp_path):
+    """The store keeps each message in its wire form (dot lines stuffed, the number of added dots
+    in the file name): RETR and TOP to curl and poplib are byte-exact, LIST gives the unstuffed
+    CRLF octets. A file written before the wire form (three-part name, unstuffed) is still
+    served the same way (the stuffing path)."""
+    want = MSGS + [DOTTY + b"\r\n", msg(5)]
+    s = Pop3Server(str(tmp_path), {"alice": MSGS + [DOTTY, msg(5)]})
+    box = os.path.join(s.store_root, "alice")
+    names = sorted(n for d in os.listdir(box) if d.startswith("b") for n in os.listdir(os.path.join(box, d)))
+    dots = [int(n.rsplit(".d", 1)[1]) for n in names]  # every test message has a dot line
+    assert dots == [1, 1, 1, 305, 1], names
+    # Message 5 as an older version stored it: unstuffed, no flag; the index is rebuilt from the names.
+    d = [d for d in os.listdir(box) if d.startswith("b")][0]
+    new = [n for n in os.listdir(os.path.join(box, d)) if n.split(".")[1] == "5"][0]
+    with open(os.path.join(box, d, new), "rb") as f:
+        stuffed = f.read()
+    assert stuffed == msg(5).replace(b"\r\n.", b"\r\n..")
+    with open(os.path.join(box, d, new.rsplit(".", 1)[0]), "wb") as f:
+        f.write(_unstuff(stuffed))
+    os.remove(os.path.join(box, d, new))
+    os.remove(os.path.join(box, "index"))
+    s.start()
+    try:
+        base = "pop3://127.0.0.1:%d/" % s.port
+        u = ["-u", "alice:alice pass"]
+        assert curl(*u, base) == b"".join(b"%d %d\r\n" % (i + 1, len(m)) for i, m in enumerate(want))
+        for i, m in enumerate(want):
+            assert curl(*u, base + str(i + 1)) == m, i
+        top = curl(*u, base, "-X", "TOP 4 7")
+        assert top == b"\r\n".join(DOTTY.split(b"\r\n")[:10]) + b"\r\n"
+        p = poplib.POP3("127.0.0.1", s.port, timeout=10)
+        try:
+            p.user("alice")
+            p.pass_("alice pass")
+            assert p.stat() == (5, sum(len(m) for m in want))
+            for i, m in enumerate(want):
+                resp, lines, octets = p.retr(i + 1)
+                assert b"\r\n".join(lines) + b"\r\n" == m, i
+                for n in (0, 1, 5):
+                    resp, lines, octets = p.top(i + 1, n)
+                    head, body = m.split(b"\r\n\r\n", 1)
+                    assert lines == (head + b"\r\n").split(b"\r\n")[:-1] + [b""] + body.split(b"\r\n")[:-1][:n], (i, n)
+            p.quit()
+        finally:
+            p.close()
+    finally:
+        s.stop()
+    assert [m for _, m in s.mailbox("alice")] == want  # Mailbox.open un-stuffs

@@ -26,8 +26,9 @@ LONG_MARK_STRIDE = 10
 
 
 def _msg(i, size):
-    # Lone LFs on purpose: the stored copy must be the CRLF form.
-    line = b"message %d line of text 0123456789 abcdefghijklmnopqrstuvwxyz\n" % i
+    # Lone LFs on purpose: the stored copy must be the CRLF form. Odd messages have dot lines:
+    # their files are stuffed (dot count in the name, LIST size from the running totals).
+    line = (b"." if i % 2 else b"") + b"message %d line of text 0123456789 abcdefghijklmnopqrstuvwxyz\n" % i
     out = b"Subject: %d\n\n" % i
     while len(out) < size:
         out += line
@@ -179,8 +180,8 @@ def check(model, n_label):
             assert name == "index", (n_label, "leftover", name)
     assert _listdir(box.path + "/tmp") == [], (n_label, "tmp not cleaned")
     recs = set()
-    for epoch, seq, arrival, size in box.iter_index():
-        p = box.msg_path(epoch, seq, arrival, size)
+    for r in box.iter_index():
+        p = box.msg_path(*r)
         recs.add(p[len(box.path) + 1 :])
     assert recs == files, (n_label, "index/files", recs, files)
     mb.release()

@@ -12,7 +12,8 @@ Workloads (one micropython process, one asyncio loop, as the board's Runner runs
 see tools/heapwork.py):
   a  the POP3 server listening (POP3 + POP3S), no session: a greeting is answered
   b  the server with two sessions each in the middle of a 1 MiB RETR at once (one plain POP3,
-     one POP3S); the message has a dot line, so RETR runs the stuffing codec (the dearer path)
+     one POP3S); the message has a dot line (stored stuffed since the wire-form store: RETR is
+     the copy, through its 4 KiB copy unit below block_size 4096)
   c  everything at once: b, and while both RETRs are held in progress the fetcher downloads a
      1 MiB message from another POP3 server into the same store, and one SMTP session receiving
      1 MiB from smtplib (where pocketpost.smtpserver exists; --no-smtp leaves it out)

@@ -168,7 +168,7 @@ for box, path, count in JOBS:
     mb = st.lock(box)
     for i in range(mb.count):
         r = mb._rec(i)
-        print("PATH", box, mb._box.msg_path(r[0], r[1], r[2], r[3]))
+        print("PATH", box, mb._box.msg_path(r[0], r[1], r[2], r[3], mb.size(i)))
     mb.release()
 """
 

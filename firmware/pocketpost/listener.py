@@ -34,7 +34,7 @@ once the listener is full: a flood, not a camp.
 import asyncio
 
 from pocketpost import log
-from pocketpost.compat import IS_MICROPYTHON, const, ticks_add, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_add, ticks_diff, ticks_ms
 from pocketpost.transport import Timeout
 
 if IS_MICROPYTHON:
@@ -167,6 +167,20 @@ class ServerConn(_Conn):
             """Best effort, never waits: a last word to a peer that may not be reading."""
             self.sock.write(data)
 
+        def send_some(self, mv):
+            """One socket write of mv, no wait: the octets taken (0 when it would block or a TLS
+            handshake is under way; `await send()` then does the rest). The RETR loop's block
+            write: a coroutine per block (send) cost more CPU than the write itself."""
+            if self.handshaking:
+                return 0
+            try:
+                r = self.sock.write(mv)
+            except OSError as e:
+                if errno_of(e) not in TIMEOUT_ERRNOS:
+                    raise
+                return 0
+            return r or 0
+
     else:
 
         def before_tls(self):
@@ -180,6 +194,9 @@ class ServerConn(_Conn):
 
         def send_nowait(self, data):
             self.w.write(data)  # type: ignore[attr-defined]  # CConn's; asyncio buffers it, close(True) lets it go out
+
+        def send_some(self, mv):
+            return 0  # asyncio's writer: `await send()` (CPython is the test runtime, not the fast one)
 
 
 class Slot:

@@ -154,9 +154,9 @@ def export_steps(store, names, out, buf=None, lock_waits=0):
         try:
             out.write(b"B %s %d %d\n" % (name.encode(), mb.count, mb.total_size))
             for i in range(mb.count):
-                f = mb.open(i)
+                f = mb.open(i)  # the message (a stuffed file un-stuffed as it is read)
                 try:
-                    size = _file_len(f)
+                    size = mb.size(i)
                     out.write(b"M %s %d %d\n" % (mb.uid(i).encode(), mb.arrival(i), size))
                     yield from _send_steps(out, f, size, buf)
                 finally:

@@ -22,11 +22,13 @@ UPDATE is not a table: QUIT in TRANSACTION commits the deletions and ends the se
 ending (drop, timeout, error) goes through `close()`, which releases the maildrop lock and
 deletes nothing.
 
-Message bodies are never held whole: `BodyProducer` reads the stored file in fixed blocks,
-cuts it for TOP (headers, blank line, n body lines) and dot-stuffs it into the shell's buffer.
-RETR of a message the store knows to be plain (no line starts with ".", `mb.needs_stuffing(i)`
-is False) uses `PlainProducer` instead: the file is read straight into the shell's buffer and
-handed out unchanged (no stuffing pass, no copy, no block buffer of its own), then ".\r\n".
+Message bodies are never held whole. The store keeps a message in its wire form (CRLF,
+dot-stuffed, no terminator: store.py), so RETR is a copy: `PlainProducer` reads the file
+straight into the shell's buffer and hands it out unchanged (no stuffing pass, no copy, no block
+buffer of its own), then ".\r\n". TOP of such a file: `BodyProducer` without a stuffer reads it
+in fixed blocks and cuts it (headers, blank line, n body lines; stuffing changes no line count).
+A file from before the wire form (`mb.needs_stuffing(i)`) goes through `BodyProducer` with the
+DotStuffer for both.
 """
 
 from pocketpost import heapmark, log
@@ -60,6 +62,11 @@ holds = [0]  # sessions that may still log in, every Service's (POP3 and SMTP): 
 _CR = const(13)
 _LF = const(10)
 _EIO = const(5)  # a message file ended before the size its index entry (and LIST) gave
+# RETR's copy unit when the shell's block is smaller: a RETR is one read and one socket write
+# per unit, and at 1 KiB (block_size's default) those calls cost 3x a 4 KiB copy's for the same
+# message. Allocated per RETR, dropped after it (idle sessions keep nothing); if the heap has no
+# such block free, the shell's own block serves.
+_RETR_UNIT = const(4096)
 
 
 class Throttle:
@@ -376,8 +383,9 @@ class Session:
         return reply(True, "%d messages (%d octets)" % (mb.count - self._ndel, mb.total_size - self._sdel))
 
     def _block(self):
-        """The file block buffer of this session: made at the first RETR/TOP that needs
-        stuffing, reused by every later one (a 10 MiB RETR and a 1 KiB one cost the same)."""
+        """The file block buffer of this session: made at the first TOP (or RETR of a file from
+        before the wire form), reused by every later one (a 10 MiB RETR and a 1 KiB one cost the
+        same)."""
         if self._blockbuf is None:
             self._blockbuf = bytearray(self.svc.block_size)
             self._stuffer = DotStuffer()
@@ -387,21 +395,24 @@ class Session:
         i = self._msg(args[0])
         if i is None:
             return reply(False, "no such message")
-        f = self.mb.open(i)
-        size = self.mb.size(i)
-        if self.mb.needs_stuffing(i):
-            self.producer = BodyProducer(f, self._block(), -1, self._stuffer, size)
+        mb = self.mb
+        f = mb.open(i, True)
+        if mb.needs_stuffing(i):
+            self.producer = BodyProducer(f, self._block(), -1, self._stuffer, mb.stored_size(i))
         else:
-            self.producer = PlainProducer(f, size)
+            self.producer = PlainProducer(f, mb.stored_size(i), _RETR_UNIT if self.svc.block_size < _RETR_UNIT else 0)
         self.producer.msg = i
-        return reply(True, "%d octets" % size)
+        return reply(True, "%d octets" % mb.size(i))
 
     def cmd_top(self, args):
         i = self._msg(args[0])
         if i is None:
             return reply(False, "no such message")
-        f = self.mb.open(i)
-        self.producer = BodyProducer(f, self._block(), args[1], self._stuffer, self.mb.size(i))
+        mb = self.mb
+        f = mb.open(i, True)
+        wire = not mb.needs_stuffing(i)  # the file is stuffed already: cut it, stuff nothing
+        self.producer = BodyProducer(f, self._block(), args[1], None if wire else self._stuffer, mb.stored_size(i),
+                                     wire)
         self.producer.msg = i
         return reply(True, "top of message follows")
 
@@ -517,6 +528,7 @@ class _FileReply:
     -1: unchecked); a file that ends sooner raises OSError(EIO) instead of ending the reply."""
 
     msg = None  # the message's index in the mailbox (Session.read_failed)
+    unit = None  # a buffer of its own the shell fills and sends instead of its block (RETR)
 
     def __init__(self, f, size=-1):
         self.f = f
@@ -533,32 +545,37 @@ class _FileReply:
         if self.f is not None:
             self.f.close()
             self.f = None
+        self.unit = None
 
 
 class BodyProducer(_FileReply):
-    """RETR (lines < 0) or TOP n lines: the stored file, dot-stuffed, in fixed blocks.
+    """RETR (lines < 0) or TOP n lines: the stored file, dot-stuffed, in fixed blocks (wire=True:
+    the file is the wire form already, copied as it is).
 
     fill(out) returns how many bytes it wrote into `out` (the terminator included at the end),
     then 0. The file is closed when the terminator is produced or on close().
     """
 
-    def __init__(self, f, block, lines, stuffer=None, size=-1):
+    def __init__(self, f, block, lines, stuffer=None, size=-1, wire=False):
         """block: the file block buffer (a bytearray, reused across a session's replies) or its
         size; stuffer: a DotStuffer to reuse (reset here); size: the file's size per the index."""
         super().__init__(f, size)
+        self.wire = wire
         self.buf = bytearray(block) if isinstance(block, int) else block
         self.start = 0
         self.end = 0
         self.eof = False
         self.done = False
-        if stuffer is None:
+        if stuffer is None and not wire:
             stuffer = DotStuffer()
-        stuffer.reset()
+        if stuffer is not None:
+            stuffer.reset()
         self.stuffer = stuffer
         self.lines = lines  # body lines left for TOP; < 0: everything
         self.in_headers = lines >= 0
         self.llen = 0  # bytes of the current line seen so far
         self.last = 0  # last byte seen (for a CR straddling blocks)
+        self.tail = _LF  # wire: the last byte handed out (nothing yet: the terminator alone)
 
     def _read(self):
         n = self.f.readinto(self.buf)
@@ -604,6 +621,12 @@ class BodyProducer(_FileReply):
             return 0
         while True:
             if self.start < self.end:
+                if self.wire:
+                    p = min(len(out), self.end - self.start)
+                    out[:p] = memoryview(self.buf)[self.start : self.start + p]
+                    self.start += p
+                    self.tail = out[p - 1]
+                    return p
                 p = self.stuffer.stuff_into(self.buf, self.start, self.end, out)
                 self.start += self.stuffer.consumed
                 if p:
@@ -611,7 +634,7 @@ class BodyProducer(_FileReply):
             elif not self.eof:
                 self._read()
             else:
-                t = self.stuffer.finish()
+                t = terminator(self.tail == _LF) if self.wire else self.stuffer.finish()
                 if len(out) < len(t):
                     return 0
                 out[: len(t)] = t
@@ -629,10 +652,16 @@ class PlainProducer(_FileReply):
     ".\r\n"; should a file not end with LF after all, a CRLF goes first (the reply stays framed).
     """
 
-    def __init__(self, f, size=-1):
+    def __init__(self, f, size=-1, unit=0):
+        """unit: the size of a copy buffer of its own (`unit`, for the shell), 0: none."""
         super().__init__(f, size)
         self.last = _LF  # last byte handed out (an empty message is just the terminator)
         self.done = False
+        if unit and size > unit // 2:  # a small message gains nothing from it
+            try:
+                self.unit = bytearray(unit)
+            except MemoryError:
+                pass
 
     def fill(self, out):
         if self.done:
@@ -643,6 +672,13 @@ class PlainProducer(_FileReply):
             self._got(n)
             if n:
                 self.last = out[n - 1]
+                if not self.left and self.last == _LF and n + 3 <= len(out):
+                    # The file is all read (its size is known) and the block has room: the
+                    # terminator goes in the same write.
+                    out[n : n + 3] = TERMINATOR
+                    self.close()
+                    self.done = True
+                    return n + 3
                 return n
             self.close()
         t = terminator(self.last == _LF)

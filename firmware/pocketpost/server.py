@@ -173,9 +173,14 @@ class Server:
                 await conn.pause(session.delay)
             p = session.producer
             k = 0
+            o = out
+            omv = outmv
             if p is not None:
+                if getattr(p, "unit", None) is not None:  # RETR's own copy unit (pop3server)
+                    o = p.unit
+                    omv = memoryview(o)
                 try:  # the first block before the +OK: a message that cannot be read gets -ERR instead
-                    k = p.fill(out)
+                    k = p.fill(o)
                 except OSError as e:
                     resp = session.read_failed(e, False)
                     p = None
@@ -187,15 +192,17 @@ class Server:
                 try:
                     while k:
                         # A full block goes as the view made once: a slice per block is garbage per block.
-                        blk = outmv if k == len(out) else outmv[:k]
+                        blk = omv if k == len(o) else omv[:k]
                         if p.done:  # the last write: out at once, not after the client's delayed ACK
                             nodelay(conn, 1)
                             await conn.send(blk)
                             nodelay(conn, 0)
                         else:
-                            await conn.send(blk)
+                            r = conn.send_some(blk)  # no coroutine per block while the socket takes it
+                            if r != k:
+                                await conn.send(blk[r:] if r else blk)
                         try:
-                            k = p.fill(out)
+                            k = p.fill(o)
                         except OSError as e:  # mid-reply: no terminator may follow, close instead
                             session.read_failed(e, True)
                             return

@@ -11,39 +11,54 @@ One directory per mailbox under the store root:
     <root>/<name>/b<k>/          message files with seq in [k*BUCKET, (k+1)*BUCKET)
     <root>/<name>/damaged/       message files set aside by a scan (wrong size, unreadable), same names
 
-A message file is named "<epoch>.<seq>.<arrival>" (epoch: 8 hex digits, seq and arrival: decimal),
-or "<epoch>.<seq>.<arrival>.p" when it is "plain": no line of it starts with "." (so its wire form
-is the file itself plus the terminator, and RETR can send it without dot-stuffing). It holds
-exactly the bytes sent on the wire before dot-stuffing, CRLF line ends, so its size is its wire
-size. The UID is "<epoch>.<seq>". seq grows by one per delivered message and never goes
+A message file holds the message's wire form: CRLF line ends, every line that starts with "."
+stuffed with a second ".", no terminator. So RETR of any message is a copy: the file, then
+".\r\n" (pop3server.PlainProducer). It is named "<epoch>.<seq>.<arrival>.p" (epoch: 8 hex digits,
+seq and arrival: decimal) when no line starts with "." (the file is the message itself), and
+"<epoch>.<seq>.<arrival>.d<N>" when N dots were added (N >= 1). LIST, STAT and UIDL sizes stay
+the message's own octets (unstuffed, CRLF: what Dovecot reports and what our fetcher's size rule
+compares), the file's size less N. Readers of the content (export, backup, the fetcher's digest)
+get it un-stuffed from Mailbox.open; RETR and TOP take the file (open(i, stored=True)). Files
+named "<epoch>.<seq>.<arrival>" were written before the wire form: unstuffed (CRLF) messages,
+served as before through the stuffing codec (needs_stuffing); they are not converted.
+The UID is "<epoch>.<seq>". seq grows by one per delivered message and never goes
 backwards; the epoch is a random number chosen when the index is created or rebuilt, so even if
 the index is lost after the highest message was deleted, no UID is ever handed out twice.
 
 Delivery never touches the index (that keeps it at about three metadata commits beyond the
 payload on littlefs): the message is streamed into tmp/, flushed, then renamed into its bucket.
-Lone LF becomes CRLF here and nowhere else. A chunk whose LFs are all preceded by CR (one walk
-from LF to LF with C `find`, switching to C `count` passes when lines are short; a LF first in the
-chunk after a CR last in the previous one counts as paired) is written to the file as given; only
-a chunk with a lone LF takes the slow path, a per-line walk through a fixed output buffer. On the
-way the delivery learns whether the message is plain (the same walk looks at the byte after each
-LF, plus a "." first in the chunk when the previous byte was LF or the message starts there; a
-caller that un-stuffed the text itself says so with `write(..., crlf=True, dots=False)` and skips
-both scans); the flag goes into the file name at the rename, so it costs no flash operation. `begin(name, digest=True)` also keeps a SHA-1 of the stored bytes (the client's
-crash-safe bookkeeping); `digest()` ends the message (the final line end is added then) and
-returns it. Files with a seq above the index's last record are "unindexed"; they
+Lone LF becomes CRLF and dot lines are stuffed here and nowhere else. A chunk whose LFs are all
+preceded by CR (one walk from LF to LF with C `find`, switching to C `count` passes when lines are
+short; a LF first in the chunk after a CR last in the previous one counts as paired) and with no
+line starting with "." (the same walk looks at the byte after each LF, plus a "." first in the
+chunk when the previous byte was LF or the message starts there) is written to the file as
+given. A chunk with dot lines is written in pieces cut after each LF that precedes a ".", with a
+"." in between (C `find` of "\n."); only a chunk with a lone LF takes the slow path, a per-line
+walk through a fixed output buffer that does both. A caller that un-stuffed the text itself says
+what it knows with `write(..., crlf=True, dots=False)` (no lone LF, no dot line so far) and skips
+the scans. The dot count goes into the file name at the rename, so it costs no flash operation.
+`begin(name, digest=True)` also keeps a SHA-1 of the message (the un-stuffed octets LIST counts:
+the client's crash-safe bookkeeping); `digest()` ends the message (the final line end is added
+then) and returns it. Files with a seq above the index's last record are "unindexed"; they
 can only live in the newest buckets, so finding them lists at most a bucket or two, never the
 whole mailbox. They are appended to the index (records first, in seq order) when the mailbox is
 locked, or during delivery once enough have piled up while nobody holds the lock.
 
-An index record is (epoch, seq, arrival, size, running total of sizes, check); the check is the
+An index record is (epoch, seq, arrival, size field, running total, check); the check is the
 CRC-32 of the first five fields continued from the CRC-32 residue, so one crc32 call over a block
-of records verifies them all (residue in, residue out). Bit 31 of the
-size field is the plain flag (sizes are far below 2 GiB); records written before the flag existed
-have it clear, which reads as "unknown: needs stuffing", matching their three-part file names. A
-rebuild takes the flag from the file names, like everything else. Every index record carries the
-running total of sizes, so opening a mailbox reads the header and
-the last record: STAT costs the same at 1 or 5,000 messages. Records are read on demand (seek),
-so a session's RAM does not grow with the message count either.
+of records verifies them all (residue in, residue out). The size field is the file's octets in
+bits 0-29 (messages are far below 1 GiB), bit 31 set for a file in the wire form, bit 30 for one
+with dots added; the running total adds up LIST sizes (unstuffed). So a stuffed message's LIST
+size is its running total less the one before (0 before the first record: every rewrite starts
+the total at 0, every append continues it), and its dot count, the file's octets less that: the
+record gives the file name without a field of its own, and the format (b'PPX2', 24 bytes) is
+unchanged. Records written before the wire form have bits 30-31 clear ("unstuffed", matching
+their three-part names; their size field is their LIST size too). A rebuild takes the flags and
+dot counts from the file names, like everything else. The intent log keeps each record's LIST
+size where the index keeps the running total (its records are not consecutive). Every index
+record carries the running total, so opening a mailbox reads the header and the last record:
+STAT costs the same at 1 or 5,000 messages. Records are read on demand (seek), so a session's
+RAM does not grow with the message count either.
 
 Deletion commit (UPDATE state), crash-safe by roll-forward:
   1. write the intent log `commit` (a header with the count, then the records to delete in
@@ -61,18 +76,22 @@ Recovery (at the first lock or delivery after boot, at Store.check, or at a lock
 damage) finishes a valid intent log (if that fails for any reason but a full flash, the files
 decide: see the scan), throws away a torn one, removes `index.new`, then scans: the index
 (every valid record) against one listing of the bucket directories. File names carry the UID,
-arrival and plain flag, the listing gives sizes, so the files are the truth: a record failing its
-check is replaced by its file's name, a record whose file is gone is dropped, a file whose size
-is not its record's is moved to damaged/ (kept, under its name, for export and inspection), a
-file the index lost is indexed again; if anything differed, the index is rewritten (index.new,
-renamed over). UIDs never change; a new epoch is taken only when the header itself is lost.
+arrival, form and dot count, the listing gives sizes, so the files are the truth: a record failing
+its check is replaced by its file's name, a record whose file is gone is dropped, a file whose
+size is not its record's (the file's octets, exact: the dot count in the name keeps a stuffed
+file as exactly checked as any) or is below its own dot count is moved to damaged/ (kept, under
+its name, for export and inspection), a file the index lost is indexed again; if anything
+differed (a dot count that disagrees with the running totals included), the index is rewritten
+(index.new, renamed over). UIDs never change; a new epoch is taken only when the header itself
+is lost.
 Then unindexed files are appended.
 
 Damage while running: every lock reads the whole index and verifies every record (one crc32
 call per block; ~1 ms at 5,000 messages on the host); a failure sends the mailbox through
 recovery before the session sees it. Mailbox.open checks the file's size against the record
-(LIST's size) and refuses a file that differs or cannot be opened, marking the mailbox so the
-next lock recovers it. A file's content is not checksummed: a same-size change goes unseen.
+(the file's octets) and refuses a file that differs or cannot be opened, marking the mailbox so
+the next lock recovers it. A file's content is not checksummed: a same-size change goes unseen
+by RETR (reading a stuffed file un-stuffed also checks it comes to its LIST size, EIO if not).
 
 Locks live in RAM (a module-level set): a dead session cannot leave one behind across a restart.
 One process owns a store root; all Store objects in it share the per-mailbox state below.
@@ -132,11 +151,13 @@ _OLD_MAGIC_COMMIT = const(0x31435050)  # b'PPC1'
 # run of records is verified by one crc32 call over the run (residue in, residue out).
 _RES = const(0x2144DF1C)
 _MASK = const(0xFFFFFFFF)
-_PLAIN = const(0x80000000)  # in a record's size field: no line of the message starts with "."
-_SIZE = const(0x7FFFFFFF)
+_PLAIN = const(0x80000000)  # in a record's size field: the file is the wire form (plain or stuffed)
+_STUFFED = const(0x40000000)  # with _PLAIN: the file has dots added (their number is in its name)
+_SIZE = const(0x3FFFFFFF)  # the file's octets (messages are far below 1 GiB)
 _LF = const(10)
 _CR = const(13)
 _DOT = const(46)
+_EIO = const(5)  # a stuffed file that does not un-stuff to its LIST size
 
 # Messages a session reported unreadable, kept in RAM until the next lock sets them aside (bounded:
 # more than this and the rest wait for another session or for check(deep=True)).
@@ -220,19 +241,42 @@ def valid_name(name):
     return True
 
 
-def _msg_name(epoch, seq, arrival, szf):
-    """The file name of a message; szf is a record's size field (its bit 31: plain)."""
+def _dots(szf, lsize):
+    """Dots added to a stored message: its file octets (szf, a record's size field) less its
+    LIST size; 0 unless the record says stuffed."""
+    return (szf & _SIZE) - lsize if szf & _STUFFED else 0
+
+
+def _msg_name(epoch, seq, arrival, szf, lsize=None):
+    """The file name of a message; szf is a record's size field (bit 31: wire form, bit 30:
+    stuffed), lsize its LIST size (which gives the number of added dots)."""
+    if szf & _STUFFED:
+        if lsize is None:
+            raise StoreError("stuffed message: LIST size needed for its name")
+        return "%08x.%d.%d.d%d" % (epoch, seq, arrival, _dots(szf, lsize))
     if szf & _PLAIN:
         return "%08x.%d.%d.p" % (epoch, seq, arrival)
     return "%08x.%d.%d" % (epoch, seq, arrival)
 
 
 def _parse_msg_name(name):
-    """(epoch, seq, arrival, plain) of a message file name, or None for anything else."""
+    """(epoch, seq, arrival, flags, dots) of a message file name, or None for anything else;
+    flags: 0 (unstuffed, from before the wire form), _PLAIN, or _PLAIN | _STUFFED."""
     parts = name.split(".")
     n = len(parts)
-    if not (n == 3 or (n == 4 and parts[3] == "p")) or len(parts[0]) != 8:
+    if not 3 <= n <= 4 or len(parts[0]) != 8:
         return None
+    flags = 0
+    dots = 0
+    if n == 4:
+        t = parts[3]
+        if t == "p":
+            flags = _PLAIN
+        elif len(t) > 1 and t[0] == "d" and t[1:].isdigit() and t[1] != "0" and len(t) <= 11:
+            flags = _PLAIN | _STUFFED
+            dots = int(t[1:])
+        else:
+            return None
     try:
         epoch = int(parts[0], 16)
         seq = int(parts[1])
@@ -241,7 +285,23 @@ def _parse_msg_name(name):
         return None
     if seq < 1 or arrival < 0 or seq > _MASK or arrival > _MASK:
         return None
-    return epoch, seq, arrival, n == 4
+    return epoch, seq, arrival, flags, dots
+
+
+def _lsize(r, prev):
+    """The LIST size of index record r (six fields) whose predecessor's running total is prev
+    (0 for the first record): the size field for an unstuffed file, else the difference of the
+    running totals (which add up LIST sizes while the size field holds the file's octets)."""
+    if r[3] & _STUFFED:
+        return (r[4] - prev) & _MASK
+    return r[3] & _SIZE
+
+
+def _file_rec(m, size):
+    """The in-RAM record (epoch, seq, arrival, size field, LIST size) of a message file from
+    its parsed name m and its size; the LIST size is negative when the file is shorter than the
+    dots its name says were added (damaged)."""
+    return m[0], m[1], m[2], size | m[3], size - m[4]
 
 
 def parse_uid(uid):
@@ -290,8 +350,9 @@ class _Box:
     def bucket_dir(self, seq):
         return self.p("b%d" % (seq // BUCKET))
 
-    def msg_path(self, epoch, seq, arrival, szf):
-        return compat.join(self.bucket_dir(seq), _msg_name(epoch, seq, arrival, szf))
+    def msg_path(self, epoch, seq, arrival, szf, lsize=None):
+        """The message file's path; lsize (the LIST size) is needed for a stuffed one only."""
+        return compat.join(self.bucket_dir(seq), _msg_name(epoch, seq, arrival, szf, lsize))
 
     # --- index file ---------------------------------------------------------------------------
 
@@ -307,7 +368,7 @@ class _Box:
             f.write(memoryview(buf)[:_REC])
             n = 0
             for r in records_iter:
-                total += r[3] & _SIZE
+                total += r[4]  # the LIST size (the size field holds the file's octets)
                 _pack(buf, n * _REC, r[0], r[1], r[2], r[3], total & _MASK)
                 n += 1
                 count += 1
@@ -372,14 +433,16 @@ class _Box:
         return True
 
     def iter_index(self, mask=None):
-        """Yield (epoch, seq, arrival, size field) of every index record, a block at a time,
-        leaving out record i (0-based) when bit (i & 7) of mask[i >> 3] is set."""
+        """Yield (epoch, seq, arrival, size field, LIST size) of every index record, a block at a
+        time, leaving out record i (0-based) when bit (i & 7) of mask[i >> 3] is set."""
         i = 0
+        prev = 0  # the running total of the record before
         it = _iter_recs(self.p("index"), "index record corrupt")
         try:
             for r in it:
                 if mask is None or not (i >> 3 < len(mask) and mask[i >> 3] & (1 << (i & 7))):
-                    yield r[0], r[1], r[2], r[3]
+                    yield r[0], r[1], r[2], r[3], _lsize(r, prev)
+                prev = r[4]
                 i += 1
         finally:
             it.close()
@@ -404,16 +467,17 @@ class _Box:
     # --- directory scans ----------------------------------------------------------------------
 
     def scan_bucket(self, k, above):
-        """Message files in bucket k with seq > above: list of (epoch, seq, arrival, size field)."""
+        """Message files in bucket k with seq > above: list of (epoch, seq, arrival, size field,
+        LIST size)."""
         path = self.p("b%d" % k)
         out = []
         for name, is_dir, size in compat.listdir_stat(path):
             if is_dir:
                 continue
             m = _parse_msg_name(name)
-            if m is None or m[1] <= above:
-                continue
-            out.append((m[0], m[1], m[2], (size | _PLAIN) if m[3] else size))
+            if m is None or m[1] <= above or size < m[4]:
+                continue  # (a file shorter than its added dots waits for a scan to set it aside)
+            out.append(_file_rec(m, size))
         return out
 
     def buckets(self):
@@ -476,7 +540,7 @@ class _Box:
         _remove(self.p("commit.new"))
         moved = 0
         for r in self.unreadable:  # the scan then finds their records without a file
-            if compat.exists(self.msg_path(r[0], r[1], r[2], r[3])):
+            if compat.exists(self.msg_path(r[0], r[1], r[2], r[3], r[4])):
                 self._set_aside(r, "unreadable by a session")
                 moved += 1
         self.unreadable = []
@@ -557,7 +621,7 @@ class _Box:
                     pass
                 rep["unreadable"] += 1
                 if repair:
-                    self._set_aside((m[0], m[1], m[2], (size | _PLAIN) if m[3] else size), "unreadable")
+                    self._set_aside(_file_rec(m, size), "unreadable")
                     moved += 1
         return moved
 
@@ -582,7 +646,8 @@ class _Box:
         """Step 1 of a deletion commit: the intent log, flushed. Once complete it is the commit
         point; a failure before that removes it and nothing is deleted.
 
-        recs: the n records to delete (five fields each, as in the index), in index order, i.e.
+        recs: the n records to delete (epoch, seq, arrival, size field, LIST size: the log keeps
+        the LIST size where the index keeps the running total), in index order, i.e.
         ascending seq; any iterable, walked once and written a block at a time (nothing is kept,
         so a generator reading the index costs a fixed amount of RAM for any n)."""
         if n is None:
@@ -624,7 +689,7 @@ class _Box:
         it = _iter_recs(intent, "intent log corrupt")
         try:
             for r in it:
-                _remove(self.msg_path(r[0], r[1], r[2], r[3]))
+                _remove(self.msg_path(r[0], r[1], r[2], r[3], r[4]))
                 if r[1] + 1 > floor:
                     floor = r[1] + 1
         finally:
@@ -732,11 +797,15 @@ class _Box:
         # Fixed RAM for any mailbox: one slot per seq of a bucket, reused for every bucket. The
         # listing fills the slots (names parsed one at a time), the bucket's records are then
         # matched against them, and the slots are read out in seq order.
-        slots = [None] * BUCKET  # file tuple (epoch, seq, arrival, size field) by seq % BUCKET
+        slots = [None] * BUCKET  # file tuple (epoch, seq, arrival, size field, LIST size) by seq % BUCKET
         claimed = bytearray(BUCKET)  # 1: a valid record matched the slot's file
         old = _iter_salvage(self.p("index"), rep)
         try:
+            bad = rep["bad_records"]
             r = _next(old)
+            # The running total of the record just before r in the index (0 before the first),
+            # None when a bad record lay between (salvage skipped it).
+            prev = 0 if rep["bad_records"] == bad else None
             kept = 0
             top = 0  # highest seq of any record read or file seen
             last_old = 0  # highest seq of a valid record of the old index
@@ -747,7 +816,7 @@ class _Box:
                     for name, size in compat.iter_files(self.p("b%d" % k)):
                         m = _parse_msg_name(name)
                         if m is not None and lo <= m[1] < hi:
-                            slots[m[1] - lo] = (m[0], m[1], m[2], (size | _PLAIN) if m[3] else size)
+                            slots[m[1] - lo] = _file_rec(m, size)
                 except OSError as e:
                     # A bucket directory littlefs cannot read: its messages are lost (their
                     # records count as missing) and no new mail may go into it.
@@ -772,10 +841,17 @@ class _Box:
                         if act:
                             self._set_aside(t, "size %d, index says %d" % (t[3] & _SIZE, r[3] & _SIZE))
                     else:
-                        if t[0] != r[0] or t[2] != r[2] or t[3] != r[3]:
+                        # The LIST size a stuffed record gives depends on its neighbour's running
+                        # total: checked when that neighbour was valid (else the rewrite fixes it).
+                        lz = t[4] if prev is None else _lsize(r, prev)
+                        if t[0] != r[0] or t[2] != r[2] or t[3] != r[3] or lz != t[4]:
                             rep["renamed"] += 1  # the file's name disagrees with its record: the name wins
                         claimed[i] = 1
+                    prev = r[4]
+                    bad = rep["bad_records"]
                     r = _next(old)
+                    if rep["bad_records"] != bad:
+                        prev = None
                 for i in range(BUCKET):
                     t = slots[i]
                     if t is None:
@@ -783,6 +859,11 @@ class _Box:
                     slots[i] = None
                     if not claimed[i]:
                         top = max(top, t[1])
+                        if t[4] < 0:  # shorter than the dots its name says were added
+                            rep["damaged"] += 1
+                            if act:
+                                self._set_aside(t, "size %d below its added dots" % (t[3] & _SIZE))
+                            continue
                         if t[1] <= last_old or r is not None or t[1] < self._hfloor:
                             rep["recovered"] += 1
                         else:
@@ -805,7 +886,7 @@ class _Box:
 
     def _set_aside(self, t, why):
         """Move a damaged message file to damaged/ (same name: the UID stays readable)."""
-        name = _msg_name(t[0], t[1], t[2], t[3])
+        name = _msg_name(t[0], t[1], t[2], t[3], t[4])
         try:
             compat.makedirs(self.p(_DAMAGED))
             compat.rename(compat.join(self.bucket_dir(t[1]), name), self.p(_DAMAGED, name))
@@ -826,7 +907,7 @@ class _Box:
         f = open(self.p("index"), "ab")
         try:
             for r in recs:
-                total += r[3] & _SIZE
+                total += r[4]
                 _pack(buf, 0, r[0], r[1], r[2], r[3], total & _MASK)
                 f.write(buf)
             compat.sync_file(f)
@@ -1309,10 +1390,13 @@ def reboot():
 class Delivery:
     """One message being written: write() any number of times, then commit() or abort().
 
-    Lone LF becomes CRLF as the bytes go by (one byte of state, the last byte written, is kept
-    across write() calls). A chunk without a lone LF goes to the file as given; a chunk with one
-    is converted through a fixed output buffer. Pass bytes or bytearray to get the fast path with
-    no copy; a memoryview (which has no find/count) is scanned through a fixed input buffer.
+    Lone LF becomes CRLF and a line starting with "." gets a second "." as the bytes go by (one
+    byte of state, the last byte written, is kept across write() calls): the file is the
+    message's wire form. A chunk without a lone LF or a dot line goes to the file as given; a
+    chunk with dot lines goes in pieces split at them; a chunk with a lone LF is converted
+    through a fixed output buffer. Pass bytes or bytearray to get the fast path with no copy; a
+    memoryview (which has no find/count) is scanned through a fixed input buffer. `size` counts
+    the message's octets (LIST's), `dots` the dots added; the digest is of the message.
     """
 
     def __init__(self, store, box, arrival, limit, limit_exc, digest=False):
@@ -1323,7 +1407,7 @@ class Delivery:
         self._limit_exc = limit_exc
         self.size = 0
         self._last = _LF  # pretend a line just ended: a leading LF is lone, a leading "." a dot line
-        self._plain = True  # no line seen so far starts with "."
+        self.dots = 0  # dots added so far (lines starting with ".")
         self._ended = False  # digest() ended the message: no more write()
         self._h = None
         if digest:
@@ -1347,7 +1431,7 @@ class Delivery:
     @property
     def plain(self):
         """True while no line of the message written so far starts with "."."""
-        return self._plain
+        return not self.dots
 
     def write(self, data, crlf=False, dots=True):
         """Add data. `crlf=True` says the caller has checked that every LF in `data` follows a
@@ -1360,9 +1444,11 @@ class Delivery:
             if crlf and not (dots and isinstance(data, memoryview)):  # a memoryview has no find()
                 end = len(data)
                 if end:
-                    if dots and self._plain and ((data[0] == _DOT and self._last == _LF) or data.find(b"\n.") >= 0):
-                        self._plain = False
-                    self._put(data, end)
+                    j = data.find(b"\n.") if dots else -1
+                    if j >= 0 or (dots and data[0] == _DOT and self._last == _LF):
+                        self._stuff(data, end, j)
+                    else:
+                        self._put(data, end)
             elif isinstance(data, memoryview):
                 if self._in is None:
                     self._in = bytearray(IN_BUF)
@@ -1394,9 +1480,7 @@ class Delivery:
         if not end:
             return
         last = self._last
-        plain = self._plain
-        if buf[0] == _DOT and last == _LF:
-            plain = False
+        dotted = buf[0] == _DOT and last == _LF  # a line of this chunk starts with "."
         i = 0
         left = end // _WALK_BYTES
         lone = False
@@ -1410,24 +1494,58 @@ class Delivery:
                 break
             i = j + 1
             if i < end and buf[i] == _DOT:
-                plain = False
+                dotted = True
             left -= 1
             if not left:
                 lone = buf.count(b"\n", i, end) != buf.count(b"\r\n", i, end)
                 scan = i
                 break
-        if plain and scan >= 0 and not lone and buf.find(b"\n.", scan, end) >= 0:
-            plain = False
-        self._plain = plain
+        if not dotted and scan >= 0 and not lone and buf.find(b"\n.", scan, end) >= 0:
+            dotted = True
         if lone:
             self._convert(buf, end)
-            return
-        self._put(whole, end)
+        elif dotted:
+            self._stuff(buf, end, -2)
+        else:
+            self._put(whole, end)
+
+    def _room(self, n):
+        if self._limit >= 0 and self.size + self.dots + n > self._limit:
+            raise self._limit_exc("message too large for the space left")
+
+    def _stuff(self, buf, end, j):
+        """buf[:end] (bytes or bytearray, every LF with its CR) into the file with a "." added
+        before each line that starts with ".": the pieces between go as memoryview slices.
+        j: where the first "\n." is if the caller found it (-1: none), -2: not looked for."""
+        self._room(end)
+        if self._n:
+            self._flush()
+        if self._h is not None:
+            self._h.update(buf if end == len(buf) else memoryview(buf)[:end])
+        f = self._f
+        mv = memoryview(buf)
+        i = 0
+        if buf[0] == _DOT and self._last == _LF:
+            f.write(b".")
+            self.dots += 1
+        if j == -2:
+            j = buf.find(b"\n.", 0, end)
+        while True:
+            if j < 0:
+                break
+            f.write(mv[i : j + 1])
+            f.write(b".")
+            self.dots += 1
+            i = j + 1
+            j = buf.find(b"\n.", i, end)
+        if i < end:
+            f.write(mv[i:end])
+        self.size += end
+        self._last = buf[end - 1]
 
     def _put(self, whole, end):
-        # Fast path: every LF has its CR; the caller's chunk goes to the file as it is.
-        if self._limit >= 0 and self.size + end > self._limit:
-            raise self._limit_exc("message too large for the space left")
+        # Fast path: every LF has its CR, no line starts with "."; the chunk goes as it is.
+        self._room(end)
         if self._n:
             self._flush()
         self._write(whole)
@@ -1446,6 +1564,8 @@ class Delivery:
         mv = memoryview(buf)
         run = 0
         i = 0
+        if end and buf[0] == _DOT and self._last == _LF:
+            self._dot()
         while True:
             j = buf.find(b"\n", i, end)
             if j < 0:
@@ -1458,16 +1578,25 @@ class Delivery:
                 run = j + 1
             i = j + 1
             if i < end and buf[i] == _DOT:
-                self._plain = False
+                if i > run:
+                    self._emit(mv[run:i])
+                run = i
+                self._dot()
         if end > run:
             self._emit(mv[run:end])
         if end:
             self._last = buf[end - 1]
 
+    def _dot(self):
+        """The slow path's stuffing dot: written past the digest (which is of the message)."""
+        self._room(1)
+        self._flush()
+        self._f.write(b".")
+        self.dots += 1
+
     def _emit(self, piece):
         n = len(piece)
-        if self._limit >= 0 and self.size + n > self._limit:
-            raise self._limit_exc("message too large for the space left")
+        self._room(n)
         self.size += n
         if self._out is None or self._n + n > OUT_BUF:
             self._flush()
@@ -1558,7 +1687,7 @@ class Delivery:
             bdir = box.bucket_dir(seq)
             if not compat.isdir(bdir):
                 os.mkdir(bdir)
-            return epoch, seq, compat.join(bdir, _msg_name(epoch, seq, self.arrival, self._szf()))
+            return epoch, seq, compat.join(bdir, _msg_name(epoch, seq, self.arrival, self._szf(), self.size))
         except OSError as e:
             self.abort()
             raise _os_error(e)
@@ -1567,7 +1696,8 @@ class Delivery:
             raise
 
     def _szf(self):
-        return (self.size | _PLAIN) if self._plain else self.size
+        """The index record's size field: the file's octets, wire form (stuffed if dots)."""
+        return (self.size + self.dots) | (_PLAIN | _STUFFED if self.dots else _PLAIN)
 
     def landed(self, epoch, seq, merge=True):
         """Commit, step 2, once the temp file is renamed to seal()'s path (the message is durable):
@@ -1581,10 +1711,10 @@ class Delivery:
         box.total += self.size
         c = self._store._free_cache
         if c is not None:
-            c[3] += self.size + 512  # + metadata, roughly
+            c[3] += self.size + self.dots + 512  # + metadata, roughly
         if self._uid is not None:
             try:
-                box.merge([(epoch, seq, self.arrival, self._szf())])
+                box.merge([(epoch, seq, self.arrival, self._szf(), self.size)])
             except (OSError, StoreError):
                 # Durable but unindexed beyond a possible bucket gap: an index rebuild (or the
                 # same restore run again, which renames over it) makes it visible.
@@ -1631,6 +1761,58 @@ class Delivery:
 _Delivery_ids = [0]  # unique temp names within the process
 
 
+class _Unstuffed:
+    """The message of a stuffed file (Mailbox.open): readinto(buf) un-stuffs the file through a
+    fixed IN_BUF block (wire.DotUnstuffer, which never meets a terminator in a sound file).
+    A terminator inside the file, or a message that does not come to `size` octets, raises
+    OSError(EIO) like any other unreadable message."""
+
+    def __init__(self, f, size):
+        from pocketpost.wire import DotUnstuffer  # the stuffing codec, for stuffed files only
+
+        self.f = f
+        self.left = size
+        self._u = DotUnstuffer()
+        self._buf = bytearray(IN_BUF)
+        self._s = 0
+        self._e = 0
+
+    def readinto(self, out):
+        cap = len(out)
+        n = 0
+        u = self._u
+        while n < cap:
+            if self._s >= self._e:
+                got = self.f.readinto(self._buf)
+                if not got:
+                    break
+                self._s = 0
+                self._e = got
+            n += u.unstuff_into(self._buf, self._s, self._e, out, n)
+            self._s += u.consumed
+            if u.done:
+                raise OSError(_EIO, "terminator inside a stored message")
+        self.left -= n
+        if self.left < 0 or (not n and self.left):
+            raise OSError(_EIO, "stored message is not its recorded size")
+        return n
+
+    def read(self, n=-1):
+        """Up to n octets (all that is left when n < 0: for tests and tools, not the board)."""
+        b = bytearray(n if n >= 0 else max(self.left, 0))
+        mv = memoryview(b)
+        k = 0
+        while k < len(b):
+            got = self.readinto(mv[k:])
+            if not got:
+                break
+            k += got
+        return bytes(mv[:k])
+
+    def close(self):
+        self.f.close()
+
+
 class Mailbox:
     """A locked mailbox as the session sees it: a snapshot taken at lock time.
 
@@ -1670,26 +1852,46 @@ class Mailbox:
         r = self._rec(i)
         return "%08x.%d" % (r[0], r[1])
 
+    def _lsize(self, i, r):
+        """The LIST size of message i, whose record is r: a stuffed message's is the difference
+        of its running total and the one before (a second record read, usually in the buffer)."""
+        if not r[3] & _STUFFED:
+            return r[3] & _SIZE
+        return _lsize(r, self._rec(i - 1)[4] if i else 0)
+
     def size(self, i):
+        """The message's octets (LIST, STAT): CRLF line ends, without dot-stuffing."""
+        return self._lsize(i, self._rec(i))
+
+    def stored_size(self, i):
+        """The file's octets: size(i) plus the dots added to a stuffed message."""
         return self._rec(i)[3] & _SIZE
 
     def needs_stuffing(self, i):
-        """False when no line of message i starts with "." (RETR may send the file as it is);
-        True when one does, or when the store does not know (messages from before the flag)."""
+        """False when the file is the message's wire form (RETR sends it as it is, then the
+        terminator); True for a file from before the wire form (unstuffed: RETR stuffs it)."""
         return not self._rec(i)[3] & _PLAIN
+
+    def stuffed(self, i):
+        """True when the file has dots added (a reader of the message must un-stuff it)."""
+        return bool(self._rec(i)[3] & _STUFFED)
 
     def arrival(self, i):
         return self._rec(i)[2]
 
-    def open(self, i):
-        """The message file, after checking that it has the size the index (and so LIST) gave.
-        A file gone, unreadable or of another size since the lock raises StoreError
-        ('SYS/PERM') and marks the mailbox: the next lock scans it and moves the file aside."""
+    def open(self, i, stored=False):
+        """The message: a reader (readinto, read, close) of its size(i) octets, un-stuffing a
+        stuffed file as it goes (export, the fetcher's digest). stored=True: the file itself,
+        stored_size(i) octets, the wire form unless needs_stuffing(i) (RETR, TOP). Checked
+        first: a file gone, unreadable or of another size than its record since the lock raises
+        StoreError('SYS/PERM') and marks the mailbox: the next lock scans it and moves the file
+        aside."""
         r = self._rec(i)
+        lsize = self._lsize(i, r)
         box = self._box
         f = None
         try:
-            f = open(box.msg_path(r[0], r[1], r[2], r[3]), "rb")
+            f = open(box.msg_path(r[0], r[1], r[2], r[3], lsize), "rb")
             n = f.seek(0, 2)
             f.seek(0)
         except OSError as e:
@@ -1699,7 +1901,9 @@ class Mailbox:
                 raise _os_error(e)
             n = -1
         if n == r[3] & _SIZE:
-            return f
+            if stored or not r[3] & _STUFFED:
+                return f
+            return _Unstuffed(f, lsize)
         if f is not None:
             f.close()
         box.suspect = True
@@ -1713,7 +1917,7 @@ class Mailbox:
         r = self._rec(i)
         box = self._box
         if len(box.unreadable) < MAX_UNREADABLE:
-            box.unreadable.append((r[0], r[1], r[2], r[3]))
+            box.unreadable.append((r[0], r[1], r[2], r[3], self._lsize(i, r)))
         box.suspect = True
         log.warning("store %s: message %08x.%d could not be read: set aside at the next lock", box.path, r[0], r[1])
 
@@ -1796,8 +2000,29 @@ class Mailbox:
                     r = _unpack(buf, (i - i0) * _REC)
                     if r is None:
                         raise StoreError("index record corrupt")
-                    self._freed += r[3] & _SIZE
-                    yield r
+                    lsize = r[3] & _SIZE
+                    if r[3] & _STUFFED:
+                        lsize = _lsize(r, self._total_before(i, i0, got))
+                    self._freed += lsize
+                    yield r[0], r[1], r[2], r[3], lsize
+
+    def _total_before(self, i, i0, got):
+        """The running total of record i - 1 (0 for i = 0): from the block in the buffer (records
+        i0 .. i0 + got - 1), else read on its own (a stuffed record first in its block)."""
+        if not i:
+            return 0
+        if i - 1 >= i0:
+            r = _unpack(self._buf, (i - 1 - i0) * _REC)
+        else:
+            one = bytearray(_REC)
+            f = self._f
+            f.seek(_REC * i)
+            if f.readinto(one) != _REC:
+                raise StoreError("index truncated")
+            r = _unpack(one, 0)
+        if r is None:
+            raise StoreError("index record corrupt")
+        return r[4]
 
     def _close(self):
         if self._f is not None:

@@ -545,35 +545,50 @@ def _drain(p, bufsize):
 
 
 def test_retr_plain_path_same_bytes():
-    """A message with no dot line is sent straight from the file (PlainProducer); the bytes on
-    the wire are exactly what the dot-stuffing path produces."""
+    """Every message is sent straight from its file (PlainProducer: the store keeps the wire
+    form, dot lines stuffed); the bytes on the wire are exactly what the dot-stuffing path makes
+    of the message, and TOP of the stored wire form equals TOP through the stuffing path."""
     msgs = [b"Subject: plain\r\n\r\nno dot lines. none.\r\n",
             b"",
             b"Subject: big\r\n\r\n" + b"y" * 3000 + b"\r\n" + b"z.\r\n" * 700,
             b"Subject: lf\nsloppy\nline ends.\n",  # stored with CRLF, still plain
-            MSGS[1]]  # dot lines: the stuffing path
+            MSGS[1],  # dot lines: stored stuffed
+            b".Subject: dots\r\n\r\n.\r\n..\r\n.x\r\n" + b"a\r\n.b\r\n" * 300 + b".",  # no final CRLF
+            ]
     e = Env(msgs=msgs)
     try:
         s = e.session()
         login(s)
         for i, m in enumerate(msgs):
             stored = m.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+            if stored and not stored.endswith(b"\n"):
+                stored += b"\r\n"
+            assert s.mb.stuffed(i) == (i >= 4) and not s.mb.needs_stuffing(i)
             r = s.handle(b"RETR %d" % (i + 1))
             assert r == b"+OK %d octets\r\n" % len(stored)
             p = s.producer
             s.producer = None
-            assert isinstance(p, BodyProducer if i == 4 else PlainProducer), (i, p)
+            assert isinstance(p, PlainProducer), (i, p)
             wire = _drain(p, 256)
             p.close()
-            f = s.mb.open(i)
-            ref = _drain(BodyProducer(f, 256, -1), 256)  # the stuffing path on the same file
+            f = s.mb.open(i)  # the message, un-stuffed
+            ref = _drain(BodyProducer(f, 256, -1), 256)  # the stuffing path on the message
             assert wire == ref, i
             assert unstuff(wire) == stored, i
             if i == 1:
                 assert wire == b".\r\n"
             for bufsize in (5, 7, 1024):  # any buffer the shell may use
+                f = s.mb.open(i, True)
+                assert _drain(PlainProducer(f), bufsize) == wire
+            for n in (0, 1, 2, 5, 1000):
+                r = s.handle(b"TOP %d %d" % (i + 1, n))
+                assert r.startswith(b"+OK"), r
+                p = s.producer
+                s.producer = None
+                top = _drain(p, 7)
+                p.close()
                 f = s.mb.open(i)
-                assert _drain(BodyProducer(f, 64, -1) if i == 4 else PlainProducer(f), bufsize) == wire
+                assert top == _drain(BodyProducer(f, 64, n), 256), (i, n)
         s.close()
     finally:
         e.done()
@@ -583,6 +598,9 @@ def test_plain_producer_file_without_final_crlf():
     # The store never writes such a file; if one appears anyway, the reply still ends framed.
     for data, wire in ((b"abc", b"abc\r\n.\r\n"), (b"abc\r\n", b"abc\r\n.\r\n"), (b"", b".\r\n")):
         assert _drain(PlainProducer(_F(data, 2)), 5) == wire
+        # With the size known, the terminator rides in the last block when it fits (a copy unit).
+        for bufsize in (5, 6, 8, 64):
+            assert _drain(PlainProducer(_F(data, 64), len(data), 64), bufsize) == wire, (data, bufsize)
 
 
 def test_close_mid_retr_closes_the_message_file():

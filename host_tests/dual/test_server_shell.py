@@ -42,6 +42,9 @@ class FakeConn:
         self.inp = self.inp[n:]
         return n
 
+    def send_some(self, mv):
+        return 0  # the write the shell tries first (listener.ServerConn): "would block", send() takes it
+
     async def send(self, data, ms=None):
         self.events.append(("send", bytes(data)))
 
@@ -85,9 +88,10 @@ def test_nagle_off_for_the_last_write_of_a_multiline_reply_only():
             on, off = toggles[k], toggles[k + 1]
             assert off == on + 2 and ev[on + 1][0] == "send"
             assert ev[on + 1][1].endswith(b".\r\n")  # the write that ends the reply
-        # RETR 3 is 5 KiB in 256 B blocks: all its earlier writes went with Nagle on
+        # RETR 3 is 5 KiB, sent in RETR's 4 KiB copy unit (block_size 256): its first block
+        # went with Nagle on
         first = toggles[0]
-        assert sum(1 for e in ev[:first] if e[0] == "send") > 10
+        assert 4096 in [len(e[1]) for e in ev[:first] if e[0] == "send"]
     finally:
         _rmtree(d)
 
@@ -110,25 +114,26 @@ def test_full_retr_blocks_go_as_the_one_preallocated_view():
     d = tmpdir()
     try:
         st = Store(d + "/mail", quota=0, reserve=0)
-        for m in MSGS:
+        for m in MSGS + [b"Subject: big\r\n\r\n" + b"z" * 78 + b"\r\n" + b".x\r\n" * 30000]:
             dl = st.begin("alice")
             dl.write(m)
             dl.commit()
-        cfg = config.check({"store": {"root": d + "/mail"},
-                            "server": {"pbkdf2_iterations": 5, "block_size": 256, "cert": "", "key": ""}})
-        config.add_user(cfg, "alice", "pw", 5)
-        cfg = config.check(cfg)
-        srv = server.Server(cfg, st)
-        conn = KeepConn(b"USER alice\r\nPASS pw\r\nRETR 3\r\nQUIT\r\n")
-        if IS_MP:
-            asyncio.new_event_loop()
-        asyncio.run(srv._run(conn, Session(srv.svc, "127.0.0.1", False), Slot(1, "127.0.0.1", None)))
-        full = [o for o in conn.objs if len(o) == 256]
-        assert len(full) > 10  # RETR 3 is 5 KiB in 256 B blocks
-        assert all(o is full[0] for o in full)
-        assert isinstance(full[0], memoryview)
-        wire = b"".join(e[1] for e in conn.events if e[0] == "send")
-        assert wire.count(b"\r\n.\r\n") == 1
+        for block, unit in ((256, 4096), (4096, 4096), (8192, 8192)):  # RETR's own unit below 4 KiB
+            cfg = config.check({"store": {"root": d + "/mail"},
+                                "server": {"pbkdf2_iterations": 5, "block_size": block, "cert": "", "key": ""}})
+            config.add_user(cfg, "alice", "pw", 5)
+            cfg = config.check(cfg)
+            srv = server.Server(cfg, st)
+            conn = KeepConn(b"USER alice\r\nPASS pw\r\nRETR %d\r\nQUIT\r\n" % (len(MSGS) + 1))
+            if IS_MP:
+                asyncio.new_event_loop()
+            asyncio.run(srv._run(conn, Session(srv.svc, "127.0.0.1", False), Slot(1, "127.0.0.1", None)))
+            full = [o for o in conn.objs if len(o) == unit]
+            assert len(full) > 10, (block, len(full))  # RETR of 150 KB (stuffed on flash)
+            assert all(o is full[0] for o in full)
+            assert isinstance(full[0], memoryview)
+            wire = b"".join(e[1] for e in conn.events if e[0] == "send")
+            assert wire.count(b"\r\n.\r\n") == 1 and wire.count(b"..x\r\n") == 30000
     finally:
         _rmtree(d)
 
@@ -162,3 +167,40 @@ def test_conn_send_passes_a_memoryview_through():
     asyncio.run(c.send(mv))
     asyncio.run(c.send(b"+OK\r\n"))
     assert sock.got[0] is mv and bytes(sock.got[1]) == b"+OK\r\n"
+
+
+class _ScriptSock:
+    def __init__(self, results):
+        self.results = list(results)
+        self.calls = 0
+
+    def write(self, mv):
+        self.calls += 1
+        r = self.results.pop(0)
+        if isinstance(r, Exception):
+            raise r
+        return r
+
+
+def test_send_some_is_one_write_that_never_waits():
+    # The RETR loop's block write (listener.ServerConn.send_some): what the socket took, 0 when it
+    # would block (None, EAGAIN) or a TLS handshake is under way; a real error propagates.
+    if not IS_MP:
+        from dualtest import skip
+
+        skip("ServerConn.send_some writes to MicroPython's socket (CPython's answers 0: send() does it)")
+    from pocketpost.listener import ServerConn
+
+    sock = _ScriptSock([7, None, OSError(11), OSError(104)])
+    c = ServerConn(_Stream(sock))
+    mv = memoryview(bytearray(16))
+    assert c.send_some(mv) == 7
+    assert c.send_some(mv) == 0
+    assert c.send_some(mv) == 0
+    try:
+        c.send_some(mv)
+        assert False, "a reset was swallowed"
+    except OSError as e:
+        assert e.args[0] == 104
+    c.handshaking = True
+    assert c.send_some(mv) == 0 and sock.calls == 4

@@ -363,9 +363,38 @@ def test_full_flash_and_delete_frees_space():
 
 
 def _flags(st, name):
+    """Per message: True when its file has dots added (stuffed wire form), None when it is an
+    unstuffed file from before the wire form, False for a plain one (its own wire form)."""
     mb = st.lock(name)
     try:
-        return [mb.needs_stuffing(i) for i in range(mb.count)]
+        return [None if mb.needs_stuffing(i) else mb.stuffed(i) for i in range(mb.count)]
+    finally:
+        mb.release()
+
+
+def _wire(data):
+    """The wire form the store keeps: lone LF -> CRLF, a final line end, dot-stuffed."""
+    out = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    if out and not out.endswith(b"\n"):
+        out += b"\n" if out.endswith(b"\r") else b"\r\n"
+    return out, (b"." if out.startswith(b".") else b"") + out.replace(b"\n.", b"\n..")
+
+
+def _check_wire(st, name, datas):
+    """Every message's file is its wire form, LIST gives the message's octets, open() the message."""
+    mb = st.lock(name)
+    try:
+        assert mb.count == len(datas)
+        for i, data in enumerate(datas):
+            msg, wire = _wire(data)
+            f = mb.open(i, True)
+            try:
+                assert f.read() == wire, (i, data)
+            finally:
+                f.close()
+            assert mb.size(i) == len(msg) and mb.stored_size(i) == len(wire), (i, data)
+            assert _read(mb, i) == msg, (i, data)
+        assert mb.total_size == sum(len(_wire(d)[0]) for d in datas)
     finally:
         mb.release()
 
@@ -388,15 +417,19 @@ def test_plain_flag():
 
     def body(root, st):
         want = []
+        datas = []
         for data, dots in cases:
             for chunk in (0, 1, 7):  # whole, every split, ragged splits
                 _deliver(st, "x", data, chunk)
                 want.append(dots)
+                datas.append(data)
             d = st.begin("x")  # a memoryview goes through the fixed input buffer
             d.write(memoryview(data))
             d.commit()
             want.append(dots)
+            datas.append(data)
         assert _flags(st, "x") == want
+        _check_wire(st, "x", datas)
 
     _with_store(body)
 
@@ -413,6 +446,8 @@ def test_plain_flag_dot_line_across_writes():
             assert d.plain == (not dots), (first, second)
             d.commit()
         assert _flags(st, "x") == [True, True, True, False, True, False]
+        _check_wire(st, "x", [b"a\r\n.b\r\n", b"a\r\n.b\r\n", b"a\n.b\n", b"a.b\r\n", b"a\r\n.b\r\n",
+                              b"a\r\nb.\r\n"])
 
     _with_store(body)
 
@@ -423,7 +458,7 @@ def test_plain_flag_survives_index_rebuild_and_unknown_is_true():
         _deliver(st, "x", b"S: 2\r\n\r\n.dotted\r\n")
         _deliver(st, "x", b"S: 3\r\n\r\nplain too\r\n")
         assert _flags(st, "x") == [False, True, False]
-        # A file named the way it was before the flag existed ("unknown") reads as needs-stuffing.
+        # A file named the way it was before the wire form (unstuffed) reads as needs-stuffing.
         mb = st.lock("x")
         r = mb._rec(2)
         old = mb._box.msg_path(r[0], r[1], r[2], r[3])
@@ -435,7 +470,7 @@ def test_plain_flag_survives_index_rebuild_and_unknown_is_true():
         f.close()
         store_mod.reboot()
         st2 = Store(root)
-        assert _flags(st2, "x") == [False, True, True]
+        assert _flags(st2, "x") == [False, True, None]
         mb = st2.lock("x")
         assert [_read(mb, i) for i in range(3)] == [b"S: 1\r\n\r\nplain\r\n", b"S: 2\r\n\r\n.dotted\r\n",
                                                    b"S: 3\r\n\r\nplain too\r\n"]
@@ -817,5 +852,101 @@ def test_write_crlf_hint_stores_what_the_walk_stores():
         for i in range(mb.count):
             assert _read(mb, i) == msg + b"\r\n"
         mb.release()
+
+    _with_store(body)
+
+
+def _dotty(i):
+    """Message i; every third has i % 7 + 1 dot lines (stuffed on flash)."""
+    body = b"Subject: %d\r\n\r\nline\r\n" % i
+    if i % 3 == 0:
+        body += b".dot\r\n" * (i % 7 + 1)
+    return body + b"end %d\r\n" % i
+
+
+def test_stuffed_list_sizes_across_index_blocks_and_deletions():
+    """A stuffed message's LIST size comes from the running totals (its record's size field is
+    the file's octets): exact in any order of access, across the session's record blocks, after
+    a deletion commit (the intent log keeps the LIST size) and after an index rebuild."""
+
+    def body(root, st):
+        msgs = [_dotty(i) for i in range(70)]
+        for m in msgs:
+            _deliver(st, "x", m)
+        mb = st.lock("x")
+        assert [mb.size(i) for i in range(69, -1, -1)] == [len(m) for m in reversed(msgs)]
+        assert [mb.size(i) for i in range(70)] == [len(m) for m in msgs]
+        assert [mb.stored_size(i) - mb.size(i) for i in range(70)] == [m.count(b"\n.") for m in msgs]
+        assert mb.total_size == sum(len(m) for m in msgs)
+        gone = [0, 3, 32, 33, 63, 64, 69]  # stuffed ones first in a block of 32 records among them
+        mb.commit(gone)
+        keep = [m for i, m in enumerate(msgs) if i not in gone]
+        mb = st.lock("x")
+        assert mb.count == len(keep) and mb.total_size == sum(len(m) for m in keep)
+        assert [mb.size(i) for i in range(mb.count)] == [len(m) for m in keep]
+        assert [_read(mb, i) for i in range(mb.count)] == keep
+        mb.release()
+        assert st.usage("x") == (len(keep), sum(len(m) for m in keep))
+        rep = st.check()
+        assert rep["problems"] == 0, rep
+        os.remove(root + "/x/index")  # rebuilt from the names (dot counts) and sizes
+        store_mod.reboot()
+        st2 = Store(root, quota=0)
+        mb = st2.lock("x")
+        assert [mb.size(i) for i in range(mb.count)] == [len(m) for m in keep]
+        assert [_read(mb, i) for i in range(mb.count)] == keep
+        mb.release()
+
+    _with_store(body, quota=0)
+
+
+def test_stuffed_file_damage_is_detected():
+    """A stuffed file whose size is not its record's is refused at open (SYS/PERM) and set aside
+    at the next lock, like any other; a file shorter than the dots its name claims is set aside
+    by the scan; a stuffed file that does not un-stuff to its LIST size fails its read."""
+
+    def body(root, st):
+        _deliver(st, "x", b"S: 1\r\n\r\n.a\r\n")
+        _deliver(st, "x", b"S: 2\r\n\r\n.b\r\n..c\r\n")
+        _deliver(st, "x", b"S: 3\r\n\r\nplain\r\n")
+        mb = st.lock("x")
+        paths = [mb._box.msg_path(*(mb._rec(i)[:4] + (mb.size(i),))) for i in range(3)]
+        assert paths[0].endswith(".d1") and paths[1].endswith(".d2") and paths[2].endswith(".p")
+        f = open(paths[1], "ab")
+        f.write(b"x")  # one octet more: the size check at open
+        f.close()
+        try:
+            mb.open(1)
+            assert False, "a grown stuffed file was opened"
+        except StoreError as e:
+            assert e.code == "SYS/PERM"
+        # Same size, content no longer the stuffed form of 12 octets: the read says so.
+        f = open(paths[0], "wb")
+        f.write(b"S: 1\r\n\r\n.a\r\n.")  # one dot short of ".." + a stray "." (same size, 13)
+        f.close()
+        r = mb.open(0)
+        try:
+            r.read()
+            assert False, "a stuffed file that un-stuffs short was read"
+        except OSError:
+            pass
+        r.close()
+        mb.release()
+        mb = st.lock("x")  # the grown file is set aside at the next lock
+        assert mb.count == 2 and _read(mb, 1) == b"S: 3\r\n\r\nplain\r\n"
+        mb.release()
+        names = os.listdir(root + "/x/damaged")
+        assert len(names) == 1 and names[0].endswith(".2.1000.d2"), names
+        # A file shorter than its name's dot count cannot be a message: the scan sets it aside.
+        short = paths[2].rsplit("/", 1)[0] + "/" + paths[2].rsplit("/", 1)[1].split(".")[0] + ".4.1000.d9"
+        f = open(short, "wb")
+        f.write(b"..\r\n")
+        f.close()
+        os.remove(root + "/x/index")
+        store_mod.reboot()
+        mb = Store(root).lock("x")
+        assert mb.count == 2
+        mb.release()
+        assert sorted(n.split(".", 1)[1] for n in os.listdir(root + "/x/damaged")) == ["2.1000.d2", "4.1000.d9"]
 
     _with_store(body)
