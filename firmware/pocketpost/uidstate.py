@@ -37,7 +37,7 @@ The client's "never lose, never duplicate" rule rests on the pending record. Jus
 commits a downloaded message to the store it saves `P` with the stored size, the SHA-1 of the
 stored bytes and the local UID the commit will give it (`local`, Delivery.uid_on_commit()).
 Right after the commit it saves `S` (+ `C`). A crash between the two leaves `P`; the next run
-(`client._reconcile`) looks for that local UID with that size and hash: found means the commit
+(`clientrecover.reconcile`) looks for that local UID with that size and hash: found means the commit
 happened (the entry becomes `S`), otherwise it did not (the entry is dropped and the message is
 downloaded again). A torn `P` means the commit never started; a torn `S`/`C` leaves `P`, which
 reconciles. So the window between "durably stored" and "recorded" is closed, at the cost of one
