@@ -50,6 +50,7 @@ from pocketpost.compat import ConfigError, const  # a bad account: the one confi
 from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
 from pocketpost.pop3client import BODY, CHUNK, CONTINUE, END, GREETING, REPLY, ClientSession
 from pocketpost.uidstate import UidState, hash_key, remove_tmp
+from pocketpost.uidstate import unload as _drop  # a cold module, once used
 
 # --- named defaults and limits ------------------------------------------------------------------
 # (the account defaults are in clientconf.py, loaded only to check an account)
@@ -130,22 +131,6 @@ def account_from_dict(d):
     finally:
         clientconf = None
         _drop("clientconf")
-
-
-def _drop(name):
-    """Unload a cold module of the client (MicroPython: its code is collected; a caller still
-    holding it keeps it working; the next use loads it again). On CPython nothing is dropped
-    (a second copy of a module would only confuse class identities)."""
-    if compat.IS_MICROPYTHON:
-        import sys
-
-        import pocketpost
-
-        sys.modules.pop("pocketpost." + name, None)
-        try:
-            delattr(pocketpost, name)
-        except AttributeError:
-            pass
 
 
 # --- the session driver ----------------------------------------------------------------------------
