@@ -15,8 +15,9 @@ with `config.open_store(cfg)`, exactly as the server opens it: "store" gives "ro
 (POCKETPOST_LOG overrides it). "accounts" is a list of account objects (see
 client.account_from_dict). A relative root or state_dir is taken relative to the current directory.
 Heap (MicroPython): the config checks (config.py, auth.py) are imported for the load and dropped
-after it when this call loaded them (a fetch never needs them again); the client is imported
-after that.
+after it when this call loaded them (a fetch never needs them again), with heapmark.py (used once,
+to set the GC threshold); the client is imported after that, and drops its own cold modules once
+used (clientconf, uidload, clientauth, clientrecover).
 Exit status: 0 when every account fetched, 1 otherwise, 2 for a config that does not load.
 """
 
@@ -48,12 +49,13 @@ def _forget(names):
 
 
 def main(config_path, only=None, log_level=None, headers=False):
+    # Only on MicroPython (its heap is the point; on CPython a second copy of a module later
+    # imported again would only confuse class identities).
+    loaded = [n for n in ("heapmark", "config", "auth") if "pocketpost." + n not in sys.modules] if IS_MICROPYTHON else []
     from pocketpost import heapmark
 
     heapmark.compact_gc()  # collect every 32 KB: the large session buffers keep finding room
-    # Only on MicroPython (its heap is the point; on CPython a second copy of a module later
-    # imported again would only confuse class identities).
-    loaded = [n for n in ("config", "auth") if "pocketpost." + n not in sys.modules] if IS_MICROPYTHON else []
+    heapmark = None  # (dropped with the config checks below when this call loaded it)
     from pocketpost import config
 
     try:
