@@ -70,6 +70,7 @@ def main(config_path, only=None, log_level=None, headers=False):
     from pocketpost import client
 
     accounts = cfg["accounts"]
+    cfg = None  # the rest of the config (server, smtp, ... sections with their defaults) is not needed
     failed = 0
     done = 0
     for acct in accounts:
