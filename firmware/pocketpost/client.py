@@ -557,14 +557,6 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
              "deleted": 0, "duplicates": 0, "on_server": 0, "state_full": False, "by_content": 0}
     if a["tls"] == "none":
         log.warning("fetch %s: no TLS to %s:%d: password and mail cross the network in clear", name, a["host"], a["port"])
-    try:
-        # Load (recover) the local mailbox now, creating it if missing: the store's recovery scan
-        # takes and frees ~2 KB of buffers, which done here leave no holes between the session's
-        # buffers (done by the first begin() it made the fetch CLI's smallest heap ~4 KiB larger).
-        # Best effort: begin() reports a store failure as before.
-        store.usage(mailbox)
-    except Exception:
-        pass
     remove_tmp(a["state_dir"], name)
     st = UidState(a["state_dir"], name, a["max_entries"]).load()
     if st.pending is not None:  # a crash left it: did its store commit happen? (clientrecover.py)
@@ -582,6 +574,15 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
     c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"], a["min_rate"], name, opener)
     c.ca_path = a["ca"]
     c.session_deadline = c.deadline(a["session_timeout"])
+    try:
+        # Load (recover) the local mailbox now, creating it if missing, after the state's table and
+        # the session's buffers are made (the large blocks first) and before anything connects:
+        # the store's recovery scan takes and frees ~2 KB of buffers; done by the first begin(),
+        # mid-session, it set the fetch CLI's smallest heap (~5 KiB larger, docs/FIGURES.md).
+        # Best effort: begin() reports a store failure as before.
+        store.usage(mailbox)
+    except Exception:
+        pass
     try:
         await c.connect()
         if token is None:
