@@ -305,23 +305,14 @@ class Pop3Client:
             raise ErrReply("%s: server refused the connection: %s" % (self.where, _text(r.text)), r.code)
         self.timestamp = self.s.timestamp
         await self.capa()
-        if self.tls_mode == "stls":
-            if self.caps is None or "STLS" not in self.caps:
-                raise TlsRequired("%s: TLS required but the server does not offer STLS: use tls \"implicit\" "
-                                  "and the POP3S port, or another server" % self.where)
-            await self.cmd("STLS")
+        if self.tls_mode == "stls":  # the upgrade (clientauth.py: loaded for it, dropped after it)
+            from pocketpost import clientauth
+
             try:
-                self.s.after_stls()
-            except ProtocolError as e:
-                raise ProtocolError("%s: %s" % (self.where, e.msg))
-            try:
-                await self._conn.start_tls(self.ctx, self.host, False, self._left(None))
-            except transport.Timeout:
-                raise self._timeout(None, "the STLS handshake")
-            except (OSError, ValueError) as e:
-                raise ConnectionLost("%s: STLS: TLS handshake failed: %s" % (self.where, self._explain(e)))
-            self.secure = True
-            await self.capa()  # RFC 2595 section 4: discard what we knew, ask again
+                await clientauth.stls(self)
+            finally:
+                clientauth = None
+                _drop("clientauth")
 
     async def capa(self):
         try:
