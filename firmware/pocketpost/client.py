@@ -70,10 +70,6 @@ SESSION_TIMEOUT = 1800
 _PIPELINE = const(16)
 # Octets per LIST/UIDL line assumed for the listing's deadline (a 70-octet UID, the number).
 _LISTING_LINE = const(80)
-# The session's receive buffer (pop3client's default is 4096): 2 KiB less heap per session took the
-# fetch CLI's smallest heap from 140 to 138 KiB, for ~1-3% more time per 10 x 1 MiB (8 paired rounds,
-# a noisy shared host; docs/FIGURES.md).
-_RECV_BUFSIZE = const(2048)
 # After QUIT +OK, the polite close (TLS close_notify) is waited for this long at most.
 _CLOSE_MS = const(2000)
 # A message may exceed its LIST size by this much before we stop reading it (beyond, it would
@@ -164,7 +160,7 @@ class Pop3Client:
         self.min_rate = min_rate
         self.where = "%s%s:%s" % (account + " " if account else "", host, port)
         self.ca_path = None  # the account's CA file, named in certificate errors
-        self.s = ClientSession(_RECV_BUFSIZE, CHUNK)
+        self.s = ClientSession()  # (a 2 KiB receive buffer: -2 KiB of heap, ~18% slower: docs/FIGURES.md)
         self.caps = None  # dict KEYWORD -> list of args, or None when CAPA is unsupported
         self.timestamp = None  # APOP banner timestamp
         self.secure = False
