@@ -1,7 +1,8 @@
 """The fetch CLI frees the config checks once the config is loaded (their code is ~15 KB of heap
 on the 64-bit unix port, docs/FIGURES.md): under micropython, after `fetch.main`, pocketpost.config,
 pocketpost.auth and pocketpost.heapmark are gone from sys.modules and from the package, and a fetch
-still loads its client. (The client's own cold modules: test_client_hostile.py.) (Heap figures themselves are benchmarks: tools/bench_client.py, tools/bench_client_size.py.)"""
+still loads its client (the client's own cold modules: test_client_hostile.py). (Heap figures
+themselves are benchmarks: tools/bench_client.py, tools/bench_client_size.py.)"""
 
 import json
 

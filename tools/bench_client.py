@@ -141,7 +141,7 @@ def upy_timed(d, tmp, mpy, lfs):
 # Modules a fetch may import (the ROMFS image holds these, as frozen firmware would).
 FETCH_MODULES = ("compat", "log", "heapmark", "wire", "pop3", "pop3client", "transport", "tls", "tlserror",
                  "headers", "uidstate", "uidload", "store", "auth", "config", "client", "clientconf", "clientauth",
-                 "clientrecover", "fetch")  # (those a tree lacks are left out)
+                 "clientstls", "clientrecover", "fetch")  # (those a tree lacks are left out)
 
 ROMFS_LAUNCHER = r"""
 import sys, os, vfs

@@ -301,14 +301,14 @@ class Pop3Client:
             raise ErrReply("%s: server refused the connection: %s" % (self.where, _text(r.text)), r.code)
         self.timestamp = self.s.timestamp
         await self.capa()
-        if self.tls_mode == "stls":  # the upgrade (clientauth.py: loaded for it, dropped after it)
-            from pocketpost import clientauth
+        if self.tls_mode == "stls":  # the upgrade (clientstls.py: loaded for it, dropped after it)
+            from pocketpost import clientstls
 
             try:
-                await clientauth.stls(self)
+                await clientstls.stls(self)
             finally:
-                clientauth = None
-                _drop("clientauth")
+                clientstls = None
+                _drop("clientstls")
 
     async def capa(self):
         try:

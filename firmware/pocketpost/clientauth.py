@@ -1,14 +1,12 @@
-"""The POP3 client's session setup: the STLS upgrade (Pop3Client.connect, tls "stls") and the login
-(Pop3Client.login): the method choice (best_auth) and the USER/PASS, APOP and SASL PLAIN exchanges
-(SCRAM in scram.py, OAuth in oauth2.py). Cold code: client.py imports it for the upgrade and for
-the login and, on MicroPython, drops it after each (its heap is not held while messages move; its
-qstrs stay)."""
+"""The POP3 client's login (Pop3Client.login): the method choice (best_auth) and the USER/PASS,
+APOP and SASL PLAIN exchanges (SCRAM in scram.py, OAuth in oauth2.py). Cold code: client.py
+imports it for the login and, on MicroPython, drops it after (its heap is not held while messages
+move; its qstrs stay)."""
 
 import binascii
 
-from pocketpost import log, transport
-from pocketpost.client import _OAUTH, AuthFailed, ConnectionLost, ErrReply, TlsRequired, _text
-from pocketpost.pop3 import ProtocolError
+from pocketpost import log
+from pocketpost.client import _OAUTH, AuthFailed, ErrReply, _text
 from pocketpost.compat import ConfigError
 
 
@@ -75,23 +73,3 @@ def best_auth(c):
             return m
     return "user"
 
-
-async def stls(c):
-    """STLS (RFC 2595) on Pop3Client c after its first CAPA: TLS required, so a server that does not
-    offer it is refused; CAPA is asked again over TLS."""
-    if c.caps is None or "STLS" not in c.caps:
-        raise TlsRequired("%s: TLS required but the server does not offer STLS: use tls \"implicit\" "
-                          "and the POP3S port, or another server" % c.where)
-    await c.cmd("STLS")
-    try:
-        c.s.after_stls()
-    except ProtocolError as e:
-        raise ProtocolError("%s: %s" % (c.where, e.msg))
-    try:
-        await c._conn.start_tls(c.ctx, c.host, False, c._left(None))
-    except transport.Timeout:
-        raise c._timeout(None, "the STLS handshake")
-    except (OSError, ValueError) as e:
-        raise ConnectionLost("%s: STLS: TLS handshake failed: %s" % (c.where, c._explain(e)))
-    c.secure = True
-    await c.capa()  # RFC 2595 section 4: discard what we knew, ask again

@@ -51,7 +51,9 @@ def _forget(names):
 def main(config_path, only=None, log_level=None, headers=False):
     # Only on MicroPython (its heap is the point; on CPython a second copy of a module later
     # imported again would only confuse class identities).
-    loaded = [n for n in ("heapmark", "config", "auth") if "pocketpost." + n not in sys.modules] if IS_MICROPYTHON else []
+    loaded = []
+    if IS_MICROPYTHON:
+        loaded = [n for n in ("heapmark", "config", "auth") if "pocketpost." + n not in sys.modules]
     from pocketpost import heapmark
 
     heapmark.compact_gc()  # collect every 32 KB: the large session buffers keep finding room
