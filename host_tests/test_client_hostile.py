@@ -552,18 +552,19 @@ def test_crash_after_commit_with_an_identical_message_is_recovered(tmp_path, fet
 
 
 # --- the fetch CLI -------------------------------------------------------------------------------
-def run_fetch_cli(runtime, config_path, capsys):
-    """The fetch CLI: fetch.main in-process, or `micropython -m pocketpost.fetch`. -> (rc, output)"""
+def run_fetch_cli(runtime, config_path, capsys, verbose=False):
+    """The fetch CLI: fetch._cli in-process, or `micropython -m pocketpost.fetch`. -> (rc, output)"""
+    args = (["-v"] if verbose else []) + [config_path]
     if runtime == "micropython":
         env = dict(os.environ)
         env["MICROPYPATH"] = FIRMWARE + ":.frozen"
-        r = subprocess.run([MICROPYTHON, "-m", "pocketpost.fetch", config_path], capture_output=True,
+        r = subprocess.run([MICROPYTHON, "-m", "pocketpost.fetch"] + args, capture_output=True,
                            timeout=30, env=env, cwd=os.path.dirname(config_path))
         return r.returncode, r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
     from pocketpost import fetch as fetchmod
 
     storemod.reboot()
-    rc = fetchmod.main(config_path)
+    rc = fetchmod._cli(args)
     return rc, capsys.readouterr().out
 
 
@@ -584,3 +585,61 @@ def test_fetch_cli_opens_the_store_like_the_server(tmp_path, capsys, runtime):
         assert ("flash full" in out) == (not fetched) and seen[-1] == b"QUIT", out
         assert len(stored(tmp_path)) == fetched
 
+
+
+FROM_MSG = b"From: ada@example.org\r\nSubject: hello there\r\n\r\nbody\r\n"
+
+
+def cli_config(tmp_path, port):
+    acct = {"name": "h", "host": "127.0.0.1", "port": port, "tls": "none", "allow_plaintext": True, "user": "u",
+            "password": "p", "mailbox": "m", "state_dir": str(tmp_path / "state"),
+            "timeouts": {"connect_timeout": 2, "read_timeout": 2}}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"store": {"root": str(tmp_path / "store")}, "accounts": [acct]}))
+    return str(path)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_fetch_cli_prints_from_and_subject_only_with_v(tmp_path, capsys, runtime):
+    """The progress line gives the local UID and size; From and Subject (parsed by headers.py
+    while the message streams in) only with -v."""
+    for verbose, uid in ((False, b"u1"), (True, b"u2")):
+        s = Script(mailbox([(uid, FROM_MSG)]))
+        rc, out = run_fetch_cli(runtime, cli_config(tmp_path, s.port), capsys, verbose)
+        assert rc == 0 and "1 fetched" in out and " %d bytes" % len(FROM_MSG) in out, out
+        assert ("From: ada@example.org  Subject: hello there" in out) == verbose, out
+        tmp_path = tmp_path / "again"
+        tmp_path.mkdir()
+
+
+CLI_MODULES = """
+import sys
+import pocketpost
+from pocketpost import fetch
+rc = fetch.main(sys.argv[1], None, None, sys.argv[2] == "v")
+print("RC", rc)
+print("MODS", " ".join(sorted(k[11:] for k in sys.modules if k.startswith("pocketpost."))))
+print("ATTRS", " ".join(n for n in ("clientconf", "clientauth", "uidload", "config", "auth", "heapmark", "headers")
+                        if hasattr(pocketpost, n)))
+"""
+
+
+def test_fetch_cli_drops_its_cold_modules_under_micropython(tmp_path):
+    """Under micropython a fetch loads its cold code only for its moment (account checks, state
+    load, login; the config checks and heapmark) and drops it after: none of it is left in
+    sys.modules or on the package once a message was fetched (the heap it frees: docs/FIGURES.md);
+    headers.py is loaded only for -v. Each run fetches a new message, so every dropped module ran."""
+    probe = tmp_path / "probe.py"
+    probe.write_text(CLI_MODULES)
+    cold = {"clientconf", "clientauth", "clientstls", "uidload", "clientrecover", "config", "auth", "heapmark"}
+    for verbose, uid in (("-", b"u1"), ("v", b"u2")):
+        s = Script(mailbox([(b"u1", FROM_MSG)] + ([(uid, GOOD)] if uid != b"u1" else [])))
+        r = subprocess.run([MICROPYTHON, str(probe), cli_config(tmp_path, s.port), verbose], capture_output=True,
+                           timeout=30, env=dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen"), cwd=str(tmp_path))
+        out = r.stdout.decode(errors="replace")
+        assert r.returncode == 0 and "RC 0" in out and "1 fetched" in out, out + r.stderr.decode(errors="replace")
+        mods = set(out.split("MODS ")[1].split("\n")[0].split())
+        attrs = out.split("ATTRS")[1].split("\n")[0].split()
+        assert "client" in mods and "uidstate" in mods and not mods & cold, sorted(mods & cold)
+        assert ("headers" in mods) == (verbose == "v"), sorted(mods)
+        assert attrs == (["headers"] if verbose == "v" else []), attrs

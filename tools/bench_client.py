@@ -139,8 +139,9 @@ def upy_timed(d, tmp, mpy, lfs):
 
 
 # Modules a fetch may import (the ROMFS image holds these, as frozen firmware would).
-FETCH_MODULES = ("compat", "log", "wire", "pop3", "pop3client", "transport", "tls", "tlserror", "headers",
-                 "uidstate", "store", "auth", "config", "client", "fetch")
+FETCH_MODULES = ("compat", "log", "heapmark", "wire", "pop3", "pop3client", "transport", "tls", "tlserror",
+                 "headers", "uidstate", "uidload", "store", "auth", "config", "client", "clientconf", "clientauth",
+                 "clientstls", "clientrecover", "fetch")  # (those a tree lacks are left out)
 
 ROMFS_LAUNCHER = r"""
 import sys, os, vfs

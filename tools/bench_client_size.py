@@ -8,7 +8,9 @@ git revision (compiled from `git archive REV firmware`), micropython unix port, 
       session (pocketpost.client and pocketpost.store), i.e. the modules that stay loaded while
       messages move (a tree whose fetch drops config.py/auth.py after the load has them unloaded);
   per module: the heap each one adds when the fetch path is imported one module at a time in
-      dependency order (each delta includes the module's own dict, functions and bytecode).
+      dependency order (each delta includes the module's own dict, functions and bytecode);
+  the `.mpy` bytes of the modules a fetch loads for a moment and drops (config checks, the
+      client's account checks, login, crash recovery and the state file's load).
 
 Run: .venv/bin/python tools/bench_client_size.py [REV ...]   (no REV: the working tree)
 """
@@ -36,7 +38,11 @@ print("MODS", " ".join(sorted(k[11:] for k in sys.modules if k.startswith("pocke
 
 # Dependency order of the fetch path (each module's imports come before it).
 ORDER = ("compat", "log", "wire", "pop3", "pop3client", "transport", "tls", "headers", "uidstate",
-         "store", "auth", "config", "client", "fetch")
+         "uidload", "store", "auth", "config", "client", "clientconf", "clientauth", "clientstls", "clientrecover",
+         "fetch")
+# Loaded for a moment and dropped by a fetch (MicroPython), where the tree has them: their .mpy
+# bytes are listed apart from the resident modules'.
+COLD = ("config", "auth", "clientconf", "clientauth", "clientstls", "clientrecover", "uidload")
 STEP = """import gc, sys
 for m in %r:
     gc.collect()
@@ -74,20 +80,24 @@ def measure(rev, tmp):
     resident = int(lines[1].split()[1])
     mods = lines[2].split()[1:]
     sizes = {m: os.path.getsize(os.path.join(out, m + ".mpy")) for m in mods}
+    cold = {m: os.path.getsize(os.path.join(out, m + ".mpy")) for m in COLD
+            if m not in mods and os.path.exists(os.path.join(out, m + ".mpy"))}
     with open(probe, "w") as f:
         f.write(STEP % (ORDER,))
     r = subprocess.run([MICROPYTHON, probe], capture_output=True, env=env, cwd=tmp, check=True)
     steps = [ln.split()[1:] for ln in r.stdout.decode().splitlines() if ln.startswith("STEP")]
-    return kept, resident, sizes, steps
+    return kept, resident, sizes, steps, cold
 
 
 def main(revs):
     for rev in revs or [None]:
         with tempfile.TemporaryDirectory() as tmp:
-            kept, resident, sizes, steps = measure(rev, tmp)
+            kept, resident, sizes, steps, cold = measure(rev, tmp)
         print("%s: heap kept after import pocketpost.fetch %d B; resident during a fetch %d B; .mpy of its %d "
               "resident modules %d B" % (rev or "working tree", kept, resident, len(sizes), sum(sizes.values())))
         print("   .mpy: " + ", ".join("%s %d" % kv for kv in sorted(sizes.items())))
+        print("   .mpy loaded for a moment and dropped (%d B): " % sum(cold.values())
+              + ", ".join("%s %d" % kv for kv in sorted(cold.items())))
         print("   heap per module (imported one by one): " + ", ".join("%s %s" % (m, b) for m, b in steps))
 
 

@@ -44,30 +44,22 @@ loss: which of the two the UID named is unknowable).
 """
 
 import asyncio
-import binascii
+import gc
 
 from pocketpost import compat, log, transport
 from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
 from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
 from pocketpost.pop3client import BODY, CHUNK, CONTINUE, END, GREETING, REPLY, ClientSession
-from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState, hash_key, new_hash, remove_tmp, sha1_hex
+from pocketpost.uidstate import UidState, hash_key, remove_tmp
+from pocketpost.uidstate import unload as _drop  # a cold module, once used
 
 # --- named defaults and limits ------------------------------------------------------------------
-DEFAULT_TLS = "implicit"  # POP3S: the safest choice for an ISP account
-PORTS = {"implicit": 995, "stls": 110, "none": 110}  # RFC 8314 / RFC 1939
-DEFAULT_AUTH = "auto"
-DEFAULT_POLICY = "keep"  # never deletes anything unless asked to
-DEFAULT_KEEP_DAYS = 7
-DEFAULT_MAX_SIZE = 0  # bytes; 0 = no limit (the store's quota still applies)
-DEFAULT_OVERSIZE = "skip"
-DEFAULT_MAX_MESSAGES = 0  # new messages per session; 0 = no cap
+# (the account defaults are in clientconf.py, loaded only to check an account)
 # Largest server mailbox we take on: a session keeps a few bits per message number (3 x 6 KB
 # here), and a hostile STAT of "2000000000" must give a clear error, not a 750 MB allocation.
 MAX_SERVER_MESSAGES = const(50000)
 # New messages whose full UIDs are held at once: more wait for the next UIDL pass of the session.
 _NEW_BATCH = const(64)
-DEFAULT_MAILBOX = "inbox"
-DEFAULT_STATE_DIR = "state"
 CONNECT_TIMEOUT = 15  # seconds: TCP connect (and, on CPython, the TLS handshake)
 READ_TIMEOUT = 30  # seconds: the greeting, each command's reply, any single wait for bytes
 # Slowest transfer we wait for, in bytes/s: a message of S octets gets read_timeout + S / MIN_RATE
@@ -89,11 +81,7 @@ SIZE_SLACK_MIN = const(1024)
 _SANE_TIME = const(1577836800)  # 2020-01-01
 _DAY = const(86400)
 
-_POLICIES = ("delete", "keep", "keep_days")
-_TLS_MODES = ("implicit", "stls", "none")
-_AUTHS = ("auto", "scram-sha-256", "plain", "user", "apop", "xoauth2", "oauthbearer")
 _OAUTH = ("xoauth2", "oauthbearer")  # OAuth: SASL with an OAuth access token (oauth2.py)
-_OVERSIZE = ("skip", "headers")
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -135,82 +123,15 @@ class ShortMessage(ProtocolError):
 
 # --- account ------------------------------------------------------------------------------------
 def account_from_dict(d):
-    """Validate an account dict (from the JSON config) and fill in the named defaults."""
-    if not isinstance(d, dict):
-        raise ConfigError("account must be an object")
-    a = {}
-    for k in ("name", "host", "user", "password"):
-        v = d.get(k)
-        if k == "password" and d.get("auth") in _OAUTH:  # OAuth: no password
-            continue
-        if not isinstance(v, str) or not v:
-            raise ConfigError("account: %s is required (a string)" % k)
-        a[k] = v
-    name = a["name"]
-    for c in name:
-        if not (c.isalpha() or c.isdigit() or c in "._-"):
-            raise ConfigError("account %s: name may hold letters, digits and . _ -" % name)
+    """Validate an account dict (from the JSON config) and fill in the named defaults
+    (clientconf.py: loaded for the check, dropped after it on MicroPython)."""
+    from pocketpost import clientconf
 
-    def pick(key, allowed, default):
-        v = d.get(key, default)
-        if v not in allowed:
-            raise ConfigError("account %s: %s must be one of %s" % (name, key, ", ".join(allowed)))
-        return v
-
-    def number(key, default, minimum=0):
-        v = d.get(key, default)
-        if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-            raise ConfigError("account %s: %s must be an integer >= %d" % (name, key, minimum))
-        return v
-
-    a["tls"] = pick("tls", _TLS_MODES, DEFAULT_TLS)
-    a["port"] = number("port", PORTS[a["tls"]], 1)
-    a["auth"] = pick("auth", _AUTHS, DEFAULT_AUTH)
-    if a["auth"] in _OAUTH:  # OAuth: token_url, client_id, refresh_token, ...
-        from pocketpost import oauth2
-
-        try:
-            oauth2.check_account(d, a)
-        except oauth2.OAuthError as e:
-            raise ConfigError(e.msg)
-    a["policy"] = pick("policy", _POLICIES, DEFAULT_POLICY)
-    a["keep_days"] = number("keep_days", DEFAULT_KEEP_DAYS, 0)
-    a["max_size"] = number("max_size", DEFAULT_MAX_SIZE, 0)
-    a["oversize"] = pick("oversize", _OVERSIZE, DEFAULT_OVERSIZE)
-    a["max_messages"] = number("max_messages", DEFAULT_MAX_MESSAGES, 0)
-    # UIDs remembered (heap: see uidstate.DEFAULT_MAX_ENTRIES); with policy keep, the server keeps
-    # more mail than this only for a board with the heap to spare.
-    a["max_entries"] = number("max_entries", DEFAULT_MAX_ENTRIES, 1)
-    verify = d.get("verify", True)
-    if not isinstance(verify, bool):
-        raise ConfigError("account %s: verify must be true or false" % name)
-    a["verify"] = verify
-    allow = d.get("allow_plaintext", False)  # config.load refuses tls "none" without it
-    if not isinstance(allow, bool):
-        raise ConfigError("account %s: allow_plaintext must be true or false" % name)
-    a["allow_plaintext"] = allow
-    ca = d.get("ca")
-    if ca is not None and not isinstance(ca, str):
-        raise ConfigError("account %s: ca must be a path" % name)
-    a["ca"] = ca
-    for k, default in (("mailbox", DEFAULT_MAILBOX), ("state_dir", DEFAULT_STATE_DIR)):
-        v = d.get(k, default)
-        if not isinstance(v, str) or not v:
-            raise ConfigError("account %s: %s must be a string" % (name, k))
-        a[k] = v
-    t = d.get("timeouts", {})
-    if not isinstance(t, dict):
-        raise ConfigError("account %s: timeouts must be an object" % name)
-    for k, default in (("connect_timeout", CONNECT_TIMEOUT), ("read_timeout", READ_TIMEOUT),
-                       ("min_rate", MIN_RATE), ("session_timeout", SESSION_TIMEOUT)):
-        v = t.get(k, default)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
-            raise ConfigError("account %s: timeouts.%s must be a positive number" % (name, k))
-        a[k] = v
-    for k in d:
-        if k not in a and k != "timeouts":
-            raise ConfigError("account %s: unknown key %s" % (name, k))
-    return a
+    try:
+        return clientconf.account_from_dict(d)
+    finally:
+        clientconf = None
+        _drop("clientconf")
 
 
 # --- the session driver ----------------------------------------------------------------------------
@@ -240,7 +161,7 @@ class Pop3Client:
         self.min_rate = min_rate
         self.where = "%s%s:%s" % (account + " " if account else "", host, port)
         self.ca_path = None  # the account's CA file, named in certificate errors
-        self.s = ClientSession()
+        self.s = ClientSession()  # its 4 KiB receive buffer: 2 KiB saved 2 KiB of heap, ran ~18% slower (FIGURES.md)
         self.caps = None  # dict KEYWORD -> list of args, or None when CAPA is unsupported
         self.timestamp = None  # APOP banner timestamp
         self.secure = False
@@ -381,23 +302,14 @@ class Pop3Client:
             raise ErrReply("%s: server refused the connection: %s" % (self.where, _text(r.text)), r.code)
         self.timestamp = self.s.timestamp
         await self.capa()
-        if self.tls_mode == "stls":
-            if self.caps is None or "STLS" not in self.caps:
-                raise TlsRequired("%s: TLS required but the server does not offer STLS: use tls \"implicit\" "
-                                  "and the POP3S port, or another server" % self.where)
-            await self.cmd("STLS")
+        if self.tls_mode == "stls":  # the upgrade (clientstls.py: loaded for it, dropped after it)
+            from pocketpost import clientstls
+
             try:
-                self.s.after_stls()
-            except ProtocolError as e:
-                raise ProtocolError("%s: %s" % (self.where, e.msg))
-            try:
-                await self._conn.start_tls(self.ctx, self.host, False, self._left(None))
-            except transport.Timeout:
-                raise self._timeout(None, "the STLS handshake")
-            except (OSError, ValueError) as e:
-                raise ConnectionLost("%s: STLS: TLS handshake failed: %s" % (self.where, self._explain(e)))
-            self.secure = True
-            await self.capa()  # RFC 2595 section 4: discard what we knew, ask again
+                await clientstls.stls(self)
+            finally:
+                clientstls = None
+                _drop("clientstls")
 
     async def capa(self):
         try:
@@ -419,66 +331,25 @@ class Pop3Client:
         return caps
 
     async def login(self, user, password, method="auto"):
-        """Authenticate; `method` "auto" picks the strongest the server offers."""
-        m = method
-        if m == "auto":
-            m = self.best_auth()
-        log.info("pop3 %s: auth %s as %s%s", self.where, m, user, " over TLS" if self.secure else "")
+        """Authenticate; `method` "auto" picks the strongest the server offers (clientauth.py:
+        loaded for the login, dropped after it on MicroPython)."""
+        from pocketpost import clientauth
+
         try:
-            if m == "plain":
-                blob = binascii.b2a_base64(b"\x00" + user.encode() + b"\x00" + password.encode()).rstrip(b"\n")
-                if len(blob) + 13 <= 255:
-                    rep = await self.cmd("AUTH", "PLAIN", blob)
-                else:
-                    rep = await self.cmd("AUTH", "PLAIN")
-                if rep.ok is None:  # "+ " continuation: the server wants the response on its own
-                    await self._send(self.s.respond(blob), "AUTH PLAIN")
-                    rep = await self._status()
-                    if rep.ok is not True:
-                        raise AuthFailed("%s: AUTH PLAIN: %s" % (self.where, _text(rep.text)), rep.code)
-            elif m == "scram-sha-256":  # SCRAM (scram.py, loaded only here): no password on the wire
-                from pocketpost import scram
-
-                await scram.pop3_auth(self, user, password, AuthFailed)
-            elif m == "apop":
-                if self.timestamp is None:
-                    raise AuthFailed("%s: APOP: the server's greeting has no timestamp: use auth \"auto\"" % self.where)
-                from pocketpost.auth import apop_digest
-
-                await self.cmd("APOP", user, apop_digest(self.timestamp, password))
-            elif m == "user":
-                await self.cmd("USER", user)
-                await self.cmd("PASS", password)
-            elif m in _OAUTH:  # OAuth: `password` is the access token
-                from pocketpost import oauth2
-
-                await oauth2.pop3_auth(self, m, user, password, AuthFailed)
-            else:
-                raise ConfigError("unknown auth method " + m)
-        except AuthFailed:
-            raise
-        except ErrReply as e:
-            raise AuthFailed("login failed (%s): %s: check the user name and password" % (m, e.msg), e.code)
+            await clientauth.login(self, user, password, method)
+        finally:
+            clientauth = None
+            _drop("clientauth")
 
     def best_auth(self):
-        """Strongest offered. SCRAM-SHA-256 first when offered (the password never crosses the
-        wire, and the server proves it knows it). Then without TLS, APOP (no password on the
-        wire either); over TLS, SASL PLAIN (APOP's MD5 challenge adds nothing there)."""
-        caps = self.caps
-        if caps is not None and "SCRAM-SHA-256" in caps.get("SASL", ()):
-            return "scram-sha-256"
-        offered = []
-        if caps is not None and "PLAIN" in caps.get("SASL", ()):
-            offered.append("plain")
-        if self.timestamp is not None:
-            offered.append("apop")
-        if caps is None or "USER" in caps or not offered:
-            offered.append("user")
-        order = ("plain", "apop", "user") if self.secure else ("apop", "plain", "user")
-        for m in order:
-            if m in offered:
-                return m
-        return "user"
+        """The strongest method the server offers (clientauth.best_auth)."""
+        from pocketpost import clientauth
+
+        try:
+            return clientauth.best_auth(self)
+        finally:
+            clientauth = None
+            _drop("clientauth")
 
     async def stat(self):
         rep = await self.cmd("STAT")
@@ -645,45 +516,6 @@ class _StoreSink:
         self.chunks += 1
 
 
-def _holds(store, mailbox, local, size, digest):
-    """Does the local mailbox hold message `local` (a store UID) with this size and SHA-1?
-    Reads the index and hashes that one message only."""
-    mb = store.lock(mailbox)
-    try:
-        for i in range(mb.count - 1, -1, -1):  # it is among the newest
-            if mb.uid(i) != local:
-                continue
-            if mb.size(i) != size:
-                return False
-            h = new_hash()
-            buf = bytearray(512)
-            f = mb.open(i)
-            try:
-                while True:
-                    n = f.readinto(buf)
-                    if not n:
-                        break
-                    h.update(memoryview(buf)[:n])
-            finally:
-                f.close()
-            return sha1_hex(h) == digest
-        return False
-    finally:
-        mb.release()
-
-
-def _reconcile(st, store, mailbox):
-    """A crash left a pending entry: did its store commit happen? (see uidstate.py)"""
-    size, digest, local, first_seen, flag, uid = st.pending
-    if _holds(store, mailbox, local, size, digest):
-        log.info("fetch: recovered %s: it was stored before the interruption", _text(uid))
-        st.add(uid, first_seen, flag)
-    else:
-        log.info("fetch: %s was not stored before the interruption; fetching it again", _text(uid))
-    st.clear_pending()
-    st.save()
-
-
 def _tls_context(a):
     """The account's TLS context; a CA file that is missing or not DER said in words."""
     from pocketpost import tls  # imported by TLS accounts only (ssl with it)
@@ -702,11 +534,14 @@ def _set(bits, n):
     bits[n >> 3] |= 1 << (n & 7)
 
 
-async def fetch_account(account, store, on_message=None, opener=None):
+async def fetch_account(account, store, on_message=None, opener=None, headers=True):
     """Fetch one account into its local mailbox; returns a stats dict. `on_message(info)` is
-    called after each stored message with a dict: uid, local_uid, size, headers_only, headers.
-    `opener` replaces transport.connect (tests: an in-process connection pair)."""
+    called after each stored message with a dict: uid, local_uid, size, headers_only, headers
+    (a dict, parsed while the message streams in: headers.py; None when `headers` is False,
+    which keeps headers.py and its parser out of the heap). `opener` replaces transport.connect
+    (tests: an in-process connection pair)."""
     a = account_from_dict(account)
+    parse = headers and on_message is not None  # parse each message's headers for on_message
     name = a["name"]
     mailbox = a["mailbox"]
     policy = a["policy"]
@@ -715,9 +550,15 @@ async def fetch_account(account, store, on_message=None, opener=None):
     if a["tls"] == "none":
         log.warning("fetch %s: no TLS to %s:%d: password and mail cross the network in clear", name, a["host"], a["port"])
     remove_tmp(a["state_dir"], name)
+    if compat.IS_MICROPYTHON:  # the garbage of the config and account checks goes before the large
+        gc.collect()  # blocks of the session are made (fetch CLI: 140 -> 139 KiB, docs/FIGURES.md)
     st = UidState(a["state_dir"], name, a["max_entries"]).load()
-    if st.pending is not None:
-        _reconcile(st, store, mailbox)
+    if st.pending is not None:  # a crash left it: did its store commit happen? (clientrecover.py)
+        from pocketpost import clientrecover
+
+        clientrecover.reconcile(st, store, mailbox)
+        clientrecover = None
+        _drop("clientrecover")
     token = fresh = None
     if a["auth"] in _OAUTH:  # the access token, refreshed before connecting (oauth2.py)
         from pocketpost import oauth2
@@ -727,6 +568,15 @@ async def fetch_account(account, store, on_message=None, opener=None):
     c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"], a["min_rate"], name, opener)
     c.ca_path = a["ca"]
     c.session_deadline = c.deadline(a["session_timeout"])
+    try:
+        # Load (recover) the local mailbox now, creating it if missing, after the state's table and
+        # the session's buffers are made (the large blocks first) and before anything connects:
+        # the store's recovery scan takes and frees ~2 KB of buffers; done by the first begin(),
+        # mid-session, it set the fetch CLI's smallest heap (~5 KiB larger, docs/FIGURES.md).
+        # Best effort: begin() reports a store failure as before.
+        store.usage(mailbox)
+    except Exception:
+        pass
     try:
         await c.connect()
         if token is None:
@@ -896,7 +746,7 @@ async def fetch_account(account, store, on_message=None, opener=None):
                 downloads += 1
                 if uid is None:
                     stats["by_content"] += 1
-                key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, on_message is not None)
+                key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, parse)
                 if store_error is not None:
                     stop = True
                     break
@@ -1033,6 +883,6 @@ async def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True)
     return key, info, None
 
 
-def fetch_account_sync(account, store, on_message=None, opener=None):
+def fetch_account_sync(account, store, on_message=None, opener=None, headers=True):
     """Blocking wrapper for the REPL and host tools."""
-    return asyncio.run(fetch_account(account, store, on_message, opener))
+    return asyncio.run(fetch_account(account, store, on_message, opener, headers))

@@ -1,9 +1,13 @@
 """CLI: fetch the accounts of a JSON config into their local mailboxes, printing progress.
 
-Host:  MICROPYPATH=firmware:.frozen micropython -m pocketpost.fetch config.json [account]
+Host:  MICROPYPATH=firmware:.frozen micropython -m pocketpost.fetch [-v] config.json [account]
        (".frozen" keeps the port's frozen asyncio importable once MICROPYPATH is set)
-       python -m pocketpost.fetch config.json [account]   (CPython, PYTHONPATH=firmware)
+       python -m pocketpost.fetch [-v] config.json [account]   (CPython, PYTHONPATH=firmware)
 Board: from pocketpost import fetch; fetch.main("config.json", "isp")
+
+Per stored message a progress line gives its local UID and size; with -v (main's `headers`) also
+its From and Subject, parsed while it streams in (headers.py and its parser, ~6.6 KB of heap on
+the 64-bit unix port, are loaded only then).
 
 The config is read with `config.load` (every default named there, checked) and the store opened
 with `config.open_store(cfg)`, exactly as the server opens it: "store" gives "root" (default
@@ -11,8 +15,9 @@ with `config.open_store(cfg)`, exactly as the server opens it: "store" gives "ro
 (POCKETPOST_LOG overrides it). "accounts" is a list of account objects (see
 client.account_from_dict). A relative root or state_dir is taken relative to the current directory.
 Heap (MicroPython): the config checks (config.py, auth.py) are imported for the load and dropped
-after it when this call loaded them (a fetch never needs them again); the client is imported
-after that.
+after it when this call loaded them (a fetch never needs them again), with heapmark.py (used once,
+to set the GC threshold); the client is imported after that, and drops its own cold modules once
+used (clientconf, uidload, clientauth, clientrecover).
 Exit status: 0 when every account fetched, 1 otherwise, 2 for a config that does not load.
 """
 
@@ -25,9 +30,9 @@ from pocketpost.compat import IS_MICROPYTHON
 def _progress(info):
     h = info["headers"]
     print(
-        "  %s %d bytes%s  From: %s  Subject: %s"
+        "  %s %d bytes%s%s"
         % (info["local_uid"], info["size"], " (headers only)" if info["headers_only"] else "",
-           h.get("from", "?"), h.get("subject", ""))
+           "" if h is None else "  From: %s  Subject: %s" % (h.get("from", "?"), h.get("subject", "")))
     )
 
 
@@ -43,13 +48,16 @@ def _forget(names):
             pass
 
 
-def main(config_path, only=None, log_level=None):
+def main(config_path, only=None, log_level=None, headers=False):
+    # Only on MicroPython (its heap is the point; on CPython a second copy of a module later
+    # imported again would only confuse class identities).
+    loaded = []
+    if IS_MICROPYTHON:
+        loaded = [n for n in ("heapmark", "config", "auth") if "pocketpost." + n not in sys.modules]
     from pocketpost import heapmark
 
     heapmark.compact_gc()  # collect every 32 KB: the large session buffers keep finding room
-    # Only on MicroPython (its heap is the point; on CPython a second copy of a module later
-    # imported again would only confuse class identities).
-    loaded = [n for n in ("config", "auth") if "pocketpost." + n not in sys.modules] if IS_MICROPYTHON else []
+    heapmark = None  # (dropped with the config checks below when this call loaded it)
     from pocketpost import config
 
     try:
@@ -64,6 +72,7 @@ def main(config_path, only=None, log_level=None):
     from pocketpost import client
 
     accounts = cfg["accounts"]
+    cfg = None  # the rest of the config (server, smtp, ... sections with their defaults) is not needed
     failed = 0
     done = 0
     for acct in accounts:
@@ -72,7 +81,7 @@ def main(config_path, only=None, log_level=None):
         done += 1
         print("fetch %s: %s@%s" % (acct.get("name"), acct.get("user"), acct.get("host")))
         try:
-            st = client.fetch_account_sync(acct, store, _progress)
+            st = client.fetch_account_sync(acct, store, _progress, None, headers)
         except Exception as e:  # one failing account must not stop the others
             failed += 1
             print("fetch %s: FAILED: %s: %s" % (acct.get("name"), type(e).__name__, e))
@@ -89,8 +98,11 @@ def main(config_path, only=None, log_level=None):
 
 
 def _cli(argv):
+    verbose = bool(argv) and argv[0] == "-v"
+    if verbose:
+        argv = argv[1:]
     if not argv or len(argv) > 2:
-        print("usage: micropython -m pocketpost.fetch config.json [account]")
+        print("usage: micropython -m pocketpost.fetch [-v] config.json [account]")
         return 2
     lvl = None
     try:
@@ -99,7 +111,7 @@ def _cli(argv):
         lvl = os.getenv("POCKETPOST_LOG")
     except (ImportError, AttributeError):
         pass
-    return main(argv[0], argv[1] if len(argv) > 1 else None, lvl or None)
+    return main(argv[0], argv[1] if len(argv) > 1 else None, lvl or None, verbose)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ The client's "never lose, never duplicate" rule rests on the pending record. Jus
 commits a downloaded message to the store it saves `P` with the stored size, the SHA-1 of the
 stored bytes and the local UID the commit will give it (`local`, Delivery.uid_on_commit()).
 Right after the commit it saves `S` (+ `C`). A crash between the two leaves `P`; the next run
-(`client._reconcile`) looks for that local UID with that size and hash: found means the commit
+(`clientrecover.reconcile`) looks for that local UID with that size and hash: found means the commit
 happened (the entry becomes `S`), otherwise it did not (the entry is dropped and the message is
 downloaded again). A torn `P` means the commit never started; a torn `S`/`C` leaves `P`, which
 reconciles. So the window between "durably stored" and "recorded" is closed, at the cost of one
@@ -196,7 +196,7 @@ class UidState:
         self.added = {}  # full key -> None: entries added since the last save (not on file yet)
         self.pending = None  # (size, sha1hex, local uid, first_seen, flag, uid) or None
         self.dirty = False
-        self._edits = bytearray(_MAX_EDITS * _EDIT)  # X / T records waiting for the next save
+        self._edits = None  # X / T records waiting for the next save (made at the first one)
         self._ne = 0
         self._pend = False  # pending set or cleared since the last save
         self._compact = True  # the next save rewrites the file (no v2 file loaded yet)
@@ -271,6 +271,8 @@ class UidState:
             self._compact = True
             return
         e = self._edits
+        if e is None:  # most sessions journal no drop or change before their end: no buffer
+            e = self._edits = bytearray(_MAX_EDITS * _EDIT)
         o = self._ne * _EDIT
         e[o] = op
         e[o + 1:o + 1 + _KEY] = k
@@ -404,91 +406,14 @@ class UidState:
         self._torn = bad != 0
 
     def load(self):
-        self.n = 0
-        self.added = {}
-        self.pending = None
-        self._ne = 0
-        self._pend = False
-        self._compact = True
-        self._snap = 0
-        self._jbytes = 0
-        try:
-            f = open(self.path, "rb")
-        except OSError:
-            return self  # no state yet: the first save writes the file
-        try:
-            # Pass 1: the live entry count (S/H records less X records; see the replay rule) and
-            # whether a pending record is left, so the table is made once at its final size.
-            live = 0
-            pend = False
-            for body in self._records(f):
-                c = body[:1]
-                if c == b"S" or c == b"H":
-                    live += 1
-                elif c == b"X":
-                    live -= 1
-                elif c == b"P":
-                    pend = True
-                elif c == b"C":
-                    pend = False
-            need = live + (1 if pend else 0)
-            if need * _REC > len(self.buf):
-                self.buf = None
-                self.buf = self._table(need)  # more on file than max_entries (it was lowered)
-            f.seek(0)
-            journal = False
-            size = 0
-            for body in self._records(f):
-                if journal:
-                    self._jbytes += len(body) + 10
-                else:
-                    size += len(body) + 10
-                if self._apply(body):
-                    journal = True
-            self._snap = size
-            # A v1 file, a torn last record or a file cut short of its J line: rewrite it whole
-            # before appending anything.
-            self._compact = self._v1 or self._torn or not journal
-        finally:
-            f.close()
-        self.dirty = False
-        return self
+        """Read the state file (uidload.py: loaded for this, dropped after it on MicroPython)."""
+        from pocketpost import uidload
 
-    def _apply(self, body):
-        """Replay one record; True for the J line."""
-        w = bytes(body).split(b" ")
-        c = w[0]
         try:
-            if c == b"S" and len(w) == 4 and w[3]:
-                self._put(w[3], int(w[1]), _flag_bits(w[2].decode()))
-                return False
-            if c == b"H" and len(w) == 4 and w[3]:
-                self._put(hash_key(w[3].decode()), int(w[1]), _flag_bits(w[2].decode()))
-                return False
-            if c == b"P" and (len(w) == 7 and w[6] or len(w) == 6):
-                sha = w[2].decode()
-                uid = w[6] if len(w) == 7 else hash_key(sha)
-                self.pending = (int(w[1]), sha, w[3].decode(), int(w[4]), w[5].decode(), uid)
-                return False
-            if c == b"C" and len(w) == 1:
-                self.pending = None
-                return False
-            if c == b"J" and len(w) == 1:
-                return True
-            if (c == b"X" and len(w) == 2 or c == b"T" and len(w) == 4) and len(w[1]) == 2 * _KEY:
-                k = binascii.unhexlify(w[1])
-                found, i = self._find(k)
-                if found:
-                    if c == b"X":
-                        self._remove(i)
-                    else:
-                        o = i * _REC
-                        struct.pack_into(">I", self.buf, o + _KEY, int(w[2]))
-                        self.buf[o + _KEY + 4] = (self.buf[o + _KEY + 4] & ~_F_HEADERS) | _flag_bits(w[3].decode())
-                return False
-        except ValueError:
-            pass
-        raise StateError("corrupt state record in " + self.path)
+            return uidload.load(self)
+        finally:
+            uidload = None
+            unload("uidload")
 
     # -- writing ----------------------------------------------------------------------
     def _entry_line(self, key):
@@ -685,6 +610,22 @@ class UidState:
             self.pending = None
             self._pend = True
             self.dirty = True
+
+
+def unload(name):
+    """Drop a cold module of the client path (pocketpost.<name>) once it has run, so its code can
+    be collected (MicroPython; a caller still holding it keeps it working, the next import loads it
+    again). On CPython nothing is dropped: a second copy of a module would confuse class identities."""
+    if compat.IS_MICROPYTHON:
+        import sys
+
+        import pocketpost
+
+        sys.modules.pop("pocketpost." + name, None)
+        try:
+            delattr(pocketpost, name)
+        except AttributeError:
+            pass
 
 
 def remove_tmp(state_dir, account):

@@ -301,7 +301,7 @@ def test_flash_need_covers_journal_and_compaction():
 # The client's protocol against one state: pending saved, store commit, entry saved; plus a
 # restamp, drops by retain and a forget, with the journal bound lowered so compactions happen.
 # A cut at every write: after it the state is reloaded, a pending entry reconciled against the
-# store as client._reconcile does, and then: a message is in the state iff it is in the store
+# store as clientrecover.reconcile does, and then: a message is in the state iff it is in the store
 # (never lost, never fetched twice), acknowledged changes hold, and the state still saves.
 
 _PC_MESSAGES = 9

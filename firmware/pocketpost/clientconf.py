@@ -1,0 +1,103 @@
+"""The POP3 client's account checks (client.account_from_dict): the named defaults and the
+validation of an account object from the JSON config. Cold code: client.py imports this module for
+the check at the start of a fetch and, on MicroPython, drops it again (its ~3 KB of heap are not
+held while messages move; its qstrs stay, MicroPython never frees those)."""
+
+from pocketpost.client import _OAUTH, CONNECT_TIMEOUT, MIN_RATE, READ_TIMEOUT, SESSION_TIMEOUT
+from pocketpost.compat import ConfigError
+from pocketpost.uidstate import DEFAULT_MAX_ENTRIES
+
+DEFAULT_TLS = "implicit"  # POP3S: the safest choice for an ISP account
+PORTS = {"implicit": 995, "stls": 110, "none": 110}  # RFC 8314 / RFC 1939
+DEFAULT_AUTH = "auto"
+DEFAULT_POLICY = "keep"  # never deletes anything unless asked to
+DEFAULT_KEEP_DAYS = 7
+DEFAULT_MAX_SIZE = 0  # bytes; 0 = no limit (the store's quota still applies)
+DEFAULT_OVERSIZE = "skip"
+DEFAULT_MAX_MESSAGES = 0  # new messages per session; 0 = no cap
+DEFAULT_MAILBOX = "inbox"
+DEFAULT_STATE_DIR = "state"
+
+_POLICIES = ("delete", "keep", "keep_days")
+_TLS_MODES = ("implicit", "stls", "none")
+_AUTHS = ("auto", "scram-sha-256", "plain", "user", "apop", "xoauth2", "oauthbearer")
+_OVERSIZE = ("skip", "headers")
+
+
+def account_from_dict(d):
+    """Validate an account dict (from the JSON config) and fill in the named defaults."""
+    if not isinstance(d, dict):
+        raise ConfigError("account must be an object")
+    a = {}
+    for k in ("name", "host", "user", "password"):
+        v = d.get(k)
+        if k == "password" and d.get("auth") in _OAUTH:  # OAuth: no password
+            continue
+        if not isinstance(v, str) or not v:
+            raise ConfigError("account: %s is required (a string)" % k)
+        a[k] = v
+    name = a["name"]
+    for c in name:
+        if not (c.isalpha() or c.isdigit() or c in "._-"):
+            raise ConfigError("account %s: name may hold letters, digits and . _ -" % name)
+
+    def pick(key, allowed, default):
+        v = d.get(key, default)
+        if v not in allowed:
+            raise ConfigError("account %s: %s must be one of %s" % (name, key, ", ".join(allowed)))
+        return v
+
+    def number(key, default, minimum=0):
+        v = d.get(key, default)
+        if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
+            raise ConfigError("account %s: %s must be an integer >= %d" % (name, key, minimum))
+        return v
+
+    a["tls"] = pick("tls", _TLS_MODES, DEFAULT_TLS)
+    a["port"] = number("port", PORTS[a["tls"]], 1)
+    a["auth"] = pick("auth", _AUTHS, DEFAULT_AUTH)
+    if a["auth"] in _OAUTH:  # OAuth: token_url, client_id, refresh_token, ...
+        from pocketpost import oauth2
+
+        try:
+            oauth2.check_account(d, a)
+        except oauth2.OAuthError as e:
+            raise ConfigError(e.msg)
+    a["policy"] = pick("policy", _POLICIES, DEFAULT_POLICY)
+    a["keep_days"] = number("keep_days", DEFAULT_KEEP_DAYS, 0)
+    a["max_size"] = number("max_size", DEFAULT_MAX_SIZE, 0)
+    a["oversize"] = pick("oversize", _OVERSIZE, DEFAULT_OVERSIZE)
+    a["max_messages"] = number("max_messages", DEFAULT_MAX_MESSAGES, 0)
+    # UIDs remembered (heap: see uidstate.DEFAULT_MAX_ENTRIES); with policy keep, the server keeps
+    # more mail than this only for a board with the heap to spare.
+    a["max_entries"] = number("max_entries", DEFAULT_MAX_ENTRIES, 1)
+    verify = d.get("verify", True)
+    if not isinstance(verify, bool):
+        raise ConfigError("account %s: verify must be true or false" % name)
+    a["verify"] = verify
+    allow = d.get("allow_plaintext", False)  # config.load refuses tls "none" without it
+    if not isinstance(allow, bool):
+        raise ConfigError("account %s: allow_plaintext must be true or false" % name)
+    a["allow_plaintext"] = allow
+    ca = d.get("ca")
+    if ca is not None and not isinstance(ca, str):
+        raise ConfigError("account %s: ca must be a path" % name)
+    a["ca"] = ca
+    for k, default in (("mailbox", DEFAULT_MAILBOX), ("state_dir", DEFAULT_STATE_DIR)):
+        v = d.get(k, default)
+        if not isinstance(v, str) or not v:
+            raise ConfigError("account %s: %s must be a string" % (name, k))
+        a[k] = v
+    t = d.get("timeouts", {})
+    if not isinstance(t, dict):
+        raise ConfigError("account %s: timeouts must be an object" % name)
+    for k, default in (("connect_timeout", CONNECT_TIMEOUT), ("read_timeout", READ_TIMEOUT),
+                       ("min_rate", MIN_RATE), ("session_timeout", SESSION_TIMEOUT)):
+        v = t.get(k, default)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise ConfigError("account %s: timeouts.%s must be a positive number" % (name, k))
+        a[k] = v
+    for k in d:
+        if k not in a and k != "timeouts":
+            raise ConfigError("account %s: unknown key %s" % (name, k))
+    return a
