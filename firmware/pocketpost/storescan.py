@@ -1,0 +1,616 @@
+"""The store's cold code: recovery, the scan of the files against the index, salvage, check,
+describe, the tmp/ clean-up and the old-format upgrade. Functions of a store._Box (or Store).
+
+Runs only at Store() (temp files of interrupted deliveries), at the first lock or delivery after
+boot, at Store.check and at a lock that found damage (see store.py's theory of operation). So
+store.py imports this module only then, through store._scan, which counts the callers inside it
+and, on MicroPython, drops it (heapmark.forget) when the last one leaves: its code is not in the
+heap while mail is delivered and read (docs/ARCHITECTURE.md "Heap"). Nothing outside a call
+keeps a reference to anything here: the store's exceptions and RAM state (_Box, _BOXES, _LOCKS)
+live in store.py, and the generators made here are closed before the call returns.
+"""
+
+import struct
+
+from pocketpost import compat, log
+from pocketpost.compat import const
+from pocketpost.store import (BUCKET, IN_BUF, _BOXES, _LOCKS, StoreError, _Box, _file_rec, _iter_recs, _lsize,
+                              _msg_name, _new_epoch, _parse_msg_name, _remove, _unpack)
+
+# store.py's private constants (const() folds them at compile time: they are not module
+# attributes on MicroPython); host_tests/dual/test_store.py checks they agree.
+_REC = const(24)
+_RECS_PER_READ = const(32)
+_FMT = "<6I"
+_MAGIC_INDEX = const(0x32585050)  # b'PPX2'
+_MAGIC_COMMIT = const(0x32435050)  # b'PPC2'
+_OLD_MAGIC_INDEX = b"PPX1"
+_OLD_MAGIC_COMMIT = const(0x31435050)  # b'PPC1'
+_MASK = const(0xFFFFFFFF)
+_SIZE = const(0x3FFFFFFF)
+# Listings of tmp/ when cleaning it: one, then one more after removals (see clean_tmp).
+_TMP_PASSES = const(3)
+_DAMAGED = "damaged"  # in a mailbox: message files set aside by a scan, kept for export/inspection
+
+
+def clean_all(store):
+    """Store(): remove the temp files of interrupted deliveries in every mailbox no delivery of
+    this process is writing."""
+    for name in store.mailboxes():
+        path = compat.join(store.root, name)
+        box = _BOXES.get(path)
+        if box is not None and box.busy:
+            continue
+        clean_tmp(compat.join(path, "tmp"))
+
+
+def recover(box, rep=None):
+    """Bring flash to a consistent state and load RAM state. Caller holds exclusivity.
+    rep: a report() to fill in (Store.check), else one is made and dropped."""
+    if rep is None:
+        rep = report()
+    compat.makedirs(box.p("tmp"))
+    index_ok = box.read_index_state()
+    if not index_ok:
+        _say_index_bad(box)
+    intent = box.p("commit")
+    if compat.exists(intent):
+        if not _commit_ok(intent):
+            _upgrade_intent(box)
+        if _commit_ok(intent):
+            rep["intent"] = "replayed"
+            try:
+                box.apply_deletions(index_ok)
+                index_ok = box.read_index_state()
+            except (OSError, StoreError) as e:
+                # Whatever stops the roll-forward (an unreadable index or log, a damaged
+                # directory), the files are the truth: rebuild from them below, never raise
+                # here again at every lock and every delivery. Only a full flash is final.
+                if isinstance(e, OSError) and compat.errno_of(e) == compat.ENOSPC:
+                    raise
+                log.warning("store %s: deletion commit not replayed (%s): index rebuilt from the files",
+                            box.path, e)
+                index_ok = False
+                rep["intent"] = "not replayed"
+        else:
+            rep["intent"] = "discarded"
+            log.info("store %s: incomplete deletion commit discarded (nothing deleted)", box.path)
+        _remove(intent)
+    _remove(box.p("index.new"))
+    _remove(box.p("commit.new"))
+    moved = 0
+    for r in box.unreadable:  # the scan then finds their records without a file
+        if compat.exists(box.msg_path(r[0], r[1], r[2], r[3], r[4])):
+            _set_aside(box, r, "unreadable by a session")
+            moved += 1
+    box.unreadable = []
+    rep["unreadable"] += moved
+    # The files against the index (one listing of the buckets): a damaged index is
+    # rewritten from them, a message whose file is gone or has another size leaves it.
+    scan(box, rep, True, not index_ok)
+    rep["missing"] = max(0, rep["missing"] - moved)  # counted as unreadable
+    box.merge()
+    box.next_seq = max(box.floor, box.last_seq + 1)
+    box.count = box.idx_count
+    box.total = box.idx_total
+    box.unindexed = 0
+    box.suspect = False
+    box.loaded = True
+
+
+def _upgrade_intent(box):
+    """An intent log of format 1 (b'PPC1', written by an older version just before it
+    stopped), complete and valid by that format's check, is rewritten in format 2
+    (commit.new, then renamed over commit): its deletion was promised, so it is carried out."""
+    path = box.p("commit")
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return
+    try:
+        size = f.seek(0, 2)
+        f.seek(0)
+        h = _old_unpack(f.read(_REC))
+        if h is None or h[0] != _OLD_MAGIC_COMMIT or size != (h[1] + 1) * _REC:
+            return
+        box.write_intent(_old_records(f, h[1]), h[1], "commit.new")
+    except (OSError, StoreError):
+        _remove(box.p("commit.new"))
+        return
+    finally:
+        f.close()
+    compat.rename(box.p("commit.new"), path)
+    log.info("store %s: deletion commit of an older format carried over", box.path)
+
+
+def inspect(box, rep):
+    """check(repair=False): what recover() would find and fix, changing nothing."""
+    if not box.read_index_state():
+        rep["index"] = "missing" if not compat.exists(box.p("index")) else "damaged"
+    if compat.exists(box.p("commit")):
+        # Its files may be half unlinked: comparing them with the index would mislead.
+        rep["intent"] = "pending" if _commit_ok(box.p("commit")) else "torn"
+        return
+    index = rep["index"]
+    scan(box, rep, False)
+    if index != "ok":
+        rep["index"] = index
+
+
+def deep_read(box, rep, repair):
+    """Read every message file to its end (a fixed buffer); a file that cannot be read is
+    "unreadable" and, with repair, moved to damaged/. Returns how many were moved."""
+    buf = bytearray(IN_BUF)
+    moved = 0
+    for k in buckets(box):
+        for name, is_dir, size in compat.listdir_stat(box.p("b%d" % k)):
+            m = None if is_dir else _parse_msg_name(name)
+            if m is None:
+                continue
+            try:
+                f = open(box.p("b%d" % k, name), "rb")
+                try:
+                    n = 0
+                    while True:
+                        got = f.readinto(buf)
+                        if not got:
+                            break
+                        n += got
+                finally:
+                    f.close()
+                if n == size:
+                    continue
+            except OSError:
+                pass
+            rep["unreadable"] += 1
+            if repair:
+                _set_aside(box, _file_rec(m, size), "unreadable")
+                moved += 1
+    return moved
+
+
+def _say_index_bad(box):
+    try:
+        f = open(box.p("index"), "rb")
+    except OSError:
+        log.warning("store %s: index missing: rebuilt from the message files", box.path)
+        return
+    try:
+        old = f.read(4) == _OLD_MAGIC_INDEX
+    except OSError:
+        old = False
+    finally:
+        f.close()
+    if old:
+        log.info("store %s: index of an older format: rebuilt from the message files (UIDs kept)", box.path)
+    else:
+        log.warning("store %s: index damaged: rebuilt from the message files", box.path)
+
+
+def rebuild(box):
+    """Index lost or damaged: rewrite it from one listing of the buckets (see scan)."""
+    scan(box, report(), True, True)
+
+
+def scan(box, rep, repair=True, force=False):
+    """Compare the index with the message files, bucket by bucket, and count what differs in
+    rep (see report). The files are the truth: a record that fails its check is replaced by
+    what its file's name says (UIDs are in the names, so they do not change); a record
+    whose file is gone is dropped ("missing"); a file shorter or longer than its record
+    ("damaged") is moved to damaged/ (kept for export and inspection); a file below the
+    index's last record with no valid record is indexed again ("recovered"). With repair,
+    if anything differed (or force), the index is rewritten to match: index.new, renamed
+    over index (files above the last record are indexed with the rest; without a rewrite
+    they are left to merge()). Costs one listing of every bucket (one bucket in RAM at a
+    time) and one read of the index; True if rewritten."""
+    hdr = _read_header(box.p("index"))
+    # Below the header's floor every file was indexed once (a commit or rebuild set it).
+    hfloor = hdr[3] if hdr is not None else 0
+    _walk(box, rep, False, hfloor)
+    bad = rep["bad_records"] + rep["missing"] + rep["damaged"] + rep["recovered"] + rep["renamed"]
+    if hdr is None:
+        rep["index"] = "missing" if not compat.exists(box.p("index")) else "damaged"
+    elif bad:
+        rep["index"] = "damaged"
+    if rep.get("broken", 0) > box.floor:
+        bad += 1  # the floor moves past the broken bucket: new mail goes to a new one
+    if not repair or not (force or bad or hdr is None):
+        return False
+    for k in ("bad_records", "missing", "damaged", "recovered", "renamed", "unindexed"):
+        rep[k] = 0
+    ks = buckets(box)
+    floor = box.floor
+    if hdr is None:
+        # Seqs restart above every bucket ever listed; the new epoch keeps old UIDs unique
+        # even if the highest messages were deleted before the index was lost.
+        epoch = _new_epoch()
+        floor = max(floor, (ks[-1] + 1) * BUCKET if ks else 1)
+    else:
+        epoch = hdr[2]
+        floor = max(floor, hdr[3])
+    new = box.p("index.new")
+    it = _walk(box, rep, True, hfloor)
+    try:
+        box.write_index(new, it, epoch, max(floor, rep["top"] + 1, rep.get("broken", 0)))
+    finally:
+        it.close()
+    compat.rename(new, box.p("index"))
+    compat.sync_dir(box.path)
+    if not box.read_index_state():
+        raise StoreError("index rebuild failed")
+    rep["index"] = "rebuilt"
+    log.warning("store %s: index rewritten from the files (%d bad records, %d missing, %d damaged, %d recovered)",
+                box.path, rep["bad_records"], rep["missing"], rep["damaged"], rep["recovered"])
+    return True
+
+
+def _walk(box, rep, act, hfloor):
+    """The scan itself (a generator when act, else run to its end here). Yields the records
+    of the index that matches the files, in seq order; with act, moves damaged files aside."""
+    g = _walk_gen(box, rep, act, hfloor)
+    if act:
+        return g
+    for _ in g:
+        pass
+    return None
+
+
+def _walk_gen(box, rep, act, hfloor):
+    # Fixed RAM for any mailbox: one slot per seq of a bucket, reused for every bucket. The
+    # listing fills the slots (names parsed one at a time), the bucket's records are then
+    # matched against them, and the slots are read out in seq order.
+    slots = [None] * BUCKET  # file tuple (epoch, seq, arrival, size field, LIST size) by seq % BUCKET
+    claimed = bytearray(BUCKET)  # 1: a valid record matched the slot's file
+    old = _iter_salvage(box.p("index"), rep)
+    try:
+        bad = rep["bad_records"]
+        r = _next(old)
+        # The running total of the record just before r in the index (0 before the first),
+        # None when a bad record lay between (salvage skipped it).
+        prev = 0 if rep["bad_records"] == bad else None
+        kept = 0
+        top = 0  # highest seq of any record read or file seen
+        last_old = 0  # highest seq of a valid record of the old index
+        for k in buckets(box):
+            lo = k * BUCKET
+            hi = lo + BUCKET
+            try:
+                for name, size in compat.iter_files(box.p("b%d" % k)):
+                    m = _parse_msg_name(name)
+                    if m is not None and lo <= m[1] < hi:
+                        slots[m[1] - lo] = _file_rec(m, size)
+            except OSError as e:
+                # A bucket directory littlefs cannot read: its messages are lost (their
+                # records count as missing) and no new mail may go into it.
+                for i in range(BUCKET):
+                    slots[i] = None
+                rep["broken"] = max(rep.get("broken", 0), hi)
+                if act:
+                    log.warning("store %s: bucket b%d unreadable (%r): its messages are lost", box.path, k, e)
+            while r is not None and r[1] < hi:
+                top = max(top, r[1])
+                last_old = r[1]
+                i = r[1] - lo
+                t = slots[i] if i >= 0 else None
+                if t is None:
+                    rep["missing"] += 1
+                    if act:
+                        log.warning("store %s: message %08x.%d missing (%d octets)", box.path, r[0], r[1],
+                                    r[3] & _SIZE)
+                elif t[3] & _SIZE != r[3] & _SIZE:
+                    slots[i] = None
+                    rep["damaged"] += 1
+                    if act:
+                        _set_aside(box, t, "size %d, index says %d" % (t[3] & _SIZE, r[3] & _SIZE))
+                else:
+                    # The LIST size a stuffed record gives depends on its neighbour's running
+                    # total: checked when that neighbour was valid (else the rewrite fixes it).
+                    lz = t[4] if prev is None else _lsize(r, prev)
+                    if t[0] != r[0] or t[2] != r[2] or t[3] != r[3] or lz != t[4]:
+                        rep["renamed"] += 1  # the file's name disagrees with its record: the name wins
+                    claimed[i] = 1
+                prev = r[4]
+                bad = rep["bad_records"]
+                r = _next(old)
+                if rep["bad_records"] != bad:
+                    prev = None
+            for i in range(BUCKET):
+                t = slots[i]
+                if t is None:
+                    continue
+                slots[i] = None
+                if not claimed[i]:
+                    top = max(top, t[1])
+                    if t[4] < 0:  # shorter than the dots its name says were added
+                        rep["damaged"] += 1
+                        if act:
+                            _set_aside(box, t, "size %d below its added dots" % (t[3] & _SIZE))
+                        continue
+                    if t[1] <= last_old or r is not None or t[1] < hfloor:
+                        rep["recovered"] += 1
+                    else:
+                        rep["unindexed"] += 1
+                claimed[i] = 0
+                kept += 1
+                if act:
+                    yield t
+        while r is not None:  # records of buckets that are gone
+            top = max(top, r[1])
+            rep["missing"] += 1
+            if act:
+                log.warning("store %s: message %08x.%d missing (%d octets)", box.path, r[0], r[1],
+                            r[3] & _SIZE)
+            r = _next(old)
+        rep["top"] = top
+        rep["messages"] = kept
+    finally:
+        old.close()
+
+
+def _set_aside(box, t, why):
+    """Move a damaged message file to damaged/ (same name: the UID stays readable)."""
+    name = _msg_name(t[0], t[1], t[2], t[3], t[4])
+    try:
+        compat.makedirs(box.p(_DAMAGED))
+        compat.rename(compat.join(box.bucket_dir(t[1]), name), box.p(_DAMAGED, name))
+    except OSError as e:  # left in place: the next scan indexes it at the size it has
+        log.warning("store %s: message %08x.%d damaged (%s), not moved: %r", box.path, t[0], t[1], why, e)
+        return
+    log.warning("store %s: message %08x.%d damaged (%s): moved to %s/", box.path, t[0], t[1], why, _DAMAGED)
+
+
+def buckets(box):
+    out = []
+    for name, is_dir, _ in compat.listdir_stat(box.path):
+        if is_dir and len(name) > 1 and name[0] == "b":
+            try:
+                out.append(int(name[1:]))
+            except ValueError:
+                pass
+    out.sort()
+    return out
+
+
+def iter_kept(box, intent):
+    """Index records whose seq is not in the intent log: a merge of two streams that are both
+    in ascending seq order (a log is written in index order; _commit_ok checks it)."""
+    dead = _iter_recs(intent, "intent log corrupt")
+    idx = box.iter_index()
+    try:
+        d = _next(dead)
+        for r in idx:
+            while d is not None and d[1] < r[1]:
+                d = _next(dead)
+            if d is not None and d[1] == r[1]:
+                continue
+            yield r
+    finally:
+        idx.close()
+        dead.close()
+
+
+def report():
+    """What a scan or check found in one mailbox (counts), filled in by _Box.scan/check."""
+    return {"index": "ok", "bad_records": 0, "missing": 0, "damaged": 0, "recovered": 0, "renamed": 0,
+            "unindexed": 0, "unreadable": 0, "temp": 0, "intent": None, "top": 0}
+
+
+def _old_unpack(b):
+    """A format-1 record (the check was an FNV-style mix of the five fields), or None."""
+    if len(b) != _REC:
+        return None
+    r = struct.unpack(_FMT, b)
+    h = 0x811C9DC5
+    for v in r[:5]:
+        h = ((h ^ v) * 0x01000193) & _MASK
+        h ^= h >> 15
+    return r if h == r[5] else None
+
+
+def _old_records(f, n):
+    """The n records of a format-1 intent log (f after its header), checked, ascending seq;
+    raises StoreError at the first that is not (the log is then left as it was: discarded)."""
+    last = 0
+    for _ in range(n):
+        r = _old_unpack(f.read(_REC))
+        if r is None or r[1] < last:
+            raise StoreError("old intent log damaged")
+        last = r[1]
+        yield r
+
+
+def _problems(rep):
+    n = rep["bad_records"] + rep["missing"] + rep["damaged"] + rep["recovered"] + rep["renamed"]
+    n += rep["unreadable"] + rep["temp"] + (rep["intent"] is not None) + ("broken" in rep)
+    if not n and rep["index"] != "ok":
+        n = 1
+    return n
+
+
+def describe(name, rep):
+    """One line for a human about one mailbox's check report."""
+    if rep.get("in_use"):
+        return "mailbox %s: in use by a session, not checked" % name
+    if "error" in rep:
+        return "mailbox %s: check failed: %s" % (name, rep["error"])
+    out = ["%d messages" % rep.get("messages", 0), "index %s" % rep["index"]]
+    for k in ("bad_records", "missing", "damaged", "unreadable", "recovered", "renamed", "temp"):
+        if rep[k]:
+            out.append("%d %s" % (rep[k], k.replace("_", " ")))
+    if rep["intent"]:
+        out.append("deletion commit %s" % rep["intent"])
+    if "broken" in rep:
+        out.append("a bucket directory unreadable")
+    return "mailbox %s: %s" % (name, ", ".join(out))
+
+
+def clean_tmp(tmp):
+    """Remove every file in a mailbox's tmp/ (orphans of interrupted deliveries); returns how
+    many. Listed again after a removal, up to _TMP_PASSES times: the first write after a mount
+    is when littlefs finishes a move a power cut left half done, and an entry can show up (or go)
+    only then; one more listing keeps it from waiting for the next boot."""
+    removed = 0
+    try:
+        if not compat.isdir(tmp):
+            return 0
+        for _ in range(_TMP_PASSES):
+            names = compat.listdir(tmp)
+            if not names:
+                break
+            for fn in names:
+                if _remove(compat.join(tmp, fn)):
+                    removed += 1
+    except OSError as e:  # a damaged tmp/ must not keep the store from opening
+        log.warning("store %s: temp files not removed: %r", tmp, e)
+    return removed
+
+
+def _read_header(path):
+    """The header record of an index if it is there and valid, else None."""
+    buf = bytearray(_REC)
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return None
+    try:
+        if f.readinto(buf) != _REC:
+            return None
+    except OSError:
+        return None
+    finally:
+        f.close()
+    h = _unpack(buf, 0)
+    if h is None or h[0] != _MAGIC_INDEX or h[1] != 1:
+        return None
+    return h
+
+
+def _iter_salvage(path, rep):
+    """Yield the valid records of an index, in ascending seq, skipping (and counting in rep) the
+    ones that fail their check, go backwards, or cannot be read. Never raises for damage."""
+    buf = bytearray(_REC * _RECS_PER_READ)
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return
+    try:
+        last = 0
+        skip = _REC  # the header
+        while True:
+            try:
+                n = f.readinto(buf)
+            except OSError:
+                rep["bad_records"] += 1
+                break
+            if not n:
+                break
+            if n % _REC:
+                rep["bad_records"] += 1  # a torn tail
+            for off in range(skip, n - n % _REC, _REC):
+                r = _unpack(buf, off)
+                if r is None or r[1] <= last:
+                    rep["bad_records"] += 1
+                    continue
+                last = r[1]
+                yield r
+            skip = 0
+    finally:
+        f.close()
+
+
+def _next(it):
+    """The next item of an iterator, or None at its end (next(it, default) is optional in MicroPython)."""
+    for r in it:
+        return r
+    return None
+
+
+def _commit_ok(path):
+    """True if the intent log at path is complete: a valid header whose count matches the file
+    size, every record's check right, seqs in ascending order. Read a block at a time."""
+    try:
+        f = open(path, "rb")
+    except OSError:
+        return False
+    try:
+        size = f.seek(0, 2)
+        if size < _REC or size % _REC:
+            return False
+        f.seek(0)
+        buf = bytearray(_REC * _RECS_PER_READ)
+        n = f.readinto(buf)
+        h = _unpack(buf, 0) if n >= _REC else None
+        if h is None or h[0] != _MAGIC_COMMIT or h[1] != size // _REC - 1:
+            return False
+        seen = 0
+        last = 0
+        off = _REC
+        while n:
+            for o in range(off, n - n % _REC, _REC):
+                r = _unpack(buf, o)
+                if r is None or r[1] < last:
+                    return False
+                last = r[1]
+                seen += 1
+            off = 0
+            n = f.readinto(buf)
+        return seen == h[1]
+    finally:
+        f.close()
+
+
+def check(store, repair, deep, names):
+    """Check every mailbox that no session holds; with repair, fix what is found. Returns
+    {"mailboxes": {name: report}, "problems": n}; a report counts (see report): "bad_records"
+    (index records failing their check), "missing" (files gone), "damaged" (files whose size
+    is not the index's; moved to damaged/), "recovered" (files the index had lost),
+    "renamed", "unreadable" (deep only), "temp" (leftover temp files), "intent" (a deletion
+    commit in flight: pending/torn, or with repair replayed/discarded/not replayed),
+    "index" (ok, damaged, missing, rebuilt), "messages", "in_use" (locked: not checked).
+    The cheap part (what the board runs at boot): verify each index, compare it with one
+    listing of the buckets, finish or drop an intent log, remove temp files. deep=True also
+    reads every message file to its end (the host tool does; on a board it costs a read of
+    the whole mailbox). Without repair nothing on flash or in RAM changes. names: only these
+    mailboxes (the board checks one at a time, yielding to the loop in between)."""
+    out = {}
+    problems = 0
+    for name in store.mailboxes() if names is None else names:
+        path = store._path(name)
+        box = _BOXES.get(path)
+        rep = report()
+        out[name] = rep
+        if not compat.isdir(path):
+            rep["error"] = "no such mailbox"
+            problems += 1
+            continue
+        if path in _LOCKS or (box is not None and box.busy):
+            rep["in_use"] = True
+            continue
+        tmp = compat.join(path, "tmp")
+        moved = 0
+        try:
+            if repair:
+                rep["temp"] = clean_tmp(tmp)
+                if box is None:
+                    box = _Box(path)
+                    _BOXES[path] = box
+                box.loaded = False
+                if deep:
+                    moved = deep_read(box, rep, True)
+                recover(box, rep)
+                rep["missing"] = max(0, rep["missing"] - moved)  # counted as unreadable
+            else:
+                rep["temp"] = len(compat.listdir(tmp)) if compat.isdir(tmp) else 0
+                scratch = _Box(path)  # RAM state of the real box stays as it is
+                inspect(scratch, rep)
+                if deep and rep["intent"] is None:
+                    deep_read(scratch, rep, False)
+                box = scratch
+        except (OSError, StoreError) as e:
+            rep["error"] = str(e)
+            problems += 1
+            continue
+        if repair or "messages" not in rep:
+            rep["messages"] = box.idx_count + box.unindexed
+        problems += _problems(rep)
+    return {"mailboxes": out, "problems": problems}
