@@ -624,6 +624,27 @@ def _iter_recs(path, what):
         f.close()
 
 
+def _clean_tmp(tmp):
+    """Remove every file in a mailbox's tmp/ (orphans of interrupted deliveries); returns how
+    many. Listed again after a removal, up to _TMP_PASSES times: the first write after a mount
+    is when littlefs finishes a move a power cut left half done, and an entry can show up (or go)
+    only then; one more listing keeps it from waiting for the next boot."""
+    removed = 0
+    try:
+        if not compat.isdir(tmp):
+            return 0
+        for _ in range(_TMP_PASSES):
+            names = compat.listdir(tmp)
+            if not names:
+                break
+            for fn in names:
+                if _remove(compat.join(tmp, fn)):
+                    removed += 1
+    except OSError as e:  # a damaged tmp/ must not keep the store from opening
+        log.warning("store %s: temp files not removed: %r", tmp, e)
+    return removed
+
+
 def _popcount(mask, nbytes):
     n = 0
     for j in range(nbytes):
@@ -654,7 +675,12 @@ class Store:
             box = _BOXES[path]
             if path.startswith(prefix) and not box.busy and path not in _LOCKS:
                 del _BOXES[path]
-        _scan("clean_all", self)
+        for name in self.mailboxes():
+            path = compat.join(self.root, name)
+            box = _BOXES.get(path)
+            if box is not None and box.busy:
+                continue
+            _clean_tmp(compat.join(path, "tmp"))
 
     def check(self, repair=False, deep=False, names=None):
         """Check every mailbox that no session holds; with repair, fix what is found. Returns
@@ -837,8 +863,7 @@ class Store:
             raise
 
 
-# The cold code (storescan.py: recovery, the scan, salvage, check, describe, the tmp/ clean-up,
-# the old formats; 8.6-14.2 KiB of heap on the 64-bit host, docs/ARCHITECTURE.md "Heap") is
+# The cold code (storescan.py: recovery, the scan, salvage, check, describe, the old formats; 8.6-14.2 KiB of heap on the 64-bit host, docs/ARCHITECTURE.md "Heap") is
 # imported for a call and, on MicroPython, dropped when no call is inside it. _held counts the
 # calls under way, so a module in use is never dropped (nothing of it outlives a call: see
 # storescan.py).

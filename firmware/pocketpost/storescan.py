@@ -1,8 +1,7 @@
 """The store's cold code: recovery, the scan of the files against the index, salvage, check,
-describe, the tmp/ clean-up and the old-format upgrade. Functions of a store._Box (or Store).
+describe and the old formats. Functions of a store._Box (or Store).
 
-Runs only at Store() (temp files of interrupted deliveries), at the first lock or delivery after
-boot, at Store.check and at a lock that found damage (see store.py's theory of operation). So
+Runs only at the first lock or delivery after boot, at Store.check and at a lock that found damage (see store.py's theory of operation). So
 store.py imports this module only then, through store._scan, which counts the callers inside it
 and, on MicroPython, drops it (heapmark.forget) when the last one leaves: its code is not in the
 heap while mail is delivered and read (docs/ARCHITECTURE.md "Heap"). Nothing outside a call
@@ -14,8 +13,8 @@ import struct
 
 from pocketpost import compat, log
 from pocketpost.compat import const
-from pocketpost.store import (BUCKET, IN_BUF, _BOXES, _LOCKS, StoreError, _Box, _file_rec, _iter_recs, _lsize,
-                              _msg_name, _new_epoch, _parse_msg_name, _remove, _unpack)
+from pocketpost.store import (BUCKET, IN_BUF, _BOXES, _LOCKS, StoreError, _Box, _clean_tmp, _file_rec, _iter_recs,
+                              _lsize, _msg_name, _new_epoch, _parse_msg_name, _remove, _unpack)
 
 # store.py's private constants (const() folds them at compile time: they are not module
 # attributes on MicroPython); host_tests/dual/test_store.py checks they agree.
@@ -28,20 +27,7 @@ _OLD_MAGIC_INDEX = b"PPX1"
 _OLD_MAGIC_COMMIT = const(0x31435050)  # b'PPC1'
 _MASK = const(0xFFFFFFFF)
 _SIZE = const(0x3FFFFFFF)
-# Listings of tmp/ when cleaning it: one, then one more after removals (see clean_tmp).
-_TMP_PASSES = const(3)
 _DAMAGED = "damaged"  # in a mailbox: message files set aside by a scan, kept for export/inspection
-
-
-def clean_all(store):
-    """Store(): remove the temp files of interrupted deliveries in every mailbox no delivery of
-    this process is writing."""
-    for name in store.mailboxes():
-        path = compat.join(store.root, name)
-        box = _BOXES.get(path)
-        if box is not None and box.busy:
-            continue
-        clean_tmp(compat.join(path, "tmp"))
 
 
 def recover(box, rep=None):
@@ -444,27 +430,6 @@ def describe(name, rep):
     return "mailbox %s: %s" % (name, ", ".join(out))
 
 
-def clean_tmp(tmp):
-    """Remove every file in a mailbox's tmp/ (orphans of interrupted deliveries); returns how
-    many. Listed again after a removal, up to _TMP_PASSES times: the first write after a mount
-    is when littlefs finishes a move a power cut left half done, and an entry can show up (or go)
-    only then; one more listing keeps it from waiting for the next boot."""
-    removed = 0
-    try:
-        if not compat.isdir(tmp):
-            return 0
-        for _ in range(_TMP_PASSES):
-            names = compat.listdir(tmp)
-            if not names:
-                break
-            for fn in names:
-                if _remove(compat.join(tmp, fn)):
-                    removed += 1
-    except OSError as e:  # a damaged tmp/ must not keep the store from opening
-        log.warning("store %s: temp files not removed: %r", tmp, e)
-    return removed
-
-
 def _read_header(path):
     """The header record of an index if it is there and valid, else None."""
     buf = bytearray(_REC)
@@ -590,7 +555,7 @@ def check(store, repair, deep, names):
         moved = 0
         try:
             if repair:
-                rep["temp"] = clean_tmp(tmp)
+                rep["temp"] = _clean_tmp(tmp)
                 if box is None:
                     box = _Box(path)
                     _BOXES[path] = box
