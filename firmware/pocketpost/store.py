@@ -881,9 +881,7 @@ def _scan(fn, *args):
         _held[0] -= 1
         if _held[0] <= 0:
             _held[0] = 0
-            from pocketpost import heapmark
-
-            heapmark.forget(("storescan",))
+            compat.forget(("storescan",))
 
 
 def describe(name, rep):
