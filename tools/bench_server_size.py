@@ -30,8 +30,8 @@ from benchlib import build_mpy  # noqa: E402
 from helpers import MICROPYTHON, free_port  # noqa: E402
 from serverharness import Pop3Server  # noqa: E402
 
-ORDER = ("compat", "log", "wire", "pop3", "auth", "config", "store", "storescan", "heapmark", "tls", "transport",
-         "listener", "pop3server", "server", "groupcommit", "smtp", "smtpserver")
+ORDER = ("compat", "log", "wire", "pop3", "auth", "config", "store", "storescan", "storecheck", "heapmark", "tls",
+         "transport", "listener", "pop3server", "server", "groupcommit", "smtp", "smtpserver")
 STEP = """import gc, sys
 for m in %r:
     gc.collect()

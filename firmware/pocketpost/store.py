@@ -517,7 +517,7 @@ class _Box:
         then drop emptied buckets. mask: the committing session's bitmask of deleted index
         positions (the index is unchanged since the lock, so the rewrite filters by position);
         None in recovery (the rewrite merges the index with the log by seq: a third read). Only
-        recovery passes index_ok False or mask None: then storescan is loaded and held (_scan)."""
+        recovery passes index_ok False or mask None: then storescan is loaded and held (_cold)."""
         intent = self.p("commit")
         floor = self.floor
         it = _iter_recs(intent, "intent log corrupt")
@@ -534,7 +534,7 @@ class _Box:
             if mask is not None:
                 it = self.iter_index(mask)
             else:
-                from pocketpost import storescan  # recovery: loaded and held (_scan)
+                from pocketpost import storescan  # recovery: loaded and held (_cold)
 
                 it = storescan.iter_kept(self, intent)
             try:
@@ -545,7 +545,7 @@ class _Box:
             compat.sync_dir(self.path)
             self.read_index_state()
         else:
-            from pocketpost import storescan  # recovery: loaded and held (_scan)
+            from pocketpost import storescan  # recovery: loaded and held (_cold)
 
             self.floor = floor
             storescan.rebuild(self)
@@ -695,7 +695,7 @@ class Store:
         reads every message file to its end (the host tool does; on a board it costs a read of
         the whole mailbox). Without repair nothing on flash or in RAM changes. names: only these
         mailboxes (the board checks one at a time, yielding to the loop in between)."""
-        return _scan("check", self, repair, deep, names)
+        return _cold("storecheck", "check", self, repair, deep, names)
 
     def _free(self, path):
         """(free bytes, block size), or (-1, 0) if unknown. statvfs on littlefs walks the whole
@@ -730,7 +730,7 @@ class Store:
             _BOXES[path] = box
         if not box.loaded:
             try:
-                _scan("recover", box)
+                _cold("storescan", "recover", box)
             except OSError as e:
                 raise _os_error(e)
         return box
@@ -863,17 +863,25 @@ class Store:
             raise
 
 
-# The cold code (storescan.py: recovery, the scan, salvage, check, describe, the old formats; 8.6-14.2 KiB of heap on the 64-bit host, docs/ARCHITECTURE.md "Heap") is
-# imported for a call and, on MicroPython, dropped when no call is inside it. _held counts the
-# calls under way, so a module in use is never dropped (nothing of it outlives a call: see
-# storescan.py).
+# The cold code, in two modules: storescan.py (recovery: the roll-forward, the scan, salvage,
+# the old formats) and storecheck.py (Store.check, describe), 8.6-14.2 KiB of heap on the 64-bit
+# host that runs only at the first lock or delivery after boot, at a lock that found damage and
+# at a check. _cold imports the one a call needs; on MicroPython both are dropped when no call
+# is inside them. _held counts the calls under way, so a module in use is never dropped (and
+# nothing of theirs outlives a call: see storescan.py).
 _held = [0]
+_COLD = ("storecheck", "storescan")
 
 
-def _scan(fn, *args):
-    """storescan.<fn>(*args), with the module loaded for the call and dropped after the last."""
+def _cold(mod, fn, *args):
+    """pocketpost.<mod>.<fn>(*args) (mod: storescan or storecheck), the cold modules kept loaded
+    until the last call is out."""
     _held[0] += 1
     try:
+        if mod == "storecheck":
+            from pocketpost import storecheck  # (it imports storescan)
+
+            return getattr(storecheck, fn)(*args)
         from pocketpost import storescan
 
         return getattr(storescan, fn)(*args)
@@ -881,12 +889,12 @@ def _scan(fn, *args):
         _held[0] -= 1
         if _held[0] <= 0:
             _held[0] = 0
-            compat.forget(("storescan",))
+            compat.forget(_COLD)
 
 
 def describe(name, rep):
     """One line for a human about one mailbox's report from Store.check."""
-    return _scan("describe", name, rep)
+    return _cold("storecheck", "describe", name, rep)
 
 
 def reboot():

@@ -1,20 +1,22 @@
-"""The store's cold code: recovery, the scan of the files against the index, salvage, check,
-describe and the old formats. Functions of a store._Box (or Store).
+"""The store's recovery: the roll-forward or discard of a deletion commit, the scan of the
+files against the index (salvaging every valid record, setting damaged files aside, rewriting
+the index from the files), the old formats. Functions of a store._Box.
 
-Runs only at the first lock or delivery after boot, at Store.check and at a lock that found damage (see store.py's theory of operation). So
-store.py imports this module only then, through store._scan, which counts the callers inside it
-and, on MicroPython, drops it (heapmark.forget) when the last one leaves: its code is not in the
-heap while mail is delivered and read (docs/ARCHITECTURE.md "Heap"). Nothing outside a call
-keeps a reference to anything here: the store's exceptions and RAM state (_Box, _BOXES, _LOCKS)
-live in store.py, and the generators made here are closed before the call returns.
+Runs only at the first lock or delivery after boot, at a lock that found damage, and under
+Store.check (storecheck.py) (see store.py's theory of operation). So store.py imports it only
+then, through store._cold, which counts the calls inside the cold modules and, on MicroPython,
+drops them (compat.forget) when the last one leaves: their code is not in the heap while mail is
+delivered and read. Nothing outside a call keeps a reference to anything here: the store's
+exceptions and RAM state (_Box, _BOXES, _LOCKS) live in store.py, reports are plain dicts, and
+the generators made here are closed before the call returns.
 """
 
 import struct
 
 from pocketpost import compat, log
 from pocketpost.compat import const
-from pocketpost.store import (BUCKET, IN_BUF, _BOXES, _LOCKS, StoreError, _Box, _clean_tmp, _file_rec, _iter_recs,
-                              _lsize, _msg_name, _new_epoch, _parse_msg_name, _remove, _unpack)
+from pocketpost.store import (BUCKET, StoreError, _file_rec, _iter_recs, _lsize, _msg_name, _new_epoch,
+                              _parse_msg_name, _remove, _unpack)
 
 # store.py's private constants (const() folds them at compile time: they are not module
 # attributes on MicroPython); host_tests/dual/test_store.py checks they agree.
@@ -107,52 +109,6 @@ def _upgrade_intent(box):
         f.close()
     compat.rename(box.p("commit.new"), path)
     log.info("store %s: deletion commit of an older format carried over", box.path)
-
-
-def inspect(box, rep):
-    """check(repair=False): what recover() would find and fix, changing nothing."""
-    if not box.read_index_state():
-        rep["index"] = "missing" if not compat.exists(box.p("index")) else "damaged"
-    if compat.exists(box.p("commit")):
-        # Its files may be half unlinked: comparing them with the index would mislead.
-        rep["intent"] = "pending" if _commit_ok(box.p("commit")) else "torn"
-        return
-    index = rep["index"]
-    scan(box, rep, False)
-    if index != "ok":
-        rep["index"] = index
-
-
-def deep_read(box, rep, repair):
-    """Read every message file to its end (a fixed buffer); a file that cannot be read is
-    "unreadable" and, with repair, moved to damaged/. Returns how many were moved."""
-    buf = bytearray(IN_BUF)
-    moved = 0
-    for k in buckets(box):
-        for name, is_dir, size in compat.listdir_stat(box.p("b%d" % k)):
-            m = None if is_dir else _parse_msg_name(name)
-            if m is None:
-                continue
-            try:
-                f = open(box.p("b%d" % k, name), "rb")
-                try:
-                    n = 0
-                    while True:
-                        got = f.readinto(buf)
-                        if not got:
-                            break
-                        n += got
-                finally:
-                    f.close()
-                if n == size:
-                    continue
-            except OSError:
-                pass
-            rep["unreadable"] += 1
-            if repair:
-                _set_aside(box, _file_rec(m, size), "unreadable")
-                moved += 1
-    return moved
 
 
 def _say_index_bad(box):
@@ -405,31 +361,6 @@ def _old_records(f, n):
         yield r
 
 
-def _problems(rep):
-    n = rep["bad_records"] + rep["missing"] + rep["damaged"] + rep["recovered"] + rep["renamed"]
-    n += rep["unreadable"] + rep["temp"] + (rep["intent"] is not None) + ("broken" in rep)
-    if not n and rep["index"] != "ok":
-        n = 1
-    return n
-
-
-def describe(name, rep):
-    """One line for a human about one mailbox's check report."""
-    if rep.get("in_use"):
-        return "mailbox %s: in use by a session, not checked" % name
-    if "error" in rep:
-        return "mailbox %s: check failed: %s" % (name, rep["error"])
-    out = ["%d messages" % rep.get("messages", 0), "index %s" % rep["index"]]
-    for k in ("bad_records", "missing", "damaged", "unreadable", "recovered", "renamed", "temp"):
-        if rep[k]:
-            out.append("%d %s" % (rep[k], k.replace("_", " ")))
-    if rep["intent"]:
-        out.append("deletion commit %s" % rep["intent"])
-    if "broken" in rep:
-        out.append("a bucket directory unreadable")
-    return "mailbox %s: %s" % (name, ", ".join(out))
-
-
 def _read_header(path):
     """The header record of an index if it is there and valid, else None."""
     buf = bytearray(_REC)
@@ -522,60 +453,3 @@ def _commit_ok(path):
         return seen == h[1]
     finally:
         f.close()
-
-
-def check(store, repair, deep, names):
-    """Check every mailbox that no session holds; with repair, fix what is found. Returns
-    {"mailboxes": {name: report}, "problems": n}; a report counts (see report): "bad_records"
-    (index records failing their check), "missing" (files gone), "damaged" (files whose size
-    is not the index's; moved to damaged/), "recovered" (files the index had lost),
-    "renamed", "unreadable" (deep only), "temp" (leftover temp files), "intent" (a deletion
-    commit in flight: pending/torn, or with repair replayed/discarded/not replayed),
-    "index" (ok, damaged, missing, rebuilt), "messages", "in_use" (locked: not checked).
-    The cheap part (what the board runs at boot): verify each index, compare it with one
-    listing of the buckets, finish or drop an intent log, remove temp files. deep=True also
-    reads every message file to its end (the host tool does; on a board it costs a read of
-    the whole mailbox). Without repair nothing on flash or in RAM changes. names: only these
-    mailboxes (the board checks one at a time, yielding to the loop in between)."""
-    out = {}
-    problems = 0
-    for name in store.mailboxes() if names is None else names:
-        path = store._path(name)
-        box = _BOXES.get(path)
-        rep = report()
-        out[name] = rep
-        if not compat.isdir(path):
-            rep["error"] = "no such mailbox"
-            problems += 1
-            continue
-        if path in _LOCKS or (box is not None and box.busy):
-            rep["in_use"] = True
-            continue
-        tmp = compat.join(path, "tmp")
-        moved = 0
-        try:
-            if repair:
-                rep["temp"] = _clean_tmp(tmp)
-                if box is None:
-                    box = _Box(path)
-                    _BOXES[path] = box
-                box.loaded = False
-                if deep:
-                    moved = deep_read(box, rep, True)
-                recover(box, rep)
-                rep["missing"] = max(0, rep["missing"] - moved)  # counted as unreadable
-            else:
-                rep["temp"] = len(compat.listdir(tmp)) if compat.isdir(tmp) else 0
-                scratch = _Box(path)  # RAM state of the real box stays as it is
-                inspect(scratch, rep)
-                if deep and rep["intent"] is None:
-                    deep_read(scratch, rep, False)
-                box = scratch
-        except (OSError, StoreError) as e:
-            rep["error"] = str(e)
-            problems += 1
-            continue
-        if repair or "messages" not in rep:
-            rep["messages"] = box.idx_count + box.unindexed
-        problems += _problems(rep)
-    return {"mailboxes": out, "problems": problems}

@@ -952,15 +952,19 @@ def test_stuffed_file_damage_is_detected():
     _with_store(body)
 
 
-def _scan_loaded():
+def _cold_loaded():
+    """True if either of the store's cold modules (storescan, storecheck) is in sys.modules."""
     import sys
 
-    return "pocketpost.storescan" in sys.modules
+    return "pocketpost.storescan" in sys.modules or "pocketpost.storecheck" in sys.modules
 
 
 def test_cold_code_dropped_after_the_first_lock_and_loaded_again_for_damage_found_later():
-    # storescan.py (recovery, the scan, check) is imported for a recovery and, on MicroPython,
-    # dropped when it ends (CPython keeps modules: only the answers are checked there).
+    # storescan.py (recovery, the scan) is imported for a recovery, storecheck.py for a check,
+    # and on MicroPython dropped when it ends (CPython keeps modules: only the answers are
+    # checked there).
+    import sys
+
     def body(root, st):
         ux = [_deliver(st, "x", b"m%d\r\n" % i, arrival=100 + i) for i in range(40)]
         uy = [_deliver(st, "y", b".y%d\r\n" % i) for i in range(3)]
@@ -969,7 +973,7 @@ def test_cold_code_dropped_after_the_first_lock_and_loaded_again_for_damage_foun
         mb = st.lock("x")
         assert [mb.uid(i) for i in range(mb.count)] == ux
         if IS_MICROPYTHON:
-            assert not _scan_loaded() and store_mod._held[0] == 0
+            assert not _cold_loaded() and store_mod._held[0] == 0
         mb.release()
         # Damage found later, after the drop: the lock imports the cold code again and the index
         # is rebuilt from the files, as before the split.
@@ -979,7 +983,7 @@ def test_cold_code_dropped_after_the_first_lock_and_loaded_again_for_damage_foun
         assert _read(mb, 17) == b"m17\r\n"
         mb.release()
         if IS_MICROPYTHON:
-            assert not _scan_loaded() and store_mod._held[0] == 0
+            assert not _cold_loaded() and store_mod._held[0] == 0
         f = open(root + "/x/index", "rb")
         f.seek(24 * 18)
         rec = f.read(24)
@@ -992,21 +996,23 @@ def test_cold_code_dropped_after_the_first_lock_and_loaded_again_for_damage_foun
             mb = st.lock("y")  # y's first lock since the reboot: recovery
             assert [mb.uid(i) for i in range(mb.count)] == uy and _read(mb, 0) == b".y0\r\n"
             mb.release()
-            assert _scan_loaded()
+            assert _cold_loaded()
+            if IS_MICROPYTHON:
+                assert "pocketpost.storecheck" not in sys.modules  # a lock loads no check code
         finally:
             store_mod._held[0] -= 1
         rep = st.check()
         assert rep["problems"] == 0 and store_mod.describe("y", rep["mailboxes"]["y"]) == (
             "mailbox y: 3 messages, index ok")
         if IS_MICROPYTHON:
-            assert not _scan_loaded() and store_mod._held[0] == 0
+            assert not _cold_loaded() and store_mod._held[0] == 0
         # An error raised through the cold code (loaded again) is still a store.StoreError.
         try:
             st.check(repair=True, names=["Bad name"])
             raised = False
         except StoreError as e:
             raised = e.code == "SYS/PERM"
-        assert raised and not (IS_MICROPYTHON and _scan_loaded())
+        assert raised and not (IS_MICROPYTHON and _cold_loaded())
 
     _with_store(body)
 
