@@ -93,6 +93,16 @@ recovery before the session sees it. Mailbox.open checks the file's size against
 the next lock recovers it. A file's content is not checksummed: a same-size change goes unseen
 by RETR (reading a stuffed file un-stuffed also checks it comes to its LIST size, EIO if not).
 
+Cold code: recovery (the roll-forward or discard of an intent log, the scan, salvage, the rebuild
+from the files, the format-1 upgrade) is in storescan.py, Store.check and describe() in
+storecheck.py. They run only at the first lock or delivery of a mailbox after boot, at a lock that
+found damage and at a check, so this module imports them for the call (_cold) and, on
+MicroPython, drops both when no call is inside them (_held counts the calls under way: a module in
+use is never dropped). Nothing outside a call refers to them: the exceptions, _Box and the RAM
+state live here, reports are plain dicts, their generators are closed before the call returns.
+Delivery, lock, the session's reads and the deletion commit (write_intent, apply_deletions with
+the session's mask) stay here and never load them.
+
 Locks live in RAM (a module-level set): a dead session cannot leave one behind across a restart.
 One process owns a store root; all Store objects in it share the per-mailbox state below.
 """
@@ -473,7 +483,7 @@ class _Box:
         out.sort(key=lambda r: r[1])
         return out
 
-    # --- deletion commit (recovery, the scan and check: storescan.py) -------------------------
+    # --- deletion commit (recovery: storescan.py) ----------------------------------------------
 
     def write_intent(self, recs, n=None, name="commit"):
         """Step 1 of a deletion commit: the intent log, flushed. Once complete it is the commit
@@ -863,12 +873,8 @@ class Store:
             raise
 
 
-# The cold code, in two modules: storescan.py (recovery: the roll-forward, the scan, salvage,
-# the old formats) and storecheck.py (Store.check, describe), 8.6-14.2 KiB of heap on the 64-bit
-# host that runs only at the first lock or delivery after boot, at a lock that found damage and
-# at a check. _cold imports the one a call needs; on MicroPython both are dropped when no call
-# is inside them. _held counts the calls under way, so a module in use is never dropped (and
-# nothing of theirs outlives a call: see storescan.py).
+# The cold code (see the module docstring): storescan.py and storecheck.py, loaded by _cold for a
+# call and dropped (MicroPython) once _held, the calls under way, is back to 0.
 _held = [0]
 _COLD = ("storecheck", "storescan")
 

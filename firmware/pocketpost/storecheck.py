@@ -1,9 +1,9 @@
-"""Store.check and its report in words: functions of a store.Store or store._Box, on top of
-storescan.py's recovery and scan (see store.py's theory of operation).
+"""Store.check and describe(): functions of a store.Store, on top of storescan.py's recovery and
+scan (see store.py's theory of operation).
 
-Only Store.check (the board at boot, admin.check, the host tool ppadmin) and describe() use this
-code, so it is a module of its own, apart from the recovery a lock may need: store._cold loads it
-for the call and, on MicroPython, drops it (and storescan) when the last caller leaves.
+Only a check (the board at boot, admin.check, ppadmin's host check) and describe() use this code,
+so it is apart from the recovery a lock may need: store._cold loads it for the call and, on
+MicroPython, drops it (and storescan) when no call is inside them.
 """
 
 from pocketpost import compat

@@ -1,14 +1,13 @@
-"""The store's recovery: the roll-forward or discard of a deletion commit, the scan of the
-files against the index (salvaging every valid record, setting damaged files aside, rewriting
-the index from the files), the old formats. Functions of a store._Box.
+"""The store's recovery: a deletion commit's intent log rolled forward or discarded, the scan of
+the files against the index (every valid record salvaged, damaged files set aside, the index
+rewritten from the files), the format-1 upgrade. Functions of a store._Box.
 
-Runs only at the first lock or delivery after boot, at a lock that found damage, and under
-Store.check (storecheck.py) (see store.py's theory of operation). So store.py imports it only
-then, through store._cold, which counts the calls inside the cold modules and, on MicroPython,
-drops them (compat.forget) when the last one leaves: their code is not in the heap while mail is
-delivered and read. Nothing outside a call keeps a reference to anything here: the store's
-exceptions and RAM state (_Box, _BOXES, _LOCKS) live in store.py, reports are plain dicts, and
-the generators made here are closed before the call returns.
+Runs only at the first lock or delivery of a mailbox after boot, at a lock that found damage and
+under Store.check (storecheck.py), so store.py imports it only then (store._cold) and, on
+MicroPython, drops it when no call is inside it (see store.py's theory of operation). Nothing
+outside a call refers to anything here: the exceptions and the RAM state (_Box, _BOXES, _LOCKS)
+live in store.py, reports are plain dicts, and the generators made here are closed before the
+call returns.
 """
 
 import struct
