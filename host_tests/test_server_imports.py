@@ -48,6 +48,9 @@ def test_server_imports_no_client_module(tmp_path):
     loaded = set(m.split(".", 1)[1] for m in line[0].split()[1:])
     assert "server" in loaded and "store" in loaded
     assert not loaded & set(CLIENT_ONLY), sorted(loaded & set(CLIENT_ONLY))
+    # Opening the store and starting the server run no recovery: the store's cold code
+    # (storescan.py, storecheck.py) is not loaded (host_tests/dual/test_store.py: after a lock).
+    assert not loaded & {"storescan", "storecheck"}, sorted(loaded)
 
 
 # The services started as board.main starts them (config.py imported inside a function, as
