@@ -51,7 +51,7 @@ from pocketpost.compat import ConfigError, const  # a bad account: the one confi
 from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
 from pocketpost.pop3client import BODY, CHUNK, CONTINUE, END, GREETING, REPLY, ClientSession
 from pocketpost.uidstate import UidState, hash_key, remove_tmp
-from pocketpost.uidstate import unload as _drop  # a cold module, once used
+from pocketpost.compat import forget as _forget  # a cold module, once used
 
 # --- named defaults and limits ------------------------------------------------------------------
 # (the account defaults are in clientconf.py, loaded only to check an account)
@@ -131,7 +131,7 @@ def account_from_dict(d):
         return clientconf.account_from_dict(d)
     finally:
         clientconf = None
-        _drop("clientconf")
+        _forget(("clientconf",))
 
 
 # --- the session driver ----------------------------------------------------------------------------
@@ -309,7 +309,7 @@ class Pop3Client:
                 await clientstls.stls(self)
             finally:
                 clientstls = None
-                _drop("clientstls")
+                _forget(("clientstls",))
 
     async def capa(self):
         try:
@@ -339,7 +339,7 @@ class Pop3Client:
             await clientauth.login(self, user, password, method)
         finally:
             clientauth = None
-            _drop("clientauth")
+            _forget(("clientauth",))
 
     def best_auth(self):
         """The strongest method the server offers (clientauth.best_auth)."""
@@ -349,7 +349,7 @@ class Pop3Client:
             return clientauth.best_auth(self)
         finally:
             clientauth = None
-            _drop("clientauth")
+            _forget(("clientauth",))
 
     async def stat(self):
         rep = await self.cmd("STAT")
@@ -558,7 +558,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
 
         clientrecover.reconcile(st, store, mailbox)
         clientrecover = None
-        _drop("clientrecover")
+        _forget(("clientrecover",))
     token = fresh = None
     if a["auth"] in _OAUTH:  # the access token, refreshed before connecting (oauth2.py)
         from pocketpost import oauth2

@@ -224,3 +224,20 @@ def iter_files(path):
     for e in os.scandir(path):
         if not e.is_dir():
             yield e.name, e.stat().st_size
+
+
+def forget(names):
+    """Drop pocketpost modules (short names) from sys.modules and the package, so their code is
+    collected once nothing else refers to them (a module's functions keep its globals alive; its
+    qstrs stay interned); the next import loads them again. MicroPython only: on CPython a second
+    copy of a module would give its classes a second identity, and its heap is not the point."""
+    if not IS_MICROPYTHON:
+        return
+    import pocketpost
+
+    for n in names:
+        sys.modules.pop("pocketpost." + n, None)
+        try:
+            delattr(pocketpost, n)
+        except (AttributeError, KeyError):  # not loaded (MicroPython raises KeyError)
+            pass

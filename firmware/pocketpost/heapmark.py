@@ -11,9 +11,9 @@ of its points, everything else running included. CPython has no gc.mem_alloc: no
 """
 
 import gc
-import sys
 
-from pocketpost.compat import IS_MICROPYTHON, const, ticks_diff, ticks_ms
+from pocketpost.compat import const, ticks_diff, ticks_ms
+from pocketpost.compat import forget as compat_forget
 
 # One collection a second at most: an ESP32 collects a 100 KiB heap in a few ms.
 SAMPLE_MS = const(1000)
@@ -61,17 +61,5 @@ COLD_AFTER_START = ("config", "tls")
 
 
 def forget(names=COLD_AFTER_START):
-    """Drop pocketpost modules from sys.modules and the package, so their code is collected once
-    nothing else refers to them (a module's functions keep its globals alive; its qstrs stay
-    interned). MicroPython only: on CPython a second copy of a module imported later would give
-    its classes a second identity, and its heap is not the point there."""
-    if not IS_MICROPYTHON:
-        return
-    import pocketpost
-
-    for n in names:
-        sys.modules.pop("pocketpost." + n, None)
-        try:
-            delattr(pocketpost, n)
-        except (AttributeError, KeyError):  # not loaded (MicroPython raises KeyError)
-            pass
+    """compat.forget, by default of the start-up-only modules."""
+    compat_forget(names)

@@ -413,7 +413,7 @@ class UidState:
             return uidload.load(self)
         finally:
             uidload = None
-            unload("uidload")
+            compat.forget(("uidload",))
 
     # -- writing ----------------------------------------------------------------------
     def _entry_line(self, key):
@@ -610,22 +610,6 @@ class UidState:
             self.pending = None
             self._pend = True
             self.dirty = True
-
-
-def unload(name):
-    """Drop a cold module of the client path (pocketpost.<name>) once it has run, so its code can
-    be collected (MicroPython; a caller still holding it keeps it working, the next import loads it
-    again). On CPython nothing is dropped: a second copy of a module would confuse class identities."""
-    if compat.IS_MICROPYTHON:
-        import sys
-
-        import pocketpost
-
-        sys.modules.pop("pocketpost." + name, None)
-        try:
-            delattr(pocketpost, name)
-        except AttributeError:
-            pass
 
 
 def remove_tmp(state_dir, account):
