@@ -63,8 +63,14 @@ MAX_CAPA_LINES = const(64)
 # Socket reads land in a receive buffer this big: a RETR moves in few reads; status and listing
 # lines are still bounded by MAX_RESPONSE_LINE (RFC 2449 section 4: 512 octets).
 RECV_BUFSIZE = const(4096)
-# Un-stuffed body bytes are handed out in chunks of this size (the store's flash writes).
+# Body bytes the slow path (dot lines, lone LFs, overlong lines) un-stuffs before handing them out;
+# clean lines go out straight from the receive buffer, up to RECV_BUFSIZE at a time.
 CHUNK = const(2048)
+# The clean-line walk costs a little Python per line: below this many octets per line on average
+# it checks the rest of the buffer with three C passes instead (see ClientSession._clean).
+_WALK_BYTES = const(32)
+_CR = const(13)
+_DOT = const(46)
 
 # What the session is reading.
 _GREET = const(0)
@@ -111,6 +117,7 @@ class ClientSession:
         self._last = 0  # last listing number (LIST/UIDL entries come in increasing order)
         self._count = 0  # lines of the current block
         self._prev_cr = False  # the body's last byte so far was CR (a CRLF split across chunks)
+        self._lines = 0  # lines in the run _clean found
         # event details
         self.reply = None
         self.timestamp = None
@@ -124,7 +131,9 @@ class ClientSession:
         self.lf = 0
         self.crlf = 0
         self.bare = 0  # LFs without a CR before them in the last BODY chunk
-        self.dots = False  # a line of this body so far starts with "." (DotUnstuffer.dots)
+        # The last BODY chunk may hold a line starting with "." (False: it holds none); the
+        # slow path's chunks say so from the first dot line of the body on (DotUnstuffer.dots).
+        self.dots = False
 
     # -- bytes in ----------------------------------------------------------------------------
     def space(self):
@@ -264,7 +273,8 @@ class ClientSession:
         return ENTRY
 
     def _emit(self, n):
-        """Hand out the first n bytes of the out chunk as BODY, counting its line ends."""
+        """Hand out the first n bytes of the out chunk (un-stuffed by the slow path) as BODY,
+        counting its line ends."""
         out = self._out
         lf = out.count(b"\n", 0, n)
         self.bare = 0
@@ -282,8 +292,12 @@ class ClientSession:
         return BODY
 
     def _body(self):
+        """The next BODY chunk of a RETR/TOP (or END, or NEED_DATA). Two paths (module doc,
+        "The body's two paths"): whole clean lines straight out of the receive buffer, the rest
+        through the un-stuffer into the out chunk."""
         u = self._unstuffer
         r = self.reader
+        buf = r.buf
         out = self._out
         cap = len(out)
         while True:
@@ -296,13 +310,64 @@ class ClientSession:
             e = r.end
             if s >= e:
                 return NEED_DATA
+            if u.at_line_start() and buf[s] != _DOT:
+                i = self._clean(buf, s, e)
+                if i > s:
+                    if self._fill:  # what the slow path made goes first (the walk is redone)
+                        return self._emit(self._fill)
+                    n = self._lines
+                    self.lf += n
+                    self.crlf += n
+                    self.chunk = r.view(s, i)
+                    r.start = i
+                    self.octets += i - s
+                    self.bare = 0
+                    self.dots = False
+                    self._prev_cr = False
+                    return BODY
+                if buf.find(b"\n", s, e) < 0 and (s or e < len(buf)):
+                    return NEED_DATA  # the line is not complete yet: read on (space() compacts)
+                lim = e  # a lone LF (or a line longer than the buffer): the slow path takes it all
+            else:
+                # A line opening with "." (stuffed, or the terminator), or the rest of a line the
+                # out chunk had no room for: the slow path takes it to its end.
+                j = buf.find(b"\n", s, e)
+                lim = e if j < 0 else j + 1
             f = self._fill
-            made = u.unstuff_into(r.buf, s, e, out, f)
-            r.consume(u.consumed)
+            made = u.unstuff_into(buf, s, lim, out, f)
+            r.start = s + u.consumed
             self._fill = f + made
             self.octets += made
             if self._fill == cap:
                 return self._emit(cap)
+
+    def _clean(self, buf, s, e):
+        """Where the run of clean lines starting at buf[s] (a line start, not ".") ends: each
+        line ends with CRLF and the next one does not open with "." (a lone LF or a dot line
+        ends the run). A walk from LF to LF (C find); once lines are denser than one per
+        _WALK_BYTES, C count passes check the rest at once. Sets `_lines`: the lines walked."""
+        i = s
+        n = 0
+        left = (e - s) // _WALK_BYTES + 1
+        while True:
+            j = buf.find(b"\n", i, e)
+            if j <= i or buf[j - 1] != _CR:
+                break  # no line end yet, an empty line with a lone LF, or a lone LF
+            i = j + 1
+            n += 1
+            if i >= e or buf[i] == _DOT:
+                break
+            left -= 1
+            if not left:
+                k = buf.rfind(b"\n", i, e) + 1
+                if k > i:
+                    c = buf.count(b"\r\n", i, k)
+                    if c == buf.count(b"\n", i, k) and buf.find(b"\n.", i, k) < 0:
+                        i = k
+                        n += c
+                break
+        self._lines = n
+        return i
 
     def size_matches(self, size):
         """After END of a RETR: does the LIST size prove the message complete? (module doc)"""
