@@ -5,7 +5,8 @@ listener.ServerConn, which adds a server's named deadlines and STLS needs).
 Theory of operation
 -------------------
 A connection moves bytes and nothing else: `recv_into(mv, ms)` reads what is there into the
-caller's buffer (0 at end of stream), `send(data, ms)` writes all of it, each wait bounded by
+caller's buffer (0 at end of stream; `recv_now(mv)` the same without waiting, None when
+nothing is there: a bulk reader's fast path), `send(data, ms)` writes all of it, each wait bounded by
 `ms` milliseconds (raises `Timeout`). `start_tls(ctx, hostname, server_side, ms)` puts TLS under
 the stream (STLS / STARTTLS, or at once for implicit TLS); `close()` drops it at once
 (`close(True)`: what is still queued goes out first), `shutdown(ms)` closes politely (after
@@ -118,6 +119,20 @@ if IS_MICROPYTHON:
             except asyncio.TimeoutError:
                 raise self._expired(ms)
 
+        def recv_now(self, mv):
+            """What recv_into would read without waiting: bytes read into mv (> 0), 0 at end of
+            stream, None when nothing is there yet (then await recv_into). A bulk reader's fast
+            path: no coroutine per read."""
+            try:
+                n = self.sock.readinto(mv)
+            except OSError as e:
+                if errno_of(e) not in TIMEOUT_ERRNOS:
+                    raise
+                return None
+            if n and self.handshaking:
+                self._through()
+            return n
+
         async def recv_into(self, mv, ms=None):
             """Bytes read into mv (> 0), or 0 at end of stream."""
             while True:
@@ -192,6 +207,10 @@ else:
                     raise
                 raise self._expired(b)
             self._through()
+
+        def recv_now(self, mv):
+            """None: asyncio's streams have no read that never waits (see Conn.recv_now)."""
+            return None
 
         async def recv_into(self, mv, ms=None):
             s = self._bound(ms)
