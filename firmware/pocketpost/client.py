@@ -301,23 +301,6 @@ class Pop3Client:
             raise ConnectionLost("%s: waiting for %s: the server closed the connection" % (self.where, what))
         self.s.commit(n)
 
-    def _fill_now(self, recv_now, deadline, what):
-        """_fill without waiting (recv_now: the connection's): True when bytes came in, False
-        when none are there yet. The deadlines hold the same: a server that always has a byte
-        ready is cut off by them as well."""
-        if self._left(deadline) <= 0:
-            raise self._timeout(deadline, what)
-        try:
-            n = recv_now(self.s.space())
-        except (OSError, ValueError) as e:
-            raise ConnectionLost("%s: waiting for %s: %s" % (self.where, what, self._explain(e)))
-        if n is None:
-            return False
-        if not n:
-            raise ConnectionLost("%s: waiting for %s: the server closed the connection" % (self.where, what))
-        self.s.commit(n)
-        return True
-
     async def _event(self, deadline, what):
         s = self.s
         while True:
@@ -545,17 +528,34 @@ class Pop3Client:
         limit = size + max(size // SIZE_SLACK_DIV, SIZE_SLACK_MIN) if size is not None else 0
         waiting = "the body of " + what
         now = getattr(self._conn, "recv_now", None)  # a read that never waits (transport.py)
-        # The hot loop of a fetch: one pass per body chunk, so next_event is called here rather
-        # than through _event (one coroutine less per chunk), and a read tries recv_now before
-        # it makes coroutines to wait; the same errors come out.
+        # The hot loop of a fetch, once per body chunk: next_event is called here rather than
+        # through _event (one coroutine less per chunk), and a read tries recv_now (inline: a
+        # coroutine's locals cost no heap frame) before it makes coroutines to wait; the
+        # deadlines hold the same (a server that always has a byte ready is cut off by them too),
+        # and the same errors come out.
+        read = False  # the +OK may have come with body bytes: ask the session first
         while True:
+            if read:
+                got = None
+                if now is not None:
+                    if self._left(d) <= 0:
+                        raise self._timeout(d, waiting)
+                    try:
+                        got = now(s.space())
+                    except (OSError, ValueError) as e:
+                        raise ConnectionLost("%s: waiting for %s: %s" % (self.where, waiting, self._explain(e)))
+                    if got == 0:
+                        raise ConnectionLost("%s: waiting for %s: the server closed the connection" % (self.where, waiting))
+                if got is None:
+                    await self._fill(d, waiting)
+                else:
+                    s.commit(got)
             try:
                 ev = s.next_event()
             except ProtocolError as e:
                 raise ProtocolError("%s: %s" % (self.where, e.msg))
             if not ev:
-                if now is None or not self._fill_now(now, d, waiting):
-                    await self._fill(d, waiting)
+                read = True
                 continue
             if ev == END:
                 break
@@ -564,6 +564,7 @@ class Pop3Client:
             if limit and s.octets > limit:
                 raise ProtocolError("%s: %s: message %d is larger than the server said (%d)" % (self.where, what, n, size))
             sink(s.chunk)
+            read = s.hungry  # only more bytes can give another event: read at once
         total = s.octets
         if prove:
             if not s.size_matches(size):

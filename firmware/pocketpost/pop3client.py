@@ -67,7 +67,7 @@ RECV_BUFSIZE = const(4096)
 # clean lines go out straight from the receive buffer, up to RECV_BUFSIZE at a time.
 CHUNK = const(2048)
 # The clean-line walk costs a little Python per line: below this many octets per line on average
-# it checks the rest of the buffer with three C passes instead (see ClientSession._clean).
+# it checks the rest of the buffer with three C passes instead (see ClientSession._body).
 _WALK_BYTES = const(32)
 _CR = const(13)
 _DOT = const(46)
@@ -117,7 +117,9 @@ class ClientSession:
         self._last = 0  # last listing number (LIST/UIDL entries come in increasing order)
         self._count = 0  # lines of the current block
         self._prev_cr = False  # the body's last byte so far was CR (a CRLF split across chunks)
-        self._lines = 0  # lines in the run _clean found
+        # After a BODY chunk: True when no further event can come before more bytes are read (the
+        # shell may read at once instead of asking next_event for NEED_DATA).
+        self.hungry = False
         # event details
         self.reply = None
         self.timestamp = None
@@ -188,9 +190,14 @@ class ClientSession:
         return ln
 
     def next_event(self):
-        st = self._state
-        if st == _BODY:
+        # A small frame: MicroPython takes a call's frame from the heap once the function has
+        # more than a few locals, and this runs twice per body chunk.
+        if self._state == _BODY:
             return self._body()
+        return self._event()
+
+    def _event(self):
+        st = self._state
         if st == _END:
             self._state = _STATUS
             self._pending.pop(0)
@@ -293,29 +300,51 @@ class ClientSession:
 
     def _body(self):
         """The next BODY chunk of a RETR/TOP (or END, or NEED_DATA). Two paths (module doc,
-        "The body's two paths"): whole clean lines straight out of the receive buffer, the rest
-        through the un-stuffer into the out chunk."""
+        "The body's two paths"): runs of clean lines straight out of the receive buffer, the
+        rest through the un-stuffer into the out chunk.
+
+        A clean line ends with CRLF and the next line does not open with "." (a lone LF or a
+        dot line ends the run). The run is found by a walk from LF to LF (C find); once lines
+        are denser than one per _WALK_BYTES, C count passes check the rest at once. (One
+        function: a call per chunk more would be one more heap frame per chunk.)"""
         u = self._unstuffer
         r = self.reader
         buf = r.buf
-        out = self._out
-        cap = len(out)
+        self.hungry = False
         while True:
             if u.done:
                 if self._fill:
                     return self._emit(self._fill)
                 self._state = _END
-                return self.next_event()
+                return self._event()
             s = r.start  # the reader's public buf[start:end]: no call, no tuple per chunk
             e = r.end
             if s >= e:
                 return NEED_DATA
-            if u.at_line_start() and buf[s] != _DOT:
-                i = self._clean(buf, s, e)
+            if buf[s] != _DOT and u.at_line_start():
+                i = s
+                n = 0
+                left = (e - s) // _WALK_BYTES + 1
+                while True:
+                    j = buf.find(b"\n", i, e)
+                    if j <= i or buf[j - 1] != _CR:
+                        break  # no line end yet, an empty line with a lone LF, or a lone LF
+                    i = j + 1
+                    n += 1
+                    if i >= e or buf[i] == _DOT:
+                        break
+                    left -= 1
+                    if not left:
+                        k = buf.rfind(b"\n", i, e) + 1
+                        if k > i:
+                            c = buf.count(b"\r\n", i, k)
+                            if c == buf.count(b"\n", i, k) and buf.find(b"\n.", i, k) < 0:
+                                i = k
+                                n += c
+                        break
                 if i > s:
                     if self._fill:  # what the slow path made goes first (the walk is redone)
                         return self._emit(self._fill)
-                    n = self._lines
                     self.lf += n
                     self.crlf += n
                     self.chunk = r.view(s, i)
@@ -324,8 +353,11 @@ class ClientSession:
                     self.bare = 0
                     self.dots = False
                     self._prev_cr = False
+                    # The rest is a line without its end yet (not a dot line): only more bytes
+                    # can give another event. room: start moved, so space() makes some.
+                    self.hungry = i >= e or (j < 0 and buf[i] != _DOT)
                     return BODY
-                if buf.find(b"\n", s, e) < 0 and (s or e < len(buf)):
+                if j < 0 and (s or e < len(buf)):
                     return NEED_DATA  # the line is not complete yet: read on (space() compacts)
                 lim = e  # a lone LF (or a line longer than the buffer): the slow path takes it all
             else:
@@ -334,40 +366,13 @@ class ClientSession:
                 j = buf.find(b"\n", s, e)
                 lim = e if j < 0 else j + 1
             f = self._fill
-            made = u.unstuff_into(buf, s, lim, out, f)
+            made = u.unstuff_into(buf, s, lim, self._out, f)
             r.start = s + u.consumed
-            self._fill = f + made
+            f += made
+            self._fill = f
             self.octets += made
-            if self._fill == cap:
-                return self._emit(cap)
-
-    def _clean(self, buf, s, e):
-        """Where the run of clean lines starting at buf[s] (a line start, not ".") ends: each
-        line ends with CRLF and the next one does not open with "." (a lone LF or a dot line
-        ends the run). A walk from LF to LF (C find); once lines are denser than one per
-        _WALK_BYTES, C count passes check the rest at once. Sets `_lines`: the lines walked."""
-        i = s
-        n = 0
-        left = (e - s) // _WALK_BYTES + 1
-        while True:
-            j = buf.find(b"\n", i, e)
-            if j <= i or buf[j - 1] != _CR:
-                break  # no line end yet, an empty line with a lone LF, or a lone LF
-            i = j + 1
-            n += 1
-            if i >= e or buf[i] == _DOT:
-                break
-            left -= 1
-            if not left:
-                k = buf.rfind(b"\n", i, e) + 1
-                if k > i:
-                    c = buf.count(b"\r\n", i, k)
-                    if c == buf.count(b"\n", i, k) and buf.find(b"\n.", i, k) < 0:
-                        i = k
-                        n += c
-                break
-        self._lines = n
-        return i
+            if f == len(self._out):
+                return self._emit(f)
 
     def size_matches(self, size):
         """After END of a RETR: does the LIST size prove the message complete? (module doc)"""
