@@ -49,7 +49,7 @@ import binascii
 from pocketpost import compat, log, transport
 from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
 from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
-from pocketpost.pop3client import BODY, CHUNK, CONTINUE, END, GREETING, REPLY, ClientSession
+from pocketpost.pop3client import BODY, CONTINUE, END, GREETING, REPLY, ClientSession
 from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState, hash_key, new_hash, remove_tmp, sha1_hex
 
 # --- named defaults and limits ------------------------------------------------------------------
@@ -543,7 +543,8 @@ class Pop3Client:
                     try:
                         got = now(s.space())
                     except (OSError, ValueError) as e:
-                        raise ConnectionLost("%s: waiting for %s: %s" % (self.where, waiting, self._explain(e)))
+                        if not (isinstance(e, OSError) and transport.would_block(e)):
+                            raise ConnectionLost("%s: waiting for %s: %s" % (self.where, waiting, self._explain(e)))
                     if got == 0:
                         raise ConnectionLost("%s: waiting for %s: the server closed the connection" % (self.where, waiting))
                 if got is None:

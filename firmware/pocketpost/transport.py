@@ -54,6 +54,11 @@ if IS_MICROPYTHON:
             yield _core._io_queue.queue_read(sock)
 
 
+def would_block(e):
+    """An OSError that only says "nothing there yet" (see Conn.recv_now)."""
+    return errno_of(e) in TIMEOUT_ERRNOS
+
+
 _ROUNDING_MS = const(20)  # a timer may fire this much before ticks_ms says its time has come
 
 
@@ -122,13 +127,10 @@ if IS_MICROPYTHON:
         def recv_now(self, mv):
             """What recv_into would read without waiting: bytes read into mv (> 0), 0 at end of
             stream, None when nothing is there yet (then await recv_into). A bulk reader's fast
-            path: no coroutine per read."""
-            try:
-                n = self.sock.readinto(mv)
-            except OSError as e:
-                if errno_of(e) not in TIMEOUT_ERRNOS:
-                    raise
-                return None
+            path: no coroutine per read, and no try here (a function with one gets its frame
+            from the heap on every call): an OSError for which would_block(e) is true means None
+            too (a non-blocking socket answers None; the check is recv_into's, kept just in case)."""
+            n = self.sock.readinto(mv)  # drives a TLS handshake; returns decrypted bytes
             if n and self.handshaking:
                 self._through()
             return n
