@@ -15,7 +15,8 @@ account policy and the exactly-once bookkeeping with uidstate.
   4. per downloaded message: stream into a store Delivery, hashing the stored bytes; the message
      must prove complete (its octets match LIST's size, pop3client's size rule, and the reply
      after it, NOOP's, is well-formed); save a *pending* state entry (size, SHA-1, the local UID
-     the commit will give); commit the Delivery; save the *stored* entry; only then DELE if the
+     the commit will give); commit the Delivery; record the *stored* entry (on flash with the
+     next save: the next message's pending entry, or the session's end); only then DELE if the
      policy deletes it;
   5. QUIT; only after +OK are the deleted UIDs dropped from the state.
 A crash at any point leaves: a partial delivery (the store removes it), or a pending entry (the
@@ -986,6 +987,13 @@ async def fetch_account(account, store, on_message=None, opener=None):
         return stats
     finally:
         await c.close()
+        if st.dirty and st.pending is None:
+            # An error ended the session: the last stored message's record (see _download)
+            # goes to flash now rather than through a reconcile next time.
+            try:
+                st.save()
+            except Exception as e:  # the pending entry on flash still stands for it
+                log.warning("fetch %s: state not saved: %s", name, e)
 
 
 def _any(bits):
@@ -1047,7 +1055,10 @@ async def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True)
         return key, None, e
     st.add(key, first_seen, flag)
     st.clear_pending()
-    st.save()
+    # Not saved here: the record goes to flash with the next save, in the same write as the next
+    # message's pending entry (or at the end of the session, or on its way out after an error),
+    # so a stored message costs one state write, not two. Until then the pending entry on
+    # flash stands for it: a crash reconciles it as stored (the same check as above).
     # close(): a header with no empty line after it counts
     headers = sink.headers.close() if want_headers else None
     info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,
