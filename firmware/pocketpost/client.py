@@ -511,7 +511,8 @@ class Pop3Client:
 
     async def retr(self, n, sink, size=None, top=False):
         """Stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk), chunk being
-        a bytes-like valid only during the call. Returns the octet count.
+        a bytes-like valid only during the call (a sink with a fail(e) method gets what its call
+        raised there, and the message is still read to its end). Returns the octet count.
         With `size` (LIST's), the message must prove complete (pop3client's size rule) and the
         reply after it must be well-formed, else ShortMessage / ProtocolError: the caller must
         not keep it, and the connection is unusable. Bounded by read_timeout + size / min_rate."""
@@ -565,7 +566,13 @@ class Pop3Client:
                 raise ProtocolError("%s: %s: unexpected reply inside the message" % (self.where, what))
             if limit and s.octets > limit:
                 raise ProtocolError("%s: %s: message %d is larger than the server said (%d)" % (self.where, what, n, size))
-            sink(s.chunk)
+            try:
+                sink(s.chunk)
+            except Exception as e:  # a sink with fail() keeps its error; the message is read on
+                fail = getattr(sink, "fail", None)
+                if fail is None:
+                    raise
+                fail(e)
             read = s.hungry  # only more bytes can give another event: read at once
         total = s.octets
         if prove:
@@ -637,11 +644,13 @@ def _text(b):
 # --- fetching into the store --------------------------------------------------------------------
 class _StoreSink:
     """Takes un-stuffed chunks for one Delivery (begun with digest=True: the store converts line
-    ends and hashes exactly the bytes it keeps), feeds the header parser, and turns a store failure
-    into `error` while the rest of the message is still read off the wire (the session stays
-    usable). Headers are parsed only for an `on_message` callback (headers.py loads with it)."""
+    ends and hashes exactly the bytes it keeps), feeds the header parser, and keeps a store
+    failure as `error` (retr hands it to fail(e)) while the rest of the message is still read off
+    the wire (the session stays usable). Headers are parsed only for an `on_message` callback
+    (headers.py loads with it). __call__ runs once per body chunk: no try in it (MicroPython
+    gives a frame with one, or with many locals, a heap block per call)."""
 
-    def __init__(self, delivery, headers, session=None):
+    def __init__(self, delivery, headers, session):
         self.d = delivery
         self.s = session  # pop3client.ClientSession: `bare` and `dots` spare the store two scans
         self.headers = None
@@ -650,22 +659,18 @@ class _StoreSink:
 
             self.headers = HeaderParser()
         self.error = None
-        self.chunks = 0
 
     def __call__(self, chunk):
         h = self.headers
         if h is not None and not h.done:
             h.feed(chunk)
         if self.error is None:
-            try:
-                s = self.s
-                if s is None:
-                    self.d.write(chunk)
-                else:
-                    self.d.write(chunk, s.bare == 0, s.dots)
-            except Exception as e:  # StoreError (full, quota) or OSError: keep reading the reply
-                self.error = e
-        self.chunks += 1
+            s = self.s
+            self.d.write(chunk, s.bare == 0, s.dots)
+
+    def fail(self, e):
+        """A write raised e (StoreError: full, quota; or OSError): keep it, write no more."""
+        self.error = e
 
 
 def _holds(store, mailbox, local, size, digest):
