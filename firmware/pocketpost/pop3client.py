@@ -322,19 +322,19 @@ class ClientSession:
             if s >= e:
                 return NEED_DATA
             if buf[s] != _DOT and u.at_line_start():
+                find = buf.find  # looked up once, not once per line
                 i = s
                 n = 0
-                left = (e - s) // _WALK_BYTES + 1
+                most = (e - s) // _WALK_BYTES + 1  # lines walked before the C passes take over
                 while True:
-                    j = buf.find(b"\n", i, e)
+                    j = find(b"\n", i, e)
                     if j <= i or buf[j - 1] != _CR:
                         break  # no line end yet, an empty line with a lone LF, or a lone LF
                     i = j + 1
                     n += 1
                     if i >= e or buf[i] == _DOT:
                         break
-                    left -= 1
-                    if not left:
+                    if n == most:
                         k = buf.rfind(b"\n", i, e) + 1
                         if k > i:
                             c = buf.count(b"\r\n", i, k)
