@@ -120,6 +120,7 @@ class ClientSession:
         # After a BODY chunk: True when no further event can come before more bytes are read (the
         # shell may read at once instead of asking next_event for NEED_DATA).
         self.hungry = False
+        self._gen = None  # the body's event generator (_body) while a RETR/TOP body is read
         # event details
         self.reply = None
         self.timestamp = None
@@ -193,7 +194,7 @@ class ClientSession:
         # A small frame: MicroPython takes a call's frame from the heap once the function has
         # more than a few locals, and this runs twice per body chunk.
         if self._state == _BODY:
-            return self._body()
+            return next(self._gen)
         return self._event()
 
     def _event(self):
@@ -247,6 +248,7 @@ class ClientSession:
                     self.octets = self.lf = self.crlf = 0
                     self._prev_cr = False
                     self._state = _BODY
+                    self._gen = self._body()
                 else:
                     self._state = _LINES
             else:
@@ -299,30 +301,35 @@ class ClientSession:
         return BODY
 
     def _body(self):
-        """The next BODY chunk of a RETR/TOP (or END, or NEED_DATA). Two paths (module doc,
-        "The body's two paths"): runs of clean lines straight out of the receive buffer, the
-        rest through the un-stuffer into the out chunk.
+        """A generator, made at the +OK of a RETR/TOP: each next() gives the body's next event
+        (BODY, NEED_DATA, and at last END). A generator keeps its frame between calls; a call
+        per chunk with this many locals would take a heap block per chunk (MicroPython).
 
-        A clean line ends with CRLF and the next line does not open with "." (a lone LF or a
-        dot line ends the run). The run is found by a walk from LF to LF (C find); once lines
-        are denser than one per _WALK_BYTES, C count passes check the rest at once. (One
-        function: a call per chunk more would be one more heap frame per chunk.)"""
+        Two paths (module doc, "The body's two paths"): runs of clean lines straight out of the
+        receive buffer, the rest through the un-stuffer into the out chunk. A clean line ends
+        with CRLF and the next line does not open with "." (a lone LF or a dot line ends the
+        run). The run is found by a walk from LF to LF (C find); once lines are denser than one
+        per _WALK_BYTES, C count passes check the rest at once."""
         u = self._unstuffer
         r = self.reader
         buf = r.buf
-        self.hungry = False
+        find = buf.find  # looked up once, not once per line
         while True:
+            self.hungry = False
             if u.done:
                 if self._fill:
-                    return self._emit(self._fill)
+                    yield self._emit(self._fill)
+                    continue
                 self._state = _END
-                return self._event()
+                self._gen = None
+                yield self._event()
+                return
             s = r.start  # the reader's public buf[start:end]: no call, no tuple per chunk
             e = r.end
             if s >= e:
-                return NEED_DATA
+                yield NEED_DATA
+                continue
             if buf[s] != _DOT and u.at_line_start():
-                find = buf.find  # looked up once, not once per line
                 i = s
                 n = 0
                 most = (e - s) // _WALK_BYTES + 1  # lines walked before the C passes take over
@@ -338,13 +345,14 @@ class ClientSession:
                         k = buf.rfind(b"\n", i, e) + 1
                         if k > i:
                             c = buf.count(b"\r\n", i, k)
-                            if c == buf.count(b"\n", i, k) and buf.find(b"\n.", i, k) < 0:
+                            if c == buf.count(b"\n", i, k) and find(b"\n.", i, k) < 0:
                                 i = k
                                 n += c
                         break
                 if i > s:
                     if self._fill:  # what the slow path made goes first (the walk is redone)
-                        return self._emit(self._fill)
+                        yield self._emit(self._fill)
+                        continue
                     self.lf += n
                     self.crlf += n
                     self.chunk = r.view(s, i)
@@ -356,14 +364,16 @@ class ClientSession:
                     # The rest is a line without its end yet (not a dot line): only more bytes
                     # can give another event. room: start moved, so space() makes some.
                     self.hungry = i >= e or (j < 0 and buf[i] != _DOT)
-                    return BODY
+                    yield BODY
+                    continue
                 if j < 0 and (s or e < len(buf)):
-                    return NEED_DATA  # the line is not complete yet: read on (space() compacts)
+                    yield NEED_DATA  # the line is not complete yet: read on (space() compacts)
+                    continue
                 lim = e  # a lone LF (or a line longer than the buffer): the slow path takes it all
             else:
                 # A line opening with "." (stuffed, or the terminator), or the rest of a line the
                 # out chunk had no room for: the slow path takes it to its end.
-                j = buf.find(b"\n", s, e)
+                j = find(b"\n", s, e)
                 lim = e if j < 0 else j + 1
             f = self._fill
             made = u.unstuff_into(buf, s, lim, self._out, f)
@@ -372,7 +382,7 @@ class ClientSession:
             self._fill = f
             self.octets += made
             if f == len(self._out):
-                return self._emit(f)
+                yield self._emit(f)
 
     def size_matches(self, size):
         """After END of a RETR: does the LIST size prove the message complete? (module doc)"""
