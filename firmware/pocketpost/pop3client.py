@@ -332,23 +332,30 @@ class ClientSession:
             if buf[s] != _DOT and u.at_line_start():
                 i = s
                 n = 0
-                most = (e - s) // _WALK_BYTES + 1  # lines walked before the C passes take over
-                while True:
-                    j = find(b"\n", i, e)
-                    if j <= i or buf[j - 1] != _CR:
-                        break  # no line end yet, an empty line with a lone LF, or a lone LF
-                    i = j + 1
-                    n += 1
-                    if i >= e or buf[i] == _DOT:
-                        break
-                    if n == most:
+                j = 0
+                # Per line: one C find and a few byte checks (this loop is the fetch's Python
+                # cost per byte). Lines walked at most (e - s) // _WALK_BYTES + 1 (the range
+                # counts them); past that, C passes check the rest at once. buf[i] may read one
+                # byte past e: stale, harmless (a "." there only ends the run early, and find
+                # from e finds nothing); past the buffer's end it raises IndexError.
+                try:
+                    for n in range(1, (e - s) // _WALK_BYTES + 2):
+                        j = find(b"\n", i, e)
+                        if j <= i or buf[j - 1] != _CR:
+                            n -= 1
+                            break  # no line end yet, an empty line with a lone LF, or a lone LF
+                        i = j + 1
+                        if buf[i] == _DOT:
+                            break
+                    else:
                         k = buf.rfind(b"\n", i, e) + 1
                         if k > i:
                             c = buf.count(b"\r\n", i, k)
                             if c == buf.count(b"\n", i, k) and find(b"\n.", i, k) < 0:
                                 i = k
                                 n += c
-                        break
+                except IndexError:  # i == e == len(buf): the buffer ends with a whole line
+                    pass
                 if i > s:
                     if self._fill:  # what the slow path made goes first (the walk is redone)
                         yield self._emit(self._fill)

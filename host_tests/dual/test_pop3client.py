@@ -374,6 +374,32 @@ def test_body_paths_agree_with_the_un_stuffer_at_every_split():
             assert (s.octets, s.lf, s.crlf) == (len(body), lf, crlf), (body, bufsize, step, s.lf, s.crlf)
 
 
+def test_receive_buffer_full_to_a_line_end():
+    # The walk may look one byte past the data (pop3client._body); when the data fills the
+    # receive buffer to its last byte with a whole line, that byte is past the buffer.
+    line = b"x" * 62 + b"\r\n"
+    body = line * 20
+    s = ClientSession(recv_bufsize=512, chunk=64)
+    assert len(s.reader.buf) == 8 * len(line)
+    s.feed(b"+OK hi\r\n")
+    s.next_event()
+    s.send("RETR", 1)
+    s.feed(b"+OK\r\n")
+    assert s.next_event() == REPLY
+    wire = body + b".\r\n"
+    got = []
+    i = 0
+    while True:
+        ev = s.next_event()
+        if ev == END:
+            break
+        if ev == BODY:
+            got.append(bytes(s.chunk))
+            continue
+        i += s.feed(wire[i:])  # fills the buffer: 8 whole lines at a time
+    assert b"".join(got) == body and len(got[0]) == 512 and s.crlf == 20
+
+
 def test_listing_rules():
     for listing, text in ((b"2 a\r\n1 b\r\n", "out of order"), (b"1 a\r\n4 b\r\n", "out of order or range"),
                           (b"x\r\n", "malformed entry"), (b"1 a\r\n2 b\r\n3 c\r\n4 d\r\n", "does not end"),
