@@ -14,7 +14,8 @@ into the session's receive buffer (`space()` + `commit(n)`, or `feed(data)`), se
     LINE       one line of a CAPA block, un-stuffed: `line`
     ENTRY      one LIST/UIDL entry: `n`, `field` (size or UID, bytes)
     BODY       un-stuffed RETR/TOP bytes: `chunk` (valid until the next call), `octets`
-               (the running count)
+               (the running count), `bare` (lone LFs in the chunk), `dots` (the chunk may hold a
+               line starting with "."), `hungry` (see "The body's two paths")
     END        the block's terminator: `keyword`, `octets`, `lf` (line ends), `crlf` (of
                them CRLF); `size_matches(size)` applies the size rule below
 
@@ -25,8 +26,24 @@ raises again): a reply that is neither +OK nor -ERR means the stream is out of s
 after it can be trusted, so the shell must drop the connection without QUIT.
 
 Multi-line blocks go through the core's one line reader (wire.LineReader: status lines, CAPA and
-listing lines) and one un-stuffer (wire.DotUnstuffer: bodies, straight from the reader's buffer
-into a fixed output chunk). Nothing allocates in proportion to a message.
+listing lines) and one un-stuffer (wire.DotUnstuffer: the bodies' dot lines, see below). Nothing
+allocates in proportion to a message.
+
+The body's two paths
+--------------------
+Each byte of a fetched message costs Python time, so a body moves in two ways. Clean lines (CRLF
+at the end, the next line not opening with ".") need no un-stuffing and no line-end conversion:
+one walk from LF to LF (a C find per line, a few byte checks; C count passes instead once lines
+are shorter than _WALK_BYTES on average) finds the run of them in the receive buffer, and the run
+goes out as one BODY chunk, a view of that buffer (no copy; `bare` 0, `dots` False, its lines
+counted as CRLF line ends). A line that opens with "." (stuffed, or the terminator), holds a lone
+LF, or is longer than the buffer goes through the DotUnstuffer into the out chunk (CHUNK octets),
+line by line for dot lines, and is handed out from there with its line ends counted (`bare`)
+and `dots` set from the first dot line of the body on. A chunk holds whole lines unless the out
+chunk filled or a line outgrew the buffer. After a clean chunk, `hungry` says when only more
+bytes can give another event (the shell reads at once). The body's events come from a generator
+(_body), whose frame is kept between chunks: a MicroPython call with that many locals would take a
+heap block per chunk, and the garbage collections it causes cost more than the walk.
 
 The size rule (is a received message provably complete?)
 --------------------------------------------------------
