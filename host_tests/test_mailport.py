@@ -35,6 +35,27 @@ def image(tmp_path):
     return p, uids
 
 
+def test_board_log_lines_ride_the_link_and_the_export_goes_on(image, tmp_path):
+    # A mailbox whose index is gone (a kill between its creation and its first index write): the
+    # board's store rebuilds it and logs a warning. Printed, that line broke the record stream
+    # ("garbled"); it travels as a "#" record, the host shows it on stderr, the export completes.
+    import ppadmin
+
+    img, uids = image
+    ppadmin.on_image(img, 'import os\nos.remove("/flash/mail/alice/index")\n')
+    r = run_ppadmin("export", img, "--maildir", tmp_path / "md")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "exported alice: 6 messages" in r.stdout, r.stdout + r.stderr
+    assert re.search(r"board: .* WARN store .*alice: index missing: rebuilt", r.stderr), r.stderr
+    # import goes through the command loop (serve): a log line before a reply is skipped the same way
+    ppadmin.on_image(img, 'import os\nos.remove("/flash/mail/bob/index")\n')
+    (tmp_path / "new.eml").write_bytes(b"Subject: new\r\n\r\nx\r\n")
+    r = run_ppadmin("import", img, "bob", tmp_path / "new.eml")
+    assert "import bob: 1 added" in r.stdout, r.stdout + r.stderr
+    assert re.search(r"board: .*bob: index missing: rebuilt", r.stderr), r.stderr
+    assert len(contents(img)["bob"]) == 3
+
+
 def test_export_maildir_and_mbox_read_back_exactly(image, tmp_path):
     img, uids = image
     want = [stored_form(m) for m in MSGS]

@@ -59,6 +59,14 @@ class PortError(Exception):
 # --- the link to the board side ----------------------------------------------------------------
 
 
+def board_log(line):
+    """A "#" record (pocketpost.mailport.run): one log line of the board side, shown on stderr."""
+    if line[:1] != b"#":
+        return False
+    sys.stderr.write("board: %s\n" % line[1:].rstrip(b"\r\n").decode(errors="replace"))
+    return True
+
+
 class Link:
     """micropython with the image mounted, running pocketpost.mailport.main(cmd, ...)."""
 
@@ -86,10 +94,12 @@ class Link:
         self.w = self.proc.stdin
 
     def line(self):
-        ln = self.r.readline(1024)
-        if not ln.endswith(b"\n"):
-            raise PortError("board side ended: %s" % self.error())
-        return ln[:-1].decode()
+        while True:
+            ln = self.r.readline(1024)
+            if not ln.endswith(b"\n"):
+                raise PortError("board side ended: %s" % self.error())
+            if not board_log(ln):
+                return ln[:-1].decode()
 
     def copy(self, n, write):
         """Pass exactly n bytes from the pipe to write(), a block at a time."""
@@ -294,9 +304,11 @@ class UsbLink(Link):
         while True:
             i = self.buf.find(b"\n")
             if i >= 0:
-                ln = bytes(self.buf[:i])
+                ln = bytes(self.buf[: i + 1])
                 del self.buf[: i + 1]
-                return ln.decode()
+                if not board_log(ln):
+                    return ln[:-1].decode()
+                continue
             self._more()
 
     def copy(self, n, write):

@@ -416,7 +416,7 @@ def open_store(cfg):
     return st
 
 
-def _fetch_mark(info):
+def _fetch_mark(info):  # info["headers"] is None: board fetches parse no headers (headers=False)
     from pocketpost import heapmark
 
     heapmark.sample("fetch")  # after each stored message (admin.status() shows the mark)
@@ -548,7 +548,8 @@ class Runner:
                 log.info("fetch %s: skipped, wifi down", name)
             else:
                 try:
-                    self.fetches[name] = await asyncio.wait_for(client.fetch_account(acct, self.store, _fetch_mark), limit)
+                    job = client.fetch_account(acct, self.store, _fetch_mark, headers=False)
+                    self.fetches[name] = await asyncio.wait_for(job, limit)
                 except MemoryError:  # the board's own trouble: let the supervisor restart us
                     raise
                 except asyncio.TimeoutError:

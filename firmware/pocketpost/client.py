@@ -15,7 +15,8 @@ account policy and the exactly-once bookkeeping with uidstate.
   4. per downloaded message: stream into a store Delivery, hashing the stored bytes; the message
      must prove complete (its octets match LIST's size, pop3client's size rule, and the reply
      after it, NOOP's, is well-formed); save a *pending* state entry (size, SHA-1, the local UID
-     the commit will give); commit the Delivery; save the *stored* entry; only then DELE if the
+     the commit will give); commit the Delivery; record the *stored* entry (on flash with the
+     next save: the next message's pending entry, or the session's end); only then DELE if the
      policy deletes it;
   5. QUIT; only after +OK are the deleted UIDs dropped from the state.
 A crash at any point leaves: a partial delivery (the store removes it), or a pending entry (the
@@ -49,9 +50,9 @@ import gc
 from pocketpost import compat, log, transport
 from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
 from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
-from pocketpost.pop3client import BODY, CHUNK, CONTINUE, END, GREETING, REPLY, ClientSession
+from pocketpost.pop3client import BODY, CONTINUE, END, GREETING, REPLY, ClientSession
 from pocketpost.uidstate import UidState, hash_key, remove_tmp
-from pocketpost.uidstate import unload as _drop  # a cold module, once used
+from pocketpost.compat import forget as _forget  # a cold module, once used
 
 # --- named defaults and limits ------------------------------------------------------------------
 # (the account defaults are in clientconf.py, loaded only to check an account)
@@ -131,7 +132,7 @@ def account_from_dict(d):
         return clientconf.account_from_dict(d)
     finally:
         clientconf = None
-        _drop("clientconf")
+        _forget(("clientconf",))
 
 
 # --- the session driver ----------------------------------------------------------------------------
@@ -309,7 +310,7 @@ class Pop3Client:
                 await clientstls.stls(self)
             finally:
                 clientstls = None
-                _drop("clientstls")
+                _forget(("clientstls",))
 
     async def capa(self):
         try:
@@ -339,7 +340,7 @@ class Pop3Client:
             await clientauth.login(self, user, password, method)
         finally:
             clientauth = None
-            _drop("clientauth")
+            _forget(("clientauth",))
 
     def best_auth(self):
         """The strongest method the server offers (clientauth.best_auth)."""
@@ -349,7 +350,7 @@ class Pop3Client:
             return clientauth.best_auth(self)
         finally:
             clientauth = None
-            _drop("clientauth")
+            _forget(("clientauth",))
 
     async def stat(self):
         rep = await self.cmd("STAT")
@@ -381,7 +382,8 @@ class Pop3Client:
 
     async def retr(self, n, sink, size=None, top=False):
         """Stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk), chunk being
-        a bytes-like valid only during the call. Returns the octet count.
+        a bytes-like valid only during the call (a sink with a fail(e) method gets what its call
+        raised there, and the message is still read to its end). Returns the octet count.
         With `size` (LIST's), the message must prove complete (pop3client's size rule) and the
         reply after it must be well-formed, else ShortMessage / ProtocolError: the caller must
         not keep it, and the connection is unusable. Bounded by read_timeout + size / min_rate."""
@@ -398,15 +400,36 @@ class Pop3Client:
         await self._status(d)
         limit = size + max(size // SIZE_SLACK_DIV, SIZE_SLACK_MIN) if size is not None else 0
         waiting = "the body of " + what
-        # The hot loop of a fetch: one pass per body chunk, so next_event is called here rather
-        # than through _event (one coroutine less per chunk); the same errors come out.
+        now = getattr(self._conn, "recv_now", None)  # a read that never waits (transport.py)
+        # The hot loop of a fetch, once per body chunk: next_event is called here rather than
+        # through _event (one coroutine less per chunk), and a read tries recv_now (inline: a
+        # coroutine's locals cost no heap frame) before it makes coroutines to wait; the
+        # deadlines hold the same (a server that always has a byte ready is cut off by them too),
+        # and the same errors come out.
+        read = False  # the +OK may have come with body bytes: ask the session first
         while True:
+            if read:
+                got = None
+                if now is not None:
+                    if self._left(d) <= 0:
+                        raise self._timeout(d, waiting)
+                    try:
+                        got = now(s.space())
+                    except (OSError, ValueError) as e:
+                        if not (isinstance(e, OSError) and transport.would_block(e)):
+                            raise ConnectionLost("%s: waiting for %s: %s" % (self.where, waiting, self._explain(e)))
+                    if got == 0:
+                        raise ConnectionLost("%s: waiting for %s: the server closed the connection" % (self.where, waiting))
+                if got is None:
+                    await self._fill(d, waiting)
+                else:
+                    s.commit(got)
             try:
                 ev = s.next_event()
             except ProtocolError as e:
                 raise ProtocolError("%s: %s" % (self.where, e.msg))
             if not ev:
-                await self._fill(d, waiting)
+                read = True
                 continue
             if ev == END:
                 break
@@ -414,7 +437,14 @@ class Pop3Client:
                 raise ProtocolError("%s: %s: unexpected reply inside the message" % (self.where, what))
             if limit and s.octets > limit:
                 raise ProtocolError("%s: %s: message %d is larger than the server said (%d)" % (self.where, what, n, size))
-            sink(s.chunk)
+            try:
+                sink(s.chunk)
+            except Exception as e:  # a sink with fail() keeps its error; the message is read on
+                fail = getattr(sink, "fail", None)
+                if fail is None:
+                    raise
+                fail(e)
+            read = s.hungry  # only more bytes can give another event: read at once
         total = s.octets
         if prove:
             if not s.size_matches(size):
@@ -485,11 +515,13 @@ def _text(b):
 # --- fetching into the store --------------------------------------------------------------------
 class _StoreSink:
     """Takes un-stuffed chunks for one Delivery (begun with digest=True: the store converts line
-    ends and hashes exactly the bytes it keeps), feeds the header parser, and turns a store failure
-    into `error` while the rest of the message is still read off the wire (the session stays
-    usable). Headers are parsed only for an `on_message` callback (headers.py loads with it)."""
+    ends and hashes exactly the bytes it keeps), feeds the header parser, and keeps a store
+    failure as `error` (retr hands it to fail(e)) while the rest of the message is still read off
+    the wire (the session stays usable). Headers are parsed only for an `on_message` callback
+    (headers.py loads with it). __call__ runs once per body chunk: no try in it (MicroPython
+    gives a frame with one, or with many locals, a heap block per call)."""
 
-    def __init__(self, delivery, headers, session=None):
+    def __init__(self, delivery, headers, session):
         self.d = delivery
         self.s = session  # pop3client.ClientSession: `bare` and `dots` spare the store two scans
         self.headers = None
@@ -498,22 +530,18 @@ class _StoreSink:
 
             self.headers = HeaderParser()
         self.error = None
-        self.chunks = 0
 
     def __call__(self, chunk):
         h = self.headers
         if h is not None and not h.done:
             h.feed(chunk)
         if self.error is None:
-            try:
-                s = self.s
-                if s is None:
-                    self.d.write(chunk)
-                else:
-                    self.d.write(chunk, s.bare == 0, s.dots)
-            except Exception as e:  # StoreError (full, quota) or OSError: keep reading the reply
-                self.error = e
-        self.chunks += 1
+            s = self.s
+            self.d.write(chunk, s.bare == 0, s.dots)
+
+    def fail(self, e):
+        """A write raised e (StoreError: full, quota; or OSError): keep it, write no more."""
+        self.error = e
 
 
 def _tls_context(a):
@@ -558,7 +586,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
 
         clientrecover.reconcile(st, store, mailbox)
         clientrecover = None
-        _drop("clientrecover")
+        _forget(("clientrecover",))
     token = fresh = None
     if a["auth"] in _OAUTH:  # the access token, refreshed before connecting (oauth2.py)
         from pocketpost import oauth2
@@ -814,6 +842,13 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         return stats
     finally:
         await c.close()
+        if st.dirty and st.pending is None:
+            # An error ended the session: the last stored message's record (see _download)
+            # goes to flash now rather than through a reconcile next time.
+            try:
+                st.save()
+            except Exception as e:  # the pending entry on flash still stands for it
+                log.warning("fetch %s: state not saved: %s", name, e)
 
 
 def _any(bits):
@@ -875,7 +910,10 @@ async def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True)
         return key, None, e
     st.add(key, first_seen, flag)
     st.clear_pending()
-    st.save()
+    # Not saved here: the record goes to flash with the next save, in the same write as the next
+    # message's pending entry (or at the end of the session, or on its way out after an error),
+    # so a stored message costs one state write, not two. Until then the pending entry on
+    # flash stands for it: a crash reconciles it as stored (the same check as above).
     # close(): a header with no empty line after it counts
     headers = sink.headers.close() if want_headers else None
     info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,

@@ -227,12 +227,10 @@ def iter_files(path):
 
 
 def forget(names):
-    """Drop the pocketpost modules `names` from sys.modules and the package, so their code is
+    """Drop pocketpost modules (short names) from sys.modules and the package, so their code is
     collected once nothing else refers to them (a module's functions keep its globals alive; its
-    qstrs stay interned). Here, not only in heapmark.py, because the store drops its cold code
-    (store._cold) in processes that keep no heapmark (the fetch CLI drops it: ~1 KiB).
-    MicroPython only: on CPython a second copy of a module imported later would give its classes
-    a second identity, and its heap is not the point there."""
+    qstrs stay interned); the next import loads them again. MicroPython only: on CPython a second
+    copy of a module would give its classes a second identity, and its heap is not the point."""
     if not IS_MICROPYTHON:
         return
     import pocketpost

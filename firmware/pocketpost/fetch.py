@@ -24,6 +24,7 @@ Exit status: 0 when every account fetched, 1 otherwise, 2 for a config that does
 import sys
 
 from pocketpost import log
+from pocketpost import compat
 from pocketpost.compat import IS_MICROPYTHON
 
 
@@ -34,18 +35,6 @@ def _progress(info):
         % (info["local_uid"], info["size"], " (headers only)" if info["headers_only"] else "",
            "" if h is None else "  From: %s  Subject: %s" % (h.get("from", "?"), h.get("subject", "")))
     )
-
-
-def _forget(names):
-    """Drop modules from sys.modules and the package, so their code can be collected."""
-    import pocketpost
-
-    for n in names:
-        sys.modules.pop("pocketpost." + n, None)
-        try:
-            delattr(pocketpost, n)
-        except AttributeError:
-            pass
 
 
 def main(config_path, only=None, log_level=None, headers=False):
@@ -68,7 +57,7 @@ def main(config_path, only=None, log_level=None, headers=False):
     log.set_level(log_level or cfg["log"]["level"])
     store = config.open_store(cfg)  # the one place that turns cfg["store"] into a Store
     config = None
-    _forget(loaded)  # ~15 KB of heap on the 64-bit unix port (docs/FIGURES.md)
+    compat.forget(loaded)  # ~15 KB of heap on the 64-bit unix port (docs/FIGURES.md)
     from pocketpost import client
 
     accounts = cfg["accounts"]

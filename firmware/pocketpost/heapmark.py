@@ -12,8 +12,8 @@ of its points, everything else running included. CPython has no gc.mem_alloc: no
 
 import gc
 
-from pocketpost import compat
 from pocketpost.compat import const, ticks_diff, ticks_ms
+from pocketpost.compat import forget as compat_forget
 
 # One collection a second at most: an ESP32 collects a 100 KiB heap in a few ms.
 SAMPLE_MS = const(1000)
@@ -61,6 +61,5 @@ COLD_AFTER_START = ("config", "tls")
 
 
 def forget(names=COLD_AFTER_START):
-    """Drop pocketpost modules from sys.modules and the package, so their code is collected once
-    nothing else refers to them (MicroPython only: see compat.forget)."""
-    compat.forget(names)
+    """compat.forget, by default of the start-up-only modules."""
+    compat_forget(names)

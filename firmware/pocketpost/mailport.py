@@ -14,6 +14,8 @@ Out (export/backup), one stream of records, each a header line then exactly <siz
     M <uid> <arrival> <size>            one message, then its <size> stored bytes
     F <size> <path>                     a non-mail file (config, certificates, UIDL state), then its bytes
     E                                   end
+    #<text>                             a log line of the board side (a store repair, say), between
+                                        records or before a reply line: the host shows it, skips it
 
 In (import/restore), a command loop; every command gets one reply line:
     J <mailbox>        -> K <n> then n bytes: the import journal of the mailbox (see below)
@@ -644,7 +646,18 @@ async def live_session(store, config_path, args, reader, out_stream):
 
 
 def run(cmd, config_path, names, inp, out, buf=None):
-    """export / backup (record stream to out) or serve (command loop on inp)."""
+    """export / backup (record stream to out) or serve (command loop on inp). Log lines (the
+    store's repairs, say) go into out as "#" records: printed, they would break the stream."""
+    from pocketpost import log
+
+    log.set_sink(lambda line: out.write(b"#" + line.encode() + b"\n"))
+    try:
+        _run(cmd, config_path, names, inp, out, buf)
+    finally:
+        log.set_sink(None)
+
+
+def _run(cmd, config_path, names, inp, out, buf):
     from pocketpost import config
 
     def open_store():

@@ -14,7 +14,8 @@ into the session's receive buffer (`space()` + `commit(n)`, or `feed(data)`), se
     LINE       one line of a CAPA block, un-stuffed: `line`
     ENTRY      one LIST/UIDL entry: `n`, `field` (size or UID, bytes)
     BODY       un-stuffed RETR/TOP bytes: `chunk` (valid until the next call), `octets`
-               (the running count)
+               (the running count), `bare` (lone LFs in the chunk), `dots` (the chunk may hold a
+               line starting with "."), `hungry` (see "The body's two paths")
     END        the block's terminator: `keyword`, `octets`, `lf` (line ends), `crlf` (of
                them CRLF); `size_matches(size)` applies the size rule below
 
@@ -25,8 +26,24 @@ raises again): a reply that is neither +OK nor -ERR means the stream is out of s
 after it can be trusted, so the shell must drop the connection without QUIT.
 
 Multi-line blocks go through the core's one line reader (wire.LineReader: status lines, CAPA and
-listing lines) and one un-stuffer (wire.DotUnstuffer: bodies, straight from the reader's buffer
-into a fixed output chunk). Nothing allocates in proportion to a message.
+listing lines) and one un-stuffer (wire.DotUnstuffer: the bodies' dot lines, see below). Nothing
+allocates in proportion to a message.
+
+The body's two paths
+--------------------
+Each byte of a fetched message costs Python time, so a body moves in two ways. Clean lines (CRLF
+at the end, the next line not opening with ".") need no un-stuffing and no line-end conversion:
+one walk from LF to LF (a C find per line, a few byte checks; C count passes instead once lines
+are shorter than _WALK_BYTES on average) finds the run of them in the receive buffer, and the run
+goes out as one BODY chunk, a view of that buffer (no copy; `bare` 0, `dots` False, its lines
+counted as CRLF line ends). A line that opens with "." (stuffed, or the terminator), holds a lone
+LF, or is longer than the buffer goes through the DotUnstuffer into the out chunk (CHUNK octets),
+line by line for dot lines, and is handed out from there with its line ends counted (`bare`)
+and `dots` set from the first dot line of the body on. A chunk holds whole lines unless the out
+chunk filled or a line outgrew the buffer. After a clean chunk, `hungry` says when only more
+bytes can give another event (the shell reads at once). The body's events come from a generator
+(_body), whose frame is kept between chunks: a MicroPython call with that many locals would take a
+heap block per chunk, and the garbage collections it causes cost more than the walk.
 
 The size rule (is a received message provably complete?)
 --------------------------------------------------------
@@ -63,8 +80,15 @@ MAX_CAPA_LINES = const(64)
 # Socket reads land in a receive buffer this big: a RETR moves in few reads; status and listing
 # lines are still bounded by MAX_RESPONSE_LINE (RFC 2449 section 4: 512 octets).
 RECV_BUFSIZE = const(4096)
-# Un-stuffed body bytes are handed out in chunks of this size (the store's flash writes).
-CHUNK = const(2048)
+# Body bytes the slow path (dot lines, lone LFs, overlong lines) un-stuffs before handing them out;
+# clean lines go out straight from the receive buffer, up to RECV_BUFSIZE at a time. (Was 2 KiB
+# when every byte went through it; the heap is the scarcer resource.)
+CHUNK = const(1024)
+# The clean-line walk costs a little Python per line: below this many octets per line on average
+# it checks the rest of the buffer with three C passes instead (see ClientSession._body).
+_WALK_BYTES = const(32)
+_CR = const(13)
+_DOT = const(46)
 
 # What the session is reading.
 _GREET = const(0)
@@ -111,6 +135,10 @@ class ClientSession:
         self._last = 0  # last listing number (LIST/UIDL entries come in increasing order)
         self._count = 0  # lines of the current block
         self._prev_cr = False  # the body's last byte so far was CR (a CRLF split across chunks)
+        # After a BODY chunk: True when no further event can come before more bytes are read (the
+        # shell may read at once instead of asking next_event for NEED_DATA).
+        self.hungry = False
+        self._gen = None  # the body's event generator (_body) while a RETR/TOP body is read
         # event details
         self.reply = None
         self.timestamp = None
@@ -124,7 +152,9 @@ class ClientSession:
         self.lf = 0
         self.crlf = 0
         self.bare = 0  # LFs without a CR before them in the last BODY chunk
-        self.dots = False  # a line of this body so far starts with "." (DotUnstuffer.dots)
+        # The last BODY chunk may hold a line starting with "." (False: it holds none); the
+        # slow path's chunks say so from the first dot line of the body on (DotUnstuffer.dots).
+        self.dots = False
 
     # -- bytes in ----------------------------------------------------------------------------
     def space(self):
@@ -179,9 +209,14 @@ class ClientSession:
         return ln
 
     def next_event(self):
+        # A small frame: MicroPython takes a call's frame from the heap once the function has
+        # more than a few locals, and this runs twice per body chunk.
+        if self._state == _BODY:
+            return next(self._gen)
+        return self._event()
+
+    def _event(self):
         st = self._state
-        if st == _BODY:
-            return self._body()
         if st == _END:
             self._state = _STATUS
             self._pending.pop(0)
@@ -231,6 +266,7 @@ class ClientSession:
                     self.octets = self.lf = self.crlf = 0
                     self._prev_cr = False
                     self._state = _BODY
+                    self._gen = self._body()
                 else:
                     self._state = _LINES
             else:
@@ -264,7 +300,8 @@ class ClientSession:
         return ENTRY
 
     def _emit(self, n):
-        """Hand out the first n bytes of the out chunk as BODY, counting its line ends."""
+        """Hand out the first n bytes of the out chunk (un-stuffed by the slow path) as BODY,
+        counting its line ends."""
         out = self._out
         lf = out.count(b"\n", 0, n)
         self.bare = 0
@@ -282,27 +319,95 @@ class ClientSession:
         return BODY
 
     def _body(self):
+        """A generator, made at the +OK of a RETR/TOP: each next() gives the body's next event
+        (BODY, NEED_DATA, and at last END). A generator keeps its frame between calls; a call
+        per chunk with this many locals would take a heap block per chunk (MicroPython).
+
+        Two paths (module doc, "The body's two paths"): runs of clean lines straight out of the
+        receive buffer, the rest through the un-stuffer into the out chunk. A clean line ends
+        with CRLF and the next line does not open with "." (a lone LF or a dot line ends the
+        run). The run is found by a walk from LF to LF (C find); once lines are denser than one
+        per _WALK_BYTES, C count passes check the rest at once."""
         u = self._unstuffer
         r = self.reader
-        out = self._out
-        cap = len(out)
+        buf = r.buf
+        find = buf.find  # looked up once, not once per line
         while True:
+            self.hungry = False
             if u.done:
                 if self._fill:
-                    return self._emit(self._fill)
+                    yield self._emit(self._fill)
+                    continue
                 self._state = _END
-                return self.next_event()
+                self._gen = None
+                yield self._event()
+                return
             s = r.start  # the reader's public buf[start:end]: no call, no tuple per chunk
             e = r.end
             if s >= e:
-                return NEED_DATA
+                yield NEED_DATA
+                continue
+            if buf[s] != _DOT and u.at_line_start():
+                i = s
+                n = 0
+                j = 0
+                # Per line: one C find and a few byte checks (this loop is the fetch's Python
+                # cost per byte). Lines walked at most (e - s) // _WALK_BYTES + 1 (the range
+                # counts them); past that, C passes check the rest at once. buf[i] may read one
+                # byte past e: stale, harmless (a "." there only ends the run early, and find
+                # from e finds nothing); past the buffer's end it raises IndexError.
+                try:
+                    for n in range(1, (e - s) // _WALK_BYTES + 2):
+                        j = find(b"\n", i, e)
+                        if j <= i or buf[j - 1] != _CR:
+                            n -= 1
+                            break  # no line end yet, an empty line with a lone LF, or a lone LF
+                        i = j + 1
+                        if buf[i] == _DOT:
+                            break
+                    else:
+                        k = buf.rfind(b"\n", i, e) + 1
+                        if k > i:
+                            c = buf.count(b"\r\n", i, k)
+                            if c == buf.count(b"\n", i, k) and find(b"\n.", i, k) < 0:
+                                i = k
+                                n += c
+                except IndexError:  # i == e == len(buf): the buffer ends with a whole line
+                    pass
+                if i > s:
+                    if self._fill:  # what the slow path made goes first (the walk is redone)
+                        yield self._emit(self._fill)
+                        continue
+                    self.lf += n
+                    self.crlf += n
+                    self.chunk = r.view(s, i)
+                    r.start = i
+                    self.octets += i - s
+                    self.bare = 0
+                    self.dots = False
+                    self._prev_cr = False
+                    # The rest is a line without its end yet (not a dot line): only more bytes
+                    # can give another event. room: start moved, so space() makes some.
+                    self.hungry = i >= e or (j < 0 and buf[i] != _DOT)
+                    yield BODY
+                    continue
+                if j < 0 and (s or e < len(buf)):
+                    yield NEED_DATA  # the line is not complete yet: read on (space() compacts)
+                    continue
+                lim = e  # a lone LF (or a line longer than the buffer): the slow path takes it all
+            else:
+                # A line opening with "." (stuffed, or the terminator), or the rest of a line the
+                # out chunk had no room for: the slow path takes it to its end.
+                j = find(b"\n", s, e)
+                lim = e if j < 0 else j + 1
             f = self._fill
-            made = u.unstuff_into(r.buf, s, e, out, f)
-            r.consume(u.consumed)
-            self._fill = f + made
+            made = u.unstuff_into(buf, s, lim, self._out, f)
+            r.start = s + u.consumed
+            f += made
+            self._fill = f
             self.octets += made
-            if self._fill == cap:
-                return self._emit(cap)
+            if f == len(self._out):
+                yield self._emit(f)
 
     def size_matches(self, size):
         """After END of a RETR: does the LIST size prove the message complete? (module doc)"""

@@ -16,8 +16,9 @@ CRC-32 of the rest of the line (8 hex digits):
     X <key hex> <crc>                                          the entry with this record key dropped
     T <key hex> <first_seen> <flag> <crc>                      that entry's first_seen / flag changed
 
-`save()` appends the changes since the last save as one write (normally one or two lines: the
-client saves twice per stored message), then flushes. A power cut during that write leaves a
+`save()` appends the changes since the last save as one write (normally two lines: the client
+saves once per stored message: the `S` of the message just stored rides with the next one's
+`P`, or with the session's end or error exit), then flushes. A power cut during that write leaves a
 torn last record: its checksum fails (or its line end is missing), `load()` ignores it and the
 next save compacts. A bad record followed by good ones is not a torn write: load refuses it.
 Compaction rewrites the snapshot whole through a temp file and an atomic rename (a cut leaves
@@ -36,7 +37,8 @@ a file is (S/H records) - (X records), counted by load's first pass before the t
 The client's "never lose, never duplicate" rule rests on the pending record. Just before it
 commits a downloaded message to the store it saves `P` with the stored size, the SHA-1 of the
 stored bytes and the local UID the commit will give it (`local`, Delivery.uid_on_commit()).
-Right after the commit it saves `S` (+ `C`). A crash between the two leaves `P`; the next run
+After the commit the entry becomes `S` (+ `C`), saved with the next message's `P` or at the
+session's end. A crash before that save leaves `P`; the next run
 (`clientrecover.reconcile`) looks for that local UID with that size and hash: found means the commit
 happened (the entry becomes `S`), otherwise it did not (the entry is dropped and the message is
 downloaded again). A torn `P` means the commit never started; a torn `S`/`C` leaves `P`, which
@@ -413,7 +415,7 @@ class UidState:
             return uidload.load(self)
         finally:
             uidload = None
-            unload("uidload")
+            compat.forget(("uidload",))
 
     # -- writing ----------------------------------------------------------------------
     def _entry_line(self, key):
@@ -610,22 +612,6 @@ class UidState:
             self.pending = None
             self._pend = True
             self.dirty = True
-
-
-def unload(name):
-    """Drop a cold module of the client path (pocketpost.<name>) once it has run, so its code can
-    be collected (MicroPython; a caller still holding it keeps it working, the next import loads it
-    again). On CPython nothing is dropped: a second copy of a module would confuse class identities."""
-    if compat.IS_MICROPYTHON:
-        import sys
-
-        import pocketpost
-
-        sys.modules.pop("pocketpost." + name, None)
-        try:
-            delattr(pocketpost, name)
-        except AttributeError:
-            pass
 
 
 def remove_tmp(state_dir, account):

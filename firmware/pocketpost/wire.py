@@ -129,6 +129,10 @@ class LineReader:
         """Mark n buffered bytes as used by someone else (e.g. a DotUnstuffer)."""
         self.start += n
 
+    def view(self, a, b):
+        """buf[a:b] as a memoryview (valid until the buffer is next written or compacted)."""
+        return self._mv[a:b]
+
     def pending(self):
         return self.end - self.start
 
@@ -258,6 +262,10 @@ class DotUnstuffer:
         # written out: a store can skip its own search for such lines while this stays False.
         self.dots = False
         self._views = _Views()
+
+    def at_line_start(self):
+        """True between lines of the block (not done): the next byte starts a line."""
+        return self._state == _BOL and not self.done
 
     def unstuff_into(self, src, start, end, out, ostart=0):
         """Un-stuff src[start:end] (bytes or bytearray) into `out` (a bytearray) from

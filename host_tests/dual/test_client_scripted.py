@@ -223,6 +223,26 @@ def test_full_store_at_begin_ends_cleanly_with_quit():
         b.done()
 
 
+def test_full_store_mid_message_reads_it_to_the_end_and_quits():
+    """The quota runs out inside the second message (the store refuses a body chunk): the rest of
+    the message is still read off the wire, so the session stays in step and ends with QUIT (the
+    first message's DELE commits); the second is neither stored, nor recorded, nor deleted."""
+    big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 400
+    b = Box(quota=len(GOOD) + 100)
+    try:
+        srv = Scripted([(b"u1", GOOD), (b"u2", big)])
+        try:
+            b.fetch(srv, policy="delete")
+            raise AssertionError("no error")
+        except client.ClientError as e:
+            assert "store: " in e.msg and "too large" in e.msg, e.msg
+        s = srv.seen
+        assert b"DELE 1" in s and b"RETR 2" in s and b"DELE 2" not in s and s[-1] == b"QUIT", s
+        assert b.stored() == [GOOD] and b.uids() == []
+    finally:
+        b.done()
+
+
 @case
 def test_real_uid_starting_with_hash_is_a_uid(b):
     """'#abc' is a valid UID, not a synthetic key: it stays recorded while it is on the server,
