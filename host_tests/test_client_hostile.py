@@ -27,6 +27,7 @@ from uidtool import entries as state_entries
 
 from pocketpost import client, store as storemod, uidstate
 from pocketpost.store import Store
+import storeread
 
 GOOD = b"Subject: hi\r\n\r\nbody\r\n"
 RUNTIMES = ["cpython", "micropython"]
@@ -261,19 +262,7 @@ def fetch(request):
 
 def stored(tmp_path):
     storemod.reboot()
-    s = Store(str(tmp_path / "store"), quota=0)
-    if not s.exists("m"):
-        return []
-    mb = s.lock("m")
-    try:
-        out = []
-        for i in range(mb.count):
-            f = mb.open(i)
-            out.append(f.read())
-            f.close()
-        return out
-    finally:
-        mb.release()
+    return storeread.messages(Store(str(tmp_path / "store"), quota=0), "m")
 
 
 def state_uids(tmp_path):

@@ -24,6 +24,7 @@ import oauthserver
 
 from pocketpost import oauth2, store as storemod
 from pocketpost.store import Store
+import storeread
 
 OAUTH_CONF = """passdb {
   driver = oauth2
@@ -80,19 +81,7 @@ def account(dc, prov, tmp, rt, **kw):
 
 def local(root):
     storemod.reboot()
-    s = Store(str(root))
-    if not s.exists("alice"):
-        return []
-    mb = s.lock("alice")
-    try:
-        out = []
-        for i in range(mb.count):
-            f = mb.open(i)
-            out.append(f.read())
-            f.close()
-        return out
-    finally:
-        mb.release()
+    return storeread.messages(Store(str(root)), "alice")
 
 
 def schedule(runtime, acct, root, offsets, between=lambda i: None):

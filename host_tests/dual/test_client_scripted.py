@@ -13,6 +13,7 @@ from pocketpost.store import Store
 import uidtool
 from pop3pair import Pop3Pair, Scripted
 from test_pop3server import _rmtree, tmpdir
+import storeread
 
 log.set_sink(lambda line: None)
 
@@ -50,19 +51,7 @@ class Box:
         raise AssertionError("no %s (%s)" % (exc.__name__, text))
 
     def stored(self):
-        st = Store(self.dir + "/mail")
-        if not st.exists("m"):
-            return []
-        mb = st.lock("m")
-        try:
-            out = []
-            for i in range(mb.count):
-                f = mb.open(i)
-                out.append(f.read())
-                f.close()
-            return out
-        finally:
-            mb.release()
+        return storeread.messages(Store(self.dir + "/mail"), "m")
 
     def entries(self):
         """[(full key, first_seen, flag)] of the account's state, read back through uidtool."""

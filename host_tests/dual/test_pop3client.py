@@ -13,6 +13,7 @@ from pocketpost.store import Store
 from dualtest import skip
 from pop3pair import Pop3Pair
 from test_pop3server import MSGS, Env, _rmtree, tmpdir
+import storeread
 
 log.set_sink(lambda line: None)
 
@@ -495,19 +496,7 @@ class Local:
         return asyncio.run(client.fetch_account(a, Store(self.dir + "/mail"), None, srv.open))
 
     def messages(self):
-        st = Store(self.dir + "/mail")
-        if not st.exists("in"):
-            return []
-        mb = st.lock("in")
-        try:
-            out = []
-            for i in range(mb.count):
-                f = mb.open(i)
-                out.append(f.read())
-                f.close()
-            return out
-        finally:
-            mb.release()
+        return storeread.messages(Store(self.dir + "/mail"), "in")
 
     def state(self):
         try:

@@ -11,6 +11,7 @@ from pocketpost import store as store_mod
 from pocketpost.pop3server import Service as LoginService
 from pocketpost.store import Store
 from pocketpost.wire import LineReader
+import storeread
 
 log.set_sink(lambda line: None)
 
@@ -40,18 +41,7 @@ class Env:
 
     def box(self, name):
         """The stored messages of a mailbox, as bytes, oldest first (the mailbox must exist)."""
-        if not self.store.exists(name):
-            return []
-        mb = self.store.lock(name)
-        try:
-            out = []
-            for i in range(mb.count):
-                f = mb.open(i)
-                out.append(f.read())
-                f.close()
-            return out
-        finally:
-            mb.release()
+        return storeread.messages(self.store, name)
 
     def tmp_empty(self):
         from pocketpost import compat
