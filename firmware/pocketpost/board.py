@@ -537,6 +537,19 @@ class Runner:
             for t in tasks:
                 t.cancel()
 
+    def settle_fetches(self, accts):
+        """At boot, before the services start: what a power cut left pending in each account's
+        UIDL state is settled (client.settle), so a message stored just before the cut is
+        recorded before a local session could read and delete it (a second download then)."""
+        from pocketpost import client
+
+        for a in accts:
+            try:
+                if client.settle(a, self.store):
+                    log.info("fetch %s: state left by an interruption settled at boot", a.get("name") or "?")
+            except Exception as e:  # a bad account or state: its fetch says what is wrong
+                log.warning("fetch %s: state not settled at boot: %s", a.get("name") or "?", _exc_line(e))
+
     async def fetch_loop(self, client, acct, interval_s):
         name = acct.get("name") or acct.get("user") or "?"
         try:
@@ -639,13 +652,15 @@ class Runner:
         self.store = open_store(cfg)
         await self.check_store()
         sv = _section(cfg, "services")
+        interval = sv.get("fetch_interval_s", FETCH_INTERVAL_S)
+        if interval and cfg.get("accounts"):
+            self.settle_fetches(cfg["accounts"])  # before any session can delete local mail
         if sv.get("server", SERVICE_SERVER):
             self.supervisor.add("server", self.serve)
         if sv.get("smtp", SERVICE_SMTP) and (cfg.get("smtp") or {}).get("domains"):
             self.supervisor.add("smtp", self.serve_smtp)
         if sv.get("usb_link", SERVICE_USB_LINK):
             self.supervisor.add("usb_link", self.usb_link)
-        interval = sv.get("fetch_interval_s", FETCH_INTERVAL_S)
         if interval and cfg.get("accounts"):
             self.supervisor.add("fetch", lambda: self.fetch_schedule(interval))
         self.supervisor.start()

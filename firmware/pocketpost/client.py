@@ -562,6 +562,29 @@ def _set(bits, n):
     bits[n >> 3] |= 1 << (n & 7)
 
 
+def _reconcile(st, store, mailbox):
+    from pocketpost import clientrecover
+
+    clientrecover.reconcile(st, store, mailbox)
+    clientrecover = None
+    _forget(("clientrecover",))
+
+
+def settle(account, store):
+    """Settle what a crash left pending in the account's UIDL state (uidstate.py): the message
+    it names is recorded as stored or left to fetch again. The board calls this for each account
+    at boot, before any local session runs: the last message stored before a power cut is then
+    recorded before a user could read and delete it locally, which would make the next fetch
+    download it a second time. Returns True if something was pending."""
+    a = account_from_dict(account)
+    remove_tmp(a["state_dir"], a["name"])
+    st = UidState(a["state_dir"], a["name"], a["max_entries"]).load()
+    if st.pending is None:
+        return False
+    _reconcile(st, store, a["mailbox"])
+    return True
+
+
 async def fetch_account(account, store, on_message=None, opener=None, headers=True):
     """Fetch one account into its local mailbox; returns a stats dict. `on_message(info)` is
     called after each stored message with a dict: uid, local_uid, size, headers_only, headers
@@ -582,11 +605,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         gc.collect()  # blocks of the session are made (fetch CLI: 140 -> 139 KiB, docs/FIGURES.md)
     st = UidState(a["state_dir"], name, a["max_entries"]).load()
     if st.pending is not None:  # a crash left it: did its store commit happen? (clientrecover.py)
-        from pocketpost import clientrecover
-
-        clientrecover.reconcile(st, store, mailbox)
-        clientrecover = None
-        _forget(("clientrecover",))
+        _reconcile(st, store, mailbox)
     token = fresh = None
     if a["auth"] in _OAUTH:  # the access token, refreshed before connecting (oauth2.py)
         from pocketpost import oauth2

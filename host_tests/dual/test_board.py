@@ -837,3 +837,37 @@ def test_sessions_counts_pop3_and_smtp():
     assert r.sessions() == 5
     r.server = None
     assert r.sessions() == 3
+
+
+def test_runner_settles_fetch_state_before_any_service_starts():
+    # A power cut can leave an account's last stored message only pending in its UIDL state:
+    # it is settled at boot, before the POP3 server (where a user could delete it) starts.
+    from pocketpost import client
+
+    root = _tmpname("mail")
+    order = []
+    real = client.settle
+
+    def fake_settle(acct, store):
+        order.append(("settle", acct["name"], store is not None))
+        return acct["name"] == "a"
+
+    cfg = {"store": {"root": root}, "services": {"server": False, "usb_link": False, "fetch_interval_s": 3600},
+           "accounts": [{"name": "a"}, {"name": "b"}]}
+    r = board.Runner(cfg, board.Hardware())
+
+    def start():
+        order.append(("start",))
+
+    async def go():
+        r.supervisor.start = start
+        r.supervisor.wait = lambda: asyncio.sleep(0)
+        await r.run()
+
+    client.settle = fake_settle
+    try:
+        run(go())
+    finally:
+        client.settle = real
+        _rmtree(root)
+    assert order == [("settle", "a", True), ("settle", "b", True), ("start",)], order

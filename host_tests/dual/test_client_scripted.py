@@ -345,3 +345,36 @@ def test_new_messages_in_batches():
             assert st["state_full"] == bool(kw)
         finally:
             b.done()
+
+
+def test_settle_at_boot_records_a_message_stored_before_the_cut():
+    # What a power cut right after a commit leaves: the message in the store, only its pending
+    # entry in the state. client.settle (board boot, before any local session) records it, so a
+    # user deleting it locally before the next fetch cannot make that fetch download it again;
+    # a pending entry whose message never landed is dropped (fetched again, nothing lost).
+    b = Box()
+    try:
+        acct = {"name": "h", "host": "script", "user": "u", "password": "p", "tls": "none",
+                "allow_plaintext": True, "mailbox": "m", "state_dir": b.dir + "/state"}
+        st_store = Store(b.dir + "/mail")
+        d = st_store.begin("m", digest=True)
+        d.write(b"Subject: cut\r\n\r\n.dot line\r\n")
+        digest = d.digest()
+        local = d.uid_on_commit()
+        st = uidstate.UidState(b.dir + "/state", "h").load()
+        st.set_pending(d.size, digest, local, 1700000000, "f", b"uid-cut")
+        st.save()
+        d.commit()
+        assert b.uids() == []  # only pending on flash
+        assert client.settle(acct, Store(b.dir + "/mail")) is True
+        assert b.uids() == [b"uid-cut"]
+        assert uidstate.UidState(b.dir + "/state", "h").load().pending is None
+        assert client.settle(acct, Store(b.dir + "/mail")) is False  # nothing left to settle
+        # never committed: a pending entry naming a local UID the store does not hold
+        st = uidstate.UidState(b.dir + "/state", "h").load()
+        st.set_pending(10, digest, local + "0", 1700000000, "f", b"uid-lost")
+        st.save()
+        assert client.settle(acct, Store(b.dir + "/mail")) is True
+        assert b.uids() == [b"uid-cut"]  # not recorded: the next fetch takes it again
+    finally:
+        b.done()
