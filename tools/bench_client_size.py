@@ -22,6 +22,8 @@ import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "host_tests"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import benchlib  # noqa: E402
 from helpers import MICROPYTHON, tool  # noqa: E402
 
 PROBE = """import gc, sys
@@ -43,17 +45,7 @@ ORDER = ("compat", "log", "wire", "pop3", "pop3client", "transport", "tls", "hea
 # Loaded for a moment and dropped by a fetch (MicroPython), where the tree has them: their .mpy
 # bytes are listed apart from the resident modules'.
 COLD = ("config", "auth", "clientconf", "clientauth", "clientstls", "clientrecover", "uidload", "storescan")
-STEP = """import gc, sys
-for m in %r:
-    gc.collect()
-    a = gc.mem_alloc()
-    try:
-        __import__("pocketpost." + m)
-    except ImportError:
-        continue
-    gc.collect()
-    print("STEP", m, gc.mem_alloc() - a)
-"""
+STEP = benchlib.IMPORT_STEPS
 
 
 def measure(rev, tmp):

@@ -32,17 +32,7 @@ from serverharness import Pop3Server  # noqa: E402
 
 ORDER = ("compat", "log", "wire", "pop3", "auth", "config", "store", "storescan", "storecheck", "heapmark", "tls",
          "transport", "listener", "pop3server", "server", "groupcommit", "smtp", "smtpserver")
-STEP = """import gc, sys
-for m in %r:
-    gc.collect()
-    a = gc.mem_alloc()
-    try:
-        __import__("pocketpost." + m)
-    except ImportError:
-        continue
-    gc.collect()
-    print("STEP", m, gc.mem_alloc() - a)
-"""
+STEP = benchlib.IMPORT_STEPS
 
 
 def steps(mpy, tmp):

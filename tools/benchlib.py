@@ -32,6 +32,21 @@ PARTS = (
 )
 
 
+# A micropython script (`% (modules,)`) that imports pocketpost modules one at a time in the
+# given order and prints "STEP <module> <bytes>": the live heap each import adds.
+IMPORT_STEPS = """import gc, sys
+for m in %r:
+    gc.collect()
+    a = gc.mem_alloc()
+    try:
+        __import__("pocketpost." + m)
+    except ImportError:
+        continue
+    gc.collect()
+    print("STEP", m, gc.mem_alloc() - a)
+"""
+
+
 def part_of(mod):
     for name, mods in PARTS:
         if mod in mods:

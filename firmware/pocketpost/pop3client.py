@@ -110,6 +110,14 @@ def _arg(a):
     return str(a).encode() if isinstance(a, int) else a.encode() if isinstance(a, str) else a
 
 
+def _reply_or_none(line):
+    """The parsed status line, or None if it is not one (the caller says what it answered)."""
+    try:
+        return parse_reply(line)
+    except ProtocolError:
+        return None
+
+
 def apop_timestamp(text):
     """RFC 1939 section 7: the greeting's msg-id "<...@...>" (Dovecot's holds '=' too)."""
     text = bytes(text)
@@ -227,10 +235,7 @@ class ClientSession:
             ln = self._next_line("greeting")
             if ln is None:
                 return NEED_DATA
-            try:
-                r = parse_reply(ln)
-            except ProtocolError:
-                r = None
+            r = _reply_or_none(ln)
             if r is None or r.ok is None:
                 self._fail("malformed greeting: %s" % _text(ln[:60]))
             self.reply = r
@@ -248,10 +253,7 @@ class ClientSession:
             ln = self._next_line("reply to " + p[1])
             if ln is None:
                 return NEED_DATA
-            try:
-                r = parse_reply(ln)
-            except ProtocolError:
-                r = None
+            r = _reply_or_none(ln)
             if r is None or (r.ok is None and p[0] != "AUTH"):
                 self._fail("reply to %s is neither +OK nor -ERR: %s" % (p[1], _text(ln[:60])))
             self.reply = r

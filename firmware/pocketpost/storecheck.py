@@ -83,18 +83,7 @@ def describe(name, rep):
 
 
 def check(store, repair, deep, names):
-    """Check every mailbox that no session holds; with repair, fix what is found. Returns
-    {"mailboxes": {name: report}, "problems": n}; a report counts (see report): "bad_records"
-    (index records failing their check), "missing" (files gone), "damaged" (files whose size
-    is not the index's; moved to damaged/), "recovered" (files the index had lost),
-    "renamed", "unreadable" (deep only), "temp" (leftover temp files), "intent" (a deletion
-    commit in flight: pending/torn, or with repair replayed/discarded/not replayed),
-    "index" (ok, damaged, missing, rebuilt), "messages", "in_use" (locked: not checked).
-    The cheap part (what the board runs at boot): verify each index, compare it with one
-    listing of the buckets, finish or drop an intent log, remove temp files. deep=True also
-    reads every message file to its end (the host tool does; on a board it costs a read of
-    the whole mailbox). Without repair nothing on flash or in RAM changes. names: only these
-    mailboxes (the board checks one at a time, yielding to the loop in between)."""
+    """Store.check's body (what it returns and does: its docstring)."""
     out = {}
     problems = 0
     for name in store.mailboxes() if names is None else names:
