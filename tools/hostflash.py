@@ -23,6 +23,25 @@ import sys
 import vfs
 
 BLOCK_SIZE = 4096  # ESP32 flash erase sector
+# littlefs geometry, as the ESP32 firmware mounts "/" (MicroPython's VfsLfs2 defaults: caches of
+# 4 x 32 = 128 B, so one program per 128 B of data). POCKETPOST_LFS_SIZES="READ,PROG[,LOOKAHEAD]"
+# overrides them for benchmarks (tools/bench_client.py --lfs-sizes); nothing else sets it.
+READ_SIZE = 32
+PROG_SIZE = 32
+LOOKAHEAD = 32
+
+
+def lfs_params():
+    """{readsize, progsize, lookahead} for VfsLfs2 and its mkfs: the defaults above, or the
+    POCKETPOST_LFS_SIZES override."""
+    r, p, la = READ_SIZE, PROG_SIZE, LOOKAHEAD
+    env = os.getenv("POCKETPOST_LFS_SIZES")
+    if env:
+        v = [int(x) for x in env.split(",")]
+        r, p = v[0], v[1]
+        if len(v) > 2:
+            la = v[2]
+    return {"readsize": r, "progsize": p, "lookahead": la}
 
 
 class FileBlockDev:
@@ -87,9 +106,9 @@ def mount(image, mountpoint="/flash", mkfs=False):
         if not is_blank(bdev):
             bdev.f.close()
             raise MountError("%s: --mkfs formats only a blank (erased) image; this one has data" % image)
-        vfs.VfsLfs2.mkfs(bdev)
+        vfs.VfsLfs2.mkfs(bdev, **lfs_params())
     try:
-        fs = vfs.VfsLfs2(bdev)
+        fs = vfs.VfsLfs2(bdev, **lfs_params())
     except OSError as e:
         bdev.f.close()
         raise MountError("%s: not a littlefs image of %d-byte blocks (%s); left unchanged" % (image, bdev.bs, e))
