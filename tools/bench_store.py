@@ -35,7 +35,7 @@ def _mp_main():
 
     def mount(blocks):
         dev = FlashDev(blocks=blocks)
-        vfs.VfsLfs2.mkfs(dev, **lfs)
+        vfs.VfsLfs2.mkfs(dev)  # VfsLfs2's defaults, as the ESP32 firmware formats; mounted as boot.py does
         vfs.mount(vfs.VfsLfs2(dev, **lfs), "/bench")
         return dev
 

@@ -1,34 +1,41 @@
 """littlefs geometry for the board's flash: boot.py remounts the filesystem with larger caches.
 
-The ESP32 firmware's _boot.py mounts the vfs partition with VfsLfs2's defaults (readsize and
-progsize 32, so caches of 4 x 32 = 128 B): every 128 B of mail is one flash program, followed by
-a read-back that littlefs validates it with, each through a Python-level block-device call and
-one SPI flash operation. With 256 the caches are 1 KiB: a quarter of the programs and reads per
-stored byte (tools/bench_store.py, tools/bench_client.py --lfs-sizes; figures in docs/FIGURES.md).
+The ESP32 firmware (its frozen _boot.py and inisetup.py) formats and mounts the vfs partition with
+VfsLfs2's defaults: readsize and progsize 32, so caches of 4 x 32 = 128 B, and every 128 B of mail
+is one flash program plus a read-back that littlefs validates it with, each a Python-level block
+device call and an SPI flash operation. VfsLfs2 sizes its caches from the larger of the two sizes,
+while littlefs pads each metadata commit only to the program size: a large read size with the
+default program size gives large caches (fewer calls) without more padding (more compactions,
+so more erases). Measured (tools/bench_store.py, tools/bench_client.py --lfs-sizes; figures and
+method in docs/FIGURES.md "littlefs geometry").
 
-littlefs keeps no read/prog size in its superblock: an image written with one geometry mounts
-and stays intact under another (host_tests/dual/test_flashfs.py). A metadata block whose last
-commit does not end on the new program size is compacted on its next commit, once.
+littlefs keeps no read or program size in its superblock: an image written under one geometry
+mounts and stays intact under another (host_tests/dual/test_flashfs.py), so boards formatted with
+the defaults keep their mail. A metadata block whose last commit does not end on a program-size
+boundary is compacted on its next commit, once.
 
-remount() builds the new mount before it touches the old one, so a failure (not littlefs, a
-port without VfsLfs2, no memory) leaves the filesystem as the firmware mounted it.
+remount() builds the new mount before it touches the old one: if that fails (not littlefs, a port
+without VfsLfs2, no memory) the filesystem stays as the firmware mounted it.
 """
 
 from pocketpost.compat import const
 
-# 256: the SPI flash page, so a program is whole pages; 4 x 256 = 1 KiB per cache (read cache,
-# program cache, and one per open file: +0.9 KiB each over the default 128 B).
-READ_SIZE = const(256)
-PROG_SIZE = const(256)
+# Cache = 4 x max(READ_SIZE, PROG_SIZE) = 512 B (read cache, program cache, one per open file):
+# 4x fewer flash calls per byte than 128 B, for +384 B per cache; 1 KiB caches saved little more
+# CPU for +896 B per cache (one per open file: heap is the board's scarcest resource).
+READ_SIZE = const(128)
+# The default: littlefs pads each metadata commit to this, so a larger one means more compactions
+# (erases per delivered 4 KiB message: 1.25 at 32, 1.39 at 128, 1.55 at 256).
+PROG_SIZE = const(32)
 # 64 B = a bitmap of 512 blocks: the whole 2 MiB vfs partition of a 4 MiB ESP32 in one window, so
-# allocation rescans the filesystem once per 512 blocks written instead of once per 256.
+# the allocator rescans the filesystem once per 512 blocks written instead of once per 256.
 LOOKAHEAD = const(64)
 
-tuned = None  # (mount point, READ_SIZE, PROG_SIZE) once remount() has run; admin/tests read it
+tuned = None  # (mount point, READ_SIZE, PROG_SIZE) once remount() has run; for the REPL and tests
 
 
 def params():
-    """The keyword arguments for vfs.VfsLfs2 and VfsLfs2.mkfs."""
+    """The keyword arguments for vfs.VfsLfs2 (and VfsLfs2.mkfs)."""
     return {"readsize": READ_SIZE, "progsize": PROG_SIZE, "lookahead": LOOKAHEAD}
 
 
@@ -38,18 +45,25 @@ def remount(bdev, at="/"):
     global tuned
     import os
 
-    import vfs
-
     try:
-        fs = vfs.VfsLfs2(bdev, **params())  # reads only: the current mount is untouched
-    except (OSError, AttributeError):  # FAT or blank partition; a port without VfsLfs2
+        from vfs import mount, umount
+    except ImportError:  # MicroPython 1.22: the VFS calls are in os
+        from os import mount, umount  # type: ignore[attr-defined,no-redef]
+    try:
+        try:
+            from vfs import VfsLfs2
+        except ImportError:
+            from os import VfsLfs2  # type: ignore[attr-defined,no-redef]
+        # littlefs's mount only reads: the current mount is untouched until umount below
+        fs = VfsLfs2(bdev, **params())  # type: ignore[abstract]  # the esp32 stubs call it abstract
+    except (OSError, ImportError):  # FAT or blank partition; a port without VfsLfs2
         return False
     cwd = os.getcwd()
-    vfs.umount(at)
+    umount(at)
     try:
-        vfs.mount(fs, at)
+        mount(fs, at)
     except Exception:  # never leave the board without its filesystem
-        vfs.mount(bdev, at)  # what the firmware's _boot.py does: defaults, autodetected
+        mount(bdev, at)  # as the firmware's _boot.py mounts it (defaults, autodetected)
         raise
     try:
         os.chdir(cwd)
@@ -60,14 +74,14 @@ def remount(bdev, at="/"):
 
 
 def tune_board():
-    """boot.py: remount the firmware's flash (the `flashbdev` module of the ESP32 port) with this
-    geometry. False where there is none (other ports, the unix port without a pseudo-board)."""
+    """boot.py: remount the firmware's flash (`flashbdev.bdev` of the ESP32 port) with this
+    geometry. False where there is none (other ports; the unix port outside the pseudo-board)."""
     try:
-        import flashbdev
+        import flashbdev  # type: ignore[import-not-found]  # the ESP32 port's frozen module
     except ImportError:
         return False
     bdev = getattr(flashbdev, "bdev", None)
     if bdev is None:  # flash too small for a filesystem
         return False
-    # The host pseudo-board (tools/pseudoboard.py) mounts its image at /flash, not /.
+    # tools/pseudoboard.py's stand-in mounts its image at /flash, not at /
     return remount(bdev, getattr(flashbdev, "MOUNT_POINT", "/"))
