@@ -26,9 +26,10 @@ mounted with vfs.VfsRom, bytecode run in place, as frozen code or a ROMFS partit
 the host must hold the image in its heap, so its size is subtracted ("beyond the image").
 
 Run: .venv/bin/python tools/bench_client.py [--rounds N] [--no-heap] [--no-speed] [--romfs]
-         [--lfs-sizes "READ,PROG[,LOOKAHEAD] ..."] [REV ...]
+         [--lfs-sizes "READ,PROG[,LOOKAHEAD] ..."] [--lfs-heap] [REV ...]
      (--lfs-sizes: one littlefs variant per entry, mounted with those VfsLfs2 sizes instead of
-     tools/hostflash.py's; space-separated, e.g. "32,32 128,128")
+     tools/hostflash.py's; space-separated, e.g. "32,32 128,128"; --lfs-heap: also the smallest
+     heap of each littlefs variant, one 1 KiB message into a 2 MiB image, same bisection)
      (no REV: the working tree only; "." names the working tree among revisions; a directory
      holding firmware/pocketpost names that checkout)
 """
@@ -125,15 +126,16 @@ def fresh(tmp):
             os.remove(p)
 
 
-def upy_timed(d, tmp, mpy, lfs):
-    """One fetch of the whole mailbox by the CLI's main(); seconds inside the process."""
+def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES):
+    """One fetch of the whole mailbox by the CLI's main(); seconds inside the process. With
+    heapsize: under -X heapsize=N, None if it failed (the littlefs heap bisection)."""
     fresh(tmp)
     image = None
     if lfs:
         image = os.path.join(tmp, "flash.img")
         with open(image, "wb") as f:
             blk = b"\xff" * (1 << 20)
-            for _ in range(IMAGE_BYTES >> 20):
+            for _ in range(image_bytes >> 20):
                 f.write(blk)
         cfg = write_config(tmp, d, "/flash/mail", "/flash/state")
     else:
@@ -145,11 +147,14 @@ def upy_timed(d, tmp, mpy, lfs):
     if lfs and lfs is not True:  # --lfs-sizes: this variant's littlefs read/prog sizes
         env["POCKETPOST_LFS_SIZES"] = lfs
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    r = subprocess.run([MICROPYTHON, drv], capture_output=True, timeout=600, env=env, cwd=tmp)
+    heap = ["-X", "heapsize=%d" % heapsize] if heapsize else []
+    r = subprocess.run([MICROPYTHON] + heap + [drv], capture_output=True, timeout=600, env=env, cwd=tmp)
     ru2 = resource.getrusage(resource.RUSAGE_CHILDREN)
     CPU.append(ru2.ru_utime + ru2.ru_stime - ru.ru_utime - ru.ru_stime)
     out = r.stdout.decode()
     res = [ln for ln in out.splitlines() if ln.startswith("RESULT")]
+    if heapsize:
+        return None if (r.returncode or not res or res[0].split()[1] != "0") else 1
     if r.returncode or not res or res[0].split()[1] != "0":
         raise RuntimeError("fetch failed: " + out[-2000:] + r.stderr.decode()[-2000:])
     return int(res[0].split()[2]) / 1e6
@@ -217,11 +222,17 @@ def poplib_fetch(d):
     return time.perf_counter() - t
 
 
-def smallest_heap(d, tmp, mpy, lo=16 * 1024, hi=512 * 1024, romfs=None):
-    """Bisect (1 KiB steps) the smallest heap passing TRIES of TRIES; lo fails, hi passes."""
+def smallest_heap(d, tmp, mpy, lo=16 * 1024, hi=512 * 1024, romfs=None, lfs=None):
+    """Bisect (1 KiB steps) the smallest heap passing TRIES of TRIES; lo fails, hi passes.
+    lfs: into a 2 MiB littlefs image (the board's vfs partition) mounted with those sizes."""
+    def ok(mid):
+        if lfs:
+            return upy_timed(d, tmp, mpy, lfs, heapsize=mid, image_bytes=2 << 20) is not None
+        return upy_cli(d, tmp, mpy, mid, romfs)
+
     while hi - lo > 1024:
         mid = (lo + hi) // 2 // 1024 * 1024
-        if all(upy_cli(d, tmp, mpy, mid, romfs) for _ in range(TRIES)):
+        if all(ok(mid) for _ in range(TRIES)):
             hi = mid
         else:
             lo = mid
@@ -232,6 +243,7 @@ def main(argv):
     rounds = 10
     heap = speed = True
     romfs = False
+    lfs_heap = False
     lfs_sizes = [True]  # littlefs variants: hostflash.py's own sizes, or one per --lfs-sizes entry
     revs = []
     i = 0
@@ -246,6 +258,8 @@ def main(argv):
             speed = False
         elif a == "--romfs":
             romfs = True
+        elif a == "--lfs-heap":  # the littlefs variants' smallest heap too (one 1 KiB message)
+            lfs_heap = True
         elif a == "--lfs-sizes":
             lfs_sizes = argv[i + 1].split()
             i += 1
@@ -291,6 +305,14 @@ def main(argv):
                       " process CPU median %.3f s"
                       % (name, where, statistics.median(times[v]),
                          statistics.median(ratios), min(ratios), max(ratios), statistics.median(cpus[v])))
+        if lfs_heap:
+            d.seed("alice", [message(1024)])
+            for name, mpy in trees:
+                for sizes in lfs_sizes:
+                    h = smallest_heap(d, run, mpy, lfs=sizes)
+                    print("  %-14s smallest heap, one 1 KiB message into a 2 MiB littlefs image (%s): %d KiB"
+                          " (%d of %d tries at each size; .mpy; fetch.main under tools/hostflash.py)"
+                          % (name, "hostflash's sizes" if sizes is True else "sizes " + sizes, h // 1024, TRIES, TRIES))
         if heap:
             for size, label in ((1024, "1 KiB"), (10 * 1024 * 1024, "10 MiB")):
                 d.seed("alice", [message(size)])

@@ -29,7 +29,7 @@ BLOCK_SIZE = 4096  # ESP32 flash erase sector
 # VfsLfs2's defaults (32, 32, 32), as the ESP32 firmware's first boot formats it.
 # POCKETPOST_LFS_SIZES="READ,PROG[,LOOKAHEAD]" overrides the mount's sizes for benchmarks
 # (tools/bench_client.py --lfs-sizes); nothing else sets it.
-READ_SIZE = 128
+READ_SIZE = 64
 PROG_SIZE = 32
 LOOKAHEAD = 64
 

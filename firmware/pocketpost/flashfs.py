@@ -9,10 +9,11 @@ default program size gives large caches (fewer calls) without more padding (more
 so more erases). Measured (tools/bench_store.py, tools/bench_client.py --lfs-sizes; figures and
 method in docs/FIGURES.md "littlefs geometry").
 
-littlefs keeps no read or program size in its superblock: an image written under one geometry
-mounts and stays intact under another (host_tests/dual/test_flashfs.py), so boards formatted with
-the defaults keep their mail. A metadata block whose last commit does not end on a program-size
-boundary is compacted on its next commit, once.
+littlefs keeps no read or program size in its superblock, and the program size here is the
+default: commits land where the defaults would put them, only the read granularity and the cache
+size change. Images written under either mount intact under the other, both ways, including the
+larger sizes measured (host_tests/dual/test_flashfs.py), so boards formatted with the defaults
+keep their mail and no reformat is needed.
 
 remount() builds the new mount before it touches the old one: if that fails (not littlefs, a port
 without VfsLfs2, no memory) the filesystem stays as the firmware mounted it.
@@ -20,12 +21,14 @@ without VfsLfs2, no memory) the filesystem stays as the firmware mounted it.
 
 from pocketpost.compat import const
 
-# Cache = 4 x max(READ_SIZE, PROG_SIZE) = 512 B (read cache, program cache, one per open file):
-# 4x fewer flash calls per byte than 128 B, for +384 B per cache; 1 KiB caches saved little more
-# CPU for +896 B per cache (one per open file: heap is the board's scarcest resource).
-READ_SIZE = const(128)
+# Cache = 4 x max(READ_SIZE, PROG_SIZE) = 256 B (read cache, program cache, one per open file):
+# half the flash calls per byte of the default 128 B for +128 B per cache (+2 KiB on the fetch
+# CLI's smallest heap); 512 B caches took 0.09 s less CPU per 10 MiB fetched for 5 KiB more heap,
+# which the board does not have to spare.
+READ_SIZE = const(64)
 # The default: littlefs pads each metadata commit to this, so a larger one means more compactions
-# (erases per delivered 4 KiB message: 1.25 at 32, 1.39 at 128, 1.55 at 256).
+# (erases per delivered 4 KiB message: 1.25 at 32, 1.39 at 128, 1.55 at 256; 1.25 with any read
+# size at 32).
 PROG_SIZE = const(32)
 # 64 B = a bitmap of 512 blocks: the whole 2 MiB vfs partition of a 4 MiB ESP32 in one window, so
 # the allocator rescans the filesystem once per 512 blocks written instead of once per 256.

@@ -112,7 +112,7 @@ def test_an_image_of_the_defaults_is_read_and_written_under_the_geometry_and_bac
 
 def test_remount_puts_the_geometry_in_place_of_the_defaults_and_keeps_the_files():
     """What boot.py does to "/": the mount of the defaults replaced by flashfs's, the files and
-    the current directory kept; a 4 KiB file then costs programs of the larger cache (4 x 128 B),
+    the current directory kept; a 4 KiB file then costs programs of the larger cache (4 x READ_SIZE),
     not 32 of 128 B."""
     if not IS_MP:
         skip("MicroPython only: VfsLfs2")
