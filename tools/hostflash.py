@@ -35,7 +35,7 @@ LOOKAHEAD = 64
 
 
 def lfs_params():
-    """{readsize, progsize, lookahead} for VfsLfs2 and its mkfs: the defaults above, or the
+    """{readsize, progsize, lookahead} for mounting with VfsLfs2: the values above, or the
     POCKETPOST_LFS_SIZES override."""
     r, p, la = READ_SIZE, PROG_SIZE, LOOKAHEAD
     env = os.getenv("POCKETPOST_LFS_SIZES")
@@ -76,6 +76,7 @@ class FileBlockDev:
         a = n * self.bs + off
         if a != self.pos:
             self.f.seek(a)
+        self.pos = -1  # unknown until the call returns (it may raise)
         self.pos = a + (self.f.readinto(buf) or 0)
 
     def writeblocks(self, n, buf, off=None):
@@ -84,6 +85,7 @@ class FileBlockDev:
         a = n * self.bs + (off or 0)
         if a != self.pos:
             self.f.seek(a)
+        self.pos = -1
         self.pos = a + self.f.write(buf)
 
     def ioctl(self, op, arg):
@@ -98,6 +100,7 @@ class FileBlockDev:
             if a != self.pos:
                 self.f.seek(a)
             ff = self.ff
+            self.pos = -1
             for _ in range(self.bs // len(ff)):
                 self.f.write(ff)
             self.pos = a + self.bs
