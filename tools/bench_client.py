@@ -9,7 +9,14 @@ Speed: a 10 x 1 MiB mailbox fetched (policy keep, fresh store and UIDL state eac
 in rounds; each round runs every variant once, in an order rotated from round to round. Every
 fetch is timed from inside its process (connect to QUIT for poplib; `fetch.main(config)` for the
 CLI: config load, store, state, session). Per round the ratio poplib time / fetch time is taken
-(> 1: the fetch is faster), and the median of those paired ratios over the rounds is printed.
+(> 1: the fetch is faster), and the median of those paired ratios over the rounds is printed,
+with the median CPU time (user + sys, from getrusage of the child, start-up and imports included)
+of each CLI variant: on a shared machine the CPU figure moves less than the wall time does.
+The littlefs figure is the fetch writing through tools/hostflash.py's FileBlockDev, a Python class
+doing a seek and a read or write system call per littlefs block-device call: it measures the
+number of those calls (set by littlefs's read/prog sizes) as much as the fetch's own work. A
+board's flash calls cost differently (SPI operations, erases of tens of ms); the figure is the
+host's, for comparing trees and littlefs settings, not a prediction of a board's speed.
 
 Heap: the smallest `-X heapsize` (1 KiB steps) at which `micropython -m pocketpost.fetch config.json`
 (code from `.mpy`, directory store) fetches a mailbox of one 1 KiB message and of one 10 MiB
@@ -18,7 +25,11 @@ also with the code in a ROMFS image (`mpremote romfs build` of the modules a fet
 mounted with vfs.VfsRom, bytecode run in place, as frozen code or a ROMFS partition on a board):
 the host must hold the image in its heap, so its size is subtracted ("beyond the image").
 
-Run: .venv/bin/python tools/bench_client.py [--rounds N] [--no-heap] [--no-speed] [--romfs] [REV ...]
+Run: .venv/bin/python tools/bench_client.py [--rounds N] [--no-heap] [--no-speed] [--romfs]
+         [--lfs-sizes "READ,PROG[,LOOKAHEAD] ..."] [--lfs-heap] [REV ...]
+     (--lfs-sizes: one littlefs variant per entry, mounted with those VfsLfs2 sizes instead of
+     tools/hostflash.py's; space-separated, e.g. "32,32 128,128"; --lfs-heap: also the smallest
+     heap of each littlefs variant, one 1 KiB message into a 2 MiB image, same bisection)
      (no REV: the working tree only; "." names the working tree among revisions; a directory
      holding firmware/pocketpost names that checkout)
 """
@@ -26,6 +37,7 @@ Run: .venv/bin/python tools/bench_client.py [--rounds N] [--no-heap] [--no-speed
 import json
 import os
 import poplib
+import resource
 import shutil
 import statistics
 import subprocess
@@ -41,6 +53,7 @@ from helpers import MICROPYTHON, tool  # noqa: E402
 PW = "bench pw"
 LINE = b"%07d The quick brown fox jumps over the lazy dog; 8-bit \xe9 and padding...\r\n"
 TRIES = 5  # a heap size counts only if every try at it passes
+CPU = []  # upy_timed appends the process's CPU seconds (user + sys, start-up included) of each run
 IMAGE_BYTES = 24 * 1024 * 1024  # littlefs image: 10 MiB of mail plus the store's reserve and metadata
 
 # Runs the CLI's main() under a clock, in a directory store or with a littlefs image at /flash.
@@ -113,15 +126,16 @@ def fresh(tmp):
             os.remove(p)
 
 
-def upy_timed(d, tmp, mpy, lfs):
-    """One fetch of the whole mailbox by the CLI's main(); seconds inside the process."""
+def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES):
+    """One fetch of the whole mailbox by the CLI's main(); seconds inside the process. With
+    heapsize: under -X heapsize=N, None if it failed (the littlefs heap bisection)."""
     fresh(tmp)
     image = None
     if lfs:
         image = os.path.join(tmp, "flash.img")
         with open(image, "wb") as f:
             blk = b"\xff" * (1 << 20)
-            for _ in range(IMAGE_BYTES >> 20):
+            for _ in range(image_bytes >> 20):
                 f.write(blk)
         cfg = write_config(tmp, d, "/flash/mail", "/flash/state")
     else:
@@ -130,9 +144,17 @@ def upy_timed(d, tmp, mpy, lfs):
     with open(drv, "w") as f:
         f.write(DRIVER % (image, os.path.join(ROOT, "tools"), cfg))
     env = dict(os.environ, MICROPYPATH=mpy + ":.frozen")
-    r = subprocess.run([MICROPYTHON, drv], capture_output=True, timeout=600, env=env, cwd=tmp)
+    if lfs and lfs is not True:  # --lfs-sizes: this variant's littlefs read/prog sizes
+        env["POCKETPOST_LFS_SIZES"] = lfs
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    heap = ["-X", "heapsize=%d" % heapsize] if heapsize else []
+    r = subprocess.run([MICROPYTHON] + heap + [drv], capture_output=True, timeout=600, env=env, cwd=tmp)
+    ru2 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    CPU.append(ru2.ru_utime + ru2.ru_stime - ru.ru_utime - ru.ru_stime)
     out = r.stdout.decode()
     res = [ln for ln in out.splitlines() if ln.startswith("RESULT")]
+    if heapsize:
+        return None if (r.returncode or not res or res[0].split()[1] != "0") else 1
     if r.returncode or not res or res[0].split()[1] != "0":
         raise RuntimeError("fetch failed: " + out[-2000:] + r.stderr.decode()[-2000:])
     return int(res[0].split()[2]) / 1e6
@@ -200,11 +222,17 @@ def poplib_fetch(d):
     return time.perf_counter() - t
 
 
-def smallest_heap(d, tmp, mpy, lo=16 * 1024, hi=512 * 1024, romfs=None):
-    """Bisect (1 KiB steps) the smallest heap passing TRIES of TRIES; lo fails, hi passes."""
+def smallest_heap(d, tmp, mpy, lo=16 * 1024, hi=512 * 1024, romfs=None, lfs=None):
+    """Bisect (1 KiB steps) the smallest heap passing TRIES of TRIES; lo fails, hi passes.
+    lfs: into a 2 MiB littlefs image (the board's vfs partition) mounted with those sizes."""
+    def ok(mid):
+        if lfs:
+            return upy_timed(d, tmp, mpy, lfs, heapsize=mid, image_bytes=2 << 20) is not None
+        return upy_cli(d, tmp, mpy, mid, romfs)
+
     while hi - lo > 1024:
         mid = (lo + hi) // 2 // 1024 * 1024
-        if all(upy_cli(d, tmp, mpy, mid, romfs) for _ in range(TRIES)):
+        if all(ok(mid) for _ in range(TRIES)):
             hi = mid
         else:
             lo = mid
@@ -215,6 +243,8 @@ def main(argv):
     rounds = 10
     heap = speed = True
     romfs = False
+    lfs_heap = False
+    lfs_sizes = [True]  # littlefs variants: hostflash.py's own sizes, or one per --lfs-sizes entry
     revs = []
     i = 0
     while i < len(argv):
@@ -228,6 +258,11 @@ def main(argv):
             speed = False
         elif a == "--romfs":
             romfs = True
+        elif a == "--lfs-heap":  # the littlefs variants' smallest heap too (one 1 KiB message)
+            lfs_heap = True
+        elif a == "--lfs-sizes":
+            lfs_sizes = argv[i + 1].split()
+            i += 1
         else:
             revs.append(None if a == "." else a)
         i += 1
@@ -247,23 +282,37 @@ def main(argv):
             variants = [("poplib", None, None)]
             for name, mpy in trees:
                 variants.append((name, mpy, False))
-                variants.append((name, mpy, True))
+                for sizes in lfs_sizes:
+                    variants.append((name, mpy, sizes))
             times = {v: [] for v in range(len(variants))}
+            cpus = {v: [] for v in range(len(variants))}
             for r in range(rounds):
                 order = list(range(len(variants)))
                 order = order[r % len(order):] + order[: r % len(order)]
                 for v in order:
                     name, mpy, lfs = variants[v]
                     times[v].append(poplib_fetch(d) if mpy is None else upy_timed(d, run, mpy, lfs))
+                    if mpy is not None:
+                        cpus[v].append(CPU.pop())
             pop = times[0]
             print("10 x 1 MiB from Dovecot, %d rounds; poplib median %.3f s (%.1f MiB/s)"
                   % (rounds, statistics.median(pop), 10 / statistics.median(pop)))
             for v in range(1, len(variants)):
                 name, mpy, lfs = variants[v]
                 ratios = [pop[r] / times[v][r] for r in range(rounds)]
-                print("  %-14s into %-9s median %.3f s; paired ratio poplib/fetch: median %.2f (min %.2f, max %.2f)"
-                      % (name, "littlefs" if lfs else "directory", statistics.median(times[v]),
-                         statistics.median(ratios), min(ratios), max(ratios)))
+                where = "directory" if not lfs else "littlefs" if lfs is True else "lfs " + lfs
+                print("  %-14s into %-9s median %.3f s; paired ratio poplib/fetch: median %.2f (min %.2f, max %.2f);"
+                      " process CPU median %.3f s"
+                      % (name, where, statistics.median(times[v]),
+                         statistics.median(ratios), min(ratios), max(ratios), statistics.median(cpus[v])))
+        if lfs_heap:
+            d.seed("alice", [message(1024)])
+            for name, mpy in trees:
+                for sizes in lfs_sizes:
+                    h = smallest_heap(d, run, mpy, lfs=sizes)
+                    print("  %-14s smallest heap, one 1 KiB message into a 2 MiB littlefs image (%s): %d KiB"
+                          " (%d of %d tries at each size; .mpy; fetch.main under tools/hostflash.py)"
+                          % (name, "hostflash's sizes" if sizes is True else "sizes " + sizes, h // 1024, TRIES, TRIES))
         if heap:
             for size, label in ((1024, "1 KiB"), (10 * 1024 * 1024, "10 MiB")):
                 d.seed("alice", [message(size)])

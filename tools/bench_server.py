@@ -18,6 +18,11 @@ protocol (COPY_LOOP below).
    the same kind of client (a line-by-line makefile reader, as poplib reads); and both again
    with a bulk reader (recv of up to 1 MiB). Paired runs, medians.
 Heap figures are tools/bench_heap.py's.
+--store lfs: the image is mounted by tools/hostflash.py with the board's littlefs geometry
+(pocketpost.flashfs; POCKETPOST_LFS_SIZES="READ,PROG[,LOOKAHEAD]" overrides it). Its block device
+is a Python class on a file (a method call and a system call or two per littlefs call), so the
+littlefs CPU figures count those calls as much as the server's work; the copy loops read through
+the same device, so the ratios compare like with like. A board's flash costs differ.
 
     .venv/bin/python tools/bench_server.py [--runs 9] [--size-mib 10] [--block N] [--store dir|lfs]
 """

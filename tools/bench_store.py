@@ -2,7 +2,8 @@
 
     .venv/bin/python tools/bench_store.py          # runs itself under micropython
 
-Prints, on a VfsLfs2 image in RAM (host_tests/dual/flashdev.py counts the operations):
+Prints, on a VfsLfs2 image in RAM (host_tests/dual/flashdev.py counts the operations), mounted with
+tools/hostflash.py's littlefs sizes (POCKETPOST_LFS_SIZES="READ,PROG" overrides them):
   - open a mailbox + STAT, and LIST + UIDL over it, at 1,000 and 5,000 messages;
   - flash program/erase operations per delivered 4 KiB message beyond the payload (the payload
     baseline is the same bytes written to a plain file with open/write/close), and the cost of
@@ -25,10 +26,17 @@ def _mp_main():
     from pocketpost import store as store_mod
     from pocketpost.store import Store
 
+    import hostflash  # the littlefs sizes every host mount uses (POCKETPOST_LFS_SIZES overrides)
+
+    lfs = hostflash.lfs_params()
+    cache = 4 * max(lfs["readsize"], lfs["progsize"])  # VfsLfs2's cache size: one program each
+    print("littlefs readsize %d, progsize %d, lookahead %d (caches of %d B)"
+          % (lfs["readsize"], lfs["progsize"], lfs["lookahead"], cache))
+
     def mount(blocks):
         dev = FlashDev(blocks=blocks)
-        vfs.VfsLfs2.mkfs(dev)
-        vfs.mount(vfs.VfsLfs2(dev), "/bench")
+        vfs.VfsLfs2.mkfs(dev)  # VfsLfs2's defaults, as the ESP32 firmware formats; mounted as boot.py does
+        vfs.mount(vfs.VfsLfs2(dev, **lfs), "/bench")
         return dev
 
     def snap(dev):
@@ -73,7 +81,8 @@ def _mp_main():
     print("  plain file of the same 4 KiB (payload baseline): %.1f programs, %.1f erases" % (bp, be))
     print("  => beyond a plain file write: %.1f programs, %.1f erases per delivery"
           % (dl[0] / N - bp, dl[1] / N - be))
-    print("  => beyond the raw payload (32 programs of 128 B): %.1f programs per delivery" % (dl[0] / N - 32))
+    print("  => beyond the raw payload (%d programs of %d B): %.1f programs per delivery"
+          % (4096 // cache, cache, dl[0] / N - 4096 // cache))
     print("  indexing them at the next lock: %d programs, %d erases for %d messages (%.1f programs each)"
           % (mg[0], mg[1], N, mg[0] / float(N)))
     print("  => beyond the payload including indexing: %.1f programs, %.1f erases per delivery"
@@ -162,7 +171,7 @@ def _cpython_main():
     root = os.path.dirname(here)
     mp = os.path.join(os.path.dirname(sys.executable), "micropython")
     env = dict(os.environ)
-    env["MICROPYPATH"] = os.path.join(root, "firmware") + ":" + os.path.join(root, "host_tests", "dual")
+    env["MICROPYPATH"] = ":".join(os.path.join(root, d) for d in ("firmware", "host_tests/dual", "tools"))
     r = subprocess.run([mp, "-X", "heapsize=64M", os.path.join(here, "bench_store.py")], cwd=root, env=env)
     if r.returncode:
         return r.returncode

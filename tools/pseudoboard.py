@@ -42,7 +42,16 @@ BOOT_SCRIPT = r'''
 import os, sys
 sys.path[:] = [TOOLS]
 import hostflash  # the file-backed littlefs block device (tools/hostflash.py)
-hostflash.mount(IMAGE, "/flash", MKFS)  # formats a blank image it made, as the ESP32's first boot does
+# formats a blank image it made, as the ESP32's first boot does. With BOOT, mounted as the ESP32
+# firmware mounts it (VfsLfs2's defaults) and handed to boot.py as the port's `flashbdev` module
+# does, so boot.py's remount (pocketpost.flashfs) runs as on a board; without, mounted as a board
+# runs once boot.py has remounted it.
+_bdev = hostflash.mount(IMAGE, "/flash", MKFS, not BOOT)
+if BOOT:
+    class flashbdev:  # stands in for the ESP32 port's frozen flashbdev module
+        bdev = _bdev
+        MOUNT_POINT = "/flash"
+    sys.modules["flashbdev"] = flashbdev
 if ROMFS_SIZE:
     import hostrom  # a ROMFS partition (tools/hostrom.py), mounted at /rom if it holds an image
     hostrom.install(ROMFS, ROMFS_SIZE)

@@ -348,9 +348,9 @@ def _receive(store, pipe, out, args, buf):
             err = e
     if isinstance(err, (StoreFull, QuotaExceeded)):
         free = -1
-        try:
-            free = max(0, compat.free_bytes(store.root)[0] - store.reserve)
-        except (OSError, AttributeError):
+        try:  # what the store's own check allowed (reserve, index copy, spare blocks off)
+            free = max(0, store.room(name)[0])
+        except (OSError, AttributeError, StoreError):
             pass
         if isinstance(err, QuotaExceeded):
             free = max(0, store.quota - store.usage(name)[1])

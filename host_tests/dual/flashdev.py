@@ -118,8 +118,12 @@ _seq = [0]
 
 
 def mount_fresh(blocks=64, block_size=4096, at=None, dev=None):
-    """Format a FlashDev (or use `dev` as is), mount VfsLfs2 on it; returns (dev, mount point)."""
+    """Format a FlashDev (or use `dev` as is), mount VfsLfs2 on it; returns (dev, mount point).
+    As a board has its flash: formatted with VfsLfs2's defaults (the ESP32 firmware's first boot),
+    mounted with pocketpost.flashfs's geometry (boot.py's remount)."""
     import vfs
+
+    from pocketpost import flashfs
 
     if dev is None:
         dev = FlashDev(blocks, block_size)
@@ -127,7 +131,7 @@ def mount_fresh(blocks=64, block_size=4096, at=None, dev=None):
     if at is None:
         _seq[0] += 1
         at = "/ppflash%d" % _seq[0]
-    vfs.mount(vfs.VfsLfs2(dev), at)
+    vfs.mount(vfs.VfsLfs2(dev, **flashfs.params()), at)
     return dev, at
 
 

@@ -1,0 +1,90 @@
+"""littlefs geometry for the board's flash: boot.py remounts the filesystem with larger caches.
+
+The ESP32 firmware (its frozen _boot.py and inisetup.py) formats and mounts the vfs partition with
+VfsLfs2's defaults: readsize and progsize 32, so caches of 4 x 32 = 128 B, and every 128 B of mail
+is one flash program plus a read-back that littlefs validates it with, each a Python-level block
+device call and an SPI flash operation. VfsLfs2 sizes its caches from the larger of the two sizes,
+while littlefs pads each metadata commit only to the program size: a large read size with the
+default program size gives large caches (fewer calls) without more padding (more compactions,
+so more erases). Measured (tools/bench_store.py, tools/bench_client.py --lfs-sizes; figures and
+method in docs/FIGURES.md "littlefs geometry").
+
+littlefs keeps no read or program size in its superblock, and the program size here is the
+default: commits land where the defaults would put them, only the read granularity and the cache
+size change. Images written under either mount intact under the other, both ways, including the
+larger sizes measured (host_tests/dual/test_flashfs.py), so boards formatted with the defaults
+keep their mail and no reformat is needed.
+
+remount() builds the new mount before it touches the old one: if that fails (not littlefs, a port
+without VfsLfs2, no memory) the filesystem stays as the firmware mounted it.
+"""
+
+from pocketpost.compat import const
+
+# Cache = 4 x max(READ_SIZE, PROG_SIZE) = 256 B (read cache, program cache, one per open file):
+# half the flash calls per byte of the default 128 B for +128 B per cache (+2 KiB on the fetch
+# CLI's smallest heap); 512 B caches took 0.09 s less CPU per 10 MiB fetched for 5 KiB more heap,
+# which the board does not have to spare.
+READ_SIZE = const(64)
+# The default: littlefs pads each metadata commit to this, so a larger one means more compactions
+# (erases per delivered 4 KiB message: 1.25 at 32, 1.39 at 128, 1.55 at 256; 1.25 with any read
+# size at 32).
+PROG_SIZE = const(32)
+# 64 B = a bitmap of 512 blocks: the whole 2 MiB vfs partition of a 4 MiB ESP32 in one window, so
+# the allocator rescans the filesystem once per 512 blocks written instead of once per 256.
+LOOKAHEAD = const(64)
+
+tuned = None  # (mount point, READ_SIZE, PROG_SIZE) once remount() has run; for the REPL and tests
+
+
+def params():
+    """The keyword arguments for vfs.VfsLfs2 (and VfsLfs2.mkfs)."""
+    return {"readsize": READ_SIZE, "progsize": PROG_SIZE, "lookahead": LOOKAHEAD}
+
+
+def remount(bdev, at="/"):
+    """Mount bdev's littlefs at `at` with this module's geometry in place of the current mount.
+    True if done; False (nothing changed) if bdev does not hold a littlefs that mounts."""
+    global tuned
+    import os
+
+    try:
+        from vfs import mount, umount
+    except ImportError:  # MicroPython 1.22: the VFS calls are in os
+        from os import mount, umount  # type: ignore[attr-defined,no-redef]
+    try:
+        try:
+            from vfs import VfsLfs2
+        except ImportError:
+            from os import VfsLfs2  # type: ignore[attr-defined,no-redef]
+        # littlefs's mount only reads: the current mount is untouched until umount below
+        fs = VfsLfs2(bdev, **params())  # type: ignore[abstract]  # the esp32 stubs call it abstract
+    except (OSError, ImportError):  # FAT or blank partition; a port without VfsLfs2
+        return False
+    cwd = os.getcwd()
+    umount(at)
+    try:
+        mount(fs, at)
+    except Exception:  # never leave the board without its filesystem
+        mount(bdev, at)  # as the firmware's _boot.py mounts it (defaults, autodetected)
+        raise
+    try:
+        os.chdir(cwd)
+    except OSError:
+        pass
+    tuned = (at, READ_SIZE, PROG_SIZE)
+    return True
+
+
+def tune_board():
+    """boot.py: remount the firmware's flash (`flashbdev.bdev` of the ESP32 port) with this
+    geometry. False where there is none (other ports; the unix port outside the pseudo-board)."""
+    try:
+        import flashbdev  # type: ignore[import-not-found]  # the ESP32 port's frozen module
+    except ImportError:
+        return False
+    bdev = getattr(flashbdev, "bdev", None)
+    if bdev is None:  # flash too small for a filesystem
+        return False
+    # tools/pseudoboard.py's stand-in mounts its image at /flash, not at /
+    return remount(bdev, getattr(flashbdev, "MOUNT_POINT", "/"))

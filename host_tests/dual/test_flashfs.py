@@ -1,0 +1,201 @@
+"""pocketpost.flashfs: the littlefs geometry boot.py remounts the flash with (MicroPython only:
+VfsLfs2 on host_tests/dual/flashdev.py's simulated flash; CPython has no VfsLfs2).
+
+Boards in the field were formatted and written with VfsLfs2's defaults (read/prog size 32); the
+geometry must read all of it, write more, and leave an image the defaults still read: littlefs
+keeps no read or program size in its superblock, and these tests check that it needs none.
+"""
+
+import sys
+
+from dualtest import skip
+from flashdev import FlashDev
+
+IS_MP = sys.implementation.name == "micropython"
+DEFAULTS = {}  # VfsLfs2's own: readsize 32, progsize 32, lookahead 32
+
+
+class NorDev(FlashDev):
+    """FlashDev that counts programs over bytes already programmed to another value: NOR flash
+    can only clear bits, so such a program would corrupt a real chip (FlashDev overwrites)."""
+
+    def __init__(self, *a, **k):
+        FlashDev.__init__(self, *a, **k)
+        self.overwrites = 0
+
+    def writeblocks(self, block, buf, off=None):
+        a = block * self.bs + (off or 0)
+        d = self.data
+        for i in range(len(buf)):
+            if d[a + i] != 0xFF and d[a + i] != buf[i]:
+                self.overwrites += 1
+                break
+        return FlashDev.writeblocks(self, block, buf, off)
+
+
+def _content(i):
+    return (b"file %d " % i) * (i * 97 % 1200 + 1)  # 7 B to 12 KB: inline, one block, several
+
+
+def _write(at, lo, hi):
+    import os
+
+    for i in range(lo, hi):
+        d = at + "/d%d" % (i % 3)
+        try:
+            os.mkdir(d)
+        except OSError:
+            pass
+        f = open(d + "/f%d" % i, "wb")
+        f.write(_content(i))
+        f.close()
+    f = open(at + "/log", "ab")  # an append to an existing file, as the store's index grows
+    f.write(b"%d-%d\n" % (lo, hi))
+    f.close()
+    d = at + "/d%d/" % (lo % 3)
+    os.rename(d + "f%d" % lo, d + "r%d" % lo)  # the store commits by rename
+
+
+def _check(at, n, step=20):
+    """Files 0..n-1 as _write(at, 0, step), _write(at, step, 2 * step), ... left them."""
+    log = b""
+    for i in range(n):
+        name = ("r%d" if i % step == 0 else "f%d") % i
+        f = open(at + "/d%d/%s" % (i % 3, name), "rb")
+        b = f.read()
+        f.close()
+        assert b == _content(i), (at, i, len(b))
+    for lo in range(0, n, step):
+        log += b"%d-%d\n" % (lo, lo + step)
+    f = open(at + "/log", "rb")
+    assert f.read() == log
+    f.close()
+
+
+def _mount(dev, at, geo):
+    import vfs
+
+    vfs.mount(vfs.VfsLfs2(dev, **geo), at)
+
+
+def _umount(at):
+    import vfs
+
+    vfs.umount(at)
+
+
+def test_an_image_of_the_defaults_is_read_and_written_under_the_geometry_and_back():
+    """Formatted and written with the defaults (a board in the field), mounted with flashfs's
+    geometry: everything reads back, more is written; the defaults read all of it and write more;
+    the geometry again reads all. The other way round too, and with a larger program size (where
+    littlefs's commit alignment differs). No program ever lands on programmed bytes."""
+    if not IS_MP:
+        skip("MicroPython only: VfsLfs2")
+    import gc
+
+    import vfs
+
+    from pocketpost import flashfs
+
+    big = {"readsize": 256, "progsize": 256}  # a program size that is not the default's either
+    for first, second in ((DEFAULTS, flashfs.params()), (flashfs.params(), DEFAULTS), (DEFAULTS, big)):
+        dev = NorDev(blocks=160)
+        vfs.VfsLfs2.mkfs(dev, **first)
+        at = "/fsgeo"
+        _mount(dev, at, first)
+        _write(at, 0, 20)
+        _umount(at)
+        for k, geo in enumerate((second, first, second)):
+            _mount(dev, at, geo)
+            _check(at, 20 * (k + 1))
+            _write(at, 20 * (k + 1), 20 * (k + 2))
+            _check(at, 20 * (k + 2))
+            _umount(at)
+        assert dev.overwrites == 0, dev.overwrites
+        dev = None
+        gc.collect()  # the next 640 KB image must fit beside the rest of the dual run's heap
+
+
+def test_remount_puts_the_geometry_in_place_of_the_defaults_and_keeps_the_files():
+    """What boot.py does to "/": the mount of the defaults replaced by flashfs's, the files and
+    the current directory kept; a 4 KiB file then costs programs of the larger cache (4 x READ_SIZE),
+    not 32 of 128 B."""
+    if not IS_MP:
+        skip("MicroPython only: VfsLfs2")
+    import os
+
+    import vfs
+
+    from pocketpost import flashfs
+
+    dev = FlashDev(blocks=64)
+    vfs.VfsLfs2.mkfs(dev)
+    at = "/fsre"
+    _mount(dev, at, DEFAULTS)
+    _write(at, 0, 20)
+    cwd = os.getcwd()
+    os.chdir(at + "/d1")
+    try:
+        assert flashfs.remount(dev, at) is True
+        assert os.getcwd() == at + "/d1"
+        assert flashfs.tuned == (at, flashfs.READ_SIZE, flashfs.PROG_SIZE)
+    finally:
+        os.chdir(cwd)
+    _check(at, 20)
+    p0 = dev.progs
+    f = open(at + "/four", "wb")
+    f.write(b"x" * 4096)
+    f.close()
+    progs = dev.progs - p0
+    cache = 4 * max(flashfs.READ_SIZE, flashfs.PROG_SIZE)
+    assert progs <= 4096 // cache + 4, progs  # the data in cache-sized programs, + metadata
+    _umount(at)
+    _mount(dev, at, DEFAULTS)  # and the defaults still read it all
+    _check(at, 20)
+    f = open(at + "/four", "rb")
+    assert f.read() == b"x" * 4096
+    f.close()
+    _umount(at)
+
+
+def test_remount_leaves_the_mount_alone_when_the_device_holds_no_littlefs():
+    if not IS_MP:
+        skip("MicroPython only: VfsLfs2")
+    import vfs
+
+    from pocketpost import flashfs
+
+    dev = FlashDev(blocks=32)
+    vfs.VfsLfs2.mkfs(dev)
+    at = "/fsno"
+    _mount(dev, at, DEFAULTS)
+    _write(at, 0, 5)
+    assert flashfs.remount(FlashDev(blocks=32), at) is False  # erased: not littlefs
+    _check(at, 5, 5)  # still the same mount
+    _umount(at)
+
+
+def test_tune_board_remounts_the_ports_flashbdev_and_nothing_without_one():
+    if not IS_MP:
+        skip("MicroPython only: VfsLfs2")
+    import vfs
+
+    from pocketpost import flashfs
+
+    sys.modules.pop("flashbdev", None)
+    assert flashfs.tune_board() is False  # the unix port has no flashbdev module
+
+    class flashbdev:  # the ESP32 port's frozen module, as the pseudo-board stands in for it
+        bdev = FlashDev(blocks=32)
+        MOUNT_POINT = "/fsboard"
+
+    vfs.VfsLfs2.mkfs(flashbdev.bdev)
+    _mount(flashbdev.bdev, flashbdev.MOUNT_POINT, DEFAULTS)
+    sys.modules["flashbdev"] = flashbdev
+    try:
+        flashfs.tuned = None
+        assert flashfs.tune_board() is True
+        assert flashfs.tuned == ("/fsboard", flashfs.READ_SIZE, flashfs.PROG_SIZE)
+    finally:
+        del sys.modules["flashbdev"]
+        _umount(flashbdev.MOUNT_POINT)
