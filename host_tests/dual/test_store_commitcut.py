@@ -19,6 +19,9 @@ a client lists the mailboxes, B is delivered, the client lists again, the store 
 the client lists a third time: each UID keeps its message, B is there, A is there under the
 UID commit returned or (when commit raised an OSError: the sender will send it again) not at
 all, in every mailbox of a group or in none.
+
+Last, recovery: a message file beyond a gap of bucket directories (a restore whose index append
+failed) is indexed and the next seq goes above it.
 """
 
 from flashdev import fresh_root
@@ -201,3 +204,42 @@ def test_fetcher_commit_cut_at_every_call_keeps_the_promised_uid():
 
 def test_group_commit_cut_at_every_call_never_reuses_a_uid():
     _sweep("smtp")
+
+
+def test_recovery_indexes_a_file_beyond_a_bucket_gap_and_puts_the_next_seq_above_it():
+    # A restore (begin(uid=...)) beyond a gap of bucket directories whose index append failed:
+    # its commit returned the UID, the file is in its bucket, but the search for unindexed
+    # files walks consecutive buckets only. Before the fix recovery left it out and handed
+    # out seqs from below it: the restored message stayed invisible, and its seq would have
+    # been given to another message once the mailbox got there.
+    root, cleanup = fresh_root()
+    store_mod.reboot()
+    real = store_mod._Box.merge
+    try:
+        st = Store(root, quota=0)
+        for i in range(3):
+            _send(st, "deliver", ["a"], b"Subject: %d\r\n\r\nbody\r\n" % i, 1000 + i)
+        st.lock("a").release()
+
+        def failing(self, recs=None):
+            raise OSError(5, "EIO")
+
+        store_mod._Box.merge = failing
+        d = st.begin("a", 1010, uid="0badcafe.300")  # bucket b2; b1 does not exist
+        d.write(b"Subject: restored\r\n\r\nbody\r\n")
+        assert d.commit() == "0badcafe.300"
+        store_mod._Box.merge = real
+        seen = {}
+        for restart in (False, True):
+            if restart:
+                store_mod.reboot()
+                st = Store(root, quota=0)
+            got = _client(st, ["a"], seen, ("restart", restart))["a"]
+            assert got.get("0badcafe.300") == b"Subject: restored\r\n\r\nbody\r\n", (restart, sorted(got))
+            uid = _send(st, "deliver", ["a"], b"Subject: new %d\r\n\r\nbody\r\n" % restart, 1020)[0]
+            assert store_mod.parse_uid(uid)[1] > 300, uid
+            _client(st, ["a"], seen, ("after", restart))
+    finally:
+        store_mod._Box.merge = real
+        store_mod.reboot()
+        cleanup()
