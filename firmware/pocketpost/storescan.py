@@ -83,6 +83,7 @@ def recover(box, rep=None):
         # index from the files, which indexes it and puts the floor above it. Otherwise it
         # stays invisible and its seq is handed out again.
         scan(box, report(), True, True)
+        rep["index"] = "rebuilt"
     box.next_seq = max(box.floor, box.last_seq + 1)
     box.count = box.idx_count
     box.total = box.idx_total
