@@ -55,6 +55,7 @@ def commit_group(store, ds):
     intent = compat.join(root, _GROUP)
     pending = intent + ".new"
     targets = []
+    named = False  # the intent's rename was tried: it may be on flash
     try:
         if compat.exists(intent):  # an earlier group's roll-forward failed: a restart finishes it
             raise StoreError("unfinished group commit", "SYS/TEMP")
@@ -72,6 +73,7 @@ def commit_group(store, ds):
             compat.sync_file(f)
         finally:
             f.close()
+        named = True
         compat.rename(pending, intent)  # the commit point
         compat.sync_dir(root)
     except BaseException as e:
@@ -79,22 +81,29 @@ def commit_group(store, ds):
             _remove(pending)
         except OSError:
             pass
-        for d in ds:
-            d.abort()
+        for i in range(len(ds)):
+            if named:  # an intent that reached flash renames the copy there at the next start
+                ds[i].spent(targets[i][1])
+            ds[i].abort()
         if isinstance(e, OSError):
             raise _os_error(e)
         raise
     # Committed: from here on nothing may undo it (a failure is finished by the next recovery).
-    try:
-        for i in range(len(ds)):
-            compat.rename(ds[i].tmp, targets[i][2])
-            compat.sync_dir(ds[i].box.bucket_dir(targets[i][1]))
-        _remove(intent)
-    except OSError:
-        pass  # the intent stays: Store() at the next start renames what is left
     uids = []
-    for i in range(len(ds)):  # RAM state, as Delivery.commit leaves it; merges once all have landed
-        uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
+    try:
+        try:
+            for i in range(len(ds)):
+                compat.rename(ds[i].tmp, targets[i][2])
+                compat.sync_dir(ds[i].box.bucket_dir(targets[i][1]))
+            _remove(intent)
+        except OSError:
+            pass  # the intent stays: Store() at the next start renames what is left
+    finally:
+        # RAM state, as Delivery.commit leaves it, even when interrupted (Ctrl-C): each copy's
+        # seq is taken, whether its file is in place or still named by the intent; merges once
+        # all have landed.
+        for i in range(len(ds)):
+            uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
     for d in ds:
         d.box.merge_due()
     return uids

@@ -1171,16 +1171,32 @@ class Delivery:
 
     def commit(self):
         """Make the message durable and visible; returns its UID. The two steps around the
-        rename, seal() and landed(), are also what the group commit (groupcommit.py) runs."""
+        rename, seal() and landed(), are also what the group commit (groupcommit.py) runs.
+
+        Interrupted at the rename or after it, the file decides, never the exception: a rename
+        can raise after it happened (littlefs renames across directories in two commits, and
+        an error in the second, the temp entry's removal, is raised with the message already in
+        its bucket; or Ctrl-C lands right after it). If the message is there, it is landed()
+        (RAM state: the next delivery takes the next seq, not this one's) and an OSError
+        reports it stored: its UID is returned (the sender retrying would duplicate it). If it
+        is not there (or flash cannot tell), the delivery is aborted and the seq is skipped all
+        the same: a seq handed to a rename is never handed out again."""
         epoch, seq, target = self.seal()
         try:
             compat.rename(self._tmp, target)
             compat.sync_dir(self._box.bucket_dir(seq))
-        except OSError as e:
+        except BaseException as e:
+            tmp = self._tmp
+            if compat.exists(target) and not compat.exists(tmp):
+                uid = self.landed(epoch, seq)
+                if isinstance(e, OSError):
+                    log.warning("store %s: %s after the rename of %s: stored", self._box.path, e, uid)
+                    return uid
+                raise
+            self.spent(seq)
             self.abort()
-            raise _os_error(e)
-        except BaseException:
-            self.abort()
+            if isinstance(e, OSError):
+                raise _os_error(e)
             raise
         return self.landed(epoch, seq)
 
@@ -1218,6 +1234,14 @@ class Delivery:
         except BaseException:
             self.abort()
             raise
+
+    def spent(self, seq):
+        """seq went to a rename that may have happened (or may yet: a group's intent): the
+        mailbox never hands it out again in this process (after a restart, recovery indexes
+        the file if it is there). A skipped seq is only a gap in the UIDs."""
+        box = self._box
+        if box.next_seq <= seq:
+            box.next_seq = seq + 1
 
     def _szf(self):
         """The index record's size field: the file's octets, wire form (stuffed if dots)."""

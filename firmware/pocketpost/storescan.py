@@ -77,6 +77,13 @@ def recover(box, rep=None):
     scan(box, rep, True, not index_ok)
     rep["missing"] = max(0, rep["missing"] - moved)  # counted as unreadable
     box.merge()
+    if rep["top"] >= max(box.floor, box.last_seq + 1):
+        # A file at or above the next seq that merge()'s walk of consecutive buckets did not
+        # reach (a restore beyond a gap of buckets whose index append failed): rewrite the
+        # index from the files, which indexes it and puts the floor above it. Otherwise it
+        # stays invisible and its seq is handed out again.
+        scan(box, report(), True, True)
+        rep["index"] = "rebuilt"
     box.next_seq = max(box.floor, box.last_seq + 1)
     box.count = box.idx_count
     box.total = box.idx_total

@@ -1,0 +1,245 @@
+"""A delivery's commit interrupted at every step, the process carrying on (both runtimes).
+
+A UID a POP3 client has seen must never name another message: a client (Thunderbird, fetchmail
+with keep) that saw UIDL X for message A and later sees X for B believes it has B and never
+downloads it. A power cut is recovered from flash at the next start (test_store_powercut.py and
+test_store_commitcut.py cut the power at every flash operation); here the process goes on after
+the interruption, with the RAM state the commit left: a rename that raised after it happened
+(littlefs renames across directories in two commits and raises when the second one fails, with
+the message already in its bucket; test_store_commitcut.py reproduces that on a simulated flash)
+or Ctrl-C right after it. Before the fix the mailbox's next seq stayed where it was: a client
+saw A under X, the next delivery B was acknowledged under X too (a second file with the same
+seq), and B was invisible until a restart, after which X named B.
+
+Every filesystem call of the commit path (compat.sync_file, isdir, rename, sync_dir) is cut in
+turn, before or after it does its work, with an OSError or a KeyboardInterrupt, on the three
+paths into the store: Delivery.commit (the store's own), uid_on_commit + commit (the fetcher:
+its pending record names that UID), groupcommit.commit_group (SMTP, two mailboxes). After the cut
+a client lists the mailboxes, B is delivered, the client lists again, the store restarts and
+the client lists a third time: each UID keeps its message, B is there, A is there under the
+UID commit returned or (when commit raised an OSError: the sender will send it again) not at
+all, in every mailbox of a group or in none.
+
+Last, recovery: a message file beyond a gap of bucket directories (a restore whose index append
+failed) is indexed and the next seq goes above it.
+"""
+
+from flashdev import fresh_root
+from pocketpost import compat, groupcommit
+from pocketpost import store as store_mod
+from pocketpost.store import Store, StoreError
+
+_CUT = ("sync_file", "isdir", "rename", "sync_dir")  # the compat calls a commit makes
+_PROMISED = [None]  # the UID uid_on_commit gave the fetcher's delivery in flight
+
+
+class _Cutter:
+    """Wraps the compat calls of _CUT; the call numbered `at` (1-based, 0: none, just count)
+    raises `exc` before or after doing its work."""
+
+    def __init__(self, at=0, after=False, exc=None):
+        self.at = at
+        self.after = after
+        self.exc = exc
+        self.calls = 0
+        self.fired = False
+        self.real = {}
+
+    def __enter__(self):
+        for name in _CUT:
+            self.real[name] = getattr(compat, name)
+            setattr(compat, name, self._wrap(self.real[name]))
+        return self
+
+    def __exit__(self, *a):
+        for name in _CUT:
+            setattr(compat, name, self.real[name])
+
+    def _wrap(self, fn):
+        def call(*args):
+            self.calls += 1
+            hit = self.calls == self.at
+            if hit and not self.after:
+                self.fired = True
+                raise self.exc
+            r = fn(*args)
+            if hit:
+                self.fired = True
+                raise self.exc
+            return r
+
+        return call
+
+
+def _send(st, path, names, data, arrival):
+    """Deliver data by one path; returns the UIDs (one per mailbox). For the fetcher's path,
+    also the UID uid_on_commit promised (in _PROMISED, set before the commit starts)."""
+    if path == "smtp":
+        ds = groupcommit.begin_group(st, names, arrival)
+        for d in ds:
+            d.write(data)
+        return groupcommit.commit_group(st, ds)
+    d = st.begin(names[0], arrival, digest=path == "fetch")
+    d.write(data)
+    if path == "fetch":
+        d.digest()
+        _PROMISED[0] = d.uid_on_commit()
+        uid = d.commit()
+        assert uid == _PROMISED[0], (uid, _PROMISED[0])
+        return [uid]
+    return [d.commit()]
+
+
+def _view(st, name):
+    mb = st.lock(name)
+    try:
+        out = []
+        for i in range(mb.count):
+            f = mb.open(i)
+            try:
+                out.append((mb.uid(i), f.read()))
+            finally:
+                f.close()
+        return out
+    finally:
+        mb.release()
+
+
+def _client(st, names, seen, label):
+    """A POP3 client with 'keep' listing each mailbox: every UID it has ever seen (per mailbox)
+    must still name the same message. Returns {name: {uid: data}}."""
+    got = {}
+    for name in names:
+        here = {}
+        for uid, data in _view(st, name):
+            assert uid not in here, (label, name, "two messages under one UID", uid)
+            key = name + "/" + uid
+            if key in seen:
+                assert seen[key] == data, (label, name, "UID reused for another message", uid, seen[key], data)
+            seen[key] = data
+            here[uid] = data
+        got[name] = here
+    return got
+
+
+def _where(got, name, data):
+    return [u for u in got[name] if got[name][u] == data]
+
+
+def _scenario(path, at, after, exc):
+    """One cut; returns True if the cut fired (at is within the commit's calls)."""
+    names = ["a", "b"] if path == "smtp" else ["a"]
+    label = (path, at, "after" if after else "before", type(exc).__name__)
+    root, cleanup = fresh_root()
+    store_mod.reboot()
+    try:
+        st = Store(root, quota=0)
+        for name in names:
+            _send(st, "deliver", [name], b"Subject: first\r\n\r\nm0\r\n", 1000)
+        a = b"Subject: A\r\n\r\nmessage A\r\n"
+        acked = None
+        raised = None
+        _PROMISED[0] = None
+        cut = _Cutter(at, after, exc)
+        with cut:
+            try:
+                acked = _send(st, path, names, a, 1001)
+            except (StoreError, KeyboardInterrupt) as e:
+                raised = e
+        if not cut.fired:
+            assert acked is not None, label
+            return False
+        seen = {}
+        _client(st, names, seen, label + ("after the cut",))
+        b = b"Subject: B\r\n\r\nmessage B\r\n"
+        ub = [_send(st, "deliver", [name], b, 1002)[0] for name in names]
+        got = _client(st, names, seen, label + ("after B",))
+        for i in range(len(names)):
+            assert _where(got, names[i], b) == [ub[i]], (label, "B not under its UID", names[i], ub[i], got)
+            assert len(_where(got, names[i], a)) <= 1, (label, "A twice", got)
+        store_mod.reboot()  # a restart: recovered from flash
+        st = Store(root, quota=0)
+        got = _client(st, names, seen, label + ("after the restart",))
+        have = 0
+        for i in range(len(names)):
+            assert _where(got, names[i], b) == [ub[i]], (label, "B lost at the restart", got)
+            at_a = _where(got, names[i], a)
+            assert len(at_a) <= 1, (label, "A twice", got)
+            if acked is not None:
+                assert at_a == [acked[i]], (label, "acknowledged A not under its UID", acked, got)
+            if at_a and path == "fetch":
+                assert at_a == [_PROMISED[0]], (label, "A not under the UID the fetcher recorded", got)
+            have += len(at_a)
+        if isinstance(raised, StoreError):
+            assert not have, (label, "A stored though commit reported a failure (the sender retries)", got)
+        assert have in (0, len(names)), (label, "group commit not all-or-nothing", got)
+        for name in names:  # still takes mail, under a UID no client has seen
+            uc = _send(st, "deliver", [name], b"Subject: C\r\n\r\nmessage C\r\n", 1003)[0]
+            assert name + "/" + uc not in seen, (label, "UID reused after the restart", uc)
+        _client(st, names, seen, label + ("after C",))
+        return True
+    finally:
+        store_mod.reboot()
+        cleanup()
+
+
+def _sweep(path):
+    n = 0
+    for exc in (OSError(5, "EIO"), KeyboardInterrupt()):
+        for after in (False, True):
+            at = 1
+            while _scenario(path, at, after, exc):
+                at += 1
+                n += 1
+    assert n >= 8, (path, n)  # every call of the commit path, cut both ways, with both exceptions
+
+
+def test_delivery_commit_cut_at_every_call_never_reuses_a_uid():
+    _sweep("deliver")
+
+
+def test_fetcher_commit_cut_at_every_call_keeps_the_promised_uid():
+    _sweep("fetch")
+
+
+def test_group_commit_cut_at_every_call_never_reuses_a_uid():
+    _sweep("smtp")
+
+
+def test_recovery_indexes_a_file_beyond_a_bucket_gap_and_puts_the_next_seq_above_it():
+    # A restore (begin(uid=...)) beyond a gap of bucket directories whose index append failed:
+    # its commit returned the UID, the file is in its bucket, but the search for unindexed
+    # files walks consecutive buckets only. Before the fix recovery left it out and handed
+    # out seqs from below it: the restored message stayed invisible, and its seq would have
+    # been given to another message once the mailbox got there.
+    root, cleanup = fresh_root()
+    store_mod.reboot()
+    real = store_mod._Box.merge
+    try:
+        st = Store(root, quota=0)
+        for i in range(3):
+            _send(st, "deliver", ["a"], b"Subject: %d\r\n\r\nbody\r\n" % i, 1000 + i)
+        st.lock("a").release()
+
+        def failing(self, recs=None):
+            raise OSError(5, "EIO")
+
+        store_mod._Box.merge = failing
+        d = st.begin("a", 1010, uid="0badcafe.300")  # bucket b2; b1 does not exist
+        d.write(b"Subject: restored\r\n\r\nbody\r\n")
+        assert d.commit() == "0badcafe.300"
+        store_mod._Box.merge = real
+        seen = {}
+        for restart in (False, True):
+            if restart:
+                store_mod.reboot()
+                st = Store(root, quota=0)
+            got = _client(st, ["a"], seen, ("restart", restart))["a"]
+            assert got.get("0badcafe.300") == b"Subject: restored\r\n\r\nbody\r\n", (restart, sorted(got))
+            uid = _send(st, "deliver", ["a"], b"Subject: new %d\r\n\r\nbody\r\n" % restart, 1020)[0]
+            assert store_mod.parse_uid(uid)[1] > 300, uid
+            _client(st, ["a"], seen, ("after", restart))
+    finally:
+        store_mod._Box.merge = real
+        store_mod.reboot()
+        cleanup()
