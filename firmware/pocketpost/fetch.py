@@ -58,9 +58,19 @@ def main(config_path, only=None, log_level=None, headers=False):
     store = config.open_store(cfg)  # the one place that turns cfg["store"] into a Store
     config = None
     compat.forget(loaded)  # ~15 KB of heap on the 64-bit unix port (docs/FIGURES.md)
+    accounts = cfg["accounts"]
+    for acct in accounts:
+        # Open (recover) each local mailbox before the client is imported: the first open after
+        # boot loads the store's recovery code (storescan.py, ~7 KB, dropped after it), which
+        # on top of the client and its session's buffers set the smallest heap. Best effort:
+        # fetch_account opens it again and reports a failure. ("inbox": clientconf's default.)
+        if only is None or acct.get("name") == only:
+            try:
+                store.usage(acct.get("mailbox", "inbox"))
+            except Exception:
+                pass
     from pocketpost import client
 
-    accounts = cfg["accounts"]
     cfg = None  # the rest of the config (server, smtp, ... sections with their defaults) is not needed
     failed = 0
     done = 0
