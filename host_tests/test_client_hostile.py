@@ -632,3 +632,6 @@ def test_fetch_cli_drops_its_cold_modules_under_micropython(tmp_path):
         assert "client" in mods and "uidstate" in mods and not mods & cold, sorted(mods & cold)
         assert ("headers" in mods) == (verbose == "v"), sorted(mods)
         assert attrs == (["headers"] if verbose == "v" else []), attrs
+        # The store: its recovery (storescan, run at the mailbox's first open) is dropped after it,
+        # and its session side (storesession: lock, Mailbox, deletion commit) is never loaded.
+        assert "store" in mods and not mods & {"storescan", "storecheck", "storesession"}, sorted(mods)

@@ -122,6 +122,7 @@ def make_base(with_intent=False):
     intent uids). files: uid -> path of its message file."""
     from flashdev import FlashDev
     from pocketpost import store as store_mod
+    from pocketpost import storesession
     from pocketpost.store import Store
     import vfs
 
@@ -152,7 +153,7 @@ def make_base(with_intent=False):
     if with_intent:  # a deletion commit cut right after its commit point
         pick = (0, 4, mb.count - 1)
         gone = [uids[p] for p in pick]
-        mb._box.write_intent([mb._rec(p) for p in pick])
+        storesession.write_intent(mb._box, [mb._rec(p) for p in pick])
     mb.release()
     store_mod.reboot()
     return _unmount(dev), model, uids, files, gone

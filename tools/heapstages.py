@@ -45,6 +45,10 @@ flags = sys.argv[3:]
 async def main():
     from pocketpost import server
 
+    try:  # the store's session side, loaded with the server as board.Runner.serve does
+        from pocketpost import storesession  # noqa: F401
+    except ImportError:  # a tree from before it
+        pass
     stage("import-server")
     srv = await server.start(cfg, store)
     stage("server.start")

@@ -22,6 +22,11 @@ heapmark.compact_gc()  # as board.main does before it loads the services
 # comparable with the earlier ones.
 from pocketpost import log, server  # noqa: E402
 
+try:  # the store's session side (lock, Mailbox), loaded with the server as board.Runner.serve does
+    from pocketpost import storesession  # noqa: E402,F401
+except ImportError:  # a tree from before it
+    pass
+
 
 def _load(path):
     # As board.py loads: config.py imported in a function, so no global keeps it once dropped.

@@ -486,7 +486,10 @@ class Runner:
 
     async def serve(self):
         from pocketpost import server
+        from pocketpost import storesession  # noqa: F401 - see below
 
+        # storesession (the store's session side: lock, Mailbox) loads with the server, before the
+        # sessions' buffers, not at the first lock in the middle of the heap (bench_heap c: ~4 KiB).
         srv = await server.start(self.cfg, self.store, self.config_path)
         self.server = srv
         try:

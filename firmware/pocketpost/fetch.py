@@ -16,8 +16,11 @@ with `config.open_store(cfg)`, exactly as the server opens it: "store" gives "ro
 client.account_from_dict). A relative root or state_dir is taken relative to the current directory.
 Heap (MicroPython): the config checks (config.py, auth.py) are imported for the load and dropped
 after it when this call loaded them (a fetch never needs them again), with heapmark.py (used once,
-to set the GC threshold); the client is imported after that, and drops its own cold modules once
-used (clientconf, uidload, clientauth, clientrecover).
+to set the GC threshold); then each local mailbox is opened (the store's first open after boot
+loads its recovery code, storescan.py, for the call); the client is imported after that, and drops
+its own cold modules once used (clientconf, uidload, clientauth, clientrecover). The store's
+session side (storesession.py: lock, Mailbox, deletion commit) loads only to reconcile a fetch
+cut short by a crash (clientrecover.py).
 Exit status: 0 when every account fetched, 1 otherwise, 2 for a config that does not load.
 """
 
@@ -58,9 +61,19 @@ def main(config_path, only=None, log_level=None, headers=False):
     store = config.open_store(cfg)  # the one place that turns cfg["store"] into a Store
     config = None
     compat.forget(loaded)  # ~15 KB of heap on the 64-bit unix port (docs/FIGURES.md)
+    accounts = cfg["accounts"]
+    for acct in accounts:
+        # Open (recover) each local mailbox before the client is imported: the first open after
+        # boot loads the store's recovery code (storescan.py, ~7 KB, dropped after it), which
+        # on top of the client and its session's buffers set the smallest heap. Best effort:
+        # fetch_account opens it again and reports a failure. ("inbox": clientconf's default.)
+        if only is None or acct.get("name") == only:
+            try:
+                store.usage(acct.get("mailbox", "inbox"))
+            except Exception:
+                pass
     from pocketpost import client
 
-    accounts = cfg["accounts"]
     cfg = None  # the rest of the config (server, smtp, ... sections with their defaults) is not needed
     failed = 0
     done = 0

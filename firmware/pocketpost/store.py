@@ -1,4 +1,4 @@
-"""The maildrop on flash: deliver, list, open, commit deletions, index, quota, locks.
+"""The maildrop on flash: deliver, index, quota (lock, list, open, commit deletions: storesession.py).
 
 Theory of operation
 -------------------
@@ -100,8 +100,11 @@ found damage and at a check, so this module imports them for the call (_cold) an
 MicroPython, drops both when no call is inside them (_held counts the calls under way: a module in
 use is never dropped). Nothing outside a call refers to them: the exceptions, _Box and the RAM
 state live here, reports are plain dicts, their generators are closed before the call returns.
-Delivery, lock, the session's reads and the deletion commit (write_intent, apply_deletions with
-the session's mask) stay here and never load them.
+Delivery stays here and never loads them.
+
+The session side is storesession.py: lock (Store.lock imports it), Mailbox (the session's reads,
+store.Mailbox resolves to it) and the deletion commit (write_intent, apply_deletions, also the
+roll-forward of recovery). A process that only delivers (the fetch CLI) never loads it.
 
 Locks live in RAM (a module-level set): a dead session cannot leave one behind across a restart.
 One process owns a store root; all Store objects in it share the per-mailbox state below.
@@ -167,11 +170,6 @@ _SIZE = const(0x3FFFFFFF)  # the file's octets (messages are far below 1 GiB)
 _LF = const(10)
 _CR = const(13)
 _DOT = const(46)
-_EIO = const(5)  # a stuffed file that does not un-stuff to its LIST size
-
-# Messages a session reported unreadable, kept in RAM until the next lock sets them aside (bounded:
-# more than this and the rest wait for another session or for check(deep=True)).
-MAX_UNREADABLE = const(8)
 # Listings of tmp/ when cleaning it: one, then one more after removals (see _clean_tmp).
 _TMP_PASSES = const(3)
 _DAMAGED = "damaged"  # in a mailbox: message files set aside by a scan, kept for export/inspection
@@ -483,102 +481,6 @@ class _Box:
         out.sort(key=lambda r: r[1])
         return out
 
-    # --- deletion commit (recovery: storescan.py) ----------------------------------------------
-
-    def write_intent(self, recs, n=None, name="commit"):
-        """Step 1 of a deletion commit: the intent log, flushed. Once complete it is the commit
-        point; a failure before that removes it and nothing is deleted.
-
-        recs: the n records to delete (epoch, seq, arrival, size field, LIST size: the log keeps
-        the LIST size where the index keeps the running total), in index order, i.e.
-        ascending seq; any iterable, walked once and written a block at a time (nothing is kept,
-        so a generator reading the index costs a fixed amount of RAM for any n)."""
-        if n is None:
-            n = len(recs)
-        buf = bytearray(_REC * _RECS_PER_READ)
-        intent = self.p(name)
-        f = open(intent, "wb")
-        try:
-            _pack(buf, 0, _MAGIC_COMMIT, n, 0, 0, 0)
-            k = 1  # records in buf
-            put = 0
-            for r in recs:
-                if k == _RECS_PER_READ:
-                    f.write(buf)
-                    k = 0
-                _pack(buf, k * _REC, r[0], r[1], r[2], r[3], r[4])
-                k += 1
-                put += 1
-            if put != n:
-                raise StoreError("intent log: %d records, expected %d" % (put, n))
-            f.write(memoryview(buf)[: k * _REC])
-            compat.sync_file(f)
-        except BaseException:
-            f.close()
-            _remove(intent)
-            raise
-        f.close()
-        compat.sync_dir(self.path)
-
-    def apply_deletions(self, index_ok, mask=None):
-        """Steps 2-3 of a deletion commit, driven by the intent log on flash (idempotent: this is
-        also the roll-forward after a crash). Every pass streams the log a block at a time:
-        unlink the files (the floor is the highest seq + 1), rewrite the index without them,
-        then drop emptied buckets. mask: the committing session's bitmask of deleted index
-        positions (the index is unchanged since the lock, so the rewrite filters by position);
-        None in recovery (the rewrite merges the index with the log by seq: a third read). Only
-        recovery passes index_ok False or mask None: then storescan is loaded and held (_cold)."""
-        intent = self.p("commit")
-        floor = self.floor
-        it = _iter_recs(intent, "intent log corrupt")
-        try:
-            for r in it:
-                _remove(self.msg_path(r[0], r[1], r[2], r[3], r[4]))
-                if r[1] + 1 > floor:
-                    floor = r[1] + 1
-        finally:
-            it.close()
-        if index_ok:
-            floor = max(floor, self.last_seq + 1)
-            new = self.p("index.new")
-            if mask is not None:
-                it = self.iter_index(mask)
-            else:
-                from pocketpost import storescan  # recovery: loaded and held (_cold)
-
-                it = storescan.iter_kept(self, intent)
-            try:
-                self.write_index(new, it, self.epoch, floor)
-            finally:
-                it.close()
-            compat.rename(new, self.p("index"))
-            compat.sync_dir(self.path)
-            self.read_index_state()
-        else:
-            from pocketpost import storescan  # recovery: loaded and held (_cold)
-
-            self.floor = floor
-            storescan.rebuild(self)
-        # Drop bucket directories emptied below the floor (a littlefs directory costs two blocks);
-        # rmdir of a non-empty one fails harmlessly before writing anything. The log's seqs
-        # ascend, so each bucket comes up in one run and the first one at the top ends the walk.
-        top = self.floor // BUCKET
-        last = -1
-        it = _iter_recs(intent, "intent log corrupt")
-        try:
-            for r in it:
-                k = r[1] // BUCKET
-                if k >= top:
-                    break
-                if k != last:
-                    last = k
-                    try:
-                        os.rmdir(self.p("b%d" % k))
-                    except OSError:
-                        pass
-        finally:
-            it.close()
-
     def merge(self, recs=None):
         """Append records for unindexed files (records first; files are already in place).
         recs: those records when the caller knows them (a delivery with a given UID)."""
@@ -653,16 +555,6 @@ def _clean_tmp(tmp):
     except OSError as e:  # a damaged tmp/ must not keep the store from opening
         log.warning("store %s: temp files not removed: %r", tmp, e)
     return removed
-
-
-def _popcount(mask, nbytes):
-    n = 0
-    for j in range(nbytes):
-        b = mask[j]
-        while b:
-            b &= b - 1
-            n += 1
-    return n
 
 
 class Store:
@@ -849,28 +741,19 @@ class Store:
     # --- sessions -----------------------------------------------------------------------------
 
     def lock(self, name):
-        """Lock a mailbox for a POP3 session and return its snapshot (a Mailbox)."""
-        path = self._path(name)
-        if path in _LOCKS:
-            raise MailboxLocked("mailbox in use")
-        _LOCKS.add(path)
-        try:
-            box = _BOXES.get(path)
-            if box is not None and box.loaded and (box.suspect or not box.read_index_state()):
-                # Checked at every lock (one read of the index, a crc32 per block): damage found
-                # since the last recovery sends the mailbox through recovery again, which
-                # rebuilds the index from the files. A session that saw damage set `suspect`.
-                box.loaded = False
-            box = self._box(name)
-            if box.unindexed:
-                box.merge()
-            return Mailbox(box)
-        except OSError as e:
-            _LOCKS.discard(path)
-            raise _os_error(e)
-        except BaseException:
-            _LOCKS.discard(path)
-            raise
+        """Lock a mailbox for a POP3 session and return its snapshot (a storesession.Mailbox)."""
+        from pocketpost import storesession  # the session side: a delivery never loads it
+
+        return storesession.lock(self, name)
+
+
+def __getattr__(name):
+    """store.Mailbox: the class lives in storesession.py (loaded on first use)."""
+    if name == "Mailbox":
+        from pocketpost import storesession
+
+        return storesession.Mailbox
+    raise AttributeError(name)
 
 
 # The cold code (see the module docstring): storescan.py and storecheck.py, loaded by _cold for a
@@ -1307,281 +1190,3 @@ class Delivery:
 
 
 _Delivery_ids = [0]  # unique temp names within the process
-
-
-class _Unstuffed:
-    """The message of a stuffed file (Mailbox.open): readinto(buf) un-stuffs the file through a
-    fixed IN_BUF block (wire.DotUnstuffer, which never meets a terminator in a sound file).
-    A terminator inside the file, or a message that does not come to `size` octets, raises
-    OSError(EIO) like any other unreadable message."""
-
-    def __init__(self, f, size):
-        from pocketpost.wire import DotUnstuffer  # the stuffing codec, for stuffed files only
-
-        self.f = f
-        self.left = size
-        self._u = DotUnstuffer()
-        self._buf = bytearray(IN_BUF)
-        self._s = 0
-        self._e = 0
-
-    def readinto(self, out):
-        cap = len(out)
-        n = 0
-        u = self._u
-        while n < cap:
-            if self._s >= self._e:
-                got = self.f.readinto(self._buf)
-                if not got:
-                    break
-                self._s = 0
-                self._e = got
-            n += u.unstuff_into(self._buf, self._s, self._e, out, n)
-            self._s += u.consumed
-            if u.done:
-                raise OSError(_EIO, "terminator inside a stored message")
-        self.left -= n
-        if self.left < 0 or (not n and self.left):
-            raise OSError(_EIO, "stored message is not its recorded size")
-        return n
-
-    def read(self, n=-1):
-        """Up to n octets (all that is left when n < 0: for tests and tools, not the board)."""
-        b = bytearray(n if n >= 0 else max(self.left, 0))
-        mv = memoryview(b)
-        k = 0
-        while k < len(b):
-            got = self.readinto(mv[k:])
-            if not got:
-                break
-            k += got
-        return bytes(mv[:k])
-
-    def close(self):
-        self.f.close()
-
-
-class Mailbox:
-    """A locked mailbox as the session sees it: a snapshot taken at lock time.
-
-    Messages delivered during the session are not part of the snapshot (RFC 1939 numbering is
-    stable within a session); they show up at the next lock.
-    """
-
-    def __init__(self, box):
-        self._box = box
-        self.count = box.idx_count
-        self.total_size = box.idx_total
-        self._buf = bytearray(_REC * _RECS_PER_READ)
-        self._first = 0  # index of the first record in _buf
-        self._have = 0  # records in _buf
-        self._freed = 0  # bytes freed by the commit in progress (see _marked)
-        self._f = open(box.p("index"), "rb") if self.count else None
-
-    def _rec(self, i):
-        if self._box is None:
-            raise StoreError("mailbox released")
-        if not 0 <= i < self.count:
-            raise IndexError(i)
-        if not self._first <= i < self._first + self._have:
-            self._f.seek(_REC * (i + 1))
-            n = self._f.readinto(self._buf)
-            self._first = i
-            self._have = n // _REC
-            if self._have < 1:
-                raise StoreError("index truncated")
-        r = _unpack(self._buf, (i - self._first) * _REC)
-        if r is None:
-            self._box.suspect = True  # damaged since the lock: the next lock rebuilds
-            raise StoreError("index record corrupt")
-        return r
-
-    def uid(self, i):
-        r = self._rec(i)
-        return "%08x.%d" % (r[0], r[1])
-
-    def _lsize(self, i, r):
-        """The LIST size of message i, whose record is r: a stuffed message's is the difference
-        of its running total and the one before (a second record read, usually in the buffer)."""
-        if not r[3] & _STUFFED:
-            return r[3] & _SIZE
-        return _lsize(r, self._rec(i - 1)[4] if i else 0)
-
-    def size(self, i):
-        """The message's octets (LIST, STAT): CRLF line ends, without dot-stuffing."""
-        return self._lsize(i, self._rec(i))
-
-    def stored_size(self, i):
-        """The file's octets: size(i) plus the dots added to a stuffed message."""
-        return self._rec(i)[3] & _SIZE
-
-    def needs_stuffing(self, i):
-        """False when the file is the message's wire form (RETR sends it as it is, then the
-        terminator); True for a file from before the wire form (unstuffed: RETR stuffs it)."""
-        return not self._rec(i)[3] & _PLAIN
-
-    def stuffed(self, i):
-        """True when the file has dots added (a reader of the message must un-stuff it)."""
-        return bool(self._rec(i)[3] & _STUFFED)
-
-    def arrival(self, i):
-        return self._rec(i)[2]
-
-    def open(self, i, stored=False):
-        """The message: a reader (readinto, read, close) of its size(i) octets, un-stuffing a
-        stuffed file as it goes (export, the fetcher's digest). stored=True: the file itself,
-        stored_size(i) octets, the wire form unless needs_stuffing(i) (RETR, TOP). Checked
-        first: a file gone, unreadable or of another size than its record since the lock raises
-        StoreError('SYS/PERM') and marks the mailbox: the next lock scans it and moves the file
-        aside."""
-        r = self._rec(i)
-        lsize = self._lsize(i, r)
-        box = self._box
-        f = None
-        try:
-            f = open(box.msg_path(r[0], r[1], r[2], r[3], lsize), "rb")
-            n = f.seek(0, 2)
-            f.seek(0)
-        except OSError as e:
-            if f is not None:
-                f.close()
-            if compat.errno_of(e) == compat.ENOSPC:
-                raise _os_error(e)
-            n = -1
-        if n == r[3] & _SIZE:
-            if stored or not r[3] & _STUFFED:
-                return f
-            return _Unstuffed(f, lsize)
-        if f is not None:
-            f.close()
-        box.suspect = True
-        log.warning("store %s: message %08x.%d unreadable or not %d octets", box.path, r[0], r[1], r[3] & _SIZE)
-        raise StoreError("message damaged", "SYS/PERM")
-
-    def unreadable(self, i):
-        """The session could not read message i (an OSError while sending it): the next lock
-        moves its file to damaged/, so one bad block cannot stop a client at that message on
-        every connection. For the server's RETR/TOP error path; at most MAX_UNREADABLE kept."""
-        r = self._rec(i)
-        box = self._box
-        if len(box.unreadable) < MAX_UNREADABLE:
-            box.unreadable.append((r[0], r[1], r[2], r[3], self._lsize(i, r)))
-        box.suspect = True
-        log.warning("store %s: message %08x.%d could not be read: set aside at the next lock", box.path, r[0], r[1])
-
-    def commit(self, deleted):
-        """UPDATE state: apply every deletion of the session together, then release the lock.
-
-        deleted: the session's bitmask (bytes, bytearray or memoryview): bit (i & 7) of byte i >> 3 set when
-        message i (0-based) is deleted (pop3server.Session keeps one); or any other iterable of
-        0-based indices (duplicates are fine), turned into such a bitmask of (count + 7) // 8
-        bytes. That bitmask is the only state that grows with the mailbox: the intent log is
-        written while the index is read a block at a time, and nothing is kept per deletion.
-        An index or a set bit beyond count raises StoreError('SYS/PERM') and deletes nothing.
-        Returns the number of messages deleted."""
-        if self._box is None:
-            raise StoreError("mailbox released")
-        box = self._box
-        try:
-            count = self.count
-            nbytes = (count + 7) // 8
-            if isinstance(deleted, (bytes, bytearray, memoryview)):
-                mask = deleted
-                bad = False
-                for j in range(nbytes, len(mask)):
-                    if mask[j]:
-                        bad = True
-                if count & 7 and len(mask) >= nbytes and mask[nbytes - 1] >> (count & 7):
-                    bad = True
-                if bad:
-                    raise StoreError("no such message", "SYS/PERM")
-                nbytes = min(nbytes, len(mask))
-            else:
-                mask = bytearray(nbytes)
-                for i in deleted:
-                    if not 0 <= i < count:
-                        raise StoreError("no such message", "SYS/PERM")
-                    mask[i >> 3] |= 1 << (i & 7)
-            n = _popcount(mask, nbytes)
-            if not n:
-                return 0
-            self._freed = 0
-            box.write_intent(self._marked(mask, nbytes), n)
-            self._close()
-            # Committed: from here a crash is rolled forward by the next recovery.
-            box.loaded = False
-            box.apply_deletions(True, mask)
-            _remove(box.p("commit"))
-            box.loaded = True
-            box.count -= n
-            box.total -= self._freed
-            if box.next_seq < box.floor:
-                box.next_seq = box.floor
-            return n
-        except OSError as e:
-            raise _os_error(e)
-        finally:
-            self.release()
-
-    def _marked(self, mask, nbytes):
-        """Yield the index records of the messages whose bit is set in mask[:nbytes], reading the
-        index a block (_RECS_PER_READ records, a multiple of 8) at a time through the session's
-        buffer and skipping blocks with no bit set; adds their sizes up in self._freed."""
-        f = self._f
-        buf = self._buf
-        self._have = 0  # the buffer no longer holds what _rec cached
-        step = _RECS_PER_READ // 8
-        for b0 in range(0, nbytes, step):
-            b1 = min(b0 + step, nbytes)
-            for j in range(b0, b1):
-                if mask[j]:
-                    break
-            else:
-                continue
-            i0 = b0 * 8
-            f.seek(_REC * (i0 + 1))
-            got = f.readinto(buf) // _REC
-            for i in range(i0, min(b1 * 8, self.count)):
-                if mask[i >> 3] & (1 << (i & 7)):
-                    if i - i0 >= got:
-                        raise StoreError("index truncated")
-                    r = _unpack(buf, (i - i0) * _REC)
-                    if r is None:
-                        raise StoreError("index record corrupt")
-                    lsize = r[3] & _SIZE
-                    if r[3] & _STUFFED:
-                        lsize = _lsize(r, self._total_before(i, i0, got))
-                    self._freed += lsize
-                    yield r[0], r[1], r[2], r[3], lsize
-
-    def _total_before(self, i, i0, got):
-        """The running total of record i - 1 (0 for i = 0): from the block in the buffer (records
-        i0 .. i0 + got - 1), else read on its own (a stuffed record first in its block)."""
-        if not i:
-            return 0
-        if i - 1 >= i0:
-            r = _unpack(self._buf, (i - 1 - i0) * _REC)
-        else:
-            one = bytearray(_REC)
-            f = self._f
-            f.seek(_REC * i)
-            if f.readinto(one) != _REC:
-                raise StoreError("index truncated")
-            r = _unpack(one, 0)
-        if r is None:
-            raise StoreError("index record corrupt")
-        return r[4]
-
-    def _close(self):
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-
-    def release(self):
-        """Release the lock without deleting anything (idempotent)."""
-        if self._box is None:
-            return
-        self._close()
-        _LOCKS.discard(self._box.path)
-        self._box = None
-

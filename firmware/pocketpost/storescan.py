@@ -47,7 +47,9 @@ def recover(box, rep=None):
         if _commit_ok(intent):
             rep["intent"] = "replayed"
             try:
-                box.apply_deletions(index_ok)
+                from pocketpost import storesession  # the roll-forward is the session's
+
+                storesession.apply_deletions(box, index_ok)
                 index_ok = box.read_index_state()
             except (OSError, StoreError) as e:
                 # Whatever stops the roll-forward (an unreadable index or log, a damaged
@@ -107,7 +109,9 @@ def _upgrade_intent(box):
         h = _old_unpack(f.read(_REC))
         if h is None or h[0] != _OLD_MAGIC_COMMIT or size != (h[1] + 1) * _REC:
             return
-        box.write_intent(_old_records(f, h[1]), h[1], "commit.new")
+        from pocketpost import storesession
+
+        storesession.write_intent(box, _old_records(f, h[1]), h[1], "commit.new")
     except (OSError, StoreError):
         _remove(box.p("commit.new"))
         return

@@ -6,6 +6,7 @@ import os
 from dualtest import skip
 from flashdev import IS_MICROPYTHON, fresh_root
 from pocketpost import store as store_mod
+from pocketpost import storesession
 from pocketpost.store import MailboxLocked, QuotaExceeded, Store, StoreError, StoreFull
 
 
@@ -233,7 +234,7 @@ def test_interrupted_commit_rolls_forward():
         # Simulate a crash right after the intent log was written (step 1 of the commit).
         box = mb._box
         recs = [mb._rec(i) for i in (0, 3)]
-        box.write_intent(recs)
+        storesession.write_intent(box, recs)
         os.remove(box.msg_path(recs[0][0], recs[0][1], recs[0][2], recs[0][3]))  # step 2 half done
         store_mod.reboot()
         mb = Store(root).lock("x")
@@ -569,7 +570,7 @@ def test_roll_forward_of_a_multi_block_intent_log():
         mb = st.lock("x")
         box = mb._box
         gone = list(range(0, 129)) + [135]  # empties bucket 0
-        box.write_intent([mb._rec(i) for i in gone])
+        storesession.write_intent(box, [mb._rec(i) for i in gone])
         mb.release()
         store_mod.reboot()
         mb = Store(root).lock("x")
@@ -581,7 +582,7 @@ def test_roll_forward_of_a_multi_block_intent_log():
         mb = Store(root).lock("x")
         box = mb._box
         recs = [mb._rec(i) for i in (3, 1)]
-        box.write_intent(recs)
+        storesession.write_intent(box, recs)
         mb.release()
         store_mod.reboot()
         mb = Store(root).lock("x")
@@ -672,14 +673,14 @@ def test_intent_log_that_cannot_be_replayed_falls_back_to_a_rebuild():
         uids = [_deliver(st, "x", b"m%d\r\n" % i) for i in range(6)]
         mb = st.lock("x")
         recs = [mb._rec(i) for i in (0, 3)]
-        mb._box.write_intent(recs)
+        storesession.write_intent(mb._box, recs)
         mb.release()
-        real = store_mod._Box.apply_deletions
+        real = storesession.apply_deletions
 
-        def broken(self, index_ok, mask=None):
+        def broken(box, index_ok, mask=None):
             raise StoreError("index record corrupt")
 
-        store_mod._Box.apply_deletions = broken
+        storesession.apply_deletions = broken
         try:
             store_mod.reboot()
             st2 = Store(root)
@@ -689,7 +690,7 @@ def test_intent_log_that_cannot_be_replayed_falls_back_to_a_rebuild():
             assert "commit" not in os.listdir(root + "/x")
             u = _deliver(st2, "x", b"still takes mail\r\n")
         finally:
-            store_mod._Box.apply_deletions = real
+            storesession.apply_deletions = real
         store_mod.reboot()
         mb = Store(root).lock("x")
         assert [mb.uid(i) for i in range(mb.count)] == uids + [u]
@@ -1018,7 +1019,7 @@ def test_cold_code_dropped_after_the_first_lock_and_loaded_again_for_damage_foun
 
 
 def test_cold_module_constants_agree_with_the_store():
-    # storescan.py repeats store.py's private constants (const() folds them on MicroPython, so
+    # storescan.py and storesession.py repeat store.py's private constants (const() folds them on MicroPython, so
     # they cannot be imported): they must be the same values.
     if IS_MICROPYTHON:
         skip("const() names are not module attributes on MicroPython: compared under CPython")
@@ -1027,3 +1028,5 @@ def test_cold_module_constants_agree_with_the_store():
     for name in ("_REC", "_RECS_PER_READ", "_FMT", "_MAGIC_INDEX", "_MAGIC_COMMIT", "_OLD_MAGIC_INDEX",
                  "_OLD_MAGIC_COMMIT", "_MASK", "_SIZE", "_DAMAGED"):
         assert getattr(storescan, name) == getattr(store_mod, name), name
+    for name in ("_REC", "_RECS_PER_READ", "_MAGIC_COMMIT", "_PLAIN", "_STUFFED", "_SIZE"):
+        assert getattr(storesession, name) == getattr(store_mod, name), name
