@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "host_tests"))
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import benchlib  # noqa: E402
-from helpers import MICROPYTHON, tool  # noqa: E402
+from helpers import MICROPYTHON  # noqa: E402
 
 PROBE = """import gc, sys
 gc.collect()
