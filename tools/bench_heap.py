@@ -47,6 +47,7 @@ from helpers import MICROPYTHON, free_port  # noqa: E402
 from serverharness import Pop3Server  # noqa: E402
 
 WORK = os.path.join(HERE, "heapwork.py")
+PROF = os.path.join(HERE, "heapprof.py")  # heapwork's "prof" flag (compiled, never imported otherwise)
 KIB = 1024
 MIB = 1024 * 1024
 # The budgets (64-bit host, code from .mpy unless said).
@@ -149,7 +150,7 @@ class Env:
     def __init__(self, base, smtp=False):
         self.base = base
         self.smtp = smtp
-        self.mpy = build_mpy(os.path.join(base, "mpy"), extra=(WORK,))
+        self.mpy = build_mpy(os.path.join(base, "mpy"), extra=(WORK, PROF))
         self.rom = None
         self.up = None
         self.msgs = {}
@@ -157,7 +158,7 @@ class Env:
     def romfs(self):
         if self.rom is None:
             mods = [m for m in modules() if part_of(m) != "glue"]
-            self.rom = build_romfs(os.path.join(self.base, "rom"), mods, extra=(WORK,))
+            self.rom = build_romfs(os.path.join(self.base, "rom"), mods, extra=(WORK, PROF))
         return self.rom
 
     def upstream(self):

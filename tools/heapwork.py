@@ -65,6 +65,8 @@ async def _fetch():
 
 
 async def main():
+    if "prof" in flags:  # tools/heapprof.py: the live heap at each new peak (a measurement aid)
+        __import__("heapprof").start()
     srv = await server.start(cfg, store)
     if "smtp" in flags:  # one login throttle for both, as board.Runner.serve_smtp does
         from pocketpost import smtpserver  # type: ignore
