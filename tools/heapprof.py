@@ -17,7 +17,7 @@ async def _run(full):
         a = gc.mem_alloc()
         if a > top + 1024:
             top = a
-            print("PROF", a, gc.mem_free())
+            print("PROF", a, gc.mem_free(), " ".join(sorted(k[11:] for k in sys.modules if k.startswith("pocketpost."))))
             micropython.mem_info(full)
         await asyncio.sleep_ms(2)
 
