@@ -67,6 +67,10 @@ _EIO = const(5)  # a message file ended before the size its index entry (and LIS
 # message. Allocated per RETR, dropped after it (idle sessions keep nothing); if the heap has no
 # such block free, the shell's own block serves.
 _RETR_UNIT = const(4096)
+# RETRs streaming through a unit of their own at once (Service.units); a RETR beyond copies
+# through its session's block. Two clients reading at once is rare on a board and each unit is a
+# 4 KiB block the heap must find: one (bench_heap b and c: -3 KiB, see docs/FIGURES.md).
+_RETR_UNITS = const(1)
 
 
 class Throttle:
@@ -128,6 +132,7 @@ class Service:
         self.max_failures = server_cfg["max_auth_failures"]
         self.throttle = Throttle(server_cfg["auth_delays"], server_cfg["auth_fail_window"])
         self.block_size = server_cfg["block_size"]
+        self.units = 0  # RETR copy units out (_RETR_UNITS)
         from pocketpost import auth
 
         nets = []
@@ -400,7 +405,12 @@ class Session:
         if mb.needs_stuffing(i):
             self.producer = BodyProducer(f, self._block(), -1, self._stuffer, mb.stored_size(i))
         else:
-            self.producer = PlainProducer(f, mb.stored_size(i), _RETR_UNIT if self.svc.block_size < _RETR_UNIT else 0)
+            svc = self.svc
+            p = PlainProducer(f, mb.stored_size(i), _RETR_UNIT if svc.block_size < _RETR_UNIT and svc.units < _RETR_UNITS else 0)
+            if p.unit is not None:  # handed back at close()
+                svc.units += 1
+                p.svc = svc
+            self.producer = p
         self.producer.msg = i
         return reply(True, "%d octets" % mb.size(i))
 
@@ -529,6 +539,7 @@ class _FileReply:
 
     msg = None  # the message's index in the mailbox (Session.read_failed)
     unit = None  # a buffer of its own the shell fills and sends instead of its block (RETR)
+    svc = None  # the Service whose unit count `unit` is in
 
     def __init__(self, f, size=-1):
         self.f = f
@@ -542,10 +553,14 @@ class _FileReply:
             raise OSError(_EIO, "message file ends %d octets early" % self.left)
 
     def close(self):
-        if self.f is not None:
-            self.f.close()
-            self.f = None
+        if self.svc is not None:  # first: a file that fails to close still hands the unit back
+            self.svc.units -= 1
+            self.svc = None
         self.unit = None
+        if self.f is not None:
+            f = self.f
+            self.f = None
+            f.close()
 
 
 class BodyProducer(_FileReply):

@@ -926,3 +926,41 @@ def test_login_code_loaded_only_while_a_session_can_log_in():
         assert pop3server.holds[0] == 0  # closing after the login releases nothing twice
     finally:
         e.done()
+
+
+def test_one_retr_copy_unit_at_once_handed_back_at_close():
+    """At most _RETR_UNITS RETRs stream through a 4 KiB unit of their own at once: a concurrent
+    RETR copies through its session's block (the same bytes), and a RETR after the first one's
+    end gets the unit again, however its reply ended (drained, or cut by the session's close)."""
+    big = b"Subject: u\r\n\r\n" + b"x" * 78 + b"\r\n" + (b"y" * 98 + b"\r\n") * 60
+    e = Env(msgs=[big])
+    try:
+        d = e.store.begin("bob")
+        d.write(big)
+        d.commit()
+        a = e.session()
+        login(a)
+        b = e.session()
+        login(b, b"bob", b"bobpw")
+        assert e.svc.units == 0
+        assert a.handle(b"RETR 1").startswith(b"+OK")
+        pa = a.producer
+        assert pa.unit is not None and len(pa.unit) == 4096 and e.svc.units == 1
+        assert b.handle(b"RETR 1").startswith(b"+OK")
+        pb = b.producer
+        assert pb.unit is None and e.svc.units == 1  # the block instead
+        wa = _drain(pa, len(pa.unit))
+        wb = _drain(pb, 256)
+        assert wa == wb and unstuff(wa) == big
+        pa.close()
+        a.producer = None
+        assert e.svc.units == 0
+        assert b.handle(b"RETR 1").startswith(b"+OK")
+        assert b.producer.unit is not None and e.svc.units == 1
+        b.close()  # mid-reply: the session's close hands the unit back
+        assert e.svc.units == 0
+        pa.close()
+        assert e.svc.units == 0  # a producer closed twice hands its unit back once
+        a.close()
+    finally:
+        e.done()
