@@ -111,3 +111,102 @@ def test_config_dropped_after_start_and_tls_context_shared(tmp_path):
     assert out["drop"]["SAMECTX"] == "1", out
     freed = int(out["keep"]["LIVE"]) - int(out["drop"]["LIVE"])
     assert freed > 8000, out
+
+
+# The SMTP receiver listening keeps no session code: smtp.py is loaded by a session and dropped
+# by the last one to end (smtpserver.SmtpServer.hold/release), and loaded again by the next.
+SMTP_DROP_SCRIPT = r"""
+import gc, sys, asyncio
+from pocketpost import server, smtpserver
+
+def load(path):
+    from pocketpost import config
+    c = config.load(path)
+    return c, config.open_store(c)
+
+cfg, st = load(sys.argv[1])
+
+def scrub(n):  # as DROP_SCRIPT: no stale word on the C stack keeps a dropped module alive
+    a = b = c = d = e = f = g = h = 0
+    return scrub(n - 1) if n else a + b + c + d + e + f + g + h
+
+def live():
+    scrub(100)
+    gc.collect()
+    return gc.mem_alloc()
+
+def loaded():
+    return int("pocketpost.smtp" in sys.modules)
+
+async def reply(r):
+    while True:
+        ln = await r.readline()
+        if len(ln) < 4 or ln[3:4] != b"-":
+            return ln
+
+async def deliver(port, n):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    await reply(r)
+    print("DURING%d" % n, loaded())
+    for cmd in (b"EHLO t", b"MAIL FROM:<a@example.com>", b"RCPT TO:<alice@example.org>", b"DATA"):
+        w.write(cmd + b"\r\n")
+        await w.drain()
+        await reply(r)
+    w.write(b"Subject: %d\r\n\r\nbody %d\r\n.\r\nQUIT\r\n" % (n, n))
+    await w.drain()
+    print("STORED%d" % n, (await reply(r))[:3].decode())
+    await reply(r)
+    w.close()
+
+async def main():
+    srv = await server.start(cfg, st)
+    sm = await smtpserver.start(cfg, st, srv.svc)
+    port = cfg["smtp"]["port"]
+    print("LISTENING", loaded())
+    a0 = live()
+    sm.hold()
+    a1 = live()
+    sm.release()
+    a2 = live()
+    print("HELD", a1 - a0, "AFTER", a2 - a0, loaded())
+    for n in (1, 2):
+        await deliver(port, n)
+        for _ in range(500):  # the handler's finally runs once the peer has gone: bounded wait
+            if not sm.holds:
+                break
+            await asyncio.sleep_ms(10)
+        print("AFTER%d" % n, sm.holds, loaded())
+    mb = st.lock("alice")
+    print("COUNT", mb.count)
+    mb.release()
+    sm.close()
+    srv.close()
+
+asyncio.run(main())
+"""
+
+
+def test_smtp_session_code_loaded_per_session_and_dropped(tmp_path):
+    """Listening, the SMTP receiver has no smtp.py in sys.modules; a session loads it, the end of
+    the last session drops it (the heap it held is free again: > 4 KB), and the next session
+    loads it again and delivers (both messages stored)."""
+    srv = Pop3Server(str(tmp_path), {"alice": []}, users={"alice": "pw"})
+    port = free_port()
+    with open(srv.config_path) as f:
+        cfg = json.load(f)
+    cfg["smtp"] = {"port": port, "submission_port": 0, "smtps_port": 0, "domains": ["example.org"]}
+    with open(srv.config_path, "w") as f:
+        json.dump(cfg, f)
+    script = tmp_path / "m.py"
+    script.write_text(SMTP_DROP_SCRIPT)
+    r = subprocess.run([MICROPYTHON, str(script), srv.config_path], capture_output=True, text=True, timeout=60,
+                       cwd=ROOT, env=dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = dict(ln.split(" ", 1) for ln in r.stdout.splitlines() if ln[:1].isupper() and " " in ln)
+    assert out["LISTENING"] == "0", out
+    held, after = int(out["HELD"].split()[0]), int(out["HELD"].split()[2])
+    assert held - after > 4000 and out["HELD"].endswith(" 0"), out
+    assert out["DURING1"] == "1" and out["DURING2"] == "1", out
+    assert out["STORED1"] == "250" and out["STORED2"] == "250", out
+    assert out["AFTER1"] == "0 0" and out["AFTER2"] == "0 0", out
+    assert out["COUNT"] == "2", out

@@ -47,6 +47,7 @@ from helpers import MICROPYTHON, free_port  # noqa: E402
 from serverharness import Pop3Server  # noqa: E402
 
 WORK = os.path.join(HERE, "heapwork.py")
+PROF = os.path.join(HERE, "heapprof.py")  # heapwork's "prof" flag (compiled, never imported otherwise)
 KIB = 1024
 MIB = 1024 * 1024
 # The budgets (64-bit host, code from .mpy unless said).
@@ -149,7 +150,8 @@ class Env:
     def __init__(self, base, smtp=False):
         self.base = base
         self.smtp = smtp
-        self.mpy = build_mpy(os.path.join(base, "mpy"), extra=(WORK,))
+        self.board = False  # --board: heapwork loads in board.main's order
+        self.mpy = build_mpy(os.path.join(base, "mpy"), extra=(WORK, PROF))
         self.rom = None
         self.up = None
         self.msgs = {}
@@ -157,7 +159,7 @@ class Env:
     def romfs(self):
         if self.rom is None:
             mods = [m for m in modules() if part_of(m) != "glue"]
-            self.rom = build_romfs(os.path.join(self.base, "rom"), mods, extra=(WORK,))
+            self.rom = build_romfs(os.path.join(self.base, "rom"), mods, extra=(WORK, PROF))
         return self.rom
 
     def upstream(self):
@@ -238,7 +240,7 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
                          "max_message_size": 2 * MIB}
     _patch_config(srv.config_path, **extra)
     go = os.path.join(d, "go")
-    flags = (["fetch"] if fetch else []) + (["smtp"] if env.smtp and fetch else [])
+    flags = (["fetch"] if fetch else []) + (["smtp"] if env.smtp and fetch else []) + (["board"] if env.board else [])
     try:
         try:
             if rom:
@@ -370,6 +372,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="code,a,b,c,d,e,rom")
     ap.add_argument("--no-smtp", action="store_true", help="c without its SMTP session")
+    ap.add_argument("--board", action="store_true", help="heapwork in board.main's order: config, store, client (with fetch), then the services")
     ap.add_argument("-v", action="store_true")
     a = ap.parse_args()
     VERBOSE[0] = a.v
@@ -381,6 +384,7 @@ def main():
         code_table()
     base = tempfile.mkdtemp(prefix="pp-heap-")
     env = Env(base, smtp)
+    env.board = a.board
     rows = []
     log = print if a.v else None
 

@@ -19,8 +19,13 @@ heapmark.compact_gc()  # as board.main does before it loads the services
 # The server is imported before the config is loaded, unlike board.main (load_config, open_store,
 # then Runner.serve imports pocketpost.server): the board's order measured 3-4 KiB more for
 # a (main and w3-serverheap alike, docs/FIGURES.md "Server heap"); kept so that figures stay
-# comparable with the earlier ones.
-from pocketpost import log, server  # noqa: E402
+# comparable with the earlier ones. With "board": board.main's order (config, store, then with
+# "fetch" the client as board.Runner.settle_fetches imports it at boot, then the services).
+from pocketpost import log  # noqa: E402
+
+BOARD = "board" in sys.argv
+if not BOARD:
+    from pocketpost import server  # noqa: E402
 
 try:  # the store's session side (lock, Mailbox), loaded with the server as board.Runner.serve does
     from pocketpost import storesession  # noqa: E402,F401
@@ -43,6 +48,11 @@ cfg, store = _load(sys.argv[1])
 go = sys.argv[2]
 flags = sys.argv[3:]
 log.set_level(cfg["log"]["level"])
+if BOARD and "fetch" in flags:
+    from pocketpost import client as _client
+
+    _client.settle(cfg["accounts"][0], store)
+    _client = None
 
 
 def _exists(p):
@@ -70,7 +80,13 @@ async def _fetch():
 
 
 async def main():
-    srv = await server.start(cfg, store)
+    if "prof" in flags:  # tools/heapprof.py: the live heap at each new peak (a measurement aid)
+        __import__("heapprof").start()
+    if BOARD:
+        from pocketpost import server as srvmod
+    else:
+        srvmod = server
+    srv = await srvmod.start(cfg, store)
     if "smtp" in flags:  # one login throttle for both, as board.Runner.serve_smtp does
         from pocketpost import smtpserver  # type: ignore
 

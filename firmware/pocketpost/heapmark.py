@@ -20,10 +20,11 @@ SAMPLE_MS = const(1000)
 # Collect after this many bytes allocated, not only when the heap is full: the sessions' garbage
 # is then freed while it sits low in the heap, so long-lived objects stay packed and the large
 # buffers a later session or fetch needs (1-8 KB in one block) still find room. Measured
-# (docs/FIGURES.md "Heap", 64-bit host): everything at once ~290 -> ~270 KiB, listening 158 ->
-# 140, fetch CLI 166 -> 155; 16 KiB gains no more. Cost: one collection per 32 KiB allocated
-# (~0.1-0.2 ms on the host; a heap already near full collects that often anyway).
-GC_THRESHOLD = const(32768)
+# (docs/FIGURES.md "Heap", 64-bit host): everything at once ~290 -> ~270 KiB at 32 KiB; 16 KiB
+# (w4-serverheap3, bench_heap c, 3 runs each): 233-236 against 238-239 KiB, c without SMTP
+# 202-206 against 211, RETR CPU unchanged (bench_server 9 runs: 1.86/1.92 against 1.86/2.18 of
+# the copy); 8 KiB: c 228 but RETR 2.54x the copy (its sends' garbage collected 4x as often).
+GC_THRESHOLD = const(16384)
 
 peaks = {}  # service name -> highest live heap seen (bytes)
 _last = [None]  # type: list  # ticks_ms of the last sample

@@ -16,14 +16,16 @@ what the session asked for, in this order:
     session.closing    after sending, close the connection
 
 Commands dispatch from one table per state (AUTHORIZATION: pop3login.TABLE, loaded only while
-some session can log in, see LOGIN_MODULES; TRANSACTION: here), as popa3d does: a command the
+some session can log in, see LOGIN_MODULES; TRANSACTION: pop3trans.TABLE, loaded only while some
+session is logged in, see TRANS_MODULES), as popa3d does: a command the
 grammar knows but the state does not gets exactly one -ERR; nothing raises.
 UPDATE is not a table: QUIT in TRANSACTION commits the deletions and ends the session. Any other
 ending (drop, timeout, error) goes through `close()`, which releases the maildrop lock and
 deletes nothing.
 
 Message bodies are never held whole. The store keeps a message in its wire form (CRLF,
-dot-stuffed, no terminator: store.py), so RETR is a copy: `PlainProducer` reads the file
+dot-stuffed, no terminator: store.py), so RETR is a copy: `PlainProducer` (pop3trans.py, as the
+other producers) reads the file
 straight into the shell's buffer and hands it out unchanged (no stuffing pass, no copy, no block
 buffer of its own), then ".\r\n". TOP of such a file: `BodyProducer` without a stuffer reads it
 in fixed blocks and cuts it (headers, blank line, n body lines; stuffing changes no line count).
@@ -34,7 +36,7 @@ DotStuffer for both.
 from pocketpost import heapmark, log
 from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
-from pocketpost.wire import OVERLONG, TERMINATOR, DotStuffer, terminator
+from pocketpost.wire import OVERLONG
 
 AUTHORIZATION = const(0)
 TRANSACTION = const(1)
@@ -58,15 +60,12 @@ IMPLEMENTATION = "pocketpost"
 # (docs/FIGURES.md "Server heap") while every session is logged in, on port 25 or gone.
 LOGIN_MODULES = ("pop3login", "smtpauth", "auth", "scram")
 holds = [0]  # sessions that may still log in, every Service's (POP3 and SMTP): Service.hold
+# The TRANSACTION state's code: pop3trans.py (its commands and the reply producers), loaded by
+# the first session to be logged in and dropped when no session is (Session._trans): a server
+# only listening, or with every session before its login, keeps none of it.
+TRANS_MODULES = ("pop3trans",)
+trans = [0]  # sessions holding pop3trans.py (logged in, not yet closed), every Service's
 
-_CR = const(13)
-_LF = const(10)
-_EIO = const(5)  # a message file ended before the size its index entry (and LIST) gave
-# RETR's copy unit when the shell's block is smaller: a RETR is one read and one socket write
-# per unit, and at 1 KiB (block_size's default) those calls cost 3x a 4 KiB copy's for the same
-# message. Allocated per RETR, dropped after it (idle sessions keep nothing); if the heap has no
-# such block free, the shell's own block serves.
-_RETR_UNIT = const(4096)
 
 
 class Throttle:
@@ -128,6 +127,7 @@ class Service:
         self.max_failures = server_cfg["max_auth_failures"]
         self.throttle = Throttle(server_cfg["auth_delays"], server_cfg["auth_fail_window"])
         self.block_size = server_cfg["block_size"]
+        self.units = 0  # RETR copy units out (_RETR_UNITS)
         from pocketpost import auth
 
         nets = []
@@ -220,7 +220,8 @@ class Session:
         self._check = None  # an auth.LoginCheck under way (see resume)
         self._check_name = None
         self._check_method = None
-        self._blockbuf = None  # file block for dot-stuffed replies (see _block)
+        self._blockbuf = None  # file block for dot-stuffed replies (see pop3trans._block)
+        self._trans = False  # holds pop3trans.py (TRANS_MODULES): from its first command in TRANSACTION to close()
         self._stuffer = None
         self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
         self._held = True  # holds the login code (Service.hold) until logged in or closed; last
@@ -254,7 +255,12 @@ class Session:
 
             table = pop3login.TABLE
         else:
-            table = _TRANS_TABLE
+            if not self._trans:
+                self._trans = True
+                trans[0] += 1
+            from pocketpost import pop3trans
+
+            table = pop3trans.TABLE
         fn = table.get(kw)
         if fn is None:
             return reply(False, "%s not valid in this state" % kw)
@@ -305,6 +311,12 @@ class Session:
                 log.error("pop3 #%d %s release: %r", self.sid, self.peer, e)
             self.mb = None
         self.state = DONE
+        if self._trans:  # last: the producer above was pop3trans's
+            self._trans = False
+            trans[0] -= 1
+            if trans[0] <= 0:
+                trans[0] = 0
+                heapmark.forget(TRANS_MODULES)  # imported again by the next session to log in
 
     # -- AUTHORIZATION -----------------------------------------------------------------------
     def _unhold(self):
@@ -354,68 +366,6 @@ class Session:
     def deleted(self, i):
         return self._del[i >> 3] & (1 << (i & 7))
 
-    def _msg(self, n):
-        """1-based message number -> 0-based index, or None (no such message / deleted)."""
-        i = n - 1
-        if i < 0 or i >= self.mb.count or self.deleted(i):
-            return None
-        return i
-
-    def cmd_stat(self, args):
-        return reply(True, "%d %d" % (self.mb.count - self._ndel, self.mb.total_size - self._sdel))
-
-    def cmd_list(self, args):
-        return self._listing(args, False)
-
-    def cmd_uidl(self, args):
-        return self._listing(args, True)
-
-    def _listing(self, args, uids):
-        mb = self.mb
-        if args:
-            i = self._msg(args[0])
-            if i is None:
-                return reply(False, "no such message")
-            return reply(True, "%d %s" % (i + 1, mb.uid(i) if uids else mb.size(i)))
-        self.producer = ListingProducer(self, uids)
-        if uids:
-            return reply(True, "unique-id listing follows")
-        return reply(True, "%d messages (%d octets)" % (mb.count - self._ndel, mb.total_size - self._sdel))
-
-    def _block(self):
-        """The file block buffer of this session: made at the first TOP (or RETR of a file from
-        before the wire form), reused by every later one (a 10 MiB RETR and a 1 KiB one cost the
-        same)."""
-        if self._blockbuf is None:
-            self._blockbuf = bytearray(self.svc.block_size)
-            self._stuffer = DotStuffer()
-        return self._blockbuf
-
-    def cmd_retr(self, args):
-        i = self._msg(args[0])
-        if i is None:
-            return reply(False, "no such message")
-        mb = self.mb
-        f = mb.open(i, True)
-        if mb.needs_stuffing(i):
-            self.producer = BodyProducer(f, self._block(), -1, self._stuffer, mb.stored_size(i))
-        else:
-            self.producer = PlainProducer(f, mb.stored_size(i), _RETR_UNIT if self.svc.block_size < _RETR_UNIT else 0)
-        self.producer.msg = i
-        return reply(True, "%d octets" % mb.size(i))
-
-    def cmd_top(self, args):
-        i = self._msg(args[0])
-        if i is None:
-            return reply(False, "no such message")
-        mb = self.mb
-        f = mb.open(i, True)
-        wire = not mb.needs_stuffing(i)  # the file is stuffed already: cut it, stuff nothing
-        self.producer = BodyProducer(f, self._block(), args[1], None if wire else self._stuffer, mb.stored_size(i),
-                                     wire)
-        self.producer.msg = i
-        return reply(True, "top of message follows")
-
     def read_failed(self, e, started):
         """The shell's fill() of a RETR/TOP reply raised OSError (a flash read error, a file
         shorter than LIST said): the store sets the file aside at the next lock
@@ -439,38 +389,6 @@ class Session:
             return None
         return reply(False, "message could not be read", "SYS/PERM")
 
-    def cmd_dele(self, args):
-        i = self._msg(args[0])
-        if i is None:
-            return reply(False, "no such message")
-        self._del[i >> 3] |= 1 << (i & 7)
-        self._ndel += 1
-        self._sdel += self.mb.size(i)
-        return reply(True, "message %d deleted" % (i + 1))
-
-    def cmd_noop(self, args):
-        return reply(True)
-
-    def cmd_rset(self, args):
-        for k in range(len(self._del)):
-            self._del[k] = 0
-        self._ndel = 0
-        self._sdel = 0
-        return reply(True, "%d messages (%d octets)" % (self.mb.count, self.mb.total_size))
-
-
-_TRANS_TABLE = {
-    "CAPA": Session.cmd_capa,
-    "STAT": Session.cmd_stat,
-    "LIST": Session.cmd_list,
-    "UIDL": Session.cmd_uidl,
-    "RETR": Session.cmd_retr,
-    "TOP": Session.cmd_top,
-    "DELE": Session.cmd_dele,
-    "NOOP": Session.cmd_noop,
-    "RSET": Session.cmd_rset,
-    "QUIT": Session.cmd_quit,
-}
 
 
 def _hex(b):
@@ -483,208 +401,3 @@ def _safe(name):
     for c in name[:40]:
         out += c if " " < c <= "~" else "?"
     return out
-
-
-class ListingProducer:
-    """LIST / UIDL without an argument: one line per undeleted message, then ".", produced into
-    the shell's buffer as many lines at a time as fit."""
-
-    def __init__(self, session, uids):
-        self.s = session
-        self.uids = uids
-        self.i = 0
-        self.done = False
-
-    def fill(self, out):
-        if self.done:
-            return 0
-        mb = self.s.mb
-        n = 0
-        cap = len(out)
-        while self.i < mb.count:
-            i = self.i
-            if self.s.deleted(i):
-                self.i += 1
-                continue
-            line = ("%d %s\r\n" % (i + 1, mb.uid(i) if self.uids else mb.size(i))).encode()
-            if n + len(line) > cap:
-                return n
-            out[n : n + len(line)] = line
-            n += len(line)
-            self.i += 1
-        if n + 3 > cap:
-            return n
-        out[n : n + 3] = TERMINATOR
-        self.done = True
-        return n + 3
-
-    def close(self):
-        pass
-
-
-class _FileReply:
-    """A reply streamed from a message file; closing it (at the end, or when the session dies
-    first) closes the file. `left`: octets the file still owes (the size its index entry gave,
-    -1: unchecked); a file that ends sooner raises OSError(EIO) instead of ending the reply."""
-
-    msg = None  # the message's index in the mailbox (Session.read_failed)
-    unit = None  # a buffer of its own the shell fills and sends instead of its block (RETR)
-
-    def __init__(self, f, size=-1):
-        self.f = f
-        self.left = size
-
-    def _got(self, n):
-        """Account for n octets read from the file (0: its end)."""
-        if n:
-            self.left -= n
-        elif self.left > 0:
-            raise OSError(_EIO, "message file ends %d octets early" % self.left)
-
-    def close(self):
-        if self.f is not None:
-            self.f.close()
-            self.f = None
-        self.unit = None
-
-
-class BodyProducer(_FileReply):
-    """RETR (lines < 0) or TOP n lines: the stored file, dot-stuffed, in fixed blocks (wire=True:
-    the file is the wire form already, copied as it is).
-
-    fill(out) returns how many bytes it wrote into `out` (the terminator included at the end),
-    then 0. The file is closed when the terminator is produced or on close().
-    """
-
-    def __init__(self, f, block, lines, stuffer=None, size=-1, wire=False):
-        """block: the file block buffer (a bytearray, reused across a session's replies) or its
-        size; stuffer: a DotStuffer to reuse (reset here); size: the file's size per the index."""
-        super().__init__(f, size)
-        self.wire = wire
-        self.buf = bytearray(block) if isinstance(block, int) else block
-        self.start = 0
-        self.end = 0
-        self.eof = False
-        self.done = False
-        if stuffer is None and not wire:
-            stuffer = DotStuffer()
-        if stuffer is not None:
-            stuffer.reset()
-        self.stuffer = stuffer
-        self.lines = lines  # body lines left for TOP; < 0: everything
-        self.in_headers = lines >= 0
-        self.llen = 0  # bytes of the current line seen so far
-        self.last = 0  # last byte seen (for a CR straddling blocks)
-        self.tail = _LF  # wire: the last byte handed out (nothing yet: the terminator alone)
-
-    def _read(self):
-        n = self.f.readinto(self.buf)
-        self._got(n)
-        if not n:
-            self.eof = True
-            return
-        self.start = 0
-        self.end = n
-        if self.lines >= 0:
-            self.end = self._top_cut(n)
-
-    def _top_cut(self, end):
-        """How much of buf[:end] belongs to the TOP reply; sets eof once the limit is hit."""
-        buf = self.buf
-        i = 0
-        while i < end:
-            if not self.in_headers and self.lines == 0:
-                self.eof = True
-                return i
-            j = buf.find(b"\n", i, end)
-            if j < 0:
-                self.llen += end - i
-                self.last = buf[end - 1]
-                return end
-            llen = self.llen + (j - i)
-            prev = buf[j - 1] if j > i else self.last
-            empty = llen == 0 or (llen == 1 and prev == _CR)
-            if self.in_headers:
-                if empty:
-                    self.in_headers = False
-            else:
-                self.lines -= 1
-            self.llen = 0
-            self.last = _LF
-            i = j + 1
-        if not self.in_headers and self.lines == 0:
-            self.eof = True
-        return end
-
-    def fill(self, out):
-        if self.done:
-            return 0
-        while True:
-            if self.start < self.end:
-                if self.wire:
-                    p = min(len(out), self.end - self.start)
-                    out[:p] = memoryview(self.buf)[self.start : self.start + p]
-                    self.start += p
-                    self.tail = out[p - 1]
-                    return p
-                p = self.stuffer.stuff_into(self.buf, self.start, self.end, out)
-                self.start += self.stuffer.consumed
-                if p:
-                    return p
-            elif not self.eof:
-                self._read()
-            else:
-                t = terminator(self.tail == _LF) if self.wire else self.stuffer.finish()
-                if len(out) < len(t):
-                    return 0
-                out[: len(t)] = t
-                self.close()
-                self.done = True
-                return len(t)
-
-
-
-class PlainProducer(_FileReply):
-    """RETR of a plain message: the stored file is its own wire form (no line starts with ".").
-
-    fill(out) reads the file straight into `out` and returns the byte count; after the file the
-    terminator, then 0. The store ends every non-empty message with CRLF, so the terminator is
-    ".\r\n"; should a file not end with LF after all, a CRLF goes first (the reply stays framed).
-    """
-
-    def __init__(self, f, size=-1, unit=0):
-        """unit: the size of a copy buffer of its own (`unit`, for the shell), 0: none."""
-        super().__init__(f, size)
-        self.last = _LF  # last byte handed out (an empty message is just the terminator)
-        self.done = False
-        if unit and size > unit // 2:  # a small message gains nothing from it
-            try:
-                self.unit = bytearray(unit)
-            except MemoryError:
-                pass
-
-    def fill(self, out):
-        if self.done:
-            return 0
-        f = self.f
-        if f is not None:
-            n = f.readinto(out)
-            self._got(n)
-            if n:
-                self.last = out[n - 1]
-                if not self.left and self.last == _LF and n + 3 <= len(out):
-                    # The file is all read (its size is known) and the block has room: the
-                    # terminator goes in the same write.
-                    out[n : n + 3] = TERMINATOR
-                    self.close()
-                    self.done = True
-                    return n + 3
-                return n
-            self.close()
-        t = terminator(self.last == _LF)
-        if len(out) < len(t):
-            return 0
-        out[: len(t)] = t
-        self.done = True
-        return len(t)
-

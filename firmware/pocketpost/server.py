@@ -4,7 +4,8 @@ Theory of operation
 -------------------
 The protocol lives in pop3server.Session (sans-I/O); this module only moves bytes. Per
 connection it allocates, once: a wire.LineReader (commands), one out buffer (block_size) that
-RETR/TOP/LIST/UIDL replies are produced into, and the BodyProducer's file block. It reads
+TOP/LIST/UIDL replies (and a RETR without a copy unit of its own) are produced into, made at the
+first such reply (a session that only RETRs never makes it), and the BodyProducer's file block. It reads
 straight into the LineReader's buffer and writes straight to the socket, so a 10 MiB RETR costs
 the same heap as a 1 KiB one. A client that stops reading blocks only its own task (its writes
 wait for the socket to become writable, bounded by the idle timeout).
@@ -150,8 +151,8 @@ class Server:
     async def _run(self, conn, session, slot):
         sid = slot.sid
         lines = LineReader(self.sv["max_command_line"], self.sv["max_command_line"] + READ_EXTRA)
-        out = bytearray(self.sv["block_size"])
-        outmv = memoryview(out)
+        out = None  # the out buffer: made at the first reply that needs it (a RETR has its own unit)
+        outmv = None
         await conn.send(session.greeting())
         while True:
             line = lines.next_line()
@@ -173,12 +174,16 @@ class Server:
                 await conn.pause(session.delay)
             p = session.producer
             k = 0
-            o = out
-            omv = outmv
             if p is not None:
                 if getattr(p, "unit", None) is not None:  # RETR's own copy unit (pop3server)
                     o = p.unit
                     omv = memoryview(o)
+                else:
+                    if out is None:
+                        out = bytearray(self.sv["block_size"])
+                        outmv = memoryview(out)
+                    o = out
+                    omv = outmv
                 try:  # the first block before the +OK: a message that cannot be read gets -ERR instead
                     k = p.fill(o)
                 except OSError as e:

@@ -7,7 +7,8 @@ import os
 import oldrecord
 
 from pocketpost import auth, config, log, scram
-from pocketpost.pop3server import BodyProducer, PlainProducer, Service, Session, Throttle
+from pocketpost.pop3server import Service, Session, Throttle
+from pocketpost.pop3trans import BodyProducer, PlainProducer
 from pocketpost.store import Store
 from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader
 
@@ -568,7 +569,7 @@ def test_retr_plain_path_same_bytes():
             assert r == b"+OK %d octets\r\n" % len(stored)
             p = s.producer
             s.producer = None
-            assert isinstance(p, PlainProducer), (i, p)
+            assert type(p).__name__ == "PlainProducer", (i, p)  # (pop3trans may be a later copy on MicroPython)
             wire = _drain(p, 256)
             p.close()
             f = s.mb.open(i)  # the message, un-stuffed
@@ -924,5 +925,87 @@ def test_login_code_loaded_only_while_a_session_can_log_in():
         a.close()
         c.close()
         assert pop3server.holds[0] == 0  # closing after the login releases nothing twice
+    finally:
+        e.done()
+
+
+def test_one_retr_copy_unit_at_once_handed_back_at_close():
+    """At most _RETR_UNITS RETRs stream through a 4 KiB unit of their own at once: a concurrent
+    RETR copies through its session's block (the same bytes), and a RETR after the first one's
+    end gets the unit again, however its reply ended (drained, or cut by the session's close)."""
+    big = b"Subject: u\r\n\r\n" + b"x" * 78 + b"\r\n" + (b"y" * 98 + b"\r\n") * 60
+    e = Env(msgs=[big])
+    try:
+        d = e.store.begin("bob")
+        d.write(big)
+        d.commit()
+        a = e.session()
+        login(a)
+        b = e.session()
+        login(b, b"bob", b"bobpw")
+        assert e.svc.units == 0
+        assert a.handle(b"RETR 1").startswith(b"+OK")
+        pa = a.producer
+        assert pa.unit is not None and len(pa.unit) == 4096 and e.svc.units == 1
+        assert b.handle(b"RETR 1").startswith(b"+OK")
+        pb = b.producer
+        assert pb.unit is None and e.svc.units == 1  # the block instead
+        wa = _drain(pa, len(pa.unit))
+        wb = _drain(pb, 256)
+        assert wa == wb and unstuff(wa) == big
+        pa.close()
+        a.producer = None
+        assert e.svc.units == 0
+        assert b.handle(b"RETR 1").startswith(b"+OK")
+        assert b.producer.unit is not None and e.svc.units == 1
+        b.close()  # mid-reply: the session's close hands the unit back
+        assert e.svc.units == 0
+        pa.close()
+        assert e.svc.units == 0  # a producer closed twice hands its unit back once
+        a.close()
+    finally:
+        e.done()
+
+
+def test_transaction_code_loaded_only_while_a_session_is_logged_in():
+    # pop3trans.py (pop3server.TRANS_MODULES: the TRANSACTION commands and the producers) is held
+    # by logged-in sessions until their close(); with none left it is dropped (MicroPython:
+    # heapmark.forget; CPython keeps modules) and the next logged-in session imports it again.
+    import sys
+
+    from pocketpost import pop3server
+
+    mp = sys.implementation.name == "micropython"
+    pop3server.trans[0] = 0  # sessions other tests left unclosed are garbage now
+    if mp:
+        from pocketpost import heapmark
+
+        heapmark.forget(pop3server.TRANS_MODULES)
+    e = Env()
+    try:
+        a = e.session()
+        b = e.session()
+        assert run(a, b"USER alice").startswith(b"+OK")
+        assert pop3server.trans[0] == 0 and (not mp or not _loaded("pop3trans"))  # no session logged in yet
+        login(a)
+        login(b, b"bob", b"bobpw")
+        r = run(a, b"STAT")
+        assert r.startswith(b"+OK") and _loaded("pop3trans") and pop3server.trans[0] == 1, r
+        assert run(b, b"LIST") == b"+OK 0 messages (0 octets)\r\n.\r\n" and pop3server.trans[0] == 2
+        first = run(a, b"RETR 1")
+        a.close()
+        assert pop3server.trans[0] == 1 and _loaded("pop3trans")  # b still holds it
+        b.close()
+        assert pop3server.trans[0] == 0
+        if mp:
+            assert not _loaded("pop3trans")
+        c = e.session()
+        login(c)
+        assert run(c, b"RETR 1") == first and first.startswith(b"+OK")  # imported again: the same reply
+        assert pop3server.trans[0] == 1 and _loaded("pop3trans")
+        run(c, b"QUIT")
+        c.close()
+        c.close()
+        assert pop3server.trans[0] == 0  # closed twice: released once
     finally:
         e.done()

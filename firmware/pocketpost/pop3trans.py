@@ -1,0 +1,348 @@
+"""The TRANSACTION state of a pop3server.Session (RFC 1939 section 5): its commands, as functions
+of the session (dispatched through TABLE by Session.handle), and the reply producers the shell
+drains (ListingProducer for LIST/UIDL, PlainProducer and BodyProducer for RETR/TOP; see
+pop3server.py's theory of operation for how the shell uses them).
+
+Loaded while some session is logged in: a session holds it from its first command in
+TRANSACTION until its close() (pop3server.TRANS_MODULES, Session._trans); when none holds it,
+it is dropped (compat.forget; MicroPython only), so a server that is only listening, or whose
+sessions are all before their login, keeps none of it (~6.7 KB of heap from `.mpy` on the
+64-bit host, docs/FIGURES.md). CAPA and QUIT stay Session methods (both states use them).
+"""
+
+from pocketpost.compat import const
+from pocketpost.pop3 import reply
+from pocketpost.pop3server import Session
+from pocketpost.wire import TERMINATOR, DotStuffer, terminator
+
+_CR = const(13)
+_LF = const(10)
+_EIO = const(5)  # a message file ended before the size its index entry (and LIST) gave
+# RETR's copy unit when the shell's block is smaller: a RETR is one read and one socket write
+# per unit, and at 1 KiB (block_size's default) those calls cost 3x a 4 KiB copy's for the same
+# message. Allocated per RETR, dropped after it (idle sessions keep nothing); if the heap has no
+# such block free, the shell's own block serves.
+_RETR_UNIT = const(4096)
+# RETRs streaming through a unit of their own at once (Service.units); a RETR beyond copies
+# through its session's block. Two clients reading at once is rare on a board and each unit is a
+# 4 KiB block the heap must find: one (bench_heap b and c: -3 KiB, see docs/FIGURES.md).
+_RETR_UNITS = const(1)
+
+
+def _msg(s, n):
+    """1-based message number -> 0-based index, or None (no such message / deleted)."""
+    i = n - 1
+    if i < 0 or i >= s.mb.count or s.deleted(i):
+        return None
+    return i
+
+
+def cmd_stat(s, args):
+    return reply(True, "%d %d" % (s.mb.count - s._ndel, s.mb.total_size - s._sdel))
+
+
+def cmd_list(s, args):
+    return _listing(s, args, False)
+
+
+def cmd_uidl(s, args):
+    return _listing(s, args, True)
+
+
+def _listing(s, args, uids):
+    mb = s.mb
+    if args:
+        i = _msg(s, args[0])
+        if i is None:
+            return reply(False, "no such message")
+        return reply(True, "%d %s" % (i + 1, mb.uid(i) if uids else mb.size(i)))
+    s.producer = ListingProducer(s, uids)
+    if uids:
+        return reply(True, "unique-id listing follows")
+    return reply(True, "%d messages (%d octets)" % (mb.count - s._ndel, mb.total_size - s._sdel))
+
+
+def _block(s):
+    """The file block buffer of this session: made at the first TOP (or RETR of a file from
+    before the wire form), reused by every later one (a 10 MiB RETR and a 1 KiB one cost the
+    same)."""
+    if s._blockbuf is None:
+        s._blockbuf = bytearray(s.svc.block_size)
+        s._stuffer = DotStuffer()
+    return s._blockbuf
+
+
+def cmd_retr(s, args):
+    i = _msg(s, args[0])
+    if i is None:
+        return reply(False, "no such message")
+    mb = s.mb
+    f = mb.open(i, True)
+    if mb.needs_stuffing(i):
+        s.producer = BodyProducer(f, _block(s), -1, s._stuffer, mb.stored_size(i))
+    else:
+        svc = s.svc
+        p = PlainProducer(f, mb.stored_size(i), _RETR_UNIT if svc.block_size < _RETR_UNIT and svc.units < _RETR_UNITS else 0)
+        if p.unit is not None:  # handed back at close()
+            svc.units += 1
+            p.svc = svc
+        s.producer = p
+    s.producer.msg = i
+    return reply(True, "%d octets" % mb.size(i))
+
+
+def cmd_top(s, args):
+    i = _msg(s, args[0])
+    if i is None:
+        return reply(False, "no such message")
+    mb = s.mb
+    f = mb.open(i, True)
+    wire = not mb.needs_stuffing(i)  # the file is stuffed already: cut it, stuff nothing
+    s.producer = BodyProducer(f, _block(s), args[1], None if wire else s._stuffer, mb.stored_size(i),
+                                 wire)
+    s.producer.msg = i
+    return reply(True, "top of message follows")
+
+
+def cmd_dele(s, args):
+    i = _msg(s, args[0])
+    if i is None:
+        return reply(False, "no such message")
+    s._del[i >> 3] |= 1 << (i & 7)
+    s._ndel += 1
+    s._sdel += s.mb.size(i)
+    return reply(True, "message %d deleted" % (i + 1))
+
+
+def cmd_noop(s, args):
+    return reply(True)
+
+
+def cmd_rset(s, args):
+    for k in range(len(s._del)):
+        s._del[k] = 0
+    s._ndel = 0
+    s._sdel = 0
+    return reply(True, "%d messages (%d octets)" % (s.mb.count, s.mb.total_size))
+
+
+TABLE = {
+    "CAPA": Session.cmd_capa,
+    "STAT": cmd_stat,
+    "LIST": cmd_list,
+    "UIDL": cmd_uidl,
+    "RETR": cmd_retr,
+    "TOP": cmd_top,
+    "DELE": cmd_dele,
+    "NOOP": cmd_noop,
+    "RSET": cmd_rset,
+    "QUIT": Session.cmd_quit,
+}
+
+
+class ListingProducer:
+    """LIST / UIDL without an argument: one line per undeleted message, then ".", produced into
+    the shell's buffer as many lines at a time as fit."""
+
+    def __init__(self, session, uids):
+        self.s = session
+        self.uids = uids
+        self.i = 0
+        self.done = False
+
+    def fill(self, out):
+        if self.done:
+            return 0
+        mb = self.s.mb
+        n = 0
+        cap = len(out)
+        while self.i < mb.count:
+            i = self.i
+            if self.s.deleted(i):
+                self.i += 1
+                continue
+            line = ("%d %s\r\n" % (i + 1, mb.uid(i) if self.uids else mb.size(i))).encode()
+            if n + len(line) > cap:
+                return n
+            out[n : n + len(line)] = line
+            n += len(line)
+            self.i += 1
+        if n + 3 > cap:
+            return n
+        out[n : n + 3] = TERMINATOR
+        self.done = True
+        return n + 3
+
+    def close(self):
+        pass
+
+
+class _FileReply:
+    """A reply streamed from a message file; closing it (at the end, or when the session dies
+    first) closes the file. `left`: octets the file still owes (the size its index entry gave,
+    -1: unchecked); a file that ends sooner raises OSError(EIO) instead of ending the reply."""
+
+    msg = None  # the message's index in the mailbox (Session.read_failed)
+    unit = None  # a buffer of its own the shell fills and sends instead of its block (RETR)
+    svc = None  # the Service whose unit count `unit` is in
+
+    def __init__(self, f, size=-1):
+        self.f = f
+        self.left = size
+
+    def _got(self, n):
+        """Account for n octets read from the file (0: its end)."""
+        if n:
+            self.left -= n
+        elif self.left > 0:
+            raise OSError(_EIO, "message file ends %d octets early" % self.left)
+
+    def close(self):
+        if self.svc is not None:  # first: a file that fails to close still hands the unit back
+            self.svc.units -= 1
+            self.svc = None
+        self.unit = None
+        if self.f is not None:
+            f = self.f
+            self.f = None
+            f.close()
+
+
+class BodyProducer(_FileReply):
+    """RETR (lines < 0) or TOP n lines: the stored file, dot-stuffed, in fixed blocks (wire=True:
+    the file is the wire form already, copied as it is).
+
+    fill(out) returns how many bytes it wrote into `out` (the terminator included at the end),
+    then 0. The file is closed when the terminator is produced or on close().
+    """
+
+    def __init__(self, f, block, lines, stuffer=None, size=-1, wire=False):
+        """block: the file block buffer (a bytearray, reused across a session's replies) or its
+        size; stuffer: a DotStuffer to reuse (reset here); size: the file's size per the index."""
+        super().__init__(f, size)
+        self.wire = wire
+        self.buf = bytearray(block) if isinstance(block, int) else block
+        self.start = 0
+        self.end = 0
+        self.eof = False
+        self.done = False
+        if stuffer is None and not wire:
+            stuffer = DotStuffer()
+        if stuffer is not None:
+            stuffer.reset()
+        self.stuffer = stuffer
+        self.lines = lines  # body lines left for TOP; < 0: everything
+        self.in_headers = lines >= 0
+        self.llen = 0  # bytes of the current line seen so far
+        self.last = 0  # last byte seen (for a CR straddling blocks)
+        self.tail = _LF  # wire: the last byte handed out (nothing yet: the terminator alone)
+
+    def _read(self):
+        n = self.f.readinto(self.buf)
+        self._got(n)
+        if not n:
+            self.eof = True
+            return
+        self.start = 0
+        self.end = n
+        if self.lines >= 0:
+            self.end = self._top_cut(n)
+
+    def _top_cut(self, end):
+        """How much of buf[:end] belongs to the TOP reply; sets eof once the limit is hit."""
+        buf = self.buf
+        i = 0
+        while i < end:
+            if not self.in_headers and self.lines == 0:
+                self.eof = True
+                return i
+            j = buf.find(b"\n", i, end)
+            if j < 0:
+                self.llen += end - i
+                self.last = buf[end - 1]
+                return end
+            llen = self.llen + (j - i)
+            prev = buf[j - 1] if j > i else self.last
+            empty = llen == 0 or (llen == 1 and prev == _CR)
+            if self.in_headers:
+                if empty:
+                    self.in_headers = False
+            else:
+                self.lines -= 1
+            self.llen = 0
+            self.last = _LF
+            i = j + 1
+        if not self.in_headers and self.lines == 0:
+            self.eof = True
+        return end
+
+    def fill(self, out):
+        if self.done:
+            return 0
+        while True:
+            if self.start < self.end:
+                if self.wire:
+                    p = min(len(out), self.end - self.start)
+                    out[:p] = memoryview(self.buf)[self.start : self.start + p]
+                    self.start += p
+                    self.tail = out[p - 1]
+                    return p
+                p = self.stuffer.stuff_into(self.buf, self.start, self.end, out)
+                self.start += self.stuffer.consumed
+                if p:
+                    return p
+            elif not self.eof:
+                self._read()
+            else:
+                t = terminator(self.tail == _LF) if self.wire else self.stuffer.finish()
+                if len(out) < len(t):
+                    return 0
+                out[: len(t)] = t
+                self.close()
+                self.done = True
+                return len(t)
+
+
+class PlainProducer(_FileReply):
+    """RETR of a plain message: the stored file is its own wire form (no line starts with ".").
+
+    fill(out) reads the file straight into `out` and returns the byte count; after the file the
+    terminator, then 0. The store ends every non-empty message with CRLF, so the terminator is
+    ".\r\n"; should a file not end with LF after all, a CRLF goes first (the reply stays framed).
+    """
+
+    def __init__(self, f, size=-1, unit=0):
+        """unit: the size of a copy buffer of its own (`unit`, for the shell), 0: none."""
+        super().__init__(f, size)
+        self.last = _LF  # last byte handed out (an empty message is just the terminator)
+        self.done = False
+        if unit and size > unit // 2:  # a small message gains nothing from it
+            try:
+                self.unit = bytearray(unit)
+            except MemoryError:
+                pass
+
+    def fill(self, out):
+        if self.done:
+            return 0
+        f = self.f
+        if f is not None:
+            n = f.readinto(out)
+            self._got(n)
+            if n:
+                self.last = out[n - 1]
+                if not self.left and self.last == _LF and n + 3 <= len(out):
+                    # The file is all read (its size is known) and the block has room: the
+                    # terminator goes in the same write.
+                    out[n : n + 3] = TERMINATOR
+                    self.close()
+                    self.done = True
+                    return n + 3
+                return n
+            self.close()
+        t = terminator(self.last == _LF)
+        if len(out) < len(t):
+            return 0
+        out[: len(t)] = t
+        self.done = True
+        return len(t)
