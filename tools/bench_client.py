@@ -139,8 +139,8 @@ def upy_timed(d, tmp, mpy, lfs):
 
 
 # Modules a fetch may import (the ROMFS image holds these, as frozen firmware would).
-FETCH_MODULES = ("compat", "log", "heapmark", "wire", "pop3", "pop3client", "transport", "tls", "tlserror",
-                 "headers", "uidstate", "uidload", "store", "storescan", "auth", "config", "client", "clientconf",
+FETCH_MODULES = ("compat", "log", "heapmark", "wire", "pop3", "nativescan", "pop3client", "transport", "tls",
+                 "tlserror", "headers", "uidstate", "uidload", "store", "storescan", "auth", "config", "client", "clientconf",
                  "clientauth", "clientstls", "clientrecover", "fetch")  # (those a tree lacks are left out)
 
 ROMFS_LAUNCHER = r"""

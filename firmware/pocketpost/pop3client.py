@@ -89,74 +89,24 @@ CHUNK = const(1024)
 _WALK_BYTES = const(32)
 _CR = const(13)
 _DOT = const(46)
-# What the native scan returns (see _SCAN): (lines << _SCAN_LINES) | (ran to the end of the data:
+# What the native scan returns (nativescan.py): (lines << _SCAN_LINES) | (ran to the end of the data:
 # _SCAN_END) | (octets of the run). RECV_BUFSIZE must stay below 16 KiB: the lines (at most one
 # per 2 octets) shifted must fit a small int on a 32-bit board (30 bits).
 _SCAN_LINES = const(17)
 _SCAN_END = const(65536)
 _SCAN_RUN = const(65535)
 
-# The clean-line walk as native code (MicroPython's viper emitter: x64 on the host, xtensawin
-# on an ESP32). The walk was half a fetch's CPU (callgrind, fetch CLI, 10 x 1 MiB from Dovecot):
-# ~52 host instructions per octet for the C find and the per-line bytecode; this loop takes ~14,
-# checking four octets at a time for an LF (the "has a zero byte" test on word ^ 0x0a0a0a0a) and
-# octet by octet around each LF. mpy-cross refuses a module holding viper code unless given an
-# architecture (and .mpy files here are built without one), so the source is compiled at import.
-# scan(buf, s, e), buf[s:e] starting at a line start: the run of whole lines ending with CRLF,
-# each line after it not opening with "."; it stops at a lone LF (the line holding it is not in
-# the run), before a line opening with "." and at the end of the data (an unfinished line is not
-# in the run). It reads only inside buf[s:e] (viper does not check bounds: the caller passes
-# 0 <= s <= e <= len(buf)). The hot values are the inner function's first arguments: the emitter
-# keeps its first three locals in registers. `w ^ -1` is ~w (older emitters lack unary ~).
-_SCAN = """
-@micropython.viper
-def scan(buf, s: int, e: int) -> int:
-    return int(_run(s, e, ptr8(buf), s))
-
-@micropython.viper
-def _run(i: int, e: int, p: ptr8, s: int) -> int:
-    q = ptr32(p)
-    hi = (0x808080 << 8) | 0x80
-    n = 0
-    k = i
-    words = (int(p) & 3) == 0
-    while i < e:
-        if words and (i & 3) == 0:
-            while i + 4 <= e:
-                w = q[i >> 2] ^ 0x0A0A0A0A
-                if (w - 0x01010101) & (w ^ -1) & hi:
-                    break
-                i += 4
-            if i >= e:
-                break
-        if p[i] == 10:
-            if i == k or p[i - 1] != 13:
-                return (n << 17) | (k - s)
-            n += 1
-            k = i + 1
-            if k < e and p[k] == 46:
-                return (n << 17) | (k - s)
-        i += 1
-    return (n << 17) | 65536 | (k - s)
-"""
-
 
 def _native_scan():
-    """The compiled scan, or None (CPython; a MicroPython built without the native emitter, one
-    that cannot allocate executable memory, or whose code answers a probe wrongly): the body
-    then takes the Python walk."""
-    try:
-        import micropython  # noqa: F401  (MicroPython only)
+    """The clean-line walk in native code (nativescan.py), or None: the body then takes the
+    Python walk. nativescan is cold: used once here, then dropped (its source text is ~1 KB)."""
+    from pocketpost import nativescan
+    from pocketpost.compat import forget
 
-        g = {"micropython": micropython}
-        exec(_SCAN, g)
-        scan = g["scan"]
-        p = bytearray(b"0123456789ab\r\n" * 3 + b".x\r\nlone\nz")  # words, a dot line, a lone LF
-        if (scan(p, 0, 52), scan(p, 42, 52), scan(p, 3, 30), scan(p, 0, 13)) == (393258, 131076, 327705, 65536):
-            return scan
-    except Exception:
-        pass
-    return None
+    try:
+        return nativescan.compile_scan()
+    finally:
+        forget(("nativescan",))
 
 
 _scan = _native_scan()  # a test sets it to None to run the Python walk
@@ -422,8 +372,8 @@ class ClientSession:
                 yield NEED_DATA
                 continue
             if buf[s] != _DOT and u.at_line_start():
-                if scan is not None:  # the native walk (see _SCAN)
-                    n = scan(buf, s, e)
+                if scan is not None:  # the native walk (nativescan.py)
+                    n = scan(s, e, buf, s)
                     i = s + (n & _SCAN_RUN)
                     j = -1 if n & _SCAN_END else 0  # -1: no LF in buf[i:e] (as find's answer)
                     n >>= _SCAN_LINES

@@ -432,7 +432,7 @@ def _ref_scan(buf, s, e):
 
 
 def test_native_scan_agrees_with_its_definition():
-    # The clean-line run is found in native code on MicroPython (pop3client._SCAN, viper): the
+    # The clean-line run is found in native code on MicroPython (nativescan.py, viper): the
     # unix port has the emitter, so there it must be in use, and answer as the plain definition
     # for every start and end inside buffers mixing CRLF, lone LFs, lone CRs, dot lines and
     # octets differing from LF in one bit (its four-octets-at-a-time test must not miss an LF).
@@ -455,9 +455,9 @@ def test_native_scan_agrees_with_its_definition():
         buf = bytearray(alphabet[rnd(len(alphabet))] for _ in range(rnd(56) + 1))
         for s in range(len(buf) + 1):
             for e in range(s, len(buf) + 1):
-                assert scan(buf, s, e) == _ref_scan(buf, s, e), (bytes(buf), s, e)
+                assert scan(s, e, buf, s) == _ref_scan(buf, s, e), (bytes(buf), s, e)
     big = bytearray((b"x" * 60 + b"\r\n") * 260)  # 4 receive buffers: both packed fields well used
-    assert scan(big, 0, len(big)) == _ref_scan(big, 0, len(big)) == (260 << 17) | 65536 | len(big)
+    assert scan(0, len(big), big, 0) == _ref_scan(big, 0, len(big)) == (260 << 17) | 65536 | len(big)
 
 
 def test_clean_run_stops_at_every_offset_of_a_dot_line_lone_lf_and_cr():
