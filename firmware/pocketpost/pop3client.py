@@ -33,9 +33,10 @@ The body's two paths
 --------------------
 Each byte of a fetched message costs Python time, so a body moves in two ways. Clean lines (CRLF
 at the end, the next line not opening with ".") need no un-stuffing and no line-end conversion:
-one walk from LF to LF (a C find per line, a few byte checks; C count passes instead once lines
-are shorter than _WALK_BYTES on average) finds the run of them in the receive buffer, and the run
-goes out as one BODY chunk, a view of that buffer (no copy; `bare` 0, `dots` False, its lines
+one walk from LF to LF finds the run of them in the receive buffer (on MicroPython native code,
+nativescan.py, four octets at a time; else a C find per line and a few byte checks, C count
+passes instead once lines are shorter than _WALK_BYTES on average), and the run goes out as one
+BODY chunk, a view of that buffer (no copy; `bare` 0, `dots` False, its lines
 counted as CRLF line ends). A line that opens with "." (stuffed, or the terminator), holds a lone
 LF, or is longer than the buffer goes through the DotUnstuffer into the out chunk (CHUNK octets),
 line by line for dot lines, and is handed out from there with its line ends counted (`bare`)
@@ -349,8 +350,9 @@ class ClientSession:
         Two paths (module doc, "The body's two paths"): runs of clean lines straight out of the
         receive buffer, the rest through the un-stuffer into the out chunk. A clean line ends
         with CRLF and the next line does not open with "." (a lone LF or a dot line ends the
-        run). The run is found by a walk from LF to LF (C find); once lines are denser than one
-        per _WALK_BYTES, C count passes check the rest at once."""
+        run). The run is found by the native scan (nativescan.py) where it compiled, else by a
+        walk from LF to LF (C find); once lines are denser than one per _WALK_BYTES, C count
+        passes check the rest at once."""
         u = self._unstuffer
         r = self.reader
         buf = r.buf
