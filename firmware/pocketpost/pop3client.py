@@ -90,12 +90,13 @@ CHUNK = const(1024)
 _WALK_BYTES = const(32)
 _CR = const(13)
 _DOT = const(46)
-# What the native scan returns (nativescan.py): (lines << _SCAN_LINES) | (ran to the end of the data:
-# _SCAN_END) | (octets of the run). RECV_BUFSIZE must stay below 16 KiB: the lines (at most one
-# per 2 octets) shifted must fit a small int on a 32-bit board (30 bits).
+# What the native scan returns (nativescan.py): (lines << _SCAN_LINES) | (ran to the end of the
+# data: _SCAN_END) | (octets of the run). Used for receive buffers below _SCAN_MAX only: the lines
+# (at most one per 2 octets) shifted must fit a small int on a 32-bit board (30 bits).
 _SCAN_LINES = const(17)
 _SCAN_END = const(65536)
 _SCAN_RUN = const(65535)
+_SCAN_MAX = const(16384)
 
 
 def _native_scan():
@@ -357,7 +358,7 @@ class ClientSession:
         r = self.reader
         buf = r.buf
         find = buf.find  # looked up once, not once per line
-        scan = _scan
+        scan = _scan if len(buf) < _SCAN_MAX else None
         while True:
             self.hungry = False
             if u.done:
