@@ -56,7 +56,7 @@ def compile_scan():
 
         import gc
 
-        g = {"micropython": micropython}
+        g = {"micropython": micropython}  # type: dict
         # The compiler's garbage, and the few objects kept (function, globals), then start from
         # a collected heap: fetch CLI smallest heap 140 -> 139 KiB (138 with the Python walk).
         gc.collect()
