@@ -33,9 +33,10 @@ The body's two paths
 --------------------
 Each byte of a fetched message costs Python time, so a body moves in two ways. Clean lines (CRLF
 at the end, the next line not opening with ".") need no un-stuffing and no line-end conversion:
-one walk from LF to LF (a C find per line, a few byte checks; C count passes instead once lines
-are shorter than _WALK_BYTES on average) finds the run of them in the receive buffer, and the run
-goes out as one BODY chunk, a view of that buffer (no copy; `bare` 0, `dots` False, its lines
+one walk from LF to LF finds the run of them in the receive buffer (on MicroPython native code,
+nativescan.py, four octets at a time; else a C find per line and a few byte checks, C count
+passes instead once lines are shorter than _WALK_BYTES on average), and the run goes out as one
+BODY chunk, a view of that buffer (no copy; `bare` 0, `dots` False, its lines
 counted as CRLF line ends). A line that opens with "." (stuffed, or the terminator), holds a lone
 LF, or is longer than the buffer goes through the DotUnstuffer into the out chunk (CHUNK octets),
 line by line for dot lines, and is handed out from there with its line ends counted (`bare`)
@@ -89,6 +90,28 @@ CHUNK = const(1024)
 _WALK_BYTES = const(32)
 _CR = const(13)
 _DOT = const(46)
+# What the native scan returns (nativescan.py): (lines << _SCAN_LINES) | (ran to the end of the
+# data: _SCAN_END) | (octets of the run). Used for receive buffers below _SCAN_MAX only: the lines
+# (at most one per 2 octets) shifted must fit a small int on a 32-bit board (30 bits).
+_SCAN_LINES = const(17)
+_SCAN_END = const(65536)
+_SCAN_RUN = const(65535)
+_SCAN_MAX = const(16384)
+
+
+def _native_scan():
+    """The clean-line walk in native code (nativescan.py), or None: the body then takes the
+    Python walk. nativescan is cold: used once here, then dropped (its source text is ~1 KB)."""
+    from pocketpost import nativescan
+    from pocketpost.compat import forget
+
+    try:
+        return nativescan.compile_scan()
+    finally:
+        forget(("nativescan",))
+
+
+_scan = _native_scan()  # a test sets it to None to run the Python walk
 
 # What the session is reading.
 _GREET = const(0)
@@ -328,12 +351,14 @@ class ClientSession:
         Two paths (module doc, "The body's two paths"): runs of clean lines straight out of the
         receive buffer, the rest through the un-stuffer into the out chunk. A clean line ends
         with CRLF and the next line does not open with "." (a lone LF or a dot line ends the
-        run). The run is found by a walk from LF to LF (C find); once lines are denser than one
-        per _WALK_BYTES, C count passes check the rest at once."""
+        run). The run is found by the native scan (nativescan.py) where it compiled, else by a
+        walk from LF to LF (C find); once lines are denser than one per _WALK_BYTES, C count
+        passes check the rest at once."""
         u = self._unstuffer
         r = self.reader
         buf = r.buf
         find = buf.find  # looked up once, not once per line
+        scan = _scan if len(buf) < _SCAN_MAX else None
         while True:
             self.hungry = False
             if u.done:
@@ -350,32 +375,38 @@ class ClientSession:
                 yield NEED_DATA
                 continue
             if buf[s] != _DOT and u.at_line_start():
-                i = s
-                n = 0
-                j = 0
-                # Per line: one C find and a few byte checks (this loop is the fetch's Python
-                # cost per byte). Lines walked at most (e - s) // _WALK_BYTES + 1 (the range
-                # counts them); past that, C passes check the rest at once. buf[i] may read one
-                # byte past e: stale, harmless (a "." there only ends the run early, and find
-                # from e finds nothing); past the buffer's end it raises IndexError.
-                try:
-                    for n in range(1, (e - s) // _WALK_BYTES + 2):
-                        j = find(b"\n", i, e)
-                        if j <= i or buf[j - 1] != _CR:
-                            n -= 1
-                            break  # no line end yet, an empty line with a lone LF, or a lone LF
-                        i = j + 1
-                        if buf[i] == _DOT:
-                            break
-                    else:
-                        k = buf.rfind(b"\n", i, e) + 1
-                        if k > i:
-                            c = buf.count(b"\r\n", i, k)
-                            if c == buf.count(b"\n", i, k) and find(b"\n.", i, k) < 0:
-                                i = k
-                                n += c
-                except IndexError:  # i == e == len(buf): the buffer ends with a whole line
-                    pass
+                if scan is not None:  # the native walk (nativescan.py)
+                    n = scan(s, e, buf, s)
+                    i = s + (n & _SCAN_RUN)
+                    j = -1 if n & _SCAN_END else 0  # -1: no LF in buf[i:e] (as find's answer)
+                    n >>= _SCAN_LINES
+                else:
+                    i = s
+                    n = 0
+                    j = 0
+                    # Per line: one C find and a few byte checks (this loop is the fetch's Python
+                    # cost per byte). Lines walked at most (e - s) // _WALK_BYTES + 1 (the range
+                    # counts them); past that, C passes check the rest at once. buf[i] may read one
+                    # byte past e: stale, harmless (a "." there only ends the run early, and find
+                    # from e finds nothing); past the buffer's end it raises IndexError.
+                    try:
+                        for n in range(1, (e - s) // _WALK_BYTES + 2):
+                            j = find(b"\n", i, e)
+                            if j <= i or buf[j - 1] != _CR:
+                                n -= 1
+                                break  # no line end yet, an empty line with a lone LF, a lone LF
+                            i = j + 1
+                            if buf[i] == _DOT:
+                                break
+                        else:
+                            k = buf.rfind(b"\n", i, e) + 1
+                            if k > i:
+                                c = buf.count(b"\r\n", i, k)
+                                if c == buf.count(b"\n", i, k) and find(b"\n.", i, k) < 0:
+                                    i = k
+                                    n += c
+                    except IndexError:  # i == e == len(buf): the buffer ends with a whole line
+                        pass
                 if i > s:
                     if self._fill:  # what the slow path made goes first (the walk is redone)
                         yield self._emit(self._fill)

@@ -375,6 +375,135 @@ def test_body_paths_agree_with_the_un_stuffer_at_every_split():
             assert (s.octets, s.lf, s.crlf) == (len(body), lf, crlf), (body, bufsize, step, s.lf, s.crlf)
 
 
+def _receive(body, bufsize, step, chunk=16):
+    """RETR of `body` fed `step` octets at a time into a session with a `bufsize` receive buffer:
+    checks each chunk's `bare` and `dots` against its bytes; returns (chunks joined, session)."""
+    wire = b"+OK\r\n" + _stuff(body) + b"+OK after\r\n"
+    s = ClientSession(recv_bufsize=bufsize, chunk=chunk)
+    s.feed(b"+OK hi\r\n")
+    s.next_event()
+    s.send("RETR", 1)
+    s.send("NOOP")
+    got = []
+    prev = 10  # before the body: a line starts
+    i = 0
+    for _ in range(4 * len(wire) + 16):  # bounded: a broken path must fail, not spin
+        ev = s.next_event()
+        if ev == 0:
+            assert i < len(wire), "stalled"
+            i += s.feed(wire[i:i + step])
+            continue
+        if ev == REPLY and s.keyword == "NOOP":
+            break
+        if ev != BODY:
+            continue
+        c = bytes(s.chunk)
+        assert c, "empty chunk"
+        bare = 0
+        dot = False
+        for k in range(len(c)):
+            p = c[k - 1] if k else prev
+            if c[k] == 10 and p != 13:
+                bare += 1
+            if c[k] == 46 and p == 10:
+                dot = True
+        assert s.bare == bare, (body, bufsize, step, c, s.bare)
+        assert s.dots or not dot, (body, bufsize, step, c)
+        got.append(c)
+        prev = c[-1]
+    else:
+        raise AssertionError("no end after %d events" % (4 * len(wire) + 16))
+    return b"".join(got), s
+
+
+def _ref_scan(buf, s, e):
+    """What pop3client's native scan must answer (its docstring), written plainly."""
+    n = 0
+    k = s
+    for i in range(s, e):
+        if buf[i] == 10:
+            if i == k or buf[i - 1] != 13:
+                return (n << 17) | (k - s)
+            n += 1
+            k = i + 1
+            if k < e and buf[k] == 46:
+                return (n << 17) | (k - s)
+    return (n << 17) | 65536 | (k - s)
+
+
+def test_native_scan_agrees_with_its_definition():
+    # The clean-line run is found in native code on MicroPython (nativescan.py, viper): the
+    # unix port has the emitter, so there it must be in use, and answer as the plain definition
+    # for every start and end inside buffers mixing CRLF, lone LFs, lone CRs, dot lines and
+    # octets differing from LF in one bit (its four-octets-at-a-time test must not miss an LF).
+    import sys
+    from pocketpost import pop3client
+
+    if sys.implementation.name != "micropython":
+        assert pop3client._scan is None  # CPython: the Python walk
+        skip("the native scan is MicroPython's")
+    scan = pop3client._scan
+    assert scan is not None, "the viper scan did not compile"
+    seed = [777]
+
+    def rnd(n):
+        seed[0] = (seed[0] * 1103515245 + 12345) & 0x7FFFFFFF
+        return (seed[0] >> 8) % n
+
+    alphabet = b"ab\r\n.\r\n\x8a\x0b\xff"  # octets near LF's bits: the four-at-a-time test
+    for _ in range(40):
+        buf = bytearray(alphabet[rnd(len(alphabet))] for _ in range(rnd(56) + 1))
+        for s in range(len(buf) + 1):
+            for e in range(s, len(buf) + 1):
+                assert scan(s, e, buf, s) == _ref_scan(buf, s, e), (bytes(buf), s, e)
+    big = bytearray((b"x" * 60 + b"\r\n") * 260)  # 4 receive buffers: both packed fields well used
+    assert scan(0, len(big), big, 0) == _ref_scan(big, 0, len(big)) == (260 << 17) | 65536 | len(big)
+
+
+def test_clean_run_stops_at_every_offset_of_a_dot_line_lone_lf_and_cr():
+    # The clean-line run (the native scan on MicroPython, and the Python walk: both are run here)
+    # must end before a line opening with ".", at a line holding a lone LF, and before a line
+    # not received whole (a CR may end the data, its LF still on the wire), wherever the data in
+    # the receive buffer ends and wherever the buffer's own end falls: one-octet reads and
+    # buffers of every size from 12 to 27 octets put each boundary at every offset of "\r\n.",
+    # of "x\ny" and of "\r" + "\n". The chunks must join to the body, with exact `bare`,
+    # `dots` and line-end counts.
+    from pocketpost import pop3client
+
+    paths = [pop3client._scan, None] if pop3client._scan is not None else [None]
+    specials = [b".dot\r\n", b"..\r\n", b".\r\n", b"lone\nlf\r\n", b"\n", b"cr\r", b"cr\r\r\n",
+                b"\r\n", b"end"]
+    saved = pop3client._scan
+    try:
+        for path in paths:
+            pop3client._scan = path
+            for special in specials:
+                for off in range(7):
+                    body = b"ab\r\n" * 2 + b"x" * off + b"\r\n" + special + b"\r\ntail\r\n"
+                    lf = body.count(b"\n")
+                    crlf = body.count(b"\r\n")
+                    for bufsize in range(12, 28):
+                        for step in (1, 3, 64):
+                            got, s = _receive(body, bufsize, step)
+                            assert got == body, (path, body, bufsize, step, got)
+                            assert (s.octets, s.lf, s.crlf) == (len(body), lf, crlf), (path, body, bufsize, step)
+    finally:
+        pop3client._scan = saved
+
+
+def test_body_paths_agree_at_every_split_with_the_python_walk_too():
+    # The Python walk (CPython, or a MicroPython without the native emitter) over the same
+    # bodies as test_body_paths_agree_with_the_un_stuffer_at_every_split, on MicroPython too.
+    from pocketpost import pop3client
+
+    saved = pop3client._scan
+    pop3client._scan = None
+    try:
+        test_body_paths_agree_with_the_un_stuffer_at_every_split()
+    finally:
+        pop3client._scan = saved
+
+
 def test_receive_buffer_full_to_a_line_end():
     # The walk may look one byte past the data (pop3client._body); when the data fills the
     # receive buffer to its last byte with a whole line, that byte is past the buffer.
