@@ -49,8 +49,11 @@ from pocketpost.transport import Timeout
 from pocketpost.wire import LineReader
 
 # The session code, loaded while a session exists (see the module doc). groupcommit.py, which
-# smtp.py imports, stays: the store imports it too and keeps its state.
-SESSION_MODULES = ("smtp",)
+# smtp.py imports, stays: the store imports it too and keeps its state. smtpauth.py goes too (no
+# SMTP session uses it then): it binds smtp's reply and _printable, and kept loaded by a POP3
+# session before its login (pop3server.LOGIN_MODULES) it would keep the dropped smtp.py alive
+# while the next session loads a second copy.
+SESSION_MODULES = ("smtp", "smtpauth")
 # Listener modes (smtp.MX, smtp.SUBMISSION; here so that listening needs no smtp.py).
 MX = "mx"
 SUBMISSION = "submission"
