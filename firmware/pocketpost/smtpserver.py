@@ -32,6 +32,7 @@ listening keeps none of it: POP3 + SMTP listening, live heap 133.3 -> 112.7 KB f
 smtp.Service that sessions share goes with it (nothing else refers to smtp.py's code); the next
 session imports the module again and builds a new one from the same settings. A refused
 connection's one reply is made here, without loading smtp.py.
+smtpauth.py, which binds smtp.py's reply, is dropped with it (else it kept the old copy alive).
 
 Host: `micropython -m pocketpost.smtpserver config.json` runs the POP3 server and the SMTP
 receiver together (one login service: one failed-login throttle for both).
