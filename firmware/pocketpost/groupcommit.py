@@ -77,17 +77,23 @@ def commit_group(store, ds):
         compat.rename(pending, intent)  # the commit point
         compat.sync_dir(root)
     except BaseException as e:
-        try:
-            _remove(pending)
-        except OSError:
-            pass
-        for i in range(len(ds)):
-            if named:  # an intent that reached flash renames the copy there at the next start
-                ds[i].spent(targets[i][1])
-            ds[i].abort()
-        if isinstance(e, OSError):
-            raise _os_error(e)
-        raise
+        # The rename (or the sync after it) raised with the intent on flash: the intent decides,
+        # as the file does in Delivery.commit. Committed: go on below. Aborting the copies here
+        # left the intent in place, and every later group commit (each SMTP delivery) refused
+        # with "unfinished group commit" until a restart.
+        landed = named and isinstance(e, OSError) and compat.exists(intent) and not compat.exists(pending)
+        if not landed:
+            try:
+                _remove(pending)
+            except OSError:
+                pass
+            for i in range(len(ds)):
+                if named:  # an intent that reached flash renames the copy there at the next start
+                    ds[i].spent(targets[i][1])
+                ds[i].abort()
+            if isinstance(e, OSError):
+                raise _os_error(e)
+            raise
     # Committed: from here on nothing may undo it (a failure is finished by the next recovery).
     uids = []
     try:

@@ -202,6 +202,11 @@ class _FileReply:
             self.svc.units -= 1
             self.svc = None
         self.unit = None
+        self._close_file()
+
+    def _close_file(self):
+        """The file alone (all read): the unit stays counted until close(), which the shell
+        calls once it has sent the last block, from the unit."""
         if self.f is not None:
             f = self.f
             self.f = None
@@ -335,11 +340,11 @@ class PlainProducer(_FileReply):
                     # The file is all read (its size is known) and the block has room: the
                     # terminator goes in the same write.
                     out[n : n + 3] = TERMINATOR
-                    self.close()
+                    self._close_file()
                     self.done = True
                     return n + 3
                 return n
-            self.close()
+            self._close_file()
         t = terminator(self.last == _LF)
         if len(out) < len(t):
             return 0

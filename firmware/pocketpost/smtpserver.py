@@ -32,6 +32,7 @@ listening keeps none of it: POP3 + SMTP listening, live heap 133.3 -> 112.7 KB f
 smtp.Service that sessions share goes with it (nothing else refers to smtp.py's code); the next
 session imports the module again and builds a new one from the same settings. A refused
 connection's one reply is made here, without loading smtp.py.
+smtpauth.py, which binds smtp.py's reply, is dropped with it (else it kept the old copy alive).
 
 Host: `micropython -m pocketpost.smtpserver config.json` runs the POP3 server and the SMTP
 receiver together (one login service: one failed-login throttle for both).
@@ -49,8 +50,11 @@ from pocketpost.transport import Timeout
 from pocketpost.wire import LineReader
 
 # The session code, loaded while a session exists (see the module doc). groupcommit.py, which
-# smtp.py imports, stays: the store imports it too and keeps its state.
-SESSION_MODULES = ("smtp",)
+# smtp.py imports, stays: the store imports it too and keeps its state. smtpauth.py goes too (no
+# SMTP session uses it then): it binds smtp's reply and _printable, and kept loaded by a POP3
+# session before its login (pop3server.LOGIN_MODULES) it would keep the dropped smtp.py alive
+# while the next session loads a second copy.
+SESSION_MODULES = ("smtp", "smtpauth")
 # Listener modes (smtp.MX, smtp.SUBMISSION; here so that listening needs no smtp.py).
 MX = "mx"
 SUBMISSION = "submission"

@@ -1009,3 +1009,42 @@ def test_transaction_code_loaded_only_while_a_session_is_logged_in():
         assert pop3server.trans[0] == 0  # closed twice: released once
     finally:
         e.done()
+
+
+def test_retr_copy_unit_counted_until_the_shell_closes_the_reply():
+    """The shell sends a RETR's last block (the terminator with it) from the unit after fill()
+    made it, and closes the reply after that send: the unit stays counted until then, so a RETR
+    in between copies through its session's block (two 4 KiB units are never live at once)."""
+    big = b"Subject: u\r\n\r\n" + (b"y" * 98 + b"\r\n") * 60
+    e = Env(msgs=[big])
+    try:
+        d = e.store.begin("bob")
+        d.write(big)
+        d.commit()
+        a = e.session()
+        login(a)
+        b = e.session()
+        login(b, b"bob", b"bobpw")
+        for unit_end in (True, False):  # terminator in the file's last block, or after it
+            assert a.handle(b"RETR 1").startswith(b"+OK")
+            pa = a.producer
+            unit = pa.unit
+            assert unit is not None and e.svc.units == 1
+            got = b""
+            while True:
+                n = pa.fill(unit if unit_end else memoryview(unit)[:len(big)])
+                if not n:
+                    break
+                got += bytes(unit[:n])  # the shell sends from the unit after fill() returned
+                assert e.svc.units == 1, "unit handed back while the shell still sends from it"
+                assert b.handle(b"RETR 1").startswith(b"+OK") and b.producer.unit is None
+                b.producer.close()
+                b.producer = None
+            assert unstuff(got) == big
+            pa.close()
+            a.producer = None
+            assert e.svc.units == 0
+        a.close()
+        b.close()
+    finally:
+        e.done()

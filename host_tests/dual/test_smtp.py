@@ -32,6 +32,7 @@ class Env:
         for u in ("alice", "bob", "carol"):
             config.add_user(raw, u, u + " pw", 5)
         cfg = config.check(raw)
+        self.cfg = cfg
         self.logins = LoginService(cfg["server"], cfg["users"], self.store)
         self.svc = smtp.Service(cfg["smtp"], cfg["users"], self.store, self.logins, tls_available=tls,
                                 hostname="mx.example.org")
@@ -719,5 +720,42 @@ def test_login_code_held_by_submission_before_auth_only():
         other = e.session(smtp.SUBMISSION)
         other.s.close()  # ended before AUTH: released too
         assert pop3server.holds[0] == 0
+
+    with_env(body, policy="always")
+
+
+def test_smtp_drop_takes_the_auth_code_bound_to_it():
+    # smtpserver.SmtpServer.release drops smtp.py after the last SMTP session; smtpauth.py binds
+    # smtp's reply and _printable and stays loaded while any session (a POP3 one too) can still
+    # log in. Kept, it keeps the dropped smtp.py alive and the next session loads a second copy:
+    # after the drop the AUTH code in use is bound to the smtp.py now loaded (MicroPython).
+    import sys
+
+    from pocketpost import pop3server, smtpserver
+
+    mp = sys.implementation.name == "micropython"
+
+    def auth(srv, mod):
+        c = Conn(mod.Session(srv.svc, "127.0.0.1", smtpserver.SUBMISSION, False), srv.sm["max_line"])
+        c.cmd(b"EHLO x")
+        r = c.cmd(b"AUTH PLAIN " + b64(b"\x00alice\x00alice pw"))
+        assert r == b"235 2.7.0 authentication successful\r\n", r
+        c.s.close()
+
+    def body(e):
+        pop3server.holds[0] = 0
+        srv = smtpserver.SmtpServer(e.cfg, e.store, e.logins)
+        pending = pop3server.Session(e.logins, "127.0.0.1")  # before its login: holds the login code
+        try:
+            auth(srv, srv.hold())
+            srv.release()
+            mod = srv.hold()
+            auth(srv, mod)
+            if mp:
+                assert sys.modules["pocketpost.smtpauth"].reply is mod.reply, "smtpauth bound to a dropped smtp.py"
+            srv.release()
+        finally:
+            pending.close()
+        assert pop3server.holds[0] == 0 and srv.holds == 0
 
     with_env(body, policy="always")

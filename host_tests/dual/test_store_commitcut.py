@@ -243,3 +243,48 @@ def test_recovery_indexes_a_file_beyond_a_bucket_gap_and_puts_the_next_seq_above
         store_mod._Box.merge = real
         store_mod.reboot()
         cleanup()
+
+
+def test_group_commit_point_that_raises_after_it_landed_leaves_smtp_delivering():
+    # The intent's rename (the group's commit point) or the sync after it raises an OSError with
+    # the intent on flash. Before the fix the copies were aborted and the intent stayed: every
+    # later group commit, i.e. every SMTP delivery, answered "unfinished group commit" until a
+    # restart. The intent decides, as the file does in Delivery.commit: the group is stored.
+    for cut in ("rename", "sync_dir"):
+        root, cleanup = fresh_root()
+        store_mod.reboot()
+        real = getattr(compat, cut)
+        try:
+            st = Store(root, quota=0)
+            names = ["a", "b"]
+            _send(st, "smtp", names, b"Subject: first\r\n\r\nm0\r\n", 1000)
+            a = b"Subject: A\r\n\r\nmessage A\r\n"
+
+            def after(*args):
+                real(*args)
+                if args[-1] == compat.join(root, "group") or (cut == "sync_dir" and args[0] == root):
+                    raise OSError(5, "EIO")
+
+            setattr(compat, cut, after)
+            try:
+                acked = _send(st, "smtp", names, a, 1001)
+            except StoreError:
+                acked = None
+            finally:
+                setattr(compat, cut, real)
+            seen = {}
+            _client(st, names, seen, (cut, "after the cut"))
+            b = b"Subject: B\r\n\r\nmessage B\r\n"
+            ub = _send(st, "smtp", names, b, 1002)  # raised StoreError('unfinished group commit')
+            for restart in (False, True):
+                if restart:
+                    store_mod.reboot()
+                    st = Store(root, quota=0)
+                got = _client(st, names, seen, (cut, "restart", restart))
+                for i in range(len(names)):
+                    assert _where(got, names[i], b) == [ub[i]], (cut, restart, got)
+                    assert _where(got, names[i], a) == ([] if acked is None else [acked[i]]), (cut, restart, got)
+        finally:
+            setattr(compat, cut, real)
+            store_mod.reboot()
+            cleanup()
