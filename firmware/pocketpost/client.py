@@ -68,8 +68,6 @@ READ_TIMEOUT = 30  # seconds: the greeting, each command's reply, any single wai
 MIN_RATE = 1024
 # The whole session (connect to QUIT): one stuck server cannot hold the board's schedule longer.
 SESSION_TIMEOUT = 1800
-# DELEs sent in one write to a server that offers PIPELINING (16 lines of <= 16 octets).
-_PIPELINE = const(16)
 # Octets per LIST/UIDL line assumed for the listing's deadline (a 70-octet UID, the number).
 _LISTING_LINE = const(80)
 # After QUIT +OK, the polite close (TLS close_notify) is waited for this long at most.
@@ -756,21 +754,15 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
 
             if ctl[0]:
                 # Messages stored by earlier sessions: delete them when the policy says so,
-                # _PIPELINE DELEs at a time.
-                batch = []
-                for n in range(1, count + 2):
-                    if n <= count and _bit(dele, n):
-                        batch.append(n)
-                    if batch and (len(batch) == _PIPELINE or n > count):
-                        oks = await c.deles(batch)
-                        for i in range(len(batch)):
-                            if oks[i]:
-                                deleted += 1
-                            else:
-                                if refused is None:
-                                    refused = bytearray(nb)
-                                _set(refused, batch[i])
-                        batch = []
+                # _PIPELINE DELEs at a time (clientend.py: loaded for it, dropped after it).
+                if _any(dele):
+                    from pocketpost import clientend
+
+                    try:
+                        deleted, refused = await clientend.dele_stored(c, count, dele, nb)
+                    finally:
+                        clientend = None
+                        _forget(("clientend",))
                 ctl[0] = False
 
             stop = False
@@ -825,37 +817,18 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             sizes = None
             if stop or not ctl[1] or downloads >= cap:
                 break
-        if refused is not None:
-            # Rare: DELEs refused for messages stored earlier. Their records were marked when the
-            # policy chose them; find their UIDs again (refused ones are still listed).
-            def on_refused(n, uid):
-                if _bit(refused, n) and valid_uid(uid):
-                    st.clear_deleted(bytes(uid))
-
-            await c.listing("UIDL", count, on_refused)
         if stats["state_full"]:
             log.error("fetch %s: UIDL state full (max_entries %d): new messages wait", name, a["max_entries"])
-        await c.quit()
+        # Refused DELEs put right, QUIT, the records kept or dropped and saved (clientend.py:
+        # cold, loaded for it and dropped after it; not held while messages stream in).
+        from pocketpost import clientend
+
+        try:
+            await clientend.finish(c, st, count, refused, now, sane)
+        finally:
+            clientend = None
+            _forget(("clientend",))
         stats["deleted"] = deleted
-
-        def keep(first_seen, flag, synthetic, seen, dele):
-            if dele:
-                return None  # the server committed the DELEs: those UIDs are gone for good
-            if synthetic:
-                if first_seen < _SANE_TIME:
-                    return now if sane else first_seen
-                if seen:
-                    return first_seen  # checked again this session: still on the server
-                if sane and now - first_seen > 30 * _DAY:
-                    return None  # best-effort keys of a session whose QUIT result was lost
-                return first_seen
-            if not seen:
-                return None  # no longer on the server: it can never be offered again
-            return first_seen
-
-        st.retain(keep)
-        if st.dirty:
-            st.save()
         if store_error is not None:
             raise ClientError("%s: store: %s" % (c.where, store_error))
         return stats
