@@ -656,6 +656,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         while True:
             # UIDL (and LIST): this batch's messages (clientplan.py: loaded for the pass, dropped
             # after it; nothing of it outlives the call)
+            if compat.IS_MICROPYTHON:
+                gc.collect()  # the login's garbage goes before the module's code is placed
             from pocketpost import clientplan
 
             try:
