@@ -620,8 +620,8 @@ def test_fetch_cli_drops_its_cold_modules_under_micropython(tmp_path):
     headers.py is loaded only for -v. Each run fetches a new message, so every dropped module ran."""
     probe = tmp_path / "probe.py"
     probe.write_text(CLI_MODULES)
-    cold = {"clientconf", "clientauth", "clientstls", "uidload", "clientrecover", "config", "auth", "heapmark",
-            "nativescan"}
+    cold = {"clientconf", "clientauth", "clientstls", "clientend", "clientplan", "uidload", "clientrecover", "config",
+            "auth", "heapmark", "nativescan"}
     for verbose, uid in (("-", b"u1"), ("v", b"u2")):
         s = Script(mailbox([(b"u1", FROM_MSG)] + ([(uid, GOOD)] if uid != b"u1" else [])))
         r = subprocess.run([MICROPYTHON, str(probe), cli_config(tmp_path, s.port), verbose], capture_output=True,

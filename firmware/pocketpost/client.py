@@ -49,7 +49,7 @@ import gc
 
 from pocketpost import compat, log, transport
 from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
-from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
+from pocketpost.pop3 import ProtocolError, parse_number
 from pocketpost.pop3client import BODY, CONTINUE, END, GREETING, REPLY, ClientSession
 from pocketpost.uidstate import UidState, hash_key, remove_tmp
 from pocketpost.compat import forget as _forget  # a cold module, once used
@@ -59,8 +59,6 @@ from pocketpost.compat import forget as _forget  # a cold module, once used
 # Largest server mailbox we take on: a session keeps a few bits per message number (3 x 6 KB
 # here), and a hostile STAT of "2000000000" must give a clear error, not a 750 MB allocation.
 MAX_SERVER_MESSAGES = const(50000)
-# New messages whose full UIDs are held at once: more wait for the next UIDL pass of the session.
-_NEW_BATCH = const(64)
 CONNECT_TIMEOUT = 15  # seconds: TCP connect (and, on CPython, the TLS handshake)
 READ_TIMEOUT = 30  # seconds: the greeting, each command's reply, any single wait for bytes
 # Slowest transfer we wait for, in bytes/s: a message of S octets gets read_timeout + S / MIN_RATE
@@ -68,8 +66,6 @@ READ_TIMEOUT = 30  # seconds: the greeting, each command's reply, any single wai
 MIN_RATE = 1024
 # The whole session (connect to QUIT): one stuck server cannot hold the board's schedule longer.
 SESSION_TIMEOUT = 1800
-# DELEs sent in one write to a server that offers PIPELINING (16 lines of <= 16 octets).
-_PIPELINE = const(16)
 # Octets per LIST/UIDL line assumed for the listing's deadline (a 70-octet UID, the number).
 _LISTING_LINE = const(80)
 # After QUIT +OK, the polite close (TLS close_notify) is waited for this long at most.
@@ -643,7 +639,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         #         content instead, like a server without UIDL (see the module doc);
         #   refused  a DELE the server refused (its record must not count as deleted).
         # UIDs already in the state are marked "seen" in their state record. New messages are
-        # taken in batches of at most _NEW_BATCH (their full UIDs are held until stored): when a
+        # taken in batches of at most clientplan._NEW_BATCH (their full UIDs held until stored): when a
         # batch is done and more wait, UIDL (and LIST) are read again.
         nb = count // 8 + 1
         done = bytearray(nb)
@@ -652,125 +648,34 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         refused = None
         now = compat.now()
         sane = now >= _SANE_TIME
-        want = {}  # n -> uid (None: keyed by content), this batch's messages to download
-        seen_new = {}  # new uid -> n, this batch
-        dups = {}  # stored UIDs listed twice (first pass)
-        ctl = [True, False, 0]  # first pass, more new messages wait, room for new entries
-
-        def take(n, uid):
-            if n in want:
-                return False
-            if len(want) >= ctl[2]:
-                stats["state_full"] = True
-            elif len(want) >= _NEW_BATCH:
-                ctl[1] = True
-            else:
-                want[n] = uid
-                return True
-            return False
-
-        def by_content(n):
-            _set(fb, n)
-            if not _bit(done, n):
-                take(n, None)
-
-        def on_uidl(n, uid):
-            if _bit(done, n):
-                return
-            if _bit(fb, n) or not valid_uid(uid):
-                by_content(n)
-                return
-            uid = bytes(uid)
-            m = seen_new.get(uid)
-            if m is not None:  # a new UID listed twice: neither copy may be keyed by it
-                if want.get(m) is not None:
-                    want[m] = None
-                _set(fb, m)
-                by_content(n)
-                return
-            if ctl[0]:
-                bits = st.mark(uid, seen=True)
-                if st.was_seen(bits):  # a stored UID listed twice: which copy is stored is unknown
-                    dups[uid] = None
-                    by_content(n)
-                    return
-                if bits >= 0:
-                    e = st.get(uid)
-                    if e[0] < _SANE_TIME and sane:
-                        st.add(uid, now, e[1])  # first seen while the clock was unset: its age starts now
-                    if e[1] != "f":
-                        return  # headers-only copies: the body still lives on the server only
-                    if policy == "delete" or (policy == "keep_days" and sane and e[0] >= _SANE_TIME
-                                              and now - e[0] >= a["keep_days"] * _DAY):
-                        _set(dele, n)
-                        st.mark(uid, deleted=True)  # counts once the server accepts DELE n
-                    return
-            else:
-                bits = st.mark(uid)
-                if bits >= 0:
-                    if st.was_new(bits):  # stored this session under another message number
-                        by_content(n)
-                    return
-            if take(n, uid):
-                seen_new[uid] = n
-
-        def on_dup(n, uid):  # the first copies of stored UIDs found listed twice
-            if bytes(uid) in dups:
-                dele[n >> 3] &= ~(1 << (n & 7)) & 0xFF
-                st.clear_deleted(bytes(uid))
-                by_content(n)
+        ctl = [True, False, 0]  # first pass, more new messages wait, room for new entries (clientplan.py)
 
         deleted = 0  # DELEs accepted: marked in the state records, forgotten after QUIT
         store_error = None
         downloads = 0
         while True:
-            ctl[1] = False
-            ctl[2] = a["max_entries"] - len(st)  # may be < 0 after the limit was lowered
-            has_uidl = await c.listing("UIDL", count, on_uidl)
-            if has_uidl and dups:
-                await c.listing("UIDL", count, on_dup)
-                dups = {}
-            if not has_uidl:
-                if policy != "delete":
-                    raise ClientError("%s: UIDL: the server has no UIDL: only policy 'delete' can fetch each "
-                                      "message once; set it, or use another server" % c.where)
-                if ctl[0]:
-                    log.warning("fetch %s: server has no UIDL; best effort by content hash", name)
-                for n in range(1, count + 1):
-                    if not _bit(done, n) and not take(n, None) and (ctl[1] or stats["state_full"]):
-                        break
-            elif ctl[0] and _any(fb):
-                log.warning("fetch %s: some UIDLs are unusable (invalid or listed twice): those messages are "
-                            "recognised by content, downloaded again each session", name)
-            sizes = {}
+            # UIDL (and LIST): this batch's messages (clientplan.py: loaded for the pass, dropped
+            # after it; nothing of it outlives the call)
+            if compat.IS_MICROPYTHON:
+                gc.collect()  # the login's garbage goes before the module's code is placed
+            from pocketpost import clientplan
 
-            def on_list(n, field):
-                if n in want:
-                    try:
-                        sizes[n] = parse_number(field, 0)
-                    except ProtocolError:
-                        raise ProtocolError("%s: LIST: malformed size for message %d" % (c.where, n))
-
-            if want and not await c.listing("LIST", count, on_list):
-                raise ProtocolError("%s: LIST failed" % c.where)
-
+            try:
+                want, sizes = await clientplan.batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane)
+            finally:
+                clientplan = None
+                _forget(("clientplan",))
             if ctl[0]:
                 # Messages stored by earlier sessions: delete them when the policy says so,
-                # _PIPELINE DELEs at a time.
-                batch = []
-                for n in range(1, count + 2):
-                    if n <= count and _bit(dele, n):
-                        batch.append(n)
-                    if batch and (len(batch) == _PIPELINE or n > count):
-                        oks = await c.deles(batch)
-                        for i in range(len(batch)):
-                            if oks[i]:
-                                deleted += 1
-                            else:
-                                if refused is None:
-                                    refused = bytearray(nb)
-                                _set(refused, batch[i])
-                        batch = []
+                # _PIPELINE DELEs at a time (clientend.py: loaded for it, dropped after it).
+                if _any(dele):
+                    from pocketpost import clientend
+
+                    try:
+                        deleted, refused = await clientend.dele_stored(c, count, dele, nb)
+                    finally:
+                        clientend = None
+                        _forget(("clientend",))
                 ctl[0] = False
 
             stop = False
@@ -820,42 +725,21 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 if await c.dele(n):
                     st.mark(key, deleted=True)
                     deleted += 1
-            want = {}
-            seen_new = {}
-            sizes = None
+            want = sizes = None
             if stop or not ctl[1] or downloads >= cap:
                 break
-        if refused is not None:
-            # Rare: DELEs refused for messages stored earlier. Their records were marked when the
-            # policy chose them; find their UIDs again (refused ones are still listed).
-            def on_refused(n, uid):
-                if _bit(refused, n) and valid_uid(uid):
-                    st.clear_deleted(bytes(uid))
-
-            await c.listing("UIDL", count, on_refused)
         if stats["state_full"]:
             log.error("fetch %s: UIDL state full (max_entries %d): new messages wait", name, a["max_entries"])
-        await c.quit()
+        # Refused DELEs put right, QUIT, the records kept or dropped and saved (clientend.py:
+        # cold, loaded for it and dropped after it; not held while messages stream in).
+        from pocketpost import clientend
+
+        try:
+            await clientend.finish(c, st, count, refused, now, sane)
+        finally:
+            clientend = None
+            _forget(("clientend",))
         stats["deleted"] = deleted
-
-        def keep(first_seen, flag, synthetic, seen, dele):
-            if dele:
-                return None  # the server committed the DELEs: those UIDs are gone for good
-            if synthetic:
-                if first_seen < _SANE_TIME:
-                    return now if sane else first_seen
-                if seen:
-                    return first_seen  # checked again this session: still on the server
-                if sane and now - first_seen > 30 * _DAY:
-                    return None  # best-effort keys of a session whose QUIT result was lost
-                return first_seen
-            if not seen:
-                return None  # no longer on the server: it can never be offered again
-            return first_seen
-
-        st.retain(keep)
-        if st.dirty:
-            st.save()
         if store_error is not None:
             raise ClientError("%s: store: %s" % (c.where, store_error))
         return stats

@@ -48,7 +48,7 @@ def main(config_path, only=None, log_level=None, headers=False):
         loaded = [n for n in ("heapmark", "config", "auth") if "pocketpost." + n not in sys.modules]
     from pocketpost import heapmark
 
-    heapmark.compact_gc()  # collect every 32 KB: the large session buffers keep finding room
+    heapmark.compact_gc()  # collect every heapmark.GC_THRESHOLD bytes: the large session buffers keep finding room
     heapmark = None  # (dropped with the config checks below when this call loaded it)
     from pocketpost import config
 

@@ -9,9 +9,10 @@ from pocketpost.compat import const
 from pocketpost.uidstate import StateError, _flag_bits, hash_key
 
 # uidstate's record layout (its const() names are not module attributes on MicroPython): keep equal.
-_REC = const(16)
-_KEY = const(11)
+_REC = const(13)
+_KEY = const(8)
 _F_HEADERS = const(0x01)
+_OLD_KEY = const(11)  # the record key before issue 10's heap work (88 bits)
 
 
 def load(st):
@@ -86,8 +87,10 @@ def _apply(st, body):
             return False
         if c == b"J" and len(w) == 1:
             return True
-        if (c == b"X" and len(w) == 2 or c == b"T" and len(w) == 4) and len(w[1]) == 2 * _KEY:
-            k = binascii.unhexlify(w[1])
+        # The record key in hex: _KEY bytes, or 11 from a file written with 16-byte records
+        # (its first _KEY bytes are the same SHA-1 prefix).
+        if (c == b"X" and len(w) == 2 or c == b"T" and len(w) == 4) and len(w[1]) in (2 * _KEY, 2 * _OLD_KEY):
+            k = binascii.unhexlify(w[1])[:_KEY]
             found, i = st._find(k)
             if found:
                 if c == b"X":

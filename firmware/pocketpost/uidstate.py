@@ -53,13 +53,13 @@ key ("#abc" is just a UID). On file such keys have their own record type (H, and
 first_seen is Unix time, or 0 (any value before 2020) when the board clock was not set yet: the
 client stamps it in a later session with a set clock and never deletes by age before that.
 
-RAM: one record of _REC = 16 bytes per entry, in one bytearray allocated once by the
+RAM: one record of _REC = 13 bytes per entry, in one bytearray allocated once by the
 constructor for max_entries records (load() replaces it only when the file holds more live
 entries than that, after the limit was lowered: at start, never mid-fetch); the table never
 grows: an add beyond it raises StateError (the client never asks: it leaves room). Sorted by
 key (binary search; an insert or removal moves the tail with a memoryview memmove):
 
-    key[11]     first 11 bytes (88 bits) of SHA-1 of the full key (the UID, or hash_key(sha1hex))
+    key[8]      first 8 bytes (64 bits) of SHA-1 of the full key (the UID, or hash_key(sha1hex))
     first_seen  4 bytes, big-endian unsigned
     flags       1 byte: _F_HEADERS (flag "h"), _F_SYNTH (a hash_key entry), and per-session bits
                 _F_SEEN (on the server this session), _F_DELETED (DELE accepted this session),
@@ -72,10 +72,15 @@ the last save (their full keys are held in `added` until then: normally one), th
 line. If the lines written do not cover every record, it raises before the rename (old file kept).
 
 Key collisions: a collision makes a NEW message look already stored: never fetched, and with
-policy delete/keep_days possibly deleted on the server: a silent loss. So the key is 88 bits,
-not 64: with n = 2000 stored keys the chance that a given new UID hits one of them is
-n / 2**88 ~ 6.5e-24, for 10**9 new messages over a board's life ~ 6.5e-15 (a 64-bit key:
-~ 1e-7 there); the birthday bound within the stored set, n**2 / 2**89, is ~ 6.5e-21.
+policy delete/keep_days possibly deleted on the server: a silent loss. The key is 64 bits: with
+n stored keys the chance that a given new UID hits one of them is n / 2**64: at the default
+n = 500, 2.7e-17; at n = 2000, 1.1e-16. Over 10**6 new messages (~270 a day for ten years) that
+is 2.7e-11 (1.1e-10 at 2000), and even over an implausible 10**9, 2.7e-8 (1.1e-7): far below the
+chance of the flash or the server losing the message. The birthday bound within the stored set,
+n**2 / 2**65, is ~ 1.1e-13 at 2000. Until issue 10's heap work the key was 88 bits (16-byte
+records): 3 bytes more per entry (1.5 KB at 500 entries, one block the board has to find) for a
+risk already negligible. A file written with 11-byte journal keys (X/T records) still loads: an
+11-byte key's first 8 bytes are the 8-byte key (uidload.py).
 Load inserts each record in sorted position: O(n**2 / 2) bytes moved (2000: ~32 MB of memmove).
 """
 
@@ -89,8 +94,9 @@ from pocketpost.compat import const
 from pocketpost.wire import LineReader
 
 # Entries kept per account (the account's "max_entries"; this is its default). Each entry is one
-# 16-byte record in one bytearray, whatever the UID length and on every port, allocated when the
-# state is opened: 500 entries = 8,000 bytes in one heap block. The default was 2000 (32,000
+# 13-byte record in one bytearray, whatever the UID length and on every port, allocated when the
+# state is opened: 500 entries = 6,500 bytes in one heap block (8,000 with the 16-byte records
+# before issue 10's heap work). The default was 2000 (32,000
 # bytes) until the deployed pseudo-board (256 KiB host heap, server and REPL loaded) could no
 # longer find one free 32,000-byte block; a no-PSRAM ESP32 has ~100 KiB in all. The file on flash
 # holds the full UIDs (~95 bytes per entry worst case). A mailbox that keeps more mail on the
@@ -112,10 +118,10 @@ _JOURNAL_SHARE = const(2)
 # Drops / first_seen changes held between two saves (17 bytes each, preallocated); more (a big
 # retain() after QUIT) and the save compacts instead of journaling each.
 _MAX_EDITS = const(64)
-_EDIT = const(17)  # op, key[11], first_seen[4], flag bits
+_EDIT = const(14)  # op, key[8], first_seen[4], flag bits
 _FS_SLACK = const(8192)  # two 4 KiB littlefs blocks: partly filled last blocks of file and temp
-_REC = const(16)
-_KEY = const(11)
+_REC = const(13)
+_KEY = const(8)
 _F_HEADERS = const(0x01)
 _F_SYNTH = const(0x02)
 _F_SEEN = const(0x04)
@@ -148,7 +154,7 @@ def new_hash():
 
 
 def table_key(key):
-    """The 11-byte record key of a full key (a UID, or hash_key(sha1hex))."""
+    """The 8-byte record key of a full key (a UID, or hash_key(sha1hex))."""
     return hashlib.sha1(key).digest()[:_KEY]
 
 
@@ -279,7 +285,7 @@ class UidState:
         e[o] = op
         e[o + 1:o + 1 + _KEY] = k
         struct.pack_into(">I", e, o + 1 + _KEY, first_seen)
-        e[o + 16] = bits & _F_HEADERS
+        e[o + _EDIT - 1] = bits & _F_HEADERS
         self._ne += 1
 
     def _added_keys(self):
@@ -451,7 +457,7 @@ class UidState:
                 parts.append(_seal(b"X " + hx))
             else:
                 fs = struct.unpack_from(">I", e, o + 1 + _KEY)[0]
-                parts.append(_seal(b"T %s %d %s" % (hx, fs, b"h" if e[o + 16] & _F_HEADERS else b"f")))
+                parts.append(_seal(b"T %s %d %s" % (hx, fs, b"h" if e[o + _EDIT - 1] & _F_HEADERS else b"f")))
         for key in self.added:
             ln = self._entry_line(key)
             if ln is not None:

@@ -322,7 +322,7 @@ def test_max_entries_per_account(b):
 
 
 def test_new_messages_in_batches():
-    """More new messages than client._NEW_BATCH (64): UIDL is read again per batch and all are
+    """More new messages than clientplan._NEW_BATCH (64): UIDL is read again per batch and all are
     fetched; a UID listed twice sends both copies by content; max_entries still bounds the state."""
     msgs = [(b"u%d" % i, b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(1, 151)]
     b = Box()

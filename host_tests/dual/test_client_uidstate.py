@@ -259,6 +259,33 @@ def test_v1_file_loads_and_is_rewritten():
     _with_dir(body)
 
 
+def test_file_with_old_11_byte_journal_keys_loads():
+    """A state written before the record key went from 11 bytes to 8 (16-byte records then):
+    its X / T journal records name entries by 22 hex digits; their first 8 bytes are the key."""
+    import binascii
+    import hashlib
+
+    def old_key(uid):
+        return binascii.hexlify(hashlib.sha1(uid).digest()[:11])
+
+    def body(d):
+        compat.makedirs(d)
+        path = compat.join(d, "old2.uidl")
+        seal = uidstate._seal
+        _write(path, uidstate.HEADER + b"\n" + seal(b"S 1700000000 f u1") + seal(b"S 5 f u2")
+               + seal(b"S 6 f u3") + seal(b"J") + seal(b"X " + old_key(b"u1"))
+               + seal(b"T " + old_key(b"u2") + b" 1700000077 h"))
+        st = UidState(d, "old2", 10).load()
+        assert b"u1" not in st and len(st) == 2
+        assert st.get(b"u2") == [1700000077, "h"] and st.get(b"u3") == [6, "f"]
+        st.forget(b"u3")  # journaled with the new 8-byte key, replayed the same
+        st.save()
+        st2 = UidState(d, "old2", 10).load()
+        assert _snapshot(st2) == _snapshot(st) and len(st2) == 1
+
+    _with_dir(body)
+
+
 def test_table_preallocated_for_max_entries():
     """The table is one block sized for max_entries when the state is opened: adding never
     reallocates it, an add beyond it fails (the client leaves room), a max_entries the heap
@@ -267,7 +294,7 @@ def test_table_preallocated_for_max_entries():
     def body(d):
         st = UidState(d, "p", 100)
         table = st.buf
-        assert len(table) == 100 * 16
+        assert len(table) == 100 * 13
         st.load()
         table = st.buf
         for i in range(100):
@@ -280,7 +307,7 @@ def test_table_preallocated_for_max_entries():
             assert "full" in str(e)
         st.save()
         st2 = UidState(d, "p", 40).load()  # limit lowered since: all 100 still load
-        assert len(st2) == 100 and len(st2.buf) == 100 * 16
+        assert len(st2) == 100 and len(st2.buf) == 100 * 13
         try:
             UidState(d, "p", 1 << 40)
             raise AssertionError("a table the heap cannot hold must fail when the state is opened")

@@ -167,3 +167,23 @@ def test_a_bad_account_is_the_same_config_error_the_file_checks_raise():
 
     _refused(lambda: client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p",
                                                "policy": "sometimes"}), "account x", "policy")
+
+
+def test_config_checks_without_auth_py_match_auth():
+    """config.py loads a config without auth.py (the fetch CLI's heap): its copies of auth's
+    PBKDF2 bounds equal auth's, the default trusted network (not parsed when left as is) parses,
+    a given one is still checked, and users' hash records still are (auth.py loaded for them)."""
+    from pocketpost import auth
+
+    assert (config.DEFAULT_ITERATIONS, config.MAX_ITERATIONS) == (auth.DEFAULT_ITERATIONS, auth.MAX_ITERATIONS)
+    assert config.defaults()["server"]["pbkdf2_iterations"] == auth.DEFAULT_ITERATIONS
+    nets = config.SERVER_DEFAULTS["trusted_networks"]
+    assert nets and all(auth.parse_cidr(n) is not None for n in nets)
+    for bad in ({"server": {"trusted_networks": ["10.0.0.0/33"]}},
+                {"users": {"bob": {"password": "plain-text"}}}):
+        try:
+            config.check(bad)
+            raise AssertionError("must be refused: %r" % (bad,))
+        except ConfigError:
+            pass
+    assert config.check({"server": {"trusted_networks": ["10.0.0.0/8"]}})["server"]["trusted_networks"] == ["10.0.0.0/8"]

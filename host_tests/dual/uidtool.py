@@ -1,12 +1,12 @@
-"""Test helper: read back the full keys of a UIDL state (uidstate.py keeps only 11-byte record
+"""Test helper: read back the full keys of a UIDL state (uidstate.py keeps only 8-byte record
 keys in RAM; the full UIDs are on flash). Test-only, so it does not ship in the firmware."""
 
 import struct
 
 from pocketpost.uidstate import hash_key
 
-_REC = 16
-_KEY = 11
+_REC = 13
+_KEY = 8
 
 
 def entries(st):

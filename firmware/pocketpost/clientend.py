@@ -1,0 +1,73 @@
+"""The client's end of a session and its first-pass deletions (client.fetch_account): DELE of the
+messages stored by earlier sessions that the policy deletes, and after the downloads the refused
+DELEs put right, QUIT, and the state's records kept or dropped and saved. Cold code: neither runs
+while the session logs in or while a message streams in, so it is loaded for its moment and, on
+MicroPython, dropped after it (its heap is not held at the fetch's peaks; its qstrs stay)."""
+
+from pocketpost import log
+from pocketpost.client import _bit, _set
+from pocketpost.compat import const
+from pocketpost.pop3 import valid_uid
+
+# DELEs sent in one write to a server that offers PIPELINING (16 lines of <= 16 octets).
+_PIPELINE = const(16)
+_SANE_TIME = const(1577836800)  # client._SANE_TIME: a clock before 2020 is unset
+# A content key (server without UIDL) not seen for this long after a session whose QUIT result was
+# lost is dropped.
+_SYNTH_DAYS = const(30)
+_DAY = const(86400)
+
+
+async def dele_stored(c, count, dele, nb):
+    """DELE every message number whose bit is set in `dele`, _PIPELINE at a time. Returns
+    (accepted count, bits of the refused ones or None)."""
+    deleted = 0
+    refused = None
+    batch = []
+    for n in range(1, count + 2):
+        if n <= count and _bit(dele, n):
+            batch.append(n)
+        if batch and (len(batch) == _PIPELINE or n > count):
+            oks = await c.deles(batch)
+            for i in range(len(batch)):
+                if oks[i]:
+                    deleted += 1
+                else:
+                    if refused is None:
+                        refused = bytearray(nb)
+                    _set(refused, batch[i])
+            batch = []
+    return deleted, refused
+
+
+async def finish(c, st, count, refused, now, sane):
+    """After the downloads: the records of refused DELEs cleared again, QUIT (+OK: the server
+    committed this session's DELEs), then every record kept or dropped (see keep) and saved."""
+    if refused is not None:
+        # Rare: DELEs refused for messages stored earlier. Their records were marked when the
+        # policy chose them; find their UIDs again (refused ones are still listed).
+        def on_refused(n, uid):
+            if _bit(refused, n) and valid_uid(uid):
+                st.clear_deleted(bytes(uid))
+
+        await c.listing("UIDL", count, on_refused)
+    await c.quit()
+
+    def keep(first_seen, flag, synthetic, seen, dele):
+        if dele:
+            return None  # the server committed the DELEs: those UIDs are gone for good
+        if synthetic:
+            if first_seen < _SANE_TIME:
+                return now if sane else first_seen
+            if seen:
+                return first_seen  # checked again this session: still on the server
+            if sane and now - first_seen > _SYNTH_DAYS * _DAY:
+                return None  # best-effort keys of a session whose QUIT result was lost
+            return first_seen
+        if not seen:
+            return None  # no longer on the server: it can never be offered again
+        return first_seen
+
+    st.retain(keep)
+    if st.dirty:
+        st.save()

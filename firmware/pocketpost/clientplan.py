@@ -1,0 +1,122 @@
+"""The client's listing pass (client.fetch_account): per batch of new messages, UIDL read and
+each message decided (download, already stored, due for deletion by the policy, keyed by content
+when its UIDL is unusable), then LIST for the sizes of those to download. Cold code: it runs
+between the login and the downloads, so it is loaded for each pass and, on MicroPython, dropped
+after it (not held at the login or while a message streams in; its qstrs stay). Its state lives
+in the caller's bit arrays and `ctl`, not here: nothing of this module outlives the call."""
+
+from pocketpost import log
+from pocketpost.client import ClientError, _any, _bit, _set
+from pocketpost.compat import const
+from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
+
+# New messages whose full UIDs are held at once: more wait for the next UIDL pass of the session.
+_NEW_BATCH = const(64)
+_SANE_TIME = const(1577836800)  # client._SANE_TIME: a clock before 2020 is unset
+_DAY = const(86400)
+
+
+async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
+    """One pass: returns (want, sizes): message number -> UID (None: keyed by content) of this
+    batch's messages to download, and their LIST sizes. Marks the state records of the UIDs
+    listed ("seen"; "deleted" for those the policy deletes, with their `dele` bit set, in the
+    first pass: ctl[0]); ctl[1] is set when more new messages wait; ctl[2] is the room left in
+    the state (set here)."""
+    name = a["name"]
+    policy = a["policy"]
+    want = {}  # n -> uid (None: keyed by content), this batch's messages to download
+    seen_new = {}  # new uid -> n, this batch
+    dups = {}  # stored UIDs listed twice (first pass)
+
+    def take(n, uid):
+        if n in want:
+            return False
+        if len(want) >= ctl[2]:
+            stats["state_full"] = True
+        elif len(want) >= _NEW_BATCH:
+            ctl[1] = True
+        else:
+            want[n] = uid
+            return True
+        return False
+
+    def by_content(n):
+        _set(fb, n)
+        if not _bit(done, n):
+            take(n, None)
+
+    def on_uidl(n, uid):
+        if _bit(done, n):
+            return
+        if _bit(fb, n) or not valid_uid(uid):
+            by_content(n)
+            return
+        uid = bytes(uid)
+        m = seen_new.get(uid)
+        if m is not None:  # a new UID listed twice: neither copy may be keyed by it
+            if want.get(m) is not None:
+                want[m] = None
+            _set(fb, m)
+            by_content(n)
+            return
+        if ctl[0]:
+            bits = st.mark(uid, seen=True)
+            if st.was_seen(bits):  # a stored UID listed twice: which copy is stored is unknown
+                dups[uid] = None
+                by_content(n)
+                return
+            if bits >= 0:
+                e = st.get(uid)
+                if e[0] < _SANE_TIME and sane:
+                    st.add(uid, now, e[1])  # first seen while the clock was unset: its age starts now
+                if e[1] != "f":
+                    return  # headers-only copies: the body still lives on the server only
+                if policy == "delete" or (policy == "keep_days" and sane and e[0] >= _SANE_TIME
+                                          and now - e[0] >= a["keep_days"] * _DAY):
+                    _set(dele, n)
+                    st.mark(uid, deleted=True)  # counts once the server accepts DELE n
+                return
+        else:
+            bits = st.mark(uid)
+            if bits >= 0:
+                if st.was_new(bits):  # stored this session under another message number
+                    by_content(n)
+                return
+        if take(n, uid):
+            seen_new[uid] = n
+
+    def on_dup(n, uid):  # the first copies of stored UIDs found listed twice
+        if bytes(uid) in dups:
+            dele[n >> 3] &= ~(1 << (n & 7)) & 0xFF
+            st.clear_deleted(bytes(uid))
+            by_content(n)
+
+    ctl[1] = False
+    ctl[2] = a["max_entries"] - len(st)  # may be < 0 after the limit was lowered
+    has_uidl = await c.listing("UIDL", count, on_uidl)
+    if has_uidl and dups:
+        await c.listing("UIDL", count, on_dup)
+    if not has_uidl:
+        if policy != "delete":
+            raise ClientError("%s: UIDL: the server has no UIDL: only policy 'delete' can fetch each "
+                              "message once; set it, or use another server" % c.where)
+        if ctl[0]:
+            log.warning("fetch %s: server has no UIDL; best effort by content hash", name)
+        for n in range(1, count + 1):
+            if not _bit(done, n) and not take(n, None) and (ctl[1] or stats["state_full"]):
+                break
+    elif ctl[0] and _any(fb):
+        log.warning("fetch %s: some UIDLs are unusable (invalid or listed twice): those messages are "
+                    "recognised by content, downloaded again each session", name)
+    sizes = {}
+
+    def on_list(n, field):
+        if n in want:
+            try:
+                sizes[n] = parse_number(field, 0)
+            except ProtocolError:
+                raise ProtocolError("%s: LIST: malformed size for message %d" % (c.where, n))
+
+    if want and not await c.listing("LIST", count, on_list):
+        raise ProtocolError("%s: LIST failed" % c.where)
+    return want, sizes
