@@ -115,7 +115,7 @@ _HEADER_V1 = b"pocketpost-uidl 1"  # no checksums, no journal: loaded, then comp
 # adds ~1/2 KiB per message, for a flash need (flash_need) of 1.5 snapshots.
 JOURNAL_MIN = const(4096)
 _JOURNAL_SHARE = const(2)
-# Drops / first_seen changes held between two saves (17 bytes each, preallocated); more (a big
+# Drops / first_seen changes held between two saves (_EDIT = 14 bytes each, preallocated); more (a big
 # retain() after QUIT) and the save compacts instead of journaling each.
 _MAX_EDITS = const(64)
 _EDIT = const(14)  # op, key[8], first_seen[4], flag bits

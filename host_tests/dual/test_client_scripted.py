@@ -378,3 +378,66 @@ def test_settle_at_boot_records_a_message_stored_before_the_cut():
         assert b.uids() == [b"uid-cut"]  # not recorded: the next fetch takes it again
     finally:
         b.done()
+
+
+class _Committing(Scripted):
+    """A server whose DELEs commit at QUIT (RFC 1939 UPDATE state): `box` is the mailbox it
+    serves, shared across sessions. `cut`: (keyword, nth) hangs up at the nth such command
+    (its answer never sent: for QUIT the DELEs are not committed), or with "QUIT+" after
+    committing them (the +OK lost)."""
+
+    def __init__(self, box, cut=None):
+        Scripted.__init__(self, list(box))
+        self.box = box
+        self.cut = cut
+        self.marked = []
+        self.n = 0
+
+    def handle(self, line):
+        w = bytes(line).split(b" ")
+        k = w[0].upper()
+        cut = self.cut
+        if cut is not None and k == cut[0].rstrip(b"+"):
+            self.n += 1
+            if self.n == cut[1]:
+                self.seen.append(bytes(line))
+                if cut[0] == b"QUIT+":
+                    self._commit()
+                self.closing = True
+                return b""
+        if k == b"DELE":
+            self.marked.append(int(w[1]))
+        if k == b"QUIT":
+            self._commit()
+        return Scripted.handle(self, line)
+
+    def _commit(self):
+        self.box[:] = [m for i, m in enumerate(self.msgs) if i + 1 not in self.marked]
+
+
+def test_cut_in_each_cold_step_keeps_each_message_once():
+    """A session cut inside the listing pass of its second batch (clientplan.py), in its
+    first-pass DELEs or at its QUIT (clientend.py: both cold modules, dropped after each use on
+    MicroPython, the exception crossing them), then sessions to the end, policy delete, a server
+    whose DELEs commit at QUIT: every message stored exactly once, every DELE sent names a
+    stored message, the server emptied."""
+    msgs = [(b"u%d" % i, b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(1, 71)]  # two batches
+    for cuts in ([(b"UIDL", 2)], [(b"LIST", 2)], [(b"QUIT", 1), (b"DELE", 2)], [(b"QUIT+", 1)]):
+        b = Box()
+        try:
+            box = list(msgs)
+            for s in range(5):
+                srv = _Committing(box, cuts[s] if s < len(cuts) else None)
+                if srv.cut is not None:
+                    b.fails(srv, Exception, "", policy="delete")
+                else:
+                    b.fetch(srv, policy="delete")
+                stored = b.stored()
+                assert len(stored) == len(set(stored)), (cuts, s)
+                for n in srv.marked:
+                    assert srv.msgs[n - 1][1] in stored, (cuts, s, n)
+                if not box:
+                    break
+            assert sorted(stored) == sorted(m[1] for m in msgs) and box == [], (cuts, s, len(stored), len(box))
+        finally:
+            b.done()
