@@ -1,0 +1,202 @@
+"""Two message files with the same seq in a bucket (both runtimes).
+
+A store written before the fix of a UID-reuse bug may hold two files with the same seq (the
+same UID) and different arrivals in one bucket. The scan kept one and ignored the other: never
+indexed, never moved to damaged/, no log line: a message lost to every client. Now the file the
+index names (else the older arrival) keeps the seq and the other is renamed to a fresh seq above
+the mailbox's next one (a new UID: no client ever saw it), indexed and logged, at the boot
+recovery (first lock after a restart) and under Store.check(repair=True), which also counts it.
+A rename cut before or after it happens is finished by the next recovery: each message is there
+once.
+"""
+
+import os
+
+from flashdev import fresh_root
+from pocketpost import compat, log
+from pocketpost import store as store_mod
+from pocketpost.store import Store
+
+
+def _deliver(st, name, data, arrival):
+    d = st.begin(name, arrival)
+    d.write(data)
+    return d.commit()
+
+
+def _listing(st, name="x"):
+    """{uid: body} of every message a client sees, and the UIDs in order."""
+    mb = st.lock(name)
+    try:
+        out = {}
+        uids = []
+        for i in range(mb.count):
+            f = mb.open(i)
+            try:
+                out[mb.uid(i)] = f.read()
+            finally:
+                f.close()
+            uids.append(mb.uid(i))
+        return out, uids
+    finally:
+        mb.release()
+
+
+def _seq(uid):
+    return int(uid.split(".")[1])
+
+
+def _make(root, st, extra_arrival, drop_index=False):
+    """Three messages (arrivals 500, 600, 700); then, as the old bug left it, a second file with
+    the middle one's seq and arrival extra_arrival beside it. Returns the three UIDs and the
+    extra file's body."""
+    uids = [_deliver(st, "x", b"message %d\r\n" % i, 500 + 100 * i) for i in range(3)]
+    mb = st.lock("x")
+    e, s, a, szf = mb._rec(1)[:4]
+    path = mb._box.msg_path(e, s, a, szf)
+    mb.release()
+    body = b"the other one\r\n"
+    d = path.rsplit("/", 1)[0]
+    f = open(d + "/%08x.%d.%d.p" % (e, s, extra_arrival), "wb")
+    f.write(body)
+    f.close()
+    if drop_index:
+        os.remove(root + "/x/index")
+    store_mod.reboot()
+    return uids, body
+
+
+def _with(fn):
+    root, cleanup = fresh_root()
+    store_mod.reboot()
+    lines = []
+    log.set_sink(lines.append)
+    try:
+        fn(root, Store(root), lines)
+    finally:
+        log.set_sink(None)
+        store_mod.reboot()
+        cleanup()
+
+
+def _all_there(st, uids, body, keeper_body):
+    """Every message visible once: the three UIDs keep theirs, the extra one under a new UID
+    above them; a new delivery goes above that. Returns the new UID."""
+    got, order = _listing(st)
+    assert len(got) == 4, order
+    for i, u in enumerate(uids):
+        want = keeper_body if i == 1 else b"message %d\r\n" % i
+        assert got[u] == want, (u, got[u])
+    new = [u for u in order if u not in uids]
+    assert len(new) == 1 and _seq(new[0]) > max(_seq(u) for u in uids), order
+    assert got[new[0]] == (body if keeper_body != body else b"message 1\r\n")
+    u = _deliver(st, "x", b"later\r\n", 900)
+    assert _seq(u) > _seq(new[0])
+    return new[0]
+
+
+def test_index_named_file_keeps_its_seq_at_boot_recovery():
+    # The extra file is the OLDER arrival, but the index names the other: clients may have
+    # seen that one under this UID, so it keeps it.
+    def body(root, st, lines):
+        uids, extra = _make(root, st, 550)
+        st = Store(root)
+        new = _all_there(st, uids, extra, b"message 1\r\n")
+        assert [ln for ln in lines if new in ln and "same seq" in ln], lines
+        store_mod.reboot()  # and it stays so
+        got, order = _listing(Store(root))
+        assert got[new] == extra and got[uids[1]] == b"message 1\r\n" and len(got) == 5
+
+    _with(body)
+
+
+def test_index_named_file_keeps_its_seq_when_it_is_the_older():
+    def body(root, st, lines):
+        uids, extra = _make(root, st, 650)
+        _all_there(Store(root), uids, extra, b"message 1\r\n")
+
+    _with(body)
+
+
+def test_without_index_the_older_arrival_keeps_the_seq():
+    def body(root, st, lines):
+        uids, extra = _make(root, st, 550, drop_index=True)
+        st = Store(root)
+        got, order = _listing(st)
+        assert len(got) == 4, order
+        assert got[uids[1]] == extra  # the older arrival (550 < 600)
+        others = [u for u in order if u not in uids]
+        assert len(others) == 1 and got[others[0]] == b"message 1\r\n"
+
+    _with(body)
+
+
+def test_check_reports_and_repairs_the_duplicate():
+    def body(root, st, lines):
+        uids, extra = _make(root, st, 550)
+        st = Store(root)
+        rep = st.check(repair=False)
+        assert rep["problems"] >= 1 and rep["mailboxes"]["x"]["duplicates"] == 1, rep
+        assert "1 duplicates" in st.describe("x", rep["mailboxes"]["x"])
+        rep = st.check(repair=True)
+        assert rep["mailboxes"]["x"]["duplicates"] == 1, rep
+        assert rep["mailboxes"]["x"]["messages"] == 4, rep
+        rep = st.check(repair=True)
+        assert rep["problems"] == 0, rep
+        _all_there(st, uids, extra, b"message 1\r\n")
+
+    _with(body)
+
+
+class _CutRename:
+    """compat.rename raises OSError on its n-th call (1-based), before or after doing it."""
+
+    def __init__(self, n, after):
+        self.n = n
+        self.after = after
+        self.calls = 0
+        self.fired = False
+        self.real = compat.rename
+
+    def __enter__(self):
+        compat.rename = self.call
+        return self
+
+    def __exit__(self, *a):
+        compat.rename = self.real
+
+    def call(self, a, b):
+        self.calls += 1
+        if self.calls == self.n and not self.after:
+            self.fired = True
+            raise OSError(5, "cut before rename")
+        self.real(a, b)
+        if self.calls == self.n:
+            self.fired = True
+            raise OSError(5, "cut after rename")
+
+
+def test_a_cut_rename_is_finished_by_the_next_recovery():
+    for after in (False, True):
+        n = 1
+        while True:
+            root, cleanup = fresh_root()
+            store_mod.reboot()
+            try:
+                uids, extra = _make(root, Store(root), 550)
+                st = Store(root)
+                with _CutRename(n, after) as cut:
+                    try:
+                        st.lock("x").release()
+                    except Exception:  # the cut, whatever the store made of it
+                        pass
+                store_mod.reboot()
+                _all_there(Store(root), uids, extra, b"message 1\r\n")
+            finally:
+                store_mod.reboot()
+                cleanup()
+            if not cut.fired:
+                break
+            n += 1
+            assert n < 20
+        assert n > 1  # at least the duplicate's rename was cut
