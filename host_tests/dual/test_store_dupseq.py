@@ -137,7 +137,7 @@ def test_check_reports_and_repairs_the_duplicate():
         st = Store(root)
         rep = st.check(repair=False)
         assert rep["problems"] >= 1 and rep["mailboxes"]["x"]["duplicates"] == 1, rep
-        assert "1 duplicates" in st.describe("x", rep["mailboxes"]["x"])
+        assert "1 duplicates" in store_mod.describe("x", rep["mailboxes"]["x"])
         rep = st.check(repair=True)
         assert rep["mailboxes"]["x"]["duplicates"] == 1, rep
         assert rep["mailboxes"]["x"]["messages"] == 4, rep
