@@ -7,12 +7,14 @@ index names (else the older arrival) keeps the seq and the other is renamed to a
 the mailbox's next one (a new UID: no client ever saw it), indexed and logged, at the boot
 recovery (first lock after a restart) and under Store.check(repair=True), which also counts it.
 A rename cut before or after it happens is finished by the next recovery: each message is there
-once.
+once; so is a power cut at every flash operation of that recovery (MicroPython: littlefs on a
+simulated flash, flashdev.py).
 """
 
 import os
 
-from flashdev import fresh_root
+from dualtest import skip
+from flashdev import IS_MICROPYTHON, fresh_root
 from pocketpost import compat, log
 from pocketpost import store as store_mod
 from pocketpost.store import Store
@@ -46,20 +48,23 @@ def _seq(uid):
     return int(uid.split(".")[1])
 
 
-def _make(root, st, extra_arrival, drop_index=False):
+def _make(root, st, extra_arrival, drop_index=False, both=False):
     """Three messages (arrivals 500, 600, 700); then, as the old bug left it, a second file with
-    the middle one's seq and arrival extra_arrival beside it. Returns the three UIDs and the
-    extra file's body."""
+    the middle one's seq and arrival extra_arrival beside it (both: also one beside the first,
+    the same arrival, body OTHER0). Returns the three UIDs and the extra file's body."""
     uids = [_deliver(st, "x", b"message %d\r\n" % i, 500 + 100 * i) for i in range(3)]
     mb = st.lock("x")
-    e, s, a, szf = mb._rec(1)[:4]
-    path = mb._box.msg_path(e, s, a, szf)
+    recs = [mb._rec(i)[:4] for i in range(2)]
+    d = mb._box.msg_path(*recs[0]).rsplit("/", 1)[0]
     mb.release()
     body = b"the other one\r\n"
-    d = path.rsplit("/", 1)[0]
-    f = open(d + "/%08x.%d.%d.p" % (e, s, extra_arrival), "wb")
-    f.write(body)
-    f.close()
+    # The same arrival for both: renumbered to one seq they would have one name (one lost).
+    for k, arrival, b in ((1, extra_arrival, body), (0, extra_arrival, OTHER0)):
+        if k == 0 and not both:
+            break
+        f = open(d + "/%08x.%d.%d.p" % (recs[k][0], recs[k][1], arrival), "wb")
+        f.write(b)
+        f.close()
     if drop_index:
         os.remove(root + "/x/index")
     store_mod.reboot()
@@ -79,10 +84,23 @@ def _with(fn):
         cleanup()
 
 
-def _all_there(st, uids, body, keeper_body):
+OTHER0 = b"the other zero\r\n"
+
+
+def _all_there(st, uids, body, keeper_body, both=False):
     """Every message visible once: the three UIDs keep theirs, the extra one under a new UID
-    above them; a new delivery goes above that. Returns the new UID."""
+    above them (both: the two extra ones); a new delivery goes above that. Returns the new UID
+    of the extra one beside the middle message."""
     got, order = _listing(st)
+    for u in [u for u in order if got[u] == b"later\r\n"]:  # delivered by an earlier call
+        assert order[-1] == u, order
+        del got[u]
+        order.remove(u)
+    if both:
+        new = [u for u in order if u not in uids and got[u] == OTHER0]
+        assert len(got) == 5 and len(new) == 1, (order, got)
+        del got[new[0]]
+        order.remove(new[0])
     assert len(got) == 4, order
     for i, u in enumerate(uids):
         want = keeper_body if i == 1 else b"message %d\r\n" % i
@@ -183,15 +201,16 @@ def test_a_cut_rename_is_finished_by_the_next_recovery():
             root, cleanup = fresh_root()
             store_mod.reboot()
             try:
-                uids, extra = _make(root, Store(root), 550)
+                uids, extra = _make(root, Store(root), 550, both=True)
                 st = Store(root)
                 with _CutRename(n, after) as cut:
                     try:
                         st.lock("x").release()
                     except Exception:  # the cut, whatever the store made of it
                         pass
+                _all_there(st, uids, extra, b"message 1\r\n", True)  # the same process goes on
                 store_mod.reboot()
-                _all_there(Store(root), uids, extra, b"message 1\r\n")
+                _all_there(Store(root), uids, extra, b"message 1\r\n", True)
             finally:
                 store_mod.reboot()
                 cleanup()
@@ -200,3 +219,52 @@ def test_a_cut_rename_is_finished_by_the_next_recovery():
             n += 1
             assert n < 20
         assert n > 1  # at least the duplicate's rename was cut
+
+
+def test_power_cut_at_every_flash_op_of_the_renumbering():
+    if not IS_MICROPYTHON:
+        skip("MicroPython only: needs a littlefs image (vfs.VfsLfs2)")
+    import gc
+
+    from flashdev import FlashDev, PowerCut, mount_fresh, umount
+
+    dev, at = mount_fresh(32)  # 128 KiB: the heap holds three images at a time
+    root = at + "/mail"
+    store_mod.reboot()
+    uids, extra = _make(root, Store(root, reserve=0), 550)
+    umount(at)
+    base = dev.image()
+    n = 1
+    while True:
+        for mode in ("raise", "drop", "torn"):
+            dev = None
+            gc.collect()
+            dev = FlashDev(data=base)
+            dev.cut_at = n
+            dev.mode = mode
+            mount_fresh(dev=dev, at=at)
+            store_mod.reboot()
+            try:
+                Store(root, reserve=0).lock("x").release()
+            except Exception as e:  # noqa: BLE001 - only once the power is gone
+                if not dev.dead:
+                    raise
+                assert isinstance(e, (PowerCut, OSError)) or type(e).__name__ in ("StoreError", "StoreFull"), repr(e)
+            dev.detached = True
+            try:
+                umount(at)
+            except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
+                pass
+            gc.collect()
+            mount_fresh(dev=FlashDev(data=dev.image()), at=at)
+            store_mod.reboot()
+            try:
+                _all_there(Store(root, reserve=0), uids, extra, b"message 1\r\n")
+            finally:
+                store_mod.reboot()
+                umount(at)
+        if not dev.dead:  # the recovery ran to its end before op n: every op was cut
+            break
+        n += 1
+        assert n < 200
+    assert n > 3
