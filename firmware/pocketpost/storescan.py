@@ -186,7 +186,8 @@ def scan(box, rep, repair=True, force=False):
     new = box.p("index.new")
     # A second file of a seq is renumbered (epoch, next seq): where new mail would go, above
     # every file the walk above saw and every seq handed out (the floor), as a delivery's UID.
-    it = _walk(box, rep, True, hfloor, [epoch, max(floor, rep["top"] + 1, rep.get("broken", 0))])
+    start = max(floor, rep["top"] + 1, rep.get("broken", 0))
+    it = _walk(box, rep, True, hfloor, [epoch, start, start])
     try:
         box.write_index(new, it, epoch, max(floor, rep["top"] + 1, rep.get("broken", 0)))
     finally:
@@ -205,7 +206,8 @@ def scan(box, rep, repair=True, force=False):
 def _walk(box, rep, act, hfloor, fresh=None):
     """The scan itself (a generator when act, else run to its end here). Yields the records
     of the index that matches the files, in seq order; with act, moves damaged files aside and
-    renumbers a second file of a seq to fresh ([epoch, seq], advanced per file)."""
+    renumbers a second file of a seq to fresh ([epoch, next seq, first seq]: above every file
+    the walk lists), yielding the renumbered files last."""
     g = _walk_gen(box, rep, act, hfloor, fresh)
     if act:
         return g
@@ -240,14 +242,15 @@ def _walk_gen(box, rep, act, hfloor, fresh):
             try:
                 for name, size in compat.iter_files(box.p("b%d" % k)):
                     m = _parse_msg_name(name)
-                    if m is not None and lo <= m[1] < hi:
-                        if slots[m[1] - lo] is None:
-                            slots[m[1] - lo] = _file_rec(m, size)
-                        elif len(dups) < _DUPS:
-                            dups.append(_file_rec(m, size))
-                        else:  # counted (the index is rewritten), renumbered by a later scan
-                            rep["duplicates"] += 1
-                            rep["retry"] = 1
+                    if m is None or not lo <= m[1] < hi or (fresh is not None and m[1] >= fresh[2]):
+                        continue  # (at or above fresh[2]: renumbered by this walk, yielded last)
+                    if slots[m[1] - lo] is None:
+                        slots[m[1] - lo] = _file_rec(m, size)
+                    elif len(dups) < _DUPS:
+                        dups.append(_file_rec(m, size))
+                    else:  # counted (the index is rewritten), renumbered by a later scan
+                        rep["duplicates"] += 1
+                        rep["retry"] = 1
             except OSError as e:
                 # A bucket directory littlefs cannot read: its messages are lost (their
                 # records count as missing) and no new mail may go into it.
@@ -319,6 +322,21 @@ def _walk_gen(box, rep, act, hfloor, fresh):
                 kept += 1
                 if act:
                     yield t
+        if act and fresh is not None and fresh[1] > fresh[2]:
+            # The renumbered files, above every other (a rename that failed left a gap; one
+            # that raised after it happened left its file: indexed).
+            for k in range(fresh[2] // BUCKET, (fresh[1] - 1) // BUCKET + 1):
+                try:
+                    got = box.scan_bucket(k, fresh[2] - 1)
+                except OSError:
+                    continue
+                got.sort(key=lambda t: t[1])
+                for t in got:
+                    if t[1] < fresh[1]:
+                        top = max(top, t[1])
+                        kept += 1
+                        rep["unindexed"] += 1
+                        yield t
         while r is not None:  # records of buckets that are gone
             top = max(top, r[1])
             rep["missing"] += 1
@@ -352,7 +370,7 @@ def _keep(slots, dups, i, seq, r):
 
 def _renumber(box, t, fresh, keeper, rep):
     """Rename the second file t of a seq to the next fresh seq ([epoch, seq]) in its bucket:
-    a new UID, indexed by the rewrite or the merge() after it. The fresh seq is used up before
+    a new UID, indexed by the rewrite (_walk_gen yields it last). The fresh seq is used up before
     the rename: a rename that raised after it happened (littlefs: a move across directories
     is two commits) never shares it. A power cut before the rename leaves both files for the
     next recovery, one after it a file above the index, which merge() indexes: each runs once."""

@@ -268,3 +268,46 @@ def test_power_cut_at_every_flash_op_of_the_renumbering():
         n += 1
         assert n < 200
     assert n > 3
+
+
+def test_the_rewrite_itself_indexes_the_renumbered_file():
+    # Not left to a merge() after it: a rebuild (the deletion commit's fallback) has none, and
+    # the header's floor must not let new mail take the renumbered file's seq.
+    def body(root, st, lines):
+        uids, extra = _make(root, st, 550)
+        from pocketpost import storescan
+
+        box = store_mod._Box(root + "/x")
+        assert box.read_index_state()
+        storescan.rebuild(box)
+        assert box.read_index_state()
+        assert box.idx_count == 4 and box.last_seq == max(_seq(u) for u in uids) + 1, box.idx_count
+        assert max(box.floor, box.last_seq + 1) > box.last_seq
+
+    _with(body)
+
+
+def test_renumbered_into_a_bucket_the_walk_lists_later():
+    # 130 messages: the walk lists bucket 0 (the duplicate), renumbers it to seq 131, in
+    # bucket 1, which it lists next: indexed once, not twice.
+    def body(root, st, lines):
+        n = store_mod.BUCKET + 2
+        uids = [_deliver(st, "x", b"m%d\r\n" % i, 500 + i) for i in range(n)]
+        mb = st.lock("x")
+        e, s, a, szf = mb._rec(1)[:4]
+        d = mb._box.msg_path(e, s, a, szf).rsplit("/", 1)[0]
+        mb.release()
+        f = open(d + "/%08x.%d.%d.p" % (e, s, 400), "wb")
+        f.write(b"extra\r\n")
+        f.close()
+        store_mod.reboot()
+        st = Store(root)
+        rep = st.check(repair=True)
+        assert rep["mailboxes"]["x"]["duplicates"] == 1 and rep["mailboxes"]["x"]["messages"] == n + 1, rep
+        assert st.check()["problems"] == 0
+        store_mod.reboot()
+        got, order = _listing(Store(root))
+        assert order[:n] == uids and len(order) == n + 1 and got[order[-1]] == b"extra\r\n", order[n - 2 :]
+        assert got[uids[1]] == b"m1\r\n"  # the index named it (arrival 501), not the older 400
+
+    _with(body)
