@@ -29,7 +29,7 @@ _OLD_MAGIC_COMMIT = const(0x31435050)  # b'PPC1'
 _MASK = const(0xFFFFFFFF)
 _SIZE = const(0x3FFFFFFF)
 _DAMAGED = "damaged"  # in a mailbox: message files set aside by a scan, kept for export/inspection
-_DUPS = const(16)  # second files of one seq per bucket a walk holds (an old bug's leftovers: rare); more wait
+_DUPS = const(128)  # second files of a seq a walk holds per bucket (BUCKET: one per seq; the old bug's are rare)
 
 
 def recover(box, rep=None):
@@ -170,9 +170,17 @@ def scan(box, rep, repair=True, force=False):
         bad += 1  # the floor moves past the broken bucket: new mail goes to a new one
     if not repair or not (force or bad or hdr is None):
         return False
+    if "overflow" in rep and hdr is not None:
+        # More second files in a bucket than a walk holds: which one a record names is not
+        # known for those, so a rewrite could give a client's UID to another message. Left
+        # as it is (nothing moved or renamed; the index's messages stay served), reported.
+        log.error("store %s: more than %d files with a seq already taken in a bucket: index left as it is, "
+                  "%d such files not served (export the mailbox)", box.path, _DUPS, rep["duplicates"])
+        return False
     for k in ("bad_records", "missing", "damaged", "recovered", "renamed", "unindexed", "duplicates"):
         rep[k] = 0
     rep.pop("retry", None)
+    rep.pop("overflow", None)
     ks = buckets(box)
     floor = box.floor
     if hdr is None:
@@ -248,9 +256,9 @@ def _walk_gen(box, rep, act, hfloor, fresh):
                         slots[m[1] - lo] = _file_rec(m, size)
                     elif len(dups) < _DUPS:
                         dups.append(_file_rec(m, size))
-                    else:  # counted (the index is rewritten), renumbered by a later scan
+                    else:  # counted; the index is then left as it is (see scan)
                         rep["duplicates"] += 1
-                        rep["retry"] = 1
+                        rep["overflow"] = 1
             except OSError as e:
                 # A bucket directory littlefs cannot read: its messages are lost (their
                 # records count as missing) and no new mail may go into it.
@@ -354,8 +362,8 @@ def _keep(slots, dups, i, seq, r):
     """Which file of slot i's seq keeps it: the one index record r names (epoch and arrival:
     a client may have seen it under this UID, and its record has its size), else (no record,
     or one naming neither) the older arrival (the first delivered: the one the index named
-    when the bug handed the seq out again). The keeper goes into the slot, the others stay
-    in dups."""
+    when the bug handed the seq out again; the name breaks a tie, so every walk picks the
+    same). The keeper goes into the slot, the others stay in dups."""
     for j in range(len(dups)):
         b = dups[j]
         a = slots[i]
@@ -363,14 +371,14 @@ def _keep(slots, dups, i, seq, r):
             continue
         if r is not None and a[0] == r[0] and a[2] == r[2]:
             continue
-        if (r is not None and b[0] == r[0] and b[2] == r[2]) or b[2] < a[2]:
+        if (r is not None and b[0] == r[0] and b[2] == r[2]) or (b[2], b[0], b[3]) < (a[2], a[0], a[3]):
             slots[i] = b
             dups[j] = a
 
 
 def _renumber(box, t, fresh, keeper, rep):
-    """Rename the second file t of a seq to the next fresh seq ([epoch, seq]) in its bucket:
-    a new UID, indexed by the rewrite (_walk_gen yields it last). The fresh seq is used up before
+    """Rename the second file t of a seq to the next fresh seq (fresh: [epoch, seq, ...]), in
+    that seq's bucket: a new UID, indexed by the rewrite (_walk_gen yields it last). The fresh seq is used up before
     the rename: a rename that raised after it happened (littlefs: a move across directories
     is two commits) never shares it. A power cut before the rename leaves both files for the
     next recovery, one after it a file above the index, which merge() indexes: each runs once."""

@@ -311,3 +311,32 @@ def test_renumbered_into_a_bucket_the_walk_lists_later():
         assert got[uids[1]] == b"m1\r\n"  # the index named it (arrival 501), not the older 400
 
     _with(body)
+
+
+def test_more_second_files_in_a_bucket_than_a_walk_holds_are_reported_and_nothing_moved():
+    # Beyond storescan._DUPS (128, one per seq of a bucket) which file a record names is not
+    # known for every seq: the index is left as it is (every UID keeps its message), the extra
+    # files are reported (check's problems, an error log line), none is moved or renamed.
+    def body(root, st, lines):
+        n = store_mod.BUCKET - 1  # seqs 1..127: bucket 0
+        uids = [_deliver(st, "x", b"m%d\r\n" % i, 500 + i) for i in range(n)]
+        mb = st.lock("x")
+        recs = [mb._rec(i)[:4] for i in range(n)]
+        d = mb._box.msg_path(*recs[0]).rsplit("/", 1)[0]
+        mb.release()
+        for i in range(n):
+            for a in (900, 901):  # 2 * 127 > 128
+                f = open(d + "/%08x.%d.%d.p" % (recs[i][0], recs[i][1], a), "wb")
+                f.write(b"x%d\r\n" % i)
+                f.close()
+        names = sorted(os.listdir(d))
+        store_mod.reboot()
+        st = Store(root)
+        rep = st.check(repair=True)
+        assert rep["mailboxes"]["x"]["duplicates"] == 2 * n and rep["problems"], rep["mailboxes"]
+        got, order = _listing(st)
+        assert order == uids and [got[u] for u in uids] == [b"m%d\r\n" % i for i in range(n)]
+        assert sorted(os.listdir(d)) == names
+        assert [ln for ln in lines if "index left as it is" in ln], lines[-3:]
+
+    _with(body)
