@@ -170,10 +170,11 @@ def scan(box, rep, repair=True, force=False):
         bad += 1  # the floor moves past the broken bucket: new mail goes to a new one
     if not repair or not (force or bad or hdr is None):
         return False
-    if "overflow" in rep and hdr is not None:
+    if "overflow" in rep and hdr is not None and not force:
         # More second files in a bucket than a walk holds: which one a record names is not
         # known for those, so a rewrite could give a client's UID to another message. Left
         # as it is (nothing moved or renamed; the index's messages stay served), reported.
+        # (A damaged index, force, is rewritten anyway: a lock must never fail for good.)
         log.error("store %s: more than %d files with a seq already taken in a bucket: index left as it is, "
                   "%d such files not served (export the mailbox)", box.path, _DUPS, rep["duplicates"])
         return False
