@@ -589,8 +589,9 @@ class Store:
         {"mailboxes": {name: report}, "problems": n}; a report counts (see storescan.report): "bad_records"
         (index records failing their check), "missing" (files gone), "damaged" (files whose size
         is not the index's; moved to damaged/), "recovered" (files the index had lost),
-        "renamed", "unreadable" (deep only), "temp" (leftover temp files), "intent" (a deletion
-        commit in flight: pending/torn, or with repair replayed/discarded/not replayed),
+        "renamed", "duplicates" (second files of a seq: renumbered), "unreadable" (deep only),
+        "temp" (leftover temp files), "intent" (a deletion commit in flight: pending/torn, or
+        with repair replayed/discarded/not replayed),
         "index" (ok, damaged, missing, rebuilt), "messages", "in_use" (locked: not checked).
         The cheap part (what the board runs at boot): verify each index, compare it with one
         listing of the buckets, finish or drop an intent log, remove temp files. deep=True also

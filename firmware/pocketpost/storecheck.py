@@ -59,7 +59,7 @@ def deep_read(box, rep, repair):
 
 def _problems(rep):
     n = rep["bad_records"] + rep["missing"] + rep["damaged"] + rep["recovered"] + rep["renamed"]
-    n += rep["unreadable"] + rep["temp"] + (rep["intent"] is not None) + ("broken" in rep)
+    n += rep["duplicates"] + rep["unreadable"] + rep["temp"] + (rep["intent"] is not None) + ("broken" in rep)
     if not n and rep["index"] != "ok":
         n = 1
     return n
@@ -72,7 +72,7 @@ def describe(name, rep):
     if "error" in rep:
         return "mailbox %s: check failed: %s" % (name, rep["error"])
     out = ["%d messages" % rep.get("messages", 0), "index %s" % rep["index"]]
-    for k in ("bad_records", "missing", "damaged", "unreadable", "recovered", "renamed", "temp"):
+    for k in ("bad_records", "missing", "damaged", "unreadable", "recovered", "renamed", "duplicates", "temp"):
         if rep[k]:
             out.append("%d %s" % (rep[k], k.replace("_", " ")))
     if rep["intent"]:

@@ -29,6 +29,7 @@ _OLD_MAGIC_COMMIT = const(0x31435050)  # b'PPC1'
 _MASK = const(0xFFFFFFFF)
 _SIZE = const(0x3FFFFFFF)
 _DAMAGED = "damaged"  # in a mailbox: message files set aside by a scan, kept for export/inspection
+_DUPS = const(128)  # second files of a seq a walk holds per bucket (BUCKET: one per seq; the old bug's are rare)
 
 
 def recover(box, rep=None):
@@ -90,7 +91,7 @@ def recover(box, rep=None):
     box.count = box.idx_count
     box.total = box.idx_total
     box.unindexed = 0
-    box.suspect = False
+    box.suspect = "retry" in rep  # a same-seq file not renumbered yet: the next lock scans again
     box.loaded = True
 
 
@@ -160,6 +161,7 @@ def scan(box, rep, repair=True, force=False):
     hfloor = hdr[3] if hdr is not None else 0
     _walk(box, rep, False, hfloor)
     bad = rep["bad_records"] + rep["missing"] + rep["damaged"] + rep["recovered"] + rep["renamed"]
+    bad += rep["duplicates"]
     if hdr is None:
         rep["index"] = "missing" if not compat.exists(box.p("index")) else "damaged"
     elif bad:
@@ -168,8 +170,18 @@ def scan(box, rep, repair=True, force=False):
         bad += 1  # the floor moves past the broken bucket: new mail goes to a new one
     if not repair or not (force or bad or hdr is None):
         return False
-    for k in ("bad_records", "missing", "damaged", "recovered", "renamed", "unindexed"):
+    if "overflow" in rep and hdr is not None and not force:
+        # More second files in a bucket than a walk holds: which one a record names is not
+        # known for those, so a rewrite could give a client's UID to another message. Left
+        # as it is (nothing moved or renamed; the index's messages stay served), reported.
+        # (A damaged index, force, is rewritten anyway: a lock must never fail for good.)
+        log.error("store %s: more than %d files with a seq already taken in a bucket: index left as it is, "
+                  "%d such files not served (export the mailbox)", box.path, _DUPS, rep["duplicates"])
+        return False
+    for k in ("bad_records", "missing", "damaged", "recovered", "renamed", "unindexed", "duplicates"):
         rep[k] = 0
+    rep.pop("retry", None)
+    rep.pop("overflow", None)
     ks = buckets(box)
     floor = box.floor
     if hdr is None:
@@ -181,7 +193,10 @@ def scan(box, rep, repair=True, force=False):
         epoch = hdr[2]
         floor = max(floor, hdr[3])
     new = box.p("index.new")
-    it = _walk(box, rep, True, hfloor)
+    # A second file of a seq is renumbered (epoch, next seq): where new mail would go, above
+    # every file the walk above saw and every seq handed out (the floor), as a delivery's UID.
+    start = max(floor, rep["top"] + 1, rep.get("broken", 0))
+    it = _walk(box, rep, True, hfloor, [epoch, start, start])
     try:
         box.write_index(new, it, epoch, max(floor, rep["top"] + 1, rep.get("broken", 0)))
     finally:
@@ -191,15 +206,18 @@ def scan(box, rep, repair=True, force=False):
     if not box.read_index_state():
         raise StoreError("index rebuild failed")
     rep["index"] = "rebuilt"
-    log.warning("store %s: index rewritten from the files (%d bad records, %d missing, %d damaged, %d recovered)",
-                box.path, rep["bad_records"], rep["missing"], rep["damaged"], rep["recovered"])
+    log.warning("store %s: index rewritten from the files (%d bad records, %d missing, %d damaged, %d recovered, "
+                "%d duplicates)", box.path, rep["bad_records"], rep["missing"], rep["damaged"], rep["recovered"],
+                rep["duplicates"])
     return True
 
 
-def _walk(box, rep, act, hfloor):
+def _walk(box, rep, act, hfloor, fresh=None):
     """The scan itself (a generator when act, else run to its end here). Yields the records
-    of the index that matches the files, in seq order; with act, moves damaged files aside."""
-    g = _walk_gen(box, rep, act, hfloor)
+    of the index that matches the files, in seq order; with act, moves damaged files aside and
+    renumbers a second file of a seq to fresh ([epoch, next seq, first seq]: above every file
+    the walk lists), yielding the renumbered files last."""
+    g = _walk_gen(box, rep, act, hfloor, fresh)
     if act:
         return g
     for _ in g:
@@ -207,12 +225,13 @@ def _walk(box, rep, act, hfloor):
     return None
 
 
-def _walk_gen(box, rep, act, hfloor):
+def _walk_gen(box, rep, act, hfloor, fresh):
     # Fixed RAM for any mailbox: one slot per seq of a bucket, reused for every bucket. The
     # listing fills the slots (names parsed one at a time), the bucket's records are then
     # matched against them, and the slots are read out in seq order.
     slots = [None] * BUCKET  # file tuple (epoch, seq, arrival, size field, LIST size) by seq % BUCKET
     claimed = bytearray(BUCKET)  # 1: a valid record matched the slot's file
+    named = bytearray(BUCKET)  # 1: a valid record has the slot's seq
     old = _iter_salvage(box.p("index"), rep)
     try:
         bad = rep["bad_records"]
@@ -226,16 +245,27 @@ def _walk_gen(box, rep, act, hfloor):
         for k in buckets(box):
             lo = k * BUCKET
             hi = lo + BUCKET
+            # Files of a seq a slot holds already (a store from before the fix of a UID-reuse
+            # bug may hold two): one keeps the seq, the others are renumbered below.
+            dups = []
             try:
                 for name, size in compat.iter_files(box.p("b%d" % k)):
                     m = _parse_msg_name(name)
-                    if m is not None and lo <= m[1] < hi:
+                    if m is None or not lo <= m[1] < hi or (fresh is not None and m[1] >= fresh[2]):
+                        continue  # (at or above fresh[2]: renumbered by this walk, yielded last)
+                    if slots[m[1] - lo] is None:
                         slots[m[1] - lo] = _file_rec(m, size)
+                    elif len(dups) < _DUPS:
+                        dups.append(_file_rec(m, size))
+                    else:  # counted; the index is then left as it is (see scan)
+                        rep["duplicates"] += 1
+                        rep["overflow"] = 1
             except OSError as e:
                 # A bucket directory littlefs cannot read: its messages are lost (their
                 # records count as missing) and no new mail may go into it.
                 for i in range(BUCKET):
                     slots[i] = None
+                dups = []
                 rep["broken"] = max(rep.get("broken", 0), hi)
                 if act:
                     log.warning("store %s: bucket b%d unreadable (%r): its messages are lost", box.path, k, e)
@@ -243,6 +273,9 @@ def _walk_gen(box, rep, act, hfloor):
                 top = max(top, r[1])
                 last_old = r[1]
                 i = r[1] - lo
+                if i >= 0 and dups:
+                    named[i] = 1
+                    _keep(slots, dups, i, r[1], r)
                 t = slots[i] if i >= 0 else None
                 if t is None:
                     rep["missing"] += 1
@@ -266,6 +299,18 @@ def _walk_gen(box, rep, act, hfloor):
                 r = _next(old)
                 if rep["bad_records"] != bad:
                     prev = None
+            for j in range(len(dups)):
+                t = dups[j]
+                if not named[t[1] - lo]:
+                    _keep(slots, dups, t[1] - lo, t[1], None)
+            if dups:
+                for i in range(BUCKET):
+                    named[i] = 0
+            for t in dups:  # each a file no client has seen under its seq (see _keep)
+                rep["duplicates"] += 1
+                if act:
+                    _renumber(box, t, fresh, slots[t[1] - lo], rep)
+            dups = None
             for i in range(BUCKET):
                 t = slots[i]
                 if t is None:
@@ -286,6 +331,21 @@ def _walk_gen(box, rep, act, hfloor):
                 kept += 1
                 if act:
                     yield t
+        if act and fresh is not None and fresh[1] > fresh[2]:
+            # The renumbered files, above every other (a rename that failed left a gap; one
+            # that raised after it happened left its file: indexed).
+            for k in range(fresh[2] // BUCKET, (fresh[1] - 1) // BUCKET + 1):
+                try:
+                    got = box.scan_bucket(k, fresh[2] - 1)
+                except OSError:
+                    continue
+                got.sort(key=lambda t: t[1])
+                for t in got:
+                    if t[1] < fresh[1]:
+                        top = max(top, t[1])
+                        kept += 1
+                        rep["unindexed"] += 1
+                        yield t
         while r is not None:  # records of buckets that are gone
             top = max(top, r[1])
             rep["missing"] += 1
@@ -297,6 +357,51 @@ def _walk_gen(box, rep, act, hfloor):
         rep["messages"] = kept
     finally:
         old.close()
+
+
+def _keep(slots, dups, i, seq, r):
+    """Which file of slot i's seq keeps it: the one index record r names (epoch and arrival:
+    a client may have seen it under this UID, and its record has its size), else (no record,
+    or one naming neither) the older arrival (the first delivered: the one the index named
+    when the bug handed the seq out again; the name breaks a tie, so every walk picks the
+    same). The keeper goes into the slot, the others stay in dups."""
+    for j in range(len(dups)):
+        b = dups[j]
+        a = slots[i]
+        if b[1] != seq or a is None:
+            continue
+        if r is not None and a[0] == r[0] and a[2] == r[2]:
+            continue
+        if (r is not None and b[0] == r[0] and b[2] == r[2]) or (b[2], b[0], b[3]) < (a[2], a[0], a[3]):
+            slots[i] = b
+            dups[j] = a
+
+
+def _renumber(box, t, fresh, keeper, rep):
+    """Rename the second file t of a seq to the next fresh seq (fresh: [epoch, seq, ...]), in
+    that seq's bucket: a new UID, indexed by the rewrite (_walk_gen yields it last). The fresh seq is used up before
+    the rename: a rename that raised after it happened (littlefs: a move across directories
+    is two commits) never shares it. A power cut before the rename leaves both files for the
+    next recovery, one after it a file above the index, which merge() indexes: each runs once."""
+    if t[4] < 0:  # shorter than its added dots: damaged anyway
+        rep["damaged"] += 1
+        _set_aside(box, t, "size %d below its added dots" % (t[3] & _SIZE))
+        return
+    seq = fresh[1]
+    fresh[1] = seq + 1
+    d = box.bucket_dir(seq)
+    try:
+        compat.makedirs(d)
+        compat.rename(compat.join(box.bucket_dir(t[1]), _msg_name(t[0], t[1], t[2], t[3], t[4])),
+                      compat.join(d, _msg_name(fresh[0], seq, t[2], t[3], t[4])))
+    except OSError as e:
+        rep["retry"] = 1
+        log.warning("store %s: message %08x.%d (arrival %d) has the same seq as another, not renumbered (%r)",
+                    box.path, t[0], t[1], t[2], e)
+        return
+    log.warning("store %s: message %08x.%d (arrival %d) has the same seq as another (%s): renumbered %08x.%d",
+                box.path, t[0], t[1], t[2], "arrival %d kept it" % keeper[2] if keeper else "set aside",
+                fresh[0], seq)
 
 
 def _set_aside(box, t, why):
@@ -344,7 +449,7 @@ def iter_kept(box, intent):
 def report():
     """What a scan or check found in one mailbox (counts), filled in by _Box.scan/check."""
     return {"index": "ok", "bad_records": 0, "missing": 0, "damaged": 0, "recovered": 0, "renamed": 0,
-            "unindexed": 0, "unreadable": 0, "temp": 0, "intent": None, "top": 0}
+            "unindexed": 0, "unreadable": 0, "temp": 0, "intent": None, "top": 0, "duplicates": 0}
 
 
 def _old_unpack(b):
