@@ -241,3 +241,13 @@ def forget(names):
             delattr(pocketpost, n)
         except (AttributeError, KeyError):  # not loaded (MicroPython raises KeyError)
             pass
+
+
+def release_cold(held, names):
+    """One user fewer of cold modules: held is their count of users (a one-item list, raised by
+    each user as it starts); the last one out forgets names. A count that would go below 0 (a
+    release too many) stays at 0."""
+    held[0] -= 1
+    if held[0] <= 0:
+        held[0] = 0
+        forget(names)

@@ -34,7 +34,7 @@ DotStuffer for both.
 """
 
 from pocketpost import heapmark, log
-from pocketpost.compat import const, ticks_diff, ticks_ms, urandom
+from pocketpost.compat import const, release_cold, ticks_diff, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
 from pocketpost.wire import OVERLONG
 
@@ -164,10 +164,7 @@ class Service:
         """That session logged in or ended. With none left, drop the login code: nothing refers
         to it then (only a session before its login holds a LoginCheck, a scram.ServerLogin or
         an exception of those modules), so no two copies of it can ever meet."""
-        holds[0] -= 1
-        if holds[0] <= 0:
-            holds[0] = 0
-            heapmark.forget(LOGIN_MODULES)
+        release_cold(holds, LOGIN_MODULES)
 
     def trusted(self, ip):
         from pocketpost import auth
@@ -313,10 +310,7 @@ class Session:
         self.state = DONE
         if self._trans:  # last: the producer above was pop3trans's
             self._trans = False
-            trans[0] -= 1
-            if trans[0] <= 0:
-                trans[0] = 0
-                heapmark.forget(TRANS_MODULES)  # imported again by the next session to log in
+            release_cold(trans, TRANS_MODULES)  # imported again by the next session to log in
 
     # -- AUTHORIZATION -----------------------------------------------------------------------
     def _unhold(self):

@@ -776,10 +776,7 @@ def _cold(mod, fn, *args):
 
         return getattr(storescan, fn)(*args)
     finally:
-        _held[0] -= 1
-        if _held[0] <= 0:
-            _held[0] = 0
-            compat.forget(_COLD)
+        compat.release_cold(_held, _COLD)
 
 
 def describe(name, rep):
