@@ -35,3 +35,14 @@ def run_micropython(args, timeout=300, heapsize=None, **kw):
     env = dict(os.environ)
     env["MICROPYPATH"] = FIRMWARE + ":" + os.path.join(ROOT, "host_tests", "dual") + ":.frozen"
     return subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=kw.pop("cwd", ROOT), env=env, **kw)
+
+
+def run_sweep(script, ok_marker, timeout):
+    """Run a sweep suite (a host_tests file whose main() runs under micropython on a simulated
+    flash: power cuts, faults, damage) in a 16 MB heap; print its report; it must exit 0 and
+    print its OK marker (a sweep that stopped early prints no marker)."""
+    r = run_micropython([script], timeout=timeout, heapsize="16M")
+    out = r.stdout.decode(errors="replace")
+    print(out)
+    assert r.returncode == 0, out[-4000:] + r.stderr.decode(errors="replace")[-4000:]
+    assert ok_marker in out

@@ -330,10 +330,6 @@ if IS_MP and __name__ == "__main__":
 
 
 def test_commit_faults():
-    from helpers import run_micropython
+    from helpers import run_sweep
 
-    r = run_micropython(["host_tests/test_store_commitfault.py"], timeout=1800, heapsize="16M")
-    out = r.stdout.decode(errors="replace")
-    print(out)
-    assert r.returncode == 0, out[-4000:] + r.stderr.decode(errors="replace")[-4000:]
-    assert "COMMITFAULT OK" in out
+    run_sweep("host_tests/test_store_commitfault.py", "COMMITFAULT OK", timeout=1800)

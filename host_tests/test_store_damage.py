@@ -562,13 +562,9 @@ if IS_MP and __name__ == "__main__":
 
 
 def test_damage():
-    from helpers import run_micropython
+    from helpers import run_sweep
 
-    r = run_micropython(["host_tests/test_store_damage.py"], timeout=3600, heapsize="16M")
-    out = r.stdout.decode(errors="replace")
-    print(out)
-    assert r.returncode == 0, out[-4000:] + r.stderr.decode(errors="replace")[-4000:]
-    assert "DAMAGE OK" in out
+    run_sweep("host_tests/test_store_damage.py", "DAMAGE OK", timeout=3600)
 
 
 def test_ppadmin_check_reports_and_repairs_an_image(tmp_path):

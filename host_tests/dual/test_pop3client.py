@@ -331,47 +331,16 @@ def test_body_paths_agree_with_the_un_stuffer_at_every_split():
     bodies = [b"", b"a\r\n" * 60, (b"x" * 69 + b"\r\n") * 30 + b".end\r\n"]
     for _ in range(40):
         bodies.append(b"".join(pieces[rnd(len(pieces))] for _ in range(rnd(40) + 1)))
-    for body in bodies:
-        wire = b"+OK\r\n" + _stuff(body) + b"+OK after\r\n"
+    for sent in bodies:
+        body = sent
         if body and body[-1] != 10:
             body += b"\r\n"  # the server's line end before the terminator is received too
         lf = body.count(b"\n")
         crlf = body.count(b"\r\n")
-        for bufsize, step in ((40, 1), (40, 7), (64, 13), (600, 64), (600, len(wire))):
-            s = ClientSession(recv_bufsize=bufsize, chunk=16)
-            s.feed(b"+OK hi\r\n")
-            s.next_event()
-            s.send("RETR", 1)
-            s.send("NOOP")
-            got = []
-            prev = 10  # before the body: a line starts
-            i = 0
-            while True:
-                ev = s.next_event()
-                if ev == 0:
-                    assert i < len(wire), "stalled"
-                    n = s.feed(wire[i:i + step])
-                    i += n
-                    continue
-                if ev == REPLY and s.keyword == "NOOP":
-                    break
-                if ev != BODY:
-                    continue
-                c = bytes(s.chunk)
-                assert c, "empty chunk"
-                bare = 0
-                dot = False
-                for k in range(len(c)):
-                    p = c[k - 1] if k else prev
-                    if c[k] == 10 and p != 13:
-                        bare += 1
-                    if c[k] == 46 and p == 10:
-                        dot = True
-                assert s.bare == bare, (body, bufsize, step, c, s.bare)
-                assert s.dots or not dot, (body, bufsize, step, c)
-                got.append(c)
-                prev = c[-1]
-            assert b"".join(got) == body, (body, bufsize, step)
+        wire_len = len(b"+OK\r\n" + _stuff(sent) + b"+OK after\r\n")
+        for bufsize, step in ((40, 1), (40, 7), (64, 13), (600, 64), (600, wire_len)):
+            got, s = _receive(sent, bufsize, step)  # checks each chunk's `bare` and `dots`
+            assert got == body, (body, bufsize, step)
             assert (s.octets, s.lf, s.crlf) == (len(body), lf, crlf), (body, bufsize, step, s.lf, s.crlf)
 
 
