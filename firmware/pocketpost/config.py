@@ -436,7 +436,7 @@ def add_user(cfg, name, password, iterations=None, mailbox=None, apop_secret=Non
 def open_store(cfg):
     """The Store the config's "store" section describes, missing keys taking STORE_DEFAULTS:
     the one place that turns a config into a Store (server, fetch CLI, board, REPL helpers)."""
-    from pocketpost.store import Store
+    from pocketpost.storecore import Store  # store.Store: Delivery (store.py) loads at the first delivery
 
     st = cfg.get("store") or {}
     return Store(st.get("root", STORE_DEFAULTS["root"]), quota=st.get("quota", STORE_DEFAULTS["quota"]),

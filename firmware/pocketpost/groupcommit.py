@@ -20,7 +20,7 @@ commit is made once, in store.py.
 """
 
 from pocketpost import compat
-from pocketpost.store import StoreError, _os_error, _remove
+from pocketpost.storecore import StoreError, _os_error, _remove
 
 _GROUP = "group"  # the intent record's name in the store root (mailboxes are directories)
 

@@ -7,13 +7,14 @@ MicroPython, drops it (and storescan) when no call is inside them.
 """
 
 from pocketpost import compat
-from pocketpost.store import IN_BUF, _BOXES, _LOCKS, StoreError, _Box, _clean_tmp, _file_rec, _parse_msg_name
-from pocketpost.storescan import _commit_ok, _set_aside, buckets, recover, report, scan
+from pocketpost.storecore import _BOXES, _LOCKS, IN_BUF, StoreError, _Box
+from pocketpost.storeindex import _file_rec, _parse_msg_name, read_index_state
+from pocketpost.storescan import _clean_tmp, _commit_ok, _set_aside, buckets, recover, report, scan
 
 
 def inspect(box, rep):
     """check(repair=False): what recover() would find and fix, changing nothing."""
-    if not box.read_index_state():
+    if not read_index_state(box):
         rep["index"] = "missing" if not compat.exists(box.p("index")) else "damaged"
     if compat.exists(box.p("commit")):
         # Its files may be half unlinked: comparing them with the index would mislead.

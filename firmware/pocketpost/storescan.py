@@ -14,10 +14,11 @@ import struct
 
 from pocketpost import compat, log
 from pocketpost.compat import const
-from pocketpost.store import (BUCKET, StoreError, _file_rec, _iter_recs, _lsize, _msg_name, _new_epoch,
-                              _parse_msg_name, _remove, _unpack)
+from pocketpost.storecore import _BOXES, _LOCKS, BUCKET, StoreError, _msg_name, _remove
+from pocketpost.storeindex import (_file_rec, _iter_recs, _lsize, _new_epoch, _parse_msg_name, _unpack, iter_index,
+                                   read_index_state, scan_bucket, write_index)
 
-# store.py's private constants (const() folds them at compile time: they are not module
+# storeindex.py's private constants (const() folds them at compile time: they are not module
 # attributes on MicroPython); host_tests/dual/test_store.py checks they agree.
 _REC = const(24)
 _RECS_PER_READ = const(32)
@@ -29,6 +30,7 @@ _OLD_MAGIC_COMMIT = const(0x31435050)  # b'PPC1'
 _MASK = const(0xFFFFFFFF)
 _SIZE = const(0x3FFFFFFF)
 _DAMAGED = "damaged"  # in a mailbox: message files set aside by a scan, kept for export/inspection
+_TMP_PASSES = const(3)  # listings of tmp/ when cleaning it: one, then one more after removals (_clean_tmp)
 _DUPS = const(128)  # second files of a seq a walk holds per bucket (BUCKET: one per seq; the old bug's are rare)
 
 
@@ -38,7 +40,7 @@ def recover(box, rep=None):
     if rep is None:
         rep = report()
     compat.makedirs(box.p("tmp"))
-    index_ok = box.read_index_state()
+    index_ok = read_index_state(box)
     if not index_ok:
         _say_index_bad(box)
     intent = box.p("commit")
@@ -51,7 +53,7 @@ def recover(box, rep=None):
                 from pocketpost import storesession  # the roll-forward is the session's
 
                 storesession.apply_deletions(box, index_ok)
-                index_ok = box.read_index_state()
+                index_ok = read_index_state(box)
             except (OSError, StoreError) as e:
                 # Whatever stops the roll-forward (an unreadable index or log, a damaged
                 # directory), the files are the truth: rebuild from them below, never raise
@@ -198,12 +200,12 @@ def scan(box, rep, repair=True, force=False):
     start = max(floor, rep["top"] + 1, rep.get("broken", 0))
     it = _walk(box, rep, True, hfloor, [epoch, start, start])
     try:
-        box.write_index(new, it, epoch, max(floor, rep["top"] + 1, rep.get("broken", 0)))
+        write_index(box, new, it, epoch, max(floor, rep["top"] + 1, rep.get("broken", 0)))
     finally:
         it.close()
     compat.rename(new, box.p("index"))
     compat.sync_dir(box.path)
-    if not box.read_index_state():
+    if not read_index_state(box):
         raise StoreError("index rebuild failed")
     rep["index"] = "rebuilt"
     log.warning("store %s: index rewritten from the files (%d bad records, %d missing, %d damaged, %d recovered, "
@@ -336,7 +338,7 @@ def _walk_gen(box, rep, act, hfloor, fresh):
             # that raised after it happened left its file: indexed).
             for k in range(fresh[2] // BUCKET, (fresh[1] - 1) // BUCKET + 1):
                 try:
-                    got = box.scan_bucket(k, fresh[2] - 1)
+                    got = scan_bucket(box, k, fresh[2] - 1)
                 except OSError:
                     continue
                 got.sort(key=lambda t: t[1])
@@ -432,7 +434,7 @@ def iter_kept(box, intent):
     """Index records whose seq is not in the intent log: a merge of two streams that are both
     in ascending seq order (a log is written in index order; _commit_ok checks it)."""
     dead = _iter_recs(intent, "intent log corrupt")
-    idx = box.iter_index()
+    idx = iter_index(box)
     try:
         d = _next(dead)
         for r in idx:
@@ -568,3 +570,48 @@ def _commit_ok(path):
         return seen == h[1]
     finally:
         f.close()
+
+
+def open_root(store):
+    """Store(): what opening a store root does once the root exists."""
+    root = store.root
+    # A group commit (groupcommit.py: one SMTP message into several mailboxes) cut short: finish
+    # or forget it before the temp clean-up below (a committed group's files are still there).
+    if compat.exists(compat.join(root, "group")) or compat.exists(compat.join(root, "group.new")):
+        from pocketpost import groupcommit
+
+        groupcommit.recover(root)
+    # Forget RAM state of idle mailboxes under this root (the flash may have changed since,
+    # e.g. a remount in tests), and remove orphaned temp files of interrupted deliveries.
+    prefix = root + "/"
+    for path in list(_BOXES):
+        box = _BOXES[path]
+        if path.startswith(prefix) and not box.busy and path not in _LOCKS:
+            del _BOXES[path]
+    for name in store.mailboxes():
+        path = compat.join(root, name)
+        box = _BOXES.get(path)
+        if box is not None and box.busy:
+            continue
+        _clean_tmp(compat.join(path, "tmp"))
+
+
+def _clean_tmp(tmp):
+    """Remove every file in a mailbox's tmp/ (orphans of interrupted deliveries); returns how
+    many. Listed again after a removal, up to _TMP_PASSES times: the first write after a mount
+    is when littlefs finishes a move a power cut left half done, and an entry can show up (or go)
+    only then; one more listing keeps it from waiting for the next boot."""
+    removed = 0
+    try:
+        if not compat.isdir(tmp):
+            return 0
+        for _ in range(_TMP_PASSES):
+            names = compat.listdir(tmp)
+            if not names:
+                break
+            for fn in names:
+                if _remove(compat.join(tmp, fn)):
+                    removed += 1
+    except OSError as e:  # a damaged tmp/ must not keep the store from opening
+        log.warning("store %s: temp files not removed: %r", tmp, e)
+    return removed

@@ -13,10 +13,13 @@ import os
 
 from pocketpost import compat, log
 from pocketpost.compat import const
-from pocketpost.store import (BUCKET, IN_BUF, _LOCKS, MailboxLocked, StoreError, _BOXES, _iter_recs, _lsize,
-                              _os_error, _pack, _remove, _unpack)
+from pocketpost import storecore
+from pocketpost.storecore import _BOXES, _LOCKS, BUCKET, IN_BUF, MailboxLocked, StoreError, _os_error, _remove
+from pocketpost.storeindex import _iter_recs, _lsize, _pack, _unpack, iter_index, read_index_state, write_index
 
-# store.py's private constants (const() folds them at compile time: they are not module
+storecore._ixheld[0] += 1  # storeindex stays loaded while this module is (storecore._cold never drops it)
+
+# storeindex.py's private constants (const() folds them at compile time: they are not module
 # attributes on MicroPython); host_tests/dual/test_store.py checks they agree.
 _REC = const(24)
 _RECS_PER_READ = const(32)
@@ -39,7 +42,7 @@ def lock(store, name):
     _LOCKS.add(path)
     try:
         box = _BOXES.get(path)
-        if box is not None and box.loaded and (box.suspect or not box.read_index_state()):
+        if box is not None and box.loaded and (box.suspect or not read_index_state(box)):
             # Checked at every lock (one read of the index, a crc32 per block): damage found
             # since the last recovery sends the mailbox through recovery again, which
             # rebuilds the index from the files. A session that saw damage set `suspect`.
@@ -115,18 +118,18 @@ def apply_deletions(box, index_ok, mask=None):
         floor = max(floor, box.last_seq + 1)
         new = box.p("index.new")
         if mask is not None:
-            it = box.iter_index(mask)
+            it = iter_index(box, mask)
         else:
             from pocketpost import storescan  # recovery: loaded and held (_cold)
 
             it = storescan.iter_kept(box, intent)
         try:
-            box.write_index(new, it, box.epoch, floor)
+            write_index(box, new, it, box.epoch, floor)
         finally:
             it.close()
         compat.rename(new, box.p("index"))
         compat.sync_dir(box.path)
-        box.read_index_state()
+        read_index_state(box)
     else:
         from pocketpost import storescan  # recovery: loaded and held (_cold)
 

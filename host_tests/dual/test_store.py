@@ -1019,14 +1019,20 @@ def test_cold_code_dropped_after_the_first_lock_and_loaded_again_for_damage_foun
 
 
 def test_cold_module_constants_agree_with_the_store():
-    # storescan.py and storesession.py repeat store.py's private constants (const() folds them on MicroPython, so
-    # they cannot be imported): they must be the same values.
+    # The store's modules repeat storeindex.py's private constants, the on-flash format (const()
+    # folds them on MicroPython, so they cannot be imported): they must be the same values.
     if IS_MICROPYTHON:
         skip("const() names are not module attributes on MicroPython: compared under CPython")
-    from pocketpost import storescan
+    from pocketpost import storecore, storeindex, storescan
 
     for name in ("_REC", "_RECS_PER_READ", "_FMT", "_MAGIC_INDEX", "_MAGIC_COMMIT", "_OLD_MAGIC_INDEX",
                  "_OLD_MAGIC_COMMIT", "_MASK", "_SIZE", "_DAMAGED"):
-        assert getattr(storescan, name) == getattr(store_mod, name), name
+        assert getattr(storescan, name) == getattr(storeindex, name) == getattr(store_mod, name), name
     for name in ("_REC", "_RECS_PER_READ", "_MAGIC_COMMIT", "_PLAIN", "_STUFFED", "_SIZE"):
-        assert getattr(storesession, name) == getattr(store_mod, name), name
+        assert getattr(storesession, name) == getattr(storeindex, name), name
+    for name in ("_REC", "_PLAIN", "_STUFFED", "_SIZE"):
+        assert getattr(storecore, name) == getattr(storeindex, name), name
+    for name in ("_PLAIN", "_STUFFED"):
+        assert store_mod.__dict__[name] == getattr(storeindex, name), name
+    for name in ("IN_BUF", "BUCKET"):  # limits repeated beside the format
+        assert getattr(store_mod, name) == getattr(storecore, name), name

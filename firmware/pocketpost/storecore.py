@@ -1,0 +1,382 @@
+"""What every role of the store keeps loaded (store.py's theory of operation): the exceptions,
+the RAM state (_BOXES, _LOCKS, _Box), Store (open, quota and room, begin a delivery, lock) and the
+loading of the store's other parts for the call that needs them (_cold).
+
+The store is split by who needs what, and when:
+  - store.py: Delivery (write, seal, commit) and the public names (store.Store, store.Mailbox,
+    the exceptions, ...). Store.begin imports it: a POP3 server that receives no mail (no SMTP,
+    no fetcher) never loads it.
+  - storeindex.py: the index (write, read and verify, walk, merge) and file and UID name
+    parsing. Loaded with the session side (storesession imports it and holds it), else for one
+    call (_cold: a merge every MERGE_AFTER deliveries, create, a restore's UID).
+  - storesession.py: lock, Mailbox, the deletion commit (Store.lock imports it).
+  - storescan.py (recovery, opening a store root) and storecheck.py (Store.check, describe):
+    loaded for a call, dropped after it.
+On MicroPython a module loaded for a call is dropped when the last call inside it returns (_held,
+_ixheld: the users under way, compat.release_cold); CPython keeps modules (a second copy would
+give its classes a second identity).
+"""
+
+import os
+
+from pocketpost import compat
+from pocketpost.compat import const
+
+# --- named limits (the reasons: store.py) ----------------------------------------------------
+
+DEFAULT_QUOTA = const(1024 * 1024)
+DEFAULT_RESERVE_BYTES = const(16 * 1024)
+MAX_NAME_LEN = const(32)
+BUCKET = const(128)
+MERGE_AFTER = const(16)
+IN_BUF = const(512)
+FREE_RECHECK = const(32)
+FREE_MARGIN = const(64 * 1024)
+
+# storeindex.py's private constants (const() folds them at compile time: they are not module
+# attributes on MicroPython); host_tests/dual/test_store.py checks they agree.
+_REC = const(24)
+_PLAIN = const(0x80000000)
+_STUFFED = const(0x40000000)
+_SIZE = const(0x3FFFFFFF)
+_LOCKS = set()  # mailbox directories locked in this process (RAM only, by design)
+_BOXES = {}  # mailbox directory -> _Box (RAM state shared by every Store in the process)
+
+
+
+class StoreError(Exception):
+    """A store failure; `code` is the RFC 2449/3206 response code the protocol layer sends."""
+
+    code = "SYS/TEMP"
+
+    def __init__(self, msg="store error", code=None):
+        super().__init__(msg)
+        if code is not None:
+            self.code = code
+
+
+class StoreFull(StoreError):
+    """The filesystem (less its reserve) has no room for this message."""
+
+    code = "SYS/TEMP"
+
+
+class QuotaExceeded(StoreError):
+    """The mailbox quota has no room for this message."""
+
+    code = "SYS/TEMP"
+
+
+class MailboxLocked(StoreError):
+    """The mailbox is already locked by another session of this process."""
+
+    code = "IN-USE"
+
+
+def _os_error(e):
+    """Map an OSError from the filesystem to the StoreError the protocol layers understand."""
+    if compat.errno_of(e) == compat.ENOSPC:
+        return StoreFull("flash full")
+    return StoreError("storage error %r" % (compat.errno_of(e),))
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+        return True
+    except OSError as e:
+        if compat.errno_of(e) != compat.ENOENT:
+            raise
+        return False
+
+
+def valid_name(name):
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LEN or name[0] == ".":
+        return False
+    for ch in name:
+        if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch in "._-"):
+            return False
+    return True
+
+
+def _dots(szf, lsize):
+    """Dots added to a stored message: its file octets (szf, a record's size field) less its
+    LIST size; 0 unless the record says stuffed."""
+    return (szf & _SIZE) - lsize if szf & _STUFFED else 0
+
+
+def _msg_name(epoch, seq, arrival, szf, lsize=None):
+    """The file name of a message; szf is a record's size field (bit 31: wire form, bit 30:
+    stuffed), lsize its LIST size (which gives the number of added dots)."""
+    if szf & _STUFFED:
+        if lsize is None:
+            raise StoreError("stuffed message: LIST size needed for its name")
+        return "%08x.%d.%d.d%d" % (epoch, seq, arrival, _dots(szf, lsize))
+    if szf & _PLAIN:
+        return "%08x.%d.%d.p" % (epoch, seq, arrival)
+    return "%08x.%d.%d" % (epoch, seq, arrival)
+
+
+class _Box:
+    """RAM state of one mailbox, shared by every Store of the process (see module docstring)."""
+
+    def __init__(self, path):
+        self.path = path
+        self.loaded = False
+        self.busy = 0  # deliveries in flight
+        self.epoch = 0
+        self.floor = 1  # header: next seq may not be below this
+        self.last_seq = 0  # seq of the last index record (0: none)
+        self.idx_count = 0
+        self.idx_total = 0
+        self.next_seq = 1
+        self.count = 0  # indexed + unindexed
+        self.total = 0
+        self.unindexed = 0
+        self.suspect = False  # a session met damage: the next lock runs recovery again
+        self.unreadable = []  # records of messages a session could not read (Mailbox.unreadable)
+
+    def p(self, *parts):
+        return compat.join(self.path, *parts)
+
+    def bucket_dir(self, seq):
+        return self.p("b%d" % (seq // BUCKET))
+
+    def msg_path(self, epoch, seq, arrival, szf, lsize=None):
+        """The message file's path; lsize (the LIST size) is needed for a stuffed one only."""
+        return compat.join(self.bucket_dir(seq), _msg_name(epoch, seq, arrival, szf, lsize))
+
+    # --- the index side (storeindex.py) -------------------------------------------------------
+
+    def merge(self, recs=None):
+        """Append records for unindexed files (storeindex.merge); recs: those records when the
+        caller knows them (a delivery with a given UID)."""
+        _cold("storeindex", "merge", self, recs)
+
+    def merge_due(self):
+        """After a delivery: index the unindexed messages once MERGE_AFTER have piled up, if
+        nobody holds the mailbox and no delivery is in flight (a failure is retried later)."""
+        if self.unindexed >= MERGE_AFTER and self.path not in _LOCKS and not self.busy:
+            try:
+                self.merge()
+            except (OSError, StoreError):
+                pass  # retried at the next lock or delivery
+
+    def __getattr__(self, name):
+        """box.read_index_state(), box.iter_index(mask), box.write_index(...), ...: storeindex's
+        functions of a _Box, as methods (for tools and tests; the store's own modules call
+        storeindex). Loaded for the call; an iter_index generator keeps its module alive."""
+        if name[0] == "_":
+            raise AttributeError(name)
+        return lambda *a: _cold("storeindex", name, self, *a)
+
+
+class Store:
+    def __init__(self, root, quota=DEFAULT_QUOTA, reserve=DEFAULT_RESERVE_BYTES):
+        self.root = root.rstrip("/") or "/"
+        self.quota = quota
+        self.reserve = reserve
+        self._free_cache = None  # [free, block size, uses, bytes delivered since]
+        compat.makedirs(self.root)
+        _cold("storescan", "open_root", self)  # an unfinished group commit, idle RAM state, temp files
+
+    def check(self, repair=False, deep=False, names=None):
+        """Check every mailbox that no session holds; with repair, fix what is found. Returns
+        {"mailboxes": {name: report}, "problems": n}; a report counts (see storescan.report): "bad_records"
+        (index records failing their check), "missing" (files gone), "damaged" (files whose size
+        is not the index's; moved to damaged/), "recovered" (files the index had lost),
+        "renamed", "duplicates" (second files of a seq: renumbered), "unreadable" (deep only),
+        "temp" (leftover temp files), "intent" (a deletion commit in flight: pending/torn, or
+        with repair replayed/discarded/not replayed),
+        "index" (ok, damaged, missing, rebuilt), "messages", "in_use" (locked: not checked).
+        The cheap part (what the board runs at boot): verify each index, compare it with one
+        listing of the buckets, finish or drop an intent log, remove temp files. deep=True also
+        reads every message file to its end (the host tool does; on a board it costs a read of
+        the whole mailbox). Without repair nothing on flash or in RAM changes. names: only these
+        mailboxes (the board checks one at a time, yielding to the loop in between)."""
+        return _cold("storecheck", "check", self, repair, deep, names)
+
+    def _free(self, path):
+        """(free bytes, block size), or (-1, 0) if unknown. statvfs on littlefs walks the whole
+        filesystem (O(files)), so between checks we subtract what this store delivered; we look
+        again every FREE_RECHECK deliveries, and always when the estimate nears the reserve."""
+        c = self._free_cache
+        if c is not None and c[2] < FREE_RECHECK and c[0] - c[3] > self.reserve + FREE_MARGIN:
+            c[2] += 1
+            return c[0] - c[3], c[1]
+        try:
+            free, bsize = compat.free_bytes(path)
+        except (OSError, AttributeError):
+            return -1, 0
+        self._free_cache = [free, bsize, 0, 0]
+        return free, bsize
+
+    def _path(self, name):
+        if not valid_name(name):
+            raise StoreError("bad mailbox name", "SYS/PERM")
+        return compat.join(self.root, name)
+
+    def _box(self, name, create=True):
+        """The loaded RAM state of a mailbox, recovering it from flash if needed."""
+        path = self._path(name)
+        box = _BOXES.get(path)
+        if box is None:
+            if not compat.isdir(path):
+                if not create:
+                    raise StoreError("no such mailbox", "SYS/PERM")
+                self.create(name)
+            box = _Box(path)
+            _BOXES[path] = box
+        if not box.loaded:
+            try:
+                _cold("storescan", "recover", box)
+            except OSError as e:
+                raise _os_error(e)
+        return box
+
+    def mailboxes(self):
+        out = []
+        for name, is_dir, _ in compat.listdir_stat(self.root):
+            if is_dir and valid_name(name):
+                out.append(name)
+        out.sort()
+        return out
+
+    def exists(self, name):
+        return compat.isdir(self._path(name))
+
+    def create(self, name):
+        _cold("storeindex", "create", self, name)  # its empty index
+
+    def usage(self, name):
+        box = self._box(name)
+        return box.count, box.total
+
+    # --- delivery -----------------------------------------------------------------------------
+
+    def begin(self, name, arrival=None, digest=False, uid=None):
+        """Start a delivery into mailbox `name` (created if missing). With digest=True the
+        Delivery keeps a SHA-1 of the bytes it stores (see Delivery.digest).
+
+        uid: "<epoch>.<seq>" to commit the message under that UID instead of the next one
+        (restore from a backup keeps every POP3 UIDL). The seq must be at least the mailbox's
+        next seq (restore in ascending seq order, into a mailbox that has nothing above it)
+        and the mailbox must not be locked; commit() then writes its index record at once,
+        because a restored seq may lie beyond a gap of bucket directories, where the search for
+        unindexed files (which walks consecutive buckets) does not look. Seqs stay unique in a
+        mailbox, and the mailbox's own epoch (new deliveries) differs from the restored ones."""
+        if uid is not None:
+            uid = _cold("storeindex", "parse_uid", uid)
+            if uid is None:
+                raise StoreError("bad uid", "SYS/PERM")
+        box = self._box(name)
+        limit, exc = self._room(box.path, box.count, box.total)
+        if not limit:
+            raise exc("mailbox quota exceeded" if exc is QuotaExceeded else "flash full")
+        from pocketpost import store  # Delivery: a process that delivers nothing never loads it
+
+        d = store.Delivery(self, box, compat.now() if arrival is None else arrival, limit, exc, digest)
+        d._uid = uid
+        return d
+
+    def room(self, name):
+        """(octets a message delivered to `name` may take now, the exception past it); -1 if
+        unbounded, 0 if none. Writes nothing (host tools check a batch before delivering any):
+        a mailbox that does not exist yet counts as empty."""
+        path = self._path(name)
+        if compat.isdir(path):
+            box = self._box(name)
+            return self._room(box.path, box.count, box.total)
+        return self._room(self.root, 0, 0)
+
+    def _room(self, path, count, total):
+        limit, exc = -1, StoreFull
+        if self.quota:
+            limit, exc = self.quota - total, QuotaExceeded
+            if limit <= 0:
+                return 0, QuotaExceeded
+        free, bsize = self._free(path)
+        if free >= 0:
+            # Room kept for a deletion commit: the reserve, a copy of the index, two spare blocks.
+            room = free - self.reserve - (count + 1) * _REC - 2 * bsize
+            if room <= 0:
+                return 0, StoreFull
+            if limit < 0 or room < limit:
+                limit, exc = room, StoreFull
+        return limit, exc
+
+    def deliver_stream(self, name, readinto, arrival=None):
+        """Deliver what readinto(buf) yields (it returns the byte count, 0 at EOF)."""
+        d = self.begin(name, arrival)
+        try:
+            buf = bytearray(IN_BUF)
+            mv = memoryview(buf)
+            while True:
+                n = readinto(buf)
+                if not n:
+                    break
+                d.write(buf if n == IN_BUF else mv[:n])  # a full block: the no-copy path
+            return d.commit()
+        except BaseException:
+            d.abort()
+            raise
+
+    def deliver_file(self, name, path, arrival=None):
+        f = open(path, "rb")
+        try:
+            return self.deliver_stream(name, f.readinto, arrival)
+        finally:
+            f.close()
+
+
+    # --- sessions -----------------------------------------------------------------------------
+
+    def lock(self, name):
+        """Lock a mailbox for a POP3 session and return its snapshot (a storesession.Mailbox)."""
+        from pocketpost import storesession  # the session side: a delivery never loads it
+
+        return storesession.lock(self, name)
+
+
+# The code loaded for a call (see the module docstring): storescan and storecheck
+# (_held: the calls under way) and storeindex (_ixheld: the calls under way, plus one while
+# storesession, which imports it, is loaded), dropped on MicroPython once their count is back to
+# 0. A call into the first group holds storeindex too (they import it).
+_held = [0]
+_COLD = ("storecheck", "storescan")
+_ixheld = [0]
+_INDEX = ("storeindex",)
+
+
+def _cold(mod, fn, *args):
+    """pocketpost.<mod>.<fn>(*args), mod one of _COLD or _INDEX, kept loaded until the last call
+    is out."""
+    ix = mod == "storeindex"
+    if not ix:
+        _held[0] += 1
+    _ixheld[0] += 1
+    try:
+        if ix:
+            from pocketpost import storeindex as m
+        elif mod == "storescan":
+            from pocketpost import storescan as m
+        else:
+            from pocketpost import storecheck as m  # (it imports storescan)
+        return getattr(m, fn)(*args)
+    finally:
+        if not ix:
+            compat.release_cold(_held, _COLD)
+        compat.release_cold(_ixheld, _INDEX)
+
+
+def describe(name, rep):
+    """One line for a human about one mailbox's report from Store.check."""
+    return _cold("storecheck", "describe", name, rep)
+
+
+def reboot():
+    """Forget all RAM state (locks and caches) as a restart would: the next lock or delivery
+    recovers each mailbox from flash. For tests, and for board.main once Ctrl-C has stopped every
+    session (never while a session or delivery of this process is still running)."""
+    _LOCKS.clear()
+    _BOXES.clear()

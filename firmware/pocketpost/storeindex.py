@@ -1,0 +1,302 @@
+"""The store's index side and its file names (store.py's theory of operation): write, read and
+verify the index, walk its records, find the files above it and append them (merge); parse a
+message file's name and a UID. Functions of a storecore._Box.
+
+Apart from storecore.py so that a role that never reads the index keeps none of it: a process
+that only delivers (the fetch CLI) loads it for a call (storecore._cold: the first open of a
+mailbox, a merge every MERGE_AFTER deliveries, create, a restore's UID) and drops it after (on
+MicroPython); the session side (storesession.py) and recovery (storescan.py, storecheck.py)
+import it, and storesession holds it for as long as it is loaded (storecore._ixheld), so a
+server keeps one copy.
+"""
+
+import binascii
+import struct
+
+from pocketpost import compat
+from pocketpost.compat import const
+from pocketpost.storecore import BUCKET, StoreError, _Box, _os_error
+
+_crc32 = binascii.crc32  # in every MicroPython build with deflate (ESP32 and unix since 1.22)
+
+# The on-flash format. These are the originals: storecore, store, storescan and storesession repeat
+# the ones they use (const() folds them at compile time: they are not module attributes on
+# MicroPython); host_tests/dual/test_store.py checks they agree.
+_REC = const(24)  # one index record: six little-endian uint32
+_RECS_PER_READ = const(32)  # records read at once by a session (768-byte buffer)
+_FMT = "<6I"
+_FMT5 = "<5I"
+# Format 2: a record's check is a CRC-32 (format 1, b'PPX1'/b'PPC1', used a weaker mix that had to
+# be verified record by record in Python; such an index is rebuilt from the files, UIDs kept, and
+# such an intent log is rewritten in format 2 and carried out: see storescan._upgrade_intent).
+_MAGIC_INDEX = const(0x32585050)  # b'PPX2'
+_MAGIC_COMMIT = const(0x32435050)  # b'PPC2'
+_OLD_MAGIC_INDEX = b"PPX1"
+_OLD_MAGIC_COMMIT = const(0x31435050)  # b'PPC1'
+# A record's check is the CRC-32 of its first 20 bytes continued from this value, the CRC-32
+# residue: the CRC of a whole valid record (check included) continued from it gives it back, so a
+# run of records is verified by one crc32 call over the run (residue in, residue out).
+_RES = const(0x2144DF1C)
+_MASK = const(0xFFFFFFFF)
+_PLAIN = const(0x80000000)  # in a record's size field: the file is the wire form (plain or stuffed)
+_STUFFED = const(0x40000000)  # with _PLAIN: the file has dots added (their number is in its name)
+_SIZE = const(0x3FFFFFFF)  # the file's octets (messages are far below 1 GiB)
+_DAMAGED = "damaged"  # in a mailbox: message files set aside by a scan, kept for export/inspection
+
+
+def _pack(buf, off, a, b, c, d, e):
+    struct.pack_into(_FMT5, buf, off, a, b, c, d, e)
+    struct.pack_into("<I", buf, off + 20, _crc32(memoryview(buf)[off : off + 20], _RES))
+
+
+def _unpack(buf, off):
+    """The six fields of a record, or None if its check fails."""
+    if _crc32(memoryview(buf)[off : off + _REC], _RES) != _RES:
+        return None
+    return struct.unpack_from(_FMT, buf, off)
+
+
+def _runs_ok(mv, n):
+    """True if every record in mv[:n] (whole records) passes its check: one C call for them all."""
+    return _crc32(mv[:n], _RES) == _RES
+
+def _parse_msg_name(name):
+    """(epoch, seq, arrival, flags, dots) of a message file name, or None for anything else;
+    flags: 0 (unstuffed, from before the wire form), _PLAIN, or _PLAIN | _STUFFED."""
+    parts = name.split(".")
+    n = len(parts)
+    if not 3 <= n <= 4 or len(parts[0]) != 8:
+        return None
+    flags = 0
+    dots = 0
+    if n == 4:
+        t = parts[3]
+        if t == "p":
+            flags = _PLAIN
+        elif len(t) > 1 and t[0] == "d" and t[1:].isdigit() and t[1] != "0" and len(t) <= 11:
+            flags = _PLAIN | _STUFFED
+            dots = int(t[1:])
+        else:
+            return None
+    try:
+        epoch = int(parts[0], 16)
+        seq = int(parts[1])
+        arrival = int(parts[2])
+    except ValueError:
+        return None
+    if seq < 1 or arrival < 0 or seq > _MASK or arrival > _MASK:
+        return None
+    return epoch, seq, arrival, flags, dots
+
+
+def _lsize(r, prev):
+    """The LIST size of index record r (six fields) whose predecessor's running total is prev
+    (0 for the first record): the size field for an unstuffed file, else the difference of the
+    running totals (which add up LIST sizes while the size field holds the file's octets)."""
+    if r[3] & _STUFFED:
+        return (r[4] - prev) & _MASK
+    return r[3] & _SIZE
+
+
+def _file_rec(m, size):
+    """The in-RAM record (epoch, seq, arrival, size field, LIST size) of a message file from
+    its parsed name m and its size; the LIST size is negative when the file is shorter than the
+    dots its name says were added (damaged)."""
+    return m[0], m[1], m[2], size | m[3], size - m[4]
+
+
+def parse_uid(uid):
+    """(epoch, seq) of a UID "<8 hex digits>.<seq>" as the store makes them, or None."""
+    parts = uid.split(".") if isinstance(uid, str) else ()
+    if len(parts) != 2 or len(parts[0]) != 8 or not parts[1].isdigit() or len(parts[1]) > 10:
+        return None
+    try:
+        epoch = int(parts[0], 16)
+    except ValueError:
+        return None
+    seq = int(parts[1])
+    if not 1 <= seq <= _MASK:
+        return None
+    return epoch, seq
+
+
+def _new_epoch():
+    b = compat.urandom(4)
+    return (b[0] << 24) | (b[1] << 16) | (b[2] << 8) | b[3]
+
+def _iter_recs(path, what):
+    """Yield the records (six fields) after the header of an index or intent log file, reading
+    _RECS_PER_READ at a time; raises StoreError(what) at a record that fails its check. The file
+    stays open until the walk ends: close() a walk that is left early (MicroPython has no
+    __del__ to do it)."""
+    buf = bytearray(_REC * _RECS_PER_READ)
+    f = open(path, "rb")
+    try:
+        f.seek(_REC)
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            for off in range(0, n - n % _REC, _REC):
+                r = _unpack(buf, off)
+                if r is None:
+                    raise StoreError(what)
+                yield r
+    finally:
+        f.close()
+
+
+def write_index(box, path, records_iter, epoch, floor):
+    """Write a complete index (header + records from records_iter) to path, flushed."""
+    buf = bytearray(_REC * _RECS_PER_READ)
+    count = 0
+    total = 0
+    last = 0
+    f = open(path, "wb")
+    try:
+        _pack(buf, 0, _MAGIC_INDEX, 1, epoch, floor, 0)
+        f.write(memoryview(buf)[:_REC])
+        n = 0
+        for r in records_iter:
+            total += r[4]  # the LIST size (the size field holds the file's octets)
+            _pack(buf, n * _REC, r[0], r[1], r[2], r[3], total & _MASK)
+            n += 1
+            count += 1
+            last = r[1]
+            if n == _RECS_PER_READ:
+                f.write(buf)
+                n = 0
+        if n:
+            f.write(memoryview(buf)[: n * _REC])
+        compat.sync_file(f)
+    finally:
+        f.close()
+    return count, total, last
+
+def read_index_state(box):
+    """Read and verify the whole index (every record's check, one crc32 call per block of
+    records: the cost of reading the file, ~1 ms at 5,000 messages on the host), then set the
+    idx_* fields from its header and last record. False if missing, torn, unreadable or if
+    any record fails its check."""
+    try:
+        f = open(box.p("index"), "rb")
+    except OSError:
+        return False
+    buf = bytearray(_REC * _RECS_PER_READ)
+    mv = memoryview(buf)
+    h = None
+    try:
+        size = f.seek(0, 2)
+        if size < _REC or size % _REC:
+            return False
+        f.seek(0)
+        last = 0
+        while True:
+            n = f.readinto(buf)
+            if not n:
+                break
+            if n % _REC or not _runs_ok(mv, n):
+                return False
+            if h is None:
+                h = struct.unpack_from(_FMT, buf, 0)
+            last = n - _REC
+    except OSError:  # an unreadable block: as good as a failed check
+        return False
+    finally:
+        f.close()
+    if h is None or h[0] != _MAGIC_INDEX or h[1] != 1:
+        return False
+    count = size // _REC - 1
+    last_seq = 0
+    total = 0
+    if count:
+        r = struct.unpack_from(_FMT, buf, last)
+        if r[1] < 1:
+            return False
+        last_seq = r[1]
+        total = r[4]
+    box.epoch = h[2]
+    box.floor = h[3]
+    box.idx_count = count
+    box.idx_total = total
+    box.last_seq = last_seq
+    return True
+
+def iter_index(box, mask=None):
+    """Yield (epoch, seq, arrival, size field, LIST size) of every index record, a block at a
+    time, leaving out record i (0-based) when bit (i & 7) of mask[i >> 3] is set."""
+    i = 0
+    prev = 0  # the running total of the record before
+    it = _iter_recs(box.p("index"), "index record corrupt")
+    try:
+        for r in it:
+            if mask is None or not (i >> 3 < len(mask) and mask[i >> 3] & (1 << (i & 7))):
+                yield r[0], r[1], r[2], r[3], _lsize(r, prev)
+            prev = r[4]
+            i += 1
+    finally:
+        it.close()
+
+# --- directory scans ----------------------------------------------------------------------
+
+def scan_bucket(box, k, above):
+    """Message files in bucket k with seq > above: list of (epoch, seq, arrival, size field,
+    LIST size)."""
+    path = box.p("b%d" % k)
+    out = []
+    for name, is_dir, size in compat.listdir_stat(path):
+        if is_dir:
+            continue
+        m = _parse_msg_name(name)
+        if m is None or m[1] <= above or size < m[4]:
+            continue  # (a file shorter than its added dots waits for a scan to set it aside)
+        out.append(_file_rec(m, size))
+    return out
+
+def find_unindexed(box):
+    """Files with seq above the index, found by listing the newest buckets only."""
+    start = max(box.last_seq + 1, box.floor)
+    k = start // BUCKET
+    out = []
+    while compat.isdir(box.p("b%d" % k)):
+        out.extend(scan_bucket(box, k, box.last_seq))
+        k += 1
+    out.sort(key=lambda r: r[1])
+    return out
+
+def merge(box, recs=None):
+    """Append records for unindexed files (records first; files are already in place).
+    recs: those records when the caller knows them (a delivery with a given UID)."""
+    if recs is None:
+        recs = find_unindexed(box)
+    if not recs:
+        return
+    buf = bytearray(_REC)
+    total = box.idx_total
+    f = open(box.p("index"), "ab")
+    try:
+        for r in recs:
+            total += r[4]
+            _pack(buf, 0, r[0], r[1], r[2], r[3], total & _MASK)
+            f.write(buf)
+        compat.sync_file(f)
+    finally:
+        f.close()
+    box.idx_count += len(recs)
+    box.idx_total = total & _MASK
+    box.last_seq = recs[-1][1]
+    box.unindexed = 0
+
+
+def create(store, name):
+    """Store.create: the mailbox's directories and its empty index (a new epoch)."""
+    path = store._path(name)
+    try:
+        compat.makedirs(compat.join(path, "tmp"))
+        if not compat.exists(compat.join(path, "index")):
+            box = _Box(path)
+            write_index(box, box.p("index.new"), iter(()), _new_epoch(), 1)
+            compat.rename(box.p("index.new"), box.p("index"))
+            compat.sync_dir(path)
+    except OSError as e:
+        raise _os_error(e)
