@@ -93,18 +93,30 @@ recovery before the session sees it. Mailbox.open checks the file's size against
 the next lock recovers it. A file's content is not checksummed: a same-size change goes unseen
 by RETR (reading a stuffed file un-stuffed also checks it comes to its LIST size, EIO if not).
 
-Cold code: recovery (the roll-forward or discard of an intent log, the scan, salvage, the rebuild
-from the files, the format-1 upgrade) is in storescan.py, Store.check and describe() in
-storecheck.py. They run only at the first lock or delivery of a mailbox after boot, at a lock that
-found damage and at a check, so this module imports them for the call (_cold) and, on
-MicroPython, drops both when no call is inside them (_held counts the calls under way: a module in
-use is never dropped). Nothing outside a call refers to them: the exceptions, _Box and the RAM
-state live here, reports are plain dicts, their generators are closed before the call returns.
-Delivery stays here and never loads them.
-
-The session side is storesession.py: lock (Store.lock imports it), Mailbox (the session's reads,
-store.Mailbox resolves to it) and the deletion commit (write_intent, apply_deletions, also the
-roll-forward of recovery). A process that only delivers (the fetch CLI) never loads it.
+The modules, by who needs them and when (each role keeps only its part; figures: resident heap
+after the import, 64-bit unix port, from .mpy):
+  - storecore.py, what every role keeps (~10 KB): the exceptions, the RAM state (_BOXES, _LOCKS,
+    _Box), Store (open, quota and room, begin, lock) and _cold, which loads the parts below for
+    a call. config.open_store imports it, not this module.
+  - store.py (this module, ~7 KB more): Delivery and the public names (store.Store,
+    store.Mailbox, store.StoreError, ...; a module __getattr__ finds the others where they
+    live). Store.begin imports it: a POP3 server that receives no mail never loads it.
+  - storeindex.py (~2.5 KB): the index format, the index read and verified, walked, written.
+    The session side imports it and holds it; anyone else loads it for a call.
+  - storesession.py (~7 KB): lock (Store.lock imports it), Mailbox (the session's reads,
+    store.Mailbox resolves to it) and the deletion commit (write_intent, apply_deletions, also
+    the roll-forward of recovery). A process that only delivers (the fetch CLI) never loads it.
+  - Loaded for a call and dropped after it (MicroPython): storemerge.py (~2.5 KB: the files
+    above the index appended to it, at a lock after deliveries and every MERGE_AFTER
+    deliveries; file and UID names parsed; create), storescan.py (recovery: the roll-forward or
+    discard of an intent log, the scan, salvage, the rebuild from the files, the format-1
+    upgrade; the work of opening a store root) and storecheck.py (Store.check, describe).
+    Recovery runs at the first lock or delivery of a mailbox after boot, at a lock that found
+    damage and at a check. _cold counts the calls under way in each group (_held: storescan,
+    storecheck, storemerge; _ixheld: storeindex, plus one while storesession is loaded), so a
+    module in use is never dropped and a server keeps one copy of storeindex. Nothing outside a
+    call refers to them: the exceptions, _Box and the RAM state live in storecore, reports are
+    plain dicts, their generators are closed before the call returns.
 
 Locks live in RAM (a module-level set): a dead session cannot leave one behind across a restart.
 One process owns a store root; all Store objects in it share the per-mailbox state below.
@@ -141,7 +153,7 @@ _DOT = const(46)
 
 def __getattr__(name):
     """store.Mailbox (storesession.py, loaded on first use), and the store's other names where
-    they live (storecore.py, then storeindex.py: store._Box, store.parse_uid, store._REC, ...)."""
+    they live (storecore.py, storeindex.py, storemerge.py: store._Box, store.parse_uid, ...)."""
     if name == "Mailbox":
         from pocketpost import storesession
 
@@ -154,7 +166,13 @@ def __getattr__(name):
         pass
     from pocketpost import storeindex
 
-    return getattr(storeindex, name)
+    try:
+        return getattr(storeindex, name)
+    except AttributeError:
+        pass
+    from pocketpost import storemerge
+
+    return getattr(storemerge, name)
 
 
 class Delivery:

@@ -1,14 +1,15 @@
-"""Store.check and describe(): functions of a store.Store, on top of storescan.py's recovery and
+"""Store.check and describe(): functions of a storecore.Store, on top of storescan.py's recovery and
 scan (see store.py's theory of operation).
 
 Only a check (the board at boot, admin.check, ppadmin's host check) and describe() use this code,
-so it is apart from the recovery a lock may need: store._cold loads it for the call and, on
+so it is apart from the recovery a lock may need: storecore._cold loads it for the call and, on
 MicroPython, drops it (and storescan) when no call is inside them.
 """
 
 from pocketpost import compat
 from pocketpost.storecore import _BOXES, _LOCKS, IN_BUF, StoreError, _Box
-from pocketpost.storeindex import _file_rec, _parse_msg_name, read_index_state
+from pocketpost.storeindex import read_index_state
+from pocketpost.storemerge import _file_rec, _parse_msg_name
 from pocketpost.storescan import _clean_tmp, _commit_ok, _set_aside, buckets, recover, report, scan
 
 

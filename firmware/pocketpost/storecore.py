@@ -6,11 +6,11 @@ The store is split by who needs what, and when:
   - store.py: Delivery (write, seal, commit) and the public names (store.Store, store.Mailbox,
     the exceptions, ...). Store.begin imports it: a POP3 server that receives no mail (no SMTP,
     no fetcher) never loads it.
-  - storeindex.py: the index (write, read and verify, walk, merge) and file and UID name
-    parsing. Loaded with the session side (storesession imports it and holds it), else for one
-    call (_cold: a merge every MERGE_AFTER deliveries, create, a restore's UID).
+  - storeindex.py: the index format, read and verified, walked, written. storesession imports
+    it and holds it; otherwise loaded for a call (recovery, a merge, create).
   - storesession.py: lock, Mailbox, the deletion commit (Store.lock imports it).
-  - storescan.py (recovery, opening a store root) and storecheck.py (Store.check, describe):
+  - storemerge.py (the files above the index appended to it, file and UID names parsed, create),
+    storescan.py (recovery, opening a store root) and storecheck.py (Store.check, describe):
     loaded for a call, dropped after it.
 On MicroPython a module loaded for a call is dropped when the last call inside it returns (_held,
 _ixheld: the users under way, compat.release_cold); CPython keeps modules (a second copy would
@@ -149,9 +149,9 @@ class _Box:
     # --- the index side (storeindex.py) -------------------------------------------------------
 
     def merge(self, recs=None):
-        """Append records for unindexed files (storeindex.merge); recs: those records when the
+        """Append records for unindexed files (storemerge.merge); recs: those records when the
         caller knows them (a delivery with a given UID)."""
-        _cold("storeindex", "merge", self, recs)
+        _cold("storemerge", "merge", self, recs)
 
     def merge_due(self):
         """After a delivery: index the unindexed messages once MERGE_AFTER have piled up, if
@@ -246,7 +246,7 @@ class Store:
         return compat.isdir(self._path(name))
 
     def create(self, name):
-        _cold("storeindex", "create", self, name)  # its empty index
+        _cold("storemerge", "create", self, name)  # its directories and empty index
 
     def usage(self, name):
         box = self._box(name)
@@ -266,7 +266,7 @@ class Store:
         unindexed files (which walks consecutive buckets) does not look. Seqs stay unique in a
         mailbox, and the mailbox's own epoch (new deliveries) differs from the restored ones."""
         if uid is not None:
-            uid = _cold("storeindex", "parse_uid", uid)
+            uid = _cold("storemerge", "parse_uid", uid)
             if uid is None:
                 raise StoreError("bad uid", "SYS/PERM")
         box = self._box(name)
@@ -338,12 +338,12 @@ class Store:
         return storesession.lock(self, name)
 
 
-# The code loaded for a call (see the module docstring): storescan and storecheck
+# The code loaded for a call (see the module docstring): storescan, storecheck and storemerge
 # (_held: the calls under way) and storeindex (_ixheld: the calls under way, plus one while
 # storesession, which imports it, is loaded), dropped on MicroPython once their count is back to
 # 0. A call into the first group holds storeindex too (they import it).
 _held = [0]
-_COLD = ("storecheck", "storescan")
+_COLD = ("storecheck", "storescan", "storemerge")
 _ixheld = [0]
 _INDEX = ("storeindex",)
 
@@ -360,8 +360,10 @@ def _cold(mod, fn, *args):
             from pocketpost import storeindex as m
         elif mod == "storescan":
             from pocketpost import storescan as m
-        else:
+        elif mod == "storecheck":
             from pocketpost import storecheck as m  # (it imports storescan)
+        else:
+            from pocketpost import storemerge as m
         return getattr(m, fn)(*args)
     finally:
         if not ix:

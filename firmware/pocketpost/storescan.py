@@ -1,13 +1,14 @@
 """The store's recovery: a deletion commit's intent log rolled forward or discarded, the scan of
 the files against the index (every valid record salvaged, damaged files set aside, the index
-rewritten from the files), the format-1 upgrade. Functions of a store._Box.
+rewritten from the files), the format-1 upgrade; and the work of opening a store root
+(open_root: Store()). Functions of a storecore._Box.
 
-Runs only at the first lock or delivery of a mailbox after boot, at a lock that found damage and
-under Store.check (storecheck.py), so store.py imports it only then (store._cold) and, on
-MicroPython, drops it when no call is inside it (see store.py's theory of operation). Nothing
-outside a call refers to anything here: the exceptions and the RAM state (_Box, _BOXES, _LOCKS)
-live in store.py, reports are plain dicts, and the generators made here are closed before the
-call returns.
+Runs only at Store(), at the first lock or delivery of a mailbox after boot, at a lock that found
+damage and under Store.check (storecheck.py), so storecore imports it only then (storecore._cold)
+and, on MicroPython, drops it when no call is inside it (see store.py's theory of operation).
+Nothing outside a call refers to anything here: the exceptions and the RAM state (_Box, _BOXES,
+_LOCKS) live in storecore.py, reports are plain dicts, and the generators made here are closed
+before the call returns.
 """
 
 import struct
@@ -15,8 +16,8 @@ import struct
 from pocketpost import compat, log
 from pocketpost.compat import const
 from pocketpost.storecore import _BOXES, _LOCKS, BUCKET, StoreError, _msg_name, _remove
-from pocketpost.storeindex import (_file_rec, _iter_recs, _lsize, _new_epoch, _parse_msg_name, _unpack, iter_index,
-                                   read_index_state, scan_bucket, write_index)
+from pocketpost.storeindex import _iter_recs, _lsize, _unpack, iter_index, read_index_state, write_index
+from pocketpost.storemerge import _file_rec, _new_epoch, _parse_msg_name, scan_bucket
 
 # storeindex.py's private constants (const() folds them at compile time: they are not module
 # attributes on MicroPython); host_tests/dual/test_store.py checks they agree.

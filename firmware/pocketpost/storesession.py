@@ -3,10 +3,11 @@ read it (Mailbox: the snapshot a POP3 session sees; _Unstuffed: a stuffed file r
 and commit its deletions (the intent log and its roll-forward, which recovery in storescan.py
 also runs).
 
-Apart from store.py so that a process that only delivers (the fetch CLI, a delivery) never loads
-it: Store.lock imports it, storescan.py only to roll an intent log forward (`import store` keeps
-6 KB less heap on the 64-bit unix port, from .mpy; fetch CLI 136 -> 131 KiB). The RAM state
-(_BOXES, _LOCKS, _Box) and the exceptions stay in store.py.
+Apart from the rest so that a process that only delivers (the fetch CLI, a delivery) never loads
+it: Store.lock imports it, storescan.py only to roll an intent log forward. It imports the index
+side (storeindex.py) and holds it while loaded (storecore._ixheld). The RAM state (_BOXES, _LOCKS,
+_Box) and the exceptions are storecore.py's. A lock that finds unindexed messages merges them
+through storecore._cold (storemerge.py, dropped after).
 """
 
 import os

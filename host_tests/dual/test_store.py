@@ -954,10 +954,11 @@ def test_stuffed_file_damage_is_detected():
 
 
 def _cold_loaded():
-    """True if either of the store's cold modules (storescan, storecheck) is in sys.modules."""
+    """True if any of the store's cold modules (storescan, storecheck, storemerge) is in sys.modules."""
     import sys
 
-    return "pocketpost.storescan" in sys.modules or "pocketpost.storecheck" in sys.modules
+    return "pocketpost.storescan" in sys.modules or "pocketpost.storecheck" in sys.modules or (
+        "pocketpost.storemerge" in sys.modules)
 
 
 def test_cold_code_dropped_after_the_first_lock_and_loaded_again_for_damage_found_later():
@@ -1023,7 +1024,7 @@ def test_cold_module_constants_agree_with_the_store():
     # folds them on MicroPython, so they cannot be imported): they must be the same values.
     if IS_MICROPYTHON:
         skip("const() names are not module attributes on MicroPython: compared under CPython")
-    from pocketpost import storecore, storeindex, storescan
+    from pocketpost import storecore, storeindex, storemerge, storescan
 
     for name in ("_REC", "_RECS_PER_READ", "_FMT", "_MAGIC_INDEX", "_MAGIC_COMMIT", "_OLD_MAGIC_INDEX",
                  "_OLD_MAGIC_COMMIT", "_MASK", "_SIZE", "_DAMAGED"):
@@ -1032,6 +1033,8 @@ def test_cold_module_constants_agree_with_the_store():
         assert getattr(storesession, name) == getattr(storeindex, name), name
     for name in ("_REC", "_PLAIN", "_STUFFED", "_SIZE"):
         assert getattr(storecore, name) == getattr(storeindex, name), name
+    for name in ("_REC", "_MASK", "_PLAIN", "_STUFFED"):
+        assert getattr(storemerge, name) == getattr(storeindex, name), name
     for name in ("_PLAIN", "_STUFFED"):
         assert store_mod.__dict__[name] == getattr(storeindex, name), name
     for name in ("IN_BUF", "BUCKET"):  # limits repeated beside the format
