@@ -110,7 +110,7 @@ after the import, 64-bit unix port, from .mpy):
     above the index appended to it, at a lock after deliveries and every MERGE_AFTER
     deliveries; file and UID names parsed; create), storescan.py (recovery: the roll-forward or
     discard of an intent log, the scan, salvage, the rebuild from the files, the format-1
-    upgrade; the work of opening a store root) and storecheck.py (Store.check, describe).
+    upgrade) and storecheck.py (Store.check, describe).
     Recovery runs at the first lock or delivery of a mailbox after boot, at a lock that found
     damage and at a check. _cold counts the calls under way in each group (_held: storescan,
     storecheck, storemerge; _ixheld: storeindex, plus one while storesession is loaded), so a

@@ -7,10 +7,10 @@ MicroPython, drops it (and storescan) when no call is inside them.
 """
 
 from pocketpost import compat
-from pocketpost.storecore import _BOXES, _LOCKS, IN_BUF, StoreError, _Box
+from pocketpost.storecore import _BOXES, _LOCKS, IN_BUF, StoreError, _Box, _clean_tmp
 from pocketpost.storeindex import read_index_state
 from pocketpost.storemerge import _file_rec, _parse_msg_name
-from pocketpost.storescan import _clean_tmp, _commit_ok, _set_aside, buckets, recover, report, scan
+from pocketpost.storescan import _commit_ok, _set_aside, buckets, recover, report, scan
 
 
 def inspect(box, rep):

@@ -10,8 +10,9 @@ The store is split by who needs what, and when:
     it and holds it; otherwise loaded for a call (recovery, a merge, create).
   - storesession.py: lock, Mailbox, the deletion commit (Store.lock imports it).
   - storemerge.py (the files above the index appended to it, file and UID names parsed, create),
-    storescan.py (recovery, opening a store root) and storecheck.py (Store.check, describe):
-    loaded for a call, dropped after it.
+    storescan.py (recovery) and storecheck.py (Store.check, describe): loaded for a call,
+    dropped after it. Store() loads none of them: a server's start (config loaded, the server's
+    code in the heap) is where its smallest heap is set.
 On MicroPython a module loaded for a call is dropped when the last call inside it returns (_held,
 _ixheld: the users under way, compat.release_cold); CPython keeps modules (a second copy would
 give its classes a second identity).
@@ -19,7 +20,7 @@ give its classes a second identity).
 
 import os
 
-from pocketpost import compat
+from pocketpost import compat, log
 from pocketpost.compat import const
 
 # --- named limits (the reasons: store.py) ----------------------------------------------------
@@ -39,6 +40,8 @@ _REC = const(24)
 _PLAIN = const(0x80000000)
 _STUFFED = const(0x40000000)
 _SIZE = const(0x3FFFFFFF)
+# Listings of tmp/ when cleaning it: one, then one more after removals (see _clean_tmp).
+_TMP_PASSES = const(3)
 _LOCKS = set()  # mailbox directories locked in this process (RAM only, by design)
 _BOXES = {}  # mailbox directory -> _Box (RAM state shared by every Store in the process)
 
@@ -171,6 +174,27 @@ class _Box:
         return lambda *a: _cold("storeindex", name, self, *a)
 
 
+def _clean_tmp(tmp):
+    """Remove every file in a mailbox's tmp/ (orphans of interrupted deliveries); returns how
+    many. Listed again after a removal, up to _TMP_PASSES times: the first write after a mount
+    is when littlefs finishes a move a power cut left half done, and an entry can show up (or go)
+    only then; one more listing keeps it from waiting for the next boot."""
+    removed = 0
+    try:
+        if not compat.isdir(tmp):
+            return 0
+        for _ in range(_TMP_PASSES):
+            names = compat.listdir(tmp)
+            if not names:
+                break
+            for fn in names:
+                if _remove(compat.join(tmp, fn)):
+                    removed += 1
+    except OSError as e:  # a damaged tmp/ must not keep the store from opening
+        log.warning("store %s: temp files not removed: %r", tmp, e)
+    return removed
+
+
 class Store:
     def __init__(self, root, quota=DEFAULT_QUOTA, reserve=DEFAULT_RESERVE_BYTES):
         self.root = root.rstrip("/") or "/"
@@ -178,7 +202,25 @@ class Store:
         self.reserve = reserve
         self._free_cache = None  # [free, block size, uses, bytes delivered since]
         compat.makedirs(self.root)
-        _cold("storescan", "open_root", self)  # an unfinished group commit, idle RAM state, temp files
+        # A group commit (groupcommit.py: one SMTP message into several mailboxes) cut short: finish
+        # or forget it before the temp clean-up below (a committed group's files are still there).
+        if compat.exists(compat.join(self.root, "group")) or compat.exists(compat.join(self.root, "group.new")):
+            from pocketpost import groupcommit
+
+            groupcommit.recover(self.root)
+        # Forget RAM state of idle mailboxes under this root (the flash may have changed since,
+        # e.g. a remount in tests), and remove orphaned temp files of interrupted deliveries.
+        prefix = self.root + "/"
+        for path in list(_BOXES):
+            box = _BOXES[path]
+            if path.startswith(prefix) and not box.busy and path not in _LOCKS:
+                del _BOXES[path]
+        for name in self.mailboxes():
+            path = compat.join(self.root, name)
+            box = _BOXES.get(path)
+            if box is not None and box.busy:
+                continue
+            _clean_tmp(compat.join(path, "tmp"))
 
     def check(self, repair=False, deep=False, names=None):
         """Check every mailbox that no session holds; with repair, fix what is found. Returns

@@ -1,9 +1,8 @@
 """The store's recovery: a deletion commit's intent log rolled forward or discarded, the scan of
 the files against the index (every valid record salvaged, damaged files set aside, the index
-rewritten from the files), the format-1 upgrade; and the work of opening a store root
-(open_root: Store()). Functions of a storecore._Box.
+rewritten from the files), the format-1 upgrade. Functions of a storecore._Box.
 
-Runs only at Store(), at the first lock or delivery of a mailbox after boot, at a lock that found
+Runs only at the first lock or delivery of a mailbox after boot, at a lock that found
 damage and under Store.check (storecheck.py), so storecore imports it only then (storecore._cold)
 and, on MicroPython, drops it when no call is inside it (see store.py's theory of operation).
 Nothing outside a call refers to anything here: the exceptions and the RAM state (_Box, _BOXES,
@@ -15,7 +14,7 @@ import struct
 
 from pocketpost import compat, log
 from pocketpost.compat import const
-from pocketpost.storecore import _BOXES, _LOCKS, BUCKET, StoreError, _msg_name, _remove
+from pocketpost.storecore import BUCKET, StoreError, _msg_name, _remove
 from pocketpost.storeindex import _iter_recs, _lsize, _unpack, iter_index, read_index_state, write_index
 from pocketpost.storemerge import _file_rec, _new_epoch, _parse_msg_name, scan_bucket
 
@@ -31,7 +30,6 @@ _OLD_MAGIC_COMMIT = const(0x31435050)  # b'PPC1'
 _MASK = const(0xFFFFFFFF)
 _SIZE = const(0x3FFFFFFF)
 _DAMAGED = "damaged"  # in a mailbox: message files set aside by a scan, kept for export/inspection
-_TMP_PASSES = const(3)  # listings of tmp/ when cleaning it: one, then one more after removals (_clean_tmp)
 _DUPS = const(128)  # second files of a seq a walk holds per bucket (BUCKET: one per seq; the old bug's are rare)
 
 
@@ -571,48 +569,3 @@ def _commit_ok(path):
         return seen == h[1]
     finally:
         f.close()
-
-
-def open_root(store):
-    """Store(): what opening a store root does once the root exists."""
-    root = store.root
-    # A group commit (groupcommit.py: one SMTP message into several mailboxes) cut short: finish
-    # or forget it before the temp clean-up below (a committed group's files are still there).
-    if compat.exists(compat.join(root, "group")) or compat.exists(compat.join(root, "group.new")):
-        from pocketpost import groupcommit
-
-        groupcommit.recover(root)
-    # Forget RAM state of idle mailboxes under this root (the flash may have changed since,
-    # e.g. a remount in tests), and remove orphaned temp files of interrupted deliveries.
-    prefix = root + "/"
-    for path in list(_BOXES):
-        box = _BOXES[path]
-        if path.startswith(prefix) and not box.busy and path not in _LOCKS:
-            del _BOXES[path]
-    for name in store.mailboxes():
-        path = compat.join(root, name)
-        box = _BOXES.get(path)
-        if box is not None and box.busy:
-            continue
-        _clean_tmp(compat.join(path, "tmp"))
-
-
-def _clean_tmp(tmp):
-    """Remove every file in a mailbox's tmp/ (orphans of interrupted deliveries); returns how
-    many. Listed again after a removal, up to _TMP_PASSES times: the first write after a mount
-    is when littlefs finishes a move a power cut left half done, and an entry can show up (or go)
-    only then; one more listing keeps it from waiting for the next boot."""
-    removed = 0
-    try:
-        if not compat.isdir(tmp):
-            return 0
-        for _ in range(_TMP_PASSES):
-            names = compat.listdir(tmp)
-            if not names:
-                break
-            for fn in names:
-                if _remove(compat.join(tmp, fn)):
-                    removed += 1
-    except OSError as e:  # a damaged tmp/ must not keep the store from opening
-        log.warning("store %s: temp files not removed: %r", tmp, e)
-    return removed
