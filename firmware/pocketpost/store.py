@@ -172,7 +172,10 @@ def __getattr__(name):
         pass
     from pocketpost import storemerge
 
-    return getattr(storemerge, name)
+    try:
+        return getattr(storemerge, name)
+    except AttributeError:
+        raise AttributeError(name) from None
 
 
 class Delivery:
