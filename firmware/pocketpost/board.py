@@ -455,7 +455,7 @@ class Runner:
         """After Ctrl-C stopped the loop: cancel every task, run the loop until they have all
         finished (at most ms), then forget the store's RAM state as a reset would (see the module
         docstring). Returns how many tasks had not finished in time (-1: a second Ctrl-C)."""
-        from pocketpost import store as store_mod
+        from pocketpost import storecore as store_mod  # (store.py: Delivery, not needed here)
 
         left = 0
         try:
@@ -606,7 +606,7 @@ class Runner:
         """The cheap part of the store check, repairing (what the first lock would do anyway):
         index records, index against the files, leftover intent logs and temp files. One
         mailbox at a time, yielding in between, so the watchdog task keeps feeding."""
-        from pocketpost import store as store_mod
+        from pocketpost import storecore as store_mod  # describe (store.py, Delivery, stays out of the heap)
 
         try:
             names = self.store.mailboxes()

@@ -399,14 +399,20 @@ def _cold(mod, fn, *args):
     _ixheld[0] += 1
     try:
         if ix:
-            from pocketpost import storeindex as m
-        elif mod == "storescan":
-            from pocketpost import storescan as m
-        elif mod == "storecheck":
-            from pocketpost import storecheck as m  # (it imports storescan)
-        else:
-            from pocketpost import storemerge as m
-        return getattr(m, fn)(*args)
+            from pocketpost import storeindex
+
+            return getattr(storeindex, fn)(*args)
+        if mod == "storescan":
+            from pocketpost import storescan
+
+            return getattr(storescan, fn)(*args)
+        if mod == "storecheck":
+            from pocketpost import storecheck  # (it imports storescan)
+
+            return getattr(storecheck, fn)(*args)
+        from pocketpost import storemerge
+
+        return getattr(storemerge, fn)(*args)
     finally:
         if not ix:
             compat.release_cold(_held, _COLD)
