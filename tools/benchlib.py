@@ -28,7 +28,8 @@ GLUE = ("board", "admin", "safemode", "flashfs", "mailport")  # mailport: export
 PARTS = (
     ("server", ("server", "pop3server", "pop3login", "pop3trans", "smtpserver", "smtp", "smtpauth")),
     ("client", ("client", "fetch", "uidstate", "headers", "session", "transport", "pop3client", "oauth2")),
-    ("store", ("store", "storecore", "storeindex", "storemerge", "storesession", "storescan", "storecheck", "groupcommit")),
+    ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession", "storescan",
+               "storecheck", "groupcommit")),
 )
 
 

@@ -8,11 +8,12 @@ The store is split by who needs what, and when:
     no fetcher) never loads it.
   - storeindex.py: the index format, read and verified, walked, written. storesession imports
     it and holds it; otherwise loaded for a call (recovery, a merge, create).
-  - storesession.py: lock, Mailbox, the deletion commit (Store.lock imports it).
+  - storesession.py: lock, Mailbox (Store.lock imports it).
   - storemerge.py (the files above the index appended to it, file and UID names parsed, create),
-    storescan.py (recovery) and storecheck.py (Store.check, describe): loaded for a call,
-    dropped after it. Store() loads none of them: a server's start (config loaded, the server's
-    code in the heap) is where its smallest heap is set.
+    storecommit.py (the deletion commit: a session's commit that deletes something, recovery's
+    roll-forward), storescan.py (recovery) and storecheck.py (Store.check, describe): loaded for
+    a call, dropped after it. Store() loads none of them: a server's start (config loaded, the
+    server's code in the heap) is where its smallest heap is set.
 On MicroPython a module loaded for a call is dropped when the last call inside it returns (_held,
 _ixheld: the users under way, compat.release_cold); CPython keeps modules (a second copy would
 give its classes a second identity).
@@ -380,12 +381,13 @@ class Store:
         return storesession.lock(self, name)
 
 
-# The code loaded for a call (see the module docstring): storescan, storecheck and storemerge
+# The code loaded for a call (see the module docstring): storescan, storecheck, storemerge and
+# storecommit
 # (_held: the calls under way) and storeindex (_ixheld: the calls under way, plus one while
 # storesession, which imports it, is loaded), dropped on MicroPython once their count is back to
 # 0. A call into the first group holds storeindex too (they import it).
 _held = [0]
-_COLD = ("storecheck", "storescan", "storemerge")
+_COLD = ("storecheck", "storescan", "storemerge", "storecommit")
 _ixheld = [0]
 _INDEX = ("storeindex",)
 
@@ -410,6 +412,10 @@ def _cold(mod, fn, *args):
             from pocketpost import storecheck  # (it imports storescan)
 
             return getattr(storecheck, fn)(*args)
+        if mod == "storecommit":
+            from pocketpost import storecommit
+
+            return getattr(storecommit, fn)(*args)
         from pocketpost import storemerge
 
         return getattr(storemerge, fn)(*args)

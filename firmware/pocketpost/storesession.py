@@ -1,7 +1,8 @@
 """The session side of the store (store.py's theory of operation): lock a mailbox (Store.lock),
 read it (Mailbox: the snapshot a POP3 session sees; _Unstuffed: a stuffed file read un-stuffed),
-and commit its deletions (the intent log and its roll-forward, which recovery in storescan.py
-also runs).
+and commit its deletions (Mailbox.commit; the intent log and its roll-forward, which recovery in
+storescan.py also runs, are write_intent and apply_deletions here: their code is in storecommit.py,
+loaded for a commit that deletes something and dropped after it).
 
 Apart from the rest so that a process that only delivers (the fetch CLI, a delivery) never loads
 it: Store.lock imports it, storescan.py only to roll an intent log forward. It imports the index
@@ -10,13 +11,10 @@ _Box) and the exceptions are storecore.py's. A lock that finds unindexed message
 through storecore._cold (storemerge.py, dropped after).
 """
 
-import os
-
-from pocketpost import compat, log
+from pocketpost import compat, log, storecore
 from pocketpost.compat import const
-from pocketpost import storecore
-from pocketpost.storecore import _BOXES, _LOCKS, BUCKET, IN_BUF, MailboxLocked, StoreError, _os_error, _remove
-from pocketpost.storeindex import _iter_recs, _lsize, _pack, _unpack, iter_index, read_index_state, write_index
+from pocketpost.storecore import _BOXES, _LOCKS, IN_BUF, MailboxLocked, StoreError, _os_error
+from pocketpost.storeindex import _lsize, _unpack, read_index_state
 
 storecore._ixheld[0] += 1  # storeindex stays loaded while this module is (storecore._cold never drops it)
 
@@ -24,7 +22,6 @@ storecore._ixheld[0] += 1  # storeindex stays loaded while this module is (store
 # attributes on MicroPython); host_tests/dual/test_store.py checks they agree.
 _REC = const(24)
 _RECS_PER_READ = const(32)
-_MAGIC_COMMIT = const(0x32435050)  # b'PPC2'
 _PLAIN = const(0x80000000)
 _STUFFED = const(0x40000000)
 _SIZE = const(0x3FFFFFFF)
@@ -60,111 +57,13 @@ def lock(store, name):
         raise
 
 
-# --- deletion commit (recovery: storescan.py) ----------------------------------------------
+def __getattr__(name):
+    """write_intent and apply_deletions, the deletion commit's two steps: in storecommit.py."""
+    if name == "write_intent" or name == "apply_deletions":
+        from pocketpost import storecommit
 
-def write_intent(box, recs, n=None, name="commit"):
-    """Step 1 of a deletion commit: the intent log, flushed. Once complete it is the commit
-    point; a failure before that removes it and nothing is deleted.
-
-    recs: the n records to delete (epoch, seq, arrival, size field, LIST size: the log keeps
-    the LIST size where the index keeps the running total), in index order, i.e.
-    ascending seq; any iterable, walked once and written a block at a time (nothing is kept,
-    so a generator reading the index costs a fixed amount of RAM for any n)."""
-    if n is None:
-        n = len(recs)
-    buf = bytearray(_REC * _RECS_PER_READ)
-    intent = box.p(name)
-    f = open(intent, "wb")
-    try:
-        _pack(buf, 0, _MAGIC_COMMIT, n, 0, 0, 0)
-        k = 1  # records in buf
-        put = 0
-        for r in recs:
-            if k == _RECS_PER_READ:
-                f.write(buf)
-                k = 0
-            _pack(buf, k * _REC, r[0], r[1], r[2], r[3], r[4])
-            k += 1
-            put += 1
-        if put != n:
-            raise StoreError("intent log: %d records, expected %d" % (put, n))
-        f.write(memoryview(buf)[: k * _REC])
-        compat.sync_file(f)
-    except BaseException:
-        f.close()
-        _remove(intent)
-        raise
-    f.close()
-    compat.sync_dir(box.path)
-
-def apply_deletions(box, index_ok, mask=None):
-    """Steps 2-3 of a deletion commit, driven by the intent log on flash (idempotent: this is
-    also the roll-forward after a crash). Every pass streams the log a block at a time:
-    unlink the files (the floor is the highest seq + 1), rewrite the index without them,
-    then drop emptied buckets. mask: the committing session's bitmask of deleted index
-    positions (the index is unchanged since the lock, so the rewrite filters by position);
-    None in recovery (the rewrite merges the index with the log by seq: a third read). Only
-    recovery passes index_ok False or mask None: then storescan is loaded and held (_cold)."""
-    intent = box.p("commit")
-    floor = box.floor
-    it = _iter_recs(intent, "intent log corrupt")
-    try:
-        for r in it:
-            _remove(box.msg_path(r[0], r[1], r[2], r[3], r[4]))
-            if r[1] + 1 > floor:
-                floor = r[1] + 1
-    finally:
-        it.close()
-    if index_ok:
-        floor = max(floor, box.last_seq + 1)
-        new = box.p("index.new")
-        if mask is not None:
-            it = iter_index(box, mask)
-        else:
-            from pocketpost import storescan  # recovery: loaded and held (_cold)
-
-            it = storescan.iter_kept(box, intent)
-        try:
-            write_index(box, new, it, box.epoch, floor)
-        finally:
-            it.close()
-        compat.rename(new, box.p("index"))
-        compat.sync_dir(box.path)
-        read_index_state(box)
-    else:
-        from pocketpost import storescan  # recovery: loaded and held (_cold)
-
-        box.floor = floor
-        storescan.rebuild(box)
-    # Drop bucket directories emptied below the floor (a littlefs directory costs two blocks);
-    # rmdir of a non-empty one fails harmlessly before writing anything. The log's seqs
-    # ascend, so each bucket comes up in one run and the first one at the top ends the walk.
-    top = box.floor // BUCKET
-    last = -1
-    it = _iter_recs(intent, "intent log corrupt")
-    try:
-        for r in it:
-            k = r[1] // BUCKET
-            if k >= top:
-                break
-            if k != last:
-                last = k
-                try:
-                    os.rmdir(box.p("b%d" % k))
-                except OSError:
-                    pass
-    finally:
-        it.close()
-
-
-def _popcount(mask, nbytes):
-    n = 0
-    for j in range(nbytes):
-        b = mask[j]
-        while b:
-            b &= b - 1
-            n += 1
-    return n
+        return getattr(storecommit, name)
+    raise AttributeError(name)
 
 
 class _Unstuffed:
@@ -336,99 +235,17 @@ class Mailbox:
         bytes. That bitmask is the only state that grows with the mailbox: the intent log is
         written while the index is read a block at a time, and nothing is kept per deletion.
         An index or a set bit beyond count raises StoreError('SYS/PERM') and deletes nothing.
-        Returns the number of messages deleted."""
-        if self._box is None:
-            raise StoreError("mailbox released")
-        box = self._box
-        try:
-            count = self.count
-            nbytes = (count + 7) // 8
+        Returns the number of messages deleted. The work is storecommit.commit, loaded for a
+        commit that deletes something (every QUIT commits: one without deletions loads nothing)."""
+        if self._box is not None:
             if isinstance(deleted, (bytes, bytearray, memoryview)):
-                mask = deleted
-                bad = False
-                for j in range(nbytes, len(mask)):
-                    if mask[j]:
-                        bad = True
-                if count & 7 and len(mask) >= nbytes and mask[nbytes - 1] >> (count & 7):
-                    bad = True
-                if bad:
-                    raise StoreError("no such message", "SYS/PERM")
-                nbytes = min(nbytes, len(mask))
+                none = not any(deleted)
             else:
-                mask = bytearray(nbytes)
-                for i in deleted:
-                    if not 0 <= i < count:
-                        raise StoreError("no such message", "SYS/PERM")
-                    mask[i >> 3] |= 1 << (i & 7)
-            n = _popcount(mask, nbytes)
-            if not n:
+                none = isinstance(deleted, (list, tuple, set)) and not deleted
+            if none:
+                self.release()
                 return 0
-            self._freed = 0
-            write_intent(box, self._marked(mask, nbytes), n)
-            self._close()
-            # Committed: from here a crash is rolled forward by the next recovery.
-            box.loaded = False
-            apply_deletions(box, True, mask)
-            _remove(box.p("commit"))
-            box.loaded = True
-            box.count -= n
-            box.total -= self._freed
-            if box.next_seq < box.floor:
-                box.next_seq = box.floor
-            return n
-        except OSError as e:
-            raise _os_error(e)
-        finally:
-            self.release()
-
-    def _marked(self, mask, nbytes):
-        """Yield the index records of the messages whose bit is set in mask[:nbytes], reading the
-        index a block (_RECS_PER_READ records, a multiple of 8) at a time through the session's
-        buffer and skipping blocks with no bit set; adds their sizes up in self._freed."""
-        f = self._f
-        buf = self._buf
-        self._have = 0  # the buffer no longer holds what _rec cached
-        step = _RECS_PER_READ // 8
-        for b0 in range(0, nbytes, step):
-            b1 = min(b0 + step, nbytes)
-            for j in range(b0, b1):
-                if mask[j]:
-                    break
-            else:
-                continue
-            i0 = b0 * 8
-            f.seek(_REC * (i0 + 1))
-            got = f.readinto(buf) // _REC
-            for i in range(i0, min(b1 * 8, self.count)):
-                if mask[i >> 3] & (1 << (i & 7)):
-                    if i - i0 >= got:
-                        raise StoreError("index truncated")
-                    r = _unpack(buf, (i - i0) * _REC)
-                    if r is None:
-                        raise StoreError("index record corrupt")
-                    lsize = r[3] & _SIZE
-                    if r[3] & _STUFFED:
-                        lsize = _lsize(r, self._total_before(i, i0, got))
-                    self._freed += lsize
-                    yield r[0], r[1], r[2], r[3], lsize
-
-    def _total_before(self, i, i0, got):
-        """The running total of record i - 1 (0 for i = 0): from the block in the buffer (records
-        i0 .. i0 + got - 1), else read on its own (a stuffed record first in its block)."""
-        if not i:
-            return 0
-        if i - 1 >= i0:
-            r = _unpack(self._buf, (i - 1 - i0) * _REC)
-        else:
-            one = bytearray(_REC)
-            f = self._f
-            f.seek(_REC * i)
-            if f.readinto(one) != _REC:
-                raise StoreError("index truncated")
-            r = _unpack(one, 0)
-        if r is None:
-            raise StoreError("index record corrupt")
-        return r[4]
+        return storecore._cold("storecommit", "commit", self, deleted)
 
     def _close(self):
         if self._f is not None:

@@ -1019,18 +1019,70 @@ def test_cold_code_dropped_after_the_first_lock_and_loaded_again_for_damage_foun
     _with_store(body)
 
 
+def test_split_store_loads_each_part_for_its_role():
+    # Which parts of the store are loaded when (MicroPython; CPython keeps every module, so only
+    # the answers are checked there): the deletion commit (storecommit) only for a commit that
+    # deletes something, dropped after it; the merge (storemerge) only while it appends; a
+    # QUIT that deletes nothing loads neither. Delivery (store.py) is what the delivering
+    # side keeps; the index side (storeindex) stays while the session side is loaded.
+    import sys
+
+    def loaded(m):
+        return ("pocketpost." + m) in sys.modules
+
+    def body(root, st):
+        uids = [_deliver(st, "x", b"m%d\r\n" % i) for i in range(20)]  # > MERGE_AFTER: merged
+        if IS_MICROPYTHON:
+            assert not loaded("storemerge") and not loaded("storecommit"), sorted(sys.modules)
+        # Held (as a caller inside the cold code would hold it), a module loaded would stay: a
+        # QUIT that deletes nothing must not have loaded it at all.
+        store_mod._held[0] += 1
+        try:
+            mb = st.lock("x")
+            assert mb.commit(bytearray((mb.count + 7) // 8)) == 0  # the bitmask every QUIT hands over
+            mb = st.lock("x")  # released: it locks again
+            assert mb.commit([]) == 0
+            if IS_MICROPYTHON:
+                assert not loaded("storecommit"), sorted(sys.modules)
+        finally:
+            store_mod._held[0] -= 1
+        mb = st.lock("x")
+        assert mb.commit([0, 19]) == 2
+        if IS_MICROPYTHON:
+            assert not loaded("storecommit") and not loaded("storemerge") and store_mod._held[0] == 0
+            assert loaded("storeindex") and loaded("storesession") and loaded("store")
+        mb = st.lock("x")
+        assert [mb.uid(i) for i in range(mb.count)] == uids[1:19]
+        # Bits beyond the count still refuse the whole commit (checked in storecommit).
+        bad = bytearray((mb.count + 7) // 8 + 1)
+        bad[-1] = 1
+        try:
+            mb.commit(bad)
+            raised = False
+        except StoreError as e:
+            raised = e.code == "SYS/PERM"
+        assert raised
+        mb = st.lock("x")
+        assert mb.count == 18
+        mb.release()
+
+    _with_store(body)
+
+
 def test_cold_module_constants_agree_with_the_store():
     # The store's modules repeat storeindex.py's private constants, the on-flash format (const()
     # folds them on MicroPython, so they cannot be imported): they must be the same values.
     if IS_MICROPYTHON:
         skip("const() names are not module attributes on MicroPython: compared under CPython")
-    from pocketpost import storecore, storeindex, storemerge, storescan
+    from pocketpost import storecommit, storecore, storeindex, storemerge, storescan
 
     for name in ("_REC", "_RECS_PER_READ", "_FMT", "_MAGIC_INDEX", "_MAGIC_COMMIT", "_OLD_MAGIC_INDEX",
                  "_OLD_MAGIC_COMMIT", "_MASK", "_SIZE", "_DAMAGED"):
         assert getattr(storescan, name) == getattr(storeindex, name) == getattr(store_mod, name), name
-    for name in ("_REC", "_RECS_PER_READ", "_MAGIC_COMMIT", "_PLAIN", "_STUFFED", "_SIZE"):
+    for name in ("_REC", "_RECS_PER_READ", "_PLAIN", "_STUFFED", "_SIZE"):
         assert getattr(storesession, name) == getattr(storeindex, name), name
+    for name in ("_REC", "_RECS_PER_READ", "_MAGIC_COMMIT", "_STUFFED", "_SIZE"):
+        assert getattr(storecommit, name) == getattr(storeindex, name), name
     for name in ("_REC", "_PLAIN", "_STUFFED", "_SIZE"):
         assert getattr(storecore, name) == getattr(storeindex, name), name
     for name in ("_REC", "_MASK", "_PLAIN", "_STUFFED"):
