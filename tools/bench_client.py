@@ -29,13 +29,16 @@ mounted with vfs.VfsRom, bytecode run in place, as frozen code or a ROMFS partit
 the host must hold the image in its heap, so its size is subtracted ("beyond the image").
 
 Run: .venv/bin/python tools/bench_client.py [--rounds N] [--no-heap] [--no-speed] [--romfs]
-         [--lfs-sizes "READ,PROG[,LOOKAHEAD] ..."] [--lfs-heap] [--lfs-counts] [REV ...]
+         [--lfs-sizes "READ,PROG[,LOOKAHEAD] ..."] [--lfs-heap] [--lfs-counts] [--lfs-nofsync] [REV ...]
      (--lfs-sizes: one littlefs variant per entry, mounted with those VfsLfs2 sizes instead of
      tools/hostflash.py's; space-separated, e.g. "32,32 128,128"; --lfs-heap: also the smallest
      heap of each littlefs variant, one 1 KiB message into a 2 MiB image, same bisection;
      --lfs-counts: what littlefs asks of the flash per fetched MiB, one counted fetch of the
      10 x 1 MiB mailbox per tree and littlefs variant, through the working tree's
-     hostflash.CountingBlockDev: reads, programs, erases, syncs, the board's flash operations)
+     hostflash.CountingBlockDev: reads, programs, erases, syncs, the board's flash operations;
+     --lfs-nofsync: each littlefs variant also without the fsync of the image at each littlefs
+     sync (hostflash's durable=False: a board's sync is a no-op; not for a tree whose
+     hostflash.py has no such option))
      (no REV: the working tree only; "." names the working tree among revisions; a directory
      holding firmware/pocketpost names that checkout)
 """
@@ -69,10 +72,14 @@ DRIVER = r"""
 import sys, time
 image = %r
 count = %r
+durable = %r
 if image:
     sys.path.append(%r)
     import hostflash
-    bdev = hostflash.mount(image, "/flash", True, count=True) if count else hostflash.mount(image, "/flash", True)
+    if count or not durable:
+        bdev = hostflash.mount(image, "/flash", True, count=count, durable=durable)
+    else:  # as the tree's hostflash.py mounts by default (older ones take neither argument)
+        bdev = hostflash.mount(image, "/flash", True)
 from pocketpost import fetch
 t = time.ticks_us()
 rc = fetch.main(%r, None, "warning")
@@ -138,12 +145,19 @@ def fresh(tmp):
             os.remove(p)
 
 
-def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES, count=False):
+def has_durable(tools):
+    """True if the hostflash.py in `tools` can mount without fsyncs (durable=False)."""
+    with open(os.path.join(tools, "hostflash.py")) as f:
+        return "durable=True" in f.read()
+
+
+def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES, count=False, durable=True):
     """One fetch of the whole mailbox by the CLI's main(); seconds inside the process. With
     heapsize: under -X heapsize=N, None if it failed (the littlefs heap bisection). mpy is
     (.mpy directory, tools directory holding the tree's hostflash.py). count=True (littlefs,
     through the working tree's hostflash.py): -> the block device's counts
-    [reads, bytes read, programs, bytes programmed, erases, syncs] instead."""
+    [reads, bytes read, programs, bytes programmed, erases, syncs] instead. durable=False:
+    the image is not fsynced at littlefs's syncs (hostflash.FileBlockDev; see has_durable)."""
     mpy, tools = mpy
     if count:
         tools = os.path.join(ROOT, "tools")
@@ -160,7 +174,7 @@ def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES, count=Fa
         cfg = write_config(tmp, d, os.path.join(tmp, "store"), os.path.join(tmp, "state"))
     drv = os.path.join(tmp, "drv.py")
     with open(drv, "w") as f:
-        f.write(DRIVER % (image, count, tools, cfg))
+        f.write(DRIVER % (image, count, durable, tools, cfg))
     env = dict(os.environ, MICROPYPATH=mpy + ":.frozen")
     if lfs and lfs is not True:  # --lfs-sizes: this variant's littlefs read/prog sizes
         env["POCKETPOST_LFS_SIZES"] = lfs
@@ -268,6 +282,7 @@ def main(argv):
     romfs = False
     lfs_heap = False
     lfs_counts = False
+    lfs_nofsync = False
     lfs_sizes = [True]  # littlefs variants: hostflash.py's own sizes, or one per --lfs-sizes entry
     revs = []
     i = 0
@@ -282,6 +297,8 @@ def main(argv):
             speed = False
         elif a == "--romfs":
             romfs = True
+        elif a == "--lfs-nofsync":
+            lfs_nofsync = True
         elif a == "--lfs-counts":
             lfs_counts = True
         elif a == "--lfs-heap":  # the littlefs variants' smallest heap too (one 1 KiB message)
@@ -305,28 +322,32 @@ def main(argv):
         if speed:
             d.seed("alice", [message(1024 * 1024) for _ in range(10)])
             poplib_fetch(d)  # warm Dovecot's index and the page cache
-            variants = [("poplib", None, None)]
+            variants = [("poplib", None, None, True)]
             for name, mpy in trees:
-                variants.append((name, mpy, False))
+                variants.append((name, mpy, False, True))
                 for sizes in lfs_sizes:
-                    variants.append((name, mpy, sizes))
+                    variants.append((name, mpy, sizes, True))
+                    if lfs_nofsync and has_durable(mpy[1]):
+                        variants.append((name, mpy, sizes, False))
             times = {v: [] for v in range(len(variants))}
             cpus = {v: [] for v in range(len(variants))}
             for r in range(rounds):
                 order = list(range(len(variants)))
                 order = order[r % len(order):] + order[: r % len(order)]
                 for v in order:
-                    name, mpy, lfs = variants[v]
-                    times[v].append(poplib_fetch(d) if mpy is None else upy_timed(d, run, mpy, lfs))
+                    name, mpy, lfs, durable = variants[v]
+                    times[v].append(poplib_fetch(d) if mpy is None else upy_timed(d, run, mpy, lfs, durable=durable))
                     if mpy is not None:
                         cpus[v].append(CPU.pop())
             pop = times[0]
             print("10 x 1 MiB from Dovecot, %d rounds; poplib median %.3f s (%.1f MiB/s)"
                   % (rounds, statistics.median(pop), 10 / statistics.median(pop)))
             for v in range(1, len(variants)):
-                name, mpy, lfs = variants[v]
+                name, mpy, lfs, durable = variants[v]
                 ratios = [pop[r] / times[v][r] for r in range(rounds)]
                 where = "directory" if not lfs else "littlefs" if lfs is True else "lfs " + lfs
+                if not durable:
+                    where += " (no fsync)"
                 print("  %-14s into %-9s median %.3f s; paired ratio poplib/fetch: median %.2f (min %.2f, max %.2f);"
                       " process CPU median %.3f s"
                       % (name, where, statistics.median(times[v]),

@@ -68,10 +68,15 @@ class FileBlockDev:
     of the flash (programs, reads, erases: the board's costs) is unchanged; CountingBlockDev
     counts it.
     unix MicroPython has no pread/pwrite (no os-level calls, no ffi module in this build): a call
-    that reaches the file seeks unless it lands where the previous one left off."""
+    that reaches the file seeks unless it lands where the previous one left off.
+    durable=True (the default, every tool): each littlefs sync also fsyncs the image, so what
+    littlefs committed survives a crash of the host too; durable=False leaves that to the
+    kernel (a killed process still loses nothing committed; a board's sync is a no-op): for
+    benchmarks that leave out host costs a board does not have (tools/bench_client.py)."""
 
-    def __init__(self, path, block_size=BLOCK_SIZE):
+    def __init__(self, path, block_size=BLOCK_SIZE, durable=True):
         self.f = open(path, "r+b")
+        self.durable = durable
         self.bs = block_size
         self.count = self.f.seek(0, 2) // block_size
         self.pos = -1  # the file position after the last call; -1: unknown, seek
@@ -146,7 +151,8 @@ class FileBlockDev:
             return 0
         if op == 3:  # sync
             self.flush()
-            self.f.flush()
+            if self.durable:
+                self.f.flush()  # fsync on unix MicroPython
         return 0
 
 
@@ -154,8 +160,8 @@ class CountingBlockDev(FileBlockDev):
     """FileBlockDev counting what littlefs asks of the flash (for benchmarks): `counts` is
     [reads, bytes read, programs, bytes programmed, erases, syncs]; zero it to start over."""
 
-    def __init__(self, path, block_size=BLOCK_SIZE):
-        FileBlockDev.__init__(self, path, block_size)
+    def __init__(self, path, block_size=BLOCK_SIZE, durable=True):
+        FileBlockDev.__init__(self, path, block_size, durable)
         self.counts = [0, 0, 0, 0, 0, 0]
 
     def readblocks(self, n, buf, off=0):
@@ -193,12 +199,12 @@ def is_blank(bdev):
     return True
 
 
-def mount(image, mountpoint="/flash", mkfs=False, tuned=True, count=False):
+def mount(image, mountpoint="/flash", mkfs=False, tuned=True, count=False, durable=True):
     """Mount IMAGE at MOUNTPOINT -> the block device. mkfs=True formats it first, and only if it
     is blank; an image that does not mount raises MountError and is left as it was. tuned=False
     mounts with VfsLfs2's defaults, as the ESP32 firmware does before boot.py remounts it.
-    count=True: a CountingBlockDev (its counts start after the mount)."""
-    bdev = (CountingBlockDev if count else FileBlockDev)(image)
+    count=True: a CountingBlockDev (its counts start after the mount); durable: FileBlockDev's."""
+    bdev = (CountingBlockDev if count else FileBlockDev)(image, BLOCK_SIZE, durable)
     if mkfs:
         if not is_blank(bdev):
             bdev.f.close()
