@@ -73,13 +73,14 @@ def test_killed_process_leaves_every_committed_file(tmp_path):
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + WAIT_S
-        line = b""
-        while b"written" not in line and time.monotonic() < deadline:
+        out = b""
+        while b"written" not in out and time.monotonic() < deadline:
             if select.select([p.stdout], [], [], 1.0)[0]:
-                line += p.stdout.read1(100)
-                if not line or p.poll() is not None and b"written" not in line:
+                chunk = p.stdout.read1(100)
+                if not chunk:  # ended early
                     break
-        assert b"written" in line, line + p.stderr.read1(4000) if p.poll() is not None else line
+                out += chunk
+        assert b"written" in out, out + (p.stderr.read() if p.poll() is not None else b"")
         p.send_signal(signal.SIGKILL)  # no unmount, no flush: a power cut after the last close
         p.wait(timeout=10)
     finally:
