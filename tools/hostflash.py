@@ -99,10 +99,11 @@ class FileBlockDev:
     def flush(self):
         """Write the open block's pending bytes to the file (it stays open, in RAM)."""
         if self.hi > self.lo:
-            lo, hi = self.lo, self.hi
-            self.lo = self.bs  # nothing pending, even if the write raises (the image is a prefix)
+            # If the write raises, the bytes stay pending (the next flush writes them again) and
+            # the operation that flushed fails before it is applied: the image stays a prefix.
+            self._put(self.ob * self.bs + self.lo, self.mv[self.lo : self.hi])
+            self.lo = self.bs
             self.hi = 0
-            self._put(self.ob * self.bs + lo, self.mv[lo:hi])
 
     def readblocks(self, n, buf, off=0):
         if n == self.ob:  # first: most calls are littlefs's read-backs of what it just programmed
