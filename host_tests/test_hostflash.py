@@ -1,0 +1,143 @@
+"""tools/hostflash.py's block device holds the block being written in RAM (the "open block"): a
+killed micropython must still leave every file littlefs committed in the image, as a power cut
+leaves a board's flash, and an unmount must leave all of it.
+
+The workload (under micropython, the image mounted by hostflash as every host tool mounts it): a
+few files of several blocks, then many small files in one directory (inline in metadata: their
+commits fill metadata blocks, which compact into newly erased blocks, so the last commits land in
+the open block and only the sync after each commit puts them in the file), a removal, a rename. The reader is CPython's littlefs-python on the image file.
+"""
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+
+from helpers import MICROPYTHON, ROOT
+
+TOOLS = os.path.join(ROOT, "tools")
+sys.path.insert(0, TOOLS)
+import pseudoboard  # noqa: E402
+
+BLOCKS = 256  # 1 MiB image
+SMALL = 120  # small files: enough commits for several metadata compactions
+WAIT_S = 60  # bounded wait for the workload to report it is done
+
+WORKLOAD = r"""
+import os, sys
+os.mkdir("/flash/d")
+for n, size in (("one", 3000), ("multi", 50000), ("gone", 9000), ("moved", 20000)):
+    f = open("/flash/" + n, "wb")
+    block = bytes((i * 7 + len(n)) & 0xFF for i in range(1000))
+    for k in range(size // 1000):
+        f.write(block)
+    f.close()
+for i in range(%d):
+    f = open("/flash/d/s%%d" %% i, "wb")
+    f.write(b"small %%d " %% i * 7)
+    f.close()
+os.remove("/flash/gone")
+os.rename("/flash/moved", "/flash/d/moved")
+f = open("/flash/d/last", "wb")
+f.write(b"the last commit")
+f.close()
+print("written")
+if sys.argv[-1] == "wait":
+    sys.stdin.readline()  # until killed (or stdin closes)
+"""
+
+
+def expected():
+    out = {"/d/s%d" % i: b"small %d " % i * 7 for i in range(SMALL)}
+    for n, size, at in (("one", 3000, "/one"), ("multi", 50000, "/multi"), ("moved", 20000, "/d/moved")):
+        block = bytes((i * 7 + len(n)) & 0xFF for i in range(1000))
+        out[at] = block * (size // 1000)
+    out["/d/last"] = b"the last commit"
+    return out
+
+
+def _image_and_script(tmp_path):
+    img = str(tmp_path / "flash.img")
+    with open(img, "wb") as f:
+        f.write(b"\xff" * (BLOCKS * 4096))  # blank (erased), as tools/hostimage.py creates it
+    script = tmp_path / "work.py"
+    script.write_text(WORKLOAD % SMALL)
+    return img, str(script)
+
+
+def test_killed_process_leaves_every_committed_file(tmp_path):
+    img, script = _image_and_script(tmp_path)
+    p = subprocess.Popen([MICROPYTHON, os.path.join(TOOLS, "hostflash.py"), img, "--mkfs", "-f", script, "wait"],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + WAIT_S
+        out = b""
+        while b"written" not in out and time.monotonic() < deadline:
+            if select.select([p.stdout], [], [], 1.0)[0]:
+                chunk = p.stdout.read1(100)
+                if not chunk:  # ended early
+                    break
+                out += chunk
+        assert b"written" in out, out + (p.stderr.read() if p.poll() is not None else b"")
+        p.send_signal(signal.SIGKILL)  # no unmount, no flush: a power cut after the last close
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(timeout=10)
+        p.stdin.close()
+        p.stdout.close()
+        p.stderr.close()
+    assert pseudoboard.read_image(img, block_count=BLOCKS) == expected()
+
+
+def test_unmount_leaves_everything(tmp_path):
+    img, script = _image_and_script(tmp_path)
+    r = subprocess.run([MICROPYTHON, os.path.join(TOOLS, "hostflash.py"), img, "--mkfs", "-f", script],
+                       capture_output=True, timeout=WAIT_S)
+    assert r.returncode == 0 and b"written" in r.stdout, r.stdout + r.stderr
+    assert pseudoboard.read_image(img, block_count=BLOCKS) == expected()
+
+
+ORDER = r"""
+import sys
+sys.path.insert(0, %r)
+from hostflash import FileBlockDev
+img = %r
+d = FileBlockDev(img)
+look = open(img, "rb")  # what a power cut now would leave
+
+
+def block(n):
+    look.seek(n * 4096)
+    return look.read(4096)
+
+
+before = block(1)
+d.ioctl(6, 1)  # erase block 1: the open block
+d.writeblocks(1, b"A" * 256, 0)
+print("held", block(1) == before)  # nothing of it in the file yet
+d.writeblocks(2, b"B" * 32, 64)  # a program elsewhere: block 1 goes first, in order
+print("ordered", block(1) == b"A" * 256 + b"\xff" * 3840, block(2)[64:96] == b"B" * 32)
+d.writeblocks(1, b"C" * 32, 256)
+d.ioctl(3, 0)  # sync
+print("synced", block(1) == b"A" * 256 + b"C" * 32 + b"\xff" * 3808)
+buf = bytearray(32)
+d.readblocks(1, buf, 256)
+print("read", buf == b"C" * 32)
+"""
+
+
+def test_open_block_reaches_the_file_in_order(tmp_path):
+    """Before a program to another block, and at a sync, the open block goes to the file: the
+    image is every operation up to some point, never a later one without an earlier one."""
+    img = str(tmp_path / "flash.img")
+    with open(img, "wb") as f:
+        f.write(b"\x00" * (4 * 4096))  # not blank: an erase must show
+    script = tmp_path / "order.py"
+    script.write_text(ORDER % (TOOLS, img))
+    r = subprocess.run([MICROPYTHON, str(script)], capture_output=True, timeout=WAIT_S)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.stdout.decode().split("\n")[:4] == ["held True", "ordered True True", "synced True", "read True"]
