@@ -46,12 +46,9 @@ DONE = const(2)
 # costs fixed RAM (the oldest record is forgotten first).
 MAX_THROTTLE_ENTRIES = const(32)
 # A login's PBKDF2 runs in slices of about this many ms; between slices the shell serves other
-# sessions, so this bounds the stall a login causes. The clock is read after every chunk of
-# iterations worth half a slice at the board's assumed cost (config pbkdf2_iteration_us:
-# ~16 on an ESP32, thousands on a host; a step call costs ~20 us on the unix port, so a
-# fixed small chunk would double a host's hash time).
+# sessions, so this bounds the stall a login causes (the chunk of iterations between two clock
+# reads: serverstart.login_setup).
 LOGIN_SLICE_MS = const(10)
-_MAX_LOGIN_CHUNK = const(4096)
 IMPLEMENTATION = "pocketpost"
 
 # The login code: pop3login.py (the AUTHORIZATION state's commands), smtpauth.py (SMTP AUTH),
@@ -128,30 +125,11 @@ class Service:
         self.throttle = Throttle(server_cfg["auth_delays"], server_cfg["auth_fail_window"])
         self.block_size = server_cfg["block_size"]
         self.units = 0  # RETR copy units out (_RETR_UNITS)
-        from pocketpost import auth
+        from pocketpost import serverstart  # start-up only (heapmark.COLD_AFTER_START)
 
-        nets = []
-        for n in server_cfg["trusted_networks"]:
-            c = auth.parse_cidr(n)
-            if c is not None:
-                nets.append(c)
-        self.nets = nets
-        # APOP is per-user opt-in. Only when some user has it does the banner carry the RFC 1939
-        # timestamp: a client that sees one may pick APOP, which would fail for everyone else.
-        self.apop_enabled = False
-        for u in users.values():
-            if u.get("apop_secret"):
-                self.apop_enabled = True
-        # The board's count: every check costs at least this many iterations (auth.Verify pads a
-        # cheaper stored hash), a stored hash with another count is rehashed to it at the next
-        # successful login, and an unknown user is checked against a dummy hash made with it.
-        # So known and unknown users cost the same once every hash has the board's count.
-        self.iterations = server_cfg["pbkdf2_iterations"]
-        self._dummy = auth.hash_password(urandom(12), self.iterations)
-        self.scram_secret = auth.scram_secret(users)
+        self.nets, self.apop_enabled, self.iterations, self._dummy, self.scram_secret, self.login_chunk = \
+            serverstart.login_setup(server_cfg, users)
         self.on_rehash = None  # the shell's fn(name, new_hash): make the new hash durable
-        us = server_cfg["pbkdf2_iteration_us"]
-        self.login_chunk = max(1, min(_MAX_LOGIN_CHUNK, int(LOGIN_SLICE_MS * 500 / us)))
         if not holds[0]:
             heapmark.forget(LOGIN_MODULES)  # imported again by the first session that logs in
 
@@ -194,33 +172,38 @@ class Service:
 
 
 class Session:
+    # Defaults as class attributes: an instance holds only what it has set (a session that never
+    # logs in, or logs in without SASL, has no slots for the rest: less heap per session).
+    delay = 0  # set by every command
+    producer = None
+    starttls = False
+    closing = False
+    user = None  # name given by USER
+    login = None  # authenticated user name
+    failures = 0
+    mb = None
+    _del = None  # bitmask of deleted messages
+    _ndel = 0
+    _sdel = 0
+    _sasl = 0  # waiting for a SASL continuation: a pop3login step (_SASL_PLAIN, ...)
+    _sasl_user = b""  # AUTH LOGIN: the user name, until the password comes
+    _scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
+    _check = None  # an auth.LoginCheck under way (see resume)
+    _check_name = None
+    _check_method = None
+    _blockbuf = None  # file block for dot-stuffed replies (see pop3trans._block)
+    _trans = False  # holds pop3trans.py (TRANS_MODULES): from its first command in TRANSACTION to close()
+    _stuffer = None
+    timestamp = None  # the RFC 1939 banner timestamp: made only where APOP is offered
+
     def __init__(self, service, peer="?", tls_active=False, sid=0):
         self.svc = service
         self.peer = peer
         self.sid = sid  # the shell's session number, on every log line of this session
         self.tls_active = tls_active
         self.state = AUTHORIZATION
-        self.delay = 0
-        self.producer = None
-        self.starttls = False
-        self.closing = False
-        self.user = None  # name given by USER
-        self.login = None  # authenticated user name
-        self.failures = 0
-        self.mb = None
-        self._del = None  # bitmask of deleted messages
-        self._ndel = 0
-        self._sdel = 0
-        self._sasl = 0  # waiting for a SASL continuation: a pop3login step (_SASL_PLAIN, ...)
-        self._sasl_user = b""  # AUTH LOGIN: the user name, until the password comes
-        self._scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
-        self._check = None  # an auth.LoginCheck under way (see resume)
-        self._check_name = None
-        self._check_method = None
-        self._blockbuf = None  # file block for dot-stuffed replies (see pop3trans._block)
-        self._trans = False  # holds pop3trans.py (TRANS_MODULES): from its first command in TRANSACTION to close()
-        self._stuffer = None
-        self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
+        if service.apop_enabled:
+            self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
         self._held = True  # holds the login code (Service.hold) until logged in or closed; last
         service.hold()
 
@@ -338,51 +321,10 @@ class Session:
         return ("\r\n".join(lines) + "\r\n").encode()
 
     def cmd_quit(self, args):
+        """QUIT in AUTHORIZATION (TRANSACTION's, the UPDATE state: pop3trans.cmd_quit)."""
         self.closing = True
-        if self.state != TRANSACTION:
-            self.state = DONE
-            return reply(True, "bye")
-        # UPDATE state (RFC 1939 section 6). The store takes the session's bitmask as it is:
-        # no per-message list, so QUIT after deleting thousands costs no more heap than after one.
-        mb = self.mb
-        self.mb = None
         self.state = DONE
-        try:
-            n = mb.commit(self._del)
-        except Exception as e:
-            log.error("pop3 #%d %s user=%s commit failed: %r", self.sid, self.peer, self.login, e)
-            mb.release()
-            return reply(False, "some deleted messages not removed", getattr(e, "code", None) or "SYS/TEMP")
-        log.info("pop3 #%d %s quit user=%s deleted=%d", self.sid, self.peer, self.login, n)
-        return reply(True, "bye (%d deleted)" % n)
-
-    # -- TRANSACTION -------------------------------------------------------------------------
-    def deleted(self, i):
-        return self._del[i >> 3] & (1 << (i & 7))
-
-    def read_failed(self, e, started):
-        """The shell's fill() of a RETR/TOP reply raised OSError (a flash read error, a file
-        shorter than LIST said): the store sets the file aside at the next lock
-        (Mailbox.unreadable) and the producer is closed. Returns the -ERR [SYS/PERM] to send
-        instead of the +OK while nothing of the reply has gone out (started False), else None:
-        the shell then closes the connection (a half-sent message must never end with a
-        terminator, which would make it look complete)."""
-        p = self.producer
-        self.producer = None
-        i = getattr(p, "msg", None)
-        if p is not None:
-            p.close()
-        log.error("pop3 #%d %s message %s unreadable%s: %r", self.sid, self.peer, "?" if i is None else i + 1,
-                  " mid-reply, closing" if started else "", e)
-        if i is not None and self.mb is not None:
-            try:
-                self.mb.unreadable(i)
-            except Exception as e2:
-                log.error("pop3 #%d %s unreadable: %r", self.sid, self.peer, e2)
-        if started:
-            return None
-        return reply(False, "message could not be read", "SYS/PERM")
-
+        return reply(True, "bye")
 
 
 def _hex(b):
