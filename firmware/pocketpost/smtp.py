@@ -118,29 +118,31 @@ class Service:
         return reply(421, "4.7.0", "%s too many connections, try later" % self.hostname)
 
 class Session:
+    # Defaults as class attributes: an instance holds only what it has set (less heap per session).
+    delay = 0
+    starttls = False
+    closing = False
+    in_data = False
+    reply = None  # the final reply once in_data turns False
+    helo = None  # EHLO/HELO argument; None before the greeting exchange
+    esmtp = False
+    login = None  # authenticated user name
+    failures = 0
+    bad = 0  # syntax errors and unknown commands so far
+    stored = 0  # messages stored in this session
+    passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
+    _auth = None  # SASL exchange in progress: "plain", "login-user", "login-pass", "scram-*"
+    _auth_user = None
+    _mech = None  # the AUTH mechanism under way, for the log
+    _scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
+    _check = None  # an auth.LoginCheck under way (see resume)
+    _check_name = None
+
     def __init__(self, service, peer="?", mode=MX, tls_active=False):
         self.svc = service
         self.peer = peer
         self.mode = mode
         self.tls_active = tls_active
-        self.delay = 0
-        self.starttls = False
-        self.closing = False
-        self.in_data = False
-        self.reply = None  # the final reply once in_data turns False
-        self.helo = None  # EHLO/HELO argument; None before the greeting exchange
-        self.esmtp = False
-        self.login = None  # authenticated user name
-        self.failures = 0
-        self.bad = 0  # syntax errors and unknown commands so far
-        self.stored = 0  # messages stored in this session
-        self.passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
-        self._auth = None  # SASL exchange in progress: "plain", "login-user", "login-pass", "scram-*"
-        self._auth_user = None
-        self._mech = None  # the AUTH mechanism under way, for the log
-        self._scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
-        self._check = None  # an auth.LoginCheck under way (see resume)
-        self._check_name = None
         self._out = None  # DATA output buffer, made at the first DATA
         self._omv = None
         self._u = None
