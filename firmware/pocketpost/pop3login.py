@@ -8,10 +8,10 @@ sessions are logged in, or which has none, keeps none of this code in its heap (
 SASL continuation lines through sasl_continue; Session.resume finishes a login check here.
 """
 
-from pocketpost import log
+from pocketpost import log, loginsvc
 from pocketpost.compat import const, ticks_diff, ticks_ms
 from pocketpost.pop3 import reply
-from pocketpost.pop3server import LOGIN_SLICE_MS, TRANSACTION, Session, _safe
+from pocketpost.pop3server import LOGIN_SLICE_MS, TRANSACTION, Session
 
 # SASL continuation steps (Session._sasl).
 _SASL_PLAIN = const(1)
@@ -151,9 +151,9 @@ def login(s, name, password, user, method, force_fail=False):
         return None
     if not user:
         s.failures += 1
-        s.delay = s.svc.throttle.fail(s.peer)
+        s.delay = loginsvc.fail(s.svc, s.peer)
         log.info("pop3 #%d %s login failed user=%s method=%s failures=%d delay=%ss", s.sid, s.peer,
-                 _safe(name), method, s.failures, s.delay)
+                 loginsvc.safe(name), method, s.failures, s.delay)
         if s.failures >= s.svc.max_failures:
             s.closing = True
             return reply(False, "authentication failed; too many failures, closing", "AUTH")
@@ -166,7 +166,7 @@ def login(s, name, password, user, method, force_fail=False):
         if code == "IN-USE":
             return reply(False, "mailbox is in use by another session", "IN-USE")
         return reply(False, "mailbox unavailable", code)
-    s.svc.throttle.succeed(s.peer)
+    loginsvc.succeed(s.svc, s.peer)
     s.mb = mb
     s.login = name
     s.state = TRANSACTION
@@ -204,7 +204,7 @@ def resume(s):
     s._check = None
     name = s._check_name
     if w.new_hash is not None:
-        s.svc.rehashed(name, w.new_hash)
+        loginsvc.rehashed(s.svc, name, w.new_hash)
     return login(s, name, None, w.user if w.ok else False, s._check_method)
 
 

@@ -34,7 +34,7 @@ DotStuffer for both.
 """
 
 from pocketpost import heapmark, log
-from pocketpost.compat import const, release_cold, ticks_diff, ticks_ms, urandom
+from pocketpost.compat import const, release_cold, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
 from pocketpost.wire import OVERLONG
 
@@ -42,9 +42,6 @@ AUTHORIZATION = const(0)
 TRANSACTION = const(1)
 DONE = const(2)
 
-# Failure records kept per address for the login delay: bounded so a scan from many addresses
-# costs fixed RAM (the oldest record is forgotten first).
-MAX_THROTTLE_ENTRIES = const(32)
 # A login's PBKDF2 runs in slices of about this many ms; between slices the shell serves other
 # sessions, so this bounds the stall a login causes (the chunk of iterations between two clock
 # reads: serverstart.login_setup).
@@ -55,7 +52,7 @@ IMPLEMENTATION = "pocketpost"
 # auth.py (password records, LoginCheck) and scram.py, imported where used and dropped whenever
 # no session can be in a login (Service.hold/release): ~12 KiB of heap on the 64-bit host
 # (docs/FIGURES.md "Server heap") while every session is logged in, on port 25 or gone.
-LOGIN_MODULES = ("pop3login", "smtpauth", "auth", "scram")
+LOGIN_MODULES = ("pop3login", "smtpauth", "loginsvc", "auth", "scram")
 holds = [0]  # sessions that may still log in, every Service's (POP3 and SMTP): Service.hold
 # The TRANSACTION state's code: pop3trans.py (its commands and the reply producers), loaded by
 # the first session to be logged in and dropped when no session is (Session._trans): a server
@@ -63,49 +60,6 @@ holds = [0]  # sessions that may still log in, every Service's (POP3 and SMTP): 
 TRANS_MODULES = ("pop3trans",)
 trans = [0]  # sessions holding pop3trans.py (logged in, not yet closed), every Service's
 
-
-
-class Throttle:
-    """Failed logins per peer address -> the delay before answering the next failure."""
-
-    def __init__(self, delays, window_s):
-        self.delays = delays
-        self.window_ms = int(window_s * 1000)
-        self._d = {}  # addr -> [failures, last failure ticks]
-
-    def _get(self, addr, now):
-        e = self._d.get(addr)
-        if e is not None and ticks_diff(now, e[1]) > self.window_ms:
-            del self._d[addr]
-            e = None
-        return e
-
-    def failures(self, addr, now=None):
-        e = self._get(addr, ticks_ms() if now is None else now)
-        return 0 if e is None else e[0]
-
-    def succeed(self, addr):
-        """A successful login from addr forgets its failures (as Dovecot does); other
-        addresses keep theirs."""
-        self._d.pop(addr, None)
-
-    def fail(self, addr, now=None):
-        """Record a failure; returns the delay in seconds before answering it."""
-        now = ticks_ms() if now is None else now
-        e = self._get(addr, now)
-        if e is None:
-            if len(self._d) >= MAX_THROTTLE_ENTRIES:
-                oldest = None
-                for k in self._d:
-                    if oldest is None or ticks_diff(self._d[oldest][1], self._d[k][1]) > 0:
-                        oldest = k
-                del self._d[oldest]
-            e = [0, now]
-            self._d[addr] = e
-        e[0] += 1
-        e[1] = now
-        d = self.delays
-        return d[e[0] - 1] if e[0] <= len(d) else d[-1]
 
 
 class Service:
@@ -122,7 +76,11 @@ class Service:
         self.hostname = server_cfg["hostname"]
         self.policy = server_cfg["plaintext_auth"]
         self.max_failures = server_cfg["max_auth_failures"]
-        self.throttle = Throttle(server_cfg["auth_delays"], server_cfg["auth_fail_window"])
+        # The failed-login throttle's state (its code: loginsvc.fail/succeed/failures): delays,
+        # window and per-address records [failures, last failure ticks].
+        self.delays = server_cfg["auth_delays"]
+        self.window_ms = int(server_cfg["auth_fail_window"] * 1000)
+        self.fails = {}  # type: dict
         self.block_size = server_cfg["block_size"]
         self.units = 0  # RETR copy units out (_RETR_UNITS)
         from pocketpost import serverstart  # start-up only (heapmark.COLD_AFTER_START)
@@ -145,30 +103,14 @@ class Service:
         release_cold(holds, LOGIN_MODULES)
 
     def trusted(self, ip):
-        from pocketpost import auth
+        from pocketpost import loginsvc  # login code: loaded while a session can log in
 
-        v = auth.parse_ipv4(ip)
-        if v is None:
-            return ip in ("::1", "localhost")
-        for net, mask in self.nets:
-            if v & mask == net:
-                return True
-        return False
+        return loginsvc.trusted(self, ip)
 
     def rehashed(self, name, new_hash):
-        u = self.users.get(name)
-        if u is None:
-            return
-        u["password"] = new_hash
-        from pocketpost import auth
+        from pocketpost import loginsvc
 
-        log.info("pop3 user=%s password record now %s, %d iterations", _safe(name), new_hash[: new_hash.find("$")],
-                 auth.parse_hash(new_hash)[0])
-        if self.on_rehash is not None:
-            try:
-                self.on_rehash(name, new_hash)
-            except Exception as e:  # the login stands; the old hash keeps working until next time
-                log.error("pop3 user=%s rehash not saved: %s %r", _safe(name), type(e).__name__, e)
+        loginsvc.rehashed(self, name, new_hash)
 
 
 class Session:
@@ -329,11 +271,3 @@ class Session:
 
 def _hex(b):
     return "".join("%02x" % c for c in b)
-
-
-def _safe(name):
-    """A user name as sent by a peer, fit for one log line."""
-    out = ""
-    for c in name[:40]:
-        out += c if " " < c <= "~" else "?"
-    return out
