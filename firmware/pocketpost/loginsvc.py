@@ -6,7 +6,7 @@ dropped with pop3login.py, smtpauth.py and auth.py; the Service keeps only the t
 """
 
 from pocketpost import log
-from pocketpost.compat import const, ticks_diff, ticks_ms
+from pocketpost.compat import const, forget, ticks_diff, ticks_ms
 
 # Failure records kept per address for the login delay: bounded so a scan from many addresses
 # costs fixed RAM (the oldest record is forgotten first).
@@ -82,6 +82,22 @@ def rehashed(svc, name, new_hash):
             svc.on_rehash(name, new_hash)
         except Exception as e:  # the login stands; the old hash keeps working until next time
             log.error("pop3 user=%s rehash not saved: %s %r", safe(name), type(e).__name__, e)
+
+
+def save_hash(config_path, name, new_hash):
+    """server.Server's on_rehash: name's new record written to the config file as written
+    (defaults not baked in), atomically (config.save: temp file, then rename)."""
+    from pocketpost import config as config_mod
+
+    try:
+        raw = config_mod.load_raw(config_path)
+        users = raw.get("users")
+        if not isinstance(users, dict) or not isinstance(users.get(name), dict):
+            return
+        users[name]["password"] = new_hash
+        config_mod.save(config_path, raw)
+    finally:
+        forget(("config",))  # start-up code (heapmark.COLD_AFTER_START): not kept for a rare save
 
 
 def safe(name):

@@ -243,31 +243,6 @@ class Session:
             self._held = False
             self.svc.release()
 
-    def plain_allowed(self):
-        p = self.svc.policy
-        return self.tls_active or p == "always" or (p == "local" and self.svc.trusted(self.peer))
-
-    def cmd_capa(self, args):
-        lines = ["+OK capability list follows", "TOP", "UIDL", "RESP-CODES", "PIPELINING"]
-        if self.state == AUTHORIZATION:
-            lines.append("AUTH-RESP-CODE")
-            if self.plain_allowed():
-                lines.append("USER")
-                lines.append("SASL PLAIN LOGIN SCRAM-SHA-256")
-            else:  # SCRAM sends no password: offered without TLS too
-                lines.append("SASL SCRAM-SHA-256")
-            if self.svc.tls_available and not self.tls_active:
-                lines.append("STLS")
-        lines.append("IMPLEMENTATION " + IMPLEMENTATION)
-        lines.append(".")
-        return ("\r\n".join(lines) + "\r\n").encode()
-
-    def cmd_quit(self, args):
-        """QUIT in AUTHORIZATION (TRANSACTION's, the UPDATE state: pop3trans.cmd_quit)."""
-        self.closing = True
-        self.state = DONE
-        return reply(True, "bye")
-
 
 def _hex(b):
     return "".join("%02x" % c for c in b)

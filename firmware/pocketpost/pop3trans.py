@@ -7,14 +7,14 @@ Loaded while some session is logged in: a session holds it from its first comman
 TRANSACTION until its close() (pop3server.TRANS_MODULES, Session._trans); when none holds it,
 it is dropped (compat.forget; MicroPython only), so a server that is only listening, or whose
 sessions are all before their login, keeps none of it (~6.7 KB of heap from `.mpy` on the
-64-bit host, docs/FIGURES.md). CAPA stays a Session method (both states use it), and so does AUTHORIZATION's QUIT;
-TRANSACTION's QUIT (the UPDATE state) and read_failed are here.
+64-bit host, docs/FIGURES.md). AUTHORIZATION's CAPA and QUIT are pop3login's; TRANSACTION's (QUIT: the UPDATE state) and
+read_failed are here.
 """
 
 from pocketpost import log
 from pocketpost.compat import const
 from pocketpost.pop3 import reply
-from pocketpost.pop3server import DONE, Session
+from pocketpost.pop3server import DONE, IMPLEMENTATION
 from pocketpost.wire import TERMINATOR, DotStuffer, terminator
 
 _CR = const(13)
@@ -120,6 +120,15 @@ def cmd_dele(s, args):
     return reply(True, "message %d deleted" % (i + 1))
 
 
+# CAPA in TRANSACTION (RFC 2449: no AUTH, USER, SASL or STLS once logged in).
+_CAPA = ("+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nIMPLEMENTATION %s\r\n.\r\n"
+         % IMPLEMENTATION).encode()
+
+
+def cmd_capa(s, args):
+    return _CAPA
+
+
 def cmd_noop(s, args):
     return reply(True)
 
@@ -174,7 +183,7 @@ def read_failed(s, e, started):
 
 
 TABLE = {
-    "CAPA": Session.cmd_capa,
+    "CAPA": cmd_capa,
     "STAT": cmd_stat,
     "LIST": cmd_list,
     "UIDL": cmd_uidl,

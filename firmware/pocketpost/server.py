@@ -63,16 +63,11 @@ class Server:
         return self.slots.sessions
 
     def _save_hash(self, name, new_hash):
-        """A login rehashed a password to the board's count: write it to the config file as
-        written (defaults not baked in), atomically (config.save: temp file, then rename)."""
-        from pocketpost import config as config_mod  # dropped after start (heapmark.forget)
+        """A login rehashed a password to the board's count: saved to the config file
+        (loginsvc.save_hash)."""
+        from pocketpost import loginsvc  # login code: loaded while this login runs
 
-        raw = config_mod.load_raw(self.config_path)
-        users = raw.get("users")
-        if not isinstance(users, dict) or not isinstance(users.get(name), dict):
-            return
-        users[name]["password"] = new_hash
-        config_mod.save(self.config_path, raw)
+        loginsvc.save_hash(self.config_path, name, new_hash)
 
     def close(self):
         for s in self._listeners:

@@ -1058,3 +1058,30 @@ def test_retr_copy_unit_counted_until_the_shell_closes_the_reply():
         b.close()
     finally:
         e.done()
+
+
+def test_rehash_save_writes_the_record_and_drops_config():
+    # server.Server's on_rehash (loginsvc.save_hash): the new record in the config file as
+    # written, other users and sections untouched; config.py (start-up code, ~17 KB) is not kept
+    # loaded after such a rare save (MicroPython).
+    import json
+    import sys
+
+    from pocketpost import loginsvc
+
+    d = tmpdir()
+    path = d + "/config.json"
+    with open(path, "w") as f:
+        f.write(json.dumps({"users": {"alice": {"password": "old"}, "bob": {"password": "b"}}, "log": {"level": "info"}}))
+    try:
+        loginsvc.save_hash(path, "alice", "new")
+        loginsvc.save_hash(path, "nobody", "x")  # not in the file: nothing written for it
+        with open(path) as f:
+            raw = json.loads(f.read())
+        assert raw == {"users": {"alice": {"password": "new"}, "bob": {"password": "b"}}, "log": {"level": "info"}}, raw
+        if sys.implementation.name == "micropython":
+            assert not _loaded("config")
+    finally:
+        for n in os.listdir(d):
+            os.remove(d + "/" + n)
+        os.rmdir(d)
