@@ -79,11 +79,13 @@ class Server:
         socket when cancelled: for board.main to cancel and wait for after Ctrl-C."""
         return [s.task for s in self.slots.slots.values()] + listener_tasks(self._listeners)
 
-    async def _plain(self, reader, writer):
-        await self._handle(reader, writer, False)
+    # start_server's callbacks: plain functions handing back _handle's coroutine, which asyncio
+    # runs as the session's task (no coroutine frame of their own kept per session).
+    def _plain(self, reader, writer):
+        return self._handle(reader, writer, False)
 
-    async def _implicit(self, reader, writer):
-        await self._handle(reader, writer, True)
+    def _implicit(self, reader, writer):
+        return self._handle(reader, writer, True)
 
     async def _handle(self, reader, writer, implicit):
         conn = None

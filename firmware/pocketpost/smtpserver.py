@@ -120,14 +120,16 @@ class SmtpServer:
         for board.main to cancel and wait for after Ctrl-C."""
         return [s.task for s in self.slots.slots.values()] + listener_tasks(self._listeners)
 
-    async def _mx(self, reader, writer):
-        await self._handle(reader, writer, MX, False)
+    # start_server's callbacks: plain functions handing back _handle's coroutine, which asyncio
+    # runs as the session's task (no coroutine frame of their own kept per session).
+    def _mx(self, reader, writer):
+        return self._handle(reader, writer, MX, False)
 
-    async def _submission(self, reader, writer):
-        await self._handle(reader, writer, SUBMISSION, False)
+    def _submission(self, reader, writer):
+        return self._handle(reader, writer, SUBMISSION, False)
 
-    async def _smtps(self, reader, writer):
-        await self._handle(reader, writer, SUBMISSION, True)
+    def _smtps(self, reader, writer):
+        return self._handle(reader, writer, SUBMISSION, True)
 
     async def _handle(self, reader, writer, mode, implicit):
         conn = None
