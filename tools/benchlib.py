@@ -27,7 +27,7 @@ GLUE = ("board", "admin", "safemode", "flashfs", "mailport")  # mailport: export
 # Which module belongs to which part (the code budget is printed per part).
 PARTS = (
     ("server", ("server", "serverstart", "pop3server", "pop3login", "loginsvc", "pop3trans", "smtpserver", "smtp", "smtpenv", "smtpauth")),
-    ("client", ("client", "fetch", "uidstate", "headers", "session", "transport", "pop3client", "oauth2")),
+    ("client", ("client", "fetch", "uidstate", "headers", "session", "transport", "pop3client", "pop3reply", "oauth2")),
     ("store", ("store", "storesession", "storescan", "storecheck", "groupcommit")),
 )
 
