@@ -14,7 +14,6 @@ from pocketpost import groupcommit
 from pocketpost import store as store_mod
 from pocketpost.compat import const, urandom
 from pocketpost.smtp import MAX_DOMAIN, MAX_PATH, SUBMISSION, _printable, reply
-from pocketpost.wire import DotUnstuffer
 
 # SIZE= values longer than this are refused before int() (RFC 1870: a decimal number).
 _MAX_SIZE_DIGITS = const(10)
@@ -261,6 +260,8 @@ def cmd_data(s, arg):
         s._reset()
         return s._store_reply(e)
     if s._out is None:
+        from pocketpost.wire import DotUnstuffer  # unstuffer.py: loaded by the first DATA, not by EHLO
+
         s._out = bytearray(s.svc.block_size)
         s._omv = memoryview(s._out)
         s._u = DotUnstuffer(True)
