@@ -69,6 +69,10 @@ SUBMISSION = "submission"  # RFC 6409: AUTH required before MAIL
 # in DATA or gone: a message being received keeps none of it.
 ENV_MODULES = ("smtpenv",)
 env_holds = [0]  # sessions in their command phase (Session._env)
+# smtpenv.cmd_data's answer when the envelope is complete: the session hands the envelope's code
+# back, then makes the message's deliveries and buffers (Session._begin_data), so the two are
+# never in the heap together.
+GO_DATA = b"go-data"
 
 
 
@@ -137,6 +141,7 @@ class Session:
     _scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
     _check = None  # an auth.LoginCheck under way (see resume)
     _check_name = None
+    _hdr = None  # the trace fields, from DATA's checks (smtpenv.cmd_data) to _begin_data
 
     def __init__(self, service, peer="?", mode=MX, tls_active=False):
         self.svc = service
@@ -192,13 +197,14 @@ class Session:
         if fn is None and name is None:
             return self._error(reply(500, "5.5.2", "command not recognized"))
         try:
-            if name is not None:  # the envelope's: smtpenv.py (ENV_MODULES)
-                from pocketpost import smtpenv
-
-                fn = getattr(smtpenv, name)
-            r = fn(self, arg)
-            if self.in_data:  # DATA began: the envelope's code is not needed until it ends
+            if name is None:
+                return fn(self, arg)
+            r = self._envelope(name, arg)
+            # DATA: the envelope's code is not needed until the message ends. Equal, not "is": a
+            # copy of smtp.py loaded again after a drop has a GO_DATA of its own.
+            if r == GO_DATA:
                 self._unenv()
+                r = self._begin_data()
             return r
         except Exception as e:  # store trouble: one reply, never a dead session
             log.error("smtp %s %s: %s %r", self.peer, kw, type(e).__name__, e)
@@ -261,6 +267,44 @@ class Session:
         if self._held:
             self._held = False
             self.svc.logins.release()
+
+    def _envelope(self, name, arg):
+        """An envelope command (smtpenv.py, ENV_MODULES): no reference to the module outlives
+        the call."""
+        from pocketpost import smtpenv
+
+        return getattr(smtpenv, name)(self, arg)
+
+    def _begin_data(self):
+        """After DATA's checks (smtpenv.cmd_data): one Delivery per mailbox, the trace fields
+        first, the block and the strict un-stuffer (made at the first DATA), then 354."""
+        hdr = self._hdr
+        self._hdr = None
+        try:
+            self._ds = groupcommit.begin_group(self.svc.store, self.boxes)
+            for d in self._ds:
+                d.write(hdr)
+        except store_mod.StoreError as e:
+            self._abort()
+            self._reset()
+            self._hold_env()  # still in the command phase
+            return self._store_reply(e)
+        if self._out is None:
+            from pocketpost.wire import DotUnstuffer  # unstuffer.py: loaded by the first DATA, not by EHLO
+
+            self._out = bytearray(self.svc.block_size)
+            self._omv = memoryview(self._out)
+            self._u = DotUnstuffer(True)
+        self._u.reset()
+        self._fill = 0
+        self._got = 0
+        self.in_data = True
+        return reply(354, None, "end data with <CR><LF>.<CR><LF>")
+
+    def _hold_env(self):
+        if not self._env:
+            self._env = True
+            env_holds[0] += 1
 
     def _unenv(self):
         if self._env:
@@ -344,9 +388,7 @@ class Session:
 
     def _finish(self):
         self.in_data = False
-        if not self._env:  # back in the command phase (close() releases it)
-            self._env = True
-            env_holds[0] += 1
+        self._hold_env()  # back in the command phase (close() releases it)
         if self._fail is None and self._u.bad:
             # RFC 5321 2.3.8: CR and LF only as CRLF. Refused, not repaired: see the module doc.
             self._refuse(reply(554, "5.6.0", "bare CR or LF in message text (RFC 5321 2.3.8)"))

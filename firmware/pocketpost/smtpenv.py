@@ -13,7 +13,7 @@ import time
 from pocketpost import groupcommit
 from pocketpost import store as store_mod
 from pocketpost.compat import const, urandom
-from pocketpost.smtp import MAX_DOMAIN, MAX_PATH, SUBMISSION, _printable, reply
+from pocketpost.smtp import GO_DATA, MAX_DOMAIN, MAX_PATH, SUBMISSION, _printable, reply
 
 # SIZE= values longer than this are refused before int() (RFC 1870: a decimal number).
 _MAX_SIZE_DIGITS = const(10)
@@ -244,32 +244,16 @@ def cmd_rcpt(s, arg):
 
 
 def cmd_data(s, arg):
+    """The envelope's checks and the trace fields; the message itself begins in the session
+    (Session._begin_data), once this module has been handed back (GO_DATA)."""
     if arg.strip():
         return s._error(reply(501, "5.5.4", "DATA takes no argument"))
     if s.sender is None:
         return reply(503, "5.5.1", "MAIL first")
     if not s.rcpts:
         return reply(554, "5.5.1", "no valid recipients")
-    try:
-        s._ds = groupcommit.begin_group(s.svc.store, s.boxes)
-        trace = _trace(s)
-        for d in s._ds:
-            d.write(trace)
-    except store_mod.StoreError as e:
-        s._abort()
-        s._reset()
-        return s._store_reply(e)
-    if s._out is None:
-        from pocketpost.wire import DotUnstuffer  # unstuffer.py: loaded by the first DATA, not by EHLO
-
-        s._out = bytearray(s.svc.block_size)
-        s._omv = memoryview(s._out)
-        s._u = DotUnstuffer(True)
-    s._u.reset()
-    s._fill = 0
-    s._got = 0
-    s.in_data = True
-    return reply(354, None, "end data with <CR><LF>.<CR><LF>")
+    s._hdr = _trace(s)
+    return GO_DATA
 
 
 def _trace(s):

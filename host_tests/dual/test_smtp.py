@@ -617,6 +617,7 @@ def test_scram_login_upgrades_an_old_record():
 
 def test_flash_full_at_data_is_temporary():
     def body(e):
+        smtp.env_holds[0] = 0
         c = e.session()
         c.send(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\n")
         e.store.quota = 0
@@ -626,6 +627,7 @@ def test_flash_full_at_data_is_temporary():
         if r.startswith(b"354"):  # a store that cannot tell its free space (statvfs missing)
             return
         assert r.startswith(b"452 4.3.1"), r
+        assert smtp.env_holds[0] == 1 and not c.s.in_data  # still in the command phase: holds the envelope
         c.cmd(b"RSET")
         r = c.cmd(b"MAIL FROM:<a@b.example> SIZE=1000")  # a declared size that cannot fit: at MAIL FROM
         assert r.startswith(b"452 4.3.1"), r
