@@ -44,7 +44,7 @@ raises. After MAX_BAD_COMMANDS errors the session is closed with 421.
 
 from pocketpost import groupcommit, log
 from pocketpost import store as store_mod
-from pocketpost.compat import const, forget, release_cold
+from pocketpost.compat import const, release_cold
 from pocketpost.wire import OVERLONG
 
 # --- limits fixed by the RFCs (the configurable ones live in config.SMTP_DEFAULTS) -------------
@@ -64,13 +64,10 @@ _MAX_TRACE_NAME = const(64)
 MX = "mx"  # port 25 style: mail for local addresses, no AUTH needed
 SUBMISSION = "submission"  # RFC 6409: AUTH required before MAIL
 
-# The mail transaction's code (smtpenv.py: MAIL, RCPT, DATA's checks), loaded while some session is
-# in its command phase and dropped while every session is in DATA or gone: a message being
-# received keeps none of it.
+# The envelope's code (smtpenv.py: EHLO, MAIL, RCPT, DATA's start, STARTTLS, AUTH's checks, VRFY,
+# HELP), loaded while some session is in its command phase and dropped while every session is
+# in DATA or gone: a message being received keeps none of it.
 ENV_MODULES = ("smtpenv",)
-# The session's opening (smtphello.py: EHLO/HELO, STARTTLS, AUTH's checks, VRFY, HELP): once or
-# twice per session, so loaded for the call and dropped after it.
-HELLO_MODULES = ("smtphello",)
 env_holds = [0]  # sessions in their command phase (Session._env)
 # smtpenv.cmd_data's answer when the envelope is complete: the session hands the envelope's code
 # back, then makes the message's deliveries and buffers (Session._begin_data), so the two are
@@ -197,12 +194,9 @@ class Session:
         arg = b"" if sp < 0 else bytes(line[sp + 1 :])
         fn = _TABLE.get(kw)
         name = _ENV.get(kw) if fn is None else None
-        greet = _HELLO.get(kw) if fn is None and name is None else None
-        if fn is None and name is None and greet is None:
+        if fn is None and name is None:
             return self._error(reply(500, "5.5.2", "command not recognized"))
         try:
-            if greet is not None:
-                return self._greet(greet, arg)
             if name is None:
                 return fn(self, arg)
             r = self._envelope(name, arg)
@@ -280,16 +274,6 @@ class Session:
         from pocketpost import smtpenv
 
         return getattr(smtpenv, name)(self, arg)
-
-    def _greet(self, name, arg):
-        """A command of the session's opening (smtphello.py, HELLO_MODULES): loaded for the call,
-        dropped after it."""
-        from pocketpost import smtphello
-
-        try:
-            return getattr(smtphello, name)(self, arg)
-        finally:
-            forget(HELLO_MODULES)
 
     def _begin_data(self):
         """After DATA's checks (smtpenv.cmd_data): one Delivery per mailbox, the trace fields
@@ -438,16 +422,14 @@ _TABLE = {
     b"NOOP": Session.cmd_noop,
     b"QUIT": Session.cmd_quit,
 }
-_ENV = {  # the mail transaction's commands: their names in smtpenv.py (ENV_MODULES)
-    b"MAIL": "cmd_mail",
-    b"RCPT": "cmd_rcpt",
-    b"DATA": "cmd_data",
-}
-_HELLO = {  # the session's opening: their names in smtphello.py (HELLO_MODULES)
+_ENV = {  # the envelope's commands: their names in smtpenv.py (ENV_MODULES)
     b"EHLO": "cmd_ehlo",
     b"HELO": "cmd_helo",
     b"STARTTLS": "cmd_starttls",
     b"AUTH": "cmd_auth",
+    b"MAIL": "cmd_mail",
+    b"RCPT": "cmd_rcpt",
+    b"DATA": "cmd_data",
     b"VRFY": "cmd_vrfy",
     b"HELP": "cmd_help",
 }

@@ -1,6 +1,5 @@
-"""The SMTP session's mail transaction (RFC 5321 MAIL, RCPT with the address map, DATA's checks
-and the trace fields): functions of an smtp.Session, dispatched by Session.handle. (The session's
-opening, EHLO/HELO, STARTTLS, AUTH's checks, VRFY and HELP, is smtphello.py.)
+"""The SMTP session's envelope (RFC 5321 EHLO/HELO, MAIL, RCPT, DATA's start, STARTTLS 3207, AUTH
+4954's checks, VRFY, HELP): functions of an smtp.Session, dispatched by Session.handle.
 
 Loaded while some SMTP session is in its command phase and dropped when every session is in
 DATA or gone (smtp.ENV_MODULES, smtp.env_holds; compat.release_cold): a message being received
@@ -14,7 +13,7 @@ import time
 from pocketpost import groupcommit
 from pocketpost import store as store_mod
 from pocketpost.compat import const, urandom
-from pocketpost.smtp import GO_DATA, MAX_PATH, SUBMISSION, _printable, reply
+from pocketpost.smtp import GO_DATA, MAX_DOMAIN, MAX_PATH, SUBMISSION, _printable, reply
 
 # SIZE= values longer than this are refused before int() (RFC 1870: a decimal number).
 _MAX_SIZE_DIGITS = const(10)
@@ -97,6 +96,64 @@ def _resolve(svc, addr):
             return svc.users[lp]["mailbox"]
     t = svc.catch_all.get(domain)
     return _target(svc, t) if t else None
+
+
+def cmd_ehlo(s, arg):
+    return _hello(s, arg, True)
+
+
+def cmd_helo(s, arg):
+    return _hello(s, arg, False)
+
+
+def _hello(s, arg, esmtp):
+    arg = arg.strip()
+    if not arg or len(arg) > MAX_DOMAIN:
+        return s._error(reply(501, "5.5.4", "a domain or address literal is required"))
+    s._abort()
+    s._reset()
+    s.helo = _printable(arg)
+    s.esmtp = esmtp
+    if not esmtp:
+        return reply(250, None, s.svc.hostname)
+    ext = ["%s greets %s" % (s.svc.hostname, s.helo), "SIZE %d" % s.svc.max_size, "8BITMIME",
+           "PIPELINING", "ENHANCEDSTATUSCODES"]
+    if s.svc.tls_available and not s.tls_active:
+        ext.append("STARTTLS")
+    if s._auth_offered() and s.login is None:
+        ext.append("AUTH PLAIN LOGIN SCRAM-SHA-256" if s._plain_allowed() else "AUTH SCRAM-SHA-256")
+    out = []
+    for i in range(len(ext)):
+        out.append("250%s%s\r\n" % (" " if i == len(ext) - 1 else "-", ext[i]))
+    return "".join(out).encode()
+
+
+def cmd_starttls(s, arg):
+    if arg.strip():
+        return s._error(reply(501, "5.5.4", "STARTTLS takes no argument"))
+    if s.tls_active:
+        return reply(503, "5.5.1", "TLS already active")
+    if not s.svc.tls_available:
+        return reply(454, "4.7.0", "TLS not available")
+    s._abort()
+    s._reset()
+    s.helo = None  # RFC 3207 4.2: the client starts again with EHLO
+    s.starttls = True
+    return reply(220, "2.0.0", "ready to start TLS")
+
+
+def cmd_auth(s, arg):
+    if not s._auth_offered():
+        return reply(502, "5.5.1", "AUTH is offered on the submission ports only")
+    if s.helo is None:
+        return reply(503, "5.5.1", "EHLO first")
+    if s.login is not None:
+        return reply(503, "5.5.1", "already authenticated")
+    if s.sender is not None:
+        return reply(503, "5.5.1", "AUTH not allowed during a mail transaction")
+    from pocketpost import smtpauth
+
+    return smtpauth.start(s, arg)
 
 
 def cmd_mail(s, arg):
@@ -216,3 +273,12 @@ def _trace(s):
         s.sender, s.helo, _printable(s.peer.encode()), s.svc.hostname, with_,
         (" (" + ", ".join(info) + ")") if info else "", rid,
         ("\r\n\tfor <%s>" % s.first_rcpt) if s.rcpts == 1 else "", _date())).encode()
+
+
+def cmd_vrfy(s, arg):
+    # RFC 5321 3.5.3: 252 when we will not confirm (no user enumeration).
+    return reply(252, "2.5.0", "cannot VRFY user, but will accept message and attempt delivery")
+
+
+def cmd_help(s, arg):
+    return reply(214, "2.0.0", "see RFC 5321")

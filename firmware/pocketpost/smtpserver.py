@@ -53,9 +53,8 @@ from pocketpost.wire import LineReader
 # smtp.py imports, stays: the store imports it too and keeps its state. smtpauth.py goes too (no
 # SMTP session uses it then): it binds smtp's reply and _printable, and kept loaded by a POP3
 # session before its login (pop3server.LOGIN_MODULES) it would keep the dropped smtp.py alive
-# while the next session loads a second copy. smtpenv.py and smtphello.py (the envelope's code)
-# bind smtp's too.
-SESSION_MODULES = ("smtp", "smtpauth", "smtpenv", "smtphello")
+# while the next session loads a second copy. smtpenv.py (the envelope's code) binds smtp's too.
+SESSION_MODULES = ("smtp", "smtpauth", "smtpenv")
 # Listener modes (smtp.MX, smtp.SUBMISSION; here so that listening needs no smtp.py).
 MX = "mx"
 SUBMISSION = "submission"
