@@ -52,6 +52,11 @@ def test_server_imports_no_client_module(tmp_path):
     # Opening the store and starting the server run no recovery: the store's cold code
     # (storescan.py, storecheck.py) is not loaded (host_tests/dual/test_store.py: after a lock).
     assert not loaded & {"storescan", "storecheck"}, sorted(loaded)
+    # The client's halves of the shared core (pop3reply.py: reply parsing; unstuffer.py: DotUnstuffer)
+    # are loaded by their first use only; the start-up code (serverstart.py, tls.py) and the login
+    # code (loginsvc.py, auth.py, pop3login.py) are dropped once the server is up with no session.
+    assert not loaded & {"pop3reply", "unstuffer"}, sorted(loaded)
+    assert not loaded & {"serverstart", "tls", "loginsvc", "auth", "pop3login", "pop3trans"}, sorted(loaded)
 
 
 # The services started as board.main starts them (config.py imported inside a function, as

@@ -26,8 +26,9 @@ PKG = os.path.join(os.environ.get("BENCH_FIRMWARE") or FIRMWARE, "pocketpost")
 GLUE = ("board", "admin", "safemode", "flashfs", "mailport")  # mailport: export/import, run by the host tools
 # Which module belongs to which part (the code budget is printed per part).
 PARTS = (
-    ("server", ("server", "pop3server", "pop3login", "pop3trans", "smtpserver", "smtp", "smtpauth")),
-    ("client", ("client", "fetch", "uidstate", "headers", "session", "transport", "pop3client", "oauth2")),
+    ("server", ("server", "serverstart", "pop3server", "pop3login", "loginsvc", "pop3trans", "smtpserver", "smtp",
+                "smtpenv", "smtpauth")),
+    ("client", ("client", "fetch", "uidstate", "headers", "session", "transport", "pop3client", "pop3reply", "oauth2")),
     ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession", "storescan",
                "storecheck", "groupcommit")),
 )

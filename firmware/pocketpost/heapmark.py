@@ -68,9 +68,10 @@ def threshold():
 
 # Modules only the start-up uses: once the services are built, nothing running refers to them
 # (config.py: loading, checking, open_store, ~14 KiB of heap on the 64-bit host; tls.py: the
-# server's TLS context, ~2.5 KiB; docs/FIGURES.md "Server heap"). A later user (a service
-# restart, admin.py, a rehashed password saved by server.py, a TLS fetch) imports them again.
-COLD_AFTER_START = ("config", "tls")
+# server's TLS context, ~2.5 KiB; docs/FIGURES.md "Server heap"; serverstart.py: the POP3
+# server's and its login Service's set-up). A later user (a service restart, admin.py, a rehashed
+# password saved by server.py, a TLS fetch) imports them again.
+COLD_AFTER_START = ("config", "tls", "serverstart")
 
 
 def forget(names=COLD_AFTER_START):

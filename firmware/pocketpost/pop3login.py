@@ -8,10 +8,10 @@ sessions are logged in, or which has none, keeps none of this code in its heap (
 SASL continuation lines through sasl_continue; Session.resume finishes a login check here.
 """
 
-from pocketpost import log
+from pocketpost import log, loginsvc
 from pocketpost.compat import const, ticks_diff, ticks_ms
 from pocketpost.pop3 import reply
-from pocketpost.pop3server import LOGIN_SLICE_MS, TRANSACTION, Session, _safe
+from pocketpost.pop3server import DONE, IMPLEMENTATION, LOGIN_SLICE_MS, TRANSACTION
 
 # SASL continuation steps (Session._sasl).
 _SASL_PLAIN = const(1)
@@ -21,19 +21,45 @@ _SCRAM = const(4)  # AUTH SCRAM-SHA-256 under way: scram.ServerLogin.step takes 
 _SCRAM_METHOD = "AUTH SCRAM-SHA-256"
 
 
+def _plain_allowed(s):
+    p = s.svc.policy
+    return s.tls_active or p == "always" or (p == "local" and s.svc.trusted(s.peer))
+
+
+def capa(s, args):
+    lines = ["+OK capability list follows", "TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE"]
+    if _plain_allowed(s):
+        lines.append("USER")
+        lines.append("SASL PLAIN LOGIN SCRAM-SHA-256")
+    else:  # SCRAM sends no password: offered without TLS too
+        lines.append("SASL SCRAM-SHA-256")
+    if s.svc.tls_available and not s.tls_active:
+        lines.append("STLS")
+    lines.append("IMPLEMENTATION " + IMPLEMENTATION)
+    lines.append(".")
+    return ("\r\n".join(lines) + "\r\n").encode()
+
+
+def quit_(s, args):
+    """QUIT in AUTHORIZATION (TRANSACTION's, the UPDATE state: pop3trans.cmd_quit)."""
+    s.closing = True
+    s.state = DONE
+    return reply(True, "bye")
+
+
 def _no_plain():
     return reply(False, "plain-text login needs TLS: use STLS or port POP3S", "AUTH")
 
 
 def user(s, args):
-    if not s.plain_allowed():
+    if not _plain_allowed(s):
         return _no_plain()
     s.user = bytes(args[0]).decode()
     return reply(True, "send PASS")
 
 
 def pass_(s, args):
-    if not s.plain_allowed():
+    if not _plain_allowed(s):
         return _no_plain()
     if s.user is None:
         return reply(False, "USER first")
@@ -59,7 +85,7 @@ def apop(s, args):
 
 def auth_(s, args):
     if not args:  # "AUTH" alone: list mechanisms (a pre-RFC 5034 habit some clients keep)
-        if s.plain_allowed():
+        if _plain_allowed(s):
             return b"+OK\r\nPLAIN\r\nLOGIN\r\nSCRAM-SHA-256\r\n.\r\n"
         return b"+OK\r\nSCRAM-SHA-256\r\n.\r\n"
     mech = bytes(args[0]).upper()
@@ -73,7 +99,7 @@ def auth_(s, args):
         return scram_step(s, bytes(args[1]))
     if mech != b"PLAIN" and mech != b"LOGIN":
         return reply(False, "unsupported SASL mechanism")
-    if not s.plain_allowed():
+    if not _plain_allowed(s):
         return _no_plain()
     if mech == b"LOGIN":  # draft-murchison-sasl-login: user name, then password, each base64
         if len(args) < 2:
@@ -151,9 +177,9 @@ def login(s, name, password, user, method, force_fail=False):
         return None
     if not user:
         s.failures += 1
-        s.delay = s.svc.throttle.fail(s.peer)
+        s.delay = loginsvc.fail(s.svc, s.peer)
         log.info("pop3 #%d %s login failed user=%s method=%s failures=%d delay=%ss", s.sid, s.peer,
-                 _safe(name), method, s.failures, s.delay)
+                 loginsvc.safe(name), method, s.failures, s.delay)
         if s.failures >= s.svc.max_failures:
             s.closing = True
             return reply(False, "authentication failed; too many failures, closing", "AUTH")
@@ -166,7 +192,7 @@ def login(s, name, password, user, method, force_fail=False):
         if code == "IN-USE":
             return reply(False, "mailbox is in use by another session", "IN-USE")
         return reply(False, "mailbox unavailable", code)
-    s.svc.throttle.succeed(s.peer)
+    loginsvc.succeed(s.svc, s.peer)
     s.mb = mb
     s.login = name
     s.state = TRANSACTION
@@ -204,16 +230,16 @@ def resume(s):
     s._check = None
     name = s._check_name
     if w.new_hash is not None:
-        s.svc.rehashed(name, w.new_hash)
+        loginsvc.rehashed(s.svc, name, w.new_hash)
     return login(s, name, None, w.user if w.ok else False, s._check_method)
 
 
 TABLE = {
-    "CAPA": Session.cmd_capa,
+    "CAPA": capa,
     "USER": user,
     "PASS": pass_,
     "APOP": apop,
     "AUTH": auth_,
     "STLS": stls,
-    "QUIT": Session.cmd_quit,
+    "QUIT": quit_,
 }

@@ -34,7 +34,7 @@ DotStuffer for both.
 """
 
 from pocketpost import heapmark, log
-from pocketpost.compat import const, release_cold, ticks_diff, ticks_ms, urandom
+from pocketpost.compat import const, release_cold, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
 from pocketpost.wire import OVERLONG
 
@@ -42,23 +42,17 @@ AUTHORIZATION = const(0)
 TRANSACTION = const(1)
 DONE = const(2)
 
-# Failure records kept per address for the login delay: bounded so a scan from many addresses
-# costs fixed RAM (the oldest record is forgotten first).
-MAX_THROTTLE_ENTRIES = const(32)
 # A login's PBKDF2 runs in slices of about this many ms; between slices the shell serves other
-# sessions, so this bounds the stall a login causes. The clock is read after every chunk of
-# iterations worth half a slice at the board's assumed cost (config pbkdf2_iteration_us:
-# ~16 on an ESP32, thousands on a host; a step call costs ~20 us on the unix port, so a
-# fixed small chunk would double a host's hash time).
+# sessions, so this bounds the stall a login causes (the chunk of iterations between two clock
+# reads: serverstart.login_setup).
 LOGIN_SLICE_MS = const(10)
-_MAX_LOGIN_CHUNK = const(4096)
 IMPLEMENTATION = "pocketpost"
 
 # The login code: pop3login.py (the AUTHORIZATION state's commands), smtpauth.py (SMTP AUTH),
 # auth.py (password records, LoginCheck) and scram.py, imported where used and dropped whenever
 # no session can be in a login (Service.hold/release): ~12 KiB of heap on the 64-bit host
 # (docs/FIGURES.md "Server heap") while every session is logged in, on port 25 or gone.
-LOGIN_MODULES = ("pop3login", "smtpauth", "auth", "scram")
+LOGIN_MODULES = ("pop3login", "smtpauth", "loginsvc", "auth", "scram")
 holds = [0]  # sessions that may still log in, every Service's (POP3 and SMTP): Service.hold
 # The TRANSACTION state's code: pop3trans.py (its commands and the reply producers), loaded by
 # the first session to be logged in and dropped when no session is (Session._trans): a server
@@ -66,49 +60,6 @@ holds = [0]  # sessions that may still log in, every Service's (POP3 and SMTP): 
 TRANS_MODULES = ("pop3trans",)
 trans = [0]  # sessions holding pop3trans.py (logged in, not yet closed), every Service's
 
-
-
-class Throttle:
-    """Failed logins per peer address -> the delay before answering the next failure."""
-
-    def __init__(self, delays, window_s):
-        self.delays = delays
-        self.window_ms = int(window_s * 1000)
-        self._d = {}  # addr -> [failures, last failure ticks]
-
-    def _get(self, addr, now):
-        e = self._d.get(addr)
-        if e is not None and ticks_diff(now, e[1]) > self.window_ms:
-            del self._d[addr]
-            e = None
-        return e
-
-    def failures(self, addr, now=None):
-        e = self._get(addr, ticks_ms() if now is None else now)
-        return 0 if e is None else e[0]
-
-    def succeed(self, addr):
-        """A successful login from addr forgets its failures (as Dovecot does); other
-        addresses keep theirs."""
-        self._d.pop(addr, None)
-
-    def fail(self, addr, now=None):
-        """Record a failure; returns the delay in seconds before answering it."""
-        now = ticks_ms() if now is None else now
-        e = self._get(addr, now)
-        if e is None:
-            if len(self._d) >= MAX_THROTTLE_ENTRIES:
-                oldest = None
-                for k in self._d:
-                    if oldest is None or ticks_diff(self._d[oldest][1], self._d[k][1]) > 0:
-                        oldest = k
-                del self._d[oldest]
-            e = [0, now]
-            self._d[addr] = e
-        e[0] += 1
-        e[1] = now
-        d = self.delays
-        return d[e[0] - 1] if e[0] <= len(d) else d[-1]
 
 
 class Service:
@@ -125,33 +76,18 @@ class Service:
         self.hostname = server_cfg["hostname"]
         self.policy = server_cfg["plaintext_auth"]
         self.max_failures = server_cfg["max_auth_failures"]
-        self.throttle = Throttle(server_cfg["auth_delays"], server_cfg["auth_fail_window"])
+        # The failed-login throttle's state (its code: loginsvc.fail/succeed/failures): delays,
+        # window and per-address records [failures, last failure ticks].
+        self.delays = server_cfg["auth_delays"]
+        self.window_ms = int(server_cfg["auth_fail_window"] * 1000)
+        self.fails = {}  # type: dict
         self.block_size = server_cfg["block_size"]
         self.units = 0  # RETR copy units out (_RETR_UNITS)
-        from pocketpost import auth
+        from pocketpost import serverstart  # start-up only (heapmark.COLD_AFTER_START)
 
-        nets = []
-        for n in server_cfg["trusted_networks"]:
-            c = auth.parse_cidr(n)
-            if c is not None:
-                nets.append(c)
-        self.nets = nets
-        # APOP is per-user opt-in. Only when some user has it does the banner carry the RFC 1939
-        # timestamp: a client that sees one may pick APOP, which would fail for everyone else.
-        self.apop_enabled = False
-        for u in users.values():
-            if u.get("apop_secret"):
-                self.apop_enabled = True
-        # The board's count: every check costs at least this many iterations (auth.Verify pads a
-        # cheaper stored hash), a stored hash with another count is rehashed to it at the next
-        # successful login, and an unknown user is checked against a dummy hash made with it.
-        # So known and unknown users cost the same once every hash has the board's count.
-        self.iterations = server_cfg["pbkdf2_iterations"]
-        self._dummy = auth.hash_password(urandom(12), self.iterations)
-        self.scram_secret = auth.scram_secret(users)
+        self.nets, self.apop_enabled, self.iterations, self._dummy, self.scram_secret, self.login_chunk = \
+            serverstart.login_setup(server_cfg, users)
         self.on_rehash = None  # the shell's fn(name, new_hash): make the new hash durable
-        us = server_cfg["pbkdf2_iteration_us"]
-        self.login_chunk = max(1, min(_MAX_LOGIN_CHUNK, int(LOGIN_SLICE_MS * 500 / us)))
         if not holds[0]:
             heapmark.forget(LOGIN_MODULES)  # imported again by the first session that logs in
 
@@ -167,60 +103,49 @@ class Service:
         release_cold(holds, LOGIN_MODULES)
 
     def trusted(self, ip):
-        from pocketpost import auth
+        from pocketpost import loginsvc  # login code: loaded while a session can log in
 
-        v = auth.parse_ipv4(ip)
-        if v is None:
-            return ip in ("::1", "localhost")
-        for net, mask in self.nets:
-            if v & mask == net:
-                return True
-        return False
+        return loginsvc.trusted(self, ip)
 
     def rehashed(self, name, new_hash):
-        u = self.users.get(name)
-        if u is None:
-            return
-        u["password"] = new_hash
-        from pocketpost import auth
+        from pocketpost import loginsvc
 
-        log.info("pop3 user=%s password record now %s, %d iterations", _safe(name), new_hash[: new_hash.find("$")],
-                 auth.parse_hash(new_hash)[0])
-        if self.on_rehash is not None:
-            try:
-                self.on_rehash(name, new_hash)
-            except Exception as e:  # the login stands; the old hash keeps working until next time
-                log.error("pop3 user=%s rehash not saved: %s %r", _safe(name), type(e).__name__, e)
+        loginsvc.rehashed(self, name, new_hash)
 
 
 class Session:
+    # Defaults as class attributes: an instance holds only what it has set (a session that never
+    # logs in, or logs in without SASL, has no slots for the rest: less heap per session).
+    delay = 0  # set by every command
+    producer = None
+    starttls = False
+    closing = False
+    user = None  # name given by USER
+    login = None  # authenticated user name
+    failures = 0
+    mb = None
+    _del = None  # bitmask of deleted messages
+    _ndel = 0
+    _sdel = 0
+    _sasl = 0  # waiting for a SASL continuation: a pop3login step (_SASL_PLAIN, ...)
+    _sasl_user = b""  # AUTH LOGIN: the user name, until the password comes
+    _scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
+    _check = None  # an auth.LoginCheck under way (see resume)
+    _check_name = None
+    _check_method = None
+    _blockbuf = None  # file block for dot-stuffed replies (see pop3trans._block)
+    _trans = False  # holds pop3trans.py (TRANS_MODULES): from its first command in TRANSACTION to close()
+    _stuffer = None
+    timestamp = None  # the RFC 1939 banner timestamp: made only where APOP is offered
+
     def __init__(self, service, peer="?", tls_active=False, sid=0):
         self.svc = service
         self.peer = peer
         self.sid = sid  # the shell's session number, on every log line of this session
         self.tls_active = tls_active
         self.state = AUTHORIZATION
-        self.delay = 0
-        self.producer = None
-        self.starttls = False
-        self.closing = False
-        self.user = None  # name given by USER
-        self.login = None  # authenticated user name
-        self.failures = 0
-        self.mb = None
-        self._del = None  # bitmask of deleted messages
-        self._ndel = 0
-        self._sdel = 0
-        self._sasl = 0  # waiting for a SASL continuation: a pop3login step (_SASL_PLAIN, ...)
-        self._sasl_user = b""  # AUTH LOGIN: the user name, until the password comes
-        self._scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
-        self._check = None  # an auth.LoginCheck under way (see resume)
-        self._check_name = None
-        self._check_method = None
-        self._blockbuf = None  # file block for dot-stuffed replies (see pop3trans._block)
-        self._trans = False  # holds pop3trans.py (TRANS_MODULES): from its first command in TRANSACTION to close()
-        self._stuffer = None
-        self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
+        if service.apop_enabled:
+            self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
         self._held = True  # holds the login code (Service.hold) until logged in or closed; last
         service.hold()
 
@@ -318,80 +243,6 @@ class Session:
             self._held = False
             self.svc.release()
 
-    def plain_allowed(self):
-        p = self.svc.policy
-        return self.tls_active or p == "always" or (p == "local" and self.svc.trusted(self.peer))
-
-    def cmd_capa(self, args):
-        lines = ["+OK capability list follows", "TOP", "UIDL", "RESP-CODES", "PIPELINING"]
-        if self.state == AUTHORIZATION:
-            lines.append("AUTH-RESP-CODE")
-            if self.plain_allowed():
-                lines.append("USER")
-                lines.append("SASL PLAIN LOGIN SCRAM-SHA-256")
-            else:  # SCRAM sends no password: offered without TLS too
-                lines.append("SASL SCRAM-SHA-256")
-            if self.svc.tls_available and not self.tls_active:
-                lines.append("STLS")
-        lines.append("IMPLEMENTATION " + IMPLEMENTATION)
-        lines.append(".")
-        return ("\r\n".join(lines) + "\r\n").encode()
-
-    def cmd_quit(self, args):
-        self.closing = True
-        if self.state != TRANSACTION:
-            self.state = DONE
-            return reply(True, "bye")
-        # UPDATE state (RFC 1939 section 6). The store takes the session's bitmask as it is:
-        # no per-message list, so QUIT after deleting thousands costs no more heap than after one.
-        mb = self.mb
-        self.mb = None
-        self.state = DONE
-        try:
-            n = mb.commit(self._del)
-        except Exception as e:
-            log.error("pop3 #%d %s user=%s commit failed: %r", self.sid, self.peer, self.login, e)
-            mb.release()
-            return reply(False, "some deleted messages not removed", getattr(e, "code", None) or "SYS/TEMP")
-        log.info("pop3 #%d %s quit user=%s deleted=%d", self.sid, self.peer, self.login, n)
-        return reply(True, "bye (%d deleted)" % n)
-
-    # -- TRANSACTION -------------------------------------------------------------------------
-    def deleted(self, i):
-        return self._del[i >> 3] & (1 << (i & 7))
-
-    def read_failed(self, e, started):
-        """The shell's fill() of a RETR/TOP reply raised OSError (a flash read error, a file
-        shorter than LIST said): the store sets the file aside at the next lock
-        (Mailbox.unreadable) and the producer is closed. Returns the -ERR [SYS/PERM] to send
-        instead of the +OK while nothing of the reply has gone out (started False), else None:
-        the shell then closes the connection (a half-sent message must never end with a
-        terminator, which would make it look complete)."""
-        p = self.producer
-        self.producer = None
-        i = getattr(p, "msg", None)
-        if p is not None:
-            p.close()
-        log.error("pop3 #%d %s message %s unreadable%s: %r", self.sid, self.peer, "?" if i is None else i + 1,
-                  " mid-reply, closing" if started else "", e)
-        if i is not None and self.mb is not None:
-            try:
-                self.mb.unreadable(i)
-            except Exception as e2:
-                log.error("pop3 #%d %s unreadable: %r", self.sid, self.peer, e2)
-        if started:
-            return None
-        return reply(False, "message could not be read", "SYS/PERM")
-
-
 
 def _hex(b):
     return "".join("%02x" % c for c in b)
-
-
-def _safe(name):
-    """A user name as sent by a peer, fit for one log line."""
-    out = ""
-    for c in name[:40]:
-        out += c if " " < c <= "~" else "?"
-    return out

@@ -7,12 +7,14 @@ Loaded while some session is logged in: a session holds it from its first comman
 TRANSACTION until its close() (pop3server.TRANS_MODULES, Session._trans); when none holds it,
 it is dropped (compat.forget; MicroPython only), so a server that is only listening, or whose
 sessions are all before their login, keeps none of it (~6.7 KB of heap from `.mpy` on the
-64-bit host, docs/FIGURES.md). CAPA and QUIT stay Session methods (both states use them).
+64-bit host, docs/FIGURES.md). AUTHORIZATION's CAPA and QUIT are pop3login's; TRANSACTION's (QUIT: the UPDATE state) and
+read_failed are here.
 """
 
+from pocketpost import log
 from pocketpost.compat import const
 from pocketpost.pop3 import reply
-from pocketpost.pop3server import Session
+from pocketpost.pop3server import DONE, IMPLEMENTATION
 from pocketpost.wire import TERMINATOR, DotStuffer, terminator
 
 _CR = const(13)
@@ -29,10 +31,14 @@ _RETR_UNIT = const(4096)
 _RETR_UNITS = const(1)
 
 
+def _deleted(s, i):
+    return s._del[i >> 3] & (1 << (i & 7))
+
+
 def _msg(s, n):
     """1-based message number -> 0-based index, or None (no such message / deleted)."""
     i = n - 1
-    if i < 0 or i >= s.mb.count or s.deleted(i):
+    if i < 0 or i >= s.mb.count or _deleted(s, i):
         return None
     return i
 
@@ -114,6 +120,15 @@ def cmd_dele(s, args):
     return reply(True, "message %d deleted" % (i + 1))
 
 
+# CAPA in TRANSACTION (RFC 2449: no AUTH, USER, SASL or STLS once logged in).
+_CAPA = ("+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nIMPLEMENTATION %s\r\n.\r\n"
+         % IMPLEMENTATION).encode()
+
+
+def cmd_capa(s, args):
+    return _CAPA
+
+
 def cmd_noop(s, args):
     return reply(True)
 
@@ -126,8 +141,49 @@ def cmd_rset(s, args):
     return reply(True, "%d messages (%d octets)" % (s.mb.count, s.mb.total_size))
 
 
+def cmd_quit(s, args):
+    """The UPDATE state (RFC 1939 section 6). The store takes the session's bitmask as it is:
+    no per-message list, so QUIT after deleting thousands costs no more heap than after one."""
+    s.closing = True
+    mb = s.mb
+    s.mb = None
+    s.state = DONE
+    try:
+        n = mb.commit(s._del)
+    except Exception as e:
+        log.error("pop3 #%d %s user=%s commit failed: %r", s.sid, s.peer, s.login, e)
+        mb.release()
+        return reply(False, "some deleted messages not removed", getattr(e, "code", None) or "SYS/TEMP")
+    log.info("pop3 #%d %s quit user=%s deleted=%d", s.sid, s.peer, s.login, n)
+    return reply(True, "bye (%d deleted)" % n)
+
+
+def read_failed(s, e, started):
+    """The shell's fill() of a RETR/TOP reply raised OSError (a flash read error, a file
+    shorter than LIST said): the store sets the file aside at the next lock
+    (Mailbox.unreadable) and the producer is closed. Returns the -ERR [SYS/PERM] to send
+    instead of the +OK while nothing of the reply has gone out (started False), else None:
+    the shell then closes the connection (a half-sent message must never end with a
+    terminator, which would make it look complete)."""
+    p = s.producer
+    s.producer = None
+    i = getattr(p, "msg", None)
+    if p is not None:
+        p.close()
+    log.error("pop3 #%d %s message %s unreadable%s: %r", s.sid, s.peer, "?" if i is None else i + 1,
+              " mid-reply, closing" if started else "", e)
+    if i is not None and s.mb is not None:
+        try:
+            s.mb.unreadable(i)
+        except Exception as e2:
+            log.error("pop3 #%d %s unreadable: %r", s.sid, s.peer, e2)
+    if started:
+        return None
+    return reply(False, "message could not be read", "SYS/PERM")
+
+
 TABLE = {
-    "CAPA": Session.cmd_capa,
+    "CAPA": cmd_capa,
     "STAT": cmd_stat,
     "LIST": cmd_list,
     "UIDL": cmd_uidl,
@@ -136,7 +192,7 @@ TABLE = {
     "DELE": cmd_dele,
     "NOOP": cmd_noop,
     "RSET": cmd_rset,
-    "QUIT": Session.cmd_quit,
+    "QUIT": cmd_quit,
 }
 
 
@@ -158,7 +214,7 @@ class ListingProducer:
         cap = len(out)
         while self.i < mb.count:
             i = self.i
-            if self.s.deleted(i):
+            if _deleted(self.s, i):
                 self.i += 1
                 continue
             line = ("%d %s\r\n" % (i + 1, mb.uid(i) if self.uids else mb.size(i))).encode()
@@ -182,7 +238,7 @@ class _FileReply:
     first) closes the file. `left`: octets the file still owes (the size its index entry gave,
     -1: unchecked); a file that ends sooner raises OSError(EIO) instead of ending the reply."""
 
-    msg = None  # the message's index in the mailbox (Session.read_failed)
+    msg = None  # the message's index in the mailbox (read_failed)
     unit = None  # a buffer of its own the shell fills and sends instead of its block (RETR)
     svc = None  # the Service whose unit count `unit` is in
 

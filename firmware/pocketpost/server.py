@@ -35,8 +35,8 @@ import asyncio
 
 from pocketpost import heapmark, log
 from pocketpost.pop3 import reply
-from pocketpost.pop3server import TRANSACTION, Service, Session
-from pocketpost.listener import DEADLINE_AUTH, DEADLINE_HANDSHAKE, LISTEN_BACKLOG, ServerConn, Slots, listener_tasks, peer_ip
+from pocketpost.pop3server import TRANSACTION, Session
+from pocketpost.listener import DEADLINE_AUTH, DEADLINE_HANDSHAKE, ServerConn, listener_tasks, peer_ip
 from pocketpost.transport import Timeout, nodelay
 from pocketpost.wire import LineReader
 
@@ -50,46 +50,24 @@ class Server:
     they can never keep a logged-in user out; see listener.py)."""
 
     def __init__(self, cfg, store, config_path=None):
-        self.cfg = cfg
-        sv = cfg["server"]
-        self.sv = sv
-        self.ctx = None
-        if sv["cert"] and sv["key"]:
-            from pocketpost import tls  # start-up only: dropped after (heapmark.COLD_AFTER_START)
+        from pocketpost import serverstart  # start-up only: dropped after (heapmark.COLD_AFTER_START)
 
-            self.ctx = tls.server_context(sv["cert"], sv["key"])
-        self.svc = Service(sv, cfg["users"], store, tls_available=self.ctx is not None)
-        self.svc.tls_ctx = self.ctx  # the SMTP receiver's too (smtpserver): one context, not two
+        self.cfg = cfg
+        self.sv = cfg["server"]
         self.config_path = config_path
-        if config_path:
-            self.svc.on_rehash = self._save_hash
-        self.slots = Slots(sv, "pop3")
-        self._listeners = []
+        self._listeners = []  # type: list
+        self.ctx, self.svc, self.slots = serverstart.build(self, store)
 
     @property
     def sessions(self):
         return self.slots.sessions
 
     def _save_hash(self, name, new_hash):
-        """A login rehashed a password to the board's count: write it to the config file as
-        written (defaults not baked in), atomically (config.save: temp file, then rename)."""
-        from pocketpost import config as config_mod  # dropped after start (heapmark.forget)
+        """A login rehashed a password to the board's count: saved to the config file
+        (loginsvc.save_hash)."""
+        from pocketpost import loginsvc  # login code: loaded while this login runs
 
-        raw = config_mod.load_raw(self.config_path)
-        users = raw.get("users")
-        if not isinstance(users, dict) or not isinstance(users.get(name), dict):
-            return
-        users[name]["password"] = new_hash
-        config_mod.save(self.config_path, raw)
-
-    async def _listen(self):
-        host = self.sv["host"]
-        if self.sv["port"]:
-            self._listeners.append(await asyncio.start_server(self._plain, host, self.sv["port"], backlog=LISTEN_BACKLOG))
-            log.info("pop3 listening on %s:%d (STLS %s)", host, self.sv["port"], "on" if self.ctx else "off")
-        if self.sv["pop3s_port"] and self.ctx is not None:
-            self._listeners.append(await asyncio.start_server(self._implicit, host, self.sv["pop3s_port"], backlog=LISTEN_BACKLOG))
-            log.info("pop3s listening on %s:%d", host, self.sv["pop3s_port"])
+        loginsvc.save_hash(self.config_path, name, new_hash)
 
     def close(self):
         for s in self._listeners:
@@ -101,11 +79,13 @@ class Server:
         socket when cancelled: for board.main to cancel and wait for after Ctrl-C."""
         return [s.task for s in self.slots.slots.values()] + listener_tasks(self._listeners)
 
-    async def _plain(self, reader, writer):
-        await self._handle(reader, writer, False)
+    # start_server's callbacks: plain functions handing back _handle's coroutine, which asyncio
+    # runs as the session's task (no coroutine frame of their own kept per session).
+    def _plain(self, reader, writer):
+        return self._handle(reader, writer, False)
 
-    async def _implicit(self, reader, writer):
-        await self._handle(reader, writer, True)
+    def _implicit(self, reader, writer):
+        return self._handle(reader, writer, True)
 
     async def _handle(self, reader, writer, implicit):
         conn = None
@@ -187,7 +167,9 @@ class Server:
                 try:  # the first block before the +OK: a message that cannot be read gets -ERR instead
                     k = p.fill(o)
                 except OSError as e:
-                    resp = session.read_failed(e, False)
+                    from pocketpost import pop3trans  # the producer's module: loaded
+
+                    resp = pop3trans.read_failed(session, e, False)
                     p = None
             if session.starttls:
                 conn.before_tls()
@@ -209,7 +191,9 @@ class Server:
                         try:
                             k = p.fill(o)
                         except OSError as e:  # mid-reply: no terminator may follow, close instead
-                            session.read_failed(e, True)
+                            from pocketpost import pop3trans
+
+                            pop3trans.read_failed(session, e, True)
                             return
                 finally:
                     session.producer = None
@@ -229,7 +213,9 @@ class Server:
 async def start(cfg, store, config_path=None):
     """config_path: where cfg was loaded from, so that rehashed passwords are saved there."""
     srv = Server(cfg, store, config_path)
-    await srv._listen()
+    from pocketpost import serverstart  # loaded by Server(): dropped below
+
+    await serverstart.listen(srv)
     heapmark.forget()  # config.py: nothing running needs it now
     return srv
 

@@ -42,13 +42,10 @@ Commands dispatch from one table; a command out of sequence gets 503, an unknown
 raises. After MAX_BAD_COMMANDS errors the session is closed with 421.
 """
 
-import binascii
-import time
-
 from pocketpost import groupcommit, log
 from pocketpost import store as store_mod
-from pocketpost.compat import const, urandom
-from pocketpost.wire import OVERLONG, DotUnstuffer
+from pocketpost.compat import const, release_cold
+from pocketpost.wire import OVERLONG
 
 # --- limits fixed by the RFCs (the configurable ones live in config.SMTP_DEFAULTS) -------------
 # RFC 5321 4.5.3.1.3: a reverse-path or forward-path is at most 256 octets.
@@ -58,8 +55,6 @@ MAX_DOMAIN = const(255)
 # Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
 # a peer speaking another protocol (or garbage) is let go instead of answered forever.
 MAX_BAD_COMMANDS = const(20)
-# SIZE= values longer than this are refused before int() (RFC 1870: a decimal number).
-_MAX_SIZE_DIGITS = const(10)
 # Replies pump() collects into one write: a deep pipeline is answered in batches of this many,
 # so the list and the joined write stay small whatever the client queued (RFC 2920 allows it).
 MAX_BATCH = const(32)
@@ -68,6 +63,16 @@ _MAX_TRACE_NAME = const(64)
 
 MX = "mx"  # port 25 style: mail for local addresses, no AUTH needed
 SUBMISSION = "submission"  # RFC 6409: AUTH required before MAIL
+
+# The envelope's code (smtpenv.py: EHLO, MAIL, RCPT, DATA's start, STARTTLS, AUTH's checks, VRFY,
+# HELP), loaded while some session is in its command phase and dropped while every session is
+# in DATA or gone: a message being received keeps none of it.
+ENV_MODULES = ("smtpenv",)
+env_holds = [0]  # sessions in their command phase (Session._env)
+# smtpenv.cmd_data's answer when the envelope is complete: the session hands the envelope's code
+# back, then makes the message's deliveries and buffers (Session._begin_data), so the two are
+# never in the heap together.
+GO_DATA = b"go-data"
 
 
 
@@ -84,52 +89,6 @@ def _printable(b, n=_MAX_TRACE_NAME):
     for c in bytes(b[:n]):
         out.append(c if 33 <= c <= 126 and c not in (40, 41, 92) else 63)  # "?"
     return out.decode()
-
-
-def _parse_path(b, allow_null):
-    """b"<user@domain>" (optionally with an RFC 5321 source route) -> "user@domain" as sent (a
-    local part is case-sensitive: matching lower-cases it, the Return-Path keeps it), "" for the
-    null path, or None for bad syntax."""
-    if len(b) < 2 or b[0] != 60 or b[-1] != 62:  # "<" ">"
-        return None
-    a = b[1:-1]
-    if len(a) > MAX_PATH:
-        return None
-    if a.startswith(b"@"):  # "<@relay,@relay:user@domain>": the route is ignored (RFC 5321 C)
-        k = a.find(b":")
-        if k < 0:
-            return None
-        a = a[k + 1 :]
-    if not a:
-        return "" if allow_null else None
-    for c in a:
-        if c <= 32 or c >= 127 or c in (60, 62):
-            return None
-    at = a.find(b"@")
-    if at <= 0 or at == len(a) - 1 or a.find(b"@", at + 1) >= 0:  # exactly one "@": no quoted tricks
-        return None
-    return a.decode()
-
-
-def _mail_args(rest):
-    """The text after "MAIL FROM:" / "RCPT TO:" -> (path bytes, [param bytes]) or None."""
-    rest = rest.strip()
-    if not rest.startswith(b"<"):
-        return None
-    k = rest.find(b">")
-    if k < 0:
-        return None
-    params = [p for p in rest[k + 1 :].split(b" ") if p]
-    return rest[: k + 1], params
-
-
-def _date():
-    """RFC 5322 date-time in UTC for the Received header."""
-    t = time.gmtime()
-    return "%s, %02d %s %d %02d:%02d:%02d +0000" % (
-        ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[t[6]], t[2],
-        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")[t[1] - 1],
-        t[0], t[3], t[4], t[5])
 
 
 class Service:
@@ -162,65 +121,39 @@ class Service:
         """The one reply to a connection refused at admission (no Session is built for it)."""
         return reply(421, "4.7.0", "%s too many connections, try later" % self.hostname)
 
-    def _target(self, name):
-        u = self.users.get(name)
-        if u is not None:
-            return u["mailbox"]
-        return name if store_mod.valid_name(name) else None
-
-    def is_local_domain(self, domain):
-        return domain in self.domains
-
-    def resolve(self, addr):
-        """A lower-cased "local@domain" -> the mailbox it delivers to, or None. Looks up, in
-        order: the full address in aliases, the local part in aliases, a user of that name; then
-        the same without a "+tag" (subaddressing); then the domain's catch-all."""
-        at = addr.rfind("@")
-        local = addr[:at]
-        domain = addr[at + 1 :]
-        if domain not in self.domains:
-            return None
-        sep = self.subaddress
-        for lp in (local, local.split(sep)[0] if sep and sep in local else None):
-            if not lp:
-                continue
-            t = self.aliases.get(lp + "@" + domain) or self.aliases.get(lp)
-            if t is not None:
-                return self._target(t)
-            if lp in self.users:
-                return self.users[lp]["mailbox"]
-        t = self.catch_all.get(domain)
-        return self._target(t) if t else None
-
-
 class Session:
+    # Defaults as class attributes: an instance holds only what it has set (less heap per session).
+    delay = 0
+    starttls = False
+    closing = False
+    in_data = False
+    reply = None  # the final reply once in_data turns False
+    helo = None  # EHLO/HELO argument; None before the greeting exchange
+    esmtp = False
+    login = None  # authenticated user name
+    failures = 0
+    bad = 0  # syntax errors and unknown commands so far
+    stored = 0  # messages stored in this session
+    passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
+    _auth = None  # SASL exchange in progress: "plain", "login-user", "login-pass", "scram-*"
+    _auth_user = None
+    _mech = None  # the AUTH mechanism under way, for the log
+    _scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
+    _check = None  # an auth.LoginCheck under way (see resume)
+    _check_name = None
+    _hdr = None  # the trace fields, from DATA's checks (smtpenv.cmd_data) to _begin_data
+
     def __init__(self, service, peer="?", mode=MX, tls_active=False):
         self.svc = service
         self.peer = peer
         self.mode = mode
         self.tls_active = tls_active
-        self.delay = 0
-        self.starttls = False
-        self.closing = False
-        self.in_data = False
-        self.reply = None  # the final reply once in_data turns False
-        self.helo = None  # EHLO/HELO argument; None before the greeting exchange
-        self.esmtp = False
-        self.login = None  # authenticated user name
-        self.failures = 0
-        self.bad = 0  # syntax errors and unknown commands so far
-        self.stored = 0  # messages stored in this session
-        self.passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
-        self._auth = None  # SASL exchange in progress: "plain", "login-user", "login-pass", "scram-*"
-        self._auth_user = None
-        self._mech = None  # the AUTH mechanism under way, for the log
-        self._scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
-        self._check = None  # an auth.LoginCheck under way (see resume)
-        self._check_name = None
         self._out = None  # DATA output buffer, made at the first DATA
         self._omv = None
         self._u = None
         self._reset()
+        self._env = True  # in the command phase: holds the envelope code (env_holds)
+        env_holds[0] += 1
         # Submission before AUTH holds the login code (smtpauth.py, auth.py, scram.py:
         # pop3server.Service.hold) until logged in or closed; port 25 never logs in. Last: a
         # constructor that fails before it holds nothing.
@@ -260,10 +193,19 @@ class Session:
         kw = bytes(line if sp < 0 else line[:sp]).upper()
         arg = b"" if sp < 0 else bytes(line[sp + 1 :])
         fn = _TABLE.get(kw)
-        if fn is None:
+        name = _ENV.get(kw) if fn is None else None
+        if fn is None and name is None:
             return self._error(reply(500, "5.5.2", "command not recognized"))
         try:
-            return fn(self, arg)
+            if name is None:
+                return fn(self, arg)
+            r = self._envelope(name, arg)
+            # DATA: the envelope's code is not needed until the message ends. Equal, not "is": a
+            # copy of smtp.py loaded again after a drop has a GO_DATA of its own.
+            if r == GO_DATA:
+                self._unenv()
+                r = self._begin_data()
+            return r
         except Exception as e:  # store trouble: one reply, never a dead session
             log.error("smtp %s %s: %s %r", self.peer, kw, type(e).__name__, e)
             self._abort()
@@ -301,6 +243,7 @@ class Session:
         self._check = None
         self._scram = None
         self._unhold()
+        self._unenv()
         self._abort()
         self._reset()
         self.in_data = False
@@ -325,6 +268,49 @@ class Session:
             self._held = False
             self.svc.logins.release()
 
+    def _envelope(self, name, arg):
+        """An envelope command (smtpenv.py, ENV_MODULES): no reference to the module outlives
+        the call."""
+        from pocketpost import smtpenv
+
+        return getattr(smtpenv, name)(self, arg)
+
+    def _begin_data(self):
+        """After DATA's checks (smtpenv.cmd_data): one Delivery per mailbox, the trace fields
+        first, the block and the strict un-stuffer (made at the first DATA), then 354."""
+        hdr = self._hdr
+        self._hdr = None
+        try:
+            self._ds = groupcommit.begin_group(self.svc.store, self.boxes)
+            for d in self._ds:
+                d.write(hdr)
+        except store_mod.StoreError as e:
+            self._abort()
+            self._reset()
+            self._hold_env()  # still in the command phase
+            return self._store_reply(e)
+        if self._out is None:
+            from pocketpost.wire import DotUnstuffer  # unstuffer.py: loaded by the first DATA, not by EHLO
+
+            self._out = bytearray(self.svc.block_size)
+            self._omv = memoryview(self._out)
+            self._u = DotUnstuffer(True)
+        self._u.reset()
+        self._fill = 0
+        self._got = 0
+        self.in_data = True
+        return reply(354, None, "end data with <CR><LF>.<CR><LF>")
+
+    def _hold_env(self):
+        if not self._env:
+            self._env = True
+            env_holds[0] += 1
+
+    def _unenv(self):
+        if self._env:
+            self._env = False
+            release_cold(env_holds, ENV_MODULES)  # imported again by the next envelope command
+
     def _auth_offered(self):
         return self.mode == SUBMISSION and self.svc.logins is not None
 
@@ -336,189 +322,6 @@ class Session:
         p = lg.policy
         return self.tls_active or p == "always" or (p == "local" and lg.trusted(self.peer))
 
-    # -- commands ----------------------------------------------------------------------------
-    def cmd_ehlo(self, arg):
-        return self._hello(arg, True)
-
-    def cmd_helo(self, arg):
-        return self._hello(arg, False)
-
-    def _hello(self, arg, esmtp):
-        arg = arg.strip()
-        if not arg or len(arg) > MAX_DOMAIN:
-            return self._error(reply(501, "5.5.4", "a domain or address literal is required"))
-        self._abort()
-        self._reset()
-        self.helo = _printable(arg)
-        self.esmtp = esmtp
-        if not esmtp:
-            return reply(250, None, self.svc.hostname)
-        ext = ["%s greets %s" % (self.svc.hostname, self.helo), "SIZE %d" % self.svc.max_size, "8BITMIME",
-               "PIPELINING", "ENHANCEDSTATUSCODES"]
-        if self.svc.tls_available and not self.tls_active:
-            ext.append("STARTTLS")
-        if self._auth_offered() and self.login is None:
-            ext.append("AUTH PLAIN LOGIN SCRAM-SHA-256" if self._plain_allowed() else "AUTH SCRAM-SHA-256")
-        out = []
-        for i in range(len(ext)):
-            out.append("250%s%s\r\n" % (" " if i == len(ext) - 1 else "-", ext[i]))
-        return "".join(out).encode()
-
-    def cmd_starttls(self, arg):
-        if arg.strip():
-            return self._error(reply(501, "5.5.4", "STARTTLS takes no argument"))
-        if self.tls_active:
-            return reply(503, "5.5.1", "TLS already active")
-        if not self.svc.tls_available:
-            return reply(454, "4.7.0", "TLS not available")
-        self._abort()
-        self._reset()
-        self.helo = None  # RFC 3207 4.2: the client starts again with EHLO
-        self.starttls = True
-        return reply(220, "2.0.0", "ready to start TLS")
-
-    def cmd_auth(self, arg):
-        if not self._auth_offered():
-            return reply(502, "5.5.1", "AUTH is offered on the submission ports only")
-        if self.helo is None:
-            return reply(503, "5.5.1", "EHLO first")
-        if self.login is not None:
-            return reply(503, "5.5.1", "already authenticated")
-        if self.sender is not None:
-            return reply(503, "5.5.1", "AUTH not allowed during a mail transaction")
-        from pocketpost import smtpauth
-
-        return smtpauth.start(self, arg)
-
-    def cmd_mail(self, arg):
-        if self.helo is None:
-            return reply(503, "5.5.1", "EHLO or HELO first")
-        if self.sender is not None:
-            return reply(503, "5.5.1", "nested MAIL command")
-        if self.mode == SUBMISSION and self.login is None:
-            return reply(530, "5.7.0", "authentication required")
-        if not arg[:5].upper() == b"FROM:":
-            return self._error(reply(501, "5.5.4", "syntax: MAIL FROM:<address>"))
-        parsed = _mail_args(arg[5:])
-        if parsed is None:
-            return self._error(reply(501, "5.5.4", "syntax: MAIL FROM:<address>"))
-        path, params = parsed
-        sender = _parse_path(path, True)
-        if sender is None:
-            return self._error(reply(501, "5.1.7", "bad sender address syntax"))
-        size = 0
-        for p in params:
-            if not self.esmtp:
-                return reply(555, "5.5.4", "parameters need EHLO")
-            k = p.find(b"=")
-            key = (p if k < 0 else p[:k]).upper()
-            val = b"" if k < 0 else p[k + 1 :]
-            if key == b"SIZE":
-                if not val or len(val) > _MAX_SIZE_DIGITS or not val.isdigit():
-                    return reply(501, "5.5.4", "bad SIZE value")
-                size = int(val)
-            elif key == b"BODY":
-                if val.upper() not in (b"7BIT", b"8BITMIME"):
-                    return reply(501, "5.5.4", "BODY is 7BIT or 8BITMIME")
-            elif key == b"AUTH":
-                pass  # RFC 4954 5: we deliver locally and never relay, so it changes nothing
-            else:
-                return reply(555, "5.5.4", "unsupported MAIL parameter")
-        if size > self.svc.max_size:
-            return reply(552, "5.3.4", "message size exceeds fixed maximum message size")
-        if size:
-            room = groupcommit.flash_room(self.svc.store)
-            if 0 <= room < size:  # RFC 1870 6.1: a temporary shortage is 452 (the sender retries)
-                return reply(452, "4.3.1", "insufficient system storage for a message of that size")
-        self.sender = sender
-        self.size = size
-        self.passed = True
-        return reply(250, "2.1.0", "sender ok")
-
-    def cmd_rcpt(self, arg):
-        if self.sender is None:
-            return reply(503, "5.5.1", "MAIL first")
-        if not arg[:3].upper() == b"TO:":
-            return self._error(reply(501, "5.5.4", "syntax: RCPT TO:<address>"))
-        parsed = _mail_args(arg[3:])
-        if parsed is None:
-            return self._error(reply(501, "5.5.4", "syntax: RCPT TO:<address>"))
-        path, params = parsed
-        if params:
-            return reply(555, "5.5.4", "unsupported RCPT parameter")
-        addr = _parse_path(path, False)
-        if addr is not None:
-            addr = addr.lower()
-        if addr is None:
-            # "<postmaster>" without a domain (RFC 5321 4.5.1) goes to the first domain's postmaster
-            if path.lower() == b"<postmaster>" and self.svc.domains:
-                addr = "postmaster@" + self.svc.domains[0]
-            else:
-                return self._error(reply(501, "5.1.3", "bad recipient address syntax"))
-        if self.rcpts >= self.svc.max_recipients:
-            return reply(452, "4.5.3", "too many recipients")
-        box = self.svc.resolve(addr)
-        if box is None:
-            if self.svc.is_local_domain(addr[addr.rfind("@") + 1 :]):
-                return reply(550, "5.1.1", "no such mailbox here")
-            return reply(550, "5.7.1", "relaying denied: this server delivers only to its own domains")
-        if box not in self.boxes:
-            if len(self.boxes) >= self.svc.max_mailboxes:
-                return reply(452, "4.5.3", "too many mailboxes for one message, send the rest later")
-            if self.size:
-                room = groupcommit.room(self.svc.store, box)
-                if 0 <= room < self.size:
-                    return reply(452, "4.3.1", "insufficient storage for a message of that size")
-            self.boxes.append(box)
-        self.rcpts += 1
-        if self.first_rcpt is None:
-            self.first_rcpt = addr
-        return reply(250, "2.1.5", "recipient ok")
-
-    def cmd_data(self, arg):
-        if arg.strip():
-            return self._error(reply(501, "5.5.4", "DATA takes no argument"))
-        if self.sender is None:
-            return reply(503, "5.5.1", "MAIL first")
-        if not self.rcpts:
-            return reply(554, "5.5.1", "no valid recipients")
-        try:
-            self._ds = groupcommit.begin_group(self.svc.store, self.boxes)
-            trace = self._trace()
-            for d in self._ds:
-                d.write(trace)
-        except store_mod.StoreError as e:
-            self._abort()
-            self._reset()
-            return self._store_reply(e)
-        if self._out is None:
-            self._out = bytearray(self.svc.block_size)
-            self._omv = memoryview(self._out)
-            self._u = DotUnstuffer(True)
-        self._u.reset()
-        self._fill = 0
-        self._got = 0
-        self.in_data = True
-        return reply(354, None, "end data with <CR><LF>.<CR><LF>")
-
-    def _trace(self):
-        """RFC 5321 4.4 trace fields for the top of the stored message."""
-        with_ = "ESMTP" if self.esmtp else "SMTP"
-        if self.esmtp and self.tls_active:
-            with_ += "S"
-        if self.esmtp and self.login is not None:
-            with_ += "A"  # RFC 3848
-        info = []
-        if self.tls_active:
-            info.append("using TLS")
-        if self.login is not None:
-            info.append("authenticated user " + _printable(self.login.encode()))
-        rid = "%s%d" % (_hex(urandom(4)), self.stored)
-        return ("Return-Path: <%s>\r\nReceived: from %s ([%s])\r\n\tby %s (pocketpost) with %s%s id %s%s;\r\n\t%s\r\n" % (
-            self.sender, self.helo, _printable(self.peer.encode()), self.svc.hostname, with_,
-            (" (" + ", ".join(info) + ")") if info else "", rid,
-            ("\r\n\tfor <%s>" % self.first_rcpt) if self.rcpts == 1 else "", _date())).encode()
-
     def cmd_rset(self, arg):
         self._abort()
         self._reset()
@@ -526,13 +329,6 @@ class Session:
 
     def cmd_noop(self, arg):
         return _OK
-
-    def cmd_vrfy(self, arg):
-        # RFC 5321 3.5.3: 252 when we will not confirm (no user enumeration).
-        return reply(252, "2.5.0", "cannot VRFY user, but will accept message and attempt delivery")
-
-    def cmd_help(self, arg):
-        return reply(214, "2.0.0", "see RFC 5321")
 
     def cmd_quit(self, arg):
         self._abort()
@@ -592,6 +388,7 @@ class Session:
 
     def _finish(self):
         self.in_data = False
+        self._hold_env()  # back in the command phase (close() releases it)
         if self._fail is None and self._u.bad:
             # RFC 5321 2.3.8: CR and LF only as CRLF. Refused, not repaired: see the module doc.
             self._refuse(reply(554, "5.6.0", "bare CR or LF in message text (RFC 5321 2.3.8)"))
@@ -618,25 +415,23 @@ class Session:
         self.reply = r
 
 
-def _hex(b):
-    return binascii.hexlify(b).decode()
-
-
 _OK = reply(250, "2.0.0", "OK")
 
 _TABLE = {
-    b"EHLO": Session.cmd_ehlo,
-    b"HELO": Session.cmd_helo,
-    b"STARTTLS": Session.cmd_starttls,
-    b"AUTH": Session.cmd_auth,
-    b"MAIL": Session.cmd_mail,
-    b"RCPT": Session.cmd_rcpt,
-    b"DATA": Session.cmd_data,
     b"RSET": Session.cmd_rset,
     b"NOOP": Session.cmd_noop,
-    b"VRFY": Session.cmd_vrfy,
-    b"HELP": Session.cmd_help,
     b"QUIT": Session.cmd_quit,
+}
+_ENV = {  # the envelope's commands: their names in smtpenv.py (ENV_MODULES)
+    b"EHLO": "cmd_ehlo",
+    b"HELO": "cmd_helo",
+    b"STARTTLS": "cmd_starttls",
+    b"AUTH": "cmd_auth",
+    b"MAIL": "cmd_mail",
+    b"RCPT": "cmd_rcpt",
+    b"DATA": "cmd_data",
+    b"VRFY": "cmd_vrfy",
+    b"HELP": "cmd_help",
 }
 
 

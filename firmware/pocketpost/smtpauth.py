@@ -8,7 +8,7 @@ receiver whose sessions are on port 25 or logged in keeps none of this code in i
 start(); handle() passes SASL continuation lines to step(); resume() finishes a password check.
 """
 
-from pocketpost import log
+from pocketpost import log, loginsvc
 from pocketpost.compat import ticks_diff, ticks_ms
 from pocketpost.pop3server import LOGIN_SLICE_MS
 from pocketpost.smtp import _printable, reply
@@ -128,14 +128,14 @@ def _auth_result(s, name, u):
     lg = s.svc.logins
     if u is None:
         s.failures += 1
-        s.delay = lg.throttle.fail(s.peer)
+        s.delay = loginsvc.fail(lg, s.peer)
         log.info("smtp %s AUTH failed user=%s method=%s failures=%d", s.peer, _printable(name.encode()),
                  _printable(s._mech or b"?"), s.failures)
         if s.failures >= s.svc.max_failures:
             s.closing = True
             return reply(421, "4.7.0", "too many authentication failures, closing")
         return reply(535, "5.7.8", "authentication credentials invalid")
-    lg.throttle.succeed(s.peer)
+    loginsvc.succeed(lg, s.peer)
     s.login = name
     s.passed = True
     s._unhold()  # no AUTH after this one
@@ -158,5 +158,5 @@ def resume(s):
     s._check = None
     name = s._check_name
     if w.new_hash is not None:
-        lg.rehashed(name, w.new_hash)
+        loginsvc.rehashed(lg, name, w.new_hash)
     return _auth_result(s, name, w.user if w.ok else None)

@@ -53,8 +53,8 @@ from pocketpost.wire import LineReader
 # smtp.py imports, stays: the store imports it too and keeps its state. smtpauth.py goes too (no
 # SMTP session uses it then): it binds smtp's reply and _printable, and kept loaded by a POP3
 # session before its login (pop3server.LOGIN_MODULES) it would keep the dropped smtp.py alive
-# while the next session loads a second copy.
-SESSION_MODULES = ("smtp", "smtpauth")
+# while the next session loads a second copy. smtpenv.py (the envelope's code) binds smtp's too.
+SESSION_MODULES = ("smtp", "smtpauth", "smtpenv")
 # Listener modes (smtp.MX, smtp.SUBMISSION; here so that listening needs no smtp.py).
 MX = "mx"
 SUBMISSION = "submission"
@@ -120,14 +120,16 @@ class SmtpServer:
         for board.main to cancel and wait for after Ctrl-C."""
         return [s.task for s in self.slots.slots.values()] + listener_tasks(self._listeners)
 
-    async def _mx(self, reader, writer):
-        await self._handle(reader, writer, MX, False)
+    # start_server's callbacks: plain functions handing back _handle's coroutine, which asyncio
+    # runs as the session's task (no coroutine frame of their own kept per session).
+    def _mx(self, reader, writer):
+        return self._handle(reader, writer, MX, False)
 
-    async def _submission(self, reader, writer):
-        await self._handle(reader, writer, SUBMISSION, False)
+    def _submission(self, reader, writer):
+        return self._handle(reader, writer, SUBMISSION, False)
 
-    async def _smtps(self, reader, writer):
-        await self._handle(reader, writer, SUBMISSION, True)
+    def _smtps(self, reader, writer):
+        return self._handle(reader, writer, SUBMISSION, True)
 
     async def _handle(self, reader, writer, mode, implicit):
         conn = None

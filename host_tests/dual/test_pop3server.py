@@ -6,8 +6,8 @@ import os
 
 import oldrecord
 
-from pocketpost import auth, config, log, scram
-from pocketpost.pop3server import Service, Session, Throttle
+from pocketpost import auth, config, log, loginsvc, scram
+from pocketpost.pop3server import Service, Session
 from pocketpost.pop3trans import BodyProducer, PlainProducer
 from pocketpost.store import Store
 from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader
@@ -333,8 +333,8 @@ def test_success_resets_only_its_own_address():
         s = e.session(peer="127.0.0.7")
         login(s)  # the right password: 127.0.0.7's failures are forgotten
         s.close()
-        assert e.svc.throttle.failures("127.0.0.7") == 0
-        assert e.svc.throttle.failures("127.0.0.8") == 2
+        assert loginsvc.failures(e.svc, "127.0.0.7") == 0
+        assert loginsvc.failures(e.svc, "127.0.0.8") == 2
         s = e.session(peer="127.0.0.7")
         run(s, b"USER alice")
         run(s, b"PASS wrong")
@@ -347,14 +347,24 @@ def test_success_resets_only_its_own_address():
         e.done()
 
 
+class _ThrottleState:
+    """What loginsvc's throttle reads and keeps on a pop3server.Service."""
+
+    def __init__(self, delays, window_s):
+        self.delays = delays
+        self.window_ms = int(window_s * 1000)
+        self.fails = {}
+
+
 def test_throttle_window_and_bound():
-    t = Throttle([2, 4, 8, 15], 10)
-    assert [t.fail("a", 0), t.fail("a", 1000), t.fail("a", 2000), t.fail("a", 3000), t.fail("a", 4000)] == [2, 4, 8, 15, 15]
-    assert t.failures("a", 5000) == 5
-    assert t.fail("a", 20000) == 2  # forgotten after the window
+    t = _ThrottleState([2, 4, 8, 15], 10)
+    f = loginsvc.fail
+    assert [f(t, "a", 0), f(t, "a", 1000), f(t, "a", 2000), f(t, "a", 3000), f(t, "a", 4000)] == [2, 4, 8, 15, 15]
+    assert loginsvc.failures(t, "a", 5000) == 5
+    assert f(t, "a", 20000) == 2  # forgotten after the window
     for i in range(200):
-        t.fail("h%d" % i, 21000 + i)
-    assert len(t._d) <= 32
+        f(t, "h%d" % i, 21000 + i)
+    assert len(t.fails) <= loginsvc.MAX_THROTTLE_ENTRIES == 32
 
 
 def test_plaintext_policy():
@@ -1048,3 +1058,30 @@ def test_retr_copy_unit_counted_until_the_shell_closes_the_reply():
         b.close()
     finally:
         e.done()
+
+
+def test_rehash_save_writes_the_record_and_drops_config():
+    # server.Server's on_rehash (loginsvc.save_hash): the new record in the config file as
+    # written, other users and sections untouched; config.py (start-up code, ~17 KB) is not kept
+    # loaded after such a rare save (MicroPython).
+    import json
+    import sys
+
+    from pocketpost import loginsvc
+
+    d = tmpdir()
+    path = d + "/config.json"
+    with open(path, "w") as f:
+        f.write(json.dumps({"users": {"alice": {"password": "old"}, "bob": {"password": "b"}}, "log": {"level": "info"}}))
+    try:
+        loginsvc.save_hash(path, "alice", "new")
+        loginsvc.save_hash(path, "nobody", "x")  # not in the file: nothing written for it
+        with open(path) as f:
+            raw = json.loads(f.read())
+        assert raw == {"users": {"alice": {"password": "new"}, "bob": {"password": "b"}}, "log": {"level": "info"}}, raw
+        if sys.implementation.name == "micropython":
+            assert not _loaded("config")
+    finally:
+        for n in os.listdir(d):
+            os.remove(d + "/" + n)
+        os.rmdir(d)

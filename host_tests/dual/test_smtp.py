@@ -617,6 +617,7 @@ def test_scram_login_upgrades_an_old_record():
 
 def test_flash_full_at_data_is_temporary():
     def body(e):
+        smtp.env_holds[0] = 0
         c = e.session()
         c.send(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\n")
         e.store.quota = 0
@@ -626,6 +627,7 @@ def test_flash_full_at_data_is_temporary():
         if r.startswith(b"354"):  # a store that cannot tell its free space (statvfs missing)
             return
         assert r.startswith(b"452 4.3.1"), r
+        assert smtp.env_holds[0] == 1 and not c.s.in_data  # still in the command phase: holds the envelope
         c.cmd(b"RSET")
         r = c.cmd(b"MAIL FROM:<a@b.example> SIZE=1000")  # a declared size that cannot fit: at MAIL FROM
         assert r.startswith(b"452 4.3.1"), r
@@ -759,3 +761,44 @@ def test_smtp_drop_takes_the_auth_code_bound_to_it():
         assert pop3server.holds[0] == 0 and srv.holds == 0
 
     with_env(body, policy="always")
+
+
+def test_envelope_code_held_outside_data_only():
+    # smtpenv.py (EHLO, MAIL, RCPT, DATA's start...) is held by every session in its command
+    # phase (smtp.env_holds) and dropped while all are in DATA or gone (MicroPython): a message
+    # being received keeps none of it; the next envelope command loads it again, and mail goes on
+    # being stored the same way.
+    import sys
+
+    mp = sys.implementation.name == "micropython"
+
+    def loaded():
+        return "pocketpost.smtpenv" in sys.modules
+
+    def body(e):
+        smtp.env_holds[0] = 0
+        a = e.session()
+        b = e.session()
+        assert smtp.env_holds[0] == 2
+        r = a.send(b"EHLO x\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        assert codes(r) == [250, 250, 250, 354], r
+        assert smtp.env_holds[0] == 1 and (loaded() or not mp)  # b is in its command phase: kept
+        r = b.send(b"EHLO y\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nHello\r\n")
+        assert codes(r) == [250, 250, 250, 354], r
+        assert smtp.env_holds[0] == 0
+        if mp:
+            assert not loaded(), "every session in DATA: the envelope code is dropped"
+        assert codes(a.send(b"one\r\n.\r\n")) == [250]
+        assert smtp.env_holds[0] == 1 and (not loaded() or not mp)  # held again, loaded at its next use
+        assert codes(a.send(b"MAIL FROM:<t@example.net>\r\n")) == [250] and (loaded() or not mp)
+        b.s.close()  # dropped mid-DATA: held nothing, releases nothing
+        assert smtp.env_holds[0] == 1
+        assert codes(a.send(b"RSET\r\nQUIT\r\n")) == [250, 221]
+        a.s.close()
+        assert smtp.env_holds[0] == 0
+        if mp:
+            assert not loaded()
+        got = [strip_trace(m) for m in e.box("alice")]
+        assert got == [b"one\r\n"], got
+
+    with_env(body)

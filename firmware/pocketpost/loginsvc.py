@@ -1,0 +1,108 @@
+"""The login Service's code (pop3server.Service, shared by the POP3 server and the SMTP
+receiver): the failed-login throttle, trusted networks, a rehashed password record, user names
+fit for a log line. Login code (pop3server.LOGIN_MODULES): loaded while a session can log in,
+dropped with pop3login.py, smtpauth.py and auth.py; the Service keeps only the throttle's state
+(`delays`, `window_ms`, `fails`: address -> [failures, last failure ticks]).
+"""
+
+from pocketpost import log
+from pocketpost.compat import const, forget, ticks_diff, ticks_ms
+
+# Failure records kept per address for the login delay: bounded so a scan from many addresses
+# costs fixed RAM (the oldest record is forgotten first).
+MAX_THROTTLE_ENTRIES = const(32)
+
+
+def _get(svc, addr, now):
+    e = svc.fails.get(addr)
+    if e is not None and ticks_diff(now, e[1]) > svc.window_ms:
+        del svc.fails[addr]
+        e = None
+    return e
+
+
+def failures(svc, addr, now=None):
+    """Failed logins from addr within the window."""
+    e = _get(svc, addr, ticks_ms() if now is None else now)
+    return 0 if e is None else e[0]
+
+
+def succeed(svc, addr):
+    """A successful login from addr forgets its failures (as Dovecot does); other addresses keep
+    theirs."""
+    svc.fails.pop(addr, None)
+
+
+def fail(svc, addr, now=None):
+    """Record a failure; returns the delay in seconds before answering it."""
+    now = ticks_ms() if now is None else now
+    e = _get(svc, addr, now)
+    d = svc.fails
+    if e is None:
+        if len(d) >= MAX_THROTTLE_ENTRIES:
+            oldest = None
+            for k in d:
+                if oldest is None or ticks_diff(d[oldest][1], d[k][1]) > 0:
+                    oldest = k
+            del d[oldest]
+        e = [0, now]
+        d[addr] = e
+    e[0] += 1
+    e[1] = now
+    delays = svc.delays
+    return delays[e[0] - 1] if e[0] <= len(delays) else delays[-1]
+
+
+def trusted(svc, ip):
+    """ip is in the configured trusted networks (or is the loopback by name)."""
+    from pocketpost import auth
+
+    v = auth.parse_ipv4(ip)
+    if v is None:
+        return ip in ("::1", "localhost")
+    for net, mask in svc.nets:
+        if v & mask == net:
+            return True
+    return False
+
+
+def rehashed(svc, name, new_hash):
+    """A login rehashed name's password to the board's count: the new record in the users, then
+    made durable by the shell's on_rehash (a failure is logged; the login stands)."""
+    u = svc.users.get(name)
+    if u is None:
+        return
+    u["password"] = new_hash
+    from pocketpost import auth
+
+    log.info("pop3 user=%s password record now %s, %d iterations", safe(name), new_hash[: new_hash.find("$")],
+             auth.parse_hash(new_hash)[0])
+    if svc.on_rehash is not None:
+        try:
+            svc.on_rehash(name, new_hash)
+        except Exception as e:  # the login stands; the old hash keeps working until next time
+            log.error("pop3 user=%s rehash not saved: %s %r", safe(name), type(e).__name__, e)
+
+
+def save_hash(config_path, name, new_hash):
+    """server.Server's on_rehash: name's new record written to the config file as written
+    (defaults not baked in), atomically (config.save: temp file, then rename)."""
+    from pocketpost import config as config_mod
+
+    try:
+        raw = config_mod.load_raw(config_path)
+        users = raw.get("users")
+        if not isinstance(users, dict) or not isinstance(users.get(name), dict):
+            return
+        users[name]["password"] = new_hash
+        config_mod.save(config_path, raw)
+    finally:
+        forget(("config",))  # start-up code (heapmark.COLD_AFTER_START): not kept for a rare save
+
+
+def safe(name):
+    """A user name as sent by a peer, fit for one log line."""
+    out = ""
+    for c in name[:40]:
+        out += c if " " < c <= "~" else "?"
+    return out
