@@ -46,11 +46,12 @@ loss: which of the two the UID named is unknowable).
 
 import asyncio
 import gc
+import sys
 
 from pocketpost import compat, log, transport
 from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
-from pocketpost.pop3 import ProtocolError, parse_number
-from pocketpost.pop3client import BODY, CONTINUE, END, GREETING, REPLY, ClientSession
+from pocketpost.pop3 import ProtocolError
+from pocketpost.pop3client import BODY, CONTINUE, END, REPLY, ClientSession
 from pocketpost.uidstate import UidState, hash_key, remove_tmp
 from pocketpost.compat import forget as _forget  # a cold module, once used
 
@@ -66,8 +67,6 @@ READ_TIMEOUT = 30  # seconds: the greeting, each command's reply, any single wai
 MIN_RATE = 1024
 # The whole session (connect to QUIT): one stuck server cannot hold the board's schedule longer.
 SESSION_TIMEOUT = 1800
-# Octets per LIST/UIDL line assumed for the listing's deadline (a 70-octet UID, the number).
-_LISTING_LINE = const(80)
 # After QUIT +OK, the polite close (TLS close_notify) is waited for this long at most.
 _CLOSE_MS = const(2000)
 # A message may exceed its LIST size by this much before we stop reading it (beyond, it would
@@ -163,7 +162,7 @@ class Pop3Client:
         self.timestamp = None  # APOP banner timestamp
         self.secure = False
         self.session_deadline = None
-        self.opener = opener or transport.connect  # (host, port, ms, ctx) -> connection
+        self.opener = opener  # (host, port, ms, ctx) -> connection; None: clientauth._open (transport's)
         self._conn = None
 
     def _explain(self, e):
@@ -279,102 +278,47 @@ class Pop3Client:
                 return
             on_item(ev)
 
-    # -- session --------------------------------------------------------------------------------
-    async def connect(self):
-        implicit = self.tls_mode == "implicit"
-        try:
-            self._conn = await self.opener(self.host, self.port, _ms(self.connect_timeout),
-                                                 self.ctx if implicit else None)
-        except transport.Timeout:
-            raise Pop3Timeout("%s: connect: no answer within %ss: check the host, the port and the network"
-                              % (self.where, self.connect_timeout))
-        except (OSError, ValueError) as e:
-            # Refused, reset, or (CPython: the handshake is part of the connect) a TLS failure:
-            # the same class MicroPython gives, where these surface at the first read.
-            raise ConnectionLost("%s: connect: %s" % (self.where, self._explain(e)))
-        self.secure = implicit
-        ev = await self._event(self.deadline(self.read_timeout), "the greeting")
-        r = self.s.reply
-        if ev != GREETING or r.ok is not True:
-            raise ErrReply("%s: server refused the connection: %s" % (self.where, _text(r.text)), r.code)
-        self.timestamp = self.s.timestamp
-        await self.capa()
-        if self.tls_mode == "stls":  # the upgrade (clientstls.py: loaded for it, dropped after it)
-            from pocketpost import clientstls
-
-            try:
-                await clientstls.stls(self)
-            finally:
-                clientstls = None
-                _forget(("clientstls",))
-
-    async def capa(self):
-        try:
-            await self.cmd("CAPA")
-        except ErrReply:
-            self.caps = None
-            return None
-        caps = {}
-        s = self.s
-
-        def one(ev):
-            ln = s.line
-            w = _text(ln).split(" ") if ln else [""]
-            if w[0]:
-                caps[w[0].upper()] = [x.upper() for x in w[1:]]
-
-        await self._block(self.deadline(self.read_timeout), one)
-        self.caps = caps
-        return caps
-
-    async def login(self, user, password, method="auto"):
-        """Authenticate; `method` "auto" picks the strongest the server offers (clientauth.py:
-        loaded for the login, dropped after it on MicroPython)."""
+    # -- session (the once-per-session steps: clientauth.py, loaded for them and dropped after) --
+    async def _cold(self, fn, *args):
+        """clientauth.<fn>(self, *args), with clientauth loaded for the call (dropped after it
+        unless a caller already holds it: no second copy in the heap)."""
+        held = "pocketpost.clientauth" in sys.modules
         from pocketpost import clientauth
 
         try:
-            await clientauth.login(self, user, password, method)
+            return await getattr(clientauth, fn)(self, *args)
         finally:
             clientauth = None
-            _forget(("clientauth",))
+            if not held:
+                _forget(("clientauth",))
+
+    def connect(self):
+        """TCP (or implicit TLS), the greeting, CAPA, and STLS for tls "stls"."""
+        return self._cold("connect")
+
+    def capa(self):
+        """CAPA: self.caps (dict KEYWORD -> list of args, or None when CAPA is unsupported)."""
+        return self._cold("capa")
+
+    def login(self, user, password, method="auto"):
+        """Authenticate; `method` "auto" picks the strongest the server offers."""
+        return self._cold("login", user, password, method)
+
+    def stat(self):
+        """STAT: (message count, octets)."""
+        return self._cold("stat")
 
     def best_auth(self):
         """The strongest method the server offers (clientauth.best_auth)."""
+        held = "pocketpost.clientauth" in sys.modules
         from pocketpost import clientauth
 
         try:
             return clientauth.best_auth(self)
         finally:
             clientauth = None
-            _forget(("clientauth",))
-
-    async def stat(self):
-        rep = await self.cmd("STAT")
-        w = bytes(rep.text).split(b" ")
-        try:
-            if len(w) < 2:
-                raise ProtocolError("")
-            return parse_number(w[0], 0), parse_number(w[1], 0)
-        except ProtocolError:
-            raise ProtocolError("%s: malformed STAT reply: %s" % (self.where, _text(rep.text)))
-
-    async def listing(self, keyword, count, on_line):
-        """LIST or UIDL for the whole mailbox: calls on_line(n, field) per entry. Entries must be
-        numbered 1..count in increasing order (every server we know lists in order), which bounds
-        the reply. Returns False when the server answered -ERR (UIDL unsupported)."""
-        d = self.deadline(self.read_timeout, count * _LISTING_LINE)
-        s = self.s
-        await self._send(self._out(keyword, limit=count), keyword)
-        try:
-            await self._status(d)
-        except ErrReply:
-            return False
-
-        def one(ev):
-            on_line(s.n, s.field)
-
-        await self._block(d, one)
-        return True
+            if not held:
+                _forget(("clientauth",))
 
     async def retr(self, n, sink, size=None, top=False):
         """Stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk), chunk being
@@ -607,6 +551,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         from pocketpost import oauth2
 
         token, fresh = oauth2.pop3_token(a, AuthFailed)
+        oauth2 = None  # (clientauth.start imports it again for the login: still loaded)
     ctx = _tls_context(a) if a["tls"] != "none" else None
     c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"], a["min_rate"], name, opener)
     c.ca_path = a["ca"]
@@ -621,15 +566,14 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
     except Exception:
         pass
     try:
-        await c.connect()
-        if token is None:
-            await c.login(a["user"], a["password"], a["auth"])
-        else:
-            await oauth2.pop3_login(c, a, token, fresh, AuthFailed)
-        count, _ = await c.stat()
-        if count > MAX_SERVER_MESSAGES:
-            raise ProtocolError("%s: STAT: the server mailbox holds %d messages, more than %d: empty it with "
-                                "another client first" % (c.where, count, MAX_SERVER_MESSAGES))
+        # Connect, log in, STAT (clientauth.py: loaded for it, dropped after it)
+        from pocketpost import clientauth
+
+        try:
+            count = await clientauth.start(c, a, token, fresh)
+        finally:
+            clientauth = None
+            _forget(("clientauth",))
         stats["on_server"] = count
         cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
         # Per message number, one bit each (no per-message object, no list of UIDs):

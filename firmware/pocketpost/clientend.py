@@ -6,7 +6,7 @@ MicroPython, dropped after it (its heap is not held at the fetch's peaks; its qs
 
 from pocketpost import log
 from pocketpost.client import _bit, _set
-from pocketpost.compat import const
+from pocketpost.compat import const, forget
 from pocketpost.pop3 import valid_uid
 
 # DELEs sent in one write to a server that offers PIPELINING (16 lines of <= 16 octets).
@@ -50,7 +50,13 @@ async def finish(c, st, count, refused, now, sane):
             if _bit(refused, n) and valid_uid(uid):
                 st.clear_deleted(bytes(uid))
 
-        await c.listing("UIDL", count, on_refused)
+        from pocketpost import clientplan  # its listing: loaded for this rare case, dropped after it
+
+        try:
+            await clientplan.listing(c, "UIDL", count, on_refused)
+        finally:
+            clientplan = None
+            forget(("clientplan",))
     await c.quit()
 
     def keep(first_seen, flag, synthetic, seen, dele):
