@@ -642,6 +642,9 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 downloads += 1
                 if uid is None:
                     stats["by_content"] += 1
+                # A compaction of the state due at this message's save runs now, before its
+                # delivery holds heap (uidstate.tidy); the save then appends as usual.
+                st.tidy()
                 key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, parse)
                 if store_error is not None:
                     stop = True

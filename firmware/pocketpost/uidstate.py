@@ -471,9 +471,7 @@ class UidState:
         or (see the theory above) by a compaction."""
         if not self._compact:
             batch = self._batch()
-            bound = _journal_bound(min(self._snap, max_snapshot(self.max_entries)))
-            bound += self.journal_min - JOURNAL_MIN
-            if self._jbytes + len(batch) <= bound:
+            if self._jbytes + len(batch) <= self._bound():
                 if batch:
                     try:
                         f = open(self.path, "ab")
@@ -489,6 +487,20 @@ class UidState:
                 self._saved()
                 return
         self.compact()
+
+    def _bound(self):
+        """Bytes the journal may reach before a save compacts (see the theory above)."""
+        return _journal_bound(min(self._snap, max_snapshot(self.max_entries))) + self.journal_min - JOURNAL_MIN
+
+    def tidy(self):
+        """Compact now if the next save of a message (its S and P records) would: a new or
+        repaired file, or a journal near its bound. The client calls this before it begins a
+        message's delivery, so a compaction does not come on top of a delivery's heap at the
+        save before the commit. Returns True if it compacted."""
+        if self._compact or self._jbytes + _MAX_ENTRY_LINE + MAX_STATE_LINE > self._bound():
+            self.compact()
+            return True
+        return False
 
     def _saved(self):
         self.added = {}
