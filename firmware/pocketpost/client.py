@@ -158,7 +158,7 @@ class Pop3Client:
         self.where = "%s%s:%s" % (account + " " if account else "", host, port)
         self.ca_path = None  # the account's CA file, named in certificate errors
         self.s = ClientSession()  # its 4 KiB receive buffer: 2 KiB saved 2 KiB of heap, ran ~18% slower (FIGURES.md)
-        self.caps = None  # dict KEYWORD -> list of args, or None when CAPA is unsupported
+        self.caps = None  # dict KEYWORD -> list of args (those the client uses: clientauth._CAPS), or None when CAPA is unsupported
         self.timestamp = None  # APOP banner timestamp
         self.secure = False
         self.session_deadline = None

@@ -14,6 +14,10 @@ from pocketpost.compat import IS_MICROPYTHON, ConfigError
 from pocketpost.pop3 import ProtocolError, parse_number
 from pocketpost.pop3client import GREETING
 
+# The capabilities the client acts on (Pop3Client.caps keeps only these: the others' strings and
+# lists would be held for the whole session for nothing).
+_CAPS = ("PIPELINING", "SASL", "STLS", "USER")
+
 
 async def start(c, a, token, fresh):
     """Connect, log in (the account's method, or OAuth with `token`), STAT: the message count."""
@@ -107,8 +111,9 @@ async def capa(c):
     def one(ev):
         ln = s.line
         w = _text(ln).split(" ") if ln else [""]
-        if w[0]:
-            caps[w[0].upper()] = [x.upper() for x in w[1:]]
+        k = w[0].upper()
+        if k in _CAPS:
+            caps[k] = [x.upper() for x in w[1:]]
 
     await c._block(c.deadline(c.read_timeout), one)
     c.caps = caps
