@@ -161,7 +161,7 @@ def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES):
 # Modules a fetch may import (the ROMFS image holds these, as frozen firmware would).
 FETCH_MODULES = ("compat", "log", "heapmark", "wire", "pop3", "nativescan", "pop3client", "transport", "tls",
                  "tlserror", "headers", "uidstate", "uidload", "store", "storescan", "storesession", "auth", "config",
-                 "client", "clientconf", "clientauth", "clientstls", "clientrecover", "clientend", "clientplan",
+                 "client", "clientconf", "clientauth", "clientget", "clientstls", "clientrecover", "clientend", "clientplan",
                  "fetch")  # (those a tree lacks are left out)
 
 ROMFS_LAUNCHER = r"""

@@ -5,7 +5,11 @@ Theory of operation
 The protocol lives in pop3client.ClientSession (sans-I/O: reply parsing, multi-line blocks
 through the core's LineReader and DotUnstuffer, pipelining, the size rule); the bytes move through
 transport.py. `Pop3Client` drives the session and owns the deadlines; this module keeps the
-account policy and the exactly-once bookkeeping with uidstate.
+account policy and the exactly-once bookkeeping with uidstate. The code of each step that is not
+needed at the others is in a cold module, loaded for its step and dropped after it on MicroPython
+(so the fetch's smallest heap is set by the largest step, not by all of them): the connect, login
+and STAT (clientauth.py), the listing pass (clientplan.py), the downloads (clientget.py: RETR
+into the store and steps 4's exactly-once sequence) and the session's end (clientend.py).
 
 `fetch_account(account, store)` runs one session, under a session deadline:
   1. load the UIDL state (uidstate.py) and reconcile a pending entry left by a crash;
@@ -51,8 +55,8 @@ import sys
 from pocketpost import compat, log, transport
 from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
 from pocketpost.pop3 import ProtocolError
-from pocketpost.pop3client import BODY, CONTINUE, END, REPLY, ClientSession
-from pocketpost.uidstate import UidState, hash_key, remove_tmp
+from pocketpost.pop3client import CONTINUE, END, REPLY, ClientSession
+from pocketpost.uidstate import UidState, remove_tmp
 from pocketpost.compat import forget as _forget  # a cold module, once used
 
 # --- named defaults and limits ------------------------------------------------------------------
@@ -133,6 +137,19 @@ def account_from_dict(d):
 # --- the session driver ----------------------------------------------------------------------------
 def _ms(seconds):
     return int(seconds * 1000)
+
+
+async def _cold(mod, fn, *args):
+    """pocketpost.<mod>.<fn>(*args), a cold module loaded for the call (dropped after it unless a
+    caller already holds it: no second copy in the heap)."""
+    name = "pocketpost." + mod
+    held = name in sys.modules
+    __import__(name)
+    try:
+        return await getattr(sys.modules[name], fn)(*args)
+    finally:
+        if not held:
+            _forget((mod,))
 
 
 class Pop3Client:
@@ -279,34 +296,21 @@ class Pop3Client:
             on_item(ev)
 
     # -- session (the once-per-session steps: clientauth.py, loaded for them and dropped after) --
-    async def _cold(self, fn, *args):
-        """clientauth.<fn>(self, *args), with clientauth loaded for the call (dropped after it
-        unless a caller already holds it: no second copy in the heap)."""
-        held = "pocketpost.clientauth" in sys.modules
-        from pocketpost import clientauth
-
-        try:
-            return await getattr(clientauth, fn)(self, *args)
-        finally:
-            clientauth = None
-            if not held:
-                _forget(("clientauth",))
-
     def connect(self):
         """TCP (or implicit TLS), the greeting, CAPA, and STLS for tls "stls"."""
-        return self._cold("connect")
+        return _cold("clientauth", "connect", self)
 
     def capa(self):
         """CAPA: self.caps (dict KEYWORD -> list of args, or None when CAPA is unsupported)."""
-        return self._cold("capa")
+        return _cold("clientauth", "capa", self)
 
     def login(self, user, password, method="auto"):
         """Authenticate; `method` "auto" picks the strongest the server offers."""
-        return self._cold("login", user, password, method)
+        return _cold("clientauth", "login", self, user, password, method)
 
     def stat(self):
         """STAT: (message count, octets)."""
-        return self._cold("stat")
+        return _cold("clientauth", "stat", self)
 
     def best_auth(self):
         """The strongest method the server offers (clientauth.best_auth)."""
@@ -320,81 +324,10 @@ class Pop3Client:
             if not held:
                 _forget(("clientauth",))
 
-    async def retr(self, n, sink, size=None, top=False):
-        """Stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk), chunk being
-        a bytes-like valid only during the call (a sink with a fail(e) method gets what its call
-        raised there, and the message is still read to its end). Returns the octet count.
-        With `size` (LIST's), the message must prove complete (pop3client's size rule) and the
-        reply after it must be well-formed, else ShortMessage / ProtocolError: the caller must
-        not keep it, and the connection is unusable. Bounded by read_timeout + size / min_rate."""
-        s = self.s
-        d = self.deadline(self.read_timeout, size or 0)
-        data = self._out("TOP", n, 0) if top else self._out("RETR", n)
-        what = ("TOP %d 0" if top else "RETR %d") % n
-        prove = size is not None and not top
-        pipelined = False
-        if prove and self.caps is not None and "PIPELINING" in self.caps:
-            data += self._out("NOOP")  # the reply after the message: proves the stream in step
-            pipelined = True
-        await self._send(data, what)
-        await self._status(d)
-        limit = size + max(size // SIZE_SLACK_DIV, SIZE_SLACK_MIN) if size is not None else 0
-        waiting = "the body of " + what
-        now = getattr(self._conn, "recv_now", None)  # a read that never waits (transport.py)
-        # The hot loop of a fetch, once per body chunk: next_event is called here rather than
-        # through _event (one coroutine less per chunk), and a read tries recv_now (inline: a
-        # coroutine's locals cost no heap frame) before it makes coroutines to wait; the
-        # deadlines hold the same (a server that always has a byte ready is cut off by them too),
-        # and the same errors come out.
-        read = False  # the +OK may have come with body bytes: ask the session first
-        while True:
-            if read:
-                got = None
-                if now is not None:
-                    if self._left(d) <= 0:
-                        raise self._timeout(d, waiting)
-                    try:
-                        got = now(s.space())
-                    except (OSError, ValueError) as e:
-                        if not (isinstance(e, OSError) and transport.would_block(e)):
-                            raise ConnectionLost("%s: waiting for %s: %s" % (self.where, waiting, self._explain(e)))
-                    if got == 0:
-                        raise ConnectionLost("%s: waiting for %s: the server closed the connection" % (self.where, waiting))
-                if got is None:
-                    await self._fill(d, waiting)
-                else:
-                    s.commit(got)
-            try:
-                ev = s.next_event()
-            except ProtocolError as e:
-                raise ProtocolError("%s: %s" % (self.where, e.msg))
-            if not ev:
-                read = True
-                continue
-            if ev == END:
-                break
-            if ev != BODY:
-                raise ProtocolError("%s: %s: unexpected reply inside the message" % (self.where, what))
-            if limit and s.octets > limit:
-                raise ProtocolError("%s: %s: message %d is larger than the server said (%d)" % (self.where, what, n, size))
-            try:
-                sink(s.chunk)
-            except Exception as e:  # a sink with fail() keeps its error; the message is read on
-                fail = getattr(sink, "fail", None)
-                if fail is None:
-                    raise
-                fail(e)
-            read = s.hungry  # only more bytes can give another event: read at once
-        total = s.octets
-        if prove:
-            if not s.size_matches(size):
-                raise ShortMessage("%s: %s: %d octets received (%d line ends, %d CRLF) but LIST said %d: the "
-                                   "message is not provably complete (a server that does not dot-stuff?); "
-                                   "not kept, fetched again next time" % (self.where, what, total, s.lf, s.crlf, size))
-            if not pipelined:
-                await self._send(self._out("NOOP"), "NOOP")
-            await self._status(self.deadline(self.read_timeout))
-        return total
+    def retr(self, n, sink, size=None, top=False):
+        """Stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk); returns the
+        octet count. With `size` (LIST's) the message must prove complete (clientget.retr)."""
+        return _cold("clientget", "retr", self, n, sink, size, top)
 
     async def dele(self, n):
         """DELE n: True when the server marked it deleted. A refused DELE (-ERR: a read-only
@@ -453,37 +386,6 @@ def _text(b):
 
 
 # --- fetching into the store --------------------------------------------------------------------
-class _StoreSink:
-    """Takes un-stuffed chunks for one Delivery (begun with digest=True: the store converts line
-    ends and hashes exactly the bytes it keeps), feeds the header parser, and keeps a store
-    failure as `error` (retr hands it to fail(e)) while the rest of the message is still read off
-    the wire (the session stays usable). Headers are parsed only for an `on_message` callback
-    (headers.py loads with it). __call__ runs once per body chunk: no try in it (MicroPython
-    gives a frame with one, or with many locals, a heap block per call)."""
-
-    def __init__(self, delivery, headers, session):
-        self.d = delivery
-        self.s = session  # pop3client.ClientSession: `bare` and `dots` spare the store two scans
-        self.headers = None
-        if headers:
-            from pocketpost.headers import HeaderParser
-
-            self.headers = HeaderParser()
-        self.error = None
-
-    def __call__(self, chunk):
-        h = self.headers
-        if h is not None and not h.done:
-            h.feed(chunk)
-        if self.error is None:
-            s = self.s
-            self.d.write(chunk, s.bare == 0, s.dots)
-
-    def fail(self, e):
-        """A write raised e (StoreError: full, quota; or OSError): keep it, write no more."""
-        self.error = e
-
-
 def _tls_context(a):
     """The account's TLS context; a CA file that is missing or not DER said in words."""
     from pocketpost import tls  # imported by TLS accounts only (ssl with it)
@@ -623,6 +525,10 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 ctl[0] = False
 
             stop = False
+            if want:  # the download code (clientget.py), held for this batch (dropped below)
+                if compat.IS_MICROPYTHON:
+                    gc.collect()  # the listing pass's code goes before it is placed
+                __import__("pocketpost.clientget")
             for n in sorted(want):
                 if downloads >= cap:
                     stop = True
@@ -673,6 +579,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     st.mark(key, deleted=True)
                     deleted += 1
             want = sizes = None
+            _forget(("clientget",))
             if stop or not ctl[1] or downloads >= cap:
                 break
         if stats["state_full"]:
@@ -691,6 +598,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             raise ClientError("%s: store: %s" % (c.where, store_error))
         return stats
     finally:
+        _forget(("clientget",))
         await c.close()
         if st.dirty and st.pending is None:
             # An error ended the session: the last stored message's record (see _download)
@@ -708,67 +616,10 @@ def _any(bits):
     return False
 
 
-async def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
-    """One message into the store, crash-safely. Returns (key, info or None if a duplicate,
-    store error or None). A message that does not prove complete raises (pop3client's size
-    rule): its delivery is aborted, nothing is recorded, the caller's session ends without QUIT."""
-    try:
-        d = store.begin(mailbox, digest=True)
-    except Exception as e:  # StoreFull / QuotaExceeded / OSError: nothing sent for it yet
-        return None, None, e
-    sink = _StoreSink(d, want_headers, c.s)
-    try:
-        await c.retr(n, sink, size=size, top=top)
-    except BaseException:
-        d.abort()
-        raise
-    if sink.error is not None:
-        d.abort()
-        return None, None, sink.error
-    try:
-        digest = d.digest()  # ends the message: the final size and the SHA-1 of the stored bytes
-    except Exception as e:  # the delivery has aborted itself
-        return None, None, e
-    size_stored = d.size
-    key = uid if uid is not None else hash_key(digest)
-    if uid is None and key in st:
-        d.abort()  # stored by a session whose QUIT never completed (server without UIDL)
-        return key, None, None
-    flag = "h" if top else "f"
-    first_seen = compat.now()
-    if first_seen < _SANE_TIME:
-        first_seen = 0  # clock not set yet: unknown, stamped by a later session (see keep_days)
-    # A crash after this point is reconciled by looking for this very local UID with this size
-    # and hash (not for any identical copy: the same bytes fetched earlier under another UID
-    # must not pass for this one). Nothing may yield between here and the commit, so no other
-    # delivery can take the UID first; if one ever did, the check fails and the message is
-    # fetched again (a duplicate at worst, never a loss).
-    local = d.uid_on_commit()
-    st.set_pending(size_stored, digest, local, first_seen, flag, key)
-    try:
-        st.save()
-    except BaseException:
-        d.abort()  # not committed: no temp file, open handle or busy mailbox left behind
-        st.clear_pending()
-        raise
-    try:
-        local = d.commit()
-    except Exception as e:
-        d.abort()
-        st.clear_pending()
-        st.save()
-        return key, None, e
-    st.add(key, first_seen, flag)
-    st.clear_pending()
-    # Not saved here: the record goes to flash with the next save, in the same write as the next
-    # message's pending entry (or at the end of the session, or on its way out after an error),
-    # so a stored message costs one state write, not two. Until then the pending entry on
-    # flash stands for it: a crash reconciles it as stored (the same check as above).
-    # close(): a header with no empty line after it counts
-    headers = sink.headers.close() if want_headers else None
-    info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,
-            "headers": headers}
-    return key, info, None
+def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
+    """One message into the store, crash-safely (clientget.download: held by fetch_account while
+    a batch downloads). Returns (key, info or None if a duplicate, store error or None)."""
+    return _cold("clientget", "download", c, st, store, mailbox, n, uid, size, top, want_headers)
 
 
 def fetch_account_sync(account, store, on_message=None, opener=None, headers=True):

@@ -18,7 +18,8 @@ Heap (MicroPython): the config checks (config.py, auth.py) are imported for the 
 after it when this call loaded them (a fetch never needs them again), with heapmark.py (used once,
 to set the GC threshold); then each local mailbox is opened (the store's first open after boot
 loads its recovery code, storescan.py, for the call); the client is imported after that, and drops
-its own cold modules once used (clientconf, uidload, clientauth, clientrecover). The store's
+its own cold modules once used (clientconf, uidload, clientauth, clientplan, clientget, clientend,
+clientrecover). The store's
 session side (storesession.py: lock, Mailbox, deletion commit) loads only to reconcile a fetch
 cut short by a crash (clientrecover.py).
 Exit status: 0 when every account fetched, 1 otherwise, 2 for a config that does not load.
