@@ -9,7 +9,7 @@ account policy and the exactly-once bookkeeping with uidstate. The code of each 
 needed at the others is in a cold module, loaded for its step and dropped after it on MicroPython
 (so the fetch's smallest heap is set by the largest step, not by all of them): the connect, login
 and STAT (clientauth.py), the listing pass (clientplan.py), the downloads (clientget.py: RETR
-into the store and steps 4's exactly-once sequence) and the session's end (clientend.py).
+into the store and step 4's exactly-once sequence) and the session's end (clientend.py).
 
 `fetch_account(account, store)` runs one session, under a session deadline:
   1. load the UIDL state (uidstate.py) and reconcile a pending entry left by a crash;
@@ -528,6 +528,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             if want:  # the download code (clientget.py), held for this batch (dropped below)
                 if compat.IS_MICROPYTHON:
                     gc.collect()  # the listing pass's code goes before it is placed
+                st.tidy()  # a compaction of the state due at the first message's save: now (see below)
                 __import__("pocketpost.clientget")
             for n in sorted(want):
                 if downloads >= cap:
@@ -548,9 +549,13 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 downloads += 1
                 if uid is None:
                     stats["by_content"] += 1
-                # A compaction of the state due at this message's save runs now, before its
-                # delivery holds heap (uidstate.tidy); the save then appends as usual.
-                st.tidy()
+                if st.due():
+                    # A compaction of the state due at this message's save runs now, before its
+                    # delivery holds heap and without the download code (uidcompact.py is loaded
+                    # for it): the save then appends as usual.
+                    _forget(("clientget",))
+                    st.compact()
+                    __import__("pocketpost.clientget")
                 key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, parse)
                 if store_error is not None:
                     stop = True
