@@ -156,7 +156,9 @@ class Pop3Client:
     """One POP3 session: the asyncio shell around pop3client.ClientSession. Usage:
         c = Pop3Client(host, port, tls="implicit", ctx=tls.client_context(ca, verify))
         await c.connect(); await c.login(user, password)
-        n, total = await c.stat(); await c.retr(1, writer); await c.quit()
+        n, total = await clientauth.stat(c); await c.retr(1, writer); await c.quit()
+    (CAPA and STAT: clientauth.capa(c), clientauth.stat(c): called from that cold module only,
+    so the class keeps no stub for them.)
 
     Deadlines (every wait is bounded by the nearest): the connect (connect_timeout), the
     greeting and each command's reply (read_timeout from the moment the command goes out), each
@@ -300,29 +302,9 @@ class Pop3Client:
         """TCP (or implicit TLS), the greeting, CAPA, and STLS for tls "stls"."""
         return _cold("clientauth", "connect", self)
 
-    def capa(self):
-        """CAPA: self.caps (dict KEYWORD -> list of args, or None when CAPA is unsupported)."""
-        return _cold("clientauth", "capa", self)
-
     def login(self, user, password, method="auto"):
         """Authenticate; `method` "auto" picks the strongest the server offers."""
         return _cold("clientauth", "login", self, user, password, method)
-
-    def stat(self):
-        """STAT: (message count, octets)."""
-        return _cold("clientauth", "stat", self)
-
-    def best_auth(self):
-        """The strongest method the server offers (clientauth.best_auth)."""
-        held = "pocketpost.clientauth" in sys.modules
-        from pocketpost import clientauth
-
-        try:
-            return clientauth.best_auth(self)
-        finally:
-            clientauth = None
-            if not held:
-                _forget(("clientauth",))
 
     def retr(self, n, sink, size=None, top=False):
         """Stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk); returns the
