@@ -368,16 +368,6 @@ def _text(b):
 
 
 # --- fetching into the store --------------------------------------------------------------------
-def _tls_context(a):
-    """The account's TLS context; a CA file that is missing or not DER said in words."""
-    from pocketpost import tls  # imported by TLS accounts only (ssl with it)
-
-    try:
-        return tls.client_context(a["ca"], a["verify"])
-    except (OSError, ValueError) as e:
-        raise ConfigError("account %s: %s" % (a["name"], tls.describe_error(e, a["host"], a["port"], a["ca"])))
-
-
 def _bit(bits, n):
     return bits[n >> 3] & (1 << (n & 7))
 
@@ -415,40 +405,21 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
     (a dict, parsed while the message streams in: headers.py; None when `headers` is False,
     which keeps headers.py and its parser out of the heap). `opener` replaces transport.connect
     (tests: an in-process connection pair)."""
-    a = account_from_dict(account)
+    # The account checked, its state loaded (a crash's pending entry settled), an OAuth token,
+    # the Pop3Client, the local mailbox loaded (clientconf.py: loaded for it, dropped after it)
+    from pocketpost import clientconf
+
+    try:
+        a, st, c, token, fresh = clientconf.start(account, store, opener)
+    finally:
+        clientconf = None
+        _forget(("clientconf",))
     parse = headers and on_message is not None  # parse each message's headers for on_message
     name = a["name"]
     mailbox = a["mailbox"]
     policy = a["policy"]
     stats = {"account": name, "fetched": 0, "bytes": 0, "headers_only": 0, "skipped": 0,
              "deleted": 0, "duplicates": 0, "on_server": 0, "state_full": False, "by_content": 0}
-    if a["tls"] == "none":
-        log.warning("fetch %s: no TLS to %s:%d: password and mail cross the network in clear", name, a["host"], a["port"])
-    remove_tmp(a["state_dir"], name)
-    if compat.IS_MICROPYTHON:  # the garbage of the config and account checks goes before the large
-        gc.collect()  # blocks of the session are made (fetch CLI: 140 -> 139 KiB, docs/FIGURES.md)
-    st = UidState(a["state_dir"], name, a["max_entries"]).load()
-    if st.pending is not None:  # a crash left it: did its store commit happen? (clientrecover.py)
-        _reconcile(st, store, mailbox)
-    token = fresh = None
-    if a["auth"] in _OAUTH:  # the access token, refreshed before connecting (oauth2.py)
-        from pocketpost import oauth2
-
-        token, fresh = oauth2.pop3_token(a, AuthFailed)
-        oauth2 = None  # (clientauth.start imports it again for the login: still loaded)
-    ctx = _tls_context(a) if a["tls"] != "none" else None
-    c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"], a["min_rate"], name, opener)
-    c.ca_path = a["ca"]
-    c.session_deadline = c.deadline(a["session_timeout"])
-    try:
-        # Load (recover) the local mailbox now, creating it if missing, after the state's table and
-        # the session's buffers are made (the large blocks first) and before anything connects:
-        # the store's recovery scan takes and frees ~2 KB of buffers; done by the first begin(),
-        # mid-session, it set the fetch CLI's smallest heap (~5 KiB larger, docs/FIGURES.md).
-        # Best effort: begin() reports a store failure as before.
-        store.usage(mailbox)
-    except Exception:
-        pass
     try:
         # Connect, log in, STAT (clientauth.py: loaded for it, dropped after it)
         from pocketpost import clientauth
