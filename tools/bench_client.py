@@ -160,9 +160,9 @@ def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES):
 
 # Modules a fetch may import (the ROMFS image holds these, as frozen firmware would).
 FETCH_MODULES = ("compat", "log", "heapmark", "wire", "pop3", "nativescan", "pop3client", "transport", "tls",
-                 "tlserror", "headers", "uidstate", "uidload", "store", "storescan", "storesession", "auth", "config",
+                 "tlserror", "headers", "uidstate", "uidload", "uidcompact", "store", "storescan", "storesession", "auth", "config",
                  "client", "clientconf", "clientauth", "clientget", "clientstls", "clientrecover", "clientend", "clientplan",
-                 "fetch")  # (those a tree lacks are left out)
+                 "fetch", "fetchload")  # (those a tree lacks are left out)
 
 ROMFS_LAUNCHER = r"""
 import sys, os, vfs

@@ -40,12 +40,12 @@ print("MODS", " ".join(sorted(k[11:] for k in sys.modules if k.startswith("pocke
 
 # Dependency order of the fetch path (each module's imports come before it).
 ORDER = ("compat", "log", "wire", "pop3", "nativescan", "pop3client", "transport", "tls", "headers", "uidstate",
-         "uidload", "store", "storescan", "auth", "config", "client", "clientconf", "clientauth", "clientget", "clientstls",
-         "clientrecover", "clientend", "clientplan", "fetch")
+         "uidload", "uidcompact", "store", "storescan", "auth", "config", "client", "clientconf", "clientauth", "clientget", "clientstls",
+         "clientrecover", "clientend", "clientplan", "fetch", "fetchload")
 # Loaded for a moment and dropped by a fetch (MicroPython), where the tree has them: their .mpy
 # bytes are listed apart from the resident modules'.
 COLD = ("config", "auth", "clientconf", "clientauth", "clientget", "clientstls", "clientrecover", "clientend", "clientplan", "uidload",
-        "storescan", "nativescan")
+        "uidcompact", "fetchload", "storescan", "nativescan")
 STEP = benchlib.IMPORT_STEPS
 
 
