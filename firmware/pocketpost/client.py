@@ -479,9 +479,9 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
 
             stop = False
             if want:  # the download code (clientget.py), held for this batch (dropped below)
-                if compat.IS_MICROPYTHON:
-                    gc.collect()  # the listing pass's code goes before it is placed
                 st.tidy()  # a compaction of the state due at the first message's save: now (see below)
+                if compat.IS_MICROPYTHON:
+                    gc.collect()  # the listing pass's code (and a compaction's) goes before it is placed
                 __import__("pocketpost.clientget")
             for n in sorted(want):
                 if downloads >= cap:
@@ -508,6 +508,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     # for it): the save then appends as usual.
                     _forget(("clientget",))
                     st.compact()
+                    if compat.IS_MICROPYTHON:
+                        gc.collect()  # the compaction's heap goes before the download code is placed again
                     __import__("pocketpost.clientget")
                 key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, parse)
                 if store_error is not None:
