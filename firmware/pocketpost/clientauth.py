@@ -39,6 +39,8 @@ class _Stream:
     """What transport.Conn takes from an asyncio stream: its socket `s`. No method: a function
     of this module held by the connection would keep the whole module in the heap."""
 
+    s = None  # the socket (set per connection)
+
 
 async def _open(host, port, ms, ctx=None):
     """transport.connect, on MicroPython without asyncio.open_connection: the same non-blocking
