@@ -56,7 +56,6 @@ from pocketpost import compat, log, transport
 from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
 from pocketpost.pop3 import ProtocolError
 from pocketpost.pop3client import CONTINUE, END, REPLY, ClientSession
-from pocketpost.uidstate import UidState, remove_tmp
 from pocketpost.compat import forget as _forget  # a cold module, once used
 
 # --- named defaults and limits ------------------------------------------------------------------
@@ -376,27 +375,20 @@ def _set(bits, n):
     bits[n >> 3] |= 1 << (n & 7)
 
 
-def _reconcile(st, store, mailbox):
-    from pocketpost import clientrecover
-
-    clientrecover.reconcile(st, store, mailbox)
-    clientrecover = None
-    _forget(("clientrecover",))
-
-
 def settle(account, store):
     """Settle what a crash left pending in the account's UIDL state (uidstate.py): the message
     it names is recorded as stored or left to fetch again. The board calls this for each account
     at boot, before any local session runs: the last message stored before a power cut is then
     recorded before a user could read and delete it locally, which would make the next fetch
-    download it a second time. Returns True if something was pending."""
-    a = account_from_dict(account)
-    remove_tmp(a["state_dir"], a["name"])
-    st = UidState(a["state_dir"], a["name"], a["max_entries"]).load()
-    if st.pending is None:
-        return False
-    _reconcile(st, store, a["mailbox"])
-    return True
+    download it a second time. Returns True if something was pending (clientconf.settle: loaded
+    for it, dropped after it)."""
+    from pocketpost import clientconf
+
+    try:
+        return clientconf.settle(account, store)
+    finally:
+        clientconf = None
+        _forget(("clientconf",))
 
 
 async def fetch_account(account, store, on_message=None, opener=None, headers=True):

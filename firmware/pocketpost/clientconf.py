@@ -8,7 +8,7 @@ import gc
 
 from pocketpost import compat, log
 from pocketpost.client import (_OAUTH, CONNECT_TIMEOUT, MIN_RATE, READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed,
-                               Pop3Client, _reconcile)
+                               Pop3Client, _forget)
 from pocketpost.compat import ConfigError
 from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState, remove_tmp
 
@@ -64,6 +64,25 @@ def start(account, store, opener):
     except Exception:
         pass
     return a, st, c, token, fresh
+
+
+def _reconcile(st, store, mailbox):
+    from pocketpost import clientrecover
+
+    clientrecover.reconcile(st, store, mailbox)
+    clientrecover = None
+    _forget(("clientrecover",))
+
+
+def settle(account, store):
+    """client.settle: the pending entry of the account's state settled; True if there was one."""
+    a = account_from_dict(account)
+    remove_tmp(a["state_dir"], a["name"])
+    st = UidState(a["state_dir"], a["name"], a["max_entries"]).load()
+    if st.pending is None:
+        return False
+    _reconcile(st, store, a["mailbox"])
+    return True
 
 
 def _tls_context(a):
