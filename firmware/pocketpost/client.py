@@ -321,27 +321,11 @@ class Pop3Client:
             return False
         return True
 
-    async def deles(self, ns):
+    def deles(self, ns):
         """DELE each message number in ns, pipelined when the server offers PIPELINING (RFC 2449):
-        one write, then the replies in order. Returns a list of accepted flags (see dele)."""
-        if self.caps is None or "PIPELINING" not in self.caps:
-            out = []
-            for n in ns:
-                out.append(await self.dele(n))
-            return out
-        data = b""
-        for n in ns:
-            data += self._out("DELE", n)
-        await self._send(data, "DELE")
-        out = []
-        for n in ns:
-            try:
-                await self._status()
-                out.append(True)
-            except ErrReply as e:
-                log.warning("pop3 %s", e.msg)
-                out.append(False)
-        return out
+        one write, then the replies in order. Returns a list of accepted flags (see dele).
+        (clientend.deles: its only caller is that cold module.)"""
+        return _cold("clientend", "deles", self, ns)
 
     async def quit(self):
         """QUIT: +OK means the server committed our DELEs (RFC 1939 UPDATE state)."""
