@@ -32,7 +32,7 @@ a = gc.mem_alloc()
 import pocketpost.fetch
 gc.collect()
 print("KEPT", gc.mem_alloc() - a)
-import pocketpost.client, pocketpost.store
+import pocketpost.client, pocketpost.store, pocketpost.uidstate  # (uidstate: loaded by the fetch's start)
 gc.collect()
 print("RESIDENT", gc.mem_alloc() - a)
 print("MODS", " ".join(sorted(k[11:] for k in sys.modules if k.startswith("pocketpost."))))
