@@ -2,7 +2,7 @@
 ships in the firmware. Runs under CPython and MicroPython (clientdriver.py, crashfetch.py).
 
 install(point) wraps the steps of a fetch and calls point(step) right after each one:
-  "chunk"      a body chunk went to the store delivery (client._StoreSink.__call__)
+  "chunk"      a body chunk went to the store delivery (store.Delivery.write, from clientget._StoreSink)
   "pending"    the state was saved with a pending entry (uidstate.UidState.save)
   "committed"  the store delivery committed (store.Delivery.commit)
   "stored"     a message is recorded as stored (client._download returned one)
@@ -21,7 +21,7 @@ def install(point):
         saved.append((obj, name, getattr(obj, name)))
         setattr(obj, name, new)
 
-    real_sink = client._StoreSink.__call__
+    real_write = store.Delivery.write
     real_save = uidstate.UidState.save
     real_commit = store.Delivery.commit
     real_download = client._download
@@ -29,9 +29,10 @@ def install(point):
     real_deles = client.Pop3Client.deles
     real_quit = client.Pop3Client.quit
 
-    def sink(self, chunk):
-        real_sink(self, chunk)
+    def write(self, *args):
+        r = real_write(self, *args)
         point("chunk")
+        return r
 
     def save(self):
         real_save(self)
@@ -64,7 +65,7 @@ def install(point):
         point("quit")
         return r
 
-    patch(client._StoreSink, "__call__", sink)
+    patch(store.Delivery, "write", write)
     patch(uidstate.UidState, "save", save)
     patch(store.Delivery, "commit", commit)
     patch(client, "_download", download)

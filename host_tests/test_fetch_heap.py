@@ -43,6 +43,15 @@ def test_uidload_keeps_the_record_layout_of_uidstate():
     assert (uidload._REC, uidload._KEY, uidload._F_HEADERS) == (uidstate._REC, uidstate._KEY, uidstate._F_HEADERS)
 
 
+def test_uidcompact_keeps_the_record_layout_and_flags_of_uidstate():
+    """uidcompact.py (compaction, retain) restates uidstate's record layout and flag bits: the
+    two must agree, or a compaction would write wrong lines and a retain misread every record."""
+    from pocketpost import uidcompact, uidstate
+
+    names = ("_REC", "_KEY", "_F_HEADERS", "_F_SYNTH", "_F_SEEN", "_F_DELETED", "_F_SAVED")
+    assert [getattr(uidcompact, n) for n in names] == [getattr(uidstate, n) for n in names]
+
+
 def test_gc_threshold_is_16_kib_in_a_board_sized_heap_and_a_sixteenth_of_a_large_one():
     """heapmark.compact_gc: the smallest-heap figures (tools/bench_heap.py) are taken at heaps
     where the threshold is the fixed 16 KiB; the host's 2 MiB default heap collects every 1/16 of

@@ -11,8 +11,8 @@ from helpers import FIRMWARE, MICROPYTHON, ROOT, free_port
 from serverharness import Pop3Server
 
 # transport is not here: its connection class is the servers' too (listener.ServerConn).
-CLIENT_ONLY = ("client", "clientconf", "clientauth", "clientrecover", "clientstls", "clientend", "clientplan", "uidload",
-               "fetch", "pop3client", "uidstate", "headers", "oauth2", "nativescan")
+CLIENT_ONLY = ("client", "clientconf", "clientauth", "clientget", "clientrecover", "clientstls", "clientend", "clientplan", "uidload", "uidcompact",
+               "fetch", "fetchload", "pop3client", "uidstate", "headers", "oauth2", "nativescan")
 
 SCRIPT = r"""
 import sys, asyncio

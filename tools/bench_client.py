@@ -195,11 +195,11 @@ def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES, count=Fa
 
 
 # Modules a fetch may import (the ROMFS image holds these, as frozen firmware would).
-FETCH_MODULES = ("compat", "log", "heapmark", "wire", "pop3", "nativescan", "pop3client", "transport", "tls",
-                 "tlserror", "headers", "uidstate", "uidload", "storecore", "store", "storeindex", "storemerge",
-                 "storescan", "storesession", "storecommit", "auth", "config",
-                 "client", "clientconf", "clientauth", "clientstls", "clientrecover", "clientend", "clientplan",
-                 "fetch")  # (those a tree lacks are left out)
+FETCH_MODULES = ("compat", "log", "heapmark", "wire", "unstuffer", "pop3", "pop3reply", "nativescan", "pop3client",
+                 "transport", "tls", "tlserror", "headers", "uidstate", "uidload", "uidcompact", "storecore", "store",
+                 "storeindex", "storemerge", "storescan", "storesession", "storecommit", "auth", "config",
+                 "client", "clientconf", "clientauth", "clientget", "clientstls", "clientrecover", "clientend",
+                 "clientplan", "fetch", "fetchload")  # (those a tree lacks are left out)
 
 ROMFS_LAUNCHER = r"""
 import sys, os, vfs

@@ -32,20 +32,21 @@ a = gc.mem_alloc()
 import pocketpost.fetch
 gc.collect()
 print("KEPT", gc.mem_alloc() - a)
-import pocketpost.client, pocketpost.store
+import pocketpost.client, pocketpost.store, pocketpost.uidstate  # (uidstate: loaded by the fetch's start)
 gc.collect()
 print("RESIDENT", gc.mem_alloc() - a)
 print("MODS", " ".join(sorted(k[11:] for k in sys.modules if k.startswith("pocketpost."))))
 """
 
 # Dependency order of the fetch path (each module's imports come before it).
-ORDER = ("compat", "log", "wire", "pop3", "nativescan", "pop3client", "transport", "tls", "headers", "uidstate",
-         "uidload", "storecore", "store", "storeindex", "storemerge", "storescan", "auth", "config", "client",
-         "clientconf", "clientauth", "clientstls", "clientrecover", "clientend", "clientplan", "fetch")
+ORDER = ("compat", "log", "wire", "unstuffer", "pop3", "pop3reply", "nativescan", "pop3client", "transport", "tls",
+         "headers", "uidstate", "uidload", "uidcompact", "storecore", "store", "storeindex", "storemerge", "storescan",
+         "auth", "config", "client", "clientconf", "clientauth", "clientget", "clientstls", "clientrecover",
+         "clientend", "clientplan", "fetch", "fetchload")
 # Loaded for a moment and dropped by a fetch (MicroPython), where the tree has them: their .mpy
 # bytes are listed apart from the resident modules'.
-COLD = ("config", "auth", "clientconf", "clientauth", "clientstls", "clientrecover", "clientend", "clientplan", "uidload",
-        "storeindex", "storemerge", "storescan", "nativescan")
+COLD = ("config", "auth", "clientconf", "clientauth", "clientget", "clientstls", "clientrecover", "clientend",
+        "clientplan", "uidload", "uidcompact", "fetchload", "storeindex", "storemerge", "storescan", "nativescan")
 STEP = benchlib.IMPORT_STEPS
 
 

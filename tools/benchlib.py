@@ -28,7 +28,9 @@ GLUE = ("board", "admin", "safemode", "flashfs", "mailport")  # mailport: export
 PARTS = (
     ("server", ("server", "serverstart", "pop3server", "pop3login", "loginsvc", "pop3trans", "smtpserver", "smtp",
                 "smtpenv", "smtpauth")),
-    ("client", ("client", "fetch", "uidstate", "headers", "session", "transport", "pop3client", "pop3reply", "oauth2")),
+    ("client", ("client", "clientconf", "clientauth", "clientstls", "clientplan", "clientget", "clientend",
+                "clientrecover", "fetch", "fetchload", "uidstate", "uidload", "uidcompact", "headers", "session",
+                "transport", "pop3client", "pop3reply", "nativescan", "oauth2")),
     ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession", "storescan",
                "storecheck", "groupcommit")),
 )

@@ -5,7 +5,11 @@ Theory of operation
 The protocol lives in pop3client.ClientSession (sans-I/O: reply parsing, multi-line blocks
 through the core's LineReader and DotUnstuffer, pipelining, the size rule); the bytes move through
 transport.py. `Pop3Client` drives the session and owns the deadlines; this module keeps the
-account policy and the exactly-once bookkeeping with uidstate.
+account policy and the exactly-once bookkeeping with uidstate. The code of each step that is not
+needed at the others is in a cold module, loaded for its step and dropped after it on MicroPython
+(so the fetch's smallest heap is set by the largest step, not by all of them): the connect, login
+and STAT (clientauth.py), the listing pass (clientplan.py), the downloads (clientget.py: RETR
+into the store and step 4's exactly-once sequence) and the session's end (clientend.py).
 
 `fetch_account(account, store)` runs one session, under a session deadline:
   1. load the UIDL state (uidstate.py) and reconcile a pending entry left by a crash;
@@ -46,12 +50,12 @@ loss: which of the two the UID named is unknowable).
 
 import asyncio
 import gc
+import sys
 
 from pocketpost import compat, log, transport
 from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
-from pocketpost.pop3 import ProtocolError, parse_number
-from pocketpost.pop3client import BODY, CONTINUE, END, GREETING, REPLY, ClientSession
-from pocketpost.uidstate import UidState, hash_key, remove_tmp
+from pocketpost.pop3 import ProtocolError
+from pocketpost.pop3client import CONTINUE, END, REPLY, ClientSession
 from pocketpost.compat import forget as _forget  # a cold module, once used
 
 # --- named defaults and limits ------------------------------------------------------------------
@@ -66,8 +70,6 @@ READ_TIMEOUT = 30  # seconds: the greeting, each command's reply, any single wai
 MIN_RATE = 1024
 # The whole session (connect to QUIT): one stuck server cannot hold the board's schedule longer.
 SESSION_TIMEOUT = 1800
-# Octets per LIST/UIDL line assumed for the listing's deadline (a 70-octet UID, the number).
-_LISTING_LINE = const(80)
 # After QUIT +OK, the polite close (TLS close_notify) is waited for this long at most.
 _CLOSE_MS = const(2000)
 # A message may exceed its LIST size by this much before we stop reading it (beyond, it would
@@ -136,11 +138,26 @@ def _ms(seconds):
     return int(seconds * 1000)
 
 
+async def _cold(mod, fn, *args):
+    """pocketpost.<mod>.<fn>(*args), a cold module loaded for the call (dropped after it unless a
+    caller already holds it: no second copy in the heap)."""
+    name = "pocketpost." + mod
+    held = name in sys.modules
+    __import__(name)
+    try:
+        return await getattr(sys.modules[name], fn)(*args)
+    finally:
+        if not held:
+            _forget((mod,))
+
+
 class Pop3Client:
     """One POP3 session: the asyncio shell around pop3client.ClientSession. Usage:
         c = Pop3Client(host, port, tls="implicit", ctx=tls.client_context(ca, verify))
         await c.connect(); await c.login(user, password)
-        n, total = await c.stat(); await c.retr(1, writer); await c.quit()
+        n, total = await clientauth.stat(c); await c.retr(1, writer); await c.quit()
+    (CAPA and STAT: clientauth.capa(c), clientauth.stat(c): called from that cold module only,
+    so the class keeps no stub for them.)
 
     Deadlines (every wait is bounded by the nearest): the connect (connect_timeout), the
     greeting and each command's reply (read_timeout from the moment the command goes out), each
@@ -159,11 +176,11 @@ class Pop3Client:
         self.where = "%s%s:%s" % (account + " " if account else "", host, port)
         self.ca_path = None  # the account's CA file, named in certificate errors
         self.s = ClientSession()  # its 4 KiB receive buffer: 2 KiB saved 2 KiB of heap, ran ~18% slower (FIGURES.md)
-        self.caps = None  # dict KEYWORD -> list of args, or None when CAPA is unsupported
+        self.caps = None  # dict KEYWORD -> list of args (those the client uses: clientauth._CAPS), or None when CAPA is unsupported
         self.timestamp = None  # APOP banner timestamp
         self.secure = False
         self.session_deadline = None
-        self.opener = opener or transport.connect  # (host, port, ms, ctx) -> connection
+        self.opener = opener  # (host, port, ms, ctx) -> connection; None: clientauth._open (transport's)
         self._conn = None
 
     def _explain(self, e):
@@ -279,178 +296,19 @@ class Pop3Client:
                 return
             on_item(ev)
 
-    # -- session --------------------------------------------------------------------------------
-    async def connect(self):
-        implicit = self.tls_mode == "implicit"
-        try:
-            self._conn = await self.opener(self.host, self.port, _ms(self.connect_timeout),
-                                                 self.ctx if implicit else None)
-        except transport.Timeout:
-            raise Pop3Timeout("%s: connect: no answer within %ss: check the host, the port and the network"
-                              % (self.where, self.connect_timeout))
-        except (OSError, ValueError) as e:
-            # Refused, reset, or (CPython: the handshake is part of the connect) a TLS failure:
-            # the same class MicroPython gives, where these surface at the first read.
-            raise ConnectionLost("%s: connect: %s" % (self.where, self._explain(e)))
-        self.secure = implicit
-        ev = await self._event(self.deadline(self.read_timeout), "the greeting")
-        r = self.s.reply
-        if ev != GREETING or r.ok is not True:
-            raise ErrReply("%s: server refused the connection: %s" % (self.where, _text(r.text)), r.code)
-        self.timestamp = self.s.timestamp
-        await self.capa()
-        if self.tls_mode == "stls":  # the upgrade (clientstls.py: loaded for it, dropped after it)
-            from pocketpost import clientstls
+    # -- session (the once-per-session steps: clientauth.py, loaded for them and dropped after) --
+    def connect(self):
+        """TCP (or implicit TLS), the greeting, CAPA, and STLS for tls "stls"."""
+        return _cold("clientauth", "connect", self)
 
-            try:
-                await clientstls.stls(self)
-            finally:
-                clientstls = None
-                _forget(("clientstls",))
+    def login(self, user, password, method="auto"):
+        """Authenticate; `method` "auto" picks the strongest the server offers."""
+        return _cold("clientauth", "login", self, user, password, method)
 
-    async def capa(self):
-        try:
-            await self.cmd("CAPA")
-        except ErrReply:
-            self.caps = None
-            return None
-        caps = {}
-        s = self.s
-
-        def one(ev):
-            ln = s.line
-            w = _text(ln).split(" ") if ln else [""]
-            if w[0]:
-                caps[w[0].upper()] = [x.upper() for x in w[1:]]
-
-        await self._block(self.deadline(self.read_timeout), one)
-        self.caps = caps
-        return caps
-
-    async def login(self, user, password, method="auto"):
-        """Authenticate; `method` "auto" picks the strongest the server offers (clientauth.py:
-        loaded for the login, dropped after it on MicroPython)."""
-        from pocketpost import clientauth
-
-        try:
-            await clientauth.login(self, user, password, method)
-        finally:
-            clientauth = None
-            _forget(("clientauth",))
-
-    def best_auth(self):
-        """The strongest method the server offers (clientauth.best_auth)."""
-        from pocketpost import clientauth
-
-        try:
-            return clientauth.best_auth(self)
-        finally:
-            clientauth = None
-            _forget(("clientauth",))
-
-    async def stat(self):
-        rep = await self.cmd("STAT")
-        w = bytes(rep.text).split(b" ")
-        try:
-            if len(w) < 2:
-                raise ProtocolError("")
-            return parse_number(w[0], 0), parse_number(w[1], 0)
-        except ProtocolError:
-            raise ProtocolError("%s: malformed STAT reply: %s" % (self.where, _text(rep.text)))
-
-    async def listing(self, keyword, count, on_line):
-        """LIST or UIDL for the whole mailbox: calls on_line(n, field) per entry. Entries must be
-        numbered 1..count in increasing order (every server we know lists in order), which bounds
-        the reply. Returns False when the server answered -ERR (UIDL unsupported)."""
-        d = self.deadline(self.read_timeout, count * _LISTING_LINE)
-        s = self.s
-        await self._send(self._out(keyword, limit=count), keyword)
-        try:
-            await self._status(d)
-        except ErrReply:
-            return False
-
-        def one(ev):
-            on_line(s.n, s.field)
-
-        await self._block(d, one)
-        return True
-
-    async def retr(self, n, sink, size=None, top=False):
-        """Stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk), chunk being
-        a bytes-like valid only during the call (a sink with a fail(e) method gets what its call
-        raised there, and the message is still read to its end). Returns the octet count.
-        With `size` (LIST's), the message must prove complete (pop3client's size rule) and the
-        reply after it must be well-formed, else ShortMessage / ProtocolError: the caller must
-        not keep it, and the connection is unusable. Bounded by read_timeout + size / min_rate."""
-        s = self.s
-        d = self.deadline(self.read_timeout, size or 0)
-        data = self._out("TOP", n, 0) if top else self._out("RETR", n)
-        what = ("TOP %d 0" if top else "RETR %d") % n
-        prove = size is not None and not top
-        pipelined = False
-        if prove and self.caps is not None and "PIPELINING" in self.caps:
-            data += self._out("NOOP")  # the reply after the message: proves the stream in step
-            pipelined = True
-        await self._send(data, what)
-        await self._status(d)
-        limit = size + max(size // SIZE_SLACK_DIV, SIZE_SLACK_MIN) if size is not None else 0
-        waiting = "the body of " + what
-        now = getattr(self._conn, "recv_now", None)  # a read that never waits (transport.py)
-        # The hot loop of a fetch, once per body chunk: next_event is called here rather than
-        # through _event (one coroutine less per chunk), and a read tries recv_now (inline: a
-        # coroutine's locals cost no heap frame) before it makes coroutines to wait; the
-        # deadlines hold the same (a server that always has a byte ready is cut off by them too),
-        # and the same errors come out.
-        read = False  # the +OK may have come with body bytes: ask the session first
-        while True:
-            if read:
-                got = None
-                if now is not None:
-                    if self._left(d) <= 0:
-                        raise self._timeout(d, waiting)
-                    try:
-                        got = now(s.space())
-                    except (OSError, ValueError) as e:
-                        if not (isinstance(e, OSError) and transport.would_block(e)):
-                            raise ConnectionLost("%s: waiting for %s: %s" % (self.where, waiting, self._explain(e)))
-                    if got == 0:
-                        raise ConnectionLost("%s: waiting for %s: the server closed the connection" % (self.where, waiting))
-                if got is None:
-                    await self._fill(d, waiting)
-                else:
-                    s.commit(got)
-            try:
-                ev = s.next_event()
-            except ProtocolError as e:
-                raise ProtocolError("%s: %s" % (self.where, e.msg))
-            if not ev:
-                read = True
-                continue
-            if ev == END:
-                break
-            if ev != BODY:
-                raise ProtocolError("%s: %s: unexpected reply inside the message" % (self.where, what))
-            if limit and s.octets > limit:
-                raise ProtocolError("%s: %s: message %d is larger than the server said (%d)" % (self.where, what, n, size))
-            try:
-                sink(s.chunk)
-            except Exception as e:  # a sink with fail() keeps its error; the message is read on
-                fail = getattr(sink, "fail", None)
-                if fail is None:
-                    raise
-                fail(e)
-            read = s.hungry  # only more bytes can give another event: read at once
-        total = s.octets
-        if prove:
-            if not s.size_matches(size):
-                raise ShortMessage("%s: %s: %d octets received (%d line ends, %d CRLF) but LIST said %d: the "
-                                   "message is not provably complete (a server that does not dot-stuff?); "
-                                   "not kept, fetched again next time" % (self.where, what, total, s.lf, s.crlf, size))
-            if not pipelined:
-                await self._send(self._out("NOOP"), "NOOP")
-            await self._status(self.deadline(self.read_timeout))
-        return total
+    def retr(self, n, sink, size=None, top=False):
+        """Stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk); returns the
+        octet count. With `size` (LIST's) the message must prove complete (clientget.retr)."""
+        return _cold("clientget", "retr", self, n, sink, size, top)
 
     async def dele(self, n):
         """DELE n: True when the server marked it deleted. A refused DELE (-ERR: a read-only
@@ -463,27 +321,11 @@ class Pop3Client:
             return False
         return True
 
-    async def deles(self, ns):
+    def deles(self, ns):
         """DELE each message number in ns, pipelined when the server offers PIPELINING (RFC 2449):
-        one write, then the replies in order. Returns a list of accepted flags (see dele)."""
-        if self.caps is None or "PIPELINING" not in self.caps:
-            out = []
-            for n in ns:
-                out.append(await self.dele(n))
-            return out
-        data = b""
-        for n in ns:
-            data += self._out("DELE", n)
-        await self._send(data, "DELE")
-        out = []
-        for n in ns:
-            try:
-                await self._status()
-                out.append(True)
-            except ErrReply as e:
-                log.warning("pop3 %s", e.msg)
-                out.append(False)
-        return out
+        one write, then the replies in order. Returns a list of accepted flags (see dele).
+        (clientend.deles: its only caller is that cold module.)"""
+        return _cold("clientend", "deles", self, ns)
 
     async def quit(self):
         """QUIT: +OK means the server committed our DELEs (RFC 1939 UPDATE state)."""
@@ -509,47 +351,6 @@ def _text(b):
 
 
 # --- fetching into the store --------------------------------------------------------------------
-class _StoreSink:
-    """Takes un-stuffed chunks for one Delivery (begun with digest=True: the store converts line
-    ends and hashes exactly the bytes it keeps), feeds the header parser, and keeps a store
-    failure as `error` (retr hands it to fail(e)) while the rest of the message is still read off
-    the wire (the session stays usable). Headers are parsed only for an `on_message` callback
-    (headers.py loads with it). __call__ runs once per body chunk: no try in it (MicroPython
-    gives a frame with one, or with many locals, a heap block per call)."""
-
-    def __init__(self, delivery, headers, session):
-        self.d = delivery
-        self.s = session  # pop3client.ClientSession: `bare` and `dots` spare the store two scans
-        self.headers = None
-        if headers:
-            from pocketpost.headers import HeaderParser
-
-            self.headers = HeaderParser()
-        self.error = None
-
-    def __call__(self, chunk):
-        h = self.headers
-        if h is not None and not h.done:
-            h.feed(chunk)
-        if self.error is None:
-            s = self.s
-            self.d.write(chunk, s.bare == 0, s.dots)
-
-    def fail(self, e):
-        """A write raised e (StoreError: full, quota; or OSError): keep it, write no more."""
-        self.error = e
-
-
-def _tls_context(a):
-    """The account's TLS context; a CA file that is missing or not DER said in words."""
-    from pocketpost import tls  # imported by TLS accounts only (ssl with it)
-
-    try:
-        return tls.client_context(a["ca"], a["verify"])
-    except (OSError, ValueError) as e:
-        raise ConfigError("account %s: %s" % (a["name"], tls.describe_error(e, a["host"], a["port"], a["ca"])))
-
-
 def _bit(bits, n):
     return bits[n >> 3] & (1 << (n & 7))
 
@@ -558,27 +359,20 @@ def _set(bits, n):
     bits[n >> 3] |= 1 << (n & 7)
 
 
-def _reconcile(st, store, mailbox):
-    from pocketpost import clientrecover
-
-    clientrecover.reconcile(st, store, mailbox)
-    clientrecover = None
-    _forget(("clientrecover",))
-
-
 def settle(account, store):
     """Settle what a crash left pending in the account's UIDL state (uidstate.py): the message
     it names is recorded as stored or left to fetch again. The board calls this for each account
     at boot, before any local session runs: the last message stored before a power cut is then
     recorded before a user could read and delete it locally, which would make the next fetch
-    download it a second time. Returns True if something was pending."""
-    a = account_from_dict(account)
-    remove_tmp(a["state_dir"], a["name"])
-    st = UidState(a["state_dir"], a["name"], a["max_entries"]).load()
-    if st.pending is None:
-        return False
-    _reconcile(st, store, a["mailbox"])
-    return True
+    download it a second time. Returns True if something was pending (clientconf.settle: loaded
+    for it, dropped after it)."""
+    from pocketpost import clientconf
+
+    try:
+        return clientconf.settle(account, store)
+    finally:
+        clientconf = None
+        _forget(("clientconf",))
 
 
 async def fetch_account(account, store, on_message=None, opener=None, headers=True):
@@ -587,49 +381,30 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
     (a dict, parsed while the message streams in: headers.py; None when `headers` is False,
     which keeps headers.py and its parser out of the heap). `opener` replaces transport.connect
     (tests: an in-process connection pair)."""
-    a = account_from_dict(account)
+    # The account checked, its state loaded (a crash's pending entry settled), an OAuth token,
+    # the Pop3Client, the local mailbox loaded (clientconf.py: loaded for it, dropped after it)
+    from pocketpost import clientconf
+
+    try:
+        a, st, c, token, fresh = clientconf.start(account, store, opener)
+    finally:
+        clientconf = None
+        _forget(("clientconf",))
     parse = headers and on_message is not None  # parse each message's headers for on_message
     name = a["name"]
     mailbox = a["mailbox"]
     policy = a["policy"]
     stats = {"account": name, "fetched": 0, "bytes": 0, "headers_only": 0, "skipped": 0,
              "deleted": 0, "duplicates": 0, "on_server": 0, "state_full": False, "by_content": 0}
-    if a["tls"] == "none":
-        log.warning("fetch %s: no TLS to %s:%d: password and mail cross the network in clear", name, a["host"], a["port"])
-    remove_tmp(a["state_dir"], name)
-    if compat.IS_MICROPYTHON:  # the garbage of the config and account checks goes before the large
-        gc.collect()  # blocks of the session are made (fetch CLI: 140 -> 139 KiB, docs/FIGURES.md)
-    st = UidState(a["state_dir"], name, a["max_entries"]).load()
-    if st.pending is not None:  # a crash left it: did its store commit happen? (clientrecover.py)
-        _reconcile(st, store, mailbox)
-    token = fresh = None
-    if a["auth"] in _OAUTH:  # the access token, refreshed before connecting (oauth2.py)
-        from pocketpost import oauth2
+    try:
+        # Connect, log in, STAT (clientauth.py: loaded for it, dropped after it)
+        from pocketpost import clientauth
 
-        token, fresh = oauth2.pop3_token(a, AuthFailed)
-    ctx = _tls_context(a) if a["tls"] != "none" else None
-    c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"], a["min_rate"], name, opener)
-    c.ca_path = a["ca"]
-    c.session_deadline = c.deadline(a["session_timeout"])
-    try:
-        # Load (recover) the local mailbox now, creating it if missing, after the state's table and
-        # the session's buffers are made (the large blocks first) and before anything connects:
-        # the store's recovery scan takes and frees ~2 KB of buffers; done by the first begin(),
-        # mid-session, it set the fetch CLI's smallest heap (~5 KiB larger, docs/FIGURES.md).
-        # Best effort: begin() reports a store failure as before.
-        store.usage(mailbox)
-    except Exception:
-        pass
-    try:
-        await c.connect()
-        if token is None:
-            await c.login(a["user"], a["password"], a["auth"])
-        else:
-            await oauth2.pop3_login(c, a, token, fresh, AuthFailed)
-        count, _ = await c.stat()
-        if count > MAX_SERVER_MESSAGES:
-            raise ProtocolError("%s: STAT: the server mailbox holds %d messages, more than %d: empty it with "
-                                "another client first" % (c.where, count, MAX_SERVER_MESSAGES))
+        try:
+            count = await clientauth.start(c, a, token, fresh)
+        finally:
+            clientauth = None
+            _forget(("clientauth",))
         stats["on_server"] = count
         cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
         # Per message number, one bit each (no per-message object, no list of UIDs):
@@ -679,6 +454,11 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 ctl[0] = False
 
             stop = False
+            if want:  # the download code (clientget.py), held for this batch (dropped below)
+                st.tidy()  # a compaction of the state due at the first message's save: now (see below)
+                if compat.IS_MICROPYTHON:
+                    gc.collect()  # the listing pass's code (and a compaction's) goes before it is placed
+                __import__("pocketpost.clientget")
             for n in sorted(want):
                 if downloads >= cap:
                     stop = True
@@ -698,6 +478,15 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 downloads += 1
                 if uid is None:
                     stats["by_content"] += 1
+                if st.due():
+                    # A compaction of the state due at this message's save runs now, before its
+                    # delivery holds heap and without the download code (uidcompact.py is loaded
+                    # for it): the save then appends as usual.
+                    _forget(("clientget",))
+                    st.compact()
+                    if compat.IS_MICROPYTHON:
+                        gc.collect()  # the compaction's heap goes before the download code is placed again
+                    __import__("pocketpost.clientget")
                 key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, parse)
                 if store_error is not None:
                     stop = True
@@ -726,6 +515,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     st.mark(key, deleted=True)
                     deleted += 1
             want = sizes = None
+            _forget(("clientget",))
             if stop or not ctl[1] or downloads >= cap:
                 break
         if stats["state_full"]:
@@ -744,6 +534,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             raise ClientError("%s: store: %s" % (c.where, store_error))
         return stats
     finally:
+        _forget(("clientget",))
         await c.close()
         if st.dirty and st.pending is None:
             # An error ended the session: the last stored message's record (see _download)
@@ -761,67 +552,14 @@ def _any(bits):
     return False
 
 
-async def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
-    """One message into the store, crash-safely. Returns (key, info or None if a duplicate,
-    store error or None). A message that does not prove complete raises (pop3client's size
-    rule): its delivery is aborted, nothing is recorded, the caller's session ends without QUIT."""
-    try:
-        d = store.begin(mailbox, digest=True)
-    except Exception as e:  # StoreFull / QuotaExceeded / OSError: nothing sent for it yet
-        return None, None, e
-    sink = _StoreSink(d, want_headers, c.s)
-    try:
-        await c.retr(n, sink, size=size, top=top)
-    except BaseException:
-        d.abort()
-        raise
-    if sink.error is not None:
-        d.abort()
-        return None, None, sink.error
-    try:
-        digest = d.digest()  # ends the message: the final size and the SHA-1 of the stored bytes
-    except Exception as e:  # the delivery has aborted itself
-        return None, None, e
-    size_stored = d.size
-    key = uid if uid is not None else hash_key(digest)
-    if uid is None and key in st:
-        d.abort()  # stored by a session whose QUIT never completed (server without UIDL)
-        return key, None, None
-    flag = "h" if top else "f"
-    first_seen = compat.now()
-    if first_seen < _SANE_TIME:
-        first_seen = 0  # clock not set yet: unknown, stamped by a later session (see keep_days)
-    # A crash after this point is reconciled by looking for this very local UID with this size
-    # and hash (not for any identical copy: the same bytes fetched earlier under another UID
-    # must not pass for this one). Nothing may yield between here and the commit, so no other
-    # delivery can take the UID first; if one ever did, the check fails and the message is
-    # fetched again (a duplicate at worst, never a loss).
-    local = d.uid_on_commit()
-    st.set_pending(size_stored, digest, local, first_seen, flag, key)
-    try:
-        st.save()
-    except BaseException:
-        d.abort()  # not committed: no temp file, open handle or busy mailbox left behind
-        st.clear_pending()
-        raise
-    try:
-        local = d.commit()
-    except Exception as e:
-        d.abort()
-        st.clear_pending()
-        st.save()
-        return key, None, e
-    st.add(key, first_seen, flag)
-    st.clear_pending()
-    # Not saved here: the record goes to flash with the next save, in the same write as the next
-    # message's pending entry (or at the end of the session, or on its way out after an error),
-    # so a stored message costs one state write, not two. Until then the pending entry on
-    # flash stands for it: a crash reconciles it as stored (the same check as above).
-    # close(): a header with no empty line after it counts
-    headers = sink.headers.close() if want_headers else None
-    info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,
-            "headers": headers}
-    return key, info, None
+def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
+    """One message into the store, crash-safely (clientget.download: held by fetch_account while
+    a batch downloads; called straight, no coroutine of _cold's on top of the download's).
+    Returns (key, info or None if a duplicate, store error or None)."""
+    get = sys.modules.get("pocketpost.clientget")
+    if get is None:
+        return _cold("clientget", "download", c, st, store, mailbox, n, uid, size, top, want_headers)
+    return get.download(c, st, store, mailbox, n, uid, size, top, want_headers)
 
 
 def fetch_account_sync(account, store, on_message=None, opener=None, headers=True):

@@ -1,13 +1,136 @@
-"""The POP3 client's login (Pop3Client.login): the method choice (best_auth) and the USER/PASS,
-APOP and SASL PLAIN exchanges (SCRAM in scram.py, OAuth in oauth2.py). Cold code: client.py
-imports it for the login and, on MicroPython, drops it after (its heap is not held while messages
-move; its qstrs stay)."""
+"""The POP3 client's once-per-session steps (client.fetch_account: `start`; Pop3Client.connect,
+capa, login, stat): the connect and greeting, CAPA (and STLS: clientstls.py), the login (the
+method choice, best_auth, and the USER/PASS, APOP and SASL PLAIN exchanges; SCRAM in scram.py,
+OAuth in oauth2.py) and STAT. Cold code: client.py imports it for the session's start and, on
+MicroPython, drops it after (its heap is not held while the mailbox is listed or messages move;
+its qstrs stay)."""
 
 import binascii
 
-from pocketpost import log
-from pocketpost.client import _OAUTH, AuthFailed, ErrReply, _text
-from pocketpost.compat import ConfigError
+from pocketpost import log, transport
+from pocketpost.client import (_OAUTH, MAX_SERVER_MESSAGES, AuthFailed, ConnectionLost, ErrReply, Pop3Timeout, _forget,
+                               _ms, _text)
+from pocketpost.compat import IS_MICROPYTHON, ConfigError
+from pocketpost.pop3 import ProtocolError, parse_number
+from pocketpost.pop3client import GREETING
+
+# The capabilities the client acts on (Pop3Client.caps keeps only these: the others' strings and
+# lists would be held for the whole session for nothing).
+_CAPS = ("PIPELINING", "SASL", "STLS", "USER")
+
+
+async def start(c, a, token, fresh):
+    """Connect, log in (the account's method, or OAuth with `token`), STAT: the message count."""
+    await connect(c)
+    if token is None:
+        await login(c, a["user"], a["password"], a["auth"])
+    else:
+        from pocketpost import oauth2
+
+        await oauth2.pop3_login(c, a, token, fresh, AuthFailed)
+    count, _ = await stat(c)
+    if count > MAX_SERVER_MESSAGES:
+        raise ProtocolError("%s: STAT: the server mailbox holds %d messages, more than %d: empty it with "
+                            "another client first" % (c.where, count, MAX_SERVER_MESSAGES))
+    return count
+
+
+class _Stream:
+    """What transport.Conn takes from an asyncio stream: its socket `s`. No method: a function
+    of this module held by the connection would keep the whole module in the heap."""
+
+    s = None  # the socket (set per connection)
+
+
+async def _open(host, port, ms, ctx=None):
+    """transport.connect, on MicroPython without asyncio.open_connection: the same non-blocking
+    connect (asyncio/stream.py's), but asyncio's stream module (~1.9 KB of heap on the 64-bit unix
+    port, kept once loaded) is never loaded: the connection reads and writes the socket itself."""
+    if not IS_MICROPYTHON:
+        return await transport.connect(host, port, ms, ctx)
+    import socket
+    from errno import EINPROGRESS
+
+    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    s = socket.socket(ai[0], ai[1], ai[2])
+    s.setblocking(False)
+    try:
+        s.connect(ai[-1])
+    except OSError as e:
+        if e.errno != EINPROGRESS:
+            s.close()
+            raise
+    st = _Stream()
+    st.s = s
+    conn = transport.Conn(st)
+    try:
+        await conn._wait(True, ms)  # writable: connected, or refused (the first read says so)
+        if ctx is not None:
+            await conn.start_tls(ctx, host)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+async def connect(c):
+    implicit = c.tls_mode == "implicit"
+    try:
+        c._conn = await (c.opener or _open)(c.host, c.port, _ms(c.connect_timeout), c.ctx if implicit else None)
+    except transport.Timeout:
+        raise Pop3Timeout("%s: connect: no answer within %ss: check the host, the port and the network"
+                          % (c.where, c.connect_timeout))
+    except (OSError, ValueError) as e:
+        # Refused, reset, or (CPython: the handshake is part of the connect) a TLS failure:
+        # the same class MicroPython gives, where these surface at the first read.
+        raise ConnectionLost("%s: connect: %s" % (c.where, c._explain(e)))
+    c.secure = implicit
+    ev = await c._event(c.deadline(c.read_timeout), "the greeting")
+    r = c.s.reply
+    if ev != GREETING or r.ok is not True:
+        raise ErrReply("%s: server refused the connection: %s" % (c.where, _text(r.text)), r.code)
+    c.timestamp = c.s.timestamp
+    await capa(c)
+    if c.tls_mode == "stls":  # the upgrade (clientstls.py: loaded for it, dropped after it)
+        from pocketpost import clientstls
+
+        try:
+            await clientstls.stls(c)
+        finally:
+            clientstls = None
+            _forget(("clientstls",))
+
+
+async def capa(c):
+    try:
+        await c.cmd("CAPA")
+    except ErrReply:
+        c.caps = None
+        return None
+    caps = {}
+    s = c.s
+
+    def one(ev):
+        ln = s.line
+        w = _text(ln).split(" ") if ln else [""]
+        k = w[0].upper()
+        if k in _CAPS:
+            caps[k] = [x.upper() for x in w[1:]]
+
+    await c._block(c.deadline(c.read_timeout), one)
+    c.caps = caps
+    return caps
+
+
+async def stat(c):
+    rep = await c.cmd("STAT")
+    w = bytes(rep.text).split(b" ")
+    try:
+        if len(w) < 2:
+            raise ProtocolError("")
+        return parse_number(w[0], 0), parse_number(w[1], 0)
+    except ProtocolError:
+        raise ProtocolError("%s: malformed STAT reply: %s" % (c.where, _text(rep.text)))
 
 
 async def login(c, user, password, method="auto"):

@@ -1,11 +1,16 @@
 """The POP3 client's account checks (client.account_from_dict): the named defaults and the
-validation of an account object from the JSON config. Cold code: client.py imports this module for
-the check at the start of a fetch and, on MicroPython, drops it again (its ~3 KB of heap are not
-held while messages move; its qstrs stay, MicroPython never frees those)."""
+validation of an account object from the JSON config; and the start of a fetch (`start`: the
+account checked, its state loaded, the session's objects made). Cold code: client.py imports this
+module for the check at the start of a fetch and, on MicroPython, drops it again (its ~3 KB of
+heap are not held while messages move; its qstrs stay, MicroPython never frees those)."""
 
-from pocketpost.client import _OAUTH, CONNECT_TIMEOUT, MIN_RATE, READ_TIMEOUT, SESSION_TIMEOUT
+import gc
+
+from pocketpost import compat, log
+from pocketpost.client import (_OAUTH, CONNECT_TIMEOUT, MIN_RATE, READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed,
+                               Pop3Client, _forget)
 from pocketpost.compat import ConfigError
-from pocketpost.uidstate import DEFAULT_MAX_ENTRIES
+from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState, remove_tmp
 
 DEFAULT_TLS = "implicit"  # POP3S: the safest choice for an ISP account
 PORTS = {"implicit": 995, "stls": 110, "none": 110}  # RFC 8314 / RFC 1939
@@ -22,6 +27,72 @@ _POLICIES = ("delete", "keep", "keep_days")
 _TLS_MODES = ("implicit", "stls", "none")
 _AUTHS = ("auto", "scram-sha-256", "plain", "user", "apop", "xoauth2", "oauthbearer")
 _OVERSIZE = ("skip", "headers")
+
+
+def start(account, store, opener):
+    """client.fetch_account's start: (a, st, c, token, fresh): the account checked (a), its UIDL
+    state loaded (st; a pending entry left by a crash settled: did its store commit happen?
+    clientrecover.py), an OAuth access token (token, fresh), the Pop3Client (c) with the session's
+    deadline set, and the local mailbox loaded."""
+    a = account_from_dict(account)
+    name = a["name"]
+    if a["tls"] == "none":
+        log.warning("fetch %s: no TLS to %s:%d: password and mail cross the network in clear", name, a["host"], a["port"])
+    remove_tmp(a["state_dir"], name)
+    if compat.IS_MICROPYTHON:  # the garbage of the config and account checks goes before the large
+        gc.collect()  # blocks of the session are made (fetch CLI: 140 -> 139 KiB, docs/FIGURES.md)
+    st = UidState(a["state_dir"], name, a["max_entries"]).load()
+    if st.pending is not None:  # a crash left it: did its store commit happen? (clientrecover.py)
+        _reconcile(st, store, a["mailbox"])
+    token = fresh = None
+    if a["auth"] in _OAUTH:  # the access token, refreshed before connecting (oauth2.py)
+        from pocketpost import oauth2
+
+        token, fresh = oauth2.pop3_token(a, AuthFailed)
+        oauth2 = None  # (clientauth.start imports it again for the login: still loaded)
+    ctx = _tls_context(a) if a["tls"] != "none" else None
+    c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"], a["min_rate"], name, opener)
+    c.ca_path = a["ca"]
+    c.session_deadline = c.deadline(a["session_timeout"])
+    try:
+        # Load (recover) the local mailbox now, creating it if missing, after the state's table and
+        # the session's buffers are made (the large blocks first) and before anything connects:
+        # the store's recovery scan takes and frees ~2 KB of buffers; done by the first begin(),
+        # mid-session, it set the fetch CLI's smallest heap (~5 KiB larger, docs/FIGURES.md).
+        # Best effort: begin() reports a store failure as before.
+        store.usage(a["mailbox"])
+    except Exception:
+        pass
+    return a, st, c, token, fresh
+
+
+def _reconcile(st, store, mailbox):
+    from pocketpost import clientrecover
+
+    clientrecover.reconcile(st, store, mailbox)
+    clientrecover = None
+    _forget(("clientrecover",))
+
+
+def settle(account, store):
+    """client.settle: the pending entry of the account's state settled; True if there was one."""
+    a = account_from_dict(account)
+    remove_tmp(a["state_dir"], a["name"])
+    st = UidState(a["state_dir"], a["name"], a["max_entries"]).load()
+    if st.pending is None:
+        return False
+    _reconcile(st, store, a["mailbox"])
+    return True
+
+
+def _tls_context(a):
+    """The account's TLS context; a CA file that is missing or not DER said in words."""
+    from pocketpost import tls  # imported by TLS accounts only (ssl with it)
+
+    try:
+        return tls.client_context(a["ca"], a["verify"])
+    except (OSError, ValueError) as e:
+        raise ConfigError("account %s: %s" % (a["name"], tls.describe_error(e, a["host"], a["port"], a["ca"])))
 
 
 def account_from_dict(d):

@@ -5,8 +5,8 @@ while the session logs in or while a message streams in, so it is loaded for its
 MicroPython, dropped after it (its heap is not held at the fetch's peaks; its qstrs stay)."""
 
 from pocketpost import log
-from pocketpost.client import _bit, _set
-from pocketpost.compat import const
+from pocketpost.client import ErrReply, _bit, _set
+from pocketpost.compat import const, forget
 from pocketpost.pop3 import valid_uid
 
 # DELEs sent in one write to a server that offers PIPELINING (16 lines of <= 16 octets).
@@ -16,6 +16,29 @@ _SANE_TIME = const(1577836800)  # client._SANE_TIME: a clock before 2020 is unse
 # lost is dropped.
 _SYNTH_DAYS = const(30)
 _DAY = const(86400)
+
+
+async def deles(c, ns):
+    """Pop3Client.deles: DELE each message number in ns, pipelined when the server offers
+    PIPELINING (one write, then the replies in order); a list of accepted flags (see dele)."""
+    if c.caps is None or "PIPELINING" not in c.caps:
+        out = []
+        for n in ns:
+            out.append(await c.dele(n))
+        return out
+    data = b""
+    for n in ns:
+        data += c._out("DELE", n)
+    await c._send(data, "DELE")
+    out = []
+    for n in ns:
+        try:
+            await c._status()
+            out.append(True)
+        except ErrReply as e:
+            log.warning("pop3 %s", e.msg)
+            out.append(False)
+    return out
 
 
 async def dele_stored(c, count, dele, nb):
@@ -50,7 +73,13 @@ async def finish(c, st, count, refused, now, sane):
             if _bit(refused, n) and valid_uid(uid):
                 st.clear_deleted(bytes(uid))
 
-        await c.listing("UIDL", count, on_refused)
+        from pocketpost import clientplan  # its listing: loaded for this rare case, dropped after it
+
+        try:
+            await clientplan.listing(c, "UIDL", count, on_refused)
+        finally:
+            clientplan = None
+            forget(("clientplan",))
     await c.quit()
 
     def keep(first_seen, flag, synthetic, seen, dele):

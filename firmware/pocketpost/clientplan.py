@@ -6,14 +6,35 @@ after it (not held at the login or while a message streams in; its qstrs stay). 
 in the caller's bit arrays and `ctl`, not here: nothing of this module outlives the call."""
 
 from pocketpost import log
-from pocketpost.client import ClientError, _any, _bit, _set
+from pocketpost.client import ClientError, ErrReply, _any, _bit, _set
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
 
 # New messages whose full UIDs are held at once: more wait for the next UIDL pass of the session.
 _NEW_BATCH = const(64)
+# Octets per LIST/UIDL line assumed for the listing's deadline (a 70-octet UID, the number).
+_LISTING_LINE = const(80)
 _SANE_TIME = const(1577836800)  # client._SANE_TIME: a clock before 2020 is unset
 _DAY = const(86400)
+
+
+async def listing(c, keyword, count, on_line):
+    """LIST or UIDL for the whole mailbox on Pop3Client c: calls on_line(n, field) per entry.
+    Entries must be numbered 1..count in increasing order (every server we know lists in order),
+    which bounds the reply. Returns False when the server answered -ERR (UIDL unsupported)."""
+    d = c.deadline(c.read_timeout, count * _LISTING_LINE)
+    s = c.s
+    await c._send(c._out(keyword, limit=count), keyword)
+    try:
+        await c._status(d)
+    except ErrReply:
+        return False
+
+    def one(ev):
+        on_line(s.n, s.field)
+
+    await c._block(d, one)
+    return True
 
 
 async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
@@ -93,9 +114,9 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
 
     ctl[1] = False
     ctl[2] = a["max_entries"] - len(st)  # may be < 0 after the limit was lowered
-    has_uidl = await c.listing("UIDL", count, on_uidl)
+    has_uidl = await listing(c, "UIDL", count, on_uidl)
     if has_uidl and dups:
-        await c.listing("UIDL", count, on_dup)
+        await listing(c, "UIDL", count, on_dup)
     if not has_uidl:
         if policy != "delete":
             raise ClientError("%s: UIDL: the server has no UIDL: only policy 'delete' can fetch each "
@@ -117,6 +138,6 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
             except ProtocolError:
                 raise ProtocolError("%s: LIST: malformed size for message %d" % (c.where, n))
 
-    if want and not await c.listing("LIST", count, on_list):
+    if want and not await listing(c, "LIST", count, on_list):
         raise ProtocolError("%s: LIST failed" % c.where)
     return want, sizes

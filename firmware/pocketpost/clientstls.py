@@ -1,4 +1,4 @@
-"""The POP3 client's STLS upgrade (Pop3Client.connect, tls "stls"; RFC 2595). Cold code: loaded
+"""The POP3 client's STLS upgrade (clientauth.connect, tls "stls"; RFC 2595). Cold code: loaded
 for the upgrade of an STLS account only and, on MicroPython, dropped after it."""
 
 from pocketpost import transport
@@ -24,4 +24,6 @@ async def stls(c):
     except (OSError, ValueError) as e:
         raise ConnectionLost("%s: STLS: TLS handshake failed: %s" % (c.where, c._explain(e)))
     c.secure = True
-    await c.capa()  # RFC 2595 section 4: discard what we knew, ask again
+    from pocketpost.clientauth import capa  # (loaded: the connect runs in it)
+
+    await capa(c)  # RFC 2595 section 4: discard what we knew, ask again

@@ -14,21 +14,19 @@ with `config.open_store(cfg)`, exactly as the server opens it: "store" gives "ro
 "/flash/mail", so a host config names its own), "quota" and "reserve"; "log.level" is the log level
 (POCKETPOST_LOG overrides it). "accounts" is a list of account objects (see
 client.account_from_dict). A relative root or state_dir is taken relative to the current directory.
-Heap (MicroPython): the config checks (config.py, auth.py) are imported for the load and dropped
-after it when this call loaded them (a fetch never needs them again), with heapmark.py (used once,
-to set the GC threshold); then each local mailbox is opened (the store's first open after boot
-loads its recovery code, storescan.py, for the call); the client is imported after that, and drops
-its own cold modules once used (clientconf, uidload, clientauth, clientrecover). The store's
-session side (storesession.py: lock, Mailbox, deletion commit) loads only to reconcile a fetch
+Heap (MicroPython): the start (fetchload.py, dropped after it) imports the config checks (config.py,
+auth.py) for the load and drops them after it when this call loaded them (a fetch never needs them
+again), with heapmark.py (used once, to set the GC threshold); then each local mailbox is opened
+(the store's first open after boot loads its recovery code, storescan.py, for the call); the client
+is imported after that, and drops its own cold modules once used (clientconf, uidload, uidcompact,
+clientauth, clientplan, clientget, clientend, clientrecover). The store's session side (storesession.py: lock, Mailbox, deletion commit) loads only to reconcile a fetch
 cut short by a crash (clientrecover.py).
 Exit status: 0 when every account fetched, 1 otherwise, 2 for a config that does not load.
 """
 
 import sys
 
-from pocketpost import log
 from pocketpost import compat
-from pocketpost.compat import IS_MICROPYTHON
 
 
 def _progress(info):
@@ -41,40 +39,21 @@ def _progress(info):
 
 
 def main(config_path, only=None, log_level=None, headers=False):
-    # Only on MicroPython (its heap is the point; on CPython a second copy of a module later
-    # imported again would only confuse class identities).
-    loaded = []
-    if IS_MICROPYTHON:
-        loaded = [n for n in ("heapmark", "config", "auth") if "pocketpost." + n not in sys.modules]
-    from pocketpost import heapmark
-
-    heapmark.compact_gc()  # collect every heapmark.GC_THRESHOLD bytes: the large session buffers keep finding room
-    heapmark = None  # (dropped with the config checks below when this call loaded it)
-    from pocketpost import config
+    # The config loaded, the log level set, the store opened and each local mailbox loaded
+    # (fetchload.py: loaded for it, dropped after it; nothing of it is held while accounts fetch)
+    from pocketpost import fetchload
 
     try:
-        cfg = config.load(config_path)
-    except (config.ConfigError, OSError, ValueError) as e:  # one line, no traceback: say what to fix
-        print("fetch: %s: %s" % (config_path, e))
+        r = fetchload.load(config_path, only, log_level)
+    finally:
+        fetchload = None
+        compat.forget(("fetchload",))
+    if r is None:
         return 2
-    log.set_level(log_level or cfg["log"]["level"])
-    store = config.open_store(cfg)  # the one place that turns cfg["store"] into a Store
-    config = None
-    compat.forget(loaded)  # ~15 KB of heap on the 64-bit unix port (docs/FIGURES.md)
-    accounts = cfg["accounts"]
-    for acct in accounts:
-        # Open (recover) each local mailbox before the client is imported: the first open after
-        # boot loads the store's recovery code (storescan.py, ~7 KB, dropped after it), which
-        # on top of the client and its session's buffers set the smallest heap. Best effort:
-        # fetch_account opens it again and reports a failure. ("inbox": clientconf's default.)
-        if only is None or acct.get("name") == only:
-            try:
-                store.usage(acct.get("mailbox", "inbox"))
-            except Exception:
-                pass
+    store, accounts = r
+    r = None
     from pocketpost import client
 
-    cfg = None  # the rest of the config (server, smtp, ... sections with their defaults) is not needed
     failed = 0
     done = 0
     for acct in accounts:

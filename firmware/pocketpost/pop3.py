@@ -16,20 +16,22 @@ leading zero, value at most MAX_NUMBER. So `RETR 01`, `RETR -1`, `RETR 1x` and
 Replies: `reply(ok, text, code)` builds a status line; `parse_reply(line)` reads one into
 `Reply` (ok, resp-code, text). Whether a +OK reply is followed by a multi-line block depends on
 the command *and* its arguments (`LIST` vs `LIST 1`): `is_multiline(keyword, nargs)` decides.
-The client's half (command, is_multiline, Reply, parse_reply, parse_listing, valid_uid) is
-pop3reply.py, loaded by its first use through this module (`from pocketpost.pop3 import
-parse_reply` works as before): a server never loads it.
+
+This module keeps only what both sides use (ProtocolError, parse_number, MAX_NUMBER). The two
+halves load at their first use through this module's __getattr__ (`from pocketpost.pop3 import
+reply` and `... import parse_reply` work as before):
+- the server's side, pop3cmd.py: `parse_command`, `COMMANDS`, `reply`, MAX_ARG, MAX_KEYWORD (a
+  fetch, which never parses a command or builds a status line, never holds it);
+- the client's side, pop3reply.py: command, is_multiline, Reply, parse_reply, parse_listing,
+  valid_uid, MAX_UID (a server never holds it).
 """
 
 from pocketpost.compat import const
 
-# RFC 1939 section 3: "Each argument may be up to 40 characters long."
-MAX_ARG = const(40)
-# RFC 1939 keywords are 3 or 4 characters; extensions (RFC 2449) keep to 4.
-MAX_KEYWORD = const(4)
 # Largest message number / line count we accept: fits a signed 32-bit int on every port.
 MAX_NUMBER = const(2147483647)
 _MAX_DIGITS = const(10)
+_SERVER_SIDE = ("parse_command", "COMMANDS", "reply", "MAX_ARG", "MAX_KEYWORD")
 
 
 class ProtocolError(Exception):
@@ -39,28 +41,6 @@ class ProtocolError(Exception):
         super().__init__(msg)
         self.msg = msg
         self.code = code
-
-
-# Argument kinds: "n" message number (>= 1), "z" count (>= 0), "s" word (<= MAX_ARG octets),
-# "r" rest of line (may hold spaces), "b" SASL blob (AUTH initial response, no 40-octet cap).
-# A trailing "?" makes the remaining arguments optional.
-COMMANDS = {
-    "USER": "s",
-    "PASS": "r",
-    "APOP": "ss",
-    "AUTH": "?sb",
-    "STLS": "",
-    "CAPA": "",
-    "QUIT": "",
-    "STAT": "",
-    "LIST": "?n",
-    "RETR": "n",
-    "DELE": "n",
-    "NOOP": "",
-    "RSET": "",
-    "TOP": "nz",
-    "UIDL": "?n",
-}
 
 
 def parse_number(word, minimum=1):
@@ -79,73 +59,10 @@ def parse_number(word, minimum=1):
     return v
 
 
-def _word(b):
-    for c in b:
-        if c < 0x21 or c > 0x7E:
-            raise ProtocolError("invalid argument")
-    return b
-
-
-def parse_command(line):
-    """One command line (bytes, no line end) -> (KEYWORD str, tuple of args).
-    Numbers come back as int, words and blobs as bytes. Raises ProtocolError."""
-    sp = line.find(b" ")
-    kw = line if sp < 0 else line[:sp]
-    if not kw or len(kw) > MAX_KEYWORD:
-        raise ProtocolError("unknown command")
-    for c in kw:
-        if not (65 <= c <= 90 or 97 <= c <= 122):
-            raise ProtocolError("unknown command")
-    keyword = kw.decode().upper()
-    spec = COMMANDS.get(keyword)
-    if spec is None:
-        raise ProtocolError("unknown command")
-    rest = b"" if sp < 0 else line[sp + 1 :]
-    optional = spec.startswith("?")
-    if optional:
-        spec = spec[1:]
-    if spec == "r":  # PASS: everything after the single separating space
-        if sp < 0 or not rest:
-            raise ProtocolError("missing argument")
-        return keyword, (rest,)
-    if sp >= 0 and not rest:
-        raise ProtocolError("trailing space")  # "LIST " is not "LIST"
-    words = rest.split(b" ") if rest else []
-    if len(words) > len(spec) or (len(words) < len(spec) and not optional):
-        raise ProtocolError("wrong number of arguments")
-    args = []
-    for i in range(len(words)):
-        w = words[i]
-        kind = spec[i]
-        if kind == "n":
-            args.append(parse_number(w, 1))
-        elif kind == "z":
-            args.append(parse_number(w, 0))
-        elif kind == "s":
-            if not w or len(w) > MAX_ARG:
-                raise ProtocolError("invalid argument")
-            args.append(_word(w))
-        else:  # "b": SASL blob, bounded by the command line limit only
-            if not w:
-                raise ProtocolError("invalid argument")
-            args.append(_word(w))
-    return keyword, tuple(args)
-
-
-def reply(ok, text=b"", code=None):
-    """Build a status line: +OK / -ERR, an optional [resp-code], text, CRLF."""
-    out = b"+OK" if ok else b"-ERR"
-    if code:
-        out += b" [" + (code.encode() if isinstance(code, str) else code) + b"]"
-    if text:
-        out += b" " + (text.encode() if isinstance(text, str) else text)
-    return out + b"\r\n"
-
-
 def __getattr__(name):
-    """The client's half of the grammar (pop3reply.py: command, is_multiline, Reply,
-    parse_reply, parse_listing, valid_uid, MAX_UID), loaded at its first use: a server, which
-    never uses it, keeps none of it in its heap."""
-    from pocketpost import pop3reply
-
-    return getattr(pop3reply, name)
+    """The server's side (pop3cmd.py) or the client's (pop3reply.py), loaded at its first use."""
+    if name in _SERVER_SIDE:
+        from pocketpost import pop3cmd as half
+    else:
+        from pocketpost import pop3reply as half
+    return getattr(half, name)

@@ -1,11 +1,12 @@
 """Reading a UIDL state file into a UidState (UidState.load; the format is in uidstate.py): the
-replay of the snapshot and journal. Cold code: loaded for the load at the start of a fetch and, on
+replay of the snapshot and journal (its checked records: uidcompact.records). Cold code: loaded for the load at the start of a fetch and, on
 MicroPython, dropped after it (its heap is not held while messages move; its qstrs stay)."""
 
 import binascii
 import struct
 
 from pocketpost.compat import const
+from pocketpost.uidcompact import records
 from pocketpost.uidstate import StateError, _flag_bits, hash_key
 
 # uidstate's record layout (its const() names are not module attributes on MicroPython): keep equal.
@@ -33,7 +34,7 @@ def load(st):
         # whether a pending record is left, so the table is made once at its final size.
         live = 0
         pend = False
-        for body in st._records(f):
+        for body in records(st, f):
             c = body[:1]
             if c == b"S" or c == b"H":
                 live += 1
@@ -50,7 +51,7 @@ def load(st):
         f.seek(0)
         journal = False
         size = 0
-        for body in st._records(f):
+        for body in records(st, f):
             if journal:
                 st._jbytes += len(body) + 10
             else:

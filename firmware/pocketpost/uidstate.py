@@ -91,7 +91,6 @@ import os
 
 from pocketpost import compat
 from pocketpost.compat import const
-from pocketpost.wire import LineReader
 
 # Entries kept per account (the account's "max_entries"; this is its default). Each entry is one
 # 13-byte record in one bytearray, whatever the UID length and on every port, allocated when the
@@ -107,9 +106,7 @@ DEFAULT_MAX_ENTRIES = const(500)
 MAX_STATE_LINE = const(220)
 # Worst entry line: "S " + 10-digit time + " f " + 70-octet UID + " " + 8 hex + LF.
 _MAX_ENTRY_LINE = const(95)
-_READ_BUF = const(512)
 HEADER = b"pocketpost-uidl 2"
-_HEADER_V1 = b"pocketpost-uidl 1"  # no checksums, no journal: loaded, then compacted to v2
 # The journal may grow to JOURNAL_MIN + snapshot / _JOURNAL_SHARE bytes before a compaction: one
 # flash block for a small state; at 2000 entries a compaction every ~400 stored messages, so it
 # adds ~1/2 KiB per message, for a flash need (flash_need) of 1.5 snapshots.
@@ -181,16 +178,6 @@ def flash_need(max_entries):
 def _seal(body):
     """A record line: body, a space, 8 hex of CRC-32 of body, LF."""
     return b"%s %08x\n" % (body, binascii.crc32(body) & 0xFFFFFFFF)
-
-
-def _check(ln):
-    """The body of a sealed line, or None if its checksum fails (a torn write)."""
-    if len(ln) < 10 or ln[-9] != 0x20:
-        return None
-    body = ln[:-9]
-    if b"%08x" % (binascii.crc32(body) & 0xFFFFFFFF) != ln[-8:]:
-        return None
-    return body
 
 
 class UidState:
@@ -288,13 +275,6 @@ class UidState:
         e[o + _EDIT - 1] = bits & _F_HEADERS
         self._ne += 1
 
-    def _added_keys(self):
-        """record key -> full key of the entries added since the last save (normally one)."""
-        d = {}
-        for key in self.added:
-            d[table_key(key)] = key
-        return d
-
     def records(self):
         """Iterate (record key bytes, first_seen, flag, is_synthetic) in key order."""
         for i in range(self.n):
@@ -305,34 +285,19 @@ class UidState:
 
     def retain(self, fn):
         """Keep or drop every record: fn(first_seen, flag, synthetic, seen, deleted) returns None
-        to drop it, else its (possibly new) first_seen. One pass, in place."""
-        buf = self.buf
-        mv = memoryview(buf)
-        fresh = self._added_keys() if self.added else None
-        w = 0
-        for i in range(self.n):
-            o = i * _REC
-            b = buf[o + _KEY + 4]
-            fs = struct.unpack_from(">I", buf, o + _KEY)[0]
-            r = fn(fs, "h" if b & _F_HEADERS else "f", bool(b & _F_SYNTH), bool(b & _F_SEEN),
-                   bool(b & _F_DELETED))
-            if r is None or r != fs:
-                self.dirty = True
-                k = bytes(buf[o:o + _KEY])
-                if fresh is not None and k in fresh:
-                    if r is None:  # never on file: just forget its full key
-                        del self.added[fresh[k]]
-                elif r is None:
-                    self._edit(0x58, k, 0, 0)  # X
-                else:
-                    self._edit(0x54, k, r, b)  # T
-                if r is None:
-                    continue
-                struct.pack_into(">I", buf, o + _KEY, r)
-            if w != i:
-                mv[w * _REC:(w + 1) * _REC] = mv[o:o + _REC]
-            w += 1
-        self.n = w
+        to drop it, else its (possibly new) first_seen. One pass, in place (uidcompact.py)."""
+        return self._cold("retain", fn)
+
+    def _cold(self, fn, *args):
+        """uidcompact.<fn>(self, *args): the file and rare-table code, loaded for the call and
+        dropped after it on MicroPython (not held while messages move; its qstrs stay)."""
+        from pocketpost import uidcompact
+
+        try:
+            return getattr(uidcompact, fn)(self, *args)
+        finally:
+            uidcompact = None
+            compat.forget(("uidcompact",))
 
     def mark(self, key, seen=False, deleted=False, new=False):
         """Set per-session bits on key's record (none: a lookup); returns the bits it had
@@ -361,67 +326,16 @@ class UidState:
         return bits >= 0 and bits & _F_NEW != 0
 
     # -- reading the file -------------------------------------------------------------
-    def _lines(self, f, v1):
-        """Yield each record line's body after the header: bytes, or None for a line whose
-        checksum fails (a partial last line counts as one). Sets self._v1 from the header."""
-        r = LineReader(MAX_STATE_LINE, _READ_BUF)
-        first = True
-        while True:
-            n = f.readinto(r.space())
-            if n:
-                r.commit(n)
-            while True:
-                ln = r.next_line()
-                if ln is None:
-                    break
-                if first:
-                    if ln == HEADER:
-                        v1[0] = False
-                    elif ln == _HEADER_V1:
-                        v1[0] = True
-                    else:
-                        raise StateError("not a uidl state file: " + self.path)
-                    first = False
-                    continue
-                if isinstance(ln, int):
-                    yield None
-                elif v1[0]:
-                    yield ln
-                else:
-                    yield _check(ln)
-            if not n:
-                break
-        if first:
-            raise StateError("not a uidl state file: " + self.path)
-        if r.pending():
-            yield None
-
-    def _records(self, f):
-        """The good records of the file; stops at a torn last record (sets self._torn) and
-        refuses a bad record with good ones after it (not a torn write: damage)."""
-        v1 = [False]
-        bad = 0
-        self._torn = False
-        for body in self._lines(f, v1):
-            if bad:
-                raise StateError("corrupt state record %d lines before the end of %s: move it aside "
-                                 "(the account's mail is then fetched again)" % (bad, self.path))
-            if body is None:
-                bad = 1
-                continue
-            yield body
-        self._v1 = v1[0]
-        self._torn = bad != 0
-
     def load(self):
-        """Read the state file (uidload.py: loaded for this, dropped after it on MicroPython)."""
+        """Read the state file (uidload.py, and uidcompact.py for its records: loaded for this,
+        dropped after it on MicroPython)."""
         from pocketpost import uidload
 
         try:
             return uidload.load(self)
         finally:
             uidload = None
-            compat.forget(("uidload",))
+            compat.forget(("uidload", "uidcompact"))
 
     # -- writing ----------------------------------------------------------------------
     def _entry_line(self, key):
@@ -471,9 +385,7 @@ class UidState:
         or (see the theory above) by a compaction."""
         if not self._compact:
             batch = self._batch()
-            bound = _journal_bound(min(self._snap, max_snapshot(self.max_entries)))
-            bound += self.journal_min - JOURNAL_MIN
-            if self._jbytes + len(batch) <= bound:
+            if self._jbytes + len(batch) <= self._bound():
                 if batch:
                     try:
                         f = open(self.path, "ab")
@@ -490,6 +402,24 @@ class UidState:
                 return
         self.compact()
 
+    def _bound(self):
+        """Bytes the journal may reach before a save compacts (see the theory above)."""
+        return _journal_bound(min(self._snap, max_snapshot(self.max_entries))) + self.journal_min - JOURNAL_MIN
+
+    def due(self):
+        """True if the next save of a message (its S and P records) would compact: a new or
+        repaired file, or a journal near its bound. The client then compacts (tidy) before it
+        begins that message's delivery, so a compaction (uidcompact.py) never comes on top of
+        a delivery's heap at the save before the commit."""
+        return self._compact or self._jbytes + _MAX_ENTRY_LINE + MAX_STATE_LINE > self._bound()
+
+    def tidy(self):
+        """Compact now if due(); returns True if it compacted."""
+        if self.due():
+            self.compact()
+            return True
+        return False
+
     def _saved(self):
         self.added = {}
         self._ne = 0
@@ -498,75 +428,8 @@ class UidState:
 
     def compact(self):
         """Atomically replace the state file (temp file, flush/fsync, rename) by a snapshot of
-        the table. The full keys come from the old file (streamed) and from `added`."""
-        compat.makedirs(self.dir)
-        tmp = self.path + ".tmp"
-        f = open(tmp, "wb")
-        written = 0
-        size = 0
-        try:
-            f.write(HEADER + b"\n")
-            try:
-                old = open(self.path, "rb")
-            except OSError:
-                old = None
-            if old is not None:
-                try:
-                    for body in self._records(old):
-                        c = body[:1]
-                        if c != b"S" and c != b"H":
-                            continue
-                        w = bytes(body).split(b" ")
-                        if len(w) != 4 or not w[3]:
-                            raise StateError("corrupt state record in " + self.path)
-                        key = w[3] if c == b"S" else hash_key(w[3].decode())
-                        n = self._write_entry(f, key)
-                        if n:
-                            written += 1
-                            size += n
-                finally:
-                    old.close()
-            for key in self.added:
-                n = self._write_entry(f, key)
-                if n:
-                    written += 1
-                    size += n
-            if self.pending is not None:
-                ln = self._pending_line()
-                f.write(ln)
-                size += len(ln)
-            ln = _seal(b"J")
-            f.write(ln)
-            size += len(ln)
-            compat.sync_file(f)
-        finally:
-            f.close()
-            buf = self.buf
-            for i in range(self.n):
-                o = i * _REC + _KEY + 4
-                buf[o] &= ~_F_SAVED & 0xFF
-        if written != self.n:
-            raise StateError("state save lost track of %d entries: %s kept" % (self.n - written, self.path))
-        compat.rename(tmp, self.path)
-        compat.sync_dir(self.dir)
-        self._snap = size
-        self._jbytes = 0
-        self._compact = False
-        self._saved()
-
-    def _write_entry(self, f, key):
-        """Write key's line if it has a record not written yet in this compaction; returns
-        the bytes written (0: none)."""
-        i = self._index(key)
-        if i < 0:
-            return 0
-        o = i * _REC + _KEY + 4
-        if self.buf[o] & _F_SAVED:
-            return 0
-        ln = self._entry_line(key)
-        self.buf[o] |= _F_SAVED
-        f.write(ln)
-        return len(ln)
+        the table (uidcompact.py)."""
+        self._cold("compact")
 
     # -- entries ----------------------------------------------------------------------
     def __contains__(self, uid):

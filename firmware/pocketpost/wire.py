@@ -15,11 +15,17 @@ its wire form and `DotUnstuffer` turns a received block back into the body while
 CRLF.CRLF terminator. Both are streaming transformers: they keep their few bytes of state between
 calls, so chunk boundaries may fall anywhere, even inside "\\r\\n." or "\\r\\n.\\r\\n", and they write
 into a caller-supplied output buffer, so nothing allocates in proportion to the message.
-DotUnstuffer's code is unstuffer.py, loaded by its first use through this module (a POP3 server
-that only sends bodies never loads it).
 
 Both transformers search for the rare "\\n." pattern with `bytes.find` (C speed) instead of
 walking lines in Python: a body with no line starting with "." is copied in one slice per chunk.
+
+This module keeps what every side uses (LineReader, unstuff_line, _Views, the limits). Each
+transformer loads at its first use through this module's __getattr__ (`from pocketpost.wire import
+DotStuffer` and `... import DotUnstuffer` work as before):
+- `DotStuffer` and `terminator`, the servers' side, are wirestuff.py: a fetch, which only
+  un-stuffs, never holds them;
+- `DotUnstuffer` is unstuffer.py (the client's RETR, SMTP DATA, the store's reads of stuffed
+  files): a POP3 server that only sends bodies never holds it.
 """
 
 from pocketpost.compat import const
@@ -38,6 +44,15 @@ _CR = const(13)
 _DOT = const(46)
 CRLF = b"\r\n"
 TERMINATOR = b".\r\n"
+
+
+def __getattr__(name):
+    """wirestuff.py's or unstuffer.py's names, loaded at their first use."""
+    if name == "DotStuffer" or name == "terminator":
+        from pocketpost import wirestuff as half
+    else:
+        from pocketpost import unstuffer as half
+    return getattr(half, name)
 
 
 class LineReader:
@@ -152,12 +167,6 @@ def unstuff_line(line):
     return line
 
 
-def terminator(at_line_start):
-    """What closes a multi-line block: ".\r\n", with a CRLF first when the body did not end
-    with a line end (RFC 1939 section 3)."""
-    return TERMINATOR if at_line_start else b"\r\n.\r\n"
-
-
 class _Views:
     """memoryviews of the caller's in/out buffers, made once: a shell passes the same two
     buffers on every call, and a new memoryview per chunk is garbage per chunk."""
@@ -172,71 +181,3 @@ class _Views:
         if out is not self.out:
             self.out = out
             self.omv = memoryview(out)
-
-
-class DotStuffer:
-    """Message body -> dot-stuffed multi-line block (without the +OK line).
-
-    The body is expected with CRLF line ends (the store guarantees it); a line starting with
-    "." gets a second ".". `finish()` returns the terminator, preceded by CRLF when the body
-    did not end with a line end.
-    """
-
-    def __init__(self):
-        self.reset()
-
-    def reset(self):
-        self.consumed = 0
-        self._bol = True  # the next byte starts a line
-        self._empty = True
-        self._views = _Views()
-
-    def stuff_into(self, src, start, end, out):
-        """Transform src[start:end] (bytes or bytearray) into `out` (a bytearray). Returns the
-        number of bytes produced and sets `self.consumed`: call again from start + consumed
-        while that is short of end (out was full). Allocates nothing."""
-        if start >= end:
-            self.consumed = 0
-            return 0
-        self._empty = False
-        v = self._views
-        v.of(src, out)  # no tuple return: a tuple would be garbage on every call
-        smv = v.smv
-        omv = v.omv
-        cap = len(out)
-        si = start
-        oi = 0
-        while si < end:
-            if self._bol and src[si] == _DOT:
-                if oi >= cap:
-                    break
-                out[oi] = _DOT
-                oi += 1
-            self._bol = False
-            # Search no further than `out` has room for: what lies beyond is searched by the
-            # next call anyway (a "\n." cut at the limit is caught by _bol).
-            lim = cap - oi
-            if lim <= 0:
-                break
-            lim = end if end - si <= lim else si + lim
-            j = src.find(b"\n.", si, lim)
-            stop = lim if j < 0 else j + 1
-            omv[oi : oi + stop - si] = smv[si:stop]
-            oi += stop - si
-            si = stop
-            self._bol = src[si - 1] == _LF
-        self.consumed = si - start
-        return oi
-
-    def finish(self):
-        """The bytes that close the block."""
-        return terminator(self._empty or self._bol)
-
-
-def __getattr__(name):
-    """DotUnstuffer lives in unstuffer.py, loaded at its first use through this module (`from
-    pocketpost.wire import DotUnstuffer` works as before): the POP3 server, which sends bodies
-    and never un-stuffs one, keeps none of it in its heap."""
-    from pocketpost import unstuffer
-
-    return getattr(unstuffer, name)

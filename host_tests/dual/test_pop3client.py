@@ -732,7 +732,8 @@ def test_desynchronised_reply_after_a_message_keeps_nothing():
             raise AssertionError("the garbage went unnoticed")
         except ProtocolError as e:
             assert "reply to NOOP is neither +OK nor -ERR" in e.msg and "isp pair:110" in e.msg, e.msg
-        assert loc.messages() == [] and loc.state() in (b"", uidstate.HEADER + b"\n")
+        # no record (the state may be an empty snapshot: uidstate.tidy compacts before a delivery)
+        assert loc.messages() == [] and not [ln for ln in loc.state().split(b"\n")[1:] if ln[:1] in b"SHP" and ln]
         assert b"QUIT" not in srv.sent() and srv.messages() == [one]
     finally:
         srv.env.done()

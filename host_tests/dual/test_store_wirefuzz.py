@@ -144,7 +144,7 @@ def test_client_body_chunks_into_the_store():
                     cs.feed(stream[i : i + k])
                     i += k
                 elif ev == BODY:
-                    d.write(cs.chunk, cs.bare == 0, cs.dots)  # as client._StoreSink does
+                    d.write(cs.chunk, cs.bare == 0, cs.dots)  # as clientget._StoreSink does
                 elif ev == END:
                     break
             d.digest()

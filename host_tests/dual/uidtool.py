@@ -3,6 +3,7 @@ keys in RAM; the full UIDs are on flash). Test-only, so it does not ship in the 
 
 import struct
 
+from pocketpost.uidcompact import records
 from pocketpost.uidstate import hash_key
 
 _REC = 13
@@ -29,7 +30,7 @@ def entries(st):
         f = None
     if f is not None:
         try:
-            for body in st._records(f):
+            for body in records(st, f):
                 w = bytes(body).split(b" ")
                 if w[0] == b"S" and len(w) == 4:
                     take(w[3])

@@ -1,0 +1,186 @@
+"""The client's download of a message (client.fetch_account's loop, through client._download;
+Pop3Client.retr): RETR (or TOP n 0) streamed into a store Delivery through _StoreSink, the size
+rule, then the pending entry, the commit and the record (the exactly-once steps: client.py's
+module doc). Cold code: fetch_account loads it for a batch's downloads, after the listing pass's
+code (clientplan.py) is dropped, and on MicroPython drops it after them: it is not held while the
+session logs in or lists the mailbox (its qstrs stay)."""
+
+from pocketpost import compat, transport
+from pocketpost.client import SIZE_SLACK_DIV, SIZE_SLACK_MIN, ConnectionLost, ShortMessage
+from pocketpost.compat import const
+from pocketpost.pop3 import ProtocolError
+from pocketpost.pop3client import BODY, END
+from pocketpost.uidstate import hash_key
+
+_SANE_TIME = const(1577836800)  # client._SANE_TIME: a clock before 2020 is unset
+
+
+async def retr(c, n, sink, size=None, top=False):
+    """Pop3Client.retr: stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk), chunk being
+    a bytes-like valid only during the call (a sink with a fail(e) method gets what its call
+    raised there, and the message is still read to its end). Returns the octet count.
+    With `size` (LIST's), the message must prove complete (pop3client's size rule) and the
+    reply after it must be well-formed, else ShortMessage / ProtocolError: the caller must
+    not keep it, and the connection is unusable. Bounded by read_timeout + size / min_rate."""
+    s = c.s
+    d = c.deadline(c.read_timeout, size or 0)
+    data = c._out("TOP", n, 0) if top else c._out("RETR", n)
+    what = ("TOP %d 0" if top else "RETR %d") % n
+    prove = size is not None and not top
+    pipelined = False
+    if prove and c.caps is not None and "PIPELINING" in c.caps:
+        data += c._out("NOOP")  # the reply after the message: proves the stream in step
+        pipelined = True
+    await c._send(data, what)
+    await c._status(d)
+    limit = size + max(size // SIZE_SLACK_DIV, SIZE_SLACK_MIN) if size is not None else 0
+    waiting = "the body of " + what
+    now = getattr(c._conn, "recv_now", None)  # a read that never waits (transport.py)
+    # The hot loop of a fetch, once per body chunk: next_event is called here rather than
+    # through _event (one coroutine less per chunk), and a read tries recv_now (inline: a
+    # coroutine's locals cost no heap frame) before it makes coroutines to wait; the
+    # deadlines hold the same (a server that always has a byte ready is cut off by them too),
+    # and the same errors come out.
+    read = False  # the +OK may have come with body bytes: ask the session first
+    while True:
+        if read:
+            got = None
+            if now is not None:
+                if c._left(d) <= 0:
+                    raise c._timeout(d, waiting)
+                try:
+                    got = now(s.space())
+                except (OSError, ValueError) as e:
+                    if not (isinstance(e, OSError) and transport.would_block(e)):
+                        raise ConnectionLost("%s: waiting for %s: %s" % (c.where, waiting, c._explain(e)))
+                if got == 0:
+                    raise ConnectionLost("%s: waiting for %s: the server closed the connection" % (c.where, waiting))
+            if got is None:
+                await c._fill(d, waiting)
+            else:
+                s.commit(got)
+        try:
+            ev = s.next_event()
+        except ProtocolError as e:
+            raise ProtocolError("%s: %s" % (c.where, e.msg))
+        if not ev:
+            read = True
+            continue
+        if ev == END:
+            break
+        if ev != BODY:
+            raise ProtocolError("%s: %s: unexpected reply inside the message" % (c.where, what))
+        if limit and s.octets > limit:
+            raise ProtocolError("%s: %s: message %d is larger than the server said (%d)" % (c.where, what, n, size))
+        try:
+            sink(s.chunk)
+        except Exception as e:  # a sink with fail() keeps its error; the message is read on
+            fail = getattr(sink, "fail", None)
+            if fail is None:
+                raise
+            fail(e)
+        read = s.hungry  # only more bytes can give another event: read at once
+    total = s.octets
+    if prove:
+        if not s.size_matches(size):
+            raise ShortMessage("%s: %s: %d octets received (%d line ends, %d CRLF) but LIST said %d: the "
+                               "message is not provably complete (a server that does not dot-stuff?); "
+                               "not kept, fetched again next time" % (c.where, what, total, s.lf, s.crlf, size))
+        if not pipelined:
+            await c._send(c._out("NOOP"), "NOOP")
+        await c._status(c.deadline(c.read_timeout))
+    return total
+
+
+class _StoreSink:
+    """Takes un-stuffed chunks for one Delivery (begun with digest=True: the store converts line
+    ends and hashes exactly the bytes it keeps), feeds the header parser, and keeps a store
+    failure as `error` (retr hands it to fail(e)) while the rest of the message is still read off
+    the wire (the session stays usable). Headers are parsed only for an `on_message` callback
+    (headers.py loads with it). __call__ runs once per body chunk: no try in it (MicroPython
+    gives a frame with one, or with many locals, a heap block per call)."""
+
+    def __init__(self, delivery, headers, session):
+        self.d = delivery
+        self.s = session  # pop3client.ClientSession: `bare` and `dots` spare the store two scans
+        self.headers = None
+        if headers:
+            from pocketpost.headers import HeaderParser
+
+            self.headers = HeaderParser()
+        self.error = None
+
+    def __call__(self, chunk):
+        h = self.headers
+        if h is not None and not h.done:
+            h.feed(chunk)
+        if self.error is None:
+            s = self.s
+            self.d.write(chunk, s.bare == 0, s.dots)
+
+    def fail(self, e):
+        """A write raised e (StoreError: full, quota; or OSError): keep it, write no more."""
+        self.error = e
+
+
+async def download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
+    """client._download: one message into the store, crash-safely. Returns (key, info or None if a duplicate,
+    store error or None). A message that does not prove complete raises (pop3client's size
+    rule): its delivery is aborted, nothing is recorded, the caller's session ends without QUIT."""
+    try:
+        d = store.begin(mailbox, digest=True)
+    except Exception as e:  # StoreFull / QuotaExceeded / OSError: nothing sent for it yet
+        return None, None, e
+    sink = _StoreSink(d, want_headers, c.s)
+    try:
+        await retr(c, n, sink, size, top)
+    except BaseException:
+        d.abort()
+        raise
+    if sink.error is not None:
+        d.abort()
+        return None, None, sink.error
+    try:
+        digest = d.digest()  # ends the message: the final size and the SHA-1 of the stored bytes
+    except Exception as e:  # the delivery has aborted itself
+        return None, None, e
+    size_stored = d.size
+    key = uid if uid is not None else hash_key(digest)
+    if uid is None and key in st:
+        d.abort()  # stored by a session whose QUIT never completed (server without UIDL)
+        return key, None, None
+    flag = "h" if top else "f"
+    first_seen = compat.now()
+    if first_seen < _SANE_TIME:
+        first_seen = 0  # clock not set yet: unknown, stamped by a later session (see keep_days)
+    # A crash after this point is reconciled by looking for this very local UID with this size
+    # and hash (not for any identical copy: the same bytes fetched earlier under another UID
+    # must not pass for this one). Nothing may yield between here and the commit, so no other
+    # delivery can take the UID first; if one ever did, the check fails and the message is
+    # fetched again (a duplicate at worst, never a loss).
+    local = d.uid_on_commit()
+    st.set_pending(size_stored, digest, local, first_seen, flag, key)
+    try:
+        st.save()
+    except BaseException:
+        d.abort()  # not committed: no temp file, open handle or busy mailbox left behind
+        st.clear_pending()
+        raise
+    try:
+        local = d.commit()
+    except Exception as e:
+        d.abort()
+        st.clear_pending()
+        st.save()
+        return key, None, e
+    st.add(key, first_seen, flag)
+    st.clear_pending()
+    # Not saved here: the record goes to flash with the next save, in the same write as the next
+    # message's pending entry (or at the end of the session, or on its way out after an error),
+    # so a stored message costs one state write, not two. Until then the pending entry on
+    # flash stands for it: a crash reconciles it as stored (the same check as above).
+    # close(): a header with no empty line after it counts
+    headers = sink.headers.close() if want_headers else None
+    info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,
+            "headers": headers}
+    return key, info, None

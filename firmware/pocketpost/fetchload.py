@@ -1,0 +1,46 @@
+"""The fetch CLI's start (fetch.main): the config loaded and checked, the log level set, the store
+opened and each local mailbox loaded (recovered) before the client is imported. Cold code: fetch.main
+imports it for this and, on MicroPython, drops it after it, with the config checks (config.py,
+auth.py) and heapmark.py when this call loaded them (a fetch never needs them again; ~15 KB of heap
+on the 64-bit unix port, docs/FIGURES.md); its qstrs stay."""
+
+import sys
+
+from pocketpost import compat, log
+from pocketpost.compat import IS_MICROPYTHON
+
+
+def load(config_path, only, log_level):
+    """(store, the config's accounts), or None when the config does not load (said in one line)."""
+    # Only on MicroPython (its heap is the point; on CPython a second copy of a module later
+    # imported again would only confuse class identities).
+    loaded = []
+    if IS_MICROPYTHON:
+        loaded = [n for n in ("heapmark", "config", "auth") if "pocketpost." + n not in sys.modules]
+    from pocketpost import heapmark
+
+    heapmark.compact_gc()  # collect every heapmark.GC_THRESHOLD bytes: the large session buffers keep finding room
+    heapmark = None  # (dropped with the config checks below when this call loaded it)
+    from pocketpost import config
+
+    try:
+        cfg = config.load(config_path)
+    except (config.ConfigError, OSError, ValueError) as e:  # one line, no traceback: say what to fix
+        print("fetch: %s: %s" % (config_path, e))
+        return None
+    log.set_level(log_level or cfg["log"]["level"])
+    store = config.open_store(cfg)  # the one place that turns cfg["store"] into a Store
+    config = None
+    compat.forget(loaded)  # ~15 KB of heap on the 64-bit unix port (docs/FIGURES.md)
+    accounts = cfg["accounts"]
+    for acct in accounts:
+        # Open (recover) each local mailbox before the client is imported: the first open after
+        # boot loads the store's recovery code (storescan.py, ~7 KB, dropped after it), which
+        # on top of the client and its session's buffers set the smallest heap. Best effort:
+        # fetch_account opens it again and reports a failure. ("inbox": clientconf's default.)
+        if only is None or acct.get("name") == only:
+            try:
+                store.usage(acct.get("mailbox", "inbox"))
+            except Exception:
+                pass
+    return store, accounts
