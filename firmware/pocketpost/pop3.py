@@ -62,7 +62,9 @@ def parse_number(word, minimum=1):
 def __getattr__(name):
     """The server's side (pop3cmd.py) or the client's (pop3reply.py), loaded at its first use."""
     if name in _SERVER_SIDE:
-        from pocketpost import pop3cmd as half
-    else:
-        from pocketpost import pop3reply as half
-    return getattr(half, name)
+        from pocketpost import pop3cmd
+
+        return getattr(pop3cmd, name)
+    from pocketpost import pop3reply
+
+    return getattr(pop3reply, name)

@@ -49,10 +49,12 @@ TERMINATOR = b".\r\n"
 def __getattr__(name):
     """wirestuff.py's or unstuffer.py's names, loaded at their first use."""
     if name == "DotStuffer" or name == "terminator":
-        from pocketpost import wirestuff as half
-    else:
-        from pocketpost import unstuffer as half
-    return getattr(half, name)
+        from pocketpost import wirestuff
+
+        return getattr(wirestuff, name)
+    from pocketpost import unstuffer
+
+    return getattr(unstuffer, name)
 
 
 class LineReader:
