@@ -26,6 +26,8 @@ async def main():
 
 asyncio.run(main())
 print("MODULES", " ".join(sorted(k for k in sys.modules if k.startswith("pocketpost."))))
+from pocketpost import storecore
+print("LOADED", " ".join(sorted(p.rsplit("/", 1)[1] for p, b in storecore._BOXES.items() if b.loaded)))
 """
 
 
@@ -49,9 +51,11 @@ def test_server_imports_no_client_module(tmp_path):
     # The store's core only: a server that receives no mail never loads Delivery (store.py).
     assert "server" in loaded and "storecore" in loaded and "store" not in loaded, sorted(loaded)
     assert not loaded & set(CLIENT_ONLY), sorted(loaded & set(CLIENT_ONLY))
-    # Opening the store and starting the server run no recovery: the store's cold code
-    # (storescan.py, storecheck.py) is not loaded (host_tests/dual/test_store.py: after a lock).
-    assert not loaded & {"storescan", "storecheck"}, sorted(loaded)
+    # Starting the server recovers each mailbox (serverstart.recover: at start, not at a first lock
+    # during other sessions' work) and drops the store's cold code (storescan.py) again.
+    assert not loaded & {"storescan", "storecheck", "storemerge"}, sorted(loaded)
+    boxes = [ln for ln in r.stdout.splitlines() if ln.startswith("LOADED")]
+    assert boxes and boxes[0].split()[1:] == ["alice"], r.stdout
     # The client's halves of the shared core (pop3reply.py: reply parsing; unstuffer.py: DotUnstuffer)
     # are loaded by their first use only; the start-up code (serverstart.py, tls.py) and the login
     # code (loginsvc.py, auth.py, pop3login.py) are dropped once the server is up with no session.

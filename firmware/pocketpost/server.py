@@ -212,8 +212,10 @@ class Server:
 
 async def start(cfg, store, config_path=None):
     """config_path: where cfg was loaded from, so that rehashed passwords are saved there."""
+    from pocketpost import serverstart  # start-up only: dropped below
+
+    serverstart.recover(store)  # first, while the heap holds little
     srv = Server(cfg, store, config_path)
-    from pocketpost import serverstart  # loaded by Server(): dropped below
 
     await serverstart.listen(srv)
     heapmark.forget()  # config.py: nothing running needs it now
