@@ -309,7 +309,7 @@ class Deploy:
         say("compile: %d modules with mpy-cross %s (mpy v%d.%d)" % (len(mods), ver, major, sub))
         for f in mods:
             dst = os.path.join(lib, f[:-3] + ".mpy")
-            r = subprocess.run([tool("mpy-cross"), "-o", dst, "-s", "pocketpost/" + f, os.path.join(src_dir, f)],
+            r = subprocess.run([tool("mpy-cross"), "-o", dst, "-s", "pocketpost." + f[:-3], os.path.join(src_dir, f)],
                                capture_output=True, text=True)
             if r.returncode != 0:
                 raise SystemExit("mpy-cross failed on %s:\n%s" % (f, r.stderr))

@@ -57,7 +57,7 @@ MAX_DOMAIN = const(255)
 MAX_BAD_COMMANDS = const(20)
 # Replies pump() collects into one write: a deep pipeline is answered in batches of this many,
 # so the list and the joined write stay small whatever the client queued (RFC 2920 allows it).
-MAX_BATCH = const(32)
+_MAX_BATCH = const(32)
 # Characters of the HELO name and of a login name copied into a Received header or a log line.
 _MAX_TRACE_NAME = const(64)
 
@@ -461,6 +461,6 @@ def pump(session, lines):
         if r is None:  # an AUTH's hash is under way: the shell resumes it, then pumps again
             break
         out.append(r)
-        if session.delay or session.starttls or session.closing or len(out) >= MAX_BATCH:
+        if session.delay or session.starttls or session.closing or len(out) >= _MAX_BATCH:
             break
     return out
