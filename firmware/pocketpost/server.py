@@ -215,11 +215,12 @@ async def start(cfg, store, config_path=None):
     """config_path: where cfg was loaded from, so that rehashed passwords are saved there."""
     from pocketpost import serverstart  # start-up only: dropped below
 
-    serverstart.recover(store)  # first, while the heap holds little
     srv = Server(cfg, store, config_path)
-
     await serverstart.listen(srv)
     heapmark.forget()  # config.py: nothing running needs it now
+    # Last (this reference keeps the module for the call): with the start-up code dropped, the
+    # recovery's code has the room it had at a first lock, and no session is running yet.
+    serverstart.recover(store)
     return srv
 
 
