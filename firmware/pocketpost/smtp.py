@@ -43,7 +43,7 @@ raises. After MAX_BAD_COMMANDS errors the session is closed with 421.
 """
 
 from pocketpost import groupcommit, log
-from pocketpost import store as store_mod
+from pocketpost import storecore as store_mod  # the exceptions; store.py (Delivery) loads at Store.begin
 from pocketpost.compat import const, release_cold
 from pocketpost.wire import OVERLONG
 
