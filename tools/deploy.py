@@ -308,8 +308,10 @@ class Deploy:
         mods = sorted(f for f in os.listdir(src_dir) if f.endswith(".py") and f[:-3] not in SKIP_MODULES)
         say("compile: %d modules with mpy-cross %s (mpy v%d.%d)" % (len(mods), ver, major, sub))
         for f in mods:
+            # -s pocketpost.NAME: the source name is interned at load and never freed; the module's
+            # own name is interned anyway, so tracebacks name the module at no cost (38 names in all).
             dst = os.path.join(lib, f[:-3] + ".mpy")
-            r = subprocess.run([tool("mpy-cross"), "-o", dst, "-s", "pocketpost/" + f, os.path.join(src_dir, f)],
+            r = subprocess.run([tool("mpy-cross"), "-o", dst, "-s", "pocketpost." + f[:-3], os.path.join(src_dir, f)],
                                capture_output=True, text=True)
             if r.returncode != 0:
                 raise SystemExit("mpy-cross failed on %s:\n%s" % (f, r.stderr))

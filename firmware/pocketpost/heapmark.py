@@ -5,7 +5,7 @@ admin.py's, asked at the REPL only); the GC threshold; forget() for code no long
 A mark is the live heap (gc.mem_alloc() right after gc.collect()) at a service's sample points
 (the POP3 server: each command's reply; SMTP: each read; the fetcher: each stored message). Without the collection
 the figure would count garbage not yet collected and climb to the heap size; the collection is
-paid at most once per SAMPLE_MS for the whole process, so a busy service pays a few ms a second
+paid at most once per _SAMPLE_MS for the whole process, so a busy service pays a few ms a second
 on an ESP32 at most. The heap is shared: a mark is the heap in use while that service was at one
 of its points, everything else running included. CPython has no gc.mem_alloc: no marks there.
 """
@@ -16,7 +16,7 @@ from pocketpost.compat import const, ticks_diff, ticks_ms
 from pocketpost.compat import forget as compat_forget
 
 # One collection a second at most: an ESP32 collects a 100 KiB heap in a few ms.
-SAMPLE_MS = const(1000)
+_SAMPLE_MS = const(1000)
 # Collect after this many bytes allocated, not only when the heap is full: the sessions' garbage
 # is then freed while it sits low in the heap, so long-lived objects stay packed and the large
 # buffers a later session or fetch needs (1-8 KB in one block) still find room. Measured
@@ -36,7 +36,7 @@ peaks = {}  # service name -> highest live heap seen (bytes)
 _last = [None]  # type: list  # ticks_ms of the last sample
 
 
-def sample(name, every_ms=SAMPLE_MS):
+def sample(name, every_ms=_SAMPLE_MS):
     """Record the live heap for `name` if the last sample is older than every_ms."""
     alloc = getattr(gc, "mem_alloc", None)
     if alloc is None:

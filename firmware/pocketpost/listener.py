@@ -49,9 +49,9 @@ DEADLINE_IDLE = "idle"
 LISTEN_BACKLOG = 4  # pending connections the kernel/lwIP queues per listener
 # Plaintext a client pipelined after STLS that is read off the socket and dropped before the +OK
 # (RFC 2595 section 4): at most this much; beyond it the TLS handshake fails on the rest.
-STLS_DRAIN_MAX = 4096
+_STLS_DRAIN_MAX = const(4096)
 # The drain reads in pieces this big: a small buffer made only at STLS (pipelined plaintext is a
-# few commands; the heap is not spent on a buffer as big as all of STLS_DRAIN_MAX).
+# few commands; the heap is not spent on a buffer as big as all of _STLS_DRAIN_MAX).
 _STLS_DRAIN_BLOCK = const(256)
 
 
@@ -155,7 +155,7 @@ class ServerConn(_Conn):
             injection, RFC 2595 section 4): drop it, or it would reach TLS as a broken
             ClientHello."""
             buf = bytearray(_STLS_DRAIN_BLOCK)
-            for _ in range(STLS_DRAIN_MAX // _STLS_DRAIN_BLOCK):
+            for _ in range(_STLS_DRAIN_MAX // _STLS_DRAIN_BLOCK):
                 try:
                     n = self.raw.readinto(buf)
                 except OSError:

@@ -19,10 +19,10 @@ from pocketpost.compat import const, ticks_diff, ticks_ms
 
 DEBUG = const(10)
 INFO = const(20)
-WARNING = const(30)
+_WARNING = const(30)
 ERROR = const(40)
-LEVELS = {"debug": DEBUG, "info": INFO, "warning": WARNING, "error": ERROR}
-_NAMES = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARN", ERROR: "ERROR"}
+LEVELS = {"debug": DEBUG, "info": INFO, "warning": _WARNING, "error": ERROR}
+_NAMES = {DEBUG: "DEBUG", INFO: "INFO", _WARNING: "WARN", ERROR: "ERROR"}
 
 # Recent warnings/errors kept for status(): bounded so a flood of bad clients costs fixed RAM.
 RECENT_MAX = const(8)
@@ -65,7 +65,7 @@ def log(lvl, msg, *args):
         except (TypeError, ValueError):
             msg = "%s %r" % (msg, args)
     line = "%s %s %s" % (stamp(), _NAMES.get(lvl, "?"), msg)
-    if lvl >= WARNING:
+    if lvl >= _WARNING:
         recent.append(line)
         if len(recent) > RECENT_MAX:
             recent.pop(0)
@@ -84,7 +84,7 @@ def info(msg, *args):
 
 
 def warning(msg, *args):
-    log(WARNING, msg, *args)
+    log(_WARNING, msg, *args)
 
 
 def error(msg, *args):

@@ -34,6 +34,7 @@ import sys
 import asyncio
 
 from pocketpost import heapmark, log
+from pocketpost.compat import const
 from pocketpost.pop3 import reply
 from pocketpost.pop3server import TRANSACTION, Session
 from pocketpost.listener import DEADLINE_AUTH, DEADLINE_HANDSHAKE, ServerConn, listener_tasks, peer_ip
@@ -42,7 +43,7 @@ from pocketpost.wire import LineReader
 
 # Room for pipelined commands beyond one maximal line (RFC 2449 PIPELINING): a client may send
 # a whole batch at once; lines are taken out of this buffer in order, nothing is lost.
-READ_EXTRA = 256
+_READ_EXTRA = const(256)
 
 
 class Server:
@@ -130,7 +131,7 @@ class Server:
 
     async def _run(self, conn, session, slot):
         sid = slot.sid
-        lines = LineReader(self.sv["max_command_line"], self.sv["max_command_line"] + READ_EXTRA)
+        lines = LineReader(self.sv["max_command_line"], self.sv["max_command_line"] + _READ_EXTRA)
         out = None  # the out buffer: made at the first reply that needs it (a RETR has its own unit)
         outmv = None
         await conn.send(session.greeting())
@@ -212,11 +213,14 @@ class Server:
 
 async def start(cfg, store, config_path=None):
     """config_path: where cfg was loaded from, so that rehashed passwords are saved there."""
-    srv = Server(cfg, store, config_path)
-    from pocketpost import serverstart  # loaded by Server(): dropped below
+    from pocketpost import serverstart  # start-up only: dropped below
 
+    srv = Server(cfg, store, config_path)
     await serverstart.listen(srv)
     heapmark.forget()  # config.py: nothing running needs it now
+    # Last (this reference keeps the module for the call): with the start-up code dropped, the
+    # recovery's code has the room it had at a first lock, and no session is running yet.
+    serverstart.recover(store)
     return srv
 
 

@@ -11,7 +11,7 @@ import binascii
 import time
 
 from pocketpost import groupcommit
-from pocketpost import store as store_mod
+from pocketpost import storecore as store_mod  # valid_name: store.py (Delivery) loads at DATA
 from pocketpost.compat import const, urandom
 from pocketpost.smtp import GO_DATA, MAX_DOMAIN, MAX_PATH, SUBMISSION, _printable, reply
 

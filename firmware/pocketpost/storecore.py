@@ -425,6 +425,29 @@ def _cold(mod, fn, *args):
         compat.release_cold(_ixheld, _INDEX)
 
 
+def recover_all(store):
+    """Every mailbox of store not loaded yet is recovered now (storescan.recover, as its first lock
+    or delivery would), the cold code loaded once for all of them; returns (mailboxes, failed).
+    A mailbox that fails here is logged and left to its first lock (Store._box), as one made later
+    is. For a service's start-up (serverstart.recover), while the heap holds little."""
+    _held[0] += 1
+    _ixheld[0] += 1
+    names = []
+    failed = 0
+    try:
+        names = store.mailboxes()
+        for name in names:
+            try:
+                store._box(name, False)
+            except (OSError, StoreError) as e:
+                failed += 1
+                log.warning("store %s: not recovered at start (%r): at its first lock", name, e)
+    finally:
+        compat.release_cold(_held, _COLD)
+        compat.release_cold(_ixheld, _INDEX)
+    return len(names), failed
+
+
 def describe(name, rep):
     """One line for a human about one mailbox's report from Store.check."""
     return _cold("storecheck", "describe", name, rep)
