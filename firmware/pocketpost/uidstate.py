@@ -275,14 +275,6 @@ class UidState:
         e[o + _EDIT - 1] = bits & _F_HEADERS
         self._ne += 1
 
-    def records(self):
-        """Iterate (record key bytes, first_seen, flag, is_synthetic) in key order."""
-        for i in range(self.n):
-            o = i * _REC
-            b = self.buf[o + _KEY + 4]
-            yield (bytes(self.buf[o:o + _KEY]), struct.unpack_from(">I", self.buf, o + _KEY)[0],
-                   "h" if b & _F_HEADERS else "f", bool(b & _F_SYNTH))
-
     def retain(self, fn):
         """Keep or drop every record: fn(first_seen, flag, synthetic, seen, deleted) returns None
         to drop it, else its (possibly new) first_seen. One pass, in place (uidcompact.py)."""
@@ -438,9 +430,6 @@ class UidState:
     def __len__(self):
         return self.n
 
-    def full(self):
-        return self.n >= self.max_entries
-
     def get(self, uid):
         i = self._index(uid)
         if i < 0:
@@ -458,18 +447,6 @@ class UidState:
         elif uid not in self.added:
             self._edit(0x54, k, first_seen, _flag_bits(flag))  # T: an entry already on file
         self.dirty = True
-
-    def forget(self, uid):
-        uid = bytes(uid)
-        k = table_key(uid)
-        found, i = self._find(k)
-        if found:
-            self._remove(i)
-            self.dirty = True
-            if uid in self.added:
-                del self.added[uid]  # never on file
-            else:
-                self._edit(0x58, k, 0, 0)  # X
 
     def set_pending(self, size, digest_hex, local, first_seen, flag, uid):
         self.pending = (size, digest_hex, local, first_seen, flag, uid)
