@@ -455,13 +455,16 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
 
             stop = False
             # The download code (clientget.py), held for this batch and dropped after it; the
-            # store's delivery code (store.py, ~7 KB, loaded by the first Store.begin) with it when
-            # this batch loaded it: the session's end (clientend, uidcompact) is not placed on top.
+            # store's delivery code (store.py, ~7 KB, else loaded by the first Store.begin, in the
+            # middle of the session's blocks) placed with it, right after the collection, and
+            # dropped with it when this batch loaded it: the session's end (clientend,
+            # uidcompact) is not placed on top of it.
             drop = ("clientget",) if "pocketpost.store" in sys.modules else ("clientget", "store")
             if want:
                 st.tidy()  # a compaction of the state due at the first message's save: now (see below)
                 if compat.IS_MICROPYTHON:
                     gc.collect()  # the listing pass's code (and a compaction's) goes before it is placed
+                __import__("pocketpost.store")
                 __import__("pocketpost.clientget")
             for n in sorted(want):
                 if downloads >= cap:
