@@ -52,6 +52,14 @@ def test_uidcompact_keeps_the_record_layout_and_flags_of_uidstate():
     assert [getattr(uidcompact, n) for n in names] == [getattr(uidstate, n) for n in names]
 
 
+def test_clientplan_keeps_the_flag_bits_of_uidstate():
+    """clientplan.py tests the bits UidState.mark returns with its own copies of uidstate's flags:
+    the two must agree, or the listing pass would take a stored UID for a new one."""
+    from pocketpost import clientplan, uidstate
+
+    assert (clientplan._F_SEEN, clientplan._F_NEW) == (uidstate._F_SEEN, uidstate._F_NEW)
+
+
 def test_gc_threshold_is_16_kib_in_a_board_sized_heap_and_a_sixteenth_of_a_large_one():
     """heapmark.compact_gc: the smallest-heap figures (tools/bench_heap.py) are taken at heaps
     where the threshold is the fixed 16 KiB; the host's 2 MiB default heap collects every 1/16 of

@@ -98,7 +98,11 @@ def _mp_main(label, width):
         for m in range(PER_SESSION):
             st.mark(_uid(old, width), deleted=True)
             old += 1
-        st.retain(lambda fs, flag, synth, seen, dele: None if dele else fs)
+        keep = lambda fs, flag, synth, seen, dele: None if dele else fs  # noqa: E731
+        if hasattr(st, "retain"):  # a --before revision's uidstate.py
+            st.retain(keep)
+        else:
+            st._cold("retain", keep)  # as the client does (clientend.finish)
         if st.dirty:
             st.save()
     dt = time.ticks_diff(time.ticks_ms(), t0)

@@ -454,10 +454,17 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 ctl[0] = False
 
             stop = False
-            if want:  # the download code (clientget.py), held for this batch (dropped below)
+            # The download code (clientget.py), held for this batch and dropped after it; the
+            # store's delivery code (store.py, ~7 KB, else loaded by the first Store.begin, in the
+            # middle of the session's blocks) placed with it, right after the collection, and
+            # dropped with it when this batch loaded it: the session's end (clientend,
+            # uidcompact) is not placed on top of it.
+            drop = ("clientget",) if "pocketpost.store" in sys.modules else ("clientget", "store")
+            if want:
                 st.tidy()  # a compaction of the state due at the first message's save: now (see below)
                 if compat.IS_MICROPYTHON:
                     gc.collect()  # the listing pass's code (and a compaction's) goes before it is placed
+                __import__("pocketpost.store")
                 __import__("pocketpost.clientget")
             for n in sorted(want):
                 if downloads >= cap:
@@ -515,7 +522,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     st.mark(key, deleted=True)
                     deleted += 1
             want = sizes = None
-            _forget(("clientget",))
+            _forget(drop)
             if stop or not ctl[1] or downloads >= cap:
                 break
         if stats["state_full"]:

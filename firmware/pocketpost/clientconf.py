@@ -10,7 +10,7 @@ from pocketpost import compat, log
 from pocketpost.client import (_OAUTH, CONNECT_TIMEOUT, MIN_RATE, READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed,
                                Pop3Client, _forget)
 from pocketpost.compat import ConfigError
-from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState, remove_tmp
+from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState
 
 DEFAULT_TLS = "implicit"  # POP3S: the safest choice for an ISP account
 PORTS = {"implicit": 995, "stls": 110, "none": 110}  # RFC 8314 / RFC 1939
@@ -38,10 +38,9 @@ def start(account, store, opener):
     name = a["name"]
     if a["tls"] == "none":
         log.warning("fetch %s: no TLS to %s:%d: password and mail cross the network in clear", name, a["host"], a["port"])
-    remove_tmp(a["state_dir"], name)
     if compat.IS_MICROPYTHON:  # the garbage of the config and account checks goes before the large
         gc.collect()  # blocks of the session are made (fetch CLI: 140 -> 139 KiB, docs/FIGURES.md)
-    st = UidState(a["state_dir"], name, a["max_entries"]).load()
+    st = _state(a)
     if st.pending is not None:  # a crash left it: did its store commit happen? (clientrecover.py)
         _reconcile(st, store, a["mailbox"])
     token = fresh = None
@@ -66,6 +65,17 @@ def start(account, store, opener):
     return a, st, c, token, fresh
 
 
+def _state(a):
+    """The account's UidState (its table made), then loaded: a temp file left by a crash inside a
+    compaction is dropped first (uidload.py: loaded here, as the load itself loads it, after the
+    table; the load drops it)."""
+    st = UidState(a["state_dir"], a["name"], a["max_entries"])
+    from pocketpost.uidload import remove_tmp
+
+    remove_tmp(a["state_dir"], a["name"])
+    return st.load()
+
+
 def _reconcile(st, store, mailbox):
     from pocketpost import clientrecover
 
@@ -77,8 +87,7 @@ def _reconcile(st, store, mailbox):
 def settle(account, store):
     """client.settle: the pending entry of the account's state settled; True if there was one."""
     a = account_from_dict(account)
-    remove_tmp(a["state_dir"], a["name"])
-    st = UidState(a["state_dir"], a["name"], a["max_entries"]).load()
+    st = _state(a)
     if st.pending is None:
         return False
     _reconcile(st, store, a["mailbox"])

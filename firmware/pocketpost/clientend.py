@@ -71,7 +71,7 @@ async def finish(c, st, count, refused, now, sane):
         # policy chose them; find their UIDs again (refused ones are still listed).
         def on_refused(n, uid):
             if _bit(refused, n) and valid_uid(uid):
-                st.clear_deleted(bytes(uid))
+                st._cold("clear_deleted", bytes(uid))  # (uidcompact.py: loaded for it)
 
         from pocketpost import clientplan  # its listing: loaded for this rare case, dropped after it
 
@@ -97,6 +97,6 @@ async def finish(c, st, count, refused, now, sane):
             return None  # no longer on the server: it can never be offered again
         return first_seen
 
-    st.retain(keep)
+    st._cold("retain", keep)  # (uidcompact.py: loaded for it, dropped after it)
     if st.dirty:
         st.save()

@@ -16,6 +16,10 @@ _NEW_BATCH = const(64)
 _LISTING_LINE = const(80)
 _SANE_TIME = const(1577836800)  # client._SANE_TIME: a clock before 2020 is unset
 _DAY = const(86400)
+# uidstate's per-session flag bits (mark's return value; const() names are not module attributes
+# on MicroPython): keep equal (test_fetch_heap checks).
+_F_SEEN = const(0x04)
+_F_NEW = const(0x20)
 
 
 async def listing(c, keyword, count, on_line):
@@ -82,7 +86,7 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
             return
         if ctl[0]:
             bits = st.mark(uid, seen=True)
-            if st.was_seen(bits):  # a stored UID listed twice: which copy is stored is unknown
+            if bits >= 0 and bits & _F_SEEN:  # a stored UID listed twice: which copy is stored is unknown
                 dups[uid] = None
                 by_content(n)
                 return
@@ -100,7 +104,7 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
         else:
             bits = st.mark(uid)
             if bits >= 0:
-                if st.was_new(bits):  # stored this session under another message number
+                if bits & _F_NEW:  # stored this session under another message number
                     by_content(n)
                 return
         if take(n, uid):
@@ -109,7 +113,7 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
     def on_dup(n, uid):  # the first copies of stored UIDs found listed twice
         if bytes(uid) in dups:
             dele[n >> 3] &= ~(1 << (n & 7)) & 0xFF
-            st.clear_deleted(bytes(uid))
+            st._cold("clear_deleted", bytes(uid))  # rare (uidcompact.py: loaded for it)
             by_content(n)
 
     ctl[1] = False

@@ -131,7 +131,7 @@ from pocketpost.compat import const
 
 # The public names (store.Store, store.StoreError, ...), one object each wherever imported from.
 from pocketpost.storecore import (_LOCKS, MailboxLocked, QuotaExceeded, Store, StoreError, StoreFull,  # noqa: F401
-                                  _msg_name, _os_error, _remove, describe, reboot, valid_name)
+                                  _Delivery_ids, _msg_name, _os_error, _remove, describe, reboot, valid_name)
 
 # --- named limits -----------------------------------------------------------------------------
 # (DEFAULT_QUOTA, DEFAULT_RESERVE_BYTES, MAX_NAME_LEN, BUCKET, MERGE_AFTER, FREE_RECHECK and
@@ -572,5 +572,3 @@ class Delivery:
             self._tmp = None
             self._box.busy -= 1
 
-
-_Delivery_ids = [0]  # unique temp names within the process

@@ -45,6 +45,7 @@ _SIZE = const(0x3FFFFFFF)
 _TMP_PASSES = const(3)
 _LOCKS = set()  # mailbox directories locked in this process (RAM only, by design)
 _BOXES = {}  # mailbox directory -> _Box (RAM state shared by every Store in the process)
+_Delivery_ids = [0]  # unique temp names within the process (store.Delivery; here, so a reload of store.py keeps counting)
 
 
 

@@ -164,8 +164,18 @@ def _write_entry(st, f, key):
     return len(ln)
 
 
+def clear_deleted(st, key):
+    """Undo st.mark(key, deleted=True): the server refused that DELE (rare: loaded for it)."""
+    i = st._index(key)
+    if i >= 0:
+        o = i * _REC + _KEY + 4
+        st.buf[o] &= ~_F_DELETED & 0xFF
+
+
 def retain(st, fn):
-    """UidState.retain: one pass over the table, in place."""
+    """Keep or drop every record: fn(first_seen, flag, synthetic, seen, deleted) returns None to
+    drop it, else its (possibly new) first_seen. One pass over the table, in place (the client:
+    st._cold("retain", fn), after QUIT)."""
     buf = st.buf
     mv = memoryview(buf)
     fresh = None

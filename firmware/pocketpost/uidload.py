@@ -3,8 +3,10 @@ replay of the snapshot and journal (its checked records: uidcompact.records). Co
 MicroPython, dropped after it (its heap is not held while messages move; its qstrs stay)."""
 
 import binascii
+import os
 import struct
 
+from pocketpost import compat
 from pocketpost.compat import const
 from pocketpost.uidcompact import records
 from pocketpost.uidstate import StateError, _flag_bits, hash_key
@@ -14,6 +16,14 @@ _REC = const(13)
 _KEY = const(8)
 _F_HEADERS = const(0x01)
 _OLD_KEY = const(11)  # the record key before issue 10's heap work (88 bits)
+
+
+def remove_tmp(state_dir, account):
+    """Drop a temp file left by a crash inside a compaction (the real file is intact)."""
+    try:
+        os.remove(compat.join(state_dir, account + ".uidl.tmp"))
+    except OSError:
+        pass
 
 
 def load(st):

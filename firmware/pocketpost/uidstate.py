@@ -22,10 +22,10 @@ saves once per stored message: the `S` of the message just stored rides with the
 torn last record: its checksum fails (or its line end is missing), `load()` ignores it and the
 next save compacts. A bad record followed by good ones is not a torn write: load refuses it.
 Compaction rewrites the snapshot whole through a temp file and an atomic rename (a cut leaves
-the old file; `remove_tmp` drops the temp file): when the journal would pass its bound
+the old file; uidload.remove_tmp drops the temp file): when the journal would pass its bound
 (JOURNAL_MIN + half the snapshot, so a compaction costs at most twice the journal bytes it
 removes), when an old-format or torn file was loaded, and when more than _MAX_EDITS drops or
-changes are waiting (retain() after a big deletion). Flash written per stored message is then
+changes are waiting (uidcompact.retain after a big deletion). Flash written per stored message is then
 ~2 records plus a share of the compactions (tools/bench_uidstate.py), not two whole files.
 `flash_need(max_entries)` is the flash the journal and one compaction may take on top of the
 snapshot; config.open_store adds it to the store's reserve for each client account.
@@ -113,7 +113,7 @@ HEADER = b"pocketpost-uidl 2"
 JOURNAL_MIN = const(4096)
 _JOURNAL_SHARE = const(2)
 # Drops / first_seen changes held between two saves (_EDIT = 14 bytes each, preallocated); more (a big
-# retain() after QUIT) and the save compacts instead of journaling each.
+# uidcompact.retain after QUIT) and the save compacts instead of journaling each.
 _MAX_EDITS = const(64)
 _EDIT = const(14)  # op, key[8], first_seen[4], flag bits
 _FS_SLACK = const(8192)  # two 4 KiB littlefs blocks: partly filled last blocks of file and temp
@@ -275,22 +275,10 @@ class UidState:
         e[o + _EDIT - 1] = bits & _F_HEADERS
         self._ne += 1
 
-    def records(self):
-        """Iterate (record key bytes, first_seen, flag, is_synthetic) in key order."""
-        for i in range(self.n):
-            o = i * _REC
-            b = self.buf[o + _KEY + 4]
-            yield (bytes(self.buf[o:o + _KEY]), struct.unpack_from(">I", self.buf, o + _KEY)[0],
-                   "h" if b & _F_HEADERS else "f", bool(b & _F_SYNTH))
-
-    def retain(self, fn):
-        """Keep or drop every record: fn(first_seen, flag, synthetic, seen, deleted) returns None
-        to drop it, else its (possibly new) first_seen. One pass, in place (uidcompact.py)."""
-        return self._cold("retain", fn)
-
     def _cold(self, fn, *args):
-        """uidcompact.<fn>(self, *args): the file and rare-table code, loaded for the call and
-        dropped after it on MicroPython (not held while messages move; its qstrs stay)."""
+        """uidcompact.<fn>(self, *args): the file and rare-table code (compact; retain, after
+        QUIT; clear_deleted, for a refused DELE), loaded for the call and dropped after it on
+        MicroPython (not held while messages move; its qstrs stay)."""
         from pocketpost import uidcompact
 
         try:
@@ -309,21 +297,6 @@ class UidState:
         old = self.buf[o]
         self.buf[o] = old | (_F_SEEN if seen else 0) | (_F_DELETED if deleted else 0) | (_F_NEW if new else 0)
         return old
-
-    def clear_deleted(self, key):
-        """Undo mark(key, deleted=True): the server refused that DELE."""
-        i = self._index(key)
-        if i >= 0:
-            o = i * _REC + _KEY + 4
-            self.buf[o] &= ~_F_DELETED & 0xFF
-
-    @staticmethod
-    def was_seen(bits):
-        return bits >= 0 and bits & _F_SEEN != 0
-
-    @staticmethod
-    def was_new(bits):
-        return bits >= 0 and bits & _F_NEW != 0
 
     # -- reading the file -------------------------------------------------------------
     def load(self):
@@ -438,9 +411,6 @@ class UidState:
     def __len__(self):
         return self.n
 
-    def full(self):
-        return self.n >= self.max_entries
-
     def get(self, uid):
         i = self._index(uid)
         if i < 0:
@@ -459,18 +429,6 @@ class UidState:
             self._edit(0x54, k, first_seen, _flag_bits(flag))  # T: an entry already on file
         self.dirty = True
 
-    def forget(self, uid):
-        uid = bytes(uid)
-        k = table_key(uid)
-        found, i = self._find(k)
-        if found:
-            self._remove(i)
-            self.dirty = True
-            if uid in self.added:
-                del self.added[uid]  # never on file
-            else:
-                self._edit(0x58, k, 0, 0)  # X
-
     def set_pending(self, size, digest_hex, local, first_seen, flag, uid):
         self.pending = (size, digest_hex, local, first_seen, flag, uid)
         self._pend = True
@@ -482,10 +440,3 @@ class UidState:
             self._pend = True
             self.dirty = True
 
-
-def remove_tmp(state_dir, account):
-    """Drop a temp file left by a crash inside a compaction (the real file is intact)."""
-    try:
-        os.remove(compat.join(state_dir, account + ".uidl.tmp"))
-    except OSError:
-        pass

@@ -2,7 +2,7 @@
 
 import uidtool
 from flashdev import fresh_root
-from pocketpost import compat, uidstate
+from pocketpost import compat, uidcompact, uidload, uidstate
 from pocketpost.uidstate import StateError, UidState, hash_key, is_hash_key
 
 SHA = "a9993e364706816aba3e25717850c26c9cd0d89d"
@@ -62,33 +62,33 @@ def test_table_2000_entries_round_trip():
         for i, k in enumerate(syn):
             st.add(k, i, "f")
         st.save()
-        assert len(st) == 2000 and st.full()
+        assert len(st) == 2000 and uidtool.full(st)
         assert st.get(_uid70(5)) == [1700000005, "f"] and st.get(_uid70(7)) == [1700000007, "h"]
         assert _uid70(2000) not in st and st.get(_uid70(2000)) is None
         assert syn[3] in st and st.get(syn[3]) == [3, "f"]
-        keys = [r[0] for r in st.records()]
+        keys = [r[0] for r in uidtool.table_records(st)]
         assert len(keys) == 2000 and keys == sorted(keys) and len(set(keys)) == 2000
-        assert sum(1 for r in st.records() if r[3]) == 10
+        assert sum(1 for r in uidtool.table_records(st) if r[3]) == 10
         for i in range(0, 1990, 3):
-            st.forget(_uid70(i))
+            uidtool.forget(st, _uid70(i))
         st.add(_uid70(1), 5, "f")  # update in place
         st.add(_uid70(3000), 1800000000, "f")  # a new one after a save
         n = len(st)
         st.save()
         st2 = UidState(d, "big", 2000).load()
         assert len(st2) == n == 2000 - 664 + 1
-        assert list(st2.records()) == list(st.records())
+        assert list(uidtool.table_records(st2)) == list(uidtool.table_records(st))
         assert st2.get(_uid70(1)) == [5, "f"] and st2.get(_uid70(3000)) == [1800000000, "f"]
         assert _uid70(0) not in st2 and _uid70(2) in st2
         # session marks: seen / deleted, then one retain pass
-        assert st2.mark(_uid70(2), seen=True) == 0 and st2.was_seen(st2.mark(_uid70(2), seen=True))
+        assert st2.mark(_uid70(2), seen=True) == 0 and st2.mark(_uid70(2), seen=True) & 0x04  # _F_SEEN
         assert st2.mark(_uid70(0), seen=True) == -1
         st2.mark(_uid70(4), seen=True, deleted=True)
-        st2.retain(lambda fs, flag, synth, seen, dele: None if dele or not (seen or synth) else fs)
+        uidcompact.retain(st2, lambda fs, flag, synth, seen, dele: None if dele or not (seen or synth) else fs)
         assert len(st2) == 11 and _uid70(2) in st2 and _uid70(4) not in st2
         st2.save()
         st3 = UidState(d, "big", 2000).load()
-        assert list(st3.records()) == list(st2.records()) and st3.get(_uid70(2)) == [1700000002, "f"]
+        assert list(uidtool.table_records(st3)) == list(uidtool.table_records(st2)) and st3.get(_uid70(2)) == [1700000002, "f"]
 
     _with_dir(body)
 
@@ -114,7 +114,7 @@ def _write(path, data):
 
 def _snapshot(st):
     """What a state holds, comparable across objects: sorted records and the pending entry."""
-    return sorted(st.records()), st.pending
+    return sorted(uidtool.table_records(st)), st.pending
 
 
 def test_journal_appends_and_replays():
@@ -137,11 +137,11 @@ def test_journal_appends_and_replays():
         st.clear_pending()
         st.save()
         st.add(b"a", 1700000099)  # restamp of an entry on file: a T record
-        st.forget(b"b")  # an X record
+        uidtool.forget(st, b"b")  # an X record
         st.add(hash_key(SHA), 1700000003)
         st.mark(b"c", seen=True)
         st.mark(b"a", seen=True)
-        st.retain(lambda fs, flag, synth, seen, dele: fs if seen or synth else None)
+        uidcompact.retain(st, lambda fs, flag, synth, seen, dele: fs if seen or synth else None)
         st.save()
         data = _read(st.path)
         assert data.startswith(grown) and b"\nT " in data and b"\nX " in data and b"\nC " in data
@@ -229,7 +229,7 @@ def test_compaction_bounds_the_file():
         shrinks = sum(1 for a, b in zip(sizes, sizes[1:]) if b < a)
         assert shrinks >= 3, sizes  # compactions happened
         for i in range(70):  # more drops than one save can journal
-            st.forget(_uid70(i))
+            uidtool.forget(st, _uid70(i))
             if i >= 59:
                 break
         before = len(_read(st.path))
@@ -278,7 +278,7 @@ def test_file_with_old_11_byte_journal_keys_loads():
         st = UidState(d, "old2", 10).load()
         assert b"u1" not in st and len(st) == 2
         assert st.get(b"u2") == [1700000077, "h"] and st.get(b"u3") == [6, "f"]
-        st.forget(b"u3")  # journaled with the new 8-byte key, replayed the same
+        uidtool.forget(st, b"u3")  # journaled with the new 8-byte key, replayed the same
         st.save()
         st2 = UidState(d, "old2", 10).load()
         assert _snapshot(st2) == _snapshot(st) and len(st2) == 1
@@ -299,7 +299,7 @@ def test_table_preallocated_for_max_entries():
         table = st.buf
         for i in range(100):
             st.add(b"u%d" % i, i)
-        assert st.buf is table and st.full()
+        assert st.buf is table and uidtool.full(st)
         try:
             st.add(b"one-more", 1)
             raise AssertionError("an add beyond max_entries must fail")
@@ -364,14 +364,14 @@ def _pc_workload(d, commit, acked, alive=None):
         if i == 5:
             st.mark(b"m1", deleted=True)
             st.mark(b"m2", deleted=True)
-            st.retain(lambda fs, flag, synth, seen, dele: None if dele else fs)
+            uidcompact.retain(st, lambda fs, flag, synth, seen, dele: None if dele else fs)
             acked["maybe"] = [b"m1", b"m2"]
             st.save()
             if not alive():
                 return
             acked["drop"] += [b"m1", b"m2"]
         if i == 7:
-            st.forget(b"m4")
+            uidtool.forget(st, b"m4")
             acked["maybe"] = [b"m4"]
             st.save()
             if not alive():
@@ -480,7 +480,7 @@ def test_power_cut_at_every_file_write():
         finally:
             builtins.open = real_open
             compat.rename = real_rename
-        uidstate.remove_tmp(d, "pc")
+        uidload.remove_tmp(d, "pc")
         _pc_check(d, lambda local: local in store, acked, (mode, cut_at))
         return sim.ops
 

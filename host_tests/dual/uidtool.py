@@ -4,7 +4,7 @@ keys in RAM; the full UIDs are on flash). Test-only, so it does not ship in the 
 import struct
 
 from pocketpost.uidcompact import records
-from pocketpost.uidstate import hash_key
+from pocketpost.uidstate import hash_key, table_key
 
 _REC = 13
 _KEY = 8
@@ -41,3 +41,31 @@ def entries(st):
     for key in st.added:
         take(key)
     return out
+
+
+# Test-only UidState operations (the client never calls them; kept out of the firmware's heap).
+def table_records(st):
+    """Iterate (record key bytes, first_seen, flag, is_synthetic) in key order."""
+    for i in range(st.n):
+        o = i * _REC
+        b = st.buf[o + _KEY + 4]
+        yield (bytes(st.buf[o:o + _KEY]), struct.unpack_from(">I", st.buf, o + _KEY)[0],
+               "h" if b & 0x01 else "f", bool(b & 0x02))
+
+
+def full(st):
+    return st.n >= st.max_entries
+
+
+def forget(st, uid):
+    """Drop uid's entry (an X record in the journal when it is on file)."""
+    uid = bytes(uid)
+    k = table_key(uid)
+    found, i = st._find(k)
+    if found:
+        st._remove(i)
+        st.dirty = True
+        if uid in st.added:
+            del st.added[uid]  # never on file
+        else:
+            st._edit(0x58, k, 0, 0)  # X
