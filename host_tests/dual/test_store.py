@@ -1200,3 +1200,37 @@ def test_recover_all_leaves_a_mailbox_whose_recovery_runs_out_of_memory_to_its_f
         mb.release()
 
     _with_store(body)
+
+
+def test_server_start_recovery_failing_to_list_the_store_does_not_fail_the_start():
+    # serverstart.recover runs once server.start has bound its listeners: an exception out of it
+    # (the store root's listing failing) would fail the start with the ports still bound, so the
+    # supervisor's restart could not listen again. The mailboxes are left to their first lock.
+    from pocketpost import serverstart, storecore
+
+    def body(root, st):
+        uy = [_deliver(st, "y", b"y%d\r\n" % i) for i in range(2)]
+        store_mod.reboot()
+        st = Store(root)
+        ix = storecore._ixheld[0]
+
+        class Unlisted(Store):
+            fail = False
+
+            def mailboxes(self):
+                if self.fail:
+                    raise OSError(5)
+                return Store.mailboxes(self)
+
+        bad = Unlisted(root)
+        bad.fail = True
+        serverstart.recover(bad)  # logged, not raised
+        assert store_mod._held[0] == 0 and storecore._ixheld[0] == ix
+        assert root + "/y" not in storecore._BOXES
+        mb = st.lock("y")
+        assert [mb.uid(i) for i in range(mb.count)] == uy
+        mb.release()
+        serverstart.recover(st)
+        assert storecore._BOXES[root + "/y"].loaded
+
+    _with_store(body)
