@@ -33,7 +33,11 @@ def recover(store):
     from pocketpost.compat import ticks_diff, ticks_ms
 
     t0 = ticks_ms()
-    n, failed = storecore.recover_all(store)
+    try:
+        n, failed = storecore.recover_all(store)
+    except Exception as e:  # the root not listed: the listeners are up, so serve; each box at its first lock
+        log.warning("store: mailboxes not recovered at start (%r): each at its first lock", e)
+        return
     log.info("store: %d mailboxes ready (%d left to their first lock) in %d ms", n, failed,
              ticks_diff(ticks_ms(), t0))
 

@@ -296,11 +296,12 @@ class Session:
             self._reset()
             self._hold_env()  # still in the command phase
             return self._store_reply(e)
-        if self._out is None:
+        if self._u is None:  # not _out: a MemoryError loading the un-stuffer leaves the block made
+            if self._out is None:
+                self._out = bytearray(self.svc.block_size)
+                self._omv = memoryview(self._out)
             from pocketpost.wire import DotUnstuffer  # unstuffer.py: loaded by the first DATA, not by EHLO
 
-            self._out = bytearray(self.svc.block_size)
-            self._omv = memoryview(self._out)
             self._u = DotUnstuffer(True)
         self._u.reset()
         self._fill = 0

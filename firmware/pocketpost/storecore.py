@@ -440,7 +440,7 @@ def recover_all(store):
         for name in names:
             try:
                 store._box(name, False)
-            except (OSError, StoreError) as e:
+            except Exception as e:  # MemoryError too: this mailbox's, never the server's start
                 failed += 1
                 log.warning("store %s: not recovered at start (%r): at its first lock", name, e)
     finally:

@@ -802,3 +802,31 @@ def test_envelope_code_held_outside_data_only():
         assert got == [b"one\r\n"], got
 
     with_env(body)
+
+
+def test_data_after_memory_error_making_the_unstuffer_is_accepted():
+    # The first DATA makes the session's block, then loads unstuffer.py (wire.DotUnstuffer: a cold
+    # load) for its un-stuffer. A MemoryError there answers that DATA 451 and stores nothing; the
+    # session must not be left with a block and no un-stuffer, refusing every later DATA.
+    from pocketpost import unstuffer
+
+    def body(e):
+        c = e.session()
+        real = unstuffer.DotUnstuffer
+        calls = [0]
+
+        def failing(*a):
+            calls[0] += 1
+            raise MemoryError("memory allocation failed")
+
+        unstuffer.DotUnstuffer = failing
+        try:
+            r = c.send(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        finally:
+            unstuffer.DotUnstuffer = real
+        assert calls[0] == 1 and codes(r) == [250, 250, 250, 451], r
+        assert not c.s.in_data and e.tmp_empty()
+        assert codes(c.send(transaction(body=b"two\r\n"))) == [250, 250, 250, 354, 250]
+        assert [strip_trace(m) for m in e.box("alice")] == [b"two\r\n"]
+
+    with_env(body)
