@@ -13,7 +13,7 @@ before its clean-up of temp files) rolls a complete <root>/group forward (rename
 still there) and removes a group.new that never became the intent: so after a power cut a
 message is in every mailbox of the group or in none.
 
-Only the SMTP receiver imports this module; Store() (storescan.open_root) imports it only when it finds an intent
+Only the SMTP receiver imports this module; Store() (storecore) imports it only when it finds an intent
 record to finish. Each copy goes through the two steps of Delivery.commit around its rename:
 Delivery.seal() (step 1) and Delivery.landed() (the RAM state, after step 3), so a change to
 commit is made once, in store.py.
