@@ -210,14 +210,19 @@ class Delivery:
         self._inmv = None
         self._f = None
         self._uid = None  # (epoch, seq) given to Store.begin, else None: the next seq
+        self._tmp = None
         box.busy += 1
-        _Delivery_ids[0] += 1
-        self._tmp = box.p("tmp", "t%d.%d" % (_Delivery_ids[0], compat.ticks_ms() & 0xFFFF))  # type: ignore[operator]  # stub: ticks are opaque
         try:
+            _Delivery_ids[0] += 1
+            self._tmp = box.p("tmp", "t%d.%d" % (_Delivery_ids[0], compat.ticks_ms() & 0xFFFF))  # type: ignore[operator]  # stub: ticks are opaque
             self._f = open(self._tmp, "wb")
-        except OSError as e:
+        except Exception as e:  # MemoryError too: a "busy" left raised would stop merges for good
+            if self._tmp is None:
+                box.busy -= 1  # abort() undoes it only once the temp name exists
             self.abort()
-            raise _os_error(e)
+            if isinstance(e, OSError):
+                raise _os_error(e)
+            raise
 
     @property
     def plain(self):

@@ -145,6 +145,32 @@ def test_abort_and_orphans():
     _with_store(body)
 
 
+def test_a_delivery_failing_to_start_leaves_the_mailbox_not_busy():
+    # A MemoryError (or any error) while a delivery makes its temp file must not leave the
+    # mailbox counted busy: a busy mailbox is never merged (nor its tmp/ cleaned at open).
+    def body(root, st):
+        _deliver(st, "x", b"first\r\n")
+        box = store_mod._BOXES[root + "/x"]
+        for exc in (MemoryError, OSError(28, "no space")):
+            def failing_open(path, mode="r", exc=exc):
+                raise exc
+
+            store_mod.open = failing_open  # module global: found before the builtin
+            try:
+                st.begin("x")
+                raise AssertionError("begin should have failed")
+            except (MemoryError, StoreError):
+                pass
+            finally:
+                del store_mod.open
+            assert box.busy == 0, box.busy
+        assert os.listdir(root + "/x/tmp") == []
+        _deliver(st, "x", b"second\r\n")
+        assert st.usage("x") == (2, 15)
+
+    _with_store(body)
+
+
 def test_lock_is_exclusive_and_released():
     def body(root, st):
         mb = st.lock("x")
