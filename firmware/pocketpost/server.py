@@ -122,7 +122,10 @@ class Server:
             log.info("pop3 #%d %s closed: %s %r", sid, ip, type(e).__name__, e)
         finally:
             if session is not None:
-                session.close()
+                try:
+                    session.close()
+                except Exception as e:  # MemoryError: the socket and the slot are released all the same
+                    log.error("pop3 #%d %s close failed: %r", sid, ip, e)
             if conn is not None:
                 conn.close(True)
             if slot is not None:

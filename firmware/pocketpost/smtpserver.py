@@ -168,7 +168,10 @@ class SmtpServer:
             log.info("smtp #%d %s closed: %s %r", sid, ip, type(e).__name__, e)
         finally:
             if session is not None:
-                session.close()  # a message without its final dot is thrown away here
+                try:
+                    session.close()  # a message without its final dot is thrown away here
+                except Exception as e:  # MemoryError: the code, socket and slot are released all the same
+                    log.error("smtp #%d %s close failed: %r", sid, ip, e)
                 session = None
             if mod is not None:
                 mod = None

@@ -1,0 +1,80 @@
+"""A session whose close() raises (MemoryError near a full heap) must still give back its socket
+and its session slot: a leaked slot per such session would, in the end, refuse every client.
+In-process under CPython, real sockets on loopback (the servers' handlers are the same code on
+MicroPython; only the failure is injected here)."""
+
+import asyncio
+import os
+import shutil
+import tempfile
+
+from helpers import free_port
+from pocketpost import config, log, server, smtpserver
+from pocketpost.store import Store
+
+log.set_sink(lambda line: None)
+
+
+def _cfg(root, pop3_port, smtp_port):
+    cfg = config.check({"store": {"root": root, "quota": 0, "reserve": 0},
+                        "server": {"host": "127.0.0.1", "port": pop3_port, "pop3s_port": 0, "cert": "", "key": "",
+                                   "pbkdf2_iterations": 5},
+                        "smtp": {"domains": ["home.example"], "port": smtp_port, "submission_port": 0,
+                                 "smtps_port": 0}})
+    config.add_user(cfg, "alice", "pw", 5)
+    return config.check(cfg)
+
+
+async def _wait(pred, what):
+    for _ in range(500):  # bounded: 5 s
+        if pred():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out waiting for " + what)
+
+
+def _failing_close(self):
+    raise MemoryError("injected")
+
+
+async def _session(port, say, expect):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        line = await asyncio.wait_for(r.readline(), 5)
+        assert line.startswith(expect), line
+        w.write(say)
+        await w.drain()
+        await asyncio.wait_for(r.readline(), 5)
+    finally:
+        w.close()
+
+
+def test_a_close_that_raises_still_frees_the_slot_and_socket(monkeypatch):
+    from pocketpost import pop3server, smtp
+
+    d = tempfile.mkdtemp()
+    try:
+        root = os.path.join(d, "mail")
+        st = Store(root, quota=0, reserve=0)
+        st.create("alice")
+        pport, sport = free_port(), free_port()
+        cfg = _cfg(root, pport, sport)
+        monkeypatch.setattr(pop3server.Session, "close", _failing_close)
+        monkeypatch.setattr(smtp.Session, "close", _failing_close)
+
+        async def run():
+            pop = await server.start(cfg, st)
+            smt = await smtpserver.start(cfg, st, pop.svc)
+            try:
+                for _ in range(3):  # more than once: nothing left over from the one before
+                    await _session(pport, b"USER alice\r\n", b"+OK")
+                    await _wait(lambda: pop.slots.sessions == 0, "the POP3 slot")
+                    await _session(sport, b"EHLO client.example\r\n", b"220")
+                    await _wait(lambda: smt.slots.sessions == 0, "the SMTP slot")
+            finally:
+                smt.close()
+                pop.close()
+
+        asyncio.run(run())
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
