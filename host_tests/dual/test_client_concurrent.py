@@ -83,3 +83,56 @@ def test_two_accounts_fetch_concurrently_each_message_once():
                 assert len(got) == n and sorted(got) == sorted(m[1] for m in boxes[name]), (policy, name, len(got))
     finally:
         _rmtree(d)
+
+
+class _Watch:
+    """A Store that notes, at each delivery's begin, the download code's module object."""
+
+    def __init__(self, store, seen):
+        self._s = store
+        self._seen = seen
+
+    def begin(self, *args, **kw):
+        import sys
+
+        self._seen.append(sys.modules.get("pocketpost.clientget"))
+        return self._s.begin(*args, **kw)
+
+    def __getattr__(self, name):
+        return getattr(self._s, name)
+
+
+def test_download_code_is_not_loaded_again_per_message_after_another_account_ends():
+    """Account "a" (one new message) ends its session while "b" (30) is downloading: its end
+    drops the download code (clientget.py) from sys.modules on MicroPython. b's next downloads
+    load it again once and hold it for the rest of the batch, not once per message (a module
+    load per message: its compile or its objects, on top of the session's heap, each time)."""
+    d = tmpdir()
+    try:
+        boxes = {"a": [(b"a1", b"Subject: a1\r\n\r\nx\r\n")],
+                 "b": [(b"b%d" % i, b"Subject: b%d\r\n\r\ny\r\n" % i) for i in range(1, 31)]}
+        for name in ("a", "b"):
+            Store(d + "/mail").create(name)
+        seen = []
+
+        def opener_for(msgs):
+            async def opener(host, port, ms, ctx):
+                return _Yielding(Pop3Pair(Scripted(msgs)).conn())
+
+            return opener
+
+        async def main():
+            store = Store(d + "/mail")
+            return await asyncio.gather(
+                client.fetch_account(_acct(d, "a", "keep"), store, None, opener_for(boxes["a"])),
+                client.fetch_account(_acct(d, "b", "keep"), _Watch(store, seen), None, opener_for(boxes["b"])))
+
+        sa, sb = asyncio.run(main())
+        assert sa["fetched"] == 1 and sb["fetched"] == 30, (sa, sb)
+        copies = []
+        for m in seen:
+            if m not in copies:
+                copies.append(m)
+        assert len(seen) == 30 and len(copies) <= 3, len(copies)
+    finally:
+        _rmtree(d)
