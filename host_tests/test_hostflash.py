@@ -141,3 +141,70 @@ def test_open_block_reaches_the_file_in_order(tmp_path):
     r = subprocess.run([MICROPYTHON, str(script)], capture_output=True, timeout=WAIT_S)
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.decode().split("\n")[:4] == ["held True", "ordered True True", "synced True", "read True"]
+
+
+STEPS = r"""
+import os, sys
+def put(path, data, times):
+    f = open(path, "wb")
+    for k in range(times):
+        f.write(data)
+    f.close()
+    print("closed", path[6:])
+os.mkdir("/flash/d")
+print("closed /d")
+for n, size in (("one", 3000), ("multi", 50000), ("gone", 9000), ("moved", 20000)):
+    put("/flash/" + n, bytes((i * 7 + len(n)) & 0xFF for i in range(1000)), size // 1000)
+for i in range(%d):
+    put("/flash/d/s%%d" %% i, b"small %%d " %% i * 7, 1)
+os.remove("/flash/gone")
+print("removed /gone")
+os.rename("/flash/moved", "/flash/d/moved")
+print("renamed /moved")
+put("/flash/d/last", b"the last commit", 1)
+sys.stdin.readline()
+"""
+
+
+def test_killed_at_any_point_leaves_a_consistent_image(tmp_path):
+    """SIGKILL at spread-out moments of the workload (not only after it): the image always mounts,
+    each file in it is empty (created, nothing committed yet) or whole, every file closed before
+    the kill is there whole (unless removed or renamed after), and the rename is never half
+    done: the image is a state littlefs passed through, as the docstring of FileBlockDev says."""
+    full = expected()
+    full["/gone"] = bytes((i * 7 + 4) & 0xFF for i in range(1000)) * 9
+    full["/moved"] = full["/d/moved"]
+    script = tmp_path / "steps.py"
+    script.write_text(STEPS % SMALL)
+    for k in range(12):
+        img = str(tmp_path / ("flash%d.img" % k))
+        with open(img, "wb") as f:
+            f.write(b"\xff" * (BLOCKS * 4096))
+        p = subprocess.Popen([MICROPYTHON, os.path.join(TOOLS, "hostflash.py"), img, "--mkfs", "-f", str(script)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            time.sleep(0.025 * (k + 1))  # the moment of the cut (not a synchronisation: any moment will do)
+            p.send_signal(signal.SIGKILL)
+            p.wait(timeout=10)
+            out = p.stdout.read().decode()
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=10)
+            for s in (p.stdin, p.stdout, p.stderr):
+                s.close()
+        done = [ln.split(" ", 1)[1] for ln in out.splitlines() if " " in ln]
+        try:
+            files = pseudoboard.read_image(img, block_count=BLOCKS)
+        except Exception as e:
+            if "/d" in done:
+                raise AssertionError("cut %d (after %s): the image does not mount: %s" % (k, done[-1:], e))
+            continue  # cut before the first commit after the format
+        for path, data in files.items():
+            assert data == b"" or data == full[path], (k, path, len(data))
+        for path in done:
+            if path.startswith("/d/s") or path in ("/one", "/multi", "/d/last"):
+                assert files.get(path) == full[path], (k, path, done[-1:])
+        assert not ("/moved" in files and "/d/moved" in files), k
+        if "/moved" in done and "renamed" not in out:
+            assert "/moved" in files or "/d/moved" in files, k

@@ -564,8 +564,9 @@ def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
     a batch downloads; called straight, no coroutine of _cold's on top of the download's).
     Returns (key, info or None if a duplicate, store error or None)."""
     get = sys.modules.get("pocketpost.clientget")
-    if get is None:
-        return _cold("clientget", "download", c, st, store, mailbox, n, uid, size, top, want_headers)
+    if get is None:  # another account's fetch (board.py: they run at once) dropped it: load it
+        __import__("pocketpost.clientget")  # again, held for the rest of this batch (not per message)
+        get = sys.modules["pocketpost.clientget"]
     return get.download(c, st, store, mailbox, n, uid, size, top, want_headers)
 
 

@@ -69,17 +69,20 @@ async def finish(c, st, count, refused, now, sane):
     if refused is not None:
         # Rare: DELEs refused for messages stored earlier. Their records were marked when the
         # policy chose them; find their UIDs again (refused ones are still listed).
+        # clientplan (its listing) and uidcompact (clear_deleted) are loaded for this rare case
+        # and dropped after it: uidcompact once for all of them (a read-only maildrop refuses
+        # every DELE), not once per refused message as st._cold would.
+        from pocketpost import clientplan, uidcompact
+
         def on_refused(n, uid):
             if _bit(refused, n) and valid_uid(uid):
-                st._cold("clear_deleted", bytes(uid))  # (uidcompact.py: loaded for it)
-
-        from pocketpost import clientplan  # its listing: loaded for this rare case, dropped after it
+                uidcompact.clear_deleted(st, bytes(uid))
 
         try:
             await clientplan.listing(c, "UIDL", count, on_refused)
         finally:
-            clientplan = None
-            forget(("clientplan",))
+            clientplan = uidcompact = on_refused = None
+            forget(("clientplan", "uidcompact"))
     await c.quit()
 
     def keep(first_seen, flag, synthetic, seen, dele):

@@ -384,7 +384,11 @@ class UidState:
         repaired file, or a journal near its bound. The client then compacts (tidy) before it
         begins that message's delivery, so a compaction (uidcompact.py) never comes on top of
         a delivery's heap at the save before the commit."""
-        return self._compact or self._jbytes + _MAX_ENTRY_LINE + MAX_STATE_LINE > self._bound()
+        # Its batch: the drops and changes journaled since the last save (a T or X line each,
+        # shorter than an entry line), the entries added (the last message's), its P line.
+        k = len(self.added)
+        lines = self._ne + (k if k > 1 else 1)
+        return self._compact or self._jbytes + lines * _MAX_ENTRY_LINE + MAX_STATE_LINE > self._bound()
 
     def tidy(self):
         """Compact now if due(); returns True if it compacted."""

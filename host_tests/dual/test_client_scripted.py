@@ -441,3 +441,33 @@ def test_cut_in_each_cold_step_keeps_each_message_once():
             assert sorted(stored) == sorted(m[1] for m in msgs) and box == [], (cuts, s, len(stored), len(box))
         finally:
             b.done()
+
+
+@case
+def test_refused_deles_load_the_table_code_once(b):
+    """A read-only maildrop refuses every DELE of the messages stored earlier (policy delete):
+    at the session's end each refused record is cleared again (uidcompact.clear_deleted). The
+    table code is loaded once for them, not once per refused message (on MicroPython a module
+    load each: its compile or its objects, every session, for every message of the mailbox)."""
+    import sys
+
+    from pocketpost import compat
+
+    msgs = [(b"u%d" % i, b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(1, 21)]
+    b.fetch(Scripted(msgs))
+    loads = [0]
+    real = compat.forget
+
+    def counting(names):
+        if compat.IS_MICROPYTHON and "uidcompact" in names and "pocketpost.uidcompact" in sys.modules:
+            loads[0] += 1  # dropped: the next use loads it again
+        real(names)
+
+    compat.forget = counting
+    try:
+        srv = Scripted(msgs, dele=b"-ERR read-only\r\n")
+        st = b.fetch(srv, policy="delete")
+    finally:
+        compat.forget = real
+    assert st["deleted"] == 0 and srv.seen.count(b"QUIT") == 1 and len(b.uids()) == 20
+    assert loads[0] <= 4, loads[0]  # the load, a compaction, the retain after QUIT, ...

@@ -516,3 +516,37 @@ def test_store_reserve_includes_each_accounts_state_need():
         assert two.reserve == 1000 + uidstate.flash_need(uidstate.DEFAULT_MAX_ENTRIES) + uidstate.flash_need(50)
     finally:
         cleanup()
+
+
+def test_due_counts_the_edits_waiting_for_the_next_save():
+    """The client compacts before a delivery when due() says the next save would (tidy), so a
+    compaction never runs inside the save between a message's pending entry and its commit,
+    on top of the delivery's heap. Drops and first_seen changes journaled since the last save
+    (clientplan's restamping of entries first seen while the clock was unset: a T record each)
+    go out with that save: due() must count them too."""
+    def body(d):
+        st = UidState(d, "e", 200).load()
+        for i in range(40):
+            st.add(b"old%d" % i, 0, "f")  # first seen while the clock was unset
+        st.save()
+        st = UidState(d, "e", 200).load()
+        st.journal_min = 600
+        inside = []
+        real = st.compact
+        st.compact = lambda: (inside.append(1), real())
+        for i in range(40):
+            if i % 10 == 0:  # a session's first pass: the clock is set now, restamp 10 entries
+                for j in range(i, i + 10):
+                    st.add(b"old%d" % j, 1700000000, "f")
+            inside.clear()
+            if st.due():
+                real()  # client.fetch_account: st.compact() before the delivery
+            uid = _uid70(i)
+            st.set_pending(100 + i, SHA, "l%d" % i, 1700000000 + i, "f", uid)
+            st.save()  # clientget.download: the save before the commit
+            assert not inside, "a compaction inside the pending save at message %d" % i
+            st.add(uid, 1700000000 + i)
+            st.clear_pending()
+        st.save()
+        assert _snapshot(UidState(d, "e", 200).load()) == _snapshot(st)
+    _with_dir(body)
