@@ -132,16 +132,10 @@ def _popcount(mask, nbytes):
 
 
 def commit(mb, deleted):
-    """UPDATE state: apply every deletion of the session together, then release the lock.
-
-    deleted: the session's bitmask (bytes, bytearray or memoryview): bit (i & 7) of byte i >> 3 set when
-    message i (0-based) is deleted (pop3server.Session keeps one); or any other iterable of
-    0-based indices (duplicates are fine), turned into such a bitmask of (count + 7) // 8
-    bytes. That bitmask is the only state that grows with the mailbox: the intent log is
-    written while the index is read a block at a time, and nothing is kept per deletion.
-    An index or a set bit beyond count raises StoreError('SYS/PERM') and deletes nothing.
-    Returns the number of messages deleted. mb: the storesession.Mailbox (its index file and
-    buffer are read here, then closed; the lock is released at the end, whatever happens)."""
+    """The work of storesession.Mailbox.commit(deleted) (its docstring says what `deleted` may
+    be and what is returned): every deletion of the session applied together through the intent
+    log, then the lock released. mb: the Mailbox (its index file and buffer are read here, then
+    closed; the lock is released at the end, whatever happens)."""
     if mb._box is None:
         raise StoreError("mailbox released")
     box = mb._box
