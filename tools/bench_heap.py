@@ -151,6 +151,7 @@ class Env:
         self.base = base
         self.smtp = smtp
         self.board = False  # --board: heapwork loads in board.main's order
+        self.runner = False  # --runner: heapwork runs board.main itself (boot.py's modules too)
         self.mpy = build_mpy(os.path.join(base, "mpy"), extra=(WORK, PROF))
         self.rom = None
         self.up = None
@@ -240,7 +241,7 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
                          "max_message_size": 2 * MIB}
     _patch_config(srv.config_path, **extra)
     go = os.path.join(d, "go")
-    flags = (["fetch"] if fetch else []) + (["smtp"] if env.smtp and fetch else []) + (["board"] if env.board else [])
+    flags = (["fetch"] if fetch else []) + (["smtp"] if env.smtp and fetch else []) + (["board"] if env.board else []) + (["runner"] if env.runner else [])
     try:
         try:
             if rom:
@@ -373,6 +374,7 @@ def main():
     ap.add_argument("--only", default="code,a,b,c,d,e,rom")
     ap.add_argument("--no-smtp", action="store_true", help="c without its SMTP session")
     ap.add_argument("--board", action="store_true", help="heapwork in board.main's order: config, store, client (with fetch), then the services")
+    ap.add_argument("--runner", action="store_true", help="heapwork runs board.main (the board's Runner with stand-in Wi-Fi, NTP and watchdog, after boot.py's safemode/flashfs) as main.py does")
     ap.add_argument("-v", action="store_true")
     a = ap.parse_args()
     VERBOSE[0] = a.v
@@ -385,6 +387,7 @@ def main():
     base = tempfile.mkdtemp(prefix="pp-heap-")
     env = Env(base, smtp)
     env.board = a.board
+    env.runner = a.runner
     rows = []
     log = print if a.v else None
 
