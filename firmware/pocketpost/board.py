@@ -43,7 +43,7 @@ import time
 from pocketpost import log
 from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, const, ticks_diff, ticks_ms
 
-_TYPING = False
+_TYPING = const(0)  # a const: mpy-cross drops the block and its names (machine, network)
 if _TYPING:  # never true at run time: lets mypy check calls against the ESP32 stubs
     import machine  # noqa: F401
     import network  # noqa: F401
