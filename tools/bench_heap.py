@@ -159,7 +159,8 @@ class Env:
 
     def romfs(self):
         if self.rom is None:
-            mods = [m for m in modules() if part_of(m) != "glue"]
+            # --runner loads the board glue too (board, safemode, flashfs), from the image as deploy puts it
+            mods = [m for m in modules() if part_of(m) != "glue" or self.runner]
             self.rom = build_romfs(os.path.join(self.base, "rom"), mods, extra=(WORK, PROF))
         return self.rom
 
