@@ -24,7 +24,11 @@ see tools/heapwork.py):
 
 The upstream of the fetcher is a second pocketpost server process (full heap).
 
-    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code] [--no-smtp] [-v]
+    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code] [--no-smtp] [--board | --runner] [-v]
+
+--runner runs a-c through board.main as main.py does (boot.py's safemode and flashfs first; the
+Runner with stand-in Wi-Fi, NTP and watchdog; the fetch from the fetch schedule): what a board
+running everything holds, board.py's code and interned names included.
 """
 
 import argparse
