@@ -434,7 +434,7 @@ def main():
                 print("  e  server heap 10 MiB - 1 KiB: %+d KiB   %s" % (d, "flat (within the 1 KiB step)" if abs(d) <= 1 else ("NOT flat" if d > 0 else "10 MiB needed less: bisection noise")))
         if "rom" in only:
             size = env.romfs()[2]
-            print("  ROMFS image: %d B (every module but %s, + the workload script)" % (size, "admin/mailport" if env.runner else "board/admin/safemode"))
+            print("  ROMFS image: %d B (every module but %s, + the workload script)" % (size, "nothing" if env.runner else "board/admin/safemode"))
             up = 64 if env.runner else 0  # the image holds the board glue too: ~25 KiB more of it in the heap
             row("a  ROMFS: server listening", None, lambda k: server_trial(env, k, 0, rom=True), 16, 256 + up, size)
             row("b  ROMFS: 2 sessions x 1 MiB RETR (1 POP3S)", None, lambda k: server_trial(env, k, 2, rom=True), 16, 320 + up, size)
