@@ -1,6 +1,6 @@
 # The single-process workload of tools/bench_heap.py (runs under micropython, loaded as .mpy).
 #
-#     micropython -X heapsize=N -m heapwork CONFIG GO_FILE [fetch] [smtp]
+#     micropython -X heapsize=N -m heapwork CONFIG GO_FILE [fetch] [smtp] [board | runner]
 #
 # One asyncio loop holds every service, as the board's Runner (pocketpost/board.py) runs them:
 # the POP3 server (POP3 + POP3S) on the config's store and, with "fetch", the fetcher pulling the
@@ -10,11 +10,21 @@
 # The process serves until killed.
 import sys
 
+RUNNER = "runner" in sys.argv
+if RUNNER:  # firmware/boot.py's work, as a board does it before main.py (safe mode off here)
+    from pocketpost import safemode
+
+    safemode.check(safemode.board_pin())
+    from pocketpost import flashfs
+
+    flashfs.tune_board()
+
 import asyncio
 
 from pocketpost import heapmark
 
-heapmark.compact_gc()  # as board.main does before it loads the services
+if not RUNNER:
+    heapmark.compact_gc()  # as board.main does before it loads the services
 
 # The server is imported before the config is loaded, unlike board.main (load_config, open_store,
 # then Runner.serve imports pocketpost.server): the board's order measured 3-4 KiB more for
@@ -24,13 +34,14 @@ heapmark.compact_gc()  # as board.main does before it loads the services
 from pocketpost import log  # noqa: E402
 
 BOARD = "board" in sys.argv
-if not BOARD:
+if not BOARD and not RUNNER:
     from pocketpost import server  # noqa: E402
 
-try:  # the store's session side (lock, Mailbox), loaded with the server as board.Runner.serve does
-    from pocketpost import storesession  # noqa: E402,F401
-except ImportError:  # a tree from before it
-    pass
+if not RUNNER:
+    try:  # the store's session side (lock, Mailbox), loaded with the server as board.Runner.serve does
+        from pocketpost import storesession  # noqa: E402,F401
+    except ImportError:  # a tree from before it
+        pass
 
 
 def _load(path):
@@ -44,6 +55,113 @@ def _load(path):
     return c, st
 
 
+def _exists(p):
+    import os
+
+    try:
+        os.stat(p)
+        return True
+    except OSError:
+        return False
+
+
+def _runner(path, go, flags):
+    """With "runner": the board's own code does the work. main.py's board.main(CONFIG, hw), with
+    a stand-in Hardware (Wi-Fi that connects, NTP that succeeds, a watchdog) so that every part
+    of board.py a board runs is loaded and run (Wi-Fi, clock and watchdog keepers, the
+    supervisor, store check, the fetch schedule's settle and fetch_loop). The one change: the
+    account's first fetch waits for GO_FILE (the benchmark's signal), then prints FETCHED."""
+    from pocketpost import board
+
+    class Wlan:  # network.WLAN(STA_IF) that associates at once
+        def __init__(self):
+            self.on = False
+
+        def active(self, v):
+            self.on = v
+
+        def config(self, **kw):
+            pass
+
+        def disconnect(self):
+            pass
+
+        def connect(self, ssid, pw):
+            pass
+
+        def isconnected(self):
+            return self.on
+
+        def status(self):
+            return 1010
+
+        def ifconfig(self):
+            return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
+
+    class Ntp:  # the ntptime module: the host's clock is set
+        host = ""
+
+        def settime(self):
+            pass
+
+    class Wdt:
+        def feed(self):
+            pass
+
+    base = board.Runner
+
+    class Run(base):
+        async def run(self, secrets_path=None):  # READY once the services listen
+            asyncio.create_task(_ready(self))
+            await base.run(self, secrets_path)
+
+        async def fetch_loop(self, client, acct, interval_s):
+            n = 0
+            while not _exists(go):
+                n += 1
+                if n > 6000:  # 60 s: the benchmark never said go
+                    print("NOGO")
+                    return
+                await asyncio.sleep(0.01)
+            asyncio.create_task(_fetched(self))
+            await base.fetch_loop(self, client, acct, interval_s)
+
+    async def _fetched(r):
+        while not r.fetches:
+            await asyncio.sleep(0.01)
+        for st in r.fetches.values():
+            print("FETCHED", st.get("bytes", st))
+        import micropython
+
+        micropython.qstr_info()
+
+    async def _ready(r):
+        while r.server is None or ("smtp" in flags and r.smtp is None):
+            await asyncio.sleep(0.01)
+        print("READY")
+
+    import json
+
+    with open(path) as f:
+        cfg = json.load(f)
+    sv = cfg.setdefault("services", {})
+    sv["fetch_interval_s"] = 86400 if "fetch" in flags else 0  # one fetch in the benchmark's time
+    cfg_path = go + ".config.json"  # the board reads its own config.json
+    sec_path = go + ".secrets.json"
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+    with open(sec_path, "w") as f:
+        json.dump({"ssid": "bench", "password": "pw", "hostname": "pocketpost"}, f)
+    cfg = sv = None
+    hw = board.Hardware(wlan=Wlan(), ntptime=Ntp(), make_wdt=lambda ms: Wdt())
+    board.Runner = Run
+    board.main(cfg_path, hw, sec_path)
+
+
+if RUNNER:
+    _runner(sys.argv[1], sys.argv[2], sys.argv[3:])
+    raise SystemExit
+
 cfg, store = _load(sys.argv[1])
 go = sys.argv[2]
 flags = sys.argv[3:]
@@ -53,16 +171,6 @@ if BOARD and "fetch" in flags:
 
     _client.settle(cfg["accounts"][0], store)
     _client = None
-
-
-def _exists(p):
-    import os
-
-    try:
-        os.stat(p)
-        return True
-    except OSError:
-        return False
 
 
 async def _fetch():

@@ -43,7 +43,7 @@ import time
 from pocketpost import log
 from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, const, ticks_diff, ticks_ms
 
-_TYPING = False
+_TYPING = const(0)  # a const: mpy-cross drops the block and its names (machine, network)
 if _TYPING:  # never true at run time: lets mypy check calls against the ESP32 stubs
     import machine  # noqa: F401
     import network  # noqa: F401
@@ -53,19 +53,19 @@ if _TYPING:  # never true at run time: lets mypy check calls against the ESP32 s
 CONFIG_PATH = "config.json"
 SECRETS_PATH = "secrets.json"  # {"ssid": ..., "password": ..., "hostname": ...}; git-ignored
 # Boot: try this many times before starting the services anyway; the keeper goes on trying.
-WIFI_RETRIES = const(5)
-WIFI_BACKOFF_MS = const(1000)  # first pause after a failed attempt; doubles each time
-WIFI_BACKOFF_MAX_MS = const(60000)  # cap: an AP that is down for hours is retried each minute
+_WIFI_RETRIES = const(5)
+_WIFI_BACKOFF_MS = const(1000)  # first pause after a failed attempt; doubles each time
+_WIFI_BACKOFF_MAX_MS = const(60000)  # cap: an AP that is down for hours is retried each minute
 # One attempt: association + WPA2 handshake + DHCP usually take 2-6 s; a busy AP up to ~10 s.
-WIFI_CONNECT_TIMEOUT_MS = const(15000)
-WIFI_POLL_MS = const(250)  # isconnected() poll while an attempt is in progress
-WIFI_CHECK_MS = const(5000)  # link poll once up: a drop is noticed within 5 s
+_WIFI_CONNECT_TIMEOUT_MS = const(15000)
+_WIFI_POLL_MS = const(250)  # isconnected() poll while an attempt is in progress
+_WIFI_CHECK_MS = const(5000)  # link poll once up: a drop is noticed within 5 s
 NTP_HOST = "pool.ntp.org"
 # ESP32 RTC drift is seconds per day; certificate validity checks need minutes. 6 h is plenty.
-NTP_INTERVAL_S = const(21600)
-NTP_RETRY_S = const(60)  # after a failed sync (UDP lost, DNS down)
+_NTP_INTERVAL_S = const(21600)
+_NTP_RETRY_S = const(60)  # after a failed sync (UDP lost, DNS down)
 # The clock is taken as unset before this year: a board without NTP boots in 2000.
-CLOCK_VALID_YEAR = const(2024)
+_CLOCK_VALID_YEAR = const(2024)
 # WDT_TIMEOUT_MS (imported from compat, where it says why 30 s): the watchdog period.
 WDT_FEED_DIVISOR = const(4)  # feed every timeout/4: three missed feeds still do not reset
 SERVICE_SERVER = True  # run the POP3 server
@@ -78,12 +78,12 @@ SERVICE_SMTP = True  # run the SMTP receiver (only ever started when the config 
 # turns it on: its stdin is the pty that stands for the USB serial).
 SERVICE_USB_LINK = IS_MICROPYTHON and sys.platform != "linux"
 USB_LINK_MAGIC = b"pocketpost-live"  # a host's start line begins with this (then "1 <cmd> ...")
-FETCH_INTERVAL_S = const(0)  # 0: no fetch schedule; else fetch every account every N seconds
-RESTART_BACKOFF_MS = const(1000)  # first pause before restarting a failed service; doubles
-RESTART_BACKOFF_MAX_MS = const(60000)
-RESTARTS_BEFORE_RESET = const(8)  # consecutive failures of one service before machine.reset()
-SERVICE_HEALTHY_MS = const(300000)  # a service that ran 5 min before failing is "healthy again"
-FATAL_RESET_DELAY_MS = const(10000)  # top-level failure: log, wait (REPL can Ctrl-C), reset
+_FETCH_INTERVAL_S = const(0)  # 0: no fetch schedule; else fetch every account every N seconds
+_RESTART_BACKOFF_MS = const(1000)  # first pause before restarting a failed service; doubles
+_RESTART_BACKOFF_MAX_MS = const(60000)
+_RESTARTS_BEFORE_RESET = const(8)  # consecutive failures of one service before machine.reset()
+_SERVICE_HEALTHY_MS = const(300000)  # a service that ran 5 min before failing is "healthy again"
+_FATAL_RESET_DELAY_MS = const(10000)  # top-level failure: log, wait (REPL can Ctrl-C), reset
 # After Ctrl-C: the most the cancelled tasks get to run their finally blocks. Each needs one pass
 # of the loop (nothing awaits in a finally); 2 s bounds a wedged one and keeps mpremote waiting
 # well under its 10 s for the raw REPL prompt.
@@ -151,11 +151,11 @@ class Wifi:
         ssid,
         password,
         hostname=None,
-        backoff_ms=WIFI_BACKOFF_MS,
-        backoff_max_ms=WIFI_BACKOFF_MAX_MS,
-        connect_timeout_ms=WIFI_CONNECT_TIMEOUT_MS,
-        check_ms=WIFI_CHECK_MS,
-        poll_ms=WIFI_POLL_MS,
+        backoff_ms=_WIFI_BACKOFF_MS,
+        backoff_max_ms=_WIFI_BACKOFF_MAX_MS,
+        connect_timeout_ms=_WIFI_CONNECT_TIMEOUT_MS,
+        check_ms=_WIFI_CHECK_MS,
+        poll_ms=_WIFI_POLL_MS,
     ):
         # type: (network.WLAN, str, str, str | None, int, int, int, int, int) -> None
         self.wlan = wlan
@@ -245,13 +245,13 @@ class Wifi:
 
 
 def clock_is_set():
-    return time.gmtime()[0] >= CLOCK_VALID_YEAR
+    return time.gmtime()[0] >= _CLOCK_VALID_YEAR
 
 
 class Clock:
     """NTP through the `ntptime` module: once at start, then every interval while Wi-Fi is up."""
 
-    def __init__(self, ntptime, host=NTP_HOST, interval_s=NTP_INTERVAL_S, retry_s=NTP_RETRY_S):
+    def __init__(self, ntptime, host=NTP_HOST, interval_s=_NTP_INTERVAL_S, retry_s=_NTP_RETRY_S):
         self.ntptime = ntptime
         self.host = host
         self.interval_s = interval_s
@@ -329,10 +329,10 @@ class Supervisor:
     def __init__(
         self,
         reset=None,
-        backoff_ms=RESTART_BACKOFF_MS,
-        backoff_max_ms=RESTART_BACKOFF_MAX_MS,
-        reset_after=RESTARTS_BEFORE_RESET,
-        healthy_ms=SERVICE_HEALTHY_MS,
+        backoff_ms=_RESTART_BACKOFF_MS,
+        backoff_max_ms=_RESTART_BACKOFF_MAX_MS,
+        reset_after=_RESTARTS_BEFORE_RESET,
+        healthy_ms=_SERVICE_HEALTHY_MS,
     ):
         self.reset = reset
         self.backoff_ms = backoff_ms
@@ -637,17 +637,17 @@ class Runner:
             if secrets is not None:
                 self.wifi = Wifi(
                     hw.wlan, secrets["ssid"], secrets.get("password", ""), secrets.get("hostname"),
-                    backoff_ms=w.get("backoff_ms", WIFI_BACKOFF_MS),
-                    backoff_max_ms=w.get("backoff_max_ms", WIFI_BACKOFF_MAX_MS),
-                    connect_timeout_ms=w.get("connect_timeout_ms", WIFI_CONNECT_TIMEOUT_MS),
-                    check_ms=w.get("check_ms", WIFI_CHECK_MS),
+                    backoff_ms=w.get("backoff_ms", _WIFI_BACKOFF_MS),
+                    backoff_max_ms=w.get("backoff_max_ms", _WIFI_BACKOFF_MAX_MS),
+                    connect_timeout_ms=w.get("connect_timeout_ms", _WIFI_CONNECT_TIMEOUT_MS),
+                    check_ms=w.get("check_ms", _WIFI_CHECK_MS),
                 )
-                await self.wifi.connect(w.get("retries", WIFI_RETRIES))
+                await self.wifi.connect(w.get("retries", _WIFI_RETRIES))
                 self._spawn(self.wifi.keep())
         n = _section(cfg, "ntp")
         if hw.ntptime is not None and n.get("host", NTP_HOST):
-            self.clock = Clock(hw.ntptime, n.get("host", NTP_HOST), n.get("interval_s", NTP_INTERVAL_S),
-                               n.get("retry_s", NTP_RETRY_S))
+            self.clock = Clock(hw.ntptime, n.get("host", NTP_HOST), n.get("interval_s", _NTP_INTERVAL_S),
+                               n.get("retry_s", _NTP_RETRY_S))
             self._spawn(self.clock.keep(self.wifi))
             await _sleep_ms(0)  # let the first sync run before services open TLS
         if not clock_is_set():
@@ -655,7 +655,7 @@ class Runner:
         self.store = open_store(cfg)
         await self.check_store()
         sv = _section(cfg, "services")
-        interval = sv.get("fetch_interval_s", FETCH_INTERVAL_S)
+        interval = sv.get("fetch_interval_s", _FETCH_INTERVAL_S)
         if interval and cfg.get("accounts"):
             self.settle_fetches(cfg["accounts"])  # before any session can delete local mail
         if sv.get("server", SERVICE_SERVER):
@@ -690,7 +690,7 @@ async def _stop(tasks, ms):
         await _sleep_ms(_SHUTDOWN_POLL_MS)
 
 
-def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=FATAL_RESET_DELAY_MS):
+def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=_FATAL_RESET_DELAY_MS):
     """Start everything from the config and run forever. On a board, a failure outside the
     services is logged and the board resets after a pause; Ctrl-C returns to the REPL."""
     global current
