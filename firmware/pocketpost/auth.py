@@ -58,7 +58,7 @@ DEFAULT_ITERATIONS = const(1000)
 # count of billions. The real limit is the board's ceiling (config.pbkdf2_ceiling), lower.
 MAX_ITERATIONS = const(200000)
 SALT_BYTES = const(16)
-MAX_SALT_BYTES = const(64)  # a stored salt longer than this is a corrupt entry
+_MAX_SALT_BYTES = const(64)  # a stored salt longer than this is a corrupt entry
 _DKLEN = const(32)
 _BLOCK = const(64)
 
@@ -239,7 +239,7 @@ def parse_hash(stored):
     except (ValueError, TypeError):
         raise AuthError("malformed password hash")
     # One PBKDF2 block only: a longer stored hash would multiply the work of every login.
-    if it < 1 or it > MAX_ITERATIONS or len(k1) != _DKLEN or len(k2) != _DKLEN or len(salt) > MAX_SALT_BYTES:
+    if it < 1 or it > MAX_ITERATIONS or len(k1) != _DKLEN or len(k2) != _DKLEN or len(salt) > _MAX_SALT_BYTES:
         raise AuthError("malformed password hash")
     if legacy:
         k1, k2 = scram_keys(k1)

@@ -126,8 +126,8 @@ LOG_DEFAULTS = {"level": "info"}
 SECRETS_FILE = "secrets.json"
 ACCOUNT_SECRETS = ("password", "refresh_token", "client_secret")  # the last two: OAuth (oauth2.py)
 # The PBKDF2 ceiling: one hash, even run synchronously (admin.add_user at the REPL, where nothing
-# else feeds the watchdog), must fit in 1/PBKDF2_WATCHDOG_DIVISOR of the watchdog period.
-PBKDF2_WATCHDOG_DIVISOR = const(2)
+# else feeds the watchdog), must fit in 1/_PBKDF2_WATCHDOG_DIVISOR of the watchdog period.
+_PBKDF2_WATCHDOG_DIVISOR = const(2)
 # A config without a "watchdog" section (the host) is held to the board default, WDT_TIMEOUT_MS.
 
 # A user / mailbox name: it becomes a directory name on flash.
@@ -184,8 +184,8 @@ def pbkdf2_ceiling(cfg):
     us = sv.get("pbkdf2_iteration_us") if isinstance(sv, dict) else None
     if not isinstance(us, (int, float)) or isinstance(us, bool) or us <= 0:
         us = SERVER_DEFAULTS["pbkdf2_iteration_us"]
-    n = min(MAX_ITERATIONS, int(ms * 1000 / (us * PBKDF2_WATCHDOG_DIVISOR)))
-    return n, "1/%d of the %d ms watchdog at %s us per iteration" % (PBKDF2_WATCHDOG_DIVISOR, ms, us)
+    n = min(MAX_ITERATIONS, int(ms * 1000 / (us * _PBKDF2_WATCHDOG_DIVISOR)))
+    return n, "1/%d of the %d ms watchdog at %s us per iteration" % (_PBKDF2_WATCHDOG_DIVISOR, ms, us)
 
 
 def check(cfg):

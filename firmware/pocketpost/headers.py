@@ -7,7 +7,7 @@ Date and Message-ID: lines are framed by the shared `wire.LineReader`, a continu
 (starting with space or tab) is unfolded into the field before it (RFC 5322 section 2.2.3), and
 the first empty line ends the header; everything after it is ignored without being buffered,
 so memory does not depend on the message. Each kept value is bounded (MAX_VALUE); a header
-line over MAX_HEADER_LINE octets is dropped (RFC 5322 section 2.1.1 caps lines at 998).
+line over _MAX_HEADER_LINE octets is dropped (RFC 5322 section 2.1.1 caps lines at 998).
 
 `decode(raw_bytes) -> str` turns a field value into text: RFC 2047 encoded words (B and Q) in
 UTF-8, US-ASCII, ISO-8859-1 and Windows-1252; whitespace between adjacent encoded words is
@@ -23,7 +23,7 @@ from pocketpost.wire import LineReader
 
 WANTED = ("from", "to", "subject", "date", "message-id")
 # RFC 5322 section 2.1.1: "Each line of characters MUST be no more than 998 characters ... excluding the CRLF".
-MAX_HEADER_LINE = const(1000)
+_MAX_HEADER_LINE = const(1000)
 # Octets kept per field after unfolding: enough for a subject or a long To list's start.
 MAX_VALUE = const(512)
 _BUF = const(1024)
@@ -37,7 +37,7 @@ _CP1252 = (
 
 class HeaderParser:
     def __init__(self):
-        self._r = LineReader(MAX_HEADER_LINE, _BUF)
+        self._r = LineReader(_MAX_HEADER_LINE, _BUF)
         self.done = False
         self.raw = {}  # field name -> unfolded raw value (bytes)
         self._cur = None  # field being continued, or None

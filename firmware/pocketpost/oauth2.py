@@ -47,7 +47,7 @@ _SANE_TIME = const(1577836800)  # 2020-01-01
 REFRESH_DEADLINE = const(15)
 # A token endpoint's answer is a few hundred octets of JSON (Microsoft's with its refresh token
 # ~3 KB); more than this is not a token response, and the board's heap must not pay for it.
-MAX_RESPONSE = const(16384)
+_MAX_RESPONSE = const(16384)
 # An access token longer than this is refused (Microsoft's are ~2 KB, Google's ~200 octets): it
 # goes on one POP3 line, and the client's heap holds it for the session.
 MAX_TOKEN = const(8192)
@@ -459,7 +459,7 @@ def parse_token_response(status, body):
 
 
 # --- HTTP, the I/O -----------------------------------------------------------------------------
-def http_post(url, body, account, deadline=REFRESH_DEADLINE, max_response=MAX_RESPONSE):
+def http_post(url, body, account, deadline=REFRESH_DEADLINE, max_response=_MAX_RESPONSE):
     """POST `body` (form-encoded) to `url` over TLS, certificate verified against the account's
     token_ca (DER; default its "ca"; CPython without one: the system store). Blocking, the whole
     exchange bounded by `deadline` seconds and the answer by `max_response` octets.

@@ -10,14 +10,14 @@ whose argument is the rest of the line (a password may hold spaces), and AUTH, w
 response may exceed the 40-octet argument limit.
 
 Numbers follow one strict rule (documented in the README): 1 to 10 ASCII digits, no sign, no
-leading zero, value at most MAX_NUMBER. So `RETR 01`, `RETR -1`, `RETR 1x` and
+leading zero, value at most _MAX_NUMBER. So `RETR 01`, `RETR -1`, `RETR 1x` and
 `LIST 4294967297` are all rejected with -ERR rather than read as something else.
 
 Replies: `reply(ok, text, code)` builds a status line; `parse_reply(line)` reads one into
 `Reply` (ok, resp-code, text). Whether a +OK reply is followed by a multi-line block depends on
 the command *and* its arguments (`LIST` vs `LIST 1`): `is_multiline(keyword, nargs)` decides.
 
-This module keeps only what both sides use (ProtocolError, parse_number, MAX_NUMBER). The two
+This module keeps only what both sides use (ProtocolError, parse_number, _MAX_NUMBER). The two
 halves load at their first use through this module's __getattr__ (`from pocketpost.pop3 import
 reply` and `... import parse_reply` work as before):
 - the server's side, pop3cmd.py: `parse_command`, `COMMANDS`, `reply`, MAX_ARG, MAX_KEYWORD (a
@@ -29,7 +29,7 @@ reply` and `... import parse_reply` work as before):
 from pocketpost.compat import const
 
 # Largest message number / line count we accept: fits a signed 32-bit int on every port.
-MAX_NUMBER = const(2147483647)
+_MAX_NUMBER = const(2147483647)
 _MAX_DIGITS = const(10)
 _SERVER_SIDE = ("parse_command", "COMMANDS", "reply", "MAX_ARG", "MAX_KEYWORD")
 
@@ -44,7 +44,7 @@ class ProtocolError(Exception):
 
 
 def parse_number(word, minimum=1):
-    """Strict decimal: digits only, no sign, no leading zero, <= MAX_NUMBER."""
+    """Strict decimal: digits only, no sign, no leading zero, <= _MAX_NUMBER."""
     n = len(word)
     if n == 0 or n > _MAX_DIGITS:
         raise ProtocolError("invalid number")
@@ -54,7 +54,7 @@ def parse_number(word, minimum=1):
     if n > 1 and word[0] == 48:
         raise ProtocolError("invalid number")
     v = int(word)
-    if v > MAX_NUMBER or v < minimum:
+    if v > _MAX_NUMBER or v < minimum:
         raise ProtocolError("invalid number")
     return v
 

@@ -77,7 +77,7 @@ BODY = const(6)
 END = const(7)
 
 # CAPA lines accepted before the reply is called endless (real servers send ~10).
-MAX_CAPA_LINES = const(64)
+_MAX_CAPA_LINES = const(64)
 # Socket reads land in a receive buffer this big: a RETR moves in few reads; status and listing
 # lines are still bounded by MAX_RESPONSE_LINE (RFC 2449 section 4: 512 octets).
 RECV_BUFSIZE = const(4096)
@@ -207,7 +207,7 @@ class ClientSession:
             self._fail("server sent data nobody asked for before %s" % keyword)
         multi = is_multiline(keyword, len(args))
         what = keyword if not args or keyword == "PASS" else keyword + " " + _text(_arg(args[0]))
-        self._pending.append([keyword, what, multi, limit if limit else MAX_CAPA_LINES])
+        self._pending.append([keyword, what, multi, limit if limit else _MAX_CAPA_LINES])
         return command(keyword, *args)
 
     def respond(self, data):

@@ -300,9 +300,9 @@ class ScramClient:
 # --- the fetcher's side of AUTH SCRAM-SHA-256 (client.py calls it; loaded only then) ------------
 # The server picks the PBKDF2 count and the client pays it: more than this is refused (0.3 ms per
 # iteration on an ESP32 makes 65536 about 20 s; Dovecot's default is 4096).
-CLIENT_MAX_ITERATIONS = const(65536)
+_CLIENT_MAX_ITERATIONS = const(65536)
 # Iterations between two yields to the event loop while the client hashes (~10 ms on a board).
-CLIENT_SLICE = const(32)
+_CLIENT_SLICE = const(32)
 
 
 async def pop3_auth(c, user, password, failed):
@@ -315,12 +315,12 @@ async def pop3_auth(c, user, password, failed):
     from pocketpost.client import ErrReply
 
     what = "AUTH SCRAM-SHA-256"
-    x = ScramClient(user, password, max_iterations=CLIENT_MAX_ITERATIONS)
+    x = ScramClient(user, password, max_iterations=_CLIENT_MAX_ITERATIONS)
     try:
         rep = await c.cmd("AUTH", "SCRAM-SHA-256", b64encode(x.first()))
         bad = _take(rep, x.server_first)
         if bad is None:
-            while not x.step(CLIENT_SLICE):
+            while not x.step(_CLIENT_SLICE):
                 await asyncio.sleep(0)
             await c._send(c.s.respond(b64encode(x.final())), what)
             rep = await c._status()

@@ -138,7 +138,7 @@ from pocketpost.storecore import (_LOCKS, MailboxLocked, QuotaExceeded, Store, S
 # FREE_MARGIN, with their reasons: storecore.py; store.X still gives them.)
 
 # Delivery I/O buffers: fixed, allocated once per delivery, never proportional to the message.
-OUT_BUF = const(512)
+_OUT_BUF = const(512)
 IN_BUF = const(512)
 # Delivery checks a chunk by walking its LFs while they average at least this many bytes apart,
 # and by C count passes over the rest of the chunk once lines are denser (see Delivery._take).
@@ -355,7 +355,7 @@ class Delivery:
 
     def _convert(self, buf, end):
         if self._out is None:
-            self._out = bytearray(OUT_BUF)
+            self._out = bytearray(_OUT_BUF)
             self._outmv = memoryview(self._out)
         mv = memoryview(buf)
         run = 0
@@ -394,9 +394,9 @@ class Delivery:
         n = len(piece)
         self._room(n)
         self.size += n
-        if self._out is None or self._n + n > OUT_BUF:
+        if self._out is None or self._n + n > _OUT_BUF:
             self._flush()
-        if n >= OUT_BUF or self._out is None:
+        if n >= _OUT_BUF or self._out is None:
             self._write(piece)
         else:
             self._out[self._n : self._n + n] = piece

@@ -29,7 +29,7 @@ _EIO = const(5)  # a stuffed file that does not un-stuff to its LIST size
 
 # Messages a session reported unreadable, kept in RAM until the next lock sets them aside (bounded:
 # more than this and the rest wait for another session or for check(deep=True)).
-MAX_UNREADABLE = const(8)
+_MAX_UNREADABLE = const(8)
 
 
 def lock(store, name):
@@ -218,10 +218,10 @@ class Mailbox:
     def unreadable(self, i):
         """The session could not read message i (an OSError while sending it): the next lock
         moves its file to damaged/, so one bad block cannot stop a client at that message on
-        every connection. For the server's RETR/TOP error path; at most MAX_UNREADABLE kept."""
+        every connection. For the server's RETR/TOP error path; at most _MAX_UNREADABLE kept."""
         r = self._rec(i)
         box = self._box
-        if len(box.unreadable) < MAX_UNREADABLE:
+        if len(box.unreadable) < _MAX_UNREADABLE:
             box.unreadable.append((r[0], r[1], r[2], r[3], self._lsize(i, r)))
         box.suspect = True
         log.warning("store %s: message %08x.%d could not be read: set aside at the next lock", box.path, r[0], r[1])
