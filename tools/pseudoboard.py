@@ -78,7 +78,14 @@ def tool(name):
 
 
 def read_image(path, block_count=BLOCK_COUNT, block_size=BLOCK_SIZE):
-    """{path: bytes} of every file in the image, read from CPython with littlefs-python."""
+    """{path: bytes} of every file in the image, read from CPython with littlefs-python.
+
+    A power cut in the middle of a rename across directories leaves a pending move, and until
+    littlefs resolves it (fs_mkconsistent, which a board's littlefs runs before its first write
+    after mounting) a listing can hide a *neighbour* of the moved file in the source directory
+    (seen: littlefs 2.x read-side, cf. littlefs-project/littlefs#937; the data is intact). So it
+    is resolved here first, as the board would, on this copy of the image (the file is not
+    changed)."""
     from littlefs import LittleFS
 
     with open(path, "rb") as f:
@@ -86,6 +93,10 @@ def read_image(path, block_count=BLOCK_COUNT, block_size=BLOCK_SIZE):
     fs = LittleFS(block_size=block_size, block_count=block_count, mount=False)
     fs.context.buffer = bytearray(data)
     fs.mount()
+    try:
+        fs.fs_mkconsistent()
+    except Exception:  # no room for the fix-up (a full image): read it as it is
+        pass
     out = {}
     for top, _dirs, files in fs.walk("/"):
         for name in files:
