@@ -60,23 +60,15 @@ class DotUnstuffer:
         strict = self.strict
         v = self._views
         v.of(src, out)  # no tuple return: a tuple would be garbage on every call
-        smv = v.smv
-        omv = v.omv
         cap = len(out)
         si = start
         oi = ostart
         st = self._state
         while si < end:
             if st == _MID:
-                # Search no further than `out` has room for: a bigger src (the client's receive
-                # buffer) would otherwise be searched again by the next call.
-                lim = cap - oi
-                if lim <= 0:
+                stop = v.run(src, si, end, oi, cap)
+                if stop == si:
                     break
-                lim = end if end - si <= lim else si + lim
-                j = src.find(b"\n.", si, lim)
-                stop = lim if j < 0 else j + 1
-                omv[oi : oi + stop - si] = smv[si:stop]
                 oi += stop - si
                 if strict:
                     st = self._strict_segment(src, si, stop)

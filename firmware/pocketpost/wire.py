@@ -183,3 +183,18 @@ class _Views:
         if out is not self.out:
             self.out = out
             self.omv = memoryview(out)
+
+    def run(self, src, si, end, oi, cap):
+        """The one copy loop step both transformers share: src[si:] into out at oi, up to and
+        with the LF of the next "\n." (a line that starts with a dot) or as far as out has room
+        for; returns where the copy stopped in src (si itself when out is full). It searches no
+        further than out has room for: a bigger src (the client's receive buffer) would otherwise
+        be searched again by the next call, and a "\n." cut at the limit is the caller's state."""
+        lim = cap - oi
+        if lim <= 0:
+            return si
+        lim = end if end - si <= lim else si + lim
+        j = src.find(b"\n.", si, lim)
+        stop = lim if j < 0 else j + 1
+        self.omv[oi : oi + stop - si] = self.smv[si:stop]
+        return stop

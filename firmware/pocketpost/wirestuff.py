@@ -44,8 +44,6 @@ class DotStuffer:
         self._empty = False
         v = self._views
         v.of(src, out)  # no tuple return: a tuple would be garbage on every call
-        smv = v.smv
-        omv = v.omv
         cap = len(out)
         si = start
         oi = 0
@@ -56,15 +54,9 @@ class DotStuffer:
                 out[oi] = _DOT
                 oi += 1
             self._bol = False
-            # Search no further than `out` has room for: what lies beyond is searched by the
-            # next call anyway (a "\n." cut at the limit is caught by _bol).
-            lim = cap - oi
-            if lim <= 0:
+            stop = v.run(src, si, end, oi, cap)  # (a "\n." cut at its limit is caught by _bol)
+            if stop == si:
                 break
-            lim = end if end - si <= lim else si + lim
-            j = src.find(b"\n.", si, lim)
-            stop = lim if j < 0 else j + 1
-            omv[oi : oi + stop - si] = smv[si:stop]
             oi += stop - si
             si = stop
             self._bol = src[si - 1] == _LF
