@@ -65,6 +65,19 @@ def _exists(p):
         return False
 
 
+async def _go(go):
+    """True once the benchmark creates GO_FILE (its sessions are mid-RETR); False (after printing
+    NOGO) if it never does within 60 s."""
+    n = 0
+    while not _exists(go):
+        n += 1
+        if n > 6000:  # 60 s: the benchmark never said go
+            print("NOGO")
+            return False
+        await asyncio.sleep(0.01)
+    return True
+
+
 def _runner(path, go, flags):
     """With "runner": the board's own code does the work. main.py's board.main(CONFIG, hw), with
     a stand-in Hardware (Wi-Fi that connects, NTP that succeeds, a watchdog) so that every part
@@ -116,13 +129,8 @@ def _runner(path, go, flags):
             await base.run(self, secrets_path)
 
         async def fetch_loop(self, client, acct, interval_s):
-            n = 0
-            while not _exists(go):
-                n += 1
-                if n > 6000:  # 60 s: the benchmark never said go
-                    print("NOGO")
-                    return
-                await asyncio.sleep(0.01)
+            if not await _go(go):
+                return
             asyncio.create_task(_fetched(self))
             await base.fetch_loop(self, client, acct, interval_s)
 
@@ -176,13 +184,8 @@ if BOARD and "fetch" in flags:
 async def _fetch():
     from pocketpost import client
 
-    n = 0
-    while not _exists(go):
-        n += 1
-        if n > 6000:  # 60 s: the benchmark never said go
-            print("NOGO")
-            return
-        await asyncio.sleep(0.01)
+    if not await _go(go):
+        return
     st = await client.fetch_account(cfg["accounts"][0], store)
     print("FETCHED", st["bytes"])
     # The interned names (never freed) once everything has run: their pools double (14 KB at
