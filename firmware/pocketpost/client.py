@@ -182,6 +182,7 @@ class Pop3Client:
         self.session_deadline = None
         self.opener = opener  # (host, port, ms, ctx) -> connection; None: clientauth._open (transport's)
         self._conn = None
+        self._ahead = 0  # a message whose RETR (and NOOP) went out before its retr (clientget.retr's ahead)
 
     def _explain(self, e):
         """An OSError / TLS error in words a user can act on (tls.describe_error)."""
@@ -466,7 +467,9 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     gc.collect()  # the listing pass's code (and a compaction's) goes before it is placed
                 __import__("pocketpost.store")
                 __import__("pocketpost.clientget")
-            for n in sorted(want):
+            order = sorted(want)
+            for k in range(len(order)):
+                n = order[k]
                 if downloads >= cap:
                     stop = True
                     break
@@ -494,9 +497,26 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     if compat.IS_MICROPYTHON:
                         gc.collect()  # the compaction's heap goes before the download code is placed again
                     __import__("pocketpost.clientget")
-                key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, parse)
+                # The next message asked for as soon as this one is complete (PIPELINING: the server
+                # streams it while this one is committed), when nothing can come between the two:
+                # it is the next download for sure (listed, not oversize, under the cap) and this
+                # one is never followed by its DELE (not policy delete; under keep_days a
+                # content-keyed duplicate may be deleted at once).
+                ahead = 0
+                if (k + 1 < len(order) and downloads < cap and policy != "delete"
+                        and (uid is not None or policy == "keep")):
+                    m = order[k + 1]
+                    ms = sizes.get(m)
+                    if ms is not None and not (a["max_size"] and ms > a["max_size"]):
+                        ahead = m
+                key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, parse, ahead)
                 if store_error is not None:
                     stop = True
+                    if c._ahead:
+                        # Asked for already: read off (and dropped: `len` takes each chunk) before
+                        # QUIT, under its own deadline; its size rule holds as for any message.
+                        m = c._ahead
+                        await sys.modules["pocketpost.clientget"].retr(c, m, len, sizes.get(m))
                     break
                 if info is None:
                     stats["duplicates"] += 1
@@ -521,7 +541,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 if await c.dele(n):
                     st.mark(key, deleted=True)
                     deleted += 1
-            want = sizes = None
+            want = sizes = order = None
             _forget(drop)
             if stop or not ctl[1] or downloads >= cap:
                 break
@@ -559,7 +579,7 @@ def _any(bits):
     return False
 
 
-def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
+def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True, ahead=0):
     """One message into the store, crash-safely (clientget.download: held by fetch_account while
     a batch downloads; called straight, no coroutine of _cold's on top of the download's).
     Returns (key, info or None if a duplicate, store error or None)."""
@@ -567,7 +587,7 @@ def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
     if get is None:  # another account's fetch (board.py: they run at once) dropped it: load it
         __import__("pocketpost.clientget")  # again, held for the rest of this batch (not per message)
         get = sys.modules["pocketpost.clientget"]
-    return get.download(c, st, store, mailbox, n, uid, size, top, want_headers)
+    return get.download(c, st, store, mailbox, n, uid, size, top, want_headers, ahead)
 
 
 def fetch_account_sync(account, store, on_message=None, opener=None, headers=True):

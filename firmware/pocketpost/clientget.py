@@ -15,23 +15,31 @@ from pocketpost.uidstate import hash_key
 _SANE_TIME = const(1577836800)  # client._SANE_TIME: a clock before 2020 is unset
 
 
-async def retr(c, n, sink, size=None, top=False):
+async def retr(c, n, sink, size=None, top=False, ahead=0):
     """Pop3Client.retr: stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk), chunk being
     a bytes-like valid only during the call (a sink with a fail(e) method gets what its call
     raised there, and the message is still read to its end). Returns the octet count.
     With `size` (LIST's), the message must prove complete (pop3client's size rule) and the
     reply after it must be well-formed, else ShortMessage / ProtocolError: the caller must
-    not keep it, and the connection is unusable. Bounded by read_timeout + size / min_rate."""
+    not keep it, and the connection is unusable. Bounded by read_timeout + size / min_rate.
+    `ahead` (a message number, with `size`, to a server offering PIPELINING): once this body has
+    proved complete, RETR ahead (and its NOOP) goes out, so the server streams that message
+    while the caller commits this one (see client.fetch_account); the retr of message `ahead`
+    then sends nothing (c._ahead), and a caller that stops first must read it off (drain)."""
     s = c.s
     d = c.deadline(c.read_timeout, size or 0)
-    data = c._out("TOP", n, 0) if top else c._out("RETR", n)
     what = ("TOP %d 0" if top else "RETR %d") % n
     prove = size is not None and not top
-    pipelined = False
-    if prove and c.caps is not None and "PIPELINING" in c.caps:
-        data += c._out("NOOP")  # the reply after the message: proves the stream in step
-        pipelined = True
-    await c._send(data, what)
+    pipelined = prove and c.caps is not None and "PIPELINING" in c.caps
+    if c._ahead:
+        if c._ahead != n or not pipelined:  # its reply comes first: anything else would be read as it
+            raise ProtocolError("%s: %s asked for while RETR %d is on its way" % (c.where, what, c._ahead))
+        c._ahead = 0  # RETR n and its NOOP went out at the end of the message before
+    else:
+        data = c._out("TOP", n, 0) if top else c._out("RETR", n)
+        if pipelined:
+            data += c._out("NOOP")  # the reply after the message: proves the stream in step
+        await c._send(data, what)
     await c._status(d)
     limit = size + max(size // SIZE_SLACK_DIV, SIZE_SLACK_MIN) if size is not None else 0
     waiting = "the body of " + what
@@ -86,6 +94,11 @@ async def retr(c, n, sink, size=None, top=False):
             raise ShortMessage("%s: %s: %d octets received (%d line ends, %d CRLF) but LIST said %d: the "
                                "message is not provably complete (a server that does not dot-stuff?); "
                                "not kept, fetched again next time" % (c.where, what, total, s.lf, s.crlf, size))
+        if ahead and pipelined:
+            # The next message asked for now (its reply queues behind this one's NOOP): the
+            # server reads and sends it while this one is committed.
+            await c._send(c._out("RETR", ahead) + c._out("NOOP"), "RETR %d" % ahead)
+            c._ahead = ahead
         if not pipelined:
             await c._send(c._out("NOOP"), "NOOP")
         await c._status(c.deadline(c.read_timeout))
@@ -123,17 +136,18 @@ class _StoreSink:
         self.error = e
 
 
-async def download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
+async def download(c, st, store, mailbox, n, uid, size, top, want_headers=True, ahead=0):
     """client._download: one message into the store, crash-safely. Returns (key, info or None if a duplicate,
     store error or None). A message that does not prove complete raises (pop3client's size
-    rule): its delivery is aborted, nothing is recorded, the caller's session ends without QUIT."""
+    rule): its delivery is aborted, nothing is recorded, the caller's session ends without QUIT.
+    `ahead`: retr's (the next message, asked for once this one's body is complete)."""
     try:
         d = store.begin(mailbox, digest=True)
     except Exception as e:  # StoreFull / QuotaExceeded / OSError: nothing sent for it yet
         return None, None, e
     sink = _StoreSink(d, want_headers, c.s)
     try:
-        await retr(c, n, sink, size, top)
+        await retr(c, n, sink, size, top, ahead)
     except BaseException:
         d.abort()
         raise
