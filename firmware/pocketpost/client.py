@@ -21,7 +21,8 @@ into the store and step 4's exactly-once sequence) and the session's end (client
      after it, NOOP's, is well-formed); save a *pending* state entry (size, SHA-1, the local UID
      the commit will give); commit the Delivery; record the *stored* entry (on flash with the
      next save: the next message's pending entry, or the session's end); only then DELE if the
-     policy deletes it;
+     policy deletes it (when no DELE can follow, the next message's RETR goes out as soon as
+     this one proved complete, to a server with PIPELINING: it streams in while this one commits);
   5. QUIT; only after +OK are the deleted UIDs dropped from the state.
 A crash at any point leaves: a partial delivery (the store removes it), or a pending entry (the
 next run decides from the store whether the commit happened), or a stored entry (not fetched

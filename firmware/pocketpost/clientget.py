@@ -6,7 +6,7 @@ code (clientplan.py) is dropped, and on MicroPython drops it after them: it is n
 session logs in or lists the mailbox (its qstrs stay)."""
 
 from pocketpost import compat, transport
-from pocketpost.client import SIZE_SLACK_DIV, SIZE_SLACK_MIN, ConnectionLost, ShortMessage
+from pocketpost.client import SIZE_SLACK_DIV, SIZE_SLACK_MIN, ConnectionLost, Pop3Timeout, ShortMessage
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError
 from pocketpost.pop3client import BODY, END
@@ -22,10 +22,11 @@ async def retr(c, n, sink, size=None, top=False, ahead=0):
     With `size` (LIST's), the message must prove complete (pop3client's size rule) and the
     reply after it must be well-formed, else ShortMessage / ProtocolError: the caller must
     not keep it, and the connection is unusable. Bounded by read_timeout + size / min_rate.
-    `ahead` (a message number, with `size`, to a server offering PIPELINING): once this body has
-    proved complete, RETR ahead (and its NOOP) goes out, so the server streams that message
+    `ahead` (a message number, with `size`, to a server offering PIPELINING): once this message has
+    proved complete (its NOOP answered), RETR ahead (and its NOOP) goes out, so the server streams that message
     while the caller commits this one (see client.fetch_account); the retr of message `ahead`
-    then sends nothing (c._ahead), and a caller that stops first must read it off (drain)."""
+    then sends nothing (c._ahead), and a caller that stops first must read that message off (its
+    retr, the sink dropping each chunk) before any other command."""
     s = c.s
     d = c.deadline(c.read_timeout, size or 0)
     what = ("TOP %d 0" if top else "RETR %d") % n
@@ -94,14 +95,18 @@ async def retr(c, n, sink, size=None, top=False, ahead=0):
             raise ShortMessage("%s: %s: %d octets received (%d line ends, %d CRLF) but LIST said %d: the "
                                "message is not provably complete (a server that does not dot-stuff?); "
                                "not kept, fetched again next time" % (c.where, what, total, s.lf, s.crlf, size))
-        if ahead and pipelined:
-            # The next message asked for now (its reply queues behind this one's NOOP): the
-            # server reads and sends it while this one is committed.
-            await c._send(c._out("RETR", ahead) + c._out("NOOP"), "RETR %d" % ahead)
-            c._ahead = ahead
         if not pipelined:
             await c._send(c._out("NOOP"), "NOOP")
         await c._status(c.deadline(c.read_timeout))
+        if ahead and pipelined:
+            # This message is proved (its NOOP answered): the next one is asked for now, and the
+            # server reads and sends it while this one is committed. A failed send does not
+            # cost this message: the next retr's read fails on the same connection instead.
+            c._ahead = ahead
+            try:
+                await c._send(c._out("RETR", ahead) + c._out("NOOP"), "RETR %d" % ahead)
+            except (ConnectionLost, Pop3Timeout):
+                pass
     return total
 
 

@@ -257,6 +257,25 @@ def test_keep_asks_for_the_next_message_before_committing_this_one(b):
         b2.done()
 
 
+class _HangsUpAfterNoop(Scripted):
+    """Answers the first NOOP, then hangs up: the next message's RETR, asked for ahead, cannot go out."""
+
+    def handle(self, line):
+        r = Scripted.handle(self, line)
+        if bytes(line) == b"NOOP":
+            self.closing = True
+        return r
+
+
+@case
+def test_keep_a_failed_ask_ahead_does_not_cost_the_message_just_proved(b):
+    """The connection dies once message 1 has proved complete, as RETR 2 is asked for ahead: message 1
+    is still committed and recorded; the session then fails on message 2 (nothing of it kept)."""
+    srv = _HangsUpAfterNoop([(b"u1", GOOD), (b"u2", TWO)])
+    b.fails(srv, client.ConnectionLost, "closed", policy="keep")
+    assert b.stored() == [GOOD] and b.uids() == [b"u1"] and b"QUIT" not in srv.seen
+
+
 def test_keep_full_store_at_begin_reads_off_the_message_asked_ahead_and_quits():
     """Under keep the second message was asked for at the end of the first; the quota refuses it
     at its begin: its reply is read off the wire (dropped) so that QUIT's reply is QUIT's (the
