@@ -462,13 +462,22 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             # dropped with it when this batch loaded it: the session's end (clientend,
             # uidcompact) is not placed on top of it.
             drop = ("clientget",) if "pocketpost.store" in sys.modules else ("clientget", "store")
+            order = sorted(want)
+            if order and downloads < cap and c.caps is not None and "PIPELINING" in c.caps:
+                # The batch's first download asked for at once (as the next one is at the end of
+                # each message, below): the server looks it up while the state compacts and the
+                # download code loads.
+                m = order[0]
+                ms = sizes.get(m)
+                if ms is not None and not (a["max_size"] and ms > a["max_size"]):
+                    c._ahead = m
+                    await c._send(c._out("RETR", m) + c._out("NOOP"), "RETR %d" % m)
             if want:
                 st.tidy()  # a compaction of the state due at the first message's save: now (see below)
                 if compat.IS_MICROPYTHON:
                     gc.collect()  # the listing pass's code (and a compaction's) goes before it is placed
                 __import__("pocketpost.store")
                 __import__("pocketpost.clientget")
-            order = sorted(want)
             for k in range(len(order)):
                 n = order[k]
                 if downloads >= cap:

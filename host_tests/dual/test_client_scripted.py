@@ -257,6 +257,48 @@ def test_keep_asks_for_the_next_message_before_committing_this_one(b):
         b2.done()
 
 
+@case
+def test_the_first_download_is_asked_for_before_its_delivery_begins(b):
+    """With PIPELINING the batch's first download is asked for as soon as the listing is read (before
+    the state's compaction and the delivery's begin); the next ones at the end of the one before."""
+    srv = Scripted([(b"u1", GOOD), (b"u2", TWO)])
+    at_begin = []
+    real = Store.begin
+
+    def begin(self, *args, **kw):
+        at_begin.append([x for x in srv.seen if x.startswith(b"RETR")])
+        return real(self, *args, **kw)
+
+    Store.begin = begin
+    try:
+        b.fetch(srv, policy="delete")
+    finally:
+        Store.begin = real
+    assert at_begin == [[b"RETR 1"], [b"RETR 1"]], at_begin  # (under delete: no RETR 2 before DELE 1)
+    assert b.stored() == [GOOD, TWO]
+
+
+def test_full_store_refuses_the_first_download_asked_for_early_and_quits():
+    """The store is full before the session: the first new message, asked for early, is refused at
+    its begin, read off the wire (dropped), and QUIT ends the session."""
+    big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800  # more than a read takes
+    b = Box(quota=len(GOOD))
+    try:
+        b.fetch(Scripted([(b"u1", GOOD)]), policy="keep")
+        srv = Scripted([(b"u1", GOOD), (b"u2", big), (b"u3", THREE)])
+        try:
+            b.fetch(srv, policy="keep")
+            raise AssertionError("no error")
+        except client.ClientError as e:
+            assert "store: " in e.msg and "quota" in e.msg, e.msg
+        s = srv.seen
+        assert b"RETR 2" in s and b"RETR 3" not in s and s[-1] == b"QUIT", s
+        assert not b.pair.to_client  # every reply read, QUIT's last
+        assert b.stored() == [GOOD] and b.uids() == [b"u1"]
+    finally:
+        b.done()
+
+
 class _HangsUpAfterNoop(Scripted):
     """Answers the first NOOP, then hangs up: the next message's RETR, asked for ahead, cannot go out."""
 
