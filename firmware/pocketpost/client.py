@@ -183,7 +183,6 @@ class Pop3Client:
         self.session_deadline = None
         self.opener = opener  # (host, port, ms, ctx) -> connection; None: clientauth._open (transport's)
         self._conn = None
-        self._ahead = 0  # a message whose RETR (and NOOP) went out before its retr (clientget.retr's ahead)
 
     def _explain(self, e):
         """An OSError / TLS error in words a user can act on (tls.describe_error)."""
@@ -470,7 +469,6 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 m = order[0]
                 ms = sizes.get(m)
                 if ms is not None and not (a["max_size"] and ms > a["max_size"]):
-                    c._ahead = m
                     await c._send(c._out("RETR", m) + c._out("NOOP"), "RETR %d" % m)
             if want:
                 st.tidy()  # a compaction of the state due at the first message's save: now (see below)
@@ -522,10 +520,12 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, parse, ahead)
                 if store_error is not None:
                     stop = True
-                    if c._ahead:
-                        # Asked for already: read off (and dropped: `len` takes each chunk) before
-                        # QUIT, under its own deadline; its size rule holds as for any message.
-                        m = c._ahead
+                    w = c.s.waiting_for()
+                    if w:
+                        # A message asked for ahead ("RETR m": the only reply it can be waiting
+                        # for here): read off (and dropped: `len` takes each chunk) before QUIT,
+                        # under its own deadline; its size rule holds as for any message.
+                        m = int(w[5:])
                         await sys.modules["pocketpost.clientget"].retr(c, m, len, sizes.get(m))
                     break
                 if info is None:
@@ -589,7 +589,7 @@ def _any(bits):
     return False
 
 
-def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True, ahead=0):
+def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True, next=0):
     """One message into the store, crash-safely (clientget.download: held by fetch_account while
     a batch downloads; called straight, no coroutine of _cold's on top of the download's).
     Returns (key, info or None if a duplicate, store error or None)."""
@@ -597,7 +597,7 @@ def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True, ahead
     if get is None:  # another account's fetch (board.py: they run at once) dropped it: load it
         __import__("pocketpost.clientget")  # again, held for the rest of this batch (not per message)
         get = sys.modules["pocketpost.clientget"]
-    return get.download(c, st, store, mailbox, n, uid, size, top, want_headers, ahead)
+    return get.download(c, st, store, mailbox, n, uid, size, top, want_headers, next)
 
 
 def fetch_account_sync(account, store, on_message=None, opener=None, headers=True):
