@@ -8,7 +8,7 @@ its qstrs stay)."""
 import binascii
 
 from pocketpost import log, transport
-from pocketpost.client import (_OAUTH, MAX_SERVER_MESSAGES, AuthFailed, ConnectionLost, ErrReply, Pop3Timeout, _forget,
+from pocketpost.client import (_OAUTH, AuthFailed, ConnectionLost, ErrReply, Pop3Timeout, _forget,
                                _ms, _text)
 from pocketpost.compat import IS_MICROPYTHON, ConfigError, const, ticks_add, ticks_diff, ticks_ms
 from pocketpost.pop3 import ProtocolError, parse_number
@@ -22,6 +22,9 @@ _ADDRS = const(4)
 # The capabilities the client acts on (Pop3Client.caps keeps only these: the others' strings and
 # lists would be held for the whole session for nothing).
 _CAPS = ("PIPELINING", "SASL", "STLS", "USER")
+# Largest server mailbox we take on: a session keeps a few bits per message number (3 x 6 KB
+# here), and a hostile STAT of "2000000000" must give a clear error, not a 750 MB allocation.
+_MAX_SERVER_MESSAGES = const(50000)
 
 
 async def start(c, a, token, fresh):
@@ -34,9 +37,9 @@ async def start(c, a, token, fresh):
 
         await oauth2.pop3_login(c, a, token, fresh, AuthFailed)
     count, _ = await stat(c)
-    if count > MAX_SERVER_MESSAGES:
+    if count > _MAX_SERVER_MESSAGES:
         raise ProtocolError("%s: STAT: the server mailbox holds %d messages, more than %d: empty it with "
-                            "another client first" % (c.where, count, MAX_SERVER_MESSAGES))
+                            "another client first" % (c.where, count, _MAX_SERVER_MESSAGES))
     return count
 
 
