@@ -488,6 +488,16 @@ def test_account_validation():
     a = client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p"})
     assert a["port"] == 995 and a["tls"] == "implicit" and a["verify"] is True and a["policy"] == "keep"
     assert a["read_timeout"] == client.READ_TIMEOUT
+    # Every named default (clientconf.DEFAULTS), and each choice refused with its allowed values.
+    assert (a["auth"], a["keep_days"], a["max_size"], a["oversize"], a["max_messages"], a["mailbox"],
+            a["state_dir"]) == ("auto", 7, 0, "skip", 0, "inbox", "state")
+    for key, bad, allowed in (("tls", "ssl", "implicit, stls, none"), ("policy", "sometimes", "delete, keep, keep_days"),
+                              ("oversize", "trim", "skip, headers"), ("auth", "cram-md5", "auto, scram-sha-256, plain")):
+        with pytest.raises(client.ConfigError) as e:
+            client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p", key: bad})
+        assert "account x: %s must be one of %s" % (key, allowed) in e.value.msg
+    assert client.account_from_dict({"name": "x", "host": "h", "user": "u", "password": "p", "tls": "stls",
+                                     "oversize": "headers", "policy": "keep_days"})["port"] == 110
 
 
 # --- session continues / ends cleanly -------------------------------------------------------------

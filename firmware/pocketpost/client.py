@@ -61,9 +61,7 @@ from pocketpost.compat import forget as _forget  # a cold module, once used
 
 # --- named defaults and limits ------------------------------------------------------------------
 # (the account defaults are in clientconf.py, loaded only to check an account)
-# Largest server mailbox we take on: a session keeps a few bits per message number (3 x 6 KB
-# here), and a hostile STAT of "2000000000" must give a clear error, not a 750 MB allocation.
-MAX_SERVER_MESSAGES = const(50000)
+# (The largest server mailbox taken on, _MAX_SERVER_MESSAGES: clientauth.py, which checks STAT.)
 CONNECT_TIMEOUT = 15  # seconds: TCP connect (and, on CPython, the TLS handshake)
 READ_TIMEOUT = 30  # seconds: the greeting, each command's reply, any single wait for bytes
 # Slowest transfer we wait for, in bytes/s: a message of S octets gets read_timeout + S / MIN_RATE
@@ -73,10 +71,8 @@ MIN_RATE = 1024
 SESSION_TIMEOUT = 1800
 # After QUIT +OK, the polite close (TLS close_notify) is waited for this long at most.
 _CLOSE_MS = const(2000)
-# A message may exceed its LIST size by this much before we stop reading it (beyond, it would
-# only fill the flash); such a message is not kept either way (pop3client's size rule).
-SIZE_SLACK_DIV = const(16)
-SIZE_SLACK_MIN = const(1024)
+# (How far a message may exceed its LIST size before the read stops, _SIZE_SLACK_DIV and
+# _SIZE_SLACK_MIN: clientget.py.)
 # A board whose clock reads earlier than this has no time set: age-based deletion is skipped.
 _SANE_TIME = const(1577836800)  # 2020-01-01
 _DAY = const(86400)
@@ -444,7 +440,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             if ctl[0]:
                 # Messages stored by earlier sessions: delete them when the policy says so,
                 # _PIPELINE DELEs at a time (clientend.py: loaded for it, dropped after it).
-                if _any(dele):
+                if any(dele):
                     from pocketpost import clientend
 
                     try:
@@ -580,13 +576,6 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 st.save()
             except Exception as e:  # the pending entry on flash still stands for it
                 log.warning("fetch %s: state not saved: %s", name, e)
-
-
-def _any(bits):
-    for b in bits:
-        if b:
-            return True
-    return False
 
 
 def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True, next=0):

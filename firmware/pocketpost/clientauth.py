@@ -8,15 +8,23 @@ its qstrs stay)."""
 import binascii
 
 from pocketpost import log, transport
-from pocketpost.client import (_OAUTH, MAX_SERVER_MESSAGES, AuthFailed, ConnectionLost, ErrReply, Pop3Timeout, _forget,
+from pocketpost.client import (_OAUTH, AuthFailed, ConnectionLost, ErrReply, Pop3Timeout, _forget,
                                _ms, _text)
-from pocketpost.compat import IS_MICROPYTHON, ConfigError
+from pocketpost.compat import IS_MICROPYTHON, ConfigError, const, ticks_add, ticks_diff, ticks_ms
 from pocketpost.pop3 import ProtocolError, parse_number
 from pocketpost.pop3client import GREETING
+
+# getaddrinfo's answers tried in turn, at most this many, all within the connect's one bound: a
+# name can resolve to ::1 first and the server listen on IPv4 only ("localhost" on many hosts).
+# CPython's asyncio.open_connection tries them all itself.
+_ADDRS = const(4)
 
 # The capabilities the client acts on (Pop3Client.caps keeps only these: the others' strings and
 # lists would be held for the whole session for nothing).
 _CAPS = ("PIPELINING", "SASL", "STLS", "USER")
+# Largest server mailbox we take on: a session keeps a few bits per message number (3 x 6 KB
+# here), and a hostile STAT of "2000000000" must give a clear error, not a 750 MB allocation.
+_MAX_SERVER_MESSAGES = const(50000)
 
 
 async def start(c, a, token, fresh):
@@ -29,9 +37,9 @@ async def start(c, a, token, fresh):
 
         await oauth2.pop3_login(c, a, token, fresh, AuthFailed)
     count, _ = await stat(c)
-    if count > MAX_SERVER_MESSAGES:
+    if count > _MAX_SERVER_MESSAGES:
         raise ProtocolError("%s: STAT: the server mailbox holds %d messages, more than %d: empty it with "
-                            "another client first" % (c.where, count, MAX_SERVER_MESSAGES))
+                            "another client first" % (c.where, count, _MAX_SERVER_MESSAGES))
     return count
 
 
@@ -49,28 +57,49 @@ async def _open(host, port, ms, ctx=None):
     if not IS_MICROPYTHON:
         return await transport.connect(host, port, ms, ctx)
     import socket
-    from errno import EINPROGRESS
+    from errno import ECONNABORTED, ECONNREFUSED, ECONNRESET, EHOSTUNREACH, EINPROGRESS, ENOTCONN, ETIMEDOUT
 
-    ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-    s = socket.socket(ai[0], ai[1], ai[2])
-    s.setblocking(False)
-    try:
-        s.connect(ai[-1])
-    except OSError as e:
-        if e.errno != EINPROGRESS:
+    # What a second connect() of the non-blocking socket says once it is writable: the first one
+    # failed (Linux answers its pending error, lwIP its closed connection). Anything else (nothing,
+    # EISCONN, EALREADY) is taken as connected, and the first read says otherwise, as before.
+    failed = (ECONNREFUSED, ECONNRESET, ECONNABORTED, EHOSTUNREACH, ENOTCONN, ETIMEDOUT)
+    end = ticks_add(ticks_ms(), ms)
+    err = OSError("%s:%s: no address" % (host, port))
+    for ai in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[:_ADDRS]:
+        s = None
+        try:
+            s = socket.socket(ai[0], ai[1], ai[2])  # OSError here: e.g. no IPv6 on this host
+            s.setblocking(False)
+            try:
+                s.connect(ai[-1])
+            except OSError as e:
+                if e.errno != EINPROGRESS:
+                    raise
+            st = _Stream()
+            st.s = s
+            conn = transport.Conn(st)
+            await conn._wait(True, ticks_diff(end, ticks_ms()))  # writable: connected, or failed
+            try:
+                s.connect(ai[-1])  # again: the first one's outcome (see failed)
+            except OSError as e:
+                if e.errno in failed:
+                    raise
+        except OSError as e:  # refused, unreachable: the next address
+            err = e
+            if s is not None:
+                s.close()
+            continue
+        except BaseException:  # the bound (transport.Timeout) or a cancel: no more addresses
             s.close()
             raise
-    st = _Stream()
-    st.s = s
-    conn = transport.Conn(st)
-    try:
-        await conn._wait(True, ms)  # writable: connected, or refused (the first read says so)
-        if ctx is not None:
-            await conn.start_tls(ctx, host)
-    except BaseException:
-        conn.close()
-        raise
-    return conn
+        try:
+            if ctx is not None:
+                await conn.start_tls(ctx, host)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    raise err  # every address failed: the last one's error (connect() names host:port)
 
 
 async def connect(c):

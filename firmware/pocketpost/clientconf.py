@@ -12,21 +12,28 @@ from pocketpost.client import (_OAUTH, CONNECT_TIMEOUT, MIN_RATE, READ_TIMEOUT, 
 from pocketpost.compat import ConfigError
 from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState
 
-DEFAULT_TLS = "implicit"  # POP3S: the safest choice for an ISP account
+# The account's named defaults, by key (one dict: its keys are the account's own names, so the
+# defaults cost no interned name each in every process that fetches; MicroPython never frees one).
+DEFAULTS = {
+    "tls": "implicit",  # POP3S: the safest choice for an ISP account
+    "auth": "auto",  # the strongest method the server offers
+    "policy": "keep",  # never deletes anything unless asked to
+    "keep_days": 7,
+    "max_size": 0,  # bytes; 0 = no limit (the store's quota still applies)
+    "oversize": "skip",
+    "max_messages": 0,  # new messages per session; 0 = no cap
+    "mailbox": "inbox",
+    "state_dir": "state",
+}
 PORTS = {"implicit": 995, "stls": 110, "none": 110}  # RFC 8314 / RFC 1939
-DEFAULT_AUTH = "auto"
-DEFAULT_POLICY = "keep"  # never deletes anything unless asked to
-DEFAULT_KEEP_DAYS = 7
-DEFAULT_MAX_SIZE = 0  # bytes; 0 = no limit (the store's quota still applies)
-DEFAULT_OVERSIZE = "skip"
-DEFAULT_MAX_MESSAGES = 0  # new messages per session; 0 = no cap
-DEFAULT_MAILBOX = "inbox"
-DEFAULT_STATE_DIR = "state"
 
-_POLICIES = ("delete", "keep", "keep_days")
-_TLS_MODES = ("implicit", "stls", "none")
-_AUTHS = ("auto", "scram-sha-256", "plain", "user", "apop", "xoauth2", "oauthbearer")
-_OVERSIZE = ("skip", "headers")
+# The values a choice may take, by key.
+_CHOICES = {
+    "policy": ("delete", "keep", "keep_days"),
+    "tls": ("implicit", "stls", "none"),
+    "auth": ("auto", "scram-sha-256", "plain", "user", "apop", "xoauth2", "oauthbearer"),
+    "oversize": ("skip", "headers"),
+}
 
 
 def start(account, store, opener):
@@ -121,10 +128,10 @@ def account_from_dict(d):
         if not (c.isalpha() or c.isdigit() or c in "._-"):
             raise ConfigError("account %s: name may hold letters, digits and . _ -" % name)
 
-    def pick(key, allowed, default):
-        v = d.get(key, default)
-        if v not in allowed:
-            raise ConfigError("account %s: %s must be one of %s" % (name, key, ", ".join(allowed)))
+    def pick(key):
+        v = d.get(key, DEFAULTS[key])
+        if v not in _CHOICES[key]:
+            raise ConfigError("account %s: %s must be one of %s" % (name, key, ", ".join(_CHOICES[key])))
         return v
 
     def number(key, default, minimum=0):
@@ -133,9 +140,9 @@ def account_from_dict(d):
             raise ConfigError("account %s: %s must be an integer >= %d" % (name, key, minimum))
         return v
 
-    a["tls"] = pick("tls", _TLS_MODES, DEFAULT_TLS)
+    a["tls"] = pick("tls")
     a["port"] = number("port", PORTS[a["tls"]], 1)
-    a["auth"] = pick("auth", _AUTHS, DEFAULT_AUTH)
+    a["auth"] = pick("auth")
     if a["auth"] in _OAUTH:  # OAuth: token_url, client_id, refresh_token, ...
         from pocketpost import oauth2
 
@@ -143,11 +150,11 @@ def account_from_dict(d):
             oauth2.check_account(d, a)
         except oauth2.OAuthError as e:
             raise ConfigError(e.msg)
-    a["policy"] = pick("policy", _POLICIES, DEFAULT_POLICY)
-    a["keep_days"] = number("keep_days", DEFAULT_KEEP_DAYS, 0)
-    a["max_size"] = number("max_size", DEFAULT_MAX_SIZE, 0)
-    a["oversize"] = pick("oversize", _OVERSIZE, DEFAULT_OVERSIZE)
-    a["max_messages"] = number("max_messages", DEFAULT_MAX_MESSAGES, 0)
+    a["policy"] = pick("policy")
+    a["keep_days"] = number("keep_days", DEFAULTS["keep_days"], 0)
+    a["max_size"] = number("max_size", DEFAULTS["max_size"], 0)
+    a["oversize"] = pick("oversize")
+    a["max_messages"] = number("max_messages", DEFAULTS["max_messages"], 0)
     # UIDs remembered (heap: see uidstate.DEFAULT_MAX_ENTRIES); with policy keep, the server keeps
     # more mail than this only for a board with the heap to spare.
     a["max_entries"] = number("max_entries", DEFAULT_MAX_ENTRIES, 1)
@@ -163,8 +170,8 @@ def account_from_dict(d):
     if ca is not None and not isinstance(ca, str):
         raise ConfigError("account %s: ca must be a path" % name)
     a["ca"] = ca
-    for k, default in (("mailbox", DEFAULT_MAILBOX), ("state_dir", DEFAULT_STATE_DIR)):
-        v = d.get(k, default)
+    for k in ("mailbox", "state_dir"):
+        v = d.get(k, DEFAULTS[k])
         if not isinstance(v, str) or not v:
             raise ConfigError("account %s: %s must be a string" % (name, k))
         a[k] = v

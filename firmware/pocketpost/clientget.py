@@ -6,13 +6,18 @@ code (clientplan.py) is dropped, and on MicroPython drops it after them: it is n
 session logs in or lists the mailbox (its qstrs stay)."""
 
 from pocketpost import compat, transport
-from pocketpost.client import SIZE_SLACK_DIV, SIZE_SLACK_MIN, ConnectionLost, Pop3Timeout, ShortMessage
+from pocketpost.client import ConnectionLost, Pop3Timeout, ShortMessage
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError
 from pocketpost.pop3client import BODY, END
 from pocketpost.uidstate import hash_key
 
 _SANE_TIME = const(1577836800)  # client._SANE_TIME: a clock before 2020 is unset
+# A message may exceed its LIST size by this much before we stop reading it (beyond, it would
+# only fill the flash); such a message is not kept either way (pop3client's size rule). Private
+# constants: a public name would be one more interned name for every process that fetches.
+_SIZE_SLACK_DIV = const(16)
+_SIZE_SLACK_MIN = const(1024)
 
 
 async def retr(c, n, sink, size=None, top=False, next=0):
@@ -43,7 +48,7 @@ async def retr(c, n, sink, size=None, top=False, next=0):
             data += c._out("NOOP")  # the reply after the message: proves the stream in step
         await c._send(data, what)
     await c._status(d)
-    limit = size + max(size // SIZE_SLACK_DIV, SIZE_SLACK_MIN) if size is not None else 0
+    limit = size + max(size // _SIZE_SLACK_DIV, _SIZE_SLACK_MIN) if size is not None else 0
     waiting = "the body of " + what
     now = getattr(c._conn, "recv_now", None)  # a read that never waits (transport.py)
     # The hot loop of a fetch, once per body chunk: next_event is called here rather than

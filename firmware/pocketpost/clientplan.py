@@ -6,7 +6,7 @@ after it (not held at the login or while a message streams in; its qstrs stay). 
 in the caller's bit arrays and `ctl`, not here: nothing of this module outlives the call."""
 
 from pocketpost import log
-from pocketpost.client import ClientError, ErrReply, _any, _bit, _set
+from pocketpost.client import ClientError, ErrReply, _bit, _set
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
 
@@ -130,7 +130,7 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
         for n in range(1, count + 1):
             if not _bit(done, n) and not take(n, None) and (ctl[1] or stats["state_full"]):
                 break
-    elif ctl[0] and _any(fb):
+    elif ctl[0] and any(fb):
         log.warning("fetch %s: some UIDLs are unusable (invalid or listed twice): those messages are "
                     "recognised by content, downloaded again each session", name)
     sizes = {}

@@ -19,13 +19,12 @@ except ImportError:  # CPython has no micropython module.
         return x
 
 
-# errno numbers we test for. MicroPython's errno lacks ENOSPC/EPIPE, and the values are the
+# errno numbers we test for. MicroPython's errno lacks ENOSPC, and the values are the
 # Linux/newlib ones on every port we run on (ESP-IDF uses newlib's numbering: ENOSPC=28).
 ENOENT = const(2)
 EEXIST = const(17)
 ENOSPC = const(28)
 EAGAIN = const(11)
-EPIPE = const(32)
 ETIMEDOUT = const(110)
 # A blocking socket timeout is EAGAIN on unix but ETIMEDOUT on ESP32: both mean "timed out".
 TIMEOUT_ERRNOS = (EAGAIN, ETIMEDOUT)

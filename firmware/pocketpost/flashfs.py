@@ -17,6 +17,17 @@ keep their mail and no reformat is needed.
 
 remount() builds the new mount before it touches the old one: if that fails (not littlefs, a port
 without VfsLfs2, no memory) the filesystem stays as the firmware mounted it.
+
+A power cut in the middle of a rename across directories (a delivery's tmp/ -> bucket, a scan's
+bucket -> damaged/) leaves littlefs a pending move, finished at the next write. Until then
+littlefs's directory listing can hide a *neighbour* of the moved entry in the source directory
+(seen under MicroPython 1.29's VfsLfs2: host_tests/dual/test_flashfs.py replays such a cut; cf.
+littlefs-project/littlefs#937; the file itself is intact). The store lists its mailboxes and
+buckets and recovers before it writes anything, so a message could look missing at start.
+remount() therefore asks littlefs to mkdir the root: littlefs makes the filesystem consistent
+first (its fix-up before any write: finish a pending move, drop orphans), then refuses, as the
+root exists. Flash cost: nothing when there is nothing to finish (no program, no erase:
+measured), one metadata commit when there is (a program of PROG_SIZE, rarely a compaction).
 """
 
 from pocketpost.compat import const
@@ -68,6 +79,10 @@ def remount(bdev, at="/"):
     except Exception:  # never leave the board without its filesystem
         mount(bdev, at)  # as the firmware's _boot.py mounts it (defaults, autodetected)
         raise
+    try:  # the VFS refuses mkdir of a mount point itself: ask the littlefs object (see above)
+        fs.mkdir("/")
+    except OSError:  # EEXIST, as always; a fix-up that failed (flash full) is retried at a write
+        pass
     try:
         os.chdir(cwd)
     except OSError:

@@ -53,6 +53,9 @@ _MAX_RESPONSE = const(16384)
 MAX_TOKEN = const(8192)
 # Each socket read: small enough for the heap, large enough for a response in a few reads.
 _READ_SIZE = const(1024)
+# getaddrinfo's answers tried in turn, at most this many, within the one deadline (as
+# clientauth._open does for the POP3 connect).
+_ADDRS = const(4)
 # The server's error challenge: a short JSON object (RFC 7628 section 3.2.2).
 MAX_CHALLENGE = const(1024)
 
@@ -484,10 +487,22 @@ def http_post(url, body, account, deadline=REFRESH_DEADLINE, max_response=_MAX_R
     s = None
     try:
         try:
-            ai = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
-            s = t = socket.socket(ai[0], socket.SOCK_STREAM)
-            s.settimeout(left())
-            s.connect(ai[-1])
+            err = OSError("no address")
+            for ai in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[:_ADDRS]:
+                try:  # each address in turn (::1 first, a server on IPv4 only), in the one deadline
+                    s = t = socket.socket(ai[0], socket.SOCK_STREAM)
+                    s.settimeout(left())
+                    s.connect(ai[-1])
+                    break
+                except OSError as e:
+                    if compat.errno_of(e) in compat.TIMEOUT_ERRNOS or type(e).__name__ in ("timeout", "TimeoutError"):
+                        raise  # the deadline (below)
+                    err = e
+                    if s is not None:
+                        s.close()
+                        s = None
+            else:
+                raise err  # every address failed: the last one's error, in words below
             if scheme == "https":
                 ctx = tls.client_context(ca, account.get("token_verify", True))
                 s = ctx.wrap_socket(s, server_hostname=host)

@@ -134,8 +134,8 @@ from pocketpost.storecore import (_LOCKS, MailboxLocked, QuotaExceeded, Store, S
                                   _Delivery_ids, _msg_name, _os_error, _remove, describe, reboot, valid_name)
 
 # --- named limits -----------------------------------------------------------------------------
-# (DEFAULT_QUOTA, DEFAULT_RESERVE_BYTES, MAX_NAME_LEN, BUCKET, MERGE_AFTER, FREE_RECHECK and
-# FREE_MARGIN, with their reasons: storecore.py; store.X still gives them.)
+# (BUCKET, MERGE_AFTER and the private _DEFAULT_QUOTA, _DEFAULT_RESERVE_BYTES, _MAX_NAME_LEN,
+# _FREE_RECHECK and _FREE_MARGIN, with their reasons: storecore.py; store.X gives the public ones.)
 
 # Delivery I/O buffers: fixed, allocated once per delivery, never proportional to the message.
 _OUT_BUF = const(512)

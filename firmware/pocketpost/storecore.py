@@ -26,14 +26,16 @@ from pocketpost.compat import const
 
 # --- named limits (the reasons: store.py) ----------------------------------------------------
 
-DEFAULT_QUOTA = const(1024 * 1024)
-DEFAULT_RESERVE_BYTES = const(16 * 1024)
-MAX_NAME_LEN = const(32)
+# Those used by no other module are private (_NAME: const() folds them, and a public name would
+# be one more interned name, never freed, in every process that opens a store).
+_DEFAULT_QUOTA = const(1024 * 1024)
+_DEFAULT_RESERVE_BYTES = const(16 * 1024)
+_MAX_NAME_LEN = const(32)
 BUCKET = const(128)
 MERGE_AFTER = const(16)
 IN_BUF = const(512)
-FREE_RECHECK = const(32)
-FREE_MARGIN = const(64 * 1024)
+_FREE_RECHECK = const(32)
+_FREE_MARGIN = const(64 * 1024)
 
 # storeindex.py's private constants (const() folds them at compile time: they are not module
 # attributes on MicroPython); host_tests/dual/test_store.py checks they agree.
@@ -96,7 +98,7 @@ def _remove(path):
 
 
 def valid_name(name):
-    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_LEN or name[0] == ".":
+    if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME_LEN or name[0] == ".":
         return False
     for ch in name:
         if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch in "._-"):
@@ -198,7 +200,7 @@ def _clean_tmp(tmp):
 
 
 class Store:
-    def __init__(self, root, quota=DEFAULT_QUOTA, reserve=DEFAULT_RESERVE_BYTES):
+    def __init__(self, root, quota=_DEFAULT_QUOTA, reserve=_DEFAULT_RESERVE_BYTES):
         self.root = root.rstrip("/") or "/"
         self.quota = quota
         self.reserve = reserve
@@ -243,9 +245,9 @@ class Store:
     def _free(self, path):
         """(free bytes, block size), or (-1, 0) if unknown. statvfs on littlefs walks the whole
         filesystem (O(files)), so between checks we subtract what this store delivered; we look
-        again every FREE_RECHECK deliveries, and always when the estimate nears the reserve."""
+        again every _FREE_RECHECK deliveries, and always when the estimate nears the reserve."""
         c = self._free_cache
-        if c is not None and c[2] < FREE_RECHECK and c[0] - c[3] > self.reserve + FREE_MARGIN:
+        if c is not None and c[2] < _FREE_RECHECK and c[0] - c[3] > self.reserve + _FREE_MARGIN:
             c[2] += 1
             return c[0] - c[3], c[1]
         try:

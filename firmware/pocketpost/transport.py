@@ -56,9 +56,19 @@ if IS_MICROPYTHON:
     async def _alarm(t, s):
         # wait_for's timer without asyncio.wait_for (asyncio.funcs: ~0.9 KB of heap on the 64-bit
         # unix port once loaded, and a runner task, its closure and frames on top of each wait):
-        # after s seconds, cancel task t parked on the poller (Task.cancel takes it off the poller).
+        # after s seconds, wake task t with Timeout thrown in, as Task.cancel does with
+        # CancelledError (off the poller, onto the run queue, the exception in t.data), but only
+        # if t is still parked on the poller. Not a cancel: a cancel from outside landing in the
+        # same scheduler pass (before this, or after it and before t runs) would be the same
+        # CancelledError as ours, and told apart by guesswork only. This way t gets whichever
+        # came last: an outside cancel is always a CancelledError, the bound alone a Timeout,
+        # and a socket that became ready before the alarm ran wins over it.
         await asyncio.sleep(s)
-        t.cancel()
+        q = _core._io_queue
+        if t.data is q:
+            q.remove(t)
+            _core._task_queue.push(t)
+            t.data = Timeout
 
 
 def would_block(e):
@@ -126,16 +136,13 @@ if IS_MICROPYTHON:
             # The raw socket, also under TLS: the poller then holds file descriptors only. An SSL
             # socket has none, and the unix port's select.poll, mixing the two, crashed (SIGSEGV)
             # or lost the TLS session's wake-ups with 4+ connections (host_tests/test_server_poll.py).
-            # The bound: an alarm task cancels this one when it runs out (then done(): a timeout;
-            # a cancel with the alarm still pending came from outside, e.g. the board's per-account
-            # deadline, and goes on as it is).
+            # The bound: an alarm task throws Timeout into this one when it runs out (see _alarm);
+            # a cancel from outside (e.g. the board's per-account deadline) goes on as it is.
             a = asyncio.create_task(_alarm(asyncio.current_task(), s))
             try:
                 await _wait_io(self.raw, write)
-            except asyncio.CancelledError:
-                if a.done():
-                    raise self._expired(ms)
-                raise
+            except Timeout:  # the alarm's: the Timeout named by the bound's owner
+                raise self._expired(ms)
             finally:
                 a.cancel()
 

@@ -199,3 +199,106 @@ def test_tune_board_remounts_the_ports_flashbdev_and_nothing_without_one():
     finally:
         del sys.modules["flashbdev"]
         _umount(flashbdev.MOUNT_POINT)
+
+
+class _RecDev(FlashDev):
+    """FlashDev that records every program and erase, in order, to replay a prefix of them."""
+
+    def __init__(self, *a, **k):
+        FlashDev.__init__(self, *a, **k)
+        self.log = []
+
+    def writeblocks(self, block, buf, off=None):
+        self.log.append((block, off or 0, bytes(buf)))
+        return FlashDev.writeblocks(self, block, buf, off)
+
+    def ioctl(self, op, arg):
+        if op == 6:
+            self.log.append((arg, -1, None))
+        return FlashDev.ioctl(self, op, arg)
+
+
+def _replay(image, ops):
+    """The flash after `ops` on top of `image`: a power cut right after the last of them."""
+    data = bytearray(image)
+    bs = 4096
+    for block, off, buf in ops:
+        a = block * bs + off
+        if buf is None:
+            data[a : a + bs] = b"\xff" * bs
+        else:
+            data[a : a + len(buf)] = buf
+    return data
+
+
+def test_remount_finishes_a_move_a_power_cut_left_so_no_neighbour_hides():
+    """A store's mailbox of 5 messages, and one of them being set aside into damaged/ (a move
+    across directories, as storescan does with a file of the wrong size) when the power is cut,
+    after every program or erase of that rename in turn. littlefs's listing of a mailbox can then
+    hide a *neighbour* of the moved file until its next write (seen here: the premise is asserted).
+    The board's mount path (the firmware's mount with the defaults, then boot.py's remount) must
+    show every other message, in the listing and to the store's check (which the board runs at
+    start, repairing: without the fix-up it counts the hidden message missing), and the moved one
+    in exactly one place; the remount's fix-up costs no flash operation when no move is pending."""
+    if not IS_MP:
+        skip("MicroPython only: VfsLfs2")
+    import gc
+    import os
+
+    import vfs
+
+    from pocketpost import flashfs
+    from pocketpost import storecore as store_mod
+
+    at = "/fsmove"
+    root = at + "/mail"
+    dev = _RecDev(blocks=32)
+    vfs.VfsLfs2.mkfs(dev)
+    _mount(dev, at, DEFAULTS)
+    st = store_mod.Store(root)
+    for i in range(5):
+        d = st.begin("alice")
+        d.write(b"Subject: %d\r\n\r\n" % i + b"body %d\r\n" % i * (i * 40 + 1))
+        d.commit()
+    mb = st.lock("alice")  # indexes them, as a board's mailbox is
+    mb.release()
+    bucket = root + "/alice/b0"
+    names = sorted(os.listdir(bucket))
+    assert len(names) == 5, names
+    moved = names[1]
+    os.mkdir(root + "/alice/damaged")
+    base = dev.image()
+    del dev.log[:]
+    os.rename(bucket + "/" + moved, root + "/alice/damaged/" + moved)
+    ops = dev.log
+    _umount(at)
+    dev = st = mb = None
+    gc.collect()
+
+    others = [n for n in names if n != moved]
+    hid = 0
+    for k in range(len(ops) + 1):
+        image = _replay(base, ops[:k])
+        cut = FlashDev(data=image)
+        _mount(cut, at, DEFAULTS)  # as the ESP32 firmware's _boot.py mounts it
+        if [n for n in others if n not in os.listdir(bucket)]:
+            hid += 1
+        ops0 = cut.ops
+        assert flashfs.remount(cut, at) is True  # boot.py
+        fixup = cut.ops - ops0
+        listed = os.listdir(bucket)
+        assert [n for n in others if n not in listed] == [], (k, listed)
+        assert (moved in listed) != (moved in os.listdir(root + "/alice/damaged")), (k, listed)
+        if k == 0 or k == len(ops):  # nothing pending: the fix-up wrote nothing
+            assert fixup == 0, (k, fixup)
+        store_mod._BOXES.clear()  # RAM state of the previous image's mailbox
+        # what board.check_store looks at (it repairs: a message it counts missing loses its record)
+        rep = store_mod.Store(root).check()["mailboxes"]["alice"]
+        gone = 0 if moved in listed else 1  # only the file being set aside may be missing
+        assert (rep["missing"], rep["messages"]) == (gone, 5 - gone), (k, rep)
+        _umount(at)
+        cut = rep = image = None
+        gc.collect()
+    # the premise: without the fix-up this littlefs hides a neighbour at one of these cuts (if a
+    # littlefs update stops doing so, the fix-up is moot and this line says so)
+    assert hid >= 1, "no cut hid a neighbour of the moved file: %d cuts" % (len(ops) + 1)

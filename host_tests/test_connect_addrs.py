@@ -1,0 +1,176 @@
+"""A host name whose first address answers nothing (::1 first, as "localhost" resolves on many
+hosts) while the server listens on 127.0.0.1 only: the POP3 client's connect
+(clientauth._open: MicroPython's own non-blocking connect; CPython's asyncio tries every address
+itself) and the OAuth token POST (oauth2.http_post, blocking, both runtimes) try each address in
+turn, and when every one fails, the error names host:port and the last failure in words.
+
+This machine's /etc/hosts maps no name to ::1 before 127.0.0.1, so the name's addresses come
+through a seam in the test script, not in the firmware: `socket.getaddrinfo` answers for
+NAME the real getaddrinfo of "::1" and then of "127.0.0.1" (MicroPython: a stand-in socket
+module in sys.modules, which the firmware's function-level `import socket` finds; CPython: the
+module's attribute, which asyncio's resolver calls too). Loopback only; each script runs under
+micropython and under CPython, in a subprocess.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from helpers import FIRMWARE, free_port, run_micropython
+
+NAME = "pp-v6first.invalid"
+WAIT_S = 10  # bounded waits of the test's server thread
+
+SCRIPT = r"""
+import sys
+import asyncio
+
+NAME = %r
+mode, port = sys.argv[1], int(sys.argv[2])
+
+
+def install():
+    import socket as real
+
+    orig = real.getaddrinfo
+
+    def gai(host, port, *a):
+        if host != NAME:
+            return orig(host, port, *a)
+        out = []
+        for h in ("::1", "127.0.0.1"):  # ::1 first: nothing listens there
+            try:
+                out += orig(h, port, *a)
+            except OSError:  # a host without IPv6 at all: the name's first address is missing
+                pass
+        return out
+
+    if sys.implementation.name == "micropython":  # a built-in module takes no new attributes
+        class Socket:
+            pass
+
+        fake = Socket()
+        for k in dir(real):
+            if not k.startswith("__"):
+                setattr(fake, k, getattr(real, k))
+        fake.getaddrinfo = gai
+        sys.modules["socket"] = fake
+    else:
+        real.getaddrinfo = gai
+
+
+install()
+if mode == "pop3":
+    from pocketpost.client import ConnectionLost, Pop3Client
+
+    c = Pop3Client(NAME, port, connect_timeout=5, read_timeout=5)
+    try:
+        asyncio.run(c.connect())
+        print("CONNECTED caps=%%r" %% (c.caps,))
+        c._conn.close()
+    except ConnectionLost as e:
+        print("ERROR", e.args[0])
+else:
+    from pocketpost import oauth2
+
+    try:
+        st = oauth2.http_post("http://%%s:%%d/token" %% (NAME, port), b"grant_type=x", {"allow_plaintext": True}, 5)
+        print("STATUS", st[0])
+    except oauth2.OAuthError as e:
+        print("ERROR", e.msg)
+"""
+
+
+def _run(runtime, tmp_path, mode, port):
+    script = tmp_path / "connect_addrs.py"
+    script.write_text(SCRIPT % NAME)
+    if runtime == "micropython":
+        r = run_micropython([str(script), mode, str(port)], timeout=60)
+    else:
+        env = dict(os.environ, PYTHONPATH=FIRMWARE)
+        r = subprocess.run([sys.executable, str(script), mode, str(port)], capture_output=True, timeout=60, env=env)
+    out = r.stdout.decode(errors="replace").strip()
+    assert r.returncode == 0, out + r.stderr.decode(errors="replace")
+    return out
+
+
+class _Server:
+    """One TCP server thread on 127.0.0.1 only: POP3 (greeting, -ERR to CAPA) or HTTP (200)."""
+
+    def __init__(self, kind):
+        self.port = free_port()
+        self.kind = kind
+        self.ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.ls.bind(("127.0.0.1", self.port))
+        self.ls.listen(4)
+        self.ls.settimeout(WAIT_S)
+        self.served = 0
+        self.t = threading.Thread(target=self._serve, daemon=True)
+        self.t.start()
+
+    def _serve(self):
+        try:
+            c, _ = self.ls.accept()
+        except OSError:
+            return
+        with c:
+            c.settimeout(WAIT_S)
+            try:
+                if self.kind == "pop3":
+                    c.sendall(b"+OK ready\r\n")
+                    got = b""
+                    while b"\n" not in got:
+                        d = c.recv(100)
+                        if not d:
+                            return
+                        got += d
+                    c.sendall(b"-ERR no CAPA here\r\n")
+                    while c.recv(100):  # until the client closes
+                        pass
+                else:
+                    got = b""
+                    while b"grant_type=x" not in got:
+                        d = c.recv(1000)
+                        if not d:
+                            return
+                        got += d
+                    c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+                self.served += 1
+            except OSError:
+                pass
+
+    def close(self):
+        self.ls.close()
+        self.t.join(WAIT_S)
+
+
+RUNTIMES = ["micropython", "cpython"]
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("kind", ["pop3", "http"])
+def test_the_next_address_is_tried_when_the_first_answers_nothing(tmp_path, runtime, kind):
+    srv = _Server(kind)
+    try:
+        out = _run(runtime, tmp_path, kind, srv.port)
+    finally:
+        srv.close()
+    assert out == ("CONNECTED caps=None" if kind == "pop3" else "STATUS 200"), out
+    assert srv.served == 1
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("kind", ["pop3", "http"])
+def test_every_address_refused_names_host_port_and_the_error(tmp_path, runtime, kind):
+    port = free_port()  # nothing listens, on either address
+    out = _run(runtime, tmp_path, kind, port)
+    assert out.startswith("ERROR") and "%s:%d" % (NAME, port) in out, out
+    if runtime == "cpython" and kind == "pop3":  # asyncio's own error: every address's, by errno
+        assert "Multiple exceptions: [Errno 111]" in out, out
+    else:
+        assert "refused" in out, out
