@@ -21,7 +21,8 @@ into the store and step 4's exactly-once sequence) and the session's end (client
      after it, NOOP's, is well-formed); save a *pending* state entry (size, SHA-1, the local UID
      the commit will give); commit the Delivery; record the *stored* entry (on flash with the
      next save: the next message's pending entry, or the session's end); only then DELE if the
-     policy deletes it;
+     policy deletes it (when no DELE can follow, the next message's RETR goes out as soon as
+     this one proved complete, to a server with PIPELINING: it streams in while this one commits);
   5. QUIT; only after +OK are the deleted UIDs dropped from the state.
 A crash at any point leaves: a partial delivery (the store removes it), or a pending entry (the
 next run decides from the store whether the commit happened), or a stored entry (not fetched
@@ -456,13 +457,23 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             # dropped with it when this batch loaded it: the session's end (clientend,
             # uidcompact) is not placed on top of it.
             drop = ("clientget",) if "pocketpost.store" in sys.modules else ("clientget", "store")
+            order = sorted(want)
+            if order and downloads < cap and c.caps is not None and "PIPELINING" in c.caps:
+                # The batch's first download asked for at once (as the next one is at the end of
+                # each message, below): the server looks it up while the state compacts and the
+                # download code loads.
+                m = order[0]
+                ms = sizes.get(m)
+                if ms is not None and not (a["max_size"] and ms > a["max_size"]):
+                    await c._send(c._out("RETR", m) + c._out("NOOP"), "RETR %d" % m)
             if want:
                 st.tidy()  # a compaction of the state due at the first message's save: now (see below)
                 if compat.IS_MICROPYTHON:
                     gc.collect()  # the listing pass's code (and a compaction's) goes before it is placed
                 __import__("pocketpost.store")
                 __import__("pocketpost.clientget")
-            for n in sorted(want):
+            for k in range(len(order)):
+                n = order[k]
                 if downloads >= cap:
                     stop = True
                     break
@@ -490,9 +501,28 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     if compat.IS_MICROPYTHON:
                         gc.collect()  # the compaction's heap goes before the download code is placed again
                     __import__("pocketpost.clientget")
-                key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, parse)
+                # The next message asked for as soon as this one is complete (PIPELINING: the server
+                # streams it while this one is committed), when nothing can come between the two:
+                # it is the next download for sure (listed, not oversize, under the cap) and this
+                # one is never followed by its DELE (not policy delete; under keep_days a
+                # content-keyed duplicate may be deleted at once).
+                ahead = 0
+                if (k + 1 < len(order) and downloads < cap and policy != "delete"
+                        and (uid is not None or policy == "keep")):
+                    m = order[k + 1]
+                    ms = sizes.get(m)
+                    if ms is not None and not (a["max_size"] and ms > a["max_size"]):
+                        ahead = m
+                key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, parse, ahead)
                 if store_error is not None:
                     stop = True
+                    w = c.s.waiting_for()
+                    if w:
+                        # A message asked for ahead ("RETR m": the only reply it can be waiting
+                        # for here): read off (and dropped: `len` takes each chunk) before QUIT,
+                        # under its own deadline; its size rule holds as for any message.
+                        m = int(w[5:])
+                        await sys.modules["pocketpost.clientget"].retr(c, m, len, sizes.get(m))
                     break
                 if info is None:
                     stats["duplicates"] += 1
@@ -517,7 +547,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 if await c.dele(n):
                     st.mark(key, deleted=True)
                     deleted += 1
-            want = sizes = None
+            want = sizes = order = None
             _forget(drop)
             if stop or not ctl[1] or downloads >= cap:
                 break
@@ -548,7 +578,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 log.warning("fetch %s: state not saved: %s", name, e)
 
 
-def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
+def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True, next=0):
     """One message into the store, crash-safely (clientget.download: held by fetch_account while
     a batch downloads; called straight, no coroutine of _cold's on top of the download's).
     Returns (key, info or None if a duplicate, store error or None)."""
@@ -556,7 +586,7 @@ def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
     if get is None:  # another account's fetch (board.py: they run at once) dropped it: load it
         __import__("pocketpost.clientget")  # again, held for the rest of this batch (not per message)
         get = sys.modules["pocketpost.clientget"]
-    return get.download(c, st, store, mailbox, n, uid, size, top, want_headers)
+    return get.download(c, st, store, mailbox, n, uid, size, top, want_headers, next)
 
 
 def fetch_account_sync(account, store, on_message=None, opener=None, headers=True):

@@ -6,7 +6,7 @@ code (clientplan.py) is dropped, and on MicroPython drops it after them: it is n
 session logs in or lists the mailbox (its qstrs stay)."""
 
 from pocketpost import compat, transport
-from pocketpost.client import ConnectionLost, ShortMessage
+from pocketpost.client import ConnectionLost, Pop3Timeout, ShortMessage
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError
 from pocketpost.pop3client import BODY, END
@@ -20,23 +20,33 @@ _SIZE_SLACK_DIV = const(16)
 _SIZE_SLACK_MIN = const(1024)
 
 
-async def retr(c, n, sink, size=None, top=False):
+async def retr(c, n, sink, size=None, top=False, next=0):
     """Pop3Client.retr: stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk), chunk being
     a bytes-like valid only during the call (a sink with a fail(e) method gets what its call
     raised there, and the message is still read to its end). Returns the octet count.
     With `size` (LIST's), the message must prove complete (pop3client's size rule) and the
     reply after it must be well-formed, else ShortMessage / ProtocolError: the caller must
-    not keep it, and the connection is unusable. Bounded by read_timeout + size / min_rate."""
+    not keep it, and the connection is unusable. Bounded by read_timeout + size / min_rate.
+    `next` (a message number, with `size`, to a server offering PIPELINING): once this message has
+    proved complete (its NOOP answered), RETR next (and its NOOP) goes out, so the server streams
+    that message while the caller commits this one (see client.fetch_account). A RETR already on
+    its way (asked for ahead: the session waits for its reply) is not sent again; a caller that
+    stops first must read that message off (its retr, the sink dropping each chunk) before any
+    other command. (`next`: a name the runtime already interns, no new qstr.)"""
     s = c.s
     d = c.deadline(c.read_timeout, size or 0)
-    data = c._out("TOP", n, 0) if top else c._out("RETR", n)
     what = ("TOP %d 0" if top else "RETR %d") % n
     prove = size is not None and not top
-    pipelined = False
-    if prove and c.caps is not None and "PIPELINING" in c.caps:
-        data += c._out("NOOP")  # the reply after the message: proves the stream in step
-        pipelined = True
-    await c._send(data, what)
+    pipelined = prove and c.caps is not None and "PIPELINING" in c.caps
+    w = s.waiting_for()
+    if w:  # asked for ahead: RETR n and its NOOP went out already (at the end of the message before)
+        if w != what or not pipelined:  # another reply comes first: it would be read as this one's
+            raise ProtocolError("%s: unexpected data instead of %s" % (c.where, what))
+    else:
+        data = c._out("TOP", n, 0) if top else c._out("RETR", n)
+        if pipelined:
+            data += c._out("NOOP")  # the reply after the message: proves the stream in step
+        await c._send(data, what)
     await c._status(d)
     limit = size + max(size // _SIZE_SLACK_DIV, _SIZE_SLACK_MIN) if size is not None else 0
     waiting = "the body of " + what
@@ -94,6 +104,14 @@ async def retr(c, n, sink, size=None, top=False):
         if not pipelined:
             await c._send(c._out("NOOP"), "NOOP")
         await c._status(c.deadline(c.read_timeout))
+        if next and pipelined:
+            # This message is proved (its NOOP answered): the next one is asked for now, and the
+            # server reads and sends it while this one is committed. A failed send does not
+            # cost this message: the next retr's read fails on the same connection instead.
+            try:
+                await c._send(c._out("RETR", next) + c._out("NOOP"), "RETR %d" % next)
+            except (ConnectionLost, Pop3Timeout):
+                pass
     return total
 
 
@@ -128,17 +146,18 @@ class _StoreSink:
         self.error = e
 
 
-async def download(c, st, store, mailbox, n, uid, size, top, want_headers=True):
+async def download(c, st, store, mailbox, n, uid, size, top, want_headers=True, next=0):
     """client._download: one message into the store, crash-safely. Returns (key, info or None if a duplicate,
     store error or None). A message that does not prove complete raises (pop3client's size
-    rule): its delivery is aborted, nothing is recorded, the caller's session ends without QUIT."""
+    rule): its delivery is aborted, nothing is recorded, the caller's session ends without QUIT.
+    `next`: retr's (the next message, asked for once this one is proved)."""
     try:
         d = store.begin(mailbox, digest=True)
     except Exception as e:  # StoreFull / QuotaExceeded / OSError: nothing sent for it yet
         return None, None, e
     sink = _StoreSink(d, want_headers, c.s)
     try:
-        await retr(c, n, sink, size, top)
+        await retr(c, n, sink, size, top, next)
     except BaseException:
         d.abort()
         raise

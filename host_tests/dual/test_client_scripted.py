@@ -29,6 +29,7 @@ class Box:
         self.dir = tmpdir()
         self.quota = quota
         self.srv = None
+        self.pair = None  # the last session's connection pair
 
     def fetch(self, srv, on_message=None, **kw):
         self.srv = srv
@@ -37,7 +38,8 @@ class Box:
         a.update(kw)
 
         async def opener(host, port, ms, ctx):
-            return Pop3Pair(srv).conn()
+            self.pair = Pop3Pair(srv)
+            return self.pair.conn()
 
         st = Store(self.dir + "/mail", quota=self.quota)
         return asyncio.run(client.fetch_account(a, st, on_message, opener))
@@ -228,6 +230,131 @@ def test_full_store_mid_message_reads_it_to_the_end_and_quits():
         s = srv.seen
         assert b"DELE 1" in s and b"RETR 2" in s and b"DELE 2" not in s and s[-1] == b"QUIT", s
         assert b.stored() == [GOOD] and b.uids() == []
+    finally:
+        b.done()
+
+
+@case
+def test_keep_asks_for_the_next_message_before_committing_this_one(b):
+    """Under keep, with PIPELINING, the next message's RETR (and NOOP) goes out as soon as this
+    one has proved complete, before this one is committed and recorded (the server streams it
+    meanwhile); the last one asks for nothing more. Under delete (a DELE follows each message)
+    nothing is asked ahead."""
+    srv = Scripted([(b"u1", GOOD), (b"u2", TWO), (b"u3", THREE)])
+    asked = []
+    b.fetch(srv, lambda info: asked.append([x for x in srv.seen if x.startswith(b"RETR")]), policy="keep")
+    r12, r123 = [b"RETR 1", b"RETR 2"], [b"RETR 1", b"RETR 2", b"RETR 3"]
+    assert asked == [r12, r123, r123], asked
+    assert srv.seen[-7:] == [b"RETR 1", b"NOOP", b"RETR 2", b"NOOP", b"RETR 3", b"NOOP", b"QUIT"]
+    assert b.stored() == [GOOD, TWO, THREE] and sorted(b.uids()) == [b"u1", b"u2", b"u3"]
+    b2 = Box()
+    try:
+        srv = Scripted([(b"u1", GOOD), (b"u2", TWO)])
+        asked = []
+        b2.fetch(srv, lambda info: asked.append(srv.seen.count(b"RETR 2")), policy="delete")
+        assert asked == [0, 1] and b2.stored() == [GOOD, TWO]
+    finally:
+        b2.done()
+
+
+@case
+def test_the_first_download_is_asked_for_before_its_delivery_begins(b):
+    """With PIPELINING the batch's first download is asked for as soon as the listing is read (before
+    the state's compaction and the delivery's begin); the next ones at the end of the one before."""
+    srv = Scripted([(b"u1", GOOD), (b"u2", TWO)])
+    at_begin = []
+    real = Store.begin
+
+    def begin(self, *args, **kw):
+        at_begin.append([x for x in srv.seen if x.startswith(b"RETR")])
+        return real(self, *args, **kw)
+
+    Store.begin = begin
+    try:
+        b.fetch(srv, policy="delete")
+    finally:
+        Store.begin = real
+    assert at_begin == [[b"RETR 1"], [b"RETR 1"]], at_begin  # (under delete: no RETR 2 before DELE 1)
+    assert b.stored() == [GOOD, TWO]
+
+
+def test_full_store_refuses_the_first_download_asked_for_early_and_quits():
+    """The store is full before the session: the first new message, asked for early, is refused at
+    its begin, read off the wire (dropped), and QUIT ends the session."""
+    big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800  # more than a read takes
+    b = Box(quota=len(GOOD))
+    try:
+        b.fetch(Scripted([(b"u1", GOOD)]), policy="keep")
+        srv = Scripted([(b"u1", GOOD), (b"u2", big), (b"u3", THREE)])
+        try:
+            b.fetch(srv, policy="keep")
+            raise AssertionError("no error")
+        except client.ClientError as e:
+            assert "store: " in e.msg and "quota" in e.msg, e.msg
+        s = srv.seen
+        assert b"RETR 2" in s and b"RETR 3" not in s and s[-1] == b"QUIT", s
+        assert not b.pair.to_client  # every reply read, QUIT's last
+        assert b.stored() == [GOOD] and b.uids() == [b"u1"]
+    finally:
+        b.done()
+
+
+class _HangsUpAfterNoop(Scripted):
+    """Answers the first NOOP, then hangs up: the next message's RETR, asked for ahead, cannot go out."""
+
+    def handle(self, line):
+        r = Scripted.handle(self, line)
+        if bytes(line) == b"NOOP":
+            self.closing = True
+        return r
+
+
+@case
+def test_keep_a_failed_ask_ahead_does_not_cost_the_message_just_proved(b):
+    """The connection dies once message 1 has proved complete, as RETR 2 is asked for ahead: message 1
+    is still committed and recorded; the session then fails on message 2 (nothing of it kept)."""
+    srv = _HangsUpAfterNoop([(b"u1", GOOD), (b"u2", TWO)])
+    b.fails(srv, client.ConnectionLost, "closed", policy="keep")
+    assert b.stored() == [GOOD] and b.uids() == [b"u1"] and b"QUIT" not in srv.seen
+
+
+def test_keep_full_store_at_begin_reads_off_the_message_asked_ahead_and_quits():
+    """Under keep the second message was asked for at the end of the first; the quota refuses it
+    at its begin: its reply is read off the wire (dropped) so that QUIT's reply is QUIT's (the
+    session ends cleanly); it is neither stored nor recorded."""
+    big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800  # more than a read takes
+    b = Box(quota=len(GOOD))
+    try:
+        srv = Scripted([(b"u1", GOOD), (b"u2", big), (b"u3", THREE)])
+        try:
+            b.fetch(srv, policy="keep")
+            raise AssertionError("no error")
+        except client.ClientError as e:
+            assert "store: " in e.msg and "quota" in e.msg, e.msg
+        s = srv.seen
+        assert b"RETR 2" in s and b"RETR 3" not in s and s[-1] == b"QUIT", s
+        assert not b.pair.to_client  # every reply read, QUIT's last (not RETR 2's taken for it)
+        assert b.stored() == [GOOD] and b.uids() == [b"u1"]
+    finally:
+        b.done()
+
+
+def test_keep_full_store_mid_message_reads_off_the_message_asked_ahead_and_quits():
+    """The quota runs out inside the first message (its rest is still read) after the second was
+    asked for: that one is read off too, QUIT ends the session, nothing is kept."""
+    big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800  # more than a read takes
+    b = Box(quota=100)
+    try:
+        srv = Scripted([(b"u1", big), (b"u2", big)])
+        try:
+            b.fetch(srv, policy="keep")
+            raise AssertionError("no error")
+        except client.ClientError as e:
+            assert "store: " in e.msg and "too large" in e.msg, e.msg
+        s = srv.seen
+        assert b"RETR 2" in s and s[-1] == b"QUIT", s
+        assert not b.pair.to_client  # every reply read, QUIT's last (not RETR 2's taken for it)
+        assert b.stored() == [] and b.uids() == []
     finally:
         b.done()
 
