@@ -109,13 +109,13 @@ def cmd_helo(s, arg):
 def _hello(s, arg, esmtp):
     arg = arg.strip()
     if not arg or len(arg) > MAX_DOMAIN:
-        return s._error(reply(501, "5.5.4", "a domain or address literal is required"))
+        return s._error(reply(501, "5.5.4 a domain or address literal is required"))
     s._abort()
     s._reset()
     s.helo = _printable(arg)
     s.esmtp = esmtp
     if not esmtp:
-        return reply(250, None, s.svc.hostname)
+        return reply(250, s.svc.hostname)
     ext = ["%s greets %s" % (s.svc.hostname, s.helo), "SIZE %d" % s.svc.max_size, "8BITMIME",
            "PIPELINING", "ENHANCEDSTATUSCODES"]
     if s.svc.tls_available and not s.tls_active:
@@ -130,27 +130,27 @@ def _hello(s, arg, esmtp):
 
 def cmd_starttls(s, arg):
     if arg.strip():
-        return s._error(reply(501, "5.5.4", "STARTTLS takes no argument"))
+        return s._error(reply(501, "5.5.4 STARTTLS takes no argument"))
     if s.tls_active:
-        return reply(503, "5.5.1", "TLS already active")
+        return reply(503, "5.5.1 TLS already active")
     if not s.svc.tls_available:
-        return reply(454, "4.7.0", "TLS not available")
+        return reply(454, "4.7.0 TLS not available")
     s._abort()
     s._reset()
     s.helo = None  # RFC 3207 4.2: the client starts again with EHLO
     s.starttls = True
-    return reply(220, "2.0.0", "ready to start TLS")
+    return reply(220, "2.0.0 ready to start TLS")
 
 
 def cmd_auth(s, arg):
     if not s._auth_offered():
-        return reply(502, "5.5.1", "AUTH is offered on the submission ports only")
+        return reply(502, "5.5.1 AUTH is offered on the submission ports only")
     if s.helo is None:
-        return reply(503, "5.5.1", "EHLO first")
+        return reply(503, "5.5.1 EHLO first")
     if s.login is not None:
-        return reply(503, "5.5.1", "already authenticated")
+        return reply(503, "5.5.1 already authenticated")
     if s.sender is not None:
-        return reply(503, "5.5.1", "AUTH not allowed during a mail transaction")
+        return reply(503, "5.5.1 AUTH not allowed during a mail transaction")
     from pocketpost import smtpauth
 
     return smtpauth.start(s, arg)
@@ -158,61 +158,61 @@ def cmd_auth(s, arg):
 
 def cmd_mail(s, arg):
     if s.helo is None:
-        return reply(503, "5.5.1", "EHLO or HELO first")
+        return reply(503, "5.5.1 EHLO or HELO first")
     if s.sender is not None:
-        return reply(503, "5.5.1", "nested MAIL command")
+        return reply(503, "5.5.1 nested MAIL command")
     if s.mode == SUBMISSION and s.login is None:
-        return reply(530, "5.7.0", "authentication required")
+        return reply(530, "5.7.0 authentication required")
     if not arg[:5].upper() == b"FROM:":
-        return s._error(reply(501, "5.5.4", "syntax: MAIL FROM:<address>"))
+        return s._error(reply(501, "5.5.4 syntax: MAIL FROM:<address>"))
     parsed = _mail_args(arg[5:])
     if parsed is None:
-        return s._error(reply(501, "5.5.4", "syntax: MAIL FROM:<address>"))
+        return s._error(reply(501, "5.5.4 syntax: MAIL FROM:<address>"))
     path, params = parsed
     sender = _parse_path(path, True)
     if sender is None:
-        return s._error(reply(501, "5.1.7", "bad sender address syntax"))
+        return s._error(reply(501, "5.1.7 bad sender address syntax"))
     size = 0
     for p in params:
         if not s.esmtp:
-            return reply(555, "5.5.4", "parameters need EHLO")
+            return reply(555, "5.5.4 parameters need EHLO")
         k = p.find(b"=")
         key = (p if k < 0 else p[:k]).upper()
         val = b"" if k < 0 else p[k + 1 :]
         if key == b"SIZE":
             if not val or len(val) > _MAX_SIZE_DIGITS or not val.isdigit():
-                return reply(501, "5.5.4", "bad SIZE value")
+                return reply(501, "5.5.4 bad SIZE value")
             size = int(val)
         elif key == b"BODY":
             if val.upper() not in (b"7BIT", b"8BITMIME"):
-                return reply(501, "5.5.4", "BODY is 7BIT or 8BITMIME")
+                return reply(501, "5.5.4 BODY is 7BIT or 8BITMIME")
         elif key == b"AUTH":
             pass  # RFC 4954 5: we deliver locally and never relay, so it changes nothing
         else:
-            return reply(555, "5.5.4", "unsupported MAIL parameter")
+            return reply(555, "5.5.4 unsupported MAIL parameter")
     if size > s.svc.max_size:
-        return reply(552, "5.3.4", "message size exceeds fixed maximum message size")
+        return reply(552, "5.3.4 message size exceeds fixed maximum message size")
     if size:
         room = groupcommit.flash_room(s.svc.store)
         if 0 <= room < size:  # RFC 1870 6.1: a temporary shortage is 452 (the sender retries)
-            return reply(452, "4.3.1", "insufficient system storage for a message of that size")
+            return reply(452, "4.3.1 insufficient system storage for a message of that size")
     s.sender = sender
     s.size = size
     s.passed = True
-    return reply(250, "2.1.0", "sender ok")
+    return reply(250, "2.1.0 sender ok")
 
 
 def cmd_rcpt(s, arg):
     if s.sender is None:
-        return reply(503, "5.5.1", "MAIL first")
+        return reply(503, "5.5.1 MAIL first")
     if not arg[:3].upper() == b"TO:":
-        return s._error(reply(501, "5.5.4", "syntax: RCPT TO:<address>"))
+        return s._error(reply(501, "5.5.4 syntax: RCPT TO:<address>"))
     parsed = _mail_args(arg[3:])
     if parsed is None:
-        return s._error(reply(501, "5.5.4", "syntax: RCPT TO:<address>"))
+        return s._error(reply(501, "5.5.4 syntax: RCPT TO:<address>"))
     path, params = parsed
     if params:
-        return reply(555, "5.5.4", "unsupported RCPT parameter")
+        return reply(555, "5.5.4 unsupported RCPT parameter")
     addr = _parse_path(path, False)
     if addr is not None:
         addr = addr.lower()
@@ -221,37 +221,37 @@ def cmd_rcpt(s, arg):
         if path.lower() == b"<postmaster>" and s.svc.domains:
             addr = "postmaster@" + s.svc.domains[0]
         else:
-            return s._error(reply(501, "5.1.3", "bad recipient address syntax"))
+            return s._error(reply(501, "5.1.3 bad recipient address syntax"))
     if s.rcpts >= s.svc.max_recipients:
-        return reply(452, "4.5.3", "too many recipients")
+        return reply(452, "4.5.3 too many recipients")
     box = _resolve(s.svc, addr)
     if box is None:
         if addr[addr.rfind("@") + 1 :] in s.svc.domains:
-            return reply(550, "5.1.1", "no such mailbox here")
-        return reply(550, "5.7.1", "relaying denied: this server delivers only to its own domains")
+            return reply(550, "5.1.1 no such mailbox here")
+        return reply(550, "5.7.1 relaying denied: this server delivers only to its own domains")
     if box not in s.boxes:
         if len(s.boxes) >= s.svc.max_mailboxes:
-            return reply(452, "4.5.3", "too many mailboxes for one message, send the rest later")
+            return reply(452, "4.5.3 too many mailboxes for one message, send the rest later")
         if s.size:
             room = groupcommit.room(s.svc.store, box)
             if 0 <= room < s.size:
-                return reply(452, "4.3.1", "insufficient storage for a message of that size")
+                return reply(452, "4.3.1 insufficient storage for a message of that size")
         s.boxes.append(box)
     s.rcpts += 1
     if s.first_rcpt is None:
         s.first_rcpt = addr
-    return reply(250, "2.1.5", "recipient ok")
+    return reply(250, "2.1.5 recipient ok")
 
 
 def cmd_data(s, arg):
     """The envelope's checks and the trace fields; the message itself begins in the session
     (Session._begin_data), once this module has been handed back (GO_DATA)."""
     if arg.strip():
-        return s._error(reply(501, "5.5.4", "DATA takes no argument"))
+        return s._error(reply(501, "5.5.4 DATA takes no argument"))
     if s.sender is None:
-        return reply(503, "5.5.1", "MAIL first")
+        return reply(503, "5.5.1 MAIL first")
     if not s.rcpts:
-        return reply(554, "5.5.1", "no valid recipients")
+        return reply(554, "5.5.1 no valid recipients")
     s._hdr = _trace(s)
     return GO_DATA
 
@@ -277,8 +277,8 @@ def _trace(s):
 
 def cmd_vrfy(s, arg):
     # RFC 5321 3.5.3: 252 when we will not confirm (no user enumeration).
-    return reply(252, "2.5.0", "cannot VRFY user, but will accept message and attempt delivery")
+    return reply(252, "2.5.0 cannot VRFY user, but will accept message and attempt delivery")
 
 
 def cmd_help(s, arg):
-    return reply(214, "2.0.0", "see RFC 5321")
+    return reply(214, "2.0.0 see RFC 5321")
