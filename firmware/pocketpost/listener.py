@@ -45,7 +45,6 @@ else:
 # The names of the deadlines, as the log lines and the tests see them.
 DEADLINE_HANDSHAKE = "tls-handshake"
 DEADLINE_AUTH = "authorization"
-DEADLINE_IDLE = "idle"
 LISTEN_BACKLOG = 4  # pending connections the kernel/lwIP queues per listener
 # Plaintext a client pipelined after STLS that is read off the socket and dropped before the +OK
 # (RFC 2595 section 4): at most this much; beyond it the TLS handshake fails on the rest.
@@ -88,7 +87,7 @@ class ServerConn(_Conn):
 
     idle = None  # seconds per wait without a deadline (the idle timeout)
     until = None  # ticks_ms of the absolute deadline, or None: idle timeout only
-    name = DEADLINE_IDLE
+    name = "idle"
     _saved = None  # the deadline a handshake interrupted
 
     def limit(self, name, seconds):
@@ -99,7 +98,7 @@ class ServerConn(_Conn):
     def no_limit(self):
         """Authenticated: from now on only the idle timeout bounds a wait."""
         self.until = None
-        self.name = DEADLINE_IDLE
+        self.name = "idle"
         self._saved = None
 
     def _hs(self, ms):
@@ -137,7 +136,7 @@ class ServerConn(_Conn):
         # (so a wait cut a millisecond early by rounding is still named right).
         if ms is None and self.until is not None:
             return Timeout(self.name)
-        return Timeout(DEADLINE_IDLE)
+        return Timeout("idle")
 
     async def pause(self, seconds):
         """The failed-login delay, cut short (Timeout) at the deadline."""

@@ -10,7 +10,7 @@ from pocketpost.compat import const, forget, ticks_diff, ticks_ms
 
 # Failure records kept per address for the login delay: bounded so a scan from many addresses
 # costs fixed RAM (the oldest record is forgotten first).
-MAX_THROTTLE_ENTRIES = const(32)
+_MAX_THROTTLE_ENTRIES = const(32)
 
 
 def _get(svc, addr, now):
@@ -39,7 +39,7 @@ def fail(svc, addr, now=None):
     e = _get(svc, addr, now)
     d = svc.fails
     if e is None:
-        if len(d) >= MAX_THROTTLE_ENTRIES:
+        if len(d) >= _MAX_THROTTLE_ENTRIES:
             oldest = None
             for k in d:
                 if oldest is None or ticks_diff(d[oldest][1], d[k][1]) > 0:

@@ -39,7 +39,7 @@ nothing (`close()` aborts). Trace headers (RFC 5321 4.4: Return-Path, Received w
 authenticated user) are written first.
 
 Commands dispatch from one table; a command out of sequence gets 503, an unknown one 500; nothing
-raises. After MAX_BAD_COMMANDS errors the session is closed with 421.
+raises. After _MAX_BAD_COMMANDS errors the session is closed with 421.
 """
 
 from pocketpost import groupcommit, log
@@ -54,7 +54,7 @@ MAX_PATH = const(256)
 MAX_DOMAIN = const(255)
 # Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
 # a peer speaking another protocol (or garbage) is let go instead of answered forever.
-MAX_BAD_COMMANDS = const(20)
+_MAX_BAD_COMMANDS = const(20)
 # Replies pump() collects into one write: a deep pipeline is answered in batches of this many,
 # so the list and the joined write stay small whatever the client queued (RFC 2920 allows it).
 _MAX_BATCH = const(32)
@@ -257,7 +257,7 @@ class Session:
     # -- helpers -----------------------------------------------------------------------------
     def _error(self, r):
         self.bad += 1
-        if self.bad >= MAX_BAD_COMMANDS:
+        if self.bad >= _MAX_BAD_COMMANDS:
             self.closing = True
             return reply(421, "4.7.0 too many errors, closing")
         return r
