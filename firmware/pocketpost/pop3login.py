@@ -11,7 +11,11 @@ SASL continuation lines through sasl_continue; Session.resume finishes a login c
 from pocketpost import log, loginsvc
 from pocketpost.compat import const, ticks_diff, ticks_ms
 from pocketpost.pop3 import reply
-from pocketpost.pop3server import DONE, IMPLEMENTATION, LOGIN_SLICE_MS, TRANSACTION
+from pocketpost.pop3server import IMPLEMENTATION
+
+_TRANSACTION = const(1)  # pop3server's (a private copy)
+_DONE = const(2)  # pop3server's (a private copy)
+_LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
 
 # SASL continuation steps (Session._sasl).
 _SASL_PLAIN = const(1)
@@ -43,7 +47,7 @@ def capa(s, args):
 def quit_(s, args):
     """QUIT in AUTHORIZATION (TRANSACTION's, the UPDATE state: pop3trans.cmd_quit)."""
     s.closing = True
-    s.state = DONE
+    s.state = _DONE
     return reply(True, "bye")
 
 
@@ -195,7 +199,7 @@ def login(s, name, password, user, method, force_fail=False):
     loginsvc.succeed(s.svc, s.peer)
     s.mb = mb
     s.login = name
-    s.state = TRANSACTION
+    s.state = _TRANSACTION
     s._unhold()  # no login after this one
     s._del = bytearray((mb.count + 7) // 8)
     s._ndel = 0
@@ -225,7 +229,7 @@ def resume(s):
     t0 = ticks_ms()
     n = s.svc.login_chunk
     while not w.step(n):
-        if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
+        if ticks_diff(ticks_ms(), t0) >= _LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
             return None
     s._check = None
     name = s._check_name

@@ -14,10 +14,11 @@ read_failed are here.
 from pocketpost import log
 from pocketpost.compat import const
 from pocketpost.pop3 import reply
-from pocketpost.pop3server import DONE, IMPLEMENTATION
+from pocketpost.pop3server import IMPLEMENTATION
 from pocketpost.wire import TERMINATOR, DotStuffer, terminator
 
 _CR = const(13)
+_DONE = const(2)  # pop3server's (a private copy)
 _LF = const(10)
 _EIO = const(5)  # a message file ended before the size its index entry (and LIST) gave
 # RETR's copy unit when the shell's block is smaller: a RETR is one read and one socket write
@@ -147,7 +148,7 @@ def cmd_quit(s, args):
     s.closing = True
     mb = s.mb
     s.mb = None
-    s.state = DONE
+    s.state = _DONE
     try:
         n = mb.commit(s._del)
     except Exception as e:

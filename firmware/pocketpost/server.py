@@ -36,7 +36,7 @@ import asyncio
 from pocketpost import heapmark, log
 from pocketpost.compat import const
 from pocketpost.pop3 import reply
-from pocketpost.pop3server import TRANSACTION, Session
+from pocketpost.pop3server import Session
 from pocketpost.listener import DEADLINE_AUTH, DEADLINE_HANDSHAKE, ServerConn, listener_tasks, peer_ip
 from pocketpost.transport import Timeout, nodelay
 from pocketpost.wire import LineReader
@@ -44,6 +44,7 @@ from pocketpost.wire import LineReader
 # Room for pipelined commands beyond one maximal line (RFC 2449 PIPELINING): a client may send
 # a whole batch at once; lines are taken out of this buffer in order, nothing is lost.
 _READ_EXTRA = const(256)
+_TRANSACTION = const(1)  # pop3server's (a private copy)
 
 
 class Server:
@@ -207,7 +208,7 @@ class Server:
                 await conn.start_tls(self.ctx, None, True, self.sv["tls_handshake_timeout"] * 1000)
                 session.tls_active = True
                 log.info("pop3 #%d %s STLS", sid, session.peer)
-            if session.state == TRANSACTION and slot.preauth:
+            if session.state == _TRANSACTION and slot.preauth:
                 slot.preauth = False  # logged in: never evicted, the idle timeout alone
                 conn.no_limit()
             if session.closing:

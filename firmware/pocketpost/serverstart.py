@@ -16,6 +16,7 @@ from pocketpost.listener import LISTEN_BACKLOG, Slots
 # ESP32, thousands on a host; a step call costs ~20 us on the unix port, so a fixed small chunk
 # would double a host's hash time): at most this many.
 _MAX_LOGIN_CHUNK = const(4096)
+_LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
 
 
 def recover(store):
@@ -74,7 +75,6 @@ def login_setup(server_cfg, users):
     """pop3server.Service's login figures, made once: (trusted networks, whether APOP is
     offered, the board's PBKDF2 count, its dummy hash, the SCRAM secret, the login chunk)."""
     from pocketpost import auth
-    from pocketpost.pop3server import LOGIN_SLICE_MS
 
     nets = []
     for n in server_cfg["trusted_networks"]:
@@ -92,5 +92,5 @@ def login_setup(server_cfg, users):
     # successful login, and an unknown user is checked against a dummy hash made with it.
     # So known and unknown users cost the same once every hash has the board's count.
     iterations = server_cfg["pbkdf2_iterations"]
-    chunk = max(1, min(_MAX_LOGIN_CHUNK, int(LOGIN_SLICE_MS * 500 / server_cfg["pbkdf2_iteration_us"])))
+    chunk = max(1, min(_MAX_LOGIN_CHUNK, int(_LOGIN_SLICE_MS * 500 / server_cfg["pbkdf2_iteration_us"])))
     return (nets, apop, iterations, auth.hash_password(urandom(12), iterations), auth.scram_secret(users), chunk)

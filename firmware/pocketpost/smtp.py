@@ -48,10 +48,6 @@ from pocketpost.compat import IS_MICROPYTHON, const, release_cold
 from pocketpost.wire import OVERLONG
 
 # --- limits fixed by the RFCs (the configurable ones live in config.SMTP_DEFAULTS) -------------
-# RFC 5321 4.5.3.1.3: a reverse-path or forward-path is at most 256 octets.
-MAX_PATH = const(256)
-# RFC 5321 4.5.3.1.2: a domain is at most 255 octets (the EHLO argument we keep for Received).
-MAX_DOMAIN = const(255)
 # Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
 # a peer speaking another protocol (or garbage) is let go instead of answered forever.
 _MAX_BAD_COMMANDS = const(20)

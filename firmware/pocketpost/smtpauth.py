@@ -9,9 +9,10 @@ start(); handle() passes SASL continuation lines to step(); resume() finishes a 
 """
 
 from pocketpost import log, loginsvc
-from pocketpost.compat import ticks_diff, ticks_ms
-from pocketpost.pop3server import LOGIN_SLICE_MS
+from pocketpost.compat import const, ticks_diff, ticks_ms
 from pocketpost.smtp import _printable, reply
+
+_LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
 
 
 def start(s, arg):
@@ -153,7 +154,7 @@ def resume(s):
     lg = s.svc.logins
     t0 = ticks_ms()
     while not w.step(lg.login_chunk):
-        if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
+        if ticks_diff(ticks_ms(), t0) >= _LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
             return None
     s._check = None
     name = s._check_name

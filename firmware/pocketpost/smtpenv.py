@@ -13,7 +13,12 @@ import time
 from pocketpost import groupcommit
 from pocketpost import storecore as store_mod  # valid_name: store.py (Delivery) loads at DATA
 from pocketpost.compat import const, urandom
-from pocketpost.smtp import GO_DATA, MAX_DOMAIN, MAX_PATH, SUBMISSION, _printable, reply
+from pocketpost.smtp import GO_DATA, SUBMISSION, _printable, reply
+
+# RFC 5321 4.5.3.1.3: a reverse-path or forward-path is at most 256 octets.
+_MAX_PATH = const(256)
+# RFC 5321 4.5.3.1.2: a domain is at most 255 octets (the EHLO argument we keep for Received).
+_MAX_DOMAIN = const(255)
 
 # SIZE= values longer than this are refused before int() (RFC 1870: a decimal number).
 _MAX_SIZE_DIGITS = const(10)
@@ -26,7 +31,7 @@ def _parse_path(b, allow_null):
     if len(b) < 2 or b[0] != 60 or b[-1] != 62:  # "<" ">"
         return None
     a = b[1:-1]
-    if len(a) > MAX_PATH:
+    if len(a) > _MAX_PATH:
         return None
     if a.startswith(b"@"):  # "<@relay,@relay:user@domain>": the route is ignored (RFC 5321 C)
         k = a.find(b":")
@@ -108,7 +113,7 @@ def cmd_helo(s, arg):
 
 def _hello(s, arg, esmtp):
     arg = arg.strip()
-    if not arg or len(arg) > MAX_DOMAIN:
+    if not arg or len(arg) > _MAX_DOMAIN:
         return s._error(reply(501, "5.5.4 a domain or address literal is required"))
     s._abort()
     s._reset()
