@@ -17,12 +17,13 @@ import time
 
 from pocketpost.compat import const, ticks_diff, ticks_ms
 
-DEBUG = const(10)
+_DEBUG = const(10)
 INFO = const(20)
 _WARNING = const(30)
 ERROR = const(40)
-LEVELS = {"debug": DEBUG, "info": INFO, "warning": _WARNING, "error": ERROR}
-_NAMES = {DEBUG: "DEBUG", INFO: "INFO", _WARNING: "WARN", ERROR: "ERROR"}
+# A line's level word, by level // 10 (0: a level of no name). One literal, split at import: the
+# short words of their own ("WARN") would be interned names, as a dict of them (LEVELS) was one more.
+_WORDS = "? DEBUG INFO WARN ERROR".split()
 
 # Recent warnings/errors kept for status(): bounded so a flood of bad clients costs fixed RAM.
 _RECENT_MAX = const(8)
@@ -48,7 +49,10 @@ def stamp():
 
 def set_level(name):
     global level
-    level = LEVELS.get(name, INFO) if isinstance(name, str) else name
+    if isinstance(name, str):  # config's level: debug, info, warning or error (else info)
+        names = ("debug", "info", "warning", "error")
+        name = (_DEBUG, INFO, _WARNING, ERROR)[names.index(name)] if name in names else INFO
+    level = name
 
 
 def set_sink(fn):
@@ -64,7 +68,8 @@ def log(lvl, msg, *args):
             msg = msg % args
         except (TypeError, ValueError):
             msg = "%s %r" % (msg, args)
-    line = "%s %s %s" % (stamp(), _NAMES.get(lvl, "?"), msg)
+    i = lvl // 10
+    line = "%s %s %s" % (stamp(), _WORDS[i if lvl % 10 == 0 and 0 < i < 5 else 0], msg)
     if lvl >= _WARNING:
         recent.append(line)
         if len(recent) > _RECENT_MAX:
@@ -76,7 +81,7 @@ def log(lvl, msg, *args):
 
 
 def debug(msg, *args):
-    log(DEBUG, msg, *args)
+    log(_DEBUG, msg, *args)
 
 
 def info(msg, *args):

@@ -31,17 +31,17 @@ def _plain_allowed(s):
 
 
 def capa(s, args):
-    lines = ["+OK capability list follows", "TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE"]
+    # Whole lines in each literal: a capability of its own ("RESP-CODES") would be an interned name.
+    out = "+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n"
     if _plain_allowed(s):
-        lines.append("USER")
-        lines.append("SASL PLAIN LOGIN SCRAM-SHA-256")
+        out += "USER\r\nSASL PLAIN LOGIN SCRAM-SHA-256\r\n"
     else:  # SCRAM sends no password: offered without TLS too
-        lines.append("SASL SCRAM-SHA-256")
+        out += "SASL SCRAM-SHA-256\r\n"
     if s.svc.tls_available and not s.tls_active:
-        lines.append("STLS")
-    lines.append("IMPLEMENTATION " + IMPLEMENTATION)
-    lines.append(".")
-    return ("\r\n".join(lines) + "\r\n").encode()
+        out += "STLS\r\nIMPLEMENTATION "
+    else:
+        out += "IMPLEMENTATION "
+    return (out + IMPLEMENTATION + "\r\n.\r\n").encode()
 
 
 def quit_(s, args):
@@ -59,14 +59,14 @@ def user(s, args):
     if not _plain_allowed(s):
         return _no_plain()
     s.user = bytes(args[0]).decode()
-    return reply(True, "send PASS")
+    return b"+OK send PASS\r\n"  # (whole: "send PASS" alone would be an interned name)
 
 
 def pass_(s, args):
     if not _plain_allowed(s):
         return _no_plain()
     if s.user is None:
-        return reply(False, "USER first")
+        return b"-ERR USER first\r\n"
     name = s.user
     s.user = None
     return login(s, name, args[0], None, "USER/PASS")

@@ -45,7 +45,8 @@ def _msg(s, n):
 
 
 def cmd_stat(s, args):
-    return reply(True, "%d %d" % (s.mb.count - s._ndel, s.mb.total_size - s._sdel))
+    # Status lines whole (+OK ... CRLF, as pop3.reply builds): a short "%d %d" would be an interned name.
+    return b"+OK %d %d\r\n" % (s.mb.count - s._ndel, s.mb.total_size - s._sdel)
 
 
 def cmd_list(s, args):
@@ -62,7 +63,7 @@ def _listing(s, args, uids):
         i = _msg(s, args[0])
         if i is None:
             return reply(False, "no such message")
-        return reply(True, "%d %s" % (i + 1, mb.uid(i) if uids else mb.size(i)))
+        return ("+OK %d %s\r\n" % (i + 1, mb.uid(i) if uids else mb.size(i))).encode()
     s.producer = ListingProducer(s, uids)
     if uids:
         return reply(True, "unique-id listing follows")
@@ -95,7 +96,7 @@ def cmd_retr(s, args):
             p.svc = svc
         s.producer = p
     s.producer.msg = i
-    return reply(True, "%d octets" % mb.size(i))
+    return b"+OK %d octets\r\n" % mb.size(i)
 
 
 def cmd_top(s, args):
