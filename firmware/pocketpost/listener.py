@@ -37,10 +37,7 @@ from pocketpost import log
 from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_add, ticks_diff, ticks_ms
 from pocketpost.transport import Timeout
 
-if IS_MICROPYTHON:
-    from pocketpost.transport import Conn as _Conn
-else:
-    from pocketpost.transport import CConn as _Conn
+from pocketpost.transport import Conn as _Conn  # (hostconn.Conn on CPython)
 
 # The names of the deadlines, as the log lines and the tests see them.
 DEADLINE_HANDSHAKE = "tls-handshake"
@@ -180,22 +177,6 @@ class ServerConn(_Conn):
                 return 0
             return r or 0
 
-    else:
-
-        def before_tls(self):
-            """Before the +OK to STLS: stop reading, so the client's ClientHello stays in the
-            socket for TLS; what asyncio already holds was pipelined after STLS and is dropped
-            (RFC 2595 section 4). asyncio has no public call for the latter: `_buffer`."""
-            self.w.transport.pause_reading()  # type: ignore[attr-defined]  # CConn's (the board check sees Conn)
-            held = getattr(self.r, "_buffer", None)  # type: ignore[attr-defined]  # CConn's
-            if held:
-                del held[:]
-
-        def send_nowait(self, data):
-            self.w.write(data)  # type: ignore[attr-defined]  # CConn's; asyncio buffers it, close(True) lets it go out
-
-        def send_some(self, mv):
-            return 0  # asyncio's writer: `await send()` (CPython is the test runtime, not the fast one)
 
 
 class Slot:
