@@ -6,9 +6,38 @@ for CPython. MicroPython never imports this module: each name a loaded module ho
 import asyncio
 
 from pocketpost.compat import const, ticks_diff, ticks_ms
-from pocketpost.transport import _Bounds
+from pocketpost.transport import Timeout, _Bounds
 
 _ROUNDING_MS = const(20)  # transport's (a private copy)
+
+
+async def connect(host, port, ms, ctx):
+    """transport.connect on CPython: asyncio's streams, TLS from the start with ctx."""
+    try:
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None),
+                                      ms / 1000)
+    except asyncio.TimeoutError:
+        raise Timeout()
+    return Conn(r, w)
+
+
+def server_context(ctx, cert_path, key_path):
+    """tls.server_context on CPython: it loads certificate chains from PEM files only; the host
+    tools write PEM copies next to the DER files (cert.der -> cert.pem)."""
+    ctx.load_cert_chain(_pem(cert_path), _pem(key_path))
+
+
+def _pem(der_path):
+    return der_path[:-4] + ".pem" if der_path.endswith(".der") else der_path
+
+
+def client_context(ctx, verify):
+    """tls.client_context on CPython: verify, without a CA file, against the system store; not
+    verifying, no host name check either (CPython refuses CERT_NONE while it is on)."""
+    if verify:
+        ctx.load_default_certs()
+    else:
+        ctx.check_hostname = False
 
 
 class Conn(_Bounds):

@@ -206,7 +206,15 @@ if IS_MICROPYTHON:
             self.close()
 
 else:  # CPython, the host's runtime: asyncio's streams, in hostconn.py (never loaded by MicroPython)
-    from pocketpost.hostconn import Conn
+
+    def __getattr__(name):
+        # transport.Conn, loaded at its first use (hostconn imports this module for _Bounds: an
+        # import here at load would find it half made when hostconn is the first one imported)
+        if name == "Conn":
+            from pocketpost.hostconn import Conn
+
+            return Conn
+        raise AttributeError(name)
 
 
 # setsockopt(IPPROTO_TCP, TCP_NODELAY): the same numbers in Linux and lwIP (the unix port's socket
@@ -231,17 +239,15 @@ def nodelay(conn, on):
 
 async def connect(host, port, ms, ctx=None):
     """A TCP connection to host:port (with `ctx`, implicit TLS to that host), within ms."""
+    if not IS_MICROPYTHON:  # asyncio's TLS at connect (hostconn.py)
+        from pocketpost import hostconn
+
+        return await hostconn.connect(host, port, ms, ctx)
     try:
-        if IS_MICROPYTHON:
-            r, w = await asyncio.wait_for(asyncio.open_connection(host, port), ms / 1000)
-        else:
-            r, w = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None),
-                                          ms / 1000)
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, port), ms / 1000)
     except asyncio.TimeoutError:
         raise Timeout()
-    if IS_MICROPYTHON:
-        c = Conn(r)
-        if ctx is not None:
-            await c.start_tls(ctx, host)
-        return c
-    return Conn(r, w)
+    c = Conn(r)
+    if ctx is not None:
+        await c.start_tls(ctx, host)
+    return c
