@@ -67,9 +67,9 @@ def log(lvl, msg, *args):
         try:
             msg = msg % args
         except (TypeError, ValueError):
-            msg = "%s %r" % (msg, args)
+            msg = msg + " " + repr(args)  # (concatenated: a short format is an interned name)
     i = lvl // 10
-    line = "%s %s %s" % (stamp(), _WORDS[i if lvl % 10 == 0 and 0 < i < 5 else 0], msg)
+    line = stamp() + " " + _WORDS[i if lvl % 10 == 0 and 0 < i < 5 else 0] + " " + msg
     if lvl >= _WARNING:
         recent.append(line)
         if len(recent) > _RECENT_MAX:

@@ -33,6 +33,8 @@ A file from before the wire form (`mb.needs_stuffing(i)`) goes through `BodyProd
 DotStuffer for both.
 """
 
+import binascii
+
 from pocketpost import heapmark, log
 from pocketpost.compat import const, release_cold, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
@@ -155,7 +157,7 @@ class Session:
     def greeting(self):
         if self.svc.apop_enabled:
             return reply(True, "%s ready %s" % (IMPLEMENTATION, self.timestamp))
-        return reply(True, "%s ready" % IMPLEMENTATION)
+        return ("+OK %s ready\r\n" % IMPLEMENTATION).encode()  # (a short "%s ready": an interned name)
 
     def handle(self, line):
         self.delay = 0
@@ -247,4 +249,4 @@ class Session:
 
 
 def _hex(b):
-    return "".join("%02x" % c for c in b)
+    return binascii.hexlify(b).decode()

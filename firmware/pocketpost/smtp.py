@@ -418,7 +418,7 @@ class Session:
         self.reply = r
 
 
-_OK = reply(250, "2.0.0 OK")
+_OK = b"250 2.0.0 OK\r\n"  # reply(250, "2.0.0 OK"), whole: the short text would be an interned name
 
 _TABLE = {
     b"RSET": Session.cmd_rset,

@@ -275,10 +275,10 @@ def _trace(s):
         info.append("using TLS")
     if s.login is not None:
         info.append("authenticated user " + _printable(s.login.encode()))
-    rid = "%s%d" % (_hex(urandom(4)), s.stored)
+    rid = _hex(urandom(4)) + str(s.stored)
     return ("Return-Path: <%s>\r\nReceived: from %s ([%s])\r\n\tby %s (pocketpost) with %s%s id %s%s;\r\n\t%s\r\n" % (
         s.sender, s.helo, _printable(s.peer.encode()), s.svc.hostname, with_,
-        (" (" + ", ".join(info) + ")") if info else "", rid,
+        (" (%s)" % ", ".join(info)) if info else "", rid,
         ("\r\n\tfor <%s>" % s.first_rcpt) if s.rcpts == 1 else "", _date())).encode()
 
 

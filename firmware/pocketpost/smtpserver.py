@@ -216,7 +216,8 @@ class SmtpServer:
             conn.idle = sm["data_timeout"] if session.in_data else sm["command_timeout"]
             n = await conn.recv_into(lines.space())
             if not n:
-                log.info("smtp #%d %s dropped by peer%s", sid, session.peer, " mid-DATA" if session.in_data else "")
+                log.info("smtp #%d %s dropped by peer mid-DATA" if session.in_data else "smtp #%d %s dropped by peer",
+                         sid, session.peer)
                 return
             lines.commit(n)
             heapmark.sample("smtp")  # mid-DATA too: the delivery's file and buffers are open
