@@ -36,13 +36,13 @@ peaks = {}  # service name -> highest live heap seen (bytes)
 _last = [None]  # type: list  # ticks_ms of the last sample
 
 
-def sample(name, every_ms=_SAMPLE_MS):
-    """Record the live heap for `name` if the last sample is older than every_ms."""
+def sample(name, ms=_SAMPLE_MS):
+    """Record the live heap for `name` if the last sample is older than ms."""
     alloc = getattr(gc, "mem_alloc", None)
     if alloc is None:
         return
     now = ticks_ms()
-    if _last[0] is not None and ticks_diff(now, _last[0]) < every_ms:
+    if _last[0] is not None and ticks_diff(now, _last[0]) < ms:
         return
     _last[0] = now
     gc.collect()

@@ -202,10 +202,10 @@ class Slots:
         self.slots = {}  # sid -> Slot
         self._next_id = 0
 
-    def _cap_reached(self, here):
+    def _cap_reached(self, n):
         """Which limit refuses one more connection (named as in the config), or None."""
         c = self.caps
-        if here >= c["max_sessions_per_addr"]:
+        if n >= c["max_sessions_per_addr"]:
             return "per-address cap max_sessions_per_addr=%d reached" % c["max_sessions_per_addr"]
         if self.sessions >= c["max_sessions"]:
             return "global session cap max_sessions=%d reached" % c["max_sessions"]

@@ -49,16 +49,16 @@ def _parse_path(b, allow_null):
     return a.decode()
 
 
-def _mail_args(rest):
+def _mail_args(arg):
     """The text after "MAIL FROM:" / "RCPT TO:" -> (path bytes, [param bytes]) or None."""
-    rest = rest.strip()
-    if not rest.startswith(b"<"):
+    arg = arg.strip()
+    if not arg.startswith(b"<"):
         return None
-    k = rest.find(b">")
+    k = arg.find(b">")
     if k < 0:
         return None
-    params = [p for p in rest[k + 1 :].split(b" ") if p]
-    return rest[: k + 1], params
+    params = [p for p in arg[k + 1 :].split(b" ") if p]
+    return arg[: k + 1], params
 
 
 def _date():
