@@ -71,9 +71,8 @@ def threshold():
 # server's TLS context, ~2.5 KiB; docs/FIGURES.md "Server heap"; serverstart.py: the POP3
 # server's and its login Service's set-up). A later user (a service restart, admin.py, a rehashed
 # password saved by server.py, a TLS fetch) imports them again.
-COLD_AFTER_START = ("config", "tls", "serverstart")
 
 
-def forget(names=COLD_AFTER_START):
+def forget(names=("config", "tls", "serverstart")):  # the start-up-only modules above
     """compat.forget, by default of the start-up-only modules."""
     compat_forget(names)

@@ -39,10 +39,10 @@ from pocketpost.transport import Timeout
 
 from pocketpost.transport import Conn as _Conn  # (hostconn.Conn on CPython)
 
-# The names of the deadlines, as the log lines and the tests see them.
-DEADLINE_HANDSHAKE = "tls-handshake"
-DEADLINE_AUTH = "authorization"
-LISTEN_BACKLOG = 4  # pending connections the kernel/lwIP queues per listener
+# The names of the deadlines, as the log lines and the tests see them: "tls-handshake",
+# "authorization" (set by server.py and smtpserver.py) and "idle", each a literal where used (a
+# module-level name would be one more interned name).
+_LISTEN_BACKLOG = const(4)  # pending connections the kernel/lwIP queues per listener (copied where listened)
 # Plaintext a client pipelined after STLS that is read off the socket and dropped before the +OK
 # (RFC 2595 section 4): at most this much; beyond it the TLS handshake fails on the rest.
 _STLS_DRAIN_MAX = const(4096)
@@ -103,7 +103,7 @@ class ServerConn(_Conn):
         until = ticks_add(ticks_ms(), int(ms))
         if self.until is None or ticks_diff(self.until, until) > 0:
             self.until = until
-            self.name = DEADLINE_HANDSHAKE
+            self.name = "tls-handshake"
         return None  # the handshake's waits: bounded by the deadlines
 
     def _through(self):

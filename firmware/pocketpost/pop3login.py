@@ -110,7 +110,7 @@ def auth_(s, args):
             s._sasl = _LOGIN_USER
             from pocketpost import auth
 
-            return b"+ " + auth.LOGIN_USER_PROMPT + b"\r\n"
+            return b"+ VXNlcm5hbWU6\r\n"  # "Username:" (auth.py: the LOGIN prompts)
         return sasl_continue(s, _LOGIN_USER, bytes(args[1]))
     if len(args) < 2:
         s._sasl = _SASL_PLAIN
@@ -135,7 +135,7 @@ def sasl_continue(s, step, blob):
     if step == _LOGIN_USER:
         s._sasl_user = raw
         s._sasl = _LOGIN_PASS
-        return b"+ " + auth.LOGIN_PASS_PROMPT + b"\r\n"
+        return b"+ UGFzc3dvcmQ6\r\n"  # "Password:"
     name = s._sasl_user
     s._sasl_user = b""
     try:

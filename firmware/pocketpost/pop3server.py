@@ -87,7 +87,7 @@ class Service:
         self.fails = {}  # type: dict
         self.block_size = server_cfg["block_size"]
         self.units = 0  # RETR copy units out (_RETR_UNITS)
-        from pocketpost import serverstart  # start-up only (heapmark.COLD_AFTER_START)
+        from pocketpost import serverstart  # start-up only (heapmark.forget)
 
         self.nets, self.apop_enabled, self.iterations, self._dummy, self.scram_secret, self.login_chunk = \
             serverstart.login_setup(server_cfg, users)

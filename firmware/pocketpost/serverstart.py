@@ -2,14 +2,14 @@
 (pop3server.Service's set-up, which needs auth.py) and its listeners.
 
 Loaded by server.Server while it starts (and by a Service made alone, smtpserver's) and dropped
-after (heapmark.COLD_AFTER_START): a listening server keeps none of this code in its heap.
+after (heapmark.forget): a listening server keeps none of this code in its heap.
 """
 
 import asyncio
 
 from pocketpost import log
 from pocketpost.compat import const, urandom
-from pocketpost.listener import LISTEN_BACKLOG, Slots
+from pocketpost.listener import Slots
 
 # A login's PBKDF2 (pop3server.LOGIN_SLICE_MS slices) reads the clock after every chunk of
 # iterations worth half a slice at the board's assumed cost (config pbkdf2_iteration_us: ~16 on an
@@ -17,6 +17,7 @@ from pocketpost.listener import LISTEN_BACKLOG, Slots
 # would double a host's hash time): at most this many.
 _MAX_LOGIN_CHUNK = const(4096)
 _LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
+_LISTEN_BACKLOG = const(4)  # listener's (a private copy)
 
 
 def recover(store):
@@ -50,7 +51,7 @@ def build(srv, store):
     sv = srv.sv
     ctx = None
     if sv["cert"] and sv["key"]:
-        from pocketpost import tls  # start-up only: dropped after (heapmark.COLD_AFTER_START)
+        from pocketpost import tls  # start-up only: dropped after (heapmark.forget)
 
         ctx = tls.server_context(sv["cert"], sv["key"])
     svc = Service(sv, srv.cfg["users"], store, tls_available=ctx is not None)
@@ -64,10 +65,10 @@ async def listen(srv):
     sv = srv.sv
     host = sv["host"]
     if sv["port"]:
-        srv._listeners.append(await asyncio.start_server(srv._plain, host, sv["port"], backlog=LISTEN_BACKLOG))
+        srv._listeners.append(await asyncio.start_server(srv._plain, host, sv["port"], backlog=_LISTEN_BACKLOG))
         log.info("pop3 listening on %s:%d (STLS %s)", host, sv["port"], "on" if srv.ctx else "off")
     if sv["pop3s_port"] and srv.ctx is not None:
-        srv._listeners.append(await asyncio.start_server(srv._implicit, host, sv["pop3s_port"], backlog=LISTEN_BACKLOG))
+        srv._listeners.append(await asyncio.start_server(srv._implicit, host, sv["pop3s_port"], backlog=_LISTEN_BACKLOG))
         log.info("pop3s listening on %s:%d", host, sv["pop3s_port"])
 
 

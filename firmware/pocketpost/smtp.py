@@ -63,7 +63,6 @@ SUBMISSION = "submission"  # RFC 6409: AUTH required before MAIL
 # The envelope's code (smtpenv.py: EHLO, MAIL, RCPT, DATA's start, STARTTLS, AUTH's checks, VRFY,
 # HELP), loaded while some session is in its command phase and dropped while every session is
 # in DATA or gone: a message being received keeps none of it.
-ENV_MODULES = ("smtpenv",)
 env_holds = [0]  # sessions in their command phase (Session._env)
 # smtpenv.cmd_data's answer when the envelope is complete: the session hands the envelope's code
 # back, then makes the message's deliveries and buffers (Session._begin_data), so the two are
@@ -271,7 +270,7 @@ class Session:
             self.svc.logins.release()
 
     def _envelope(self, name, arg):
-        """An envelope command (smtpenv.py, ENV_MODULES): no reference to the module outlives
+        """An envelope command (smtpenv.py): no reference to the module outlives
         the call."""
         from pocketpost import smtpenv
 
@@ -312,7 +311,7 @@ class Session:
     def _unenv(self):
         if self._env:
             self._env = False
-            release_cold(env_holds, ENV_MODULES)  # imported again by the next envelope command
+            release_cold(env_holds, ("smtpenv",))  # imported again by the next envelope command
 
     def _auth_offered(self):
         return self.mode == SUBMISSION and self.svc.logins is not None
@@ -425,7 +424,7 @@ _TABLE = {
     b"NOOP": Session.cmd_noop,
     b"QUIT": Session.cmd_quit,
 }
-_ENV = {  # the envelope's commands: their names in smtpenv.py (ENV_MODULES)
+_ENV = {  # the envelope's commands: their names in smtpenv.py
     b"EHLO": "cmd_ehlo",
     b"HELO": "cmd_helo",
     b"STARTTLS": "cmd_starttls",

@@ -44,7 +44,7 @@ def start(s, arg):
             from pocketpost import auth
 
             s._auth = "login-user"
-            return b"334 " + auth.LOGIN_USER_PROMPT + b"\r\n"
+            return b"334 VXNlcm5hbWU6\r\n"  # "Username:" (auth.py: the LOGIN prompts)
         return _login_user(s, initial)
 
 
@@ -89,7 +89,7 @@ def _login_user(s, blob):
     s._auth = "login-pass"
     from pocketpost import auth
 
-    return b"334 " + auth.LOGIN_PASS_PROMPT + b"\r\n"
+    return b"334 UGFzc3dvcmQ6\r\n"  # "Password:"
 
 
 def _login_pass(s, blob):

@@ -2,7 +2,7 @@
 4954's checks, VRFY, HELP): functions of an smtp.Session, dispatched by Session.handle.
 
 Loaded while some SMTP session is in its command phase and dropped when every session is in
-DATA or gone (smtp.ENV_MODULES, smtp.env_holds; compat.release_cold): a message being received
+DATA or gone (smtp.env_holds; compat.release_cold): a message being received
 keeps none of this code in the heap (docs/FIGURES.md "Server heap"). Nothing here makes an object
 that outlives the call, so no two copies of it can ever meet.
 """
