@@ -265,20 +265,23 @@ def cmd_data(s, arg):
 
 def _trace(s):
     """RFC 5321 4.4 trace fields for the top of the stored message."""
-    with_ = "ESMTP" if s.esmtp else "SMTP"
+    # RFC 3848 with-protocol: SMTP, ESMTP, ESMTPS (TLS), ESMTPA (authenticated), ESMTPSA: cut from
+    # one literal, as each short word of its own ("S", "SMTP") would be an interned name.
+    w = "ESMTPSA"
+    with_ = w[:5] if s.esmtp else w[1:5]
     if s.esmtp and s.tls_active:
-        with_ += "S"
+        with_ += w[5]
     if s.esmtp and s.login is not None:
-        with_ += "A"  # RFC 3848
-    info = []
+        with_ += w[6]
+    user = _printable(s.login.encode()) if s.login is not None else None
     if s.tls_active:
-        info.append("using TLS")
-    if s.login is not None:
-        info.append("authenticated user " + _printable(s.login.encode()))
+        comment = " (using TLS, authenticated user %s)" % user if user is not None else " (using TLS)"
+    else:
+        comment = " (authenticated user %s)" % user if user is not None else ""
     rid = _hex(urandom(4)) + str(s.stored)
     return ("Return-Path: <%s>\r\nReceived: from %s ([%s])\r\n\tby %s (pocketpost) with %s%s id %s%s;\r\n\t%s\r\n" % (
         s.sender, s.helo, _printable(s.peer.encode()), s.svc.hostname, with_,
-        (" (%s)" % ", ".join(info)) if info else "", rid,
+        comment, rid,
         ("\r\n\tfor <%s>" % s.first_rcpt) if s.rcpts == 1 else "", _date())).encode()
 
 
