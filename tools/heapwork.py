@@ -208,6 +208,10 @@ async def main():
 
         await smtpserver.start(cfg, store, getattr(srv, "svc", None))
     print("READY")
+    if "all_qstr_names" in flags:  # the names interned once listening (workload a's), as a count
+        import micropython
+
+        micropython.qstr_info()
     if "fetch" in flags:
         await _fetch()
     while True:
