@@ -44,7 +44,7 @@ import asyncio
 
 from pocketpost import heapmark, log
 from pocketpost.compat import const, forget
-from pocketpost.pop3server import Service as LoginService
+from pocketpost import pop3server  # its login Service (the users, hashes and throttle POP3 uses)
 from pocketpost.listener import ServerConn, Slots, listener_tasks, peer_ip
 from pocketpost.transport import Timeout
 from pocketpost.wire import LineReader
@@ -75,7 +75,7 @@ class SmtpServer:
 
             self.ctx = tls.server_context(sv["cert"], sv["key"])
         if logins is None:
-            logins = LoginService(sv, cfg["users"], store, tls_available=self.ctx is not None)
+            logins = pop3server.Service(sv, cfg["users"], store, tls_available=self.ctx is not None)
         self._svc_args = (cfg["users"], store, logins, sv["hostname"])
         self.domains = [d.lower() for d in self.sm["domains"]]
         self.svc = None  # the smtp.Service while a session holds smtp.py (hold/release)
