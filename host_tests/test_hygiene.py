@@ -201,3 +201,23 @@ def test_shebang_and_execute_bit_go_together(checkout):
         if has != (mode == "100755"):
             bad.append("%s: %s, mode %s" % (path, "#! line" if has else "no #! line", mode))
     assert not bad, "a #! line without the execute bit, or the bit without one (git update-index --chmod):\n" + "\n".join(bad)
+
+
+def test_private_const_copies_match_their_source():
+    """`_NAME = const(v)  # mod's (a private copy)`: a bound kept private in each module that uses it
+    (a public one is an interned name at run time) must equal mod's own _NAME."""
+    pkg = os.path.join(ROOT, "firmware", "pocketpost")
+    pat = re.compile(r"^(_\w+) = const\(([^)]*)\)  # (\w+)'s \(a private copy\)", re.M)
+    seen = 0
+    for name in sorted(os.listdir(pkg)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(pkg, name)) as f:
+            src = f.read()
+        for const_name, value, mod in pat.findall(src):
+            with open(os.path.join(pkg, mod + ".py")) as f:
+                home = f.read()
+            m = re.search(r"^%s = const\(([^)]*)\)" % re.escape(const_name), home, re.M)
+            assert m and m.group(1) == value, (name, const_name, value, mod)
+            seen += 1
+    assert seen >= 7

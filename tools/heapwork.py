@@ -192,7 +192,7 @@ async def _fetch():
     # ~1,260 names on the 64-bit host), so c's figure jumps when a change crosses that count.
     import micropython
 
-    micropython.qstr_info()
+    micropython.qstr_info(*(1,) if "all_qstr_names" in flags else ())  # with it, each name (a long flag: not interned)
 
 
 async def main():
@@ -208,6 +208,10 @@ async def main():
 
         await smtpserver.start(cfg, store, getattr(srv, "svc", None))
     print("READY")
+    if "all_qstr_names" in flags:  # the names interned once listening (workload a's), as a count
+        import micropython
+
+        micropython.qstr_info()
     if "fetch" in flags:
         await _fetch()
     while True:

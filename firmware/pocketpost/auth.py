@@ -49,7 +49,6 @@ import hashlib
 
 from pocketpost.compat import const, urandom
 
-SCHEME = "pbkdf2-sha256"  # the old record form, read and upgraded
 SCRAM = "scram-sha-256"
 # Default iterations when the config names none. Boards override it (boards/*/config.json):
 # at ~0.3 ms per iteration on an ESP32, 1000 is about 0.3 s per login; the host can do more.
@@ -57,7 +56,7 @@ DEFAULT_ITERATIONS = const(1000)
 # Format bound on a stored count, whatever the board: a corrupt entry must not parse as a
 # count of billions. The real limit is the board's ceiling (config.pbkdf2_ceiling), lower.
 MAX_ITERATIONS = const(200000)
-SALT_BYTES = const(16)
+_SALT_BYTES = const(16)
 _MAX_SALT_BYTES = const(64)  # a stored salt longer than this is a corrupt entry
 _DKLEN = const(32)
 _BLOCK = const(64)
@@ -203,7 +202,7 @@ def hash_password(password, iterations=None, salt=None):
     if iterations < 1 or iterations > MAX_ITERATIONS:
         raise AuthError("bad iteration count")
     if salt is None:
-        salt = urandom(SALT_BYTES)
+        salt = urandom(_SALT_BYTES)
     return scram_record(iterations, salt, pbkdf2_sha256(password, salt, iterations))
 
 
@@ -227,7 +226,7 @@ def parse_hash(stored):
     parts = stored.split("$") if isinstance(stored, str) else []
     if len(parts) == 5 and parts[0] == SCRAM:
         legacy = False
-    elif len(parts) == 4 and parts[0] == SCHEME:
+    elif len(parts) == 4 and parts[0] == "pbkdf2-sha256":  # the old record form, read and upgraded
         legacy = True
     else:
         raise AuthError("unknown password scheme")
@@ -270,9 +269,8 @@ def apop_digest(banner_ts, secret):
 
 
 # The LOGIN mechanism's prompts (draft-murchison-sasl-login), "Username:" and "Password:" in
-# base64 as every LOGIN client expects them; each protocol adds its own framing ("+ ", "334 ").
-LOGIN_USER_PROMPT = b"VXNlcm5hbWU6"
-LOGIN_PASS_PROMPT = b"UGFzc3dvcmQ6"
+# base64 as every LOGIN client expects them (VXNlcm5hbWU6, UGFzc3dvcmQ6): whole lines in
+# pop3login.py ("+ ") and smtpauth.py ("334 "), no name of their own.
 
 
 def b64decode(blob):
@@ -367,7 +365,7 @@ class LoginCheck:
             return False
         self.ok = v.ok and self.user is not None and not self.force_fail
         if self.ok and v.iterations != self.svc.iterations:
-            self._salt = urandom(SALT_BYTES)
+            self._salt = urandom(_SALT_BYTES)
             self.rehash = Pbkdf2(self.password, self._salt, self.svc.iterations)
             return False
         if self.ok and v.legacy:  # the old form (SaltedPassword in clear): keep only its keys

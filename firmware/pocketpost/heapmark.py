@@ -24,8 +24,8 @@ _SAMPLE_MS = const(1000)
 # (w4-serverheap3, bench_heap c, 3 runs each): 233-236 against 238-239 KiB, c without SMTP
 # 202-206 against 211, RETR CPU unchanged (bench_server 9 runs: 1.86/1.92 against 1.86/2.18 of
 # the copy); 8 KiB: c 228 but RETR 2.54x the copy (its sends' garbage collected 4x as often).
-GC_THRESHOLD = const(16384)
-# A heap larger than 16 x GC_THRESHOLD (the host's 2 MiB default; a board's is ~56-112 KiB)
+_GC_THRESHOLD = const(16384)
+# A heap larger than 16 x _GC_THRESHOLD (the host's 2 MiB default; a board's is ~56-112 KiB)
 # collects every 1/16 of its size instead: a collection sweeps the whole heap, so with a fixed
 # 32 KiB the fetch CLI swept a 2 MiB heap 48 times per 10 MiB fetched (1.038 -> 0.981 G host
 # instructions without it, docs/FIGURES.md), and with that much room packing buys nothing. The
@@ -36,13 +36,13 @@ peaks = {}  # service name -> highest live heap seen (bytes)
 _last = [None]  # type: list  # ticks_ms of the last sample
 
 
-def sample(name, every_ms=_SAMPLE_MS):
-    """Record the live heap for `name` if the last sample is older than every_ms."""
+def sample(name, ms=_SAMPLE_MS):
+    """Record the live heap for `name` if the last sample is older than ms."""
     alloc = getattr(gc, "mem_alloc", None)
     if alloc is None:
         return
     now = ticks_ms()
-    if _last[0] is not None and ticks_diff(now, _last[0]) < every_ms:
+    if _last[0] is not None and ticks_diff(now, _last[0]) < ms:
         return
     _last[0] = now
     gc.collect()
@@ -52,7 +52,7 @@ def sample(name, every_ms=_SAMPLE_MS):
 
 
 def compact_gc():
-    """Make the GC collect every GC_THRESHOLD bytes, or every 1/_HEAP_SHARE of a larger heap
+    """Make the GC collect every _GC_THRESHOLD bytes, or every 1/_HEAP_SHARE of a larger heap
     (MicroPython; CPython has no gc.threshold). Called once by each long-running entry point
     (board.main, the fetch CLI) before it imports the services."""
     t = getattr(gc, "threshold", None)
@@ -63,7 +63,7 @@ def compact_gc():
 def threshold():
     """The GC threshold compact_gc sets for this heap (MicroPython), in whole KiB (gc.threshold
     keeps it in GC blocks)."""
-    return max(GC_THRESHOLD, (gc.mem_free() + gc.mem_alloc()) // _HEAP_SHARE // 1024 * 1024)
+    return max(_GC_THRESHOLD, (gc.mem_free() + gc.mem_alloc()) // _HEAP_SHARE // 1024 * 1024)
 
 
 # Modules only the start-up uses: once the services are built, nothing running refers to them
@@ -71,9 +71,8 @@ def threshold():
 # server's TLS context, ~2.5 KiB; docs/FIGURES.md "Server heap"; serverstart.py: the POP3
 # server's and its login Service's set-up). A later user (a service restart, admin.py, a rehashed
 # password saved by server.py, a TLS fetch) imports them again.
-COLD_AFTER_START = ("config", "tls", "serverstart")
 
 
-def forget(names=COLD_AFTER_START):
+def forget(names=("config", "tls", "serverstart")):  # the start-up-only modules above
     """compat.forget, by default of the start-up-only modules."""
     compat_forget(names)

@@ -37,16 +37,12 @@ from pocketpost import log
 from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_add, ticks_diff, ticks_ms
 from pocketpost.transport import Timeout
 
-if IS_MICROPYTHON:
-    from pocketpost.transport import Conn as _Conn
-else:
-    from pocketpost.transport import CConn as _Conn
+from pocketpost.transport import Conn as _Conn  # (hostconn.Conn on CPython)
 
-# The names of the deadlines, as the log lines and the tests see them.
-DEADLINE_HANDSHAKE = "tls-handshake"
-DEADLINE_AUTH = "authorization"
-DEADLINE_IDLE = "idle"
-LISTEN_BACKLOG = 4  # pending connections the kernel/lwIP queues per listener
+# The names of the deadlines, as the log lines and the tests see them: "tls-handshake",
+# "authorization" (set by server.py and smtpserver.py) and "idle", each a literal where used (a
+# module-level name would be one more interned name).
+_LISTEN_BACKLOG = const(4)  # pending connections the kernel/lwIP queues per listener (copied where listened)
 # Plaintext a client pipelined after STLS that is read off the socket and dropped before the +OK
 # (RFC 2595 section 4): at most this much; beyond it the TLS handshake fails on the rest.
 _STLS_DRAIN_MAX = const(4096)
@@ -88,7 +84,7 @@ class ServerConn(_Conn):
 
     idle = None  # seconds per wait without a deadline (the idle timeout)
     until = None  # ticks_ms of the absolute deadline, or None: idle timeout only
-    name = DEADLINE_IDLE
+    name = "idle"
     _saved = None  # the deadline a handshake interrupted
 
     def limit(self, name, seconds):
@@ -99,7 +95,7 @@ class ServerConn(_Conn):
     def no_limit(self):
         """Authenticated: from now on only the idle timeout bounds a wait."""
         self.until = None
-        self.name = DEADLINE_IDLE
+        self.name = "idle"
         self._saved = None
 
     def _hs(self, ms):
@@ -107,7 +103,7 @@ class ServerConn(_Conn):
         until = ticks_add(ticks_ms(), int(ms))
         if self.until is None or ticks_diff(self.until, until) > 0:
             self.until = until
-            self.name = DEADLINE_HANDSHAKE
+            self.name = "tls-handshake"
         return None  # the handshake's waits: bounded by the deadlines
 
     def _through(self):
@@ -137,7 +133,7 @@ class ServerConn(_Conn):
         # (so a wait cut a millisecond early by rounding is still named right).
         if ms is None and self.until is not None:
             return Timeout(self.name)
-        return Timeout(DEADLINE_IDLE)
+        return Timeout("idle")
 
     async def pause(self, seconds):
         """The failed-login delay, cut short (Timeout) at the deadline."""
@@ -181,22 +177,6 @@ class ServerConn(_Conn):
                 return 0
             return r or 0
 
-    else:
-
-        def before_tls(self):
-            """Before the +OK to STLS: stop reading, so the client's ClientHello stays in the
-            socket for TLS; what asyncio already holds was pipelined after STLS and is dropped
-            (RFC 2595 section 4). asyncio has no public call for the latter: `_buffer`."""
-            self.w.transport.pause_reading()  # type: ignore[attr-defined]  # CConn's (the board check sees Conn)
-            held = getattr(self.r, "_buffer", None)  # type: ignore[attr-defined]  # CConn's
-            if held:
-                del held[:]
-
-        def send_nowait(self, data):
-            self.w.write(data)  # type: ignore[attr-defined]  # CConn's; asyncio buffers it, close(True) lets it go out
-
-        def send_some(self, mv):
-            return 0  # asyncio's writer: `await send()` (CPython is the test runtime, not the fast one)
 
 
 class Slot:
@@ -222,10 +202,10 @@ class Slots:
         self.slots = {}  # sid -> Slot
         self._next_id = 0
 
-    def _cap_reached(self, here):
+    def _cap_reached(self, n):
         """Which limit refuses one more connection (named as in the config), or None."""
         c = self.caps
-        if here >= c["max_sessions_per_addr"]:
+        if n >= c["max_sessions_per_addr"]:
             return "per-address cap max_sessions_per_addr=%d reached" % c["max_sessions_per_addr"]
         if self.sessions >= c["max_sessions"]:
             return "global session cap max_sessions=%d reached" % c["max_sessions"]

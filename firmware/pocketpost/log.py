@@ -7,7 +7,7 @@ Each line starts with when it happened:
     2026-06-01T09:00:00Z INFO ...   ISO 8601 UTC, once the clock is set
     +123.4s INFO ...                seconds since this module was imported (about: since boot),
                                     while it is not
-"The clock is set" means the UTC year is CLOCK_SET_YEAR or later: a board boots at 2000-01-01
+"The clock is set" means the UTC year is _CLOCK_SET_YEAR or later: a board boots at 2000-01-01
 (the MicroPython epoch) and keeps that until NTP (or `mpremote rtc --set`) sets it, so a year
 before this project existed can only be an unset clock. The uptime form uses ticks_ms, which
 wraps (ESP32: every 2**30 ms, about 12 days; ticks_diff is right up to half of that).
@@ -17,18 +17,19 @@ import time
 
 from pocketpost.compat import const, ticks_diff, ticks_ms
 
-DEBUG = const(10)
+_DEBUG = const(10)
 INFO = const(20)
 _WARNING = const(30)
 ERROR = const(40)
-LEVELS = {"debug": DEBUG, "info": INFO, "warning": _WARNING, "error": ERROR}
-_NAMES = {DEBUG: "DEBUG", INFO: "INFO", _WARNING: "WARN", ERROR: "ERROR"}
+# A line's level word, by level // 10 (0: a level of no name). One literal, split at import: the
+# short words of their own ("WARN") would be interned names, as a dict of them (LEVELS) was one more.
+_WORDS = "? DEBUG INFO WARN ERROR".split()
 
 # Recent warnings/errors kept for status(): bounded so a flood of bad clients costs fixed RAM.
-RECENT_MAX = const(8)
+_RECENT_MAX = const(8)
 
 # A UTC year before this one is a clock nobody has set (see the module docstring).
-CLOCK_SET_YEAR = const(2024)
+_CLOCK_SET_YEAR = const(2024)
 
 level = INFO
 recent = []  # type: list
@@ -40,15 +41,18 @@ _t0 = ticks_ms()
 def stamp():
     """The time field of a log line: ISO 8601 UTC if the clock is set, else "+uptime s"."""
     t = _gmtime()
-    if t[0] >= CLOCK_SET_YEAR:
+    if t[0] >= _CLOCK_SET_YEAR:
         return "%04d-%02d-%02dT%02d:%02d:%02dZ" % (t[0], t[1], t[2], t[3], t[4], t[5])
     ms = ticks_diff(ticks_ms(), _t0)
     return "+%d.%ds" % (ms // 1000, (ms % 1000) // 100)
 
 
-def set_level(name_or_int):
+def set_level(name):
     global level
-    level = LEVELS.get(name_or_int, INFO) if isinstance(name_or_int, str) else name_or_int
+    if isinstance(name, str):  # config's level: debug, info, warning or error (else info)
+        names = ("debug", "info", "warning", "error")
+        name = (_DEBUG, INFO, _WARNING, ERROR)[names.index(name)] if name in names else INFO
+    level = name
 
 
 def set_sink(fn):
@@ -63,11 +67,12 @@ def log(lvl, msg, *args):
         try:
             msg = msg % args
         except (TypeError, ValueError):
-            msg = "%s %r" % (msg, args)
-    line = "%s %s %s" % (stamp(), _NAMES.get(lvl, "?"), msg)
+            msg = msg + " " + repr(args)  # (concatenated: a short format is an interned name)
+    i = lvl // 10
+    line = stamp() + " " + _WORDS[i if lvl % 10 == 0 and 0 < i < 5 else 0] + " " + msg
     if lvl >= _WARNING:
         recent.append(line)
-        if len(recent) > RECENT_MAX:
+        if len(recent) > _RECENT_MAX:
             recent.pop(0)
     if _sink is not None:
         _sink(line)
@@ -76,7 +81,7 @@ def log(lvl, msg, *args):
 
 
 def debug(msg, *args):
-    log(DEBUG, msg, *args)
+    log(_DEBUG, msg, *args)
 
 
 def info(msg, *args):

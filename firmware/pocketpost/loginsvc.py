@@ -10,7 +10,7 @@ from pocketpost.compat import const, forget, ticks_diff, ticks_ms
 
 # Failure records kept per address for the login delay: bounded so a scan from many addresses
 # costs fixed RAM (the oldest record is forgotten first).
-MAX_THROTTLE_ENTRIES = const(32)
+_MAX_THROTTLE_ENTRIES = const(32)
 
 
 def _get(svc, addr, now):
@@ -39,7 +39,7 @@ def fail(svc, addr, now=None):
     e = _get(svc, addr, now)
     d = svc.fails
     if e is None:
-        if len(d) >= MAX_THROTTLE_ENTRIES:
+        if len(d) >= _MAX_THROTTLE_ENTRIES:
             oldest = None
             for k in d:
                 if oldest is None or ticks_diff(d[oldest][1], d[k][1]) > 0:
@@ -97,7 +97,7 @@ def save_hash(config_path, name, new_hash):
         users[name]["password"] = new_hash
         config_mod.save(config_path, raw)
     finally:
-        forget(("config",))  # start-up code (heapmark.COLD_AFTER_START): not kept for a rare save
+        forget(("config",))  # start-up code (heapmark.forget): not kept for a rare save
 
 
 def safe(name):

@@ -20,10 +20,10 @@ the command *and* its arguments (`LIST` vs `LIST 1`): `is_multiline(keyword, nar
 This module keeps only what both sides use (ProtocolError, parse_number, _MAX_NUMBER). The two
 halves load at their first use through this module's __getattr__ (`from pocketpost.pop3 import
 reply` and `... import parse_reply` work as before):
-- the server's side, pop3cmd.py: `parse_command`, `COMMANDS`, `reply`, MAX_ARG, MAX_KEYWORD (a
+- the server's side, pop3cmd.py: `parse_command`, `COMMANDS`, `reply` (a
   fetch, which never parses a command or builds a status line, never holds it);
 - the client's side, pop3reply.py: command, is_multiline, Reply, parse_reply, parse_listing,
-  valid_uid, MAX_UID (a server never holds it).
+  valid_uid (a server never holds it).
 """
 
 from pocketpost.compat import const
@@ -31,7 +31,7 @@ from pocketpost.compat import const
 # Largest message number / line count we accept: fits a signed 32-bit int on every port.
 _MAX_NUMBER = const(2147483647)
 _MAX_DIGITS = const(10)
-_SERVER_SIDE = ("parse_command", "COMMANDS", "reply", "MAX_ARG", "MAX_KEYWORD")
+_SERVER_SIDE = ("parse_command", "COMMANDS", "reply")
 
 
 class ProtocolError(Exception):

@@ -7,9 +7,9 @@ from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError, parse_number
 
 # RFC 1939 section 3: "Each argument may be up to 40 characters long."
-MAX_ARG = const(40)
+_MAX_ARG = const(40)
 # RFC 1939 keywords are 3 or 4 characters; extensions (RFC 2449) keep to 4.
-MAX_KEYWORD = const(4)
+_MAX_KEYWORD = const(4)
 
 # Argument kinds: "n" message number (>= 1), "z" count (>= 0), "s" word (<= MAX_ARG octets),
 # "r" rest of line (may hold spaces), "b" SASL blob (AUTH initial response, no 40-octet cap).
@@ -45,7 +45,7 @@ def parse_command(line):
     Numbers come back as int, words and blobs as bytes. Raises ProtocolError."""
     sp = line.find(b" ")
     kw = line if sp < 0 else line[:sp]
-    if not kw or len(kw) > MAX_KEYWORD:
+    if not kw or len(kw) > _MAX_KEYWORD:
         raise ProtocolError("unknown command")
     for c in kw:
         if not (65 <= c <= 90 or 97 <= c <= 122):
@@ -76,7 +76,7 @@ def parse_command(line):
         elif kind == "z":
             args.append(parse_number(w, 0))
         elif kind == "s":
-            if not w or len(w) > MAX_ARG:
+            if not w or len(w) > _MAX_ARG:
                 raise ProtocolError("invalid argument")
             args.append(_word(w))
         else:  # "b": SASL blob, bounded by the command line limit only

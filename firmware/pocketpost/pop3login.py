@@ -11,7 +11,11 @@ SASL continuation lines through sasl_continue; Session.resume finishes a login c
 from pocketpost import log, loginsvc
 from pocketpost.compat import const, ticks_diff, ticks_ms
 from pocketpost.pop3 import reply
-from pocketpost.pop3server import DONE, IMPLEMENTATION, LOGIN_SLICE_MS, TRANSACTION
+from pocketpost.pop3server import IMPLEMENTATION
+
+_TRANSACTION = const(1)  # pop3server's (a private copy)
+_DONE = const(2)  # pop3server's (a private copy)
+_LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
 
 # SASL continuation steps (Session._sasl).
 _SASL_PLAIN = const(1)
@@ -27,23 +31,23 @@ def _plain_allowed(s):
 
 
 def capa(s, args):
-    lines = ["+OK capability list follows", "TOP", "UIDL", "RESP-CODES", "PIPELINING", "AUTH-RESP-CODE"]
+    # Whole lines in each literal: a capability of its own ("RESP-CODES") would be an interned name.
+    out = "+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n"
     if _plain_allowed(s):
-        lines.append("USER")
-        lines.append("SASL PLAIN LOGIN SCRAM-SHA-256")
+        out += "USER\r\nSASL PLAIN LOGIN SCRAM-SHA-256\r\n"
     else:  # SCRAM sends no password: offered without TLS too
-        lines.append("SASL SCRAM-SHA-256")
+        out += "SASL SCRAM-SHA-256\r\n"
     if s.svc.tls_available and not s.tls_active:
-        lines.append("STLS")
-    lines.append("IMPLEMENTATION " + IMPLEMENTATION)
-    lines.append(".")
-    return ("\r\n".join(lines) + "\r\n").encode()
+        out += "STLS\r\nIMPLEMENTATION "
+    else:
+        out += "IMPLEMENTATION "
+    return (out + IMPLEMENTATION + "\r\n.\r\n").encode()
 
 
 def quit_(s, args):
     """QUIT in AUTHORIZATION (TRANSACTION's, the UPDATE state: pop3trans.cmd_quit)."""
     s.closing = True
-    s.state = DONE
+    s.state = _DONE
     return reply(True, "bye")
 
 
@@ -55,14 +59,14 @@ def user(s, args):
     if not _plain_allowed(s):
         return _no_plain()
     s.user = bytes(args[0]).decode()
-    return reply(True, "send PASS")
+    return b"+OK send PASS\r\n"  # (whole: "send PASS" alone would be an interned name)
 
 
 def pass_(s, args):
     if not _plain_allowed(s):
         return _no_plain()
     if s.user is None:
-        return reply(False, "USER first")
+        return b"-ERR USER first\r\n"
     name = s.user
     s.user = None
     return login(s, name, args[0], None, "USER/PASS")
@@ -106,7 +110,7 @@ def auth_(s, args):
             s._sasl = _LOGIN_USER
             from pocketpost import auth
 
-            return b"+ " + auth.LOGIN_USER_PROMPT + b"\r\n"
+            return b"+ VXNlcm5hbWU6\r\n"  # "Username:" (auth.py: the LOGIN prompts)
         return sasl_continue(s, _LOGIN_USER, bytes(args[1]))
     if len(args) < 2:
         s._sasl = _SASL_PLAIN
@@ -131,7 +135,7 @@ def sasl_continue(s, step, blob):
     if step == _LOGIN_USER:
         s._sasl_user = raw
         s._sasl = _LOGIN_PASS
-        return b"+ " + auth.LOGIN_PASS_PROMPT + b"\r\n"
+        return b"+ UGFzc3dvcmQ6\r\n"  # "Password:"
     name = s._sasl_user
     s._sasl_user = b""
     try:
@@ -195,7 +199,7 @@ def login(s, name, password, user, method, force_fail=False):
     loginsvc.succeed(s.svc, s.peer)
     s.mb = mb
     s.login = name
-    s.state = TRANSACTION
+    s.state = _TRANSACTION
     s._unhold()  # no login after this one
     s._del = bytearray((mb.count + 7) // 8)
     s._ndel = 0
@@ -225,7 +229,7 @@ def resume(s):
     t0 = ticks_ms()
     n = s.svc.login_chunk
     while not w.step(n):
-        if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
+        if ticks_diff(ticks_ms(), t0) >= _LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
             return None
     s._check = None
     name = s._check_name

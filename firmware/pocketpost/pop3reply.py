@@ -92,11 +92,11 @@ def parse_listing(line):
 
 
 # RFC 1939 section 7: a UID is 1 to 70 characters in the range 0x21 to 0x7E.
-MAX_UID = const(70)
+_MAX_UID = const(70)
 
 
 def valid_uid(uid):
-    if not 1 <= len(uid) <= MAX_UID:
+    if not 1 <= len(uid) <= _MAX_UID:
         return False
     for c in uid:
         if c < 0x21 or c > 0x7E:

@@ -33,19 +33,23 @@ A file from before the wire form (`mb.needs_stuffing(i)`) goes through `BodyProd
 DotStuffer for both.
 """
 
+import binascii
+
 from pocketpost import heapmark, log
 from pocketpost.compat import const, release_cold, ticks_ms, urandom
 from pocketpost.pop3 import ProtocolError, parse_command, reply
 from pocketpost.wire import OVERLONG
 
-AUTHORIZATION = const(0)
-TRANSACTION = const(1)
-DONE = const(2)
+# The session's states; pop3login, pop3trans and server.py keep private copies (a public const
+# would be one more interned name for each).
+_AUTHORIZATION = const(0)
+_TRANSACTION = const(1)
+_DONE = const(2)
 
 # A login's PBKDF2 runs in slices of about this many ms; between slices the shell serves other
 # sessions, so this bounds the stall a login causes (the chunk of iterations between two clock
 # reads: serverstart.login_setup).
-LOGIN_SLICE_MS = const(10)
+_LOGIN_SLICE_MS = const(10)
 IMPLEMENTATION = "pocketpost"
 
 # The login code: pop3login.py (the AUTHORIZATION state's commands), smtpauth.py (SMTP AUTH),
@@ -83,7 +87,7 @@ class Service:
         self.fails = {}  # type: dict
         self.block_size = server_cfg["block_size"]
         self.units = 0  # RETR copy units out (_RETR_UNITS)
-        from pocketpost import serverstart  # start-up only (heapmark.COLD_AFTER_START)
+        from pocketpost import serverstart  # start-up only (heapmark.forget)
 
         self.nets, self.apop_enabled, self.iterations, self._dummy, self.scram_secret, self.login_chunk = \
             serverstart.login_setup(server_cfg, users)
@@ -143,7 +147,7 @@ class Session:
         self.peer = peer
         self.sid = sid  # the shell's session number, on every log line of this session
         self.tls_active = tls_active
-        self.state = AUTHORIZATION
+        self.state = _AUTHORIZATION
         if service.apop_enabled:
             self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
         self._held = True  # holds the login code (Service.hold) until logged in or closed; last
@@ -153,13 +157,13 @@ class Session:
     def greeting(self):
         if self.svc.apop_enabled:
             return reply(True, "%s ready %s" % (IMPLEMENTATION, self.timestamp))
-        return reply(True, "%s ready" % IMPLEMENTATION)
+        return ("+OK %s ready\r\n" % IMPLEMENTATION).encode()  # (a short "%s ready": an interned name)
 
     def handle(self, line):
         self.delay = 0
         self.producer = None
         self.starttls = False
-        if self.state == DONE:
+        if self.state == _DONE:
             self.closing = True
             return reply(False, "session is over")
         if self._sasl:
@@ -172,7 +176,7 @@ class Session:
             kw, args = parse_command(line)
         except ProtocolError as e:
             return reply(False, e.msg, e.code)
-        if self.state == AUTHORIZATION:
+        if self.state == _AUTHORIZATION:
             from pocketpost import pop3login
 
             table = pop3login.TABLE
@@ -232,7 +236,7 @@ class Session:
             except Exception as e:
                 log.error("pop3 #%d %s release: %r", self.sid, self.peer, e)
             self.mb = None
-        self.state = DONE
+        self.state = _DONE
         if self._trans:  # last: the producer above was pop3trans's
             self._trans = False
             release_cold(trans, TRANS_MODULES)  # imported again by the next session to log in
@@ -245,4 +249,4 @@ class Session:
 
 
 def _hex(b):
-    return "".join("%02x" % c for c in b)
+    return binascii.hexlify(b).decode()

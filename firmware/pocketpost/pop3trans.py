@@ -14,10 +14,11 @@ read_failed are here.
 from pocketpost import log
 from pocketpost.compat import const
 from pocketpost.pop3 import reply
-from pocketpost.pop3server import DONE, IMPLEMENTATION
+from pocketpost.pop3server import IMPLEMENTATION
 from pocketpost.wire import TERMINATOR, DotStuffer, terminator
 
 _CR = const(13)
+_DONE = const(2)  # pop3server's (a private copy)
 _LF = const(10)
 _EIO = const(5)  # a message file ended before the size its index entry (and LIST) gave
 # RETR's copy unit when the shell's block is smaller: a RETR is one read and one socket write
@@ -44,7 +45,8 @@ def _msg(s, n):
 
 
 def cmd_stat(s, args):
-    return reply(True, "%d %d" % (s.mb.count - s._ndel, s.mb.total_size - s._sdel))
+    # Status lines whole (+OK ... CRLF, as pop3.reply builds): a short "%d %d" would be an interned name.
+    return b"+OK %d %d\r\n" % (s.mb.count - s._ndel, s.mb.total_size - s._sdel)
 
 
 def cmd_list(s, args):
@@ -61,7 +63,7 @@ def _listing(s, args, uids):
         i = _msg(s, args[0])
         if i is None:
             return reply(False, "no such message")
-        return reply(True, "%d %s" % (i + 1, mb.uid(i) if uids else mb.size(i)))
+        return ("+OK %d %s\r\n" % (i + 1, mb.uid(i) if uids else mb.size(i))).encode()
     s.producer = ListingProducer(s, uids)
     if uids:
         return reply(True, "unique-id listing follows")
@@ -94,7 +96,7 @@ def cmd_retr(s, args):
             p.svc = svc
         s.producer = p
     s.producer.msg = i
-    return reply(True, "%d octets" % mb.size(i))
+    return b"+OK %d octets\r\n" % mb.size(i)
 
 
 def cmd_top(s, args):
@@ -147,7 +149,7 @@ def cmd_quit(s, args):
     s.closing = True
     mb = s.mb
     s.mb = None
-    s.state = DONE
+    s.state = _DONE
     try:
         n = mb.commit(s._del)
     except Exception as e:

@@ -12,11 +12,12 @@ failed before it.
 
 import hashlib
 
-from pocketpost.auth import (MAX_ITERATIONS, SALT_BYTES, AuthError, Pbkdf2, b64decode, b64encode, equal, format_record,
+from pocketpost.auth import (MAX_ITERATIONS, AuthError, Pbkdf2, b64decode, b64encode, equal, format_record,
                              hmac_sha256, parse_hash, scram_keys)
 from pocketpost.compat import const, urandom
 
 _DKLEN = const(32)
+_SALT_BYTES = const(16)  # auth's (a private copy)
 # Random octets in a nonce: 18 give 24 base64 characters (RFC 5802 asks for enough to be unique).
 _NONCE_BYTES = const(18)
 
@@ -144,7 +145,7 @@ def scram_fake(secret, name, iterations):
     real lookup does (one key derivation, as for an old-form record)."""
     if isinstance(name, str):
         name = name.encode()
-    salt = hmac_sha256(secret, b"salt\x00" + name)[:SALT_BYTES]
+    salt = hmac_sha256(secret, b"salt\x00" + name)[:_SALT_BYTES]
     sk, svk = scram_keys(hmac_sha256(secret, b"key\x00" + name))
     return iterations, salt, sk, svk
 

@@ -36,14 +36,15 @@ import asyncio
 from pocketpost import heapmark, log
 from pocketpost.compat import const
 from pocketpost.pop3 import reply
-from pocketpost.pop3server import TRANSACTION, Session
-from pocketpost.listener import DEADLINE_AUTH, DEADLINE_HANDSHAKE, ServerConn, listener_tasks, peer_ip
+from pocketpost.pop3server import Session
+from pocketpost.listener import ServerConn, listener_tasks, peer_ip
 from pocketpost.transport import Timeout, nodelay
 from pocketpost.wire import LineReader
 
 # Room for pipelined commands beyond one maximal line (RFC 2449 PIPELINING): a client may send
 # a whole batch at once; lines are taken out of this buffer in order, nothing is lost.
 _READ_EXTRA = const(256)
+_TRANSACTION = const(1)  # pop3server's (a private copy)
 
 
 class Server:
@@ -51,7 +52,7 @@ class Server:
     they can never keep a logged-in user out; see listener.py)."""
 
     def __init__(self, cfg, store, config_path=None):
-        from pocketpost import serverstart  # start-up only: dropped after (heapmark.COLD_AFTER_START)
+        from pocketpost import serverstart  # start-up only: dropped after (heapmark.forget)
 
         self.cfg = cfg
         self.sv = cfg["server"]
@@ -98,7 +99,7 @@ class Server:
             ip = peer_ip(writer)
             conn = ServerConn.from_stream(reader, writer)
             conn.idle = self.sv["idle_timeout"]
-            conn.limit(DEADLINE_AUTH, self.sv["auth_timeout"])
+            conn.limit("authorization", self.sv["auth_timeout"])  # listener's deadline names
             slot = self.slots.admit(ip, asyncio.current_task())
             if isinstance(slot, str):
                 slot = None
@@ -113,7 +114,7 @@ class Server:
             await self._run(conn, session, slot)
         except Timeout as e:
             log.info("pop3 #%d %s %s deadline passed, closing", sid, ip, e.name)
-            if conn is not None and e.name != DEADLINE_HANDSHAKE:
+            if conn is not None and e.name != "tls-handshake":
                 try:  # best effort, never waits: the peer may not be reading
                     conn.send_nowait(reply(False, "%s timeout, closing" % e.name))
                 except Exception:
@@ -207,7 +208,7 @@ class Server:
                 await conn.start_tls(self.ctx, None, True, self.sv["tls_handshake_timeout"] * 1000)
                 session.tls_active = True
                 log.info("pop3 #%d %s STLS", sid, session.peer)
-            if session.state == TRANSACTION and slot.preauth:
+            if session.state == _TRANSACTION and slot.preauth:
                 slot.preauth = False  # logged in: never evicted, the idle timeout alone
                 conn.no_limit()
             if session.closing:

@@ -2,20 +2,22 @@
 (pop3server.Service's set-up, which needs auth.py) and its listeners.
 
 Loaded by server.Server while it starts (and by a Service made alone, smtpserver's) and dropped
-after (heapmark.COLD_AFTER_START): a listening server keeps none of this code in its heap.
+after (heapmark.forget): a listening server keeps none of this code in its heap.
 """
 
 import asyncio
 
 from pocketpost import log
 from pocketpost.compat import const, urandom
-from pocketpost.listener import LISTEN_BACKLOG, Slots
+from pocketpost.listener import Slots
 
 # A login's PBKDF2 (pop3server.LOGIN_SLICE_MS slices) reads the clock after every chunk of
 # iterations worth half a slice at the board's assumed cost (config pbkdf2_iteration_us: ~16 on an
 # ESP32, thousands on a host; a step call costs ~20 us on the unix port, so a fixed small chunk
 # would double a host's hash time): at most this many.
 _MAX_LOGIN_CHUNK = const(4096)
+_LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
+_LISTEN_BACKLOG = const(4)  # listener's (a private copy)
 
 
 def recover(store):
@@ -49,7 +51,7 @@ def build(srv, store):
     sv = srv.sv
     ctx = None
     if sv["cert"] and sv["key"]:
-        from pocketpost import tls  # start-up only: dropped after (heapmark.COLD_AFTER_START)
+        from pocketpost import tls  # start-up only: dropped after (heapmark.forget)
 
         ctx = tls.server_context(sv["cert"], sv["key"])
     svc = Service(sv, srv.cfg["users"], store, tls_available=ctx is not None)
@@ -63,10 +65,10 @@ async def listen(srv):
     sv = srv.sv
     host = sv["host"]
     if sv["port"]:
-        srv._listeners.append(await asyncio.start_server(srv._plain, host, sv["port"], backlog=LISTEN_BACKLOG))
+        srv._listeners.append(await asyncio.start_server(srv._plain, host, sv["port"], backlog=_LISTEN_BACKLOG))
         log.info("pop3 listening on %s:%d (STLS %s)", host, sv["port"], "on" if srv.ctx else "off")
     if sv["pop3s_port"] and srv.ctx is not None:
-        srv._listeners.append(await asyncio.start_server(srv._implicit, host, sv["pop3s_port"], backlog=LISTEN_BACKLOG))
+        srv._listeners.append(await asyncio.start_server(srv._implicit, host, sv["pop3s_port"], backlog=_LISTEN_BACKLOG))
         log.info("pop3s listening on %s:%d", host, sv["pop3s_port"])
 
 
@@ -74,7 +76,6 @@ def login_setup(server_cfg, users):
     """pop3server.Service's login figures, made once: (trusted networks, whether APOP is
     offered, the board's PBKDF2 count, its dummy hash, the SCRAM secret, the login chunk)."""
     from pocketpost import auth
-    from pocketpost.pop3server import LOGIN_SLICE_MS
 
     nets = []
     for n in server_cfg["trusted_networks"]:
@@ -92,5 +93,5 @@ def login_setup(server_cfg, users):
     # successful login, and an unknown user is checked against a dummy hash made with it.
     # So known and unknown users cost the same once every hash has the board's count.
     iterations = server_cfg["pbkdf2_iterations"]
-    chunk = max(1, min(_MAX_LOGIN_CHUNK, int(LOGIN_SLICE_MS * 500 / server_cfg["pbkdf2_iteration_us"])))
+    chunk = max(1, min(_MAX_LOGIN_CHUNK, int(_LOGIN_SLICE_MS * 500 / server_cfg["pbkdf2_iteration_us"])))
     return (nets, apop, iterations, auth.hash_password(urandom(12), iterations), auth.scram_secret(users), chunk)

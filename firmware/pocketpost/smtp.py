@@ -39,7 +39,7 @@ nothing (`close()` aborts). Trace headers (RFC 5321 4.4: Return-Path, Received w
 authenticated user) are written first.
 
 Commands dispatch from one table; a command out of sequence gets 503, an unknown one 500; nothing
-raises. After MAX_BAD_COMMANDS errors the session is closed with 421.
+raises. After _MAX_BAD_COMMANDS errors the session is closed with 421.
 """
 
 from pocketpost import groupcommit, log
@@ -48,13 +48,9 @@ from pocketpost.compat import IS_MICROPYTHON, const, release_cold
 from pocketpost.wire import OVERLONG
 
 # --- limits fixed by the RFCs (the configurable ones live in config.SMTP_DEFAULTS) -------------
-# RFC 5321 4.5.3.1.3: a reverse-path or forward-path is at most 256 octets.
-MAX_PATH = const(256)
-# RFC 5321 4.5.3.1.2: a domain is at most 255 octets (the EHLO argument we keep for Received).
-MAX_DOMAIN = const(255)
 # Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
 # a peer speaking another protocol (or garbage) is let go instead of answered forever.
-MAX_BAD_COMMANDS = const(20)
+_MAX_BAD_COMMANDS = const(20)
 # Replies pump() collects into one write: a deep pipeline is answered in batches of this many,
 # so the list and the joined write stay small whatever the client queued (RFC 2920 allows it).
 _MAX_BATCH = const(32)
@@ -67,7 +63,6 @@ SUBMISSION = "submission"  # RFC 6409: AUTH required before MAIL
 # The envelope's code (smtpenv.py: EHLO, MAIL, RCPT, DATA's start, STARTTLS, AUTH's checks, VRFY,
 # HELP), loaded while some session is in its command phase and dropped while every session is
 # in DATA or gone: a message being received keeps none of it.
-ENV_MODULES = ("smtpenv",)
 env_holds = [0]  # sessions in their command phase (Session._env)
 # smtpenv.cmd_data's answer when the envelope is complete: the session hands the envelope's code
 # back, then makes the message's deliveries and buffers (Session._begin_data), so the two are
@@ -76,10 +71,9 @@ GO_DATA = b"go-data"
 
 
 
-def reply(code, enh, text):
-    """One reply line: "250 2.0.0 text" (RFC 2034 enhanced code after the basic one)."""
-    if enh:
-        return b"%d %s %s\r\n" % (code, enh.encode(), text.encode())
+def reply(code, text):
+    """One reply line: "250 2.0.0 text", the RFC 2034 enhanced code at the start of text: one literal
+    per call, as a short "2.0.0" of its own would be one more interned name (qstr) per code."""
     return b"%d %s\r\n" % (code, text.encode())
 
 
@@ -119,7 +113,7 @@ class Service:
 
     def busy_reply(self):
         """The one reply to a connection refused at admission (no Session is built for it)."""
-        return reply(421, "4.7.0", "%s too many connections, try later" % self.hostname)
+        return reply(421, "4.7.0 %s too many connections, try later" % self.hostname)
 
 class Session:
     # Defaults as class attributes: an instance holds only what it has set (less heap per session).
@@ -175,16 +169,16 @@ class Session:
 
     # -- entry points ----------------------------------------------------------------------
     def greeting(self):
-        return reply(220, None, "%s ESMTP pocketpost" % self.svc.hostname)
+        return reply(220, "%s ESMTP pocketpost" % self.svc.hostname)
 
     def timeout_reply(self):
-        return reply(421, "4.4.2", "%s timeout, closing" % self.svc.hostname)
+        return reply(421, "4.4.2 %s timeout, closing" % self.svc.hostname)
 
     def handle(self, line):
         self.delay = 0
         self.starttls = False
         if self.closing:
-            return reply(421, "4.7.0", "closing")
+            return reply(421, "4.7.0 closing")
         if self._auth is not None:
             from pocketpost import smtpauth
 
@@ -195,7 +189,7 @@ class Session:
         fn = _TABLE.get(kw)
         name = _ENV.get(kw) if fn is None else None
         if fn is None and name is None:
-            return self._error(reply(500, "5.5.2", "command not recognized"))
+            return self._error(reply(500, "5.5.2 command not recognized"))
         try:
             if name is None:
                 return fn(self, arg)
@@ -217,7 +211,7 @@ class Session:
             log.error("smtp %s %s: %s %r", self.peer, kw, type(e).__name__, e)
             self._abort()
             self._reset()
-            return reply(451, "4.3.0", "local error, try again later")
+            return reply(451, "4.3.0 local error, try again later")
 
     @property
     def checking(self):
@@ -228,7 +222,7 @@ class Session:
         """Continue the password check that made handle() answer None (smtpauth.resume): None
         while it is unfinished, then the reply to the AUTH."""
         if self._check is None:
-            return reply(503, "5.5.1", "nothing to resume")
+            return reply(503, "5.5.1 nothing to resume")
         from pocketpost import smtpauth
 
         return smtpauth.resume(self)
@@ -239,10 +233,10 @@ class Session:
         if self._auth is not None:
             self._auth = None
             self._scram = None
-            return reply(501, "5.5.2", "bad AUTH response")
+            return reply(501, "5.5.2 bad AUTH response")
         if kind == OVERLONG:
-            return self._error(reply(500, "5.5.2", "line too long"))
-        return self._error(reply(500, "5.5.2", "invalid octet in command"))
+            return self._error(reply(500, "5.5.2 line too long"))
+        return self._error(reply(500, "5.5.2 invalid octet in command"))
 
     def close(self):
         """The connection ended (QUIT, drop, timeout, error): a message not yet answered with 250
@@ -258,9 +252,9 @@ class Session:
     # -- helpers -----------------------------------------------------------------------------
     def _error(self, r):
         self.bad += 1
-        if self.bad >= MAX_BAD_COMMANDS:
+        if self.bad >= _MAX_BAD_COMMANDS:
             self.closing = True
-            return reply(421, "4.7.0", "too many errors, closing")
+            return reply(421, "4.7.0 too many errors, closing")
         return r
 
     def _abort(self):
@@ -276,7 +270,7 @@ class Session:
             self.svc.logins.release()
 
     def _envelope(self, name, arg):
-        """An envelope command (smtpenv.py, ENV_MODULES): no reference to the module outlives
+        """An envelope command (smtpenv.py): no reference to the module outlives
         the call."""
         from pocketpost import smtpenv
 
@@ -307,7 +301,7 @@ class Session:
         self._fill = 0
         self._got = 0
         self.in_data = True
-        return reply(354, None, "end data with <CR><LF>.<CR><LF>")
+        return reply(354, "end data with <CR><LF>.<CR><LF>")
 
     def _hold_env(self):
         if not self._env:
@@ -317,7 +311,7 @@ class Session:
     def _unenv(self):
         if self._env:
             self._env = False
-            release_cold(env_holds, ENV_MODULES)  # imported again by the next envelope command
+            release_cold(env_holds, ("smtpenv",))  # imported again by the next envelope command
 
     def _auth_offered(self):
         return self.mode == SUBMISSION and self.svc.logins is not None
@@ -342,7 +336,7 @@ class Session:
         self._abort()
         self._reset()
         self.closing = True
-        return reply(221, "2.0.0", "%s closing" % self.svc.hostname)
+        return reply(221, "2.0.0 %s closing" % self.svc.hostname)
 
     # -- DATA ------------------------------------------------------------------------------
     def data_in(self, src, start, end):
@@ -360,7 +354,7 @@ class Session:
             if self._fail is not None:
                 continue  # being refused: read to the end, keep nothing
             if self._got > self.svc.max_size:
-                self._refuse(reply(552, "5.3.4", "message size exceeds fixed maximum message size"))
+                self._refuse(reply(552, "5.3.4 message size exceeds fixed maximum message size"))
                 continue
             self._fill = fill + n
             if self._fill == cap:
@@ -389,17 +383,17 @@ class Session:
 
     def _store_reply(self, e):
         if isinstance(e, store_mod.QuotaExceeded):
-            return reply(552, "5.2.2", "mailbox full")
+            return reply(552, "5.2.2 mailbox full")
         if isinstance(e, store_mod.StoreFull):
-            return reply(452, "4.3.1", "insufficient system storage, try later")
-        return reply(451, "4.3.0", "local storage error, try later")
+            return reply(452, "4.3.1 insufficient system storage, try later")
+        return reply(451, "4.3.0 local storage error, try later")
 
     def _finish(self):
         self.in_data = False
         self._hold_env()  # back in the command phase (close() releases it)
         if self._fail is None and self._u.bad:
             # RFC 5321 2.3.8: CR and LF only as CRLF. Refused, not repaired: see the module doc.
-            self._refuse(reply(554, "5.6.0", "bare CR or LF in message text (RFC 5321 2.3.8)"))
+            self._refuse(reply(554, "5.6.0 bare CR or LF in message text (RFC 5321 2.3.8)"))
         if self._fail is None and self._fill:
             self._write(self._omv[: self._fill])
         r = self._fail
@@ -415,7 +409,7 @@ class Session:
                 self.stored += 1
                 log.info("smtp %s stored %d octets from <%s> for %d recipient(s) in %s as %s", self.peer, self._got,
                          self.sender, self.rcpts, ",".join(self.boxes), ",".join(uids))
-                r = reply(250, "2.0.0", "stored as %s" % uids[0])
+                r = reply(250, "2.0.0 stored as %s" % uids[0])
         else:
             log.info("smtp %s refused message from <%s>: %s", self.peer, self.sender, r.decode().strip())
         self._abort()
@@ -423,14 +417,14 @@ class Session:
         self.reply = r
 
 
-_OK = reply(250, "2.0.0", "OK")
+_OK = b"250 2.0.0 OK\r\n"  # reply(250, "2.0.0 OK"), whole: the short text would be an interned name
 
 _TABLE = {
     b"RSET": Session.cmd_rset,
     b"NOOP": Session.cmd_noop,
     b"QUIT": Session.cmd_quit,
 }
-_ENV = {  # the envelope's commands: their names in smtpenv.py (ENV_MODULES)
+_ENV = {  # the envelope's commands: their names in smtpenv.py
     b"EHLO": "cmd_ehlo",
     b"HELO": "cmd_helo",
     b"STARTTLS": "cmd_starttls",

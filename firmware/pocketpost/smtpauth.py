@@ -9,15 +9,16 @@ start(); handle() passes SASL continuation lines to step(); resume() finishes a 
 """
 
 from pocketpost import log, loginsvc
-from pocketpost.compat import ticks_diff, ticks_ms
-from pocketpost.pop3server import LOGIN_SLICE_MS
+from pocketpost.compat import const, ticks_diff, ticks_ms
 from pocketpost.smtp import _printable, reply
+
+_LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
 
 
 def start(s, arg):
     parts = [p for p in arg.split(b" ") if p]
     if not parts or len(parts) > 2:
-        return s._error(reply(501, "5.5.4", "AUTH mechanism [initial-response]"))
+        return s._error(reply(501, "5.5.4 AUTH mechanism [initial-response]"))
     mech = parts[0].upper()
     initial = parts[1] if len(parts) > 1 else None
     s._mech = mech
@@ -30,9 +31,9 @@ def start(s, arg):
             return b"334 \r\n"
         return _scram_step(s, initial)
     if mech != b"PLAIN" and mech != b"LOGIN":
-        return reply(504, "5.5.4", "unrecognized authentication type")
+        return reply(504, "5.5.4 unrecognized authentication type")
     if not s._plain_allowed():
-        return reply(538, "5.7.11", "encryption required for this mechanism: use STARTTLS or SCRAM-SHA-256")
+        return reply(538, "5.7.11 encryption required for this mechanism: use STARTTLS or SCRAM-SHA-256")
     if mech == b"PLAIN":
         if initial is None:
             s._auth = "plain"
@@ -43,7 +44,7 @@ def start(s, arg):
             from pocketpost import auth
 
             s._auth = "login-user"
-            return b"334 " + auth.LOGIN_USER_PROMPT + b"\r\n"
+            return b"334 VXNlcm5hbWU6\r\n"  # "Username:" (auth.py: the LOGIN prompts)
         return _login_user(s, initial)
 
 
@@ -52,7 +53,7 @@ def step(s, line):
     s._auth = None
     if line == b"*":
         s._scram = None
-        return reply(501, "5.0.0", "authentication cancelled")
+        return reply(501, "5.0.0 authentication cancelled")
     if step == "scram":
         return _scram_step(s, line)
     if step == "plain":
@@ -88,7 +89,7 @@ def _login_user(s, blob):
     s._auth = "login-pass"
     from pocketpost import auth
 
-    return b"334 " + auth.LOGIN_PASS_PROMPT + b"\r\n"
+    return b"334 UGFzc3dvcmQ6\r\n"  # "Password:"
 
 
 def _login_pass(s, blob):
@@ -133,15 +134,15 @@ def _auth_result(s, name, u):
                  _printable(s._mech or b"?"), s.failures)
         if s.failures >= s.svc.max_failures:
             s.closing = True
-            return reply(421, "4.7.0", "too many authentication failures, closing")
-        return reply(535, "5.7.8", "authentication credentials invalid")
+            return reply(421, "4.7.0 too many authentication failures, closing")
+        return reply(535, "5.7.8 authentication credentials invalid")
     loginsvc.succeed(lg, s.peer)
     s.login = name
     s.passed = True
     s._unhold()  # no AUTH after this one
     log.info("smtp %s AUTH user=%s method=%s tls=%d", s.peer, name, _printable(s._mech or b"?"),
              int(s.tls_active))
-    return reply(235, "2.7.0", "authentication successful")
+    return reply(235, "2.7.0 authentication successful")
 
 
 def resume(s):
@@ -149,11 +150,11 @@ def resume(s):
     None while it is unfinished, then the reply to the AUTH."""
     w = s._check
     if w is None:
-        return reply(503, "5.5.1", "nothing to resume")
+        return reply(503, "5.5.1 nothing to resume")
     lg = s.svc.logins
     t0 = ticks_ms()
     while not w.step(lg.login_chunk):
-        if ticks_diff(ticks_ms(), t0) >= LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
+        if ticks_diff(ticks_ms(), t0) >= _LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
             return None
     s._check = None
     name = s._check_name

@@ -43,18 +43,20 @@ import sys
 import asyncio
 
 from pocketpost import heapmark, log
-from pocketpost.compat import forget
-from pocketpost.pop3server import Service as LoginService
-from pocketpost.listener import DEADLINE_AUTH, LISTEN_BACKLOG, ServerConn, Slots, listener_tasks, peer_ip
+from pocketpost.compat import const, forget
+from pocketpost import pop3server  # its login Service (the users, hashes and throttle POP3 uses)
+from pocketpost.listener import ServerConn, Slots, listener_tasks, peer_ip
 from pocketpost.transport import Timeout
 from pocketpost.wire import LineReader
+
+_LISTEN_BACKLOG = const(4)  # listener's (a private copy)
 
 # The session code, loaded while a session exists (see the module doc). groupcommit.py, which
 # smtp.py imports, stays: the store imports it too and keeps its state. smtpauth.py goes too (no
 # SMTP session uses it then): it binds smtp's reply and _printable, and kept loaded by a POP3
 # session before its login (pop3server.LOGIN_MODULES) it would keep the dropped smtp.py alive
 # while the next session loads a second copy. smtpenv.py (the envelope's code) binds smtp's too.
-SESSION_MODULES = ("smtp", "smtpauth", "smtpenv")
+# (Inlined where forgotten: a module-level tuple would be one more interned name.)
 # Listener modes (smtp.MX, smtp.SUBMISSION; here so that listening needs no smtp.py).
 MX = "mx"
 SUBMISSION = "submission"
@@ -69,11 +71,11 @@ class SmtpServer:
         # The POP3 server's context when it runs (same cert and key): one context, ~3 KiB less.
         self.ctx = getattr(logins, "tls_ctx", None)
         if self.ctx is None and sv["cert"] and sv["key"]:
-            from pocketpost import tls  # start-up only: dropped after (heapmark.COLD_AFTER_START)
+            from pocketpost import tls  # start-up only: dropped after (heapmark.forget)
 
             self.ctx = tls.server_context(sv["cert"], sv["key"])
         if logins is None:
-            logins = LoginService(sv, cfg["users"], store, tls_available=self.ctx is not None)
+            logins = pop3server.Service(sv, cfg["users"], store, tls_available=self.ctx is not None)
         self._svc_args = (cfg["users"], store, logins, sv["hostname"])
         self.domains = [d.lower() for d in self.sm["domains"]]
         self.svc = None  # the smtp.Service while a session holds smtp.py (hold/release)
@@ -98,7 +100,7 @@ class SmtpServer:
         if self.holds <= 0:
             self.holds = 0
             self.svc = None
-            forget(SESSION_MODULES)
+            forget(("smtp", "smtpauth", "smtpenv"))  # the session code, see above
 
     async def _listen(self):
         sm = self.sm
@@ -106,7 +108,7 @@ class SmtpServer:
                                     (sm["smtps_port"], "smtps", self._smtps)):
             if not port or (handler == self._smtps and self.ctx is None):
                 continue
-            self._listeners.append(await asyncio.start_server(handler, self.host, port, backlog=LISTEN_BACKLOG))
+            self._listeners.append(await asyncio.start_server(handler, self.host, port, backlog=_LISTEN_BACKLOG))
             log.info("%s listening on %s:%d (TLS %s) for %s", name, self.host, port, "on" if self.ctx else "off",
                      ",".join(self.domains))
 
@@ -143,7 +145,7 @@ class SmtpServer:
             ip = peer_ip(writer)
             conn = ServerConn.from_stream(reader, writer)
             conn.idle = sm["command_timeout"]
-            conn.limit(DEADLINE_AUTH, sm["preauth_timeout"])
+            conn.limit("authorization", sm["preauth_timeout"])  # listener's deadline names
             slot = self.slots.admit(ip, asyncio.current_task())
             if isinstance(slot, str):  # refused: no Session is built for its one reply
                 slot = None
@@ -216,7 +218,8 @@ class SmtpServer:
             conn.idle = sm["data_timeout"] if session.in_data else sm["command_timeout"]
             n = await conn.recv_into(lines.space())
             if not n:
-                log.info("smtp #%d %s dropped by peer%s", sid, session.peer, " mid-DATA" if session.in_data else "")
+                log.info("smtp #%d %s dropped by peer mid-DATA" if session.in_data else "smtp #%d %s dropped by peer",
+                         sid, session.peer)
                 return
             lines.commit(n)
             heapmark.sample("smtp")  # mid-DATA too: the delivery's file and buffers are open

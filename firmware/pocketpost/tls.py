@@ -21,10 +21,10 @@ def server_context(cert_path, key_path):
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if IS_MICROPYTHON:
         ctx.load_cert_chain(_read(cert_path), _read(key_path))  # DER bytes (PEM is rejected)
-    else:
-        # CPython loads certificate chains from PEM files only: the host tools write PEM copies
-        # next to the DER files (cert.der -> cert.pem).
-        ctx.load_cert_chain(_pem_path(cert_path), _pem_path(key_path))
+    else:  # CPython: PEM copies (hostconn.py: host-only code, never loaded on a board)
+        from pocketpost import hostconn
+
+        hostconn.server_context(ctx, cert_path, key_path)
     return ctx
 
 
@@ -43,10 +43,6 @@ def is_pem(path):
     return b"-----BEGIN" in head
 
 
-def _pem_path(der_path):
-    return der_path[:-4] + ".pem" if der_path.endswith(".der") else der_path
-
-
 def client_context(ca_path=None, verify=True):
     """A client context that verifies the server's certificate against the CA in `ca_path`
     (DER). verify=False must be asked for and is logged as a warning."""
@@ -55,12 +51,16 @@ def client_context(ca_path=None, verify=True):
         ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]  # the stub lacks it; the port has it
         if ca_path:
             ctx.load_verify_locations(cadata=_read(ca_path))
-        elif hasattr(ctx, "load_default_certs"):
-            ctx.load_default_certs()  # CPython: the system store
+        elif not IS_MICROPYTHON:  # CPython: the system store (hostconn.py)
+            from pocketpost import hostconn
+
+            hostconn.client_context(ctx, True)
     else:
         log.warning("tls: certificate verification DISABLED by configuration")
-        if hasattr(ctx, "check_hostname"):
-            ctx.check_hostname = False
+        if not IS_MICROPYTHON:  # CPython checks the name unless told not to (hostconn.py)
+            from pocketpost import hostconn
+
+            hostconn.client_context(ctx, False)
         ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]  # the stub lacks it; the port has it
     return ctx
 

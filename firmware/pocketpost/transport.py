@@ -1,5 +1,5 @@
 """One connection class per runtime, for every service: the POP3 client, the POP3 server and
-the SMTP receiver (`Conn` on MicroPython, `CConn` on CPython; the two servers use them through
+the SMTP receiver (`Conn`: this module's on MicroPython, hostconn.py's on CPython; the two servers use it through
 listener.ServerConn, which adds a server's named deadlines and STLS needs).
 
 Theory of operation
@@ -26,7 +26,9 @@ readability instead of writability. A TLS client whose peer speaks first (POP3) 
 handshake with its first read. Writes go straight to the socket: asyncio's StreamWriter.write
 would copy unsent data into a new bytes object.
 
-CPython (`CConn`): standard asyncio streams and TLS (the host's debugging and test runtime).
+CPython (hostconn.Conn, also transport.Conn there): standard asyncio streams and TLS (the host's
+debugging and test runtime), in a module of its own: every name a loaded module holds is interned,
+run or not, so the board never loads that code.
 """
 
 import asyncio
@@ -203,74 +205,16 @@ if IS_MICROPYTHON:
         async def shutdown(self, ms):
             self.close()
 
-else:
+else:  # CPython, the host's runtime: asyncio's streams, in hostconn.py (never loaded by MicroPython)
 
-    class CConn(_Bounds):
-        """CPython: standard asyncio streams and TLS."""
+    def __getattr__(name):
+        # transport.Conn, loaded at its first use (hostconn imports this module for _Bounds: an
+        # import here at load would find it half made when hostconn is the first one imported)
+        if name == "Conn":
+            from pocketpost.hostconn import Conn
 
-        def __init__(self, reader, writer):
-            self.r = reader
-            self.w = writer
-            self.handshaking = False
-
-        @classmethod
-        def from_stream(cls, reader, writer):
-            return cls(reader, writer)
-
-        async def start_tls(self, ctx, hostname=None, server_side=False, ms=None):
-            # The whole handshake here (reading resumes once TLS is in place). asyncio's own
-            # handshake timeout, not wait_for: a start_tls run as wait_for's task left the next
-            # POP3S handshake of the server hanging (CPython 3.11).
-            b = self._hs(ms)
-            s = self._bound(b)
-            t0 = ticks_ms()
-            try:
-                await self.w.start_tls(ctx, server_hostname=hostname, ssl_handshake_timeout=s)
-            except (ConnectionAbortedError, asyncio.TimeoutError):
-                if ticks_diff(ticks_ms(), t0) < s * 1000 - _ROUNDING_MS:  # not the timeout: a real abort
-                    raise
-                raise self._expired(b)
-            self._through()
-
-        def recv_now(self, mv):
-            """None: asyncio's streams have no read that never waits (see Conn.recv_now)."""
-            return None
-
-        async def recv_into(self, mv, ms=None):
-            s = self._bound(ms)
-            try:
-                data = await asyncio.wait_for(self.r.read(len(mv)), s)
-            except asyncio.TimeoutError:
-                raise self._expired(ms)
-            mv[: len(data)] = data
-            return len(data)
-
-        async def send(self, data, ms=None):
-            self.w.write(bytes(data))
-            s = self._bound(ms)
-            try:
-                await asyncio.wait_for(self.w.drain(), s)
-            except asyncio.TimeoutError:
-                raise self._expired(ms)
-
-        def close(self, flush=False):
-            """Drop at once: a stalled or broken peer must not cost a wait for its close.
-            flush (a server's end of session): what asyncio still buffers goes out first."""
-            try:
-                if flush:
-                    self.w.close()
-                else:
-                    self.w.transport.abort()
-            except Exception:
-                pass
-
-        async def shutdown(self, ms):
-            """After QUIT +OK: let TLS say close_notify, bounded."""
-            try:
-                self.w.close()
-                await asyncio.wait_for(self.w.wait_closed(), ms / 1000)
-            except Exception:
-                self.close()
+            return Conn
+        raise AttributeError(name)
 
 
 # setsockopt(IPPROTO_TCP, TCP_NODELAY): the same numbers in Linux and lwIP (the unix port's socket
@@ -295,17 +239,15 @@ def nodelay(conn, on):
 
 async def connect(host, port, ms, ctx=None):
     """A TCP connection to host:port (with `ctx`, implicit TLS to that host), within ms."""
+    if not IS_MICROPYTHON:  # asyncio's TLS at connect (hostconn.py)
+        from pocketpost import hostconn
+
+        return await hostconn.connect(host, port, ms, ctx)
     try:
-        if IS_MICROPYTHON:
-            r, w = await asyncio.wait_for(asyncio.open_connection(host, port), ms / 1000)
-        else:
-            r, w = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None),
-                                          ms / 1000)
+        r, w = await asyncio.wait_for(asyncio.open_connection(host, port), ms / 1000)
     except asyncio.TimeoutError:
         raise Timeout()
-    if IS_MICROPYTHON:
-        c = Conn(r)
-        if ctx is not None:
-            await c.start_tls(ctx, host)
-        return c
-    return CConn(r, w)
+    c = Conn(r)
+    if ctx is not None:
+        await c.start_tls(ctx, host)
+    return c

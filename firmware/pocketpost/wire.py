@@ -31,7 +31,7 @@ DotStuffer` and `... import DotUnstuffer` work as before):
 from pocketpost.compat import const
 
 # RFC 2449 section 4: "command lines ... MUST NOT exceed 255 octets, including the terminating CRLF".
-MAX_COMMAND_LINE = const(255)
+_MAX_COMMAND_LINE = const(255)
 # RFC 2449 section 4: a response's first line is at most 512 octets, including the CRLF.
 MAX_RESPONSE_LINE = const(512)
 
@@ -64,7 +64,7 @@ class LineReader:
     larger when the same reader also carries bulk data (a client reading a RETR reply).
     """
 
-    def __init__(self, max_line=MAX_COMMAND_LINE, bufsize=0):
+    def __init__(self, max_line=_MAX_COMMAND_LINE, bufsize=0):
         if bufsize < max_line:
             bufsize = max_line
         self.max_line = max_line

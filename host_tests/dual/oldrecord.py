@@ -7,4 +7,4 @@ from pocketpost import auth
 
 
 def format_hash(iterations, salt, dk):
-    return "%s$%d$%s$%s" % (auth.SCHEME, iterations, binascii.hexlify(salt).decode(), binascii.hexlify(dk).decode())
+    return "%s$%d$%s$%s" % ("pbkdf2-sha256", iterations, binascii.hexlify(salt).decode(), binascii.hexlify(dk).decode())

@@ -165,7 +165,7 @@ async def _open_pair():
             s.close()
 
         return Conn(_Stream(s)), lambda: out.sendto(b"hello", addr), close
-    from pocketpost.transport import CConn
+    from pocketpost.transport import Conn as CConn  # hostconn.Conn on CPython
 
     ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     ls.bind(("127.0.0.1", 0))

@@ -3,12 +3,13 @@ Runs under CPython (pytest) and MicroPython (host_tests/dual/run.py)."""
 
 from pocketpost.wire import (
     BAD_LINE,
-    MAX_COMMAND_LINE,
     OVERLONG,
     DotStuffer,
     DotUnstuffer,
     LineReader,
 )
+
+MAX_COMMAND_LINE = 255  # wire._MAX_COMMAND_LINE (RFC 1939's command line with CRLF)
 
 
 def lines_of(data, splits, max_line=MAX_COMMAND_LINE, bufsize=0, via_space=False):
