@@ -174,3 +174,51 @@ def test_every_address_refused_names_host_port_and_the_error(tmp_path, runtime, 
         assert "Multiple exceptions: [Errno 111]" in out, out
     else:
         assert "refused" in out, out
+
+
+NOMEM_SCRIPT = r"""
+import sys
+import asyncio
+import socket as real
+
+port = int(sys.argv[1])
+
+
+class Socket:
+    pass
+
+
+fake = Socket()  # a built-in module takes no new attributes: a stand-in (as SCRIPT's install)
+for k in dir(real):
+    if not k.startswith("__"):
+        setattr(fake, k, getattr(real, k))
+
+
+def nomem(*a):
+    raise MemoryError("socket")  # what a board short of heap gives
+
+
+fake.socket = nomem
+sys.modules["socket"] = fake
+from pocketpost.client import Pop3Client
+
+c = Pop3Client("127.0.0.1", port, connect_timeout=5, read_timeout=5)
+try:
+    asyncio.run(c.connect())
+    print("CONNECTED")
+except MemoryError:
+    print("MemoryError")
+except Exception as e:
+    print("OTHER", repr(e))
+"""
+
+
+def test_no_heap_for_the_socket_stays_a_memory_error(tmp_path):
+    """MicroPython's connect (clientauth._open): socket() itself raising MemoryError comes out as
+    that MemoryError (board.py restarts on it), not as an AttributeError of closing no socket."""
+    script = tmp_path / "connect_nomem.py"
+    script.write_text(NOMEM_SCRIPT)
+    r = run_micropython([str(script), str(free_port())], timeout=60)
+    out = r.stdout.decode(errors="replace").strip()
+    assert r.returncode == 0, out + r.stderr.decode(errors="replace")
+    assert out == "MemoryError", out

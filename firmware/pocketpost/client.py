@@ -532,8 +532,11 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     if w:
                         # A message asked for ahead ("RETR m": the only reply it can be waiting
                         # for here): read off (and dropped: `len` takes each chunk) before QUIT,
-                        # under its own deadline; its size rule holds as for any message.
+                        # under its own deadline; its size rule holds as for any message. (The
+                        # download code loaded again if another account's fetch dropped it
+                        # while this message streamed in: see _download.)
                         m = int(w[5:])
+                        __import__("pocketpost.clientget")
                         await sys.modules["pocketpost.clientget"].retr(c, m, len, sizes.get(m))
                     break
                 if info is None:

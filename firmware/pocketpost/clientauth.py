@@ -89,8 +89,9 @@ async def _open(host, port, ms, ctx=None):
             if s is not None:
                 s.close()
             continue
-        except BaseException:  # the bound (transport.Timeout) or a cancel: no more addresses
-            s.close()
+        except BaseException:  # the bound (transport.Timeout), a cancel, no heap: no more addresses
+            if s is not None:
+                s.close()
             raise
         try:
             if ctx is not None:

@@ -443,6 +443,55 @@ def test_keep_full_store_mid_message_reads_off_the_message_asked_ahead_and_quits
         b.done()
 
 
+class _DropsDownloadCode(Scripted):
+    """As the RETR asked for ahead arrives, clientget leaves sys.modules: what another account's
+    fetch (board.py runs them at once) does on MicroPython when its batch or session ends
+    (compat.forget; on CPython, where forget does nothing, the same done by hand)."""
+
+    def handle(self, line):
+        if bytes(line) == b"RETR 2":
+            import sys
+
+            sys.modules.pop("pocketpost.clientget", None)
+            import pocketpost
+
+            try:
+                delattr(pocketpost, "clientget")
+            except (AttributeError, KeyError):
+                pass
+        return Scripted.handle(self, line)
+
+
+def test_keep_full_store_reads_off_the_ahead_message_when_another_fetch_dropped_the_download_code():
+    """The quota runs out inside message 1 after message 2 was asked for ahead, and meanwhile another
+    account's fetch dropped the download code: message 2 is still read off (the code loaded again)
+    and QUIT ends the session; the error is the store's, not a KeyError."""
+    import sys
+
+    import pocketpost
+    from pocketpost import clientget as real
+    from pocketpost import compat
+
+    big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800
+    b = Box(quota=100)
+    try:
+        srv = _DropsDownloadCode([(b"u1", big), (b"u2", big)])
+        try:
+            b.fetch(srv, policy="keep")
+            raise AssertionError("no error")
+        except client.ClientError as e:
+            assert "store: " in e.msg and "too large" in e.msg, e.msg
+        s = srv.seen
+        assert b"RETR 2" in s and s[-1] == b"QUIT", s
+        assert not b.pair.to_client
+        assert b.stored() == [] and b.uids() == []
+    finally:
+        if not compat.IS_MICROPYTHON:  # one copy of the module (its classes) for the other tests
+            sys.modules["pocketpost.clientget"] = real
+            pocketpost.clientget = real
+        b.done()
+
+
 @case
 def test_real_uid_starting_with_hash_is_a_uid(b):
     """'#abc' is a valid UID, not a synthetic key: it stays recorded while it is on the server,
