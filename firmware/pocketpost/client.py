@@ -35,7 +35,10 @@ ended it at a body line "."), or any reply that is neither +OK nor -ERR: the del
 (dropped, not kept aside: a copy we cannot trust is no copy, and the server still holds the
 message), nothing is recorded, and the session ends without QUIT, so no DELE of this session
 commits; the message is fetched again next time. A server that always sends it short stalls
-there, with an error naming the message and the sizes, and never loses it.
+there, with an error naming the message and the sizes, and never loses it. A message the
+server refuses (RETR -ERR, e.g. [SYS/PERM] for a file it cannot read) is skipped for this
+session, logged and left there unrecorded; the others are fetched, and it is asked for again next
+time (one unreadable message never holds back the ones after it).
 
 Servers without UIDL (best effort): only policy "delete" is possible. Each message is
 downloaded, keyed by the SHA-1 of its bytes (uidstate.hash_key: never equal to a real UID); a key
@@ -523,9 +526,19 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     ms = sizes.get(m)
                     if ms is not None and not (a["max_size"] and ms > a["max_size"]):
                         ahead = m
-                key, info, store_error = await _download(
-                    c, st, store, mailbox, n, uid, size, top, parse,
-                    ahead if policy != "delete" and (uid is not None or policy == "keep") else 0)
+                try:
+                    key, info, store_error = await _download(
+                        c, st, store, mailbox, n, uid, size, top, parse,
+                        ahead if policy != "delete" and (uid is not None or policy == "keep") else 0)
+                except ErrReply as e:
+                    # The server refused this message (RETR -ERR: a file it cannot read, ...):
+                    # nothing of it was kept or recorded, it stays there and is asked for again
+                    # next session, and the session goes on (clientget.retr read every reply):
+                    # one unreadable message must not hold back every message after it, run
+                    # after run.
+                    stats["skipped"] += 1
+                    log.warning("fetch %s: message %d left on the server: %s", name, n, e.msg)
+                    continue
                 if store_error is not None:
                     stop = True
                     w = c.s.waiting_for()

@@ -6,7 +6,7 @@ code (clientplan.py) is dropped, and on MicroPython drops it after them: it is n
 session logs in or lists the mailbox (its qstrs stay)."""
 
 from pocketpost import compat, transport
-from pocketpost.client import ConnectionLost, Pop3Timeout, ShortMessage
+from pocketpost.client import ConnectionLost, ErrReply, Pop3Timeout, ShortMessage
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError
 from pocketpost.pop3client import BODY, END
@@ -47,7 +47,15 @@ async def retr(c, n, sink, size=None, top=False, next=0):
         if pipelined:
             data += c._out("NOOP")  # the reply after the message: proves the stream in step
         await c._send(data, what)
-    await c._status(d)
+    try:
+        await c._status(d)
+    except ErrReply:
+        # -ERR for this message (a file the server cannot read: [SYS/PERM], ...): one status
+        # line, no body. The NOOP sent with it is answered too, so the session stays in step
+        # and the caller can go on with the next message (nothing of this one was kept).
+        if pipelined:
+            await c._status(c.deadline(c.read_timeout))
+        raise
     limit = size + max(size // _SIZE_SLACK_DIV, _SIZE_SLACK_MIN) if size is not None else 0
     waiting = "the body of " + what
     now = getattr(c._conn, "recv_now", None)  # a read that never waits (transport.py)

@@ -196,6 +196,74 @@ def test_refused_dele_does_not_end_the_session(b):
     assert b.stored() == [GOOD, TWO] and b.uids() == []
 
 
+class _RefusesRetr(Scripted):
+    """Answers RETR with -ERR [SYS/PERM] for the message numbers in `bad` (a file it cannot
+    read, as pocketpost's own server does for a damaged one), and serves the others."""
+
+    def __init__(self, msgs, bad, capa=None):
+        if capa is None:
+            Scripted.__init__(self, msgs)
+        else:
+            Scripted.__init__(self, msgs, capa=capa)
+        self.bad = bad
+
+    def handle(self, line):
+        w = bytes(line).split(b" ")
+        if w[0] == b"RETR" and int(w[1]) in self.bad:
+            self.seen.append(bytes(line))
+            return b"-ERR [SYS/PERM] cannot read message %s\r\n" % w[1]
+        return Scripted.handle(self, line)
+
+
+def _refused_retr(policy, capa):
+    """RETR 2 of 3 is refused: 1 and 3 are stored (and deleted under delete) in the same session,
+    which ends with QUIT; 2 is neither stored, recorded nor deleted, and the next session, whose
+    server can read it again, fetches it, each message stored once."""
+    b = Box()
+    try:
+        box = [(b"u1", GOOD), (b"u2", TWO), (b"u3", THREE)]
+        srv = _RefusesRetr(box, (2,), capa)
+        st = b.fetch(srv, policy=policy)
+        assert st["fetched"] == 2 and st["skipped"] == 1, st
+        assert srv.seen[-1] == b"QUIT" and b"DELE 2" not in srv.seen, srv.seen
+        assert b.stored() == [GOOD, THREE]
+        if policy == "delete":  # deleted at QUIT: their records go
+            assert b"DELE 1" in srv.seen and b"DELE 3" in srv.seen and b.uids() == []
+            box = [(b"u2", TWO)]  # what the server has left
+        else:
+            assert b"DELE 1" not in srv.seen and sorted(b.uids()) == [b"u1", b"u3"]
+        srv = Scripted(box)
+        st = b.fetch(srv, policy=policy)
+        assert st["fetched"] == 1 and srv.seen[-1] == b"QUIT", st
+        assert sorted(b.stored()) == sorted([GOOD, TWO, THREE])
+    finally:
+        b.done()
+
+
+def test_refused_retr_keeps_the_others_keep_pipelined():
+    _refused_retr("keep", None)  # RETR 2 asked for ahead (at message 1's end): its -ERR, then NOOP's +OK
+
+
+def test_refused_retr_keeps_the_others_delete_pipelined():
+    _refused_retr("delete", None)
+
+
+def test_refused_retr_keeps_the_others_without_pipelining():
+    _refused_retr("keep", b"+OK\r\nUSER\r\nUIDL\r\n.\r\n")
+
+
+def test_refused_first_retr_asked_for_before_the_download_code_loads():
+    """The batch's first message, asked for as soon as the listing is read, is the refused one."""
+    b = Box()
+    try:
+        srv = _RefusesRetr([(b"u1", GOOD), (b"u2", TWO)], (1,))
+        st = b.fetch(srv, policy="keep")
+        assert st["fetched"] == 1 and st["skipped"] == 1 and srv.seen[-1] == b"QUIT", (st, srv.seen)
+        assert b.stored() == [TWO] and b.uids() == [b"u2"]
+    finally:
+        b.done()
+
+
 def test_full_store_at_begin_ends_cleanly_with_quit():
     """The quota is reached before the second message, asked for ahead in the write of DELE 1:
     it is read off the wire (dropped: QUIT's reply is QUIT's), not stored, not deleted, the
