@@ -469,10 +469,12 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             # uidcompact) is not placed on top of it.
             drop = ("clientget",) if "pocketpost.store" in sys.modules else ("clientget", "store")
             order = sorted(want)
-            if order and downloads < cap and c.caps is not None and "PIPELINING" in c.caps:
+            if (order and downloads < cap and c.caps is not None and "PIPELINING" in c.caps
+                    and store.room(mailbox)[0] != 0):
                 # The batch's first download asked for at once (as the next one is at the end of
                 # each message, below): the server looks it up while the state compacts and the
-                # download code loads.
+                # download code loads. Not into a store already full: its begin would refuse it
+                # and it would be downloaded only to be dropped, every run until there is room.
                 m = order[0]
                 ms = sizes.get(m)
                 if ms is not None and not (a["max_size"] and ms > a["max_size"]):

@@ -112,10 +112,11 @@ async def retr(c, n, sink, size=None, top=False, next=0):
         if not pipelined:
             await c._send(c._out("NOOP"), "NOOP")
         await c._status(c.deadline(c.read_timeout))
-        if next and pipelined:
+        if next and pipelined and not getattr(sink, "error", None):
             # This message is proved (its NOOP answered): the next one is asked for now, and the
             # server reads and sends it while this one is committed. A failed send does not
-            # cost this message: the next retr's read fails on the same connection instead.
+            # cost this message: the next retr's read fails on the same connection instead. Not
+            # after a store error in this one (the sink's): the batch stops there.
             try:
                 await c._send(c._out("RETR", next) + c._out("NOOP"), "RETR %d" % next)
             except (ConnectionLost, Pop3Timeout):

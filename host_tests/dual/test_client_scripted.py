@@ -352,9 +352,10 @@ def test_the_first_download_is_asked_for_before_its_delivery_begins(b):
     assert b.stored() == [GOOD, TWO]
 
 
-def test_full_store_refuses_the_first_download_asked_for_early_and_quits():
-    """The store is full before the session: the first new message, asked for early, is refused at
-    its begin, read off the wire (dropped), and QUIT ends the session."""
+def test_full_store_before_the_session_asks_for_nothing_and_quits():
+    """The store is full before the session: the first new message is not asked for early (its
+    begin would refuse it: it would be downloaded only to be dropped, every run), its begin is
+    refused, nothing is downloaded, and QUIT ends the session."""
     big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800  # more than a read takes
     b = Box(quota=len(GOOD))
     try:
@@ -366,7 +367,7 @@ def test_full_store_refuses_the_first_download_asked_for_early_and_quits():
         except client.ClientError as e:
             assert "store: " in e.msg and "quota" in e.msg, e.msg
         s = srv.seen
-        assert b"RETR 2" in s and b"RETR 3" not in s and s[-1] == b"QUIT", s
+        assert b"RETR 2" not in s and b"RETR 3" not in s and s[-1] == b"QUIT", s
         assert not b.pair.to_client  # every reply read, QUIT's last
         assert b.stored() == [GOOD] and b.uids() == [b"u1"]
     finally:
@@ -491,9 +492,9 @@ def test_keep_full_store_at_begin_reads_off_the_message_asked_ahead_and_quits():
         b.done()
 
 
-def test_keep_full_store_mid_message_reads_off_the_message_asked_ahead_and_quits():
-    """The quota runs out inside the first message (its rest is still read) after the second was
-    asked for: that one is read off too, QUIT ends the session, nothing is kept."""
+def test_keep_full_store_mid_message_asks_for_nothing_more_and_quits():
+    """The quota runs out inside the first message (its rest is still read): the second is not
+    asked for ahead (the batch stops), QUIT ends the session, nothing is kept."""
     big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800  # more than a read takes
     b = Box(quota=100)
     try:
@@ -504,8 +505,8 @@ def test_keep_full_store_mid_message_reads_off_the_message_asked_ahead_and_quits
         except client.ClientError as e:
             assert "store: " in e.msg and "too large" in e.msg, e.msg
         s = srv.seen
-        assert b"RETR 2" in s and s[-1] == b"QUIT", s
-        assert not b.pair.to_client  # every reply read, QUIT's last (not RETR 2's taken for it)
+        assert b"RETR 2" not in s and s[-1] == b"QUIT", s
+        assert not b.pair.to_client  # every reply read, QUIT's last
         assert b.stored() == [] and b.uids() == []
     finally:
         b.done()
@@ -531,9 +532,9 @@ class _DropsDownloadCode(Scripted):
 
 
 def test_keep_full_store_reads_off_the_ahead_message_when_another_fetch_dropped_the_download_code():
-    """The quota runs out inside message 1 after message 2 was asked for ahead, and meanwhile another
-    account's fetch dropped the download code: message 2 is still read off (the code loaded again)
-    and QUIT ends the session; the error is the store's, not a KeyError."""
+    """Message 1 fills the quota after message 2 was asked for ahead, and meanwhile another
+    account's fetch dropped the download code: message 2, refused at its begin, is still read off
+    (the code loaded again) and QUIT ends the session; the error is the store's, not a KeyError."""
     import sys
 
     import pocketpost
@@ -541,18 +542,18 @@ def test_keep_full_store_reads_off_the_ahead_message_when_another_fetch_dropped_
     from pocketpost import compat
 
     big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800
-    b = Box(quota=100)
+    b = Box(quota=len(GOOD))
     try:
-        srv = _DropsDownloadCode([(b"u1", big), (b"u2", big)])
+        srv = _DropsDownloadCode([(b"u1", GOOD), (b"u2", big)])
         try:
             b.fetch(srv, policy="keep")
             raise AssertionError("no error")
         except client.ClientError as e:
-            assert "store: " in e.msg and "too large" in e.msg, e.msg
+            assert "store: " in e.msg and "quota" in e.msg, e.msg
         s = srv.seen
         assert b"RETR 2" in s and s[-1] == b"QUIT", s
         assert not b.pair.to_client
-        assert b.stored() == [] and b.uids() == []
+        assert b.stored() == [GOOD] and b.uids() == [b"u1"]
     finally:
         if not compat.IS_MICROPYTHON:  # one copy of the module (its classes) for the other tests
             sys.modules["pocketpost.clientget"] = real
