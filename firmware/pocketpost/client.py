@@ -520,8 +520,9 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 # followed by its DELE (not policy delete; under keep_days a content-keyed
                 # duplicate may be deleted at once), else in the write of its DELE, which goes out
                 # only once this one is committed and recorded (none if it is not deleted: the
-                # next retr asks). Each path that stops the batch after that write reads the
-                # message off (a store error, below) or raises (no QUIT: nothing commits).
+                # next retr asks; nor into a full store). Each path that stops the batch after
+                # that write reads the message off (a store error, below) or raises (no QUIT:
+                # nothing commits).
                 ahead = 0
                 if k + 1 < len(order) and downloads < cap:
                     m = order[k + 1]
@@ -574,7 +575,9 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                         st.mark(uid, seen=True, new=True)
                     if policy != "delete" or top:
                         continue
-                if await c.dele(n, 0 if c.s.waiting_for() else ahead):  # (nothing asked for yet)
+                # (Nothing asked for yet; not into a store this message filled: its begin would
+                # refuse the next, downloaded only to be dropped.)
+                if await c.dele(n, ahead if ahead and not c.s.waiting_for() and store.room(mailbox)[0] != 0 else 0):
                     st.mark(key, deleted=True)
                     deleted += 1
             want = sizes = order = None

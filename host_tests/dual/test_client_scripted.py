@@ -265,25 +265,52 @@ def test_refused_first_retr_asked_for_before_the_download_code_loads():
 
 
 def test_full_store_at_begin_ends_cleanly_with_quit():
-    """The quota is reached before the second message, asked for ahead in the write of DELE 1:
-    it is read off the wire (dropped: QUIT's reply is QUIT's), not stored, not deleted, the
-    session ends with QUIT (the first message's DELE commits) and the error is reported."""
-    big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800  # more than a read takes
+    """The quota is reached before the second message: DELE 1 goes out alone (nothing is asked for
+    into a store the first message filled), the second is not downloaded, not deleted, the session
+    ends with QUIT (the first message's DELE commits) and the error is reported."""
     b = Box(quota=len(GOOD))
     try:
-        srv = Scripted([(b"u1", GOOD), (b"u2", big), (b"u3", THREE)])
+        srv = Scripted([(b"u1", GOOD), (b"u2", TWO)])
         try:
             b.fetch(srv, policy="delete")
             raise AssertionError("no error")
         except client.ClientError as e:
             assert "store: " in e.msg and "quota" in e.msg, e.msg
         s = srv.seen
-        assert s[-4:] == [b"DELE 1", b"RETR 2", b"NOOP", b"QUIT"], s
-        assert b"RETR 3" not in s and b"DELE 2" not in s
-        assert not b.pair.to_client  # every reply read, QUIT's last (not RETR 2's taken for it)
+        assert b"DELE 1" in s and b"RETR 2" not in s and b"DELE 2" not in s and s[-1] == b"QUIT"
         assert b.stored() == [GOOD] and b.uids() == []
     finally:
         b.done()
+
+
+@case
+def test_store_error_at_begin_reads_off_the_message_asked_for_with_dele(b):
+    """Under delete the second message went out with DELE 1 (the store had room); its begin is then
+    refused (the flash filled meanwhile): it is read off the wire (dropped: QUIT's reply is QUIT's),
+    not stored, not deleted, the session ends with QUIT (DELE 1 commits), the error is reported."""
+    from pocketpost.storecore import StoreFull
+
+    big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800  # more than a read takes
+    srv = Scripted([(b"u1", GOOD), (b"u2", big), (b"u3", THREE)])
+    real = Store.begin
+    calls = []
+
+    def begin(self, *args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise StoreFull("flash full")
+        return real(self, *args, **kw)
+
+    Store.begin = begin
+    try:
+        b.fails(srv, client.ClientError, "flash full", policy="delete")
+    finally:
+        Store.begin = real
+    s = srv.seen
+    assert s[-4:] == [b"DELE 1", b"RETR 2", b"NOOP", b"QUIT"], s
+    assert b"RETR 3" not in s and b"DELE 2" not in s
+    assert not b.pair.to_client  # every reply read, QUIT's last (not RETR 2's taken for it)
+    assert b.stored() == [GOOD] and b.uids() == []
 
 
 def test_full_store_mid_message_reads_it_to_the_end_and_quits():
