@@ -559,8 +559,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     stats["duplicates"] += 1
                     st.mark(key, seen=True)  # still on the server: its content key stays
                     if policy == "keep_days" and not top:
-                        e = st.get(key)
-                        if not (sane and e[0] >= _SANE_TIME and now - e[0] >= a["keep_days"] * _DAY):
+                        first = st.get(key)[0]  # (not `e`: the refused RETR's except above binds it)
+                        if not (sane and first >= _SANE_TIME and now - first >= a["keep_days"] * _DAY):
                             continue
                     elif policy != "delete":
                         continue
