@@ -19,15 +19,15 @@ except ImportError:  # CPython has no micropython module.
         return x
 
 
-# errno numbers we test for. MicroPython's errno lacks ENOSPC, and the values are the
-# Linux/newlib ones on every port we run on (ESP-IDF uses newlib's numbering: ENOSPC=28).
+# errno numbers we test for. MicroPython's errno lacks ENOSPC; these four are the same in Linux's
+# and newlib's (ESP-IDF's) numbering.
 ENOENT = const(2)
 EEXIST = const(17)
 ENOSPC = const(28)
 EAGAIN = const(11)
-ETIMEDOUT = const(110)
 # A blocking socket timeout is EAGAIN on unix but ETIMEDOUT on ESP32: both mean "timed out".
-TIMEOUT_ERRNOS = (EAGAIN, ETIMEDOUT)
+# ETIMEDOUT is not one number (Linux 110, newlib 116): the runtime's own errno says which.
+TIMEOUT_ERRNOS = (EAGAIN, __import__("errno").ETIMEDOUT)
 
 try:  # MicroPython has ticks_ms/ticks_diff (wrap-safe); CPython has monotonic.
     ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
