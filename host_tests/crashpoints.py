@@ -50,8 +50,8 @@ def install(point):
             point("stored")
         return r
 
-    async def dele(self, n):
-        r = await real_dele(self, n)
+    async def dele(self, n, next=0):  # (next: the RETR sent in DELE's write, see client.fetch_account)
+        r = await real_dele(self, n, next)
         point("dele")
         return r
 

@@ -21,8 +21,9 @@ into the store and step 4's exactly-once sequence) and the session's end (client
      after it, NOOP's, is well-formed); save a *pending* state entry (size, SHA-1, the local UID
      the commit will give); commit the Delivery; record the *stored* entry (on flash with the
      next save: the next message's pending entry, or the session's end); only then DELE if the
-     policy deletes it (when no DELE can follow, the next message's RETR goes out as soon as
-     this one proved complete, to a server with PIPELINING: it streams in while this one commits);
+     policy deletes it (to a server with PIPELINING the next message's RETR goes out ahead: as
+     soon as this one proved complete when no DELE can follow, so it streams in while this one
+     commits; else in the same write as this one's DELE);
   5. QUIT; only after +OK are the deleted UIDs dropped from the state.
 A crash at any point leaves: a partial delivery (the store removes it), or a pending entry (the
 next run decides from the store whether the commit happened), or a stored entry (not fetched
@@ -310,12 +311,19 @@ class Pop3Client:
         octet count. With `size` (LIST's) the message must prove complete (clientget.retr)."""
         return _cold("clientget", "retr", self, n, sink, size, top)
 
-    async def dele(self, n):
+    async def dele(self, n, next=0):
         """DELE n: True when the server marked it deleted. A refused DELE (-ERR: a read-only
         maildrop, a message another session holds) is no reason to end the session: it is
-        logged and False returned, and the message stays (and stays recorded) for next time."""
+        logged and False returned, and the message stays (and stays recorded) for next time.
+        `next` (a message number; to a server offering PIPELINING): RETR next and its NOOP go out
+        in the same write, after DELE n; only DELE's reply is read here (the message is the next
+        retr's, asked for ahead: see fetch_account)."""
+        data = self._out("DELE", n)
+        if next and self.caps is not None and "PIPELINING" in self.caps:
+            data += self._out("RETR", next) + self._out("NOOP")
         try:
-            await self.cmd("DELE", n)
+            await self._send(data, "DELE")
+            await self._status()
         except ErrReply as e:
             log.warning("pop3 %s", e.msg)
             return False
@@ -506,20 +514,25 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     if compat.IS_MICROPYTHON:
                         gc.collect()  # the compaction's heap goes before the download code is placed again
                     __import__("pocketpost.clientget")
-                # The next message asked for as soon as this one is complete (PIPELINING: the server
-                # streams it while this one is committed), when nothing can come between the two:
-                # it is the next download for sure (listed, not oversize, under the cap) and this
-                # one is never followed by its DELE (not policy delete; under keep_days a
-                # content-keyed duplicate may be deleted at once).
+                # The next message asked for ahead (PIPELINING: the server streams it while this one
+                # is committed or deleted) when it is the next download for sure (listed, not
+                # oversize, under the cap): as soon as this one is complete when it is never
+                # followed by its DELE (not policy delete; under keep_days a content-keyed
+                # duplicate may be deleted at once), else in the write of its DELE, which goes out
+                # only once this one is committed and recorded (none if it is not deleted: the
+                # next retr asks; nor into a full store). Each path that stops the batch after
+                # that write reads the message off (a store error, below) or raises (no QUIT:
+                # nothing commits).
                 ahead = 0
-                if (k + 1 < len(order) and downloads < cap and policy != "delete"
-                        and (uid is not None or policy == "keep")):
+                if k + 1 < len(order) and downloads < cap:
                     m = order[k + 1]
                     ms = sizes.get(m)
                     if ms is not None and not (a["max_size"] and ms > a["max_size"]):
                         ahead = m
                 try:
-                    key, info, store_error = await _download(c, st, store, mailbox, n, uid, size, top, parse, ahead)
+                    key, info, store_error = await _download(
+                        c, st, store, mailbox, n, uid, size, top, parse,
+                        ahead if policy != "delete" and (uid is not None or policy == "keep") else 0)
                 except ErrReply as e:
                     # The server refused this message (RETR -ERR: a file it cannot read, ...):
                     # nothing of it was kept or recorded, it stays there and is asked for again
@@ -546,8 +559,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     stats["duplicates"] += 1
                     st.mark(key, seen=True)  # still on the server: its content key stays
                     if policy == "keep_days" and not top:
-                        e = st.get(key)
-                        if not (sane and e[0] >= _SANE_TIME and now - e[0] >= a["keep_days"] * _DAY):
+                        first = st.get(key)[0]  # (not `e`: the refused RETR's except above binds it)
+                        if not (sane and first >= _SANE_TIME and now - first >= a["keep_days"] * _DAY):
                             continue
                     elif policy != "delete":
                         continue
@@ -562,7 +575,9 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                         st.mark(uid, seen=True, new=True)
                     if policy != "delete" or top:
                         continue
-                if await c.dele(n):
+                # (Nothing asked for yet; not into a store this message filled: its begin would
+                # refuse the next, downloaded only to be dropped.)
+                if await c.dele(n, ahead if ahead and not c.s.waiting_for() and store.room(mailbox)[0] != 0 else 0):
                     st.mark(key, deleted=True)
                     deleted += 1
             want = sizes = order = None

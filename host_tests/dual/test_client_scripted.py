@@ -265,7 +265,8 @@ def test_refused_first_retr_asked_for_before_the_download_code_loads():
 
 
 def test_full_store_at_begin_ends_cleanly_with_quit():
-    """The quota is reached before the second message: not downloaded, not deleted, the session
+    """The quota is reached before the second message: DELE 1 goes out alone (nothing is asked for
+    into a store the first message filled), the second is not downloaded, not deleted, the session
     ends with QUIT (the first message's DELE commits) and the error is reported."""
     b = Box(quota=len(GOOD))
     try:
@@ -280,6 +281,36 @@ def test_full_store_at_begin_ends_cleanly_with_quit():
         assert b.stored() == [GOOD] and b.uids() == []
     finally:
         b.done()
+
+
+@case
+def test_store_error_at_begin_reads_off_the_message_asked_for_with_dele(b):
+    """Under delete the second message went out with DELE 1 (the store had room); its begin is then
+    refused (the flash filled meanwhile): it is read off the wire (dropped: QUIT's reply is QUIT's),
+    not stored, not deleted, the session ends with QUIT (DELE 1 commits), the error is reported."""
+    from pocketpost.storecore import StoreFull
+
+    big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800  # more than a read takes
+    srv = Scripted([(b"u1", GOOD), (b"u2", big), (b"u3", THREE)])
+    real = Store.begin
+    calls = []
+
+    def begin(self, *args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise StoreFull("flash full")
+        return real(self, *args, **kw)
+
+    Store.begin = begin
+    try:
+        b.fails(srv, client.ClientError, "flash full", policy="delete")
+    finally:
+        Store.begin = real
+    s = srv.seen
+    assert s[-4:] == [b"DELE 1", b"RETR 2", b"NOOP", b"QUIT"], s
+    assert b"RETR 3" not in s and b"DELE 2" not in s
+    assert not b.pair.to_client  # every reply read, QUIT's last (not RETR 2's taken for it)
+    assert b.stored() == [GOOD] and b.uids() == []
 
 
 def test_full_store_mid_message_reads_it_to_the_end_and_quits():
@@ -342,7 +373,9 @@ def test_the_first_download_is_asked_for_before_its_delivery_begins(b):
         b.fetch(srv, policy="delete")
     finally:
         Store.begin = real
-    assert at_begin == [[b"RETR 1"], [b"RETR 1"]], at_begin  # (under delete: no RETR 2 before DELE 1)
+    # (under delete: RETR 2 goes out with DELE 1, after message 1 is committed)
+    assert at_begin == [[b"RETR 1"], [b"RETR 1", b"RETR 2"]], at_begin
+    assert srv.seen.index(b"DELE 1") + 1 == srv.seen.index(b"RETR 2")
     assert b.stored() == [GOOD, TWO]
 
 
@@ -366,6 +399,84 @@ def test_full_store_before_the_session_asks_for_nothing_and_quits():
         assert b.stored() == [GOOD] and b.uids() == [b"u1"]
     finally:
         b.done()
+
+
+def _writes(b, srv, **kw):
+    """Fetch recording each write the client makes: (its command lines, messages in the store then)."""
+    from pop3pair import Pop3Pair
+
+    log = []
+    real = Pop3Pair.client_sent
+
+    def sent(self, data):
+        log.append((bytes(data).split(b"\r\n")[:-1], len(b.stored())))
+        return real(self, data)
+
+    Pop3Pair.client_sent = sent
+    try:
+        st = b.fetch(srv, **kw)
+    finally:
+        Pop3Pair.client_sent = real
+    return st, [w for w in log if w[0][0] not in (b"CAPA", b"USER u", b"PASS p", b"STAT", b"UIDL", b"LIST")]
+
+
+@case
+def test_delete_sends_dele_and_the_next_retr_in_one_write_after_the_commit(b):
+    """Under delete with PIPELINING, message n's DELE and message n+1's RETR and NOOP go out in one
+    write, only once n is in the store; the last DELE goes alone. One write (a round trip) per
+    message instead of two."""
+    srv = Scripted([(b"u1", GOOD), (b"u2", TWO), (b"u3", THREE)])
+    st, w = _writes(b, srv, policy="delete")
+    assert w == [([b"RETR 1", b"NOOP"], 0), ([b"DELE 1", b"RETR 2", b"NOOP"], 1),
+                 ([b"DELE 2", b"RETR 3", b"NOOP"], 2), ([b"DELE 3"], 3), ([b"QUIT"], 3)], w
+    assert st["fetched"] == 3 and st["deleted"] == 3 and not b.pair.to_client
+    assert b.stored() == [GOOD, TWO, THREE] and b.uids() == []
+
+
+@case
+def test_delete_without_pipelining_keeps_the_old_sequence(b):
+    """No PIPELINING: each command in its own write, its reply read before the next (RETR, NOOP, DELE)."""
+    srv = Scripted([(b"u1", GOOD), (b"u2", TWO)], capa=b"+OK\r\nUSER\r\nUIDL\r\n.\r\n")
+    st, w = _writes(b, srv, policy="delete")
+    assert w == [([b"RETR 1"], 0), ([b"NOOP"], 0), ([b"DELE 1"], 1), ([b"RETR 2"], 1), ([b"NOOP"], 1),
+                 ([b"DELE 2"], 2), ([b"QUIT"], 2)], w
+    assert st["fetched"] == 2 and st["deleted"] == 2 and b.stored() == [GOOD, TWO] and b.uids() == []
+
+
+@case
+def test_refused_dele_with_the_next_retr_in_flight(b):
+    """DELE n refused (-ERR) while RETR n+1 went out in the same write: logged, not counted; n+1
+    is still read as its RETR's reply and stored; each message stored exactly once, every reply
+    read in order, QUIT last."""
+    srv = Scripted([(b"u1", GOOD), (b"u2", TWO), (b"u3", THREE)], dele=b"-ERR read-only\r\n")
+    st, w = _writes(b, srv, policy="delete")
+    assert [x[0] for x in w] == [[b"RETR 1", b"NOOP"], [b"DELE 1", b"RETR 2", b"NOOP"],
+                                 [b"DELE 2", b"RETR 3", b"NOOP"], [b"DELE 3"], [b"QUIT"]], w
+    assert st["fetched"] == 3 and st["deleted"] == 0 and not b.pair.to_client
+    assert b.stored() == [GOOD, TWO, THREE] and sorted(b.uids()) == [b"u1", b"u2", b"u3"]
+    st = b.fetch(Scripted([(b"u1", GOOD), (b"u2", TWO), (b"u3", THREE)]), policy="delete")
+    assert st["fetched"] == 0 and st["deleted"] == 3 and b.stored() == [GOOD, TWO, THREE]
+
+
+@case
+def test_keep_days_content_keyed_duplicate_deleted_with_the_next_retr(b):
+    """keep_days: a content-keyed message (UIDL over 70 octets) seen again after keep_days is a
+    duplicate deleted at once: its DELE and the next new message's RETR go out in one write."""
+    import time
+
+    t0 = int(time.time())
+    real = client.compat.now
+    try:
+        client.compat.now = lambda: t0
+        b.fetch(Scripted([(b"u" * 71, GOOD)]), policy="keep_days", keep_days=7)
+        client.compat.now = lambda: t0 + 8 * 86400
+        srv = Scripted([(b"u" * 71, GOOD), (b"u2", TWO)])
+        st, w = _writes(b, srv, policy="keep_days", keep_days=7)
+    finally:
+        client.compat.now = real
+    assert [x[0] for x in w] == [[b"RETR 1", b"NOOP"], [b"DELE 1", b"RETR 2", b"NOOP"], [b"QUIT"]], w
+    assert st["duplicates"] == 1 and st["deleted"] == 1 and st["fetched"] == 1 and not b.pair.to_client
+    assert b.stored() == [GOOD, TWO] and b.uids() == [b"u2"]
 
 
 class _HangsUpAfterNoop(Scripted):
