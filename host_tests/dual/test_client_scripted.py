@@ -55,6 +55,12 @@ class Box:
     def stored(self):
         return storeread.messages(Store(self.dir + "/mail"), "m")
 
+    def store_fails(self, srv, why, **kw):
+        """The session ends on the store's error (`why` in its text): the commands the server saw."""
+        e = self.fails(srv, client.ClientError, "store: ", **kw)
+        assert why in e.msg, e.msg
+        return srv.seen
+
     def entries(self):
         """[(full key, first_seen, flag)] of the account's state, read back through uidtool."""
         return uidtool.entries(uidstate.UidState(self.dir + "/state", "h").load())
@@ -271,12 +277,7 @@ def test_full_store_at_begin_ends_cleanly_with_quit():
     b = Box(quota=len(GOOD))
     try:
         srv = Scripted([(b"u1", GOOD), (b"u2", TWO)])
-        try:
-            b.fetch(srv, policy="delete")
-            raise AssertionError("no error")
-        except client.ClientError as e:
-            assert "store: " in e.msg and "quota" in e.msg, e.msg
-        s = srv.seen
+        s = b.store_fails(srv, "quota", policy="delete")
         assert b"DELE 1" in s and b"RETR 2" not in s and b"DELE 2" not in s and s[-1] == b"QUIT"
         assert b.stored() == [GOOD] and b.uids() == []
     finally:
@@ -321,12 +322,7 @@ def test_full_store_mid_message_reads_it_to_the_end_and_quits():
     b = Box(quota=len(GOOD) + 100)
     try:
         srv = Scripted([(b"u1", GOOD), (b"u2", big)])
-        try:
-            b.fetch(srv, policy="delete")
-            raise AssertionError("no error")
-        except client.ClientError as e:
-            assert "store: " in e.msg and "too large" in e.msg, e.msg
-        s = srv.seen
+        s = b.store_fails(srv, "too large", policy="delete")
         assert b"DELE 1" in s and b"RETR 2" in s and b"DELE 2" not in s and s[-1] == b"QUIT", s
         assert b.stored() == [GOOD] and b.uids() == []
     finally:
@@ -388,12 +384,7 @@ def test_full_store_before_the_session_asks_for_nothing_and_quits():
     try:
         b.fetch(Scripted([(b"u1", GOOD)]), policy="keep")
         srv = Scripted([(b"u1", GOOD), (b"u2", big), (b"u3", THREE)])
-        try:
-            b.fetch(srv, policy="keep")
-            raise AssertionError("no error")
-        except client.ClientError as e:
-            assert "store: " in e.msg and "quota" in e.msg, e.msg
-        s = srv.seen
+        s = b.store_fails(srv, "quota", policy="keep")
         assert b"RETR 2" not in s and b"RETR 3" not in s and s[-1] == b"QUIT", s
         assert not b.pair.to_client  # every reply read, QUIT's last
         assert b.stored() == [GOOD] and b.uids() == [b"u1"]
@@ -506,12 +497,7 @@ def test_keep_full_store_at_begin_reads_off_the_message_asked_ahead_and_quits():
     b = Box(quota=len(GOOD))
     try:
         srv = Scripted([(b"u1", GOOD), (b"u2", big), (b"u3", THREE)])
-        try:
-            b.fetch(srv, policy="keep")
-            raise AssertionError("no error")
-        except client.ClientError as e:
-            assert "store: " in e.msg and "quota" in e.msg, e.msg
-        s = srv.seen
+        s = b.store_fails(srv, "quota", policy="keep")
         assert b"RETR 2" in s and b"RETR 3" not in s and s[-1] == b"QUIT", s
         assert not b.pair.to_client  # every reply read, QUIT's last (not RETR 2's taken for it)
         assert b.stored() == [GOOD] and b.uids() == [b"u1"]
@@ -526,12 +512,7 @@ def test_keep_full_store_mid_message_asks_for_nothing_more_and_quits():
     b = Box(quota=100)
     try:
         srv = Scripted([(b"u1", big), (b"u2", big)])
-        try:
-            b.fetch(srv, policy="keep")
-            raise AssertionError("no error")
-        except client.ClientError as e:
-            assert "store: " in e.msg and "too large" in e.msg, e.msg
-        s = srv.seen
+        s = b.store_fails(srv, "too large", policy="keep")
         assert b"RETR 2" not in s and s[-1] == b"QUIT", s
         assert not b.pair.to_client  # every reply read, QUIT's last
         assert b.stored() == [] and b.uids() == []
@@ -572,12 +553,7 @@ def test_keep_full_store_reads_off_the_ahead_message_when_another_fetch_dropped_
     b = Box(quota=len(GOOD))
     try:
         srv = _DropsDownloadCode([(b"u1", GOOD), (b"u2", big)])
-        try:
-            b.fetch(srv, policy="keep")
-            raise AssertionError("no error")
-        except client.ClientError as e:
-            assert "store: " in e.msg and "quota" in e.msg, e.msg
-        s = srv.seen
+        s = b.store_fails(srv, "quota", policy="keep")
         assert b"RETR 2" in s and s[-1] == b"QUIT", s
         assert not b.pair.to_client
         assert b.stored() == [GOOD] and b.uids() == [b"u1"]
