@@ -123,22 +123,14 @@ class _Server:
             try:
                 if self.kind == "pop3":
                     c.sendall(b"+OK ready\r\n")
-                    got = b""
-                    while b"\n" not in got:
-                        d = c.recv(100)
-                        if not d:
-                            return
-                        got += d
+                    if not _read_until(c, b"\n"):
+                        return
                     c.sendall(b"-ERR no CAPA here\r\n")
                     while c.recv(100):  # until the client closes
                         pass
                 else:
-                    got = b""
-                    while b"grant_type=x" not in got:
-                        d = c.recv(1000)
-                        if not d:
-                            return
-                        got += d
+                    if not _read_until(c, b"grant_type=x"):
+                        return
                     c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
                 self.served += 1
             except OSError:
@@ -147,6 +139,17 @@ class _Server:
     def close(self):
         self.ls.close()
         self.t.join(WAIT_S)
+
+
+def _read_until(c, marker):
+    """Read from socket c until `marker` has come: False if the peer closed first."""
+    got = b""
+    while marker not in got:
+        d = c.recv(1000)
+        if not d:
+            return False
+        got += d
+    return True
 
 
 RUNTIMES = ["micropython", "cpython"]
