@@ -827,3 +827,25 @@ def test_refused_deles_load_the_table_code_once(b):
         compat.forget = real
     assert st["deleted"] == 0 and srv.seen.count(b"QUIT") == 1 and len(b.uids()) == 20
     assert loads[0] <= 4, loads[0]  # the load, a compaction, the retain after QUIT, ...
+
+
+def test_refused_retr_takes_no_place_under_the_cap():
+    """max_messages 1 and the first new message always refused (RETR -ERR): it is skipped and the
+    next one is fetched in the same session, run after run; a refused message downloaded nothing,
+    so it does not count as a download (else it used the whole cap, every run, and blocked the
+    mailbox behind it)."""
+    b = Box()
+    try:
+        box = [(b"u1", GOOD), (b"u2", TWO), (b"u3", THREE)]
+        srv = _RefusesRetr(box, (1,))
+        st = b.fetch(srv, policy="keep", max_messages=1)
+        assert st["fetched"] == 1 and st["skipped"] == 1, st
+        assert b"RETR 3" not in srv.seen and srv.seen[-1] == b"QUIT" and not b.pair.to_client, srv.seen
+        assert b.stored() == [TWO] and b.uids() == [b"u2"]
+        srv = _RefusesRetr(box, (1,))
+        st = b.fetch(srv, policy="delete", max_messages=1)  # DELE 2 (stored earlier), then 3
+        assert st["fetched"] == 1 and st["skipped"] == 1 and st["deleted"] == 2, st
+        assert b"DELE 1" not in srv.seen and srv.seen[-1] == b"QUIT" and not b.pair.to_client, srv.seen
+        assert b.stored() == [TWO, THREE] and b.uids() == []
+    finally:
+        b.done()
