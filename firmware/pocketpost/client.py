@@ -554,7 +554,10 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                         # while this message streamed in: see _download.)
                         m = int(w[5:])
                         __import__("pocketpost.clientget")
-                        await sys.modules["pocketpost.clientget"].retr(c, m, len, sizes.get(m))
+                        try:
+                            await sys.modules["pocketpost.clientget"].retr(c, m, len, sizes.get(m))
+                        except ErrReply:
+                            pass  # refused: its replies read (clientget.retr), in step for QUIT
                     break
                 if info is None:
                     stats["duplicates"] += 1

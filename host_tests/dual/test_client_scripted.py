@@ -849,3 +849,18 @@ def test_refused_retr_takes_no_place_under_the_cap():
         assert b.stored() == [TWO, THREE] and b.uids() == []
     finally:
         b.done()
+
+
+def test_store_error_then_the_message_asked_ahead_refused_still_quits():
+    """Under keep message 1 fills the quota after message 2 was asked for ahead, and the server
+    refuses message 2 (RETR -ERR): its replies are read off and the session still ends with QUIT,
+    the error reported the store's (not the refusal's, raised out of the read-off without QUIT:
+    no DELE of the session would commit)."""
+    b = Box(quota=len(GOOD))
+    try:
+        srv = _RefusesRetr([(b"u1", GOOD), (b"u2", TWO)], (2,))
+        b.fails(srv, client.ClientError, "quota", policy="keep")
+        assert srv.seen[-3:] == [b"RETR 2", b"NOOP", b"QUIT"] and not b.pair.to_client, srv.seen
+        assert b.stored() == [GOOD] and b.uids() == [b"u1"]
+    finally:
+        b.done()
