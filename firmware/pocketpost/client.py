@@ -540,6 +540,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     # one unreadable message must not hold back every message after it, run
                     # after run.
                     stats["skipped"] += 1
+                    downloads -= 1  # not downloaded: it takes no place under the cap (max_messages)
                     log.warning("fetch %s: message %d left on the server: %s", name, n, e.msg)
                     continue
                 if store_error is not None:
@@ -553,7 +554,10 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                         # while this message streamed in: see _download.)
                         m = int(w[5:])
                         __import__("pocketpost.clientget")
-                        await sys.modules["pocketpost.clientget"].retr(c, m, len, sizes.get(m))
+                        try:
+                            await sys.modules["pocketpost.clientget"].retr(c, m, len, sizes.get(m))
+                        except ErrReply:
+                            pass  # refused: its replies read (clientget.retr), in step for QUIT
                     break
                 if info is None:
                     stats["duplicates"] += 1

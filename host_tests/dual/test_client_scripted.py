@@ -803,3 +803,40 @@ def test_refused_deles_load_the_table_code_once(b):
         compat.forget = real
     assert st["deleted"] == 0 and srv.seen.count(b"QUIT") == 1 and len(b.uids()) == 20
     assert loads[0] <= 4, loads[0]  # the load, a compaction, the retain after QUIT, ...
+
+
+def test_refused_retr_takes_no_place_under_the_cap():
+    """max_messages 1 and the first new message always refused (RETR -ERR): it is skipped and the
+    next one is fetched in the same session, run after run; a refused message downloaded nothing,
+    so it does not count as a download (else it used the whole cap, every run, and blocked the
+    mailbox behind it)."""
+    b = Box()
+    try:
+        box = [(b"u1", GOOD), (b"u2", TWO), (b"u3", THREE)]
+        srv = _RefusesRetr(box, (1,))
+        st = b.fetch(srv, policy="keep", max_messages=1)
+        assert st["fetched"] == 1 and st["skipped"] == 1, st
+        assert b"RETR 3" not in srv.seen and srv.seen[-1] == b"QUIT" and not b.pair.to_client, srv.seen
+        assert b.stored() == [TWO] and b.uids() == [b"u2"]
+        srv = _RefusesRetr(box, (1,))
+        st = b.fetch(srv, policy="delete", max_messages=1)  # DELE 2 (stored earlier), then 3
+        assert st["fetched"] == 1 and st["skipped"] == 1 and st["deleted"] == 2, st
+        assert b"DELE 1" not in srv.seen and srv.seen[-1] == b"QUIT" and not b.pair.to_client, srv.seen
+        assert b.stored() == [TWO, THREE] and b.uids() == []
+    finally:
+        b.done()
+
+
+def test_store_error_then_the_message_asked_ahead_refused_still_quits():
+    """Under keep message 1 fills the quota after message 2 was asked for ahead, and the server
+    refuses message 2 (RETR -ERR): its replies are read off and the session still ends with QUIT,
+    the error reported the store's (not the refusal's, raised out of the read-off without QUIT:
+    no DELE of the session would commit)."""
+    b = Box(quota=len(GOOD))
+    try:
+        srv = _RefusesRetr([(b"u1", GOOD), (b"u2", TWO)], (2,))
+        b.fails(srv, client.ClientError, "quota", policy="keep")
+        assert srv.seen[-3:] == [b"RETR 2", b"NOOP", b"QUIT"] and not b.pair.to_client, srv.seen
+        assert b.stored() == [GOOD] and b.uids() == [b"u1"]
+    finally:
+        b.done()
