@@ -111,7 +111,14 @@ async def retr(c, n, sink, size=None, top=False, next=0):
                                "not kept, fetched again next time" % (c.where, what, total, s.lf, s.crlf, size))
         if not pipelined:
             await c._send(c._out("NOOP"), "NOOP")
-        await c._status(c.deadline(c.read_timeout))
+        try:
+            await c._status(c.deadline(c.read_timeout))
+        except ErrReply as e:
+            # NOOP always succeeds (RFC 1939): a server answering it -ERR is broken, and this is no
+            # refusal of the message (the caller skips those, quietly): not proved, and the session
+            # ends here, loudly, rather than every message being downloaded and dropped each run.
+            raise ProtocolError("%s: NOOP after %s answered -ERR (%s): the message is not proved "
+                                "complete" % (c.where, what, e.msg))
         if next and pipelined and not getattr(sink, "error", None):
             # This message is proved (its NOOP answered): the next one is asked for now, and the
             # server reads and sends it while this one is committed. A failed send does not

@@ -120,6 +120,14 @@ def _size_lies(b):
 
 
 @case
+def _noop_refused_after_a_body(b):
+    # not a refused message (skipped quietly): a broken server, and the session ends loudly
+    srv = Scripted([(b"u1", GOOD), (b"u2", TWO)], {"NOOP": b"-ERR no\r\n"})
+    b.fails(srv, ProtocolError, "NOOP after RETR 1 answered -ERR")
+    assert b.nothing_kept() and b"RETR 2" not in srv.seen, srv.seen
+
+
+@case
 def _unsolicited_reply(b):
     e = b.fails(Scripted([(b"u1", GOOD)], {"STAT": b"+OK 1 21\r\n+OK extra\r\n"}), ProtocolError, "nobody asked")
     assert "h script:110" in str(e) and b.nothing_kept()
@@ -131,6 +139,7 @@ test_listing_never_ends = _listing_never_ends
 test_stat_claims_a_huge_mailbox = _stat_claims_a_huge_mailbox
 test_size_lies = _size_lies
 test_unsolicited_reply = _unsolicited_reply
+test_noop_refused_after_a_body = _noop_refused_after_a_body
 
 
 def _unusable(policy):
