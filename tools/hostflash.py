@@ -216,6 +216,11 @@ def mount(image, mountpoint="/flash", mkfs=False, tuned=True, count=False, durab
     except OSError as e:
         bdev.f.close()
         raise MountError("%s: not a littlefs image of %d-byte blocks (%s); left unchanged" % (image, bdev.bs, e))
+    if tuned:  # the board after boot.py (flashfs.remount): littlefs finishes a move a power cut
+        try:  # left half done before anything lists, else a neighbour of it can hide (see there)
+            fs.mkdir("/")
+        except OSError:  # EEXIST, as always
+            pass
     vfs.mount(fs, mountpoint)
     if count:
         bdev.counts[:] = [0] * 6

@@ -239,7 +239,9 @@ def test_remount_finishes_a_move_a_power_cut_left_so_no_neighbour_hides():
     The board's mount path (the firmware's mount with the defaults, then boot.py's remount) must
     show every other message, in the listing and to the store's check (which the board runs at
     start, repairing: without the fix-up it counts the hidden message missing), and the moved one
-    in exactly one place; the remount's fix-up costs no flash operation when no move is pending."""
+    in exactly one place; the remount's fix-up costs no flash operation when no move is pending.
+    The host's tools mounting such an image (tools/hostflash.py: `make run`'s server, ppadmin on an
+    image) list every other message too."""
     if not IS_MP:
         skip("MicroPython only: VfsLfs2")
     import gc
@@ -276,6 +278,12 @@ def test_remount_finishes_a_move_a_power_cut_left_so_no_neighbour_hides():
     gc.collect()
 
     others = [n for n in names if n != moved]
+    tools = __file__.rsplit("/", 3)[0] + "/tools" if __file__.count("/") >= 3 else "tools"
+    if tools not in sys.path:
+        sys.path.append(tools)
+    import hostflash
+
+    img = "/tmp/pp-fsmove-%d.img" % id(ops)  # (MicroPython's os has no getpid)
     hid = 0
     for k in range(len(ops) + 1):
         image = _replay(base, ops[:k])
@@ -297,8 +305,21 @@ def test_remount_finishes_a_move_a_power_cut_left_so_no_neighbour_hides():
         gone = 0 if moved in listed else 1  # only the file being set aside may be missing
         assert (rep["missing"], rep["messages"]) == (gone, 5 - gone), (k, rep)
         _umount(at)
-        cut = rep = image = None
+        # the host's tools (make run's server, ppadmin on an image) mount it through
+        # tools/hostflash.py as the board after boot.py: the same listing
+        f = open(img, "wb")
+        f.write(image)
+        f.close()
+        hdev = hostflash.mount(img, at)
+        try:
+            listed = os.listdir(bucket)
+            assert [n for n in others if n not in listed] == [], ("hostflash", k, listed)
+        finally:
+            hostflash.umount(hdev, at)
+            hdev.f.close()
+        cut = rep = image = hdev = None
         gc.collect()
+    os.remove(img)
     # the premise: without the fix-up this littlefs hides a neighbour at one of these cuts (if a
     # littlefs update stops doing so, the fix-up is moot and this line says so)
     assert hid >= 1, "no cut hid a neighbour of the moved file: %d cuts" % (len(ops) + 1)
