@@ -2,7 +2,7 @@
 a bounded wait, and a consistent store + UIDL state (nothing stored, nothing recorded).
 
 Every scenario runs twice through the `fetch` fixture: "cpython" calls client.fetch_account_sync
-in-process (transport.CConn), "micropython" runs it under the real micropython binary
+in-process (hostconn.Conn), "micropython" runs it under the real micropython binary
 (host_tests/clientdriver.py: transport.Conn, the board's timeout and TLS code) and
 re-raises its error as the same client class, so one body holds the expectation for both.
 The scripted servers are CPython threads on loopback (bounded loops, closed sockets).

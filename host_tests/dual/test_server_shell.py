@@ -157,7 +157,7 @@ def test_conn_send_passes_a_memoryview_through():
     if not IS_MP:
         from dualtest import skip
 
-        skip("transport.Conn is MicroPython's (CPython's CConn copies through asyncio's writer)")
+        skip("transport.Conn is MicroPython's (CPython's, hostconn.Conn, copies through asyncio's writer)")
     from pocketpost.transport import Conn
 
     sock = _RecSock()

@@ -5,8 +5,8 @@ the fetch) goes on as a cancel, not as a Timeout; a wait that ends with data can
 which then never fires into the task later; and when the bound and an outside cancel (or the
 socket's readiness) meet in one scheduler pass, the cancel stays a cancel (and the data is read).
 A UDP socket on loopback is the peer (readable only when a datagram is sent to it). Runs under
-CPython (pytest: the Conn tests skipped, CConn is asyncio's streams; the same-pass tests run on
-CConn) and MicroPython (host_tests/dual/run.py)."""
+CPython (pytest: the Conn tests skipped, hostconn.Conn is asyncio's streams; the same-pass tests run on
+hostconn.Conn) and MicroPython (host_tests/dual/run.py)."""
 
 import asyncio
 import socket
@@ -43,7 +43,7 @@ def _udp():
 
 def _conn():
     if not IS_MP:
-        skip("transport.Conn is MicroPython's (CPython's CConn waits through asyncio's streams)")
+        skip("transport.Conn is MicroPython's (CPython's, hostconn.Conn, waits through asyncio's streams)")
     from pocketpost.transport import Conn
 
     s, addr = _udp()
@@ -136,7 +136,7 @@ def test_data_in_time_cancels_the_alarm():
 # together in a known order: timers run by due time, so a canceller due before the bound runs
 # before the alarm, one due after it runs after the alarm and before the waiting task. On
 # MicroPython the connection is transport.Conn on a UDP socket (readable only when a datagram
-# comes); on CPython transport.CConn (asyncio.wait_for) on a TCP connection to a listening
+# comes); on CPython hostconn.Conn (asyncio.wait_for) on a TCP connection to a listening
 # socket that never writes unless told.
 _BOUND_MS = 40
 _SKEW_MS = 15  # the canceller's timer: this much before or after the bound
