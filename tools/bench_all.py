@@ -15,6 +15,11 @@ BENCHES = (
     ("bench_auth.py",),
     ("bench_smtp.py",),
     ("bench_heap.py",),
+    ("bench_client_size.py",),  # heap kept after import pocketpost.fetch, the fetch path's .mpy
+    ("bench_server_size.py",),  # live heap per server start-up step
+    ("bench_uidstate.py",),  # flash bytes per fetched message by the UIDL state, 2,000 entries
+    ("bench_scram.py",),
+    ("bench_mailport.py",),
     ("bench_scale32.py",),  # needs node/npm; says so and passes without them
 )
 

@@ -87,7 +87,7 @@ def main():
     ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--tries", type=int, default=200)
     a = ap.parse_args()
-    env = dict(os.environ, MICROPYPATH=os.path.join(ROOT, "firmware"))
+    env = dict(os.environ, MICROPYPATH=os.path.join(ROOT, "firmware") + ":.frozen")  # .frozen: asyncio
     r = subprocess.run([MICROPYTHON, "-c", INNER % (a.iterations, a.tries)], env=env, capture_output=True, timeout=600)
     sys.stdout.write(r.stdout.decode() + r.stderr.decode())
     sys.exit(r.returncode)
