@@ -46,6 +46,27 @@ def _acct(d, name, policy):
             "mailbox": name, "state_dir": d + "/state", "policy": policy}
 
 
+def _opener_for(msgs):
+    async def opener(host, port, ms, ctx):
+        return _Yielding(Pop3Pair(Scripted(msgs)).conn())
+
+    return opener
+
+
+def _fetch_both(d, boxes, policy, wrap_b=None):
+    """Accounts "a" and "b" fetching boxes["a"] and boxes["b"] at once in one loop, into one store
+    (account b's seen through wrap_b(store) when given): their stats."""
+
+    async def main():
+        store = Store(d + "/mail")
+        return await asyncio.gather(
+            client.fetch_account(_acct(d, "a", policy), store, None, _opener_for(boxes["a"])),
+            client.fetch_account(_acct(d, "b", policy), wrap_b(store) if wrap_b else store, None,
+                                 _opener_for(boxes["b"])))
+
+    return asyncio.run(main())
+
+
 def test_two_accounts_fetch_concurrently_each_message_once():
     d = tmpdir()
     try:
@@ -60,19 +81,7 @@ def test_two_accounts_fetch_concurrently_each_message_once():
                 except Exception:
                     pass
 
-            def opener_for(msgs):
-                async def opener(host, port, ms, ctx):
-                    return _Yielding(Pop3Pair(Scripted(msgs)).conn())
-
-                return opener
-
-            async def main():
-                store = Store(d + "/mail")
-                return await asyncio.gather(
-                    client.fetch_account(_acct(d, "a", policy), store, None, opener_for(boxes["a"])),
-                    client.fetch_account(_acct(d, "b", policy), store, None, opener_for(boxes["b"])))
-
-            sa, sb = asyncio.run(main())
+            sa, sb = _fetch_both(d, boxes, policy)
             if policy == "keep":
                 assert sa["fetched"] == 70 and sb["fetched"] == 90, (sa, sb)
             else:  # all stored already: the first pass deletes them, nothing fetched again
@@ -115,19 +124,7 @@ def test_download_code_is_not_loaded_again_per_message_after_another_account_end
             Store(d + "/mail").create(name)
         seen = []
 
-        def opener_for(msgs):
-            async def opener(host, port, ms, ctx):
-                return _Yielding(Pop3Pair(Scripted(msgs)).conn())
-
-            return opener
-
-        async def main():
-            store = Store(d + "/mail")
-            return await asyncio.gather(
-                client.fetch_account(_acct(d, "a", "keep"), store, None, opener_for(boxes["a"])),
-                client.fetch_account(_acct(d, "b", "keep"), _Watch(store, seen), None, opener_for(boxes["b"])))
-
-        sa, sb = asyncio.run(main())
+        sa, sb = _fetch_both(d, boxes, "keep", lambda store: _Watch(store, seen))
         assert sa["fetched"] == 1 and sb["fetched"] == 30, (sa, sb)
         copies = []
         for m in seen:
