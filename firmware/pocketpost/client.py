@@ -404,6 +404,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
     policy = a["policy"]
     stats = {"account": name, "fetched": 0, "bytes": 0, "headers_only": 0, "skipped": 0,
              "deleted": 0, "duplicates": 0, "on_server": 0, "state_full": False, "by_content": 0}
+    store_error = None
     try:
         # Connect, log in, STAT (clientauth.py: loaded for it, dropped after it)
         from pocketpost import clientauth
@@ -434,7 +435,6 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         ctl = [True, False, 0]  # first pass, more new messages wait, room for new entries (clientplan.py)
 
         deleted = 0  # DELEs accepted: marked in the state records, forgotten after QUIT
-        store_error = None
         downloads = 0
         while True:
             # UIDL (and LIST): this batch's messages (clientplan.py: loaded for the pass, dropped
@@ -600,9 +600,16 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             clientend = None
             _forget(("clientend",))
         stats["deleted"] = deleted
-        if store_error is not None:
-            raise ClientError("%s: store: %s" % (c.where, store_error))
-        return stats
+        if store_error is None:
+            return stats
+    except (ClientError, ProtocolError) as e:
+        if store_error is None:
+            raise
+        # The connection failed after the store's error had stopped the batch (reading off the
+        # message asked for ahead, or at QUIT): the store's error is the one to act on, this one
+        # is logged. No QUIT +OK: nothing of this session commits on the server (its DELEs are
+        # sent again next time, from the records).
+        log.warning("fetch %s: %s", name, e.msg)
     finally:
         _forget(("clientget",))
         await c.close()
@@ -613,6 +620,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 st.save()
             except Exception as e:  # the pending entry on flash still stands for it
                 log.warning("fetch %s: state not saved: %s", name, e)
+    raise ClientError("%s: store: %s" % (c.where, store_error))
 
 
 def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True, next=0):

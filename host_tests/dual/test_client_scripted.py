@@ -849,3 +849,109 @@ def test_store_error_then_the_message_asked_ahead_refused_still_quits():
         assert b.stored() == [GOOD] and b.uids() == [b"u1"]
     finally:
         b.done()
+
+
+class _HangsUpOn(Scripted):
+    """Hangs up on the command `word` ("RETR 2", "QUIT", ...): with part of a message first for
+    a RETR (its +OK and `part` octets of the body), else without a word."""
+
+    def __init__(self, msgs, word, part=0):
+        Scripted.__init__(self, msgs)
+        self.word = word
+        self.part = part
+
+    def handle(self, line):
+        if bytes(line) != self.word:
+            return Scripted.handle(self, line)
+        self.seen.append(bytes(line))
+        self.closing = True
+        if self.part:
+            return b"+OK\r\n" + self.msgs[int(self.word[5:]) - 1][1][:self.part]
+        return b""
+
+
+def _store_error_then_lost(srv, policy, quota=len(GOOD)):
+    """The session against srv ends on the store's error (the quota) even though the connection
+    is lost after it: the store's error is raised, the loss only logged. Returns the log lines."""
+    lines = []
+    b = Box(quota=quota)
+    log.set_sink(lines.append)
+    try:
+        b.store_fails(srv, "quota", policy=policy)
+        assert b.stored() == [GOOD], b.stored()
+        return b, lines
+    finally:
+        log.set_sink(lambda line: None)
+
+
+BIG = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800  # more than a read takes
+
+
+def test_store_error_then_the_connection_lost_in_the_read_off_reports_the_store_error():
+    """Under keep message 1 fills the quota after message 2 was asked for ahead; the connection
+    drops while message 2 is read off (part of its body came): the user is told the store's error
+    (the one to act on), the loss is logged; no QUIT, so nothing of the session commits on the
+    server, and message 1 is recorded (not fetched again)."""
+    srv = _HangsUpOn([(b"u1", GOOD), (b"u2", BIG)], b"RETR 2", 300)
+    b, lines = _store_error_then_lost(srv, "keep")
+    try:
+        assert srv.seen[-2:] == [b"NOOP", b"RETR 2"], srv.seen  # (hung up there: no QUIT)
+        assert b.uids() == [b"u1"]
+        assert [x for x in lines if "closed the connection" in x], lines
+    finally:
+        b.done()
+
+
+def test_store_error_then_the_connection_lost_in_the_read_off_under_delete():
+    """Under delete message 2 went out with DELE 1 (the store had room) and its begin is refused (the
+    flash filled meanwhile); the connection drops as it is read off: the store's error is reported,
+    and with no QUIT DELE 1 does not commit (message 1 stays on the server, recorded: deleted by a
+    later session, never stored twice)."""
+    from pocketpost.storecore import StoreFull
+
+    srv = _HangsUpOn([(b"u1", GOOD), (b"u2", BIG)], b"RETR 2", 300)
+    real = Store.begin
+    calls = []
+
+    def begin(self, *args, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise StoreFull("flash full: quota")
+        return real(self, *args, **kw)
+
+    Store.begin = begin
+    try:
+        b, lines = _store_error_then_lost(srv, "delete", 0)
+    finally:
+        Store.begin = real
+    try:
+        assert srv.seen[-2:] == [b"DELE 1", b"RETR 2"], srv.seen  # (hung up there: no QUIT)
+        assert [x for x in lines if "closed the connection" in x], lines
+        st = b.fetch(Scripted([(b"u1", GOOD)]), policy="delete")
+        assert st["fetched"] == 0 and st["deleted"] == 1 and b.stored() == [GOOD] and b.uids() == []
+    finally:
+        b.done()
+
+
+def test_store_error_after_a_failed_ask_ahead_reports_the_store_error():
+    """The connection dies once message 1 has proved complete, as message 2 is asked for ahead (the
+    send fails, quietly: message 1 is still stored); the quota then refuses message 2 at its begin
+    and its read-off finds the connection gone: the store's error is reported, not the loss."""
+    srv = _HangsUpAfterNoop([(b"u1", GOOD), (b"u2", TWO)])
+    b, lines = _store_error_then_lost(srv, "keep")
+    try:
+        assert b"QUIT" not in srv.seen and b.uids() == [b"u1"], srv.seen
+    finally:
+        b.done()
+
+
+def test_store_error_then_quit_unanswered_reports_the_store_error():
+    """The store's error stops the batch, the read-off goes well, and the server hangs up on QUIT
+    without a word: the store's error is still the one reported (QUIT's loss logged)."""
+    srv = _HangsUpOn([(b"u1", GOOD), (b"u2", BIG)], b"QUIT")
+    b, lines = _store_error_then_lost(srv, "keep")
+    try:
+        assert srv.seen[-3:] == [b"RETR 2", b"NOOP", b"QUIT"] and b.uids() == [b"u1"], srv.seen
+        assert [x for x in lines if "QUIT" in x and "closed the connection" in x], lines
+    finally:
+        b.done()
