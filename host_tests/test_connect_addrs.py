@@ -225,3 +225,144 @@ def test_no_heap_for_the_socket_stays_a_memory_error(tmp_path):
     out = r.stdout.decode(errors="replace").strip()
     assert r.returncode == 0, out + r.stderr.decode(errors="replace")
     assert out == "MemoryError", out
+
+
+UNREACH_SCRIPT = r"""
+import sys
+import asyncio
+
+NAME = %r
+kind, mode, numbering, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+MP = sys.implementation.name == "micropython"
+if numbering == "newlib":  # ESP-IDF's errno numbering (newlib's sys/errno.h), as on a board
+    class Newlib:  # a stand-in module (MicroPython's errno has no ENETUNREACH on any port)
+        EAGAIN = 11
+        ECONNABORTED = 113
+        ECONNREFUSED = 111
+        ECONNRESET = 104
+        EHOSTUNREACH = 118
+        EINPROGRESS = 119
+        ENOTCONN = 128
+        ETIMEDOUT = 116
+    sys.modules["errno"] = Newlib
+# (not `errno.X`: MicroPython's compiler folds that to its own number at compile time)
+E = __import__("errno")
+CODE = {"net": 114 if numbering == "newlib" else 101, "host": E.EHOSTUNREACH}[kind]  # 101: this Linux host's
+import socket as real
+
+UNREACH = 1 if mode == "first" else 2  # attempts whose connect fails after it started (both: every address)
+tries = [0]
+orig = real.getaddrinfo
+
+
+def gai(host, p, *a):
+    return orig(host, p, *a) if host != NAME else orig("127.0.0.1", p, *a) * 2  # two addresses
+
+
+if MP:
+    import io
+
+    class Unreach(io.IOBase):
+        # a socket whose non-blocking connect starts (EINPROGRESS), is writable at once, and whose
+        # second connect() then says how it failed: what lwIP / Linux give when no route is found
+        calls = 0
+
+        def setblocking(self, flag):
+            pass
+
+        def connect(self, addr):
+            self.calls += 1
+            raise OSError(E.EINPROGRESS if self.calls == 1 else CODE)
+
+        def ioctl(self, req, arg):
+            return arg & 4 if req == 3 else 0  # MP_STREAM_POLL: writable (POLLOUT)
+
+        def close(self):
+            pass
+
+    def sock(*a):
+        tries[0] += 1
+        return Unreach() if tries[0] <= UNREACH else real.socket(*a)
+
+    class Socket:
+        pass
+
+    fake = Socket()  # a built-in module takes no new attributes: a stand-in (as SCRIPT's install)
+    for k in dir(real):
+        if not k.startswith("__"):
+            setattr(fake, k, getattr(real, k))
+    fake.getaddrinfo = gai
+    fake.socket = sock
+    sys.modules["socket"] = fake
+else:
+    Base = real.socket
+
+    class Sock(Base):
+        # asyncio's connect: connect() raises BlockingIOError, then SO_ERROR says how it ended
+        def connect(self, addr):
+            if addr[1] == port and tries[0] < UNREACH:
+                tries[0] += 1
+                self.unreach = True
+                raise BlockingIOError(E.EINPROGRESS, "in progress")
+            return Base.connect(self, addr)
+
+        def getsockopt(self, *a):
+            if getattr(self, "unreach", False) and a == (real.SOL_SOCKET, real.SO_ERROR):
+                return CODE
+            return Base.getsockopt(self, *a)
+
+    real.getaddrinfo = gai
+    real.socket = Sock
+
+from pocketpost.client import ConnectionLost, Pop3Client
+
+c = Pop3Client(NAME, port, connect_timeout=5, read_timeout=5)
+try:
+    asyncio.run(c.connect())
+    print("CONNECTED caps=%%r" %% (c.caps,))
+    c._conn.close()
+except ConnectionLost as e:
+    print("ERROR", e.args[0])
+"""
+
+UNREACH_WORDS = {"net": "network unreachable", "host": "host unreachable"}
+
+
+def _run_unreach(runtime, tmp_path, kind, mode, numbering, port):
+    script = tmp_path / "connect_unreach.py"
+    script.write_text(UNREACH_SCRIPT % NAME)
+    args = [str(script), kind, mode, numbering, str(port)]
+    if runtime == "micropython":
+        r = run_micropython(args, timeout=60)
+    else:
+        env = dict(os.environ, PYTHONPATH=FIRMWARE)
+        r = subprocess.run([sys.executable] + args, capture_output=True, timeout=60, env=env)
+    out = r.stdout.decode(errors="replace").strip()
+    assert r.returncode == 0, out + r.stderr.decode(errors="replace")
+    return out
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize("kind", ["net", "host"])
+def test_an_address_unreachable_after_the_connect_started_is_passed_over(tmp_path, runtime, kind):
+    """ENETUNREACH / EHOSTUNREACH from the connect's outcome (the second connect() on MicroPython,
+    SO_ERROR in CPython's asyncio), not from connect() itself: the next address is tried."""
+    srv = _Server("pop3")
+    try:
+        out = _run_unreach(runtime, tmp_path, kind, "first", "own", srv.port)
+    finally:
+        srv.close()
+    assert out == "CONNECTED caps=None", out
+    assert srv.served == 1
+
+
+@pytest.mark.parametrize("runtime,numbering", [("micropython", "own"), ("micropython", "newlib"), ("cpython", "own")])
+@pytest.mark.parametrize("kind", ["net", "host"])
+def test_every_address_unreachable_names_host_port_and_says_so(tmp_path, runtime, numbering, kind):
+    """Every address unreachable: the error names host:port and says "network unreachable" (or
+    "host unreachable") in words, in this host's errno numbering and in ESP-IDF's (newlib's:
+    ENETUNREACH 114, EHOSTUNREACH 118; MicroPython's errno module has no ENETUNREACH name)."""
+    port = free_port()
+    out = _run_unreach(runtime, tmp_path, kind, "every", numbering, port)
+    assert out.startswith("ERROR") and "%s:%d" % (NAME, port) in out, out
+    assert UNREACH_WORDS[kind] in out, out

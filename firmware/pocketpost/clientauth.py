@@ -56,13 +56,17 @@ async def _open(host, port, ms, ctx=None):
     port, kept once loaded) is never loaded: the connection reads and writes the socket itself."""
     if not IS_MICROPYTHON:
         return await transport.connect(host, port, ms, ctx)
+    import errno
     import socket
     from errno import ECONNABORTED, ECONNREFUSED, ECONNRESET, EHOSTUNREACH, EINPROGRESS, ENOTCONN, ETIMEDOUT
 
     # What a second connect() of the non-blocking socket says once it is writable: the first one
     # failed (Linux answers its pending error, lwIP its closed connection). Anything else (nothing,
     # EISCONN, EALREADY) is taken as connected, and the first read says otherwise, as before.
-    failed = (ECONNREFUSED, ECONNRESET, ECONNABORTED, EHOSTUNREACH, ENOTCONN, ETIMEDOUT)
+    # ENETUNREACH has no name in MicroPython's errno: newlib's (ESP-IDF) 114 where EHOSTUNREACH is
+    # newlib's 118, else Linux's (and lwIP's own errno.h) 101.
+    failed = (ECONNREFUSED, ECONNRESET, ECONNABORTED, EHOSTUNREACH, ENOTCONN, ETIMEDOUT,
+              getattr(errno, "ENETUNREACH", 114 if EHOSTUNREACH == 118 else 101))
     end = ticks_add(ticks_ms(), ms)
     err = OSError("%s:%s: no address" % (host, port))
     for ai in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[:_ADDRS]:

@@ -132,9 +132,16 @@ def describe(exc, host, port, ca_path=None):
                 "(POP3S 995, POP3/STLS 110)" % where)
     if code in (110, 11, 116) or tname in ("TimeoutError", "Pop3Timeout"):
         return _DO["timeout"] % where
-    if code in (113, 101, 118):
-        return "%s is unreachable: check the network (Wi-Fi) and \"host\"" % where
-    if code in (104, 103) or tname in ("ConnectionResetError", "ConnectionAbortedError"):
+    # The runtime's numbers (Linux and lwIP's own errno.h: 101, 113, 104, 103; newlib's, as on
+    # ESP-IDF: 114, 118, 104, 113), imported (MicroPython's compiler folds `errno.X` to its own).
+    # ENETUNREACH has no name in MicroPython's errno: see clientauth._open.
+    from errno import ECONNABORTED, ECONNRESET, EHOSTUNREACH
+
+    if code == EHOSTUNREACH:
+        return "host unreachable: no route to %s: check \"host\" and the network (Wi-Fi)" % where
+    if code == getattr(__import__("errno"), "ENETUNREACH", 114 if EHOSTUNREACH == 118 else 101):
+        return "network unreachable: no route to %s: check the network (Wi-Fi) and \"host\"" % where
+    if code in (ECONNRESET, ECONNABORTED) or tname in ("ConnectionResetError", "ConnectionAbortedError"):
         return "connection reset by %s: check the port and the \"tls\" mode" % where
     if "wrong_version_number" in low or "wrong version number" in low:
         return _DO["no TLS"] % where
