@@ -6,7 +6,8 @@ Safe mode (services not started; the REPL and mpremote work as on a fresh board)
   on ESP32-C3) within 1.5 s (holding BOOT *during* reset would start the ROM bootloader), or
 - create the flag file:  .venv/bin/mpremote exec "open('safemode', 'w').close()" + reset
   and remove it again:   .venv/bin/mpremote rm :safemode + reset
-In safe mode the flash stays as the firmware mounted it (MicroPython's defaults).
+In safe mode the flash stays as the firmware mounted it (MicroPython's defaults); only a move a
+power cut left half done is finished (pocketpost.flashfs.settle), so a listing shows every file.
 
 Only pocketpost.safemode is imported before the decision (not the board glue, not asyncio): safe
 mode must not depend on the code it protects the user from.
@@ -17,11 +18,10 @@ import gc
 from pocketpost import safemode
 
 safemode.check(safemode.board_pin())
-if not safemode.safe:
-    try:
-        from pocketpost import flashfs
+try:  # safe mode: the firmware's mount stays, only a move a power cut left half done is finished
+    from pocketpost import flashfs
 
-        flashfs.tune_board()
-    except Exception as e:  # the flash stays mounted as it was: slower, never unreachable
-        print("boot: flash geometry unchanged:", repr(e))
+    flashfs.tune_board(safemode.safe)
+except Exception as e:  # the flash stays mounted as it was: slower, never unreachable
+    print("boot: flash geometry unchanged:", repr(e))
 gc.collect()

@@ -24,10 +24,12 @@ littlefs's directory listing can hide a *neighbour* of the moved entry in the so
 (seen under MicroPython 1.29's VfsLfs2: host_tests/dual/test_flashfs.py replays such a cut; cf.
 littlefs-project/littlefs#937; the file itself is intact). The store lists its mailboxes and
 buckets and recovers before it writes anything, so a message could look missing at start.
-remount() therefore asks littlefs to mkdir the root: littlefs makes the filesystem consistent
-first (its fix-up before any write: finish a pending move, drop orphans), then refuses, as the
-root exists. Flash cost: nothing when there is nothing to finish (no program, no erase:
-measured), one metadata commit when there is (a program of PROG_SIZE, rarely a compaction).
+remount() therefore asks littlefs to mkdir a name longer than any it allows (settle()): littlefs
+makes the filesystem consistent first (its fix-up before any mkdir: finish a pending move, drop
+orphans), then refuses the name. Flash cost: nothing when there is nothing to finish (no program,
+no erase: measured), one metadata commit when there is (a program of PROG_SIZE, rarely a
+compaction). Through the path, not the littlefs object: safe mode (boot.py: the firmware's own
+mount, left as it is) and remount's fall-back to the firmware's mount run it too.
 """
 
 from pocketpost.compat import const
@@ -44,6 +46,9 @@ PROG_SIZE = const(32)
 # 64 B = a bitmap of 512 blocks: the whole 2 MiB vfs partition of a 4 MiB ESP32 in one window, so
 # the allocator rescans the filesystem once per 512 blocks written instead of once per 256.
 LOOKAHEAD = const(64)
+# littlefs's longest name (LFS_NAME_MAX; VfsLfs2 keeps littlefs's default): settle()'s mkdir of a
+# name one longer is refused after the fix-up, so it can never create anything.
+_NAME_MAX = const(255)
 
 tuned = None  # (mount point, READ_SIZE, PROG_SIZE) once remount() has run; for the REPL and tests
 
@@ -78,11 +83,9 @@ def remount(bdev, at="/"):
         mount(fs, at)
     except Exception:  # never leave the board without its filesystem
         mount(bdev, at)  # as the firmware's _boot.py mounts it (defaults, autodetected)
+        settle(at)
         raise
-    try:  # the VFS refuses mkdir of a mount point itself: ask the littlefs object (see above)
-        fs.mkdir("/")
-    except OSError:  # EEXIST, as always; a fix-up that failed (flash full) is retried at a write
-        pass
+    settle(at)
     try:
         os.chdir(cwd)
     except OSError:
@@ -91,9 +94,22 @@ def remount(bdev, at="/"):
     return True
 
 
-def tune_board():
+def settle(at="/"):
+    """littlefs's fix-up on the filesystem mounted at `at` (see the module doc): a mkdir that can
+    only fail (ENAMETOOLONG; the VFS refuses one of the mount point itself), after the fix-up.
+    Any error is ignored: not littlefs, or a fix-up that failed (flash full) is retried at a write."""
+    import os
+
+    try:
+        os.mkdir(at.rstrip("/") + "/" + "-" * (_NAME_MAX + 1))
+    except OSError:
+        pass
+
+
+def tune_board(safe=False):
     """boot.py: remount the firmware's flash (`flashbdev.bdev` of the ESP32 port) with this
-    geometry. False where there is none (other ports; the unix port outside the pseudo-board)."""
+    geometry; in safe mode (`safe`) leave its mount as it is and only settle() it. False where
+    there is none (other ports; the unix port outside the pseudo-board), and in safe mode."""
     try:
         import flashbdev  # type: ignore[import-not-found]  # the ESP32 port's frozen module
     except ImportError:
@@ -102,4 +118,8 @@ def tune_board():
     if bdev is None:  # flash too small for a filesystem
         return False
     # tools/pseudoboard.py's stand-in mounts its image at /flash, not at /
-    return remount(bdev, getattr(flashbdev, "MOUNT_POINT", "/"))
+    at = getattr(flashbdev, "MOUNT_POINT", "/")
+    if safe:
+        settle(at)
+        return False
+    return remount(bdev, at)

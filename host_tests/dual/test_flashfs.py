@@ -231,6 +231,72 @@ def _replay(image, ops):
     return data
 
 
+def _boot_safe(dev, at):
+    """boot.py as a board in safe mode runs it (the flag file in the current directory), the port's
+    flashbdev standing for dev mounted at `at`: the firmware's mount is left in place."""
+    import os
+
+    from pocketpost import log, safemode
+
+    root = __file__.rsplit("/", 3)[0] if __file__.count("/") >= 3 else "."
+    f = open(root + "/firmware/boot.py")
+    src = f.read()
+    f.close()
+
+    class flashbdev:
+        bdev = dev
+        MOUNT_POINT = at
+
+    cwd = os.getcwd()
+    tmp = "/tmp/pp-safeboot-%d" % id(flashbdev)
+    os.mkdir(tmp)
+    open(tmp + "/" + safemode.SAFE_FLAG, "w").close()
+    sys.modules["flashbdev"] = flashbdev
+    log.set_sink(lambda line: None)
+    try:
+        os.chdir(tmp)
+        exec(src, {"__name__": "boot"})
+        assert safemode.safe is True
+    finally:
+        os.chdir(cwd)
+        log.set_sink(None)
+        safemode.safe = False
+        del sys.modules["flashbdev"]
+        os.remove(tmp + "/" + safemode.SAFE_FLAG)
+        os.rmdir(tmp)
+
+
+def _remount_refused(dev, at):
+    """flashfs.remount when the mount with its geometry is refused (as by a port short of memory):
+    its fall-back mounts dev again as the firmware does, and raises."""
+    import vfs
+
+    from pocketpost import flashfs
+
+    class Vfs:  # what remount's `from vfs import ...` finds
+        VfsLfs2 = vfs.VfsLfs2
+        umount = vfs.umount
+
+        @staticmethod
+        def mount(fs, mp):
+            if isinstance(fs, vfs.VfsLfs2):
+                raise OSError(12)  # ENOMEM
+            vfs.mount(fs, mp)
+
+    old = sys.modules.get("vfs")
+    sys.modules["vfs"] = Vfs
+    try:
+        flashfs.remount(dev, at)
+        raise AssertionError("no fall-back")
+    except OSError as e:
+        assert e.args[0] == 12, e
+    finally:
+        if old is None:
+            del sys.modules["vfs"]
+        else:
+            sys.modules["vfs"] = old
+
+
 def test_remount_finishes_a_move_a_power_cut_left_so_no_neighbour_hides():
     """A store's mailbox of 5 messages, and one of them being set aside into damaged/ (a move
     across directories, as storescan does with a file of the wrong size) when the power is cut,
@@ -241,7 +307,8 @@ def test_remount_finishes_a_move_a_power_cut_left_so_no_neighbour_hides():
     start, repairing: without the fix-up it counts the hidden message missing), and the moved one
     in exactly one place; the remount's fix-up costs no flash operation when no move is pending.
     The host's tools mounting such an image (tools/hostflash.py: `make run`'s server, ppadmin on an
-    image) list every other message too."""
+    image) list every other message too, and so do safe mode (boot.py with the flag file: the
+    firmware's mount stays) and remount's fall-back to the firmware's mount."""
     if not IS_MP:
         skip("MicroPython only: VfsLfs2")
     import gc
@@ -305,6 +372,16 @@ def test_remount_finishes_a_move_a_power_cut_left_so_no_neighbour_hides():
         gone = 0 if moved in listed else 1  # only the file being set aside may be missing
         assert (rep["missing"], rep["messages"]) == (gone, 5 - gone), (k, rep)
         _umount(at)
+        # safe mode (boot.py with the flag file: the firmware's mount is left as it is) and
+        # remount's fall-back to the firmware's mount (the tuned one refused): no neighbour hides
+        for way in (_boot_safe, _remount_refused):
+            cut = FlashDev(data=image)
+            _mount(cut, at, DEFAULTS)
+            way(cut, at)
+            listed = os.listdir(bucket)
+            assert [n for n in others if n not in listed] == [], (way, k, listed)
+            assert (moved in listed) != (moved in os.listdir(root + "/alice/damaged")), (way, k, listed)
+            _umount(at)
         # the host's tools (make run's server, ppadmin on an image) mount it through
         # tools/hostflash.py as the board after boot.py: the same listing
         f = open(img, "wb")
