@@ -503,8 +503,6 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                         continue
                     top = True
                 downloads += 1
-                if uid is None:
-                    stats["by_content"] += 1
                 if st.due():
                     # A compaction of the state due at this message's save runs now, before its
                     # delivery holds heap and without the download code (uidcompact.py is loaded
@@ -543,6 +541,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     downloads -= 1  # not downloaded: it takes no place under the cap (max_messages)
                     log.warning("fetch %s: message %d left on the server: %s", name, n, e.msg)
                     continue
+                if uid is None:  # (not a refused one, above: it was not downloaded)
+                    stats["by_content"] += 1
                 if store_error is not None:
                     stop = True
                     w = c.s.waiting_for()

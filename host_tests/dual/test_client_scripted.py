@@ -955,3 +955,16 @@ def test_store_error_then_quit_unanswered_reports_the_store_error():
         assert [x for x in lines if "QUIT" in x and "closed the connection" in x], lines
     finally:
         b.done()
+
+
+@case
+def test_a_refused_content_keyed_message_is_not_counted_by_content(b):
+    """A message keyed by content (its UIDL over 70 octets) that the server refuses (RETR -ERR) was
+    not downloaded: it counts as skipped, not under by_content (nor fetched); the next session,
+    whose server reads it, fetches and counts it."""
+    msgs = [(b"u" * 71, GOOD), (b"u2", TWO)]
+    st = b.fetch(_RefusesRetr(msgs, (1,)), policy="keep")
+    assert (st["fetched"], st["skipped"], st["by_content"]) == (1, 1, 0), st
+    st = b.fetch(Scripted(msgs), policy="keep")
+    assert (st["fetched"], st["skipped"], st["by_content"]) == (1, 0, 1), st
+    assert sorted(b.stored()) == sorted([GOOD, TWO])
