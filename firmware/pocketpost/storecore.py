@@ -11,8 +11,9 @@ The store is split by who needs what, and when:
   - storesession.py: lock, Mailbox (Store.lock imports it).
   - storemerge.py (the files above the index appended to it, file and UID names parsed, create),
     storecommit.py (the deletion commit: a session's commit that deletes something, recovery's
-    roll-forward), storescan.py (recovery) and storecheck.py (Store.check, describe): loaded for
-    a call, dropped after it. Store() loads none of them: a server's start (config loaded, the
+    roll-forward), storeload.py (a mailbox's first load: the index checked against the files),
+    storescan.py (recovery: only when that check finds something to repair) and storecheck.py
+    (Store.check, describe): loaded for a call, dropped after it. Store() loads none of them: a server's start (config loaded, the
     server's code in the heap) is where its smallest heap is set.
 On MicroPython a module loaded for a call is dropped when the last call inside it returns (_held,
 _ixheld: the users under way, compat.release_cold); CPython keeps modules (a second copy would
@@ -275,7 +276,7 @@ class Store:
             _BOXES[path] = box
         if not box.loaded:
             try:
-                _cold("storescan", "recover", box)
+                _cold("storeload", "load", box)  # (storescan.recover if anything needs repair)
             except OSError as e:
                 raise _os_error(e)
         return box
@@ -384,13 +385,13 @@ class Store:
         return storesession.lock(self, name)
 
 
-# The code loaded for a call (see the module docstring): storescan, storecheck, storemerge and
-# storecommit
+# The code loaded for a call (see the module docstring): storeload, storescan, storecheck,
+# storemerge and storecommit
 # (_held: the calls under way) and storeindex (_ixheld: the calls under way, plus one while
 # storesession, which imports it, is loaded), dropped on MicroPython once their count is back to
 # 0. A call into the first group holds storeindex too (they import it).
 _held = [0]
-_COLD = ("storecheck", "storescan", "storemerge", "storecommit")
+_COLD = ("storecheck", "storescan", "storemerge", "storecommit", "storeload")
 _ixheld = [0]
 _INDEX = ("storeindex",)
 
@@ -407,6 +408,10 @@ def _cold(mod, fn, *args):
             from pocketpost import storeindex
 
             return getattr(storeindex, fn)(*args)
+        if mod == "storeload":
+            from pocketpost import storeload
+
+            return getattr(storeload, fn)(*args)
         if mod == "storescan":
             from pocketpost import storescan
 
@@ -429,8 +434,8 @@ def _cold(mod, fn, *args):
 
 
 def recover_all(store):
-    """Every mailbox of store not loaded yet is recovered now (storescan.recover, as its first lock
-    or delivery would), the cold code loaded once for all of them; returns (mailboxes, failed).
+    """Every mailbox of store not loaded yet is loaded now (storeload.load, storescan.recover if
+    it needs repair, as its first lock or delivery would), the cold code loaded once for all of them; returns (mailboxes, failed).
     A mailbox that fails here is logged and left to its first lock (Store._box), as one made later
     is. For a service's start-up (serverstart.recover), while the heap holds little."""
     _held[0] += 1

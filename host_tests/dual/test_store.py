@@ -980,11 +980,12 @@ def test_stuffed_file_damage_is_detected():
 
 
 def _cold_loaded():
-    """True if any of the store's cold modules (storescan, storecheck, storemerge) is in sys.modules."""
+    """True if any of the store's cold modules (storeload, storescan, storecheck, storemerge) is in
+    sys.modules."""
     import sys
 
     return "pocketpost.storescan" in sys.modules or "pocketpost.storecheck" in sys.modules or (
-        "pocketpost.storemerge" in sys.modules)
+        "pocketpost.storemerge" in sys.modules) or "pocketpost.storeload" in sys.modules
 
 
 def test_cold_code_dropped_after_the_first_lock_and_loaded_again_for_damage_found_later():
@@ -1137,20 +1138,20 @@ def test_recover_all_loads_every_mailbox_once_and_leaves_failures_to_their_first
         assert not boxes
         # z's recovery fails (a flash error): counted, logged, the others are loaded.
         store_mod._held[0] += 1  # the patched module stays the one _cold calls
-        from pocketpost import storescan as sc
+        from pocketpost import storeload as sl  # (a mailbox's first load: storescan.recover if needed)
 
-        real = sc.recover
+        real = sl.load
         try:
 
-            def failing(box, rep=None):
+            def failing(box):
                 if box.path.endswith("/z"):
                     raise OSError(5)
-                return real(box, rep)
+                return real(box)
 
-            sc.recover = failing
+            sl.load = failing
             assert storecore.recover_all(st) == (3, 1)
         finally:
-            sc.recover = real
+            sl.load = real
             compat.release_cold(storecore._held, storecore._COLD)  # the hold's end: dropped (MicroPython)
         if IS_MICROPYTHON:
             assert not _cold_loaded() and store_mod._held[0] == 0
@@ -1200,20 +1201,20 @@ def test_recover_all_leaves_a_mailbox_whose_recovery_runs_out_of_memory_to_its_f
         boxes = storecore._BOXES
         ix = storecore._ixheld[0]
         store_mod._held[0] += 1  # the patched module stays the one _cold calls
-        from pocketpost import storescan as sc
+        from pocketpost import storeload as sl  # (a mailbox's first load: storescan.recover if needed)
 
-        real = sc.recover
+        real = sl.load
         try:
 
-            def failing(box, rep=None):
+            def failing(box):
                 if box.path.endswith("/y"):
                     raise MemoryError("memory allocation failed")
-                return real(box, rep)
+                return real(box)
 
-            sc.recover = failing
+            sl.load = failing
             got = storecore.recover_all(st)
         finally:
-            sc.recover = real
+            sl.load = real
             compat.release_cold(storecore._held, storecore._COLD)
         assert got == (2, 1), got
         assert store_mod._held[0] == 0 and storecore._ixheld[0] == ix  # no count left behind
