@@ -30,7 +30,9 @@ account's secrets by account name ({"isp": {"password": "..."}}), merged by `loa
 
 import json
 
-from pocketpost.compat import IS_MICROPYTHON, ConfigError
+from pocketpost.compat import IS_MICROPYTHON, ConfigError, const
+
+_DEFAULT_MAX_ENTRIES = const(500)  # uidstate's (a private copy)
 
 # --- defaults, each with its reason (the server's sections: serverconf.py) -------------------
 STORE_DEFAULTS = {
@@ -230,8 +232,8 @@ def state_reserve(cfg):
     need = 0
     for a in accounts:
         if isinstance(a, dict):
-            n = a.get("max_entries", uidstate.DEFAULT_MAX_ENTRIES)
-            need += uidstate.flash_need(n if isinstance(n, int) and n > 0 else uidstate.DEFAULT_MAX_ENTRIES)
+            n = a.get("max_entries", _DEFAULT_MAX_ENTRIES)
+            need += uidstate.flash_need(n if isinstance(n, int) and n > 0 else _DEFAULT_MAX_ENTRIES)
     if not loaded:  # imported for this sum only: out of the heap until a fetch needs it
         heapmark.forget(("uidstate",))
     return need

@@ -33,8 +33,8 @@ _DEFAULT_QUOTA = const(1024 * 1024)
 _DEFAULT_RESERVE_BYTES = const(16 * 1024)
 _MAX_NAME_LEN = const(32)
 BUCKET = const(128)
-MERGE_AFTER = const(16)
-IN_BUF = const(512)
+_MERGE_AFTER = const(16)
+_IN_BUF = const(512)
 _FREE_RECHECK = const(32)
 _FREE_MARGIN = const(64 * 1024)
 
@@ -101,8 +101,8 @@ def _remove(path):
 def valid_name(name):
     if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME_LEN or name[0] == ".":
         return False
-    for ch in name:
-        if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch in "._-"):
+    for ch in name:  # (one long literal: short ones such as "z" would be interned names)
+        if ch not in "abcdefghijklmnopqrstuvwxyz0123456789._-":
             return False
     return True
 
@@ -162,9 +162,9 @@ class _Box:
         _cold("storemerge", "merge", self, recs)
 
     def merge_due(self):
-        """After a delivery: index the unindexed messages once MERGE_AFTER have piled up, if
+        """After a delivery: index the unindexed messages once _MERGE_AFTER have piled up, if
         nobody holds the mailbox and no delivery is in flight (a failure is retried later)."""
-        if self.unindexed >= MERGE_AFTER and self.path not in _LOCKS and not self.busy:
+        if self.unindexed >= _MERGE_AFTER and self.path not in _LOCKS and not self.busy:
             try:
                 self.merge()
             except (OSError, StoreError):
@@ -356,13 +356,13 @@ class Store:
         """Deliver what readinto(buf) yields (it returns the byte count, 0 at EOF)."""
         d = self.begin(name, arrival)
         try:
-            buf = bytearray(IN_BUF)
+            buf = bytearray(_IN_BUF)
             mv = memoryview(buf)
             while True:
                 n = readinto(buf)
                 if not n:
                     break
-                d.write(buf if n == IN_BUF else mv[:n])  # a full block: the no-copy path
+                d.write(buf if n == _IN_BUF else mv[:n])  # a full block: the no-copy path
             return d.commit()
         except BaseException:
             d.abort()

@@ -32,7 +32,8 @@ _FMT5 = "<5I"
 # such an intent log is rewritten in format 2 and carried out: see storescan._upgrade_intent).
 _MAGIC_INDEX = const(0x32585050)  # b'PPX2'
 _MAGIC_COMMIT = const(0x32435050)  # b'PPC2'
-_OLD_MAGIC_INDEX = b"PPX1"
+# (format 1's index magic, b"PPX1", is storescan's: only its recovery reads it; a bytes value
+# here would be one more interned name in every process that reads an index)
 _OLD_MAGIC_COMMIT = const(0x31435050)  # b'PPC1'
 # A record's check is the CRC-32 of its first 20 bytes continued from this value, the CRC-32
 # residue: the CRC of a whole valid record (check included) continued from it gives it back, so a
@@ -42,7 +43,7 @@ _MASK = const(0xFFFFFFFF)
 _PLAIN = const(0x80000000)  # in a record's size field: the file is the wire form (plain or stuffed)
 _STUFFED = const(0x40000000)  # with _PLAIN: the file has dots added (their number is in its name)
 _SIZE = const(0x3FFFFFFF)  # the file's octets (messages are far below 1 GiB)
-_DAMAGED = "damaged"  # in a mailbox: message files set aside by a scan, kept for export/inspection
+# (the folder of files a scan sets aside, "damaged", is storescan's _DAMAGED, for the same reason)
 
 
 def _pack(buf, off, a, b, c, d, e):

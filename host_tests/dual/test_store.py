@@ -1058,7 +1058,7 @@ def test_split_store_loads_each_part_for_its_role():
         return ("pocketpost." + m) in sys.modules
 
     def body(root, st):
-        uids = [_deliver(st, "x", b"m%d\r\n" % i) for i in range(20)]  # > MERGE_AFTER: merged
+        uids = [_deliver(st, "x", b"m%d\r\n" % i) for i in range(20)]  # > _MERGE_AFTER: merged
         if IS_MICROPYTHON:
             assert not loaded("storemerge") and not loaded("storecommit"), sorted(sys.modules)
         # Held (as a caller inside the cold code would hold it), a module loaded would stay: a
@@ -1103,9 +1103,11 @@ def test_cold_module_constants_agree_with_the_store():
         skip("const() names are not module attributes on MicroPython: compared under CPython")
     from pocketpost import storecommit, storecore, storeindex, storemerge, storescan
 
-    for name in ("_REC", "_RECS_PER_READ", "_FMT", "_MAGIC_INDEX", "_MAGIC_COMMIT", "_OLD_MAGIC_INDEX",
-                 "_OLD_MAGIC_COMMIT", "_MASK", "_SIZE", "_DAMAGED"):
+    for name in ("_REC", "_RECS_PER_READ", "_FMT", "_MAGIC_INDEX", "_MAGIC_COMMIT", "_OLD_MAGIC_COMMIT", "_MASK",
+                 "_SIZE"):
         assert getattr(storescan, name) == getattr(storeindex, name) == getattr(store_mod, name), name
+    # (storescan's own: format 1's index magic and the set-aside folder, named in storeindex's comments)
+    assert (storescan._OLD_MAGIC_INDEX, storescan._DAMAGED) == (b"PPX1", "damaged")
     for name in ("_REC", "_RECS_PER_READ", "_PLAIN", "_STUFFED", "_SIZE"):
         assert getattr(storesession, name) == getattr(storeindex, name), name
     for name in ("_REC", "_RECS_PER_READ", "_MAGIC_COMMIT", "_STUFFED", "_SIZE"):
@@ -1116,7 +1118,7 @@ def test_cold_module_constants_agree_with_the_store():
         assert getattr(storemerge, name) == getattr(storeindex, name), name
     for name in ("_PLAIN", "_STUFFED"):
         assert store_mod.__dict__[name] == getattr(storeindex, name), name
-    for name in ("IN_BUF", "BUCKET"):  # limits repeated beside the format
+    for name in ("_IN_BUF", "BUCKET"):  # limits repeated beside the format
         assert getattr(store_mod, name) == getattr(storecore, name), name
 
 
