@@ -16,27 +16,28 @@ from pocketpost.compat import WDT_TIMEOUT_MS, ConfigError, const, rename, sync_f
 from pocketpost.config import _merge, _num
 
 # auth.py's PBKDF2 bounds, here so that a config loads without auth.py (~68 interned names and
-# its code: a config without users or trusted networks of its own never needs it). A test keeps them
-# equal to auth.DEFAULT_ITERATIONS / auth.MAX_ITERATIONS.
-DEFAULT_ITERATIONS = const(1000)
-MAX_ITERATIONS = const(200000)
+# its code: a config without users or trusted networks of its own never needs it). Private (no
+# interned name); host_tests/dual/test_config.py keeps them equal to auth.DEFAULT_ITERATIONS and
+# auth.MAX_ITERATIONS.
+_DEFAULT_ITERATIONS = const(1000)
+_MAX_ITERATIONS = const(200000)
 
 # --- defaults, each with its reason --------------------------------------------------------
 # Ports: 110/995 need root on a host; the demo uses 1100/1995. A board sets 110/995.
-DEFAULT_PORT = const(1100)
-DEFAULT_POP3S_PORT = const(1995)
+_DEFAULT_PORT = const(1100)
+_DEFAULT_POP3S_PORT = const(1995)
 
 SERVER_DEFAULTS = {
     "host": "0.0.0.0",
-    "port": DEFAULT_PORT,  # POP3, with STLS when cert/key are set; 0 disables
-    "pop3s_port": DEFAULT_POP3S_PORT,  # implicit TLS (RFC 8314); 0 disables
+    "port": _DEFAULT_PORT,  # POP3, with STLS when cert/key are set; 0 disables
+    "pop3s_port": _DEFAULT_POP3S_PORT,  # implicit TLS (RFC 8314); 0 disables
     "cert": "",  # DER certificate on flash (MicroPython's ssl rejects PEM)
     "key": "",  # DER private key on flash
     "hostname": "pocketpost",  # in the banner's APOP timestamp and CAPA IMPLEMENTATION
     # PBKDF2 iterations of this board: new hashes are made with it, and a stored hash with
     # another count is rehashed to it at the next successful login. An ESP32 spends ~0.3 ms per
     # iteration, so 1000 keeps a login near 0.3 s; the host config can afford more.
-    "pbkdf2_iterations": DEFAULT_ITERATIONS,
+    "pbkdf2_iterations": _DEFAULT_ITERATIONS,
     # Assumed cost of one iteration on this board, in microseconds: it sets the ceiling on any
     # count (pbkdf2_ceiling). 300 is the ESP32 estimate (LX6 at 240 MHz: two SHA-256 calls and
     # a 256-bit XOR in Python per iteration; not yet measured on hardware); the unix port on an
@@ -135,7 +136,7 @@ def pbkdf2_ceiling(cfg):
     us = sv.get("pbkdf2_iteration_us") if isinstance(sv, dict) else None
     if not isinstance(us, (int, float)) or isinstance(us, bool) or us <= 0:
         us = SERVER_DEFAULTS["pbkdf2_iteration_us"]
-    n = min(MAX_ITERATIONS, int(ms * 1000 / (us * _PBKDF2_WATCHDOG_DIVISOR)))
+    n = min(_MAX_ITERATIONS, int(ms * 1000 / (us * _PBKDF2_WATCHDOG_DIVISOR)))
     return n, "1/%d of the %d ms watchdog at %s us per iteration" % (_PBKDF2_WATCHDOG_DIVISOR, ms, us)
 
 
@@ -149,7 +150,7 @@ def check(cfg, out):
     _num(sv, "server", "port", 0, 65535)
     _num(sv, "server", "pop3s_port", 0, 65535)
     _num(sv, "server", "pbkdf2_iteration_us", 0.001, None, float)
-    _num(sv, "server", "pbkdf2_iterations", 1, MAX_ITERATIONS)
+    _num(sv, "server", "pbkdf2_iterations", 1, _MAX_ITERATIONS)
     ceiling, why = pbkdf2_ceiling({"watchdog": cfg.get("watchdog"), "server": sv})
     if sv["pbkdf2_iterations"] > ceiling:
         raise ConfigError("config: server.pbkdf2_iterations %d is above this board's ceiling %d (%s)"

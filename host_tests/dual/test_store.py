@@ -1103,11 +1103,11 @@ def test_cold_module_constants_agree_with_the_store():
         skip("const() names are not module attributes on MicroPython: compared under CPython")
     from pocketpost import storecommit, storecore, storeindex, storemerge, storescan
 
-    for name in ("_REC", "_RECS_PER_READ", "_FMT", "_MAGIC_INDEX", "_MAGIC_COMMIT", "_OLD_MAGIC_COMMIT", "_MASK",
-                 "_SIZE"):
+    for name in ("_REC", "_RECS_PER_READ", "_MAGIC_INDEX", "_MAGIC_COMMIT", "_OLD_MAGIC_COMMIT", "_MASK", "_SIZE"):
         assert getattr(storescan, name) == getattr(storeindex, name) == getattr(store_mod, name), name
-    # (storescan's own: format 1's index magic and the set-aside folder, named in storeindex's comments)
-    assert (storescan._OLD_MAGIC_INDEX, storescan._DAMAGED) == (b"PPX1", "damaged")
+    # (storescan's own, named in storeindex's comments: the record format, format 1's index magic,
+    # the set-aside folder)
+    assert (storescan._FMT, storescan._OLD_MAGIC_INDEX, storescan._DAMAGED) == ("<6I", b"PPX1", "damaged")
     for name in ("_REC", "_RECS_PER_READ", "_PLAIN", "_STUFFED", "_SIZE"):
         assert getattr(storesession, name) == getattr(storeindex, name), name
     for name in ("_REC", "_RECS_PER_READ", "_MAGIC_COMMIT", "_STUFFED", "_SIZE"):
