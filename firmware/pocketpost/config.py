@@ -72,11 +72,11 @@ def _merge(defaults, given, section):
     return out
 
 
-def _num(sec, section, key, lo, hi=None, kind=int):
+def _num(sec, section, key, minimum, hi=None, kind=int):
     v = sec[key]
     ok = isinstance(v, (int, float)) if kind is float else isinstance(v, int)
-    if isinstance(v, bool) or not ok or v < lo or (hi is not None and v > hi):
-        raise ConfigError("config: %s.%s must be a number >= %s" % (section, key, lo))
+    if isinstance(v, bool) or not ok or v < minimum or (hi is not None and v > hi):
+        raise ConfigError("config: %s.%s must be a number >= %s" % (section, key, minimum))
 
 
 def check(cfg, server=True):

@@ -112,16 +112,15 @@ SMTP_DEFAULTS = {
 _PBKDF2_WATCHDOG_DIVISOR = const(2)
 # A config without a "watchdog" section (the host) is held to the board default, WDT_TIMEOUT_MS.
 
-# A user / mailbox name: it becomes a directory name on flash.
+# A user / mailbox name: it becomes a directory name on flash (of these characters: valid_name).
 MAX_NAME = const(32)
-_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789._-"
 
 
 def valid_name(name):
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_NAME or name[0] == ".":
         return False
-    for c in name:
-        if c not in _NAME_CHARS:
+    for c in name:  # (a literal: a module-level name for it would be one more interned name)
+        if c not in "abcdefghijklmnopqrstuvwxyz0123456789._-":
             return False
     return True
 
@@ -216,35 +215,35 @@ def check(cfg, out):
     out["smtp"] = _check_smtp(_merge(SMTP_DEFAULTS, cfg.get("smtp"), "smtp"))
 
 
-def _check_smtp(sm):
+def _check_smtp(sec):
     for key in ("port", "submission_port", "smtps_port"):
-        _num(sm, "smtp", key, 0, 65535)
-    doms = sm["domains"]
+        _num(sec, "smtp", key, 0, 65535)
+    doms = sec["domains"]
     if not isinstance(doms, list):
         raise ConfigError("config: smtp.domains must be a list")
     for d in doms:
         if not isinstance(d, str) or not d or "@" in d or " " in d:
             raise ConfigError("config: bad domain %r" % (d,))
     for key in ("aliases", "catch_all"):
-        m = sm[key]
+        m = sec[key]
         if not isinstance(m, dict):
             raise ConfigError("config: smtp.%s must be an object" % key)
         for k in m:
             if not isinstance(m[k], str) or not valid_name(m[k]):
                 raise ConfigError("config: smtp.%s.%s must name a user or mailbox" % (key, k))
-    if not isinstance(sm["subaddress"], str) or len(sm["subaddress"]) > 1:
+    if not isinstance(sec["subaddress"], str) or len(sec["subaddress"]) > 1:
         raise ConfigError("config: smtp.subaddress must be one character or empty")
-    _num(sm, "smtp", "max_message_size", 1024)
-    _num(sm, "smtp", "max_recipients", 100, 10000)  # RFC 5321 asks for at least 100
-    _num(sm, "smtp", "max_mailboxes", 1, 64)
-    _num(sm, "smtp", "max_line", 512, 65536)  # RFC 5321 4.5.3.1.4: command lines of 512
-    _num(sm, "smtp", "max_sessions", 1, 1000)
-    _num(sm, "smtp", "max_sessions_per_addr", 1, 1000)
+    _num(sec, "smtp", "max_message_size", 1024)
+    _num(sec, "smtp", "max_recipients", 100, 10000)  # RFC 5321 asks for at least 100
+    _num(sec, "smtp", "max_mailboxes", 1, 64)
+    _num(sec, "smtp", "max_line", 512, 65536)  # RFC 5321 4.5.3.1.4: command lines of 512
+    _num(sec, "smtp", "max_sessions", 1, 1000)
+    _num(sec, "smtp", "max_sessions_per_addr", 1, 1000)
     for key in ("command_timeout", "data_timeout", "preauth_timeout"):
-        _num(sm, "smtp", key, 0.1, None, float)
-    _num(sm, "smtp", "max_auth_failures", 1, 100)
-    _num(sm, "smtp", "block_size", 256, 65536)
-    return sm
+        _num(sec, "smtp", key, 0.1, None, float)
+    _num(sec, "smtp", "max_auth_failures", 1, 100)
+    _num(sec, "smtp", "block_size", 256, 65536)
+    return sec
 
 
 def defaults():
