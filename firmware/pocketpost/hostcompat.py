@@ -14,7 +14,7 @@ def const(x):  # MicroPython's micropython.const folds at compile time; here it 
 
 
 def ticks_ms():  # MicroPython's time.ticks_ms (wrap-safe with ticks_diff); CPython: monotonic
-    return int(time.monotonic() * 1000)
+    return int(time.monotonic() * 1000)  # type: ignore[attr-defined]  # (the ESP32 stubs lack it)
 
 
 def ticks_diff(a, b):
@@ -37,7 +37,7 @@ def sync_file(f):
 def sync_dir(path):
     """compat.sync_dir: a rename is durable on POSIX only once its directory is fsynced."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)  # type: ignore[attr-defined]  # (the ESP32 stubs lack it)
     except (OSError, AttributeError):
         return
     try:
