@@ -252,7 +252,7 @@ def test_cpython_runtime(dc, tmp_path):
     n, parts = asyncio.run(stream_one())
     assert b"".join(parts) == MESSAGES[3] and n == len(MESSAGES[3])
     # streamed: whole clean lines straight from the receive buffer, never the whole message
-    assert len(parts) > 1 and max(len(p) for p in parts) <= pop3client.RECV_BUFSIZE
+    assert len(parts) > 1 and max(len(p) for p in parts) <= pop3client._RECV_BUFSIZE
 
 
 # --- crash safety ---------------------------------------------------------------------------------

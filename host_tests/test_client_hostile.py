@@ -631,7 +631,7 @@ def test_fetch_cli_drops_its_cold_modules_under_micropython(tmp_path):
     headers.py is loaded only for -v. Each run fetches a new message, so every dropped module ran."""
     probe = tmp_path / "probe.py"
     probe.write_text(CLI_MODULES)
-    cold = {"clientconf", "clientauth", "clientget", "clientstls", "clientend", "clientplan", "uidload", "uidcompact", "clientrecover", "config",
+    cold = {"clientconf", "clientauth", "clientget", "clientstls", "clientend", "clientplan", "uidload", "uidcompact", "clientrecover", "config", "serverconf",
             "auth", "heapmark", "nativescan", "fetchload"}
     for verbose, uid in (("-", b"u1"), ("v", b"u2")):
         s = Script(mailbox([(b"u1", FROM_MSG)] + ([(uid, GOOD)] if uid != b"u1" else [])))
@@ -647,4 +647,4 @@ def test_fetch_cli_drops_its_cold_modules_under_micropython(tmp_path):
         # The store: its recovery (storescan, run at the mailbox's first open) is dropped after it,
         # its delivery code (store.py, loaded by the first Store.begin) after the downloads, and
         # its session side (storesession: lock, Mailbox, deletion commit) is never loaded.
-        assert "storecore" in mods and not mods & {"store", "storescan", "storecheck", "storesession"}, sorted(mods)
+        assert "storecore" in mods and not mods & {"store", "storeload", "storescan", "storecheck", "storesession"}, sorted(mods)

@@ -1,7 +1,8 @@
-"""The fetch CLI frees the config checks once the config is loaded (their code is ~15 KB of heap
-on the 64-bit unix port, docs/FIGURES.md): under micropython, after `fetch.main`, pocketpost.config,
-pocketpost.auth and pocketpost.heapmark are gone from sys.modules and from the package, and a fetch
-still loads its client (the client's own cold modules: test_client_hostile.py). (Heap figures
+"""The fetch CLI frees the config checks once the config is loaded (docs/FIGURES.md): under
+micropython, after `fetch.main`, pocketpost.config and pocketpost.heapmark are gone from sys.modules
+and from the package, the config's server side (serverconf.py, and auth.py which it imports) was
+never loaded (nothing drops them in a fetch: loaded, they would still be there), and a fetch still
+loads its client (the client's own cold modules: test_client_hostile.py). (Heap figures
 themselves are benchmarks: tools/bench_client.py, tools/bench_client_size.py.)"""
 
 import json
@@ -15,6 +16,7 @@ print("before", "pocketpost.config" in sys.modules, "pocketpost.client" in sys.m
 rc = fetch.main(%r)
 import pocketpost
 print("after", rc, "pocketpost.config" in sys.modules, "pocketpost.auth" in sys.modules,
+      "pocketpost.serverconf" in sys.modules,
       hasattr(pocketpost, "config"), "pocketpost.client" in sys.modules, "pocketpost.heapmark" in sys.modules)
 import gc
 from pocketpost import heapmark
@@ -24,14 +26,17 @@ print("threshold", gc.threshold() == heapmark.threshold())
 
 def test_fetch_cli_drops_the_config_checks(tmp_path):
     cfg = tmp_path / "config.json"
-    cfg.write_text(json.dumps({"store": {"root": str(tmp_path / "store"), "quota": 0}, "accounts": []}))
+    # (users and a trusted network of its own: the server side, were it checked, would load auth.py)
+    cfg.write_text(json.dumps({"store": {"root": str(tmp_path / "store"), "quota": 0}, "accounts": [],
+                               "server": {"trusted_networks": ["10.0.0.0/8"]},
+                               "users": {"bob": {"password": "not checked by a fetch"}}}))
     probe = tmp_path / "probe.py"
     probe.write_text(PROBE % str(cfg))
     r = run_micropython([str(probe)], timeout=60)
     out = r.stdout.decode()
     assert r.returncode == 0, out + r.stderr.decode()
     assert "before False False" in out, out
-    assert "after 0 False False False True False" in out, out  # heapmark: used once, dropped too
+    assert "after 0 False False False False True False" in out, out  # heapmark: used once, dropped too
     assert "threshold True" in out, out  # fetch.main turned on heapmark.compact_gc
 
 

@@ -53,7 +53,7 @@ def test_server_imports_no_client_module(tmp_path):
     assert not loaded & set(CLIENT_ONLY), sorted(loaded & set(CLIENT_ONLY))
     # Starting the server recovers each mailbox (serverstart.recover: at start, not at a first lock
     # during other sessions' work) and drops the store's cold code (storescan.py) again.
-    assert not loaded & {"storescan", "storecheck", "storemerge"}, sorted(loaded)
+    assert not loaded & {"storeload", "storescan", "storecheck", "storemerge"}, sorted(loaded)
     boxes = [ln for ln in r.stdout.splitlines() if ln.startswith("LOADED")]
     assert boxes and boxes[0].split()[1:] == ["alice"], r.stdout
     # The client's halves of the shared core (pop3reply.py: reply parsing; unstuffer.py: DotUnstuffer)
@@ -90,7 +90,8 @@ async def main():
     scrub(100)
     gc.collect()
     print("LIVE", gc.mem_alloc())
-    print("CONFIG", int("pocketpost.config" in sys.modules), int(hasattr(sys.modules["pocketpost"], "config")))
+    print("CONFIG", int("pocketpost.config" in sys.modules), int(hasattr(sys.modules["pocketpost"], "config")),
+          int("pocketpost.serverconf" in sys.modules), int(hasattr(sys.modules["pocketpost"], "serverconf")))
     print("SAMECTX", int(sm.ctx is not None and sm.ctx is srv.ctx))
     sm.close()
     srv.close()
@@ -100,8 +101,8 @@ asyncio.run(main())
 
 
 def test_config_dropped_after_start_and_tls_context_shared(tmp_path):
-    """Once the POP3 server and the SMTP receiver are up, config.py is out of sys.modules and the
-    package, and nothing else keeps it: the live heap is >8 KiB below the same start with the
+    """Once the POP3 server and the SMTP receiver are up, config.py (and serverconf.py, its server
+    side) is out of sys.modules and the package, and nothing else keeps it: the live heap is >8 KiB below the same start with the
     drop disabled. The SMTP receiver uses the POP3 server's TLS context (one, not two)."""
     srv = Pop3Server(str(tmp_path), {"alice": [b"Subject: x\r\n\r\nx\r\n"]}, users={"alice": "pw"})
     with open(srv.config_path) as f:
@@ -117,7 +118,7 @@ def test_config_dropped_after_start_and_tls_context_shared(tmp_path):
                            timeout=60, cwd=ROOT, env=dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen"))
         assert r.returncode == 0, r.stdout + r.stderr
         out[mode] = dict(ln.split(" ", 1) for ln in r.stdout.splitlines() if ln[:1].isupper() and " " in ln)
-    assert out["drop"]["CONFIG"] == "0 0" and out["keep"]["CONFIG"] == "1 1", out
+    assert out["drop"]["CONFIG"] == "0 0 0 0" and out["keep"]["CONFIG"] == "1 1 1 1", out
     assert out["drop"]["SAMECTX"] == "1", out
     freed = int(out["keep"]["LIVE"]) - int(out["drop"]["LIVE"])
     assert freed > 8000, out

@@ -64,7 +64,7 @@ def _mp_main():
         f.write(msg)
         f.close()
     base = diff(dev, a)
-    N = store_mod.MERGE_AFTER - 1  # stay below the delivery-time merge; the lock indexes them
+    N = store_mod._MERGE_AFTER - 1  # stay below the delivery-time merge; the lock indexes them
     a = snap(dev)
     for i in range(N):
         d = st.begin("x")

@@ -32,8 +32,8 @@ PARTS = (
     ("client", ("client", "clientconf", "clientauth", "clientstls", "clientplan", "clientget", "clientend",
                 "clientrecover", "fetch", "fetchload", "uidstate", "uidload", "uidcompact", "headers", "session",
                 "transport", "pop3client", "pop3reply", "nativescan", "oauth2")),
-    ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession", "storescan",
-               "storecheck", "groupcommit")),
+    ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession", "storeload",
+               "storescan", "storecheck", "groupcommit")),
 )
 
 

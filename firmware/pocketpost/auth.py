@@ -24,7 +24,7 @@ make a board hash for minutes.
 The iteration count is per board (config "server"/"pbkdf2_iterations"): an ESP32 needs a
 count that keeps one login well under a second, a host can afford far more. A stored hash with
 another count is rehashed to the board's at the next successful login (pop3server), and a count
-above the board's ceiling is refused when the config loads (config.pbkdf2_ceiling).
+above the board's ceiling is refused when the config loads (serverconf.pbkdf2_ceiling).
 
 `Pbkdf2` and `Verify` compute in steps, so the server can hash a login a slice at a time and
 keep serving other sessions in between; `pbkdf2_sha256`/`verify_password` run them to the end.
@@ -54,7 +54,7 @@ SCRAM = "scram-sha-256"
 # at ~0.3 ms per iteration on an ESP32, 1000 is about 0.3 s per login; the host can do more.
 DEFAULT_ITERATIONS = const(1000)
 # Format bound on a stored count, whatever the board: a corrupt entry must not parse as a
-# count of billions. The real limit is the board's ceiling (config.pbkdf2_ceiling), lower.
+# count of billions. The real limit is the board's ceiling (serverconf.pbkdf2_ceiling), lower.
 MAX_ITERATIONS = const(200000)
 _SALT_BYTES = const(16)
 _MAX_SALT_BYTES = const(64)  # a stored salt longer than this is a corrupt entry

@@ -9,8 +9,10 @@ import gc
 from pocketpost import compat, log
 from pocketpost.client import (_OAUTH, CONNECT_TIMEOUT, MIN_RATE, READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed,
                                Pop3Client, _forget)
-from pocketpost.compat import ConfigError
-from pocketpost.uidstate import DEFAULT_MAX_ENTRIES, UidState
+from pocketpost.compat import ConfigError, const
+from pocketpost.uidstate import UidState
+
+_DEFAULT_MAX_ENTRIES = const(500)  # uidstate's (a private copy)
 
 # The account's named defaults, by key (one dict: its keys are the account's own names, so the
 # defaults cost no interned name each in every process that fetches; MicroPython never frees one).
@@ -155,9 +157,9 @@ def account_from_dict(d):
     a["max_size"] = number("max_size", DEFAULTS["max_size"], 0)
     a["oversize"] = pick("oversize")
     a["max_messages"] = number("max_messages", DEFAULTS["max_messages"], 0)
-    # UIDs remembered (heap: see uidstate.DEFAULT_MAX_ENTRIES); with policy keep, the server keeps
+    # UIDs remembered (heap: see uidstate._DEFAULT_MAX_ENTRIES); with policy keep, the server keeps
     # more mail than this only for a board with the heap to spare.
-    a["max_entries"] = number("max_entries", DEFAULT_MAX_ENTRIES, 1)
+    a["max_entries"] = number("max_entries", _DEFAULT_MAX_ENTRIES, 1)
     verify = d.get("verify", True)
     if not isinstance(verify, bool):
         raise ConfigError("account %s: verify must be true or false" % name)

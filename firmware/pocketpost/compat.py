@@ -2,7 +2,9 @@
 
 Every other firmware module imports what differs between the two runtimes from here, so a
 port difference is fixed in one place. Each shim says why it exists and catches the exception
-that really occurs when the feature is missing.
+that really occurs when the feature is missing. The functions here are MicroPython's; CPython's
+own versions, where they differ, are in hostcompat.py, imported in their place under CPython only
+(so this module's .mpy interns none of their names on a board).
 """
 
 import os
@@ -14,9 +16,7 @@ IS_MICROPYTHON = sys.implementation.name == "micropython"
 try:  # MicroPython: const() folds at compile time; `_NAME = const(n)` costs no RAM.
     from micropython import const
 except ImportError:  # CPython has no micropython module.
-
-    def const(x):  # type: ignore[misc]  # CPython-only branch
-        return x
+    from pocketpost.hostcompat import const  # type: ignore[assignment]  # CPython-only branch
 
 
 # errno numbers we test for. MicroPython's errno lacks ENOSPC; these four are the same in Linux's
@@ -33,16 +33,8 @@ try:  # MicroPython has ticks_ms/ticks_diff (wrap-safe); CPython has monotonic.
     ticks_ms = time.ticks_ms  # type: ignore[attr-defined]
     ticks_diff = time.ticks_diff  # type: ignore[attr-defined]
     ticks_add = time.ticks_add  # type: ignore[attr-defined]
-except AttributeError:
-
-    def ticks_ms():
-        return int(time.monotonic() * 1000)  # type: ignore[attr-defined]  # CPython-only branch
-
-    def ticks_diff(a, b):
-        return a - b
-
-    def ticks_add(a, b):
-        return a + b
+except AttributeError:  # CPython-only branch
+    from pocketpost.hostcompat import ticks_add, ticks_diff, ticks_ms
 
 
 # The board's watchdog period (board.py's default; config.py's PBKDF2 ceiling for a config without
@@ -135,31 +127,15 @@ def rename(src, dst):
 
 
 def sync_file(f):
-    """Make a written file durable. On littlefs flush() commits the file; CPython needs fsync.
-    os.fsync exists on CPython only; os.sync exists on ESP32 but not on unix MicroPython."""
+    """Make a written file durable. On littlefs flush() commits the file; CPython needs fsync
+    (hostcompat.sync_file). os.fsync exists on CPython only; os.sync exists on ESP32 but not on
+    unix MicroPython."""
     f.flush()
-    fsync = getattr(os, "fsync", None)
-    if fsync is not None:
-        try:
-            fsync(f.fileno())
-        except (OSError, AttributeError, ValueError):
-            pass
 
 
 def sync_dir(path):
-    """A rename is durable on POSIX only once its directory is fsynced. littlefs needs nothing."""
-    if IS_MICROPYTHON:
-        return
-    try:
-        fd = os.open(path, os.O_RDONLY)  # type: ignore[attr-defined]  # CPython-only branch
-    except (OSError, AttributeError):
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """A rename is durable on POSIX only once its directory is fsynced (CPython:
+    hostcompat.sync_dir; MicroPython's unix port has no fsync at all). littlefs needs nothing."""
 
 
 def free_bytes(path):
@@ -193,18 +169,12 @@ def listdir_stat(path):
     Why: the store lists bucket directories and wants sizes; MicroPython's VfsLfs2 ilistdir gives
     (name, type, inode, size) for free, VfsPosix gives no size, CPython has no ilistdir."""
     out = []
-    il = getattr(os, "ilistdir", None)
-    if il is not None:
-        for e in il(path):
-            is_dir = e[1] == 0x4000
-            size = e[3] if len(e) > 3 else -1
-            if size < 0 and not is_dir:
-                size = os.stat(join(path, e[0]))[6]
-            out.append((e[0], is_dir, size))
-        return out
-    for e in os.scandir(path):
-        is_dir = e.is_dir()
-        out.append((e.name, is_dir, 0 if is_dir else e.stat().st_size))
+    for e in os.ilistdir(path):  # type: ignore[attr-defined]  # (CPython: hostcompat.listdir_stat)
+        is_dir = e[1] == 0x4000
+        size = e[3] if len(e) > 3 else -1
+        if size < 0 and not is_dir:
+            size = os.stat(join(path, e[0]))[6]
+        out.append((e[0], is_dir, size))
     return out
 
 
@@ -213,16 +183,10 @@ def iter_files(path):
     """Yield (name, size) for each file of a directory (subdirectories left out), as the listing
     goes: no list of the directory and no stat per entry where the port gives sizes (VfsLfs2's
     ilistdir). Why: the store checks every bucket against the index at boot in fixed RAM."""
-    il = getattr(os, "ilistdir", None)
-    if il is not None:
-        for e in il(path):
-            if e[1] != 0x4000:
-                size = e[3] if len(e) > 3 else -1
-                yield e[0], size if size >= 0 else os.stat(join(path, e[0]))[6]
-        return
-    for e in os.scandir(path):
-        if not e.is_dir():
-            yield e.name, e.stat().st_size
+    for e in os.ilistdir(path):  # type: ignore[attr-defined]  # (CPython: hostcompat.iter_files)
+        if e[1] != 0x4000:
+            size = e[3] if len(e) > 3 else -1
+            yield e[0], size if size >= 0 else os.stat(join(path, e[0]))[6]
 
 
 def forget(names):
@@ -250,3 +214,7 @@ def release_cold(held, names):
     if held[0] <= 0:
         held[0] = 0
         forget(names)
+
+
+if not IS_MICROPYTHON:  # CPython's own versions of the above (hostcompat.py's docstring says why apart)
+    from pocketpost.hostcompat import iter_files, listdir_stat, sync_dir, sync_file  # noqa: F811

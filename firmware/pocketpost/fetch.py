@@ -9,18 +9,21 @@ Per stored message a progress line gives its local UID and size; with -v (main's
 its From and Subject, parsed while it streams in (headers.py and its parser, ~6.6 KB of heap on
 the 64-bit unix port, are loaded only then).
 
-The config is read with `config.load` (every default named there, checked) and the store opened
-with `config.open_store(cfg)`, exactly as the server opens it: "store" gives "root" (default
-"/flash/mail", so a host config names its own), "quota" and "reserve"; "log.level" is the log level
-(POCKETPOST_LOG overrides it). "accounts" is a list of account objects (see
-client.account_from_dict). A relative root or state_dir is taken relative to the current directory.
-Heap (MicroPython): the start (fetchload.py, dropped after it) imports the config checks (config.py,
-auth.py) for the load and drops them after it when this call loaded them (a fetch never needs them
-again), with heapmark.py (used once, to set the GC threshold); then each local mailbox is opened
-(the store's first open after boot loads its recovery code, storescan.py, for the call); the client
-is imported after that, and drops its own cold modules once used (clientconf, uidload, uidcompact,
-clientauth, clientplan, clientget, clientend, clientrecover). The store's session side (storesession.py: lock, Mailbox, deletion commit) loads only to reconcile a fetch
-cut short by a crash (clientrecover.py).
+The config is read with `config.load(path, False)` (the sections a fetch uses, "store", "accounts"
+and "log", with their defaults, checked; the server's sections are left unchecked: serverconf.py
+is never loaded) and the store opened with `config.open_store(cfg)`, exactly as the server opens
+it: "store" gives "root" (default "/flash/mail", so a host config names its own), "quota" and
+"reserve"; "log.level" is the log level (POCKETPOST_LOG overrides it). "accounts" is a list of
+account objects (see client.account_from_dict). A relative root or state_dir is taken relative to
+the current directory.
+Heap (MicroPython): the start (fetchload.py, dropped after it) imports config.py for the load and
+drops it after it when this call loaded it (a fetch never needs it again), with heapmark.py (used
+once, to set the GC threshold); then each local mailbox is opened (the store's first open after
+boot loads its loading code, storeload.py, and its recovery, storescan.py, only if the mailbox
+needs repair, for the call); the client is imported after that, and
+drops its own cold modules once used (clientconf, uidload, uidcompact, clientauth, clientplan,
+clientget, clientend, clientrecover). The store's session side (storesession.py: lock, Mailbox,
+deletion commit) loads only to reconcile a fetch cut short by a crash (clientrecover.py).
 Exit status: 0 when every account fetched, 1 otherwise, 2 for a config that does not load.
 """
 

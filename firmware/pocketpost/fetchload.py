@@ -1,8 +1,9 @@
 """The fetch CLI's start (fetch.main): the config loaded and checked, the log level set, the store
 opened and each local mailbox loaded (recovered) before the client is imported. Cold code: fetch.main
-imports it for this and, on MicroPython, drops it after it, with the config checks (config.py,
-auth.py) and heapmark.py when this call loaded them (a fetch never needs them again; ~15 KB of heap
-on the 64-bit unix port, docs/FIGURES.md); its qstrs stay."""
+imports it for this and, on MicroPython, drops it after it, with config.py and heapmark.py when
+this call loaded them (a fetch never needs them again; docs/FIGURES.md); its qstrs stay. The
+config is loaded without its server side (config.load(path, False): serverconf.py and auth.py
+are never loaded, their names never interned: a fetch checks only "store", "accounts", "log")."""
 
 import sys
 
@@ -16,7 +17,7 @@ def load(config_path, only, log_level):
     # imported again would only confuse class identities).
     loaded = []
     if IS_MICROPYTHON:
-        loaded = [n for n in ("heapmark", "config", "auth") if "pocketpost." + n not in sys.modules]
+        loaded = [n for n in ("heapmark", "config") if "pocketpost." + n not in sys.modules]
     from pocketpost import heapmark
 
     heapmark.compact_gc()  # collect every heapmark.GC_THRESHOLD bytes: the large session buffers keep finding room
@@ -24,18 +25,19 @@ def load(config_path, only, log_level):
     from pocketpost import config
 
     try:
-        cfg = config.load(config_path)
+        cfg = config.load(config_path, False)  # not the server's sections (serverconf.py)
     except (config.ConfigError, OSError, ValueError) as e:  # one line, no traceback: say what to fix
         print("fetch: %s: %s" % (config_path, e))
         return None
     log.set_level(log_level or cfg["log"]["level"])
     store = config.open_store(cfg)  # the one place that turns cfg["store"] into a Store
     config = None
-    compat.forget(loaded)  # ~15 KB of heap on the 64-bit unix port (docs/FIGURES.md)
+    compat.forget(loaded)
     accounts = cfg["accounts"]
     for acct in accounts:
         # Open (recover) each local mailbox before the client is imported: the first open after
-        # boot loads the store's recovery code (storescan.py, ~7 KB, dropped after it), which
+        # boot loads the store's loading code (storeload.py, and the recovery, storescan.py, ~7 KB,
+        # if the mailbox needs repair; dropped after it), which
         # on top of the client and its session's buffers set the smallest heap. Best effort:
         # fetch_account opens it again and reports a failure. ("inbox": clientconf's default.)
         if only is None or acct.get("name") == only:

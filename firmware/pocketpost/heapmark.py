@@ -67,12 +67,12 @@ def threshold():
 
 
 # Modules only the start-up uses: once the services are built, nothing running refers to them
-# (config.py: loading, checking, open_store, ~14 KiB of heap on the 64-bit host; tls.py: the
+# (config.py and serverconf.py: loading, checking, open_store, ~14 KiB of heap on the 64-bit host; tls.py: the
 # server's TLS context, ~2.5 KiB; docs/FIGURES.md "Server heap"; serverstart.py: the POP3
 # server's and its login Service's set-up). A later user (a service restart, admin.py, a rehashed
 # password saved by server.py, a TLS fetch) imports them again.
 
 
-def forget(names=("config", "tls", "serverstart")):  # the start-up-only modules above
+def forget(names=("config", "serverconf", "tls", "serverstart")):  # the start-up-only modules above
     """compat.forget, by default of the start-up-only modules."""
     compat_forget(names)

@@ -18,9 +18,9 @@ import time
 from pocketpost.compat import const, ticks_diff, ticks_ms
 
 _DEBUG = const(10)
-INFO = const(20)
+_INFO = const(20)
 _WARNING = const(30)
-ERROR = const(40)
+_ERROR = const(40)
 # A line's level word, by level // 10 (0: a level of no name). One literal, split at import: the
 # short words of their own ("WARN") would be interned names, as a dict of them (LEVELS) was one more.
 _WORDS = "? DEBUG INFO WARN ERROR".split()
@@ -31,7 +31,7 @@ _RECENT_MAX = const(8)
 # A UTC year before this one is a clock nobody has set (see the module docstring).
 _CLOCK_SET_YEAR = const(2024)
 
-level = INFO
+level = _INFO
 recent = []  # type: list
 _sink = None  # a callable(line) replacing print, for tests
 _gmtime = time.gmtime  # the UTC clock: a callable() -> (year, month, day, hour, min, sec, ...)
@@ -51,7 +51,7 @@ def set_level(name):
     global level
     if isinstance(name, str):  # config's level: debug, info, warning or error (else info)
         names = ("debug", "info", "warning", "error")
-        name = (_DEBUG, INFO, _WARNING, ERROR)[names.index(name)] if name in names else INFO
+        name = (_DEBUG, _INFO, _WARNING, _ERROR)[names.index(name)] if name in names else _INFO
     level = name
 
 
@@ -85,7 +85,7 @@ def debug(msg, *args):
 
 
 def info(msg, *args):
-    log(INFO, msg, *args)
+    log(_INFO, msg, *args)
 
 
 def warning(msg, *args):
@@ -93,4 +93,4 @@ def warning(msg, *args):
 
 
 def error(msg, *args):
-    log(ERROR, msg, *args)
+    log(_ERROR, msg, *args)

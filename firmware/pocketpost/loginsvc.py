@@ -97,7 +97,7 @@ def save_hash(config_path, name, new_hash):
         users[name]["password"] = new_hash
         config_mod.save(config_path, raw)
     finally:
-        forget(("config",))  # start-up code (heapmark.forget): not kept for a rare save
+        forget(("config", "serverconf"))  # start-up code (heapmark.forget): not kept for a rare save
 
 
 def safe(name):

@@ -64,7 +64,9 @@ delete it, and must end the session without QUIT (what followed cannot be truste
 
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError, command, is_multiline, parse_listing, parse_reply
-from pocketpost.wire import BAD_LINE, MAX_RESPONSE_LINE, OVERLONG, DotUnstuffer, LineReader, unstuff_line
+from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader, unstuff_line
+
+_MAX_RESPONSE_LINE = const(512)  # wire's (a private copy)
 
 # Events returned by next_event().
 NEED_DATA = const(0)
@@ -79,10 +81,10 @@ END = const(7)
 # CAPA lines accepted before the reply is called endless (real servers send ~10).
 _MAX_CAPA_LINES = const(64)
 # Socket reads land in a receive buffer this big: a RETR moves in few reads; status and listing
-# lines are still bounded by MAX_RESPONSE_LINE (RFC 2449 section 4: 512 octets).
-RECV_BUFSIZE = const(4096)
+# lines are still bounded by _MAX_RESPONSE_LINE (RFC 2449 section 4: 512 octets).
+_RECV_BUFSIZE = const(4096)
 # Body bytes the slow path (dot lines, lone LFs, overlong lines) un-stuffs before handing them out;
-# clean lines go out straight from the receive buffer, up to RECV_BUFSIZE at a time. (Was 2 KiB
+# clean lines go out straight from the receive buffer, up to _RECV_BUFSIZE at a time. (Was 2 KiB
 # when every byte went through it; the heap is the scarcer resource.)
 CHUNK = const(1024)
 # The clean-line walk costs a little Python per line: below this many octets per line on average
@@ -154,8 +156,8 @@ def apop_timestamp(text):
 
 
 class ClientSession:
-    def __init__(self, recv_bufsize=RECV_BUFSIZE, chunk=CHUNK):
-        self.reader = LineReader(MAX_RESPONSE_LINE, bufsize=recv_bufsize)
+    def __init__(self, recv_bufsize=_RECV_BUFSIZE, chunk=CHUNK):
+        self.reader = LineReader(_MAX_RESPONSE_LINE, bufsize=recv_bufsize)
         self._unstuffer = DotUnstuffer()
         self._out = bytearray(chunk)
         self._omv = memoryview(self._out)
@@ -234,7 +236,7 @@ class ClientSession:
     def _next_line(self, what):
         ln = self.reader.next_line()
         if ln == OVERLONG:
-            self._fail("server line longer than %d octets (%s)" % (MAX_RESPONSE_LINE, what))
+            self._fail("server line longer than %d octets (%s)" % (_MAX_RESPONSE_LINE, what))
         if ln == BAD_LINE:
             self._fail("NUL in server line (%s)" % what)
         return ln

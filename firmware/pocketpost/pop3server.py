@@ -71,7 +71,7 @@ class Service:
 
     def __init__(self, server_cfg, users, store, tls_available=False):
         # server_cfg is config.check's "server" section: every key is there, defaults merged
-        # (config.SERVER_DEFAULTS is the one place they are written).
+        # (serverconf.SERVER_DEFAULTS is the one place they are written).
         self.cfg = server_cfg
         self.users = users
         self.store = store

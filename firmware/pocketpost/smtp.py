@@ -47,7 +47,7 @@ from pocketpost import storecore as store_mod  # the exceptions; store.py (Deliv
 from pocketpost.compat import IS_MICROPYTHON, const, release_cold
 from pocketpost.wire import OVERLONG
 
-# --- limits fixed by the RFCs (the configurable ones live in config.SMTP_DEFAULTS) -------------
+# --- limits fixed by the RFCs (the configurable ones live in serverconf.SMTP_DEFAULTS) ---------
 # Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
 # a peer speaking another protocol (or garbage) is let go instead of answered forever.
 _MAX_BAD_COMMANDS = const(20)

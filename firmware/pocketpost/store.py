@@ -107,13 +107,15 @@ after the import, 64-bit unix port, from .mpy):
     store.Mailbox resolves to it) and the deletion commit (write_intent, apply_deletions, also
     the roll-forward of recovery). A process that only delivers (the fetch CLI) never loads it.
   - Loaded for a call and dropped after it (MicroPython): storemerge.py (~2.5 KB: the files
-    above the index appended to it, at a lock after deliveries and every MERGE_AFTER
-    deliveries; file and UID names parsed; create), storescan.py (recovery: the roll-forward or
-    discard of an intent log, the scan, salvage, the rebuild from the files, the format-1
-    upgrade) and storecheck.py (Store.check, describe).
-    Recovery runs at the first lock or delivery of a mailbox after boot, at a lock that found
-    damage and at a check. _cold counts the calls under way in each group (_held: storescan,
-    storecheck, storemerge; _ixheld: storeindex, plus one while storesession is loaded), so a
+    above the index appended to it, at a lock after deliveries and every _MERGE_AFTER
+    deliveries; file and UID names parsed; create), storeload.py (the first load of a mailbox
+    after boot: the index verified and compared with one listing of the buckets, the clean case
+    finished there), storescan.py (recovery: the roll-forward or discard of an intent log, the
+    scan, salvage, the rebuild from the files, the format-1 upgrade) and storecheck.py
+    (Store.check, describe).
+    Recovery runs when a first load (storeload) finds anything to repair, at a lock that found
+    damage and at a check. _cold counts the calls under way in each group (_held: storeload,
+    storescan, storecheck, storemerge; _ixheld: storeindex, plus one while storesession is loaded), so a
     module in use is never dropped and a server keeps one copy of storeindex. Nothing outside a
     call refers to them: the exceptions, _Box and the RAM state live in storecore, reports are
     plain dicts, their generators are closed before the call returns.
@@ -134,12 +136,12 @@ from pocketpost.storecore import (_LOCKS, MailboxLocked, QuotaExceeded, Store, S
                                   _Delivery_ids, _msg_name, _os_error, _remove, describe, reboot, valid_name)
 
 # --- named limits -----------------------------------------------------------------------------
-# (BUCKET, MERGE_AFTER and the private _DEFAULT_QUOTA, _DEFAULT_RESERVE_BYTES, _MAX_NAME_LEN,
+# (BUCKET and the private _MERGE_AFTER, _DEFAULT_QUOTA, _DEFAULT_RESERVE_BYTES, _MAX_NAME_LEN,
 # _FREE_RECHECK and _FREE_MARGIN, with their reasons: storecore.py; store.X gives the public ones.)
 
 # Delivery I/O buffers: fixed, allocated once per delivery, never proportional to the message.
 _OUT_BUF = const(512)
-IN_BUF = const(512)
+_IN_BUF = const(512)  # storecore's (a private copy)
 # Delivery checks a chunk by walking its LFs while they average at least this many bytes apart,
 # and by C count passes over the rest of the chunk once lines are denser (see Delivery._take).
 _WALK_BYTES = const(32)
@@ -247,15 +249,15 @@ class Delivery:
                         self._put(data, end)
             elif isinstance(data, memoryview):
                 if self._in is None:
-                    self._in = bytearray(IN_BUF)
+                    self._in = bytearray(_IN_BUF)
                     self._inmv = memoryview(self._in)
                 buf = self._in
                 i = 0
                 n = len(data)
                 while i < n:
-                    k = min(IN_BUF, n - i)
+                    k = min(_IN_BUF, n - i)
                     buf[:k] = data[i : i + k]
-                    self._take(buf, k, buf if k == IN_BUF else self._inmv[:k])
+                    self._take(buf, k, buf if k == _IN_BUF else self._inmv[:k])
                     i += k
             else:
                 self._take(data, len(data), data)

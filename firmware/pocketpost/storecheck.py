@@ -7,10 +7,13 @@ MicroPython, drops it (and storescan) when no call is inside them.
 """
 
 from pocketpost import compat
-from pocketpost.storecore import _BOXES, _LOCKS, IN_BUF, StoreError, _Box, _clean_tmp
+from pocketpost.compat import const
+from pocketpost.storecore import _BOXES, _LOCKS, StoreError, _Box, _clean_tmp
 from pocketpost.storeindex import read_index_state
 from pocketpost.storemerge import _file_rec, _parse_msg_name
 from pocketpost.storescan import _commit_ok, _set_aside, buckets, recover, report, scan
+
+_IN_BUF = const(512)  # storecore's (a private copy)
 
 
 def inspect(box, rep):
@@ -30,7 +33,7 @@ def inspect(box, rep):
 def deep_read(box, rep, repair):
     """Read every message file to its end (a fixed buffer); a file that cannot be read is
     "unreadable" and, with repair, moved to damaged/. Returns how many were moved."""
-    buf = bytearray(IN_BUF)
+    buf = bytearray(_IN_BUF)
     moved = 0
     for k in buckets(box):
         for name, is_dir, size in compat.listdir_stat(box.p("b%d" % k)):

@@ -11,8 +11,9 @@ The store is split by who needs what, and when:
   - storesession.py: lock, Mailbox (Store.lock imports it).
   - storemerge.py (the files above the index appended to it, file and UID names parsed, create),
     storecommit.py (the deletion commit: a session's commit that deletes something, recovery's
-    roll-forward), storescan.py (recovery) and storecheck.py (Store.check, describe): loaded for
-    a call, dropped after it. Store() loads none of them: a server's start (config loaded, the
+    roll-forward), storeload.py (a mailbox's first load: the index checked against the files),
+    storescan.py (recovery: only when that check finds something to repair) and storecheck.py
+    (Store.check, describe): loaded for a call, dropped after it. Store() loads none of them: a server's start (config loaded, the
     server's code in the heap) is where its smallest heap is set.
 On MicroPython a module loaded for a call is dropped when the last call inside it returns (_held,
 _ixheld: the users under way, compat.release_cold); CPython keeps modules (a second copy would
@@ -32,8 +33,8 @@ _DEFAULT_QUOTA = const(1024 * 1024)
 _DEFAULT_RESERVE_BYTES = const(16 * 1024)
 _MAX_NAME_LEN = const(32)
 BUCKET = const(128)
-MERGE_AFTER = const(16)
-IN_BUF = const(512)
+_MERGE_AFTER = const(16)
+_IN_BUF = const(512)
 _FREE_RECHECK = const(32)
 _FREE_MARGIN = const(64 * 1024)
 
@@ -100,8 +101,8 @@ def _remove(path):
 def valid_name(name):
     if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME_LEN or name[0] == ".":
         return False
-    for ch in name:
-        if not ("a" <= ch <= "z" or "0" <= ch <= "9" or ch in "._-"):
+    for ch in name:  # (one long literal: short ones such as "z" would be interned names)
+        if ch not in "abcdefghijklmnopqrstuvwxyz0123456789._-":
             return False
     return True
 
@@ -161,9 +162,9 @@ class _Box:
         _cold("storemerge", "merge", self, recs)
 
     def merge_due(self):
-        """After a delivery: index the unindexed messages once MERGE_AFTER have piled up, if
+        """After a delivery: index the unindexed messages once _MERGE_AFTER have piled up, if
         nobody holds the mailbox and no delivery is in flight (a failure is retried later)."""
-        if self.unindexed >= MERGE_AFTER and self.path not in _LOCKS and not self.busy:
+        if self.unindexed >= _MERGE_AFTER and self.path not in _LOCKS and not self.busy:
             try:
                 self.merge()
             except (OSError, StoreError):
@@ -275,7 +276,7 @@ class Store:
             _BOXES[path] = box
         if not box.loaded:
             try:
-                _cold("storescan", "recover", box)
+                _cold("storeload", "load", box)  # (storescan.recover if anything needs repair)
             except OSError as e:
                 raise _os_error(e)
         return box
@@ -355,13 +356,13 @@ class Store:
         """Deliver what readinto(buf) yields (it returns the byte count, 0 at EOF)."""
         d = self.begin(name, arrival)
         try:
-            buf = bytearray(IN_BUF)
+            buf = bytearray(_IN_BUF)
             mv = memoryview(buf)
             while True:
                 n = readinto(buf)
                 if not n:
                     break
-                d.write(buf if n == IN_BUF else mv[:n])  # a full block: the no-copy path
+                d.write(buf if n == _IN_BUF else mv[:n])  # a full block: the no-copy path
             return d.commit()
         except BaseException:
             d.abort()
@@ -384,13 +385,13 @@ class Store:
         return storesession.lock(self, name)
 
 
-# The code loaded for a call (see the module docstring): storescan, storecheck, storemerge and
-# storecommit
+# The code loaded for a call (see the module docstring): storeload, storescan, storecheck,
+# storemerge and storecommit
 # (_held: the calls under way) and storeindex (_ixheld: the calls under way, plus one while
 # storesession, which imports it, is loaded), dropped on MicroPython once their count is back to
 # 0. A call into the first group holds storeindex too (they import it).
 _held = [0]
-_COLD = ("storecheck", "storescan", "storemerge", "storecommit")
+_COLD = ("storecheck", "storescan", "storemerge", "storecommit", "storeload")
 _ixheld = [0]
 _INDEX = ("storeindex",)
 
@@ -407,6 +408,10 @@ def _cold(mod, fn, *args):
             from pocketpost import storeindex
 
             return getattr(storeindex, fn)(*args)
+        if mod == "storeload":
+            from pocketpost import storeload
+
+            return getattr(storeload, fn)(*args)
         if mod == "storescan":
             from pocketpost import storescan
 
@@ -429,8 +434,8 @@ def _cold(mod, fn, *args):
 
 
 def recover_all(store):
-    """Every mailbox of store not loaded yet is recovered now (storescan.recover, as its first lock
-    or delivery would), the cold code loaded once for all of them; returns (mailboxes, failed).
+    """Every mailbox of store not loaded yet is loaded now (storeload.load, storescan.recover if
+    it needs repair, as its first lock or delivery would), the cold code loaded once for all of them; returns (mailboxes, failed).
     A mailbox that fails here is logged and left to its first lock (Store._box), as one made later
     is. For a service's start-up (serverstart.recover), while the heap holds little."""
     _held[0] += 1

@@ -5,7 +5,8 @@ Functions of a storecore._Box.
 Apart from storecore.py so that a role that reads no index keeps none of it: the session side
 (storesession.py: a lock verifies the index, Mailbox reads records, the deletion commit rewrites
 it) imports it and holds it for as long as it is loaded (storecore._ixheld), so a server keeps one
-copy; recovery (storescan.py, storecheck.py) and storemerge.py import it; a process that only
+copy; a first load (storeload.py), recovery (storescan.py, storecheck.py) and storemerge.py
+import it; a process that only
 delivers (the fetch CLI) loads it for those calls only (storecore._cold) and drops it after (on
 MicroPython). Appending to the index (merge) and parsing names: storemerge.py.
 """
@@ -17,21 +18,22 @@ from pocketpost import compat
 from pocketpost.compat import const
 from pocketpost.storecore import StoreError
 
-_crc32 = binascii.crc32  # in every MicroPython build with deflate (ESP32 and unix since 1.22)
+# binascii.crc32: in every MicroPython build with deflate (ESP32 and unix since 1.22).
 
 # The on-flash format. These are the originals: storecore, store, storescan and storesession repeat
 # the ones they use (const() folds them at compile time: they are not module attributes on
 # MicroPython); host_tests/dual/test_store.py checks they agree.
 _REC = const(24)  # one index record: six little-endian uint32
 _RECS_PER_READ = const(32)  # records read at once by a session (768-byte buffer)
-_FMT = "<6I"
-_FMT5 = "<5I"
+# A record's struct format: "<6I" (its first five fields: "<5I"), written out where used (a
+# module-level name for it would be one more interned name in every process that reads an index).
 # Format 2: a record's check is a CRC-32 (format 1, b'PPX1'/b'PPC1', used a weaker mix that had to
 # be verified record by record in Python; such an index is rebuilt from the files, UIDs kept, and
 # such an intent log is rewritten in format 2 and carried out: see storescan._upgrade_intent).
 _MAGIC_INDEX = const(0x32585050)  # b'PPX2'
 _MAGIC_COMMIT = const(0x32435050)  # b'PPC2'
-_OLD_MAGIC_INDEX = b"PPX1"
+# (format 1's index magic, b"PPX1", is storescan's: only its recovery reads it; a bytes value
+# here would be one more interned name in every process that reads an index)
 _OLD_MAGIC_COMMIT = const(0x31435050)  # b'PPC1'
 # A record's check is the CRC-32 of its first 20 bytes continued from this value, the CRC-32
 # residue: the CRC of a whole valid record (check included) continued from it gives it back, so a
@@ -41,24 +43,24 @@ _MASK = const(0xFFFFFFFF)
 _PLAIN = const(0x80000000)  # in a record's size field: the file is the wire form (plain or stuffed)
 _STUFFED = const(0x40000000)  # with _PLAIN: the file has dots added (their number is in its name)
 _SIZE = const(0x3FFFFFFF)  # the file's octets (messages are far below 1 GiB)
-_DAMAGED = "damaged"  # in a mailbox: message files set aside by a scan, kept for export/inspection
+# (the folder of files a scan sets aside, "damaged", is storescan's _DAMAGED, for the same reason)
 
 
 def _pack(buf, off, a, b, c, d, e):
-    struct.pack_into(_FMT5, buf, off, a, b, c, d, e)
-    struct.pack_into("<I", buf, off + 20, _crc32(memoryview(buf)[off : off + 20], _RES))
+    struct.pack_into("<5I", buf, off, a, b, c, d, e)
+    struct.pack_into("<I", buf, off + 20, binascii.crc32(memoryview(buf)[off : off + 20], _RES))
 
 
 def _unpack(buf, off):
     """The six fields of a record, or None if its check fails."""
-    if _crc32(memoryview(buf)[off : off + _REC], _RES) != _RES:
+    if binascii.crc32(memoryview(buf)[off : off + _REC], _RES) != _RES:
         return None
-    return struct.unpack_from(_FMT, buf, off)
+    return struct.unpack_from("<6I", buf, off)
 
 
 def _runs_ok(mv, n):
     """True if every record in mv[:n] (whole records) passes its check: one C call for them all."""
-    return _crc32(mv[:n], _RES) == _RES
+    return binascii.crc32(mv[:n], _RES) == _RES
 
 def _lsize(r, prev):
     """The LIST size of index record r (six fields) whose predecessor's running total is prev
@@ -143,7 +145,7 @@ def read_index_state(box):
             if n % _REC or not _runs_ok(mv, n):
                 return False
             if h is None:
-                h = struct.unpack_from(_FMT, buf, 0)
+                h = struct.unpack_from("<6I", buf, 0)
             last = n - _REC
     except OSError:  # an unreadable block: as good as a failed check
         return False
@@ -155,7 +157,7 @@ def read_index_state(box):
     last_seq = 0
     total = 0
     if count:
-        r = struct.unpack_from(_FMT, buf, last)
+        r = struct.unpack_from("<6I", buf, last)
         if r[1] < 1:
             return False
         last_seq = r[1]

@@ -3,7 +3,7 @@ message files delivered since the index's last record and append their records (
 message file's name and a UID, create a mailbox (its directories and empty index).
 
 Loaded for a call (storecore._cold), dropped after it on MicroPython: a merge runs at a lock that
-finds unindexed messages (after deliveries), every MERGE_AFTER deliveries with nobody holding the
+finds unindexed messages (after deliveries), every _MERGE_AFTER deliveries with nobody holding the
 mailbox, and in recovery; names are parsed by recovery and the check (storescan.py,
 storecheck.py, which import it), by a merge and by a restore's begin(uid=...). So a POP3 server's
 sessions keep none of it between those calls.

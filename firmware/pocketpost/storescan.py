@@ -2,9 +2,10 @@
 the files against the index (every valid record salvaged, damaged files set aside, the index
 rewritten from the files), the format-1 upgrade. Functions of a storecore._Box.
 
-Runs only at the first lock or delivery of a mailbox after boot, at a lock that found
-damage and under Store.check (storecheck.py), so storecore imports it only then (storecore._cold)
-and, on MicroPython, drops it when no call is inside it (see store.py's theory of operation).
+Runs only when the first lock or delivery of a mailbox after boot finds something to repair
+(storeload.py, which loads it then), at a lock that found damage and under Store.check
+(storecheck.py), so storecore imports it only then (storecore._cold) and, on MicroPython, drops it
+when no call is inside it (see store.py's theory of operation).
 Nothing outside a call refers to anything here: the exceptions and the RAM state (_Box, _BOXES,
 _LOCKS) live in storecore.py, reports are plain dicts, and the generators made here are closed
 before the call returns.
@@ -16,6 +17,7 @@ from pocketpost import compat, log
 from pocketpost.compat import const
 from pocketpost.storecore import BUCKET, StoreError, _msg_name, _remove
 from pocketpost.storeindex import _iter_recs, _lsize, _unpack, iter_index, read_index_state, write_index
+from pocketpost.storeload import _next, buckets, loaded
 from pocketpost.storemerge import _file_rec, _new_epoch, _parse_msg_name, scan_bucket
 
 # storeindex.py's private constants (const() folds them at compile time: they are not module
@@ -88,12 +90,7 @@ def recover(box, rep=None):
         # stays invisible and its seq is handed out again.
         scan(box, report(), True, True)
         rep["index"] = "rebuilt"
-    box.next_seq = max(box.floor, box.last_seq + 1)
-    box.count = box.idx_count
-    box.total = box.idx_total
-    box.unindexed = 0
-    box.suspect = "retry" in rep  # a same-seq file not renumbered yet: the next lock scans again
-    box.loaded = True
+    loaded(box, "retry" in rep)  # a same-seq file not renumbered yet: the next lock scans again
 
 
 def _upgrade_intent(box):
@@ -417,18 +414,6 @@ def _set_aside(box, t, why):
     log.warning("store %s: message %08x.%d damaged (%s): moved to %s/", box.path, t[0], t[1], why, _DAMAGED)
 
 
-def buckets(box):
-    out = []
-    for name, is_dir, _ in compat.listdir_stat(box.path):
-        if is_dir and len(name) > 1 and name[0] == "b":
-            try:
-                out.append(int(name[1:]))
-            except ValueError:
-                pass
-    out.sort()
-    return out
-
-
 def iter_kept(box, intent):
     """Index records whose seq is not in the intent log: a merge of two streams that are both
     in ascending seq order (a log is written in index order; _commit_ok checks it)."""
@@ -528,13 +513,6 @@ def _iter_salvage(path, rep):
             skip = 0
     finally:
         f.close()
-
-
-def _next(it):
-    """The next item of an iterator, or None at its end (next(it, default) is optional in MicroPython)."""
-    for r in it:
-        return r
-    return None
 
 
 def _commit_ok(path):

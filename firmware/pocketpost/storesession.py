@@ -13,7 +13,7 @@ through storecore._cold (storemerge.py, dropped after).
 
 from pocketpost import compat, log, storecore
 from pocketpost.compat import const
-from pocketpost.storecore import _BOXES, _LOCKS, IN_BUF, MailboxLocked, StoreError, _os_error
+from pocketpost.storecore import _BOXES, _LOCKS, MailboxLocked, StoreError, _os_error
 from pocketpost.storeindex import _lsize, _unpack, read_index_state
 
 storecore._ixheld[0] += 1  # storeindex stays loaded while this module is (storecore._cold never drops it)
@@ -30,6 +30,7 @@ _EIO = const(5)  # a stuffed file that does not un-stuff to its LIST size
 # Messages a session reported unreadable, kept in RAM until the next lock sets them aside (bounded:
 # more than this and the rest wait for another session or for check(deep=True)).
 _MAX_UNREADABLE = const(8)
+_IN_BUF = const(512)  # storecore's (a private copy)
 
 
 def lock(store, name):
@@ -68,7 +69,7 @@ def __getattr__(name):
 
 class _Unstuffed:
     """The message of a stuffed file (Mailbox.open): readinto(buf) un-stuffs the file through a
-    fixed IN_BUF block (wire.DotUnstuffer, which never meets a terminator in a sound file).
+    fixed _IN_BUF block (wire.DotUnstuffer, which never meets a terminator in a sound file).
     A terminator inside the file, or a message that does not come to `size` octets, raises
     OSError(EIO) like any other unreadable message."""
 
@@ -78,7 +79,7 @@ class _Unstuffed:
         self.f = f
         self.left = size
         self._u = DotUnstuffer()
-        self._buf = bytearray(IN_BUF)
+        self._buf = bytearray(_IN_BUF)
         self._s = 0
         self._e = 0
 

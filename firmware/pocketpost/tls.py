@@ -22,9 +22,9 @@ def server_context(cert_path, key_path):
     if IS_MICROPYTHON:
         ctx.load_cert_chain(_read(cert_path), _read(key_path))  # DER bytes (PEM is rejected)
     else:  # CPython: PEM copies (hostconn.py: host-only code, never loaded on a board)
-        from pocketpost import hostconn
+        from pocketpost.hostconn import server_context as host_server_context  # (no "hostconn" name)
 
-        hostconn.server_context(ctx, cert_path, key_path)
+        host_server_context(ctx, cert_path, key_path)
     return ctx
 
 
@@ -52,15 +52,15 @@ def client_context(ca_path=None, verify=True):
         if ca_path:
             ctx.load_verify_locations(cadata=_read(ca_path))
         elif not IS_MICROPYTHON:  # CPython: the system store (hostconn.py)
-            from pocketpost import hostconn
+            from pocketpost.hostconn import client_context as host_client_context
 
-            hostconn.client_context(ctx, True)
+            host_client_context(ctx, True)
     else:
         log.warning("tls: certificate verification DISABLED by configuration")
         if not IS_MICROPYTHON:  # CPython checks the name unless told not to (hostconn.py)
-            from pocketpost import hostconn
+            from pocketpost.hostconn import client_context as host_client_context
 
-            hostconn.client_context(ctx, False)
+            host_client_context(ctx, False)
         ctx.verify_mode = ssl.CERT_NONE  # type: ignore[attr-defined]  # the stub lacks it; the port has it
     return ctx
 

@@ -240,9 +240,9 @@ def nodelay(conn, on):
 async def connect(host, port, ms, ctx=None):
     """A TCP connection to host:port (with `ctx`, implicit TLS to that host), within ms."""
     if not IS_MICROPYTHON:  # asyncio's TLS at connect (hostconn.py)
-        from pocketpost import hostconn
+        from pocketpost.hostconn import connect as host_connect  # (no "hostconn" name interned on a board)
 
-        return await hostconn.connect(host, port, ms, ctx)
+        return await host_connect(host, port, ms, ctx)
     try:
         r, w = await asyncio.wait_for(asyncio.open_connection(host, port), ms / 1000)
     except asyncio.TimeoutError:

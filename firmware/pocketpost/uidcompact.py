@@ -11,11 +11,12 @@ import struct
 
 from pocketpost import compat
 from pocketpost.compat import const
-from pocketpost.uidstate import HEADER, MAX_STATE_LINE, StateError, _seal, hash_key, table_key
+from pocketpost.uidstate import HEADER, StateError, _seal, hash_key, table_key
 from pocketpost.wire import LineReader
 
 # uidstate's record layout and flags (its const() names are not module attributes on
 # MicroPython): keep equal (host_tests/test_fetch_heap.py checks).
+_MAX_STATE_LINE = const(220)  # uidstate's (a private copy)
 _REC = const(13)
 _KEY = const(8)
 _F_HEADERS = const(0x01)
@@ -40,7 +41,7 @@ def _check(ln):
 def _lines(st, f, v1):
     """Yield each record line's body after the header: bytes, or None for a line whose
     checksum fails (a partial last line counts as one). Sets v1[0] from the header."""
-    r = LineReader(MAX_STATE_LINE, _READ_BUF)
+    r = LineReader(_MAX_STATE_LINE, _READ_BUF)
     first = True
     while True:
         n = f.readinto(r.space())

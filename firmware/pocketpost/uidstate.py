@@ -23,7 +23,7 @@ torn last record: its checksum fails (or its line end is missing), `load()` igno
 next save compacts. A bad record followed by good ones is not a torn write: load refuses it.
 Compaction rewrites the snapshot whole through a temp file and an atomic rename (a cut leaves
 the old file; uidload.remove_tmp drops the temp file): when the journal would pass its bound
-(JOURNAL_MIN + half the snapshot, so a compaction costs at most twice the journal bytes it
+(_JOURNAL_MIN + half the snapshot, so a compaction costs at most twice the journal bytes it
 removes), when an old-format or torn file was loaded, and when more than _MAX_EDITS drops or
 changes are waiting (uidcompact.retain after a big deletion). Flash written per stored message is then
 ~2 records plus a share of the compactions (tools/bench_uidstate.py), not two whole files.
@@ -100,17 +100,17 @@ from pocketpost.compat import const
 # longer find one free 32,000-byte block; a no-PSRAM ESP32 has ~100 KiB in all. The file on flash
 # holds the full UIDs (~95 bytes per entry worst case). A mailbox that keeps more mail on the
 # server than this waits for deletions (state_full); a board with PSRAM can raise it per account.
-DEFAULT_MAX_ENTRIES = const(500)
+_DEFAULT_MAX_ENTRIES = const(500)
 # A state line: "P" + size + 40 hex + local UID (<= 19) + time + flag + a 70-octet UID (RFC 1939
 # section 7) + " " + 8 hex of CRC-32.
-MAX_STATE_LINE = const(220)
+_MAX_STATE_LINE = const(220)
 # Worst entry line: "S " + 10-digit time + " f " + 70-octet UID + " " + 8 hex + LF.
 _MAX_ENTRY_LINE = const(95)
 HEADER = b"pocketpost-uidl 2"
-# The journal may grow to JOURNAL_MIN + snapshot / _JOURNAL_SHARE bytes before a compaction: one
+# The journal may grow to _JOURNAL_MIN + snapshot / _JOURNAL_SHARE bytes before a compaction: one
 # flash block for a small state; at 2000 entries a compaction every ~400 stored messages, so it
 # adds ~1/2 KiB per message, for a flash need (flash_need) of 1.5 snapshots.
-JOURNAL_MIN = const(4096)
+_JOURNAL_MIN = const(4096)
 _JOURNAL_SHARE = const(2)
 # Drops / first_seen changes held between two saves (_EDIT = 14 bytes each, preallocated); more (a big
 # uidcompact.retain after QUIT) and the save compacts instead of journaling each.
@@ -160,12 +160,12 @@ def _flag_bits(flag):
 
 
 def _journal_bound(snap_bytes):
-    return JOURNAL_MIN + snap_bytes // _JOURNAL_SHARE
+    return _JOURNAL_MIN + snap_bytes // _JOURNAL_SHARE
 
 
 def max_snapshot(max_entries):
     """Bytes of the largest snapshot: max_entries worst-case lines, a pending line, header, J."""
-    return max_entries * _MAX_ENTRY_LINE + MAX_STATE_LINE + 64
+    return max_entries * _MAX_ENTRY_LINE + _MAX_STATE_LINE + 64
 
 
 def flash_need(max_entries):
@@ -181,11 +181,11 @@ def _seal(body):
 
 
 class UidState:
-    def __init__(self, state_dir, account, max_entries=DEFAULT_MAX_ENTRIES):
+    def __init__(self, state_dir, account, max_entries=_DEFAULT_MAX_ENTRIES):
         self.max_entries = max_entries
         self.dir = state_dir
         self.path = compat.join(state_dir, account + ".uidl")
-        self.journal_min = JOURNAL_MIN  # tests lower it to reach compactions with a few records
+        self.journal_min = _JOURNAL_MIN  # tests lower it to reach compactions with a few records
         self.buf = self._table(max_entries)  # n records of _REC bytes, sorted by key, then free space
         self.n = 0
         self.added = {}  # full key -> None: entries added since the last save (not on file yet)
@@ -377,7 +377,7 @@ class UidState:
 
     def _bound(self):
         """Bytes the journal may reach before a save compacts (see the theory above)."""
-        return _journal_bound(min(self._snap, max_snapshot(self.max_entries))) + self.journal_min - JOURNAL_MIN
+        return _journal_bound(min(self._snap, max_snapshot(self.max_entries))) + self.journal_min - _JOURNAL_MIN
 
     def due(self):
         """True if the next save of a message (its S and P records) would compact: a new or
@@ -388,7 +388,7 @@ class UidState:
         # shorter than an entry line), the entries added (the last message's), its P line.
         k = len(self.added)
         lines = self._ne + (k if k > 1 else 1)
-        return self._compact or self._jbytes + lines * _MAX_ENTRY_LINE + MAX_STATE_LINE > self._bound()
+        return self._compact or self._jbytes + lines * _MAX_ENTRY_LINE + _MAX_STATE_LINE > self._bound()
 
     def tidy(self):
         """Compact now if due(); returns True if it compacted."""

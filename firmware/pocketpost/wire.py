@@ -33,7 +33,7 @@ from pocketpost.compat import const
 # RFC 2449 section 4: "command lines ... MUST NOT exceed 255 octets, including the terminating CRLF".
 _MAX_COMMAND_LINE = const(255)
 # RFC 2449 section 4: a response's first line is at most 512 octets, including the CRLF.
-MAX_RESPONSE_LINE = const(512)
+_MAX_RESPONSE_LINE = const(512)
 
 # Results of LineReader.next_line() other than a line.
 OVERLONG = const(-1)  # the line exceeded the limit; its tail is being discarded

@@ -320,7 +320,7 @@ def test_table_preallocated_for_max_entries():
 def test_flash_need_covers_journal_and_compaction():
     need = uidstate.flash_need(2000)
     snap = uidstate.max_snapshot(2000)
-    assert snap >= 2000 * 95 and need >= snap + uidstate.JOURNAL_MIN + snap // 2
+    assert snap >= 2000 * 95 and need >= snap + 4096 + snap // 2  # (4096: uidstate._JOURNAL_MIN)
     assert uidstate.flash_need(10) < need
 
 
@@ -513,7 +513,8 @@ def test_store_reserve_includes_each_accounts_state_need():
         assert base.reserve == 1000
         two = config.open_store({"store": {"root": root, "reserve": 1000},
                                  "accounts": [{"name": "a"}, {"name": "b", "max_entries": 50}]})
-        assert two.reserve == 1000 + uidstate.flash_need(uidstate.DEFAULT_MAX_ENTRIES) + uidstate.flash_need(50)
+        # (500: uidstate._DEFAULT_MAX_ENTRIES, an account's default)
+        assert two.reserve == 1000 + uidstate.flash_need(500) + uidstate.flash_need(50)
     finally:
         cleanup()
 

@@ -175,8 +175,14 @@ def test_config_checks_without_auth_py_match_auth():
     a given one is still checked, and users' hash records still are (auth.py loaded for them)."""
     from pocketpost import auth
 
-    assert (config.DEFAULT_ITERATIONS, config.MAX_ITERATIONS) == (auth.DEFAULT_ITERATIONS, auth.MAX_ITERATIONS)
+    from pocketpost import serverconf
+
+    if not IS_MP:  # (const() names are not module attributes on MicroPython: by behaviour below)
+        assert (serverconf._DEFAULT_ITERATIONS, serverconf._MAX_ITERATIONS) == (auth.DEFAULT_ITERATIONS,
+                                                                                auth.MAX_ITERATIONS)
     assert config.defaults()["server"]["pbkdf2_iterations"] == auth.DEFAULT_ITERATIONS
+    # The ceiling is capped at the most iterations: a watchdog and an iteration cost that allow more.
+    assert serverconf.pbkdf2_ceiling({"watchdog": {"timeout_ms": 10 ** 9}})[0] == auth.MAX_ITERATIONS
     nets = config.SERVER_DEFAULTS["trusted_networks"]
     assert nets and all(auth.parse_cidr(n) is not None for n in nets)
     for bad in ({"server": {"trusted_networks": ["10.0.0.0/33"]}},
@@ -187,3 +193,27 @@ def test_config_checks_without_auth_py_match_auth():
         except ConfigError:
             pass
     assert config.check({"server": {"trusted_networks": ["10.0.0.0/8"]}})["server"]["trusted_networks"] == ["10.0.0.0/8"]
+
+
+def test_a_fetch_load_checks_the_fetch_sections_only():
+    """config.load(path, False) (the fetch CLI's start: serverconf.py never loaded) checks and
+    fills "store", "accounts" and "log" as load(path) does, with the secrets merged, and leaves
+    the server's sections ("server", "users", "smtp") as written; load(path) refuses them."""
+    def body(d):
+        bad_server = {"server": {"port": "pop3"}, "users": {"Bad Name": {}}, "smtp": {"domains": "x"},
+                      "store": {"root": d + "/mail"}, "accounts": [_acct()]}
+        path = _files(d, bad_server, {"accounts": {"isp": {"password": "s3cret"}}})
+        got = config.load(path, False)
+        assert got["store"] == {"root": d + "/mail", "quota": 0, "reserve": 65536}, got["store"]
+        assert got["log"] == {"level": "info"} and got["accounts"][0]["password"] == "s3cret", got
+        assert got["server"] == {"port": "pop3"} and got["users"] == {"Bad Name": {}} and got["smtp"] == {"domains": "x"}
+        _refused(lambda: config.load(path), "server.port")
+        for fetch_bad, words in (({"store": {"root": ""}}, ("store.root",)),
+                                 ({"store": {"quota": -1}}, ("store.quota",)),
+                                 ({"log": {"level": "loud"}}, ("log.level",)),
+                                 ({"accounts": [_acct(tls="none")]}, ("isp", "allow_plaintext"))):
+            path = _files(d, fetch_bad)
+            _refused(lambda: config.load(path, False), *words)
+        # The server side's names are config's too (module __getattr__), as before the split.
+        assert config.SERVER_DEFAULTS["port"] == 1100 and config.valid_name("inbox") and not config.valid_name(".x")
+    _with_dir(body)

@@ -980,11 +980,12 @@ def test_stuffed_file_damage_is_detected():
 
 
 def _cold_loaded():
-    """True if any of the store's cold modules (storescan, storecheck, storemerge) is in sys.modules."""
+    """True if any of the store's cold modules (storeload, storescan, storecheck, storemerge) is in
+    sys.modules."""
     import sys
 
     return "pocketpost.storescan" in sys.modules or "pocketpost.storecheck" in sys.modules or (
-        "pocketpost.storemerge" in sys.modules)
+        "pocketpost.storemerge" in sys.modules) or "pocketpost.storeload" in sys.modules
 
 
 def test_cold_code_dropped_after_the_first_lock_and_loaded_again_for_damage_found_later():
@@ -1057,7 +1058,7 @@ def test_split_store_loads_each_part_for_its_role():
         return ("pocketpost." + m) in sys.modules
 
     def body(root, st):
-        uids = [_deliver(st, "x", b"m%d\r\n" % i) for i in range(20)]  # > MERGE_AFTER: merged
+        uids = [_deliver(st, "x", b"m%d\r\n" % i) for i in range(20)]  # > _MERGE_AFTER: merged
         if IS_MICROPYTHON:
             assert not loaded("storemerge") and not loaded("storecommit"), sorted(sys.modules)
         # Held (as a caller inside the cold code would hold it), a module loaded would stay: a
@@ -1102,9 +1103,11 @@ def test_cold_module_constants_agree_with_the_store():
         skip("const() names are not module attributes on MicroPython: compared under CPython")
     from pocketpost import storecommit, storecore, storeindex, storemerge, storescan
 
-    for name in ("_REC", "_RECS_PER_READ", "_FMT", "_MAGIC_INDEX", "_MAGIC_COMMIT", "_OLD_MAGIC_INDEX",
-                 "_OLD_MAGIC_COMMIT", "_MASK", "_SIZE", "_DAMAGED"):
+    for name in ("_REC", "_RECS_PER_READ", "_MAGIC_INDEX", "_MAGIC_COMMIT", "_OLD_MAGIC_COMMIT", "_MASK", "_SIZE"):
         assert getattr(storescan, name) == getattr(storeindex, name) == getattr(store_mod, name), name
+    # (storescan's own, named in storeindex's comments: the record format, format 1's index magic,
+    # the set-aside folder)
+    assert (storescan._FMT, storescan._OLD_MAGIC_INDEX, storescan._DAMAGED) == ("<6I", b"PPX1", "damaged")
     for name in ("_REC", "_RECS_PER_READ", "_PLAIN", "_STUFFED", "_SIZE"):
         assert getattr(storesession, name) == getattr(storeindex, name), name
     for name in ("_REC", "_RECS_PER_READ", "_MAGIC_COMMIT", "_STUFFED", "_SIZE"):
@@ -1115,7 +1118,7 @@ def test_cold_module_constants_agree_with_the_store():
         assert getattr(storemerge, name) == getattr(storeindex, name), name
     for name in ("_PLAIN", "_STUFFED"):
         assert store_mod.__dict__[name] == getattr(storeindex, name), name
-    for name in ("IN_BUF", "BUCKET"):  # limits repeated beside the format
+    for name in ("_IN_BUF", "BUCKET"):  # limits repeated beside the format
         assert getattr(store_mod, name) == getattr(storecore, name), name
 
 
@@ -1137,20 +1140,20 @@ def test_recover_all_loads_every_mailbox_once_and_leaves_failures_to_their_first
         assert not boxes
         # z's recovery fails (a flash error): counted, logged, the others are loaded.
         store_mod._held[0] += 1  # the patched module stays the one _cold calls
-        from pocketpost import storescan as sc
+        from pocketpost import storeload as sl  # (a mailbox's first load: storescan.recover if needed)
 
-        real = sc.recover
+        real = sl.load
         try:
 
-            def failing(box, rep=None):
+            def failing(box):
                 if box.path.endswith("/z"):
                     raise OSError(5)
-                return real(box, rep)
+                return real(box)
 
-            sc.recover = failing
+            sl.load = failing
             assert storecore.recover_all(st) == (3, 1)
         finally:
-            sc.recover = real
+            sl.load = real
             compat.release_cold(storecore._held, storecore._COLD)  # the hold's end: dropped (MicroPython)
         if IS_MICROPYTHON:
             assert not _cold_loaded() and store_mod._held[0] == 0
@@ -1200,20 +1203,20 @@ def test_recover_all_leaves_a_mailbox_whose_recovery_runs_out_of_memory_to_its_f
         boxes = storecore._BOXES
         ix = storecore._ixheld[0]
         store_mod._held[0] += 1  # the patched module stays the one _cold calls
-        from pocketpost import storescan as sc
+        from pocketpost import storeload as sl  # (a mailbox's first load: storescan.recover if needed)
 
-        real = sc.recover
+        real = sl.load
         try:
 
-            def failing(box, rep=None):
+            def failing(box):
                 if box.path.endswith("/y"):
                     raise MemoryError("memory allocation failed")
-                return real(box, rep)
+                return real(box)
 
-            sc.recover = failing
+            sl.load = failing
             got = storecore.recover_all(st)
         finally:
-            sc.recover = real
+            sl.load = real
             compat.release_cold(storecore._held, storecore._COLD)
         assert got == (2, 1), got
         assert store_mod._held[0] == 0 and storecore._ixheld[0] == ix  # no count left behind
@@ -1260,3 +1263,137 @@ def test_server_start_recovery_failing_to_list_the_store_does_not_fail_the_start
         assert storecore._BOXES[root + "/y"].loaded
 
     _with_store(body)
+
+
+def _sound_case(root, damage):
+    """Mailbox x with messages in b0 (one stuffed: a .dN name) and one restored at seq 130 (b1),
+    then damage(box path, epoch of x's own UIDs) applied; returns the box path."""
+    st = Store(root)
+    uids = [_deliver(st, "x", b"m%d\r\n" % i, arrival=100 + i) for i in range(3)]
+    uids.append(_deliver(st, "x", b"Subject: s\r\n\r\n.dots\r\n..two\r\n", arrival=103))
+    d = st.begin("x", 104, uid="0000abcd.130")
+    d.write(b"restored\r\n")
+    d.commit()
+    path = root + "/x"
+    damage(path, uids[0].split(".")[0])
+    store_mod.reboot()
+    return path
+
+
+def _name(path, bucket, seq):
+    for n in os.listdir("%s/b%d" % (path, bucket)):
+        if n.split(".")[1] == str(seq):
+            return "%s/b%d/%s" % (path, bucket, n)
+    raise AssertionError("no file of seq %d" % seq)
+
+
+def _write(path, data):
+    f = open(path, "wb")
+    f.write(data)
+    f.close()
+
+
+def _add_byte(p):
+    f = open(p, "ab")
+    f.write(b"x")
+    f.close()
+
+
+def _rename_arrival(p):
+    parts = p.split("/")
+    n = parts[-1].split(".")
+    n[2] = str(int(n[2]) + 1)
+    os.rename(p, "/".join(parts[:-1] + [".".join(n)]))
+
+
+def _copy_as_second(p):
+    parts = p.split("/")
+    n = parts[-1].split(".")
+    n[2] = str(int(n[2]) + 50)
+    f = open(p, "rb")
+    data = f.read()
+    f.close()
+    _write("/".join(parts[:-1] + [".".join(n)]), data)
+
+
+def _redot(p):  # a stuffed file's dot count changed: another LIST size than its record's
+    parts = p.split("/")
+    n = parts[-1].split(".")
+    n[3] = "d%d" % (int(n[3][1:]) + 1)
+    os.rename(p, "/".join(parts[:-1] + [".".join(n)]))
+
+
+def _rmtree(p):
+    for n in os.listdir(p):
+        os.remove(p + "/" + n)
+    os.rmdir(p)
+
+
+# (damage, sound: a mailbox storeload finishes without storescan)
+_SOUND_CASES = (
+    (lambda p, e: None, True),
+    (lambda p, e: _write(p + "/b1/%s.131.105.p" % e, b"new\r\n"), True),  # above the index: merge's
+    (lambda p, e: _write(p + "/b0/notes.txt", b"x"), True),  # not a message name: ignored by a scan too
+    (lambda p, e: _write(p + "/b0/%s.200.105.p" % e, b"x\r\n"), True),  # another bucket's seq: ignored too
+    (lambda p, e: _write(p + "/index.new", b"torn"), True),  # a rewrite cut short: removed, nothing to scan
+    (lambda p, e: os.remove(_name(p, 0, 2)), False),  # missing
+    (lambda p, e: _add_byte(_name(p, 0, 3)), False),  # damaged (another size)
+    (lambda p, e: _rename_arrival(_name(p, 0, 1)), False),  # renamed (name and record disagree)
+    (lambda p, e: _redot(_name(p, 0, 4)), False),  # renamed (another LIST size)
+    (lambda p, e: _copy_as_second(_name(p, 0, 2)), False),  # a second file of a seq
+    (lambda p, e: _write(p + "/b0/%s.50.105.p" % e, b"x\r\n"), False),  # below the index's end: recovered
+    (lambda p, e: _write(p + "/b1/%s.131.105.p.d9" % e, b"x\r\n"), False),  # not a valid name: ignored...
+    (lambda p, e: _write(p + "/b1/%s.131.105.d9" % e, b"x\r\n"), False),  # shorter than its dots: damaged
+    (lambda p, e: _rmtree(p + "/b1"), False),  # a bucket gone: its records missing
+    (lambda p, e: _write(p + "/commit", b"PPC2"), False),  # a deletion commit in flight: recovery's
+)
+
+
+def test_a_sound_mailbox_loads_without_the_repair_code_and_agrees_with_a_scan():
+    """storeload.load (a mailbox's first load after boot) finishes a sound mailbox itself and
+    imports storescan.py (recovery) only when there is something to repair: its verdict on the
+    files against the index is the count-only scan's (storescan.scan, repair=False), case by case,
+    and the load's result is recovery's."""
+    import sys
+
+    import pocketpost
+    from pocketpost import storecore, storeload, storescan
+
+    for i in range(len(_SOUND_CASES)):
+        damage, sound = _SOUND_CASES[i]
+        if i == 11:
+            sound = True  # (".p.d9": five fields, not a message name: ignored)
+
+        def body(root, st):
+            path = _sound_case(root, damage)
+            box = storecore._Box(path)
+            if not box.read_index_state():
+                raise AssertionError("case %d: index must read" % i)
+            rep = storescan.report()
+            storescan.scan(box, rep, False)
+            problems = [k for k in ("bad_records", "missing", "damaged", "recovered", "renamed", "duplicates")
+                        if rep[k]] + [k for k in ("broken", "overflow") if k in rep]
+            intent = os.path.exists(path + "/commit") if not IS_MICROPYTHON else "commit" in os.listdir(path)
+            assert (storeload._sound(box) is not None) == (not problems), (i, rep)
+            assert (not problems and not intent) == sound, (i, rep)
+            # The load itself: storescan imported for it only when there is something to repair.
+            saved = sys.modules.pop("pocketpost.storescan", None)
+            if hasattr(pocketpost, "storescan"):
+                delattr(pocketpost, "storescan")
+            store_mod._held[0] += 1  # nothing dropped until we looked
+            try:
+                n = Store(root).usage("x")
+                assert ("pocketpost.storescan" in sys.modules) == (not sound), (i, sorted(sys.modules))
+            finally:
+                compat_release = storecore.compat.release_cold
+                compat_release(storecore._held, storecore._COLD)
+                if saved is not None and not IS_MICROPYTHON:  # CPython keeps one copy (class identities)
+                    sys.modules["pocketpost.storescan"] = saved
+                    pocketpost.storescan = saved
+            mb = Store(root).lock("x")
+            assert (mb.count, mb.total_size) == n, (i, n)
+            mb.release()
+            want = 5 + (i == 1)  # the file above the index merged in
+            assert mb.count == want or not sound, (i, mb.count)
+
+        _with_store(body)
