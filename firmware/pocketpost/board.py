@@ -352,14 +352,22 @@ class Supervisor:
             self.tasks.append(asyncio.create_task(self._run(svc)))
 
     async def wait(self):
-        for t in self.tasks:
-            await t
+        """Until every service is done; raises at once when one's task ends in an exception (its
+        failure could not even be handled, see _run), not only when the tasks before it end."""
+        await asyncio.gather(*self.tasks)
 
     def stop(self):
         for t in self.tasks:
             t.cancel()
 
     async def _run(self, svc):
+        try:
+            await self._supervise(svc)
+        except Exception:  # its failure's handling failed (a MemoryError while logging it): no
+            svc.state = "dead"  # restart from a wedged heap; wait() raises it, board.main resets
+            raise
+
+    async def _supervise(self, svc):
         delay = self.backoff_ms
         while True:
             svc.state = "running"
@@ -668,7 +676,8 @@ class Runner:
             self.supervisor.add("fetch", lambda: self.fetch_schedule(interval))
         self.supervisor.start()
         log.info("pocketpost: services %s started", [s.name for s in self.supervisor.services])
-        await self.supervisor.wait()
+        if self.supervisor.tasks:  # a keeper that dies (a MemoryError in its log line) ends the run too
+            await asyncio.gather(self.supervisor.wait(), *self.tasks)
 
 
 async def _stop(tasks, ms):
@@ -723,10 +732,14 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=_FA
             log.warning("interrupted: watchdog now fed by a timer; machine.reset() to restart")
         raise
     except Exception as e:  # config unreadable, store unusable, a bug outside the supervisor
-        log.error("pocketpost stopped: %s", _exc_line(e))
-        _print_exception(e)
+        try:
+            log.error("pocketpost stopped: %s", _exc_line(e))
+            _print_exception(e)
+            if hw.reset is not None:
+                log.error("resetting in %d ms (Ctrl-C for the REPL)", fatal_delay_ms)
+        except Exception:  # MemoryError: a full heap must still reset, not leave a dead board
+            pass
         if hw.reset is None:
             raise
-        log.error("resetting in %d ms (Ctrl-C for the REPL)", fatal_delay_ms)
         time.sleep(fatal_delay_ms / 1000)
         hw.reset()

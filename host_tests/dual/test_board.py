@@ -381,6 +381,102 @@ def test_supervisor_resets_the_board_after_too_many_failures():
     assert logs.having("keeps failing: resetting the board")
 
 
+class _Wedged(Exception):
+    """A failure whose own handling fails: formatting it for the log raises MemoryError, as any
+    log line can when the heap is full."""
+
+    def __str__(self):
+        raise MemoryError("no heap for the log line")
+
+
+def test_supervisor_does_not_hang_when_a_failure_cannot_be_handled():
+    # The second service's failure handling itself fails (MemoryError while logging it): its task
+    # ends, and wait() must raise at once, not keep waiting for the first service (which runs
+    # forever): board.main then resets the board instead of leaving one service dead.
+    logs = Logs()
+    sup = board.Supervisor(backoff_ms=1, backoff_max_ms=1, reset_after=0)
+
+    async def forever():
+        while True:
+            await asyncio.sleep(0.01)
+
+    async def wedged():
+        raise _Wedged()
+
+    async def go():
+        sup.add("steady", forever)
+        sup.add("wedged", wedged)
+        sup.start()
+        try:
+            await asyncio.wait_for(sup.wait(), 3)
+        except asyncio.TimeoutError:
+            return "hung"
+        except MemoryError:
+            return "raised"
+        finally:
+            sup.stop()
+
+    try:
+        got = run(go())
+    finally:
+        logs.close()
+    assert got == "raised", got
+    assert sup.info()["wedged"]["state"] == "dead" and sup.info()["steady"]["starts"] == 1
+
+
+def test_main_resets_when_a_keeper_dies():
+    # The Wi-Fi keeper dies (its link poll raises MemoryError) while a service runs forever:
+    # board.main must reset the board, not run on with nobody reconnecting Wi-Fi.
+    logs = Logs()
+    secrets = _tmpname("secrets")
+    root = _tmpname("mail")
+    cfgp = _tmpname("cfg")
+    with open(secrets, "w") as f:
+        f.write('{"ssid": "testnet", "password": "pw"}')
+    with open(cfgp, "w") as f:
+        f.write('{"store": {"root": "%s"}, "services": {"server": false}, '
+                '"wifi": {"secrets": "%s", "retries": 1, "check_ms": 1}}' % (root, secrets))
+
+    class BreakingWLAN(FakeWLAN):
+        def isconnected(self):
+            if self.connected:
+                raise MemoryError("heap exhausted")
+            return FakeWLAN.isconnected(self)
+
+    resets = []
+    base = board.Runner
+
+    class Run(base):
+        async def run(self, secrets_path=None):
+            async def forever():
+                while True:
+                    await asyncio.sleep(0.01)
+
+            async def limit():  # the bound of this test: a hung run() ends here, without a reset
+                await asyncio.sleep(3)
+                raise KeyboardInterrupt
+
+            self.supervisor.add("steady", forever)
+            self._spawn(limit())
+            await base.run(self, secrets_path)
+
+    hw = board.Hardware(wlan=BreakingWLAN(polls=0), reset=lambda: resets.append(1))
+    board.Runner = Run
+    try:
+        board.main(cfgp, hw, fatal_delay_ms=0)
+        hung = False
+    except KeyboardInterrupt:
+        hung = True
+    finally:
+        board.Runner = base
+        logs.close()
+        os.remove(cfgp)
+        os.remove(secrets)
+        _rmtree(root)
+    assert not hung and resets == [1]
+    assert logs.having("pocketpost stopped: MemoryError"), logs.lines
+
+
 def test_supervisor_stop_cancels_services():
     sup = board.Supervisor(backoff_ms=1)
 
