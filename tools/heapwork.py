@@ -31,7 +31,7 @@ if not RUNNER:
 # then Runner.serve imports pocketpost.server): the board's order measured 3-4 KiB more for
 # a (main and w3-serverheap alike, docs/FIGURES.md "Server heap"); kept so that figures stay
 # comparable with the earlier ones. With "board": board.main's order (config, store, then with
-# "fetch" the client as board.Runner.settle_fetches imports it at boot, then the services).
+# "fetch" the client as boardstart.start imports it at boot (to settle the fetch state), then the services).
 from pocketpost import log  # noqa: E402
 
 BOARD = "board" in sys.argv
@@ -166,7 +166,7 @@ def _runner(path, go, flags):
             print("FETCHED", st.get("bytes", st))
         import micropython
 
-        micropython.qstr_info()
+        micropython.qstr_info(*(1,) if "all_qstr_names" in flags else ())  # as _fetch below
 
     async def _ready(r):
         while r.server is None or ("smtp" in flags and r.smtp is None):
