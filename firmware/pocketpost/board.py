@@ -613,9 +613,6 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=_FA
     hw = hw if hw is not None else Hardware()
     runner = None
     try:
-        # The start-up code before the config: both are dropped before the services load, and
-        # leave one free run, not two with the store's code between them (bench_heap c).
-        __import__("pocketpost.boardstart")
         cfg = load_config(config_path)
         lv = _section(cfg, "log").get("level")
         if lv:

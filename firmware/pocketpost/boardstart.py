@@ -1,5 +1,5 @@
 """The board's start-up (pocketpost.board.Runner.run): what runs once before the services start,
-then leaves the heap (board.Runner.run forgets this module once it returns). The watchdog, Wi-Fi
+then leaves the heap (board.Runner.run loads it after the config and forgets it once it returns). The watchdog, Wi-Fi
 and the clock brought up from the config, the Wi-Fi secrets read, the store opened and checked
 (repairing), each account's UIDL state settled, the configured services added to the supervisor. Nothing here
 is referred to once the services run (a function of this module kept alive would keep all of it):
