@@ -28,7 +28,9 @@ The upstream of the fetcher is a second pocketpost server process (full heap).
 
 --runner runs a-c through board.main as main.py does (boot.py's safemode and flashfs first; the
 Runner with stand-in Wi-Fi, NTP and watchdog; the fetch from the fetch schedule): what a board
-running everything holds, board.py's code and interned names included.
+running everything holds, board.py's code and interned names included. There a service's first
+failure fails the trial at once (heapwork's stand-in machine.reset ends the process), as a failure
+does in the plain workload; a trial that waits out one of its bounds prints HANG and its cause.
 """
 
 import argparse
