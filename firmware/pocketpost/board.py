@@ -212,10 +212,6 @@ class Wifi:
                 await self.connect()
             await _sleep_ms(self.check_ms)
 
-    def info(self):
-        return {"up": self.up, "ssid": self.ssid, "address": self.address, "connects": self.connects,
-                "drops": self.drops, "attempts": self.attempts, "last_error": self.last_error}
-
 
 # --- clock --------------------------------------------------------------------------------
 
@@ -257,10 +253,6 @@ class Clock:
             if wifi is None or wifi.up:
                 ok = self.sync()
             await _sleep_ms((self.interval_s if ok else self.retry_s) * 1000)
-
-    def info(self):
-        return {"set": clock_is_set(), "host": self.host, "syncs": self.syncs, "failures": self.failures,
-                "last_error": self.last_error}
 
 
 # --- watchdog -----------------------------------------------------------------------------
@@ -370,10 +362,6 @@ class Supervisor:
             svc.state = "broken"  # restart from a wedged heap; wait() raises it, board.main resets
             raise
 
-    def info(self):
-        return dict((s.name, {"state": s.state, "starts": s.starts, "failures": s.failures,
-                              "last_error": s.last_error}) for s in self.services)
-
 
 # --- services -----------------------------------------------------------------------------
 
@@ -457,13 +445,6 @@ class Runner:
                         "mailbox locks released anyway", left)
         return left
 
-    def sessions(self):
-        """Open sessions, POP3 and SMTP together (admin.status)."""
-        n = 0
-        for srv in (self.server, self.smtp):
-            if srv is not None:
-                n += srv.slots.sessions
-        return n
 
     async def serve(self):
         from pocketpost import server

@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from pocketpost import board, boardstart, log, safemode
+from pocketpost import admin, board, boardstart, log, safemode
 from pocketpost.compat import ticks_diff, ticks_ms
 
 IS_MP = sys.implementation.name == "micropython"
@@ -253,7 +253,7 @@ def test_wifi_drop_and_return_while_a_session_runs():
         logs.close()
     assert steps == list(range(60))  # the session ran every step
     assert seen_down, "the outage happened while the session ran"
-    assert wifi.up and wifi.drops == 1 and wifi.connects == 2, wifi.info()
+    assert wifi.up and wifi.drops == 1 and wifi.connects == 2, admin.wifi_info(wifi)
     assert wifi.attempts >= 3  # at least one failed attempt while the AP was away
     assert logs.having("link lost (drop 1)")
     assert wdt.feeds >= 2 and not wdt.expired(), (wdt.feeds, wdt.worst_gap)
@@ -340,7 +340,7 @@ def test_supervisor_restarts_a_crashed_service_with_backoff():
         run(go())
     finally:
         logs.close()
-    info = sup.info()
+    info = admin.services(sup)
     assert len(runs) == 4 and info["flaky"]["starts"] == 4 and info["flaky"]["state"] == "done"
     assert info["flaky"]["failures"] == 3 and "MemoryError" in info["flaky"]["last_error"]
     assert info["steady"]["starts"] == 1 and info["steady"]["state"] == "done"
@@ -421,7 +421,7 @@ def test_supervisor_does_not_hang_when_a_failure_cannot_be_handled():
     finally:
         logs.close()
     assert got == "raised", got
-    assert sup.info()["wedged"]["state"] == "broken" and sup.info()["steady"]["starts"] == 1
+    assert admin.services(sup)["wedged"]["state"] == "broken" and admin.services(sup)["steady"]["starts"] == 1
 
 
 def test_main_resets_when_a_keeper_dies():
@@ -487,11 +487,11 @@ def test_supervisor_stop_cancels_services():
     async def go():
         sup.add("svc", forever)
         sup.start()
-        assert await until(lambda: sup.info()["svc"]["state"] == "running")
+        assert await until(lambda: admin.services(sup)["svc"]["state"] == "running")
         sup.stop()
-        return await until(lambda: sup.info()["svc"]["state"] == "stopped")
+        return await until(lambda: admin.services(sup)["svc"]["state"] == "stopped")
 
-    assert run(go()), sup.info()
+    assert run(go()), admin.services(sup)
 
 
 # --- safe mode -----------------------------------------------------------------------------
@@ -926,13 +926,13 @@ def test_sessions_counts_pop3_and_smtp():
             self.slots = Slots(n)
 
     r = board.Runner({}, board.Hardware())
-    assert r.sessions() == 0
+    assert admin.sessions(r) == 0
     r.server = Srv(2)
-    assert r.sessions() == 2
+    assert admin.sessions(r) == 2
     r.smtp = Srv(3)
-    assert r.sessions() == 5
+    assert admin.sessions(r) == 5
     r.server = None
-    assert r.sessions() == 3
+    assert admin.sessions(r) == 3
 
 
 def test_runner_settles_fetch_state_before_any_service_starts():
