@@ -16,7 +16,7 @@ from pocketpost.store import Store
 
 SCRIPT = r'''
 import asyncio, json, sys, time
-from pocketpost import board, log
+from pocketpost import admin, board, log
 from test_board import FakeWLAN
 
 CFG, SECRETS = sys.argv[1], sys.argv[2]
@@ -36,15 +36,15 @@ async def until(cond, what, ms=30000):
         await asyncio.sleep(0.01)
 
 async def weather():
-    await until(lambda: r.sessions() >= 1, "the client to connect")
+    await until(lambda: admin.sessions(r) >= 1, "the client to connect")
     wlan.drop()                      # the client waits for DROPPED before its RETRs
     say("DROPPED")
     await until(lambda: r.wifi.attempts >= 3, "the keeper to retry with back-off")
     wlan.ap_up = True
     await until(lambda: r.wifi.up, "the reconnect")
     say("BACK")
-    await until(lambda: r.sessions() == 0, "the session to go on to its QUIT")
-    say("RESULT " + json.dumps([r.wifi.info(), r.supervisor.info()]))
+    await until(lambda: admin.sessions(r) == 0, "the session to go on to its QUIT")
+    say("RESULT " + json.dumps([admin.wifi_info(r.wifi), admin.services(r.supervisor)]))
     r.stop()
 
 async def main():

@@ -28,7 +28,9 @@ The upstream of the fetcher is a second pocketpost server process (full heap).
 
 --runner runs a-c through board.main as main.py does (boot.py's safemode and flashfs first; the
 Runner with stand-in Wi-Fi, NTP and watchdog; the fetch from the fetch schedule): what a board
-running everything holds, board.py's code and interned names included.
+running everything holds, board.py's code and interned names included. There a service's first
+failure fails the trial at once (heapwork's stand-in machine.reset ends the process), as a failure
+does in the plain workload; a trial that waits out one of its bounds prints HANG and its cause.
 """
 
 import argparse
@@ -215,6 +217,9 @@ def _patch_config(path, **sections):
 
 
 def _wait_log(srv, word, timeout=90):
+    """True once `word` is in the log; False as soon as the process has ended (a failed trial:
+    with --runner a service's failure ends it, see heapwork.py); None if it is still running
+    after `timeout` s: a hang, which the trial reports (_hang)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if word in srv.log():
@@ -222,7 +227,15 @@ def _wait_log(srv, word, timeout=90):
         if not srv.alive():
             return False
         time.sleep(0.02)
-    return False
+    return None
+
+
+def _hang(kib, what, srv):
+    """A trial that waited out one of its bounds fails, and says so (whatever -v says), with the
+    last lines of its log: a hang is a finding (a stalled board, or the harness), not a size."""
+    tail = srv.log().strip().splitlines()[-3:]
+    print("      heap %d KiB: HANG, %s; exit %s; log ends: %s" % (kib, what, srv.proc.poll() if srv.proc else "?",
+                                                                " | ".join(l[-160:] for l in tail)), flush=True)
 
 
 def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=False):
@@ -256,7 +269,10 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
                 srv.start(args=["-m", "heapwork", srv.config_path, go] + flags, micropypath=env.mpy)
         except RuntimeError:
             return False
-        if not _wait_log(srv, "READY", 15):
+        up = _wait_log(srv, "READY", 15)
+        if not up:
+            if up is None:
+                _hang(kib, "no READY within 15 s", srv)
             return False
         if sessions == 0:
             s = socket.create_connection(("127.0.0.1", srv.port), 10)
@@ -282,6 +298,7 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
         for t in ts:
             t.start()
         fetched_ok = True
+        t0 = time.time()
         try:
             if sessions > 1 or fetch:
                 barrier.wait(60)  # every session is in the middle of its RETR
@@ -293,11 +310,21 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
                         c.sendmail("bench@example.org", ["u0@example.org"], smtp_msg)
                         c.quit()
                     fetched_ok = _wait_log(srv, "FETCHED")
-        except (threading.BrokenBarrierError, OSError, smtplib.SMTPException):
+                    if fetched_ok is None:
+                        _hang(kib, "no FETCHED within 90 s", srv)
+        except threading.BrokenBarrierError:
             fetched_ok = False
+            if time.time() - t0 >= 59:  # (a session that failed breaks it at once)
+                _hang(kib, "the sessions never all reached their hold (60 s)", srv)
+        except (OSError, smtplib.SMTPException) as e:
+            fetched_ok = False
+            if isinstance(e, socket.timeout):
+                _hang(kib, "the SMTP session timed out (60 s)", srv)
         release.set()
         for t in ts:
             t.join(120)
+            if t.is_alive():
+                _hang(kib, "a POP3 session still running after 120 s", srv)
         ok = fetched_ok and all(r is True for r in res) and srv.alive()
         if VERBOSE[0] and not ok:
             print("      ", res, fetched_ok, "exit", srv.proc.poll())

@@ -7,7 +7,8 @@
 # config's first account into the same store; with "smtp" the SMTP receiver too (when
 # pocketpost.smtpserver exists). The fetch starts once GO_FILE exists (the benchmark creates it
 # when its POP3 sessions are in the middle of their RETRs) and prints "FETCHED <bytes>" when done.
-# The process serves until killed.
+# The process serves until killed. With "runner", a service's failure or a fatal error ends it
+# (exit status 3, after "RESET"): board.main's reset, stood in for.
 import sys
 
 RUNNER = "runner" in sys.argv
@@ -30,7 +31,7 @@ if not RUNNER:
 # then Runner.serve imports pocketpost.server): the board's order measured 3-4 KiB more for
 # a (main and w3-serverheap alike, docs/FIGURES.md "Server heap"); kept so that figures stay
 # comparable with the earlier ones. With "board": board.main's order (config, store, then with
-# "fetch" the client as board.Runner.settle_fetches imports it at boot, then the services).
+# "fetch" the client as boardstart.start imports it at boot (to settle the fetch state), then the services).
 from pocketpost import log  # noqa: E402
 
 BOARD = "board" in sys.argv
@@ -63,6 +64,18 @@ def _exists(p):
         return True
     except OSError:
         return False
+
+
+def _up():
+    """READY; with "prof", the live heap once every service listens (a collection the plain
+    benchmark does not make, so only then)."""
+    if "prof" in sys.argv:
+        import gc
+
+        gc.collect()
+        print("READY live", gc.mem_alloc())
+    else:
+        print("READY")
 
 
 async def _go(go):
@@ -121,10 +134,22 @@ def _runner(path, go, flags):
         def feed(self):
             pass
 
+    def reset():  # machine.reset: the process ends, as a board's reset ends everything
+        print("RESET")
+        raise SystemExit(3)
+
     base = board.Runner
 
     class Run(base):
+        def __init__(self, cfg, hw):
+            base.__init__(self, cfg, hw)
+            # A service's first failure resets (the board's default waits for the 8th, after
+            # about 2 minutes of back-off): the trial fails then, as the plain workload's does.
+            self.supervisor.reset_after = 1
+
         async def run(self, secrets_path=None):  # READY once the services listen
+            if "prof" in flags:  # tools/heapprof.py, as in main() below
+                __import__("heapprof").start()
             asyncio.create_task(_ready(self))
             await base.run(self, secrets_path)
 
@@ -141,12 +166,12 @@ def _runner(path, go, flags):
             print("FETCHED", st.get("bytes", st))
         import micropython
 
-        micropython.qstr_info()
+        micropython.qstr_info(*(1,) if "all_qstr_names" in flags else ())  # as _fetch below
 
     async def _ready(r):
         while r.server is None or ("smtp" in flags and r.smtp is None):
             await asyncio.sleep(0.01)
-        print("READY")
+        _up()
 
     import json
 
@@ -161,9 +186,9 @@ def _runner(path, go, flags):
     with open(sec_path, "w") as f:
         json.dump({"ssid": "bench", "password": "pw", "hostname": "pocketpost"}, f)
     cfg = sv = None
-    hw = board.Hardware(wlan=Wlan(), ntptime=Ntp(), make_wdt=lambda ms: Wdt())
+    hw = board.Hardware(wlan=Wlan(), ntptime=Ntp(), make_wdt=lambda ms: Wdt(), reset=reset)
     board.Runner = Run
-    board.main(cfg_path, hw, sec_path)
+    board.main(cfg_path, hw, sec_path, 0)  # a fatal error resets at once
 
 
 if RUNNER:
@@ -207,7 +232,7 @@ async def main():
         from pocketpost import smtpserver  # type: ignore
 
         await smtpserver.start(cfg, store, getattr(srv, "svc", None))
-    print("READY")
+    _up()
     if "all_qstr_names" in flags:  # the names interned once listening (workload a's), as a count
         import micropython
 

@@ -21,7 +21,7 @@ injected objects, so host tests pass small fakes and the unix port (no Wi-Fi, no
 Ctrl-C from the REPL (mpremote does this when it connects) stops the loop. KeyboardInterrupt
 unwinds only the task that happened to be running (usually none: the loop sits in its poll), so
 `main()` then cancels every task (keepers, services, POP3 and SMTP sessions, fetches) and runs
-the loop again until their finally blocks have run, at most SHUTDOWN_MS: mailbox locks released,
+the loop again until their finally blocks have run, at most _SHUTDOWN_MS: mailbox locks released,
 a delivery in flight aborted (its temp file removed; a commit is a rename, so the message is
 either there or not), sockets and listeners closed. Then it forgets the store's RAM state as a
 reset would (store.reboot(): locks, cached mailbox state), so the next lock recovers each mailbox
@@ -31,17 +31,19 @@ ESP32, so `main()` then hands feeding to a hardware timer: the REPL stays usable
 reset. Running main.py again in the same interpreter (pocketpost.mailport.restart() on the unix
 port) starts from a fresh event loop.
 
-Every default for the config keys "wifi", "ntp", "watchdog", "services" is a named constant here.
+Every default for the config keys "wifi", "ntp", "watchdog", "services" is a named constant here
+or, for what only the start-up reads (Wi-Fi retries at boot, the fetch interval), in
+pocketpost.boardstart: the start-up itself (Runner.run's set-up, the secrets file, the store check,
+the fetch state settled), loaded for it and dropped before the services start.
 """
 
 import asyncio
 import gc
-import json
 import sys
 import time
 
 from pocketpost import log
-from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, const, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, const, forget, ticks_diff, ticks_ms
 
 _TYPING = const(0)  # a const: mpy-cross drops the block and its names (machine, network)
 if _TYPING:  # never true at run time: lets mypy check calls against the ESP32 stubs
@@ -52,8 +54,6 @@ if _TYPING:  # never true at run time: lets mypy check calls against the ESP32 s
 
 CONFIG_PATH = "config.json"
 SECRETS_PATH = "secrets.json"  # {"ssid": ..., "password": ..., "hostname": ...}; git-ignored
-# Boot: try this many times before starting the services anyway; the keeper goes on trying.
-_WIFI_RETRIES = const(5)
 _WIFI_BACKOFF_MS = const(1000)  # first pause after a failed attempt; doubles each time
 _WIFI_BACKOFF_MAX_MS = const(60000)  # cap: an AP that is down for hours is retried each minute
 # One attempt: association + WPA2 handshake + DHCP usually take 2-6 s; a busy AP up to ~10 s.
@@ -68,17 +68,10 @@ _NTP_RETRY_S = const(60)  # after a failed sync (UDP lost, DNS down)
 _CLOCK_VALID_YEAR = const(2024)
 # WDT_TIMEOUT_MS (imported from compat, where it says why 30 s): the watchdog period.
 WDT_FEED_DIVISOR = const(4)  # feed every timeout/4: three missed feeds still do not reset
-SERVICE_SERVER = True  # run the POP3 server
 # Backstop on top of an account's session_timeout (the client checks it at every wait; this
 # catches what it cannot, e.g. a slow flash): the account's fetch task is cancelled there.
 FETCH_DEADLINE_SLACK_S = const(30)
-SERVICE_SMTP = True  # run the SMTP receiver (only ever started when the config names smtp.domains)
-# Export/import over USB while serving (Runner.usb_link, `ppadmin ... --live`): on for a
-# board; off on the unix port, whose stdin is a terminal or the host's (the pseudo-board's config
-# turns it on: its stdin is the pty that stands for the USB serial).
-SERVICE_USB_LINK = IS_MICROPYTHON and sys.platform != "linux"
 USB_LINK_MAGIC = b"pocketpost-live"  # a host's start line begins with this (then "1 <cmd> ...")
-_FETCH_INTERVAL_S = const(0)  # 0: no fetch schedule; else fetch every account every N seconds
 _RESTART_BACKOFF_MS = const(1000)  # first pause before restarting a failed service; doubles
 _RESTART_BACKOFF_MAX_MS = const(60000)
 _RESTARTS_BEFORE_RESET = const(8)  # consecutive failures of one service before machine.reset()
@@ -87,7 +80,7 @@ _FATAL_RESET_DELAY_MS = const(10000)  # top-level failure: log, wait (REPL can C
 # After Ctrl-C: the most the cancelled tasks get to run their finally blocks. Each needs one pass
 # of the loop (nothing awaits in a finally); 2 s bounds a wedged one and keeps mpremote waiting
 # well under its 10 s for the raw REPL prompt.
-SHUTDOWN_MS = const(2000)
+_SHUTDOWN_MS = const(2000)
 _SHUTDOWN_POLL_MS = const(10)
 current = None  # the running Runner, for admin.status()
 
@@ -120,23 +113,6 @@ class Hardware:
         self.make_wdt = make_wdt
         self.reset = reset
         self.keep_fed = keep_fed
-
-
-def load_secrets(path=SECRETS_PATH):
-    """The Wi-Fi secrets file, or None if it is missing (logged: the board then runs offline)."""
-    try:
-        with open(path) as f:
-            s = json.load(f)
-    except OSError:
-        log.warning("wifi: no secrets file %r (copy secrets.json.template)", path)
-        return None
-    except ValueError as e:
-        log.error("wifi: secrets file %r is not valid JSON: %s", path, e)
-        return None
-    if not isinstance(s, dict) or not s.get("ssid"):
-        log.error("wifi: secrets file %r has no \"ssid\"", path)
-        return None
-    return s
 
 
 # --- Wi-Fi --------------------------------------------------------------------------------
@@ -236,10 +212,6 @@ class Wifi:
                 await self.connect()
             await _sleep_ms(self.check_ms)
 
-    def info(self):
-        return {"up": self.up, "ssid": self.ssid, "address": self.address, "connects": self.connects,
-                "drops": self.drops, "attempts": self.attempts, "last_error": self.last_error}
-
 
 # --- clock --------------------------------------------------------------------------------
 
@@ -281,10 +253,6 @@ class Clock:
             if wifi is None or wifi.up:
                 ok = self.sync()
             await _sleep_ms((self.interval_s if ok else self.retry_s) * 1000)
-
-    def info(self):
-        return {"set": clock_is_set(), "host": self.host, "syncs": self.syncs, "failures": self.failures,
-                "last_error": self.last_error}
 
 
 # --- watchdog -----------------------------------------------------------------------------
@@ -352,46 +320,47 @@ class Supervisor:
             self.tasks.append(asyncio.create_task(self._run(svc)))
 
     async def wait(self):
-        for t in self.tasks:
-            await t
+        """Until every service is done; raises at once when one's task ends in an exception (its
+        failure could not even be handled, see _run), not only when the tasks before it end."""
+        await asyncio.gather(*self.tasks)
 
     def stop(self):
         for t in self.tasks:
             t.cancel()
 
     async def _run(self, svc):
-        delay = self.backoff_ms
-        while True:
-            svc.state = "running"
-            svc.starts += 1
-            t0 = ticks_ms()
-            try:
-                await svc.factory()
-                svc.state = "done"
-                log.info("service %s finished", svc.name)
-                return
-            except asyncio.CancelledError:
-                svc.state = "stopped"
-                raise
-            except Exception as e:  # any failure of one service: log it, restart it
-                if ticks_diff(ticks_ms(), t0) >= self.healthy_ms:
-                    svc.failures = 0
-                    delay = self.backoff_ms
-                svc.failures += 1
-                svc.last_error = _exc_line(e)
-                log.error("service %s failed (%d in a row): %s", svc.name, svc.failures, svc.last_error)
-                _print_exception(e)
-            gc.collect()
-            if self.reset is not None and self.reset_after and svc.failures >= self.reset_after:
-                log.error("service %s keeps failing: resetting the board", svc.name)
-                self.reset()
-            svc.state = "backoff"
-            await _sleep_ms(delay)
-            delay = min(delay * 2, self.backoff_max_ms)
-
-    def info(self):
-        return dict((s.name, {"state": s.state, "starts": s.starts, "failures": s.failures,
-                              "last_error": s.last_error}) for s in self.services)
+        try:
+            delay = self.backoff_ms
+            while True:
+                svc.state = "running"
+                svc.starts += 1
+                t0 = ticks_ms()
+                try:
+                    await svc.factory()
+                    svc.state = "done"
+                    log.info("service %s finished", svc.name)
+                    return
+                except asyncio.CancelledError:
+                    svc.state = "stopped"
+                    raise
+                except Exception as e:  # any failure of one service: log it, restart it
+                    if ticks_diff(ticks_ms(), t0) >= self.healthy_ms:
+                        svc.failures = 0
+                        delay = self.backoff_ms
+                    svc.failures += 1
+                    svc.last_error = _exc_line(e)
+                    log.error("service %s failed (%d in a row): %s", svc.name, svc.failures, svc.last_error)
+                    _print_exception(e)
+                gc.collect()
+                if self.reset is not None and self.reset_after and svc.failures >= self.reset_after:
+                    log.error("service %s keeps failing: resetting the board", svc.name)
+                    self.reset()
+                svc.state = "backoff"
+                await _sleep_ms(delay)
+                delay = min(delay * 2, self.backoff_max_ms)
+        except Exception:  # the failure's handling failed (a MemoryError while logging it): no
+            svc.state = "broken"  # restart from a wedged heap; wait() raises it, board.main resets
+            raise
 
 
 # --- services -----------------------------------------------------------------------------
@@ -451,7 +420,7 @@ class Runner:
             t.cancel()
         self.supervisor.stop()
 
-    def shutdown(self, ms=SHUTDOWN_MS):
+    def shutdown(self, ms=_SHUTDOWN_MS):
         """After Ctrl-C stopped the loop: cancel every task, run the loop until they have all
         finished (at most ms), then forget the store's RAM state as a reset would (see the module
         docstring). Returns how many tasks had not finished in time (-1: a second Ctrl-C)."""
@@ -476,13 +445,6 @@ class Runner:
                         "mailbox locks released anyway", left)
         return left
 
-    def sessions(self):
-        """Open sessions, POP3 and SMTP together (admin.status)."""
-        n = 0
-        for srv in (self.server, self.smtp):
-            if srv is not None:
-                n += srv.slots.sessions
-        return n
 
     async def serve(self):
         from pocketpost import server
@@ -519,7 +481,7 @@ class Runner:
             self.smtp = None
             srv.close()
 
-    async def fetch_schedule(self, interval_s):
+    async def fetch_schedule(self, interval_s=None):
         """One task per account, each on its own schedule and under its own deadline (the
         account's session_timeout, which the client enforces on every wait, plus
         FETCH_DEADLINE_SLACK_S as a backstop): one stuck server never holds another account.
@@ -527,6 +489,8 @@ class Runner:
         and TLS context."""
         from pocketpost import client
 
+        if interval_s is None:  # the supervisor's start: the config's (boardstart checked it is set)
+            interval_s = _section(self.cfg, "services")["fetch_interval_s"]
         accts = self.cfg.get("accounts") or []
         if not accts:
             while True:
@@ -539,19 +503,6 @@ class Runner:
             self.fetch_tasks = []
             for t in tasks:
                 t.cancel()
-
-    def settle_fetches(self, accts):
-        """At boot, before the services start: what a power cut left pending in each account's
-        UIDL state is settled (client.settle), so a message stored just before the cut is
-        recorded before a local session could read and delete it (a second download then)."""
-        from pocketpost import client
-
-        for a in accts:
-            try:
-                if client.settle(a, self.store):
-                    log.info("fetch %s: state left by an interruption settled at boot", a.get("name") or "?")
-            except Exception as e:  # a bad account or state: its fetch says what is wrong
-                log.warning("fetch %s: state not settled at boot: %s", a.get("name") or "?", _exc_line(e))
 
     async def fetch_loop(self, client, acct, interval_s):
         name = acct.get("name") or acct.get("user") or "?"
@@ -602,73 +553,16 @@ class Runner:
             except Exception as e:  # the host went away, a bad line: logged, then the next start line
                 log.warning("usb link: %s failed: %s", " ".join(args), _exc_line(e))
 
-    async def check_store(self):
-        """The cheap part of the store check, repairing (what the first lock would do anyway):
-        index records, index against the files, leftover intent logs and temp files. One
-        mailbox at a time, yielding in between, so the watchdog task keeps feeding."""
-        from pocketpost import storecore as store_mod  # describe (store.py, Delivery, stays out of the heap)
-
-        try:
-            names = self.store.mailboxes()
-        except Exception as e:  # a store that cannot be checked is still worth serving
-            log.error("store check failed: %s", _exc_line(e))
-            return
-        for name in names:
-            try:
-                rep = self.store.check(repair=True, names=[name])
-            except Exception as e:
-                log.error("store check of %s failed: %s", name, _exc_line(e))
-                continue
-            if rep["problems"]:
-                log.warning("store check: %s", store_mod.describe(name, rep["mailboxes"][name]))
-            await _sleep_ms(0)
-
     async def run(self, secrets_path=None):
-        cfg = self.cfg
-        hw = self.hw
-        wd = _section(cfg, "watchdog")
-        timeout = wd.get("timeout_ms", WDT_TIMEOUT_MS)
-        if hw.make_wdt is not None and timeout:
-            self.watchdog = Watchdog(hw.make_wdt(timeout), timeout)
-            self._spawn(self.watchdog.keep())
-        w = _section(cfg, "wifi")
-        if hw.wlan is not None:
-            secrets = load_secrets(secrets_path or w.get("secrets", SECRETS_PATH))
-            if secrets is not None:
-                self.wifi = Wifi(
-                    hw.wlan, secrets["ssid"], secrets.get("password", ""), secrets.get("hostname"),
-                    backoff_ms=w.get("backoff_ms", _WIFI_BACKOFF_MS),
-                    backoff_max_ms=w.get("backoff_max_ms", _WIFI_BACKOFF_MAX_MS),
-                    connect_timeout_ms=w.get("connect_timeout_ms", _WIFI_CONNECT_TIMEOUT_MS),
-                    check_ms=w.get("check_ms", _WIFI_CHECK_MS),
-                )
-                await self.wifi.connect(w.get("retries", _WIFI_RETRIES))
-                self._spawn(self.wifi.keep())
-        n = _section(cfg, "ntp")
-        if hw.ntptime is not None and n.get("host", NTP_HOST):
-            self.clock = Clock(hw.ntptime, n.get("host", NTP_HOST), n.get("interval_s", _NTP_INTERVAL_S),
-                               n.get("retry_s", _NTP_RETRY_S))
-            self._spawn(self.clock.keep(self.wifi))
-            await _sleep_ms(0)  # let the first sync run before services open TLS
-        if not clock_is_set():
-            log.warning("clock not set: TLS certificate checks will fail until NTP succeeds")
-        self.store = open_store(cfg)
-        await self.check_store()
-        sv = _section(cfg, "services")
-        interval = sv.get("fetch_interval_s", _FETCH_INTERVAL_S)
-        if interval and cfg.get("accounts"):
-            self.settle_fetches(cfg["accounts"])  # before any session can delete local mail
-        if sv.get("server", SERVICE_SERVER):
-            self.supervisor.add("server", self.serve)
-        if sv.get("smtp", SERVICE_SMTP) and (cfg.get("smtp") or {}).get("domains"):
-            self.supervisor.add("smtp", self.serve_smtp)
-        if sv.get("usb_link", SERVICE_USB_LINK):
-            self.supervisor.add("usb_link", self.usb_link)
-        if interval and cfg.get("accounts"):
-            self.supervisor.add("fetch", lambda: self.fetch_schedule(interval))
+        from pocketpost import boardstart  # start-up only: dropped before the services start
+
+        await boardstart.start(self, secrets_path)
+        boardstart = None
+        forget(("boardstart",))
         self.supervisor.start()
         log.info("pocketpost: services %s started", [s.name for s in self.supervisor.services])
-        await self.supervisor.wait()
+        if self.supervisor.tasks:  # a keeper that dies (a MemoryError in its log line) ends the run too
+            await asyncio.gather(self.supervisor.wait(), *self.tasks)
 
 
 async def _stop(tasks, ms):
@@ -723,10 +617,14 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=_FA
             log.warning("interrupted: watchdog now fed by a timer; machine.reset() to restart")
         raise
     except Exception as e:  # config unreadable, store unusable, a bug outside the supervisor
-        log.error("pocketpost stopped: %s", _exc_line(e))
-        _print_exception(e)
+        try:
+            log.error("pocketpost stopped: %s", _exc_line(e))
+            _print_exception(e)
+            if hw.reset is not None:
+                log.error("resetting in %d ms (Ctrl-C for the REPL)", fatal_delay_ms)
+        except Exception:  # MemoryError: a full heap must still reset, not leave a dead board
+            pass
         if hw.reset is None:
             raise
-        log.error("resetting in %d ms (Ctrl-C for the REPL)", fatal_delay_ms)
         time.sleep(fatal_delay_ms / 1000)
         hw.reset()

@@ -29,7 +29,7 @@ def recover(store):
     first, before Server() loads the start-up code, it cost the listening server 8 KiB (a 114 KiB
     against 106: what it leaves behind, boxes and interned names, splits the heap the start-up
     then needs); here, 3-4 KiB. The boxes' RAM state stays (~460 B each on the 64-bit host, as after
-    any lock); on a board Runner.check_store has recovered each already and this costs a listing.
+    any lock); on a board boardstart.start's store check has recovered each already and this costs a listing.
     A mailbox made after start, or one that fails here, recovers at its first lock."""
     from pocketpost import storecore
     from pocketpost.compat import ticks_diff, ticks_ms

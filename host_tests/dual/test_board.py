@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from pocketpost import board, log, safemode
+from pocketpost import admin, board, boardstart, log, safemode
 from pocketpost.compat import ticks_diff, ticks_ms
 
 IS_MP = sys.implementation.name == "micropython"
@@ -253,7 +253,7 @@ def test_wifi_drop_and_return_while_a_session_runs():
         logs.close()
     assert steps == list(range(60))  # the session ran every step
     assert seen_down, "the outage happened while the session ran"
-    assert wifi.up and wifi.drops == 1 and wifi.connects == 2, wifi.info()
+    assert wifi.up and wifi.drops == 1 and wifi.connects == 2, admin.wifi_info(wifi)
     assert wifi.attempts >= 3  # at least one failed attempt while the AP was away
     assert logs.having("link lost (drop 1)")
     assert wdt.feeds >= 2 and not wdt.expired(), (wdt.feeds, wdt.worst_gap)
@@ -340,7 +340,7 @@ def test_supervisor_restarts_a_crashed_service_with_backoff():
         run(go())
     finally:
         logs.close()
-    info = sup.info()
+    info = admin.services(sup)
     assert len(runs) == 4 and info["flaky"]["starts"] == 4 and info["flaky"]["state"] == "done"
     assert info["flaky"]["failures"] == 3 and "MemoryError" in info["flaky"]["last_error"]
     assert info["steady"]["starts"] == 1 and info["steady"]["state"] == "done"
@@ -381,6 +381,102 @@ def test_supervisor_resets_the_board_after_too_many_failures():
     assert logs.having("keeps failing: resetting the board")
 
 
+class _Wedged(Exception):
+    """A failure whose own handling fails: formatting it for the log raises MemoryError, as any
+    log line can when the heap is full."""
+
+    def __str__(self):
+        raise MemoryError("no heap for the log line")
+
+
+def test_supervisor_does_not_hang_when_a_failure_cannot_be_handled():
+    # The second service's failure handling itself fails (MemoryError while logging it): its task
+    # ends, and wait() must raise at once, not keep waiting for the first service (which runs
+    # forever): board.main then resets the board instead of leaving one service dead.
+    logs = Logs()
+    sup = board.Supervisor(backoff_ms=1, backoff_max_ms=1, reset_after=0)
+
+    async def forever():
+        while True:
+            await asyncio.sleep(0.01)
+
+    async def wedged():
+        raise _Wedged()
+
+    async def go():
+        sup.add("steady", forever)
+        sup.add("wedged", wedged)
+        sup.start()
+        try:
+            await asyncio.wait_for(sup.wait(), 3)
+        except asyncio.TimeoutError:
+            return "hung"
+        except MemoryError:
+            return "raised"
+        finally:
+            sup.stop()
+
+    try:
+        got = run(go())
+    finally:
+        logs.close()
+    assert got == "raised", got
+    assert admin.services(sup)["wedged"]["state"] == "broken" and admin.services(sup)["steady"]["starts"] == 1
+
+
+def test_main_resets_when_a_keeper_dies():
+    # The Wi-Fi keeper dies (its link poll raises MemoryError) while a service runs forever:
+    # board.main must reset the board, not run on with nobody reconnecting Wi-Fi.
+    logs = Logs()
+    secrets = _tmpname("secrets")
+    root = _tmpname("mail")
+    cfgp = _tmpname("cfg")
+    with open(secrets, "w") as f:
+        f.write('{"ssid": "testnet", "password": "pw"}')
+    with open(cfgp, "w") as f:
+        f.write('{"store": {"root": "%s"}, "services": {"server": false}, '
+                '"wifi": {"secrets": "%s", "retries": 1, "check_ms": 1}}' % (root, secrets))
+
+    class BreakingWLAN(FakeWLAN):
+        def isconnected(self):
+            if self.connected:
+                raise MemoryError("heap exhausted")
+            return FakeWLAN.isconnected(self)
+
+    resets = []
+    base = board.Runner
+
+    class Run(base):
+        async def run(self, secrets_path=None):
+            async def forever():
+                while True:
+                    await asyncio.sleep(0.01)
+
+            async def limit():  # the bound of this test: a hung run() ends here, without a reset
+                await asyncio.sleep(3)
+                raise KeyboardInterrupt
+
+            self.supervisor.add("steady", forever)
+            self._spawn(limit())
+            await base.run(self, secrets_path)
+
+    hw = board.Hardware(wlan=BreakingWLAN(polls=0), reset=lambda: resets.append(1))
+    board.Runner = Run
+    try:
+        board.main(cfgp, hw, fatal_delay_ms=0)
+        hung = False
+    except KeyboardInterrupt:
+        hung = True
+    finally:
+        board.Runner = base
+        logs.close()
+        os.remove(cfgp)
+        os.remove(secrets)
+        _rmtree(root)
+    assert not hung and resets == [1]
+    assert logs.having("pocketpost stopped: MemoryError"), logs.lines
+
+
 def test_supervisor_stop_cancels_services():
     sup = board.Supervisor(backoff_ms=1)
 
@@ -391,11 +487,11 @@ def test_supervisor_stop_cancels_services():
     async def go():
         sup.add("svc", forever)
         sup.start()
-        assert await until(lambda: sup.info()["svc"]["state"] == "running")
+        assert await until(lambda: admin.services(sup)["svc"]["state"] == "running")
         sup.stop()
-        return await until(lambda: sup.info()["svc"]["state"] == "stopped")
+        return await until(lambda: admin.services(sup)["svc"]["state"] == "stopped")
 
-    assert run(go()), sup.info()
+    assert run(go()), admin.services(sup)
 
 
 # --- safe mode -----------------------------------------------------------------------------
@@ -450,13 +546,13 @@ def test_secrets_file_missing_or_bad():
     logs = Logs()
     name = _tmpname("secrets")
     try:
-        assert board.load_secrets(name) is None
+        assert boardstart.load_secrets(name) is None
         with open(name, "w") as f:
             f.write("{not json")
-        assert board.load_secrets(name) is None
+        assert boardstart.load_secrets(name) is None
         with open(name, "w") as f:
             f.write('{"ssid": "testnet", "password": "pw"}')
-        assert board.load_secrets(name) == {"ssid": "testnet", "password": "pw"}
+        assert boardstart.load_secrets(name) == {"ssid": "testnet", "password": "pw"}
     finally:
         logs.close()
         os.remove(name)
@@ -830,13 +926,13 @@ def test_sessions_counts_pop3_and_smtp():
             self.slots = Slots(n)
 
     r = board.Runner({}, board.Hardware())
-    assert r.sessions() == 0
+    assert admin.sessions(r) == 0
     r.server = Srv(2)
-    assert r.sessions() == 2
+    assert admin.sessions(r) == 2
     r.smtp = Srv(3)
-    assert r.sessions() == 5
+    assert admin.sessions(r) == 5
     r.server = None
-    assert r.sessions() == 3
+    assert admin.sessions(r) == 3
 
 
 def test_runner_settles_fetch_state_before_any_service_starts():
