@@ -27,15 +27,8 @@ DEFAULTS = {
     "mailbox": "inbox",
     "state_dir": "state",
 }
-PORTS = {"implicit": 995, "stls": 110, "none": 110}  # RFC 8314 / RFC 1939
-
-# The values a choice may take, by key.
-_CHOICES = {
-    "policy": ("delete", "keep", "keep_days"),
-    "tls": ("implicit", "stls", "none"),
-    "auth": ("auto", "scram-sha-256", "plain", "user", "apop", "xoauth2", "oauthbearer"),
-    "oversize": ("skip", "headers"),
-}
+# (The default port by TLS mode and the values each choice may take: account_from_dict's locals,
+# not module names, which would be interned names never freed.)
 
 
 def start(account, store, opener):
@@ -117,6 +110,13 @@ def account_from_dict(d):
     """Validate an account dict (from the JSON config) and fill in the named defaults."""
     if not isinstance(d, dict):
         raise ConfigError("account must be an object")
+    # The values a choice may take, by key.
+    choices = {
+        "policy": ("delete", "keep", "keep_days"),
+        "tls": ("implicit", "stls", "none"),
+        "auth": ("auto", "scram-sha-256", "plain", "user", "apop", "xoauth2", "oauthbearer"),
+        "oversize": ("skip", "headers"),
+    }
     a = {}
     for k in ("name", "host", "user", "password"):
         v = d.get(k)
@@ -132,8 +132,8 @@ def account_from_dict(d):
 
     def pick(key):
         v = d.get(key, DEFAULTS[key])
-        if v not in _CHOICES[key]:
-            raise ConfigError("account %s: %s must be one of %s" % (name, key, ", ".join(_CHOICES[key])))
+        if v not in choices[key]:
+            raise ConfigError("account %s: %s must be one of %s" % (name, key, ", ".join(choices[key])))
         return v
 
     def number(key, default, minimum=0):
@@ -143,7 +143,7 @@ def account_from_dict(d):
         return v
 
     a["tls"] = pick("tls")
-    a["port"] = number("port", PORTS[a["tls"]], 1)
+    a["port"] = number("port", 995 if a["tls"] == "implicit" else 110, 1)  # RFC 8314 / RFC 1939
     a["auth"] = pick("auth")
     if a["auth"] in _OAUTH:  # OAuth: token_url, client_id, refresh_token, ...
         from pocketpost import oauth2

@@ -31,7 +31,6 @@ from pocketpost.compat import const
 # Largest message number / line count we accept: fits a signed 32-bit int on every port.
 _MAX_NUMBER = const(2147483647)
 _MAX_DIGITS = const(10)
-_SERVER_SIDE = ("parse_command", "COMMANDS", "reply")
 
 
 class ProtocolError(Exception):
@@ -61,7 +60,7 @@ def parse_number(word, minimum=1):
 
 def __getattr__(name):
     """The server's side (pop3cmd.py) or the client's (pop3reply.py), loaded at its first use."""
-    if name in _SERVER_SIDE:
+    if name in ("parse_command", "COMMANDS", "reply"):  # (a literal: a module name is one more interned name)
         from pocketpost import pop3cmd
 
         return getattr(pop3cmd, name)

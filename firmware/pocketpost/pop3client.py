@@ -38,7 +38,7 @@ nativescan.py, four octets at a time; else a C find per line and a few byte chec
 passes instead once lines are shorter than _WALK_BYTES on average), and the run goes out as one
 BODY chunk, a view of that buffer (no copy; `bare` 0, `dots` False, its lines
 counted as CRLF line ends). A line that opens with "." (stuffed, or the terminator), holds a lone
-LF, or is longer than the buffer goes through the DotUnstuffer into the out chunk (CHUNK octets),
+LF, or is longer than the buffer goes through the DotUnstuffer into the out chunk (_CHUNK octets),
 line by line for dot lines, and is handed out from there with its line ends counted (`bare`)
 and `dots` set from the first dot line of the body on. A chunk holds whole lines unless the out
 chunk filled or a line outgrew the buffer. After a clean chunk, `hungry` says when only more
@@ -68,13 +68,15 @@ from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader, unstuf
 
 _MAX_RESPONSE_LINE = const(512)  # wire's (a private copy)
 
-# Events returned by next_event().
-NEED_DATA = const(0)
+# Events returned by next_event(). Those no firmware module compares with (NEED_DATA, LINE,
+# ENTRY) are private: a public const is a module name, interned (never freed) in every fetch;
+# host_tests/dual/test_pop3client.py checks its copies of their values.
+_NEED_DATA = const(0)
 GREETING = const(1)
 REPLY = const(2)
 CONTINUE = const(3)
-LINE = const(4)
-ENTRY = const(5)
+_LINE = const(4)
+_ENTRY = const(5)
 BODY = const(6)
 END = const(7)
 
@@ -86,7 +88,7 @@ _RECV_BUFSIZE = const(4096)
 # Body bytes the slow path (dot lines, lone LFs, overlong lines) un-stuffs before handing them out;
 # clean lines go out straight from the receive buffer, up to _RECV_BUFSIZE at a time. (Was 2 KiB
 # when every byte went through it; the heap is the scarcer resource.)
-CHUNK = const(1024)
+_CHUNK = const(1024)
 # The clean-line walk costs a little Python per line: below this many octets per line on average
 # it checks the rest of the buffer with three C passes instead (see ClientSession._body).
 _WALK_BYTES = const(32)
@@ -156,7 +158,7 @@ def apop_timestamp(text):
 
 
 class ClientSession:
-    def __init__(self, recv_bufsize=_RECV_BUFSIZE, chunk=CHUNK):
+    def __init__(self, recv_bufsize=_RECV_BUFSIZE, chunk=_CHUNK):
         self.reader = LineReader(_MAX_RESPONSE_LINE, bufsize=recv_bufsize)
         self._unstuffer = DotUnstuffer()
         self._out = bytearray(chunk)
@@ -259,7 +261,7 @@ class ClientSession:
         if st == _GREET:
             ln = self._next_line("greeting")
             if ln is None:
-                return NEED_DATA
+                return _NEED_DATA
             r = _reply_or_none(ln)
             if r is None or r.ok is None:
                 self._fail("malformed greeting: %s" % _text(ln[:60]))
@@ -270,14 +272,14 @@ class ClientSession:
         if not self._pending:
             if self.reader.pending():
                 self._fail("server sent data nobody asked for")
-            return NEED_DATA
+            return _NEED_DATA
         p = self._pending[0]
         self.keyword = p[0]
         self.what = p[1]
         if st == _STATUS:
             ln = self._next_line("reply to " + p[1])
             if ln is None:
-                return NEED_DATA
+                return _NEED_DATA
             r = _reply_or_none(ln)
             if r is None or (r.ok is None and p[0] != "AUTH"):
                 self._fail("reply to %s is neither +OK nor -ERR: %s" % (p[1], _text(ln[:60])))
@@ -302,7 +304,7 @@ class ClientSession:
         # _LINES: CAPA, LIST, UIDL
         ln = self._next_line(p[1] + " listing")
         if ln is None:
-            return NEED_DATA
+            return _NEED_DATA
         ln = unstuff_line(ln)
         if ln is None:
             self._state = _STATUS
@@ -314,7 +316,7 @@ class ClientSession:
             self._fail("%s reply does not end (more than %d lines)" % (p[1], p[3]))
         if p[0] == "CAPA":
             self.line = ln
-            return LINE
+            return _LINE
         try:
             n, field = parse_listing(ln)
         except ProtocolError:
@@ -324,7 +326,7 @@ class ClientSession:
         self._last = n
         self.n = n
         self.field = field
-        return ENTRY
+        return _ENTRY
 
     def _emit(self, n):
         """Hand out the first n bytes of the out chunk (un-stuffed by the slow path) as BODY,
@@ -374,7 +376,7 @@ class ClientSession:
             s = r.start  # the reader's public buf[start:end]: no call, no tuple per chunk
             e = r.end
             if s >= e:
-                yield NEED_DATA
+                yield _NEED_DATA
                 continue
             if buf[s] != _DOT and u.at_line_start():
                 if scan is not None:  # the native walk (nativescan.py)
@@ -427,7 +429,7 @@ class ClientSession:
                     yield BODY
                     continue
                 if j < 0 and (s or e < len(buf)):
-                    yield NEED_DATA  # the line is not complete yet: read on (space() compacts)
+                    yield _NEED_DATA  # the line is not complete yet: read on (space() compacts)
                     continue
                 lim = e  # a lone LF (or a line longer than the buffer): the slow path takes it all
             else:

@@ -392,12 +392,11 @@ class Store:
 # 0. A call into the first group holds storeindex too (they import it).
 _held = [0]
 _COLD = ("storecheck", "storescan", "storemerge", "storecommit", "storeload")
-_ixheld = [0]
-_INDEX = ("storeindex",)
+_ixheld = [0]  # (its module list, ("storeindex",), written where it is released)
 
 
 def _cold(mod, fn, *args):
-    """pocketpost.<mod>.<fn>(*args), mod one of _COLD or _INDEX, kept loaded until the last call
+    """pocketpost.<mod>.<fn>(*args), mod one of _COLD or "storeindex", kept loaded until the last call
     is out."""
     ix = mod == "storeindex"
     if not ix:
@@ -430,7 +429,7 @@ def _cold(mod, fn, *args):
     finally:
         if not ix:
             compat.release_cold(_held, _COLD)
-        compat.release_cold(_ixheld, _INDEX)
+        compat.release_cold(_ixheld, ("storeindex",))
 
 
 def recover_all(store):
@@ -452,7 +451,7 @@ def recover_all(store):
                 log.warning("store %s: not recovered at start (%r): at its first lock", name, e)
     finally:
         compat.release_cold(_held, _COLD)
-        compat.release_cold(_ixheld, _INDEX)
+        compat.release_cold(_ixheld, ("storeindex",))
     return len(names), failed
 
 

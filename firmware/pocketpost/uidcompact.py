@@ -25,7 +25,6 @@ _F_SEEN = const(0x04)
 _F_DELETED = const(0x08)
 _F_SAVED = const(0x10)
 _READ_BUF = const(512)
-_HEADER_V1 = b"pocketpost-uidl 1"  # no checksums, no journal: loaded, then compacted to v2
 
 
 def _check(ln):
@@ -54,7 +53,7 @@ def _lines(st, f, v1):
             if first:
                 if ln == HEADER:
                     v1[0] = False
-                elif ln == _HEADER_V1:
+                elif ln == b"pocketpost-uidl 1":  # v1: no checksums, no journal (loaded, then compacted to v2)
                     v1[0] = True
                 else:
                     raise StateError("not a uidl state file: " + st.path)
