@@ -56,10 +56,10 @@ def test_server_imports_no_client_module(tmp_path):
     assert not loaded & {"storeload", "storescan", "storecheck", "storemerge"}, sorted(loaded)
     boxes = [ln for ln in r.stdout.splitlines() if ln.startswith("LOADED")]
     assert boxes and boxes[0].split()[1:] == ["alice"], r.stdout
-    # The client's halves of the shared core (pop3reply.py: reply parsing; unstuffer.py: DotUnstuffer)
+    # The client's halves of the shared core (pop3client.py: reply parsing; unstuffer.py: DotUnstuffer)
     # are loaded by their first use only; the start-up code (serverstart.py, tls.py) and the login
     # code (loginsvc.py, auth.py, pop3login.py) are dropped once the server is up with no session.
-    assert not loaded & {"pop3reply", "unstuffer"}, sorted(loaded)
+    assert not loaded & {"pop3client", "unstuffer"}, sorted(loaded)
     assert not loaded & {"serverstart", "tls", "loginsvc", "auth", "pop3login", "pop3trans"}, sorted(loaded)
 
 

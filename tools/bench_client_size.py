@@ -39,7 +39,7 @@ print("MODS", " ".join(sorted(k[11:] for k in sys.modules if k.startswith("pocke
 """
 
 # Dependency order of the fetch path (each module's imports come before it).
-ORDER = ("compat", "log", "wire", "unstuffer", "pop3", "pop3reply", "nativescan", "pop3client", "transport", "tls",
+ORDER = ("compat", "log", "wire", "unstuffer", "pop3", "nativescan", "pop3client", "transport", "tls",
          "headers", "uidstate", "uidload", "uidcompact", "storecore", "store", "storeindex", "storemerge", "storeload",
          "storescan", "auth", "config", "client", "clientconf", "clientauth", "clientget", "clientstls", "clientrecover",
          "clientend", "clientplan", "fetch", "fetchload")

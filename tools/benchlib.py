@@ -31,7 +31,7 @@ PARTS = (
                 "smtpenv", "smtpauth")),
     ("client", ("client", "clientconf", "clientauth", "clientstls", "clientplan", "clientget", "clientend",
                 "clientrecover", "fetch", "fetchload", "uidstate", "uidload", "uidcompact", "headers", "session",
-                "transport", "pop3client", "pop3reply", "nativescan", "oauth2")),
+                "transport", "pop3client", "nativescan", "oauth2")),
     ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession", "storeload",
                "storescan", "storecheck", "groupcommit")),
 )
