@@ -132,7 +132,8 @@ from pocketpost import compat, log
 from pocketpost.compat import const
 
 # The public names (store.Store, store.StoreError, ...), one object each wherever imported from.
-from pocketpost.storecore import (_LOCKS, MailboxLocked, QuotaExceeded, Store, StoreError, StoreFull,  # noqa: F401
+# (Mailbox and MailboxLocked: storesession.py's, through __getattr__ below.)
+from pocketpost.storecore import (_LOCKS, QuotaExceeded, Store, StoreError, StoreFull,  # noqa: F401
                                   _Delivery_ids, _msg_name, _os_error, _remove, describe, reboot, valid_name)
 
 # --- named limits -----------------------------------------------------------------------------
@@ -154,12 +155,13 @@ _DOT = const(46)
 
 
 def __getattr__(name):
-    """store.Mailbox (storesession.py, loaded on first use), and the store's other names where
-    they live (storecore.py, storeindex.py, storemerge.py: store._Box, store.parse_uid, ...)."""
-    if name == "Mailbox":
+    """store.Mailbox and store.MailboxLocked (storesession.py, loaded on first use), and the
+    store's other names where they live (storecore.py, storeindex.py, storemerge.py: store._Box,
+    store.parse_uid, ...)."""
+    if name in ("Mailbox", "MailboxLocked"):
         from pocketpost import storesession
 
-        return storesession.Mailbox
+        return getattr(storesession, name)
     from pocketpost import storecore
 
     try:
@@ -492,7 +494,9 @@ class Delivery:
             epoch, seq = box.epoch, box.next_seq
             if self._uid is not None:
                 epoch, seq = self._uid
-                if box.path in _LOCKS:
+                if box.path in _LOCKS:  # (locked: storesession is loaded)
+                    from pocketpost.storesession import MailboxLocked
+
                     raise MailboxLocked("mailbox in use")
                 if seq < box.next_seq:
                     raise StoreError("uid %08x.%d is not above the mailbox's last" % (epoch, seq), "SYS/PERM")

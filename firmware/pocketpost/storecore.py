@@ -15,6 +15,9 @@ The store is split by who needs what, and when:
     storescan.py (recovery: only when that check finds something to repair) and storecheck.py
     (Store.check, describe): loaded for a call, dropped after it. Store() loads none of them: a server's start (config loaded, the
     server's code in the heap) is where its smallest heap is set.
+The session side's exception (MailboxLocked) and the recovery of every mailbox at a server's
+start (recover_all) are storesession.py's: a process that never locks a mailbox (the fetch CLI)
+interns none of their names.
 On MicroPython a module loaded for a call is dropped when the last call inside it returns (_held,
 _ixheld: the users under way, compat.release_cold); CPython keeps modules (a second copy would
 give its classes a second identity).
@@ -73,12 +76,6 @@ class QuotaExceeded(StoreError):
     """The mailbox quota has no room for this message."""
 
     code = "SYS/TEMP"
-
-
-class MailboxLocked(StoreError):
-    """The mailbox is already locked by another session of this process."""
-
-    code = "IN-USE"
 
 
 def _os_error(e):
@@ -430,29 +427,6 @@ def _cold(mod, fn, *args):
         if not ix:
             compat.release_cold(_held, _COLD)
         compat.release_cold(_ixheld, ("storeindex",))
-
-
-def recover_all(store):
-    """Every mailbox of store not loaded yet is loaded now (storeload.load, storescan.recover if
-    it needs repair, as its first lock or delivery would), the cold code loaded once for all of them; returns (mailboxes, failed).
-    A mailbox that fails here is logged and left to its first lock (Store._box), as one made later
-    is. For a service's start-up (serverstart.recover), while the heap holds little."""
-    _held[0] += 1
-    _ixheld[0] += 1
-    names = []
-    failed = 0
-    try:
-        names = store.mailboxes()
-        for name in names:
-            try:
-                store._box(name, False)
-            except Exception as e:  # MemoryError too: this mailbox's, never the server's start
-                failed += 1
-                log.warning("store %s: not recovered at start (%r): at its first lock", name, e)
-    finally:
-        compat.release_cold(_held, _COLD)
-        compat.release_cold(_ixheld, ("storeindex",))
-    return len(names), failed
 
 
 def describe(name, rep):
