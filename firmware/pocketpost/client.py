@@ -64,13 +64,14 @@ from pocketpost.pop3client import CONTINUE, END, REPLY, ClientSession
 from pocketpost.compat import forget as _forget  # a cold module, once used
 
 # --- named defaults and limits ------------------------------------------------------------------
-# (the account defaults are in clientconf.py, loaded only to check an account)
+# (the account defaults are in clientconf.py, loaded only to check an account; the two no other
+# module reads are private: a public name is one more interned name in every fetch)
 # (The largest server mailbox taken on, _MAX_SERVER_MESSAGES: clientauth.py, which checks STAT.)
-CONNECT_TIMEOUT = 15  # seconds: TCP connect (and, on CPython, the TLS handshake)
+_CONNECT_TIMEOUT = const(15)  # seconds: TCP connect (and, on CPython, the TLS handshake)
 READ_TIMEOUT = 30  # seconds: the greeting, each command's reply, any single wait for bytes
-# Slowest transfer we wait for, in bytes/s: a message of S octets gets read_timeout + S / MIN_RATE
+# Slowest transfer we wait for, in bytes/s: a message of S octets gets read_timeout + S / _MIN_RATE
 # seconds (a GPRS-class link moves ~2 KB/s; a server dripping a byte per half second is cut off).
-MIN_RATE = 1024
+_MIN_RATE = const(1024)
 # The whole session (connect to QUIT): one stuck server cannot hold the board's schedule longer.
 SESSION_TIMEOUT = 1800
 # After QUIT +OK, the polite close (TLS close_notify) is waited for this long at most.
@@ -165,8 +166,8 @@ class Pop3Client:
     message (read_timeout + size / min_rate), the whole session (`session_deadline`, ticks ms,
     set by the caller), and any single wait for bytes (read_timeout)."""
 
-    def __init__(self, host, port, tls_mode="none", ctx=None, connect_timeout=CONNECT_TIMEOUT,
-                 read_timeout=READ_TIMEOUT, min_rate=MIN_RATE, account=None, opener=None):
+    def __init__(self, host, port, tls_mode="none", ctx=None, connect_timeout=_CONNECT_TIMEOUT,
+                 read_timeout=READ_TIMEOUT, min_rate=_MIN_RATE, account=None, opener=None):
         self.host = host
         self.port = port
         self.tls_mode = tls_mode

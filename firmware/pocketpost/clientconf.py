@@ -7,12 +7,13 @@ heap are not held while messages move; its qstrs stay, MicroPython never frees t
 import gc
 
 from pocketpost import compat, log
-from pocketpost.client import (_OAUTH, CONNECT_TIMEOUT, MIN_RATE, READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed,
-                               Pop3Client, _forget)
+from pocketpost.client import _OAUTH, READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed, Pop3Client, _forget
 from pocketpost.compat import ConfigError, const
 from pocketpost.uidstate import UidState
 
 _DEFAULT_MAX_ENTRIES = const(500)  # uidstate's (a private copy)
+_CONNECT_TIMEOUT = const(15)  # client's (a private copy)
+_MIN_RATE = const(1024)  # client's (a private copy)
 
 # The account's named defaults, by key (one dict: its keys are the account's own names, so the
 # defaults cost no interned name each in every process that fetches; MicroPython never frees one).
@@ -180,8 +181,8 @@ def account_from_dict(d):
     t = d.get("timeouts", {})
     if not isinstance(t, dict):
         raise ConfigError("account %s: timeouts must be an object" % name)
-    for k, default in (("connect_timeout", CONNECT_TIMEOUT), ("read_timeout", READ_TIMEOUT),
-                       ("min_rate", MIN_RATE), ("session_timeout", SESSION_TIMEOUT)):
+    for k, default in (("connect_timeout", _CONNECT_TIMEOUT), ("read_timeout", READ_TIMEOUT),
+                       ("min_rate", _MIN_RATE), ("session_timeout", SESSION_TIMEOUT)):
         v = t.get(k, default)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
             raise ConfigError("account %s: timeouts.%s must be a positive number" % (name, k))

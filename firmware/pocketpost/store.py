@@ -495,9 +495,9 @@ class Delivery:
             if self._uid is not None:
                 epoch, seq = self._uid
                 if box.path in _LOCKS:  # (locked: storesession is loaded)
-                    from pocketpost.storesession import MailboxLocked
+                    from pocketpost import storesession
 
-                    raise MailboxLocked("mailbox in use")
+                    raise storesession.MailboxLocked("mailbox in use")
                 if seq < box.next_seq:
                     raise StoreError("uid %08x.%d is not above the mailbox's last" % (epoch, seq), "SYS/PERM")
                 if box.unindexed:
