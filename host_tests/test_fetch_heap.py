@@ -40,17 +40,10 @@ def test_fetch_cli_drops_the_config_checks(tmp_path):
     assert "threshold True" in out, out  # fetch.main turned on heapmark.compact_gc
 
 
-def test_uidload_keeps_the_record_layout_of_uidstate():
-    """uidload.py restates uidstate's record layout (const() names are not module attributes on
-    MicroPython): the two must agree, or a load would misread every record."""
-    from pocketpost import uidload, uidstate
-
-    assert (uidload._REC, uidload._KEY, uidload._F_HEADERS) == (uidstate._REC, uidstate._KEY, uidstate._F_HEADERS)
-
-
 def test_uidcompact_keeps_the_record_layout_and_flags_of_uidstate():
-    """uidcompact.py (compaction, retain) restates uidstate's record layout and flag bits: the
-    two must agree, or a compaction would write wrong lines and a retain misread every record."""
+    """uidcompact.py (load, compaction, retain) restates uidstate's record layout and flag bits:
+    the two must agree, or a load or retain would misread every record and a compaction write
+    wrong lines."""
     from pocketpost import uidcompact, uidstate
 
     names = ("_REC", "_KEY", "_F_HEADERS", "_F_SYNTH", "_F_SEEN", "_F_DELETED", "_F_SAVED")

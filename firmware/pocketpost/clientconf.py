@@ -70,10 +70,10 @@ def start(account, store, opener):
 
 def _state(a):
     """The account's UidState (its table made), then loaded: a temp file left by a crash inside a
-    compaction is dropped first (uidload.py: loaded here, as the load itself loads it, after the
-    table; the load drops it)."""
+    compaction is dropped first (uidcompact.py: loaded here, as the load itself loads it, after
+    the table; the load drops it)."""
     st = UidState(a["state_dir"], a["name"], a["max_entries"])
-    from pocketpost.uidload import remove_tmp
+    from pocketpost.uidcompact import remove_tmp
 
     remove_tmp(a["state_dir"], a["name"])
     return st.load()

@@ -22,7 +22,7 @@ saves once per stored message: the `S` of the message just stored rides with the
 torn last record: its checksum fails (or its line end is missing), `load()` ignores it and the
 next save compacts. A bad record followed by good ones is not a torn write: load refuses it.
 Compaction rewrites the snapshot whole through a temp file and an atomic rename (a cut leaves
-the old file; uidload.remove_tmp drops the temp file): when the journal would pass its bound
+the old file; uidcompact.remove_tmp drops the temp file): when the journal would pass its bound
 (_JOURNAL_MIN + half the snapshot, so a compaction costs at most twice the journal bytes it
 removes), when an old-format or torn file was loaded, and when more than _MAX_EDITS drops or
 changes are waiting (uidcompact.retain after a big deletion). Flash written per stored message is then
@@ -80,7 +80,7 @@ chance of the flash or the server losing the message. The birthday bound within 
 n**2 / 2**65, is ~ 1.1e-13 at 2000. Until issue 10's heap work the key was 88 bits (16-byte
 records): 3 bytes more per entry (1.5 KB at 500 entries, one block the board has to find) for a
 risk already negligible. A file written with 11-byte journal keys (X/T records) still loads: an
-11-byte key's first 8 bytes are the 8-byte key (uidload.py).
+11-byte key's first 8 bytes are the 8-byte key (uidcompact.load).
 Load inserts each record in sorted position: O(n**2 / 2) bytes moved (2000: ~32 MB of memmove).
 """
 
@@ -276,8 +276,8 @@ class UidState:
         self._ne += 1
 
     def _cold(self, fn, *args):
-        """uidcompact.<fn>(self, *args): the file and rare-table code (compact; retain, after
-        QUIT; clear_deleted, for a refused DELE), loaded for the call and dropped after it on
+        """uidcompact.<fn>(self, *args): the file and rare-table code (load; compact; retain,
+        after QUIT; clear_deleted, for a refused DELE), loaded for the call and dropped after it on
         MicroPython (not held while messages move; its qstrs stay)."""
         from pocketpost import uidcompact
 
@@ -300,15 +300,8 @@ class UidState:
 
     # -- reading the file -------------------------------------------------------------
     def load(self):
-        """Read the state file (uidload.py, and uidcompact.py for its records: loaded for this,
-        dropped after it on MicroPython)."""
-        from pocketpost import uidload
-
-        try:
-            return uidload.load(self)
-        finally:
-            uidload = None
-            compat.forget(("uidload", "uidcompact"))
+        """Read the state file (uidcompact.load: loaded for this, dropped after it on MicroPython)."""
+        return self._cold("load")
 
     # -- writing ----------------------------------------------------------------------
     def _entry_line(self, key):
