@@ -647,4 +647,4 @@ def test_fetch_cli_drops_its_cold_modules_under_micropython(tmp_path):
         # The store: its recovery (storescan, run at the mailbox's first open) is dropped after it,
         # its delivery code (store.py, loaded by the first Store.begin) after the downloads, and
         # its session side (storesession: lock, Mailbox, deletion commit) is never loaded.
-        assert "storecore" in mods and not mods & {"store", "storeload", "storescan", "storecheck", "storesession"}, sorted(mods)
+        assert "storecore" in mods and not mods & {"store", "storemerge", "storescan", "storecheck", "storesession"}, sorted(mods)

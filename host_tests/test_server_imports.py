@@ -53,7 +53,7 @@ def test_server_imports_no_client_module(tmp_path):
     assert not loaded & set(CLIENT_ONLY), sorted(loaded & set(CLIENT_ONLY))
     # Starting the server recovers each mailbox (serverstart.recover: at start, not at a first lock
     # during other sessions' work) and drops the store's cold code (storescan.py) again.
-    assert not loaded & {"storeload", "storescan", "storecheck", "storemerge"}, sorted(loaded)
+    assert not loaded & {"storescan", "storecheck", "storemerge"}, sorted(loaded)
     boxes = [ln for ln in r.stdout.splitlines() if ln.startswith("LOADED")]
     assert boxes and boxes[0].split()[1:] == ["alice"], r.stdout
     # The client's halves of the shared core (pop3client.py: reply parsing; unstuffer.py: DotUnstuffer)

@@ -32,7 +32,7 @@ PARTS = (
     ("client", ("client", "clientconf", "clientauth", "clientstls", "clientplan", "clientget", "clientend",
                 "clientrecover", "fetch", "fetchload", "uidstate", "uidcompact", "headers", "session",
                 "transport", "pop3client", "nativescan", "oauth2")),
-    ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession", "storeload",
+    ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession",
                "storescan", "storecheck", "groupcommit")),
 )
 

@@ -108,14 +108,14 @@ after the import, 64-bit unix port, from .mpy):
     the roll-forward of recovery). A process that only delivers (the fetch CLI) never loads it.
   - Loaded for a call and dropped after it (MicroPython): storemerge.py (~2.5 KB: the files
     above the index appended to it, at a lock after deliveries and every _MERGE_AFTER
-    deliveries; file and UID names parsed; create), storeload.py (the first load of a mailbox
-    after boot: the index verified and compared with one listing of the buckets, the clean case
-    finished there), storescan.py (recovery: the roll-forward or discard of an intent log, the
+    deliveries; file and UID names parsed; create; and the first load of a mailbox after boot:
+    the index verified and compared with one listing of the buckets, the clean case finished
+    there), storescan.py (recovery: the roll-forward or discard of an intent log, the
     scan, salvage, the rebuild from the files, the format-1 upgrade) and storecheck.py
     (Store.check, describe).
-    Recovery runs when a first load (storeload) finds anything to repair, at a lock that found
-    damage and at a check. _cold counts the calls under way in each group (_held: storeload,
-    storescan, storecheck, storemerge; _ixheld: storeindex, plus one while storesession is loaded), so a
+    Recovery runs when a first load (storemerge.load) finds anything to repair, at a lock that
+    found damage and at a check. _cold counts the calls under way in each group (_held:
+    storescan, storecheck, storemerge, storecommit; _ixheld: storeindex, plus one while storesession is loaded), so a
     module in use is never dropped and a server keeps one copy of storeindex. Nothing outside a
     call refers to them: the exceptions, _Box and the RAM state live in storecore, reports are
     plain dicts, their generators are closed before the call returns.

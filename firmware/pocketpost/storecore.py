@@ -9,10 +9,9 @@ The store is split by who needs what, and when:
   - storeindex.py: the index format, read and verified, walked, written. storesession imports
     it and holds it; otherwise loaded for a call (recovery, a merge, create).
   - storesession.py: lock, Mailbox (Store.lock imports it).
-  - storemerge.py (the files above the index appended to it, file and UID names parsed, create),
-    storecommit.py (the deletion commit: a session's commit that deletes something, recovery's
-    roll-forward), storeload.py (a mailbox's first load: the index checked against the files),
-    storescan.py (recovery: only when that check finds something to repair) and storecheck.py
+  - storemerge.py (the files above the index appended to it, file and UID names parsed, create,
+    a mailbox's first load: the index checked against the files), storecommit.py (the deletion
+    commit: a session's commit that deletes something, recovery's roll-forward), storescan.py (recovery: only when that check finds something to repair) and storecheck.py
     (Store.check, describe): loaded for a call, dropped after it. Store() loads none of them: a server's start (config loaded, the
     server's code in the heap) is where its smallest heap is set.
 The session side's exception (MailboxLocked) and the recovery of every mailbox at a server's
@@ -273,7 +272,7 @@ class Store:
             _BOXES[path] = box
         if not box.loaded:
             try:
-                _cold("storeload", "load", box)  # (storescan.recover if anything needs repair)
+                _cold("storemerge", "load", box)  # (storescan.recover if anything needs repair)
             except OSError as e:
                 raise _os_error(e)
         return box
@@ -382,13 +381,13 @@ class Store:
         return storesession.lock(self, name)
 
 
-# The code loaded for a call (see the module docstring): storeload, storescan, storecheck,
-# storemerge and storecommit
+# The code loaded for a call (see the module docstring): storescan, storecheck, storemerge and
+# storecommit
 # (_held: the calls under way) and storeindex (_ixheld: the calls under way, plus one while
 # storesession, which imports it, is loaded), dropped on MicroPython once their count is back to
 # 0. A call into the first group holds storeindex too (they import it).
 _held = [0]
-_COLD = ("storecheck", "storescan", "storemerge", "storecommit", "storeload")
+_COLD = ("storecheck", "storescan", "storemerge", "storecommit")
 _ixheld = [0]  # (its module list, ("storeindex",), written where it is released)
 
 
@@ -404,10 +403,6 @@ def _cold(mod, fn, *args):
             from pocketpost import storeindex
 
             return getattr(storeindex, fn)(*args)
-        if mod == "storeload":
-            from pocketpost import storeload
-
-            return getattr(storeload, fn)(*args)
         if mod == "storescan":
             from pocketpost import storescan
 

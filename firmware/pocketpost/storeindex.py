@@ -5,7 +5,7 @@ Functions of a storecore._Box.
 Apart from storecore.py so that a role that reads no index keeps none of it: the session side
 (storesession.py: a lock verifies the index, Mailbox reads records, the deletion commit rewrites
 it) imports it and holds it for as long as it is loaded (storecore._ixheld), so a server keeps one
-copy; a first load (storeload.py), recovery (storescan.py, storecheck.py) and storemerge.py
+copy; recovery (storescan.py, storecheck.py) and storemerge.py (a first load, a merge, create)
 import it; a process that only
 delivers (the fetch CLI) loads it for those calls only (storecore._cold) and drops it after (on
 MicroPython). Appending to the index (merge) and parsing names: storemerge.py.

@@ -269,7 +269,7 @@ class Mailbox:
 
 
 def recover_all(store):
-    """Every mailbox of store not loaded yet is loaded now (storeload.load, storescan.recover if
+    """Every mailbox of store not loaded yet is loaded now (storemerge.load, storescan.recover if
     it needs repair, as its first lock or delivery would), the cold code loaded once for all of them; returns (mailboxes, failed).
     A mailbox that fails here is logged and left to its first lock (Store._box), as one made later
     is. For a service's start-up (serverstart.recover), while the heap holds little; here, with the
