@@ -61,7 +61,6 @@ from pocketpost import compat, log, transport
 from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
 from pocketpost.pop3 import ProtocolError
 from pocketpost.pop3client import CONTINUE, END, REPLY, ClientSession
-from pocketpost.compat import forget as _forget  # a cold module, once used
 
 # --- named defaults and limits ------------------------------------------------------------------
 # (the account defaults are in clientconf.py, loaded only to check an account; the two no other
@@ -132,7 +131,7 @@ def account_from_dict(d):
         return clientconf.account_from_dict(d)
     finally:
         clientconf = None
-        _forget(("clientconf",))
+        compat.forget(("clientconf",))
 
 
 # --- the session driver ----------------------------------------------------------------------------
@@ -150,7 +149,7 @@ async def _cold(mod, fn, *args):
         return await getattr(sys.modules[name], fn)(*args)
     finally:
         if not held:
-            _forget((mod,))
+            compat.forget((mod,))
 
 
 class Pop3Client:
@@ -381,7 +380,7 @@ def settle(account, store):
         return clientconf.settle(account, store)
     finally:
         clientconf = None
-        _forget(("clientconf",))
+        compat.forget(("clientconf",))
 
 
 async def fetch_account(account, store, on_message=None, opener=None, headers=True):
@@ -398,7 +397,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         a, st, c, token, fresh = clientconf.start(account, store, opener)
     finally:
         clientconf = None
-        _forget(("clientconf",))
+        compat.forget(("clientconf",))
     parse = headers and on_message is not None  # parse each message's headers for on_message
     name = a["name"]
     mailbox = a["mailbox"]
@@ -414,7 +413,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             count = await clientauth.start(c, a, token, fresh)
         finally:
             clientauth = None
-            _forget(("clientauth",))
+            compat.forget(("clientauth",))
         stats["on_server"] = count
         cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
         # Per message number, one bit each (no per-message object, no list of UIDs):
@@ -448,7 +447,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 want, sizes = await clientplan.batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane)
             finally:
                 clientplan = None
-                _forget(("clientplan",))
+                compat.forget(("clientplan",))
             if ctl[0]:
                 # Messages stored by earlier sessions: delete them when the policy says so,
                 # _PIPELINE DELEs at a time (clientend.py: loaded for it, dropped after it).
@@ -459,7 +458,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                         deleted, refused = await clientend.dele_stored(c, count, dele, nb)
                     finally:
                         clientend = None
-                        _forget(("clientend",))
+                        compat.forget(("clientend",))
                 ctl[0] = False
 
             stop = False
@@ -508,7 +507,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     # A compaction of the state due at this message's save runs now, before its
                     # delivery holds heap and without the download code (uidcompact.py is loaded
                     # for it): the save then appends as usual.
-                    _forget(("clientget",))
+                    compat.forget(("clientget",))
                     st.compact()
                     if compat.IS_MICROPYTHON:
                         gc.collect()  # the compaction's heap goes before the download code is placed again
@@ -586,7 +585,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     st.mark(key, deleted=True)
                     deleted += 1
             want = sizes = order = None
-            _forget(drop)
+            compat.forget(drop)
             if stop or not ctl[1] or downloads >= cap:
                 break
         if stats["state_full"]:
@@ -599,7 +598,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             await clientend.finish(c, st, count, refused, now, sane)
         finally:
             clientend = None
-            _forget(("clientend",))
+            compat.forget(("clientend",))
         stats["deleted"] = deleted
         if store_error is None:
             return stats
@@ -612,7 +611,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         # sent again next time, from the records).
         log.warning("fetch %s: %s", name, e.msg)
     finally:
-        _forget(("clientget",))
+        compat.forget(("clientget",))
         await c.close()
         if st.dirty and st.pending is None:
             # An error ended the session: the last stored message's record (see _download)

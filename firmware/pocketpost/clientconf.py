@@ -7,7 +7,7 @@ heap are not held while messages move; its qstrs stay, MicroPython never frees t
 import gc
 
 from pocketpost import compat, log
-from pocketpost.client import _OAUTH, READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed, Pop3Client, _forget
+from pocketpost.client import _OAUTH, READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed, Pop3Client
 from pocketpost.compat import ConfigError, const
 from pocketpost.uidstate import UidState
 
@@ -84,7 +84,7 @@ def _reconcile(st, store, mailbox):
 
     clientrecover.reconcile(st, store, mailbox)
     clientrecover = None
-    _forget(("clientrecover",))
+    compat.forget(("clientrecover",))
 
 
 def settle(account, store):
