@@ -139,17 +139,17 @@ def _ms(seconds):
     return int(seconds * 1000)
 
 
-async def _cold(mod, fn, *args):
-    """pocketpost.<mod>.<fn>(*args), a cold module loaded for the call (dropped after it unless a
+async def _cold(name, fn, *args):
+    """pocketpost.<name>.<fn>(*args), a cold module loaded for the call (dropped after it unless a
     caller already holds it: no second copy in the heap)."""
-    name = "pocketpost." + mod
-    held = name in sys.modules
-    __import__(name)
+    full = "pocketpost." + name
+    held = full in sys.modules
+    __import__(full)
     try:
-        return await getattr(sys.modules[name], fn)(*args)
+        return await getattr(sys.modules[full], fn)(*args)
     finally:
         if not held:
-            compat.forget((mod,))
+            compat.forget((name,))
 
 
 class Pop3Client:

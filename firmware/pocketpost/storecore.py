@@ -391,10 +391,10 @@ _COLD = ("storecheck", "storescan", "storemerge", "storecommit")
 _ixheld = [0]  # (its module list, ("storeindex",), written where it is released)
 
 
-def _cold(mod, fn, *args):
-    """pocketpost.<mod>.<fn>(*args), mod one of _COLD or "storeindex", kept loaded until the last call
+def _cold(name, fn, *args):
+    """pocketpost.<name>.<fn>(*args), name one of _COLD or "storeindex", kept loaded until the last call
     is out."""
-    ix = mod == "storeindex"
+    ix = name == "storeindex"
     if not ix:
         _held[0] += 1
     _ixheld[0] += 1
@@ -403,15 +403,15 @@ def _cold(mod, fn, *args):
             from pocketpost import storeindex
 
             return getattr(storeindex, fn)(*args)
-        if mod == "storescan":
+        if name == "storescan":
             from pocketpost import storescan
 
             return getattr(storescan, fn)(*args)
-        if mod == "storecheck":
+        if name == "storecheck":
             from pocketpost import storecheck  # (it imports storescan)
 
             return getattr(storecheck, fn)(*args)
-        if mod == "storecommit":
+        if name == "storecommit":
             from pocketpost import storecommit
 
             return getattr(storecommit, fn)(*args)
