@@ -198,12 +198,12 @@ class UidState:
         self._snap = 0  # bytes of the snapshot part of the file
         self._jbytes = 0  # bytes of journal after it
 
-    def _table(self, entries):
+    def _table(self, count):
         try:
-            return bytearray(entries * _REC)
+            return bytearray(count * _REC)
         except MemoryError:
             raise StateError("%s: no heap for the UID table: max_entries %d needs %d bytes in one "
-                             "block; lower max_entries" % (self.path, entries, entries * _REC))
+                             "block; lower max_entries" % (self.path, count, count * _REC))
 
     # -- the table --------------------------------------------------------------------
     def _find(self, k):
@@ -247,8 +247,8 @@ class UidState:
         self.buf[o + _KEY + 4] = bits
         return i, not found
 
-    def _remove(self, i):
-        o = i * _REC
+    def _remove(self, index):
+        o = index * _REC
         end = self.n * _REC
         mv = memoryview(self.buf)
         mv[o:end - _REC] = mv[o + _REC:end]
