@@ -93,8 +93,8 @@ def _iter_recs(path, what):
         f.close()
 
 
-def write_index(box, path, records_iter, epoch, floor):
-    """Write a complete index (header + records from records_iter) to path, flushed."""
+def write_index(box, path, records, epoch, floor):
+    """Write a complete index (header + the records, an iterable) to path, flushed."""
     buf = bytearray(_REC * _RECS_PER_READ)
     count = 0
     total = 0
@@ -104,7 +104,7 @@ def write_index(box, path, records_iter, epoch, floor):
         _pack(buf, 0, _MAGIC_INDEX, 1, epoch, floor, 0)
         f.write(memoryview(buf)[:_REC])
         n = 0
-        for r in records_iter:
+        for r in records:
             total += r[4]  # the LIST size (the size field holds the file's octets)
             _pack(buf, n * _REC, r[0], r[1], r[2], r[3], total & _MASK)
             n += 1

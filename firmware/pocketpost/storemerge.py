@@ -251,8 +251,8 @@ def buckets(box):
     return out
 
 
-def _next(it):
-    """The next item of an iterator, or None at its end (next(it, default) is optional in MicroPython)."""
-    for r in it:
+def _next(items):
+    """The next item of an iterator, or None at its end (next(items, default) is optional in MicroPython)."""
+    for r in items:
         return r
     return None

@@ -159,8 +159,9 @@ def _flag_bits(flag):
     return _F_HEADERS if flag == "h" else 0
 
 
-def _journal_bound(snap_bytes):
-    return _JOURNAL_MIN + snap_bytes // _JOURNAL_SHARE
+def _journal_bound(size):
+    """The journal's bound for a snapshot of size bytes."""
+    return _JOURNAL_MIN + size // _JOURNAL_SHARE
 
 
 def max_snapshot(max_entries):
