@@ -287,15 +287,15 @@ class Pop3Client:
         await self._send(data, keyword)
         return await self._status()
 
-    async def _block(self, deadline, on_item):
-        """The rest of a multi-line reply: on_item(event) per LINE/ENTRY until END."""
+    async def _block(self, deadline, on_line):
+        """The rest of a multi-line reply: on_line(event) per LINE/ENTRY until END."""
         s = self.s
         what = s.what + " listing"
         while True:
             ev = await self._event(deadline, what)
             if ev == END:
                 return
-            on_item(ev)
+            on_line(ev)
 
     # -- session (the once-per-session steps: clientauth.py, loaded for them and dropped after) --
     def connect(self):
