@@ -54,18 +54,18 @@ def load_raw(path):
     return cfg
 
 
-def _merge(defaults, given, section):
-    if given is None:
-        given = {}
-    if not isinstance(given, dict):
+def _merge(defaults, values, section):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
         raise ConfigError("config: %s must be an object" % section)
     out = {}
     for k in defaults:
         out[k] = defaults[k]
-    for k in given:
+    for k in values:
         if k not in defaults:
             raise ConfigError("config: unknown key %s.%s" % (section, k))
-        out[k] = given[k]
+        out[k] = values[k]
     return out
 
 

@@ -152,10 +152,10 @@ class _Box:
 
     # --- the index side (storeindex.py) -------------------------------------------------------
 
-    def merge(self, recs=None):
-        """Append records for unindexed files (storemerge.merge); recs: those records when the
-        caller knows them (a delivery with a given UID)."""
-        _cold("storemerge", "merge", self, recs)
+    def merge(self, records=None):
+        """Append records for unindexed files (storemerge.merge); records: those records when
+        the caller knows them (a delivery with a given UID)."""
+        _cold("storemerge", "merge", self, records)
 
     def merge_due(self):
         """After a delivery: index the unindexed messages once _MERGE_AFTER have piled up, if

@@ -122,27 +122,27 @@ def find_unindexed(box):
     out.sort(key=lambda r: r[1])
     return out
 
-def merge(box, recs=None):
+def merge(box, records=None):
     """Append records for unindexed files (records first; files are already in place).
-    recs: those records when the caller knows them (a delivery with a given UID)."""
-    if recs is None:
-        recs = find_unindexed(box)
-    if not recs:
+    records: those records when the caller knows them (a delivery with a given UID)."""
+    if records is None:
+        records = find_unindexed(box)
+    if not records:
         return
     buf = bytearray(_REC)
     total = box.idx_total
     f = open(box.p("index"), "ab")
     try:
-        for r in recs:
+        for r in records:
             total += r[4]
             _pack(buf, 0, r[0], r[1], r[2], r[3], total & _MASK)
             f.write(buf)
         compat.sync_file(f)
     finally:
         f.close()
-    box.idx_count += len(recs)
+    box.idx_count += len(records)
     box.idx_total = total & _MASK
-    box.last_seq = recs[-1][1]
+    box.last_seq = records[-1][1]
     box.unindexed = 0
 
 

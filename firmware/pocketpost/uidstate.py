@@ -427,8 +427,8 @@ class UidState:
             self._edit(0x54, k, first_seen, _flag_bits(flag))  # T: an entry already on file
         self.dirty = True
 
-    def set_pending(self, size, digest_hex, local, first_seen, flag, uid):
-        self.pending = (size, digest_hex, local, first_seen, flag, uid)
+    def set_pending(self, size, sha1hex, local, first_seen, flag, uid):
+        self.pending = (size, sha1hex, local, first_seen, flag, uid)
         self._pend = True
         self.dirty = True
 
