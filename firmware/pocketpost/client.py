@@ -623,7 +623,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
     raise ClientError("%s: store: %s" % (c.where, store_error))
 
 
-def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True, next=0):
+def _download(c, st, store, mailbox, n, uid, size, top, headers=True, next=0):
     """One message into the store, crash-safely (clientget.download: held by fetch_account while
     a batch downloads; called straight, no coroutine of _cold's on top of the download's).
     Returns (key, info or None if a duplicate, store error or None)."""
@@ -631,7 +631,7 @@ def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True, next=
     if get is None:  # another account's fetch (board.py: they run at once) dropped it: load it
         __import__("pocketpost.clientget")  # again, held for the rest of this batch (not per message)
         get = sys.modules["pocketpost.clientget"]
-    return get.download(c, st, store, mailbox, n, uid, size, top, want_headers, next)
+    return get.download(c, st, store, mailbox, n, uid, size, top, headers, next)
 
 
 def fetch_account_sync(account, store, on_message=None, opener=None, headers=True):
