@@ -618,7 +618,7 @@ from pocketpost import fetch
 rc = fetch.main(sys.argv[1], None, None, sys.argv[2] == "v")
 print("RC", rc)
 print("MODS", " ".join(sorted(k[11:] for k in sys.modules if k.startswith("pocketpost."))))
-print("ATTRS", " ".join(n for n in ("clientconf", "clientauth", "clientget", "uidload", "uidcompact", "config", "auth", "heapmark", "headers",
+print("ATTRS", " ".join(n for n in ("clientconf", "clientauth", "clientget", "uidcompact", "config", "auth", "heapmark", "headers",
                                     "store")
                         if hasattr(pocketpost, n)))
 """
@@ -631,7 +631,7 @@ def test_fetch_cli_drops_its_cold_modules_under_micropython(tmp_path):
     headers.py is loaded only for -v. Each run fetches a new message, so every dropped module ran."""
     probe = tmp_path / "probe.py"
     probe.write_text(CLI_MODULES)
-    cold = {"clientconf", "clientauth", "clientget", "clientstls", "clientend", "clientplan", "uidload", "uidcompact", "clientrecover", "config", "serverconf",
+    cold = {"clientconf", "clientauth", "clientget", "clientstls", "clientend", "clientplan", "uidcompact", "clientrecover", "config", "serverconf",
             "auth", "heapmark", "nativescan", "fetchload"}
     for verbose, uid in (("-", b"u1"), ("v", b"u2")):
         s = Script(mailbox([(b"u1", FROM_MSG)] + ([(uid, GOOD)] if uid != b"u1" else [])))
@@ -647,4 +647,4 @@ def test_fetch_cli_drops_its_cold_modules_under_micropython(tmp_path):
         # The store: its recovery (storescan, run at the mailbox's first open) is dropped after it,
         # its delivery code (store.py, loaded by the first Store.begin) after the downloads, and
         # its session side (storesession: lock, Mailbox, deletion commit) is never loaded.
-        assert "storecore" in mods and not mods & {"store", "storeload", "storescan", "storecheck", "storesession"}, sorted(mods)
+        assert "storecore" in mods and not mods & {"store", "storemerge", "storescan", "storecheck", "storesession"}, sorted(mods)

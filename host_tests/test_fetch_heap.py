@@ -6,8 +6,9 @@ loads its client (the client's own cold modules: test_client_hostile.py). (Heap 
 themselves are benchmarks: tools/bench_client.py, tools/bench_client_size.py.)"""
 
 import json
+import subprocess
 
-from helpers import run_micropython
+from helpers import MICROPYTHON, run_micropython
 
 PROBE = """
 import sys
@@ -40,17 +41,10 @@ def test_fetch_cli_drops_the_config_checks(tmp_path):
     assert "threshold True" in out, out  # fetch.main turned on heapmark.compact_gc
 
 
-def test_uidload_keeps_the_record_layout_of_uidstate():
-    """uidload.py restates uidstate's record layout (const() names are not module attributes on
-    MicroPython): the two must agree, or a load would misread every record."""
-    from pocketpost import uidload, uidstate
-
-    assert (uidload._REC, uidload._KEY, uidload._F_HEADERS) == (uidstate._REC, uidstate._KEY, uidstate._F_HEADERS)
-
-
 def test_uidcompact_keeps_the_record_layout_and_flags_of_uidstate():
-    """uidcompact.py (compaction, retain) restates uidstate's record layout and flag bits: the
-    two must agree, or a compaction would write wrong lines and a retain misread every record."""
+    """uidcompact.py (load, compaction, retain) restates uidstate's record layout and flag bits:
+    the two must agree, or a load or retain would misread every record and a compaction write
+    wrong lines."""
     from pocketpost import uidcompact, uidstate
 
     names = ("_REC", "_KEY", "_F_HEADERS", "_F_SYNTH", "_F_SEEN", "_F_DELETED", "_F_SAVED")
@@ -77,3 +71,58 @@ def test_gc_threshold_is_16_kib_in_a_board_sized_heap_and_a_sixteenth_of_a_large
         assert r.returncode == 0 and out[0] == "threshold", r.stdout + r.stderr
         t, size = int(out[1]), int(out[2])
         assert t == (16384 if heap != "1024k" else size // 16 // 1024 * 1024), (heap, t, size)
+
+
+NAMES_PROBE = """
+import micropython
+from pocketpost import fetch
+print("rc", fetch.main(%r))
+micropython.qstr_info()
+"""
+
+
+def test_a_steady_state_fetch_interns_fewer_names_than_fill_the_first_five_pools(tmp_path):
+    """Interned names are never freed, and MicroPython allocates their pools doubling in size: 20,
+    40, 80, 160 and 320 entries (620 in all), then one of 640 (~7 KB on the 64-bit host, one
+    block) at the 621st. A fetch CLI run with nothing new to fetch (the second run: store, state
+    and mailbox as the first left them), code from .mpy as deployed, must stay under 620 names
+    (each module costs its table's names, its file name and its dotted name: see
+    docs/ARCHITECTURE.md). Over it, the next pool costs the fetch its heap: a figure for
+    tools/bench_heap.py (workload d), not this test."""
+    import os
+    import re
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    from benchlib import build_mpy
+    from serverharness import Pop3Server
+
+    from pocketpost.store import Store
+
+    up_dir = tmp_path / "up"
+    up_dir.mkdir()
+    up = Pop3Server(str(up_dir), {"m": [b"Subject: one\r\n\r\nbody\r\n"]}, users={"m": "pw"}, server={"pop3s_port": 0})
+    up.start()
+    try:
+        mpy = build_mpy(str(tmp_path / "mpy"))
+        root = str(tmp_path / "mail")
+        Store(root, quota=0, reserve=0).create("fetched")
+        cfg = tmp_path / "config.json"
+        cfg.write_text(json.dumps({"store": {"root": root, "quota": 0, "reserve": 0},
+                                   "accounts": [{"name": "m", "host": "127.0.0.1", "port": up.port, "tls": "none",
+                                                 "allow_plaintext": True, "user": "m", "password": "pw",
+                                                 "auth": "user", "mailbox": "fetched", "policy": "keep",
+                                                 "state_dir": str(tmp_path / "state")}]}))
+        probe = tmp_path / "probe.py"
+        probe.write_text(NAMES_PROBE % str(cfg))
+        env = dict(os.environ, MICROPYPATH=mpy + ":.frozen")
+        counts = []
+        for _ in range(2):  # the first fetch stores the message; the second finds nothing new
+            r = subprocess.run([MICROPYTHON, str(probe)], capture_output=True, timeout=60, cwd=str(tmp_path),
+                               env=env)
+            out = r.stdout.decode()
+            assert r.returncode == 0 and "rc 0" in out, out + r.stderr.decode()
+            counts.append(int(re.search(r"n_qstr=(\d+)", out).group(1)))
+    finally:
+        up.stop()
+    assert counts[1] < 620, counts  # (at issue 12's names work: 600 with this probe, the first fetch 642; 642 before it)

@@ -11,7 +11,7 @@ from helpers import FIRMWARE, MICROPYTHON, ROOT, free_port
 from serverharness import Pop3Server
 
 # transport is not here: its connection class is the servers' too (listener.ServerConn).
-CLIENT_ONLY = ("client", "clientconf", "clientauth", "clientget", "clientrecover", "clientstls", "clientend", "clientplan", "uidload", "uidcompact",
+CLIENT_ONLY = ("client", "clientconf", "clientauth", "clientget", "clientrecover", "clientstls", "clientend", "clientplan", "uidcompact",
                "fetch", "fetchload", "pop3client", "uidstate", "headers", "oauth2", "nativescan")
 
 SCRIPT = r"""
@@ -53,13 +53,13 @@ def test_server_imports_no_client_module(tmp_path):
     assert not loaded & set(CLIENT_ONLY), sorted(loaded & set(CLIENT_ONLY))
     # Starting the server recovers each mailbox (serverstart.recover: at start, not at a first lock
     # during other sessions' work) and drops the store's cold code (storescan.py) again.
-    assert not loaded & {"storeload", "storescan", "storecheck", "storemerge"}, sorted(loaded)
+    assert not loaded & {"storescan", "storecheck", "storemerge"}, sorted(loaded)
     boxes = [ln for ln in r.stdout.splitlines() if ln.startswith("LOADED")]
     assert boxes and boxes[0].split()[1:] == ["alice"], r.stdout
-    # The client's halves of the shared core (pop3reply.py: reply parsing; unstuffer.py: DotUnstuffer)
+    # The client's halves of the shared core (pop3client.py: reply parsing; unstuffer.py: DotUnstuffer)
     # are loaded by their first use only; the start-up code (serverstart.py, tls.py) and the login
     # code (loginsvc.py, auth.py, pop3login.py) are dropped once the server is up with no session.
-    assert not loaded & {"pop3reply", "unstuffer"}, sorted(loaded)
+    assert not loaded & {"pop3client", "unstuffer"}, sorted(loaded)
     assert not loaded & {"serverstart", "tls", "loginsvc", "auth", "pop3login", "pop3trans"}, sorted(loaded)
 
 

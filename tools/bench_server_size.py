@@ -31,7 +31,7 @@ from helpers import MICROPYTHON, free_port  # noqa: E402
 from serverharness import Pop3Server  # noqa: E402
 
 ORDER = ("compat", "log", "wire", "pop3", "auth", "config", "storecore", "store", "storeindex", "storesession",
-         "storemerge", "storecommit", "storeload", "storescan", "storecheck", "heapmark", "tls", "transport", "listener",
+         "storemerge", "storecommit", "storescan", "storecheck", "heapmark", "tls", "transport", "listener",
          "pop3server", "server", "groupcommit", "smtp", "smtpserver")
 STEP = benchlib.IMPORT_STEPS
 

@@ -30,9 +30,9 @@ PARTS = (
     ("server", ("server", "serverstart", "pop3server", "pop3login", "loginsvc", "pop3trans", "smtpserver", "smtp",
                 "smtpenv", "smtpauth")),
     ("client", ("client", "clientconf", "clientauth", "clientstls", "clientplan", "clientget", "clientend",
-                "clientrecover", "fetch", "fetchload", "uidstate", "uidload", "uidcompact", "headers", "session",
-                "transport", "pop3client", "pop3reply", "nativescan", "oauth2")),
-    ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession", "storeload",
+                "clientrecover", "fetch", "fetchload", "uidstate", "uidcompact", "headers", "session",
+                "transport", "pop3client", "nativescan", "oauth2")),
+    ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession",
                "storescan", "storecheck", "groupcommit")),
 )
 

@@ -61,16 +61,16 @@ from pocketpost import compat, log, transport
 from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
 from pocketpost.pop3 import ProtocolError
 from pocketpost.pop3client import CONTINUE, END, REPLY, ClientSession
-from pocketpost.compat import forget as _forget  # a cold module, once used
 
 # --- named defaults and limits ------------------------------------------------------------------
-# (the account defaults are in clientconf.py, loaded only to check an account)
+# (the account defaults are in clientconf.py, loaded only to check an account; the two no other
+# module reads are private: a public name is one more interned name in every fetch)
 # (The largest server mailbox taken on, _MAX_SERVER_MESSAGES: clientauth.py, which checks STAT.)
-CONNECT_TIMEOUT = 15  # seconds: TCP connect (and, on CPython, the TLS handshake)
+_CONNECT_TIMEOUT = const(15)  # seconds: TCP connect (and, on CPython, the TLS handshake)
 READ_TIMEOUT = 30  # seconds: the greeting, each command's reply, any single wait for bytes
-# Slowest transfer we wait for, in bytes/s: a message of S octets gets read_timeout + S / MIN_RATE
+# Slowest transfer we wait for, in bytes/s: a message of S octets gets read_timeout + S / _MIN_RATE
 # seconds (a GPRS-class link moves ~2 KB/s; a server dripping a byte per half second is cut off).
-MIN_RATE = 1024
+_MIN_RATE = const(1024)
 # The whole session (connect to QUIT): one stuck server cannot hold the board's schedule longer.
 SESSION_TIMEOUT = 1800
 # After QUIT +OK, the polite close (TLS close_notify) is waited for this long at most.
@@ -131,7 +131,7 @@ def account_from_dict(d):
         return clientconf.account_from_dict(d)
     finally:
         clientconf = None
-        _forget(("clientconf",))
+        compat.forget(("clientconf",))
 
 
 # --- the session driver ----------------------------------------------------------------------------
@@ -139,17 +139,17 @@ def _ms(seconds):
     return int(seconds * 1000)
 
 
-async def _cold(mod, fn, *args):
-    """pocketpost.<mod>.<fn>(*args), a cold module loaded for the call (dropped after it unless a
+async def _cold(name, fn, *args):
+    """pocketpost.<name>.<fn>(*args), a cold module loaded for the call (dropped after it unless a
     caller already holds it: no second copy in the heap)."""
-    name = "pocketpost." + mod
-    held = name in sys.modules
-    __import__(name)
+    full = "pocketpost." + name
+    held = full in sys.modules
+    __import__(full)
     try:
-        return await getattr(sys.modules[name], fn)(*args)
+        return await getattr(sys.modules[full], fn)(*args)
     finally:
         if not held:
-            _forget((mod,))
+            compat.forget((name,))
 
 
 class Pop3Client:
@@ -165,8 +165,8 @@ class Pop3Client:
     message (read_timeout + size / min_rate), the whole session (`session_deadline`, ticks ms,
     set by the caller), and any single wait for bytes (read_timeout)."""
 
-    def __init__(self, host, port, tls_mode="none", ctx=None, connect_timeout=CONNECT_TIMEOUT,
-                 read_timeout=READ_TIMEOUT, min_rate=MIN_RATE, account=None, opener=None):
+    def __init__(self, host, port, tls_mode="none", ctx=None, connect_timeout=_CONNECT_TIMEOUT,
+                 read_timeout=READ_TIMEOUT, min_rate=_MIN_RATE, account=None, opener=None):
         self.host = host
         self.port = port
         self.tls_mode = tls_mode
@@ -287,15 +287,15 @@ class Pop3Client:
         await self._send(data, keyword)
         return await self._status()
 
-    async def _block(self, deadline, on_item):
-        """The rest of a multi-line reply: on_item(event) per LINE/ENTRY until END."""
+    async def _block(self, deadline, on_line):
+        """The rest of a multi-line reply: on_line(event) per LINE/ENTRY until END."""
         s = self.s
         what = s.what + " listing"
         while True:
             ev = await self._event(deadline, what)
             if ev == END:
                 return
-            on_item(ev)
+            on_line(ev)
 
     # -- session (the once-per-session steps: clientauth.py, loaded for them and dropped after) --
     def connect(self):
@@ -380,7 +380,7 @@ def settle(account, store):
         return clientconf.settle(account, store)
     finally:
         clientconf = None
-        _forget(("clientconf",))
+        compat.forget(("clientconf",))
 
 
 async def fetch_account(account, store, on_message=None, opener=None, headers=True):
@@ -397,7 +397,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         a, st, c, token, fresh = clientconf.start(account, store, opener)
     finally:
         clientconf = None
-        _forget(("clientconf",))
+        compat.forget(("clientconf",))
     parse = headers and on_message is not None  # parse each message's headers for on_message
     name = a["name"]
     mailbox = a["mailbox"]
@@ -413,7 +413,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             count = await clientauth.start(c, a, token, fresh)
         finally:
             clientauth = None
-            _forget(("clientauth",))
+            compat.forget(("clientauth",))
         stats["on_server"] = count
         cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
         # Per message number, one bit each (no per-message object, no list of UIDs):
@@ -447,7 +447,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 want, sizes = await clientplan.batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane)
             finally:
                 clientplan = None
-                _forget(("clientplan",))
+                compat.forget(("clientplan",))
             if ctl[0]:
                 # Messages stored by earlier sessions: delete them when the policy says so,
                 # _PIPELINE DELEs at a time (clientend.py: loaded for it, dropped after it).
@@ -458,7 +458,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                         deleted, refused = await clientend.dele_stored(c, count, dele, nb)
                     finally:
                         clientend = None
-                        _forget(("clientend",))
+                        compat.forget(("clientend",))
                 ctl[0] = False
 
             stop = False
@@ -507,7 +507,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     # A compaction of the state due at this message's save runs now, before its
                     # delivery holds heap and without the download code (uidcompact.py is loaded
                     # for it): the save then appends as usual.
-                    _forget(("clientget",))
+                    compat.forget(("clientget",))
                     st.compact()
                     if compat.IS_MICROPYTHON:
                         gc.collect()  # the compaction's heap goes before the download code is placed again
@@ -585,7 +585,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     st.mark(key, deleted=True)
                     deleted += 1
             want = sizes = order = None
-            _forget(drop)
+            compat.forget(drop)
             if stop or not ctl[1] or downloads >= cap:
                 break
         if stats["state_full"]:
@@ -598,7 +598,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             await clientend.finish(c, st, count, refused, now, sane)
         finally:
             clientend = None
-            _forget(("clientend",))
+            compat.forget(("clientend",))
         stats["deleted"] = deleted
         if store_error is None:
             return stats
@@ -611,7 +611,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         # sent again next time, from the records).
         log.warning("fetch %s: %s", name, e.msg)
     finally:
-        _forget(("clientget",))
+        compat.forget(("clientget",))
         await c.close()
         if st.dirty and st.pending is None:
             # An error ended the session: the last stored message's record (see _download)
@@ -623,7 +623,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
     raise ClientError("%s: store: %s" % (c.where, store_error))
 
 
-def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True, next=0):
+def _download(c, st, store, mailbox, n, uid, size, top, headers=True, next=0):
     """One message into the store, crash-safely (clientget.download: held by fetch_account while
     a batch downloads; called straight, no coroutine of _cold's on top of the download's).
     Returns (key, info or None if a duplicate, store error or None)."""
@@ -631,7 +631,7 @@ def _download(c, st, store, mailbox, n, uid, size, top, want_headers=True, next=
     if get is None:  # another account's fetch (board.py: they run at once) dropped it: load it
         __import__("pocketpost.clientget")  # again, held for the rest of this batch (not per message)
         get = sys.modules["pocketpost.clientget"]
-    return get.download(c, st, store, mailbox, n, uid, size, top, want_headers, next)
+    return get.download(c, st, store, mailbox, n, uid, size, top, headers, next)
 
 
 def fetch_account_sync(account, store, on_message=None, opener=None, headers=True):

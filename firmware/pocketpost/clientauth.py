@@ -8,9 +8,8 @@ its qstrs stay)."""
 import binascii
 
 from pocketpost import log, transport
-from pocketpost.client import (_OAUTH, AuthFailed, ConnectionLost, ErrReply, Pop3Timeout, _forget,
-                               _ms, _text)
-from pocketpost.compat import IS_MICROPYTHON, ConfigError, const, ticks_add, ticks_diff, ticks_ms
+from pocketpost.client import _OAUTH, AuthFailed, ConnectionLost, ErrReply, Pop3Timeout, _ms, _text
+from pocketpost.compat import IS_MICROPYTHON, ConfigError, const, forget, ticks_add, ticks_diff, ticks_ms
 from pocketpost.pop3 import ProtocolError, parse_number
 from pocketpost.pop3client import GREETING
 
@@ -132,7 +131,7 @@ async def connect(c):
             await clientstls.stls(c)
         finally:
             clientstls = None
-            _forget(("clientstls",))
+            forget(("clientstls",))
 
 
 async def capa(c):

@@ -7,12 +7,13 @@ heap are not held while messages move; its qstrs stay, MicroPython never frees t
 import gc
 
 from pocketpost import compat, log
-from pocketpost.client import (_OAUTH, CONNECT_TIMEOUT, MIN_RATE, READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed,
-                               Pop3Client, _forget)
+from pocketpost.client import _OAUTH, READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed, Pop3Client
 from pocketpost.compat import ConfigError, const
 from pocketpost.uidstate import UidState
 
 _DEFAULT_MAX_ENTRIES = const(500)  # uidstate's (a private copy)
+_CONNECT_TIMEOUT = const(15)  # client's (a private copy)
+_MIN_RATE = const(1024)  # client's (a private copy)
 
 # The account's named defaults, by key (one dict: its keys are the account's own names, so the
 # defaults cost no interned name each in every process that fetches; MicroPython never frees one).
@@ -27,15 +28,8 @@ DEFAULTS = {
     "mailbox": "inbox",
     "state_dir": "state",
 }
-PORTS = {"implicit": 995, "stls": 110, "none": 110}  # RFC 8314 / RFC 1939
-
-# The values a choice may take, by key.
-_CHOICES = {
-    "policy": ("delete", "keep", "keep_days"),
-    "tls": ("implicit", "stls", "none"),
-    "auth": ("auto", "scram-sha-256", "plain", "user", "apop", "xoauth2", "oauthbearer"),
-    "oversize": ("skip", "headers"),
-}
+# (The default port by TLS mode and the values each choice may take: account_from_dict's locals,
+# not module names, which would be interned names never freed.)
 
 
 def start(account, store, opener):
@@ -76,10 +70,10 @@ def start(account, store, opener):
 
 def _state(a):
     """The account's UidState (its table made), then loaded: a temp file left by a crash inside a
-    compaction is dropped first (uidload.py: loaded here, as the load itself loads it, after the
-    table; the load drops it)."""
+    compaction is dropped first (uidcompact.py: loaded here, as the load itself loads it, after
+    the table; the load drops it)."""
     st = UidState(a["state_dir"], a["name"], a["max_entries"])
-    from pocketpost.uidload import remove_tmp
+    from pocketpost.uidcompact import remove_tmp
 
     remove_tmp(a["state_dir"], a["name"])
     return st.load()
@@ -90,7 +84,7 @@ def _reconcile(st, store, mailbox):
 
     clientrecover.reconcile(st, store, mailbox)
     clientrecover = None
-    _forget(("clientrecover",))
+    compat.forget(("clientrecover",))
 
 
 def settle(account, store):
@@ -117,6 +111,13 @@ def account_from_dict(d):
     """Validate an account dict (from the JSON config) and fill in the named defaults."""
     if not isinstance(d, dict):
         raise ConfigError("account must be an object")
+    # The values a choice may take, by key.
+    choices = {
+        "policy": ("delete", "keep", "keep_days"),
+        "tls": ("implicit", "stls", "none"),
+        "auth": ("auto", "scram-sha-256", "plain", "user", "apop", "xoauth2", "oauthbearer"),
+        "oversize": ("skip", "headers"),
+    }
     a = {}
     for k in ("name", "host", "user", "password"):
         v = d.get(k)
@@ -132,8 +133,8 @@ def account_from_dict(d):
 
     def pick(key):
         v = d.get(key, DEFAULTS[key])
-        if v not in _CHOICES[key]:
-            raise ConfigError("account %s: %s must be one of %s" % (name, key, ", ".join(_CHOICES[key])))
+        if v not in choices[key]:
+            raise ConfigError("account %s: %s must be one of %s" % (name, key, ", ".join(choices[key])))
         return v
 
     def number(key, default, minimum=0):
@@ -143,7 +144,7 @@ def account_from_dict(d):
         return v
 
     a["tls"] = pick("tls")
-    a["port"] = number("port", PORTS[a["tls"]], 1)
+    a["port"] = number("port", 995 if a["tls"] == "implicit" else 110, 1)  # RFC 8314 / RFC 1939
     a["auth"] = pick("auth")
     if a["auth"] in _OAUTH:  # OAuth: token_url, client_id, refresh_token, ...
         from pocketpost import oauth2
@@ -180,8 +181,8 @@ def account_from_dict(d):
     t = d.get("timeouts", {})
     if not isinstance(t, dict):
         raise ConfigError("account %s: timeouts must be an object" % name)
-    for k, default in (("connect_timeout", CONNECT_TIMEOUT), ("read_timeout", READ_TIMEOUT),
-                       ("min_rate", MIN_RATE), ("session_timeout", SESSION_TIMEOUT)):
+    for k, default in (("connect_timeout", _CONNECT_TIMEOUT), ("read_timeout", READ_TIMEOUT),
+                       ("min_rate", _MIN_RATE), ("session_timeout", SESSION_TIMEOUT)):
         v = t.get(k, default)
         if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
             raise ConfigError("account %s: timeouts.%s must be a positive number" % (name, k))

@@ -162,7 +162,7 @@ class _StoreSink:
         self.error = e
 
 
-async def download(c, st, store, mailbox, n, uid, size, top, want_headers=True, next=0):
+async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=0):
     """client._download: one message into the store, crash-safely. Returns (key, info or None if a duplicate,
     store error or None). A message that does not prove complete raises (pop3client's size
     rule): its delivery is aborted, nothing is recorded, the caller's session ends without QUIT.
@@ -171,7 +171,7 @@ async def download(c, st, store, mailbox, n, uid, size, top, want_headers=True, 
         d = store.begin(mailbox, digest=True)
     except Exception as e:  # StoreFull / QuotaExceeded / OSError: nothing sent for it yet
         return None, None, e
-    sink = _StoreSink(d, want_headers, c.s)
+    sink = _StoreSink(d, headers, c.s)
     try:
         await retr(c, n, sink, size, top, next)
     except BaseException:
@@ -220,7 +220,6 @@ async def download(c, st, store, mailbox, n, uid, size, top, want_headers=True, 
     # so a stored message costs one state write, not two. Until then the pending entry on
     # flash stands for it: a crash reconciles it as stored (the same check as above).
     # close(): a header with no empty line after it counts
-    headers = sink.headers.close() if want_headers else None
     info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,
-            "headers": headers}
+            "headers": sink.headers.close() if headers else None}
     return key, info, None

@@ -65,8 +65,8 @@ def errno_of(exc):
 
 
 # --- filesystem: MicroPython has no os.path, makedirs, replace or fsync ----------------------
-
-SEP = "/"
+# (Paths use "/" on every port: written as a literal, not a module name, which would be one more
+# interned name in every process.)
 
 
 def join(*parts):
@@ -74,12 +74,12 @@ def join(*parts):
     for p in parts:
         if not p:
             continue
-        if p.startswith(SEP) or not out:
+        if p.startswith("/") or not out:
             out = p
-        elif out.endswith(SEP):
+        elif out.endswith("/"):
             out += p
         else:
-            out += SEP + p
+            out += "/" + p
     return out
 
 
@@ -102,10 +102,10 @@ def isdir(path):
 def makedirs(path):
     """mkdir -p: creates each missing component; an existing directory is fine."""
     cur = ""
-    for part in path.split(SEP):
+    for part in path.split("/"):
         if not part:
             if not cur:
-                cur = SEP
+                cur = "/"
             continue
         cur = join(cur, part) if cur else part
         if not isdir(cur):

@@ -22,7 +22,7 @@ the host tools); `load(path, False)` (the fetch CLI's start, fetchload.py) leave
 sections as written, unchecked, and never loads it. serverconf's public names are config's too
 (config.SERVER_DEFAULTS, config.add_user, config.save, ...: the module __getattr__ below).
 
-Secrets live outside config.json, in the secrets file next to it (SECRETS_FILE, or the path
+Secrets live outside config.json, in the secrets file next to it ("secrets.json", or the path
 "wifi"/"secrets" names; git-ignored, copied by tools/deploy.py; see
 boards/*/secrets.json.template): Wi-Fi keys (board.py) and, under "accounts", each client
 account's secrets by account name ({"isp": {"password": "..."}}), merged by `load()`.
@@ -41,12 +41,9 @@ STORE_DEFAULTS = {
     "reserve": 65536,  # bytes kept free on flash for the index, config and logs
 }
 
-LOG_DEFAULTS = {"level": "info"}
-
-# The secrets file, relative to the config file's folder unless absolute (board.py reads the
-# same file for Wi-Fi); keys an account may take from it (the rest belongs in config.json).
-SECRETS_FILE = "secrets.json"
-ACCOUNT_SECRETS = ("password", "refresh_token", "client_secret")  # the last two: OAuth (oauth2.py)
+# The log section's defaults ({"level": "info"}), the secrets file's name and the account secrets
+# are written where they are used (check, secrets_path, merge_secrets): a module-level name is one
+# more interned name, never freed, in every process that loads the config.
 
 
 def load_raw(path):
@@ -57,18 +54,18 @@ def load_raw(path):
     return cfg
 
 
-def _merge(defaults, given, section):
-    if given is None:
-        given = {}
-    if not isinstance(given, dict):
+def _merge(defaults, values, section):
+    if values is None:
+        values = {}
+    if not isinstance(values, dict):
         raise ConfigError("config: %s must be an object" % section)
     out = {}
     for k in defaults:
         out[k] = defaults[k]
-    for k in given:
+    for k in values:
         if k not in defaults:
             raise ConfigError("config: unknown key %s.%s" % (section, k))
-        out[k] = given[k]
+        out[k] = values[k]
     return out
 
 
@@ -105,7 +102,7 @@ def check(cfg, server=True):
         _check_transport(a)
     out["accounts"] = acc  # client.py checks the rest of each account
 
-    lg = _merge(LOG_DEFAULTS, cfg.get("log"), "log")
+    lg = _merge({"level": "info"}, cfg.get("log"), "log")
     if lg["level"] not in ("debug", "info", "warning", "error"):
         raise ConfigError("config: log.level must be debug, info, warning or error")
     out["log"] = lg
@@ -136,11 +133,12 @@ def _check_transport(a):
 
 
 def secrets_path(config_path, cfg):
-    """The secrets file for a config file: "wifi"/"secrets" or SECRETS_FILE, next to the config."""
+    """The secrets file for a config file: "wifi"/"secrets" or "secrets.json", relative to the
+    config file's folder unless absolute (board.py reads the same file for Wi-Fi)."""
     w = cfg.get("wifi")
     name = w.get("secrets") if isinstance(w, dict) else None
     if not isinstance(name, str) or not name:
-        name = SECRETS_FILE
+        name = "secrets.json"
     if name.startswith("/"):
         return name
     i = config_path.rfind("/")
@@ -151,6 +149,9 @@ def merge_secrets(cfg, path):
     """Copy each account's secrets from the secrets file ("accounts": {name: {"password": ...}})
     into the config's account of that name. No file, or no "accounts" in it: nothing to do. A
     secret also set in config.json is refused (which one would win is a trap)."""
+    # The keys an account may take from it (the rest belongs in config.json); the last two: OAuth
+    # (oauth2.py).
+    secrets = ("password", "refresh_token", "client_secret")
     try:
         f = open(path)
     except OSError:
@@ -175,9 +176,9 @@ def merge_secrets(cfg, path):
         if not isinstance(s, dict):
             raise ConfigError("config: %s: accounts.%s must be an object" % (path, name))
         for k in s:
-            if k not in ACCOUNT_SECRETS:
+            if k not in secrets:
                 raise ConfigError("config: %s: accounts.%s.%s is not an account secret (%s); it goes in "
-                                  "config.json" % (path, name, k, ", ".join(ACCOUNT_SECRETS)))
+                                  "config.json" % (path, name, k, ", ".join(secrets)))
             if k in a:
                 raise ConfigError("config: account %s: %s is set in config.json and in %s; keep it in %s only"
                                   % (name, k, path, path))

@@ -19,9 +19,9 @@ the current directory.
 Heap (MicroPython): the start (fetchload.py, dropped after it) imports config.py for the load and
 drops it after it when this call loaded it (a fetch never needs it again), with heapmark.py (used
 once, to set the GC threshold); then each local mailbox is opened (the store's first open after
-boot loads its loading code, storeload.py, and its recovery, storescan.py, only if the mailbox
+boot loads its loading code, storemerge.load, and its recovery, storescan.py, only if the mailbox
 needs repair, for the call); the client is imported after that, and
-drops its own cold modules once used (clientconf, uidload, uidcompact, clientauth, clientplan,
+drops its own cold modules once used (clientconf, uidcompact, clientauth, clientplan,
 clientget, clientend, clientrecover). The store's session side (storesession.py: lock, Mailbox,
 deletion commit) loads only to reconcile a fetch cut short by a crash (clientrecover.py).
 Exit status: 0 when every account fetched, 1 otherwise, 2 for a config that does not load.

@@ -36,7 +36,7 @@ def load(config_path, only, log_level):
     accounts = cfg["accounts"]
     for acct in accounts:
         # Open (recover) each local mailbox before the client is imported: the first open after
-        # boot loads the store's loading code (storeload.py, and the recovery, storescan.py, ~7 KB,
+        # boot loads the store's loading code (storemerge.load, and the recovery, storescan.py, ~7 KB,
         # if the mailbox needs repair; dropped after it), which
         # on top of the client and its session's buffers set the smallest heap. Best effort:
         # fetch_account opens it again and reports a failure. ("inbox": clientconf's default.)

@@ -12,8 +12,8 @@ of its points, everything else running included. CPython has no gc.mem_alloc: no
 
 import gc
 
+from pocketpost import compat
 from pocketpost.compat import const, ticks_diff, ticks_ms
-from pocketpost.compat import forget as compat_forget
 
 # One collection a second at most: an ESP32 collects a 100 KiB heap in a few ms.
 _SAMPLE_MS = const(1000)
@@ -75,4 +75,4 @@ def threshold():
 
 def forget(names=("config", "serverconf", "tls", "serverstart")):  # the start-up-only modules above
     """compat.forget, by default of the start-up-only modules."""
-    compat_forget(names)
+    compat.forget(names)

@@ -15,14 +15,15 @@ the run of whole lines ending with CRLF, each line after it not opening with "."
 a lone LF (the line holding it is not in the run), before a line opening with "." and at the
 end of the data (an unfinished line is not in the run). Returns (lines << 17) | (65536 if it
 ran to the end of the data) | (octets of the run). It reads only inside buf[s:e] (viper checks
-no bounds: the caller passes 0 <= s <= e <= len(buf) < 16 KiB). `w ^ -1` is ~w (older emitters
-have no unary ~ on native ints).
+no bounds: the caller passes 0 <= s <= e <= len(buf) < 16 KiB). `word ^ -1` is ~word (older
+emitters have no unary ~ on native ints). Its identifiers are interned when it compiles: its
+locals reuse names the client interns anyway where that reads as well (view, word).
 """
 
 _SRC = """
 @micropython.viper
 def scan(i: int, e: int, p: ptr8, s: int) -> int:
-    q = ptr32(p)
+    view = ptr32(p)
     hi = (0x808080 << 8) | 0x80
     n = 0
     k = i
@@ -30,8 +31,8 @@ def scan(i: int, e: int, p: ptr8, s: int) -> int:
     while i < e:
         if words and (i & 3) == 0:
             while i + 4 <= e:
-                w = q[i >> 2] ^ 0x0A0A0A0A
-                if (w - 0x01010101) & (w ^ -1) & hi:
+                word = view[i >> 2] ^ 0x0A0A0A0A
+                if (word - 0x01010101) & (word ^ -1) & hi:
                     break
                 i += 4
             if i >= e:

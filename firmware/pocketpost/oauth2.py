@@ -6,7 +6,7 @@ Theory of operation
 An OAuth account (`"auth": "xoauth2"` or `"oauthbearer"`) has no password. Its config.json entry
 names the provider's token endpoint (`token_url`) and the app's `client_id`; its secrets.json entry
 holds the `refresh_token` (and a `client_secret` when the provider issued one; see config.py
-ACCOUNT_SECRETS). Before each POP3 session the client asks `access_token(account)`:
+merge_secrets). Before each POP3 session the client asks `access_token(account)`:
 
   1. the cache (one entry per account name, in RAM) holds an access token and its expiry in board
      clock seconds (compat.now()); it is used while it has more than REFRESH_MARGIN seconds left;

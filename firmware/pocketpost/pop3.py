@@ -22,8 +22,8 @@ halves load at their first use through this module's __getattr__ (`from pocketpo
 reply` and `... import parse_reply` work as before):
 - the server's side, pop3cmd.py: `parse_command`, `COMMANDS`, `reply` (a
   fetch, which never parses a command or builds a status line, never holds it);
-- the client's side, pop3reply.py: command, is_multiline, Reply, parse_reply, parse_listing,
-  valid_uid (a server never holds it).
+- the client's side, in pop3client.py (the client session, which uses them): command,
+  is_multiline, Reply, parse_reply, parse_listing, valid_uid (a server never holds it).
 """
 
 from pocketpost.compat import const
@@ -31,7 +31,6 @@ from pocketpost.compat import const
 # Largest message number / line count we accept: fits a signed 32-bit int on every port.
 _MAX_NUMBER = const(2147483647)
 _MAX_DIGITS = const(10)
-_SERVER_SIDE = ("parse_command", "COMMANDS", "reply")
 
 
 class ProtocolError(Exception):
@@ -60,11 +59,11 @@ def parse_number(word, minimum=1):
 
 
 def __getattr__(name):
-    """The server's side (pop3cmd.py) or the client's (pop3reply.py), loaded at its first use."""
-    if name in _SERVER_SIDE:
+    """The server's side (pop3cmd.py) or the client's (pop3client.py), loaded at its first use."""
+    if name in ("parse_command", "COMMANDS", "reply"):  # (a literal: a module name is one more interned name)
         from pocketpost import pop3cmd
 
         return getattr(pop3cmd, name)
-    from pocketpost import pop3reply
+    from pocketpost import pop3client
 
-    return getattr(pop3reply, name)
+    return getattr(pop3client, name)

@@ -38,7 +38,7 @@ nativescan.py, four octets at a time; else a C find per line and a few byte chec
 passes instead once lines are shorter than _WALK_BYTES on average), and the run goes out as one
 BODY chunk, a view of that buffer (no copy; `bare` 0, `dots` False, its lines
 counted as CRLF line ends). A line that opens with "." (stuffed, or the terminator), holds a lone
-LF, or is longer than the buffer goes through the DotUnstuffer into the out chunk (CHUNK octets),
+LF, or is longer than the buffer goes through the DotUnstuffer into the out chunk (_CHUNK octets),
 line by line for dot lines, and is handed out from there with its line ends counted (`bare`)
 and `dots` set from the first dot line of the body on. A chunk holds whole lines unless the out
 chunk filled or a line outgrew the buffer. After a clean chunk, `hungry` says when only more
@@ -60,21 +60,30 @@ were CRLF. The message is complete when the LIST size S is one of
 Anything else (a server that forgot to dot-stuff and ended the message at a body line ".", a
 truncated or padded message) is not proven complete: the shell must not store it, record it or
 delete it, and must end the session without QUIT (what followed cannot be trusted either).
+
+The client's half of the POP3 grammar lives here too (commands built, status lines and listings
+parsed, UIDs checked: command, is_multiline, Reply, parse_reply, parse_listing, valid_uid), as
+pop3.py's names through its __getattr__; it was pop3reply.py, always loaded with this module (a
+module of its own cost a fetch three interned names). A server never loads this module.
 """
 
 from pocketpost.compat import const
-from pocketpost.pop3 import ProtocolError, command, is_multiline, parse_listing, parse_reply
+from pocketpost.pop3 import ProtocolError, parse_number
 from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader, unstuff_line
 
 _MAX_RESPONSE_LINE = const(512)  # wire's (a private copy)
+# RFC 1939 section 7: a UID is 1 to 70 characters in the range 0x21 to 0x7E.
+_MAX_UID = const(70)
 
-# Events returned by next_event().
-NEED_DATA = const(0)
+# Events returned by next_event(). Those no firmware module compares with (NEED_DATA, LINE,
+# ENTRY) are private: a public const is a module name, interned (never freed) in every fetch;
+# host_tests/dual/test_pop3client.py checks its copies of their values.
+_NEED_DATA = const(0)
 GREETING = const(1)
 REPLY = const(2)
 CONTINUE = const(3)
-LINE = const(4)
-ENTRY = const(5)
+_LINE = const(4)
+_ENTRY = const(5)
 BODY = const(6)
 END = const(7)
 
@@ -86,7 +95,7 @@ _RECV_BUFSIZE = const(4096)
 # Body bytes the slow path (dot lines, lone LFs, overlong lines) un-stuffs before handing them out;
 # clean lines go out straight from the receive buffer, up to _RECV_BUFSIZE at a time. (Was 2 KiB
 # when every byte went through it; the heap is the scarcer resource.)
-CHUNK = const(1024)
+_CHUNK = const(1024)
 # The clean-line walk costs a little Python per line: below this many octets per line on average
 # it checks the rest of the buffer with three C passes instead (see ClientSession._body).
 _WALK_BYTES = const(32)
@@ -155,8 +164,105 @@ def apop_timestamp(text):
     return text[i : j + 1]
 
 
+# --- the client's half of the POP3 grammar (pop3.py's __getattr__ gives these names as pop3's:
+# `from pocketpost.pop3 import parse_reply` loads this module) -----------------------------------
+
+
+def is_multiline(keyword, nargs):
+    """Is a +OK reply to this command followed by a dot-terminated block?"""
+    if keyword in ("RETR", "TOP", "CAPA"):
+        return True
+    if keyword in ("LIST", "UIDL"):
+        return nargs == 0
+    return False
+
+
+def command(keyword, *args):
+    """Build a command line (bytes with CRLF). Arguments may be str, bytes or int."""
+    out = keyword.encode() if isinstance(keyword, str) else keyword
+    for a in args:
+        if isinstance(a, int):
+            a = str(a)
+        if isinstance(a, str):
+            a = a.encode()
+        out += b" " + a
+    return out + b"\r\n"
+
+
+class Reply:
+    """A parsed status line. `ok` is True for +OK, False for -ERR, None for a SASL "+ "
+    continuation; `code` is the response code without brackets (str) or None."""
+
+    def __init__(self, ok, code, text):
+        self.ok = ok
+        self.code = code
+        self.text = text
+
+    def __repr__(self):
+        return "Reply(%r, %r, %r)" % (self.ok, self.code, self.text)
+
+
+def parse_reply(line):
+    """One status line (bytes, no line end) -> Reply. Raises ProtocolError."""
+    if line.startswith(b"+OK"):
+        ok = True
+        rest = line[3:]
+    elif line.startswith(b"-ERR"):
+        ok = False
+        rest = line[4:]
+    elif line == b"+" or line.startswith(b"+ "):
+        return Reply(None, None, line[2:])
+    else:
+        raise ProtocolError("malformed reply")
+    if rest and rest[0] != 32:
+        raise ProtocolError("malformed reply")
+    rest = rest[1:]
+    code = None
+    # RFC 2449 section 8: resp-code = "[" resp-level *("/" resp-level) "]"
+    if rest.startswith(b"["):
+        j = rest.find(b"]")
+        if j > 1:
+            raw = rest[1:j]
+            good = True
+            for c in raw:
+                if c < 0x21 or c > 0x7E or c == 0x5B:
+                    good = False
+                    break
+            if good:
+                code = raw.decode()
+                rest = rest[j + 1 :]
+                if rest.startswith(b" "):
+                    rest = rest[1:]
+    return Reply(ok, code, rest)
+
+
+def parse_listing(line):
+    """A scan listing "n size" or unique-id listing "n uid" line -> (n, bytes second field).
+    The caller decides whether the second field is a size (parse_number(..., 0)) or a UID."""
+    sp = line.find(b" ")
+    if sp <= 0:
+        raise ProtocolError("malformed listing")
+    n = parse_number(line[:sp], 1)
+    rest = line[sp + 1 :]
+    sp2 = rest.find(b" ")
+    if sp2 >= 0:  # RFC 1939 allows more after the size; we ignore it
+        rest = rest[:sp2]
+    if not rest:
+        raise ProtocolError("malformed listing")
+    return n, rest
+
+
+def valid_uid(uid):
+    if not 1 <= len(uid) <= _MAX_UID:
+        return False
+    for c in uid:
+        if c < 0x21 or c > 0x7E:
+            return False
+    return True
+
+
 class ClientSession:
-    def __init__(self, recv_bufsize=_RECV_BUFSIZE, chunk=CHUNK):
+    def __init__(self, recv_bufsize=_RECV_BUFSIZE, chunk=_CHUNK):
         self.reader = LineReader(_MAX_RESPONSE_LINE, bufsize=recv_bufsize)
         self._unstuffer = DotUnstuffer()
         self._out = bytearray(chunk)
@@ -259,7 +365,7 @@ class ClientSession:
         if st == _GREET:
             ln = self._next_line("greeting")
             if ln is None:
-                return NEED_DATA
+                return _NEED_DATA
             r = _reply_or_none(ln)
             if r is None or r.ok is None:
                 self._fail("malformed greeting: %s" % _text(ln[:60]))
@@ -270,14 +376,14 @@ class ClientSession:
         if not self._pending:
             if self.reader.pending():
                 self._fail("server sent data nobody asked for")
-            return NEED_DATA
+            return _NEED_DATA
         p = self._pending[0]
         self.keyword = p[0]
         self.what = p[1]
         if st == _STATUS:
             ln = self._next_line("reply to " + p[1])
             if ln is None:
-                return NEED_DATA
+                return _NEED_DATA
             r = _reply_or_none(ln)
             if r is None or (r.ok is None and p[0] != "AUTH"):
                 self._fail("reply to %s is neither +OK nor -ERR: %s" % (p[1], _text(ln[:60])))
@@ -302,7 +408,7 @@ class ClientSession:
         # _LINES: CAPA, LIST, UIDL
         ln = self._next_line(p[1] + " listing")
         if ln is None:
-            return NEED_DATA
+            return _NEED_DATA
         ln = unstuff_line(ln)
         if ln is None:
             self._state = _STATUS
@@ -314,7 +420,7 @@ class ClientSession:
             self._fail("%s reply does not end (more than %d lines)" % (p[1], p[3]))
         if p[0] == "CAPA":
             self.line = ln
-            return LINE
+            return _LINE
         try:
             n, field = parse_listing(ln)
         except ProtocolError:
@@ -324,7 +430,7 @@ class ClientSession:
         self._last = n
         self.n = n
         self.field = field
-        return ENTRY
+        return _ENTRY
 
     def _emit(self, n):
         """Hand out the first n bytes of the out chunk (un-stuffed by the slow path) as BODY,
@@ -374,7 +480,7 @@ class ClientSession:
             s = r.start  # the reader's public buf[start:end]: no call, no tuple per chunk
             e = r.end
             if s >= e:
-                yield NEED_DATA
+                yield _NEED_DATA
                 continue
             if buf[s] != _DOT and u.at_line_start():
                 if scan is not None:  # the native walk (nativescan.py)
@@ -427,7 +533,7 @@ class ClientSession:
                     yield BODY
                     continue
                 if j < 0 and (s or e < len(buf)):
-                    yield NEED_DATA  # the line is not complete yet: read on (space() compacts)
+                    yield _NEED_DATA  # the line is not complete yet: read on (space() compacts)
                     continue
                 lim = e  # a lone LF (or a line longer than the buffer): the slow path takes it all
             else:

@@ -108,14 +108,14 @@ after the import, 64-bit unix port, from .mpy):
     the roll-forward of recovery). A process that only delivers (the fetch CLI) never loads it.
   - Loaded for a call and dropped after it (MicroPython): storemerge.py (~2.5 KB: the files
     above the index appended to it, at a lock after deliveries and every _MERGE_AFTER
-    deliveries; file and UID names parsed; create), storeload.py (the first load of a mailbox
-    after boot: the index verified and compared with one listing of the buckets, the clean case
-    finished there), storescan.py (recovery: the roll-forward or discard of an intent log, the
+    deliveries; file and UID names parsed; create; and the first load of a mailbox after boot:
+    the index verified and compared with one listing of the buckets, the clean case finished
+    there), storescan.py (recovery: the roll-forward or discard of an intent log, the
     scan, salvage, the rebuild from the files, the format-1 upgrade) and storecheck.py
     (Store.check, describe).
-    Recovery runs when a first load (storeload) finds anything to repair, at a lock that found
-    damage and at a check. _cold counts the calls under way in each group (_held: storeload,
-    storescan, storecheck, storemerge; _ixheld: storeindex, plus one while storesession is loaded), so a
+    Recovery runs when a first load (storemerge.load) finds anything to repair, at a lock that
+    found damage and at a check. _cold counts the calls under way in each group (_held:
+    storescan, storecheck, storemerge, storecommit; _ixheld: storeindex, plus one while storesession is loaded), so a
     module in use is never dropped and a server keeps one copy of storeindex. Nothing outside a
     call refers to them: the exceptions, _Box and the RAM state live in storecore, reports are
     plain dicts, their generators are closed before the call returns.
@@ -132,7 +132,8 @@ from pocketpost import compat, log
 from pocketpost.compat import const
 
 # The public names (store.Store, store.StoreError, ...), one object each wherever imported from.
-from pocketpost.storecore import (_LOCKS, MailboxLocked, QuotaExceeded, Store, StoreError, StoreFull,  # noqa: F401
+# (Mailbox and MailboxLocked: storesession.py's, through __getattr__ below.)
+from pocketpost.storecore import (_LOCKS, QuotaExceeded, Store, StoreError, StoreFull,  # noqa: F401
                                   _Delivery_ids, _msg_name, _os_error, _remove, describe, reboot, valid_name)
 
 # --- named limits -----------------------------------------------------------------------------
@@ -154,12 +155,13 @@ _DOT = const(46)
 
 
 def __getattr__(name):
-    """store.Mailbox (storesession.py, loaded on first use), and the store's other names where
-    they live (storecore.py, storeindex.py, storemerge.py: store._Box, store.parse_uid, ...)."""
-    if name == "Mailbox":
+    """store.Mailbox and store.MailboxLocked (storesession.py, loaded on first use), and the
+    store's other names where they live (storecore.py, storeindex.py, storemerge.py: store._Box,
+    store.parse_uid, ...)."""
+    if name in ("Mailbox", "MailboxLocked"):
         from pocketpost import storesession
 
-        return storesession.Mailbox
+        return getattr(storesession, name)
     from pocketpost import storecore
 
     try:
@@ -492,8 +494,10 @@ class Delivery:
             epoch, seq = box.epoch, box.next_seq
             if self._uid is not None:
                 epoch, seq = self._uid
-                if box.path in _LOCKS:
-                    raise MailboxLocked("mailbox in use")
+                if box.path in _LOCKS:  # (locked: storesession is loaded)
+                    from pocketpost import storesession
+
+                    raise storesession.MailboxLocked("mailbox in use")
                 if seq < box.next_seq:
                     raise StoreError("uid %08x.%d is not above the mailbox's last" % (epoch, seq), "SYS/PERM")
                 if box.unindexed:

@@ -9,12 +9,14 @@ The store is split by who needs what, and when:
   - storeindex.py: the index format, read and verified, walked, written. storesession imports
     it and holds it; otherwise loaded for a call (recovery, a merge, create).
   - storesession.py: lock, Mailbox (Store.lock imports it).
-  - storemerge.py (the files above the index appended to it, file and UID names parsed, create),
-    storecommit.py (the deletion commit: a session's commit that deletes something, recovery's
-    roll-forward), storeload.py (a mailbox's first load: the index checked against the files),
-    storescan.py (recovery: only when that check finds something to repair) and storecheck.py
+  - storemerge.py (the files above the index appended to it, file and UID names parsed, create,
+    a mailbox's first load: the index checked against the files), storecommit.py (the deletion
+    commit: a session's commit that deletes something, recovery's roll-forward), storescan.py (recovery: only when that check finds something to repair) and storecheck.py
     (Store.check, describe): loaded for a call, dropped after it. Store() loads none of them: a server's start (config loaded, the
     server's code in the heap) is where its smallest heap is set.
+The session side's exception (MailboxLocked) and the recovery of every mailbox at a server's
+start (recover_all) are storesession.py's: a process that never locks a mailbox (the fetch CLI)
+interns none of their names.
 On MicroPython a module loaded for a call is dropped when the last call inside it returns (_held,
 _ixheld: the users under way, compat.release_cold); CPython keeps modules (a second copy would
 give its classes a second identity).
@@ -73,12 +75,6 @@ class QuotaExceeded(StoreError):
     """The mailbox quota has no room for this message."""
 
     code = "SYS/TEMP"
-
-
-class MailboxLocked(StoreError):
-    """The mailbox is already locked by another session of this process."""
-
-    code = "IN-USE"
 
 
 def _os_error(e):
@@ -156,10 +152,10 @@ class _Box:
 
     # --- the index side (storeindex.py) -------------------------------------------------------
 
-    def merge(self, recs=None):
-        """Append records for unindexed files (storemerge.merge); recs: those records when the
-        caller knows them (a delivery with a given UID)."""
-        _cold("storemerge", "merge", self, recs)
+    def merge(self, records=None):
+        """Append records for unindexed files (storemerge.merge); records: those records when
+        the caller knows them (a delivery with a given UID)."""
+        _cold("storemerge", "merge", self, records)
 
     def merge_due(self):
         """After a delivery: index the unindexed messages once _MERGE_AFTER have piled up, if
@@ -276,7 +272,7 @@ class Store:
             _BOXES[path] = box
         if not box.loaded:
             try:
-                _cold("storeload", "load", box)  # (storescan.recover if anything needs repair)
+                _cold("storemerge", "load", box)  # (storescan.recover if anything needs repair)
             except OSError as e:
                 raise _os_error(e)
         return box
@@ -385,21 +381,20 @@ class Store:
         return storesession.lock(self, name)
 
 
-# The code loaded for a call (see the module docstring): storeload, storescan, storecheck,
-# storemerge and storecommit
+# The code loaded for a call (see the module docstring): storescan, storecheck, storemerge and
+# storecommit
 # (_held: the calls under way) and storeindex (_ixheld: the calls under way, plus one while
 # storesession, which imports it, is loaded), dropped on MicroPython once their count is back to
 # 0. A call into the first group holds storeindex too (they import it).
 _held = [0]
-_COLD = ("storecheck", "storescan", "storemerge", "storecommit", "storeload")
-_ixheld = [0]
-_INDEX = ("storeindex",)
+_COLD = ("storecheck", "storescan", "storemerge", "storecommit")
+_ixheld = [0]  # (its module list, ("storeindex",), written where it is released)
 
 
-def _cold(mod, fn, *args):
-    """pocketpost.<mod>.<fn>(*args), mod one of _COLD or _INDEX, kept loaded until the last call
+def _cold(name, fn, *args):
+    """pocketpost.<name>.<fn>(*args), name one of _COLD or "storeindex", kept loaded until the last call
     is out."""
-    ix = mod == "storeindex"
+    ix = name == "storeindex"
     if not ix:
         _held[0] += 1
     _ixheld[0] += 1
@@ -408,19 +403,15 @@ def _cold(mod, fn, *args):
             from pocketpost import storeindex
 
             return getattr(storeindex, fn)(*args)
-        if mod == "storeload":
-            from pocketpost import storeload
-
-            return getattr(storeload, fn)(*args)
-        if mod == "storescan":
+        if name == "storescan":
             from pocketpost import storescan
 
             return getattr(storescan, fn)(*args)
-        if mod == "storecheck":
+        if name == "storecheck":
             from pocketpost import storecheck  # (it imports storescan)
 
             return getattr(storecheck, fn)(*args)
-        if mod == "storecommit":
+        if name == "storecommit":
             from pocketpost import storecommit
 
             return getattr(storecommit, fn)(*args)
@@ -430,30 +421,7 @@ def _cold(mod, fn, *args):
     finally:
         if not ix:
             compat.release_cold(_held, _COLD)
-        compat.release_cold(_ixheld, _INDEX)
-
-
-def recover_all(store):
-    """Every mailbox of store not loaded yet is loaded now (storeload.load, storescan.recover if
-    it needs repair, as its first lock or delivery would), the cold code loaded once for all of them; returns (mailboxes, failed).
-    A mailbox that fails here is logged and left to its first lock (Store._box), as one made later
-    is. For a service's start-up (serverstart.recover), while the heap holds little."""
-    _held[0] += 1
-    _ixheld[0] += 1
-    names = []
-    failed = 0
-    try:
-        names = store.mailboxes()
-        for name in names:
-            try:
-                store._box(name, False)
-            except Exception as e:  # MemoryError too: this mailbox's, never the server's start
-                failed += 1
-                log.warning("store %s: not recovered at start (%r): at its first lock", name, e)
-    finally:
-        compat.release_cold(_held, _COLD)
-        compat.release_cold(_ixheld, _INDEX)
-    return len(names), failed
+        compat.release_cold(_ixheld, ("storeindex",))
 
 
 def describe(name, rep):

@@ -5,7 +5,7 @@ Functions of a storecore._Box.
 Apart from storecore.py so that a role that reads no index keeps none of it: the session side
 (storesession.py: a lock verifies the index, Mailbox reads records, the deletion commit rewrites
 it) imports it and holds it for as long as it is loaded (storecore._ixheld), so a server keeps one
-copy; a first load (storeload.py), recovery (storescan.py, storecheck.py) and storemerge.py
+copy; recovery (storescan.py, storecheck.py) and storemerge.py (a first load, a merge, create)
 import it; a process that only
 delivers (the fetch CLI) loads it for those calls only (storecore._cold) and drops it after (on
 MicroPython). Appending to the index (merge) and parsing names: storemerge.py.
@@ -93,8 +93,8 @@ def _iter_recs(path, what):
         f.close()
 
 
-def write_index(box, path, records_iter, epoch, floor):
-    """Write a complete index (header + records from records_iter) to path, flushed."""
+def write_index(box, path, records, epoch, floor):
+    """Write a complete index (header + the records, an iterable) to path, flushed."""
     buf = bytearray(_REC * _RECS_PER_READ)
     count = 0
     total = 0
@@ -104,7 +104,7 @@ def write_index(box, path, records_iter, epoch, floor):
         _pack(buf, 0, _MAGIC_INDEX, 1, epoch, floor, 0)
         f.write(memoryview(buf)[:_REC])
         n = 0
-        for r in records_iter:
+        for r in records:
             total += r[4]  # the LIST size (the size field holds the file's octets)
             _pack(buf, n * _REC, r[0], r[1], r[2], r[3], total & _MASK)
             n += 1

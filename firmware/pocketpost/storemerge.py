@@ -1,18 +1,36 @@
 """The store's files above its index and its names (store.py's theory of operation): find the
 message files delivered since the index's last record and append their records (merge), parse a
-message file's name and a UID, create a mailbox (its directories and empty index).
+message file's name and a UID, create a mailbox (its directories and empty index), and a
+mailbox's first load after boot when nothing needs repair (load, below).
 
 Loaded for a call (storecore._cold), dropped after it on MicroPython: a merge runs at a lock that
 finds unindexed messages (after deliveries), every _MERGE_AFTER deliveries with nobody holding the
 mailbox, and in recovery; names are parsed by recovery and the check (storescan.py,
-storecheck.py, which import it), by a merge and by a restore's begin(uid=...). So a POP3 server's
-sessions keep none of it between those calls.
+storecheck.py, which import it), by a merge and by a restore's begin(uid=...); a mailbox's first
+lock or delivery since boot loads it (load). So a POP3 server's sessions keep none of it between
+those calls.
+
+The first load (load; it was storeload.py, which imported this module anyway: a module fewer is
+three interned names fewer in every process), when nothing needs repair: the index verified,
+compared with one listing of the buckets, the files delivered above it appended (merge), the RAM
+state set. Functions of a storecore._Box.
+
+This is every fetch's and nearly every first lock's case, so it is kept apart from the repair
+code (storescan.py: the intent log rolled forward, salvage, files set aside or renumbered, the
+index rewritten, old formats): a process whose mailboxes are sound never loads that, and never
+interns its names (a name once interned stays for good). The comparison bails out at the first
+thing a scan would count (storescan._walk_gen: a record failing its check or out of order, a
+file missing, of another size or name, a second file of a seq, a file without a record below the
+index's end, an unreadable bucket), and at a deletion commit in flight, a session's report of
+damage (_Box.suspect, _Box.unreadable) or a file above the index that merge() cannot reach: then
+storescan.recover runs from the start, as it did before this split. So it may send a sound
+mailbox to the repair code, never leave a damaged one unrepaired.
 """
 
 from pocketpost import compat
 from pocketpost.compat import const
-from pocketpost.storecore import BUCKET, _Box, _os_error
-from pocketpost.storeindex import _pack, write_index
+from pocketpost.storecore import BUCKET, StoreError, _Box, _os_error, _remove
+from pocketpost.storeindex import _pack, iter_index, read_index_state, write_index
 
 # storeindex.py's private constants (const() folds them at compile time: they are not module
 # attributes on MicroPython); host_tests/dual/test_store.py checks they agree.
@@ -104,27 +122,27 @@ def find_unindexed(box):
     out.sort(key=lambda r: r[1])
     return out
 
-def merge(box, recs=None):
+def merge(box, records=None):
     """Append records for unindexed files (records first; files are already in place).
-    recs: those records when the caller knows them (a delivery with a given UID)."""
-    if recs is None:
-        recs = find_unindexed(box)
-    if not recs:
+    records: those records when the caller knows them (a delivery with a given UID)."""
+    if records is None:
+        records = find_unindexed(box)
+    if not records:
         return
     buf = bytearray(_REC)
     total = box.idx_total
     f = open(box.p("index"), "ab")
     try:
-        for r in recs:
+        for r in records:
             total += r[4]
             _pack(buf, 0, r[0], r[1], r[2], r[3], total & _MASK)
             f.write(buf)
         compat.sync_file(f)
     finally:
         f.close()
-    box.idx_count += len(recs)
+    box.idx_count += len(records)
     box.idx_total = total & _MASK
-    box.last_seq = recs[-1][1]
+    box.last_seq = records[-1][1]
     box.unindexed = 0
 
 
@@ -140,3 +158,101 @@ def create(store, name):
             compat.sync_dir(path)
     except OSError as e:
         raise _os_error(e)
+
+
+# --- a mailbox's first load (storecore.Store._box) ---------------------------------------------
+
+
+def load(box):
+    """Load a mailbox's RAM state (storescan.recover's result, without its repairs when there
+    is nothing to repair). Caller holds exclusivity."""
+    compat.makedirs(box.p("tmp"))
+    top = None
+    if not (box.suspect or box.unreadable or compat.exists(box.p("commit"))) and read_index_state(box):
+        top = _sound(box)
+    if top is not None:
+        _remove(box.p("index.new"))  # a rewrite cut short before its rename (as recover does)
+        _remove(box.p("commit.new"))  # an intent log cut short before its rename
+        box.merge()
+        if top < max(box.floor, box.last_seq + 1):
+            loaded(box, False)
+            return
+        # A file above the index that merge()'s walk of consecutive buckets did not reach:
+        # storescan.recover rewrites the index from the files (see there).
+    from pocketpost import storescan
+
+    storescan.recover(box)
+
+
+def loaded(box, suspect):
+    """The RAM state from the index's fields (read_index_state, merge), as loaded."""
+    box.next_seq = max(box.floor, box.last_seq + 1)
+    box.count = box.idx_count
+    box.total = box.idx_total
+    box.unindexed = 0
+    box.suspect = suspect
+    box.loaded = True
+
+
+def _sound(box):
+    """None if a scan of the (verified) index against the files would count anything; else the
+    highest seq of a file without a record (0: none), each such file above the index's last
+    record and its floor (merge()'s to append). Fixed RAM: one slot per seq of a bucket."""
+    slots = [None] * BUCKET
+    it = iter_index(box)
+    try:
+        r = _next(it)
+        last = 0
+        top = 0
+        for k in buckets(box):
+            lo = k * BUCKET
+            hi = lo + BUCKET
+            for name, size in compat.iter_files(box.p("b%d" % k)):
+                m = _parse_msg_name(name)
+                if m is None or not lo <= m[1] < hi:
+                    continue  # (not a message of this bucket: a scan ignores it too)
+                if slots[m[1] - lo] is not None:
+                    return None  # a second file of a seq
+                slots[m[1] - lo] = _file_rec(m, size)
+            while r is not None and r[1] < hi:
+                if r[1] <= last or r[1] < lo:
+                    return None  # out of order (salvage drops it), or its bucket is gone
+                last = r[1]
+                if slots[r[1] - lo] != r:  # its file missing, or another size or name
+                    return None
+                slots[r[1] - lo] = None
+                r = _next(it)
+            for i in range(BUCKET):
+                t = slots[i]
+                if t is not None:
+                    slots[i] = None
+                    if t[4] < 0 or t[1] <= box.last_seq or t[1] < box.floor:
+                        return None  # damaged (shorter than its dots), or below the index's end
+                    top = max(top, t[1])
+        if r is not None:
+            return None  # records of buckets that are gone
+        return top
+    except (OSError, StoreError):  # an unreadable bucket or index: the scan's to report
+        return None
+    finally:
+        it.close()
+
+
+def buckets(box):
+    """The mailbox's bucket numbers (b<k> directories), ascending."""
+    out = []
+    for name, is_dir, _ in compat.listdir_stat(box.path):
+        if is_dir and len(name) > 1 and name[0] == "b":
+            try:
+                out.append(int(name[1:]))
+            except ValueError:
+                pass
+    out.sort()
+    return out
+
+
+def _next(items):
+    """The next item of an iterator, or None at its end (next(items, default) is optional in MicroPython)."""
+    for r in items:
+        return r
+    return None

@@ -3,7 +3,7 @@ the files against the index (every valid record salvaged, damaged files set asid
 rewritten from the files), the format-1 upgrade. Functions of a storecore._Box.
 
 Runs only when the first lock or delivery of a mailbox after boot finds something to repair
-(storeload.py, which loads it then), at a lock that found damage and under Store.check
+(storemerge.load, which loads it then), at a lock that found damage and under Store.check
 (storecheck.py), so storecore imports it only then (storecore._cold) and, on MicroPython, drops it
 when no call is inside it (see store.py's theory of operation).
 Nothing outside a call refers to anything here: the exceptions and the RAM state (_Box, _BOXES,
@@ -17,7 +17,7 @@ from pocketpost import compat, log
 from pocketpost.compat import const
 from pocketpost.storecore import BUCKET, StoreError, _msg_name, _remove
 from pocketpost.storeindex import _iter_recs, _lsize, _unpack, iter_index, read_index_state, write_index
-from pocketpost.storeload import _next, buckets, loaded
+from pocketpost.storemerge import _next, buckets, loaded
 from pocketpost.storemerge import _file_rec, _new_epoch, _parse_msg_name, scan_bucket
 
 # storeindex.py's private constants (const() folds them at compile time: they are not module

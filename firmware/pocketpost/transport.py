@@ -46,14 +46,15 @@ class Timeout(Exception):
 
 
 if IS_MICROPYTHON:
-    from asyncio import core as _core  # type: ignore[attr-defined]  # MicroPython asyncio internals
+    # MicroPython asyncio internals (asyncio.core: the poller and the run queue), reached through
+    # the asyncio name: an import of core under a name of ours would be one more interned name.
 
     async def _wait_io(sock, write):
         # MicroPython's asyncio: park this task on the poller until sock is ready.
         if write:
-            yield _core._io_queue.queue_write(sock)
+            yield asyncio.core._io_queue.queue_write(sock)  # type: ignore[attr-defined]
         else:
-            yield _core._io_queue.queue_read(sock)
+            yield asyncio.core._io_queue.queue_read(sock)  # type: ignore[attr-defined]
 
     async def _alarm(t, s):
         # wait_for's timer without asyncio.wait_for (asyncio.funcs: ~0.9 KB of heap on the 64-bit
@@ -66,10 +67,10 @@ if IS_MICROPYTHON:
         # came last: an outside cancel is always a CancelledError, the bound alone a Timeout,
         # and a socket that became ready before the alarm ran wins over it.
         await asyncio.sleep(s)
-        q = _core._io_queue
+        q = asyncio.core._io_queue  # type: ignore[attr-defined]
         if t.data is q:
             q.remove(t)
-            _core._task_queue.push(t)
+            asyncio.core._task_queue.push(t)  # type: ignore[attr-defined]
             t.data = Timeout
 
 

@@ -22,7 +22,7 @@ saves once per stored message: the `S` of the message just stored rides with the
 torn last record: its checksum fails (or its line end is missing), `load()` ignores it and the
 next save compacts. A bad record followed by good ones is not a torn write: load refuses it.
 Compaction rewrites the snapshot whole through a temp file and an atomic rename (a cut leaves
-the old file; uidload.remove_tmp drops the temp file): when the journal would pass its bound
+the old file; uidcompact.remove_tmp drops the temp file): when the journal would pass its bound
 (_JOURNAL_MIN + half the snapshot, so a compaction costs at most twice the journal bytes it
 removes), when an old-format or torn file was loaded, and when more than _MAX_EDITS drops or
 changes are waiting (uidcompact.retain after a big deletion). Flash written per stored message is then
@@ -80,7 +80,7 @@ chance of the flash or the server losing the message. The birthday bound within 
 n**2 / 2**65, is ~ 1.1e-13 at 2000. Until issue 10's heap work the key was 88 bits (16-byte
 records): 3 bytes more per entry (1.5 KB at 500 entries, one block the board has to find) for a
 risk already negligible. A file written with 11-byte journal keys (X/T records) still loads: an
-11-byte key's first 8 bytes are the 8-byte key (uidload.py).
+11-byte key's first 8 bytes are the 8-byte key (uidcompact.load).
 Load inserts each record in sorted position: O(n**2 / 2) bytes moved (2000: ~32 MB of memmove).
 """
 
@@ -159,8 +159,9 @@ def _flag_bits(flag):
     return _F_HEADERS if flag == "h" else 0
 
 
-def _journal_bound(snap_bytes):
-    return _JOURNAL_MIN + snap_bytes // _JOURNAL_SHARE
+def _journal_bound(size):
+    """The journal's bound for a snapshot of size bytes."""
+    return _JOURNAL_MIN + size // _JOURNAL_SHARE
 
 
 def max_snapshot(max_entries):
@@ -198,12 +199,12 @@ class UidState:
         self._snap = 0  # bytes of the snapshot part of the file
         self._jbytes = 0  # bytes of journal after it
 
-    def _table(self, entries):
+    def _table(self, count):
         try:
-            return bytearray(entries * _REC)
+            return bytearray(count * _REC)
         except MemoryError:
             raise StateError("%s: no heap for the UID table: max_entries %d needs %d bytes in one "
-                             "block; lower max_entries" % (self.path, entries, entries * _REC))
+                             "block; lower max_entries" % (self.path, count, count * _REC))
 
     # -- the table --------------------------------------------------------------------
     def _find(self, k):
@@ -247,8 +248,8 @@ class UidState:
         self.buf[o + _KEY + 4] = bits
         return i, not found
 
-    def _remove(self, i):
-        o = i * _REC
+    def _remove(self, index):
+        o = index * _REC
         end = self.n * _REC
         mv = memoryview(self.buf)
         mv[o:end - _REC] = mv[o + _REC:end]
@@ -276,8 +277,8 @@ class UidState:
         self._ne += 1
 
     def _cold(self, fn, *args):
-        """uidcompact.<fn>(self, *args): the file and rare-table code (compact; retain, after
-        QUIT; clear_deleted, for a refused DELE), loaded for the call and dropped after it on
+        """uidcompact.<fn>(self, *args): the file and rare-table code (load; compact; retain,
+        after QUIT; clear_deleted, for a refused DELE), loaded for the call and dropped after it on
         MicroPython (not held while messages move; its qstrs stay)."""
         from pocketpost import uidcompact
 
@@ -300,15 +301,8 @@ class UidState:
 
     # -- reading the file -------------------------------------------------------------
     def load(self):
-        """Read the state file (uidload.py, and uidcompact.py for its records: loaded for this,
-        dropped after it on MicroPython)."""
-        from pocketpost import uidload
-
-        try:
-            return uidload.load(self)
-        finally:
-            uidload = None
-            compat.forget(("uidload", "uidcompact"))
+        """Read the state file (uidcompact.load: loaded for this, dropped after it on MicroPython)."""
+        return self._cold("load")
 
     # -- writing ----------------------------------------------------------------------
     def _entry_line(self, key):
@@ -433,8 +427,8 @@ class UidState:
             self._edit(0x54, k, first_seen, _flag_bits(flag))  # T: an entry already on file
         self.dirty = True
 
-    def set_pending(self, size, digest_hex, local, first_seen, flag, uid):
-        self.pending = (size, digest_hex, local, first_seen, flag, uid)
+    def set_pending(self, size, sha1hex, local, first_seen, flag, uid):
+        self.pending = (size, sha1hex, local, first_seen, flag, uid)
         self._pend = True
         self.dirty = True
 

@@ -2,7 +2,7 @@
 
 import uidtool
 from flashdev import fresh_root
-from pocketpost import compat, uidcompact, uidload, uidstate
+from pocketpost import compat, uidcompact, uidstate
 from pocketpost.uidstate import StateError, UidState, hash_key, is_hash_key
 
 SHA = "a9993e364706816aba3e25717850c26c9cd0d89d"
@@ -480,7 +480,7 @@ def test_power_cut_at_every_file_write():
         finally:
             builtins.open = real_open
             compat.rename = real_rename
-        uidload.remove_tmp(d, "pc")
+        uidcompact.remove_tmp(d, "pc")
         _pc_check(d, lambda local: local in store, acked, (mode, cut_at))
         return sim.ops
 

@@ -980,12 +980,12 @@ def test_stuffed_file_damage_is_detected():
 
 
 def _cold_loaded():
-    """True if any of the store's cold modules (storeload, storescan, storecheck, storemerge) is in
+    """True if any of the store's cold modules (storescan, storecheck, storemerge) is in
     sys.modules."""
     import sys
 
     return "pocketpost.storescan" in sys.modules or "pocketpost.storecheck" in sys.modules or (
-        "pocketpost.storemerge" in sys.modules) or "pocketpost.storeload" in sys.modules
+        "pocketpost.storemerge" in sys.modules)
 
 
 def test_cold_code_dropped_after_the_first_lock_and_loaded_again_for_damage_found_later():
@@ -1140,7 +1140,7 @@ def test_recover_all_loads_every_mailbox_once_and_leaves_failures_to_their_first
         assert not boxes
         # z's recovery fails (a flash error): counted, logged, the others are loaded.
         store_mod._held[0] += 1  # the patched module stays the one _cold calls
-        from pocketpost import storeload as sl  # (a mailbox's first load: storescan.recover if needed)
+        from pocketpost import storemerge as sl  # (a mailbox's first load: storescan.recover if needed)
 
         real = sl.load
         try:
@@ -1151,7 +1151,7 @@ def test_recover_all_loads_every_mailbox_once_and_leaves_failures_to_their_first
                 return real(box)
 
             sl.load = failing
-            assert storecore.recover_all(st) == (3, 1)
+            assert storesession.recover_all(st) == (3, 1)
         finally:
             sl.load = real
             compat.release_cold(storecore._held, storecore._COLD)  # the hold's end: dropped (MicroPython)
@@ -1181,7 +1181,7 @@ def test_recover_all_loads_every_mailbox_once_and_leaves_failures_to_their_first
         assert [mb.uid(i) for i in range(mb.count)] == [uw]
         mb.release()
         # Again (a server restarted by the board's supervisor): every box is loaded, nothing runs.
-        assert storecore.recover_all(st) == (4, 0)
+        assert storesession.recover_all(st) == (4, 0)
         if IS_MICROPYTHON:
             assert not _cold_loaded() and store_mod._held[0] == 0
 
@@ -1203,7 +1203,7 @@ def test_recover_all_leaves_a_mailbox_whose_recovery_runs_out_of_memory_to_its_f
         boxes = storecore._BOXES
         ix = storecore._ixheld[0]
         store_mod._held[0] += 1  # the patched module stays the one _cold calls
-        from pocketpost import storeload as sl  # (a mailbox's first load: storescan.recover if needed)
+        from pocketpost import storemerge as sl  # (a mailbox's first load: storescan.recover if needed)
 
         real = sl.load
         try:
@@ -1214,7 +1214,7 @@ def test_recover_all_leaves_a_mailbox_whose_recovery_runs_out_of_memory_to_its_f
                 return real(box)
 
             sl.load = failing
-            got = storecore.recover_all(st)
+            got = storesession.recover_all(st)
         finally:
             sl.load = real
             compat.release_cold(storecore._held, storecore._COLD)
@@ -1329,7 +1329,7 @@ def _rmtree(p):
     os.rmdir(p)
 
 
-# (damage, sound: a mailbox storeload finishes without storescan)
+# (damage, sound: a mailbox storemerge.load finishes without storescan)
 _SOUND_CASES = (
     (lambda p, e: None, True),
     (lambda p, e: _write(p + "/b1/%s.131.105.p" % e, b"new\r\n"), True),  # above the index: merge's
@@ -1350,14 +1350,14 @@ _SOUND_CASES = (
 
 
 def test_a_sound_mailbox_loads_without_the_repair_code_and_agrees_with_a_scan():
-    """storeload.load (a mailbox's first load after boot) finishes a sound mailbox itself and
+    """storemerge.load (a mailbox's first load after boot) finishes a sound mailbox itself and
     imports storescan.py (recovery) only when there is something to repair: its verdict on the
     files against the index is the count-only scan's (storescan.scan, repair=False), case by case,
     and the load's result is recovery's."""
     import sys
 
     import pocketpost
-    from pocketpost import storecore, storeload, storescan
+    from pocketpost import storecore, storemerge, storescan
 
     for i in range(len(_SOUND_CASES)):
         damage, sound = _SOUND_CASES[i]
@@ -1374,7 +1374,7 @@ def test_a_sound_mailbox_loads_without_the_repair_code_and_agrees_with_a_scan():
             problems = [k for k in ("bad_records", "missing", "damaged", "recovered", "renamed", "duplicates")
                         if rep[k]] + [k for k in ("broken", "overflow") if k in rep]
             intent = os.path.exists(path + "/commit") if not IS_MICROPYTHON else "commit" in os.listdir(path)
-            assert (storeload._sound(box) is not None) == (not problems), (i, rep)
+            assert (storemerge._sound(box) is not None) == (not problems), (i, rep)
             assert (not problems and not intent) == sound, (i, rep)
             # The load itself: storescan imported for it only when there is something to repair.
             saved = sys.modules.pop("pocketpost.storescan", None)
