@@ -25,9 +25,39 @@ from helpers import FIRMWARE, free_port, run_micropython
 NAME = "pp-v6first.invalid"
 WAIT_S = 10  # bounded waits of the test's server thread
 
+# What the scripts below share: under MicroPython, where a built-in module takes no new attributes,
+# a stand-in copy of the socket module with some parts replaced is installed as "socket"; and the
+# client's connect, reporting how it went.
+PRELUDE = r"""
+def stand_in(real, **over):
+    class Socket:
+        pass
+
+    fake = Socket()
+    for k in dir(real):
+        if not k.startswith("__"):
+            setattr(fake, k, getattr(real, k))
+    for k in over:
+        setattr(fake, k, over[k])
+    sys.modules["socket"] = fake
+
+
+def pop3_connect(name, port):
+    from pocketpost.client import ConnectionLost, Pop3Client
+
+    c = Pop3Client(name, port, connect_timeout=5, read_timeout=5)
+    try:
+        asyncio.run(c.connect())
+        print("CONNECTED caps=%r" % (c.caps,))
+        c._conn.close()
+    except ConnectionLost as e:
+        print("ERROR", e.args[0])
+"""
+
 SCRIPT = r"""
 import sys
 import asyncio
+%s
 
 NAME = %r
 mode, port = sys.argv[1], int(sys.argv[2])
@@ -49,31 +79,15 @@ def install():
                 pass
         return out
 
-    if sys.implementation.name == "micropython":  # a built-in module takes no new attributes
-        class Socket:
-            pass
-
-        fake = Socket()
-        for k in dir(real):
-            if not k.startswith("__"):
-                setattr(fake, k, getattr(real, k))
-        fake.getaddrinfo = gai
-        sys.modules["socket"] = fake
+    if sys.implementation.name == "micropython":
+        stand_in(real, getaddrinfo=gai)
     else:
         real.getaddrinfo = gai
 
 
 install()
 if mode == "pop3":
-    from pocketpost.client import ConnectionLost, Pop3Client
-
-    c = Pop3Client(NAME, port, connect_timeout=5, read_timeout=5)
-    try:
-        asyncio.run(c.connect())
-        print("CONNECTED caps=%%r" %% (c.caps,))
-        c._conn.close()
-    except ConnectionLost as e:
-        print("ERROR", e.args[0])
+    pop3_connect(NAME, port)
 else:
     from pocketpost import oauth2
 
@@ -87,7 +101,7 @@ else:
 
 def _run(runtime, tmp_path, mode, port):
     script = tmp_path / "connect_addrs.py"
-    script.write_text(SCRIPT % NAME)
+    script.write_text(SCRIPT % (PRELUDE, NAME))
     if runtime == "micropython":
         r = run_micropython([str(script), mode, str(port)], timeout=60)
     else:
@@ -183,26 +197,16 @@ NOMEM_SCRIPT = r"""
 import sys
 import asyncio
 import socket as real
+%s
 
 port = int(sys.argv[1])
-
-
-class Socket:
-    pass
-
-
-fake = Socket()  # a built-in module takes no new attributes: a stand-in (as SCRIPT's install)
-for k in dir(real):
-    if not k.startswith("__"):
-        setattr(fake, k, getattr(real, k))
 
 
 def nomem(*a):
     raise MemoryError("socket")  # what a board short of heap gives
 
 
-fake.socket = nomem
-sys.modules["socket"] = fake
+stand_in(real, socket=nomem)
 from pocketpost.client import Pop3Client
 
 c = Pop3Client("127.0.0.1", port, connect_timeout=5, read_timeout=5)
@@ -220,7 +224,7 @@ def test_no_heap_for_the_socket_stays_a_memory_error(tmp_path):
     """MicroPython's connect (clientauth._open): socket() itself raising MemoryError comes out as
     that MemoryError (board.py restarts on it), not as an AttributeError of closing no socket."""
     script = tmp_path / "connect_nomem.py"
-    script.write_text(NOMEM_SCRIPT)
+    script.write_text(NOMEM_SCRIPT % PRELUDE)
     r = run_micropython([str(script), str(free_port())], timeout=60)
     out = r.stdout.decode(errors="replace").strip()
     assert r.returncode == 0, out + r.stderr.decode(errors="replace")
@@ -230,6 +234,7 @@ def test_no_heap_for_the_socket_stays_a_memory_error(tmp_path):
 UNREACH_SCRIPT = r"""
 import sys
 import asyncio
+%s
 
 NAME = %r
 kind, mode, numbering, port = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
@@ -284,16 +289,7 @@ if MP:
         tries[0] += 1
         return Unreach() if tries[0] <= UNREACH else real.socket(*a)
 
-    class Socket:
-        pass
-
-    fake = Socket()  # a built-in module takes no new attributes: a stand-in (as SCRIPT's install)
-    for k in dir(real):
-        if not k.startswith("__"):
-            setattr(fake, k, getattr(real, k))
-    fake.getaddrinfo = gai
-    fake.socket = sock
-    sys.modules["socket"] = fake
+    stand_in(real, getaddrinfo=gai, socket=sock)
 else:
     Base = real.socket
 
@@ -314,15 +310,7 @@ else:
     real.getaddrinfo = gai
     real.socket = Sock
 
-from pocketpost.client import ConnectionLost, Pop3Client
-
-c = Pop3Client(NAME, port, connect_timeout=5, read_timeout=5)
-try:
-    asyncio.run(c.connect())
-    print("CONNECTED caps=%%r" %% (c.caps,))
-    c._conn.close()
-except ConnectionLost as e:
-    print("ERROR", e.args[0])
+pop3_connect(NAME, port)
 """
 
 UNREACH_WORDS = {"net": "network unreachable", "host": "host unreachable"}
@@ -330,7 +318,7 @@ UNREACH_WORDS = {"net": "network unreachable", "host": "host unreachable"}
 
 def _run_unreach(runtime, tmp_path, kind, mode, numbering, port):
     script = tmp_path / "connect_unreach.py"
-    script.write_text(UNREACH_SCRIPT % NAME)
+    script.write_text(UNREACH_SCRIPT % (PRELUDE, NAME))
     args = [str(script), kind, mode, numbering, str(port)]
     if runtime == "micropython":
         r = run_micropython(args, timeout=60)
