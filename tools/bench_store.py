@@ -16,6 +16,7 @@ import os
 import sys
 
 IS_MP = sys.implementation.name == "micropython"
+_MERGE_AFTER = 16  # storecore's (a private copy)
 
 
 def _mp_main():
@@ -64,7 +65,7 @@ def _mp_main():
         f.write(msg)
         f.close()
     base = diff(dev, a)
-    N = store_mod._MERGE_AFTER - 1  # stay below the delivery-time merge; the lock indexes them
+    N = _MERGE_AFTER - 1  # stay below the delivery-time merge; the lock indexes them
     a = snap(dev)
     for i in range(N):
         d = st.begin("x")
