@@ -221,3 +221,33 @@ def test_private_const_copies_match_their_source():
             assert m and m.group(1) == value, (name, const_name, value, mod)
             seen += 1
     assert seen >= 7
+
+
+def test_tools_read_no_private_const_of_the_firmware():
+    """A firmware module's `_NAME = const(v)` is folded by MicroPython's compiler: no module
+    attribute there, so a tool that reads `mod._NAME` works under CPython and raises
+    AttributeError under micropython (tools/bench_store.py runs itself there). A tool keeps its
+    own copy, `_NAME = v  # mod's (a private copy)`, which must equal the firmware's."""
+    pkg = os.path.join(ROOT, "firmware", "pocketpost")
+    private = {}  # _NAME -> {module: value}
+    for name in sorted(os.listdir(pkg)):
+        if name.endswith(".py"):
+            with open(os.path.join(pkg, name)) as f:
+                for const_name, value in re.findall(r"^(_[A-Z][A-Z0-9_]*) = const\(([^)]*)\)", f.read(), re.M):
+                    private.setdefault(const_name, {})[name[:-3]] = value
+    assert "_MERGE_AFTER" in private  # the scan sees them
+    tools = os.path.join(ROOT, "tools")
+    reads = []
+    copies = 0
+    for name in sorted(os.listdir(tools)):
+        if not name.endswith(".py"):
+            continue
+        with open(os.path.join(tools, name)) as f:
+            src = f.read()
+        for n in re.findall(r"\b[A-Za-z_]\w*\.(_[A-Z][A-Z0-9_]*)\b", src):
+            if n in private:
+                reads.append("%s: .%s" % (name, n))
+        for const_name, value, mod in re.findall(r"^(_[A-Z][A-Z0-9_]*) = (\S+)  # (\w+)'s \(a private copy\)", src, re.M):
+            assert private.get(const_name, {}).get(mod) == value, (name, const_name, value, mod)
+            copies += 1
+    assert not reads, "tools reading a firmware module's private const (no attribute on MicroPython):\n" + "\n".join(reads)

@@ -16,6 +16,7 @@ import os
 import sys
 
 IS_MP = sys.implementation.name == "micropython"
+_MERGE_AFTER = 16  # storecore's (a private copy)
 
 
 def _mp_main():
@@ -64,9 +65,7 @@ def _mp_main():
         f.write(msg)
         f.close()
     base = diff(dev, a)
-    # stay below the delivery-time merge (the lock indexes them); storecore's _MERGE_AFTER is a
-    # const() MicroPython folds away, so the CPython side reads it and passes it on
-    N = int(os.getenv("POCKETPOST_MERGE_AFTER")) - 1
+    N = _MERGE_AFTER - 1  # stay below the delivery-time merge; the lock indexes them
     a = snap(dev)
     for i in range(N):
         d = st.begin("x")
@@ -174,10 +173,6 @@ def _cpython_main():
     mp = os.path.join(os.path.dirname(sys.executable), "micropython")
     env = dict(os.environ)
     env["MICROPYPATH"] = ":".join(os.path.join(root, d) for d in ("firmware", "host_tests/dual", "tools"))
-    sys.path.insert(0, os.path.join(root, "firmware"))
-    from pocketpost import storecore
-
-    env["POCKETPOST_MERGE_AFTER"] = str(storecore._MERGE_AFTER)
     r = subprocess.run([mp, "-X", "heapsize=64M", os.path.join(here, "bench_store.py")], cwd=root, env=env)
     if r.returncode:
         return r.returncode
