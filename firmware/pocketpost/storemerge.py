@@ -207,13 +207,16 @@ def _sound(box):
         for k in buckets(box):
             lo = k * BUCKET
             hi = lo + BUCKET
+            second = False  # a second file of a seq: the listing still runs to its end (closed)
             for name, size in compat.iter_files(box.p("b%d" % k)):
                 m = _parse_msg_name(name)
                 if m is None or not lo <= m[1] < hi:
                     continue  # (not a message of this bucket: a scan ignores it too)
                 if slots[m[1] - lo] is not None:
-                    return None  # a second file of a seq
+                    second = True
                 slots[m[1] - lo] = _file_rec(m, size)
+            if second:
+                return None
             while r is not None and r[1] < hi:
                 if r[1] <= last or r[1] < lo:
                     return None  # out of order (salvage drops it), or its bucket is gone
