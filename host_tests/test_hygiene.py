@@ -203,17 +203,21 @@ def test_shebang_and_execute_bit_go_together(checkout):
     assert not bad, "a #! line without the execute bit, or the bit without one (git update-index --chmod):\n" + "\n".join(bad)
 
 
+def _py_sources(d):
+    """(file name, text) of each .py file in d, sorted by name."""
+    for name in sorted(os.listdir(d)):
+        if name.endswith(".py"):
+            with open(os.path.join(d, name)) as f:
+                yield name, f.read()
+
+
 def test_private_const_copies_match_their_source():
     """`_NAME = const(v)  # mod's (a private copy)`: a bound kept private in each module that uses it
     (a public one is an interned name at run time) must equal mod's own _NAME."""
     pkg = os.path.join(ROOT, "firmware", "pocketpost")
     pat = re.compile(r"^(_\w+) = const\(([^)]*)\)  # (\w+)'s \(a private copy\)", re.M)
     seen = 0
-    for name in sorted(os.listdir(pkg)):
-        if not name.endswith(".py"):
-            continue
-        with open(os.path.join(pkg, name)) as f:
-            src = f.read()
+    for name, src in _py_sources(pkg):
         for const_name, value, mod in pat.findall(src):
             with open(os.path.join(pkg, mod + ".py")) as f:
                 home = f.read()
@@ -230,20 +234,14 @@ def test_tools_read_no_private_const_of_the_firmware():
     own copy, `_NAME = v  # mod's (a private copy)`, which must equal the firmware's."""
     pkg = os.path.join(ROOT, "firmware", "pocketpost")
     private = {}  # _NAME -> {module: value}
-    for name in sorted(os.listdir(pkg)):
-        if name.endswith(".py"):
-            with open(os.path.join(pkg, name)) as f:
-                for const_name, value in re.findall(r"^(_[A-Z][A-Z0-9_]*) = const\(([^)]*)\)", f.read(), re.M):
-                    private.setdefault(const_name, {})[name[:-3]] = value
+    for name, src in _py_sources(pkg):
+        for const_name, value in re.findall(r"^(_[A-Z][A-Z0-9_]*) = const\(([^)]*)\)", src, re.M):
+            private.setdefault(const_name, {})[name[:-3]] = value
     assert "_MERGE_AFTER" in private  # the scan sees them
     tools = os.path.join(ROOT, "tools")
     reads = []
     copies = 0
-    for name in sorted(os.listdir(tools)):
-        if not name.endswith(".py"):
-            continue
-        with open(os.path.join(tools, name)) as f:
-            src = f.read()
+    for name, src in _py_sources(tools):
         for n in re.findall(r"\b[A-Za-z_]\w*\.(_[A-Z][A-Z0-9_]*)\b", src):
             if n in private:
                 reads.append("%s: .%s" % (name, n))
