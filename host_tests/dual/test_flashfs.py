@@ -367,7 +367,7 @@ def test_remount_finishes_a_move_a_power_cut_left_so_no_neighbour_hides():
         if k == 0 or k == len(ops):  # nothing pending: the fix-up wrote nothing
             assert fixup == 0, (k, fixup)
         store_mod._BOXES.clear()  # RAM state of the previous image's mailbox
-        # what board.check_store looks at (it repairs: a message it counts missing loses its record)
+        # what the store check at board start (boardstart.start) looks at (it repairs: a message it counts missing loses its record)
         rep = store_mod.Store(root).check()["mailboxes"]["alice"]
         gone = 0 if moved in listed else 1  # only the file being set aside may be missing
         assert (rep["missing"], rep["messages"]) == (gone, 5 - gone), (k, rep)
