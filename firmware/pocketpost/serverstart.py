@@ -21,7 +21,8 @@ _LISTEN_BACKLOG = const(4)  # listener's (a private copy)
 
 
 def recover(store):
-    """Each mailbox recovered from flash now (storesession.recover_all), once the server listens and
+    """Each mailbox recovered from flash now (storemerge.recover_all: loaded for it, dropped after
+    it, with the recovery code; the session side is not loaded), once the server listens and
     its start-up code is dropped, before any session: a mailbox's first lock since boot runs the
     recovery (storescan and storemerge, ~9 KB of .mpy, and its 1 KiB blocks), and when that lock
     is a second session's login during another's RETR (or the fetcher's first delivery) the two
@@ -31,12 +32,12 @@ def recover(store):
     then needs); here, 3-4 KiB. The boxes' RAM state stays (~460 B each on the 64-bit host, as after
     any lock); on a board boardstart.start's store check has recovered each already and this costs a listing.
     A mailbox made after start, or one that fails here, recovers at its first lock."""
-    from pocketpost import storesession
+    from pocketpost import storecore
     from pocketpost.compat import ticks_diff, ticks_ms
 
     t0 = ticks_ms()
     try:
-        n, failed = storesession.recover_all(store)
+        n, failed = storecore._cold("storemerge", "recover_all", store)
     except Exception as e:  # the root not listed: the listeners are up, so serve; each box at its first lock
         log.warning("store: mailboxes not recovered at start (%r): each at its first lock", e)
         return

@@ -14,9 +14,10 @@ The store is split by who needs what, and when:
     commit: a session's commit that deletes something, recovery's roll-forward), storescan.py (recovery: only when that check finds something to repair) and storecheck.py
     (Store.check, describe): loaded for a call, dropped after it. Store() loads none of them: a server's start (config loaded, the
     server's code in the heap) is where its smallest heap is set.
-The session side's exception (MailboxLocked) and the recovery of every mailbox at a server's
-start (recover_all) are storesession.py's: a process that never locks a mailbox (the fetch CLI)
-interns none of their names.
+The session side's exception (MailboxLocked) is storesession.py's and the recovery of every
+mailbox at a server's start (recover_all) storemerge.py's: a process that never locks a mailbox
+(the fetch CLI) interns neither name, and a server that only listens or receives SMTP keeps
+neither module loaded.
 On MicroPython a module loaded for a call is dropped when the last call inside it returns (_held,
 _ixheld: the users under way, compat.release_cold); CPython keeps modules (a second copy would
 give its classes a second identity).

@@ -1,7 +1,8 @@
 """The store's files above its index and its names (store.py's theory of operation): find the
 message files delivered since the index's last record and append their records (merge), parse a
 message file's name and a UID, create a mailbox (its directories and empty index), and a
-mailbox's first load after boot when nothing needs repair (load, below).
+mailbox's first load after boot when nothing needs repair (load, below), and every mailbox's at a
+server's start (recover_all).
 
 Loaded for a call (storecore._cold), dropped after it on MicroPython: a merge runs at a lock that
 finds unindexed messages (after deliveries), every _MERGE_AFTER deliveries with nobody holding the
@@ -27,7 +28,7 @@ storescan.recover runs from the start, as it did before this split. So it may se
 mailbox to the repair code, never leave a damaged one unrepaired.
 """
 
-from pocketpost import compat
+from pocketpost import compat, log
 from pocketpost.compat import const
 from pocketpost.storecore import BUCKET, StoreError, _Box, _os_error, _remove
 from pocketpost.storeindex import _pack, iter_index, read_index_state, write_index
@@ -259,3 +260,21 @@ def _next(items):
     for r in items:
         return r
     return None
+
+
+def recover_all(store):
+    """Every mailbox of store not loaded yet is loaded now (load, storescan.recover if it needs
+    repair, as its first lock or delivery would); returns (mailboxes, failed). A mailbox that fails
+    here is logged and left to its first lock (Store._box), as one made later is. For a server's
+    start-up (serverstart.recover), while the heap holds little; called through storecore._cold,
+    which holds the cold code (and storeindex) loaded for all the mailboxes and drops it after, so
+    a server keeps none of it, nor the session side, until a session needs them."""
+    names = store.mailboxes()
+    failed = 0
+    for name in names:
+        try:
+            store._box(name, False)
+        except Exception as e:  # MemoryError too: this mailbox's, never the server's start
+            failed += 1
+            log.warning("store %s: not recovered at start (%r): at its first lock", name, e)
+    return len(names), failed

@@ -13,7 +13,7 @@ through storecore._cold (storemerge.py, dropped after).
 
 from pocketpost import compat, log, storecore
 from pocketpost.compat import const
-from pocketpost.storecore import _BOXES, _COLD, _LOCKS, StoreError, _held, _os_error
+from pocketpost.storecore import _BOXES, _LOCKS, StoreError, _os_error
 from pocketpost.storeindex import _lsize, _unpack, read_index_state
 
 storecore._ixheld[0] += 1  # storeindex stays loaded while this module is (storecore._cold never drops it)
@@ -266,27 +266,3 @@ class Mailbox:
         self._close()
         _LOCKS.discard(self._box.path)
         self._box = None
-
-
-def recover_all(store):
-    """Every mailbox of store not loaded yet is loaded now (storemerge.load, storescan.recover if
-    it needs repair, as its first lock or delivery would), the cold code loaded once for all of them; returns (mailboxes, failed).
-    A mailbox that fails here is logged and left to its first lock (Store._box), as one made later
-    is. For a service's start-up (serverstart.recover), while the heap holds little; here, with the
-    session side a server loads anyway (a fetch never interns its name)."""
-    _held[0] += 1
-    storecore._ixheld[0] += 1
-    names = []
-    failed = 0
-    try:
-        names = store.mailboxes()
-        for name in names:
-            try:
-                store._box(name, False)
-            except Exception as e:  # MemoryError too: this mailbox's, never the server's start
-                failed += 1
-                log.warning("store %s: not recovered at start (%r): at its first lock", name, e)
-    finally:
-        compat.release_cold(_held, _COLD)
-        compat.release_cold(storecore._ixheld, ("storeindex",))
-    return len(names), failed

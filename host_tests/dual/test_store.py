@@ -1151,7 +1151,7 @@ def test_recover_all_loads_every_mailbox_once_and_leaves_failures_to_their_first
                 return real(box)
 
             sl.load = failing
-            assert storesession.recover_all(st) == (3, 1)
+            assert storecore._cold("storemerge", "recover_all", st) == (3, 1)
         finally:
             sl.load = real
             compat.release_cold(storecore._held, storecore._COLD)  # the hold's end: dropped (MicroPython)
@@ -1181,7 +1181,7 @@ def test_recover_all_loads_every_mailbox_once_and_leaves_failures_to_their_first
         assert [mb.uid(i) for i in range(mb.count)] == [uw]
         mb.release()
         # Again (a server restarted by the board's supervisor): every box is loaded, nothing runs.
-        assert storesession.recover_all(st) == (4, 0)
+        assert storecore._cold("storemerge", "recover_all", st) == (4, 0)
         if IS_MICROPYTHON:
             assert not _cold_loaded() and store_mod._held[0] == 0
 
@@ -1214,7 +1214,7 @@ def test_recover_all_leaves_a_mailbox_whose_recovery_runs_out_of_memory_to_its_f
                 return real(box)
 
             sl.load = failing
-            got = storesession.recover_all(st)
+            got = storecore._cold("storemerge", "recover_all", st)
         finally:
             sl.load = real
             compat.release_cold(storecore._held, storecore._COLD)
