@@ -293,25 +293,32 @@ def test_full_store_at_begin_ends_cleanly_with_quit():
         b.done()
 
 
-@case
-def test_store_error_at_begin_reads_off_the_message_asked_for_with_dele(b):
-    """Under delete the second message went out with DELE 1 (the store had room); its begin is then
-    refused (the flash filled meanwhile): it is read off the wire (dropped: QUIT's reply is QUIT's),
-    not stored, not deleted, the session ends with QUIT (DELE 1 commits), the error is reported."""
+def _second_begin_fails(why):
+    """Store.begin raises StoreFull(why) at its second call (the second message's delivery);
+    returns the real one, for the caller to put back."""
     from pocketpost.storecore import StoreFull
 
-    big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800  # more than a read takes
-    srv = Scripted([(b"u1", GOOD), (b"u2", big), (b"u3", THREE)])
     real = Store.begin
     calls = []
 
     def begin(self, *args, **kw):
         calls.append(1)
         if len(calls) == 2:
-            raise StoreFull("flash full")
+            raise StoreFull(why)
         return real(self, *args, **kw)
 
     Store.begin = begin
+    return real
+
+
+@case
+def test_store_error_at_begin_reads_off_the_message_asked_for_with_dele(b):
+    """Under delete the second message went out with DELE 1 (the store had room); its begin is then
+    refused (the flash filled meanwhile): it is read off the wire (dropped: QUIT's reply is QUIT's),
+    not stored, not deleted, the session ends with QUIT (DELE 1 commits), the error is reported."""
+    big = b"Subject: big\r\n\r\n" + b"line of the big message\r\n" * 800  # more than a read takes
+    srv = Scripted([(b"u1", GOOD), (b"u2", big), (b"u3", THREE)])
+    real = _second_begin_fails("flash full")
     try:
         b.fails(srv, client.ClientError, "flash full", policy="delete")
     finally:
@@ -907,19 +914,8 @@ def test_store_error_then_the_connection_lost_in_the_read_off_under_delete():
     flash filled meanwhile); the connection drops as it is read off: the store's error is reported,
     and with no QUIT DELE 1 does not commit (message 1 stays on the server, recorded: deleted by a
     later session, never stored twice)."""
-    from pocketpost.storecore import StoreFull
-
     srv = _HangsUpOn([(b"u1", GOOD), (b"u2", BIG)], b"RETR 2", 300)
-    real = Store.begin
-    calls = []
-
-    def begin(self, *args, **kw):
-        calls.append(1)
-        if len(calls) == 2:
-            raise StoreFull("flash full: quota")
-        return real(self, *args, **kw)
-
-    Store.begin = begin
+    real = _second_begin_fails("flash full: quota")
     try:
         b, lines = _store_error_then_lost(srv, "delete", 0)
     finally:
