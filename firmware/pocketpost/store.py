@@ -80,7 +80,8 @@ arrival, form and dot count, the listing gives sizes, so the files are the truth
 its check is replaced by its file's name, a record whose file is gone is dropped, a file whose
 size is not its record's (the file's octets, exact: the dot count in the name keeps a stuffed
 file as exactly checked as any) or is below its own dot count is moved to damaged/ (kept, under
-its name, for export and inspection), a file the index lost is indexed again; if anything
+its name, for export and inspection), a file the index lost is indexed again (one in a bucket
+its seq does not belong to is first moved to its own: storescan._rehome); if anything
 differed (a dot count that disagrees with the running totals included), the index is rewritten
 (index.new, renamed over). UIDs never change; a new epoch is taken only when the header itself
 is lost.

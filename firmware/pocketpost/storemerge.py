@@ -21,9 +21,10 @@ code (storescan.py: the intent log rolled forward, salvage, files set aside or r
 index rewritten, old formats): a process whose mailboxes are sound never loads that, and never
 interns its names (a name once interned stays for good). The comparison bails out at the first
 thing a scan would count (storescan._walk_gen: a record failing its check or out of order, a
-file missing, of another size or name, a second file of a seq, a file without a record below the
-index's end, an unreadable bucket), and at a deletion commit in flight, a session's report of
-damage (_Box.suspect, _Box.unreadable) or a file above the index that merge() cannot reach: then
+file missing, of another size or name, a second file of a seq, a file in a bucket its seq does
+not belong to, a file without a record below the index's end, an unreadable bucket), and at a
+deletion commit in flight, a session's report of damage (_Box.suspect, _Box.unreadable) or a
+file above the index that merge() cannot reach: then
 storescan.recover runs from the start, as it did before this split. So it may send a sound
 mailbox to the repair code, never leave a damaged one unrepaired.
 """
@@ -100,15 +101,15 @@ def _new_epoch():
 
 def scan_bucket(box, k, above):
     """Message files in bucket k with seq > above: list of (epoch, seq, arrival, size field,
-    LIST size)."""
+    LIST size). A file of another bucket's seq is left to a scan (a record's path is its seq's)."""
     path = box.p("b%d" % k)
     out = []
     for name, is_dir, size in compat.listdir_stat(path):
         if is_dir:
             continue
         m = _parse_msg_name(name)
-        if m is None or m[1] <= above or size < m[4]:
-            continue  # (a file shorter than its added dots waits for a scan to set it aside)
+        if m is None or m[1] <= above or size < m[4] or m[1] // BUCKET != k:
+            continue  # (shorter than its added dots: a scan sets it aside)
         out.append(_file_rec(m, size))
     return out
 
@@ -208,13 +209,14 @@ def _sound(box):
         for k in buckets(box):
             lo = k * BUCKET
             hi = lo + BUCKET
-            second = False  # a second file of a seq: the listing still runs to its end (closed)
+            second = False  # a second file of a seq (or one of another bucket's): the listing runs to its end
             for name, size in compat.iter_files(box.p("b%d" % k)):
                 m = _parse_msg_name(name)
-                if m is None or not lo <= m[1] < hi:
-                    continue  # (not a message of this bucket: a scan ignores it too)
-                if slots[m[1] - lo] is not None:
-                    second = True
+                if m is None:
+                    continue
+                if not lo <= m[1] < hi or slots[m[1] - lo] is not None:
+                    second = True  # (another bucket's seq: the scan moves it to its own)
+                    continue
                 slots[m[1] - lo] = _file_rec(m, size)
             if second:
                 return None

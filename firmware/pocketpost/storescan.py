@@ -83,11 +83,12 @@ def recover(box, rep=None):
     scan(box, rep, True, not index_ok)
     rep["missing"] = max(0, rep["missing"] - moved)  # counted as unreadable
     box.merge()
-    if rep["top"] >= max(box.floor, box.last_seq + 1):
+    if rep["top"] >= max(box.floor, box.last_seq + 1) and "retry" not in rep:
         # A file at or above the next seq that merge()'s walk of consecutive buckets did not
         # reach (a restore beyond a gap of buckets whose index append failed): rewrite the
         # index from the files, which indexes it and puts the floor above it. Otherwise it
-        # stays invisible and its seq is handed out again.
+        # stays invisible and its seq is handed out again. (Not when a file was not moved to
+        # its bucket: the index is left for the next lock's recovery, see scan.)
         scan(box, report(), True, True)
         rep["index"] = "rebuilt"
     loaded(box, "retry" in rep)  # a same-seq file not renumbered yet: the next lock scans again
@@ -149,7 +150,8 @@ def scan(box, rep, repair=True, force=False):
     what its file's name says (UIDs are in the names, so they do not change); a record
     whose file is gone is dropped ("missing"); a file shorter or longer than its record
     ("damaged") is moved to damaged/ (kept for export and inspection); a file below the
-    index's last record with no valid record is indexed again ("recovered"). With repair,
+    index's last record with no valid record is indexed again ("recovered"; so is a file in a
+    bucket its seq does not belong to, which repair first moves to its own: _rehome). With repair,
     if anything differed (or force), the index is rewritten to match: index.new, renamed
     over index (files above the last record are indexed with the rest; without a rewrite
     they are left to merge()). Costs one listing of every bucket (one bucket in RAM at a
@@ -157,7 +159,7 @@ def scan(box, rep, repair=True, force=False):
     hdr = _read_header(box.p("index"))
     # Below the header's floor every file was indexed once (a commit or rebuild set it).
     hfloor = hdr[3] if hdr is not None else 0
-    _walk(box, rep, False, hfloor)
+    _walk(box, rep, False, hfloor, None, repair)
     bad = rep["bad_records"] + rep["missing"] + rep["damaged"] + rep["recovered"] + rep["renamed"]
     bad += rep["duplicates"]
     if hdr is None:
@@ -168,11 +170,15 @@ def scan(box, rep, repair=True, force=False):
         bad += 1  # the floor moves past the broken bucket: new mail goes to a new one
     if not repair or not (force or bad or hdr is None):
         return False
-    if "overflow" in rep and hdr is not None and not force:
+    if ("overflow" in rep or "retry" in rep) and hdr is not None and not force:
         # More second files in a bucket than a walk holds: which one a record names is not
         # known for those, so a rewrite could give a client's UID to another message. Left
         # as it is (nothing moved or renamed; the index's messages stay served), reported.
         # (A damaged index, force, is rewritten anyway: a lock must never fail for good.)
+        # So is a file not moved to its bucket (_rehome: retry): a record's file may be that
+        # one, and a rewrite would drop it, or set aside another file of its seq.
+        if "retry" in rep:
+            return False
         log.error("store %s: more than %d files with a seq already taken in a bucket: index left as it is, "
                   "%d such files not served (export the mailbox)", box.path, _DUPS, rep["duplicates"])
         return False
@@ -210,12 +216,13 @@ def scan(box, rep, repair=True, force=False):
     return True
 
 
-def _walk(box, rep, act, hfloor, fresh=None):
+def _walk(box, rep, act, hfloor, fresh=None, move=False):
     """The scan itself (a generator when act, else run to its end here). Yields the records
     of the index that matches the files, in seq order; with act, moves damaged files aside and
     renumbers a second file of a seq to fresh ([epoch, next seq, first seq]: above every file
-    the walk lists), yielding the renumbered files last."""
-    g = _walk_gen(box, rep, act, hfloor, fresh)
+    the walk lists), yielding the renumbered files last. With move, a file in a bucket its seq
+    does not belong to is moved to its own (_rehome; scan's first walk, before the rewrite's)."""
+    g = _walk_gen(box, rep, act, hfloor, fresh, move)
     if act:
         return g
     for _ in g:
@@ -223,7 +230,7 @@ def _walk(box, rep, act, hfloor, fresh=None):
     return None
 
 
-def _walk_gen(box, rep, act, hfloor, fresh):
+def _walk_gen(box, rep, act, hfloor, fresh, move):
     # Fixed RAM for any mailbox: one slot per seq of a bucket, reused for every bucket. The
     # listing fills the slots (names parsed one at a time), the bucket's records are then
     # matched against them, and the slots are read out in seq order.
@@ -246,10 +253,20 @@ def _walk_gen(box, rep, act, hfloor, fresh):
             # Files of a seq a slot holds already (a store from before the fix of a UID-reuse
             # bug may hold two): one keeps the seq, the others are renumbered below.
             dups = []
+            away = []  # with move: files of another bucket's seq, moved once the listing is done
             try:
                 for name, size in compat.iter_files(box.p("b%d" % k)):
                     m = _parse_msg_name(name)
-                    if m is None or not lo <= m[1] < hi or (fresh is not None and m[1] >= fresh[2]):
+                    if m is not None and not lo <= m[1] < hi:
+                        # Not where its seq's path is (copied by hand, a restore, a move cut
+                        # short): counted (so the index is rewritten) and moved to its bucket,
+                        # where the rewrite's walk indexes it; its seq kept from new mail.
+                        rep["recovered"] += 1
+                        top = max(top, m[1])
+                        if move and len(away) < _DUPS:  # (more: the next recovery's)
+                            away.append(name)
+                        continue
+                    if m is None or (fresh is not None and m[1] >= fresh[2]):
                         continue  # (at or above fresh[2]: renumbered by this walk, yielded last)
                     if slots[m[1] - lo] is None:
                         slots[m[1] - lo] = _file_rec(m, size)
@@ -267,6 +284,8 @@ def _walk_gen(box, rep, act, hfloor, fresh):
                 rep["broken"] = max(rep.get("broken", 0), hi)
                 if act:
                     log.warning("store %s: bucket b%d unreadable (%r): its messages are lost", box.path, k, e)
+            for name in away:
+                _rehome(box, k, name, rep)
             while r is not None and r[1] < hi:
                 top = max(top, r[1])
                 last_old = r[1]
@@ -400,6 +419,29 @@ def _renumber(box, t, fresh, keeper, rep):
     log.warning("store %s: message %08x.%d (arrival %d) has the same seq as another (%s): renumbered %08x.%d",
                 box.path, t[0], t[1], t[2], "arrival %d kept it" % keeper[2] if keeper else "set aside",
                 fresh[0], seq)
+
+
+def _rehome(box, k, name, rep):
+    """Move message file `name`, found in bucket k, to its seq's bucket under that name (its UID
+    kept; a second file of that seq there is renumbered by the rewrite's walk, as any). A file
+    of that very name there already: this is a second copy of it, set aside to damaged/. Never
+    over a file, never removed. One rename: a power cut leaves it in one place or the other
+    (littlefs finishes a move cut short), and the next recovery moves it or finds it home."""
+    m = _parse_msg_name(name)
+    what = "left there (copies in its bucket and damaged/)"
+    for d in (box.bucket_dir(m[1]), box.p(_DAMAGED)):
+        dst = compat.join(d, name)
+        try:
+            if compat.exists(dst):
+                continue
+            compat.makedirs(d)
+            compat.rename(box.p("b%d" % k, name), dst)
+            what = "moved to " + dst
+        except OSError as e:  # left there, and the index as it is, for the next lock (see scan)
+            rep["retry"] = 1
+            what = "not moved (%r)" % (e,)
+        break
+    log.warning("store %s: message %08x.%d in b%d, not its bucket: %s", box.path, m[0], m[1], k, what)
 
 
 def _set_aside(box, t, why):

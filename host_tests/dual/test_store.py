@@ -1334,7 +1334,7 @@ _SOUND_CASES = (
     (lambda p, e: None, True),
     (lambda p, e: _write(p + "/b1/%s.131.105.p" % e, b"new\r\n"), True),  # above the index: merge's
     (lambda p, e: _write(p + "/b0/notes.txt", b"x"), True),  # not a message name: ignored by a scan too
-    (lambda p, e: _write(p + "/b0/%s.200.105.p" % e, b"x\r\n"), True),  # another bucket's seq: ignored too
+    (lambda p, e: _write(p + "/b0/%s.200.105.p" % e, b"x\r\n"), False),  # another bucket's seq: moved to b1
     (lambda p, e: _write(p + "/index.new", b"torn"), True),  # a rewrite cut short: removed, nothing to scan
     (lambda p, e: os.remove(_name(p, 0, 2)), False),  # missing
     (lambda p, e: _add_byte(_name(p, 0, 3)), False),  # damaged (another size)
