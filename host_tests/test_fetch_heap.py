@@ -81,14 +81,17 @@ micropython.qstr_info()
 """
 
 
-def test_a_steady_state_fetch_interns_fewer_names_than_fill_the_first_five_pools(tmp_path):
+def test_a_fetch_interns_fewer_names_than_fill_the_first_five_pools(tmp_path):
     """Interned names are never freed, and MicroPython allocates their pools doubling in size: 20,
     40, 80, 160 and 320 entries (620 in all), then one of 640 (~7 KB on the 64-bit host, one
-    block) at the 621st. A fetch CLI run with nothing new to fetch (the second run: store, state
-    and mailbox as the first left them), code from .mpy as deployed, must stay under 620 names
-    (each module costs its table's names, its file name and its dotted name: see
-    docs/ARCHITECTURE.md). Over it, the next pool costs the fetch its heap: a figure for
-    tools/bench_heap.py (workload d), not this test."""
+    block) at the 621st. A fetch CLI run, code from .mpy as deployed, must stay under 620 names
+    both when it downloads a message (the first run: one message into an empty store, as
+    tools/bench_heap.py's workload d; it alone loads the delivery and download code, store.py and
+    clientget.py) and when it has nothing new to fetch (the second run: store, state and mailbox
+    as the first left them). Each module costs its table's names (those the runtime does not have
+    built in), its file name, its dotted name and its short name: see docs/ARCHITECTURE.md.
+    Over 620, the next pool costs the fetch its heap: workload d measured 112-113 KiB at 643
+    names, 103-104 KiB at 596 (issue 10)."""
     import os
     import re
     import sys
@@ -125,4 +128,6 @@ def test_a_steady_state_fetch_interns_fewer_names_than_fill_the_first_five_pools
             counts.append(int(re.search(r"n_qstr=(\d+)", out).group(1)))
     finally:
         up.stop()
-    assert counts[1] < 620, counts  # (at issue 12's names work: 600 with this probe, the first fetch 642; 642 before it)
+    # (Issue 10's names work: first 643 -> 596, second 601 -> 582 with this probe. A margin is
+    # kept on purpose: a change that takes the first fetch near 620 should find another name to drop.)
+    assert counts[0] < 620 and counts[1] < 620, counts

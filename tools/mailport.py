@@ -780,7 +780,7 @@ _LONE_LF = re.compile(rb"(?<!\r)\n")
 
 
 def normalized(chunks):
-    """The bytes as the store keeps them: lone LF -> CRLF, a final line end added (Delivery._end)."""
+    """The bytes as the store keeps them: lone LF -> CRLF, a final line end added (Delivery.finish)."""
     last = None  # last byte seen, as an int
     for c in chunks:
         if not c:

@@ -135,8 +135,8 @@ def account_from_dict(d):
 
 
 # --- the session driver ----------------------------------------------------------------------------
-def _ms(seconds):
-    return int(seconds * 1000)
+def _ms(timeout):  # seconds
+    return int(timeout * 1000)
 
 
 async def _cold(name, fn, *args):
@@ -191,9 +191,9 @@ class Pop3Client:
         return tls.describe_error(e, self.host, self.port, self.ca_path)
 
     # -- deadlines and bytes --------------------------------------------------------------------
-    def deadline(self, seconds, size=0):
-        """A deadline (ticks ms) `seconds` from now, plus size / min_rate."""
-        ms = _ms(seconds) + (int(size * 1000 // self.min_rate) if size else 0)
+    def deadline(self, timeout, size=0):
+        """A deadline (ticks ms) `timeout` seconds from now, plus size / min_rate."""
+        ms = _ms(timeout) + (int(size * 1000 // self.min_rate) if size else 0)
         return compat.ticks_add(compat.ticks_ms(), ms)
 
     def _left(self, deadline):
@@ -455,7 +455,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     from pocketpost import clientend
 
                     try:
-                        deleted, refused = await clientend.dele_stored(c, count, dele, nb)
+                        deleted, refused = await clientend.dele_stored(c, count, dele)
                     finally:
                         clientend = None
                         compat.forget(("clientend",))

@@ -63,9 +63,10 @@ async def _open(host, port, ms, ctx=None):
     # failed (Linux answers its pending error, lwIP its closed connection). Anything else (nothing,
     # EISCONN, EALREADY) is taken as connected, and the first read says otherwise, as before.
     # ENETUNREACH has no name in MicroPython's errno: newlib's (ESP-IDF) 114 where EHOSTUNREACH is
-    # newlib's 118, else Linux's (and lwIP's own errno.h) 101.
+    # newlib's 118, else Linux's (and lwIP's own errno.h) 101. (Looked up in the module's dict:
+    # getattr would intern the name, never freed, for a fetch that never sees the error.)
     failed = (ECONNREFUSED, ECONNRESET, ECONNABORTED, EHOSTUNREACH, ENOTCONN, ETIMEDOUT,
-              getattr(errno, "ENETUNREACH", 114 if EHOSTUNREACH == 118 else 101))
+              errno.__dict__.get("ENETUNREACH", 114 if EHOSTUNREACH == 118 else 101))
     end = ticks_add(ticks_ms(), ms)
     err = OSError("%s:%s: no address" % (host, port))
     for ai in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[:_ADDRS]:
@@ -191,9 +192,9 @@ async def login(c, user, password, method="auto"):
         elif m == "apop":
             if c.timestamp is None:
                 raise AuthFailed("%s: APOP: the server's greeting has no timestamp: use auth \"auto\"" % c.where)
-            from pocketpost.auth import apop_digest
+            from pocketpost import auth  # ("auth": a name the runtime has; "pocketpost.auth" is not)
 
-            await c.cmd("APOP", user, apop_digest(c.timestamp, password))
+            await c.cmd("APOP", user, auth.apop_digest(c.timestamp, password))
         elif m == "user":
             await c.cmd("USER", user)
             await c.cmd("PASS", password)

@@ -41,7 +41,7 @@ async def deles(c, ns):
     return out
 
 
-async def dele_stored(c, count, dele, nb):
+async def dele_stored(c, count, dele):
     """DELE every message number whose bit is set in `dele`, _PIPELINE at a time. Returns
     (accepted count, bits of the refused ones or None)."""
     deleted = 0
@@ -57,7 +57,7 @@ async def dele_stored(c, count, dele, nb):
                     deleted += 1
                 else:
                     if refused is None:
-                        refused = bytearray(nb)
+                        refused = bytearray(len(dele))
                     _set(refused, batch[i])
             batch = []
     return deleted, refused

@@ -139,14 +139,16 @@ class _StoreSink:
     (headers.py loads with it). __call__ runs once per body chunk: no try in it (MicroPython
     gives a frame with one, or with many locals, a heap block per call)."""
 
-    def __init__(self, delivery, headers, session):
-        self.d = delivery
-        self.s = session  # pop3client.ClientSession: `bare` and `dots` spare the store two scans
+    def __init__(self, d, headers, s):
+        # (One-letter arguments as the attributes: a name of their own is one more interned name
+        # for every process that downloads; "pocketpost.headers" is one too until headers.py loads.)
+        self.d = d  # the store Delivery
+        self.s = s  # pop3client.ClientSession: `bare` and `dots` spare the store two scans
         self.headers = None
         if headers:
-            from pocketpost.headers import HeaderParser
+            from pocketpost import headers as parser
 
-            self.headers = HeaderParser()
+            self.headers = parser.HeaderParser()
         self.error = None
 
     def __call__(self, chunk):

@@ -54,26 +54,27 @@ def load_raw(path):
     return cfg
 
 
-def _merge(defaults, values, section):
+def _merge(defaults, values, name):  # name: the section's, for errors
     if values is None:
         values = {}
     if not isinstance(values, dict):
-        raise ConfigError("config: %s must be an object" % section)
+        raise ConfigError("config: %s must be an object" % name)
     out = {}
     for k in defaults:
         out[k] = defaults[k]
     for k in values:
         if k not in defaults:
-            raise ConfigError("config: unknown key %s.%s" % (section, k))
+            raise ConfigError("config: unknown key %s.%s" % (name, k))
         out[k] = values[k]
     return out
 
 
-def _num(sec, section, key, minimum, hi=None, kind=int):
-    v = sec[key]
+def _num(values, name, key, minimum, limit=None, kind=int):
+    # values[key], a number of section `name`, in [minimum, limit]
+    v = values[key]
     ok = isinstance(v, (int, float)) if kind is float else isinstance(v, int)
-    if isinstance(v, bool) or not ok or v < minimum or (hi is not None and v > hi):
-        raise ConfigError("config: %s.%s must be a number >= %s" % (section, key, minimum))
+    if isinstance(v, bool) or not ok or v < minimum or (limit is not None and v > limit):
+        raise ConfigError("config: %s.%s must be a number >= %s" % (name, key, minimum))
 
 
 def check(cfg, server=True):

@@ -32,7 +32,8 @@ import sys
 from pocketpost import compat
 
 
-def _progress(info):
+def on_message(info):
+    # The progress line of one stored message (client.fetch_account's on_message).
     h = info["headers"]
     print(
         "  %s %d bytes%s%s"
@@ -65,7 +66,7 @@ def main(config_path, only=None, log_level=None, headers=False):
         done += 1
         print("fetch %s: %s@%s" % (acct.get("name"), acct.get("user"), acct.get("host")))
         try:
-            st = client.fetch_account_sync(acct, store, _progress, None, headers)
+            st = client.fetch_account_sync(acct, store, on_message, None, headers)
         except Exception as e:  # one failing account must not stop the others
             failed += 1
             print("fetch %s: FAILED: %s: %s" % (acct.get("name"), type(e).__name__, e))

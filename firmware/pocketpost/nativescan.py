@@ -17,34 +17,35 @@ end of the data (an unfinished line is not in the run). Returns (lines << 17) | 
 ran to the end of the data) | (octets of the run). It reads only inside buf[s:e] (viper checks
 no bounds: the caller passes 0 <= s <= e <= len(buf) < 16 KiB). `word ^ -1` is ~word (older
 emitters have no unary ~ on native ints). Its identifiers are interned when it compiles: its
-locals reuse names the client interns anyway where that reads as well (view, word).
+locals reuse names the client interns anyway (view, word, ok, mask) or the runtime's own (pos)
+where that reads as well.
 """
 
 _SRC = """
 @micropython.viper
-def scan(i: int, e: int, p: ptr8, s: int) -> int:
+def scan(pos: int, e: int, p: ptr8, s: int) -> int:
     view = ptr32(p)
-    hi = (0x808080 << 8) | 0x80
+    mask = (0x808080 << 8) | 0x80
     n = 0
-    k = i
-    words = (int(p) & 3) == 0
-    while i < e:
-        if words and (i & 3) == 0:
-            while i + 4 <= e:
-                word = view[i >> 2] ^ 0x0A0A0A0A
-                if (word - 0x01010101) & (word ^ -1) & hi:
+    k = pos
+    ok = (int(p) & 3) == 0  # buf word-aligned: the word loop may run
+    while pos < e:
+        if ok and (pos & 3) == 0:
+            while pos + 4 <= e:
+                word = view[pos >> 2] ^ 0x0A0A0A0A
+                if (word - 0x01010101) & (word ^ -1) & mask:
                     break
-                i += 4
-            if i >= e:
+                pos += 4
+            if pos >= e:
                 break
-        if p[i] == 10:
-            if i == k or p[i - 1] != 13:
+        if p[pos] == 10:
+            if pos == k or p[pos - 1] != 13:
                 return (n << 17) | (k - s)
             n += 1
-            k = i + 1
+            k = pos + 1
             if k < e and p[k] == 46:
                 return (n << 17) | (k - s)
-        i += 1
+        pos += 1
     return (n << 17) | 65536 | (k - s)
 """
 

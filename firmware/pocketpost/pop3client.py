@@ -140,10 +140,6 @@ def _text(b):
         return repr(bytes(b))
 
 
-def _arg(a):
-    return str(a).encode() if isinstance(a, int) else a.encode() if isinstance(a, str) else a
-
-
 def _reply_or_none(line):
     """The parsed status line, or None if it is not one (the caller says what it answered)."""
     try:
@@ -262,18 +258,18 @@ def valid_uid(uid):
 
 
 class ClientSession:
-    def __init__(self, recv_bufsize=_RECV_BUFSIZE, chunk=_CHUNK):
-        self.reader = LineReader(_MAX_RESPONSE_LINE, bufsize=recv_bufsize)
-        self._unstuffer = DotUnstuffer()
+    def __init__(self, bufsize=_RECV_BUFSIZE, chunk=_CHUNK):
+        self.reader = LineReader(_MAX_RESPONSE_LINE, bufsize=bufsize)
+        self.unstuffer = DotUnstuffer()  # the body's un-stuffing (its `dots` count: the store's hint)
         self._out = bytearray(chunk)
         self._omv = memoryview(self._out)
         self._fill = 0
         self._pending = []  # [keyword, what (for messages), multi-line, limit] per command sent
         self._state = _GREET
-        self._error = None
+        self.error = None  # the ProtocolError that broke the session: every later event raises it
         self._last = 0  # last listing number (LIST/UIDL entries come in increasing order)
         self._count = 0  # lines of the current block
-        self._prev_cr = False  # the body's last byte so far was CR (a CRLF split across chunks)
+        self._cr = False  # the body's last byte so far was CR (a CRLF split across chunks)
         # After a BODY chunk: True when no further event can come before more bytes are read (the
         # shell may read at once instead of asking next_event for NEED_DATA).
         self.hungry = False
@@ -310,11 +306,14 @@ class ClientSession:
         """The bytes of one command; its reply is expected after those of the commands sent
         before it. `limit` bounds a LIST/UIDL listing: entries numbered 1..limit."""
         if self._state == _BROKEN:
-            raise self._error
+            raise self.error
         if not self._pending and self._state == _STATUS and self.reader.pending():
-            self._fail("server sent data nobody asked for before %s" % keyword)
+            self.fail("server sent data nobody asked for before %s" % keyword)
         multi = is_multiline(keyword, len(args))
-        what = keyword if not args or keyword == "PASS" else keyword + " " + _text(_arg(args[0]))
+        what = keyword
+        if args and keyword != "PASS":  # the first argument, as errors show it ("RETR 3")
+            a = args[0]
+            what += " " + _text(str(a).encode() if isinstance(a, int) else a.encode() if isinstance(a, str) else a)
         self._pending.append([keyword, what, multi, limit if limit else _MAX_CAPA_LINES])
         return command(keyword, *args)
 
@@ -330,21 +329,22 @@ class ClientSession:
         """Call after +OK to STLS, before the TLS handshake: RFC 2595 section 4 forbids the
         server to send anything more in the clear."""
         if self.reader.pending():
-            self._fail("server sent data after STLS +OK")
+            self.fail("server sent data after STLS +OK")
         self.reader.clear()
 
     # -- events --------------------------------------------------------------------------------
-    def _fail(self, msg):
+    def fail(self, msg):
+        """The server broke the protocol: the session is unusable from here on (raises)."""
         self._state = _BROKEN
-        self._error = ProtocolError(msg)
-        raise self._error
+        self.error = ProtocolError(msg)
+        raise self.error
 
     def _next_line(self, what):
         ln = self.reader.next_line()
         if ln == OVERLONG:
-            self._fail("server line longer than %d octets (%s)" % (_MAX_RESPONSE_LINE, what))
+            self.fail("server line longer than %d octets (%s)" % (_MAX_RESPONSE_LINE, what))
         if ln == BAD_LINE:
-            self._fail("NUL in server line (%s)" % what)
+            self.fail("NUL in server line (%s)" % what)
         return ln
 
     def next_event(self):
@@ -361,21 +361,21 @@ class ClientSession:
             self._pending.pop(0)
             return END
         if st == _BROKEN:
-            raise self._error
+            raise self.error
         if st == _GREET:
             ln = self._next_line("greeting")
             if ln is None:
                 return _NEED_DATA
             r = _reply_or_none(ln)
             if r is None or r.ok is None:
-                self._fail("malformed greeting: %s" % _text(ln[:60]))
+                self.fail("malformed greeting: %s" % _text(ln[:60]))
             self.reply = r
             self.timestamp = apop_timestamp(r.text) if r.ok else None
             self._state = _STATUS
             return GREETING
         if not self._pending:
             if self.reader.pending():
-                self._fail("server sent data nobody asked for")
+                self.fail("server sent data nobody asked for")
             return _NEED_DATA
         p = self._pending[0]
         self.keyword = p[0]
@@ -386,7 +386,7 @@ class ClientSession:
                 return _NEED_DATA
             r = _reply_or_none(ln)
             if r is None or (r.ok is None and p[0] != "AUTH"):
-                self._fail("reply to %s is neither +OK nor -ERR: %s" % (p[1], _text(ln[:60])))
+                self.fail("reply to %s is neither +OK nor -ERR: %s" % (p[1], _text(ln[:60])))
             self.reply = r
             if r.ok is None:
                 return CONTINUE
@@ -394,10 +394,10 @@ class ClientSession:
                 self._count = 0
                 self._last = 0
                 if p[0] == "RETR" or p[0] == "TOP":
-                    self._unstuffer.reset()
+                    self.unstuffer.reset()
                     self._fill = 0
                     self.octets = self.lf = self.crlf = 0
-                    self._prev_cr = False
+                    self._cr = False
                     self._state = _BODY
                     self._gen = self._body()
                 else:
@@ -417,16 +417,16 @@ class ClientSession:
             return END
         self._count += 1
         if self._count > p[3]:
-            self._fail("%s reply does not end (more than %d lines)" % (p[1], p[3]))
+            self.fail("%s reply does not end (more than %d lines)" % (p[1], p[3]))
         if p[0] == "CAPA":
             self.line = ln
             return _LINE
         try:
             n, field = parse_listing(ln)
         except ProtocolError:
-            self._fail("%s: malformed entry %s" % (p[1], _text(ln[:60])))
+            self.fail("%s: malformed entry %s" % (p[1], _text(ln[:60])))
         if n <= self._last or n > p[3]:
-            self._fail("%s: message number %d out of order or range" % (p[1], n))
+            self.fail("%s: message number %d out of order or range" % (p[1], n))
         self._last = n
         self.n = n
         self.field = field
@@ -440,13 +440,13 @@ class ClientSession:
         self.bare = 0
         if lf:
             c = out.count(b"\r\n", 0, n)
-            if self._prev_cr and out[0] == 10:
+            if self._cr and out[0] == 10:
                 c += 1
             self.lf += lf
             self.crlf += c
             self.bare = lf - c
-        self._prev_cr = out[n - 1] == 13
-        self.dots = self._unstuffer.dots
+        self._cr = out[n - 1] == 13
+        self.dots = self.unstuffer.dots
         self.chunk = out if n == len(out) else self._omv[:n]
         self._fill = 0
         return BODY
@@ -462,7 +462,7 @@ class ClientSession:
         run). The run is found by the native scan (nativescan.py) where it compiled, else by a
         walk from LF to LF (C find); once lines are denser than one per _WALK_BYTES, C count
         passes check the rest at once."""
-        u = self._unstuffer
+        u = self.unstuffer
         r = self.reader
         buf = r.buf
         find = buf.find  # looked up once, not once per line
@@ -526,7 +526,7 @@ class ClientSession:
                     self.octets += i - s
                     self.bare = 0
                     self.dots = False
-                    self._prev_cr = False
+                    self._cr = False
                     # The rest is a line without its end yet (not a dot line): only more bytes
                     # can give another event. room: start moved, so space() makes some.
                     self.hungry = i >= e or (j < 0 and buf[i] != _DOT)

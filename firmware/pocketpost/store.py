@@ -145,7 +145,7 @@ from pocketpost.storecore import (_LOCKS, QuotaExceeded, Store, StoreError, Stor
 _OUT_BUF = const(512)
 _IN_BUF = const(512)  # storecore's (a private copy)
 # Delivery checks a chunk by walking its LFs while they average at least this many bytes apart,
-# and by C count passes over the rest of the chunk once lines are denser (see Delivery._take).
+# and by C count passes over the rest of the chunk once lines are denser (see Delivery._scan).
 _WALK_BYTES = const(32)
 # storeindex.py's (the on-flash format: const() folds them, test_store.py checks they agree).
 _PLAIN = const(0x80000000)  # in a record's size field: the file is the wire form (plain or stuffed)
@@ -193,36 +193,42 @@ class Delivery:
     through a fixed output buffer. Pass bytes or bytearray to get the fast path with no copy; a
     memoryview (which has no find/count) is scanned through a fixed input buffer. `size` counts
     the message's octets (LIST's), `dots` the dots added; the digest is of the message.
+
+    Its working parts (file, sha1, done, finish, flush, szf, _scan, _count, ...) take names the
+    runtime already holds, built in or used by the modules a fetch loads anyway: any other name
+    would be interned, never freed, by the first delivery of every process (issue 10: the fetch
+    CLI's names, docs/ARCHITECTURE.md). For callers: write, digest, uid_on_commit, commit (or
+    seal, landed, spent for a group), share_flash, abort, and size, dots, plain, tmp, box.
     """
 
-    def __init__(self, store, box, arrival, limit, limit_exc, digest=False):
-        self._store = store
+    def __init__(self, store, box, arrival, limit, exc_type, digest=False):
+        self.store = store
         self._box = box
         self.arrival = arrival
-        self._limit = limit
-        self._limit_exc = limit_exc
+        self.limit = limit  # most octets the file may take (-1: no limit), share_flash divides it
+        self.exc_type = exc_type  # raised past `limit`: StoreFull (flash) or QuotaExceeded
         self.size = 0
         self._last = _LF  # pretend a line just ended: a leading LF is lone, a leading "." a dot line
         self.dots = 0  # dots added so far (lines starting with ".")
-        self._ended = False  # digest() ended the message: no more write()
-        self._h = None
+        self.done = False  # finish() ended the message (digest, seal): no more write()
+        self.sha1 = None  # the SHA-1 of the message so far, with begin(..., digest=True)
         if digest:
-            self._h = hashlib.sha1()
+            self.sha1 = hashlib.sha1()
         self._out = None  # slow path output buffer, made at the first lone LF
-        self._outmv = None
-        self._n = 0
-        self._in = None  # memoryview input buffer, made at the first memoryview
-        self._inmv = None
-        self._f = None
+        self._omv = None  # its memoryview
+        self._count = 0  # octets waiting in it
+        self._block = None  # input buffer a memoryview is copied into, made at the first one
+        self._mv = None  # its memoryview
+        self.file = None  # the temp file, open while the message is written
         self._uid = None  # (epoch, seq) given to Store.begin, else None: the next seq
-        self._tmp = None
+        self.tmp = None  # the temp file's path while the delivery is open or sealed, else None
         box.busy += 1
         try:
             _Delivery_ids[0] += 1
-            self._tmp = box.p("tmp", "t%d.%d" % (_Delivery_ids[0], compat.ticks_ms() & 0xFFFF))  # type: ignore[operator]  # stub: ticks are opaque
-            self._f = open(self._tmp, "wb")
+            self.tmp = box.p("tmp", "t%d.%d" % (_Delivery_ids[0], compat.ticks_ms() & 0xFFFF))  # type: ignore[operator]  # stub: ticks are opaque
+            self.file = open(self.tmp, "wb")
         except Exception as e:  # MemoryError too: a "busy" left raised would stop merges for good
-            if self._tmp is None:
+            if self.tmp is None:
                 box.busy -= 1  # abort() undoes it only once the temp name exists
             self.abort()
             if isinstance(e, OSError):
@@ -239,7 +245,7 @@ class Delivery:
         CR (the one before data being the last byte written), and `dots=False` (with crlf) that no
         line of the message so far starts with ".": the POP3 client knows both from counting line
         ends for its size rule and from un-stuffing, so the store skips its own scans."""
-        if self._f is None or self._ended:
+        if self.file is None or self.done:
             raise StoreError("delivery is closed")
         try:
             if crlf and not (dots and isinstance(data, memoryview)):  # a memoryview has no find()
@@ -247,23 +253,23 @@ class Delivery:
                 if end:
                     j = data.find(b"\n.") if dots else -1
                     if j >= 0 or (dots and data[0] == _DOT and self._last == _LF):
-                        self._stuff(data, end, j)
+                        self._dots(data, end, j)
                     else:
                         self._put(data, end)
             elif isinstance(data, memoryview):
-                if self._in is None:
-                    self._in = bytearray(_IN_BUF)
-                    self._inmv = memoryview(self._in)
-                buf = self._in
+                if self._block is None:
+                    self._block = bytearray(_IN_BUF)
+                    self._mv = memoryview(self._block)
+                buf = self._block
                 i = 0
                 n = len(data)
                 while i < n:
                     k = min(_IN_BUF, n - i)
                     buf[:k] = data[i : i + k]
-                    self._take(buf, k, buf if k == _IN_BUF else self._inmv[:k])
+                    self._scan(buf, k, buf if k == _IN_BUF else self._mv[:k])
                     i += k
             else:
-                self._take(data, len(data), data)
+                self._scan(data, len(data), data)
         except OSError as e:
             self.abort()
             raise _os_error(e)
@@ -271,8 +277,8 @@ class Delivery:
             self.abort()
             raise
 
-    def _take(self, buf, end, whole):
-        """buf[:end] (bytes or bytearray) into the message; `whole` is that range as one object.
+    def _scan(self, buf, end, view):
+        """buf[:end] (bytes or bytearray) into the message; `view` is that range as one object.
 
         One walk over the LFs (a C find from each to the next) checks that each follows a CR and
         whether the byte after it is "."; it measured cheaper than C count passes on mail-like
@@ -291,7 +297,7 @@ class Delivery:
             if j < 0:
                 break
             if (buf[j - 1] if j else last) != _CR:
-                lone = True  # _convert walks every LF anyway and checks the rest for dots
+                lone = True  # _lines walks every LF anyway and checks the rest for dots
                 break
             i = j + 1
             if i < end and buf[i] == _DOT:
@@ -304,33 +310,32 @@ class Delivery:
         if not dotted and scan >= 0 and not lone and buf.find(b"\n.", scan, end) >= 0:
             dotted = True
         if lone:
-            self._convert(buf, end)
+            self._lines(buf, end)
         elif dotted:
-            self._stuff(buf, end, -2)
+            self._dots(buf, end, -2)
         else:
-            self._put(whole, end)
+            self._put(view, end)
 
     def _room(self, n):
-        if self._limit >= 0 and self.size + self.dots + n > self._limit:
-            raise self._limit_exc("message too large for the space left")
+        if self.limit >= 0 and self.size + self.dots + n > self.limit:
+            raise self.exc_type("message too large for the space left")
 
-    def _stuff(self, buf, end, j):
+    def _dots(self, buf, end, pos):
         """buf[:end] (bytes or bytearray, every LF with its CR) into the file with a "." added
         before each line that starts with ".": the pieces between go as memoryview slices.
-        j: where the first "\n." is if the caller found it (-1: none), -2: not looked for."""
+        pos: where the first "\n." is if the caller found it (-1: none), -2: not looked for."""
         self._room(end)
-        if self._n:
-            self._flush()
-        if self._h is not None:
-            self._h.update(buf if end == len(buf) else memoryview(buf)[:end])
-        f = self._f
+        if self._count:
+            self.flush()
+        if self.sha1 is not None:
+            self.sha1.update(buf if end == len(buf) else memoryview(buf)[:end])
+        f = self.file
         mv = memoryview(buf)
         i = 0
         if buf[0] == _DOT and self._last == _LF:
             f.write(b".")
             self.dots += 1
-        if j == -2:
-            j = buf.find(b"\n.", 0, end)
+        j = buf.find(b"\n.", 0, end) if pos == -2 else pos
         while True:
             if j < 0:
                 break
@@ -344,30 +349,39 @@ class Delivery:
         self.size += end
         self._last = buf[end - 1]
 
-    def _put(self, whole, end):
+    def _put(self, view, end):
         # Fast path: every LF has its CR, no line starts with "."; the chunk goes as it is.
         self._room(end)
-        if self._n:
-            self._flush()
-        self._write(whole)
+        if self._count:
+            self.flush()
+        self._sink(view)
         self.size += end
-        self._last = whole[end - 1]
+        self._last = view[end - 1]
 
-    def _write(self, piece):
-        if self._h is not None:
-            self._h.update(piece)
-        self._f.write(piece)
+    def _sink(self, data):
+        # Message octets to the digest and the file.
+        if self.sha1 is not None:
+            self.sha1.update(data)
+        self.file.write(data)
 
-    def _convert(self, buf, end):
+    def _lines(self, buf, end):
         if self._out is None:
             self._out = bytearray(_OUT_BUF)
-            self._outmv = memoryview(self._out)
+            self._omv = memoryview(self._out)
         mv = memoryview(buf)
         run = 0
         i = 0
-        if end and buf[0] == _DOT and self._last == _LF:
-            self._dot()
+        at = 0 if end and buf[0] == _DOT and self._last == _LF else -1  # where a dot line starts
         while True:
+            if at >= 0:
+                if at > run:
+                    self._emit(mv[run:at])
+                run = at
+                # the stuffing dot: written past the digest (which is of the message)
+                self._room(1)
+                self.flush()
+                self.file.write(b".")
+                self.dots += 1
             j = buf.find(b"\n", i, end)
             if j < 0:
                 break
@@ -378,66 +392,55 @@ class Delivery:
                 self._emit(b"\r\n")
                 run = j + 1
             i = j + 1
-            if i < end and buf[i] == _DOT:
-                if i > run:
-                    self._emit(mv[run:i])
-                run = i
-                self._dot()
+            at = i if i < end and buf[i] == _DOT else -1
         if end > run:
             self._emit(mv[run:end])
         if end:
             self._last = buf[end - 1]
 
-    def _dot(self):
-        """The slow path's stuffing dot: written past the digest (which is of the message)."""
-        self._room(1)
-        self._flush()
-        self._f.write(b".")
-        self.dots += 1
-
-    def _emit(self, piece):
-        n = len(piece)
+    def _emit(self, data):
+        n = len(data)
         self._room(n)
         self.size += n
-        if self._out is None or self._n + n > _OUT_BUF:
-            self._flush()
+        if self._out is None or self._count + n > _OUT_BUF:
+            self.flush()
         if n >= _OUT_BUF or self._out is None:
-            self._write(piece)
+            self._sink(data)
         else:
-            self._out[self._n : self._n + n] = piece
-            self._n += n
+            self._out[self._count : self._count + n] = data
+            self._count += n
 
-    def _flush(self):
-        if self._n:
-            self._write(self._outmv[: self._n])
-            self._n = 0
+    def flush(self):
+        if self._count:
+            self._sink(self._omv[: self._count])
+            self._count = 0
 
-    def _end(self):
+    def finish(self):
         """Add the final line end if it is missing and flush: the content is complete."""
-        if not self._ended:
+        if not self.done:
             if self.size and self._last != _LF:
                 self._emit(b"\n" if self._last == _CR else b"\r\n")
                 self._last = _LF
-            self._flush()
-            self._ended = True
+            self.flush()
+            self.done = True
 
     def digest(self):
         """End the message (no write() after this; the final line end is added now if missing,
         so `size` is final) and return the SHA-1 of the stored bytes as 40 hex digits.
         Needs begin(..., digest=True)."""
-        if self._h is None:
+        if self.sha1 is None:
             raise StoreError("delivery keeps no digest")
-        if self._f is None:
+        if self.file is None:
             raise StoreError("delivery is closed")
         try:
-            self._end()
+            self.finish()
         except OSError as e:
             self.abort()
             raise _os_error(e)
         except BaseException:
             self.abort()
             raise
-        return binascii.hexlify(self._h.digest()).decode()
+        return binascii.hexlify(self.sha1.digest()).decode()
 
     def uid_on_commit(self):
         """The UID commit() will give this message if nothing else is delivered into the mailbox
@@ -460,10 +463,10 @@ class Delivery:
         the same: a seq handed to a rename is never handed out again."""
         epoch, seq, target = self.seal()
         try:
-            compat.rename(self._tmp, target)
+            compat.rename(self.tmp, target)
             compat.sync_dir(self._box.bucket_dir(seq))
         except BaseException as e:
-            tmp = self._tmp
+            tmp = self.tmp
             if compat.exists(target) and not compat.exists(tmp):
                 uid = self.landed(epoch, seq)
                 if isinstance(e, OSError):
@@ -481,24 +484,24 @@ class Delivery:
         """Commit, step 1: end the message, flush and close its temp file, check the quota and
         the restore UID, make the bucket directory. Returns (epoch, seq, final path): rename
         self.tmp there, then call landed(epoch, seq). On failure the delivery is aborted."""
-        if self._f is None:
+        if self.file is None:
             raise StoreError("delivery is closed")
         box = self._box
-        store = self._store
+        store = self.store
         try:
-            self._end()
-            compat.sync_file(self._f)
-            self._f.close()
-            self._f = None
+            self.finish()
+            compat.sync_file(self.file)
+            self.file.close()
+            self.file = None
             if store.quota and box.total + self.size > store.quota:
                 raise QuotaExceeded("mailbox quota exceeded")
             epoch, seq = box.epoch, box.next_seq
             if self._uid is not None:
                 epoch, seq = self._uid
                 if box.path in _LOCKS:  # (locked: storesession is loaded)
-                    from pocketpost import storesession
-
-                    raise storesession.MailboxLocked("mailbox in use")
+                    # storesession's, looked up by name (this module's __getattr__): a name
+                    # in this code would be interned by every process that delivers.
+                    raise __getattr__("MailboxLocked")("mailbox in use")
                 if seq < box.next_seq:
                     raise StoreError("uid %08x.%d is not above the mailbox's last" % (epoch, seq), "SYS/PERM")
                 if box.unindexed:
@@ -506,7 +509,7 @@ class Delivery:
             bdir = box.bucket_dir(seq)
             if not compat.isdir(bdir):
                 os.mkdir(bdir)
-            return epoch, seq, compat.join(bdir, _msg_name(epoch, seq, self.arrival, self._szf(), self.size))
+            return epoch, seq, compat.join(bdir, _msg_name(epoch, seq, self.arrival, self.szf(), self.size))
         except OSError as e:
             self.abort()
             raise _os_error(e)
@@ -522,7 +525,7 @@ class Delivery:
         if box.next_seq <= seq:
             box.next_seq = seq + 1
 
-    def _szf(self):
+    def szf(self):
         """The index record's size field: the file's octets, wire form (stuffed if dots)."""
         return (self.size + self.dots) | (_PLAIN | _STUFFED if self.dots else _PLAIN)
 
@@ -531,17 +534,17 @@ class Delivery:
         the mailbox's RAM state. Returns the UID. Nothing here may fail the delivery. merge=False
         leaves the due merge of unindexed messages to the caller (box.merge_due())."""
         box = self._box
-        self._tmp = None
+        self.tmp = None
         box.busy -= 1
         box.next_seq = seq + 1
         box.count += 1
         box.total += self.size
-        c = self._store._free_cache
+        c = self.store._free_cache
         if c is not None:
             c[3] += self.size + self.dots + 512  # + metadata, roughly
         if self._uid is not None:
             try:
-                box.merge([(epoch, seq, self.arrival, self._szf(), self.size)])
+                box.merge([(epoch, seq, self.arrival, self.szf(), self.size)])
             except (OSError, StoreError):
                 # Durable but unindexed beyond a possible bucket gap: an index rebuild (or the
                 # same restore run again, which renames over it) makes it visible.
@@ -557,30 +560,25 @@ class Delivery:
         """The mailbox's RAM state (the group commit checks its mailboxes are distinct)."""
         return self._box
 
-    @property
-    def tmp(self):
-        """The temp file's path while the delivery is open or sealed, else None."""
-        return self._tmp
-
     def share_flash(self, k):
         """Let this delivery take only 1/k of the free flash (k copies of one message share it);
         a quota limit stays as it is."""
-        if self._limit >= 0 and self._limit_exc is StoreFull:
-            self._limit //= k
+        if self.limit >= 0 and self.exc_type is StoreFull:
+            self.limit //= k
 
     def abort(self):
         """Throw the message away (safe to call more than once, and after a failed write)."""
-        if self._f is not None:
+        if self.file is not None:
             try:
-                self._f.close()
+                self.file.close()
             except OSError:
                 pass
-            self._f = None
-        if self._tmp is not None:
+            self.file = None
+        if self.tmp is not None:
             try:
-                _remove(self._tmp)
+                _remove(self.tmp)
             except OSError:
                 pass
-            self._tmp = None
+            self.tmp = None
             self._box.busy -= 1
 

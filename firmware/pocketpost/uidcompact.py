@@ -31,12 +31,12 @@ _READ_BUF = const(512)
 _OLD_KEY = const(11)  # the record key before issue 10's heap work (88 bits)
 
 
-def _check(ln):
+def _check(line):
     """The body of a sealed line, or None if its checksum fails (a torn write)."""
-    if len(ln) < 10 or ln[-9] != 0x20:
+    if len(line) < 10 or line[-9] != 0x20:
         return None
-    body = ln[:-9]
-    if b"%08x" % (binascii.crc32(body) & 0xFFFFFFFF) != ln[-8:]:
+    body = line[:-9]
+    if b"%08x" % (binascii.crc32(body) & 0xFFFFFFFF) != line[-8:]:
         return None
     return body
 

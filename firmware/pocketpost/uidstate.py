@@ -133,9 +133,10 @@ class StateError(Exception):
         super().__init__(msg)
 
 
-def hash_key(sha1hex):
-    """The state key of a message from a server without UIDL (never equal to a real UID)."""
-    return b" " + sha1hex.encode()
+def hash_key(digest):
+    """The state key of a message from a server without UIDL (never equal to a real UID): from
+    the SHA-1 of its content as 40 hex digits (Delivery.digest())."""
+    return b" " + digest.encode()
 
 
 def is_hash_key(key):
@@ -259,8 +260,8 @@ class UidState:
         found, i = self._find(table_key(key))
         return i if found else -1
 
-    def _edit(self, op, k, first_seen, bits):
-        """Journal a drop (X) or change (T) of the on-file entry with record key k."""
+    def _edit(self, code, k, first_seen, bits):
+        """Journal a drop (code X) or change (T) of the on-file entry with record key k."""
         if self._compact:
             return  # the next save rewrites everything anyway
         if self._ne >= _MAX_EDITS:
@@ -270,7 +271,7 @@ class UidState:
         if e is None:  # most sessions journal no drop or change before their end: no buffer
             e = self._edits = bytearray(_MAX_EDITS * _EDIT)
         o = self._ne * _EDIT
-        e[o] = op
+        e[o] = code
         e[o + 1:o + 1 + _KEY] = k
         struct.pack_into(">I", e, o + 1 + _KEY, first_seen)
         e[o + _EDIT - 1] = bits & _F_HEADERS
@@ -427,8 +428,9 @@ class UidState:
             self._edit(0x54, k, first_seen, _flag_bits(flag))  # T: an entry already on file
         self.dirty = True
 
-    def set_pending(self, size, sha1hex, local, first_seen, flag, uid):
-        self.pending = (size, sha1hex, local, first_seen, flag, uid)
+    def set_pending(self, size, digest, local_uid, first_seen, flag, uid):
+        # (The message's SHA-1 as 40 hex digits, the local UID Delivery.uid_on_commit gives.)
+        self.pending = (size, digest, local_uid, first_seen, flag, uid)
         self._pend = True
         self.dirty = True
 

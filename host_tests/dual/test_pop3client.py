@@ -89,7 +89,7 @@ def test_session_against_the_server_at_every_split():
     for split in (1, 2, 3, 7, 64, 0):
         e = Env(apop=True)
         try:
-            s = ClientSession(recv_bufsize=600, chunk=64)
+            s = ClientSession(bufsize=600, chunk=64)
             p = Pop3Pair(e.session(), split)
             assert p.event(s) == GREETING and s.reply.ok and s.timestamp.startswith(b"<")
             p.client_sent(s.send("CAPA"))
@@ -124,7 +124,7 @@ def test_session_against_the_server_at_every_split():
 def test_pipelined_commands_answered_in_order():
     e = Env()
     try:
-        s = ClientSession(recv_bufsize=600, chunk=100)
+        s = ClientSession(bufsize=600, chunk=100)
         p = Pop3Pair(e.session(), 5)
         assert p.event(s) == GREETING
         data = s.send("USER", "alice") + s.send("PASS", "pass word") + s.send("STAT") + s.send("LIST", limit=3)
@@ -159,7 +159,7 @@ def test_server_that_forgot_to_dot_stuff_is_caught():
     broken."""
     e = Env()
     try:
-        s = ClientSession(recv_bufsize=600, chunk=256)
+        s = ClientSession(bufsize=600, chunk=256)
         p = Pop3Pair(e.session(), 0, _unstuff_dots)
         p.event(s)
         p.client_sent(s.send("USER", "alice") + s.send("PASS", "pass word"))
@@ -178,7 +178,7 @@ def test_server_that_forgot_to_dot_stuff_is_caught():
 
 
 def _raw(*lines):
-    s = ClientSession(recv_bufsize=600, chunk=64)
+    s = ClientSession(bufsize=600, chunk=64)
     s.feed(b"+OK hi\r\n")
     assert s.next_event() == GREETING and s.timestamp is None
     return s
@@ -228,7 +228,7 @@ def test_size_rule():
     ]
     for body, size, ok in cases:
         for chunk in (1, 3, 64):
-            s = ClientSession(recv_bufsize=600, chunk=chunk)
+            s = ClientSession(bufsize=600, chunk=chunk)
             s.feed(b"+OK hi\r\n")
             s.next_event()
             s.send("RETR", 1)
@@ -244,7 +244,7 @@ def test_bare_counts_lone_lfs_per_chunk():
     # counted) is what lets the store skip its own LF walk: it must be exact at every split.
     body = b"a\r\nb\nc\r\n\n\rd\r\ne"
     for chunk in (1, 2, 3, 5, 64):
-        s = ClientSession(recv_bufsize=600, chunk=chunk)
+        s = ClientSession(bufsize=600, chunk=chunk)
         s.feed(b"+OK hi\r\n")
         s.next_event()
         s.send("RETR", 1)
@@ -283,7 +283,7 @@ def test_retr_body_path_allocates_little_per_chunk():
     per_chunk = 128  # a few memoryview objects (32-byte GC blocks on the 64-bit host), no frame
     line = b"Line of a message body, long enough to look like mail, 0123456789.\r\n"
     piece = bytearray((line * 10 + b"..a stuffed dot line\r\n" + line * 20)[:1500])
-    s = ClientSession(recv_bufsize=4096, chunk=2048)
+    s = ClientSession(bufsize=4096, chunk=2048)
     s.feed(b"+OK hi\r\n")
     s.next_event()
     s.send("RETR", 1)
@@ -363,7 +363,7 @@ def _receive(body, bufsize, step, chunk=16):
     """RETR of `body` fed `step` octets at a time into a session with a `bufsize` receive buffer:
     checks each chunk's `bare` and `dots` against its bytes; returns (chunks joined, session)."""
     wire = b"+OK\r\n" + _stuff(body) + b"+OK after\r\n"
-    s = ClientSession(recv_bufsize=bufsize, chunk=chunk)
+    s = ClientSession(bufsize=bufsize, chunk=chunk)
     s.feed(b"+OK hi\r\n")
     s.next_event()
     s.send("RETR", 1)
@@ -504,7 +504,7 @@ def test_receive_buffer_full_to_a_line_end():
     # receive buffer to its last byte with a whole line, that byte is past the buffer.
     line = b"x" * 62 + b"\r\n"
     body = line * 20
-    s = ClientSession(recv_bufsize=512, chunk=64)
+    s = ClientSession(bufsize=512, chunk=64)
     assert len(s.reader.buf) == 8 * len(line)
     s.feed(b"+OK hi\r\n")
     s.next_event()

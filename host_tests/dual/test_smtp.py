@@ -693,8 +693,8 @@ def test_group_commit_rolls_forward_after_a_crash_past_the_intent():
         ds = groupcommit.begin_group(e.store, ["alice", "carol"])
         for d in ds:
             d.write(b"never\r\n")
-            d._end()
-            compat.sync_file(d._f)
+            d.finish()
+            compat.sync_file(d.file)
         f = open(e.root + "/group.new", "w")
         f.write("alice/tmp/x alice/b0/y\n")  # torn: no "end"
         f.close()
