@@ -37,7 +37,7 @@ def deep_read(box, rep, repair):
     moved = 0
     for k in buckets(box):
         for name, is_dir, size in compat.listdir_stat(box.p("b%d" % k)):
-            m = None if is_dir else _parse_msg_name(name)
+            m = None if is_dir else _parse_msg_name(name, True)  # (any spelling: all are read)
             if m is None:
                 continue
             try:
@@ -57,7 +57,7 @@ def deep_read(box, rep, repair):
                 pass
             rep["unreadable"] += 1
             if repair:
-                _set_aside(box, _file_rec(m, size), "unreadable")
+                _set_aside(box, _file_rec(m, size), "unreadable", (box.p("b%d" % k), name))  # where it is
                 moved += 1
     return moved
 

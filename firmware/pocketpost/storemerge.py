@@ -22,7 +22,8 @@ index rewritten, old formats): a process whose mailboxes are sound never loads t
 interns its names (a name once interned stays for good). The comparison bails out at the first
 thing a scan would count (storescan._walk_gen: a record failing its check or out of order, a
 file missing, of another size or name, a second file of a seq, a file in a bucket its seq does
-not belong to, a file without a record below the index's end, an unreadable bucket), and at a
+not belong to or named in another spelling than its path's, a file without a record below the
+index's end, an unreadable bucket), and at a
 deletion commit in flight, a session's report of damage (_Box.suspect, _Box.unreadable) or a
 file above the index that merge() cannot reach: then
 storescan.recover runs from the start, as it did before this split. So it may send a sound
@@ -42,9 +43,12 @@ _PLAIN = const(0x80000000)
 _STUFFED = const(0x40000000)
 
 
-def _parse_msg_name(name):
-    """(epoch, seq, arrival, flags, dots) of a message file name, or None for anything else;
-    flags: 0 (unstuffed, from before the wire form), _PLAIN, or _PLAIN | _STUFFED."""
+def _parse_msg_name(name, loose=False):
+    """(epoch, seq, arrival, flags, dots) of a message file name spelt as storecore._msg_name
+    spells it (a record's path is that name), or None for anything else; flags: 0 (unstuffed,
+    from before the wire form), _PLAIN, or _PLAIN | _STUFFED. loose: any spelling int() reads
+    too (upper-case hex, leading zeros, ...: a hand copy, a restore tool), a file recovery
+    renames to its path (storescan._rehome)."""
     parts = name.split(".")
     n = len(parts)
     if not 3 <= n <= 4 or len(parts[0]) != 8:
@@ -68,6 +72,9 @@ def _parse_msg_name(name):
         return None
     if seq < 1 or arrival < 0 or seq > _MASK or arrival > _MASK:
         return None
+    if not loose and (name.strip("0123456789abcdef.p") or parts[1] < "1"
+                      or (parts[2] < "1" and parts[2] != "0")):
+        return None  # (a character _msg_name never writes, or a leading zero: comparisons, no copy)
     return epoch, seq, arrival, flags, dots
 
 
@@ -101,7 +108,8 @@ def _new_epoch():
 
 def scan_bucket(box, k, above):
     """Message files in bucket k with seq > above: list of (epoch, seq, arrival, size field,
-    LIST size). A file of another bucket's seq is left to a scan (a record's path is its seq's)."""
+    LIST size). A file of another bucket's seq, or named in another spelling than _msg_name's, is
+    left to a scan (a record's path is its seq's bucket and that name)."""
     path = box.p("b%d" % k)
     out = []
     for name, is_dir, size in compat.listdir_stat(path):
@@ -213,6 +221,9 @@ def _sound(box):
             for name, size in compat.iter_files(box.p("b%d" % k)):
                 m = _parse_msg_name(name)
                 if m is None:
+                    # Not a message, or one in another spelling (the scan renames it: its
+                    # record's path is not this file): only names that are not _msg_name's.
+                    second = second or _parse_msg_name(name, True) is not None
                     continue
                 if not lo <= m[1] < hi or slots[m[1] - lo] is not None:
                     second = True  # (another bucket's seq: the scan moves it to its own)

@@ -151,7 +151,8 @@ def scan(box, rep, repair=True, force=False):
     whose file is gone is dropped ("missing"); a file shorter or longer than its record
     ("damaged") is moved to damaged/ (kept for export and inspection); a file below the
     index's last record with no valid record is indexed again ("recovered"; so is a file in a
-    bucket its seq does not belong to, which repair first moves to its own: _rehome). With repair,
+    bucket its seq does not belong to or named in another spelling than _msg_name's, which
+    repair first moves to its path: _rehome). With repair,
     if anything differed (or force), the index is rewritten to match: index.new, renamed
     over index (files above the last record are indexed with the rest; without a rewrite
     they are left to merge()). Costs one listing of every bucket (one bucket in RAM at a
@@ -220,8 +221,9 @@ def _walk(box, rep, act, hfloor, fresh=None, move=False):
     """The scan itself (a generator when act, else run to its end here). Yields the records
     of the index that matches the files, in seq order; with act, moves damaged files aside and
     renumbers a second file of a seq to fresh ([epoch, next seq, first seq]: above every file
-    the walk lists), yielding the renumbered files last. With move, a file in a bucket its seq
-    does not belong to is moved to its own (_rehome; scan's first walk, before the rewrite's)."""
+    the walk lists), yielding the renumbered files last. With move, a file not at its seq's path
+    (another bucket, another spelling) is moved there (_rehome; scan's first walk, before the
+    rewrite's)."""
     g = _walk_gen(box, rep, act, hfloor, fresh, move)
     if act:
         return g
@@ -257,17 +259,20 @@ def _walk_gen(box, rep, act, hfloor, fresh, move):
             try:
                 for name, size in compat.iter_files(box.p("b%d" % k)):
                     m = _parse_msg_name(name)
-                    if m is not None and not lo <= m[1] < hi:
-                        # Not where its seq's path is (copied by hand, a restore, a move cut
-                        # short): counted (so the index is rewritten) and moved to its bucket,
-                        # where the rewrite's walk indexes it; its seq kept from new mail.
-                        rep["recovered"] += 1
-                        top = max(top, m[1])
-                        if move and len(away) < _DUPS:  # (more: the next recovery's)
-                            away.append(name)
+                    if m is None or not lo <= m[1] < hi:
+                        # Not at its seq's path: in another bucket, or named in another spelling
+                        # (copied by hand, a restore, a move cut short): counted (so the index
+                        # is rewritten) and moved to its path, where the rewrite's walk indexes
+                        # it; its seq kept from new mail.
+                        m = m or _parse_msg_name(name, True)
+                        if m is not None:
+                            rep["recovered"] += 1
+                            top = max(top, m[1])
+                            if move and len(away) < _DUPS:  # (more: the next recovery's)
+                                away.append(name)
                         continue
-                    if m is None or (fresh is not None and m[1] >= fresh[2]):
-                        continue  # (at or above fresh[2]: renumbered by this walk, yielded last)
+                    if fresh is not None and m[1] >= fresh[2]:
+                        continue  # (renumbered by this walk, yielded last)
                     if slots[m[1] - lo] is None:
                         slots[m[1] - lo] = _file_rec(m, size)
                     elif len(dups) < _DUPS:
@@ -422,34 +427,48 @@ def _renumber(box, t, fresh, keeper, rep):
 
 
 def _rehome(box, k, name, rep):
-    """Move message file `name`, found in bucket k, to its seq's bucket under that name (its UID
-    kept; a second file of that seq there is renumbered by the rewrite's walk, as any). A file
-    of that very name there already: this is a second copy of it, set aside to damaged/. Never
-    over a file, never removed. One rename: a power cut leaves it in one place or the other
-    (littlefs finishes a move cut short), and the next recovery moves it or finds it home."""
-    m = _parse_msg_name(name)
+    """Move message file `name`, found in bucket k, to its path: its seq's bucket, under the name
+    _msg_name spells (its UID kept; a second file of that seq there is renumbered by the
+    rewrite's walk, as any). A file of that name there already: this is a second copy of it,
+    set aside to damaged/ under that name. Never over a file, never removed. One rename: a power
+    cut leaves it in one place or the other (littlefs finishes a move cut short), and the next
+    recovery moves it or finds it home."""
+    m = _parse_msg_name(name, True)
+    t = _file_rec(m, 0)  # (its dots are then minus its LIST size: _msg_name spells them back)
+    to = _msg_name(t[0], t[1], t[2], t[3], t[4])
+    src = box.p("b%d" % k)
     what = "left there (copies in its bucket and damaged/)"
     for d in (box.bucket_dir(m[1]), box.p(_DAMAGED)):
-        dst = compat.join(d, name)
+        dst = compat.join(d, to)
         try:
-            if compat.exists(dst):
+            # (`to` there but not listed: a filesystem that ignores case found this very file.)
+            if compat.exists(dst) and (d != src or _listed(d, to)):
                 continue
             compat.makedirs(d)
-            compat.rename(box.p("b%d" % k, name), dst)
+            compat.rename(compat.join(src, name), dst)
             what = "moved to " + dst
         except OSError as e:  # left there, and the index as it is, for the next lock (see scan)
             rep["retry"] = 1
             what = "not moved (%r)" % (e,)
         break
-    log.warning("store %s: message %08x.%d in b%d, not its bucket: %s", box.path, m[0], m[1], k, what)
+    log.warning("store %s: message file b%d/%s is not at its path: %s", box.path, k, name, what)
 
 
-def _set_aside(box, t, why):
-    """Move a damaged message file to damaged/ (same name: the UID stays readable)."""
-    name = _msg_name(t[0], t[1], t[2], t[3], t[4])
+def _listed(d, name):
+    """True if directory d lists a file of exactly this name."""
+    found = False
+    for n, _ in compat.iter_files(d):  # (to its end: the listing is closed)
+        found = found or n == name
+    return found
+
+
+def _set_aside(box, t, why, at=None):
+    """Move a damaged message file to damaged/ (same name: the UID stays readable). at: (its
+    directory, its name) when it may not be at its seq's path (storecheck.deep_read's listing)."""
+    d, name = at or (box.bucket_dir(t[1]), _msg_name(t[0], t[1], t[2], t[3], t[4]))
     try:
         compat.makedirs(box.p(_DAMAGED))
-        compat.rename(compat.join(box.bucket_dir(t[1]), name), box.p(_DAMAGED, name))
+        compat.rename(compat.join(d, name), box.p(_DAMAGED, name))
     except OSError as e:  # left in place: the next scan indexes it at the size it has
         log.warning("store %s: message %08x.%d damaged (%s), not moved: %r", box.path, t[0], t[1], why, e)
         return

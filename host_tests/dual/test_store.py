@@ -1346,6 +1346,8 @@ _SOUND_CASES = (
     (lambda p, e: _write(p + "/b1/%s.131.105.d9" % e, b"x\r\n"), False),  # shorter than its dots: damaged
     (lambda p, e: _rmtree(p + "/b1"), False),  # a bucket gone: its records missing
     (lambda p, e: _write(p + "/commit", b"PPC2"), False),  # a deletion commit in flight: recovery's
+    (lambda p, e: _write(p + "/b1/ABCDEF01.131.105.p", b"x\r\n"), False),  # another spelling: renamed
+    (lambda p, e: _write(p + "/b1/%s.0131.105.p" % e, b"x\r\n"), False),  # (a leading zero)
 )
 
 

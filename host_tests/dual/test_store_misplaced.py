@@ -225,9 +225,13 @@ def _mess(root, uids):
 
 
 def test_a_cut_rename_is_finished_by_the_next_recovery():
+    _cut_every_rename(_mess, 3)  # at least the three moves cut
+
+
+def _cut_every_rename(mess, moves):
     # compat.rename raising at its n-th call, before or after doing it (a move between
     # directories is two littlefs commits): the process goes on, then a restart; every message
-    # is listed once, each time.
+    # is listed once, each time. mess(root, uids): the damage, returning the bodies to list.
     from test_store_dupseq import _CutRename
 
     for after in (False, True):
@@ -239,7 +243,7 @@ def test_a_cut_rename_is_finished_by_the_next_recovery():
                 st = Store(root)
                 uids = [_deliver(st, b"message %d\r\n" % i, 500 + i) for i in range(3)]
                 st.lock("x").release()
-                want = _mess(root, uids)
+                want = mess(root, uids)
                 store_mod.reboot()
                 st = Store(root)
                 with _CutRename(n, after) as cut:
@@ -259,10 +263,16 @@ def test_a_cut_rename_is_finished_by_the_next_recovery():
                 break
             n += 1
             assert n < 20
-        assert n > 3  # at least the three moves were cut
+        assert n > moves
 
 
 def test_power_cut_at_every_flash_op_of_the_moves():
+    _power_cut_every_op(_mess)
+
+
+def _power_cut_every_op(mess):
+    """A store with mess(root, uids) done to it, its recovery cut at every flash op (MicroPython
+    littlefs; raise, drop, torn), then a restart: every message listed once (_once)."""
     if not IS_MICROPYTHON:
         skip("MicroPython only: needs a littlefs image (vfs.VfsLfs2)")
     import gc
@@ -275,7 +285,7 @@ def test_power_cut_at_every_flash_op_of_the_moves():
     st = Store(root, reserve=0)
     uids = [_deliver(st, b"message %d\r\n" % i, 500 + i) for i in range(3)]
     st.lock("x").release()
-    want = _mess(root, uids)
+    want = mess(root, uids)
     store_mod.reboot()
     umount(at)
     base = dev.image()
