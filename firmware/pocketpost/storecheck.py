@@ -57,8 +57,8 @@ def deep_read(box, rep, repair):
                 pass
             rep["unreadable"] += 1
             if repair:
-                _set_aside(box, _file_rec(m, size), "unreadable", (box.p("b%d" % k), name))  # where it is
-                moved += 1
+                if _set_aside(box, _file_rec(m, size), "unreadable", (box.p("b%d" % k), name)):  # where it is
+                    moved += 1
     return moved
 
 

@@ -32,6 +32,7 @@ _OLD_MAGIC_COMMIT = const(0x31435050)  # b'PPC1'
 _MASK = const(0xFFFFFFFF)
 _SIZE = const(0x3FFFFFFF)
 _DAMAGED = "damaged"  # in a mailbox: message files set aside by a scan, kept for export/inspection
+_ASIDE_COPIES = const(9)  # files of one name damaged/ takes (the first, then .2 ... .9)
 _DUPS = const(128)  # second files of a seq a walk holds per bucket (BUCKET: one per seq; the old bug's are rare)
 
 
@@ -463,16 +464,26 @@ def _listed(d, name):
 
 
 def _set_aside(box, t, why, at=None):
-    """Move a damaged message file to damaged/ (same name: the UID stays readable). at: (its
-    directory, its name) when it may not be at its seq's path (storecheck.deep_read's listing)."""
+    """Move a damaged message file to damaged/ (same name: the UID stays readable; a name an
+    earlier one took gets ".2" ... so no set-aside file is ever renamed over). at: (its
+    directory, its name) when it may not be at its seq's path (storecheck.deep_read's listing).
+    Returns True if it moved."""
     d, name = at or (box.bucket_dir(t[1]), _msg_name(t[0], t[1], t[2], t[3], t[4]))
+    dst = box.p(_DAMAGED, name)
     try:
         compat.makedirs(box.p(_DAMAGED))
-        compat.rename(compat.join(d, name), box.p(_DAMAGED, name))
+        n = 1
+        while compat.exists(dst):
+            n += 1
+            if n > _ASIDE_COPIES:
+                raise OSError("%d copies in %s/ already" % (_ASIDE_COPIES, _DAMAGED))
+            dst = box.p(_DAMAGED, "%s.%d" % (name, n))
+        compat.rename(compat.join(d, name), dst)
     except OSError as e:  # left in place: the next scan indexes it at the size it has
         log.warning("store %s: message %08x.%d damaged (%s), not moved: %r", box.path, t[0], t[1], why, e)
-        return
-    log.warning("store %s: message %08x.%d damaged (%s): moved to %s/", box.path, t[0], t[1], why, _DAMAGED)
+        return False
+    log.warning("store %s: message %08x.%d damaged (%s): moved to %s", box.path, t[0], t[1], why, dst)
+    return True
 
 
 def iter_kept(box, intent):

@@ -5,6 +5,7 @@ import os
 
 from dualtest import skip
 from flashdev import IS_MICROPYTHON, fresh_root
+from pocketpost import compat
 from pocketpost import store as store_mod
 from pocketpost import storesession
 from pocketpost.store import MailboxLocked, QuotaExceeded, Store, StoreError, StoreFull
@@ -757,6 +758,50 @@ def test_truncated_or_missing_message_costs_that_message_only():
         mb.release()
 
     _with_store(body)
+
+
+def test_a_file_set_aside_never_replaces_one_set_aside_before_under_its_name():
+    # damaged/ keeps what it was given: a second damaged file of one name (a restore run twice
+    # over a bad block) takes NAME.2 ... NAME.9, the first one free; with all nine there it
+    # stays in its bucket (logged), never renamed over one of them.
+    def body(root, st):
+        uids = [_deliver(st, "x", b"message %d\r\n" % i) for i in range(3)]
+        mb = st.lock("x")
+        paths = [mb._box.msg_path(*mb._rec(i)[:4]) for i in (1, 2)]
+        mb.release()
+        os.mkdir(root + "/x/damaged")
+        suffixes = [""] + [".%d" % k for k in range(2, 10)]
+        for path in paths:
+            for n in suffixes:
+                if not (path == paths[0] and n == ".5"):  # message 1: NAME.5 is free
+                    _write_file(root + "/x/damaged/" + path.rsplit("/", 1)[1] + n, b"earlier " + n.encode())
+            _write_file(path, b"short")  # another size than its record's: damaged
+        store_mod.reboot()
+        mb = Store(root).lock("x")
+        assert mb.uid(0) == uids[0] and uids[1] not in [mb.uid(i) for i in range(mb.count)]
+        mb.release()
+        for path in paths:
+            for n in suffixes:
+                want = b"short" if path == paths[0] and n == ".5" else b"earlier " + n.encode()
+                assert _read_file(root + "/x/damaged/" + path.rsplit("/", 1)[1] + n) == want, (path, n)
+        assert not compat.exists(paths[0])
+        assert _read_file(paths[1]) == b"short"  # left where it was: not lost, nothing replaced
+
+    _with_store(body)
+
+
+def _write_file(path, data):
+    f = open(path, "wb")
+    f.write(data)
+    f.close()
+
+
+def _read_file(path):
+    f = open(path, "rb")
+    try:
+        return f.read()
+    finally:
+        f.close()
 
 
 def test_open_refuses_a_file_damaged_after_the_lock_and_the_next_lock_sets_it_aside():
