@@ -147,6 +147,49 @@ def umount(at):
     gc.collect()
 
 
+def cut_every_op(base, at, step, check, reset, limit):
+    """The power cut at each flash operation of `step()` in turn, in every mode: `base` (an
+    image) mounted at `at`, `step()` run until the cut; then the image as the cut left it,
+    mounted again, and `check()` run on it (`reset()`, the store's reboot, before each run and
+    after the check). Ends once `step()` runs to its end before the cut; returns how many ops
+    that took (below `limit`). An exception from `step()` is allowed only once the power is gone."""
+    import gc
+
+    n = 1
+    while True:
+        for mode in ("raise", "drop", "torn"):
+            dev = None
+            gc.collect()
+            dev = FlashDev(data=base)
+            dev.cut_at = n
+            dev.mode = mode
+            mount_fresh(dev=dev, at=at)
+            reset()
+            try:
+                step()
+            except Exception as e:  # noqa: BLE001 - only once the power is gone
+                if not dev.dead:
+                    raise
+                assert isinstance(e, (PowerCut, OSError)) or type(e).__name__ in ("StoreError", "StoreFull"), repr(e)
+            dev.detached = True
+            try:
+                umount(at)
+            except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
+                pass
+            gc.collect()
+            mount_fresh(dev=FlashDev(data=dev.image()), at=at)
+            reset()
+            try:
+                check()
+            finally:
+                reset()
+                umount(at)
+        if not dev.dead:  # step() ran to its end before op n: every op was cut
+            return n
+        n += 1
+        assert n < limit
+
+
 def fresh_root(blocks=96):
     """A new empty directory for a store: littlefs in RAM under MicroPython, a temp dir under
     CPython. Returns (root, cleanup)."""

@@ -774,8 +774,8 @@ def test_a_file_set_aside_never_replaces_one_set_aside_before_under_its_name():
         for path in paths:
             for n in suffixes:
                 if not (path == paths[0] and n == ".5"):  # message 1: NAME.5 is free
-                    _write_file(root + "/x/damaged/" + path.rsplit("/", 1)[1] + n, b"earlier " + n.encode())
-            _write_file(path, b"short")  # another size than its record's: damaged
+                    _write(root + "/x/damaged/" + path.rsplit("/", 1)[1] + n, b"earlier " + n.encode())
+            _write(path, b"short")  # another size than its record's: damaged
         store_mod.reboot()
         mb = Store(root).lock("x")
         assert mb.uid(0) == uids[0] and uids[1] not in [mb.uid(i) for i in range(mb.count)]
@@ -788,12 +788,6 @@ def test_a_file_set_aside_never_replaces_one_set_aside_before_under_its_name():
         assert _read_file(paths[1]) == b"short"  # left where it was: not lost, nothing replaced
 
     _with_store(body)
-
-
-def _write_file(path, data):
-    f = open(path, "wb")
-    f.write(data)
-    f.close()
 
 
 def _read_file(path):

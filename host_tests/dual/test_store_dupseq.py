@@ -224,9 +224,7 @@ def test_a_cut_rename_is_finished_by_the_next_recovery():
 def test_power_cut_at_every_flash_op_of_the_renumbering():
     if not IS_MICROPYTHON:
         skip("MicroPython only: needs a littlefs image (vfs.VfsLfs2)")
-    import gc
-
-    from flashdev import FlashDev, PowerCut, mount_fresh, umount
+    from flashdev import cut_every_op, mount_fresh, umount
 
     dev, at = mount_fresh(32)  # 128 KiB: the heap holds three images at a time
     root = at + "/mail"
@@ -234,39 +232,9 @@ def test_power_cut_at_every_flash_op_of_the_renumbering():
     uids, extra = _make(root, Store(root, reserve=0), 550)
     umount(at)
     base = dev.image()
-    n = 1
-    while True:
-        for mode in ("raise", "drop", "torn"):
-            dev = None
-            gc.collect()
-            dev = FlashDev(data=base)
-            dev.cut_at = n
-            dev.mode = mode
-            mount_fresh(dev=dev, at=at)
-            store_mod.reboot()
-            try:
-                Store(root, reserve=0).lock("x").release()
-            except Exception as e:  # noqa: BLE001 - only once the power is gone
-                if not dev.dead:
-                    raise
-                assert isinstance(e, (PowerCut, OSError)) or type(e).__name__ in ("StoreError", "StoreFull"), repr(e)
-            dev.detached = True
-            try:
-                umount(at)
-            except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
-                pass
-            gc.collect()
-            mount_fresh(dev=FlashDev(data=dev.image()), at=at)
-            store_mod.reboot()
-            try:
-                _all_there(Store(root, reserve=0), uids, extra, b"message 1\r\n")
-            finally:
-                store_mod.reboot()
-                umount(at)
-        if not dev.dead:  # the recovery ran to its end before op n: every op was cut
-            break
-        n += 1
-        assert n < 200
+    dev = None  # (its image: the heap holds three at a time)
+    n = cut_every_op(base, at, lambda: Store(root, reserve=0).lock("x").release(),
+                     lambda: _all_there(Store(root, reserve=0), uids, extra, b"message 1\r\n"), store_mod.reboot, 200)
     assert n > 3
 
 

@@ -19,6 +19,7 @@ from flashdev import IS_MICROPYTHON, fresh_root
 from pocketpost import compat, log, storecore
 from pocketpost import store as store_mod
 from pocketpost.store import Store
+from test_store_dupseq import _listing, _seq
 
 _B = store_mod.BUCKET
 
@@ -27,28 +28,6 @@ def _deliver(st, data, arrival):
     d = st.begin("x", arrival)
     d.write(data)
     return d.commit()
-
-
-def _listing(st):
-    """{uid: body} of every message a client sees, and the UIDs in order."""
-    mb = st.lock("x")
-    try:
-        out = {}
-        uids = []
-        for i in range(mb.count):
-            f = mb.open(i)
-            try:
-                out[mb.uid(i)] = f.read()
-            finally:
-                f.close()
-            uids.append(mb.uid(i))
-        return out, uids
-    finally:
-        mb.release()
-
-
-def _seq(uid):
-    return int(uid.split(".")[1])
 
 
 def _name(uid, arrival):
@@ -275,9 +254,7 @@ def _power_cut_every_op(mess):
     littlefs; raise, drop, torn), then a restart: every message listed once (_once)."""
     if not IS_MICROPYTHON:
         skip("MicroPython only: needs a littlefs image (vfs.VfsLfs2)")
-    import gc
-
-    from flashdev import FlashDev, PowerCut, mount_fresh, umount
+    from flashdev import cut_every_op, mount_fresh, umount
 
     dev, at = mount_fresh(48)  # 192 KiB (each bucket directory takes two blocks): three images in the heap
     root = at + "/mail"
@@ -289,39 +266,9 @@ def _power_cut_every_op(mess):
     store_mod.reboot()
     umount(at)
     base = dev.image()
-    n = 1
-    while True:
-        for mode in ("raise", "drop", "torn"):
-            dev = None
-            gc.collect()
-            dev = FlashDev(data=base)
-            dev.cut_at = n
-            dev.mode = mode
-            mount_fresh(dev=dev, at=at)
-            store_mod.reboot()
-            try:
-                Store(root, reserve=0).lock("x").release()
-            except Exception as e:  # noqa: BLE001 - only once the power is gone
-                if not dev.dead:
-                    raise
-                assert isinstance(e, (PowerCut, OSError)) or type(e).__name__ in ("StoreError", "StoreFull"), repr(e)
-            dev.detached = True
-            try:
-                umount(at)
-            except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
-                pass
-            gc.collect()
-            mount_fresh(dev=FlashDev(data=dev.image()), at=at)
-            store_mod.reboot()
-            try:
-                _once(Store(root, reserve=0), want, uids)
-            finally:
-                store_mod.reboot()
-                umount(at)
-        if not dev.dead:  # the recovery ran to its end before op n: every op was cut
-            break
-        n += 1
-        assert n < 300
+    dev = None  # (its image: the heap holds three at a time)
+    n = cut_every_op(base, at, lambda: Store(root, reserve=0).lock("x").release(),
+                     lambda: _once(Store(root, reserve=0), want, uids), store_mod.reboot, 300)
     assert n > 3
 
 
