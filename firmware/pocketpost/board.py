@@ -562,7 +562,19 @@ class Runner:
         self.supervisor.start()
         log.info("pocketpost: services %s started", [s.name for s in self.supervisor.services])
         if self.supervisor.tasks:  # a keeper that dies (a MemoryError in its log line) ends the run too
-            await asyncio.gather(self.supervisor.wait(), *self.tasks)
+            try:
+                await asyncio.gather(self._services(), *self.tasks)
+            except asyncio.CancelledError:  # the keepers, once every service has ended normally
+                for s in self.supervisor.services:
+                    if s.state != "done":  # this task itself cancelled (CPython's Ctrl-C)
+                        raise
+
+    async def _services(self):
+        """Until every service has ended normally; then the keepers are cancelled, so run()
+        returns and main() leaves the REPL with the watchdog fed by a timer (as with no service)."""
+        await self.supervisor.wait()
+        for t in self.tasks:
+            t.cancel()
 
 
 async def _stop(tasks, ms):
@@ -604,11 +616,12 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=_FA
         if IS_MICROPYTHON:  # main.py run again (mailport.restart): nothing of an old loop resumes
             asyncio.new_event_loop()
         asyncio.run(runner.run(secrets_path))
-        # Only reached with no service configured: the loop that fed the watchdog is gone, so
-        # hand it to the timer as Ctrl-C does, or the board would reset every timeout.
+        # Only reached with no service configured, or once every service has ended normally: the
+        # loop that fed the watchdog is gone, so hand it to the timer as Ctrl-C does, or the board
+        # would reset every timeout.
         if runner.watchdog is not None and hw.keep_fed is not None:
             hw.keep_fed(runner.watchdog.wdt)
-        log.warning("no service configured: REPL only (see \"services\" in the config)")
+        log.warning("no service running: REPL only (see \"services\" in the config)")
     except KeyboardInterrupt:
         if runner is not None:
             runner.shutdown()
