@@ -188,6 +188,14 @@ def _runner(path, go, flags):
     cfg = sv = None
     hw = board.Hardware(wlan=Wlan(), ntptime=Ntp(), make_wdt=lambda ms: Wdt(), reset=reset)
     board.Runner = Run
+    # main.py's step before board.main: boot.py's modules leave the heap, flashfs.tuned is kept
+    from pocketpost.compat import forget
+
+    board.tuned = flashfs.tuned
+    g = globals()
+    for n in ("safemode", "flashfs"):
+        g.pop(n, None)
+    forget(("safemode", "flashfs"))
     board.main(cfg_path, hw, sec_path, 0)  # a fatal error resets at once
 
 

@@ -194,7 +194,7 @@ def status_dict(config_path=CONFIG_PATH):
     try:
         free, bsize = free_bytes(root)
         total = os.statvfs(root)[0] * os.statvfs(root)[2]
-        st["flash"] = {"free": free, "total": total, "block": bsize}
+        st["flash"] = {"free": free, "total": total, "block": bsize, "tuned": board.tuned}
     except (OSError, AttributeError) as e:
         st["flash"] = {"error": str(e)}
     if hasattr(gc, "mem_free"):

@@ -83,6 +83,9 @@ _FATAL_RESET_DELAY_MS = const(10000)  # top-level failure: log, wait (REPL can C
 _SHUTDOWN_MS = const(2000)
 _SHUTDOWN_POLL_MS = const(10)
 current = None  # the running Runner, for admin.status()
+# boot.py's flash remount (flashfs.tuned: mount point, read size, program size; None if it did not
+# run), kept here by main.py once it has dropped boot.py's modules; admin.status() shows it.
+tuned = None
 
 
 def _sleep_ms(ms):
