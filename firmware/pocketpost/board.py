@@ -33,7 +33,7 @@ port) starts from a fresh event loop.
 
 Every default for the config keys "wifi", "ntp", "watchdog", "services" is a named constant here
 or, for what only the start-up reads (Wi-Fi retries at boot, the fetch interval), in
-pocketpost.boardstart: the start-up itself (Runner.run's set-up, the secrets file, the store check,
+pocketpost.boardstart: the start-up itself (Runner.run's set-up, the secrets file, the store opened and checked,
 the fetch state settled), loaded for it and dropped before the services start.
 """
 
@@ -64,8 +64,6 @@ NTP_HOST = "pool.ntp.org"
 # ESP32 RTC drift is seconds per day; certificate validity checks need minutes. 6 h is plenty.
 _NTP_INTERVAL_S = const(21600)
 _NTP_RETRY_S = const(60)  # after a failed sync (UDP lost, DNS down)
-# The clock is taken as unset before this year: a board without NTP boots in 2000.
-_CLOCK_VALID_YEAR = const(2024)
 # WDT_TIMEOUT_MS (imported from compat, where it says why 30 s): the watchdog period.
 WDT_FEED_DIVISOR = const(4)  # feed every timeout/4: three missed feeds still do not reset
 # Backstop on top of an account's session_timeout (the client checks it at every wait; this
@@ -217,10 +215,6 @@ class Wifi:
 
 
 # --- clock --------------------------------------------------------------------------------
-
-
-def clock_is_set():
-    return time.gmtime()[0] >= _CLOCK_VALID_YEAR
 
 
 class Clock:
@@ -378,14 +372,6 @@ def load_config(path=CONFIG_PATH):
     from pocketpost import config
 
     return config.load(path)
-
-
-def open_store(cfg):
-    from pocketpost import config, heapmark
-
-    st = config.open_store(cfg)
-    heapmark.forget()  # config.py's last start-up use: its heap is free before the services load
-    return st
 
 
 def _fetch_mark(info):  # info["headers"] is None: board fetches parse no headers (headers=False)
