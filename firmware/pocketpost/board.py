@@ -80,6 +80,7 @@ _FATAL_RESET_DELAY_MS = const(10000)  # top-level failure: log, wait (REPL can C
 # well under its 10 s for the raw REPL prompt.
 _SHUTDOWN_MS = const(2000)
 _SHUTDOWN_POLL_MS = const(10)
+_SERVER_WAIT_MS = const(20)  # serve_smtp's poll while the POP3 server starts (one or two loop passes)
 current = None  # the running Runner, for admin.status()
 # boot.py's flash remount (flashfs.tuned: mount point, read size, program size; None if it did not
 # run), kept here by main.py once it has dropped boot.py's modules; admin.status() shows it.
@@ -458,9 +459,15 @@ class Runner:
                 pass
 
     async def serve_smtp(self):
+        # The POP3 server's login service when it runs: one failed-login throttle and one TLS
+        # context for both. Its start yields to the loop (its listeners) before self.server is
+        # set, so wait while it is starting; not when it is off or failed (SMTP then makes its own).
+        for s in self.supervisor.services:
+            if s.name == "server":
+                while self.server is None and s.state == "running":
+                    await _sleep_ms(_SERVER_WAIT_MS)
         from pocketpost import smtpserver
 
-        # The POP3 server's login service when it is up: one failed-login throttle for both.
         srv = await smtpserver.start(self.cfg, self.store, getattr(self.server, "svc", None))
         self.smtp = srv
         try:

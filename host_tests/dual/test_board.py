@@ -970,6 +970,67 @@ def test_ctrl_c_inside_a_commit_is_finished_or_undone_by_the_next_lock():
         _rmtree(root)
 
 
+def test_smtp_receiver_shares_the_pop3_servers_login_service():
+    # Both services start at once; the POP3 server's start yields to the loop (its listeners)
+    # before Runner.server is set. The SMTP receiver must still get its login service (one
+    # failed-login throttle, one TLS context for both), not make a second one of its own.
+    import pocketpost
+
+    class Srv:
+        def __init__(self, svc):
+            self.svc = svc
+
+        def close(self):
+            pass
+
+    class FakeServer:  # pocketpost.server: a start that yields to the loop, as asyncio.start_server does
+        @staticmethod
+        async def start(cfg, store, config_path=None):
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return Srv("pop3-logins")
+
+    class FakeSmtpServer:  # pocketpost.smtpserver: records the login service it was handed
+        got = []
+
+        @staticmethod
+        async def start(cfg, store, logins=None):
+            FakeSmtpServer.got.append(logins)
+            return Srv(None)
+
+    fakes = {"server": FakeServer, "smtpserver": FakeSmtpServer}
+    saved = dict((n, (sys.modules.get("pocketpost." + n), getattr(pocketpost, n, None))) for n in fakes)
+    for n, m in fakes.items():
+        sys.modules["pocketpost." + n] = m
+        setattr(pocketpost, n, m)
+    r = board.Runner({}, board.Hardware())
+
+    async def go():
+        r.supervisor.add("server", r.serve)
+        r.supervisor.add("smtp", r.serve_smtp)
+        r.supervisor.start()
+        ok = await until(lambda: r.smtp is not None)
+        r.stop()
+        return ok
+
+    try:
+        assert run(go())
+    finally:
+        for n, (mod, attr) in saved.items():
+            if mod is None:
+                sys.modules.pop("pocketpost." + n, None)
+            else:
+                sys.modules["pocketpost." + n] = mod
+            if attr is None:
+                try:
+                    delattr(pocketpost, n)
+                except (AttributeError, KeyError):
+                    pass
+            else:
+                setattr(pocketpost, n, attr)
+    assert FakeSmtpServer.got == ["pop3-logins"], FakeSmtpServer.got
+
+
 def test_sessions_counts_pop3_and_smtp():
     # admin.status()'s "sessions": both listeners' admitted sessions (SMTP's used to be left out).
     class Slots:
