@@ -317,10 +317,11 @@ class Supervisor:
         for svc in self.services:
             self.tasks.append(asyncio.create_task(self._run(svc)))
 
-    async def wait(self):
-        """Until every service is done; raises at once when one's task ends in an exception (its
-        failure could not even be handled, see _run), not only when the tasks before it end."""
-        await asyncio.gather(*self.tasks)
+    def wait(self):
+        """Awaitable: until every service is done; raises at once when one's task ends in an
+        exception (its failure could not even be handled, see _run), not only when the tasks
+        before it end. (The gather itself: no coroutine frame of its own held while they run.)"""
+        return asyncio.gather(*self.tasks)
 
     def stop(self):
         for t in self.tasks:
