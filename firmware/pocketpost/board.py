@@ -16,7 +16,8 @@ injected objects, so host tests pass small fakes and the unix port (no Wi-Fi, no
 - the supervisor: runs each service (POP3 server, fetch schedule) as a task; a service that
   raises is logged and restarted with back-off, and after too many failures in a row the
   board is reset (a fresh heap beats a wedged one). A service that ran for a while before
-  failing starts its count afresh.
+  failing starts its count afresh. Once every service has ended normally (none does in normal
+  use) the keepers are cancelled and `main()` leaves the REPL, as with no service configured.
 
 Ctrl-C from the REPL (mpremote does this when it connects) stops the loop. KeyboardInterrupt
 unwinds only the task that happened to be running (usually none: the loop sits in its poll), so
@@ -33,8 +34,8 @@ port) starts from a fresh event loop.
 
 Every default for the config keys "wifi", "ntp", "watchdog", "services" is a named constant here
 or, for what only the start-up reads (Wi-Fi retries at boot, the fetch interval), in
-pocketpost.boardstart: the start-up itself (Runner.run's set-up, the secrets file, the store opened and checked,
-the fetch state settled), loaded for it and dropped before the services start.
+pocketpost.boardstart: the start-up itself (Runner.run's set-up, the secrets file, the store
+opened and checked, the fetch state settled), loaded for it and dropped before the services start.
 """
 
 import asyncio
