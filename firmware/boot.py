@@ -10,7 +10,9 @@ In safe mode the flash stays as the firmware mounted it (MicroPython's defaults)
 power cut left half done is finished (pocketpost.flashfs.settle), so a listing shows every file.
 
 Only pocketpost.safemode is imported before the decision (not the board glue, not asyncio): safe
-mode must not depend on the code it protects the user from.
+mode must not depend on the code it protects the user from. Outside safe mode main.py drops both
+modules again (and these globals, which on a board are main.py's and the REPL's) before the
+services load, keeping flashfs.tuned in pocketpost.board.tuned.
 """
 
 import gc

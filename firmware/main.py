@@ -6,10 +6,12 @@ machine.reset()` (or `mpremote reset`) starts it again, and so do tools/ppadmin.
 export/import/backup/restore over USB when they finish (pocketpost.mailport.restart).
 """
 
-from pocketpost import board, safemode
+import sys
+
+from pocketpost import safemode  # boot.py's (a fresh import where none ran: not safe mode)
 
 
-def hardware():
+def hardware(board):
     """The real board modules, handed to pocketpost.board as plain objects (tests pass fakes).
     Raises ImportError on the unix port, which has neither Wi-Fi nor a hardware watchdog."""
     import machine
@@ -38,8 +40,23 @@ def start():
     if safemode.safe:
         print("pocketpost: safe mode, not starting (REPL is free)")
         return
+    # boot.py's modules (safemode, flashfs: ~2.4 KB of heap on the 64-bit host) leave the heap
+    # before the services load; the one fact the REPL reads is kept in board.tuned (a fresh
+    # import of safemode says safe is False, which is so). On a board boot.py's globals are this
+    # script's (and the REPL's): they go too, or they would keep the modules.
+    from pocketpost import board
+    from pocketpost.compat import forget
+
+    fs = sys.modules.get("pocketpost.flashfs")  # None: no boot.py ran, or main.py runs again
+    if fs is not None:  # (mailport.restart on the unix port: board.tuned is set already)
+        board.tuned = fs.tuned
+    fs = None
+    g = globals()
+    for n in ("safemode", "flashfs"):
+        g.pop(n, None)
+    forget(("safemode", "flashfs"))
     try:
-        hw = hardware()
+        hw = hardware(board)
     except ImportError:  # unix port (pseudo-board): the host's network, no watchdog
         hw = None
     board.main(board.CONFIG_PATH, hw)

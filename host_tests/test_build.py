@@ -99,3 +99,35 @@ def test_boot_decides_safe_mode_without_board_glue_or_asyncio(tmp_path):
     (tmp_path / "safemode").write_text("")  # the flag file: safe mode
     r = run_micropython([str(script)], cwd=str(tmp_path), timeout=60)
     assert r.stdout.decode().split()[-1] == "True", r.stdout
+
+
+def test_main_drops_boots_modules_and_keeps_the_flash_fact(tmp_path):
+    """main.py runs in boot.py's globals on a board: outside safe mode, the modules boot.py loaded
+    (safemode, flashfs) must be gone, from sys.modules and those globals, before board.main loads
+    the services (issue 12: ~2.4 KB of heap they kept), and flashfs.tuned kept in board.tuned for
+    the REPL (admin.status()). In safe mode nothing of board is loaded."""
+    probe = (
+        "import sys\n"
+        "from pocketpost import flashfs\n"
+        "flashfs.tuned = ('/flash', 64, 32)\n"  # as remount() leaves it (the unix port has no flashbdev)
+        "class board:  # stands in for pocketpost.board: main() reports what is still loaded\n"
+        "    CONFIG_PATH = 'config.json'\n"
+        "    tuned = None\n"
+        "    def main(path, hw):\n"
+        "        print('left', sorted(k for k in sys.modules if k in ('pocketpost.safemode', 'pocketpost.flashfs')),"
+        " sorted(k for k in G if k in ('safemode', 'flashfs')), board.tuned)\n"
+        "sys.modules['pocketpost.board'] = board\n"
+        "G = {'__name__': '__main__'}\n"  # boot.py's and main.py's globals: one dict, as on a board
+        "exec(open(%r).read(), G)\n"
+        "exec(open(%r).read(), G)\n"
+        "print('done')\n" % (os.path.join(FIRMWARE, "boot.py"), os.path.join(FIRMWARE, "main.py"))
+    )
+    script = tmp_path / "probe.py"
+    script.write_text(probe)
+    r = run_micropython([str(script)], cwd=str(tmp_path), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.decode().splitlines()[-2:] == ["left [] [] ('/flash', 64, 32)", "done"], r.stdout
+    (tmp_path / "safemode").write_text("")  # the flag file: safe mode, main.py starts nothing
+    r = run_micropython([str(script)], cwd=str(tmp_path), timeout=60)
+    out = r.stdout.decode()
+    assert r.returncode == 0 and "safe mode, not starting" in out and "left" not in out, out

@@ -83,6 +83,7 @@ def test_export_interrupts_sessions_cleanly_and_the_board_serves_again(tmp_path)
     img = _live_image(tmp_path, pop_port, smtp_port)
     with pseudoboard.PseudoBoard(str(tmp_path / "pb"), image=img, boot=True, heapsize=HEAP) as pb:
         wait_port(pop_port, pb.alive)
+        wait_port(smtp_port, pb.alive)  # the SMTP receiver listens once the POP3 server is up (board.Runner.serve_smtp)
         c = _login(pop_port)  # alice's mailbox is locked by this session
         assert c.stat()[0] == 3
         s = smtplib.SMTP("127.0.0.1", smtp_port, timeout=20)

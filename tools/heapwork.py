@@ -99,21 +99,19 @@ def _runner(path, go, flags):
     account's first fetch waits for GO_FILE (the benchmark's signal), then prints FETCHED."""
     from pocketpost import board
 
-    class Wlan:  # network.WLAN(STA_IF) that associates at once
-        def __init__(self):
-            self.on = False
+    class Stand:  # one object for network.WLAN(STA_IF) (associates at once), the ntptime module
+        # (the host's clock is set) and machine.WDT: a board holds C objects there, so the
+        # stand-ins are kept to one small class (each class and method is heap a board has not)
+        on = False
+        host = ""
 
         def active(self, v):
             self.on = v
 
-        def config(self, **kw):
+        def nop(self, *a, **kw):
             pass
 
-        def disconnect(self):
-            pass
-
-        def connect(self, ssid, pw):
-            pass
+        config = disconnect = connect = settime = feed = nop
 
         def isconnected(self):
             return self.on
@@ -123,16 +121,6 @@ def _runner(path, go, flags):
 
         def ifconfig(self):
             return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
-
-    class Ntp:  # the ntptime module: the host's clock is set
-        host = ""
-
-        def settime(self):
-            pass
-
-    class Wdt:
-        def feed(self):
-            pass
 
     def reset():  # machine.reset: the process ends, as a board's reset ends everything
         print("RESET")
@@ -186,8 +174,17 @@ def _runner(path, go, flags):
     with open(sec_path, "w") as f:
         json.dump({"ssid": "bench", "password": "pw", "hostname": "pocketpost"}, f)
     cfg = sv = None
-    hw = board.Hardware(wlan=Wlan(), ntptime=Ntp(), make_wdt=lambda ms: Wdt(), reset=reset)
+    stand = Stand()
+    hw = board.Hardware(wlan=stand, ntptime=stand, make_wdt=lambda ms: stand, reset=reset)
     board.Runner = Run
+    # main.py's step before board.main: boot.py's modules leave the heap, flashfs.tuned is kept
+    from pocketpost.compat import forget
+
+    board.tuned = flashfs.tuned
+    g = globals()
+    for n in ("safemode", "flashfs"):
+        g.pop(n, None)
+    forget(("safemode", "flashfs"))
     board.main(cfg_path, hw, sec_path, 0)  # a fatal error resets at once
 
 

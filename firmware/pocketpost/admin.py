@@ -16,7 +16,7 @@ import gc
 import os
 import time
 
-from pocketpost import board, heapmark, log, safemode
+from pocketpost import board, boardstart, heapmark, log, safemode
 from pocketpost.compat import const, exists, free_bytes, now, urandom
 
 CONFIG_PATH = board.CONFIG_PATH
@@ -30,7 +30,7 @@ def _cfg(config_path):
 
 
 def _store(cfg):
-    return board.open_store(cfg)
+    return boardstart.open_store(cfg)
 
 
 def add_user(name, password, config_path=CONFIG_PATH, iterations=None):
@@ -194,7 +194,7 @@ def status_dict(config_path=CONFIG_PATH):
     try:
         free, bsize = free_bytes(root)
         total = os.statvfs(root)[0] * os.statvfs(root)[2]
-        st["flash"] = {"free": free, "total": total, "block": bsize}
+        st["flash"] = {"free": free, "total": total, "block": bsize, "tuned": board.tuned}
     except (OSError, AttributeError) as e:
         st["flash"] = {"error": str(e)}
     if hasattr(gc, "mem_free"):
@@ -209,13 +209,13 @@ def status_dict(config_path=CONFIG_PATH):
         st["uptime_s"] = int(time.time() - r.started)
         st["sessions"] = sessions(r)
         st["wifi"] = wifi_info(r.wifi) if r.wifi else None
-        st["clock"] = clock_info(r.clock) if r.clock else {"set": board.clock_is_set()}
+        st["clock"] = clock_info(r.clock) if r.clock else {"set": boardstart.clock_is_set()}
         st["watchdog"] = {"timeout_ms": r.watchdog.timeout_ms, "feeds": r.watchdog.feeds} if r.watchdog else None
         st["services"] = services(r.supervisor)
         st["fetches"] = r.fetches
     else:
         st["services"] = "not running (safe mode, or main.py not started)"
-        st["clock"] = {"set": board.clock_is_set()}
+        st["clock"] = {"set": boardstart.clock_is_set()}
     st["errors"] = list(log.recent)
     return st
 
@@ -241,7 +241,7 @@ def wifi_info(w):
 
 def clock_info(c):
     """A board.Clock's state."""
-    return {"set": board.clock_is_set(), "host": c.host, "syncs": c.syncs, "failures": c.failures,
+    return {"set": boardstart.clock_is_set(), "host": c.host, "syncs": c.syncs, "failures": c.failures,
             "last_error": c.last_error}
 
 

@@ -16,7 +16,8 @@ injected objects, so host tests pass small fakes and the unix port (no Wi-Fi, no
 - the supervisor: runs each service (POP3 server, fetch schedule) as a task; a service that
   raises is logged and restarted with back-off, and after too many failures in a row the
   board is reset (a fresh heap beats a wedged one). A service that ran for a while before
-  failing starts its count afresh.
+  failing starts its count afresh. Once every service has ended normally (none does in normal
+  use) the keepers are cancelled and `main()` leaves the REPL, as with no service configured.
 
 Ctrl-C from the REPL (mpremote does this when it connects) stops the loop. KeyboardInterrupt
 unwinds only the task that happened to be running (usually none: the loop sits in its poll), so
@@ -33,8 +34,8 @@ port) starts from a fresh event loop.
 
 Every default for the config keys "wifi", "ntp", "watchdog", "services" is a named constant here
 or, for what only the start-up reads (Wi-Fi retries at boot, the fetch interval), in
-pocketpost.boardstart: the start-up itself (Runner.run's set-up, the secrets file, the store check,
-the fetch state settled), loaded for it and dropped before the services start.
+pocketpost.boardstart: the start-up itself (Runner.run's set-up, the secrets file, the store
+opened and checked, the fetch state settled), loaded for it and dropped before the services start.
 """
 
 import asyncio
@@ -64,8 +65,6 @@ NTP_HOST = "pool.ntp.org"
 # ESP32 RTC drift is seconds per day; certificate validity checks need minutes. 6 h is plenty.
 _NTP_INTERVAL_S = const(21600)
 _NTP_RETRY_S = const(60)  # after a failed sync (UDP lost, DNS down)
-# The clock is taken as unset before this year: a board without NTP boots in 2000.
-_CLOCK_VALID_YEAR = const(2024)
 # WDT_TIMEOUT_MS (imported from compat, where it says why 30 s): the watchdog period.
 WDT_FEED_DIVISOR = const(4)  # feed every timeout/4: three missed feeds still do not reset
 # Backstop on top of an account's session_timeout (the client checks it at every wait; this
@@ -82,7 +81,11 @@ _FATAL_RESET_DELAY_MS = const(10000)  # top-level failure: log, wait (REPL can C
 # well under its 10 s for the raw REPL prompt.
 _SHUTDOWN_MS = const(2000)
 _SHUTDOWN_POLL_MS = const(10)
+_SERVER_WAIT_MS = const(20)  # serve_smtp's poll while the POP3 server starts (one or two loop passes)
 current = None  # the running Runner, for admin.status()
+# boot.py's flash remount (flashfs.tuned: mount point, read size, program size; None if it did not
+# run), kept here by main.py once it has dropped boot.py's modules; admin.status() shows it.
+tuned = None
 
 
 def _sleep_ms(ms):
@@ -216,10 +219,6 @@ class Wifi:
 # --- clock --------------------------------------------------------------------------------
 
 
-def clock_is_set():
-    return time.gmtime()[0] >= _CLOCK_VALID_YEAR
-
-
 class Clock:
     """NTP through the `ntptime` module: once at start, then every interval while Wi-Fi is up."""
 
@@ -319,10 +318,11 @@ class Supervisor:
         for svc in self.services:
             self.tasks.append(asyncio.create_task(self._run(svc)))
 
-    async def wait(self):
-        """Until every service is done; raises at once when one's task ends in an exception (its
-        failure could not even be handled, see _run), not only when the tasks before it end."""
-        await asyncio.gather(*self.tasks)
+    def wait(self):
+        """Awaitable: until every service is done; raises at once when one's task ends in an
+        exception (its failure could not even be handled, see _run), not only when the tasks
+        before it end. (The gather itself: no coroutine frame of its own held while they run.)"""
+        return asyncio.gather(*self.tasks)
 
     def stop(self):
         for t in self.tasks:
@@ -375,14 +375,6 @@ def load_config(path=CONFIG_PATH):
     from pocketpost import config
 
     return config.load(path)
-
-
-def open_store(cfg):
-    from pocketpost import config, heapmark
-
-    st = config.open_store(cfg)
-    heapmark.forget()  # config.py's last start-up use: its heap is free before the services load
-    return st
 
 
 def _fetch_mark(info):  # info["headers"] is None: board fetches parse no headers (headers=False)
@@ -469,9 +461,15 @@ class Runner:
                 pass
 
     async def serve_smtp(self):
+        # The POP3 server's login service when it runs: one failed-login throttle and one TLS
+        # context for both. Its start yields to the loop (its listeners) before self.server is
+        # set, so wait while it is starting; not when it is off or failed (SMTP then makes its own).
+        for s in self.supervisor.services:
+            if s.name == "server":
+                while self.server is None and s.state == "running":
+                    await _sleep_ms(_SERVER_WAIT_MS)
         from pocketpost import smtpserver
 
-        # The POP3 server's login service when it is up: one failed-login throttle for both.
         srv = await smtpserver.start(self.cfg, self.store, getattr(self.server, "svc", None))
         self.smtp = srv
         try:
@@ -562,7 +560,19 @@ class Runner:
         self.supervisor.start()
         log.info("pocketpost: services %s started", [s.name for s in self.supervisor.services])
         if self.supervisor.tasks:  # a keeper that dies (a MemoryError in its log line) ends the run too
-            await asyncio.gather(self.supervisor.wait(), *self.tasks)
+            try:
+                await asyncio.gather(self._services(), *self.tasks)
+            except asyncio.CancelledError:  # the keepers, once every service has ended normally
+                for s in self.supervisor.services:
+                    if s.state != "done":  # this task itself cancelled (CPython's Ctrl-C)
+                        raise
+
+    async def _services(self):
+        """Until every service has ended normally; then the keepers are cancelled, so run()
+        returns and main() leaves the REPL with the watchdog fed by a timer (as with no service)."""
+        await self.supervisor.wait()
+        for t in self.tasks:
+            t.cancel()
 
 
 async def _stop(tasks, ms):
@@ -604,11 +614,12 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=_FA
         if IS_MICROPYTHON:  # main.py run again (mailport.restart): nothing of an old loop resumes
             asyncio.new_event_loop()
         asyncio.run(runner.run(secrets_path))
-        # Only reached with no service configured: the loop that fed the watchdog is gone, so
-        # hand it to the timer as Ctrl-C does, or the board would reset every timeout.
+        # Only reached with no service configured, or once every service has ended normally: the
+        # loop that fed the watchdog is gone, so hand it to the timer as Ctrl-C does, or the board
+        # would reset every timeout.
         if runner.watchdog is not None and hw.keep_fed is not None:
             hw.keep_fed(runner.watchdog.wdt)
-        log.warning("no service configured: REPL only (see \"services\" in the config)")
+        log.warning("no service running: REPL only (see \"services\" in the config)")
     except KeyboardInterrupt:
         if runner is not None:
             runner.shutdown()

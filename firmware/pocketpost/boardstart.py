@@ -3,11 +3,12 @@ then leaves the heap (board.Runner.run loads it after the config and forgets it 
 and the clock brought up from the config, the Wi-Fi secrets read, the store opened and checked
 (repairing), each account's UIDL state settled, the configured services added to the supervisor. Nothing here
 is referred to once the services run (a function of this module kept alive would keep all of it):
-the objects made are board.py's.
+the objects made are board.py's. admin.py (the REPL) uses its open_store and clock_is_set too.
 """
 
 import json
 import sys
+import time
 
 from pocketpost import board, log
 from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, const
@@ -17,6 +18,22 @@ _WIFI_RETRIES = const(5)
 _FETCH_INTERVAL_S = const(0)  # 0: no fetch schedule; else fetch every account every N seconds
 _SERVICE_SERVER = const(1)  # run the POP3 server
 _SERVICE_SMTP = const(1)  # run the SMTP receiver (only ever started when the config names smtp.domains)
+
+
+# The clock is taken as unset before this year: a board without NTP boots in 2000.
+_CLOCK_VALID_YEAR = const(2024)
+
+
+def clock_is_set():
+    return time.gmtime()[0] >= _CLOCK_VALID_YEAR
+
+
+def open_store(cfg):
+    from pocketpost import config, heapmark
+
+    st = config.open_store(cfg)
+    heapmark.forget()  # config.py's last start-up use: its heap is free before the services load
+    return st
 
 
 def load_secrets(path=board.SECRETS_PATH):
@@ -61,9 +78,9 @@ async def start(r, secrets_path=None):
         r.clock = board.Clock(hw.ntptime, **kw)
         r._spawn(r.clock.keep(r.wifi))
         await board._sleep_ms(0)  # let the first sync run before services open TLS
-    if not board.clock_is_set():
+    if not clock_is_set():
         log.warning("clock not set: TLS certificate checks will fail until NTP succeeds")
-    st = r.store = board.open_store(cfg)
+    st = r.store = open_store(cfg)
     # The cheap part of the store check, repairing (what the first lock would do anyway): index
     # records, index against the files, leftover intent logs and temp files. One mailbox at a
     # time, yielding in between, so the watchdog task keeps feeding.

@@ -50,7 +50,9 @@ LOOKAHEAD = const(64)
 # name one longer is refused after the fix-up, so it can never create anything.
 _NAME_MAX = const(255)
 
-tuned = None  # (mount point, READ_SIZE, PROG_SIZE) once remount() has run; for the REPL and tests
+# (mount point, READ_SIZE, PROG_SIZE) once remount() has run. main.py keeps it in board.tuned
+# (admin.status() shows it) and drops this module from the heap before the services load.
+tuned = None
 
 
 def params():

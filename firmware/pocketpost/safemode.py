@@ -20,7 +20,9 @@ SAFE_FLAG = "safemode"  # a file of this name at the flash root also means safe 
 SAFE_WINDOW_MS = const(1500)
 _SAFE_POLL_MS = const(50)
 
-safe = False  # set by boot.py through check(); main.py and admin.status() read it
+# Set by boot.py through check(); main.py and admin.status() read it. Outside safe mode main.py
+# drops this module (and flashfs) from the heap: a fresh import then reads False, which is so.
+safe = False
 
 
 def check(pin=None, flag_path=SAFE_FLAG, window_ms=SAFE_WINDOW_MS, sleep_ms=None):

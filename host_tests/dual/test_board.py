@@ -477,6 +477,61 @@ def test_main_resets_when_a_keeper_dies():
     assert logs.having("pocketpost stopped: MemoryError"), logs.lines
 
 
+def test_main_leaves_the_repl_when_every_service_has_ended():
+    # Every service returns normally while the keepers (watchdog, Wi-Fi) run on: board.main must
+    # return, as with no service configured, with the watchdog handed to the timer (REPL only),
+    # not wait on the keepers for good.
+    logs = Logs()
+    secrets = _tmpname("secrets")
+    root = _tmpname("mail")
+    cfgp = _tmpname("cfg")
+    with open(secrets, "w") as f:
+        f.write('{"ssid": "testnet", "password": "pw"}')
+    with open(cfgp, "w") as f:
+        f.write('{"store": {"root": "%s"}, "services": {"server": false}, "watchdog": {"timeout_ms": 4000}, '
+                '"wifi": {"secrets": "%s", "retries": 1, "check_ms": 1}}' % (root, secrets))
+    made = []
+    fed = []
+
+    def make_wdt(ms):
+        made.append(FakeWDT(ms))
+        return made[-1]
+
+    base = board.Runner
+
+    class Run(base):
+        async def run(self, secrets_path=None):
+            async def brief():
+                await asyncio.sleep(0.01)
+
+            async def limit():  # the bound of this test: a hung run() ends here
+                await asyncio.sleep(3)
+                raise KeyboardInterrupt
+
+            self.supervisor.add("brief", brief)
+            self.supervisor.add("briefer", brief)
+            self._spawn(limit())
+            await base.run(self, secrets_path)
+
+    hw = board.Hardware(wlan=FakeWLAN(polls=0), make_wdt=make_wdt, keep_fed=fed.append)
+    board.Runner = Run
+    try:
+        board.main(cfgp, hw, fatal_delay_ms=0)
+        hung = False
+    except KeyboardInterrupt:
+        hung = True
+    finally:
+        board.Runner = base
+        logs.close()
+        os.remove(cfgp)
+        os.remove(secrets)
+        _rmtree(root)
+    assert not hung, logs.lines
+    assert made and fed == [made[0]] and made[0].feeds >= 1
+    assert [s.state for s in board.current.supervisor.services] == ["done", "done"]
+    assert logs.having("REPL only") and not logs.having("pocketpost stopped"), logs.lines
+
+
 def test_supervisor_stop_cancels_services():
     sup = board.Supervisor(backoff_ms=1)
 
@@ -634,7 +689,7 @@ def test_main_with_no_service_leaves_the_watchdog_fed():
         os.remove(cfgp)
         _rmtree(root)
     assert made and fed == [made[0]]
-    assert logs.having("no service configured")
+    assert logs.having("no service running: REPL only")
 
 
 def test_fetch_schedule_one_stuck_account_never_holds_another():
@@ -913,6 +968,67 @@ def test_ctrl_c_inside_a_commit_is_finished_or_undone_by_the_next_lock():
         store_mod.Mailbox._close = real_close
         store_mod.reboot()
         _rmtree(root)
+
+
+def test_smtp_receiver_shares_the_pop3_servers_login_service():
+    # Both services start at once; the POP3 server's start yields to the loop (its listeners)
+    # before Runner.server is set. The SMTP receiver must still get its login service (one
+    # failed-login throttle, one TLS context for both), not make a second one of its own.
+    import pocketpost
+
+    class Srv:
+        def __init__(self, svc):
+            self.svc = svc
+
+        def close(self):
+            pass
+
+    class FakeServer:  # pocketpost.server: a start that yields to the loop, as asyncio.start_server does
+        @staticmethod
+        async def start(cfg, store, config_path=None):
+            for _ in range(3):
+                await asyncio.sleep(0)
+            return Srv("pop3-logins")
+
+    class FakeSmtpServer:  # pocketpost.smtpserver: records the login service it was handed
+        got = []
+
+        @staticmethod
+        async def start(cfg, store, logins=None):
+            FakeSmtpServer.got.append(logins)
+            return Srv(None)
+
+    fakes = {"server": FakeServer, "smtpserver": FakeSmtpServer}
+    saved = dict((n, (sys.modules.get("pocketpost." + n), getattr(pocketpost, n, None))) for n in fakes)
+    for n, m in fakes.items():
+        sys.modules["pocketpost." + n] = m
+        setattr(pocketpost, n, m)
+    r = board.Runner({}, board.Hardware())
+
+    async def go():
+        r.supervisor.add("server", r.serve)
+        r.supervisor.add("smtp", r.serve_smtp)
+        r.supervisor.start()
+        ok = await until(lambda: r.smtp is not None)
+        r.stop()
+        return ok
+
+    try:
+        assert run(go())
+    finally:
+        for n, (mod, attr) in saved.items():
+            if mod is None:
+                sys.modules.pop("pocketpost." + n, None)
+            else:
+                sys.modules["pocketpost." + n] = mod
+            if attr is None:
+                try:
+                    delattr(pocketpost, n)
+                except (AttributeError, KeyError):
+                    pass
+            else:
+                setattr(pocketpost, n, attr)
+    assert FakeSmtpServer.got == ["pop3-logins"], FakeSmtpServer.got
 
 
 def test_sessions_counts_pop3_and_smtp():
