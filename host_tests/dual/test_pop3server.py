@@ -8,7 +8,8 @@ import oldrecord
 
 from pocketpost import auth, config, log, loginsvc, scram
 from pocketpost.pop3server import Service, Session
-from pocketpost.pop3trans import BodyProducer, PlainProducer
+from pocketpost.pop3body import BodyProducer
+from pocketpost.pop3trans import PlainProducer
 from pocketpost.store import Store
 from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader
 
