@@ -53,10 +53,11 @@ _LOGIN_SLICE_MS = const(10)
 IMPLEMENTATION = "pocketpost"
 
 # The login code: pop3login.py (the AUTHORIZATION state's commands), smtpauth.py (SMTP AUTH),
-# auth.py (password records, LoginCheck) and scram.py, imported where used and dropped whenever
+# auth.py (password records, LoginCheck; authsetup.py, its start-up half, is loaded at start only)
+# and scram.py, imported where used and dropped whenever
 # no session can be in a login (Service.hold/release): ~12 KiB of heap on the 64-bit host
 # (docs/FIGURES.md "Server heap") while every session is logged in, on port 25 or gone.
-LOGIN_MODULES = ("pop3login", "smtpauth", "loginsvc", "auth", "scram")
+LOGIN_MODULES = ("pop3login", "smtpauth", "loginsvc", "auth", "authsetup", "scram")
 holds = [0]  # sessions that may still log in, every Service's (POP3 and SMTP): Service.hold
 # The TRANSACTION state's code: pop3trans.py (its commands and the reply producers), loaded by
 # the first session to be logged in and dropped when no session is (Session._trans): a server
