@@ -2,9 +2,9 @@
 from or stuffed out of a stored file (`BodyProducer`).
 
 Loaded at the first such command and dropped with pop3trans.py (pop3server.TRANS_MODULES): the
-RETR of a wire-form file (the store writes every message so) is a plain copy (pop3trans.
-PlainProducer) and needs neither this code nor wirestuff.py's DotStuffer (~3 KB of heap together, from `.mpy`
-on the 64-bit host).
+RETR of a wire-form file (the store writes every message so) is a plain copy
+(pop3trans.PlainProducer) and needs neither this code nor wirestuff.py's DotStuffer (~3 KB of
+heap together, from `.mpy` on the 64-bit host).
 """
 
 from pocketpost.compat import const
