@@ -8,7 +8,8 @@ pocketpost.auth import parse_cidr`): auth.__getattr__ loads this module at their
 
 import hashlib
 
-from pocketpost.auth import DEFAULT_ITERATIONS, MAX_ITERATIONS, AuthError, Pbkdf2, Verify, parse_hash, parse_ipv4, scram_record
+from pocketpost.auth import (DEFAULT_ITERATIONS, MAX_ITERATIONS, AuthError, Pbkdf2, Verify, parse_hash, parse_ipv4,
+                             scram_record)
 from pocketpost.compat import const, urandom
 
 _SALT_BYTES = const(16)  # auth's (a private copy)
