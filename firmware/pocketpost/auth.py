@@ -28,6 +28,9 @@ above the board's ceiling is refused when the config loads (serverconf.pbkdf2_ce
 
 `Pbkdf2` and `Verify` compute in steps, so the server can hash a login a slice at a time and
 keep serving other sessions in between; `pbkdf2_sha256`/`verify_password` run them to the end.
+Those two, `hash_password` and the servers' start-up figures (`scram_secret`, `parse_cidr`) are
+authsetup.py, loaded at their first use through this module's names (__getattr__): a login
+check never needs them, so the login code a server holds while a session logs in is smaller.
 
 MicroPython has hashlib.sha256 but no hmac, no pbkdf2_hmac, and its sha256 objects have no
 `.copy()`, so the usual trick of hashing the ipad/opad blocks once and copying the state per
@@ -60,6 +63,14 @@ _SALT_BYTES = const(16)
 _MAX_SALT_BYTES = const(64)  # a stored salt longer than this is a corrupt entry
 _DKLEN = const(32)
 _BLOCK = const(64)
+
+
+def __getattr__(name):
+    """authsetup.py's names (hash_password, pbkdf2_sha256, verify_password, scram_secret,
+    parse_cidr), loaded at their first use."""
+    from pocketpost import authsetup
+
+    return getattr(authsetup, name)
 
 
 class AuthError(Exception):
@@ -128,18 +139,6 @@ class Pbkdf2:
         return self.acc.to_bytes(_DKLEN, "big")
 
 
-def pbkdf2_sha256(password, salt, iterations, dklen=_DKLEN):
-    """PBKDF2-HMAC-SHA256 (RFC 8018), same result as CPython's hashlib.pbkdf2_hmac."""
-    out = b""
-    block = 1
-    while len(out) < dklen:
-        p = Pbkdf2(password, salt, iterations, block)
-        p.step(iterations)
-        out += p.digest()
-        block += 1
-    return out[:dklen]
-
-
 class Verify:
     """A password check against a stored record, in steps like Pbkdf2: `step(n)` until True,
     then `ok`. Both record forms cost the same: SaltedPassword by PBKDF2, then ClientKey and its
@@ -195,17 +194,6 @@ def scram_keys(salted):
     return hashlib.sha256(hmac_sha256(salted, b"Client Key")).digest(), hmac_sha256(salted, b"Server Key")
 
 
-def hash_password(password, iterations=None, salt=None):
-    """A new record ("scram-sha-256$..."): what add_user and the tools store."""
-    if iterations is None:
-        iterations = DEFAULT_ITERATIONS
-    if iterations < 1 or iterations > MAX_ITERATIONS:
-        raise AuthError("bad iteration count")
-    if salt is None:
-        salt = urandom(_SALT_BYTES)
-    return scram_record(iterations, salt, pbkdf2_sha256(password, salt, iterations))
-
-
 def scram_record(iterations, salt, salted):
     """The stored record for a SaltedPassword: its keys only, never SaltedPassword itself."""
     sk, svk = scram_keys(salted)
@@ -243,18 +231,6 @@ def parse_hash(stored):
     if legacy:
         k1, k2 = scram_keys(k1)
     return it, salt, k1, k2, legacy
-
-
-def verify_password(password, stored):
-    """True if `password` (str or bytes) matches `stored`. Constant time in the password."""
-    try:
-        parse_hash(stored)
-    except AuthError:
-        return False
-    v = Verify(password, stored)
-    while not v.step(MAX_ITERATIONS):
-        pass
-    return v.ok
 
 
 def apop_digest(banner_ts, secret):
@@ -317,23 +293,6 @@ def b64encode(raw):
 # --- the servers' login check (pop3server.Session, smtp.Session: the same users, hashes, rehash)
 
 
-def scram_secret(users):
-    """The key that makes an unknown user's SCRAM salt (scram.scram_fake): it must be the same
-    across connections and reboots (a salt that changes tells the name is unknown) and unknown
-    to a peer. Derived from the users' StoredKeys, which never cross the wire: it changes only
-    when a password does (or a record is rehashed to another count, which changes that user's
-    salt too)."""
-    h = hashlib.sha256(b"pocketpost scram fake salt")
-    for name in sorted(users):
-        try:
-            sk = parse_hash(users[name].get("password"))[2]
-        except AuthError:
-            continue
-        h.update(name.encode())
-        h.update(sk)
-    return h.digest()
-
-
 class LoginCheck:
     """A login's password check, in steps (`step(n)` until True, like Pbkdf2): verify
     against the stored hash (or the dummy, for an unknown user), padded to the board's count;
@@ -393,20 +352,3 @@ def parse_ipv4(s):
             return None
         v = (v << 8) | n
     return v
-
-
-def parse_cidr(s):
-    """"a.b.c.d/n" (or a bare address) -> (network int, mask int), or None."""
-    if not isinstance(s, str):
-        return None
-    bits = 32
-    if "/" in s:
-        s, b = s.split("/", 1)
-        if not b.isdigit() or int(b) > 32:
-            return None
-        bits = int(b)
-    ip = parse_ipv4(s)
-    if ip is None:
-        return None
-    mask = (0xFFFFFFFF << (32 - bits)) & 0xFFFFFFFF
-    return ip & mask, mask

@@ -27,10 +27,10 @@ Message bodies are never held whole. The store keeps a message in its wire form 
 dot-stuffed, no terminator: store.py), so RETR is a copy: `PlainProducer` (pop3trans.py, as the
 other producers) reads the file
 straight into the shell's buffer and hands it out unchanged (no stuffing pass, no copy, no block
-buffer of its own), then ".\r\n". TOP of such a file: `BodyProducer` without a stuffer reads it
-in fixed blocks and cuts it (headers, blank line, n body lines; stuffing changes no line count).
-A file from before the wire form (`mb.needs_stuffing(i)`) goes through `BodyProducer` with the
-DotStuffer for both.
+buffer of its own), then ".\r\n". TOP of such a file: `BodyProducer` (pop3body.py, loaded at the
+first TOP) without a stuffer reads it in fixed blocks and cuts it (headers, blank line, n body
+lines; stuffing changes no line count). A file from before the wire form
+(`mb.needs_stuffing(i)`) goes through `BodyProducer` with the DotStuffer for both.
 """
 
 import binascii
@@ -53,15 +53,18 @@ _LOGIN_SLICE_MS = const(10)
 IMPLEMENTATION = "pocketpost"
 
 # The login code: pop3login.py (the AUTHORIZATION state's commands), smtpauth.py (SMTP AUTH),
-# auth.py (password records, LoginCheck) and scram.py, imported where used and dropped whenever
+# auth.py (password records, LoginCheck; authsetup.py, its start-up half, is loaded at start only)
+# and scram.py, imported where used and dropped whenever
 # no session can be in a login (Service.hold/release): ~12 KiB of heap on the 64-bit host
 # (docs/FIGURES.md "Server heap") while every session is logged in, on port 25 or gone.
-LOGIN_MODULES = ("pop3login", "smtpauth", "loginsvc", "auth", "scram")
+LOGIN_MODULES = ("pop3login", "smtpauth", "loginsvc", "auth", "authsetup", "scram")
 holds = [0]  # sessions that may still log in, every Service's (POP3 and SMTP): Service.hold
 # The TRANSACTION state's code: pop3trans.py (its commands and the reply producers), loaded by
 # the first session to be logged in and dropped when no session is (Session._trans): a server
-# only listening, or with every session before its login, keeps none of it.
-TRANS_MODULES = ("pop3trans",)
+# only listening, or with every session before its login, keeps none of it. pop3body.py and
+# wirestuff.py (TOP, the RETR of a file from before the wire form) load at their first use and
+# are dropped with it (a plain RETR never loads them).
+TRANS_MODULES = ("pop3trans", "pop3body", "wirestuff")
 trans = [0]  # sessions holding pop3trans.py (logged in, not yet closed), every Service's
 
 
@@ -137,7 +140,7 @@ class Session:
     _check = None  # an auth.LoginCheck under way (see resume)
     _check_name = None
     _check_method = None
-    _blockbuf = None  # file block for dot-stuffed replies (see pop3trans._block)
+    _blockbuf = None  # file block for TOP and dot-stuffed replies (see pop3body.producer)
     _trans = False  # holds pop3trans.py (TRANS_MODULES): from its first command in TRANSACTION to close()
     _stuffer = None
     timestamp = None  # the RFC 1939 banner timestamp: made only where APOP is offered

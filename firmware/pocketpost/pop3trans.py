@@ -1,23 +1,25 @@
 """The TRANSACTION state of a pop3server.Session (RFC 1939 section 5): its commands, as functions
 of the session (dispatched through TABLE by Session.handle), and the reply producers the shell
-drains (ListingProducer for LIST/UIDL, PlainProducer and BodyProducer for RETR/TOP; see
-pop3server.py's theory of operation for how the shell uses them).
+drains (ListingProducer for LIST/UIDL, PlainProducer for RETR; TOP and the RETR of a file from
+before the wire form go through pop3body.BodyProducer; see pop3server.py's theory of operation
+for how the shell uses them).
 
 Loaded while some session is logged in: a session holds it from its first command in
 TRANSACTION until its close() (pop3server.TRANS_MODULES, Session._trans); when none holds it,
 it is dropped (compat.forget; MicroPython only), so a server that is only listening, or whose
-sessions are all before their login, keeps none of it (~6.7 KB of heap from `.mpy` on the
-64-bit host, docs/FIGURES.md). AUTHORIZATION's CAPA and QUIT are pop3login's; TRANSACTION's (QUIT: the UPDATE state) and
-read_failed are here.
+sessions are all before their login, keeps none of it (~6 KB of heap from `.mpy` on the
+64-bit host, docs/FIGURES.md). The RETR of a wire-form file (every file the store writes) needs
+neither pop3body.py nor wirestuff.py (the DotStuffer): those load at the first TOP (or RETR of an
+older file) and are dropped with this module. AUTHORIZATION's CAPA and QUIT are pop3login's;
+TRANSACTION's (QUIT: the UPDATE state) and read_failed are here.
 """
 
 from pocketpost import log
 from pocketpost.compat import const
 from pocketpost.pop3 import reply
 from pocketpost.pop3server import IMPLEMENTATION
-from pocketpost.wire import TERMINATOR, DotStuffer, terminator
+from pocketpost.wire import TERMINATOR
 
-_CR = const(13)
 _DONE = const(2)  # pop3server's (a private copy)
 _LF = const(10)
 _EIO = const(5)  # a message file ended before the size its index entry (and LIST) gave
@@ -70,24 +72,16 @@ def _listing(s, args, uids):
     return reply(True, "%d messages (%d octets)" % (mb.count - s._ndel, mb.total_size - s._sdel))
 
 
-def _block(s):
-    """The file block buffer of this session: made at the first TOP (or RETR of a file from
-    before the wire form), reused by every later one (a 10 MiB RETR and a 1 KiB one cost the
-    same)."""
-    if s._blockbuf is None:
-        s._blockbuf = bytearray(s.svc.block_size)
-        s._stuffer = DotStuffer()
-    return s._blockbuf
-
-
 def cmd_retr(s, args):
     i = _msg(s, args[0])
     if i is None:
         return reply(False, "no such message")
     mb = s.mb
     f = mb.open(i, True)
-    if mb.needs_stuffing(i):
-        s.producer = BodyProducer(f, _block(s), -1, s._stuffer, mb.stored_size(i))
+    if mb.needs_stuffing(i):  # a file from before the wire form: stuffed on the way out
+        from pocketpost import pop3body
+
+        s.producer = pop3body.producer(s, f, i, -1)
     else:
         svc = s.svc
         p = PlainProducer(f, mb.stored_size(i), _RETR_UNIT if svc.block_size < _RETR_UNIT and svc.units < _RETR_UNITS else 0)
@@ -103,11 +97,9 @@ def cmd_top(s, args):
     i = _msg(s, args[0])
     if i is None:
         return reply(False, "no such message")
-    mb = s.mb
-    f = mb.open(i, True)
-    wire = not mb.needs_stuffing(i)  # the file is stuffed already: cut it, stuff nothing
-    s.producer = BodyProducer(f, _block(s), args[1], None if wire else s._stuffer, mb.stored_size(i),
-                                 wire)
+    from pocketpost import pop3body
+
+    s.producer = pop3body.producer(s, s.mb.open(i, True), i, args[1])
     s.producer.msg = i
     return reply(True, "top of message follows")
 
@@ -271,101 +263,6 @@ class _FileReply:
             f.close()
 
 
-class BodyProducer(_FileReply):
-    """RETR (lines < 0) or TOP n lines: the stored file, dot-stuffed, in fixed blocks (wire=True:
-    the file is the wire form already, copied as it is).
-
-    fill(out) returns how many bytes it wrote into `out` (the terminator included at the end),
-    then 0. The file is closed when the terminator is produced or on close().
-    """
-
-    def __init__(self, f, block, lines, stuffer=None, size=-1, wire=False):
-        """block: the file block buffer (a bytearray, reused across a session's replies) or its
-        size; stuffer: a DotStuffer to reuse (reset here); size: the file's size per the index."""
-        super().__init__(f, size)
-        self.wire = wire
-        self.buf = bytearray(block) if isinstance(block, int) else block
-        self.start = 0
-        self.end = 0
-        self.eof = False
-        self.done = False
-        if stuffer is None and not wire:
-            stuffer = DotStuffer()
-        if stuffer is not None:
-            stuffer.reset()
-        self.stuffer = stuffer
-        self.lines = lines  # body lines left for TOP; < 0: everything
-        self.in_headers = lines >= 0
-        self.llen = 0  # bytes of the current line seen so far
-        self.last = 0  # last byte seen (for a CR straddling blocks)
-        self.tail = _LF  # wire: the last byte handed out (nothing yet: the terminator alone)
-
-    def _read(self):
-        n = self.f.readinto(self.buf)
-        self._got(n)
-        if not n:
-            self.eof = True
-            return
-        self.start = 0
-        self.end = n
-        if self.lines >= 0:
-            self.end = self._top_cut(n)
-
-    def _top_cut(self, end):
-        """How much of buf[:end] belongs to the TOP reply; sets eof once the limit is hit."""
-        buf = self.buf
-        i = 0
-        while i < end:
-            if not self.in_headers and self.lines == 0:
-                self.eof = True
-                return i
-            j = buf.find(b"\n", i, end)
-            if j < 0:
-                self.llen += end - i
-                self.last = buf[end - 1]
-                return end
-            llen = self.llen + (j - i)
-            prev = buf[j - 1] if j > i else self.last
-            empty = llen == 0 or (llen == 1 and prev == _CR)
-            if self.in_headers:
-                if empty:
-                    self.in_headers = False
-            else:
-                self.lines -= 1
-            self.llen = 0
-            self.last = _LF
-            i = j + 1
-        if not self.in_headers and self.lines == 0:
-            self.eof = True
-        return end
-
-    def fill(self, out):
-        if self.done:
-            return 0
-        while True:
-            if self.start < self.end:
-                if self.wire:
-                    p = min(len(out), self.end - self.start)
-                    out[:p] = memoryview(self.buf)[self.start : self.start + p]
-                    self.start += p
-                    self.tail = out[p - 1]
-                    return p
-                p = self.stuffer.stuff_into(self.buf, self.start, self.end, out)
-                self.start += self.stuffer.consumed
-                if p:
-                    return p
-            elif not self.eof:
-                self._read()
-            else:
-                t = terminator(self.tail == _LF) if self.wire else self.stuffer.finish()
-                if len(out) < len(t):
-                    return 0
-                out[: len(t)] = t
-                self.close()
-                self.done = True
-                return len(t)
-
-
 class PlainProducer(_FileReply):
     """RETR of a plain message: the stored file is its own wire form (no line starts with ".").
 
@@ -403,7 +300,8 @@ class PlainProducer(_FileReply):
                     return n + 3
                 return n
             self._close_file()
-        t = terminator(self.last == _LF)
+        # wirestuff.terminator, written out: that module stays unloaded for a RETR
+        t = TERMINATOR if self.last == _LF else b"\r\n.\r\n"
         if len(out) < len(t):
             return 0
         out[: len(t)] = t

@@ -5,7 +5,7 @@ Theory of operation
 The protocol lives in pop3server.Session (sans-I/O); this module only moves bytes. Per
 connection it allocates, once: a wire.LineReader (commands), one out buffer (block_size) that
 TOP/LIST/UIDL replies (and a RETR without a copy unit of its own) are produced into, made at the
-first such reply (a session that only RETRs never makes it), and the BodyProducer's file block. It reads
+first such reply (a session that only RETRs never makes it), and (TOP only) pop3body's file block. It reads
 straight into the LineReader's buffer and writes straight to the socket, so a 10 MiB RETR costs
 the same heap as a 1 KiB one. A client that stops reading blocks only its own task (its writes
 wait for the socket to become writable, bounded by the idle timeout).

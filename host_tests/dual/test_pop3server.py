@@ -8,7 +8,8 @@ import oldrecord
 
 from pocketpost import auth, config, log, loginsvc, scram
 from pocketpost.pop3server import Service, Session
-from pocketpost.pop3trans import BodyProducer, PlainProducer
+from pocketpost.pop3body import BodyProducer
+from pocketpost.pop3trans import PlainProducer
 from pocketpost.store import Store
 from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader
 
@@ -1017,6 +1018,66 @@ def test_transaction_code_loaded_only_while_a_session_is_logged_in():
         c.close()
         c.close()
         assert pop3server.trans[0] == 0  # closed twice: released once
+    finally:
+        e.done()
+
+
+def test_plain_retr_loads_no_stuffing_code_top_does_until_the_last_logout():
+    # A RETR of a wire-form file (every file the store writes) is a copy (pop3trans.PlainProducer):
+    # pop3body.py (BodyProducer) and wirestuff.py (DotStuffer) load only at a TOP or the RETR of
+    # a file from before the wire form, and are dropped with pop3trans.py (TRANS_MODULES).
+    # The module check is MicroPython's (CPython keeps every module); the replies are both's.
+    import sys
+
+    from pocketpost import heapmark, pop3server
+
+    mp = sys.implementation.name == "micropython"
+    pop3server.trans[0] = 0  # sessions other tests left unclosed are garbage now
+    heapmark.forget(pop3server.TRANS_MODULES)
+    e = Env()
+    try:
+        a = e.session()
+        login(a)
+        r = run(a, b"RETR 2")
+        assert unstuff(r[r.index(b"\r\n") + 2:]) == MSGS[1], r  # dot lines, stuffed in the store
+        assert not mp or (_loaded("pop3trans") and not _loaded("pop3body") and not _loaded("wirestuff"))
+        r = run(a, b"TOP 2 1")
+        assert r == b"+OK top of message follows\r\nFrom: b@example.org\r\nSubject: two\r\n\r\n..leading dot\r\n.\r\n", r
+        assert not mp or (_loaded("pop3body") and _loaded("wirestuff"))
+        a.close()
+        assert pop3server.trans[0] == 0
+        assert not mp or not (_loaded("pop3trans") or _loaded("pop3body") or _loaded("wirestuff"))
+        b = e.session()
+        login(b)
+        assert run(b, b"TOP 2 1") == r  # imported again: the same reply
+        b.close()
+    finally:
+        e.done()
+
+
+def test_login_check_loads_no_authsetup():
+    # auth.py's start-up half (authsetup.py: hash_password, scram_secret, parse_cidr) is dropped
+    # with the login code once the Service is built; a USER/PASS login (LoginCheck) never loads it.
+    import sys
+
+    from pocketpost import pop3server
+
+    mp = sys.implementation.name == "micropython"
+    pop3server.holds[0] = 0  # sessions other tests left unclosed are garbage now
+    e = Env()
+    try:
+        assert not mp or not (_loaded("auth") or _loaded("authsetup"))
+        a = e.session()
+        login(a)
+        assert not mp or not _loaded("authsetup")
+        b = e.session()
+        assert run(b, b"USER bob").startswith(b"+OK") and run(b, b"PASS nope").startswith(b"-ERR [AUTH]")
+        assert not mp or (_loaded("auth") and not _loaded("authsetup"))
+        if mp:  # the loaded auth.py holds no code of its start-up half
+            held = sys.modules["pocketpost.auth"].__dict__
+            assert "LoginCheck" in held and not ("hash_password" in held or "scram_secret" in held)
+        b.close()
+        a.close()
     finally:
         e.done()
 

@@ -8,7 +8,7 @@ be the message's wire form, open() the message, LIST its octets."""
 from flashdev import fresh_root
 from pocketpost import store as store_mod
 from pocketpost.pop3client import BODY, END, GREETING, ClientSession
-from pocketpost.pop3trans import BodyProducer
+from pocketpost.pop3body import BodyProducer
 from pocketpost.store import Store
 
 NEED_DATA = 0  # pop3client's _NEED_DATA (a private const; test_pop3client checks the value)
