@@ -463,10 +463,11 @@ class Runner:
     async def serve_smtp(self):
         # The POP3 server's login service when it runs: one failed-login throttle and one TLS
         # context for both. Its start yields to the loop (its listeners) before self.server is
-        # set, so wait while it is starting; not when it is off or failed (SMTP then makes its own).
+        # set, so wait while it is starting, or not started yet (added after SMTP, its task not
+        # run yet); not when it is off or failed (SMTP then makes its own).
         for s in self.supervisor.services:
             if s.name == "server":
-                while self.server is None and s.state == "running":
+                while self.server is None and s.state in ("new", "running"):
                     await _sleep_ms(_SERVER_WAIT_MS)
         from pocketpost import smtpserver
 

@@ -973,7 +973,13 @@ def test_ctrl_c_inside_a_commit_is_finished_or_undone_by_the_next_lock():
 def test_smtp_receiver_shares_the_pop3_servers_login_service():
     # Both services start at once; the POP3 server's start yields to the loop (its listeners)
     # before Runner.server is set. The SMTP receiver must still get its login service (one
-    # failed-login throttle, one TLS context for both), not make a second one of its own.
+    # failed-login throttle, one TLS context for both), not make a second one of its own,
+    # whichever of the two the supervisor was given first.
+    for smtp_first in (False, True):
+        _smtp_shares_logins(smtp_first)
+
+
+def _smtp_shares_logins(smtp_first):
     import pocketpost
 
     class Srv:
@@ -1006,8 +1012,9 @@ def test_smtp_receiver_shares_the_pop3_servers_login_service():
     r = board.Runner({}, board.Hardware())
 
     async def go():
-        r.supervisor.add("server", r.serve)
-        r.supervisor.add("smtp", r.serve_smtp)
+        both = [("server", r.serve), ("smtp", r.serve_smtp)]
+        for name, factory in both[::-1] if smtp_first else both:
+            r.supervisor.add(name, factory)
         r.supervisor.start()
         ok = await until(lambda: r.smtp is not None)
         r.stop()
@@ -1028,7 +1035,7 @@ def test_smtp_receiver_shares_the_pop3_servers_login_service():
                     pass
             else:
                 setattr(pocketpost, n, attr)
-    assert FakeSmtpServer.got == ["pop3-logins"], FakeSmtpServer.got
+    assert FakeSmtpServer.got == ["pop3-logins"], (smtp_first, FakeSmtpServer.got)
 
 
 def test_sessions_counts_pop3_and_smtp():
