@@ -35,7 +35,7 @@ stage("config.load")
 store = config.open_store(cfg)
 config = None
 stage("open_store")
-if hasattr(heapmark, "forget"):  # as board.open_store does (a tree without it: a no-op stage)
+if hasattr(heapmark, "forget"):  # as boardstart.open_store does (a tree without it: a no-op stage)
     heapmark.forget()
 stage("forget-config")
 pdir = sys.argv[2]

@@ -51,7 +51,7 @@ def _load(path):
 
     c = config.load(path)
     st = config.open_store(c)
-    if hasattr(heapmark, "forget"):  # as board.open_store does (an older tree: kept)
+    if hasattr(heapmark, "forget"):  # as boardstart.open_store does (an older tree: kept)
         heapmark.forget()  # config.py's heap free before the services load
     return c, st
 

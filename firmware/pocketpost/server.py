@@ -229,7 +229,7 @@ async def start(cfg, store, config_path=None):
 
 
 def open_store(cfg):
-    """config.open_store, then config.py dropped (as board.open_store does)."""
+    """config.open_store, then config.py dropped (as boardstart.open_store does)."""
     from pocketpost import config as config_mod
 
     st = config_mod.open_store(cfg)

@@ -196,6 +196,29 @@ def test_lock_is_exclusive_and_released():
     _with_store(body)
 
 
+def test_a_restore_into_a_locked_mailbox_is_refused_in_use_and_leaves_nothing():
+    # A delivery that keeps its UID (a restore) may not land while a session holds the mailbox
+    # (its message numbers would shift under it): MailboxLocked (IN-USE), the temp file gone.
+    def body(root, st):
+        u = _deliver(st, "x", b"first\r\n")
+        mb = st.lock("x")
+        d = st.begin("x", 2, uid="%s.50" % u.split(".")[0])
+        d.write(b"restored\r\n")
+        try:
+            d.commit()
+            assert False, "landed in a locked mailbox"
+        except MailboxLocked as e:
+            assert e.code == "IN-USE"
+        assert mb.count == 1
+        mb.release()
+        assert os.listdir(root + "/x/tmp") == []
+        mb = st.lock("x")
+        assert [mb.uid(i) for i in range(mb.count)] == [u]
+        mb.release()
+
+    _with_store(body)
+
+
 def test_delete_commit_and_uid_never_reused():
     def body(root, st):
         uids = [_deliver(st, "x", b"m%d\r\n" % i) for i in range(5)]
