@@ -252,7 +252,7 @@ def cmd_rcpt(s, arg):
 
 def cmd_data(s, arg):
     """The envelope's checks and the trace fields; the message itself begins in the session
-    (Session._begin_data), once this module has been handed back (GO_DATA)."""
+    (smtpdata.begin), once this module has been handed back (GO_DATA)."""
     if arg.strip():
         return s._error(reply(501, "5.5.4 DATA takes no argument"))
     if s.sender is None:
