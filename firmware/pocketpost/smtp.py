@@ -143,8 +143,11 @@ class Session:
         self.peer = peer
         self.mode = mode
         self.tls_active = tls_active
-        self._out = None  # DATA output buffer, made at the first DATA
-        self._omv = None
+        # DATA's output block, made with the session: made at the first DATA it was the one
+        # contiguous 1 KB that moment asks for, and that moment (smtpenv.py just dropped, store.py
+        # loaded by the first Delivery, the fetcher running) is where bench_heap c runs out.
+        self._out = bytearray(service.block_size)
+        self._omv = memoryview(self._out)
         self._u = None
         self._reset()
         self._env = True  # in the command phase: holds the envelope code (env_holds)
@@ -289,7 +292,7 @@ class Session:
         """Message text src[start:end] (any chunking) -> bytes consumed (smtpdata.data_in). When
         the terminating CRLF.CRLF has been consumed, in_data turns False and `reply` holds the
         final reply."""
-        return self._d.data_in(self, src, start, end)
+        return self._d.data_in(self, src, start, end)  # type: ignore[attr-defined]  # smtpdata while in DATA
 
     def _undata(self):
         if self._d is not None:

@@ -22,7 +22,7 @@ from pocketpost.smtp import reply
 
 def begin(s):
     """After DATA's checks (smtpenv.cmd_data): one Delivery per mailbox, the trace fields
-    first, the block and the strict un-stuffer (made at the first DATA), then 354."""
+    first, the strict un-stuffer (made at the first DATA; the block is the session's), then 354."""
     hdr = s._hdr
     s._hdr = None
     try:
@@ -35,10 +35,7 @@ def begin(s):
         s._undata()
         s._hold_env()  # still in the command phase
         return _store_reply(e)
-    if s._u is None:  # not _out: a MemoryError loading the un-stuffer leaves the block made
-        if s._out is None:
-            s._out = bytearray(s.svc.block_size)
-            s._omv = memoryview(s._out)
+    if s._u is None:  # again after a MemoryError loading it
         from pocketpost.wire import DotUnstuffer  # unstuffer.py: loaded by the first DATA, not by EHLO
 
         s._u = DotUnstuffer(True)

@@ -857,9 +857,9 @@ def test_message_code_held_in_data_only():
 
 
 def test_data_after_memory_error_making_the_unstuffer_is_accepted():
-    # The first DATA makes the session's block, then loads unstuffer.py (wire.DotUnstuffer: a cold
-    # load) for its un-stuffer. A MemoryError there answers that DATA 451 and stores nothing; the
-    # session must not be left with a block and no un-stuffer, refusing every later DATA.
+    # The first DATA loads unstuffer.py (wire.DotUnstuffer: a cold load) for the session's
+    # un-stuffer. A MemoryError there answers that DATA 451 and stores nothing; the session must
+    # not be left without an un-stuffer, refusing every later DATA.
     from pocketpost import unstuffer
 
     def body(e):
@@ -886,3 +886,27 @@ def test_data_after_memory_error_making_the_unstuffer_is_accepted():
         assert [strip_trace(m) for m in e.box("alice")] == [b"two\r\n"]
 
     with_env(body)
+
+
+def test_received_date_names_every_weekday_and_month():
+    # smtpenv._date: RFC 5322 date-time in UTC (day and month names cut from one literal each).
+    from pocketpost import smtpenv
+
+    class Clock:
+        t = None
+
+        def gmtime(self):
+            return self.t
+
+    real = smtpenv.time
+    clock = Clock()
+    smtpenv.time = clock
+    try:
+        days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+        months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+        for i in range(12):
+            clock.t = (2026, i + 1, 9, 7, 5, 3, i % 7, 1)
+            want = "%s, 09 %s 2026 07:05:03 +0000" % (days[i % 7], months[i])
+            assert smtpenv._date() == want, (smtpenv._date(), want)
+    finally:
+        smtpenv.time = real
