@@ -28,7 +28,7 @@ GLUE = ("board", "boardstart", "admin", "safemode", "flashfs", "mailport", "host
 # Which module belongs to which part (the code budget is printed per part).
 PARTS = (
     ("server", ("server", "serverstart", "pop3server", "pop3login", "loginsvc", "pop3trans", "pop3body", "smtpserver", "smtp",
-                "smtpenv", "smtpauth")),
+                "smtpenv", "smtpdata", "smtpauth")),
     ("client", ("client", "clientconf", "clientauth", "clientstls", "clientplan", "clientget", "clientend",
                 "clientrecover", "fetch", "fetchload", "uidstate", "uidcompact", "headers", "session",
                 "transport", "pop3client", "nativescan", "oauth2")),

@@ -28,22 +28,21 @@ delay, and an unknown user fails exactly as a wrong password does.
 Mail is only ever delivered locally: RCPT is accepted for configured addresses (`Service.resolve`)
 and nothing else, authenticated or not (550 5.7.1 for other domains: never an open relay).
 
-DATA streams: a strict wire.DotUnstuffer (only CRLF.CRLF ends the text; a bare CR or LF anywhere
-makes the message refused with 554 5.6.0 once its end arrives: the SMTP-smuggling family cannot
-put a second message into this one or into any later hop) writes into a fixed buffer, which goes
-to one store.Delivery per distinct recipient mailbox (store.begin_group). At the end,
-store.commit_group makes every copy durable or none, and only then does the 250 go out: "250
-means stored". A message over the size limit, a full flash or a quota is refused for every
-recipient (552 5.3.4 / 452 4.3.1 / 552 5.2.2); a drop, RSET or timeout before the final dot stores
-nothing (`close()` aborts). Trace headers (RFC 5321 4.4: Return-Path, Received with TLS state and
-authenticated user) are written first.
+DATA streams (smtpdata.py, loaded for the message phase only): a strict wire.DotUnstuffer (only
+CRLF.CRLF ends the text; a bare CR or LF anywhere makes the message refused with 554 5.6.0 once its
+end arrives: the SMTP-smuggling family cannot put a second message into this one or into any later
+hop) writes into a fixed buffer, which goes to one store.Delivery per distinct recipient mailbox
+(groupcommit.begin_group). At the end, groupcommit.commit_group makes every copy durable or none,
+and only then does the 250 go out: "250 means stored". A message over the size limit, a full flash
+or a quota is refused for every recipient (552 5.3.4 / 452 4.3.1 / 552 5.2.2); a drop, RSET or
+timeout before the final dot stores nothing (`close()` aborts). Trace headers (RFC 5321 4.4:
+Return-Path, Received with TLS state and authenticated user) are written first.
 
 Commands dispatch from one table; a command out of sequence gets 503, an unknown one 500; nothing
 raises. After _MAX_BAD_COMMANDS errors the session is closed with 421.
 """
 
-from pocketpost import groupcommit, log
-from pocketpost import storecore as store_mod  # the exceptions; store.py (Delivery) loads at Store.begin
+from pocketpost import log
 from pocketpost.compat import IS_MICROPYTHON, const, release_cold
 from pocketpost.wire import OVERLONG
 
@@ -65,9 +64,13 @@ SUBMISSION = "submission"  # RFC 6409: AUTH required before MAIL
 # in DATA or gone: a message being received keeps none of it.
 env_holds = [0]  # sessions in their command phase (Session._env)
 # smtpenv.cmd_data's answer when the envelope is complete: the session hands the envelope's code
-# back, then makes the message's deliveries and buffers (Session._begin_data), so the two are
-# never in the heap together.
+# back, then loads the message phase's code (smtpdata.py), which makes the message's deliveries
+# and buffers (smtpdata.begin), so the two are never in the heap together.
 GO_DATA = b"go-data"
+# The message phase's code (smtpdata.py: the 354, data_in, the final reply), loaded by a DATA that
+# passed its checks and dropped when no session is in DATA: a session in its command phase keeps
+# none of it.
+data_holds = [0]  # sessions in DATA (Session._d)
 
 
 
@@ -111,9 +114,6 @@ class Service:
         self.max_failures = smtp_cfg["max_auth_failures"]
         self.block_size = smtp_cfg["block_size"]
 
-    def busy_reply(self):
-        """The one reply to a connection refused at admission (no Session is built for it)."""
-        return reply(421, "4.7.0 %s too many connections, try later" % self.hostname)
 
 class Session:
     # Defaults as class attributes: an instance holds only what it has set (less heap per session).
@@ -135,15 +135,19 @@ class Session:
     _scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
     _check = None  # an auth.LoginCheck under way (see resume)
     _check_name = None
-    _hdr = None  # the trace fields, from DATA's checks (smtpenv.cmd_data) to _begin_data
+    _hdr = None  # the trace fields, from DATA's checks (smtpenv.cmd_data) to smtpdata.begin
+    _d = None  # smtpdata.py while this session is in DATA (data_holds)
 
     def __init__(self, service, peer="?", mode=MX, tls_active=False):
         self.svc = service
         self.peer = peer
         self.mode = mode
         self.tls_active = tls_active
-        self._out = None  # DATA output buffer, made at the first DATA
-        self._omv = None
+        # DATA's output block, made with the session: made at the first DATA it was the one
+        # contiguous 1 KB that moment asks for, and that moment (smtpenv.py just dropped, store.py
+        # loaded by the first Delivery, the fetcher running) is where bench_heap c runs out.
+        self._out = bytearray(service.block_size)
+        self._omv = memoryview(self._out)
         self._u = None
         self._reset()
         self._env = True  # in the command phase: holds the envelope code (env_holds)
@@ -199,18 +203,25 @@ class Session:
             if r == GO_DATA:
                 self._unenv()
                 if IS_MICROPYTHON:
-                    # The envelope's code freed now, so that the deliveries (store.py at the first),
-                    # their files and the block take its room instead of splitting the heap past
-                    # it (bench_heap c: 217-219 -> 213 KiB). A few ms per message on an ESP32.
+                    # The envelope's code freed now, so that the message phase's code, the
+                    # deliveries (store.py at the first), their files and the block take its room
+                    # instead of splitting the heap past it (bench_heap c: 217-219 -> 213 KiB). A
+                    # few ms per message on an ESP32.
                     import gc
 
                     gc.collect()
-                r = self._begin_data()
+                from pocketpost import smtpdata
+
+                data_holds[0] += 1
+                self._d = smtpdata
+                r = smtpdata.begin(self)
             return r
         except Exception as e:  # store trouble: one reply, never a dead session
             log.error("smtp %s %s: %s %r", self.peer, kw, type(e).__name__, e)
             self._abort()
             self._reset()
+            self._undata()
+            self._hold_env()  # still in the command phase
             return reply(451, "4.3.0 local error, try again later")
 
     @property
@@ -245,6 +256,7 @@ class Session:
         self._scram = None
         self._unhold()
         self._unenv()
+        self._undata()
         self._abort()
         self._reset()
         self.in_data = False
@@ -276,32 +288,16 @@ class Session:
 
         return getattr(smtpenv, name)(self, arg)
 
-    def _begin_data(self):
-        """After DATA's checks (smtpenv.cmd_data): one Delivery per mailbox, the trace fields
-        first, the block and the strict un-stuffer (made at the first DATA), then 354."""
-        hdr = self._hdr
-        self._hdr = None
-        try:
-            self._ds = groupcommit.begin_group(self.svc.store, self.boxes)
-            for d in self._ds:
-                d.write(hdr)
-        except store_mod.StoreError as e:
-            self._abort()
-            self._reset()
-            self._hold_env()  # still in the command phase
-            return self._store_reply(e)
-        if self._u is None:  # not _out: a MemoryError loading the un-stuffer leaves the block made
-            if self._out is None:
-                self._out = bytearray(self.svc.block_size)
-                self._omv = memoryview(self._out)
-            from pocketpost.wire import DotUnstuffer  # unstuffer.py: loaded by the first DATA, not by EHLO
+    def data_in(self, src, start, end):
+        """Message text src[start:end] (any chunking) -> bytes consumed (smtpdata.data_in). When
+        the terminating CRLF.CRLF has been consumed, in_data turns False and `reply` holds the
+        final reply."""
+        return self._d.data_in(self, src, start, end)  # type: ignore[attr-defined]  # smtpdata while in DATA
 
-            self._u = DotUnstuffer(True)
-        self._u.reset()
-        self._fill = 0
-        self._got = 0
-        self.in_data = True
-        return reply(354, "end data with <CR><LF>.<CR><LF>")
+    def _undata(self):
+        if self._d is not None:
+            self._d = None
+            release_cold(data_holds, ("smtpdata",))  # imported again by the next DATA
 
     def _hold_env(self):
         if not self._env:
@@ -337,85 +333,6 @@ class Session:
         self._reset()
         self.closing = True
         return reply(221, "2.0.0 %s closing" % self.svc.hostname)
-
-    # -- DATA ------------------------------------------------------------------------------
-    def data_in(self, src, start, end):
-        """Message text src[start:end] (any chunking) -> bytes consumed. When the terminating
-        CRLF.CRLF has been consumed, in_data turns False and `reply` holds the final reply."""
-        u = self._u
-        out = self._out
-        cap = len(out)
-        pos = start
-        while pos < end and not u.done:
-            fill = self._fill
-            n = u.unstuff_into(src, pos, end, out, fill)  # from out[fill] on: no slice per chunk
-            pos += u.consumed
-            self._got += n
-            if self._fail is not None:
-                continue  # being refused: read to the end, keep nothing
-            if self._got > self.svc.max_size:
-                self._refuse(reply(552, "5.3.4 message size exceeds fixed maximum message size"))
-                continue
-            self._fill = fill + n
-            if self._fill == cap:
-                self._write(out)
-        if u.done:
-            self._finish()
-        return pos - start
-
-    def _refuse(self, r):
-        self._fail = r
-        self._abort()
-        self._fill = 0
-
-    def _write(self, piece):
-        self._fill = 0
-        # The strict un-stuffer has checked the line ends (a bare CR or LF refuses the whole
-        # message at its end, so these copies are then thrown away) and knows whether any line
-        # started with ".": each recipient's Delivery skips its own scans of the same bytes.
-        crlf = not self._u.bad
-        dots = self._u.dots
-        try:
-            for d in self._ds:
-                d.write(piece, crlf, dots)
-        except store_mod.StoreError as e:
-            self._refuse(self._store_reply(e))
-
-    def _store_reply(self, e):
-        if isinstance(e, store_mod.QuotaExceeded):
-            return reply(552, "5.2.2 mailbox full")
-        if isinstance(e, store_mod.StoreFull):
-            return reply(452, "4.3.1 insufficient system storage, try later")
-        return reply(451, "4.3.0 local storage error, try later")
-
-    def _finish(self):
-        self.in_data = False
-        self._hold_env()  # back in the command phase (close() releases it)
-        if self._fail is None and self._u.bad:
-            # RFC 5321 2.3.8: CR and LF only as CRLF. Refused, not repaired: see the module doc.
-            self._refuse(reply(554, "5.6.0 bare CR or LF in message text (RFC 5321 2.3.8)"))
-        if self._fail is None and self._fill:
-            self._write(self._omv[: self._fill])
-        r = self._fail
-        if r is None:
-            ds = self._ds
-            self._ds = None
-            try:
-                uids = groupcommit.commit_group(self.svc.store, ds)
-            except store_mod.StoreError as e:
-                log.warning("smtp %s commit failed, nothing stored: %r", self.peer, e)
-                r = self._store_reply(e)
-            else:
-                self.stored += 1
-                log.info("smtp %s stored %d octets from <%s> for %d recipient(s) in %s as %s", self.peer, self._got,
-                         self.sender, self.rcpts, ",".join(self.boxes), ",".join(uids))
-                r = reply(250, "2.0.0 stored as %s" % uids[0])
-        else:
-            log.info("smtp %s refused message from <%s>: %s", self.peer, self.sender, r.decode().strip())
-        self._abort()
-        self._reset()
-        self.reply = r
-
 
 _OK = b"250 2.0.0 OK\r\n"  # reply(250, "2.0.0 OK"), whole: the short text would be an interned name
 

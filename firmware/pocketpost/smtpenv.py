@@ -64,14 +64,13 @@ def _mail_args(arg):
 def _date():
     """RFC 5322 date-time in UTC for the Received header."""
     t = time.gmtime()
+    # The names cut from one literal each: a tuple of 7 or 12 short names is a heap object with
+    # an interned name per item.
+    d = t[6] * 3
+    m = t[1] * 3 - 3
     return "%s, %02d %s %d %02d:%02d:%02d +0000" % (
-        ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")[t[6]], t[2],
-        ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")[t[1] - 1],
+        "MonTueWedThuFriSatSun"[d : d + 3], t[2], "JanFebMarAprMayJunJulAugSepOctNovDec"[m : m + 3],
         t[0], t[3], t[4], t[5])
-
-
-def _hex(b):
-    return binascii.hexlify(b).decode()
 
 
 def _target(svc, name):
@@ -170,9 +169,8 @@ def cmd_mail(s, arg):
         return reply(503, "5.5.1 nested MAIL command")
     if s.mode == SUBMISSION and s.login is None:
         return reply(530, "5.7.0 authentication required")
-    if not arg[:5].upper() == b"FROM:":
-        return s._error(reply(501, "5.5.4 syntax: MAIL FROM:<address>"))
-    parsed = _mail_args(arg[5:])
+    # (One literal per reply: each copy of it would be an object of its own in the heap.)
+    parsed = _mail_args(arg[5:]) if arg[:5].upper() == b"FROM:" else None
     if parsed is None:
         return s._error(reply(501, "5.5.4 syntax: MAIL FROM:<address>"))
     path, params = parsed
@@ -212,9 +210,7 @@ def cmd_mail(s, arg):
 def cmd_rcpt(s, arg):
     if s.sender is None:
         return reply(503, "5.5.1 MAIL first")
-    if not arg[:3].upper() == b"TO:":
-        return s._error(reply(501, "5.5.4 syntax: RCPT TO:<address>"))
-    parsed = _mail_args(arg[3:])
+    parsed = _mail_args(arg[3:]) if arg[:3].upper() == b"TO:" else None
     if parsed is None:
         return s._error(reply(501, "5.5.4 syntax: RCPT TO:<address>"))
     path, params = parsed
@@ -252,7 +248,7 @@ def cmd_rcpt(s, arg):
 
 def cmd_data(s, arg):
     """The envelope's checks and the trace fields; the message itself begins in the session
-    (Session._begin_data), once this module has been handed back (GO_DATA)."""
+    (smtpdata.begin), once this module has been handed back (GO_DATA)."""
     if arg.strip():
         return s._error(reply(501, "5.5.4 DATA takes no argument"))
     if s.sender is None:
@@ -278,7 +274,7 @@ def _trace(s):
         comment = " (using TLS, authenticated user %s)" % user if user is not None else " (using TLS)"
     else:
         comment = " (authenticated user %s)" % user if user is not None else ""
-    rid = _hex(urandom(4)) + str(s.stored)
+    rid = binascii.hexlify(urandom(4)).decode() + str(s.stored)
     return ("Return-Path: <%s>\r\nReceived: from %s ([%s])\r\n\tby %s (pocketpost) with %s%s id %s%s;\r\n\t%s\r\n" % (
         s.sender, s.helo, _printable(s.peer.encode()), s.svc.hostname, with_,
         comment, rid,

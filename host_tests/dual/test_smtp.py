@@ -819,13 +819,52 @@ def test_envelope_code_held_outside_data_only():
     with_env(body)
 
 
+def test_message_code_held_in_data_only():
+    # smtpdata.py (the 354, the message text, the final reply) is loaded by a DATA that passed its
+    # checks, held while some session is in DATA (smtp.data_holds) and dropped when none is
+    # (MicroPython): a session in its command phase, the envelope's code loaded, keeps none of it.
+    import sys
+
+    mp = sys.implementation.name == "micropython"
+
+    def loaded():
+        return "pocketpost.smtpdata" in sys.modules
+
+    def body(e):
+        smtp.data_holds[0] = 0
+        a = e.session()
+        b = e.session()
+        r = a.send(b"EHLO x\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<alice@example.org>\r\n")
+        assert codes(r) == [250, 250, 250] and smtp.data_holds[0] == 0
+        if mp:
+            assert not loaded(), "command phase: no message code"
+        assert codes(a.send(b"DATA\r\n")) == [354] and smtp.data_holds[0] == 1 and (loaded() or not mp)
+        r = b.send(b"EHLO y\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        assert codes(r) == [250, 250, 250, 354] and smtp.data_holds[0] == 2
+        assert codes(a.send(b"one\r\n.\r\n")) == [250]
+        assert smtp.data_holds[0] == 1 and (loaded() or not mp)  # b is still in DATA: kept
+        b.s.close()  # dropped mid-DATA: its hold goes, nothing is stored
+        assert smtp.data_holds[0] == 0
+        if mp:
+            assert not loaded(), "no session in DATA: the message code is dropped"
+        assert codes(a.send(transaction(body=b"two\r\n"))) == [250, 250, 250, 354, 250]
+        assert smtp.data_holds[0] == 0 and (not loaded() or not mp)
+        a.s.close()
+        got = [strip_trace(m) for m in e.box("alice")]
+        assert got == [b"one\r\n", b"two\r\n"], got
+
+    with_env(body)
+
+
 def test_data_after_memory_error_making_the_unstuffer_is_accepted():
-    # The first DATA makes the session's block, then loads unstuffer.py (wire.DotUnstuffer: a cold
-    # load) for its un-stuffer. A MemoryError there answers that DATA 451 and stores nothing; the
-    # session must not be left with a block and no un-stuffer, refusing every later DATA.
+    # The first DATA loads unstuffer.py (wire.DotUnstuffer: a cold load) for the session's
+    # un-stuffer. A MemoryError there answers that DATA 451 and stores nothing; the session must
+    # not be left without an un-stuffer, refusing every later DATA.
     from pocketpost import unstuffer
 
     def body(e):
+        smtp.env_holds[0] = 0
+        smtp.data_holds[0] = 0
         c = e.session()
         real = unstuffer.DotUnstuffer
         calls = [0]
@@ -841,7 +880,33 @@ def test_data_after_memory_error_making_the_unstuffer_is_accepted():
             unstuffer.DotUnstuffer = real
         assert calls[0] == 1 and codes(r) == [250, 250, 250, 451], r
         assert not c.s.in_data and e.tmp_empty()
+        # back in the command phase: it holds the envelope's code again, and no message code
+        assert smtp.env_holds[0] == 1 and smtp.data_holds[0] == 0
         assert codes(c.send(transaction(body=b"two\r\n"))) == [250, 250, 250, 354, 250]
         assert [strip_trace(m) for m in e.box("alice")] == [b"two\r\n"]
 
     with_env(body)
+
+
+def test_received_date_names_every_weekday_and_month():
+    # smtpenv._date: RFC 5322 date-time in UTC (day and month names cut from one literal each).
+    from pocketpost import smtpenv
+
+    class Clock:
+        t = None
+
+        def gmtime(self):
+            return self.t
+
+    real = smtpenv.time
+    clock = Clock()
+    smtpenv.time = clock
+    try:
+        days = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+        months = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+        for i in range(12):
+            clock.t = (2026, i + 1, 9, 7, 5, 3, i % 7, 1)
+            want = "%s, 09 %s 2026 07:05:03 +0000" % (days[i % 7], months[i])
+            assert smtpenv._date() == want, (smtpenv._date(), want)
+    finally:
+        smtpenv.time = real
