@@ -455,14 +455,18 @@ def _rehome_all(box, k, away, more, rep):
         n += 1
         away.clear()
         more = False
-        for name, _ in compat.iter_files(box.p("b%d" % k)):  # (to its end: the listing is closed)
-            m = _parse_msg_name(name)
-            if m is None and _parse_msg_name(name, True) is None or m is not None and lo <= m[1] < lo + BUCKET:
-                continue  # (not a message, or at its path)
-            if len(away) < _DUPS:
-                away.append(name)
-            else:
-                more = True
+        try:
+            for name, _ in compat.iter_files(box.p("b%d" % k)):  # (to its end: the listing is closed)
+                m = _parse_msg_name(name)
+                if m is None and _parse_msg_name(name, True) is None or m is not None and lo <= m[1] < lo + BUCKET:
+                    continue  # (not a message, or at its path)
+                if len(away) < _DUPS:
+                    away.append(name)
+                else:
+                    more = True
+        except OSError:  # (the bucket unreadable now: the next lock's)
+            more = True
+            break
     if more:
         rep["retry"] = 1
 

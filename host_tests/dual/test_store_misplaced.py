@@ -416,3 +416,35 @@ def test_past_the_bound_of_listings_the_index_is_kept_and_the_next_lock_goes_on(
         _with(body, 160)
     finally:
         storescan._REHOME_PASSES = passes
+
+
+def test_a_bucket_unreadable_when_listed_again_is_left_for_the_next_lock():
+    # The second listing of b0 (for the files past the first 128) fails: the lock does not
+    # fail, the index is kept (every message listed), and the next lock moves the rest.
+    n = 2 * _B + 6
+
+    def body(root, st, uids, lines):
+        want = _many(st, uids, n)
+        for k in (1, 2):
+            for f in os.listdir(root + "/x/b%d" % k):
+                os.rename(root + "/x/b%d/%s" % (k, f), root + "/x/b0/" + f)
+        real = compat.iter_files
+
+        def failing(path):  # b0 once files have left it for b1: the listing again
+            if path.endswith("/b0") and os.listdir(root + "/x/b1"):
+                raise OSError(5)
+            return real(path)
+
+        store_mod.reboot()
+        st = Store(root)
+        compat.iter_files = failing
+        try:
+            mb = st.lock("x")
+        finally:
+            compat.iter_files = real
+        assert sorted(mb.uid(i) for i in range(mb.count)) == sorted(want)
+        mb.release()
+        got, order = _listing(st)
+        assert got == want, len(order)
+
+    _with(body, 160)
