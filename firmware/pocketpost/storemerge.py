@@ -49,6 +49,11 @@ def _parse_msg_name(name, loose=False):
     from before the wire form), _PLAIN, or _PLAIN | _STUFFED. loose: any spelling int() reads
     too (upper-case hex, leading zeros, ...: a hand copy, a restore tool), a file recovery
     renames to its path (storescan._rehome)."""
+    # ASCII only, before any int(): CPython's int() and isdigit() take other digits ("²", "٥"),
+    # "_", signs and spaces, MicroPython's do not; so both read the same names, and no name
+    # makes int() raise. (One strip over the name: a message name leaves "", no copy.)
+    if name.strip("0123456789abcdefABCDEF.p" if loose else "0123456789abcdef.p"):
+        return None
     parts = name.split(".")
     n = len(parts)
     if not 3 <= n <= 4 or len(parts[0]) != 8:
@@ -72,9 +77,8 @@ def _parse_msg_name(name, loose=False):
         return None
     if seq < 1 or arrival < 0 or seq > _MASK or arrival > _MASK:
         return None
-    if not loose and (name.strip("0123456789abcdef.p") or parts[1] < "1"
-                      or (parts[2] < "1" and parts[2] != "0")):
-        return None  # (a character _msg_name never writes, or a leading zero: comparisons, no copy)
+    if not loose and (parts[1] < "1" or (parts[2] < "1" and parts[2] != "0")):
+        return None  # (a leading zero, which _msg_name never writes: comparisons, no copy)
     return epoch, seq, arrival, flags, dots
 
 
@@ -89,7 +93,8 @@ def _file_rec(m, size):
 def parse_uid(uid):
     """(epoch, seq) of a UID "<8 hex digits>.<seq>" as the store makes them, or None."""
     parts = uid.split(".") if isinstance(uid, str) else ()
-    if len(parts) != 2 or len(parts[0]) != 8 or not parts[1].isdigit() or len(parts[1]) > 10:
+    # (ASCII digits only: CPython's isdigit() takes "²", which int() then refuses.)
+    if len(parts) != 2 or len(parts[0]) != 8 or not parts[1] or parts[1].strip("0123456789") or len(parts[1]) > 10:
         return None
     try:
         epoch = int(parts[0], 16)

@@ -34,6 +34,10 @@ _SIZE = const(0x3FFFFFFF)
 _DAMAGED = "damaged"  # in a mailbox: message files set aside by a scan, kept for export/inspection
 _ASIDE_COPIES = const(9)  # files of one name damaged/ takes (the first, then .2 ... .9)
 _DUPS = const(128)  # second files of a seq a walk holds per bucket (BUCKET: one per seq; the old bug's are rare)
+# Listings of one bucket a scan makes to move the files of other buckets' seqs out of it, _DUPS
+# names per listing (a whole restore put in one bucket: 1024 files); more are left with the
+# index as it is, for the next lock (see scan).
+_REHOME_PASSES = const(8)
 
 
 def recover(box, rep=None):
@@ -74,8 +78,9 @@ def recover(box, rep=None):
     _remove(box.p("commit.new"))
     moved = 0
     for r in box.unreadable:  # the scan then finds their records without a file
-        if compat.exists(box.msg_path(r[0], r[1], r[2], r[3], r[4])):
-            _set_aside(box, r, "unreadable by a session")
+        # (Not moved, damaged/ full of its name: it stays indexed, neither missing nor unreadable.)
+        if compat.exists(box.msg_path(r[0], r[1], r[2], r[3], r[4])) and _set_aside(box, r,
+                                                                                    "unreadable by a session"):
             moved += 1
     box.unreadable = []
     rep["unreadable"] += moved
@@ -174,11 +179,13 @@ def scan(box, rep, repair=True, force=False):
         return False
     if ("overflow" in rep or "retry" in rep) and hdr is not None and not force:
         # More second files in a bucket than a walk holds: which one a record names is not
-        # known for those, so a rewrite could give a client's UID to another message. Left
-        # as it is (nothing moved or renamed; the index's messages stay served), reported.
-        # (A damaged index, force, is rewritten anyway: a lock must never fail for good.)
-        # So is a file not moved to its bucket (_rehome: retry): a record's file may be that
-        # one, and a rewrite would drop it, or set aside another file of its seq.
+        # known for those, so a rewrite could give a client's UID to another message. The
+        # index is left as it is (the index's messages stay served, no second file renumbered;
+        # the first walk has moved files of other buckets or spellings to their paths already,
+        # _rehome, where a record finds its own), reported. (A damaged index, force, is
+        # rewritten anyway: a lock must never fail for good.) So is it when a file was not
+        # moved to its bucket (_rehome: retry; or past _REHOME_PASSES listings): a record's
+        # file may be that one, and a rewrite would drop it, or set aside another of its seq.
         if "retry" in rep:
             return False
         log.error("store %s: more than %d files with a seq already taken in a bucket: index left as it is, "
@@ -257,6 +264,7 @@ def _walk_gen(box, rep, act, hfloor, fresh, move):
             # bug may hold two): one keeps the seq, the others are renumbered below.
             dups = []
             away = []  # with move: files of another bucket's seq, moved once the listing is done
+            more = False  # more of them than `away` holds (_rehome_all lists the bucket again)
             try:
                 for name, size in compat.iter_files(box.p("b%d" % k)):
                     m = _parse_msg_name(name)
@@ -269,8 +277,10 @@ def _walk_gen(box, rep, act, hfloor, fresh, move):
                         if m is not None:
                             rep["recovered"] += 1
                             top = max(top, m[1])
-                            if move and len(away) < _DUPS:  # (more: the next recovery's)
+                            if move and len(away) < _DUPS:
                                 away.append(name)
+                            else:
+                                more = move
                         continue
                     if fresh is not None and m[1] >= fresh[2]:
                         continue  # (renumbered by this walk, yielded last)
@@ -290,8 +300,8 @@ def _walk_gen(box, rep, act, hfloor, fresh, move):
                 rep["broken"] = max(rep.get("broken", 0), hi)
                 if act:
                     log.warning("store %s: bucket b%d unreadable (%r): its messages are lost", box.path, k, e)
-            for name in away:
-                _rehome(box, k, name, rep)
+            if away:
+                _rehome_all(box, k, away, more, rep)
             while r is not None and r[1] < hi:
                 top = max(top, r[1])
                 last_old = r[1]
@@ -427,32 +437,71 @@ def _renumber(box, t, fresh, keeper, rep):
                 fresh[0], seq)
 
 
+def _rehome_all(box, k, away, more, rep):
+    """Move the files of other buckets' seqs found in bucket k (away: up to _DUPS names; more:
+    the listing found others) to their paths (_rehome). While there were more, the bucket is
+    listed again for the next _DUPS (each pass moves files out of it, so the listings end; at
+    most _REHOME_PASSES): every file is home before the rewrite's walk, which indexes only
+    files at their paths (so the first session lists every message). Any left unmoved: retry
+    (the index left as it is, see scan)."""
+    lo = k * BUCKET
+    n = 1
+    while True:
+        moved = 0
+        for name in away:
+            moved += _rehome(box, k, name, rep)
+        if not more or not moved or n == _REHOME_PASSES:
+            break
+        n += 1
+        away.clear()
+        more = False
+        try:
+            for name, _ in compat.iter_files(box.p("b%d" % k)):  # (to its end: the listing is closed)
+                m = _parse_msg_name(name)
+                if m is None and _parse_msg_name(name, True) is None or m is not None and lo <= m[1] < lo + BUCKET:
+                    continue  # (not a message, or at its path)
+                if len(away) < _DUPS:
+                    away.append(name)
+                else:
+                    more = True
+        except OSError:  # (the bucket unreadable now: the next lock's)
+            more = True
+            break
+    if more:
+        rep["retry"] = 1
+
+
 def _rehome(box, k, name, rep):
     """Move message file `name`, found in bucket k, to its path: its seq's bucket, under the name
     _msg_name spells (its UID kept; a second file of that seq there is renumbered by the
     rewrite's walk, as any). A file of that name there already: this is a second copy of it,
-    set aside to damaged/ under that name. Never over a file, never removed. One rename: a power
-    cut leaves it in one place or the other (littlefs finishes a move cut short), and the next
-    recovery moves it or finds it home."""
+    set aside to damaged/ as _set_aside does (_aside_path: never over a file set aside before;
+    with _ASIDE_COPIES there, left where it is). Never removed. One rename: a power cut leaves
+    it in one place or the other (littlefs finishes a move cut short), and the next recovery
+    moves it or finds it home. Returns 1 if it moved (home or to damaged/), else 0."""
     m = _parse_msg_name(name, True)
     t = _file_rec(m, 0)  # (its dots are then minus its LIST size: _msg_name spells them back)
     to = _msg_name(t[0], t[1], t[2], t[3], t[4])
     src = box.p("b%d" % k)
-    what = "left there (copies in its bucket and damaged/)"
-    for d in (box.bucket_dir(m[1]), box.p(_DAMAGED)):
-        dst = compat.join(d, to)
-        try:
-            # (`to` there but not listed: a filesystem that ignores case found this very file.)
-            if compat.exists(dst) and (d != src or _listed(d, to)):
-                continue
+    d = box.bucket_dir(m[1])
+    dst = compat.join(d, to)
+    what = "left there (a copy in its bucket, damaged/ full of its name)"
+    moved = 0
+    try:
+        # (`to` there but not listed: a filesystem that ignores case found this very file.)
+        if compat.exists(dst) and (d != src or _listed(d, to)):
+            dst = _aside_path(box, to)  # a copy of that file
+        else:
             compat.makedirs(d)
+        if dst is not None:
             compat.rename(compat.join(src, name), dst)
             what = "moved to " + dst
-        except OSError as e:  # left there, and the index as it is, for the next lock (see scan)
-            rep["retry"] = 1
-            what = "not moved (%r)" % (e,)
-        break
+            moved = 1
+    except OSError as e:  # left there, and the index as it is, for the next lock (see scan)
+        rep["retry"] = 1
+        what = "not moved (%r)" % (e,)
     log.warning("store %s: message file b%d/%s is not at its path: %s", box.path, k, name, what)
+    return moved
 
 
 def _listed(d, name):
@@ -469,21 +518,30 @@ def _set_aside(box, t, why, at=None):
     directory, its name) when it may not be at its seq's path (storecheck.deep_read's listing).
     Returns True if it moved."""
     d, name = at or (box.bucket_dir(t[1]), _msg_name(t[0], t[1], t[2], t[3], t[4]))
-    dst = box.p(_DAMAGED, name)
     try:
-        compat.makedirs(box.p(_DAMAGED))
-        n = 1
-        while compat.exists(dst):
-            n += 1
-            if n > _ASIDE_COPIES:
-                raise OSError("%d copies in %s/ already" % (_ASIDE_COPIES, _DAMAGED))
-            dst = box.p(_DAMAGED, "%s.%d" % (name, n))
+        dst = _aside_path(box, name)
+        if dst is None:
+            raise OSError("%d copies in %s/ already" % (_ASIDE_COPIES, _DAMAGED))
         compat.rename(compat.join(d, name), dst)
     except OSError as e:  # left in place: the next scan indexes it at the size it has
         log.warning("store %s: message %08x.%d damaged (%s), not moved: %r", box.path, t[0], t[1], why, e)
         return False
     log.warning("store %s: message %08x.%d damaged (%s): moved to %s", box.path, t[0], t[1], why, dst)
     return True
+
+
+def _aside_path(box, name):
+    """Where a file named `name` goes in damaged/: that name, or the first of name.2 ...
+    name.<_ASIDE_COPIES> not taken (a file set aside is never renamed over); None if all are."""
+    compat.makedirs(box.p(_DAMAGED))
+    dst = box.p(_DAMAGED, name)
+    n = 1
+    while compat.exists(dst):
+        n += 1
+        if n > _ASIDE_COPIES:
+            return None
+        dst = box.p(_DAMAGED, "%s.%d" % (name, n))
+    return dst
 
 
 def iter_kept(box, intent):

@@ -8,7 +8,9 @@ file that does not exist: listed, never readable. Now only the store's spelling 
 the first load and to merge(); another spelling makes the recovery rename the file to its
 path (one rename, logged; its UID kept; never over a file: a file of that name there is the
 same message, so this copy goes to damaged/). Store.check's deep read sets an unreadable file
-aside from where it is, not from its seq's path. test_store_misplaced.py's helpers are reused.
+aside from where it is, not from its seq's path. A name with other characters than ASCII digits
+(and hex letters in the epoch) is no message name, in any spelling, on either runtime.
+test_store_misplaced.py's helpers are reused.
 """
 
 import os
@@ -195,3 +197,43 @@ def test_a_filesystem_that_ignores_case_renames_it_not_sets_it_aside():
         store_mod.reboot()
         vfs.umount(at)
 
+
+
+# Names int() reads on one runtime only, or that make it raise: on CPython int() and isdigit()
+# take other digits ("²", Arabic-Indic "٥") and int() takes "_" between digits, signs and spaces;
+# MicroPython's take fewer ("1_0" and "+5" on both).
+_NOT_MESSAGES = ("%s.5.700.d\u00b2", "%s.1_0.700.p", "%s.\u0665.700.p", "%s.+5.700.p", "%s.6.70_0.p")
+
+
+def test_a_name_with_other_digits_is_no_message_on_either_runtime():
+    # "...d²" made int() raise on CPython (isdigit() let it through): every lock of the mailbox
+    # failed there; "1_0", "+5" were renamed to message names ("...10...", "...5...") by the
+    # recovery. Now only ASCII 0-9 (a-f, A-F in the epoch) make a message name: each file stays
+    # as it is, no message and no problem, on both runtimes; the mailbox locks.
+    def body(root, st, uids, lines):
+        epoch = uids[0].split(".")[0]
+        odd = [n % epoch for n in _NOT_MESSAGES]
+        for k, n in enumerate(odd):
+            _put(root, k % 2, n, b"not a message\r\n")
+        st = _start(root)
+        _once(st, _bodies(), uids)
+        for k, n in enumerate(odd):
+            assert n in os.listdir(root + "/x/b%d" % (k % 2)), n
+        assert st.check(deep=True)["problems"] == 0
+        assert not [ln for ln in lines if "not at its path" in ln or "rewritten" in ln], lines
+
+    _with(body)
+
+
+def test_a_restore_uid_with_other_digits_is_refused():
+    # begin(uid=...): "²" passed isdigit() on CPython, then int() raised ValueError.
+    def body(root, st, uids, lines):
+        for uid in ("0000abcd.\u00b2", "0000abcd.\u0665", "0000abcd.1_0", "0000abcd.+5", "0000abcd."):
+            try:
+                st.begin("x", 1, uid=uid)
+            except store_mod.StoreError as e:
+                assert "bad uid" in str(e), e
+            else:
+                raise AssertionError(uid)
+
+    _with(body)
