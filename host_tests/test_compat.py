@@ -18,7 +18,7 @@ def test_free_bytes_treats_a_wrapped_littlefs_count_as_full(monkeypatch, tmp_pat
     monkeypatch.setattr(compat.os, "statvfs", lambda path: WRAPPED)
     assert compat.free_bytes("/flash") == (0, 4096)
     st = store.Store(str(tmp_path / "mail"), quota=0, reserve=0)
-    assert groupcommit.flash_room(st) == 0  # SMTP's SIZE check at MAIL FROM refuses (452 4.3.1)
+    assert groupcommit.room(st) == 0  # SMTP's SIZE check at MAIL FROM refuses (452 4.3.1)
     monkeypatch.setattr(compat.os, "statvfs", lambda path: (4096, 4096, 96, 20, 20, 0, 0, 0, 0, 255))
     assert compat.free_bytes("/flash") == (20 * 4096, 4096)
 

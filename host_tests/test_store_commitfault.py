@@ -3,7 +3,7 @@ the real micropython binary on littlefs (VfsLfs2): no UID ever names two message
 
 Run by pytest (test_commit_faults below runs this file under micropython), or directly:
     MICROPYPATH=firmware:host_tests/dual .venv/bin/micropython -X heapsize=16M host_tests/test_store_commitfault.py
-The workload: message A is committed (Delivery.commit, or groupcommit.commit_group into two
+The workload: message A is committed (Delivery.commit, or groupcommit.commit into two
 mailboxes as SMTP does), a POP3 client lists the mailboxes (keeping what it saw: UID -> message),
 message B is committed into each, the client lists again. The flash's N-th program/erase
 operation, for every N:
@@ -132,10 +132,10 @@ def _send(st, case, names, data, arrival):
     from pocketpost import groupcommit
 
     if case == "group":
-        ds = groupcommit.begin_group(st, names, arrival)
+        ds = groupcommit.begin(st, names, arrival)
         for d in ds:
             d.write(data)
-        return groupcommit.commit_group(st, ds)
+        return groupcommit.commit(st, ds)
     d = st.begin(names[0], arrival)
     for k in range(0, len(data), 700):
         d.write(data[k : k + 700])

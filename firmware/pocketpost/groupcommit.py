@@ -2,7 +2,7 @@
 
 Used by the SMTP receiver ("250 after DATA means stored" for every recipient or for none).
 Built on Delivery: each mailbox gets its own temp file (littlefs has no hard links), written in
-the same pass. commit_group():
+the same pass. commit():
   1. ends, flushes and closes every temp file, checks quotas, makes the bucket directories;
   2. writes the intent record <root>/group.new ("<tmp> <final>" per copy, paths relative to
      the root, then "end"), flushes it and renames it to <root>/group: the commit point;
@@ -22,10 +22,13 @@ commit is made once, in store.py.
 from pocketpost import compat
 from pocketpost.storecore import StoreError, _os_error, _remove
 
-_GROUP = "group"  # the intent record's name in the store root (mailboxes are directories)
+# The intent record is "group" in the store root (mailboxes are directories), written as
+# "group.new" first; each a literal where used: a name of its own would be an interned one (as
+# would a helper's or an argument's: names here are the store's or built-in ones, so that an SMTP
+# session's first message interns few; docs/ARCHITECTURE.md).
 
 
-def begin_group(store, names, arrival=None):
+def begin(store, names, arrival=None):
     """Deliveries of one message into each mailbox of `names` (distinct). The free flash is
     shared: each copy may use its share of it. Raises StoreError (nothing begun) if one can't."""
     ds = []
@@ -43,17 +46,14 @@ def begin_group(store, names, arrival=None):
     return ds
 
 
-def _rel(root, path):
-    n = len(root) if root.endswith("/") else len(root) + 1
-    return path[n:]
-
-
-def commit_group(store, ds):
-    """Make every delivery of `ds` durable and visible, or none of them (see above). Returns the
-    UIDs in the same order. Raises StoreError when nothing was stored."""
+def commit(store, group):
+    """Make every delivery of `group` (begin's list) durable and visible, or none of them (see
+    above). Returns the UIDs in the same order. Raises StoreError when nothing was stored."""
+    ds = group
     root = store.root
-    intent = compat.join(root, _GROUP)
-    pending = intent + ".new"
+    intent = compat.join(root, "group")
+    pending = compat.join(root, "group.new")
+    rel = len(root) if root.endswith("/") else len(root) + 1  # paths in the intent: relative to root
     targets = []
     named = False  # the intent's rename was tried: it may be on flash
     try:
@@ -68,7 +68,7 @@ def commit_group(store, ds):
         f = open(pending, "w")
         try:
             for i in range(len(ds)):
-                f.write("%s %s\n" % (_rel(root, ds[i].tmp), _rel(root, targets[i][2])))
+                f.write("%s %s\n" % (ds[i].tmp[rel:], targets[i][2][rel:]))
             f.write("end\n")
             compat.sync_file(f)
         finally:
@@ -117,9 +117,9 @@ def commit_group(store, ds):
 
 def recover(root):
     """Finish a committed group (rename the temp files still in tmp/), forget an uncommitted one."""
-    intent = compat.join(root, _GROUP)
+    intent = compat.join(root, "group")
     try:
-        _remove(intent + ".new")
+        _remove(compat.join(root, "group.new"))
         if not compat.exists(intent):
             return
         f = open(intent)
@@ -143,17 +143,14 @@ def recover(root):
         raise _os_error(e)
 
 
-def flash_room(store):
-    """Bytes of free flash a new message may take in any mailbox now (the reserve and two blocks
-    kept, as Store.begin keeps them), -1 if unknown; for SMTP's SIZE check at MAIL FROM."""
-    free, bsize = store._free(store.root)
-    if free < 0:
-        return -1
-    return max(0, free - store.reserve - 2 * bsize)
-
-
-def room(store, name):
+def room(store, name=None):
     """Bytes a new message may take in mailbox `name` now (quota and free flash), -1 if unknown;
-    for SMTP's SIZE checks (RFC 1870)."""
+    for SMTP's SIZE checks (RFC 1870). Without a name: in any mailbox (the free flash, the
+    reserve and two blocks kept, as Store.begin keeps them), for the SIZE check at MAIL FROM."""
+    if name is None:
+        free, bsize = store._free(store.root)
+        if free < 0:
+            return -1
+        return max(0, free - store.reserve - 2 * bsize)
     store.usage(name)  # loads the mailbox, creating it if missing (as before)
     return store.room(name)[0]  # the room Store.begin keeps for a deletion commit

@@ -15,7 +15,7 @@ one reply. Before sending them it looks at what the session asked for:
     session.starttls   after sending, switch to TLS and drop buffered plaintext (RFC 3207 4.2)
     session.closing    after sending, close the connection
     session.in_data    after sending (the 354), the bytes that follow are message text: the shell
-                       hands everything it has to `data_in(buf, start, end)` -> bytes consumed,
+                       hands everything it has to `feed(buf, start, end)` -> bytes consumed,
                        until in_data is False; then `session.reply` is the final reply to send.
 
 AUTH is offered on the submission ports only. PLAIN and LOGIN send the password, so they need TLS
@@ -32,14 +32,21 @@ DATA streams (smtpdata.py, loaded for the message phase only): a strict wire.Dot
 CRLF.CRLF ends the text; a bare CR or LF anywhere makes the message refused with 554 5.6.0 once its
 end arrives: the SMTP-smuggling family cannot put a second message into this one or into any later
 hop) writes into a fixed buffer, which goes to one store.Delivery per distinct recipient mailbox
-(groupcommit.begin_group). At the end, groupcommit.commit_group makes every copy durable or none,
+(groupcommit.begin). At the end, groupcommit.commit makes every copy durable or none,
 and only then does the 250 go out: "250 means stored". A message over the size limit, a full flash
 or a quota is refused for every recipient (552 5.3.4 / 452 4.3.1 / 552 5.2.2); a drop, RSET or
 timeout before the final dot stores nothing (`close()` aborts). Trace headers (RFC 5321 4.4:
 Return-Path, Received with TLS state and authenticated user) are written first.
 
-Commands dispatch from one table; a command out of sequence gets 503, an unknown one 500; nothing
-raises. After _MAX_BAD_COMMANDS errors the session is closed with 421.
+Commands dispatch from one table (COMMANDS); a command out of sequence gets 503, an unknown one
+500; nothing raises. After _MAX_BAD_COMMANDS errors the session is closed with 421.
+
+Names: every name in a loaded module's table is interned for good (docs/ARCHITECTURE.md, "what
+costs an interned name"), so the session's attributes, methods and arguments here and in smtpenv,
+smtpdata and smtpauth are names MicroPython has built in (step, data, headers, group, reason, fill,
+text, ...) or ones the listening POP3 server has already interned (out, omv, user, mailboxes,
+total, abort, ...): a board running POP3 and SMTP receives its first message without the 7.1 KB
+pool a 621st name would allocate (host_tests/test_smtp_names.py).
 """
 
 from pocketpost import log
@@ -55,23 +62,23 @@ _MAX_BAD_COMMANDS = const(20)
 _MAX_BATCH = const(32)
 # Characters of the HELO name and of a login name copied into a Received header or a log line.
 _MAX_TRACE_NAME = const(64)
+# smtpenv.data's answer when the envelope is complete (an int: never a reply, replies are bytes): the
+# session hands the envelope's code back, then loads the message phase's code (smtpdata.py), which
+# makes the message's deliveries and buffers (smtpdata.begin) and answers the 354 itself, so the
+# two are never in the heap together. smtpenv.py keeps a copy.
+_GO_DATA = const(354)
 
 MX = "mx"  # port 25 style: mail for local addresses, no AUTH needed
 SUBMISSION = "submission"  # RFC 6409: AUTH required before MAIL
 
-# The envelope's code (smtpenv.py: EHLO, MAIL, RCPT, DATA's start, STARTTLS, AUTH's checks, VRFY,
-# HELP), loaded while some session is in its command phase and dropped while every session is
-# in DATA or gone: a message being received keeps none of it.
-env_holds = [0]  # sessions in their command phase (Session._env)
-# smtpenv.cmd_data's answer when the envelope is complete: the session hands the envelope's code
-# back, then loads the message phase's code (smtpdata.py), which makes the message's deliveries
-# and buffers (smtpdata.begin), so the two are never in the heap together.
-GO_DATA = b"go-data"
-# The message phase's code (smtpdata.py: the 354, data_in, the final reply), loaded by a DATA that
+# The envelope's code (smtpenv.py: EHLO, MAIL, RCPT, DATA's start, STARTTLS, AUTH's checks),
+# loaded while some session is in its command phase and dropped while every session is in DATA
+# or gone: a message being received keeps none of it.
+env_holds = [0]  # sessions in their command phase (Session.loaded)
+# The message phase's code (smtpdata.py: the 354, feed, the final reply), loaded by a DATA that
 # passed its checks and dropped when no session is in DATA: a session in its command phase keeps
 # none of it.
-data_holds = [0]  # sessions in DATA (Session._d)
-
+data_holds = [0]  # sessions in DATA (Session.data)
 
 
 def reply(code, text):
@@ -80,7 +87,7 @@ def reply(code, text):
     return b"%d %s\r\n" % (code, text.encode())
 
 
-def _printable(b, n=_MAX_TRACE_NAME):
+def text(b, n=_MAX_TRACE_NAME):
     """Peer-given bytes made safe for a header or a log line: printable ASCII, no parentheses."""
     out = bytearray()
     for c in bytes(b[:n]):
@@ -89,30 +96,29 @@ def _printable(b, n=_MAX_TRACE_NAME):
 
 
 class Service:
-    """What every SMTP session of one server shares: the address map, the store, the limits and
-    the POP3 server's password checker and failed-login throttle (pop3server.Service: the same
-    users, hashes and delays as POP3)."""
+    """What every SMTP session of one server shares: the address map, the store, the limits (cfg:
+    the config's "smtp" section) and the POP3 server's password checker and failed-login throttle
+    (pop3server.Service: the same users, hashes and delays as POP3)."""
 
-    def __init__(self, smtp_cfg, users, store, logins, tls_available=False, hostname="pocketpost"):
-        self.cfg = smtp_cfg
+    def __init__(self, cfg, users, store, logins, tls_available=False, hostname="pocketpost"):
+        self.cfg = cfg
         self.users = users
         self.store = store
         self.logins = logins
         self.tls_available = tls_available
         self.hostname = hostname
-        self.domains = [d.lower() for d in smtp_cfg["domains"]]
+        self.domains = [d.lower() for d in cfg["domains"]]
         self.aliases = {}
-        for k in smtp_cfg["aliases"]:
-            self.aliases[k.lower()] = smtp_cfg["aliases"][k]
+        for k in cfg["aliases"]:
+            self.aliases[k.lower()] = cfg["aliases"][k]
         self.catch_all = {}
-        for k in smtp_cfg["catch_all"]:
-            self.catch_all[k.lower()] = smtp_cfg["catch_all"][k]
-        self.subaddress = smtp_cfg["subaddress"]
-        self.max_size = smtp_cfg["max_message_size"]
-        self.max_recipients = smtp_cfg["max_recipients"]
-        self.max_mailboxes = smtp_cfg["max_mailboxes"]
-        self.max_failures = smtp_cfg["max_auth_failures"]
-        self.block_size = smtp_cfg["block_size"]
+        for k in cfg["catch_all"]:
+            self.catch_all[k.lower()] = cfg["catch_all"][k]
+        self.subaddress = cfg["subaddress"]
+        # (max_message_size, max_recipients and max_mailboxes are read from cfg where used: a
+        # key of more than 10 characters is not an interned name, an attribute would be.)
+        self.max_failures = cfg["max_auth_failures"]
+        self.block_size = cfg["block_size"]
 
 
 class Session:
@@ -129,14 +135,14 @@ class Session:
     bad = 0  # syntax errors and unknown commands so far
     stored = 0  # messages stored in this session
     passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
-    _auth = None  # SASL exchange in progress: "plain", "login-user", "login-pass", "scram-*"
-    _auth_user = None
-    _mech = None  # the AUTH mechanism under way, for the log
+    step = None  # SASL exchange in progress: "plain", LOGIN's "user" and "password", "scram" (smtpauth)
+    user = None  # AUTH LOGIN's user name, between its two steps
+    method = None  # the AUTH mechanism under way, for the log
     _scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
     _check = None  # an auth.LoginCheck under way (see resume)
     _check_name = None
-    _hdr = None  # the trace fields, from DATA's checks (smtpenv.cmd_data) to smtpdata.begin
-    _d = None  # smtpdata.py while this session is in DATA (data_holds)
+    headers = None  # the trace fields, from DATA's checks (smtpenv.data) to smtpdata.begin
+    data = None  # smtpdata.py while this session is in DATA (data_holds)
 
     def __init__(self, service, peer="?", mode=MX, tls_active=False):
         self.svc = service
@@ -146,30 +152,30 @@ class Session:
         # DATA's output block, made with the session: made at the first DATA it was the one
         # contiguous 1 KB that moment asks for, and that moment (smtpenv.py just dropped, store.py
         # loaded by the first Delivery, the fetcher running) is where bench_heap c runs out.
-        self._out = bytearray(service.block_size)
-        self._omv = memoryview(self._out)
-        self._u = None
-        self._reset()
-        self._env = True  # in the command phase: holds the envelope code (env_holds)
+        self.out = bytearray(service.block_size)
+        self.omv = memoryview(self.out)
+        self.unstuffer = None  # smtpdata.begin makes it (a strict wire.DotUnstuffer)
+        self.reset()
+        self.loaded = True  # in the command phase: holds the envelope's code (env_holds)
         env_holds[0] += 1
         # Submission before AUTH holds the login code (smtpauth.py, auth.py, scram.py:
         # pop3server.Service.hold) until logged in or closed; port 25 never logs in. Last: a
         # constructor that fails before it holds nothing.
-        self._held = self._auth_offered()
+        self._held = self.auth()
         if self._held:
             service.logins.hold()
 
-    def _reset(self):
+    def reset(self):
         """Forget the mail transaction (RSET, EHLO, after DATA, STARTTLS)."""
         self.sender = None
         self.size = 0  # the SIZE= the sender declared (0: none)
-        self.rcpts = 0
-        self.first_rcpt = None
-        self.boxes = []
-        self._ds = None  # store.Delivery per mailbox while DATA runs
-        self._fail = None  # the reply once DATA ends, when the message is being refused
-        self._fill = 0
-        self._got = 0
+        self.count = 0  # recipients accepted (RCPT)
+        self.dest = None  # the first recipient (Received's "for <...>" when it is the only one)
+        self.mailboxes = []  # the distinct mailboxes the recipients deliver to
+        self.group = None  # the store.Delivery per mailbox while DATA runs (groupcommit.begin)
+        self.reason = None  # the reply once DATA ends, when the message is being refused
+        self.fill = 0  # octets in the output block
+        self.total = 0  # message octets received
 
     # -- entry points ----------------------------------------------------------------------
     def greeting(self):
@@ -183,25 +189,30 @@ class Session:
         self.starttls = False
         if self.closing:
             return reply(421, "4.7.0 closing")
-        if self._auth is not None:
+        if self.step is not None:
             from pocketpost import smtpauth
 
             return smtpauth.step(self, bytes(line))
         sp = line.find(b" ")
         kw = bytes(line if sp < 0 else line[:sp]).upper()
         arg = b"" if sp < 0 else bytes(line[sp + 1 :])
-        fn = _TABLE.get(kw)
-        name = _ENV.get(kw) if fn is None else None
-        if fn is None and name is None:
-            return self._error(reply(500, "5.5.2 command not recognized"))
+        name = COMMANDS.get(kw)
+        if name is None:
+            return self.error(reply(500, "5.5.2 command not recognized"))
+        if not isinstance(name, str):
+            return name  # a fixed reply
         try:
-            if name is None:
-                return fn(self, arg)
-            r = self._envelope(name, arg)
-            # DATA: the envelope's code is not needed until the message ends. Equal, not "is": a
-            # copy of smtp.py loaded again after a drop has a GO_DATA of its own.
-            if r == GO_DATA:
-                self._unenv()
+            if not name:  # RSET or QUIT
+                self.abort()
+                self.reset()
+                if kw == b"RSET":
+                    return b"250 2.0.0 OK\r\n"
+                self.closing = True
+                return reply(221, "2.0.0 %s closing" % self.svc.hostname)
+            r = self.run(name, arg)
+            # DATA: the envelope's code is not needed until the message ends.
+            if r == _GO_DATA:
+                self.release()
                 if IS_MICROPYTHON:
                     # The envelope's code freed now, so that the message phase's code, the
                     # deliveries (store.py at the first), their files and the block take its room
@@ -213,15 +224,15 @@ class Session:
                 from pocketpost import smtpdata
 
                 data_holds[0] += 1
-                self._d = smtpdata
+                self.data = smtpdata
                 r = smtpdata.begin(self)
             return r
         except Exception as e:  # store trouble: one reply, never a dead session
             log.error("smtp %s %s: %s %r", self.peer, kw, type(e).__name__, e)
-            self._abort()
-            self._reset()
-            self._undata()
-            self._hold_env()  # still in the command phase
+            self.abort()
+            self.reset()
+            self.forget()
+            self.hold()  # still in the command phase
             return reply(451, "4.3.0 local error, try again later")
 
     @property
@@ -241,13 +252,13 @@ class Session:
     def handle_bad(self, kind):
         self.delay = 0
         self.starttls = False
-        if self._auth is not None:
-            self._auth = None
+        if self.step is not None:
+            self.step = None
             self._scram = None
             return reply(501, "5.5.2 bad AUTH response")
         if kind == OVERLONG:
-            return self._error(reply(500, "5.5.2 line too long"))
-        return self._error(reply(500, "5.5.2 invalid octet in command"))
+            return self.error(reply(500, "5.5.2 line too long"))
+        return self.error(reply(500, "5.5.2 invalid octet in command"))
 
     def close(self):
         """The connection ended (QUIT, drop, timeout, error): a message not yet answered with 250
@@ -255,23 +266,37 @@ class Session:
         self._check = None
         self._scram = None
         self._unhold()
-        self._unenv()
-        self._undata()
-        self._abort()
-        self._reset()
+        self.release()
+        self.forget()
+        self.abort()
+        self.reset()
         self.in_data = False
 
+    def run(self, name, arg):
+        """An envelope command (smtpenv.py): no reference to the module outlives the call."""
+        from pocketpost import smtpenv
+
+        return getattr(smtpenv, name)(self, arg)
+
+    def feed(self, src, start, end):
+        """Message text src[start:end] (any chunking) -> bytes consumed (smtpdata.feed). When
+        the terminating CRLF.CRLF has been consumed, in_data turns False and `reply` holds the
+        final reply."""
+        return self.data.feed(self, src, start, end)  # type: ignore[attr-defined]  # smtpdata while in DATA
+
     # -- helpers -----------------------------------------------------------------------------
-    def _error(self, r):
+    def error(self, r):
+        """A syntax error or unknown command: r, or 421 once there were too many."""
         self.bad += 1
         if self.bad >= _MAX_BAD_COMMANDS:
             self.closing = True
             return reply(421, "4.7.0 too many errors, closing")
         return r
 
-    def _abort(self):
-        ds = self._ds
-        self._ds = None
+    def abort(self):
+        """Throw away the message being received (its deliveries), if any."""
+        ds = self.group
+        self.group = None
         if ds:
             for d in ds:
                 d.abort()
@@ -281,80 +306,57 @@ class Session:
             self._held = False
             self.svc.logins.release()
 
-    def _envelope(self, name, arg):
-        """An envelope command (smtpenv.py): no reference to the module outlives
-        the call."""
-        from pocketpost import smtpenv
-
-        return getattr(smtpenv, name)(self, arg)
-
-    def data_in(self, src, start, end):
-        """Message text src[start:end] (any chunking) -> bytes consumed (smtpdata.data_in). When
-        the terminating CRLF.CRLF has been consumed, in_data turns False and `reply` holds the
-        final reply."""
-        return self._d.data_in(self, src, start, end)  # type: ignore[attr-defined]  # smtpdata while in DATA
-
-    def _undata(self):
-        if self._d is not None:
-            self._d = None
+    def forget(self):
+        """Out of DATA: smtpdata.py no longer held by this session (data_holds)."""
+        if self.data is not None:
+            self.data = None
             release_cold(data_holds, ("smtpdata",))  # imported again by the next DATA
 
-    def _hold_env(self):
-        if not self._env:
-            self._env = True
+    def hold(self):
+        """Back in the command phase: smtpenv.py held again (env_holds)."""
+        if not self.loaded:
+            self.loaded = True
             env_holds[0] += 1
 
-    def _unenv(self):
-        if self._env:
-            self._env = False
+    def release(self):
+        """Out of the command phase (DATA, the end): smtpenv.py no longer held (env_holds)."""
+        if self.loaded:
+            self.loaded = False
             release_cold(env_holds, ("smtpenv",))  # imported again by the next envelope command
 
-    def _auth_offered(self):
+    def auth(self):
+        """AUTH is offered: a submission port with a login service."""
         return self.mode == SUBMISSION and self.svc.logins is not None
 
-    def _plain_allowed(self):
+    def _plain(self):
         """PLAIN and LOGIN (the password crosses): with TLS, or where the policy allows it."""
         lg = self.svc.logins
-        if not self._auth_offered():
+        if not self.auth():
             return False
-        p = lg.policy
-        return self.tls_active or p == "always" or (p == "local" and lg.trusted(self.peer))
+        p = lg.policy  # "never", "local" or "always" (serverconf; a tuple's strings are not interned names)
+        return self.tls_active or p not in ("never", "local") or (p == "local" and lg.trusted(self.peer))
 
-    def cmd_rset(self, arg):
-        self._abort()
-        self._reset()
-        return _OK
 
-    def cmd_noop(self, arg):
-        return _OK
-
-    def cmd_quit(self, arg):
-        self._abort()
-        self._reset()
-        self.closing = True
-        return reply(221, "2.0.0 %s closing" % self.svc.hostname)
-
-_OK = b"250 2.0.0 OK\r\n"  # reply(250, "2.0.0 OK"), whole: the short text would be an interned name
-
-_TABLE = {
-    b"RSET": Session.cmd_rset,
-    b"NOOP": Session.cmd_noop,
-    b"QUIT": Session.cmd_quit,
-}
-_ENV = {  # the envelope's commands: their names in smtpenv.py
-    b"EHLO": "cmd_ehlo",
-    b"HELO": "cmd_helo",
-    b"STARTTLS": "cmd_starttls",
-    b"AUTH": "cmd_auth",
-    b"MAIL": "cmd_mail",
-    b"RCPT": "cmd_rcpt",
-    b"DATA": "cmd_data",
-    b"VRFY": "cmd_vrfy",
-    b"HELP": "cmd_help",
+# The commands: the name of an envelope command's function in smtpenv.py, "" for RSET and QUIT
+# (Session.handle's own), or a fixed reply. Bytes keys and long literals: no interned names.
+COMMANDS = {
+    b"RSET": "",
+    b"QUIT": "",
+    b"EHLO": "ehlo",
+    b"HELO": "helo",
+    b"STARTTLS": "starttls",
+    b"AUTH": "auth",
+    b"MAIL": "mail",
+    b"RCPT": "rcpt",
+    b"DATA": "data",
+    b"NOOP": b"250 2.0.0 OK\r\n",
+    # RFC 5321 3.5.3: 252 when we will not confirm (no user enumeration).
+    b"VRFY": b"252 2.5.0 cannot VRFY user, but will accept message and attempt delivery\r\n",
+    b"HELP": b"214 2.0.0 see RFC 5321\r\n",
 }
 
 
-def pump(session, lines):
+def pump(session, reader):
     """Run what a wire.LineReader holds through the session (commands, and message text while
     in_data) -> the replies to send, in order (RFC 2920: a pipelined batch is answered as one
     write). Stops early after a reply that asks the shell to act: delay (sleep before sending
@@ -364,16 +366,16 @@ def pump(session, lines):
     out = []
     while True:
         if session.in_data:
-            s = lines.start  # the reader's public buf[start:end]: no tuple per chunk
-            e = lines.end
+            s = reader.start  # the reader's public buf[start:end]: no tuple per chunk
+            e = reader.end
             if s == e:
                 break
-            lines.consume(session.data_in(lines.buf, s, e))
+            reader.consume(session.feed(reader.buf, s, e))
             if not session.in_data:
                 out.append(session.reply)
                 session.reply = None
             continue
-        line = lines.next_line()
+        line = reader.next_line()
         if line is None:
             break
         r = session.handle_bad(line) if isinstance(line, int) else session.handle(line)

@@ -4,13 +4,15 @@ smtp.Session, offered on the submission ports only.
 Loaded only while a submission session is before its AUTH, like auth.py and scram.py
 (pop3server.LOGIN_MODULES: Service.hold/release drop them when no session can log in), so a
 receiver whose sessions are on port 25 or logged in keeps none of this code in its heap
-(docs/FIGURES.md "Server heap"). smtp.Session.cmd_auth makes the cheap checks and calls
+(docs/FIGURES.md "Server heap"). smtpenv.auth makes the cheap checks and calls
 start(); handle() passes SASL continuation lines to step(); resume() finishes a password check.
+Names (functions, arguments, the SASL steps' strings) are built-in ones or the POP3 server's: see
+smtp.py's module doc.
 """
 
 from pocketpost import log, loginsvc
 from pocketpost.compat import const, ticks_diff, ticks_ms
-from pocketpost.smtp import _printable, reply
+from pocketpost.smtp import reply, text
 
 _LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
 
@@ -18,59 +20,71 @@ _LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
 def start(s, arg):
     parts = [p for p in arg.split(b" ") if p]
     if not parts or len(parts) > 2:
-        return s._error(reply(501, "5.5.4 AUTH mechanism [initial-response]"))
+        return s.error(reply(501, "5.5.4 AUTH mechanism [initial-response]"))
     mech = parts[0].upper()
     initial = parts[1] if len(parts) > 1 else None
-    s._mech = mech
+    s.method = mech
     if mech == b"SCRAM-SHA-256":  # the password never crosses: allowed without TLS
         from pocketpost import scram  # only when a peer uses SCRAM: its code costs heap
 
         s._scram = scram.ServerLogin(s.svc.logins)
         if initial is None:
-            s._auth = "scram"
+            s.step = "scram"
             return b"334 \r\n"
-        return _scram_step(s, initial)
+        return _scram(s, initial)
     if mech != b"PLAIN" and mech != b"LOGIN":
         return reply(504, "5.5.4 unrecognized authentication type")
-    if not s._plain_allowed():
+    if not s._plain():
         return reply(538, "5.7.11 encryption required for this mechanism: use STARTTLS or SCRAM-SHA-256")
     if mech == b"PLAIN":
         if initial is None:
-            s._auth = "plain"
+            s.step = "plain"
             return b"334 \r\n"
         return _plain(s, initial)
-    if mech == b"LOGIN":
-        if initial is None:
-            from pocketpost import auth
-
-            s._auth = "login-user"
-            return b"334 VXNlcm5hbWU6\r\n"  # "Username:" (auth.py: the LOGIN prompts)
-        return _login_user(s, initial)
+    if initial is None:  # LOGIN
+        s.step = "user"
+        return b"334 VXNlcm5hbWU6\r\n"  # "Username:" (auth.py: the LOGIN prompts)
+    return step(s, initial, "user")
 
 
-def step(s, line):
-    step = s._auth
-    s._auth = None
-    if line == b"*":
-        s._scram = None
-        return reply(501, "5.0.0 authentication cancelled")
+def step(s, line, step=None):
+    """A SASL continuation line; the step under way is s.step ("scram", "plain", or LOGIN's
+    "user" and "password": what the line holds), or `step` for LOGIN's initial response."""
+    if step is None:  # a continuation line: "*" cancels (RFC 4954 4)
+        step = s.step
+        if line == b"*":
+            s.step = None
+            s._scram = None
+            return reply(501, "5.0.0 authentication cancelled")
+    s.step = None
     if step == "scram":
-        return _scram_step(s, line)
+        return _scram(s, line)
     if step == "plain":
         return _plain(s, line)
-    if step == "login-user":
-        return _login_user(s, line)
-    return _login_pass(s, line)
+    if step == "user":  # LOGIN: the user name, then the password is asked for
+        raw = decode(line)
+        try:
+            s.user = None if raw is None else raw.decode()
+        except UnicodeError:
+            s.user = None
+        s.step = "password"
+        return b"334 UGFzc3dvcmQ6\r\n"  # "Password:"
+    name = s.user  # LOGIN: the password
+    s.user = None
+    password = decode(line)
+    if name is None or password is None:
+        return verify(s, "", b"", True)
+    return verify(s, name, password, False)
 
 
 def _plain(s, blob):
     from pocketpost import auth
 
-    name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
-    return _verify(s, name, pw, fail)
+    name, password, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
+    return verify(s, name, password, fail)
 
 
-def _b64(s, blob):
+def decode(blob):
     """auth.b64decode, None for malformed base64 (LOGIN still asks for the password)."""
     from pocketpost import auth
 
@@ -80,58 +94,38 @@ def _b64(s, blob):
         return None
 
 
-def _login_user(s, blob):
-    raw = _b64(s, blob)
-    try:
-        s._auth_user = None if raw is None else raw.decode()
-    except UnicodeError:
-        s._auth_user = None
-    s._auth = "login-pass"
-    from pocketpost import auth
-
-    return b"334 UGFzc3dvcmQ6\r\n"  # "Password:"
-
-
-def _login_pass(s, blob):
-    name = s._auth_user
-    s._auth_user = None
-    pw = _b64(s, blob)
-    if name is None or pw is None:
-        return _verify(s, "", b"", True)
-    return _verify(s, name, pw, False)
-
-
 # -- SCRAM-SHA-256: scram.ServerLogin does the work (the POP3 server's glue too); no hash
 # runs here (the client did the PBKDF2), so each step answers at once. A failure at any step
-# is a failed AUTH like any other (_auth_result: delay, throttle, max failures).
-def _scram_step(s, blob):
+# is a failed AUTH like any other (login: delay, throttle, max failures).
+def _scram(s, blob):
     """server-first, then server-final as a challenge (RFC 4954 section 4), then the result."""
     x = s._scram
     msg = x.step(blob)
     if msg is not None:
-        s._auth = "scram"
+        s.step = "scram"
         return b"334 " + msg + b"\r\n"
     s._scram = None
-    return _auth_result(s, x.name, x.user)
+    return login(s, x.name, x.user)
 
 
-def _verify(s, name, pw, fail):
+def verify(s, name, password, fail):
     """Start the password check (always paid, also when the answer is already "failed");
     handle() answers None and resume() finishes it."""
     from pocketpost import auth
 
-    s._check = auth.LoginCheck(s.svc.logins, name, pw, fail)
+    s._check = auth.LoginCheck(s.svc.logins, name, password, fail)
     s._check_name = name
     return None
 
 
-def _auth_result(s, name, u):
+def login(s, name, u):
+    """The AUTH's outcome: logged in as name (u, the user's record, not None), or failed."""
     lg = s.svc.logins
     if u is None:
         s.failures += 1
         s.delay = loginsvc.fail(lg, s.peer)
-        log.info("smtp %s AUTH failed user=%s method=%s failures=%d", s.peer, _printable(name.encode()),
-                 _printable(s._mech or b"?"), s.failures)
+        log.info("smtp %s AUTH failed user=%s method=%s failures=%d", s.peer, text(name.encode()),
+                 text(s.method or b"?"), s.failures)
         if s.failures >= s.svc.max_failures:
             s.closing = True
             return reply(421, "4.7.0 too many authentication failures, closing")
@@ -140,7 +134,7 @@ def _auth_result(s, name, u):
     s.login = name
     s.passed = True
     s._unhold()  # no AUTH after this one
-    log.info("smtp %s AUTH user=%s method=%s tls=%d", s.peer, name, _printable(s._mech or b"?"),
+    log.info("smtp %s AUTH user=%s method=%s tls=%d", s.peer, name, text(s.method or b"?"),
              int(s.tls_active))
     return reply(235, "2.7.0 authentication successful")
 
@@ -160,4 +154,4 @@ def resume(s):
     name = s._check_name
     if w.new_hash is not None:
         loginsvc.rehashed(lg, name, w.new_hash)
-    return _auth_result(s, name, w.user if w.ok else None)
+    return login(s, name, w.user if w.ok else None)

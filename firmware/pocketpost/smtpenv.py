@@ -1,5 +1,7 @@
 """The SMTP session's envelope (RFC 5321 EHLO/HELO, MAIL, RCPT, DATA's start, STARTTLS 3207, AUTH
-4954's checks, VRFY, HELP): functions of an smtp.Session, dispatched by Session.handle.
+4954's checks): functions of an smtp.Session, dispatched by Session.handle (smtp.COMMANDS: each
+function is named after its command; the other names here are built-in ones or the POP3
+server's, see smtp.py's module doc).
 
 Loaded while some SMTP session is in its command phase and dropped when every session is in
 DATA or gone (smtp.env_holds; compat.release_cold): a message being received
@@ -11,9 +13,9 @@ import binascii
 import time
 
 from pocketpost import groupcommit
-from pocketpost import storecore as store_mod  # valid_name: store.py (Delivery) loads at DATA
+from pocketpost import storecore  # valid_name: store.py (Delivery) loads at DATA
 from pocketpost.compat import const, urandom
-from pocketpost.smtp import GO_DATA, SUBMISSION, _printable, reply
+from pocketpost.smtp import SUBMISSION, reply, text
 
 # RFC 5321 4.5.3.1.3: a reverse-path or forward-path is at most 256 octets.
 _MAX_PATH = const(256)
@@ -23,11 +25,14 @@ _MAX_DOMAIN = const(255)
 # SIZE= values longer than this are refused before int() (RFC 1870: a decimal number).
 _MAX_SIZE_DIGITS = const(10)
 
+# data's answer when the envelope is complete: smtp.py's _GO_DATA (a private copy).
+_GO_DATA = const(354)
 
-def _parse_path(b, allow_null):
+
+def parse(b):
     """b"<user@domain>" (optionally with an RFC 5321 source route) -> "user@domain" as sent (a
     local part is case-sensitive: matching lower-cases it, the Return-Path keeps it), "" for the
-    null path, or None for bad syntax."""
+    null path (only MAIL accepts it), or None for bad syntax."""
     if len(b) < 2 or b[0] != 60 or b[-1] != 62:  # "<" ">"
         return None
     a = b[1:-1]
@@ -39,7 +44,7 @@ def _parse_path(b, allow_null):
             return None
         a = a[k + 1 :]
     if not a:
-        return "" if allow_null else None
+        return ""
     for c in a:
         if c <= 32 or c >= 127 or c in (60, 62):
             return None
@@ -49,7 +54,7 @@ def _parse_path(b, allow_null):
     return a.decode()
 
 
-def _mail_args(arg):
+def args(arg):
     """The text after "MAIL FROM:" / "RCPT TO:" -> (path bytes, [param bytes]) or None."""
     arg = arg.strip()
     if not arg.startswith(b"<"):
@@ -61,32 +66,21 @@ def _mail_args(arg):
     return arg[: k + 1], params
 
 
-def _date():
-    """RFC 5322 date-time in UTC for the Received header."""
-    t = time.gmtime()
-    # The names cut from one literal each: a tuple of 7 or 12 short names is a heap object with
-    # an interned name per item.
-    d = t[6] * 3
-    m = t[1] * 3 - 3
-    return "%s, %02d %s %d %02d:%02d:%02d +0000" % (
-        "MonTueWedThuFriSatSun"[d : d + 3], t[2], "JanFebMarAprMayJunJulAugSepOctNovDec"[m : m + 3],
-        t[0], t[3], t[4], t[5])
-
-
-def _target(svc, name):
+def target(svc, name):
+    """An alias's or catch-all's target (a user or a mailbox) -> its mailbox, or None."""
     u = svc.users.get(name)
     if u is not None:
         return u["mailbox"]
-    return name if store_mod.valid_name(name) else None
+    return name if storecore.valid_name(name) else None
 
 
-def _resolve(svc, addr):
+def mailbox(svc, path):
     """A lower-cased "local@domain" -> the mailbox it delivers to, or None. Looks up, in
     order: the full address in aliases, the local part in aliases, a user of that name; then
     the same without a "+tag" (subaddressing); then the domain's catch-all."""
-    at = addr.rfind("@")
-    local = addr[:at]
-    domain = addr[at + 1 :]
+    at = path.rfind("@")
+    local = path[:at]
+    domain = path[at + 1 :]
     if domain not in svc.domains:
         return None
     sep = svc.subaddress
@@ -95,61 +89,56 @@ def _resolve(svc, addr):
             continue
         t = svc.aliases.get(lp + "@" + domain) or svc.aliases.get(lp)
         if t is not None:
-            return _target(svc, t)
+            return target(svc, t)
         if lp in svc.users:
             return svc.users[lp]["mailbox"]
     t = svc.catch_all.get(domain)
-    return _target(svc, t) if t else None
+    return target(svc, t) if t else None
 
 
-def cmd_ehlo(s, arg):
-    return _hello(s, arg, True)
+def ehlo(s, arg):
+    return helo(s, arg, True)
 
 
-def cmd_helo(s, arg):
-    return _hello(s, arg, False)
-
-
-def _hello(s, arg, esmtp):
+def helo(s, arg, esmtp=False):
     arg = arg.strip()
     if not arg or len(arg) > _MAX_DOMAIN:
-        return s._error(reply(501, "5.5.4 a domain or address literal is required"))
-    s._abort()
-    s._reset()
-    s.helo = _printable(arg)
+        return s.error(reply(501, "5.5.4 a domain or address literal is required"))
+    s.abort()
+    s.reset()
+    s.helo = text(arg)
     s.esmtp = esmtp
     if not esmtp:
         return reply(250, s.svc.hostname)
-    # The fixed lines in one literal: a keyword of its own ("8BITMIME") would be an interned name.
-    head = "250-%s greets %s\r\n250-SIZE %d\r\n250-8BITMIME\r\n250-PIPELINING\r\n" % (
-        s.svc.hostname, s.helo, s.svc.max_size)
-    ext = ["ENHANCEDSTATUSCODES"]
+    # The fixed lines in one literal: a keyword of its own ("8BITMIME") would be an interned name;
+    # each later line is a literal of more than 10 characters (not one either). The last line's
+    # "250-" becomes "250 ".
+    out = "250-%s greets %s\r\n250-SIZE %d\r\n250-8BITMIME\r\n250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n" % (
+        s.svc.hostname, s.helo, s.svc.cfg["max_message_size"])
     if s.svc.tls_available and not s.tls_active:
-        ext.append("STARTTLS")
-    if s._auth_offered() and s.login is None:
-        ext.append("AUTH PLAIN LOGIN SCRAM-SHA-256" if s._plain_allowed() else "AUTH SCRAM-SHA-256")
-    out = [head]
-    for i in range(len(ext)):
-        out.append("250%s%s\r\n" % (" " if i == len(ext) - 1 else "-", ext[i]))
-    return "".join(out).encode()
+        out += "250-STARTTLS\r\n"
+    if s.auth() and s.login is None:
+        out += "250-AUTH PLAIN LOGIN SCRAM-SHA-256\r\n" if s._plain() else "250-AUTH SCRAM-SHA-256\r\n"
+    k = out.rfind("\n250-") + 4
+    return (out[:k] + " " + out[k + 1 :]).encode()
 
 
-def cmd_starttls(s, arg):
+def starttls(s, arg):
     if arg.strip():
-        return s._error(reply(501, "5.5.4 STARTTLS takes no argument"))
+        return s.error(reply(501, "5.5.4 STARTTLS takes no argument"))
     if s.tls_active:
         return reply(503, "5.5.1 TLS already active")
     if not s.svc.tls_available:
         return reply(454, "4.7.0 TLS not available")
-    s._abort()
-    s._reset()
+    s.abort()
+    s.reset()
     s.helo = None  # RFC 3207 4.2: the client starts again with EHLO
     s.starttls = True
     return reply(220, "2.0.0 ready to start TLS")
 
 
-def cmd_auth(s, arg):
-    if not s._auth_offered():
+def auth(s, arg):
+    if not s.auth():
         return reply(502, "5.5.1 AUTH is offered on the submission ports only")
     if s.helo is None:
         return reply(503, "5.5.1 EHLO first")
@@ -162,7 +151,7 @@ def cmd_auth(s, arg):
     return smtpauth.start(s, arg)
 
 
-def cmd_mail(s, arg):
+def mail(s, arg):
     if s.helo is None:
         return reply(503, "5.5.1 EHLO or HELO first")
     if s.sender is not None:
@@ -170,14 +159,15 @@ def cmd_mail(s, arg):
     if s.mode == SUBMISSION and s.login is None:
         return reply(530, "5.7.0 authentication required")
     # (One literal per reply: each copy of it would be an object of its own in the heap.)
-    parsed = _mail_args(arg[5:]) if arg[:5].upper() == b"FROM:" else None
+    parsed = args(arg[5:]) if arg[:5].upper() == b"FROM:" else None
     if parsed is None:
-        return s._error(reply(501, "5.5.4 syntax: MAIL FROM:<address>"))
+        return s.error(reply(501, "5.5.4 syntax: MAIL FROM:<address>"))
     path, params = parsed
-    sender = _parse_path(path, True)
+    sender = parse(path)
     if sender is None:
-        return s._error(reply(501, "5.1.7 bad sender address syntax"))
+        return s.error(reply(501, "5.1.7 bad sender address syntax"))
     size = 0
+    limit = s.svc.cfg["max_message_size"]
     for p in params:
         if not s.esmtp:
             return reply(555, "5.5.4 parameters need EHLO")
@@ -195,10 +185,10 @@ def cmd_mail(s, arg):
             pass  # RFC 4954 5: we deliver locally and never relay, so it changes nothing
         else:
             return reply(555, "5.5.4 unsupported MAIL parameter")
-    if size > s.svc.max_size:
+    if size > limit:
         return reply(552, "5.3.4 message size exceeds fixed maximum message size")
     if size:
-        room = groupcommit.flash_room(s.svc.store)
+        room = groupcommit.room(s.svc.store)
         if 0 <= room < size:  # RFC 1870 6.1: a temporary shortage is 452 (the sender retries)
             return reply(452, "4.3.1 insufficient system storage for a message of that size")
     s.sender = sender
@@ -207,16 +197,16 @@ def cmd_mail(s, arg):
     return reply(250, "2.1.0 sender ok")
 
 
-def cmd_rcpt(s, arg):
+def rcpt(s, arg):
     if s.sender is None:
         return reply(503, "5.5.1 MAIL first")
-    parsed = _mail_args(arg[3:]) if arg[:3].upper() == b"TO:" else None
+    parsed = args(arg[3:]) if arg[:3].upper() == b"TO:" else None
     if parsed is None:
-        return s._error(reply(501, "5.5.4 syntax: RCPT TO:<address>"))
+        return s.error(reply(501, "5.5.4 syntax: RCPT TO:<address>"))
     path, params = parsed
     if params:
         return reply(555, "5.5.4 unsupported RCPT parameter")
-    addr = _parse_path(path, False)
+    addr = parse(path) or None  # the null path is no recipient
     if addr is not None:
         addr = addr.lower()
     if addr is None:
@@ -224,67 +214,71 @@ def cmd_rcpt(s, arg):
         if path.lower() == b"<postmaster>" and s.svc.domains:
             addr = "postmaster@" + s.svc.domains[0]
         else:
-            return s._error(reply(501, "5.1.3 bad recipient address syntax"))
-    if s.rcpts >= s.svc.max_recipients:
+            return s.error(reply(501, "5.1.3 bad recipient address syntax"))
+    cfg = s.svc.cfg
+    if s.count >= cfg["max_recipients"]:
         return reply(452, "4.5.3 too many recipients")
-    box = _resolve(s.svc, addr)
+    box = mailbox(s.svc, addr)
     if box is None:
         if addr[addr.rfind("@") + 1 :] in s.svc.domains:
             return reply(550, "5.1.1 no such mailbox here")
         return reply(550, "5.7.1 relaying denied: this server delivers only to its own domains")
-    if box not in s.boxes:
-        if len(s.boxes) >= s.svc.max_mailboxes:
+    if box not in s.mailboxes:
+        if len(s.mailboxes) >= cfg["max_mailboxes"]:
             return reply(452, "4.5.3 too many mailboxes for one message, send the rest later")
         if s.size:
             room = groupcommit.room(s.svc.store, box)
             if 0 <= room < s.size:
                 return reply(452, "4.3.1 insufficient storage for a message of that size")
-        s.boxes.append(box)
-    s.rcpts += 1
-    if s.first_rcpt is None:
-        s.first_rcpt = addr
+        s.mailboxes.append(box)
+    s.count += 1
+    if s.dest is None:
+        s.dest = addr
     return reply(250, "2.1.5 recipient ok")
 
 
-def cmd_data(s, arg):
+def data(s, arg):
     """The envelope's checks and the trace fields; the message itself begins in the session
-    (smtpdata.begin), once this module has been handed back (GO_DATA)."""
+    (smtpdata.begin), once this module has been handed back (_GO_DATA)."""
     if arg.strip():
-        return s._error(reply(501, "5.5.4 DATA takes no argument"))
+        return s.error(reply(501, "5.5.4 DATA takes no argument"))
     if s.sender is None:
         return reply(503, "5.5.1 MAIL first")
-    if not s.rcpts:
+    if not s.count:
         return reply(554, "5.5.1 no valid recipients")
-    s._hdr = _trace(s)
-    return GO_DATA
+    s.headers = headers(s)
+    return _GO_DATA
 
 
-def _trace(s):
+def stamp():
+    """RFC 5322 date-time in UTC for the Received header."""
+    t = time.gmtime()
+    # The names cut from one literal each: a tuple of 7 or 12 short names is a heap object with
+    # an interned name per item.
+    d = t[6] * 3
+    m = t[1] * 3 - 3
+    return "%s, %02d %s %d %02d:%02d:%02d +0000" % (
+        "MonTueWedThuFriSatSun"[d : d + 3], t[2], "JanFebMarAprMayJunJulAugSepOctNovDec"[m : m + 3],
+        t[0], t[3], t[4], t[5])
+
+
+def headers(s):
     """RFC 5321 4.4 trace fields for the top of the stored message."""
     # RFC 3848 with-protocol: SMTP, ESMTP, ESMTPS (TLS), ESMTPA (authenticated), ESMTPSA: cut from
-    # one literal, as each short word of its own ("S", "SMTP") would be an interned name.
-    w = "ESMTPSA"
+    # one bytes literal, as each short word of its own ("S", "SMTP") would be an interned name.
+    w = b"ESMTPSA"
     with_ = w[:5] if s.esmtp else w[1:5]
     if s.esmtp and s.tls_active:
-        with_ += w[5]
+        with_ += w[5:6]
     if s.esmtp and s.login is not None:
-        with_ += w[6]
-    user = _printable(s.login.encode()) if s.login is not None else None
+        with_ += w[6:]
+    user = text(s.login.encode()) if s.login is not None else None
     if s.tls_active:
         comment = " (using TLS, authenticated user %s)" % user if user is not None else " (using TLS)"
     else:
         comment = " (authenticated user %s)" % user if user is not None else ""
     rid = binascii.hexlify(urandom(4)).decode() + str(s.stored)
     return ("Return-Path: <%s>\r\nReceived: from %s ([%s])\r\n\tby %s (pocketpost) with %s%s id %s%s;\r\n\t%s\r\n" % (
-        s.sender, s.helo, _printable(s.peer.encode()), s.svc.hostname, with_,
+        s.sender, s.helo, text(s.peer.encode()), s.svc.hostname, with_.decode(),
         comment, rid,
-        ("\r\n\tfor <%s>" % s.first_rcpt) if s.rcpts == 1 else "", _date())).encode()
-
-
-def cmd_vrfy(s, arg):
-    # RFC 5321 3.5.3: 252 when we will not confirm (no user enumeration).
-    return reply(252, "2.5.0 cannot VRFY user, but will accept message and attempt delivery")
-
-
-def cmd_help(s, arg):
-    return reply(214, "2.0.0 see RFC 5321")
+        ("\r\n\tfor <%s>" % s.dest) if s.count == 1 else "", stamp())).encode()

@@ -55,7 +55,7 @@ _LISTEN_BACKLOG = const(4)  # listener's (a private copy)
 
 # The session code, loaded while a session exists (see the module doc). groupcommit.py, which
 # smtp.py imports, stays: the store imports it too and keeps its state. smtpauth.py goes too (no
-# SMTP session uses it then): it binds smtp's reply and _printable, and kept loaded by a POP3
+# SMTP session uses it then): it binds smtp's reply and text, and kept loaded by a POP3
 # session before its login (pop3server.LOGIN_MODULES) it would keep the dropped smtp.py alive
 # while the next session loads a second copy. smtpenv.py (the envelope's code) and smtpdata.py
 # (the message phase's) bind smtp's too.

@@ -415,6 +415,16 @@ def test_submission_auth_plain_and_login():
         c3.cmd(b"EHLO x")
         assert c3.cmd(b"AUTH PLAIN") == b"334 \r\n"
         assert c3.cmd(plain(b"", b"carol", b"carol pw")).startswith(b"235 ")
+        # LOGIN with the user name as its initial response: the password is asked for at once; an
+        # initial "*" is a (malformed) user name, not a cancel (RFC 4954 4: "*" answers a challenge)
+        c4 = e.session(smtp.SUBMISSION)
+        c4.cmd(b"EHLO x")
+        assert c4.cmd(b"AUTH LOGIN " + b64(b"bob")) == b"334 UGFzc3dvcmQ6\r\n"
+        assert c4.cmd(b64(b"bob pw")).startswith(b"235 ")
+        c5 = e.session(smtp.SUBMISSION)
+        c5.cmd(b"EHLO x")
+        assert c5.cmd(b"AUTH LOGIN *") == b"334 UGFzc3dvcmQ6\r\n"
+        assert c5.cmd(b64(b"bob pw")).startswith(b"535 ")
 
     with_env(body)
 
@@ -658,7 +668,7 @@ def test_group_commit_rolls_forward_after_a_crash_past_the_intent():
 
     def body(e):
         st = e.store
-        ds = groupcommit.begin_group(st, ["alice", "bob"])
+        ds = groupcommit.begin(st, ["alice", "bob"])
         for d in ds:
             d.write(b"Subject: g\r\n\r\nx\r\n")
         real = compat.rename
@@ -672,15 +682,15 @@ def test_group_commit_rolls_forward_after_a_crash_past_the_intent():
 
         compat.rename = rename
         try:
-            uids = groupcommit.commit_group(st, ds)
+            uids = groupcommit.commit(st, ds)
         finally:
             compat.rename = real
         assert len(uids) == 2 and calls[0].endswith("/group")
         assert compat.exists(e.root + "/group")
         # a new group is refused while the old one is unfinished (nothing is lost or doubled)
-        d2 = groupcommit.begin_group(st, ["carol"])
+        d2 = groupcommit.begin(st, ["carol"])
         try:
-            groupcommit.commit_group(st, d2)
+            groupcommit.commit(st, d2)
             raise AssertionError("commit over an unfinished intent")
         except store_mod.StoreError as x:
             assert x.code == "SYS/TEMP"
@@ -690,7 +700,7 @@ def test_group_commit_rolls_forward_after_a_crash_past_the_intent():
         assert e.box("alice") == [b"Subject: g\r\n\r\nx\r\n"] and e.box("bob") == [b"Subject: g\r\n\r\nx\r\n"]
         assert e.box("carol") == [] and e.tmp_empty()
         # an intent that was never completed (group.new) means nothing was committed
-        ds = groupcommit.begin_group(e.store, ["alice", "carol"])
+        ds = groupcommit.begin(e.store, ["alice", "carol"])
         for d in ds:
             d.write(b"never\r\n")
             d.finish()
@@ -889,7 +899,7 @@ def test_data_after_memory_error_making_the_unstuffer_is_accepted():
 
 
 def test_received_date_names_every_weekday_and_month():
-    # smtpenv._date: RFC 5322 date-time in UTC (day and month names cut from one literal each).
+    # smtpenv.stamp: RFC 5322 date-time in UTC (day and month names cut from one literal each).
     from pocketpost import smtpenv
 
     class Clock:
@@ -907,6 +917,6 @@ def test_received_date_names_every_weekday_and_month():
         for i in range(12):
             clock.t = (2026, i + 1, 9, 7, 5, 3, i % 7, 1)
             want = "%s, 09 %s 2026 07:05:03 +0000" % (days[i % 7], months[i])
-            assert smtpenv._date() == want, (smtpenv._date(), want)
+            assert smtpenv.stamp() == want, (smtpenv.stamp(), want)
     finally:
         smtpenv.time = real

@@ -14,7 +14,7 @@ seq), and B was invisible until a restart, after which X named B.
 Every filesystem call of the commit path (compat.sync_file, isdir, rename, sync_dir) is cut in
 turn, before or after it does its work, with an OSError or a KeyboardInterrupt, on the three
 paths into the store: Delivery.commit (the store's own), uid_on_commit + commit (the fetcher:
-its pending record names that UID), groupcommit.commit_group (SMTP, two mailboxes). After the cut
+its pending record names that UID), groupcommit.commit (SMTP, two mailboxes). After the cut
 a client lists the mailboxes, B is delivered, the client lists again, the store restarts and
 the client lists a third time: each UID keeps its message, B is there, A is there under the
 UID commit returned or (when commit raised an OSError: the sender will send it again) not at
@@ -75,10 +75,10 @@ def _send(st, path, names, data, arrival):
     """Deliver data by one path; returns the UIDs (one per mailbox). For the fetcher's path,
     also the UID uid_on_commit promised (in _PROMISED, set before the commit starts)."""
     if path == "smtp":
-        ds = groupcommit.begin_group(st, names, arrival)
+        ds = groupcommit.begin(st, names, arrival)
         for d in ds:
             d.write(data)
-        return groupcommit.commit_group(st, ds)
+        return groupcommit.commit(st, ds)
     d = st.begin(names[0], arrival, digest=path == "fetch")
     d.write(data)
     if path == "fetch":
