@@ -9,6 +9,10 @@ on word-aligned words only) and goes octet by octet around each LF. mpy-cross re
 holding viper code unless given an architecture (the .mpy files here are built without one), so
 the source is text, compiled at run time.
 
+copy(buf, s, e, d) moves buf[s:e] to buf[d:] (d < s: a left move, as the receive buffer's
+compaction makes, wire.LineReader): without it that copy takes a memoryview slice, a small heap
+object per socket read (issue 12: garbage in proportion to the message).
+
 scan(s, e, buf, s) (the start twice: the emitter keeps a function's first three locals in
 registers, so the moving index and the end come first), buf[s:e] starting at a line start:
 the run of whole lines ending with CRLF, each line after it not opening with "."; it stops at
@@ -47,12 +51,20 @@ def scan(pos: int, e: int, p: ptr8, s: int) -> int:
                 return (n << 17) | (k - s)
         pos += 1
     return (n << 17) | 65536 | (k - s)
+
+
+@micropython.viper
+def copy(p: ptr8, pos: int, e: int, s: int):
+    while pos < e:
+        p[s] = p[pos]
+        pos += 1
+        s += 1
 """
 
 
 def compile_scan():
-    """The compiled scan, or None: CPython; a MicroPython built without the native emitter, or
-    that cannot allocate executable memory; or code that answers a probe wrongly."""
+    """(scan, copy) compiled, or None: CPython; a MicroPython built without the native emitter,
+    or that cannot allocate executable memory; or code that answers a probe wrongly."""
     try:
         import micropython  # noqa: F401  (MicroPython only)
 
@@ -66,8 +78,10 @@ def compile_scan():
         scan = g["scan"]
         p = bytearray(b"0123456789ab\r\n" * 3 + b".x\r\nlone\nz")  # words, a dot line, a lone LF
         got = (scan(0, 52, p, 0), scan(42, 52, p, 42), scan(3, 30, p, 3), scan(0, 13, p, 0))
-        if got == (393258, 131076, 327705, 65536):
-            return scan
+        copy = g["copy"]
+        copy(p, 1, 4, 0)  # p[1:4] to p[0:3]: the left move the receive buffer's compaction makes
+        if got == (393258, 131076, 327705, 65536) and p[:5] == b"12334":
+            return scan, copy
     except Exception:
         pass
     return None

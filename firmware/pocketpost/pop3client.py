@@ -108,6 +108,9 @@ _SCAN_LINES = const(17)
 _SCAN_END = const(65536)
 _SCAN_RUN = const(65535)
 _SCAN_MAX = const(16384)
+# The receive buffer's head (wire.LineReader): reads go to buf[_HEAD:] whenever the rest of the
+# last read (a line cut at its end) fits in front of it; a longer rest goes to buf[0] as before.
+_HEAD = const(256)
 
 
 def _native_scan():
@@ -122,7 +125,11 @@ def _native_scan():
         forget(("nativescan",))
 
 
-_scan = _native_scan()  # a test sets it to None to run the Python walk
+_scan = _native_scan()  # (scan, copy) or None
+_copy = None
+if _scan is not None:
+    _copy = _scan[1]
+    _scan = _scan[0]  # a test sets it to None to run the Python walk
 
 # What the session is reading.
 _GREET = const(0)
@@ -259,7 +266,9 @@ def valid_uid(uid):
 
 class ClientSession:
     def __init__(self, bufsize=_RECV_BUFSIZE, chunk=_CHUNK):
-        self.reader = LineReader(_MAX_RESPONSE_LINE, bufsize=bufsize)
+        # (the head: a rest of up to _HEAD bytes, a body line cut by the read, moves in front of
+        # a fixed tail view: no garbage per read; wire.LineReader)
+        self.reader = LineReader(_MAX_RESPONSE_LINE, bufsize, _HEAD if bufsize > 2 * _HEAD else 0, _copy)
         self.unstuffer = DotUnstuffer()  # the body's un-stuffing (its `dots` count: the store's hint)
         self._out = bytearray(chunk)
         self._omv = memoryview(self._out)

@@ -265,8 +265,8 @@ class Delivery:
                 n = len(data)
                 while i < n:
                     k = min(_IN_BUF, n - i)
-                    buf[:k] = data[i : i + k]
-                    self._scan(buf, k, buf if k == _IN_BUF else self._mv[:k])
+                    buf[:k] = data if k == n else data[i : i + k]  # no slice object for a whole chunk
+                    self._scan(buf, k, buf if k == _IN_BUF else None)  # None: _scan makes the view if it needs one
                     i += k
             else:
                 self._scan(data, len(data), data)
@@ -278,7 +278,8 @@ class Delivery:
             raise
 
     def _scan(self, buf, end, view):
-        """buf[:end] (bytes or bytearray) into the message; `view` is that range as one object.
+        """buf[:end] (bytes or bytearray) into the message; `view` is that range as one object
+        (None: buf is the input buffer, _mv[:end] is made only for the fast path).
 
         One walk over the LFs (a C find from each to the next) checks that each follows a CR and
         whether the byte after it is "."; it measured cheaper than C count passes on mail-like
@@ -314,7 +315,7 @@ class Delivery:
         elif dotted:
             self._dots(buf, end, -2)
         else:
-            self._put(view, end)
+            self._put(view if view is not None else self._mv[:end], end)
 
     def _room(self, n):
         if self.limit >= 0 and self.size + self.dots + n > self.limit:
@@ -327,10 +328,10 @@ class Delivery:
         self._room(end)
         if self._count:
             self.flush()
+        mv = self._mv if buf is self._block else memoryview(buf)  # one view object fewer per chunk
         if self.sha1 is not None:
-            self.sha1.update(buf if end == len(buf) else memoryview(buf)[:end])
+            self.sha1.update(buf if end == len(buf) else mv[:end])
         f = self.file
-        mv = memoryview(buf)
         i = 0
         if buf[0] == _DOT and self._last == _LF:
             f.write(b".")

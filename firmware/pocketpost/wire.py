@@ -64,7 +64,7 @@ class LineReader:
     larger when the same reader also carries bulk data (a client reading a RETR reply).
     """
 
-    def __init__(self, max_line=_MAX_COMMAND_LINE, bufsize=0):
+    def __init__(self, max_line=_MAX_COMMAND_LINE, bufsize=0, head=0, copy=None):
         if bufsize < max_line:
             bufsize = max_line
         self.max_line = max_line
@@ -72,6 +72,13 @@ class LineReader:
         # by space/commit, feed, next_line, consume and clear.
         self.buf = bytearray(bufsize)
         self._mv = memoryview(self.buf)
+        # head > 0 (a bulk reader: the POP3 client's): a rest of at most `head` bytes is moved to
+        # end at buf[head], so that space() hands out the one view of buf[head:] made here rather
+        # than a new slice per read; `copy(buf, s, e, d)` (nativescan's, where it compiled) moves
+        # it without the memoryview slice a copy between buffers otherwise makes. Both per read:
+        # garbage in proportion to the message (issue 12).
+        self._tail = self._mv[head:] if head else None
+        self.copy = copy
         self.start = 0  # first unread byte
         self.end = 0  # one past the last buffered byte
         self._discarding = False  # inside the tail of an overlong line
@@ -81,9 +88,13 @@ class LineReader:
         """A writable view of the free tail of the buffer, for `sock.readinto()`.
         Compacts first, so the view is as large as it can be."""
         self._compact()
-        if self.end == 0:
-            return self._mv  # the common bulk case: no slice object made
-        return self._mv[self.end :]
+        e = self.end
+        if e == 0:
+            return self._mv  # no slice object made
+        t = self._tail
+        if t is not None and e == len(self.buf) - len(t):
+            return t  # the bulk case with a rest (_compact put it there): no slice object made
+        return self._mv[e:]
 
     def commit(self, n):
         """Account for n bytes written into the view `space()` returned."""
@@ -105,10 +116,20 @@ class LineReader:
         s = self.start
         if s:
             e = self.end
-            if e > s:
-                self._mv[0 : e - s] = self._mv[s:e]
-            self.start = 0
-            self.end = e - s
+            k = e - s
+            d = 0
+            t = self._tail
+            if t is not None and k:
+                d = len(self.buf) - len(t) - k  # the rest to end at the head (a left move only)
+                if d < 0 or d > s:
+                    d = 0
+            if d < s and k:
+                if self.copy is not None:
+                    self.copy(self.buf, s, e, d)
+                else:
+                    self._mv[d : d + k] = self._mv[s:e]
+            self.start = d
+            self.end = d + k
 
     # -- taking lines out ---------------------------------------------------------------
     def next_line(self):

@@ -304,3 +304,49 @@ def test_strict_never_ends_on_lenient_forms():
         assert not done and bad, end
     # the lenient mode (POP3 client) still ends on LF.LF
     assert unstuff(b"a\n.\nrest", 1, 8)[2]
+
+
+def _copy_left(buf, s, e, d):
+    # what nativescan's copy does (a left move inside one buffer), in Python
+    for i in range(e - s):
+        buf[d + i] = buf[s + i]
+
+
+def test_reader_head_keeps_one_tail_view_and_the_same_lines():
+    # head (the POP3 client's receive buffer, issue 12): a rest of at most `head` bytes moves to
+    # end at buf[head] and space() is then the one view of buf[head:] made at the start; a
+    # longer rest goes to buf[0] as without a head. The lines read are the same either way, with
+    # the slice copy or a copy function.
+    data = b"".join(b"line %d %s\r\n" % (i, b"x" * (i * 7 % 300)) for i in range(200))
+    for copy in (None, _copy_left):
+        r = LineReader(512, 1024, 64, copy)
+        plain = LineReader(512, 1024)
+        got = []
+        want = []
+        tails = 0
+        pos = 0
+        while pos < len(data) or r.pending():
+            sp = r.space()
+            if len(sp) == 1024 - 64:
+                tails += 1
+                assert sp is r.space()  # the same object, no new slice
+            n = min(len(sp), len(data) - pos, 100 + pos % 400)
+            sp[0:n] = data[pos : pos + n]
+            r.commit(n)
+            pos += n
+            while True:
+                ln = r.next_line()
+                if ln is None:
+                    break
+                got.append(ln)
+            if not n:
+                break
+        k = 0
+        while k < len(data):
+            k += plain.feed(data[k:])
+            while True:
+                ln = plain.next_line()
+                if ln is None:
+                    break
+                want.append(ln)
+        assert got == want and len(got) == 200 and tails > 20, (len(got), len(want), tails)
