@@ -424,9 +424,10 @@ def test_supervisor_does_not_hang_when_a_failure_cannot_be_handled():
     assert admin.services(sup)["wedged"]["state"] == "broken" and admin.services(sup)["steady"]["starts"] == 1
 
 
-def test_main_resets_when_a_keeper_dies():
-    # The Wi-Fi keeper dies (its link poll raises MemoryError) while a service runs forever:
-    # board.main must reset the board, not run on with nobody reconnecting Wi-Fi.
+def _main_bounded(hw, services, cfg_extra=""):
+    """board.main run with `services` ({name: coroutine function}) added to its supervisor, Wi-Fi
+    from a secrets file, the server off, bounded at 3 s (a hung run() raises KeyboardInterrupt
+    there, without a reset). Returns (hung, the log lines)."""
     logs = Logs()
     secrets = _tmpname("secrets")
     root = _tmpname("mail")
@@ -434,33 +435,21 @@ def test_main_resets_when_a_keeper_dies():
     with open(secrets, "w") as f:
         f.write('{"ssid": "testnet", "password": "pw"}')
     with open(cfgp, "w") as f:
-        f.write('{"store": {"root": "%s"}, "services": {"server": false}, '
-                '"wifi": {"secrets": "%s", "retries": 1, "check_ms": 1}}' % (root, secrets))
-
-    class BreakingWLAN(FakeWLAN):
-        def isconnected(self):
-            if self.connected:
-                raise MemoryError("heap exhausted")
-            return FakeWLAN.isconnected(self)
-
-    resets = []
+        f.write('{"store": {"root": "%s"}, "services": {"server": false}, %s'
+                '"wifi": {"secrets": "%s", "retries": 1, "check_ms": 1}}' % (root, cfg_extra, secrets))
     base = board.Runner
 
     class Run(base):
         async def run(self, secrets_path=None):
-            async def forever():
-                while True:
-                    await asyncio.sleep(0.01)
-
-            async def limit():  # the bound of this test: a hung run() ends here, without a reset
+            async def limit():
                 await asyncio.sleep(3)
                 raise KeyboardInterrupt
 
-            self.supervisor.add("steady", forever)
+            for name in services:
+                self.supervisor.add(name, services[name])
             self._spawn(limit())
             await base.run(self, secrets_path)
 
-    hw = board.Hardware(wlan=BreakingWLAN(polls=0), reset=lambda: resets.append(1))
     board.Runner = Run
     try:
         board.main(cfgp, hw, fatal_delay_ms=0)
@@ -473,6 +462,25 @@ def test_main_resets_when_a_keeper_dies():
         os.remove(cfgp)
         os.remove(secrets)
         _rmtree(root)
+    return hung, logs
+
+
+def test_main_resets_when_a_keeper_dies():
+    # The Wi-Fi keeper dies (its link poll raises MemoryError) while a service runs forever:
+    # board.main must reset the board, not run on with nobody reconnecting Wi-Fi.
+    class BreakingWLAN(FakeWLAN):
+        def isconnected(self):
+            if self.connected:
+                raise MemoryError("heap exhausted")
+            return FakeWLAN.isconnected(self)
+
+    async def forever():
+        while True:
+            await asyncio.sleep(0.01)
+
+    resets = []
+    hw = board.Hardware(wlan=BreakingWLAN(polls=0), reset=lambda: resets.append(1))
+    hung, logs = _main_bounded(hw, {"steady": forever})
     assert not hung and resets == [1]
     assert logs.having("pocketpost stopped: MemoryError"), logs.lines
 
@@ -481,15 +489,6 @@ def test_main_leaves_the_repl_when_every_service_has_ended():
     # Every service returns normally while the keepers (watchdog, Wi-Fi) run on: board.main must
     # return, as with no service configured, with the watchdog handed to the timer (REPL only),
     # not wait on the keepers for good.
-    logs = Logs()
-    secrets = _tmpname("secrets")
-    root = _tmpname("mail")
-    cfgp = _tmpname("cfg")
-    with open(secrets, "w") as f:
-        f.write('{"ssid": "testnet", "password": "pw"}')
-    with open(cfgp, "w") as f:
-        f.write('{"store": {"root": "%s"}, "services": {"server": false}, "watchdog": {"timeout_ms": 4000}, '
-                '"wifi": {"secrets": "%s", "retries": 1, "check_ms": 1}}' % (root, secrets))
     made = []
     fed = []
 
@@ -497,35 +496,11 @@ def test_main_leaves_the_repl_when_every_service_has_ended():
         made.append(FakeWDT(ms))
         return made[-1]
 
-    base = board.Runner
-
-    class Run(base):
-        async def run(self, secrets_path=None):
-            async def brief():
-                await asyncio.sleep(0.01)
-
-            async def limit():  # the bound of this test: a hung run() ends here
-                await asyncio.sleep(3)
-                raise KeyboardInterrupt
-
-            self.supervisor.add("brief", brief)
-            self.supervisor.add("briefer", brief)
-            self._spawn(limit())
-            await base.run(self, secrets_path)
+    async def brief():
+        await asyncio.sleep(0.01)
 
     hw = board.Hardware(wlan=FakeWLAN(polls=0), make_wdt=make_wdt, keep_fed=fed.append)
-    board.Runner = Run
-    try:
-        board.main(cfgp, hw, fatal_delay_ms=0)
-        hung = False
-    except KeyboardInterrupt:
-        hung = True
-    finally:
-        board.Runner = base
-        logs.close()
-        os.remove(cfgp)
-        os.remove(secrets)
-        _rmtree(root)
+    hung, logs = _main_bounded(hw, {"brief": brief, "briefer": brief}, '"watchdog": {"timeout_ms": 4000}, ')
     assert not hung, logs.lines
     assert made and fed == [made[0]] and made[0].feeds >= 1
     assert [s.state for s in board.current.supervisor.services] == ["done", "done"]
