@@ -13,30 +13,35 @@ from pocketpost.compat import const, forget, ticks_diff, ticks_ms
 _MAX_THROTTLE_ENTRIES = const(32)
 
 
-def _get(svc, addr, now):
-    e = svc.fails.get(addr)
+# Names here cost no interned name of their own where the listening server interns one (issue 12):
+# ip, recent, text. (fail and succeed are smtpauth's too: kept.)
+
+
+def recent(svc, ip, now):
+    """ip's failure record within the window, or None."""
+    e = svc.fails.get(ip)
     if e is not None and ticks_diff(now, e[1]) > svc.window_ms:
-        del svc.fails[addr]
+        del svc.fails[ip]
         e = None
     return e
 
 
-def failures(svc, addr, now=None):
-    """Failed logins from addr within the window."""
-    e = _get(svc, addr, ticks_ms() if now is None else now)
+def failures(svc, ip, now=None):
+    """Failed logins from ip within the window."""
+    e = recent(svc, ip, ticks_ms() if now is None else now)
     return 0 if e is None else e[0]
 
 
-def succeed(svc, addr):
-    """A successful login from addr forgets its failures (as Dovecot does); other addresses keep
+def succeed(svc, ip):
+    """A successful login from ip forgets its failures (as Dovecot does); other addresses keep
     theirs."""
-    svc.fails.pop(addr, None)
+    svc.fails.pop(ip, None)
 
 
-def fail(svc, addr, now=None):
+def fail(svc, ip, now=None):
     """Record a failure; returns the delay in seconds before answering it."""
     now = ticks_ms() if now is None else now
-    e = _get(svc, addr, now)
+    e = recent(svc, ip, now)
     d = svc.fails
     if e is None:
         if len(d) >= _MAX_THROTTLE_ENTRIES:
@@ -46,7 +51,7 @@ def fail(svc, addr, now=None):
                     oldest = k
             del d[oldest]
         e = [0, now]
-        d[addr] = e
+        d[ip] = e
     e[0] += 1
     e[1] = now
     delays = svc.delays
@@ -75,13 +80,13 @@ def rehashed(svc, name, new_hash):
     u["password"] = new_hash
     from pocketpost import auth
 
-    log.info("pop3 user=%s password record now %s, %d iterations", safe(name), new_hash[: new_hash.find("$")],
+    log.info("pop3 user=%s password record now %s, %d iterations", text(name), new_hash[: new_hash.find("$")],
              auth.parse_hash(new_hash)[0])
     if svc.on_rehash is not None:
         try:
             svc.on_rehash(name, new_hash)
         except Exception as e:  # the login stands; the old hash keeps working until next time
-            log.error("pop3 user=%s rehash not saved: %s %r", safe(name), type(e).__name__, e)
+            log.error("pop3 user=%s rehash not saved: %s %r", text(name), type(e).__name__, e)
 
 
 def save_hash(config_path, name, new_hash):
@@ -100,9 +105,9 @@ def save_hash(config_path, name, new_hash):
         forget(("config", "serverconf"))  # start-up code (heapmark.forget): not kept for a rare save
 
 
-def safe(name):
+def text(name):
     """A user name as sent by a peer, fit for one log line."""
     out = ""
     for c in name[:40]:
-        out += c if " " < c <= "~" else "?"
+        out += c if 32 < ord(c) < 127 else "?"  # (no "~" literal: an interned name)
     return out

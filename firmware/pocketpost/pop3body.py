@@ -59,7 +59,7 @@ class BodyProducer(_FileReply):
 
     def _read(self):
         n = self.f.readinto(self.buf)
-        self._got(n)
+        self.consume(n)
         if not n:
             self.eof = True
             return

@@ -22,18 +22,32 @@ _SASL_PLAIN = const(1)
 _LOGIN_USER = const(2)
 _LOGIN_PASS = const(3)
 _SCRAM = const(4)  # AUTH SCRAM-SHA-256 under way: scram.ServerLogin.step takes the next line
-_SCRAM_METHOD = "AUTH SCRAM-SHA-256"
+
+# Login methods, for the log (login()'s `method`: an index into a constant tuple, whose strings
+# cost no interned name).
+_USER_PASS = const(0)
+_APOP = const(1)
+_AUTH_PLAIN = const(2)
+_AUTH_LOGIN = const(3)
+_AUTH_SCRAM = const(4)
+
+# Names here cost no interned name of their own (issue 12, docs/ARCHITECTURE.md "what costs a
+# name"): the commands are named after themselves (pop3cmd interns "USER", "PASS", ...), the
+# helpers with names the listening server interns (_plain, _scram, _sasl).
 
 
-def _plain_allowed(s):
+def _plain(s):
+    """None if plain-text logins are allowed on this connection, else the -ERR that refuses one."""
     p = s.svc.policy
-    return s.tls_active or p == "always" or (p == "local" and s.svc.trusted(s.peer))
+    if s.tls_active or p in ("always",) or (p == "local" and s.svc.trusted(s.peer)):
+        return None
+    return b"-ERR [AUTH] plain-text login needs TLS: use STLS or port POP3S\r\n"
 
 
-def capa(s, args):
+def CAPA(s, args):
     # Whole lines in each literal: a capability of its own ("RESP-CODES") would be an interned name.
     out = "+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\n"
-    if _plain_allowed(s):
+    if not _plain(s):
         out += "USER\r\nSASL PLAIN LOGIN SCRAM-SHA-256\r\n"
     else:  # SCRAM sends no password: offered without TLS too
         out += "SASL SCRAM-SHA-256\r\n"
@@ -44,35 +58,35 @@ def capa(s, args):
     return (out + IMPLEMENTATION + "\r\n.\r\n").encode()
 
 
-def quit_(s, args):
-    """QUIT in AUTHORIZATION (TRANSACTION's, the UPDATE state: pop3trans.cmd_quit)."""
+def QUIT(s, args):
+    """QUIT in AUTHORIZATION (TRANSACTION's, the UPDATE state: pop3trans.QUIT)."""
     s.closing = True
     s.state = _DONE
-    return reply(True, "bye")
+    return b"+OK bye\r\n"
 
 
-def _no_plain():
-    return reply(False, "plain-text login needs TLS: use STLS or port POP3S", "AUTH")
 
 
-def user(s, args):
-    if not _plain_allowed(s):
-        return _no_plain()
+def USER(s, args):
+    r = _plain(s)
+    if r:
+        return r
     s.user = bytes(args[0]).decode()
     return b"+OK send PASS\r\n"  # (whole: "send PASS" alone would be an interned name)
 
 
-def pass_(s, args):
-    if not _plain_allowed(s):
-        return _no_plain()
+def PASS(s, args):
+    r = _plain(s)
+    if r:
+        return r
     if s.user is None:
         return b"-ERR USER first\r\n"
     name = s.user
     s.user = None
-    return login(s, name, args[0], None, "USER/PASS")
+    return login(s, name, args[0], None, _USER_PASS)
 
 
-def apop(s, args):
+def APOP(s, args):
     if not s.svc.apop_enabled:
         return reply(False, "APOP is not enabled here", "AUTH")
     name = bytes(args[0]).decode()
@@ -84,12 +98,12 @@ def apop(s, args):
     # Same work for unknown users and users without APOP: compute a digest either way.
     want = auth.apop_digest(s.timestamp, secret or "\x00no-apop")
     ok = auth.equal(want, digest) and secret is not None
-    return login(s, name, None, u if ok else False, "APOP")
+    return login(s, name, None, u if ok else False, _APOP)
 
 
-def auth_(s, args):
+def AUTH(s, args):
     if not args:  # "AUTH" alone: list mechanisms (a pre-RFC 5034 habit some clients keep)
-        if _plain_allowed(s):
+        if not _plain(s):
             return b"+OK\r\nPLAIN\r\nLOGIN\r\nSCRAM-SHA-256\r\n.\r\n"
         return b"+OK\r\nSCRAM-SHA-256\r\n.\r\n"
     mech = bytes(args[0]).upper()
@@ -100,11 +114,12 @@ def auth_(s, args):
         if len(args) < 2:
             s._sasl = _SCRAM
             return b"+ \r\n"
-        return scram_step(s, bytes(args[1]))
+        return _scram(s, bytes(args[1]))
     if mech != b"PLAIN" and mech != b"LOGIN":
         return reply(False, "unsupported SASL mechanism")
-    if not _plain_allowed(s):
-        return _no_plain()
+    r = _plain(s)
+    if r:
+        return r
     if mech == b"LOGIN":  # draft-murchison-sasl-login: user name, then password, each base64
         if len(args) < 2:
             s._sasl = _LOGIN_USER
@@ -115,23 +130,23 @@ def auth_(s, args):
     if len(args) < 2:
         s._sasl = _SASL_PLAIN
         return b"+ \r\n"
-    return sasl_response(s, bytes(args[1]))
+    return _sasl(s, bytes(args[1]))
 
 
 def sasl_continue(s, step, blob):
     if step == _SASL_PLAIN:
-        return sasl_response(s, blob)
+        return _sasl(s, blob)
     if blob == b"*":
         s._scram = None
         return reply(False, "authentication cancelled")
     if step == _SCRAM:
-        return scram_step(s, blob)
+        return _scram(s, blob)
     from pocketpost import auth
 
     try:
         raw = auth.b64decode(blob)
     except auth.AuthError:
-        return login(s, "", b"", None, "AUTH LOGIN")  # malformed: pay a check all the same
+        return login(s, "", b"", None, _AUTH_LOGIN)  # malformed: pay a check all the same
     if step == _LOGIN_USER:
         s._sasl_user = raw
         s._sasl = _LOGIN_PASS
@@ -142,13 +157,13 @@ def sasl_continue(s, step, blob):
         user = name.decode()
     except UnicodeError:
         user = ""  # no such user: the same check and answer as any unknown name
-    return login(s, user, raw, None, "AUTH LOGIN")
+    return login(s, user, raw, None, _AUTH_LOGIN)
 
 
 # -- SCRAM-SHA-256 (RFC 5802, RFC 7677, RFC 5034): scram.ServerLogin does the work ----------
 # It fails through login() like every other mechanism (failure delay, max failures, the
 # throttle's reset on success); an unknown name fails at the proof, like a wrong password.
-def scram_step(s, blob):
+def _scram(s, blob):
     """server-first, then server-final as a challenge (RFC 5034 section 4), then the login."""
     x = s._scram
     msg = x.step(blob)
@@ -156,22 +171,23 @@ def scram_step(s, blob):
         s._sasl = _SCRAM
         return b"+ " + msg + b"\r\n"
     s._scram = None
-    return login(s, x.name, None, x.user or False, _SCRAM_METHOD)
+    return login(s, x.name, None, x.user or False, _AUTH_SCRAM)
 
 
-def sasl_response(s, blob):
+def _sasl(s, blob):
+    """AUTH PLAIN's response."""
     if blob == b"*":
         return reply(False, "authentication cancelled")
     from pocketpost import auth
 
     name, pw, fail = auth.plain_login(blob)  # malformed or a proxy login: a check all the same
-    return login(s, name, pw, None, "AUTH PLAIN", fail)
+    return login(s, name, pw, None, _AUTH_PLAIN, fail)
 
 
 def login(s, name, password, user, method, force_fail=False):
     """user None: check the password (handle() answers None, resume() finishes the login);
-    False: already failed; a dict: already verified. method names the command for the log
-    (USER/PASS, APOP, AUTH PLAIN, AUTH LOGIN)."""
+    False: already failed; a dict: already verified. method: the command, for the log (_USER_PASS,
+    _APOP, _AUTH_PLAIN, _AUTH_LOGIN, _AUTH_SCRAM)."""
     if user is None:
         from pocketpost import auth
 
@@ -179,11 +195,12 @@ def login(s, name, password, user, method, force_fail=False):
         s._check_name = name
         s._check_method = method
         return None
+    method = ("USER/PASS", "APOP", "AUTH PLAIN", "AUTH LOGIN", "AUTH SCRAM-SHA-256")[method]
     if not user:
         s.failures += 1
         s.delay = loginsvc.fail(s.svc, s.peer)
         log.info("pop3 #%d %s login failed user=%s method=%s failures=%d delay=%ss", s.sid, s.peer,
-                 loginsvc.safe(name), method, s.failures, s.delay)
+                 loginsvc.text(name), method, s.failures, s.delay)
         if s.failures >= s.svc.max_failures:
             s.closing = True
             return reply(False, "authentication failed; too many failures, closing", "AUTH")
@@ -193,8 +210,8 @@ def login(s, name, password, user, method, force_fail=False):
     except Exception as e:
         code = getattr(e, "code", None) or "SYS/TEMP"
         log.info("pop3 #%d %s login user=%s method=%s mailbox unavailable: %s", s.sid, s.peer, name, method, code)
-        if code == "IN-USE":
-            return reply(False, "mailbox is in use by another session", "IN-USE")
+        if code in ("IN-USE",):
+            return b"-ERR [IN-USE] mailbox is in use by another session\r\n"
         return reply(False, "mailbox unavailable", code)
     loginsvc.succeed(s.svc, s.peer)
     s.mb = mb
@@ -209,7 +226,7 @@ def login(s, name, password, user, method, force_fail=False):
     return reply(True, "%d messages (%d octets)" % (mb.count, mb.total_size))
 
 
-def stls(s, args):
+def STLS(s, args):
     if s.tls_active:
         return reply(False, "TLS already active")
     if not s.svc.tls_available:
@@ -239,11 +256,11 @@ def resume(s):
 
 
 TABLE = {
-    "CAPA": capa,
-    "USER": user,
-    "PASS": pass_,
-    "APOP": apop,
-    "AUTH": auth_,
-    "STLS": stls,
-    "QUIT": quit_,
+    "CAPA": CAPA,
+    "USER": USER,
+    "PASS": PASS,
+    "APOP": APOP,
+    "AUTH": AUTH,
+    "STLS": STLS,
+    "QUIT": QUIT,
 }

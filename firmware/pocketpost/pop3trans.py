@@ -34,46 +34,50 @@ _RETR_UNIT = const(4096)
 _RETR_UNITS = const(1)
 
 
-def _deleted(s, i):
+# Names here cost no interned name of their own (issue 12, docs/ARCHITECTURE.md "what costs a
+# name"): the commands are named after themselves (pop3cmd interns "STAT", "LIST", ...), the rest
+# with names the runtime has built in or the listening server interns (mask, msg, caps, u, busy,
+# consume, release, end), so a logged-in session adds few names to the listening server's.
+
+
+def mask(s, i):
+    """Message i's bit in the session's deletion mask (non-zero: deleted)."""
     return s._del[i >> 3] & (1 << (i & 7))
 
 
-def _msg(s, n):
+def msg(s, n):
     """1-based message number -> 0-based index, or None (no such message / deleted)."""
     i = n - 1
-    if i < 0 or i >= s.mb.count or _deleted(s, i):
+    if i < 0 or i >= s.mb.count or mask(s, i):
         return None
     return i
 
 
-def cmd_stat(s, args):
+def STAT(s, args):
     # Status lines whole (+OK ... CRLF, as pop3.reply builds): a short "%d %d" would be an interned name.
     return b"+OK %d %d\r\n" % (s.mb.count - s._ndel, s.mb.total_size - s._sdel)
 
 
-def cmd_list(s, args):
-    return _listing(s, args, False)
+def UIDL(s, args):
+    return LIST(s, args, True)
 
 
-def cmd_uidl(s, args):
-    return _listing(s, args, True)
-
-
-def _listing(s, args, uids):
+def LIST(s, args, u=False):
+    """LIST, or UIDL (u True)."""
     mb = s.mb
     if args:
-        i = _msg(s, args[0])
+        i = msg(s, args[0])
         if i is None:
             return reply(False, "no such message")
-        return ("+OK %d %s\r\n" % (i + 1, mb.uid(i) if uids else mb.size(i))).encode()
-    s.producer = ListingProducer(s, uids)
-    if uids:
+        return ("+OK %d %s\r\n" % (i + 1, mb.uid(i) if u else mb.size(i))).encode()
+    s.producer = ListingProducer(s, u)
+    if u:
         return reply(True, "unique-id listing follows")
     return reply(True, "%d messages (%d octets)" % (mb.count - s._ndel, mb.total_size - s._sdel))
 
 
-def cmd_retr(s, args):
-    i = _msg(s, args[0])
+def RETR(s, args):
+    i = msg(s, args[0])
     if i is None:
         return reply(False, "no such message")
     mb = s.mb
@@ -93,8 +97,8 @@ def cmd_retr(s, args):
     return b"+OK %d octets\r\n" % mb.size(i)
 
 
-def cmd_top(s, args):
-    i = _msg(s, args[0])
+def TOP(s, args):
+    i = msg(s, args[0])
     if i is None:
         return reply(False, "no such message")
     from pocketpost import pop3body
@@ -104,8 +108,8 @@ def cmd_top(s, args):
     return reply(True, "top of message follows")
 
 
-def cmd_dele(s, args):
-    i = _msg(s, args[0])
+def DELE(s, args):
+    i = msg(s, args[0])
     if i is None:
         return reply(False, "no such message")
     s._del[i >> 3] |= 1 << (i & 7)
@@ -115,19 +119,19 @@ def cmd_dele(s, args):
 
 
 # CAPA in TRANSACTION (RFC 2449: no AUTH, USER, SASL or STLS once logged in).
-_CAPA = ("+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nIMPLEMENTATION %s\r\n.\r\n"
+caps = ("+OK capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nIMPLEMENTATION %s\r\n.\r\n"
          % IMPLEMENTATION).encode()
 
 
-def cmd_capa(s, args):
-    return _CAPA
+def CAPA(s, args):
+    return caps
 
 
-def cmd_noop(s, args):
+def NOOP(s, args):
     return reply(True)
 
 
-def cmd_rset(s, args):
+def RSET(s, args):
     for k in range(len(s._del)):
         s._del[k] = 0
     s._ndel = 0
@@ -135,7 +139,7 @@ def cmd_rset(s, args):
     return reply(True, "%d messages (%d octets)" % (s.mb.count, s.mb.total_size))
 
 
-def cmd_quit(s, args):
+def QUIT(s, args):
     """The UPDATE state (RFC 1939 section 6). The store takes the session's bitmask as it is:
     no per-message list, so QUIT after deleting thousands costs no more heap than after one."""
     s.closing = True
@@ -152,11 +156,11 @@ def cmd_quit(s, args):
     return reply(True, "bye (%d deleted)" % n)
 
 
-def read_failed(s, e, started):
+def read_failed(s, e, busy):
     """The shell's fill() of a RETR/TOP reply raised OSError (a flash read error, a file
     shorter than LIST said): the store sets the file aside at the next lock
     (Mailbox.unreadable) and the producer is closed. Returns the -ERR [SYS/PERM] to send
-    instead of the +OK while nothing of the reply has gone out (started False), else None:
+    instead of the +OK while nothing of the reply has gone out (busy False), else None:
     the shell then closes the connection (a half-sent message must never end with a
     terminator, which would make it look complete)."""
     p = s.producer
@@ -165,28 +169,28 @@ def read_failed(s, e, started):
     if p is not None:
         p.close()
     log.error("pop3 #%d %s message %s unreadable%s: %r", s.sid, s.peer, "?" if i is None else i + 1,
-              " mid-reply, closing" if started else "", e)
+              " mid-reply, closing" if busy else "", e)
     if i is not None and s.mb is not None:
         try:
             s.mb.unreadable(i)
         except Exception as e2:
             log.error("pop3 #%d %s unreadable: %r", s.sid, s.peer, e2)
-    if started:
+    if busy:
         return None
     return reply(False, "message could not be read", "SYS/PERM")
 
 
 TABLE = {
-    "CAPA": cmd_capa,
-    "STAT": cmd_stat,
-    "LIST": cmd_list,
-    "UIDL": cmd_uidl,
-    "RETR": cmd_retr,
-    "TOP": cmd_top,
-    "DELE": cmd_dele,
-    "NOOP": cmd_noop,
-    "RSET": cmd_rset,
-    "QUIT": cmd_quit,
+    "CAPA": CAPA,
+    "STAT": STAT,
+    "LIST": LIST,
+    "UIDL": UIDL,
+    "RETR": RETR,
+    "TOP": TOP,
+    "DELE": DELE,
+    "NOOP": NOOP,
+    "RSET": RSET,
+    "QUIT": QUIT,
 }
 
 
@@ -194,9 +198,9 @@ class ListingProducer:
     """LIST / UIDL without an argument: one line per undeleted message, then ".", produced into
     the shell's buffer as many lines at a time as fit."""
 
-    def __init__(self, session, uids):
+    def __init__(self, session, u):
         self.s = session
-        self.uids = uids
+        self.u = u  # UIDL (else LIST)
         self.i = 0
         self.done = False
 
@@ -208,10 +212,10 @@ class ListingProducer:
         cap = len(out)
         while self.i < mb.count:
             i = self.i
-            if _deleted(self.s, i):
+            if mask(self.s, i):
                 self.i += 1
                 continue
-            line = ("%d %s\r\n" % (i + 1, mb.uid(i) if self.uids else mb.size(i))).encode()
+            line = ("%d %s\r\n" % (i + 1, mb.uid(i) if self.u else mb.size(i))).encode()
             if n + len(line) > cap:
                 return n
             out[n : n + len(line)] = line
@@ -240,7 +244,7 @@ class _FileReply:
         self.f = f
         self.left = size
 
-    def _got(self, n):
+    def consume(self, n):
         """Account for n octets read from the file (0: its end)."""
         if n:
             self.left -= n
@@ -252,9 +256,9 @@ class _FileReply:
             self.svc.units -= 1
             self.svc = None
         self.unit = None
-        self._close_file()
+        self.release()
 
-    def _close_file(self):
+    def release(self):
         """The file alone (all read): the unit stays counted until close(), which the shell
         calls once it has sent the last block, from the unit."""
         if self.f is not None:
@@ -274,7 +278,7 @@ class PlainProducer(_FileReply):
     def __init__(self, f, size=-1, unit=0):
         """unit: the size of a copy buffer of its own (`unit`, for the shell), 0: none."""
         super().__init__(f, size)
-        self.last = _LF  # last byte handed out (an empty message is just the terminator)
+        self.end = _LF  # the last byte handed out (an empty message is just the terminator)
         self.done = False
         if unit and size > unit // 2:  # a small message gains nothing from it
             try:
@@ -288,20 +292,20 @@ class PlainProducer(_FileReply):
         f = self.f
         if f is not None:
             n = f.readinto(out)
-            self._got(n)
+            self.consume(n)
             if n:
-                self.last = out[n - 1]
-                if not self.left and self.last == _LF and n + 3 <= len(out):
+                self.end = out[n - 1]
+                if not self.left and self.end == _LF and n + 3 <= len(out):
                     # The file is all read (its size is known) and the block has room: the
                     # terminator goes in the same write.
                     out[n : n + 3] = TERMINATOR
-                    self._close_file()
+                    self.release()
                     self.done = True
                     return n + 3
                 return n
-            self._close_file()
+            self.release()
         # wirestuff.terminator, written out: that module stays unloaded for a RETR
-        t = TERMINATOR if self.last == _LF else b"\r\n.\r\n"
+        t = TERMINATOR if self.end == _LF else b"\r\n.\r\n"
         if len(out) < len(t):
             return 0
         out[: len(t)] = t

@@ -26,16 +26,16 @@ _STUFFED = const(0x40000000)
 _SIZE = const(0x3FFFFFFF)
 
 
-def write_intent(box, recs, n=None, name="commit"):
+def write_intent(box, records, n=None, name="commit"):
     """Step 1 of a deletion commit: the intent log, flushed. Once complete it is the commit
     point; a failure before that removes it and nothing is deleted.
 
-    recs: the n records to delete (epoch, seq, arrival, size field, LIST size: the log keeps
+    records: the n records to delete (epoch, seq, arrival, size field, LIST size: the log keeps
     the LIST size where the index keeps the running total), in index order, i.e.
     ascending seq; any iterable, walked once and written a block at a time (nothing is kept,
     so a generator reading the index costs a fixed amount of RAM for any n)."""
     if n is None:
-        n = len(recs)
+        n = len(records)
     buf = bytearray(_REC * _RECS_PER_READ)
     intent = box.p(name)
     f = open(intent, "wb")
@@ -43,7 +43,7 @@ def write_intent(box, recs, n=None, name="commit"):
         _pack(buf, 0, _MAGIC_COMMIT, n, 0, 0, 0)
         k = 1  # records in buf
         put = 0
-        for r in recs:
+        for r in records:
             if k == _RECS_PER_READ:
                 f.write(buf)
                 k = 0
@@ -61,14 +61,14 @@ def write_intent(box, recs, n=None, name="commit"):
     f.close()
     compat.sync_dir(box.path)
 
-def apply_deletions(box, index_ok, mask=None):
+def apply_deletions(box, ok, mask=None):
     """Steps 2-3 of a deletion commit, driven by the intent log on flash (idempotent: this is
     also the roll-forward after a crash). Every pass streams the log a block at a time:
     unlink the files (the floor is the highest seq + 1), rewrite the index without them,
     then drop emptied buckets. mask: the committing session's bitmask of deleted index
     positions (the index is unchanged since the lock, so the rewrite filters by position);
     None in recovery (the rewrite merges the index with the log by seq: a third read). Only
-    recovery passes index_ok False or mask None: then storescan is loaded and held (_cold)."""
+    recovery passes ok False or mask None: then storescan is loaded and held (_cold)."""
     intent = box.p("commit")
     floor = box.floor
     it = _iter_recs(intent, "intent log corrupt")
@@ -79,7 +79,7 @@ def apply_deletions(box, index_ok, mask=None):
                 floor = r[1] + 1
     finally:
         it.close()
-    if index_ok:
+    if ok:
         floor = max(floor, box.last_seq + 1)
         new = box.p("index.new")
         if mask is not None:
@@ -121,9 +121,9 @@ def apply_deletions(box, index_ok, mask=None):
         it.close()
 
 
-def _popcount(mask, nbytes):
+def _popcount(mask, size):
     n = 0
-    for j in range(nbytes):
+    for j in range(size):
         b = mask[j]
         while b:
             b &= b - 1
@@ -131,8 +131,8 @@ def _popcount(mask, nbytes):
     return n
 
 
-def commit(mb, deleted):
-    """The work of storesession.Mailbox.commit(deleted) (its docstring says what `deleted` may
+def commit(mb, d):
+    """The work of storesession.Mailbox.commit(mask) (its docstring says what `d`, its mask, may
     be and what is returned): every deletion of the session applied together through the intent
     log, then the lock released. mb: the Mailbox (its index file and buffer are read here, then
     closed; the lock is released at the end, whatever happens)."""
@@ -142,8 +142,8 @@ def commit(mb, deleted):
     try:
         count = mb.count
         nbytes = (count + 7) // 8
-        if isinstance(deleted, (bytes, bytearray, memoryview)):
-            mask = deleted
+        if isinstance(d, (bytes, bytearray, memoryview)):
+            mask = d
             bad = False
             for j in range(nbytes, len(mask)):
                 if mask[j]:
@@ -155,23 +155,23 @@ def commit(mb, deleted):
             nbytes = min(nbytes, len(mask))
         else:
             mask = bytearray(nbytes)
-            for i in deleted:
+            for i in d:
                 if not 0 <= i < count:
                     raise StoreError("no such message", "SYS/PERM")
                 mask[i >> 3] |= 1 << (i & 7)
         n = _popcount(mask, nbytes)
         if not n:
             return 0
-        mb._freed = 0
+        mb._free = 0
         storesession.write_intent(box, _marked(mb, mask, nbytes), n)
-        mb._close()
+        mb.close()
         # Committed: from here a crash is rolled forward by the next recovery.
         box.loaded = False
         storesession.apply_deletions(box, True, mask)  # (by that name: see the module docstring)
         _remove(box.p("commit"))
         box.loaded = True
         box.count -= n
-        box.total -= mb._freed
+        box.total -= mb._free
         if box.next_seq < box.floor:
             box.next_seq = box.floor
         return n
@@ -181,16 +181,16 @@ def commit(mb, deleted):
         mb.release()
 
 
-def _marked(mb, mask, nbytes):
-    """Yield the index records of the messages whose bit is set in mask[:nbytes], reading the
+def _marked(mb, mask, size):
+    """Yield the index records of the messages whose bit is set in mask[:size], reading the
     index a block (_RECS_PER_READ records, a multiple of 8) at a time through the session's
-    buffer and skipping blocks with no bit set; adds their sizes up in mb._freed."""
-    f = mb._f
-    buf = mb._buf
-    mb._have = 0  # the buffer no longer holds what _rec cached
+    buffer and skipping blocks with no bit set; adds their sizes up in mb._free."""
+    f = mb.f
+    buf = mb.buf
+    mb.n = 0  # the buffer no longer holds what _rec cached
     step = _RECS_PER_READ // 8
-    for b0 in range(0, nbytes, step):
-        b1 = min(b0 + step, nbytes)
+    for b0 in range(0, size, step):
+        b1 = min(b0 + step, size)
         for j in range(b0, b1):
             if mask[j]:
                 break
@@ -209,19 +209,19 @@ def _marked(mb, mask, nbytes):
                 lsize = r[3] & _SIZE
                 if r[3] & _STUFFED:
                     lsize = _lsize(r, _total_before(mb, i, i0, got))
-                mb._freed += lsize
+                mb._free += lsize
                 yield r[0], r[1], r[2], r[3], lsize
 
-def _total_before(mb, i, i0, got):
+def _total_before(mb, i, a, b):
     """The running total of record i - 1 (0 for i = 0): from the block in the buffer (records
-    i0 .. i0 + got - 1), else read on its own (a stuffed record first in its block)."""
+    a .. a + b - 1), else read on its own (a stuffed record first in its block)."""
     if not i:
         return 0
-    if i - 1 >= i0:
-        r = _unpack(mb._buf, (i - 1 - i0) * _REC)
+    if i - 1 >= a:
+        r = _unpack(mb.buf, (i - 1 - a) * _REC)
     else:
         one = bytearray(_REC)
-        f = mb._f
+        f = mb.f
         f.seek(_REC * i)
         if f.readinto(one) != _REC:
             raise StoreError("index truncated")

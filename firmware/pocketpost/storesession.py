@@ -84,24 +84,24 @@ class _Unstuffed:
 
         self.f = f
         self.left = size
-        self._u = DotUnstuffer()
-        self._buf = bytearray(_IN_BUF)
-        self._s = 0
-        self._e = 0
+        self.u = DotUnstuffer()
+        self.buf = bytearray(_IN_BUF)
+        self.start = 0
+        self.end = 0
 
     def readinto(self, out):
         cap = len(out)
         n = 0
-        u = self._u
+        u = self.u
         while n < cap:
-            if self._s >= self._e:
-                got = self.f.readinto(self._buf)
+            if self.start >= self.end:
+                got = self.f.readinto(self.buf)
                 if not got:
                     break
-                self._s = 0
-                self._e = got
-            n += u.unstuff_into(self._buf, self._s, self._e, out, n)
-            self._s += u.consumed
+                self.start = 0
+                self.end = got
+            n += u.unstuff_into(self.buf, self.start, self.end, out, n)
+            self.start += u.consumed
             if u.done:
                 raise OSError(_EIO, "terminator inside a stored message")
         self.left -= n
@@ -136,25 +136,25 @@ class Mailbox:
         self._box = box
         self.count = box.idx_count
         self.total_size = box.idx_total
-        self._buf = bytearray(_REC * _RECS_PER_READ)
-        self._first = 0  # index of the first record in _buf
-        self._have = 0  # records in _buf
-        self._freed = 0  # bytes freed by the commit in progress (see _marked)
-        self._f = open(box.p("index"), "rb") if self.count else None
+        self.buf = bytearray(_REC * _RECS_PER_READ)
+        self.i = 0  # index of the first record in buf
+        self.n = 0  # records in buf
+        self._free = 0  # bytes freed by the commit in progress (see _marked)
+        self.f = open(box.p("index"), "rb") if self.count else None
 
     def _rec(self, i):
         if self._box is None:
             raise StoreError("mailbox released")
         if not 0 <= i < self.count:
             raise IndexError(i)
-        if not self._first <= i < self._first + self._have:
-            self._f.seek(_REC * (i + 1))
-            n = self._f.readinto(self._buf)
-            self._first = i
-            self._have = n // _REC
-            if self._have < 1:
+        if not self.i <= i < self.i + self.n:
+            self.f.seek(_REC * (i + 1))
+            n = self.f.readinto(self.buf)
+            self.i = i
+            self.n = n // _REC
+            if self.n < 1:
                 raise StoreError("index truncated")
-        r = _unpack(self._buf, (i - self._first) * _REC)
+        r = _unpack(self.buf, (i - self.i) * _REC)
         if r is None:
             self._box.suspect = True  # damaged since the lock: the next lock rebuilds
             raise StoreError("index record corrupt")
@@ -162,7 +162,7 @@ class Mailbox:
 
     def uid(self, i):
         r = self._rec(i)
-        return "%08x.%d" % (r[0], r[1])
+        return (b"%08x.%d" % (r[0], r[1])).decode()  # (a str literal this short: an interned name)
 
     def _lsize(self, i, r):
         """The LIST size of message i, whose record is r: a stuffed message's is the difference
@@ -233,10 +233,10 @@ class Mailbox:
         box.suspect = True
         log.warning("store %s: message %08x.%d could not be read: set aside at the next lock", box.path, r[0], r[1])
 
-    def commit(self, deleted):
+    def commit(self, mask):
         """UPDATE state: apply every deletion of the session together, then release the lock.
 
-        deleted: the session's bitmask (bytes, bytearray or memoryview): bit (i & 7) of byte i >> 3 set when
+        mask: the session's bitmask (bytes, bytearray or memoryview): bit (i & 7) of byte i >> 3 set when
         message i (0-based) is deleted (pop3server.Session keeps one); or any other iterable of
         0-based indices (duplicates are fine), turned into such a bitmask of (count + 7) // 8
         bytes. That bitmask is the only state that grows with the mailbox: the intent log is
@@ -245,24 +245,24 @@ class Mailbox:
         Returns the number of messages deleted. The work is storecommit.commit, loaded for a
         commit that deletes something (every QUIT commits: one without deletions loads nothing)."""
         if self._box is not None:
-            if isinstance(deleted, (bytes, bytearray, memoryview)):
-                none = not any(deleted)
+            if isinstance(mask, (bytes, bytearray, memoryview)):
+                none = not any(mask)
             else:
-                none = isinstance(deleted, (list, tuple, set)) and not deleted
+                none = isinstance(mask, (list, tuple, set)) and not mask
             if none:
                 self.release()
                 return 0
-        return storecore._cold("storecommit", "commit", self, deleted)
+        return storecore._cold("storecommit", "commit", self, mask)
 
-    def _close(self):
-        if self._f is not None:
-            self._f.close()
-            self._f = None
+    def close(self):
+        if self.f is not None:
+            self.f.close()
+            self.f = None
 
     def release(self):
         """Release the lock without deleting anything (idempotent)."""
         if self._box is None:
             return
-        self._close()
+        self.close()
         _LOCKS.discard(self._box.path)
         self._box = None

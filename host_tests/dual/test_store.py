@@ -697,9 +697,9 @@ def test_damage_seen_by_a_session_fails_its_quit_cleanly_then_the_next_lock_rebu
         uids = [_deliver(st, "x", b"m%d\r\n" % i) for i in range(10)]
         mb = st.lock("x")
         _poke(root + "/x/index", 24 * 5, b"\x00" * 24)  # record 4 zeroed while the session runs
-        mb._f.close()  # littlefs: a handle opened before the damage would still read the old block
-        mb._f = open(root + "/x/index", "rb")
-        mb._have = 0
+        mb.f.close()  # littlefs: a handle opened before the damage would still read the old block
+        mb.f = open(root + "/x/index", "rb")
+        mb.n = 0
         try:
             mb.commit([2, 4])
             assert False, "commit over a damaged record"

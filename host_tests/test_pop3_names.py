@@ -1,0 +1,111 @@
+"""The interned names (qstrs, never freed) of the POP3 server as tools/bench_heap.py runs it
+(code from .mpy): listening, then after a POP3 session (USER/PASS, STAT, LIST, UIDL, RETR, DELE,
+QUIT), then after a second one over POP3S. MicroPython allocates the names' pools doubling in
+size (20, 40, 80, 160, 320 entries: 620 names), and the 621st name allocates a 640-entry pool
+in one block (~7.1 KB on the 64-bit host): bench_heap's workloads b and e pay it. See
+docs/ARCHITECTURE.md ("what costs a name"); the SMTP side's guard is test_smtp_names.py."""
+
+import os
+import poplib
+import re
+import ssl
+import sys
+import time
+
+from serverharness import USERS, Pop3Server, msg
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
+
+# The server as tools/heapwork.py (bench_heap's a, b, e) runs it: server.main, server._forever,
+# the store's session side imported with the server (as board.Runner.serve does), plus a task
+# that lists the interned names each time the test creates the file argv[2] + a number.
+PROBE = """
+import sys, asyncio, micropython, os
+from pocketpost import server
+from pocketpost import storesession
+
+async def _names(cfg, path):
+    asyncio.create_task(server._forever(cfg, path))
+    n = 0
+    while True:
+        await asyncio.sleep(0.02)
+        try:
+            os.stat(sys.argv[2] + str(n))
+        except OSError:
+            continue
+        print("NAMES", n)
+        micropython.qstr_info(*sys.argv[3:4] and (1,))
+        print("END", n)
+        n += 1
+
+server.main(sys.argv[1], _names)
+"""
+
+
+def pop3_session(srv, tls=False):
+    """Log in with USER/PASS, then STAT, LIST, UIDL, RETR 1, DELE 1, QUIT."""
+    if tls:
+        p = poplib.POP3_SSL("127.0.0.1", srv.pop3s_port, timeout=20,
+                            context=ssl.create_default_context(cafile=srv.ca))
+    else:
+        p = poplib.POP3("127.0.0.1", srv.port, timeout=20)
+    p.user("alice")
+    p.pass_(USERS["alice"])
+    p.stat()
+    p.list()
+    p.uidl()
+    p.retr(1)
+    p.dele(1)
+    assert p.quit().startswith(b"+OK")
+
+
+def names_after(tmp_path, sessions, listing=False):
+    """Start the probe (code from .mpy), then after each of `sessions` (callables given the
+    server) return the interned names: a list of (count, [names] when `listing`)."""
+    from benchlib import build_mpy
+
+    mpy = build_mpy(str(tmp_path / "mpy"))
+    probe = tmp_path / "namesprobe.py"
+    probe.write_text(PROBE)
+    (tmp_path / "srv").mkdir()
+    srv = Pop3Server(str(tmp_path / "srv"), messages={"alice": [msg(i) for i in range(3)]})
+    go = str(tmp_path / "go")
+    out = []
+    try:
+        srv.start(args=[str(probe), srv.config_path, go] + (["1"] if listing else []), micropypath=mpy)
+        for i, fn in enumerate([lambda s: None] + list(sessions)):
+            fn(srv)
+            time.sleep(0.2)  # the session's handler has run its finally
+            open(go + str(i), "w").close()
+            deadline = time.time() + 20
+            while time.time() < deadline:
+                m = re.search(r"NAMES %d\n(.*?)END %d\n" % (i, i), srv.log(), re.S)
+                if m:
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("no names listed: " + srv.log()[-3000:])
+            text = m.group(1)
+            out.append((int(re.search(r"n_qstr=(\d+)", text).group(1)), re.findall(r"^Q\((.*)\)$", text, re.M)))
+    finally:
+        srv.stop()
+    return out
+
+
+def test_pop3_sessions_intern_fewer_names_than_fill_the_first_five_pools(tmp_path):
+    """Listening, then a POP3 session, then a POP3S one: under 620 interned names after each,
+    or the board pays a 7.1 KB pool for the sessions' names (issue 12)."""
+    counts = [n for n, _ in names_after(tmp_path, [pop3_session, lambda srv: pop3_session(srv, True)])]
+    assert counts[1] < 620 and counts[2] < 620, counts
+
+
+if __name__ == "__main__":  # a measurement aid: the names the sessions add to the listening server's
+    import pathlib
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        res = names_after(pathlib.Path(d), [pop3_session, lambda srv: pop3_session(srv, True)], listing=True)
+        print("listening %d, after a POP3 session %d, then a POP3S one %d" % tuple(n for n, _ in res))
+        for (_, a), (_, b) in zip(res, res[1:]):
+            print("new:", " ".join(n for n in b if n not in set(a) and not n.startswith("/")))
