@@ -873,7 +873,7 @@ def test_ctrl_c_inside_a_commit_is_finished_or_undone_by_the_next_lock():
     from pocketpost.store import Store
 
     real_rename = compat.rename
-    real_close = store_mod.Mailbox._close
+    real_close = store_mod.Mailbox.close
     root = _tmpname("mail")
     try:
         store_mod.reboot()
@@ -925,22 +925,22 @@ def test_ctrl_c_inside_a_commit_is_finished_or_undone_by_the_next_lock():
 
         def close_then_ctrl_c(self):
             real_close(self)
-            store_mod.Mailbox._close = real_close  # once: release() calls it again
+            store_mod.Mailbox.close = real_close  # once: release() calls it again
             raise KeyboardInterrupt
 
         def delete_first():
             mb = Store(root, quota=0).lock("alice")
             mb.commit([0])
 
-        store_mod.Mailbox._close = close_then_ctrl_c  # right after the intent log is written
+        store_mod.Mailbox.close = close_then_ctrl_c  # right after the intent log is written
         interrupted(delete_first)
-        store_mod.Mailbox._close = real_close
+        store_mod.Mailbox.close = real_close
         mb = Store(root, quota=0).lock("alice")
         assert mb.count == 4  # the deletion was committed: the next lock finished it
         mb.release()
     finally:
         compat.rename = real_rename
-        store_mod.Mailbox._close = real_close
+        store_mod.Mailbox.close = real_close
         store_mod.reboot()
         _rmtree(root)
 
