@@ -7,40 +7,18 @@ docs/ARCHITECTURE.md ("what costs a name"); the SMTP side's guard is test_smtp_n
 
 import os
 import poplib
-import re
 import ssl
 import sys
-import time
 
+import namesprobe
 from serverharness import USERS, Pop3Server, msg
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
 
 # The server as tools/heapwork.py (bench_heap's a, b, e) runs it: server.main, server._forever,
-# the store's session side imported with the server (as board.Runner.serve does), plus a task
-# that lists the interned names each time the test creates the file argv[2] + a number.
-PROBE = """
-import sys, asyncio, micropython, os
-from pocketpost import server
-from pocketpost import storesession
-
-async def _names(cfg, path):
-    asyncio.create_task(server._forever(cfg, path))
-    n = 0
-    while True:
-        await asyncio.sleep(0.02)
-        try:
-            os.stat(sys.argv[2] + str(n))
-        except OSError:
-            continue
-        print("NAMES", n)
-        micropython.qstr_info(*sys.argv[3:4] and (1,))
-        print("END", n)
-        n += 1
-
-server.main(sys.argv[1], _names)
-"""
+# the store's session side imported with the server (as board.Runner.serve does).
+_IMPORTS = "server, storesession"
 
 
 def pop3_session(srv, tls=False):
@@ -61,36 +39,10 @@ def pop3_session(srv, tls=False):
 
 
 def names_after(tmp_path, sessions, listing=False):
-    """Start the probe (code from .mpy), then after each of `sessions` (callables given the
-    server) return the interned names: a list of (count, [names] when `listing`)."""
-    from benchlib import build_mpy
-
-    mpy = build_mpy(str(tmp_path / "mpy"))
-    probe = tmp_path / "namesprobe.py"
-    probe.write_text(PROBE)
+    """namesprobe.names_after on the POP3 server (three messages for alice)."""
     (tmp_path / "srv").mkdir()
     srv = Pop3Server(str(tmp_path / "srv"), messages={"alice": [msg(i) for i in range(3)]})
-    go = str(tmp_path / "go")
-    out = []
-    try:
-        srv.start(args=[str(probe), srv.config_path, go] + (["1"] if listing else []), micropypath=mpy)
-        for i, fn in enumerate([lambda s: None] + list(sessions)):
-            fn(srv)
-            time.sleep(0.2)  # the session's handler has run its finally
-            open(go + str(i), "w").close()
-            deadline = time.time() + 20
-            while time.time() < deadline:
-                m = re.search(r"NAMES %d\n(.*?)END %d\n" % (i, i), srv.log(), re.S)
-                if m:
-                    break
-                time.sleep(0.05)
-            else:
-                raise AssertionError("no names listed: " + srv.log()[-3000:])
-            text = m.group(1)
-            out.append((int(re.search(r"n_qstr=(\d+)", text).group(1)), re.findall(r"^Q\((.*)\)$", text, re.M)))
-    finally:
-        srv.stop()
-    return out
+    return namesprobe.names_after(tmp_path, srv, _IMPORTS, "server._forever", sessions, listing)
 
 
 def test_pop3_sessions_intern_fewer_names_than_fill_the_first_five_pools(tmp_path):

@@ -8,39 +8,17 @@ own guard is host_tests/test_fetch_heap.py."""
 
 import base64
 import os
-import re
 import socket
 import sys
-import time
 
+import namesprobe
 from smtpharness import SmtpPop3Server
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
 
-# The server as `-m pocketpost.smtpserver` runs it (server.main, smtpserver._forever), plus a task
-# that lists the interned names each time the test creates the file argv[2] + a number. (Names the
-# probe adds, about 4 a board does not have: its file's and its arguments', _names.)
-PROBE = """
-import sys, asyncio, micropython, os
-from pocketpost import server, smtpserver
-
-async def _names(cfg, path):
-    asyncio.create_task(smtpserver._forever(cfg, path))
-    n = 0
-    while True:
-        await asyncio.sleep(0.02)
-        try:
-            os.stat(sys.argv[2] + str(n))
-        except OSError:
-            continue
-        print("NAMES", n)
-        micropython.qstr_info(*sys.argv[3:4] and (1,))
-        print("END", n)
-        n += 1
-
-server.main(sys.argv[1], _names)
-"""
+# The server as `-m pocketpost.smtpserver` runs it (server.main, smtpserver._forever).
+_IMPORTS = "server, smtpserver"
 
 
 def _reply(f):
@@ -77,40 +55,11 @@ def smtp_receive(port, login=None):
 
 
 def names_after(tmp_path, sessions, listing=False, smtp=None):
-    """Start the probe (code from .mpy), then after each of `sessions` (callables given the
-    harness) return the interned names: a list of (count, [names] when `listing`)."""
-    from benchlib import build_mpy
-
-    mpy = build_mpy(str(tmp_path / "mpy"))
-    probe = tmp_path / "namesprobe.py"
-    probe.write_text(PROBE)
+    """namesprobe.names_after on the POP3 server with the SMTP receiver."""
     (tmp_path / "srv").mkdir()
     srv = SmtpPop3Server(str(tmp_path / "srv"), messages={"alice": []}, server={"cert": "", "key": "", "pop3s_port": 0},
                          smtp=dict({"max_message_size": 8192, "data_timeout": 60}, **(smtp or {})))
-    go = str(tmp_path / "go")
-    out = []
-    try:
-        srv.start(args=[str(probe), srv.config_path, go] + (["1"] if listing else []), micropypath=mpy)
-        for i, fn in enumerate([lambda s: None] + list(sessions)):
-            fn(srv)
-            time.sleep(0.2)  # the session's handler has run its finally (release: smtp.py dropped)
-            open(go + str(i), "w").close()
-            deadline = time.time() + 20
-            while time.time() < deadline:
-                log = srv.log()
-                m = re.search(r"NAMES %d\n(.*?)END %d\n" % (i, i), log, re.S)
-                if m:
-                    break
-                time.sleep(0.05)
-            else:
-                raise AssertionError("no names listed: " + srv.log()[-3000:])
-            text = m.group(1)
-            n = int(re.search(r"n_qstr=(\d+)", text).group(1))
-            names = re.findall(r"^Q\((.*)\)$", text, re.M)
-            out.append((n, names))
-    finally:
-        srv.stop()
-    return out
+    return namesprobe.names_after(tmp_path, srv, _IMPORTS, "smtpserver._forever", sessions, listing)
 
 
 def test_pop3_and_smtp_receiving_a_message_intern_fewer_names_than_fill_the_first_five_pools(tmp_path):
