@@ -446,6 +446,9 @@ class Runner:
         # sessions' buffers, not at the first lock in the middle of the heap (bench_heap c: ~4 KiB).
         srv = await server.start(self.cfg, self.store, self.config_path)
         self.server = srv
+        logins = getattr(srv, "svc", None)
+        if self.smtp is not None and logins is not None:  # a restart: SMTP shares the new one too
+            self.smtp.update(logins)
         try:
             wait = getattr(srv, "wait_closed", None)
             if wait is not None:

@@ -86,6 +86,17 @@ class SmtpServer:
         self.slots = Slots(self.sm, "smtp")
         self._listeners = []
 
+    def update(self, logins):
+        """Share a restarted POP3 server's login service and TLS context: without this the
+        receiver kept the old ones (two failed-login throttles again, and the old service's
+        heap held). Sessions holding the current smtp.Service keep its service to their end;
+        the next Service is built with this one. ("update": a name the runtime has built in.)"""
+        users, store, _, hostname = self._svc_args
+        self._svc_args = (users, store, logins, hostname)
+        ctx = getattr(logins, "tls_ctx", None)
+        if ctx is not None:
+            self.ctx = ctx
+
     def hold(self):
         """smtp.py for one more session (imported, and its Service built, by the first)."""
         from pocketpost import smtp

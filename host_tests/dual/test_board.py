@@ -955,21 +955,12 @@ def test_smtp_receiver_shares_the_pop3_servers_login_service():
 
 
 def _smtp_shares_logins(smtp_first):
-    import pocketpost
-
-    class Srv:
-        def __init__(self, svc):
-            self.svc = svc
-
-        def close(self):
-            pass
-
     class FakeServer:  # pocketpost.server: a start that yields to the loop, as asyncio.start_server does
         @staticmethod
         async def start(cfg, store, config_path=None):
             for _ in range(3):
                 await asyncio.sleep(0)
-            return Srv("pop3-logins")
+            return _Srv("pop3-logins")
 
     class FakeSmtpServer:  # pocketpost.smtpserver: records the login service it was handed
         got = []
@@ -977,13 +968,8 @@ def _smtp_shares_logins(smtp_first):
         @staticmethod
         async def start(cfg, store, logins=None):
             FakeSmtpServer.got.append(logins)
-            return Srv(None)
+            return _Srv(None)
 
-    fakes = {"server": FakeServer, "smtpserver": FakeSmtpServer}
-    saved = dict((n, (sys.modules.get("pocketpost." + n), getattr(pocketpost, n, None))) for n in fakes)
-    for n, m in fakes.items():
-        sys.modules["pocketpost." + n] = m
-        setattr(pocketpost, n, m)
     r = board.Runner({}, board.Hardware())
 
     async def go():
@@ -995,8 +981,73 @@ def _smtp_shares_logins(smtp_first):
         r.stop()
         return ok
 
+    assert _with_fake_modules({"server": FakeServer, "smtpserver": FakeSmtpServer}, go)
+    assert FakeSmtpServer.got == ["pop3-logins"], (smtp_first, FakeSmtpServer.got)
+
+
+def test_smtp_receiver_shares_a_restarted_pop3_servers_login_service():
+    # The POP3 server's listeners close, the supervisor restarts it with a new login service:
+    # the SMTP receiver must take that one too (it kept the first: two failed-login throttles
+    # again after any POP3 restart, and the old service's heap held).
+    class Closing(_Srv):
+        async def wait_closed(self):  # the first server's listeners close soon after its start
+            for _ in range(3):
+                await asyncio.sleep(0)
+
+    class FakeServer:
+        made = []
+
+        @staticmethod
+        async def start(cfg, store, config_path=None):
+            FakeServer.made.append(1)
+            n = len(FakeServer.made)
+            return Closing("pop3-logins-1") if n == 1 else _Srv("pop3-logins-%d" % n)
+
+    class Receiver(_Srv):
+        def update(self, logins):
+            self.svc = logins
+
+    class FakeSmtpServer:
+        @staticmethod
+        async def start(cfg, store, logins=None):
+            return Receiver(logins)
+
+    r = board.Runner({}, board.Hardware())
+    r.supervisor = board.Supervisor(backoff_ms=10)
+
+    async def go():
+        r.supervisor.add("server", r.serve)
+        r.supervisor.add("smtp", r.serve_smtp)
+        r.supervisor.start()
+        ok = await until(lambda: r.server is not None and r.server.svc == "pop3-logins-2"
+                         and r.smtp is not None and r.smtp.svc == "pop3-logins-2")
+        got = r.smtp.svc if r.smtp is not None else None
+        r.stop()
+        return ok, got
+
+    ok, got = _with_fake_modules({"server": FakeServer, "smtpserver": FakeSmtpServer}, go)
+    assert ok, got
+
+
+class _Srv:  # a started pocketpost.server Server or smtpserver SmtpServer: its svc and close
+    def __init__(self, svc):
+        self.svc = svc
+
+    def close(self):
+        pass
+
+
+def _with_fake_modules(fakes, go):
+    """run(go()) with pocketpost.NAME replaced by fakes[NAME] (sys.modules and the package
+    attribute, as board's `from pocketpost import NAME` finds it), restored after."""
+    import pocketpost
+
+    saved = dict((n, (sys.modules.get("pocketpost." + n), getattr(pocketpost, n, None))) for n in fakes)
+    for n, m in fakes.items():
+        sys.modules["pocketpost." + n] = m
+        setattr(pocketpost, n, m)
     try:
-        assert run(go())
+        return run(go())
     finally:
         for n, (mod, attr) in saved.items():
             if mod is None:
@@ -1010,7 +1061,6 @@ def _smtp_shares_logins(smtp_first):
                     pass
             else:
                 setattr(pocketpost, n, attr)
-    assert FakeSmtpServer.got == ["pop3-logins"], (smtp_first, FakeSmtpServer.got)
 
 
 def test_sessions_counts_pop3_and_smtp():

@@ -788,6 +788,30 @@ def test_smtp_drop_takes_the_auth_code_bound_to_it():
     with_env(body, policy="always")
 
 
+def test_update_shares_a_restarted_pop3_servers_login_service():
+    # board.serve hands a restarted POP3 server's login service (and TLS context) to the running
+    # receiver: a session in progress keeps the Service it was given, the next one gets the new
+    # login service (it kept the old one: two failed-login throttles after any POP3 restart).
+    from pocketpost import smtpserver
+
+    def body(e):
+        srv = smtpserver.SmtpServer(e.cfg, e.store, e.logins)
+        srv.hold()  # a session in progress
+        first = srv.svc
+        new = LoginService(e.cfg["server"], e.cfg["users"], e.store)
+        ctx = object()
+        new.tls_ctx = ctx
+        srv.update(new)
+        assert srv.svc is first and first.logins is e.logins
+        assert srv.ctx is ctx
+        srv.release()
+        srv.hold()
+        assert srv.svc.logins is new, "the next session still uses the old login service"
+        srv.release()
+
+    with_env(body)
+
+
 def test_envelope_code_held_outside_data_only():
     # smtpenv.py (EHLO, MAIL, RCPT, DATA's start...) is held by every session in its command
     # phase (smtp.env_holds) and dropped while all are in DATA or gone (MicroPython): a message
