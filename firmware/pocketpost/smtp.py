@@ -231,6 +231,7 @@ class Session:
             log.error("smtp %s %s: %s %r", self.peer, kw, type(e).__name__, e)
             self.abort()
             self.reset()
+            self.in_data = False  # a DATA that failed at its 354: what follows is commands again
             self.forget()
             self.hold()  # still in the command phase
             return reply(451, "4.3.0 local error, try again later")
