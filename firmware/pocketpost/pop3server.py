@@ -197,6 +197,13 @@ class Session:
             return fn(self, args)
         except Exception as e:  # store/file trouble: one -ERR, never a dead session
             log.error("pop3 #%d %s %s: %s %r", self.sid, self.peer, kw, type(e).__name__, e)
+            p = self.producer
+            if p is not None:  # made before the failure: no reply body may follow the -ERR
+                self.producer = None
+                try:
+                    p.close()  # its message file
+                except Exception:
+                    pass
             return reply(False, "internal error", getattr(e, "code", None) or "SYS/TEMP")
 
     def resume(self):

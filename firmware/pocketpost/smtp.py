@@ -25,7 +25,7 @@ server-final message goes out as a last "334" challenge that the client answers 
 RFC 4954 section 4). Every failed AUTH, whatever the mechanism, gets 535 5.7.8 after the throttle's
 delay, and an unknown user fails exactly as a wrong password does.
 
-Mail is only ever delivered locally: RCPT is accepted for configured addresses (`Service.resolve`)
+Mail is only ever delivered locally: RCPT is accepted for configured addresses (`smtpenv.mailbox`)
 and nothing else, authenticated or not (550 5.7.1 for other domains: never an open relay).
 
 DATA streams (smtpdata.py, loaded for the message phase only): a strict wire.DotUnstuffer (only
@@ -231,6 +231,7 @@ class Session:
             log.error("smtp %s %s: %s %r", self.peer, kw, type(e).__name__, e)
             self.abort()
             self.reset()
+            self.in_data = False  # a DATA that failed at its 354: what follows is commands again
             self.forget()
             self.hold()  # still in the command phase
             return reply(451, "4.3.0 local error, try again later")

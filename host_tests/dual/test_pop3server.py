@@ -632,6 +632,55 @@ def test_close_mid_retr_closes_the_message_file():
         e.done()
 
 
+def test_a_command_failing_after_making_its_reply_body_sends_the_err_alone():
+    # LIST, RETR and TOP make their producer before their status line: a failure between the two
+    # (a MemoryError building the +OK on a full heap) is answered -ERR by Session.handle, and no
+    # body may follow that -ERR (the shell sends whatever producer the session holds: a client
+    # would take the message's lines for the replies to its next commands). The message file goes.
+    def oom(*a):
+        raise MemoryError("memory allocation failed")
+
+    e = Env()
+    try:
+        for cmd in (b"LIST", b"RETR 2", b"TOP 3 1"):
+            s = e.session()
+            login(s)
+            assert run(s, b"NOOP") == b"+OK\r\n"  # pop3trans loaded and held: the copy patched below
+            from pocketpost import pop3trans
+
+            opened = []
+            real_open = s.mb.open
+
+            def tracked(i, stored=False):
+                opened.append(real_open(i, stored))
+                return opened[-1]
+
+            s.mb.open = tracked
+            real_reply = pop3trans.reply
+            if cmd.startswith(b"RETR"):
+                s.mb.size = oom  # RETR's "+OK n octets"
+            else:
+                pop3trans.reply = lambda ok, *a: oom() if ok else real_reply(ok, *a)
+            try:
+                r = run(s, cmd)
+            finally:
+                pop3trans.reply = real_reply
+            assert r == b"-ERR [SYS/TEMP] internal error\r\n", (cmd, r)
+            assert s.producer is None
+            for f in opened:  # closed: reading it raises
+                try:
+                    f.read(1)
+                    assert False, (cmd, "message file left open")
+                except ValueError:  # CPython: I/O operation on closed file
+                    pass
+                except OSError:  # MicroPython: EBADF
+                    pass
+            assert run(s, b"NOOP") == b"+OK\r\n"
+            s.close()
+    finally:
+        e.done()
+
+
 def _steps(w):
     n = 0
     while not w.step(1):

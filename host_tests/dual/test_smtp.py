@@ -890,36 +890,61 @@ def test_message_code_held_in_data_only():
     with_env(body)
 
 
+def _data_failing(mod, name, failing):
+    """A with_env body: the envelope and a DATA with mod.name replaced by `failing` (a MemoryError
+    on the way to the 354) are answered 451 and store nothing; the session is back in its command
+    phase (in_data off, the envelope's code held again, no message code) and stores its next
+    message."""
+
+    def body(e):
+        smtp.env_holds[0] = 0
+        smtp.data_holds[0] = 0
+        c = e.session()
+        real = getattr(mod, name)
+        setattr(mod, name, failing)
+        try:
+            r = c.send(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        finally:
+            setattr(mod, name, real)
+        assert codes(r) == [250, 250, 250, 451], r
+        assert not c.s.in_data and e.tmp_empty()
+        assert smtp.env_holds[0] == 1 and smtp.data_holds[0] == 0
+        assert codes(c.send(transaction(body=b"two\r\n"))) == [250, 250, 250, 354, 250]
+        assert [strip_trace(m) for m in e.box("alice")] == [b"two\r\n"]
+
+    return body
+
+
 def test_data_after_memory_error_making_the_unstuffer_is_accepted():
     # The first DATA loads unstuffer.py (wire.DotUnstuffer: a cold load) for the session's
     # un-stuffer. A MemoryError there answers that DATA 451 and stores nothing; the session must
     # not be left without an un-stuffer, refusing every later DATA.
     from pocketpost import unstuffer
 
-    def body(e):
-        smtp.env_holds[0] = 0
-        smtp.data_holds[0] = 0
-        c = e.session()
-        real = unstuffer.DotUnstuffer
-        calls = [0]
+    calls = [0]
 
-        def failing(*a):
-            calls[0] += 1
+    def failing(*a):
+        calls[0] += 1
+        raise MemoryError("memory allocation failed")
+
+    with_env(_data_failing(unstuffer, "DotUnstuffer", failing))
+    assert calls[0] == 1
+
+
+def test_data_failing_at_its_354_leaves_the_session_in_its_command_phase():
+    # smtpdata.begin turns in_data on, then builds the 354: a MemoryError there (DATA is where the
+    # heap runs out) is answered 451 by Session.handle. The session must be back in its command
+    # phase: what the client sends next is commands, not message text for a message that is gone.
+    from pocketpost import smtpdata  # loaded now: the DATA below takes this copy
+
+    real = smtpdata.reply
+
+    def failing(code, text):
+        if code == 354:
             raise MemoryError("memory allocation failed")
+        return real(code, text)
 
-        unstuffer.DotUnstuffer = failing
-        try:
-            r = c.send(b"EHLO x\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
-        finally:
-            unstuffer.DotUnstuffer = real
-        assert calls[0] == 1 and codes(r) == [250, 250, 250, 451], r
-        assert not c.s.in_data and e.tmp_empty()
-        # back in the command phase: it holds the envelope's code again, and no message code
-        assert smtp.env_holds[0] == 1 and smtp.data_holds[0] == 0
-        assert codes(c.send(transaction(body=b"two\r\n"))) == [250, 250, 250, 354, 250]
-        assert [strip_trace(m) for m in e.box("alice")] == [b"two\r\n"]
-
-    with_env(body)
+    with_env(_data_failing(smtpdata, "reply", failing))
 
 
 def test_received_date_names_every_weekday_and_month():
