@@ -50,7 +50,7 @@ async def _session(port, say, expect):
 
 
 def test_a_close_that_raises_still_frees_the_slot_and_socket(monkeypatch):
-    from pocketpost import pop3server, smtp
+    from pocketpost import pop3cmd, smtp
 
     d = tempfile.mkdtemp()
     try:
@@ -59,7 +59,7 @@ def test_a_close_that_raises_still_frees_the_slot_and_socket(monkeypatch):
         st.create("alice")
         pport, sport = free_port(), free_port()
         cfg = _cfg(root, pport, sport)
-        monkeypatch.setattr(pop3server.Session, "close", _failing_close)
+        monkeypatch.setattr(pop3cmd.Session, "close", _failing_close)
         monkeypatch.setattr(smtp.Session, "close", _failing_close)
 
         async def run():

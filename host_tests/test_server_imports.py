@@ -63,6 +63,8 @@ def test_server_imports_no_client_module(tmp_path):
     # code (loginsvc.py, auth.py, pop3login.py) are dropped once the server is up with no session.
     assert not loaded & {"pop3client", "unstuffer"}, sorted(loaded)
     assert not loaded & {"serverstart", "tls", "loginsvc", "auth", "pop3login", "pop3trans"}, sorted(loaded)
+    # The session code (pop3cmd.py: Session and the command grammar) waits for a connection.
+    assert "pop3cmd" not in loaded, sorted(loaded)
 
 
 # The services started as board.main starts them (config.py imported inside a function, as
@@ -223,6 +225,76 @@ def test_smtp_session_code_loaded_per_session_and_dropped(tmp_path):
     assert out["STORED1"] == "250" and out["STORED2"] == "250", out
     assert out["AFTER1"] == "0 0" and out["AFTER2"] == "0 0", out
     assert out["COUNT"] == "2", out
+
+
+# The POP3 server listening keeps no session code: pop3cmd.py (Session, the grammar) is loaded by
+# a connection and dropped when the last session ends, its heap free again (server.Server._handle).
+POP3_DROP_SCRIPT = r"""
+import gc, sys, asyncio
+from pocketpost import server
+
+def load(path):
+    from pocketpost import config
+    c = config.load(path)
+    return c, config.open_store(c)
+
+cfg, st = load(sys.argv[1])
+
+def scrub(n):  # as DROP_SCRIPT: no stale word on the C stack keeps a dropped module alive
+    a = b = c = d = e = f = g = h = 0
+    return scrub(n - 1) if n else a + b + c + d + e + f + g + h
+
+def live():
+    scrub(100)
+    gc.collect()
+    return gc.mem_alloc()
+
+def loaded():
+    return int("pocketpost.pop3cmd" in sys.modules)
+
+async def session(port, n, srv):
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    print("GREETING%d" % n, (await r.readline())[:3].decode())
+    print("DURING%d" % n, loaded(), live())
+    w.write(b"QUIT\r\n")
+    await w.drain()
+    print("QUIT%d" % n, (await r.readline())[:3].decode())
+    w.close()
+    for _ in range(500):  # the handler's finally runs once the peer has gone: bounded wait
+        if not srv.sessions:
+            break
+        await asyncio.sleep_ms(10)
+    await asyncio.sleep_ms(50)
+    print("AFTER%d" % n, srv.sessions, loaded(), live())
+
+async def main():
+    srv = await server.start(cfg, st)
+    print("LISTENING", loaded())
+    for n in (1, 2):
+        await session(cfg["server"]["port"], n, srv)
+    srv.close()
+
+asyncio.run(main())
+"""
+
+
+def test_pop3_session_code_loaded_per_session_and_dropped(tmp_path):
+    """Listening, the POP3 server has no pop3cmd.py in sys.modules; a connection loads it, the end
+    of the last session drops it and frees its heap (> 4 KB below the heap during the session:
+    nothing of the ended session keeps it), and the next connection loads it again."""
+    srv = Pop3Server(str(tmp_path), {"alice": []}, users={"alice": "pw"})
+    script = tmp_path / "p.py"
+    script.write_text(POP3_DROP_SCRIPT)
+    r = subprocess.run([MICROPYTHON, str(script), srv.config_path], capture_output=True, text=True, timeout=60,
+                       cwd=ROOT, env=dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = dict(ln.split(" ", 1) for ln in r.stdout.splitlines() if ln[:1].isupper() and " " in ln)
+    assert out["LISTENING"] == "0", out
+    for n in ("1", "2"):
+        assert out["GREETING" + n] == "+OK" and out["QUIT" + n] == "+OK", out
+        during, after = out["DURING" + n].split(), out["AFTER" + n].split()
+        assert during[0] == "1" and after[:2] == ["0", "0"], out
+        assert int(during[1]) - int(after[2]) > 4000, out
 
 
 # An SMTP session's command phase (EHLO, MAIL, RCPT) under micropython, then its DATA.

@@ -40,7 +40,8 @@ from pocketpost import auth  # noqa: E402
 LOOP_STALL = r"""
 import asyncio, sys, time, os
 from pocketpost import config, log
-from pocketpost.pop3server import Service, Session
+from pocketpost.pop3cmd import Session
+from pocketpost.pop3server import Service
 log.set_sink(lambda line: None)
 its, us, n_logins = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 cfg = config.check({"server": {"pbkdf2_iterations": its, "pbkdf2_iteration_us": us, "auth_delays": [0]}})

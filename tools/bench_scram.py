@@ -23,7 +23,8 @@ from helpers import MICROPYTHON  # noqa: E402
 INNER = r"""
 import binascii, time
 from pocketpost import auth, config, log, scram
-from pocketpost.pop3server import Service, Session
+from pocketpost.pop3cmd import Session
+from pocketpost.pop3server import Service
 log.set_sink(lambda line: None)
 
 class NoStore:

@@ -13,8 +13,8 @@ from pocketpost.compat import const, ticks_diff, ticks_ms
 from pocketpost.pop3 import reply
 from pocketpost.pop3server import IMPLEMENTATION
 
-_TRANSACTION = const(1)  # pop3server's (a private copy)
-_DONE = const(2)  # pop3server's (a private copy)
+_TRANSACTION = const(1)  # pop3cmd's (a private copy)
+_DONE = const(2)  # pop3cmd's (a private copy)
 _LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
 
 # SASL continuation steps (Session._sasl).

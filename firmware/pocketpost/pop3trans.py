@@ -20,7 +20,7 @@ from pocketpost.pop3 import reply
 from pocketpost.pop3server import IMPLEMENTATION
 from pocketpost.wire import TERMINATOR
 
-_DONE = const(2)  # pop3server's (a private copy)
+_DONE = const(2)  # pop3cmd's (a private copy)
 _LF = const(10)
 _EIO = const(5)  # a message file ended before the size its index entry (and LIST) gave
 # RETR's copy unit when the shell's block is smaller: a RETR is one read and one socket write

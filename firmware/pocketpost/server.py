@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-The protocol lives in pop3server.Session (sans-I/O); this module only moves bytes. Per
+The protocol lives in pop3cmd.Session (sans-I/O; pop3cmd.py is loaded with the first connection
+and dropped when the last one ends); this module only moves bytes. Per
 connection it allocates, once: a wire.LineReader (commands), one out buffer (block_size) that
 TOP/LIST/UIDL replies (and a RETR without a copy unit of its own) are produced into, made at the
 first such reply (a session that only RETRs never makes it), and (TOP only) pop3body's file block. It reads
@@ -34,9 +35,7 @@ import sys
 import asyncio
 
 from pocketpost import heapmark, log
-from pocketpost.compat import const
-from pocketpost.pop3 import reply
-from pocketpost.pop3server import Session
+from pocketpost.compat import const, forget
 from pocketpost.listener import ServerConn, listener_tasks, peer_ip
 from pocketpost.transport import Timeout, nodelay
 from pocketpost.wire import LineReader
@@ -44,7 +43,7 @@ from pocketpost.wire import LineReader
 # Room for pipelined commands beyond one maximal line (RFC 2449 PIPELINING): a client may send
 # a whole batch at once; lines are taken out of this buffer in order, nothing is lost.
 _READ_EXTRA = const(256)
-_TRANSACTION = const(1)  # pop3server's (a private copy)
+_TRANSACTION = const(1)  # pop3cmd's (a private copy)
 
 
 class Server:
@@ -91,11 +90,20 @@ class Server:
 
     async def _handle(self, reader, writer, implicit):
         conn = None
-        session = None
+        session = Session = None
         ip = "?"
         slot = None
         sid = 0
         try:
+            # The session code (pop3cmd.py: Session and the grammar), dropped with the last
+            # session (finally). Loaded first, after a collection: into the lowest free blocks,
+            # not above this connection's objects (placed there, bench_heap e 104-106 -> 107-110).
+            if "pocketpost.pop3cmd" not in sys.modules:
+                import gc
+
+                gc.collect()
+            from pocketpost.pop3cmd import Session
+
             ip = peer_ip(writer)
             conn = ServerConn.from_stream(reader, writer)
             conn.idle = self.sv["idle_timeout"]
@@ -104,7 +112,7 @@ class Server:
             if isinstance(slot, str):
                 slot = None
                 if not implicit:  # POP3S: no handshake is spent on a refused peer
-                    await conn.send(reply(False, "too many sessions, try later", "SYS/TEMP"))
+                    await conn.send(b"-ERR [SYS/TEMP] too many sessions, try later\r\n")
                 return
             sid = slot.sid
             if implicit:
@@ -116,7 +124,7 @@ class Server:
             log.info("pop3 #%d %s %s deadline passed, closing", sid, ip, e.name)
             if conn is not None and e.name != "tls-handshake":
                 try:  # best effort, never waits: the peer may not be reading
-                    conn.send_nowait(reply(False, "%s timeout, closing" % e.name))
+                    conn.send_nowait(("-ERR %s timeout, closing\r\n" % e.name).encode())
                 except Exception:
                     pass
         except Exception as e:  # a peer's reset, a TLS failure, MemoryError...: end this session only
@@ -132,6 +140,16 @@ class Server:
             if slot is not None:
                 self.slots.release(slot)
                 log.info("pop3 #%d %s disconnect sessions=%d", sid, ip, self.slots.sessions)
+                if not self.slots.sessions:
+                    # No session left: the session code goes (pop3cmd.py; pop3login.py, which
+                    # binds pop3cmd's reply, though an SMTP session before its AUTH may hold the
+                    # rest of the login code); the next connection imports it again. (A refused
+                    # connection loads it too: a cap reached means sessions that drop it later.)
+                    forget(("pop3cmd", "pop3login"))
+            # A finished task's frame keeps its locals, and asyncio keeps the last finished
+            # session's task referenced (measured: until the next connection): without this the
+            # class, so all of pop3cmd.py, and the session would stay in the heap after it.
+            session = Session = None
 
     async def _run(self, conn, session, slot):
         sid = slot.sid

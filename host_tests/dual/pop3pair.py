@@ -131,7 +131,7 @@ class _PairConn:
 
 
 class Scripted:
-    """A scripted server session for the pair (the shape of pop3server.Session): serves `msgs`, a
+    """A scripted server session for the pair (the shape of pop3cmd.Session): serves `msgs`, a
     list of (uid or None, body); with no UIDL when the first uid is None. `replies` maps a
     keyword to the whole reply it gets instead (bytes; None: hang up without a word). Every
     command line lands in `seen`. Stateless, like a server whose DELEs never commit."""

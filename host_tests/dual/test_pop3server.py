@@ -7,7 +7,8 @@ import os
 import oldrecord
 
 from pocketpost import auth, config, log, loginsvc, scram
-from pocketpost.pop3server import Service, Session
+from pocketpost.pop3cmd import Session
+from pocketpost.pop3server import Service
 from pocketpost.pop3body import BodyProducer
 from pocketpost.pop3trans import PlainProducer
 from pocketpost.store import Store

@@ -13,7 +13,7 @@ import os
 import sys
 
 from pocketpost import config, log, server
-from pocketpost.pop3server import Session
+from pocketpost.pop3cmd import Session
 from pocketpost.listener import Slot
 from pocketpost.store import Store
 from test_pop3server import _rmtree, tmpdir

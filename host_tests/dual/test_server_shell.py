@@ -10,7 +10,7 @@ import sys
 
 from pocketpost import config, log, server
 from pocketpost.listener import Slot
-from pocketpost.pop3server import Session
+from pocketpost.pop3cmd import Session
 from test_pop3server import MSGS, _rmtree, tmpdir
 
 from pocketpost.store import Store

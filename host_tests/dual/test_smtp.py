@@ -758,7 +758,7 @@ def test_smtp_drop_takes_the_auth_code_bound_to_it():
     # after the drop the AUTH code in use is bound to the smtp.py now loaded (MicroPython).
     import sys
 
-    from pocketpost import pop3server, smtpserver
+    from pocketpost import pop3cmd, pop3server, smtpserver
 
     mp = sys.implementation.name == "micropython"
 
@@ -772,7 +772,7 @@ def test_smtp_drop_takes_the_auth_code_bound_to_it():
     def body(e):
         pop3server.holds[0] = 0
         srv = smtpserver.SmtpServer(e.cfg, e.store, e.logins)
-        pending = pop3server.Session(e.logins, "127.0.0.1")  # before its login: holds the login code
+        pending = pop3cmd.Session(e.logins, "127.0.0.1")  # before its login: holds the login code
         try:
             auth(srv, srv.hold())
             srv.release()
