@@ -37,7 +37,7 @@ from pocketpost import log
 from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_add, ticks_diff, ticks_ms
 from pocketpost.transport import Timeout
 
-from pocketpost.transport import Conn as _Conn  # (hostconn.Conn on CPython)
+from pocketpost.transport import Conn  # (hostconn.Conn on CPython)
 
 # The names of the deadlines, as the log lines and the tests see them: "tls-handshake",
 # "authorization" (set by server.py and smtpserver.py) and "idle", each a literal where used (a
@@ -78,7 +78,7 @@ def listener_tasks(listeners):
     return out
 
 
-class ServerConn(_Conn):
+class ServerConn(Conn):
     """A server's connection: transport's, its waits bounded by the named deadlines (pass no
     `ms`). Make one with ServerConn.from_stream(reader, writer), then set `idle`."""
 
@@ -202,29 +202,23 @@ class Slots:
         self.slots = {}  # sid -> Slot
         self._next_id = 0
 
-    def _cap_reached(self, n):
-        """Which limit refuses one more connection (named as in the config), or None."""
-        c = self.caps
-        if n >= c["max_sessions_per_addr"]:
-            return "per-address cap max_sessions_per_addr=%d reached" % c["max_sessions_per_addr"]
-        if self.sessions >= c["max_sessions"]:
-            return "global session cap max_sessions=%d reached" % c["max_sessions"]
-        return None
-
-    def _oldest_preauth(self, ip):
-        best = None
-        for slot in self.slots.values():
-            if slot.preauth and (ip is None or slot.ip == ip) and (best is None or slot.sid < best.sid):
-                best = slot
-        return best
-
     def admit(self, ip, task):
         """A Slot for a new connection from ip (evicting the oldest pre-auth one of that address,
         or of any address, when a cap is reached), else the limit that refuses it (a str)."""
         here = self.per_addr.get(ip, 0)
-        cap = self._cap_reached(here)
+        c = self.caps
+        cap = None  # the limit that refuses one more connection, named as in the config
+        if here >= c["max_sessions_per_addr"]:
+            cap = "per-address cap max_sessions_per_addr=%d reached" % c["max_sessions_per_addr"]
+        elif self.sessions >= c["max_sessions"]:
+            cap = "global session cap max_sessions=%d reached" % c["max_sessions"]
         if cap is not None:
-            victim = self._oldest_preauth(ip if here >= self.caps["max_sessions_per_addr"] else None)
+            # The oldest pre-auth slot: of this address at its own cap, else of any address.
+            victim = None
+            for slot in self.slots.values():
+                if (slot.preauth and (slot.ip == ip or here < c["max_sessions_per_addr"])
+                        and (victim is None or slot.sid < victim.sid)):
+                    victim = slot
             if victim is None:
                 log.warning("%s %s refused: %s, every slot logged in (open: %d in all, %d from %s)", self.proto, ip,
                             cap, self.sessions, here, ip)

@@ -81,13 +81,6 @@ COMMANDS = {
 }
 
 
-def _word(b):
-    for c in b:
-        if c < 0x21 or c > 0x7E:
-            raise ProtocolError("invalid argument")
-    return b
-
-
 def parse_command(line):
     """One command line (bytes, no line end) -> (KEYWORD str, tuple of args).
     Numbers come back as int, words and blobs as bytes. Raises ProtocolError."""
@@ -123,14 +116,13 @@ def parse_command(line):
             args.append(parse_number(w, 1))
         elif kind == "z":
             args.append(parse_number(w, 0))
-        elif kind == "s":
-            if not w or len(w) > _MAX_ARG:
+        else:  # "s": a word (at most _MAX_ARG octets); "b": a SASL blob (the line limit only)
+            if not w or (kind == "s" and len(w) > _MAX_ARG):
                 raise ProtocolError("invalid argument")
-            args.append(_word(w))
-        else:  # "b": SASL blob, bounded by the command line limit only
-            if not w:
-                raise ProtocolError("invalid argument")
-            args.append(_word(w))
+            for c in w:
+                if c < 0x21 or c > 0x7E:
+                    raise ProtocolError("invalid argument")
+            args.append(w)
     return keyword, tuple(args)
 
 
@@ -176,7 +168,7 @@ class Session:
         self.tls_active = tls_active
         self.state = _AUTHORIZATION
         if service.apop_enabled:
-            self.timestamp = "<%s.%d@%s>" % (_hex(urandom(6)), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
+            self.timestamp = "<%s.%d@%s>" % (binascii.hexlify(urandom(6)).decode(), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
         self._held = True  # holds the login code (Service.hold) until logged in or closed; last
         service.hold()
 
@@ -281,6 +273,3 @@ class Session:
             self._held = False
             self.svc.release()
 
-
-def _hex(b):
-    return binascii.hexlify(b).decode()

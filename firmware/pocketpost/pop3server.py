@@ -11,7 +11,6 @@ colder still: AUTHORIZATION's (LOGIN_MODULES) while some session can log in, TRA
 (TRANS_MODULES) while some session is logged in.
 """
 
-from pocketpost import heapmark
 from pocketpost.compat import const, release_cold
 
 # A login's PBKDF2 runs in slices of about this many ms; between slices the shell serves other
@@ -40,31 +39,14 @@ trans = [0]  # sessions holding pop3trans.py (logged in, not yet closed), every 
 class Service:
     """What every session of one server shares: users, store, policy, limits, throttle."""
 
-    def __init__(self, server_cfg, users, store, tls_available=False):
-        # server_cfg is config.check's "server" section: every key is there, defaults merged
-        # (serverconf.SERVER_DEFAULTS is the one place they are written).
-        self.cfg = server_cfg
-        self.users = users
-        self.store = store
-        self.tls_available = tls_available
-        self.tls_ctx = None  # the shell's TLS context (server.py), the SMTP receiver's too
-        self.hostname = server_cfg["hostname"]
-        self.policy = server_cfg["plaintext_auth"]
-        self.max_failures = server_cfg["max_auth_failures"]
-        # The failed-login throttle's state (its code: loginsvc.fail/succeed/failures): delays,
-        # window and per-address records [failures, last failure ticks].
-        self.delays = server_cfg["auth_delays"]
-        self.window_ms = int(server_cfg["auth_fail_window"] * 1000)
-        self.fails = {}  # type: dict
-        self.block_size = server_cfg["block_size"]
-        self.units = 0  # RETR copy units out (_RETR_UNITS)
-        from pocketpost import serverstart  # start-up only (heapmark.forget)
+    tls_ctx = None  # the shell's TLS context (server.py), the SMTP receiver's too
+    on_rehash = None  # the shell's fn(name, new_hash): make the new hash durable
 
-        self.nets, self.apop_enabled, self.iterations, self._dummy, self.scram_secret, self.login_chunk = \
-            serverstart.login_setup(server_cfg, users)
-        self.on_rehash = None  # the shell's fn(name, new_hash): make the new hash durable
-        if not holds[0]:
-            heapmark.forget(LOGIN_MODULES)  # imported again by the first session that logs in
+    def __init__(self, sv, users, store, tls_available=False):
+        # Its attributes are set by serverstart.login_setup (start-up code: dropped after).
+        from pocketpost import serverstart
+
+        serverstart.login_setup(self, sv, users, store, tls_available)
 
     def hold(self):
         """A session that may log in (POP3 before its login, SMTP submission before AUTH): the

@@ -63,7 +63,7 @@ class Server:
     def sessions(self):
         return self.slots.sessions
 
-    def _save_hash(self, name, new_hash):
+    def save_hash(self, name, new_hash):
         """A login rehashed a password to the board's count: saved to the config file
         (loginsvc.save_hash)."""
         from pocketpost import loginsvc  # login code: loaded while this login runs
@@ -90,7 +90,7 @@ class Server:
 
     async def _handle(self, reader, writer, implicit):
         conn = None
-        session = Session = None
+        session = None
         ip = "?"
         slot = None
         sid = 0
@@ -149,7 +149,8 @@ class Server:
             # A finished task's frame keeps its locals, and asyncio keeps the last finished
             # session's task referenced (measured: until the next connection): without this the
             # class, so all of pop3cmd.py, and the session would stay in the heap after it.
-            session = Session = None
+            session = None
+            Session = None  # type: ignore[misc, assignment]  # (assigned: unbound if its import failed)
 
     async def _run(self, conn, session, slot):
         sid = slot.sid

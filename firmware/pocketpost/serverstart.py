@@ -58,7 +58,7 @@ def build(srv, store):
     svc = Service(sv, srv.cfg["users"], store, tls_available=ctx is not None)
     svc.tls_ctx = ctx  # the SMTP receiver's too (smtpserver): one context, not two
     if srv.config_path:
-        svc.on_rehash = srv._save_hash
+        svc.on_rehash = srv.save_hash
     return ctx, svc, Slots(sv, "pop3")
 
 
@@ -73,26 +73,47 @@ async def listen(srv):
         log.info("pop3s listening on %s:%d", host, sv["pop3s_port"])
 
 
-def login_setup(server_cfg, users):
-    """pop3server.Service's login figures, made once: (trusted networks, whether APOP is
-    offered, the board's PBKDF2 count, its dummy hash, the SCRAM secret, the login chunk)."""
-    from pocketpost import auth
+def login_setup(svc, sv, users, store, tls_available):
+    """pop3server.Service's set-up: its attributes (but its class defaults), made once. sv is
+    config.check's "server" section: every key is there, defaults merged
+    (serverconf.SERVER_DEFAULTS is the one place they are written)."""
+    from pocketpost import auth, heapmark
+    from pocketpost.pop3server import LOGIN_MODULES, holds
 
+    svc.cfg = sv
+    svc.users = users
+    svc.store = store
+    svc.tls_available = tls_available
+    svc.hostname = sv["hostname"]
+    svc.policy = sv["plaintext_auth"]
+    svc.max_failures = sv["max_auth_failures"]
+    # The failed-login throttle's state (its code: loginsvc.fail/succeed/failures): delays,
+    # window and per-address records [failures, last failure ticks].
+    svc.delays = sv["auth_delays"]
+    svc.window_ms = int(sv["auth_fail_window"] * 1000)
+    svc.fails = {}
+    svc.block_size = sv["block_size"]
+    svc.units = 0  # RETR copy units out (pop3trans._RETR_UNITS)
     nets = []
-    for n in server_cfg["trusted_networks"]:
+    for n in sv["trusted_networks"]:
         c = auth.parse_cidr(n)
         if c is not None:
             nets.append(c)
+    svc.nets = nets
     # APOP is per-user opt-in. Only when some user has it does the banner carry the RFC 1939
     # timestamp: a client that sees one may pick APOP, which would fail for everyone else.
-    apop = False
+    svc.apop_enabled = False
     for u in users.values():
         if u.get("apop_secret"):
-            apop = True
+            svc.apop_enabled = True
     # The board's count: every check costs at least this many iterations (auth.Verify pads a
     # cheaper stored hash), a stored hash with another count is rehashed to it at the next
     # successful login, and an unknown user is checked against a dummy hash made with it.
     # So known and unknown users cost the same once every hash has the board's count.
-    iterations = server_cfg["pbkdf2_iterations"]
-    chunk = max(1, min(_MAX_LOGIN_CHUNK, int(_LOGIN_SLICE_MS * 500 / server_cfg["pbkdf2_iteration_us"])))
-    return (nets, apop, iterations, auth.hash_password(urandom(12), iterations), auth.scram_secret(users), chunk)
+    svc.iterations = sv["pbkdf2_iterations"]
+    svc._dummy = auth.hash_password(urandom(12), svc.iterations)
+    svc.scram_secret = auth.scram_secret(users)
+    # The chunk of PBKDF2 iterations between two clock reads (pop3login.resume).
+    svc.login_chunk = max(1, min(_MAX_LOGIN_CHUNK, int(_LOGIN_SLICE_MS * 500 / sv["pbkdf2_iteration_us"])))
+    if not holds[0]:
+        heapmark.forget(LOGIN_MODULES)  # imported again by the first session that logs in
