@@ -1,8 +1,10 @@
 """The login Service's code (pop3server.Service, shared by the POP3 server and the SMTP
-receiver): the failed-login throttle, trusted networks, a rehashed password record, user names
-fit for a log line. Login code (pop3server.LOGIN_MODULES): loaded while a session can log in,
-dropped with pop3login.py, smtpauth.py and auth.py; the Service keeps only the throttle's state
-(`delays`, `window_ms`, `fails`: address -> [failures, last failure ticks]).
+receiver): the failed-login throttle, a rehashed password record, user names fit for a log
+line (trusted networks: pop3server.Service.trusted). Login code (pop3server.LOGIN_MODULES):
+loaded while a session can log in and needs it (a POP3 login that succeeds from an address with
+no failure on record does not), dropped with pop3login.py, smtpauth.py and auth.py; the Service
+keeps only the throttle's state (`delays`, `window_ms`, `fails`: address -> [failures, last
+failure ticks]).
 """
 
 from pocketpost import log
@@ -56,19 +58,6 @@ def fail(svc, ip, now=None):
     e[1] = now
     delays = svc.delays
     return delays[e[0] - 1] if e[0] <= len(delays) else delays[-1]
-
-
-def trusted(svc, ip):
-    """ip is in the configured trusted networks (or is the loopback by name)."""
-    from pocketpost import auth
-
-    v = auth.parse_ipv4(ip)
-    if v is None:
-        return ip in ("::1", "localhost")
-    for net, mask in svc.nets:
-        if v & mask == net:
-            return True
-    return False
 
 
 def rehashed(svc, name, new_hash):

@@ -8,7 +8,7 @@ sessions are logged in, or which has none, keeps none of this code in its heap (
 SASL continuation lines through sasl_continue; Session.resume finishes a login check here.
 """
 
-from pocketpost import log, loginsvc
+from pocketpost import log
 from pocketpost.compat import const, ticks_diff, ticks_ms
 from pocketpost.pop3 import reply
 from pocketpost.pop3server import IMPLEMENTATION
@@ -197,6 +197,8 @@ def login(s, name, password, user, method, force_fail=False):
         return None
     method = ("USER/PASS", "APOP", "AUTH PLAIN", "AUTH LOGIN", "AUTH SCRAM-SHA-256")[method]
     if not user:
+        from pocketpost import loginsvc  # the throttle's code: a failure, a success after one
+
         s.failures += 1
         s.delay = loginsvc.fail(s.svc, s.peer)
         log.info("pop3 #%d %s login failed user=%s method=%s failures=%d delay=%ss", s.sid, s.peer,
@@ -213,7 +215,10 @@ def login(s, name, password, user, method, force_fail=False):
         if code in ("IN-USE",):
             return b"-ERR [IN-USE] mailbox is in use by another session\r\n"
         return reply(False, "mailbox unavailable", code)
-    loginsvc.succeed(s.svc, s.peer)
+    if s.peer in s.svc.fails:  # (else nothing to forget: loginsvc.py stays unloaded)
+        from pocketpost import loginsvc
+
+        loginsvc.succeed(s.svc, s.peer)
     s.mb = mb
     s.login = name
     s.state = _TRANSACTION
@@ -251,7 +256,7 @@ def resume(s):
     s._check = None
     name = s._check_name
     if w.new_hash is not None:
-        loginsvc.rehashed(s.svc, name, w.new_hash)
+        s.svc.rehashed(name, w.new_hash)
     return login(s, name, None, w.user if w.ok else False, s._check_method)
 
 

@@ -5,6 +5,7 @@ import binascii
 import os
 
 import oldrecord
+from dualtest import skip
 
 from pocketpost import auth, config, log, loginsvc, scram
 from pocketpost.pop3cmd import Session
@@ -986,6 +987,34 @@ def test_login_code_loaded_only_while_a_session_can_log_in():
         a.close()
         c.close()
         assert pop3server.holds[0] == 0  # closing after the login releases nothing twice
+    finally:
+        e.done()
+
+
+def test_a_login_with_no_failure_on_record_loads_no_throttle_code():
+    # loginsvc.py (the failed-login throttle) is loaded by a failed login, and by a success only
+    # from an address with failures on record (to forget them); a clean login and a plain-text
+    # one under the "local" policy (pop3server.Service.trusted) never load it.
+    import sys
+
+    from pocketpost import heapmark, pop3server
+
+    if sys.implementation.name != "micropython":
+        skip("CPython keeps every module loaded (compat.forget)")
+    pop3server.holds[0] = 0  # sessions other tests left unclosed are garbage now
+    heapmark.forget(pop3server.LOGIN_MODULES)
+    e = Env()
+    try:
+        a = e.session()
+        b = e.session("127.0.0.9")  # before its login: the login code stays loaded (Service.hold)
+        login(a)
+        assert _loaded("pop3login") and not _loaded("loginsvc")
+        a.close()  # (alice's mailbox free for b)
+        assert run(b, b"USER alice").startswith(b"+OK") and run(b, b"PASS wrong").startswith(b"-ERR")
+        assert _loaded("loginsvc") and e.svc.fails.get("127.0.0.9")
+        login(b)  # a success after a failure: the record forgotten
+        assert "127.0.0.9" not in e.svc.fails
+        b.close()
     finally:
         e.done()
 
