@@ -128,9 +128,9 @@ def test_config_dropped_after_start_and_tls_context_shared(tmp_path):
     assert freed > 8000, out
 
 
-# The SMTP receiver listening keeps no session code: smtp.py is loaded by a session and dropped
-# by the last one to end (smtpserver.SmtpServer.hold/release), and loaded again by the next.
-SMTP_DROP_SCRIPT = r"""
+# What the session-code scripts below share: the services' start as board.main loads them, the
+# live heap (after a scrub, as DROP_SCRIPT), and whether a module is loaded.
+SESSION_HEAD = r"""
 import gc, sys, asyncio
 from pocketpost import server, smtpserver
 
@@ -150,8 +150,26 @@ def live():
     gc.collect()
     return gc.mem_alloc()
 
-def loaded():
-    return int("pocketpost.smtp" in sys.modules)
+def loaded(name=SESSION_MODULE):
+    return int("pocketpost." + name in sys.modules)
+"""
+
+def _session_script(tmp_path, text, config_path):
+    """Run one of the session-code scripts under micropython: its "NAME value" lines, after
+    checking that it ran and that the listening service had its session code unloaded."""
+    script = tmp_path / "s.py"
+    script.write_text(text)
+    r = subprocess.run([MICROPYTHON, str(script), config_path], capture_output=True, text=True, timeout=60,
+                       cwd=ROOT, env=dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = dict(ln.split(" ", 1) for ln in r.stdout.splitlines() if ln[:1].isupper() and " " in ln)
+    assert out["LISTENING"] == "0", out
+    return out
+
+
+# The SMTP receiver listening keeps no session code: smtp.py is loaded by a session and dropped
+# by the last one to end (smtpserver.SmtpServer.hold/release), and loaded again by the next.
+SMTP_DROP_SCRIPT = 'SESSION_MODULE = "smtp"\n' + SESSION_HEAD + r"""
 
 async def reply(r):
     while True:
@@ -212,13 +230,7 @@ def test_smtp_session_code_loaded_per_session_and_dropped(tmp_path):
     cfg["smtp"] = {"port": port, "submission_port": 0, "smtps_port": 0, "domains": ["example.org"]}
     with open(srv.config_path, "w") as f:
         json.dump(cfg, f)
-    script = tmp_path / "m.py"
-    script.write_text(SMTP_DROP_SCRIPT)
-    r = subprocess.run([MICROPYTHON, str(script), srv.config_path], capture_output=True, text=True, timeout=60,
-                       cwd=ROOT, env=dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen"))
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = dict(ln.split(" ", 1) for ln in r.stdout.splitlines() if ln[:1].isupper() and " " in ln)
-    assert out["LISTENING"] == "0", out
+    out = _session_script(tmp_path, SMTP_DROP_SCRIPT, srv.config_path)
     held, after = int(out["HELD"].split()[0]), int(out["HELD"].split()[2])
     assert held - after > 4000 and out["HELD"].endswith(" 0"), out
     assert out["DURING1"] == "1" and out["DURING2"] == "1", out
@@ -229,28 +241,7 @@ def test_smtp_session_code_loaded_per_session_and_dropped(tmp_path):
 
 # The POP3 server listening keeps no session code: pop3cmd.py (Session, the grammar) is loaded by
 # a connection and dropped when the last session ends, its heap free again (server.Server._handle).
-POP3_DROP_SCRIPT = r"""
-import gc, sys, asyncio
-from pocketpost import server
-
-def load(path):
-    from pocketpost import config
-    c = config.load(path)
-    return c, config.open_store(c)
-
-cfg, st = load(sys.argv[1])
-
-def scrub(n):  # as DROP_SCRIPT: no stale word on the C stack keeps a dropped module alive
-    a = b = c = d = e = f = g = h = 0
-    return scrub(n - 1) if n else a + b + c + d + e + f + g + h
-
-def live():
-    scrub(100)
-    gc.collect()
-    return gc.mem_alloc()
-
-def loaded():
-    return int("pocketpost.pop3cmd" in sys.modules)
+POP3_DROP_SCRIPT = 'SESSION_MODULE = "pop3cmd"\n' + SESSION_HEAD + r"""
 
 async def session(port, n, srv):
     r, w = await asyncio.open_connection("127.0.0.1", port)
@@ -283,13 +274,7 @@ def test_pop3_session_code_loaded_per_session_and_dropped(tmp_path):
     of the last session drops it and frees its heap (> 4 KB below the heap during the session:
     nothing of the ended session keeps it), and the next connection loads it again."""
     srv = Pop3Server(str(tmp_path), {"alice": []}, users={"alice": "pw"})
-    script = tmp_path / "p.py"
-    script.write_text(POP3_DROP_SCRIPT)
-    r = subprocess.run([MICROPYTHON, str(script), srv.config_path], capture_output=True, text=True, timeout=60,
-                       cwd=ROOT, env=dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen"))
-    assert r.returncode == 0, r.stdout + r.stderr
-    out = dict(ln.split(" ", 1) for ln in r.stdout.splitlines() if ln[:1].isupper() and " " in ln)
-    assert out["LISTENING"] == "0", out
+    out = _session_script(tmp_path, POP3_DROP_SCRIPT, srv.config_path)
     for n in ("1", "2"):
         assert out["GREETING" + n] == "+OK" and out["QUIT" + n] == "+OK", out
         during, after = out["DURING" + n].split(), out["AFTER" + n].split()
