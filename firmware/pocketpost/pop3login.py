@@ -1,10 +1,10 @@
 """The POP3 server's AUTHORIZATION state (RFC 1939 USER/PASS/APOP, RFC 5034 AUTH with SASL
-PLAIN, LOGIN and SCRAM-SHA-256, RFC 2595 STLS): functions of a pop3server.Session.
+PLAIN, LOGIN and SCRAM-SHA-256, RFC 2595 STLS): functions of a pop3cmd.Session.
 
 Loaded only while a session can log in, like auth.py and scram.py (pop3server.LOGIN_MODULES:
 Service.hold/release drop all three when no session is before its login), so a server whose
 sessions are logged in, or which has none, keeps none of this code in its heap (docs/FIGURES.md
-"Server heap"). pop3server.Session.handle dispatches AUTHORIZATION commands through TABLE and
+"Server heap"). pop3cmd.Session.handle dispatches AUTHORIZATION commands through TABLE and
 SASL continuation lines through sasl_continue; Session.resume finishes a login check here.
 """
 

@@ -1,7 +1,7 @@
-"""The TRANSACTION state of a pop3server.Session (RFC 1939 section 5): its commands, as functions
+"""The TRANSACTION state of a pop3cmd.Session (RFC 1939 section 5): its commands, as functions
 of the session (dispatched through TABLE by Session.handle), and the reply producers the shell
 drains (ListingProducer for LIST/UIDL, PlainProducer for RETR; TOP and the RETR of a file from
-before the wire form go through pop3body.BodyProducer; see pop3server.py's theory of operation
+before the wire form go through pop3body.BodyProducer; see pop3cmd.py's theory of operation
 for how the shell uses them).
 
 Loaded while some session is logged in: a session holds it from its first command in

@@ -179,7 +179,7 @@ class Server:
             p = session.producer
             k = 0
             if p is not None:
-                if getattr(p, "unit", None) is not None:  # RETR's own copy unit (pop3server)
+                if getattr(p, "unit", None) is not None:  # RETR's own copy unit (pop3trans)
                     o = p.unit
                     omv = memoryview(o)
                 else:

@@ -11,7 +11,7 @@ from pocketpost import log
 from pocketpost.compat import const, urandom
 from pocketpost.listener import Slots
 
-# A login's PBKDF2 (pop3server.LOGIN_SLICE_MS slices) reads the clock after every chunk of
+# A login's PBKDF2 (pop3server._LOGIN_SLICE_MS slices) reads the clock after every chunk of
 # iterations worth half a slice at the board's assumed cost (config pbkdf2_iteration_us: ~16 on an
 # ESP32, thousands on a host; a step call costs ~20 us on the unix port, so a fixed small chunk
 # would double a host's hash time): at most this many.
