@@ -82,18 +82,22 @@ def RETR(s, args):
         return reply(False, "no such message")
     mb = s.mb
     f = mb.open(i, True)
-    if mb.needs_stuffing(i):  # a file from before the wire form: stuffed on the way out
-        from pocketpost import pop3body
+    try:  # until the producer that closes it exists, a failure (a full heap) closes it here
+        if mb.needs_stuffing(i):  # a file from before the wire form: stuffed on the way out
+            from pocketpost import pop3body
 
-        s.producer = pop3body.producer(s, f, i, -1)
-    else:
-        svc = s.svc
-        p = PlainProducer(f, mb.stored_size(i), _RETR_UNIT if svc.block_size < _RETR_UNIT and svc.units < _RETR_UNITS else 0)
-        if p.unit is not None:  # handed back at close()
-            svc.units += 1
-            p.svc = svc
-        s.producer = p
-    s.producer.msg = i
+            p = pop3body.producer(s, f, i, -1)
+        else:
+            svc = s.svc
+            p = PlainProducer(f, mb.stored_size(i), _RETR_UNIT if svc.block_size < _RETR_UNIT and svc.units < _RETR_UNITS else 0)
+            if p.unit is not None:  # handed back at close()
+                svc.units += 1
+                p.svc = svc
+    except Exception:
+        f.close()
+        raise
+    s.producer = p
+    p.msg = i
     return b"+OK %d octets\r\n" % mb.size(i)
 
 
@@ -103,8 +107,14 @@ def TOP(s, args):
         return reply(False, "no such message")
     from pocketpost import pop3body
 
-    s.producer = pop3body.producer(s, s.mb.open(i, True), i, args[1])
-    s.producer.msg = i
+    f = s.mb.open(i, True)
+    try:  # as in RETR
+        p = pop3body.producer(s, f, i, args[1])
+    except Exception:
+        f.close()
+        raise
+    s.producer = p
+    p.msg = i
     return reply(True, "top of message follows")
 
 

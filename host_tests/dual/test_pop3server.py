@@ -639,46 +639,73 @@ def test_a_command_failing_after_making_its_reply_body_sends_the_err_alone():
     # (a MemoryError building the +OK on a full heap) is answered -ERR by Session.handle, and no
     # body may follow that -ERR (the shell sends whatever producer the session holds: a client
     # would take the message's lines for the replies to its next commands). The message file goes.
-    def oom(*a):
-        raise MemoryError("memory allocation failed")
+    def patch(s, cmd):
+        from pocketpost import pop3trans  # the copy the logged-in session holds (MicroPython)
 
+        real_reply = pop3trans.reply
+        if cmd.startswith(b"RETR"):
+            s.mb.size = _oom  # RETR's "+OK n octets"
+        else:
+            pop3trans.reply = lambda ok, *a: _oom() if ok else real_reply(ok, *a)
+
+        def undo():
+            pop3trans.reply = real_reply
+
+        return undo
+
+    for cmd in (b"LIST", b"RETR 2", b"TOP 3 1"):
+        _fails_alone(cmd, patch)
+
+
+def test_a_retr_or_top_failing_before_its_reply_body_exists_closes_the_message_file():
+    # The file is open before the producer that would close it exists: a failure in between (the
+    # import of pop3body, the session's file block, the stuffer: allocations on a full heap) left
+    # it open until a collection found it (MicroPython: a littlefs file holds its cache till then).
+    def patch(s, cmd):
+        s.mb.needs_stuffing = _oom  # asked right after the open, by RETR and by pop3body.producer
+        return lambda: None
+
+    for cmd in (b"RETR 2", b"TOP 3 1"):
+        _fails_alone(cmd, patch)
+
+
+def _oom(*a):
+    raise MemoryError("memory allocation failed")
+
+
+def _fails_alone(cmd, patch):
+    """cmd, with patch(session, cmd) making it fail (returns its undo), is answered -ERR alone,
+    every message file it opened is closed, and the session goes on."""
     e = Env()
     try:
-        for cmd in (b"LIST", b"RETR 2", b"TOP 3 1"):
-            s = e.session()
-            login(s)
-            assert run(s, b"NOOP") == b"+OK\r\n"  # pop3trans loaded and held: the copy patched below
-            from pocketpost import pop3trans
+        s = e.session()
+        login(s)
+        assert run(s, b"NOOP") == b"+OK\r\n"  # pop3trans loaded and held: the copy patched
+        opened = []
+        real_open = s.mb.open
 
-            opened = []
-            real_open = s.mb.open
+        def tracked(i, stored=False):
+            opened.append(real_open(i, stored))
+            return opened[-1]
 
-            def tracked(i, stored=False):
-                opened.append(real_open(i, stored))
-                return opened[-1]
-
-            s.mb.open = tracked
-            real_reply = pop3trans.reply
-            if cmd.startswith(b"RETR"):
-                s.mb.size = oom  # RETR's "+OK n octets"
-            else:
-                pop3trans.reply = lambda ok, *a: oom() if ok else real_reply(ok, *a)
+        s.mb.open = tracked
+        undo = patch(s, cmd)
+        try:
+            r = run(s, cmd)
+        finally:
+            undo()
+        assert r == b"-ERR [SYS/TEMP] internal error\r\n", (cmd, r)
+        assert s.producer is None
+        for f in opened:  # closed: reading it raises
             try:
-                r = run(s, cmd)
-            finally:
-                pop3trans.reply = real_reply
-            assert r == b"-ERR [SYS/TEMP] internal error\r\n", (cmd, r)
-            assert s.producer is None
-            for f in opened:  # closed: reading it raises
-                try:
-                    f.read(1)
-                    assert False, (cmd, "message file left open")
-                except ValueError:  # CPython: I/O operation on closed file
-                    pass
-                except OSError:  # MicroPython: EBADF
-                    pass
-            assert run(s, b"NOOP") == b"+OK\r\n"
-            s.close()
+                f.read(1)
+                assert False, (cmd, "message file left open")
+            except ValueError:  # CPython: I/O operation on closed file
+                pass
+            except OSError:  # MicroPython: EBADF
+                pass
+        assert run(s, b"NOOP") == b"+OK\r\n"
+        s.close()
     finally:
         e.done()
 
