@@ -102,7 +102,7 @@ def hmac_sha256(key, msg):
 class Pbkdf2:
     """One 32-octet block of PBKDF2-HMAC-SHA256 (RFC 8018), computed in steps: `step(n)` runs up
     to n more iterations and answers True once all are done; then `digest()`. The server runs a
-    login's hash a slice at a time between other sessions' work (pop3server.Session.resume)."""
+    login's hash a slice at a time between other sessions' work (pop3cmd.Session.resume)."""
 
     def __init__(self, password, salt, iterations, block=1):
         if isinstance(password, str):
@@ -290,7 +290,7 @@ def b64encode(raw):
     return binascii.b2a_base64(raw).rstrip(b"\n")
 
 
-# --- the servers' login check (pop3server.Session, smtp.Session: the same users, hashes, rehash)
+# --- the servers' login check (pop3cmd.Session, smtp.Session: the same users, hashes, rehash)
 
 
 class LoginCheck:
