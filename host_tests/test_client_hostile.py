@@ -25,7 +25,7 @@ from helpers import FIRMWARE, MICROPYTHON, free_port
 from serverharness import cert_dir
 from uidtool import entries as state_entries
 
-from pocketpost import client, store as storemod, uidstate
+from pocketpost import client, clientstls, store as storemod, uidstate
 from pocketpost.store import Store
 import storeread
 
@@ -453,7 +453,7 @@ def test_stls_required_not_offered(tmp_path, fetch):
         assert not line.upper().startswith(b"USER"), "credentials sent in the clear"
 
     s = Script(script)
-    with pytest.raises(client.TlsRequired):
+    with pytest.raises(clientstls.TlsRequired):
         fetch(tmp_path, s.port, tls="stls", verify=False)
     assert not s.saw("USER") and not s.saw("PASS")
 

@@ -1,14 +1,14 @@
-"""The POP3 client's once-per-session steps (client.fetch_account: `start`; Pop3Client.connect,
-capa, login, stat): the connect and greeting, CAPA (and STLS: clientstls.py), the login (the
-method choice, best_auth, and the USER/PASS, APOP and SASL PLAIN exchanges; SCRAM in scram.py,
-OAuth in oauth2.py) and STAT. Cold code: client.py imports it for the session's start and, on
+"""The POP3 client's once-per-session steps (client.fetch_account: `start`; connect, capa, login,
+stat, each taking the Pop3Client): the connect and greeting, CAPA (and STLS: clientstls.py), the
+login (the method choice, best_auth, and the USER/PASS, APOP and SASL PLAIN exchanges; SCRAM in
+scram.py, OAuth in oauth2.py) and STAT. Cold code: client.py imports it for the session's start and, on
 MicroPython, drops it after (its heap is not held while the mailbox is listed or messages move;
 its qstrs stay)."""
 
 import binascii
 
 from pocketpost import log, transport
-from pocketpost.client import _OAUTH, AuthFailed, ConnectionLost, ErrReply, Pop3Timeout, _ms, _text
+from pocketpost.client import _OAUTH, AuthFailed, ErrReply, Pop3Timeout, _ms, _text
 from pocketpost.compat import IS_MICROPYTHON, ConfigError, const, forget, ticks_add, ticks_diff, ticks_ms
 from pocketpost.pop3 import ProtocolError, parse_number
 from pocketpost.pop3client import GREETING
@@ -50,11 +50,15 @@ class _Stream:
 
 
 async def _open(host, port, ms, ctx=None):
-    """transport.connect, on MicroPython without asyncio.open_connection: the same non-blocking
-    connect (asyncio/stream.py's), but asyncio's stream module (~1.9 KB of heap on the 64-bit unix
-    port, kept once loaded) is never loaded: the connection reads and writes the socket itself."""
+    """A transport connection to host:port (with `ctx`, implicit TLS to that host), within ms. On
+    MicroPython without asyncio.open_connection: the same non-blocking connect (asyncio/stream.py's),
+    but asyncio's stream module (~1.9 KB of heap on the 64-bit unix port, kept once loaded) is never
+    loaded: the connection reads and writes the socket itself. (On CPython, asyncio's streams:
+    hostconn.connect.)"""
     if not IS_MICROPYTHON:
-        return await transport.connect(host, port, ms, ctx)
+        from pocketpost.hostconn import connect as host_connect  # (no "hostconn" name interned on a board)
+
+        return await host_connect(host, port, ms, ctx)
     import errno
     import socket
     from errno import ECONNABORTED, ECONNREFUSED, ECONNRESET, EHOSTUNREACH, EINPROGRESS, ENOTCONN, ETIMEDOUT
@@ -117,7 +121,7 @@ async def connect(c):
     except (OSError, ValueError) as e:
         # Refused, reset, or (CPython: the handshake is part of the connect) a TLS failure:
         # the same class MicroPython gives, where these surface at the first read.
-        raise ConnectionLost("%s: connect: %s" % (c.where, c._explain(e)))
+        raise c._lost("connect", e)
     c.secure = implicit
     ev = await c._event(c.deadline(c.read_timeout), "the greeting")
     r = c.s.reply

@@ -1,6 +1,7 @@
 """The client's end of a session and its first-pass deletions (client.fetch_account): DELE of the
-messages stored by earlier sessions that the policy deletes, and after the downloads the refused
-DELEs put right, QUIT, and the state's records kept or dropped and saved. Cold code: neither runs
+messages stored by earlier sessions that the policy deletes (deles: pipelined), and after the
+downloads the refused DELEs put right, QUIT (quit), and the state's records kept or dropped and
+saved. Cold code: neither runs
 while the session logs in or while a message streams in, so it is loaded for its moment and, on
 MicroPython, dropped after it (its heap is not held at the fetch's peaks; its qstrs stay)."""
 
@@ -11,6 +12,8 @@ from pocketpost.pop3 import valid_uid
 
 # DELEs sent in one write to a server that offers PIPELINING (16 lines of <= 16 octets).
 _PIPELINE = const(16)
+# After QUIT +OK, the polite close (TLS close_notify) is waited for this long at most.
+_CLOSE_MS = const(2000)
 _SANE_TIME = const(1577836800)  # client._SANE_TIME: a clock before 2020 is unset
 # A content key (server without UIDL) not seen for this long after a session whose QUIT result was
 # lost is dropped.
@@ -19,8 +22,8 @@ _DAY = const(86400)
 
 
 async def deles(c, ns):
-    """Pop3Client.deles: DELE each message number in ns, pipelined when the server offers
-    PIPELINING (one write, then the replies in order); a list of accepted flags (see dele)."""
+    """DELE each message number in ns, pipelined when the server offers PIPELINING (RFC 2449):
+    one write, then the replies in order. A list of accepted flags (see Pop3Client.dele)."""
     if c.caps is None or "PIPELINING" not in c.caps:
         out = []
         for n in ns:
@@ -51,7 +54,7 @@ async def dele_stored(c, count, dele):
         if n <= count and _bit(dele, n):
             batch.append(n)
         if batch and (len(batch) == _PIPELINE or n > count):
-            oks = await c.deles(batch)
+            oks = await deles(c, batch)
             for i in range(len(batch)):
                 if oks[i]:
                     deleted += 1
@@ -61,6 +64,17 @@ async def dele_stored(c, count, dele):
                     _set(refused, batch[i])
             batch = []
     return deleted, refused
+
+
+async def quit(c):
+    """QUIT: +OK means the server committed our DELEs (RFC 1939 UPDATE state); then the polite
+    close. Returns the reply."""
+    rep = await c.cmd("QUIT")
+    conn = c._conn
+    c._conn = None
+    if conn is not None:
+        await conn.shutdown(_CLOSE_MS)
+    return rep
 
 
 async def finish(c, st, count, refused, now, sane):
@@ -83,7 +97,7 @@ async def finish(c, st, count, refused, now, sane):
         finally:
             clientplan = uidcompact = on_refused = None
             forget(("clientplan", "uidcompact"))
-    await c.quit()
+    await quit(c)
 
     def keep(first_seen, flag, synthetic, seen, dele):
         if dele:

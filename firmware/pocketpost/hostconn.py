@@ -8,11 +8,11 @@ import asyncio
 from pocketpost.compat import const, ticks_diff, ticks_ms
 from pocketpost.transport import Timeout, _Bounds
 
-_ROUNDING_MS = const(20)  # transport's (a private copy)
+_ROUNDING_MS = const(20)  # a timer may fire this much before ticks_ms says its time has come
 
 
 async def connect(host, port, ms, ctx):
-    """transport.connect on CPython: asyncio's streams, TLS from the start with ctx."""
+    """clientauth._open on CPython: asyncio's streams, TLS from the start with ctx."""
     try:
         r, w = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None),
                                       ms / 1000)

@@ -67,7 +67,7 @@ pop3.py's names through its __getattr__; it was pop3reply.py, always loaded with
 module of its own cost a fetch three interned names). A server never loads this module.
 """
 
-from pocketpost.compat import const
+from pocketpost.compat import const, forget
 from pocketpost.pop3 import ProtocolError, parse_number
 from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader, unstuff_line
 
@@ -113,19 +113,14 @@ _SCAN_MAX = const(16384)
 _HEAD = const(256)
 
 
-def _native_scan():
-    """The clean-line walk in native code (nativescan.py), or None: the body then takes the
-    Python walk. nativescan is cold: used once here, then dropped (its source text is ~1 KB)."""
-    from pocketpost import nativescan
-    from pocketpost.compat import forget
+# The clean-line walk in native code (nativescan.py), or None: the body then takes the Python
+# walk. nativescan is cold: used once here, then dropped (its source text is ~1 KB). (Module code,
+# not a function: a function would be held for the rest of the session.)
+from pocketpost import nativescan  # noqa: E402
 
-    try:
-        return nativescan.compile_scan()
-    finally:
-        forget(("nativescan",))
-
-
-_scan = _native_scan()  # (scan, copy) or None
+_scan = nativescan.compile_scan()  # (scan, copy) or None
+del nativescan
+forget(("nativescan",))
 _copy = None
 if _scan is not None:
     _copy = _scan[1]
@@ -200,9 +195,6 @@ class Reply:
         self.ok = ok
         self.code = code
         self.text = text
-
-    def __repr__(self):
-        return "Reply(%r, %r, %r)" % (self.ok, self.code, self.text)
 
 
 def parse_reply(line):

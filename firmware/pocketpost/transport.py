@@ -33,7 +33,7 @@ run or not, so the board never loads that code.
 
 import asyncio
 
-from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of
 
 
 class Timeout(Exception):
@@ -77,9 +77,6 @@ if IS_MICROPYTHON:
 def would_block(e):
     """An OSError that only says "nothing there yet" (see Conn.recv_now)."""
     return errno_of(e) in TIMEOUT_ERRNOS
-
-
-_ROUNDING_MS = const(20)  # a timer may fire this much before ticks_ms says its time has come
 
 
 class _Bounds:
@@ -237,18 +234,3 @@ def nodelay(conn, on):
         except Exception:  # a port without the option keeps Nagle (and the stall)
             pass
 
-
-async def connect(host, port, ms, ctx=None):
-    """A TCP connection to host:port (with `ctx`, implicit TLS to that host), within ms."""
-    if not IS_MICROPYTHON:  # asyncio's TLS at connect (hostconn.py)
-        from pocketpost.hostconn import connect as host_connect  # (no "hostconn" name interned on a board)
-
-        return await host_connect(host, port, ms, ctx)
-    try:
-        r, w = await asyncio.wait_for(asyncio.open_connection(host, port), ms / 1000)
-    except asyncio.TimeoutError:
-        raise Timeout()
-    c = Conn(r)
-    if ctx is not None:
-        await c.start_tls(ctx, host)
-    return c

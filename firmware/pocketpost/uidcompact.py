@@ -183,7 +183,7 @@ def _apply(st, body):
             found, i = st._find(k)
             if found:
                 if c == b"X":
-                    st._remove(i)
+                    _remove(st, i)
                 else:
                     o = i * _REC
                     struct.pack_into(">I", st.buf, o + _KEY, int(w[2]))
@@ -192,6 +192,15 @@ def _apply(st, body):
     except ValueError:
         pass
     raise StateError("corrupt state record in " + st.path)
+
+
+def _remove(st, index):
+    """Drop the table's record at index (an X record replayed)."""
+    o = index * _REC
+    end = st.n * _REC
+    mv = memoryview(st.buf)
+    mv[o:end - _REC] = mv[o + _REC:end]
+    st.n -= 1
 
 
 def compact(st):

@@ -87,7 +87,6 @@ Load inserts each record in sorted position: O(n**2 / 2) bytes moved (2000: ~32 
 import hashlib
 import struct
 import binascii
-import os
 
 from pocketpost import compat
 from pocketpost.compat import const
@@ -141,14 +140,6 @@ def hash_key(digest):
 
 def is_hash_key(key):
     return key[:1] == b" "
-
-
-def sha1_hex(h):
-    return binascii.hexlify(h.digest()).decode()
-
-
-def new_hash():
-    return hashlib.sha1()
 
 
 def table_key(key):
@@ -248,13 +239,6 @@ class UidState:
         struct.pack_into(">I", self.buf, o + _KEY, first_seen)
         self.buf[o + _KEY + 4] = bits
         return i, not found
-
-    def _remove(self, index):
-        o = index * _REC
-        end = self.n * _REC
-        mv = memoryview(self.buf)
-        mv[o:end - _REC] = mv[o + _REC:end]
-        self.n -= 1
 
     def _index(self, key):
         found, i = self._find(table_key(key))
@@ -376,7 +360,7 @@ class UidState:
 
     def due(self):
         """True if the next save of a message (its S and P records) would compact: a new or
-        repaired file, or a journal near its bound. The client then compacts (tidy) before it
+        repaired file, or a journal near its bound. The client then compacts before it
         begins that message's delivery, so a compaction (uidcompact.py) never comes on top of
         a delivery's heap at the save before the commit."""
         # Its batch: the drops and changes journaled since the last save (a T or X line each,
@@ -384,13 +368,6 @@ class UidState:
         k = len(self.added)
         lines = self._ne + (k if k > 1 else 1)
         return self._compact or self._jbytes + lines * _MAX_ENTRY_LINE + _MAX_STATE_LINE > self._bound()
-
-    def tidy(self):
-        """Compact now if due(); returns True if it compacted."""
-        if self.due():
-            self.compact()
-            return True
-        return False
 
     def _saved(self):
         self.added = {}

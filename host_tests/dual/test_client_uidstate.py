@@ -520,7 +520,7 @@ def test_store_reserve_includes_each_accounts_state_need():
 
 
 def test_due_counts_the_edits_waiting_for_the_next_save():
-    """The client compacts before a delivery when due() says the next save would (tidy), so a
+    """The client compacts before a delivery when due() says the next save would, so a
     compaction never runs inside the save between a message's pending entry and its commit,
     on top of the delivery's heap. Drops and first_seen changes journaled since the last save
     (clientplan's restamping of entries first seen while the clock was unset: a T record each)
