@@ -363,14 +363,15 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
              "deleted": 0, "duplicates": 0, "on_server": 0, "state_full": False, "by_content": 0}
     store_error = None
     try:
-        # Connect, log in, STAT (clientauth.py: loaded for it, dropped after it)
+        # Connect, log in, STAT (clientauth.py: loaded for it, dropped after it, with the
+        # session's greeting and CAPA code, pop3listing.py)
         from pocketpost import clientauth
 
         try:
             count = await clientauth.start(c, a, token, fresh)
         finally:
             clientauth = None
-            compat.forget(("clientauth",))
+            compat.forget(("clientauth", "pop3listing"))
         stats["on_server"] = count
         cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
         # Per message number, one bit each (no per-message object, no list of UIDs):
@@ -395,7 +396,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         downloads = 0
         while True:
             # UIDL (and LIST): this batch's messages (clientplan.py: loaded for the pass, dropped
-            # after it; nothing of it outlives the call)
+            # after it with the session's listing code, pop3listing.py; nothing of it outlives
+            # the call)
             if compat.IS_MICROPYTHON:
                 gc.collect()  # the login's garbage goes before the module's code is placed
             from pocketpost import clientplan
@@ -404,7 +406,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 want, sizes = await clientplan.batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane)
             finally:
                 clientplan = None
-                compat.forget(("clientplan",))
+                compat.forget(("clientplan", "pop3listing"))
             if ctl[0]:
                 # Messages stored by earlier sessions: delete them when the policy says so,
                 # _PIPELINE DELEs at a time (clientend.py: loaded for it, dropped after it).

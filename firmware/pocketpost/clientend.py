@@ -96,7 +96,7 @@ async def finish(c, st, count, refused, now, sane):
             await clientplan.listing(c, "UIDL", count, on_refused)
         finally:
             clientplan = uidcompact = on_refused = None
-            forget(("clientplan", "uidcompact"))
+            forget(("clientplan", "uidcompact", "pop3listing"))
     await quit(c)
 
     def keep(first_seen, flag, synthetic, seen, dele):

@@ -29,6 +29,11 @@ def test_private_event_values_match_pop3client():
     # tests below fail if these copies drift (they tell LINE from ENTRY by value).
     if hasattr(pop3client, "_LINE"):
         assert (pop3client._NEED_DATA, pop3client._LINE, pop3client._ENTRY) == (NEED_DATA, LINE, ENTRY)
+        # pop3listing.py's copies (the greeting's and the listings' events) and its one state
+        from pocketpost import pop3listing
+
+        assert (pop3listing._NEED_DATA, pop3listing._LINE, pop3listing._ENTRY) == (NEED_DATA, LINE, ENTRY)
+        assert pop3listing._STATUS == pop3client._STATUS
     s = ClientSession()
     assert s.next_event() == NEED_DATA
 
