@@ -25,7 +25,7 @@ Compaction rewrites the snapshot whole through a temp file and an atomic rename 
 the old file; uidcompact.remove_tmp drops the temp file): when the journal would pass its bound
 (_JOURNAL_MIN + half the snapshot, so a compaction costs at most twice the journal bytes it
 removes), when an old-format or torn file was loaded, and when more than _MAX_EDITS drops or
-changes are waiting (uidcompact.retain after a big deletion). Flash written per stored message is then
+changes are waiting (clientend.retain after a big deletion). Flash written per stored message is then
 ~2 records plus a share of the compactions (tools/bench_uidstate.py), not two whole files.
 `flash_need(max_entries)` is the flash the journal and one compaction may take on top of the
 snapshot; config.open_store adds it to the store's reserve for each client account.
@@ -112,7 +112,7 @@ HEADER = b"pocketpost-uidl 2"
 _JOURNAL_MIN = const(4096)
 _JOURNAL_SHARE = const(2)
 # Drops / first_seen changes held between two saves (_EDIT = 14 bytes each, preallocated); more (a big
-# uidcompact.retain after QUIT) and the save compacts instead of journaling each.
+# clientend.retain after QUIT) and the save compacts instead of journaling each.
 _MAX_EDITS = const(64)
 _EDIT = const(14)  # op, key[8], first_seen[4], flag bits
 _FS_SLACK = const(8192)  # two 4 KiB littlefs blocks: partly filled last blocks of file and temp
@@ -262,8 +262,8 @@ class UidState:
         self._ne += 1
 
     def _cold(self, fn, *args):
-        """uidcompact.<fn>(self, *args): the file and rare-table code (load; compact; retain,
-        after QUIT; clear_deleted, for a refused DELE), loaded for the call and dropped after it on
+        """uidcompact.<fn>(self, *args): the file and rare-table code (load; compact;
+        clear_deleted, for a refused DELE), loaded for the call and dropped after it on
         MicroPython (not held while messages move; its qstrs stay)."""
         from pocketpost import uidcompact
 
