@@ -46,6 +46,11 @@ def start(account, store, opener):
     st = _state(a)
     if st.pending is not None:  # a crash left it: did its store commit happen? (clientrecover.py)
         _reconcile(st, store, a["mailbox"])
+    if st.due():
+        # A new, old-format or repaired state file (or a journal at its bound): its compaction
+        # (uidcompact.py, loaded for it) runs now, while the heap holds no session yet, rather
+        # than at the session's first delivery, on top of the session and its listing.
+        st.compact()
     token = fresh = None
     if a["auth"] in _OAUTH:  # the access token, refreshed before connecting (oauth2.py)
         from pocketpost import oauth2
