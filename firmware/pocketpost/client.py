@@ -131,10 +131,6 @@ def account_from_dict(d):
 
 
 # --- the session driver ----------------------------------------------------------------------------
-def _ms(timeout):  # seconds
-    return int(timeout * 1000)
-
-
 class Pop3Client:
     """One POP3 session: the asyncio shell around pop3client.ClientSession. Usage:
         c = Pop3Client(host, port, tls="implicit", ctx=tls.client_context(ca, verify))
@@ -185,12 +181,12 @@ class Pop3Client:
     # -- deadlines and bytes --------------------------------------------------------------------
     def deadline(self, timeout, size=0):
         """A deadline (ticks ms) `timeout` seconds from now, plus size / min_rate."""
-        ms = _ms(timeout) + (int(size * 1000 // self.min_rate) if size else 0)
+        ms = int(timeout * 1000) + (int(size * 1000 // self.min_rate) if size else 0)  # (seconds)
         return compat.ticks_add(compat.ticks_ms(), ms)
 
     def _left(self, deadline):
         now = compat.ticks_ms()
-        left = _ms(self.read_timeout)
+        left = int(self.read_timeout * 1000)
         if deadline is not None:  # (no loop over a tuple: this runs once per socket read)
             x = compat.ticks_diff(deadline, now)
             if x < left:
@@ -248,7 +244,7 @@ class Pop3Client:
             raise ProtocolError("%s: %s" % (self.where, e.msg))
 
     async def _send(self, data, what):
-        ms = _ms(self.read_timeout)
+        ms = int(self.read_timeout * 1000)
         sd = self.session_deadline
         if sd is not None:
             ms = min(ms, compat.ticks_diff(sd, compat.ticks_ms()))

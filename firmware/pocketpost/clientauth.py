@@ -8,7 +8,7 @@ its qstrs stay)."""
 import binascii
 
 from pocketpost import log, transport
-from pocketpost.client import _OAUTH, AuthFailed, ErrReply, Pop3Timeout, _ms, _text
+from pocketpost.client import _OAUTH, AuthFailed, ErrReply, Pop3Timeout, _text
 from pocketpost.compat import IS_MICROPYTHON, ConfigError, const, forget, ticks_add, ticks_diff, ticks_ms
 from pocketpost.pop3 import ProtocolError, parse_number
 from pocketpost.pop3client import GREETING
@@ -114,7 +114,7 @@ async def _open(host, port, ms, ctx=None):
 async def connect(c):
     implicit = c.tls_mode == "implicit"
     try:
-        c._conn = await (c.opener or _open)(c.host, c.port, _ms(c.connect_timeout), c.ctx if implicit else None)
+        c._conn = await (c.opener or _open)(c.host, c.port, int(c.connect_timeout * 1000), c.ctx if implicit else None)
     except transport.Timeout:
         raise Pop3Timeout("%s: connect: no answer within %ss: check the host, the port and the network"
                           % (c.where, c.connect_timeout))

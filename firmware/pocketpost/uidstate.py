@@ -128,8 +128,7 @@ _F_SESSION = const(0x3C)  # SEEN | DELETED | SAVED | NEW
 
 
 class StateError(Exception):
-    def __init__(self, msg):
-        super().__init__(msg)
+    """The state file or table cannot be used as it is (see the message)."""
 
 
 def hash_key(digest):
