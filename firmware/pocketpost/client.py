@@ -140,7 +140,8 @@ class Pop3Client:
     The steps of a session that are not needed while messages move are functions of the cold
     modules that run them (clientauth: connect, CAPA, login, STAT; clientget: RETR; clientend:
     DELEs of a batch, QUIT), not methods: the class keeps no stub for them (each method is heap
-    held for the whole session, all the more at its peak, the downloads).
+    held for the whole session, all the more at its peak, the downloads), but login (oauth2.py
+    logs in through it).
 
     Deadlines (every wait is bounded by the nearest): the connect (connect_timeout), the
     greeting and each command's reply (read_timeout from the moment the command goes out), each
@@ -286,6 +287,13 @@ class Pop3Client:
             on_line(ev)
 
     # -- session --------------------------------------------------------------------------------
+    def login(self, user, password, method="auto"):
+        """Authenticate; `method` "auto" picks the strongest the server offers (clientauth.login:
+        loaded, as the session's login runs in it; oauth2.pop3_login logs in through this)."""
+        from pocketpost import clientauth
+
+        return clientauth.login(self, user, password, method)
+
     async def dele(self, n, next=0):
         """DELE n: True when the server marked it deleted. A refused DELE (-ERR: a read-only
         maildrop, a message another session holds) is no reason to end the session: it is

@@ -170,8 +170,9 @@ class _StoreSink:
 
 async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=0):
     """One message into the store, crash-safely (client.fetch_account calls it straight). Returns
-    (key, info or None if a duplicate, store error or None). A message that does not prove complete raises (pop3client's size
-    rule): its delivery is aborted, nothing is recorded, the caller's session ends without QUIT.
+    (key, info or None if a duplicate, store error or None). A message that does not prove
+    complete raises (pop3client's size rule): its delivery is aborted, nothing is recorded, the
+    caller's session ends without QUIT.
     `next`: retr's (the next message, asked for once this one is proved)."""
     try:
         d = store.begin(mailbox, digest=True)

@@ -4,8 +4,9 @@ replay of the snapshot and journal into the table; remove_tmp, the temp file a c
 compaction left), the compaction (UidState.compact: a snapshot written through a temp file and
 an atomic rename), and clear_deleted (a refused DELE). (The pass after QUIT that keeps or drops
 each record, retain, is clientend.py's: the session's end then needs none of this module unless
-its save compacts.) Cold code: loaded for the load, a compaction (the first save of a new state,
-then once per journal's worth of saves) or a refused DELE and, on MicroPython, dropped after it (its heap is not held while the mailbox is
+its save compacts.) Cold code: loaded for the load, a compaction (a new, old-format or repaired
+file: at the session's start, clientconf.start; then once per journal's worth of saves) or a
+refused DELE and, on MicroPython, dropped after it (its heap is not held while the mailbox is
 listed or a message streams in; its qstrs stay). The load was uidload.py, which loaded this
 module for its records anyway: one module costs a fetch three interned names fewer."""
 
