@@ -621,7 +621,7 @@ rc = fetch.main(sys.argv[1], None, None, sys.argv[2] == "v")
 print("RC", rc)
 print("MODS", " ".join(sorted(k[11:] for k in sys.modules if k.startswith("pocketpost."))))
 print("ATTRS", " ".join(n for n in ("clientconf", "clientauth", "clientget", "uidcompact", "config", "auth", "heapmark", "headers",
-                                    "store")
+                                    "store", "pop3listing")
                         if hasattr(pocketpost, n)))
 """
 
@@ -634,7 +634,7 @@ def test_fetch_cli_drops_its_cold_modules_under_micropython(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(CLI_MODULES)
     cold = {"clientconf", "clientauth", "clientget", "clientstls", "clientend", "clientplan", "uidcompact", "clientrecover", "config", "serverconf",
-            "auth", "heapmark", "nativescan", "fetchload"}
+            "auth", "heapmark", "nativescan", "fetchload", "pop3listing"}
     for verbose, uid in (("-", b"u1"), ("v", b"u2")):
         s = Script(mailbox([(b"u1", FROM_MSG)] + ([(uid, GOOD)] if uid != b"u1" else [])))
         r = subprocess.run([MICROPYTHON, str(probe), cli_config(tmp_path, s.port), verbose], capture_output=True,
