@@ -348,7 +348,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
     """Fetch one account into its local mailbox; returns a stats dict. `on_message(info)` is
     called after each stored message with a dict: uid, local_uid, size, headers_only, headers
     (a dict, parsed while the message streams in: headers.py; None when `headers` is False,
-    which keeps headers.py and its parser out of the heap). `opener` replaces clientauth._open
+    which keeps headers.py and its parser out of the heap). `opener` replaces transport.connect
     (tests: an in-process connection pair)."""
     # The account checked, its state loaded (a crash's pending entry settled), an OAuth token,
     # the Pop3Client, the local mailbox loaded (clientconf.py: loaded for it, dropped after it)

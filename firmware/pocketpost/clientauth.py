@@ -1,9 +1,9 @@
 """The POP3 client's once-per-session steps (client.fetch_account: `start`; connect, capa, login,
 stat, each taking the Pop3Client): the connect and greeting, CAPA (and STLS: clientstls.py), the
 login (the method choice, best_auth, and the USER/PASS, APOP and SASL PLAIN exchanges; SCRAM in
-scram.py, OAuth in oauth2.py) and STAT. Cold code: client.py imports it for the session's start and, on
-MicroPython, drops it after (its heap is not held while the mailbox is listed or messages move;
-its qstrs stay)."""
+scram.py, OAuth in oauth2.py) and STAT. Cold code: client.py imports it for the session's start
+and, on MicroPython, drops it after (its heap is not held while the mailbox is listed or messages
+move; its qstrs stay)."""
 
 import binascii
 
@@ -50,15 +50,11 @@ class _Stream:
 
 
 async def _open(host, port, ms, ctx=None):
-    """A transport connection to host:port (with `ctx`, implicit TLS to that host), within ms. On
-    MicroPython without asyncio.open_connection: the same non-blocking connect (asyncio/stream.py's),
-    but asyncio's stream module (~1.9 KB of heap on the 64-bit unix port, kept once loaded) is never
-    loaded: the connection reads and writes the socket itself. (On CPython, asyncio's streams:
-    hostconn.connect.)"""
+    """transport.connect, on MicroPython without asyncio.open_connection: the same non-blocking
+    connect (asyncio/stream.py's), but asyncio's stream module (~1.9 KB of heap on the 64-bit unix
+    port, kept once loaded) is never loaded: the connection reads and writes the socket itself."""
     if not IS_MICROPYTHON:
-        from pocketpost.hostconn import connect as host_connect  # (no "hostconn" name interned on a board)
-
-        return await host_connect(host, port, ms, ctx)
+        return await transport.connect(host, port, ms, ctx)
     import errno
     import socket
     from errno import ECONNABORTED, ECONNREFUSED, ECONNRESET, EHOSTUNREACH, EINPROGRESS, ENOTCONN, ETIMEDOUT
