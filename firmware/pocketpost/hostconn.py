@@ -8,7 +8,7 @@ import asyncio
 from pocketpost.compat import const, ticks_diff, ticks_ms
 from pocketpost.transport import Timeout, _Bounds
 
-_ROUNDING_MS = const(20)  # a timer may fire this much before ticks_ms says its time has come
+_ROUNDING_MS = const(20)  # transport's (a private copy)
 
 
 async def connect(host, port, ms, ctx):

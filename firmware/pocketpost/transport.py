@@ -33,7 +33,7 @@ run or not, so the board never loads that code.
 
 import asyncio
 
-from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of
+from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_diff, ticks_ms
 
 
 class Timeout(Exception):
@@ -77,6 +77,9 @@ if IS_MICROPYTHON:
 def would_block(e):
     """An OSError that only says "nothing there yet" (see Conn.recv_now)."""
     return errno_of(e) in TIMEOUT_ERRNOS
+
+
+_ROUNDING_MS = const(20)  # a timer may fire this much before ticks_ms says its time has come
 
 
 class _Bounds:
