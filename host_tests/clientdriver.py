@@ -117,13 +117,13 @@ def run(spec, timeout=30):
 
 def raise_like(res, crash_cls=None):
     """Re-raise the driver's error as the class the client raises in-process (same name)."""
-    from pocketpost import client, pop3, store as storemod
+    from pocketpost import client, clientget, clientstls, pop3, store as storemod
 
     name = res["exc"]
     msg = "[micropython] " + res["msg"]
     if name == "Crash" and crash_cls is not None:
         raise crash_cls(res["msg"])
-    for mod in (client, pop3, storemod):
+    for mod in (client, clientget, clientstls, pop3, storemod):
         cls = getattr(mod, name, None)
         if isinstance(cls, type) and issubclass(cls, Exception):
             if issubclass(cls, (client.ErrReply, pop3.ProtocolError)):

@@ -5,15 +5,18 @@ install(point) wraps the steps of a fetch and calls point(step) right after each
   "chunk"      a body chunk went to the store delivery (store.Delivery.write, from clientget._StoreSink)
   "pending"    the state was saved with a pending entry (uidstate.UidState.save)
   "committed"  the store delivery committed (store.Delivery.commit)
-  "stored"     a message is recorded as stored (client._download returned one)
-  "dele"       a DELE (or a pipelined batch of them) was answered (client.Pop3Client.dele, deles)
-  "quit"       QUIT was answered (client.Pop3Client.quit)
-It returns a function that undoes the patches.
+  "stored"     a message is recorded as stored (clientget.download returned one)
+  "dele"       a DELE (or a pipelined batch of them) was answered (client.Pop3Client.dele,
+               clientend.deles)
+  "quit"       QUIT was answered (clientend.quit)
+It returns a function that undoes the patches. The cold modules patched (clientget, clientend) are
+kept loaded while installed (compat.forget passes them over): on MicroPython one dropped and
+loaded again would come back without the patch.
 """
 
 
 def install(point):
-    from pocketpost import client, store, uidstate
+    from pocketpost import client, clientend, clientget, compat, store, uidstate
 
     saved = []
 
@@ -24,10 +27,11 @@ def install(point):
     real_write = store.Delivery.write
     real_save = uidstate.UidState.save
     real_commit = store.Delivery.commit
-    real_download = client._download
+    real_download = clientget.download
     real_dele = client.Pop3Client.dele
-    real_deles = client.Pop3Client.deles
-    real_quit = client.Pop3Client.quit
+    real_deles = clientend.deles
+    real_quit = clientend.quit
+    real_forget = compat.forget
 
     def write(self, *args):
         r = real_write(self, *args)
@@ -55,23 +59,27 @@ def install(point):
         point("dele")
         return r
 
-    async def deles(self, ns):
-        r = await real_deles(self, ns)
+    async def deles(c, ns):
+        r = await real_deles(c, ns)
         point("dele")
         return r
 
-    async def quit_(self):
-        r = await real_quit(self)
+    async def quit_(c):
+        r = await real_quit(c)
         point("quit")
         return r
+
+    def forget(names):
+        real_forget([n for n in names if n not in ("clientget", "clientend")])
 
     patch(store.Delivery, "write", write)
     patch(uidstate.UidState, "save", save)
     patch(store.Delivery, "commit", commit)
-    patch(client, "_download", download)
+    patch(compat, "forget", forget)
+    patch(clientget, "download", download)
     patch(client.Pop3Client, "dele", dele)
-    patch(client.Pop3Client, "deles", deles)
-    patch(client.Pop3Client, "quit", quit_)
+    patch(clientend, "deles", deles)
+    patch(clientend, "quit", quit_)
 
     def undo():
         for obj, name, old in reversed(saved):

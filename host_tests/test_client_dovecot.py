@@ -241,12 +241,14 @@ def test_cpython_runtime(dc, tmp_path):
 
     async def stream_one():
         ctx = ssl.create_default_context(cafile=dc.path("ca.pem"))
+        from pocketpost import clientauth, clientend, clientget
+
         c = client.Pop3Client("localhost", dc.sport, "implicit", ctx, 5, 10)
-        await c.connect()
-        await c.login("alice", PASSWORD)
+        await clientauth.connect(c)
+        await clientauth.login(c, "alice", PASSWORD)
         parts = []
-        n = await c.retr(4, lambda chunk: parts.append(bytes(chunk)))
-        await c.quit()
+        n = await clientget.retr(c, 4, lambda chunk: parts.append(bytes(chunk)))
+        await clientend.quit(c)
         return n, parts
 
     n, parts = asyncio.run(stream_one())

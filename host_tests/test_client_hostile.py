@@ -25,7 +25,7 @@ from helpers import FIRMWARE, MICROPYTHON, free_port
 from serverharness import cert_dir
 from uidtool import entries as state_entries
 
-from pocketpost import client, store as storemod, uidstate
+from pocketpost import client, clientstls, store as storemod, uidstate
 from pocketpost.store import Store
 import storeread
 
@@ -453,7 +453,7 @@ def test_stls_required_not_offered(tmp_path, fetch):
         assert not line.upper().startswith(b"USER"), "credentials sent in the clear"
 
     s = Script(script)
-    with pytest.raises(client.TlsRequired):
+    with pytest.raises(clientstls.TlsRequired):
         fetch(tmp_path, s.port, tls="stls", verify=False)
     assert not s.saw("USER") and not s.saw("PASS")
 
@@ -552,7 +552,8 @@ def test_crash_after_commit_with_an_identical_message_is_recovered(tmp_path, fet
 
 # --- the fetch CLI -------------------------------------------------------------------------------
 def run_fetch_cli(runtime, config_path, capsys, verbose=False):
-    """The fetch CLI: fetch._cli in-process, or `micropython -m pocketpost.fetch`. -> (rc, output)"""
+    """The fetch CLI: in-process as fetch.py runs it (fetchload.command_line, then fetch.main),
+    or `micropython -m pocketpost.fetch`. -> (rc, output)"""
     args = (["-v"] if verbose else []) + [config_path]
     if runtime == "micropython":
         env = dict(os.environ)
@@ -560,10 +561,11 @@ def run_fetch_cli(runtime, config_path, capsys, verbose=False):
         r = subprocess.run([MICROPYTHON, "-m", "pocketpost.fetch"] + args, capture_output=True,
                            timeout=30, env=env, cwd=os.path.dirname(config_path))
         return r.returncode, r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-    from pocketpost import fetch as fetchmod
+    from pocketpost import fetch as fetchmod, fetchload
 
     storemod.reboot()
-    rc = fetchmod._cli(args)
+    a = fetchload.command_line(args)
+    rc = a if isinstance(a, int) else fetchmod.main(*a)
     return rc, capsys.readouterr().out
 
 
@@ -619,7 +621,7 @@ rc = fetch.main(sys.argv[1], None, None, sys.argv[2] == "v")
 print("RC", rc)
 print("MODS", " ".join(sorted(k[11:] for k in sys.modules if k.startswith("pocketpost."))))
 print("ATTRS", " ".join(n for n in ("clientconf", "clientauth", "clientget", "uidcompact", "config", "auth", "heapmark", "headers",
-                                    "store")
+                                    "store", "pop3listing")
                         if hasattr(pocketpost, n)))
 """
 
@@ -632,7 +634,7 @@ def test_fetch_cli_drops_its_cold_modules_under_micropython(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text(CLI_MODULES)
     cold = {"clientconf", "clientauth", "clientget", "clientstls", "clientend", "clientplan", "uidcompact", "clientrecover", "config", "serverconf",
-            "auth", "heapmark", "nativescan", "fetchload"}
+            "auth", "heapmark", "nativescan", "fetchload", "pop3listing"}
     for verbose, uid in (("-", b"u1"), ("v", b"u2")):
         s = Script(mailbox([(b"u1", FROM_MSG)] + ([(uid, GOOD)] if uid != b"u1" else [])))
         r = subprocess.run([MICROPYTHON, str(probe), cli_config(tmp_path, s.port), verbose], capture_output=True,

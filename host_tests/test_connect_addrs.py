@@ -44,10 +44,11 @@ def stand_in(real, **over):
 
 def pop3_connect(name, port):
     from pocketpost.client import ConnectionLost, Pop3Client
+    from pocketpost.clientauth import connect
 
     c = Pop3Client(name, port, connect_timeout=5, read_timeout=5)
     try:
-        asyncio.run(c.connect())
+        asyncio.run(connect(c))
         print("CONNECTED caps=%r" % (c.caps,))
         c._conn.close()
     except ConnectionLost as e:
@@ -208,10 +209,11 @@ def nomem(*a):
 
 stand_in(real, socket=nomem)
 from pocketpost.client import Pop3Client
+from pocketpost.clientauth import connect
 
 c = Pop3Client("127.0.0.1", port, connect_timeout=5, read_timeout=5)
 try:
-    asyncio.run(c.connect())
+    asyncio.run(connect(c))
     print("CONNECTED")
 except MemoryError:
     print("MemoryError")

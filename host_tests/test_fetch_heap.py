@@ -41,14 +41,16 @@ def test_fetch_cli_drops_the_config_checks(tmp_path):
     assert "threshold True" in out, out  # fetch.main turned on heapmark.compact_gc
 
 
-def test_uidcompact_keeps_the_record_layout_and_flags_of_uidstate():
-    """uidcompact.py (load, compaction, retain) restates uidstate's record layout and flag bits:
-    the two must agree, or a load or retain would misread every record and a compaction write
-    wrong lines."""
-    from pocketpost import uidcompact, uidstate
+def test_uidcompact_and_clientend_keep_the_record_layout_and_flags_of_uidstate():
+    """uidcompact.py (load, compaction) and clientend.py (retain, after QUIT) restate uidstate's
+    record layout and flag bits: they must agree, or a load or retain would misread every record
+    and a compaction write wrong lines."""
+    from pocketpost import clientend, uidcompact, uidstate
 
-    names = ("_REC", "_KEY", "_F_HEADERS", "_F_SYNTH", "_F_SEEN", "_F_DELETED", "_F_SAVED")
+    names = ("_REC", "_KEY", "_F_HEADERS", "_F_DELETED", "_F_SAVED")
     assert [getattr(uidcompact, n) for n in names] == [getattr(uidstate, n) for n in names]
+    names = ("_REC", "_KEY", "_F_HEADERS", "_F_SYNTH", "_F_SEEN", "_F_DELETED")
+    assert [getattr(clientend, n) for n in names] == [getattr(uidstate, n) for n in names]
 
 
 def test_clientplan_keeps_the_flag_bits_of_uidstate():

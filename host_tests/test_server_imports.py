@@ -12,7 +12,7 @@ from serverharness import Pop3Server
 
 # transport is not here: its connection class is the servers' too (listener.ServerConn).
 CLIENT_ONLY = ("client", "clientconf", "clientauth", "clientget", "clientrecover", "clientstls", "clientend", "clientplan", "uidcompact",
-               "fetch", "fetchload", "pop3client", "uidstate", "headers", "oauth2", "nativescan")
+               "fetch", "fetchload", "pop3client", "pop3listing", "uidstate", "headers", "oauth2", "nativescan")
 
 SCRIPT = r"""
 import sys, asyncio

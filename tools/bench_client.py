@@ -195,7 +195,7 @@ def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES, count=Fa
 
 
 # Modules a fetch may import (the ROMFS image holds these, as frozen firmware would).
-FETCH_MODULES = ("compat", "log", "heapmark", "wire", "unstuffer", "pop3", "nativescan", "pop3client",
+FETCH_MODULES = ("compat", "log", "heapmark", "wire", "unstuffer", "pop3", "nativescan", "pop3client", "pop3listing",
                  "transport", "tls", "tlserror", "headers", "uidstate", "uidcompact", "storecore", "store",
                  "storeindex", "storemerge", "storescan", "storesession", "storecommit", "auth", "config",
                  "client", "clientconf", "clientauth", "clientget", "clientstls", "clientrecover", "clientend",
@@ -210,7 +210,11 @@ f.close()
 vfs.mount(vfs.VfsRom(img), "/rom")
 sys.path.insert(0, "/rom")
 from pocketpost import fetch
-sys.exit(fetch._cli(sys.argv[2:]))
+if hasattr(fetch, "_cli"):  # a tree before fetchload.command_line
+    sys.exit(fetch._cli(sys.argv[2:]))
+from pocketpost import fetchload
+a = fetchload.command_line(sys.argv[2:])
+sys.exit(a if isinstance(a, int) else fetch.main(*a))
 """
 
 

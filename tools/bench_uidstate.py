@@ -49,7 +49,7 @@ def _mp_main(label, width):
     sessions = SESSIONS_BEFORE if label.startswith("before") else SESSIONS
     import vfs
     from flashdev import FlashDev
-    from pocketpost import compat, uidstate
+    from pocketpost import clientend, compat, uidstate
     from pocketpost.uidstate import UidState
 
     dev = FlashDev(blocks=512)
@@ -101,8 +101,10 @@ def _mp_main(label, width):
         keep = lambda fs, flag, synth, seen, dele: None if dele else fs  # noqa: E731
         if hasattr(st, "retain"):  # a --before revision's uidstate.py
             st.retain(keep)
+        elif not hasattr(clientend, "retain"):  # a --before revision's uidcompact.py
+            st._cold("retain", keep)
         else:
-            st._cold("retain", keep)  # as the client does (clientend.finish)
+            clientend.retain(st, keep)  # as the client does (clientend.finish)
         if st.dirty:
             st.save()
     dt = time.ticks_diff(time.ticks_ms(), t0)

@@ -31,7 +31,7 @@ PARTS = (
                 "smtpenv", "smtpdata", "smtpauth")),
     ("client", ("client", "clientconf", "clientauth", "clientstls", "clientplan", "clientget", "clientend",
                 "clientrecover", "fetch", "fetchload", "uidstate", "uidcompact", "headers", "session",
-                "transport", "pop3client", "nativescan", "oauth2")),
+                "transport", "pop3client", "pop3listing", "nativescan", "oauth2")),
     ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession",
                "storescan", "storecheck", "groupcommit")),
 )

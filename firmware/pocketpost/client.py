@@ -60,7 +60,7 @@ import sys
 from pocketpost import compat, log, transport
 from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
 from pocketpost.pop3 import ProtocolError
-from pocketpost.pop3client import CONTINUE, END, REPLY, ClientSession
+from pocketpost.pop3client import CONTINUE, END, REPLY, ClientSession, _text
 
 # --- named defaults and limits ------------------------------------------------------------------
 # (the account defaults are in clientconf.py, loaded only to check an account; the two no other
@@ -73,8 +73,7 @@ READ_TIMEOUT = 30  # seconds: the greeting, each command's reply, any single wai
 _MIN_RATE = const(1024)
 # The whole session (connect to QUIT): one stuck server cannot hold the board's schedule longer.
 SESSION_TIMEOUT = 1800
-# After QUIT +OK, the polite close (TLS close_notify) is waited for this long at most.
-_CLOSE_MS = const(2000)
+# (After QUIT +OK, the polite close's bound, _CLOSE_MS: clientend.py.)
 # (How far a message may exceed its LIST size before the read stops, _SIZE_SLACK_DIV and
 # _SIZE_SLACK_MIN: clientget.py.)
 # A board whose clock reads earlier than this has no time set: age-based deletion is skipped.
@@ -113,12 +112,9 @@ class AuthFailed(ErrReply):
     pass
 
 
-class TlsRequired(ClientError):
-    pass
-
-
-class ShortMessage(ProtocolError):
-    """A message whose octet count does not prove it complete: not kept, not deleted."""
+# (TlsRequired, an STLS account's server without STLS: clientstls.py; ShortMessage, a message
+# not proved complete: clientget.py. Each is raised there only, and a class held here would be
+# heap for the whole session.)
 
 
 # --- account ------------------------------------------------------------------------------------
@@ -135,30 +131,17 @@ def account_from_dict(d):
 
 
 # --- the session driver ----------------------------------------------------------------------------
-def _ms(timeout):  # seconds
-    return int(timeout * 1000)
-
-
-async def _cold(name, fn, *args):
-    """pocketpost.<name>.<fn>(*args), a cold module loaded for the call (dropped after it unless a
-    caller already holds it: no second copy in the heap)."""
-    full = "pocketpost." + name
-    held = full in sys.modules
-    __import__(full)
-    try:
-        return await getattr(sys.modules[full], fn)(*args)
-    finally:
-        if not held:
-            compat.forget((name,))
-
-
 class Pop3Client:
     """One POP3 session: the asyncio shell around pop3client.ClientSession. Usage:
         c = Pop3Client(host, port, tls="implicit", ctx=tls.client_context(ca, verify))
-        await c.connect(); await c.login(user, password)
-        n, total = await clientauth.stat(c); await c.retr(1, writer); await c.quit()
-    (CAPA and STAT: clientauth.capa(c), clientauth.stat(c): called from that cold module only,
-    so the class keeps no stub for them.)
+        await clientauth.connect(c); await clientauth.login(c, user, password)
+        n, total = await clientauth.stat(c); await clientget.retr(c, 1, writer)
+        await clientend.quit(c)
+    The steps of a session that are not needed while messages move are functions of the cold
+    modules that run them (clientauth: connect, CAPA, login, STAT; clientget: RETR; clientend:
+    DELEs of a batch, QUIT), not methods: the class keeps no stub for them (each method is heap
+    held for the whole session, all the more at its peak, the downloads), but login (oauth2.py
+    logs in through it).
 
     Deadlines (every wait is bounded by the nearest): the connect (connect_timeout), the
     greeting and each command's reply (read_timeout from the moment the command goes out), each
@@ -184,21 +167,27 @@ class Pop3Client:
         self.opener = opener  # (host, port, ms, ctx) -> connection; None: clientauth._open (transport's)
         self._conn = None
 
-    def _explain(self, e):
-        """An OSError / TLS error in words a user can act on (tls.describe_error)."""
-        from pocketpost import tls  # only on an error path: a plain-text fetch never loads it
+    def _lost(self, doing, e=None):
+        """The ConnectionLost for a failure while `doing` ("waiting for the reply to STAT",
+        "connect"): the OSError / TLS error e in words a user can act on (tls.describe_error), or
+        without e the server's close."""
+        if e is None:
+            why = "the server closed the connection"
+        else:
+            from pocketpost import tls  # only on an error path: a plain-text fetch never loads it
 
-        return tls.describe_error(e, self.host, self.port, self.ca_path)
+            why = tls.describe_error(e, self.host, self.port, self.ca_path)
+        return ConnectionLost("%s: %s: %s" % (self.where, doing, why))
 
     # -- deadlines and bytes --------------------------------------------------------------------
     def deadline(self, timeout, size=0):
         """A deadline (ticks ms) `timeout` seconds from now, plus size / min_rate."""
-        ms = _ms(timeout) + (int(size * 1000 // self.min_rate) if size else 0)
+        ms = int(timeout * 1000) + (int(size * 1000 // self.min_rate) if size else 0)  # (seconds)
         return compat.ticks_add(compat.ticks_ms(), ms)
 
     def _left(self, deadline):
         now = compat.ticks_ms()
-        left = _ms(self.read_timeout)
+        left = int(self.read_timeout * 1000)
         if deadline is not None:  # (no loop over a tuple: this runs once per socket read)
             x = compat.ticks_diff(deadline, now)
             if x < left:
@@ -232,9 +221,9 @@ class Pop3Client:
         except transport.Timeout:
             raise self._timeout(deadline, what)
         except (OSError, ValueError) as e:
-            raise ConnectionLost("%s: waiting for %s: %s" % (self.where, what, self._explain(e)))
+            raise self._lost("waiting for " + what, e)
         if not n:
-            raise ConnectionLost("%s: waiting for %s: the server closed the connection" % (self.where, what))
+            raise self._lost("waiting for " + what)
         self.s.commit(n)
 
     async def _event(self, deadline, what):
@@ -256,7 +245,7 @@ class Pop3Client:
             raise ProtocolError("%s: %s" % (self.where, e.msg))
 
     async def _send(self, data, what):
-        ms = _ms(self.read_timeout)
+        ms = int(self.read_timeout * 1000)
         sd = self.session_deadline
         if sd is not None:
             ms = min(ms, compat.ticks_diff(sd, compat.ticks_ms()))
@@ -265,7 +254,7 @@ class Pop3Client:
         except transport.Timeout:
             raise self._timeout(None, "the server to take " + what)
         except (OSError, ValueError) as e:
-            raise ConnectionLost("%s: sending %s: %s" % (self.where, what, self._explain(e)))
+            raise self._lost("sending " + what, e)
 
     async def _status(self, deadline=None):
         """The status line answering the oldest command; -ERR raises ErrReply."""
@@ -297,19 +286,13 @@ class Pop3Client:
                 return
             on_line(ev)
 
-    # -- session (the once-per-session steps: clientauth.py, loaded for them and dropped after) --
-    def connect(self):
-        """TCP (or implicit TLS), the greeting, CAPA, and STLS for tls "stls"."""
-        return _cold("clientauth", "connect", self)
-
+    # -- session --------------------------------------------------------------------------------
     def login(self, user, password, method="auto"):
-        """Authenticate; `method` "auto" picks the strongest the server offers."""
-        return _cold("clientauth", "login", self, user, password, method)
+        """Authenticate; `method` "auto" picks the strongest the server offers (clientauth.login:
+        loaded, as the session's login runs in it; oauth2.pop3_login logs in through this)."""
+        from pocketpost import clientauth
 
-    def retr(self, n, sink, size=None, top=False):
-        """Stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk); returns the
-        octet count. With `size` (LIST's) the message must prove complete (clientget.retr)."""
-        return _cold("clientget", "retr", self, n, sink, size, top)
+        return clientauth.login(self, user, password, method)
 
     async def dele(self, n, next=0):
         """DELE n: True when the server marked it deleted. A refused DELE (-ERR: a read-only
@@ -329,34 +312,12 @@ class Pop3Client:
             return False
         return True
 
-    def deles(self, ns):
-        """DELE each message number in ns, pipelined when the server offers PIPELINING (RFC 2449):
-        one write, then the replies in order. Returns a list of accepted flags (see dele).
-        (clientend.deles: its only caller is that cold module.)"""
-        return _cold("clientend", "deles", self, ns)
-
-    async def quit(self):
-        """QUIT: +OK means the server committed our DELEs (RFC 1939 UPDATE state)."""
-        rep = await self.cmd("QUIT")
-        c = self._conn
-        self._conn = None
-        if c is not None:
-            await c.shutdown(_CLOSE_MS)
-        return rep
-
     async def close(self):
         """Drop the connection at once (an error path never waits on the peer)."""
         if self._conn is not None:
             c = self._conn
             self._conn = None
             c.close()
-
-def _text(b):
-    try:
-        return bytes(b).decode()
-    except UnicodeError:
-        return repr(bytes(b))
-
 
 # --- fetching into the store --------------------------------------------------------------------
 def _bit(bits, n):
@@ -406,14 +367,15 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
              "deleted": 0, "duplicates": 0, "on_server": 0, "state_full": False, "by_content": 0}
     store_error = None
     try:
-        # Connect, log in, STAT (clientauth.py: loaded for it, dropped after it)
+        # Connect, log in, STAT (clientauth.py: loaded for it, dropped after it, with the
+        # session's greeting and CAPA code, pop3listing.py)
         from pocketpost import clientauth
 
         try:
             count = await clientauth.start(c, a, token, fresh)
         finally:
             clientauth = None
-            compat.forget(("clientauth",))
+            compat.forget(("clientauth", "pop3listing"))
         stats["on_server"] = count
         cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
         # Per message number, one bit each (no per-message object, no list of UIDs):
@@ -438,7 +400,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         downloads = 0
         while True:
             # UIDL (and LIST): this batch's messages (clientplan.py: loaded for the pass, dropped
-            # after it; nothing of it outlives the call)
+            # after it with the session's listing code, pop3listing.py; nothing of it outlives
+            # the call)
             if compat.IS_MICROPYTHON:
                 gc.collect()  # the login's garbage goes before the module's code is placed
             from pocketpost import clientplan
@@ -447,7 +410,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 want, sizes = await clientplan.batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane)
             finally:
                 clientplan = None
-                compat.forget(("clientplan",))
+                compat.forget(("clientplan", "pop3listing"))
             if ctl[0]:
                 # Messages stored by earlier sessions: delete them when the policy says so,
                 # _PIPELINE DELEs at a time (clientend.py: loaded for it, dropped after it).
@@ -480,7 +443,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 if ms is not None and not (a["max_size"] and ms > a["max_size"]):
                     await c._send(c._out("RETR", m) + c._out("NOOP"), "RETR %d" % m)
             if want:
-                st.tidy()  # a compaction of the state due at the first message's save: now (see below)
+                if st.due():
+                    st.compact()  # a compaction of the state due at the first message's save: now (see below)
                 if compat.IS_MICROPYTHON:
                     gc.collect()  # the listing pass's code (and a compaction's) goes before it is placed
                 __import__("pocketpost.store")
@@ -527,8 +491,16 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     ms = sizes.get(m)
                     if ms is not None and not (a["max_size"] and ms > a["max_size"]):
                         ahead = m
+                # The download code (clientget.download, held for this batch: called straight, no
+                # coroutine of a wrapper on top of the download's) loaded again if another
+                # account's fetch (board.py: they run at once) dropped it, held for the rest of
+                # this batch (not per message).
+                get = sys.modules.get("pocketpost.clientget")
+                if get is None:
+                    __import__("pocketpost.clientget")
+                    get = sys.modules["pocketpost.clientget"]
                 try:
-                    key, info, store_error = await _download(
+                    key, info, store_error = await get.download(
                         c, st, store, mailbox, n, uid, size, top, parse,
                         ahead if policy != "delete" and (uid is not None or policy == "keep") else 0)
                 except ErrReply as e:
@@ -551,7 +523,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                         # for here): read off (and dropped: `len` takes each chunk) before QUIT,
                         # under its own deadline; its size rule holds as for any message. (The
                         # download code loaded again if another account's fetch dropped it
-                        # while this message streamed in: see _download.)
+                        # while this message streamed in: see above.)
                         m = int(w[5:])
                         __import__("pocketpost.clientget")
                         try:
@@ -614,24 +586,13 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         compat.forget(("clientget",))
         await c.close()
         if st.dirty and st.pending is None:
-            # An error ended the session: the last stored message's record (see _download)
+            # An error ended the session: the last stored message's record (see clientget.download)
             # goes to flash now rather than through a reconcile next time.
             try:
                 st.save()
             except Exception as e:  # the pending entry on flash still stands for it
                 log.warning("fetch %s: state not saved: %s", name, e)
     raise ClientError("%s: store: %s" % (c.where, store_error))
-
-
-def _download(c, st, store, mailbox, n, uid, size, top, headers=True, next=0):
-    """One message into the store, crash-safely (clientget.download: held by fetch_account while
-    a batch downloads; called straight, no coroutine of _cold's on top of the download's).
-    Returns (key, info or None if a duplicate, store error or None)."""
-    get = sys.modules.get("pocketpost.clientget")
-    if get is None:  # another account's fetch (board.py: they run at once) dropped it: load it
-        __import__("pocketpost.clientget")  # again, held for the rest of this batch (not per message)
-        get = sys.modules["pocketpost.clientget"]
-    return get.download(c, st, store, mailbox, n, uid, size, top, headers, next)
 
 
 def fetch_account_sync(account, store, on_message=None, opener=None, headers=True):

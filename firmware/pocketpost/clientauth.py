@@ -1,14 +1,14 @@
-"""The POP3 client's once-per-session steps (client.fetch_account: `start`; Pop3Client.connect,
-capa, login, stat): the connect and greeting, CAPA (and STLS: clientstls.py), the login (the
-method choice, best_auth, and the USER/PASS, APOP and SASL PLAIN exchanges; SCRAM in scram.py,
-OAuth in oauth2.py) and STAT. Cold code: client.py imports it for the session's start and, on
-MicroPython, drops it after (its heap is not held while the mailbox is listed or messages move;
-its qstrs stay)."""
+"""The POP3 client's once-per-session steps (client.fetch_account: `start`; connect, capa, login,
+stat, each taking the Pop3Client): the connect and greeting, CAPA (and STLS: clientstls.py), the
+login (the method choice, best_auth, and the USER/PASS, APOP and SASL PLAIN exchanges; SCRAM in
+scram.py, OAuth in oauth2.py) and STAT. Cold code: client.py imports it for the session's start
+and, on MicroPython, drops it after (its heap is not held while the mailbox is listed or messages
+move; its qstrs stay)."""
 
 import binascii
 
 from pocketpost import log, transport
-from pocketpost.client import _OAUTH, AuthFailed, ConnectionLost, ErrReply, Pop3Timeout, _ms, _text
+from pocketpost.client import _OAUTH, AuthFailed, ErrReply, Pop3Timeout, _text
 from pocketpost.compat import IS_MICROPYTHON, ConfigError, const, forget, ticks_add, ticks_diff, ticks_ms
 from pocketpost.pop3 import ProtocolError, parse_number
 from pocketpost.pop3client import GREETING
@@ -110,14 +110,14 @@ async def _open(host, port, ms, ctx=None):
 async def connect(c):
     implicit = c.tls_mode == "implicit"
     try:
-        c._conn = await (c.opener or _open)(c.host, c.port, _ms(c.connect_timeout), c.ctx if implicit else None)
+        c._conn = await (c.opener or _open)(c.host, c.port, int(c.connect_timeout * 1000), c.ctx if implicit else None)
     except transport.Timeout:
         raise Pop3Timeout("%s: connect: no answer within %ss: check the host, the port and the network"
                           % (c.where, c.connect_timeout))
     except (OSError, ValueError) as e:
         # Refused, reset, or (CPython: the handshake is part of the connect) a TLS failure:
         # the same class MicroPython gives, where these surface at the first read.
-        raise ConnectionLost("%s: connect: %s" % (c.where, c._explain(e)))
+        raise c._lost("connect", e)
     c.secure = implicit
     ev = await c._event(c.deadline(c.read_timeout), "the greeting")
     r = c.s.reply

@@ -52,6 +52,12 @@ def start(account, store, opener):
 
         token, fresh = oauth2.pop3_token(a, AuthFailed)
         oauth2 = None  # (clientauth.start imports it again for the login: still loaded)
+    if st.due():
+        # A new, old-format or repaired state file (or a journal at its bound): its compaction
+        # (uidcompact.py, loaded for it) runs now, while the heap holds no session yet, rather
+        # than at the session's first delivery, on top of the session and its listing. (After
+        # the OAuth token: an account whose token cannot be had leaves no state file.)
+        st.compact()
     ctx = _tls_context(a) if a["tls"] != "none" else None
     c = Pop3Client(a["host"], a["port"], a["tls"], ctx, a["connect_timeout"], a["read_timeout"], a["min_rate"], name, opener)
     c.ca_path = a["ca"]

@@ -1,12 +1,12 @@
-"""The client's download of a message (client.fetch_account's loop, through client._download;
-Pop3Client.retr): RETR (or TOP n 0) streamed into a store Delivery through _StoreSink, the size
+"""The client's download of a message (client.fetch_account's loop: download; and retr, also for
+any caller with a Pop3Client): RETR (or TOP n 0) streamed into a store Delivery through _StoreSink, the size
 rule, then the pending entry, the commit and the record (the exactly-once steps: client.py's
 module doc). Cold code: fetch_account loads it for a batch's downloads, after the listing pass's
 code (clientplan.py) is dropped, and on MicroPython drops it after them: it is not held while the
 session logs in or lists the mailbox (its qstrs stay)."""
 
 from pocketpost import compat, transport
-from pocketpost.client import ConnectionLost, ErrReply, Pop3Timeout, ShortMessage
+from pocketpost.client import ConnectionLost, ErrReply, Pop3Timeout
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError
 from pocketpost.pop3client import BODY, END
@@ -20,8 +20,12 @@ _SIZE_SLACK_DIV = const(16)
 _SIZE_SLACK_MIN = const(1024)
 
 
+class ShortMessage(ProtocolError):
+    """A message whose octet count does not prove it complete: not kept, not deleted."""
+
+
 async def retr(c, n, sink, size=None, top=False, next=0):
-    """Pop3Client.retr: stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk), chunk being
+    """Stream message n (RETR, or TOP n 0 for the headers only) into sink(chunk), chunk being
     a bytes-like valid only during the call (a sink with a fail(e) method gets what its call
     raised there, and the message is still read to its end). Returns the octet count.
     With `size` (LIST's), the message must prove complete (pop3client's size rule) and the
@@ -75,9 +79,9 @@ async def retr(c, n, sink, size=None, top=False, next=0):
                     got = now(s.space())
                 except (OSError, ValueError) as e:
                     if not (isinstance(e, OSError) and transport.would_block(e)):
-                        raise ConnectionLost("%s: waiting for %s: %s" % (c.where, waiting, c._explain(e)))
+                        raise c._lost("waiting for " + waiting, e)
                 if got == 0:
-                    raise ConnectionLost("%s: waiting for %s: the server closed the connection" % (c.where, waiting))
+                    raise c._lost("waiting for " + waiting)
             if got is None:
                 await c._fill(d, waiting)
             else:
@@ -165,9 +169,10 @@ class _StoreSink:
 
 
 async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=0):
-    """client._download: one message into the store, crash-safely. Returns (key, info or None if a duplicate,
-    store error or None). A message that does not prove complete raises (pop3client's size
-    rule): its delivery is aborted, nothing is recorded, the caller's session ends without QUIT.
+    """One message into the store, crash-safely (client.fetch_account calls it straight). Returns
+    (key, info or None if a duplicate, store error or None). A message that does not prove
+    complete raises (pop3client's size rule): its delivery is aborted, nothing is recorded, the
+    caller's session ends without QUIT.
     `next`: retr's (the next message, asked for once this one is proved)."""
     try:
         d = store.begin(mailbox, digest=True)

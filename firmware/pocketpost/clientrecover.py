@@ -2,10 +2,12 @@
 entry; see uidstate.py): did the store commit of that message happen? Cold code: loaded only
 then, and dropped after it on MicroPython."""
 
+import binascii
+import hashlib
+
 from pocketpost import log
 from pocketpost.client import _text
 from pocketpost.compat import const
-from pocketpost.uidstate import new_hash, sha1_hex
 
 # Bytes read per step while hashing the stored copy (one small buffer, once per recovery).
 _READ = const(512)
@@ -21,7 +23,7 @@ def _holds(store, mailbox, local, size, digest):
                 continue
             if mb.size(i) != size:
                 return False
-            h = new_hash()
+            h = hashlib.sha1()
             buf = bytearray(_READ)
             f = mb.open(i)
             try:
@@ -32,7 +34,7 @@ def _holds(store, mailbox, local, size, digest):
                     h.update(memoryview(buf)[:n])
             finally:
                 f.close()
-            return sha1_hex(h) == digest
+            return binascii.hexlify(h.digest()).decode() == digest  # (Delivery.digest()'s form)
         return False
     finally:
         mb.release()

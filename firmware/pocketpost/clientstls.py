@@ -2,8 +2,12 @@
 for the upgrade of an STLS account only and, on MicroPython, dropped after it."""
 
 from pocketpost import transport
-from pocketpost.client import ConnectionLost, TlsRequired
+from pocketpost.client import ClientError
 from pocketpost.pop3 import ProtocolError
+
+
+class TlsRequired(ClientError):
+    """TLS is required (tls "stls") but the server does not offer STLS."""
 
 
 async def stls(c):
@@ -22,7 +26,7 @@ async def stls(c):
     except transport.Timeout:
         raise c._timeout(None, "the STLS handshake")
     except (OSError, ValueError) as e:
-        raise ConnectionLost("%s: STLS: TLS handshake failed: %s" % (c.where, c._explain(e)))
+        raise c._lost("STLS: TLS handshake failed", e)
     c.secure = True
     from pocketpost.clientauth import capa  # (loaded: the connect runs in it)
 

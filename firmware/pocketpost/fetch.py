@@ -16,14 +16,15 @@ it: "store" gives "root" (default "/flash/mail", so a host config names its own)
 "reserve"; "log.level" is the log level (POCKETPOST_LOG overrides it). "accounts" is a list of
 account objects (see client.account_from_dict). A relative root or state_dir is taken relative to
 the current directory.
-Heap (MicroPython): the start (fetchload.py, dropped after it) imports config.py for the load and
-drops it after it when this call loaded it (a fetch never needs it again), with heapmark.py (used
-once, to set the GC threshold); then each local mailbox is opened (the store's first open after
-boot loads its loading code, storemerge.load, and its recovery, storescan.py, only if the mailbox
-needs repair, for the call); the client is imported after that, and
-drops its own cold modules once used (clientconf, uidcompact, clientauth, clientplan,
-clientget, clientend, clientrecover). The store's session side (storesession.py: lock, Mailbox,
-deletion commit) loads only to reconcile a fetch cut short by a crash (clientrecover.py).
+Heap (MicroPython): the start (fetchload.py: the command line, then the load; dropped after it)
+imports config.py for the load and drops it after it when this call loaded it (a fetch never
+needs it again), with heapmark.py (used once, to set the GC threshold); then each local mailbox
+is opened (the store's first open after boot loads its loading code, storemerge.load, and its
+recovery, storescan.py, only if the mailbox needs repair, for the call); the client is imported
+after that, and drops its own cold modules once used (clientconf, uidcompact, clientauth,
+pop3listing, clientplan, clientget, clientend, clientrecover). The store's session side
+(storesession.py: lock, Mailbox, deletion commit) loads only to reconcile a fetch cut short by a
+crash (clientrecover.py).
 Exit status: 0 when every account fetched, 1 otherwise, 2 for a config that does not load.
 """
 
@@ -82,22 +83,11 @@ def main(config_path, only=None, log_level=None, headers=False):
     return 1 if failed else 0
 
 
-def _cli(argv):
-    verbose = bool(argv) and argv[0] == "-v"
-    if verbose:
-        argv = argv[1:]
-    if not argv or len(argv) > 2:
-        print("usage: micropython -m pocketpost.fetch [-v] config.json [account]")
-        return 2
-    lvl = None
-    try:
-        import os
-
-        lvl = os.getenv("POCKETPOST_LOG")
-    except (ImportError, AttributeError):
-        pass
-    return main(argv[0], argv[1] if len(argv) > 1 else None, lvl or None, verbose)
-
-
 if __name__ == "__main__":
-    sys.exit(_cli(sys.argv[1:]))
+    # The command line read by fetchload.command_line (cold, like the config's load: its usage
+    # line is not held while accounts fetch); main imports the module again and drops it.
+    from pocketpost import fetchload
+
+    _args = fetchload.command_line(sys.argv[1:])
+    del fetchload
+    sys.exit(_args if isinstance(_args, int) else main(*_args))

@@ -1,6 +1,7 @@
-"""The fetch CLI's start (fetch.main): the config loaded and checked, the log level set, the store
-opened and each local mailbox loaded (recovered) before the client is imported. Cold code: fetch.main
-imports it for this and, on MicroPython, drops it after it, with config.py and heapmark.py when
+"""The fetch CLI's start: its command line read (command_line, for fetch.py run as a program), then
+(fetch.main: load) the config loaded and checked, the log level set, the store opened and each
+local mailbox loaded (recovered) before the client is imported. Cold code: fetch.main imports it
+for this and, on MicroPython, drops it after it, with config.py and heapmark.py when
 this call loaded them (a fetch never needs them again; docs/FIGURES.md); its qstrs stay. The
 config is loaded without its server side (config.load(path, False): serverconf.py and auth.py
 are never loaded, their names never interned: a fetch checks only "store", "accounts", "log")."""
@@ -9,6 +10,25 @@ import sys
 
 from pocketpost import compat, log
 from pocketpost.compat import IS_MICROPYTHON
+
+
+def command_line(argv):
+    """fetch.py's arguments ([-v] config.json [account]) as main's (config_path, only, log_level,
+    headers), the log level from POCKETPOST_LOG; or 2 (the exit status) after the usage line."""
+    verbose = bool(argv) and argv[0] == "-v"
+    if verbose:
+        argv = argv[1:]
+    if not argv or len(argv) > 2:
+        print("usage: micropython -m pocketpost.fetch [-v] config.json [account]")
+        return 2
+    lvl = None
+    try:
+        import os
+
+        lvl = os.getenv("POCKETPOST_LOG")
+    except (ImportError, AttributeError):
+        pass
+    return argv[0], argv[1] if len(argv) > 1 else None, lvl or None, verbose
 
 
 def load(config_path, only, log_level):

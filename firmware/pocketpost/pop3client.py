@@ -61,19 +61,22 @@ Anything else (a server that forgot to dot-stuff and ended the message at a body
 truncated or padded message) is not proven complete: the shell must not store it, record it or
 delete it, and must end the session without QUIT (what followed cannot be trusted either).
 
-The client's half of the POP3 grammar lives here too (commands built, status lines and listings
-parsed, UIDs checked: command, is_multiline, Reply, parse_reply, parse_listing, valid_uid), as
-pop3.py's names through its __getattr__; it was pop3reply.py, always loaded with this module (a
-module of its own cost a fetch three interned names). A server never loads this module.
+The client's half of the POP3 grammar lives here too (commands built, status lines parsed:
+command, is_multiline, Reply, parse_reply), as pop3.py's names through its __getattr__; it was
+pop3reply.py, always loaded with this module (a module of its own cost a fetch three interned
+names). The greeting and the multi-line listings (CAPA, LIST, UIDL: their events, the listing
+and UID grammar, parse_listing, valid_uid, apop_timestamp) are pop3listing.py's: cold, loaded by
+the first such event and dropped by the client after its login and after each listing pass, so
+its ~1 KB is not held while messages download (this module's __getattr__ gives its names as
+this module's, and so as pop3.py's). A server never loads either module.
 """
 
-from pocketpost.compat import const
-from pocketpost.pop3 import ProtocolError, parse_number
-from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader, unstuff_line
+from pocketpost.compat import const, forget
+from pocketpost.pop3 import ProtocolError
+from pocketpost.wire import BAD_LINE, OVERLONG, DotUnstuffer, LineReader
 
 _MAX_RESPONSE_LINE = const(512)  # wire's (a private copy)
-# RFC 1939 section 7: a UID is 1 to 70 characters in the range 0x21 to 0x7E.
-_MAX_UID = const(70)
+# (The longest UID, _MAX_UID: pop3listing.py.)
 
 # Events returned by next_event(). Those no firmware module compares with (NEED_DATA, LINE,
 # ENTRY) are private: a public const is a module name, interned (never freed) in every fetch;
@@ -113,19 +116,14 @@ _SCAN_MAX = const(16384)
 _HEAD = const(256)
 
 
-def _native_scan():
-    """The clean-line walk in native code (nativescan.py), or None: the body then takes the
-    Python walk. nativescan is cold: used once here, then dropped (its source text is ~1 KB)."""
-    from pocketpost import nativescan
-    from pocketpost.compat import forget
+# The clean-line walk in native code (nativescan.py), or None: the body then takes the Python
+# walk. nativescan is cold: used once here, then dropped (its source text is ~1 KB). (Module code,
+# not a function: a function would be held for the rest of the session.)
+from pocketpost import nativescan  # noqa: E402
 
-    try:
-        return nativescan.compile_scan()
-    finally:
-        forget(("nativescan",))
-
-
-_scan = _native_scan()  # (scan, copy) or None
+_scan = nativescan.compile_scan()  # (scan, copy) or None
+del nativescan
+forget(("nativescan",))
 _copy = None
 if _scan is not None:
     _copy = _scan[1]
@@ -153,18 +151,6 @@ def _reply_or_none(line):
         return parse_reply(line)
     except ProtocolError:
         return None
-
-
-def apop_timestamp(text):
-    """RFC 1939 section 7: the greeting's msg-id "<...@...>" (Dovecot's holds '=' too)."""
-    text = bytes(text)
-    i = text.find(b"<")
-    if i < 0:
-        return None
-    j = text.find(b">", i)
-    if j < 0 or text.find(b"@", i, j) < 0:
-        return None
-    return text[i : j + 1]
 
 
 # --- the client's half of the POP3 grammar (pop3.py's __getattr__ gives these names as pop3's:
@@ -201,9 +187,6 @@ class Reply:
         self.code = code
         self.text = text
 
-    def __repr__(self):
-        return "Reply(%r, %r, %r)" % (self.ok, self.code, self.text)
-
 
 def parse_reply(line):
     """One status line (bytes, no line end) -> Reply. Raises ProtocolError."""
@@ -237,31 +220,6 @@ def parse_reply(line):
                 if rest.startswith(b" "):
                     rest = rest[1:]
     return Reply(ok, code, rest)
-
-
-def parse_listing(line):
-    """A scan listing "n size" or unique-id listing "n uid" line -> (n, bytes second field).
-    The caller decides whether the second field is a size (parse_number(..., 0)) or a UID."""
-    sp = line.find(b" ")
-    if sp <= 0:
-        raise ProtocolError("malformed listing")
-    n = parse_number(line[:sp], 1)
-    rest = line[sp + 1 :]
-    sp2 = rest.find(b" ")
-    if sp2 >= 0:  # RFC 1939 allows more after the size; we ignore it
-        rest = rest[:sp2]
-    if not rest:
-        raise ProtocolError("malformed listing")
-    return n, rest
-
-
-def valid_uid(uid):
-    if not 1 <= len(uid) <= _MAX_UID:
-        return False
-    for c in uid:
-        if c < 0x21 or c > 0x7E:
-            return False
-    return True
 
 
 class ClientSession:
@@ -371,17 +329,10 @@ class ClientSession:
             return END
         if st == _BROKEN:
             raise self.error
-        if st == _GREET:
-            ln = self._next_line("greeting")
-            if ln is None:
-                return _NEED_DATA
-            r = _reply_or_none(ln)
-            if r is None or r.ok is None:
-                self.fail("malformed greeting: %s" % _text(ln[:60]))
-            self.reply = r
-            self.timestamp = apop_timestamp(r.text) if r.ok else None
-            self._state = _STATUS
-            return GREETING
+        if st == _GREET:  # (pop3listing.py: once per session)
+            from pocketpost import pop3listing
+
+            return pop3listing.greeting(self)
         if not self._pending:
             if self.reader.pending():
                 self.fail("server sent data nobody asked for")
@@ -414,32 +365,10 @@ class ClientSession:
             else:
                 self._pending.pop(0)
             return REPLY
-        # _LINES: CAPA, LIST, UIDL
-        ln = self._next_line(p[1] + " listing")
-        if ln is None:
-            return _NEED_DATA
-        ln = unstuff_line(ln)
-        if ln is None:
-            self._state = _STATUS
-            self._pending.pop(0)
-            self.octets = self._count
-            return END
-        self._count += 1
-        if self._count > p[3]:
-            self.fail("%s reply does not end (more than %d lines)" % (p[1], p[3]))
-        if p[0] == "CAPA":
-            self.line = ln
-            return _LINE
-        try:
-            n, field = parse_listing(ln)
-        except ProtocolError:
-            self.fail("%s: malformed entry %s" % (p[1], _text(ln[:60])))
-        if n <= self._last or n > p[3]:
-            self.fail("%s: message number %d out of order or range" % (p[1], n))
-        self._last = n
-        self.n = n
-        self.field = field
-        return _ENTRY
+        # _LINES: CAPA, LIST, UIDL (pop3listing.py: not held while messages download)
+        from pocketpost import pop3listing
+
+        return pop3listing.line(self, p)
 
     def _emit(self, n):
         """Hand out the first n bytes of the out chunk (un-stuffed by the slow path) as BODY,
@@ -564,3 +493,11 @@ class ClientSession:
         crlf_size = self.octets + self.lf - self.crlf
         lf_size = self.octets - self.crlf
         return size == crlf_size or size == crlf_size - 2 or size == lf_size or size == lf_size - 1
+
+
+def __getattr__(name):
+    """The greeting's and the listings' grammar (parse_listing, valid_uid, apop_timestamp), loaded
+    at its first use: pop3listing.py's."""
+    from pocketpost import pop3listing
+
+    return getattr(pop3listing, name)

@@ -1,10 +1,12 @@
-"""The UIDL state's file reading and rewriting, and its rare table pass (the format and the rules
+"""The UIDL state's file reading and rewriting, and its rare table edit (the format and the rules
 are in uidstate.py): the checked records of a state file (records), the load (UidState.load: the
 replay of the snapshot and journal into the table; remove_tmp, the temp file a crash inside a
 compaction left), the compaction (UidState.compact: a snapshot written through a temp file and
-an atomic rename), and UidState.retain (after QUIT). Cold code: loaded for the load, a
-compaction (the first save of a new state, then once per journal's worth of saves) or the
-session's end and, on MicroPython, dropped after it (its heap is not held while the mailbox is
+an atomic rename), and clear_deleted (a refused DELE). (The pass after QUIT that keeps or drops
+each record, retain, is clientend.py's: the session's end then needs none of this module unless
+its save compacts.) Cold code: loaded for the load, a compaction (a new, old-format or repaired
+file: at the session's start, clientconf.start; then once per journal's worth of saves) or a
+refused DELE and, on MicroPython, dropped after it (its heap is not held while the mailbox is
 listed or a message streams in; its qstrs stay). The load was uidload.py, which loaded this
 module for its records anyway: one module costs a fetch three interned names fewer."""
 
@@ -14,7 +16,7 @@ import struct
 
 from pocketpost import compat
 from pocketpost.compat import const
-from pocketpost.uidstate import HEADER, StateError, _flag_bits, _seal, hash_key, table_key
+from pocketpost.uidstate import HEADER, StateError, _flag_bits, _seal, hash_key
 from pocketpost.wire import LineReader
 
 # uidstate's record layout and flags (its const() names are not module attributes on
@@ -23,8 +25,6 @@ _MAX_STATE_LINE = const(220)  # uidstate's (a private copy)
 _REC = const(13)
 _KEY = const(8)
 _F_HEADERS = const(0x01)
-_F_SYNTH = const(0x02)
-_F_SEEN = const(0x04)
 _F_DELETED = const(0x08)
 _F_SAVED = const(0x10)
 _READ_BUF = const(512)
@@ -183,7 +183,7 @@ def _apply(st, body):
             found, i = st._find(k)
             if found:
                 if c == b"X":
-                    st._remove(i)
+                    _remove(st, i)
                 else:
                     o = i * _REC
                     struct.pack_into(">I", st.buf, o + _KEY, int(w[2]))
@@ -192,6 +192,15 @@ def _apply(st, body):
     except ValueError:
         pass
     raise StateError("corrupt state record in " + st.path)
+
+
+def _remove(st, index):
+    """Drop the table's record at index (an X record replayed)."""
+    o = index * _REC
+    end = st.n * _REC
+    mv = memoryview(st.buf)
+    mv[o:end - _REC] = mv[o + _REC:end]
+    st.n -= 1
 
 
 def compact(st):
@@ -273,40 +282,3 @@ def clear_deleted(st, key):
     if i >= 0:
         o = i * _REC + _KEY + 4
         st.buf[o] &= ~_F_DELETED & 0xFF
-
-
-def retain(st, fn):
-    """Keep or drop every record: fn(first_seen, flag, synthetic, seen, deleted) returns None to
-    drop it, else its (possibly new) first_seen. One pass over the table, in place (the client:
-    st._cold("retain", fn), after QUIT)."""
-    buf = st.buf
-    mv = memoryview(buf)
-    fresh = None
-    if st.added:  # record key -> full key of the entries added since the last save (normally one)
-        fresh = {}
-        for key in st.added:
-            fresh[table_key(key)] = key
-    w = 0
-    for i in range(st.n):
-        o = i * _REC
-        b = buf[o + _KEY + 4]
-        fs = struct.unpack_from(">I", buf, o + _KEY)[0]
-        r = fn(fs, "h" if b & _F_HEADERS else "f", bool(b & _F_SYNTH), bool(b & _F_SEEN),
-               bool(b & _F_DELETED))
-        if r is None or r != fs:
-            st.dirty = True
-            k = bytes(buf[o:o + _KEY])
-            if fresh is not None and k in fresh:
-                if r is None:  # never on file: just forget its full key
-                    del st.added[fresh[k]]
-            elif r is None:
-                st._edit(0x58, k, 0, 0)  # X
-            else:
-                st._edit(0x54, k, r, b)  # T
-            if r is None:
-                continue
-            struct.pack_into(">I", buf, o + _KEY, r)
-        if w != i:
-            mv[w * _REC:(w + 1) * _REC] = mv[o:o + _REC]
-        w += 1
-    st.n = w

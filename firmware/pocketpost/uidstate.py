@@ -25,7 +25,7 @@ Compaction rewrites the snapshot whole through a temp file and an atomic rename 
 the old file; uidcompact.remove_tmp drops the temp file): when the journal would pass its bound
 (_JOURNAL_MIN + half the snapshot, so a compaction costs at most twice the journal bytes it
 removes), when an old-format or torn file was loaded, and when more than _MAX_EDITS drops or
-changes are waiting (uidcompact.retain after a big deletion). Flash written per stored message is then
+changes are waiting (clientend.retain after a big deletion). Flash written per stored message is then
 ~2 records plus a share of the compactions (tools/bench_uidstate.py), not two whole files.
 `flash_need(max_entries)` is the flash the journal and one compaction may take on top of the
 snapshot; config.open_store adds it to the store's reserve for each client account.
@@ -87,7 +87,6 @@ Load inserts each record in sorted position: O(n**2 / 2) bytes moved (2000: ~32 
 import hashlib
 import struct
 import binascii
-import os
 
 from pocketpost import compat
 from pocketpost.compat import const
@@ -113,7 +112,7 @@ HEADER = b"pocketpost-uidl 2"
 _JOURNAL_MIN = const(4096)
 _JOURNAL_SHARE = const(2)
 # Drops / first_seen changes held between two saves (_EDIT = 14 bytes each, preallocated); more (a big
-# uidcompact.retain after QUIT) and the save compacts instead of journaling each.
+# clientend.retain after QUIT) and the save compacts instead of journaling each.
 _MAX_EDITS = const(64)
 _EDIT = const(14)  # op, key[8], first_seen[4], flag bits
 _FS_SLACK = const(8192)  # two 4 KiB littlefs blocks: partly filled last blocks of file and temp
@@ -129,8 +128,7 @@ _F_SESSION = const(0x3C)  # SEEN | DELETED | SAVED | NEW
 
 
 class StateError(Exception):
-    def __init__(self, msg):
-        super().__init__(msg)
+    """The state file or table cannot be used as it is (see the message)."""
 
 
 def hash_key(digest):
@@ -141,14 +139,6 @@ def hash_key(digest):
 
 def is_hash_key(key):
     return key[:1] == b" "
-
-
-def sha1_hex(h):
-    return binascii.hexlify(h.digest()).decode()
-
-
-def new_hash():
-    return hashlib.sha1()
 
 
 def table_key(key):
@@ -249,13 +239,6 @@ class UidState:
         self.buf[o + _KEY + 4] = bits
         return i, not found
 
-    def _remove(self, index):
-        o = index * _REC
-        end = self.n * _REC
-        mv = memoryview(self.buf)
-        mv[o:end - _REC] = mv[o + _REC:end]
-        self.n -= 1
-
     def _index(self, key):
         found, i = self._find(table_key(key))
         return i if found else -1
@@ -278,8 +261,8 @@ class UidState:
         self._ne += 1
 
     def _cold(self, fn, *args):
-        """uidcompact.<fn>(self, *args): the file and rare-table code (load; compact; retain,
-        after QUIT; clear_deleted, for a refused DELE), loaded for the call and dropped after it on
+        """uidcompact.<fn>(self, *args): the file and rare-table code (load; compact;
+        clear_deleted, for a refused DELE), loaded for the call and dropped after it on
         MicroPython (not held while messages move; its qstrs stay)."""
         from pocketpost import uidcompact
 
@@ -376,7 +359,7 @@ class UidState:
 
     def due(self):
         """True if the next save of a message (its S and P records) would compact: a new or
-        repaired file, or a journal near its bound. The client then compacts (tidy) before it
+        repaired file, or a journal near its bound. The client then compacts before it
         begins that message's delivery, so a compaction (uidcompact.py) never comes on top of
         a delivery's heap at the save before the commit."""
         # Its batch: the drops and changes journaled since the last save (a T or X line each,
@@ -384,13 +367,6 @@ class UidState:
         k = len(self.added)
         lines = self._ne + (k if k > 1 else 1)
         return self._compact or self._jbytes + lines * _MAX_ENTRY_LINE + _MAX_STATE_LINE > self._bound()
-
-    def tidy(self):
-        """Compact now if due(); returns True if it compacted."""
-        if self.due():
-            self.compact()
-            return True
-        return False
 
     def _saved(self):
         self.added = {}

@@ -2,7 +2,7 @@
 
 import uidtool
 from flashdev import fresh_root
-from pocketpost import compat, uidcompact, uidstate
+from pocketpost import clientend, compat, uidcompact, uidstate
 from pocketpost.uidstate import StateError, UidState, hash_key, is_hash_key
 
 SHA = "a9993e364706816aba3e25717850c26c9cd0d89d"
@@ -84,7 +84,7 @@ def test_table_2000_entries_round_trip():
         assert st2.mark(_uid70(2), seen=True) == 0 and st2.mark(_uid70(2), seen=True) & 0x04  # _F_SEEN
         assert st2.mark(_uid70(0), seen=True) == -1
         st2.mark(_uid70(4), seen=True, deleted=True)
-        uidcompact.retain(st2, lambda fs, flag, synth, seen, dele: None if dele or not (seen or synth) else fs)
+        clientend.retain(st2, lambda fs, flag, synth, seen, dele: None if dele or not (seen or synth) else fs)
         assert len(st2) == 11 and _uid70(2) in st2 and _uid70(4) not in st2
         st2.save()
         st3 = UidState(d, "big", 2000).load()
@@ -141,7 +141,7 @@ def test_journal_appends_and_replays():
         st.add(hash_key(SHA), 1700000003)
         st.mark(b"c", seen=True)
         st.mark(b"a", seen=True)
-        uidcompact.retain(st, lambda fs, flag, synth, seen, dele: fs if seen or synth else None)
+        clientend.retain(st, lambda fs, flag, synth, seen, dele: fs if seen or synth else None)
         st.save()
         data = _read(st.path)
         assert data.startswith(grown) and b"\nT " in data and b"\nX " in data and b"\nC " in data
@@ -364,7 +364,7 @@ def _pc_workload(d, commit, acked, alive=None):
         if i == 5:
             st.mark(b"m1", deleted=True)
             st.mark(b"m2", deleted=True)
-            uidcompact.retain(st, lambda fs, flag, synth, seen, dele: None if dele else fs)
+            clientend.retain(st, lambda fs, flag, synth, seen, dele: None if dele else fs)
             acked["maybe"] = [b"m1", b"m2"]
             st.save()
             if not alive():
@@ -520,7 +520,7 @@ def test_store_reserve_includes_each_accounts_state_need():
 
 
 def test_due_counts_the_edits_waiting_for_the_next_save():
-    """The client compacts before a delivery when due() says the next save would (tidy), so a
+    """The client compacts before a delivery when due() says the next save would, so a
     compaction never runs inside the save between a message's pending entry and its commit,
     on top of the delivery's heap. Drops and first_seen changes journaled since the last save
     (clientplan's restamping of entries first seen while the clock was unset: a T record each)

@@ -3,6 +3,7 @@ keys in RAM; the full UIDs are on flash). Test-only, so it does not ship in the 
 
 import struct
 
+from pocketpost import uidcompact
 from pocketpost.uidcompact import records
 from pocketpost.uidstate import hash_key, table_key
 
@@ -63,7 +64,7 @@ def forget(st, uid):
     k = table_key(uid)
     found, i = st._find(k)
     if found:
-        st._remove(i)
+        uidcompact._remove(st, i)
         st.dirty = True
         if uid in st.added:
             del st.added[uid]  # never on file
