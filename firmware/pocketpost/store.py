@@ -134,8 +134,8 @@ from pocketpost.compat import const
 
 # The public names (store.Store, store.StoreError, ...), one object each wherever imported from.
 # (Mailbox and MailboxLocked: storesession.py's, through __getattr__ below.)
-from pocketpost.storecore import (_LOCKS, QuotaExceeded, Store, StoreError, StoreFull,  # noqa: F401
-                                  _Delivery_ids, _msg_name, _os_error, _remove, describe, reboot, valid_name)
+from pocketpost.storecore import (QuotaExceeded, Store, StoreError, StoreFull, _cold,  # noqa: F401
+                                  _Delivery_ids, _msg_name, _os_error, _remove)
 
 # --- named limits -----------------------------------------------------------------------------
 # (BUCKET and the private _MERGE_AFTER, _DEFAULT_QUOTA, _DEFAULT_RESERVE_BYTES, _MAX_NAME_LEN,
@@ -156,31 +156,9 @@ _DOT = const(46)
 
 
 def __getattr__(name):
-    """store.Mailbox and store.MailboxLocked (storesession.py, loaded on first use), and the
-    store's other names where they live (storecore.py, storeindex.py, storemerge.py: store._Box,
-    store.parse_uid, ...)."""
-    if name in ("Mailbox", "MailboxLocked"):
-        from pocketpost import storesession
-
-        return getattr(storesession, name)
-    from pocketpost import storecore
-
-    try:
-        return getattr(storecore, name)
-    except AttributeError:
-        pass
-    from pocketpost import storeindex
-
-    try:
-        return getattr(storeindex, name)
-    except AttributeError:
-        pass
-    from pocketpost import storemerge
-
-    try:
-        return getattr(storemerge, name)
-    except AttributeError:
-        raise AttributeError(name) from None
+    """The store's other public names where they live (store.Mailbox, store.MailboxLocked,
+    store.reboot, store.describe, store._Box, store.parse_uid, ...): storerare.find."""
+    return _cold("storerare", "find", name)
 
 
 class Delivery:
@@ -198,14 +176,15 @@ class Delivery:
     runtime already holds, built in or used by the modules a fetch loads anyway: any other name
     would be interned, never freed, by the first delivery of every process (issue 10: the fetch
     CLI's names, docs/ARCHITECTURE.md). For callers: write, digest, uid_on_commit, commit (or
-    seal, landed, spent for a group), share_flash, abort, and size, dots, plain, tmp, box.
+    seal, landed, spent for a group), abort, and size, dots (none: the message has no line
+    starting with "."), tmp, box, limit, exc_type.
     """
 
     def __init__(self, store, box, arrival, limit, exc_type, digest=False):
         self.store = store
-        self._box = box
+        self.box = box  # the mailbox's RAM state (the group commit checks its mailboxes are distinct)
         self.arrival = arrival
-        self.limit = limit  # most octets the file may take (-1: no limit), share_flash divides it
+        self.limit = limit  # most octets the file may take (-1: no limit); groupcommit shares it
         self.exc_type = exc_type  # raised past `limit`: StoreFull (flash) or QuotaExceeded
         self.size = 0
         self._last = _LF  # pretend a line just ended: a leading LF is lone, a leading "." a dot line
@@ -234,11 +213,6 @@ class Delivery:
             if isinstance(e, OSError):
                 raise _os_error(e)
             raise
-
-    @property
-    def plain(self):
-        """True while no line of the message written so far starts with "."."""
-        return not self.dots
 
     def write(self, data, crlf=False, dots=True):
         """Add data. `crlf=True` says the caller has checked that every LF in `data` follows a
@@ -448,7 +422,7 @@ class Delivery:
         first (the caller records it, then commits without yielding in between)."""
         if self._uid is not None:
             return "%08x.%d" % self._uid
-        return "%08x.%d" % (self._box.epoch, self._box.next_seq)
+        return "%08x.%d" % (self.box.epoch, self.box.next_seq)
 
     def commit(self):
         """Make the message durable and visible; returns its UID. The two steps around the
@@ -465,13 +439,13 @@ class Delivery:
         epoch, seq, target = self.seal()
         try:
             compat.rename(self.tmp, target)
-            compat.sync_dir(self._box.bucket_dir(seq))
+            compat.sync_dir(self.box.bucket_dir(seq))
         except BaseException as e:
             tmp = self.tmp
             if compat.exists(target) and not compat.exists(tmp):
                 uid = self.landed(epoch, seq)
                 if isinstance(e, OSError):
-                    log.warning("store %s: %s after the rename of %s: stored", self._box.path, e, uid)
+                    log.warning("store %s: %s after the rename of %s: stored", self.box.path, e, uid)
                     return uid
                 raise
             self.spent(seq)
@@ -487,7 +461,7 @@ class Delivery:
         self.tmp there, then call landed(epoch, seq). On failure the delivery is aborted."""
         if self.file is None:
             raise StoreError("delivery is closed")
-        box = self._box
+        box = self.box
         store = self.store
         try:
             self.finish()
@@ -498,15 +472,7 @@ class Delivery:
                 raise QuotaExceeded("mailbox quota exceeded")
             epoch, seq = box.epoch, box.next_seq
             if self._uid is not None:
-                epoch, seq = self._uid
-                if box.path in _LOCKS:  # (locked: storesession is loaded)
-                    # storesession's, looked up by name (this module's __getattr__): a name
-                    # in this code would be interned by every process that delivers.
-                    raise __getattr__("MailboxLocked")("mailbox in use")
-                if seq < box.next_seq:
-                    raise StoreError("uid %08x.%d is not above the mailbox's last" % (epoch, seq), "SYS/PERM")
-                if box.unindexed:
-                    box.merge()  # the records stay in seq order
+                epoch, seq = _cold("storerare", "restore_seal", self)
             bdir = box.bucket_dir(seq)
             if not compat.isdir(bdir):
                 os.mkdir(bdir)
@@ -522,7 +488,7 @@ class Delivery:
         """seq went to a rename that may have happened (or may yet: a group's intent): the
         mailbox never hands it out again in this process (after a restart, recovery indexes
         the file if it is there). A skipped seq is only a gap in the UIDs."""
-        box = self._box
+        box = self.box
         if box.next_seq <= seq:
             box.next_seq = seq + 1
 
@@ -534,7 +500,7 @@ class Delivery:
         """Commit, step 2, once the temp file is renamed to seal()'s path (the message is durable):
         the mailbox's RAM state. Returns the UID. Nothing here may fail the delivery. merge=False
         leaves the due merge of unindexed messages to the caller (box.merge_due())."""
-        box = self._box
+        box = self.box
         self.tmp = None
         box.busy -= 1
         box.next_seq = seq + 1
@@ -544,28 +510,11 @@ class Delivery:
         if c is not None:
             c[3] += self.size + self.dots + 512  # + metadata, roughly
         if self._uid is not None:
-            try:
-                box.merge([(epoch, seq, self.arrival, self.szf(), self.size)])
-            except (OSError, StoreError):
-                # Durable but unindexed beyond a possible bucket gap: an index rebuild (or the
-                # same restore run again, which renames over it) makes it visible.
-                box.loaded = False
-            return "%08x.%d" % (epoch, seq)
+            return _cold("storerare", "restore_landed", self, epoch, seq)
         box.unindexed += 1
         if merge:
             box.merge_due()
         return "%08x.%d" % (box.epoch, seq)
-
-    @property
-    def box(self):
-        """The mailbox's RAM state (the group commit checks its mailboxes are distinct)."""
-        return self._box
-
-    def share_flash(self, k):
-        """Let this delivery take only 1/k of the free flash (k copies of one message share it);
-        a quota limit stays as it is."""
-        if self.limit >= 0 and self.exc_type is StoreFull:
-            self.limit //= k
 
     def abort(self):
         """Throw the message away (safe to call more than once, and after a failed write)."""
@@ -581,5 +530,5 @@ class Delivery:
             except OSError:
                 pass
             self.tmp = None
-            self._box.busy -= 1
+            self.box.busy -= 1
 

@@ -23,7 +23,9 @@ _ixheld: the users under way, compat.release_cold); CPython keeps modules (a sec
 give its classes a second identity).
 """
 
+import binascii
 import os
+import struct
 
 from pocketpost import compat, log
 from pocketpost.compat import const
@@ -49,6 +51,8 @@ _STUFFED = const(0x40000000)
 _SIZE = const(0x3FFFFFFF)
 # Listings of tmp/ when cleaning it: one, then one more after removals (see _clean_tmp).
 _TMP_PASSES = const(3)
+_RES = const(0x2144DF1C)
+_MASK = const(0xFFFFFFFF)
 _LOCKS = set()  # mailbox directories locked in this process (RAM only, by design)
 _BOXES = {}  # mailbox directory -> _Box (RAM state shared by every Store in the process)
 _Delivery_ids = [0]  # unique temp names within the process (store.Delivery; here, so a reload of store.py keeps counting)
@@ -108,6 +112,24 @@ def _dots(szf, lsize):
     """Dots added to a stored message: its file octets (szf, a record's size field) less its
     LIST size; 0 unless the record says stuffed."""
     return (szf & _SIZE) - lsize if szf & _STUFFED else 0
+
+
+def _unpack(buf, off):
+    """The six fields of an index record (storeindex.py's format), or None if its check fails.
+    Here, with _lsize, because a POP3 session reads records and nothing else of the index: the
+    session side (storesession.py) holds no index code, storeindex.py imports these two."""
+    if binascii.crc32(memoryview(buf)[off : off + _REC], _RES) != _RES:
+        return None
+    return struct.unpack_from("<6I", buf, off)
+
+
+def _lsize(r, prev):
+    """The LIST size of index record r (six fields) whose predecessor's running total is prev
+    (0 for the first record): the size field for an unstuffed file, else the difference of the
+    running totals (which add up LIST sizes while the size field holds the file's octets)."""
+    if r[3] & _STUFFED:
+        return (r[4] - prev) & _MASK
+    return r[3] & _SIZE
 
 
 def _msg_name(epoch, seq, arrival, szf, lsize=None):
@@ -207,9 +229,7 @@ class Store:
         # A group commit (groupcommit.py: one SMTP message into several mailboxes) cut short: finish
         # or forget it before the temp clean-up below (a committed group's files are still there).
         if compat.exists(compat.join(self.root, "group")) or compat.exists(compat.join(self.root, "group.new")):
-            from pocketpost import groupcommit
-
-            groupcommit.recover(self.root)
+            _cold("storerare", "finish_group", self.root)
         # Forget RAM state of idle mailboxes under this root (the flash may have changed since,
         # e.g. a remount in tests), and remove orphaned temp files of interrupted deliveries.
         prefix = self.root + "/"
@@ -382,57 +402,16 @@ class Store:
         return storesession.lock(self, name)
 
 
-# The code loaded for a call (see the module docstring): storescan, storecheck, storemerge and
-# storecommit
-# (_held: the calls under way) and storeindex (_ixheld: the calls under way, plus one while
-# storesession, which imports it, is loaded), dropped on MicroPython once their count is back to
-# 0. A call into the first group holds storeindex too (they import it).
+# The code loaded for a call (see the module docstring), dropped on MicroPython once no call into
+# any of it is under way (_held: the calls under way; storeindex with the rest: they import it).
 _held = [0]
-_COLD = ("storecheck", "storescan", "storemerge", "storecommit")
-_ixheld = [0]  # (its module list, ("storeindex",), written where it is released)
+_COLD = ("storecheck", "storescan", "storemerge", "storecommit", "storeindex", "storerare")
 
 
 def _cold(name, fn, *args):
-    """pocketpost.<name>.<fn>(*args), name one of _COLD or "storeindex", kept loaded until the last call
-    is out."""
-    ix = name == "storeindex"
-    if not ix:
-        _held[0] += 1
-    _ixheld[0] += 1
+    """pocketpost.<name>.<fn>(*args), name one of _COLD, kept loaded until the last call is out."""
+    _held[0] += 1
     try:
-        if ix:
-            from pocketpost import storeindex
-
-            return getattr(storeindex, fn)(*args)
-        if name == "storescan":
-            from pocketpost import storescan
-
-            return getattr(storescan, fn)(*args)
-        if name == "storecheck":
-            from pocketpost import storecheck  # (it imports storescan)
-
-            return getattr(storecheck, fn)(*args)
-        if name == "storecommit":
-            from pocketpost import storecommit
-
-            return getattr(storecommit, fn)(*args)
-        from pocketpost import storemerge
-
-        return getattr(storemerge, fn)(*args)
+        return getattr(getattr(__import__("pocketpost." + name), name), fn)(*args)
     finally:
-        if not ix:
-            compat.release_cold(_held, _COLD)
-        compat.release_cold(_ixheld, ("storeindex",))
-
-
-def describe(name, rep):
-    """One line for a human about one mailbox's report from Store.check."""
-    return _cold("storecheck", "describe", name, rep)
-
-
-def reboot():
-    """Forget all RAM state (locks and caches) as a restart would: the next lock or delivery
-    recovers each mailbox from flash. For tests, and for board.main once Ctrl-C has stopped every
-    session (never while a session or delivery of this process is still running)."""
-    _LOCKS.clear()
-    _BOXES.clear()
+        compat.release_cold(_held, _COLD)

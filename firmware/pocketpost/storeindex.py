@@ -16,7 +16,7 @@ import struct
 
 from pocketpost import compat
 from pocketpost.compat import const
-from pocketpost.storecore import StoreError
+from pocketpost.storecore import StoreError, _lsize, _unpack  # noqa: F401  (a record read: storecore's, see there)
 
 # binascii.crc32: in every MicroPython build with deflate (ESP32 and unix since 1.22).
 
@@ -51,25 +51,9 @@ def _pack(buf, off, a, b, c, d, e):
     struct.pack_into("<I", buf, off + 20, binascii.crc32(memoryview(buf)[off : off + 20], _RES))
 
 
-def _unpack(buf, off):
-    """The six fields of a record, or None if its check fails."""
-    if binascii.crc32(memoryview(buf)[off : off + _REC], _RES) != _RES:
-        return None
-    return struct.unpack_from("<6I", buf, off)
-
-
 def _runs_ok(mv, n):
     """True if every record in mv[:n] (whole records) passes its check: one C call for them all."""
     return binascii.crc32(mv[:n], _RES) == _RES
-
-def _lsize(r, prev):
-    """The LIST size of index record r (six fields) whose predecessor's running total is prev
-    (0 for the first record): the size field for an unstuffed file, else the difference of the
-    running totals (which add up LIST sizes while the size field holds the file's octets)."""
-    if r[3] & _STUFFED:
-        return (r[4] - prev) & _MASK
-    return r[3] & _SIZE
-
 
 def _iter_recs(path, what):
     """Yield the records (six fields) after the header of an index or intent log file, reading
