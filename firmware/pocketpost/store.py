@@ -32,8 +32,8 @@ preceded by CR (one walk from LF to LF with C `find`, switching to C `count` pas
 short; a LF first in the chunk after a CR last in the previous one counts as paired) and with no
 line starting with "." (the same walk looks at the byte after each LF, plus a "." first in the
 chunk when the previous byte was LF or the message starts there) is written to the file as
-given. A chunk with dot lines is written in pieces cut after each LF that precedes a ".", with a
-"." in between (C `find` of "\n."); only a chunk with a lone LF takes the slow path, a per-line
+given (those scans: storewalk.py). A chunk with dot lines is written in pieces cut after each
+LF that precedes a ".", with a "." in between (C `find` of "\n."); only a chunk with a lone LF takes the slow path, a per-line
 walk through a fixed output buffer that does both. A caller that un-stuffed the text itself says
 what it knows with `write(..., crlf=True, dots=False)` (no lone LF, no dot line so far) and skips
 the scans. The dot count goes into the file name at the rename, so it costs no flash operation.
@@ -95,31 +95,35 @@ the next lock recovers it. A file's content is not checksummed: a same-size chan
 by RETR (reading a stuffed file un-stuffed also checks it comes to its LIST size, EIO if not).
 
 The modules, by who needs them and when (each role keeps only its part; figures: resident heap
-after the import, 64-bit unix port, from .mpy):
-  - storecore.py, what every role keeps (~10 KB): the exceptions, the RAM state (_BOXES, _LOCKS,
-    _Box), Store (open, quota and room, begin, lock) and _cold, which loads the parts below for
-    a call. config.open_store imports it, not this module.
-  - store.py (this module, ~7 KB more): Delivery and the public names (store.Store,
-    store.Mailbox, store.StoreError, ...; a module __getattr__ finds the others where they
-    live). Store.begin imports it: a POP3 server that receives no mail never loads it.
-  - storeindex.py (~2.5 KB): the index format, the index read and verified, walked, written.
-    The session side imports it and holds it; anyone else loads it for a call.
-  - storesession.py (~7 KB): lock (Store.lock imports it), Mailbox (the session's reads,
-    store.Mailbox resolves to it) and the deletion commit (write_intent, apply_deletions, also
-    the roll-forward of recovery). A process that only delivers (the fetch CLI) never loads it.
-  - Loaded for a call and dropped after it (MicroPython): storemerge.py (~2.5 KB: the files
-    above the index appended to it, at a lock after deliveries and every _MERGE_AFTER
-    deliveries; file and UID names parsed; create; and the first load of a mailbox after boot:
-    the index verified and compared with one listing of the buckets, the clean case finished
-    there), storescan.py (recovery: the roll-forward or discard of an intent log, the
-    scan, salvage, the rebuild from the files, the format-1 upgrade) and storecheck.py
-    (Store.check, describe).
+after the import, 64-bit unix port, from .mpy, in the fetch CLI's order):
+  - storecore.py, what every role keeps (~8.5 KB): the exceptions, the RAM state (_BOXES,
+    _LOCKS, _Box), Store (open, quota and room, begin, lock), an index record read (_unpack,
+    _lsize) and _cold, which loads the parts below for a call. config.open_store imports it,
+    not this module.
+  - store.py (this module, ~5 KB more): Delivery and the public names (store.Store,
+    store.StoreError, ...; a module __getattr__ finds the others where they live:
+    storerare.find). Store.begin imports it: a POP3 server that receives no mail never loads it.
+  - storesession.py (~4 KB): lock (Store.lock imports it), Mailbox (the session's reads,
+    store.Mailbox resolves to it) and the deletion commit's names (write_intent,
+    apply_deletions: storecommit.py's). A process that only delivers (the fetch CLI) never
+    loads it. It holds no index code.
+  - Loaded for a call and dropped after it (MicroPython): storeindex.py (~2 KB: the index
+    format, the index read and verified, walked, written: a lock's check, a merge, recovery,
+    a commit), storemerge.py (~4 KB: the files above the index appended to it, at a lock after
+    deliveries and every _MERGE_AFTER deliveries; file and UID names parsed; create; and the
+    first load of a mailbox after boot: the index verified and compared with one listing of
+    the buckets, the clean case finished there), storecommit.py (a commit that deletes
+    something), storescan.py (recovery: the roll-forward or discard of an intent log, the
+    scan, salvage, the rebuild from the files, the format-1 upgrade), storecheck.py
+    (Store.check, describe), storerare.py (~3 KB: store.X, reboot, a stuffed message read
+    un-stuffed, a session's report of an unreadable message, a restore's UIDs, a group commit
+    cut short) and storewalk.py (~1.5 KB: the scans of a chunk written without the caller's
+    hint, above; the POP3 client and the SMTP receiver give it, so they never load this).
     Recovery runs when a first load (storemerge.load) finds anything to repair, at a lock that
-    found damage and at a check. _cold counts the calls under way in each group (_held:
-    storescan, storecheck, storemerge, storecommit; _ixheld: storeindex, plus one while storesession is loaded), so a
-    module in use is never dropped and a server keeps one copy of storeindex. Nothing outside a
-    call refers to them: the exceptions, _Box and the RAM state live in storecore, reports are
-    plain dicts, their generators are closed before the call returns.
+    found damage and at a check. _cold counts the calls under way (_held), so a module in use
+    is never dropped. Nothing outside a call refers to them: the exceptions, _Box and the RAM
+    state live in storecore, reports are plain dicts, their generators are closed before the
+    call returns (an _Unstuffed reader keeps its class, not the module's name, while open).
 
 Locks live in RAM (a module-level set): a dead session cannot leave one behind across a restart.
 One process owns a store root; all Store objects in it share the per-mailbox state below.
@@ -141,12 +145,10 @@ from pocketpost.storecore import (QuotaExceeded, Store, StoreError, StoreFull, _
 # (BUCKET and the private _MERGE_AFTER, _DEFAULT_QUOTA, _DEFAULT_RESERVE_BYTES, _MAX_NAME_LEN,
 # _FREE_RECHECK and _FREE_MARGIN, with their reasons: storecore.py; store.X gives the public ones.)
 
-# Delivery I/O buffers: fixed, allocated once per delivery, never proportional to the message.
+# Delivery I/O buffers: fixed, allocated once per delivery, never proportional to the message
+# (the output buffer of a lone LF's conversion; the input buffer a memoryview is copied into,
+# storewalk.py's _IN_BUF).
 _OUT_BUF = const(512)
-_IN_BUF = const(512)  # storecore's (a private copy)
-# Delivery checks a chunk by walking its LFs while they average at least this many bytes apart,
-# and by C count passes over the rest of the chunk once lines are denser (see Delivery._scan).
-_WALK_BYTES = const(32)
 # storeindex.py's (the on-flash format: const() folds them, test_store.py checks they agree).
 _PLAIN = const(0x80000000)  # in a record's size field: the file is the wire form (plain or stuffed)
 _STUFFED = const(0x40000000)  # with _PLAIN: the file has dots added (their number is in its name)
@@ -172,7 +174,10 @@ class Delivery:
     memoryview (which has no find/count) is scanned through a fixed input buffer. `size` counts
     the message's octets (LIST's), `dots` the dots added; the digest is of the message.
 
-    Its working parts (file, sha1, done, finish, flush, szf, _scan, _count, ...) take names the
+    The scans of a chunk written without the hint (lone LFs, dot lines) are storewalk.py's,
+    loaded for such a write: the POP3 client and the SMTP receiver give the hint.
+
+    Its working parts (file, sha1, done, finish, flush, szf, _count, ...) take names the
     runtime already holds, built in or used by the modules a fetch loads anyway: any other name
     would be interned, never freed, by the first delivery of every process (issue 10: the fetch
     CLI's names, docs/ARCHITECTURE.md). For callers: write, digest, uid_on_commit, commit (or
@@ -230,66 +235,16 @@ class Delivery:
                         self._dots(data, end, j)
                     else:
                         self._put(data, end)
-            elif isinstance(data, memoryview):
-                if self._block is None:
-                    self._block = bytearray(_IN_BUF)
-                    self._mv = memoryview(self._block)
-                buf = self._block
-                i = 0
-                n = len(data)
-                while i < n:
-                    k = min(_IN_BUF, n - i)
-                    buf[:k] = data if k == n else data[i : i + k]  # no slice object for a whole chunk
-                    self._scan(buf, k, buf if k == _IN_BUF else None)  # None: _scan makes the view if it needs one
-                    i += k
             else:
-                self._scan(data, len(data), data)
+                from pocketpost import storewalk  # no hint: the scans (loaded for it, see there)
+
+                storewalk.write(self, data)
         except OSError as e:
             self.abort()
             raise _os_error(e)
         except BaseException:
             self.abort()
             raise
-
-    def _scan(self, buf, end, view):
-        """buf[:end] (bytes or bytearray) into the message; `view` is that range as one object
-        (None: buf is the input buffer, _mv[:end] is made only for the fast path).
-
-        One walk over the LFs (a C find from each to the next) checks that each follows a CR and
-        whether the byte after it is "."; it measured cheaper than C count passes on mail-like
-        lines (two counts plus a find: ~2x). Lines denser than one per _WALK_BYTES bytes on
-        average switch to those passes for the rest of the chunk, which bounds the walk."""
-        if not end:
-            return
-        last = self._last
-        dotted = buf[0] == _DOT and last == _LF  # a line of this chunk starts with "."
-        i = 0
-        left = end // _WALK_BYTES
-        lone = False
-        scan = -1  # where the walk stopped short: "\n." from here on is left to a C find
-        while True:
-            j = buf.find(b"\n", i, end)
-            if j < 0:
-                break
-            if (buf[j - 1] if j else last) != _CR:
-                lone = True  # _lines walks every LF anyway and checks the rest for dots
-                break
-            i = j + 1
-            if i < end and buf[i] == _DOT:
-                dotted = True
-            left -= 1
-            if not left:
-                lone = buf.count(b"\n", i, end) != buf.count(b"\r\n", i, end)
-                scan = i
-                break
-        if not dotted and scan >= 0 and not lone and buf.find(b"\n.", scan, end) >= 0:
-            dotted = True
-        if lone:
-            self._lines(buf, end)
-        elif dotted:
-            self._dots(buf, end, -2)
-        else:
-            self._put(view if view is not None else self._mv[:end], end)
 
     def _room(self, n):
         if self.limit >= 0 and self.size + self.dots + n > self.limit:
@@ -338,40 +293,6 @@ class Delivery:
         if self.sha1 is not None:
             self.sha1.update(data)
         self.file.write(data)
-
-    def _lines(self, buf, end):
-        if self._out is None:
-            self._out = bytearray(_OUT_BUF)
-            self._omv = memoryview(self._out)
-        mv = memoryview(buf)
-        run = 0
-        i = 0
-        at = 0 if end and buf[0] == _DOT and self._last == _LF else -1  # where a dot line starts
-        while True:
-            if at >= 0:
-                if at > run:
-                    self._emit(mv[run:at])
-                run = at
-                # the stuffing dot: written past the digest (which is of the message)
-                self._room(1)
-                self.flush()
-                self.file.write(b".")
-                self.dots += 1
-            j = buf.find(b"\n", i, end)
-            if j < 0:
-                break
-            prev = buf[j - 1] if j > 0 else self._last
-            if prev != _CR:
-                if j > run:
-                    self._emit(mv[run:j])
-                self._emit(b"\r\n")
-                run = j + 1
-            i = j + 1
-            at = i if i < end and buf[i] == _DOT else -1
-        if end > run:
-            self._emit(mv[run:end])
-        if end:
-            self._last = buf[end - 1]
 
     def _emit(self, data):
         n = len(data)

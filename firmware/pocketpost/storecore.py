@@ -6,20 +6,26 @@ The store is split by who needs what, and when:
   - store.py: Delivery (write, seal, commit) and the public names (store.Store, store.Mailbox,
     the exceptions, ...). Store.begin imports it: a POP3 server that receives no mail (no SMTP,
     no fetcher) never loads it.
-  - storeindex.py: the index format, read and verified, walked, written. storesession imports
-    it and holds it; otherwise loaded for a call (recovery, a merge, create).
-  - storesession.py: lock, Mailbox (Store.lock imports it).
-  - storemerge.py (the files above the index appended to it, file and UID names parsed, create,
-    a mailbox's first load: the index checked against the files), storecommit.py (the deletion
-    commit: a session's commit that deletes something, recovery's roll-forward), storescan.py (recovery: only when that check finds something to repair) and storecheck.py
-    (Store.check, describe): loaded for a call, dropped after it. Store() loads none of them: a server's start (config loaded, the
-    server's code in the heap) is where its smallest heap is set.
+  - storesession.py: lock, Mailbox (Store.lock imports it). It holds no index code: a Mailbox
+    reads records with _unpack and _lsize, here (the only part of the index format every
+    reader needs), and a lock verifies the index through _cold.
+  - storeindex.py (the index format, read and verified, walked, written), storemerge.py (the
+    files above the index appended to it, file and UID names parsed, create, a mailbox's first
+    load: the index checked against the files), storecommit.py (the deletion commit: a
+    session's commit that deletes something, recovery's roll-forward), storescan.py (recovery:
+    only when that check finds something to repair), storecheck.py (Store.check, describe),
+    storerare.py (store.X looked up, reboot, a stuffed message read un-stuffed, a session's
+    report of an unreadable message, a restore's UIDs, a group commit cut short) and
+    storewalk.py (a delivery's scans of chunks written without the caller's hint): loaded for
+    a call, dropped after it. Store() loads none of them unless it finds a group commit to
+    finish: a server's start (config loaded, the server's code in the heap) is where its
+    smallest heap is set.
 The session side's exception (MailboxLocked) is storesession.py's and the recovery of every
 mailbox at a server's start (recover_all) storemerge.py's: a process that never locks a mailbox
 (the fetch CLI) interns neither name, and a server that only listens or receives SMTP keeps
 neither module loaded.
-On MicroPython a module loaded for a call is dropped when the last call inside it returns (_held,
-_ixheld: the users under way, compat.release_cold); CPython keeps modules (a second copy would
+On MicroPython the code loaded for a call is dropped when the last call inside any of it returns
+(_held: the calls under way, compat.release_cold); CPython keeps modules (a second copy would
 give its classes a second identity).
 """
 
@@ -71,15 +77,11 @@ class StoreError(Exception):
 
 
 class StoreFull(StoreError):
-    """The filesystem (less its reserve) has no room for this message."""
-
-    code = "SYS/TEMP"
+    """The filesystem (less its reserve) has no room for this message (code: SYS/TEMP)."""
 
 
 class QuotaExceeded(StoreError):
-    """The mailbox quota has no room for this message."""
-
-    code = "SYS/TEMP"
+    """The mailbox quota has no room for this message (code: SYS/TEMP)."""
 
 
 def _os_error(e):
@@ -188,14 +190,6 @@ class _Box:
                 self.merge()
             except (OSError, StoreError):
                 pass  # retried at the next lock or delivery
-
-    def __getattr__(self, name):
-        """box.read_index_state(), box.iter_index(mask), box.write_index(...), ...: storeindex's
-        functions of a _Box, as methods (for tools and tests; the store's own modules call
-        storeindex). Loaded for the call; an iter_index generator keeps its module alive."""
-        if name[0] == "_":
-            raise AttributeError(name)
-        return lambda *a: _cold("storeindex", name, self, *a)
 
 
 def _clean_tmp(tmp):
@@ -405,7 +399,7 @@ class Store:
 # The code loaded for a call (see the module docstring), dropped on MicroPython once no call into
 # any of it is under way (_held: the calls under way; storeindex with the rest: they import it).
 _held = [0]
-_COLD = ("storecheck", "storescan", "storemerge", "storecommit", "storeindex", "storerare")
+_COLD = ("storecheck", "storescan", "storemerge", "storecommit", "storeindex", "storerare", "storewalk")
 
 
 def _cold(name, fn, *args):

@@ -2,13 +2,13 @@
 unpacked and checked, the whole index read and verified, its records walked, an index written.
 Functions of a storecore._Box.
 
-Apart from storecore.py so that a role that reads no index keeps none of it: the session side
-(storesession.py: a lock verifies the index, Mailbox reads records, the deletion commit rewrites
-it) imports it and holds it for as long as it is loaded (storecore._ixheld), so a server keeps one
-copy; recovery (storescan.py, storecheck.py) and storemerge.py (a first load, a merge, create)
-import it; a process that only
-delivers (the fetch CLI) loads it for those calls only (storecore._cold) and drops it after (on
-MicroPython). Appending to the index (merge) and parsing names: storemerge.py.
+Apart from storecore.py so that no role keeps it between the calls that need it: a lock's check
+of the index (storesession.lock, through storecore._cold), a deletion commit (storecommit.py),
+recovery (storescan.py, storecheck.py) and storemerge.py (a first load, a merge, create) load it
+for the call and drop it after (on MicroPython). A record read (unpacked and checked: _unpack,
+and its LIST size: _lsize) is storecore.py's, since a Mailbox reads records between those calls;
+this module imports them, so its callers find every part of the format here. Appending to the
+index (merge) and parsing names: storemerge.py.
 """
 
 import binascii

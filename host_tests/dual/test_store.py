@@ -1179,6 +1179,12 @@ def test_cold_module_constants_agree_with_the_store():
         assert getattr(storecore, name) == getattr(storeindex, name), name
     for name in ("_REC", "_MASK", "_PLAIN", "_STUFFED"):
         assert getattr(storemerge, name) == getattr(storeindex, name), name
+    # storewalk's copies of store.py's (the Delivery's buffers and bytes) and storecore's _IN_BUF
+    from pocketpost import storewalk
+
+    for name in ("_OUT_BUF", "_LF", "_CR", "_DOT"):
+        assert getattr(storewalk, name) == getattr(store_mod, name), name
+    assert storewalk._IN_BUF == storecore._IN_BUF
     for name in ("_PLAIN", "_STUFFED"):
         assert store_mod.__dict__[name] == getattr(storeindex, name), name
     for name in ("_IN_BUF", "BUCKET"):  # limits repeated beside the format
@@ -1420,7 +1426,7 @@ def test_a_sound_mailbox_loads_without_the_repair_code_and_agrees_with_a_scan():
     import sys
 
     import pocketpost
-    from pocketpost import storecore, storemerge, storescan
+    from pocketpost import storecore, storeindex, storemerge, storescan
 
     for i in range(len(_SOUND_CASES)):
         damage, sound = _SOUND_CASES[i]
@@ -1430,7 +1436,7 @@ def test_a_sound_mailbox_loads_without_the_repair_code_and_agrees_with_a_scan():
         def body(root, st):
             path = _sound_case(root, damage)
             box = storecore._Box(path)
-            if not box.read_index_state():
+            if not storeindex.read_index_state(box):
                 raise AssertionError("case %d: index must read" % i)
             rep = storescan.report()
             storescan.scan(box, rep, False)

@@ -1,0 +1,120 @@
+"""Delivery's scans of a chunk written without the caller's hint (store.py's theory of
+operation): Delivery.write(data) with crlf False, or a memoryview (which has no find/count) that
+may hold dot lines. One walk over the chunk's LFs finds whether any is lone (not after a CR) and
+whether a line starts with "."; a chunk without either goes to the file as given, one with dot
+lines in pieces (Delivery._dots), one with a lone LF through the per-line conversion (_lines). A
+memoryview is copied through a fixed input buffer first.
+
+The POP3 client and the SMTP receiver always give the hint (they counted the line ends and
+un-stuffed the text themselves), so a fetch or an SMTP session never loads this module: a
+delivery without the hint (a restore, Store.deliver_stream, the host tools) imports it, and the
+store drops it with its other cold code (storecore._COLD) once no call into that is under way.
+Functions of a store.Delivery, whose state (_last, dots, size, the buffers) they carry on.
+"""
+
+from pocketpost.compat import const
+
+# store.py's (private copies: const() folds them, so they cannot be imported).
+_OUT_BUF = const(512)
+_IN_BUF = const(512)  # the input buffer a memoryview is copied into
+# A chunk is walked LF by LF while its lines average at least this many bytes, and by C count
+# passes over the rest of the chunk once they are denser (see _scan).
+_WALK_BYTES = const(32)
+_LF = const(10)
+_CR = const(13)
+_DOT = const(46)
+
+
+def write(d, data):
+    """Delivery.write(data) without the hint: bytes or bytearray scanned as they are, a
+    memoryview through the input buffer (_IN_BUF at a time)."""
+    if isinstance(data, memoryview):
+        if d._block is None:
+            d._block = bytearray(_IN_BUF)
+            d._mv = memoryview(d._block)
+        buf = d._block
+        i = 0
+        n = len(data)
+        while i < n:
+            k = min(_IN_BUF, n - i)
+            buf[:k] = data if k == n else data[i : i + k]  # no slice object for a whole chunk
+            _scan(d, buf, k, buf if k == _IN_BUF else None)  # None: _scan makes the view if it needs one
+            i += k
+    else:
+        _scan(d, data, len(data), data)
+
+
+def _scan(d, buf, end, view):
+    """buf[:end] (bytes or bytearray) into the message; `view` is that range as one object
+    (None: buf is the input buffer, _mv[:end] is made only for the fast path).
+
+    One walk over the LFs (a C find from each to the next) checks that each follows a CR and
+    whether the byte after it is "."; it measured cheaper than C count passes on mail-like
+    lines (two counts plus a find: ~2x). Lines denser than one per _WALK_BYTES bytes on
+    average switch to those passes for the rest of the chunk, which bounds the walk."""
+    if not end:
+        return
+    last = d._last
+    dotted = buf[0] == _DOT and last == _LF  # a line of this chunk starts with "."
+    i = 0
+    left = end // _WALK_BYTES
+    lone = False
+    scan = -1  # where the walk stopped short: "\n." from here on is left to a C find
+    while True:
+        j = buf.find(b"\n", i, end)
+        if j < 0:
+            break
+        if (buf[j - 1] if j else last) != _CR:
+            lone = True  # _lines walks every LF anyway and checks the rest for dots
+            break
+        i = j + 1
+        if i < end and buf[i] == _DOT:
+            dotted = True
+        left -= 1
+        if not left:
+            lone = buf.count(b"\n", i, end) != buf.count(b"\r\n", i, end)
+            scan = i
+            break
+    if not dotted and scan >= 0 and not lone and buf.find(b"\n.", scan, end) >= 0:
+        dotted = True
+    if lone:
+        _lines(d, buf, end)
+    elif dotted:
+        d._dots(buf, end, -2)
+    else:
+        d._put(view if view is not None else d._mv[:end], end)
+
+
+def _lines(d, buf, end):
+    if d._out is None:
+        d._out = bytearray(_OUT_BUF)
+        d._omv = memoryview(d._out)
+    mv = memoryview(buf)
+    run = 0
+    i = 0
+    at = 0 if end and buf[0] == _DOT and d._last == _LF else -1  # where a dot line starts
+    while True:
+        if at >= 0:
+            if at > run:
+                d._emit(mv[run:at])
+            run = at
+            # the stuffing dot: written past the digest (which is of the message)
+            d._room(1)
+            d.flush()
+            d.file.write(b".")
+            d.dots += 1
+        j = buf.find(b"\n", i, end)
+        if j < 0:
+            break
+        prev = buf[j - 1] if j > 0 else d._last
+        if prev != _CR:
+            if j > run:
+                d._emit(mv[run:j])
+            d._emit(b"\r\n")
+            run = j + 1
+        i = j + 1
+        at = i if i < end and buf[i] == _DOT else -1
+    if end > run:
+        d._emit(mv[run:end])
+    if end:
+        d._last = buf[end - 1]
