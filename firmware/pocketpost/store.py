@@ -115,7 +115,7 @@ after the import, 64-bit unix port, from .mpy, in the fetch CLI's order):
     the buckets, the clean case finished there), storecommit.py (a commit that deletes
     something), storescan.py (recovery: the roll-forward or discard of an intent log, the
     scan, salvage, the rebuild from the files, the format-1 upgrade), storecheck.py
-    (Store.check, describe), storerare.py (~3 KB: store.X, reboot, a stuffed message read
+    (Store.check, describe), storerare.py (~3 KB: store.X, a stuffed message read
     un-stuffed, a session's report of an unreadable message, a restore's UIDs, a group commit
     cut short) and storewalk.py (~1.5 KB: the scans of a chunk written without the caller's
     hint, above; the POP3 client and the SMTP receiver give it, so they never load this).
@@ -146,9 +146,9 @@ from pocketpost.storecore import (QuotaExceeded, Store, StoreError, StoreFull, _
 # _FREE_RECHECK and _FREE_MARGIN, with their reasons: storecore.py; store.X gives the public ones.)
 
 # Delivery I/O buffers: fixed, allocated once per delivery, never proportional to the message
-# (the output buffer of a lone LF's conversion; the input buffer a memoryview is copied into,
-# storewalk.py's _IN_BUF).
+# (the output buffer of a lone LF's conversion, the input buffer a memoryview is copied into).
 _OUT_BUF = const(512)
+_IN_BUF = const(512)  # storecore's (a private copy)
 # storeindex.py's (the on-flash format: const() folds them, test_store.py checks they agree).
 _PLAIN = const(0x80000000)  # in a record's size field: the file is the wire form (plain or stuffed)
 _STUFFED = const(0x40000000)  # with _PLAIN: the file has dots added (their number is in its name)
@@ -175,7 +175,8 @@ class Delivery:
     the message's octets (LIST's), `dots` the dots added; the digest is of the message.
 
     The scans of a chunk written without the hint (lone LFs, dot lines) are storewalk.py's,
-    loaded for such a write: the POP3 client and the SMTP receiver give the hint.
+    loaded for such a write: the POP3 client and the SMTP receiver give the hint (with it, only
+    dot lines are looked for: _hinted, through the input buffer for a memoryview: _copy).
 
     Its working parts (file, sha1, done, finish, flush, szf, _count, ...) take names the
     runtime already holds, built in or used by the modules a fetch loads anyway: any other name
@@ -227,24 +228,51 @@ class Delivery:
         if self.file is None or self.done:
             raise StoreError("delivery is closed")
         try:
-            if crlf and not (dots and isinstance(data, memoryview)):  # a memoryview has no find()
-                end = len(data)
-                if end:
-                    j = data.find(b"\n.") if dots else -1
-                    if j >= 0 or (dots and data[0] == _DOT and self._last == _LF):
-                        self._dots(data, end, j)
-                    else:
-                        self._put(data, end)
-            else:
-                from pocketpost import storewalk  # no hint: the scans (loaded for it, see there)
+            if not crlf:
+                from pocketpost import storewalk  # no hint: the scans (loaded for such a write, see there)
 
                 storewalk.write(self, data)
+            elif dots and isinstance(data, memoryview):  # (a memoryview has no find)
+                self._copy(data, True)
+            elif len(data):
+                self._hinted(data, len(data), dots, data)
         except OSError as e:
             self.abort()
             raise _os_error(e)
         except BaseException:
             self.abort()
             raise
+
+    def _hinted(self, buf, end, dots, view):
+        """buf[:end] (no lone LF: the caller's hint) into the message; dots: a line may start
+        with "." (else it goes as it is); view: that range as one object (None: buf is the input
+        buffer, _mv[:end] is made only if it goes as it is)."""
+        j = buf.find(b"\n.", 0, end) if dots else -1
+        if j >= 0 or (dots and buf[0] == _DOT and self._last == _LF):
+            self._dots(buf, end, j)
+        else:
+            self._put(view if view is not None else self._mv[:end], end)
+
+    def _copy(self, data, hinted):
+        """A memoryview through the input buffer, _IN_BUF at a time (a memoryview has no find or
+        count): each piece as _hinted takes it, or (not hinted) through storewalk's scans."""
+        if self._block is None:
+            self._block = bytearray(_IN_BUF)
+            self._mv = memoryview(self._block)
+        buf = self._block
+        i = 0
+        n = len(data)
+        while i < n:
+            k = min(_IN_BUF, n - i)
+            buf[:k] = data if k == n else data[i : i + k]  # no slice object for a whole chunk
+            view = buf if k == _IN_BUF else None  # None: the view is made only if it is needed
+            if hinted:
+                self._hinted(buf, k, True, view)
+            else:
+                from pocketpost import storewalk
+
+                storewalk._scan(self, buf, k, view)
+            i += k
 
     def _room(self, n):
         if self.limit >= 0 and self.size + self.dots + n > self.limit:

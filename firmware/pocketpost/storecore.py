@@ -14,7 +14,7 @@ The store is split by who needs what, and when:
     load: the index checked against the files), storecommit.py (the deletion commit: a
     session's commit that deletes something, recovery's roll-forward), storescan.py (recovery:
     only when that check finds something to repair), storecheck.py (Store.check, describe),
-    storerare.py (store.X looked up, reboot, a stuffed message read un-stuffed, a session's
+    storerare.py (store.X looked up, a stuffed message read un-stuffed, a session's
     report of an unreadable message, a restore's UIDs, a group commit cut short) and
     storewalk.py (a delivery's scans of chunks written without the caller's hint): loaded for
     a call, dropped after it. Store() loads none of them unless it finds a group commit to
@@ -409,3 +409,16 @@ def _cold(name, fn, *args):
         return getattr(getattr(__import__("pocketpost." + name), name), fn)(*args)
     finally:
         compat.release_cold(_held, _COLD)
+
+
+def describe(name, rep):
+    """One line for a human about one mailbox's report from Store.check (storecheck's)."""
+    return _cold("storecheck", "describe", name, rep)
+
+
+def reboot():
+    """Forget all RAM state (locks and caches) as a restart would: the next lock or delivery
+    recovers each mailbox from flash. For tests, and for board.main once Ctrl-C has stopped every
+    session (never while a session or delivery of this process is still running)."""
+    _LOCKS.clear()
+    _BOXES.clear()

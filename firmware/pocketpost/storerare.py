@@ -3,7 +3,6 @@ after it (storecore._cold), so that no role keeps it while it delivers or a sess
   - find: the store's other public names looked up for store.X (store.Mailbox, store.reboot,
     store.describe, store.parse_uid, ...: store.py's module __getattr__);
   - finish_group: a group commit (groupcommit.py) cut short, finished or forgotten by Store();
-  - reboot: all RAM state forgotten, as a restart would;
   - _Unstuffed: a stuffed message read un-stuffed (Mailbox.open(i): export, the fetcher's check
     of a copy it stored; never RETR or TOP, which send the file as it is). The reader keeps its
     class, and so this code, only while it is open;
@@ -14,7 +13,7 @@ after it (storecore._cold), so that no role keeps it while it delivers or a sess
 
 from pocketpost import compat, log
 from pocketpost.compat import const
-from pocketpost.storecore import _BOXES, _LOCKS, StoreError, _os_error, _remove
+from pocketpost.storecore import _LOCKS, StoreError, _os_error, _remove
 
 _EIO = const(5)  # a stuffed file that does not un-stuff to its LIST size
 # Messages a session reported unreadable, kept in RAM until the next lock sets them aside (bounded:
@@ -25,16 +24,16 @@ _IN_BUF = const(512)  # storecore's (a private copy)
 
 def find(name):
     """store.<name>: storesession's Mailbox and MailboxLocked (loaded, and kept, by the lookup),
-    else the name in storerare (reboot), storecore, storeindex, storemerge or storecheck
-    (describe), in that order; AttributeError if none has it (a dunder at once: CPython's
-    import machinery asks for __path__ and the like)."""
+    else the name in storecore (reboot, describe, ...), storeindex or storemerge, in that
+    order; AttributeError if none has it (a dunder at once: CPython's import machinery asks for
+    __path__ and the like)."""
     if name[:2] == "__":
         raise AttributeError(name)
     if name in ("Mailbox", "MailboxLocked"):
         from pocketpost import storesession
 
         return getattr(storesession, name)
-    for m in ("storerare", "storecore", "storeindex", "storemerge", "storecheck"):
+    for m in ("storecore", "storeindex", "storemerge"):
         try:
             return getattr(getattr(__import__("pocketpost." + m), m), name)
         except AttributeError:
@@ -70,14 +69,6 @@ def finish_group(root):
         _remove(intent)
     except OSError as e:
         raise _os_error(e)
-
-
-def reboot():
-    """Forget all RAM state (locks and caches) as a restart would: the next lock or delivery
-    recovers each mailbox from flash. For tests, and for board.main once Ctrl-C has stopped every
-    session (never while a session or delivery of this process is still running)."""
-    _LOCKS.clear()
-    _BOXES.clear()
 
 
 class _Unstuffed:

@@ -1,9 +1,8 @@
 """Delivery's scans of a chunk written without the caller's hint (store.py's theory of
-operation): Delivery.write(data) with crlf False, or a memoryview (which has no find/count) that
-may hold dot lines. One walk over the chunk's LFs finds whether any is lone (not after a CR) and
-whether a line starts with "."; a chunk without either goes to the file as given, one with dot
+operation): Delivery.write(data) with crlf False. One walk over the chunk's LFs finds whether
+any is lone (not after a CR) and whether a line starts with "."; a chunk without either goes to the file as given, one with dot
 lines in pieces (Delivery._dots), one with a lone LF through the per-line conversion (_lines). A
-memoryview is copied through a fixed input buffer first.
+memoryview (which has no find or count) is copied through the Delivery's input buffer first.
 
 The POP3 client and the SMTP receiver always give the hint (they counted the line ends and
 un-stuffed the text themselves), so a fetch or an SMTP session never loads this module: a
@@ -16,7 +15,6 @@ from pocketpost.compat import const
 
 # store.py's (private copies: const() folds them, so they cannot be imported).
 _OUT_BUF = const(512)
-_IN_BUF = const(512)  # the input buffer a memoryview is copied into
 # A chunk is walked LF by LF while its lines average at least this many bytes, and by C count
 # passes over the rest of the chunk once they are denser (see _scan).
 _WALK_BYTES = const(32)
@@ -27,19 +25,9 @@ _DOT = const(46)
 
 def write(d, data):
     """Delivery.write(data) without the hint: bytes or bytearray scanned as they are, a
-    memoryview through the input buffer (_IN_BUF at a time)."""
+    memoryview through the Delivery's input buffer (Delivery._copy, which calls _scan)."""
     if isinstance(data, memoryview):
-        if d._block is None:
-            d._block = bytearray(_IN_BUF)
-            d._mv = memoryview(d._block)
-        buf = d._block
-        i = 0
-        n = len(data)
-        while i < n:
-            k = min(_IN_BUF, n - i)
-            buf[:k] = data if k == n else data[i : i + k]  # no slice object for a whole chunk
-            _scan(d, buf, k, buf if k == _IN_BUF else None)  # None: _scan makes the view if it needs one
-            i += k
+        d._copy(data, False)
     else:
         _scan(d, data, len(data), data)
 

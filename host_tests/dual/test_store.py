@@ -1184,7 +1184,9 @@ def test_cold_module_constants_agree_with_the_store():
 
     for name in ("_OUT_BUF", "_LF", "_CR", "_DOT"):
         assert getattr(storewalk, name) == getattr(store_mod, name), name
-    assert storewalk._IN_BUF == storecore._IN_BUF
+    from pocketpost import storerare
+
+    assert store_mod._IN_BUF == storerare._IN_BUF == storecore._IN_BUF
     for name in ("_PLAIN", "_STUFFED"):
         assert store_mod.__dict__[name] == getattr(storeindex, name), name
     for name in ("_IN_BUF", "BUCKET"):  # limits repeated beside the format
