@@ -176,9 +176,9 @@ class Delivery:
 
     The scans of a chunk written without the hint (lone LFs, dot lines) are storewalk.py's,
     loaded for such a write: the POP3 client and the SMTP receiver give the hint (with it, only
-    dot lines are looked for: _hinted, through the input buffer for a memoryview: _copy).
+    dot lines are looked for: _scan, through the input buffer for a memoryview: copy).
 
-    Its working parts (file, sha1, done, finish, flush, szf, _count, ...) take names the
+    Its working parts (file, sha1, done, finish, flush, copy, szf, _scan, _count, ...) take names the
     runtime already holds, built in or used by the modules a fetch loads anyway: any other name
     would be interned, never freed, by the first delivery of every process (issue 10: the fetch
     CLI's names, docs/ARCHITECTURE.md). For callers: write, digest, uid_on_commit, commit (or
@@ -233,9 +233,9 @@ class Delivery:
 
                 storewalk.write(self, data)
             elif dots and isinstance(data, memoryview):  # (a memoryview has no find)
-                self._copy(data, True)
+                self.copy(data, True)
             elif len(data):
-                self._hinted(data, len(data), dots, data)
+                self._scan(data, len(data), dots, data)
         except OSError as e:
             self.abort()
             raise _os_error(e)
@@ -243,19 +243,21 @@ class Delivery:
             self.abort()
             raise
 
-    def _hinted(self, buf, end, dots, view):
-        """buf[:end] (no lone LF: the caller's hint) into the message; dots: a line may start
-        with "." (else it goes as it is); view: that range as one object (None: buf is the input
-        buffer, _mv[:end] is made only if it goes as it is)."""
+    def _scan(self, buf, end, dots, view):
+        """buf[:end] (no lone LF: the caller's hint) into the message, dot lines looked for
+        when `dots` (else it goes as it is); view: that range as one object (None: buf is the
+        input buffer, _mv[:end] is made only if it goes as it is). (Without the hint:
+        storewalk._scan.)"""
         j = buf.find(b"\n.", 0, end) if dots else -1
         if j >= 0 or (dots and buf[0] == _DOT and self._last == _LF):
             self._dots(buf, end, j)
         else:
             self._put(view if view is not None else self._mv[:end], end)
 
-    def _copy(self, data, hinted):
+    def copy(self, data, crlf):
         """A memoryview through the input buffer, _IN_BUF at a time (a memoryview has no find or
-        count): each piece as _hinted takes it, or (not hinted) through storewalk's scans."""
+        count): each piece as _scan takes it with the caller's hint (crlf), else as
+        storewalk._scan does."""
         if self._block is None:
             self._block = bytearray(_IN_BUF)
             self._mv = memoryview(self._block)
@@ -266,8 +268,8 @@ class Delivery:
             k = min(_IN_BUF, n - i)
             buf[:k] = data if k == n else data[i : i + k]  # no slice object for a whole chunk
             view = buf if k == _IN_BUF else None  # None: the view is made only if it is needed
-            if hinted:
-                self._hinted(buf, k, True, view)
+            if crlf:
+                self._scan(buf, k, True, view)
             else:
                 from pocketpost import storewalk
 

@@ -364,28 +364,11 @@ class Store:
         return limit, exc
 
     def deliver_stream(self, name, readinto, arrival=None):
-        """Deliver what readinto(buf) yields (it returns the byte count, 0 at EOF)."""
-        d = self.begin(name, arrival)
-        try:
-            buf = bytearray(_IN_BUF)
-            mv = memoryview(buf)
-            while True:
-                n = readinto(buf)
-                if not n:
-                    break
-                d.write(buf if n == _IN_BUF else mv[:n])  # a full block: the no-copy path
-            return d.commit()
-        except BaseException:
-            d.abort()
-            raise
+        """Deliver what readinto(buf) yields (it returns the byte count, 0 at EOF): storerare's."""
+        return _cold("storerare", "deliver_stream", self, name, readinto, arrival)
 
     def deliver_file(self, name, path, arrival=None):
-        f = open(path, "rb")
-        try:
-            return self.deliver_stream(name, f.readinto, arrival)
-        finally:
-            f.close()
-
+        return _cold("storerare", "deliver_file", self, name, path, arrival)
 
     # --- sessions -----------------------------------------------------------------------------
 

@@ -1,12 +1,14 @@
 """What the store does rarely (store.py's theory of operation), loaded for the call and dropped
 after it (storecore._cold), so that no role keeps it while it delivers or a session reads:
+  - deliver_stream, deliver_file: Store's, for the host tools and tests;
   - find: the store's other public names looked up for store.X (store.Mailbox, store.reboot,
     store.describe, store.parse_uid, ...: store.py's module __getattr__);
   - finish_group: a group commit (groupcommit.py) cut short, finished or forgotten by Store();
   - _Unstuffed: a stuffed message read un-stuffed (Mailbox.open(i): export, the fetcher's check
     of a copy it stored; never RETR or TOP, which send the file as it is). The reader keeps its
     class, and so this code, only while it is open;
-  - unreadable: a session's report of a message it could not read (Mailbox.unreadable);
+  - damaged, unreadable: a message Mailbox.open found damaged, a session's report of one it
+    could not read (Mailbox.unreadable);
   - restore_seal, restore_landed: a delivery under a given UID (Store.begin(uid=...), a restore
     from a backup), checked at its seal and indexed once landed.
 """
@@ -20,6 +22,7 @@ _EIO = const(5)  # a stuffed file that does not un-stuff to its LIST size
 # more than this and the rest wait for another session or for check(deep=True)).
 _MAX_UNREADABLE = const(8)
 _IN_BUF = const(512)  # storecore's (a private copy)
+_SIZE = const(0x3FFFFFFF)  # storeindex's (the file's octets in a record's size field)
 
 
 def find(name):
@@ -121,6 +124,40 @@ class _Unstuffed:
 
     def close(self):
         self.f.close()
+
+
+def deliver_stream(store, name, readinto, arrival):
+    """Store.deliver_stream (host tools, tests): deliver what readinto(buf) yields (it returns
+    the byte count, 0 at EOF), without the hint (the scans: storewalk.py)."""
+    d = store.begin(name, arrival)
+    try:
+        buf = bytearray(_IN_BUF)
+        mv = memoryview(buf)
+        while True:
+            n = readinto(buf)
+            if not n:
+                break
+            d.write(buf if n == _IN_BUF else mv[:n])  # a full block: the no-copy path
+        return d.commit()
+    except BaseException:
+        d.abort()
+        raise
+
+
+def deliver_file(store, name, path, arrival):
+    """Store.deliver_file: the file's content delivered (deliver_stream)."""
+    f = open(path, "rb")
+    try:
+        return deliver_stream(store, name, f.readinto, arrival)
+    finally:
+        f.close()
+
+
+def damaged(box, r):
+    """Mailbox.open found message r's file gone, unreadable or of another size than its record
+    (the mailbox is marked: the next lock scans it): logged, and StoreError('SYS/PERM')."""
+    log.warning("store %s: message %08x.%d unreadable or not %d octets", box.path, r[0], r[1], r[3] & _SIZE)
+    raise StoreError("message damaged", "SYS/PERM")
 
 
 def unreadable(mb, i):

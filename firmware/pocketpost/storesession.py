@@ -160,8 +160,7 @@ class Mailbox:
         if f is not None:
             f.close()
         box.suspect = True
-        log.warning("store %s: message %08x.%d unreadable or not %d octets", box.path, r[0], r[1], r[3] & _SIZE)
-        raise StoreError("message damaged", "SYS/PERM")
+        storecore._cold("storerare", "damaged", box, r)  # logs it, raises StoreError
 
     def unreadable(self, i):
         """The session could not read message i (an OSError while sending it): the next lock

@@ -25,9 +25,9 @@ _DOT = const(46)
 
 def write(d, data):
     """Delivery.write(data) without the hint: bytes or bytearray scanned as they are, a
-    memoryview through the Delivery's input buffer (Delivery._copy, which calls _scan)."""
+    memoryview through the Delivery's input buffer (Delivery.copy, which calls _scan)."""
     if isinstance(data, memoryview):
-        d._copy(data, False)
+        d.copy(data, False)
     else:
         _scan(d, data, len(data), data)
 

@@ -1179,7 +1179,7 @@ def test_cold_module_constants_agree_with_the_store():
         assert getattr(storecore, name) == getattr(storeindex, name), name
     for name in ("_REC", "_MASK", "_PLAIN", "_STUFFED"):
         assert getattr(storemerge, name) == getattr(storeindex, name), name
-    # storewalk's copies of store.py's (the Delivery's buffers and bytes) and storecore's _IN_BUF
+    # storewalk's copies of store.py's (the Delivery's buffers and bytes); the input block, storecore's
     from pocketpost import storewalk
 
     for name in ("_OUT_BUF", "_LF", "_CR", "_DOT"):
