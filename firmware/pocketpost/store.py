@@ -139,7 +139,7 @@ from pocketpost.compat import const
 # The public names (store.Store, store.StoreError, ...), one object each wherever imported from.
 # (Mailbox and MailboxLocked: storesession.py's, through __getattr__ below.)
 from pocketpost.storecore import (QuotaExceeded, Store, StoreError, StoreFull, _cold,  # noqa: F401
-                                  _Delivery_ids, _msg_name, _os_error, _remove)
+                                  _Delivery_ids, _msg_name, _os_error, _remove, describe, reboot)
 
 # --- named limits -----------------------------------------------------------------------------
 # (BUCKET and the private _MERGE_AFTER, _DEFAULT_QUOTA, _DEFAULT_RESERVE_BYTES, _MAX_NAME_LEN,
@@ -159,7 +159,8 @@ _DOT = const(46)
 
 def __getattr__(name):
     """The store's other public names where they live (store.Mailbox, store.MailboxLocked,
-    store.reboot, store.describe, store._Box, store.parse_uid, ...): storerare.find."""
+    store._Box, store.parse_uid, ...): storerare.find. (reboot and describe, which tests and
+    tools call often, are imported above.)"""
     return _cold("storerare", "find", name)
 
 

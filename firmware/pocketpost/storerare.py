@@ -1,8 +1,8 @@
 """What the store does rarely (store.py's theory of operation), loaded for the call and dropped
 after it (storecore._cold), so that no role keeps it while it delivers or a session reads:
   - deliver_stream, deliver_file: Store's, for the host tools and tests;
-  - find: the store's other public names looked up for store.X (store.Mailbox, store.reboot,
-    store.describe, store.parse_uid, ...: store.py's module __getattr__);
+  - find: the store's other public names looked up for store.X (store.Mailbox,
+    store.parse_uid, ...: store.py's module __getattr__);
   - finish_group: a group commit (groupcommit.py) cut short, finished or forgotten by Store();
   - _Unstuffed: a stuffed message read un-stuffed (Mailbox.open(i): export, the fetcher's check
     of a copy it stored; never RETR or TOP, which send the file as it is). The reader keeps its
@@ -27,7 +27,7 @@ _SIZE = const(0x3FFFFFFF)  # storeindex's (the file's octets in a record's size 
 
 def find(name):
     """store.<name>: storesession's Mailbox and MailboxLocked (loaded, and kept, by the lookup),
-    else the name in storecore (reboot, describe, ...), storeindex or storemerge, in that
+    else the name in storecore, storeindex or storemerge, in that
     order; AttributeError if none has it (a dunder at once: CPython's import machinery asks for
     __path__ and the like)."""
     if name[:2] == "__":
