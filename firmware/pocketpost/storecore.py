@@ -102,18 +102,10 @@ def _remove(path):
 
 
 def valid_name(name):
-    if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME_LEN or name[0] == ".":
-        return False
-    for ch in name:  # (one long literal: short ones such as "z" would be interned names)
-        if ch not in "abcdefghijklmnopqrstuvwxyz0123456789._-":
-            return False
-    return True
-
-
-def _dots(szf, lsize):
-    """Dots added to a stored message: its file octets (szf, a record's size field) less its
-    LIST size; 0 unless the record says stuffed."""
-    return (szf & _SIZE) - lsize if szf & _STUFFED else 0
+    # Every character one of these: strip() leaves nothing (one C call, no loop; one long
+    # literal: short ones such as "z" would be interned names).
+    return (isinstance(name, str) and 0 < len(name) <= _MAX_NAME_LEN and name[0] != "."
+            and not name.strip("abcdefghijklmnopqrstuvwxyz0123456789._-"))
 
 
 def _unpack(buf, off):
@@ -140,7 +132,7 @@ def _msg_name(epoch, seq, arrival, szf, lsize=None):
     if szf & _STUFFED:
         if lsize is None:
             raise StoreError("stuffed message: LIST size needed for its name")
-        return "%08x.%d.%d.d%d" % (epoch, seq, arrival, _dots(szf, lsize))
+        return "%08x.%d.%d.d%d" % (epoch, seq, arrival, (szf & _SIZE) - lsize)  # the dots added
     if szf & _PLAIN:
         return "%08x.%d.%d.p" % (epoch, seq, arrival)
     return "%08x.%d.%d" % (epoch, seq, arrival)
