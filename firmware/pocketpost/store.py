@@ -96,7 +96,7 @@ by RETR (reading a stuffed file un-stuffed also checks it comes to its LIST size
 
 The modules, by who needs them and when (each role keeps only its part; figures: resident heap
 after the import, 64-bit unix port, from .mpy, in the fetch CLI's order):
-  - storecore.py, what every role keeps (~8.5 KB): the exceptions, the RAM state (_BOXES,
+  - storecore.py, what every role keeps (~7.5 KB): the exceptions, the RAM state (_BOXES,
     _LOCKS, _Box), Store (open, quota and room, begin, lock), an index record read (_unpack,
     _lsize) and _cold, which loads the parts below for a call. config.open_store imports it,
     not this module.
@@ -115,10 +115,11 @@ after the import, 64-bit unix port, from .mpy, in the fetch CLI's order):
     the buckets, the clean case finished there), storecommit.py (a commit that deletes
     something), storescan.py (recovery: the roll-forward or discard of an intent log, the
     scan, salvage, the rebuild from the files, the format-1 upgrade), storecheck.py
-    (Store.check, describe), storerare.py (~3 KB: store.X, a stuffed message read
+    (Store.check, describe), storerare.py (~4 KB: store.X, a stuffed message read
     un-stuffed, a session's report of an unreadable message, a restore's UIDs, a group commit
-    cut short) and storewalk.py (~1.5 KB: the scans of a chunk written without the caller's
-    hint, above; the POP3 client and the SMTP receiver give it, so they never load this).
+    cut short), storewalk.py (~1.5 KB: the scans of a chunk written without the caller's
+    hint, above; the POP3 client gives it, so a fetch never loads this) and storeopen.py
+    (~2.5 KB: Store()'s opening, the temp files of interrupted deliveries removed).
     Recovery runs when a first load (storemerge.load) finds anything to repair, at a lock that
     found damage and at a check. _cold counts the calls under way (_held), so a module in use
     is never dropped. Nothing outside a call refers to them: the exceptions, _Box and the RAM

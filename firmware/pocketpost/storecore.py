@@ -16,10 +16,11 @@ The store is split by who needs what, and when:
     only when that check finds something to repair), storecheck.py (Store.check, describe),
     storerare.py (store.X looked up, a stuffed message read un-stuffed, a session's
     report of an unreadable message, a restore's UIDs, a group commit cut short) and
-    storewalk.py (a delivery's scans of chunks written without the caller's hint): loaded for
-    a call, dropped after it. Store() loads none of them unless it finds a group commit to
-    finish: a server's start (config loaded, the server's code in the heap) is where its
-    smallest heap is set.
+    storewalk.py (a delivery's scans of chunks written without the caller's hint) and
+    storeopen.py (Store()'s opening: temp files of interrupted deliveries removed, RAM state
+    of idle mailboxes forgotten, a group commit cut short finished): loaded for a call,
+    dropped after it. Store() loads only storeopen, kept small: a server opens its store with
+    its configuration loaded, so that load adds to the heap the server's start needs.
 The session side's exception (MailboxLocked) is storesession.py's and the recovery of every
 mailbox at a server's start (recover_all) storemerge.py's: a process that never locks a mailbox
 (the fetch CLI) interns neither name, and a server that only listens or receives SMTP keeps
@@ -55,8 +56,6 @@ _REC = const(24)
 _PLAIN = const(0x80000000)
 _STUFFED = const(0x40000000)
 _SIZE = const(0x3FFFFFFF)
-# Listings of tmp/ when cleaning it: one, then one more after removals (see _clean_tmp).
-_TMP_PASSES = const(3)
 _RES = const(0x2144DF1C)
 _MASK = const(0xFFFFFFFF)
 _LOCKS = set()  # mailbox directories locked in this process (RAM only, by design)
@@ -184,51 +183,13 @@ class _Box:
                 pass  # retried at the next lock or delivery
 
 
-def _clean_tmp(tmp):
-    """Remove every file in a mailbox's tmp/ (orphans of interrupted deliveries); returns how
-    many. Listed again after a removal, up to _TMP_PASSES times: the first write after a mount
-    is when littlefs finishes a move a power cut left half done, and an entry can show up (or go)
-    only then; one more listing keeps it from waiting for the next boot."""
-    removed = 0
-    try:
-        if not compat.isdir(tmp):
-            return 0
-        for _ in range(_TMP_PASSES):
-            names = compat.listdir(tmp)
-            if not names:
-                break
-            for fn in names:
-                if _remove(compat.join(tmp, fn)):
-                    removed += 1
-    except OSError as e:  # a damaged tmp/ must not keep the store from opening
-        log.warning("store %s: temp files not removed: %r", tmp, e)
-    return removed
-
-
 class Store:
     def __init__(self, root, quota=_DEFAULT_QUOTA, reserve=_DEFAULT_RESERVE_BYTES):
         self.root = root.rstrip("/") or "/"
         self.quota = quota
         self.reserve = reserve
         self._free_cache = None  # [free, block size, uses, bytes delivered since]
-        compat.makedirs(self.root)
-        # A group commit (groupcommit.py: one SMTP message into several mailboxes) cut short: finish
-        # or forget it before the temp clean-up below (a committed group's files are still there).
-        if compat.exists(compat.join(self.root, "group")) or compat.exists(compat.join(self.root, "group.new")):
-            _cold("storerare", "finish_group", self.root)
-        # Forget RAM state of idle mailboxes under this root (the flash may have changed since,
-        # e.g. a remount in tests), and remove orphaned temp files of interrupted deliveries.
-        prefix = self.root + "/"
-        for path in list(_BOXES):
-            box = _BOXES[path]
-            if path.startswith(prefix) and not box.busy and path not in _LOCKS:
-                del _BOXES[path]
-        for name in self.mailboxes():
-            path = compat.join(self.root, name)
-            box = _BOXES.get(path)
-            if box is not None and box.busy:
-                continue
-            _clean_tmp(compat.join(path, "tmp"))
+        _cold("storeopen", "open_store", self)  # the root made, what a cut left behind cleaned up
 
     def check(self, repair=False, deep=False, names=None):
         """Check every mailbox that no session holds; with repair, fix what is found. Returns
@@ -374,7 +335,8 @@ class Store:
 # The code loaded for a call (see the module docstring), dropped on MicroPython once no call into
 # any of it is under way (_held: the calls under way; storeindex with the rest: they import it).
 _held = [0]
-_COLD = ("storecheck", "storescan", "storemerge", "storecommit", "storeindex", "storerare", "storewalk")
+_COLD = ("storecheck", "storescan", "storemerge", "storecommit", "storeindex", "storerare", "storewalk",
+         "storeopen")
 
 
 def _cold(name, fn, *args):

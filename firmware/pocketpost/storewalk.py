@@ -4,10 +4,11 @@ any is lone (not after a CR) and whether a line starts with "."; a chunk without
 lines in pieces (Delivery._dots), one with a lone LF through the per-line conversion (_lines). A
 memoryview (which has no find or count) is copied through the Delivery's input buffer first.
 
-The POP3 client and the SMTP receiver always give the hint (they counted the line ends and
-un-stuffed the text themselves), so a fetch or an SMTP session never loads this module: a
-delivery without the hint (a restore, Store.deliver_stream, the host tools) imports it, and the
-store drops it with its other cold code (storecore._COLD) once no call into that is under way.
+The POP3 client and the SMTP receiver give the hint for the text they un-stuffed (they counted
+the line ends themselves), so a fetch never loads this module; the SMTP receiver's trace fields
+(smtpdata.begin) and a delivery without the hint (a restore, Store.deliver_stream, the host
+tools) import it, and the store drops it with its other cold code (storecore._COLD) once no
+call into that is under way.
 Functions of a store.Delivery, whose state (_last, dots, size, the buffers) they carry on.
 """
 
