@@ -10,7 +10,7 @@ imports) made that the listening server's peak (bench_heap a +7 KiB).
 
 from pocketpost import compat, log
 from pocketpost.compat import const
-from pocketpost.storecore import _BOXES, _LOCKS, _remove
+from pocketpost.storecore import _BOXES, _LOCKS, _cold, _remove
 
 # Listings of tmp/ when cleaning it: one, then one more after removals (see _clean_tmp).
 _TMP_PASSES = const(3)
@@ -23,9 +23,7 @@ def open_store(store):
     # A group commit (groupcommit.py: one SMTP message into several mailboxes) cut short: finish
     # or forget it before the temp clean-up below (a committed group's files are still there).
     if compat.exists(compat.join(root, "group")) or compat.exists(compat.join(root, "group.new")):
-        from pocketpost import storerare  # (held: this call is storecore._cold's)
-
-        storerare.finish_group(root)
+        _cold("storerare", "finish_group", root)  # (a long name as a string: not an interned one)
     prefix = root + "/"
     for path in list(_BOXES):
         box = _BOXES[path]
