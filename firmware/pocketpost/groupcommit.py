@@ -14,9 +14,9 @@ record, so the SMTP receiver does not keep that code) rolls a complete <root>/gr
 still there) and removes a group.new that never became the intent: so after a power cut a
 message is in every mailbox of the group or in none.
 
-Only the SMTP receiver imports this module. Each copy goes through the two steps of
-Delivery.commit around its rename: Delivery.seal() (step 1) and Delivery.landed() (the RAM state, after step 3), so a change to
-commit is made once, in store.py.
+Only the SMTP receiver imports this module. Each copy goes through the two steps of Delivery.commit
+around its rename: Delivery.seal() (step 1) and Delivery.landed() (the RAM state, after step 3), so
+a change to commit is made once, in store.py.
 """
 
 from pocketpost import compat

@@ -30,13 +30,13 @@ payload on littlefs): the message is streamed into tmp/, flushed, then renamed i
 Lone LF becomes CRLF and dot lines are stuffed here and nowhere else. A chunk whose LFs are all
 preceded by CR (one walk from LF to LF with C `find`, switching to C `count` passes when lines are
 short; a LF first in the chunk after a CR last in the previous one counts as paired) and with no
-line starting with "." (the same walk looks at the byte after each LF, plus a "." first in the
-chunk when the previous byte was LF or the message starts there) is written to the file as
-given (those scans: storewalk.py). A chunk with dot lines is written in pieces cut after each
-LF that precedes a ".", with a "." in between (C `find` of "\n."); only a chunk with a lone LF takes the slow path, a per-line
-walk through a fixed output buffer that does both. A caller that un-stuffed the text itself says
-what it knows with `write(..., crlf=True, dots=False)` (no lone LF, no dot line so far) and skips
-the scans. The dot count goes into the file name at the rename, so it costs no flash operation.
+line starting with "." (the same walk looks at the byte after each LF, plus a "." first in the chunk
+when the previous byte was LF or the message starts there) is written to the file as given (those
+scans: storewalk.py). A chunk with dot lines is written in pieces cut after each LF that precedes a
+".", with a "." in between (C `find` of "\n."); only a chunk with a lone LF takes the slow path, a
+per-line walk through a fixed output buffer that does both. A caller that un-stuffed the text itself
+says what it knows with `write(..., crlf=True, dots=False)` (no lone LF, no dot line so far) and
+skips the scans. The dot count goes into the file name at the rename, so it costs no flash operation.
 `begin(name, digest=True)` also keeps a SHA-1 of the message (the un-stuffed octets LIST counts:
 the client's crash-safe bookkeeping); `digest()` ends the message (the final line end is added
 then) and returns it. Files with a seq above the index's last record are "unindexed"; they

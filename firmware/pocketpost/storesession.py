@@ -40,7 +40,8 @@ def lock(store, name):
     _LOCKS.add(path)
     try:
         box = _BOXES.get(path)
-        if box is not None and box.loaded and (box.suspect or not storecore._cold("storeindex", "read_index_state", box)):
+        if box is not None and box.loaded and (
+                box.suspect or not storecore._cold("storeindex", "read_index_state", box)):
             # Checked at every lock (one read of the index, a crc32 per block): damage found
             # since the last recovery sends the mailbox through recovery again, which
             # rebuilds the index from the files. A session that saw damage set `suspect`.

@@ -1,8 +1,9 @@
-"""Delivery's scans of a chunk written without the caller's hint (store.py's theory of
-operation): Delivery.write(data) with crlf False. One walk over the chunk's LFs finds whether
-any is lone (not after a CR) and whether a line starts with "."; a chunk without either goes to the file as given, one with dot
-lines in pieces (Delivery._dots), one with a lone LF through the per-line conversion (_lines). A
-memoryview (which has no find or count) is copied through the Delivery's input buffer first.
+"""Delivery's scans of a chunk written without the caller's hint (store.py's theory of operation):
+Delivery.write(data) with crlf False. One walk over the chunk's LFs finds whether any is lone (not
+after a CR) and whether a line starts with "."; a chunk without either goes to the file as given,
+one with dot lines in pieces (Delivery._dots), one with a lone LF through the per-line conversion
+(_lines). A memoryview (which has no find or count) is copied through the Delivery's input buffer
+first.
 
 The POP3 client and the SMTP receiver give the hint for the text they un-stuffed (they counted
 the line ends themselves), so a fetch never loads this module; the SMTP receiver's trace fields
