@@ -147,8 +147,8 @@ from pocketpost.storecore import (QuotaExceeded, Store, StoreError, StoreFull, _
 # _FREE_RECHECK and _FREE_MARGIN, with their reasons: storecore.py; store.X gives the public ones.)
 
 # Delivery I/O buffers: fixed, allocated once per delivery, never proportional to the message
-# (the output buffer of a lone LF's conversion, the input buffer a memoryview is copied into).
-_OUT_BUF = const(512)
+# (the output buffer of a lone LF's conversion, storewalk.py's _OUT_BUF; the input buffer a
+# memoryview is copied into).
 _IN_BUF = const(512)  # storecore's (a private copy)
 # storeindex.py's (the on-flash format: const() folds them, test_store.py checks they agree).
 _PLAIN = const(0x80000000)  # in a record's size field: the file is the wire form (plain or stuffed)
@@ -180,7 +180,7 @@ class Delivery:
     loaded for such a write: the POP3 client and the SMTP receiver give the hint (with it, only
     dot lines are looked for: _scan, through the input buffer for a memoryview: copy).
 
-    Its working parts (file, sha1, done, finish, flush, copy, szf, _scan, _count, ...) take names the
+    Its working parts (file, sha1, done, finish, copy, szf, _scan, _count, ...) take names the
     runtime already holds, built in or used by the modules a fetch loads anyway: any other name
     would be interned, never freed, by the first delivery of every process (issue 10: the fetch
     CLI's names, docs/ARCHITECTURE.md). For callers: write, digest, uid_on_commit, commit (or
@@ -203,7 +203,7 @@ class Delivery:
             self.sha1 = hashlib.sha1()
         self._out = None  # slow path output buffer, made at the first lone LF
         self._omv = None  # its memoryview
-        self._count = 0  # octets waiting in it
+        self._count = 0  # octets waiting in it (within a storewalk._lines call only)
         self._block = None  # input buffer a memoryview is copied into, made at the first one
         self._mv = None  # its memoryview
         self.file = None  # the temp file, open while the message is written
@@ -287,8 +287,6 @@ class Delivery:
         before each line that starts with ".": the pieces between go as memoryview slices.
         pos: where the first "\n." is if the caller found it (-1: none), -2: not looked for."""
         self._room(end)
-        if self._count:
-            self.flush()
         mv = self._mv if buf is self._block else memoryview(buf)  # one view object fewer per chunk
         if self.sha1 is not None:
             self.sha1.update(buf if end == len(buf) else mv[:end])
@@ -314,8 +312,6 @@ class Delivery:
     def _put(self, view, end):
         # Fast path: every LF has its CR, no line starts with "."; the chunk goes as it is.
         self._room(end)
-        if self._count:
-            self.flush()
         self._sink(view)
         self.size += end
         self._last = view[end - 1]
@@ -326,30 +322,12 @@ class Delivery:
             self.sha1.update(data)
         self.file.write(data)
 
-    def _emit(self, data):
-        n = len(data)
-        self._room(n)
-        self.size += n
-        if self._out is None or self._count + n > _OUT_BUF:
-            self.flush()
-        if n >= _OUT_BUF or self._out is None:
-            self._sink(data)
-        else:
-            self._out[self._count : self._count + n] = data
-            self._count += n
-
-    def flush(self):
-        if self._count:
-            self._sink(self._omv[: self._count])
-            self._count = 0
-
     def finish(self):
-        """Add the final line end if it is missing and flush: the content is complete."""
+        """Add the final line end if it is missing: the content is complete. (Nothing waits in
+        the output buffer between writes: storewalk._lines empties it at the end of its chunk.)"""
         if not self.done:
             if self.size and self._last != _LF:
-                self._emit(b"\n" if self._last == _CR else b"\r\n")
-                self._last = _LF
-            self.flush()
+                self._put(b"\n" if self._last == _CR else b"\r\n", 1 if self._last == _CR else 2)
             self.done = True
 
     def digest(self):

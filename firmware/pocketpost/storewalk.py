@@ -15,7 +15,7 @@ Functions of a store.Delivery, whose state (_last, dots, size, the buffers) they
 
 from pocketpost.compat import const
 
-# store.py's (private copies: const() folds them, so they cannot be imported).
+# The output buffer of a lone LF's conversion (Delivery._out, made at the first one).
 _OUT_BUF = const(512)
 # A chunk is walked LF by LF while its lines average at least this many bytes, and by C count
 # passes over the rest of the chunk once they are denser (see _scan).
@@ -86,11 +86,11 @@ def _lines(d, buf, end):
     while True:
         if at >= 0:
             if at > run:
-                d._emit(mv[run:at])
+                _emit(d, mv[run:at])
             run = at
             # the stuffing dot: written past the digest (which is of the message)
             d._room(1)
-            d.flush()
+            _flush(d)
             d.file.write(b".")
             d.dots += 1
         j = buf.find(b"\n", i, end)
@@ -99,12 +99,33 @@ def _lines(d, buf, end):
         prev = buf[j - 1] if j > 0 else d._last
         if prev != _CR:
             if j > run:
-                d._emit(mv[run:j])
-            d._emit(b"\r\n")
+                _emit(d, mv[run:j])
+            _emit(d, b"\r\n")
             run = j + 1
         i = j + 1
         at = i if i < end and buf[i] == _DOT else -1
     if end > run:
-        d._emit(mv[run:end])
+        _emit(d, mv[run:end])
     if end:
         d._last = buf[end - 1]
+    _flush(d)  # nothing left waiting between writes (Delivery.finish counts on it)
+
+
+def _emit(d, data):
+    """data into the message through the output buffer (a piece of _OUT_BUF or more goes as is)."""
+    n = len(data)
+    d._room(n)
+    d.size += n
+    if d._out is None or d._count + n > _OUT_BUF:
+        _flush(d)
+    if n >= _OUT_BUF or d._out is None:
+        d._sink(data)
+    else:
+        d._out[d._count : d._count + n] = data
+        d._count += n
+
+
+def _flush(d):
+    if d._count:
+        d._sink(d._omv[: d._count])
+        d._count = 0

@@ -1179,10 +1179,10 @@ def test_cold_module_constants_agree_with_the_store():
         assert getattr(storecore, name) == getattr(storeindex, name), name
     for name in ("_REC", "_MASK", "_PLAIN", "_STUFFED"):
         assert getattr(storemerge, name) == getattr(storeindex, name), name
-    # storewalk's copies of store.py's (the Delivery's buffers and bytes); the input block, storecore's
+    # storewalk's copies of store.py's (bytes); the input block, storecore's
     from pocketpost import storewalk
 
-    for name in ("_OUT_BUF", "_LF", "_CR", "_DOT"):
+    for name in ("_LF", "_CR", "_DOT"):
         assert getattr(storewalk, name) == getattr(store_mod, name), name
     from pocketpost import storerare
 
