@@ -90,7 +90,7 @@ def _lines(d, buf, end):
             run = at
             # the stuffing dot: written past the digest (which is of the message)
             d._room(1)
-            _flush(d)
+            flush(d)
             d.file.write(b".")
             d.dots += 1
         j = buf.find(b"\n", i, end)
@@ -108,7 +108,7 @@ def _lines(d, buf, end):
         _emit(d, mv[run:end])
     if end:
         d._last = buf[end - 1]
-    _flush(d)  # nothing left waiting between writes (Delivery.finish counts on it)
+    flush(d)  # nothing left waiting between writes (Delivery.finish counts on it)
 
 
 def _emit(d, data):
@@ -117,7 +117,7 @@ def _emit(d, data):
     d._room(n)
     d.size += n
     if d._out is None or d._count + n > _OUT_BUF:
-        _flush(d)
+        flush(d)
     if n >= _OUT_BUF or d._out is None:
         d._sink(data)
     else:
@@ -125,7 +125,8 @@ def _emit(d, data):
         d._count += n
 
 
-def _flush(d):
+def flush(d):
+    """What waits in the output buffer, into the message (a name the runtime has: file.flush)."""
     if d._count:
         d._sink(d._omv[: d._count])
         d._count = 0
