@@ -97,7 +97,7 @@ def mpy(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("mpy"))
     os.makedirs(out + "/pocketpost")
     for mod in ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession", "storescan",
-                "compat", "log"):
+                "storerare", "storewalk", "storeopen", "compat", "log"):
         r = subprocess.run([tool("mpy-cross"), "-o", "%s/pocketpost/%s.mpy" % (out, mod), "pocketpost/%s.py" % mod],
                            capture_output=True, text=True, cwd=FIRMWARE)
         assert r.returncode == 0, r.stderr

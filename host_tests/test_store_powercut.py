@@ -180,7 +180,9 @@ def check(model, n_label):
             assert name == "index", (n_label, "leftover", name)
     assert _listdir(box.path + "/tmp") == [], (n_label, "tmp not cleaned")
     recs = set()
-    for r in box.iter_index():
+    from pocketpost import storeindex
+
+    for r in storeindex.iter_index(box):
         p = box.msg_path(*r)
         recs.add(p[len(box.path) + 1 :])
     assert recs == files, (n_label, "index/files", recs, files)

@@ -33,7 +33,7 @@ PARTS = (
                 "clientrecover", "fetch", "fetchload", "uidstate", "uidcompact", "headers", "session",
                 "transport", "pop3client", "pop3listing", "nativescan", "oauth2")),
     ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession",
-               "storescan", "storecheck", "groupcommit")),
+               "storescan", "storecheck", "storerare", "storewalk", "storeopen", "groupcommit")),
 )
 
 

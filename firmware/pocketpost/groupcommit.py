@@ -9,18 +9,18 @@ the same pass. commit():
   3. renames every temp file into its bucket (the final names carry the seq each box is at);
   4. removes <root>/group.
 A failure before step 2 completes aborts every copy: nothing is stored. Recovery (Store(),
-before its clean-up of temp files) rolls a complete <root>/group forward (renames the temp files
+before its clean-up of temp files: storerare.finish_group, loaded only when it finds an intent
+record, so the SMTP receiver does not keep that code) rolls a complete <root>/group forward (renames the temp files
 still there) and removes a group.new that never became the intent: so after a power cut a
 message is in every mailbox of the group or in none.
 
-Only the SMTP receiver imports this module; Store() (storecore) imports it only when it finds an intent
-record to finish. Each copy goes through the two steps of Delivery.commit around its rename:
-Delivery.seal() (step 1) and Delivery.landed() (the RAM state, after step 3), so a change to
-commit is made once, in store.py.
+Only the SMTP receiver imports this module. Each copy goes through the two steps of Delivery.commit
+around its rename: Delivery.seal() (step 1) and Delivery.landed() (the RAM state, after step 3), so
+a change to commit is made once, in store.py.
 """
 
 from pocketpost import compat
-from pocketpost.storecore import StoreError, _os_error, _remove
+from pocketpost.storecore import StoreError, StoreFull, _os_error, _remove
 
 # The intent record is "group" in the store root (mailboxes are directories), written as
 # "group.new" first; each a literal where used: a name of its own would be an interned one (as
@@ -42,7 +42,8 @@ def begin(store, names, arrival=None):
     k = len(ds)
     if k > 1:
         for d in ds:
-            d.share_flash(k)
+            if d.limit >= 0 and d.exc_type is StoreFull:  # (a quota's limit stays as it is)
+                d.limit //= k  # k copies of one message share the free flash
     return ds
 
 
@@ -113,34 +114,6 @@ def commit(store, group):
     for d in ds:
         d.box.merge_due()
     return uids
-
-
-def recover(root):
-    """Finish a committed group (rename the temp files still in tmp/), forget an uncommitted one."""
-    intent = compat.join(root, "group")
-    try:
-        _remove(compat.join(root, "group.new"))
-        if not compat.exists(intent):
-            return
-        f = open(intent)
-        try:
-            text = f.read()
-        finally:
-            f.close()
-        if text.endswith("end\n"):
-            for line in text.split("\n"):
-                parts = line.split(" ")
-                if len(parts) != 2:
-                    continue
-                src = compat.join(root, parts[0])
-                dst = compat.join(root, parts[1])
-                if compat.exists(src):
-                    compat.makedirs(dst.rsplit("/", 1)[0])
-                    compat.rename(src, dst)
-            compat.sync_dir(root)
-        _remove(intent)
-    except OSError as e:
-        raise _os_error(e)
 
 
 def room(store, name=None):

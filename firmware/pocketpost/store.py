@@ -30,13 +30,13 @@ payload on littlefs): the message is streamed into tmp/, flushed, then renamed i
 Lone LF becomes CRLF and dot lines are stuffed here and nowhere else. A chunk whose LFs are all
 preceded by CR (one walk from LF to LF with C `find`, switching to C `count` passes when lines are
 short; a LF first in the chunk after a CR last in the previous one counts as paired) and with no
-line starting with "." (the same walk looks at the byte after each LF, plus a "." first in the
-chunk when the previous byte was LF or the message starts there) is written to the file as
-given. A chunk with dot lines is written in pieces cut after each LF that precedes a ".", with a
-"." in between (C `find` of "\n."); only a chunk with a lone LF takes the slow path, a per-line
-walk through a fixed output buffer that does both. A caller that un-stuffed the text itself says
-what it knows with `write(..., crlf=True, dots=False)` (no lone LF, no dot line so far) and skips
-the scans. The dot count goes into the file name at the rename, so it costs no flash operation.
+line starting with "." (the same walk looks at the byte after each LF, plus a "." first in the chunk
+when the previous byte was LF or the message starts there) is written to the file as given (those
+scans: storewalk.py). A chunk with dot lines is written in pieces cut after each LF that precedes a
+".", with a "." in between (C `find` of "\n."); only a chunk with a lone LF takes the slow path, a
+per-line walk through a fixed output buffer that does both. A caller that un-stuffed the text itself
+says what it knows with `write(..., crlf=True, dots=False)` (no lone LF, no dot line so far) and
+skips the scans. The dot count goes into the file name at the rename, so it costs no flash operation.
 `begin(name, digest=True)` also keeps a SHA-1 of the message (the un-stuffed octets LIST counts:
 the client's crash-safe bookkeeping); `digest()` ends the message (the final line end is added
 then) and returns it. Files with a seq above the index's last record are "unindexed"; they
@@ -95,31 +95,36 @@ the next lock recovers it. A file's content is not checksummed: a same-size chan
 by RETR (reading a stuffed file un-stuffed also checks it comes to its LIST size, EIO if not).
 
 The modules, by who needs them and when (each role keeps only its part; figures: resident heap
-after the import, 64-bit unix port, from .mpy):
-  - storecore.py, what every role keeps (~10 KB): the exceptions, the RAM state (_BOXES, _LOCKS,
-    _Box), Store (open, quota and room, begin, lock) and _cold, which loads the parts below for
-    a call. config.open_store imports it, not this module.
-  - store.py (this module, ~7 KB more): Delivery and the public names (store.Store,
-    store.Mailbox, store.StoreError, ...; a module __getattr__ finds the others where they
-    live). Store.begin imports it: a POP3 server that receives no mail never loads it.
-  - storeindex.py (~2.5 KB): the index format, the index read and verified, walked, written.
-    The session side imports it and holds it; anyone else loads it for a call.
-  - storesession.py (~7 KB): lock (Store.lock imports it), Mailbox (the session's reads,
-    store.Mailbox resolves to it) and the deletion commit (write_intent, apply_deletions, also
-    the roll-forward of recovery). A process that only delivers (the fetch CLI) never loads it.
-  - Loaded for a call and dropped after it (MicroPython): storemerge.py (~2.5 KB: the files
-    above the index appended to it, at a lock after deliveries and every _MERGE_AFTER
-    deliveries; file and UID names parsed; create; and the first load of a mailbox after boot:
-    the index verified and compared with one listing of the buckets, the clean case finished
-    there), storescan.py (recovery: the roll-forward or discard of an intent log, the
-    scan, salvage, the rebuild from the files, the format-1 upgrade) and storecheck.py
-    (Store.check, describe).
+after the import, 64-bit unix port, from .mpy, in the fetch CLI's order):
+  - storecore.py, what every role keeps (~7.5 KB): the exceptions, the RAM state (_BOXES,
+    _LOCKS, _Box), Store (open, quota and room, begin, lock), an index record read (_unpack,
+    _lsize) and _cold, which loads the parts below for a call. config.open_store imports it,
+    not this module.
+  - store.py (this module, ~5 KB more): Delivery and the public names (store.Store,
+    store.StoreError, ...; a module __getattr__ finds the others where they live:
+    storerare.find). Store.begin imports it: a POP3 server that receives no mail never loads it.
+  - storesession.py (~4 KB): lock (Store.lock imports it), Mailbox (the session's reads,
+    store.Mailbox resolves to it) and the deletion commit's names (write_intent,
+    apply_deletions: storecommit.py's). A process that only delivers (the fetch CLI) never
+    loads it. It holds no index code.
+  - Loaded for a call and dropped after it (MicroPython): storeindex.py (~2 KB: the index
+    format, the index read and verified, walked, written: a lock's check, a merge, recovery,
+    a commit), storemerge.py (~4 KB: the files above the index appended to it, at a lock after
+    deliveries and every _MERGE_AFTER deliveries; file and UID names parsed; create; and the
+    first load of a mailbox after boot: the index verified and compared with one listing of
+    the buckets, the clean case finished there), storecommit.py (a commit that deletes
+    something), storescan.py (recovery: the roll-forward or discard of an intent log, the
+    scan, salvage, the rebuild from the files, the format-1 upgrade), storecheck.py
+    (Store.check, describe), storerare.py (~4 KB: store.X, a stuffed message read
+    un-stuffed, a session's report of an unreadable message, a restore's UIDs, a group commit
+    cut short), storewalk.py (~1.5 KB: the scans of a chunk written without the caller's
+    hint, above; the POP3 client gives it, so a fetch never loads this) and storeopen.py
+    (~2.5 KB: Store()'s opening, the temp files of interrupted deliveries removed).
     Recovery runs when a first load (storemerge.load) finds anything to repair, at a lock that
-    found damage and at a check. _cold counts the calls under way in each group (_held:
-    storescan, storecheck, storemerge, storecommit; _ixheld: storeindex, plus one while storesession is loaded), so a
-    module in use is never dropped and a server keeps one copy of storeindex. Nothing outside a
-    call refers to them: the exceptions, _Box and the RAM state live in storecore, reports are
-    plain dicts, their generators are closed before the call returns.
+    found damage and at a check. _cold counts the calls under way (_held), so a module in use
+    is never dropped. Nothing outside a call refers to them: the exceptions, _Box and the RAM
+    state live in storecore, reports are plain dicts, their generators are closed before the
+    call returns (an _Unstuffed reader keeps its class, not the module's name, while open).
 
 Locks live in RAM (a module-level set): a dead session cannot leave one behind across a restart.
 One process owns a store root; all Store objects in it share the per-mailbox state below.
@@ -134,19 +139,17 @@ from pocketpost.compat import const
 
 # The public names (store.Store, store.StoreError, ...), one object each wherever imported from.
 # (Mailbox and MailboxLocked: storesession.py's, through __getattr__ below.)
-from pocketpost.storecore import (_LOCKS, QuotaExceeded, Store, StoreError, StoreFull,  # noqa: F401
-                                  _Delivery_ids, _msg_name, _os_error, _remove, describe, reboot, valid_name)
+from pocketpost.storecore import (QuotaExceeded, Store, StoreError, StoreFull, _cold,  # noqa: F401
+                                  _Delivery_ids, _msg_name, _os_error, _remove, describe, reboot)
 
 # --- named limits -----------------------------------------------------------------------------
 # (BUCKET and the private _MERGE_AFTER, _DEFAULT_QUOTA, _DEFAULT_RESERVE_BYTES, _MAX_NAME_LEN,
 # _FREE_RECHECK and _FREE_MARGIN, with their reasons: storecore.py; store.X gives the public ones.)
 
-# Delivery I/O buffers: fixed, allocated once per delivery, never proportional to the message.
-_OUT_BUF = const(512)
+# Delivery I/O buffers: fixed, allocated once per delivery, never proportional to the message
+# (the output buffer of a lone LF's conversion, storewalk.py's _OUT_BUF; the input buffer a
+# memoryview is copied into).
 _IN_BUF = const(512)  # storecore's (a private copy)
-# Delivery checks a chunk by walking its LFs while they average at least this many bytes apart,
-# and by C count passes over the rest of the chunk once lines are denser (see Delivery._scan).
-_WALK_BYTES = const(32)
 # storeindex.py's (the on-flash format: const() folds them, test_store.py checks they agree).
 _PLAIN = const(0x80000000)  # in a record's size field: the file is the wire form (plain or stuffed)
 _STUFFED = const(0x40000000)  # with _PLAIN: the file has dots added (their number is in its name)
@@ -156,31 +159,10 @@ _DOT = const(46)
 
 
 def __getattr__(name):
-    """store.Mailbox and store.MailboxLocked (storesession.py, loaded on first use), and the
-    store's other names where they live (storecore.py, storeindex.py, storemerge.py: store._Box,
-    store.parse_uid, ...)."""
-    if name in ("Mailbox", "MailboxLocked"):
-        from pocketpost import storesession
-
-        return getattr(storesession, name)
-    from pocketpost import storecore
-
-    try:
-        return getattr(storecore, name)
-    except AttributeError:
-        pass
-    from pocketpost import storeindex
-
-    try:
-        return getattr(storeindex, name)
-    except AttributeError:
-        pass
-    from pocketpost import storemerge
-
-    try:
-        return getattr(storemerge, name)
-    except AttributeError:
-        raise AttributeError(name) from None
+    """The store's other public names where they live (store.Mailbox, store.MailboxLocked,
+    store._Box, store.parse_uid, ...): storerare.find. (reboot and describe, which tests and
+    tools call often, are imported above.)"""
+    return _cold("storerare", "find", name)
 
 
 class Delivery:
@@ -194,18 +176,23 @@ class Delivery:
     memoryview (which has no find/count) is scanned through a fixed input buffer. `size` counts
     the message's octets (LIST's), `dots` the dots added; the digest is of the message.
 
-    Its working parts (file, sha1, done, finish, flush, szf, _scan, _count, ...) take names the
+    The scans of a chunk written without the hint (lone LFs, dot lines) are storewalk.py's,
+    loaded for such a write: the POP3 client and the SMTP receiver give the hint (with it, only
+    dot lines are looked for: _scan, through the input buffer for a memoryview: copy).
+
+    Its working parts (file, sha1, done, finish, copy, szf, _scan, _count, ...) take names the
     runtime already holds, built in or used by the modules a fetch loads anyway: any other name
     would be interned, never freed, by the first delivery of every process (issue 10: the fetch
     CLI's names, docs/ARCHITECTURE.md). For callers: write, digest, uid_on_commit, commit (or
-    seal, landed, spent for a group), share_flash, abort, and size, dots, plain, tmp, box.
+    seal, landed, spent for a group), abort, and size, dots (none: the message has no line
+    starting with "."), tmp, box, limit, exc_type.
     """
 
     def __init__(self, store, box, arrival, limit, exc_type, digest=False):
         self.store = store
-        self._box = box
+        self.box = box  # the mailbox's RAM state (the group commit checks its mailboxes are distinct)
         self.arrival = arrival
-        self.limit = limit  # most octets the file may take (-1: no limit), share_flash divides it
+        self.limit = limit  # most octets the file may take (-1: no limit); groupcommit shares it
         self.exc_type = exc_type  # raised past `limit`: StoreFull (flash) or QuotaExceeded
         self.size = 0
         self._last = _LF  # pretend a line just ended: a leading LF is lone, a leading "." a dot line
@@ -216,7 +203,7 @@ class Delivery:
             self.sha1 = hashlib.sha1()
         self._out = None  # slow path output buffer, made at the first lone LF
         self._omv = None  # its memoryview
-        self._count = 0  # octets waiting in it
+        self._count = 0  # octets waiting in it (within a storewalk._lines call only)
         self._block = None  # input buffer a memoryview is copied into, made at the first one
         self._mv = None  # its memoryview
         self.file = None  # the temp file, open while the message is written
@@ -235,11 +222,6 @@ class Delivery:
                 raise _os_error(e)
             raise
 
-    @property
-    def plain(self):
-        """True while no line of the message written so far starts with "."."""
-        return not self.dots
-
     def write(self, data, crlf=False, dots=True):
         """Add data. `crlf=True` says the caller has checked that every LF in `data` follows a
         CR (the one before data being the last byte written), and `dots=False` (with crlf) that no
@@ -248,28 +230,14 @@ class Delivery:
         if self.file is None or self.done:
             raise StoreError("delivery is closed")
         try:
-            if crlf and not (dots and isinstance(data, memoryview)):  # a memoryview has no find()
-                end = len(data)
-                if end:
-                    j = data.find(b"\n.") if dots else -1
-                    if j >= 0 or (dots and data[0] == _DOT and self._last == _LF):
-                        self._dots(data, end, j)
-                    else:
-                        self._put(data, end)
-            elif isinstance(data, memoryview):
-                if self._block is None:
-                    self._block = bytearray(_IN_BUF)
-                    self._mv = memoryview(self._block)
-                buf = self._block
-                i = 0
-                n = len(data)
-                while i < n:
-                    k = min(_IN_BUF, n - i)
-                    buf[:k] = data if k == n else data[i : i + k]  # no slice object for a whole chunk
-                    self._scan(buf, k, buf if k == _IN_BUF else None)  # None: _scan makes the view if it needs one
-                    i += k
-            else:
-                self._scan(data, len(data), data)
+            if not crlf:
+                from pocketpost import storewalk  # no hint: the scans (loaded for such a write, see there)
+
+                storewalk.write(self, data)
+            elif dots and isinstance(data, memoryview):  # (a memoryview has no find)
+                self.copy(data, True)
+            elif len(data):
+                self._scan(data, len(data), dots, data)
         except OSError as e:
             self.abort()
             raise _os_error(e)
@@ -277,45 +245,38 @@ class Delivery:
             self.abort()
             raise
 
-    def _scan(self, buf, end, view):
-        """buf[:end] (bytes or bytearray) into the message; `view` is that range as one object
-        (None: buf is the input buffer, _mv[:end] is made only for the fast path).
-
-        One walk over the LFs (a C find from each to the next) checks that each follows a CR and
-        whether the byte after it is "."; it measured cheaper than C count passes on mail-like
-        lines (two counts plus a find: ~2x). Lines denser than one per _WALK_BYTES bytes on
-        average switch to those passes for the rest of the chunk, which bounds the walk."""
-        if not end:
-            return
-        last = self._last
-        dotted = buf[0] == _DOT and last == _LF  # a line of this chunk starts with "."
-        i = 0
-        left = end // _WALK_BYTES
-        lone = False
-        scan = -1  # where the walk stopped short: "\n." from here on is left to a C find
-        while True:
-            j = buf.find(b"\n", i, end)
-            if j < 0:
-                break
-            if (buf[j - 1] if j else last) != _CR:
-                lone = True  # _lines walks every LF anyway and checks the rest for dots
-                break
-            i = j + 1
-            if i < end and buf[i] == _DOT:
-                dotted = True
-            left -= 1
-            if not left:
-                lone = buf.count(b"\n", i, end) != buf.count(b"\r\n", i, end)
-                scan = i
-                break
-        if not dotted and scan >= 0 and not lone and buf.find(b"\n.", scan, end) >= 0:
-            dotted = True
-        if lone:
-            self._lines(buf, end)
-        elif dotted:
-            self._dots(buf, end, -2)
+    def _scan(self, buf, end, dots, view):
+        """buf[:end] (no lone LF: the caller's hint) into the message, dot lines looked for
+        when `dots` (else it goes as it is); view: that range as one object (None: buf is the
+        input buffer, _mv[:end] is made only if it goes as it is). (Without the hint:
+        storewalk._scan.)"""
+        j = buf.find(b"\n.", 0, end) if dots else -1
+        if j >= 0 or (dots and buf[0] == _DOT and self._last == _LF):
+            self._dots(buf, end, j)
         else:
             self._put(view if view is not None else self._mv[:end], end)
+
+    def copy(self, data, crlf):
+        """A memoryview through the input buffer, _IN_BUF at a time (a memoryview has no find or
+        count): each piece as _scan takes it with the caller's hint (crlf), else as
+        storewalk._scan does."""
+        if self._block is None:
+            self._block = bytearray(_IN_BUF)
+            self._mv = memoryview(self._block)
+        buf = self._block
+        i = 0
+        n = len(data)
+        while i < n:
+            k = min(_IN_BUF, n - i)
+            buf[:k] = data if k == n else data[i : i + k]  # no slice object for a whole chunk
+            view = buf if k == _IN_BUF else None  # None: the view is made only if it is needed
+            if crlf:
+                self._scan(buf, k, True, view)
+            else:
+                from pocketpost import storewalk
+
+                storewalk._scan(self, buf, k, view)
+            i += k
 
     def _room(self, n):
         if self.limit >= 0 and self.size + self.dots + n > self.limit:
@@ -326,8 +287,6 @@ class Delivery:
         before each line that starts with ".": the pieces between go as memoryview slices.
         pos: where the first "\n." is if the caller found it (-1: none), -2: not looked for."""
         self._room(end)
-        if self._count:
-            self.flush()
         mv = self._mv if buf is self._block else memoryview(buf)  # one view object fewer per chunk
         if self.sha1 is not None:
             self.sha1.update(buf if end == len(buf) else mv[:end])
@@ -353,8 +312,6 @@ class Delivery:
     def _put(self, view, end):
         # Fast path: every LF has its CR, no line starts with "."; the chunk goes as it is.
         self._room(end)
-        if self._count:
-            self.flush()
         self._sink(view)
         self.size += end
         self._last = view[end - 1]
@@ -365,64 +322,12 @@ class Delivery:
             self.sha1.update(data)
         self.file.write(data)
 
-    def _lines(self, buf, end):
-        if self._out is None:
-            self._out = bytearray(_OUT_BUF)
-            self._omv = memoryview(self._out)
-        mv = memoryview(buf)
-        run = 0
-        i = 0
-        at = 0 if end and buf[0] == _DOT and self._last == _LF else -1  # where a dot line starts
-        while True:
-            if at >= 0:
-                if at > run:
-                    self._emit(mv[run:at])
-                run = at
-                # the stuffing dot: written past the digest (which is of the message)
-                self._room(1)
-                self.flush()
-                self.file.write(b".")
-                self.dots += 1
-            j = buf.find(b"\n", i, end)
-            if j < 0:
-                break
-            prev = buf[j - 1] if j > 0 else self._last
-            if prev != _CR:
-                if j > run:
-                    self._emit(mv[run:j])
-                self._emit(b"\r\n")
-                run = j + 1
-            i = j + 1
-            at = i if i < end and buf[i] == _DOT else -1
-        if end > run:
-            self._emit(mv[run:end])
-        if end:
-            self._last = buf[end - 1]
-
-    def _emit(self, data):
-        n = len(data)
-        self._room(n)
-        self.size += n
-        if self._out is None or self._count + n > _OUT_BUF:
-            self.flush()
-        if n >= _OUT_BUF or self._out is None:
-            self._sink(data)
-        else:
-            self._out[self._count : self._count + n] = data
-            self._count += n
-
-    def flush(self):
-        if self._count:
-            self._sink(self._omv[: self._count])
-            self._count = 0
-
     def finish(self):
-        """Add the final line end if it is missing and flush: the content is complete."""
+        """Add the final line end if it is missing: the content is complete. (Nothing waits in
+        the output buffer between writes: storewalk._lines empties it at the end of its chunk.)"""
         if not self.done:
             if self.size and self._last != _LF:
-                self._emit(b"\n" if self._last == _CR else b"\r\n")
-                self._last = _LF
-            self.flush()
+                self._put(b"\n" if self._last == _CR else b"\r\n", 1 if self._last == _CR else 2)
             self.done = True
 
     def digest(self):
@@ -448,7 +353,7 @@ class Delivery:
         first (the caller records it, then commits without yielding in between)."""
         if self._uid is not None:
             return "%08x.%d" % self._uid
-        return "%08x.%d" % (self._box.epoch, self._box.next_seq)
+        return "%08x.%d" % (self.box.epoch, self.box.next_seq)
 
     def commit(self):
         """Make the message durable and visible; returns its UID. The two steps around the
@@ -465,13 +370,13 @@ class Delivery:
         epoch, seq, target = self.seal()
         try:
             compat.rename(self.tmp, target)
-            compat.sync_dir(self._box.bucket_dir(seq))
+            compat.sync_dir(self.box.bucket_dir(seq))
         except BaseException as e:
             tmp = self.tmp
             if compat.exists(target) and not compat.exists(tmp):
                 uid = self.landed(epoch, seq)
                 if isinstance(e, OSError):
-                    log.warning("store %s: %s after the rename of %s: stored", self._box.path, e, uid)
+                    log.warning("store %s: %s after the rename of %s: stored", self.box.path, e, uid)
                     return uid
                 raise
             self.spent(seq)
@@ -487,7 +392,7 @@ class Delivery:
         self.tmp there, then call landed(epoch, seq). On failure the delivery is aborted."""
         if self.file is None:
             raise StoreError("delivery is closed")
-        box = self._box
+        box = self.box
         store = self.store
         try:
             self.finish()
@@ -498,15 +403,7 @@ class Delivery:
                 raise QuotaExceeded("mailbox quota exceeded")
             epoch, seq = box.epoch, box.next_seq
             if self._uid is not None:
-                epoch, seq = self._uid
-                if box.path in _LOCKS:  # (locked: storesession is loaded)
-                    # storesession's, looked up by name (this module's __getattr__): a name
-                    # in this code would be interned by every process that delivers.
-                    raise __getattr__("MailboxLocked")("mailbox in use")
-                if seq < box.next_seq:
-                    raise StoreError("uid %08x.%d is not above the mailbox's last" % (epoch, seq), "SYS/PERM")
-                if box.unindexed:
-                    box.merge()  # the records stay in seq order
+                epoch, seq = _cold("storerare", "restore_seal", self)
             bdir = box.bucket_dir(seq)
             if not compat.isdir(bdir):
                 os.mkdir(bdir)
@@ -522,7 +419,7 @@ class Delivery:
         """seq went to a rename that may have happened (or may yet: a group's intent): the
         mailbox never hands it out again in this process (after a restart, recovery indexes
         the file if it is there). A skipped seq is only a gap in the UIDs."""
-        box = self._box
+        box = self.box
         if box.next_seq <= seq:
             box.next_seq = seq + 1
 
@@ -534,7 +431,7 @@ class Delivery:
         """Commit, step 2, once the temp file is renamed to seal()'s path (the message is durable):
         the mailbox's RAM state. Returns the UID. Nothing here may fail the delivery. merge=False
         leaves the due merge of unindexed messages to the caller (box.merge_due())."""
-        box = self._box
+        box = self.box
         self.tmp = None
         box.busy -= 1
         box.next_seq = seq + 1
@@ -544,28 +441,11 @@ class Delivery:
         if c is not None:
             c[3] += self.size + self.dots + 512  # + metadata, roughly
         if self._uid is not None:
-            try:
-                box.merge([(epoch, seq, self.arrival, self.szf(), self.size)])
-            except (OSError, StoreError):
-                # Durable but unindexed beyond a possible bucket gap: an index rebuild (or the
-                # same restore run again, which renames over it) makes it visible.
-                box.loaded = False
-            return "%08x.%d" % (epoch, seq)
+            return _cold("storerare", "restore_landed", self, epoch, seq)
         box.unindexed += 1
         if merge:
             box.merge_due()
         return "%08x.%d" % (box.epoch, seq)
-
-    @property
-    def box(self):
-        """The mailbox's RAM state (the group commit checks its mailboxes are distinct)."""
-        return self._box
-
-    def share_flash(self, k):
-        """Let this delivery take only 1/k of the free flash (k copies of one message share it);
-        a quota limit stays as it is."""
-        if self.limit >= 0 and self.exc_type is StoreFull:
-            self.limit //= k
 
     def abort(self):
         """Throw the message away (safe to call more than once, and after a failed write)."""
@@ -581,5 +461,5 @@ class Delivery:
             except OSError:
                 pass
             self.tmp = None
-            self._box.busy -= 1
+            self.box.busy -= 1
 

@@ -8,9 +8,10 @@ MicroPython, drops it (and storescan) when no call is inside them.
 
 from pocketpost import compat
 from pocketpost.compat import const
-from pocketpost.storecore import _BOXES, _LOCKS, StoreError, _Box, _clean_tmp
+from pocketpost.storecore import _BOXES, _LOCKS, StoreError, _Box
 from pocketpost.storeindex import read_index_state
 from pocketpost.storemerge import _file_rec, _parse_msg_name
+from pocketpost.storeopen import _clean_tmp
 from pocketpost.storescan import _commit_ok, _set_aside, buckets, recover, report, scan
 
 _IN_BUF = const(512)  # storecore's (a private copy)

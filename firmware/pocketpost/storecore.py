@@ -6,24 +6,33 @@ The store is split by who needs what, and when:
   - store.py: Delivery (write, seal, commit) and the public names (store.Store, store.Mailbox,
     the exceptions, ...). Store.begin imports it: a POP3 server that receives no mail (no SMTP,
     no fetcher) never loads it.
-  - storeindex.py: the index format, read and verified, walked, written. storesession imports
-    it and holds it; otherwise loaded for a call (recovery, a merge, create).
-  - storesession.py: lock, Mailbox (Store.lock imports it).
-  - storemerge.py (the files above the index appended to it, file and UID names parsed, create,
-    a mailbox's first load: the index checked against the files), storecommit.py (the deletion
-    commit: a session's commit that deletes something, recovery's roll-forward), storescan.py (recovery: only when that check finds something to repair) and storecheck.py
-    (Store.check, describe): loaded for a call, dropped after it. Store() loads none of them: a server's start (config loaded, the
-    server's code in the heap) is where its smallest heap is set.
+  - storesession.py: lock, Mailbox (Store.lock imports it). It holds no index code: a Mailbox
+    reads records with _unpack and _lsize, here (the only part of the index format every
+    reader needs), and a lock verifies the index through _cold.
+  - storeindex.py (the index format, read and verified, walked, written), storemerge.py (the
+    files above the index appended to it, file and UID names parsed, create, a mailbox's first
+    load: the index checked against the files), storecommit.py (the deletion commit: a
+    session's commit that deletes something, recovery's roll-forward), storescan.py (recovery:
+    only when that check finds something to repair), storecheck.py (Store.check, describe),
+    storerare.py (store.X looked up, a stuffed message read un-stuffed, a session's
+    report of an unreadable message, a restore's UIDs, a group commit cut short) and
+    storewalk.py (a delivery's scans of chunks written without the caller's hint) and
+    storeopen.py (Store()'s opening: temp files of interrupted deliveries removed, RAM state
+    of idle mailboxes forgotten, a group commit cut short finished): loaded for a call,
+    dropped after it. Store() loads only storeopen, kept small: a server opens its store with
+    its configuration loaded, so that load adds to the heap the server's start needs.
 The session side's exception (MailboxLocked) is storesession.py's and the recovery of every
 mailbox at a server's start (recover_all) storemerge.py's: a process that never locks a mailbox
 (the fetch CLI) interns neither name, and a server that only listens or receives SMTP keeps
 neither module loaded.
-On MicroPython a module loaded for a call is dropped when the last call inside it returns (_held,
-_ixheld: the users under way, compat.release_cold); CPython keeps modules (a second copy would
+On MicroPython the code loaded for a call is dropped when the last call inside any of it returns
+(_held: the calls under way, compat.release_cold); CPython keeps modules (a second copy would
 give its classes a second identity).
 """
 
+import binascii
 import os
+import struct
 
 from pocketpost import compat, log
 from pocketpost.compat import const
@@ -47,8 +56,8 @@ _REC = const(24)
 _PLAIN = const(0x80000000)
 _STUFFED = const(0x40000000)
 _SIZE = const(0x3FFFFFFF)
-# Listings of tmp/ when cleaning it: one, then one more after removals (see _clean_tmp).
-_TMP_PASSES = const(3)
+_RES = const(0x2144DF1C)
+_MASK = const(0xFFFFFFFF)
 _LOCKS = set()  # mailbox directories locked in this process (RAM only, by design)
 _BOXES = {}  # mailbox directory -> _Box (RAM state shared by every Store in the process)
 _Delivery_ids = [0]  # unique temp names within the process (store.Delivery; here, so a reload of store.py keeps counting)
@@ -67,15 +76,11 @@ class StoreError(Exception):
 
 
 class StoreFull(StoreError):
-    """The filesystem (less its reserve) has no room for this message."""
-
-    code = "SYS/TEMP"
+    """The filesystem (less its reserve) has no room for this message (code: SYS/TEMP)."""
 
 
 class QuotaExceeded(StoreError):
-    """The mailbox quota has no room for this message."""
-
-    code = "SYS/TEMP"
+    """The mailbox quota has no room for this message (code: SYS/TEMP)."""
 
 
 def _os_error(e):
@@ -96,18 +101,28 @@ def _remove(path):
 
 
 def valid_name(name):
-    if not isinstance(name, str) or not 0 < len(name) <= _MAX_NAME_LEN or name[0] == ".":
-        return False
-    for ch in name:  # (one long literal: short ones such as "z" would be interned names)
-        if ch not in "abcdefghijklmnopqrstuvwxyz0123456789._-":
-            return False
-    return True
+    # Every character one of these: strip() leaves nothing (one C call, no loop; one long
+    # literal: short ones such as "z" would be interned names).
+    return (isinstance(name, str) and 0 < len(name) <= _MAX_NAME_LEN and name[0] != "."
+            and not name.strip("abcdefghijklmnopqrstuvwxyz0123456789._-"))
 
 
-def _dots(szf, lsize):
-    """Dots added to a stored message: its file octets (szf, a record's size field) less its
-    LIST size; 0 unless the record says stuffed."""
-    return (szf & _SIZE) - lsize if szf & _STUFFED else 0
+def _unpack(buf, off):
+    """The six fields of an index record (storeindex.py's format), or None if its check fails.
+    Here, with _lsize, because a POP3 session reads records and nothing else of the index: the
+    session side (storesession.py) holds no index code, storeindex.py imports these two."""
+    if binascii.crc32(memoryview(buf)[off : off + _REC], _RES) != _RES:
+        return None
+    return struct.unpack_from("<6I", buf, off)
+
+
+def _lsize(r, prev):
+    """The LIST size of index record r (six fields) whose predecessor's running total is prev
+    (0 for the first record): the size field for an unstuffed file, else the difference of the
+    running totals (which add up LIST sizes while the size field holds the file's octets)."""
+    if r[3] & _STUFFED:
+        return (r[4] - prev) & _MASK
+    return r[3] & _SIZE
 
 
 def _msg_name(epoch, seq, arrival, szf, lsize=None):
@@ -116,7 +131,7 @@ def _msg_name(epoch, seq, arrival, szf, lsize=None):
     if szf & _STUFFED:
         if lsize is None:
             raise StoreError("stuffed message: LIST size needed for its name")
-        return "%08x.%d.%d.d%d" % (epoch, seq, arrival, _dots(szf, lsize))
+        return "%08x.%d.%d.d%d" % (epoch, seq, arrival, (szf & _SIZE) - lsize)  # the dots added
     if szf & _PLAIN:
         return "%08x.%d.%d.p" % (epoch, seq, arrival)
     return "%08x.%d.%d" % (epoch, seq, arrival)
@@ -167,35 +182,6 @@ class _Box:
             except (OSError, StoreError):
                 pass  # retried at the next lock or delivery
 
-    def __getattr__(self, name):
-        """box.read_index_state(), box.iter_index(mask), box.write_index(...), ...: storeindex's
-        functions of a _Box, as methods (for tools and tests; the store's own modules call
-        storeindex). Loaded for the call; an iter_index generator keeps its module alive."""
-        if name[0] == "_":
-            raise AttributeError(name)
-        return lambda *a: _cold("storeindex", name, self, *a)
-
-
-def _clean_tmp(tmp):
-    """Remove every file in a mailbox's tmp/ (orphans of interrupted deliveries); returns how
-    many. Listed again after a removal, up to _TMP_PASSES times: the first write after a mount
-    is when littlefs finishes a move a power cut left half done, and an entry can show up (or go)
-    only then; one more listing keeps it from waiting for the next boot."""
-    removed = 0
-    try:
-        if not compat.isdir(tmp):
-            return 0
-        for _ in range(_TMP_PASSES):
-            names = compat.listdir(tmp)
-            if not names:
-                break
-            for fn in names:
-                if _remove(compat.join(tmp, fn)):
-                    removed += 1
-    except OSError as e:  # a damaged tmp/ must not keep the store from opening
-        log.warning("store %s: temp files not removed: %r", tmp, e)
-    return removed
-
 
 class Store:
     def __init__(self, root, quota=_DEFAULT_QUOTA, reserve=_DEFAULT_RESERVE_BYTES):
@@ -203,26 +189,7 @@ class Store:
         self.quota = quota
         self.reserve = reserve
         self._free_cache = None  # [free, block size, uses, bytes delivered since]
-        compat.makedirs(self.root)
-        # A group commit (groupcommit.py: one SMTP message into several mailboxes) cut short: finish
-        # or forget it before the temp clean-up below (a committed group's files are still there).
-        if compat.exists(compat.join(self.root, "group")) or compat.exists(compat.join(self.root, "group.new")):
-            from pocketpost import groupcommit
-
-            groupcommit.recover(self.root)
-        # Forget RAM state of idle mailboxes under this root (the flash may have changed since,
-        # e.g. a remount in tests), and remove orphaned temp files of interrupted deliveries.
-        prefix = self.root + "/"
-        for path in list(_BOXES):
-            box = _BOXES[path]
-            if path.startswith(prefix) and not box.busy and path not in _LOCKS:
-                del _BOXES[path]
-        for name in self.mailboxes():
-            path = compat.join(self.root, name)
-            box = _BOXES.get(path)
-            if box is not None and box.busy:
-                continue
-            _clean_tmp(compat.join(path, "tmp"))
+        _cold("storeopen", "open_store", self)  # the root made, what a cut left behind cleaned up
 
     def check(self, repair=False, deep=False, names=None):
         """Check every mailbox that no session holds; with repair, fix what is found. Returns
@@ -350,28 +317,11 @@ class Store:
         return limit, exc
 
     def deliver_stream(self, name, readinto, arrival=None):
-        """Deliver what readinto(buf) yields (it returns the byte count, 0 at EOF)."""
-        d = self.begin(name, arrival)
-        try:
-            buf = bytearray(_IN_BUF)
-            mv = memoryview(buf)
-            while True:
-                n = readinto(buf)
-                if not n:
-                    break
-                d.write(buf if n == _IN_BUF else mv[:n])  # a full block: the no-copy path
-            return d.commit()
-        except BaseException:
-            d.abort()
-            raise
+        """Deliver what readinto(buf) yields (it returns the byte count, 0 at EOF): storerare's."""
+        return _cold("storerare", "deliver_stream", self, name, readinto, arrival)
 
     def deliver_file(self, name, path, arrival=None):
-        f = open(path, "rb")
-        try:
-            return self.deliver_stream(name, f.readinto, arrival)
-        finally:
-            f.close()
-
+        return _cold("storerare", "deliver_file", self, name, path, arrival)
 
     # --- sessions -----------------------------------------------------------------------------
 
@@ -382,51 +332,24 @@ class Store:
         return storesession.lock(self, name)
 
 
-# The code loaded for a call (see the module docstring): storescan, storecheck, storemerge and
-# storecommit
-# (_held: the calls under way) and storeindex (_ixheld: the calls under way, plus one while
-# storesession, which imports it, is loaded), dropped on MicroPython once their count is back to
-# 0. A call into the first group holds storeindex too (they import it).
+# The code loaded for a call (see the module docstring), dropped on MicroPython once no call into
+# any of it is under way (_held: the calls under way; storeindex with the rest: they import it).
 _held = [0]
-_COLD = ("storecheck", "storescan", "storemerge", "storecommit")
-_ixheld = [0]  # (its module list, ("storeindex",), written where it is released)
+_COLD = ("storecheck", "storescan", "storemerge", "storecommit", "storeindex", "storerare", "storewalk",
+         "storeopen")
 
 
 def _cold(name, fn, *args):
-    """pocketpost.<name>.<fn>(*args), name one of _COLD or "storeindex", kept loaded until the last call
-    is out."""
-    ix = name == "storeindex"
-    if not ix:
-        _held[0] += 1
-    _ixheld[0] += 1
+    """pocketpost.<name>.<fn>(*args), name one of _COLD, kept loaded until the last call is out."""
+    _held[0] += 1
     try:
-        if ix:
-            from pocketpost import storeindex
-
-            return getattr(storeindex, fn)(*args)
-        if name == "storescan":
-            from pocketpost import storescan
-
-            return getattr(storescan, fn)(*args)
-        if name == "storecheck":
-            from pocketpost import storecheck  # (it imports storescan)
-
-            return getattr(storecheck, fn)(*args)
-        if name == "storecommit":
-            from pocketpost import storecommit
-
-            return getattr(storecommit, fn)(*args)
-        from pocketpost import storemerge
-
-        return getattr(storemerge, fn)(*args)
+        return getattr(getattr(__import__("pocketpost." + name), name), fn)(*args)
     finally:
-        if not ix:
-            compat.release_cold(_held, _COLD)
-        compat.release_cold(_ixheld, ("storeindex",))
+        compat.release_cold(_held, _COLD)
 
 
 def describe(name, rep):
-    """One line for a human about one mailbox's report from Store.check."""
+    """One line for a human about one mailbox's report from Store.check (storecheck's)."""
     return _cold("storecheck", "describe", name, rep)
 
 

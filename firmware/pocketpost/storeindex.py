@@ -2,13 +2,13 @@
 unpacked and checked, the whole index read and verified, its records walked, an index written.
 Functions of a storecore._Box.
 
-Apart from storecore.py so that a role that reads no index keeps none of it: the session side
-(storesession.py: a lock verifies the index, Mailbox reads records, the deletion commit rewrites
-it) imports it and holds it for as long as it is loaded (storecore._ixheld), so a server keeps one
-copy; recovery (storescan.py, storecheck.py) and storemerge.py (a first load, a merge, create)
-import it; a process that only
-delivers (the fetch CLI) loads it for those calls only (storecore._cold) and drops it after (on
-MicroPython). Appending to the index (merge) and parsing names: storemerge.py.
+Apart from storecore.py so that no role keeps it between the calls that need it: a lock's check
+of the index (storesession.lock, through storecore._cold), a deletion commit (storecommit.py),
+recovery (storescan.py, storecheck.py) and storemerge.py (a first load, a merge, create) load it
+for the call and drop it after (on MicroPython). A record read (unpacked and checked: _unpack,
+and its LIST size: _lsize) is storecore.py's, since a Mailbox reads records between those calls;
+this module imports them, so its callers find every part of the format here. Appending to the
+index (merge) and parsing names: storemerge.py.
 """
 
 import binascii
@@ -16,7 +16,7 @@ import struct
 
 from pocketpost import compat
 from pocketpost.compat import const
-from pocketpost.storecore import StoreError
+from pocketpost.storecore import StoreError, _lsize, _unpack  # noqa: F401  (a record read: storecore's, see there)
 
 # binascii.crc32: in every MicroPython build with deflate (ESP32 and unix since 1.22).
 
@@ -51,25 +51,9 @@ def _pack(buf, off, a, b, c, d, e):
     struct.pack_into("<I", buf, off + 20, binascii.crc32(memoryview(buf)[off : off + 20], _RES))
 
 
-def _unpack(buf, off):
-    """The six fields of a record, or None if its check fails."""
-    if binascii.crc32(memoryview(buf)[off : off + _REC], _RES) != _RES:
-        return None
-    return struct.unpack_from("<6I", buf, off)
-
-
 def _runs_ok(mv, n):
     """True if every record in mv[:n] (whole records) passes its check: one C call for them all."""
     return binascii.crc32(mv[:n], _RES) == _RES
-
-def _lsize(r, prev):
-    """The LIST size of index record r (six fields) whose predecessor's running total is prev
-    (0 for the first record): the size field for an unstuffed file, else the difference of the
-    running totals (which add up LIST sizes while the size field holds the file's octets)."""
-    if r[3] & _STUFFED:
-        return (r[4] - prev) & _MASK
-    return r[3] & _SIZE
-
 
 def _iter_recs(path, what):
     """Yield the records (six fields) after the header of an index or intent log file, reading

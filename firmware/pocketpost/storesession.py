@@ -1,22 +1,21 @@
 """The session side of the store (store.py's theory of operation): lock a mailbox (Store.lock),
-read it (Mailbox: the snapshot a POP3 session sees; _Unstuffed: a stuffed file read un-stuffed),
+read it (Mailbox: the snapshot a POP3 session sees; a stuffed file read un-stuffed, and a
+message reported unreadable: storerare.py, loaded for it),
 and commit its deletions (Mailbox.commit; the intent log and its roll-forward, which recovery in
 storescan.py also runs, are write_intent and apply_deletions here: their code is in storecommit.py,
 loaded for a commit that deletes something and dropped after it).
 
 Apart from the rest so that a process that only delivers (the fetch CLI, a delivery) never loads
-it: Store.lock imports it, storescan.py only to roll an intent log forward. It imports the index
-side (storeindex.py) and holds it while loaded (storecore._ixheld). The RAM state (_BOXES, _LOCKS,
-_Box) and the exceptions are storecore.py's. A lock that finds unindexed messages merges them
+it: Store.lock imports it, storescan.py only to roll an intent log forward. It holds no index
+code: a lock verifies the index through storecore._cold (storeindex.py, dropped after), and a
+Mailbox reads records with storecore's _unpack and _lsize. The RAM state (_BOXES, _LOCKS, _Box)
+and the exceptions are storecore.py's. A lock that finds unindexed messages merges them
 through storecore._cold (storemerge.py, dropped after).
 """
 
 from pocketpost import compat, log, storecore
 from pocketpost.compat import const
-from pocketpost.storecore import _BOXES, _LOCKS, StoreError, _os_error
-from pocketpost.storeindex import _lsize, _unpack, read_index_state
-
-storecore._ixheld[0] += 1  # storeindex stays loaded while this module is (storecore._cold never drops it)
+from pocketpost.storecore import _BOXES, _LOCKS, StoreError, _lsize, _os_error, _unpack
 
 # storeindex.py's private constants (const() folds them at compile time: they are not module
 # attributes on MicroPython); host_tests/dual/test_store.py checks they agree.
@@ -25,12 +24,6 @@ _RECS_PER_READ = const(32)
 _PLAIN = const(0x80000000)
 _STUFFED = const(0x40000000)
 _SIZE = const(0x3FFFFFFF)
-_EIO = const(5)  # a stuffed file that does not un-stuff to its LIST size
-
-# Messages a session reported unreadable, kept in RAM until the next lock sets them aside (bounded:
-# more than this and the rest wait for another session or for check(deep=True)).
-_MAX_UNREADABLE = const(8)
-_IN_BUF = const(512)  # storecore's (a private copy)
 
 
 class MailboxLocked(StoreError):
@@ -47,7 +40,8 @@ def lock(store, name):
     _LOCKS.add(path)
     try:
         box = _BOXES.get(path)
-        if box is not None and box.loaded and (box.suspect or not read_index_state(box)):
+        if box is not None and box.loaded and (
+                box.suspect or not storecore._cold("storeindex", "read_index_state", box)):
             # Checked at every lock (one read of the index, a crc32 per block): damage found
             # since the last recovery sends the mailbox through recovery again, which
             # rebuilds the index from the files. A session that saw damage set `suspect`.
@@ -71,58 +65,6 @@ def __getattr__(name):
 
         return getattr(storecommit, name)
     raise AttributeError(name)
-
-
-class _Unstuffed:
-    """The message of a stuffed file (Mailbox.open): readinto(buf) un-stuffs the file through a
-    fixed _IN_BUF block (wire.DotUnstuffer, which never meets a terminator in a sound file).
-    A terminator inside the file, or a message that does not come to `size` octets, raises
-    OSError(EIO) like any other unreadable message."""
-
-    def __init__(self, f, size):
-        from pocketpost.wire import DotUnstuffer  # the stuffing codec, for stuffed files only
-
-        self.f = f
-        self.left = size
-        self.u = DotUnstuffer()
-        self.buf = bytearray(_IN_BUF)
-        self.start = 0
-        self.end = 0
-
-    def readinto(self, out):
-        cap = len(out)
-        n = 0
-        u = self.u
-        while n < cap:
-            if self.start >= self.end:
-                got = self.f.readinto(self.buf)
-                if not got:
-                    break
-                self.start = 0
-                self.end = got
-            n += u.unstuff_into(self.buf, self.start, self.end, out, n)
-            self.start += u.consumed
-            if u.done:
-                raise OSError(_EIO, "terminator inside a stored message")
-        self.left -= n
-        if self.left < 0 or (not n and self.left):
-            raise OSError(_EIO, "stored message is not its recorded size")
-        return n
-
-    def read(self, n=-1):
-        """Up to n octets (all that is left when n < 0: for tests and tools, not the board)."""
-        b = bytearray(n if n >= 0 else max(self.left, 0))
-        mv = memoryview(b)
-        k = 0
-        while k < len(b):
-            got = self.readinto(mv[k:])
-            if not got:
-                break
-            k += got
-        return bytes(mv[:k])
-
-    def close(self):
-        self.f.close()
 
 
 class Mailbox:
@@ -215,23 +157,17 @@ class Mailbox:
         if n == r[3] & _SIZE:
             if stored or not r[3] & _STUFFED:
                 return f
-            return _Unstuffed(f, lsize)
+            return storecore._cold("storerare", "_Unstuffed", f, lsize)
         if f is not None:
             f.close()
         box.suspect = True
-        log.warning("store %s: message %08x.%d unreadable or not %d octets", box.path, r[0], r[1], r[3] & _SIZE)
-        raise StoreError("message damaged", "SYS/PERM")
+        storecore._cold("storerare", "damaged", box, r)  # logs it, raises StoreError
 
     def unreadable(self, i):
         """The session could not read message i (an OSError while sending it): the next lock
         moves its file to damaged/, so one bad block cannot stop a client at that message on
-        every connection. For the server's RETR/TOP error path; at most _MAX_UNREADABLE kept."""
-        r = self._rec(i)
-        box = self._box
-        if len(box.unreadable) < _MAX_UNREADABLE:
-            box.unreadable.append((r[0], r[1], r[2], r[3], self._lsize(i, r)))
-        box.suspect = True
-        log.warning("store %s: message %08x.%d could not be read: set aside at the next lock", box.path, r[0], r[1])
+        every connection. For the server's RETR/TOP error path; at most _MAX_UNREADABLE kept (storerare.unreadable)."""
+        storecore._cold("storerare", "unreadable", self, i)
 
     def commit(self, mask):
         """UPDATE state: apply every deletion of the session together, then release the lock.

@@ -177,7 +177,7 @@ def cut_every_op(base, at, step, check, reset, limit):
             except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
                 pass
             gc.collect()
-            mount_fresh(dev=FlashDev(data=dev.image()), at=at)
+            mount_fresh(dev=FlashDev(data=dev.data), at=at)  # (one copy: no image() bytes in between)
             reset()
             try:
                 check()

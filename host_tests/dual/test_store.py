@@ -492,9 +492,9 @@ def test_plain_flag_dot_line_across_writes():
                                     (b"a\r\n.", b"b\r\n", True), (b"a\r\n", b"b.\r\n", False)):
             d = st.begin("x")
             d.write(first)
-            assert d.plain == (b"\n." not in first)
+            assert (not d.dots) == (b"\n." not in first)
             d.write(bytearray(second))
-            assert d.plain == (not dots), (first, second)
+            assert (not d.dots) == (not dots), (first, second)
             d.commit()
         assert _flags(st, "x") == [True, True, True, False, True, False]
         _check_wire(st, "x", [b"a\r\n.b\r\n", b"a\r\n.b\r\n", b"a\n.b\n", b"a.b\r\n", b"a\r\n.b\r\n",
@@ -927,15 +927,15 @@ def test_write_crlf_hint_stores_what_the_walk_stores():
                 d = st.begin("x")
                 d.write(msg[:cut], hint)
                 d.write(bytearray(msg[cut:]), hint)
-                want.append((d.plain, d.commit()))
+                want.append((not d.dots, d.commit()))
         plain = [p for p, _ in want]
         assert plain == [False] * len(plain), plain
         d = st.begin("x")
         d.write(b"a\r\n", True)
         d.write(b"b.c\r\n", True)
-        assert d.plain
+        assert not d.dots
         d.write(b".", True)  # a line that starts with "." in a chunk of its own
-        assert not d.plain
+        assert d.dots
         d.abort()
         mb = st.lock("x")
         for i in range(mb.count):
@@ -1113,7 +1113,8 @@ def test_split_store_loads_each_part_for_its_role():
     # the answers are checked there): the deletion commit (storecommit) only for a commit that
     # deletes something, dropped after it; the merge (storemerge) only while it appends; a
     # QUIT that deletes nothing loads neither. Delivery (store.py) is what the delivering
-    # side keeps; the index side (storeindex) stays while the session side is loaded.
+    # side keeps; the session side keeps no index code (storeindex: loaded for a lock's check
+    # of the index, a merge or a commit, dropped after).
     import sys
 
     def loaded(m):
@@ -1139,7 +1140,7 @@ def test_split_store_loads_each_part_for_its_role():
         assert mb.commit([0, 19]) == 2
         if IS_MICROPYTHON:
             assert not loaded("storecommit") and not loaded("storemerge") and store_mod._held[0] == 0
-            assert loaded("storeindex") and loaded("storesession") and loaded("store")
+            assert not loaded("storeindex") and loaded("storesession") and loaded("store")
         mb = st.lock("x")
         assert [mb.uid(i) for i in range(mb.count)] == uids[1:19]
         # Bits beyond the count still refuse the whole commit (checked in storecommit).
@@ -1174,10 +1175,18 @@ def test_cold_module_constants_agree_with_the_store():
         assert getattr(storesession, name) == getattr(storeindex, name), name
     for name in ("_REC", "_RECS_PER_READ", "_MAGIC_COMMIT", "_STUFFED", "_SIZE"):
         assert getattr(storecommit, name) == getattr(storeindex, name), name
-    for name in ("_REC", "_PLAIN", "_STUFFED", "_SIZE"):
+    for name in ("_REC", "_PLAIN", "_STUFFED", "_SIZE", "_RES", "_MASK"):
         assert getattr(storecore, name) == getattr(storeindex, name), name
     for name in ("_REC", "_MASK", "_PLAIN", "_STUFFED"):
         assert getattr(storemerge, name) == getattr(storeindex, name), name
+    # storewalk's copies of store.py's (bytes); the input block, storecore's
+    from pocketpost import storewalk
+
+    for name in ("_LF", "_CR", "_DOT"):
+        assert getattr(storewalk, name) == getattr(store_mod, name), name
+    from pocketpost import storerare
+
+    assert store_mod._IN_BUF == storerare._IN_BUF == storecore._IN_BUF
     for name in ("_PLAIN", "_STUFFED"):
         assert store_mod.__dict__[name] == getattr(storeindex, name), name
     for name in ("_IN_BUF", "BUCKET"):  # limits repeated beside the format
@@ -1263,7 +1272,6 @@ def test_recover_all_leaves_a_mailbox_whose_recovery_runs_out_of_memory_to_its_f
         store_mod.reboot()
         st = Store(root)
         boxes = storecore._BOXES
-        ix = storecore._ixheld[0]
         store_mod._held[0] += 1  # the patched module stays the one _cold calls
         from pocketpost import storemerge as sl  # (a mailbox's first load: storescan.recover if needed)
 
@@ -1281,7 +1289,7 @@ def test_recover_all_leaves_a_mailbox_whose_recovery_runs_out_of_memory_to_its_f
             sl.load = real
             compat.release_cold(storecore._held, storecore._COLD)
         assert got == (2, 1), got
-        assert store_mod._held[0] == 0 and storecore._ixheld[0] == ix  # no count left behind
+        assert store_mod._held[0] == 0  # no count left behind
         assert boxes[root + "/z"].loaded and not boxes[root + "/y"].loaded
         mb = st.lock("y")  # its first lock recovers it
         assert [mb.uid(i) for i in range(mb.count)] == uy
@@ -1303,7 +1311,6 @@ def test_server_start_recovery_failing_to_list_the_store_does_not_fail_the_start
         uy = [_deliver(st, "y", b"y%d\r\n" % i) for i in range(2)]
         store_mod.reboot()
         st = Store(root)
-        ix = storecore._ixheld[0]
 
         class Unlisted(Store):
             fail = False
@@ -1316,7 +1323,7 @@ def test_server_start_recovery_failing_to_list_the_store_does_not_fail_the_start
         bad = Unlisted(root)
         bad.fail = True
         serverstart.recover(bad)  # logged, not raised
-        assert store_mod._held[0] == 0 and storecore._ixheld[0] == ix
+        assert store_mod._held[0] == 0
         assert root + "/y" not in storecore._BOXES
         mb = st.lock("y")
         assert [mb.uid(i) for i in range(mb.count)] == uy
@@ -1421,7 +1428,7 @@ def test_a_sound_mailbox_loads_without_the_repair_code_and_agrees_with_a_scan():
     import sys
 
     import pocketpost
-    from pocketpost import storecore, storemerge, storescan
+    from pocketpost import storecore, storeindex, storemerge, storescan
 
     for i in range(len(_SOUND_CASES)):
         damage, sound = _SOUND_CASES[i]
@@ -1431,7 +1438,7 @@ def test_a_sound_mailbox_loads_without_the_repair_code_and_agrees_with_a_scan():
         def body(root, st):
             path = _sound_case(root, damage)
             box = storecore._Box(path)
-            if not box.read_index_state():
+            if not storeindex.read_index_state(box):
                 raise AssertionError("case %d: index must read" % i)
             rep = storescan.report()
             storescan.scan(box, rep, False)

@@ -245,10 +245,12 @@ def test_the_rewrite_itself_indexes_the_renumbered_file():
         uids, extra = _make(root, st, 550)
         from pocketpost import storescan
 
+        from pocketpost import storeindex
+
         box = store_mod._Box(root + "/x")
-        assert box.read_index_state()
+        assert storeindex.read_index_state(box)
         storescan.rebuild(box)
-        assert box.read_index_state()
+        assert storeindex.read_index_state(box)
         assert box.idx_count == 4 and box.last_seq == max(_seq(u) for u in uids) + 1, box.idx_count
         assert max(box.floor, box.last_seq + 1) > box.last_seq
 
