@@ -13,7 +13,7 @@ One directory per mailbox under the store root:
 
 A message file holds the message's wire form: CRLF line ends, every line that starts with "."
 stuffed with a second ".", no terminator. So RETR of any message is a copy: the file, then
-".\r\n" (pop3server.PlainProducer). It is named "<epoch>.<seq>.<arrival>.p" (epoch: 8 hex digits,
+".\r\n" (pop3trans.PlainProducer). It is named "<epoch>.<seq>.<arrival>.p" (epoch: 8 hex digits,
 seq and arrival: decimal) when no line starts with "." (the file is the message itself), and
 "<epoch>.<seq>.<arrival>.d<N>" when N dots were added (N >= 1). LIST, STAT and UIDL sizes stay
 the message's own octets (unstuffed, CRLF: what Dovecot reports and what our fetcher's size rule

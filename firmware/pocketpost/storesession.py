@@ -173,7 +173,7 @@ class Mailbox:
         """UPDATE state: apply every deletion of the session together, then release the lock.
 
         mask: the session's bitmask (bytes, bytearray or memoryview): bit (i & 7) of byte i >> 3 set when
-        message i (0-based) is deleted (pop3server.Session keeps one); or any other iterable of
+        message i (0-based) is deleted (pop3cmd.Session keeps one); or any other iterable of
         0-based indices (duplicates are fine), turned into such a bitmask of (count + 7) // 8
         bytes. That bitmask is the only state that grows with the mailbox: the intent log is
         written while the index is read a block at a time, and nothing is kept per deletion.
