@@ -91,8 +91,8 @@ def RETR(s, args):
             svc = s.svc
             p = PlainProducer(f, mb.stored_size(i), _RETR_UNIT if svc.block_size < _RETR_UNIT and svc.units < _RETR_UNITS else 0)
             if p.unit is not None:  # handed back at close()
+                p.svc = svc  # first: a failure here (a full heap) leaves no unit counted out
                 svc.units += 1
-                p.svc = svc
     except Exception:
         f.close()
         raise

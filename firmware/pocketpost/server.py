@@ -135,6 +135,11 @@ class Server:
                     session.close()
                 except Exception as e:  # MemoryError: the socket and the slot are released all the same
                     log.error("pop3 #%d %s close failed: %r", sid, ip, e)
+            if conn is None:  # failed before adopting the stream (pop3cmd's import: a full heap)
+                try:
+                    conn = ServerConn.from_stream(reader, writer)  # only to close its socket
+                except Exception:
+                    pass
             if conn is not None:
                 conn.close(True)
             if slot is not None:

@@ -669,6 +669,46 @@ def test_a_retr_or_top_failing_before_its_reply_body_exists_closes_the_message_f
         _fails_alone(cmd, patch)
 
 
+def test_a_retr_failing_as_it_takes_the_copy_unit_hands_the_unit_back():
+    # RETR counts its own copy unit out (Service.units) and then ties it to the producer whose
+    # close() hands it back: a failure in between (the producer's new attribute, an allocation
+    # on a full heap) must not leave the unit counted out for ever (every later RETR would copy
+    # through its session's small block).
+    big = b"Subject: u\r\n\r\n" + b"x" * 78 + b"\r\n" + (b"y" * 98 + b"\r\n") * 60
+    e = Env(msgs=[big])
+    try:
+        s = e.session()
+        login(s)
+        assert run(s, b"NOOP") == b"+OK\r\n"  # pop3trans loaded and held: the copy patched
+        from pocketpost import pop3trans
+
+        real = pop3trans.PlainProducer
+
+        class Failing(real):
+            def _get(self):
+                return None
+
+            def _set(self, v):
+                if v is not None:
+                    _oom()
+
+            svc = property(_get, _set)
+
+        pop3trans.PlainProducer = Failing
+        try:
+            r = run(s, b"RETR 1")
+        finally:
+            pop3trans.PlainProducer = real
+        assert r == b"-ERR [SYS/TEMP] internal error\r\n", r
+        assert e.svc.units == 0, "the copy unit stays counted out"
+        assert s.handle(b"RETR 1").startswith(b"+OK")
+        assert s.producer.unit is not None and e.svc.units == 1
+        s.close()
+        assert e.svc.units == 0
+    finally:
+        e.done()
+
+
 def _oom(*a):
     raise MemoryError("memory allocation failed")
 

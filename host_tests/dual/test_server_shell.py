@@ -204,3 +204,49 @@ def test_send_some_is_one_write_that_never_waits():
         assert e.args[0] == 104
     c.handshaking = True
     assert c.send_some(mv) == 0 and sock.calls == 4
+
+
+class _ClosingEnd:
+    """A stream end of a connection as start_server hands it over (reader: its socket `s`; writer):
+    counts the closes of its socket (MicroPython's Conn closes `s`, CPython's the writer)."""
+
+    def __init__(self, counts):
+        self.s = self
+        self.counts = counts
+
+    def close(self):
+        self.counts.append(1)
+
+
+class _NoSessionCode:
+    """pocketpost.pop3cmd in sys.modules whose import fails as on a full heap."""
+
+    def __getattr__(self, name):
+        raise MemoryError("injected")
+
+
+def test_a_connection_whose_session_code_cannot_load_is_closed():
+    # server.py imports the session code (pop3cmd.py) per connection, before it adopts the
+    # stream: a MemoryError there (where the heap runs out) must still close the socket, not
+    # leave the peer waiting on it.
+    d = tmpdir()
+    real = sys.modules.get("pocketpost.pop3cmd")
+    try:
+        st = Store(d + "/mail", quota=0, reserve=0)
+        cfg = config.check({"store": {"root": d + "/mail"},
+                            "server": {"pbkdf2_iterations": 5, "cert": "", "key": ""}})
+        srv = server.Server(cfg, st)
+        closes = []
+        end = _ClosingEnd(closes)
+        sys.modules["pocketpost.pop3cmd"] = _NoSessionCode()
+        if IS_MP:
+            asyncio.new_event_loop()
+        asyncio.run(srv._handle(end, end, False))
+        assert closes, "the connection's socket was left open"
+        assert srv.slots.sessions == 0
+    finally:
+        if real is not None:
+            sys.modules["pocketpost.pop3cmd"] = real
+        else:
+            sys.modules.pop("pocketpost.pop3cmd", None)
+        _rmtree(d)
