@@ -197,7 +197,8 @@ def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES, count=Fa
 # Modules a fetch may import (the ROMFS image holds these, as frozen firmware would).
 FETCH_MODULES = ("compat", "log", "heapmark", "wire", "unstuffer", "pop3", "nativescan", "pop3client", "pop3listing",
                  "transport", "tls", "tlserror", "headers", "uidstate", "uidcompact", "storecore", "store",
-                 "storeindex", "storemerge", "storescan", "storesession", "storecommit", "auth", "config",
+                 "storeindex", "storemerge", "storescan", "storesession", "storecommit", "storeopen", "storerare",
+                 "storewalk", "auth", "config",
                  "client", "clientconf", "clientauth", "clientget", "clientstls", "clientrecover", "clientend",
                  "clientplan", "fetch", "fetchload")  # (those a tree lacks are left out)
 

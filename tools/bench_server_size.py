@@ -31,8 +31,8 @@ from helpers import MICROPYTHON, free_port  # noqa: E402
 from serverharness import Pop3Server  # noqa: E402
 
 ORDER = ("compat", "log", "wire", "pop3", "auth", "config", "storecore", "store", "storeindex", "storesession",
-         "storemerge", "storecommit", "storescan", "storecheck", "heapmark", "tls", "transport", "listener",
-         "pop3server", "server", "groupcommit", "smtp", "smtpserver")
+         "storemerge", "storecommit", "storescan", "storecheck", "storeopen", "storerare", "storewalk", "heapmark", "tls",
+         "transport", "listener", "pop3server", "pop3cmd", "server", "groupcommit", "smtp", "smtpserver")
 STEP = benchlib.IMPORT_STEPS
 
 
