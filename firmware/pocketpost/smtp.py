@@ -125,7 +125,7 @@ class Session:
     # Defaults as class attributes: an instance holds only what it has set (less heap per session).
     # A port-25 session sets 22 attributes through its messages (23 with QUIT's closing): its
     # attribute table holds 23 before it grows (to 29 slots, a 464 B block on the 64-bit host;
-    # the 24th was DATA's, where bench_heap c runs out), so what needs no value of its own in
+    # the 24th was DATA's, where bench_heap c ran out), so what needs no value of its own in
     # every session stays a default here.
     delay = 0
     starttls = False
@@ -134,13 +134,10 @@ class Session:
     # Bytes handed across DATA's ends: the trace fields, from DATA's checks (smtpenv.data) to
     # smtpdata.begin; then the final reply, once in_data turns False, to pump.
     reply = None
-    helo = None  # EHLO/HELO argument; None before the greeting exchange
-    esmtp = False
     login = None  # authenticated user name
     failures = 0
     bad = 0  # syntax errors and unknown commands so far
     stored = 0  # messages stored in this session
-    passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
     step = None  # SASL exchange in progress: "plain", LOGIN's "user" and "password", "scram" (smtpauth)
     user = None  # AUTH LOGIN's user name, between its two steps
     method = None  # the AUTH mechanism under way, for the log
@@ -150,7 +147,6 @@ class Session:
     data = None  # smtpdata.py while this session is in DATA (data_holds)
     reason = None  # see reset
     unstuffer = None  # smtpdata.begin makes it at the first DATA (a strict wire.DotUnstuffer)
-    out = None  # DATA's output block, from smtpdata.begin to the message's end (smtpdata.finish)
     _held = False  # holds the login code (submission before AUTH)
 
     def __init__(self, service, peer="?", mode=MX, tls_active=False):
@@ -158,6 +154,13 @@ class Session:
         self.peer = peer
         self.mode = mode
         self.tls_active = tls_active
+        # Set here rather than left to class defaults: a session that sends mail sets them all,
+        # and with them its attribute table takes its 23 slots now, at connect, instead of
+        # growing at MAIL with the envelope's code loaded (a 368 B block: where bench_heap c ran
+        # out once DATA asked for less).
+        self.helo = None  # EHLO/HELO argument; None before the greeting exchange
+        self.esmtp = False
+        self.passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
         self.reset()
         self.loaded = True  # in the command phase: holds the envelope's code (env_holds)
         env_holds[0] += 1
@@ -180,6 +183,7 @@ class Session:
             self.reason = None  # the reply once DATA ends, when the message is being refused
         self.fill = 0  # octets in the output block
         self.total = 0  # message octets received
+        self.out = None  # DATA's output block (made by handle when DATA starts)
         self.reply = None  # the trace fields of a DATA that failed before its 354
 
     # -- entry points ----------------------------------------------------------------------
@@ -210,6 +214,10 @@ class Session:
                 import gc
 
                 gc.collect()
+            # The output block first, while the envelope's freed room is in one piece: made after
+            # the message phase's code and the deliveries (store.py at the first), its 1 KB was
+            # the contiguous block bench_heap c ran out at. reset() drops it after the message.
+            self.out = bytearray(self.svc.block_size)
             from pocketpost import smtpdata
 
             data_holds[0] += 1

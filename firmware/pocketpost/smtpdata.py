@@ -10,7 +10,7 @@ module (Session.data) only between begin() and the end of its message, so no two
 
 DATA streams: a strict wire.DotUnstuffer (only CRLF.CRLF ends the text; a bare CR or LF anywhere
 makes the message refused with 554 5.6.0 once its end arrives) writes into a fixed block (made
-by begin, dropped by finish: a session between messages holds none), which goes to one store.Delivery per distinct recipient mailbox (groupcommit.begin).
+as DATA starts, dropped at the message's end: a session between messages holds none), which goes to one store.Delivery per distinct recipient mailbox (groupcommit.begin).
 At the end groupcommit.commit makes every copy durable or none, and only then does the 250
 go out. See smtp.py's module doc.
 """
@@ -40,11 +40,6 @@ def begin(s):
 
         s.unstuffer = DotUnstuffer(True)
     s.unstuffer.reset()
-    if s.out is None:
-        # The output block: made here, after the envelope's code was handed back and collected,
-        # and dropped at the message's end, so a session in its command phase (where bench_heap
-        # c runs out once DATA is light) holds none.
-        s.out = bytearray(s.svc.block_size)
     s.fill = 0
     s.total = 0
     s.in_data = True
@@ -116,7 +111,6 @@ def finish(s):
         abort(s, reply(554, "5.6.0 bare CR or LF in message text (RFC 5321 2.3.8)"))
     if s.reason is None and s.fill:
         write(s, memoryview(s.out)[: s.fill])
-    s.out = None
     r = s.reason
     if r is None:
         ds = s.group

@@ -10,7 +10,7 @@ Admission is listener.Slots, as for POP3: a connection still pre-auth (before MA
 before AUTH on submission) is evicted, oldest first, when a new one finds the caps full; one
 past pre-auth never is. Per connection it allocates, once: a wire.LineReader whose buffer holds
 one maximal line plus a block (commands and message text are both read into it); the session's
-DATA output block is made per message (smtpdata.begin). smtp.pump() runs everything buffered through the session; its
+DATA output block is made per message (smtp.Session.handle). smtp.pump() runs everything buffered through the session; its
 replies go out as one write (RFC 2920), after the failed-AUTH delay if any.
 
 Deadlines (listener.ServerConn's named deadlines; RFC 5321 4.5.3.2): until the session has got somewhere
