@@ -10,9 +10,10 @@ module (Session.data) only between begin() and the end of its message, so no two
 
 DATA streams: a strict wire.DotUnstuffer (only CRLF.CRLF ends the text; a bare CR or LF anywhere
 makes the message refused with 554 5.6.0 once its end arrives) writes into a fixed block (made
-as DATA starts, dropped at the message's end: a session between messages holds none), which goes to one store.Delivery per distinct recipient mailbox (groupcommit.begin).
-At the end groupcommit.commit makes every copy durable or none, and only then does the 250
-go out. See smtp.py's module doc.
+as DATA starts, dropped at the message's end: a session between messages holds none), which
+goes to one store.Delivery per distinct recipient mailbox (groupcommit.begin). At the end
+groupcommit.commit makes every copy durable or none, and only then does the 250 go out. See
+smtp.py's module doc.
 """
 
 from pocketpost import groupcommit, log
