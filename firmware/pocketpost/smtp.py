@@ -224,11 +224,13 @@ class Session:
             self.data = smtpdata
             return smtpdata.begin(self)
         except Exception as e:
-            return self.fail(b"DATA", e)
+            return self.repair(b"DATA", e)
 
-    def fail(self, kw, e):
-        """A command that raised (store trouble, MemoryError): one reply, never a dead session."""
-        log.error("smtp %s %s: %s %r", self.peer, kw, type(e).__name__, e)
+    def repair(self, name, e):
+        """The command `name` (bytes, for the log) raised (store trouble, MemoryError): the session
+        repaired (the message thrown away, back in the command phase) and one reply, never a dead
+        session. (Both names are ones the store interns anyway; fail and kw were two more.)"""
+        log.error("smtp %s %s: %s %r", self.peer, name, type(e).__name__, e)
         self.abort()
         self.reset()
         self.in_data = False  # a DATA that failed at its 354: what follows is commands again
@@ -268,7 +270,7 @@ class Session:
         try:
             from pocketpost import smtpenv
         except Exception as e:
-            return self.fail(b"", e)
+            return self.repair(b"", e)
         return smtpenv.handle(self, line)
 
     def feed(self, src, start, end):

@@ -133,7 +133,7 @@ def handle(s, line):
             return reply(221, "2.0.0 %s closing" % s.svc.hostname)
         return fn(s, arg)  # type: ignore[operator]  # a function: COMMANDS' values are of three kinds
     except Exception as e:  # store trouble: one reply, never a dead session
-        return s.fail(kw, e)
+        return s.repair(kw, e)
 
 
 def ehlo(s, arg):
