@@ -5,7 +5,7 @@ SCRAM-SHA-256 5802/7677).
 Theory of operation
 -------------------
 A shell (smtpserver.py) owns the socket. For every framed command line from wire.LineReader it
-calls `session.handle(line)` (or `handle_bad(kind)` for OVERLONG / BAD_LINE) and gets the bytes of
+calls `session.handle(line)` (the line, or the reader's OVERLONG / BAD_LINE) and gets the bytes of
 one reply. Before sending them it looks at what the session asked for:
 
     (None)             handle() answers None while an AUTH's password hash runs: the shell lets
@@ -38,20 +38,20 @@ or a quota is refused for every recipient (552 5.3.4 / 452 4.3.1 / 552 5.2.2); a
 timeout before the final dot stores nothing (`close()` aborts). Trace headers (RFC 5321 4.4:
 Return-Path, Received with TLS state and authenticated user) are written first.
 
-Commands dispatch from one table (COMMANDS); a command out of sequence gets 503, an unknown one
-500; nothing raises. After _MAX_BAD_COMMANDS errors the session is closed with 421.
+Commands dispatch from one table (smtpenv.COMMANDS: the command phase's code, dispatch included,
+is smtpenv.py's, so a session in DATA holds none of it); a command out of sequence gets 503, an
+unknown one 500; nothing raises. After _MAX_BAD_COMMANDS errors the session is closed with 421.
 
 Names: every name in a loaded module's table is interned for good (docs/ARCHITECTURE.md, "what
 costs an interned name"), so the session's attributes, methods and arguments here and in smtpenv,
-smtpdata and smtpauth are names MicroPython has built in (step, data, headers, group, reason, fill,
-text, ...) or ones the listening POP3 server has already interned (out, omv, user, mailboxes,
-total, abort, ...): a board running POP3 and SMTP receives its first message without the 7.1 KB
+smtpdata and smtpauth are names MicroPython has built in (step, data, group, reason, fill, text,
+...) or ones the listening POP3 server has already interned (out, user, mailboxes, total, abort,
+...): a board running POP3 and SMTP receives its first message without the 7.1 KB
 pool a 621st name would allocate (host_tests/test_smtp_names.py).
 """
 
 from pocketpost import log
 from pocketpost.compat import IS_MICROPYTHON, const, release_cold
-from pocketpost.wire import OVERLONG
 
 # --- limits fixed by the RFCs (the configurable ones live in serverconf.SMTP_DEFAULTS) ---------
 # Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
@@ -123,46 +123,52 @@ class Service:
 
 class Session:
     # Defaults as class attributes: an instance holds only what it has set (less heap per session).
+    # A port-25 session sets 22 attributes through its messages (23 with QUIT's closing): its
+    # attribute table holds 23 before it grows (to 29 slots, a 464 B block on the 64-bit host;
+    # the 24th was DATA's, where bench_heap c ran out), so what needs no value of its own in
+    # every session stays a default here.
     delay = 0
     starttls = False
     closing = False
     in_data = False
-    reply = None  # the final reply once in_data turns False
-    helo = None  # EHLO/HELO argument; None before the greeting exchange
-    esmtp = False
+    # Bytes handed across DATA's ends: the trace fields, from DATA's checks (smtpenv.data) to
+    # smtpdata.begin; then the final reply, once in_data turns False, to pump.
+    reply = None
     login = None  # authenticated user name
     failures = 0
     bad = 0  # syntax errors and unknown commands so far
     stored = 0  # messages stored in this session
-    passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
     step = None  # SASL exchange in progress: "plain", LOGIN's "user" and "password", "scram" (smtpauth)
     user = None  # AUTH LOGIN's user name, between its two steps
     method = None  # the AUTH mechanism under way, for the log
     _scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
     _check = None  # an auth.LoginCheck under way (see resume)
     _check_name = None
-    headers = None  # the trace fields, from DATA's checks (smtpenv.data) to smtpdata.begin
     data = None  # smtpdata.py while this session is in DATA (data_holds)
+    reason = None  # see reset
+    unstuffer = None  # smtpdata.begin makes it at the first DATA (a strict wire.DotUnstuffer)
+    _held = False  # holds the login code (submission before AUTH)
 
     def __init__(self, service, peer="?", mode=MX, tls_active=False):
         self.svc = service
         self.peer = peer
         self.mode = mode
         self.tls_active = tls_active
-        # DATA's output block, made with the session: made at the first DATA it was the one
-        # contiguous 1 KB that moment asks for, and that moment (smtpenv.py just dropped, store.py
-        # loaded by the first Delivery, the fetcher running) is where bench_heap c runs out.
-        self.out = bytearray(service.block_size)
-        self.omv = memoryview(self.out)
-        self.unstuffer = None  # smtpdata.begin makes it (a strict wire.DotUnstuffer)
+        # Set here rather than left to class defaults: a session that sends mail sets them all,
+        # and with them its attribute table takes its 23 slots now, at connect, instead of
+        # growing at MAIL with the envelope's code loaded (a 368 B block: where bench_heap c ran
+        # out once DATA asked for less).
+        self.helo = None  # EHLO/HELO argument; None before the greeting exchange
+        self.esmtp = False
+        self.passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
         self.reset()
         self.loaded = True  # in the command phase: holds the envelope's code (env_holds)
         env_holds[0] += 1
         # Submission before AUTH holds the login code (smtpauth.py, auth.py, scram.py:
         # pop3server.Service.hold) until logged in or closed; port 25 never logs in. Last: a
         # constructor that fails before it holds nothing.
-        self._held = self.auth()
-        if self._held:
+        if self.auth():
+            self._held = True
             service.logins.hold()
 
     def reset(self):
@@ -173,9 +179,12 @@ class Session:
         self.dest = None  # the first recipient (Received's "for <...>" when it is the only one)
         self.mailboxes = []  # the distinct mailboxes the recipients deliver to
         self.group = None  # the store.Delivery per mailbox while DATA runs (groupcommit.begin)
-        self.reason = None  # the reply once DATA ends, when the message is being refused
+        if self.reason is not None:  # set by a refused message only (a class default otherwise)
+            self.reason = None  # the reply once DATA ends, when the message is being refused
         self.fill = 0  # octets in the output block
         self.total = 0  # message octets received
+        self.out = None  # DATA's output block (made by handle when DATA starts)
+        self.reply = None  # the trace fields of a DATA that failed before its 354
 
     # -- entry points ----------------------------------------------------------------------
     def greeting(self):
@@ -185,56 +194,49 @@ class Session:
         return reply(421, "4.4.2 %s timeout, closing" % self.svc.hostname)
 
     def handle(self, line):
-        self.delay = 0
-        self.starttls = False
-        if self.closing:
-            return reply(421, "4.7.0 closing")
-        if self.step is not None:
-            from pocketpost import smtpauth
-
-            return smtpauth.step(self, bytes(line))
-        sp = line.find(b" ")
-        kw = bytes(line if sp < 0 else line[:sp]).upper()
-        arg = b"" if sp < 0 else bytes(line[sp + 1 :])
-        name = COMMANDS.get(kw)
-        if name is None:
-            return self.error(reply(500, "5.5.2 command not recognized"))
-        if not isinstance(name, str):
-            return name  # a fixed reply
-        try:
-            if not name:  # RSET or QUIT
-                self.abort()
-                self.reset()
-                if kw == b"RSET":
-                    return b"250 2.0.0 OK\r\n"
-                self.closing = True
-                return reply(221, "2.0.0 %s closing" % self.svc.hostname)
-            r = self.run(name, arg)
-            # DATA: the envelope's code is not needed until the message ends.
-            if r == _GO_DATA:
-                self.release()
-                if IS_MICROPYTHON:
-                    # The envelope's code freed now, so that the message phase's code, the
-                    # deliveries (store.py at the first), their files and the block take its room
-                    # instead of splitting the heap past it (bench_heap c: 217-219 -> 213 KiB). A
-                    # few ms per message on an ESP32.
-                    import gc
-
-                    gc.collect()
-                from pocketpost import smtpdata
-
-                data_holds[0] += 1
-                self.data = smtpdata
-                r = smtpdata.begin(self)
+        """One command line from the reader (bytes, or its OVERLONG / BAD_LINE) -> the reply;
+        None while an AUTH's password hash runs (see resume). The command phase's code is
+        smtpenv.handle's; a DATA that passed its checks starts the message phase here."""
+        if self.delay or self.starttls:  # what the last reply asked of the shell is done
+            self.delay = 0
+            self.starttls = False
+        r = self.run(line)
+        if r != _GO_DATA:
             return r
-        except Exception as e:  # store trouble: one reply, never a dead session
-            log.error("smtp %s %s: %s %r", self.peer, kw, type(e).__name__, e)
-            self.abort()
-            self.reset()
-            self.in_data = False  # a DATA that failed at its 354: what follows is commands again
-            self.forget()
-            self.hold()  # still in the command phase
-            return reply(451, "4.3.0 local error, try again later")
+        # DATA: the envelope's code is not needed until the message ends.
+        try:
+            self.release()
+            if IS_MICROPYTHON:
+                # The envelope's code freed now, so that the message phase's code, the
+                # deliveries (store.py at the first), their files and the block take its room
+                # instead of splitting the heap past it (bench_heap c: 217-219 -> 213 KiB). A
+                # few ms per message on an ESP32.
+                import gc
+
+                gc.collect()
+            # The output block first, while the envelope's freed room is in one piece: made after
+            # the message phase's code and the deliveries (store.py at the first), its 1 KB was
+            # the contiguous block bench_heap c ran out at. reset() drops it after the message.
+            self.out = bytearray(self.svc.block_size)
+            from pocketpost import smtpdata
+
+            data_holds[0] += 1
+            self.data = smtpdata
+            return smtpdata.begin(self)
+        except Exception as e:
+            return self.repair(b"DATA", e)
+
+    def repair(self, name, e):
+        """The command `name` (bytes, for the log) raised (store trouble, MemoryError): the session
+        repaired (the message thrown away, back in the command phase) and one reply, never a dead
+        session. (Both names are ones the store interns anyway; fail and kw were two more.)"""
+        log.error("smtp %s %s: %s %r", self.peer, name, type(e).__name__, e)
+        self.abort()
+        self.reset()
+        self.in_data = False  # a DATA that failed at its 354: what follows is commands again
+        self.forget()
+        self.hold()  # still in the command phase
+        return reply(451, "4.3.0 local error, try again later")
 
     @property
     def checking(self):
@@ -250,17 +252,6 @@ class Session:
 
         return smtpauth.resume(self)
 
-    def handle_bad(self, kind):
-        self.delay = 0
-        self.starttls = False
-        if self.step is not None:
-            self.step = None
-            self._scram = None
-            return reply(501, "5.5.2 bad AUTH response")
-        if kind == OVERLONG:
-            return self.error(reply(500, "5.5.2 line too long"))
-        return self.error(reply(500, "5.5.2 invalid octet in command"))
-
     def close(self):
         """The connection ended (QUIT, drop, timeout, error): a message not yet answered with 250
         is thrown away."""
@@ -273,11 +264,14 @@ class Session:
         self.reset()
         self.in_data = False
 
-    def run(self, name, arg):
-        """An envelope command (smtpenv.py): no reference to the module outlives the call."""
-        from pocketpost import smtpenv
-
-        return getattr(smtpenv, name)(self, arg)
+    def run(self, line):
+        """smtpenv.handle: no reference to the module outlives the call. Loading it is the
+        command's work: a MemoryError there is answered as the command's own would be."""
+        try:
+            from pocketpost import smtpenv
+        except Exception as e:
+            return self.repair(b"", e)
+        return smtpenv.handle(self, line)
 
     def feed(self, src, start, end):
         """Message text src[start:end] (any chunking) -> bytes consumed (smtpdata.feed). When
@@ -338,25 +332,6 @@ class Session:
         return self.tls_active or p not in ("never", "local") or (p == "local" and lg.trusted(self.peer))
 
 
-# The commands: the name of an envelope command's function in smtpenv.py, "" for RSET and QUIT
-# (Session.handle's own), or a fixed reply. Bytes keys and long literals: no interned names.
-COMMANDS = {
-    b"RSET": "",
-    b"QUIT": "",
-    b"EHLO": "ehlo",
-    b"HELO": "helo",
-    b"STARTTLS": "starttls",
-    b"AUTH": "auth",
-    b"MAIL": "mail",
-    b"RCPT": "rcpt",
-    b"DATA": "data",
-    b"NOOP": b"250 2.0.0 OK\r\n",
-    # RFC 5321 3.5.3: 252 when we will not confirm (no user enumeration).
-    b"VRFY": b"252 2.5.0 cannot VRFY user, but will accept message and attempt delivery\r\n",
-    b"HELP": b"214 2.0.0 see RFC 5321\r\n",
-}
-
-
 def pump(session, reader):
     """Run what a wire.LineReader holds through the session (commands, and message text while
     in_data) -> the replies to send, in order (RFC 2920: a pipelined batch is answered as one
@@ -379,7 +354,7 @@ def pump(session, reader):
         line = reader.next_line()
         if line is None:
             break
-        r = session.handle_bad(line) if isinstance(line, int) else session.handle(line)
+        r = session.handle(line)
         if r is None:  # an AUTH's hash is under way: the shell resumes it, then pumps again
             break
         out.append(r)

@@ -9,10 +9,11 @@ code in the heap, and one receiving a message keeps none of the envelope's. A se
 module (Session.data) only between begin() and the end of its message, so no two copies of it meet.
 
 DATA streams: a strict wire.DotUnstuffer (only CRLF.CRLF ends the text; a bare CR or LF anywhere
-makes the message refused with 554 5.6.0 once its end arrives) writes into the session's fixed
-block, which goes to one store.Delivery per distinct recipient mailbox (groupcommit.begin).
-At the end groupcommit.commit makes every copy durable or none, and only then does the 250
-go out. See smtp.py's module doc.
+makes the message refused with 554 5.6.0 once its end arrives) writes into a fixed block (made
+as DATA starts, dropped at the message's end: a session between messages holds none), which
+goes to one store.Delivery per distinct recipient mailbox (groupcommit.begin). At the end
+groupcommit.commit makes every copy durable or none, and only then does the 250 go out. See
+smtp.py's module doc.
 """
 
 from pocketpost import groupcommit, log
@@ -23,8 +24,8 @@ from pocketpost.smtp import reply
 def begin(s):
     """After DATA's checks (smtpenv.data): one Delivery per mailbox, the trace fields first, the
     strict un-stuffer (made at the first DATA; the block is the session's), then 354."""
-    hdr = s.headers
-    s.headers = None
+    hdr = s.reply  # the trace fields (smtpenv.data)
+    s.reply = None
     try:
         s.group = groupcommit.begin(s.svc.store, s.mailboxes)
         for d in s.group:
@@ -110,7 +111,7 @@ def finish(s):
         # RFC 5321 2.3.8: CR and LF only as CRLF. Refused, not repaired: see smtp.py's module doc.
         abort(s, reply(554, "5.6.0 bare CR or LF in message text (RFC 5321 2.3.8)"))
     if s.reason is None and s.fill:
-        write(s, s.omv[: s.fill])
+        write(s, memoryview(s.out)[: s.fill])
     r = s.reason
     if r is None:
         ds = s.group

@@ -1,7 +1,7 @@
 """The SMTP session's envelope (RFC 5321 EHLO/HELO, MAIL, RCPT, DATA's start, STARTTLS 3207, AUTH
-4954's checks): functions of an smtp.Session, dispatched by Session.handle (smtp.COMMANDS: each
-function is named after its command; the other names here are built-in ones or the POP3
-server's, see smtp.py's module doc).
+4954's checks): functions of an smtp.Session. Session.handle hands every command line to handle()
+here, which dispatches it from COMMANDS (each function is named after its command; the other
+names here are built-in ones or the POP3 server's, see smtp.py's module doc).
 
 Loaded while some SMTP session is in its command phase and dropped when every session is in
 DATA or gone (smtp.env_holds; compat.release_cold): a message being received
@@ -16,6 +16,7 @@ from pocketpost import groupcommit
 from pocketpost import storecore  # valid_name: store.py (Delivery) loads at DATA
 from pocketpost.compat import const, urandom
 from pocketpost.smtp import SUBMISSION, reply, text
+from pocketpost.wire import OVERLONG
 
 # RFC 5321 4.5.3.1.3: a reverse-path or forward-path is at most 256 octets.
 _MAX_PATH = const(256)
@@ -94,6 +95,45 @@ def mailbox(svc, path):
             return svc.users[lp]["mailbox"]
     t = svc.catch_all.get(domain)
     return target(svc, t) if t else None
+
+
+def handle(s, line):
+    """Session.handle's command phase: a command line (bytes), or the reader's OVERLONG /
+    BAD_LINE, dispatched from COMMANDS -> the reply (None while an AUTH's hash runs), or
+    _GO_DATA once DATA's checks passed."""
+    if isinstance(line, int):  # the reader's OVERLONG or BAD_LINE
+        if s.step is not None:
+            s.step = None
+            s._scram = None
+            return reply(501, "5.5.2 bad AUTH response")
+        if line == OVERLONG:
+            return s.error(reply(500, "5.5.2 line too long"))
+        return s.error(reply(500, "5.5.2 invalid octet in command"))
+    if s.closing:
+        return reply(421, "4.7.0 closing")
+    if s.step is not None:
+        from pocketpost import smtpauth
+
+        return smtpauth.step(s, bytes(line))
+    sp = line.find(b" ")
+    kw = bytes(line if sp < 0 else line[:sp]).upper()
+    arg = b"" if sp < 0 else bytes(line[sp + 1 :])
+    fn = COMMANDS.get(kw)
+    if fn is None:
+        return s.error(reply(500, "5.5.2 command not recognized"))
+    if isinstance(fn, bytes):
+        return fn  # a fixed reply
+    try:
+        if not fn:  # RSET or QUIT
+            s.abort()
+            s.reset()
+            if kw == b"RSET":
+                return b"250 2.0.0 OK\r\n"
+            s.closing = True
+            return reply(221, "2.0.0 %s closing" % s.svc.hostname)
+        return fn(s, arg)  # type: ignore[operator]  # a function: COMMANDS' values are of three kinds
+    except Exception as e:  # store trouble: one reply, never a dead session
+        return s.repair(kw, e)
 
 
 def ehlo(s, arg):
@@ -246,7 +286,7 @@ def data(s, arg):
         return reply(503, "5.5.1 MAIL first")
     if not s.count:
         return reply(554, "5.5.1 no valid recipients")
-    s.headers = headers(s)
+    s.reply = headers(s)  # to smtpdata.begin (Session.reply)
     return _GO_DATA
 
 
@@ -282,3 +322,22 @@ def headers(s):
         s.sender, s.helo, text(s.peer.encode()), s.svc.hostname, with_.decode(),
         comment, rid,
         ("\r\n\tfor <%s>" % s.dest) if s.count == 1 else "", stamp())).encode()
+
+
+# The commands: an envelope command's function, "" for RSET and QUIT (handle's own), or a fixed
+# reply. Bytes keys and long literals: no interned names.
+COMMANDS = {
+    b"RSET": "",
+    b"QUIT": "",
+    b"EHLO": ehlo,
+    b"HELO": helo,
+    b"STARTTLS": starttls,
+    b"AUTH": auth,
+    b"MAIL": mail,
+    b"RCPT": rcpt,
+    b"DATA": data,
+    b"NOOP": b"250 2.0.0 OK\r\n",
+    # RFC 5321 3.5.3: 252 when we will not confirm (no user enumeration).
+    b"VRFY": b"252 2.5.0 cannot VRFY user, but will accept message and attempt delivery\r\n",
+    b"HELP": b"214 2.0.0 see RFC 5321\r\n",
+}

@@ -890,6 +890,27 @@ def test_message_code_held_in_data_only():
     with_env(body)
 
 
+def test_port_25_session_attributes_and_output_block():
+    # A port-25 session sets at most 23 attributes through its messages and its QUIT: the most its
+    # attribute table holds before it grows (a 464 B block on the 64-bit host, asked for at DATA,
+    # where bench_heap c ran out), and more than 17 at connect, so that the table takes those 23
+    # slots then, not at MAIL (a 368 B block, c's next failure); the DATA output block exists only
+    # while a message is received.
+    def body(e):
+        c = e.session()
+        assert len(c.s.__dict__) > 17, sorted(c.s.__dict__)
+        assert c.s.out is None, "no output block in the command phase"
+        r = c.send(b"EHLO x\r\nMAIL FROM:<s@example.net> SIZE=20\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n")
+        assert codes(r) == [250, 250, 250, 354] and c.s.out is not None
+        assert codes(c.send(b"one\r\n..two\r\n.\r\n")) == [250] and c.s.out is None
+        assert codes(c.send(transaction(rcpts=(b"alice@example.org", b"bob@example.org")))) == [250, 250, 250, 250, 354, 250]
+        assert codes(c.cmd(b"QUIT")) == [221]
+        assert len(c.s.__dict__) <= 23, sorted(c.s.__dict__)
+        assert [strip_trace(m) for m in e.box("alice")] == [b"one\r\n.two\r\n", BODY]
+
+    with_env(body)
+
+
 def _data_failing(mod, name, failing):
     """A with_env body: the envelope and a DATA with mod.name replaced by `failing` (a MemoryError
     on the way to the 354) are answered 451 and store nothing; the session is back in its command
