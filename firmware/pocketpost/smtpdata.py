@@ -28,8 +28,8 @@ def begin(s):
     s.reply = None
     try:
         s.group = groupcommit.begin(s.svc.store, s.mailboxes)
-        for d in s.group:
-            d.write(hdr)
+        for d in s.group:  # CRLF lines, none opening with ".": the store's scans are not needed
+            d.write(hdr, True, False)
     except storecore.StoreError as e:
         s.abort()
         s.reset()

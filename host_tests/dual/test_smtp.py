@@ -164,6 +164,24 @@ def test_plain_transaction_stored_with_trace_headers():
     with_env(body)
 
 
+def test_a_message_received_loads_no_store_scans():
+    # Every write into a Delivery carries the line-end hint (the trace fields are CRLF lines, none
+    # opening with "."; the body's from the strict un-stuffer), so the store's own scans
+    # (storewalk.py, for writes without it) are never loaded by a message received over SMTP.
+    import sys
+
+    def body(e):
+        sys.modules.pop("pocketpost.storewalk", None)
+        c = e.session()
+        r = c.send(transaction((b"alice@example.org", b"bob@example.org")) + b"QUIT\r\n")
+        assert codes(r) == [250, 250, 250, 250, 354, 250, 221], r
+        assert "pocketpost.storewalk" not in sys.modules
+        got = e.box("alice")
+        assert len(got) == 1 and got == e.box("bob") and got[0].startswith(b"Return-Path: <"), got
+
+    with_env(body)
+
+
 def test_every_split_gives_the_same_replies_and_message():
     script = transaction((b"alice@example.org", b"bob@example.org")) + b"QUIT\r\n"
     for chunk in (1, 2, 3, 7, 64, 300):
