@@ -4,9 +4,9 @@ Theory of operation
 -------------------
 The protocol lives in pop3cmd.Session (sans-I/O; pop3cmd.py is loaded with the first connection
 and dropped when the last one ends); this module only moves bytes. Per
-connection it allocates, once: a wire.LineReader (commands), one out buffer (block_size) that
-TOP/LIST/UIDL replies (and a RETR without a copy unit of its own) are produced into, made at the
-first such reply (a session that only RETRs never makes it), and (TOP only) pop3body's file block. It reads
+connection it allocates, once: a wire.LineReader (commands) and (TOP only) pop3body's file block;
+per TOP/LIST/UIDL reply (and a RETR without a copy unit of its own) an out buffer (block_size) the
+reply is produced into, let go when the reply ends (a session between replies holds none). It reads
 straight into the LineReader's buffer and writes straight to the socket, so a 10 MiB RETR costs
 the same heap as a 1 KiB one. A client that stops reading blocks only its own task (its writes
 wait for the socket to become writable, bounded by the idle timeout).
@@ -160,8 +160,6 @@ class Server:
     async def _run(self, conn, session, slot):
         sid = slot.sid
         lines = LineReader(self.sv["max_command_line"], self.sv["max_command_line"] + _READ_EXTRA)
-        out = None  # the out buffer: made at the first reply that needs it (a RETR has its own unit)
-        outmv = None
         await conn.send(session.greeting())
         while True:
             line = lines.next_line()
@@ -184,15 +182,10 @@ class Server:
             p = session.producer
             k = 0
             if p is not None:
-                if getattr(p, "unit", None) is not None:  # RETR's own copy unit (pop3trans)
-                    o = p.unit
-                    omv = memoryview(o)
-                else:
-                    if out is None:
-                        out = bytearray(self.sv["block_size"])
-                        outmv = memoryview(out)
-                    o = out
-                    omv = outmv
+                o = getattr(p, "unit", None)  # RETR's own copy unit (pop3trans)
+                if o is None:  # the out buffer, this reply's only: an idle session holds none
+                    o = bytearray(self.sv["block_size"])
+                omv = memoryview(o)
                 try:  # the first block before the +OK: a message that cannot be read gets -ERR instead
                     k = p.fill(o)
                 except OSError as e:
@@ -227,6 +220,10 @@ class Server:
                 finally:
                     session.producer = None
                     p.close()
+            # RETR's unit is handed back at its producer's close(), or when its first block failed:
+            # no view of it may outlive that (the next RETR makes a unit of its own); the out
+            # buffer goes with its reply too.
+            o = omv = blk = None
             if session.starttls:
                 lines.clear()  # RFC 2595: plaintext sent after STLS is not trusted
                 await conn.start_tls(self.ctx, None, True, self.sv["tls_handshake_timeout"] * 1000)
