@@ -60,7 +60,7 @@ import sys
 from pocketpost import compat, log, transport
 from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
 from pocketpost.pop3 import ProtocolError
-from pocketpost.pop3client import CONTINUE, END, REPLY, ClientSession, _text
+from pocketpost.pop3client import CONTINUE, REPLY, ClientSession, _text
 
 # --- named defaults and limits ------------------------------------------------------------------
 # (the account defaults are in clientconf.py, loaded only to check an account; the two no other
@@ -276,16 +276,6 @@ class Pop3Client:
         await self._send(data, keyword)
         return await self._status()
 
-    async def _block(self, deadline, on_line):
-        """The rest of a multi-line reply: on_line(event) per LINE/ENTRY until END."""
-        s = self.s
-        what = s.what + " listing"
-        while True:
-            ev = await self._event(deadline, what)
-            if ev == END:
-                return
-            on_line(ev)
-
     # -- session --------------------------------------------------------------------------------
     def login(self, user, password, method="auto"):
         """Authenticate; `method` "auto" picks the strongest the server offers (clientauth.login:
@@ -348,7 +338,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
     """Fetch one account into its local mailbox; returns a stats dict. `on_message(info)` is
     called after each stored message with a dict: uid, local_uid, size, headers_only, headers
     (a dict, parsed while the message streams in: headers.py; None when `headers` is False,
-    which keeps headers.py and its parser out of the heap). `opener` replaces transport.connect
+    which keeps headers.py and its parser out of the heap). `opener` replaces clientauth._open
     (tests: an in-process connection pair)."""
     # The account checked, its state loaded (a crash's pending entry settled), an OAuth token,
     # the Pop3Client, the local mailbox loaded (clientconf.py: loaded for it, dropped after it)
