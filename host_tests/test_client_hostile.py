@@ -633,7 +633,7 @@ def test_fetch_cli_drops_its_cold_modules_under_micropython(tmp_path):
     headers.py is loaded only for -v. Each run fetches a new message, so every dropped module ran."""
     probe = tmp_path / "probe.py"
     probe.write_text(CLI_MODULES)
-    cold = {"clientconf", "clientauth", "clientget", "clientstls", "clientend", "clientplan", "uidcompact", "clientrecover", "config", "serverconf",
+    cold = {"clientconf", "clientauth", "clientget", "clientfail", "clientstls", "clientend", "clientplan", "uidcompact", "clientrecover", "config", "serverconf",
             "auth", "heapmark", "nativescan", "fetchload", "pop3listing"}
     for verbose, uid in (("-", b"u1"), ("v", b"u2")):
         s = Script(mailbox([(b"u1", FROM_MSG)] + ([(uid, GOOD)] if uid != b"u1" else [])))

@@ -142,3 +142,53 @@ def test_a_fetch_interns_fewer_names_than_fill_the_first_five_pools(tmp_path):
     # (Issue 10's names work: first 643 -> 596, second 601 -> 582 with this probe. A margin is
     # kept on purpose: a change that takes the first fetch near 620 should find another name to drop.)
     assert counts[0] < 620 and counts[1] < 620, counts
+
+
+def test_the_download_holds_no_connect_listing_or_failure_text_code(tmp_path):
+    """Code a download never runs is not in the modules held while messages move (issue 10: the
+    fetch's smallest heap is set there): transport has no connect (clientauth._open connects; on
+    CPython through hostconn.connect), Pop3Client no listing read (pop3listing.block), and the text
+    of its timeouts and lost connections is clientfail.py's (cold), with the same messages."""
+    import os
+
+    from pocketpost import client, clientfail, transport
+
+    assert not hasattr(transport, "connect") and not hasattr(client.Pop3Client, "_block")
+    with open(os.path.join(os.path.dirname(client.__file__), "client.py")) as f:
+        src = f.read()
+    assert "stalled or too slow" not in src and "the server closed the connection" not in src
+    c = client.Pop3Client("h", 110, read_timeout=5)
+    e = c._timeout(None, "the greeting")
+    assert isinstance(e, client.Pop3Timeout) and e.msg == (
+        "h:110: waiting for the greeting: no data for 5s; the server is stalled or too slow: try again "
+        "later, or raise the account's timeouts"), e.msg
+    e = c._lost("waiting for the reply to STAT")
+    assert isinstance(e, client.ConnectionLost)
+    assert e.msg == "h:110: waiting for the reply to STAT: the server closed the connection", e.msg
+    assert clientfail.lost(c, "connect").msg == e.msg.replace("waiting for the reply to STAT", "connect")
+
+
+def test_a_delivery_keeps_its_attribute_table_at_17_entries(tmp_path):
+    """A delivery sets at most 17 attributes when it begins: its attribute table (a dict) then stays at
+    17 entries (272 B on the 64-bit host); an 18th grows it to 23 (368 B, allocated while the old
+    one is live), at the fetch's tightest point (the first failing allocation at 96-97 KiB, issue 10)."""
+    from pocketpost.store import Store
+
+    st = Store(str(tmp_path / "mail"), quota=0, reserve=0)
+    st.create("inbox")
+    d = st.begin("inbox", digest=True)
+    try:
+        assert len(vars(d)) <= 17, sorted(vars(d))
+        d.write(b"a\nb\r\n")  # a lone LF: the slow path makes its buffer and view (storewalk)
+        d.write(b"..c\r\n", True, True)
+        assert d.digest()
+        d.commit()
+    finally:
+        d.abort()
+    mb = st.lock("inbox")
+    try:
+        f = mb.open(0)
+        assert f.read() == b"a\r\nb\r\n..c\r\n"
+        f.close()
+    finally:
+        mb.release()

@@ -11,7 +11,7 @@ from helpers import FIRMWARE, MICROPYTHON, ROOT, free_port
 from serverharness import Pop3Server
 
 # transport is not here: its connection class is the servers' too (listener.ServerConn).
-CLIENT_ONLY = ("client", "clientconf", "clientauth", "clientget", "clientrecover", "clientstls", "clientend", "clientplan", "uidcompact",
+CLIENT_ONLY = ("client", "clientconf", "clientauth", "clientget", "clientfail", "clientrecover", "clientstls", "clientend", "clientplan", "uidcompact",
                "fetch", "fetchload", "pop3client", "pop3listing", "uidstate", "headers", "oauth2", "nativescan")
 
 SCRIPT = r"""

@@ -199,7 +199,7 @@ FETCH_MODULES = ("compat", "log", "heapmark", "wire", "unstuffer", "pop3", "nati
                  "transport", "tls", "tlserror", "headers", "uidstate", "uidcompact", "storecore", "store",
                  "storeindex", "storemerge", "storescan", "storesession", "storecommit", "storeopen", "storerare",
                  "storewalk", "auth", "config",
-                 "client", "clientconf", "clientauth", "clientget", "clientstls", "clientrecover", "clientend",
+                 "client", "clientconf", "clientauth", "clientget", "clientfail", "clientstls", "clientrecover", "clientend",
                  "clientplan", "fetch", "fetchload")  # (those a tree lacks are left out)
 
 ROMFS_LAUNCHER = r"""

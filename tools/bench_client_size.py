@@ -41,11 +41,11 @@ print("MODS", " ".join(sorted(k[11:] for k in sys.modules if k.startswith("pocke
 # Dependency order of the fetch path (each module's imports come before it).
 ORDER = ("compat", "log", "wire", "unstuffer", "pop3", "nativescan", "pop3client", "pop3listing", "transport", "tls",
          "headers", "uidstate", "uidcompact", "storecore", "store", "storeindex", "storemerge",
-         "storescan", "storeopen", "storerare", "storewalk", "auth", "config", "client", "clientconf", "clientauth", "clientget", "clientstls", "clientrecover",
+         "storescan", "storeopen", "storerare", "storewalk", "auth", "config", "client", "clientconf", "clientauth", "clientget", "clientfail", "clientstls", "clientrecover",
          "clientend", "clientplan", "fetch", "fetchload")
 # Loaded for a moment and dropped by a fetch (MicroPython), where the tree has them: their .mpy
 # bytes are listed apart from the resident modules'.
-COLD = ("config", "auth", "clientconf", "clientauth", "clientget", "clientstls", "clientrecover", "clientend",
+COLD = ("config", "auth", "clientconf", "clientauth", "clientget", "clientfail", "clientstls", "clientrecover", "clientend",
         "clientplan", "uidcompact", "fetchload", "storeindex", "storemerge", "storescan",
         "storeopen", "storerare", "storewalk", "nativescan", "pop3listing")
 STEP = benchlib.IMPORT_STEPS

@@ -29,7 +29,7 @@ GLUE = ("board", "boardstart", "admin", "safemode", "flashfs", "mailport", "host
 PARTS = (
     ("server", ("server", "serverstart", "pop3server", "pop3cmd", "pop3login", "loginsvc", "pop3trans", "pop3body", "smtpserver", "smtp",
                 "smtpenv", "smtpdata", "smtpauth")),
-    ("client", ("client", "clientconf", "clientauth", "clientstls", "clientplan", "clientget", "clientend",
+    ("client", ("client", "clientconf", "clientauth", "clientstls", "clientplan", "clientget", "clientfail", "clientend",
                 "clientrecover", "fetch", "fetchload", "uidstate", "uidcompact", "headers", "session",
                 "transport", "pop3client", "pop3listing", "nativescan", "oauth2")),
     ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession",

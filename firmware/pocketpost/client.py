@@ -60,7 +60,7 @@ import sys
 from pocketpost import compat, log, transport
 from pocketpost.compat import ConfigError, const  # a bad account: the one config error class
 from pocketpost.pop3 import ProtocolError
-from pocketpost.pop3client import CONTINUE, END, REPLY, ClientSession, _text
+from pocketpost.pop3client import CONTINUE, REPLY, ClientSession, _text
 
 # --- named defaults and limits ------------------------------------------------------------------
 # (the account defaults are in clientconf.py, loaded only to check an account; the two no other
@@ -130,6 +130,18 @@ def account_from_dict(d):
         compat.forget(("clientconf",))
 
 
+def _failed(fn, *args):
+    """clientfail.<fn>(*args): the error of a failed wait or connection (clientfail.py: loaded for
+    it, dropped after it on MicroPython; not held while messages move)."""
+    from pocketpost import clientfail
+
+    try:
+        return getattr(clientfail, fn)(*args)
+    finally:
+        clientfail = None
+        compat.forget(("clientfail",))
+
+
 # --- the session driver ----------------------------------------------------------------------------
 class Pop3Client:
     """One POP3 session: the asyncio shell around pop3client.ClientSession. Usage:
@@ -170,14 +182,8 @@ class Pop3Client:
     def _lost(self, doing, e=None):
         """The ConnectionLost for a failure while `doing` ("waiting for the reply to STAT",
         "connect"): the OSError / TLS error e in words a user can act on (tls.describe_error), or
-        without e the server's close."""
-        if e is None:
-            why = "the server closed the connection"
-        else:
-            from pocketpost import tls  # only on an error path: a plain-text fetch never loads it
-
-            why = tls.describe_error(e, self.host, self.port, self.ca_path)
-        return ConnectionLost("%s: %s: %s" % (self.where, doing, why))
+        without e the server's close (clientfail.lost)."""
+        return _failed("lost", self, doing, e)
 
     # -- deadlines and bytes --------------------------------------------------------------------
     def deadline(self, timeout, size=0):
@@ -200,16 +206,8 @@ class Pop3Client:
         return left
 
     def _timeout(self, deadline, what):
-        now = compat.ticks_ms()
-        sd = self.session_deadline
-        if sd is not None and compat.ticks_diff(sd, now) <= 0:
-            why = "the session's deadline passed"
-        elif deadline is not None and compat.ticks_diff(deadline, now) <= 0:
-            why = "its deadline passed (read_timeout %ss, min_rate %d B/s)" % (self.read_timeout, self.min_rate)
-        else:
-            why = "no data for %ss" % self.read_timeout
-        return Pop3Timeout("%s: waiting for %s: %s; the server is stalled or too slow: try again later, "
-                           "or raise the account's timeouts" % (self.where, what, why))
+        """The Pop3Timeout for a wait for `what` that ran out (clientfail.timeout: which deadline)."""
+        return _failed("timeout", self, deadline, what)
 
     async def _fill(self, deadline, what):
         mv = self.s.space()
@@ -276,16 +274,6 @@ class Pop3Client:
         await self._send(data, keyword)
         return await self._status()
 
-    async def _block(self, deadline, on_line):
-        """The rest of a multi-line reply: on_line(event) per LINE/ENTRY until END."""
-        s = self.s
-        what = s.what + " listing"
-        while True:
-            ev = await self._event(deadline, what)
-            if ev == END:
-                return
-            on_line(ev)
-
     # -- session --------------------------------------------------------------------------------
     def login(self, user, password, method="auto"):
         """Authenticate; `method` "auto" picks the strongest the server offers (clientauth.login:
@@ -348,7 +336,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
     """Fetch one account into its local mailbox; returns a stats dict. `on_message(info)` is
     called after each stored message with a dict: uid, local_uid, size, headers_only, headers
     (a dict, parsed while the message streams in: headers.py; None when `headers` is False,
-    which keeps headers.py and its parser out of the heap). `opener` replaces transport.connect
+    which keeps headers.py and its parser out of the heap). `opener` replaces clientauth._open
     (tests: an in-process connection pair)."""
     # The account checked, its state loaded (a crash's pending entry settled), an OAuth token,
     # the Pop3Client, the local mailbox loaded (clientconf.py: loaded for it, dropped after it)

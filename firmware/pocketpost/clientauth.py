@@ -7,7 +7,7 @@ move; its qstrs stay)."""
 
 import binascii
 
-from pocketpost import log, transport
+from pocketpost import log, pop3listing, transport
 from pocketpost.client import _OAUTH, AuthFailed, ErrReply, Pop3Timeout, _text
 from pocketpost.compat import IS_MICROPYTHON, ConfigError, const, forget, ticks_add, ticks_diff, ticks_ms
 from pocketpost.pop3 import ProtocolError, parse_number
@@ -50,11 +50,15 @@ class _Stream:
 
 
 async def _open(host, port, ms, ctx=None):
-    """transport.connect, on MicroPython without asyncio.open_connection: the same non-blocking
+    """A TCP connection to host:port (with `ctx`, implicit TLS to that host) within ms, as a
+    transport connection. On MicroPython without asyncio.open_connection: the same non-blocking
     connect (asyncio/stream.py's), but asyncio's stream module (~1.9 KB of heap on the 64-bit unix
-    port, kept once loaded) is never loaded: the connection reads and writes the socket itself."""
+    port, kept once loaded) is never loaded: the connection reads and writes the socket itself.
+    (On CPython: hostconn.connect, asyncio's streams and TLS.)"""
     if not IS_MICROPYTHON:
-        return await transport.connect(host, port, ms, ctx)
+        from pocketpost.hostconn import connect as host_connect  # ("pocketpost.hostconn": transport's name too)
+
+        return await host_connect(host, port, ms, ctx)
     import errno
     import socket
     from errno import ECONNABORTED, ECONNREFUSED, ECONNRESET, EHOSTUNREACH, EINPROGRESS, ENOTCONN, ETIMEDOUT
@@ -151,7 +155,7 @@ async def capa(c):
         if k in _CAPS:
             caps[k] = [x.upper() for x in w[1:]]
 
-    await c._block(c.deadline(c.read_timeout), one)
+    await pop3listing.block(c, c.deadline(c.read_timeout), one)
     c.caps = caps
     return caps
 

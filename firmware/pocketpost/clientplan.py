@@ -5,7 +5,7 @@ between the login and the downloads, so it is loaded for each pass and, on Micro
 after it (not held at the login or while a message streams in; its qstrs stay). Its state lives
 in the caller's bit arrays and `ctl`, not here: nothing of this module outlives the call."""
 
-from pocketpost import log
+from pocketpost import log, pop3listing
 from pocketpost.client import ClientError, ErrReply, _bit, _set
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
@@ -37,7 +37,7 @@ async def listing(c, keyword, count, on_line):
     def one(ev):
         on_line(s.n, s.field)
 
-    await c._block(d, one)
+    await pop3listing.block(c, d, one)
     return True
 
 

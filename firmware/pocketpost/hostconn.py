@@ -12,7 +12,7 @@ _ROUNDING_MS = const(20)  # transport's (a private copy)
 
 
 async def connect(host, port, ms, ctx):
-    """transport.connect on CPython: asyncio's streams, TLS from the start with ctx."""
+    """clientauth._open on CPython: asyncio's streams, TLS from the start with ctx."""
     try:
         r, w = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx, server_hostname=host if ctx else None),
                                       ms / 1000)

@@ -1,6 +1,7 @@
 """The client session's greeting and multi-line listings (pop3client.ClientSession: CAPA, LIST,
 UIDL): their events (greeting, line), and the grammar only they use (apop_timestamp, parse_listing,
-valid_uid; pop3.py's and pop3client's names too, through their __getattr__). Cold code:
+valid_uid; pop3.py's and pop3client's names too, through their __getattr__), and block, the
+client's read of such a block (a Pop3Client method held for the whole session before). Cold code:
 ClientSession loads it at the greeting and at the first listing line; the client drops it after
 its login and after each listing pass (not held while messages download; its qstrs stay), and
 the next listing loads it again. Every event here is ClientSession's: see pop3client.py."""
@@ -98,3 +99,14 @@ def line(s, p):
     s.n = n
     s.field = field
     return _ENTRY
+
+
+async def block(c, deadline, on_line):
+    """The rest of a CAPA, LIST or UIDL reply on Pop3Client c (after its +OK): on_line(event) per
+    LINE/ENTRY until END."""
+    what = c.s.what + " listing"
+    while True:
+        ev = await c._event(deadline, what)
+        if ev == END:
+            return
+        on_line(ev)

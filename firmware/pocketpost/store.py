@@ -201,8 +201,7 @@ class Delivery:
         self.sha1 = None  # the SHA-1 of the message so far, with begin(..., digest=True)
         if digest:
             self.sha1 = hashlib.sha1()
-        self._out = None  # slow path output buffer, made at the first lone LF
-        self._omv = None  # its memoryview
+        self._out = None  # slow path output buffer, made at the first lone LF (with _omv, its view)
         self._count = 0  # octets waiting in it (within a storewalk._lines call only)
         self._block = None  # input buffer a memoryview is copied into, made at the first one
         self._mv = None  # its memoryview

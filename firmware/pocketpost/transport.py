@@ -237,18 +237,3 @@ def nodelay(conn, on):
         except Exception:  # a port without the option keeps Nagle (and the stall)
             pass
 
-
-async def connect(host, port, ms, ctx=None):
-    """A TCP connection to host:port (with `ctx`, implicit TLS to that host), within ms."""
-    if not IS_MICROPYTHON:  # asyncio's TLS at connect (hostconn.py)
-        from pocketpost.hostconn import connect as host_connect  # (no "hostconn" name interned on a board)
-
-        return await host_connect(host, port, ms, ctx)
-    try:
-        r, w = await asyncio.wait_for(asyncio.open_connection(host, port), ms / 1000)
-    except asyncio.TimeoutError:
-        raise Timeout()
-    c = Conn(r)
-    if ctx is not None:
-        await c.start_tls(ctx, host)
-    return c
