@@ -16,6 +16,8 @@ import time
 from helpers import FIRMWARE, MICROPYTHON, ROOT, free_port
 
 sys.path.insert(0, FIRMWARE)
+sys.path.insert(0, os.path.join(ROOT, "host_tests", "dual"))  # tools import this harness too
+from feed import reader  # noqa: E402
 from pocketpost import config  # noqa: E402
 from pocketpost.store import Store  # noqa: E402
 
@@ -80,7 +82,7 @@ class Pop3Server:
         self.uids = {}
         for box, msgs in (messages or {}).items():
             st.create(box)
-            self.uids[box] = [st.deliver_stream(box, _reader(m)) for m in msgs]
+            self.uids[box] = [st.deliver_stream(box, reader(m)) for m in msgs]
         self.heapsize = heapsize
         self.proc = None
         self.logf = None
@@ -150,18 +152,6 @@ class Pop3Server:
             return out
         finally:
             mb.release()
-
-
-def _reader(data):
-    pos = [0]
-
-    def readinto(buf):
-        n = min(len(buf), len(data) - pos[0])
-        buf[:n] = data[pos[0] : pos[0] + n]
-        pos[0] += n
-        return n
-
-    return readinto
 
 
 def msg(i, body_lines=3, extra=b""):

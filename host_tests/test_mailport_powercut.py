@@ -113,29 +113,11 @@ def check(restore, label):
 
 
 def run_one(base, cut_at, mode, restore):
-    import gc
-
-    from flashdev import FlashDev, PowerCut, mount_fresh, umount
+    from flashdev import FlashDev, cut_power, mount_fresh, umount
     from pocketpost import store as store_mod
 
     store_mod.reboot()
-    dev = FlashDev(data=base)
-    dev.cut_at = cut_at
-    dev.mode = mode
-    mount_fresh(dev=dev, at=MOUNT)
-    try:
-        run_import(restore)
-    except Exception as e:  # noqa: BLE001 - only allowed once the power is gone
-        if not dev.dead:
-            raise
-        if not isinstance(e, (PowerCut, OSError, AssertionError)) and type(e).__name__ not in ("StoreError", "StoreFull"):
-            raise
-    dev.detached = True
-    try:
-        umount(MOUNT)
-    except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
-        pass
-    gc.collect()
+    dev = cut_power(base, cut_at, mode, MOUNT, lambda dev: run_import(restore), also=(AssertionError,))
     ops = dev.ops
     store_mod.reboot()  # the reboot: RAM state (locks, caches) is gone
     mount_fresh(dev=FlashDev(data=dev.image()), at=MOUNT)

@@ -132,28 +132,10 @@ def check(acked, label):
 
 
 def run_one(base, cut_at, mode):
-    import gc
+    from flashdev import FlashDev, cut_power, mount_fresh, umount
 
-    from flashdev import FlashDev, PowerCut, mount_fresh, umount
-
-    dev = FlashDev(data=base)
-    dev.cut_at = cut_at
-    dev.mode = mode
-    mount_fresh(dev=dev, at=MOUNT)
     acked = []
-    try:
-        workload(dev, acked)
-    except Exception as e:  # noqa: BLE001 - only allowed once the power is gone
-        if not dev.dead:
-            raise
-        if not isinstance(e, (PowerCut, OSError)) and type(e).__name__ not in ("StoreError", "StoreFull"):
-            raise
-    dev.detached = True
-    try:
-        umount(MOUNT)
-    except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
-        pass
-    gc.collect()
+    dev = cut_power(base, cut_at, mode, MOUNT, lambda dev: workload(dev, acked))
     ops = dev.ops
     dev2 = FlashDev(data=dev.image())
     mount_fresh(dev=dev2, at=MOUNT)

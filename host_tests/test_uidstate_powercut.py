@@ -18,10 +18,9 @@ MOUNT = "/ucut"
 
 
 def run_one(base, cut_at, mode):
-    import gc
     import os
 
-    from flashdev import FlashDev, PowerCut, mount_fresh, umount
+    from flashdev import FlashDev, PowerCut, mount_fresh, umount, unplug
     from pocketpost import compat, uidcompact, uidstate
     from test_client_uidstate import _pc_check, _pc_workload
 
@@ -46,12 +45,7 @@ def run_one(base, cut_at, mode):
     except Exception as e:  # noqa: BLE001 - only allowed once the power is gone
         if not dev.dead or not isinstance(e, (PowerCut, OSError, uidstate.StateError)):
             raise
-    dev.detached = True
-    try:
-        umount(MOUNT)
-    except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
-        pass
-    gc.collect()
+    unplug(dev, MOUNT)
     ops = dev.ops - start
     dev2 = FlashDev(data=dev.image())
     mount_fresh(dev=dev2, at=MOUNT)

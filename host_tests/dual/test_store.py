@@ -4,6 +4,7 @@ import binascii
 import os
 
 from dualtest import skip
+from feed import reader
 from flashdev import IS_MICROPYTHON, fresh_root
 from pocketpost import compat
 from pocketpost import store as store_mod
@@ -102,15 +103,7 @@ def test_big_message_through_stream_and_file():
     data = line * 500  # ~18 KiB, lone LFs
 
     def body(root, st):
-        pos = [0]
-
-        def readinto(buf):
-            n = min(len(buf), len(data) - pos[0], 77)
-            buf[:n] = data[pos[0] : pos[0] + n]
-            pos[0] += n
-            return n
-
-        u1 = st.deliver_stream("x", readinto)
+        u1 = st.deliver_stream("x", reader(data, most=77))
         src = root + "-src.txt"
         f = open(src, "wb")
         f.write(data)
