@@ -163,5 +163,3 @@ def test_per_message_state_does_not_fit_that_heap(filled, tmp_path, mpy):
     root, r = _run(filled, tmp_path, "perrec", mpy)
     out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
     assert r.returncode != 0 and "MemoryError" in out and "FIT" not in out, out[-3000:]
-
-
