@@ -8,6 +8,7 @@ sockets have no getsockname). stop() always kills the process.
 
 import json
 import os
+import poplib
 import socket
 import subprocess
 import sys
@@ -159,6 +160,23 @@ def msg(i, body_lines=3, extra=b""):
     head = b"From: sender%d@example.org\r\nTo: alice@example.org\r\nSubject: message %d\r\nMessage-ID: <m%d@test>\r\n\r\n" % (i, i, i)
     body = b"".join(b"line %d of message %d\r\n" % (k, i) for k in range(body_lines))
     return head + body + b".dot line\r\n" + extra
+
+
+def user_reads_all(port, count, user="alice", password="alice pass"):
+    """poplib from 127.0.0.1 exactly (attackers hold the other loopback addresses): log in, RETR
+    messages 1..count, QUIT. Returns (the messages, each CRLF-terminated; the seconds it took)."""
+
+    class POP3From(poplib.POP3):
+        def _create_socket(self, timeout):
+            return socket.create_connection((self.host, self.port), timeout, ("127.0.0.1", 0))
+
+    t0 = time.perf_counter()
+    p = POP3From("127.0.0.1", port, timeout=10)
+    p.user(user)
+    p.pass_(password)
+    got = [b"\r\n".join(p.retr(i + 1)[1]) + b"\r\n" for i in range(count)]
+    p.quit()
+    return got, time.perf_counter() - t0
 
 
 class Raw:

@@ -17,6 +17,7 @@ free name (NAME.2 ...), as any file set aside, so the next boot finds the mailbo
 
 import os
 
+from cutrename import cut_each_rename
 from dualtest import skip
 from flashdev import IS_MICROPYTHON, fresh_root
 from pocketpost import compat, log, storecore
@@ -211,41 +212,26 @@ def test_a_cut_rename_is_finished_by_the_next_recovery():
 
 
 def _cut_every_rename(mess, moves):
-    # compat.rename raising at its n-th call, before or after doing it (a move between
-    # directories is two littlefs commits): the process goes on, then a restart; every message
-    # is listed once, each time. mess(root, uids): the damage, returning the bodies to list.
-    from test_store_dupseq import _CutRename
+    # compat.rename raising at its n-th call, before or after doing it (cutrename.py): the
+    # process goes on, then a restart; every message is listed once, each time.
+    # mess(root, uids): the damage, returning the bodies to list.
+
+    def case(root, recover):
+        st = Store(root)
+        uids = [_deliver(st, b"message %d\r\n" % i, 500 + i) for i in range(3)]
+        st.lock("x").release()
+        want = mess(root, uids)
+        store_mod.reboot()
+        st = Store(root)
+        recover(st)
+        _once(st, want, uids)  # the same process goes on (a second recovery if suspect)
+        store_mod.reboot()
+        got, order = _listing(Store(root))
+        assert sorted(got.values()) == sorted(want + [b"later\r\n"]), (after, got)
+        assert len(order) == len(set(order)), order
 
     for after in (False, True):
-        n = 1
-        while True:
-            root, cleanup = fresh_root()
-            store_mod.reboot()
-            try:
-                st = Store(root)
-                uids = [_deliver(st, b"message %d\r\n" % i, 500 + i) for i in range(3)]
-                st.lock("x").release()
-                want = mess(root, uids)
-                store_mod.reboot()
-                st = Store(root)
-                with _CutRename(n, after) as cut:
-                    try:
-                        st.lock("x").release()
-                    except Exception:  # the cut, whatever the store made of it
-                        pass
-                _once(st, want, uids)  # the same process goes on (a second recovery if suspect)
-                store_mod.reboot()
-                got, order = _listing(Store(root))
-                assert sorted(got.values()) == sorted(want + [b"later\r\n"]), (n, after, got)
-                assert len(order) == len(set(order)), order
-            finally:
-                store_mod.reboot()
-                cleanup()
-            if not cut.fired:
-                break
-            n += 1
-            assert n < 20
-        assert n > moves
+        assert cut_each_rename(after, case) > moves
 
 
 def test_power_cut_at_every_flash_op_of_the_moves():
