@@ -323,15 +323,20 @@ def check_messages(image, files):
     return out
 
 
+def load_raw(path):
+    """A JSON config file on the host, as written (to edit or copy); refused if unreadable."""
+    try:
+        return ppconfig.load_raw(path)
+    except OSError as e:
+        raise Refused("%s: cannot read: %s" % (path, e.strerror)) from None
+    except ValueError as e:
+        raise Refused("%s: not a JSON config: %s" % (path, e)) from None
+
+
 def create(image, size_text=DEFAULT_SIZE, config_path=None, debug=False):
     size = hostimage.parse_size(size_text)
     if config_path:
-        try:
-            cfg = ppconfig.load_raw(config_path)
-        except OSError as e:
-            raise Refused("%s: cannot read: %s" % (config_path, e.strerror)) from None
-        except ValueError as e:
-            raise Refused("%s: not a JSON config: %s" % (config_path, e)) from None
+        cfg = load_raw(config_path)
     else:
         with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
             cfg = json.load(f)
@@ -359,12 +364,7 @@ def adduser(target, user, password, iterations=None, apop_secret=None, force=Fal
     if not password:
         raise Refused("empty password for user %s: give a non-empty --password (or type one)" % user)
     if target.endswith(".json"):
-        try:
-            cfg = ppconfig.load_raw(target)
-        except OSError as e:
-            raise Refused("%s: cannot read: %s" % (target, e.strerror)) from None
-        except ValueError as e:
-            raise Refused("%s: not a JSON config: %s" % (target, e)) from None
+        cfg = load_raw(target)
         old = (cfg.get("users") or {}).get(user)
         if old is not None and not force:
             raise Refused("user %s already exists in %s; --force replaces the password" % (user, target))
