@@ -13,6 +13,8 @@ import journal must list each message once.
 
 import sys
 
+from portcmd import msg_cmd, serve, sha1hex
+
 IS_MP = sys.implementation.name == "micropython"
 MOUNT = "/pcut"
 ROOT = MOUNT + "/mail"
@@ -31,33 +33,6 @@ MSGS = _msgs()
 UIDS = ["0badc0de.%d" % s for s in (3, 130, 131, 400, 401)]  # gaps of whole buckets
 
 
-def _sha1(data):
-    import binascii
-    import hashlib
-
-    return binascii.hexlify(hashlib.sha1(data).digest()).decode()
-
-
-def _cmd(data, uid):
-    from pocketpost import mailport
-
-    out = b"M box 1000 %s %s\n" % (_sha1(data).encode(), uid.encode())
-    for k in range(0, len(data), mailport.CHUNK):
-        piece = data[k : k + mailport.CHUNK]
-        out += b"%d\n" % len(piece) + piece
-    return out + b"0\n"
-
-
-def _serve(st, data):
-    import io
-
-    from pocketpost import mailport
-
-    out = io.BytesIO()
-    mailport.serve(st, io.BytesIO(data), out)
-    return out.getvalue()
-
-
 def _listing(reply):
     head, _, rest = reply.partition(b"\n")
     assert head.startswith(b"K "), reply
@@ -70,19 +45,19 @@ def run_import(restore):
 
     st = Store(ROOT, quota=0, reserve=0)
     if restore:
-        have = set(ln.split(b" ")[0].decode() for ln in _listing(_serve(st, b"U box\n")).split(b"\n") if ln)
+        have = set(ln.split(b" ")[0].decode() for ln in _listing(serve(st, b"U box\n")).split(b"\n") if ln)
     else:
         have = set()
-        for ln in _listing(_serve(st, b"J box\n")).split(b"\n"):
+        for ln in _listing(serve(st, b"J box\n")).split(b"\n"):
             if ln[:1] == b"+":
                 have.add(ln[1:].split(b" ")[0].decode())
             elif ln[:1] == b"-":
                 have.discard(ln[1:].decode())
     for m, uid in zip(MSGS, UIDS):
-        key = uid if restore else _sha1(m)
+        key = uid if restore else sha1hex(m)
         if key in have:
             continue
-        r = _serve(st, _cmd(m, uid if restore else "-"))
+        r = serve(st, msg_cmd("box", 1000, m, uid if restore else "-"))
         assert r.startswith(b"A "), r
 
 
@@ -102,13 +77,13 @@ def check(restore, label):
         assert [u for u, _ in got] == UIDS, (label, "uids")
     else:
         keys = {}
-        for ln in _listing(_serve(st, b"J box\n")).split(b"\n"):
+        for ln in _listing(serve(st, b"J box\n")).split(b"\n"):
             if ln[:1] == b"+":
                 k = ln[1:].split(b" ")[0]
                 keys[k] = keys.get(k, 0) + 1
             elif ln[:1] == b"-":
                 keys[ln[1:]] -= 1
-        assert sorted(k for k, n in keys.items() if n) == sorted(_sha1(m).encode() for m in MSGS), (label, "journal")
+        assert sorted(k for k, n in keys.items() if n) == sorted(sha1hex(m).encode() for m in MSGS), (label, "journal")
         assert max(keys.values()) == 1, (label, "journal twice")
 
 
