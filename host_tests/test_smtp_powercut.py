@@ -16,6 +16,8 @@ Run by pytest (test_power_cuts below), or directly:
 import os
 import sys
 
+from smtptrace import body_of
+
 IS_MP = sys.implementation.name == "micropython"
 MOUNT = "/scut"
 ROOT = MOUNT + "/mail"
@@ -83,15 +85,6 @@ def workload(dev, acked):
         acked.append(num)
 
 
-def _strip_trace(m):
-    k = m.index(b"\r\nReceived: ") + 2
-    while True:
-        e = m.index(b"\r\n", k)
-        k = e + 2
-        if m[k : k + 1] != b"\t":
-            return m[k:]
-
-
 def check(acked, label):
     from pocketpost import compat
     from pocketpost import store as store_mod
@@ -108,7 +101,7 @@ def check(acked, label):
             f = mb.open(i)
             data = f.read()
             f.close()
-            body = _strip_trace(data)
+            body = body_of(data)
             num = int(body[len(b"Subject: m") : body.index(b"\r\n")])
             assert body == MESSAGES[num - 1][1], (label, "partial or changed", box, num)
             s = copies.setdefault(num, set())
