@@ -225,3 +225,12 @@ def fresh_root(blocks=96):
 
     d = tempfile.mkdtemp(prefix="pp-store-")
     return d + "/mail", lambda: shutil.rmtree(d, ignore_errors=True)
+
+
+def in_fresh_root(fn):
+    """fn(root) run on a fresh_root(), cleaned up afterwards."""
+    root, cleanup = fresh_root()
+    try:
+        fn(root)
+    finally:
+        cleanup()
