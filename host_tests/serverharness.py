@@ -76,8 +76,7 @@ class Pop3Server:
             config.add_user(cfg, name, pw, 200, apop_secret=(apop or {}).get(name))
         config.check(cfg)
         self.config_path = os.path.join(base, "config.json")
-        with open(self.config_path, "w") as f:
-            json.dump(cfg, f)
+        self.write_config(cfg)
         self.store_root = root
         st = Store(root, quota=0, reserve=0)
         self.uids = {}
@@ -87,6 +86,15 @@ class Pop3Server:
         self.heapsize = heapsize
         self.proc = None
         self.logf = None
+
+    def read_config(self):
+        """The config the server starts with, as a dict (change it, then write_config)."""
+        with open(self.config_path) as f:
+            return json.load(f)
+
+    def write_config(self, cfg):
+        with open(self.config_path, "w") as f:
+            json.dump(cfg, f)
 
     def start(self, args=None, micropypath=None, cpython=False):
         env = dict(os.environ)

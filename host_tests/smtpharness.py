@@ -2,7 +2,6 @@
 (`micropython -m pocketpost.smtpserver config.json`). Builds on serverharness.Pop3Server: the same
 temp dir, store, users and certificate, plus an "smtp" config section on free ports."""
 
-import json
 import poplib
 import socket
 import time
@@ -25,8 +24,7 @@ class SmtpPop3Server(Pop3Server):
                 used.add(p)
                 ports.append(p)
         self.smtp_port, self.submission_port, self.smtps_port = ports
-        with open(self.config_path) as f:
-            cfg = json.load(f)
+        cfg = self.read_config()
         sm = {"port": self.smtp_port, "submission_port": self.submission_port, "smtps_port": self.smtps_port,
               "domains": DOMAINS, "aliases": {"postmaster": "alice", "info@home.example": "bob"},
               "command_timeout": 5, "data_timeout": 3, "preauth_timeout": 4, "max_sessions": 4,
@@ -34,8 +32,7 @@ class SmtpPop3Server(Pop3Server):
         sm.update(smtp or {})
         cfg["smtp"] = sm
         config.check(cfg)
-        with open(self.config_path, "w") as f:
-            json.dump(cfg, f)
+        self.write_config(cfg)
         self.sm = sm
         self.tls_on = bool(cfg["server"]["cert"])
 
