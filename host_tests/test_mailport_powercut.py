@@ -108,20 +108,14 @@ def run_one(base, cut_at, mode, restore):
 def main():
     import time
 
-    import vfs
-    from flashdev import FlashDev
+    from flashdev import blank_image, cut_at_every_op
 
-    dev = FlashDev(blocks=48)
-    vfs.VfsLfs2.mkfs(dev)
-    base = dev.image()
+    base = blank_image(48)
     t0 = time.ticks_ms()
     covered = 0
     for restore in (False, True):
         total = run_one(base, 0, "raise", restore)
-        for mode in ("raise", "drop", "torn"):
-            for n in range(1, total + 1):
-                run_one(base, n, mode, restore)
-                covered += 1
+        covered += cut_at_every_op(total, lambda n, mode: run_one(base, n, mode, restore))
         print("%s: %d program/erase ops, cut at every one in 3 modes" % ("restore" if restore else "import", total))
     print("MAILPORT POWERCUT OK: %d cut points in %d ms" % (covered, time.ticks_diff(time.ticks_ms(), t0)))
 

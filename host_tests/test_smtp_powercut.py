@@ -142,22 +142,15 @@ def run_one(base, cut_at, mode):
 def main():
     import time
 
-    import vfs
-    from flashdev import FlashDev
+    from flashdev import blank_image, cut_at_every_op
     from pocketpost import log
 
     log.set_sink(lambda line: None)
-    dev = FlashDev(blocks=64)
-    vfs.VfsLfs2.mkfs(dev)
-    base = dev.image()
+    base = blank_image(64)
     t0 = time.ticks_ms()
     total, n = run_one(base, 0, "raise")
     assert n == len(MESSAGES)
-    covered = 0
-    for mode in ("raise", "drop", "torn"):
-        for cut in range(1, total + 1):
-            run_one(base, cut, mode)
-            covered += 1
+    covered = cut_at_every_op(total, lambda cut, mode: run_one(base, cut, mode))
     print("SMTP POWERCUT OK: %d program/erase ops in the workload, %d cut points (every op, 3 modes) in %d ms"
           % (total, covered, time.ticks_diff(time.ticks_ms(), t0)))
 

@@ -224,6 +224,8 @@ def run_one(base, cut_at, mode, marks=None, long=False):
 
 def sweep(base, long, stride, mark_stride):
     """Cut at every stride-th op, and at every mark_stride-th op of the lock/commit/rebuild steps."""
+    from flashdev import MODES
+
     marks = []
     total = run_one(base, 0, "raise", marks, long)
     s = set(range(1, total + 1, stride))
@@ -234,7 +236,7 @@ def sweep(base, long, stride, mark_stride):
     print("%s workload: %d program/erase ops, %d of them in lock/commit/rebuild steps; cutting at %d"
           % ("long" if long else "short", total, sum(b - a for a, b in marks), len(points)))
     covered = 0
-    for mode in ("raise", "drop", "torn"):
+    for mode in MODES:
         for n in points:
             run_one(base, n, mode, None, long)
             covered += 1
@@ -245,13 +247,10 @@ def sweep(base, long, stride, mark_stride):
 def main():
     import time
 
-    from flashdev import FlashDev
-    import vfs
+    from flashdev import blank_image
 
     full = os.getenv("POCKETPOST_FULL") == "1"
-    dev = FlashDev(blocks=48)
-    vfs.VfsLfs2.mkfs(dev)
-    base = dev.image()
+    base = blank_image(48)
     t0 = time.ticks_ms()
     # The short workload is cheap: every op, always. The long one: sliced unless FULL.
     covered = sweep(base, False, 1, 1)

@@ -64,20 +64,12 @@ def run_one(base, cut_at, mode):
 def main():
     import time
 
-    import vfs
-    from flashdev import FlashDev
+    from flashdev import blank_image, cut_at_every_op
 
-    dev = FlashDev(blocks=32)
-    vfs.VfsLfs2.mkfs(dev)
-    base = dev.image()
+    base = blank_image(32)
     t0 = time.ticks_ms()
     total = run_one(base, 0, "raise")
-    covered = 0
-    for mode in ("raise", "drop", "torn"):
-        for n in range(1, total + 1):
-            run_one(base, n, mode)
-            covered += 1
-        print("  mode %s: %d cut points ok" % (mode, total))
+    covered = cut_at_every_op(total, lambda n, mode: run_one(base, n, mode))
     print("STATE POWERCUT OK: %d cut points (every op of %d) in %d ms"
           % (covered, total, time.ticks_diff(time.ticks_ms(), t0)))
 

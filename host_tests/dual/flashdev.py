@@ -20,6 +20,9 @@ import sys
 IS_MICROPYTHON = sys.implementation.name == "micropython"
 
 
+MODES = ("raise", "drop", "torn")  # how the power goes (above)
+
+
 class PowerCut(Exception):
     pass
 
@@ -148,6 +151,24 @@ def umount(at):
     gc.collect()
 
 
+def blank_image(blocks):
+    """A freshly formatted littlefs of `blocks` blocks, as an image to start each run from."""
+    import vfs
+
+    dev = FlashDev(blocks=blocks)
+    vfs.VfsLfs2.mkfs(dev)
+    return dev.image()
+
+
+def cut_at_every_op(total, run):
+    """run(n, mode) for each op n of a workload of `total` program/erase ops, in every mode;
+    returns how many runs that was."""
+    for mode in MODES:
+        for n in range(1, total + 1):
+            run(n, mode)
+    return len(MODES) * total
+
+
 def cut_power(base, cut_at, mode, at, work, also=()):
     """`work(dev)` run on a new device holding the image `base`, mounted at `at`, with the power
     cut at its `cut_at`-th flash operation (0: never) in `mode`. An exception from `work` is
@@ -192,7 +213,7 @@ def cut_every_op(base, at, step, check, reset, limit):
 
     n = 1
     while True:
-        for mode in ("raise", "drop", "torn"):
+        for mode in MODES:
             dev = None
             gc.collect()
 
