@@ -95,6 +95,18 @@ def _bodies(extra=None):
     return [b"message %d\r\n" % i for i in range(3)] + ([extra] if extra else [])
 
 
+def _repaired_by_check(root, path):
+    """After a restart, Store.check finds the damage, moves nothing (`path` stays) until asked to
+    repair, and leaves no problem after repairing; then the next restart."""
+    store_mod.reboot()
+    st = Store(root)
+    assert st.check()["problems"] >= 1
+    assert compat.exists(path)  # without repair nothing moves
+    st.check(repair=True)
+    assert st.check()["problems"] == 0
+    store_mod.reboot()
+
+
 def test_moved_into_the_wrong_bucket_keeps_its_uid():
     # A move cut short (or a restore tool) left seq 2's file in b1: the index has its record,
     # its file is not where the record says.
@@ -183,13 +195,7 @@ def test_check_reports_it_and_repairs_it():
         epoch = uids[0].split(".")[0]
         name = "%s.2.400.p" % epoch
         _put(root, 1, name, b"the misplaced one\r\n")
-        store_mod.reboot()
-        st = Store(root)
-        assert st.check()["problems"] >= 1
-        assert compat.exists(root + "/x/b1/" + name)  # without repair nothing moves
-        st.check(repair=True)
-        assert st.check()["problems"] == 0
-        store_mod.reboot()
+        _repaired_by_check(root, root + "/x/b1/" + name)
         _once(Store(root), _bodies(b"the misplaced one\r\n"), uids, b"the misplaced one\r\n")
 
     _with(body)
