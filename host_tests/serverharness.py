@@ -18,6 +18,7 @@ from helpers import FIRMWARE, MICROPYTHON, ROOT, free_port
 
 sys.path.insert(0, FIRMWARE)
 sys.path.insert(0, os.path.join(ROOT, "host_tests", "dual"))  # tools import this harness too
+import storeread  # noqa: E402
 from feed import reader  # noqa: E402
 from pocketpost import config  # noqa: E402
 from pocketpost.store import Store  # noqa: E402
@@ -150,17 +151,7 @@ class Pop3Server:
         from pocketpost import store as store_mod
 
         store_mod.reboot()  # forget RAM state: the server process changed the flash
-        st = Store(self.store_root, quota=0, reserve=0)
-        mb = st.lock(box)
-        try:
-            out = []
-            for i in range(mb.count):
-                f = mb.open(i)
-                out.append((mb.uid(i), f.read()))
-                f.close()
-            return out
-        finally:
-            mb.release()
+        return storeread.entries(Store(self.store_root, quota=0, reserve=0), box)
 
 
 def msg(i, body_lines=3, extra=b""):
