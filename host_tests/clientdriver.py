@@ -41,27 +41,20 @@ def _exc_info(e):
 def main(argv):
     with open(argv[1]) as f:
         spec = json.load(f)
-    from pocketpost import client, store as storemod, uidstate
+    from pocketpost import client, store as storemod
     from pocketpost.store import Store
 
     if spec.get("now") is not None:
         t = spec["now"]
         client.compat.now = lambda: t  # the client reads compat.now() at call time
     crash = spec.get("crash")
-    if crash:
+    if crash or spec.get("fail_pending_save"):
         sys.path.insert(0, __file__.rsplit("/", 1)[0])
         import crashpoints
-
+    if crash:
         crashpoints.install(crashpoints.counter(crash, _Crash))
     if spec.get("fail_pending_save"):
-        real_save = uidstate.UidState.save
-
-        def failing_save(self):
-            if self.pending is not None:
-                raise OSError(28, "no space")
-            return real_save(self)
-
-        uidstate.UidState.save = failing_save
+        crashpoints.fail_pending_saves()
     storemod.reboot()
     store = Store(spec["root"], quota=spec.get("quota", 0), reserve=spec.get("reserve", 0))
     messages = []

@@ -9,7 +9,8 @@ install(point) wraps the steps of a fetch and calls point(step) right after each
   "dele"       a DELE (or a pipelined batch of them) was answered (client.Pop3Client.dele,
                clientend.deles)
   "quit"       QUIT was answered (clientend.quit)
-It returns a function that undoes the patches. The cold modules patched (clientget, clientend) are
+It returns a function that undoes the patches. fail_pending_saves() makes the "pending" save fail
+as on a full flash. The cold modules patched (clientget, clientend) are
 kept loaded while installed (compat.forget passes them over): on MicroPython one dropped and
 loaded again would come back without the patch.
 """
@@ -84,6 +85,26 @@ def install(point):
     def undo():
         for obj, name, old in reversed(saved):
             setattr(obj, name, old)
+
+    return undo
+
+
+def fail_pending_saves():
+    """From now on UidState.save raises OSError(28) (the flash full) while a pending entry is set;
+    returns a function that undoes it."""
+    from pocketpost import uidstate
+
+    real_save = uidstate.UidState.save
+
+    def failing_save(self):
+        if self.pending is not None:
+            raise OSError(28, "no space")
+        return real_save(self)
+
+    uidstate.UidState.save = failing_save
+
+    def undo():
+        uidstate.UidState.save = real_save
 
     return undo
 

@@ -135,8 +135,7 @@ def serve_image(srv, image, users):
     its ports and certificate) into image, then start the real server on the image."""
     from pocketpost import config
 
-    with open(srv.config_path) as f:
-        cfg = json.load(f)
+    cfg = srv.read_config()
     cfg["store"] = {"root": "/flash/mail", "quota": 0, "reserve": 0}
     cfg["users"] = {}
     for name, pw in users.items():

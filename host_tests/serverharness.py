@@ -8,6 +8,7 @@ sockets have no getsockname). stop() always kills the process.
 
 import json
 import os
+import poplib
 import socket
 import subprocess
 import sys
@@ -16,6 +17,9 @@ import time
 from helpers import FIRMWARE, MICROPYTHON, ROOT, free_port
 
 sys.path.insert(0, FIRMWARE)
+sys.path.insert(0, os.path.join(ROOT, "host_tests", "dual"))  # tools import this harness too
+import storeread  # noqa: E402
+from feed import reader  # noqa: E402
 from pocketpost import config  # noqa: E402
 from pocketpost.store import Store  # noqa: E402
 
@@ -73,17 +77,25 @@ class Pop3Server:
             config.add_user(cfg, name, pw, 200, apop_secret=(apop or {}).get(name))
         config.check(cfg)
         self.config_path = os.path.join(base, "config.json")
-        with open(self.config_path, "w") as f:
-            json.dump(cfg, f)
+        self.write_config(cfg)
         self.store_root = root
         st = Store(root, quota=0, reserve=0)
         self.uids = {}
         for box, msgs in (messages or {}).items():
             st.create(box)
-            self.uids[box] = [st.deliver_stream(box, _reader(m)) for m in msgs]
+            self.uids[box] = [st.deliver_stream(box, reader(m)) for m in msgs]
         self.heapsize = heapsize
         self.proc = None
         self.logf = None
+
+    def read_config(self):
+        """The config the server starts with, as a dict (change it, then write_config)."""
+        with open(self.config_path) as f:
+            return json.load(f)
+
+    def write_config(self, cfg):
+        with open(self.config_path, "w") as f:
+            json.dump(cfg, f)
 
     def start(self, args=None, micropypath=None, cpython=False):
         env = dict(os.environ)
@@ -139,29 +151,7 @@ class Pop3Server:
         from pocketpost import store as store_mod
 
         store_mod.reboot()  # forget RAM state: the server process changed the flash
-        st = Store(self.store_root, quota=0, reserve=0)
-        mb = st.lock(box)
-        try:
-            out = []
-            for i in range(mb.count):
-                f = mb.open(i)
-                out.append((mb.uid(i), f.read()))
-                f.close()
-            return out
-        finally:
-            mb.release()
-
-
-def _reader(data):
-    pos = [0]
-
-    def readinto(buf):
-        n = min(len(buf), len(data) - pos[0])
-        buf[:n] = data[pos[0] : pos[0] + n]
-        pos[0] += n
-        return n
-
-    return readinto
+        return storeread.entries(Store(self.store_root, quota=0, reserve=0), box)
 
 
 def msg(i, body_lines=3, extra=b""):
@@ -169,6 +159,23 @@ def msg(i, body_lines=3, extra=b""):
     head = b"From: sender%d@example.org\r\nTo: alice@example.org\r\nSubject: message %d\r\nMessage-ID: <m%d@test>\r\n\r\n" % (i, i, i)
     body = b"".join(b"line %d of message %d\r\n" % (k, i) for k in range(body_lines))
     return head + body + b".dot line\r\n" + extra
+
+
+def user_reads_all(port, count, user="alice", password="alice pass"):
+    """poplib from 127.0.0.1 exactly (attackers hold the other loopback addresses): log in, RETR
+    messages 1..count, QUIT. Returns (the messages, each CRLF-terminated; the seconds it took)."""
+
+    class POP3From(poplib.POP3):
+        def _create_socket(self, timeout):
+            return socket.create_connection((self.host, self.port), timeout, ("127.0.0.1", 0))
+
+    t0 = time.perf_counter()
+    p = POP3From("127.0.0.1", port, timeout=10)
+    p.user(user)
+    p.pass_(password)
+    got = [b"\r\n".join(p.retr(i + 1)[1]) + b"\r\n" for i in range(count)]
+    p.quit()
+    return got, time.perf_counter() - t0
 
 
 class Raw:

@@ -2,13 +2,13 @@
 (`micropython -m pocketpost.smtpserver config.json`). Builds on serverharness.Pop3Server: the same
 temp dir, store, users and certificate, plus an "smtp" config section on free ports."""
 
-import json
 import poplib
 import socket
 import time
 
 from helpers import free_port
 from serverharness import Pop3Server, config
+from smtptrace import body_of  # noqa: F401 - the SMTP tests take it from here
 
 DOMAINS = ["example.org", "home.example"]
 
@@ -24,8 +24,7 @@ class SmtpPop3Server(Pop3Server):
                 used.add(p)
                 ports.append(p)
         self.smtp_port, self.submission_port, self.smtps_port = ports
-        with open(self.config_path) as f:
-            cfg = json.load(f)
+        cfg = self.read_config()
         sm = {"port": self.smtp_port, "submission_port": self.submission_port, "smtps_port": self.smtps_port,
               "domains": DOMAINS, "aliases": {"postmaster": "alice", "info@home.example": "bob"},
               "command_timeout": 5, "data_timeout": 3, "preauth_timeout": 4, "max_sessions": 4,
@@ -33,8 +32,7 @@ class SmtpPop3Server(Pop3Server):
         sm.update(smtp or {})
         cfg["smtp"] = sm
         config.check(cfg)
-        with open(self.config_path, "w") as f:
-            json.dump(cfg, f)
+        self.write_config(cfg)
         self.sm = sm
         self.tls_on = bool(cfg["server"]["cert"])
 
@@ -76,12 +74,11 @@ class SmtpPop3Server(Pop3Server):
                 pass
 
 
-def body_of(stored):
-    """A stored message without the Return-Path and Received fields the receiver prepended."""
-    assert stored.startswith(b"Return-Path: <"), stored[:80]
-    k = stored.index(b"\r\nReceived: ") + 2
+def last_reply_line(f):
+    """The last line of one (possibly multi-line) SMTP reply read from the binary file `f`."""
     while True:
-        e = stored.index(b"\r\n", k)
-        k = e + 2
-        if stored[k : k + 1] != b"\t":
-            return stored[k:]
+        ln = f.readline()
+        if not ln:
+            raise EOFError("closed")
+        if ln[3:4] != b"-":
+            return ln

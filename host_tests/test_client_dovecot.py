@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-
+import storeread
 from dovecot import Dovecot
 from helpers import FIRMWARE, MICROPYTHON, ROOT
 from uidtool import entries as state_entries
@@ -61,19 +61,7 @@ def account(dc, tmp, **kw):
 
 def local_messages(root, mailbox="alice"):
     storemod.reboot()
-    s = Store(str(root))
-    if not s.exists(mailbox):
-        return []
-    mb = s.lock(mailbox)
-    try:
-        out = []
-        for i in range(mb.count):
-            f = mb.open(i)
-            out.append(f.read())
-            f.close()
-        return out
-    finally:
-        mb.release()
+    return storeread.messages(Store(str(root)), mailbox)
 
 
 def run_cli(tmp, acct, crash=None, timeout=120):

@@ -219,14 +219,7 @@ class Fetcher:
         if crash is not None:
             undo = crashpoints.install(crashpoints.counter(crash, Crash))
         if fail_pending_save:
-            real_save = saved[1]
-
-            def failing_save(self):
-                if self.pending is not None:
-                    raise OSError(28, "no space")
-                return real_save(self)
-
-            uidstate.UidState.save = failing_save
+            crashpoints.fail_pending_saves()  # undone below, with the clock
         storemod.reboot()
         s = Store(str(tmp_path / "store"), quota=quota)
         t = time.time()

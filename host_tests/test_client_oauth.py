@@ -84,6 +84,15 @@ def local(root):
     return storeread.messages(Store(str(root)), "alice")
 
 
+def expire_then_seed(dc, prov):
+    """A `between` for schedule(): the last token issued expires, and one more message arrives."""
+
+    def between(i):
+        prov.expire(prov.issued()[-1])
+        dc.seed("alice", [NEW], clear=False)
+
+    return between
+
 def schedule(runtime, acct, root, offsets, between=lambda i: None):
     spec = {"account": acct, "root": str(root), "offsets": offsets}
     if runtime == "micropython":
@@ -131,10 +140,7 @@ def test_token_expires_between_fetches(env, tmp_path, runtime):
     rt = prov.add_refresh_token("alice")
     n0 = len(prov.log)
 
-    def between(i):
-        prov.expire(prov.issued()[-1])
-        dc.seed("alice", [NEW], clear=False)
-
+    between = expire_then_seed(dc, prov)
     res = schedule(runtime, account(dc, prov, tmp_path, rt), tmp_path / "store", [0, prov.expires_in], between)
     assert [r.get("ok", {}).get("fetched") for r in res] == [2, 1], res
     assert local(tmp_path / "store") == MESSAGES + [NEW]
@@ -153,10 +159,7 @@ def test_cached_token_refused_early_refreshes_once(env, tmp_path, runtime):
     rt = prov.add_refresh_token("alice")
     n0 = len(prov.log)
 
-    def between(i):
-        prov.expire(prov.issued()[-1])
-        dc.seed("alice", [NEW], clear=False)
-
+    between = expire_then_seed(dc, prov)
     res = schedule(runtime, account(dc, prov, tmp_path, rt, auth="oauthbearer"), tmp_path / "store", [0, 60],
                    between)
     assert [r.get("ok", {}).get("fetched") for r in res] == [2, 1], res

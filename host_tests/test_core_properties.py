@@ -9,9 +9,8 @@
 from hypothesis import given, settings, strategies as st
 
 from pocketpost.pop3 import ProtocolError, parse_command, parse_listing, parse_reply
-from pocketpost.wire import BAD_LINE, OVERLONG, DotStuffer, DotUnstuffer, LineReader
-
-MAX_COMMAND_LINE = 255  # wire._MAX_COMMAND_LINE
+from pocketpost.wire import BAD_LINE, OVERLONG
+from wirefeed import MAX_COMMAND_LINE, lines_of, stuff, unstuff
 
 # Bodies biased towards the bytes that matter: dots, CR, LF.
 special = st.sampled_from([b".", b"\r", b"\n", b"\r\n", b"\r\n.", b"\r\n.\r\n", b"..", b"a", b"\xff", b"\x00"])
@@ -27,39 +26,11 @@ def crlf_body(b):
 @given(bodies, st.integers(1, 64), st.integers(1, 64), st.integers(1, 64))
 def test_stuff_unstuff_roundtrip(raw, chunk, outsize, wire_chunk):
     body = crlf_body(raw)
-    s = DotStuffer()
-    out = bytearray(outsize)
-    wire = b""
-    for i in range(0, len(body), chunk):
-        piece = body[i : i + chunk]
-        pos = 0
-        while pos < len(piece):
-            made = s.stuff_into(piece, pos, len(piece), out)
-            used = s.consumed
-            assert used or made
-            wire += bytes(out[:made])
-            pos += used
-    wire += s.finish()
+    wire = stuff(body, chunk, outsize)
     # The wire form never contains a premature terminator.
     assert wire.find(b"\r\n.\r\n") in (-1, len(wire) - 5)
-    u = DotUnstuffer()
-    back = bytearray(outsize)
-    got = b""
-    done = False
     tail = b"+OK next\r\n"
-    stream = wire + tail
-    rest = b""
-    for i in range(0, len(stream), wire_chunk):
-        piece = stream[i : i + wire_chunk]
-        pos = 0
-        while pos < len(piece) and not done:
-            made = u.unstuff_into(piece, pos, len(piece), back)
-            used, done = u.consumed, u.done
-            assert used or made or done
-            got += bytes(back[:made])
-            pos += used
-        if done:
-            rest += piece[pos:]
+    got, rest, done = unstuff(wire + tail, wire_chunk, outsize)
     expect = body if (not body or body.endswith(b"\r\n")) else body + b"\r\n"
     assert done and got == expect and rest == tail
 
@@ -67,25 +38,16 @@ def test_stuff_unstuff_roundtrip(raw, chunk, outsize, wire_chunk):
 @settings(max_examples=600, deadline=None)
 @given(st.binary(max_size=700), st.integers(1, 300))
 def test_arbitrary_input_parsed_or_protocol_error(data, chunk):
-    r = LineReader(MAX_COMMAND_LINE)
-    for i in range(0, len(data), chunk):
-        piece = data[i : i + chunk]
-        while piece:
-            n = r.feed(piece)
-            piece = piece[n:]
-            while True:
-                line = r.next_line()
-                if line is None:
-                    break
-                if line in (OVERLONG, BAD_LINE):
-                    continue
-                assert isinstance(line, bytes) and len(line) < MAX_COMMAND_LINE
-                assert b"\n" not in line and b"\x00" not in line
-                try:
-                    kw, args = parse_command(line)
-                except ProtocolError:
-                    continue
-                assert kw.isupper() and isinstance(args, tuple)
+    for line in lines_of(data, range(chunk, len(data), chunk)):
+        if line in (OVERLONG, BAD_LINE):
+            continue
+        assert isinstance(line, bytes) and len(line) < MAX_COMMAND_LINE
+        assert b"\n" not in line and b"\x00" not in line
+        try:
+            kw, args = parse_command(line)
+        except ProtocolError:
+            continue
+        assert kw.isupper() and isinstance(args, tuple)
 
 
 @settings(max_examples=400, deadline=None)
@@ -106,21 +68,7 @@ def test_same_events_at_any_split(cmds, cuts, eol):
     stream = b"".join(c + eol for c in cmds)
 
     def events(splits):
-        r = LineReader()
-        out = []
-        prev = 0
-        for c in sorted(set(min(x, len(stream)) for x in splits)) + [len(stream)]:
-            piece = stream[prev:c]
-            prev = c
-            while piece:
-                n = r.feed(piece)
-                piece = piece[n:]
-                while True:
-                    ln = r.next_line()
-                    if ln is None:
-                        break
-                    out.append(ln)
-        return out
+        return lines_of(stream, sorted(set(min(x, len(stream)) for x in splits)))
 
     whole = events([])
     assert events(cuts) == whole

@@ -13,6 +13,8 @@ import journal must list each message once.
 
 import sys
 
+from portcmd import msg_cmd, serve, sha1hex
+
 IS_MP = sys.implementation.name == "micropython"
 MOUNT = "/pcut"
 ROOT = MOUNT + "/mail"
@@ -31,33 +33,6 @@ MSGS = _msgs()
 UIDS = ["0badc0de.%d" % s for s in (3, 130, 131, 400, 401)]  # gaps of whole buckets
 
 
-def _sha1(data):
-    import binascii
-    import hashlib
-
-    return binascii.hexlify(hashlib.sha1(data).digest()).decode()
-
-
-def _cmd(data, uid):
-    from pocketpost import mailport
-
-    out = b"M box 1000 %s %s\n" % (_sha1(data).encode(), uid.encode())
-    for k in range(0, len(data), mailport.CHUNK):
-        piece = data[k : k + mailport.CHUNK]
-        out += b"%d\n" % len(piece) + piece
-    return out + b"0\n"
-
-
-def _serve(st, data):
-    import io
-
-    from pocketpost import mailport
-
-    out = io.BytesIO()
-    mailport.serve(st, io.BytesIO(data), out)
-    return out.getvalue()
-
-
 def _listing(reply):
     head, _, rest = reply.partition(b"\n")
     assert head.startswith(b"K "), reply
@@ -70,19 +45,19 @@ def run_import(restore):
 
     st = Store(ROOT, quota=0, reserve=0)
     if restore:
-        have = set(ln.split(b" ")[0].decode() for ln in _listing(_serve(st, b"U box\n")).split(b"\n") if ln)
+        have = set(ln.split(b" ")[0].decode() for ln in _listing(serve(st, b"U box\n")).split(b"\n") if ln)
     else:
         have = set()
-        for ln in _listing(_serve(st, b"J box\n")).split(b"\n"):
+        for ln in _listing(serve(st, b"J box\n")).split(b"\n"):
             if ln[:1] == b"+":
                 have.add(ln[1:].split(b" ")[0].decode())
             elif ln[:1] == b"-":
                 have.discard(ln[1:].decode())
     for m, uid in zip(MSGS, UIDS):
-        key = uid if restore else _sha1(m)
+        key = uid if restore else sha1hex(m)
         if key in have:
             continue
-        r = _serve(st, _cmd(m, uid if restore else "-"))
+        r = serve(st, msg_cmd("box", 1000, m, uid if restore else "-"))
         assert r.startswith(b"A "), r
 
 
@@ -102,40 +77,22 @@ def check(restore, label):
         assert [u for u, _ in got] == UIDS, (label, "uids")
     else:
         keys = {}
-        for ln in _listing(_serve(st, b"J box\n")).split(b"\n"):
+        for ln in _listing(serve(st, b"J box\n")).split(b"\n"):
             if ln[:1] == b"+":
                 k = ln[1:].split(b" ")[0]
                 keys[k] = keys.get(k, 0) + 1
             elif ln[:1] == b"-":
                 keys[ln[1:]] -= 1
-        assert sorted(k for k, n in keys.items() if n) == sorted(_sha1(m).encode() for m in MSGS), (label, "journal")
+        assert sorted(k for k, n in keys.items() if n) == sorted(sha1hex(m).encode() for m in MSGS), (label, "journal")
         assert max(keys.values()) == 1, (label, "journal twice")
 
 
 def run_one(base, cut_at, mode, restore):
-    import gc
-
-    from flashdev import FlashDev, PowerCut, mount_fresh, umount
+    from flashdev import FlashDev, cut_power, mount_fresh, umount
     from pocketpost import store as store_mod
 
     store_mod.reboot()
-    dev = FlashDev(data=base)
-    dev.cut_at = cut_at
-    dev.mode = mode
-    mount_fresh(dev=dev, at=MOUNT)
-    try:
-        run_import(restore)
-    except Exception as e:  # noqa: BLE001 - only allowed once the power is gone
-        if not dev.dead:
-            raise
-        if not isinstance(e, (PowerCut, OSError, AssertionError)) and type(e).__name__ not in ("StoreError", "StoreFull"):
-            raise
-    dev.detached = True
-    try:
-        umount(MOUNT)
-    except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
-        pass
-    gc.collect()
+    dev = cut_power(base, cut_at, mode, MOUNT, lambda dev: run_import(restore), also=(AssertionError,))
     ops = dev.ops
     store_mod.reboot()  # the reboot: RAM state (locks, caches) is gone
     mount_fresh(dev=FlashDev(data=dev.image()), at=MOUNT)
@@ -151,20 +108,14 @@ def run_one(base, cut_at, mode, restore):
 def main():
     import time
 
-    import vfs
-    from flashdev import FlashDev
+    from flashdev import blank_image, cut_at_every_op
 
-    dev = FlashDev(blocks=48)
-    vfs.VfsLfs2.mkfs(dev)
-    base = dev.image()
+    base = blank_image(48)
     t0 = time.ticks_ms()
     covered = 0
     for restore in (False, True):
         total = run_one(base, 0, "raise", restore)
-        for mode in ("raise", "drop", "torn"):
-            for n in range(1, total + 1):
-                run_one(base, n, mode, restore)
-                covered += 1
+        covered += cut_at_every_op(total, lambda n, mode: run_one(base, n, mode, restore))
         print("%s: %d program/erase ops, cut at every one in 3 modes" % ("restore" if restore else "import", total))
     print("MAILPORT POWERCUT OK: %d cut points in %d ms" % (covered, time.ticks_diff(time.ticks_ms(), t0)))
 

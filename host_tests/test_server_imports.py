@@ -3,7 +3,6 @@ starting the POP3 server (under micropython, as main.py does) imports none of th
 modules. Each one loaded from `.mpy` costs heap a board without PSRAM does not have (uidstate
 alone ~11 KiB on the 64-bit host; docs/FIGURES.md "Heap")."""
 
-import json
 import os
 import subprocess
 
@@ -33,14 +32,12 @@ print("LOADED", " ".join(sorted(p.rsplit("/", 1)[1] for p, b in storecore._BOXES
 
 def test_server_imports_no_client_module(tmp_path):
     srv = Pop3Server(str(tmp_path), {"alice": [b"Subject: x\r\n\r\nx\r\n"]}, users={"alice": "pw"})
-    with open(srv.config_path) as f:
-        cfg = json.load(f)
+    cfg = srv.read_config()
     # An account to fetch: config.open_store sizes its UIDL state's flash (uidstate.flash_need)
     # and drops uidstate again; the client loads it when a fetch runs.
     cfg["accounts"] = [{"name": "a", "host": "127.0.0.1", "port": 1, "tls": "none", "allow_plaintext": True,
                         "user": "u", "password": "p", "state_dir": str(tmp_path / "state")}]
-    with open(srv.config_path, "w") as f:
-        json.dump(cfg, f)
+    srv.write_config(cfg)
     script = tmp_path / "s.py"
     script.write_text(SCRIPT)
     r = subprocess.run([MICROPYTHON, str(script), srv.config_path], capture_output=True, text=True, timeout=60,
@@ -109,11 +106,9 @@ def test_config_dropped_after_start_and_tls_context_shared(tmp_path):
     side) is out of sys.modules and the package, and nothing else keeps it: the live heap is >8 KiB below the same start with the
     drop disabled. The SMTP receiver uses the POP3 server's TLS context (one, not two)."""
     srv = Pop3Server(str(tmp_path), {"alice": [b"Subject: x\r\n\r\nx\r\n"]}, users={"alice": "pw"})
-    with open(srv.config_path) as f:
-        cfg = json.load(f)
+    cfg = srv.read_config()
     cfg["smtp"] = {"port": free_port(), "submission_port": 0, "smtps_port": 0, "domains": ["example.org"]}
-    with open(srv.config_path, "w") as f:
-        json.dump(cfg, f)
+    srv.write_config(cfg)
     script = tmp_path / "d.py"
     script.write_text(DROP_SCRIPT)
     out = {}
@@ -225,11 +220,9 @@ def test_smtp_session_code_loaded_per_session_and_dropped(tmp_path):
     loads it again and delivers (both messages stored)."""
     srv = Pop3Server(str(tmp_path), {"alice": []}, users={"alice": "pw"})
     port = free_port()
-    with open(srv.config_path) as f:
-        cfg = json.load(f)
+    cfg = srv.read_config()
     cfg["smtp"] = {"port": port, "submission_port": 0, "smtps_port": 0, "domains": ["example.org"]}
-    with open(srv.config_path, "w") as f:
-        json.dump(cfg, f)
+    srv.write_config(cfg)
     out = _session_script(tmp_path, SMTP_DROP_SCRIPT, srv.config_path)
     held, after = int(out["HELD"].split()[0]), int(out["HELD"].split()[2])
     assert held - after > 4000 and out["HELD"].endswith(" 0"), out

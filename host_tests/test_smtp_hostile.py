@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from serverharness import Raw
 from smtpharness import SmtpPop3Server, body_of
 
 LIMIT = 64 * 1024  # max_message_size for these tests
@@ -32,19 +33,11 @@ def srv(tmp_path_factory):
         s.stop()
 
 
-class Peer:
-    def __init__(self, port, timeout=15):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout)
-        self.buf = b""
+class Peer(Raw):
+    """A raw SMTP sender: a command's answer is a whole reply (the POP3 Raw's lines, eof, close)."""
 
-    def line(self):
-        while b"\r\n" not in self.buf:
-            d = self.s.recv(65536)
-            if not d:
-                raise EOFError(self.buf)
-            self.buf += d
-        ln, self.buf = self.buf.split(b"\r\n", 1)
-        return ln
+    def __init__(self, port, timeout=15):
+        Raw.__init__(self, port, timeout)
 
     def reply(self):
         """The last line of one (possibly multi-line) reply."""
@@ -54,22 +47,8 @@ class Peer:
                 return ln
 
     def cmd(self, c):
-        self.s.sendall(c + b"\r\n")
+        self.send(c + b"\r\n")
         return self.reply()
-
-    def eof(self, timeout):
-        self.s.settimeout(timeout)
-        try:
-            while True:
-                d = self.s.recv(65536)
-                if not d:
-                    return True
-                self.buf += d
-        except (socket.timeout, ConnectionResetError):
-            return False
-
-    def close(self):
-        self.s.close()
 
 
 def greeted(srv, port=None):

@@ -12,22 +12,13 @@ import socket
 import sys
 
 import namesprobe
-from smtpharness import SmtpPop3Server
+from smtpharness import SmtpPop3Server, last_reply_line
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
 
 # The server as `-m pocketpost.smtpserver` runs it (server.main, smtpserver._forever).
 _IMPORTS = "server, smtpserver"
-
-
-def _reply(f):
-    while True:
-        ln = f.readline()
-        if not ln:
-            raise EOFError("closed")
-        if ln[3:4] != b"-":
-            return ln
 
 
 def smtp_receive(port, login=None):
@@ -37,19 +28,19 @@ def smtp_receive(port, login=None):
     s = socket.create_connection(("127.0.0.1", port), 20)
     f = s.makefile("rb")
     try:
-        _reply(f)
+        last_reply_line(f)
         cmds = [b"EHLO bench.example", b"MAIL FROM:<b@bench.example>", b"RCPT TO:<alice@example.org>", b"DATA"]
         if login:
             cmds.insert(1, b"AUTH PLAIN " + base64.b64encode(b"\0%s\0%s" % (login[0].encode(), login[1].encode())))
         for c in cmds:
             s.sendall(c + b"\r\n")
-            r = _reply(f)
+            r = last_reply_line(f)
             assert r[:1] in b"23", (c, r)
         assert r.startswith(b"354"), r
         s.sendall(b"Subject: bench\r\n\r\n" + b"x" * 78 + b"\r\n.\r\n")
-        assert _reply(f).startswith(b"250")
+        assert last_reply_line(f).startswith(b"250")
         s.sendall(b"QUIT\r\n")
-        assert _reply(f).startswith(b"221")
+        assert last_reply_line(f).startswith(b"221")
     finally:
         s.close()
 

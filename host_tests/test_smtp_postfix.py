@@ -8,7 +8,6 @@ runs, with the refusal at MAIL FROM (Postfix declares SIZE) and after the final 
 Last, a mailbox at its quota: Postfix's SIZE gets 452 at that RCPT only, the other recipient's copy
 goes through at once and the full one follows once space is freed."""
 
-import json
 import os
 import poplib
 import smtplib
@@ -34,11 +33,9 @@ def submit(pf, rcpts, msg):
 def test_postfix_relays_to_the_board_and_retries_after_flash_full(tmp_path):
     board = SmtpPop3Server(str(tmp_path), messages={"alice": [], "bob": []})
     # Flash "full": the store keeps a reserve larger than any disk, so no delivery fits.
-    with open(board.config_path) as f:
-        cfg = json.load(f)
+    cfg = board.read_config()
     cfg["store"]["reserve"] = 1 << 50
-    with open(board.config_path, "w") as f:
-        json.dump(cfg, f)
+    board.write_config(cfg)
     board.start()
     pf = postfix.Postfix("example.org", board.smtp_port)
     try:
@@ -50,8 +47,7 @@ def test_postfix_relays_to_the_board_and_retries_after_flash_full(tmp_path):
         # Space is back (the board restarts with its normal reserve); Postfix retries.
         board.stop()
         cfg["store"]["reserve"] = 0
-        with open(board.config_path, "w") as f:
-            json.dump(cfg, f)
+        board.write_config(cfg)
         board.start()
         pf.flush()
         assert pf.wait_log("status=sent"), pf.log()[-3000:]
@@ -90,11 +86,9 @@ def flash_board(tmp_path):
     """The board (POP3 + SMTP under micropython) on a littlefs image mounted at /flash by
     tools/hostflash.py, as on an ESP32: the store's free space is the image's."""
     board = SmtpPop3Server(str(tmp_path), messages={})
-    with open(board.config_path) as f:
-        cfg = json.load(f)
+    cfg = board.read_config()
     cfg["store"] = {"root": "/flash/mail", "quota": 0, "reserve": 0}
-    with open(board.config_path, "w") as f:
-        json.dump(cfg, f)
+    board.write_config(cfg)
     image = str(tmp_path / "flash.img")
     with open(image, "wb") as f:  # erased NOR flash, formatted by --mkfs (blank images only)
         f.write(b"\xff" * (FLASH_BLOCKS * 4096))
@@ -195,11 +189,9 @@ def test_postfix_defers_only_the_full_mailbox(tmp_path):
     bob still has exactly one."""
     old = [b"Subject: old %d\r\n\r\n" % i + b"y" * 10000 + b"\r\n" for i in range(2)]
     board = SmtpPop3Server(str(tmp_path), messages={"alice": old, "bob": []})
-    with open(board.config_path) as f:
-        cfg = json.load(f)
+    cfg = board.read_config()
     cfg["store"]["quota"] = QUOTA
-    with open(board.config_path, "w") as f:
-        json.dump(cfg, f)
+    board.write_config(cfg)
     board.start()
     pf = postfix.Postfix("example.org", board.smtp_port)
     try:

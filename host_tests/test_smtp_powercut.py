@@ -16,6 +16,8 @@ Run by pytest (test_power_cuts below), or directly:
 import os
 import sys
 
+from smtptrace import body_of
+
 IS_MP = sys.implementation.name == "micropython"
 MOUNT = "/scut"
 ROOT = MOUNT + "/mail"
@@ -83,15 +85,6 @@ def workload(dev, acked):
         acked.append(num)
 
 
-def _strip_trace(m):
-    k = m.index(b"\r\nReceived: ") + 2
-    while True:
-        e = m.index(b"\r\n", k)
-        k = e + 2
-        if m[k : k + 1] != b"\t":
-            return m[k:]
-
-
 def check(acked, label):
     from pocketpost import compat
     from pocketpost import store as store_mod
@@ -108,7 +101,7 @@ def check(acked, label):
             f = mb.open(i)
             data = f.read()
             f.close()
-            body = _strip_trace(data)
+            body = body_of(data)
             num = int(body[len(b"Subject: m") : body.index(b"\r\n")])
             assert body == MESSAGES[num - 1][1], (label, "partial or changed", box, num)
             s = copies.setdefault(num, set())
@@ -132,28 +125,10 @@ def check(acked, label):
 
 
 def run_one(base, cut_at, mode):
-    import gc
+    from flashdev import FlashDev, cut_power, mount_fresh, umount
 
-    from flashdev import FlashDev, PowerCut, mount_fresh, umount
-
-    dev = FlashDev(data=base)
-    dev.cut_at = cut_at
-    dev.mode = mode
-    mount_fresh(dev=dev, at=MOUNT)
     acked = []
-    try:
-        workload(dev, acked)
-    except Exception as e:  # noqa: BLE001 - only allowed once the power is gone
-        if not dev.dead:
-            raise
-        if not isinstance(e, (PowerCut, OSError)) and type(e).__name__ not in ("StoreError", "StoreFull"):
-            raise
-    dev.detached = True
-    try:
-        umount(MOUNT)
-    except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
-        pass
-    gc.collect()
+    dev = cut_power(base, cut_at, mode, MOUNT, lambda dev: workload(dev, acked))
     ops = dev.ops
     dev2 = FlashDev(data=dev.image())
     mount_fresh(dev=dev2, at=MOUNT)
@@ -167,22 +142,15 @@ def run_one(base, cut_at, mode):
 def main():
     import time
 
-    import vfs
-    from flashdev import FlashDev
+    from flashdev import blank_image, cut_at_every_op
     from pocketpost import log
 
     log.set_sink(lambda line: None)
-    dev = FlashDev(blocks=64)
-    vfs.VfsLfs2.mkfs(dev)
-    base = dev.image()
+    base = blank_image(64)
     t0 = time.ticks_ms()
     total, n = run_one(base, 0, "raise")
     assert n == len(MESSAGES)
-    covered = 0
-    for mode in ("raise", "drop", "torn"):
-        for cut in range(1, total + 1):
-            run_one(base, cut, mode)
-            covered += 1
+    covered = cut_at_every_op(total, lambda cut, mode: run_one(base, cut, mode))
     print("SMTP POWERCUT OK: %d program/erase ops in the workload, %d cut points (every op, 3 modes) in %d ms"
           % (total, covered, time.ticks_diff(time.ticks_ms(), t0)))
 

@@ -207,9 +207,7 @@ def _check(got, names, a, acked, failed, label, group_pending):
 def run_one(base, case, cut_at, mode):
     """One run; returns the number of operations from A's commit to the end and of A's commit
     (measured with cut_at 0)."""
-    import gc
-
-    from flashdev import PowerCut, mount_fresh, umount
+    from flashdev import PowerCut, mount_fresh, umount, unplug
     from pocketpost import store as store_mod
     from pocketpost.store import Store, StoreError
 
@@ -280,12 +278,7 @@ def run_one(base, case, cut_at, mode):
             umount(MOUNT)
         return ops
     # The restart: the flash as it was when the power went, mounted afresh.
-    dev.detached = True
-    try:
-        umount(MOUNT)
-    except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
-        pass
-    gc.collect()
+    unplug(dev, MOUNT)
     dev2 = FaultDev(data=dev.image())
     mount_fresh(dev=dev2, at=MOUNT)
     try:

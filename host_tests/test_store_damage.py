@@ -22,6 +22,8 @@ repair of two damaged images, three modes; POCKETPOST_FULL=1: of every index-rec
 import os
 import sys
 
+from feed import reader
+
 IS_MP = sys.implementation.name == "micropython"
 MOUNT = "/dmg"
 ROOT = MOUNT + "/mail"
@@ -36,18 +38,6 @@ def _msg(i):
     while len(out) < size:
         out += line
     return out
-
-
-def _reader(data):
-    pos = [0]
-
-    def readinto(buf):
-        n = min(len(buf), len(data) - pos[0])
-        buf[:n] = data[pos[0] : pos[0] + n]
-        pos[0] += n
-        return n
-
-    return readinto
 
 
 def _poke(path, off, data):
@@ -133,12 +123,12 @@ def make_base(with_intent=False):
     st = Store(ROOT)
     uids = []
     for i in range(N_MSG - 2):
-        uids.append(st.deliver_stream(BOX, _reader(_msg(i)), 1000 + i))
+        uids.append(st.deliver_stream(BOX, reader(_msg(i)), 1000 + i))
     mb = st.lock(BOX)
     mb.commit([1])  # the index is rewritten once
     del uids[1]
     for i in range(N_MSG - 2, N_MSG + 1):
-        uids.append(st.deliver_stream(BOX, _reader(_msg(i)), 1000 + i))
+        uids.append(st.deliver_stream(BOX, reader(_msg(i)), 1000 + i))
     mb = st.lock(BOX)  # appended to
     model = {}
     files = {}
@@ -194,7 +184,7 @@ def verify(label, model, uids, damaged=(), maybe_gone=(), gone=()):
         assert u in model, (label, "unknown message", u)
     assert [u for u in uids if u in got] == order, (label, "order")
     mb.release()
-    new = st.deliver_stream(BOX, _reader(b"after the damage\r\n"))
+    new = st.deliver_stream(BOX, reader(b"after the damage\r\n"))
     assert new not in model, (label, "uid reuse")
     mb = st.lock(BOX)
     assert mb.uid(mb.count - 1) == new
@@ -368,7 +358,7 @@ def flash_scenarios(base):
                 if hit > 1:
                     print("  %s: %d messages lost or changed (littlefs mounted an older state)" % (label, hit))
                 try:
-                    new = st.deliver_stream(BOX, _reader(b"after the damage\r\n"))
+                    new = st.deliver_stream(BOX, reader(b"after the damage\r\n"))
                 except StoreError:
                     # Seen once (a flipped bit in a directory's metadata block): littlefs said
                     # "no space" to the first mkdir; after a reboot the store must take mail.
@@ -378,7 +368,7 @@ def flash_scenarios(base):
                     store_mod.reboot()
                     st = Store(ROOT)
                     try:
-                        new = st.deliver_stream(BOX, _reader(b"after the damage\r\n"))
+                        new = st.deliver_stream(BOX, reader(b"after the damage\r\n"))
                     except StoreFull:
                         # littlefs counts more blocks in use than the flash has (its count is
                         # best effort, never below the truth): compat.free_bytes then reads
@@ -391,7 +381,7 @@ def flash_scenarios(base):
                 mb = st.lock(BOX)
                 assert mb.uid(mb.count - 1) == new, (label, "new mail")
                 mb.commit([mb.count - 1])
-                new = st.deliver_stream(BOX, _reader(b"again\r\n"))
+                new = st.deliver_stream(BOX, reader(b"again\r\n"))
                 store_mod.reboot()
                 mb = Store(ROOT).lock(BOX)
                 assert mb.uid(mb.count - 1) == new and mb.count == len(got) + 1, (label, "after reboot")
@@ -468,7 +458,7 @@ def delivery_cuts(base):
     st = Store(ROOT)
     st.lock(BOX).release()
     a = dev.ops
-    st.deliver_stream(BOX, _reader(data))
+    st.deliver_stream(BOX, reader(data))
     total = dev.ops - a
     store_mod.reboot()
     _unmount(dev)
@@ -482,7 +472,7 @@ def delivery_cuts(base):
             dev.cut_at = dev.ops + n
             dev.mode = mode
             try:
-                st.deliver_stream(BOX, _reader(data))
+                st.deliver_stream(BOX, reader(data))
             except Exception as e:  # noqa: BLE001 - only allowed once the power is gone
                 if not dev.dead or not (isinstance(e, (PowerCut, OSError)) or "Store" in type(e).__name__):
                     raise

@@ -15,6 +15,7 @@ import shutil
 import subprocess
 
 import pytest
+from feed import reader
 from helpers import FIRMWARE, run_micropython, tool
 
 from pocketpost import compat
@@ -138,7 +139,7 @@ def _check(root, uids):
         assert sorted(n for n in os.listdir(box) if n[0] == "b") == sorted(
             set("b%d" % (int(uids[k].split(".")[1]) // store_mod.BUCKET) for k in KEEP)
         )
-        new = st.deliver_stream("x", _reader(b"after\r\n"))
+        new = st.deliver_stream("x", reader(b"after\r\n"))
         assert new not in uids
     finally:
         store_mod.reboot()
@@ -162,16 +163,3 @@ def test_per_message_state_does_not_fit_that_heap(filled, tmp_path, mpy):
     root, r = _run(filled, tmp_path, "perrec", mpy)
     out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
     assert r.returncode != 0 and "MemoryError" in out and "FIT" not in out, out[-3000:]
-
-
-def _reader(data):
-    pos = [0]
-
-    def readinto(buf):
-        k = min(len(buf), len(data) - pos[0])
-        buf[:k] = data[pos[0] : pos[0] + k]
-        pos[0] += k
-        return k
-
-    return readinto
-

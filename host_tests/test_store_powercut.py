@@ -16,6 +16,8 @@ of its lock/commit/rebuild steps; POCKETPOST_FULL=1 cuts it at every op too.
 import os
 import sys
 
+from feed import reader
+
 IS_MP = sys.implementation.name == "micropython"
 MOUNT = "/pcut"
 ROOT = MOUNT + "/mail"
@@ -188,7 +190,7 @@ def check(model, n_label):
     assert recs == files, (n_label, "index/files", recs, files)
     mb.release()
     # Still takes mail, under a new uid.
-    uid = st.deliver_stream(BOX, _reader(b"after the cut\n"))
+    uid = st.deliver_stream(BOX, reader(b"after the cut\n"))
     assert uid not in got and uid not in model.issued and uid not in model.deleted, (n_label, "uid reuse")
     mb = st.lock(BOX)
     assert mb.count == len(got) + 1 and mb.uid(mb.count - 1) == uid
@@ -198,18 +200,6 @@ def check(model, n_label):
     mb.release()
 
 
-def _reader(data):
-    pos = [0]
-
-    def readinto(buf):
-        n = min(len(buf), len(data) - pos[0])
-        buf[:n] = data[pos[0] : pos[0] + n]
-        pos[0] += n
-        return n
-
-    return readinto
-
-
 def _listdir(path):
     from pocketpost import compat
 
@@ -217,28 +207,10 @@ def _listdir(path):
 
 
 def run_one(base, cut_at, mode, marks=None, long=False):
-    import gc
+    from flashdev import FlashDev, cut_power, mount_fresh, umount
 
-    from flashdev import FlashDev, PowerCut, mount_fresh, umount
-
-    dev = FlashDev(data=base)
-    dev.cut_at = cut_at
-    dev.mode = mode
-    mount_fresh(dev=dev, at=MOUNT)
     model = Model()
-    try:
-        workload(dev, model, marks, long)
-    except Exception as e:  # noqa: BLE001 - only allowed once the power is gone
-        if not dev.dead:
-            raise
-        if not isinstance(e, (PowerCut, OSError)) and type(e).__name__ not in ("StoreError", "StoreFull"):
-            raise
-    dev.detached = True
-    try:
-        umount(MOUNT)
-    except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
-        pass
-    gc.collect()
+    dev = cut_power(base, cut_at, mode, MOUNT, lambda dev: workload(dev, model, marks, long))
     image = dev.image()
     ops = dev.ops
     dev2 = FlashDev(data=image)
@@ -252,6 +224,8 @@ def run_one(base, cut_at, mode, marks=None, long=False):
 
 def sweep(base, long, stride, mark_stride):
     """Cut at every stride-th op, and at every mark_stride-th op of the lock/commit/rebuild steps."""
+    from flashdev import MODES
+
     marks = []
     total = run_one(base, 0, "raise", marks, long)
     s = set(range(1, total + 1, stride))
@@ -262,7 +236,7 @@ def sweep(base, long, stride, mark_stride):
     print("%s workload: %d program/erase ops, %d of them in lock/commit/rebuild steps; cutting at %d"
           % ("long" if long else "short", total, sum(b - a for a, b in marks), len(points)))
     covered = 0
-    for mode in ("raise", "drop", "torn"):
+    for mode in MODES:
         for n in points:
             run_one(base, n, mode, None, long)
             covered += 1
@@ -273,13 +247,10 @@ def sweep(base, long, stride, mark_stride):
 def main():
     import time
 
-    from flashdev import FlashDev
-    import vfs
+    from flashdev import blank_image
 
     full = os.getenv("POCKETPOST_FULL") == "1"
-    dev = FlashDev(blocks=48)
-    vfs.VfsLfs2.mkfs(dev)
-    base = dev.image()
+    base = blank_image(48)
     t0 = time.ticks_ms()
     # The short workload is cheap: every op, always. The long one: sliced unless FULL.
     covered = sweep(base, False, 1, 1)

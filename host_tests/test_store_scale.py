@@ -8,6 +8,7 @@ import shutil
 import tempfile
 import time
 
+from feed import reader
 from pocketpost import store as store_mod
 from pocketpost.store import Store
 
@@ -17,7 +18,7 @@ def _scale(n):
     store_mod.reboot()
     try:
         st = Store(d + "/mail", quota=0)
-        uids = [st.deliver_stream("x", _reader(b"m%d\n" % i)) for i in range(n)]
+        uids = [st.deliver_stream("x", reader(b"m%d\n" % i)) for i in range(n)]
         assert len(set(uids)) == n
         t = time.perf_counter()
         store_mod.reboot()
@@ -45,18 +46,6 @@ def _scale(n):
     finally:
         store_mod.reboot()
         shutil.rmtree(d, ignore_errors=True)
-
-
-def _reader(data):
-    pos = [0]
-
-    def readinto(buf):
-        k = min(len(buf), len(data) - pos[0])
-        buf[:k] = data[pos[0] : pos[0] + k]
-        pos[0] += k
-        return k
-
-    return readinto
 
 
 def test_scale_1_100_1000_5000():

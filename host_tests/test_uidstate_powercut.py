@@ -18,10 +18,9 @@ MOUNT = "/ucut"
 
 
 def run_one(base, cut_at, mode):
-    import gc
     import os
 
-    from flashdev import FlashDev, PowerCut, mount_fresh, umount
+    from flashdev import FlashDev, PowerCut, mount_fresh, umount, unplug
     from pocketpost import compat, uidcompact, uidstate
     from test_client_uidstate import _pc_check, _pc_workload
 
@@ -46,12 +45,7 @@ def run_one(base, cut_at, mode):
     except Exception as e:  # noqa: BLE001 - only allowed once the power is gone
         if not dev.dead or not isinstance(e, (PowerCut, OSError, uidstate.StateError)):
             raise
-    dev.detached = True
-    try:
-        umount(MOUNT)
-    except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
-        pass
-    gc.collect()
+    unplug(dev, MOUNT)
     ops = dev.ops - start
     dev2 = FlashDev(data=dev.image())
     mount_fresh(dev=dev2, at=MOUNT)
@@ -70,20 +64,12 @@ def run_one(base, cut_at, mode):
 def main():
     import time
 
-    import vfs
-    from flashdev import FlashDev
+    from flashdev import blank_image, cut_at_every_op
 
-    dev = FlashDev(blocks=32)
-    vfs.VfsLfs2.mkfs(dev)
-    base = dev.image()
+    base = blank_image(32)
     t0 = time.ticks_ms()
     total = run_one(base, 0, "raise")
-    covered = 0
-    for mode in ("raise", "drop", "torn"):
-        for n in range(1, total + 1):
-            run_one(base, n, mode)
-            covered += 1
-        print("  mode %s: %d cut points ok" % (mode, total))
+    covered = cut_at_every_op(total, lambda n, mode: run_one(base, n, mode))
     print("STATE POWERCUT OK: %d cut points (every op of %d) in %d ms"
           % (covered, total, time.ticks_diff(time.ticks_ms(), t0)))
 

@@ -20,7 +20,6 @@
 import argparse
 import json
 import os
-import poplib
 import socket
 import statistics
 import sys
@@ -31,7 +30,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "host_tests"))
 sys.path.insert(0, os.path.join(ROOT, "firmware"))
-from serverharness import Pop3Server, Raw, msg  # noqa: E402
+from serverharness import Pop3Server, Raw, msg, user_reads_all  # noqa: E402
 from pocketpost import auth  # noqa: E402
 
 # In-process under micropython: the server's login loop (Session.handle, then resume() after
@@ -200,17 +199,7 @@ def preauth(caps, addrs):
                     time.sleep(0.05)
         time.sleep(0.5)
 
-        class POP3From(poplib.POP3):
-            def _create_socket(self, timeout):
-                return socket.create_connection((self.host, self.port), timeout, ("127.0.0.1", 0))
-
-        t0 = time.perf_counter()
-        p = POP3From("127.0.0.1", s.port, timeout=10)
-        p.user("alice")
-        p.pass_("alice pass")
-        got = [b"\r\n".join(p.retr(i + 1)[1]) + b"\r\n" for i in range(len(mail))]
-        p.quit()
-        waited = time.perf_counter() - t0
+        got, waited = user_reads_all(s.port, len(mail))
         assert got == mail
         open_now = 0
         for c in held:

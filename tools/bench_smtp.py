@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(ROOT, "host_tests"))
 sys.path.insert(0, HERE)
 from bench_server import build_mpy, cpu  # noqa: E402
 from helpers import MICROPYTHON  # noqa: E402
-from smtpharness import SmtpPop3Server  # noqa: E402
+from smtpharness import SmtpPop3Server, last_reply_line  # noqa: E402
 
 LINE = b"x" * 78 + b"\r\n"
 
@@ -58,18 +58,10 @@ def send(port, data):
     s = socket.create_connection(("127.0.0.1", port), 120)
     f = s.makefile("rb")
 
-    def reply():
-        while True:
-            ln = f.readline()
-            if not ln:
-                raise EOFError("closed")
-            if ln[3:4] != b"-":
-                return ln
-
-    reply()
+    last_reply_line(f)
     for c in (b"EHLO bench.example", b"MAIL FROM:<b@bench.example>", b"RCPT TO:<alice@example.org>", b"DATA"):
         s.sendall(c + b"\r\n")
-        r = reply()
+        r = last_reply_line(f)
     if not r.startswith(b"354"):  # e.g. 451 when the heap is too small for the DATA buffers
         s.close()
         return 0.0, r
@@ -78,7 +70,7 @@ def send(port, data):
     for i in range(0, len(data), 1 << 16):
         s.sendall(mv[i : i + (1 << 16)])
     s.sendall(b".\r\n")
-    r = reply()
+    r = last_reply_line(f)
     dt = time.time() - t0
     s.sendall(b"QUIT\r\n")
     s.close()

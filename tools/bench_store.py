@@ -23,6 +23,7 @@ def _mp_main():
     import time
 
     import vfs
+    from feed import reader
     from flashdev import FlashDev
     from pocketpost import store as store_mod
     from pocketpost.store import Store
@@ -57,7 +58,7 @@ def _mp_main():
     st = Store(root, quota=0)
     msg = (b"x" * 62 + b"\r\n") * 64  # 4096 bytes, already CRLF
     for i in range(100):  # a mailbox with some mail in it
-        st.deliver_stream("x", _reader(msg))
+        st.deliver_stream("x", reader(msg))
     st.lock("x").release()
     a = snap(dev)
     for i in range(5):
@@ -114,7 +115,7 @@ def _mp_main():
     for n in (1000, 5000):
         t = time.ticks_us()
         while have < n:
-            st.deliver_stream("x", _reader(b"m%d\r\n" % have))
+            st.deliver_stream("x", reader(b"m%d\r\n" % have))
             have += 1
         fill = ms(t)
         st.lock("x").release()
@@ -151,18 +152,6 @@ def _mp_main():
               "boot check %.1f ms, LIST %.1f ms, UIDL %.1f ms (fill took %.0f ms, %d ops at open)"
               % (n, t_open, t_lock, t_check, t_list, t_uidl, fill, dev.ops - r0))
     vfs.umount("/bench")
-
-
-def _reader(data):
-    pos = [0]
-
-    def readinto(buf):
-        k = min(len(buf), len(data) - pos[0])
-        buf[:k] = data[pos[0] : pos[0] + k]
-        pos[0] += k
-        return k
-
-    return readinto
 
 
 def _cpython_main():

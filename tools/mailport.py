@@ -260,6 +260,10 @@ class UsbLink(Link):
         self.t.enter_raw_repl(soft_reset=False)
         code = "from pocketpost import mailport\nmailport.repl(%r, %r, %r)\n" % (cmd, config_path, tuple(mailboxes))
         self.t.exec_raw_no_follow(code)
+        self._fresh()
+
+    def _fresh(self):
+        """Nothing read or sent yet: raw link bytes, decoded data in, data to send out, counts."""
         self.raw = bytearray()
         self.buf = bytearray()
         self.out = bytearray()
@@ -275,22 +279,33 @@ class UsbLink(Link):
         n = ser.in_waiting
         return b + (ser.read(min(n, READ)) if n else b"")
 
-    def _more(self):
-        """Take one line off the link: decoded data into buf, or an ack counted."""
+    def _raw_line(self):
+        """The next whole line read off the link (CR dropped), or None until one has come."""
+        i = self.raw.find(b"\n")
+        if i < 0:
+            return None
+        line = bytes(self.raw[:i]).strip(b"\r")
+        del self.raw[: i + 1]
+        return line
+
+    def _data(self, line):
+        """A data line: its base64 decoded into buf; anything else is the board side failing."""
         import binascii
 
+        try:
+            self.buf += binascii.a2b_base64(line)
+        except binascii.Error:
+            self.garbled(line.decode(errors="replace"))
+
+    def _more(self):
+        """Take one line off the link: decoded data into buf, or an ack counted."""
         while True:
-            i = self.raw.find(b"\n")
-            if i >= 0:
-                line = bytes(self.raw[:i]).strip(b"\r")
-                del self.raw[: i + 1]
+            line = self._raw_line()
+            if line is not None:
                 if line == b"~":
                     self.acks += 1
                     return
-                try:
-                    self.buf += binascii.a2b_base64(line)
-                except binascii.Error:
-                    self.garbled(line.decode(errors="replace"))
+                self._data(line)
                 return
             j = self.raw.find(b"\x04")
             if j >= 0:  # the program ended before its records did
@@ -423,12 +438,7 @@ class LiveLink(UsbLink):
         self.cmd = cmd
         self.timeout = timeout
         self.t = SerialTransport(port, baudrate=115200, timeout=timeout)
-        self.raw = bytearray()
-        self.buf = bytearray()
-        self.out = bytearray()
-        self.ended = False
-        self.acks = 0
-        self.killed = False
+        self._fresh()
         self.failed = None
         ser = self.t.serial
         ser.reset_input_buffer()
@@ -436,10 +446,8 @@ class LiveLink(UsbLink):
         deadline = time.monotonic() + self.HELLO_S
         ser.timeout = 0.2
         while True:
-            i = self.raw.find(b"\n")
-            if i >= 0:
-                line = bytes(self.raw[:i]).strip(b"\r")
-                del self.raw[: i + 1]
+            line = self._raw_line()
+            if line is not None:
                 if line == b"@" + self.MAGIC + b" ok":
                     break
                 if line.startswith(b"@!"):
@@ -454,13 +462,9 @@ class LiveLink(UsbLink):
         ser.timeout = timeout
 
     def _more(self):
-        import binascii
-
         while True:
-            i = self.raw.find(b"\n")
-            if i >= 0:
-                line = bytes(self.raw[:i]).strip(b"\r")
-                del self.raw[: i + 1]
+            line = self._raw_line()
+            if line is not None:
                 if line[:1] != b"@":  # the board's log
                     sys.stderr.write("board: %s\n" % line.decode(errors="replace"))
                     continue
@@ -475,10 +479,7 @@ class LiveLink(UsbLink):
                     self.ended = True
                     self.failed = line[1:].decode(errors="replace")
                     raise PortError("board side failed: %s" % self.failed)
-                try:
-                    self.buf += binascii.a2b_base64(line)
-                except binascii.Error:
-                    self.garbled(line.decode(errors="replace"))
+                self._data(line)
                 if self.cmd != "serve":
                     self.t.serial.write(b"~\n")  # the board keeps a few lines in flight, no more
                 return

@@ -12,6 +12,13 @@ NO_RESTART = "over USB: leave the board at the REPL afterwards (default: its ser
 LIVE = "over USB: while the board goes on serving (its usb_link service; no Ctrl-C, no restart)"
 
 
+def _link_options(p):
+    """What every subcommand takes: how it reports and how it treats a board on USB."""
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--no-restart", action="store_true", help=NO_RESTART)
+    p.add_argument("--live", action="store_true", help=LIVE)
+
+
 def add_parsers(sub):
     e = sub.add_parser("export", help="export mailboxes as Maildir, mbox (mboxrd) or Maildir + dovecot-uidlist")
     e.add_argument("image", help=TARGET)
@@ -20,31 +27,23 @@ def add_parsers(sub):
     g.add_argument("--maildir", metavar="DIR", help="DIR/<mailbox>/{cur,new,tmp}")
     g.add_argument("--mbox", metavar="FILE", help="one mailbox: FILE; several: FILE/<mailbox>.mbox")
     g.add_argument("--dovecot", metavar="DIR", help="DIR/<mailbox>/ Maildir with dovecot-uidlist (POP3 UIDL + order)")
-    e.add_argument("--progress", action="store_true")
-    e.add_argument("--no-restart", action="store_true", help=NO_RESTART)
-    e.add_argument("--live", action="store_true", help=LIVE)
+    _link_options(e)
     i = sub.add_parser("import", help="import a Maildir, an mbox or .eml files into a mailbox (idempotent)")
     i.add_argument("image", help=TARGET)
     i.add_argument("mailbox")
     i.add_argument("source")
     i.add_argument("--mbox-quoting", choices=("rd", "o"), default="rd",
                    help="rd: '>+From ' loses one '>' (default); o: only '>From ' becomes 'From '")
-    i.add_argument("--progress", action="store_true")
-    i.add_argument("--no-restart", action="store_true", help=NO_RESTART)
-    i.add_argument("--live", action="store_true", help=LIVE)
+    _link_options(i)
     b = sub.add_parser("backup", help="one archive of every mailbox (UIDs, arrival times), users and config")
     b.add_argument("image", help=TARGET)
     b.add_argument("file")
-    b.add_argument("--progress", action="store_true")
-    b.add_argument("--no-restart", action="store_true", help=NO_RESTART)
-    b.add_argument("--live", action="store_true", help=LIVE)
+    _link_options(b)
     r = sub.add_parser("restore", help="restore a backup archive onto an image (made if missing)")
     r.add_argument("file")
     r.add_argument("image", help=TARGET + " (an image file is made if missing)")
     r.add_argument("--size", type=int, help="bytes, for a new image (default: twice the archive, at least 2 MiB)")
-    r.add_argument("--progress", action="store_true")
-    r.add_argument("--no-restart", action="store_true", help=NO_RESTART)
-    r.add_argument("--live", action="store_true", help=LIVE)
+    _link_options(r)
 
 
 def _report(line):

@@ -85,7 +85,14 @@ def run(body):
         if enospc(e):
             refuse("%%s is full (no space left on the flash image)" %% IMAGE)
         refuse("%%s: %%s: %%s" %% (IMAGE, type(e).__name__, e))
-""" % EXIT_REFUSED
+CONFIG = %r
+def image_config(load):
+    # the image's config, by config.load (or load_raw, to edit it); refused if it has none
+    try:
+        return load(CONFIG)
+    except OSError:
+        refuse("%%s has no /flash/config.json (images come from tools/ppadmin.py create or make run)" %% IMAGE)
+""" % (EXIT_REFUSED, IMAGE_CONFIG)
 
 
 def on_image(image, code, env=None, mkfs=False, lock=None, debug=False):
@@ -141,55 +148,49 @@ run(body)
 ADDUSER = r"""
 def body():
     from pocketpost import config
-    try:
-        cfg = config.load_raw(%r)
-    except OSError:
-        refuse("%%s has no /flash/config.json (images come from tools/ppadmin.py create or make run)" %% IMAGE)
+    cfg = image_config(config.load_raw)
     user = os.getenv("PP_USER")
     old = (cfg.get("users") or {}).get(user)
     if old is not None and not os.getenv("PP_FORCE"):
-        refuse("user %%s already exists in %%s; --force replaces the password" %% (user, IMAGE))
+        refuse("user %s already exists in %s; --force replaces the password" % (user, IMAGE))
     it = os.getenv("PP_ITER")
     config.add_user(cfg, user, os.getenv("PP_PASSWORD"), int(it) if it else None,
                     mailbox=(old or {}).get("mailbox"), apop_secret=os.getenv("PP_APOP") or None)
     config.check(cfg)
-    config.save(%r, cfg)
+    config.save(CONFIG, cfg)
     print("user", user, "saved")
 run(body)
-""" % (IMAGE_CONFIG, IMAGE_CONFIG)
+"""
 
 DELIVER = r"""
 def body():
     from pocketpost import config
     from pocketpost.config import open_store
     from pocketpost.store import QuotaExceeded
-    try:
-        cfg = config.load(%r)
-    except OSError:
-        refuse("%%s has no /flash/config.json (images come from tools/ppadmin.py create or make run)" %% IMAGE)
+    cfg = image_config(config.load)
     box = os.getenv("PP_MAILBOX")
     users = cfg["users"]
     readers = [u for u in users if users[u].get("mailbox") == box]
     if not readers and not os.getenv("PP_CREATE"):
-        refuse("mailbox %%s has no user in %%s (users: %%s): add the user first, or pass --create-mailbox"
-               %% (box, IMAGE, ", ".join(sorted(users)) or "none"))
+        refuse("mailbox %s has no user in %s (users: %s): add the user first, or pass --create-mailbox"
+               % (box, IMAGE, ", ".join(sorted(users)) or "none"))
     st = open_store(cfg)
     files = os.getenv("PP_FILES").split("\n")
     names = os.getenv("PP_NAMES").split("\n")  # as the user gave them, for messages
     sizes = [int(n) for n in os.getenv("PP_SIZES").split()]
     limit, exc = st.room(box)
-    what = "mailbox %%s has reached its quota of %%d octets" %% (box, st.quota) if exc is QuotaExceeded else "%%s is full" %% IMAGE
+    what = "mailbox %s has reached its quota of %d octets" % (box, st.quota) if exc is QuotaExceeded else "%s is full" % IMAGE
     if limit == 0:
         refuse(what + ": no message can be delivered to mailbox " + box)
     need = int(os.getenv("PP_NEED"))
     if limit > 0 and need > limit:
         big = [i for i in range(len(files)) if sizes[i] > limit]
-        free = "%%d octets free for mailbox %%s in %%s" %% (limit, box, IMAGE)
+        free = "%d octets free for mailbox %s in %s" % (limit, box, IMAGE)
         if exc is QuotaExceeded:
-            free += " (quota %%d)" %% st.quota
+            free += " (quota %d)" % st.quota
         if big:
-            refuse("message too large for the space left: %%s is %%d octets, %%s" %% (names[big[0]], sizes[big[0]], free))
-        refuse("messages too large for the space left: %%d files need %%d octets, %%s" %% (len(files), need, free))
+            refuse("message too large for the space left: %s is %d octets, %s" % (names[big[0]], sizes[big[0]], free))
+        refuse("messages too large for the space left: %d files need %d octets, %s" % (len(files), need, free))
     done = 0
     for i in range(len(files)):
         path = names[i]
@@ -198,38 +199,35 @@ def body():
         except Exception as e:
             if os.getenv("PP_DEBUG"):
                 sys.print_exception(e)
-            refuse("%%s not delivered (%%s: %%s); %%d of %%d files were delivered to %%s before it" %% (
+            refuse("%s not delivered (%s: %s); %d of %d files were delivered to %s before it" % (
                 path, type(e).__name__, e, done, len(files), box))
         done += 1
 run(body)
-""" % IMAGE_CONFIG
+"""
 
 LS = r"""
 def body():
     from pocketpost import config
     from pocketpost.config import open_store
-    try:
-        cfg = config.load(%r)
-    except OSError:
-        refuse("%%s has no /flash/config.json (images come from tools/ppadmin.py create or make run)" %% IMAGE)
+    cfg = image_config(config.load)
     st = open_store(cfg)
     print("users:", " ".join(sorted(cfg["users"])))
     for name in st.mailboxes():
         n, size = st.usage(name)
-        print("mailbox %%s: %%d messages, %%d octets" %% (name, n, size))
+        print("mailbox %s: %d messages, %d octets" % (name, n, size))
 run(body)
-""" % IMAGE_CONFIG
+"""
 
 CHECK = r"""
 import os
 from pocketpost import config, store
 from pocketpost.config import open_store
-st = open_store(config.load(%r))
+st = open_store(config.load(CONFIG))
 rep = st.check(repair=os.getenv("PP_REPAIR") == "1", deep=True)
 for name in sorted(rep["mailboxes"]):
     print(store.describe(name, rep["mailboxes"][name]))
 print("problems:", rep["problems"])
-""" % IMAGE_CONFIG
+"""
 
 
 def check(image, repair=False, debug=False):
@@ -325,15 +323,20 @@ def check_messages(image, files):
     return out
 
 
+def load_raw(path):
+    """A JSON config file on the host, as written (to edit or copy); refused if unreadable."""
+    try:
+        return ppconfig.load_raw(path)
+    except OSError as e:
+        raise Refused("%s: cannot read: %s" % (path, e.strerror)) from None
+    except ValueError as e:
+        raise Refused("%s: not a JSON config: %s" % (path, e)) from None
+
+
 def create(image, size_text=DEFAULT_SIZE, config_path=None, debug=False):
     size = hostimage.parse_size(size_text)
     if config_path:
-        try:
-            cfg = ppconfig.load_raw(config_path)
-        except OSError as e:
-            raise Refused("%s: cannot read: %s" % (config_path, e.strerror)) from None
-        except ValueError as e:
-            raise Refused("%s: not a JSON config: %s" % (config_path, e)) from None
+        cfg = load_raw(config_path)
     else:
         with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
             cfg = json.load(f)
@@ -361,12 +364,7 @@ def adduser(target, user, password, iterations=None, apop_secret=None, force=Fal
     if not password:
         raise Refused("empty password for user %s: give a non-empty --password (or type one)" % user)
     if target.endswith(".json"):
-        try:
-            cfg = ppconfig.load_raw(target)
-        except OSError as e:
-            raise Refused("%s: cannot read: %s" % (target, e.strerror)) from None
-        except ValueError as e:
-            raise Refused("%s: not a JSON config: %s" % (target, e)) from None
+        cfg = load_raw(target)
         old = (cfg.get("users") or {}).get(user)
         if old is not None and not force:
             raise Refused("user %s already exists in %s; --force replaces the password" % (user, target))

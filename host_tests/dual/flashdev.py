@@ -7,8 +7,9 @@ modes:
             the chip had lost power while the CPU carried on;
   'torn'  - the N-th operation half happens (the first half of a program, or of an erase) and
             raises PowerCut; every later one raises too.
-After a cut the test takes `dev.image()` (the flash as it was when power died), builds a new
-device from it and remounts: that is the reboot.
+After a cut the test unplugs the device (unplug(); cut_power() runs a workload and does both),
+takes `dev.image()` (the flash as it was when power died), builds a new device from it and
+remounts: that is the reboot.
 
 fresh_root() gives the dual tests somewhere to put a store: a littlefs image in RAM mounted at a
 fresh mount point under MicroPython, a new temp directory under CPython.
@@ -17,6 +18,9 @@ fresh mount point under MicroPython, a new temp directory under CPython.
 import sys
 
 IS_MICROPYTHON = sys.implementation.name == "micropython"
+
+
+MODES = ("raise", "drop", "torn")  # how the power goes (above)
 
 
 class PowerCut(Exception):
@@ -147,6 +151,58 @@ def umount(at):
     gc.collect()
 
 
+def blank_image(blocks):
+    """A freshly formatted littlefs of `blocks` blocks, as an image to start each run from."""
+    import vfs
+
+    dev = FlashDev(blocks=blocks)
+    vfs.VfsLfs2.mkfs(dev)
+    return dev.image()
+
+
+def cut_at_every_op(total, run):
+    """run(n, mode) for each op n of a workload of `total` program/erase ops, in every mode;
+    returns how many runs that was."""
+    for mode in MODES:
+        for n in range(1, total + 1):
+            run(n, mode)
+    return len(MODES) * total
+
+
+def cut_power(base, cut_at, mode, at, work, also=()):
+    """`work(dev)` run on a new device holding the image `base`, mounted at `at`, with the power
+    cut at its `cut_at`-th flash operation (0: never) in `mode`. An exception from `work` is
+    allowed only once the power is gone, and only of a kind a dead flash causes there (PowerCut,
+    OSError, the store's StoreError and StoreFull, or one of the classes in `also`); any other is
+    raised. Returns the device, unplugged: mount a FlashDev of its image to reboot."""
+    dev = FlashDev(data=base)
+    dev.cut_at = cut_at
+    dev.mode = mode
+    mount_fresh(dev=dev, at=at)
+    try:
+        work(dev)
+    except Exception as e:  # noqa: BLE001 - only allowed once the power is gone
+        if not dev.dead:
+            raise
+        if not isinstance(e, (PowerCut, OSError) + also) and type(e).__name__ not in ("StoreError", "StoreFull"):
+            raise
+    unplug(dev, at)
+    return dev
+
+
+def unplug(dev, at):
+    """The power is gone: `dev` stops serving the GC finalisers of abandoned files (they run with
+    the heap locked), the filesystem at `at` is dropped, and the garbage collected."""
+    import gc
+
+    dev.detached = True
+    try:
+        umount(at)
+    except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
+        pass
+    gc.collect()
+
+
 def cut_every_op(base, at, step, check, reset, limit):
     """The power cut at each flash operation of `step()` in turn, in every mode: `base` (an
     image) mounted at `at`, `step()` run until the cut; then the image as the cut left it,
@@ -157,26 +213,15 @@ def cut_every_op(base, at, step, check, reset, limit):
 
     n = 1
     while True:
-        for mode in ("raise", "drop", "torn"):
+        for mode in MODES:
             dev = None
             gc.collect()
-            dev = FlashDev(data=base)
-            dev.cut_at = n
-            dev.mode = mode
-            mount_fresh(dev=dev, at=at)
-            reset()
-            try:
+
+            def work(dev):
+                reset()
                 step()
-            except Exception as e:  # noqa: BLE001 - only once the power is gone
-                if not dev.dead:
-                    raise
-                assert isinstance(e, (PowerCut, OSError)) or type(e).__name__ in ("StoreError", "StoreFull"), repr(e)
-            dev.detached = True
-            try:
-                umount(at)
-            except Exception:  # noqa: BLE001 - the dead device refuses the unmount's writes
-                pass
-            gc.collect()
+
+            dev = cut_power(base, n, mode, at, work)
             mount_fresh(dev=FlashDev(data=dev.data), at=at)  # (one copy: no image() bytes in between)
             reset()
             try:
@@ -201,3 +246,12 @@ def fresh_root(blocks=96):
 
     d = tempfile.mkdtemp(prefix="pp-store-")
     return d + "/mail", lambda: shutil.rmtree(d, ignore_errors=True)
+
+
+def in_fresh_root(fn):
+    """fn(root) run on a fresh_root(), cleaned up afterwards."""
+    root, cleanup = fresh_root()
+    try:
+        fn(root)
+    finally:
+        cleanup()

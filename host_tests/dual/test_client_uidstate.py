@@ -1,7 +1,7 @@
 """UIDL state file (uidstate.py) for both runtimes: record types, synthetic keys, round trips."""
 
 import uidtool
-from flashdev import fresh_root
+from flashdev import fresh_root, in_fresh_root
 from pocketpost import clientend, compat, uidcompact, uidstate
 from pocketpost.uidstate import StateError, UidState, hash_key, is_hash_key
 
@@ -9,11 +9,7 @@ SHA = "a9993e364706816aba3e25717850c26c9cd0d89d"
 
 
 def _with_dir(fn):
-    root, cleanup = fresh_root()
-    try:
-        fn(compat.join(root, "state"))
-    finally:
-        cleanup()
+    in_fresh_root(lambda root: fn(compat.join(root, "state")))
 
 
 def test_hash_keys_never_equal_real_uids():

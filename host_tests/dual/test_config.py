@@ -4,7 +4,7 @@ opt-in, and (MicroPython) no certificate verification without a CA file."""
 import json
 import sys
 
-from flashdev import fresh_root
+from flashdev import in_fresh_root
 from pocketpost import compat, config
 from pocketpost.config import ConfigError
 
@@ -42,14 +42,6 @@ def _refused(fn, *words):
     raise AssertionError("not refused")
 
 
-def _with_dir(fn):
-    root, cleanup = fresh_root()
-    try:
-        fn(root)
-    finally:
-        cleanup()
-
-
 def test_account_secrets_merged_from_the_secrets_file():
     def body(d):
         cfg = {"accounts": [_acct(), _acct(name="other", password="in-config")]}
@@ -66,7 +58,7 @@ def test_account_secrets_merged_from_the_secrets_file():
         path2 = _files(d + "/none", cfg)
         assert "password" not in config.load(path2)["accounts"][0]
 
-    _with_dir(body)
+    in_fresh_root(body)
 
 
 def test_secrets_path_follows_the_wifi_setting_and_the_config_folder():
@@ -77,7 +69,7 @@ def test_secrets_path_follows_the_wifi_setting_and_the_config_folder():
         assert config.load(path)["accounts"][0]["password"] == "p2"
         assert config.secrets_path("config.json", {}) == "secrets.json"
 
-    _with_dir(body)
+    in_fresh_root(body)
 
 
 def test_bad_secrets_refused_in_one_line():
@@ -91,7 +83,7 @@ def test_bad_secrets_refused_in_one_line():
         path = _files(d + "/e", {"accounts": [_acct()]}, {"accounts": {"isp": {"password": 5}}})
         _refused(lambda: config.load(path), "isp", "password", "string")
 
-    _with_dir(body)
+    in_fresh_root(body)
 
 
 def test_plaintext_account_needs_an_explicit_allow():
@@ -136,7 +128,7 @@ def test_client_warns_each_session_of_a_plaintext_account():
         assert len(warned) == 2, lines
 
     try:
-        _with_dir(body)
+        in_fresh_root(body)
     finally:
         log.set_sink(None)
 
@@ -157,7 +149,7 @@ def test_pem_ca_refused_at_load_with_the_conversion():
         config.check({"accounts": [_acct(ca=der)]})
         config.check({"accounts": [_acct(ca=d + "/missing.der")]})  # not here (a board path): the connect says so
 
-    _with_dir(body)
+    in_fresh_root(body)
 
 
 def test_a_bad_account_is_the_same_config_error_the_file_checks_raise():
@@ -216,4 +208,4 @@ def test_a_fetch_load_checks_the_fetch_sections_only():
             _refused(lambda: config.load(path, False), *words)
         # The server side's names are config's too (module __getattr__), as before the split.
         assert config.SERVER_DEFAULTS["port"] == 1100 and config.valid_name("inbox") and not config.valid_name(".x")
-    _with_dir(body)
+    in_fresh_root(body)

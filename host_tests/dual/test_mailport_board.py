@@ -2,9 +2,7 @@
 in-memory streams: export records, restore under given UIDs across a bucket gap, the import
 journal and its cancelled entry, refusals (checksum, quota) that keep the stream in step."""
 
-import binascii
 import gc
-import hashlib
 import io
 
 try:
@@ -16,12 +14,9 @@ from flashdev import fresh_root
 from pocketpost import mailport
 from pocketpost import store as store_mod
 from pocketpost.store import Store
+from portcmd import msg_cmd, serve, sha1hex
 
 MSGS = [b"Subject: a\r\n\r\nhello\r\n.dot\r\n", b"Subject: b\r\n\r\n" + b"x" * 5000 + b"\r\n", b"Subject: c\r\n\r\nc\r\n"]
-
-
-def _sha1(data):
-    return binascii.hexlify(hashlib.sha1(data).digest()).decode()
 
 
 def _records(data):
@@ -39,20 +34,6 @@ def _records(data):
             i += n
         out.append((head[0], head[1:], payload))
     return out
-
-
-def _msg_cmd(box, arrival, data, uid="-", sha=None):
-    out = b"M %s %d %s %s\n" % (box.encode(), arrival, (sha or _sha1(data)).encode(), uid.encode())
-    for k in range(0, len(data), mailport.CHUNK):
-        piece = data[k : k + mailport.CHUNK]
-        out += b"%d\n" % len(piece) + piece
-    return out + b"0\n"
-
-
-def _serve(st, commands):
-    out = io.BytesIO()
-    mailport.serve(st, io.BytesIO(commands), out)
-    return out.getvalue()
 
 
 def _with_stores(fn, **kw):
@@ -79,8 +60,8 @@ def test_export_then_restore_under_the_same_uids():
         assert recs[0] == ("B", ["alice", "7", str(sum(len(all_msgs[k]) for k in idx))], b"")
         assert [r[1][0] for r in recs[1:]] == kept
         assert [r[2] for r in recs[1:]] == [all_msgs[k] for k in idx]
-        cmds = b"".join(_msg_cmd("alice", int(r[1][1]), r[2], r[1][0]) for r in recs[1:])
-        replies = _serve(b, cmds + b"U alice\nQ\n").split(b"\n")
+        cmds = b"".join(msg_cmd("alice", int(r[1][1]), r[2], r[1][0]) for r in recs[1:])
+        replies = serve(b, cmds + b"U alice\nQ\n").split(b"\n")
         assert replies[:7] == [b"A " + u.encode() for u in kept]
         listing = b"\n".join(replies[8:15])
         assert listing == b"\n".join(b"%s %d" % (u.encode(), len(all_msgs[k])) for u, k in zip(kept, idx))
@@ -90,7 +71,7 @@ def test_export_then_restore_under_the_same_uids():
         assert mb.arrival(0) == 1003
         mb.release()
         # a UID at or below the mailbox's last is refused, the stream stays in step
-        r = _serve(b, _msg_cmd("alice", 1, b"Subject: late\r\n\r\n", kept[0]) + b"Q\n")
+        r = serve(b, msg_cmd("alice", 1, b"Subject: late\r\n\r\n", kept[0]) + b"Q\n")
         assert r.startswith(b"R ") and r.endswith(b"bye\n")
 
     _with_stores(body)
@@ -99,22 +80,22 @@ def test_export_then_restore_under_the_same_uids():
 def test_import_journal_refusals_and_cancelled_entry():
     def body(a, b):
         m = b"Subject: j\r\n\r\nbody\r\n"
-        r = _serve(a, b"J bob\n" + _msg_cmd("bob", 5, m) + b"J bob\nQ\n")
+        r = serve(a, b"J bob\n" + msg_cmd("bob", 5, m) + b"J bob\nQ\n")
         lines = r.split(b"\n")
         assert lines[0] == b"K 0" and lines[1].startswith(b"A ")
         uid = lines[1][2:]
-        assert lines[2] == b"K %d" % (len(uid) + 43) and lines[3] == b"+%s %s" % (_sha1(m).encode(), uid)
+        assert lines[2] == b"K %d" % (len(uid) + 43) and lines[3] == b"+%s %s" % (sha1hex(m).encode(), uid)
         # a journal line whose message never arrived (killed before the commit) is cancelled
         f = open(a.root + "/.import/bob", "ab")
         f.write(b"+%s %s\n" % (b"0" * 40, b"0badc0de.99"))
         f.close()
-        r = _serve(a, b"J bob\nQ\n")
+        r = serve(a, b"J bob\nQ\n")
         assert r.endswith(b"-" + b"0" * 40 + b"\nbye\n")
         # a checksum that does not match the stored bytes: refused, nothing stored
-        r = _serve(a, _msg_cmd("bob", 5, b"Subject: x\r\n\r\n", sha="1" * 40) + b"Q\n")
+        r = serve(a, msg_cmd("bob", 5, b"Subject: x\r\n\r\n", sha="1" * 40) + b"Q\n")
         assert r.startswith(b"R checksum mismatch") and a.usage("bob")[0] == 1
         # no room: F with the room left, the rest of the message still read off the pipe
-        r = _serve(b, _msg_cmd("carol", 5, b"Subject: big\r\n\r\n" + b"y" * 9000) + b"J carol\nQ\n")
+        r = serve(b, msg_cmd("carol", 5, b"Subject: big\r\n\r\n" + b"y" * 9000) + b"J carol\nQ\n")
         assert r.startswith(b"F 100 ") and r.endswith(b"K 0\nbye\n"), r
         assert b.usage("carol") == (0, 0)
 
@@ -124,7 +105,7 @@ def test_import_journal_refusals_and_cancelled_entry():
 def test_malformed_commands_get_one_reply_each():
     def body(a, b):
         bad = [b"U", b"J", b"U a b", b"M alice", b"M alice x " + b"0" * 40 + b" -", b"W", b"W x p", b"W -3 p"]
-        r = _serve(a, b"\n".join(bad) + b"\nU alice\nQ\n")
+        r = serve(a, b"\n".join(bad) + b"\nU alice\nQ\n")
         assert r == b"R malformed command\n" * len(bad) + b"K 0\nbye\n", r
         assert a.mailboxes() == []  # nothing made, nothing written
 

@@ -7,6 +7,7 @@ host_tests/test_client_oauth.py)."""
 import binascii
 import json
 
+from flashdev import in_fresh_root
 from pocketpost import oauth2
 from pocketpost.oauth2 import OAuthError
 
@@ -244,16 +245,6 @@ def test_check_account():
     assert chk(token_url="http://127.0.0.1:8/t", allow_plaintext=True)["token_url"].startswith("http:")
 
 
-def _in_dir(fn):
-    from flashdev import fresh_root
-
-    root, cleanup = fresh_root()
-    try:
-        fn(root)
-    finally:
-        cleanup()
-
-
 def test_rotated_refresh_token_kept_on_flash():
     def body(root):
         sd = root + "/state"
@@ -288,7 +279,7 @@ def test_rotated_refresh_token_kept_on_flash():
         oauth2._cache.clear()
         oauth2._rotated.clear()
 
-    _in_dir(body)
+    in_fresh_root(body)
 
 
 def test_secrets_file_and_account_check():
@@ -331,7 +322,7 @@ def test_secrets_file_and_account_check():
         else:
             raise AssertionError("no client_id accepted")
 
-    _in_dir(body)
+    in_fresh_root(body)
 
 
 def test_token_ca_checked():
@@ -364,4 +355,4 @@ def test_token_ca_checked():
         e = raises(chk, token_ca=p)
         assert "PEM" in e.msg and "openssl x509" in e.msg
 
-    _in_dir(pem)
+    in_fresh_root(pem)

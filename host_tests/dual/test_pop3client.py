@@ -189,6 +189,14 @@ def _raw(*lines):
     return s
 
 
+def _retr(s, wire=b"+OK\r\n"):
+    """Session s greeted, RETR 1 sent, and `wire` (the reply and what follows it) fed."""
+    s.feed(b"+OK hi\r\n")
+    s.next_event()
+    s.send("RETR", 1)
+    s.feed(wire)
+
+
 def _events(s):
     out = []
     while True:
@@ -234,10 +242,7 @@ def test_size_rule():
     for body, size, ok in cases:
         for chunk in (1, 3, 64):
             s = ClientSession(bufsize=600, chunk=chunk)
-            s.feed(b"+OK hi\r\n")
-            s.next_event()
-            s.send("RETR", 1)
-            s.feed(b"+OK\r\n" + body + b".\r\n")
+            _retr(s, b"+OK\r\n" + body + b".\r\n")
             ev = _events(s)
             assert ev[0] == REPLY and ev[-1] == END
             assert b"".join(x for x in ev if isinstance(x, bytes)) == body
@@ -250,10 +255,7 @@ def test_bare_counts_lone_lfs_per_chunk():
     body = b"a\r\nb\nc\r\n\n\rd\r\ne"
     for chunk in (1, 2, 3, 5, 64):
         s = ClientSession(bufsize=600, chunk=chunk)
-        s.feed(b"+OK hi\r\n")
-        s.next_event()
-        s.send("RETR", 1)
-        s.feed(b"+OK\r\n" + body + b"\r\n.\r\n")
+        _retr(s, b"+OK\r\n" + body + b"\r\n.\r\n")
         assert s.next_event() == REPLY
         prev = 0  # nothing before the body: a leading LF is lone
         total = 0
@@ -289,10 +291,7 @@ def test_retr_body_path_allocates_little_per_chunk():
     line = b"Line of a message body, long enough to look like mail, 0123456789.\r\n"
     piece = bytearray((line * 10 + b"..a stuffed dot line\r\n" + line * 20)[:1500])
     s = ClientSession(bufsize=4096, chunk=2048)
-    s.feed(b"+OK hi\r\n")
-    s.next_event()
-    s.send("RETR", 1)
-    s.feed(b"+OK\r\n")
+    _retr(s)
     assert s.next_event() == REPLY
     rounds = 0
     chunks = 0
@@ -338,10 +337,7 @@ def test_retr_clean_body_allocates_one_view_per_read():
     line = b"Line of a message body, long enough to look like mail, 0123456789.\r\n"
     src = io.BytesIO(line * 3000 + b".\r\n")  # ~200 KiB: ~50 reads of the 4 KiB buffer
     s = ClientSession()
-    s.feed(b"+OK hi\r\n")
-    s.next_event()
-    s.send("RETR", 1)
-    s.feed(b"+OK\r\n")
+    _retr(s)
     assert s.next_event() == REPLY
     reads = 0
     chunks = 0
@@ -555,10 +551,7 @@ def test_receive_buffer_full_to_a_line_end():
     body = line * 20
     s = ClientSession(bufsize=512, chunk=64)
     assert len(s.reader.buf) == 8 * len(line)
-    s.feed(b"+OK hi\r\n")
-    s.next_event()
-    s.send("RETR", 1)
-    s.feed(b"+OK\r\n")
+    _retr(s)
     assert s.next_event() == REPLY
     wire = body + b".\r\n"
     got = []
@@ -645,16 +638,7 @@ class Server:
         return [l for p in self.pairs for l in p.sent]
 
     def messages(self):
-        mb = self.env.store.lock("alice")
-        try:
-            out = []
-            for i in range(mb.count):
-                f = mb.open(i)
-                out.append(f.read())
-                f.close()
-            return out
-        finally:
-            mb.release()
+        return storeread.messages(self.env.store, "alice")
 
 
 class Local:

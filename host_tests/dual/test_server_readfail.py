@@ -16,6 +16,7 @@ from pocketpost import config, log, server
 from pocketpost.pop3cmd import Session
 from pocketpost.listener import Slot
 from pocketpost.store import Store
+from shellconn import ShellConn
 from test_pop3server import _rmtree, tmpdir
 
 IS_MP = sys.implementation.name == "micropython"
@@ -30,7 +31,7 @@ MSGS = [
 ]
 
 
-class FakeConn:
+class FakeConn(ShellConn):
     """One command per read; `hooks[k]` runs before command k is handed over; every write kept."""
 
     def __init__(self, commands, hooks):
@@ -50,20 +51,8 @@ class FakeConn:
         mv[: len(c)] = c
         return len(c)
 
-    def send_some(self, mv):
-        return 0  # the write the shell tries first (listener.ServerConn): "would block", send() takes it
-
     async def send(self, data, ms=None):
         self.wire += bytes(data)
-
-    def before_tls(self):
-        pass
-
-    async def pause(self, seconds):
-        pass
-
-    def no_limit(self):
-        pass
 
 
 def _cut_after_open(srv, session, i, keep):

@@ -11,6 +11,7 @@ import sys
 from pocketpost import config, log, server
 from pocketpost.listener import Slot
 from pocketpost.pop3cmd import Session
+from shellconn import ShellConn
 from test_pop3server import MSGS, _rmtree, tmpdir
 
 from pocketpost.store import Store
@@ -28,7 +29,7 @@ class FakeRaw:
             self.events.append(("nodelay", value))
 
 
-class FakeConn:
+class FakeConn(ShellConn):
     """What the shell uses of a connection: commands in, every write recorded."""
 
     def __init__(self, commands):
@@ -42,20 +43,8 @@ class FakeConn:
         self.inp = self.inp[n:]
         return n
 
-    def send_some(self, mv):
-        return 0  # the write the shell tries first (listener.ServerConn): "would block", send() takes it
-
     async def send(self, data, ms=None):
         self.events.append(("send", bytes(data)))
-
-    def before_tls(self):
-        pass
-
-    async def pause(self, seconds):
-        pass
-
-    def no_limit(self):
-        pass
 
 
 def test_nagle_off_for_the_last_write_of_a_multiline_reply_only():

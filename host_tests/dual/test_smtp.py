@@ -11,6 +11,7 @@ from pocketpost import store as store_mod
 from pocketpost.pop3server import Service as LoginService
 from pocketpost.store import Store
 from pocketpost.wire import LineReader
+from smtptrace import body_of
 import storeread
 
 log.set_sink(lambda line: None)
@@ -129,18 +130,6 @@ def transaction(rcpts=(b"alice@example.org",), body=MSG, sender=b"a@example.net"
     return out + b"DATA\r\n" + body + b".\r\n"
 
 
-def strip_trace(m):
-    """A stored message without the Return-Path and Received fields we prepended."""
-    assert m.startswith(b"Return-Path: <"), m[:60]
-    k = m.find(b"\r\nReceived: ")
-    j = k + 2
-    while True:  # the Received field and its folded lines
-        e = m.find(b"\r\n", j)
-        j = e + 2
-        if m[j : j + 1] != b"\t":
-            return m[j:]
-
-
 def test_plain_transaction_stored_with_trace_headers():
     def body(e):
         c = e.session()
@@ -155,7 +144,7 @@ def test_plain_transaction_stored_with_trace_headers():
         assert r.startswith(b"250 2.0.0 stored as "), r
         assert c.cmd(b"QUIT").startswith(b"221 2.0.0") and c.s.closing
         got = e.box("alice")
-        assert len(got) == 1 and strip_trace(got[0]) == BODY
+        assert len(got) == 1 and body_of(got[0]) == BODY
         head = got[0][: len(got[0]) - len(BODY)]
         assert head.startswith(b"Return-Path: <A@Example.net>\r\nReceived: from client.example ([127.0.0.1])\r\n"), head
         assert b"by mx.example.org (pocketpost) with ESMTP id " in head and b"for <alice@example.org>;" in head
@@ -192,7 +181,7 @@ def test_every_split_gives_the_same_replies_and_message():
             a = e.box("alice")
             b = e.box("bob")
             assert len(a) == 1 and len(b) == 1 and a[0] == b[0], chunk
-            assert strip_trace(a[0]) == BODY and b"\tfor <" not in a[0], chunk  # two recipients: no "for"
+            assert body_of(a[0]) == BODY and b"\tfor <" not in a[0], chunk  # two recipients: no "for"
 
         with_env(body)
 
@@ -340,7 +329,7 @@ def test_clean_crlf_text_with_dots_and_8bit_is_stored_exactly():
         stuffed = text.replace(b"\r\n.", b"\r\n..")
         c = e.session()
         assert codes(c.send(transaction(body=stuffed), 5)) == [250, 250, 250, 354, 250]
-        assert strip_trace(e.box("alice")[0]) == text
+        assert body_of(e.box("alice")[0]) == text
 
     with_env(body)
 
@@ -865,7 +854,7 @@ def test_envelope_code_held_outside_data_only():
         assert smtp.env_holds[0] == 0
         if mp:
             assert not loaded()
-        got = [strip_trace(m) for m in e.box("alice")]
+        got = [body_of(m) for m in e.box("alice")]
         assert got == [b"one\r\n"], got
 
     with_env(body)
@@ -902,7 +891,7 @@ def test_message_code_held_in_data_only():
         assert codes(a.send(transaction(body=b"two\r\n"))) == [250, 250, 250, 354, 250]
         assert smtp.data_holds[0] == 0 and (not loaded() or not mp)
         a.s.close()
-        got = [strip_trace(m) for m in e.box("alice")]
+        got = [body_of(m) for m in e.box("alice")]
         assert got == [b"one\r\n", b"two\r\n"], got
 
     with_env(body)
@@ -924,7 +913,7 @@ def test_port_25_session_attributes_and_output_block():
         assert codes(c.send(transaction(rcpts=(b"alice@example.org", b"bob@example.org")))) == [250, 250, 250, 250, 354, 250]
         assert codes(c.cmd(b"QUIT")) == [221]
         assert len(c.s.__dict__) <= 23, sorted(c.s.__dict__)
-        assert [strip_trace(m) for m in e.box("alice")] == [b"one\r\n.two\r\n", BODY]
+        assert [body_of(m) for m in e.box("alice")] == [b"one\r\n.two\r\n", BODY]
 
     with_env(body)
 
@@ -949,7 +938,7 @@ def _data_failing(mod, name, failing):
         assert not c.s.in_data and e.tmp_empty()
         assert smtp.env_holds[0] == 1 and smtp.data_holds[0] == 0
         assert codes(c.send(transaction(body=b"two\r\n"))) == [250, 250, 250, 354, 250]
-        assert [strip_trace(m) for m in e.box("alice")] == [b"two\r\n"]
+        assert [body_of(m) for m in e.box("alice")] == [b"two\r\n"]
 
     return body
 

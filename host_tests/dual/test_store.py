@@ -4,6 +4,7 @@ import binascii
 import os
 
 from dualtest import skip
+from feed import reader
 from flashdev import IS_MICROPYTHON, fresh_root
 from pocketpost import compat
 from pocketpost import store as store_mod
@@ -27,6 +28,16 @@ def _deliver(st, name, data, chunk=0, arrival=1000):
     else:
         d.write(data)
     return d.commit()
+
+
+def _uids_after_restart(root):
+    """Mailbox x's UIDs as the first session after a restart lists them (its recovery done)."""
+    store_mod.reboot()
+    mb = Store(root).lock("x")
+    try:
+        return [mb.uid(i) for i in range(mb.count)]
+    finally:
+        mb.release()
 
 
 def _with_store(fn, **kw):
@@ -102,15 +113,7 @@ def test_big_message_through_stream_and_file():
     data = line * 500  # ~18 KiB, lone LFs
 
     def body(root, st):
-        pos = [0]
-
-        def readinto(buf):
-            n = min(len(buf), len(data) - pos[0], 77)
-            buf[:n] = data[pos[0] : pos[0] + n]
-            pos[0] += n
-            return n
-
-        u1 = st.deliver_stream("x", readinto)
+        u1 = st.deliver_stream("x", reader(data, most=77))
         src = root + "-src.txt"
         f = open(src, "wb")
         f.write(data)
@@ -286,18 +289,12 @@ def test_interrupted_commit_rolls_forward():
         recs = [mb._rec(i) for i in (0, 3)]
         storesession.write_intent(box, recs)
         os.remove(box.msg_path(recs[0][0], recs[0][1], recs[0][2], recs[0][3]))  # step 2 half done
-        store_mod.reboot()
-        mb = Store(root).lock("x")
-        assert [mb.uid(i) for i in range(mb.count)] == [uids[1], uids[2], uids[4], uids[5]]
-        mb.release()
+        assert _uids_after_restart(root) == [uids[1], uids[2], uids[4], uids[5]]
         # A torn intent log is thrown away: nothing is deleted.
         f = open(root + "/x/commit", "wb")
         f.write(b"\x00" * 30)
         f.close()
-        store_mod.reboot()
-        mb = Store(root).lock("x")
-        assert mb.count == 4
-        mb.release()
+        assert len(_uids_after_restart(root)) == 4
 
     _with_store(body)
 
@@ -605,10 +602,7 @@ def test_commit_takes_the_session_bitmask():
         assert [mb.uid(i) for i in range(mb.count)] == kept
         assert mb.total_size == sizes
         mb.commit(memoryview(bytes([0b101])))  # bytes-like: bits 0 and 2, a short mask is fine
-        store_mod.reboot()
-        mb = Store(root).lock("x")
-        assert [mb.uid(i) for i in range(mb.count)] == [kept[1]] + kept[3:]
-        mb.release()
+        assert _uids_after_restart(root) == [kept[1]] + kept[3:]
 
     _with_store(body)
 
@@ -622,10 +616,7 @@ def test_roll_forward_of_a_multi_block_intent_log():
         gone = list(range(0, 129)) + [135]  # empties bucket 0
         storesession.write_intent(box, [mb._rec(i) for i in gone])
         mb.release()
-        store_mod.reboot()
-        mb = Store(root).lock("x")
-        assert [mb.uid(i) for i in range(mb.count)] == [uids[i] for i in range(n) if i not in gone]
-        mb.release()
+        assert _uids_after_restart(root) == [uids[i] for i in range(n) if i not in gone]
         names = os.listdir(root + "/x")
         assert "b0" not in names and "b1" in names and "commit" not in names
         # A log whose seqs do not ascend was not written by the store: thrown away, like a torn one.
@@ -634,10 +625,7 @@ def test_roll_forward_of_a_multi_block_intent_log():
         recs = [mb._rec(i) for i in (3, 1)]
         storesession.write_intent(box, recs)
         mb.release()
-        store_mod.reboot()
-        mb = Store(root).lock("x")
-        assert mb.count == n - len(gone)
-        mb.release()
+        assert len(_uids_after_restart(root)) == n - len(gone)
 
     _with_store(body)
 
@@ -684,10 +672,7 @@ def test_damaged_middle_record_is_found_at_lock_and_rebuilt():
         assert _read(mb, 17) == b"m17\r\n"
         mb.commit([17])
         u = _deliver(st, "x", b"new\r\n")
-        store_mod.reboot()
-        mb = Store(root).lock("x")
-        assert [mb.uid(i) for i in range(mb.count)] == uids[:17] + uids[18:] + [u]
-        mb.release()
+        assert _uids_after_restart(root) == uids[:17] + uids[18:] + [u]
 
     _with_store(body)
 
@@ -775,10 +760,7 @@ def test_truncated_or_missing_message_costs_that_message_only():
         mb.commit([0])
         assert os.listdir(root + "/x/damaged") == [paths[3].rsplit("/", 1)[1]]  # kept, same name (UID)
         u = _deliver(st2, "x", b"new\r\n")
-        store_mod.reboot()
-        mb = Store(root).lock("x")
-        assert [mb.uid(i) for i in range(mb.count)] == want[1:] + [u]
-        mb.release()
+        assert _uids_after_restart(root) == want[1:] + [u]
 
     _with_store(body)
 
@@ -876,10 +858,7 @@ def test_format_1_intent_log_is_still_carried_out_and_its_index_rebuilt():
             total += r[3] & 0x7FFFFFFF
             f.write(_old_pack(r[0], r[1], r[2], r[3], total))
         f.close()
-        store_mod.reboot()
-        mb = Store(root).lock("x")
-        assert [mb.uid(i) for i in range(mb.count)] == [uids[i] for i in (0, 2, 3, 5)]
-        mb.release()
+        assert _uids_after_restart(root) == [uids[i] for i in (0, 2, 3, 5)]
         assert sorted(os.listdir(root + "/x")) == ["b0", "index", "tmp"]
         # A damaged old log is not guessed at: discarded, nothing deleted.
         mb = Store(root).lock("x")
@@ -889,10 +868,7 @@ def test_format_1_intent_log_is_still_carried_out_and_its_index_rebuilt():
         f.write(_old_pack(0x31435050, 1, 0, 0, 0))
         f.write(_old_pack(*recs[0][:5])[:20] + b"\x00\x00\x00\x00")
         f.close()
-        store_mod.reboot()
-        mb = Store(root).lock("x")
-        assert mb.count == 4
-        mb.release()
+        assert len(_uids_after_restart(root)) == 4
 
     _with_store(body)
 
@@ -1032,10 +1008,7 @@ def test_stuffed_file_damage_is_detected():
         f.write(b"..\r\n")
         f.close()
         os.remove(root + "/x/index")
-        store_mod.reboot()
-        mb = Store(root).lock("x")
-        assert mb.count == 2
-        mb.release()
+        assert len(_uids_after_restart(root)) == 2
         assert sorted(n.split(".", 1)[1] for n in os.listdir(root + "/x/damaged")) == ["2.1000.d2", "4.1000.d9"]
 
     _with_store(body)

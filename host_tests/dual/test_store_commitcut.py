@@ -28,6 +28,7 @@ from flashdev import fresh_root
 from pocketpost import compat, groupcommit
 from pocketpost import store as store_mod
 from pocketpost.store import Store, StoreError
+import storeread
 
 _CUT = ("sync_file", "isdir", "rename", "sync_dir")  # the compat calls a commit makes
 _PROMISED = [None]  # the UID uid_on_commit gave the fetcher's delivery in flight
@@ -91,18 +92,7 @@ def _send(st, path, names, data, arrival):
 
 
 def _view(st, name):
-    mb = st.lock(name)
-    try:
-        out = []
-        for i in range(mb.count):
-            f = mb.open(i)
-            try:
-                out.append((mb.uid(i), f.read()))
-            finally:
-                f.close()
-        return out
-    finally:
-        mb.release()
+    return storeread.entries(st, name)
 
 
 def _client(st, names, seen, label):

@@ -13,9 +13,10 @@ simulated flash, flashdev.py).
 
 import os
 
+from cutrename import cut_each_rename
 from dualtest import skip
 from flashdev import IS_MICROPYTHON, fresh_root
-from pocketpost import compat, log
+from pocketpost import log
 from pocketpost import store as store_mod
 from pocketpost.store import Store
 
@@ -166,59 +167,17 @@ def test_check_reports_and_repairs_the_duplicate():
     _with(body)
 
 
-class _CutRename:
-    """compat.rename raises OSError on its n-th call (1-based), before or after doing it."""
-
-    def __init__(self, n, after):
-        self.n = n
-        self.after = after
-        self.calls = 0
-        self.fired = False
-        self.real = compat.rename
-
-    def __enter__(self):
-        compat.rename = self.call
-        return self
-
-    def __exit__(self, *a):
-        compat.rename = self.real
-
-    def call(self, a, b):
-        self.calls += 1
-        if self.calls == self.n and not self.after:
-            self.fired = True
-            raise OSError(5, "cut before rename")
-        self.real(a, b)
-        if self.calls == self.n:
-            self.fired = True
-            raise OSError(5, "cut after rename")
-
-
 def test_a_cut_rename_is_finished_by_the_next_recovery():
+    def case(root, recover):
+        uids, extra = _make(root, Store(root), 550, both=True)
+        st = Store(root)
+        recover(st)
+        _all_there(st, uids, extra, b"message 1\r\n", True)  # the same process goes on
+        store_mod.reboot()
+        _all_there(Store(root), uids, extra, b"message 1\r\n", True)
+
     for after in (False, True):
-        n = 1
-        while True:
-            root, cleanup = fresh_root()
-            store_mod.reboot()
-            try:
-                uids, extra = _make(root, Store(root), 550, both=True)
-                st = Store(root)
-                with _CutRename(n, after) as cut:
-                    try:
-                        st.lock("x").release()
-                    except Exception:  # the cut, whatever the store made of it
-                        pass
-                _all_there(st, uids, extra, b"message 1\r\n", True)  # the same process goes on
-                store_mod.reboot()
-                _all_there(Store(root), uids, extra, b"message 1\r\n", True)
-            finally:
-                store_mod.reboot()
-                cleanup()
-            if not cut.fired:
-                break
-            n += 1
-            assert n < 20
-        assert n > 1  # at least the duplicate's rename was cut
+        assert cut_each_rename(after, case) > 1  # at least the duplicate's rename was cut
 
 
 def test_power_cut_at_every_flash_op_of_the_renumbering():

@@ -21,7 +21,7 @@ from pocketpost import compat
 from pocketpost import store as store_mod
 from pocketpost.store import Store
 from test_store_misplaced import _bodies, _cut_every_rename, _listing, _name, _once, _power_cut_every_op, _put, _start
-from test_store_misplaced import _deliver, _with
+from test_store_misplaced import _deliver, _repaired_by_check, _with
 
 
 def _moved(root, k, old, new):
@@ -94,13 +94,7 @@ def test_check_reports_it_and_repairs_it():
         odd = name.replace(".2.", ".02.")
         os.rename(root + "/x/b0/" + name, root + "/x/b0/" + odd)
         _put(root, 0, "notes.txt", b"not a message\r\n")
-        store_mod.reboot()
-        st = Store(root)
-        assert st.check()["problems"] >= 1
-        assert compat.exists(root + "/x/b0/" + odd)  # without repair nothing moves
-        st.check(repair=True)
-        assert st.check()["problems"] == 0
-        store_mod.reboot()
+        _repaired_by_check(root, root + "/x/b0/" + odd)
         _once(Store(root), _bodies(), uids)
         _moved(root, 0, odd, name)
         assert compat.exists(root + "/x/b0/notes.txt")

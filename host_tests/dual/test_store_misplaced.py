@@ -17,6 +17,7 @@ free name (NAME.2 ...), as any file set aside, so the next boot finds the mailbo
 
 import os
 
+from cutrename import cut_each_rename
 from dualtest import skip
 from flashdev import IS_MICROPYTHON, fresh_root
 from pocketpost import compat, log, storecore
@@ -92,6 +93,18 @@ def _once(st, want, uids, extra=None):
 
 def _bodies(extra=None):
     return [b"message %d\r\n" % i for i in range(3)] + ([extra] if extra else [])
+
+
+def _repaired_by_check(root, path):
+    """After a restart, Store.check finds the damage, moves nothing (`path` stays) until asked to
+    repair, and leaves no problem after repairing; then the next restart."""
+    store_mod.reboot()
+    st = Store(root)
+    assert st.check()["problems"] >= 1
+    assert compat.exists(path)  # without repair nothing moves
+    st.check(repair=True)
+    assert st.check()["problems"] == 0
+    store_mod.reboot()
 
 
 def test_moved_into_the_wrong_bucket_keeps_its_uid():
@@ -182,13 +195,7 @@ def test_check_reports_it_and_repairs_it():
         epoch = uids[0].split(".")[0]
         name = "%s.2.400.p" % epoch
         _put(root, 1, name, b"the misplaced one\r\n")
-        store_mod.reboot()
-        st = Store(root)
-        assert st.check()["problems"] >= 1
-        assert compat.exists(root + "/x/b1/" + name)  # without repair nothing moves
-        st.check(repair=True)
-        assert st.check()["problems"] == 0
-        store_mod.reboot()
+        _repaired_by_check(root, root + "/x/b1/" + name)
         _once(Store(root), _bodies(b"the misplaced one\r\n"), uids, b"the misplaced one\r\n")
 
     _with(body)
@@ -211,41 +218,26 @@ def test_a_cut_rename_is_finished_by_the_next_recovery():
 
 
 def _cut_every_rename(mess, moves):
-    # compat.rename raising at its n-th call, before or after doing it (a move between
-    # directories is two littlefs commits): the process goes on, then a restart; every message
-    # is listed once, each time. mess(root, uids): the damage, returning the bodies to list.
-    from test_store_dupseq import _CutRename
+    # compat.rename raising at its n-th call, before or after doing it (cutrename.py): the
+    # process goes on, then a restart; every message is listed once, each time.
+    # mess(root, uids): the damage, returning the bodies to list.
+
+    def case(root, recover):
+        st = Store(root)
+        uids = [_deliver(st, b"message %d\r\n" % i, 500 + i) for i in range(3)]
+        st.lock("x").release()
+        want = mess(root, uids)
+        store_mod.reboot()
+        st = Store(root)
+        recover(st)
+        _once(st, want, uids)  # the same process goes on (a second recovery if suspect)
+        store_mod.reboot()
+        got, order = _listing(Store(root))
+        assert sorted(got.values()) == sorted(want + [b"later\r\n"]), (after, got)
+        assert len(order) == len(set(order)), order
 
     for after in (False, True):
-        n = 1
-        while True:
-            root, cleanup = fresh_root()
-            store_mod.reboot()
-            try:
-                st = Store(root)
-                uids = [_deliver(st, b"message %d\r\n" % i, 500 + i) for i in range(3)]
-                st.lock("x").release()
-                want = mess(root, uids)
-                store_mod.reboot()
-                st = Store(root)
-                with _CutRename(n, after) as cut:
-                    try:
-                        st.lock("x").release()
-                    except Exception:  # the cut, whatever the store made of it
-                        pass
-                _once(st, want, uids)  # the same process goes on (a second recovery if suspect)
-                store_mod.reboot()
-                got, order = _listing(Store(root))
-                assert sorted(got.values()) == sorted(want + [b"later\r\n"]), (n, after, got)
-                assert len(order) == len(set(order)), order
-            finally:
-                store_mod.reboot()
-                cleanup()
-            if not cut.fired:
-                break
-            n += 1
-            assert n < 20
-        assert n > moves
+        assert cut_each_rename(after, case) > moves
 
 
 def test_power_cut_at_every_flash_op_of_the_moves():
