@@ -12,10 +12,10 @@ import os
 import shutil
 import tempfile
 
+from feed import reader
 from helpers import free_port
 from pocketpost import config, log, pop3trans, server
 from pocketpost.store import Store
-from serverharness import _reader
 
 log.set_sink(lambda line: None)
 
@@ -48,7 +48,7 @@ def test_a_finished_reply_keeps_no_buffer():
         root = os.path.join(d, "mail")
         st = Store(root, quota=0, reserve=0)
         st.create("alice")
-        st.deliver_stream("alice", _reader(MESSAGE))
+        st.deliver_stream("alice", reader(MESSAGE))
         port = free_port()
         cfg = config.check({"store": {"root": root, "quota": 0, "reserve": 0},
                             "server": {"host": "127.0.0.1", "port": port, "pop3s_port": 0, "cert": "", "key": "",
