@@ -1293,7 +1293,19 @@ def _check_image_root(raw):
 
 def restore(path, image, report=print, progress=False, heapsize=None, size=None):
     """Restore an archive onto image (made if missing). Returns counts; every message whose
-    record is damaged is reported by mailbox and UID (or by offset when its header is lost)."""
+    record is damaged is reported by mailbox and UID (or by offset when its header is lost).
+    A damaged record header and a missing end record count as damage too (res["damaged"]): what
+    they held (a file, a message the end record would have named) is not restored.
+    A file that is not an archive is refused before any image is made."""
+    ar = ArchiveReader(path)
+    try:
+        return _restore(ar, image, report, progress, heapsize, size)
+    finally:
+        ar.close()
+
+
+def _restore(ar, image, report, progress, heapsize, size):
+    path = ar.path
     if not os.path.exists(image) and not is_serial(image):
         # Made under another name and renamed when formatted: a restore killed here leaves no
         # half-made image behind to be mistaken for a real one.
@@ -1308,7 +1320,6 @@ def restore(path, image, report=print, progress=False, heapsize=None, size=None)
         if fmt.returncode:
             raise PortError("formatting %s failed: %s" % (part, fmt.stderr.decode(errors="replace")))
         os.rename(part, image)
-    ar = ArchiveReader(path)
     res = {"restored": 0, "present": 0, "damaged": [], "refused": 0, "files": 0, "missing": []}
     link = open_link(image, "serve", heapsize=heapsize)
     prog = Progress("restore", progress)
@@ -1361,13 +1372,15 @@ def restore(path, image, report=print, progress=False, heapsize=None, size=None)
         link.close()
     except BaseException:
         link.kill()
+        for off, what in ar.damage:  # what was found before the stop (a damaged config.json record, say)
+            report("damaged: at offset %d: %s" % (off, what))
         raise
-    finally:
-        ar.close()
     prog.done()
     for off, what in ar.damage:
+        res["damaged"].append("offset %d" % off)
         report("damaged: at offset %d: %s" % (off, what))
     if toc is None:
+        res["damaged"].append("end record")
         report("damaged: the archive's end record is missing (archive cut short?): messages after the cut are lost")
     else:
         for box, uid in toc["messages"]:

@@ -1,0 +1,67 @@
+"""Defects found by using pocketpost as its users do (review w14): each test fails without its fix.
+
+- restore: a damaged record header or a missing end record (an archive cut short) is damage:
+  exit status 1 and counted in the summary, not exit 0 with "0 damaged" (a script that removes the
+  old board's data after a successful restore would lose the mail after the cut, or the config).
+- restore: a file that is not an archive is refused before the target image is made.
+"""
+
+import os
+
+from mailimage import contents, make_image, run_ppadmin
+
+MSGS = [b"Subject: one\r\n\r\nhello\r\n", b"Subject: two\r\n\r\nworld\r\n", b"Subject: three\r\n\r\n.dot\r\n"]
+
+
+def _backup(tmp_path):
+    img = str(tmp_path / "a.img")
+    make_image(img, {"alice": MSGS}, tmpdir=str(tmp_path / "src"))
+    arc = tmp_path / "b.pp"
+    r = run_ppadmin("backup", img, arc)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return img, arc
+
+
+def test_restore_of_an_archive_cut_short_fails(tmp_path):
+    img, arc = _backup(tmp_path)
+    data = arc.read_bytes()
+    cut = tmp_path / "cut.pp"
+    k = data.rindex(b"@pp ", 0, data.index(b"Subject: two"))  # cut at a record boundary:
+    cut.write_bytes(data[:k])  # alice's 2nd and 3rd messages and the end record are gone
+    r = run_ppadmin("restore", cut, tmp_path / "c.img")
+    assert "end record is missing" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "0 damaged" not in r.stdout, r.stdout
+    assert [m for _u, _a, m in contents(str(tmp_path / "c.img"))["alice"]] == [MSGS[0]]
+
+
+def _garbled_config_record(tmp_path, arc):
+    data = bytearray(arc.read_bytes())
+    k = data.rindex(b"@pp ", 0, data.index(b'"path": "config.json"'))
+    data[k + 1] = ord("q")
+    bad = tmp_path / "bad.pp"
+    bad.write_bytes(bytes(data))
+    return bad
+
+
+def test_restore_with_a_damaged_file_record_header_fails(tmp_path):
+    # the header of config.json's record garbled: the config (users, password hashes) is not
+    # restored; the end record lists messages only, so only the header damage can tell
+    img, arc = _backup(tmp_path)
+    bad = _garbled_config_record(tmp_path, arc)
+    target = str(tmp_path / "r.img")
+    make_image(target, {"bob": MSGS[:1]}, tmpdir=str(tmp_path / "src2"))  # a target with a config
+    r = run_ppadmin("restore", bad, target)
+    assert "damaged: at offset" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "0 damaged" not in r.stdout, r.stdout
+    assert len(contents(target)["alice"]) == 3
+
+
+def test_restore_of_a_non_archive_makes_no_image(tmp_path):
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(os.urandom(5000))
+    target = tmp_path / "new.img"
+    r = run_ppadmin("restore", junk, target)
+    assert r.returncode != 0 and "not a pocketpost backup archive" in r.stderr, r.stdout + r.stderr
+    assert not target.exists() and not (tmp_path / "new.img.part").exists()
