@@ -58,6 +58,17 @@ def test_restore_with_a_damaged_file_record_header_fails(tmp_path):
     assert len(contents(target)["alice"]) == 3
 
 
+def test_restore_without_any_config_says_so_in_one_line(tmp_path):
+    # the same archive onto a new image: no config.json to open a store with. The board side
+    # died with a traceback ("unexpected reply 'Traceback (most recent call last):'"); now one line
+    img, arc = _backup(tmp_path)
+    bad = _garbled_config_record(tmp_path, arc)
+    r = run_ppadmin("restore", bad, tmp_path / "new.img")
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "damaged: at offset" in r.stdout, r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr and "cannot read the config" in r.stderr, r.stdout + r.stderr
+
+
 def test_restore_of_a_non_archive_makes_no_image(tmp_path):
     junk = tmp_path / "junk.bin"
     junk.write_bytes(os.urandom(5000))

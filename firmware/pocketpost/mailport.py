@@ -424,7 +424,7 @@ def serve_steps(store, inp, out, top="/flash", buf=None):
             if _malformed(args):
                 raise StoreError("malformed command")
             if cmd in ("J", "U", "M") and not hasattr(store, "begin"):
-                store = store()
+                store = _open_store(store)
             if cmd == "J":
                 _journal(store, args[1], out, buf)
             elif cmd == "U":
@@ -446,6 +446,15 @@ def serve_steps(store, inp, out, top="/flash", buf=None):
             out.write(b"R %s\n" % str(e).encode())
         _flush(out)
         yield _STEP
+
+
+def _open_store(make):
+    """make(): a Store. No readable config (a restore whose config.json record was damaged, onto a
+    new image) is an R reply naming it, not a traceback that ends the loop."""
+    try:
+        return make()
+    except (OSError, ValueError, compat.ConfigError) as e:  # no config.json, bad JSON, a bad config
+        raise StoreError("no store: cannot read the config: %s" % e)
 
 
 def pipe_skip(pipe, n, buf):
