@@ -76,3 +76,43 @@ def test_restore_of_a_non_archive_makes_no_image(tmp_path):
     r = run_ppadmin("restore", junk, target)
     assert r.returncode != 0 and "not a pocketpost backup archive" in r.stderr, r.stdout + r.stderr
     assert not target.exists() and not (tmp_path / "new.img.part").exists()
+
+
+def test_live_export_works_on_the_pseudo_board_as_deployed(tmp_path):
+    # docs/MIGRATE.md: "the pseudo-board's config turns it on" (the usb_link service that
+    # `ppadmin ... --live` talks to). The config `make deploy BOARD=host` copies is
+    # boards/host/config.json; it had no "services", the unix port's default is off, so
+    # `ppadmin export run/pb/tty --live ...` after BOARD.md's pseudo-board steps said "no answer
+    # from the board's live link in 5 s".
+    import json
+    import sys
+
+    from helpers import FIRMWARE, ROOT, free_port
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import ppadmin
+    import pseudoboard
+    from bench_server import build_mpy
+    from test_mailport_live import BOOT_FILES, HEAP, wait_port
+    from test_mailport_usb import COPY
+
+    sys.path.insert(0, FIRMWARE)
+    from pocketpost import config as ppconfig
+
+    with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
+        cfg = json.load(f)
+    pop_port = free_port()
+    cfg["server"].update({"port": pop_port, "pop3s_port": 0, "cert": "", "key": ""})  # deploy copies a cert: none here
+    ppconfig.add_user(cfg, "alice", "secret", 200)
+    img = str(tmp_path / "flash.img")
+    make_image(img, {"alice": MSGS}, cfg=cfg, tmpdir=str(tmp_path / "s"))
+    build_mpy(str(tmp_path / "mpy"))
+    ppadmin.on_image(img, COPY, {"PP_MPY": str(tmp_path / "mpy" / "pocketpost")})
+    ppadmin.on_image(img, BOOT_FILES, {"PP_FW": FIRMWARE})
+    with pseudoboard.PseudoBoard(str(tmp_path / "pb"), image=img, boot=True, heapsize=HEAP) as pb:
+        wait_port(pop_port, pb.alive)
+        r = run_ppadmin("export", pb.tty, "--live", "--maildir", tmp_path / "md", timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "exported alice: 3 messages" in r.stdout, r.stdout + r.stderr
+        assert pb.alive()
+
