@@ -11,7 +11,8 @@ messages (one with a base64 attachment). Later runs reuse the image (--fresh reb
 --port/--pop3s-port on a later run change the ports in the image's config (kept for later runs;
 its users and mail stay); without them the image's own ports are used.
 The banner lists the users in the image's own config (and the demo password only while the
-demo user still has it). A port already taken is refused in one line before anything starts.
+demo user still has it), and gives clients DIR/tls/cert.pem, rewritten from the image's own
+certificate when that changed (a `ppadmin restore` onto the image brings the archive's). A port already taken is refused in one line before anything starts.
 A new image also gets the SMTP receiver for DEMO_DOMAIN (demo@ and postmaster@ land in "demo"):
 port 25 style with STARTTLS on --smtp-port, submission over implicit TLS with AUTH on
 --smtps-port (kept in the image like the POP3 ports).
@@ -172,9 +173,9 @@ def build_image(rundir, port, pop3s_port, smtp_port=DEFAULT_SMTP_PORT, smtps_por
     return image
 
 
-def image_config(image):
-    """The config stored in the image (/flash/config.json), read with littlefs-python: the users
-    added by ppadmin live only there. None if it cannot be read."""
+def image_file(image, path):
+    """The bytes of /flash/PATH in the image, read with littlefs-python; None if it cannot be read
+    (not an image, no such file, a newer littlefs)."""
     try:
         from littlefs import LittleFS
 
@@ -183,10 +184,54 @@ def image_config(image):
         fs = LittleFS(block_size=BLOCK_SIZE, block_count=len(data) // BLOCK_SIZE, mount=False)
         fs.context.buffer = data
         fs.mount()
-        with fs.open("config.json", "r") as f:
-            return json.loads(f.read())
-    except Exception:  # not an image, no config, a newer littlefs: the banner says "unknown"
+        with fs.open(path, "rb") as f:
+            return f.read()
+    except Exception:
         return None
+
+
+def image_config(image):
+    """The config stored in the image (/flash/config.json): the users added by ppadmin live only
+    there. None if it cannot be read (the banner then says "unknown")."""
+    raw = image_file(image, "config.json")
+    try:
+        return json.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def client_cert(rundir, image, cfg):
+    """The PEM file the banner gives clients (--cacert): DIR/tls/cert.pem, rewritten from the
+    certificate the image's server really presents (server.cert, DER) when that differs. A
+    `ppadmin restore` onto the image, or an image from elsewhere, brings its own certificate;
+    the PEM made with the image's first build then no longer verifies it (curl: "self-signed
+    certificate")."""
+    import ssl
+
+    pem = os.path.join(rundir, "tls", "cert.pem")
+    path = ((cfg or {}).get("server") or {}).get("cert") or ""
+    if path.startswith("/flash/"):
+        path = path[len("/flash/"):]
+    der = image_file(image, path) if path and not path.startswith("/") else None
+    if der is None:
+        return pem
+    want = ssl.DER_cert_to_PEM_cert(bytes(der))
+    try:
+        with open(pem) as f:
+            have = f.read()
+    except OSError:
+        have = None
+    try:
+        same = have is not None and ssl.PEM_cert_to_DER_cert(have) == bytes(der)
+    except ValueError:  # not a PEM certificate
+        same = False
+    if not same:
+        os.makedirs(os.path.dirname(pem), exist_ok=True)
+        with open(pem, "w") as f:
+            f.write(want)
+        if have is not None:
+            print("%s: rewritten from the image's certificate (/flash/%s), which is not the one it held" % (pem, path))
+    return pem
 
 
 def still_demo_password(user):
@@ -358,7 +403,7 @@ def main():
     except (hostimage.ImageError, ppadmin.Refused) as e:
         sys.stderr.write("run_host: %s\n" % e)
         return 2
-    cert = os.path.join(args.dir, "tls", "cert.pem")
+    cert = client_cert(args.dir, image, cfg)
     print(banner(image, cfg, port, pop3s_port, cert, smtp_port, smtps_port))
     if args.no_serve:
         return 0
