@@ -34,19 +34,23 @@ def _store(cfg):
 
 
 def add_user(name, password, config_path=CONFIG_PATH, iterations=None):
-    """Add (or replace) a POP3 user: config.json keeps only the SCRAM-SHA-256 record (PBKDF2 salt,
-    iterations, StoredKey, ServerKey),
+    """Add a POP3 user, or give an existing one a new password (its mailbox and APOP secret stay):
+    config.json keeps only the SCRAM-SHA-256 record (PBKDF2 salt, iterations, StoredKey, ServerKey),
     with the board's iteration count (config "server"/"pbkdf2_iterations") unless given."""
     from pocketpost import config
 
     raw = config.load_raw(config_path)  # edit the file as written: no defaults baked in
-    config.add_user(raw, name, password, iterations)
+    old = (raw.get("users") or {}).get(name)
+    old = old if isinstance(old, dict) else None
+    # a new password for an existing user: its mailbox and APOP secret stay (ppadmin adduser --force too)
+    config.add_user(raw, name, password, iterations, mailbox=(old or {}).get("mailbox"),
+                    apop_secret=(old or {}).get("apop_secret"))
     config.save(config_path, raw)
     store = _store(config.check(raw))
     box = _mailbox_of(raw, name)
     if not store.exists(box):
         store.create(box)
-    print("user %r added (mailbox %r); machine.reset() to serve it" % (name, box))
+    print("user %r %s (mailbox %r); machine.reset() to serve it" % (name, "password replaced" if old else "added", box))
 
 
 def _mailbox_of(cfg, user):

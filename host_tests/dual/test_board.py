@@ -1115,3 +1115,28 @@ def test_runner_settles_fetch_state_before_any_service_starts():
         client.settle = real
         _rmtree(root)
     assert order == [("settle", "a", True), ("settle", "b", True), ("start",)], order
+
+
+def test_admin_add_user_again_keeps_the_users_mailbox_and_apop_secret():
+    # admin.add_user on an existing user (BOARD.md's way to set a password at the REPL) rewrote
+    # the entry as {"password", "mailbox": name}: a user reading another mailbox ("mailbox":
+    # "shared") was switched to an empty mailbox of their own name, and "apop_secret" was lost.
+    from pocketpost import admin, auth
+    from pocketpost import config as config_mod
+
+    root = _tmpname("mail")
+    cfgp = _tmpname("cfg") + ".json"
+    with open(cfgp, "w") as f:
+        f.write('{"store": {"root": "%s", "quota": 0}, "server": {"pbkdf2_iterations": 100}, "users": '
+                '{"bob": {"password": "x", "mailbox": "shared", "apop_secret": "s3"}}}' % root)
+    try:
+        admin.add_user("bob", "new pw", config_path=cfgp)
+        bob = config_mod.load_raw(cfgp)["users"]["bob"]
+        assert bob.get("mailbox") == "shared" and bob.get("apop_secret") == "s3", bob
+        assert auth.verify_password("new pw", bob["password"])
+    finally:
+        _rmtree(root)
+        try:
+            os.remove(cfgp)
+        except OSError:
+            pass
