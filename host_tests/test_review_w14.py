@@ -167,3 +167,20 @@ def test_make_run_banner_cert_verifies_the_image_after_a_restore(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+def test_export_of_a_mailbox_that_does_not_exist_says_so_and_makes_none(tmp_path):
+    # `ppadmin export IMAGE alcie --mbox alice.mbox` (a typo) said "exported alcie: 0 messages",
+    # exit 0, wrote an empty alice.mbox, and made an empty mailbox "alcie" on the image (the
+    # board side's store.lock creates a mailbox): an export wrote to the image it read.
+    img = str(tmp_path / "a.img")
+    make_image(img, {"alice": MSGS}, tmpdir=str(tmp_path / "src"))
+    before = contents(img)
+    r = run_ppadmin("export", img, "alcie", "--mbox", tmp_path / "alice.mbox")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "no mailbox alcie" in r.stderr, r.stdout + r.stderr
+    assert not (tmp_path / "alice.mbox").exists()
+    r = run_ppadmin("export", img, "alcie", "alice", "--maildir", tmp_path / "md")
+    assert r.returncode == 1 and "exported alice: 3 messages" in r.stdout, r.stdout + r.stderr
+    assert sorted(os.listdir(tmp_path / "md")) == ["alice"]
+    assert contents(img) == before  # no mailbox "alcie" made

@@ -224,7 +224,7 @@ class Link:
             raise PortError("writing %s: %s" % (path, reply))
 
 
-_RECORD = re.compile(r"(E|B [a-z0-9._-]+ \d+ \d+|L [a-z0-9._-]+|M [0-9a-f]{8}\.\d+ \d+ \d+|F \d+ [^/ ].*)\Z")
+_RECORD = re.compile(r"(E|B [a-z0-9._-]+ \d+ \d+|[LN] [a-z0-9._-]+|M [0-9a-f]{8}\.\d+ \d+ \d+|F \d+ [^/ ].*)\Z")
 
 
 def is_serial(path):
@@ -533,7 +533,7 @@ def open_link(target, cmd, *mailboxes, heapsize=None):
     return Link(target, cmd, *mailboxes, heapsize=heapsize)
 
 
-def read_records(link, on_mailbox, on_message, on_file=None, on_locked=None):
+def read_records(link, on_mailbox, on_message, on_file=None, on_locked=None, on_missing=None):
     """Walk an export/backup stream; on_message(uid, arrival, size, copy) must call copy(write)."""
     while True:
         head = link.line()
@@ -548,6 +548,9 @@ def read_records(link, on_mailbox, on_message, on_file=None, on_locked=None):
         elif kind == "L":
             if on_locked:
                 on_locked(head[2:])
+        elif kind == "N":
+            if on_missing:
+                on_missing(head[2:])
         elif kind == "M":
             _, uid, arrival, size = head.split(" ")
             size = int(size)
@@ -741,12 +744,14 @@ class MboxWriter:
             self.f = None
 
 
-def export(image, mailboxes, writer, progress=False, heapsize=None):
+def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None):
     """Export mailboxes (all when empty) of image through writer; returns {mailbox: count}.
-    image may be a board's serial port (or the pseudo-board's pty): see UsbLink."""
+    image may be a board's serial port (or the pseudo-board's pty): see UsbLink. A mailbox named
+    that does not exist is reported on stderr and appended to `missing` (a list) if given."""
     link = open_link(image, "export", *mailboxes, heapsize=heapsize)
     counts = {}
     locked = []
+    absent = []
     prog = Progress("export", progress)
     cur = [None]
 
@@ -762,7 +767,7 @@ def export(image, mailboxes, writer, progress=False, heapsize=None):
         prog.step(size)
 
     try:
-        read_records(link, on_mailbox, on_message, on_locked=locked.append)
+        read_records(link, on_mailbox, on_message, on_locked=locked.append, on_missing=absent.append)
         writer.close()
         prog.done()  # the progress line ends before the board's restart says so
         link.close()
@@ -772,6 +777,10 @@ def export(image, mailboxes, writer, progress=False, heapsize=None):
     prog.done()
     for name in locked:
         sys.stderr.write("export: mailbox %s is in use (a POP3 session holds it): not exported\n" % name)
+    for name in absent:
+        sys.stderr.write("export: no mailbox %s on %s: nothing exported for it\n" % (name, image))
+    if missing is not None:
+        missing.extend(absent)
     return counts
 
 

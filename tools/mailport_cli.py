@@ -63,10 +63,11 @@ def run(args):
                 w = mailport.DovecotWriter(args.dovecot)
             else:
                 w = mailport.MaildirWriter(args.maildir)
-            counts = mailport.export(args.image, args.mailboxes, w, progress=args.progress)
+            missing = []
+            counts = mailport.export(args.image, args.mailboxes, w, progress=args.progress, missing=missing)
             for name in sorted(counts):
                 print("exported %s: %d messages" % (name, counts[name]))
-            return 0
+            return 1 if missing else 0
         if args.cmd == "import":
             r = mailport.import_messages(args.image, args.mailbox, args.source, _report, args.mbox_quoting, args.progress)
             print("import %s: %d added, %d skipped (already there), %d refused%s"

@@ -11,6 +11,7 @@ time through one preallocated buffer.
 Out (export/backup), one stream of records, each a header line then exactly <size> bytes:
     B <mailbox> <count> <total>         a mailbox follows (snapshot taken under its lock)
     L <mailbox>                         mailbox locked by a session: skipped (nothing read)
+    N <mailbox>                         a mailbox asked for by name that does not exist (not made)
     M <uid> <arrival> <size>            one message, then its <size> stored bytes
     F <size> <path>                     a non-mail file (config, certificates, UIDL state), then its bytes
     E                                   end
@@ -140,6 +141,9 @@ def export_steps(store, names, out, buf=None, lock_waits=0):
     sleeps LIVE_LOCK_POLL_MS each) for a mailbox a session holds before reporting it locked."""
     buf = buf or bytearray(CHUNK)
     for name in names or store.mailboxes():
+        if names and not store.exists(name):  # a typo: say so; store.lock would make it
+            out.write(b"N %s\n" % name.encode())
+            continue
         mb = None
         waits = 0
         while mb is None:
