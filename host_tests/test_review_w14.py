@@ -184,3 +184,16 @@ def test_export_of_a_mailbox_that_does_not_exist_says_so_and_makes_none(tmp_path
     assert r.returncode == 1 and "exported alice: 3 messages" in r.stdout, r.stdout + r.stderr
     assert sorted(os.listdir(tmp_path / "md")) == ["alice"]
     assert contents(img) == before  # no mailbox "alcie" made
+
+
+def test_export_of_a_bad_mailbox_name_is_one_line(tmp_path):
+    # `ppadmin export IMAGE Alice ...` (upper case: not a mailbox name) ended in the board side's
+    # traceback (StoreError: bad mailbox name) printed by the host
+    img = str(tmp_path / "a.img")
+    make_image(img, {"alice": MSGS}, tmpdir=str(tmp_path / "src"))
+    for args in (("export", img, "Alice", "--maildir", tmp_path / "md"), ("import", img, "Alice", tmp_path / "a.img")):
+        r = run_ppadmin(*args)
+        assert r.returncode != 0, r.stdout + r.stderr
+        assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "bad mailbox name 'Alice'" in r.stderr, r.stderr
+    assert not (tmp_path / "md").exists()

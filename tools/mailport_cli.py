@@ -54,6 +54,13 @@ def run(args):
     """Returns the exit status: 0 done, 1 something refused or damaged, 2 stopped (flash full)."""
     mailport.UsbLink.restart = not args.no_restart
     mailport.LIVE[0] = args.live
+    names = args.mailboxes if args.cmd == "export" else [args.mailbox] if args.cmd == "import" else []
+    for name in names:  # before anything starts: the board side would end in a traceback
+        import ppadmin
+
+        if not ppadmin.ppconfig.valid_name(name):
+            print("ppadmin %s: bad mailbox name %r: %s" % (args.cmd, name, ppadmin.NAME_RULE), file=sys.stderr)
+            return 2
     try:
         if args.cmd == "export":
             if args.mbox:
