@@ -197,3 +197,49 @@ def test_export_of_a_bad_mailbox_name_is_one_line(tmp_path):
         assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert "bad mailbox name 'Alice'" in r.stderr, r.stderr
     assert not (tmp_path / "md").exists()
+
+
+def test_make_run_stopped_by_sigterm_leaves_no_server_behind(tmp_path):
+    # `kill PID` / timeout(1) / a service manager send SIGTERM to run_host.py only: it died and
+    # its micropython server went on serving, holding the ports and the image ("in use by pid
+    # N (micropython ...)" for every later make run and ppadmin).
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from helpers import ROOT, free_port
+
+    run_host = os.path.join(ROOT, "tools", "run_host.py")
+    port = free_port()
+    args = ["--port", str(port), "--pop3s-port", str(free_port()), "--smtp-port", str(free_port()),
+            "--smtps-port", str(free_port())]
+    d = str(tmp_path / "run")
+    p = subprocess.Popen([sys.executable, run_host, "--dir", d] + args, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        out = ""
+        while "pop3 listening" not in out:
+            line = p.stdout.readline()
+            assert line, out
+            out += line
+        p.send_signal(signal.SIGTERM)  # to run_host.py alone, not its process group
+        p.wait(30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            except OSError:
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError("the server still listens on %d after run_host.py ended" % port)
+        r = run_ppadmin("ls", os.path.join(d, "flash.img"))
+        assert r.returncode == 0, r.stdout + r.stderr  # nobody holds the image
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)  # an orphaned server is still in this group
+        except OSError:
+            pass
+        p.wait()

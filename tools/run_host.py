@@ -287,6 +287,15 @@ def _quiet_tcsetpgrp(fd, pgrp):
         signal.signal(signal.SIGTTOU, old)
 
 
+def _stop_child(child):
+    """SIGTERM (kill PID, timeout(1), a service manager) reaches this process only: without this
+    it died and left the server running, holding the ports and the image. Stop the server as
+    Ctrl-C does (it unmounts the image) and go on as after Ctrl-C."""
+    if child.poll() is None:
+        child.send_signal(signal.SIGINT)
+    raise KeyboardInterrupt
+
+
 def give_back_terminal(held):
     if held is not None:
         try:
@@ -415,6 +424,7 @@ def main():
     child = None
     try:
         child = subprocess.Popen(cmd, env=env, pass_fds=(lock.fd,))  # the child holds the image lock too
+        signal.signal(signal.SIGTERM, lambda signum, frame: _stop_child(child))
         rc = child.wait()
         if rc == EXIT_PORT_IN_USE:
             sys.stderr.write('make run: choose free ports with make run RUN_ARGS="--port N --pop3s-port M"\n')
