@@ -148,7 +148,7 @@ def test_make_run_banner_cert_verifies_the_image_after_a_restore(tmp_path):
                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
         out = ""
-        while "listening" not in out or "pop3s" not in out:
+        while "pop3s listening" not in out:
             line = p.stdout.readline()
             assert line, out
             out += line
