@@ -243,3 +243,31 @@ def test_make_run_stopped_by_sigterm_leaves_no_server_behind(tmp_path):
         except OSError:
             pass
         p.wait()
+
+
+def test_adduser_force_replaces_the_password_only(tmp_path):
+    # "--force replaces an existing user's password": it also dropped the user's apop_secret (the
+    # user's APOP login stopped working after a password change), on an image and on a config file
+    import json
+    import sys
+
+    from helpers import ROOT
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import ppadmin
+
+    img = str(tmp_path / "a.img")
+    make_image(img, {"alice": MSGS}, tmpdir=str(tmp_path / "src"))
+    plain = tmp_path / "config.json"
+    plain.write_text(json.dumps({"users": {}}))
+    for target in (img, str(plain)):
+        r = run_ppadmin("adduser", target, "carol", "--password", "one", "--apop-secret", "apop-s")
+        assert r.returncode == 0, r.stdout + r.stderr
+        r = run_ppadmin("adduser", target, "carol", "--password", "two", "--force")
+        assert r.returncode == 0, r.stdout + r.stderr
+        if target == img:
+            raw = ppadmin.on_image(img, "print(open('/flash/config.json').read())")
+        else:
+            raw = plain.read_text()
+        carol = json.loads(raw)["users"]["carol"]
+        assert carol.get("apop_secret") == "apop-s" and carol.get("mailbox") == "carol", (target, carol)

@@ -155,7 +155,7 @@ def body():
         refuse("user %s already exists in %s; --force replaces the password" % (user, IMAGE))
     it = os.getenv("PP_ITER")
     config.add_user(cfg, user, os.getenv("PP_PASSWORD"), int(it) if it else None,
-                    mailbox=(old or {}).get("mailbox"), apop_secret=os.getenv("PP_APOP") or None)
+                    mailbox=(old or {}).get("mailbox"), apop_secret=os.getenv("PP_APOP") or (old or {}).get("apop_secret"))
     config.check(cfg)
     config.save(CONFIG, cfg)
     print("user", user, "saved")
@@ -368,7 +368,8 @@ def adduser(target, user, password, iterations=None, apop_secret=None, force=Fal
         old = (cfg.get("users") or {}).get(user)
         if old is not None and not force:
             raise Refused("user %s already exists in %s; --force replaces the password" % (user, target))
-        ppconfig.add_user(cfg, user, password, iterations, mailbox=(old or {}).get("mailbox"), apop_secret=apop_secret)
+        ppconfig.add_user(cfg, user, password, iterations, mailbox=(old or {}).get("mailbox"),
+                          apop_secret=apop_secret or (old or {}).get("apop_secret"))  # --force: the password only
         ppconfig.check(cfg)
         ppconfig.save(target, cfg)
         return "user %s saved\n" % user
