@@ -271,3 +271,33 @@ def test_adduser_force_replaces_the_password_only(tmp_path):
             raw = plain.read_text()
         carol = json.loads(raw)["users"]["carol"]
         assert carol.get("apop_secret") == "apop-s" and carol.get("mailbox") == "carol", (target, carol)
+
+
+def test_redeploy_after_make_clean_keeps_the_boards_certificate(tmp_path):
+    # `make clean` removes build/, where `--make-cert` keeps the board's certificate and key.
+    # A later `make deploy` (new code) was refused ("config names cert ... but there is no
+    # build/<board>/cert.der (give --cert, or --make-cert)") although the board keeps its config
+    # and has both files; --make-cert then made a new certificate every client must trust again.
+    import shutil
+    import subprocess
+    import sys
+
+    from helpers import ROOT
+
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import pseudoboard
+
+    build = str(tmp_path / "build")
+    deploy = [sys.executable, os.path.join(ROOT, "tools", "deploy.py"), "--board", "host", "--build", build,
+              "--no-reset"]
+    with pseudoboard.PseudoBoard(str(tmp_path / "pb")) as pb:
+        r = subprocess.run(deploy + ["--port", pb.tty, "--make-cert"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        with open(os.path.join(build, "cert.der"), "rb") as f:
+            cert = f.read()
+        shutil.rmtree(build)  # make clean
+        r = subprocess.run(deploy + ["--port", pb.tty], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "cert: the board has /flash/tls/cert.der: kept" in r.stdout, r.stdout
+    files = pseudoboard.read_image(pb.image)
+    assert files["/tls/cert.der"] == cert and "/tls/key.der" in files, sorted(files)

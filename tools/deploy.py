@@ -395,6 +395,11 @@ class Deploy:
         os.makedirs(self.build, exist_ok=True)
         make_cert(cert, key, names, ips)
 
+    def board_has(self, path):
+        r = self.mpremote(("exec", "import os\ntry:\n    os.stat(%r)\n    print('HAS 1')\nexcept OSError:\n"
+                                   "    print('HAS 0')\n" % path), capture=True, check=False)
+        return r.returncode == 0 and "HAS 1" in (r.stdout or "")
+
     def extras(self, info):
         """(local path, board path) for config, certificate, key and secrets."""
         a = self.a
@@ -418,6 +423,12 @@ class Deploy:
                 if key == "cert":
                     self.make_cert(cfg, info)
                 local = os.path.join(self.build, os.path.basename(remote))
+            if not os.path.exists(local) and not given and info["has_config"] and not a.force_config \
+                    and self.board_has(remote):
+                # a redeploy from a fresh checkout or after `make clean` (which removes build/): the
+                # board's own pair stays, so its clients keep trusting it (a --make-cert would make a new one)
+                say("%s: the board has %s: kept (--%s or --make-cert replaces it)" % (key, remote, key))
+                continue
             if not os.path.exists(local):
                 raise SystemExit("config names %s %r but there is no %s (give --%s, or --make-cert)"
                                  % (key, remote, local, key))
