@@ -115,6 +115,11 @@ def test_live_export_works_on_the_pseudo_board_as_deployed(tmp_path):
         assert r.returncode == 0, r.stdout + r.stderr
         assert "exported alice: 3 messages" in r.stdout, r.stdout + r.stderr
         assert pb.alive()
+        # and with the service on, the REPL path (mpremote's Ctrl-C, then main.py again) still works
+        r = run_ppadmin("export", pb.tty, "--maildir", tmp_path / "md2", timeout=60)
+        assert r.returncode == 0 and "exported alice: 3 messages" in r.stdout, r.stdout + r.stderr
+        assert "services restarted" in r.stderr, r.stderr
+        wait_port(pop_port, pb.alive)
 
 
 def test_make_run_banner_cert_verifies_the_image_after_a_restore(tmp_path):
