@@ -1,9 +1,9 @@
 """Defects found by using pocketpost as its users do (review w14): each test fails without its fix.
 
-- restore: a damaged record header or a missing end record (an archive cut short) is damage:
-  exit status 1 and counted in the summary, not exit 0 with "0 damaged" (a script that removes the
-  old board's data after a successful restore would lose the mail after the cut, or the config).
-- restore: a file that is not an archive is refused before the target image is made.
+ppadmin restore (damage that loses unknown records, a non-archive, no config to open a store
+with), ppadmin export (a mailbox that does not exist, a bad mailbox name) and adduser --force,
+make run (the banner's certificate after a restore, SIGTERM), the pseudo-board as deployed
+(--live), a redeploy after make clean. admin.add_user's is in host_tests/dual/test_board.py.
 """
 
 import os
