@@ -81,6 +81,15 @@ _SANE_TIME = const(1577836800)  # 2020-01-01
 _DAY = const(86400)
 
 _OAUTH = ("xoauth2", "oauthbearer")  # OAuth: SASL with an OAuth access token (oauth2.py)
+# The texts of errors and of log lines at a session's end: clientfail.TEXTS[n] (cold: a text
+# here would be a string object held while messages move); private copies of its numbers
+# (host_tests/test_fetch_heap.py checks them).
+_T_UNEXPECTED = const(0)
+_T_UNLISTED = const(1)
+_T_FULL = const(2)
+_T_FETCH = const(3)
+_T_UNSAVED = const(4)
+_T_STORE = const(5)
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -179,11 +188,11 @@ class Pop3Client:
         self.opener = opener  # (host, port, ms, ctx) -> connection; None: clientauth._open (transport's)
         self._conn = None
 
-    def _lost(self, doing, e=None):
+    def _lost(self, doing, e=None, w=0):
         """The ConnectionLost for a failure while `doing` ("waiting for the reply to STAT",
-        "connect"): the OSError / TLS error e in words a user can act on (tls.describe_error), or
-        without e the server's close (clientfail.lost)."""
-        return _failed("lost", self, doing, e)
+        "connect"; with w, "waiting for " + doing): the OSError / TLS error e in words a user can
+        act on (tls.describe_error), or without e the server's close (clientfail.lost)."""
+        return _failed("lost", self, doing, e, w)
 
     # -- deadlines and bytes --------------------------------------------------------------------
     def deadline(self, timeout, size=0):
@@ -205,9 +214,10 @@ class Pop3Client:
                 left = x
         return left
 
-    def _timeout(self, deadline, what):
-        """The Pop3Timeout for a wait for `what` that ran out (clientfail.timeout: which deadline)."""
-        return _failed("timeout", self, deadline, what)
+    def _timeout(self, deadline, what, w=0):
+        """The Pop3Timeout for a wait for `what` (with w, for "the server to take " + what) that
+        ran out (clientfail.timeout: which deadline)."""
+        return _failed("timeout", self, deadline, what, w)
 
     async def _fill(self, deadline, what):
         mv = self.s.space()
@@ -219,9 +229,9 @@ class Pop3Client:
         except transport.Timeout:
             raise self._timeout(deadline, what)
         except (OSError, ValueError) as e:
-            raise self._lost("waiting for " + what, e)
+            raise self._lost(what, e, 1)
         if not n:
-            raise self._lost("waiting for " + what)
+            raise self._lost(what, None, 1)
         self.s.commit(n)
 
     async def _event(self, deadline, what):
@@ -250,7 +260,7 @@ class Pop3Client:
         try:
             await self._conn.send(data, ms)
         except transport.Timeout:
-            raise self._timeout(None, "the server to take " + what)
+            raise self._timeout(None, what, 1)
         except (OSError, ValueError) as e:
             raise self._lost("sending " + what, e)
 
@@ -262,7 +272,7 @@ class Pop3Client:
             deadline = self.deadline(self.read_timeout)
         ev = await self._event(deadline, what)
         if ev != REPLY and ev != CONTINUE:
-            raise ProtocolError("%s: unexpected data instead of %s" % (self.where, what))
+            raise ProtocolError(_failed("text", _T_UNEXPECTED, self.where, what))
         r = s.reply
         if r.ok is False:
             raise ErrReply("%s: %s: -ERR %s" % (self.where, s.what, _text(r.text)), r.code)
@@ -445,7 +455,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 uid = want[n]
                 size = sizes.get(n)
                 if size is None:
-                    raise ProtocolError("%s: LIST did not list message %d" % (c.where, n))
+                    raise ProtocolError(_failed("text", _T_UNLISTED, c.where, n))
                 _set(done, n)
                 top = False
                 if a["max_size"] and size > a["max_size"]:
@@ -549,7 +559,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             if stop or not ctl[1] or downloads >= cap:
                 break
         if stats["state_full"]:
-            log.error("fetch %s: UIDL state full (max_entries %d): new messages wait", name, a["max_entries"])
+            log.error(_failed("text", _T_FULL, name, a["max_entries"]))
         # Refused DELEs put right, QUIT, the records kept or dropped and saved (clientend.py:
         # cold, loaded for it and dropped after it; not held while messages stream in).
         from pocketpost import clientend
@@ -569,7 +579,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         # message asked for ahead, or at QUIT): the store's error is the one to act on, this one
         # is logged. No QUIT +OK: nothing of this session commits on the server (its DELEs are
         # sent again next time, from the records).
-        log.warning("fetch %s: %s", name, e.msg)
+        log.warning(_failed("text", _T_FETCH, name, e.msg))
     finally:
         compat.forget(("clientget",))
         await c.close()
@@ -579,8 +589,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             try:
                 st.save()
             except Exception as e:  # the pending entry on flash still stands for it
-                log.warning("fetch %s: state not saved: %s", name, e)
-    raise ClientError("%s: store: %s" % (c.where, store_error))
+                log.warning(_failed("text", _T_UNSAVED, name, e))
+    raise ClientError(_failed("text", _T_STORE, c.where, store_error))
 
 
 def fetch_account_sync(account, store, on_message=None, opener=None, headers=True):

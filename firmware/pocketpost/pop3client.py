@@ -114,6 +114,14 @@ _SCAN_MAX = const(16384)
 # The receive buffer's head (wire.LineReader): reads go to buf[_HEAD:] whenever the rest of the
 # last read (a line cut at its end) fits in front of it; a longer rest goes to buf[0] as before.
 _HEAD = const(256)
+# The session's protocol errors: their texts are pop3listing.FAILS[n] (private copies of its
+# numbers: host_tests/test_fetch_heap.py checks that each gives its text).
+_F_BEFORE = const(0)
+_F_STLS = const(1)
+_F_LONG = const(2)
+_F_NUL = const(3)
+_F_NOBODY = const(4)
+_F_NEITHER = const(5)
 
 
 # The clean-line walk in native code (nativescan.py), or None: the body then takes the Python
@@ -275,7 +283,7 @@ class ClientSession:
         if self._state == _BROKEN:
             raise self.error
         if not self._pending and self._state == _STATUS and self.reader.pending():
-            self.fail("server sent data nobody asked for before %s" % keyword)
+            self.fail(_F_BEFORE, keyword)
         multi = is_multiline(keyword, len(args))
         what = keyword
         if args and keyword != "PASS":  # the first argument, as errors show it ("RETR 3")
@@ -296,12 +304,18 @@ class ClientSession:
         """Call after +OK to STLS, before the TLS handshake: RFC 2595 section 4 forbids the
         server to send anything more in the clear."""
         if self.reader.pending():
-            self.fail("server sent data after STLS +OK")
+            self.fail(_F_STLS)
         self.reader.clear()
 
     # -- events --------------------------------------------------------------------------------
-    def fail(self, msg):
-        """The server broke the protocol: the session is unusable from here on (raises)."""
+    def fail(self, msg, *args):
+        """The server broke the protocol: the session is unusable from here on (raises). `msg`:
+        the text, or the number of one of pop3listing.FAILS (cold: the texts are not held while
+        messages move) formatted with `args`."""
+        if isinstance(msg, int):
+            from pocketpost import pop3listing
+
+            msg = pop3listing.FAILS[msg] % args
         self._state = _BROKEN
         self.error = ProtocolError(msg)
         raise self.error
@@ -309,9 +323,9 @@ class ClientSession:
     def _next_line(self, what):
         ln = self.reader.next_line()
         if ln == OVERLONG:
-            self.fail("server line longer than %d octets (%s)" % (_MAX_RESPONSE_LINE, what))
+            self.fail(_F_LONG, _MAX_RESPONSE_LINE, what)
         if ln == BAD_LINE:
-            self.fail("NUL in server line (%s)" % what)
+            self.fail(_F_NUL, what)
         return ln
 
     def next_event(self):
@@ -335,7 +349,7 @@ class ClientSession:
             return pop3listing.greeting(self)
         if not self._pending:
             if self.reader.pending():
-                self.fail("server sent data nobody asked for")
+                self.fail(_F_NOBODY)
             return _NEED_DATA
         p = self._pending[0]
         self.keyword = p[0]
@@ -346,7 +360,7 @@ class ClientSession:
                 return _NEED_DATA
             r = _reply_or_none(ln)
             if r is None or (r.ok is None and p[0] != "AUTH"):
-                self.fail("reply to %s is neither +OK nor -ERR: %s" % (p[1], _text(ln[:60])))
+                self.fail(_F_NEITHER, p[1], _text(ln[:60]))
             self.reply = r
             if r.ok is None:
                 return CONTINUE
