@@ -445,8 +445,11 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     st.compact()  # a compaction of the state due at the first message's save: now (see below)
                 if compat.IS_MICROPYTHON:
                     gc.collect()  # the listing pass's code (and a compaction's) goes before it is placed
-                __import__("pocketpost.store")
+                # The download code first: its retr is one ~830 B block, which the holes the
+                # collection leaves still hold before store.py's code is placed in them (the other
+                # order: d 97 / 97 KiB, this one 96 / 96-97).
                 __import__("pocketpost.clientget")
+                __import__("pocketpost.store")
             for k in range(len(order)):
                 n = order[k]
                 if downloads >= cap:
