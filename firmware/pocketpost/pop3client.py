@@ -68,7 +68,9 @@ names). The greeting and the multi-line listings (CAPA, LIST, UIDL: their events
 and UID grammar, parse_listing, valid_uid, apop_timestamp) are pop3listing.py's: cold, loaded by
 the first such event and dropped by the client after its login and after each listing pass, so
 its ~1 KB is not held while messages download (this module's __getattr__ gives its names as
-this module's, and so as pop3.py's). A server never loads either module.
+this module's, and so as pop3.py's). The texts of the session's protocol errors are there too
+(FAILS: `fail(n, *args)` loads it; a text here would be a string object held all session). A
+server never loads either module.
 """
 
 from pocketpost.compat import const, forget
