@@ -1,8 +1,9 @@
 """The errors of a failed wait or connection in a POP3 client session, in words a user can act on
 (Pop3Client._lost: a ConnectionLost; Pop3Client._timeout: a Pop3Timeout naming the deadline that
-ran out), and the texts of client.py's and clientget.py's other errors (text). Cold code: client.py loads it only when a session fails that way and drops it after
-(MicroPython), so its text is not held while messages download (issue 10: the fetch's smallest
-heap is set there)."""
+ran out), and the texts of client.py's and clientget.py's other errors and of the log lines at a
+session's end (text). Cold code: client.py loads it only for those (client._failed) and drops it
+after (MicroPython), so its text is not held while messages download (issue 10: the fetch's
+smallest heap is set there)."""
 
 from pocketpost import compat
 from pocketpost.client import ConnectionLost, Pop3Timeout
