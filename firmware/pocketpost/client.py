@@ -399,9 +399,13 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         while True:
             # UIDL (and LIST): this batch's messages (clientplan.py: loaded for the pass, dropped
             # after it with the session's listing code, pop3listing.py; nothing of it outlives
-            # the call)
+            # the call). The download code (clientget.py, held for the batch, see below) is placed
+            # first, right after the collection, while the heap has its largest holes: placed at
+            # the batch's downloads, among what the listing left, d was 95-96 / 96 KiB, this way
+            # 95 / 95 (docs/FIGURES.md); the listing pass with it still stays under the download.
             if compat.IS_MICROPYTHON:
                 gc.collect()  # the login's garbage goes before the module's code is placed
+            __import__("pocketpost.clientget")
             from pocketpost import clientplan
 
             try:
@@ -423,8 +427,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 ctl[0] = False
 
             stop = False
-            # The download code (clientget.py), held for this batch and dropped after it; the
-            # store's delivery code (store.py, ~7 KB, else loaded by the first Store.begin, in the
+            # The download code (clientget.py, loaded before the listing pass), held for this batch
+            # and dropped after it; the store's delivery code (store.py, ~7 KB, else loaded by the first Store.begin, in the
             # middle of the session's blocks) placed with it, right after the collection, and
             # dropped with it when this batch loaded it: the session's end (clientend,
             # uidcompact) is not placed on top of it.
@@ -445,9 +449,10 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     st.compact()  # a compaction of the state due at the first message's save: now (see below)
                 if compat.IS_MICROPYTHON:
                     gc.collect()  # the listing pass's code (and a compaction's) goes before it is placed
-                # The download code first: its retr is one ~830 B block, which the holes the
-                # collection leaves still hold before store.py's code is placed in them (the other
-                # order: d 97 / 97 KiB, this one 96 / 96-97).
+                # (The download code loaded again if another account's fetch dropped it meanwhile:
+                # board.py runs them at once.) The download code before the store's: its retr is one ~830 B block, which the holes the collection leaves
+                # still hold before store.py's code is placed in them (the other order: d 97 / 97
+                # KiB, this one 96 / 96-97, with clientget loaded here).
                 __import__("pocketpost.clientget")
                 __import__("pocketpost.store")
             for k in range(len(order)):

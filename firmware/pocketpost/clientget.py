@@ -1,9 +1,9 @@
 """The client's download of a message (client.fetch_account's loop: download; and retr, also for
 any caller with a Pop3Client): RETR (or TOP n 0) streamed into a store Delivery through _StoreSink, the size
 rule, then the pending entry, the commit and the record (the exactly-once steps: client.py's
-module doc). Cold code: fetch_account loads it for a batch's downloads, after the listing pass's
-code (clientplan.py) is dropped, and on MicroPython drops it after them: it is not held while the
-session logs in or lists the mailbox (its qstrs stay)."""
+module doc). Cold code: fetch_account loads it for a batch (right before the batch's listing pass,
+clientplan.py, for its place in the heap) and on MicroPython drops it after the batch's downloads:
+it is not held while the session logs in or ends (its qstrs stay)."""
 
 from pocketpost import compat, transport
 from pocketpost.client import ConnectionLost, ErrReply, Pop3Timeout, _failed
