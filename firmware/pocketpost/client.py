@@ -9,7 +9,8 @@ account policy and the exactly-once bookkeeping with uidstate. The code of each 
 needed at the others is in a cold module, loaded for its step and dropped after it on MicroPython
 (so the fetch's smallest heap is set by the largest step, not by all of them): the connect, login
 and STAT (clientauth.py), the listing pass (clientplan.py), the downloads (clientget.py: RETR
-into the store and step 4's exactly-once sequence) and the session's end (clientend.py).
+into the store and step 4's exactly-once sequence; placed right before each listing pass, for
+its place in the heap, and held through the batch) and the session's end (clientend.py).
 
 `fetch_account(account, store)` runs one session, under a session deadline:
   1. load the UIDL state (uidstate.py) and reconcile a pending entry left by a crash;
