@@ -192,3 +192,39 @@ def test_a_delivery_keeps_its_attribute_table_at_17_entries(tmp_path):
         f.close()
     finally:
         mb.release()
+
+
+def test_error_texts_are_cold_and_each_number_names_its_text():
+    """The texts of the client's errors are not string objects of the modules held while messages
+    move (issue 10: each is heap at the fetch's peak): client.py and clientget.py give a number
+    into clientfail.TEXTS, pop3client.ClientSession.fail one into pop3listing.FAILS (both cold).
+    Their numbers are private copies: each must still name its text."""
+    import os
+
+    from pocketpost import client, clientfail, clientget, pop3client, pop3listing
+
+    def text(n):
+        return clientfail.TEXTS[n]
+
+    for mod, names in ((client, {"_T_UNEXPECTED": "unexpected data instead of", "_T_UNLISTED": "LIST did not list",
+                                 "_T_FULL": "UIDL state full", "_T_FETCH": "fetch %s: %s",
+                                 "_T_UNSAVED": "state not saved", "_T_STORE": "%s: store: %s"}),
+                       (clientget, {"_T_UNEXPECTED": "unexpected data instead of", "_T_INSIDE": "inside the message",
+                                    "_T_LARGER": "larger than the server said", "_T_SHORT": "not provably complete",
+                                    "_T_NOOP": "NOOP after"})):
+        for name, part in names.items():
+            assert part in text(getattr(mod, name)), (mod.__name__, name)
+    fails = {"_F_BEFORE": "nobody asked for before %s", "_F_STLS": "after STLS", "_F_LONG": "longer than",
+             "_F_NUL": "NUL in", "_F_NOBODY": "server sent data nobody asked for", "_F_NEITHER": "neither +OK nor -ERR"}
+    for name, part in fails.items():
+        t = pop3listing.FAILS[getattr(pop3client, name)]
+        assert t.startswith(part) if name == "_F_NOBODY" else part in t, name
+    assert pop3listing.FAILS[pop3client._F_NOBODY] == "server sent data nobody asked for"
+    here = os.path.dirname(client.__file__)
+    for mod, part in (("client", "UIDL state full"), ("clientget", "not provably complete"),
+                      ("pop3client", "is neither +OK nor -ERR: %s")):
+        with open(os.path.join(here, mod + ".py")) as f:
+            assert part not in f.read(), mod
+    c = client.Pop3Client("h", 110, read_timeout=5)
+    assert c._lost("the reply to STAT", None, 1).msg == "h:110: waiting for the reply to STAT: the server closed the connection"
+    assert c._timeout(None, "RETR 1", 1).msg.startswith("h:110: waiting for the server to take RETR 1: no data for 5s")

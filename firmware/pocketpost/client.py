@@ -9,7 +9,8 @@ account policy and the exactly-once bookkeeping with uidstate. The code of each 
 needed at the others is in a cold module, loaded for its step and dropped after it on MicroPython
 (so the fetch's smallest heap is set by the largest step, not by all of them): the connect, login
 and STAT (clientauth.py), the listing pass (clientplan.py), the downloads (clientget.py: RETR
-into the store and step 4's exactly-once sequence) and the session's end (clientend.py).
+into the store and step 4's exactly-once sequence; placed right before each listing pass, for
+its place in the heap, and held through the batch) and the session's end (clientend.py).
 
 `fetch_account(account, store)` runs one session, under a session deadline:
   1. load the UIDL state (uidstate.py) and reconcile a pending entry left by a crash;
@@ -81,6 +82,15 @@ _SANE_TIME = const(1577836800)  # 2020-01-01
 _DAY = const(86400)
 
 _OAUTH = ("xoauth2", "oauthbearer")  # OAuth: SASL with an OAuth access token (oauth2.py)
+# The texts of errors and of log lines at a session's end: clientfail.TEXTS[n] (cold: a text
+# here would be a string object held while messages move); private copies of its numbers
+# (host_tests/test_fetch_heap.py checks them).
+_T_UNEXPECTED = const(0)
+_T_UNLISTED = const(1)
+_T_FULL = const(2)
+_T_FETCH = const(3)
+_T_UNSAVED = const(4)
+_T_STORE = const(5)
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -179,11 +189,11 @@ class Pop3Client:
         self.opener = opener  # (host, port, ms, ctx) -> connection; None: clientauth._open (transport's)
         self._conn = None
 
-    def _lost(self, doing, e=None):
+    def _lost(self, doing, e=None, w=0):
         """The ConnectionLost for a failure while `doing` ("waiting for the reply to STAT",
-        "connect"): the OSError / TLS error e in words a user can act on (tls.describe_error), or
-        without e the server's close (clientfail.lost)."""
-        return _failed("lost", self, doing, e)
+        "connect"; with w, "waiting for " + doing): the OSError / TLS error e in words a user can
+        act on (tls.describe_error), or without e the server's close (clientfail.lost)."""
+        return _failed("lost", self, doing, e, w)
 
     # -- deadlines and bytes --------------------------------------------------------------------
     def deadline(self, timeout, size=0):
@@ -205,9 +215,10 @@ class Pop3Client:
                 left = x
         return left
 
-    def _timeout(self, deadline, what):
-        """The Pop3Timeout for a wait for `what` that ran out (clientfail.timeout: which deadline)."""
-        return _failed("timeout", self, deadline, what)
+    def _timeout(self, deadline, what, w=0):
+        """The Pop3Timeout for a wait for `what` (with w, for "the server to take " + what) that
+        ran out (clientfail.timeout: which deadline)."""
+        return _failed("timeout", self, deadline, what, w)
 
     async def _fill(self, deadline, what):
         mv = self.s.space()
@@ -219,9 +230,9 @@ class Pop3Client:
         except transport.Timeout:
             raise self._timeout(deadline, what)
         except (OSError, ValueError) as e:
-            raise self._lost("waiting for " + what, e)
+            raise self._lost(what, e, 1)
         if not n:
-            raise self._lost("waiting for " + what)
+            raise self._lost(what, None, 1)
         self.s.commit(n)
 
     async def _event(self, deadline, what):
@@ -250,7 +261,7 @@ class Pop3Client:
         try:
             await self._conn.send(data, ms)
         except transport.Timeout:
-            raise self._timeout(None, "the server to take " + what)
+            raise self._timeout(None, what, 1)
         except (OSError, ValueError) as e:
             raise self._lost("sending " + what, e)
 
@@ -262,7 +273,7 @@ class Pop3Client:
             deadline = self.deadline(self.read_timeout)
         ev = await self._event(deadline, what)
         if ev != REPLY and ev != CONTINUE:
-            raise ProtocolError("%s: unexpected data instead of %s" % (self.where, what))
+            raise ProtocolError(_failed("text", _T_UNEXPECTED, self.where, what))
         r = s.reply
         if r.ok is False:
             raise ErrReply("%s: %s: -ERR %s" % (self.where, s.what, _text(r.text)), r.code)
@@ -389,9 +400,13 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         while True:
             # UIDL (and LIST): this batch's messages (clientplan.py: loaded for the pass, dropped
             # after it with the session's listing code, pop3listing.py; nothing of it outlives
-            # the call)
+            # the call). The download code (clientget.py, held for the batch, see below) is placed
+            # first, right after the collection, while the heap has its largest holes: placed at
+            # the batch's downloads, among what the listing left, d was 95-96 / 96 KiB, this way
+            # 95 / 95 (docs/FIGURES.md); the listing pass with it still stays under the download.
             if compat.IS_MICROPYTHON:
                 gc.collect()  # the login's garbage goes before the module's code is placed
+            __import__("pocketpost.clientget")
             from pocketpost import clientplan
 
             try:
@@ -413,8 +428,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 ctl[0] = False
 
             stop = False
-            # The download code (clientget.py), held for this batch and dropped after it; the
-            # store's delivery code (store.py, ~7 KB, else loaded by the first Store.begin, in the
+            # The download code (clientget.py, loaded before the listing pass), held for this batch
+            # and dropped after it; the store's delivery code (store.py, ~7 KB, else loaded by the first Store.begin, in the
             # middle of the session's blocks) placed with it, right after the collection, and
             # dropped with it when this batch loaded it: the session's end (clientend,
             # uidcompact) is not placed on top of it.
@@ -435,8 +450,12 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     st.compact()  # a compaction of the state due at the first message's save: now (see below)
                 if compat.IS_MICROPYTHON:
                     gc.collect()  # the listing pass's code (and a compaction's) goes before it is placed
-                __import__("pocketpost.store")
+                # (The download code loaded again if another account's fetch dropped it meanwhile:
+                # board.py runs them at once.) The download code before the store's: its retr is one ~830 B block, which the holes the collection leaves
+                # still hold before store.py's code is placed in them (the other order: d 97 / 97
+                # KiB, this one 96 / 96-97, with clientget loaded here).
                 __import__("pocketpost.clientget")
+                __import__("pocketpost.store")
             for k in range(len(order)):
                 n = order[k]
                 if downloads >= cap:
@@ -445,7 +464,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 uid = want[n]
                 size = sizes.get(n)
                 if size is None:
-                    raise ProtocolError("%s: LIST did not list message %d" % (c.where, n))
+                    raise ProtocolError(_failed("text", _T_UNLISTED, c.where, n))
                 _set(done, n)
                 top = False
                 if a["max_size"] and size > a["max_size"]:
@@ -549,7 +568,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             if stop or not ctl[1] or downloads >= cap:
                 break
         if stats["state_full"]:
-            log.error("fetch %s: UIDL state full (max_entries %d): new messages wait", name, a["max_entries"])
+            log.error(_failed("text", _T_FULL, name, a["max_entries"]))
         # Refused DELEs put right, QUIT, the records kept or dropped and saved (clientend.py:
         # cold, loaded for it and dropped after it; not held while messages stream in).
         from pocketpost import clientend
@@ -569,7 +588,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         # message asked for ahead, or at QUIT): the store's error is the one to act on, this one
         # is logged. No QUIT +OK: nothing of this session commits on the server (its DELEs are
         # sent again next time, from the records).
-        log.warning("fetch %s: %s", name, e.msg)
+        log.warning(_failed("text", _T_FETCH, name, e.msg))
     finally:
         compat.forget(("clientget",))
         await c.close()
@@ -579,8 +598,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             try:
                 st.save()
             except Exception as e:  # the pending entry on flash still stands for it
-                log.warning("fetch %s: state not saved: %s", name, e)
-    raise ClientError("%s: store: %s" % (c.where, store_error))
+                log.warning(_failed("text", _T_UNSAVED, name, e))
+    raise ClientError(_failed("text", _T_STORE, c.where, store_error))
 
 
 def fetch_account_sync(account, store, on_message=None, opener=None, headers=True):

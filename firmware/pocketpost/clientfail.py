@@ -1,15 +1,39 @@
 """The errors of a failed wait or connection in a POP3 client session, in words a user can act on
 (Pop3Client._lost: a ConnectionLost; Pop3Client._timeout: a Pop3Timeout naming the deadline that
-ran out). Cold code: client.py loads it only when a session fails that way and drops it after
-(MicroPython), so its text is not held while messages download (issue 10: the fetch's smallest
-heap is set there)."""
+ran out), and the texts of client.py's and clientget.py's other errors and of the log lines at a
+session's end (text). Cold code: client.py loads it only for those (client._failed) and drops it
+after (MicroPython), so its text is not held while messages download (issue 10: the fetch's
+smallest heap is set there)."""
 
 from pocketpost import compat
 from pocketpost.client import ConnectionLost, Pop3Timeout
 
+# The texts of client.py's and clientget.py's errors (and of log lines at a session's end), by
+# number (their _T_ names, private copies): text(n, *args).
+TEXTS = (
+    "%s: unexpected data instead of %s",  # 0
+    "%s: LIST did not list message %d",  # 1
+    "fetch %s: UIDL state full (max_entries %d): new messages wait",  # 2
+    "fetch %s: %s",  # 3
+    "fetch %s: state not saved: %s",  # 4
+    "%s: store: %s",  # 5
+    "%s: %s: unexpected reply inside the message",  # 6
+    "%s: %s: message %d is larger than the server said (%d)",  # 7
+    "%s: %s: %d octets received (%d line ends, %d CRLF) but LIST said %d: the message is not "
+    "provably complete (a server that does not dot-stuff?); not kept, fetched again next time",  # 8
+    "%s: NOOP after %s answered -ERR (%s): the message is not proved complete",  # 9
+)
 
-def lost(c, doing, e=None):
+
+def text(n, *args):
+    """TEXTS[n] % args (client._failed("text", n, ...))."""
+    return TEXTS[n] % args
+
+
+def lost(c, doing, e=None, w=0):
     """Pop3Client._lost."""
+    if w:
+        doing = "waiting for " + doing
     if e is None:
         why = "the server closed the connection"
     else:
@@ -19,8 +43,10 @@ def lost(c, doing, e=None):
     return ConnectionLost("%s: %s: %s" % (c.where, doing, why))
 
 
-def timeout(c, deadline, what):
+def timeout(c, deadline, what, w=0):
     """Pop3Client._timeout."""
+    if w:
+        what = "the server to take " + what
     now = compat.ticks_ms()
     sd = c.session_deadline
     if sd is not None and compat.ticks_diff(sd, now) <= 0:

@@ -1,12 +1,12 @@
 """The client's download of a message (client.fetch_account's loop: download; and retr, also for
 any caller with a Pop3Client): RETR (or TOP n 0) streamed into a store Delivery through _StoreSink, the size
 rule, then the pending entry, the commit and the record (the exactly-once steps: client.py's
-module doc). Cold code: fetch_account loads it for a batch's downloads, after the listing pass's
-code (clientplan.py) is dropped, and on MicroPython drops it after them: it is not held while the
-session logs in or lists the mailbox (its qstrs stay)."""
+module doc). Cold code: fetch_account loads it for a batch (right before the batch's listing pass,
+clientplan.py, for its place in the heap) and on MicroPython drops it after the batch's downloads:
+it is not held while the session logs in or ends (its qstrs stay)."""
 
 from pocketpost import compat, transport
-from pocketpost.client import ConnectionLost, ErrReply, Pop3Timeout
+from pocketpost.client import ConnectionLost, ErrReply, Pop3Timeout, _failed
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError
 from pocketpost.pop3client import BODY, END
@@ -18,6 +18,13 @@ _SANE_TIME = const(1577836800)  # client._SANE_TIME: a clock before 2020 is unse
 # constants: a public name would be one more interned name for every process that fetches.
 _SIZE_SLACK_DIV = const(16)
 _SIZE_SLACK_MIN = const(1024)
+# The texts of its errors: clientfail.TEXTS[n] (cold: not held while messages move); private
+# copies of its numbers (host_tests/test_fetch_heap.py checks them).
+_T_UNEXPECTED = const(0)
+_T_INSIDE = const(6)
+_T_LARGER = const(7)
+_T_SHORT = const(8)
+_T_NOOP = const(9)
 
 
 class ShortMessage(ProtocolError):
@@ -45,7 +52,7 @@ async def retr(c, n, sink, size=None, top=False, next=0):
     w = s.waiting_for()
     if w:  # asked for ahead: RETR n and its NOOP went out already (at the end of the message before)
         if w != what or not pipelined:  # another reply comes first: it would be read as this one's
-            raise ProtocolError("%s: unexpected data instead of %s" % (c.where, what))
+            raise ProtocolError(_failed("text", _T_UNEXPECTED, c.where, what))
     else:
         data = c._out("TOP", n, 0) if top else c._out("RETR", n)
         if pipelined:
@@ -79,9 +86,9 @@ async def retr(c, n, sink, size=None, top=False, next=0):
                     got = now(s.space())
                 except (OSError, ValueError) as e:
                     if not (isinstance(e, OSError) and transport.would_block(e)):
-                        raise c._lost("waiting for " + waiting, e)
+                        raise c._lost(waiting, e, 1)
                 if got == 0:
-                    raise c._lost("waiting for " + waiting)
+                    raise c._lost(waiting, None, 1)
             if got is None:
                 await c._fill(d, waiting)
             else:
@@ -96,9 +103,9 @@ async def retr(c, n, sink, size=None, top=False, next=0):
         if ev == END:
             break
         if ev != BODY:
-            raise ProtocolError("%s: %s: unexpected reply inside the message" % (c.where, what))
+            raise ProtocolError(_failed("text", _T_INSIDE, c.where, what))
         if limit and s.octets > limit:
-            raise ProtocolError("%s: %s: message %d is larger than the server said (%d)" % (c.where, what, n, size))
+            raise ProtocolError(_failed("text", _T_LARGER, c.where, what, n, size))
         try:
             sink(s.chunk)
         except Exception as e:  # a sink with fail() keeps its error; the message is read on
@@ -110,9 +117,7 @@ async def retr(c, n, sink, size=None, top=False, next=0):
     total = s.octets
     if prove:
         if not s.size_matches(size):
-            raise ShortMessage("%s: %s: %d octets received (%d line ends, %d CRLF) but LIST said %d: the "
-                               "message is not provably complete (a server that does not dot-stuff?); "
-                               "not kept, fetched again next time" % (c.where, what, total, s.lf, s.crlf, size))
+            raise ShortMessage(_failed("text", _T_SHORT, c.where, what, total, s.lf, s.crlf, size))
         if not pipelined:
             await c._send(c._out("NOOP"), "NOOP")
         try:
@@ -121,8 +126,7 @@ async def retr(c, n, sink, size=None, top=False, next=0):
             # NOOP always succeeds (RFC 1939): a server answering it -ERR is broken, and this is no
             # refusal of the message (the caller skips those, quietly): not proved, and the session
             # ends here, loudly, rather than every message being downloaded and dropped each run.
-            raise ProtocolError("%s: NOOP after %s answered -ERR (%s): the message is not proved "
-                                "complete" % (c.where, what, e.msg))
+            raise ProtocolError(_failed("text", _T_NOOP, c.where, what, e.msg))
         if next and pipelined and not getattr(sink, "error", None):
             # This message is proved (its NOOP answered): the next one is asked for now, and the
             # server reads and sends it while this one is committed. A failed send does not

@@ -38,10 +38,12 @@ nativescan.py, four octets at a time; else a C find per line and a few byte chec
 passes instead once lines are shorter than _WALK_BYTES on average), and the run goes out as one
 BODY chunk, a view of that buffer (no copy; `bare` 0, `dots` False, its lines
 counted as CRLF line ends). A line that opens with "." (stuffed, or the terminator), holds a lone
-LF, or is longer than the buffer goes through the DotUnstuffer into the out chunk (_CHUNK octets),
-line by line for dot lines, and is handed out from there with its line ends counted (`bare`)
-and `dots` set from the first dot line of the body on. A chunk holds whole lines unless the out
-chunk filled or a line outgrew the buffer. After a clean chunk, `hungry` says when only more
+LF, or is longer than the buffer goes through the DotUnstuffer, in place (its output written
+over the input it has read, in the receive buffer: un-stuffing only drops octets), line by line
+for dot lines, and is handed out from there (up to _CHUNK octets a chunk) with its line ends
+counted (`bare`) and `dots` set from the first dot line of the body on. A chunk holds whole lines
+unless it reached _CHUNK or a line outgrew the buffer; it is handed out before any read (a read
+may move the buffer's bytes). After a clean chunk, `hungry` says when only more
 bytes can give another event (the shell reads at once). The body's events come from a generator
 (_body), whose frame is kept between chunks: a MicroPython call with that many locals would take a
 heap block per chunk, and the garbage collections it causes cost more than the walk.
@@ -68,7 +70,9 @@ names). The greeting and the multi-line listings (CAPA, LIST, UIDL: their events
 and UID grammar, parse_listing, valid_uid, apop_timestamp) are pop3listing.py's: cold, loaded by
 the first such event and dropped by the client after its login and after each listing pass, so
 its ~1 KB is not held while messages download (this module's __getattr__ gives its names as
-this module's, and so as pop3.py's). A server never loads either module.
+this module's, and so as pop3.py's). The texts of the session's protocol errors are there too
+(FAILS: `fail(n, *args)` loads it; a text here would be a string object held all session). A
+server never loads either module.
 """
 
 from pocketpost.compat import const, forget
@@ -95,9 +99,10 @@ _MAX_CAPA_LINES = const(64)
 # Socket reads land in a receive buffer this big: a RETR moves in few reads; status and listing
 # lines are still bounded by _MAX_RESPONSE_LINE (RFC 2449 section 4: 512 octets).
 _RECV_BUFSIZE = const(4096)
-# Body bytes the slow path (dot lines, lone LFs, overlong lines) un-stuffs before handing them out;
-# clean lines go out straight from the receive buffer, up to _RECV_BUFSIZE at a time. (Was 2 KiB
-# when every byte went through it; the heap is the scarcer resource.)
+# Body bytes the slow path (dot lines, lone LFs, overlong lines) un-stuffs (in place, in the
+# receive buffer) before handing them out; clean lines go out straight from the receive buffer,
+# up to _RECV_BUFSIZE at a time. (Was a 2 KiB out chunk when every byte went through it, then
+# 1 KiB; in place since issue 10's heap work: no buffer of its own.)
 _CHUNK = const(1024)
 # The clean-line walk costs a little Python per line: below this many octets per line on average
 # it checks the rest of the buffer with three C passes instead (see ClientSession._body).
@@ -114,6 +119,14 @@ _SCAN_MAX = const(16384)
 # The receive buffer's head (wire.LineReader): reads go to buf[_HEAD:] whenever the rest of the
 # last read (a line cut at its end) fits in front of it; a longer rest goes to buf[0] as before.
 _HEAD = const(256)
+# The session's protocol errors: their texts are pop3listing.FAILS[n] (private copies of its
+# numbers: host_tests/test_fetch_heap.py checks that each gives its text).
+_F_BEFORE = const(0)
+_F_STLS = const(1)
+_F_LONG = const(2)
+_F_NUL = const(3)
+_F_NOBODY = const(4)
+_F_NEITHER = const(5)
 
 
 # The clean-line walk in native code (nativescan.py), or None: the body then takes the Python
@@ -228,8 +241,11 @@ class ClientSession:
         # a fixed tail view: no garbage per read; wire.LineReader)
         self.reader = LineReader(_MAX_RESPONSE_LINE, bufsize, _HEAD if bufsize > 2 * _HEAD else 0, _copy)
         self.unstuffer = DotUnstuffer()  # the body's un-stuffing (its `dots` count: the store's hint)
-        self._out = bytearray(chunk)
-        self._omv = memoryview(self._out)
+        # The slow path un-stuffs in place, into the receive buffer itself (output never runs
+        # ahead of input: un-stuffing only drops octets): _fill octets wait at buf[_o:], handed
+        # out once `chunk` of them are made, or before the clean path, more bytes or the end.
+        self._chunk = chunk
+        self._o = 0
         self._fill = 0
         self._pending = []  # [keyword, what (for messages), multi-line, limit] per command sent
         self._state = _GREET
@@ -275,7 +291,7 @@ class ClientSession:
         if self._state == _BROKEN:
             raise self.error
         if not self._pending and self._state == _STATUS and self.reader.pending():
-            self.fail("server sent data nobody asked for before %s" % keyword)
+            self.fail(_F_BEFORE, keyword)
         multi = is_multiline(keyword, len(args))
         what = keyword
         if args and keyword != "PASS":  # the first argument, as errors show it ("RETR 3")
@@ -296,12 +312,18 @@ class ClientSession:
         """Call after +OK to STLS, before the TLS handshake: RFC 2595 section 4 forbids the
         server to send anything more in the clear."""
         if self.reader.pending():
-            self.fail("server sent data after STLS +OK")
+            self.fail(_F_STLS)
         self.reader.clear()
 
     # -- events --------------------------------------------------------------------------------
-    def fail(self, msg):
-        """The server broke the protocol: the session is unusable from here on (raises)."""
+    def fail(self, msg, *args):
+        """The server broke the protocol: the session is unusable from here on (raises). `msg`:
+        the text, or the number of one of pop3listing.FAILS (cold: the texts are not held while
+        messages move) formatted with `args`."""
+        if isinstance(msg, int):
+            from pocketpost import pop3listing
+
+            msg = pop3listing.FAILS[msg] % args
         self._state = _BROKEN
         self.error = ProtocolError(msg)
         raise self.error
@@ -309,9 +331,9 @@ class ClientSession:
     def _next_line(self, what):
         ln = self.reader.next_line()
         if ln == OVERLONG:
-            self.fail("server line longer than %d octets (%s)" % (_MAX_RESPONSE_LINE, what))
+            self.fail(_F_LONG, _MAX_RESPONSE_LINE, what)
         if ln == BAD_LINE:
-            self.fail("NUL in server line (%s)" % what)
+            self.fail(_F_NUL, what)
         return ln
 
     def next_event(self):
@@ -335,7 +357,7 @@ class ClientSession:
             return pop3listing.greeting(self)
         if not self._pending:
             if self.reader.pending():
-                self.fail("server sent data nobody asked for")
+                self.fail(_F_NOBODY)
             return _NEED_DATA
         p = self._pending[0]
         self.keyword = p[0]
@@ -346,7 +368,7 @@ class ClientSession:
                 return _NEED_DATA
             r = _reply_or_none(ln)
             if r is None or (r.ok is None and p[0] != "AUTH"):
-                self.fail("reply to %s is neither +OK nor -ERR: %s" % (p[1], _text(ln[:60])))
+                self.fail(_F_NEITHER, p[1], _text(ln[:60]))
             self.reply = r
             if r.ok is None:
                 return CONTINUE
@@ -371,21 +393,24 @@ class ClientSession:
         return pop3listing.line(self, p)
 
     def _emit(self, n):
-        """Hand out the first n bytes of the out chunk (un-stuffed by the slow path) as BODY,
+        """Hand out the n bytes the slow path un-stuffed (in place, at buf[_o:]) as BODY,
         counting its line ends."""
-        out = self._out
-        lf = out.count(b"\n", 0, n)
+        r = self.reader
+        buf = r.buf
+        o = self._o
+        e = o + n
+        lf = buf.count(b"\n", o, e)
         self.bare = 0
         if lf:
-            c = out.count(b"\r\n", 0, n)
-            if self._cr and out[0] == 10:
+            c = buf.count(b"\r\n", o, e)
+            if self._cr and buf[o] == 10:
                 c += 1
             self.lf += lf
             self.crlf += c
             self.bare = lf - c
-        self._cr = out[n - 1] == 13
+        self._cr = buf[e - 1] == 13
         self.dots = self.unstuffer.dots
-        self.chunk = out if n == len(out) else self._omv[:n]
+        self.chunk = r.view(o, e)
         self._fill = 0
         return BODY
 
@@ -418,6 +443,9 @@ class ClientSession:
             s = r.start  # the reader's public buf[start:end]: no call, no tuple per chunk
             e = r.end
             if s >= e:
+                if self._fill:  # (before a read: the read may move bytes over them)
+                    yield self._emit(self._fill)
+                    continue
                 yield _NEED_DATA
                 continue
             if buf[s] != _DOT and u.at_line_start():
@@ -471,21 +499,31 @@ class ClientSession:
                     yield BODY
                     continue
                 if j < 0 and (s or e < len(buf)):
+                    if self._fill:  # (before a read, as above)
+                        yield self._emit(self._fill)
+                        continue
                     yield _NEED_DATA  # the line is not complete yet: read on (space() compacts)
                     continue
                 lim = e  # a lone LF (or a line longer than the buffer): the slow path takes it all
             else:
-                # A line opening with "." (stuffed, or the terminator), or the rest of a line the
-                # out chunk had no room for: the slow path takes it to its end.
+                # A line opening with "." (stuffed, or the terminator), or the rest of a line a
+                # full chunk cut: the slow path takes it to its end.
                 j = find(b"\n", s, e)
                 lim = e if j < 0 else j + 1
             f = self._fill
-            made = u.unstuff_into(buf, s, lim, self._out, f)
+            if not f:
+                self._o = s
+            if lim - s > self._chunk - f:
+                lim = s + self._chunk - f  # (so the chunk's output stays within `chunk`)
+            # In place: the output goes on at buf[_o + f], never past s (each earlier call made no
+            # more than it consumed), so it overwrites only input already read (a forward
+            # overlapping copy, as uidstate's memmoves rely on in both runtimes).
+            made = u.unstuff_into(buf, s, lim, buf, self._o + f)
             r.start = s + u.consumed
             f += made
             self._fill = f
             self.octets += made
-            if f == len(self._out):
+            if f >= self._chunk:
                 yield self._emit(f)
 
     def size_matches(self, size):

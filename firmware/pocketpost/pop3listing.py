@@ -18,6 +18,16 @@ _NEED_DATA = const(0)
 _LINE = const(4)
 _ENTRY = const(5)
 _STATUS = const(1)
+# The texts of ClientSession.fail(n, *args), by number (pop3client's _F_ names), here rather than
+# in pop3client.py: a text there is a string object held for the whole session.
+FAILS = (
+    "server sent data nobody asked for before %s",
+    "server sent data after STLS +OK",
+    "server line longer than %d octets (%s)",
+    "NUL in server line (%s)",
+    "server sent data nobody asked for",
+    "reply to %s is neither +OK nor -ERR: %s",
+)
 
 
 def apop_timestamp(text):

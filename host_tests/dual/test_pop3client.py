@@ -362,6 +362,24 @@ def test_retr_clean_body_allocates_one_view_per_read():
     assert grown <= 40 * reads, (grown, reads, grown // reads)  # one 32-byte view per read
 
 
+def test_session_holds_no_buffer_beyond_its_receive_buffer():
+    # Issue 10: the slow path (dot lines, lone LFs) un-stuffs in place, in the receive buffer, so
+    # a session's heap is that buffer and its small objects; it had a 1 KiB out chunk of its own
+    # (held from the session's start to its end, at the fetch's tightest point).
+    import gc
+
+    if not hasattr(gc, "mem_alloc"):
+        skip("needs gc.mem_alloc (MicroPython only)")
+    ClientSession(bufsize=4096)  # (the names of its attributes interned once)
+    gc.collect()
+    before = gc.mem_alloc()
+    s = ClientSession(bufsize=4096)
+    gc.collect()
+    held = gc.mem_alloc() - before
+    assert held < 4096 + 1536, held  # the buffer and ~1.1 KB of objects (64-bit host; 4096 + 2,208 before)
+    s = None
+
+
 def _stuff(body):
     """The wire form of a body (dot-stuffed after every LF, CRLF-terminated), as a server makes it."""
     out = bytearray()
