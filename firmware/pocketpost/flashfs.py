@@ -18,8 +18,10 @@ keep their mail and no reformat is needed.
 remount() builds the new mount before it touches the old one: if that fails (not littlefs, a port
 without VfsLfs2, no memory) the filesystem stays as the firmware mounted it.
 
-A power cut in the middle of a rename across directories (a delivery's tmp/ -> bucket, a scan's
-bucket -> damaged/) leaves littlefs a pending move, finished at the next write. Until then
+A power cut in the middle of a rename across directories (a scan's bucket -> damaged/; a delivery's
+temp file, written in the bucket it expected, when another delivery took that seq and its own is
+the next bucket's; before deliveries wrote into their bucket, every delivery's tmp/ -> bucket)
+leaves littlefs a pending move, finished at the next write. Until then
 littlefs's directory listing can hide a *neighbour* of the moved entry in the source directory
 (seen under MicroPython 1.29's VfsLfs2: host_tests/dual/test_flashfs.py replays such a cut; cf.
 littlefs-project/littlefs#937; the file itself is intact). The store lists its mailboxes and
