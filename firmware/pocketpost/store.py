@@ -130,7 +130,8 @@ after the import, 64-bit unix port, from .mpy, in the fetch CLI's order):
     un-stuffed, a session's report of an unreadable message, a restore's UIDs, a group commit
     cut short), storewalk.py (~1.5 KB: the scans of a chunk written without the caller's
     hint, above; the POP3 client gives it, so a fetch never loads this) and storeopen.py
-    (~2.5 KB: Store()'s opening, the temp files of interrupted deliveries removed).
+    (~2.5 KB: Store()'s opening, an older version's tmp/ removed with the temp files of its
+    interrupted deliveries; those of this one are in the buckets, removed by the scan).
     Recovery runs when a first load (storemerge.load) finds anything to repair, at a lock that
     found damage and at a check. _cold counts the calls under way (_held), so a module in use
     is never dropped. Nothing outside a call refers to them: the exceptions, _Box and the RAM

@@ -1,6 +1,7 @@
 """The store's recovery: a deletion commit's intent log rolled forward or discarded, the scan of
 the files against the index (every valid record salvaged, damaged files set aside, the index
-rewritten from the files), the format-1 upgrade. Functions of a storecore._Box.
+rewritten from the files, the temp files of deliveries a crash ended removed: orphans), the
+format-1 upgrade. Functions of a storecore._Box.
 
 Runs only when the first lock or delivery of a mailbox after boot finds something to repair
 (storemerge.load, which loads it then), at a lock that found damage and under Store.check
