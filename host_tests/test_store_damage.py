@@ -495,7 +495,7 @@ def delivery_cuts(base):
                 store_mod.reboot()
                 _unmount(dev)
             runs += 1
-    print("  delivery: %d ops, cut at every one x 3 modes: tmp/ empty right after the reboot" % total)
+    print("  delivery: %d ops, cut at every one x 3 modes: no temp file after the first lock of the reboot" % total)
     return runs
 
 
