@@ -30,9 +30,9 @@ Delivery never touches the index. The message is streamed into a temp file in th
 seq is expected to take (the mailbox's next seq at begin), closed, then renamed to its name there:
 three littlefs metadata commits beyond the payload (the temp file's creation, its close, the
 rename; littlefs also syncs the device once before a non-inline file's close commit, a barrier
-that is no flash operation). Until it held them in tmp/, the rename moved the file across two
-directories, two commits (one in each, and a pending move in between that could hide a
-neighbour in a listing: flashfs.py). When another delivery took that seq first (several under
+that is no flash operation). With the temp files in tmp/ (older versions) the rename moved the
+file across two directories: two commits (one in each, and a pending move in between that could
+hide a neighbour in a listing: flashfs.py). When another delivery took that seq first (several under
 way, a seq the next bucket's), the rename crosses to that bucket as before. A temp file a crash
 left behind is removed at the mailbox's next first load (storemerge._sound hands a bucket holding
 one to the scan, storescan.orphans), unless a delivery of this process into the mailbox is under

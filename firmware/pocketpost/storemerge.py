@@ -227,9 +227,10 @@ def _sound(box):
                 if m is None:
                     # Not a message, or one in another spelling (the scan renames it: its
                     # record's path is not this file): only names that are not _msg_name's.
-                    # A delivery's temp file ("t...", store.Delivery; a crash left it, or one is
-                    # under way): the scan removes it if it is an orphan (storescan.orphans).
-                    second = second or name[0] == "t" or _parse_msg_name(name, True) is not None
+                    # A delivery's temp file ("t<n>.<ticks>", store.Delivery; a crash left it, or
+                    # one is under way): the scan removes it if it is an orphan (storescan.orphans).
+                    second = (second or _parse_msg_name(name, True) is not None
+                              or name[0] == "t" and not name[1:].replace(".", "").strip("0123456789"))
                     continue
                 if not lo <= m[1] < hi or slots[m[1] - lo] is not None:
                     second = True  # (another bucket's seq: the scan moves it to its own)

@@ -3,10 +3,11 @@
 the RAM state of idle mailboxes under the root forgotten (the flash may have changed since, e.g.
 a remount in tests), and an older version's temp files of interrupted deliveries removed with
 their tmp/ (_clean_tmp, which Store.check runs too; a delivery's temp file is in its bucket since,
-removed at the mailbox's first load: storescan.orphans). Apart from storecore.py so that no role keeps this code after its start;
-small, because its load comes on top of whatever the process holds when it opens the store (a
-server: its configuration), and a first try with it in storemerge.py (and the index code that
-imports) made that the listening server's peak (bench_heap a +7 KiB).
+removed at the mailbox's first load: storescan.orphans). Apart from storecore.py so that no role
+keeps this code after its start; small, because its load comes on top of whatever the process
+holds when it opens the store (a server: its configuration), and a first try with it in
+storemerge.py (and the index code that imports) made that the listening server's peak
+(bench_heap a +7 KiB).
 """
 
 import os
@@ -42,7 +43,7 @@ def open_store(store):
 
 def _clean_tmp(tmp):
     """Remove every file in a mailbox's tmp/ (orphans of interrupted deliveries of an older
-    version: deliveries write into their bucket since, store.Delivery; storemerge.orphans
+    version: deliveries write into their bucket since, store.Delivery; storescan.orphans
     removes those), then tmp/ itself (a littlefs directory holds two blocks); returns how many
     files. Listed again after a removal, up to _TMP_PASSES times: the first write after a mount
     is when littlefs finishes a move a power cut left half done, and an entry can show up (or go)

@@ -277,7 +277,8 @@ def _walk_gen(box, rep, act, hfloor, fresh, move):
                         m = m or _parse_msg_name(name, True)
                         if m is None and name[0] == "t" and fresh is None:
                             temps = temps or []
-                            temps.append(name)
+                            if len(temps) < _DUPS:  # (more: the next recovery's)
+                                temps.append(name)
                         if m is not None:
                             rep["recovered"] += 1
                             top = max(top, m[1])
