@@ -503,7 +503,7 @@ def test_failed_pending_save_leaves_no_open_delivery(tmp_path, fetch):
     s = Script(mailbox([(b"u1", GOOD)]))
     with pytest.raises(OSError):
         fetch(tmp_path, s.port, fail_pending_save=True)
-    assert os.listdir(tmp_path / "store" / "m" / "tmp") == []
+    assert storeread.temp_files(str(tmp_path / "store" / "m")) == []
     assert fetch.busy == 0  # in the client's process: the mailbox is not stuck "delivering"
     assert nothing_kept(tmp_path, s)
     s = Script(mailbox([(b"u1", GOOD)]))

@@ -15,7 +15,7 @@ def _values(path, pattern):
 
 
 def test_hostflash_mounts_with_the_boards_geometry():
-    board = _values("firmware/pocketpost/flashfs.py", r"^(READ_SIZE|PROG_SIZE|LOOKAHEAD) = const\((\d+)\)")
-    host = _values("tools/hostflash.py", r"^(READ_SIZE|PROG_SIZE|LOOKAHEAD) = (\d+)")
-    assert sorted(board) == ["LOOKAHEAD", "PROG_SIZE", "READ_SIZE"]
+    board = _values("firmware/pocketpost/flashfs.py", r"^(READ_SIZE|PROG_SIZE|LOOKAHEAD|MTIME) = const\((\d+)\)")
+    host = _values("tools/hostflash.py", r"^(READ_SIZE|PROG_SIZE|LOOKAHEAD|MTIME) = (\d+)")
+    assert sorted(board) == ["LOOKAHEAD", "MTIME", "PROG_SIZE", "READ_SIZE"]
     assert host == board

@@ -12,6 +12,7 @@ import socket
 import time
 
 import pytest
+import storeread
 
 from serverharness import Raw
 from smtpharness import SmtpPop3Server, body_of
@@ -278,9 +279,8 @@ def test_silent_peers_never_keep_a_sender_out(srv):
 def test_nothing_left_in_temp_dirs(srv):
     root = srv.store_root
     for box in os.listdir(root):
-        tmp = os.path.join(root, box, "tmp")
-        if os.path.isdir(tmp):
-            assert os.listdir(tmp) == [], box
+        if os.path.isdir(os.path.join(root, box)):
+            assert storeread.temp_files(os.path.join(root, box)) == [], box
     assert not os.path.exists(os.path.join(root, "group")) and srv.alive()
 
 

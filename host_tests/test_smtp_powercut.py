@@ -7,7 +7,7 @@ three mailboxes, message 2 (multi-block) to two, message 3 to one. After each cu
 remounted, the store opened (recovery rolls a committed group forward) and checked:
   - every message is in all of its mailboxes or in none (never in some: the group commit);
   - a message whose 250 went out before the power died is in every one, exactly once;
-  - no copy is partial or changed; nothing is left in tmp/, no intent record is left;
+  - no copy is partial or changed; no temp file is left, no intent record is left;
   - the store still takes mail through a new session.
 Run by pytest (test_power_cuts below), or directly:
     MICROPYPATH=firmware:host_tests/dual .venv/bin/micropython -X heapsize=16M host_tests/test_smtp_powercut.py
@@ -86,6 +86,7 @@ def workload(dev, acked):
 
 
 def check(acked, label):
+    import storeread
     from pocketpost import compat
     from pocketpost import store as store_mod
     from pocketpost.store import Store
@@ -108,7 +109,7 @@ def check(acked, label):
             assert box not in s, (label, "duplicate", box, num)
             s.add(box)
         mb.release()
-        assert compat.listdir(ROOT + "/" + box + "/tmp") == [], (label, "tmp left", box)
+        assert storeread.temp_files(ROOT + "/" + box) == [], (label, "temp file left", box)
     assert not compat.exists(ROOT + "/group") and not compat.exists(ROOT + "/group.new"), (label, "intent left")
     for num, body, rcpts in MESSAGES:
         want = set("box" + r for r in rcpts)

@@ -25,6 +25,7 @@ BOX = "box"
 # Default slice of the long workload (each run costs ~0.45 s; POCKETPOST_FULL=1: every op, ~25 min).
 LONG_STRIDE = 97
 LONG_MARK_STRIDE = 10
+PLACE_FILL = 126  # messages before the placement cases (placement_base): two seqs short of a bucket (128)
 
 
 def _msg(i, size):
@@ -142,6 +143,7 @@ def check(model, n_label):
     """Remounted image: open the store and compare with the model."""
     from pocketpost import store as store_mod
     from pocketpost.store import Store
+    from storeread import temp_files
 
     store_mod.reboot()
     st = Store(ROOT)
@@ -180,7 +182,7 @@ def check(model, n_label):
                 files.add(name + "/" + fn)
         elif not is_dir:
             assert name == "index", (n_label, "leftover", name)
-    assert _listdir(box.path + "/tmp") == [], (n_label, "tmp not cleaned")
+    assert temp_files(box.path) == [], (n_label, "temp file left")
     recs = set()
     from pocketpost import storeindex
 
@@ -244,6 +246,108 @@ def sweep(base, long, stride, mark_stride):
     return covered
 
 
+def placement_base():
+    """An image whose mailbox is PLACE_FILL messages from the end of its first bucket, and the
+    model of it (uid -> stored bytes)."""
+    from flashdev import FlashDev, blank_image, mount_fresh, umount
+    from pocketpost import store as store_mod
+    from pocketpost.store import Store
+
+    dev = FlashDev(data=blank_image(64))
+    mount_fresh(dev=dev, at=MOUNT)
+    try:
+        store_mod.reboot()
+        st = Store(ROOT)
+        present = {}
+        for i in range(PLACE_FILL):
+            data = _msg(i, 30 + i % 5)
+            present[st.deliver_stream(BOX, reader(data), 1000 + i)] = _crlf(data)
+        st.lock(BOX).release()
+        store_mod.reboot()
+    finally:
+        umount(MOUNT)
+    return dev.image(), present
+
+
+def placement_workload(dev, model, case):
+    """Deliveries where store.Delivery puts its temp file in the bucket its message is expected
+    to land in (storemerge/storescan remove one a cut leaves, at the first load):
+      "fill":      two deliveries: the bucket's last seq, then the first of a new bucket (begin
+                   makes b1 and writes the temp file there), then one more;
+      "overtaken": A and B begin expecting the same seq (temp files side by side in b0); B
+                   commits it, so A's seq is the next bucket's first: seal makes b1 and A's
+                   rename crosses directories (two littlefs commits);
+      "oldtmp":    a store of an older version: an orphan temp file in <mailbox>/tmp/, which
+                   Store() removes with tmp/; then a delivery."""
+    from pocketpost.store import Store
+
+    if case == "oldtmp":
+        os.mkdir(ROOT + "/" + BOX + "/tmp")
+        f = open(ROOT + "/" + BOX + "/tmp/t4.321", "wb")
+        f.write(b"half a message from an older version\r\n" * 40)
+        f.close()
+    st = Store(ROOT)
+
+    def commit(d, data):
+        model.maybe_msg = data
+        uid = d.commit()
+        if dev.dead:
+            return False
+        model.present[uid] = data
+        model.issued.add(uid)
+        model.maybe_msg = None
+        return True
+
+    def start(i, size):
+        data = _msg(i, size)
+        d = st.begin(BOX, 2000 + i)
+        for k in range(0, len(data), 700):
+            d.write(data[k : k + 700])
+        return d, _crlf(data)
+
+    if case == "overtaken":
+        a = start(1, 3000)  # multi-block
+        b = start(2, 60)
+        if commit(*b):
+            commit(*a)
+        return
+    for i in range(3 if case == "fill" else 1):
+        if not commit(*start(10 + i, 40 if i != 1 else 5000)):
+            return
+
+
+def placement_sweep():
+    """A cut at every program/erase op of each placement_workload case, in every mode; the check
+    after each is check()'s (nothing lost, changed or partial, no temp file left after the first
+    lock, the index matching the files, the store still taking mail)."""
+    from flashdev import cut_at_every_op, cut_power, FlashDev, mount_fresh, umount
+
+    image, present = placement_base()
+    covered = 0
+    for case in ("fill", "overtaken", "oldtmp"):
+        def fresh_model():
+            m = Model()
+            m.present = dict(present)
+            m.issued = set(present)
+            return m
+
+        total = cut_power(image, 0, "raise", MOUNT, lambda dev: placement_workload(dev, fresh_model(), case)).ops
+
+        def run(n, mode):
+            model = fresh_model()
+            dev = cut_power(image, n, mode, MOUNT, lambda dev: placement_workload(dev, model, case))
+            dev2 = FlashDev(data=dev.image())
+            mount_fresh(dev=dev2, at=MOUNT)
+            try:
+                check(model, (case, mode, n))
+            finally:
+                umount(MOUNT)
+
+        covered += cut_at_every_op(total, run)
+        print("placement %s: %d program/erase ops, cut at every one x 3 modes ok" % (case, total))
+    return covered
+
+
 def main():
     import time
 
@@ -254,6 +358,7 @@ def main():
     t0 = time.ticks_ms()
     # The short workload is cheap: every op, always. The long one: sliced unless FULL.
     covered = sweep(base, False, 1, 1)
+    covered += placement_sweep()
     covered += sweep(base, True, 1 if full else LONG_STRIDE, 1 if full else LONG_MARK_STRIDE)
     print("POWERCUT OK: %d cut points covered (%s) in %d ms"
           % (covered, "full sweep" if full else "short: every op; long: sliced", time.ticks_diff(time.ticks_ms(), t0)))

@@ -98,7 +98,7 @@ def throughput(size_mib, block=1024):
         script = os.path.join(base, "w.py")
         with open(script, "w") as f:
             f.write(FILE_WRITE)
-        us = int(subprocess.run([MICROPYTHON, script, os.path.join(srv.store_root, "alice", "tmp", "bench"), str(len(data)),
+        us = int(subprocess.run([MICROPYTHON, script, os.path.join(srv.store_root, "alice", "bench"), str(len(data)),
                                  str(block)], capture_output=True, check=True, env=env).stdout)
         base_s = us / 1e6
         print("receive %d MiB over SMTP (micropython, loopback, directory store, smtp.block_size %d): server CPU %.3f s,"

@@ -32,11 +32,12 @@ BLOCK_SIZE = 4096  # ESP32 flash erase sector
 READ_SIZE = 64
 PROG_SIZE = 32
 LOOKAHEAD = 64
+MTIME = 0  # VfsLfs2's mtime (a file's modification time in its metadata): off, as flashfs.py mounts
 
 
 def lfs_params():
-    """{readsize, progsize, lookahead} for mounting with VfsLfs2: the values above, or the
-    POCKETPOST_LFS_SIZES override."""
+    """{readsize, progsize, lookahead, mtime} for mounting with VfsLfs2: the values above, the
+    sizes from the POCKETPOST_LFS_SIZES override if set."""
     r, p, la = READ_SIZE, PROG_SIZE, LOOKAHEAD
     env = os.getenv("POCKETPOST_LFS_SIZES")
     if env:
@@ -44,7 +45,7 @@ def lfs_params():
         r, p = v[0], v[1]
         if len(v) > 2:
             la = v[2]
-    return {"readsize": r, "progsize": p, "lookahead": la}
+    return {"readsize": r, "progsize": p, "lookahead": la, "mtime": MTIME != 0}
 
 
 ERASE_CHUNK = 1024  # an erase fills the block buffer with 0xff from one buffer this size, made once

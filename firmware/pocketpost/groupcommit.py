@@ -6,7 +6,8 @@ the same pass. commit():
   1. ends, flushes and closes every temp file, checks quotas, makes the bucket directories;
   2. writes the intent record <root>/group.new ("<tmp> <final>" per copy, paths relative to
      the root, then "end"), flushes it and renames it to <root>/group: the commit point;
-  3. renames every temp file into its bucket (the final names carry the seq each box is at);
+  3. renames every temp file to its final name (the seq each box is at: in the bucket the temp
+     file is in, unless another delivery took the seq it expected, store.Delivery);
   4. removes <root>/group.
 A failure before step 2 completes aborts every copy: nothing is stored. Recovery (Store(),
 before its clean-up of temp files: storerare.finish_group, loaded only when it finds an intent

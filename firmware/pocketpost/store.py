@@ -7,8 +7,9 @@ One directory per mailbox under the store root:
     <root>/<name>/index          fixed 24-byte records: a header, then one record per indexed message
     <root>/<name>/commit         present only while a deletion commit is in flight (the intent log)
     <root>/<name>/index.new      present only while the index is being rewritten
-    <root>/<name>/tmp/           deliveries being written (orphans are removed when the store opens)
-    <root>/<name>/b<k>/          message files with seq in [k*BUCKET, (k+1)*BUCKET)
+    <root>/<name>/b<k>/          message files with seq in [k*BUCKET, (k+1)*BUCKET), and the temp
+                                 files "t<n>.<ticks>" of deliveries being written
+    <root>/<name>/tmp/           (older versions' temp files: Store() removes them, then tmp/)
     <root>/<name>/damaged/       message files set aside by a scan (wrong size, unreadable), same names
 
 A message file holds the message's wire form: CRLF line ends, every line that starts with "."
@@ -25,8 +26,18 @@ The UID is "<epoch>.<seq>". seq grows by one per delivered message and never goe
 backwards; the epoch is a random number chosen when the index is created or rebuilt, so even if
 the index is lost after the highest message was deleted, no UID is ever handed out twice.
 
-Delivery never touches the index (that keeps it at about three metadata commits beyond the
-payload on littlefs): the message is streamed into tmp/, flushed, then renamed into its bucket.
+Delivery never touches the index. The message is streamed into a temp file in the bucket its
+seq is expected to take (the mailbox's next seq at begin), closed, then renamed to its name there:
+three littlefs metadata commits beyond the payload (the temp file's creation, its close, the
+rename; littlefs also syncs the device once before a non-inline file's close commit, a barrier
+that is no flash operation). With the temp files in tmp/ (older versions) the rename moved the
+file across two directories: two commits (one in each, and a pending move in between that could
+hide a neighbour in a listing: flashfs.py). When another delivery took that seq first (several under
+way, a seq the next bucket's), the rename crosses to that bucket as before. A temp file a crash
+left behind is removed at the mailbox's next first load (storemerge._sound hands a bucket holding
+one to the scan, storescan.orphans), unless a delivery of this process into the mailbox is under
+way or a group commit's intent names it (groupcommit.py). Temp names ("t" and digits) are no
+message name: every listing (the scan, the search for unindexed files, a check) passes them by.
 Lone LF becomes CRLF and dot lines are stuffed here and nowhere else. A chunk whose LFs are all
 preceded by CR (one walk from LF to LF with C `find`, switching to C `count` passes when lines are
 short; a LF first in the chunk after a CR last in the previous one counts as paired) and with no
@@ -119,7 +130,8 @@ after the import, 64-bit unix port, from .mpy, in the fetch CLI's order):
     un-stuffed, a session's report of an unreadable message, a restore's UIDs, a group commit
     cut short), storewalk.py (~1.5 KB: the scans of a chunk written without the caller's
     hint, above; the POP3 client gives it, so a fetch never loads this) and storeopen.py
-    (~2.5 KB: Store()'s opening, the temp files of interrupted deliveries removed).
+    (~2.5 KB: Store()'s opening, an older version's tmp/ removed with the temp files of its
+    interrupted deliveries; those of this one are in the buckets, removed by the scan).
     Recovery runs when a first load (storemerge.load) finds anything to repair, at a lock that
     found damage and at a check. _cold counts the calls under way (_held), so a module in use
     is never dropped. Nothing outside a call refers to them: the exceptions, _Box and the RAM
@@ -188,7 +200,7 @@ class Delivery:
     starting with "."), tmp, box, limit, exc_type.
     """
 
-    def __init__(self, store, box, arrival, limit, exc_type, digest=False):
+    def __init__(self, store, box, arrival, limit, exc_type, digest=False, uid=None):
         self.store = store
         self.box = box  # the mailbox's RAM state (the group commit checks its mailboxes are distinct)
         self.arrival = arrival
@@ -206,12 +218,18 @@ class Delivery:
         self._block = None  # input buffer a memoryview is copied into, made at the first one
         self._mv = None  # its memoryview
         self.file = None  # the temp file, open while the message is written
-        self._uid = None  # (epoch, seq) given to Store.begin, else None: the next seq
+        self._uid = uid  # (epoch, seq) given to Store.begin, else None: the next seq
         self.tmp = None  # the temp file's path while the delivery is open or sealed, else None
         box.busy += 1
         try:
             _Delivery_ids[0] += 1
-            self.tmp = box.p("tmp", "t%d.%d" % (_Delivery_ids[0], compat.ticks_ms() & 0xFFFF))  # type: ignore[operator]  # stub: ticks are opaque
+            # In the bucket the message is expected to land in (the next seq's; a restore's own
+            # seq's), so that commit's rename stays within one directory: one littlefs commit
+            # (a move from another directory is two). Named "t<n>.<ticks>": no message name.
+            bdir = box.bucket_dir(box.next_seq if uid is None else uid[1])
+            if not compat.isdir(bdir):
+                os.mkdir(bdir)
+            self.tmp = compat.join(bdir, "t%d.%d" % (_Delivery_ids[0], compat.ticks_ms() & 0xFFFF))  # type: ignore[operator]  # stub: ticks are opaque
             self.file = open(self.tmp, "wb")
         except Exception as e:  # MemoryError too: a "busy" left raised would stop merges for good
             if self.tmp is None:
@@ -387,8 +405,9 @@ class Delivery:
 
     def seal(self):
         """Commit, step 1: end the message, flush and close its temp file, check the quota and
-        the restore UID, make the bucket directory. Returns (epoch, seq, final path): rename
-        self.tmp there, then call landed(epoch, seq). On failure the delivery is aborted."""
+        the restore UID, make the bucket directory if the seq is not in the temp file's (another
+        delivery took the one begin expected). Returns (epoch, seq, final path): rename self.tmp
+        there, then call landed(epoch, seq). On failure the delivery is aborted."""
         if self.file is None:
             raise StoreError("delivery is closed")
         box = self.box
@@ -404,8 +423,8 @@ class Delivery:
             if self._uid is not None:
                 epoch, seq = _cold("storerare", "restore_seal", self)
             bdir = box.bucket_dir(seq)
-            if not compat.isdir(bdir):
-                os.mkdir(bdir)
+            if not self.tmp.startswith(bdir + "/") and not compat.isdir(bdir):
+                os.mkdir(bdir)  # (another delivery took the seq begin expected: another bucket)
             return epoch, seq, compat.join(bdir, _msg_name(epoch, seq, self.arrival, self.szf(), self.size))
         except OSError as e:
             self.abort()

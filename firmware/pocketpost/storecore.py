@@ -286,9 +286,7 @@ class Store:
             raise exc("mailbox quota exceeded" if exc is QuotaExceeded else "flash full")
         from pocketpost import store  # Delivery: a process that delivers nothing never loads it
 
-        d = store.Delivery(self, box, compat.now() if arrival is None else arrival, limit, exc, digest)
-        d._uid = uid
-        return d
+        return store.Delivery(self, box, compat.now() if arrival is None else arrival, limit, exc, digest, uid)
 
     def room(self, name):
         """(octets a message delivered to `name` may take now, the exception past it); -1 if

@@ -23,7 +23,7 @@ interns its names (a name once interned stays for good). The comparison bails ou
 thing a scan would count (storescan._walk_gen: a record failing its check or out of order, a
 file missing, of another size or name, a second file of a seq, a file in a bucket its seq does
 not belong to or named in another spelling than its path's, a file without a record below the
-index's end, an unreadable bucket), and at a
+index's end, an unreadable bucket, a delivery's temp file: the scan removes an orphan), and at a
 deletion commit in flight, a session's report of damage (_Box.suspect, _Box.unreadable) or a
 file above the index that merge() cannot reach: then
 storescan.recover runs from the start, as it did before this split. So it may send a sound
@@ -165,7 +165,7 @@ def create(store, name):
     """Store.create: the mailbox's directories and its empty index (a new epoch)."""
     path = store._path(name)
     try:
-        compat.makedirs(compat.join(path, "tmp"))
+        compat.makedirs(path)  # (no tmp/: a delivery writes into its bucket, store.Delivery)
         if not compat.exists(compat.join(path, "index")):
             box = _Box(path)
             write_index(box, box.p("index.new"), iter(()), _new_epoch(), 1)
@@ -181,7 +181,6 @@ def create(store, name):
 def load(box):
     """Load a mailbox's RAM state (storescan.recover's result, without its repairs when there
     is nothing to repair). Caller holds exclusivity."""
-    compat.makedirs(box.p("tmp"))
     top = None
     if not (box.suspect or box.unreadable or compat.exists(box.p("commit"))) and read_index_state(box):
         top = _sound(box)
@@ -228,7 +227,10 @@ def _sound(box):
                 if m is None:
                     # Not a message, or one in another spelling (the scan renames it: its
                     # record's path is not this file): only names that are not _msg_name's.
-                    second = second or _parse_msg_name(name, True) is not None
+                    # A delivery's temp file ("t<n>.<ticks>", store.Delivery; a crash left it, or
+                    # one is under way): the scan removes it if it is an orphan (storescan.orphans).
+                    second = (second or _parse_msg_name(name, True) is not None
+                              or name[0] == "t" and not name[1:].replace(".", "").strip("0123456789"))
                     continue
                 if not lo <= m[1] < hi or slots[m[1] - lo] is not None:
                     second = True  # (another bucket's seq: the scan moves it to its own)

@@ -46,7 +46,8 @@ def find(name):
 
 def finish_group(root):
     """groupcommit.py's recovery, at Store() when it finds an intent record: finish a committed
-    group (<root>/group: rename the temp files still in tmp/), forget an uncommitted one
+    group (<root>/group: rename the temp files it names that are still there, in their buckets
+    or, written by an older version, in tmp/), forget an uncommitted one
     (<root>/group.new)."""
     intent = compat.join(root, "group")
     try:

@@ -1,6 +1,7 @@
 """The store's recovery: a deletion commit's intent log rolled forward or discarded, the scan of
 the files against the index (every valid record salvaged, damaged files set aside, the index
-rewritten from the files), the format-1 upgrade. Functions of a storecore._Box.
+rewritten from the files, the temp files of deliveries a crash ended removed: orphans), the
+format-1 upgrade. Functions of a storecore._Box.
 
 Runs only when the first lock or delivery of a mailbox after boot finds something to repair
 (storemerge.load, which loads it then), at a lock that found damage and under Store.check
@@ -45,7 +46,6 @@ def recover(box, rep=None):
     rep: a report() to fill in (Store.check), else one is made and dropped."""
     if rep is None:
         rep = report()
-    compat.makedirs(box.p("tmp"))
     index_ok = read_index_state(box)
     if not index_ok:
         _say_index_bad(box)
@@ -265,6 +265,7 @@ def _walk_gen(box, rep, act, hfloor, fresh, move):
             dups = []
             away = []  # with move: files of another bucket's seq, moved once the listing is done
             more = False  # more of them than `away` holds (_rehome_all lists the bucket again)
+            temps = None  # temp files of deliveries (store.Delivery): orphans counted, removed with move
             try:
                 for name, size in compat.iter_files(box.p("b%d" % k)):
                     m = _parse_msg_name(name)
@@ -274,6 +275,10 @@ def _walk_gen(box, rep, act, hfloor, fresh, move):
                         # is rewritten) and moved to its path, where the rewrite's walk indexes
                         # it; its seq kept from new mail.
                         m = m or _parse_msg_name(name, True)
+                        if m is None and name[0] == "t" and fresh is None:
+                            temps = temps or []
+                            if len(temps) < _DUPS:  # (more: the next recovery's)
+                                temps.append(name)
                         if m is not None:
                             rep["recovered"] += 1
                             top = max(top, m[1])
@@ -300,6 +305,8 @@ def _walk_gen(box, rep, act, hfloor, fresh, move):
                 rep["broken"] = max(rep.get("broken", 0), hi)
                 if act:
                     log.warning("store %s: bucket b%d unreadable (%r): its messages are lost", box.path, k, e)
+            if temps:
+                rep["temp"] += orphans(box, k, temps, move)
             if away:
                 _rehome_all(box, k, away, more, rep)
             while r is not None and r[1] < hi:
@@ -435,6 +442,29 @@ def _renumber(box, t, fresh, keeper, rep):
     log.warning("store %s: message %08x.%d (arrival %d) has the same seq as another (%s): renumbered %08x.%d",
                 box.path, t[0], t[1], t[2], "arrival %d kept it" % keeper[2] if keeper else "set aside",
                 fresh[0], seq)
+
+
+def orphans(box, k, names, remove):
+    """Of the files `names` found in bucket k, the temp files (named "t<n>.<ticks>" by
+    store.Delivery, which writes a message into its bucket before the rename that names it):
+    how many are left by deliveries that are over (a power cut, a crash), removed if `remove`.
+    None is, when a delivery of this process into the mailbox is under way (it may be theirs) or
+    a group commit's intent is on flash (<root>/group names its copies' temp files: the next
+    Store() renames them). A first load (storemerge._sound) and a scan list every bucket, so
+    they find them wherever a delivery put them."""
+    if box.busy or compat.exists(compat.join(box.path.rsplit("/", 1)[0], "group")):
+        return 0
+    n = 0
+    for name in names:
+        if name[0] != "t" or name[1:].strip("0123456789."):
+            continue  # (not a temp name: left alone, as any file that is not a message)
+        n += 1
+        if remove:
+            try:
+                _remove(box.p("b%d" % k, name))
+            except OSError:  # (left for the next recovery)
+                n -= 1
+    return n
 
 
 def _rehome_all(box, k, away, more, rep):

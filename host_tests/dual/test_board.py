@@ -10,6 +10,7 @@ import time
 
 from pocketpost import admin, board, boardstart, log, safemode
 from pocketpost.compat import ticks_diff, ticks_ms
+import storeread
 
 IS_MP = sys.implementation.name == "micropython"
 
@@ -855,7 +856,7 @@ def test_ctrl_c_stops_every_session_and_releases_its_mailbox():
                 mb = st2.lock(name)  # not MailboxLocked
                 assert mb.count == 1
                 mb.release()
-            assert os.listdir(root + "/bob/tmp") == []
+            assert storeread.temp_files(root + "/bob") == []
         finally:
             store_mod.reboot()
             _rmtree(root)
@@ -921,7 +922,7 @@ def test_ctrl_c_inside_a_commit_is_finished_or_undone_by_the_next_lock():
             f.close()
         mb.release()
         assert subjects == [b"Subject: 0", b"Subject: 1", b"Subject: 2", b"Subject: new 2", b"Subject: new 3"], subjects
-        assert os.listdir(root + "/alice/tmp") == []
+        assert storeread.temp_files(root + "/alice") == []
 
         def close_then_ctrl_c(self):
             real_close(self)

@@ -149,6 +149,9 @@ def test_remount_puts_the_geometry_in_place_of_the_defaults_and_keeps_the_files(
     progs = dev.progs - p0
     cache = 4 * max(flashfs.READ_SIZE, flashfs.PROG_SIZE)
     assert progs <= 4096 // cache + 4, progs  # the data in cache-sized programs, + metadata
+    # no modification time kept (flashfs.MTIME): a file written under the geometry has none,
+    # one written under the defaults keeps its own
+    assert os.stat(at + "/four")[8] == 0 and os.stat(at + "/d1/f1")[8] != 0
     _umount(at)
     _mount(dev, at, DEFAULTS)  # and the defaults still read it all
     _check(at, 20)

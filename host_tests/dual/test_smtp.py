@@ -46,10 +46,8 @@ class Env:
         return storeread.messages(self.store, name)
 
     def tmp_empty(self):
-        from pocketpost import compat
-
         for name in self.store.mailboxes():
-            if compat.listdir(self.root + "/" + name + "/tmp"):
+            if storeread.temp_files(self.root + "/" + name):
                 return False
         return True
 

@@ -10,6 +10,9 @@ from pocketpost import compat
 from pocketpost import store as store_mod
 from pocketpost import storesession
 from pocketpost.store import MailboxLocked, QuotaExceeded, Store, StoreError, StoreFull
+from pocketpost.storecore import BUCKET
+import storeread
+from storeread import temp_files
 
 
 def _read(mb, i):
@@ -136,22 +139,128 @@ def test_abort_and_orphans():
         d.write(b"partial")
         d.abort()
         d.abort()
+        assert temp_files(root + "/x") == []
         d2 = st.begin("x")
         d2.write(b"left behind by a crash")
-        # A new Store (a reboot) removes orphaned temp files.
+        # The temp file is in the bucket the message will land in (a rename within one directory).
+        assert temp_files(root + "/x") == ["b0/" + d2.tmp.split("/")[-1]]
+        # A reboot: the mailbox's first load removes the orphaned temp file.
         store_mod.reboot()
         st2 = Store(root)
-        assert os.listdir(root + "/x/tmp") == []
         assert st2.usage("x") == (0, 0)
+        assert temp_files(root + "/x") == []
         _deliver(st2, "x", b"ok\r\n")
         assert st2.usage("x") == (1, 4)
+        assert temp_files(root + "/x") == [] and sorted(os.listdir(root + "/x")) == ["b0", "index"]
+
+    _with_store(body)
+
+
+def test_orphaned_temp_files_in_buckets_go_at_the_first_load_others_stay():
+    # A delivery writes its temp file into the bucket its message goes to (store.Delivery). One a
+    # crash left there is removed at the mailbox's first load (a recovery's scan: the clean load
+    # hands it over), wherever it is (not only in the newest bucket); a file of another name is
+    # not a message and stays; a delivery under way keeps its own; the check counts orphans.
+    def body(root, st):
+        for i in range(BUCKET + 2):  # two buckets
+            _deliver(st, "x", b"m%d\r\n" % i)
+        st.lock("x").release()
+        b0 = root + "/x/b0/"
+        for n in ("t7.123", "t8.9"):
+            with open(b0 + n, "wb") as f:
+                f.write(b"half a message")
+        with open(root + "/x/b1/t9.1", "wb") as f:
+            f.write(b"")
+        with open(b0 + "tnotes", "wb") as f:  # not a temp name: left alone
+            f.write(b"x")
+        store_mod.reboot()
+        st2 = Store(root)
+        rep = st2.check()["mailboxes"]["x"]
+        assert rep["temp"] == 3 and rep["messages"] == BUCKET + 2, rep
+        assert temp_files(root + "/x") == ["b0/t7.123", "b0/t8.9", "b0/tnotes", "b1/t9.1"]
+        live = st2.begin("x")  # loads the mailbox: orphans removed
+        live.write(b"under way\r\n")
+        assert temp_files(root + "/x") == ["b0/tnotes", "b1/" + live.tmp.split("/")[-1]]
+        # A lock that sends the mailbox through recovery while the delivery is under way
+        # leaves its temp file alone.
+        box = store_mod._BOXES[root + "/x"]
+        box.suspect = True
+        mb = st2.lock("x")
+        assert mb.count == BUCKET + 2
+        mb.release()
+        assert temp_files(root + "/x") == ["b0/tnotes", "b1/" + live.tmp.split("/")[-1]]
+        assert live.commit() == "%08x.%d" % (box.epoch, BUCKET + 3)
+        assert st2.check()["mailboxes"]["x"]["temp"] == 0
+        assert temp_files(root + "/x") == ["b0/tnotes"]
+
+    _with_store(body)
+
+
+def test_a_group_commits_temp_files_stay_while_its_intent_is_on_flash():
+    # A group commit (SMTP, groupcommit.py) whose renames failed after its commit point leaves
+    # its intent <root>/group naming the copies' temp files, which are in their buckets: a
+    # recovery before the restart (the board's check, a lock that found damage) must not take
+    # them for orphans; the restart's Store() renames them into place.
+    from pocketpost import groupcommit
+
+    def body(root, st):
+        _deliver(st, "x", b"before\r\n")
+        _deliver(st, "y", b"before\r\n")
+        ds = groupcommit.begin(st, ["x", "y"])
+        for d in ds:
+            d.write(b"Subject: g\r\n\r\nto both\r\n")
+        real = compat.rename
+        calls = []
+
+        def rename(a, b):  # the intent's rename (the commit point) works, then every rename fails
+            calls.append(b)
+            if len(calls) > 1:
+                raise OSError(5)
+            real(a, b)
+
+        compat.rename = rename
+        try:
+            groupcommit.commit(st, ds)
+        finally:
+            compat.rename = real
+        assert compat.exists(root + "/group")
+        temps = temp_files(root + "/x") + temp_files(root + "/y")
+        assert len(temps) == 2 and temps[0].startswith("b0/t"), temps
+        rep = st.check(repair=True)["mailboxes"]
+        assert rep["x"]["temp"] == 0 and rep["y"]["temp"] == 0, rep
+        store_mod._BOXES[root + "/x"].suspect = True  # a lock's recovery too
+        st.lock("x").release()
+        assert temp_files(root + "/x") + temp_files(root + "/y") == temps
+        store_mod.reboot()
+        st2 = Store(root)  # the restart: the intent's renames
+        for name in ("x", "y"):
+            assert storeread.messages(st2, name) == [b"before\r\n", b"Subject: g\r\n\r\nto both\r\n"]
+            assert temp_files(root + "/" + name) == []
+        assert not compat.exists(root + "/group")
+
+    _with_store(body)
+
+
+def test_older_stores_temp_files_in_tmp_are_removed_with_tmp_at_open():
+    # Before deliveries wrote into their bucket, the temp files were in <mailbox>/tmp/: Store()
+    # still removes those, then tmp/ itself (nothing writes there any more); check counts them.
+    def body(root, st):
+        _deliver(st, "x", b"one\r\n")
+        os.mkdir(root + "/x/tmp")
+        with open(root + "/x/tmp/t3.77", "wb") as f:
+            f.write(b"left by an older version")
+        assert st.check()["mailboxes"]["x"]["temp"] == 1
+        store_mod.reboot()
+        st2 = Store(root)
+        assert sorted(os.listdir(root + "/x")) == ["b0", "index"]
+        assert st2.usage("x") == (1, 5)
 
     _with_store(body)
 
 
 def test_a_delivery_failing_to_start_leaves_the_mailbox_not_busy():
     # A MemoryError (or any error) while a delivery makes its temp file must not leave the
-    # mailbox counted busy: a busy mailbox is never merged (nor its tmp/ cleaned at open).
+    # mailbox counted busy: a busy mailbox is never merged (nor its orphaned temp files removed).
     def body(root, st):
         _deliver(st, "x", b"first\r\n")
         box = store_mod._BOXES[root + "/x"]
@@ -168,7 +277,7 @@ def test_a_delivery_failing_to_start_leaves_the_mailbox_not_busy():
             finally:
                 del store_mod.open
             assert box.busy == 0, box.busy
-        assert os.listdir(root + "/x/tmp") == []
+        assert temp_files(root + "/x") == []
         _deliver(st, "x", b"second\r\n")
         assert st.usage("x") == (2, 15)
 
@@ -214,7 +323,7 @@ def test_a_restore_into_a_locked_mailbox_is_refused_in_use_and_leaves_nothing():
             assert e.code == "IN-USE"
         assert mb.count == 1
         mb.release()
-        assert os.listdir(root + "/x/tmp") == []
+        assert temp_files(root + "/x") == []
         mb = st.lock("x")
         assert [mb.uid(i) for i in range(mb.count)] == [u]
         mb.release()
@@ -307,7 +416,7 @@ def test_quota():
             assert False
         except QuotaExceeded as e:
             assert e.code == "SYS/TEMP"
-        assert os.listdir(root + "/x/tmp") == []
+        assert temp_files(root + "/x") == []
         assert st.usage("x")[0] == 1
         _deliver(st, "y", b"b" * 600)  # the quota is per mailbox
         mb = st.lock("x")
@@ -375,7 +484,7 @@ def test_full_flash_and_delete_frees_space():
                 full = e
                 break
         assert full is not None and full.code == "SYS/TEMP" and len(uids) > 5
-        assert os.listdir(root + "/x/tmp") == []
+        assert temp_files(root + "/x") == []
         want = body.replace(b"\n", b"\r\n")
         # Two deliveries that each fit but not together: the second meets littlefs's own ENOSPC
         # (or our estimate); either way a clean StoreFull and no temp file left behind.
@@ -393,7 +502,7 @@ def test_full_flash_and_delete_frees_space():
             except StoreFull:
                 got += 1
         assert got >= 1
-        assert os.listdir(root + "/x/tmp") == []
+        assert temp_files(root + "/x") == []
         # Existing mail intact, and deleting still works on the full flash and frees space.
         mb = st2.lock("x")
         n = mb.count
@@ -859,7 +968,7 @@ def test_format_1_intent_log_is_still_carried_out_and_its_index_rebuilt():
             f.write(_old_pack(r[0], r[1], r[2], r[3], total))
         f.close()
         assert _uids_after_restart(root) == [uids[i] for i in (0, 2, 3, 5)]
-        assert sorted(os.listdir(root + "/x")) == ["b0", "index", "tmp"]
+        assert sorted(os.listdir(root + "/x")) == ["b0", "index"]
         # A damaged old log is not guessed at: discarded, nothing deleted.
         mb = Store(root).lock("x")
         recs = [mb._rec(i) for i in range(mb.count)]
