@@ -1,0 +1,79 @@
+"""Defects found by using the fetcher and the SMTP receiver as their users do (review 2, w14): each
+test fails without its fix.
+
+The fetcher's account keys documented for users (README), and the CLI (`micropython -m
+pocketpost.fetch config.json`) run the way a user runs it, from the folder that holds config.json
+and secrets.json, against a private Dovecot on loopback.
+"""
+
+import json
+import os
+import re
+import subprocess
+
+import pytest
+from helpers import FIRMWARE, MICROPYTHON, ROOT
+
+from pocketpost import clientconf
+from pocketpost.compat import ConfigError
+
+README = os.path.join(ROOT, "README.md")
+
+
+def _readme_accounts_table():
+    """The README's account-key table: {key: the row's text}."""
+    with open(README) as f:
+        text = f.read()
+    k = text.index("## Fetching mail from another server")
+    section = text[k : text.index("\n## ", k + 1)]
+    rows = {}
+    for ln in section.splitlines():
+        if ln.startswith("| `"):
+            cell = ln.split("|")[1]
+            for key in re.findall(r"`([a-z_]+)`", cell):
+                rows[key] = ln
+    return section, rows
+
+
+def test_readme_documents_every_account_key_and_choice():
+    """Every key account_from_dict takes (and each value of a choice) has a row in the README;
+    before, no user-facing document named policy, keep_days, max_size, oversize, ..."""
+    section, rows = _readme_accounts_table()
+    keys = set(clientconf.DEFAULTS) | {"name", "host", "user", "password", "port", "tls", "ca", "verify",
+                                       "max_entries", "timeouts"}
+    for key in sorted(keys):
+        assert key in rows, "README's account table has no row for %s" % key
+    base = {"name": "isp", "host": "h", "user": "u", "password": "p"}
+    for key in ("policy", "tls", "auth", "oversize"):  # the values each choice may take, from its error
+        with pytest.raises(ConfigError) as e:
+            clientconf.account_from_dict(dict(base, **{key: "?"}))
+        values = str(e.value).split("must be one of ")[1].split(", ")
+        for v in values:
+            assert "`%s`" % v in rows[key], "README: %s's row lacks %s" % (key, v)
+    for key in ("connect_timeout", "read_timeout", "min_rate", "session_timeout"):
+        assert key in rows["timeouts"]
+    assert "allow_plaintext" in rows["tls"]
+    # The example account and secrets of the section are valid as written.
+    example = json.loads("{" + re.search(r'```json\n(.*?)```', section, re.S).group(1) + "}")
+    secrets = json.loads(re.search(r"secrets.json: `(\{.*?\})`", section).group(1))
+    for a in example["accounts"]:
+        clientconf.account_from_dict(dict(a, **secrets["accounts"][a["name"]]))
+    for key in ("policy", "keep_days", "max_size", "oversize", "max_messages", "mailbox"):
+        assert str(clientconf.DEFAULTS[key]) in rows[key], "README: %s's default" % key
+
+
+def run_fetch(folder, *args, timeout=60):
+    """`micropython -m pocketpost.fetch ARGS` from `folder`, as a user runs it."""
+    env = dict(os.environ)
+    env["MICROPYPATH"] = FIRMWARE + ":.frozen"
+    r = subprocess.run([MICROPYTHON, "-m", "pocketpost.fetch"] + list(args), capture_output=True,
+                       timeout=timeout, cwd=str(folder), env=env)
+    return r.returncode, r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+
+
+def user_folder(tmp, accounts, secrets):
+    """A folder with config.json (a directory store under it) and secrets.json."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "config.json").write_text(json.dumps({"store": {"root": "mail"}, "accounts": accounts}))
+    (tmp / "secrets.json").write_text(json.dumps(secrets))
+    return tmp
