@@ -77,3 +77,14 @@ def user_folder(tmp, accounts, secrets):
     (tmp / "config.json").write_text(json.dumps({"store": {"root": "mail"}, "accounts": accounts}))
     (tmp / "secrets.json").write_text(json.dumps(secrets))
     return tmp
+
+
+def test_secrets_under_a_mistyped_account_name_are_named(tmp_path):
+    """secrets.json keyed "ips" for account "isp": the fetch said only "account: password is
+    required (a string)", naming neither the account nor secrets.json."""
+    acct = {"name": "isp", "host": "localhost", "port": 1, "user": "alice", "verify": False}
+    folder = user_folder(tmp_path, [acct], {"accounts": {"ips": {"password": "wonder land"}}})
+    rc, out = run_fetch(folder, "config.json")
+    assert rc == 1, out
+    assert "accounts.ips" in out and "no account" in out, out  # the stray secrets, by name
+    assert "account isp: password is required" in out and "secrets.json" in out, out

@@ -130,6 +130,9 @@ def account_from_dict(d):
         if k == "password" and d.get("auth") in _OAUTH:  # OAuth: no password
             continue
         if not isinstance(v, str) or not v:
+            if k == "password":  # it lives in secrets.json, keyed by the account's name
+                raise ConfigError("account %s: password is required (in secrets.json: \"accounts\": "
+                                  "{\"%s\": {\"password\": ...}})" % (a["name"], a["name"]))
             raise ConfigError("account: %s is required (a string)" % k)
         a[k] = v
     name = a["name"]

@@ -169,6 +169,12 @@ def merge_secrets(cfg, path):
         return cfg
     if not isinstance(acc, dict):
         raise ConfigError("config: %s: accounts must be an object (account name -> its secrets)" % path)
+    names = [a.get("name") for a in cfg.get("accounts") or () if isinstance(a, dict)]
+    for name in acc:  # a mistyped name: its account then lacks its password (said, not refused)
+        if name not in names:
+            from pocketpost import log
+
+            log.warning("config: %s: accounts.%s names no account in config.json", path, name)
     for a in cfg.get("accounts") or ():
         if not isinstance(a, dict) or not isinstance(a.get("name"), str) or a["name"] not in acc:
             continue
