@@ -88,3 +88,38 @@ def test_secrets_under_a_mistyped_account_name_are_named(tmp_path):
     assert rc == 1, out
     assert "accounts.ips" in out and "no account" in out, out  # the stray secrets, by name
     assert "account isp: password is required" in out and "secrets.json" in out, out
+
+
+@pytest.fixture(scope="module")
+def dc():
+    from dovecot import Dovecot
+
+    d = Dovecot(users={"alice": "wonder land"}, mechs="plain login apop scram-sha-256")
+    d.start()
+    try:
+        yield d
+    finally:
+        d.stop()
+
+
+def dc_account(dc, **kw):
+    a = {"name": "isp", "host": "localhost", "port": dc.sport, "user": "alice", "ca": dc.path("ca.der"),
+         "timeouts": {"connect_timeout": 5, "read_timeout": 10}}
+    a.update(kw)
+    return a
+
+
+def test_wrong_password_with_scram_says_what_to_check(dc, tmp_path):
+    """auth "auto" picks SCRAM-SHA-256 when Dovecot offers it; a wrong password then said only
+    "AUTH SCRAM-SHA-256: Authentication failed." where PLAIN, USER and APOP say "login failed
+    (plain): ...: check the user name and password"."""
+    dc.seed("alice", [b"Subject: x\r\n\r\nx\r\n"])
+    folder = user_folder(tmp_path, [dc_account(dc)], {"accounts": {"isp": {"password": "not it"}}})
+    rc, out = run_fetch(folder, "config.json")
+    assert rc == 1, out
+    assert "login failed (scram-sha-256)" in out and "check the user name and password" in out, out
+    assert len(dc.messages("alice")) == 1
+    # The right password then fetches (the message is not lost to the failed attempt).
+    (folder / "secrets.json").write_text(json.dumps({"accounts": {"isp": {"password": "wonder land"}}}))
+    rc, out = run_fetch(folder, "config.json")
+    assert rc == 0 and "1 fetched" in out, out
