@@ -123,3 +123,17 @@ def test_wrong_password_with_scram_says_what_to_check(dc, tmp_path):
     (folder / "secrets.json").write_text(json.dumps({"accounts": {"isp": {"password": "wonder land"}}}))
     rc, out = run_fetch(folder, "config.json")
     assert rc == 0 and "1 fetched" in out, out
+
+
+@pytest.mark.parametrize("tls", ["stls", "none"])
+def test_plain_start_against_a_pop3s_port_names_the_tls_setting(dc, tmp_path, tls):
+    """"tls": "stls" (or "none") with the POP3S port: the server waits for a ClientHello, the client
+    for a greeting; after read_timeout it said only "the server is stalled or too slow: try again
+    later, or raise the account's timeouts", which sends the user after the wrong setting."""
+    acct = dc_account(dc, tls=tls, timeouts={"connect_timeout": 5, "read_timeout": 2})
+    if tls == "none":
+        acct["allow_plaintext"] = True
+    folder = user_folder(tmp_path, [acct], {"accounts": {"isp": {"password": "wonder land"}}})
+    rc, out = run_fetch(folder, "config.json")
+    assert rc == 1, out
+    assert "waiting for the greeting" in out and '"tls": "implicit"' in out, out

@@ -29,5 +29,7 @@ def timeout(c, deadline, what):
         why = "its deadline passed (read_timeout %ss, min_rate %d B/s)" % (c.read_timeout, c.min_rate)
     else:
         why = "no data for %ss" % c.read_timeout
+    if what == "the greeting" and not c.secure:  # a POP3S port waits for our TLS ClientHello
+        why += "; if port %d is POP3S (implicit TLS, e.g. 995), set \"tls\": \"implicit\"" % c.port
     return Pop3Timeout("%s: waiting for %s: %s; the server is stalled or too slow: try again later, "
                        "or raise the account's timeouts" % (c.where, what, why))
