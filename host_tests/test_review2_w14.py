@@ -137,3 +137,38 @@ def test_plain_start_against_a_pop3s_port_names_the_tls_setting(dc, tmp_path, tl
     rc, out = run_fetch(folder, "config.json")
     assert rc == 1, out
     assert "waiting for the greeting" in out and '"tls": "implicit"' in out, out
+
+
+def _warnings_of(cfg):
+    from pocketpost import config, log
+
+    lines = []
+    log.set_sink(lines.append)
+    try:
+        config.check(cfg)
+    finally:
+        log.set_sink(None)
+    return [ln for ln in lines if "WARN" in ln]
+
+
+def test_an_alias_or_account_into_a_mailbox_no_user_reads_is_warned_of():
+    """smtp.aliases {"typo": "alcie"} (a typo for alice) passed the config check, and mail to
+    typo@ was answered 250 and stored in a mailbox "alcie" that no login reads; the same for a
+    fetch account left at its default mailbox "inbox". Now each is named at start-up."""
+    from pocketpost import config
+
+    cfg = {"store": {"root": "/nonexistent"}, "server": {"pbkdf2_iterations": 100},
+           "smtp": {"domains": ["example.org"], "aliases": {"postmaster": "alice", "typo": "alcie",
+                                                            "shared": "box"},
+                    "catch_all": {"example.org": "carol"}},
+           "accounts": [{"name": "isp", "host": "h", "user": "u"}, {"name": "two", "mailbox": "alice"}]}
+    config.add_user(cfg, "alice", "pw", 100)
+    config.add_user(cfg, "bob", "pw", 100, mailbox="box")
+    w = _warnings_of(cfg)
+    assert any("smtp.aliases.typo: alcie is no user" in ln for ln in w), w
+    assert any("smtp.catch_all.example.org: carol" in ln for ln in w), w
+    assert any("accounts isp: mailbox: inbox" in ln for ln in w), w
+    assert len(w) == 3, w  # postmaster -> alice (a user), shared -> box (bob's mailbox), two -> alice
+    cfg["smtp"]["domains"] = []  # no receiver: its aliases deliver nothing
+    cfg["accounts"] = []
+    assert _warnings_of(cfg) == []
