@@ -172,3 +172,22 @@ def test_an_alias_or_account_into_a_mailbox_no_user_reads_is_warned_of():
     cfg["smtp"]["domains"] = []  # no receiver: its aliases deliver nothing
     cfg["accounts"] = []
     assert _warnings_of(cfg) == []
+
+
+def test_a_message_larger_than_the_store_has_room_for_is_named_with_what_to_do(dc, tmp_path):
+    """A message bigger than the local store's quota stops every fetch of the account at that
+    message (the ones after it too); the error said only "store: message too large for the space
+    left", naming neither the message nor the setting (max_size) that lets the others through."""
+    big = b"Subject: big\r\n\r\n" + b"y" * 998 + b"\r\n" + (b"z" * 998 + b"\r\n") * 200
+    dc.seed("alice", [big, b"Subject: small\r\n\r\nsmall\r\n"])
+    folder = user_folder(tmp_path, [dc_account(dc, mailbox="alice")], {"accounts": {"isp": {"password": "wonder land"}}})
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["store"].update({"quota": 100000, "reserve": 0})
+    (folder / "config.json").write_text(json.dumps(cfg))
+    rc, out = run_fetch(folder, "config.json")
+    assert rc == 1, out
+    assert "message 1 (%d octets)" % len(big) in out and "max_size" in out, out
+    cfg["accounts"][0]["max_size"] = 50000  # what the error says to do: the small one comes through
+    (folder / "config.json").write_text(json.dumps(cfg))
+    rc, out = run_fetch(folder, "config.json")
+    assert rc == 0 and "1 fetched" in out and "1 skipped" in out, out

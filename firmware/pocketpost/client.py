@@ -504,7 +504,9 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 if uid is None:  # (not a refused one, above: it was not downloaded)
                     stats["by_content"] += 1
                 if store_error is not None:
-                    stop = True
+                    stop = True  # (the message named, and the setting that lets the others through)
+                    store_error = "message %d (%d octets): %s; make room, or set the account's max_size " \
+                        "below it" % (n, size, store_error)
                     w = c.s.waiting_for()
                     if w:
                         # A message asked for ahead ("RETR m": the only reply it can be waiting
