@@ -191,3 +191,15 @@ def test_a_message_larger_than_the_store_has_room_for_is_named_with_what_to_do(d
     (folder / "config.json").write_text(json.dumps(cfg))
     rc, out = run_fetch(folder, "config.json")
     assert rc == 0 and "1 fetched" in out and "1 skipped" in out, out
+
+
+def test_a_full_uidl_state_fails_the_cli_and_says_what_to_do(dc, tmp_path):
+    """Policy keep with more messages on the server than max_entries: new mail waits for ever (until
+    something deletes it on the server), but the CLI exited 0 with "UIDL state full (max_entries
+    2): new messages wait": a cron job saw success, and the user no setting to change."""
+    dc.seed("alice", [b"Subject: %d\r\n\r\nm\r\n" % i for i in range(3)])
+    folder = user_folder(tmp_path, [dc_account(dc, max_entries=2)], {"accounts": {"isp": {"password": "wonder land"}}})
+    for _ in range(2):  # the first run fetches two, the second none: both say so
+        rc, out = run_fetch(folder, "config.json")
+        assert rc == 1 and "UIDL state full" in out and "raise max_entries" in out, out
+    assert len(dc.messages("alice")) == 3  # policy keep: nothing deleted

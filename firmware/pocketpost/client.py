@@ -551,7 +551,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             if stop or not ctl[1] or downloads >= cap:
                 break
         if stats["state_full"]:
-            log.error("fetch %s: UIDL state full (max_entries %d): new messages wait", name, a["max_entries"])
+            log.error("fetch %s: UIDL state full (max_entries %d): new messages wait until messages kept on the "
+                      "server are deleted there; raise max_entries or use policy keep_days", name, a["max_entries"])
         # Refused DELEs put right, QUIT, the records kept or dropped and saved (clientend.py:
         # cold, loaded for it and dropped after it; not held while messages stream in).
         from pocketpost import clientend
