@@ -203,3 +203,21 @@ def test_a_full_uidl_state_fails_the_cli_and_says_what_to_do(dc, tmp_path):
         rc, out = run_fetch(folder, "config.json")
         assert rc == 1 and "UIDL state full" in out and "raise max_entries" in out, out
     assert len(dc.messages("alice")) == 3  # policy keep: nothing deleted
+
+
+def test_cpython_ip_address_mismatch_is_worded(dc, tmp_path):
+    """`python -m pocketpost.fetch` (CPython) with "host": "127.0.0.2" and a certificate for
+    localhost / 127.0.0.1 printed OpenSSL's raw "SSLCertVerificationError: 1 [SSL:
+    CERTIFICATE_VERIFY_FAILED] ... IP address mismatch" (verify code 64), where a host name
+    mismatch (62) and MicroPython say "certificate name mismatch: ... set "host" to a name the
+    certificate covers"."""
+    import sys
+
+    folder = user_folder(tmp_path, [dc_account(dc, host="127.0.0.2")], {"accounts": {"isp": {"password": "wonder land"}}})
+    env = dict(os.environ)
+    env["PYTHONPATH"] = FIRMWARE
+    r = subprocess.run([sys.executable, "-m", "pocketpost.fetch", "config.json"], capture_output=True, timeout=60,
+                       cwd=str(folder), env=env)
+    out = r.stdout.decode() + r.stderr.decode()
+    assert r.returncode == 1, out
+    assert "certificate name mismatch" in out and 'set "host"' in out, out
