@@ -221,3 +221,40 @@ def test_cpython_ip_address_mismatch_is_worded(dc, tmp_path):
     out = r.stdout.decode() + r.stderr.decode()
     assert r.returncode == 1, out
     assert "certificate name mismatch" in out and 'set "host"' in out, out
+
+
+def test_the_boards_fetch_schedule_logs_what_came_in():
+    """The board's scheduled fetch logged a failure but nothing when mail came in (only the
+    client's "auth ... as alice" line): a user reading the log could not tell a fetch that
+    brought mail from one that brought none. Now a fetch that stored or deleted logs one line;
+    an empty one stays quiet (every interval, every account)."""
+    import asyncio
+
+    from pocketpost import board, client, log
+
+    results = {"isp": {"account": "isp", "fetched": 2, "deleted": 1}, "quiet": {"account": "quiet", "fetched": 0,
+                                                                             "deleted": 0}}
+    real = client.fetch_account
+
+    async def fake_fetch(acct, store, on_message=None, opener=None, headers=True):
+        return results[acct["name"]]
+
+    lines = []
+    client.fetch_account = fake_fetch
+    log.set_sink(lines.append)
+    try:
+        r = board.Runner({"accounts": [{"name": n, "host": "h", "user": "u", "password": "p"} for n in results]},
+                         board.Hardware())
+
+        async def go():
+            t = asyncio.create_task(r.fetch_schedule(3600))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            t.cancel()
+
+        asyncio.run(go())
+    finally:
+        client.fetch_account = real
+        log.set_sink(None)
+    assert any("fetch isp: 2 fetched, 1 deleted" in ln for ln in lines), lines
+    assert not any("fetch quiet" in ln for ln in lines), lines
