@@ -258,3 +258,13 @@ def test_the_boards_fetch_schedule_logs_what_came_in():
         log.set_sink(None)
     assert any("fetch isp: 2 fetched, 1 deleted" in ln for ln in lines), lines
     assert not any("fetch quiet" in ln for ln in lines), lines
+
+
+def test_the_cli_says_when_there_is_nothing_to_fetch_or_no_config(tmp_path):
+    """A config without accounts printed nothing at all (exit 0); a config path that does not
+    exist printed "[Errno 2] ENOENT"."""
+    folder = user_folder(tmp_path, [], {})
+    rc, out = run_fetch(folder, "config.json")
+    assert rc == 0 and "config.json has no accounts" in out, out
+    rc, out = run_fetch(folder, "nope.json")
+    assert rc == 2 and out.strip() == "fetch: nope.json: file not found", out

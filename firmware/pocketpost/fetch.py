@@ -83,6 +83,8 @@ def main(config_path, only=None, log_level=None, headers=False):
     if only is not None and not done:
         print("fetch: no account named %s" % only)
         return 1
+    if not done:  # (not a failure: nothing to do; but say so, or a run prints nothing at all)
+        print("fetch: %s has no accounts (\"accounts\": [...], README \"Fetching mail\")" % config_path)
     return 1 if failed else 0
 
 
