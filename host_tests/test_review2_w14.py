@@ -268,3 +268,26 @@ def test_the_cli_says_when_there_is_nothing_to_fetch_or_no_config(tmp_path):
     assert rc == 0 and "config.json has no accounts" in out, out
     rc, out = run_fetch(folder, "nope.json")
     assert rc == 2 and out.strip() == "fetch: nope.json: file not found", out
+
+
+def test_two_accounts_of_one_name_are_refused_before_they_delete_unfetched_mail(tmp_path):
+    """A copied account block with only "user" changed: both accounts named "x" shared the UIDL
+    state x.uidl. Dovecot gives two mailboxes made in the same second the same UIDLs (as servers
+    with UIDLs "1", "2", ... always do), so the second account took carol's messages for stored
+    and, under policy delete, deleted them on the server without ever fetching them (exit 0,
+    "0 fetched, 2 deleted")."""
+    from dovecot import Dovecot
+
+    d = Dovecot(users={"alice": "same pw", "carol": "same pw"})
+    d.start()
+    try:
+        d.seed("alice", [b"Subject: a%d\r\n\r\nalice\r\n" % i for i in range(2)])
+        d.seed("carol", [b"Subject: c%d\r\n\r\ncarol\r\n" % i for i in range(2)])
+        a = {"name": "x", "host": "localhost", "port": d.sport, "user": "alice", "ca": d.path("ca.der"), "policy": "keep"}
+        c = dict(a, user="carol", policy="delete", mailbox="carol")
+        folder = user_folder(tmp_path, [a, c], {"accounts": {"x": {"password": "same pw"}}})
+        rc, out = run_fetch(folder, "config.json")
+        assert len(d.messages("carol")) == 2, out  # nothing deleted that was never fetched
+        assert rc == 2 and "two accounts are named x" in out, out
+    finally:
+        d.stop()
