@@ -291,3 +291,41 @@ def test_two_accounts_of_one_name_are_refused_before_they_delete_unfetched_mail(
         assert rc == 2 and "two accounts are named x" in out, out
     finally:
         d.stop()
+
+
+def test_an_account_pointed_at_another_mailbox_under_its_old_name_is_refused(tmp_path):
+    """Account "x" fetched alice's mailbox (keep), then its "user" was changed to carol and its
+    policy to delete, the name kept: its UIDL state (alice's UIDs, the same strings as carol's)
+    passed carol's messages for stored, and both were deleted on the server, never fetched."""
+    from dovecot import Dovecot
+
+    d = Dovecot(users={"alice": "same pw", "carol": "same pw"})
+    d.start()
+    try:
+        d.seed("alice", [b"Subject: a%d\r\n\r\nalice\r\n" % i for i in range(2)])
+        d.seed("carol", [b"Subject: c%d\r\n\r\ncarol\r\n" % i for i in range(2)])
+        a = {"name": "x", "host": "localhost", "port": d.sport, "user": "alice", "ca": d.path("ca.der"), "policy": "keep"}
+        folder = user_folder(tmp_path, [a], {"accounts": {"x": {"password": "same pw"}}})
+        rc, out = run_fetch(folder, "config.json")
+        assert rc == 0 and "2 fetched" in out, out
+        c = dict(a, user="carol", policy="delete")
+        (folder / "config.json").write_text(json.dumps({"store": {"root": "mail"}, "accounts": [c]}))
+        rc, out = run_fetch(folder, "config.json")
+        assert len(d.messages("carol")) == 2, out  # nothing deleted that was never fetched
+        assert rc == 1 and "UIDL state is user alice's, not carol's" in out, out
+        c["name"] = "y"  # what the error says: a new name, a state of its own
+        (folder / "config.json").write_text(json.dumps({"store": {"root": "mail"}, "accounts": [c]}))
+        (folder / "secrets.json").write_text(json.dumps({"accounts": {"y": {"password": "same pw"}}}))
+        rc, out = run_fetch(folder, "config.json")
+        assert rc == 0 and "2 fetched" in out and "2 deleted" in out, out
+        # A user name mistyped at the first (failed) login is put right without a word: no UIDs yet.
+        z = dict(a, name="z", user="alcie")
+        (folder / "config.json").write_text(json.dumps({"store": {"root": "mail"}, "accounts": [z]}))
+        (folder / "secrets.json").write_text(json.dumps({"accounts": {"z": {"password": "same pw"}}}))
+        assert run_fetch(folder, "config.json")[0] == 1
+        z["user"] = "alice"
+        (folder / "config.json").write_text(json.dumps({"store": {"root": "mail"}, "accounts": [z]}))
+        rc, out = run_fetch(folder, "config.json")
+        assert rc == 0 and "2 fetched" in out, out
+    finally:
+        d.stop()
