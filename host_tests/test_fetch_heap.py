@@ -160,8 +160,9 @@ def test_the_download_holds_no_connect_listing_or_failure_text_code(tmp_path):
     c = client.Pop3Client("h", 110, read_timeout=5)
     e = c._timeout(None, "the greeting")
     assert isinstance(e, client.Pop3Timeout) and e.msg == (
-        "h:110: waiting for the greeting: no data for 5s; the server is stalled or too slow: try again "
-        "later, or raise the account's timeouts"), e.msg
+        "h:110: waiting for the greeting: no data for 5s; if port 110 is POP3S (implicit TLS, e.g. 995), set "
+        "\"tls\": \"implicit\"; the server is stalled or too slow: try again later, or raise the account's "
+        "timeouts"), e.msg
     e = c._lost("waiting for the reply to STAT")
     assert isinstance(e, client.ConnectionLost)
     assert e.msg == "h:110: waiting for the reply to STAT: the server closed the connection", e.msg
@@ -208,7 +209,8 @@ def test_error_texts_are_cold_and_each_number_names_its_text():
 
     for mod, names in ((client, {"_T_UNEXPECTED": "unexpected data instead of", "_T_UNLISTED": "LIST did not list",
                                  "_T_FULL": "UIDL state full", "_T_FETCH": "fetch %s: %s",
-                                 "_T_UNSAVED": "state not saved", "_T_STORE": "%s: store: %s"}),
+                                 "_T_UNSAVED": "state not saved", "_T_STORE": "%s: store: %s",
+                                 "_T_TOOBIG": "make room, or set the account"}),
                        (clientget, {"_T_UNEXPECTED": "unexpected data instead of", "_T_INSIDE": "inside the message",
                                     "_T_LARGER": "larger than the server said", "_T_SHORT": "not provably complete",
                                     "_T_NOOP": "NOOP after"})):

@@ -518,7 +518,9 @@ class Runner:
             else:
                 try:
                     job = client.fetch_account(acct, self.store, _fetch_mark, headers=False)
-                    self.fetches[name] = await asyncio.wait_for(job, limit)
+                    self.fetches[name] = st = await asyncio.wait_for(job, limit)
+                    if st.get("fetched") or st.get("deleted"):  # the log says when mail came in
+                        log.info("fetch %s: %d fetched, %d deleted", name, st.get("fetched", 0), st.get("deleted", 0))
                 except MemoryError:  # the board's own trouble: let the supervisor restart us
                     raise
                 except asyncio.TimeoutError:

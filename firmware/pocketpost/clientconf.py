@@ -1,6 +1,7 @@
 """The POP3 client's account checks (client.account_from_dict): the named defaults and the
 validation of an account object from the JSON config; and the start of a fetch (`start`: the
-account checked, its state loaded, the session's objects made). Cold code: client.py imports this
+account checked, its state loaded and checked to be this user's (`_owner`: `<name>.who`), the
+session's objects made). Cold code: client.py imports this
 module for the check at the start of a fetch and, on MicroPython, drops it again (its ~3 KB of
 heap are not held while messages move; its qstrs stay, MicroPython never frees those)."""
 
@@ -52,6 +53,7 @@ def start(account, store, opener):
 
         token, fresh = oauth2.pop3_token(a, AuthFailed)
         oauth2 = None  # (clientauth.start imports it again for the login: still loaded)
+    _owner(a, len(st))  # (after the token too: an account whose token cannot be had writes nothing)
     if st.due():
         # A new, old-format or repaired state file (or a journal at its bound): its compaction
         # (uidcompact.py, loaded for it) runs now, while the heap holds no session yet, rather
@@ -83,6 +85,32 @@ def _state(a):
 
     remove_tmp(a["state_dir"], a["name"])
     return st.load()
+
+
+def _owner(a, entries):
+    """The UIDL state is one mailbox's: "<state_dir>/<name>.who" holds its user name. An account
+    whose name now logs in as another user (the name kept) while its state holds UIDs is
+    refused: the other mailbox's UIDs (Dovecot's for a mailbox made in the same second;
+    "1", "2", ... on many servers) passed its messages for stored, and policy delete
+    deleted them there unfetched. With no UIDs remembered the file is simply (re)written. (Not
+    the host: the same mailbox is often reached by another name or address.)"""
+    who = a["user"]
+    path = compat.join(a["state_dir"], a["name"] + ".who")
+    try:
+        with open(path) as f:
+            old = f.read()
+    except OSError:
+        old = None
+    if old == who:
+        return
+    if old is not None and entries:
+        raise ConfigError("account %s: its UIDL state is user %s's, not %s's: give this account a new name (or, "
+                          "if it is the same mailbox, delete %s)" % (a["name"], old, who, path))
+    compat.makedirs(a["state_dir"])
+    with open(path + ".tmp", "w") as f:
+        f.write(who)
+        compat.sync_file(f)
+    compat.rename(path + ".tmp", path)
 
 
 def _reconcile(st, store, mailbox):
@@ -130,6 +158,9 @@ def account_from_dict(d):
         if k == "password" and d.get("auth") in _OAUTH:  # OAuth: no password
             continue
         if not isinstance(v, str) or not v:
+            if k == "password":  # it lives in secrets.json, keyed by the account's name
+                raise ConfigError("account %s: password is required (in secrets.json: \"accounts\": "
+                                  "{\"%s\": {\"password\": ...}})" % (a["name"], a["name"]))
             raise ConfigError("account: %s is required (a string)" % k)
         a[k] = v
     name = a["name"]

@@ -13,7 +13,8 @@ from pocketpost.client import ConnectionLost, Pop3Timeout
 TEXTS = (
     "%s: unexpected data instead of %s",  # 0
     "%s: LIST did not list message %d",  # 1
-    "fetch %s: UIDL state full (max_entries %d): new messages wait",  # 2
+    "fetch %s: UIDL state full (max_entries %d): new messages wait until messages kept on the "
+    "server are deleted there; raise max_entries or use policy keep_days",  # 2
     "fetch %s: %s",  # 3
     "fetch %s: state not saved: %s",  # 4
     "%s: store: %s",  # 5
@@ -22,6 +23,7 @@ TEXTS = (
     "%s: %s: %d octets received (%d line ends, %d CRLF) but LIST said %d: the message is not "
     "provably complete (a server that does not dot-stuff?); not kept, fetched again next time",  # 8
     "%s: NOOP after %s answered -ERR (%s): the message is not proved complete",  # 9
+    "message %d (%d octets): %s; make room, or set the account's max_size below it",  # 10
 )
 
 
@@ -55,5 +57,7 @@ def timeout(c, deadline, what, w=0):
         why = "its deadline passed (read_timeout %ss, min_rate %d B/s)" % (c.read_timeout, c.min_rate)
     else:
         why = "no data for %ss" % c.read_timeout
+    if what == "the greeting" and not c.secure:  # a POP3S port waits for our TLS ClientHello
+        why += "; if port %d is POP3S (implicit TLS, e.g. 995), set \"tls\": \"implicit\"" % c.port
     return Pop3Timeout("%s: waiting for %s: %s; the server is stalled or too slow: try again later, "
                        "or raise the account's timeouts" % (c.where, what, why))

@@ -99,8 +99,15 @@ def check(cfg, server=True):
     acc = cfg.get("accounts", [])
     if not isinstance(acc, list):
         raise ConfigError("config: accounts must be a list")
+    names = []
     for a in acc:
         _check_transport(a)
+        n = a.get("name") if isinstance(a, dict) else None
+        if n is not None and n in names:  # they would share one UIDL state: the second account's
+            # policy then deleted, on its own server, messages that only the first had stored
+            raise ConfigError("config: two accounts are named %s: give each its own name (it keys the "
+                              "account's UIDL state and secrets)" % n)
+        names.append(n)
     out["accounts"] = acc  # client.py checks the rest of each account
 
     lg = _merge({"level": "info"}, cfg.get("log"), "log")
@@ -169,6 +176,12 @@ def merge_secrets(cfg, path):
         return cfg
     if not isinstance(acc, dict):
         raise ConfigError("config: %s: accounts must be an object (account name -> its secrets)" % path)
+    names = [a.get("name") for a in cfg.get("accounts") or () if isinstance(a, dict)]
+    for name in acc:  # a mistyped name: its account then lacks its password (said, not refused)
+        if name not in names:
+            from pocketpost import log
+
+            log.warning("config: %s: accounts.%s names no account in config.json", path, name)
     for a in cfg.get("accounts") or ():
         if not isinstance(a, dict) or not isinstance(a.get("name"), str) or a["name"] not in acc:
             continue

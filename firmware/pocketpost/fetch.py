@@ -25,7 +25,8 @@ after that, and drops its own cold modules once used (clientconf, uidcompact, cl
 pop3listing, clientplan, clientget, clientend, clientrecover). The store's session side
 (storesession.py: lock, Mailbox, deletion commit) loads only to reconcile a fetch cut short by a
 crash (clientrecover.py).
-Exit status: 0 when every account fetched, 1 otherwise, 2 for a config that does not load.
+Exit status: 0 when every account fetched, 1 otherwise (also when an account's UIDL state is full and new
+mail waits: max_entries), 2 for a config that does not load.
 """
 
 import sys
@@ -77,9 +78,13 @@ def main(config_path, only=None, log_level=None, headers=False):
             % (st["account"], st["fetched"], st["bytes"], st["headers_only"], st["skipped"], st["deleted"],
                st["on_server"] - st["deleted"])
         )
+        if st["state_full"]:  # new mail waits (logged as an error): a cron job must see it
+            failed += 1
     if only is not None and not done:
         print("fetch: no account named %s" % only)
         return 1
+    if not done:  # (not a failure: nothing to do; but say so, or a run prints nothing at all)
+        print("fetch: %s has no accounts (\"accounts\": [...], README \"Fetching mail\")" % config_path)
     return 1 if failed else 0
 
 

@@ -47,7 +47,7 @@ def load(config_path, only, log_level):
     try:
         cfg = config.load(config_path, False)  # not the server's sections (serverconf.py)
     except (config.ConfigError, OSError, ValueError) as e:  # one line, no traceback: say what to fix
-        print("fetch: %s: %s" % (config_path, e))
+        print("fetch: %s: %s" % (config_path, "file not found" if getattr(e, "errno", 0) == 2 else e))
         return None
     log.set_level(log_level or cfg["log"]["level"])
     store = config.open_store(cfg)  # the one place that turns cfg["store"] into a Store

@@ -337,7 +337,8 @@ async def pop3_auth(c, user, password, failed):
         await c._send(c.s.respond(b""), what)
         await c._status()  # +OK, or -ERR (ErrReply)
     except ErrReply as e:
-        raise failed("%s: %s: %s" % (c.where, what, e.msg.rsplit("-ERR ", 1)[-1]), e.code)
+        raise failed("login failed (scram-sha-256): %s: %s: %s: check the user name and password"
+                     % (c.where, what, e.msg.rsplit("-ERR ", 1)[-1]), e.code)
 
 
 def _take(rep, fn):

@@ -213,6 +213,30 @@ def check(cfg, out):
     out["users"] = uo
 
     out["smtp"] = _check_smtp(_merge(SMTP_DEFAULTS, cfg.get("smtp"), "smtp"))
+    _unread(out, cfg.get("accounts"))
+
+
+def _unread(out, accounts):
+    """Warn (not refuse: a user may be added next) of an SMTP alias or catch-all target, or a
+    fetch account's mailbox, that is no user and no user's mailbox: its mail is stored (SMTP
+    answers 250) where no POP3 login ever reads it."""
+    uo = out["users"]
+    read = [uo[n]["mailbox"] for n in uo]
+    sm = out["smtp"]
+    where = []
+    if sm["domains"]:
+        for key in ("aliases", "catch_all"):
+            for k in sm[key]:
+                where.append(("smtp.%s.%s" % (key, k), sm[key][k]))
+    for a in accounts if isinstance(accounts, list) else ():
+        if isinstance(a, dict) and isinstance(a.get("mailbox", "inbox"), str):
+            where.append(("accounts %s: mailbox" % a.get("name"), a.get("mailbox", "inbox")))
+    for what, t in where:
+        if t not in uo and t not in read:
+            from pocketpost import log
+
+            log.warning("config: %s: %s is no user and no user's mailbox: its mail is stored where no "
+                        "login reads it", what, t)
 
 
 def _check_smtp(sec):

@@ -112,7 +112,7 @@ def describe(exc, host, port, ca_path=None):
         return w
     vc = getattr(exc, "verify_code", None)
     why = []
-    if "common name" in low or "hostname mismatch" in low or vc == 62:
+    if "common name" in low or "hostname mismatch" in low or "ip address mismatch" in low or vc in (62, 64):
         why.append("certificate name mismatch: the certificate of %s is not issued for %s; set \"host\" to a "
                    "name the certificate covers" % (where, host))
     if "not correctly signed" in low or vc in (2, 18, 19, 20, 21):
