@@ -881,7 +881,7 @@ def test_scram_login_without_tls_from_anywhere():
             s = e.session(peer="192.0.2.1")
             r, c, sf = scram_login(s, initial=initial)
             assert r.startswith(b"+OK 3 messages"), r
-            assert s.state == 1 and s.login == "alice" and s.delay == 0
+            assert s.state == 1 and s.user == "alice" and s.delay == 0
             assert sf.endswith(b",i=5") and c.iterations == 5
             assert run(s, b"STAT").startswith(b"+OK 3 ")
             s.close()

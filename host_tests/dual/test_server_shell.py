@@ -1,4 +1,4 @@
-"""The asyncio shell's write path (pocketpost.server.Server._run) against a fake connection:
+"""The asyncio shell's write path (pocketpost.server.Server._handle's session loop) against a fake connection:
 Nagle is turned off for the last write of each multi-line reply only (so a reply's tail is not
 held until the client's delayed ACK, ~40 ms on Linux: every RETR used to end with that stall),
 and on again after it; no other write touches it. On CPython the shell leaves TCP_NODELAY to
@@ -9,7 +9,6 @@ import asyncio
 import sys
 
 from pocketpost import config, log, server
-from pocketpost.listener import Slot
 from pocketpost.pop3cmd import Session
 from shellconn import ShellConn
 from test_pop3server import MSGS, _rmtree, tmpdir
@@ -63,7 +62,7 @@ def test_nagle_off_for_the_last_write_of_a_multiline_reply_only():
         conn = FakeConn(b"USER alice\r\nPASS pw\r\nRETR 3\r\nLIST\r\nRETR 1\r\nNOOP\r\nQUIT\r\n")
         if IS_MP:
             asyncio.new_event_loop()
-        asyncio.run(srv._run(conn, Session(srv.svc, "127.0.0.1", False), Slot(1, "127.0.0.1", None)))
+        asyncio.run(srv._handle(None, None, False, conn, Session(srv.svc, "127.0.0.1", False)))
         ev = conn.events
         wire = b"".join(e[1] for e in ev if e[0] == "send")
         assert wire.count(b"\r\n.\r\n") == 3  # RETR 3, LIST, RETR 1 all complete
@@ -116,7 +115,7 @@ def test_full_retr_blocks_go_as_the_one_preallocated_view():
             conn = KeepConn(b"USER alice\r\nPASS pw\r\nRETR %d\r\nQUIT\r\n" % (len(MSGS) + 1))
             if IS_MP:
                 asyncio.new_event_loop()
-            asyncio.run(srv._run(conn, Session(srv.svc, "127.0.0.1", False), Slot(1, "127.0.0.1", None)))
+            asyncio.run(srv._handle(None, None, False, conn, Session(srv.svc, "127.0.0.1", False)))
             full = [o for o in conn.objs if len(o) == unit]
             assert len(full) > 10, (block, len(full))  # RETR of 150 KB (stuffed on flash)
             assert all(o is full[0] for o in full)
