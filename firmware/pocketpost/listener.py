@@ -13,7 +13,9 @@ name, each named in the log line that closes the connection:
     authorization  set by the shell with limit(): from connect until login
     idle           `idle` seconds per wait once the shell has called no_limit()
 (the earlier of tls-handshake and authorization wins). A wait past its deadline raises
-transport.Timeout(name); pause() (a failed-login delay) is cut short there too.
+transport.Timeout(name); pause() (a failed-login delay) is cut short there too. On MicroPython
+a waiting connection holds no alarm task of its own (transport.Conn's): one timer task for every
+server connection (_expire) sleeps until the earliest bound and wakes whichever wait ran out.
 
 Slots. Fairness: connections that have not got anywhere yet ("pre-auth": a TLS handshake,
 POP3's AUTHORIZATION state or a failed-login delay, SMTP before MAIL on port 25 or AUTH on
@@ -145,6 +147,37 @@ class ServerConn(Conn):
 
     if IS_MICROPYTHON:
 
+        async def _wait(self, write, ms):
+            # transport.Conn._wait without its alarm task and the poller coroutine: the task parks
+            # on the poller here, and one timer for every server connection (_expire) wakes it
+            # with Timeout once its bound has run out, as Conn's alarm does (see transport._alarm:
+            # only while it is still parked there, so an outside cancel stays a cancel and a
+            # socket that became ready first wins). Per waiting connection that is an alarm task,
+            # its coroutine and the poller's coroutine less (~290 B on the 64-bit host), and no
+            # task made per wait (a RETR to a slow reader waits once per block).
+            due = ticks_add(ticks_ms(), int(self._bound(ms) * 1000))
+            t = asyncio.current_task()
+            _waits[t] = due
+            w = _timer[0]
+            q = asyncio.core._task_queue  # type: ignore[attr-defined]
+            if w is None or _timer[2] is not q:  # (a new event loop gets a timer of its own)
+                _timer[1] = due
+                _timer[2] = q
+                _timer[0] = asyncio.create_task(_expire())
+            elif ticks_diff(due, _timer[1]) < 0:  # sooner than the timer wakes: it wakes sooner
+                _timer[1] = due
+                q.remove(w)
+                q.push(w, due)
+            try:
+                q = asyncio.core._io_queue  # type: ignore[attr-defined]
+                # The raw socket, also under TLS (transport.Conn._wait: the poller holds file
+                # descriptors only).
+                yield q.queue_write(self.raw) if write else q.queue_read(self.raw)
+            except Timeout:  # the timer's: the Timeout named by the deadline that ran out
+                raise self._expired(ms)
+            finally:
+                _waits.pop(t, None)
+
         def before_tls(self):
             """Before the +OK to STLS. A client starts its handshake only once it has that +OK,
             so whatever is in the socket now is plaintext pipelined after STLS (a command
@@ -177,6 +210,36 @@ class ServerConn(Conn):
                 return 0
             return r or 0
 
+
+
+if IS_MICROPYTHON:
+    # The timer of the server connections' waits (ServerConn._wait): the parked tasks and when
+    # each wait's bound runs out (ticks_ms), and the one task that wakes them, sleeping until the
+    # earliest (_timer: the task, or None when no wait is parked; when it wakes; the event loop's
+    # run queue it was made on: a new loop, asyncio.new_event_loop(), gets a timer of its own).
+    _waits = {}  # type: dict
+    _timer = [None, 0, None]
+
+    async def _expire():
+        q = asyncio.core._io_queue  # type: ignore[attr-defined]
+        while _waits:
+            now = ticks_ms()
+            soon = None
+            for t in list(_waits):
+                due = _waits[t]
+                if ticks_diff(due, now) <= 0:
+                    del _waits[t]
+                    if t.data is q:  # still parked (see transport._alarm)
+                        q.remove(t)
+                        asyncio.core._task_queue.push(t)  # type: ignore[attr-defined]
+                        t.data = Timeout
+                elif soon is None or ticks_diff(due, soon) < 0:
+                    soon = due
+            if soon is None:
+                break
+            _timer[1] = soon
+            await asyncio.sleep_ms(ticks_diff(soon, now))
+        _timer[0] = None
 
 
 class Slot:
