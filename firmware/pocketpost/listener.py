@@ -54,10 +54,11 @@ _STLS_DRAIN_BLOCK = const(256)
 
 
 def peer_ip(writer):
-    """The peer address as a string: MicroPython's unix port gives a raw sockaddr, the ESP32 a
-    tuple, CPython a tuple."""
+    """The peer address as a string, from what a handler was given (listen(): MicroPython's
+    accept() address, asyncio's stream on CPython): MicroPython's unix port gives a raw sockaddr,
+    the ESP32 a tuple, CPython a tuple."""
     try:
-        peer = writer.get_extra_info("peername")
+        peer = writer if IS_MICROPYTHON else writer.get_extra_info("peername")
         if isinstance(peer, tuple):
             return str(peer[0])
         b = bytes(peer)
@@ -69,15 +70,40 @@ def peer_ip(writer):
     return "?"
 
 
-def listener_tasks(listeners):
-    """The accept tasks of asyncio servers (MicroPython's Server has one; CPython's closes by
-    itself): for board.main to cancel after Ctrl-C."""
-    out = []
+async def listen(cb, host, port):
+    """Accept connections on host:port; cb(reader, writer) hands back the coroutine that runs as
+    the connection's task. Returns the listener for close() and listener_tasks(). CPython:
+    asyncio.start_server (reader and writer its streams). MicroPython: asyncio.start_server's
+    work without its Server and Stream objects (per listener an object and a larger coroutine,
+    per connection a stream, its attribute table and an extra-info dict: ~1 KB in bench_heap c):
+    the listener is its accept task, a connection's handler gets the socket and the peer's
+    address (ServerConn.from_stream and peer_ip take those)."""
+    if not IS_MICROPYTHON:
+        return await asyncio.start_server(cb, host, port, backlog=_LISTEN_BACKLOG)
+    import socket
+
+    a = socket.getaddrinfo(host, port)[0][-1]
+    s = socket.socket()
+    s.setblocking(False)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(a)
+    s.listen(_LISTEN_BACKLOG)
+    return asyncio.create_task(_serve(s, cb))
+
+
+def close(listeners):
+    """Stop listening (MicroPython: the accept task closes its socket when cancelled)."""
     for s in listeners:
-        t = getattr(s, "task", None)
-        if t is not None:
-            out.append(t)
-    return out
+        if IS_MICROPYTHON:
+            s.cancel()
+        else:
+            s.close()
+
+
+def listener_tasks(listeners):
+    """The accept tasks (MicroPython; CPython's servers close by themselves): for board.main to
+    cancel after Ctrl-C."""
+    return list(listeners) if IS_MICROPYTHON else []
 
 
 class ServerConn(Conn):
@@ -147,6 +173,16 @@ class ServerConn(Conn):
 
     if IS_MICROPYTHON:
 
+        def __init__(self, stream):
+            # transport.Conn's, for listen()'s socket as the stream too (from_stream(reader,
+            # writer) hands over the reader: asyncio's stream, or that socket), which start_tls
+            # then updates on the connection itself ("s", as a stream's socket is named).
+            s = getattr(stream, "s", stream)
+            self.stream = self if s is stream else stream
+            self.raw = s
+            self.sock = s
+            self.handshaking = False
+
         async def _wait(self, write, ms):
             # transport.Conn._wait without its alarm task and the poller coroutine: the task parks
             # on the poller here, and one timer for every server connection (_expire) wakes it
@@ -213,6 +249,21 @@ class ServerConn(Conn):
 
 
 if IS_MICROPYTHON:
+
+    async def _serve(s, cb):
+        # listen()'s accept loop (asyncio.start_server's, as MicroPython's asyncio runs it).
+        try:
+            while True:
+                yield asyncio.core._io_queue.queue_read(s)  # type: ignore[attr-defined]
+                try:
+                    c, a = s.accept()
+                except OSError:  # the peer left before its accept: nothing to serve
+                    continue
+                c.setblocking(False)
+                asyncio.create_task(cb(c, a))
+        finally:
+            s.close()
+
     # The timer of the server connections' waits (ServerConn._wait): the parked tasks and when
     # each wait's bound runs out (ticks_ms), and the one task that wakes them, sleeping until the
     # earliest (_timer: the task, or None when no wait is parked; when it wakes; the event loop's

@@ -13,8 +13,9 @@ wait for the socket to become writable, bounded by the idle timeout).
 
 Connections are listener.ServerConn, i.e. transport.py's (one class per runtime, shared with the
 SMTP receiver and the client): raw-socket reads and writes through asyncio's poller on MicroPython, TLS wrapped inside
-the handler (never by start_server), STLS by swapping the socket. Admission, caps and the
-eviction of pre-auth connections are listener.py's (shared with the SMTP receiver).
+the handler (never by start_server), STLS by swapping the socket. The accept loop (listener.listen),
+admission, caps and the eviction of pre-auth connections are listener.py's (shared with the SMTP
+receiver).
 
 Deadlines (config "server"; listener.ServerConn bounds the waits): three, each named in the log line
 that closes the connection.
@@ -36,6 +37,7 @@ import asyncio
 
 from pocketpost import heapmark, log
 from pocketpost.compat import const, forget
+from pocketpost import listener
 from pocketpost.listener import ServerConn, listener_tasks, peer_ip
 from pocketpost.transport import Timeout, nodelay
 from pocketpost.wire import LineReader
@@ -71,8 +73,7 @@ class Server:
         loginsvc.save_hash(self.config_path, name, new_hash)
 
     def close(self):
-        for s in self._listeners:
-            s.close()
+        listener.close(self._listeners)
         self._listeners = []
 
     def tasks(self):
@@ -80,7 +81,7 @@ class Server:
         socket when cancelled: for board.main to cancel and wait for after Ctrl-C."""
         return [s.task for s in self.slots.slots.values()] + listener_tasks(self._listeners)
 
-    # start_server's callbacks: plain functions handing back _handle's coroutine, which asyncio
+    # listener.listen's callbacks: plain functions handing back _handle's coroutine, which asyncio
     # runs as the session's task (no coroutine frame of their own kept per session).
     def _plain(self, reader, writer):
         return self._handle(reader, writer, False)

@@ -5,8 +5,9 @@ timeout, a named deadline); each of several waits ends at its own bound, also a 
 after a longer one (the timer is brought forward); a wait that ends with data, or with a cancel
 from outside, leaves nothing parked and nothing to fire later, and the timer ends once nothing is
 parked; a cancel from outside stays a cancel, also when it meets the bound in one scheduler pass.
-A UDP socket on loopback is the peer (readable only when a datagram is sent to it). MicroPython
-only (CPython's ServerConn is hostconn's, asyncio.wait_for: skipped there)."""
+A UDP socket on loopback is the peer (readable only when a datagram is sent to it). And
+listener.listen's own accept loop. MicroPython only (CPython's ServerConn is hostconn's,
+asyncio.wait_for, and listen is asyncio.start_server: skipped there)."""
 
 import asyncio
 import socket
@@ -195,3 +196,54 @@ def test_an_outside_cancel_in_the_bounds_pass_stays_a_cancel():
     assert race(bound + 15) == "cancelled"
     assert race(None) == "Timeout"
     assert race(None, poke=True) == b"hello"
+
+
+def test_listen_hands_each_connection_its_socket_and_address_and_close_stops_it():
+    """listener.listen on MicroPython: its own accept task (no asyncio Server or Stream objects);
+    the handler gets the socket and the peer's address (peer_ip, ServerConn take those);
+    close() ends the task and the listening socket (a later connect is refused)."""
+    if not IS_MP:
+        skip("listen() is asyncio.start_server on CPython")
+    import os
+
+    from pocketpost import listener
+
+    got = []
+
+    def cb(r, w):
+        async def handle():
+            c = listener.ServerConn.from_stream(r, w)
+            got.append((listener.peer_ip(w), c.raw is r, c.sock is r))
+            c.close()
+
+        return handle()
+
+    async def main():
+        base = 20000 + (os.urandom(2)[0] << 7) % 30000
+        for port in range(base, base + 50):
+            try:
+                ls = await listener.listen(cb, "127.0.0.1", port)
+                break
+            except OSError:
+                continue
+        addr = socket.getaddrinfo("127.0.0.1", port)[0][-1]
+        c = socket.socket()
+        c.connect(addr)
+        await asyncio.sleep_ms(50)
+        c.close()
+        assert got == [("127.0.0.1", True, True)], got
+        assert listener.listener_tasks([ls]) == [ls]
+        listener.close([ls])
+        await asyncio.sleep_ms(20)
+        assert ls.done()
+        c = socket.socket()
+        try:
+            c.connect(addr)
+            refused = False
+        except OSError:
+            refused = True
+        c.close()
+        return refused
+
+    asyncio.new_event_loop()
+    assert asyncio.run(main())
