@@ -84,10 +84,14 @@ async def listen(cb, host, port):
 
     a = socket.getaddrinfo(host, port)[0][-1]
     s = socket.socket()
-    s.setblocking(False)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(a)
-    s.listen(_LISTEN_BACKLOG)
+    try:
+        s.setblocking(False)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(a)
+        s.listen(_LISTEN_BACKLOG)
+    except Exception:  # (the port in use...): the socket is not left open
+        s.close()
+        raise
     return asyncio.create_task(_serve(s, cb))
 
 
@@ -273,24 +277,26 @@ if IS_MICROPYTHON:
 
     async def _expire():
         q = asyncio.core._io_queue  # type: ignore[attr-defined]
-        while _waits:
-            now = ticks_ms()
-            soon = None
-            for t in list(_waits):
-                due = _waits[t]
-                if ticks_diff(due, now) <= 0:
-                    del _waits[t]
-                    if t.data is q:  # still parked (see transport._alarm)
-                        q.remove(t)
-                        asyncio.core._task_queue.push(t)  # type: ignore[attr-defined]
-                        t.data = Timeout
-                elif soon is None or ticks_diff(due, soon) < 0:
-                    soon = due
-            if soon is None:
-                break
-            _timer[1] = soon
-            await asyncio.sleep_ms(ticks_diff(soon, now))
-        _timer[0] = None
+        try:
+            while _waits:
+                now = ticks_ms()
+                soon = None
+                for t in list(_waits):
+                    due = _waits[t]
+                    if ticks_diff(due, now) <= 0:
+                        del _waits[t]
+                        if t.data is q:  # still parked (see transport._alarm)
+                            q.remove(t)
+                            asyncio.core._task_queue.push(t)  # type: ignore[attr-defined]
+                            t.data = Timeout
+                    elif soon is None or ticks_diff(due, soon) < 0:
+                        soon = due
+                if soon is None:
+                    break
+                _timer[1] = soon
+                await asyncio.sleep_ms(ticks_diff(soon, now))
+        finally:  # also when cancelled or unwound (Ctrl-C): the next wait makes a new timer
+            _timer[0] = None
 
 
 class Slot:
