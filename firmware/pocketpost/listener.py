@@ -255,16 +255,25 @@ class ServerConn(Conn):
 if IS_MICROPYTHON:
 
     async def _serve(s, cb):
-        # listen()'s accept loop (asyncio.start_server's, as MicroPython's asyncio runs it).
+        # listen()'s accept loop (asyncio.start_server's, as MicroPython's asyncio runs it). A
+        # connection that cannot be served (a MemoryError making its task) is closed, and the
+        # loop goes on: asyncio's ended there, and the port stayed deaf until a restart.
         try:
             while True:
                 yield asyncio.core._io_queue.queue_read(s)  # type: ignore[attr-defined]
                 try:
                     c, a = s.accept()
-                except OSError:  # the peer left before its accept: nothing to serve
+                except Exception:  # the peer left before its accept: nothing to serve
                     continue
-                c.setblocking(False)
-                asyncio.create_task(cb(c, a))
+                try:
+                    c.setblocking(False)
+                    asyncio.create_task(cb(c, a))
+                except Exception as e:
+                    c.close()
+                    try:  # (the log line needs heap too)
+                        log.warning("%r: a connection dropped at its accept", e)
+                    except Exception:
+                        pass
         finally:
             s.close()
 
@@ -276,23 +285,27 @@ if IS_MICROPYTHON:
     _timer = [None, 0, None]
 
     async def _expire():
+        # Allocates nothing (a full heap cannot stop it): one wait that ran out per scan.
         q = asyncio.core._io_queue  # type: ignore[attr-defined]
         try:
             while _waits:
                 now = ticks_ms()
                 soon = None
-                for t in list(_waits):
+                late = None
+                for t in _waits:
                     due = _waits[t]
                     if ticks_diff(due, now) <= 0:
-                        del _waits[t]
-                        if t.data is q:  # still parked (see transport._alarm)
-                            q.remove(t)
-                            asyncio.core._task_queue.push(t)  # type: ignore[attr-defined]
-                            t.data = Timeout
-                    elif soon is None or ticks_diff(due, soon) < 0:
+                        late = t
+                        break
+                    if soon is None or ticks_diff(due, soon) < 0:
                         soon = due
-                if soon is None:
-                    break
+                if late is not None:
+                    del _waits[late]
+                    if late.data is q:  # still parked (see transport._alarm)
+                        q.remove(late)
+                        asyncio.core._task_queue.push(late)  # type: ignore[attr-defined]
+                        late.data = Timeout
+                    continue
                 _timer[1] = soon
                 await asyncio.sleep_ms(ticks_diff(soon, now))
         finally:  # also when cancelled or unwound (Ctrl-C): the next wait makes a new timer

@@ -247,3 +247,50 @@ def test_listen_hands_each_connection_its_socket_and_address_and_close_stops_it(
 
     asyncio.new_event_loop()
     assert asyncio.run(main())
+
+
+def test_a_connection_that_cannot_be_served_leaves_the_listener_accepting():
+    """listen()'s accept loop: a MemoryError making a connection's task (a full heap) closes
+    that connection and goes on; asyncio's own loop ended there (the port deaf until a restart)."""
+    if not IS_MP:
+        skip("listen() is asyncio.start_server on CPython")
+    import os
+
+    from pocketpost import listener, log
+
+    log.set_sink(lambda line: None)
+    got = []
+
+    def cb(r, w):
+        if not got:
+            got.append("refused")
+            raise MemoryError("memory allocation failed")
+
+        async def handle():
+            got.append("served")
+            r.close()
+
+        return handle()
+
+    async def main():
+        base = 20000 + (os.urandom(2)[0] << 7) % 30000
+        for port in range(base, base + 50):
+            try:
+                ls = await listener.listen(cb, "127.0.0.1", port)
+                break
+            except OSError:
+                continue
+        addr = socket.getaddrinfo("127.0.0.1", port)[0][-1]
+        for _ in range(2):
+            c = socket.socket()
+            c.connect(addr)
+            await asyncio.sleep_ms(50)
+            c.close()
+        done = ls.done()
+        listener.close([ls])
+        await asyncio.sleep_ms(10)
+        return done
+
+    asyncio.new_event_loop()
+    assert not asyncio.run(main())
+    assert got == ["refused", "served"], got
