@@ -255,27 +255,32 @@ class ServerConn(Conn):
 if IS_MICROPYTHON:
 
     async def _serve(s, cb):
-        # listen()'s accept loop (asyncio.start_server's, as MicroPython's asyncio runs it). A
-        # connection that cannot be served (a MemoryError making its task) is closed, and the
-        # loop goes on: asyncio's ended there, and the port stayed deaf until a restart.
+        # listen()'s accept loop (asyncio.start_server's, as MicroPython's asyncio runs it); the
+        # work per connection in _accept, a plain function: this coroutine's frame, kept for as
+        # long as the port listens, stays small.
         try:
             while True:
                 yield asyncio.core._io_queue.queue_read(s)  # type: ignore[attr-defined]
-                try:
-                    c, a = s.accept()
-                except Exception:  # the peer left before its accept: nothing to serve
-                    continue
-                try:
-                    c.setblocking(False)
-                    asyncio.create_task(cb(c, a))
-                except Exception as e:
-                    c.close()
-                    try:  # (the log line needs heap too)
-                        log.warning("%r: a connection dropped at its accept", e)
-                    except Exception:
-                        pass
+                _accept(s, cb)
         finally:
             s.close()
+
+    def _accept(s, cb):
+        # A connection that cannot be served (a MemoryError making its task) is closed, and the
+        # loop goes on: asyncio's ended there, and the port stayed deaf until a restart.
+        try:
+            c, a = s.accept()
+        except Exception:  # the peer left before its accept: nothing to serve
+            return
+        try:
+            c.setblocking(False)
+            asyncio.create_task(cb(c, a))
+        except Exception as e:
+            c.close()
+            try:  # (the log line needs heap too)
+                log.warning("%r: a connection dropped at its accept", e)
+            except Exception:
+                pass
 
     # The timer of the server connections' waits (ServerConn._wait): the parked tasks and when
     # each wait's bound runs out (ticks_ms), and the one task that wakes them, sleeping until the
