@@ -238,3 +238,34 @@ def test_a_connection_whose_session_code_cannot_load_is_closed():
         else:
             sys.modules.pop("pocketpost.pop3cmd", None)
         _rmtree(d)
+
+
+def test_a_pipelined_batch_larger_than_the_command_buffer_is_answered_in_order():
+    # The command buffer holds one maximal line and an octet (server._READ_EXTRA): a batch of
+    # commands sent at once (RFC 2449 PIPELINING), here 1.5 KB, an overlong line among them,
+    # comes in over several reads and is answered in order, every command once.
+    d = tmpdir()
+    try:
+        st = Store(d + "/mail", quota=0, reserve=0)
+        for m in MSGS:
+            dl = st.begin("alice")
+            dl.write(m)
+            dl.commit()
+        cfg = config.check({"store": {"root": d + "/mail"},
+                            "server": {"pbkdf2_iterations": 5, "cert": "", "key": ""}})
+        config.add_user(cfg, "alice", "pw", 5)
+        cfg = config.check(cfg)
+        srv = server.Server(cfg, st)
+        cmds = b"USER alice\r\nPASS pw\r\n" + b"".join(b"LIST %d\r\nNOOP\r\n" % (1 + k % 3) for k in range(60))
+        cmds += b"X" * 300 + b"\r\nSTAT\r\nQUIT\r\n"
+        conn = FakeConn(cmds)
+        if IS_MP:
+            asyncio.new_event_loop()
+        asyncio.run(srv._handle(None, None, False, conn, Session(srv.svc, "127.0.0.1", False)))
+        lines = b"".join(e[1] for e in conn.events if e[0] == "send").split(b"\r\n")
+        assert lines[1:3] == [b"+OK send PASS", b"+OK 3 messages (%d octets)" % sum(len(m) for m in MSGS)]
+        for k in range(60):
+            assert lines[3 + 2 * k].startswith(b"+OK %d " % (1 + k % 3)) and lines[4 + 2 * k] == b"+OK", k
+        assert lines[123:] == [b"-ERR line too long", b"+OK 3 %d" % sum(len(m) for m in MSGS), b"+OK bye (0 deleted)", b""]
+    finally:
+        _rmtree(d)
