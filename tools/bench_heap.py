@@ -65,6 +65,7 @@ HOLD = 128 * KIB  # each POP3 client reads this much, then holds its RETR until 
 RCVBUF = 32 * KIB  # small client receive buffers: the server's sessions stay in progress
 PW = "pw"
 VERBOSE = [False]
+PROF_LOG = [None]  # --prof LOG: where the last trial's log goes (tools/heapmap.py reads it)
 
 
 def message(size, dotted=True):
@@ -260,6 +261,8 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
     _patch_config(srv.config_path, **extra)
     go = os.path.join(d, "go")
     flags = (["fetch"] if fetch else []) + (["smtp"] if env.smtp and fetch else []) + (["board"] if env.board else []) + (["runner"] if env.runner else [])
+    if PROF_LOG[0]:  # --prof: heapwork's heap maps at each new peak (tools/heapprof.py), the log kept
+        flags += ["prof", "map", "objs"]
     try:
         try:
             if rom:
@@ -330,6 +333,7 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
             print("      ", res, fetched_ok, "exit", srv.proc.poll())
             print(srv.log()[-3000:])
         if ok and fetch:
+            _keep_log(srv)
             srv.stop()
             got = srv.mailbox("fetched")
             ok = len(got) == 1 and got[0][1] == env.msgs["m1m"]
@@ -338,8 +342,16 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
                 ok = len(got) == 2 and got[1][1].endswith(smtp_msg[smtp_msg.index(b"\r\n\r\n"):])
         return ok
     finally:
+        _keep_log(srv)
         srv.stop()
         shutil.rmtree(d, ignore_errors=True)
+
+
+def _keep_log(srv):
+    """--prof: the trial's log (heap maps included) copied to the --prof path, once per trial."""
+    if PROF_LOG[0] and srv.proc is not None:
+        with open(PROF_LOG[0], "w") as f:
+            f.write(srv.log())
 
 
 def fetch_cli_trial(env, kib, box):
@@ -408,8 +420,12 @@ def main():
     ap.add_argument("--board", action="store_true", help="heapwork in board.main's order: config, store, client (with fetch), then the services")
     ap.add_argument("--runner", action="store_true", help="heapwork runs board.main (the board's Runner with stand-in Wi-Fi, NTP and watchdog, after boot.py's safemode/flashfs) as main.py does")
     ap.add_argument("-v", action="store_true")
+    ap.add_argument("--prof", metavar="LOG", help="one trial per workload at --prof-at KiB, with heapwork's heap maps "
+                    "(tools/heapprof.py) at each new peak; the log to LOG (read it with tools/heapmap.py LOG)")
+    ap.add_argument("--prof-at", type=int, default=320, metavar="KIB")
     a = ap.parse_args()
     VERBOSE[0] = a.v
+    PROF_LOG[0] = a.prof
     only = a.only.split(",")
     smtp = not a.no_smtp and os.path.exists(os.path.join(benchlib.PKG, "smtpserver.py"))
     if not a.no_smtp and not smtp:
@@ -424,6 +440,9 @@ def main():
     log = print if a.v else None
 
     def row(name, budget, trial, lo, hi, sub=0):
+        if a.prof:  # one trial at the given size, for its heap maps (no bisection)
+            print("  %-58s %s (log: %s)" % (name, "passed" if trial(a.prof_at) else "FAILED", a.prof), flush=True)
+            return None
         t0 = time.time()
         k, n = min_heap(trial, lo, hi, 1, 5, log)
         fig = "fails at %d KiB" % hi if k is None else ("%d KiB" % k if not sub else "%d KiB - image %.1f = %.1f KiB" % (k, sub / KIB, k - sub / KIB))

@@ -13,7 +13,9 @@ name, each named in the log line that closes the connection:
     authorization  set by the shell with limit(): from connect until login
     idle           `idle` seconds per wait once the shell has called no_limit()
 (the earlier of tls-handshake and authorization wins). A wait past its deadline raises
-transport.Timeout(name); pause() (a failed-login delay) is cut short there too.
+transport.Timeout(name); pause() (a failed-login delay) is cut short there too. On MicroPython
+a waiting connection holds no alarm task of its own (transport.Conn's): one timer task for every
+server connection (_expire) sleeps until the earliest bound and wakes whichever wait ran out.
 
 Slots. Fairness: connections that have not got anywhere yet ("pre-auth": a TLS handshake,
 POP3's AUTHORIZATION state or a failed-login delay, SMTP before MAIL on port 25 or AUTH on
@@ -52,10 +54,11 @@ _STLS_DRAIN_BLOCK = const(256)
 
 
 def peer_ip(writer):
-    """The peer address as a string: MicroPython's unix port gives a raw sockaddr, the ESP32 a
-    tuple, CPython a tuple."""
+    """The peer address as a string, from what a handler was given (listen(): MicroPython's
+    accept() address, asyncio's stream on CPython): MicroPython's unix port gives a raw sockaddr,
+    the ESP32 a tuple, CPython a tuple."""
     try:
-        peer = writer.get_extra_info("peername")
+        peer = writer if IS_MICROPYTHON else writer.get_extra_info("peername")
         if isinstance(peer, tuple):
             return str(peer[0])
         b = bytes(peer)
@@ -67,15 +70,44 @@ def peer_ip(writer):
     return "?"
 
 
-def listener_tasks(listeners):
-    """The accept tasks of asyncio servers (MicroPython's Server has one; CPython's closes by
-    itself): for board.main to cancel after Ctrl-C."""
-    out = []
+async def listen(cb, host, port):
+    """Accept connections on host:port; cb(reader, writer) hands back the coroutine that runs as
+    the connection's task. Returns the listener for close() and listener_tasks(). CPython:
+    asyncio.start_server (reader and writer its streams). MicroPython: asyncio.start_server's
+    work without its Server and Stream objects (per listener an object and a larger coroutine,
+    per connection a stream, its attribute table and an extra-info dict: ~1 KB in bench_heap c):
+    the listener is its accept task, a connection's handler gets the socket and the peer's
+    address (ServerConn.from_stream and peer_ip take those)."""
+    if not IS_MICROPYTHON:
+        return await asyncio.start_server(cb, host, port, backlog=_LISTEN_BACKLOG)
+    import socket
+
+    a = socket.getaddrinfo(host, port)[0][-1]
+    s = socket.socket()
+    try:
+        s.setblocking(False)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(a)
+        s.listen(_LISTEN_BACKLOG)
+    except Exception:  # (the port in use...): the socket is not left open
+        s.close()
+        raise
+    return asyncio.create_task(_serve(s, cb))
+
+
+def close(listeners):
+    """Stop listening (MicroPython: the accept task closes its socket when cancelled)."""
     for s in listeners:
-        t = getattr(s, "task", None)
-        if t is not None:
-            out.append(t)
-    return out
+        if IS_MICROPYTHON:
+            s.cancel()
+        else:
+            s.close()
+
+
+def listener_tasks(listeners):
+    """The accept tasks (MicroPython; CPython's servers close by themselves): for board.main to
+    cancel after Ctrl-C."""
+    return list(listeners) if IS_MICROPYTHON else []
 
 
 class ServerConn(Conn):
@@ -145,6 +177,47 @@ class ServerConn(Conn):
 
     if IS_MICROPYTHON:
 
+        def __init__(self, stream):
+            # transport.Conn's, for listen()'s socket as the stream too (from_stream(reader,
+            # writer) hands over the reader: asyncio's stream, or that socket), which start_tls
+            # then updates on the connection itself ("s", as a stream's socket is named).
+            s = getattr(stream, "s", stream)
+            self.stream = self if s is stream else stream
+            self.raw = s
+            self.sock = s
+            self.handshaking = False
+
+        async def _wait(self, write, ms):
+            # transport.Conn._wait without its alarm task and the poller coroutine: the task parks
+            # on the poller here, and one timer for every server connection (_expire) wakes it
+            # with Timeout once its bound has run out, as Conn's alarm does (see transport._alarm:
+            # only while it is still parked there, so an outside cancel stays a cancel and a
+            # socket that became ready first wins). Per waiting connection that is an alarm task,
+            # its coroutine and the poller's coroutine less (~290 B on the 64-bit host), and no
+            # task made per wait (a RETR to a slow reader waits once per block).
+            due = ticks_add(ticks_ms(), int(self._bound(ms) * 1000))
+            t = asyncio.current_task()
+            _waits[t] = due
+            w = _timer[0]
+            q = asyncio.core._task_queue  # type: ignore[attr-defined]
+            if w is None or _timer[2] is not q:  # (a new event loop gets a timer of its own)
+                _timer[1] = due
+                _timer[2] = q
+                _timer[0] = asyncio.create_task(_expire())
+            elif ticks_diff(due, _timer[1]) < 0:  # sooner than the timer wakes: it wakes sooner
+                _timer[1] = due
+                q.remove(w)
+                q.push(w, due)
+            try:
+                q = asyncio.core._io_queue  # type: ignore[attr-defined]
+                # The raw socket, also under TLS (transport.Conn._wait: the poller holds file
+                # descriptors only).
+                yield q.queue_write(self.raw) if write else q.queue_read(self.raw)
+            except Timeout:  # the timer's: the Timeout named by the deadline that ran out
+                raise self._expired(ms)
+            finally:
+                _waits.pop(t, None)
+
         def before_tls(self):
             """Before the +OK to STLS. A client starts its handshake only once it has that +OK,
             so whatever is in the socket now is plaintext pipelined after STLS (a command
@@ -179,15 +252,83 @@ class ServerConn(Conn):
 
 
 
+if IS_MICROPYTHON:
+
+    async def _serve(s, cb):
+        # listen()'s accept loop (asyncio.start_server's, as MicroPython's asyncio runs it); the
+        # work per connection in _accept, a plain function: this coroutine's frame, kept for as
+        # long as the port listens, stays small.
+        try:
+            while True:
+                yield asyncio.core._io_queue.queue_read(s)  # type: ignore[attr-defined]
+                _accept(s, cb)
+        finally:
+            s.close()
+
+    def _accept(s, cb):
+        # A connection that cannot be served (a MemoryError making its task) is closed, and the
+        # loop goes on: asyncio's ended there, and the port stayed deaf until a restart.
+        try:
+            c, a = s.accept()
+        except Exception:  # the peer left before its accept: nothing to serve
+            return
+        try:
+            c.setblocking(False)
+            asyncio.create_task(cb(c, a))
+        except Exception as e:
+            c.close()
+            try:  # (the log line needs heap too)
+                log.warning("%r: a connection dropped at its accept", e)
+            except Exception:
+                pass
+
+    # The timer of the server connections' waits (ServerConn._wait): the parked tasks and when
+    # each wait's bound runs out (ticks_ms), and the one task that wakes them, sleeping until the
+    # earliest (_timer: the task, or None when no wait is parked; when it wakes; the event loop's
+    # run queue it was made on: a new loop, asyncio.new_event_loop(), gets a timer of its own).
+    _waits = {}  # type: dict
+    _timer = [None, 0, None]
+
+    async def _expire():
+        # Allocates nothing (a full heap cannot stop it): one wait that ran out per scan.
+        q = asyncio.core._io_queue  # type: ignore[attr-defined]
+        try:
+            while _waits:
+                now = ticks_ms()
+                soon = None
+                late = None
+                for t in _waits:
+                    due = _waits[t]
+                    if ticks_diff(due, now) <= 0:
+                        late = t
+                        break
+                    if soon is None or ticks_diff(due, soon) < 0:
+                        soon = due
+                if late is not None:
+                    del _waits[late]
+                    if late.data is q:  # still parked (see transport._alarm)
+                        q.remove(late)
+                        asyncio.core._task_queue.push(late)  # type: ignore[attr-defined]
+                        late.data = Timeout
+                    continue
+                _timer[1] = soon
+                await asyncio.sleep_ms(ticks_diff(soon, now))
+        finally:  # also when cancelled or unwound (Ctrl-C): the next wait makes a new timer
+            _timer[0] = None
+
+
 class Slot:
     """One admitted connection: its task (to evict it) and whether it is still pre-auth."""
+
+    # Set once each, when they change: until then the class's (an instance's attribute table
+    # holds 4 slots, 64 B on the 64-bit host, not 6).
+    preauth = True
+    released = False
 
     def __init__(self, sid, ip, task):
         self.sid = sid
         self.ip = ip
         self.task = task
-        self.preauth = True
-        self.released = False
 
 
 class Slots:

@@ -53,6 +53,9 @@ from pocketpost.wire import OVERLONG
 _AUTHORIZATION = const(0)
 _TRANSACTION = const(1)
 _DONE = const(2)
+# What Session._held says the session holds (a pop3login copy of _LOGIN).
+_LOGIN = const(1)
+_TRANS = const(2)
 
 # RFC 1939 section 3: "Each argument may be up to 40 characters long."
 _MAX_ARG = const(40)
@@ -138,13 +141,19 @@ def reply(ok, text=b"", code=None):
 
 class Session:
     # Defaults as class attributes: an instance holds only what it has set (a session that never
-    # logs in, or logs in without SASL, has no slots for the rest: less heap per session).
-    delay = 0  # set by every command
+    # logs in, or logs in without SASL, has no slots for the rest: less heap per session). A
+    # USER/PASS session through its RETRs sets 11 (svc, peer, sid, _held, user, _check, state,
+    # mb, _del, producer; closing at QUIT; tls_active over TLS): its attribute table holds 12
+    # before it grows to 17 slots (192 -> 288 B on the 64-bit host; it held 23, 384 B, with a
+    # slot of its own for every default a command reset), so what a typical session never
+    # changes stays a default here and is set only when it changes.
+    state = _AUTHORIZATION
+    tls_active = False
+    delay = 0  # seconds before the reply (a failed login); reset by the next command
     producer = None
     starttls = False
     closing = False
-    user = None  # name given by USER
-    login = None  # authenticated user name
+    user = None  # name given by USER; once logged in, the authenticated user name
     failures = 0
     mb = None
     _del = None  # bitmask of deleted messages
@@ -153,11 +162,12 @@ class Session:
     _sasl = 0  # waiting for a SASL continuation: a pop3login step (_SASL_PLAIN, ...)
     _sasl_user = b""  # AUTH LOGIN: the user name, until the password comes
     _scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
-    _check = None  # an auth.LoginCheck under way (see resume)
-    _check_name = None
-    _check_method = None
+    _check = None  # a login check under way (see resume): (auth.LoginCheck, user name, method)
     _blockbuf = None  # file block for TOP and dot-stuffed replies (see pop3body.producer)
-    _trans = False  # holds pop3trans.py (TRANS_MODULES): from its first command in TRANSACTION to close()
+    # What the session holds of the cold code: _LOGIN (the login code, Service.hold) from its
+    # start until logged in or closed; _TRANS (pop3trans.py, TRANS_MODULES) from its first
+    # command in TRANSACTION to close(); 0 nothing. One attribute for both: never at once.
+    _held = 0
     _stuffer = None
     timestamp = None  # the RFC 1939 banner timestamp: made only where APOP is offered
 
@@ -165,11 +175,11 @@ class Session:
         self.svc = service
         self.peer = peer
         self.sid = sid  # the shell's session number, on every log line of this session
-        self.tls_active = tls_active
-        self.state = _AUTHORIZATION
+        if tls_active:
+            self.tls_active = True
         if service.apop_enabled:
             self.timestamp = "<%s.%d@%s>" % (binascii.hexlify(urandom(6)).decode(), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
-        self._held = True  # holds the login code (Service.hold) until logged in or closed; last
+        self._held = _LOGIN  # holds the login code (Service.hold) until logged in or closed; last
         service.hold()
 
     # -- entry points ----------------------------------------------------------------------
@@ -179,9 +189,7 @@ class Session:
         return ("+OK %s ready\r\n" % IMPLEMENTATION).encode()  # (a short "%s ready": an interned name)
 
     def handle(self, line):
-        self.delay = 0
-        self.producer = None
-        self.starttls = False
+        self._reset()
         if self.state == _DONE:
             self.closing = True
             return reply(False, "session is over")
@@ -200,8 +208,8 @@ class Session:
 
             table = pop3login.TABLE
         else:
-            if not self._trans:
-                self._trans = True
+            if self._held != _TRANS:
+                self._held = _TRANS
                 trans[0] += 1
             from pocketpost import pop3trans
 
@@ -232,10 +240,18 @@ class Session:
 
         return pop3login.resume(self)
 
+    def _reset(self):
+        """What the last reply asked of the shell is done: back to the defaults (set only when
+        changed, so the attribute table holds no slot for a default that never changed)."""
+        if self.delay:
+            self.delay = 0
+        if self.producer is not None:
+            self.producer = None
+        if self.starttls:
+            self.starttls = False
+
     def handle_bad(self, kind):
-        self.delay = 0
-        self.producer = None
-        self.starttls = False
+        self._reset()
         if self._sasl:
             self._sasl = 0
             self._scram = None
@@ -247,8 +263,10 @@ class Session:
     def close(self):
         """The connection ended without QUIT (or after it): close a reply still being produced
         (its message file), release the lock, delete nothing."""
-        self._check = None
-        self._scram = None
+        if self._check is not None:
+            self._check = None
+        if self._scram is not None:
+            self._scram = None
         self._unhold()
         if self.producer is not None:
             try:
@@ -263,13 +281,13 @@ class Session:
                 log.error("pop3 #%d %s release: %r", self.sid, self.peer, e)
             self.mb = None
         self.state = _DONE
-        if self._trans:  # last: the producer above was pop3trans's
-            self._trans = False
+        if self._held == _TRANS:  # last: the producer above was pop3trans's
+            self._held = 0
             release_cold(trans, TRANS_MODULES)  # imported again by the next session to log in
 
     # -- AUTHORIZATION -----------------------------------------------------------------------
     def _unhold(self):
-        if self._held:
-            self._held = False
+        if self._held == _LOGIN:
+            self._held = 0
             self.svc.release()
 

@@ -191,9 +191,7 @@ def login(s, name, password, user, method, force_fail=False):
     if user is None:
         from pocketpost import auth
 
-        s._check = auth.LoginCheck(s.svc, name, password, force_fail)
-        s._check_name = name
-        s._check_method = method
+        s._check = (auth.LoginCheck(s.svc, name, password, force_fail), name, method)  # one attribute: see pop3cmd.Session
         return None
     method = ("USER/PASS", "APOP", "AUTH PLAIN", "AUTH LOGIN", "AUTH SCRAM-SHA-256")[method]
     if not user:
@@ -220,12 +218,10 @@ def login(s, name, password, user, method, force_fail=False):
 
         loginsvc.succeed(s.svc, s.peer)
     s.mb = mb
-    s.login = name
+    s.user = name  # the authenticated user name from now on
     s.state = _TRANSACTION
     s._unhold()  # no login after this one
-    s._del = bytearray((mb.count + 7) // 8)
-    s._ndel = 0
-    s._sdel = 0
+    s._del = bytearray((mb.count + 7) // 8)  # (_ndel, _sdel: their class defaults, 0)
     log.info("pop3 #%d %s login user=%s method=%s tls=%d messages=%d", s.sid, s.peer, name, method,
              int(s.tls_active), mb.count)
     return reply(True, "%d messages (%d octets)" % (mb.count, mb.total_size))
@@ -245,19 +241,20 @@ def resume(s):
     """Continue the login check that made handle() answer None, for about LOGIN_SLICE_MS:
     None while it is unfinished (the shell lets other sessions run, then calls again),
     then the reply to the login command."""
-    w = s._check
-    if w is None:
+    c = s._check
+    if c is None:
         return reply(False, "nothing to resume")
+    w = c[0]
     t0 = ticks_ms()
     n = s.svc.login_chunk
     while not w.step(n):
         if ticks_diff(ticks_ms(), t0) >= _LOGIN_SLICE_MS:  # type: ignore[operator]  # stub: ticks are opaque
             return None
     s._check = None
-    name = s._check_name
+    name = c[1]
     if w.new_hash is not None:
         s.svc.rehashed(name, w.new_hash)
-    return login(s, name, None, w.user if w.ok else False, s._check_method)
+    return login(s, name, None, w.user if w.ok else False, c[2])
 
 
 TABLE = {

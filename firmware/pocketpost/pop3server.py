@@ -27,7 +27,7 @@ IMPLEMENTATION = "pocketpost"
 LOGIN_MODULES = ("pop3login", "smtpauth", "loginsvc", "auth", "authsetup", "scram")
 holds = [0]  # sessions that may still log in, every Service's (POP3 and SMTP): Service.hold
 # The TRANSACTION state's code: pop3trans.py (its commands and the reply producers), loaded by
-# the first session to be logged in and dropped when no session is (pop3cmd.Session._trans): a server
+# the first session to be logged in and dropped when no session is (pop3cmd.Session._held): a server
 # only listening, or with every session before its login, keeps none of it. pop3body.py and
 # wirestuff.py (TOP, the RETR of a file from before the wire form) load at their first use and
 # are dropped with it (a plain RETR never loads them).

@@ -5,7 +5,7 @@ before the wire form go through pop3body.BodyProducer; see pop3cmd.py's theory o
 for how the shell uses them).
 
 Loaded while some session is logged in: a session holds it from its first command in
-TRANSACTION until its close() (pop3server.TRANS_MODULES, Session._trans); when none holds it,
+TRANSACTION until its close() (pop3server.TRANS_MODULES, Session._held); when none holds it,
 it is dropped (compat.forget; MicroPython only), so a server that is only listening, or whose
 sessions are all before their login, keeps none of it (~6 KB of heap from `.mpy` on the
 64-bit host, docs/FIGURES.md). The RETR of a wire-form file (every file the store writes) needs
@@ -160,10 +160,10 @@ def QUIT(s, args):
     try:
         n = mb.commit(s._del)
     except Exception as e:
-        log.error("pop3 #%d %s user=%s commit failed: %r", s.sid, s.peer, s.login, e)
+        log.error("pop3 #%d %s user=%s commit failed: %r", s.sid, s.peer, s.user, e)
         mb.release()
         return reply(False, "some deleted messages not removed", getattr(e, "code", None) or "SYS/TEMP")
-    log.info("pop3 #%d %s quit user=%s deleted=%d", s.sid, s.peer, s.login, n)
+    log.info("pop3 #%d %s quit user=%s deleted=%d", s.sid, s.peer, s.user, n)
     return reply(True, "bye (%d deleted)" % n)
 
 

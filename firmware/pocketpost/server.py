@@ -13,8 +13,9 @@ wait for the socket to become writable, bounded by the idle timeout).
 
 Connections are listener.ServerConn, i.e. transport.py's (one class per runtime, shared with the
 SMTP receiver and the client): raw-socket reads and writes through asyncio's poller on MicroPython, TLS wrapped inside
-the handler (never by start_server), STLS by swapping the socket. Admission, caps and the
-eviction of pre-auth connections are listener.py's (shared with the SMTP receiver).
+the handler (never by start_server), STLS by swapping the socket. The accept loop (listener.listen),
+admission, caps and the eviction of pre-auth connections are listener.py's (shared with the SMTP
+receiver).
 
 Deadlines (config "server"; listener.ServerConn bounds the waits): three, each named in the log line
 that closes the connection.
@@ -36,13 +37,16 @@ import asyncio
 
 from pocketpost import heapmark, log
 from pocketpost.compat import const, forget
+from pocketpost import listener
 from pocketpost.listener import ServerConn, listener_tasks, peer_ip
 from pocketpost.transport import Timeout, nodelay
 from pocketpost.wire import LineReader
 
-# Room for pipelined commands beyond one maximal line (RFC 2449 PIPELINING): a client may send
-# a whole batch at once; lines are taken out of this buffer in order, nothing is lost.
-_READ_EXTRA = const(256)
+# The command buffer's room beyond one maximal line: one octet (at the default 255-octet line,
+# 256 B: 8 GC blocks on the 64-bit host, where it held 256 B more per session). A pipelined
+# batch (RFC 2449 PIPELINING) larger than the buffer is read in as many reads as it takes; lines
+# are taken out in order, nothing is lost.
+_READ_EXTRA = const(1)
 _TRANSACTION = const(1)  # pop3cmd's (a private copy)
 
 
@@ -71,8 +75,7 @@ class Server:
         loginsvc.save_hash(self.config_path, name, new_hash)
 
     def close(self):
-        for s in self._listeners:
-            s.close()
+        listener.close(self._listeners)
         self._listeners = []
 
     def tasks(self):
@@ -80,7 +83,7 @@ class Server:
         socket when cancelled: for board.main to cancel and wait for after Ctrl-C."""
         return [s.task for s in self.slots.slots.values()] + listener_tasks(self._listeners)
 
-    # start_server's callbacks: plain functions handing back _handle's coroutine, which asyncio
+    # listener.listen's callbacks: plain functions handing back _handle's coroutine, which asyncio
     # runs as the session's task (no coroutine frame of their own kept per session).
     def _plain(self, reader, writer):
         return self._handle(reader, writer, False)
@@ -88,9 +91,8 @@ class Server:
     def _implicit(self, reader, writer):
         return self._handle(reader, writer, True)
 
-    async def _handle(self, reader, writer, implicit):
-        conn = None
-        session = None
+    async def _handle(self, reader, writer, implicit, conn=None, session=None):
+        # (conn, session: a test's fake connection and its own Session, host_tests/dual/test_server_shell.py)
         ip = "?"
         slot = None
         sid = 0
@@ -105,7 +107,8 @@ class Server:
             from pocketpost.pop3cmd import Session
 
             ip = peer_ip(writer)
-            conn = ServerConn.from_stream(reader, writer)
+            if conn is None:
+                conn = ServerConn.from_stream(reader, writer)
             conn.idle = self.sv["idle_timeout"]
             conn.limit("authorization", self.sv["auth_timeout"])  # listener's deadline names
             slot = self.slots.admit(ip, asyncio.current_task())
@@ -117,9 +120,89 @@ class Server:
             sid = slot.sid
             if implicit:
                 await conn.start_tls(self.ctx, None, True, self.sv["tls_handshake_timeout"] * 1000)
-            session = Session(self.svc, ip, implicit, sid)
+            if session is None:
+                session = Session(self.svc, ip, implicit, sid)
             log.info("pop3 #%d %s connect tls=%d sessions=%d", sid, ip, int(implicit), self.slots.sessions)
-            await self._run(conn, session, slot)
+            # The session's loop, inline: in a coroutine of its own it was one more generator frame
+            # (352 B on the 64-bit host) per session.
+            sv = self.sv
+            lines = LineReader(sv["max_command_line"], sv["max_command_line"] + _READ_EXTRA)
+            await conn.send(session.greeting())
+            while True:
+                line = lines.next_line()
+                if line is None:
+                    n = await conn.recv_into(lines.space())
+                    if not n:
+                        log.info("pop3 #%d %s dropped by peer", sid, ip)
+                        return
+                    lines.commit(n)
+                    continue
+                if isinstance(line, int):
+                    resp = session.handle_bad(line)
+                else:
+                    resp = session.handle(line)
+                line = None
+                while resp is None:  # a login hash, in slices: other sessions run in between
+                    await asyncio.sleep(0)
+                    resp = session.resume()
+                if session.delay:
+                    await conn.pause(session.delay)
+                p = session.producer
+                k = 0
+                if p is not None:
+                    o = getattr(p, "unit", None)  # RETR's own copy unit (pop3trans)
+                    if o is None:  # the out buffer, this reply's only: an idle session holds none
+                        o = bytearray(sv["block_size"])
+                    omv = memoryview(o)
+                    try:  # the first block before the +OK: a message that cannot be read gets -ERR instead
+                        k = p.fill(o)
+                    except OSError as e:
+                        from pocketpost import pop3trans  # the producer's module: loaded
+
+                        resp = pop3trans.read_failed(session, e, False)
+                        p = None
+                if session.starttls:
+                    conn.before_tls()
+                await conn.send(resp)  # a failure here leaves the producer to session.close()
+                resp = None
+                heapmark.sample("pop3")  # after a reply: its producer (file, block) is allocated
+                if p is not None:
+                    try:
+                        while k:
+                            # A full block goes as the view made once: a slice per block is garbage per block.
+                            blk = omv if k == len(o) else omv[:k]
+                            if p.done:  # the last write: out at once, not after the client's delayed ACK
+                                nodelay(conn, 1)
+                                await conn.send(blk)
+                                nodelay(conn, 0)
+                            else:
+                                r = conn.send_some(blk)  # no coroutine per block while the socket takes it
+                                if r != k:
+                                    await conn.send(blk[r:] if r else blk)
+                            try:
+                                k = p.fill(o)
+                            except OSError as e:  # mid-reply: no terminator may follow, close instead
+                                from pocketpost import pop3trans
+
+                                pop3trans.read_failed(session, e, True)
+                                return
+                    finally:
+                        session.producer = None
+                        p.close()
+                # RETR's unit is handed back at its producer's close(), or when its first block failed:
+                # no view of it may outlive that (the next RETR makes a unit of its own); the out
+                # buffer goes with its reply too, and the closed producer with them.
+                o = omv = blk = p = None
+                if session.starttls:
+                    lines.clear()  # RFC 2595: plaintext sent after STLS is not trusted
+                    await conn.start_tls(self.ctx, None, True, sv["tls_handshake_timeout"] * 1000)
+                    session.tls_active = True
+                    log.info("pop3 #%d %s STLS", sid, ip)
+                if session.state == _TRANSACTION and slot.preauth:
+                    slot.preauth = False  # logged in: never evicted, the idle timeout alone
+                    conn.no_limit()
+                if session.closing:
+                    return
         except Timeout as e:
             log.info("pop3 #%d %s %s deadline passed, closing", sid, ip, e.name)
             if conn is not None and e.name != "tls-handshake":
@@ -153,87 +236,9 @@ class Server:
                     forget(("pop3cmd", "pop3login"))
             # A finished task's frame keeps its locals, and asyncio keeps the last finished
             # session's task referenced (measured: until the next connection): without this the
-            # class, so all of pop3cmd.py, and the session would stay in the heap after it.
-            session = None
+            # class, so all of pop3cmd.py, the session and its buffers would stay in the heap after it.
+            session = lines = conn = p = o = omv = blk = resp = line = None
             Session = None  # type: ignore[misc, assignment]  # (assigned: unbound if its import failed)
-
-    async def _run(self, conn, session, slot):
-        sid = slot.sid
-        lines = LineReader(self.sv["max_command_line"], self.sv["max_command_line"] + _READ_EXTRA)
-        await conn.send(session.greeting())
-        while True:
-            line = lines.next_line()
-            if line is None:
-                n = await conn.recv_into(lines.space())
-                if not n:
-                    log.info("pop3 #%d %s dropped by peer", sid, session.peer)
-                    return
-                lines.commit(n)
-                continue
-            if isinstance(line, int):
-                resp = session.handle_bad(line)
-            else:
-                resp = session.handle(line)
-            while resp is None:  # a login hash, in slices: other sessions run in between
-                await asyncio.sleep(0)
-                resp = session.resume()
-            if session.delay:
-                await conn.pause(session.delay)
-            p = session.producer
-            k = 0
-            if p is not None:
-                o = getattr(p, "unit", None)  # RETR's own copy unit (pop3trans)
-                if o is None:  # the out buffer, this reply's only: an idle session holds none
-                    o = bytearray(self.sv["block_size"])
-                omv = memoryview(o)
-                try:  # the first block before the +OK: a message that cannot be read gets -ERR instead
-                    k = p.fill(o)
-                except OSError as e:
-                    from pocketpost import pop3trans  # the producer's module: loaded
-
-                    resp = pop3trans.read_failed(session, e, False)
-                    p = None
-            if session.starttls:
-                conn.before_tls()
-            await conn.send(resp)  # a failure here leaves the producer to session.close()
-            heapmark.sample("pop3")  # after a reply: its producer (file, block) is allocated
-            if p is not None:
-                try:
-                    while k:
-                        # A full block goes as the view made once: a slice per block is garbage per block.
-                        blk = omv if k == len(o) else omv[:k]
-                        if p.done:  # the last write: out at once, not after the client's delayed ACK
-                            nodelay(conn, 1)
-                            await conn.send(blk)
-                            nodelay(conn, 0)
-                        else:
-                            r = conn.send_some(blk)  # no coroutine per block while the socket takes it
-                            if r != k:
-                                await conn.send(blk[r:] if r else blk)
-                        try:
-                            k = p.fill(o)
-                        except OSError as e:  # mid-reply: no terminator may follow, close instead
-                            from pocketpost import pop3trans
-
-                            pop3trans.read_failed(session, e, True)
-                            return
-                finally:
-                    session.producer = None
-                    p.close()
-            # RETR's unit is handed back at its producer's close(), or when its first block failed:
-            # no view of it may outlive that (the next RETR makes a unit of its own); the out
-            # buffer goes with its reply too.
-            o = omv = blk = None
-            if session.starttls:
-                lines.clear()  # RFC 2595: plaintext sent after STLS is not trusted
-                await conn.start_tls(self.ctx, None, True, self.sv["tls_handshake_timeout"] * 1000)
-                session.tls_active = True
-                log.info("pop3 #%d %s STLS", sid, session.peer)
-            if session.state == _TRANSACTION and slot.preauth:
-                slot.preauth = False  # logged in: never evicted, the idle timeout alone
-                conn.no_limit()
-            if session.closing:
-                return
 
 
 async def start(cfg, store, config_path=None):

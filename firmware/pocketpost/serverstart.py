@@ -5,10 +5,9 @@ Loaded by server.Server while it starts (and by a Service made alone, smtpserver
 after (heapmark.forget): a listening server keeps none of this code in its heap.
 """
 
-import asyncio
-
 from pocketpost import log
 from pocketpost.compat import const, urandom
+from pocketpost import listener
 from pocketpost.listener import Slots
 
 # A login's PBKDF2 (pop3server._LOGIN_SLICE_MS slices) reads the clock after every chunk of
@@ -17,7 +16,6 @@ from pocketpost.listener import Slots
 # would double a host's hash time): at most this many.
 _MAX_LOGIN_CHUNK = const(4096)
 _LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
-_LISTEN_BACKLOG = const(4)  # listener's (a private copy)
 
 
 def recover(store):
@@ -66,10 +64,10 @@ async def listen(srv):
     sv = srv.sv
     host = sv["host"]
     if sv["port"]:
-        srv._listeners.append(await asyncio.start_server(srv._plain, host, sv["port"], backlog=_LISTEN_BACKLOG))
+        srv._listeners.append(await listener.listen(srv._plain, host, sv["port"]))
         log.info("pop3 listening on %s:%d (STLS %s)", host, sv["port"], "on" if srv.ctx else "off")
     if sv["pop3s_port"] and srv.ctx is not None:
-        srv._listeners.append(await asyncio.start_server(srv._implicit, host, sv["pop3s_port"], backlog=_LISTEN_BACKLOG))
+        srv._listeners.append(await listener.listen(srv._implicit, host, sv["pop3s_port"]))
         log.info("pop3s listening on %s:%d", host, sv["pop3s_port"])
 
 

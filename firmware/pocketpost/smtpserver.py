@@ -46,13 +46,13 @@ import sys
 import asyncio
 
 from pocketpost import heapmark, log
-from pocketpost.compat import const, forget
+from pocketpost.compat import forget
 from pocketpost import pop3server  # its login Service (the users, hashes and throttle POP3 uses)
-from pocketpost.listener import ServerConn, Slots, listener_tasks, peer_ip
+from pocketpost import listener
+from pocketpost.listener import ServerConn, Slots, listen, listener_tasks, peer_ip
 from pocketpost.transport import Timeout
 from pocketpost.wire import LineReader
 
-_LISTEN_BACKLOG = const(4)  # listener's (a private copy)
 
 # The session code, loaded while a session exists (see the module doc). groupcommit.py, which
 # smtp.py imports, stays: the store imports it too and keeps its state. smtpauth.py goes too (no
@@ -123,20 +123,19 @@ class SmtpServer:
                                            (sm["smtps_port"], "smtps", SUBMISSION, True)):
             if not port or (implicit and self.ctx is None):
                 continue
-            # start_server's callback: a plain function handing back _handle's coroutine, which
+            # listener.listen's callback: a plain function handing back _handle's coroutine, which
             # asyncio runs as the session's task (no coroutine frame of its own kept per session).
             # One function for the three listeners (its defaults carry the mode): one function's
             # code in the heap, not three methods'.
             def accept(r, w, m=mode, i=implicit):
                 return self._handle(r, w, m, i)
 
-            self._listeners.append(await asyncio.start_server(accept, self.host, port, backlog=_LISTEN_BACKLOG))
+            self._listeners.append(await listen(accept, self.host, port))
             log.info("%s listening on %s:%d (TLS %s) for %s", name, self.host, port, "on" if self.ctx else "off",
                      ",".join(self.domains))
 
     def close(self):
-        for s in self._listeners:
-            s.close()
+        listener.close(self._listeners)
         self._listeners = []
 
     def tasks(self):

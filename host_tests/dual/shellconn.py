@@ -1,4 +1,4 @@
-"""The quiet part of a fake connection for the server's asyncio shell (server.Server._run), both
+"""The quiet part of a fake connection for the server's asyncio shell (server.Server._handle), both
 runtimes: a test's fake subclasses ShellConn and supplies recv_into and send."""
 
 
@@ -13,4 +13,10 @@ class ShellConn:
         pass
 
     def no_limit(self):
+        pass
+
+    def limit(self, name, seconds):
+        pass
+
+    def close(self, flush=False):
         pass

@@ -881,7 +881,7 @@ def test_scram_login_without_tls_from_anywhere():
             s = e.session(peer="192.0.2.1")
             r, c, sf = scram_login(s, initial=initial)
             assert r.startswith(b"+OK 3 messages"), r
-            assert s.state == 1 and s.login == "alice" and s.delay == 0
+            assert s.state == 1 and s.user == "alice" and s.delay == 0
             assert sf.endswith(b",i=5") and c.iterations == 5
             assert run(s, b"STAT").startswith(b"+OK 3 ")
             s.close()
@@ -1292,3 +1292,24 @@ def test_rehash_save_writes_the_record_and_drops_config():
         for n in os.listdir(d):
             os.remove(d + "/" + n)
         os.rmdir(d)
+
+
+def test_a_logged_in_session_keeps_its_attribute_table_small():
+    # Each attribute an instance sets is a slot in its table, which grows 12 -> 17 -> 23 slots
+    # (192 -> 288 -> 384 B on the 64-bit host): a USER/PASS session through LIST and RETR sets
+    # 10 (the defaults a command resets are set only when they change), 11 over TLS, two more
+    # with a DELE; it set 18-19 when every command reset delay, producer and starttls, and the
+    # login kept three.
+    e = Env()
+    try:
+        for tls in (False, True):
+            s = e.session(tls_active=tls)
+            login(s)
+            for c in (b"STAT", b"LIST", b"RETR 1", b"UIDL", b"RETR 3", b"NOOP"):
+                assert run(s, c).startswith(b"+OK"), c
+            assert len(s.__dict__) <= 10 + tls, sorted(s.__dict__)
+            assert run(s, b"DELE 2").startswith(b"+OK")
+            assert len(s.__dict__) <= 12 + tls, sorted(s.__dict__)
+            s.close()
+    finally:
+        e.done()

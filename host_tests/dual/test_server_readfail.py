@@ -1,5 +1,5 @@
 """A message file that cannot be read while RETR/TOP sends it (the asyncio shell,
-pocketpost.server.Server._run, against a fake connection): the file is cut short after RETR
+pocketpost.server.Server._handle's session loop, against a fake connection): the file is cut short after RETR
 opened it (its size checked against LIST), as a flash read error would leave the read.
   - nothing of the reply sent yet: the client gets -ERR [SYS/PERM] instead of the +OK, and the
     session goes on;
@@ -14,7 +14,6 @@ import sys
 
 from pocketpost import config, log, server
 from pocketpost.pop3cmd import Session
-from pocketpost.listener import Slot
 from pocketpost.store import Store
 from shellconn import ShellConn
 from test_pop3server import _rmtree, tmpdir
@@ -89,8 +88,7 @@ def _run(commands, hooks, d, st):
         conn.hooks[k] = _cut_after_open(srv, session, i, keep)
     if IS_MP:
         asyncio.new_event_loop()
-    asyncio.run(srv._run(conn, session, Slot(1, "127.0.0.1", None)))
-    session.close()  # as _handle's finally does
+    asyncio.run(srv._handle(None, None, False, conn, session))
     return bytes(conn.wire)
 
 

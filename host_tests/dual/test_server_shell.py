@@ -1,4 +1,4 @@
-"""The asyncio shell's write path (pocketpost.server.Server._run) against a fake connection:
+"""The asyncio shell's write path (pocketpost.server.Server._handle's session loop) against a fake connection:
 Nagle is turned off for the last write of each multi-line reply only (so a reply's tail is not
 held until the client's delayed ACK, ~40 ms on Linux: every RETR used to end with that stall),
 and on again after it; no other write touches it. On CPython the shell leaves TCP_NODELAY to
@@ -9,7 +9,6 @@ import asyncio
 import sys
 
 from pocketpost import config, log, server
-from pocketpost.listener import Slot
 from pocketpost.pop3cmd import Session
 from shellconn import ShellConn
 from test_pop3server import MSGS, _rmtree, tmpdir
@@ -63,7 +62,7 @@ def test_nagle_off_for_the_last_write_of_a_multiline_reply_only():
         conn = FakeConn(b"USER alice\r\nPASS pw\r\nRETR 3\r\nLIST\r\nRETR 1\r\nNOOP\r\nQUIT\r\n")
         if IS_MP:
             asyncio.new_event_loop()
-        asyncio.run(srv._run(conn, Session(srv.svc, "127.0.0.1", False), Slot(1, "127.0.0.1", None)))
+        asyncio.run(srv._handle(None, None, False, conn, Session(srv.svc, "127.0.0.1", False)))
         ev = conn.events
         wire = b"".join(e[1] for e in ev if e[0] == "send")
         assert wire.count(b"\r\n.\r\n") == 3  # RETR 3, LIST, RETR 1 all complete
@@ -116,7 +115,7 @@ def test_full_retr_blocks_go_as_the_one_preallocated_view():
             conn = KeepConn(b"USER alice\r\nPASS pw\r\nRETR %d\r\nQUIT\r\n" % (len(MSGS) + 1))
             if IS_MP:
                 asyncio.new_event_loop()
-            asyncio.run(srv._run(conn, Session(srv.svc, "127.0.0.1", False), Slot(1, "127.0.0.1", None)))
+            asyncio.run(srv._handle(None, None, False, conn, Session(srv.svc, "127.0.0.1", False)))
             full = [o for o in conn.objs if len(o) == unit]
             assert len(full) > 10, (block, len(full))  # RETR of 150 KB (stuffed on flash)
             assert all(o is full[0] for o in full)
@@ -238,4 +237,35 @@ def test_a_connection_whose_session_code_cannot_load_is_closed():
             sys.modules["pocketpost.pop3cmd"] = real
         else:
             sys.modules.pop("pocketpost.pop3cmd", None)
+        _rmtree(d)
+
+
+def test_a_pipelined_batch_larger_than_the_command_buffer_is_answered_in_order():
+    # The command buffer holds one maximal line and an octet (server._READ_EXTRA): a batch of
+    # commands sent at once (RFC 2449 PIPELINING), here 1.5 KB, an overlong line among them,
+    # comes in over several reads and is answered in order, every command once.
+    d = tmpdir()
+    try:
+        st = Store(d + "/mail", quota=0, reserve=0)
+        for m in MSGS:
+            dl = st.begin("alice")
+            dl.write(m)
+            dl.commit()
+        cfg = config.check({"store": {"root": d + "/mail"},
+                            "server": {"pbkdf2_iterations": 5, "cert": "", "key": ""}})
+        config.add_user(cfg, "alice", "pw", 5)
+        cfg = config.check(cfg)
+        srv = server.Server(cfg, st)
+        cmds = b"USER alice\r\nPASS pw\r\n" + b"".join(b"LIST %d\r\nNOOP\r\n" % (1 + k % 3) for k in range(60))
+        cmds += b"X" * 300 + b"\r\nSTAT\r\nQUIT\r\n"
+        conn = FakeConn(cmds)
+        if IS_MP:
+            asyncio.new_event_loop()
+        asyncio.run(srv._handle(None, None, False, conn, Session(srv.svc, "127.0.0.1", False)))
+        lines = b"".join(e[1] for e in conn.events if e[0] == "send").split(b"\r\n")
+        assert lines[1:3] == [b"+OK send PASS", b"+OK 3 messages (%d octets)" % sum(len(m) for m in MSGS)]
+        for k in range(60):
+            assert lines[3 + 2 * k].startswith(b"+OK %d " % (1 + k % 3)) and lines[4 + 2 * k] == b"+OK", k
+        assert lines[123:] == [b"-ERR line too long", b"+OK 3 %d" % sum(len(m) for m in MSGS), b"+OK bye (0 deleted)", b""]
+    finally:
         _rmtree(d)
