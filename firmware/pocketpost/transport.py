@@ -10,14 +10,15 @@ nothing is there: a bulk reader's fast path), `send(data, ms)` writes all of it,
 `ms` milliseconds (raises `Timeout`). `start_tls(ctx, hostname, server_side, ms)` puts TLS under
 the stream (STLS / STARTTLS, or at once for implicit TLS); `close()` drops it at once
 (`close(True)`: what is still queued goes out first), `shutdown(ms)` closes politely (after
-QUIT). A server adopts what asyncio.start_server hands its handler with `from_stream(reader,
-writer)`. The hooks `_bound`, `_expired`, `_hs`, `_through` are where listener.ServerConn puts
+QUIT). A server adopts what listener.listen hands its handler with `from_stream(reader,
+writer)` (CPython: asyncio.start_server's streams; MicroPython: the accepted socket and its
+address). The hooks `_bound`, `_expired`, `_hs`, `_through` are where listener.ServerConn puts
 its deadlines.
 
 MicroPython (`Conn`): reads and writes go to the raw (or TLS-wrapped, non-blocking) socket;
 when it answers None (would block) the task parks on asyncio's poller until the socket is
 ready (`_wait_io`, the same mechanism asyncio's own streams use), bounded as above (`_alarm`:
-a task that cancels the wait when its bound runs out, not asyncio.wait_for). No polling loop. TLS is never handed to start_server (a failed handshake would leak the socket): the
+a task that cancels the wait when its bound runs out, not asyncio.wait_for). No polling loop. TLS is never handed to the listener (a failed handshake would leak the socket): the
 socket is wrapped here, the raw one kept and closed too. MicroPython's TLS socket has no
 do_handshake(): with do_handshake_on_connect=False the handshake runs inside the first reads
 and writes, which answer None while it waits for the peer's next flight; so until the first
