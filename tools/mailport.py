@@ -744,13 +744,15 @@ class MboxWriter:
             self.f = None
 
 
-def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None):
+def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None, locked=None):
     """Export mailboxes (all when empty) of image through writer; returns {mailbox: count}.
     image may be a board's serial port (or the pseudo-board's pty): see UsbLink. A mailbox named
-    that does not exist is reported on stderr and appended to `missing` (a list) if given."""
+    that does not exist is reported on stderr and appended to `missing` (a list) if given; one
+    that a POP3 session holds (an "L" record: not exported, the others are) is reported on
+    stderr and appended to `locked` (a list) if given, so the caller can end incomplete."""
     link = open_link(image, "export", *mailboxes, heapsize=heapsize)
     counts = {}
-    locked = []
+    held = []
     absent = []
     prog = Progress("export", progress)
     cur = [None]
@@ -767,7 +769,7 @@ def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None
         prog.step(size)
 
     try:
-        read_records(link, on_mailbox, on_message, on_locked=locked.append, on_missing=absent.append)
+        read_records(link, on_mailbox, on_message, on_locked=held.append, on_missing=absent.append)
         writer.close()
         prog.done()  # the progress line ends before the board's restart says so
         link.close()
@@ -775,12 +777,14 @@ def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None
         link.kill()
         raise
     prog.done()
-    for name in locked:
+    for name in held:
         sys.stderr.write("export: mailbox %s is in use (a POP3 session holds it): not exported\n" % name)
     for name in absent:
         sys.stderr.write("export: no mailbox %s on %s: nothing exported for it\n" % (name, image))
     if missing is not None:
         missing.extend(absent)
+    if locked is not None:
+        locked.extend(held)
     return counts
 
 
