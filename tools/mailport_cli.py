@@ -39,6 +39,8 @@ def add_parsers(sub):
     i.add_argument("source")
     i.add_argument("--mbox-quoting", choices=("rd", "o"), default="rd",
                    help="rd: '>+From ' loses one '>' (default); o: only '>From ' becomes 'From '")
+    i.add_argument("--create-mailbox", action="store_true",
+                   help="import into a new mailbox no user reads (without it such a mailbox, a typo, is refused, exit 2)")
     _link_options(i)
     b = sub.add_parser("backup", help="one archive of every mailbox (UIDs, arrival times), users and config")
     b.add_argument("image", help=TARGET)
@@ -57,7 +59,9 @@ def _report(line):
 
 def run(args):
     """Returns the exit status: 0 done, 1 something refused, damaged or missing, 2 stopped (flash
-    full), 3 failed (a one-line error), 4 (EXIT_INCOMPLETE) export skipped a mailbox in use."""
+    full) or import's mailbox refused before anything was sent (a bad name; new and no user reads
+    it, without --create-mailbox), 3 failed (a one-line error), 4 (EXIT_INCOMPLETE) export skipped
+    a mailbox in use."""
     mailport.UsbLink.restart = not args.no_restart
     mailport.LIVE[0] = args.live
     names = args.mailboxes if args.cmd == "export" else [args.mailbox] if args.cmd == "import" else []
@@ -88,7 +92,12 @@ def run(args):
                       % held, file=sys.stderr)
             return 1 if missing else EXIT_INCOMPLETE if locked else 0
         if args.cmd == "import":
-            r = mailport.import_messages(args.image, args.mailbox, args.source, _report, args.mbox_quoting, args.progress)
+            try:
+                r = mailport.import_messages(args.image, args.mailbox, args.source, _report, args.mbox_quoting,
+                                             args.progress, create_mailbox=args.create_mailbox)
+            except mailport.NoSuchMailbox as e:
+                print("ppadmin import: %s" % e, file=sys.stderr)
+                return 2
             print("import %s: %d added, %d skipped (already there), %d refused%s"
                   % (args.mailbox, r["added"], r["skipped"], r["refused"], ", stopped: no room" if r["full"] else ""))
             return 2 if r["full"] else (1 if r["refused"] else 0)
