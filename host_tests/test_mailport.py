@@ -56,6 +56,41 @@ def test_board_log_lines_ride_the_link_and_the_export_goes_on(image, tmp_path):
     assert len(contents(img)["bob"]) == 3
 
 
+def _listing(img):
+    import ppadmin
+
+    return ppadmin.on_image(img, "import os\nprint(sorted(os.listdir('/flash/mail')))\n"
+                                 "print(sorted(os.listdir('/flash/mail/.import')) if '.import' in os.listdir('/flash/mail')"
+                                 " else [])\n")
+
+
+def test_import_into_a_new_mailbox_no_user_reads_needs_create_mailbox(image, tmp_path):
+    # A typo (`alcie`) made a mailbox nobody can fetch from, exit 0; `deliver` refuses the same.
+    img, uids = image
+    (tmp_path / "m.eml").write_bytes(b"Subject: typo\r\n\r\nx\r\n")
+    before = _listing(img)
+    r = run_ppadmin("import", img, "alcie", tmp_path / "m.eml")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert r.stderr.strip().splitlines() == ["ppadmin import: no mailbox alcie on %s and no user reads it (users: "
+                                             "none): add the user first, or pass --create-mailbox" % img], r.stderr
+    assert "import alcie" not in r.stdout
+    assert _listing(img) == before and "alcie" not in contents(img)  # nothing made, no journal either
+    # an existing mailbox no user reads (bob, made by delivery) takes it as before
+    r = run_ppadmin("import", img, "bob", tmp_path / "m.eml")
+    assert r.returncode == 0 and "import bob: 1 added" in r.stdout, r.stdout + r.stderr
+    # a new mailbox a user reads: the user was added first (its mailbox defaults to its name)
+    r = run_ppadmin("adduser", img, "carol", "--password", "pw", "--iterations", "4096")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = run_ppadmin("import", img, "alcie", tmp_path / "m.eml")
+    assert r.returncode == 2 and "(users: carol)" in r.stderr, r.stdout + r.stderr
+    r = run_ppadmin("import", img, "carol", tmp_path / "m.eml")
+    assert r.returncode == 0 and "import carol: 1 added" in r.stdout, r.stdout + r.stderr
+    # and with --create-mailbox a new mailbox no user reads is made, as `deliver --create-mailbox`
+    r = run_ppadmin("import", img, "alcie", tmp_path / "m.eml", "--create-mailbox")
+    assert r.returncode == 0 and "import alcie: 1 added" in r.stdout, r.stdout + r.stderr
+    assert [m for _, _, m in contents(img)["alcie"]] == [b"Subject: typo\r\n\r\nx\r\n"]
+
+
 def test_export_maildir_and_mbox_read_back_exactly(image, tmp_path):
     img, uids = image
     want = [stored_form(m) for m in MSGS]
@@ -102,7 +137,7 @@ def test_import_round_trip_idempotent(image, tmp_path):
     want = [stored_form(m) for m in MSGS]
     assert run_ppadmin("export", img, "alice", "--mbox", tmp_path / "a.mbox").returncode == 0
     assert run_ppadmin("export", img, "alice", "--maildir", tmp_path / "md").returncode == 0
-    r = run_ppadmin("import", img, "carol", tmp_path / "a.mbox")
+    r = run_ppadmin("import", img, "carol", tmp_path / "a.mbox", "--create-mailbox")  # no user reads carol
     assert r.returncode == 0, r.stdout + r.stderr
     assert "import carol: 6 added, 0 skipped (already there), 0 refused" in r.stdout
     got = contents(img, ["carol"])["carol"]
@@ -139,7 +174,7 @@ def test_import_malformed_input_one_line_each(image, tmp_path):
         b"No-Separator: just one header line\n\n"
         b"From x@y Thu Jan  4 13:00:00 2024\n\n"
     )
-    r = run_ppadmin("import", img, "dave", mbox)
+    r = run_ppadmin("import", img, "dave", mbox, "--create-mailbox")
     lines = r.stdout.splitlines()
     assert "import dave: 3 added, 0 skipped (already there), 1 refused" in r.stdout, r.stdout + r.stderr
     assert any("message 1" in ln and "unescaped 'From ' line inside the body (kept) (2 lines)" in ln for ln in lines), lines
@@ -155,7 +190,7 @@ def test_import_malformed_input_one_line_each(image, tmp_path):
     ]
     empty = tmp_path / "empty.mbox"
     empty.write_bytes(b"")
-    r = run_ppadmin("import", img, "dave", empty)
+    r = run_ppadmin("import", img, "dave", empty, "--create-mailbox")
     assert "empty file, no messages" in r.stdout and "0 added, 0 skipped" in r.stdout
     # a Maildir with odd names, flags, a dot file, a subfolder and a file in tmp/
     md = tmp_path / "odd"
@@ -167,7 +202,7 @@ def test_import_malformed_input_one_line_each(image, tmp_path):
     (md / "cur" / ".hidden").write_bytes(b"Subject: hidden\r\n\r\n")
     (md / "cur" / "subdir").mkdir()
     (md / "tmp" / "1.half").write_bytes(b"Subject: half written\r\n")
-    r = run_ppadmin("import", img, "erin", md)
+    r = run_ppadmin("import", img, "erin", md, "--create-mailbox")
     assert "import erin: 3 added, 0 skipped" in r.stdout, r.stdout + r.stderr
     assert "cur/subdir: not a regular file, skipped" in r.stdout
     got = sorted(m for _, _, m in contents(img, ["erin"])["erin"])
@@ -381,7 +416,7 @@ def test_import_killed_at_random_points_then_rerun_exactly_once(tmp_path):
         assert sorted(got) == sorted(KILL_MSGS), label  # each exactly once
         assert got == KILL_MSGS, label  # and in source order
 
-    delays, counts = _killed_then_rerun(["import", img, "bob", src], lambda: shutil.copyfile(pristine, img),
+    delays, counts = _killed_then_rerun(["import", img, "bob", src, "--create-mailbox"], lambda: shutil.copyfile(pristine, img),
                                         lambda: len(contents(img, ["bob"]).get("bob", [])), check, 14,
                                         lambda n: 0 < n < len(KILL_MSGS))
     assert any(0 < n < len(KILL_MSGS) for n in counts), (delays, counts)  # some kill cut an import short

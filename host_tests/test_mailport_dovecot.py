@@ -111,7 +111,7 @@ def test_dovecot_maildir_imports_onto_the_board_and_is_served_byte_exact(tmp_pat
         assert (md / "dovecot-uidlist").exists() and list((md / "cur").iterdir())
         img = str(tmp_path / "board.img")
         make_image(img, {"alice": []}, tmpdir=str(tmp_path / "s"))
-        r = run_ppadmin("import", img, "alice", md)
+        r = run_ppadmin("import", img, "alice", md, "--create-mailbox")  # alice's user comes with serve_image
         assert "import alice: 4 added, 0 skipped" in r.stdout, r.stdout + r.stderr
         (tmp_path / "srv").mkdir()
         srv = Pop3Server(str(tmp_path / "srv"))

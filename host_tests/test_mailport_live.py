@@ -154,7 +154,8 @@ def test_progress_shows_messages_and_bytes_for_every_transfer_on_an_image(tmp_pa
     make_image(img, {"alice": [b"Subject: %d\r\n\r\n" % i + b"x" * 50000 for i in range(12)],
                      "bob": [b"Subject: b\r\n\r\nb\r\n"]}, tmpdir=str(tmp_path / "s"))
     runs = [("export", img, "--maildir", tmp_path / "md"), ("backup", img, tmp_path / "b.pp"),
-            ("restore", tmp_path / "b.pp", tmp_path / "c.img"), ("import", tmp_path / "c.img", "carol", tmp_path / "md" / "alice")]
+            ("restore", tmp_path / "b.pp", tmp_path / "c.img"),
+            ("import", tmp_path / "c.img", "carol", tmp_path / "md" / "alice", "--create-mailbox")]  # no user reads carol
     want = {"export": "export: 13/13 messages, 0.6/0.6 MiB", "backup": "backup: 13/13 messages, 0.6/0.6 MiB",
             "restore": "restore: 13/13 messages, 0.6/0.6 MiB", "import": "import: 12/12 messages, 0.6 MiB"}
     for args in runs:

@@ -1,6 +1,7 @@
 """Export from a live board over USB: `ppadmin export PORT ...` against the pseudo-board (the unix
 micropython REPL behind a pty, a littlefs image at /flash, pocketpost as .mpy in /flash/lib), through
-mpremote's raw REPL. The mailbox lock is respected: a mailbox a session holds is reported, not read."""
+mpremote's raw REPL. The mailbox lock is respected: a mailbox a session holds is reported, not read,
+and the export ends with exit status 4 (incomplete: run again), never 0."""
 
 import mailbox
 import os
@@ -47,16 +48,19 @@ def test_export_from_live_board_over_usb(tmp_path):
         keys = sorted(md.keys(), key=lambda k: int(k.split("Q")[1].split(".")[0]))
         assert [md.get_bytes(k) for k in keys] == [stored_form(m) for m in MSGS]
         assert ["%s.%s" % (k.split(".P")[1].split("Q")[0], k.split("Q")[1].split(".")[0]) for k in keys] == uids["alice"]
-        # a POP3 session holds bob (the lock lives in the board's RAM): export skips it and says so
+        # a POP3 session holds bob (the lock lives in the board's RAM): export skips it, says so,
+        # and exits 4 (incomplete), so `export && wipe` stops; alice is still exported
         held = subprocess.run([tool("mpremote"), "connect", pb.tty, "resume", "exec",
                                "from pocketpost import config\n"
                                "_mb = config.open_store(config.load('config.json')).lock('bob')\n"],
                               capture_output=True, text=True, timeout=60)
         assert held.returncode == 0, held.stdout + held.stderr
         r = run_ppadmin("export", pb.tty, "--mbox", tmp_path / "all")
-        assert r.returncode == 0, r.stdout + r.stderr
+        assert r.returncode == 4, r.stdout + r.stderr
         assert "mailbox bob is in use" in r.stderr and "exported alice: 3 messages" in r.stdout
-        assert "exported bob" not in r.stdout
+        assert "incomplete: mailbox bob was in use" in r.stderr and "run again" in r.stderr, r.stderr
+        assert "exported bob" not in r.stdout and not (tmp_path / "all" / "bob.mbox").exists()
+        assert len(mailbox.mbox(str(tmp_path / "all" / "alice.mbox"))) == 3
 
 
 def _board_image(tmp_path, name, mail):

@@ -48,7 +48,8 @@ def mailbox_figures(d):
     rows.append(("export --maildir", t))
     t, _ = _timed(lambda: mailport.export(img, ["alice"], mailport.MboxWriter(os.path.join(d, "a.mbox"), True)))
     rows.append(("export --mbox", t))
-    t, r = _timed(lambda: mailport.import_messages(img, "bob", os.path.join(d, "md", "alice"), report=lambda s: None))
+    t, r = _timed(lambda: mailport.import_messages(img, "bob", os.path.join(d, "md", "alice"), report=lambda s: None,
+                                                   create_mailbox=True))
     assert r["added"] == 160, r
     rows.append(("import (Maildir)", t))
     t, _ = _timed(lambda: mailport.backup(img, os.path.join(d, "b.pp")))
@@ -84,7 +85,8 @@ def usb_figures(d):
                      {"PP_MPY": os.path.join(mpy, "pocketpost")})
     with pseudoboard.PseudoBoard(os.path.join(d, "pb"), image=img) as pb:
         t_exp, _ = _timed(lambda: mailport.export(pb.tty, ["alice"], mailport.MaildirWriter(os.path.join(d, "usbmd"))))
-        t_imp, r = _timed(lambda: mailport.import_messages(pb.tty, "bob", os.path.join(d, "usbmd", "alice"), report=lambda s: None))
+        t_imp, r = _timed(lambda: mailport.import_messages(pb.tty, "bob", os.path.join(d, "usbmd", "alice"), report=lambda s: None,
+                                                           create_mailbox=True))
         assert r["added"] == 160, r
     print("10 MiB mailbox over the pseudo-board link (pty, mpremote raw REPL, base64):")
     print("  %-22s %6.2f s  %6.2f MiB/s" % ("export --maildir", t_exp, mib / t_exp))
@@ -108,7 +110,8 @@ def big_figures(d, mib):
     mailport.CODE_PATH[0] = os.path.join(d, "mpy")
     for heap in HEAPS:
         try:
-            t, r = _timed(lambda: mailport.import_messages(img, "big%s" % heap, eml, report=lambda s: None, heapsize=heap))
+            t, r = _timed(lambda: mailport.import_messages(img, "big%s" % heap, eml, report=lambda s: None, heapsize=heap,
+                                                           create_mailbox=True))
         except mailport.PortError:
             continue
         if r["added"] == 1:

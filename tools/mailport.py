@@ -56,6 +56,11 @@ class PortError(Exception):
     pass
 
 
+class NoSuchMailbox(Exception):
+    """Import into a mailbox that does not exist and that no user reads (a typo?), without
+    create_mailbox: refused before anything is sent or made (ppadmin: one line, exit 2)."""
+
+
 # --- the link to the board side ----------------------------------------------------------------
 
 
@@ -177,6 +182,21 @@ class Link:
             elif ln[:1] == b"-":
                 keys.discard(ln[1:].decode())
         return keys
+
+    def mailbox_state(self, mailbox):
+        """C: ("exists" | "read" | "new", [the config's users when "new"]); nothing is made."""
+        self.send(b"C %s\n" % mailbox.encode())
+        self.flush()
+        reply = self.line()
+        if reply == "R unknown command":
+            raise PortError("the board's pocketpost.mailport is older than this tool (it cannot say whether mailbox"
+                            " %s exists): deploy it again, or pass --create-mailbox" % mailbox)
+        if reply.startswith("R "):
+            raise PortError("%s: %s" % (mailbox, reply[2:]))
+        words = reply.split(" ")
+        if words[0] != "A" or len(words) < 2 or words[1] not in ("exists", "read", "new"):
+            self.garbled(reply)
+        return words[1], words[2:]
 
     def uids(self, mailbox):
         out = {}
@@ -744,13 +764,15 @@ class MboxWriter:
             self.f = None
 
 
-def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None):
+def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None, locked=None):
     """Export mailboxes (all when empty) of image through writer; returns {mailbox: count}.
     image may be a board's serial port (or the pseudo-board's pty): see UsbLink. A mailbox named
-    that does not exist is reported on stderr and appended to `missing` (a list) if given."""
+    that does not exist is reported on stderr and appended to `missing` (a list) if given; one
+    that a POP3 session holds (an "L" record: not exported, the others are) is reported on
+    stderr and appended to `locked` (a list) if given, so the caller can end incomplete."""
     link = open_link(image, "export", *mailboxes, heapsize=heapsize)
     counts = {}
-    locked = []
+    held = []
     absent = []
     prog = Progress("export", progress)
     cur = [None]
@@ -767,7 +789,7 @@ def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None
         prog.step(size)
 
     try:
-        read_records(link, on_mailbox, on_message, on_locked=locked.append, on_missing=absent.append)
+        read_records(link, on_mailbox, on_message, on_locked=held.append, on_missing=absent.append)
         writer.close()
         prog.done()  # the progress line ends before the board's restart says so
         link.close()
@@ -775,12 +797,14 @@ def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None
         link.kill()
         raise
     prog.done()
-    for name in locked:
+    for name in held:
         sys.stderr.write("export: mailbox %s is in use (a POP3 session holds it): not exported\n" % name)
     for name in absent:
         sys.stderr.write("export: no mailbox %s on %s: nothing exported for it\n" % (name, image))
     if missing is not None:
         missing.extend(absent)
+    if locked is not None:
+        locked.extend(held)
     return counts
 
 
@@ -1039,8 +1063,12 @@ def message_key(src):
     return h.hexdigest(), size, insp.notes() if size else []
 
 
-def import_messages(image, mailbox, path, report=print, mbox_quoting="rd", progress=False, heapsize=None):
-    """Import SOURCE into mailbox; returns a dict of counts (added, skipped, refused, full)."""
+def import_messages(image, mailbox, path, report=print, mbox_quoting="rd", progress=False, heapsize=None,
+                    create_mailbox=False):
+    """Import SOURCE into mailbox; returns a dict of counts (added, skipped, refused, full).
+    A mailbox that does not exist yet and that no user of the image's config reads (a typo:
+    mail nobody could fetch) raises NoSuchMailbox, nothing made, unless create_mailbox (as
+    `ppadmin deliver --create-mailbox`)."""
     sources, notes = open_source(path, mbox_quoting)
     for n in notes:
         report("note: " + n)
@@ -1048,8 +1076,14 @@ def import_messages(image, mailbox, path, report=print, mbox_quoting="rd", progr
     link = open_link(image, "serve", heapsize=heapsize)
     prog = Progress("import", progress)
     prog.add_total(len(sources), 0)
+    users = None
     try:
-        known = link.journal(mailbox)
+        if not create_mailbox:
+            state, names = link.mailbox_state(mailbox)
+            if state == "new":
+                users = names
+                sources = []  # nothing is sent: the link closes below (a board restarts as after any import)
+        known = set() if users is not None else link.journal(mailbox)
         for i, src in enumerate(sources):
             sha, size, mnotes = message_key(src)
             for n in src.notes + mnotes:
@@ -1084,6 +1118,9 @@ def import_messages(image, mailbox, path, report=print, mbox_quoting="rd", progr
         link.kill()
         raise
     prog.done()
+    if users is not None:
+        raise NoSuchMailbox("no mailbox %s on %s and no user reads it (users: %s): add the user first, or pass "
+                            "--create-mailbox" % (mailbox, image, ", ".join(users) or "none"))
     return res
 
 

@@ -10,6 +10,10 @@ COMMANDS = ("export", "import", "backup", "restore")
 TARGET = "a flash image file, or a board's serial port (/dev/ttyUSB0, the pseudo-board's tty)"
 NO_RESTART = "over USB: leave the board at the REPL afterwards (default: its services start again)"
 LIVE = "over USB: while the board goes on serving (its usb_link service; no Ctrl-C, no restart)"
+EXIT_INCOMPLETE = 4  # export: a mailbox a POP3 session held was skipped (the others were exported)
+EXPORT_EXITS = ("exit status: 0 every mailbox exported; 1 a mailbox named does not exist; 3 failed; %d "
+                "incomplete: a mailbox was in use (a POP3 session held it) and was not exported, the others "
+                "were: run again" % EXIT_INCOMPLETE)
 
 
 def _link_options(p):
@@ -20,7 +24,8 @@ def _link_options(p):
 
 
 def add_parsers(sub):
-    e = sub.add_parser("export", help="export mailboxes as Maildir, mbox (mboxrd) or Maildir + dovecot-uidlist")
+    e = sub.add_parser("export", help="export mailboxes as Maildir, mbox (mboxrd) or Maildir + dovecot-uidlist",
+                       epilog=EXPORT_EXITS)
     e.add_argument("image", help=TARGET)
     e.add_argument("mailboxes", nargs="*", help="default: every mailbox")
     g = e.add_mutually_exclusive_group(required=True)
@@ -34,6 +39,8 @@ def add_parsers(sub):
     i.add_argument("source")
     i.add_argument("--mbox-quoting", choices=("rd", "o"), default="rd",
                    help="rd: '>+From ' loses one '>' (default); o: only '>From ' becomes 'From '")
+    i.add_argument("--create-mailbox", action="store_true",
+                   help="import into a new mailbox no user reads (without it such a mailbox, a typo, is refused, exit 2)")
     _link_options(i)
     b = sub.add_parser("backup", help="one archive of every mailbox (UIDs, arrival times), users and config")
     b.add_argument("image", help=TARGET)
@@ -51,7 +58,10 @@ def _report(line):
 
 
 def run(args):
-    """Returns the exit status: 0 done, 1 something refused or damaged, 2 stopped (flash full)."""
+    """Returns the exit status: 0 done, 1 something refused, damaged or missing, 2 stopped (flash
+    full) or import's mailbox refused before anything was sent (a bad name; new and no user reads
+    it, without --create-mailbox), 3 failed (a one-line error), 4 (EXIT_INCOMPLETE) export skipped
+    a mailbox in use."""
     mailport.UsbLink.restart = not args.no_restart
     mailport.LIVE[0] = args.live
     names = args.mailboxes if args.cmd == "export" else [args.mailbox] if args.cmd == "import" else []
@@ -71,12 +81,23 @@ def run(args):
             else:
                 w = mailport.MaildirWriter(args.maildir)
             missing = []
-            counts = mailport.export(args.image, args.mailboxes, w, progress=args.progress, missing=missing)
+            locked = []
+            counts = mailport.export(args.image, args.mailboxes, w, progress=args.progress, missing=missing,
+                                     locked=locked)
             for name in sorted(counts):
                 print("exported %s: %d messages" % (name, counts[name]))
-            return 1 if missing else 0
+            if locked:  # a script doing `export && wipe` must not go on: that mail is not in the export
+                held = ("mailboxes %s were" if len(locked) > 1 else "mailbox %s was") % ", ".join(locked)
+                print("ppadmin export: incomplete: %s in use (a POP3 session held it), not exported: run again"
+                      % held, file=sys.stderr)
+            return 1 if missing else EXIT_INCOMPLETE if locked else 0
         if args.cmd == "import":
-            r = mailport.import_messages(args.image, args.mailbox, args.source, _report, args.mbox_quoting, args.progress)
+            try:
+                r = mailport.import_messages(args.image, args.mailbox, args.source, _report, args.mbox_quoting,
+                                             args.progress, create_mailbox=args.create_mailbox)
+            except mailport.NoSuchMailbox as e:
+                print("ppadmin import: %s" % e, file=sys.stderr)
+                return 2
             print("import %s: %d added, %d skipped (already there), %d refused%s"
                   % (args.mailbox, r["added"], r["skipped"], r["refused"], ", stopped: no room" if r["full"] else ""))
             return 2 if r["full"] else (1 if r["refused"] else 0)

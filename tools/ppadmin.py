@@ -10,7 +10,9 @@
                      problems are left (found without --repair); damaged messages go to damaged/
     tools/ppadmin.py run IMAGE SCRIPT.py                          MicroPython, image at /flash (cwd)
     tools/ppadmin.py export IMAGE [MAILBOX ...] (--maildir DIR | --mbox FILE | --dovecot DIR)
-    tools/ppadmin.py import IMAGE MAILBOX SOURCE      (a Maildir, an mbox, a .eml file or a folder of them)
+                     exit 4 (incomplete) when a mailbox a POP3 session held was skipped: run again
+    tools/ppadmin.py import IMAGE MAILBOX SOURCE [--create-mailbox]   (a Maildir, an mbox, a .eml file or a
+                     folder of them; a new mailbox no user reads is refused, exit 2, unless --create-mailbox)
     tools/ppadmin.py backup IMAGE FILE  /  tools/ppadmin.py restore FILE IMAGE
     (export/import/backup/restore: tools/mailport.py, docs/MIGRATE.md; IMAGE may also be a
     board's serial port, e.g. /dev/ttyUSB0, reached through mpremote; with --live the board

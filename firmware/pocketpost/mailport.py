@@ -19,7 +19,10 @@ Out (export/backup), one stream of records, each a header line then exactly <siz
                                         records or before a reply line: the host shows it, skips it
 
 In (import/restore), a command loop; every command gets one reply line:
-    J <mailbox>        -> K <n> then n bytes: the import journal of the mailbox (see below)
+    C <mailbox>        -> A exists  |  A read (not made yet; a user reads it)  |  A new [<user>...]
+                       (neither: the config's users follow); nothing is made. Import asks this
+                       first and refuses "new" unless told to create the mailbox (a typo)
+    J <mailbox>        -> K <n> then n bytes: the import journal of the mailbox (see below); makes it
     U <mailbox>        -> K <n> then n bytes: "<uid> <size>\\n" per message present
     M <mailbox> <arrival> <sha1hex> <uid|->   then chunks "<n>\\n" + n bytes (n <= CHUNK), "0\\n":
                        -> A <uid>  added  |  R <reason>  refused  |  F <free> <reason>  no room
@@ -284,6 +287,26 @@ def _journal(store, name, out, buf):
     _send_listing_file(out, path, buf)
 
 
+def _mailbox_state(store, name, config_path):
+    """The C reply: does mailbox `name` exist, or does a user of the config read it. Reads the
+    config as written (load_raw: no checks, no serverconf import); a user's mailbox defaults to
+    the user's name, as config.check has it."""
+    if store.exists(name):
+        return b"A exists\n"
+    if config_path is None:
+        raise StoreError("no config to check the mailbox's users against")
+    from pocketpost import config
+
+    try:
+        users = config.load_raw(config_path).get("users") or {}
+    except (OSError, ValueError, compat.ConfigError) as e:  # an R reply naming it, the loop goes on
+        raise StoreError("config %s unreadable: %s" % (config_path, e))
+    for u in users:
+        if (users[u] or {}).get("mailbox", u) == name:
+            return b"A read\n"
+    return b"A new%s\n" % "".join(" " + u for u in sorted(users)).encode()
+
+
 def _uids(store, name, out):
     """K <n>, then "<uid> <size>\\n" per message. Two passes over the locked snapshot (the reply
     needs its length first): the first sums the line lengths, the second writes the lines, so
@@ -392,7 +415,7 @@ def _malformed(args):
     cmd = args[0]
     n = len(args)
     try:
-        if cmd == "J" or cmd == "U":
+        if cmd == "J" or cmd == "U" or cmd == "C":
             return n != 2
         if cmd == "M":
             return n != 5 or int(args[2]) < 0
@@ -403,14 +426,15 @@ def _malformed(args):
     return False
 
 
-def serve(store, inp, out, top="/flash"):
+def serve(store, inp, out, top="/flash", config_path=None):
     """The import/restore command loop (see the module docstring) until Q or end of input.
     store: a Store, or a function that makes one, called at the first mailbox command (a
-    restore writes the config with W first). top: the config's folder (W paths are relative)."""
-    drain(serve_steps(store, inp, out, top))
+    restore writes the config with W first). top: the config's folder (W paths are relative).
+    config_path: the config whose users C checks (without it, C is refused)."""
+    drain(serve_steps(store, inp, out, top, None, config_path))
 
 
-def serve_steps(store, inp, out, top="/flash", buf=None):
+def serve_steps(store, inp, out, top="/flash", buf=None, config_path=None):
     """serve as a step generator (see drain)."""
     pipe = _Pipe(inp)
     buf = buf or bytearray(CHUNK)
@@ -427,9 +451,11 @@ def serve_steps(store, inp, out, top="/flash", buf=None):
                 return
             if _malformed(args):
                 raise StoreError("malformed command")
-            if cmd in ("J", "U", "M") and not hasattr(store, "begin"):
+            if cmd in ("C", "J", "U", "M") and not hasattr(store, "begin"):
                 store = _open_store(store)
-            if cmd == "J":
+            if cmd == "C":
+                out.write(_mailbox_state(store, args[1], config_path))
+            elif cmd == "J":
                 _journal(store, args[1], out, buf)
             elif cmd == "U":
                 _uids(store, args[1], out)
@@ -641,7 +667,7 @@ async def live_session(store, config_path, args, reader, out_stream):
         elif cmd == "backup":
             steps = _backup_steps(top, store, out, buf, waits)
         elif cmd == "serve":
-            steps = serve_steps(store, inp, out, top, bytearray(CHUNK))
+            steps = serve_steps(store, inp, out, top, bytearray(CHUNK), config_path)
         else:
             out_stream.write("@!unknown command %s\n" % cmd)
             return
@@ -678,7 +704,7 @@ def _run(cmd, config_path, names, inp, out, buf):
 
     top = config_dir(config_path)
     if cmd == "serve":
-        serve(open_store, inp, out, top)
+        serve(open_store, inp, out, top, config_path)
         _flush(out)
         return
     store = open_store()

@@ -22,8 +22,9 @@ def msg_cmd(box, arrival, data, uid="-", sha=None):
     return out + b"0\n"
 
 
-def serve(st, commands):
-    """mailport.serve on store `st` with the bytes `commands` in; returns the bytes it wrote."""
+def serve(st, commands, config_path=None):
+    """mailport.serve on store `st` with the bytes `commands` in; returns the bytes it wrote.
+    config_path: the config whose users the C command checks."""
     out = io.BytesIO()
-    mailport.serve(st, io.BytesIO(commands), out)
+    mailport.serve(st, io.BytesIO(commands), out, config_path=config_path)
     return out.getvalue()

@@ -102,6 +102,26 @@ def test_import_journal_refusals_and_cancelled_entry():
     _with_stores(body, quota=100, reserve=0)
 
 
+def test_mailbox_state_says_whether_a_user_reads_a_new_mailbox_and_makes_nothing():
+    def body(a, b):
+        a.deliver_stream("alice", io.BytesIO(MSGS[0]).readinto, 1)
+        cfg = a.root + "/../config.json"
+        f = open(cfg, "w")
+        f.write('{"users": {"zoe": {"password": "x"}, "carol": {"password": "x", "mailbox": "shared"}}}')
+        f.close()
+        r = serve(a, b"C alice\nC zoe\nC shared\nC carol\nC alcie\nQ\n", cfg)
+        # alice exists (no user needed); zoe's mailbox is her name; carol reads "shared", not "carol"
+        assert r == b"A exists\nA read\nA read\nA new carol zoe\nA new carol zoe\nbye\n", r
+        assert a.mailboxes() == ["alice"]  # nothing made
+        # no config to check against, or an unreadable one: an R reply, the loop goes on
+        r = serve(a, b"C alcie\nC\nQ\n")
+        assert r.startswith(b"R no config") and r.endswith(b"\nR malformed command\nbye\n"), r
+        r = serve(a, b"C alcie\nQ\n", a.root + "/../nope.json")
+        assert r.startswith(b"R config ") and r.endswith(b"\nbye\n") and a.mailboxes() == ["alice"], r
+
+    _with_stores(body)
+
+
 def test_malformed_commands_get_one_reply_each():
     def body(a, b):
         bad = [b"U", b"J", b"U a b", b"M alice", b"M alice x " + b"0" * 40 + b" -", b"W", b"W x p", b"W -3 p"]
