@@ -165,6 +165,12 @@ _IN_BUF = const(512)  # storecore's (a private copy)
 # storeindex.py's (the on-flash format: const() folds them, test_store.py checks they agree).
 _PLAIN = const(0x80000000)  # in a record's size field: the file is the wire form (plain or stuffed)
 _STUFFED = const(0x40000000)  # with _PLAIN: the file has dots added (their number is in its name)
+# The texts of its errors: storerare.TEXTS[n] (cold; StoreError(n) loads one: storecore.py), by
+# number (private copies: host_tests/dual/test_store_texts.py checks they name their texts).
+_E_CLOSED = const(0)
+_E_NODIGEST = const(1)
+_E_LARGE = const(2)
+_E_QUOTA = const(3)
 _LF = const(10)
 _CR = const(13)
 _DOT = const(46)
@@ -245,7 +251,7 @@ class Delivery:
         line of the message so far starts with ".": the POP3 client knows both from counting line
         ends for its size rule and from un-stuffing, so the store skips its own scans."""
         if self.file is None or self.done:
-            raise StoreError("delivery is closed")
+            raise StoreError(_E_CLOSED)
         try:
             if not crlf:
                 from pocketpost import storewalk  # no hint: the scans (loaded for such a write, see there)
@@ -297,7 +303,7 @@ class Delivery:
 
     def _room(self, n):
         if self.limit >= 0 and self.size + self.dots + n > self.limit:
-            raise self.exc_type("message too large for the space left")
+            raise self.exc_type(_E_LARGE)
 
     def _dots(self, buf, end, pos):
         """buf[:end] (bytes or bytearray, every LF with its CR) into the file with a "." added
@@ -352,9 +358,9 @@ class Delivery:
         so `size` is final) and return the SHA-1 of the stored bytes as 40 hex digits.
         Needs begin(..., digest=True)."""
         if self.sha1 is None:
-            raise StoreError("delivery keeps no digest")
+            raise StoreError(_E_NODIGEST)
         if self.file is None:
-            raise StoreError("delivery is closed")
+            raise StoreError(_E_CLOSED)
         try:
             self.finish()
         except OSError as e:
@@ -409,7 +415,7 @@ class Delivery:
         delivery took the one begin expected). Returns (epoch, seq, final path): rename self.tmp
         there, then call landed(epoch, seq). On failure the delivery is aborted."""
         if self.file is None:
-            raise StoreError("delivery is closed")
+            raise StoreError(_E_CLOSED)
         box = self.box
         store = self.store
         try:
@@ -418,7 +424,7 @@ class Delivery:
             self.file.close()
             self.file = None
             if store.quota and box.total + self.size > store.quota:
-                raise QuotaExceeded("mailbox quota exceeded")
+                raise QuotaExceeded(_E_QUOTA)
             epoch, seq = box.epoch, box.next_seq
             if self._uid is not None:
                 epoch, seq = _cold("storerare", "restore_seal", self)

@@ -10,7 +10,9 @@ after it (storecore._cold), so that no role keeps it while it delivers or a sess
   - damaged, unreadable: a message Mailbox.open found damaged, a session's report of one it
     could not read (Mailbox.unreadable);
   - restore_seal, restore_landed: a delivery under a given UID (Store.begin(uid=...), a restore
-    from a backup), checked at its seal and indexed once landed.
+    from a backup), checked at its seal and indexed once landed;
+  - TEXTS, text: the texts of store.py's and storecore.py's errors (StoreError(n) looks its text
+    up here: no role holds them while it delivers).
 """
 
 from pocketpost import compat, log
@@ -23,6 +25,24 @@ _EIO = const(5)  # a stuffed file that does not un-stuff to its LIST size
 _MAX_UNREADABLE = const(8)
 _IN_BUF = const(512)  # storecore's (a private copy)
 _SIZE = const(0x3FFFFFFF)  # storeindex's (the file's octets in a record's size field)
+
+# The texts of store.py's and storecore.py's errors by number (their _E_ names, private copies):
+# StoreError(n) takes text(n) as its message.
+TEXTS = (
+    "delivery is closed",  # 0
+    "delivery keeps no digest",  # 1
+    "message too large for the space left",  # 2
+    "mailbox quota exceeded",  # 3
+    "stuffed message: LIST size needed for its name",  # 4
+    "bad mailbox name",  # 5
+    "no such mailbox",  # 6
+    "bad uid",  # 7
+)
+
+
+def text(n):
+    """TEXTS[n]: the message of StoreError(n) (storecore.StoreError)."""
+    return TEXTS[n]
 
 
 def find(name):
