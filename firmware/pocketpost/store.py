@@ -107,17 +107,18 @@ by RETR (reading a stuffed file un-stuffed also checks it comes to its LIST size
 
 The modules, by who needs them and when (each role keeps only its part; figures: resident heap
 after the import, 64-bit unix port, from .mpy, in the fetch CLI's order):
-  - storecore.py, what every role keeps (~7.5 KB): the exceptions, the RAM state (_BOXES,
-    _LOCKS, _Box), Store (open, quota and room, begin, lock), an index record read (_unpack,
-    _lsize) and _cold, which loads the parts below for a call. config.open_store imports it,
-    not this module.
+  - storecore.py, what every role keeps (~6.7 KB): the exceptions (their texts: storerare.TEXTS,
+    looked up by StoreError(n)), the RAM state (_BOXES, _LOCKS, _Box), Store (open, quota and
+    room, begin, lock) and _cold, which loads the parts below for a call. config.open_store
+    imports it, not this module. (An index record read, _unpack and _lsize, is storeindex's,
+    with a copy in storesession: a process that only delivers never reads a record.)
   - store.py (this module, ~5 KB more): Delivery and the public names (store.Store,
     store.StoreError, ...; a module __getattr__ finds the others where they live:
     storerare.find). Store.begin imports it: a POP3 server that receives no mail never loads it.
   - storesession.py (~4 KB): lock (Store.lock imports it), Mailbox (the session's reads,
     store.Mailbox resolves to it) and the deletion commit's names (write_intent,
     apply_deletions: storecommit.py's). A process that only delivers (the fetch CLI) never
-    loads it. It holds no index code.
+    loads it. It holds no index code (but its copy of the record read).
   - Loaded for a call and dropped after it (MicroPython): storeindex.py (~2 KB: the index
     format, the index read and verified, walked, written: a lock's check, a merge, recovery,
     a commit), storemerge.py (~4 KB: the files above the index appended to it, at a lock after
@@ -128,8 +129,9 @@ after the import, 64-bit unix port, from .mpy, in the fetch CLI's order):
     scan, salvage, the rebuild from the files, the format-1 upgrade), storecheck.py
     (Store.check, describe), storerare.py (~4 KB: store.X, a stuffed message read
     un-stuffed, a session's report of an unreadable message, a restore's UIDs, a group commit
-    cut short), storewalk.py (~1.5 KB: the scans of a chunk written without the caller's
-    hint, above; the POP3 client gives it, so a fetch never loads this) and storeopen.py
+    cut short, the texts of this module's and storecore's errors), storewalk.py (~1.5 KB: the
+    scans of a chunk written without the caller's hint, above; the POP3 client gives it, so a
+    fetch never loads this) and storeopen.py
     (~2.5 KB: Store()'s opening, an older version's tmp/ removed with the temp files of its
     interrupted deliveries; those of this one are in the buckets, removed by the scan).
     Recovery runs when a first load (storemerge.load) finds anything to repair, at a lock that
