@@ -148,7 +148,7 @@ import binascii
 import hashlib
 import os
 
-from pocketpost import compat, log
+from pocketpost import compat
 from pocketpost.compat import const
 
 # The public names (store.Store, store.StoreError, ...), one object each wherever imported from.
@@ -397,18 +397,16 @@ class Delivery:
             compat.rename(self.tmp, target)
             compat.sync_dir(self.box.bucket_dir(seq))
         except BaseException as e:
-            tmp = self.tmp
-            if compat.exists(target) and not compat.exists(tmp):
-                uid = self.landed(epoch, seq)
-                if isinstance(e, OSError):
-                    log.warning("store %s: %s after the rename of %s: stored", self.box.path, e, uid)
-                    return uid
+            # The file decides: storerare.commit (cold: a commit whose rename raised is rare).
+            try:
+                return _cold("storerare", "commit", self, e, epoch, seq, target)
+            except MemoryError:
+                # (No heap to load it, or e itself: the seq skipped, the delivery closed; both
+                # are no-ops after storerare.commit. A message that did land is found unindexed
+                # by the next merge, like any other.)
+                self.spent(seq)
+                self.abort()
                 raise
-            self.spent(seq)
-            self.abort()
-            if isinstance(e, OSError):
-                raise _os_error(e)
-            raise
         return self.landed(epoch, seq)
 
     def seal(self):

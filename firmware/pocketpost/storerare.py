@@ -11,6 +11,8 @@ after it (storecore._cold), so that no role keeps it while it delivers or a sess
     could not read (Mailbox.unreadable);
   - restore_seal, restore_landed: a delivery under a given UID (Store.begin(uid=...), a restore
     from a backup), checked at its seal and indexed once landed;
+  - commit: the rest of Delivery.commit when its rename (or the sync after it) raised: the file
+    decides;
   - TEXTS, text: the texts of store.py's and storecore.py's errors (StoreError(n) looks its text
     up here: no role holds them while it delivers).
 """
@@ -190,6 +192,24 @@ def unreadable(mb, i):
         box.unreadable.append((r[0], r[1], r[2], r[3], mb._lsize(i, r)))
     box.suspect = True
     log.warning("store %s: message %08x.%d could not be read: set aside at the next lock", box.path, r[0], r[1])
+
+
+def commit(d, e, epoch, seq, target):
+    """Delivery.commit when the rename of d's temp file to target (or the sync after it) raised e:
+    the file decides, never the exception (see there). Landed: the RAM state, and its UID
+    returned for an OSError (logged), else e raised again. Not there (or flash cannot tell):
+    the seq skipped, the delivery aborted, e raised (a StoreError for an OSError)."""
+    if compat.exists(target) and not compat.exists(d.tmp):
+        uid = d.landed(epoch, seq)
+        if isinstance(e, OSError):
+            log.warning("store %s: %s after the rename of %s: stored", d.box.path, e, uid)
+            return uid
+        raise e
+    d.spent(seq)
+    d.abort()
+    if isinstance(e, OSError):
+        raise _os_error(e)
+    raise e
 
 
 def restore_seal(d):
