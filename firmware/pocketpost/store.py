@@ -129,11 +129,11 @@ after the import, 64-bit unix port, from .mpy, in the fetch CLI's order):
     scan, salvage, the rebuild from the files, the format-1 upgrade), storecheck.py
     (Store.check, describe), storerare.py (~4 KB: store.X, a stuffed message read
     un-stuffed, a session's report of an unreadable message, a restore's UIDs, a group commit
-    cut short, the texts of this module's and storecore's errors), storewalk.py (~1.5 KB: the
-    scans of a chunk written without the caller's hint, above; the POP3 client gives it, so a
-    fetch never loads this) and storeopen.py
-    (~2.5 KB: Store()'s opening, an older version's tmp/ removed with the temp files of its
-    interrupted deliveries; those of this one are in the buckets, removed by the scan).
+    cut short, a commit whose rename raised, the texts of this module's and storecore's
+    errors), storewalk.py (~1.5 KB: the scans of a chunk written without the caller's hint,
+    above; the POP3 client gives it, so a fetch never loads this) and storeopen.py (~2.5 KB:
+    Store()'s opening, an older version's tmp/ removed with the temp files of its interrupted
+    deliveries; those of this one are in the buckets, removed by the scan).
     Recovery runs when a first load (storemerge.load) finds anything to repair, at a lock that
     found damage and at a check. _cold counts the calls under way (_held), so a module in use
     is never dropped. Nothing outside a call refers to them: the exceptions, _Box and the RAM
@@ -391,7 +391,8 @@ class Delivery:
         (RAM state: the next delivery takes the next seq, not this one's) and an OSError
         reports it stored: its UID is returned (the sender retrying would duplicate it). If it
         is not there (or flash cannot tell), the delivery is aborted and the seq is skipped all
-        the same: a seq handed to a rename is never handed out again."""
+        the same: a seq handed to a rename is never handed out again. (That decision, rare, is
+        storerare.commit's.)"""
         epoch, seq, target = self.seal()
         try:
             compat.rename(self.tmp, target)

@@ -321,7 +321,8 @@ def test_a_cut_commit_with_no_heap_for_its_cold_part_skips_the_seq_and_closes_th
                 got = [_body(mb, i) for i in range(mb.count)]
             finally:
                 mb.release()
-            assert got == ([b"one\r\n", b"two\r\n", b"three\r\n"] if after else [b"one\r\n", b"three\r\n"]), (after, got)
+            want = [b"one\r\n", b"two\r\n", b"three\r\n"] if after else [b"one\r\n", b"three\r\n"]
+            assert got == want, (after, got)
         finally:
             store_mod._cold = cold
             store_mod.reboot()
