@@ -107,17 +107,18 @@ by RETR (reading a stuffed file un-stuffed also checks it comes to its LIST size
 
 The modules, by who needs them and when (each role keeps only its part; figures: resident heap
 after the import, 64-bit unix port, from .mpy, in the fetch CLI's order):
-  - storecore.py, what every role keeps (~7.5 KB): the exceptions, the RAM state (_BOXES,
-    _LOCKS, _Box), Store (open, quota and room, begin, lock), an index record read (_unpack,
-    _lsize) and _cold, which loads the parts below for a call. config.open_store imports it,
-    not this module.
+  - storecore.py, what every role keeps (~6.7 KB): the exceptions (their texts: storerare.TEXTS,
+    looked up by StoreError(n)), the RAM state (_BOXES, _LOCKS, _Box), Store (open, quota and
+    room, begin, lock) and _cold, which loads the parts below for a call. config.open_store
+    imports it, not this module. (An index record read, _unpack and _lsize, is storeindex's,
+    with a copy in storesession: a process that only delivers never reads a record.)
   - store.py (this module, ~5 KB more): Delivery and the public names (store.Store,
     store.StoreError, ...; a module __getattr__ finds the others where they live:
     storerare.find). Store.begin imports it: a POP3 server that receives no mail never loads it.
   - storesession.py (~4 KB): lock (Store.lock imports it), Mailbox (the session's reads,
     store.Mailbox resolves to it) and the deletion commit's names (write_intent,
     apply_deletions: storecommit.py's). A process that only delivers (the fetch CLI) never
-    loads it. It holds no index code.
+    loads it. It holds no index code (but its copy of the record read).
   - Loaded for a call and dropped after it (MicroPython): storeindex.py (~2 KB: the index
     format, the index read and verified, walked, written: a lock's check, a merge, recovery,
     a commit), storemerge.py (~4 KB: the files above the index appended to it, at a lock after
@@ -128,10 +129,11 @@ after the import, 64-bit unix port, from .mpy, in the fetch CLI's order):
     scan, salvage, the rebuild from the files, the format-1 upgrade), storecheck.py
     (Store.check, describe), storerare.py (~4 KB: store.X, a stuffed message read
     un-stuffed, a session's report of an unreadable message, a restore's UIDs, a group commit
-    cut short), storewalk.py (~1.5 KB: the scans of a chunk written without the caller's
-    hint, above; the POP3 client gives it, so a fetch never loads this) and storeopen.py
-    (~2.5 KB: Store()'s opening, an older version's tmp/ removed with the temp files of its
-    interrupted deliveries; those of this one are in the buckets, removed by the scan).
+    cut short, a commit whose rename raised, the texts of this module's and storecore's
+    errors), storewalk.py (~1.5 KB: the scans of a chunk written without the caller's hint,
+    above; the POP3 client gives it, so a fetch never loads this) and storeopen.py (~2.5 KB:
+    Store()'s opening, an older version's tmp/ removed with the temp files of its interrupted
+    deliveries; those of this one are in the buckets, removed by the scan).
     Recovery runs when a first load (storemerge.load) finds anything to repair, at a lock that
     found damage and at a check. _cold counts the calls under way (_held), so a module in use
     is never dropped. Nothing outside a call refers to them: the exceptions, _Box and the RAM
@@ -146,7 +148,7 @@ import binascii
 import hashlib
 import os
 
-from pocketpost import compat, log
+from pocketpost import compat
 from pocketpost.compat import const
 
 # The public names (store.Store, store.StoreError, ...), one object each wherever imported from.
@@ -165,6 +167,12 @@ _IN_BUF = const(512)  # storecore's (a private copy)
 # storeindex.py's (the on-flash format: const() folds them, test_store.py checks they agree).
 _PLAIN = const(0x80000000)  # in a record's size field: the file is the wire form (plain or stuffed)
 _STUFFED = const(0x40000000)  # with _PLAIN: the file has dots added (their number is in its name)
+# The texts of its errors: storerare.TEXTS[n] (cold; StoreError(n) loads one: storecore.py), by
+# number (private copies: host_tests/dual/test_store_texts.py checks they name their texts).
+_E_CLOSED = const(0)
+_E_NODIGEST = const(1)
+_E_LARGE = const(2)
+_E_QUOTA = const(3)
 _LF = const(10)
 _CR = const(13)
 _DOT = const(46)
@@ -245,7 +253,7 @@ class Delivery:
         line of the message so far starts with ".": the POP3 client knows both from counting line
         ends for its size rule and from un-stuffing, so the store skips its own scans."""
         if self.file is None or self.done:
-            raise StoreError("delivery is closed")
+            raise StoreError(_E_CLOSED)
         try:
             if not crlf:
                 from pocketpost import storewalk  # no hint: the scans (loaded for such a write, see there)
@@ -297,7 +305,7 @@ class Delivery:
 
     def _room(self, n):
         if self.limit >= 0 and self.size + self.dots + n > self.limit:
-            raise self.exc_type("message too large for the space left")
+            raise self.exc_type(_E_LARGE)
 
     def _dots(self, buf, end, pos):
         """buf[:end] (bytes or bytearray, every LF with its CR) into the file with a "." added
@@ -352,9 +360,9 @@ class Delivery:
         so `size` is final) and return the SHA-1 of the stored bytes as 40 hex digits.
         Needs begin(..., digest=True)."""
         if self.sha1 is None:
-            raise StoreError("delivery keeps no digest")
+            raise StoreError(_E_NODIGEST)
         if self.file is None:
-            raise StoreError("delivery is closed")
+            raise StoreError(_E_CLOSED)
         try:
             self.finish()
         except OSError as e:
@@ -383,24 +391,23 @@ class Delivery:
         (RAM state: the next delivery takes the next seq, not this one's) and an OSError
         reports it stored: its UID is returned (the sender retrying would duplicate it). If it
         is not there (or flash cannot tell), the delivery is aborted and the seq is skipped all
-        the same: a seq handed to a rename is never handed out again."""
+        the same: a seq handed to a rename is never handed out again. (That decision, rare, is
+        storerare.commit's.)"""
         epoch, seq, target = self.seal()
         try:
             compat.rename(self.tmp, target)
             compat.sync_dir(self.box.bucket_dir(seq))
         except BaseException as e:
-            tmp = self.tmp
-            if compat.exists(target) and not compat.exists(tmp):
-                uid = self.landed(epoch, seq)
-                if isinstance(e, OSError):
-                    log.warning("store %s: %s after the rename of %s: stored", self.box.path, e, uid)
-                    return uid
+            # The file decides: storerare.commit (cold: a commit whose rename raised is rare).
+            try:
+                return _cold("storerare", "commit", self, e, epoch, seq, target)
+            except MemoryError:
+                # (No heap to load it, or e itself: the seq skipped, the delivery closed; both
+                # are no-ops after storerare.commit. A message that did land is found unindexed
+                # by the next merge, like any other.)
+                self.spent(seq)
+                self.abort()
                 raise
-            self.spent(seq)
-            self.abort()
-            if isinstance(e, OSError):
-                raise _os_error(e)
-            raise
         return self.landed(epoch, seq)
 
     def seal(self):
@@ -409,7 +416,7 @@ class Delivery:
         delivery took the one begin expected). Returns (epoch, seq, final path): rename self.tmp
         there, then call landed(epoch, seq). On failure the delivery is aborted."""
         if self.file is None:
-            raise StoreError("delivery is closed")
+            raise StoreError(_E_CLOSED)
         box = self.box
         store = self.store
         try:
@@ -418,7 +425,7 @@ class Delivery:
             self.file.close()
             self.file = None
             if store.quota and box.total + self.size > store.quota:
-                raise QuotaExceeded("mailbox quota exceeded")
+                raise QuotaExceeded(_E_QUOTA)
             epoch, seq = box.epoch, box.next_seq
             if self._uid is not None:
                 epoch, seq = _cold("storerare", "restore_seal", self)

@@ -7,8 +7,9 @@ The store is split by who needs what, and when:
     the exceptions, ...). Store.begin imports it: a POP3 server that receives no mail (no SMTP,
     no fetcher) never loads it.
   - storesession.py: lock, Mailbox (Store.lock imports it). It holds no index code: a Mailbox
-    reads records with _unpack and _lsize, here (the only part of the index format every
-    reader needs), and a lock verifies the index through _cold.
+    reads records with its own copy of storeindex's _unpack and _lsize (the only part of the
+    index format a reader needs; not here: a process that only delivers never reads a record),
+    and a lock verifies the index through _cold.
   - storeindex.py (the index format, read and verified, walked, written), storemerge.py (the
     files above the index appended to it, file and UID names parsed, create, a mailbox's first
     load: the index checked against the files), storecommit.py (the deletion commit: a
@@ -30,9 +31,7 @@ On MicroPython the code loaded for a call is dropped when the last call inside a
 give its classes a second identity).
 """
 
-import binascii
 import os
-import struct
 
 from pocketpost import compat, log
 from pocketpost.compat import const
@@ -56,8 +55,15 @@ _REC = const(24)
 _PLAIN = const(0x80000000)
 _STUFFED = const(0x40000000)
 _SIZE = const(0x3FFFFFFF)
-_RES = const(0x2144DF1C)
-_MASK = const(0xFFFFFFFF)
+# The texts of the store's errors (StoreError(n), rarely raised while mail moves), by number:
+# storerare.TEXTS[n], loaded only to raise one (a text here would be a string object held by every
+# process that delivers: issue 10, the fetch CLI's smallest heap). Private copies of its numbers
+# (store.py has its own; host_tests/dual/test_store_texts.py checks they name their texts).
+_E_QUOTA = const(3)
+_E_LSIZE = const(4)
+_E_NAME = const(5)
+_E_NOBOX = const(6)
+_E_UID = const(7)
 _LOCKS = set()  # mailbox directories locked in this process (RAM only, by design)
 _BOXES = {}  # mailbox directory -> _Box (RAM state shared by every Store in the process)
 _Delivery_ids = [0]  # unique temp names within the process (store.Delivery; here, so a reload of store.py keeps counting)
@@ -70,6 +76,11 @@ class StoreError(Exception):
     code = "SYS/TEMP"
 
     def __init__(self, msg="store error", code=None):
+        if isinstance(msg, int):  # a number into storerare.TEXTS: the text is cold (below)
+            try:
+                msg = _cold("storerare", "text", msg)
+            except MemoryError:
+                pass  # no heap to load the text: the number stands for it
         super().__init__(msg)
         if code is not None:
             self.code = code
@@ -107,30 +118,12 @@ def valid_name(name):
             and not name.strip("abcdefghijklmnopqrstuvwxyz0123456789._-"))
 
 
-def _unpack(buf, off):
-    """The six fields of an index record (storeindex.py's format), or None if its check fails.
-    Here, with _lsize, because a POP3 session reads records and nothing else of the index: the
-    session side (storesession.py) holds no index code, storeindex.py imports these two."""
-    if binascii.crc32(memoryview(buf)[off : off + _REC], _RES) != _RES:
-        return None
-    return struct.unpack_from("<6I", buf, off)
-
-
-def _lsize(r, prev):
-    """The LIST size of index record r (six fields) whose predecessor's running total is prev
-    (0 for the first record): the size field for an unstuffed file, else the difference of the
-    running totals (which add up LIST sizes while the size field holds the file's octets)."""
-    if r[3] & _STUFFED:
-        return (r[4] - prev) & _MASK
-    return r[3] & _SIZE
-
-
 def _msg_name(epoch, seq, arrival, szf, lsize=None):
     """The file name of a message; szf is a record's size field (bit 31: wire form, bit 30:
     stuffed), lsize its LIST size (which gives the number of added dots)."""
     if szf & _STUFFED:
         if lsize is None:
-            raise StoreError("stuffed message: LIST size needed for its name")
+            raise StoreError(_E_LSIZE)
         return "%08x.%d.%d.d%d" % (epoch, seq, arrival, (szf & _SIZE) - lsize)  # the dots added
     if szf & _PLAIN:
         return "%08x.%d.%d.p" % (epoch, seq, arrival)
@@ -224,7 +217,7 @@ class Store:
 
     def _path(self, name):
         if not valid_name(name):
-            raise StoreError("bad mailbox name", "SYS/PERM")
+            raise StoreError(_E_NAME, "SYS/PERM")
         return compat.join(self.root, name)
 
     def _box(self, name, create=True):
@@ -234,7 +227,7 @@ class Store:
         if box is None:
             if not compat.isdir(path):
                 if not create:
-                    raise StoreError("no such mailbox", "SYS/PERM")
+                    raise StoreError(_E_NOBOX, "SYS/PERM")
                 self.create(name)
             box = _Box(path)
             _BOXES[path] = box
@@ -279,11 +272,11 @@ class Store:
         if uid is not None:
             uid = _cold("storemerge", "parse_uid", uid)
             if uid is None:
-                raise StoreError("bad uid", "SYS/PERM")
+                raise StoreError(_E_UID, "SYS/PERM")
         box = self._box(name)
         limit, exc = self._room(box.path, box.count, box.total)
         if not limit:
-            raise exc("mailbox quota exceeded" if exc is QuotaExceeded else "flash full")
+            raise exc(_E_QUOTA if exc is QuotaExceeded else "flash full")
         from pocketpost import store  # Delivery: a process that delivers nothing never loads it
 
         return store.Delivery(self, box, compat.now() if arrival is None else arrival, limit, exc, digest, uid)

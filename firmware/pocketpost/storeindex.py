@@ -6,9 +6,10 @@ Apart from storecore.py so that no role keeps it between the calls that need it:
 of the index (storesession.lock, through storecore._cold), a deletion commit (storecommit.py),
 recovery (storescan.py, storecheck.py) and storemerge.py (a first load, a merge, create) load it
 for the call and drop it after (on MicroPython). A record read (unpacked and checked: _unpack,
-and its LIST size: _lsize) is storecore.py's, since a Mailbox reads records between those calls;
-this module imports them, so its callers find every part of the format here. Appending to the
-index (merge) and parsing names: storemerge.py.
+and its LIST size: _lsize) is also storesession.py's (a copy: a Mailbox reads records between
+those calls; not storecore's, which every process that delivers keeps and never reads a record
+with; host_tests/dual/test_store.py checks the copies agree). Appending to the index (merge) and
+parsing names: storemerge.py.
 """
 
 import binascii
@@ -16,7 +17,7 @@ import struct
 
 from pocketpost import compat
 from pocketpost.compat import const
-from pocketpost.storecore import StoreError, _lsize, _unpack  # noqa: F401  (a record read: storecore's, see there)
+from pocketpost.storecore import StoreError
 
 # binascii.crc32: in every MicroPython build with deflate (ESP32 and unix since 1.22).
 
@@ -43,6 +44,24 @@ _MASK = const(0xFFFFFFFF)
 _PLAIN = const(0x80000000)  # in a record's size field: the file is the wire form (plain or stuffed)
 _STUFFED = const(0x40000000)  # with _PLAIN: the file has dots added (their number is in its name)
 _SIZE = const(0x3FFFFFFF)  # the file's octets (messages are far below 1 GiB)
+
+
+def _unpack(buf, off):
+    """The six fields of an index record, or None if its check fails. (storesession.py has a copy:
+    a Mailbox reads records, and nothing else of the index, between the calls that load this.)"""
+    if binascii.crc32(memoryview(buf)[off : off + _REC], _RES) != _RES:
+        return None
+    return struct.unpack_from("<6I", buf, off)
+
+
+def _lsize(r, prev):
+    """The LIST size of index record r (six fields) whose predecessor's running total is prev
+    (0 for the first record): the size field for an unstuffed file, else the difference of the
+    running totals (which add up LIST sizes while the size field holds the file's octets).
+    (storesession.py has a copy.)"""
+    if r[3] & _STUFFED:
+        return (r[4] - prev) & _MASK
+    return r[3] & _SIZE
 # (the folder of files a scan sets aside, "damaged", is storescan's _DAMAGED, for the same reason)
 
 

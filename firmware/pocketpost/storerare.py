@@ -10,7 +10,11 @@ after it (storecore._cold), so that no role keeps it while it delivers or a sess
   - damaged, unreadable: a message Mailbox.open found damaged, a session's report of one it
     could not read (Mailbox.unreadable);
   - restore_seal, restore_landed: a delivery under a given UID (Store.begin(uid=...), a restore
-    from a backup), checked at its seal and indexed once landed.
+    from a backup), checked at its seal and indexed once landed;
+  - commit: the rest of Delivery.commit when its rename (or the sync after it) raised: the file
+    decides;
+  - TEXTS, text: the texts of store.py's and storecore.py's errors (StoreError(n) looks its text
+    up here: no role holds them while it delivers).
 """
 
 from pocketpost import compat, log
@@ -23,6 +27,24 @@ _EIO = const(5)  # a stuffed file that does not un-stuff to its LIST size
 _MAX_UNREADABLE = const(8)
 _IN_BUF = const(512)  # storecore's (a private copy)
 _SIZE = const(0x3FFFFFFF)  # storeindex's (the file's octets in a record's size field)
+
+# The texts of store.py's and storecore.py's errors by number (their _E_ names, private copies):
+# StoreError(n) takes text(n) as its message.
+TEXTS = (
+    "delivery is closed",  # 0
+    "delivery keeps no digest",  # 1
+    "message too large for the space left",  # 2
+    "mailbox quota exceeded",  # 3
+    "stuffed message: LIST size needed for its name",  # 4
+    "bad mailbox name",  # 5
+    "no such mailbox",  # 6
+    "bad uid",  # 7
+)
+
+
+def text(n):
+    """TEXTS[n]: the message of StoreError(n) (storecore.StoreError)."""
+    return TEXTS[n]
 
 
 def find(name):
@@ -170,6 +192,24 @@ def unreadable(mb, i):
         box.unreadable.append((r[0], r[1], r[2], r[3], mb._lsize(i, r)))
     box.suspect = True
     log.warning("store %s: message %08x.%d could not be read: set aside at the next lock", box.path, r[0], r[1])
+
+
+def commit(d, e, epoch, seq, target):
+    """Delivery.commit when the rename of d's temp file to target (or the sync after it) raised e:
+    the file decides, never the exception (see there). Landed: the RAM state, and its UID
+    returned for an OSError (logged), else e raised again. Not there (or flash cannot tell):
+    the seq skipped, the delivery aborted, e raised (a StoreError for an OSError)."""
+    if compat.exists(target) and not compat.exists(d.tmp):
+        uid = d.landed(epoch, seq)
+        if isinstance(e, OSError):
+            log.warning("store %s: %s after the rename of %s: stored", d.box.path, e, uid)
+            return uid
+        raise e
+    d.spent(seq)
+    d.abort()
+    if isinstance(e, OSError):
+        raise _os_error(e)
+    raise e
 
 
 def restore_seal(d):

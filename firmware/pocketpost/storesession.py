@@ -8,14 +8,18 @@ loaded for a commit that deletes something and dropped after it).
 Apart from the rest so that a process that only delivers (the fetch CLI, a delivery) never loads
 it: Store.lock imports it, storescan.py only to roll an intent log forward. It holds no index
 code: a lock verifies the index through storecore._cold (storeindex.py, dropped after), and a
-Mailbox reads records with storecore's _unpack and _lsize. The RAM state (_BOXES, _LOCKS, _Box)
+Mailbox reads records with its copies of storeindex's _unpack and _lsize (here, not in
+storecore: a process that only delivers never reads a record). The RAM state (_BOXES, _LOCKS, _Box)
 and the exceptions are storecore.py's. A lock that finds unindexed messages merges them
 through storecore._cold (storemerge.py, dropped after).
 """
 
+import binascii
+import struct
+
 from pocketpost import compat, log, storecore
 from pocketpost.compat import const
-from pocketpost.storecore import _BOXES, _LOCKS, StoreError, _lsize, _os_error, _unpack
+from pocketpost.storecore import _BOXES, _LOCKS, StoreError, _os_error
 
 # storeindex.py's private constants (const() folds them at compile time: they are not module
 # attributes on MicroPython); host_tests/dual/test_store.py checks they agree.
@@ -24,6 +28,22 @@ _RECS_PER_READ = const(32)
 _PLAIN = const(0x80000000)
 _STUFFED = const(0x40000000)
 _SIZE = const(0x3FFFFFFF)
+_RES = const(0x2144DF1C)
+_MASK = const(0xFFFFFFFF)
+
+
+def _unpack(buf, off):
+    """storeindex._unpack (a copy): a record's six fields, or None if its check fails."""
+    if binascii.crc32(memoryview(buf)[off : off + _REC], _RES) != _RES:
+        return None
+    return struct.unpack_from("<6I", buf, off)
+
+
+def _lsize(r, prev):
+    """storeindex._lsize (a copy): record r's LIST size, prev its predecessor's running total."""
+    if r[3] & _STUFFED:
+        return (r[4] - prev) & _MASK
+    return r[3] & _SIZE
 
 
 class MailboxLocked(StoreError):

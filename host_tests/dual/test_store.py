@@ -441,6 +441,59 @@ def test_bad_names():
     _with_store(body)
 
 
+def test_each_store_error_number_gives_its_text_class_and_code():
+    # store.py's and storecore.py's error texts are storerare.TEXTS[n] (cold: issue 10, the fetch
+    # CLI's heap), looked up by StoreError(n): each error still says what it said, word for word.
+    from pocketpost import storecore
+
+    def err(fn, *args):
+        try:
+            fn(*args)
+        except StoreError as e:
+            return type(e).__name__, str(e), e.code
+        return None
+
+    def body(root, st):
+        assert err(st.begin, "A") == ("StoreError", "bad mailbox name", "SYS/PERM")
+        assert err(st._box, "nope", False) == ("StoreError", "no such mailbox", "SYS/PERM")
+        assert err(st.begin, "x", None, False, "zz") == ("StoreError", "bad uid", "SYS/PERM")
+        assert err(storecore._msg_name, 1, 2, 3, 0xC0000005) == (
+            "StoreError", "stuffed message: LIST size needed for its name", "SYS/TEMP")
+        d = st.begin("x")
+        assert err(d.digest) == ("StoreError", "delivery keeps no digest", "SYS/TEMP")
+        d.abort()
+        assert err(d.write, b"a\r\n", True, False) == ("StoreError", "delivery is closed", "SYS/TEMP")
+        assert err(d.seal) == ("StoreError", "delivery is closed", "SYS/TEMP")
+        d = st.begin("x", None, True)
+        d.abort()
+        assert err(d.digest) == ("StoreError", "delivery is closed", "SYS/TEMP")
+        d = st.begin("x")
+        assert err(d.write, b"a" * 1025 + b"\r\n", True, False) == (
+            "QuotaExceeded", "message too large for the space left", "SYS/TEMP")
+        d1 = st.begin("x")
+        d2 = st.begin("x")
+        d1.write(b"a" * 600 + b"\r\n", True, False)
+        d2.write(b"b" * 600 + b"\r\n", True, False)
+        d1.commit()
+        assert err(d2.seal) == ("QuotaExceeded", "mailbox quota exceeded", "SYS/TEMP")
+        _deliver(st, "x", b"c" * 420 + b"\r\n")  # 1024 octets in all: the quota's
+        assert err(st.begin, "x") == ("QuotaExceeded", "mailbox quota exceeded", "SYS/TEMP")
+        assert temp_files(root + "/x") == []
+        # No heap to load the text: the error is still raised, its number standing for its text.
+        cold = storecore._cold
+
+        def no_heap(*a):
+            raise MemoryError
+
+        storecore._cold = no_heap
+        try:
+            assert err(st.begin, "A") == ("StoreError", "5", "SYS/PERM")
+        finally:
+            storecore._cold = cold
+
+    _with_store(body, quota=1024)
+
+
 def test_many_messages_and_merge():
     def body(root, st):
         n = 300  # crosses bucket boundaries and the merge threshold
@@ -1253,11 +1306,11 @@ def test_cold_module_constants_agree_with_the_store():
     # (storescan's own, named in storeindex's comments: the record format, format 1's index magic,
     # the set-aside folder)
     assert (storescan._FMT, storescan._OLD_MAGIC_INDEX, storescan._DAMAGED) == ("<6I", b"PPX1", "damaged")
-    for name in ("_REC", "_RECS_PER_READ", "_PLAIN", "_STUFFED", "_SIZE"):
+    for name in ("_REC", "_RECS_PER_READ", "_PLAIN", "_STUFFED", "_SIZE", "_RES", "_MASK"):
         assert getattr(storesession, name) == getattr(storeindex, name), name
     for name in ("_REC", "_RECS_PER_READ", "_MAGIC_COMMIT", "_STUFFED", "_SIZE"):
         assert getattr(storecommit, name) == getattr(storeindex, name), name
-    for name in ("_REC", "_PLAIN", "_STUFFED", "_SIZE", "_RES", "_MASK"):
+    for name in ("_REC", "_PLAIN", "_STUFFED", "_SIZE"):
         assert getattr(storecore, name) == getattr(storeindex, name), name
     for name in ("_REC", "_MASK", "_PLAIN", "_STUFFED"):
         assert getattr(storemerge, name) == getattr(storeindex, name), name
@@ -1273,6 +1326,47 @@ def test_cold_module_constants_agree_with_the_store():
         assert store_mod.__dict__[name] == getattr(storeindex, name), name
     for name in ("_IN_BUF", "BUCKET"):  # limits repeated beside the format
         assert getattr(store_mod, name) == getattr(storecore, name), name
+    # The numbers of the error texts (storerare.TEXTS), private copies in store.py and storecore.py
+    # (each error's text, class and code: test_each_store_error_number_gives_its_text_class_and_code)
+    texts = {"_E_CLOSED": "delivery is closed", "_E_NODIGEST": "delivery keeps no digest",
+             "_E_LARGE": "message too large for the space left", "_E_QUOTA": "mailbox quota exceeded",
+             "_E_LSIZE": "stuffed message: LIST size needed for its name", "_E_NAME": "bad mailbox name",
+             "_E_NOBOX": "no such mailbox", "_E_UID": "bad uid"}
+    for name, text in texts.items():
+        for m in (store_mod, storecore):
+            if name in m.__dict__:
+                assert storerare.TEXTS[m.__dict__[name]] == text, (m.__name__, name)
+    assert store_mod.__dict__["_E_QUOTA"] == storecore._E_QUOTA
+    here = os.path.dirname(storecore.__file__)
+    for m in ("store", "storecore"):  # the texts are not string objects of the resident modules
+        with open(os.path.join(here, m + ".py")) as f:
+            src = f.read()
+        for text in texts.values():
+            assert '"%s"' % text not in src, (m, text)
+
+
+def test_a_sessions_record_read_is_the_index_modules():
+    # A record read (_unpack, _lsize) is storeindex's, with a copy in storesession (a Mailbox reads
+    # records between the calls that load storeindex; storecore, which every delivering process
+    # keeps, holds none): the copies give the same answers, on every record kind and damage.
+    from pocketpost import storeindex
+
+    buf = bytearray(72)
+    storeindex._pack(buf, 0, 0x1234, 7, 1000, 0x80000000 | 30, 30)
+    storeindex._pack(buf, 24, 0x1234, 8, 1001, 0xC0000000 | 35, 62)  # stuffed: 3 dots added
+    storeindex._pack(buf, 48, 0x1234, 9, 1002, 12, 74)  # unstuffed (before the wire form)
+    bad = bytearray(buf)
+    bad[30] ^= 1
+    for b in (buf, bad):
+        prev = 0
+        for off in range(0, len(b), 24):
+            r = storeindex._unpack(b, off)
+            assert storesession._unpack(b, off) == r
+            if r is not None:
+                assert storesession._lsize(r, prev) == storeindex._lsize(r, prev)
+                prev = r[4]
+    assert storeindex._unpack(bad, 24) is None and storeindex._unpack(buf, 24) is not None
+    assert [storeindex._lsize(storeindex._unpack(buf, o), p) for o, p in ((0, 0), (24, 30), (48, 62))] == [30, 32, 12]
 
 
 def test_recover_all_loads_every_mailbox_once_and_leaves_failures_to_their_first_lock():

@@ -278,3 +278,73 @@ def test_group_commit_point_that_raises_after_it_landed_leaves_smtp_delivering()
             setattr(compat, cut, real)
             store_mod.reboot()
             cleanup()
+
+
+def test_a_cut_commit_with_no_heap_for_its_cold_part_skips_the_seq_and_closes_the_delivery():
+    # A commit whose rename raised hands the decision to storerare.commit (cold). With no heap to
+    # load it, the delivery is still closed (the mailbox not left busy: merges would stop for good,
+    # no temp file left) and its seq skipped; a message that did land is indexed by the next merge.
+    from cutrename import CutRename
+    from storeread import temp_files
+
+    for after in (False, True):
+        root, cleanup = fresh_root()
+        store_mod.reboot()
+        cold = store_mod._cold
+
+        def no_heap(*a):
+            raise MemoryError
+
+        try:
+            st = Store(root)
+            u1 = st.deliver_stream("x", _reader(b"one\r\n"))
+            d = st.begin("x")
+            d.write(b"two\r\n", True, False)
+            store_mod._cold = no_heap
+            try:
+                with CutRename(1, after):
+                    d.commit()
+                raised = None
+            except MemoryError as e:
+                raised = e
+            finally:
+                store_mod._cold = cold
+            assert raised is not None, after
+            box = d.box
+            assert box.busy == 0 and d.tmp is None and d.file is None, (after, box.busy)
+            assert temp_files(root + "/x") == []
+            u3 = st.deliver_stream("x", _reader(b"three\r\n"))
+            assert int(u3.split(".")[1]) == int(u1.split(".")[1]) + 2, (u1, u3)  # the cut one's seq skipped
+            store_mod.reboot()
+            mb = Store(root).lock("x")
+            try:
+                got = [_body(mb, i) for i in range(mb.count)]
+            finally:
+                mb.release()
+            want = [b"one\r\n", b"two\r\n", b"three\r\n"] if after else [b"one\r\n", b"three\r\n"]
+            assert got == want, (after, got)
+        finally:
+            store_mod._cold = cold
+            store_mod.reboot()
+            cleanup()
+
+
+def _reader(data):
+    """readinto(buf) over data (Store.deliver_stream's source)."""
+    pos = [0]
+
+    def readinto(buf):
+        n = min(len(buf), len(data) - pos[0])
+        buf[:n] = data[pos[0] : pos[0] + n]
+        pos[0] += n
+        return n
+
+    return readinto
+
+
+def _body(mb, i):
+    f = mb.open(i)
+    try:
+        return f.read()
+    finally:
+        f.close()
