@@ -287,7 +287,7 @@ if IS_MICROPYTHON:
     # earliest (_timer: the task, or None when no wait is parked; when it wakes; the event loop's
     # run queue it was made on: a new loop, asyncio.new_event_loop(), gets a timer of its own).
     _waits = {}  # type: dict
-    _timer = [None, 0, None]
+    _timer = [None, 0, None]  # type: list
 
     async def _expire():
         # Allocates nothing (a full heap cannot stop it): one wait that ran out per scan.
