@@ -94,6 +94,24 @@ def test_smtplib_submission_auth_and_smtps(srv):
     assert b"with ESMTPSA (using TLS, authenticated user carol) id" in got[1]
 
 
+def test_smtplib_paths_without_brackets_and_quoted_local_parts(srv):
+    """An embedded sender's envelope (smtplib's raw docmd): a space after the colon and no angle
+    brackets (Postfix accepts both: strict_rfc821_envelopes = no), and a quoted local part
+    (RFC 5321 4.1.2), delivered to the mailbox its unquoted form names."""
+    a = Box(srv, "alice", "alice pass")
+    b = Box(srv, "bob", "bobpw")
+    with smtplib.SMTP("127.0.0.1", srv.smtp_port, timeout=20) as s:
+        s.ehlo("scanner.example")
+        assert s.docmd("MAIL", "FROM: scan@scanner.example SIZE=%d" % len(MSG))[0] == 250
+        assert s.docmd("RCPT", "TO:alice@example.org")[0] == 250
+        assert s.docmd("RCPT", 'TO: <"Bob"@example.org>')[0] == 250
+        assert s.docmd("RCPT", 'TO:<"alice@elsewhere.example"@example.org>')[0] == 553
+        assert s.data(MSG)[0] == 250
+    ga, gb = a.new(), b.new()
+    assert len(ga) == 1 and len(gb) == 1 and ga[0] == gb[0] and body_of(ga[0]) == MSG
+    assert ga[0].startswith(b"Return-Path: <scan@scanner.example>\r\nReceived: from scanner.example ([127.0.0.1])")
+
+
 def test_pipelined_transactions_in_one_write(srv):
     """Three whole transactions sent in one write (RFC 2920), replies read afterwards."""
     import socket

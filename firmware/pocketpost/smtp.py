@@ -26,7 +26,10 @@ RFC 4954 section 4). Every failed AUTH, whatever the mechanism, gets 535 5.7.8 a
 delay, and an unknown user fails exactly as a wrong password does.
 
 Mail is only ever delivered locally: RCPT is accepted for configured addresses (`smtpenv.mailbox`)
-and nothing else, authenticated or not (550 5.7.1 for other domains: never an open relay).
+and nothing else, authenticated or not (550 5.7.1 for other domains: never an open relay). Paths
+are read as Postfix reads them by default (smtpenv.args, parse): RFC 5321's, a space after the
+colon, no angle brackets (the path ends at the first space), a quoted local part (matched by its
+unquoted form; 553 when that holds an "@" or is empty).
 
 DATA streams (smtpdata.py, loaded for the message phase only): a strict wire.DotUnstuffer (only
 CRLF.CRLF ends the text; a bare CR or LF anywhere makes the message refused with 554 5.6.0 once its

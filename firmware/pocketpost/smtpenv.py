@@ -30,13 +30,13 @@ _MAX_SIZE_DIGITS = const(10)
 _GO_DATA = const(354)
 
 
-def parse(b):
-    """b"<user@domain>" (optionally with an RFC 5321 source route) -> "user@domain" as sent (a
-    local part is case-sensitive: matching lower-cases it, the Return-Path keeps it), "" for the
-    null path (only MAIL accepts it), or None for bad syntax."""
-    if len(b) < 2 or b[0] != 60 or b[-1] != 62:  # "<" ">"
-        return None
-    a = b[1:-1]
+def parse(a):
+    """A path without its angle brackets (args), optionally with an RFC 5321 source route ->
+    "user@domain" as sent (a local part is case-sensitive: matching lower-cases it, the
+    Return-Path keeps it; a quoted local part stays quoted), "" for the null path (only MAIL
+    accepts it), or None for bad syntax. The local part is a dot-string's printable ASCII or
+    an RFC 5321 4.1.2 Quoted-string: '"' then printable ASCII or space ('\\' quotes the next
+    one of those), '"', and nothing else before the "@"."""
     if len(a) > _MAX_PATH:
         return None
     if a.startswith(b"@"):  # "<@relay,@relay:user@domain>": the route is ignored (RFC 5321 C)
@@ -46,25 +46,56 @@ def parse(b):
         a = a[k + 1 :]
     if not a:
         return ""
-    for c in a:
+    i = 0  # where the part checked below starts: past a quoted local part
+    if a[0] == 34:  # '"'
+        i = 1
+        n = len(a)
+        while i < n and a[i] != 34:
+            if a[i] == 92:  # "\\": a quoted-pair
+                i += 1
+            if i >= n or a[i] < 32 or a[i] > 126:
+                return None
+            i += 1
+        i += 1  # past the closing '"' (none: a[i] is past the end, not "@")
+        if a[i : i + 1] != b"@":
+            return None
+    for c in a[i:]:
         if c <= 32 or c >= 127 or c in (60, 62):
             return None
-    at = a.find(b"@")
-    if at <= 0 or at == len(a) - 1 or a.find(b"@", at + 1) >= 0:  # exactly one "@": no quoted tricks
+    at = a.find(b"@", i)
+    if at <= 0 or at == len(a) - 1 or a.find(b"@", at + 1) >= 0:  # exactly one "@" outside quotes
         return None
     return a.decode()
 
 
 def args(arg):
-    """The text after "MAIL FROM:" / "RCPT TO:" -> (path bytes, [param bytes]) or None."""
+    """The text after "MAIL FROM:" / "RCPT TO:" -> (the path without its angle brackets, [param
+    bytes]) or None. As Postfix with strict_rfc821_envelopes = no: a space may follow the colon,
+    and a path without angle brackets runs to the first space (the parameters follow it). A
+    ">" in a quoted local part does not end a bracketed path."""
     arg = arg.strip()
-    if not arg.startswith(b"<"):
+    if arg[:1] != b"<":
+        k = arg.find(b" ")
+        if k < 0:
+            k = len(arg)
+        if not k:
+            return None
+        return arg[:k], [p for p in arg[k:].split(b" ") if p]
+    q = False  # inside a quoted local part
+    k = 1
+    n = len(arg)
+    while k < n:
+        c = arg[k]
+        if c == 62 and not q:  # ">"
+            break
+        if c == 34:  # '"'
+            q = not q
+        elif c == 92 and q:  # "\\" quotes the next octet
+            k += 1
+        k += 1
+    if k >= n:
         return None
-    k = arg.find(b">")
-    if k < 0:
-        return None
-    params = [p for p in arg[k + 1 :].split(b" ") if p]
-    return arg[: k + 1], params
+    return arg[1:k], [p for p in arg[k + 1 :].split(b" ") if p]
 
 
 def target(svc, name):
@@ -251,14 +282,30 @@ def rcpt(s, arg):
         addr = addr.lower()
     if addr is None:
         # "<postmaster>" without a domain (RFC 5321 4.5.1) goes to the first domain's postmaster
-        if path.lower() == b"<postmaster>" and s.svc.domains:
+        if path.lower() == b"postmaster" and s.svc.domains:
             addr = "postmaster@" + s.svc.domains[0]
         else:
             return s.error(reply(501, "5.1.3 bad recipient address syntax"))
     cfg = s.svc.cfg
     if s.count >= cfg["max_recipients"]:
         return reply(452, "4.5.3 too many recipients")
-    box = mailbox(s.svc, addr)
+    key = addr
+    if ord(addr[0]) == 34:  # a quoted local part: the mailbox its unquoted form names
+        a = addr.encode()
+        at = a.rfind(b"@")
+        u = bytearray()
+        i = 1
+        while i < at - 1:
+            if a[i] == 92:  # a quoted-pair: the octet after the backslash
+                i += 1
+            u.append(a[i])
+            i += 1
+        # An "@" inside it would make a second address (Postfix resolves the inner one: a
+        # relay); an empty one names nobody. (Not a syntax error: not counted as one.)
+        if not u or b"@" in u:
+            return reply(553, "5.1.3 mailbox name not allowed")
+        key = (bytes(u) + a[at:]).decode()
+    box = mailbox(s.svc, key)
     if box is None:
         if addr[addr.rfind("@") + 1 :] in s.svc.domains:
             return reply(550, "5.1.1 no such mailbox here")

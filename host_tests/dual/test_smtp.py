@@ -193,7 +193,7 @@ def test_address_map_relay_and_unknown():
             (b"<info@home.example>", 250), (b"<anyone@home.example>", 250), (b"<list@example.org>", 250),
             (b"<alice@evil.example>", 550), (b"<nobody@example.org>", 550), (b"<alice@example.org.evil>", 550),
             (b"<@relay.example:alice@example.org>", 250), (b"<alice%evil.example@example.org>", 550),
-            (b"<alice@example.org@evil.example>", 501), (b"<info@home.example@example.org>", 501), (b"alice@example.org", 501), (b"<>", 501),
+            (b"<alice@example.org@evil.example>", 501), (b"<info@home.example@example.org>", 501), (b"<>", 501),
             (b"<a b@example.org>", 501), (b"<alice@example.org> NOTIFY=NEVER", 555),
         ]
         for path, want in cases:
@@ -207,6 +207,129 @@ def test_address_map_relay_and_unknown():
         assert codes(r) == [354, 250], r
         assert len(e.box("alice")) == 1  # alice, alice+news, postmaster, routed: one copy
         assert len(e.box("bob")) == 1 and len(e.box("carol")) == 1 and len(e.box("shared")) == 1
+
+    with_env(body)
+
+
+def test_paths_without_brackets_and_space_after_colon_as_postfix_accepts():
+    """As Postfix with strict_rfc821_envelopes = no (its default): a space after the colon, and
+    a path without angle brackets running to the first space, the ESMTP parameters after it
+    (embedded senders: printers, scanners, cameras). What is malformed stays refused."""
+    def body(e):
+        c = e.session()
+        c.cmd(b"EHLO printer.example")
+        for line, want in [
+            (b"MAIL FROM:", 501), (b"MAIL FROM: ", 501), (b"MAIL FROM:<scan@printer.example", 501),
+            (b"MAIL FROM:scan@printer.example>", 501), (b"MAIL FROM:scan", 501), (b"MAIL FROM:<scan>", 501),
+            (b"MAIL FROM:scan@", 501), (b"MAIL FROM:@printer.example", 501),
+            (b"MAIL FROM:scan@printer.example@evil.example", 501), (b"MAIL FROM:a<b@printer.example", 501),
+            (b"MAIL FROM:scan@printer.example SIZE=x", 501), (b"MAIL FROM:scan@printer.example BODY=9BIT", 501),
+            (b"MAIL FROM:scan@printer.example NOTIFY=NEVER", 555),
+            (b"MAIL FROM:scan@printer.example SIZE=99999", 552),
+            (b"MAIL FROM:" + b"s" * 241 + b"@printer.example", 501),  # 257 octets: over RFC 5321's 256
+            (b"MAIL FROM:<" + b"s" * 241 + b"@printer.example>", 501),
+        ]:
+            assert codes(c.cmd(line)) == [want], line
+        assert c.s.sender is None and c.s.bad == 12  # (SIZE=x, BODY=9BIT: not counted, as before)
+        assert codes(c.send(b"MAIL FROM:" + b"s" * 240 + b"@printer.example\r\nRSET\r\n")) == [250, 250]  # 256: fine
+        assert codes(c.cmd(b"MAIL FROM:scan@Printer.example SIZE=100 BODY=8BITMIME")) == [250]
+        assert c.s.sender == "scan@Printer.example" and c.s.size == 100
+        for line, want in [
+            (b"RCPT TO:", 501), (b"RCPT TO:alice@example.org>", 501), (b"RCPT TO:<alice@example.org", 501),
+            (b"RCPT TO:alice@example.org NOTIFY=NEVER", 555), (b"RCPT TO:alice@example.org@evil.example", 501),
+            (b"RCPT TO:nobody@example.org", 550), (b"RCPT TO:alice@evil.example", 550),
+            (b"RCPT TO:Alice+scans@Example.Org", 250), (b"RCPT TO: <bob@example.org>", 250),
+            (b"RCPT TO:postmaster", 250), (b"RCPT TO:  info@home.example  ", 250),
+        ]:
+            assert codes(c.cmd(line)) == [want], line
+        assert c.s.mailboxes == ["alice", "bob"] and c.s.count == 4
+        assert codes(c.send(b"DATA\r\n" + MSG + b".\r\n")) == [354, 250]
+        got = e.box("alice") + e.box("bob")
+        assert len(got) == 2 and got[0].startswith(b"Return-Path: <scan@Printer.example>\r\n"), got
+        # A space after the colon, brackets and parameters; and the null sender with a space
+        assert codes(c.send(b"MAIL FROM: <s@printer.example> SIZE=10\r\nRSET\r\nMAIL FROM: <>\r\n")) == [250, 250, 250]
+        assert c.s.sender == ""
+        assert codes(c.send(b"RCPT TO:alice@example.org\r\nDATA\r\n" + MSG + b".\r\n")) == [250, 354, 250]
+        got = e.box("alice")
+        assert len(got) == 2 and got[1].startswith(b"Return-Path: <>\r\n") and b"\tfor <alice@example.org>;" in got[1]
+
+    with_env(body)
+
+
+def test_quoted_local_parts_deliver_as_their_unquoted_form():
+    """RFC 5321 4.1.2: Local-part = Dot-string / Quoted-string ('"', printable ASCII or space,
+    a backslash quoting one of those, '"'). A quoted local part names the mailbox its unquoted
+    form names (aliases, subaddress, case, catch-all as ever) or is refused as an unknown user;
+    one with an "@" inside (another address: a relay by the back door) or empty gets 553. The
+    Return-Path and Received keep the quoted form as sent."""
+    def body(e):
+        c = e.session()
+        c.cmd(b"EHLO nas.example")
+        for line, want in [
+            (b'MAIL FROM:<"a b@nas.example>', 501), (b'MAIL FROM:<"a b"x@nas.example>', 501),
+            (b'MAIL FROM:<"a b">', 501), (b'MAIL FROM:<"a b"@>', 501), (b'MAIL FROM:<"a\\">', 501),
+            (b'MAIL FROM:<"a\\"@nas.example>', 501), (b'MAIL FROM:<"a b"@nas.example@evil.example>', 501),
+            (b'MAIL FROM:"a b"@nas.example', 501),  # without brackets a path ends at the first space
+            (b'MAIL FROM:<"a\xc3\xa9"@nas.example>', 501), (b'MAIL FROM:<"' + b"q" * 243 + b'"@nas.example>', 501),  # 257
+        ]:
+            assert codes(c.cmd(line)) == [want], line
+        assert codes(c.cmd(b'MAIL FROM:<"Backup Job"@NAS.example> SIZE=100')) == [250]
+        assert c.s.sender == '"Backup Job"@NAS.example' and c.s.size == 100
+        cases = [
+            (b'<"alice"@example.org>', 250), (b'<"Alice+Backups"@Example.Org>', 250),
+            (b'<"b\\ob"@example.org>', 250), (b'<"a b>c"@home.example>', 250),  # catch-all: carol
+            (b'"list"@example.org', 250),  # without brackets, no space in it: shared
+            (b'<@relay.example:"info"@home.example>', 250),  # an alias: bob
+            (b'<"nobody"@example.org>', 550), (b'<"a b"@example.org>', 550), (b'<"alice"@evil.example>', 550),
+            (b'<"alice@evil.example"@example.org>', 553), (b'<"info@home.example"@example.org>', 553),
+            (b'<""@home.example>', 553), (b'<"alice"x@example.org>', 501), (b'<"alice>', 501),
+            (b'<"alice"@example.org@evil.example>', 501), (b'<"postmaster">', 501),
+        ]
+        for path, want in cases:
+            r = c.cmd(b"RCPT TO:" + path)
+            assert codes(r) == [want], (path, r)
+            if want == 550:
+                assert r.startswith(b"550 5.7.1 " if b"evil" in path else b"550 5.1.1 "), (path, r)
+        assert c.s.mailboxes == ["alice", "bob", "carol", "shared"] and c.s.bad == 14  # 553: not counted
+        assert codes(c.send(b"DATA\r\n" + MSG + b".\r\n")) == [354, 250]
+        for box in ("alice", "bob", "carol", "shared"):
+            got = e.box(box)
+            assert len(got) == 1 and got[0].startswith(b'Return-Path: <"Backup Job"@NAS.example>\r\n'), (box, got)
+        # One recipient: Received names it, quoted as sent (lower-cased)
+        assert codes(c.send(b'MAIL FROM:<>\r\nRCPT TO:<"Alice"@example.org>\r\nDATA\r\n' + MSG + b".\r\n")) == [
+            250, 250, 354, 250]
+        got = e.box("alice")
+        assert len(got) == 2 and b'\tfor <"alice"@example.org>;' in got[1], got[1]
+
+    with_env(body)
+
+
+def test_path_fuzz_is_parsed_or_refused_never_a_local_error():
+    """Paths built from the octets that matter to the parsers (quotes, backslashes, brackets, "@",
+    route punctuation, space), a few thousand of them: MAIL and RCPT answer each with one of
+    their replies, never the 451 of a command that raised (under MicroPython too, where
+    `int in bytearray` raises NotImplementedError)."""
+    def body(e):
+        c = e.session()
+        c.cmd(b"EHLO fuzz.example")
+        alphabet = b'"\\<>@ a.:,Q'
+        x = 12345
+        for n in range(2500):
+            path = bytearray()
+            for _ in range(n % 13):
+                x = (x * 1103515245 + 12345) & 0x7FFFFFFF
+                path.append(alphabet[(x >> 16) % len(alphabet)])
+            path = bytes(path)
+            c.s.bad = 0  # (the 421 after too many errors is not what this looks at)
+            r = c.cmd(b"MAIL FROM:" + path)
+            assert codes(r)[0] in (250, 501, 555), (path, r)
+            if codes(r)[0] != 250:
+                c.cmd(b"MAIL FROM:<>")
+            c.s.bad = 0
+            r = c.cmd(b"RCPT TO:" + path + b"@example.org")
+            assert codes(r)[0] in (250, 501, 550, 553, 555), (path, r)
+            c.cmd(b"RSET")
+        assert not c.s.closing
 
     with_env(body)
 
