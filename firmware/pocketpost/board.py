@@ -235,6 +235,7 @@ class Clock:
         """One blocking query (ntptime's own timeout, 1 s by default). True on success."""
         try:
             self.ntptime.host = self.host
+            t0 = time.time()
             self.ntptime.settime()
         except (OSError, OverflowError, IndexError, ValueError) as e:
             # OSError: no route, DNS failure, UDP timeout; the rest: a malformed reply.
@@ -243,6 +244,8 @@ class Clock:
             log.warning("ntp: sync with %s failed: %s", self.host, self.last_error)
             return False
         self.syncs += 1
+        if current is not None:  # the clock's jump (2000 -> now at the first sync): not uptime
+            current.started += time.time() - t0
         log.info("ntp: clock set from %s: %s", self.host, time.gmtime()[:6])
         return True
 

@@ -51,6 +51,9 @@ _STLS_DRAIN_MAX = const(4096)
 # The drain reads in pieces this big: a small buffer made only at STLS (pipelined plaintext is a
 # few commands; the heap is not spent on a buffer as big as all of _STLS_DRAIN_MAX).
 _STLS_DRAIN_BLOCK = const(256)
+# After a failed accept (MicroPython): the accept loop's pause before it polls again. Out of file
+# descriptors (EMFILE) the connection stays queued and the socket readable: without it, a spin.
+_ACCEPT_RETRY_MS = const(100)
 
 
 def peer_ip(writer):
@@ -261,7 +264,8 @@ if IS_MICROPYTHON:
         try:
             while True:
                 yield asyncio.core._io_queue.queue_read(s)  # type: ignore[attr-defined]
-                _accept(s, cb)
+                if not _accept(s, cb):  # (out of descriptors: the connection stays queued, the
+                    await asyncio.sleep_ms(_ACCEPT_RETRY_MS)  # socket readable: no spin on it)
         finally:
             s.close()
 
@@ -270,8 +274,8 @@ if IS_MICROPYTHON:
         # loop goes on: asyncio's ended there, and the port stayed deaf until a restart.
         try:
             c, a = s.accept()
-        except Exception:  # the peer left before its accept: nothing to serve
-            return
+        except Exception:  # the peer left before its accept, or no descriptor free (EMFILE)
+            return False
         try:
             c.setblocking(False)
             asyncio.create_task(cb(c, a))
@@ -281,6 +285,7 @@ if IS_MICROPYTHON:
                 log.warning("%r: a connection dropped at its accept", e)
             except Exception:
                 pass
+        return True
 
     # The timer of the server connections' waits (ServerConn._wait): the parked tasks and when
     # each wait's bound runs out (ticks_ms), and the one task that wakes them, sleeping until the

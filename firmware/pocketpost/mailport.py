@@ -359,12 +359,16 @@ def _receive(store, pipe, out, args, buf):
         raise
     if d is not None:
         try:
-            got = d.digest()
-            if got != sha:
+            try:  # (not committed yet: a failure here, the journal line's too, throws it away)
+                got = d.digest()
+                if got != sha:
+                    d.abort()
+                    return b"R checksum mismatch (stored %s)\n" % got.encode()
+                if jpath:
+                    _journal_add(jpath, b"+%s %s\n" % (sha.encode(), d.uid_on_commit().encode()))
+            except BaseException:  # flash full, MemoryError: no temp file or busy mailbox left
                 d.abort()
-                return b"R checksum mismatch (stored %s)\n" % got.encode()
-            if jpath:
-                _journal_add(jpath, b"+%s %s\n" % (sha.encode(), d.uid_on_commit().encode()))
+                raise
             try:
                 return b"A %s\n" % d.commit().encode()
             except BaseException:

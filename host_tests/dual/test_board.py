@@ -1141,3 +1141,37 @@ def test_admin_add_user_again_keeps_the_users_mailbox_and_apop_secret():
             os.remove(cfgp)
         except OSError:
             pass
+
+
+def test_uptime_is_not_moved_by_the_ntp_clock_set():
+    # A board boots with its clock at 2000-01-01; the first NTP sync moves time.time() by ~26
+    # years. admin.status()'s uptime_s is the time since the Runner started, not that jump.
+    class Wall:  # the time module as board.py and admin.py use it, with a clock NTP moves
+        def __init__(self, t):
+            self.t = t
+
+        def time(self):
+            return self.t
+
+        def gmtime(self, *a):
+            return time.gmtime(*a)
+
+    class JumpNtp:
+        host = None
+
+        def settime(self):
+            wall.t += 820000000
+
+    wall = Wall(1000)
+    saved = board.time, admin.time, board.current
+    board.time = admin.time = wall
+    try:
+        r = board.Runner({}, board.Hardware())
+        board.current = r
+        wall.t += 5
+        assert board.Clock(JumpNtp()).sync()
+        wall.t += 2
+        up = admin.status_dict(_tmpname("nocfg") + "/config.json")["uptime_s"]
+    finally:
+        board.time, admin.time, board.current = saved
+    assert 6 <= up <= 8, up

@@ -206,3 +206,30 @@ def test_uid_listing_heap_does_not_grow_with_the_message_count():
     assert small.lines == 21 and small.first == b"K %d\n" % (small.n - len(small.first))
     # a list of 2,000 lines would hold > 60 KB; a stream holds the same few hundred bytes at any n
     assert grow_big < grow_small + 1024, (grow_small, grow_big)
+
+
+def test_a_failed_journal_line_leaves_no_busy_mailbox_or_temp_file():
+    # An import's journal line ("+<sha> <uid>", written before the commit) that cannot be
+    # written (flash full, a MemoryError) ends the import; its delivery is thrown away with it.
+    # It used to stay open: its temp file and handle left, the mailbox counted busy for the
+    # process's life (never merged, its orphans never removed, a check refused).
+    import storeread
+
+    def body(a, b):
+        real = mailport._journal_add
+
+        def full(path, line):
+            raise OSError(28)  # ENOSPC
+
+        mailport._journal_add = full
+        try:
+            try:
+                serve(b, msg_cmd("bob", 5, b"Subject: x\r\n\r\nbody\r\n") + b"Q\n")
+            except OSError:
+                pass
+        finally:
+            mailport._journal_add = real
+        assert store_mod._BOXES[b.root + "/bob"].busy == 0
+        assert storeread.temp_files(b.root + "/bob") == []
+
+    _with_stores(body, quota=0, reserve=0)
