@@ -15,8 +15,11 @@ injected objects, so host tests pass small fakes and the unix port (no Wi-Fi, no
 - the clock keeper: NTP at start (TLS certificate checks need the date) and every interval;
 - the supervisor: runs each service (POP3 server, fetch schedule) as a task; a service that
   raises is logged and restarted with back-off, and after too many failures in a row the
-  board is reset (a fresh heap beats a wedged one). A service that ran for a while before
-  failing starts its count afresh. Once every service has ended normally (none does in normal
+  board is reset (a fresh heap beats a wedged one) if the failure is a MemoryError or the
+  service once ran for a while: one that has failed at every start since boot with anything
+  else (a missing certificate file, a port taken) would fail the same after a reset, so it is
+  retried at the longest back-off while the other services run. A service that ran for a
+  while before failing starts its count afresh. Once every service has ended normally (none does in normal
   use) the keepers are cancelled and `main()` leaves the REPL, as with no service configured.
 
 Ctrl-C from the REPL (mpremote does this when it connects) stops the loop. KeyboardInterrupt
@@ -292,6 +295,9 @@ class Service:
         self.failures = 0  # consecutive
         self.last_error = None  # type: str | None
 
+    # True once a run of it lasted _SERVICE_HEALTHY_MS (set then: a class default until then).
+    ran = False
+
 
 class Supervisor:
     """Runs services as tasks; logs a failure and restarts the service after a back-off."""
@@ -349,15 +355,25 @@ class Supervisor:
                 except Exception as e:  # any failure of one service: log it, restart it
                     if ticks_diff(ticks_ms(), t0) >= self.healthy_ms:
                         svc.failures = 0
+                        svc.ran = True
                         delay = self.backoff_ms
                     svc.failures += 1
                     svc.last_error = _exc_line(e)
+                    # A reset cures a scattered heap or a wedged network stack, not a cause that
+                    # was there at boot (a certificate file missing, a port another service
+                    # holds): a service that never ran and fails with anything but MemoryError is
+                    # retried at the longest back-off, and the others keep running.
+                    wedged = svc.ran or isinstance(e, MemoryError)
                     log.error("service %s failed (%d in a row): %s", svc.name, svc.failures, svc.last_error)
                     _print_exception(e)
                 gc.collect()
                 if self.reset is not None and self.reset_after and svc.failures >= self.reset_after:
-                    log.error("service %s keeps failing: resetting the board", svc.name)
-                    self.reset()
+                    if wedged:
+                        log.error("service %s keeps failing: resetting the board", svc.name)
+                        self.reset()
+                    elif svc.failures == self.reset_after:
+                        log.error("service %s fails at every start since boot: not resetting the board "
+                                  "(that would not change it); retrying, see admin.status()", svc.name)
                 svc.state = "backoff"
                 await _sleep_ms(delay)
                 delay = min(delay * 2, self.backoff_max_ms)

@@ -351,35 +351,74 @@ def test_supervisor_restarts_a_crashed_service_with_backoff():
     assert gaps[0] >= 2 and gaps[1] >= 4 and gaps[2] >= 4, gaps
 
 
-def test_supervisor_resets_the_board_after_too_many_failures():
+class _Reset(Exception):
+    pass
+
+
+def _reset():
+    raise _Reset()  # machine.reset() never returns
+
+
+def _supervise(factory, **kw):
+    """Run one service under a Supervisor whose reset raises _Reset: (reset?, supervisor, logs)."""
     logs = Logs()
-    sup = board.Supervisor(backoff_ms=1, backoff_max_ms=1, reset_after=3)
-
-    class Reset(Exception):
-        pass
-
-    def reset():
-        raise Reset()  # machine.reset() never returns
-
-    sup.reset = reset
-
-    async def broken():
-        raise OSError(98)  # EADDRINUSE, say
+    sup = board.Supervisor(reset=_reset, backoff_ms=1, backoff_max_ms=1, reset_after=3, **kw)
 
     async def go():
-        sup.add("server", broken)
+        sup.add("server", factory)
         sup.start()
         await sup.wait()
 
     try:
         run(go())
         raised = False
-    except Reset:
+    except _Reset:
         raised = True
     finally:
         logs.close()
+    return raised, sup, logs
+
+
+def test_supervisor_resets_the_board_after_too_many_failures():
+    async def broken():
+        raise MemoryError("heap exhausted")  # a scattered heap: a reset cures it
+
+    raised, sup, logs = _supervise(broken)
     assert raised and sup.services[0].starts == 3
     assert logs.having("keeps failing: resetting the board")
+
+
+def test_supervisor_resets_for_a_service_that_ran_before():
+    # A service that ran healthy once and now fails at every start (a wedged network stack:
+    # EADDRINUSE on a port it held) gets the reset.
+    runs = []
+
+    async def was_fine():
+        runs.append(1)
+        if len(runs) == 1:
+            await asyncio.sleep(0.02)  # past healthy_ms: it ran
+        raise OSError(98)
+
+    raised, sup, logs = _supervise(was_fine, healthy_ms=10)
+    assert raised and sup.services[0].ran and sup.services[0].starts == 3  # its count began afresh
+    assert logs.having("keeps failing: resetting the board")
+
+
+def test_supervisor_does_not_reset_for_a_failure_since_boot():
+    # A cause there since boot (a certificate file missing, a port another service holds) would
+    # fail the same after a reset: the board keeps its other services and retries this one.
+    runs = []
+
+    async def never_ran():
+        runs.append(1)
+        if len(runs) == 6:
+            return  # the cause went away (a file put back with mpremote): it runs
+        raise OSError(2)  # ENOENT: server.cert names a missing file
+
+    raised, sup, logs = _supervise(never_ran)
+    assert not raised and sup.services[0].starts == 6 and sup.services[0].state == "done"
+    assert not logs.having("keeps failing: resetting the board")
+    assert len(logs.having("fails at every start since boot: not resetting")) == 1
 
 
 class _Wedged(Exception):
