@@ -44,15 +44,20 @@ def recover(store):
 
 
 def build(srv, store):
-    """server.Server's TLS context (None without cert and key), login Service and Slots."""
+    """server.Server's TLS context (None without cert and key: the one heapmark.reserve made
+    before the config loaded, if any, with the certificate loaded into it), login Service and Slots."""
+    from pocketpost import heapmark
     from pocketpost.pop3server import Service
 
     sv = srv.sv
-    ctx = None
+    ctx = heapmark.tls[0]  # made before the config loaded (heapmark.reserve), or None
+    heapmark.tls[0] = None
     if sv["cert"] and sv["key"]:
         from pocketpost import tls  # start-up only: dropped after (heapmark.forget)
 
-        ctx = tls.server_context(sv["cert"], sv["key"])
+        ctx = tls.server_context(sv["cert"], sv["key"], ctx)
+    else:
+        ctx = None
     svc = Service(sv, srv.cfg["users"], store, tls_available=ctx is not None)
     svc.tls_ctx = ctx  # the SMTP receiver's too (smtpserver): one context, not two
     if srv.config_path:
