@@ -192,6 +192,8 @@ if RUNNER:
     _runner(sys.argv[1], sys.argv[2], sys.argv[3:])
     raise SystemExit
 
+if hasattr(heapmark, "reserve"):  # as server.main and board.main do (the TLS context) before the config loads
+    heapmark.reserve()
 cfg, store = _load(sys.argv[1])
 go = sys.argv[2]
 flags = sys.argv[3:]

@@ -626,6 +626,7 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=_FA
     from pocketpost import heapmark
 
     heapmark.compact_gc()  # before the services load: long-lived objects stay packed (heapmark.py)
+    heapmark.reserve()  # the POP3 server's TLS context, before the config scatters the heap
     hw = hw if hw is not None else Hardware()
     runner = None
     try:

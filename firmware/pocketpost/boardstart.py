@@ -119,6 +119,10 @@ async def start(r, secrets_path=None):
     sup = r.supervisor
     if sv.get("server", _SERVICE_SERVER):
         sup.add("server", r.serve)
+    else:
+        from pocketpost import heapmark
+
+        heapmark.tls[0] = None  # no POP3 server: the context board.main reserved for it goes
     if sv.get("smtp", _SERVICE_SMTP) and (cfg.get("smtp") or {}).get("domains"):
         sup.add("smtp", r.serve_smtp)
     # Export/import over USB while serving (Runner.usb_link, `ppadmin ... --live`): on for a

@@ -3,8 +3,8 @@ receiver): the failed-login throttle, a rehashed password record, user names fit
 line (trusted networks: pop3server.Service.trusted). Login code (pop3server.LOGIN_MODULES):
 loaded while a session can log in and needs it (a POP3 login that succeeds from an address with
 no failure on record does not), dropped with pop3login.py, smtpauth.py and auth.py; the Service
-keeps only the throttle's state (`delays`, `window_ms`, `fails`: address -> [failures, last
-failure ticks]).
+keeps only the throttle's state (`fails`: address -> [failures, last failure ticks]; its delays
+and window are read from `cfg`, the "server" section).
 """
 
 from pocketpost import log
@@ -22,7 +22,7 @@ _MAX_THROTTLE_ENTRIES = const(32)
 def recent(svc, ip, now):
     """ip's failure record within the window, or None."""
     e = svc.fails.get(ip)
-    if e is not None and ticks_diff(now, e[1]) > svc.window_ms:
+    if e is not None and ticks_diff(now, e[1]) > svc.cfg["auth_fail_window"] * 1000:
         del svc.fails[ip]
         e = None
     return e
@@ -56,7 +56,7 @@ def fail(svc, ip, now=None):
         d[ip] = e
     e[0] += 1
     e[1] = now
-    delays = svc.delays
+    delays = svc.cfg["auth_delays"]
     return delays[e[0] - 1] if e[0] <= len(delays) else delays[-1]
 
 

@@ -178,7 +178,7 @@ class Session:
         if tls_active:
             self.tls_active = True
         if service.apop_enabled:
-            self.timestamp = "<%s.%d@%s>" % (binascii.hexlify(urandom(6)).decode(), ticks_ms() & 0xFFFFFF, service.hostname)  # type: ignore[operator]  # stub: ticks are opaque
+            self.timestamp = "<%s.%d@%s>" % (binascii.hexlify(urandom(6)).decode(), ticks_ms() & 0xFFFFFF, service.cfg["hostname"])  # type: ignore[operator]  # stub: ticks are opaque
         self._held = _LOGIN  # holds the login code (Service.hold) until logged in or closed; last
         service.hold()
 

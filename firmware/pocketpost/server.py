@@ -278,6 +278,7 @@ def main(config_path, forever=None):
     from pocketpost import config as config_mod
 
     heapmark.compact_gc()  # as board.main does: collect often, before large blocks are needed
+    heapmark.reserve()  # the TLS context, made before the config scatters the heap
     cfg = config_mod.load(config_path)
     config_mod = None  # start() drops the module: no reference may keep it
     log.set_level(cfg["log"]["level"])

@@ -44,15 +44,20 @@ def recover(store):
 
 
 def build(srv, store):
-    """server.Server's TLS context (None without cert and key), login Service and Slots."""
+    """server.Server's TLS context (None without cert and key: the one heapmark.reserve made
+    before the config loaded, if any, with the certificate loaded into it), login Service and Slots."""
+    from pocketpost import heapmark
     from pocketpost.pop3server import Service
 
     sv = srv.sv
-    ctx = None
+    ctx = heapmark.tls[0]  # made before the config loaded (heapmark.reserve), or None
+    heapmark.tls[0] = None
     if sv["cert"] and sv["key"]:
         from pocketpost import tls  # start-up only: dropped after (heapmark.forget)
 
-        ctx = tls.server_context(sv["cert"], sv["key"])
+        ctx = tls.server_context(sv["cert"], sv["key"], ctx)
+    else:
+        ctx = None
     svc = Service(sv, srv.cfg["users"], store, tls_available=ctx is not None)
     svc.tls_ctx = ctx  # the SMTP receiver's too (smtpserver): one context, not two
     if srv.config_path:
@@ -82,13 +87,12 @@ def login_setup(svc, sv, users, store, tls_available):
     svc.users = users
     svc.store = store
     svc.tls_available = tls_available
-    svc.hostname = sv["hostname"]
     svc.policy = sv["plaintext_auth"]
     svc.max_failures = sv["max_auth_failures"]
-    # The failed-login throttle's state (its code: loginsvc.fail/succeed/failures): delays,
-    # window and per-address records [failures, last failure ticks].
-    svc.delays = sv["auth_delays"]
-    svc.window_ms = int(sv["auth_fail_window"] * 1000)
+    # The failed-login throttle's state (its code: loginsvc.fail/succeed/failures): per-address
+    # records [failures, last failure ticks]; its delays and window are read from cfg where used,
+    # as the hostname is (pop3cmd's APOP timestamp): at most 17 attributes (a table of 17
+    # entries, 288 B on the 64-bit host, not 23's 384 B, once per server).
     svc.fails = {}
     svc.block_size = sv["block_size"]
     svc.units = 0  # RETR copy units out (pop3trans._RETR_UNITS)

@@ -17,8 +17,10 @@ def _read(path):
         return f.read()
 
 
-def server_context(cert_path, key_path):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+def server_context(cert_path, key_path, ctx=None):
+    """ctx: an empty server context made earlier (heapmark.reserve), or None for a new one."""
+    if ctx is None:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     if IS_MICROPYTHON:
         ctx.load_cert_chain(_read(cert_path), _read(key_path))  # DER bytes (PEM is rejected)
     else:  # CPython: PEM copies (hostconn.py: host-only code, never loaded on a board)

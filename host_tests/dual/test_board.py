@@ -650,6 +650,10 @@ def test_runner_brings_up_watchdog_wifi_and_clock_from_config():
     cfg = {"store": {"root": root}, "services": {"server": False}, "watchdog": {"timeout_ms": 4000},
            "wifi": {"secrets": secrets, "retries": 2, "backoff_ms": 1}, "ntp": {"host": "ntp.test"}}
     r = board.Runner(cfg, hw)
+    from pocketpost import heapmark
+
+    heapmark.reserve()  # as board.main does: the POP3 server's TLS context, which no service takes here
+    assert heapmark.tls[0] is not None
 
     async def go():
         await r.run()
@@ -667,6 +671,7 @@ def test_runner_brings_up_watchdog_wifi_and_clock_from_config():
     assert ntp.host == "ntp.test" and ntp.calls == 1
     assert r.store is not None and r.supervisor.services == []
     assert logs.having("wifi: connected to testnet")
+    assert heapmark.tls[0] is None  # no POP3 server: its reserved context dropped (boardstart.start)
 
 
 def test_main_logs_a_fatal_error_and_resets():
