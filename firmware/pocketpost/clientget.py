@@ -71,7 +71,7 @@ async def retr(c, n, sink, size=None, top=False, next=0):
     waiting = "the body of " + what
     now = getattr(c._conn, "recv_now", None)  # a read that never waits (transport.py)
     # The hot loop of a fetch, once per body chunk: next_event is called here rather than
-    # through _event (one coroutine less per chunk), and a read tries recv_now (inline: a
+    # through _status (one coroutine less per chunk), and a read tries recv_now (inline: a
     # coroutine's locals cost no heap frame) before it makes coroutines to wait; the
     # deadlines hold the same (a server that always has a byte ready is cut off by them too),
     # and the same errors come out.
