@@ -178,13 +178,18 @@ async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=
     complete raises (pop3client's size rule): its delivery is aborted, nothing is recorded, the
     caller's session ends without QUIT.
     `next`: retr's (the next message, asked for once this one is proved)."""
+    # retr's coroutine (one ~360 B block) made before the delivery's objects: made after them,
+    # among the holes they leave, it was the download's first failing allocation.
+    sink = _StoreSink(None, headers, c.s)
+    r = retr(c, n, sink, size, top, next)
     try:
         d = store.begin(mailbox, digest=True)
     except Exception as e:  # StoreFull / QuotaExceeded / OSError: nothing sent for it yet
+        r.close()  # (never started: nothing of it ran)
         return None, None, e
-    sink = _StoreSink(d, headers, c.s)
+    sink.d = d
     try:
-        await retr(c, n, sink, size, top, next)
+        await r
     except BaseException:
         d.abort()
         raise
