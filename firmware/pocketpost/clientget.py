@@ -47,17 +47,18 @@ async def retr(c, n, sink, size=None, top=False, next=0):
     s = c.s
     d = c.deadline(c.read_timeout, size or 0)
     what = ("TOP %d 0" if top else "RETR %d") % n
-    prove = size is not None and not top
-    pipelined = prove and c.caps is not None and "PIPELINING" in c.caps
-    w = s.waiting_for()
-    if w:  # asked for ahead: RETR n and its NOOP went out already (at the end of the message before)
-        if w != what or not pipelined:  # another reply comes first: it would be read as this one's
+    # (Few locals: the coroutine's frame is one heap block, made at each download; `got` also
+    # holds what is sent or awaited before the body, and the sink's fail.)
+    pipelined = size is not None and not top and c.caps is not None and "PIPELINING" in c.caps
+    got = s.waiting_for()
+    if got:  # asked for ahead: RETR n and its NOOP went out already (at the end of the message before)
+        if got != what or not pipelined:  # another reply comes first: it would be read as this one's
             raise ProtocolError(_failed("text", _T_UNEXPECTED, c.where, what))
     else:
-        data = c._out("TOP", n, 0) if top else c._out("RETR", n)
+        got = c._out("TOP", n, 0) if top else c._out("RETR", n)
         if pipelined:
-            data += c._out("NOOP")  # the reply after the message: proves the stream in step
-        await c._send(data, what)
+            got += c._out("NOOP")  # the reply after the message: proves the stream in step
+        await c._send(got, what)
     try:
         await c._status(d)
     except ErrReply:
@@ -109,15 +110,14 @@ async def retr(c, n, sink, size=None, top=False, next=0):
         try:
             sink(s.chunk)
         except Exception as e:  # a sink with fail() keeps its error; the message is read on
-            fail = getattr(sink, "fail", None)
-            if fail is None:
+            got = getattr(sink, "fail", None)
+            if got is None:
                 raise
-            fail(e)
+            got(e)
         read = s.hungry  # only more bytes can give another event: read at once
-    total = s.octets
-    if prove:
+    if size is not None and not top:  # (the octets stay s.octets until the next body's +OK)
         if not s.size_matches(size):
-            raise ShortMessage(_failed("text", _T_SHORT, c.where, what, total, s.lf, s.crlf, size))
+            raise ShortMessage(_failed("text", _T_SHORT, c.where, what, s.octets, s.lf, s.crlf, size))
         if not pipelined:
             await c._send(c._out("NOOP"), "NOOP")
         try:
@@ -136,7 +136,7 @@ async def retr(c, n, sink, size=None, top=False, next=0):
                 await c._send(c._out("RETR", next) + c._out("NOOP"), "RETR %d" % next)
             except (ConnectionLost, Pop3Timeout):
                 pass
-    return total
+    return s.octets
 
 
 class _StoreSink:
