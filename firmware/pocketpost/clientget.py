@@ -196,16 +196,16 @@ async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=
     if sink.error is not None:
         d.abort()
         return None, None, sink.error
+    # (Few locals: the coroutine's frame is one heap block, made at each download. `r`, its
+    # retr done, holds the digest; d.size is the stored size.)
     try:
-        digest = d.digest()  # ends the message: the final size and the SHA-1 of the stored bytes
+        r = d.digest()  # ends the message: the final size and the SHA-1 of the stored bytes
     except Exception as e:  # the delivery has aborted itself
         return None, None, e
-    size_stored = d.size
-    key = uid if uid is not None else hash_key(digest)
+    key = uid if uid is not None else hash_key(r)
     if uid is None and key in st:
         d.abort()  # stored by a session whose QUIT never completed (server without UIDL)
         return key, None, None
-    flag = "h" if top else "f"
     first_seen = compat.now()
     if first_seen < _SANE_TIME:
         first_seen = 0  # clock not set yet: unknown, stamped by a later session (see keep_days)
@@ -215,7 +215,7 @@ async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=
     # delivery can take the UID first; if one ever did, the check fails and the message is
     # fetched again (a duplicate at worst, never a loss).
     local = d.uid_on_commit()
-    st.set_pending(size_stored, digest, local, first_seen, flag, key)
+    st.set_pending(d.size, r, local, first_seen, "h" if top else "f", key)
     try:
         st.save()
     except BaseException:
@@ -229,13 +229,12 @@ async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=
         st.clear_pending()
         st.save()
         return key, None, e
-    st.add(key, first_seen, flag)
+    st.add(key, first_seen, "h" if top else "f")
     st.clear_pending()
     # Not saved here: the record goes to flash with the next save, in the same write as the next
     # message's pending entry (or at the end of the session, or on its way out after an error),
     # so a stored message costs one state write, not two. Until then the pending entry on
     # flash stands for it: a crash reconciles it as stored (the same check as above).
     # close(): a header with no empty line after it counts
-    info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,
-            "headers": sink.headers.close() if headers else None}
-    return key, info, None
+    return key, {"n": n, "uid": key, "local_uid": local, "size": d.size, "headers_only": top,
+                 "headers": sink.headers.close() if headers else None}, None
