@@ -236,17 +236,6 @@ class Pop3Client:
             raise self._lost(what, None, 1)
         self.s.commit(n)
 
-    async def _event(self, deadline, what):
-        s = self.s
-        while True:
-            try:
-                ev = s.next_event()
-            except ProtocolError as e:
-                raise ProtocolError("%s: %s" % (self.where, e.msg))
-            if ev:
-                return ev
-            await self._fill(deadline, what)
-
     def _out(self, keyword, *args, limit=0):
         """The session's bytes for a command (its reply now awaited)."""
         try:
@@ -266,15 +255,38 @@ class Pop3Client:
         except (OSError, ValueError) as e:
             raise self._lost("sending " + what, e)
 
-    async def _status(self, deadline=None):
-        """The status line answering the oldest command; -ERR raises ErrReply."""
+    async def _status(self, deadline=None, what=None):
+        """The status line answering the oldest command; -ERR raises ErrReply. With `what` (the
+        greeting, a listing's lines: what is awaited, in words), the session's next event as it
+        is, unchecked. The wait for bytes is inline, not _fill's: every coroutine frame of the
+        chain under a wait (here the RETR's +OK, at the fetch's peak) is heap held through it."""
         s = self.s
-        what = "the reply to " + s.waiting_for()
+        w = what or "the reply to " + s.waiting_for()
         if deadline is None:
             deadline = self.deadline(self.read_timeout)
-        ev = await self._event(deadline, what)
+        while True:
+            try:
+                ev = s.next_event()
+            except ProtocolError as e:
+                raise ProtocolError("%s: %s" % (self.where, e.msg))
+            if ev:
+                break
+            ms = self._left(deadline)  # (_fill's steps)
+            if ms <= 0:
+                raise self._timeout(deadline, w)
+            try:
+                n = await self._conn.recv_into(s.space(), ms)
+            except transport.Timeout:
+                raise self._timeout(deadline, w)
+            except (OSError, ValueError) as e:
+                raise self._lost(w, e, 1)
+            if not n:
+                raise self._lost(w, None, 1)
+            s.commit(n)
+        if what:
+            return ev
         if ev != REPLY and ev != CONTINUE:
-            raise ProtocolError(_failed("text", _T_UNEXPECTED, self.where, what))
+            raise ProtocolError(_failed("text", _T_UNEXPECTED, self.where, w))
         r = s.reply
         if r.ok is False:
             raise ErrReply("%s: %s: -ERR %s" % (self.where, s.what, _text(r.text)), r.code)

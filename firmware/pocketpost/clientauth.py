@@ -123,7 +123,7 @@ async def connect(c):
         # the same class MicroPython gives, where these surface at the first read.
         raise c._lost("connect", e)
     c.secure = implicit
-    ev = await c._event(c.deadline(c.read_timeout), "the greeting")
+    ev = await c._status(c.deadline(c.read_timeout), "the greeting")
     r = c.s.reply
     if ev != GREETING or r.ok is not True:
         raise ErrReply("%s: server refused the connection: %s" % (c.where, _text(r.text)), r.code)

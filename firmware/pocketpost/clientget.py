@@ -47,17 +47,18 @@ async def retr(c, n, sink, size=None, top=False, next=0):
     s = c.s
     d = c.deadline(c.read_timeout, size or 0)
     what = ("TOP %d 0" if top else "RETR %d") % n
-    prove = size is not None and not top
-    pipelined = prove and c.caps is not None and "PIPELINING" in c.caps
-    w = s.waiting_for()
-    if w:  # asked for ahead: RETR n and its NOOP went out already (at the end of the message before)
-        if w != what or not pipelined:  # another reply comes first: it would be read as this one's
+    # (Few locals: the coroutine's frame is one heap block, made at each download; `got` also
+    # holds what is sent or awaited before the body, and the sink's fail.)
+    pipelined = size is not None and not top and c.caps is not None and "PIPELINING" in c.caps
+    got = s.waiting_for()
+    if got:  # asked for ahead: RETR n and its NOOP went out already (at the end of the message before)
+        if got != what or not pipelined:  # another reply comes first: it would be read as this one's
             raise ProtocolError(_failed("text", _T_UNEXPECTED, c.where, what))
     else:
-        data = c._out("TOP", n, 0) if top else c._out("RETR", n)
+        got = c._out("TOP", n, 0) if top else c._out("RETR", n)
         if pipelined:
-            data += c._out("NOOP")  # the reply after the message: proves the stream in step
-        await c._send(data, what)
+            got += c._out("NOOP")  # the reply after the message: proves the stream in step
+        await c._send(got, what)
     try:
         await c._status(d)
     except ErrReply:
@@ -71,7 +72,7 @@ async def retr(c, n, sink, size=None, top=False, next=0):
     waiting = "the body of " + what
     now = getattr(c._conn, "recv_now", None)  # a read that never waits (transport.py)
     # The hot loop of a fetch, once per body chunk: next_event is called here rather than
-    # through _event (one coroutine less per chunk), and a read tries recv_now (inline: a
+    # through _status (one coroutine less per chunk), and a read tries recv_now (inline: a
     # coroutine's locals cost no heap frame) before it makes coroutines to wait; the
     # deadlines hold the same (a server that always has a byte ready is cut off by them too),
     # and the same errors come out.
@@ -109,15 +110,14 @@ async def retr(c, n, sink, size=None, top=False, next=0):
         try:
             sink(s.chunk)
         except Exception as e:  # a sink with fail() keeps its error; the message is read on
-            fail = getattr(sink, "fail", None)
-            if fail is None:
+            got = getattr(sink, "fail", None)
+            if got is None:
                 raise
-            fail(e)
+            got(e)
         read = s.hungry  # only more bytes can give another event: read at once
-    total = s.octets
-    if prove:
+    if size is not None and not top:  # (the octets stay s.octets until the next body's +OK)
         if not s.size_matches(size):
-            raise ShortMessage(_failed("text", _T_SHORT, c.where, what, total, s.lf, s.crlf, size))
+            raise ShortMessage(_failed("text", _T_SHORT, c.where, what, s.octets, s.lf, s.crlf, size))
         if not pipelined:
             await c._send(c._out("NOOP"), "NOOP")
         try:
@@ -136,7 +136,7 @@ async def retr(c, n, sink, size=None, top=False, next=0):
                 await c._send(c._out("RETR", next) + c._out("NOOP"), "RETR %d" % next)
             except (ConnectionLost, Pop3Timeout):
                 pass
-    return total
+    return s.octets
 
 
 class _StoreSink:
@@ -178,29 +178,34 @@ async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=
     complete raises (pop3client's size rule): its delivery is aborted, nothing is recorded, the
     caller's session ends without QUIT.
     `next`: retr's (the next message, asked for once this one is proved)."""
+    # retr's coroutine (one ~360 B block) made before the delivery's objects: made after them,
+    # among the holes they leave, it was the download's first failing allocation.
+    sink = _StoreSink(None, headers, c.s)
+    r = retr(c, n, sink, size, top, next)
     try:
         d = store.begin(mailbox, digest=True)
     except Exception as e:  # StoreFull / QuotaExceeded / OSError: nothing sent for it yet
+        r.close()  # (never started: nothing of it ran)
         return None, None, e
-    sink = _StoreSink(d, headers, c.s)
+    sink.d = d
     try:
-        await retr(c, n, sink, size, top, next)
+        await r
     except BaseException:
         d.abort()
         raise
     if sink.error is not None:
         d.abort()
         return None, None, sink.error
+    # (Few locals: the coroutine's frame is one heap block, made at each download. `r`, its
+    # retr done, holds the digest; d.size is the stored size.)
     try:
-        digest = d.digest()  # ends the message: the final size and the SHA-1 of the stored bytes
+        r = d.digest()  # ends the message: the final size and the SHA-1 of the stored bytes
     except Exception as e:  # the delivery has aborted itself
         return None, None, e
-    size_stored = d.size
-    key = uid if uid is not None else hash_key(digest)
+    key = uid if uid is not None else hash_key(r)
     if uid is None and key in st:
         d.abort()  # stored by a session whose QUIT never completed (server without UIDL)
         return key, None, None
-    flag = "h" if top else "f"
     first_seen = compat.now()
     if first_seen < _SANE_TIME:
         first_seen = 0  # clock not set yet: unknown, stamped by a later session (see keep_days)
@@ -210,7 +215,7 @@ async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=
     # delivery can take the UID first; if one ever did, the check fails and the message is
     # fetched again (a duplicate at worst, never a loss).
     local = d.uid_on_commit()
-    st.set_pending(size_stored, digest, local, first_seen, flag, key)
+    st.set_pending(d.size, r, local, first_seen, "h" if top else "f", key)
     try:
         st.save()
     except BaseException:
@@ -224,13 +229,12 @@ async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=
         st.clear_pending()
         st.save()
         return key, None, e
-    st.add(key, first_seen, flag)
+    st.add(key, first_seen, "h" if top else "f")
     st.clear_pending()
     # Not saved here: the record goes to flash with the next save, in the same write as the next
     # message's pending entry (or at the end of the session, or on its way out after an error),
     # so a stored message costs one state write, not two. Until then the pending entry on
     # flash stands for it: a crash reconciles it as stored (the same check as above).
     # close(): a header with no empty line after it counts
-    info = {"n": n, "uid": key, "local_uid": local, "size": size_stored, "headers_only": top,
-            "headers": sink.headers.close() if headers else None}
-    return key, info, None
+    return key, {"n": n, "uid": key, "local_uid": local, "size": d.size, "headers_only": top,
+                 "headers": sink.headers.close() if headers else None}, None

@@ -45,7 +45,7 @@ counted (`bare`) and `dots` set from the first dot line of the body on. A chunk 
 unless it reached _CHUNK or a line outgrew the buffer; it is handed out before any read (a read
 may move the buffer's bytes). After a clean chunk, `hungry` says when only more
 bytes can give another event (the shell reads at once). The body's events come from a generator
-(_body), whose frame is kept between chunks: a MicroPython call with that many locals would take a
+(_body, one for the session, made with it), whose frame is kept between chunks and bodies: a MicroPython call with that many locals would take a
 heap block per chunk, and the garbage collections it causes cost more than the walk.
 
 The size rule (is a received message provably complete?)
@@ -256,7 +256,11 @@ class ClientSession:
         # After a BODY chunk: True when no further event can come before more bytes are read (the
         # shell may read at once instead of asking next_event for NEED_DATA).
         self.hungry = False
-        self._gen = None  # the body's event generator (_body) while a RETR/TOP body is read
+        # The body's event generator (_body): one for the session, made here, not at each RETR's
+        # +OK (its frame, ~270 B on the 64-bit port, in one block: at a fetch's start its block
+        # is found in a heap not yet cut up by the login and the listing; it was a download's
+        # first failing allocation). Between bodies it waits at the END it gave.
+        self._gen = self._body()
         # event details
         self.reply = None
         self.timestamp = None
@@ -381,7 +385,6 @@ class ClientSession:
                     self.octets = self.lf = self.crlf = 0
                     self._cr = False
                     self._state = _BODY
-                    self._gen = self._body()
                 else:
                     self._state = _LINES
             else:
@@ -415,8 +418,8 @@ class ClientSession:
         return BODY
 
     def _body(self):
-        """A generator, made at the +OK of a RETR/TOP: each next() gives the body's next event
-        (BODY, NEED_DATA, and at last END). A generator keeps its frame between calls; a call
+        """A generator, made with the session: from the +OK of a RETR/TOP on, each next() gives
+        the body's next event (BODY, NEED_DATA, and at last END). A generator keeps its frame between calls; a call
         per chunk with this many locals would take a heap block per chunk (MicroPython).
 
         Two paths (module doc, "The body's two paths"): runs of clean lines straight out of the
@@ -437,9 +440,10 @@ class ClientSession:
                     yield self._emit(self._fill)
                     continue
                 self._state = _END
-                self._gen = None
                 yield self._event()
-                return
+                # Parked here (the session's state no longer _BODY) until the next RETR/TOP's
+                # +OK: its body goes on from the top, the un-stuffer and counts reset.
+                continue
             s = r.start  # the reader's public buf[start:end]: no call, no tuple per chunk
             e = r.end
             if s >= e:

@@ -116,7 +116,7 @@ async def block(c, deadline, on_line):
     LINE/ENTRY until END."""
     what = c.s.what + " listing"
     while True:
-        ev = await c._event(deadline, what)
+        ev = await c._status(deadline, what)
         if ev == END:
             return
         on_line(ev)

@@ -17,7 +17,7 @@ its deadlines.
 
 MicroPython (`Conn`): reads and writes go to the raw (or TLS-wrapped, non-blocking) socket;
 when it answers None (would block) the task parks on asyncio's poller until the socket is
-ready (`_wait_io`, the same mechanism asyncio's own streams use), bounded as above (`_alarm`:
+ready (`_wait`, the same mechanism asyncio's own streams use), bounded as above (`_alarm`:
 a task that cancels the wait when its bound runs out, not asyncio.wait_for). No polling loop. TLS is never handed to the listener (a failed handshake would leak the socket): the
 socket is wrapped here, the raw one kept and closed too. MicroPython's TLS socket has no
 do_handshake(): with do_handshake_on_connect=False the handshake runs inside the first reads
@@ -49,13 +49,6 @@ class Timeout(Exception):
 if IS_MICROPYTHON:
     # MicroPython asyncio internals (asyncio.core: the poller and the run queue), reached through
     # the asyncio name: an import of core under a name of ours would be one more interned name.
-
-    async def _wait_io(sock, write):
-        # MicroPython's asyncio: park this task on the poller until sock is ready.
-        if write:
-            yield asyncio.core._io_queue.queue_write(sock)  # type: ignore[attr-defined]
-        else:
-            yield asyncio.core._io_queue.queue_read(sock)  # type: ignore[attr-defined]
 
     async def _alarm(t, s):
         # wait_for's timer without asyncio.wait_for (asyncio.funcs: ~0.9 KB of heap on the 64-bit
@@ -142,9 +135,12 @@ if IS_MICROPYTHON:
             # or lost the TLS session's wake-ups with 4+ connections (host_tests/test_server_poll.py).
             # The bound: an alarm task throws Timeout into this one when it runs out (see _alarm);
             # a cancel from outside (e.g. the board's per-account deadline) goes on as it is.
+            # The task parks on the poller in this frame (no coroutine of its own for it: one
+            # frame less held through every wait).
             a = asyncio.create_task(_alarm(asyncio.current_task(), s))
             try:
-                await _wait_io(self.raw, write)
+                q = asyncio.core._io_queue  # type: ignore[attr-defined]
+                yield q.queue_write(self.raw) if write else q.queue_read(self.raw)
             except Timeout:  # the alarm's: the Timeout named by the bound's owner
                 raise self._expired(ms)
             finally:
