@@ -209,8 +209,7 @@ def test_error_texts_are_cold_and_each_number_names_its_text():
 
     for mod, names in ((client, {"_T_UNEXPECTED": "unexpected data instead of", "_T_UNLISTED": "LIST did not list",
                                  "_T_FULL": "UIDL state full", "_T_FETCH": "fetch %s: %s",
-                                 "_T_UNSAVED": "state not saved", "_T_STORE": "%s: store: %s",
-                                 "_T_TOOBIG": "make room, or set the account"}),
+                                 "_T_UNSAVED": "state not saved", "_T_STORE": "%s: store: %s"}),
                        (clientget, {"_T_UNEXPECTED": "unexpected data instead of", "_T_INSIDE": "inside the message",
                                     "_T_LARGER": "larger than the server said", "_T_SHORT": "not provably complete",
                                     "_T_NOOP": "NOOP after"})):

@@ -91,7 +91,6 @@ _T_FULL = const(2)
 _T_FETCH = const(3)
 _T_UNSAVED = const(4)
 _T_STORE = const(5)
-_T_TOOBIG = const(10)
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -537,7 +536,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     stats["by_content"] += 1
                 if store_error is not None:
                     stop = True  # (the message named, and the setting that lets the others through)
-                    store_error = _failed("text", _T_TOOBIG, n, size, store_error)
+                    store_error = _failed("stored", n, size, store_error)
                     w = c.s.waiting_for()
                     if w:
                         # A message asked for ahead ("RETR m": the only reply it can be waiting

@@ -24,12 +24,22 @@ TEXTS = (
     "provably complete (a server that does not dot-stuff?); not kept, fetched again next time",  # 8
     "%s: NOOP after %s answered -ERR (%s): the message is not proved complete",  # 9
     "message %d (%d octets): %s; make room, or set the account's max_size below it",  # 10
+    "message %d (%d octets): %s",  # 11
 )
 
 
 def text(n, *args):
     """TEXTS[n] % args (client._failed("text", n, ...))."""
     return TEXTS[n] % args
+
+
+def stored(n, size, e):
+    """The store's refusal of message n (client._failed("stored", ...)), named; the hint to make
+    room or lower max_size only where room is what it lacked (a MemoryError or a flash error is
+    not cured by either)."""
+    from pocketpost.storecore import QuotaExceeded, StoreFull
+
+    return TEXTS[10 if isinstance(e, (StoreFull, QuotaExceeded)) else 11] % (n, size, e)
 
 
 def lost(c, doing, e=None, w=0):

@@ -293,18 +293,19 @@ def test_full_store_at_begin_ends_cleanly_with_quit():
         b.done()
 
 
-def _second_begin_fails(why):
-    """Store.begin raises StoreFull(why) at its second call (the second message's delivery);
-    returns the real one, for the caller to put back."""
+def _second_begin_fails(why, exc=None):
+    """Store.begin raises exc(why) (StoreFull by default) at its second call (the second
+    message's delivery); returns the real one, for the caller to put back."""
     from pocketpost.storecore import StoreFull
 
+    exc = exc or StoreFull
     real = Store.begin
     calls = []
 
     def begin(self, *args, **kw):
         calls.append(1)
         if len(calls) == 2:
-            raise StoreFull(why)
+            raise exc(why)
         return real(self, *args, **kw)
 
     Store.begin = begin
@@ -328,6 +329,22 @@ def test_store_error_at_begin_reads_off_the_message_asked_for_with_dele(b):
     assert b"RETR 3" not in s and b"DELE 2" not in s
     assert not b.pair.to_client  # every reply read, QUIT's last (not RETR 2's taken for it)
     assert b.stored() == [GOOD] and b.uids() == []
+
+
+def test_a_store_error_names_the_message_and_hints_at_room_only_when_room_was_short():
+    """The store's error names the message and its size; "make room, or set max_size" only for a
+    full store or quota: a MemoryError or a flash error is cured by neither."""
+    for exc, hint in ((None, True), (MemoryError, False), (OSError, False)):
+        b = Box()
+        srv = Scripted([(b"u1", GOOD), (b"u2", THREE)])
+        real = _second_begin_fails("why not", exc)
+        try:
+            e = b.fails(srv, client.ClientError, "store: ", policy="keep")
+        finally:
+            Store.begin = real
+            b.done()
+        assert "message 2 (%d octets)" % len(THREE) in e.msg and "why not" in e.msg, e.msg
+        assert ("make room" in e.msg) == hint, (exc, e.msg)
 
 
 def test_full_store_mid_message_reads_it_to_the_end_and_quits():
