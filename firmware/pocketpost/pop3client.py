@@ -38,12 +38,10 @@ nativescan.py, four octets at a time; else a C find per line and a few byte chec
 passes instead once lines are shorter than _WALK_BYTES on average), and the run goes out as one
 BODY chunk, a view of that buffer (no copy; `bare` 0, `dots` False, its lines
 counted as CRLF line ends). A line that opens with "." (stuffed, or the terminator), holds a lone
-LF, or is longer than the buffer goes through the DotUnstuffer, in place (its output written
-over the input it has read, in the receive buffer: un-stuffing only drops octets), line by line
-for dot lines, and is handed out from there (up to _CHUNK octets a chunk) with its line ends
-counted (`bare`) and `dots` set from the first dot line of the body on. A chunk holds whole lines
-unless it reached _CHUNK or a line outgrew the buffer; it is handed out before any read (a read
-may move the buffer's bytes). After a clean chunk, `hungry` says when only more
+LF, or is longer than the buffer goes through the DotUnstuffer into the out chunk (_CHUNK octets),
+line by line for dot lines, and is handed out from there with its line ends counted (`bare`)
+and `dots` set from the first dot line of the body on. A chunk holds whole lines unless the out
+chunk filled or a line outgrew the buffer. After a clean chunk, `hungry` says when only more
 bytes can give another event (the shell reads at once). The body's events come from a generator
 (_body, one for the session, made with it), whose frame is kept between chunks and bodies: a MicroPython call with that many locals would take a
 heap block per chunk, and the garbage collections it causes cost more than the walk.
@@ -99,10 +97,9 @@ _MAX_CAPA_LINES = const(64)
 # Socket reads land in a receive buffer this big: a RETR moves in few reads; status and listing
 # lines are still bounded by _MAX_RESPONSE_LINE (RFC 2449 section 4: 512 octets).
 _RECV_BUFSIZE = const(4096)
-# Body bytes the slow path (dot lines, lone LFs, overlong lines) un-stuffs (in place, in the
-# receive buffer) before handing them out; clean lines go out straight from the receive buffer,
-# up to _RECV_BUFSIZE at a time. (Was a 2 KiB out chunk when every byte went through it, then
-# 1 KiB; in place since issue 10's heap work: no buffer of its own.)
+# Body bytes the slow path (dot lines, lone LFs, overlong lines) un-stuffs before handing them out;
+# clean lines go out straight from the receive buffer, up to _RECV_BUFSIZE at a time. (Was 2 KiB
+# when every byte went through it; the heap is the scarcer resource.)
 _CHUNK = const(1024)
 # The clean-line walk costs a little Python per line: below this many octets per line on average
 # it checks the rest of the buffer with three C passes instead (see ClientSession._body).
@@ -241,11 +238,8 @@ class ClientSession:
         # a fixed tail view: no garbage per read; wire.LineReader)
         self.reader = LineReader(_MAX_RESPONSE_LINE, bufsize, _HEAD if bufsize > 2 * _HEAD else 0, _copy)
         self.unstuffer = DotUnstuffer()  # the body's un-stuffing (its `dots` count: the store's hint)
-        # The slow path un-stuffs in place, into the receive buffer itself (output never runs
-        # ahead of input: un-stuffing only drops octets): _fill octets wait at buf[_o:], handed
-        # out once `chunk` of them are made, or before the clean path, more bytes or the end.
-        self._chunk = chunk
-        self._o = 0
+        self._out = bytearray(chunk)
+        self._omv = memoryview(self._out)
         self._fill = 0
         self._pending = []  # [keyword, what (for messages), multi-line, limit] per command sent
         self._state = _GREET
@@ -396,24 +390,21 @@ class ClientSession:
         return pop3listing.line(self, p)
 
     def _emit(self, n):
-        """Hand out the n bytes the slow path un-stuffed (in place, at buf[_o:]) as BODY,
+        """Hand out the first n bytes of the out chunk (un-stuffed by the slow path) as BODY,
         counting its line ends."""
-        r = self.reader
-        buf = r.buf
-        o = self._o
-        e = o + n
-        lf = buf.count(b"\n", o, e)
+        out = self._out
+        lf = out.count(b"\n", 0, n)
         self.bare = 0
         if lf:
-            c = buf.count(b"\r\n", o, e)
-            if self._cr and buf[o] == 10:
+            c = out.count(b"\r\n", 0, n)
+            if self._cr and out[0] == 10:
                 c += 1
             self.lf += lf
             self.crlf += c
             self.bare = lf - c
-        self._cr = buf[e - 1] == 13
+        self._cr = out[n - 1] == 13
         self.dots = self.unstuffer.dots
-        self.chunk = r.view(o, e)
+        self.chunk = out if n == len(out) else self._omv[:n]
         self._fill = 0
         return BODY
 
@@ -447,9 +438,6 @@ class ClientSession:
             s = r.start  # the reader's public buf[start:end]: no call, no tuple per chunk
             e = r.end
             if s >= e:
-                if self._fill:  # (before a read: the read may move bytes over them)
-                    yield self._emit(self._fill)
-                    continue
                 yield _NEED_DATA
                 continue
             if buf[s] != _DOT and u.at_line_start():
@@ -503,31 +491,21 @@ class ClientSession:
                     yield BODY
                     continue
                 if j < 0 and (s or e < len(buf)):
-                    if self._fill:  # (before a read, as above)
-                        yield self._emit(self._fill)
-                        continue
                     yield _NEED_DATA  # the line is not complete yet: read on (space() compacts)
                     continue
                 lim = e  # a lone LF (or a line longer than the buffer): the slow path takes it all
             else:
-                # A line opening with "." (stuffed, or the terminator), or the rest of a line a
-                # full chunk cut: the slow path takes it to its end.
+                # A line opening with "." (stuffed, or the terminator), or the rest of a line the
+                # out chunk had no room for: the slow path takes it to its end.
                 j = find(b"\n", s, e)
                 lim = e if j < 0 else j + 1
             f = self._fill
-            if not f:
-                self._o = s
-            if lim - s > self._chunk - f:
-                lim = s + self._chunk - f  # (so the chunk's output stays within `chunk`)
-            # In place: the output goes on at buf[_o + f], never past s (each earlier call made no
-            # more than it consumed), so it overwrites only input already read (a forward
-            # overlapping copy, as uidstate's memmoves rely on in both runtimes).
-            made = u.unstuff_into(buf, s, lim, buf, self._o + f)
+            made = u.unstuff_into(buf, s, lim, self._out, f)
             r.start = s + u.consumed
             f += made
             self._fill = f
             self.octets += made
-            if f >= self._chunk:
+            if f == len(self._out):
                 yield self._emit(f)
 
     def size_matches(self, size):
