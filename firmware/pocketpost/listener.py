@@ -79,7 +79,7 @@ async def listen(cb, host, port):
     asyncio.start_server (reader and writer its streams). MicroPython: asyncio.start_server's
     work without its Server and Stream objects (per listener an object and a larger coroutine,
     per connection a stream, its attribute table and an extra-info dict: ~1 KB in bench_heap c):
-    the listener is its accept task, a connection's handler gets the socket and the peer's
+    the listener is (its accept task, the listening socket), a connection's handler gets the socket and the peer's
     address (ServerConn.from_stream and peer_ip take those)."""
     if not IS_MICROPYTHON:
         return await asyncio.start_server(cb, host, port, backlog=_LISTEN_BACKLOG)
@@ -95,14 +95,17 @@ async def listen(cb, host, port):
     except Exception:  # (the port in use...): the socket is not left open
         s.close()
         raise
-    return asyncio.create_task(_serve(s, cb))
+    return asyncio.create_task(_serve(s, cb)), s
 
 
 def close(listeners):
-    """Stop listening (MicroPython: the accept task closes its socket when cancelled)."""
+    """Stop listening. MicroPython: the accept task is cancelled and its socket closed here (a
+    task cancelled before it first ran never reaches its finally: a second port failing right
+    after the first was listened on left the first bound)."""
     for s in listeners:
         if IS_MICROPYTHON:
-            s.cancel()
+            s[0].cancel()
+            s[1].close()
         else:
             s.close()
 
@@ -110,7 +113,7 @@ def close(listeners):
 def listener_tasks(listeners):
     """The accept tasks (MicroPython; CPython's servers close by themselves): for board.main to
     cancel after Ctrl-C."""
-    return list(listeners) if IS_MICROPYTHON else []
+    return [s[0] for s in listeners] if IS_MICROPYTHON else []
 
 
 class ServerConn(Conn):

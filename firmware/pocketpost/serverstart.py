@@ -68,12 +68,18 @@ def build(srv, store):
 async def listen(srv):
     sv = srv.sv
     host = sv["host"]
-    if sv["port"]:
-        srv._listeners.append(await listener.listen(srv._plain, host, sv["port"]))
-        log.info("pop3 listening on %s:%d (STLS %s)", host, sv["port"], "on" if srv.ctx else "off")
-    if sv["pop3s_port"] and srv.ctx is not None:
-        srv._listeners.append(await listener.listen(srv._implicit, host, sv["pop3s_port"]))
-        log.info("pop3s listening on %s:%d", host, sv["pop3s_port"])
+    try:
+        if sv["port"]:
+            srv._listeners.append(await listener.listen(srv._plain, host, sv["port"]))
+            log.info("pop3 listening on %s:%d (STLS %s)", host, sv["port"], "on" if srv.ctx else "off")
+        if sv["pop3s_port"] and srv.ctx is not None:
+            srv._listeners.append(await listener.listen(srv._implicit, host, sv["pop3s_port"]))
+            log.info("pop3s listening on %s:%d", host, sv["pop3s_port"])
+    except BaseException:
+        # A port that cannot be had: the ports already listening are let go too, or the
+        # supervisor's restart would find them taken (by this dead server) for good.
+        srv.close()
+        raise
 
 
 def login_setup(svc, sv, users, store, tls_available):

@@ -130,7 +130,11 @@ class SmtpServer:
             def accept(r, w, m=mode, i=implicit):
                 return self._handle(r, w, m, i)
 
-            self._listeners.append(await listen(accept, self.host, port))
+            try:
+                self._listeners.append(await listen(accept, self.host, port))
+            except BaseException:  # the ports already listening let go too (serverstart.listen)
+                self.close()
+                raise
             log.info("%s listening on %s:%d (TLS %s) for %s", name, self.host, port, "on" if self.ctx else "off",
                      ",".join(self.domains))
 

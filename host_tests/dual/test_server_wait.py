@@ -232,10 +232,10 @@ def test_listen_hands_each_connection_its_socket_and_address_and_close_stops_it(
         await asyncio.sleep_ms(50)
         c.close()
         assert got == [("127.0.0.1", True, True)], got
-        assert listener.listener_tasks([ls]) == [ls]
+        assert listener.listener_tasks([ls]) == [ls[0]]
         listener.close([ls])
         await asyncio.sleep_ms(20)
-        assert ls.done()
+        assert ls[0].done()
         c = socket.socket()
         try:
             c.connect(addr)
@@ -286,7 +286,7 @@ def test_a_connection_that_cannot_be_served_leaves_the_listener_accepting():
             c.connect(addr)
             await asyncio.sleep_ms(50)
             c.close()
-        done = ls.done()
+        done = ls[0].done()
         listener.close([ls])
         await asyncio.sleep_ms(10)
         return done
@@ -294,3 +294,73 @@ def test_a_connection_that_cannot_be_served_leaves_the_listener_accepting():
     asyncio.new_event_loop()
     assert not asyncio.run(main())
     assert got == ["refused", "served"], got
+
+
+def test_a_port_that_cannot_be_had_lets_go_of_the_ports_already_listening():
+    """serverstart.listen: when the POP3S port is taken, the POP3 port it already listens on is
+    let go too; kept, every restart of the service would find it taken by the dead server (and
+    the supervisor does not reset the board for a failure there since boot)."""
+    import os
+
+    from pocketpost import serverstart
+
+    def free_port():
+        base = 20000 + (os.urandom(2)[0] << 7) % 30000
+        for port in range(base, base + 50):
+            s = socket.socket()
+            try:
+                s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])
+                return port
+            except OSError:
+                continue
+            finally:
+                s.close()
+        raise AssertionError("no free port")
+
+    class Srv:
+        ctx = object()  # (a TLS context: the POP3S listener is tried)
+        _listeners = []
+
+        def __init__(self, sv):
+            self.sv = sv
+
+        def _plain(self, r, w):
+            return None
+
+        _implicit = _plain
+
+        def close(self):
+            from pocketpost import listener
+
+            listener.close(self._listeners)
+            self._listeners = []
+
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    taken = free_port()
+    held.bind(socket.getaddrinfo("127.0.0.1", taken)[0][-1])
+    held.listen(1)
+    port = free_port()
+    srv = Srv({"host": "127.0.0.1", "port": port, "pop3s_port": taken})
+
+    async def main():
+        try:
+            await serverstart.listen(srv)
+            failed = False
+        except OSError:
+            failed = True
+        await asyncio.sleep_ms(20) if IS_MP else await asyncio.sleep(0.02)  # the accept task ends
+        return failed
+
+    try:
+        if IS_MP:
+            asyncio.new_event_loop()
+        assert asyncio.run(main())
+        assert srv._listeners == []
+        s = socket.socket()
+        try:
+            s.bind(socket.getaddrinfo("127.0.0.1", port)[0][-1])  # free again
+        finally:
+            s.close()
+    finally:
+        held.close()
