@@ -235,6 +235,11 @@ class SmtpServer:
                 self.release()
             if conn is not None:
                 conn.close(True)
+            else:  # failed before adopting the stream (a MemoryError making it): its socket
+                try:
+                    getattr(reader, "close", writer.close)()  # (MicroPython: the socket; CPython: the writer)
+                except Exception:
+                    pass
             if slot is not None:
                 self.slots.release(slot)
                 log.info("smtp #%d %s disconnect sessions=%d", sid, ip, self.slots.sessions)

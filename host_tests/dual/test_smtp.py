@@ -916,6 +916,44 @@ def test_smtp_drop_takes_the_auth_code_bound_to_it():
     with_env(body, policy="always")
 
 
+def test_a_connection_that_cannot_be_adopted_is_closed():
+    # A MemoryError making the connection's ServerConn (where a full heap fails first) must still
+    # close the socket listener.listen handed over, not leave the peer waiting on it.
+    import asyncio
+    import sys
+
+    from pocketpost import smtpserver
+
+    mp = sys.implementation.name == "micropython"
+
+    class End:
+        def __init__(self):
+            self.s = self
+            self.closes = 0
+
+        def close(self):
+            self.closes += 1
+
+    def failing(reader, writer):
+        raise MemoryError("injected")
+
+    def body(e):
+        srv = smtpserver.SmtpServer(e.cfg, e.store, e.logins)
+        end = End()
+        real = smtpserver.ServerConn.from_stream
+        smtpserver.ServerConn.from_stream = failing
+        try:
+            if mp:
+                asyncio.new_event_loop()
+            asyncio.run(srv._handle(end, end, smtpserver.MX, False))
+        finally:
+            smtpserver.ServerConn.from_stream = real
+        assert end.closes, "the connection's socket was left open"
+        assert srv.slots.sessions == 0
+
+    with_env(body)
+
+
 def test_update_shares_a_restarted_pop3_servers_login_service():
     # board.serve hands a restarted POP3 server's login service (and TLS context) to the running
     # receiver: a session in progress keeps the Service it was given, the next one gets the new
