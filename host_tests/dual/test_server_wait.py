@@ -198,14 +198,27 @@ def test_an_outside_cancel_in_the_bounds_pass_stays_a_cancel():
     assert race(None, poke=True) == b"hello"
 
 
+async def _listen_free(cb):
+    """listener.listen(cb) on a free loopback port (a few random tries): (listener, address)."""
+    import os
+
+    from pocketpost import listener
+
+    base = 20000 + (os.urandom(2)[0] << 7) % 30000
+    for port in range(base, base + 50):
+        try:
+            return await listener.listen(cb, "127.0.0.1", port), socket.getaddrinfo("127.0.0.1", port)[0][-1]
+        except OSError:
+            continue
+    raise AssertionError("no free port")
+
+
 def test_listen_hands_each_connection_its_socket_and_address_and_close_stops_it():
     """listener.listen on MicroPython: its own accept task (no asyncio Server or Stream objects);
     the handler gets the socket and the peer's address (peer_ip, ServerConn take those);
     close() ends the task and the listening socket (a later connect is refused)."""
     if not IS_MP:
         skip("listen() is asyncio.start_server on CPython")
-    import os
-
     from pocketpost import listener
 
     got = []
@@ -219,14 +232,7 @@ def test_listen_hands_each_connection_its_socket_and_address_and_close_stops_it(
         return handle()
 
     async def main():
-        base = 20000 + (os.urandom(2)[0] << 7) % 30000
-        for port in range(base, base + 50):
-            try:
-                ls = await listener.listen(cb, "127.0.0.1", port)
-                break
-            except OSError:
-                continue
-        addr = socket.getaddrinfo("127.0.0.1", port)[0][-1]
+        ls, addr = await _listen_free(cb)
         c = socket.socket()
         c.connect(addr)
         await asyncio.sleep_ms(50)
@@ -254,8 +260,6 @@ def test_a_connection_that_cannot_be_served_leaves_the_listener_accepting():
     that connection and goes on; asyncio's own loop ended there (the port deaf until a restart)."""
     if not IS_MP:
         skip("listen() is asyncio.start_server on CPython")
-    import os
-
     from pocketpost import listener, log
 
     log.set_sink(lambda line: None)
@@ -273,14 +277,7 @@ def test_a_connection_that_cannot_be_served_leaves_the_listener_accepting():
         return handle()
 
     async def main():
-        base = 20000 + (os.urandom(2)[0] << 7) % 30000
-        for port in range(base, base + 50):
-            try:
-                ls = await listener.listen(cb, "127.0.0.1", port)
-                break
-            except OSError:
-                continue
-        addr = socket.getaddrinfo("127.0.0.1", port)[0][-1]
+        ls, addr = await _listen_free(cb)
         for _ in range(2):
             c = socket.socket()
             c.connect(addr)
