@@ -39,7 +39,8 @@ def stored(n, size, e):
     not cured by either)."""
     from pocketpost.storecore import QuotaExceeded, StoreFull
 
-    return TEXTS[10 if isinstance(e, (StoreFull, QuotaExceeded)) else 11] % (n, size, e)
+    # (A MemoryError often says nothing: its class then, not an empty reason.)
+    return TEXTS[10 if isinstance(e, (StoreFull, QuotaExceeded)) else 11] % (n, size, str(e) or type(e).__name__)
 
 
 def lost(c, doing, e=None, w=0):

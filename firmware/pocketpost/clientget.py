@@ -225,9 +225,10 @@ async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=
     try:
         local = d.commit()
     except Exception as e:
+        # Failed, or landed all the same (a rename that raised after it happened, and no heap
+        # for the store to look: Delivery.commit): the pending entry on flash stays for the next
+        # session's reconcile to decide (clientrecover.py), as after a power cut here.
         d.abort()
-        st.clear_pending()
-        st.save()
         return key, None, e
     st.add(key, first_seen, "h" if top else "f")
     st.clear_pending()

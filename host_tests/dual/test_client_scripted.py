@@ -981,3 +981,41 @@ def test_a_refused_content_keyed_message_is_not_counted_by_content(b):
     st = b.fetch(Scripted(msgs), policy="keep")
     assert (st["fetched"], st["skipped"], st["by_content"]) == (1, 0, 1), st
     assert sorted(b.stored()) == sorted([GOOD, TWO])
+
+
+def test_a_commit_that_lands_but_reports_no_heap_is_reconciled_not_fetched_again():
+    """Delivery.commit's no-heap fallback: the rename happened but raised, and the
+    store's rare-path code could not be loaded (MemoryError): the commit reports the MemoryError
+    although the message is on flash. The client must not drop its pending entry: the next
+    session reconciles it (found: recorded as stored) instead of downloading it a second time."""
+    from pocketpost import compat, store as storemod
+
+    b = Box()
+    real_rename, real_cold = compat.rename, storemod._cold
+    fired = []
+
+    def rename(src, dst):
+        real_rename(src, dst)
+        if not fired and "/mail/" in dst and src.split("/")[-1][0] == "t":  # a message's temp file
+            fired.append(1)
+            raise OSError(5)  # EIO after the rename: the message landed
+
+    def cold(name, *args):
+        if name == "storerare" and len(fired) == 1:
+            fired.append(2)
+            raise MemoryError()
+        return real_cold(name, *args)
+
+    try:
+        compat.rename, storemod._cold = rename, cold
+        try:
+            e = b.fails(Scripted([(b"u1", GOOD), (b"u2", TWO)]), client.ClientError, "store: ")
+        finally:
+            compat.rename, storemod._cold = real_rename, real_cold
+        assert fired == [1, 2] and "MemoryError" in e.msg, (fired, e.msg)
+        storemod.reboot()  # a new process
+        st = b.fetch(Scripted([(b"u1", GOOD), (b"u2", TWO)]))
+        assert sorted(b.stored()) == sorted([GOOD, TWO]), b.stored()  # each once
+        assert st["fetched"] == 1 and sorted(b.uids()) == [b"u1", b"u2"], (st, b.uids())
+    finally:
+        b.done()
