@@ -211,7 +211,22 @@ async def login(c, user, password, method="auto"):
     except AuthFailed:
         raise
     except ErrReply as e:
-        raise AuthFailed("login failed (%s): %s: check the user name and password" % (m, e.msg), e.code)
+        raise AuthFailed("login failed (%s): %s: %s" % (m, e.msg, hint(e.code)), e.code)
+
+
+def hint(code):
+    """What to do about a refused login, by the reply's response code (RFC 2449, RFC 3206): a
+    locked mailbox or a server's own failure is no wrong password (scram.py and oauth2.py too)."""
+    if code == "IN-USE":
+        return ("[IN-USE]: the mailbox is in use by another session (another mail client left "
+                "open, or another fetch of it): close that one, or try again later")
+    if code == "LOGIN-DELAY":
+        return "[LOGIN-DELAY]: the server allows a login only so often: fetch less often"
+    if code == "SYS/TEMP":
+        return "[SYS/TEMP]: a temporary failure on the server: try again later"
+    if code == "SYS/PERM":
+        return "[SYS/PERM]: a failure on the server, not of the password: ask its administrator"
+    return "check the user name and password"
 
 
 def best_auth(c):

@@ -629,6 +629,11 @@ async def pop3_auth(c, mech, user, token, failed):
         text, code = rep.text, rep.code
     except ErrReply as e:  # "where: AUTH X: -ERR text"
         text, code = e.msg.rsplit("-ERR ", 1)[-1].encode(), e.code
+        if not info["status"] and (code in ("IN-USE", "LOGIN-DELAY") or (code or "")[:4] == "SYS/"):
+            # (no error challenge: the token was taken, the mailbox or the server is the trouble)
+            from pocketpost.clientauth import hint  # (loaded: the login runs in it)
+
+            raise failed("%s: %s" % (e.msg, hint(code)), code)
     err = failed("AUTH %s: token refused (%s): %s" % (name, describe_challenge(info), _printable(text)), code)
     err.oauth = info
     raise err
@@ -652,6 +657,8 @@ async def pop3_login(c, a, token, fresh, failed):
         await c.login(a["user"], token, a["auth"])
         return
     except failed as e:
+        if getattr(e, "oauth", None) is None:  # not the token refused (IN-USE, SYS/TEMP): kept
+            raise failed("account %s: %s" % (a["name"], e.msg), e.code)
         forget(a["name"])
         if fresh:
             raise failed("account %s: %s" % (a["name"], e.msg), e.code)

@@ -337,8 +337,10 @@ async def pop3_auth(c, user, password, failed):
         await c._send(c.s.respond(b""), what)
         await c._status()  # +OK, or -ERR (ErrReply)
     except ErrReply as e:
-        raise failed("login failed (scram-sha-256): %s: %s: %s: check the user name and password"
-                     % (c.where, what, e.msg.rsplit("-ERR ", 1)[-1]), e.code)
+        from pocketpost.clientauth import hint  # (loaded: the login runs in it)
+
+        raise failed("login failed (scram-sha-256): %s: %s: %s: %s"
+                     % (c.where, what, e.msg.rsplit("-ERR ", 1)[-1], hint(e.code)), e.code)
 
 
 def _take(rep, fn):

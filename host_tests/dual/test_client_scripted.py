@@ -1019,3 +1019,21 @@ def test_a_commit_that_lands_but_reports_no_heap_is_reconciled_not_fetched_again
         assert st["fetched"] == 1 and sorted(b.uids()) == [b"u1", b"u2"], (st, b.uids())
     finally:
         b.done()
+
+
+def test_a_login_refused_for_a_locked_mailbox_or_a_server_failure_says_so():
+    """PASS answered -ERR [IN-USE] (another session holds the mailbox), [SYS/TEMP], [SYS/PERM],
+    [LOGIN-DELAY]: the error names the code and what to do; only a refusal without such a code
+    ([AUTH], none) says to check the user name and password."""
+    for code, words in ((b"[IN-USE] ", "in use by another session"), (b"[SYS/TEMP] ", "try again later"),
+                        (b"[SYS/PERM] ", "ask its administrator"), (b"[LOGIN-DELAY] ", "fetch less often"),
+                        (b"[AUTH] ", "check the user name and password"), (b"", "check the user name and password")):
+        b = Box()
+        try:
+            e = b.fails(Scripted([(b"u1", GOOD)], {"PASS": b"-ERR " + code + b"no\r\n"}), client.AuthFailed,
+                        "h script:110: PASS: -ERR no")
+            assert words in e.msg, e.msg
+            assert code in (b"", b"[AUTH] ") or code.strip().decode() in e.msg, e.msg
+            assert b.nothing_kept()
+        finally:
+            b.done()

@@ -356,3 +356,38 @@ def test_token_ca_checked():
         assert "PEM" in e.msg and "openssl x509" in e.msg
 
     in_fresh_root(pem)
+
+
+def test_a_locked_mailbox_is_not_a_refused_token():
+    """AUTH XOAUTH2 answered -ERR [IN-USE] (the token was taken, the mailbox is locked by another
+    session) or [SYS/TEMP]: the error says so and what to do, the cached token is kept, and no
+    refresh is tried (it was no token's fault; a refresh would only hide the reason)."""
+    import asyncio
+
+    from pocketpost import client
+    from pop3pair import Pop3Pair, Scripted
+
+    ep = FakeEndpoint()
+    for code, words in ((b"IN-USE", "in use by another session"), (b"SYS/TEMP", "try again later")):
+        a = _account("locked1", auth="xoauth2", user="me@example.org", tls="none")
+        tok, fresh = oauth2.access_token(a, NOW, ep)
+        srv = Scripted([], {"AUTH": b"-ERR [" + code + b"] Mailbox is locked\r\n"})
+        c = client.Pop3Client("script", 110, account="locked1", opener=None)
+        pair = Pop3Pair(srv)
+        c._conn = pair.conn()
+        refreshes = len(ep.forms)
+
+        async def run():
+            await c._status(c.deadline(5), "the greeting")
+            await oauth2.pop3_login(c, a, tok, False, client.AuthFailed)
+
+        try:
+            asyncio.run(run())
+        except client.AuthFailed as e:
+            msg = e.msg
+        else:
+            raise AssertionError("no AuthFailed")
+        assert "account locked1" in msg and "script:110" in msg and words in msg, msg
+        assert "[%s]" % code.decode() in msg and "token refused" not in msg, msg
+        assert oauth2.cached("locked1") is not None and len(ep.forms) == refreshes  # kept, no refresh
+        oauth2.forget("locked1")
