@@ -1,12 +1,13 @@
 """The fetcher as its users meet it (review, wave 15): against a private Dovecot on loopback, under
 MicroPython through the CLI (`micropython -m pocketpost.fetch`), the cases a user runs into that the
-other client tests do not reach: a mailbox another session holds ([IN-USE]), ..."""
+other client tests do not reach: a mailbox another session holds ([IN-USE]), max_size raised after a
+message was stored as headers only, ..."""
 
 import poplib
 
 import pytest
 from dovecot import Dovecot
-from test_client_dovecot import MESSAGES, PASSWORD, account, local_messages, run_cli
+from test_client_dovecot import MESSAGES, PASSWORD, account, dc, local_messages, run_cli  # noqa: F401 (dc: a fixture)
 
 LOCKED = """\
 protocol pop3 {
@@ -47,3 +48,29 @@ def test_a_mailbox_another_session_holds_is_not_a_wrong_password(dcl, tmp_path):
     assert local_messages(tmp_path / "store") == []
     rc, out = run_cli(tmp_path, acct)
     assert rc == 0 and "2 fetched" in out, out
+
+
+def test_a_message_stored_as_headers_only_comes_whole_once_max_size_lets_it_through(dc, tmp_path):
+    """oversize "headers": a message over max_size is stored as its header block, once. While it
+    stays over max_size, later runs neither store it again nor delete it; once the user raises
+    max_size above it (or sets 0), the next run fetches it whole, once, and policy delete may then
+    delete it on the server (before, it stayed there for good and never came in whole)."""
+    small = [b"Subject: s%d\r\n\r\nbody %d\r\n" % (i, i) for i in range(3)]
+    big = b"Subject: big\r\n\r\n" + b"a line of the big one\r\n" * 300
+    dc.seed("alice", [small[0], big, small[1], small[2]])
+    acct = account(dc, tmp_path, max_size=1000, oversize="headers")
+    rc, out = run_cli(tmp_path, acct)
+    assert rc == 0 and "4 fetched" in out and "1 headers only" in out, out
+    for policy in ("keep", "delete"):  # still over max_size: nothing more, and never deleted
+        acct["policy"] = policy
+        rc, out = run_cli(tmp_path, acct)
+        assert rc == 0 and "0 fetched" in out, out
+    assert dc.messages("alice") == [big]
+    acct["max_size"] = 100000
+    rc, out = run_cli(tmp_path, acct)
+    assert rc == 0 and "1 fetched (%d bytes, 0 headers only)" % len(big) in out and "1 deleted" in out, out
+    assert dc.messages("alice") == []
+    got = local_messages(tmp_path / "store")
+    assert sorted(got) == sorted(small + [b"Subject: big\r\n\r\n", big]), got  # the header copy stays
+    rc, out = run_cli(tmp_path, acct)
+    assert rc == 0 and "0 fetched" in out, out

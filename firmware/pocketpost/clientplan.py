@@ -51,6 +51,7 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
     policy = a["policy"]
     want = {}  # n -> uid (None: keyed by content), this batch's messages to download
     seen_new = {}  # new uid -> n, this batch
+    whole = {}  # n -> None: stored as headers only, in want if LIST says max_size lets it through now
     dups = {}  # stored UIDs listed twice (first pass)
 
     def take(n, uid):
@@ -95,7 +96,14 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
                 if e[0] < _SANE_TIME and sane:
                     st.add(uid, now, e[1])  # first seen while the clock was unset: its age starts now
                 if e[1] != "f":
-                    return  # headers-only copies: the body still lives on the server only
+                    # A headers-only copy: the body still lives on the server only. Taken whole
+                    # once max_size lets it through (raised, or 0; its LIST size is checked below):
+                    # a header block is no copy of the message. It needs no new state entry.
+                    # (Beyond this batch's room: at a later session.)
+                    if len(want) < _NEW_BATCH:
+                        want[n] = uid
+                        whole[n] = None
+                    return
                 if policy == "delete" or (policy == "keep_days" and sane and e[0] >= _SANE_TIME
                                           and now - e[0] >= a["keep_days"] * _DAY):
                     _set(dele, n)
@@ -144,4 +152,9 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
 
     if want and not await listing(c, "LIST", count, on_list):
         raise ProtocolError("%s: LIST failed" % c.where)
+    m = a["max_size"]
+    for n in whole:
+        if m and sizes.get(n, 0) > m:  # still oversize: its header block is stored already
+            del want[n]
+            sizes.pop(n, None)
     return want, sizes
