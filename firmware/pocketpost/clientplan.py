@@ -16,10 +16,13 @@ _NEW_BATCH = const(64)
 _LISTING_LINE = const(80)
 _SANE_TIME = const(1577836800)  # client._SANE_TIME: a clock before 2020 is unset
 _DAY = const(86400)
-# uidstate's per-session flag bits (mark's return value; const() names are not module attributes
-# on MicroPython): keep equal (test_fetch_heap checks).
+# uidstate's per-session flag bits (mark's return value) and record layout (const() names are not
+# module attributes on MicroPython): keep equal (test_fetch_heap checks).
 _F_SEEN = const(0x04)
 _F_NEW = const(0x20)
+_F_SYNTH = const(0x02)
+_REC = const(13)
+_KEY = const(8)
 
 
 async def listing(c, keyword, count, on_line):
@@ -31,7 +34,9 @@ async def listing(c, keyword, count, on_line):
     await c._send(c._out(keyword, limit=count), keyword)
     try:
         await c._status(d)
-    except ErrReply:
+    except ErrReply as e:
+        if e.code:  # [IN-USE], [SYS/TEMP]: refused for now, not a server without the command
+            raise ErrReply("%s ([%s]): try again later" % (e.msg, e.code), e.code)
         return False
 
     def one(ev):
@@ -126,7 +131,13 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
 
     ctl[1] = False
     ctl[2] = a["max_entries"] - len(st)  # may be < 0 after the limit was lowered
-    has_uidl = await listing(c, "UIDL", count, on_uidl)
+    has_uidl = await listing(c, "UIDL", count, on_uidl)  # (refused for now, [SYS/TEMP]: raises)
+    if not has_uidl:
+        buf = st.buf
+        for i in range(st.n):  # a UID stored before: this server has UIDL, refused for now
+            if not buf[i * _REC + _KEY + 4] & _F_SYNTH:
+                raise ClientError("%s: UIDL refused (it listed this account's messages before): "
+                                  "try again later" % c.where)
     if has_uidl and dups:
         await listing(c, "UIDL", count, on_dup)
     if not has_uidl:

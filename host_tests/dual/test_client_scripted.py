@@ -1037,3 +1037,23 @@ def test_a_login_refused_for_a_locked_mailbox_or_a_server_failure_says_so():
             assert b.nothing_kept()
         finally:
             b.done()
+
+
+def test_uidl_refused_for_now_is_not_a_server_without_uidl():
+    """UIDL answered -ERR [SYS/TEMP] (or [IN-USE]) by a server that has UIDL: an error saying to
+    try again later; not "the server has no UIDL: set policy delete" (keep), nor (delete) a
+    session keyed by content that downloads again a message stored before (its UID in the state)."""
+    for policy in ("keep", "delete"):
+        b = Box()
+        try:
+            b.fetch(Scripted([(b"u1", GOOD)]), policy="keep")  # stored, left on the server
+            srv = Scripted([(b"u1", GOOD), (b"u2", TWO)], {"UIDL": b"-ERR [SYS/TEMP] index busy\r\n"})
+            e = b.fails(srv, client.ErrReply, "h script:110: UIDL: -ERR index busy", policy=policy)
+            assert "SYS/TEMP" in e.msg and "try again later" in e.msg, e.msg
+            assert b"RETR 1" not in srv.seen and b.stored() == [GOOD], (srv.seen, b.stored())
+            # the same refusal without a response code: this server listed UIDs before
+            srv = Scripted([(b"u1", GOOD), (b"u2", TWO)], {"UIDL": b"-ERR busy\r\n"})
+            e = b.fails(srv, client.ClientError, "h script:110: UIDL refused", policy=policy)
+            assert "try again later" in e.msg and b"RETR 1" not in srv.seen and b.stored() == [GOOD], e.msg
+        finally:
+            b.done()
