@@ -74,3 +74,26 @@ def test_a_message_stored_as_headers_only_comes_whole_once_max_size_lets_it_thro
     assert sorted(got) == sorted(small + [b"Subject: big\r\n\r\n", big]), got  # the header copy stays
     rc, out = run_cli(tmp_path, acct)
     assert rc == 0 and "0 fetched" in out, out
+
+
+def test_an_account_renamed_in_the_config_is_refused_until_its_state_follows(dc, tmp_path):
+    """Policy keep, the account renamed in config.json (isp -> home) and its state files not: the
+    fetch CLI refuses it, naming both files and what to do, and stores nothing (before: every
+    message kept on the server was stored a second time). Renamed as told, it fetches nothing new."""
+    dc.seed("alice", MESSAGES[:3])
+    acct = account(dc, tmp_path)
+    rc, out = run_cli(tmp_path, acct)
+    assert rc == 0 and "3 fetched" in out, out
+    acct["name"] = "home"
+    rc, out = run_cli(tmp_path, acct)
+    assert rc == 1 and "fetch home: FAILED" in out and "isp.uidl" in out and "rename" in out, out
+    assert "Traceback" not in out and len(local_messages(tmp_path / "store")) == 3, out
+    state = tmp_path / "state"
+    for ext in (".uidl", ".who"):
+        (state / ("isp" + ext)).rename(state / ("home" + ext))
+    rc, out = run_cli(tmp_path, acct)
+    assert rc == 0 and "0 fetched" in out, out
+    assert len(local_messages(tmp_path / "store")) == 3
+    # a second account of another user, new, beside it: not refused
+    rc, out = run_cli(tmp_path, account(dc, tmp_path, name="other", user="bob"))
+    assert rc == 0, out

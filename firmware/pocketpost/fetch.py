@@ -56,11 +56,10 @@ def main(config_path, only=None, log_level=None, headers=False):
         compat.forget(("fetchload",))
     if r is None:
         return 2
-    store, accounts = r
+    store, accounts, failed = r  # (failed: the accounts refused before any fetch, fetchload.renamed)
     r = None
     from pocketpost import client
 
-    failed = 0
     done = 0
     for acct in accounts:
         if only is not None and acct.get("name") != only:
@@ -80,10 +79,10 @@ def main(config_path, only=None, log_level=None, headers=False):
         )
         if st["state_full"]:  # new mail waits (logged as an error): a cron job must see it
             failed += 1
-    if only is not None and not done:
+    if only is not None and not done and not failed:
         print("fetch: no account named %s" % only)
         return 1
-    if not done:  # (not a failure: nothing to do; but say so, or a run prints nothing at all)
+    if not done and not failed:  # (not a failure: nothing to do; but say so, or a run prints nothing at all)
         print("fetch: %s has no accounts (\"accounts\": [...], README \"Fetching mail\")" % config_path)
     return 1 if failed else 0
 

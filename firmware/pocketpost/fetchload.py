@@ -31,8 +31,41 @@ def command_line(argv):
     return argv[0], argv[1] if len(argv) > 1 else None, lvl or None, verbose
 
 
+def renamed(a, names):
+    """Why account `a` must not fetch yet, or None: it has no UIDL state of its own, but its
+    state_dir holds the state of an account no longer in the config (`names`) for the same user: an
+    account renamed in config.json whose state files were not. Fetching would take every message
+    kept on the server for new and store it a second time (README: `name`)."""
+    name = a.get("name")
+    d = a.get("state_dir", "state")
+    if not isinstance(name, str) or not isinstance(d, str):
+        return None  # (client.account_from_dict says what is wrong with it)
+    if compat.exists(compat.join(d, name + ".uidl")) or compat.exists(compat.join(d, name + ".who")):
+        return None
+    try:
+        files = compat.listdir(d)
+    except OSError:
+        return None
+    for f in files:
+        old = f[:-4]
+        if f[-4:] != ".who" or old in names or not compat.exists(compat.join(d, old + ".uidl")):
+            continue
+        try:
+            with open(compat.join(d, f)) as h:
+                who = h.read()
+        except OSError:
+            continue
+        if who == a.get("user"):
+            return ("account %s: its UIDL state %s/%s.uidl does not exist, but %s/%s.uidl, of an account %s no "
+                    "longer in the config, is for the same user %s: if the account was renamed, rename %s.uidl "
+                    "and %s.who to %s.uidl and %s.who (else every message kept on the server is stored a "
+                    "second time); if not, delete them" % (name, d, name, d, old, old, who, old, old, name, name))
+    return None
+
+
 def load(config_path, only, log_level):
-    """(store, the config's accounts), or None when the config does not load (said in one line)."""
+    """(store, the config's accounts to fetch, the count of those refused: renamed, said here), or
+    None when the config does not load (said in one line)."""
     # Only on MicroPython (its heap is the point; on CPython a second copy of a module later
     # imported again would only confuse class identities).
     loaded = []
@@ -54,6 +87,16 @@ def load(config_path, only, log_level):
     config = None
     compat.forget(loaded)
     accounts = cfg["accounts"]
+    names = [x.get("name") for x in accounts]
+    failed = 0
+    for acct in list(accounts):
+        if only is None or acct.get("name") == only:
+            why = renamed(acct, names)
+            if why:  # said here, in fetch.main's words, and not fetched
+                failed += 1
+                print("fetch %s: %s@%s" % (acct.get("name"), acct.get("user"), acct.get("host")))
+                print("fetch %s: FAILED: ConfigError: %s" % (acct.get("name"), why))
+                accounts.remove(acct)
     for acct in accounts:
         # Open (recover) each local mailbox before the client is imported: the first open after
         # boot loads the store's loading code (storemerge.load, and the recovery, storescan.py, ~7 KB,
@@ -65,4 +108,4 @@ def load(config_path, only, log_level):
                 store.usage(acct.get("mailbox", "inbox"))
             except Exception:
                 pass
-    return store, accounts
+    return store, accounts, failed
