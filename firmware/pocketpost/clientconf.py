@@ -8,7 +8,7 @@ heap are not held while messages move; its qstrs stay, MicroPython never frees t
 import gc
 
 from pocketpost import compat, log
-from pocketpost.client import _OAUTH, READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed, Pop3Client
+from pocketpost.client import _OAUTH, READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed, ClientError, Pop3Client
 from pocketpost.compat import ConfigError, const
 from pocketpost.uidstate import UidState
 
@@ -46,7 +46,7 @@ def start(account, store, opener):
         gc.collect()  # blocks of the session are made (fetch CLI: 140 -> 139 KiB, docs/FIGURES.md)
     st = _state(a)
     if st.pending is not None:  # a crash left it: did its store commit happen? (clientrecover.py)
-        _reconcile(st, store, a["mailbox"])
+        _reconcile(st, store, a["mailbox"], name)
     token = fresh = None
     if a["auth"] in _OAUTH:  # the access token, refreshed before connecting (oauth2.py)
         from pocketpost import oauth2
@@ -113,12 +113,18 @@ def _owner(a, entries):
     compat.rename(path + ".tmp", path)
 
 
-def _reconcile(st, store, mailbox):
+def _reconcile(st, store, mailbox, name):
     from pocketpost import clientrecover
 
-    clientrecover.reconcile(st, store, mailbox)
-    clientrecover = None
-    compat.forget(("clientrecover",))
+    try:
+        clientrecover.reconcile(st, store, mailbox)
+    except Exception as e:  # MailboxLocked (a local POP3 session holds it), a flash error
+        raise ClientError("fetch %s: the message fetched last before an interruption cannot be looked for in the "
+                          "local mailbox %s now (%s: %s): nothing fetched; try again later (a local session "
+                          "holding the mailbox ends within its timeout)" % (name, mailbox, type(e).__name__, e))
+    finally:
+        clientrecover = None
+        compat.forget(("clientrecover",))
 
 
 def settle(account, store):
@@ -127,7 +133,7 @@ def settle(account, store):
     st = _state(a)
     if st.pending is None:
         return False
-    _reconcile(st, store, a["mailbox"])
+    _reconcile(st, store, a["mailbox"], a["name"])
     return True
 
 

@@ -1065,3 +1065,33 @@ def test_uidl_refused_for_now_is_not_a_server_without_uidl():
             assert "try again later" in e.msg and b"RETR 1" not in srv.seen and b.stored() == [GOOD], e.msg
         finally:
             b.done()
+
+
+def test_a_crash_left_pending_entry_that_cannot_be_checked_yet_is_said_in_words():
+    """A power cut left a pending entry; at the next fetch a local POP3 session holds the mailbox
+    (MailboxLocked): the error names the account and the mailbox and says to try again, nothing is
+    fetched; once the mailbox is free the entry reconciles (stored) and nothing is fetched twice."""
+    from pocketpost.store import Store
+
+    b = Box()
+    try:
+        s = Store(b.dir + "/mail")
+        d = s.begin("m", digest=True)
+        d.write(GOOD)
+        digest = d.digest()
+        st = uidstate.UidState(b.dir + "/state", "h").load()
+        st.set_pending(d.size, digest, d.uid_on_commit(), 1700000000, "f", b"u1")
+        st.save()
+        d.commit()
+        mb = s.lock("m")
+        try:
+            srv = Scripted([(b"u1", GOOD)])
+            e = b.fails(srv, client.ClientError, "fetch h: ")
+            assert "local mailbox m" in e.msg and "MailboxLocked" in e.msg and "try again" in e.msg, e.msg
+            assert srv.seen == [], srv.seen  # never connected
+        finally:
+            mb.release()
+        st = b.fetch(Scripted([(b"u1", GOOD)]))
+        assert st["fetched"] == 0 and b.stored() == [GOOD] and b.uids() == [b"u1"], (st, b.stored())
+    finally:
+        b.done()
