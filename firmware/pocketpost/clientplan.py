@@ -125,6 +125,8 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
 
     def on_dup(n, uid):  # the first copies of stored UIDs found listed twice
         if bytes(uid) in dups:
+            want.pop(n, None)  # (a headers-only copy taken whole by its UID: by content instead)
+            whole.pop(n, None)
             dele[n >> 3] &= ~(1 << (n & 7)) & 0xFF
             st._cold("clear_deleted", bytes(uid))  # rare (uidcompact.py: loaded for it)
             by_content(n)

@@ -1095,3 +1095,15 @@ def test_a_crash_left_pending_entry_that_cannot_be_checked_yet_is_said_in_words(
         assert st["fetched"] == 0 and b.stored() == [GOOD] and b.uids() == [b"u1"], (st, b.stored())
     finally:
         b.done()
+
+
+@case
+def test_a_headers_only_uid_listed_twice_is_taken_by_content_not_by_its_uid(b):
+    """u1 was stored as headers only; max_size now lets it through, but u1 is listed for two
+    messages: which copy it named is unknowable, so neither is taken whole under the UID (both go
+    by content, as any stored UID listed twice)."""
+    big = b"Subject: big\r\n\r\n" + b"x" * 200 + b"\r\n"
+    st = b.fetch(Scripted([(b"u1", big)]), max_size=100, oversize="headers")
+    assert st["headers_only"] == 1
+    st = b.fetch(Scripted([(b"u1", TWO), (b"u1", big)]))
+    assert st["by_content"] == 2 and st["fetched"] == 2, st
