@@ -101,6 +101,36 @@ def test_port_in_use_is_one_line_naming_it(rundir, which):
     assert "Traceback" not in out + err
 
 
+def test_other_ports_on_an_image_in_use_are_refused_without_claiming_them(rundir):
+    # A second `make run` with other ports while the first serves the image: one line naming the
+    # holder; it used to print "serving on ports ... from now on" first, which it then was not.
+    port, pop3s = free_port(), free_port()
+    p = _start(rundir, port, pop3s)
+    try:
+        assert _wait_port(port, p).startswith(b"+OK")
+        q = _start(rundir, free_port(), free_port())
+        try:
+            out, err = q.communicate(timeout=60)
+        finally:
+            if q.poll() is None:
+                os.killpg(q.pid, signal.SIGKILL)
+                q.wait()
+        assert q.returncode == 2, out + err
+        assert "in use by pid %d" % p.pid in err and len(err.strip().splitlines()) == 1, err
+        assert "from now on" not in out, out
+        assert "Traceback" not in out + err
+    finally:
+        os.killpg(p.pid, signal.SIGINT)
+        try:
+            p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    cfg = run_host.image_config(os.path.join(rundir, "flash.img"))
+    assert (cfg["server"]["port"], cfg["server"]["pop3s_port"]) == (port, pop3s)  # the first run's, kept
+
+
 def test_banner_lists_the_images_users(rundir):
     image = os.path.join(rundir, "flash.img")
     r = subprocess.run([PY, os.path.join(ROOT, "tools", "ppadmin.py"), "adduser", image, "zoe", "--password", "zoe pw"],

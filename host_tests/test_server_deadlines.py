@@ -176,7 +176,8 @@ def test_preauth_connections_never_keep_a_user_out(tmp_path):
         assert got == mail
         assert waited < 5, waited  # far below every deadline (20 s, 60 s, the 30 s delay)
         # the oldest pre-auth slot (the failed login in its delay) was taken; the newest is still held
-        last_b.settimeout(5)
+        last_b.settimeout(5)  # told why, in place of the reply its failed PASS was waiting for
+        assert last_b.recv(100) == b"-ERR [SYS/TEMP] too many sessions, closing\r\n"
         assert last_b.recv(100) == b""
         last_a.setblocking(False)
         try:

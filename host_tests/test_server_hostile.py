@@ -280,10 +280,11 @@ def test_session_limits(tmp_path):
         a = Raw(s.port)
         b = Raw(s.port)
         assert a.line().startswith(b"+OK") and b.line().startswith(b"+OK")
-        # full, but only of connections not logged in: the oldest one gives up its slot
+        # full, but only of connections not logged in: the oldest one gives up its slot, and is
+        # told why (as a refused one is), not dropped without a word
         c = Raw(s.port)
         assert c.line().startswith(b"+OK")
-        assert a.eof(3) and a.buf == b""
+        assert a.eof(3) and a.buf == b"-ERR [SYS/TEMP] too many sessions, closing\r\n", a.buf
         # loopback is not trusted here: plain-text login refused until STLS
         assert c.cmd(b"USER alice").startswith(b"-ERR [AUTH]")
         c.send(b"CAPA\r\n")

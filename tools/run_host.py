@@ -117,10 +117,11 @@ run(body)
 
 def set_ports(rundir, image, port, pop3s_port, smtp_port, smtps_port):
     """Change the ports in the image's config (and its host-side copy), keeping its users and mail."""
-    print("%s: serving on ports %d and %d (SMTP %d and %d) from now on" % (image, port, pop3s_port, smtp_port,
-                                                                           smtps_port))
     ppadmin.on_image(image, SET_PORTS, {"PP_PORT": str(port), "PP_POP3S_PORT": str(pop3s_port),
                                         "PP_SMTP_PORT": str(smtp_port), "PP_SMTPS_PORT": str(smtps_port)})
+    # Said once done: an image that another process holds is refused above, its ports unchanged.
+    print("%s: serving on ports %d and %d (SMTP %d and %d) from now on" % (image, port, pop3s_port, smtp_port,
+                                                                           smtps_port))
     cfgpath = os.path.join(rundir, "config.json")
     try:
         with open(cfgpath) as f:

@@ -96,6 +96,7 @@ class Server:
         ip = "?"
         slot = None
         sid = 0
+        mid = False  # a reply is partly sent: no status line of ours may follow it
         try:
             # The session code (pop3cmd.py: Session and the grammar), dropped with the last
             # session (finally). Loaded first, after a collection: into the lowest free blocks,
@@ -163,6 +164,7 @@ class Server:
                         p = None
                 if session.starttls:
                     conn.before_tls()
+                mid = True
                 await conn.send(resp)  # a failure here leaves the producer to session.close()
                 resp = None
                 heapmark.sample("pop3")  # after a reply: its producer (file, block) is allocated
@@ -193,6 +195,7 @@ class Server:
                 # no view of it may outlive that (the next RETR makes a unit of its own); the out
                 # buffer goes with its reply too, and the closed producer with them.
                 o = omv = blk = p = None
+                mid = False
                 if session.starttls:
                     lines.clear()  # RFC 2595: plaintext sent after STLS is not trusted
                     await conn.start_tls(self.ctx, None, True, sv["tls_handshake_timeout"] * 1000)
@@ -205,7 +208,9 @@ class Server:
                     return
         except Timeout as e:
             log.info("pop3 #%d %s %s deadline passed, closing", sid, ip, e.name)
-            if conn is not None and e.name != "tls-handshake":
+            # Not inside a reply: a RETR's reader that stalled past the idle timeout would find the
+            # line in the message it resumes reading (the missing terminator already tells it).
+            if conn is not None and e.name != "tls-handshake" and not mid:
                 try:  # best effort, never waits: the peer may not be reading
                     conn.send_nowait(("-ERR %s timeout, closing\r\n" % e.name).encode())
                 except Exception:
@@ -224,6 +229,14 @@ class Server:
                 except Exception:
                     pass
             if conn is not None:
+                if slot is not None and slot.released and not mid and not conn.handshaking:
+                    # Evicted (listener.Slots.admit: its pre-auth slot went to a newer connection):
+                    # told why, as a refused one is, not dropped without a word (a client then
+                    # reports a lost connection; Dovecot says "Connection queue full").
+                    try:
+                        conn.send_nowait(b"-ERR [SYS/TEMP] too many sessions, closing\r\n")
+                    except Exception:
+                        pass
                 conn.close(True)
             if slot is not None:
                 self.slots.release(slot)

@@ -269,3 +269,68 @@ def test_a_pipelined_batch_larger_than_the_command_buffer_is_answered_in_order()
         assert lines[123:] == [b"-ERR line too long", b"+OK 3 %d" % sum(len(m) for m in MSGS), b"+OK bye (0 deleted)", b""]
     finally:
         _rmtree(d)
+
+
+class _StallConn(FakeConn):
+    """A client that stops reading: its send() raises the idle Timeout at write number `at`
+    (the wait for a writable socket running out); send_nowait (the shell's best-effort last
+    word) is recorded."""
+
+    handshaking = False
+
+    def __init__(self, commands, at):
+        FakeConn.__init__(self, commands)
+        self.at = at
+        self.sends = 0
+
+    async def send(self, data, ms=None):
+        self.sends += 1
+        if self.sends >= self.at:
+            from pocketpost.transport import Timeout
+
+            raise Timeout("idle")
+        self.events.append(("send", bytes(data)))
+
+    async def recv_into(self, mv):
+        if not self.inp:  # no more commands: the client is idle
+            from pocketpost.transport import Timeout
+
+            raise Timeout("idle")
+        return await FakeConn.recv_into(self, mv)
+
+    def send_nowait(self, data):
+        self.events.append(("nowait", bytes(data)))
+
+
+def _stalled_session(at, commands):
+    d = tmpdir()
+    try:
+        st = Store(d + "/mail", quota=0, reserve=0)
+        dl = st.begin("alice")
+        dl.write(b"Subject: big\r\n\r\n" + b"z" * 78 + b"\r\n" * 6000)
+        dl.commit()
+        cfg = config.check({"store": {"root": d + "/mail"},
+                            "server": {"pbkdf2_iterations": 5, "block_size": 256, "cert": "", "key": ""}})
+        config.add_user(cfg, "alice", "pw", 5)
+        cfg = config.check(cfg)
+        srv = server.Server(cfg, st)
+        conn = _StallConn(commands, at)
+        if IS_MP:
+            asyncio.new_event_loop()
+        asyncio.run(srv._handle(None, None, False, conn, Session(srv.svc, "127.0.0.1", False)))
+        return conn.events
+    finally:
+        _rmtree(d)
+
+
+def test_no_timeout_line_inside_a_reply():
+    # A RETR whose reader stalled past the idle timeout (here: the 6th write of the reply never
+    # goes out) is closed without "-ERR idle timeout" after the part of the message sent: a
+    # client that resumes reading would find that line in the message's text.
+    ev = _stalled_session(6, b"USER alice\r\nPASS pw\r\nRETR 1\r\n")
+    sent = [e for e in ev if e[0] == "send"]
+    assert len(sent) == 5 and sent[3][1].startswith(b"+OK ")  # greeting, USER, PASS, +OK of RETR, a block
+    assert [e for e in ev if e[0] == "nowait"] == [], [e[0] for e in ev]
+    # between replies (the timeout while the reply to PASS was the last thing sent) it is said
+    ev = _stalled_session(99, b"USER alice\r\nPASS pw\r\n")
+    assert ev[-1] == ("nowait", b"-ERR idle timeout, closing\r\n"), ev[-2:]
