@@ -199,6 +199,49 @@ def test_adduser_of_an_existing_user_needs_force(img, tmp_path):
     refused(["adduser", cfg, "ann", "--password", "pw2"], ["ann", "already exists"], files=[cfg])
 
 
+CHECK_PW = r"""
+import os
+from pocketpost import authsetup, config
+users = config.load_raw("/flash/config.json")["users"]
+for name in sorted(users):
+    print(name, users[name]["mailbox"], authsetup.verify_password(os.getenv("PP_TRY"), users[name]["password"]))
+"""
+
+
+def _users(img, password, tmp_path):
+    script = tmp_path / "users.py"
+    script.write_text(CHECK_PW)
+    r = subprocess.run([sys.executable, PPADMIN, "run", img, str(script)], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, PP_TRY=password))
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_passwd_and_deluser(img, tmp_path, report):
+    """A maker's user management: passwd (an existing user only), deluser (the mail stays)."""
+    assert ppadmin("adduser", img, "bob", "--password", "bob pw").returncode == 0
+    refused(["passwd", img, "zed", "--password", "x"], ["no user zed", "users: bob, demo", "adduser"], image=img)
+    refused(["passwd", img, "demo", "--password", ""], ["demo", "empty password"], image=img)
+    r = ppadmin("passwd", img, "demo", "--password", "new pw")
+    assert r.returncode == 0, r.stderr
+    assert _users(img, "new pw", tmp_path) == ["bob bob False", "demo demo True"]
+    refused(["deluser", img, "zed"], ["no user zed", "users: bob, demo"], image=img)
+    r = ppadmin("deluser", img, "demo")
+    assert r.returncode == 0 and "mailbox demo" in r.stdout, r.stderr
+    assert ppadmin("ls", img).stdout.splitlines() == ["users: bob", "mailbox demo: 1 messages, %d octets" % len(MSG)]
+    # the same on a plain config file
+    cfg = str(tmp_path / "c.json")
+    with open(cfg, "w") as f:
+        json.dump({"users": {}}, f)
+    refused(["passwd", cfg, "ann", "--password", "pw"], ["no user ann"], files=[cfg])
+    assert ppadmin("adduser", cfg, "ann", "--password", "pw", "--iterations", "10").returncode == 0
+    assert ppadmin("passwd", cfg, "ann", "--password", "pw2", "--iterations", "10").returncode == 0
+    assert ppadmin("deluser", cfg, "ann").returncode == 0
+    with open(cfg) as f:
+        assert json.load(f)["users"] == {}
+    refused(["deluser", cfg, "ann"], ["no user ann"], files=[cfg])
+
+
 def test_empty_password_is_refused(img, tmp_path):
     refused(["adduser", img, "bob", "--password", ""], ["bob", "empty password"], image=img)
     cfg = str(tmp_path / "c.json")
