@@ -281,6 +281,28 @@ def test_backup_restore_keeps_uidls_served_by_the_real_server(tmp_path):
     assert all_uids[-1] == uid and uid not in all_uids[:-1] and len(all_uids) == 9
 
 
+def test_restore_size_as_create_takes_it_and_a_full_image_is_no_damage(image, tmp_path):
+    """restore --size took only a byte count (`--size 4M`, as `create --size` takes it, was a usage
+    error); a restore that ran out of room then said the archive's end record was missing (damage,
+    exit 1) although the archive was whole: it stops with exit 2, as import does."""
+    img, _ = image
+    assert run_ppadmin("backup", img, tmp_path / "b.pp").returncode == 0
+    new = str(tmp_path / "n.img")
+    r = run_ppadmin("restore", tmp_path / "b.pp", new, "--size", "3M")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.path.getsize(new) == 3 * 1024 * 1024
+    r = run_ppadmin("restore", tmp_path / "b.pp", new, "--size", "4M")  # an existing image keeps its size
+    assert r.returncode == 2 and "--size is for a new image" in r.stderr, r.stdout + r.stderr
+    assert os.path.getsize(new) == 3 * 1024 * 1024
+    r = run_ppadmin("restore", tmp_path / "b.pp", str(tmp_path / "x.img"), "--size", "100")
+    assert r.returncode == 2 and "bad size" in r.stderr and not os.path.exists(tmp_path / "x.img"), r.stderr
+    small = str(tmp_path / "small.img")
+    r = run_ppadmin("restore", tmp_path / "b.pp", small, "--size", "128K")  # the big message cannot fit
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no room on" in r.stdout and "restore stopped" in r.stdout and "damaged:" not in r.stdout, r.stdout
+    assert "0 damaged" in r.stdout, r.stdout
+
+
 def test_backup_carries_config_and_files(image, tmp_path):
     img, _ = image
     assert run_ppadmin("backup", img, tmp_path / "b.pp").returncode == 0

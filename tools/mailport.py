@@ -1366,7 +1366,7 @@ def _restore(ar, image, report, progress, heapsize, size):
         if fmt.returncode:
             raise PortError("formatting %s failed: %s" % (part, fmt.stderr.decode(errors="replace")))
         os.rename(part, image)
-    res = {"restored": 0, "present": 0, "damaged": [], "refused": 0, "files": 0, "missing": []}
+    res = {"restored": 0, "present": 0, "damaged": [], "refused": 0, "files": 0, "missing": [], "full": False}
     link = open_link(image, "serve", heapsize=heapsize)
     prog = Progress("restore", progress)
     present = {}
@@ -1397,6 +1397,7 @@ def _restore(ar, image, report, progress, heapsize, size):
                 elif reply.startswith("F "):
                     report("no room on %s for message %s (%s): stopping" % (image, name, reply[2:]))
                     res["refused"] += 1
+                    res["full"] = True  # the rest of the archive was not read: nothing to say of its end
                     break
                 else:
                     report("refused: message %s: %s" % (name, reply[2:]))
@@ -1425,7 +1426,10 @@ def _restore(ar, image, report, progress, heapsize, size):
     for off, what in ar.damage:
         res["damaged"].append("offset %d" % off)
         report("damaged: at offset %d: %s" % (off, what))
-    if toc is None:
+    if res["full"]:
+        report("restore stopped: %s is full; the messages after that one were not restored (restore onto a "
+               "larger new image with --size, or make room and run it again: what is there already is skipped)" % image)
+    elif toc is None:
         res["damaged"].append("end record")
         report("damaged: the archive's end record is missing (archive cut short?): messages after the cut are lost")
     else:
