@@ -101,3 +101,24 @@ def test_import_backup_restore_with_live_boards_over_usb(tmp_path):
     r = run_ppadmin("restore", tmp_path / "board.pp", tmp_path / "three.img")
     assert r.returncode == 0, r.stdout + r.stderr
     assert contents(str(tmp_path / "three.img")) == want
+
+
+def test_a_port_where_no_board_answers_is_one_line(tmp_path):
+    """A serial port with nothing answering (a pty whose other end is silent, as a board that
+    is not running MicroPython) or one that cannot be opened used to end in mpremote's traceback
+    (and a stray b'' on stdout) after 30 s: one line, exit 3, nothing written."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        for port in (os.ttyname(slave), "/dev/null"):
+            out = tmp_path / "out"
+            r = run_ppadmin("export", port, "--maildir", out)
+            assert r.returncode == 3, r.stdout + r.stderr
+            assert r.stdout == "" and "Traceback" not in r.stderr, r.stdout + r.stderr
+            lines = r.stderr.strip().splitlines()
+            assert len(lines) == 1 and "no MicroPython board answers there" in lines[0], r.stderr
+            assert not out.exists()
+    finally:
+        os.close(master)
+        os.close(slave)

@@ -275,9 +275,16 @@ class UsbLink(Link):
     def __init__(self, port, cmd, mailboxes=(), config_path="config.json", timeout=30):
         from mpremote.transport_serial import SerialTransport
 
-        self.t = SerialTransport(port, baudrate=115200, timeout=timeout)
+        # the raw REPL's prompt comes within CONNECT_S (main.py's shutdown takes at most 2 s);
+        # the transfer's reads then wait up to `timeout`
+        self.t = SerialTransport(port, baudrate=115200, timeout=CONNECT_S)
         self.timeout = timeout
-        self.t.enter_raw_repl(soft_reset=False)
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it read when it fails
+            self.t.enter_raw_repl(soft_reset=False)
+        self.t.serial.timeout = timeout
         code = "from pocketpost import mailport\nmailport.repl(%r, %r, %r)\n" % (cmd, config_path, tuple(mailboxes))
         self.t.exec_raw_no_follow(code)
         self._fresh()
@@ -541,13 +548,24 @@ class LiveLink(UsbLink):
 LIVE = [False]
 
 
+CONNECT_S = 10  # a board's raw REPL answers within this after the Ctrl-C (else: no board there)
+
+
 def open_link(target, cmd, *mailboxes, heapsize=None):
     """A Link to an image file, or a UsbLink (LiveLink with --live) to a board's serial port
-    (or the pseudo-board)."""
+    (or the pseudo-board). A port where no board answers, or that cannot be opened, is one
+    PortError line (it was mpremote's traceback)."""
     if is_serial(target):
-        if LIVE[0]:
-            return LiveLink(target, cmd, mailboxes)
-        return UsbLink(target, cmd, mailboxes)
+        from mpremote.transport import TransportError
+
+        try:
+            if LIVE[0]:
+                return LiveLink(target, cmd, mailboxes)
+            return UsbLink(target, cmd, mailboxes)
+        except TransportError as e:
+            raise PortError("%s: no MicroPython board answers there (%s): is the board plugged in on this port "
+                            "(ls /dev/ttyUSB* /dev/ttyACM*), and no other program (mpremote repl, a terminal) "
+                            "holding it?" % (target, e)) from None
     if not os.path.isfile(target):
         raise PortError("%s: no such image file (nor a serial port)" % target)
     return Link(target, cmd, *mailboxes, heapsize=heapsize)
