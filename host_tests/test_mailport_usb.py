@@ -61,6 +61,14 @@ def test_export_from_live_board_over_usb(tmp_path):
         assert "incomplete: mailbox bob was in use" in r.stderr and "run again" in r.stderr, r.stderr
         assert "exported bob" not in r.stdout and not (tmp_path / "all" / "bob.mbox").exists()
         assert len(mailbox.mbox(str(tmp_path / "all" / "alice.mbox"))) == 3
+        # a backup needs every mailbox: refused, saying why and what to do (it said "stop the
+        # server", which --live is there to avoid), and no half archive (.part) left behind
+        held = subprocess.run(held.args, capture_output=True, text=True, timeout=60)  # the restart freed it
+        assert held.returncode == 0, held.stdout + held.stderr
+        r = run_ppadmin("backup", pb.tty, tmp_path / "b.pp")
+        assert r.returncode == 3, r.stdout + r.stderr
+        assert "mailbox bob is in use (a POP3 session holds it)" in r.stderr and "run it again" in r.stderr, r.stderr
+        assert sorted(os.listdir(tmp_path)) == sorted(p for p in os.listdir(tmp_path) if not p.startswith("b.pp"))
 
 
 def _board_image(tmp_path, name, mail):

@@ -1220,7 +1220,8 @@ def backup(image, path, progress=False):
                 prog.step(size)
 
             def on_locked(name):
-                raise PortError("mailbox %s is in use: stop the server before a backup" % name)
+                raise PortError("mailbox %s is in use (a POP3 session holds it): a backup needs every mailbox; "
+                                "run it again once that session has ended" % name)
 
             read_records(link, on_mailbox, on_message, on_file, on_locked)
             aw.record("end", {"counts": counts, "messages": toc}, 0)
@@ -1230,6 +1231,10 @@ def backup(image, path, progress=False):
         link.close()
     except BaseException:
         link.kill()
+        try:
+            os.unlink(tmp)  # no half archive left beside the one asked for
+        except OSError:
+            pass
         raise
     os.rename(tmp, path)
     prog.done()
