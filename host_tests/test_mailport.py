@@ -209,6 +209,24 @@ def test_import_malformed_input_one_line_each(image, tmp_path):
     assert got == [b"Subject: a\r\n\r\na\r\n", b"Subject: b\r\n\r\nb\r\n", b"Subject: c\r\n\r\nc\r\n"]
 
 
+def test_import_refuses_a_source_that_is_no_mail(image, tmp_path):
+    """The image itself, another flash image (arguments in the wrong order) or a missing path as
+    SOURCE: one line naming it and the order, exit 3, the image untouched. An image was taken for
+    one huge .eml (stored when it fitted: a small image went in as a message); a missing path was
+    a bare "[Errno 2] ..." line."""
+    img, _ = image
+    other = str(tmp_path / "other.img")
+    make_image(other, {"carol": [b"Subject: x\r\n\r\ny\r\n"]}, size=128 * 1024, tmpdir=str(tmp_path / "o"))
+    before = contents(img)
+    for src, what in ((img, "is the image itself, not mail"), (other, "is a flash image, not mail"),
+                      (str(tmp_path / "nope.mbox"), "no such file or folder")):
+        r = run_ppadmin("import", img, "alice", src)
+        assert r.returncode == 3 and r.stdout == "", r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and what in lines[0] and "order: import IMAGE MAILBOX SOURCE" in lines[0], r.stderr
+    assert contents(img) == before
+
+
 def test_import_stops_cleanly_when_the_image_is_full(tmp_path):
     img = str(tmp_path / "small.img")
     make_image(img, {"alice": [b"Subject: first\r\n\r\nx\r\n"]}, size=160 * 1024, tmpdir=str(tmp_path / "s"))

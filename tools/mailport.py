@@ -1053,6 +1053,22 @@ def mbox_source(path, quoting="rd"):
     return out, notes
 
 
+def check_source(image, path):
+    """PortError for a SOURCE that is no mail: missing (a typo, or arguments in the wrong order),
+    or a flash image (the target itself, say): it was imported as one huge message."""
+    order = "(order: import IMAGE MAILBOX SOURCE)"
+    if not os.path.exists(path):
+        raise PortError("%s: no such file or folder; give a Maildir, an mbox, a .eml file or a folder of them %s"
+                        % (path, order))
+    if os.path.isfile(path):
+        try:
+            hostimage.check(path)
+        except hostimage.ImageError:
+            return
+        what = "the image itself" if os.path.exists(image) and os.path.samefile(path, image) else "a flash image"
+        raise PortError("%s is %s, not mail %s" % (path, what, order))
+
+
 def open_source(path, mbox_quoting="rd"):
     """(list of Source, notes) for a Maildir, a directory of .eml files, an mbox or one .eml."""
     if os.path.isdir(path):
@@ -1087,6 +1103,7 @@ def import_messages(image, mailbox, path, report=print, mbox_quoting="rd", progr
     A mailbox that does not exist yet and that no user of the image's config reads (a typo:
     mail nobody could fetch) raises NoSuchMailbox, nothing made, unless create_mailbox (as
     `ppadmin deliver --create-mailbox`)."""
+    check_source(image, path)
     sources, notes = open_source(path, mbox_quoting)
     for n in notes:
         report("note: " + n)
