@@ -7,6 +7,7 @@ import mailbox
 import os
 import poplib
 import re
+import time
 
 import pytest
 from mailimage import contents, delete, deliver, make_image, run_ppadmin, serve_image, stored_form
@@ -118,6 +119,42 @@ def test_export_maildir_and_mbox_read_back_exactly(image, tmp_path):
     assert sorted(os.listdir(tmp_path / "all")) == ["alice.mbox", "bob.mbox"]
     mb = mailbox.mbox(str(tmp_path / "all" / "bob.mbox"), factory=None, create=False)
     assert [_unquote_rd(mb.get_bytes(k)) for k in mb.keys()] == want[:2]
+
+
+def test_mbox_export_killed_midway_leaves_the_earlier_file_whole(tmp_path):
+    """An mbox export wrote straight into FILE: one that failed or was killed midway left the
+    earlier export truncated and cut short. FILE is now always the earlier export or the whole
+    new one, and a rerun after the kill completes it."""
+    import signal
+    import subprocess
+    import sys
+
+    img = str(tmp_path / "big.img")
+    body = b"".join(b"line %06d From here .dot\r\n" % i for i in range(40000))  # ~1 MB each
+    make_image(img, {"alice": [b"Subject: %d\r\n\r\n" % i + body for i in range(12)]}, size=16 * 1024 * 1024,
+               tmpdir=str(tmp_path / "s"))
+    out = tmp_path / "alice.mbox"
+    old = b"From MAILER-DAEMON Thu Jan  1 00:00:00 2026\nSubject: earlier\n\nkeep me\n\n" * 1000
+    out.write_bytes(old)
+    cmd = [sys.executable, os.path.join(os.path.dirname(mailport.__file__), "ppadmin.py"), "export", img, "alice",
+           "--mbox", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        part = tmp_path / "alice.mbox.part"
+        while time.monotonic() < deadline and p.poll() is None:  # kill once writing has begun
+            if (part.exists() and part.stat().st_size > 0) or out.read_bytes()[:len(old)] != old:
+                break
+            time.sleep(0.001)
+        finished = p.poll() == 0  # (a machine fast enough to finish first: then FILE is the new whole one)
+        p.send_signal(signal.SIGKILL)
+    finally:
+        p.wait(timeout=30)
+    if not finished:
+        assert out.read_bytes() == old  # not truncated, not cut short
+    r = run_ppadmin("export", img, "alice", "--mbox", out)
+    assert r.returncode == 0, r.stderr
+    assert len(mailbox.mbox(str(out))) == 12 and not (tmp_path / "alice.mbox.part").exists()
 
 
 def test_mboxrd_quoter_any_chunking():

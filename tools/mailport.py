@@ -748,24 +748,41 @@ def from_line(arrival):
 
 
 class MboxWriter:
-    """One mbox file, or (several mailboxes) a directory of <mailbox>.mbox files."""
+    """One mbox file, or (several mailboxes) a directory of <mailbox>.mbox files. Each file is
+    written as FILE.part and renamed over FILE once complete: an export that fails or is killed
+    midway leaves the earlier FILE whole (it was truncated, then cut short) and no part of a new
+    one."""
 
     def __init__(self, path, single):
         self.path = path
         self.single = single
         self.f = None
+        self.final = None
+
+    def _finish(self):
+        self.f.flush()
+        if self.final is not None:
+            os.fsync(self.f.fileno())
+        self.f.close()
+        self.f = None
+        if self.final is not None:
+            os.replace(self.final + ".part", self.final)
 
     def mailbox(self, name, count, total):
         if self.f is not None and not self.single:
-            self.f.close()
-            self.f = None
+            self._finish()
         if self.f is None:
             if self.single:
                 p = self.path
             else:
                 os.makedirs(self.path, exist_ok=True)
                 p = os.path.join(self.path, name + ".mbox")
-            self.f = open(p, "wb")
+            if os.path.exists(p) and not os.path.isfile(p):  # a pipe, /dev/stdout: written as it goes
+                self.final = None
+                self.f = open(p, "wb")
+            else:
+                self.final = p
+                self.f = open(p + ".part", "wb")
 
     def message(self, uid, arrival, size, copy):
         self.f.write(from_line(arrival))
@@ -776,10 +793,17 @@ class MboxWriter:
 
     def close(self):
         if self.f is not None:
-            self.f.flush()
-            os.fsync(self.f.fileno())
+            self._finish()
+
+    def abort(self):
+        if self.f is not None:
             self.f.close()
             self.f = None
+            if self.final is not None:
+                try:
+                    os.unlink(self.final + ".part")
+                except OSError:
+                    pass
 
 
 def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None, locked=None):
@@ -813,6 +837,9 @@ def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None
         link.close()
     except BaseException:
         link.kill()
+        abort = getattr(writer, "abort", None)
+        if abort is not None:
+            abort()
         raise
     prog.done()
     for name in held:
