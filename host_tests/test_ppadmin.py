@@ -132,6 +132,23 @@ def test_every_command_refuses_a_file_that_is_not_an_image(tmp_path, report, cmd
         refused(args, [os.path.basename(target)], files=[str(junk), report, str(msg)])
 
 
+@pytest.mark.parametrize("cmd", [["ls", "X"], ["check", "X"], ["adduser", "X", "bob", "--password", "pw"],
+                                 ["deliver", "X", "demo", "M"]])
+def test_a_serial_port_is_refused_pointing_to_the_repl(report, cmd):
+    """ls / check / adduser / deliver on a board's port (what export and import take) said only
+    'not a regular file; expected a littlefs flash image': now it says what to do on a board."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        port = os.ttyname(slave)
+        args = [{"X": port, "M": report}.get(a, a) for a in cmd]
+        refused(args, [port, "is a serial port", "mpremote connect", "admin."], files=[report])
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_refuses_littlefs_of_another_geometry(tmp_path, img):
     from littlefs import LittleFS
 
