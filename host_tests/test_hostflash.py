@@ -208,3 +208,45 @@ def test_killed_at_any_point_leaves_a_consistent_image(tmp_path):
         assert not ("/moved" in files and "/d/moved" in files), k
         if "/moved" in done and "renamed" not in out:
             assert "/moved" in files or "/d/moved" in files, k
+
+
+LOCKED = r"""
+import gc, micropython, os, sys
+sys.path.insert(0, %r)
+import hostflash
+bdev = hostflash.mount(%r, "/flash", True)
+def data(i):
+    return bytes((k * 13 + i) & 0xFF for k in range(256)) * 20
+for i in range(4):  # each close programs new blocks: erase, programs, read-backs, sync
+    f = open("/flash/f%%d" %% i, "wb")
+    f.write(data(i))
+    micropython.heap_lock()  # as in gc.collect() running the finaliser of a file left open
+    try:
+        f.close()
+    finally:
+        micropython.heap_unlock()
+def leave_open():  # the REPL habit: json.dump(cfg, open("config.json", "w"))
+    open("/flash/left", "wb").write(data(9))
+leave_open()
+for _ in range(3):
+    gc.collect()
+hostflash.umount(bdev)
+print("done")
+"""
+
+
+def test_files_closed_with_the_heap_locked_keep_their_data(tmp_path):
+    """littlefs calls the block device from a GC finaliser too (a file left open, closed inside
+    gc.collect(), heap locked): the pseudo-board's device must allocate nothing there. It used to
+    raise MemoryError into littlefs: the file's data was lost (the pseudo-board could crash)."""
+    img = str(tmp_path / "flash.img")
+    with open(img, "wb") as f:
+        f.write(b"\xff" * (64 * 4096))
+    script = tmp_path / "locked.py"
+    script.write_text(LOCKED % (TOOLS, img))
+    r = subprocess.run([MICROPYTHON, str(script)], capture_output=True, timeout=WAIT_S)
+    assert r.returncode == 0 and r.stdout == b"done\n" and b"MemoryError" not in r.stderr, r.stdout + r.stderr
+    files = pseudoboard.read_image(img, block_count=64)
+    for i in range(4):
+        assert files["/f%d" % i] == bytes((k * 13 + i) & 0xFF for k in range(256)) * 20
+    assert files.get("/left") == bytes((k * 13 + 9) & 0xFF for k in range(256)) * 20

@@ -7,6 +7,7 @@ import mailbox
 import os
 import poplib
 import re
+import time
 
 import pytest
 from mailimage import contents, delete, deliver, make_image, run_ppadmin, serve_image, stored_form
@@ -120,6 +121,42 @@ def test_export_maildir_and_mbox_read_back_exactly(image, tmp_path):
     assert [_unquote_rd(mb.get_bytes(k)) for k in mb.keys()] == want[:2]
 
 
+def test_mbox_export_killed_midway_leaves_the_earlier_file_whole(tmp_path):
+    """An mbox export wrote straight into FILE: one that failed or was killed midway left the
+    earlier export truncated and cut short. FILE is now always the earlier export or the whole
+    new one, and a rerun after the kill completes it."""
+    import signal
+    import subprocess
+    import sys
+
+    img = str(tmp_path / "big.img")
+    body = b"".join(b"line %06d From here .dot\r\n" % i for i in range(40000))  # ~1 MB each
+    make_image(img, {"alice": [b"Subject: %d\r\n\r\n" % i + body for i in range(12)]}, size=16 * 1024 * 1024,
+               tmpdir=str(tmp_path / "s"))
+    out = tmp_path / "alice.mbox"
+    old = b"From MAILER-DAEMON Thu Jan  1 00:00:00 2026\nSubject: earlier\n\nkeep me\n\n" * 1000
+    out.write_bytes(old)
+    cmd = [sys.executable, os.path.join(os.path.dirname(mailport.__file__), "ppadmin.py"), "export", img, "alice",
+           "--mbox", str(out)]
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        part = tmp_path / "alice.mbox.part"
+        while time.monotonic() < deadline and p.poll() is None:  # kill once writing has begun
+            if (part.exists() and part.stat().st_size > 0) or out.read_bytes()[:len(old)] != old:
+                break
+            time.sleep(0.001)
+        finished = p.poll() == 0  # (a machine fast enough to finish first: then FILE is the new whole one)
+        p.send_signal(signal.SIGKILL)
+    finally:
+        p.wait(timeout=30)
+    if not finished:
+        assert out.read_bytes() == old  # not truncated, not cut short
+    r = run_ppadmin("export", img, "alice", "--mbox", out)
+    assert r.returncode == 0, r.stderr
+    assert len(mailbox.mbox(str(out))) == 12 and not (tmp_path / "alice.mbox.part").exists()
+
+
 def test_mboxrd_quoter_any_chunking():
     data = b"From a\r\n>From b\r\nx From c\r\n>>>From d\r\nFro\r\nFrom\r\nFrom x"
     want = b">From a\r\n>>From b\r\nx From c\r\n>>>>From d\r\nFro\r\nFrom\r\n>From x"
@@ -209,6 +246,24 @@ def test_import_malformed_input_one_line_each(image, tmp_path):
     assert got == [b"Subject: a\r\n\r\na\r\n", b"Subject: b\r\n\r\nb\r\n", b"Subject: c\r\n\r\nc\r\n"]
 
 
+def test_import_refuses_a_source_that_is_no_mail(image, tmp_path):
+    """The image itself, another flash image (arguments in the wrong order) or a missing path as
+    SOURCE: one line naming it and the order, exit 3, the image untouched. An image was taken for
+    one huge .eml (stored when it fitted: a small image went in as a message); a missing path was
+    a bare "[Errno 2] ..." line."""
+    img, _ = image
+    other = str(tmp_path / "other.img")
+    make_image(other, {"carol": [b"Subject: x\r\n\r\ny\r\n"]}, size=128 * 1024, tmpdir=str(tmp_path / "o"))
+    before = contents(img)
+    for src, what in ((img, "is the image itself, not mail"), (other, "is a flash image, not mail"),
+                      (str(tmp_path / "nope.mbox"), "no such file or folder")):
+        r = run_ppadmin("import", img, "alice", src)
+        assert r.returncode == 3 and r.stdout == "", r.stdout + r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and what in lines[0] and "order: import IMAGE MAILBOX SOURCE" in lines[0], r.stderr
+    assert contents(img) == before
+
+
 def test_import_stops_cleanly_when_the_image_is_full(tmp_path):
     img = str(tmp_path / "small.img")
     make_image(img, {"alice": [b"Subject: first\r\n\r\nx\r\n"]}, size=160 * 1024, tmpdir=str(tmp_path / "s"))
@@ -279,6 +334,28 @@ def test_backup_restore_keeps_uidls_served_by_the_real_server(tmp_path):
     uid = deliver(new, {"alice": [b"Subject: after\r\n\r\nx\r\n"]})["alice"][0]
     all_uids = [u for u, _, _ in contents(new)["alice"]]
     assert all_uids[-1] == uid and uid not in all_uids[:-1] and len(all_uids) == 9
+
+
+def test_restore_size_as_create_takes_it_and_a_full_image_is_no_damage(image, tmp_path):
+    """restore --size took only a byte count (`--size 4M`, as `create --size` takes it, was a usage
+    error); a restore that ran out of room then said the archive's end record was missing (damage,
+    exit 1) although the archive was whole: it stops with exit 2, as import does."""
+    img, _ = image
+    assert run_ppadmin("backup", img, tmp_path / "b.pp").returncode == 0
+    new = str(tmp_path / "n.img")
+    r = run_ppadmin("restore", tmp_path / "b.pp", new, "--size", "3M")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.path.getsize(new) == 3 * 1024 * 1024
+    r = run_ppadmin("restore", tmp_path / "b.pp", new, "--size", "4M")  # an existing image keeps its size
+    assert r.returncode == 2 and "--size is for a new image" in r.stderr, r.stdout + r.stderr
+    assert os.path.getsize(new) == 3 * 1024 * 1024
+    r = run_ppadmin("restore", tmp_path / "b.pp", str(tmp_path / "x.img"), "--size", "100")
+    assert r.returncode == 2 and "bad size" in r.stderr and not os.path.exists(tmp_path / "x.img"), r.stderr
+    small = str(tmp_path / "small.img")
+    r = run_ppadmin("restore", tmp_path / "b.pp", small, "--size", "128K")  # the big message cannot fit
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert "no room on" in r.stdout and "restore stopped" in r.stdout and "damaged:" not in r.stdout, r.stdout
+    assert "0 damaged" in r.stdout, r.stdout
 
 
 def test_backup_carries_config_and_files(image, tmp_path):

@@ -164,3 +164,29 @@ def test_live_refused_when_the_board_has_no_usb_link(tmp_path):
         c = _login(pop_port, "bob")  # still serving: nothing interrupted it
         assert c.stat()[0] == 3
         c.quit()
+
+
+def test_a_partial_line_on_the_serial_port_does_not_stop_the_board(tmp_path):
+    """The usb_link service read the serial port with readline(): a blocking stream, so a partial
+    line (a terminal's keystroke, a modem prober's "AT\\r" with no line feed) held the event loop
+    until a line end came: POP3 and SMTP stopped answering (a board's watchdog then reset it).
+    Now the POP3 server answers while the partial line sits there, and a --live export after it
+    (the start line comes after that garbage) still works."""
+    pop_port = free_port()
+    img = _image(tmp_path, pop_port)
+    with pseudoboard.PseudoBoard(str(tmp_path / "pb"), image=img, boot=True, heapsize=HEAP) as pb:
+        wait_port(pop_port, pb.alive)
+        fd = os.open(pb.tty, os.O_RDWR | os.O_NOCTTY)
+        try:
+            os.write(fd, b"AT\r")
+            time.sleep(0.5)
+            c = poplib.POP3("127.0.0.1", pop_port, timeout=5)  # the greeting, the login: the loop runs
+            c.user("bob")
+            c.pass_("secret")
+            assert c.stat()[0] == 3
+            c.quit()
+        finally:
+            os.close(fd)
+        r = run_ppadmin("export", pb.tty, "bob", "--live", "--maildir", tmp_path / "md", timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert _maildir(tmp_path / "md", "bob") == [stored_form(m) for m in MSGS]

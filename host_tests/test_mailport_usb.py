@@ -61,6 +61,14 @@ def test_export_from_live_board_over_usb(tmp_path):
         assert "incomplete: mailbox bob was in use" in r.stderr and "run again" in r.stderr, r.stderr
         assert "exported bob" not in r.stdout and not (tmp_path / "all" / "bob.mbox").exists()
         assert len(mailbox.mbox(str(tmp_path / "all" / "alice.mbox"))) == 3
+        # a backup needs every mailbox: refused, saying why and what to do (it said "stop the
+        # server", which --live is there to avoid), and no half archive (.part) left behind
+        held = subprocess.run(held.args, capture_output=True, text=True, timeout=60)  # the restart freed it
+        assert held.returncode == 0, held.stdout + held.stderr
+        r = run_ppadmin("backup", pb.tty, tmp_path / "b.pp")
+        assert r.returncode == 3, r.stdout + r.stderr
+        assert "mailbox bob is in use (a POP3 session holds it)" in r.stderr and "run it again" in r.stderr, r.stderr
+        assert sorted(os.listdir(tmp_path)) == sorted(p for p in os.listdir(tmp_path) if not p.startswith("b.pp"))
 
 
 def _board_image(tmp_path, name, mail):
@@ -101,3 +109,24 @@ def test_import_backup_restore_with_live_boards_over_usb(tmp_path):
     r = run_ppadmin("restore", tmp_path / "board.pp", tmp_path / "three.img")
     assert r.returncode == 0, r.stdout + r.stderr
     assert contents(str(tmp_path / "three.img")) == want
+
+
+def test_a_port_where_no_board_answers_is_one_line(tmp_path):
+    """A serial port with nothing answering (a pty whose other end is silent, as a board that
+    is not running MicroPython) or one that cannot be opened used to end in mpremote's traceback
+    (and a stray b'' on stdout) after 30 s: one line, exit 3, nothing written."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        for port in (os.ttyname(slave), "/dev/null"):
+            out = tmp_path / "out"
+            r = run_ppadmin("export", port, "--maildir", out)
+            assert r.returncode == 3, r.stdout + r.stderr
+            assert r.stdout == "" and "Traceback" not in r.stderr, r.stdout + r.stderr
+            lines = r.stderr.strip().splitlines()
+            assert len(lines) == 1 and "no MicroPython board answers there" in lines[0], r.stderr
+            assert not out.exists()
+    finally:
+        os.close(master)
+        os.close(slave)

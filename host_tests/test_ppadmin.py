@@ -132,6 +132,23 @@ def test_every_command_refuses_a_file_that_is_not_an_image(tmp_path, report, cmd
         refused(args, [os.path.basename(target)], files=[str(junk), report, str(msg)])
 
 
+@pytest.mark.parametrize("cmd", [["ls", "X"], ["check", "X"], ["adduser", "X", "bob", "--password", "pw"],
+                                 ["deliver", "X", "demo", "M"]])
+def test_a_serial_port_is_refused_pointing_to_the_repl(report, cmd):
+    """ls / check / adduser / deliver on a board's port (what export and import take) said only
+    'not a regular file; expected a littlefs flash image': now it says what to do on a board."""
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        port = os.ttyname(slave)
+        args = [{"X": port, "M": report}.get(a, a) for a in cmd]
+        refused(args, [port, "is a serial port", "mpremote connect", "admin."], files=[report])
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 def test_refuses_littlefs_of_another_geometry(tmp_path, img):
     from littlefs import LittleFS
 
@@ -197,6 +214,49 @@ def test_adduser_of_an_existing_user_needs_force(img, tmp_path):
         json.dump({"users": {}}, f)
     assert ppadmin("adduser", cfg, "ann", "--password", "pw", "--iterations", "10").returncode == 0
     refused(["adduser", cfg, "ann", "--password", "pw2"], ["ann", "already exists"], files=[cfg])
+
+
+CHECK_PW = r"""
+import os
+from pocketpost import authsetup, config
+users = config.load_raw("/flash/config.json")["users"]
+for name in sorted(users):
+    print(name, users[name]["mailbox"], authsetup.verify_password(os.getenv("PP_TRY"), users[name]["password"]))
+"""
+
+
+def _users(img, password, tmp_path):
+    script = tmp_path / "users.py"
+    script.write_text(CHECK_PW)
+    r = subprocess.run([sys.executable, PPADMIN, "run", img, str(script)], capture_output=True, text=True,
+                       timeout=120, env=dict(os.environ, PP_TRY=password))
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def test_passwd_and_deluser(img, tmp_path, report):
+    """A maker's user management: passwd (an existing user only), deluser (the mail stays)."""
+    assert ppadmin("adduser", img, "bob", "--password", "bob pw").returncode == 0
+    refused(["passwd", img, "zed", "--password", "x"], ["no user zed", "users: bob, demo", "adduser"], image=img)
+    refused(["passwd", img, "demo", "--password", ""], ["demo", "empty password"], image=img)
+    r = ppadmin("passwd", img, "demo", "--password", "new pw")
+    assert r.returncode == 0, r.stderr
+    assert _users(img, "new pw", tmp_path) == ["bob bob False", "demo demo True"]
+    refused(["deluser", img, "zed"], ["no user zed", "users: bob, demo"], image=img)
+    r = ppadmin("deluser", img, "demo")
+    assert r.returncode == 0 and "mailbox demo" in r.stdout, r.stderr
+    assert ppadmin("ls", img).stdout.splitlines() == ["users: bob", "mailbox demo: 1 messages, %d octets" % len(MSG)]
+    # the same on a plain config file
+    cfg = str(tmp_path / "c.json")
+    with open(cfg, "w") as f:
+        json.dump({"users": {}}, f)
+    refused(["passwd", cfg, "ann", "--password", "pw"], ["no user ann"], files=[cfg])
+    assert ppadmin("adduser", cfg, "ann", "--password", "pw", "--iterations", "10").returncode == 0
+    assert ppadmin("passwd", cfg, "ann", "--password", "pw2", "--iterations", "10").returncode == 0
+    assert ppadmin("deluser", cfg, "ann").returncode == 0
+    with open(cfg) as f:
+        assert json.load(f)["users"] == {}
+    refused(["deluser", cfg, "ann"], ["no user ann"], files=[cfg])
 
 
 def test_empty_password_is_refused(img, tmp_path):

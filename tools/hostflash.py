@@ -49,6 +49,11 @@ def lfs_params():
 
 
 ERASE_CHUNK = 1024  # an erase fills the block buffer with 0xff from one buffer this size, made once
+# HEAP_LOCKED: littlefs also calls the block device from a GC finaliser (a file left open and
+# collected is closed, its data programmed, inside gc.collect() with the heap locked), as a
+# board's C flash driver serves it. So the calls below allocate nothing on that path: where the
+# fast way allocates (a memoryview slice), MemoryError falls back to a way that does not. An
+# exception raised into littlefs there lost the file's data and could crash the pseudo-board.
 
 
 class FileBlockDev:
@@ -102,13 +107,26 @@ class FileBlockDev:
         if self.hi > self.lo:
             # If the write raises, the bytes stay pending (the next flush writes them again) and
             # the operation that flushed fails before it is applied: the image stays a prefix.
-            self._put(self.ob * self.bs + self.lo, self.mv[self.lo : self.hi])
+            try:
+                part = self.mv[self.lo : self.hi]  # a new memoryview: allocates
+            except MemoryError:  # heap locked (see HEAP_LOCKED): the whole block, which holds
+                self._put(self.ob * self.bs, self.buf)  # the same bytes outside [lo, hi)
+            else:
+                self._put(self.ob * self.bs + self.lo, part)
             self.lo = self.bs
             self.hi = 0
 
     def readblocks(self, n, buf, off=0):
         if n == self.ob:  # first: most calls are littlefs's read-backs of what it just programmed
-            buf[:] = self.mv[off : off + len(buf)]
+            try:
+                buf[:] = self.mv[off : off + len(buf)]
+            except MemoryError:  # heap locked (see HEAP_LOCKED): byte by byte, allocating nothing
+                src = self.buf
+                i = 0
+                k = len(buf)
+                while i < k:
+                    buf[i] = src[off + i]
+                    i += 1
             return
         if self.detached:
             return
@@ -146,8 +164,10 @@ class FileBlockDev:
             ff = self.ff
             k = len(ff)
             mv = self.mv
-            for i in range(0, self.bs, k):
+            i = 0
+            while i < self.bs:  # not range(0, bs, k): a range object is an allocation
                 mv[i : i + k] = ff
+                i += k
             self.lo = 0
             self.hi = self.bs
             return 0

@@ -18,6 +18,7 @@ Every refusal is an ImageError whose text is one line naming the file and what w
 import errno
 import fcntl
 import os
+import stat
 import struct
 
 BLOCK_SIZE = 4096  # ESP32 flash erase sector; tools/hostflash.py mounts with the same
@@ -56,6 +57,11 @@ def superblock(path):
         raise ImageError("%s: no such file; %s" % (path, expected)) from None
     except OSError as e:
         raise ImageError("%s: %s" % (path, e.strerror)) from None
+    if stat.S_ISCHR(st.st_mode):  # a board's USB serial port (or the pseudo-board's pty)
+        raise ImageError("%s is a serial port (a board), not an image file: on a board use the REPL, e.g. "
+                         ".venv/bin/mpremote connect %s exec \"from pocketpost import admin; admin.mailboxes()\" "
+                         "(admin.add_user, admin.deliver, admin.check: docs/BOARD.md); export, import, backup "
+                         "and restore take the port" % (path, path))
     if not os.path.isfile(path):
         raise ImageError("%s: not a regular file; %s" % (path, expected))
     size = st.st_size

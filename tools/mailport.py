@@ -275,9 +275,16 @@ class UsbLink(Link):
     def __init__(self, port, cmd, mailboxes=(), config_path="config.json", timeout=30):
         from mpremote.transport_serial import SerialTransport
 
-        self.t = SerialTransport(port, baudrate=115200, timeout=timeout)
+        # the raw REPL's prompt comes within CONNECT_S (main.py's shutdown takes at most 2 s);
+        # the transfer's reads then wait up to `timeout`
+        self.t = SerialTransport(port, baudrate=115200, timeout=CONNECT_S)
         self.timeout = timeout
-        self.t.enter_raw_repl(soft_reset=False)
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):  # mpremote prints what it read when it fails
+            self.t.enter_raw_repl(soft_reset=False)
+        self.t.serial.timeout = timeout
         code = "from pocketpost import mailport\nmailport.repl(%r, %r, %r)\n" % (cmd, config_path, tuple(mailboxes))
         self.t.exec_raw_no_follow(code)
         self._fresh()
@@ -541,13 +548,24 @@ class LiveLink(UsbLink):
 LIVE = [False]
 
 
+CONNECT_S = 10  # a board's raw REPL answers within this after the Ctrl-C (else: no board there)
+
+
 def open_link(target, cmd, *mailboxes, heapsize=None):
     """A Link to an image file, or a UsbLink (LiveLink with --live) to a board's serial port
-    (or the pseudo-board)."""
+    (or the pseudo-board). A port where no board answers, or that cannot be opened, is one
+    PortError line (it was mpremote's traceback)."""
     if is_serial(target):
-        if LIVE[0]:
-            return LiveLink(target, cmd, mailboxes)
-        return UsbLink(target, cmd, mailboxes)
+        from mpremote.transport import TransportError
+
+        try:
+            if LIVE[0]:
+                return LiveLink(target, cmd, mailboxes)
+            return UsbLink(target, cmd, mailboxes)
+        except TransportError as e:
+            raise PortError("%s: no MicroPython board answers there (%s): is the board plugged in on this port "
+                            "(ls /dev/ttyUSB* /dev/ttyACM*), and no other program (mpremote repl, a terminal) "
+                            "holding it?" % (target, e)) from None
     if not os.path.isfile(target):
         raise PortError("%s: no such image file (nor a serial port)" % target)
     return Link(target, cmd, *mailboxes, heapsize=heapsize)
@@ -730,24 +748,41 @@ def from_line(arrival):
 
 
 class MboxWriter:
-    """One mbox file, or (several mailboxes) a directory of <mailbox>.mbox files."""
+    """One mbox file, or (several mailboxes) a directory of <mailbox>.mbox files. Each file is
+    written as FILE.part and renamed over FILE once complete: an export that fails or is killed
+    midway leaves the earlier FILE whole (it was truncated, then cut short) and no part of a new
+    one."""
 
     def __init__(self, path, single):
         self.path = path
         self.single = single
         self.f = None
+        self.final = None
+
+    def _finish(self):
+        self.f.flush()
+        if self.final is not None:
+            os.fsync(self.f.fileno())
+        self.f.close()
+        self.f = None
+        if self.final is not None:
+            os.replace(self.final + ".part", self.final)
 
     def mailbox(self, name, count, total):
         if self.f is not None and not self.single:
-            self.f.close()
-            self.f = None
+            self._finish()
         if self.f is None:
             if self.single:
                 p = self.path
             else:
                 os.makedirs(self.path, exist_ok=True)
                 p = os.path.join(self.path, name + ".mbox")
-            self.f = open(p, "wb")
+            if os.path.exists(p) and not os.path.isfile(p):  # a pipe, /dev/stdout: written as it goes
+                self.final = None
+                self.f = open(p, "wb")
+            else:
+                self.final = p
+                self.f = open(p + ".part", "wb")
 
     def message(self, uid, arrival, size, copy):
         self.f.write(from_line(arrival))
@@ -758,10 +793,17 @@ class MboxWriter:
 
     def close(self):
         if self.f is not None:
-            self.f.flush()
-            os.fsync(self.f.fileno())
+            self._finish()
+
+    def abort(self):
+        if self.f is not None:
             self.f.close()
             self.f = None
+            if self.final is not None:
+                try:
+                    os.unlink(self.final + ".part")
+                except OSError:
+                    pass
 
 
 def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None, locked=None):
@@ -795,6 +837,9 @@ def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None
         link.close()
     except BaseException:
         link.kill()
+        abort = getattr(writer, "abort", None)
+        if abort is not None:
+            abort()
         raise
     prog.done()
     for name in held:
@@ -1035,6 +1080,22 @@ def mbox_source(path, quoting="rd"):
     return out, notes
 
 
+def check_source(image, path):
+    """PortError for a SOURCE that is no mail: missing (a typo, or arguments in the wrong order),
+    or a flash image (the target itself, say): it was imported as one huge message."""
+    order = "(order: import IMAGE MAILBOX SOURCE)"
+    if not os.path.exists(path):
+        raise PortError("%s: no such file or folder; give a Maildir, an mbox, a .eml file or a folder of them %s"
+                        % (path, order))
+    if os.path.isfile(path):
+        try:
+            hostimage.check(path)
+        except hostimage.ImageError:
+            return
+        what = "the image itself" if os.path.exists(image) and os.path.samefile(path, image) else "a flash image"
+        raise PortError("%s is %s, not mail %s" % (path, what, order))
+
+
 def open_source(path, mbox_quoting="rd"):
     """(list of Source, notes) for a Maildir, a directory of .eml files, an mbox or one .eml."""
     if os.path.isdir(path):
@@ -1069,6 +1130,7 @@ def import_messages(image, mailbox, path, report=print, mbox_quoting="rd", progr
     A mailbox that does not exist yet and that no user of the image's config reads (a typo:
     mail nobody could fetch) raises NoSuchMailbox, nothing made, unless create_mailbox (as
     `ppadmin deliver --create-mailbox`)."""
+    check_source(image, path)
     sources, notes = open_source(path, mbox_quoting)
     for n in notes:
         report("note: " + n)
@@ -1202,7 +1264,8 @@ def backup(image, path, progress=False):
                 prog.step(size)
 
             def on_locked(name):
-                raise PortError("mailbox %s is in use: stop the server before a backup" % name)
+                raise PortError("mailbox %s is in use (a POP3 session holds it): a backup needs every mailbox; "
+                                "run it again once that session has ended" % name)
 
             read_records(link, on_mailbox, on_message, on_file, on_locked)
             aw.record("end", {"counts": counts, "messages": toc}, 0)
@@ -1212,6 +1275,10 @@ def backup(image, path, progress=False):
         link.close()
     except BaseException:
         link.kill()
+        try:
+            os.unlink(tmp)  # no half archive left beside the one asked for
+        except OSError:
+            pass
         raise
     os.rename(tmp, path)
     prog.done()
@@ -1366,7 +1433,7 @@ def _restore(ar, image, report, progress, heapsize, size):
         if fmt.returncode:
             raise PortError("formatting %s failed: %s" % (part, fmt.stderr.decode(errors="replace")))
         os.rename(part, image)
-    res = {"restored": 0, "present": 0, "damaged": [], "refused": 0, "files": 0, "missing": []}
+    res = {"restored": 0, "present": 0, "damaged": [], "refused": 0, "files": 0, "missing": [], "full": False}
     link = open_link(image, "serve", heapsize=heapsize)
     prog = Progress("restore", progress)
     present = {}
@@ -1397,6 +1464,7 @@ def _restore(ar, image, report, progress, heapsize, size):
                 elif reply.startswith("F "):
                     report("no room on %s for message %s (%s): stopping" % (image, name, reply[2:]))
                     res["refused"] += 1
+                    res["full"] = True  # the rest of the archive was not read: nothing to say of its end
                     break
                 else:
                     report("refused: message %s: %s" % (name, reply[2:]))
@@ -1425,7 +1493,10 @@ def _restore(ar, image, report, progress, heapsize, size):
     for off, what in ar.damage:
         res["damaged"].append("offset %d" % off)
         report("damaged: at offset %d: %s" % (off, what))
-    if toc is None:
+    if res["full"]:
+        report("restore stopped: %s is full; the messages after that one were not restored (restore onto a "
+               "larger new image with --size, or make room and run it again: what is there already is skipped)" % image)
+    elif toc is None:
         res["damaged"].append("end record")
         report("damaged: the archive's end record is missing (archive cut short?): messages after the cut are lost")
     else:

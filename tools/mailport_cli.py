@@ -1,5 +1,6 @@
 """The export/import/backup/restore subcommands of ppadmin.py (the work is in mailport.py)."""
 
+import argparse
 import os
 import sys
 
@@ -21,6 +22,14 @@ def _link_options(p):
     p.add_argument("--progress", action="store_true")
     p.add_argument("--no-restart", action="store_true", help=NO_RESTART)
     p.add_argument("--live", action="store_true", help=LIVE)
+
+
+def _image_size(text):
+    """restore --size: what `create --size` takes (2M, 512K, bytes: whole 4 KiB blocks)."""
+    try:
+        return mailport.hostimage.parse_size(text)
+    except mailport.hostimage.ImageError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_parsers(sub):
@@ -49,7 +58,8 @@ def add_parsers(sub):
     r = sub.add_parser("restore", help="restore a backup archive onto an image (made if missing)")
     r.add_argument("file")
     r.add_argument("image", help=TARGET + " (an image file is made if missing)")
-    r.add_argument("--size", type=int, help="bytes, for a new image (default: twice the archive, at least 2 MiB)")
+    r.add_argument("--size", type=_image_size,
+                   help="bytes or K/M, as create takes it, for a new image (default: twice the archive, at least 2 MiB)")
     _link_options(r)
 
 
@@ -59,7 +69,7 @@ def _report(line):
 
 def run(args):
     """Returns the exit status: 0 done, 1 something refused, damaged or missing, 2 stopped (flash
-    full) or import's mailbox refused before anything was sent (a bad name; new and no user reads
+    full: import, restore) or import's mailbox refused before anything was sent (a bad name; new and no user reads
     it, without --create-mailbox), 3 failed (a one-line error), 4 (EXIT_INCOMPLETE) export skipped
     a mailbox in use."""
     mailport.UsbLink.restart = not args.no_restart
@@ -105,10 +115,13 @@ def run(args):
             counts = mailport.backup(args.image, args.file, args.progress)
             print("backup %s: %d mailboxes, %d messages" % (args.file, len(counts), sum(counts.values())))
             return 0
+        if args.size and (os.path.exists(args.image) or mailport.is_serial(args.image)):
+            print("ppadmin restore: --size is for a new image; %s exists (its size stays)" % args.image, file=sys.stderr)
+            return 2
         r = mailport.restore(args.file, args.image, _report, args.progress, size=args.size)
         print("restore %s: %d messages restored, %d already there, %d files, %d damaged, %d refused"
               % (args.image, r["restored"], r["present"], r["files"], len(r["damaged"]) + len(r["missing"]), r["refused"]))
-        return 1 if (r["damaged"] or r["missing"] or r["refused"]) else 0
+        return 2 if r["full"] else 1 if (r["damaged"] or r["missing"] or r["refused"]) else 0
     except (mailport.PortError, mailport.hostimage.ImageError, OSError) as e:
         print("ppadmin %s: %s" % (args.cmd, e), file=sys.stderr)
         return 3

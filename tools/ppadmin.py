@@ -4,6 +4,9 @@
     tools/ppadmin.py create IMAGE [--size 2M] [--config FILE]     a new image: littlefs + config
     tools/ppadmin.py adduser IMAGE-or-CONFIG USER [--password PW] [--iterations N]
                      [--apop-secret S] [--force]                   --force replaces an existing user
+    tools/ppadmin.py passwd IMAGE-or-CONFIG USER [--password PW]   a new password for an existing user
+    tools/ppadmin.py deluser IMAGE-or-CONFIG USER                  the user can no longer log in; the
+                     mailbox and its mail stay (export it first, or keep it for a user of that name)
     tools/ppadmin.py deliver IMAGE MAILBOX FILE.eml [FILE.eml ...] [--create-mailbox]
     tools/ppadmin.py ls IMAGE
     tools/ppadmin.py check IMAGE [--repair]    every mailbox: index, files, every message read; exit 1 if
@@ -155,12 +158,29 @@ def body():
     old = (cfg.get("users") or {}).get(user)
     if old is not None and not os.getenv("PP_FORCE"):
         refuse("user %s already exists in %s; --force replaces the password" % (user, IMAGE))
+    if old is None and os.getenv("PP_EXISTING"):
+        refuse("no user %s in %s (users: %s): adduser makes one" % (user, IMAGE, ", ".join(sorted(cfg.get("users") or {})) or "none"))
     it = os.getenv("PP_ITER")
     config.add_user(cfg, user, os.getenv("PP_PASSWORD"), int(it) if it else None,
                     mailbox=(old or {}).get("mailbox"), apop_secret=os.getenv("PP_APOP") or (old or {}).get("apop_secret"))
     config.check(cfg)
     config.save(CONFIG, cfg)
     print("user", user, "saved")
+run(body)
+"""
+
+DELUSER = r"""
+def body():
+    from pocketpost import config
+    cfg = image_config(config.load_raw)
+    user = os.getenv("PP_USER")
+    users = cfg.get("users") or {}
+    if user not in users:
+        refuse("no user %s in %s (users: %s)" % (user, IMAGE, ", ".join(sorted(users)) or "none"))
+    box = (users[user] or {}).get("mailbox") or user
+    del users[user]
+    config.save(CONFIG, cfg)
+    print("user %s removed; mailbox %s and its mail stay on %s" % (user, box, IMAGE))
 run(body)
 """
 
@@ -361,7 +381,12 @@ def create(image, size_text=DEFAULT_SIZE, config_path=None, debug=False):
         os.unlink(tmpcfg)
 
 
-def adduser(target, user, password, iterations=None, apop_secret=None, force=False, debug=False):
+def _user_list(cfg):
+    return ", ".join(sorted(cfg.get("users") or {})) or "none"
+
+
+def adduser(target, user, password, iterations=None, apop_secret=None, force=False, debug=False, existing=False):
+    """Add USER (force: or replace its password); existing (passwd): only replace, refuse a new name."""
     check_name("user", user)
     if not password:
         raise Refused("empty password for user %s: give a non-empty --password (or type one)" % user)
@@ -370,14 +395,31 @@ def adduser(target, user, password, iterations=None, apop_secret=None, force=Fal
         old = (cfg.get("users") or {}).get(user)
         if old is not None and not force:
             raise Refused("user %s already exists in %s; --force replaces the password" % (user, target))
+        if old is None and existing:
+            raise Refused("no user %s in %s (users: %s): adduser makes one" % (user, target, _user_list(cfg)))
         ppconfig.add_user(cfg, user, password, iterations, mailbox=(old or {}).get("mailbox"),
                           apop_secret=apop_secret or (old or {}).get("apop_secret"))  # --force: the password only
         ppconfig.check(cfg)
         ppconfig.save(target, cfg)
         return "user %s saved\n" % user
     env = {"PP_USER": user, "PP_PASSWORD": password, "PP_ITER": str(iterations or ""), "PP_APOP": apop_secret or "",
-           "PP_FORCE": "1" if force else ""}
+           "PP_FORCE": "1" if force else "", "PP_EXISTING": "1" if existing else ""}
     return on_image(target, ADDUSER, env, debug=debug)
+
+
+def deluser(target, user, debug=False):
+    """Remove USER from the config: no more logins; the mailbox and its mail are left as they are."""
+    check_name("user", user)
+    if target.endswith(".json"):
+        cfg = load_raw(target)
+        users = cfg.get("users") or {}
+        if user not in users:
+            raise Refused("no user %s in %s (users: %s)" % (user, target, _user_list(cfg)))
+        box = (users[user] or {}).get("mailbox") or user
+        del users[user]
+        ppconfig.save(target, cfg)
+        return "user %s removed from %s; its mailbox %s is not touched\n" % (user, target, box)
+    return on_image(target, DELUSER, {"PP_USER": user}, debug=debug)
 
 
 def deliver(image, mailbox, files, create_mailbox=False, debug=False):
@@ -410,6 +452,14 @@ def main(argv=None):
     a.add_argument("--iterations", type=int)
     a.add_argument("--apop-secret", help="opt in to APOP (stored in clear: weaker than PBKDF2)")
     a.add_argument("--force", action="store_true", help="replace an existing user's password")
+    pw = sub.add_parser("passwd", help="a new password for an existing user")
+    pw.add_argument("target")
+    pw.add_argument("user")
+    pw.add_argument("--password")
+    pw.add_argument("--iterations", type=int)
+    du = sub.add_parser("deluser", help="remove a user (the mailbox and its mail stay)")
+    du.add_argument("target")
+    du.add_argument("user")
     d = sub.add_parser("deliver")
     d.add_argument("image")
     d.add_argument("mailbox")
@@ -436,6 +486,12 @@ def main(argv=None):
             check_name("user", args.user)
             pw = args.password if args.password is not None else getpass.getpass("password for %s: " % args.user)
             out = adduser(args.target, args.user, pw, args.iterations, args.apop_secret, args.force, debug=args.debug)
+        elif args.cmd == "passwd":
+            check_name("user", args.user)
+            pw = args.password if args.password is not None else getpass.getpass("new password for %s: " % args.user)
+            out = adduser(args.target, args.user, pw, args.iterations, force=True, debug=args.debug, existing=True)
+        elif args.cmd == "deluser":
+            out = deluser(args.target, args.user, debug=args.debug)
         elif args.cmd == "deliver":
             out = deliver(args.image, args.mailbox, args.files, args.create_mailbox, debug=args.debug)
         elif args.cmd == "check":

@@ -39,6 +39,8 @@ def add_user(name, password, config_path=CONFIG_PATH, iterations=None):
     with the board's iteration count (config "server"/"pbkdf2_iterations") unless given."""
     from pocketpost import config
 
+    if not password:  # as ppadmin adduser: a user nobody meant to leave without a password
+        raise config.ConfigError("empty password for user %r: give one" % name)
     raw = config.load_raw(config_path)  # edit the file as written: no defaults baked in
     old = (raw.get("users") or {}).get(name)
     old = old if isinstance(old, dict) else None
@@ -94,11 +96,18 @@ def _rfc5322_date(unix_t):
 
 def deliver(user, text=TEST_BODY, subject="pocketpost test", sender="pocketpost@localhost",
             config_path=CONFIG_PATH):
-    """Put a small test message into `user`'s mailbox; returns its UID."""
+    """Put a small test message into `user`'s mailbox; returns its UID. A name that is neither a
+    user nor an existing mailbox (a typo) is refused, as ppadmin deliver refuses it: the mail
+    would go to a new mailbox no login reads."""
     cfg = _cfg(config_path)
     store = _store(cfg)
     box = _mailbox_of(cfg, user)
     if not store.exists(box):
+        users = cfg.get("users") or {}
+        if user not in users:
+            from pocketpost.config import ConfigError
+
+            raise ConfigError("no user %r (users: %s): admin.add_user first" % (user, ", ".join(sorted(users)) or "none"))
         store.create(box)
     d = store.begin(box)
     try:

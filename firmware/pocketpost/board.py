@@ -74,6 +74,7 @@ WDT_FEED_DIVISOR = const(4)  # feed every timeout/4: three missed feeds still do
 # catches what it cannot, e.g. a slow flash): the account's fetch task is cancelled there.
 FETCH_DEADLINE_SLACK_S = const(30)
 USB_LINK_MAGIC = b"pocketpost-live"  # a host's start line begins with this (then "1 <cmd> ...")
+_USB_LINE_MAX = const(1200)  # a start line: a command and mailbox names (32 octets each); longer: ignored
 _RESTART_BACKOFF_MS = const(1000)  # first pause before restarting a failed service; doubles
 _RESTART_BACKOFF_MAX_MS = const(60000)
 _RESTARTS_BEFORE_RESET = const(8)  # consecutive failures of one service before machine.reset()
@@ -558,15 +559,25 @@ class Runner:
         begins anew."""
         stdin = getattr(sys.stdin, "buffer", sys.stdin)
         reader = asyncio.StreamReader(stdin)  # type: ignore[arg-type]
+        ln = bytearray()
         while True:
-            ln = await reader.readline()
-            if not ln:  # the port closed (unix port: the pty's far end): nothing more will come
+            # One byte per read: the serial port is a blocking stream, and readline() after the
+            # poll blocks the whole loop until a line end comes: a stray partial line (a
+            # terminal's keystroke, a modem prober's "AT\r") stopped every service (on a board
+            # until the watchdog reset it). A byte the poll announced is there: read(1) returns.
+            b = await reader.read(1)
+            if not b:  # the port closed (unix port: the pty's far end): nothing more will come
                 while True:
                     await _sleep_ms(3600000)
-            ln = ln.strip()
-            if not ln.startswith(USB_LINK_MAGIC + b" "):
+            if b != b"\n":
+                if len(ln) <= _USB_LINE_MAX:  # one byte past it marks the line too long
+                    ln += b
                 continue
-            args = ln.decode().split(" ")[2:]
+            line = bytes(ln).strip()
+            ln = bytearray()
+            if len(line) > _USB_LINE_MAX or not line.startswith(USB_LINK_MAGIC + b" "):
+                continue
+            args = line.decode().split(" ")[2:]
             from pocketpost import mailport
 
             log.info("usb link: %s started", " ".join(args))

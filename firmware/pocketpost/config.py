@@ -48,7 +48,10 @@ STORE_DEFAULTS = {
 
 def load_raw(path):
     with open(path) as f:
-        cfg = json.load(f)
+        try:
+            cfg = json.load(f)
+        except ValueError as e:  # json's own words name no file: a boot log said only "syntax error"
+            raise ConfigError("config: %s is not valid JSON (%s)" % (path, e))
     if not isinstance(cfg, dict):
         raise ConfigError("config: top level must be an object")
     return cfg

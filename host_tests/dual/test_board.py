@@ -807,10 +807,11 @@ def test_admin_check_reports_then_repairs():
     root = _tmpname("mail")
     cfgp = _tmpname("cfg") + ".json"
     with open(cfgp, "w") as f:
-        f.write('{"store": {"root": "%s", "quota": 0}}' % root)
+        f.write('{"store": {"root": "%s", "quota": 0}, "server": {"pbkdf2_iterations": 100}}' % root)
     logs = Logs()
     try:
         store_mod.reboot()
+        admin.add_user("alice", "pw", config_path=cfgp)  # admin.deliver refuses a name no user has
         uids = [admin.deliver("alice", "message %d" % i, config_path=cfgp) for i in range(4)]
         admin.mailbox_list(cfgp)  # a lock: the deliveries are indexed
         f = open(root + "/alice/index", "r+b")
@@ -1179,6 +1180,38 @@ def test_admin_add_user_again_keeps_the_users_mailbox_and_apop_secret():
         bob = config_mod.load_raw(cfgp)["users"]["bob"]
         assert bob.get("mailbox") == "shared" and bob.get("apop_secret") == "s3", bob
         assert auth.verify_password("new pw", bob["password"])
+    finally:
+        _rmtree(root)
+        try:
+            os.remove(cfgp)
+        except OSError:
+            pass
+
+
+def test_admin_refuses_an_empty_password_and_a_delivery_to_no_user():
+    # admin.add_user('carol', '') saved a user with an empty password (ppadmin adduser refuses it);
+    # admin.deliver('alcie') (a typo) made a mailbox 'alcie' that no login reads, and left it
+    # there even when the delivery then failed (flash full). Both are refused, nothing written.
+    from pocketpost import config as config_mod
+
+    root = _tmpname("mail")
+    cfgp = _tmpname("cfg") + ".json"
+    with open(cfgp, "w") as f:
+        f.write('{"store": {"root": "%s", "quota": 0}, "server": {"pbkdf2_iterations": 100}, "users": {}}' % root)
+    try:
+        admin.add_user("alice", "pw", config_path=cfgp)
+        before = open(cfgp).read()
+        for call in (lambda: admin.add_user("carol", "", config_path=cfgp),
+                     lambda: admin.deliver("alcie", config_path=cfgp)):
+            try:
+                call()
+                raise AssertionError("not refused")
+            except config_mod.ConfigError as e:
+                assert "carol" in str(e) or ("alcie" in str(e) and "alice" in str(e)), e
+        assert open(cfgp).read() == before
+        assert [row[0] for row in admin.mailbox_list(config_path=cfgp)] == ["alice"]
+        admin.deliver("alice", config_path=cfgp)  # a user's mailbox still works
+        assert admin.mailbox_list(config_path=cfgp)[0][1] == 1
     finally:
         _rmtree(root)
         try:

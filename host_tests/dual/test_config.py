@@ -86,6 +86,20 @@ def test_bad_secrets_refused_in_one_line():
     in_fresh_root(body)
 
 
+def test_config_that_is_not_json_is_refused_naming_the_file():
+    # config.json with a JSON mistake raised json's bare ValueError ("syntax error in JSON"): the
+    # board's boot log did not say which file (config.json or secrets.json) to fix.
+    def body(d):
+        path = _files(d, {"accounts": [_acct()]}, {"accounts": {"isp": {"password": "p"}}})
+        f = open(path, "w")
+        f.write('{"users": {}, "server": {"port": 110,}')
+        f.close()
+        _refused(lambda: config.load(path), path, "not valid JSON")
+        _refused(lambda: config.load_raw(path), path, "not valid JSON")
+
+    in_fresh_root(body)
+
+
 def test_plaintext_account_needs_an_explicit_allow():
     _refused(lambda: config.check({"accounts": [_acct(tls="none")]}), "isp", '"tls": "none"', "allow_plaintext")
     _refused(lambda: config.check({"accounts": [_acct(tls="none", allow_plaintext="yes")]}), "allow_plaintext")
