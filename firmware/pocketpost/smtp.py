@@ -54,7 +54,7 @@ pool a 621st name would allocate (host_tests/test_smtp_names.py).
 """
 
 from pocketpost import log
-from pocketpost.compat import IS_MICROPYTHON, const, release_cold
+from pocketpost.compat import IS_MICROPYTHON, const, forget, release_cold
 
 # --- limits fixed by the RFCs (the configurable ones live in serverconf.SMTP_DEFAULTS) ---------
 # Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
@@ -70,6 +70,10 @@ _MAX_TRACE_NAME = const(64)
 # makes the message's deliveries and buffers (smtpdata.begin) and answers the 354 itself, so the
 # two are never in the heap together. smtpenv.py keeps a copy.
 _GO_DATA = const(354)
+# Refusals: smtptext.text's numbers (see reply; private copies, host_tests/test_smtp_texts.py).
+_T_ERRORS = const(0)
+_T_RESUME = const(1)
+_T_LOCAL = const(48)
 
 MX = "mx"  # port 25 style: mail for local addresses, no AUTH needed
 SUBMISSION = "submission"  # RFC 6409: AUTH required before MAIL
@@ -84,9 +88,25 @@ env_holds = [0]  # sessions in their command phase (Session.loaded)
 data_holds = [0]  # sessions in DATA (Session.data)
 
 
-def reply(code, text):
+def reply(code, text=None):
     """One reply line: "250 2.0.0 text", the RFC 2034 enhanced code at the start of text: one literal
-    per call, as a short "2.0.0" of its own would be one more interned name (qstr) per code."""
+    per call, as a short "2.0.0" of its own would be one more interned name (qstr) per code.
+
+    reply(n) alone: refusal number n (a _T_ constant), smtptext.text[n], the reply's bytes.
+    smtptext.py is cold (its texts were a third of the envelope's code in the heap): loaded for
+    this reply and dropped after it. If it cannot be loaded (a MemoryError), the reply is 451,
+    which asks the client to try again, as a command that fails on a MemoryError is answered
+    (repair). (Not a function of its own: its name would be one more interned name.)"""
+    if text is None:
+        try:
+            from pocketpost import smtptext
+
+            return smtptext.text[code]
+        except Exception:
+            return b"451 4.3.0 local error, try again later\r\n"
+        finally:
+            smtptext = None
+            forget(("smtptext",))
     return b"%d %s\r\n" % (code, text.encode())
 
 
@@ -239,7 +259,7 @@ class Session:
         self.in_data = False  # a DATA that failed at its 354: what follows is commands again
         self.forget()
         self.hold()  # still in the command phase
-        return reply(451, "4.3.0 local error, try again later")
+        return reply(_T_LOCAL)
 
     @property
     def checking(self):
@@ -250,7 +270,7 @@ class Session:
         """Continue the password check that made handle() answer None (smtpauth.resume): None
         while it is unfinished, then the reply to the AUTH."""
         if self._check is None:
-            return reply(503, "5.5.1 nothing to resume")
+            return reply(_T_RESUME)
         from pocketpost import smtpauth
 
         return smtpauth.resume(self)
@@ -288,7 +308,7 @@ class Session:
         self.bad += 1
         if self.bad >= _MAX_BAD_COMMANDS:
             self.closing = True
-            return reply(421, "4.7.0 too many errors, closing")
+            return reply(_T_ERRORS)
         return r
 
     def abort(self):
