@@ -57,9 +57,6 @@ from pocketpost import log
 from pocketpost.compat import IS_MICROPYTHON, const, forget, release_cold
 
 # --- limits fixed by the RFCs (the configurable ones live in serverconf.SMTP_DEFAULTS) ---------
-# Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
-# a peer speaking another protocol (or garbage) is let go instead of answered forever.
-_MAX_BAD_COMMANDS = const(20)
 # Replies pump() collects into one write: a deep pipeline is answered in batches of this many,
 # so the list and the joined write stay small whatever the client queued (RFC 2920 allows it).
 _MAX_BATCH = const(32)
@@ -71,7 +68,6 @@ _MAX_TRACE_NAME = const(64)
 # two are never in the heap together. smtpenv.py keeps a copy.
 _GO_DATA = const(354)
 # Refusals: smtptext.text's numbers (see reply; private copies, host_tests/test_smtp_texts.py).
-_T_ERRORS = const(0)
 _T_RESUME = const(1)
 _T_LOCAL = const(48)
 
@@ -223,7 +219,14 @@ class Session:
         if self.delay or self.starttls:  # what the last reply asked of the shell is done
             self.delay = 0
             self.starttls = False
-        r = self.run(line)
+        # smtpenv.handle: no reference to the module outlives the call. Loading it is the
+        # command's work: a MemoryError there is answered as the command's own would be.
+        try:
+            from pocketpost import smtpenv
+        except Exception as e:
+            return self.repair(b"", e)
+        r = smtpenv.handle(self, line)
+        smtpenv = None
         if r != _GO_DATA:
             return r
         # DATA: the envelope's code is not needed until the message ends.
@@ -287,15 +290,6 @@ class Session:
         self.reset()
         self.in_data = False
 
-    def run(self, line):
-        """smtpenv.handle: no reference to the module outlives the call. Loading it is the
-        command's work: a MemoryError there is answered as the command's own would be."""
-        try:
-            from pocketpost import smtpenv
-        except Exception as e:
-            return self.repair(b"", e)
-        return smtpenv.handle(self, line)
-
     def feed(self, src, start, end):
         """Message text src[start:end] (any chunking) -> bytes consumed (smtpdata.feed). When
         the terminating CRLF.CRLF has been consumed, in_data turns False and `reply` holds the
@@ -303,14 +297,6 @@ class Session:
         return self.data.feed(self, src, start, end)  # type: ignore[attr-defined]  # smtpdata while in DATA
 
     # -- helpers -----------------------------------------------------------------------------
-    def error(self, r):
-        """A syntax error or unknown command: r, or 421 once there were too many."""
-        self.bad += 1
-        if self.bad >= _MAX_BAD_COMMANDS:
-            self.closing = True
-            return reply(_T_ERRORS)
-        return r
-
     def abort(self):
         """Throw away the message being received (its deliveries), if any."""
         ds = self.group
@@ -345,14 +331,6 @@ class Session:
     def auth(self):
         """AUTH is offered: a submission port with a login service."""
         return self.mode == SUBMISSION and self.svc.logins is not None
-
-    def _plain(self):
-        """PLAIN and LOGIN (the password crosses): with TLS, or where the policy allows it."""
-        lg = self.svc.logins
-        if not self.auth():
-            return False
-        p = lg.policy  # "never", "local" or "always" (serverconf; a tuple's strings are not interned names)
-        return self.tls_active or p not in ("never", "local") or (p == "local" and lg.trusted(self.peer))
 
 
 def pump(session, reader):

@@ -26,9 +26,12 @@ _T_AUTH_FAILED = const(47)
 
 
 def start(s, arg):
+    """AUTH's argument, after smtpenv.auth's checks (smtpenv is loaded: the command phase)."""
+    from pocketpost import smtpenv  # (imported per call: a module-level reference would keep a dropped copy)
+
     parts = [p for p in arg.split(b" ") if p]
     if not parts or len(parts) > 2:
-        return s.error(reply(_T_AUTH_SYNTAX))
+        return smtpenv.error(s, reply(_T_AUTH_SYNTAX))
     mech = parts[0].upper()
     initial = parts[1] if len(parts) > 1 else None
     s.method = mech
@@ -42,7 +45,7 @@ def start(s, arg):
         return _scram(s, initial)
     if mech != b"PLAIN" and mech != b"LOGIN":
         return reply(_T_MECH)
-    if not s._plain():
+    if not smtpenv._plain(s):
         return reply(_T_CLEARTEXT)
     if mech == b"PLAIN":
         if initial is None:

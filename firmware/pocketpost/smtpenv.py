@@ -26,9 +26,14 @@ _MAX_DOMAIN = const(255)
 # SIZE= values longer than this are refused before int() (RFC 1870: a decimal number).
 _MAX_SIZE_DIGITS = const(10)
 
+# Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
+# a peer speaking another protocol (or garbage) is let go instead of answered forever.
+_MAX_BAD_COMMANDS = const(20)
+
 # data's answer when the envelope is complete: smtp.py's _GO_DATA (a private copy).
 _GO_DATA = const(354)
 # Refusals: smtptext.text's numbers (smtp.reply; private copies, host_tests/test_smtp_texts.py).
+_T_ERRORS = const(0)
 _T_AUTH_LINE = const(2)
 _T_LONG = const(3)
 _T_OCTET = const(4)
@@ -165,6 +170,25 @@ def mailbox(svc, path):
     return target(svc, t) if t else None
 
 
+def error(s, r):
+    """A syntax error or unknown command: r, or 421 once there were too many (smtpauth's too)."""
+    s.bad += 1
+    if s.bad >= _MAX_BAD_COMMANDS:
+        s.closing = True
+        return reply(_T_ERRORS)
+    return r
+
+
+def _plain(s):
+    """PLAIN and LOGIN (the password crosses) are offered: with TLS, or where the policy allows
+    it (smtpauth's check too)."""
+    lg = s.svc.logins
+    if not s.auth():
+        return False
+    p = lg.policy  # "never", "local" or "always" (serverconf; a tuple's strings are not interned names)
+    return s.tls_active or p not in ("never", "local") or (p == "local" and lg.trusted(s.peer))
+
+
 def handle(s, line):
     """Session.handle's command phase: a command line (bytes), or the reader's OVERLONG /
     BAD_LINE, dispatched from COMMANDS -> the reply (None while an AUTH's hash runs), or
@@ -175,8 +199,8 @@ def handle(s, line):
             s._scram = None
             return reply(_T_AUTH_LINE)
         if line == OVERLONG:
-            return s.error(reply(_T_LONG))
-        return s.error(reply(_T_OCTET))
+            return error(s, reply(_T_LONG))
+        return error(s, reply(_T_OCTET))
     if s.closing:
         return reply(_T_CLOSING)
     if s.step is not None:
@@ -188,7 +212,7 @@ def handle(s, line):
     arg = b"" if sp < 0 else bytes(line[sp + 1 :])
     fn = COMMANDS.get(kw)
     if fn is None:
-        return s.error(reply(_T_UNKNOWN))
+        return error(s, reply(_T_UNKNOWN))
     if isinstance(fn, bytes):
         return fn  # a fixed reply
     try:
@@ -211,7 +235,7 @@ def ehlo(s, arg):
 def helo(s, arg, esmtp=False):
     arg = arg.strip()
     if not arg or len(arg) > _MAX_DOMAIN:
-        return s.error(reply(_T_HELO_ARG))
+        return error(s, reply(_T_HELO_ARG))
     s.abort()
     s.reset()
     s.helo = text(arg)
@@ -226,14 +250,14 @@ def helo(s, arg, esmtp=False):
     if s.svc.tls_available and not s.tls_active:
         out += "250-STARTTLS\r\n"
     if s.auth() and s.login is None:
-        out += "250-AUTH PLAIN LOGIN SCRAM-SHA-256\r\n" if s._plain() else "250-AUTH SCRAM-SHA-256\r\n"
+        out += "250-AUTH PLAIN LOGIN SCRAM-SHA-256\r\n" if _plain(s) else "250-AUTH SCRAM-SHA-256\r\n"
     k = out.rfind("\n250-") + 4
     return (out[:k] + " " + out[k + 1 :]).encode()
 
 
 def starttls(s, arg):
     if arg.strip():
-        return s.error(reply(_T_TLS_ARG))
+        return error(s, reply(_T_TLS_ARG))
     if s.tls_active:
         return reply(_T_TLS_ON)
     if not s.svc.tls_available:
@@ -269,11 +293,11 @@ def mail(s, arg):
     # (One literal per reply: each copy of it would be an object of its own in the heap.)
     parsed = args(arg[5:]) if arg[:5].upper() == b"FROM:" else None
     if parsed is None:
-        return s.error(reply(_T_MAIL_SYNTAX))
+        return error(s, reply(_T_MAIL_SYNTAX))
     path, params = parsed
     sender = parse(path)
     if sender is None:
-        return s.error(reply(_T_SENDER))
+        return error(s, reply(_T_SENDER))
     size = 0
     limit = s.svc.cfg["max_message_size"]
     for p in params:
@@ -310,7 +334,7 @@ def rcpt(s, arg):
         return reply(_T_MAIL_FIRST)
     parsed = args(arg[3:]) if arg[:3].upper() == b"TO:" else None
     if parsed is None:
-        return s.error(reply(_T_RCPT_SYNTAX))
+        return error(s, reply(_T_RCPT_SYNTAX))
     path, params = parsed
     if params:
         return reply(_T_RCPT_PARAM)
@@ -322,7 +346,7 @@ def rcpt(s, arg):
         if path.lower() == b"postmaster" and s.svc.domains:
             addr = "postmaster@" + s.svc.domains[0]
         else:
-            return s.error(reply(_T_RCPT_ADDR))
+            return error(s, reply(_T_RCPT_ADDR))
     cfg = s.svc.cfg
     if s.count >= cfg["max_recipients"]:
         return reply(_T_RCPTS)
@@ -365,7 +389,7 @@ def data(s, arg):
     """The envelope's checks and the trace fields; the message itself begins in the session
     (smtpdata.begin), once this module has been handed back (_GO_DATA)."""
     if arg.strip():
-        return s.error(reply(_T_DATA_ARG))
+        return error(s, reply(_T_DATA_ARG))
     if s.sender is None:
         return reply(_T_MAIL_FIRST)
     if not s.count:
