@@ -43,7 +43,9 @@ Return-Path, Received with TLS state and authenticated user) are written first.
 
 Commands dispatch from one table (smtpenv.COMMANDS: the command phase's code, dispatch included,
 is smtpenv.py's, so a session in DATA holds none of it); a command out of sequence gets 503, an
-unknown one 500; nothing raises. After _MAX_BAD_COMMANDS errors the session is closed with 421.
+unknown one 500; nothing raises. After smtpenv's _MAX_BAD_COMMANDS errors the session is closed
+with 421. The texts of the refusals (4xx / 5xx) are none of the session modules': smtptext.py's,
+loaded for each refusal and dropped after it (reply(n)), so neither phase holds them.
 
 Names: every name in a loaded module's table is interned for good (docs/ARCHITECTURE.md, "what
 costs an interned name"), so the session's attributes, methods and arguments here and in smtpenv,
