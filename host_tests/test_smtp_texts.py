@@ -20,13 +20,19 @@ def _read(name):
 
 
 def _entries():
-    """[(number, name, reply bytes)] from smtptext.py's table, in order."""
-    from pocketpost import smtptext
+    """[(number, name, reply bytes)] from smtptext.py's table, in order (sixteen to a literal),
+    each as smtp.reply(number) answers it."""
+    from pocketpost import smtp, smtptext
 
     src = _read("smtptext")
-    tags = re.findall(r"^\s+b\".*\",\s+# (\d+) (_T_\w+)", src, re.M)
-    assert len(tags) == len(smtptext.text)
-    return [(int(n), name, smtptext.text[i]) for i, (n, name) in enumerate(tags)]
+    tags = re.findall(r"^\s+b\".*\",?\s+# (\d+) (_T_\w+)", src, re.M)
+    lines = [ln + b"\n" for t in smtptext.text for ln in t.split(b"\n")[:-1]]
+    assert len(tags) == len(lines)
+    assert all(len(t.split(b"\n")) == 17 for t in smtptext.text[:-1]), "sixteen to a literal"
+    out = [(int(n), name, lines[i]) for i, (n, name) in enumerate(tags)]
+    for n, _, r in out:
+        assert smtp.reply(n) == r, (n, smtp.reply(n), r)
+    return out
 
 
 def test_each_callers_numbers_name_the_entries_they_mean():

@@ -90,7 +90,7 @@ def reply(code, text=None):
     """One reply line: "250 2.0.0 text", the RFC 2034 enhanced code at the start of text: one literal
     per call, as a short "2.0.0" of its own would be one more interned name (qstr) per code.
 
-    reply(n) alone: refusal number n (a _T_ constant), smtptext.text[n], the reply's bytes.
+    reply(n) alone: refusal number n (a _T_ constant), the reply's bytes from smtptext.py.
     smtptext.py is cold (its texts were a third of the envelope's code in the heap): loaded for
     this reply and dropped after it. If it cannot be loaded (a MemoryError), the reply is 451,
     which asks the client to try again, as a command that fails on a MemoryError is answered
@@ -99,7 +99,11 @@ def reply(code, text=None):
         try:
             from pocketpost import smtptext
 
-            return smtptext.text[code]
+            t = smtptext.text[code >> 4]  # sixteen to a literal: line code % 16 of it
+            i = 0
+            for _ in range(code & 15):
+                i = t.index(b"\n", i) + 1
+            return t[i : t.index(b"\n", i) + 1]
         except Exception:
             return b"451 4.3.0 local error, try again later\r\n"
         finally:
