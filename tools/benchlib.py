@@ -28,7 +28,7 @@ GLUE = ("board", "boardstart", "admin", "safemode", "flashfs", "mailport", "host
 # Which module belongs to which part (the code budget is printed per part).
 PARTS = (
     ("server", ("server", "serverstart", "pop3server", "pop3cmd", "pop3login", "loginsvc", "pop3trans", "pop3body", "smtpserver", "smtp",
-                "smtpenv", "smtpdata", "smtpauth")),
+                "smtpenv", "smtpdata", "smtpauth", "smtptext")),
     ("client", ("client", "clientconf", "clientauth", "clientstls", "clientplan", "clientget", "clientfail", "clientend",
                 "clientrecover", "fetch", "fetchload", "uidstate", "uidcompact", "headers", "session",
                 "transport", "pop3client", "pop3listing", "nativescan", "oauth2")),

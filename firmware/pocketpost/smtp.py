@@ -43,7 +43,9 @@ Return-Path, Received with TLS state and authenticated user) are written first.
 
 Commands dispatch from one table (smtpenv.COMMANDS: the command phase's code, dispatch included,
 is smtpenv.py's, so a session in DATA holds none of it); a command out of sequence gets 503, an
-unknown one 500; nothing raises. After _MAX_BAD_COMMANDS errors the session is closed with 421.
+unknown one 500; nothing raises. After smtpenv's _MAX_BAD_COMMANDS errors the session is closed
+with 421. The texts of the refusals (4xx / 5xx) are none of the session modules': smtptext.py's,
+loaded for each refusal and dropped after it (reply(n)), so neither phase holds them.
 
 Names: every name in a loaded module's table is interned for good (docs/ARCHITECTURE.md, "what
 costs an interned name"), so the session's attributes, methods and arguments here and in smtpenv,
@@ -54,12 +56,9 @@ pool a 621st name would allocate (host_tests/test_smtp_names.py).
 """
 
 from pocketpost import log
-from pocketpost.compat import IS_MICROPYTHON, const, release_cold
+from pocketpost.compat import IS_MICROPYTHON, const, forget, release_cold
 
 # --- limits fixed by the RFCs (the configurable ones live in serverconf.SMTP_DEFAULTS) ---------
-# Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
-# a peer speaking another protocol (or garbage) is let go instead of answered forever.
-_MAX_BAD_COMMANDS = const(20)
 # Replies pump() collects into one write: a deep pipeline is answered in batches of this many,
 # so the list and the joined write stay small whatever the client queued (RFC 2920 allows it).
 _MAX_BATCH = const(32)
@@ -70,6 +69,9 @@ _MAX_TRACE_NAME = const(64)
 # makes the message's deliveries and buffers (smtpdata.begin) and answers the 354 itself, so the
 # two are never in the heap together. smtpenv.py keeps a copy.
 _GO_DATA = const(354)
+# Refusals: smtptext.text's numbers (see reply; private copies, host_tests/test_smtp_texts.py).
+_T_RESUME = const(1)
+_T_LOCAL = const(48)
 
 MX = "mx"  # port 25 style: mail for local addresses, no AUTH needed
 SUBMISSION = "submission"  # RFC 6409: AUTH required before MAIL
@@ -84,9 +86,29 @@ env_holds = [0]  # sessions in their command phase (Session.loaded)
 data_holds = [0]  # sessions in DATA (Session.data)
 
 
-def reply(code, text):
+def reply(code, text=None):
     """One reply line: "250 2.0.0 text", the RFC 2034 enhanced code at the start of text: one literal
-    per call, as a short "2.0.0" of its own would be one more interned name (qstr) per code."""
+    per call, as a short "2.0.0" of its own would be one more interned name (qstr) per code.
+
+    reply(n) alone: refusal number n (a _T_ constant), the reply's bytes from smtptext.py.
+    smtptext.py is cold (its texts were a third of the envelope's code in the heap): loaded for
+    this reply and dropped after it. If it cannot be loaded (a MemoryError), the reply is 451,
+    which asks the client to try again, as a command that fails on a MemoryError is answered
+    (repair). (Not a function of its own: its name would be one more interned name.)"""
+    if text is None:
+        try:
+            from pocketpost import smtptext
+
+            t = smtptext.text[code >> 4]  # sixteen to a literal: line code % 16 of it
+            i = 0
+            for _ in range(code & 15):
+                i = t.index(b"\n", i) + 1
+            return t[i : t.index(b"\n", i) + 1]
+        except Exception:
+            return b"451 4.3.0 local error, try again later\r\n"
+        finally:
+            smtptext = None
+            forget(("smtptext",))
     return b"%d %s\r\n" % (code, text.encode())
 
 
@@ -203,7 +225,14 @@ class Session:
         if self.delay or self.starttls:  # what the last reply asked of the shell is done
             self.delay = 0
             self.starttls = False
-        r = self.run(line)
+        # smtpenv.handle: no reference to the module outlives the call. Loading it is the
+        # command's work: a MemoryError there is answered as the command's own would be.
+        try:
+            from pocketpost import smtpenv
+        except Exception as e:
+            return self.repair(b"", e)
+        r = smtpenv.handle(self, line)
+        smtpenv = None
         if r != _GO_DATA:
             return r
         # DATA: the envelope's code is not needed until the message ends.
@@ -239,7 +268,7 @@ class Session:
         self.in_data = False  # a DATA that failed at its 354: what follows is commands again
         self.forget()
         self.hold()  # still in the command phase
-        return reply(451, "4.3.0 local error, try again later")
+        return reply(_T_LOCAL)
 
     @property
     def checking(self):
@@ -250,7 +279,7 @@ class Session:
         """Continue the password check that made handle() answer None (smtpauth.resume): None
         while it is unfinished, then the reply to the AUTH."""
         if self._check is None:
-            return reply(503, "5.5.1 nothing to resume")
+            return reply(_T_RESUME)
         from pocketpost import smtpauth
 
         return smtpauth.resume(self)
@@ -267,15 +296,6 @@ class Session:
         self.reset()
         self.in_data = False
 
-    def run(self, line):
-        """smtpenv.handle: no reference to the module outlives the call. Loading it is the
-        command's work: a MemoryError there is answered as the command's own would be."""
-        try:
-            from pocketpost import smtpenv
-        except Exception as e:
-            return self.repair(b"", e)
-        return smtpenv.handle(self, line)
-
     def feed(self, src, start, end):
         """Message text src[start:end] (any chunking) -> bytes consumed (smtpdata.feed). When
         the terminating CRLF.CRLF has been consumed, in_data turns False and `reply` holds the
@@ -283,14 +303,6 @@ class Session:
         return self.data.feed(self, src, start, end)  # type: ignore[attr-defined]  # smtpdata while in DATA
 
     # -- helpers -----------------------------------------------------------------------------
-    def error(self, r):
-        """A syntax error or unknown command: r, or 421 once there were too many."""
-        self.bad += 1
-        if self.bad >= _MAX_BAD_COMMANDS:
-            self.closing = True
-            return reply(421, "4.7.0 too many errors, closing")
-        return r
-
     def abort(self):
         """Throw away the message being received (its deliveries), if any."""
         ds = self.group
@@ -325,14 +337,6 @@ class Session:
     def auth(self):
         """AUTH is offered: a submission port with a login service."""
         return self.mode == SUBMISSION and self.svc.logins is not None
-
-    def _plain(self):
-        """PLAIN and LOGIN (the password crosses): with TLS, or where the policy allows it."""
-        lg = self.svc.logins
-        if not self.auth():
-            return False
-        p = lg.policy  # "never", "local" or "always" (serverconf; a tuple's strings are not interned names)
-        return self.tls_active or p not in ("never", "local") or (p == "local" and lg.trusted(self.peer))
 
 
 def pump(session, reader):

@@ -15,12 +15,23 @@ from pocketpost.compat import const, ticks_diff, ticks_ms
 from pocketpost.smtp import reply, text
 
 _LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
+# Refusals: smtptext.text's numbers (smtp.reply; private copies, host_tests/test_smtp_texts.py).
+_T_RESUME = const(1)
+_T_AUTH_SYNTAX = const(42)
+_T_MECH = const(43)
+_T_CLEARTEXT = const(44)
+_T_CANCELLED = const(45)
+_T_AUTH_LIMIT = const(46)
+_T_AUTH_FAILED = const(47)
 
 
 def start(s, arg):
+    """AUTH's argument, after smtpenv.auth's checks (smtpenv is loaded: the command phase)."""
+    from pocketpost import smtpenv  # (imported per call: a module-level reference would keep a dropped copy)
+
     parts = [p for p in arg.split(b" ") if p]
     if not parts or len(parts) > 2:
-        return s.error(reply(501, "5.5.4 AUTH mechanism [initial-response]"))
+        return smtpenv.error(s, reply(_T_AUTH_SYNTAX))
     mech = parts[0].upper()
     initial = parts[1] if len(parts) > 1 else None
     s.method = mech
@@ -33,9 +44,9 @@ def start(s, arg):
             return b"334 \r\n"
         return _scram(s, initial)
     if mech != b"PLAIN" and mech != b"LOGIN":
-        return reply(504, "5.5.4 unrecognized authentication type")
-    if not s._plain():
-        return reply(538, "5.7.11 encryption required for this mechanism: use STARTTLS or SCRAM-SHA-256")
+        return reply(_T_MECH)
+    if not smtpenv._plain(s):
+        return reply(_T_CLEARTEXT)
     if mech == b"PLAIN":
         if initial is None:
             s.step = "plain"
@@ -55,7 +66,7 @@ def step(s, line, step=None):
         if line == b"*":
             s.step = None
             s._scram = None
-            return reply(501, "5.0.0 authentication cancelled")
+            return reply(_T_CANCELLED)
     s.step = None
     if step == "scram":
         return _scram(s, line)
@@ -128,15 +139,15 @@ def login(s, name, u):
                  text(s.method or b"?"), s.failures)
         if s.failures >= s.svc.max_failures:
             s.closing = True
-            return reply(421, "4.7.0 too many authentication failures, closing")
-        return reply(535, "5.7.8 authentication credentials invalid")
+            return reply(_T_AUTH_LIMIT)
+        return reply(_T_AUTH_FAILED)
     loginsvc.succeed(lg, s.peer)
     s.login = name
     s.passed = True
     s._unhold()  # no AUTH after this one
     log.info("smtp %s AUTH user=%s method=%s tls=%d", s.peer, name, text(s.method or b"?"),
              int(s.tls_active))
-    return reply(235, "2.7.0 authentication successful")
+    return b"235 2.7.0 authentication successful\r\n"
 
 
 def resume(s):
@@ -144,7 +155,7 @@ def resume(s):
     None while it is unfinished, then the reply to the AUTH."""
     w = s._check
     if w is None:
-        return reply(503, "5.5.1 nothing to resume")
+        return reply(_T_RESUME)
     lg = s.svc.logins
     t0 = ticks_ms()
     while not w.step(lg.login_chunk):

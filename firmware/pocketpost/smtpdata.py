@@ -18,7 +18,15 @@ smtp.py's module doc.
 
 from pocketpost import groupcommit, log
 from pocketpost import storecore  # the exceptions; store.py (Delivery) loads at Store.begin
+from pocketpost.compat import const
 from pocketpost.smtp import reply
+
+# Refusals: smtptext.text's numbers (smtp.reply; private copies, host_tests/test_smtp_texts.py).
+_T_TOO_BIG = const(24)
+_T_FULL = const(38)
+_T_FLASH = const(39)
+_T_STORE = const(40)
+_T_BARE = const(41)
 
 
 def begin(s):
@@ -63,7 +71,7 @@ def feed(s, src, start, end):
         if s.reason is not None:
             continue  # being refused: read to the end, keep nothing
         if s.total > limit:
-            abort(s, reply(552, "5.3.4 message size exceeds fixed maximum message size"))
+            abort(s, reply(_T_TOO_BIG))
             continue
         s.fill = fill + n
         if s.fill == cap:
@@ -98,10 +106,10 @@ def write(s, buf):
 def reason(e):
     """The reply for a StoreError."""
     if isinstance(e, storecore.QuotaExceeded):
-        return reply(552, "5.2.2 mailbox full")
+        return reply(_T_FULL)
     if isinstance(e, storecore.StoreFull):
-        return reply(452, "4.3.1 insufficient system storage, try later")
-    return reply(451, "4.3.0 local storage error, try later")
+        return reply(_T_FLASH)
+    return reply(_T_STORE)
 
 
 def finish(s):
@@ -109,7 +117,7 @@ def finish(s):
     s.hold()  # back in the command phase (close() releases it)
     if s.reason is None and s.unstuffer.bad:
         # RFC 5321 2.3.8: CR and LF only as CRLF. Refused, not repaired: see smtp.py's module doc.
-        abort(s, reply(554, "5.6.0 bare CR or LF in message text (RFC 5321 2.3.8)"))
+        abort(s, reply(_T_BARE))
     if s.reason is None and s.fill:
         write(s, memoryview(s.out)[: s.fill])
     r = s.reason

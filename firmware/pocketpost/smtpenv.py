@@ -26,8 +26,50 @@ _MAX_DOMAIN = const(255)
 # SIZE= values longer than this are refused before int() (RFC 1870: a decimal number).
 _MAX_SIZE_DIGITS = const(10)
 
+# Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
+# a peer speaking another protocol (or garbage) is let go instead of answered forever.
+_MAX_BAD_COMMANDS = const(20)
+
 # data's answer when the envelope is complete: smtp.py's _GO_DATA (a private copy).
 _GO_DATA = const(354)
+# Refusals: smtptext.text's numbers (smtp.reply; private copies, host_tests/test_smtp_texts.py).
+_T_ERRORS = const(0)
+_T_AUTH_LINE = const(2)
+_T_LONG = const(3)
+_T_OCTET = const(4)
+_T_CLOSING = const(5)
+_T_UNKNOWN = const(6)
+_T_HELO_ARG = const(7)
+_T_TLS_ARG = const(8)
+_T_TLS_ON = const(9)
+_T_NO_TLS = const(10)
+_T_NO_AUTH = const(11)
+_T_EHLO_FIRST = const(12)
+_T_AUTHED = const(13)
+_T_AUTH_IN_MAIL = const(14)
+_T_HELO_FIRST = const(15)
+_T_NESTED = const(16)
+_T_AUTH_FIRST = const(17)
+_T_MAIL_SYNTAX = const(18)
+_T_SENDER = const(19)
+_T_PARAMS_EHLO = const(20)
+_T_SIZE = const(21)
+_T_BODY = const(22)
+_T_MAIL_PARAM = const(23)
+_T_TOO_BIG = const(24)
+_T_NO_ROOM = const(25)
+_T_MAIL_FIRST = const(26)
+_T_RCPT_SYNTAX = const(27)
+_T_RCPT_PARAM = const(28)
+_T_RCPT_ADDR = const(29)
+_T_RCPTS = const(30)
+_T_BAD_BOX = const(31)
+_T_NO_BOX = const(32)
+_T_RELAY = const(33)
+_T_BOXES = const(34)
+_T_BOX_ROOM = const(35)
+_T_DATA_ARG = const(36)
+_T_NO_RCPT = const(37)
 
 
 def parse(a):
@@ -128,6 +170,25 @@ def mailbox(svc, path):
     return target(svc, t) if t else None
 
 
+def error(s, r):
+    """A syntax error or unknown command: r, or 421 once there were too many (smtpauth's too)."""
+    s.bad += 1
+    if s.bad >= _MAX_BAD_COMMANDS:
+        s.closing = True
+        return reply(_T_ERRORS)
+    return r
+
+
+def _plain(s):
+    """PLAIN and LOGIN (the password crosses) are offered: with TLS, or where the policy allows
+    it (smtpauth's check too)."""
+    lg = s.svc.logins
+    if not s.auth():
+        return False
+    p = lg.policy  # "never", "local" or "always" (serverconf; a tuple's strings are not interned names)
+    return s.tls_active or p not in ("never", "local") or (p == "local" and lg.trusted(s.peer))
+
+
 def handle(s, line):
     """Session.handle's command phase: a command line (bytes), or the reader's OVERLONG /
     BAD_LINE, dispatched from COMMANDS -> the reply (None while an AUTH's hash runs), or
@@ -136,12 +197,12 @@ def handle(s, line):
         if s.step is not None:
             s.step = None
             s._scram = None
-            return reply(501, "5.5.2 bad AUTH response")
+            return reply(_T_AUTH_LINE)
         if line == OVERLONG:
-            return s.error(reply(500, "5.5.2 line too long"))
-        return s.error(reply(500, "5.5.2 invalid octet in command"))
+            return error(s, reply(_T_LONG))
+        return error(s, reply(_T_OCTET))
     if s.closing:
-        return reply(421, "4.7.0 closing")
+        return reply(_T_CLOSING)
     if s.step is not None:
         from pocketpost import smtpauth
 
@@ -151,7 +212,7 @@ def handle(s, line):
     arg = b"" if sp < 0 else bytes(line[sp + 1 :])
     fn = COMMANDS.get(kw)
     if fn is None:
-        return s.error(reply(500, "5.5.2 command not recognized"))
+        return error(s, reply(_T_UNKNOWN))
     if isinstance(fn, bytes):
         return fn  # a fixed reply
     try:
@@ -174,7 +235,7 @@ def ehlo(s, arg):
 def helo(s, arg, esmtp=False):
     arg = arg.strip()
     if not arg or len(arg) > _MAX_DOMAIN:
-        return s.error(reply(501, "5.5.4 a domain or address literal is required"))
+        return error(s, reply(_T_HELO_ARG))
     s.abort()
     s.reset()
     s.helo = text(arg)
@@ -189,34 +250,34 @@ def helo(s, arg, esmtp=False):
     if s.svc.tls_available and not s.tls_active:
         out += "250-STARTTLS\r\n"
     if s.auth() and s.login is None:
-        out += "250-AUTH PLAIN LOGIN SCRAM-SHA-256\r\n" if s._plain() else "250-AUTH SCRAM-SHA-256\r\n"
+        out += "250-AUTH PLAIN LOGIN SCRAM-SHA-256\r\n" if _plain(s) else "250-AUTH SCRAM-SHA-256\r\n"
     k = out.rfind("\n250-") + 4
     return (out[:k] + " " + out[k + 1 :]).encode()
 
 
 def starttls(s, arg):
     if arg.strip():
-        return s.error(reply(501, "5.5.4 STARTTLS takes no argument"))
+        return error(s, reply(_T_TLS_ARG))
     if s.tls_active:
-        return reply(503, "5.5.1 TLS already active")
+        return reply(_T_TLS_ON)
     if not s.svc.tls_available:
-        return reply(454, "4.7.0 TLS not available")
+        return reply(_T_NO_TLS)
     s.abort()
     s.reset()
     s.helo = None  # RFC 3207 4.2: the client starts again with EHLO
     s.starttls = True
-    return reply(220, "2.0.0 ready to start TLS")
+    return b"220 2.0.0 ready to start TLS\r\n"
 
 
 def auth(s, arg):
     if not s.auth():
-        return reply(502, "5.5.1 AUTH is offered on the submission ports only")
+        return reply(_T_NO_AUTH)
     if s.helo is None:
-        return reply(503, "5.5.1 EHLO first")
+        return reply(_T_EHLO_FIRST)
     if s.login is not None:
-        return reply(503, "5.5.1 already authenticated")
+        return reply(_T_AUTHED)
     if s.sender is not None:
-        return reply(503, "5.5.1 AUTH not allowed during a mail transaction")
+        return reply(_T_AUTH_IN_MAIL)
     from pocketpost import smtpauth
 
     return smtpauth.start(s, arg)
@@ -224,59 +285,59 @@ def auth(s, arg):
 
 def mail(s, arg):
     if s.helo is None:
-        return reply(503, "5.5.1 EHLO or HELO first")
+        return reply(_T_HELO_FIRST)
     if s.sender is not None:
-        return reply(503, "5.5.1 nested MAIL command")
+        return reply(_T_NESTED)
     if s.mode == SUBMISSION and s.login is None:
-        return reply(530, "5.7.0 authentication required")
+        return reply(_T_AUTH_FIRST)
     # (One literal per reply: each copy of it would be an object of its own in the heap.)
     parsed = args(arg[5:]) if arg[:5].upper() == b"FROM:" else None
     if parsed is None:
-        return s.error(reply(501, "5.5.4 syntax: MAIL FROM:<address>"))
+        return error(s, reply(_T_MAIL_SYNTAX))
     path, params = parsed
     sender = parse(path)
     if sender is None:
-        return s.error(reply(501, "5.1.7 bad sender address syntax"))
+        return error(s, reply(_T_SENDER))
     size = 0
     limit = s.svc.cfg["max_message_size"]
     for p in params:
         if not s.esmtp:
-            return reply(555, "5.5.4 parameters need EHLO")
+            return reply(_T_PARAMS_EHLO)
         k = p.find(b"=")
         key = (p if k < 0 else p[:k]).upper()
         val = b"" if k < 0 else p[k + 1 :]
         if key == b"SIZE":
             if not val or len(val) > _MAX_SIZE_DIGITS or not val.isdigit():
-                return reply(501, "5.5.4 bad SIZE value")
+                return reply(_T_SIZE)
             size = int(val)
         elif key == b"BODY":
             if val.upper() not in (b"7BIT", b"8BITMIME"):
-                return reply(501, "5.5.4 BODY is 7BIT or 8BITMIME")
+                return reply(_T_BODY)
         elif key == b"AUTH":
             pass  # RFC 4954 5: we deliver locally and never relay, so it changes nothing
         else:
-            return reply(555, "5.5.4 unsupported MAIL parameter")
+            return reply(_T_MAIL_PARAM)
     if size > limit:
-        return reply(552, "5.3.4 message size exceeds fixed maximum message size")
+        return reply(_T_TOO_BIG)
     if size:
         room = groupcommit.room(s.svc.store)
         if 0 <= room < size:  # RFC 1870 6.1: a temporary shortage is 452 (the sender retries)
-            return reply(452, "4.3.1 insufficient system storage for a message of that size")
+            return reply(_T_NO_ROOM)
     s.sender = sender
     s.size = size
     s.passed = True
-    return reply(250, "2.1.0 sender ok")
+    return b"250 2.1.0 sender ok\r\n"
 
 
 def rcpt(s, arg):
     if s.sender is None:
-        return reply(503, "5.5.1 MAIL first")
+        return reply(_T_MAIL_FIRST)
     parsed = args(arg[3:]) if arg[:3].upper() == b"TO:" else None
     if parsed is None:
-        return s.error(reply(501, "5.5.4 syntax: RCPT TO:<address>"))
+        return error(s, reply(_T_RCPT_SYNTAX))
     path, params = parsed
     if params:
-        return reply(555, "5.5.4 unsupported RCPT parameter")
+        return reply(_T_RCPT_PARAM)
     addr = parse(path) or None  # the null path is no recipient
     if addr is not None:
         addr = addr.lower()
@@ -285,10 +346,10 @@ def rcpt(s, arg):
         if path.lower() == b"postmaster" and s.svc.domains:
             addr = "postmaster@" + s.svc.domains[0]
         else:
-            return s.error(reply(501, "5.1.3 bad recipient address syntax"))
+            return error(s, reply(_T_RCPT_ADDR))
     cfg = s.svc.cfg
     if s.count >= cfg["max_recipients"]:
-        return reply(452, "4.5.3 too many recipients")
+        return reply(_T_RCPTS)
     key = addr
     if ord(addr[0]) == 34:  # a quoted local part: the mailbox its unquoted form names
         a = addr.encode()
@@ -303,36 +364,36 @@ def rcpt(s, arg):
         # An "@" inside it would make a second address (Postfix resolves the inner one: a
         # relay); an empty one names nobody. (Not a syntax error: not counted as one.)
         if not u or b"@" in u:
-            return reply(553, "5.1.3 mailbox name not allowed")
+            return reply(_T_BAD_BOX)
         key = (bytes(u) + a[at:]).decode()
     box = mailbox(s.svc, key)
     if box is None:
         if addr[addr.rfind("@") + 1 :] in s.svc.domains:
-            return reply(550, "5.1.1 no such mailbox here")
-        return reply(550, "5.7.1 relaying denied: this server delivers only to its own domains")
+            return reply(_T_NO_BOX)
+        return reply(_T_RELAY)
     if box not in s.mailboxes:
         if len(s.mailboxes) >= cfg["max_mailboxes"]:
-            return reply(452, "4.5.3 too many mailboxes for one message, send the rest later")
+            return reply(_T_BOXES)
         if s.size:
             room = groupcommit.room(s.svc.store, box)
             if 0 <= room < s.size:
-                return reply(452, "4.3.1 insufficient storage for a message of that size")
+                return reply(_T_BOX_ROOM)
         s.mailboxes.append(box)
     s.count += 1
     if s.dest is None:
         s.dest = addr
-    return reply(250, "2.1.5 recipient ok")
+    return b"250 2.1.5 recipient ok\r\n"
 
 
 def data(s, arg):
     """The envelope's checks and the trace fields; the message itself begins in the session
     (smtpdata.begin), once this module has been handed back (_GO_DATA)."""
     if arg.strip():
-        return s.error(reply(501, "5.5.4 DATA takes no argument"))
+        return error(s, reply(_T_DATA_ARG))
     if s.sender is None:
-        return reply(503, "5.5.1 MAIL first")
+        return reply(_T_MAIL_FIRST)
     if not s.count:
-        return reply(554, "5.5.1 no valid recipients")
+        return reply(_T_NO_RCPT)
     s.reply = headers(s)  # to smtpdata.begin (Session.reply)
     return _GO_DATA
 

@@ -9,7 +9,7 @@ LineReader's buffer, TLS wrapped inside the handler, STARTTLS by swapping the so
 Admission is listener.Slots, as for POP3: a connection still pre-auth (before MAIL on port 25,
 before AUTH on submission) is evicted, oldest first, when a new one finds the caps full; one
 past pre-auth never is. Per connection it allocates, once: a wire.LineReader whose buffer holds
-one maximal line plus a block (commands and message text are both read into it); the session's
+one maximal line or one block, the larger (commands and message text are both read into it); the session's
 DATA output block is made per message (smtp.Session.handle). smtp.pump() runs everything
 buffered through the session; its replies go out as one write (RFC 2920), after the failed-AUTH
 delay if any.
@@ -174,10 +174,12 @@ class SmtpServer:
             log.info("smtp #%d %s connect %s tls=%d sessions=%d", sid, ip, mode, int(implicit), self.slots.sessions)
             # The session's loop, inline: in a coroutine of its own it was one more generator (288 B
             # on the 64-bit host) per session.
-            # One maximal line plus a block, made at connect: a reader of one line would hold ~1 KB less
-            # in the command phase, but 10 MiB took 17% more CPU through it, and given its block at
-            # the first DATA its 2 KB failed first in bench_heap c (DATA is where c runs out).
-            lines = LineReader(sm["max_line"], sm["max_line"] + sm["block_size"])
+            # One maximal line or one block, whichever is larger (1,024 B by default), made at
+            # connect: message text is read a block at a time, all of it un-stuffed before the next
+            # read. (It held a line plus a block, 2 KB: w15-smtpheap's bench_smtp runs, 10 MiB in
+            # 8 pairs, found no CPU cost for the 1 KB less in both phases; 17% more was measured
+            # in an earlier tree, before the per-chunk garbage went, w12-chunkalloc.)
+            lines = LineReader(sm["max_line"], sm["block_size"])
             await conn.send(session.greeting())
             while True:
                 replies = mod.pump(session, lines)

@@ -1156,3 +1156,62 @@ def test_received_date_names_every_weekday_and_month():
             assert smtpenv.stamp() == want, (smtpenv.stamp(), want)
     finally:
         smtpenv.time = real
+
+
+def test_refusals_come_from_the_cold_texts_which_are_dropped_after_each_reply():
+    # Every 4xx / 5xx text is smtptext.py's (smtp.reply(n)): loaded for the one reply and dropped
+    # after it (MicroPython: compat.forget), so no session holds those texts in the heap. The
+    # reply is the text its number names, for the envelope's (smtpenv), the message phase's
+    # (smtpdata) and the session's own (smtp.error's limit) refusals.
+    import sys
+
+    def body(e):
+        c = e.session()
+        assert c.cmd(b"MAIL FROM:<a@b.example>") == b"503 5.5.1 EHLO or HELO first\r\n"
+        assert c.cmd(b"EHLO x") [:4] == b"250-"
+        assert c.cmd(b"RCPT TO:<a@elsewhere.example>") == b"503 5.5.1 MAIL first\r\n"
+        assert c.cmd(b"MAIL FROM:<a@b.example> SIZE=99999") == (
+            b"552 5.3.4 message size exceeds fixed maximum message size\r\n")
+        assert c.cmd(b"MAIL FROM:<a@b.example>") == b"250 2.1.0 sender ok\r\n"
+        assert c.cmd(b"RCPT TO:<a@elsewhere.example>") == (
+            b"550 5.7.1 relaying denied: this server delivers only to its own domains\r\n")
+        assert c.cmd(b"RCPT TO:<nobody@example.org>") == b"550 5.1.1 no such mailbox here\r\n"
+        assert c.cmd(b"RCPT TO:<alice@example.org>") == b"250 2.1.5 recipient ok\r\n"
+        assert codes(c.send(b"DATA\r\nlone\nLF\r\n.\r\n")) == [354, 554]
+        assert c.cmd(b"NOOP") == b"250 2.0.0 OK\r\n"
+        if sys.implementation.name == "micropython":
+            assert "pocketpost.smtptext" not in sys.modules
+        r = b""
+        for _ in range(25):
+            r = c.cmd(b"BOGUS")
+            if c.s.closing:
+                break
+        assert r == b"421 4.7.0 too many errors, closing\r\n" and c.s.closing
+        if sys.implementation.name == "micropython":
+            assert "pocketpost.smtptext" not in sys.modules
+        assert e.tmp_empty()
+
+    with_env(body)
+
+
+def test_a_refusal_whose_texts_cannot_load_is_a_451():
+    # smtptext.py is loaded for each refusal: where that fails (a MemoryError: the heap is short
+    # when refusals are made under load), the reply is the 451 "try again later" a command failing
+    # on a MemoryError gets, never an exception out of the session.
+    import pocketpost
+
+    def body(e):
+        c = e.session()
+        assert codes(c.cmd(b"EHLO x")) == [250]
+        pocketpost.smtptext = object()  # what `from pocketpost import smtptext` finds: no texts
+        try:
+            assert c.cmd(b"RCPT TO:<alice@example.org>") == b"451 4.3.0 local error, try again later\r\n"
+        finally:
+            try:
+                del pocketpost.smtptext
+            except (AttributeError, KeyError):  # dropped already (MicroPython's compat.forget)
+                pass
+        assert c.cmd(b"RCPT TO:<alice@example.org>") == b"503 5.5.1 MAIL first\r\n"
+        assert codes(c.send(transaction(body=b"ok\r\n"))) == [250, 250, 250, 354, 250]
+
+    with_env(body)
