@@ -173,6 +173,7 @@ _E_CLOSED = const(0)
 _E_NODIGEST = const(1)
 _E_LARGE = const(2)
 _E_QUOTA = const(3)
+_E_FLASH = const(8)
 _LF = const(10)
 _CR = const(13)
 _DOT = const(46)
@@ -208,6 +209,21 @@ class Delivery:
     starting with "."), tmp, box, limit, exc_type.
     """
 
+    # Defaults as class attributes, as smtp.Session's: an instance holds only what it has set.
+    # Each is set on the instance only by the delivery that needs it (a digest, a restore, a
+    # memoryview or a lone LF written, a dot line), so a delivery through the SMTP receiver or the
+    # POP3 client sets 9 to 11 attributes: an attribute table of 10 or 12 slots (160 or 192 B on
+    # the 64-bit host) instead of the 17 (272 B, 368 B with a lone LF's _omv) that setting all of
+    # them took: bench_heap c ran out on that block, one per recipient mailbox.
+    dots = 0  # dots added so far (lines starting with ".")
+    done = False  # finish() ended the message (digest, seal): no more write()
+    sha1 = None  # the SHA-1 of the message so far, with begin(..., digest=True)
+    _out = None  # slow path output buffer, made at the first lone LF (with _omv, its view)
+    _count = 0  # octets waiting in it (within a storewalk._lines call only)
+    _block = None  # input buffer a memoryview is copied into, made at the first one
+    _mv = None  # its memoryview
+    _uid = None  # (epoch, seq) given to Store.begin, else None: the next seq
+
     def __init__(self, store, box, arrival, limit, exc_type, digest=False, uid=None):
         self.store = store
         self.box = box  # the mailbox's RAM state (the group commit checks its mailboxes are distinct)
@@ -216,17 +232,11 @@ class Delivery:
         self.exc_type = exc_type  # raised past `limit`: StoreFull (flash) or QuotaExceeded
         self.size = 0
         self._last = _LF  # pretend a line just ended: a leading LF is lone, a leading "." a dot line
-        self.dots = 0  # dots added so far (lines starting with ".")
-        self.done = False  # finish() ended the message (digest, seal): no more write()
-        self.sha1 = None  # the SHA-1 of the message so far, with begin(..., digest=True)
         if digest:
             self.sha1 = hashlib.sha1()
-        self._out = None  # slow path output buffer, made at the first lone LF (with _omv, its view)
-        self._count = 0  # octets waiting in it (within a storewalk._lines call only)
-        self._block = None  # input buffer a memoryview is copied into, made at the first one
-        self._mv = None  # its memoryview
+        if uid is not None:
+            self._uid = uid
         self.file = None  # the temp file, open while the message is written
-        self._uid = uid  # (epoch, seq) given to Store.begin, else None: the next seq
         self.tmp = None  # the temp file's path while the delivery is open or sealed, else None
         box.busy += 1
         try:
@@ -305,7 +315,8 @@ class Delivery:
 
     def _room(self, n):
         if self.limit >= 0 and self.size + self.dots + n > self.limit:
-            raise self.exc_type(_E_LARGE)
+            # Which limit is short: the mailbox quota, or the flash (less the store's reserve).
+            raise self.exc_type(_E_LARGE if self.exc_type is QuotaExceeded else _E_FLASH)
 
     def _dots(self, buf, end, pos):
         """buf[:end] (bytes or bytearray, every LF with its CR) into the file with a "." added

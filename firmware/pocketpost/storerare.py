@@ -33,12 +33,13 @@ _SIZE = const(0x3FFFFFFF)  # storeindex's (the file's octets in a record's size 
 TEXTS = (
     "delivery is closed",  # 0
     "delivery keeps no digest",  # 1
-    "message too large for the space left",  # 2
+    "message too large for the mailbox quota left",  # 2 (QuotaExceeded)
     "mailbox quota exceeded",  # 3
     "stuffed message: LIST size needed for its name",  # 4
     "bad mailbox name",  # 5
     "no such mailbox",  # 6
     "bad uid",  # 7
+    "message too large for the flash space left",  # 8 (StoreFull: the free flash less the reserve)
 )
 
 
