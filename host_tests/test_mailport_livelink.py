@@ -190,3 +190,62 @@ def test_a_partial_line_on_the_serial_port_does_not_stop_the_board(tmp_path):
         r = run_ppadmin("export", pb.tty, "bob", "--live", "--maildir", tmp_path / "md", timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
         assert _maildir(tmp_path / "md", "bob") == [stored_form(m) for m in MSGS]
+
+
+def _until(fd, marker, timeout, times=1, got=b""):
+    """What the board wrote on the port (after `got`, read before) until `marker` is in it
+    `times` times (bounded: AssertionError after timeout)."""
+    import select
+
+    deadline = time.monotonic() + timeout
+    while got.count(marker) < times:
+        left = deadline - time.monotonic()
+        assert left > 0, (marker, got[-2000:])
+        if select.select([fd], [], [], left)[0]:
+            got += os.read(fd, 65536)
+    return got
+
+
+def _served(pop_port):
+    c = poplib.POP3("127.0.0.1", pop_port, timeout=5)  # the greeting, the login: the loop runs
+    c.user("bob")
+    c.pass_("secret")
+    assert c.stat()[0] == 3
+    c.quit()
+
+
+def test_a_host_that_stops_mid_line_does_not_stop_the_board(tmp_path):
+    """The live session read the host's lines with readexactly()/readline() on the blocking serial
+    stream: a host that died mid-line (or a stray partial line) held the event loop, POP3 and SMTP
+    stopped answering and the 30 s idle cut-off (LIVE_IDLE_MS) could never fire (a board's
+    watchdog then reset it). Now, for an export (the host's ack "~" cut before its line feed)
+    and an import (a line announced 0x801 octets long, four sent), the POP3 server answers while
+    the host is silent, the session ends at the cut-off with a log line, and the next one works."""
+    from pocketpost import mailport as board_mailport
+
+    idle = board_mailport.LIVE_IDLE_MS / 1000
+    pop_port = free_port()
+    img = _image(tmp_path, pop_port)
+    with pseudoboard.PseudoBoard(str(tmp_path / "pb"), image=img, boot=True, heapsize=HEAP) as pb:
+        wait_port(pop_port, pb.alive)
+        fd = os.open(pb.tty, os.O_RDWR | os.O_NOCTTY)
+        try:
+            for cmd, cut in ((b"export alice", b"~"), (b"serve", b"0801QUJD")):
+                os.write(fd, b"pocketpost-live 1 " + cmd + b"\n")
+                seen = _until(fd, b"@pocketpost-live ok\n", 10)
+                if cmd.startswith(b"export"):  # the window of lines out, then the board waits for an ack
+                    _until(fd, b"\n@", 20, 5, seen)
+                os.write(fd, cut)
+                t0 = time.monotonic()
+                time.sleep(0.5)
+                _served(pop_port)
+                out = _until(fd, b"usb link: " + cmd + b" failed: ", idle + 15)
+                waited = time.monotonic() - t0
+                assert idle - 1 <= waited <= idle + 15, waited
+                assert b"the host sent nothing for %d s" % idle in out, out[-500:]
+                _served(pop_port)
+        finally:
+            os.close(fd)
+        r = run_ppadmin("export", pb.tty, "bob", "--live", "--maildir", tmp_path / "md", timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert _maildir(tmp_path / "md", "bob") == [stored_form(m) for m in MSGS]

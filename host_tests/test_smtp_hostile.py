@@ -269,6 +269,10 @@ def test_silent_peers_never_keep_a_sender_out(srv):
     try:
         for p in silent[: cap + 1]:  # the oldest: evicted by the newer ones and by the sender
             assert p.eof(10)
+            # told why (RFC 5321 3.8), as a refused one is; it was dropped without a word
+            assert p.buf.startswith(b"421 4.7.0 ") and p.buf.endswith(b" too many connections, try later\r\n"), p.buf
+        for p in silent[cap + 1:]:  # (nothing said to those still admitted)
+            assert p.buf == b"", p.buf
         assert srv.log().count("evicted") - before == cap + 1, srv.log()[-3000:]
         assert srv.log().count("smtp 127.0.0.1 refused") == refused
     finally:
@@ -355,6 +359,119 @@ def test_refused_peer_gets_421_without_a_session_and_tasks_are_the_slots(tmp_pat
             assert (await r1.readline()).startswith(b"221 ")
             w1.close()
             await until(lambda: len(srv.tasks()) == base and srv.slots.sessions == 0)
+        finally:
+            srv.close()
+
+    asyncio.run(main())
+
+
+def test_evicted_peer_is_told_why_in_process(tmp_path):
+    """In-process (CPython; the micropython run is test_silent_peers_never_keep_a_sender_out): three
+    connections from one address, two per address allowed: the oldest, greeted and silent, is
+    evicted with a 421 naming the host (it got a bare EOF), the one that got past pre-auth is
+    never evicted, and a refused connection gets its 421 too."""
+    import asyncio
+
+    from helpers import free_port
+    from pocketpost import config as config_mod
+    from pocketpost import smtpserver
+    from pocketpost.store import Store
+
+    port = free_port()
+    raw = {"store": {"root": str(tmp_path / "mail")},
+           "server": {"host": "127.0.0.1", "hostname": "mx.example.org", "port": 0, "pop3s_port": 0,
+                      "pbkdf2_iterations": 5, "cert": "", "key": ""},
+           "smtp": {"port": port, "submission_port": 0, "smtps_port": 0, "domains": ["example.org"],
+                    "max_sessions": 4, "max_sessions_per_addr": 2}}
+    config_mod.add_user(raw, "alice", "pw", 5)
+    cfg = config_mod.check(raw)
+    st = Store(cfg["store"]["root"])
+    busy = b"421 4.7.0 mx.example.org too many connections, try later\r\n"
+
+    async def main():
+        srv = await smtpserver.start(cfg, st)
+        try:
+            r1, w1 = await asyncio.open_connection("127.0.0.1", port)
+            assert (await r1.readline()).startswith(b"220 ")
+            r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+            assert (await r2.readline()).startswith(b"220 ")
+            w2.write(b"HELO x\r\nMAIL FROM:<a@example.net>\r\n")  # past pre-auth: never evicted
+            assert (await r2.readline()).startswith(b"250 ")
+            assert (await r2.readline()).startswith(b"250 ")
+            r3, w3 = await asyncio.open_connection("127.0.0.1", port)
+            assert (await asyncio.wait_for(r3.readline(), 5)).startswith(b"220 ")
+            # the first: its slot went to the third, and it is told so before the close
+            assert await asyncio.wait_for(r1.read(1000), 5) == busy
+            assert await asyncio.wait_for(r1.read(1000), 5) == b""
+            # two from this address now, neither pre-auth... the third is: a fourth evicts it
+            r4, w4 = await asyncio.open_connection("127.0.0.1", port)
+            assert (await asyncio.wait_for(r4.readline(), 5)).startswith(b"220 ")
+            assert await asyncio.wait_for(r3.read(1000), 5) == busy
+            w4.write(b"HELO x\r\nMAIL FROM:<a@example.net>\r\n")
+            assert (await r4.readline()).startswith(b"250 ")
+            assert (await r4.readline()).startswith(b"250 ")
+            # both slots past pre-auth: a fifth is refused, with the same words
+            r5, w5 = await asyncio.open_connection("127.0.0.1", port)
+            assert await asyncio.wait_for(r5.read(1000), 5) == busy
+            assert await asyncio.wait_for(r5.read(1000), 5) == b""
+            for r, w in ((r2, w2), (r4, w4)):
+                w.write(b"QUIT\r\n")
+                assert (await r.readline()).startswith(b"221 ")
+            for w in (w1, w2, w3, w4, w5):
+                w.close()
+        finally:
+            srv.close()
+
+    asyncio.run(main())
+
+
+def test_no_421_inside_a_reply_an_evicted_peer_left_half_read(tmp_path, monkeypatch):
+    """In-process (CPython): a pre-auth peer evicted while its reply is half-sent (the peer stopped
+    reading: here the connection's send() stalls after half the reply) gets no 421 after that
+    half: it would read it as the rest of the reply. It only sees the close."""
+    import asyncio
+
+    from helpers import free_port
+    from pocketpost import config as config_mod
+    from pocketpost import smtpserver
+    from pocketpost.store import Store
+
+    port = free_port()
+    raw = {"store": {"root": str(tmp_path / "mail")},
+           "server": {"host": "127.0.0.1", "port": 0, "pop3s_port": 0, "pbkdf2_iterations": 5, "cert": "", "key": ""},
+           "smtp": {"port": port, "submission_port": 0, "smtps_port": 0, "domains": ["example.org"],
+                    "max_sessions": 4, "max_sessions_per_addr": 1}}
+    config_mod.add_user(raw, "alice", "pw", 5)
+    cfg = config_mod.check(raw)
+    st = Store(cfg["store"]["root"])
+
+    base = smtpserver.ServerConn
+    sent = []
+
+    class Stalling(base):
+        async def send(self, data, ms=None):
+            sent.append(bytes(data))
+            if bytes(data).startswith(b"250 2.0.0"):  # the NOOP's reply: half of it, then no progress
+                self.send_nowait(bytes(data)[:5])
+                await asyncio.Event().wait()  # (never set: cancelled by the eviction)
+            await base.send(self, data, ms)
+
+    monkeypatch.setattr(smtpserver, "ServerConn", Stalling)
+
+    async def main():
+        srv = await smtpserver.start(cfg, st)
+        try:
+            r1, w1 = await asyncio.open_connection("127.0.0.1", port)
+            assert (await r1.readline()).startswith(b"220 ")
+            w1.write(b"NOOP\r\n")
+            assert await asyncio.wait_for(r1.readexactly(5), 5) == b"250 2"
+            r2, w2 = await asyncio.open_connection("127.0.0.1", port)  # evicts the first
+            assert (await asyncio.wait_for(r2.readline(), 5)).startswith(b"220 ")
+            assert await asyncio.wait_for(r1.read(1000), 5) == b"", sent  # the close, and nothing else
+            w2.write(b"QUIT\r\n")
+            assert (await r2.readline()).startswith(b"221 ")
+            w1.close()
+            w2.close()
         finally:
             srv.close()
 

@@ -601,25 +601,76 @@ LIVE_IDLE_MS = const(30000)
 
 class _LiveIn:
     """Input of a live session: one host line (_Base64In's framing) at a time, read by fill()
-    from an asyncio stream; readinto returns None when nothing is left (the pipe yields _NEED)."""
+    from the serial port; readinto returns None when nothing is left (the pipe yields _NEED).
+
+    The port is a blocking stream: readexactly(n) or readline() after asyncio's poll blocked the
+    whole event loop until the rest came, so a host that died mid-line (or a stray partial line)
+    stopped POP3 and SMTP, and LIVE_IDLE_MS (asyncio.wait_for, in that same loop) never fired; a
+    board's watchdog reset it. Now a byte is read only once a poll of the port (its own poller:
+    no allocation per byte) says one is there, into the line's buffer; with none there the wait
+    is asyncio's, LIVE_IDLE_MS at most (then the session ends: board.Runner.usb_link logs it)."""
 
     def __init__(self, reader, ack):
+        import select
+
         self.r = reader
         self.ack = ack
+        self.s = getattr(reader, "s", reader)  # the port (MicroPython's StreamReader keeps it as .s)
+        p = select.poll()
+        p.register(self.s, select.POLLIN)
+        # ipoll: an iterator over the poller's own tuple, allocation-free (CPython has only poll,
+        # which makes a list: it never runs a live link)
+        self.poll = getattr(p, "ipoll", p.poll)
+        self.line = bytearray(_IN_LINE)
+        self.mv = memoryview(self.line)
+        self.one = bytearray(1)
         self.data = b""
         self.pos = 0
 
-    async def fill(self):
+    async def _read(self, n, lf):
+        """Bytes of the port into self.line until n of them, or (lf) a line feed; returns how
+        many (EOFError when the port closes, OSError after LIVE_IDLE_MS without a byte)."""
         import asyncio
 
-        h = await asyncio.wait_for(self.r.readexactly(4), LIVE_IDLE_MS / 1000)
-        n = int(h, 16)
+        line = self.line
+        one = self.one
+        got = 0
+        while got < n:
+            ready = False
+            for _ in self.poll(0):
+                ready = True
+            if ready:  # a byte the poll announced is there: a one-byte read returns at once
+                if not self.s.readinto(one):
+                    raise EOFError("port closed")
+                c = one[0]
+            else:  # none yet: wait in the event loop (other tasks run), bounded
+                try:
+                    b = await asyncio.wait_for(self.r.read(1), LIVE_IDLE_MS / 1000)
+                except asyncio.TimeoutError:
+                    raise OSError("the host sent nothing for %d s" % (LIVE_IDLE_MS // 1000))
+                if not b:
+                    raise EOFError("port closed")
+                c = b[0]
+            line[got] = c
+            got += 1
+            if lf and c == 10:
+                break
+        return got
+
+    async def fill(self):
+        await self._read(4, False)
+        n = int(bytes(self.mv[:4]), 16)
         if not 0 < n <= _IN_LINE - 4:
             raise ValueError("bad line length")
-        line = await asyncio.wait_for(self.r.readexactly(n), LIVE_IDLE_MS / 1000)
+        await self._read(n, False)
         self.ack.write("@~\n")
-        self.data = binascii.a2b_base64(line[:-1])
+        self.data = binascii.a2b_base64(self.mv[: n - 1])  # type: ignore[arg-type]  # stub: any buffer is taken
         self.pos = 0
+
+    async def acked(self):
+        """One line from the host (read as fill's): True if it is an ack ("~")."""
+        k = await self._read(_IN_LINE, True)
+        return bytes(self.mv[:k]).strip() == b"~"
 
     def readinto(self, buf):
         if self.pos == len(self.data):
@@ -643,10 +694,7 @@ async def _drive(steps, inp, out=None):
         else:
             await asyncio.sleep(0)
         while out is not None and out.lines - acked > _LIVE_WINDOW:
-            ln = await asyncio.wait_for(inp.r.readline(), LIVE_IDLE_MS / 1000)
-            if not ln:
-                raise EOFError("port closed")
-            if ln.strip() == b"~":
+            if await inp.acked():
                 acked += 1
 
 

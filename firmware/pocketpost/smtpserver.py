@@ -155,21 +155,25 @@ class SmtpServer:
         sid = 0
         sm = self.sm
         mod = None
+        # No 421 of ours may go out now: not yet admitted, a reply or a TLS handshake under way
+        # (it would land inside them), or refused on SMTPS (no handshake spent on it).
+        hush = True
         try:
             ip = peer_ip(writer)
             conn = ServerConn.from_stream(reader, writer)
             conn.idle = sm["command_timeout"]
             conn.limit("authorization", sm["preauth_timeout"])  # listener's deadline names
             slot = self.slots.admit(ip, asyncio.current_task())
-            if isinstance(slot, str):  # refused: no Session is built for its one reply
+            if isinstance(slot, str):  # refused: its one reply (the 421 below), no Session built for it
                 slot = None
-                if not implicit:  # SMTPS: no handshake is spent on a refused peer
-                    await conn.send(b"421 4.7.0 %s too many connections, try later\r\n" % self._svc_args[3].encode())
+                hush = implicit
                 return
+            hush = False
             sid = slot.sid
             mod = self.hold()
             session = mod.Session(self.svc, ip, mode, implicit)
             if implicit:
+                hush = True
                 await conn.start_tls(self.ctx, None, True, self.handshake_s * 1000)
             log.info("smtp #%d %s connect %s tls=%d sessions=%d", sid, ip, mode, int(implicit), self.slots.sessions)
             # The session's loop, inline: in a coroutine of its own it was one more generator (288 B
@@ -180,7 +184,9 @@ class SmtpServer:
             # 8 pairs, found no CPU cost for the 1 KB less in both phases; 17% more was measured
             # in an earlier tree, before the per-chunk garbage went, w12-chunkalloc.)
             lines = LineReader(sm["max_line"], sm["block_size"])
+            hush = True
             await conn.send(session.greeting())
+            hush = False
             while True:
                 replies = mod.pump(session, lines)
                 if session.checking:  # an AUTH's hash, in slices: other sessions run in between
@@ -197,6 +203,7 @@ class SmtpServer:
                         await conn.pause(session.delay)
                     if session.starttls:
                         conn.before_tls()
+                    hush = True
                     await conn.send(replies[0] if len(replies) == 1 else b"".join(replies))
                     if session.starttls:
                         lines.clear()  # RFC 3207 4.2: nothing sent before the handshake is kept
@@ -204,6 +211,7 @@ class SmtpServer:
                         await conn.start_tls(self.ctx, None, True, self.handshake_s * 1000)
                         session.tls_active = True
                         log.info("smtp #%d %s STARTTLS", sid, session.peer)
+                    hush = False
                     if session.closing:
                         return
                     continue
@@ -217,7 +225,7 @@ class SmtpServer:
                 heapmark.sample("smtp")  # mid-DATA too: the delivery's file and buffers are open
         except Timeout as e:
             log.info("smtp #%d %s timeout (%s)", sid, ip, e.name)
-            if conn is not None and session is not None:
+            if conn is not None and session is not None and not hush:  # (not inside a reply)
                 try:  # best effort, never waits: the peer may not be reading
                     conn.send_nowait(session.timeout_reply())
                 except Exception:
@@ -236,6 +244,14 @@ class SmtpServer:
                 mod = None
                 self.release()
             if conn is not None:
+                if not hush and not conn.handshaking and (slot is None or slot.released):
+                    # Refused at the caps, or evicted (listener.Slots.admit: its pre-auth slot
+                    # went to a newer connection): told why (RFC 5321 3.8: 421 and close), not
+                    # dropped without a word. (A session that ended otherwise holds its slot here.)
+                    try:  # best effort, never waits: the peer may not be reading
+                        conn.send_nowait(b"421 4.7.0 %s too many connections, try later\r\n" % self._svc_args[3].encode())
+                    except Exception:
+                        pass
                 conn.close(True)
             else:  # failed before adopting the stream (a MemoryError making it): its socket
                 try:
