@@ -159,3 +159,65 @@ def test_an_account_pointed_at_another_server_is_refused_before_it_deletes_unfet
     assert who.read_text() == "alice\n127.0.0.1"
     assert len(local_messages(tmp_path / "store")) == 5
 
+
+def test_the_boards_schedule_refuses_an_account_renamed_without_its_state(dc, tmp_path):
+    """The board's fetch schedule did not check for an account renamed in config.json whose state
+    files were not (the fetch CLI did): every message kept on the server was stored a second time.
+    Now the board's start refuses it (an error line naming the files to rename; admin.status()
+    shows it in "fetches") and the schedule never fetches it, while another account fetches as
+    before; restarted with the files renamed as told, it fetches nothing twice. (CPython:
+    boardstart.start and Runner.fetch_schedule as board.main runs them, the real client, Dovecot.)"""
+    import asyncio
+
+    from pocketpost import admin, board, boardstart, log
+    from pocketpost import store as storemod
+
+    dc.seed("alice", MESSAGES[:3])
+    dc.seed("bob", MESSAGES[3:4])
+    rc, out = run_cli(tmp_path, account(dc, tmp_path))
+    assert rc == 0 and "3 fetched" in out, out
+    home = account(dc, tmp_path, name="home")
+    other = account(dc, tmp_path, name="other", user="bob", mailbox="bob")
+    cfg = {"store": {"root": str(tmp_path / "store"), "quota": 0}, "accounts": [home, other],
+           "services": {"fetch_interval_s": 3600, "server": False}}
+    lines = []
+    log.set_sink(lines.append)
+    storemod.reboot()
+    r = None
+    try:
+        async def go():
+            await boardstart.start(r)
+            t = asyncio.create_task(r.fetch_schedule(3600))
+            for _ in range(600):  # bounded: 60 s
+                if "other" in r.fetches and "home" in r.fetches:
+                    break
+                await asyncio.sleep(0.1)
+            for _ in range(20):  # (a refused account's loop runs once more: still not fetched)
+                await asyncio.sleep(0)
+            t.cancel()
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+
+        r = board.Runner(cfg, board.Hardware())
+        asyncio.run(go())
+        board.current = r
+        fetches = admin.status_dict()["fetches"]
+        board.current = None
+        state = tmp_path / "state"
+        for ext in (".uidl", ".who"):
+            (state / ("isp" + ext)).rename(state / ("home" + ext))
+        r = board.Runner(cfg, board.Hardware())  # restarted
+        asyncio.run(go())
+    finally:
+        board.current = None
+        log.set_sink(None)
+        storemod.reboot()
+    assert fetches["other"].get("fetched") == 1, (fetches, lines)
+    err = fetches["home"]["error"]
+    assert "isp.uidl" in err and "rename" in err, fetches
+    assert any("fetch home refused until the board restarts" in ln and "isp.uidl" in ln and "home.uidl" in ln for ln in lines), lines
+    assert r.fetches["home"].get("fetched") == 0, r.fetches  # renamed as told: nothing twice
+    assert len(local_messages(tmp_path / "store")) == 3  # (before: 6, each one stored twice)
+    assert local_messages(tmp_path / "store", "bob") == MESSAGES[3:4]
