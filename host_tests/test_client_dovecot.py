@@ -204,6 +204,11 @@ def test_verification(dc, tmp_path):
     # the same address without verification works: the refusal above was the name check
     rc, out = run_cli(tmp_path, account(dc, tmp_path, host="127.0.0.2", tls="stls", ca=None, verify=False))
     check_ok(rc, out)
+    # the same mailbox at another address than the one its state was made at: refused until the
+    # user says so by deleting <name>.who (clientconf._owner)
+    rc, out = run_cli(tmp_path, account(dc, tmp_path, ca=None, verify=False))
+    assert rc == 1 and "for server 127.0.0.2, not localhost" in out, out
+    (tmp_path / "state" / "isp.who").unlink()
     rc, out = run_cli(tmp_path, account(dc, tmp_path, ca=None, verify=False))
     check_ok(rc, out)
     assert "verification DISABLED" in out

@@ -97,3 +97,127 @@ def test_an_account_renamed_in_the_config_is_refused_until_its_state_follows(dc,
     # a second account of another user, new, beside it: not refused
     rc, out = run_cli(tmp_path, account(dc, tmp_path, name="other", user="bob"))
     assert rc == 0, out
+
+
+UIDL_NUMBERS = """\
+pop3_uidl_format = %u
+"""
+
+
+@pytest.fixture(scope="module")
+def two_servers():
+    """Two Dovecots, each with its own mailbox alice, numbering UIDLs "1", "2", ... as many servers do."""
+    ds = [Dovecot(users={"alice": PASSWORD}, extra=UIDL_NUMBERS) for _ in range(2)]
+    try:
+        for d in ds:
+            d.start()
+        yield ds
+    finally:
+        for d in ds:
+            d.stop()
+
+
+def test_an_account_pointed_at_another_server_is_refused_before_it_deletes_unfetched_mail(two_servers, tmp_path):
+    """The account "isp" (user alice) fetched three messages from one server; then its host was
+    changed to another server, its name and user kept, policy delete. Both number UIDLs "1", "2",
+    ...: the new server's two messages were taken for stored (the old server's 1 and 2) and deleted
+    there unfetched. Now <name>.who records the host: the account is refused while its state holds
+    UIDs, saying to give it a new name (done: it fetches both), or, for the same mailbox under
+    another address, to delete the .who file (done: nothing fetched twice). A .who of user only
+    (written before) is taken as matching and rewritten with the host."""
+    old, new = two_servers
+    old.seed("alice", MESSAGES[:3])
+    new_mail = [b"Subject: new %d\r\n\r\nnew server %d\r\n" % (i, i) for i in range(2)]
+    new.seed("alice", new_mail)
+    acct = account(old, tmp_path)
+    rc, out = run_cli(tmp_path, acct)
+    assert rc == 0 and "3 fetched" in out, out
+    who = tmp_path / "state" / "isp.who"
+    assert who.read_text() == "alice\nlocalhost"
+    who.write_text("alice")  # as written before the host was recorded: matches, and is upgraded
+    rc, out = run_cli(tmp_path, acct)
+    assert rc == 0 and "0 fetched" in out, out
+    assert who.read_text() == "alice\nlocalhost"
+
+    moved = account(new, tmp_path, host="127.0.0.1", policy="delete")
+    rc, out = run_cli(tmp_path, moved)
+    assert rc == 1 and "fetch isp: FAILED" in out and "for server localhost, not 127.0.0.1" in out, out
+    assert "new name" in out and str(who) in out and "Traceback" not in out, out
+    assert new.messages("alice") == new_mail  # (before: both deleted there, never fetched)
+    assert len(local_messages(tmp_path / "store")) == 3
+    moved["name"] = "isp2"  # a new server, a new name: not taken for "isp" renamed (another host)
+    rc, out = run_cli(tmp_path, moved)
+    assert rc == 0 and "2 fetched" in out and "2 deleted" in out, out
+    assert sorted(local_messages(tmp_path / "store")) == sorted(MESSAGES[:3] + new_mail)
+
+    same = account(old, tmp_path, host="127.0.0.1")  # the same mailbox at another address: keep refused too
+    rc, out = run_cli(tmp_path, same)
+    assert rc == 1 and "for server localhost, not 127.0.0.1" in out, out
+    who.unlink()  # confirmed, as the words say
+    rc, out = run_cli(tmp_path, same)
+    assert rc == 0 and "0 fetched" in out, out
+    assert who.read_text() == "alice\n127.0.0.1"
+    assert len(local_messages(tmp_path / "store")) == 5
+
+
+def test_the_boards_schedule_refuses_an_account_renamed_without_its_state(dc, tmp_path):
+    """The board's fetch schedule did not check for an account renamed in config.json whose state
+    files were not (the fetch CLI did): every message kept on the server was stored a second time.
+    Now the board's start refuses it (an error line naming the files to rename; admin.status()
+    shows it in "fetches") and the schedule never fetches it, while another account fetches as
+    before; restarted with the files renamed as told, it fetches nothing twice. (CPython:
+    boardstart.start and Runner.fetch_schedule as board.main runs them, the real client, Dovecot.)"""
+    import asyncio
+
+    from pocketpost import admin, board, boardstart, log
+    from pocketpost import store as storemod
+
+    dc.seed("alice", MESSAGES[:3])
+    dc.seed("bob", MESSAGES[3:4])
+    rc, out = run_cli(tmp_path, account(dc, tmp_path))
+    assert rc == 0 and "3 fetched" in out, out
+    home = account(dc, tmp_path, name="home")
+    other = account(dc, tmp_path, name="other", user="bob", mailbox="bob")
+    cfg = {"store": {"root": str(tmp_path / "store"), "quota": 0}, "accounts": [home, other],
+           "services": {"fetch_interval_s": 3600, "server": False}}
+    lines = []
+    log.set_sink(lines.append)
+    storemod.reboot()
+    r = None
+    try:
+        async def go():
+            await boardstart.start(r)
+            t = asyncio.create_task(r.fetch_schedule(3600))
+            for _ in range(600):  # bounded: 60 s
+                if "other" in r.fetches and "home" in r.fetches:
+                    break
+                await asyncio.sleep(0.1)
+            for _ in range(20):  # (a refused account's loop runs once more: still not fetched)
+                await asyncio.sleep(0)
+            t.cancel()
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+
+        r = board.Runner(cfg, board.Hardware())
+        asyncio.run(go())
+        board.current = r
+        fetches = admin.status_dict()["fetches"]
+        board.current = None
+        state = tmp_path / "state"
+        for ext in (".uidl", ".who"):
+            (state / ("isp" + ext)).rename(state / ("home" + ext))
+        r = board.Runner(cfg, board.Hardware())  # restarted
+        asyncio.run(go())
+    finally:
+        board.current = None
+        log.set_sink(None)
+        storemod.reboot()
+    assert fetches["other"].get("fetched") == 1, (fetches, lines)
+    err = fetches["home"]["error"]
+    assert "isp.uidl" in err and "rename" in err, fetches
+    assert any("fetch home refused until the board restarts" in ln and "isp.uidl" in ln and "home.uidl" in ln for ln in lines), lines
+    assert r.fetches["home"].get("fetched") == 0, r.fetches  # renamed as told: nothing twice
+    assert len(local_messages(tmp_path / "store")) == 3  # (before: 6, each one stored twice)
+    assert local_messages(tmp_path / "store", "bob") == MESSAGES[3:4]

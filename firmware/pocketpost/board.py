@@ -533,7 +533,9 @@ class Runner:
         except Exception:
             limit = client.SESSION_TIMEOUT  # a bad account: fetch_account says what is wrong
         while True:
-            if self.wifi is not None and not self.wifi.up:
+            if "refused" in self.fetches.get(name, ()):  # at start (boardstart: fetchload.renamed): not fetched
+                pass
+            elif self.wifi is not None and not self.wifi.up:
                 log.info("fetch %s: skipped, wifi down", name)
             else:
                 try:

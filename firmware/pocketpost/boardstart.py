@@ -10,7 +10,7 @@ import json
 import sys
 import time
 
-from pocketpost import board, log
+from pocketpost import board, compat, log
 from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, const
 
 # Boot: try this many times before starting the services anyway; the keeper goes on trying.
@@ -107,15 +107,26 @@ async def start(r, secrets_path=None):
         # What a power cut left pending in each account's UIDL state is settled (client.settle)
         # before any session can read and delete local mail: a message stored just before the
         # cut is recorded first (else a second download).
-        from pocketpost import client
+        from pocketpost import client, fetchload
 
+        names = [a.get("name") for a in cfg["accounts"]]
         for a in cfg["accounts"]:
+            # An account renamed in config.json whose state files were not (fetchload.renamed, as
+            # the fetch CLI asks; else every message kept on the server is stored a second time):
+            # not fetched until the board restarts with them renamed (board.fetch_loop);
+            # admin.status() shows why.
+            why = fetchload.renamed(a, names)
+            if why:
+                r.fetches[a["name"]] = {"error": "ConfigError: " + why, "refused": 1}
+                log.error("fetch %s refused until the board restarts: %s", a["name"], why)
+                continue
             try:
                 if client.settle(a, st):
                     log.info("fetch %s: state left by an interruption settled at boot", a.get("name") or "?")
             except Exception as e:  # a bad account or state: its fetch says what is wrong
                 log.warning("fetch %s: state not settled at boot: %s", a.get("name") or "?", board._exc_line(e))
-        client = None
+        client = fetchload = None
+        compat.forget(("fetchload",))  # (its qstrs stay: MicroPython never frees them)
     sup = r.supervisor
     if sv.get("server", _SERVICE_SERVER):
         sup.add("server", r.serve)

@@ -88,13 +88,16 @@ def _state(a):
 
 
 def _owner(a, entries):
-    """The UIDL state is one mailbox's: "<state_dir>/<name>.who" holds its user name. An account
-    whose name now logs in as another user (the name kept) while its state holds UIDs is
-    refused: the other mailbox's UIDs (Dovecot's for a mailbox made in the same second;
-    "1", "2", ... on many servers) passed its messages for stored, and policy delete
-    deleted them there unfetched. With no UIDs remembered the file is simply (re)written. (Not
-    the host: the same mailbox is often reached by another name or address.)"""
-    who = a["user"]
+    """The UIDL state is one mailbox's: "<state_dir>/<name>.who" holds its user name and host
+    (a line each). While the state holds UIDs, an account whose name now logs in as another user,
+    or at another host, is refused: the other mailbox's UIDs (Dovecot's for a mailbox made in the
+    same second; "1", "2", ... on many servers) passed its messages for stored, never fetched, and
+    policy delete or keep_days deleted them there unfetched. A host change is refused under policy
+    keep too: nothing is deleted, but the messages taken for stored never come in, unsaid. The same
+    mailbox is often reached under another name or address: the words say to confirm that by
+    deleting the .who file (README). A .who of user only (written before the host was) is taken
+    as matching and rewritten with the host; with no UIDs remembered the file is simply (re)written."""
+    who = a["user"] + "\n" + a["host"].lower()  # (a DNS name: any case; the port may change, the mailbox not)
     path = compat.join(a["state_dir"], a["name"] + ".who")
     try:
         with open(path) as f:
@@ -103,9 +106,16 @@ def _owner(a, entries):
         old = None
     if old == who:
         return
-    if old is not None and entries:
-        raise ConfigError("account %s: its UIDL state is user %s's, not %s's: give this account a new name (or, "
-                          "if it is the same mailbox, delete %s)" % (a["name"], old, who, path))
+    if old is not None and entries and old != a["user"]:
+        user = old.split("\n", 1)
+        host = user[-1]
+        user = user[0]
+        if user != a["user"]:
+            raise ConfigError("account %s: its UIDL state is user %s's, not %s's: give this account a new name (or, "
+                              "if it is the same mailbox, delete %s)" % (a["name"], user, a["user"], path))
+        raise ConfigError("account %s: its UIDL state is for server %s, not %s: if this is another server, give the "
+                          "account a new name (its UIDs are not the old server's); if it is the same mailbox under "
+                          "another name or address, delete %s (README: name)" % (a["name"], host, a["host"], path))
     compat.makedirs(a["state_dir"])
     with open(path + ".tmp", "w") as f:
         f.write(who)

@@ -33,12 +33,15 @@ def command_line(argv):
 
 def renamed(a, names):
     """Why account `a` must not fetch yet, or None: it has no UIDL state of its own, but its
-    state_dir holds the state of an account no longer in the config (`names`) for the same user: an
-    account renamed in config.json whose state files were not. Fetching would take every message
-    kept on the server for new and store it a second time (README: `name`)."""
+    state_dir holds the state of an account no longer in the config (`names`) for the same user
+    (and host, where its .who records one: clientconf._owner): an account renamed in config.json
+    whose state files were not. Fetching would take every message kept on the server for new and
+    store it a second time (README: `name`). The board asks this at start too (boardstart.py)."""
     name = a.get("name")
     d = a.get("state_dir", "state")
-    if not isinstance(name, str) or not isinstance(d, str):
+    user = a.get("user")
+    host = a.get("host")
+    if not isinstance(name, str) or not isinstance(d, str) or not isinstance(host, str):
         return None  # (client.account_from_dict says what is wrong with it)
     if compat.exists(compat.join(d, name + ".uidl")) or compat.exists(compat.join(d, name + ".who")):
         return None
@@ -55,11 +58,11 @@ def renamed(a, names):
                 who = h.read()
         except OSError:
             continue
-        if who == a.get("user"):
+        if who == user or who == "%s\n%s" % (user, host.lower()):
             return ("account %s: its UIDL state %s/%s.uidl does not exist, but %s/%s.uidl, of an account %s no "
                     "longer in the config, is for the same user %s: if the account was renamed, rename %s.uidl "
                     "and %s.who to %s.uidl and %s.who (else every message kept on the server is stored a "
-                    "second time); if not, delete them" % (name, d, name, d, old, old, who, old, old, name, name))
+                    "second time); if not, delete them" % (name, d, name, d, old, old, user, old, old, name, name))
     return None
 
 
