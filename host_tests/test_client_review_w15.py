@@ -221,3 +221,35 @@ def test_the_boards_schedule_refuses_an_account_renamed_without_its_state(dc, tm
     assert r.fetches["home"].get("fetched") == 0, r.fetches  # renamed as told: nothing twice
     assert len(local_messages(tmp_path / "store")) == 3  # (before: 6, each one stored twice)
     assert local_messages(tmp_path / "store", "bob") == MESSAGES[3:4]
+
+
+def test_admin_fetch_now_refuses_an_account_renamed_without_its_state(dc, tmp_path):
+    """admin.fetch_now() (the REPL's fetch) asks what the CLI and the board's start ask: an account
+    renamed in config.json whose state files were not is not fetched (every message kept on the
+    server would be stored a second time); its result names the files to rename. Renamed as told,
+    it fetches nothing twice. (CPython, the real client, Dovecot.)"""
+    import json
+
+    from pocketpost import admin
+    from pocketpost import store as storemod
+
+    dc.seed("alice", MESSAGES[:3])
+    rc, out = run_cli(tmp_path, account(dc, tmp_path))
+    assert rc == 0 and "3 fetched" in out, out
+    cfg = {"store": {"root": str(tmp_path / "store"), "quota": 0}, "accounts": [account(dc, tmp_path, name="home")]}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(cfg))
+    storemod.reboot()
+    try:
+        got = admin.fetch_now(config_path=str(path))
+        err = got["home"].get("error", "")
+        assert err.startswith("ConfigError:") and "isp.uidl" in err and "rename" in err, got
+        assert len(local_messages(tmp_path / "store")) == 3
+        state = tmp_path / "state"
+        for ext in (".uidl", ".who"):
+            (state / ("isp" + ext)).rename(state / ("home" + ext))
+        got = admin.fetch_now(config_path=str(path))
+    finally:
+        storemod.reboot()
+    assert got["home"].get("fetched") == 0, got
+    assert len(local_messages(tmp_path / "store")) == 3  # (without the check: 6)

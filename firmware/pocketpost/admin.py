@@ -172,17 +172,22 @@ def check(repair=False, deep=True, config_path=CONFIG_PATH):
 
 def fetch_now(account=None, config_path=CONFIG_PATH):
     """Fetch every configured account (or the one named) once, now; returns {name: stats}."""
-    from pocketpost import client
+    from pocketpost import client, fetchload
 
     cfg = _cfg(config_path)
     store = _store(cfg)
     out = {}
-    for acct in cfg.get("accounts") or []:
+    accounts = cfg.get("accounts") or []
+    names = [a.get("name") for a in accounts]
+    for acct in accounts:
         name = acct.get("name") or acct.get("user") or "?"
         if account is not None and name != account:
             continue
         try:
-            out[name] = client.fetch_account_sync(acct, store)
+            # An account renamed in config.json whose state files were not would store every
+            # message kept on the server a second time: refused, as the CLI and the board do.
+            why = fetchload.renamed(acct, names)
+            out[name] = {"error": "ConfigError: " + why} if why else client.fetch_account_sync(acct, store)
         except MemoryError:
             raise
         except Exception as e:  # network, TLS, login refused...: report it, go on to the next account
