@@ -253,3 +253,36 @@ def test_admin_fetch_now_refuses_an_account_renamed_without_its_state(dc, tmp_pa
         storemod.reboot()
     assert got["home"].get("fetched") == 0, got
     assert len(local_messages(tmp_path / "store")) == 3  # (without the check: 6)
+
+
+def test_no_heap_while_reconciling_a_pending_entry_is_a_memory_error_not_an_accounts_error(monkeypatch):
+    """A MemoryError while the last fetch's pending entry is looked for in the local mailbox stays
+    a MemoryError (the board's supervisor acts on it: fetch_loop re-raises it), not an account's
+    ClientError advising to wait for a local session that does not exist; a flash error still is
+    the account's error, without that advice."""
+    from pocketpost import clientconf, clientrecover
+    from pocketpost.client import ClientError
+
+    def no_heap(st, store, mailbox):
+        raise MemoryError()
+
+    def flash(st, store, mailbox):
+        raise OSError(5)
+
+    import sys
+
+    import pocketpost
+
+    def patched(fn):  # (_reconcile forgets the module after each call: put it back, patched)
+        monkeypatch.setitem(sys.modules, "pocketpost.clientrecover", clientrecover)
+        monkeypatch.setattr(pocketpost, "clientrecover", clientrecover, raising=False)
+        monkeypatch.setattr(clientrecover, "reconcile", fn)
+
+    patched(no_heap)
+    with pytest.raises(MemoryError):
+        clientconf._reconcile(None, None, "inbox", "isp")
+    patched(flash)
+    with pytest.raises(ClientError) as e:
+        clientconf._reconcile(None, None, "inbox", "isp")
+    assert "fetch isp:" in str(e.value) and "(OSError: " in str(e.value) and "try again later" in str(e.value), e.value
+    assert "local session" not in str(e.value), e.value

@@ -128,10 +128,13 @@ def _reconcile(st, store, mailbox, name):
 
     try:
         clientrecover.reconcile(st, store, mailbox)
+    except MemoryError:
+        raise  # (the board's supervisor acts on it; not an account's error)
     except Exception as e:  # MailboxLocked (a local POP3 session holds it), a flash error
         raise ClientError("fetch %s: the message fetched last before an interruption cannot be looked for in the "
-                          "local mailbox %s now (%s: %s): nothing fetched; try again later (a local session "
-                          "holding the mailbox ends within its timeout)" % (name, mailbox, type(e).__name__, e))
+                          "local mailbox %s now (%s: %s): nothing fetched; try again later%s"
+                          % (name, mailbox, type(e).__name__, e, " (a local session holding the mailbox ends within "
+                             "its timeout)" if type(e).__name__ == "MailboxLocked" else ""))
     finally:
         clientrecover = None
         compat.forget(("clientrecover",))

@@ -103,9 +103,11 @@ def check(cfg, server=True):
     if not isinstance(acc, list):
         raise ConfigError("config: accounts must be a list")
     names = []
-    for a in acc:
+    for i, a in enumerate(acc):
+        if not isinstance(a, dict):  # (every reader of the list calls a.get: the fetch CLI, the board)
+            raise ConfigError("config: accounts[%d] must be an object ({\"name\": ..., \"host\": ...})" % i)
         _check_transport(a)
-        n = a.get("name") if isinstance(a, dict) else None
+        n = a.get("name")
         if n is not None and n in names:  # they would share one UIDL state: the second account's
             # policy then deleted, on its own server, messages that only the first had stored
             raise ConfigError("config: two accounts are named %s: give each its own name (it keys the "
@@ -123,8 +125,6 @@ def check(cfg, server=True):
 def _check_transport(a):
     """An account without TLS must say so twice; on MicroPython a verified one needs its CA
     (the port has no system CA store, so "verify" alone would fail at every connect)."""
-    if not isinstance(a, dict):
-        return  # client.py names the problem
     name = a.get("name", "?")
     if a.get("tls") == "none":
         if a.get("allow_plaintext") is not True:

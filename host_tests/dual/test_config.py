@@ -223,3 +223,10 @@ def test_a_fetch_load_checks_the_fetch_sections_only():
         # The server side's names are config's too (module __getattr__), as before the split.
         assert config.SERVER_DEFAULTS["port"] == 1100 and config.valid_name("inbox") and not config.valid_name(".x")
     in_fresh_root(body)
+
+
+def test_an_account_that_is_not_an_object_is_a_config_error():
+    """"accounts": ["oops"] (a name where an object belongs): a ConfigError naming the entry; the
+    fetch CLI and the board's start both read the list with a.get() before client.py's checks,
+    so it was an AttributeError traceback (at boot before POP3 and SMTP were started)."""
+    _refused(lambda: config.check({"accounts": [_acct(), "oops"]}), "accounts[1]", "object")
