@@ -116,17 +116,23 @@ class FileBlockDev:
             self.lo = self.bs
             self.hi = 0
 
+    def _copy_locked(self, buf, off):
+        """The open block's bytes from off into buf, byte by byte: allocates nothing."""
+        src = self.buf
+        i = 0
+        k = len(buf)
+        while i < k:
+            buf[i] = src[off + i]
+            i += 1
+
     def readblocks(self, n, buf, off=0):
         if n == self.ob:  # first: most calls are littlefs's read-backs of what it just programmed
             try:
                 buf[:] = self.mv[off : off + len(buf)]
-            except MemoryError:  # heap locked (see HEAP_LOCKED): byte by byte, allocating nothing
-                src = self.buf
-                i = 0
-                k = len(buf)
-                while i < k:
-                    buf[i] = src[off + i]
-                    i += 1
+            except MemoryError:  # heap locked (see HEAP_LOCKED). (The byte loop is a method of
+                # its own: its locals here made MicroPython put readblocks' frame on the heap at
+                # every call, and RETR from the image fell from ~0.93 to ~0.75 of the copy limit.)
+                self._copy_locked(buf, off)
             return
         if self.detached:
             return
@@ -185,6 +191,15 @@ class CountingBlockDev(FileBlockDev):
     def __init__(self, path, block_size=BLOCK_SIZE, durable=True):
         FileBlockDev.__init__(self, path, block_size, durable)
         self.counts = [0, 0, 0, 0, 0, 0]
+
+    def _copy_locked(self, buf, off):
+        """The open block's bytes from off into buf, byte by byte: allocates nothing."""
+        src = self.buf
+        i = 0
+        k = len(buf)
+        while i < k:
+            buf[i] = src[off + i]
+            i += 1
 
     def readblocks(self, n, buf, off=0):
         c = self.counts
