@@ -122,3 +122,49 @@ def test_dovecot_maildir_imports_onto_the_board_and_is_served_byte_exact(tmp_pat
         if srv is not None:
             srv.stop()
         dc.stop()
+
+
+def test_export_into_a_dovecot_mailbox_keeps_its_uidls_and_adds_the_boards(tmp_path):
+    # The move into a Dovecot that already holds the user's mail (or that has served an earlier
+    # export: Dovecot's POP3 renames a retrieved message to ":2,S"). Dovecot's UIDs, and with
+    # them the UIDLs its POP3 clients know, live in dovecot-uidlist: the export adds the board's
+    # messages to it. It used to write a new one over it (a new UIDVALIDITY: every message Dovecot
+    # had was downloaded again by clients that keep mail), and a rerun wrote a second copy of every
+    # message Dovecot had renamed.
+    img = str(tmp_path / "board.img")
+    make_image(img, {"alice": MSGS}, tmpdir=str(tmp_path / "s"))
+    (tmp_path / "srv").mkdir()
+    srv = Pop3Server(str(tmp_path / "srv"))
+    own = [msg(20), msg(21, 3)]
+
+    def prepare(dc):  # alice's mailbox in Dovecot, with mail of its own, where the export goes
+        box = os.path.join(dc.dir, "srv", "alice")
+        for sub in ("cur", "new", "tmp"):
+            os.makedirs(os.path.join(box, sub))
+        for i, m in enumerate(own):
+            with open(os.path.join(box, "new", "1700000000.M%dP1.dovecot" % i), "wb") as f:
+                f.write(m)
+        dc._chown(os.path.join(dc.dir, "srv"))
+
+    dc = dovecot.Dovecot(USERS, extra="mail_location = maildir:{d}/srv/%u\n", prepare=prepare)
+    try:
+        serve_image(srv, img, USERS)
+        board = _pop(srv.port)
+        srv.stop()
+        dc.start()
+        before = _pop(dc.port)  # Dovecot's UIDLs; the messages are retrieved: renamed ":2,S"
+        assert before[1] == own and len(before[0]) == 2
+        top = os.path.join(dc.dir, "srv")
+        for _ in range(2):  # the move, then a rerun of it: nothing changes the second time
+            r = run_ppadmin("export", img, "--dovecot", top)
+            assert r.returncode == 0, r.stdout + r.stderr
+            dc._chown(top)
+            uidl, msgs = _pop(dc.port)
+            n = len(before[0])
+            assert [u.split(" ")[1] for u in uidl[:n]] == [u.split(" ")[1] for u in before[0]]
+            assert [u.split(" ")[1] for u in uidl[n:]] == [u.split(" ")[1] for u in board[0]]
+            assert msgs == own + board[1]
+        assert "(4 of them already there, left as they were)" in r.stdout
+    finally:
+        srv.stop()
+        dc.stop()
