@@ -660,7 +660,7 @@ class MaildirWriter:
         self.top = top
         self.box = None
         self.written = []  # (basename, uid, size) of the current mailbox, in order
-        self.kept = {}
+        self.kept = {}  # {mailbox: messages already in the folder, left as they were}
 
     def mailbox(self, name, count, total):
         self.finish_mailbox()
@@ -678,8 +678,6 @@ class MaildirWriter:
                 self.present.add(n.split(":")[0])
         self.kept.setdefault(name, 0)
         self.name = name
-
-    kept = None  # {mailbox: messages already in the folder, left as they were}
 
     def message(self, uid, arrival, size, copy):
         base = maildir_name(uid, arrival, size)
@@ -711,9 +709,34 @@ class DovecotWriter(MaildirWriter):
     already there stays as it is (Dovecot's UIDs, and with them the UIDLs its POP3 clients
     know, live in that file and its UIDVALIDITY), and a board message not listed yet gets the next
     UID and its P (POP3 UIDL). Dovecot's own dotlock (dovecot-uidlist.lock, O_EXCL, then renamed
-    over the list, as Dovecot writes it) keeps a Dovecot that is running from writing it meanwhile."""
+    over the list, as Dovecot writes it) keeps a Dovecot that is running from writing it meanwhile.
+
+    `pocketpost-exported` in the Maildir lists the UIDs exported into it: a message deleted in
+    Dovecot since (a POP3 client that fetched and deleted it there) is not written again by a
+    later export (the move's second export, for mail that reached the board meanwhile), so it is
+    not downloaded a second time. Dovecot ignores the file."""
 
     LOCK_WAIT_S = 10  # a Dovecot holds the lock for one rewrite; longer is a stale lock (Dovecot's own: 2 min)
+    EXPORTED = "pocketpost-exported"
+
+    def __init__(self, top):
+        MaildirWriter.__init__(self, top)
+        self.gone = {}  # {mailbox: messages an earlier export wrote that were deleted there since}
+
+    def mailbox(self, name, count, total):
+        MaildirWriter.mailbox(self, name, count, total)
+        self.gone.setdefault(name, 0)
+        try:
+            with open(os.path.join(self.box, self.EXPORTED)) as f:
+                self.exported = set(f.read().split())
+        except FileNotFoundError:
+            self.exported = set()
+
+    def message(self, uid, arrival, size, copy):
+        if uid in self.exported and maildir_name(uid, arrival, size) not in self.present:
+            self.gone[self.name] += 1
+            return
+        MaildirWriter.message(self, uid, arrival, size, copy)
 
     def finish_mailbox(self):
         if self.box is None:
@@ -742,6 +765,12 @@ class DovecotWriter(MaildirWriter):
             except OSError:
                 pass
             raise
+        done = os.path.join(self.box, self.EXPORTED)
+        with open(done + ".tmp", "w") as f:
+            f.write("".join(u + "\n" for u in sorted(self.exported.union(w[1] for w in self.written))))
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(done + ".tmp", done)
         self.box = None
 
     def _uidlist(self, path):
