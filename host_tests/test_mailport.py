@@ -144,6 +144,22 @@ def test_export_maildir_again_leaves_what_a_reader_flagged_and_adds_no_copy(imag
     assert len(os.listdir(md / "cur")) + len(os.listdir(md / "new")) == 7
 
 
+def test_export_dovecot_through_a_link_writes_into_the_users_maildir(image, tmp_path):
+    # docs/MIGRATE.md's route into `maildir:~/Maildir`: a folder of links named as the mailboxes.
+    img, uids = image
+    home = tmp_path / "home" / "alice" / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(home / sub)
+    (tmp_path / "move").mkdir()
+    os.symlink(home, tmp_path / "move" / "alice")
+    r = run_ppadmin("export", img, "alice", "--dovecot", tmp_path / "move")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.path.islink(tmp_path / "move" / "alice") and len(os.listdir(home / "cur")) == 6
+    assert [ln.split(" ")[1] for ln in (home / "dovecot-uidlist").read_text().splitlines()[1:]] == [
+        "P" + u for u in uids["alice"]]
+    assert (home / "pocketpost-exported").read_text().split() == sorted(uids["alice"])
+
+
 def test_mbox_export_killed_midway_leaves_the_earlier_file_whole(tmp_path):
     """An mbox export wrote straight into FILE: one that failed or was killed midway left the
     earlier export truncated and cut short. FILE is now always the earlier export or the whole
