@@ -430,6 +430,34 @@ def test_declared_size_over_free_room_is_temporary():
     with_env(body, quota=4000)
 
 
+def test_declared_size_that_fits_only_without_the_trace_fields_is_deferred_at_rcpt():
+    # SIZE counts the sender's octets; the board stores its Return-Path and Received fields too.
+    # A mailbox whose room lay between the two passed RCPT and then refused the text with
+    # 552 5.2.2 (a permanent failure: the sender bounces it) where 452 at RCPT defers it.
+    def body(e):
+        from pocketpost import groupcommit
+
+        groupcommit.room(e.store, "alice")
+        d = e.store.begin("alice")
+        d.write(b"Subject: filler\r\n\r\n" + b"x" * 2500 + b"\r\n")
+        d.commit()
+        room = groupcommit.room(e.store, "alice")
+        assert 200 < room < 3000, room
+        size = room - 100  # fits as sent; not with the trace fields (~150 octets here)
+        msg = b"Subject: s\r\n\r\n" + b"y" * (size - 16) + b"\r\n"
+        assert len(msg) == size
+        c = e.session()
+        r = c.send(b"EHLO x\r\nMAIL FROM:<a@b.example> SIZE=%d\r\nRCPT TO:<alice@example.org>\r\n" % size)
+        assert codes(r) == [250, 250, 452] and b"452 4.3.1 " in r, r
+        assert codes(c.send(b"RSET\r\n")) == [250]
+        # bob has room: his copy is taken as before
+        r = c.send(b"MAIL FROM:<a@b.example> SIZE=%d\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n" % size + msg + b".\r\n")
+        assert codes(r) == [250, 250, 354, 250], r
+        assert len(e.box("alice")) == 1 and len(e.box("bob")) == 1
+
+    with_env(body, quota=4000)
+
+
 def _lone_lf_to_crlf(b):
     out = bytearray()
     for i in range(len(b)):
