@@ -121,6 +121,45 @@ def test_export_maildir_and_mbox_read_back_exactly(image, tmp_path):
     assert [_unquote_rd(mb.get_bytes(k)) for k in mb.keys()] == want[:2]
 
 
+def test_export_maildir_again_leaves_what_a_reader_flagged_and_adds_no_copy(image, tmp_path):
+    # A nightly `export --maildir` into the folder mutt reads: a message mutt has flagged (renamed
+    # ":2,S") or Dovecot has moved must not come back as a second copy under the bare name.
+    img, uids = image
+    md = tmp_path / "md" / "alice"
+    assert run_ppadmin("export", img, "--maildir", tmp_path / "md").returncode == 0
+    names = sorted(os.listdir(md / "cur"))
+    os.rename(md / "cur" / names[0], md / "cur" / (names[0] + "RS"))  # replied, seen
+    os.rename(md / "cur" / names[1], md / "new" / names[1].split(":")[0])
+    r = run_ppadmin("export", img, "--maildir", tmp_path / "md")
+    assert r.returncode == 0, r.stderr
+    assert len(os.listdir(md / "cur")) + len(os.listdir(md / "new")) == 6  # (mailbox.Maildir shows one of two)
+    box = mailbox.Maildir(str(md), factory=None, create=False)
+    assert sorted(box.get_bytes(k) for k in box.keys()) == sorted(stored_form(m) for m in MSGS)
+    assert "exported alice: 6 messages (6 of them already there, left as they were)" in r.stdout
+    assert box.get_message([k for k in box.keys() if names[0].startswith(k)][0]).get_flags() == "RS"
+    # A message deleted from the board since is not taken out of the folder; new mail is added.
+    deliver(img, {"alice": [b"Subject: new\r\n\r\nnew\r\n"]})
+    r = run_ppadmin("export", img, "alice", "--maildir", tmp_path / "md")
+    assert "exported alice: 7 messages (6 of them already there" in r.stdout, r.stdout + r.stderr
+    assert len(os.listdir(md / "cur")) + len(os.listdir(md / "new")) == 7
+
+
+def test_export_dovecot_through_a_link_writes_into_the_users_maildir(image, tmp_path):
+    # docs/MIGRATE.md's route into `maildir:~/Maildir`: a folder of links named as the mailboxes.
+    img, uids = image
+    home = tmp_path / "home" / "alice" / "Maildir"
+    for sub in ("cur", "new", "tmp"):
+        os.makedirs(home / sub)
+    (tmp_path / "move").mkdir()
+    os.symlink(home, tmp_path / "move" / "alice")
+    r = run_ppadmin("export", img, "alice", "--dovecot", tmp_path / "move")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert os.path.islink(tmp_path / "move" / "alice") and len(os.listdir(home / "cur")) == 6
+    assert [ln.split(" ")[1] for ln in (home / "dovecot-uidlist").read_text().splitlines()[1:]] == [
+        "P" + u for u in uids["alice"]]
+    assert (home / "pocketpost-exported").read_text().split() == sorted(uids["alice"])
+
+
 def test_mbox_export_killed_midway_leaves_the_earlier_file_whole(tmp_path):
     """An mbox export wrote straight into FILE: one that failed or was killed midway left the
     earlier export truncated and cut short. FILE is now always the earlier export or the whole

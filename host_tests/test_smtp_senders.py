@@ -166,6 +166,23 @@ def test_curl_smtp_smtps_and_ssl_reqd(srv, tmp_path):
     assert b"(using TLS, authenticated user alice)" in got[2] and b"(using TLS) id" in got[1]
 
 
+def test_curl_uploads_a_file_with_lf_line_ends(srv, tmp_path):
+    # The README's `curl --upload-file m.eml` with a file written on Linux: curl sends its LF
+    # line ends as they are. It got 554 5.6.0 (bare LF) and curl "(8) Weird server reply": a
+    # permanent failure for every cron script mailing a log. Stored with CRLF line ends; a line
+    # "." or ".." after an LF is stored as the file has it (curl stuffs only after a CRLF).
+    box = Box(srv, "alice", "alice pass")
+    f = tmp_path / "lf.eml"
+    text = b"Subject: nightly log\n\nline one\n.\n..two dots\nFrom the NAS\nlast line\n"
+    f.write_bytes(text)
+    r = _curl("smtp://127.0.0.1:%d" % srv.smtp_port, "--mail-from", "nas@example.net", "--mail-rcpt",
+              "alice@example.org", "--upload-file", str(f))
+    assert r.returncode == 0, r.stderr
+    got = box.new()
+    # curl ends the text with its own CRLF before the final dot when the file does not end in CRLF
+    assert len(got) == 1 and body_of(got[0]) == text.replace(b"\n", b"\r\n") + b"\r\n", got
+
+
 @pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed (apt-packages.txt)")
 def test_swaks_plain_tls_auth(srv, tmp_path):
     box = Box(srv, "bob", "bobpw")

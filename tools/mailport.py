@@ -659,7 +659,8 @@ class MaildirWriter:
     def __init__(self, top):
         self.top = top
         self.box = None
-        self.written = []  # (basename, uid) of the current mailbox, in order
+        self.written = []  # (basename, uid, size) of the current mailbox, in order
+        self.kept = {}  # {mailbox: messages already in the folder, left as they were}
 
     def mailbox(self, name, count, total):
         self.finish_mailbox()
@@ -667,9 +668,23 @@ class MaildirWriter:
         for sub in ("cur", "new", "tmp"):
             os.makedirs(os.path.join(self.box, sub), exist_ok=True)
         self.written = []
+        # A message an earlier export put here is left as it is: a mail reader or Dovecot may
+        # have renamed it since (flags after ":2,", S in Dovecot's POP3 once retrieved; new/ ->
+        # cur/), and a copy under the bare name again would be a second message. (A message's
+        # name is fixed by its UID, arrival and size, and its bytes never change on the board.)
+        self.present = set()
+        for sub in ("cur", "new"):
+            for n in os.listdir(os.path.join(self.box, sub)):
+                self.present.add(n.split(":")[0])
+        self.kept.setdefault(name, 0)
+        self.name = name
 
     def message(self, uid, arrival, size, copy):
         base = maildir_name(uid, arrival, size)
+        if base in self.present:
+            self.kept[self.name] += 1
+            self.written.append((base, uid, size))
+            return
         tmp = os.path.join(self.box, "tmp", base)
         with open(tmp, "wb") as f:
             copy(f.write)
@@ -687,21 +702,112 @@ class MaildirWriter:
 
 
 class DovecotWriter(MaildirWriter):
-    """A Maildir per mailbox plus dovecot-uidlist with each message's POP3 UIDL and order."""
+    """A Maildir per mailbox plus dovecot-uidlist with each message's POP3 UIDL and order.
+
+    Into a folder that is already a Dovecot mailbox (the user's mail there, or an earlier export
+    that Dovecot has served), the board's messages are added to its dovecot-uidlist: every line
+    already there stays as it is (Dovecot's UIDs, and with them the UIDLs its POP3 clients
+    know, live in that file and its UIDVALIDITY), and a board message not listed yet gets the next
+    UID and its P (POP3 UIDL). Dovecot's own dotlock (dovecot-uidlist.lock, O_EXCL, then renamed
+    over the list, as Dovecot writes it) keeps a Dovecot that is running from writing it meanwhile.
+
+    `pocketpost-exported` in the Maildir lists the UIDs exported into it: a message deleted in
+    Dovecot since (a POP3 client that fetched and deleted it there) is not written again by a
+    later export (the move's second export, for mail that reached the board meanwhile), so it is
+    not downloaded a second time. Dovecot ignores the file."""
+
+    LOCK_WAIT_S = 10  # a Dovecot holds the lock for one rewrite; longer is a stale lock (Dovecot's own: 2 min)
+    EXPORTED = "pocketpost-exported"
+
+    def __init__(self, top):
+        MaildirWriter.__init__(self, top)
+        self.gone = {}  # {mailbox: messages an earlier export wrote that were deleted there since}
+
+    def mailbox(self, name, count, total):
+        MaildirWriter.mailbox(self, name, count, total)
+        self.gone.setdefault(name, 0)
+        try:
+            with open(os.path.join(self.box, self.EXPORTED)) as f:
+                self.exported = set(f.read().split())
+        except FileNotFoundError:
+            self.exported = set()
+
+    def message(self, uid, arrival, size, copy):
+        if uid in self.exported and maildir_name(uid, arrival, size) not in self.present:
+            self.gone[self.name] += 1
+            return
+        MaildirWriter.message(self, uid, arrival, size, copy)
 
     def finish_mailbox(self):
         if self.box is None:
             return
-        validity = int(time.time())
-        guid = os.urandom(16).hex()
-        lines = ["3 V%d N%d G%s\n" % (validity, len(self.written) + 1, guid)]
-        for i, (base, uid, size) in enumerate(self.written):
-            lines.append("%d P%s O%d W%d :%s\n" % (i + 1, uid, i + 1, size, base))
-        tmp = os.path.join(self.box, "dovecot-uidlist.tmp")
-        with open(tmp, "w") as f:
-            f.write("".join(lines))
-        os.rename(tmp, os.path.join(self.box, "dovecot-uidlist"))
+        path = os.path.join(self.box, "dovecot-uidlist")
+        lock = path + ".lock"
+        deadline = time.time() + self.LOCK_WAIT_S
+        while True:
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileExistsError:
+                if time.time() > deadline:
+                    raise PortError("%s is held (Dovecot is writing it, or a stale lock): stop Dovecot, remove "
+                                    "a stale lock, and export again (what is exported so far stays)" % lock)
+                time.sleep(0.1)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write("".join(self._uidlist(path)))
+                f.flush()
+                os.fsync(f.fileno())
+            os.rename(lock, path)
+        except BaseException:
+            try:
+                os.remove(lock)
+            except OSError:
+                pass
+            raise
+        done = os.path.join(self.box, self.EXPORTED)
+        with open(done + ".tmp", "w") as f:
+            f.write("".join(u + "\n" for u in sorted(self.exported.union(w[1] for w in self.written))))
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(done + ".tmp", done)
         self.box = None
+
+    def _uidlist(self, path):
+        try:
+            with open(path) as f:
+                old = f.read().splitlines()
+        except FileNotFoundError:
+            old = []
+        if not old:  # a new mailbox: the board's order is the POP3 order
+            lines = ["3 V%d N%d G%s\n" % (int(time.time()), len(self.written) + 1, os.urandom(16).hex())]
+            for i, (base, uid, size) in enumerate(self.written):
+                lines.append("%d P%s O%d W%d :%s\n" % (i + 1, uid, i + 1, size, base))
+            return lines
+        head = old[0].split(" ")
+        if head[0] != "3":
+            raise PortError("%s is a version %s dovecot-uidlist (only version 3 is added to): let Dovecot "
+                            "rewrite it (open the mailbox once with Dovecot 2.x), or export into a new folder" % (path, head[0]))
+        listed = set()
+        nxt = 1
+        for ln in old[1:]:
+            uid, sep, name = ln.partition(" :")
+            if not sep:  # "uid :name" with no extension fields: partition on the first space
+                uid, _, name = ln.partition(" ")
+                name = name[1:] if name.startswith(":") else name
+            listed.add(name.split(":")[0])
+            n = uid.split(" ")[0]
+            if n.isdigit():
+                nxt = max(nxt, int(n) + 1)
+        for f in head[1:]:
+            if f[:1] == "N" and f[1:].isdigit():
+                nxt = max(nxt, int(f[1:]))
+        # No O (POP3 order) for the added lines: the mailbox's mail keeps its order, the board's follows.
+        added = ["%d P%s W%d :%s\n" % (nxt + i, uid, size, base)
+                 for i, (base, uid, size) in enumerate(w for w in self.written if w[0] not in listed)]
+        head = [f for f in head if f[:1] != "N"]
+        head.insert(2 if len(head) > 1 else 1, "N%d" % (nxt + len(added)))
+        return [" ".join(head) + "\n"] + [ln + "\n" for ln in old[1:]] + added
 
 
 _QUOTE = re.compile(rb"^(?=>*From )", re.M)

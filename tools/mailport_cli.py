@@ -94,8 +94,17 @@ def run(args):
             locked = []
             counts = mailport.export(args.image, args.mailboxes, w, progress=args.progress, missing=missing,
                                      locked=locked)
+            kept = getattr(w, "kept", None) or {}
+            gone = getattr(w, "gone", None) or {}
             for name in sorted(counts):
-                print("exported %s: %d messages" % (name, counts[name]))
+                # An earlier export's file is left as it is (a reader may have changed its flags);
+                # --dovecot: one deleted there since is not written again (DovecotWriter)
+                notes = []
+                if kept.get(name):
+                    notes.append("%d of them already there, left as they were" % kept[name])
+                if gone.get(name):
+                    notes.append("%d deleted there since an earlier export, not written again" % gone[name])
+                print("exported %s: %d messages%s" % (name, counts[name], " (%s)" % "; ".join(notes) if notes else ""))
             if locked:  # a script doing `export && wipe` must not go on: that mail is not in the export
                 held = ("mailboxes %s were" if len(locked) > 1 else "mailbox %s was") % ", ".join(locked)
                 print("ppadmin export: incomplete: %s in use (a POP3 session held it), not exported: run again"

@@ -32,13 +32,16 @@ colon, no angle brackets (the path ends at the first space), a quoted local part
 unquoted form; 553 when that holds an "@" or is empty).
 
 DATA streams (smtpdata.py, loaded for the message phase only): a strict wire.DotUnstuffer (only
-CRLF.CRLF ends the text; a bare CR or LF anywhere makes the message refused with 554 5.6.0 once its
-end arrives: the SMTP-smuggling family cannot put a second message into this one or into any later
-hop) writes into a fixed buffer, which goes to one store.Delivery per distinct recipient mailbox
-(groupcommit.begin). At the end, groupcommit.commit makes every copy durable or none,
+CRLF.CRLF ends the text; a bare CR or LF is content and no line starts after one: the
+SMTP-smuggling family, <LF>.<LF> and the rest, cannot end the text, so nothing after a look-alike
+is read as a command or a second message) writes into a fixed buffer, which goes to one
+store.Delivery per distinct recipient mailbox (groupcommit.begin). At the end, groupcommit.commit makes every copy durable or none,
 and only then does the 250 go out: "250 means stored". A message over the size limit, a full flash
 or a quota is refused for every recipient (552 5.3.4 / 452 4.3.1 / 552 5.2.2); a drop, RSET or
-timeout before the final dot stores nothing (`close()` aborts). Trace headers (RFC 5321 4.4:
+timeout before the final dot stores nothing (`close()` aborts). A bare LF is stored as CRLF (the
+store's own line-end pass, as Postfix's smtpd_forbid_bare_newline = normalize does): curl uploads
+a file with LF line ends as it is, and the stored message has CRLF line ends only (it used to be
+refused with 554 5.6.0: a permanent failure for every such upload). Trace headers (RFC 5321 4.4:
 Return-Path, Received with TLS state and authenticated user) are written first.
 
 Commands dispatch from one table (smtpenv.COMMANDS: the command phase's code, dispatch included,
@@ -71,7 +74,7 @@ _MAX_TRACE_NAME = const(64)
 _GO_DATA = const(354)
 # Refusals: smtptext.text's numbers (see reply; private copies, host_tests/test_smtp_texts.py).
 _T_RESUME = const(1)
-_T_LOCAL = const(48)
+_T_LOCAL = const(47)
 
 MX = "mx"  # port 25 style: mail for local addresses, no AUTH needed
 SUBMISSION = "submission"  # RFC 6409: AUTH required before MAIL

@@ -17,12 +17,12 @@ from pocketpost.smtp import reply, text
 _LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
 # Refusals: smtptext.text's numbers (smtp.reply; private copies, host_tests/test_smtp_texts.py).
 _T_RESUME = const(1)
-_T_AUTH_SYNTAX = const(42)
-_T_MECH = const(43)
-_T_CLEARTEXT = const(44)
-_T_CANCELLED = const(45)
-_T_AUTH_LIMIT = const(46)
-_T_AUTH_FAILED = const(47)
+_T_AUTH_SYNTAX = const(41)
+_T_MECH = const(42)
+_T_CLEARTEXT = const(43)
+_T_CANCELLED = const(44)
+_T_AUTH_LIMIT = const(45)
+_T_AUTH_FAILED = const(46)
 
 
 def start(s, arg):

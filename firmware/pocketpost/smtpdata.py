@@ -8,8 +8,8 @@ command phase, the SMTP receiver's largest moment when it meets the fetcher, kee
 code in the heap, and one receiving a message keeps none of the envelope's. A session holds this
 module (Session.data) only between begin() and the end of its message, so no two copies of it meet.
 
-DATA streams: a strict wire.DotUnstuffer (only CRLF.CRLF ends the text; a bare CR or LF anywhere
-makes the message refused with 554 5.6.0 once its end arrives) writes into a fixed block (made
+DATA streams: a strict wire.DotUnstuffer (only CRLF.CRLF ends the text; a bare CR or LF is content,
+never a line start, and the store makes a bare LF CRLF: see smtp.py) writes into a fixed block (made
 as DATA starts, dropped at the message's end: a session between messages holds none), which
 goes to one store.Delivery per distinct recipient mailbox (groupcommit.begin). At the end
 groupcommit.commit makes every copy durable or none, and only then does the 250 go out. See
@@ -26,7 +26,6 @@ _T_TOO_BIG = const(24)
 _T_FULL = const(38)
 _T_FLASH = const(39)
 _T_STORE = const(40)
-_T_BARE = const(41)
 
 
 def begin(s):
@@ -91,9 +90,9 @@ def abort(s, r):
 def write(s, buf):
     """buf (the output block, or its filled part at the end) to every recipient's Delivery."""
     s.fill = 0
-    # The strict un-stuffer has checked the line ends (a bare CR or LF refuses the whole
-    # message at its end, so these copies are then thrown away) and knows whether any line
-    # started with ".": each recipient's Delivery skips its own scans of the same bytes.
+    # The strict un-stuffer has checked the line ends and knows whether any line started with
+    # ".": with CRLF only, each recipient's Delivery skips its own scans of the same bytes; after a
+    # bare CR or LF it scans (the store makes a bare LF CRLF and stuffs lines that start with ".").
     crlf = not s.unstuffer.bad
     dots = s.unstuffer.dots
     try:
@@ -115,9 +114,6 @@ def reason(e):
 def finish(s):
     s.in_data = False
     s.hold()  # back in the command phase (close() releases it)
-    if s.reason is None and s.unstuffer.bad:
-        # RFC 5321 2.3.8: CR and LF only as CRLF. Refused, not repaired: see smtp.py's module doc.
-        abort(s, reply(_T_BARE))
     if s.reason is None and s.fill:
         write(s, memoryview(s.out)[: s.fill])
     r = s.reason

@@ -25,6 +25,8 @@ _MAX_DOMAIN = const(255)
 
 # SIZE= values longer than this are refused before int() (RFC 1870: a decimal number).
 _MAX_SIZE_DIGITS = const(10)
+# About the most the trace fields (headers(): 256-octet paths, 64-octet names) add to SIZE's octets.
+_TRACE_ROOM = const(1024)
 
 # Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
 # a peer speaking another protocol (or garbage) is let go instead of answered forever.
@@ -375,8 +377,10 @@ def rcpt(s, arg):
         if len(s.mailboxes) >= cfg["max_mailboxes"]:
             return reply(_T_BOXES)
         if s.size:
+            # With the trace fields: a mailbox that fits the text but not them is deferred here
+            # (452), not refused after the text (552 5.2.2: the sender would bounce it).
             room = groupcommit.room(s.svc.store, box)
-            if 0 <= room < s.size:
+            if 0 <= room < s.size + _TRACE_ROOM:
                 return reply(_T_BOX_ROOM)
         s.mailboxes.append(box)
     s.count += 1

@@ -57,13 +57,11 @@ text = (
     b"552 5.2.2 mailbox full\r\n"  # 38 _T_FULL
     b"452 4.3.1 insufficient system storage, try later\r\n"  # 39 _T_FLASH
     b"451 4.3.0 local storage error, try later\r\n"  # 40 _T_STORE
-    b"554 5.6.0 bare CR or LF in message text (RFC 5321 2.3.8)\r\n"  # 41 _T_BARE
-    b"501 5.5.4 AUTH mechanism [initial-response]\r\n"  # 42 _T_AUTH_SYNTAX
-    b"504 5.5.4 unrecognized authentication type\r\n"  # 43 _T_MECH
-    b"538 5.7.11 encryption required for this mechanism: use STARTTLS or SCRAM-SHA-256\r\n"  # 44 _T_CLEARTEXT
-    b"501 5.0.0 authentication cancelled\r\n"  # 45 _T_CANCELLED
-    b"421 4.7.0 too many authentication failures, closing\r\n"  # 46 _T_AUTH_LIMIT
-    b"535 5.7.8 authentication credentials invalid\r\n",  # 47 _T_AUTH_FAILED
-    # 48-
-    b"451 4.3.0 local error, try again later\r\n",  # 48 _T_LOCAL (also smtp.reply's own, when this cannot load)
+    b"501 5.5.4 AUTH mechanism [initial-response]\r\n"  # 41 _T_AUTH_SYNTAX
+    b"504 5.5.4 unrecognized authentication type\r\n"  # 42 _T_MECH
+    b"538 5.7.11 encryption required for this mechanism: use STARTTLS or SCRAM-SHA-256\r\n"  # 43 _T_CLEARTEXT
+    b"501 5.0.0 authentication cancelled\r\n"  # 44 _T_CANCELLED
+    b"421 4.7.0 too many authentication failures, closing\r\n"  # 45 _T_AUTH_LIMIT
+    b"535 5.7.8 authentication credentials invalid\r\n"  # 46 _T_AUTH_FAILED
+    b"451 4.3.0 local error, try again later\r\n",  # 47 _T_LOCAL (also smtp.reply's own, when this cannot load)
 )

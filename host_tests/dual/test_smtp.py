@@ -430,18 +430,75 @@ def test_declared_size_over_free_room_is_temporary():
     with_env(body, quota=4000)
 
 
-def test_smuggling_variants_refused_nothing_smuggled():
+def test_declared_size_that_fits_only_without_the_trace_fields_is_deferred_at_rcpt():
+    # SIZE counts the sender's octets; the board stores its Return-Path and Received fields too.
+    # A mailbox whose room lay between the two passed RCPT and then refused the text with
+    # 552 5.2.2 (a permanent failure: the sender bounces it) where 452 at RCPT defers it.
+    def body(e):
+        from pocketpost import groupcommit
+
+        groupcommit.room(e.store, "alice")
+        d = e.store.begin("alice")
+        d.write(b"Subject: filler\r\n\r\n" + b"x" * 2500 + b"\r\n")
+        d.commit()
+        room = groupcommit.room(e.store, "alice")
+        assert 200 < room < 3000, room
+        size = room - 100  # fits as sent; not with the trace fields (~150 octets here)
+        msg = b"Subject: s\r\n\r\n" + b"y" * (size - 16) + b"\r\n"
+        assert len(msg) == size
+        c = e.session()
+        r = c.send(b"EHLO x\r\nMAIL FROM:<a@b.example> SIZE=%d\r\nRCPT TO:<alice@example.org>\r\n" % size)
+        assert codes(r) == [250, 250, 452] and b"452 4.3.1 " in r, r
+        assert codes(c.send(b"RSET\r\n")) == [250]
+        # bob has room: his copy is taken as before
+        r = c.send(b"MAIL FROM:<a@b.example> SIZE=%d\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n" % size + msg + b".\r\n")
+        assert codes(r) == [250, 250, 354, 250], r
+        assert len(e.box("alice")) == 1 and len(e.box("bob")) == 1
+
+    with_env(body, quota=4000)
+
+
+def _lone_lf_to_crlf(b):
+    out = bytearray()
+    for i in range(len(b)):
+        if b[i] == 10 and (i == 0 or b[i - 1] != 13):
+            out.append(13)
+        out.append(b[i])
+    return bytes(out)
+
+
+def test_smuggling_variants_are_text_nothing_smuggled():
+    # Every look-alike of the end of DATA is message text: one message, stored with the smuggled
+    # "commands" as lines of it, none of them answered or run, nothing for bob; a bare LF stored as
+    # CRLF. (They used to be refused whole with 554 5.6.0, and with them every upload of a file
+    # with LF line ends: curl sends a file's line ends as they are.)
     for end in SMUGGLE_ENDS:
         def body(e):
             c = e.session()
             evil = (b"Subject: one\r\n\r\nfirst" + end + b"MAIL FROM:<ceo@victim.example>\r\n"
                     b"RCPT TO:<bob@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n")
             r = c.send(transaction(body=evil) + b"NOOP\r\n")
-            # EHLO, MAIL, RCPT, 354, then one 554 for the whole text, then the NOOP: no smuggled reply
-            assert codes(r) == [250, 250, 250, 354, 554, 250], (end, r)
-            assert e.box("alice") == [] and e.box("bob") == [] and e.tmp_empty(), end
+            # EHLO, MAIL, RCPT, 354, then one 250 for the whole text, then the NOOP: no smuggled reply
+            assert codes(r) == [250, 250, 250, 354, 250, 250], (end, r)
+            got = e.box("alice")
+            assert len(got) == 1 and e.box("bob") == [] and e.tmp_empty(), end
+            # the look-alike's "." after a CRLF is a stuffing dot (RFC 5321 4.5.2), as ever
+            text = evil.replace(b"\r\n.", b"\r\n", 1) if b"\r\n." in end else evil
+            assert body_of(got[0]) == _lone_lf_to_crlf(text), (end, got[0])
 
         with_env(body)
+
+
+def test_lf_line_ends_stored_as_crlf_dot_lines_as_sent():
+    # What curl sends for a file with LF line ends: no CR, no dot-stuffing after a bare LF (curl
+    # stuffs only after CRLF), its own CRLF before the final dot.
+    def body(e):
+        f = b"Subject: lf\n\nline\n.\n..two\n.x\nend\n"
+        c = e.session()
+        assert codes(c.send(transaction(body=f + b"\r\n"), 7)) == [250, 250, 250, 354, 250]
+        assert body_of(e.box("alice")[0]) == f.replace(b"\n", b"\r\n") + b"\r\n"
+
+    with_env(body)
 
 
 def test_clean_crlf_text_with_dots_and_8bit_is_stored_exactly():
@@ -1177,7 +1234,7 @@ def test_refusals_come_from_the_cold_texts_which_are_dropped_after_each_reply():
             b"550 5.7.1 relaying denied: this server delivers only to its own domains\r\n")
         assert c.cmd(b"RCPT TO:<nobody@example.org>") == b"550 5.1.1 no such mailbox here\r\n"
         assert c.cmd(b"RCPT TO:<alice@example.org>") == b"250 2.1.5 recipient ok\r\n"
-        assert codes(c.send(b"DATA\r\nlone\nLF\r\n.\r\n")) == [354, 554]
+        assert codes(c.send(b"DATA\r\nlone\nLF\r\n.\r\n")) == [354, 250]
         assert c.cmd(b"NOOP") == b"250 2.0.0 OK\r\n"
         if sys.implementation.name == "micropython":
             assert "pocketpost.smtptext" not in sys.modules
