@@ -8,9 +8,10 @@
    .mpy, arch-independent) and refuse if the board cannot load that .mpy version;
 3. copy with mpremote, showing each file: lib/pocketpost/*.mpy, boot.py, main.py, config.json
    (only if the board has none, or --force-config: users added at the REPL live there),
-   the DER certificate and key the config names, secrets.json (Wi-Fi, account passwords); stale pocketpost
+   the DER certificate and key the config names, each account's CA file ("ca", "token_ca"),
+   secrets.json (Wi-Fi, account passwords); stale pocketpost
    .py/.mpy files on the board are removed (a .py would shadow its .mpy);
-4. reset the board (machine.reset; on the unix pseudo-board a soft reset, which ends it).
+4. reset the board (machine.reset; the pseudo-board, tools/pseudoboard.py, boots its image again).
 
 Where the code goes (printed at deploy with its heap cost, see code_route): if the board's firmware
 has a ROMFS partition (MicroPython 1.25+ built with one: `vfs.rom_ioctl`; most downloadable ESP32
@@ -435,6 +436,7 @@ class Deploy:
             if open(local, "rb").read(5) == b"-----":
                 raise SystemExit("%s is PEM: MicroPython needs DER (openssl x509/pkey -outform DER)" % local)
             out.append((local, remote))
+        out += self.account_cas(cfg, info)
         secrets_remote = (cfg.get("wifi") or {}).get("secrets", "secrets.json")
         secrets = a.secrets or os.path.join(self.board_dir, "secrets.json")
         if os.path.exists(secrets):
@@ -442,6 +444,30 @@ class Deploy:
         elif info["platform"] != "linux":
             say("secrets: no %s: the board will run without Wi-Fi or account passwords (copy secrets.json.template)"
                 % secrets)
+        return out
+
+    def account_cas(self, cfg, info):
+        """(local path, board path) of each CA file the accounts name ("ca", "token_ca": DER; the
+        board has no system CA store), from boards/<board>/ or build/<board>/. One that is in
+        neither is kept if the board has it, else said (its account's fetch would fail)."""
+        out = []
+        for acct in cfg.get("accounts") or ():
+            for key in ("ca", "token_ca"):
+                remote = acct.get(key) if isinstance(acct, dict) else None
+                if not isinstance(remote, str) or not remote or remote in [r for _l, r in out]:
+                    continue
+                local = os.path.join(self.board_dir, os.path.basename(remote))
+                if not os.path.exists(local):
+                    local = os.path.join(self.build, os.path.basename(remote))
+                if not os.path.exists(local):
+                    if not self.board_has(remote):
+                        say("warning: account %s: %s %r is neither in %s nor on the board: its fetch will fail "
+                            "until it is (a DER file: docs/PROVIDERS.md)" % (acct.get("name"), key, remote, self.board_dir))
+                    continue
+                if open(local, "rb").read(5) == b"-----":
+                    raise SystemExit("%s is PEM: MicroPython needs DER (openssl x509 -in THE.pem -outform DER -out %s)"
+                                     % (local, local))
+                out.append((local, remote))
         return out
 
     def run(self):
@@ -499,9 +525,9 @@ class Deploy:
         if a.no_reset:
             say("done (no reset)")
             return
-        if info["platform"] == "linux":
-            say("reset: soft reset (the unix pseudo-board exits; start it again with --boot)")
-            self.mpremote(("soft-reset",), capture=True, check=False)  # EIO as the process ends
+        if info["platform"] == "linux":  # tools/pseudoboard.py's machine.reset: it boots the image again
+            say("reset: machine.reset() (the pseudo-board boots boot.py and main.py from the image)")
+            self.mpremote(("reset",), capture=True, check=False)  # (EIO possible as the process ends)
         else:
             say("reset: machine.reset()")
             self.mpremote(("reset",), check=False)
