@@ -1,7 +1,8 @@
 """A maker's board workflows on the pseudo-board, as docs/BOARD.md gives them (review w16):
 `make deploy` without --no-reset, then `mpremote ... + reset`, safe mode by the flag file and out of
 it again, each reset booting the image like a board (tools/pseudoboard.py run as its command,
-which boots the image again after machine.reset()); deploy copying the accounts' CA files.
+which boots the image again after machine.reset()); a second deploy of an edited config (said,
+then --update-config); deploy copying the accounts' CA files.
 """
 
 import json
@@ -79,6 +80,22 @@ def test_deploy_reset_and_safe_mode_on_the_pseudoboard_as_the_docs_give_them(tmp
         c.pass_("pw")
         assert c.stat() == (0, 0)
         c.quit()
+        # the maker edits their config and deploys again: the board keeps its own (alice lives
+        # there) and deploy now says that, and where they differ; --update-config brings it
+        # over with the board's users
+        cfg["log"] = {"level": "warning"}
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f)
+        dep = [sys.executable, os.path.join(ROOT, "tools", "deploy.py"), "--board", "host", "--port", tty,
+               "--config", cfg_path, "--build", build, "--no-reset"]
+        r = subprocess.run(dep, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "differs from %s in: log;" % cfg_path in r.stdout, r.stdout + r.stderr
+        rc, out = mpremote(tty, "exec", "import json; c = json.load(open('config.json')); print(sorted(c['users']), c['log'])")
+        assert out.strip() == "['alice'] {'level': 'info'}", out
+        r = subprocess.run(dep + ["--update-config"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "with the board's users (alice): --update-config" in r.stdout, r.stdout + r.stderr
+        rc, out = mpremote(tty, "exec", "import json; c = json.load(open('config.json')); print(sorted(c['users']), c['log'])")
+        assert out.strip() == "['alice'] {'level': 'warning'}", out
         # safe mode by the flag file, as boot.py's docstring and BOARD.md give it
         rc, out = mpremote(tty, "exec", "open('safemode','w').close()", "+", "reset")
         assert rc == 0 and "Error" not in out, out

