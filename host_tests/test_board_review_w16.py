@@ -145,3 +145,17 @@ def test_deploy_copies_the_accounts_ca_files(tmp_path, capsys):
         raise AssertionError("a PEM CA copied")
     except SystemExit as e:
         assert "isp-root.der is PEM: MicroPython needs DER" in str(e), e
+
+
+def test_the_pseudoboards_certificate_names_localhost():
+    # The pseudo-board listens on 127.0.0.1 and its certificate named 127.0.0.1 and
+    # pocketpost.local only: `curl --cacert build/host/cert.pem pop3s://localhost:1995/` (as
+    # the README's make run has it) failed the name check, and fetchmail, which checks no IP
+    # address of a certificate, could not verify it at all without sslcommonname.
+    with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
+        host = json.load(f)
+    names, ips = deploy.cert_names(host)
+    assert "localhost" in names and ips == ["127.0.0.1"], (names, ips)
+    with open(os.path.join(ROOT, "boards", "esp32", "config.json")) as f:
+        esp = json.load(f)
+    assert "localhost" not in deploy.cert_names(esp, board_ips=["127.0.0.1"])[0]  # only the config's own host

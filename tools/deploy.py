@@ -74,8 +74,9 @@ def cert_names(cfg, extra_names=(), extra_ips=(), board_ips=()):
     """(DNS names, IP addresses) a client may use to reach the board, for subjectAltName: the
     config's server "hostname", the Wi-Fi hostname (extra_names: secrets.json "hostname", which
     the board gives DHCP and mDNS) and --cert-name, each bare name also as NAME.local (what
-    mDNS answers); the config's "host" if it is one address (not 0.0.0.0), the address the
-    board has now on Wi-Fi, and --cert-ip. Order kept, duplicates dropped."""
+    mDNS answers), and localhost when the config's "host" is a loopback address (the
+    pseudo-board; fetchmail and curl name it so); the config's "host" if it is one address (not
+    0.0.0.0), the address the board has now on Wi-Fi, and --cert-ip. Order kept, duplicates dropped."""
     srv = cfg.get("server") or {}
     names = []
     for n in [srv.get("hostname") or "pocketpost"] + list(extra_names):
@@ -90,6 +91,8 @@ def cert_names(cfg, extra_names=(), extra_ips=(), board_ips=()):
             continue
         if not ip.is_unspecified and str(ip) not in ips:
             ips.append(str(ip))
+        if ip.is_loopback and a == srv.get("host") and "localhost" not in names:
+            names.append("localhost")  # a board listening on loopback (the pseudo-board): reached as localhost
     return names, ips
 
 
