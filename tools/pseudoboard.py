@@ -9,8 +9,13 @@ The image (default 2 MiB of 4 KiB blocks, the vfs partition of a 4 MiB ESP32) is
 formatted on first use and persists in --dir. With --boot the pseudo-board behaves like a reset
 board: it runs /flash/boot.py and /flash/main.py, and mpremote's Ctrl-C interrupts main.py.
 
-Differences from a board, all from the unix port: a soft reset (Ctrl-D, `mpremote reset` or
-`soft-reset`) ends the micropython process and with it socat; there is no network/WDT/ntptime
+`machine.reset()` (and `mpremote reset`, which calls it) ends the process and this tool boots the
+image again as a reset board does (boot.py, main.py), on the same tty: `mpremote ... + reset`
+works as docs/BOARD.md shows it for a board.
+
+Differences from a board, all from the unix port: a soft reset (Ctrl-D, `mpremote soft-reset`, or
+mpremote connecting without `resume`) ends the micropython process and with it socat (and the
+tool); there is no network/WDT/ntptime
 module; the heap is the unix port's (-X heapsize, 64-bit: 32-byte GC blocks vs 16 on ESP32);
 no ROMFS partition unless --romfs-kib N gives it one (tools/hostrom.py; kept in the heap).
 The file-backed block device is tools/hostflash.py (micropython side); CPython reads the same
@@ -34,6 +39,7 @@ VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 BLOCK_SIZE = 4096  # ESP32 flash erase sector
 BLOCK_COUNT = 512  # 2 MiB: the vfs partition of the generic 4 MiB ESP32 image
 READY = "ready"  # written next to the image once /flash is mounted
+RESET = "reset"  # written there by machine.reset() (`mpremote reset`) just before the process ends
 STOP_WAIT_S = 5  # how long stop() waits for the micropython process to let go of the image
 HEAPSIZE = "256k"  # a small heap, nearer a board than the unix default (~8 MiB)
 
@@ -47,6 +53,18 @@ import hostflash  # the file-backed littlefs block device (tools/hostflash.py)
 # does, so boot.py's remount (pocketpost.flashfs) runs as on a board; without, mounted as a board
 # runs once boot.py has remounted it.
 _bdev = hostflash.mount(IMAGE, "/flash", MKFS, not BOOT)
+import machine as _machine  # the unix port's: no reset(). The stand-in adds one, as a board has:
+class machine:  # the process ends leaving RESET_PATH, and pseudoboard.py boots the image again
+    pass
+for _k in dir(_machine):
+    if not _k.startswith("__"):
+        setattr(machine, _k, getattr(_machine, _k))
+def _reset():
+    open(RESET_PATH, "w").close()
+    sys.exit(0)
+machine.reset = staticmethod(_reset)
+sys.modules["machine"] = machine
+del _k, _machine, _reset
 if BOOT:
     class flashbdev:  # stands in for the ESP32 port's frozen flashbdev module
         bdev = _bdev
@@ -126,9 +144,10 @@ class PseudoBoard:
 
     def _write_boot(self):
         path = os.path.join(self.dir, "pseudoboot.py")
-        head = "IMAGE = %r\nTOOLS = %r\nREADY_PATH = %r\nBOOT = %r\nMKFS = %r\nROMFS = %r\nROMFS_SIZE = %d\n" % (
-            self.image, os.path.join(ROOT, "tools"), os.path.join(self.dir, READY), self.boot, self.mkfs,
-            self.romfs, self.romfs_kib * 1024)
+        head = ("IMAGE = %r\nTOOLS = %r\nREADY_PATH = %r\nRESET_PATH = %r\nBOOT = %r\nMKFS = %r\nROMFS = %r\n"
+                "ROMFS_SIZE = %d\n") % (
+            self.image, os.path.join(ROOT, "tools"), os.path.join(self.dir, READY), os.path.join(self.dir, RESET),
+            self.boot, self.mkfs, self.romfs, self.romfs_kib * 1024)
         with open(path, "w") as f:
             f.write(head + BOOT_SCRIPT)
         return path
@@ -149,7 +168,7 @@ class PseudoBoard:
             except hostimage.ImageError:
                 self.lock.release()
                 raise
-        for stale in (self.tty, os.path.join(self.dir, READY)):
+        for stale in (self.tty, os.path.join(self.dir, READY), os.path.join(self.dir, RESET)):
             if os.path.lexists(stale):
                 os.unlink(stale)
         boot = self._write_boot()
@@ -179,6 +198,10 @@ class PseudoBoard:
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def was_reset(self):
+        """True once the board has ended by machine.reset() (`mpremote reset`), not a soft reset."""
+        return os.path.exists(os.path.join(self.dir, RESET))
 
     def wait(self, timeout=None):
         return self.proc.wait(timeout)
@@ -248,11 +271,19 @@ def main(argv=None):
     print("pseudo-board up: %s (image %s)" % (pb.tty, pb.image))
     print("  mpremote connect %s resume fs ls :" % pb.tty)
     print("  make deploy BOARD=host PORT=%s" % pb.tty)
-    print("Ctrl-C to stop; a soft reset ends it too.")
+    print("Ctrl-C to stop; a soft reset ends it too; machine.reset() (mpremote reset) boots it again.")
     try:
-        while pb.alive():
-            time.sleep(0.2)
-        print("pseudo-board ended (soft reset or exit)")
+        while True:
+            while pb.alive():
+                time.sleep(0.2)
+            if not pb.was_reset():
+                print("pseudo-board ended (soft reset or exit)")
+                break
+            # machine.reset() (`mpremote reset`): as a board, it boots: boot.py, then main.py
+            pb.stop()
+            pb = PseudoBoard(a.dir, a.image, True, a.heapsize, romfs_kib=a.romfs_kib)
+            pb.start()
+            print("pseudo-board reset: booting boot.py and main.py from the image")
     except KeyboardInterrupt:
         pass
     finally:

@@ -3,6 +3,8 @@ config (users), store (mailboxes), client (fetching) and board (what is running)
 
     mpremote exec "from pocketpost import admin; admin.status()"
     mpremote exec "from pocketpost import admin; admin.add_user('alice', 'secret')"
+    mpremote exec "from pocketpost import admin; admin.passwd('alice', 'new secret')"
+    mpremote exec "from pocketpost import admin; admin.del_user('alice')"     # the mailbox stays
     mpremote exec "from pocketpost import admin; admin.deliver('alice', 'Hello from the REPL')"
     mpremote exec "from pocketpost import admin; admin.mailboxes()"
     mpremote exec "from pocketpost import admin; admin.fetch_now()"
@@ -33,7 +35,7 @@ def _store(cfg):
     return boardstart.open_store(cfg)
 
 
-def add_user(name, password, config_path=CONFIG_PATH, iterations=None):
+def add_user(name, password, config_path=CONFIG_PATH, iterations=None, _existing=False):
     """Add a POP3 user, or give an existing one a new password (its mailbox and APOP secret stay):
     config.json keeps only the SCRAM-SHA-256 record (PBKDF2 salt, iterations, StoredKey, ServerKey),
     with the board's iteration count (config "server"/"pbkdf2_iterations") unless given."""
@@ -44,6 +46,8 @@ def add_user(name, password, config_path=CONFIG_PATH, iterations=None):
     raw = config.load_raw(config_path)  # edit the file as written: no defaults baked in
     old = (raw.get("users") or {}).get(name)
     old = old if isinstance(old, dict) else None
+    if _existing and old is None:  # passwd('alcie', ...): not a new user by a typo
+        raise config.ConfigError("no user %r (users: %s): admin.add_user makes one" % (name, _names(raw)))
     # a new password for an existing user: its mailbox and APOP secret stay (ppadmin adduser --force too)
     config.add_user(raw, name, password, iterations, mailbox=(old or {}).get("mailbox"),
                     apop_secret=(old or {}).get("apop_secret"))
@@ -53,6 +57,30 @@ def add_user(name, password, config_path=CONFIG_PATH, iterations=None):
     if not store.exists(box):
         store.create(box)
     print("user %r %s (mailbox %r); machine.reset() to serve it" % (name, "password replaced" if old else "added", box))
+
+
+def passwd(name, password, config_path=CONFIG_PATH):
+    """A new password for an existing user (a name that is none is refused, not added)."""
+    add_user(name, password, config_path, _existing=True)
+
+
+def del_user(name, config_path=CONFIG_PATH):
+    """Remove a POP3 user: no more logins (POP3, SMTP submission). Its mailbox and the mail in it
+    stay (export it first: docs/MIGRATE.md; a user of that name added later reads it again)."""
+    from pocketpost import config
+
+    raw = config.load_raw(config_path)
+    users = raw.get("users") or {}
+    if name not in users:
+        raise config.ConfigError("no user %r (users: %s)" % (name, _names(raw)))
+    box = _mailbox_of(raw, name)
+    del users[name]
+    config.save(config_path, raw)
+    print("user %r removed; its mailbox %r and the mail in it stay; machine.reset() to apply" % (name, box))
+
+
+def _names(cfg):
+    return ", ".join(sorted(cfg.get("users") or {})) or "none"
 
 
 def _mailbox_of(cfg, user):
@@ -107,7 +135,7 @@ def deliver(user, text=TEST_BODY, subject="pocketpost test", sender="pocketpost@
         if user not in users:
             from pocketpost.config import ConfigError
 
-            raise ConfigError("no user %r (users: %s): admin.add_user first" % (user, ", ".join(sorted(users)) or "none"))
+            raise ConfigError("no user %r (users: %s): admin.add_user first" % (user, _names(cfg)))
         store.create(box)
     d = store.begin(box)
     try:
@@ -193,6 +221,9 @@ def fetch_now(account=None, config_path=CONFIG_PATH):
         except Exception as e:  # network, TLS, login refused...: report it, go on to the next account
             out[name] = {"error": "%s: %s" % (type(e).__name__, e)}
         print("%s: %s" % (name, out[name]))
+        r = board.current
+        if r is not None and "refused" not in r.fetches.get(name, ()):  # status()'s last fetch: this one
+            r.fetches[name] = dict(out[name], at=time.time() - r.started)
     if not out:
         print("no account %r in %s" % (account, config_path) if account else "no accounts in " + config_path)
     return out
@@ -203,16 +234,31 @@ def status_dict(config_path=CONFIG_PATH):
     gc.collect()
     st = {}  # type: dict
     root = "."
+    reserved = None
     try:
-        r = _cfg(config_path).get("store", {}).get("root")
+        cfg = _cfg(config_path)
+        boardstart.check(cfg)  # the board's sections too: what the next start would refuse
+        st["config"] = "ok"
+        r = cfg.get("store", {}).get("root")
         if r and exists(r):
             root = r
-    except (OSError, ValueError):  # no config yet: report the current filesystem
-        pass
+        # what the store keeps free (its reserve and the accounts' UIDL state's): mail gets the rest
+        from pocketpost import config
+
+        reserved = cfg["store"]["reserve"] + config.state_reserve(cfg)  # as config.open_store
+    except OSError as e:  # no config yet: report the current filesystem
+        st["config"] = "cannot read %s: %s" % (config_path, e)
+    except Exception as e:  # a config mistake: said here, where a maker looks first, not raised
+        if isinstance(e, MemoryError):
+            raise
+        st["config"] = str(e)
     try:
         free, bsize = free_bytes(root)
         total = os.statvfs(root)[0] * os.statvfs(root)[2]
         st["flash"] = {"free": free, "total": total, "block": bsize, "tuned": board.tuned}
+        if reserved is not None:
+            st["flash"]["reserved"] = reserved
+            st["flash"]["for_mail"] = max(0, free - reserved)
     except (OSError, AttributeError) as e:
         st["flash"] = {"error": str(e)}
     if hasattr(gc, "mem_free"):
@@ -229,10 +275,11 @@ def status_dict(config_path=CONFIG_PATH):
         st["wifi"] = wifi_info(r.wifi) if r.wifi else None
         st["clock"] = clock_info(r.clock) if r.clock else {"set": boardstart.clock_is_set()}
         st["watchdog"] = {"timeout_ms": r.watchdog.timeout_ms, "feeds": r.watchdog.feeds} if r.watchdog else None
-        st["services"] = services(r.supervisor)
-        st["fetches"] = r.fetches
+        st["services"] = services(r.supervisor) or "none started (see config and errors)"
+        st["fetches"] = fetches(r)
     else:
-        st["services"] = "not running (safe mode, or main.py not started)"
+        st["services"] = ("not running: safe mode" if safemode.safe else
+                          "not running (main.py not started, or it stopped: see errors)")
         st["clock"] = {"set": boardstart.clock_is_set()}
     st["errors"] = list(log.recent)
     return st
@@ -249,6 +296,20 @@ def sessions(r):
         if srv is not None:
             n += srv.slots.sessions
     return n
+
+
+def fetches(r):
+    """{account: the last fetch's stats or error}, each with how long ago it ran ("ago_s"; the
+    Runner keeps the uptime it ran at: an NTP clock jump does not move it)."""
+    up = time.time() - r.started
+    out = {}
+    for name, st in r.fetches.items():
+        st = dict(st)
+        at = st.pop("at", None)
+        if at is not None:
+            st["ago_s"] = int(up - at)
+        out[name] = st
+    return out
 
 
 def wifi_info(w):
@@ -272,7 +333,7 @@ def services(sup):
 def status(config_path=CONFIG_PATH):
     """Print the board's status for a human at the REPL."""
     st = status_dict(config_path)
-    for k in ("flash", "heap", "idf_heap", "safe_mode", "uptime_s", "sessions", "wifi", "clock", "watchdog", "services",
+    for k in ("config", "flash", "heap", "idf_heap", "safe_mode", "uptime_s", "sessions", "wifi", "clock", "watchdog", "services",
               "fetches"):
         if k in st:
             print("%-10s %s" % (k, st[k]))

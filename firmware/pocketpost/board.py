@@ -47,7 +47,7 @@ import sys
 import time
 
 from pocketpost import log
-from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, const, forget, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, ConfigError, const, forget, ticks_diff, ticks_ms
 
 _TYPING = const(0)  # a const: mpy-cross drops the block and its names (machine, network)
 if _TYPING:  # never true at run time: lets mypy check calls against the ESP32 stubs
@@ -551,6 +551,7 @@ class Runner:
                 except Exception as e:  # network, TLS, login refused, a bad reply: try next time
                     self.fetches[name] = {"error": _exc_line(e)}
                     log.warning("fetch %s failed: %s", name, _exc_line(e))
+                self.fetches[name]["at"] = time.time() - self.started  # uptime then: admin.status() says how long ago
             await _sleep_ms(interval_s * 1000)
 
     async def usb_link(self):
@@ -634,7 +635,9 @@ async def _stop(tasks, ms):
 
 def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=_FATAL_RESET_DELAY_MS):
     """Start everything from the config and run forever. On a board, a failure outside the
-    services is logged and the board resets after a pause; Ctrl-C returns to the REPL."""
+    services is logged and the board resets after a pause; a mistake in the config (ConfigError)
+    is logged and returns to the REPL (a reset would only meet it again, every ten seconds);
+    Ctrl-C returns to the REPL."""
     global current
     from pocketpost import heapmark
 
@@ -666,6 +669,11 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=_FA
             hw.keep_fed(runner.watchdog.wdt)
             log.warning("interrupted: watchdog now fed by a timer; machine.reset() to restart")
         raise
+    except ConfigError as e:  # the file says something wrong: a reset would read it again, and again
+        log.error("pocketpost not started: %s", e)
+        log.error("fix config.json (mpremote edit :config.json), then reset; admin.status() checks it")
+        if runner is not None and runner.watchdog is not None and hw.keep_fed is not None:
+            hw.keep_fed(runner.watchdog.wdt)
     except Exception as e:  # config unreadable, store unusable, a bug outside the supervisor
         try:
             log.error("pocketpost stopped: %s", _exc_line(e))

@@ -24,6 +24,37 @@ _SERVICE_SMTP = const(1)  # run the SMTP receiver (only ever started when the co
 _CLOCK_VALID_YEAR = const(2024)
 
 
+# The board's own config sections and their keys (config.py checks the others, and passes these
+# through): a mistyped key (`"fetch_intervall_s"`) or section (`"service"`) is refused by name, as
+# config.py refuses one of its own, rather than left silently at its default (no fetch schedule).
+_SECTIONS = {
+    "wifi": ("secrets", "retries", "backoff_ms", "backoff_max_ms", "connect_timeout_ms", "check_ms"),
+    "ntp": ("host", "interval_s", "retry_s"),
+    "watchdog": ("timeout_ms",),
+    "services": ("server", "smtp", "fetch_interval_s", "usb_link"),
+}
+_TOP = ("store", "server", "smtp", "users", "accounts", "log")  # config.py's sections
+
+
+def check(cfg):
+    """Refuse (ConfigError, one line) a top-level key neither config.py nor the board knows
+    (keys starting with "_" are comments), a board section that is not an object and a key
+    of one it does not have. Called before the watchdog starts (board.main then stays at the
+    REPL: a reset would not mend the file) and by admin.status()."""
+    from pocketpost.compat import ConfigError
+
+    for k in cfg:
+        if k in _SECTIONS:
+            v = cfg[k]
+            if not isinstance(v, dict):
+                raise ConfigError("config: %s must be an object ({...})" % k)
+            for kk in v:
+                if kk not in _SECTIONS[k]:
+                    raise ConfigError("config: unknown key %s.%s (%s has: %s)" % (k, kk, k, ", ".join(_SECTIONS[k])))
+        elif k not in _TOP and not k.startswith("_"):
+            raise ConfigError("config: unknown section %r (sections: %s)" % (k, ", ".join(_TOP + tuple(_SECTIONS))))
+
+
 def clock_is_set():
     return time.gmtime()[0] >= _CLOCK_VALID_YEAR
 
@@ -58,6 +89,7 @@ async def start(r, secrets_path=None):
     each name a module defines is interned for good, and the board's count sits near the 1,260
     at which MicroPython's qstr pools double, 14 KB on the 64-bit host; bench_heap --runner c.)"""
     cfg = r.cfg
+    check(cfg)  # before the watchdog: a config mistake leaves the board at the REPL (board.main)
     hw = r.hw
     wd = board._section(cfg, "watchdog")
     timeout = wd.get("timeout_ms", WDT_TIMEOUT_MS)

@@ -1252,3 +1252,172 @@ def test_uptime_is_not_moved_by_the_ntp_clock_set():
     finally:
         board.time, admin.time, board.current = saved
     assert 6 <= up <= 8, up
+
+
+def _write(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def _remove(path):
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def test_a_config_mistake_leaves_the_board_at_the_repl_instead_of_a_reset_loop():
+    # A mistyped board key ("fetch_intervall_s") was ignored without a word: the fetch schedule
+    # never ran. And every ConfigError (a file that is not JSON, an unknown server key) made
+    # board.main reset the board, which read the same file again: a reset every ten seconds.
+    # Now: refused by name, logged with what to do, no reset and no watchdog started.
+    root = _tmpname("mail")
+    cfgp = _tmpname("cfg") + ".json"
+    cases = [
+        ('{"store": {"root": "%s"}, "services": {"server": false, "fetch_intervall_s": 60}}' % root,
+         "unknown key services.fetch_intervall_s"),
+        ('{"store": {"root": "%s"}, "service": {"fetch_interval_s": 60}}' % root, "unknown section 'service'"),
+        ('{"store": {"root": "%s"}, "wifi": "home"}' % root, "config: wifi must be an object"),
+        ('{"store": {"root": "%s"}, "server": {"prot": 110}}' % root, "unknown key server.prot"),
+        ('{"store": {"root": "%s"}, "services": {' % root, "not valid JSON"),
+    ]
+    try:
+        for text, said in cases:
+            _write(cfgp, text)
+            logs = Logs()
+            resets = []
+            wdts = []
+            hw = board.Hardware(reset=lambda: resets.append(1), make_wdt=wdts.append)
+            try:
+                board.main(cfgp, hw, fatal_delay_ms=0)
+            finally:
+                logs.close()
+            assert resets == [] and wdts == [], (text, resets, wdts)
+            assert logs.having("pocketpost not started") and logs.having(said), (said, logs.lines)
+            assert logs.having("fix config.json"), logs.lines
+            # admin.status() says it too, as a line, instead of raising at the maker
+            st = admin.status_dict(cfgp)
+            assert said in st["config"], (said, st["config"])
+        # comments ("_about") and every board key the docs name pass
+        _write(cfgp, '{"_about": "x", "store": {"root": "%s"}, "services": {"server": false, "smtp": false, '
+                     '"fetch_interval_s": 0, "usb_link": false}, "wifi": {"secrets": "s.json", "retries": 1, '
+                     '"backoff_ms": 1, "backoff_max_ms": 2, "connect_timeout_ms": 3, "check_ms": 4}, '
+                     '"ntp": {"host": "", "interval_s": 1, "retry_s": 1}, "watchdog": {"timeout_ms": 0}}' % root)
+        logs = Logs()
+        try:
+            board.main(cfgp, board.Hardware(reset=lambda: resets.append(1)), fatal_delay_ms=0)
+        finally:
+            logs.close()
+        assert logs.having("no service running") and not logs.having("not started"), logs.lines
+        assert admin.status_dict(cfgp)["config"] == "ok"
+    finally:
+        board.current = None
+        _remove(cfgp)
+        _rmtree(root)
+
+
+def test_admin_passwd_and_del_user():
+    # There was no way to remove a user at the REPL (ppadmin deluser works on an image only), and
+    # add_user('alcie', ...) meant as alice's new password made a new user.
+    from pocketpost import auth
+    from pocketpost import config as config_mod
+
+    root = _tmpname("mail")
+    cfgp = _tmpname("cfg") + ".json"
+    _write(cfgp, '{"store": {"root": "%s", "quota": 0}, "server": {"pbkdf2_iterations": 100}, "users": {}}' % root)
+    try:
+        admin.add_user("alice", "pw", config_path=cfgp)
+        admin.add_user("bob", "pw", config_path=cfgp)
+        admin.deliver("bob", config_path=cfgp)
+        admin.passwd("alice", "new pw", config_path=cfgp)
+        assert auth.verify_password("new pw", config_mod.load_raw(cfgp)["users"]["alice"]["password"])
+        before = open(cfgp).read()
+        for call, said in ((lambda: admin.passwd("alcie", "x", config_path=cfgp), "alcie"),
+                           (lambda: admin.del_user("carol", config_path=cfgp), "carol")):
+            try:
+                call()
+                raise AssertionError("not refused")
+            except config_mod.ConfigError as e:
+                assert said in str(e) and "alice, bob" in str(e), e
+        assert open(cfgp).read() == before
+        admin.del_user("bob", config_path=cfgp)
+        assert sorted(config_mod.load_raw(cfgp)["users"]) == ["alice"]
+        # the mailbox and its mail stay
+        assert [(r[0], r[1]) for r in admin.mailbox_list(config_path=cfgp)] == [("alice", 0), ("bob", 1)]
+    finally:
+        _rmtree(root)
+        _remove(cfgp)
+
+
+def test_status_says_when_the_last_fetch_ran_and_fetch_now_is_the_last():
+    # admin.status() showed each account's last fetch without saying when it ran ("fetched: 0"
+    # could be a minute or a day old), and after admin.fetch_now() it still showed the
+    # schedule's older result. Now each carries ago_s, and fetch_now's result replaces it.
+    from pocketpost import client
+
+    real = (client.fetch_account, client.fetch_account_sync)
+    n = [0]
+
+    async def fake_fetch(acct, store, on_message=None, opener=None, headers=True):
+        n[0] += 1
+        return {"account": acct["name"], "fetched": 2}
+
+    def fake_sync(acct, store):
+        return {"account": acct["name"], "fetched": 7}
+
+    root = _tmpname("mail")
+    cfgp = _tmpname("cfg") + ".json"
+    _write(cfgp, '{"store": {"root": "%s"}, "accounts": [{"name": "isp", "host": "h", "user": "u", '
+                 '"password": "p", "ca": "x.der", "state_dir": "%s/state"}]}' % (root, root))
+    client.fetch_account, client.fetch_account_sync = fake_fetch, fake_sync
+    logs = Logs()
+    saved = board.current
+    try:
+        cfg = board.load_config(cfgp)
+        r = board.Runner(cfg, board.Hardware())
+        r.store = boardstart.open_store(cfg)
+        board.current = r
+
+        async def go():
+            t = asyncio.create_task(r.fetch_schedule(3600))
+            await until(lambda: n[0] == 1)
+            await asyncio.sleep(0.01)
+            t.cancel()
+            await asyncio.sleep(0)
+
+        run(go())
+        r.started -= 50  # 50 s of uptime pass
+        st = admin.status_dict(cfgp)["fetches"]["isp"]
+        assert st["fetched"] == 2 and 50 <= st["ago_s"] <= 52, st
+        admin.fetch_now(config_path=cfgp)
+        st = admin.status_dict(cfgp)["fetches"]["isp"]
+        assert st["fetched"] == 7 and 0 <= st["ago_s"] <= 2, st
+    finally:
+        board.current = saved
+        client.fetch_account, client.fetch_account_sync = real
+        logs.close()
+        _rmtree(root)
+        _remove(cfgp)
+
+
+def test_status_shows_the_flash_the_store_keeps_free():
+    # admin.status() showed 160 KB of flash free while every fetch failed with "message too
+    # large for the flash space left" (54 KB): the store keeps its reserve and the accounts'
+    # UIDL state's room free, and status did not say so. Now: reserved, and for_mail the rest.
+    from pocketpost import config as config_mod
+
+    root = _tmpname("mail")
+    cfgp = _tmpname("cfg") + ".json"
+    try:
+        _write(cfgp, '{"store": {"root": "%s", "reserve": 4096}}' % root)
+        fl = admin.status_dict(cfgp)["flash"]
+        assert fl["reserved"] == 4096 and fl["for_mail"] == max(0, fl["free"] - 4096), fl
+        _write(cfgp, '{"store": {"root": "%s", "reserve": 4096}, "accounts": [{"name": "isp", "host": "h", '
+                     '"user": "u", "password": "p", "ca": "x.der"}]}' % root)
+        fl = admin.status_dict(cfgp)["flash"]
+        want = 4096 + config_mod.state_reserve(board.load_config(cfgp))
+        assert want > 4096 and fl["reserved"] == want and fl["for_mail"] == max(0, fl["free"] - want), fl
+        assert config_mod.open_store(board.load_config(cfgp)).reserve == want  # what the store keeps
+    finally:
+        _remove(cfgp)
+        _rmtree(root)
