@@ -198,12 +198,12 @@ def test_a_delivery_keeps_its_attribute_table_at_17_entries(tmp_path):
 
 def test_error_texts_are_cold_and_each_number_names_its_text():
     """The texts of the client's errors are not string objects of the modules held while messages
-    move (issue 10: each is heap at the fetch's peak): client.py and clientget.py give a number
+    move (issue 10: each is heap at the fetch's peak): client.py, clientget.py and clientplan.py give a number
     into clientfail.TEXTS, pop3client.ClientSession.fail one into pop3listing.FAILS (both cold).
     Their numbers are private copies: each must still name its text."""
     import os
 
-    from pocketpost import client, clientfail, clientget, pop3client, pop3listing
+    from pocketpost import client, clientfail, clientget, clientplan, pop3client, pop3listing
 
     def text(n):
         return clientfail.TEXTS[n]
@@ -213,7 +213,10 @@ def test_error_texts_are_cold_and_each_number_names_its_text():
                                  "_T_UNSAVED": "state not saved", "_T_STORE": "%s: store: %s"}),
                        (clientget, {"_T_UNEXPECTED": "unexpected data instead of", "_T_INSIDE": "inside the message",
                                     "_T_LARGER": "larger than the server said", "_T_SHORT": "not provably complete",
-                                    "_T_NOOP": "NOOP after"})):
+                                    "_T_NOOP": "NOOP after"}),
+                       (clientplan, {"_T_LATER": "([%s]): try again later", "_T_REFUSED": "UIDL refused",
+                                     "_T_NO_UIDL": "the server has no UIDL", "_T_SIZE": "LIST: malformed size",
+                                     "_T_LIST": "%s: LIST failed"})):
         for name, part in names.items():
             assert part in text(getattr(mod, name)), (mod.__name__, name)
     fails = {"_F_BEFORE": "nobody asked for before %s", "_F_STLS": "after STLS", "_F_LONG": "longer than",
@@ -224,7 +227,7 @@ def test_error_texts_are_cold_and_each_number_names_its_text():
     assert pop3listing.FAILS[pop3client._F_NOBODY] == "server sent data nobody asked for"
     here = os.path.dirname(client.__file__)
     for mod, part in (("client", "UIDL state full"), ("clientget", "not provably complete"),
-                      ("pop3client", "is neither +OK nor -ERR: %s")):
+                      ("pop3client", "is neither +OK nor -ERR: %s"), ("clientplan", "UIDL refused")):
         with open(os.path.join(here, mod + ".py")) as f:
             assert part not in f.read(), mod
     c = client.Pop3Client("h", 110, read_timeout=5)

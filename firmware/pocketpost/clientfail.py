@@ -1,15 +1,15 @@
 """The errors of a failed wait or connection in a POP3 client session, in words a user can act on
 (Pop3Client._lost: a ConnectionLost; Pop3Client._timeout: a Pop3Timeout naming the deadline that
-ran out), and the texts of client.py's and clientget.py's other errors and of the log lines at a
-session's end (text). Cold code: client.py loads it only for those (client._failed) and drops it
+ran out), and the texts of client.py's, clientget.py's and clientplan.py's other errors and of the
+log lines at a session's end (text). Cold code: client.py loads it only for those (client._failed) and drops it
 after (MicroPython), so its text is not held while messages download (issue 10: the fetch's
 smallest heap is set there)."""
 
 from pocketpost import compat
 from pocketpost.client import ConnectionLost, Pop3Timeout
 
-# The texts of client.py's and clientget.py's errors (and of log lines at a session's end), by
-# number (their _T_ names, private copies): text(n, *args).
+# The texts of client.py's, clientget.py's and clientplan.py's errors (and of log lines at a
+# session's end), by number (their _T_ names, private copies): text(n, *args).
 TEXTS = (
     "%s: unexpected data instead of %s",  # 0
     "%s: LIST did not list message %d",  # 1
@@ -25,6 +25,12 @@ TEXTS = (
     "%s: NOOP after %s answered -ERR (%s): the message is not proved complete",  # 9
     "message %d (%d octets): %s; make room, or set the account's max_size below it",  # 10
     "message %d (%d octets): %s",  # 11
+    "%s ([%s]): try again later",  # 12 (clientplan.py's from here)
+    "%s: UIDL refused (it listed this account's messages before): try again later",  # 13
+    "%s: UIDL: the server has no UIDL: only policy 'delete' can fetch each message once; set it, or "
+    "use another server",  # 14
+    "%s: LIST: malformed size for message %d",  # 15
+    "%s: LIST failed",  # 16
 )
 
 

@@ -6,7 +6,7 @@ after it (not held at the login or while a message streams in; its qstrs stay). 
 in the caller's bit arrays and `ctl`, not here: nothing of this module outlives the call."""
 
 from pocketpost import log, pop3listing
-from pocketpost.client import ClientError, ErrReply, _bit, _set
+from pocketpost.client import ClientError, ErrReply, _bit, _failed, _set
 from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
 
@@ -23,6 +23,14 @@ _F_NEW = const(0x20)
 _F_SYNTH = const(0x02)
 _REC = const(13)
 _KEY = const(8)
+# The texts of its errors: clientfail.TEXTS[n] (cold: a text here is a string object held through
+# every listing pass, one of the fetch's peaks); private copies of its numbers
+# (host_tests/test_fetch_heap.py checks them).
+_T_LATER = const(12)
+_T_REFUSED = const(13)
+_T_NO_UIDL = const(14)
+_T_SIZE = const(15)
+_T_LIST = const(16)
 
 
 async def listing(c, keyword, count, on_line):
@@ -36,7 +44,7 @@ async def listing(c, keyword, count, on_line):
         await c._status(d)
     except ErrReply as e:
         if e.code:  # [IN-USE], [SYS/TEMP]: refused for now, not a server without the command
-            raise ErrReply("%s ([%s]): try again later" % (e.msg, e.code), e.code)
+            raise ErrReply(_failed("text", _T_LATER, e.msg, e.code), e.code)
         return False
 
     def one(ev):
@@ -138,14 +146,12 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
         buf = st.buf
         for i in range(st.n):  # a UID stored before: this server has UIDL, refused for now
             if not buf[i * _REC + _KEY + 4] & _F_SYNTH:
-                raise ClientError("%s: UIDL refused (it listed this account's messages before): "
-                                  "try again later" % c.where)
+                raise ClientError(_failed("text", _T_REFUSED, c.where))
     if has_uidl and dups:
         await listing(c, "UIDL", count, on_dup)
     if not has_uidl:
         if policy != "delete":
-            raise ClientError("%s: UIDL: the server has no UIDL: only policy 'delete' can fetch each "
-                              "message once; set it, or use another server" % c.where)
+            raise ClientError(_failed("text", _T_NO_UIDL, c.where))
         if ctl[0]:
             log.warning("fetch %s: server has no UIDL; best effort by content hash", name)
         for n in range(1, count + 1):
@@ -161,10 +167,10 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
             try:
                 sizes[n] = parse_number(field, 0)
             except ProtocolError:
-                raise ProtocolError("%s: LIST: malformed size for message %d" % (c.where, n))
+                raise ProtocolError(_failed("text", _T_SIZE, c.where, n))
 
     if want and not await listing(c, "LIST", count, on_list):
-        raise ProtocolError("%s: LIST failed" % c.where)
+        raise ProtocolError(_failed("text", _T_LIST, c.where))
     m = a["max_size"]
     for n in whole:
         if m and sizes.get(n, 0) > m:  # still oversize: its header block is stored already
