@@ -21,6 +21,7 @@ import io
 import os
 import sys
 
+import micropython
 import vfs
 
 BLOCK_SIZE = 4096  # ESP32 flash erase sector
@@ -125,11 +126,16 @@ class FileBlockDev:
             self._put(self.ob * self.bs, self.buf)
             self.dirty = False
 
-    def readblocks(self, n, buf, off=0):
+    # readblocks and writeblocks: these (bytecode) or, where MicroPython has the viper emitter,
+    # _VIPER's (the same steps, ~700 fewer host instructions per call: no bytecode dispatch).
+    def readblocks(self, n, buf, off):
         if n == self.ob:  # first: most calls are littlefs's read-backs of what it just programmed
             self.ram.seek(off)
             self.ram.readinto(buf)
             return
+        self._read_file(n, buf, off)
+
+    def _read_file(self, n, buf, off):
         if self.detached:
             return
         a = n * self.bs + off
@@ -138,12 +144,15 @@ class FileBlockDev:
         self.pos = -1
         self.pos = a + (self.f.readinto(buf) or 0)
 
-    def writeblocks(self, n, buf, off=0):
+    def writeblocks(self, n, buf, off):
         if n == self.ob:  # after umount too: RAM only, the file is left alone
             self.ram.seek(off)
             self.ram.write(buf)
             self.dirty = True
             return
+        self._write_file(n, buf, off)
+
+    def _write_file(self, n, buf, off):
         if self.detached:
             return
         self.flush()
@@ -174,6 +183,51 @@ class FileBlockDev:
             if self.durable:
                 self.f.flush()  # fsync on unix MicroPython
         return 0
+
+
+# FileBlockDev.readblocks / writeblocks as viper code (compiled at import from this text: a
+# MicroPython without the emitter, or POCKETPOST_HOSTFLASH_BYTECODE set, keeps the bytecode
+# ones; host_tests/test_hostflash.py runs both). Three arguments, always (viper has no defaults).
+_VIPER = """
+@micropython.viper
+def readblocks(self, n: int, buf, off: int):
+    if n == int(self.ob):
+        r = self.ram
+        r.seek(off)
+        r.readinto(buf)
+        return
+    if self.detached:
+        return
+    n = n * int(self.bs) + off  # (as _read_file, inline: no second call)
+    r = self.f
+    if n != int(self.pos):
+        r.seek(n)
+    self.pos = -1
+    off = int(r.readinto(buf) or 0)
+    self.pos = n + off
+
+
+@micropython.viper
+def writeblocks(self, n: int, buf, off: int):
+    if n == int(self.ob):
+        r = self.ram
+        r.seek(off)
+        r.write(buf)
+        self.dirty = True
+        return
+    self._write_file(n, buf, off)
+"""
+VIPER = False  # True once _VIPER's methods replaced the bytecode ones
+if not os.getenv("POCKETPOST_HOSTFLASH_BYTECODE"):
+    try:
+        _g = {"micropython": micropython}
+        exec(_VIPER, _g)
+        FileBlockDev.readblocks = _g["readblocks"]
+        FileBlockDev.writeblocks = _g["writeblocks"]
+        VIPER = True
+    except (SyntaxError, NotImplementedError):  # no viper emitter here: the bytecode stays
+        pass
+    _g = None
 
 
 class CountingBlockDev(FileBlockDev):
@@ -213,7 +267,7 @@ def is_blank(bdev):
     buf = bytearray(bdev.bs)
     blank = b"\xff" * bdev.bs
     for n in range(bdev.count):
-        bdev.readblocks(n, buf)
+        bdev.readblocks(n, buf, 0)
         if buf != blank:
             return False
     return True
