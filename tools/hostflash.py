@@ -126,8 +126,8 @@ class FileBlockDev:
             self._put(self.ob * self.bs, self.buf)
             self.dirty = False
 
-    # readblocks and writeblocks: these (bytecode) or, where MicroPython has the viper emitter,
-    # _VIPER's (the same steps, ~700 fewer host instructions per call: no bytecode dispatch).
+    # readblocks, writeblocks and ioctl: these (bytecode) or, where MicroPython has the viper
+    # emitter, _VIPER's (the same steps, ~700 fewer host instructions per call: no bytecode dispatch).
     def readblocks(self, n, buf, off):
         if n == self.ob:  # first: most calls are littlefs's read-backs of what it just programmed
             self.ram.seek(off)
@@ -185,7 +185,7 @@ class FileBlockDev:
         return 0
 
 
-# FileBlockDev.readblocks / writeblocks as viper code (compiled at import from this text: a
+# FileBlockDev.readblocks / writeblocks / ioctl as viper code (compiled at import from this text: a
 # MicroPython without the emitter, or POCKETPOST_HOSTFLASH_BYTECODE set, keeps the bytecode
 # ones; host_tests/test_hostflash.py runs both). Three arguments, always (viper has no defaults).
 _VIPER = """
@@ -216,14 +216,42 @@ def writeblocks(self, n: int, buf, off: int):
         self.dirty = True
         return
     self._write_file(n, buf, off)
+
+
+@micropython.viper
+def ioctl(self, op: int, arg: int):
+    if op == 4:
+        return self.count
+    if op == 5:
+        return self.bs
+    if self.detached:
+        return _OK
+    if op == 6:  # (as _erase, inline)
+        if self.dirty:
+            self.flush()
+        self.ob = arg
+        r = self.ram
+        r.seek(0)
+        op = 0
+        arg = int(self.bs)
+        while op < arg:
+            op += int(r.write(self.ff))
+        self.dirty = True
+    elif op == 3:
+        if self.dirty:
+            self.flush()
+        if self.durable:
+            self.f.flush()
+    return _OK
 """
 VIPER = False  # True once _VIPER's methods replaced the bytecode ones
 if not os.getenv("POCKETPOST_HOSTFLASH_BYTECODE"):
     try:
-        _g = {"micropython": micropython}
+        _g = {"micropython": micropython, "_OK": 0}  # (viper returns a native 0 as no object)
         exec(_VIPER, _g)
         FileBlockDev.readblocks = _g["readblocks"]
         FileBlockDev.writeblocks = _g["writeblocks"]
+        FileBlockDev.ioctl = _g["ioctl"]
         VIPER = True
     except (SyntaxError, NotImplementedError):  # no viper emitter here: the bytecode stays
         pass
