@@ -28,7 +28,7 @@ also with the code in a ROMFS image (`mpremote romfs build` of the modules a fet
 mounted with vfs.VfsRom, bytecode run in place, as frozen code or a ROMFS partition on a board):
 the host must hold the image in its heap, so its size is subtracted ("beyond the image").
 
-Run: .venv/bin/python tools/bench_client.py [--rounds N] [--no-heap] [--no-speed] [--romfs]
+Run: .venv/bin/python tools/bench_client.py [-h] [--rounds N] [--no-heap] [--no-speed] [--romfs]
          [--lfs-sizes "READ,PROG[,LOOKAHEAD] ..."] [--lfs-heap] [--lfs-counts] [--lfs-nofsync] [REV ...]
      (--lfs-sizes: one littlefs variant per entry, mounted with those VfsLfs2 sizes instead of
      tools/hostflash.py's; space-separated, e.g. "32,32 128,128"; --lfs-heap: also the smallest
@@ -294,6 +294,9 @@ def main(argv):
     i = 0
     while i < len(argv):
         a = argv[i]
+        if a in ("-h", "--help"):
+            print(__doc__)
+            return
         if a == "--rounds":
             rounds = int(argv[i + 1])
             i += 1
@@ -312,6 +315,9 @@ def main(argv):
         elif a == "--lfs-sizes":
             lfs_sizes = argv[i + 1].split()
             i += 1
+        elif a.startswith("-"):  # not a revision: git would get it, and tar fail on nothing
+            sys.stderr.write("bench_client.py: unknown option %s (-h: the options)\n" % a)
+            sys.exit(2)
         else:
             revs.append(None if a == "." else a)
         i += 1

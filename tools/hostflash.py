@@ -17,9 +17,11 @@ littlefs-python (block_size=BLOCK_SIZE, block_count=file size // BLOCK_SIZE).
 Never mount one image from two processes at once.
 """
 
+import io
 import os
 import sys
 
+import micropython
 import vfs
 
 BLOCK_SIZE = 4096  # ESP32 flash erase sector
@@ -48,12 +50,20 @@ def lfs_params():
     return {"readsize": r, "progsize": p, "lookahead": la, "mtime": MTIME != 0}
 
 
-ERASE_CHUNK = 1024  # an erase fills the block buffer with 0xff from one buffer this size, made once
+ERASE_CHUNK = 1024  # an erase writes 0xff into the open block from one buffer this size, made once
 # HEAP_LOCKED: littlefs also calls the block device from a GC finaliser (a file left open and
 # collected is closed, its data programmed, inside gc.collect() with the heap locked), as a
-# board's C flash driver serves it. So the calls below allocate nothing on that path: where the
-# fast way allocates (a memoryview slice), MemoryError falls back to a way that does not. An
+# board's C flash driver serves it. So the calls below allocate nothing, on any path: an
 # exception raised into littlefs there lost the file's data and could crash the pseudo-board.
+# NO_HEAP_FRAME: nor do they allocate their own frames. MicroPython puts a bytecode function's
+# frame on the heap (freed on return) when it outgrows ~11 machine words: arguments + locals +
+# the deepest value stack + 3 words per `try`/`with`. readblocks, writeblocks and ioctl run
+# ~9,000 times per MiB littlefs writes: no `try` in them, few locals (the erase has a method of
+# its own), and the open block's bytes move through an io.BytesIO (seek, then readinto or write:
+# no memoryview slice, the allocation that needed a `try` for the heap-locked case). A heap frame
+# there, with the small objects allocated between calls, made each allocation search a
+# fragmented heap: a read-back cost ~6 us instead of ~0.3 us (host_tests/test_hostflash.py
+# counts what the calls allocate: nothing).
 
 
 class FileBlockDev:
@@ -61,14 +71,15 @@ class FileBlockDev:
 
     The image is always what flash would hold after every operation up to some point, in order,
     and none after it: a killed process leaves it as a power cut at that point would have left a
-    board's flash. The block erased last is held in RAM (one block-sized buffer, the "open
-    block"): the erase and the programs into it reach the file together, in one write, when
-    littlefs syncs (after each metadata commit: everything committed is in the file), erases
-    another block, or programs one outside it; its reads come from RAM. Programs to other blocks
-    go to the file at once, after the open block. littlefs erases a block before it programs it
-    (file data block by block, metadata compactions), so the data of a message costs one system
-    call per 4 KiB instead of a write per program, a seek and a read per validating read-back,
-    and four writes per erase.
+    board's flash. The block erased last is held in RAM (the "open block", an io.BytesIO of one
+    block: a seek and a readinto or write copy bytes at an offset without allocating): the erase
+    and the programs into it reach the file together, in one write, when littlefs syncs (after
+    each metadata commit: everything committed is in the file), erases another block, or
+    programs one outside it; its reads come from RAM. Programs to other blocks go to the file at
+    once, after the open block. littlefs erases a block before it programs it (file data block
+    by block, metadata compactions), so the data of a message costs one system call per 4 KiB
+    instead of a write per program, a seek and a read per validating read-back, and four writes
+    per erase.
     Host costs a board does not have are kept out of the figures measured through it (a board's
     block device is C flash code: no method call in Python, no system call). What littlefs asks
     of the flash (programs, reads, erases: the board's costs) is unchanged; CountingBlockDev
@@ -88,10 +99,10 @@ class FileBlockDev:
         self.pos = -1  # the file position after the last call; -1: unknown, seek
         self.ff = b"\xff" * min(ERASE_CHUNK, block_size)
         self.ob = -1  # the open block (erased, held in RAM), -1: none
-        self.buf = bytearray(block_size)
-        self.mv = memoryview(self.buf)
-        self.lo = block_size  # the open block's bytes [lo, hi) are not in the file yet
-        self.hi = 0
+        self.buf = bytearray(block_size)  # the open block's bytes on their way to the file
+        self.ram = io.BytesIO(block_size)  # the open block (block_size bytes, never more: littlefs
+        self.ram.write(self.buf)  # programs inside a block; a write past the end would grow it)
+        self.dirty = False  # the open block has bytes (an erase, programs) not in the file yet
         # Set after umount: GC finalisers of abandoned littlefs files may still call in at exit,
         # and an exception there is a fatal "uncaught NLR".
         self.detached = False
@@ -103,39 +114,28 @@ class FileBlockDev:
         self.pos = a + self.f.write(data)
 
     def flush(self):
-        """Write the open block's pending bytes to the file (it stays open, in RAM)."""
-        if self.hi > self.lo:
-            # If the write raises, the bytes stay pending (the next flush writes them again) and
+        """Write the open block to the file if a program or the erase is not there yet (it stays
+        open, in RAM). The whole block, in one write: its bytes outside the programs since the
+        last flush are in the file already, the same (a partial write would take a memoryview
+        slice: an allocation, which fails with the heap locked, see HEAP_LOCKED)."""
+        if self.dirty:
+            self.ram.seek(0)
+            self.ram.readinto(self.buf)
+            # If the write raises, the block stays pending (the next flush writes it again) and
             # the operation that flushed fails before it is applied: the image stays a prefix.
-            try:  # (no local here: see readblocks)
-                self._put(self.ob * self.bs + self.lo, self.mv[self.lo : self.hi])  # the view allocates
-            except MemoryError:  # heap locked (see HEAP_LOCKED): the whole block, which holds
-                self._put(self.ob * self.bs, self.buf)  # the same bytes outside [lo, hi)
-            self.lo = self.bs
-            self.hi = 0
+            self._put(self.ob * self.bs, self.buf)
+            self.dirty = False
 
-    def _read_open(self, buf, off):
-        """buf from the open block at off. A method of its own, called only for the open block:
-        with its try in readblocks, MicroPython's frame of readblocks outgrew its C-stack limit
-        and was allocated on the heap at every call (fetch into an image 0.69 -> 0.65 of
-        poplib's speed, RETR from one ~0.93 -> ~0.75 of the copy limit)."""
-        try:
-            buf[:] = self.mv[off : off + len(buf)]
-        except MemoryError:  # heap locked (see HEAP_LOCKED)
-            self._copy_locked(buf, off)
-
-    def _copy_locked(self, buf, off):
-        """_read_open with the heap locked: byte by byte, allocating nothing."""
-        src = self.buf
-        i = 0
-        while i < len(buf):
-            buf[i] = src[off + i]
-            i += 1
-
-    def readblocks(self, n, buf, off=0):
+    # readblocks, writeblocks and ioctl: these (bytecode) or, where MicroPython has the viper
+    # emitter, _VIPER's (the same steps, ~700 fewer host instructions per call: no bytecode dispatch).
+    def readblocks(self, n, buf, off):
         if n == self.ob:  # first: most calls are littlefs's read-backs of what it just programmed
-            self._read_open(buf, off)
+            self.ram.seek(off)
+            self.ram.readinto(buf)
             return
+        self._read_file(n, buf, off)
+
+    def _read_file(self, n, buf, off):
         if self.detached:
             return
         a = n * self.bs + off
@@ -144,20 +144,30 @@ class FileBlockDev:
         self.pos = -1
         self.pos = a + (self.f.readinto(buf) or 0)
 
-    def writeblocks(self, n, buf, off=None):
-        off = off or 0
+    def writeblocks(self, n, buf, off):
         if n == self.ob:  # after umount too: RAM only, the file is left alone
-            e = off + len(buf)
-            self.mv[off:e] = buf
-            if off < self.lo:
-                self.lo = off
-            if e > self.hi:
-                self.hi = e
+            self.ram.seek(off)
+            self.ram.write(buf)
+            self.dirty = True
             return
+        self._write_file(n, buf, off)
+
+    def _write_file(self, n, buf, off):
         if self.detached:
             return
         self.flush()
         self._put(n * self.bs + off, buf)
+
+    def _erase(self, n):
+        """NOR flash erases to 0xff; block n becomes the open block."""
+        self.flush()
+        self.ob = n
+        ram = self.ram
+        ram.seek(0)
+        i = 0
+        while i < self.bs:  # not range(): a range object is an allocation
+            i += ram.write(self.ff)
+        self.dirty = True
 
     def ioctl(self, op, arg):
         if op == 4:  # block count
@@ -166,24 +176,86 @@ class FileBlockDev:
             return self.bs
         if self.detached:
             return 0
-        if op == 6:  # erase: NOR flash erases to 0xff; this block becomes the open block
-            self.flush()
-            self.ob = arg
-            ff = self.ff
-            k = len(ff)
-            mv = self.mv
-            i = 0
-            while i < self.bs:  # not range(0, bs, k): a range object is an allocation
-                mv[i : i + k] = ff
-                i += k
-            self.lo = 0
-            self.hi = self.bs
-            return 0
-        if op == 3:  # sync
+        if op == 6:  # erase
+            self._erase(arg)
+        elif op == 3:  # sync
             self.flush()
             if self.durable:
                 self.f.flush()  # fsync on unix MicroPython
         return 0
+
+
+# FileBlockDev.readblocks / writeblocks / ioctl as viper code (compiled at import from this text: a
+# MicroPython without the emitter, or POCKETPOST_HOSTFLASH_BYTECODE set, keeps the bytecode
+# ones; host_tests/test_hostflash.py runs both). Three arguments, always (viper has no defaults).
+_VIPER = """
+@micropython.viper
+def readblocks(self, n: int, buf, off: int):
+    if n == int(self.ob):
+        r = self.ram
+        r.seek(off)
+        r.readinto(buf)
+        return
+    if self.detached:
+        return
+    n = n * int(self.bs) + off  # (as _read_file, inline: no second call)
+    r = self.f
+    if n != int(self.pos):
+        r.seek(n)
+    self.pos = -1
+    off = int(r.readinto(buf) or 0)
+    self.pos = n + off
+
+
+@micropython.viper
+def writeblocks(self, n: int, buf, off: int):
+    if n == int(self.ob):
+        r = self.ram
+        r.seek(off)
+        r.write(buf)
+        self.dirty = True
+        return
+    self._write_file(n, buf, off)
+
+
+@micropython.viper
+def ioctl(self, op: int, arg: int):
+    if op == 4:
+        return self.count
+    if op == 5:
+        return self.bs
+    if self.detached:
+        return _OK
+    if op == 6:  # (as _erase, inline)
+        if self.dirty:
+            self.flush()
+        self.ob = arg
+        r = self.ram
+        r.seek(0)
+        op = 0
+        arg = int(self.bs)
+        while op < arg:
+            op += int(r.write(self.ff))
+        self.dirty = True
+    elif op == 3:
+        if self.dirty:
+            self.flush()
+        if self.durable:
+            self.f.flush()
+    return _OK
+"""
+VIPER = False  # True once _VIPER's methods replaced the bytecode ones
+if not os.getenv("POCKETPOST_HOSTFLASH_BYTECODE"):
+    try:
+        _g = {"micropython": micropython, "_OK": 0}  # (viper returns a native 0 as no object)
+        exec(_VIPER, _g)
+        FileBlockDev.readblocks = _g["readblocks"]
+        FileBlockDev.writeblocks = _g["writeblocks"]
+        FileBlockDev.ioctl = _g["ioctl"]
+        VIPER = True
+    except (SyntaxError, NotImplementedError):  # no viper emitter here: the bytecode stays
+        pass
+    _g = None
 
 
 class CountingBlockDev(FileBlockDev):
@@ -194,22 +266,13 @@ class CountingBlockDev(FileBlockDev):
         FileBlockDev.__init__(self, path, block_size, durable)
         self.counts = [0, 0, 0, 0, 0, 0]
 
-    def _copy_locked(self, buf, off):
-        """The open block's bytes from off into buf, byte by byte: allocates nothing."""
-        src = self.buf
-        i = 0
-        k = len(buf)
-        while i < k:
-            buf[i] = src[off + i]
-            i += 1
-
     def readblocks(self, n, buf, off=0):
         c = self.counts
         c[0] += 1
         c[1] += len(buf)
         FileBlockDev.readblocks(self, n, buf, off)
 
-    def writeblocks(self, n, buf, off=None):
+    def writeblocks(self, n, buf, off=0):
         c = self.counts
         c[2] += 1
         c[3] += len(buf)
@@ -232,7 +295,7 @@ def is_blank(bdev):
     buf = bytearray(bdev.bs)
     blank = b"\xff" * bdev.bs
     for n in range(bdev.count):
-        bdev.readblocks(n, buf)
+        bdev.readblocks(n, buf, 0)
         if buf != blank:
             return False
     return True
