@@ -1,0 +1,68 @@
+"""Stop 25 review of the POP3 server as real clients use it (w16-rvpop3): what the server's log
+tells the user whose client failed, and what such clients receive."""
+
+import poplib
+import socket
+import ssl
+import time
+
+import pytest
+
+from serverharness import Pop3Server, msg
+
+
+@pytest.fixture
+def srv(tmp_path):
+    s = Pop3Server(str(tmp_path), {"alice": [msg(1)]})
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def _wait_log(srv, text, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if text in srv.log():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_tls_refused_by_client_is_told_in_words(srv):
+    """A client that does not trust the self-signed certificate (Thunderbird before the user
+    accepts it, poplib / curl without --cacert) ends TLS at once. The log said `closed: OSError
+    OSError(-30592, 'MBEDTLS_ERR_SSL_FATAL_ALERT_MESSAGE')` (STLS) or `closed: OSError
+    OSError(32,)` (POP3S): nothing a user can act on. It now names the likely cause."""
+    untrusting = ssl.create_default_context()  # the system CAs only
+    p = poplib.POP3("localhost", srv.port, timeout=10)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        p.stls(untrusting)
+    p.sock.close()
+    assert _wait_log(srv, "does it trust this server's certificate?"), srv.log()
+    n = srv.log().count("does it trust this server's certificate?")
+    with pytest.raises(ssl.SSLCertVerificationError):
+        poplib.POP3_SSL("localhost", srv.pop3s_port, context=untrusting, timeout=10)
+    deadline = time.time() + 10
+    while srv.log().count("does it trust this server's certificate?") == n and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.log().count("does it trust this server's certificate?") == n + 1, srv.log()
+    n += 1
+    # A plain POP3 client on the POP3S port: told which port it wants.
+    s = socket.create_connection(("127.0.0.1", srv.pop3s_port), 10)
+    s.sendall(b"CAPA\r\n")
+    try:
+        s.recv(100)
+    except OSError:
+        pass
+    s.close()
+    assert _wait_log(srv, "the client does not speak TLS"), srv.log()
+    # A client that trusts it logs in as before; a session that ends normally says nothing of TLS.
+    ok = ssl.create_default_context(cafile=srv.ca)
+    q = poplib.POP3_SSL("localhost", srv.pop3s_port, context=ok, timeout=10)
+    q.user("alice")
+    q.pass_("alice pass")
+    q.quit()
+    assert _wait_log(srv, "quit user=alice")
+    assert srv.log().count("does it trust") == n, srv.log()
