@@ -66,3 +66,23 @@ def test_tls_refused_by_client_is_told_in_words(srv):
     q.quit()
     assert _wait_log(srv, "quit user=alice")
     assert srv.log().count("does it trust") == n, srv.log()
+
+
+def test_in_use_says_what_to_do(srv):
+    """A second client on a mailbox in use (a phone while the laptop's session is open, or a
+    session its client abandoned) was told only `-ERR [IN-USE] mailbox is in use by another
+    session`: nothing about which, or how long. Now it says to quit the other client or how long
+    an abandoned session lasts (the idle timeout: 2 s in this harness, 10 min by default)."""
+    a = poplib.POP3("127.0.0.1", srv.port, timeout=10)
+    a.user("alice")
+    a.pass_("alice pass")
+    b = poplib.POP3("127.0.0.1", srv.port, timeout=10)
+    b.user("alice")
+    with pytest.raises(poplib.error_proto) as e:
+        b.pass_("alice pass")
+    line = e.value.args[0]
+    assert line.startswith(b"-ERR [IN-USE] mailbox is in use by another session"), line
+    assert b"quit the other mail client" in line and b"ends after 2 s without a command" in line, line
+    assert len(line) < 200  # one status line, well under RFC 2449's 512
+    b.close()
+    a.quit()

@@ -210,8 +210,11 @@ def login(s, name, password, user, method, force_fail=False):
     except Exception as e:
         code = getattr(e, "code", None) or "SYS/TEMP"
         log.info("pop3 #%d %s login user=%s method=%s mailbox unavailable: %s", s.sid, s.peer, name, method, code)
-        if code in ("IN-USE",):
-            return b"-ERR [IN-USE] mailbox is in use by another session\r\n"
+        if code in ("IN-USE",):  # what the user can do: the other client, or how long to wait
+            t = int(s.svc.cfg["idle_timeout"])
+            return reply(False, "mailbox is in use by another session: quit the other mail client, or wait "
+                         "(a session left open ends after %s without a command)"
+                         % ("%d min" % ((t + 59) // 60) if t >= 120 else "%d s" % t), code)
         return reply(False, "mailbox unavailable", code)
     if s.peer in s.svc.fails:  # (else nothing to forget: loginsvc.py stays unloaded)
         from pocketpost import loginsvc
