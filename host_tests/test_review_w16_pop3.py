@@ -86,3 +86,36 @@ def test_in_use_says_what_to_do(srv):
     assert len(line) < 200  # one status line, well under RFC 2449's 512
     b.close()
     a.quit()
+
+
+@pytest.mark.parametrize("typed", ["alice@example.org", "Alice", "ALICE@pocketpost.local"])
+def test_login_name_as_mail_clients_fill_it_in(srv, typed):
+    """Outlook and Apple Mail fill the user name in with the e-mail address (alice@example.org),
+    some clients capitalise it: the server answered `-ERR [AUTH] authentication failed` after the
+    failure delay, and the user, sure of the password, could not tell why. The address's local
+    part (any case) is now the user, for USER/PASS, AUTH PLAIN and AUTH LOGIN; a wrong password
+    still fails, and a name that is no user's still fails the same way."""
+    p = poplib.POP3("127.0.0.1", srv.port, timeout=10)
+    p.user(typed)
+    assert p.pass_("alice pass").startswith(b"+OK 1 messages")
+    p.quit()
+    assert _wait_log(srv, "login user=alice method=USER/PASS"), srv.log()
+    import base64
+    for cmd in ("AUTH PLAIN " + base64.b64encode(b"\0" + typed.encode() + b"\0alice pass").decode(),):
+        q = poplib.POP3("127.0.0.1", srv.port, timeout=10)
+        assert q._shortcmd(cmd).startswith(b"+OK 1 messages")
+        q.quit()
+    q = poplib.POP3("127.0.0.1", srv.port, timeout=10)
+    q._putcmd("AUTH LOGIN")
+    assert q._getline()[0].startswith(b"+ ")
+    q._putcmd(base64.b64encode(typed.encode()).decode())
+    assert q._getline()[0].startswith(b"+ ")
+    assert q._shortcmd(base64.b64encode(b"alice pass").decode()).startswith(b"+OK 1 messages")
+    q.quit()
+    for name, pw in ((typed, "wrong"), ("nobody@example.org", "alice pass"), ("alice@", "x"), ("@alice", "alice pass")):
+        r = poplib.POP3("127.0.0.1", srv.port, timeout=10)
+        r.user(name)
+        with pytest.raises(poplib.error_proto) as e:
+            r.pass_(pw)
+        assert e.value.args[0].startswith(b"-ERR [AUTH] authentication failed"), (name, e.value.args)
+        r.quit()

@@ -191,6 +191,13 @@ def login(s, name, password, user, method, force_fail=False):
     if user is None:
         from pocketpost import auth
 
+        # As mail clients fill it in: Outlook and Apple Mail make the e-mail address the user name,
+        # some capitalise it. A name that is no user, but whose lower-case part before its last
+        # "@" is one, means that user (user names are a-z 0-9 . _ - only: nothing else can match).
+        n = name.lower()
+        i = n.rfind("@")
+        if name not in s.svc.users and (n[:i] if i > 0 else n) in s.svc.users:
+            name = n[:i] if i > 0 else n
         s._check = (auth.LoginCheck(s.svc, name, password, force_fail), name, method)  # one attribute: see pop3cmd.Session
         return None
     method = ("USER/PASS", "APOP", "AUTH PLAIN", "AUTH LOGIN", "AUTH SCRAM-SHA-256")[method]
