@@ -119,3 +119,21 @@ def test_login_name_as_mail_clients_fill_it_in(srv, typed):
             r.pass_(pw)
         assert e.value.args[0].startswith(b"-ERR [AUTH] authentication failed"), (name, e.value.args)
         r.quit()
+
+
+def test_tls12_client_refusing_the_certificate_is_told_in_words(srv):
+    """A TLS 1.2 client sends its alert inside the handshake (TLS 1.3's comes after it): after
+    STLS too, the failure is logged in words, not as the bare mbedTLS error."""
+    untrusting = ssl.create_default_context()
+    untrusting.maximum_version = ssl.TLSVersion.TLSv1_2
+    p = poplib.POP3("localhost", srv.port, timeout=10)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        p.stls(untrusting)
+    p.sock.close()
+    assert _wait_log(srv, "does it trust this server's certificate?"), srv.log()
+    with pytest.raises(ssl.SSLCertVerificationError):
+        poplib.POP3_SSL("localhost", srv.pop3s_port, context=untrusting, timeout=10)
+    deadline = time.time() + 10
+    while srv.log().count("does it trust this server's certificate?") < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert srv.log().count("does it trust this server's certificate?") == 2, srv.log()

@@ -201,9 +201,9 @@ class Server:
                 mid = False
                 if session.starttls:
                     lines.clear()  # RFC 2595: plaintext sent after STLS is not trusted
+                    tls_new = True  # (a TLS 1.2 client's alert fails the handshake itself)
                     await conn.start_tls(self.ctx, None, True, sv["tls_handshake_timeout"] * 1000)
                     session.tls_active = True
-                    tls_new = True
                     log.info("pop3 #%d %s STLS", sid, ip)
                 if session.state == _TRANSACTION and slot.preauth:
                     slot.preauth = False  # logged in: never evicted, the idle timeout alone
