@@ -191,6 +191,13 @@ def login(s, name, password, user, method, force_fail=False):
     if user is None:
         from pocketpost import auth
 
+        # As mail clients fill it in: Outlook and Apple Mail make the e-mail address the user name,
+        # some capitalise it. A name that is no user, but whose lower-case part before its last
+        # "@" is one, means that user (user names are a-z 0-9 . _ - only: nothing else can match).
+        n = name.lower()
+        i = n.rfind("@")
+        if name not in s.svc.users and (n[:i] if i > 0 else n) in s.svc.users:
+            name = n[:i] if i > 0 else n
         s._check = (auth.LoginCheck(s.svc, name, password, force_fail), name, method)  # one attribute: see pop3cmd.Session
         return None
     method = ("USER/PASS", "APOP", "AUTH PLAIN", "AUTH LOGIN", "AUTH SCRAM-SHA-256")[method]
@@ -210,8 +217,11 @@ def login(s, name, password, user, method, force_fail=False):
     except Exception as e:
         code = getattr(e, "code", None) or "SYS/TEMP"
         log.info("pop3 #%d %s login user=%s method=%s mailbox unavailable: %s", s.sid, s.peer, name, method, code)
-        if code in ("IN-USE",):
-            return b"-ERR [IN-USE] mailbox is in use by another session\r\n"
+        if code in ("IN-USE",):  # what the user can do: the other client, or how long to wait
+            t = int(s.svc.cfg["idle_timeout"])
+            return reply(False, "mailbox is in use by another session: quit the other mail client, or wait "
+                         "(a session left open ends after %s without a command)"
+                         % ("%d min" % ((t + 59) // 60) if t >= 120 else "%d s" % t), code)
         return reply(False, "mailbox unavailable", code)
     if s.peer in s.svc.fails:  # (else nothing to forget: loginsvc.py stays unloaded)
         from pocketpost import loginsvc

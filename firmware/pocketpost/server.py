@@ -97,6 +97,7 @@ class Server:
         slot = None
         sid = 0
         mid = False  # a reply is partly sent: no status line of ours may follow it
+        tls_new = False
         try:
             # The session code (pop3cmd.py: Session and the grammar), dropped with the last
             # session (finally). Loaded first, after a collection: into the lowest free blocks,
@@ -119,6 +120,7 @@ class Server:
                     await conn.send(b"-ERR [SYS/TEMP] too many sessions, try later\r\n")
                 return
             sid = slot.sid
+            tls_new = implicit
             if implicit:
                 await conn.start_tls(self.ctx, None, True, self.sv["tls_handshake_timeout"] * 1000)
             if session is None:
@@ -136,6 +138,7 @@ class Server:
                     if not n:
                         log.info("pop3 #%d %s dropped by peer", sid, ip)
                         return
+                    tls_new = False
                     lines.commit(n)
                     continue
                 if isinstance(line, int):
@@ -198,6 +201,7 @@ class Server:
                 mid = False
                 if session.starttls:
                     lines.clear()  # RFC 2595: plaintext sent after STLS is not trusted
+                    tls_new = True  # (a TLS 1.2 client's alert fails the handshake itself)
                     await conn.start_tls(self.ctx, None, True, sv["tls_handshake_timeout"] * 1000)
                     session.tls_active = True
                     log.info("pop3 #%d %s STLS", sid, ip)
@@ -216,7 +220,15 @@ class Server:
                 except Exception:
                     pass
         except Exception as e:  # a peer's reset, a TLS failure, MemoryError...: end this session only
-            log.info("pop3 #%d %s closed: %s %r", sid, ip, type(e).__name__, e)
+            why = type(e).__name__
+            if tls_new:  # TLS up (or coming up), no command over it yet: words a user can act on
+                t = repr(e)
+                c = e.args[0] if e.args else 0
+                if c in (-0x7780, -0x7A00, -0x6E00, 32, 104) or "ALERT" in t:  # alert, or it hung up at once
+                    why = "TLS refused by the client: does it trust this server's certificate?"
+                elif c in (-0x7200, -0x6E80, -0x7300, -0x7700) or "VERSION" in t or "HTTP" in t:
+                    why = "the client does not speak TLS: a plain POP3 client on the POP3S port?"
+            log.info("pop3 #%d %s closed: %s %r", sid, ip, why, e)
         finally:
             if session is not None:
                 try:
