@@ -54,37 +54,44 @@ def main(config_path, only=None, log_level=None, headers=False):
     finally:
         fetchload = None
         compat.forget(("fetchload",))
-    if r is None:
-        return 2
-    store, accounts, failed = r  # (failed: the accounts refused before any fetch, fetchload.renamed)
+    if not isinstance(r, tuple):
+        return r or 2  # (1: another fetch holds the store, fetchload.lock)
+    store, accounts, failed, lk = r  # (failed: the accounts refused before any fetch, fetchload.renamed)
     r = None
-    from pocketpost import client
+    try:
+        from pocketpost import client
 
-    done = 0
-    for acct in accounts:
-        if only is not None and acct.get("name") != only:
-            continue
-        done += 1
-        print("fetch %s: %s@%s" % (acct.get("name"), acct.get("user"), acct.get("host")))
-        try:
-            st = client.fetch_account_sync(acct, store, on_message, None, headers)
-        except Exception as e:  # one failing account must not stop the others
-            failed += 1
-            print("fetch %s: FAILED: %s: %s" % (acct.get("name"), type(e).__name__, e))
-            continue
-        print(
-            "fetch %s: %d fetched (%d bytes, %d headers only), %d skipped, %d deleted, %d left on server"
-            % (st["account"], st["fetched"], st["bytes"], st["headers_only"], st["skipped"], st["deleted"],
-               st["on_server"] - st["deleted"])
-        )
-        if st["state_full"]:  # new mail waits (logged as an error): a cron job must see it
-            failed += 1
-    if only is not None and not done and not failed:
-        print("fetch: no account named %s" % only)
-        return 1
-    if not done and not failed:  # (not a failure: nothing to do; but say so, or a run prints nothing at all)
-        print("fetch: %s has no accounts (\"accounts\": [...], README \"Fetching mail\")" % config_path)
-    return 1 if failed else 0
+        done = 0
+        for acct in accounts:
+            if only is not None and acct.get("name") != only:
+                continue
+            done += 1
+            print("fetch %s: %s@%s" % (acct.get("name"), acct.get("user"), acct.get("host")))
+            try:
+                st = client.fetch_account_sync(acct, store, on_message, None, headers)
+            except Exception as e:  # one failing account must not stop the others
+                failed += 1
+                print("fetch %s: FAILED: %s: %s" % (acct.get("name"), type(e).__name__, e))
+                continue
+            print(
+                "fetch %s: %d fetched (%d bytes, %d headers only), %d skipped, %d deleted, %d left on server"
+                % (st["account"], st["fetched"], st["bytes"], st["headers_only"], st["skipped"], st["deleted"],
+                   st["on_server"] - st["deleted"])
+            )
+            if st["state_full"]:  # new mail waits (logged as an error): a cron job must see it
+                failed += 1
+        if only is not None and not done and not failed:
+            print("fetch: no account named %s" % only)
+            return 1
+        if not done and not failed:  # (not a failure: nothing to do; but say so, or a run prints nothing at all)
+            print("fetch: %s has no accounts (\"accounts\": [...], README \"Fetching mail\")" % config_path)
+        return 1 if failed else 0
+    finally:
+        if lk:  # the host's fetch lock (fetchload.lock) released
+            import os
+
+            os.remove(lk + "/pid")
+            os.rmdir(lk)
 
 
 if __name__ == "__main__":

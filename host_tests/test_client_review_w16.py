@@ -1,0 +1,72 @@
+"""The fetcher as its users meet it (review, wave 16): against a private Dovecot on loopback, under
+MicroPython through the CLI (`micropython -m pocketpost.fetch config.json`, as README "Fetching
+mail" gives it): two runs at once on the same store (a cron run overlapping a slow one), ..."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from helpers import FIRMWARE, MICROPYTHON
+from test_client_dovecot import PASSWORD, account, dc, local_messages, run_cli  # noqa: F401 (dc: a fixture)
+
+RUN_TIMEOUT = 120  # seconds for one CLI run
+
+
+def _popen(tmp, acct):
+    (tmp / "config.json").write_text(json.dumps({"store": {"root": str(tmp / "store"), "quota": 0},
+                                                 "accounts": [acct]}))
+    env = dict(os.environ)
+    env["MICROPYPATH"] = FIRMWARE + ":.frozen"
+    return subprocess.Popen([MICROPYTHON, "-m", "pocketpost.fetch", str(tmp / "config.json")], cwd=str(tmp), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_two_fetches_at_once_on_one_store_the_second_says_so_and_each_message_is_stored_once(dc, tmp_path):
+    """Two runs of the CLI started together (cron starting one while the last still runs): one
+    fetches every message, the other stores nothing and says another fetch holds the store, with
+    the lock's path to delete should no fetch run (before: it downloaded message 1 too and failed
+    with "store: message 1 (96 octets): storage error 17"). The lock is gone after both."""
+    n = 300
+    dc.seed("alice", [b"Subject: x%d\r\n\r\n" % i + b"y" * 80 + b"\r\n" for i in range(n)])
+    acct = account(dc, tmp_path)
+    ps = [_popen(tmp_path, acct) for _ in range(2)]
+    outs = []
+    try:
+        for p in ps:
+            outs.append((p.wait(RUN_TIMEOUT), p.stdout.read().decode(errors="replace")))
+    finally:
+        for p in ps:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+            p.stdout.close()
+    outs.sort()
+    assert outs[0][0] == 0 and "%d fetched" % n in outs[0][1], outs
+    rc, out = outs[1]
+    assert rc == 1 and "another fetch (pid " in out and "is using the store %s" % (tmp_path / "store") in out, outs
+    assert "delete the directory %s.fetch-lock" % (tmp_path / "store") in out and "storage error" not in out, outs
+    assert len(local_messages(tmp_path / "store")) == n
+    assert not (tmp_path / "store.fetch-lock").exists()
+
+
+def test_a_running_fetch_holds_the_lock_and_a_killed_ones_lock_is_taken_over(dc, tmp_path):
+    """The lock of a fetch still running (its pid alive, running a fetch) refuses the run, exit 1;
+    the lock a SIGKILLed run left behind (its pid gone) is taken over: the run fetches."""
+    dc.seed("alice", [b"Subject: a\r\n\r\nbody\r\n"])
+    acct = account(dc, tmp_path)
+    lock = tmp_path / "store.fetch-lock"
+    lock.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)  # pocketpost.fetch"])
+    try:
+        (lock / "pid").write_text(str(other.pid))
+        rc, out = run_cli(tmp_path, acct)
+        assert rc == 1 and "another fetch (pid %d)" % other.pid in out, out
+        assert local_messages(tmp_path / "store") == []
+    finally:
+        other.kill()
+        other.wait(10)
+    rc, out = run_cli(tmp_path, acct)  # its pid is gone: a killed run's lock
+    assert rc == 0 and "1 fetched" in out, out
+    assert not lock.exists()
