@@ -70,3 +70,59 @@ def test_a_running_fetch_holds_the_lock_and_a_killed_ones_lock_is_taken_over(dc,
     rc, out = run_cli(tmp_path, acct)  # its pid is gone: a killed run's lock
     assert rc == 0 and "1 fetched" in out, out
     assert not lock.exists()
+
+
+@pytest.fixture
+def small_fs(tmp_path):
+    """A 64 KiB tmpfs (a small flash that fills), mounted for the test and unmounted after it;
+    skipped where this user may not mount one."""
+    d = tmp_path / "flash"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)], capture_output=True, timeout=30)
+    if r.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here: %s" % r.stderr.decode(errors="replace").strip())
+    try:
+        yield d
+    finally:
+        subprocess.run(["umount", str(d)], timeout=30, check=True)
+
+
+def _fill(d, leave):
+    """Fill filesystem d with 4 KiB files (tmpfs pages), then free `leave` of them."""
+    i = 0
+    try:
+        while i < 1000:  # (64 KiB: 16 pages)
+            with open(d / ("fill%d" % i), "wb") as f:
+                f.write(b"x" * 4096)
+            i += 1
+    except OSError:
+        pass
+    for j in range(leave):
+        (d / ("fill%d" % j)).unlink()
+    return i
+
+
+@pytest.mark.parametrize("leave", [0, 2])
+def test_a_full_flash_under_the_uidl_state_is_said_and_nothing_is_lost_or_deleted_unfetched(dc, tmp_path, small_fs, leave):
+    """The UIDL state's folder on a flash that is full (leave 0: at the first write, the account's
+    .who record; leave 2: mid-session, after some messages, at a journal write): the run fails
+    with a line saying the flash is full and what to do (before: "FAILED: OSError: 28"), no
+    message is deleted on the server (policy delete) that is not stored, none is stored twice,
+    and once there is room the next run fetches the rest."""
+    n = 300
+    dc.seed("alice", [b"Subject: m%d\r\n\r\nbody %d\r\n" % (i, i) for i in range(n)])
+    acct = account(dc, tmp_path, state_dir=str(small_fs / "state"), policy="delete")
+    (small_fs / "state").mkdir()
+    filled = _fill(small_fs, leave)
+    rc, out = run_cli(tmp_path, acct)
+    assert rc == 1 and "fetch isp: FAILED: ClientError: fetch isp: the flash is full: the UIDL state in %s cannot be " \
+        "written" % (small_fs / "state") in out and "OSError" not in out, out
+    stored = len(local_messages(tmp_path / "store"))
+    assert (stored == 0) if leave == 0 else (0 < stored < n), out
+    assert len(dc.messages("alice")) == n  # nothing deleted: no QUIT after the failure
+    for j in range(filled):
+        if (small_fs / ("fill%d" % j)).exists():
+            (small_fs / ("fill%d" % j)).unlink()
+    rc, out = run_cli(tmp_path, acct)
+    assert rc == 0 and "%d fetched" % (n - stored) in out and "%d deleted" % n in out, out
+    assert len(local_messages(tmp_path / "store")) == n and dc.messages("alice") == []

@@ -367,6 +367,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
 
     try:
         a, st, c, token, fresh = clientconf.start(account, store, opener)
+    except OSError as e:  # its .who record or the state's compaction (below: its journal writes)
+        raise _failed("nospace", account.get("name"), account.get("state_dir", "state"), e)
     finally:
         clientconf = None
         compat.forget(("clientconf",))
@@ -602,6 +604,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         # is logged. No QUIT +OK: nothing of this session commits on the server (its DELEs are
         # sent again next time, from the records).
         log.warning(_failed("text", _T_FETCH, name, e.msg))
+    except OSError as e:  # the UIDL state's writes: a full flash said as such (clientfail.nospace)
+        raise _failed("nospace", name, a["state_dir"], e)
     finally:
         compat.forget(("clientget",))
         await c.close()

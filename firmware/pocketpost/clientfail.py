@@ -49,6 +49,18 @@ def stored(n, size, e):
     return TEXTS[10 if isinstance(e, (StoreFull, QuotaExceeded)) else 11] % (n, size, str(e) or type(e).__name__)
 
 
+def nospace(name, d, e):
+    """An OSError of the UIDL state's writes (clientconf.start, client.fetch_account): a full
+    flash (ENOSPC) said as such, with what to do (a ClientError), else `e` itself."""
+    if compat.errno_of(e) != compat.ENOSPC:
+        return e
+    from pocketpost.client import ClientError
+
+    return ClientError("fetch %s: the flash is full: the UIDL state in %s cannot be written; nothing more is "
+                       "fetched until there is room: delete mail kept locally or other files (the store's "
+                       "\"reserve\" keeps room free of mail for it)" % (name, d))
+
+
 def lost(c, doing, e=None, w=0):
     """Pop3Client._lost."""
     if w:
