@@ -126,3 +126,58 @@ def test_a_full_flash_under_the_uidl_state_is_said_and_nothing_is_lost_or_delete
     rc, out = run_cli(tmp_path, acct)
     assert rc == 0 and "%d fetched" % (n - stored) in out and "%d deleted" % n in out, out
     assert len(local_messages(tmp_path / "store")) == n and dc.messages("alice") == []
+
+
+def _mailbox_erring(at, reply):
+    """A scripted server (test_client_hostile.mailbox) whose `at` command ("STAT", "QUIT") is
+    answered `reply`."""
+    from test_client_hostile import GOOD, login
+
+    def script(c, rf):
+        login(c, rf)
+        while True:
+            line = rf.readline()
+            if not line:
+                return
+            k = line.strip().split(b" ")[0].upper()
+            if k == at.encode():
+                c.sendall(reply)
+                if k == b"STAT" or k == b"QUIT":
+                    return
+            elif k == b"STAT":
+                c.sendall(b"+OK 1 %d\r\n" % len(GOOD))
+            elif k == b"UIDL":
+                c.sendall(b"+OK\r\n1 u1\r\n.\r\n")
+            elif k == b"LIST":
+                c.sendall(b"+OK\r\n1 %d\r\n.\r\n" % len(GOOD))
+            elif k == b"RETR":
+                c.sendall(b"+OK\r\n" + GOOD + b".\r\n")
+            elif k in (b"NOOP", b"DELE"):
+                c.sendall(b"+OK\r\n")
+            else:
+                c.sendall(b"-ERR unknown\r\n")
+
+    return script
+
+
+@pytest.mark.parametrize("at", ["STAT", "QUIT"])
+def test_stat_or_quit_refused_with_a_response_code_says_the_code_and_to_try_again(tmp_path, at):
+    """STAT or QUIT answered "-ERR [SYS/TEMP] ..." (RFC 2449: a temporary failure of the server;
+    QUIT refused: no DELE of the session committed). The line names the code and says to try
+    again later, as a refused login or UIDL does (before: the code was dropped: "-ERR Internal
+    error occurred"). After the refused QUIT the message stored stays recorded: the next run
+    does not store it again."""
+    from test_client_hostile import GOOD, Fetcher, Script, mailbox, stored
+
+    fetch = Fetcher("micropython")
+    s = Script(_mailbox_erring(at, b"-ERR [SYS/TEMP] Internal error occurred. Refer to server log.\r\n"))
+    with pytest.raises(Exception) as ei:
+        fetch(tmp_path, s.port, policy="delete")
+    msg = str(ei.value)
+    assert "%s: -ERR Internal error occurred. Refer to server log. ([SYS/TEMP]): try again later" % at in msg, msg
+    assert stored(tmp_path) == ([] if at == "STAT" else [GOOD])
+    seen = []
+    s = Script(mailbox([(b"u1", GOOD)], seen))
+    st = fetch(tmp_path, s.port, policy="delete")
+    assert st["fetched"] == (1 if at == "STAT" else 0) and stored(tmp_path) == [GOOD], st
+    assert b"DELE 1" in seen and seen[-1] == b"QUIT", seen

@@ -25,7 +25,7 @@ TEXTS = (
     "%s: NOOP after %s answered -ERR (%s): the message is not proved complete",  # 9
     "message %d (%d octets): %s; make room, or set the account's max_size below it",  # 10
     "message %d (%d octets): %s",  # 11
-    "%s ([%s]): try again later",  # 12 (clientplan.py's from here)
+    "%s ([%s]): try again later",  # 12 (clientplan.py's from here; clientauth.stat's, clientend.quit's)
     "%s: UIDL refused (it listed this account's messages before): try again later",  # 13
     "%s: UIDL: the server has no UIDL: only policy 'delete' can fetch each message once; set it, or "
     "use another server",  # 14
