@@ -181,3 +181,27 @@ def test_stat_or_quit_refused_with_a_response_code_says_the_code_and_to_try_agai
     st = fetch(tmp_path, s.port, policy="delete")
     assert st["fetched"] == (1 if at == "STAT" else 0) and stored(tmp_path) == [GOOD], st
     assert b"DELE 1" in seen and seen[-1] == b"QUIT", seen
+
+
+def test_policy_delete_with_more_messages_than_max_entries_fetches_them_all_in_one_run(dc, tmp_path):
+    """Policy delete, a mailbox of 25 messages (a board back after a week away) and max_entries
+    10: a session stores 10 (their entries stay until QUIT commits their deletions), then the CLI
+    starts the next at once, exit 0, every message stored once and deleted on the server. Before:
+    10 stored, "ERROR ... UIDL state full ...; raise max_entries or use policy keep_days" and exit
+    1 at every run until the mailbox drained, 10 a run."""
+    n = 25
+    msgs = [b"Subject: m%d\r\n\r\nbody %d\r\n" % (i, i) for i in range(n)]
+    dc.seed("alice", msgs)
+    acct = account(dc, tmp_path, policy="delete", max_entries=10)
+    rc, out = run_cli(tmp_path, acct)
+    assert rc == 0 and out.count("10 deleted") == 2 and "5 fetched" in out and "ERROR" not in out, out
+    assert sorted(local_messages(tmp_path / "store")) == sorted(msgs) and dc.messages("alice") == []
+
+
+def test_a_full_state_under_policy_keep_still_fails_the_run(dc, tmp_path):
+    """Policy keep, more new messages than max_entries: nothing is deleted, so no session frees an
+    entry: the run stops after one session, says the state is full (an ERROR line), exit 1."""
+    dc.seed("alice", [b"Subject: k%d\r\n\r\nbody\r\n" % i for i in range(12)])
+    acct = account(dc, tmp_path, policy="keep", max_entries=10)
+    rc, out = run_cli(tmp_path, acct)
+    assert rc == 1 and "ERROR fetch isp: UIDL state full (max_entries 10)" in out and out.count("10 fetched") == 1, out

@@ -583,7 +583,9 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             if stop or not ctl[1] or downloads >= cap:
                 break
         if stats["state_full"]:
-            log.error(_failed("text", _T_FULL, name, a["max_entries"]))
+            # With deletions this session (policy delete, or keep_days), their entries go at QUIT:
+            # the next session goes on (the fetch CLI starts it at once), no error.
+            (log.info if deleted else log.error)(_failed("text", _T_FULL if not deleted else 17, name, a["max_entries"]))
         # Refused DELEs put right, QUIT, the records kept or dropped and saved (clientend.py:
         # cold, loaded for it and dropped after it; not held while messages stream in).
         from pocketpost import clientend

@@ -14,7 +14,7 @@ TEXTS = (
     "%s: unexpected data instead of %s",  # 0
     "%s: LIST did not list message %d",  # 1
     "fetch %s: UIDL state full (max_entries %d): new messages wait until messages kept on the "
-    "server are deleted there; raise max_entries or use policy keep_days",  # 2
+    "server are deleted there (policy delete, or keep_days once their days pass); raise max_entries",  # 2
     "fetch %s: %s",  # 3
     "fetch %s: state not saved: %s",  # 4
     "%s: store: %s",  # 5
@@ -31,6 +31,8 @@ TEXTS = (
     "use another server",  # 14
     "%s: LIST: malformed size for message %d",  # 15
     "%s: LIST failed",  # 16
+    "fetch %s: the UIDL state holds max_entries (%d): the next session fetches more, once this one's "
+    "deletions commit",  # 17
 )
 
 

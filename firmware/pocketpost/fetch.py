@@ -67,19 +67,25 @@ def main(config_path, only=None, log_level=None, headers=False):
                 continue
             done += 1
             print("fetch %s: %s@%s" % (acct.get("name"), acct.get("user"), acct.get("host")))
-            try:
-                st = client.fetch_account_sync(acct, store, on_message, None, headers)
-            except Exception as e:  # one failing account must not stop the others
-                failed += 1
-                print("fetch %s: FAILED: %s: %s" % (acct.get("name"), type(e).__name__, e))
-                continue
-            print(
-                "fetch %s: %d fetched (%d bytes, %d headers only), %d skipped, %d deleted, %d left on server"
-                % (st["account"], st["fetched"], st["bytes"], st["headers_only"], st["skipped"], st["deleted"],
-                   st["on_server"] - st["deleted"])
-            )
-            if st["state_full"]:  # new mail waits (logged as an error): a cron job must see it
-                failed += 1
+            while True:
+                try:
+                    st = client.fetch_account_sync(acct, store, on_message, None, headers)
+                except Exception as e:  # one failing account must not stop the others
+                    failed += 1
+                    print("fetch %s: FAILED: %s: %s" % (acct.get("name"), type(e).__name__, e))
+                    break
+                print(
+                    "fetch %s: %d fetched (%d bytes, %d headers only), %d skipped, %d deleted, %d left on server"
+                    % (st["account"], st["fetched"], st["bytes"], st["headers_only"], st["skipped"], st["deleted"],
+                       st["on_server"] - st["deleted"])
+                )
+                if not st["state_full"]:
+                    break
+                if not st["deleted"]:  # new mail waits (logged as an error): a cron job must see it
+                    failed += 1
+                    break
+                # The state held max_entries, and this session's deletions (committed at its QUIT)
+                # freed entries: the next session at once (each one shrinks the server's mailbox).
         if only is not None and not done and not failed:
             print("fetch: no account named %s" % only)
             return 1
