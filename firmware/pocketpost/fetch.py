@@ -26,12 +26,18 @@ pop3listing, clientplan, clientget, clientend, clientrecover). The store's sessi
 (storesession.py: lock, Mailbox, deletion commit) loads only to reconcile a fetch cut short by a
 crash (clientrecover.py).
 Exit status: 0 when every account fetched, 1 otherwise (also when an account's UIDL state is full and new
-mail waits: max_entries), 2 for a config that does not load.
+mail waits: max_entries; a session that filled it and deleted messages is followed by the next at
+once, up to _SESSIONS), 2 for a config that does not load; 1 also when another fetch holds the store
+(fetchload.lock).
 """
 
 import sys
 
 from pocketpost import compat
+from pocketpost.compat import const
+
+# Sessions of one account in a run while each fills max_entries and deletes: 64 x 500 messages.
+_SESSIONS = const(64)
 
 
 def on_message(info):
@@ -67,7 +73,7 @@ def main(config_path, only=None, log_level=None, headers=False):
                 continue
             done += 1
             print("fetch %s: %s@%s" % (acct.get("name"), acct.get("user"), acct.get("host")))
-            while True:
+            for _ in range(_SESSIONS):
                 try:
                     st = client.fetch_account_sync(acct, store, on_message, None, headers)
                 except Exception as e:  # one failing account must not stop the others
@@ -86,6 +92,8 @@ def main(config_path, only=None, log_level=None, headers=False):
                     break
                 # The state held max_entries, and this session's deletions (committed at its QUIT)
                 # freed entries: the next session at once (each one shrinks the server's mailbox).
+            else:  # (a server that keeps what it deleted would have this go on)
+                failed += 1
         if only is not None and not done and not failed:
             print("fetch: no account named %s" % only)
             return 1
