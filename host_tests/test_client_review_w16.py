@@ -205,3 +205,31 @@ def test_a_full_state_under_policy_keep_still_fails_the_run(dc, tmp_path):
     acct = account(dc, tmp_path, policy="keep", max_entries=10)
     rc, out = run_cli(tmp_path, acct)
     assert rc == 1 and "ERROR fetch isp: UIDL state full (max_entries 10)" in out and out.count("10 fetched") == 1, out
+
+
+def test_the_readme_fetch_command_works_as_written_from_the_checkout(dc, tmp_path):
+    """README "Fetching mail": the host command, taken from the README as written (its `[isp]`
+    dropped), run from the checkout with a shell, against a config.json and secrets.json made as
+    that section says (the password in secrets.json, a local "store" root): it fetches. Before:
+    `micropython -m pocketpost.fetch config.json` found no micropython on PATH, or (the venv's)
+    "ImportError: no module named 'pocketpost'"; and a config without "store" put the mail in
+    /flash/mail at the filesystem's root."""
+    import re
+
+    from helpers import ROOT
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    section = readme[readme.index("## Fetching mail"):]
+    cmd = re.search(r"`([^`]*-m pocketpost\.fetch config\.json)[^`]*`", section).group(1)
+    root = re.search(r'`"store": \{"root": "([^"]+)"\}`', section).group(1)
+    dc.seed("alice", [b"Subject: readme\r\n\r\nbody\r\n"])
+    acct = account(dc, tmp_path)
+    del acct["password"]
+    (tmp_path / "config.json").write_text(json.dumps({"store": {"root": str(tmp_path / root)}, "accounts": [acct]}))
+    (tmp_path / "secrets.json").write_text(json.dumps({"accounts": {"isp": {"password": PASSWORD}}}))
+    cmd = cmd.replace("config.json", str(tmp_path / "config.json"))
+    r = subprocess.run(cmd, shell=True, cwd=ROOT, capture_output=True, timeout=RUN_TIMEOUT)
+    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    assert r.returncode == 0 and "1 fetched" in out, (cmd, out)
+    assert local_messages(tmp_path / root) == [b"Subject: readme\r\n\r\nbody\r\n"]
