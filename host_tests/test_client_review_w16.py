@@ -233,3 +233,32 @@ def test_the_readme_fetch_command_works_as_written_from_the_checkout(dc, tmp_pat
     out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
     assert r.returncode == 0 and "1 fetched" in out, (cmd, out)
     assert local_messages(tmp_path / root) == [b"Subject: readme\r\n\r\nbody\r\n"]
+
+
+def test_a_login_held_back_by_a_locked_mailbox_past_read_timeout_says_so(tmp_path):
+    """Dovecot with pop3_lock_session holds a login back up to 10 s while another session has the
+    mailbox, then answers -ERR [IN-USE]. With read_timeout 5 (under those 10 s) the fetch times
+    out waiting for the reply to AUTH PLAIN / PASS: the line says another session may hold the
+    mailbox and to set read_timeout above 10 s (before: only "the server is stalled or too
+    slow"), for both login commands."""
+    import poplib
+
+    from dovecot import Dovecot
+    from test_client_review_w15 import LOCKED
+
+    d = Dovecot(users={"alice": PASSWORD}, extra=LOCKED)
+    d.start()
+    try:
+        d.seed("alice", [b"Subject: a\r\n\r\nb\r\n"])
+        other = poplib.POP3("127.0.0.1", d.port, timeout=30)
+        try:
+            other.user("alice")
+            other.pass_(PASSWORD)
+            for auth, cmd in (("plain", "AUTH PLAIN"), ("user", "PASS")):
+                rc, out = run_cli(tmp_path, account(d, tmp_path, auth=auth, timeouts={"read_timeout": 5}))
+                assert rc == 1 and "waiting for the reply to %s: " % cmd in out, out
+                assert "another session may hold the mailbox" in out and "read_timeout above 10 s" in out, out
+        finally:
+            other.quit()
+    finally:
+        d.stop()

@@ -90,5 +90,9 @@ def timeout(c, deadline, what, w=0):
         why = "no data for %ss" % c.read_timeout
     if what == "the greeting" and not c.secure:  # a POP3S port waits for our TLS ClientHello
         why += "; if port %d is POP3S (implicit TLS, e.g. 995), set \"tls\": \"implicit\"" % c.port
+    elif what[13:17] in ("AUTH", "PASS", "APOP"):  # "the reply to PASS": a login held back
+        why += ("; another session may hold the mailbox: a server can hold a login back until it is free "
+                "(Dovecot with pop3_lock_session: up to 10 s, then -ERR [IN-USE]): set read_timeout above 10 s "
+                "to hear that" if c.read_timeout <= 10 else "")
     return Pop3Timeout("%s: waiting for %s: %s; the server is stalled or too slow: try again later, "
                        "or raise the account's timeouts" % (c.where, what, why))
