@@ -262,3 +262,44 @@ def test_a_login_held_back_by_a_locked_mailbox_past_read_timeout_says_so(tmp_pat
             other.quit()
     finally:
         d.stop()
+
+
+def _no_uidl_any_more(c, rf):
+    """A server that listed UIDL before and now offers none: CAPA without UIDL, UIDL -ERR."""
+    from test_client_hostile import GOOD, login
+
+    login(c, rf, capa=b"+OK\r\nUSER\r\n.\r\n")
+    while True:
+        line = rf.readline()
+        if not line:
+            return
+        k = line.strip().split(b" ")[0].upper()
+        if k == b"STAT":
+            c.sendall(b"+OK 1 %d\r\n" % len(GOOD))
+        elif k == b"UIDL":
+            c.sendall(b"-ERR unknown command\r\n")
+        elif k == b"QUIT":
+            c.sendall(b"+OK\r\n")
+            return
+        else:
+            c.sendall(b"+OK\r\n")
+
+
+def test_a_server_that_dropped_uidl_for_good_is_told_apart_from_one_refusing_it_for_now(tmp_path):
+    """A server that listed UIDL (the state holds its UIDs) and now answers UIDL -ERR: "try again
+    later" as before; when its CAPA no longer lists UIDL, the line also says what to do if that
+    is for good (before: "try again later" at every run, for ever): delete the state files and
+    use policy delete. Nothing is stored or deleted."""
+    from test_client_hostile import GOOD, Fetcher, Script, mailbox, stored
+
+    fetch = Fetcher("micropython")
+    s = Script(mailbox([(b"u1", GOOD)]))
+    assert fetch(tmp_path, s.port)["fetched"] == 1
+    s = Script(_no_uidl_any_more)
+    with pytest.raises(Exception) as ei:
+        fetch(tmp_path, s.port)
+    msg = str(ei.value)
+    path = tmp_path / "state" / "h.uidl"
+    assert "UIDL refused (it listed this account's messages before): try again later; its CAPA no longer lists " \
+        "UIDL: if that is for good, delete %s and %s.who" % (path, tmp_path / "state" / "h") in msg, msg
+    assert 'set policy "delete"' in msg and not s.saw("DELE") and stored(tmp_path) == [GOOD], msg

@@ -26,7 +26,7 @@ TEXTS = (
     "message %d (%d octets): %s; make room, or set the account's max_size below it",  # 10
     "message %d (%d octets): %s",  # 11
     "%s ([%s]): try again later",  # 12 (clientplan.py's from here; clientauth.stat's, clientend.quit's)
-    "%s: UIDL refused (it listed this account's messages before): try again later",  # 13
+    "%s: UIDL refused (it listed this account's messages before): try again later%s",  # 13
     "%s: UIDL: the server has no UIDL: only policy 'delete' can fetch each message once; set it, or "
     "use another server",  # 14
     "%s: LIST: malformed size for message %d",  # 15
@@ -34,6 +34,15 @@ TEXTS = (
     "fetch %s: the UIDL state holds max_entries (%d): the next session fetches more, once this one's "
     "deletions commit",  # 17
 )
+
+
+def no_uidl(c, path):
+    """TEXTS[13]: UIDL refused by a server that listed this account's messages before; when its
+    CAPA no longer lists UIDL (dropped for good, not refused for now), what to do about it."""
+    return TEXTS[13] % (c.where, "" if c.caps is None or "UIDL" in c.caps else
+                        "; its CAPA no longer lists UIDL: if that is for good, delete %s and %s.who (the UIDs "
+                        "there can never match again) and set policy \"delete\" (each message still on the server "
+                        "is then stored again, once)" % (path, path[:-5]))
 
 
 def text(n, *args):
