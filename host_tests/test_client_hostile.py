@@ -499,9 +499,10 @@ TWO = b"Subject: two\r\n\r\nx\r\n"
 
 def test_failed_pending_save_leaves_no_open_delivery(tmp_path, fetch):
     """st.save() of the pending entry fails (flash full): the delivery is aborted (no temp file,
-    mailbox not busy), the pending entry is dropped, the error propagates; the next run works."""
+    mailbox not busy), the pending entry is dropped, the error propagates, said as a full flash
+    (test_client_review_w16); the next run works."""
     s = Script(mailbox([(b"u1", GOOD)]))
-    with pytest.raises(OSError):
+    with pytest.raises(client.ClientError, match="the flash is full"):
         fetch(tmp_path, s.port, fail_pending_save=True)
     assert storeread.temp_files(str(tmp_path / "store" / "m")) == []
     assert fetch.busy == 0  # in the client's process: the mailbox is not stuck "delivering"

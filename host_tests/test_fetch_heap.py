@@ -214,11 +214,12 @@ def test_error_texts_are_cold_and_each_number_names_its_text():
                        (clientget, {"_T_UNEXPECTED": "unexpected data instead of", "_T_INSIDE": "inside the message",
                                     "_T_LARGER": "larger than the server said", "_T_SHORT": "not provably complete",
                                     "_T_NOOP": "NOOP after"}),
-                       (clientplan, {"_T_LATER": "([%s]): try again later", "_T_REFUSED": "UIDL refused",
+                       (clientplan, {"_T_LATER": "([%s]): try again later",
                                      "_T_NO_UIDL": "the server has no UIDL", "_T_SIZE": "LIST: malformed size",
                                      "_T_LIST": "%s: LIST failed"})):
         for name, part in names.items():
             assert part in text(getattr(mod, name)), (mod.__name__, name)
+    assert "UIDL refused" in text(13)  # (clientfail.no_uidl's, for clientplan)
     fails = {"_F_BEFORE": "nobody asked for before %s", "_F_STLS": "after STLS", "_F_LONG": "longer than",
              "_F_NUL": "NUL in", "_F_NOBODY": "server sent data nobody asked for", "_F_NEITHER": "neither +OK nor -ERR"}
     for name, part in fails.items():

@@ -367,6 +367,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
 
     try:
         a, st, c, token, fresh = clientconf.start(account, store, opener)
+    except OSError as e:  # its .who record or the state's compaction (below: its journal writes)
+        raise _failed("nospace", account.get("name"), account.get("state_dir", "state"), e)
     finally:
         clientconf = None
         compat.forget(("clientconf",))
@@ -581,7 +583,9 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             if stop or not ctl[1] or downloads >= cap:
                 break
         if stats["state_full"]:
-            log.error(_failed("text", _T_FULL, name, a["max_entries"]))
+            # With deletions this session (policy delete, or keep_days), their entries go at QUIT:
+            # the next session goes on (the fetch CLI starts it at once), no error.
+            (log.info if deleted else log.error)(_failed("text", _T_FULL if not deleted else 17, name, a["max_entries"]))
         # Refused DELEs put right, QUIT, the records kept or dropped and saved (clientend.py:
         # cold, loaded for it and dropped after it; not held while messages stream in).
         from pocketpost import clientend
@@ -602,6 +606,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         # is logged. No QUIT +OK: nothing of this session commits on the server (its DELEs are
         # sent again next time, from the records).
         log.warning(_failed("text", _T_FETCH, name, e.msg))
+    except OSError as e:  # the UIDL state's writes: a full flash said as such (clientfail.nospace)
+        raise _failed("nospace", name, a["state_dir"], e)
     finally:
         compat.forget(("clientget",))
         await c.close()

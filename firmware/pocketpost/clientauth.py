@@ -8,7 +8,7 @@ move; its qstrs stay)."""
 import binascii
 
 from pocketpost import log, pop3listing, transport
-from pocketpost.client import _OAUTH, AuthFailed, ErrReply, Pop3Timeout, _text
+from pocketpost.client import _OAUTH, AuthFailed, ErrReply, Pop3Timeout, _failed, _text
 from pocketpost.compat import IS_MICROPYTHON, ConfigError, const, forget, ticks_add, ticks_diff, ticks_ms
 from pocketpost.pop3 import ProtocolError, parse_number
 from pocketpost.pop3client import GREETING
@@ -161,7 +161,12 @@ async def capa(c):
 
 
 async def stat(c):
-    rep = await c.cmd("STAT")
+    try:
+        rep = await c.cmd("STAT")
+    except ErrReply as e:
+        if e.code:  # [SYS/TEMP], [IN-USE]: said, with what to do (clientfail.TEXTS[12])
+            raise ErrReply(_failed("text", 12, e.msg, e.code), e.code)
+        raise
     w = bytes(rep.text).split(b" ")
     try:
         if len(w) < 2:

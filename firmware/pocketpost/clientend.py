@@ -8,7 +8,7 @@ MicroPython, dropped after it (its heap is not held at the fetch's peaks; its qs
 import struct
 
 from pocketpost import log
-from pocketpost.client import ErrReply, _bit, _set
+from pocketpost.client import ErrReply, _bit, _failed, _set
 from pocketpost.compat import const, forget
 from pocketpost.uidstate import table_key
 
@@ -79,7 +79,12 @@ async def dele_stored(c, count, dele):
 async def quit(c):
     """QUIT: +OK means the server committed our DELEs (RFC 1939 UPDATE state); then the polite
     close. Returns the reply."""
-    rep = await c.cmd("QUIT")
+    try:
+        rep = await c.cmd("QUIT")
+    except ErrReply as e:
+        if e.code:  # [SYS/TEMP]: no DELE committed; said, with what to do (clientfail.TEXTS[12])
+            raise ErrReply(_failed("text", 12, e.msg, e.code), e.code)
+        raise
     conn = c._conn
     c._conn = None
     if conn is not None:

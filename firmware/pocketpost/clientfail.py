@@ -14,7 +14,7 @@ TEXTS = (
     "%s: unexpected data instead of %s",  # 0
     "%s: LIST did not list message %d",  # 1
     "fetch %s: UIDL state full (max_entries %d): new messages wait until messages kept on the "
-    "server are deleted there; raise max_entries or use policy keep_days",  # 2
+    "server are deleted there (policy delete, or keep_days once their days pass); raise max_entries",  # 2
     "fetch %s: %s",  # 3
     "fetch %s: state not saved: %s",  # 4
     "%s: store: %s",  # 5
@@ -25,13 +25,24 @@ TEXTS = (
     "%s: NOOP after %s answered -ERR (%s): the message is not proved complete",  # 9
     "message %d (%d octets): %s; make room, or set the account's max_size below it",  # 10
     "message %d (%d octets): %s",  # 11
-    "%s ([%s]): try again later",  # 12 (clientplan.py's from here)
-    "%s: UIDL refused (it listed this account's messages before): try again later",  # 13
+    "%s ([%s]): try again later",  # 12 (clientplan.py's from here; clientauth.stat's, clientend.quit's)
+    "%s: UIDL refused (it listed this account's messages before): try again later%s",  # 13
     "%s: UIDL: the server has no UIDL: only policy 'delete' can fetch each message once; set it, or "
     "use another server",  # 14
     "%s: LIST: malformed size for message %d",  # 15
     "%s: LIST failed",  # 16
+    "fetch %s: the UIDL state holds max_entries (%d): the next session fetches more, once this one's "
+    "deletions commit",  # 17
 )
+
+
+def no_uidl(c, path):
+    """TEXTS[13]: UIDL refused by a server that listed this account's messages before; when its
+    CAPA no longer lists UIDL (dropped for good, not refused for now), what to do about it."""
+    return TEXTS[13] % (c.where, "" if c.caps is None or "UIDL" in c.caps else
+                        "; its CAPA no longer lists UIDL: if that is for good, delete %s and %s.who (the UIDs "
+                        "there can never match again) and set policy \"delete\" (each message still on the server "
+                        "is then stored again, once)" % (path, path[:-5]))
 
 
 def text(n, *args):
@@ -47,6 +58,18 @@ def stored(n, size, e):
 
     # (A MemoryError often says nothing: its class then, not an empty reason.)
     return TEXTS[10 if isinstance(e, (StoreFull, QuotaExceeded)) else 11] % (n, size, str(e) or type(e).__name__)
+
+
+def nospace(name, d, e):
+    """An OSError of the UIDL state's writes (clientconf.start, client.fetch_account): a full
+    flash (ENOSPC) said as such, with what to do (a ClientError), else `e` itself."""
+    if compat.errno_of(e) != compat.ENOSPC:
+        return e
+    from pocketpost.client import ClientError
+
+    return ClientError("fetch %s: the flash is full: the UIDL state in %s cannot be written; nothing more is "
+                       "fetched until there is room: delete mail kept locally or other files (the store's "
+                       "\"reserve\" keeps room free of mail for it)" % (name, d))
 
 
 def lost(c, doing, e=None, w=0):
@@ -76,5 +99,9 @@ def timeout(c, deadline, what, w=0):
         why = "no data for %ss" % c.read_timeout
     if what == "the greeting" and not c.secure:  # a POP3S port waits for our TLS ClientHello
         why += "; if port %d is POP3S (implicit TLS, e.g. 995), set \"tls\": \"implicit\"" % c.port
+    elif what[13:17] in ("AUTH", "PASS", "APOP"):  # "the reply to PASS": a login held back
+        why += ("; another session may hold the mailbox: a server can hold a login back until it is free "
+                "(Dovecot with pop3_lock_session: up to 10 s, then -ERR [IN-USE]): set read_timeout above 10 s "
+                "to hear that" if c.read_timeout <= 10 else "")
     return Pop3Timeout("%s: waiting for %s: %s; the server is stalled or too slow: try again later, "
                        "or raise the account's timeouts" % (c.where, what, why))

@@ -27,7 +27,6 @@ _KEY = const(8)
 # every listing pass, one of the fetch's peaks); private copies of its numbers
 # (host_tests/test_fetch_heap.py checks them).
 _T_LATER = const(12)
-_T_REFUSED = const(13)
 _T_NO_UIDL = const(14)
 _T_SIZE = const(15)
 _T_LIST = const(16)
@@ -146,7 +145,7 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
         buf = st.buf
         for i in range(st.n):  # a UID stored before: this server has UIDL, refused for now
             if not buf[i * _REC + _KEY + 4] & _F_SYNTH:
-                raise ClientError(_failed("text", _T_REFUSED, c.where))
+                raise ClientError(_failed("no_uidl", c, st.path))
     if has_uidl and dups:
         await listing(c, "UIDL", count, on_dup)
     if not has_uidl:

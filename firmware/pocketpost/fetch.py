@@ -26,12 +26,18 @@ pop3listing, clientplan, clientget, clientend, clientrecover). The store's sessi
 (storesession.py: lock, Mailbox, deletion commit) loads only to reconcile a fetch cut short by a
 crash (clientrecover.py).
 Exit status: 0 when every account fetched, 1 otherwise (also when an account's UIDL state is full and new
-mail waits: max_entries), 2 for a config that does not load.
+mail waits: max_entries; a session that filled it and deleted messages is followed by the next at
+once, up to _SESSIONS), 2 for a config that does not load; 1 also when another fetch holds the store
+(fetchload.lock).
 """
 
 import sys
 
 from pocketpost import compat
+from pocketpost.compat import const
+
+# Sessions of one account in a run while each fills max_entries and deletes: 64 x 500 messages.
+_SESSIONS = const(64)
 
 
 def on_message(info):
@@ -54,37 +60,52 @@ def main(config_path, only=None, log_level=None, headers=False):
     finally:
         fetchload = None
         compat.forget(("fetchload",))
-    if r is None:
-        return 2
-    store, accounts, failed = r  # (failed: the accounts refused before any fetch, fetchload.renamed)
+    if not isinstance(r, tuple):
+        return r or 2  # (1: another fetch holds the store, fetchload.lock)
+    store, accounts, failed, lk = r  # (failed: the accounts refused before any fetch, fetchload.renamed)
     r = None
-    from pocketpost import client
+    try:
+        from pocketpost import client
 
-    done = 0
-    for acct in accounts:
-        if only is not None and acct.get("name") != only:
-            continue
-        done += 1
-        print("fetch %s: %s@%s" % (acct.get("name"), acct.get("user"), acct.get("host")))
-        try:
-            st = client.fetch_account_sync(acct, store, on_message, None, headers)
-        except Exception as e:  # one failing account must not stop the others
-            failed += 1
-            print("fetch %s: FAILED: %s: %s" % (acct.get("name"), type(e).__name__, e))
-            continue
-        print(
-            "fetch %s: %d fetched (%d bytes, %d headers only), %d skipped, %d deleted, %d left on server"
-            % (st["account"], st["fetched"], st["bytes"], st["headers_only"], st["skipped"], st["deleted"],
-               st["on_server"] - st["deleted"])
-        )
-        if st["state_full"]:  # new mail waits (logged as an error): a cron job must see it
-            failed += 1
-    if only is not None and not done and not failed:
-        print("fetch: no account named %s" % only)
-        return 1
-    if not done and not failed:  # (not a failure: nothing to do; but say so, or a run prints nothing at all)
-        print("fetch: %s has no accounts (\"accounts\": [...], README \"Fetching mail\")" % config_path)
-    return 1 if failed else 0
+        done = 0
+        for acct in accounts:
+            if only is not None and acct.get("name") != only:
+                continue
+            done += 1
+            print("fetch %s: %s@%s" % (acct.get("name"), acct.get("user"), acct.get("host")))
+            for _ in range(_SESSIONS):
+                try:
+                    st = client.fetch_account_sync(acct, store, on_message, None, headers)
+                except Exception as e:  # one failing account must not stop the others
+                    failed += 1
+                    print("fetch %s: FAILED: %s: %s" % (acct.get("name"), type(e).__name__, e))
+                    break
+                print(
+                    "fetch %s: %d fetched (%d bytes, %d headers only), %d skipped, %d deleted, %d left on server"
+                    % (st["account"], st["fetched"], st["bytes"], st["headers_only"], st["skipped"], st["deleted"],
+                       st["on_server"] - st["deleted"])
+                )
+                if not st["state_full"]:
+                    break
+                if not st["deleted"]:  # new mail waits (logged as an error): a cron job must see it
+                    failed += 1
+                    break
+                # The state held max_entries, and this session's deletions (committed at its QUIT)
+                # freed entries: the next session at once (each one shrinks the server's mailbox).
+            else:  # (a server that keeps what it deleted would have this go on)
+                failed += 1
+        if only is not None and not done and not failed:
+            print("fetch: no account named %s" % only)
+            return 1
+        if not done and not failed:  # (not a failure: nothing to do; but say so, or a run prints nothing at all)
+            print("fetch: %s has no accounts (\"accounts\": [...], README \"Fetching mail\")" % config_path)
+        return 1 if failed else 0
+    finally:
+        if lk:  # the host's fetch lock (fetchload.lock) released
+            import os
+
+            os.remove(lk + "/pid")
+            os.rmdir(lk)
 
 
 if __name__ == "__main__":

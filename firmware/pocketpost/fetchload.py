@@ -66,9 +66,63 @@ def renamed(a, names):
     return None
 
 
+def lock(root):
+    """On a host (a Linux /proc: a board runs one fetch at a time in one process), take the store's
+    fetch lock, the directory <root>.fetch-lock holding the pid: its path; None where there is no
+    /proc (a board); 1 (the exit status) after a line saying why not: a fetch of another process
+    (a cron run overlapping a slow one) holds it. Two at once would download the same messages
+    and collide in the store and in the UIDL state. A lock left by a killed run (its pid gone) is
+    taken over."""
+    try:
+        with open("/proc/self/stat") as f:
+            pid = f.read().split(" ", 1)[0]
+    except OSError:
+        return None
+    path = root.rstrip("/") + ".fetch-lock"
+    for i in range(3):
+        try:
+            compat.makedirs(root.rstrip("/").rsplit("/", 1)[0] or "/")
+            import os
+
+            os.mkdir(path)
+        except OSError as e:
+            if compat.errno_of(e) != compat.EEXIST:
+                return None  # (no lock where none can be made: the store's open says what is wrong)
+            try:
+                with open(path + "/pid") as f:
+                    other = f.read().strip()
+            except OSError:
+                other = ""  # (being made: looked at again; or left by a run killed right then: said)
+            if not other and i < 2:
+                import time
+
+                time.sleep(0.5)
+                continue
+            try:  # whether its process still runs a fetch (another program under a reused pid: no)
+                with open("/proc/%s/cmdline" % other, "rb") as f:
+                    alive = b"fetch" in f.read()
+            except OSError:
+                alive = False
+            if other and not alive:
+                try:
+                    os.remove(path + "/pid")
+                    os.rmdir(path)
+                except OSError:
+                    pass
+                continue
+            print("fetch: another fetch (pid %s) is using the store %s: nothing fetched by this run; if no "
+                  "fetch is running, delete the directory %s" % (other or "?", root, path))
+            return 1
+        with open(path + "/pid", "w") as f:
+            f.write(pid)
+        return path
+    return 1
+
+
 def load(config_path, only, log_level):
-    """(store, the config's accounts to fetch, the count of those refused: renamed, said here), or
-    None when the config does not load (said in one line)."""
+    """(store, the config's accounts to fetch, the count of those refused: renamed, said here, the
+    fetch lock's path or None: lock), or None when the config does not load (said in one line), or
+    1 when another fetch holds the store (said)."""
     # Only on MicroPython (its heap is the point; on CPython a second copy of a module later
     # imported again would only confuse class identities).
     loaded = []
@@ -86,6 +140,9 @@ def load(config_path, only, log_level):
         print("fetch: %s: %s" % (config_path, "file not found" if getattr(e, "errno", 0) == 2 else e))
         return None
     log.set_level(log_level or cfg["log"]["level"])
+    lk = lock(cfg["store"]["root"])  # before the store's open: it may roll another run's commit forward
+    if lk == 1:
+        return 1
     store = config.open_store(cfg)  # the one place that turns cfg["store"] into a Store
     config = None
     compat.forget(loaded)
@@ -111,4 +168,4 @@ def load(config_path, only, log_level):
                 store.usage(acct.get("mailbox", "inbox"))
             except Exception:
                 pass
-    return store, accounts, failed
+    return store, accounts, failed, lk
