@@ -303,3 +303,46 @@ def test_a_server_that_dropped_uidl_for_good_is_told_apart_from_one_refusing_it_
     assert "UIDL refused (it listed this account's messages before): try again later; its CAPA no longer lists " \
         "UIDL: if that is for good, delete %s and %s.who" % (path, tmp_path / "state" / "h") in msg, msg
     assert 'set policy "delete"' in msg and not s.saw("DELE") and stored(tmp_path) == [GOOD], msg
+
+
+def test_a_store_root_that_cannot_be_opened_is_said_in_one_line_and_leaves_no_lock(tmp_path):
+    """A store root that is a file: one line naming the root, exit 2, and no fetch lock left behind
+    (before: a traceback ending in OSError: 20, and <root>.fetch-lock stayed)."""
+    (tmp_path / "store").write_text("x")
+    acct = {"name": "a", "host": "127.0.0.1", "port": 1, "user": "u", "password": "p", "tls": "none",
+            "allow_plaintext": True}
+    p = _popen(tmp_path, acct)
+    try:
+        rc = p.wait(RUN_TIMEOUT)
+        out = p.stdout.read().decode(errors="replace")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+        p.stdout.close()
+    assert rc == 2 and "fetch: store %s cannot be opened" % (tmp_path / "store") in out, out
+    assert "Traceback" not in out, out
+    assert not (tmp_path / "store.fetch-lock").exists()
+
+
+def test_a_lock_deleted_by_hand_during_the_run_keeps_the_exit_status(tmp_path, monkeypatch):
+    """The refusal line tells a user to delete the lock directory; one deleted while a fetch runs
+    must not turn that fetch's exit status into a traceback (before: OSError from the release)."""
+    monkeypatch.syspath_prepend(FIRMWARE)
+    from pocketpost import client, fetch
+
+    (tmp_path / "config.json").write_text(json.dumps({"store": {"root": str(tmp_path / "store"), "quota": 0},
+                                                      "accounts": [{"name": "a", "host": "127.0.0.1", "port": 1,
+                                                                    "user": "u", "password": "p", "tls": "none",
+                                                                    "allow_plaintext": True}]}))
+    lock = tmp_path / "store.fetch-lock"
+
+    def deletes_the_lock(*args):
+        assert lock.exists()
+        (lock / "pid").unlink()
+        lock.rmdir()
+        raise OSError(111, "connection refused")
+
+    monkeypatch.setattr(client, "fetch_account_sync", deletes_the_lock)
+    assert fetch.main(str(tmp_path / "config.json")) == 1
+    assert not lock.exists()

@@ -104,8 +104,11 @@ def main(config_path, only=None, log_level=None, headers=False):
         if lk:  # the host's fetch lock (fetchload.lock) released
             import os
 
-            os.remove(lk + "/pid")
-            os.rmdir(lk)
+            try:
+                os.remove(lk + "/pid")
+                os.rmdir(lk)
+            except OSError:  # deleted by hand during the run (its refusal line says to): the status stays
+                pass
 
 
 if __name__ == "__main__":

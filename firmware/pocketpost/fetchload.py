@@ -143,7 +143,17 @@ def load(config_path, only, log_level):
     lk = lock(cfg["store"]["root"])  # before the store's open: it may roll another run's commit forward
     if lk == 1:
         return 1
-    store = config.open_store(cfg)  # the one place that turns cfg["store"] into a Store
+    try:
+        store = config.open_store(cfg)  # the one place that turns cfg["store"] into a Store
+    except OSError as e:  # (a root that is a file, say): one line, and the lock not left behind
+        print("fetch: store %s cannot be opened (OSError %s): check config.json's store root" % (
+            cfg["store"]["root"], compat.errno_of(e)))
+        if lk:
+            import os
+
+            os.remove(lk + "/pid")
+            os.rmdir(lk)
+        return None
     config = None
     compat.forget(loaded)
     accounts = cfg["accounts"]
