@@ -81,7 +81,8 @@ SESSION_TIMEOUT = 1800
 _SANE_TIME = const(1577836800)  # 2020-01-01
 _DAY = const(86400)
 
-_OAUTH = ("xoauth2", "oauthbearer")  # OAuth: SASL with an OAuth access token (oauth2.py)
+# (The OAuth SASL mechanisms, _OAUTH: clientconf.py and clientauth.py, each its copy: a tuple here
+# would be heap held while messages move.)
 # The texts of errors and of log lines at a session's end: clientfail.TEXTS[n] (cold: a text
 # here would be a string object held while messages move); private copies of its numbers
 # (host_tests/test_fetch_heap.py checks them).
@@ -91,6 +92,8 @@ _T_FULL = const(2)
 _T_FETCH = const(3)
 _T_UNSAVED = const(4)
 _T_STORE = const(5)
+_T_SKIP = const(18)
+_T_LEFT = const(19)
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -484,7 +487,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 if a["max_size"] and size > a["max_size"]:
                     if a["oversize"] == "skip":
                         stats["skipped"] += 1
-                        log.info("fetch %s: skipping message %d (%d bytes > max_size)", name, n, size)
+                        log.info(_failed("text", _T_SKIP, name, n, size))
                         continue
                     top = True
                 downloads += 1
@@ -532,7 +535,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     # after run.
                     stats["skipped"] += 1
                     downloads -= 1  # not downloaded: it takes no place under the cap (max_messages)
-                    log.warning("fetch %s: message %d left on the server: %s", name, n, e.msg)
+                    log.warning(_failed("text", _T_LEFT, name, n, e.msg))
                     continue
                 if uid is None:  # (not a refused one, above: it was not downloaded)
                     stats["by_content"] += 1

@@ -8,10 +8,12 @@ move; its qstrs stay)."""
 import binascii
 
 from pocketpost import log, pop3listing, transport
-from pocketpost.client import _OAUTH, AuthFailed, ErrReply, Pop3Timeout, _failed, _text
+from pocketpost.client import AuthFailed, ErrReply, Pop3Timeout, _failed, _text
 from pocketpost.compat import IS_MICROPYTHON, ConfigError, const, forget, ticks_add, ticks_diff, ticks_ms
 from pocketpost.pop3 import ProtocolError, parse_number
 from pocketpost.pop3client import GREETING
+
+_OAUTH = ("xoauth2", "oauthbearer")  # OAuth: SASL with an OAuth access token (oauth2.py); the same in clientconf.py
 
 # getaddrinfo's answers tried in turn, at most this many, all within the connect's one bound: a
 # name can resolve to ::1 first and the server listen on IPv4 only ("localhost" on many hosts).

@@ -8,9 +8,11 @@ heap are not held while messages move; its qstrs stay, MicroPython never frees t
 import gc
 
 from pocketpost import compat, log
-from pocketpost.client import _OAUTH, READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed, ClientError, Pop3Client
+from pocketpost.client import READ_TIMEOUT, SESSION_TIMEOUT, AuthFailed, ClientError, Pop3Client
 from pocketpost.compat import ConfigError, const
 from pocketpost.uidstate import UidState
+
+_OAUTH = ("xoauth2", "oauthbearer")  # OAuth: SASL with an OAuth access token (oauth2.py); the same in clientauth.py
 
 _DEFAULT_MAX_ENTRIES = const(500)  # uidstate's (a private copy)
 _CONNECT_TIMEOUT = const(15)  # client's (a private copy)

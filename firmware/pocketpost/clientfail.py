@@ -33,6 +33,8 @@ TEXTS = (
     "%s: LIST failed",  # 16
     "fetch %s: the UIDL state holds max_entries (%d): the next session fetches more, once this one's "
     "deletions commit",  # 17
+    "fetch %s: skipping message %d (%d bytes > max_size)",  # 18 (log lines of client.fetch_account)
+    "fetch %s: message %d left on the server: %s",  # 19
 )
 
 
