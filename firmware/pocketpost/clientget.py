@@ -3,7 +3,31 @@ any caller with a Pop3Client): RETR (or TOP n 0) streamed into a store Delivery 
 rule, then the pending entry, the commit and the record (the exactly-once steps: client.py's
 module doc). Cold code: fetch_account loads it for a batch (right before the batch's listing pass,
 clientplan.py, for its place in the heap) and on MicroPython drops it after the batch's downloads:
-it is not held while the session logs in or ends (its qstrs stay)."""
+it is not held while the session logs in or ends (its qstrs stay).
+
+What a stored message costs the flash beyond its bytes, on littlefs: six device syncs, four of
+them metadata commits (host_tests/test_fetch_syncs.py counts them per phase; on the host each sync
+is an fsync of the image, on a board a sync is no flash operation, a commit is programs into a
+metadata block). In download's order:
+  1. store.begin creates the temp file in its bucket: 1 commit (littlefs names a file only by a
+     commit). The bytes stream into it with no sync.
+  2. uidstate.save appends the pending record P (with the previous message's S) in one write and
+     one flush (the close adds nothing): the commit that makes P durable, and before it the
+     barrier littlefs runs before committing a file that is not inline (the state file past
+     littlefs's inline size, 256 bytes with the board's cache size), so the data blocks are on
+     flash before the metadata naming them: 2 syncs (1 while the file is still inline). On the
+     host this barrier is the costly fsync: it carries the message's bytes written before it.
+  3. Delivery.seal flushes the temp file, then closes it: its barrier and its commit, 2 syncs;
+     the close adds nothing.
+  4. Delivery.commit renames it to its name in the same directory: 1 commit, the commit point.
+None of them is redundant. P must be on flash before 4 (after it, a cut would leave a message
+stored and forgotten: fetched again); it cannot ride with 1 (the size, the hash and the local UID
+are known only once the message is in; and the state file is another file in another directory:
+littlefs commits one file per call); nor be skipped for a message (its S is not on flash when its
+rename lands, so only P lets the next run find it). 3 must come before 4: a rename carries the file's
+last committed content, and the temp file's is the empty one of 1. Fewer syncs would take fewer
+state writes than one per message (e.g. S records for a batch, a crash reconciled by content): a
+protocol change, not made."""
 
 from pocketpost import compat, transport
 from pocketpost.client import ConnectionLost, ErrReply, Pop3Timeout, _failed

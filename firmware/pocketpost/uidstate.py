@@ -18,7 +18,9 @@ CRC-32 of the rest of the line (8 hex digits):
 
 `save()` appends the changes since the last save as one write (normally two lines: the client
 saves once per stored message: the `S` of the message just stored rides with the next one's
-`P`, or with the session's end or error exit), then flushes. A power cut during that write leaves a
+`P`, or with the session's end or error exit), then flushes: on littlefs one metadata commit
+(and, once the file is past littlefs's inline size, the device sync littlefs runs before it so
+the appended data is on flash first); the close adds nothing (clientget.py: a message's syncs). A power cut during that write leaves a
 torn last record: its checksum fails (or its line end is missing), `load()` ignores it and the
 next save compacts. A bad record followed by good ones is not a torn write: load refuses it.
 Compaction rewrites the snapshot whole through a temp file and an atomic rename (a cut leaves
