@@ -95,3 +95,26 @@ def test_a_guard_left_by_a_run_killed_while_taking_over_is_said_with_what_to_del
     assert r.returncode == 1 and "nothing fetched by this run" in out, out
     assert "delete the directory %s and the directory %s.takeover" % (lock, lock) in out, out
 
+
+def test_a_delete_backlog_past_the_runs_sessions_is_said_as_a_failure_with_what_to_do(dc, tmp_path):
+    """Policy delete, max_entries 1 and 66 messages waiting: a run starts its most sessions (64, one
+    message each), then says as a FAILED line that they ran out, how many messages are still on
+    the server and to run the fetch again; exit 1. The next run fetches the rest, exit 0. Before:
+    exit 1 after an info line like every session's, nothing saying the run failed or why."""
+    from test_client_dovecot import run_cli
+
+    from pocketpost import clientfail, fetch
+
+    n = fetch._SESSIONS + 2
+    msgs = [b"Subject: s%d\r\n\r\nbody %d\r\n" % (i, i) for i in range(n)]
+    dc.seed("alice", msgs)
+    acct = account(dc, tmp_path, policy="delete", max_entries=1)
+    rc, out = run_cli(tmp_path, acct, timeout=300)
+    line = "fetch isp: FAILED: %d sessions in a row each filled the UIDL state (max_entries)" % fetch._SESSIONS
+    assert rc == 1 and line in out and "2 messages are still on the server: run the fetch again" in out, out
+    assert out.count("1 fetched") == fetch._SESSIONS and len(dc.messages("alice")) == 2, out
+    rc, out = run_cli(tmp_path, acct)
+    assert rc == 0 and "FAILED" not in out, out
+    assert sorted(local_messages(tmp_path / "store")) == sorted(msgs) and dc.messages("alice") == [], out
+    assert "sessions in a row" in clientfail.TEXTS[fetch._T_SESSIONS]  # (its number names its text)
+

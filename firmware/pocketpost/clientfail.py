@@ -33,6 +33,9 @@ TEXTS = (
     "%s: LIST failed",  # 16
     "fetch %s: the UIDL state holds max_entries (%d): the next session fetches more, once this one's "
     "deletions commit",  # 17
+    "fetch %s: FAILED: %d sessions in a row each filled the UIDL state (max_entries) and deleted what it "
+    "fetched, the most one run starts; %d messages are still on the server: run the fetch again (it goes on "
+    "from there), or raise max_entries",  # 18 (fetch.py's: its sessions ran out)
 )
 
 
