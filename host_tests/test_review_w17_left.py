@@ -4,10 +4,13 @@ back by the REPL admin under both interpreters."""
 
 import json
 import os
+import poplib
 import re
+import smtplib
 import subprocess
 import time
 
+import pytest
 from helpers import FIRMWARE, MICROPYTHON
 from test_client_dovecot import account, dc, local_messages  # noqa: F401 (dc: a fixture)
 
@@ -117,4 +120,96 @@ def test_a_delete_backlog_past_the_runs_sessions_is_said_as_a_failure_with_what_
     assert rc == 0 and "FAILED" not in out, out
     assert sorted(local_messages(tmp_path / "store")) == sorted(msgs) and dc.messages("alice") == [], out
     assert "sessions in a row" in clientfail.TEXTS[fetch._T_SESSIONS]  # (its number names its text)
+
+
+# --- the SMTP receiver and the POP3 server's other logins, with real clients ---------------------
+
+@pytest.fixture(scope="module")
+def smtp_srv(tmp_path_factory):
+    from smtpharness import SmtpPop3Server
+
+    s = SmtpPop3Server(str(tmp_path_factory.mktemp("w17smtp")), messages={"alice": [], "carol": []},
+                       apop={"alice": "apop secret"})
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+MSG = b"From: carol@example.org\r\nTo: alice@example.org\r\nSubject: w17\r\n\r\nbody\r\n"
+
+
+@pytest.mark.parametrize("typed", ["Carol@example.org", "CAROL"])
+def test_smtp_auth_plain_and_login_take_the_name_as_pop3_does(smtp_srv, typed):
+    """smtplib on the submission port, the user name as mail clients fill it in (the e-mail
+    address, or capitalised): AUTH PLAIN and AUTH LOGIN log in as carol, as POP3 USER/PASS does
+    (auth.user_of, one function for both). Before: 535 after the failure delay. A wrong password
+    and a name that is no user's still fail."""
+    for mech in ("PLAIN", "LOGIN"):
+        with smtplib.SMTP("127.0.0.1", smtp_srv.submission_port, timeout=20) as s:
+            s.ehlo("client.example")
+            s.user, s.password = typed, "carolpw"
+            code, _ = s.auth(mech, s.auth_plain if mech == "PLAIN" else s.auth_login)
+            assert code == 235, (mech, code)
+            assert s.sendmail("carol@example.org", ["alice@example.org"], MSG) == {}
+    log = smtp_srv.log()
+    assert "AUTH user=carol method=PLAIN" in log and "AUTH user=carol method=LOGIN" in log, log
+    for name, pw in ((typed, "wrong"), ("nobody@example.org", "carolpw")):
+        with smtplib.SMTP("127.0.0.1", smtp_srv.submission_port, timeout=20) as s:
+            s.ehlo("client.example")
+            with pytest.raises(smtplib.SMTPAuthenticationError):
+                s.login(name, pw)
+
+
+def test_pop3_apop_takes_the_name_as_user_pass_does(smtp_srv):
+    """poplib's APOP with the e-mail address as the user name (any case): alice, as USER/PASS.
+    Before: -ERR [AUTH] authentication failed."""
+    p = poplib.POP3("127.0.0.1", smtp_srv.port, timeout=10)
+    try:
+        assert p.apop("Alice@Example.org", "apop secret").startswith(b"+OK")
+    finally:
+        p.quit()
+    assert "login user=alice method=APOP" in smtp_srv.log()
+    p = poplib.POP3("127.0.0.1", smtp_srv.port, timeout=10)
+    with pytest.raises(poplib.error_proto):
+        p.apop("Alice@Example.org", "wrong")
+    p.quit()
+
+
+def test_scram_takes_the_name_as_user_pass_does_on_pop3_and_smtp(smtp_srv, tmp_path):
+    """SCRAM-SHA-256 with the e-mail address as the user name: mpop (POP3) and msmtp (SMTP
+    submission, without TLS: SCRAM sends no password) log in as carol. Before: both refused."""
+    md = tmp_path / "md"
+    for sub in ("cur", "new", "tmp"):
+        (md / sub).mkdir(parents=True)
+    env = dict(os.environ, HOME=str(tmp_path))
+    r = subprocess.run(["mpop", "--host=127.0.0.1", "--port=%d" % smtp_srv.port, "--auth=scram-sha-256",
+                        "--user=Carol@example.org", "--passwordeval=echo carolpw", "--tls=off", "--timeout=20",
+                        "--delivery=maildir,%s" % md, "--keep=on", "--uidls-file=%s" % (tmp_path / "uidls"), "-d"],
+                       capture_output=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stdout.decode(errors="replace")[-2000:] + r.stderr.decode(errors="replace")
+    rc = tmp_path / "msmtprc"
+    rc.write_text("account plain\nhost 127.0.0.1\nport %d\ntls off\nauth scram-sha-256\nuser Carol@example.org\n"
+                  "password carolpw\nfrom carol@example.org\n" % smtp_srv.submission_port)
+    os.chmod(str(rc), 0o600)
+    r = subprocess.run(["msmtp", "-d", "-C", str(rc), "-a", "plain", "alice@example.org"],
+                       input=MSG.replace(b"\r\n", b"\n"), capture_output=True, timeout=60, env=env)
+    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    assert r.returncode == 0 and "<-- 235 2.7.0" in out, out[-3000:]
+    log = smtp_srv.log()
+    assert "login user=carol method=AUTH SCRAM-SHA-256" in log and "AUTH user=carol method=SCRAM-SHA-256" in log, log
+
+
+def test_smtp_size_of_more_digits_than_any_limit_is_552(smtp_srv):
+    """RFC 1870: MAIL FROM with a SIZE the server will not take is 552 5.3.4, also one of more
+    digits than any limit (smtplib, as a sender declaring a huge message). Before: 501 (syntax),
+    which tells the sender its software is wrong, not that the message is too big. A SIZE that is
+    no number stays 501."""
+    with smtplib.SMTP("127.0.0.1", smtp_srv.smtp_port, timeout=20) as s:
+        s.ehlo("client.example")
+        code, text = s.mail("a@example.net", ["SIZE=99999999999"])
+        assert code == 552 and text.startswith(b"5.3.4 "), (code, text)
+        assert s.mail("a@example.net", ["SIZE=1x"])[0] == 501
+        assert s.mail("a@example.net", ["SIZE=100"])[0] == 250
 
