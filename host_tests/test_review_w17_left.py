@@ -213,3 +213,32 @@ def test_smtp_size_of_more_digits_than_any_limit_is_552(smtp_srv):
         assert s.mail("a@example.net", ["SIZE=1x"])[0] == 501
         assert s.mail("a@example.net", ["SIZE=100"])[0] == 250
 
+
+def test_a_config_saved_readable_by_the_host_loads_on_the_board_and_back(tmp_path):
+    """config.save's readable file (one key per line, written a piece at a time): written by the
+    host tools (CPython), read and saved again by the board's admin (micropython: admin.passwd),
+    read back by CPython: the same config, the board's new password record included, and still
+    one key per line."""
+    from helpers import run_micropython
+
+    from pocketpost import config
+
+    cfg = {"store": {"root": str(tmp_path / "mail"), "quota": 0, "reserve": 0},
+           "server": {"trusted_networks": ["127.0.0.0/8"], "auth_delays": [2, 4, 8], "pbkdf2_iterations": 200},
+           "smtp": {"domains": ["example.org"], "aliases": {"postmaster": "bob"}},
+           "accounts": [{"name": "isp", "host": "pop.example.net", "user": "me", "tls": "none", "allow_plaintext": True,
+                         "mailbox": "bob", "timeouts": {"read_timeout": 10}}],
+           "log": {"level": "info"}, "wifi": {"ssid": "home", "hostname": "caf\u00e9"}}
+    config.add_user(cfg, "bob", "old pw", 200)
+    path = str(tmp_path / "config.json")
+    config.save(path, cfg)
+    r = run_micropython(["-c", "from pocketpost import admin\nadmin.passwd('bob', 'new pw', %r, )\nprint('done')" % path],
+                        cwd=str(tmp_path))
+    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    assert r.returncode == 0 and "password replaced" in out and "done" in out, out
+    got = config.load_raw(path)
+    assert got["users"]["bob"]["password"] != cfg["users"]["bob"]["password"]
+    got["users"]["bob"]["password"] = cfg["users"]["bob"]["password"]
+    assert got == cfg
+    with open(path) as f:
+        assert f.read().count("\n") > 30
