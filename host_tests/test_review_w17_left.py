@@ -242,3 +242,28 @@ def test_a_config_saved_readable_by_the_host_loads_on_the_board_and_back(tmp_pat
     assert got == cfg
     with open(path) as f:
         assert f.read().count("\n") > 30
+
+
+def test_an_admin_refusal_at_the_repl_is_its_sentence_alone(tmp_path):
+    """admin at the board's prompt (micropython running the helpers as `mpremote exec` does): a bad
+    user name, an empty password, a user that is not there print the sentence that says what to do,
+    alone, and return False (a script's signal); before: a traceback above it (File ... line ...,
+    ConfigError: ...). The config is left as it was."""
+    from helpers import run_micropython
+
+    from pocketpost import config
+
+    cfg = {"store": {"root": str(tmp_path / "mail"), "quota": 0, "reserve": 0}, "server": {"pbkdf2_iterations": 200}}
+    config.add_user(cfg, "alice", "pw", 200)
+    path = str(tmp_path / "config.json")
+    config.save(path, cfg)
+    before = open(path).read()
+    for call, said in (("add_user('Bad Name!', 'x', %r)", "bad user name 'Bad Name!' (a-z 0-9 . _ -"),
+                       ("add_user('carol', '', %r)", "empty password for user 'carol': give one"),
+                       ("passwd('alcie', 'x', %r)", "no user 'alcie' (users: alice): admin.add_user makes one"),
+                       ("del_user('carol', %r)", "no user 'carol' (users: alice)"),
+                       ("deliver('alcie', config_path=%r)", "no user 'alcie' (users: alice): admin.add_user first")):
+        r = run_micropython(["-c", "from pocketpost import admin\nprint(admin.%s)" % (call % path)], cwd=str(tmp_path))
+        out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+        assert r.returncode == 0 and out.splitlines()[0].startswith(said) and out.splitlines()[1:] == ["False"], out
+    assert open(path).read() == before
