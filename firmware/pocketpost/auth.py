@@ -307,7 +307,6 @@ def user_of(users, name):
     return n if n in users else name
 
 
-
 class LoginCheck:
     """A login's password check, in steps (`step(n)` until True, like Pbkdf2): verify
     against the stored hash (or the dummy, for an unknown user), padded to the board's count;

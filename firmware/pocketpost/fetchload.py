@@ -125,7 +125,10 @@ def lock(root):
                         os.rmdir(path)
                 except OSError:
                     pass
-                os.rmdir(guard)
+                try:
+                    os.rmdir(guard)
+                except OSError:  # (deleted by hand meanwhile: nothing to undo)
+                    pass
                 continue
             time.sleep(0.2)
             continue
