@@ -11,6 +11,10 @@ config (users), store (mailboxes), client (fetching) and board (what is running)
     mpremote exec "from pocketpost import admin; admin.check()"          # admin.check(repair=True)
 
 Each helper prints a human summary and returns the data (None from the prompt-only ones).
+A refusal (a user that is not there, a bad name, an empty password, a config that does not load:
+a ConfigError) is printed as its sentence alone, what to do included, without the traceback a
+raised error shows at the REPL, and the helper returns False: a script tests for that
+(`if admin.add_user(...) is False:`). Other errors (flash full, a damaged store) still raise.
 Connecting with mpremote interrupts main.py: the services stop until `machine.reset()`.
 """
 
@@ -19,12 +23,25 @@ import os
 import time
 
 from pocketpost import board, boardstart, heapmark, log, safemode
-from pocketpost.compat import const, exists, free_bytes, now, urandom
+from pocketpost.compat import ConfigError, const, exists, free_bytes, now, urandom
 
 CONFIG_PATH = board.CONFIG_PATH
 GC_GRAIN = const(64)  # largest_free()'s step: a few GC blocks (16 B on an ESP32, 32 B on the host)
 # A test mail is tiny: the point is to see it arrive in a mail client, not to load the store.
 TEST_BODY = "This is a test message delivered from the pocketpost REPL.\r\n"
+
+
+def _said(fn):
+    """fn, with its refusal (a ConfigError: a mistake the maker can fix) printed as its sentence
+    alone, as a maker reads it at the REPL, and False returned (the module docstring)."""
+    def helper(*args, **kw):
+        try:
+            return fn(*args, **kw)
+        except ConfigError as e:
+            print(e)
+            return False
+
+    return helper
 
 
 def _cfg(config_path):
@@ -35,6 +52,7 @@ def _store(cfg):
     return boardstart.open_store(cfg)
 
 
+@_said
 def add_user(name, password, config_path=CONFIG_PATH, iterations=None, _existing=False):
     """Add a POP3 user, or give an existing one a new password (its mailbox and APOP secret stay):
     config.json keeps only the SCRAM-SHA-256 record (PBKDF2 salt, iterations, StoredKey, ServerKey),
@@ -59,11 +77,13 @@ def add_user(name, password, config_path=CONFIG_PATH, iterations=None, _existing
     print("user %r %s (mailbox %r); machine.reset() to serve it" % (name, "password replaced" if old else "added", box))
 
 
+@_said
 def passwd(name, password, config_path=CONFIG_PATH):
     """A new password for an existing user (a name that is none is refused, not added)."""
-    add_user(name, password, config_path, _existing=True)
+    return add_user(name, password, config_path, _existing=True)  # (False: refused, said)
 
 
+@_said
 def del_user(name, config_path=CONFIG_PATH):
     """Remove a POP3 user: no more logins (POP3, SMTP submission). Its mailbox and the mail in it
     stay (export it first: docs/MIGRATE.md; a user of that name added later reads it again)."""
@@ -122,6 +142,7 @@ def _rfc5322_date(unix_t):
         _DAYS[days % 7], d, _MONTHS[m - 1], y, rem // 3600, rem // 60 % 60, rem % 60)
 
 
+@_said
 def deliver(user, text=TEST_BODY, subject="pocketpost test", sender="pocketpost@localhost",
             config_path=CONFIG_PATH):
     """Put a small test message into `user`'s mailbox; returns its UID. A name that is neither a
@@ -148,6 +169,7 @@ def deliver(user, text=TEST_BODY, subject="pocketpost test", sender="pocketpost@
     return uid
 
 
+@_said
 def mailbox_list(config_path=CONFIG_PATH):
     """[(name, messages, octets)]; messages is None for a mailbox a session holds locked."""
     store = _store(_cfg(config_path))
@@ -167,6 +189,7 @@ def mailbox_list(config_path=CONFIG_PATH):
     return out
 
 
+@_said
 def mailboxes(config_path=CONFIG_PATH):
     """Print every mailbox with its message count and size."""
     rows = mailbox_list(config_path)
@@ -179,6 +202,7 @@ def mailboxes(config_path=CONFIG_PATH):
         print("no mailboxes")
 
 
+@_said
 def check(repair=False, deep=True, config_path=CONFIG_PATH):
     """Check every mailbox (store.Store.check): index records, index against the files, every
     message read to its end (deep); with repair=True fix what was found (damaged messages go to
@@ -198,6 +222,7 @@ def check(repair=False, deep=True, config_path=CONFIG_PATH):
     return rep
 
 
+@_said
 def fetch_now(account=None, config_path=CONFIG_PATH):
     """Fetch every configured account (or the one named) once, now; returns {name: stats}."""
     from pocketpost import client, fetchload

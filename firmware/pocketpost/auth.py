@@ -293,6 +293,20 @@ def b64encode(raw):
 # --- the servers' login check (pop3cmd.Session, smtp.Session: the same users, hashes, rehash)
 
 
+def user_of(users, name):
+    """The user a login name means, for every login of both servers (POP3 USER/PASS, APOP, AUTH
+    PLAIN, LOGIN and SCRAM-SHA-256; SMTP AUTH): `name` itself if it is one of `users`; else, as
+    mail clients fill it in (Outlook and Apple Mail make the e-mail address the user name, some
+    capitalise it), the user its lower-case part before its last "@" is, if that is one (user
+    names are a-z 0-9 . _ - only: nothing else can match); else `name` (no user: it fails)."""
+    if name in users:
+        return name
+    n = name.lower()
+    i = n.rfind("@")
+    n = n[:i] if i > 0 else n
+    return n if n in users else name
+
+
 class LoginCheck:
     """A login's password check, in steps (`step(n)` until True, like Pbkdf2): verify
     against the stored hash (or the dummy, for an unknown user), padded to the board's count;

@@ -35,6 +35,9 @@ TEXTS = (
     "deletions commit",  # 17
     "fetch %s: skipping message %d (%d bytes > max_size)",  # 18 (log lines of client.fetch_account)
     "fetch %s: message %d left on the server: %s",  # 19
+    "fetch %s: FAILED: %d sessions in a row each filled the UIDL state (max_entries) and deleted what it "
+    "fetched, the most one run starts; %d messages are still on the server: run the fetch again (it goes on "
+    "from there), or raise max_entries",  # 20 (fetch.py's: its sessions ran out)
 )
 
 

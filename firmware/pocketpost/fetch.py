@@ -27,8 +27,8 @@ pop3listing, clientplan, clientget, clientend, clientrecover). The store's sessi
 crash (clientrecover.py).
 Exit status: 0 when every account fetched, 1 otherwise (also when an account's UIDL state is full and new
 mail waits: max_entries; a session that filled it and deleted messages is followed by the next at
-once, up to _SESSIONS), 2 for a config that does not load; 1 also when another fetch holds the store
-(fetchload.lock).
+once, up to _SESSIONS: past them, a FAILED line says how many messages wait), 2 for a config that
+does not load; 1 also when another fetch holds the store (fetchload.lock).
 """
 
 import sys
@@ -38,6 +38,7 @@ from pocketpost.compat import const
 
 # Sessions of one account in a run while each fills max_entries and deletes: 64 x 500 messages.
 _SESSIONS = const(64)
+_T_SESSIONS = const(20)  # clientfail.TEXTS's: the sessions ran out (a private copy)
 
 
 def on_message(info):
@@ -92,8 +93,9 @@ def main(config_path, only=None, log_level=None, headers=False):
                     break
                 # The state held max_entries, and this session's deletions (committed at its QUIT)
                 # freed entries: the next session at once (each one shrinks the server's mailbox).
-            else:  # (a server that keeps what it deleted would have this go on)
+            else:  # (a server that keeps what it deleted would have this go on): said, exit 1
                 failed += 1
+                print(client._failed("text", _T_SESSIONS, acct.get("name"), _SESSIONS, st["on_server"] - st["deleted"]))
         if only is not None and not done and not failed:
             print("fetch: no account named %s" % only)
             return 1

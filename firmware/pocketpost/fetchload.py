@@ -72,18 +72,27 @@ def lock(root):
     /proc (a board); 1 (the exit status) after a line saying why not: a fetch of another process
     (a cron run overlapping a slow one) holds it. Two at once would download the same messages
     and collide in the store and in the UIDL state. A lock left by a killed run (its pid gone) is
-    taken over."""
+    taken over, by one run at a time: a run that finds it makes the guard directory
+    <root>.fetch-lock.takeover first (one mkdir wins; the others look at the lock again a moment
+    later) and removes the dead lock only if it still holds the pid found dead, then all take
+    the free lock as at first (one mkdir wins). (Without the guard, runs started together after
+    a killed one each removed "the dead lock", a later one the new lock of an earlier one, and
+    both fetched: every message twice.) A guard or a pid-less lock left by a run killed right
+    then is said, with what to delete."""
     try:
         with open("/proc/self/stat") as f:
             pid = f.read().split(" ", 1)[0]
     except OSError:
         return None
+    import os
+    import time
+
     path = root.rstrip("/") + ".fetch-lock"
-    for i in range(3):
+    guard = "%s.takeover" % path
+    other = ""
+    for _ in range(10):  # (waits of 0.2 s: a lock being made, or taken over by another run)
         try:
             compat.makedirs(root.rstrip("/").rsplit("/", 1)[0] or "/")
-            import os
-
             os.mkdir(path)
         except OSError as e:
             if compat.errno_of(e) != compat.EEXIST:
@@ -93,29 +102,42 @@ def lock(root):
                     other = f.read().strip()
             except OSError:
                 other = ""  # (being made: looked at again; or left by a run killed right then: said)
-            if not other and i < 2:
-                import time
-
-                time.sleep(0.5)
-                continue
-            try:  # whether its process still runs a fetch (another program under a reused pid: no)
-                with open("/proc/%s/cmdline" % other, "rb") as f:
-                    alive = b"fetch" in f.read()
-            except OSError:
-                alive = False
-            if other and not alive:
-                try:
-                    os.remove(path + "/pid")
-                    os.rmdir(path)
+            alive = False
+            if other:
+                try:  # whether its process still runs a fetch (another program under a reused pid: no)
+                    with open("/proc/%s/cmdline" % other, "rb") as f:
+                        alive = b"fetch" in f.read()
                 except OSError:
                     pass
+            if alive:
+                break
+            if other:  # a killed run's lock
+                try:
+                    os.mkdir(guard)  # this run takes it over
+                except OSError:
+                    time.sleep(0.2)  # another run does: the lock is looked at again
+                    continue
+                try:
+                    with open(path + "/pid") as f:
+                        same = f.read().strip() == other  # (else another run's new lock since)
+                    if same:
+                        os.remove(path + "/pid")
+                        os.rmdir(path)
+                except OSError:
+                    pass
+                try:
+                    os.rmdir(guard)
+                except OSError:  # (deleted by hand meanwhile: nothing to undo)
+                    pass
                 continue
-            print("fetch: another fetch (pid %s) is using the store %s: nothing fetched by this run; if no "
-                  "fetch is running, delete the directory %s" % (other or "?", root, path))
-            return 1
+            time.sleep(0.2)
+            continue
         with open(path + "/pid", "w") as f:
             f.write(pid)
         return path
+    print("fetch: another fetch (pid %s) is using the store %s: nothing fetched by this run; if no fetch is "
+          "running, delete the directory %s%s" % (other or "?", root, path,
+                                                 " and the directory %s" % guard if compat.exists(guard) else ""))
     return 1
 
 

@@ -89,12 +89,12 @@ def PASS(s, args):
 def APOP(s, args):
     if not s.svc.apop_enabled:
         return reply(False, "APOP is not enabled here", "AUTH")
-    name = bytes(args[0]).decode()
+    from pocketpost import auth
+
+    name = auth.user_of(s.svc.users, bytes(args[0]).decode())  # (as USER/PASS: "Alice@example.org" is alice)
     digest = bytes(args[1]).lower()
     u = s.svc.users.get(name)
     secret = u.get("apop_secret") if u is not None else None
-    from pocketpost import auth
-
     # Same work for unknown users and users without APOP: compute a digest either way.
     want = auth.apop_digest(s.timestamp, secret or "\x00no-apop")
     ok = auth.equal(want, digest) and secret is not None
@@ -191,13 +191,7 @@ def login(s, name, password, user, method, force_fail=False):
     if user is None:
         from pocketpost import auth
 
-        # As mail clients fill it in: Outlook and Apple Mail make the e-mail address the user name,
-        # some capitalise it. A name that is no user, but whose lower-case part before its last
-        # "@" is one, means that user (user names are a-z 0-9 . _ - only: nothing else can match).
-        n = name.lower()
-        i = n.rfind("@")
-        if name not in s.svc.users and (n[:i] if i > 0 else n) in s.svc.users:
-            name = n[:i] if i > 0 else n
+        name = auth.user_of(s.svc.users, name)  # "Alice@example.org" as mail clients fill it in: alice
         s._check = (auth.LoginCheck(s.svc, name, password, force_fail), name, method)  # one attribute: see pop3cmd.Session
         return None
     method = ("USER/PASS", "APOP", "AUTH PLAIN", "AUTH LOGIN", "AUTH SCRAM-SHA-256")[method]

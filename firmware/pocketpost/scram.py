@@ -13,7 +13,7 @@ failed before it.
 import hashlib
 
 from pocketpost.auth import (MAX_ITERATIONS, AuthError, Pbkdf2, b64decode, b64encode, equal, format_record,
-                             hmac_sha256, parse_hash, scram_keys)
+                             hmac_sha256, parse_hash, scram_keys, user_of)
 from pocketpost.compat import const, urandom
 
 _DKLEN = const(32)
@@ -194,7 +194,9 @@ class ServerLogin:
         except (AuthError, UnicodeError):
             return None
         svc = self.svc
-        self.name = name
+        # (the proof covers the name as sent; the user it means, as every login: auth.user_of)
+        other = s.authzid is not None and s.authzid != name  # no proxy logins: as oneself only
+        name = self.name = user_of(svc.users, name)
         fake = scram_fake(svc.scram_secret, name, svc.iterations)
         u = svc.users.get(name)
         try:  # an unknown name parses the dummy record: the lookup costs the same
@@ -203,7 +205,7 @@ class ServerLogin:
             u = None
         if u is None:
             rec = fake + (False,)
-        if s.authzid is not None and s.authzid != name:  # no proxy logins: as oneself only
+        if other:
             u = None
         self._s = s
         self._user = u

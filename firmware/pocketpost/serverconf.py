@@ -12,7 +12,7 @@ module __getattr__ loads this module for them). Dropped with config.py after the
 
 import json
 
-from pocketpost.compat import WDT_TIMEOUT_MS, ConfigError, const, rename, sync_file
+from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, ConfigError, const, rename, sync_file
 from pocketpost.config import _merge, _num
 
 # auth.py's PBKDF2 bounds, here so that a config loads without auth.py (~68 interned names and
@@ -21,6 +21,9 @@ from pocketpost.config import _merge, _num
 # auth.MAX_ITERATIONS.
 _DEFAULT_ITERATIONS = const(1000)
 _MAX_ITERATIONS = const(200000)
+# save()'s nesting bound: a config nests 4 levels (accounts, an account, its timeouts); the
+# writer recurses once per level.
+_MAX_DEPTH = const(16)
 
 # --- defaults, each with its reason --------------------------------------------------------
 # Ports: 110/995 need root on a host; the demo uses 1100/1995. A board sets 110/995.
@@ -278,12 +281,43 @@ def defaults():
 
 
 def save(path, cfg):
-    """Write atomically: a temp file next to it, flushed, then renamed over the old one."""
+    """Write atomically: a temp file next to it, flushed, then renamed over the old one. Readable
+    (_write): one key per line, indented, as boards/*/config.json are written."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        f.write(json.dumps(cfg))
+        _write(f, cfg, "\n")
+        f.write("\n")
         sync_file(f)
     rename(tmp, path)  # atomic on POSIX and littlefs, also over an existing file
+
+
+def _write(f, v, nl):
+    """v as JSON into file f, a piece at a time (MicroPython's json has no indent, and the whole
+    text in one string would be heap the size of the file): an object one key per line and a list
+    of objects or lists one item per line, each indented two more spaces than `nl` ("\n" and the
+    current indent) says; a list of plain values, and an empty object, on one line. Keys in the
+    order the dict holds them: on CPython as loaded (the file's order); MicroPython's dicts keep
+    none, so there sorted (the same file for the same config, whatever the table's history).
+    Depth is the config's own (a JSON file's nesting, bounded by _MAX_DEPTH)."""
+    if len(nl) > _MAX_DEPTH * 2 + 1:
+        raise ConfigError("config: nested deeper than %d levels" % _MAX_DEPTH)
+    if isinstance(v, dict) and v:
+        keys = sorted(v) if IS_MICROPYTHON else v
+        end = "{"
+        for k in keys:
+            f.write(end + nl + "  " + json.dumps(k) + ": ")
+            _write(f, v[k], nl + "  ")
+            end = ","
+        f.write(nl + "}")
+    elif isinstance(v, (list, tuple)) and [x for x in v if isinstance(x, (dict, list, tuple))]:
+        end = "["
+        for x in v:
+            f.write(end + nl + "  ")
+            _write(f, x, nl + "  ")
+            end = ","
+        f.write(nl + "]")
+    else:
+        f.write(json.dumps(v))
 
 
 def add_user(cfg, name, password, iterations=None, mailbox=None, apop_secret=None):

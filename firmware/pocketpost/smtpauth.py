@@ -124,6 +124,7 @@ def verify(s, name, password, fail):
     handle() answers None and resume() finishes it."""
     from pocketpost import auth
 
+    name = auth.user_of(s.svc.logins.users, name)  # (as POP3: "Alice@example.org" is alice)
     s._check = auth.LoginCheck(s.svc.logins, name, password, fail)
     s._check_name = name
     return None

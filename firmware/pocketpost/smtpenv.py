@@ -23,7 +23,8 @@ _MAX_PATH = const(256)
 # RFC 5321 4.5.3.1.2: a domain is at most 255 octets (the EHLO argument we keep for Received).
 _MAX_DOMAIN = const(255)
 
-# SIZE= values longer than this are refused before int() (RFC 1870: a decimal number).
+# SIZE= values of more digits than this are over any limit (10 GB): refused as too big (552)
+# before int() (RFC 1870: a decimal number; an integer of a line's digits would be heap).
 _MAX_SIZE_DIGITS = const(10)
 # About the most the trace fields (headers(): 256-octet paths, 64-octet names) add to SIZE's octets.
 _TRACE_ROOM = const(1024)
@@ -309,8 +310,10 @@ def mail(s, arg):
         key = (p if k < 0 else p[:k]).upper()
         val = b"" if k < 0 else p[k + 1 :]
         if key == b"SIZE":
-            if not val or len(val) > _MAX_SIZE_DIGITS or not val.isdigit():
+            if not val or not val.isdigit():
                 return reply(_T_SIZE)
+            if len(val) > _MAX_SIZE_DIGITS:  # RFC 1870 6.1: a size over the limit is 552, however written
+                return reply(_T_TOO_BIG)
             size = int(val)
         elif key == b"BODY":
             if val.upper() not in (b"7BIT", b"8BITMIME"):

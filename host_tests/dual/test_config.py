@@ -230,3 +230,49 @@ def test_an_account_that_is_not_an_object_is_a_config_error():
     fetch CLI and the board's start both read the list with a.get() before client.py's checks,
     so it was an AttributeError traceback (at boot before POP3 and SMTP were started)."""
     _refused(lambda: config.check({"accounts": [_acct(), "oops"]}), "accounts[1]", "object")
+
+
+SAVED = {"store": {"root": "mail", "quota": 0}, "server": {"trusted_networks": ["10.0.0.0/8"], "auth_delays": [2, 4]},
+         "users": {"alice": {"password": "scram-sha-256$1$ab$cd$ef", "mailbox": "alice"}},
+         "accounts": [{"name": "isp", "timeouts": {"read_timeout": 10}}, {"name": "b", "port": 995}],
+         "smtp": {"aliases": {}, "domains": []}, "wifi": None, "log": {"level": "info"}, "zz": [[1, 2], []],
+         "t": True, "f": 1.5, "s": "qu\"ote \\ caf\u00e9"}
+
+
+def test_save_writes_one_key_per_line_indented_and_loads_back():
+    """config.save (admin.add_user, passwd, del_user, a login's rehash): the file a maker opens
+    again is readable, one key per line, indented two spaces a level, lists of plain values on one
+    line (before: the whole config on one line); keys in the order loaded (CPython: the file's)
+    or sorted (MicroPython: its dicts keep no order); and it loads back the same."""
+    def body(d):
+        compat.makedirs(d)
+        path = d + "/config.json"
+        config.save(path, SAVED)
+        with open(path) as f:
+            text = f.read()
+        assert config.load_raw(path) == SAVED
+        lines = text.split("\n")
+        assert lines[0] == "{" and lines[-2:] == ["}", ""], text
+        bare = [ln[:-1] if ln[-1:] == "," else ln for ln in lines]  # (the last of each has none)
+        for want in ('  "store": {', '    "root": "mail"', '    "quota": 0', '  }', '    "trusted_networks": ["10.0.0.0/8"]',
+                     '  "accounts": [', '    {', '      "name": "isp"', '      "timeouts": {', '        "read_timeout": 10',
+                     '      }', '    }', '  "wifi": null', '    "aliases": {}', '    [1, 2]', '    []', '    "auth_delays": [2, 4]'):
+            assert want in bare, (want, text)
+        tops = [ln[3:ln.index('":')] for ln in lines if ln[:3] == '  "']
+        assert tops == (sorted(SAVED) if IS_MP else list(SAVED)), tops
+        config.save(path, config.load_raw(path))  # stable: the same file again
+        with open(path) as f:
+            assert f.read() == text
+
+    in_fresh_root(body)
+
+
+def test_save_refuses_a_config_nested_past_its_bound():
+    def body(d):
+        compat.makedirs(d)
+        deep = 1
+        for _ in range(40):
+            deep = {"k": deep}
+        _refused(lambda: config.save(d + "/config.json", deep), "nested deeper")
+
+    in_fresh_root(body)

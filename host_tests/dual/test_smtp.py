@@ -406,7 +406,8 @@ def test_size_declared_and_undeclared():
         c.cmd(b"EHLO x")
         r = c.cmd(b"MAIL FROM:<a@b.example> SIZE=20001")
         assert r.startswith(b"552 5.3.4 "), r
-        assert codes(c.cmd(b"MAIL FROM:<a@b.example> SIZE=99999999999999")) == [501]
+        assert codes(c.cmd(b"MAIL FROM:<a@b.example> SIZE=99999999999999")) == [552]  # RFC 1870: too big
+        assert codes(c.cmd(b"MAIL FROM:<a@b.example> SIZE=9999999999x")) == [501]
         assert codes(c.cmd(b"MAIL FROM:<a@b.example> SIZE=x")) == [501]
         big = b"Subject: big\r\n\r\n" + (b"0123456789" * 10 + b"\r\n") * 300  # ~33 KB, no SIZE declared
         for chunk in (0, 1000):
