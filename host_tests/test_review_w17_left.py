@@ -99,6 +99,42 @@ def test_a_guard_left_by_a_run_killed_while_taking_over_is_said_with_what_to_del
     assert "delete the directory %s and the directory %s.takeover" % (lock, lock) in out, out
 
 
+def _fetch_cli(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"store": {"root": str(tmp_path / "store"), "quota": 0},
+                                                      "accounts": []}))
+    env = dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen")
+    r = subprocess.run([MICROPYTHON, "-m", "pocketpost.fetch", str(tmp_path / "config.json")], cwd=str(tmp_path),
+                       env=env, capture_output=True, timeout=RUN_TIMEOUT)
+    return r.returncode, r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+
+
+def test_a_stale_guard_left_with_a_dead_lock_does_not_stop_every_later_run(tmp_path):
+    """The guard is held for milliseconds: one older than a minute was left by a killed run, and
+    with a dead run's lock beside it every later cron run would fail until someone deleted it by
+    hand. The next run takes the lock over (and leaves neither the guard nor its renamed copy)."""
+    lock = tmp_path / "store.fetch-lock"
+    lock.mkdir()
+    (lock / "pid").write_text(str(_dead_pid()))
+    guard = tmp_path / "store.fetch-lock.takeover"
+    guard.mkdir()
+    old = time.time() - 120
+    os.utime(str(guard), (old, old))
+    rc, out = _fetch_cli(tmp_path)
+    assert rc == 0 and "nothing fetched by this run" not in out, out
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("store.")) == [], out
+
+
+def test_a_guard_left_while_the_lock_was_free_is_removed_by_the_next_run(tmp_path):
+    """A guard left behind while no lock was dead (the run killed in its takeover, the lock since
+    taken and released) must not wait for the next killed run to stop every run after it: the
+    next run that holds the lock removes it."""
+    (tmp_path / "store.fetch-lock.takeover").mkdir()
+    rc, out = _fetch_cli(tmp_path)
+    assert rc == 0, out
+    assert not (tmp_path / "store.fetch-lock.takeover").exists(), out
+    assert not (tmp_path / "store.fetch-lock").exists(), out
+
+
 def test_a_delete_backlog_past_the_runs_sessions_is_said_as_a_failure_with_what_to_do(dc, tmp_path):
     """Policy delete, max_entries 1 and 66 messages waiting: a run starts its most sessions (64, one
     message each), then says as a FAILED line that they ran out, how many messages are still on
@@ -266,4 +302,26 @@ def test_an_admin_refusal_at_the_repl_is_its_sentence_alone(tmp_path):
         r = run_micropython(["-c", "from pocketpost import admin\nprint(admin.%s)" % (call % path)], cwd=str(tmp_path))
         out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
         assert r.returncode == 0 and out.splitlines()[0].startswith(said) and out.splitlines()[1:] == ["False"], out
+    assert open(path).read() == before
+
+
+def test_a_refused_config_is_not_written_by_add_user_and_mailboxes_says_it_alone(tmp_path):
+    """admin.add_user checked the config only after saving it: a config refused for another
+    mistake (an unknown key) was written with the new user in it while the helper said False,
+    "refused". admin.mailboxes, wrapped like the others, went on to loop over mailbox_list's False
+    (TypeError and a traceback under the sentence)."""
+    from helpers import run_micropython
+
+    from pocketpost import config
+
+    cfg = {"store": {"root": str(tmp_path / "mail"), "quota": 0, "reserve": 0},
+           "server": {"pbkdf2_iterations": 200, "bogus": 1}}
+    config.add_user(cfg, "alice", "pw", 200)
+    path = str(tmp_path / "config.json")
+    config.save(path, cfg)
+    before = open(path).read()
+    for call in ("add_user('bob', 'pw', %r)", "mailboxes(%r)"):
+        r = run_micropython(["-c", "from pocketpost import admin\nprint(admin.%s)" % (call % path)], cwd=str(tmp_path))
+        out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+        assert r.returncode == 0 and "server.bogus" in out.splitlines()[0] and out.splitlines()[1:] == ["False"], out
     assert open(path).read() == before

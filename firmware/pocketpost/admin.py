@@ -69,8 +69,9 @@ def add_user(name, password, config_path=CONFIG_PATH, iterations=None, _existing
     # a new password for an existing user: its mailbox and APOP secret stay (ppadmin adduser --force too)
     config.add_user(raw, name, password, iterations, mailbox=(old or {}).get("mailbox"),
                     apop_secret=(old or {}).get("apop_secret"))
+    checked = config.check(raw)  # (before the save: a refused config is not written)
     config.save(config_path, raw)
-    store = _store(config.check(raw))
+    store = _store(checked)
     box = _mailbox_of(raw, name)
     if not store.exists(box):
         store.create(box)
@@ -193,6 +194,8 @@ def mailbox_list(config_path=CONFIG_PATH):
 def mailboxes(config_path=CONFIG_PATH):
     """Print every mailbox with its message count and size."""
     rows = mailbox_list(config_path)
+    if rows is False:  # refused (said)
+        return False
     for name, count, size in rows:
         if count is None:
             print("%-20s (in use by a session)" % name)

@@ -301,10 +301,20 @@ def user_of(users, name):
     names are a-z 0-9 . _ - only: nothing else can match); else `name` (no user: it fails)."""
     if name in users:
         return name
+    n = folded(name)
+    return n if n in users else name
+
+
+def folded(name):
+    """`name` as user_of looks it up: its lower-case part before its last "@"; a name with
+    non-ASCII letters as it is (MicroPython lower-cases ASCII only: the host and the board must
+    map the same names). scram.py's salt for an unknown name is made from this, so every
+    spelling of one unknown name gets one salt, as every spelling of a user does."""
+    if len(name.encode()) != len(name):
+        return name
     n = name.lower()
     i = n.rfind("@")
-    n = n[:i] if i > 0 else n
-    return n if n in users else name
+    return n[:i] if i > 0 else n
 
 
 class LoginCheck:

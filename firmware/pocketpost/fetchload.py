@@ -9,7 +9,7 @@ are never loaded, their names never interned: a fetch checks only "store", "acco
 import sys
 
 from pocketpost import compat, log
-from pocketpost.compat import IS_MICROPYTHON
+from pocketpost.compat import IS_MICROPYTHON, const
 
 
 def command_line(argv):
@@ -66,6 +66,9 @@ def renamed(a, names):
     return None
 
 
+_GUARD_STALE_S = const(60)  # a takeover guard older than this was left by a killed run
+
+
 def lock(root):
     """On a host (a Linux /proc: a board runs one fetch at a time in one process), take the store's
     fetch lock, the directory <root>.fetch-lock holding the pid: its path; None where there is no
@@ -77,8 +80,9 @@ def lock(root):
     later) and removes the dead lock only if it still holds the pid found dead, then all take
     the free lock as at first (one mkdir wins). (Without the guard, runs started together after
     a killed one each removed "the dead lock", a later one the new lock of an earlier one, and
-    both fetched: every message twice.) A guard or a pid-less lock left by a run killed right
-    then is said, with what to delete."""
+    both fetched: every message twice.) A guard left by a run killed right then is removed by
+    the next run that holds the lock, or, when the lock is a dead run's, once it is older than
+    _GUARD_STALE_S; a pid-less lock left so is said, with what to delete."""
     try:
         with open("/proc/self/stat") as f:
             pid = f.read().split(" ", 1)[0]
@@ -114,8 +118,16 @@ def lock(root):
             if other:  # a killed run's lock
                 try:
                     os.mkdir(guard)  # this run takes it over
-                except OSError:
-                    time.sleep(0.2)  # another run does: the lock is looked at again
+                except OSError:  # another run does (the lock is looked at again), or a killed one did:
+                    try:  # a guard is held for ms: one older than _GUARD_STALE_S was left by a killed
+                        # run; renamed to a name of this run's first (of runs finding it so, one wins)
+                        if time.time() - os.stat(guard)[8] > _GUARD_STALE_S:
+                            os.rename(guard, guard + pid)
+                            os.rmdir(guard + pid)
+                            continue
+                    except OSError:
+                        pass
+                    time.sleep(0.2)
                     continue
                 try:
                     with open(path + "/pid") as f:
@@ -134,6 +146,10 @@ def lock(root):
             continue
         with open(path + "/pid", "w") as f:
             f.write(pid)
+        try:  # a guard left by a run killed in its takeover would stop the next one: with a live
+            os.rmdir(guard)  # pid in the lock no run removes the lock (not the dead pid it read)
+        except OSError:
+            pass
         return path
     print("fetch: another fetch (pid %s) is using the store %s: nothing fetched by this run; if no fetch is "
           "running, delete the directory %s%s" % (other or "?", root, path,

@@ -13,7 +13,7 @@ failed before it.
 import hashlib
 
 from pocketpost.auth import (MAX_ITERATIONS, AuthError, Pbkdf2, b64decode, b64encode, equal, format_record,
-                             hmac_sha256, parse_hash, scram_keys, user_of)
+                             hmac_sha256, parse_hash, folded, scram_keys, user_of)
 from pocketpost.compat import const, urandom
 
 _DKLEN = const(32)
@@ -197,7 +197,7 @@ class ServerLogin:
         # (the proof covers the name as sent; the user it means, as every login: auth.user_of)
         other = s.authzid is not None and s.authzid != name  # no proxy logins: as oneself only
         name = self.name = user_of(svc.users, name)
-        fake = scram_fake(svc.scram_secret, name, svc.iterations)
+        fake = scram_fake(svc.scram_secret, folded(name), svc.iterations)  # (one salt per name however spelt)
         u = svc.users.get(name)
         try:  # an unknown name parses the dummy record: the lookup costs the same
             rec = parse_hash(u.get("password") if u is not None else svc._dummy)

@@ -182,3 +182,39 @@ def test_scram_channel_binding_must_match_the_gs2_header():
     s.client_first(c.first())
     c.server_first(s.server_first(it, salt, sk, svk))
     assert s.client_final(c.final()) is not None
+
+
+def _salt(svc, name):
+    """The salt the server's first SCRAM reply gives a login as `name`."""
+    sf = auth.b64decode(scram.ServerLogin(svc).first(auth.b64encode(b"n,,n=" + name.encode() + b",r=abcdefgh")))
+    return [p for p in sf.split(b",") if p[:2] == b"s="][0]
+
+
+def test_every_spelling_of_a_name_gets_one_salt_known_or_not():
+    """Logins map Alice@example.org and ALICE to alice (auth.user_of): a known user's salt is then
+    the same for every spelling. An unknown name's fake salt must be too, or comparing two
+    spellings' salts tells a prober which names are users."""
+    from pocketpost import serverconf
+
+    cfg = {"users": {}}
+    serverconf.add_user(cfg, "alice", "pw", 1000)
+
+    class Svc:
+        users = cfg["users"]
+        scram_secret = b"k" * 32
+        iterations = 1000
+        _dummy = cfg["users"]["alice"]["password"]
+
+    svc = Svc()
+    assert _salt(svc, "alice@a.example") == _salt(svc, "ALICE@b.example") == _salt(svc, "alice")
+    assert _salt(svc, "zed@a.example") == _salt(svc, "ZED@b.example") == _salt(svc, "zed")
+    assert _salt(svc, "zed") != _salt(svc, "alice") and _salt(svc, "zed") != _salt(svc, "yan")
+
+
+def test_a_name_with_non_ascii_letters_maps_alike_on_host_and_board():
+    """CPython lower-cases the Kelvin sign to k, MicroPython only ASCII: such a name is taken as
+    it is on both (it is no user: user names are a-z 0-9 . _ -)."""
+    users = {"kate": {}}
+    assert auth.user_of(users, "\u212aATE@example.org") == "\u212aATE@example.org"
+    assert auth.user_of(users, "KATE@example.org") == "kate"
+    assert auth.folded("Bob@Example.org") == "bob" and auth.folded("@x") == "@x"
