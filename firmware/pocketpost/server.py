@@ -115,6 +115,9 @@ class Server:
                 conn = ServerConn.from_stream(reader, writer)
             slot = self.slots.admit(ip, asyncio.current_task())
             if slot is None:  # a cap is full: it waits for a slot first, holding only its socket (listener)
+                # Not holding pop3cmd.py meanwhile: the last session may drop it (finally), and the
+                # next connection would load a second copy while this one kept the first.
+                Session = None  # type: ignore[misc, assignment]
                 slot = await self.slots.wait(ip, asyncio.current_task(), conn, implicit)
             conn.idle = self.sv["idle_timeout"]
             conn.limit("authorization", self.sv["auth_timeout"])  # from admission; listener's deadline names
@@ -128,6 +131,8 @@ class Server:
             if implicit:
                 await conn.start_tls(self.ctx, None, True, self.sv["tls_handshake_timeout"] * 1000)
             if session is None:
+                if Session is None:  # (let go while it waited for a slot)
+                    from pocketpost.pop3cmd import Session
                 session = Session(self.svc, ip, implicit, sid)
             log.info("pop3 #%d %s connect tls=%d sessions=%d", sid, ip, int(implicit), self.slots.sessions)
             # The session's loop, inline: in a coroutine of its own it was one more generator frame
