@@ -53,6 +53,7 @@ TEST_SERVER = {
     "tls_handshake_timeout": 3,
     "max_sessions": 6,
     "max_sessions_per_addr": 6,
+    "slot_wait": 1,  # at a full cap a new connection waits this long for a slot, then evicts (listener.py)
 }
 
 USERS = {"alice": "alice pass", "bob": "bobpw", "carol": "carolpw"}

@@ -102,7 +102,10 @@ def test_authorization_deadline_and_idle_after_login(srv):
     assert log.count("authorization deadline passed") >= 2 and "idle deadline passed" in log, log
 
 
-# --- fairness: pre-auth connections never keep a user out (server.py, class Server) ----------
+# --- fairness: pre-auth connections never keep a user out (listener.py, class Slots) ----------
+
+SLOT_WAIT = 2.0  # seconds a connection that finds a cap full waits for a slot before it evicts
+
 
 def _board_caps(board="esp32"):
     import json
@@ -131,11 +134,16 @@ def _wait_log(srv, text, count, limit=10):
 
 
 def test_preauth_connections_never_keep_a_user_out(tmp_path):
+    """Six pre-auth attackers above the ESP32's caps, then a user: each connection that finds a
+    cap full waits SLOT_WAIT for a slot (none frees: the attackers never log in), then takes the
+    oldest pre-auth slot it may (its own address's at the per-address cap). The user waits that
+    long too, then takes the failed login's slot (in its 30 s delay) and reads the mail, far
+    below every deadline."""
     max_sessions, per_addr = _board_caps("esp32")  # the smallest board: 2 sessions, 1 per address
     assert (max_sessions, per_addr) == (2, 1)
     mail = [msg(1), msg(2, 200)]
     s = Pop3Server(str(tmp_path), {"alice": mail}, server={
-        "max_sessions": max_sessions, "max_sessions_per_addr": per_addr,
+        "max_sessions": max_sessions, "max_sessions_per_addr": per_addr, "slot_wait": SLOT_WAIT,
         # the real deadlines and a long failed-login delay: only eviction can free a slot here
         "tls_handshake_timeout": 20, "auth_timeout": 60, "idle_timeout": 600, "auth_delays": [30]})
     s.start()
@@ -144,13 +152,16 @@ def test_preauth_connections_never_keep_a_user_out(tmp_path):
         _wait_log(s, " disconnect ", 2)  # the harness's two start-up probes are done
         connects = [s.log().count(" connect tls=")]
         fds = s.fds()
+        admitted_after = []
 
         def attacker(src, kind):
             port = s.pop3s_port if kind != "silent" and kind != "failed-login" else s.port
+            t0 = time.time()
             c = _conn(port, src)
             held.append((kind, src, c))
             connects[0] += 1
-            _wait_log(s, " connect tls=", connects[0])
+            _wait_log(s, " connect tls=", connects[0], SLOT_WAIT + 10)
+            admitted_after.append(time.time() - t0)
             if kind == "garbage-tls":
                 c.sendall(GARBAGE_HELLO)
             elif kind == "failed-login":
@@ -171,10 +182,16 @@ def test_preauth_connections_never_keep_a_user_out(tmp_path):
         last_a = attacker("127.0.0.2", "silent-tls")
         assert s.log().count("evicted") == 4, s.log()  # each address churned only its own slot
         assert s.log().count("#8 127.0.0.2 evicted") == 0
+        # the two below the caps at once; each above them after its wait (nothing frees a slot)
+        assert max(admitted_after[:2]) < SLOT_WAIT * 0.5, admitted_after
+        for took in admitted_after[2:]:
+            assert SLOT_WAIT * 0.9 < took < SLOT_WAIT + 2, admitted_after
+        assert s.log().count("waits for a slot") == 4, s.log()
 
         got, waited = user_reads_all(s.port, len(mail))
         assert got == mail
-        assert waited < 5, waited  # far below every deadline (20 s, 60 s, the 30 s delay)
+        # the wait, then far below every deadline (20 s, 60 s, the 30 s delay)
+        assert SLOT_WAIT * 0.9 < waited < SLOT_WAIT + 3, waited
         # the oldest pre-auth slot (the failed login in its delay) was taken; the newest is still held
         last_b.settimeout(5)  # told why, in place of the reply its failed PASS was waiting for
         assert last_b.recv(100) == b"-ERR [SYS/TEMP] too many sessions, closing\r\n"
@@ -187,7 +204,7 @@ def test_preauth_connections_never_keep_a_user_out(tmp_path):
             pass  # still open: held while the user logged in and read the mail
         assert s.log().count("evicted") == 5, s.log()
         print("pre-auth attackers: %d opened, %d held open while the user logged in; user waited %.3f s"
-              % (len(held), 1, waited))
+              " (slot_wait %.1f s)" % (len(held), 1, waited, SLOT_WAIT))
         assert s.alive()
         for _, _, c in held:
             c.close()

@@ -280,8 +280,8 @@ def test_session_limits(tmp_path):
         a = Raw(s.port)
         b = Raw(s.port)
         assert a.line().startswith(b"+OK") and b.line().startswith(b"+OK")
-        # full, but only of connections not logged in: the oldest one gives up its slot, and is
-        # told why (as a refused one is), not dropped without a word
+        # full, but only of connections not logged in: after its wait for a slot (1 s) the new one
+        # takes the oldest one's slot, which is told why (as a refused one is), not dropped without a word
         c = Raw(s.port)
         assert c.line().startswith(b"+OK")
         assert a.eof(3) and a.buf == b"-ERR [SYS/TEMP] too many sessions, closing\r\n", a.buf
@@ -300,14 +300,16 @@ def test_session_limits(tmp_path):
 
 
 def test_session_limit_full_of_logged_in_users_refuses(tmp_path):
-    s = Pop3Server(str(tmp_path), {"alice": [msg(1)], "bob": [msg(2)]}, server={"max_sessions": 2, "max_sessions_per_addr": 2})
+    # (idle_timeout: the two logged-in sessions outlast the refused ones' waits for a slot, 1 s each)
+    s = Pop3Server(str(tmp_path), {"alice": [msg(1)], "bob": [msg(2)]},
+                   server={"max_sessions": 2, "max_sessions_per_addr": 2, "idle_timeout": 30})
     s.start()
     try:
         a, r = login(s.port)
         assert r.startswith(b"+OK")
         b, r = login(s.port, b"bob", b"bobpw")
         assert r.startswith(b"+OK")
-        c = Raw(s.port)  # a third from 127.0.0.1: the per-address cap, every slot logged in
+        c = Raw(s.port)  # a third from 127.0.0.1: the per-address cap, every slot logged in: after its wait
         assert c.line().startswith(b"-ERR [SYS/TEMP]")
         assert c.eof(3)
         e = RawFrom(s.port, "127.0.0.2")  # another address: the global cap
@@ -315,9 +317,9 @@ def test_session_limit_full_of_logged_in_users_refuses(tmp_path):
         assert e.eof(3)
         refusals = [ln.split(" WARN ", 1)[1] for ln in s.log().splitlines() if "refused" in ln]
         assert refusals == [
-            "pop3 127.0.0.1 refused: per-address cap max_sessions_per_addr=2 reached, every slot logged in"
+            "pop3 127.0.0.1 refused: per-address cap max_sessions_per_addr=2 reached, every slot logged in or logging in"
             " (open: 2 in all, 2 from 127.0.0.1)",
-            "pop3 127.0.0.2 refused: global session cap max_sessions=2 reached, every slot logged in"
+            "pop3 127.0.0.2 refused: global session cap max_sessions=2 reached, every slot logged in or logging in"
             " (open: 2 in all, 0 from 127.0.0.2)"], refusals
         assert a.cmd(b"STAT").startswith(b"+OK 1 ") and b.cmd(b"STAT").startswith(b"+OK 1 ")
         a.cmd(b"QUIT")

@@ -257,8 +257,9 @@ def _smtp_sessions(srv):
 
 def test_silent_peers_never_keep_a_sender_out(srv):
     """Twice the cap of silent connections (pre-auth: greeted, then nothing): each one above the
-    cap takes the slot of the oldest pre-auth one, which is closed; a real sender (smtplib) is
-    served meanwhile, its connection evicting one more, and not refused (421) as before slots."""
+    cap waits slot_wait (1 s here) for a slot, then takes the slot of the oldest pre-auth one,
+    which is closed; a real sender (smtplib) is served meanwhile, its connection waiting and then
+    evicting one more, and not refused (421) as before slots."""
     deadline = time.time() + 15
     while _smtp_sessions(srv) != 0:  # bounded poll: the earlier tests' sessions have ended
         assert time.time() < deadline, srv.log()[-2000:]
@@ -327,7 +328,7 @@ def test_refused_peer_gets_421_without_a_session_and_tasks_are_the_slots(tmp_pat
     raw = {"store": {"root": str(tmp_path / "mail")},
            "server": {"host": "127.0.0.1", "port": 0, "pop3s_port": 0, "pbkdf2_iterations": 5, "cert": "", "key": ""},
            "smtp": {"port": port, "submission_port": 0, "smtps_port": 0, "domains": ["example.org"],
-                    "max_sessions": 1, "max_sessions_per_addr": 1}}
+                    "max_sessions": 1, "max_sessions_per_addr": 1, "slot_wait": 0.3}}
     config_mod.add_user(raw, "alice", "pw", 5)
     cfg = config_mod.check(raw)
     st = Store(cfg["store"]["root"])
@@ -357,7 +358,7 @@ def test_refused_peer_gets_421_without_a_session_and_tasks_are_the_slots(tmp_pat
             assert (await r1.readline()).startswith(b"250 ")
             assert (await r1.readline()).startswith(b"250 ")
             assert len(srv.tasks()) == base + 1 and srv.slots.sessions == 1
-            r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+            r2, w2 = await asyncio.open_connection("127.0.0.1", port)  # waits 0.3 s for a slot, then refused
             assert (await asyncio.wait_for(r2.readline(), 5)).startswith(b"421 4.7.0 ")
             w2.close()
             assert len(built) == 1  # the refused connection got its 421 without a Session
@@ -373,9 +374,10 @@ def test_refused_peer_gets_421_without_a_session_and_tasks_are_the_slots(tmp_pat
 
 def test_evicted_peer_is_told_why_in_process(tmp_path):
     """In-process (CPython; the micropython run is test_silent_peers_never_keep_a_sender_out): three
-    connections from one address, two per address allowed: the oldest, greeted and silent, is
-    evicted with a 421 naming the host (it got a bare EOF), the one that got past pre-auth is
-    never evicted, and a refused connection gets its 421 too."""
+    connections from one address, two per address allowed: the third waits for a slot (0.3 s),
+    then the oldest, greeted and silent, is evicted with a 421 naming the host (it got a bare
+    EOF), the one that got past pre-auth is never evicted, and a refused connection gets its 421
+    too."""
     import asyncio
 
     from helpers import free_port
@@ -388,7 +390,7 @@ def test_evicted_peer_is_told_why_in_process(tmp_path):
            "server": {"host": "127.0.0.1", "hostname": "mx.example.org", "port": 0, "pop3s_port": 0,
                       "pbkdf2_iterations": 5, "cert": "", "key": ""},
            "smtp": {"port": port, "submission_port": 0, "smtps_port": 0, "domains": ["example.org"],
-                    "max_sessions": 4, "max_sessions_per_addr": 2}}
+                    "max_sessions": 4, "max_sessions_per_addr": 2, "slot_wait": 0.3}}
     config_mod.add_user(raw, "alice", "pw", 5)
     cfg = config_mod.check(raw)
     st = Store(cfg["store"]["root"])
@@ -446,7 +448,7 @@ def test_no_421_inside_a_reply_an_evicted_peer_left_half_read(tmp_path, monkeypa
     raw = {"store": {"root": str(tmp_path / "mail")},
            "server": {"host": "127.0.0.1", "port": 0, "pop3s_port": 0, "pbkdf2_iterations": 5, "cert": "", "key": ""},
            "smtp": {"port": port, "submission_port": 0, "smtps_port": 0, "domains": ["example.org"],
-                    "max_sessions": 4, "max_sessions_per_addr": 1}}
+                    "max_sessions": 1, "max_sessions_per_addr": 1, "slot_wait": 0.3}}
     config_mod.add_user(raw, "alice", "pw", 5)
     cfg = config_mod.check(raw)
     st = Store(cfg["store"]["root"])
@@ -473,7 +475,9 @@ def test_no_421_inside_a_reply_an_evicted_peer_left_half_read(tmp_path, monkeypa
             assert (await r1.readline()).startswith(b"220 ")
             w1.write(b"NOOP\r\n")
             assert await asyncio.wait_for(r1.readexactly(5), 5) == b"250 2"
-            r2, w2 = await asyncio.open_connection("127.0.0.1", port)  # evicts the first
+            # From another address (the first, its NOOP just answered, is getting somewhere: one of
+            # its own address would not evict it while young): at the global cap, after the wait.
+            r2, w2 = await asyncio.open_connection("127.0.0.1", port, local_addr=("127.0.0.2", 0))
             assert (await asyncio.wait_for(r2.readline(), 5)).startswith(b"220 ")
             assert await asyncio.wait_for(r1.read(1000), 5) == b"", sent  # the close, and nothing else
             w2.write(b"QUIT\r\n")

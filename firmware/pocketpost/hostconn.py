@@ -118,6 +118,15 @@ class Conn(_Bounds):
         if held:
             del held[:]
 
+    def gone(self, implicit):
+        """listener.ServerConn.gone (a connection waiting for a slot): the stream's end. An
+        implicit-TLS port's socket is not read while it waits (its ClientHello stays for
+        start_tls, which reads again): a close there is seen at the handshake."""
+        if implicit:
+            self.w.transport.pause_reading()
+            return False
+        return self.r.at_eof()
+
     def send_nowait(self, data):
         self.w.write(data)  # asyncio buffers it, close(True) lets it go out
 

@@ -10,7 +10,8 @@ name, each named in the log line that closes the connection:
                    bounds those until a byte of application data has gone through (implicit
                    TLS: the greeting is written; after STLS: the first command is read, so there
                    it also covers the wait for that command)
-    authorization  set by the shell with limit(): from connect until login
+    authorization  set by the shell with limit(): from admission (after any wait for a slot,
+                   Slots.wait) until login
     idle           `idle` seconds per wait once the shell has called no_limit()
 (the earlier of tls-handshake and authorization wins). A wait past its deadline raises
 transport.Timeout(name); pause() (a failed-login delay) is cut short there too. On MicroPython
@@ -19,18 +20,37 @@ server connection (_expire) sleeps until the earliest bound and wakes whichever 
 
 Slots. Fairness: connections that have not got anywhere yet ("pre-auth": a TLS handshake,
 POP3's AUTHORIZATION state or a failed-login delay, SMTP before MAIL on port 25 or AUTH on
-submission) can never keep a user out. When a new connection finds a cap full it takes the slot
-of the oldest pre-auth connection there, which is closed at once ("evicted" in the log):
-  - its address at max_sessions_per_addr: the oldest pre-auth connection of that address
-    (one address churning connections only ever evicts its own);
-  - else the listener at max_sessions: the oldest pre-auth connection of any address.
-Only when every slot it could take has got somewhere is the new connection refused. The caps
-are applied when the connection is accepted, before any TLS handshake is spent on it. So
-silent peers, garbage ClientHellos and failed-login delays hold a slot only until a newer
-connection needs it (and never past their deadline); a session past pre-auth is never evicted.
-What remains: a peer that opens connections faster than a login takes (one TLS handshake and
-one hash) can still evict a user who is logging in, and only from addresses other than its own
-once the listener is full: a flood, not a camp.
+submission) can never keep a user out, and a mail client's second connection does not cut its
+first. The caps are applied when a connection is accepted, before any greeting, TLS handshake
+or session is spent on it. A new connection that finds a cap full:
+  1. waits for a slot to free, up to its section's `slot_wait` seconds (8: an ESP32's TLS
+     handshake, a login hash, STAT and QUIT take a few; a mail client waits far longer for a
+     greeting), holding only its socket: no greeting, no TLS, no buffer, no task but its own.
+     Every _WAIT_STEP_MS it looks for a free slot and for its peer's close (then it is let go
+     at once; ServerConn.gone says what each runtime can see). Thunderbird checking two
+     accounts at start-up opens two connections from one address at once: at
+     max_sessions_per_addr 1 (the ESP32's) the second waits while the first logs in, reads and
+     quits, then gets its greeting (it used to evict the first, not yet logged in: an error on
+     one account at every start-up). At most _WAITING_MAX connections of a service (both POP3
+     ports; all SMTP ports) wait at a time: one more skips the wait. Not first come, first
+     served: a newcomer that finds a slot free takes it.
+  2. then takes the slot of the oldest pre-auth connection it may take, which is closed at once
+     ("evicted" in the log; told -ERR [SYS/TEMP] / 421):
+     - its address at max_sessions_per_addr: the oldest pre-auth connection of that address
+       (one address churning connections only ever evicts its own);
+     - else the listener at max_sessions: the oldest pre-auth connection of any address;
+     but not one of its own address that is getting somewhere (a command answered, or its TLS
+     handshake done, in the last _FRESH_MS) while young (admitted less than _YOUNG_MS ago): a
+     client's connection that is logging in is not cut by its sibling.
+  3. Only when no slot is left to take is it refused (-ERR [SYS/TEMP], SMTP 421).
+So silent peers, garbage ClientHellos and failed-login delays hold a slot only until a newer
+connection has waited `slot_wait` for it (and never past their deadline); a session past
+pre-auth is never evicted. What remains: connections beyond the _WAITING_MAX waiting skip the
+wait, so a flood (connections opened faster than a login takes: one TLS handshake and one
+hash) can still evict a user who is logging in, from other addresses only once the listener is
+full: a flood, not a camp. A waiting connection costs its task, its handler's frame, its
+connection object and socket (~0.9 KB on the 64-bit host, measured; the POP3 shell has loaded
+pop3cmd.py before it asks for a slot, as for any connection).
 """
 
 import asyncio
@@ -51,6 +71,20 @@ _STLS_DRAIN_MAX = const(4096)
 # The drain reads in pieces this big: a small buffer made only at STLS (pipelined plaintext is a
 # few commands; the heap is not spent on a buffer as big as all of _STLS_DRAIN_MAX).
 _STLS_DRAIN_BLOCK = const(256)
+# Admission at a full cap (Slots.wait; the wait itself is the config's slot_wait seconds):
+# a waiting connection looks for a free slot and for its peer's close this often (a slot
+# that frees is taken within it; a waiting connection costs a wake-up per step, no more).
+_WAIT_STEP_MS = const(100)
+# Connections of one service that wait at a time (each holds a socket: lwIP has few); one more
+# skips the wait. Two: a mail client's second connection and one more, say a second client.
+_WAITING_MAX = const(2)
+# A pre-auth session that got somewhere (a command answered, its TLS handshake done) this
+# recently, and was admitted less than _YOUNG_MS ago, is not evicted by a connection from its own
+# address: a client's second connection must not cut its first while it logs in (an ESP32:
+# a TLS handshake of 1-2 s, a hash of ~0.3 s, round trips over Wi-Fi). Young: bounded, so that a
+# peer trickling commands keeps its slot no longer (then its deadline, authorization, still runs).
+_FRESH_MS = const(3000)
+_YOUNG_MS = const(15000)
 # After a failed accept (MicroPython): the accept loop's pause before it polls again. Out of file
 # descriptors (EMFILE) the connection stays queued and the socket readable: without it, a spin.
 _ACCEPT_RETRY_MS = const(100)
@@ -238,6 +272,26 @@ class ServerConn(Conn):
                 if not n:  # None: nothing more waiting (non-blocking socket); 0: EOF
                     return
 
+        def gone(self, implicit):
+            """Whether the peer of a connection waiting for a slot (Slots.wait) has closed: never
+            waits, never takes an octet a TLS handshake needs. A 1-octet MSG_PEEK (the unix port;
+            a port whose recv() takes no flags, or without MSG_PEEK, raises TypeError or
+            AttributeError); without it a plain port's octet is read (a POP3 or SMTP client
+            speaks only after its greeting: an octet now is its close, or a client that does not
+            wait, let go too), an implicit-TLS port's is left for the handshake (its ClientHello:
+            a close after it is seen when the wait ends). (CPython's: hostconn.Conn.gone.)"""
+            import socket
+
+            s = self.raw
+            try:
+                try:
+                    return s.recv(1, socket.MSG_PEEK) == b""
+                except (AttributeError, TypeError):
+                    pass
+                return not implicit and s.readinto(bytearray(1)) is not None
+            except OSError as e:  # a reset: gone; nothing there yet: still waiting
+                return errno_of(e) not in TIMEOUT_ERRNOS
+
         def send_nowait(self, data):
             """Best effort, never waits: a last word to a peer that may not be reading."""
             self.sock.write(data)
@@ -326,22 +380,28 @@ if IS_MICROPYTHON:
 
 
 class Slot:
-    """One admitted connection: its task (to evict it) and whether it is still pre-auth."""
+    """One admitted connection: its task (to evict it), whether it is still pre-auth, when it
+    was admitted and when it last got somewhere while pre-auth (its shell sets `seen`)."""
 
     # Set once each, when they change: until then the class's (an instance's attribute table
     # holds 4 slots, 64 B on the 64-bit host, not 6).
     preauth = True
     released = False
+    seen = None  # ticks_ms of its last command answered (or TLS handshake done) while pre-auth
 
     def __init__(self, sid, ip, task):
         self.sid = sid
         self.ip = ip
         self.task = task
+        self.born = ticks_ms()
 
 
 class Slots:
     """The slots of one service. caps: its config section (max_sessions, max_sessions_per_addr,
-    read at each admission); proto: the log lines' prefix ("pop3", "smtp")."""
+    slot_wait, read at each admission); proto: the log lines' prefix ("pop3", "smtp"). A shell
+    asks admit(ip, task) for a Slot and, at a full cap (None), awaits wait(ip, task, conn,
+    implicit); it sets slot.seen when the session gets somewhere, slot.preauth = False once
+    past pre-auth, and release(slot) at its end."""
 
     def __init__(self, caps, proto):
         self.caps = caps
@@ -349,28 +409,34 @@ class Slots:
         self.sessions = 0
         self.per_addr = {}
         self.slots = {}  # sid -> Slot
+        self.waiting = []  # the tasks waiting for a slot (wait): at most _WAITING_MAX
         self._next_id = 0
 
-    def admit(self, ip, task):
-        """A Slot for a new connection from ip (evicting the oldest pre-auth one of that address,
-        or of any address, when a cap is reached), else the limit that refuses it (a str)."""
+    def admit(self, ip, task, evict=False):
+        """A Slot for a new connection from ip while the caps allow one. At a full cap None (the
+        shell then awaits wait()), or with evict the slot of the oldest pre-auth connection it may
+        take (evicted; see the module doc), else the limit that refuses it (a str)."""
         here = self.per_addr.get(ip, 0)
         c = self.caps
-        cap = None  # the limit that refuses one more connection, named as in the config
-        if here >= c["max_sessions_per_addr"]:
-            cap = "per-address cap max_sessions_per_addr=%d reached" % c["max_sessions_per_addr"]
-        elif self.sessions >= c["max_sessions"]:
-            cap = "global session cap max_sessions=%d reached" % c["max_sessions"]
-        if cap is not None:
-            # The oldest pre-auth slot: of this address at its own cap, else of any address.
+        per = c["max_sessions_per_addr"]
+        if here >= per or self.sessions >= c["max_sessions"]:
+            if not evict:
+                return None
+            # the limit that refuses one more connection, named as in the config
+            cap = ("per-address cap max_sessions_per_addr=%d reached" % per if here >= per
+                   else "global session cap max_sessions=%d reached" % c["max_sessions"])
+            # The oldest pre-auth slot: of this address at its own cap, else of any address; not
+            # one of this address getting somewhere while young (the module doc).
             victim = None
+            now = ticks_ms()
             for slot in self.slots.values():
-                if (slot.preauth and (slot.ip == ip or here < c["max_sessions_per_addr"])
-                        and (victim is None or slot.sid < victim.sid)):
+                if (slot.preauth and (slot.ip == ip or here < per) and (victim is None or slot.sid < victim.sid)
+                        and (slot.ip != ip or slot.seen is None or ticks_diff(now, slot.seen) >= _FRESH_MS
+                             or ticks_diff(now, slot.born) >= _YOUNG_MS)):
                     victim = slot
             if victim is None:
-                log.warning("%s %s refused: %s, every slot logged in (open: %d in all, %d from %s)", self.proto, ip,
-                            cap, self.sessions, here, ip)
+                log.warning("%s %s refused: %s, every slot logged in or logging in (open: %d in all, %d from %s)",
+                            self.proto, ip, cap, self.sessions, here, ip)
                 return cap
             log.info("%s #%d %s evicted: its pre-auth slot goes to a new connection (%s)", self.proto, victim.sid,
                      victim.ip, cap)
@@ -380,8 +446,32 @@ class Slots:
         slot = Slot(self._next_id, ip, task)
         self.slots[slot.sid] = slot
         self.sessions += 1
-        self.per_addr[ip] = self.per_addr.get(ip, 0) + 1
+        self.per_addr[ip] = self.per_addr.get(ip, 0) + 1  # (an eviction above may have changed it)
         return slot
+
+    async def wait(self, ip, task, conn, implicit):
+        """After admit's None: wait (the section's slot_wait, at most _WAITING_MAX at a time) for
+        a slot, holding only the socket: conn, its connection (listener.ServerConn), implicit: TLS
+        from the start (no greeting or TLS is spent on it here). Then what admit(..., True)
+        answers, or None: its peer left while it waited (see the module doc)."""
+        w = self.waiting
+        t = self.caps["slot_wait"]
+        if t > 0 and len(w) < _WAITING_MAX:
+            w.append(task)
+            log.info("%s %s waits for a slot (%d waiting)", self.proto, ip, len(w))
+            end = ticks_add(ticks_ms(), int(t * 1000))
+            try:
+                while ticks_diff(end, ticks_ms()) > 0:
+                    if conn.gone(implicit):  # (first before any wait: CPython's stops reading there)
+                        log.info("%s %s gone while waiting for a slot", self.proto, ip)
+                        return None
+                    await asyncio.sleep(_WAIT_STEP_MS / 1000)
+                    r = self.admit(ip, task)
+                    if r is not None:
+                        return r
+            finally:
+                w.remove(task)
+        return self.admit(ip, task, True)
 
     def release(self, slot):
         if slot.released:

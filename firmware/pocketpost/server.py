@@ -14,16 +14,16 @@ wait for the socket to become writable, bounded by the idle timeout).
 Connections are listener.ServerConn, i.e. transport.py's (one class per runtime, shared with the
 SMTP receiver and the client): raw-socket reads and writes through asyncio's poller on MicroPython, TLS wrapped inside
 the handler (never by start_server), STLS by swapping the socket. The accept loop (listener.listen),
-admission, caps and the eviction of pre-auth connections are listener.py's (shared with the SMTP
-receiver).
+admission, caps, the wait for a slot and the eviction of pre-auth connections are listener.py's
+(shared with the SMTP receiver).
 
 Deadlines (config "server"; listener.ServerConn bounds the waits): three, each named in the log line
 that closes the connection.
     tls-handshake  tls_handshake_timeout s for a TLS handshake (POP3S and after STLS), the
                    whole handshake however the peer trickles it (a ClientHello that claims 8 MB
                    and sends nothing more is cut here)
-    authorization  auth_timeout s from connect until a successful login, whatever is sent
-                   (failed-login delays included)
+    authorization  auth_timeout s from admission (connect, or the end of its wait for a
+                   slot) until a successful login, whatever is sent (failed-login delays included)
     idle           idle_timeout s per wait once logged in (RFC 1939's autologout timer)
 Before login a wait is bounded by its deadline only, after login by the idle timeout only.
 
@@ -36,7 +36,7 @@ import sys
 import asyncio
 
 from pocketpost import heapmark, log
-from pocketpost.compat import const, forget
+from pocketpost.compat import const, forget, ticks_ms
 from pocketpost import listener
 from pocketpost.listener import ServerConn, listener_tasks, peer_ip
 from pocketpost.transport import Timeout, nodelay
@@ -51,8 +51,9 @@ _TRANSACTION = const(1)  # pop3cmd's (a private copy)
 
 
 class Server:
-    """Sessions, admitted through listener.Slots (pre-auth connections evicted oldest-first, so
-    they can never keep a logged-in user out; see listener.py)."""
+    """Sessions, admitted through listener.Slots (at a full cap a connection waits for a slot,
+    then pre-auth connections are evicted oldest-first, so they can never keep a user out; see
+    listener.py)."""
 
     def __init__(self, cfg, store, config_path=None):
         from pocketpost import serverstart  # start-up only: dropped after (heapmark.forget)
@@ -79,9 +80,10 @@ class Server:
         self._listeners = []
 
     def tasks(self):
-        """The session tasks and (MicroPython) the listeners' accept tasks, which close their
-        socket when cancelled: for board.main to cancel and wait for after Ctrl-C."""
-        return [s.task for s in self.slots.slots.values()] + listener_tasks(self._listeners)
+        """The session tasks, those waiting for a slot and (MicroPython) the listeners' accept
+        tasks, which close their socket when cancelled: for board.main to cancel and wait for
+        after Ctrl-C."""
+        return [s.task for s in self.slots.slots.values()] + self.slots.waiting + listener_tasks(self._listeners)
 
     # listener.listen's callbacks: plain functions handing back _handle's coroutine, which asyncio
     # runs as the session's task (no coroutine frame of their own kept per session).
@@ -111,19 +113,26 @@ class Server:
             ip = peer_ip(writer)
             if conn is None:
                 conn = ServerConn.from_stream(reader, writer)
-            conn.idle = self.sv["idle_timeout"]
-            conn.limit("authorization", self.sv["auth_timeout"])  # listener's deadline names
             slot = self.slots.admit(ip, asyncio.current_task())
-            if isinstance(slot, str):
-                slot = None
-                if not implicit:  # POP3S: no handshake is spent on a refused peer
+            if slot is None:  # a cap is full: it waits for a slot first, holding only its socket (listener)
+                # Not holding pop3cmd.py meanwhile: the last session may drop it (finally), and the
+                # next connection would load a second copy while this one kept the first.
+                Session = None  # type: ignore[misc, assignment]
+                slot = await self.slots.wait(ip, asyncio.current_task(), conn, implicit)
+            conn.idle = self.sv["idle_timeout"]
+            conn.limit("authorization", self.sv["auth_timeout"])  # from admission; listener's deadline names
+            if slot is None or isinstance(slot, str):  # its peer left while it waited, or refused
+                if slot is not None and not implicit:  # POP3S: no handshake is spent on a refused peer
                     await conn.send(b"-ERR [SYS/TEMP] too many sessions, try later\r\n")
+                slot = None
                 return
             sid = slot.sid
             tls_new = implicit
             if implicit:
                 await conn.start_tls(self.ctx, None, True, self.sv["tls_handshake_timeout"] * 1000)
             if session is None:
+                if Session is None:  # (let go while it waited for a slot)
+                    from pocketpost.pop3cmd import Session
                 session = Session(self.svc, ip, implicit, sid)
             log.info("pop3 #%d %s connect tls=%d sessions=%d", sid, ip, int(implicit), self.slots.sessions)
             # The session's loop, inline: in a coroutine of its own it was one more generator frame
@@ -131,6 +140,8 @@ class Server:
             sv = self.sv
             lines = LineReader(sv["max_command_line"], sv["max_command_line"] + _READ_EXTRA)
             await conn.send(session.greeting())
+            if implicit:  # its TLS handshake is done: it got somewhere (listener: not evicted by its sibling)
+                slot.seen = ticks_ms()
             while True:
                 line = lines.next_line()
                 if line is None:
@@ -146,6 +157,8 @@ class Server:
                 else:
                     resp = session.handle(line)
                 line = None
+                if slot.preauth:  # a command answered before login: it gets somewhere (listener.Slots)
+                    slot.seen = ticks_ms()
                 while resp is None:  # a login hash, in slices: other sessions run in between
                     await asyncio.sleep(0)
                     resp = session.resume()

@@ -55,6 +55,10 @@ SERVER_DEFAULTS = {
     # board's cap (2 on an ESP32 without PSRAM).
     "max_sessions": 4,
     "max_sessions_per_addr": 2,  # one host must not take every slot
+    # Seconds a new connection that finds a cap full waits for a slot (no greeting yet) before
+    # the oldest pre-auth one is evicted (listener.py): a mail client's second connection gets in
+    # once its first has logged in, read and quit (an ESP32: a few seconds); 0: at once.
+    "slot_wait": 8,
     # RFC 2449 section 4: a command line is at most 255 octets including CRLF.
     "max_command_line": 255,
     # RFC 1939 section 3: the autologout timer "MUST be of at least 10 minutes". A board may
@@ -98,6 +102,7 @@ SMTP_DEFAULTS = {
     "max_line": 1000,
     "max_sessions": 2,  # concurrent SMTP sessions (on top of the POP3 server's)
     "max_sessions_per_addr": 1,  # one host must not take every slot
+    "slot_wait": 8,  # as server.slot_wait (a sender waits 5 minutes for a greeting, RFC 5321 4.5.3.2.1)
     # RFC 5321 4.5.3.2.7: the server waits at least 5 minutes for the next command.
     "command_timeout": 300,
     # RFC 5321 4.5.3.2.5: the sender's own DATA-block bound is 3 minutes; the longest we wait
@@ -114,6 +119,10 @@ SMTP_DEFAULTS = {
 # else feeds the watchdog), must fit in 1/_PBKDF2_WATCHDOG_DIVISOR of the watchdog period.
 _PBKDF2_WATCHDOG_DIVISOR = const(2)
 # A config without a "watchdog" section (the host) is held to the board default, WDT_TIMEOUT_MS.
+
+# The longest slot_wait: a mail client gives up on a greeting after ~1 minute (Outlook's
+# default server timeout), and a waiting connection holds a socket meanwhile.
+_SLOT_WAIT_MAX = const(30)
 
 # A user / mailbox name: it becomes a directory name on flash (of these characters: valid_name).
 MAX_NAME = const(32)
@@ -170,6 +179,7 @@ def check(cfg, out):
                 raise ConfigError("config: bad network %r" % (n,))
     _num(sv, "server", "max_sessions", 1, 1000)
     _num(sv, "server", "max_sessions_per_addr", 1, 1000)
+    _num(sv, "server", "slot_wait", 0, _SLOT_WAIT_MAX, float)
     # Below 64 octets AUTH PLAIN with a normal name and password cannot fit.
     _num(sv, "server", "max_command_line", 64, 4096)
     _num(sv, "server", "idle_timeout", 0.1, None, float)
@@ -266,6 +276,7 @@ def _check_smtp(sec):
     _num(sec, "smtp", "max_line", 512, 65536)  # RFC 5321 4.5.3.1.4: command lines of 512
     _num(sec, "smtp", "max_sessions", 1, 1000)
     _num(sec, "smtp", "max_sessions_per_addr", 1, 1000)
+    _num(sec, "smtp", "slot_wait", 0, _SLOT_WAIT_MAX, float)
     for key in ("command_timeout", "data_timeout", "preauth_timeout"):
         _num(sec, "smtp", key, 0.1, None, float)
     _num(sec, "smtp", "max_auth_failures", 1, 100)

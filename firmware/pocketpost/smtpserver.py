@@ -6,17 +6,17 @@ Theory of operation
 The protocol lives in smtp.Session (sans-I/O); this module only moves bytes, through
 listener.ServerConn (transport.py's connection, as for POP3: raw-socket reads into the
 LineReader's buffer, TLS wrapped inside the handler, STARTTLS by swapping the socket).
-Admission is listener.Slots, as for POP3: a connection still pre-auth (before MAIL on port 25,
-before AUTH on submission) is evicted, oldest first, when a new one finds the caps full; one
-past pre-auth never is. Per connection it allocates, once: a wire.LineReader whose buffer holds
-one maximal line or one block, the larger (commands and message text are both read into it); the session's
-DATA output block is made per message (smtp.Session.handle). smtp.pump() runs everything
+Admission is listener.Slots, as for POP3: a new connection that finds the caps full waits for a
+slot (smtp.slot_wait seconds, no greeting yet), then a connection still pre-auth (before MAIL on
+port 25, before AUTH on submission) is evicted, oldest first; one past pre-auth never is. Per
+connection it allocates, once: a wire.LineReader whose buffer holds one maximal line or one
+block, the larger (commands and message text are both read into it); the session's DATA output block is made per message (smtp.Session.handle). smtp.pump() runs everything
 buffered through the session; its replies go out as one write (RFC 2920), after the failed-AUTH
 delay if any.
 
 Deadlines (listener.ServerConn's named deadlines; RFC 5321 4.5.3.2): until the session has got somewhere
 (MAIL accepted on port 25, AUTH succeeded on submission) the whole session has
-`smtp.preauth_timeout` from connect ("authorization"), a TLS handshake also
+`smtp.preauth_timeout` from admission ("authorization"), a TLS handshake also
 `server.tls_handshake_timeout`; after that each read waits at most `command_timeout` for a
 command and `data_timeout` inside DATA ("idle"). A timeout gets a best-effort 421 and the
 connection closes; a message without its final dot is thrown away (session.close()).
@@ -46,7 +46,7 @@ import sys
 import asyncio
 
 from pocketpost import heapmark, log
-from pocketpost.compat import forget
+from pocketpost.compat import forget, ticks_ms
 from pocketpost import pop3server  # its login Service (the users, hashes and throttle POP3 uses)
 from pocketpost import listener
 from pocketpost.listener import ServerConn, Slots, listen, listener_tasks, peer_ip
@@ -143,9 +143,9 @@ class SmtpServer:
         self._listeners = []
 
     def tasks(self):
-        """As server.Server.tasks: the sessions' tasks (from their slots) and the listeners',
-        for board.main to cancel and wait for after Ctrl-C."""
-        return [s.task for s in self.slots.slots.values()] + listener_tasks(self._listeners)
+        """As server.Server.tasks: the sessions' tasks (from their slots), those waiting for a
+        slot and the listeners', for board.main to cancel and wait for after Ctrl-C."""
+        return [s.task for s in self.slots.slots.values()] + self.slots.waiting + listener_tasks(self._listeners)
 
     async def _handle(self, reader, writer, mode, implicit):
         conn = None
@@ -161,9 +161,13 @@ class SmtpServer:
         try:
             ip = peer_ip(writer)
             conn = ServerConn.from_stream(reader, writer)
-            conn.idle = sm["command_timeout"]
-            conn.limit("authorization", sm["preauth_timeout"])  # listener's deadline names
             slot = self.slots.admit(ip, asyncio.current_task())
+            if slot is None:  # a cap is full: it waits for a slot first, holding only its socket (listener)
+                slot = await self.slots.wait(ip, asyncio.current_task(), conn, implicit)
+            conn.idle = sm["command_timeout"]
+            conn.limit("authorization", sm["preauth_timeout"])  # from admission; listener's deadline names
+            if slot is None:  # its peer left while it waited: nothing to say
+                return
             if isinstance(slot, str):  # refused: its one reply (the 421 below), no Session built for it
                 slot = None
                 hush = implicit
@@ -187,6 +191,8 @@ class SmtpServer:
             hush = True
             await conn.send(session.greeting())
             hush = False
+            if implicit:  # its TLS handshake is done: it got somewhere (listener: not evicted by its sibling)
+                slot.seen = ticks_ms()
             while True:
                 replies = mod.pump(session, lines)
                 if session.checking:  # an AUTH's hash, in slices: other sessions run in between
@@ -199,6 +205,8 @@ class SmtpServer:
                     conn.no_limit()  # from now on the idle timeouts bound each wait
                     slot.preauth = False  # and the slot is never evicted
                 if replies:
+                    if slot.preauth:  # commands answered before MAIL / AUTH: it gets somewhere (listener.Slots)
+                        slot.seen = ticks_ms()
                     if session.delay:
                         await conn.pause(session.delay)
                     if session.starttls:

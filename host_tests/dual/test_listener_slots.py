@@ -1,0 +1,275 @@
+"""listener.Slots' admission at a full cap (listener.py's theory of operation), both runtimes: a
+new connection first waits (the section's slot_wait) for a slot to free, and gets one freed
+meanwhile without evicting anyone; only when the wait runs out does it evict the oldest pre-auth
+slot it may take, but not one of its own address that is getting somewhere while young; at most
+_WAITING_MAX wait at a time (one more gets the rule at once); a waiting connection whose peer
+closes is let go, and one cancelled (shutdown) leaves the waiting room. Fake tasks and
+connections: the real peers are host_tests/test_server_slots.py's."""
+
+import asyncio
+
+from pocketpost.compat import ticks_add, ticks_diff, ticks_ms
+from pocketpost.listener import Slot, Slots
+
+WAIT = 0.3  # slot_wait (seconds)
+
+
+class _Task:
+    cancelled = False
+
+    def cancel(self):
+        self.cancelled = True
+
+
+class _Conn:
+    """A waiting connection as Slots.wait asks it (listener.ServerConn.gone): has its peer closed?"""
+
+    closed = False
+
+    def gone(self, implicit):
+        return self.closed
+
+
+def _slots(max_sessions=2, per_addr=1, wait=WAIT):
+    return Slots({"max_sessions": max_sessions, "max_sessions_per_addr": per_addr, "slot_wait": wait}, "pop3")
+
+
+async def _enter(slots, ip, conn=None):
+    """As a shell asks for a slot: admit, and at a full cap wait."""
+    task = _Task()
+    r = slots.admit(ip, task)
+    if r is None:
+        r = await slots.wait(ip, task, conn or _Conn(), False)
+    return r
+
+
+def _admit(slots, ip):
+    """(the shell's answer, the milliseconds it took) for a connection from ip."""
+    t0 = ticks_ms()
+    r = asyncio.run(_enter(slots, ip))
+    return r, ticks_diff(ticks_ms(), t0)
+
+
+def _logged_in(slots, ip):
+    s = slots.admit(ip, _Task())
+    s.preauth = False
+    return s
+
+
+def test_below_the_caps_a_slot_at_once():
+    slots = _slots()
+    a, ms = _admit(slots, "10.0.0.1")
+    b, ms2 = _admit(slots, "10.0.0.2")
+    assert isinstance(a, Slot) and isinstance(b, Slot) and a.sid != b.sid
+    assert ms < 50 and ms2 < 50, (ms, ms2)
+    assert slots.sessions == 2 and not slots.waiting
+
+
+def test_a_slot_freed_while_waiting_goes_to_the_waiting_connection():
+    # Thunderbird's two accounts: the first connection logs in and quits while the second waits.
+    slots = _slots()
+    first = _logged_in(slots, "10.0.0.1")
+
+    async def main():
+        t0 = ticks_ms()
+        t = asyncio.create_task(_enter(slots, "10.0.0.1"))
+        await asyncio.sleep(0.1)
+        assert len(slots.waiting) == 1 and slots.sessions == 1
+        slots.release(first)  # its QUIT
+        r = await t
+        return r, ticks_diff(ticks_ms(), t0)
+
+    r, ms = asyncio.run(main())
+    assert isinstance(r, Slot) and not first.task.cancelled
+    assert 100 <= ms < WAIT * 1000, ms  # in the next step after the release, before the wait ran out
+    assert slots.sessions == 1 and slots.per_addr == {"10.0.0.1": 1} and not slots.waiting
+
+
+def test_a_silent_pre_auth_slot_is_evicted_once_the_wait_runs_out():
+    slots = _slots()
+    silent = slots.admit("10.0.0.1", _Task())
+    r, ms = _admit(slots, "10.0.0.1")
+    assert isinstance(r, Slot) and silent.released and silent.task.cancelled
+    assert WAIT * 1000 * 0.9 <= ms < WAIT * 1000 + 300, ms
+    assert slots.sessions == 1 and slots.per_addr == {"10.0.0.1": 1}
+
+
+def test_logged_in_slots_are_waited_for_then_the_newcomer_is_refused():
+    slots = _slots()
+    _logged_in(slots, "10.0.0.1")
+    r, ms = _admit(slots, "10.0.0.1")
+    assert r == "per-address cap max_sessions_per_addr=1 reached", r
+    assert WAIT * 1000 * 0.9 <= ms < WAIT * 1000 + 300, ms
+    _logged_in(slots, "10.0.0.2")
+    r, ms = _admit(slots, "10.0.0.3")
+    assert r == "global session cap max_sessions=2 reached", r
+
+
+def test_a_young_slot_getting_somewhere_is_not_evicted_by_its_own_address():
+    # A mail client's first connection answered a command just now (CAPA, USER): its second
+    # connection, once its wait runs out, is refused rather than cut the first.
+    slots = _slots()
+    busy = slots.admit("10.0.0.1", _Task())
+    busy.seen = ticks_ms()
+    r, ms = _admit(slots, "10.0.0.1")
+    assert r == "per-address cap max_sessions_per_addr=1 reached" and not busy.task.cancelled, r
+    assert WAIT * 1000 * 0.9 <= ms, ms
+    # From another address at the global cap it is the oldest pre-auth slot as before.
+    _logged_in(slots, "10.0.0.2")
+    busy.seen = ticks_ms()
+    r, ms = _admit(slots, "10.0.0.3")
+    assert isinstance(r, Slot) and busy.task.cancelled and busy.released
+
+
+def test_protection_ends_when_it_stops_getting_somewhere_or_is_no_longer_young():
+    now = ticks_ms()
+    for seen, born in ((ticks_add(now, -3100), now), (now, ticks_add(now, -15100))):
+        slots = _slots(wait=0)  # no wait: the rule at once
+        s = slots.admit("10.0.0.1", _Task())
+        s.seen = seen
+        s.born = born
+        r, ms = _admit(slots, "10.0.0.1")
+        assert isinstance(r, Slot) and s.task.cancelled, (seen, born, r)
+        assert ms < 50, ms
+
+
+def test_the_waiting_room_is_bounded():
+    # Two wait; a third gets the rule at once (here refused: the one slot is logged in); then the
+    # two are refused when their wait runs out. slot_wait 0: nobody waits.
+    slots = _slots()
+    _logged_in(slots, "10.0.0.1")
+
+    async def main():
+        ws = [asyncio.create_task(_enter(slots, "10.0.0.1")) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        assert len(slots.waiting) == 2
+        t0 = ticks_ms()
+        third = await _enter(slots, "10.0.0.1")
+        ms = ticks_diff(ticks_ms(), t0)
+        rs = []
+        for w in ws:  # (no await inside a comprehension on MicroPython)
+            rs.append(await w)
+        return third, ms, rs
+
+    third, ms, rs = asyncio.run(main())
+    assert third == "per-address cap max_sessions_per_addr=1 reached" and ms < 50, (third, ms)
+    assert rs == [third, third] and not slots.waiting and slots.sessions == 1
+    slots = _slots(wait=0)
+    _logged_in(slots, "10.0.0.1")
+    r, ms = _admit(slots, "10.0.0.1")
+    assert isinstance(r, str) and ms < 50, (r, ms)
+
+
+def test_a_waiting_connection_whose_peer_leaves_is_let_go():
+    slots = _slots(wait=5)
+    _logged_in(slots, "10.0.0.1")
+    conn = _Conn()
+
+    async def main():
+        t0 = ticks_ms()
+        t = asyncio.create_task(_enter(slots, "10.0.0.1", conn))
+        await asyncio.sleep(0.15)
+        conn.closed = True
+        r = await t
+        return r, ticks_diff(ticks_ms(), t0)
+
+    r, ms = asyncio.run(main())
+    assert r is None and ms < 500, (r, ms)  # within a step or two, not at the end of its 5 s
+    assert not slots.waiting and slots.sessions == 1
+
+
+def test_a_cancelled_waiting_connection_leaves_the_waiting_room():
+    # board.main cancels Server.tasks() after Ctrl-C: the waiting ones are among them.
+    slots = _slots(wait=5)
+    _logged_in(slots, "10.0.0.1")
+
+    async def main():
+        t = asyncio.create_task(_enter(slots, "10.0.0.1"))
+        await asyncio.sleep(0.05)
+        assert len(slots.waiting) == 1
+        t.cancel()
+        try:
+            await t
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(main())
+    assert not slots.waiting and slots.sessions == 1
+
+
+class _Raw:
+    """A socket as ServerConn.gone (MicroPython) sees it: `peek` what recv(1, MSG_PEEK) answers
+    (bytes, an OSError to raise, or TypeError: a port whose recv() takes no flags), `read` what
+    readinto answers (None: nothing there; 0: closed; 1: an octet)."""
+
+    def __init__(self, peek, read=None):
+        self.peek = peek
+        self.read = read
+        self.reads = 0
+
+    def recv(self, n, flags):
+        if isinstance(self.peek, BaseException) or self.peek is TypeError:
+            raise self.peek
+        return self.peek
+
+    def readinto(self, buf):
+        self.reads += 1
+        return self.read
+
+
+def test_micropython_gone_peeks_and_never_takes_a_tls_octet():
+    import sys
+
+    from dualtest import skip
+
+    if sys.implementation.name != "micropython":
+        skip("ServerConn.gone is MicroPython's here (CPython's: hostconn.Conn.gone, below)")
+    from pocketpost.listener import ServerConn
+
+    def gone(raw, implicit):
+        return ServerConn(raw).gone(implicit)
+
+    for implicit in (False, True):
+        assert gone(_Raw(b""), implicit)  # closed
+        assert not gone(_Raw(b"\x16"), implicit)  # a ClientHello (or a command) waiting: left there
+        assert not gone(_Raw(OSError(11)), implicit)  # EAGAIN: nothing yet
+        assert gone(_Raw(OSError(104)), implicit)  # reset
+    # A recv() without flags (an older ESP32 port): a plain port's octet is read (a client speaks
+    # after its greeting only: 0 its close, 1 one that did not wait); an implicit-TLS port's never.
+    assert not gone(_Raw(TypeError, None), False)
+    assert gone(_Raw(TypeError, 0), False) and gone(_Raw(TypeError, 1), False)
+    r = _Raw(TypeError, 0)
+    assert not gone(r, True) and r.reads == 0
+
+
+def test_cpython_gone_is_the_streams_end_and_stops_reading_a_tls_port():
+    import sys
+
+    from dualtest import skip
+
+    if sys.implementation.name == "micropython":
+        skip("hostconn is CPython's")
+    from pocketpost.hostconn import Conn
+
+    class R:
+        end = False
+
+        def at_eof(self):
+            return self.end
+
+    class T:
+        paused = 0
+
+        def pause_reading(self):
+            self.paused += 1
+
+    class W:
+        transport = T()
+
+    r, w = R(), W()
+    c = Conn(r, w)
+    assert not c.gone(False)
+    r.end = True
+    assert c.gone(False) and w.transport.paused == 0
+    assert not c.gone(True) and w.transport.paused == 1  # the ClientHello stays in the socket for TLS
