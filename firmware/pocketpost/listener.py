@@ -458,9 +458,9 @@ class Slots:
         t = self.caps["slot_wait"]
         if t > 0 and len(w) < _WAITING_MAX:
             w.append(task)
-            log.info("%s %s waits for a slot (%d waiting)", self.proto, ip, len(w))
-            end = ticks_add(ticks_ms(), int(t * 1000))
-            try:
+            try:  # (from the append on: a MemoryError in the log line must not keep it in w for good)
+                log.info("%s %s waits for a slot (%d waiting)", self.proto, ip, len(w))
+                end = ticks_add(ticks_ms(), int(t * 1000))
                 while ticks_diff(end, ticks_ms()) > 0:
                     if conn.gone(implicit):  # (first before any wait: CPython's stops reading there)
                         log.info("%s %s gone while waiting for a slot", self.proto, ip)

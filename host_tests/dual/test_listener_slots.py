@@ -273,3 +273,30 @@ def test_cpython_gone_is_the_streams_end_and_stops_reading_a_tls_port():
     r.end = True
     assert c.gone(False) and w.transport.paused == 0
     assert not c.gone(True) and w.transport.paused == 1  # the ClientHello stays in the socket for TLS
+
+
+def test_a_failing_log_line_does_not_keep_a_waiter_in_the_waiting_room():
+    """The "waits for a slot" log line ran between the append to the waiting room and the try
+    that takes the task out again: a MemoryError formatting it (or a failing log sink) left the
+    task there for good, and after _WAITING_MAX such failures no connection ever waited again."""
+    from pocketpost import log
+
+    slots = _slots(max_sessions=1)
+    _logged_in(slots, "10.0.0.1")
+    real = log.info
+
+    def boom(msg, *args):
+        if "waits for a slot" in msg:
+            raise MemoryError("memory allocation failed")
+        real(msg, *args)
+
+    log.info = boom
+    try:
+        for i in range(3):
+            try:
+                _admit(slots, "10.0.0.%d" % (i + 2))
+            except MemoryError:
+                pass
+    finally:
+        log.info = real
+    assert slots.waiting == []
