@@ -91,7 +91,7 @@ def save_hash(config_path, name, new_hash):
         users[name]["password"] = new_hash
         config_mod.save(config_path, raw)
     finally:
-        forget(("config", "serverconf"))  # start-up code (heapmark.forget): not kept for a rare save
+        forget(("config", "serverconf", "configsave"))  # start-up code (heapmark.forget): not kept for a rare save
 
 
 def text(name):

@@ -1,6 +1,6 @@
 """The config's server side (config.py's theory of operation): the "server", "users" and "smtp"
 sections (their defaults, each with its reason, and their checks), the PBKDF2 ceiling, user and
-mailbox names, and the config file's editing (add_user, save).
+mailbox names, and the config file's editing (add_user; save: configsave.py).
 
 config.check (and so config.load) imports it for a whole config: the board, the POP3 server, the
 admin helpers and the host tools. A fetch (config.load(path, False): fetch.py's start) never loads
@@ -10,9 +10,8 @@ module __getattr__ loads this module for them). Dropped with config.py after the
 (heapmark.forget).
 """
 
-import json
 
-from pocketpost.compat import IS_MICROPYTHON, WDT_TIMEOUT_MS, ConfigError, const, rename, sync_file
+from pocketpost.compat import WDT_TIMEOUT_MS, ConfigError, const
 from pocketpost.config import _merge, _num
 
 # auth.py's PBKDF2 bounds, here so that a config loads without auth.py (~68 interned names and
@@ -21,9 +20,6 @@ from pocketpost.config import _merge, _num
 # auth.MAX_ITERATIONS.
 _DEFAULT_ITERATIONS = const(1000)
 _MAX_ITERATIONS = const(200000)
-# save()'s nesting bound: a config nests 4 levels (accounts, an account, its timeouts); the
-# writer recurses once per level.
-_MAX_DEPTH = const(16)
 
 # --- defaults, each with its reason --------------------------------------------------------
 # Ports: 110/995 need root on a host; the demo uses 1100/1995. A board sets 110/995.
@@ -292,43 +288,10 @@ def defaults():
 
 
 def save(path, cfg):
-    """Write atomically: a temp file next to it, flushed, then renamed over the old one. Readable
-    (_write): one key per line, indented, as boards/*/config.json are written."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        _write(f, cfg, "\n")
-        f.write("\n")
-        sync_file(f)
-    rename(tmp, path)  # atomic on POSIX and littlefs, also over an existing file
-
-
-def _write(f, v, nl):
-    """v as JSON into file f, a piece at a time (MicroPython's json has no indent, and the whole
-    text in one string would be heap the size of the file): an object one key per line and a list
-    of objects or lists one item per line, each indented two more spaces than `nl` ("\n" and the
-    current indent) says; a list of plain values, and an empty object, on one line. Keys in the
-    order the dict holds them: on CPython as loaded (the file's order); MicroPython's dicts keep
-    none, so there sorted (the same file for the same config, whatever the table's history).
-    Depth is the config's own (a JSON file's nesting, bounded by _MAX_DEPTH)."""
-    if len(nl) > _MAX_DEPTH * 2 + 1:
-        raise ConfigError("config: nested deeper than %d levels" % _MAX_DEPTH)
-    if isinstance(v, dict) and v:
-        keys = sorted(v) if IS_MICROPYTHON else v
-        end = "{"
-        for k in keys:
-            f.write(end + nl + "  " + json.dumps(k) + ": ")
-            _write(f, v[k], nl + "  ")
-            end = ","
-        f.write(nl + "}")
-    elif isinstance(v, (list, tuple)) and [x for x in v if isinstance(x, (dict, list, tuple))]:
-        end = "["
-        for x in v:
-            f.write(end + nl + "  ")
-            _write(f, x, nl + "  ")
-            end = ","
-        f.write(nl + "]")
-    else:
-        f.write(json.dumps(v))
+    """Write atomically and readable (configsave.py: its code is loaded for a save only)."""
+    # (by a str, not `from pocketpost import configsave`: that interns the name "configsave" when
+    # this module loads, and that one name cost the listening server 2 KiB: bench_heap a 88 -> 90)
+    __import__("pocketpost.configsave", None, None, ("save",)).save(path, cfg)
 
 
 def add_user(cfg, name, password, iterations=None, mailbox=None, apop_secret=None):
