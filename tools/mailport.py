@@ -1305,7 +1305,8 @@ line up to the space before it, then the meta bytes. kind: "info" (format, creat
 config path), "file" (meta: path; data: the file), "mailbox" (meta: name, count, total),
 "msg" (meta: mailbox, uid, arrival, size; data: the stored bytes), "end" (meta: counts per
 mailbox and every (mailbox, uid) listed, so a restore can name messages whose records are lost).
-A reader that meets a damaged header searches forward for the next "\\n@pp <id> " line whose
+restore reads the whole archive first and refuses one with any fault (verify); with --salvage a reader
+that meets a damaged header searches forward for the next "\\n@pp <id> " line whose
 CRC holds; a record whose data fails its SHA-256 is named and skipped.
 """
 
@@ -1510,14 +1511,79 @@ def _check_image_root(raw):
                         "board (--port), or change store.root in a copy of the archive's config" % root)
 
 
-def restore(path, image, report=print, progress=False, heapsize=None, size=None):
-    """Restore an archive onto image (made if missing). Returns counts; every message whose
-    record is damaged is reported by mailbox and UID (or by offset when its header is lost).
-    A damaged record header and a missing end record count as damage too (res["damaged"]): what
-    they held (a file, a message the end record would have named) is not restored.
+def _record_name(kind, meta):
+    if kind == "msg":
+        return "message %s %s" % (meta.get("mailbox"), meta.get("uid"))
+    if kind == "file":
+        return "file %s" % meta.get("path")
+    return "%s record" % kind
+
+
+def verify(ar, image=None):
+    """Read the whole archive before anything is touched: PortError naming the first fault in one
+    line (cut short at byte N, a checksum mismatch in a named record, a garbled header, a message
+    the end record lists without its record), or None when every record is whole. An archive whose
+    config keeps mail outside /flash is refused here too when image is an image file."""
+    f = ar.f
+    f.seek(0)
+    pos = len(f.readline(200))
+    end = None
+    seen = set()
+    what = "%s: damaged archive, nothing restored (--salvage restores what is intact): " % ar.path
+    while pos < ar.size:
+        if end is not None:
+            raise PortError(what + "%d bytes after the end record, from byte %d" % (ar.size - pos, pos))
+        rec = ar._head_at(pos)
+        if rec is None:
+            f.seek(pos)
+            line = f.readline(200)
+            m = _HEAD.match(line)
+            if pos + len(line) >= ar.size and not line.endswith(b"\n") or \
+                    m and pos + len(line) + int(m.group(3)) + 1 > ar.size:
+                raise PortError(what + "cut short at byte %d (inside a record header at byte %d)" % (ar.size, pos))
+            raise PortError(what + "garbled record header at byte %d" % pos)
+        kind, meta, at, n = rec
+        name = _record_name(kind, meta)
+        if at + n + _TRAILER > ar.size:
+            raise PortError(what + "cut short at byte %d (inside %s, which starts at byte %d and needs %d)"
+                            % (ar.size, name, pos, at + n + _TRAILER))
+        if not ar._check(at, n):
+            raise PortError(what + "checksum mismatch in %s (record at byte %d)" % (name, pos))
+        if kind == "msg":
+            if not isinstance(meta.get("mailbox"), str) or not isinstance(meta.get("uid"), str) or \
+                    not isinstance(meta.get("arrival"), int):
+                raise PortError(what + "%s at byte %d lacks its mailbox, uid or arrival" % (name, pos))
+            seen.add((meta["mailbox"], meta["uid"]))
+        elif kind == "file":
+            if not isinstance(meta.get("path"), str):
+                raise PortError(what + "a file record at byte %d names no path" % pos)
+            if meta["path"] == "config.json" and image is not None and not is_serial(image):
+                _check_image_root(b"".join(ar.chunks(at, n)()))
+        elif kind == "end":
+            end = meta
+        pos = at + n + _TRAILER
+    if end is None:
+        raise PortError(what + "cut short at byte %d (no end record: the archive's last record is missing)" % ar.size)
+    for box, uid in end.get("messages") or ():
+        if (box, uid) not in seen:
+            raise PortError(what + "message %s %s, listed in the end record, has no record" % (box, uid))
+    f.seek(0)
+    f.readline(200)  # where records() starts
+
+
+def restore(path, image, report=print, progress=False, heapsize=None, size=None, salvage=False):
+    """Restore an archive onto image (made if missing). The whole archive is checked first
+    (verify): a cut or damaged one is refused in one line (PortError) before any image is made,
+    formatted or written, or the board's filesystem is touched. salvage=True (ppadmin --salvage)
+    restores what is intact of a damaged archive instead: then every message whose record is
+    damaged is reported by mailbox and UID (or by offset when its header is lost), and a damaged
+    record header and a missing end record count as damage too (res["damaged"]): what they held
+    (a file, a message the end record would have named) is not restored.
     A file that is not an archive is refused before any image is made."""
     ar = ArchiveReader(path)
     try:
+        if not salvage:
+            verify(ar, image)
         return _restore(ar, image, report, progress, heapsize, size)
     finally:
         ar.close()

@@ -60,6 +60,9 @@ def add_parsers(sub):
     r.add_argument("image", help=TARGET + " (an image file is made if missing)")
     r.add_argument("--size", type=_image_size,
                    help="bytes or K/M, as create takes it, for a new image (default: twice the archive, at least 2 MiB)")
+    r.add_argument("--salvage", action="store_true",
+                   help="a damaged or cut archive: restore what is intact and name the rest (without it such an "
+                        "archive is refused in one line, exit 3, before the target is touched)")
     _link_options(r)
 
 
@@ -127,7 +130,7 @@ def run(args):
         if args.size and (os.path.exists(args.image) or mailport.is_serial(args.image)):
             print("ppadmin restore: --size is for a new image; %s exists (its size stays)" % args.image, file=sys.stderr)
             return 2
-        r = mailport.restore(args.file, args.image, _report, args.progress, size=args.size)
+        r = mailport.restore(args.file, args.image, _report, args.progress, size=args.size, salvage=args.salvage)
         print("restore %s: %d messages restored, %d already there, %d files, %d damaged, %d refused"
               % (args.image, r["restored"], r["present"], r["files"], len(r["damaged"]) + len(r["missing"]), r["refused"]))
         return 2 if r["full"] else 1 if (r["damaged"] or r["missing"] or r["refused"]) else 0
