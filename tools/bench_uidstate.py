@@ -1,6 +1,6 @@
 """Flash written per fetched message by the UIDL state (uidstate.py) at 2,000 entries (not a test).
 
-    .venv/bin/python tools/bench_uidstate.py [--before REV]
+    .venv/bin/python tools/bench_uidstate.py [--before REV] [--once] [--board] [--ring N]
 
 Runs itself under the real micropython binary on a littlefs image in RAM the size of an ESP32's
 vfs partition (2 MiB of 4 KiB blocks; host_tests/dual/flashdev.py counts what reaches the flash).
@@ -13,6 +13,15 @@ at 1,990-2,000 entries. Reported per fetched message:
   flash bytes  - bytes programmed on the flash plus 4 KiB per block erase (littlefs copies,
                  metadata and block erases included),
   ms           - wall time of the measured part (indicative; the machine is shared).
+--once saves once per message, as the client does (clientget.download: the stored entry's `S`
+rides with the next message's `P`, the last one's with the session's end); without it, twice (the
+pattern these figures were first taken with). --board mounts with pocketpost.flashfs's geometry
+(boot.py's remount: 256 B caches, so an inline limit of 256 B) instead of VfsLfs2's defaults
+(128 B). --ring N measures a prototype of the write pattern of the layout proposed in
+docs/UIDSTATE-FLASH.md (not the firmware's): each per-message save rewrites one of N
+small slot files whole (its new records: the last message's S, this one's P: inline in the
+directory's metadata, one metadata commit), and every N+1-th save, or a session end with drops,
+is the journal append of today's save (UidState.save) with everything since the last one.
 --before REV also runs the same workload with firmware/pocketpost/uidstate.py as of git REV
 (the rest of the firmware from this checkout), for a before/after figure in one run.
 
@@ -22,8 +31,10 @@ Figures (2026-12-01, this machine, `--before 069000e`; per fetched message at 1,
   20-octet UIDs  before: file 150,939 B, flash 306,953 B (1,188 programs, 37.9 erases), 32 ms
                  after:  file     556 B, flash  14,316 B (   41 programs,  2.3 erases), 0.5 ms
 After, the flash figure is mostly littlefs, not the journal: each flushed append rewrites the
-file's last block (a copy of its used part plus one 4 KiB erase), and the client must flush twice
-per message (pending, then stored); keeping the file open between saves measured the same.
+file's last block (a copy of its used part plus one 4 KiB erase), and the client then flushed
+twice per message (pending, then stored); keeping the file open between saves measured the same.
+The client now saves once per message (--once): figures with --once, --board and --ring in
+docs/UIDSTATE-FLASH.md.
 """
 
 import os
@@ -36,6 +47,7 @@ SESSIONS_BEFORE = 5
 SESSIONS = 100
 PER_SESSION = 10
 FILL = 1990
+_INLINE = 256  # littlefs's inline limit under flashfs's geometry (4 x 64 B cache)
 
 
 def _uid(i, width):
@@ -43,7 +55,7 @@ def _uid(i, width):
     return u + b"x" * (width - len(u))
 
 
-def _mp_main(label, width):
+def _mp_main(label, width, opts):
     import time
 
     sessions = SESSIONS_BEFORE if label.startswith("before") else SESSIONS
@@ -52,9 +64,19 @@ def _mp_main(label, width):
     from pocketpost import clientend, compat, uidstate
     from pocketpost.uidstate import UidState
 
+    once = "once" in opts
+    ring = 0
+    for o in opts:
+        if o.startswith("ring"):
+            ring = int(o[4:])
     dev = FlashDev(blocks=512)
     vfs.VfsLfs2.mkfs(dev)
-    vfs.mount(vfs.VfsLfs2(dev), "/b")
+    if "board" in opts:
+        from pocketpost import flashfs
+
+        vfs.mount(vfs.VfsLfs2(dev, **flashfs.params()), "/b")
+    else:
+        vfs.mount(vfs.VfsLfs2(dev), "/b")
     d = "/b/state"
     counted = [0]
     real_open = open
@@ -86,14 +108,53 @@ def _mp_main(label, width):
     nxt = FILL
     old = 0
     sha = "a9993e364706816aba3e25717850c26c9cd0d89d"
+    slot = [0]
+    inslot = {}
+
+    def ring_save(end=False):
+        # the prototype's save: a slot rewritten whole while one is free (the records since the
+        # last save: the entry added, the pending line), else today's journal append (a fold)
+        if slot[0] >= ring or (end and st._ne):
+            st.save()
+            slot[0] = 0
+            inslot.clear()
+            return
+        ents = b""
+        for key in st.added:
+            if key not in inslot:  # on file in an earlier slot since the last fold
+                ents += st._entry_line(key)
+                inslot[key] = None
+        pend = st._pending_line()
+        # a slot's header (Q nonce base seq crc) is ~32 B; one over littlefs's inline limit
+        # (_INLINE) would take a block (an erase): then two slots, the entries' first
+        parts = [ents, pend] if ents and 32 + len(ents) + len(pend) > _INLINE else [ents + pend]
+        for body in parts:
+            if slot[0] >= ring:
+                st.save()  # (the fold: the entries in the slots and this one's pending line)
+                slot[0] = 0
+                inslot.clear()
+                break
+            f = counting_open(d + "/acct.u%d" % slot[0], "wb")
+            f.write(b"Q 1700000000 123456 %d 00000000\n" % slot[0])
+            f.write(body)
+            f.flush()
+            f.close()
+            slot[0] += 1
+        st._pend = False  # (the journal's next fold still carries every entry added since)
+        st.dirty = False
+
     for s in range(sessions):
         for m in range(PER_SESSION):
             uid = _uid(nxt, width)
             st.set_pending(4000, sha, "1700000000.%d" % nxt, 1700000000, "f", uid)
-            st.save()
+            if ring:
+                ring_save()
+            else:
+                st.save()
             st.add(uid, 1700000000, "f")
             st.clear_pending()
-            st.save()
+            if not once and not ring:
+                st.save()
             nxt += 1
         for m in range(PER_SESSION):
             st.mark(_uid(old, width), deleted=True)
@@ -105,13 +166,16 @@ def _mp_main(label, width):
             st._cold("retain", keep)
         else:
             clientend.retain(st, keep)  # as the client does (clientend.finish)
-        if st.dirty:
+        if ring:
+            ring_save(True)
+        elif st.dirty:
             st.save()
     dt = time.ticks_diff(time.ticks_ms(), t0)
     p1, e1, b1 = dev.counts()
     n = sessions * PER_SESSION
     flash = (b1 - b0) + (e1 - e0) * dev.bs
     size = os.stat(d + "/acct.uidl")[6]
+    label += "".join(" " + o for o in opts)
     print("RESULT %s uid=%d: %d entries, state file %d bytes; per fetched message: file bytes %d, "
           "flash bytes %d (%d programs, %.1f erases), %.2f ms (%d messages)"
           % (label, width, len(st), size, counted[0] // n, flash // n, (p1 - p0) // n, (e1 - e0) / n, dt / n, n))
@@ -127,6 +191,10 @@ def main():
     sys.path.insert(0, os.path.join(root, "host_tests"))
     from helpers import MICROPYTHON
 
+    opts = [o for o in ("--once", "--board") if o in sys.argv]
+    if "--ring" in sys.argv:
+        opts.append("--ring" + sys.argv[sys.argv.index("--ring") + 1])
+    opts = [o[2:] for o in opts]
     trees = [("after", os.path.join(root, "firmware"))]
     tmp = None
     if "--before" in sys.argv:
@@ -143,7 +211,7 @@ def main():
             for width in (70, 20):
                 env = dict(os.environ)
                 env["MICROPYPATH"] = fw + ":" + os.path.join(root, "host_tests", "dual") + ":.frozen"  # clientend imports client: asyncio
-                r = subprocess.run([MICROPYTHON, "-X", "heapsize=16M", os.path.abspath(__file__), label, str(width)],
+                r = subprocess.run([MICROPYTHON, "-X", "heapsize=16M", os.path.abspath(__file__), label, str(width)] + opts,
                                    env=env, capture_output=True, timeout=1800)
                 out = r.stdout.decode(errors="replace")
                 res = [l for l in out.splitlines() if l.startswith("RESULT")]
@@ -155,6 +223,6 @@ def main():
 
 if __name__ == "__main__":
     if IS_MP:
-        _mp_main(sys.argv[1], int(sys.argv[2]))
+        _mp_main(sys.argv[1], int(sys.argv[2]), sys.argv[3:])
     else:
         main()
