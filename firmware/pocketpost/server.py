@@ -83,7 +83,7 @@ class Server:
         """The session tasks, those waiting for a slot and (MicroPython) the listeners' accept
         tasks, which close their socket when cancelled: for board.main to cancel and wait for
         after Ctrl-C."""
-        return [s.task for s in self.slots.slots.values()] + self.slots.waiting + listener_tasks(self._listeners)
+        return [s.task for s in list(self.slots.slots.values()) + self.slots.waiting] + listener_tasks(self._listeners)
 
     # listener.listen's callbacks: plain functions handing back _handle's coroutine, which asyncio
     # runs as the session's task (no coroutine frame of their own kept per session).
