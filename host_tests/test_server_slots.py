@@ -339,3 +339,52 @@ def test_one_host_holding_both_waiting_places_does_not_keep_another_from_waiting
             c.close()
     finally:
         s.stop()
+
+
+def test_a_pop3s_peer_that_hung_up_while_waiting_is_not_logged_as_refusing_the_certificate(tmp_path):
+    """A POP3S peer sends its ClientHello and hangs up while it waits for a slot (its close is
+    seen only at the wait's end, behind the hello): its failed handshake was logged "TLS refused
+    by the client: does it trust this server's certificate?". Now "hung up while it waited for a
+    slot"; a client that waited and then refused the certificate still gets the hint."""
+    s = _server(tmp_path, max_sessions=1, max_sessions_per_addr=1, slot_wait=5, idle_timeout=60)
+    try:
+        for n in range(2):
+            a = _From("127.0.0.1", s.port)
+            a.user("alice")
+            a.pass_("alice pass")
+            got = []
+
+            def client():
+                if n == 0:  # the hello goes out, no answer (it waits), and it hangs up
+                    g = socket.create_connection(("127.0.0.1", s.pop3s_port), 10, source_address=("127.0.0.3", 0))
+                    g.settimeout(0.3)
+                    ctx = ssl.create_default_context()
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                    try:
+                        ctx.wrap_socket(g, server_hostname="localhost")
+                    except (socket.timeout, TimeoutError):
+                        got.append(True)
+                    g.close()
+                    return
+                try:  # a client that waits, then refuses the certificate
+                    poplib.POP3_SSL("localhost", s.pop3s_port, context=ssl.create_default_context(), timeout=10)
+                except ssl.SSLCertVerificationError:
+                    got.append(True)
+
+            t = threading.Thread(target=client)
+            t.start()
+            _wait_log(s, "waits for a slot", n + 1)
+            if n == 0:
+                t.join(5)
+            time.sleep(0.3)
+            a.quit()  # the slot goes to the waiting connection: its handshake fails
+            t.join(10)
+            assert got == [True]
+            if n == 0:
+                _wait_log(s, "the client hung up while it waited for a slot", 1, 5)
+                assert "does it trust" not in s.log(), s.log()[-3000:]
+        _wait_log(s, "does it trust this server's certificate?", 1, 5)
+        assert s.log().count("hung up while it waited") == 1, s.log()[-3000:]
+    finally:
+        s.stop()
