@@ -4,7 +4,9 @@ checking two accounts at start-up) are both served in turn at the ESP32's caps, 
 waiting for the first to quit (it used to evict the first: poplib saw `-ERR CAPA not supported`);
 a silent peer holding the slot is still evicted once the wait runs out; a flood waits at most
 two at a time, the rest get the old rule at once; a waiting connection whose peer closes is let
-go at once; a client's connection that is getting somewhere is not cut by its own second one."""
+go at once; a client's connection that is getting somewhere is not cut by its own second one;
+waiting connections are served in arrival order; one host holding both waiting places gives one
+up to another host's newcomer; a POP3S peer that hung up while it waited is logged as such."""
 
 import json
 import os

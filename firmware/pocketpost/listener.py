@@ -26,14 +26,21 @@ or session is spent on it. A new connection that finds a cap full:
   1. waits for a slot to free, up to its section's `slot_wait` seconds (8: an ESP32's TLS
      handshake, a login hash, STAT and QUIT take a few; a mail client waits far longer for a
      greeting), holding only its socket: no greeting, no TLS, no buffer, no task but its own.
-     Every _WAIT_STEP_MS it looks for a free slot and for its peer's close (then it is let go
-     at once; ServerConn.gone says what each runtime can see). Thunderbird checking two
-     accounts at start-up opens two connections from one address at once: at
-     max_sessions_per_addr 1 (the ESP32's) the second waits while the first logs in, reads and
-     quits, then gets its greeting (it used to evict the first, not yet logged in: an error on
-     one account at every start-up). At most _WAITING_MAX connections of a service (both POP3
-     ports; all SMTP ports) wait at a time: one more skips the wait. Not first come, first
-     served: a newcomer that finds a slot free takes it.
+     First come, first served: a slot that frees (release) is handed at once to the oldest
+     waiting connection it can admit (one whose address is below max_sessions_per_addr: a
+     freed slot of address A goes past a waiting connection of B at its own cap), so a newcomer
+     finds free only a slot that no waiting connection could take. A waiting connection looks
+     every _WAIT_STEP_MS for the slot handed to it (a hand-over that failed for want of heap
+     is tried again there) and for its peer's close (then it is let go at once;
+     ServerConn.gone says what each runtime can see). Thunderbird checking two accounts at
+     start-up opens two connections from one address at once: at max_sessions_per_addr 1 (the
+     ESP32's) the second waits while the first logs in, reads and quits, then gets its greeting
+     (it used to evict the first, not yet logged in: an error on one account at every
+     start-up); a third waits behind the second. At most _WAITING_MAX connections of a service
+     (both POP3 ports; all SMTP ports) wait at a time. With the room full, a newcomer from an
+     address that holds no place takes the newest place of an address that holds more than one
+     (that connection gets the rule below at once): one host cannot turn the wait off for the
+     others. Any other newcomer skips the wait.
   2. then takes the slot of the oldest pre-auth connection it may take, which is closed at once
      ("evicted" in the log; told -ERR [SYS/TEMP] / 421):
      - its address at max_sessions_per_addr: the oldest pre-auth connection of that address
@@ -48,9 +55,13 @@ connection has waited `slot_wait` for it (and never past their deadline); a sess
 pre-auth is never evicted. What remains: connections beyond the _WAITING_MAX waiting skip the
 wait, so a flood (connections opened faster than a login takes: one TLS handshake and one
 hash) can still evict a user who is logging in, from other addresses only once the listener is
-full: a flood, not a camp. A waiting connection costs its task, its handler's frame, its
-connection object and socket (~0.9 KB on the 64-bit host, measured; the POP3 shell has loaded
-pop3cmd.py before it asks for a slot, as for any connection).
+full: a flood, not a camp. `slot_wait` is each connection's own budget from its arrival: a
+client checking three accounts at once needs the two sessions ahead of its third within it. An
+implicit-TLS peer that hangs up after its ClientHello is seen only when its wait ends (its
+close is behind the hello; POP3S: server.py then logs it so): until then it holds its place,
+and it may evict or be handed a slot. A waiting connection costs its task, its handler's frame,
+its connection object and socket (~0.9 KB on the 64-bit host, measured) and its place, a Slot
+(~100 B); the POP3 shell has loaded pop3cmd.py before it asks for a slot, as for any connection.
 """
 
 import asyncio
@@ -72,11 +83,12 @@ _STLS_DRAIN_MAX = const(4096)
 # few commands; the heap is not spent on a buffer as big as all of _STLS_DRAIN_MAX).
 _STLS_DRAIN_BLOCK = const(256)
 # Admission at a full cap (Slots.wait; the wait itself is the config's slot_wait seconds):
-# a waiting connection looks for a free slot and for its peer's close this often (a slot
-# that frees is taken within it; a waiting connection costs a wake-up per step, no more).
+# a waiting connection looks for the slot handed to it (release) and for its peer's close this
+# often (a handed slot is taken up within it; a waiting connection costs a wake-up per step).
 _WAIT_STEP_MS = const(100)
 # Connections of one service that wait at a time (each holds a socket: lwIP has few); one more
-# skips the wait. Two: a mail client's second connection and one more, say a second client.
+# skips the wait, unless it takes a place from an address holding more than one (Slots.wait).
+# Two: a mail client's second connection and one more, say a second client.
 _WAITING_MAX = const(2)
 # A pre-auth session that got somewhere (a command answered, its TLS handshake done) this
 # recently, and was admitted less than _YOUNG_MS ago, is not evicted by a connection from its own

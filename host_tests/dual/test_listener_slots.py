@@ -2,8 +2,11 @@
 new connection first waits (the section's slot_wait) for a slot to free, and gets one freed
 meanwhile without evicting anyone; only when the wait runs out does it evict the oldest pre-auth
 slot it may take, but not one of its own address that is getting somewhere while young; at most
-_WAITING_MAX wait at a time (one more gets the rule at once); a waiting connection whose peer
-closes is let go, and one cancelled (shutdown) leaves the waiting room. Fake tasks and
+_WAITING_MAX wait at a time (one more gets the rule at once, unless it takes the newest place of
+an address holding more than one); a freed slot goes to the oldest waiting connection it can
+admit, at the release (first come, first served; never to a newcomer); a waiting connection whose
+peer closes is let go, and one cancelled (shutdown) leaves the waiting room (and a slot handed to
+it frees again). Fake tasks and
 connections: the real peers are host_tests/test_server_slots.py's."""
 
 import asyncio
