@@ -238,9 +238,10 @@ class Server:
             if tls_new:  # TLS up (or coming up), no command over it yet: words a user can act on
                 t = repr(e)
                 c = e.args[0] if e.args else 0
-                if tls_new == 2 and c in (-0x7280, 32, 104) and conn.gone(True):
+                if tls_new == 2 and conn.handshaking and c in (-0x7280, 32, 104) and conn.gone(True):
                     # A POP3S peer that waited for a slot (ServerConn.gone cannot see a close behind
-                    # its hello: the wait ran to its end), its handshake ended at an end of stream
+                    # its hello: the wait ran to its end), its handshake (MicroPython's: CPython's
+                    # is done in start_tls, handshaking stays False) ended at an end of stream
                     # or a reset, and the socket is at its end with nothing unread (a client that
                     # refuses the certificate has sent its alert, left unread when a write failed
                     # first; a port without MSG_PEEK cannot tell: the hint below): it hung up
