@@ -4,7 +4,9 @@ checking two accounts at start-up) are both served in turn at the ESP32's caps, 
 waiting for the first to quit (it used to evict the first: poplib saw `-ERR CAPA not supported`);
 a silent peer holding the slot is still evicted once the wait runs out; a flood waits at most
 two at a time, the rest get the old rule at once; a waiting connection whose peer closes is let
-go at once; a client's connection that is getting somewhere is not cut by its own second one."""
+go at once; a client's connection that is getting somewhere is not cut by its own second one;
+waiting connections are served in arrival order; one host holding both waiting places gives one
+up to another host's newcomer; a POP3S peer that hung up while it waited is logged as such."""
 
 import json
 import os
@@ -246,5 +248,145 @@ def test_a_connection_getting_somewhere_is_not_cut_by_its_own_addresss_next_one(
         assert wait * 0.9 < time.time() - t1 < wait + 2
         assert p.eof(3) and p.buf == b"-ERR [SYS/TEMP] too many sessions, closing\r\n", p.buf
         assert s.log().count("evicted") == 1
+    finally:
+        s.stop()
+
+
+class _From(poplib.POP3):
+    """poplib from a source address of our choosing (127.0.0.x: a host of its own to the caps)."""
+
+    def __init__(self, source, port):
+        self.source = source
+        super().__init__("127.0.0.1", port, timeout=15)
+
+    def _create_socket(self, timeout):
+        return socket.create_connection((self.host, self.port), timeout, source_address=(self.source, 0))
+
+
+def _account(port, name, pw, got, t0, source="127.0.0.1", hold=0.0):
+    """One account's check, as a mail client does it: greeting, login, STAT, QUIT; its greeting's
+    time (from t0) in got[name], or the error."""
+    try:
+        p = _From(source, port)
+        greeted = time.time() - t0
+        p.user(name)
+        p.pass_(pw)
+        p.stat()
+        time.sleep(hold)
+        p.quit()
+        got[name] = greeted
+    except Exception as e:
+        got[name] = repr(e)
+
+
+def test_accounts_checked_at_once_from_one_address_are_served_in_arrival_order(tmp_path):
+    """One PC checks three accounts at the ESP32's caps: alice's connection is logged in, bob's
+    waits; alice quits and carol's connection arrives right after. bob, who came first, gets the
+    slot (carol found it free and took it: bob then waited on, and on the board was refused
+    after the 8 s, his wait spent); carol waits and is served when bob quits."""
+    caps = _esp32_caps()
+    s = _server(tmp_path, **dict(caps, slot_wait=4))
+    s_users = {"bob": "bobpw", "carol": "carolpw"}
+    try:
+        a = _From("127.0.0.1", s.port)
+        a.user("alice")
+        a.pass_("alice pass")
+        got = {}
+        t0 = time.time()
+        tb = threading.Thread(target=_account, args=(s.port, "bob", s_users["bob"], got, t0, "127.0.0.1", 0.5))
+        tb.start()
+        _wait_log(s, "127.0.0.1 waits for a slot", 1)
+        assert a.quit().startswith(b"+OK")
+        tc = threading.Thread(target=_account, args=(s.port, "carol", s_users["carol"], got, t0))
+        tc.start()
+        tb.join(20)
+        tc.join(20)
+        assert isinstance(got.get("bob"), float) and isinstance(got.get("carol"), float), (got, s.log()[-3000:])
+        assert got["bob"] + 0.4 < got["carol"], got  # carol after bob's session (0.5 s held)
+        log = s.log()
+        assert log.count("evicted") == 0 and log.count("refused") == 0, log[-3000:]
+    finally:
+        s.stop()
+
+
+def test_one_host_holding_both_waiting_places_does_not_keep_another_from_waiting(tmp_path):
+    """An attacker (127.0.0.3) holds a silent slot and both waiting places of POP3. A user's PC
+    (127.0.0.2) is logged in on one account and opens a second connection for another: it takes
+    the attacker's newest waiting place (it was refused at once: the room full, its own slot logged
+    in) and is served when the first quits. The attacker's displaced connection gets the rule at
+    once (it evicts the attacker's own silent slot)."""
+    caps = _esp32_caps()
+    s = _server(tmp_path, **dict(caps, slot_wait=4, auth_timeout=60))
+    try:
+        silent = RawFrom(s.port, "127.0.0.3")
+        assert silent.line().startswith(b"+OK")
+        a = _From("127.0.0.2", s.port)
+        a.user("alice")
+        a.pass_("alice pass")
+        room = [RawFrom(s.port, "127.0.0.3") for _ in range(2)]
+        _wait_log(s, "127.0.0.3 waits for a slot (2 waiting)", 1)
+        got = {}
+        t0 = time.time()
+        tb = threading.Thread(target=_account, args=(s.port, "bob", "bobpw", got, t0, "127.0.0.2"))
+        tb.start()
+        _wait_log(s, "127.0.0.2 waits for a slot", 1)
+        time.sleep(0.5)
+        assert a.quit().startswith(b"+OK")
+        tb.join(20)
+        assert isinstance(got.get("bob"), float) and got["bob"] < 3, (got, s.log()[-3000:])
+        log = s.log()
+        assert "127.0.0.3 gives its place in the waiting room to 127.0.0.2" in log, log[-3000:]
+        assert "refused" not in log, log[-3000:]
+        for c in [silent] + room:
+            c.close()
+    finally:
+        s.stop()
+
+
+def test_a_pop3s_peer_that_hung_up_while_waiting_is_not_logged_as_refusing_the_certificate(tmp_path):
+    """A POP3S peer sends its ClientHello and hangs up while it waits for a slot (its close is
+    seen only at the wait's end, behind the hello): its failed handshake was logged "TLS refused
+    by the client: does it trust this server's certificate?". Now "hung up while it waited for a
+    slot"; a client that waited and then refused the certificate still gets the hint."""
+    s = _server(tmp_path, max_sessions=1, max_sessions_per_addr=1, slot_wait=5, idle_timeout=60)
+    try:
+        for n in range(2):
+            a = _From("127.0.0.1", s.port)
+            a.user("alice")
+            a.pass_("alice pass")
+            got = []
+
+            def client():
+                if n == 0:  # the hello goes out, no answer (it waits), and it hangs up
+                    g = socket.create_connection(("127.0.0.1", s.pop3s_port), 10, source_address=("127.0.0.3", 0))
+                    g.settimeout(0.3)
+                    ctx = ssl.create_default_context()
+                    ctx.check_hostname = False
+                    ctx.verify_mode = ssl.CERT_NONE
+                    try:
+                        ctx.wrap_socket(g, server_hostname="localhost")
+                    except (socket.timeout, TimeoutError):
+                        got.append(True)
+                    g.close()
+                    return
+                try:  # a client that waits, then refuses the certificate
+                    poplib.POP3_SSL("localhost", s.pop3s_port, context=ssl.create_default_context(), timeout=10)
+                except ssl.SSLCertVerificationError:
+                    got.append(True)
+
+            t = threading.Thread(target=client)
+            t.start()
+            _wait_log(s, "waits for a slot", n + 1)
+            if n == 0:
+                t.join(5)
+            time.sleep(0.3)
+            a.quit()  # the slot goes to the waiting connection: its handshake fails
+            t.join(10)
+            assert got == [True]
+            if n == 0:
+                _wait_log(s, "the client hung up while it waited for a slot", 1, 5)
+                assert "does it trust" not in s.log(), s.log()[-3000:]
+        _wait_log(s, "does it trust this server's certificate?", 1, 5)
+        assert s.log().count("hung up while it waited") == 1, s.log()[-3000:]
     finally:
         s.stop()

@@ -87,3 +87,44 @@ def test_two_senders_from_one_address_at_once_are_both_served_in_turn(tmp_path, 
         assert [body_of(m) for m in s.pop3_messages("bob", "bobpw")] == [second]
     finally:
         s.stop()
+
+
+def test_senders_waiting_for_a_slot_are_served_in_arrival_order(tmp_path):
+    """At the ESP32's SMTP caps one machine's first sender holds its slot and a second waits; the
+    first quits and a third connects right after: the second, waiting first, gets the slot (the
+    third found it free and took it, and the second waited on), the third waits its turn. Each
+    message is delivered once."""
+    s = SmtpPop3Server(str(tmp_path), smtp=dict(_esp32_smtp_caps(), slot_wait=4), messages={"alice": []})
+    s.start()
+    try:
+        a = smtplib.SMTP("127.0.0.1", s.smtp_port, timeout=15)
+        a.ehlo("first.example")
+        got = {}
+        t0 = time.time()
+
+        def sender(name, hold):
+            try:
+                c = smtplib.SMTP("127.0.0.1", s.smtp_port, timeout=15)
+                got[name] = time.time() - t0
+                c.sendmail("%s@example.net" % name, ["alice@example.org"], b"Subject: %s\r\n\r\nx\r\n" % name.encode())
+                time.sleep(hold)
+                c.quit()
+            except Exception as e:
+                got[name] = repr(e)
+
+        tb = threading.Thread(target=sender, args=("second", 0.5))
+        tb.start()
+        _wait_log(s, "127.0.0.1 waits for a slot", 1)
+        a.quit()
+        tc = threading.Thread(target=sender, args=("third", 0))
+        tc.start()
+        tb.join(20)
+        tc.join(20)
+        assert isinstance(got.get("second"), float) and isinstance(got.get("third"), float), (got, s.log()[-3000:])
+        assert got["second"] + 0.4 < got["third"], got
+        log = s.log()
+        assert log.count("evicted") == 0 and log.count("refused") == 0, log[-3000:]
+        subjects = sorted(body_of(m) for m in s.pop3_messages("alice", "alice pass"))
+        assert len(subjects) == 2, subjects
+    finally:
+        s.stop()

@@ -26,14 +26,21 @@ or session is spent on it. A new connection that finds a cap full:
   1. waits for a slot to free, up to its section's `slot_wait` seconds (8: an ESP32's TLS
      handshake, a login hash, STAT and QUIT take a few; a mail client waits far longer for a
      greeting), holding only its socket: no greeting, no TLS, no buffer, no task but its own.
-     Every _WAIT_STEP_MS it looks for a free slot and for its peer's close (then it is let go
-     at once; ServerConn.gone says what each runtime can see). Thunderbird checking two
-     accounts at start-up opens two connections from one address at once: at
-     max_sessions_per_addr 1 (the ESP32's) the second waits while the first logs in, reads and
-     quits, then gets its greeting (it used to evict the first, not yet logged in: an error on
-     one account at every start-up). At most _WAITING_MAX connections of a service (both POP3
-     ports; all SMTP ports) wait at a time: one more skips the wait. Not first come, first
-     served: a newcomer that finds a slot free takes it.
+     First come, first served: a slot that frees (release) is handed at once to the oldest
+     waiting connection it can admit (one whose address is below max_sessions_per_addr: a
+     freed slot of address A goes past a waiting connection of B at its own cap), so a newcomer
+     finds free only a slot that no waiting connection could take. A waiting connection looks
+     every _WAIT_STEP_MS for the slot handed to it (a hand-over that failed for want of heap
+     is tried again there) and for its peer's close (then it is let go at once;
+     ServerConn.gone says what each runtime can see). Thunderbird checking two accounts at
+     start-up opens two connections from one address at once: at max_sessions_per_addr 1 (the
+     ESP32's) the second waits while the first logs in, reads and quits, then gets its greeting
+     (it used to evict the first, not yet logged in: an error on one account at every
+     start-up); a third waits behind the second. At most _WAITING_MAX connections of a service
+     (both POP3 ports; all SMTP ports) wait at a time. With the room full, a newcomer from an
+     address that holds no place takes the newest place of an address that holds more than one
+     (that connection gets the rule below at once): one host cannot turn the wait off for the
+     others. Any other newcomer skips the wait.
   2. then takes the slot of the oldest pre-auth connection it may take, which is closed at once
      ("evicted" in the log; told -ERR [SYS/TEMP] / 421):
      - its address at max_sessions_per_addr: the oldest pre-auth connection of that address
@@ -48,9 +55,13 @@ connection has waited `slot_wait` for it (and never past their deadline); a sess
 pre-auth is never evicted. What remains: connections beyond the _WAITING_MAX waiting skip the
 wait, so a flood (connections opened faster than a login takes: one TLS handshake and one
 hash) can still evict a user who is logging in, from other addresses only once the listener is
-full: a flood, not a camp. A waiting connection costs its task, its handler's frame, its
-connection object and socket (~0.9 KB on the 64-bit host, measured; the POP3 shell has loaded
-pop3cmd.py before it asks for a slot, as for any connection).
+full: a flood, not a camp. `slot_wait` is each connection's own budget from its arrival: a
+client checking three accounts at once needs the two sessions ahead of its third within it. An
+implicit-TLS peer that hangs up after its ClientHello is seen only when its wait ends (its
+close is behind the hello; POP3S: server.py then logs it so): until then it holds its place,
+and it may evict or be handed a slot. A waiting connection costs its task, its handler's frame,
+its connection object and socket (~0.9 KB on the 64-bit host, measured) and its place, a Slot
+(~100 B); the POP3 shell has loaded pop3cmd.py before it asks for a slot, as for any connection.
 """
 
 import asyncio
@@ -72,11 +83,12 @@ _STLS_DRAIN_MAX = const(4096)
 # few commands; the heap is not spent on a buffer as big as all of _STLS_DRAIN_MAX).
 _STLS_DRAIN_BLOCK = const(256)
 # Admission at a full cap (Slots.wait; the wait itself is the config's slot_wait seconds):
-# a waiting connection looks for a free slot and for its peer's close this often (a slot
-# that frees is taken within it; a waiting connection costs a wake-up per step, no more).
+# a waiting connection looks for the slot handed to it (release) and for its peer's close this
+# often (a handed slot is taken up within it; a waiting connection costs a wake-up per step).
 _WAIT_STEP_MS = const(100)
 # Connections of one service that wait at a time (each holds a socket: lwIP has few); one more
-# skips the wait. Two: a mail client's second connection and one more, say a second client.
+# skips the wait, unless it takes a place from an address holding more than one (Slots.wait).
+# Two: a mail client's second connection and one more, say a second client.
 _WAITING_MAX = const(2)
 # A pre-auth session that got somewhere (a command answered, its TLS handshake done) this
 # recently, and was admitted less than _YOUNG_MS ago, is not evicted by a connection from its own
@@ -381,7 +393,9 @@ if IS_MICROPYTHON:
 
 class Slot:
     """One admitted connection: its task (to evict it), whether it is still pre-auth, when it
-    was admitted and when it last got somewhere while pre-auth (its shell sets `seen`)."""
+    was admitted and when it last got somewhere while pre-auth (its shell sets `seen`). Also a
+    place in the waiting room (Slots.wait): sid 0 until release() hands it a slot (Slots.reserve
+    sets sid and born), `released` once a newcomer took the place (Slots.wait)."""
 
     # Set once each, when they change: until then the class's (an instance's attribute table
     # holds 4 slots, 64 B on the 64-bit host, not 6).
@@ -389,8 +403,8 @@ class Slot:
     released = False
     seen = None  # ticks_ms of its last command answered (or TLS handshake done) while pre-auth
 
-    def __init__(self, sid, ip, task):
-        self.sid = sid
+    def __init__(self, ip, task):
+        self.sid = 0
         self.ip = ip
         self.task = task
         self.born = ticks_ms()
@@ -409,13 +423,17 @@ class Slots:
         self.sessions = 0
         self.per_addr = {}
         self.slots = {}  # sid -> Slot
-        self.waiting = []  # the tasks waiting for a slot (wait): at most _WAITING_MAX
+        # The waiting room (wait), in arrival order: a Slot per waiting connection, sid 0 until
+        # release() hands it a slot; at most _WAITING_MAX.
+        self.waiting = []
         self._next_id = 0
 
     def admit(self, ip, task, evict=False):
         """A Slot for a new connection from ip while the caps allow one. At a full cap None (the
         shell then awaits wait()), or with evict the slot of the oldest pre-auth connection it may
-        take (evicted; see the module doc), else the limit that refuses it (a str)."""
+        take (evicted; see the module doc), else the limit that refuses it (a str). (A free slot
+        that a waiting connection can take is never left free: release() hands it over, so a
+        newcomer finds only the slots that no waiting connection could take.)"""
         here = self.per_addr.get(ip, 0)
         c = self.caps
         per = c["max_sessions_per_addr"]
@@ -440,47 +458,112 @@ class Slots:
                 return cap
             log.info("%s #%d %s evicted: its pre-auth slot goes to a new connection (%s)", self.proto, victim.sid,
                      victim.ip, cap)
+            # Its slot is this connection's: taken before the victim's is given up, so that
+            # release() finds no slot free to hand to a waiting connection.
+            slot = self.reserve(Slot(ip, task))
             self.release(victim)
             victim.task.cancel()
-        self._next_id += 1
-        slot = Slot(self._next_id, ip, task)
-        self.slots[slot.sid] = slot
+            return slot
+        return self.reserve(Slot(ip, task))
+
+    def reserve(self, slot):
+        """Admit slot (a new connection's, or a waiting one's: release): a new sid, counted in the
+        caps from now. A MemoryError leaves the counts as they were."""
+        sid = self._next_id + 1
+        self.slots[sid] = slot
+        ip = slot.ip
+        try:
+            self.per_addr[ip] = self.per_addr.get(ip, 0) + 1
+        except MemoryError:  # (a new key: the dict may grow)
+            del self.slots[sid]
+            raise
+        self._next_id = sid
         self.sessions += 1
-        self.per_addr[ip] = self.per_addr.get(ip, 0) + 1  # (an eviction above may have changed it)
+        slot.sid = sid
+        slot.born = ticks_ms()
         return slot
 
     async def wait(self, ip, task, conn, implicit):
-        """After admit's None: wait (the section's slot_wait, at most _WAITING_MAX at a time) for
-        a slot, holding only the socket: conn, its connection (listener.ServerConn), implicit: TLS
-        from the start (no greeting or TLS is spent on it here). Then what admit(..., True)
-        answers, or None: its peer left while it waited (see the module doc)."""
+        """After admit's None: wait (the section's slot_wait) in the waiting room for a slot,
+        holding only the socket: conn, its connection (listener.ServerConn), implicit: TLS from
+        the start (no greeting or TLS is spent on it here). Then the Slot that release() handed
+        it (first come, first served), else what admit(..., True) answers, or None: its peer left
+        while it waited (see the module doc)."""
         w = self.waiting
         t = self.caps["slot_wait"]
-        if t > 0 and len(w) < _WAITING_MAX:
-            w.append(task)
+        me = None
+        if t > 0:
+            n = 0
+            for e in w:
+                if e.ip == ip:
+                    n += 1
+            if len(w) >= _WAITING_MAX and not n:
+                # A full room and no place of its own: it takes the newest place of an address
+                # that holds more than one (one host cannot keep the others from waiting); that
+                # connection gets the rule at once (at its next step).
+                i = len(w)
+                while i and n < 2:
+                    i -= 1
+                    n = 0
+                    for e in w:
+                        if e.ip == w[i].ip:
+                            n += 1
+                if n > 1:
+                    e = w.pop(i)
+                    e.released = True
+                    log.info("%s %s gives its place in the waiting room to %s", self.proto, e.ip, ip)
+            if len(w) < _WAITING_MAX:
+                me = Slot(ip, task)
+                w.append(me)
+        if me is not None:
+            got = False
             try:  # (from the append on: a MemoryError in the log line must not keep it in w for good)
                 log.info("%s %s waits for a slot (%d waiting)", self.proto, ip, len(w))
                 end = ticks_add(ticks_ms(), int(t * 1000))
-                while ticks_diff(end, ticks_ms()) > 0:
+                while True:
+                    if not me.sid:
+                        self.release(None)  # (what a failed hand-over left free: release())
+                    if me.sid:  # a slot handed over
+                        got = True
+                        return me
+                    if me.released or ticks_diff(end, ticks_ms()) <= 0:
+                        break
                     if conn.gone(implicit):  # (first before any wait: CPython's stops reading there)
                         log.info("%s %s gone while waiting for a slot", self.proto, ip)
                         return None
                     await asyncio.sleep(_WAIT_STEP_MS / 1000)
-                    r = self.admit(ip, task)
-                    if r is not None:
-                        return r
             finally:
-                w.remove(task)
+                if me in w:
+                    w.remove(me)
+                elif me.sid and not got:  # handed a slot, then cancelled or gone: it frees again
+                    self.release(me)
         return self.admit(ip, task, True)
 
     def release(self, slot):
-        if slot.released:
-            return
-        slot.released = True
-        self.slots.pop(slot.sid, None)
-        self.sessions -= 1
-        k = self.per_addr.get(slot.ip, 1) - 1
-        if k <= 0:
-            self.per_addr.pop(slot.ip, None)
-        else:
-            self.per_addr[slot.ip] = k
+        """slot's session ended (None: none did): its slot goes to the oldest waiting connection
+        it can admit (under both caps), if any; a MemoryError there leaves the waiting ones to
+        ask again at their next step (wait)."""
+        if slot is not None:
+            if slot.released:
+                return
+            slot.released = True
+            self.slots.pop(slot.sid, None)
+            self.sessions -= 1
+            k = self.per_addr.get(slot.ip, 1) - 1
+            if k <= 0:
+                self.per_addr.pop(slot.ip, None)
+            else:
+                self.per_addr[slot.ip] = k
+        w = self.waiting
+        c = self.caps
+        i = 0
+        while i < len(w) and self.sessions < c["max_sessions"]:
+            e = w[i]
+            if self.per_addr.get(e.ip, 0) < c["max_sessions_per_addr"]:
+                try:
+                    self.reserve(e)
+                except MemoryError:
+                    return
+                w.pop(i)
+            else:
+                i += 1

@@ -145,7 +145,7 @@ class SmtpServer:
     def tasks(self):
         """As server.Server.tasks: the sessions' tasks (from their slots), those waiting for a
         slot and the listeners', for board.main to cancel and wait for after Ctrl-C."""
-        return [s.task for s in self.slots.slots.values()] + self.slots.waiting + listener_tasks(self._listeners)
+        return [s.task for s in list(self.slots.slots.values()) + self.slots.waiting] + listener_tasks(self._listeners)
 
     async def _handle(self, reader, writer, mode, implicit):
         conn = None

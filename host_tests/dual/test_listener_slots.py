@@ -2,8 +2,11 @@
 new connection first waits (the section's slot_wait) for a slot to free, and gets one freed
 meanwhile without evicting anyone; only when the wait runs out does it evict the oldest pre-auth
 slot it may take, but not one of its own address that is getting somewhere while young; at most
-_WAITING_MAX wait at a time (one more gets the rule at once); a waiting connection whose peer
-closes is let go, and one cancelled (shutdown) leaves the waiting room. Fake tasks and
+_WAITING_MAX wait at a time (one more gets the rule at once, unless it takes the newest place of
+an address holding more than one); a freed slot goes to the oldest waiting connection it can
+admit, at the release (first come, first served; never to a newcomer); a waiting connection whose
+peer closes is let go, and one cancelled (shutdown) leaves the waiting room (and a slot handed to
+it frees again). Fake tasks and
 connections: the real peers are host_tests/test_server_slots.py's."""
 
 import asyncio
@@ -300,3 +303,149 @@ def test_a_failing_log_line_does_not_keep_a_waiter_in_the_waiting_room():
     finally:
         log.info = real
     assert slots.waiting == []
+
+
+def _waiter(slots, ip, log, wait=None):
+    """A task entering as _enter does; it appends (ip, what it got, ms from its start) to log."""
+
+    async def go():
+        t0 = ticks_ms()
+        r = await _enter(slots, ip)
+        log.append((ip, r, ticks_diff(ticks_ms(), t0)))
+
+    return asyncio.create_task(go())
+
+
+def test_waiting_connections_are_served_first_come_first_served():
+    """One PC checking three accounts (per-address cap 1): the second connection waits from 0 ms,
+    the third from 50 ms; the first quits at ~110 ms, when the third's 100 ms step comes before
+    the second's. The slot goes to the second (it went to whichever stepped first: the third),
+    at the release itself, and the third is served when the second ends."""
+    slots = _slots(wait=2)
+    first = _logged_in(slots, "10.0.0.1")
+    got = []
+
+    async def main():
+        second = _waiter(slots, "10.0.0.1", got)
+        await asyncio.sleep(0.05)
+        third = _waiter(slots, "10.0.0.1", got)
+        await asyncio.sleep(0.06)
+        assert len(slots.waiting) == 2
+        slots.release(first)
+        assert len(slots.waiting) == 1 and slots.sessions == 1  # handed over at once
+        await second
+        assert got[0][0] == "10.0.0.1" and isinstance(got[0][1], Slot) and len(got) == 1, got
+        assert slots.waiting and slots.waiting[0].task is not None  # the third still waits
+        slots.release(got[0][1])
+        await third
+        return got
+
+    got = asyncio.run(main())
+    assert isinstance(got[1][1], Slot) and got[1][1].sid > got[0][1].sid, got
+    assert not slots.waiting and slots.sessions == 1 and not first.task.cancelled
+
+
+def test_a_newcomer_does_not_take_a_slot_a_waiting_connection_can_take():
+    # At the global cap a connection from 10.0.0.3 waits; a slot frees (10.0.0.1's session ends)
+    # and a connection from 10.0.0.4 arrives in the same instant: it finds no slot free (it took
+    # the freed one at once, the waiting connection then waited on and got the rule).
+    slots = _slots(wait=2)
+    a = _logged_in(slots, "10.0.0.1")
+    _logged_in(slots, "10.0.0.2")
+    got = []
+
+    async def main():
+        w = _waiter(slots, "10.0.0.3", got)
+        await asyncio.sleep(0.05)
+        slots.release(a)
+        late = slots.admit("10.0.0.4", _Task())
+        await w
+        return late
+
+    late = asyncio.run(main())
+    assert late is None, late  # it would wait in turn
+    assert isinstance(got[0][1], Slot) and got[0][2] < 300, got
+    assert slots.per_addr == {"10.0.0.2": 1, "10.0.0.3": 1} and slots.sessions == 2
+
+
+def test_a_freed_slot_goes_to_the_oldest_waiting_connection_it_can_admit():
+    # 10.0.0.2 waits first, but at its own cap (its session holds its one slot); 10.0.0.3 waits
+    # next. 10.0.0.1's slot frees: 10.0.0.3 gets it; 10.0.0.2 gets its own address's, later.
+    slots = _slots(wait=2)
+    a = _logged_in(slots, "10.0.0.1")
+    b = _logged_in(slots, "10.0.0.2")
+    got = []
+
+    async def main():
+        w2 = _waiter(slots, "10.0.0.2", got)
+        await asyncio.sleep(0.02)
+        w3 = _waiter(slots, "10.0.0.3", got)
+        await asyncio.sleep(0.02)
+        slots.release(a)
+        await w3
+        assert len(got) == 1 and got[0][0] == "10.0.0.3" and isinstance(got[0][1], Slot), got
+        slots.release(b)
+        await w2
+        return got
+
+    got = asyncio.run(main())
+    assert got[1][0] == "10.0.0.2" and isinstance(got[1][1], Slot), got
+    assert slots.per_addr == {"10.0.0.2": 1, "10.0.0.3": 1} and not slots.waiting
+
+
+def test_a_slot_handed_to_a_cancelled_waiting_connection_frees_again():
+    slots = _slots(wait=5)
+    a = _logged_in(slots, "10.0.0.1")
+
+    async def main():
+        t = asyncio.create_task(_enter(slots, "10.0.0.1"))
+        await asyncio.sleep(0.05)
+        slots.release(a)  # handed over; the waiter has not taken it up yet
+        assert slots.sessions == 1
+        t.cancel()
+        try:
+            await t
+        except asyncio.CancelledError:
+            return True
+        return False
+
+    assert asyncio.run(main())
+    assert slots.sessions == 0 and not slots.slots and not slots.per_addr and not slots.waiting
+
+
+def test_one_address_cannot_fill_the_waiting_room():
+    """An attacker (10.0.0.9) holds a silent slot and both waiting places. A user's PC
+    (10.0.0.2), its first connection logged in, opens a second: it takes the attacker's newest
+    place (it was refused at once: the room was full, its own slot logged in), and is served when
+    its first ends; the attacker's displaced connection gets the rule at once (here it evicts the
+    attacker's own silent slot). A third address finds no address holding two places: the rule
+    at once, as before, and so does one more of the attacker's."""
+    slots = _slots(wait=2)
+    silent = slots.admit("10.0.0.9", _Task())
+    user = _logged_in(slots, "10.0.0.2")
+    got = []
+
+    async def main():
+        _waiter(slots, "10.0.0.9", got)
+        await asyncio.sleep(0.01)
+        _waiter(slots, "10.0.0.9", got)
+        await asyncio.sleep(0.02)
+        assert len(slots.waiting) == 2
+        mine = _waiter(slots, "10.0.0.2", got)
+        await asyncio.sleep(0.15)  # the displaced one's next step
+        assert [e.ip for e in slots.waiting] == ["10.0.0.9", "10.0.0.2"], [e.ip for e in slots.waiting]
+        assert len(got) == 1 and got[0][0] == "10.0.0.9" and got[0][2] < 150, got
+        assert silent.task.cancelled  # the displaced one took its address's silent slot
+        got[0][1].preauth = False  # (and logged in: nothing left to evict below)
+        t0 = ticks_ms()
+        r = await _enter(slots, "10.0.0.3")  # no place to take: the rule at once
+        assert ticks_diff(ticks_ms(), t0) < 50 and isinstance(r, str), r
+        r = await _enter(slots, "10.0.0.9")
+        assert ticks_diff(ticks_ms(), t0) < 100 and isinstance(r, str), r
+        slots.release(user)  # the user's first connection quits
+        await mine
+        return got
+
+    got = asyncio.run(main())
+    mine = [g for g in got if g[0] == "10.0.0.2"]
+    assert len(mine) == 1 and isinstance(mine[0][1], Slot) and mine[0][2] < 1000, got
