@@ -441,10 +441,11 @@ def test_board_doc_runs_tools_from_the_venv_as_the_readme_does():
     assert ".venv/bin/mpremote" in text and "make deploy" in text
 
 
-# The pseudo-board's heap for a redeploy onto running services: POP3 + SMTP start and serve a
-# login at it (at 150k a login already fails: MemoryError in USER), and before deploy.FREE_HEAP
-# the redeploy failed there (docs/BOARD.md "Deploying to a running board"; 118k-140k measured too).
-TIGHT_HEAP = "160k"
+# The pseudo-board's heap for a redeploy onto running services: POP3 + SMTP start and answer at
+# it, and before deploy.FREE_HEAP the redeploy failed there (at its probe, `no MicroPython board
+# answered ... MemoryError`, 3 runs of 3; at 160k it passed, 3 of 3). A login needs more: at 150k USER fails with MemoryError,
+# at 160k it works (the server's heap, not deploy's). docs/BOARD.md "Deploying to a running board".
+TIGHT_HEAP = "140k"
 
 
 def test_redeploy_after_the_services_ran_writes_only_what_changed(tmp_path):
@@ -458,7 +459,7 @@ def test_redeploy_after_the_services_ran_writes_only_what_changed(tmp_path):
     without PSRAM always runs so): the redeploy used to fail at its first step (`no MicroPython
     board answered ... MemoryError`) or in mpremote's hash check of the first file; deploy now drops the
     stopped services' modules first (deploy.FREE_HEAP), writes the one file that differs, resets
-    the board, and the board serves POP3 again."""
+    the board, and the board answers POP3 again."""
     port, smtp = free_port(), free_port()
     with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
         cfg = json.load(f)
@@ -519,10 +520,8 @@ def test_redeploy_after_the_services_ran_writes_only_what_changed(tmp_path):
         assert files["/main.py"] == f.read()
     with open(os.path.join(build, "lib", "pocketpost", "server.mpy"), "rb") as f:
         assert files["/lib/pocketpost/server.mpy"] == f.read()
-    with pseudoboard.PseudoBoard(pbdir, boot=True, heapsize=TIGHT_HEAP) as pb:
+    with pseudoboard.PseudoBoard(pbdir, boot=True, heapsize=TIGHT_HEAP) as pb:  # the reset board
         wait_port(port, pb.alive)
         c = poplib.POP3("127.0.0.1", port, timeout=20)
-        c.user("alice")
-        c.pass_("secret")
-        assert c.stat()[0] == 1
-        c.quit()
+        assert c.getwelcome().startswith(b"+OK")
+        c.close()
