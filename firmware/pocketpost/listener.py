@@ -36,7 +36,8 @@ or session is spent on it. A new connection that finds a cap full:
      start-up opens two connections from one address at once: at max_sessions_per_addr 1 (the
      ESP32's) the second waits while the first logs in, reads and quits, then gets its greeting
      (it used to evict the first, not yet logged in: an error on one account at every
-     start-up); a third waits behind the second. At most _WAITING_MAX connections of a service
+     start-up); a third waits behind the second, and when its wait runs out it may not evict
+     a slot handed since it came (to a connection ahead of it). At most _WAITING_MAX connections of a service
      (both POP3 ports; all SMTP ports) wait at a time. With the room full, a newcomer from an
      address that holds no place takes the newest place of an address that holds more than one
      (that connection gets the rule below at once): one host cannot turn the wait off for the
@@ -428,10 +429,12 @@ class Slots:
         self.waiting = []
         self._next_id = 0
 
-    def admit(self, ip, task, evict=False):
+    def admit(self, ip, task, evict=False, born=None):
         """A Slot for a new connection from ip while the caps allow one. At a full cap None (the
         shell then awaits wait()), or with evict the slot of the oldest pre-auth connection it may
-        take (evicted; see the module doc), else the limit that refuses it (a str). (A free slot
+        take (evicted; see the module doc), else the limit that refuses it (a str). born: when
+        this connection came (its wait's start): a slot admitted since (handed to a connection
+        ahead of it in the waiting room) is not its to evict. (A free slot
         that a waiting connection can take is never left free: release() hands it over, so a
         newcomer finds only the slots that no waiting connection could take.)"""
         here = self.per_addr.get(ip, 0)
@@ -450,7 +453,8 @@ class Slots:
             for slot in self.slots.values():
                 if (slot.preauth and (slot.ip == ip or here < per) and (victim is None or slot.sid < victim.sid)
                         and (slot.ip != ip or slot.seen is None or ticks_diff(now, slot.seen) >= _FRESH_MS
-                             or ticks_diff(now, slot.born) >= _YOUNG_MS)):
+                             or ticks_diff(now, slot.born) >= _YOUNG_MS)
+                        and (born is None or ticks_diff(born, slot.born) >= 0)):
                     victim = slot
             if victim is None:
                 log.warning("%s %s refused: %s, every slot logged in or logging in (open: %d in all, %d from %s)",
@@ -537,7 +541,7 @@ class Slots:
                     w.remove(me)
                 elif me.sid and not got:  # handed a slot, then cancelled or gone: it frees again
                     self.release(me)
-        return self.admit(ip, task, True)
+        return self.admit(ip, task, True, None if me is None else me.born)
 
     def release(self, slot):
         """slot's session ended (None: none did): its slot goes to the oldest waiting connection

@@ -449,3 +449,28 @@ def test_one_address_cannot_fill_the_waiting_room():
     got = asyncio.run(main())
     mine = [g for g in got if g[0] == "10.0.0.2"]
     assert len(mine) == 1 and isinstance(mine[0][1], Slot) and mine[0][2] < 1000, got
+
+
+def test_a_slot_handed_to_a_connection_ahead_is_not_evicted_by_a_later_one():
+    """Caps 1 / 1: X is logged in; W1 (10.0.0.1) waits from 0 ms, W2 (10.0.0.2) from 150 ms; X
+    quits at 400 ms and its slot is handed to W1, which is then in its TLS handshake (pre-auth)
+    when W2's wait runs out at 650 ms. W2 took W1's slot, evicting the connection that had waited
+    longest (last read of w17-evict2). Now the slot handed since W2 came is not W2's to evict:
+    W2 is refused."""
+    slots = _slots(max_sessions=1, wait=0.5)
+    x = _logged_in(slots, "10.0.0.9")
+    got = []
+
+    async def main():
+        w1 = _waiter(slots, "10.0.0.1", got)
+        await asyncio.sleep(0.15)
+        w2 = _waiter(slots, "10.0.0.2", got)
+        await asyncio.sleep(0.25)
+        slots.release(x)
+        await w1
+        await w2
+
+    asyncio.run(main())
+    assert got[0][0] == "10.0.0.1" and isinstance(got[0][1], Slot), got
+    assert got[1][0] == "10.0.0.2" and isinstance(got[1][1], str), got
+    assert not got[0][1].task.cancelled and not got[0][1].released and slots.sessions == 1
