@@ -331,3 +331,29 @@ def test_no_cold_module_of_a_session_is_held_at_its_end(tmp_path):
             held.append(n)
     assert not held, held
 
+
+def test_the_fetch_cli_lines_are_cold_and_said_without_heap_for_them(capsys, monkeypatch):
+    """fetch.main's lines about an account's sessions are fetchload.line's (cold, loaded for each
+    line between sessions): string objects of fetch.py would be held through every phase of every
+    session (issue 10: ~350 B live less at each on the 64-bit unix port). With no heap to load
+    them (a MemoryError) the line still comes out, its figures bare, and the run goes on."""
+    import os
+
+    from pocketpost import fetch, fetchload
+
+    with open(os.path.join(os.path.dirname(fetch.__file__), "fetch.py")) as f:
+        src = f.read()
+    for part in ("fetched (%d bytes", "FAILED: %s", "no account named", "has no accounts", "fetch %s: %s@%s"):
+        assert part not in src, part
+    st = {"account": "a", "fetched": 2, "bytes": 30, "headers_only": 1, "skipped": 0, "deleted": 1, "on_server": 3}
+    fetch.line(2, st)
+    fetch.line(0, "a", "u", "h")
+    assert capsys.readouterr().out == ("fetch a: 2 fetched (30 bytes, 1 headers only), 0 skipped, 1 deleted, "
+                                       "2 left on server\nfetch a: u@h\n")
+
+    def no_heap(*a):
+        raise MemoryError
+
+    monkeypatch.setattr(fetchload, "line", no_heap)
+    fetch.line(1, "a", "MemoryError", "memory allocation failed")
+    assert capsys.readouterr().out == "fetch 1 a MemoryError memory allocation failed\n"
