@@ -40,10 +40,10 @@ def line(k, *a):
     elif k == 1:
         t = "fetch %s: FAILED: %s: %s" % a
     elif k == 2:
-        a = a[0]
+        s = a[0]
         t = ("fetch %s: %d fetched (%d bytes, %d headers only), %d skipped, %d deleted, %d left on server"
-             % (a["account"], a["fetched"], a["bytes"], a["headers_only"], a["skipped"], a["deleted"],
-                a["on_server"] - a["deleted"]))
+             % (s["account"], s["fetched"], s["bytes"], s["headers_only"], s["skipped"], s["deleted"],
+                s["on_server"] - s["deleted"]))
     elif k == 3:
         t = "fetch: no account named %s" % a
     else:
