@@ -266,8 +266,10 @@ def forget(names):
     for n in names:
         m = sys.modules.get("pocketpost." + n)
         if m is not None:
-            dropped.append(id(m.__dict__))
-            print("DROPPED", n, id(m.__dict__), words(id(m.__dict__))[3])
+            a = id(m.__dict__)
+            m = None  # (no reference of the probe's own left to hold it)
+            dropped.append(a)
+            print("DROPPED", n, a, words(a)[3])
     _forget(names)
 compat.forget = forget
 from pocketpost import fetch
