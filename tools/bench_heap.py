@@ -54,6 +54,7 @@ from serverharness import Pop3Server  # noqa: E402
 
 WORK = os.path.join(HERE, "heapwork.py")
 PROF = os.path.join(HERE, "heapprof.py")  # heapwork's "prof" flag (compiled, never imported otherwise)
+FETCHPROF = os.path.join(HERE, "fetchprof.py")  # d's --prof: the fetch CLI with a heap map at each phase's end
 KIB = 1024
 MIB = 1024 * 1024
 # The issue's budgets (64-bit host, code from .mpy unless said).
@@ -159,7 +160,7 @@ class Env:
         self.smtp = smtp
         self.board = False  # --board: heapwork loads in board.main's order
         self.runner = False  # --runner: heapwork runs board.main itself (boot.py's modules too)
-        self.mpy = build_mpy(os.path.join(base, "mpy"), extra=(WORK, PROF))
+        self.mpy = build_mpy(os.path.join(base, "mpy"), extra=(WORK, PROF, FETCHPROF))
         self.rom = None
         self.up = None
         self.msgs = {}
@@ -373,10 +374,15 @@ def fetch_cli_trial(env, kib, box):
             json.dump(cfg, f)
         envv = dict(os.environ, MICROPYPATH=env.mpy + ":.frozen")
         try:
-            r = subprocess.run([MICROPYTHON, "-X", "heapsize=%dk" % kib, "-m", "pocketpost.fetch", path],
+            r = subprocess.run([MICROPYTHON, "-X", "heapsize=%dk" % kib, "-m",
+                                "fetchprof" if PROF_LOG[0] else "pocketpost.fetch", path],
                                capture_output=True, timeout=120, cwd=d, env=envv)
         except subprocess.TimeoutExpired:
             return False
+        if PROF_LOG[0]:  # --prof: the log kept, and each phase's live heap and free runs
+            with open(PROF_LOG[0], "w") as f:
+                f.write(r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace"))
+            phase_table(r.stdout.decode(errors="replace"))
         if r.returncode != 0:
             if VERBOSE[0]:
                 print("      ", r.stdout[-200:], r.stderr[-200:])
@@ -394,6 +400,35 @@ def fetch_cli_trial(env, kib, box):
         return data == env.msgs[box]
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def phase_table(out):
+    """--prof, workload d: per phase end (tools/fetchprof.py's PHASE lines), the live heap after a
+    collection, the free bytes, in how many runs, the largest run (mem_info(1)'s block map)."""
+    import re
+
+    lines = out.splitlines()
+    for i, ln in enumerate(lines):
+        if not ln.startswith("PHASE "):
+            continue
+        _, what, live, free = ln.split()
+        cells = []
+        for m in lines[i + 1:]:
+            if m.startswith("PHASE "):
+                break
+            x = re.match(r"^([0-9a-f]{8}): (.*)$", m)
+            if x:
+                cells.extend("." * (int(x.group(1), 16) // 32 - len(cells)))
+                cells.extend(x.group(2))
+            elif "lines all free" in m:
+                cells.extend("." * 64 * int(re.search(r"\((\d+) lines", m).group(1)))
+        runs = [n for n in (len(r) * 32 for r in re.findall(r"\.+", "".join(cells)))]
+        below = sum(runs[:-1]) if cells and cells[-1] == "." else sum(runs)
+        print("      %-40s live %6s  free %6s  in %3d runs, largest %5d, free below the top run %5d"
+              % (what[:40], live, free, len(runs), max(runs or [0]), below))
+    for ln in lines:
+        if "FAILED" in ln:
+            print("      " + ln[-160:])
 
 
 def code_table():

@@ -581,7 +581,9 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 if await c.dele(n, ahead if ahead and not c.s.waiting_for() and store.room(mailbox)[0] != 0 else 0):
                     st.mark(key, deleted=True)
                     deleted += 1
-            want = sizes = order = None
+            # (get: the local held the download code's module past its forget, through the
+            # session's end, one of the fetch's peaks)
+            want = sizes = order = get = info = None
             compat.forget(drop)
             if stop or not ctl[1] or downloads >= cap:
                 break

@@ -31,6 +31,7 @@ once, up to _SESSIONS: past them, a FAILED line says how many messages wait), 2 
 does not load; 1 also when another fetch holds the store (fetchload.lock).
 """
 
+import gc
 import sys
 
 from pocketpost import compat
@@ -49,6 +50,22 @@ def on_message(info):
         % (info["local_uid"], info["size"], " (headers only)" if info["headers_only"] else "",
            "" if h is None else "  From: %s  Subject: %s" % (h.get("from", "?"), h.get("subject", "")))
     )
+
+
+def line(k, *args):
+    """Print main's line k about an account's sessions (fetchload.line: its texts are cold, loaded
+    for each line and dropped after it on MicroPython, never held while a session runs; main
+    prints them before and after a session, when the session holds no heap)."""
+    try:
+        from pocketpost import fetchload
+
+        fetchload.line(k, *args)
+    except MemoryError:  # no heap for the texts (what holds it is not this run's): the figures bare
+        print("fetch", k, *args)
+    finally:
+        fetchload = None
+        compat.forget(("fetchload",))
+        gc.collect()  # its code freed now: the session after it finds the heap as before it
 
 
 def main(config_path, only=None, log_level=None, headers=False):
@@ -73,19 +90,15 @@ def main(config_path, only=None, log_level=None, headers=False):
             if only is not None and acct.get("name") != only:
                 continue
             done += 1
-            print("fetch %s: %s@%s" % (acct.get("name"), acct.get("user"), acct.get("host")))
+            line(0, acct.get("name"), acct.get("user"), acct.get("host"))
             for _ in range(_SESSIONS):
                 try:
                     st = client.fetch_account_sync(acct, store, on_message, None, headers)
                 except Exception as e:  # one failing account must not stop the others
                     failed += 1
-                    print("fetch %s: FAILED: %s: %s" % (acct.get("name"), type(e).__name__, e))
+                    line(1, acct.get("name"), type(e).__name__, e)
                     break
-                print(
-                    "fetch %s: %d fetched (%d bytes, %d headers only), %d skipped, %d deleted, %d left on server"
-                    % (st["account"], st["fetched"], st["bytes"], st["headers_only"], st["skipped"], st["deleted"],
-                       st["on_server"] - st["deleted"])
-                )
+                line(2, st)
                 if not st["state_full"]:
                     break
                 if not st["deleted"]:  # new mail waits (logged as an error): a cron job must see it
@@ -97,10 +110,10 @@ def main(config_path, only=None, log_level=None, headers=False):
                 failed += 1
                 print(client._failed("text", _T_SESSIONS, acct.get("name"), _SESSIONS, st["on_server"] - st["deleted"]))
         if only is not None and not done and not failed:
-            print("fetch: no account named %s" % only)
+            line(3, only)
             return 1
         if not done and not failed:  # (not a failure: nothing to do; but say so, or a run prints nothing at all)
-            print("fetch: %s has no accounts (\"accounts\": [...], README \"Fetching mail\")" % config_path)
+            line(4, config_path)
         return 1 if failed else 0
     finally:
         if lk:  # the host's fetch lock (fetchload.lock) released

@@ -31,6 +31,26 @@ def command_line(argv):
     return argv[0], argv[1] if len(argv) > 1 else None, lvl or None, verbose
 
 
+def line(k, *a):
+    """fetch.main's line k (fetch.line): 0 an account's start (name, user, host), 1 its failure
+    (name, exception class name, exception), 2 a session's figures (a: client.fetch_account's
+    stats), 3 no account of that name, 4 a config without accounts (its path)."""
+    if k == 0:
+        t = "fetch %s: %s@%s" % a
+    elif k == 1:
+        t = "fetch %s: FAILED: %s: %s" % a
+    elif k == 2:
+        s = a[0]
+        t = ("fetch %s: %d fetched (%d bytes, %d headers only), %d skipped, %d deleted, %d left on server"
+             % (s["account"], s["fetched"], s["bytes"], s["headers_only"], s["skipped"], s["deleted"],
+                s["on_server"] - s["deleted"]))
+    elif k == 3:
+        t = "fetch: no account named %s" % a
+    else:
+        t = "fetch: %s has no accounts (\"accounts\": [...], README \"Fetching mail\")" % a
+    print(t)
+
+
 def renamed(a, names):
     """Why account `a` must not fetch yet, or None: it has no UIDL state of its own, but its
     state_dir holds the state of an account no longer in the config (`names`) for the same user
@@ -202,8 +222,8 @@ def load(config_path, only, log_level):
             why = renamed(acct, names)
             if why:  # said here, in fetch.main's words, and not fetched
                 failed += 1
-                print("fetch %s: %s@%s" % (acct.get("name"), acct.get("user"), acct.get("host")))
-                print("fetch %s: FAILED: ConfigError: %s" % (acct.get("name"), why))
+                line(0, acct.get("name"), acct.get("user"), acct.get("host"))
+                line(1, acct.get("name"), "ConfigError", why)
                 accounts.remove(acct)
     for acct in accounts:
         # Open (recover) each local mailbox before the client is imported: the first open after
