@@ -168,7 +168,8 @@ class SmtpServer:
             conn.limit("authorization", sm["preauth_timeout"])  # from admission; listener's deadline names
             if slot is None:  # its peer left while it waited: nothing to say
                 return
-            if isinstance(slot, str):  # refused: its one reply (the 421 below), no Session built for it
+            if isinstance(slot, str) or slot.released:  # refused (or evicted as soon as a slot was handed
+                # to it: listener.Slots.wait): its one reply (the 421 below), no Session built for it
                 slot = None
                 hush = implicit
                 return
