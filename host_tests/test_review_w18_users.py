@@ -139,3 +139,53 @@ def test_a_connection_evicted_as_soon_as_it_is_handed_a_slot_is_told_why(tmp_pat
             got, log[-3000:])
     else:
         raise AssertionError("the hand-over window was never hit: %r %s" % (seen, log[-2500:]))
+
+
+def test_a_devices_refused_mail_says_why_in_the_log(tmp_path):
+    """A home-lab admin's NAS sends its alert to an address that is no user, a printer sends MAIL
+    without HELO, a camera declares a size over the limit: each sender got its 5xx, but the
+    board's log showed only "connect" and "disconnect" for the session (nothing said why the
+    mail never arrived). Each refused MAIL / RCPT / DATA is now one log line with the command and
+    the reply, as Postfix's "NOQUEUE: reject" lines."""
+    import smtplib
+
+    from smtpharness import SmtpPop3Server
+
+    s = SmtpPop3Server(str(tmp_path), messages={"alice": []})
+    s.start()
+    try:
+        c = smtplib.SMTP("127.0.0.1", s.smtp_port, timeout=15)
+        c.ehlo("nas.lan")
+        with pytest.raises(smtplib.SMTPRecipientsRefused):
+            c.sendmail("nas@nas.lan", ["nobody@example.org"], b"Subject: disk\r\n\r\nfull\r\n")
+        code, _ = c.mail("cam@cam.lan", ["SIZE=999999999"])
+        assert code == 552
+        c.quit()
+        c = smtplib.SMTP("127.0.0.1", s.smtp_port, timeout=15)
+        code, _ = c.docmd("MAIL FROM:<printer@printer.lan>")  # no HELO first
+        assert code == 503
+        c.quit()
+        _wait_log(s, " refused: ", 3)
+        log = s.log()
+        for want in ("RCPT TO:<nobody@example.org> refused: 550 5.1.1 ",
+                     "MAIL FROM:<cam@cam.lan> SIZE=999999999 refused: 552 5.3.4 ",
+                     "MAIL FROM:<printer@printer.lan> refused: 503 5.5.1 EHLO or HELO first"):
+            assert want in log, (want, log[-3000:])
+    finally:
+        s.stop()
+
+
+def test_restore_with_its_arguments_swapped_says_which_comes_first(tmp_path):
+    """backup takes IMAGE ARCHIVE, restore ARCHIVE IMAGE: a user who typed restore IMAGE ARCHIVE
+    was told "IMAGE: not a pocketpost backup archive" (true, and no help). It now says the file
+    is a flash image and which argument comes first; nothing is written to either file."""
+    pp = [sys.executable, os.path.join(ROOT, "tools", "ppadmin.py")]
+    img = str(tmp_path / "board.img")
+    arc = str(tmp_path / "board.ppbackup")
+    subprocess.run(pp + ["create", img, "--size", "2M"], check=True, capture_output=True, timeout=120)
+    subprocess.run(pp + ["backup", img, arc], check=True, capture_output=True, timeout=120)
+    before = (open(img, "rb").read(), open(arc, "rb").read())
+    r = subprocess.run(pp + ["restore", img, arc], capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0, r.stdout + r.stderr
+    assert "a flash image, not a backup archive" in r.stderr and "restore ARCHIVE IMAGE" in r.stderr, r.stderr
+    assert (open(img, "rb").read(), open(arc, "rb").read()) == before
