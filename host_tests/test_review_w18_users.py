@@ -189,3 +189,39 @@ def test_restore_with_its_arguments_swapped_says_which_comes_first(tmp_path):
     assert r.returncode != 0, r.stdout + r.stderr
     assert "a flash image, not a backup archive" in r.stderr and "restore ARCHIVE IMAGE" in r.stderr, r.stderr
     assert (open(img, "rb").read(), open(arc, "rb").read()) == before
+
+
+def test_a_message_larger_than_the_whole_flash_is_bounced_not_deferred_for_days(tmp_path):
+    """make run's demo offered SIZE 10485760 on a 2 MiB image: a NAS's 3 MB backup report could
+    never be stored, yet it got 452 4.3.1 (temporary) and its relay retried for days. Now a
+    board whose max_message_size is more than its flash holds says so at start (one WARN line
+    with the figure to set), offers the size that fits, and Postfix bounces such a message at
+    once; without SIZE (smtplib here) it gets 552 5.3.4 after the final dot, not 452. A message
+    that fits is still deferred on a full flash (test_smtp_postfix)."""
+    import smtplib
+
+    import postfix
+    from test_smtp_postfix import FLASH_BLOCKS, flash_board
+
+    board, args = flash_board(tmp_path)
+    board.start(args)
+    pf = postfix.Postfix("example.org", board.smtp_port)
+    big = b"Subject: nas backup report\r\n\r\n" + (b"z" * 76 + b"\r\n") * (FLASH_BLOCKS * 4096 // 78 + 100)
+    try:
+        _wait_log(board, "is more than this flash holds", 1)
+        assert "set smtp.max_message_size to at most %d" % (FLASH_BLOCKS * 4096) in board.log(), board.log()[-3000:]
+        with smtplib.SMTP("127.0.0.1", board.smtp_port, timeout=30) as s:
+            s.ehlo("nas.lan")
+            assert s.esmtp_features["size"] == str(FLASH_BLOCKS * 4096), s.esmtp_features
+            s.esmtp_features.pop("size")  # as a sender that does not declare SIZE
+            with pytest.raises(smtplib.SMTPDataError) as e:
+                s.sendmail("nas@nas.lan", ["alice@example.org"], big)
+            assert e.value.smtp_code == 552, e.value
+        pf.start()
+        with smtplib.SMTP("127.0.0.1", pf.port, timeout=20) as s:
+            assert s.sendmail("nas@relay.test", ["alice@example.org"], big) == {}
+        assert pf.wait_log("status=bounced"), pf.log()[-3000:]
+        assert "status=deferred" not in pf.log(), pf.log()[-3000:]
+    finally:
+        pf.stop()
+        board.stop()
