@@ -225,3 +225,30 @@ def test_a_message_larger_than_the_whole_flash_is_bounced_not_deferred_for_days(
     finally:
         pf.stop()
         board.stop()
+
+
+def test_admin_fetch_now_without_the_account_says_what_to_do(tmp_path, capsys):
+    """admin.fetch_now() at the REPL on a board with no "accounts" said "no accounts in
+    config.json", and fetch_now('ips') (a typo) "no account 'ips' in config.json": neither said
+    what to do. Now: where accounts go and what to read; the names there are."""
+    import json
+
+    from pocketpost import admin
+    from pocketpost import store as storemod
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"store": {"root": str(tmp_path / "store"), "quota": 0}, "accounts": []}))
+    storemod.reboot()
+    try:
+        assert admin.fetch_now(config_path=str(path)) == {}
+        out = capsys.readouterr().out
+        assert 'add one under "accounts"' in out and "Fetching mail from another server" in out, out
+        acct = {"name": "isp", "host": "127.0.0.1", "port": 9, "user": "u", "tls": "none", "allow_plaintext": True,
+                "mailbox": "inbox"}
+        path.write_text(json.dumps({"store": {"root": str(tmp_path / "store"), "quota": 0}, "accounts": [acct]}))
+        (tmp_path / "secrets.json").write_text(json.dumps({"accounts": {"isp": {"password": "p"}}}))
+        assert admin.fetch_now("ips", config_path=str(path)) == {}
+        out = capsys.readouterr().out
+        assert "no account 'ips' in %s (accounts: isp)" % path in out, out
+    finally:
+        storemod.reboot()
