@@ -1,23 +1,26 @@
 """Flash written per fetched message by the UIDL state (uidstate.py) at 2,000 entries (not a test).
 
-    .venv/bin/python tools/bench_uidstate.py [--before REV] [--once] [--board] [--ring N]
+    .venv/bin/python tools/bench_uidstate.py [--before REV] [--two-saves] [--lfs-defaults] [--ring N]
 
 Runs itself under the real micropython binary on a littlefs image in RAM the size of an ESP32's
 vfs partition (2 MiB of 4 KiB blocks; host_tests/dual/flashdev.py counts what reaches the flash).
 The state is first filled to 1,990 entries (not counted), then the client's save pattern runs for
 SESSIONS sessions of 10 fetched messages each: per message the pending entry is saved, the
-message "committed", the stored entry saved; at the end of each session 10 old entries are
+message "committed", the stored entry recorded; at the end of each session 10 old entries are
 dropped (their DELE committed, as with policy delete) and the state saved, so the table stays
 at 1,990-2,000 entries. Reported per fetched message:
   file bytes   - bytes passed to write() on the state's files (temp file and appends),
   flash bytes  - bytes programmed on the flash plus 4 KiB per block erase (littlefs copies,
                  metadata and block erases included),
   ms           - wall time of the measured part (indicative; the machine is shared).
---once saves once per message, as the client does (clientget.download: the stored entry's `S`
-rides with the next message's `P`, the last one's with the session's end); without it, twice (the
-pattern these figures were first taken with). --board mounts with pocketpost.flashfs's geometry
-(boot.py's remount: 256 B caches, so an inline limit of 256 B) instead of VfsLfs2's defaults
-(128 B). --ring N measures a prototype of the write pattern of the layout proposed in
+By default it measures what a board does: one save per message, as the client does
+(clientget.download: the stored entry's `S` rides with the next message's `P`, the last one's
+with the session's end), on a flash mounted with pocketpost.flashfs's geometry (boot.py's
+remount: 256 B caches, so an inline limit of 256 B). --two-saves saves twice per message (P, then
+S: the pattern the first figures were taken with; until w18 the default); --lfs-defaults mounts
+with VfsLfs2's defaults (128 B caches: safe mode, hostflash without lfs_params) instead. (--once
+and --board, the old names of today's default, are still accepted and change nothing.)
+--ring N measures a prototype of the write pattern of the layout proposed in
 docs/UIDSTATE-FLASH.md (not the firmware's): each per-message save rewrites one of N
 small slot files whole (its new records: the last message's S, this one's P: inline in the
 directory's metadata, one metadata commit), and every N+1-th save, or a session end with drops,
@@ -33,8 +36,9 @@ Figures (2026-12-01, this machine, `--before 069000e`; per fetched message at 1,
 After, the flash figure is mostly littlefs, not the journal: each flushed append rewrites the
 file's last block (a copy of its used part plus one 4 KiB erase), and the client then flushed
 twice per message (pending, then stored); keeping the file open between saves measured the same.
-The client now saves once per message (--once): figures with --once, --board and --ring in
-docs/UIDSTATE-FLASH.md.
+Those were the two-save pattern on VfsLfs2's defaults (today: --two-saves --lfs-defaults). The
+client saves once per message, on the board's geometry: today's default; figures of each pattern
+and of --ring in docs/UIDSTATE-FLASH.md.
 """
 
 import os
@@ -64,14 +68,14 @@ def _mp_main(label, width, opts):
     from pocketpost import clientend, compat, uidstate
     from pocketpost.uidstate import UidState
 
-    once = "once" in opts
+    once = "two-saves" not in opts
     ring = 0
     for o in opts:
         if o.startswith("ring"):
             ring = int(o[4:])
     dev = FlashDev(blocks=512)
     vfs.VfsLfs2.mkfs(dev)
-    if "board" in opts:
+    if "lfs-defaults" not in opts:
         from pocketpost import flashfs
 
         vfs.mount(vfs.VfsLfs2(dev, **flashfs.params()), "/b")
@@ -191,7 +195,7 @@ def main():
     sys.path.insert(0, os.path.join(root, "host_tests"))
     from helpers import MICROPYTHON
 
-    opts = [o for o in ("--once", "--board") if o in sys.argv]
+    opts = [o for o in ("--two-saves", "--lfs-defaults") if o in sys.argv]
     if "--ring" in sys.argv:
         opts.append("--ring" + sys.argv[sys.argv.index("--ring") + 1])
     opts = [o[2:] for o in opts]

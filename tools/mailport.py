@@ -1406,6 +1406,12 @@ class ArchiveReader:
         first = self.f.readline(200)
         m = re.match(rb"pocketpost-backup (\d+) ([0-9a-f]{16})\n", first)
         if not m:
+            self.f.seek(0)
+            head = self.f.read(4096 + 16)
+            if b"littlefs" in (head[8:16], head[4096 + 8 : 4096 + 16]):  # a superblock (hostimage._MAGIC)
+                # the arguments the wrong way round (backup takes IMAGE ARCHIVE, restore ARCHIVE IMAGE)
+                raise PortError("%s: a flash image, not a backup archive: restore reads the archive first, "
+                                "then the image (tools/ppadmin.py restore ARCHIVE IMAGE)" % path)
             raise PortError("%s: not a pocketpost backup archive" % path)
         if m.group(1) != b"1":
             raise PortError("%s: archive format %s, this tool reads 1" % (path, m.group(1).decode()))

@@ -171,9 +171,15 @@ def lock(root):
         except OSError:
             pass
         return path
-    print("fetch: another fetch (pid %s) is using the store %s: nothing fetched by this run; if no fetch is "
-          "running, delete the directory %s%s" % (other or "?", root, path,
-                                                 " and the directory %s" % guard if compat.exists(guard) else ""))
+    if alive or not other:
+        print("fetch: another fetch (pid %s) is using the store %s: nothing fetched by this run; if no fetch is "
+              "running, delete the directory %s%s" % (other or "?", root, path,
+                                                     " and the directory %s" % guard if compat.exists(guard) else ""))
+    else:  # a dead run's lock behind a takeover guard under _GUARD_STALE_S old: no fetch of pid `other` runs
+        print("fetch: the store %s is locked by a fetch that is no longer running (pid %s), and %s says a run "
+              "took that lock over less than %d s ago (it was killed then, or still is at it): nothing fetched by "
+              "this run; a run after that minute takes the lock over by itself; if no fetch is running, delete "
+              "the directory %s and the directory %s" % (root, other, guard, _GUARD_STALE_S, path, guard))
     return 1
 
 

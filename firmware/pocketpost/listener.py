@@ -491,7 +491,8 @@ class Slots:
         """After admit's None: wait (the section's slot_wait) in the waiting room for a slot,
         holding only the socket: conn, its connection (listener.ServerConn), implicit: TLS from
         the start (no greeting or TLS is spent on it here). Then the Slot that release() handed
-        it (first come, first served), else what admit(..., True) answers, or None: its peer left
+        it (first come, first served; already released when it was evicted before it woke: the
+        shell says so and closes), else what admit(..., True) answers, or None: its peer left
         while it waited (see the module doc)."""
         w = self.waiting
         t = self.caps["slot_wait"]
@@ -535,7 +536,13 @@ class Slots:
                     if conn.gone(implicit):  # (first before any wait: CPython's stops reading there)
                         log.info("%s %s gone while waiting for a slot", self.proto, ip)
                         return None
-                    await asyncio.sleep(_WAIT_STEP_MS / 1000)
+                    try:
+                        await asyncio.sleep(_WAIT_STEP_MS / 1000)
+                    except asyncio.CancelledError:
+                        if me.sid and me.released:  # handed a slot, then evicted before it woke: the
+                            got = True  # shell tells its peer why (it was closed without a word)
+                            return me
+                        raise
             finally:
                 if me in w:
                     w.remove(me)

@@ -122,7 +122,8 @@ class Server:
                 slot = await self.slots.wait(ip, asyncio.current_task(), conn, implicit)
             conn.idle = self.sv["idle_timeout"]
             conn.limit("authorization", self.sv["auth_timeout"])  # from admission; listener's deadline names
-            if slot is None or isinstance(slot, str):  # its peer left while it waited, or refused
+            if slot is None or isinstance(slot, str) or slot.released:  # its peer left while it waited,
+                # refused, or evicted as soon as a slot was handed to it (listener.Slots.wait)
                 if slot is not None and not implicit:  # POP3S: no handshake is spent on a refused peer
                     await conn.send(b"-ERR [SYS/TEMP] too many sessions, try later\r\n")
                 slot = None

@@ -67,11 +67,12 @@ def feed(s, src, start, end):
         n = u.unstuff_into(src, pos, end, out, fill)  # from out[fill] on: no slice per chunk
         pos += u.consumed
         s.total += n
+        if s.total > limit:
+            if s.total - n <= limit:  # over it now: too big, even when a full flash refused it first
+                abort(s, reply(_T_TOO_BIG))  # (its 452 would be retried for a message never stored)
+            continue
         if s.reason is not None:
             continue  # being refused: read to the end, keep nothing
-        if s.total > limit:
-            abort(s, reply(_T_TOO_BIG))
-            continue
         s.fill = fill + n
         if s.fill == cap:
             write(s, out)

@@ -12,7 +12,7 @@ that outlives the call, so no two copies of it can ever meet.
 import binascii
 import time
 
-from pocketpost import groupcommit
+from pocketpost import groupcommit, log
 from pocketpost import storecore  # valid_name: store.py (Delivery) loads at DATA
 from pocketpost.compat import const, urandom
 from pocketpost.smtp import SUBMISSION, reply, text
@@ -28,6 +28,9 @@ _MAX_DOMAIN = const(255)
 _MAX_SIZE_DIGITS = const(10)
 # About the most the trace fields (headers(): 256-octet paths, 64-octet names) add to SIZE's octets.
 _TRACE_ROOM = const(1024)
+
+# A refused MAIL / RCPT / DATA is logged with this much of its argument (a path is at most 256).
+_LOG_ARG = const(80)
 
 # Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
 # a peer speaking another protocol (or garbage) is let go instead of answered forever.
@@ -226,7 +229,14 @@ def handle(s, line):
                 return b"250 2.0.0 OK\r\n"
             s.closing = True
             return reply(221, "2.0.0 %s closing" % s.svc.hostname)
-        return fn(s, arg)  # type: ignore[operator]  # a function: COMMANDS' values are of three kinds
+        r = fn(s, arg)  # type: ignore[operator]  # a function: COMMANDS' values are of three kinds
+        if kw in (b"MAIL", b"RCPT", b"DATA") and isinstance(r, bytes) and r[:1] in (b"4", b"5"):
+            # The envelope's refusals in the log, as Postfix's "NOQUEUE: reject" lines: a device's
+            # mail refused (unknown recipient, no HELO, too big) was a connect and a disconnect
+            # with nothing between them, and nothing told the admin why it never arrived.
+            log.info("smtp %s %s refused: %s", s.peer, " ".join([kw.decode()] + [text(w) for w in arg[:_LOG_ARG].split()]),
+                     r.decode().strip())
+        return r
     except Exception as e:  # store trouble: one reply, never a dead session
         return s.repair(kw, e)
 
