@@ -87,7 +87,8 @@ _STLS_DRAIN_BLOCK = const(256)
 # a waiting connection looks for the slot handed to it (release) and for its peer's close this
 # often (a handed slot is taken up within it; a waiting connection costs a wake-up per step).
 _WAIT_STEP_MS = const(100)
-# Connections of one service that wait at a time (each holds a socket: lwIP has few); one more
+# Connections of one service that wait at a time (each holds a socket: an ESP32 has 10 in all,
+# boardstart.check counts these as _WAITING, boards/esp32/BUDGET.md "Sockets"); one more
 # skips the wait, unless it takes a place from an address holding more than one (Slots.wait).
 # Two: a mail client's second connection and one more, say a second client.
 _WAITING_MAX = const(2)
@@ -100,7 +101,11 @@ _FRESH_MS = const(3000)
 _YOUNG_MS = const(15000)
 # After a failed accept (MicroPython): the accept loop's pause before it polls again. Out of file
 # descriptors (EMFILE) the connection stays queued and the socket readable: without it, a spin.
+# (An ESP32 out of lwIP sockets, ENFILE, closes that connection itself: the next one may fit.)
 _ACCEPT_RETRY_MS = const(100)
+# A failed accept (_accept: no socket or heap free) is logged at most this often (not a line per
+# poll: a board's log is small).
+_ACCEPT_LOG_MS = const(60000)
 
 
 def peer_ip(writer):
@@ -142,7 +147,7 @@ async def listen(cb, host, port):
     except Exception:  # (the port in use...): the socket is not left open
         s.close()
         raise
-    return asyncio.create_task(_serve(s, cb)), s
+    return asyncio.create_task(_serve(s, cb, port)), s
 
 
 def close(listeners):
@@ -327,25 +332,41 @@ class ServerConn(Conn):
 
 if IS_MICROPYTHON:
 
-    async def _serve(s, cb):
+    async def _serve(s, cb, port):
         # listen()'s accept loop (asyncio.start_server's, as MicroPython's asyncio runs it); the
         # work per connection in _accept, a plain function: this coroutine's frame, kept for as
-        # long as the port listens, stays small.
+        # long as the port listens, stays small. t: ticks_ms of _accept's last line, or None.
+        t = None
         try:
             while True:
                 yield asyncio.core._io_queue.queue_read(s)  # type: ignore[attr-defined]
-                if not _accept(s, cb):  # (out of descriptors: the connection stays queued, the
-                    await asyncio.sleep_ms(_ACCEPT_RETRY_MS)  # socket readable: no spin on it)
+                r = _accept(s, cb, port, t)
+                if r is not None:  # (out of descriptors: the connection stays queued, the
+                    t = r  # socket readable: no spin on it)
+                    await asyncio.sleep_ms(_ACCEPT_RETRY_MS)
         finally:
             s.close()
 
-    def _accept(s, cb):
-        # A connection that cannot be served (a MemoryError making its task) is closed, and the
-        # loop goes on: asyncio's ended there, and the port stayed deaf until a restart.
+    def _accept(s, cb, port, t):
+        # One accept on port: None once a connection was taken off the queue. A connection that
+        # cannot be served (a MemoryError making its task) is closed, and the loop goes on:
+        # asyncio's ended there, and the port stayed deaf until a restart. When accept() fails
+        # (no socket free: the unix port's EMFILE/ENFILE, an ESP32's ENFILE past lwIP's
+        # CONFIG_LWIP_MAX_SOCKETS, ENOBUFS/ENOMEM, or ECONNABORTED with no TCP PCB left; no
+        # heap: MemoryError; or the peer left before its accept) the open sessions go on,
+        # _serve polls again after _ACCEPT_RETRY_MS, and a line is logged unless one was less
+        # than _ACCEPT_LOG_MS ago (t: ticks_ms of the last, or None). Returns that ticks_ms.
         try:
             c, a = s.accept()
-        except Exception:  # the peer left before its accept, or no descriptor free (EMFILE)
-            return False
+        except Exception as e:
+            if t is None or ticks_diff(ticks_ms(), t) >= _ACCEPT_LOG_MS:
+                t = ticks_ms()
+                try:  # (the line needs heap: without it, none, and the loop goes on)
+                    log.warning("port %d: accept failed (no socket or heap free?): %r; open sessions go on, "
+                                "retrying", port, e)
+                except MemoryError:
+                    pass
+            return t
         try:
             c.setblocking(False)
             asyncio.create_task(cb(c, a))
@@ -355,7 +376,7 @@ if IS_MICROPYTHON:
                 log.warning("%r: a connection dropped at its accept", e)
             except Exception:
                 pass
-        return True
+        return None
 
     # The timer of the server connections' waits (ServerConn._wait): the parked tasks and when
     # each wait's bound runs out (ticks_ms), and the one task that wakes them, sleeping until the
