@@ -103,9 +103,6 @@ _YOUNG_MS = const(15000)
 # descriptors (EMFILE) the connection stays queued and the socket readable: without it, a spin.
 # (An ESP32 out of lwIP sockets, ENFILE, closes that connection itself: the next one may fit.)
 _ACCEPT_RETRY_MS = const(100)
-# A failed accept (_accept: no socket or heap free) is logged at most this often (not a line per
-# poll: a board's log is small).
-_ACCEPT_LOG_MS = const(60000)
 
 
 def peer_ip(writer):
@@ -147,7 +144,7 @@ async def listen(cb, host, port):
     except Exception:  # (the port in use...): the socket is not left open
         s.close()
         raise
-    return asyncio.create_task(_serve(s, cb, port)), s
+    return asyncio.create_task(_serve(s, cb)), s
 
 
 def close(listeners):
@@ -332,51 +329,46 @@ class ServerConn(Conn):
 
 if IS_MICROPYTHON:
 
-    async def _serve(s, cb, port):
+    async def _serve(s, cb):
         # listen()'s accept loop (asyncio.start_server's, as MicroPython's asyncio runs it); the
         # work per connection in _accept, a plain function: this coroutine's frame, kept for as
-        # long as the port listens, stays small. t: ticks_ms of _accept's last line, or None.
-        t = None
+        # long as the port listens, stays small. ok: the last accept() worked.
+        ok = True
         try:
             while True:
                 yield asyncio.core._io_queue.queue_read(s)  # type: ignore[attr-defined]
-                r = _accept(s, cb, port, t)
-                if r is not None:  # (out of descriptors: the connection stays queued, the
-                    t = r  # socket readable: no spin on it)
-                    await asyncio.sleep_ms(_ACCEPT_RETRY_MS)
+                ok = _accept(s, cb, ok)
+                if not ok:  # (out of descriptors: the connection stays queued, the
+                    await asyncio.sleep_ms(_ACCEPT_RETRY_MS)  # socket readable: no spin on it)
         finally:
             s.close()
 
-    def _accept(s, cb, port, t):
-        # One accept on port: None once a connection was taken off the queue. A connection that
-        # cannot be served (a MemoryError making its task) is closed, and the loop goes on:
-        # asyncio's ended there, and the port stayed deaf until a restart. When accept() fails
-        # (no socket free: the unix port's EMFILE/ENFILE, an ESP32's ENFILE past lwIP's
-        # CONFIG_LWIP_MAX_SOCKETS, ENOBUFS/ENOMEM, or ECONNABORTED with no TCP PCB left; no
-        # heap: MemoryError; or the peer left before its accept) the open sessions go on,
-        # _serve polls again after _ACCEPT_RETRY_MS, and a line is logged unless one was less
-        # than _ACCEPT_LOG_MS ago (t: ticks_ms of the last, or None). Returns that ticks_ms.
+    def _accept(s, cb, ok):
+        # Whether accept() took a connection off the queue. One that cannot be served (a
+        # MemoryError making its task) is closed, and the loop goes on: asyncio's ended there,
+        # and the port stayed deaf until a restart. When accept() itself fails (no socket free:
+        # the unix port's EMFILE/ENFILE, the connection left queued; an ESP32's ENFILE past
+        # lwIP's CONFIG_LWIP_MAX_SOCKETS, ENOBUFS/ENOMEM, or ECONNABORTED with no TCP PCB left,
+        # lwIP closing the connection; no heap: MemoryError; or the peer left before its
+        # accept) the open sessions go on and _serve polls again after _ACCEPT_RETRY_MS. Either
+        # is logged, accept()'s failure only when the one before worked (ok): one line for a run
+        # of them, not one per poll. One line for both: no text of its own in the heap.
+        c = None
         try:
             c, a = s.accept()
-        except Exception as e:
-            if t is None or ticks_diff(ticks_ms(), t) >= _ACCEPT_LOG_MS:
-                t = ticks_ms()
-                try:  # (the line needs heap: without it, none, and the loop goes on)
-                    log.warning("port %d: accept failed (no socket or heap free?): %r; open sessions go on, "
-                                "retrying", port, e)
-                except MemoryError:
-                    pass
-            return t
-        try:
             c.setblocking(False)
             asyncio.create_task(cb(c, a))
+            return True
         except Exception as e:
-            c.close()
-            try:  # (the log line needs heap too)
-                log.warning("%r: a connection dropped at its accept", e)
-            except Exception:
-                pass
-        return None
+            ok = ok or c
+            if c:  # (a socket object is true)
+                c.close()
+            if ok:
+                try:  # (the log line needs heap too)
+                    log.warning("%r: a connection dropped at its accept", e)
+                except Exception:
+                    pass
+            return c is not None
 
     # The timer of the server connections' waits (ServerConn._wait): the parked tasks and when
     # each wait's bound runs out (ticks_ms), and the one task that wakes them, sleeping until the
