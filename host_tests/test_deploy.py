@@ -445,7 +445,9 @@ def test_board_doc_runs_tools_from_the_venv_as_the_readme_does():
 # it, and before deploy.FREE_HEAP the redeploy failed there (at its probe, `no MicroPython board
 # answered ... MemoryError`, 3 runs of 3; at 160k it passed, 3 of 3). A login needs more: at 150k USER fails with MemoryError,
 # at 160k it works (the server's heap, not deploy's). docs/BOARD.md "Deploying to a running board".
-TIGHT_HEAP = "140k"
+# 140k until w18: no margin was left there (20 more bytes of listener.mpy, the accept-failure log
+# line, or an unused 30-character string in it, failed the greeting with MemoryError).
+TIGHT_HEAP = "141k"
 
 
 def test_redeploy_after_the_services_ran_writes_only_what_changed(tmp_path):

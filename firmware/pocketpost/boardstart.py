@@ -23,6 +23,16 @@ _SERVICE_SMTP = const(1)  # run the SMTP receiver (only ever started when the co
 # The clock is taken as unset before this year: a board without NTP boots in 2000.
 _CLOCK_VALID_YEAR = const(2024)
 
+# Sockets (boards/*/BUDGET.md "Sockets"). An ESP32's lwIP has CONFIG_LWIP_MAX_SOCKETS of them, and
+# MicroPython's esp32 builds leave it at ESP-IDF's default, 10 (ports/esp32/boards/sdkconfig.base
+# and the board files read set none). Each open one takes one: a listening port, a session,
+# a connection waiting for a slot, a fetch, an NTP query. check() refuses a config that can hold
+# more at once (one more socket() or accept() would fail: the connection or fetch is lost, though
+# the board lives on). "services": {"sockets": N} says how many another firmware has (0: no
+# check); elsewhere (the unix port) there is no default limit.
+_ESP32_SOCKETS = const(10)
+_WAITING = const(2)  # listener._WAITING_MAX: connections of a service waiting for a slot (a test keeps them equal)
+
 
 # The board's own config sections and their keys (config.py checks the others, and passes these
 # through): a mistyped key (`"fetch_intervall_s"`) or section (`"service"`) is refused by name, as
@@ -31,7 +41,7 @@ _SECTIONS = {
     "wifi": ("secrets", "retries", "backoff_ms", "backoff_max_ms", "connect_timeout_ms", "check_ms"),
     "ntp": ("host", "interval_s", "retry_s"),
     "watchdog": ("timeout_ms",),
-    "services": ("server", "smtp", "fetch_interval_s", "usb_link"),
+    "services": ("server", "smtp", "fetch_interval_s", "usb_link", "sockets"),
 }
 _TOP = ("store", "server", "smtp", "users", "accounts", "log")  # config.py's sections
 
@@ -39,8 +49,9 @@ _TOP = ("store", "server", "smtp", "users", "accounts", "log")  # config.py's se
 def check(cfg):
     """Refuse (ConfigError, one line) a top-level key neither config.py nor the board knows
     (keys starting with "_" are comments), a board section that is not an object and a key
-    of one it does not have. Called before the watchdog starts (board.main then stays at the
-    REPL: a reset would not mend the file) and by admin.status()."""
+    of one it does not have, and a config that can hold more sockets at once than the board has
+    (_ESP32_SOCKETS). Called before the watchdog starts (board.main then stays at the REPL: a
+    reset would not mend the file) and by admin.status()."""
     from pocketpost.compat import ConfigError
 
     for k in cfg:
@@ -53,6 +64,40 @@ def check(cfg):
                     raise ConfigError("config: unknown key %s.%s (%s has: %s)" % (k, kk, k, ", ".join(_SECTIONS[k])))
         elif k not in _TOP and not k.startswith("_"):
             raise ConfigError("config: unknown section %r (sections: %s)" % (k, ", ".join(_TOP + tuple(_SECTIONS))))
+    # The sockets this config can hold at once (cfg checked by config.py: its sections complete).
+    sv = cfg.get("services") or {}
+    limit = sv.get("sockets", _ESP32_SOCKETS if sys.platform == "esp32" else 0)
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
+        raise ConfigError("config: services.sockets must be how many sockets this firmware has (0: no check)")
+    if not limit or "server" not in cfg:
+        return
+    parts = []
+    total = 0
+    for name, key, ports, on in (("pop3", "server", ("port", "pop3s_port"), sv.get("server", _SERVICE_SERVER)),
+                                 ("smtp", "smtp", ("port", "submission_port", "smtps_port"),
+                                  sv.get("smtp", _SERVICE_SMTP) and cfg["smtp"]["domains"])):
+        c = cfg[key]
+        if on:
+            n = 0
+            for p in ports:  # (the implicit-TLS ports listen only with a certificate)
+                if c[p] and (p not in ("pop3s_port", "smtps_port") or cfg["server"]["cert"]):
+                    n += 1
+            w = _WAITING if c["slot_wait"] > 0 else 0
+            total += n + c["max_sessions"] + w
+            parts.append("%s %d ports + %d sessions + %d waiting" % (name, n, c["max_sessions"], w))
+    acc = cfg.get("accounts") or ()
+    if sv.get("fetch_interval_s", _FETCH_INTERVAL_S) and acc:
+        total += len(acc)
+        parts.append("fetch %d (one per account)" % len(acc))
+    if (cfg.get("ntp") or {}).get("host", board.NTP_HOST):
+        total += 1
+        parts.append("ntp 1")
+    if total > limit:
+        raise ConfigError("config: this config can hold %d sockets at once (%s), this board has %d (lwIP's "
+                          "CONFIG_LWIP_MAX_SOCKETS; \"services\": {\"sockets\": N} for another firmware): lower "
+                          "server.max_sessions or smtp.max_sessions, set a slot_wait to 0 (no waiting room), turn "
+                          "a port off (0) or fetch fewer accounts (boards/*/BUDGET.md, \"Sockets\")"
+                          % (total, "; ".join(parts), limit))
 
 
 def clock_is_set():

@@ -87,7 +87,8 @@ _STLS_DRAIN_BLOCK = const(256)
 # a waiting connection looks for the slot handed to it (release) and for its peer's close this
 # often (a handed slot is taken up within it; a waiting connection costs a wake-up per step).
 _WAIT_STEP_MS = const(100)
-# Connections of one service that wait at a time (each holds a socket: lwIP has few); one more
+# Connections of one service that wait at a time (each holds a socket: an ESP32 has 10 in all,
+# boardstart.check counts these as _WAITING, boards/esp32/BUDGET.md "Sockets"); one more
 # skips the wait, unless it takes a place from an address holding more than one (Slots.wait).
 # Two: a mail client's second connection and one more, say a second client.
 _WAITING_MAX = const(2)
@@ -100,6 +101,7 @@ _FRESH_MS = const(3000)
 _YOUNG_MS = const(15000)
 # After a failed accept (MicroPython): the accept loop's pause before it polls again. Out of file
 # descriptors (EMFILE) the connection stays queued and the socket readable: without it, a spin.
+# (An ESP32 out of lwIP sockets, ENFILE, closes that connection itself: the next one may fit.)
 _ACCEPT_RETRY_MS = const(100)
 
 
@@ -330,32 +332,43 @@ if IS_MICROPYTHON:
     async def _serve(s, cb):
         # listen()'s accept loop (asyncio.start_server's, as MicroPython's asyncio runs it); the
         # work per connection in _accept, a plain function: this coroutine's frame, kept for as
-        # long as the port listens, stays small.
+        # long as the port listens, stays small. ok: the last accept() worked.
+        ok = True
         try:
             while True:
                 yield asyncio.core._io_queue.queue_read(s)  # type: ignore[attr-defined]
-                if not _accept(s, cb):  # (out of descriptors: the connection stays queued, the
+                ok = _accept(s, cb, ok)
+                if not ok:  # (out of descriptors: the connection stays queued, the
                     await asyncio.sleep_ms(_ACCEPT_RETRY_MS)  # socket readable: no spin on it)
         finally:
             s.close()
 
-    def _accept(s, cb):
-        # A connection that cannot be served (a MemoryError making its task) is closed, and the
-        # loop goes on: asyncio's ended there, and the port stayed deaf until a restart.
+    def _accept(s, cb, ok):
+        # Whether accept() took a connection off the queue. One that cannot be served (a
+        # MemoryError making its task) is closed, and the loop goes on: asyncio's ended there,
+        # and the port stayed deaf until a restart. When accept() itself fails (no socket free:
+        # the unix port's EMFILE/ENFILE, the connection left queued; an ESP32's ENFILE past
+        # lwIP's CONFIG_LWIP_MAX_SOCKETS, ENOBUFS/ENOMEM, or ECONNABORTED with no TCP PCB left,
+        # lwIP closing the connection; no heap: MemoryError; or the peer left before its
+        # accept) the open sessions go on and _serve polls again after _ACCEPT_RETRY_MS. Either
+        # is logged, accept()'s failure only when the one before worked (ok): one line for a run
+        # of them, not one per poll. One line for both: no text of its own in the heap.
+        c = None
         try:
             c, a = s.accept()
-        except Exception:  # the peer left before its accept, or no descriptor free (EMFILE)
-            return False
-        try:
             c.setblocking(False)
             asyncio.create_task(cb(c, a))
+            return True
         except Exception as e:
-            c.close()
-            try:  # (the log line needs heap too)
-                log.warning("%r: a connection dropped at its accept", e)
-            except Exception:
-                pass
-        return True
+            ok = ok or c
+            if c:  # (a socket object is true)
+                c.close()
+            if ok:
+                try:  # (the log line needs heap too)
+                    log.warning("%r: a connection dropped at its accept", e)
+                except Exception:
+                    pass
+            return c is not None
 
     # The timer of the server connections' waits (ServerConn._wait): the parked tasks and when
     # each wait's bound runs out (ticks_ms), and the one task that wakes them, sleeping until the

@@ -141,6 +141,10 @@ def describe(exc, host, port, ca_path=None):
         return "host unreachable: no route to %s: check \"host\" and the network (Wi-Fi)" % where
     if code == getattr(__import__("errno"), "ENETUNREACH", 114 if EHOSTUNREACH == 118 else 101):
         return "network unreachable: no route to %s: check the network (Wi-Fi) and \"host\"" % where
+    if code in (23, 24, 105, 12):  # ENFILE, EMFILE, ENOBUFS (Linux and newlib alike), ENOMEM: socket() failed
+        return ("no socket free to connect to %s (%s): every socket here is in use (the server's sessions, waiting "
+                "connections and listening ports, other accounts' fetches: boards/*/BUDGET.md \"Sockets\"); tried again "
+                "at the next fetch" % (where, msg or code))
     if code in (ECONNRESET, ECONNABORTED) or tname in ("ConnectionResetError", "ConnectionAbortedError"):
         return "connection reset by %s: check the port and the \"tls\" mode" % where
     if "wrong_version_number" in low or "wrong version number" in low:
