@@ -269,6 +269,9 @@ def status_dict(config_path=CONFIG_PATH):
         cfg = _cfg(config_path)
         boardstart.check(cfg)  # the board's sections too: what the next start would refuse
         st["config"] = "ok"
+        w = boardstart.sockets(cfg)  # what the next start would warn of
+        if w:
+            st["sockets"] = w
         r = cfg.get("store", {}).get("root")
         if r and exists(r):
             root = r
@@ -363,7 +366,7 @@ def services(sup):
 def status(config_path=CONFIG_PATH):
     """Print the board's status for a human at the REPL."""
     st = status_dict(config_path)
-    for k in ("config", "flash", "heap", "idf_heap", "safe_mode", "uptime_s", "sessions", "wifi", "clock", "watchdog", "services",
+    for k in ("config", "sockets", "flash", "heap", "idf_heap", "safe_mode", "uptime_s", "sessions", "wifi", "clock", "watchdog", "services",
               "fetches"):
         if k in st:
             print("%-10s %s" % (k, st[k]))

@@ -26,10 +26,11 @@ _CLOCK_VALID_YEAR = const(2024)
 # Sockets (boards/*/BUDGET.md "Sockets"). An ESP32's lwIP has CONFIG_LWIP_MAX_SOCKETS of them, and
 # MicroPython's esp32 builds leave it at ESP-IDF's default, 10 (ports/esp32/boards/sdkconfig.base
 # and the board files read set none). Each open one takes one: a listening port, a session,
-# a connection waiting for a slot, a fetch, an NTP query. check() refuses a config that can hold
-# more at once (one more socket() or accept() would fail: the connection or fetch is lost, though
-# the board lives on). "services": {"sockets": N} says how many another firmware has (0: no
-# check); elsewhere (the unix port) there is no default limit.
+# a connection waiting for a slot, a fetch, an NTP query. sockets() warns at start (and in
+# admin.status()) of a config that can hold more at once (one more socket() or accept() would
+# fail: that connection or fetch fails and is tried again; the board lives on).
+# "services": {"sockets": N} says how many another firmware has (0: no check); elsewhere (the
+# unix port) there is no default limit.
 _ESP32_SOCKETS = const(10)
 _WAITING = const(2)  # listener._WAITING_MAX: connections of a service waiting for a slot (a test keeps them equal)
 
@@ -49,8 +50,7 @@ _TOP = ("store", "server", "smtp", "users", "accounts", "log")  # config.py's se
 def check(cfg):
     """Refuse (ConfigError, one line) a top-level key neither config.py nor the board knows
     (keys starting with "_" are comments), a board section that is not an object and a key
-    of one it does not have, and a config that can hold more sockets at once than the board has
-    (_ESP32_SOCKETS). Called before the watchdog starts (board.main then stays at the REPL: a
+    of one it does not have, and a services.sockets that is not a count. Called before the watchdog starts (board.main then stays at the REPL: a
     reset would not mend the file) and by admin.status()."""
     from pocketpost.compat import ConfigError
 
@@ -64,13 +64,21 @@ def check(cfg):
                     raise ConfigError("config: unknown key %s.%s (%s has: %s)" % (k, kk, k, ", ".join(_SECTIONS[k])))
         elif k not in _TOP and not k.startswith("_"):
             raise ConfigError("config: unknown section %r (sections: %s)" % (k, ", ".join(_TOP + tuple(_SECTIONS))))
-    # The sockets this config can hold at once (cfg checked by config.py: its sections complete).
-    sv = cfg.get("services") or {}
-    limit = sv.get("sockets", _ESP32_SOCKETS if sys.platform == "esp32" else 0)
+    limit = (cfg.get("services") or {}).get("sockets", 0)
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 0:
         raise ConfigError("config: services.sockets must be how many sockets this firmware has (0: no check)")
+
+
+def sockets(cfg):
+    """The warning (one line) for a config that can hold more sockets at once than the board has
+    (_ESP32_SOCKETS), or None. A warning, not a refusal: past the limit a new connection is closed
+    by lwIP at its accept and a fetch or NTP query fails and is tried again later; the board
+    lives on and no mail is lost (host_tests/test_socket_exhaustion.py), and the count is of what
+    may coincide (waiting connections and the NTP query are brief). cfg checked by check()."""
+    sv = cfg.get("services") or {}
+    limit = sv.get("sockets", _ESP32_SOCKETS if sys.platform == "esp32" else 0)
     if not limit or "server" not in cfg:
-        return
+        return None
     parts = []
     total = 0
     for name, key, ports, on in (("pop3", "server", ("port", "pop3s_port"), sv.get("server", _SERVICE_SERVER)),
@@ -92,12 +100,14 @@ def check(cfg):
     if (cfg.get("ntp") or {}).get("host", board.NTP_HOST):
         total += 1
         parts.append("ntp 1")
-    if total > limit:
-        raise ConfigError("config: this config can hold %d sockets at once (%s), this board has %d (lwIP's "
-                          "CONFIG_LWIP_MAX_SOCKETS; \"services\": {\"sockets\": N} for another firmware): lower "
-                          "server.max_sessions or smtp.max_sessions, set a slot_wait to 0 (no waiting room), turn "
-                          "a port off (0) or fetch fewer accounts (boards/*/BUDGET.md, \"Sockets\")"
-                          % (total, "; ".join(parts), limit))
+    if total <= limit:
+        return None
+    return ("sockets: this config can hold %d sockets at once (%s), this board has %d (lwIP's "
+            "CONFIG_LWIP_MAX_SOCKETS; \"services\": {\"sockets\": N} for another firmware): when they "
+            "coincide, a new connection is dropped at its accept and a fetch or NTP query fails until a socket "
+            "frees (tried again later; no mail is lost); to avoid it lower server.max_sessions or "
+            "smtp.max_sessions, set a slot_wait to 0 (no waiting room), turn a port off (0) or fetch fewer "
+            "accounts (boards/*/BUDGET.md, \"Sockets\")" % (total, "; ".join(parts), limit))
 
 
 def clock_is_set():
@@ -135,6 +145,9 @@ async def start(r, secrets_path=None):
     at which MicroPython's qstr pools double, 14 KB on the 64-bit host; bench_heap --runner c.)"""
     cfg = r.cfg
     check(cfg)  # before the watchdog: a config mistake leaves the board at the REPL (board.main)
+    w = sockets(cfg)
+    if w:
+        log.warning(w)
     hw = r.hw
     wd = board._section(cfg, "watchdog")
     timeout = wd.get("timeout_ms", WDT_TIMEOUT_MS)
