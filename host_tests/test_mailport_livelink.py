@@ -18,7 +18,7 @@ sys.path.insert(0, FIRMWARE)
 import mailport  # noqa: E402
 import ppadmin  # noqa: E402
 import pseudoboard  # noqa: E402
-from bench_server import build_mpy  # noqa: E402
+from helpers import build_mpy  # noqa: E402
 from pocketpost import config as ppconfig  # noqa: E402
 
 from test_mailport_live import BOOT_FILES, HEAP, wait_port  # noqa: E402
