@@ -4,10 +4,10 @@
 dovecot.conf (no system service, nothing under /etc), starts the master on two free high ports
 (plain + STLS, and POP3S) on 127.0.0.1 and 127.0.0.2 (its certificate names only localhost and
 127.0.0.1: the second address is where a client meets a certificate for another name), waits
-(bounded) until both accept, and makes one warm-up login so the
-auth process's one-time start cost is not charged to a test. `stop()` sends TERM to the master pid
-and waits (bounded); call it from a `finally`/fixture teardown. Every file lives in one temporary
-folder readable by Dovecot's unprivileged users.
+(bounded) until both accept, and makes one warm-up login so the auth process's one-time start
+cost is not charged to a test. `stop()` sends TERM to the master pid and leaves the wait (bounded)
+to a thread; call it from a `finally`/fixture teardown. Every file lives in one temporary folder
+readable by Dovecot's unprivileged users.
 
 Messages are seeded as Maildir files (`seed`) and read back (`messages`) for byte-exact checks of
 what the server still holds after a fetch.
@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 
 from helpers import free_port
@@ -79,6 +80,24 @@ service pop3-login {{
 
 def _run(cmd, cwd):
     subprocess.run(cmd, cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def _reap(pid, d):
+    """The rest of Dovecot.stop(): wait (bounded) for the master to exit, else KILL it; remove d."""
+    deadline = time.time() + STOP_TIMEOUT
+    while pid and time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        if pid:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    shutil.rmtree(d, ignore_errors=True)
 
 
 def make_ca(d, name="ca", cn="pocketpost test CA"):
@@ -162,6 +181,10 @@ class Dovecot:
             c.quit()
 
     def stop(self):
+        """TERM to the master; the wait for it to exit (bounded, then KILL) and the folder's removal
+        go on in a thread: the master takes ~2.5 s to exit, and nothing after a stop needs it gone
+        (a next start takes new ports and a new folder). The interpreter joins these threads
+        before it exits, so no Dovecot outlives the test run."""
         if self.dir is None:
             return
         pidfile = os.path.join(self.dir, "run", "master.pid")
@@ -176,20 +199,7 @@ class Dovecot:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pid = None
-            deadline = time.time() + STOP_TIMEOUT
-            while pid and time.time() < deadline:
-                try:
-                    os.kill(pid, 0)
-                except ProcessLookupError:
-                    break
-                time.sleep(0.05)
-            else:
-                if pid:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-        shutil.rmtree(self.dir, ignore_errors=True)
+        threading.Thread(target=_reap, args=(pid, self.dir), name="dovecot-stop").start()
         self.dir = None
 
     def log(self):

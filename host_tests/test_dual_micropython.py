@@ -4,7 +4,8 @@ skipped (dualtest.skip under MicroPython), so a skip is never counted as a pass.
 
 pytest runs the same modules under CPython directly; this makes MicroPython run them too, so a
 construct MicroPython lacks fails here rather than on a board. Each module runs once (one
-micropython process, as host_tests/dual/run.py does it); its per-test lines are then looked up.
+micropython process, as host_tests/dual/run.py does it; the modules' processes run side by side,
+one per core); its per-test lines are then looked up.
 """
 
 import os
@@ -12,7 +13,7 @@ import re
 
 import pytest
 
-from helpers import ROOT, run_micropython
+from helpers import ROOT, SWEEP_SHARDS, run_micropython
 
 DUAL = os.path.join(ROOT, "host_tests", "dual")
 MODULES = sorted(n[:-3] for n in os.listdir(DUAL) if n.startswith("test_") and n.endswith(".py"))
@@ -26,28 +27,46 @@ def _tests(module):
 
 
 CASES = [(m, t) for m in MODULES for t in _tests(m)]
-_RUNS = {}
+_RUNS = {}  # module -> a Future of _run_module(module)
+_POOL = []
 
 
-def _run(module):
-    """{test: (kind, detail)} from one micropython run of the module, and its whole output."""
+def _run_module(module):
+    """{test: (kind, detail)} from one micropython run of the module, its whole output, its exit."""
+    r = run_micropython(["host_tests/dual/run.py", module], timeout=600)
+    out = r.stdout.decode(errors="replace")
+    results = {}
+    current = None
+    for line in out.splitlines():
+        m = re.match(r"(ok  |FAIL|SKIP) %s\.(test_\w+):? ?(.*)$" % module, line)
+        if m:
+            kind = m.group(1).strip()
+            current = m.group(2)
+            results[current] = [kind, m.group(3)]
+        elif line.startswith("micropython:"):
+            current = None
+        elif current is not None and results[current][0] == "FAIL":
+            results[current][1] += "\n" + line  # the traceback run.py prints after FAIL
+    return results, out + r.stderr.decode(errors="replace")[-4000:], r.returncode
+
+
+def _run(module, request):
+    """_run_module(module), once. At the first call the run of every module this session selected
+    starts, SWEEP_SHARDS at a time (each its own micropython process, as alone): while pytest
+    reports one module's tests the next modules run on the other cores."""
+    if not _POOL:
+        from concurrent.futures import ThreadPoolExecutor
+
+        ex = ThreadPoolExecutor(SWEEP_SHARDS)
+        _POOL.append(ex)
+        wanted = [item.callspec.params.get("module") for item in request.session.items
+                  if item.module is not None and item.module.__name__ == __name__ and hasattr(item, "callspec")]
+        for m in MODULES:
+            if m in wanted:
+                _RUNS[m] = ex.submit(_run_module, m)
     if module not in _RUNS:
-        r = run_micropython(["host_tests/dual/run.py", module], timeout=600)
-        out = r.stdout.decode(errors="replace")
-        results = {}
-        current = None
-        for line in out.splitlines():
-            m = re.match(r"(ok  |FAIL|SKIP) %s\.(test_\w+):? ?(.*)$" % module, line)
-            if m:
-                kind = m.group(1).strip()
-                current = m.group(2)
-                results[current] = [kind, m.group(3)]
-            elif line.startswith("micropython:"):
-                current = None
-            elif current is not None and results[current][0] == "FAIL":
-                results[current][1] += "\n" + line  # the traceback run.py prints after FAIL
-        _RUNS[module] = (results, out + r.stderr.decode(errors="replace")[-4000:], r.returncode)
-    return _RUNS[module]
+        _RUNS[module] = _POOL[0].submit(_run_module, module)
+    return _RUNS[module].result()
 
 
 def test_every_dual_module_is_collected():
@@ -56,8 +75,8 @@ def test_every_dual_module_is_collected():
 
 
 @pytest.mark.parametrize("module,test", CASES, ids=["%s.%s" % c for c in CASES])
-def test_under_micropython(module, test):
-    results, out, rc = _run(module)
+def test_under_micropython(module, test, request):
+    results, out, rc = _run(module, request)
     if test not in results:
         raise AssertionError("%s.%s did not run under micropython (exit %d):\n%s" % (module, test, rc, out[-4000:]))
     kind, detail = results[test]
@@ -67,8 +86,8 @@ def test_under_micropython(module, test):
 
 
 @pytest.mark.parametrize("module", MODULES)
-def test_runner_reports_each_test_once(module):
-    results, out, rc = _run(module)
+def test_runner_reports_each_test_once(module, request):
+    results, out, rc = _run(module, request)
     assert sorted(results) == _tests(module), out[-4000:]
     summary = [ln for ln in out.splitlines() if ln.startswith("micropython:")][-1]
     kinds = [k for k, _ in results.values()]
@@ -77,9 +96,9 @@ def test_runner_reports_each_test_once(module):
     assert rc == (1 if "FAIL" in kinds else 0)
 
 
-def test_a_skip_is_reported_as_a_skip_on_both_runtimes():
+def test_a_skip_is_reported_as_a_skip_on_both_runtimes(request):
     # MicroPython: the runner prints SKIP (and the test above turns it into a pytest skip)
-    results, out, _ = _run("test_auth")
+    results, out, _ = _run("test_auth", request)
     assert results["test_pbkdf2_matches_cpython_when_available"][0] == "SKIP", out[-2000:]
     # CPython: dualtest.skip is pytest's skip, never a silent pass
     import test_store

@@ -101,7 +101,7 @@ def test_a_fetch_interns_fewer_names_than_fill_the_first_five_pools(tmp_path):
     import sys
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
-    from benchlib import build_mpy
+    from helpers import build_mpy
     from serverharness import Pop3Server
 
     from pocketpost.store import Store

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 sys.path.insert(0, FIRMWARE)
 import ppadmin  # noqa: E402
 import pseudoboard  # noqa: E402
-from bench_server import build_mpy  # noqa: E402
+from helpers import build_mpy  # noqa: E402
 from pocketpost import config as ppconfig  # noqa: E402
 
 from test_mailport_usb import COPY, MSGS  # noqa: E402

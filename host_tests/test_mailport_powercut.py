@@ -121,7 +121,10 @@ def main():
 
 
 if IS_MP and __name__ == "__main__":
+    from flashdev import shard_report
+
     main()
+    shard_report()
 
 
 def test_import_and_restore_power_cuts():

@@ -14,7 +14,7 @@ from mailimage import make_image, run_ppadmin, stored_form
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import ppadmin  # noqa: E402
 import pseudoboard  # noqa: E402
-from bench_server import build_mpy  # noqa: E402
+from helpers import build_mpy  # noqa: E402
 
 MSGS = [b"Subject: one\r\n\r\n.dot\r\nFrom here\r\n", b"Subject: two\n\n\x04\x00\xff binary-ish\n",
         b"Subject: big\r\n\r\n" + b"".join(b"line %05d\r\n" % i for i in range(20000))]

@@ -92,7 +92,7 @@ def test_live_export_works_on_the_pseudo_board_as_deployed(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, "tools"))
     import ppadmin
     import pseudoboard
-    from bench_server import build_mpy
+    from helpers import build_mpy
     from test_mailport_live import BOOT_FILES, HEAP, wait_port
     from test_mailport_usb import COPY
 

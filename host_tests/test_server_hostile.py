@@ -280,7 +280,7 @@ def test_session_limits(tmp_path):
         a = Raw(s.port)
         b = Raw(s.port)
         assert a.line().startswith(b"+OK") and b.line().startswith(b"+OK")
-        # full, but only of connections not logged in: after its wait for a slot (1 s) the new one
+        # full, but only of connections not logged in: after its wait for a slot (0.3 s) the new one
         # takes the oldest one's slot, which is told why (as a refused one is), not dropped without a word
         c = Raw(s.port)
         assert c.line().startswith(b"+OK")
@@ -300,7 +300,7 @@ def test_session_limits(tmp_path):
 
 
 def test_session_limit_full_of_logged_in_users_refuses(tmp_path):
-    # (idle_timeout: the two logged-in sessions outlast the refused ones' waits for a slot, 1 s each)
+    # (idle_timeout: the two logged-in sessions outlast the refused ones' waits for a slot, 0.3 s each)
     s = Pop3Server(str(tmp_path), {"alice": [msg(1)], "bob": [msg(2)]},
                    server={"max_sessions": 2, "max_sessions_per_addr": 2, "idle_timeout": 30})
     s.start()

@@ -257,7 +257,7 @@ def _smtp_sessions(srv):
 
 def test_silent_peers_never_keep_a_sender_out(srv):
     """Twice the cap of silent connections (pre-auth: greeted, then nothing): each one above the
-    cap waits slot_wait (1 s here) for a slot, then takes the slot of the oldest pre-auth one,
+    cap waits slot_wait (0.3 s here) for a slot, then takes the slot of the oldest pre-auth one,
     which is closed; a real sender (smtplib) is served meanwhile, its connection waiting and then
     evicting one more, and not refused (421) as before slots."""
     deadline = time.time() + 15

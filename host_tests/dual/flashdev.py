@@ -160,13 +160,53 @@ def blank_image(blocks):
     return dev.image()
 
 
+# Sharding (helpers.run_sweep): a sweep's runs split between processes run side by side on the
+# host's cores. With POCKETPOST_SHARD="i/n" a process takes the runs whose place in the sweep's
+# order is i modulo n; every shard walks the same order (each run starts from the same image, so
+# which runs a process skips changes nothing in the others), so the n shards together make every
+# run exactly once. shard_report() prints the counts that run_sweep checks add up.
+_shard = []  # [i, n, runs seen, runs taken] once read
+_SHARD_MAX = 16
+
+
+def _shard_state():
+    if not _shard:
+        import os
+
+        spec = os.getenv("POCKETPOST_SHARD") or "0/1"
+        i, n = [int(x) for x in spec.split("/")]
+        if not (0 < n <= _SHARD_MAX and 0 <= i < n):
+            raise ValueError("POCKETPOST_SHARD: %r" % spec)
+        _shard.extend([i, n, 0, 0])
+    return _shard
+
+
+def mine():
+    """True for the next run of the sweep if it is this process's (always when unsharded)."""
+    sh = _shard_state()
+    k = sh[2]
+    sh[2] += 1
+    if k % sh[1] == sh[0]:
+        sh[3] += 1
+        return True
+    return False
+
+
+def shard_report():
+    sh = _shard_state()
+    print("SHARD %d/%d: %d of %d runs" % (sh[0], sh[1], sh[3], sh[2]))
+
+
 def cut_at_every_op(total, run):
-    """run(n, mode) for each op n of a workload of `total` program/erase ops, in every mode;
-    returns how many runs that was."""
+    """run(n, mode) for each op n of a workload of `total` program/erase ops, in every mode
+    (this shard's share of them: mine()); returns how many runs that was."""
+    ran = 0
     for mode in MODES:
         for n in range(1, total + 1):
-            run(n, mode)
-    return len(MODES) * total
+            if mine():
+                run(n, mode)
+                ran += 1
+    return ran
 
 
 def cut_power(base, cut_at, mode, at, work, also=()):
