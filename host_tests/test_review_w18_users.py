@@ -208,8 +208,9 @@ def test_a_message_larger_than_the_whole_flash_is_bounced_not_deferred_for_days(
     pf = postfix.Postfix("example.org", board.smtp_port)
     big = b"Subject: nas backup report\r\n\r\n" + (b"z" * 76 + b"\r\n") * (FLASH_BLOCKS * 4096 // 78 + 100)
     try:
-        _wait_log(board, "is more than this flash holds", 1)
-        assert "set smtp.max_message_size to at most %d" % (FLASH_BLOCKS * 4096) in board.log(), board.log()[-3000:]
+        _wait_log(board, "less the store's reserve: lowered to", 1)
+        assert "lowered to %d " % (FLASH_BLOCKS * 4096) in board.log(), board.log()[-3000:]
+        assert "set smtp.max_message_size to at most that" in board.log(), board.log()[-3000:]
         with smtplib.SMTP("127.0.0.1", board.smtp_port, timeout=30) as s:
             s.ehlo("nas.lan")
             assert s.esmtp_features["size"] == str(FLASH_BLOCKS * 4096), s.esmtp_features
@@ -252,3 +253,43 @@ def test_admin_fetch_now_without_the_account_says_what_to_do(tmp_path, capsys):
         assert "no account 'ips' in %s (accounts: isp)" % path in out, out
     finally:
         storemod.reboot()
+
+
+def test_a_harvesters_refused_recipients_are_a_bounded_number_of_log_lines(tmp_path):
+    """Each refused MAIL / RCPT / DATA is logged (above), and each counts once towards the
+    session's error limit (20, as Postfix's smtpd_hard_error_limit counts rejects): an address
+    harvester's 300 RCPTs to unknown users were 300 replies of 550 and 300 log lines in
+    one session; now the 20th refusal is a 421 and the session ends, with at most 20 lines."""
+    import socket
+
+    from smtpharness import SmtpPop3Server
+
+    s = SmtpPop3Server(str(tmp_path), messages={"alice": []})
+    s.start()
+    try:
+        c = socket.create_connection(("127.0.0.1", s.smtp_port), timeout=15)
+        f = c.makefile("rb")
+        assert f.readline().startswith(b"220")
+        c.sendall(b"EHLO harvester.example\r\n")
+        while not f.readline().startswith(b"250 "):
+            pass
+        c.sendall(b"MAIL FROM:<h@harvester.example>\r\n")
+        assert f.readline().startswith(b"250")
+        codes = []
+        for i in range(300):  # one at a time: a close with pipelined lines unread would be a reset
+            c.sendall(b"RCPT TO:<nobody%d@example.org>\r\n" % i)
+            ln = f.readline()
+            if not ln:
+                break
+            codes.append(ln[:3])
+            if ln[:3] == b"421":
+                assert f.readline() == b"", "the session goes on after its 421"
+                break
+        c.close()
+        assert codes[:19] == [b"550"] * 19 and codes[19] == b"421", codes[:25]
+        assert len(codes) == 20, len(codes)
+        log = s.log()
+        assert 1 <= log.count(" refused: 5") <= 20, log.count(" refused: 5")
+        assert log.count(" refused: ") <= 21, log[-2000:]
+    finally:
+        s.stop()

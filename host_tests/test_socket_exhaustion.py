@@ -167,3 +167,14 @@ def test_fetch_out_of_sockets_names_the_account_and_what_ran_out(tmp_path, runti
     out = r.stdout.decode() + r.stderr.decode()
     assert "ERROR home 127.0.0.1:%d: connect: no socket free to connect to 127.0.0.1:%d" % (port, port) in out, out
     assert "24" in out.split("no socket free")[1], out  # EMFILE, as the runtime says it
+
+
+def test_out_of_heap_is_not_called_out_of_sockets():
+    """MicroPython's mbedTLS raises OSError(ENOMEM) for a handshake out of heap, and lwIP ENOBUFS for
+    a connection without memory: neither is "every socket here is in use" (only ENFILE / EMFILE are)."""
+    from pocketpost import tlserror
+
+    for code in (12, 105):
+        assert "no socket free" not in tlserror.describe(OSError(code), "pop.example", 995), code
+    for code in (23, 24):
+        assert "no socket free to connect to pop.example:995" in tlserror.describe(OSError(code), "pop.example", 995)

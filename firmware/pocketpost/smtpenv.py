@@ -229,13 +229,21 @@ def handle(s, line):
                 return b"250 2.0.0 OK\r\n"
             s.closing = True
             return reply(221, "2.0.0 %s closing" % s.svc.hostname)
+        bad = s.bad
         r = fn(s, arg)  # type: ignore[operator]  # a function: COMMANDS' values are of three kinds
-        if kw in (b"MAIL", b"RCPT", b"DATA") and isinstance(r, bytes) and r[:1] in (b"4", b"5"):
+        if isinstance(r, bytes) and r[0] > 51 and kw[0] in b"MRD":  # 4xx / 5xx to MAIL, RCPT, DATA (RSET: above)
             # The envelope's refusals in the log, as Postfix's "NOQUEUE: reject" lines: a device's
             # mail refused (unknown recipient, no HELO, too big) was a connect and a disconnect
-            # with nothing between them, and nothing told the admin why it never arrived.
-            log.info("smtp %s %s refused: %s", s.peer, " ".join([kw.decode()] + [text(w) for w in arg[:_LOG_ARG].split()]),
-                     r.decode().strip())
+            # with nothing between them, and nothing told the admin why it never arrived. Each
+            # counts once towards _MAX_BAD_COMMANDS (as Postfix's hard error limit counts
+            # rejects): a harvester's thousand RCPTs is not a thousand lines.
+            try:
+                log.info("smtp %s %s refused: %s", s.peer, " ".join([kw.decode()] + [text(w) for w in arg[:_LOG_ARG].split()]),
+                         r.decode().strip())
+            except MemoryError:  # no heap for the line: the reply still goes
+                pass
+            if s.bad == bad:
+                r = error(s, r)
         return r
     except Exception as e:  # store trouble: one reply, never a dead session
         return s.repair(kw, e)

@@ -291,10 +291,9 @@ async def start(cfg, store, logins=None):
         except (OSError, AttributeError):  # (no statvfs: the limit as configured)
             cap = 0
         if 0 < cap < sm["max_message_size"]:
-            log.warning("smtp: max_message_size %d is more than this flash holds (%d octets in all, %d of them kept "
-                        "free by the store): a message over %d octets is refused as too big (552), not deferred "
-                        "(452) for retries that could never store it; set smtp.max_message_size to at most %d",
-                        sm["max_message_size"], st[0] * st[2], store.reserve, cap, cap)
+            log.warning("smtp: max_message_size %d > this flash's %d octets less the store's reserve: lowered to %d "
+                        "(552 above it, not 452); set smtp.max_message_size to at most that",
+                        sm["max_message_size"], st[0] * st[2], cap)
             sm["max_message_size"] = cap
         await srv._listen()
     else:

@@ -141,7 +141,8 @@ def describe(exc, host, port, ca_path=None):
         return "host unreachable: no route to %s: check \"host\" and the network (Wi-Fi)" % where
     if code == getattr(__import__("errno"), "ENETUNREACH", 114 if EHOSTUNREACH == 118 else 101):
         return "network unreachable: no route to %s: check the network (Wi-Fi) and \"host\"" % where
-    if code in (23, 24, 105, 12):  # ENFILE, EMFILE, ENOBUFS (Linux and newlib alike), ENOMEM: socket() failed
+    if code in (23, 24):  # ENFILE, EMFILE (Linux and newlib alike): socket() found none free. (Not ENOMEM:
+        # MicroPython's mbedTLS says ENOMEM for a handshake out of heap.)
         return ("no socket free to connect to %s (%s): every socket here is in use (the server's sessions, waiting "
                 "connections and listening ports, other accounts' fetches: boards/*/BUDGET.md \"Sockets\"); tried again "
                 "at the next fetch" % (where, msg or code))
