@@ -82,3 +82,79 @@ def test_a_message_larger_than_the_room_left_no_longer_holds_back_the_others(dc,
     storemod.reboot()
     got = storeread.messages(Store(str(folder / "mail")), "alice")
     assert sorted(got) == sorted(small), got
+
+
+def test_a_second_account_for_the_same_server_mailbox_is_refused_before_it_stores_every_message_twice(dc, tmp_path):
+    """An account block copied under a new name ("isp2") with the old one left in (a rename half
+    done, or a second local mailbox wanted): both fetched alice's mailbox, each with its own UIDL
+    state, and every message kept there was stored twice, run after run of new mail (exit 0). Now
+    both are refused (exit 1), each naming the other, nothing fetched; so are they by the board
+    (boardstart, as for a renamed account) and admin.fetch_now (fetchload.renamed)."""
+    dc.seed("alice", [b"Subject: one\r\n\r\none\r\n", b"Subject: two\r\n\r\ntwo\r\n"])
+    a = dc_account(dc, policy="keep")
+    b = dict(a, name="isp2", host="LOCALHOST", mailbox="bob")  # (a DNS name: any case)
+    c = dict(a, name="other", user="bob", mailbox="bob")  # another user at the same server: fetched
+    folder = user_folder(tmp_path, {"store": {"root": "mail"}, "accounts": [a, b, c]},
+                         {"accounts": {"isp": {"password": PASSWORD}, "isp2": {"password": PASSWORD},
+                                       "other": {"password": PASSWORD}}})
+    rc, out = run_fetch(folder, "config.json")
+    assert rc == 1, out
+    assert "accounts isp and isp2 both fetch alice's mailbox at localhost" in out, out
+    assert "accounts isp2 and isp both fetch alice's mailbox at LOCALHOST" in out and "twice" in out, out
+    assert "fetch other: 0 fetched" in out, out
+    assert "  " not in out.split("fetch other:")[0], out  # no progress line before it: nothing stored
+    from pocketpost import fetchload
+
+    assert fetchload.renamed(c, [a, b, c]) is None
+    d = dict(a, name="d", host="pop.example.org")  # the same user name at another server: fetched
+    assert fetchload.renamed(d, [a, d]) is None and fetchload.renamed(a, [a, d]) is None
+
+
+@pytest.mark.parametrize("typo", ["stor", "acounts", "acount"])
+def test_a_mistyped_section_is_refused_by_the_fetch_cli(tmp_path, typo):
+    """`"stor": {"root": "mail"}`: the fetch CLI ignored the section and stored the mail under the
+    default root /flash/mail (on a host run as root: a /flash made at the filesystem's root, where
+    the user never looks; else an OSError 13 about a store the user never named); `"acounts"`: "has
+    no accounts", exit 0. The board refuses an unknown section (boardstart.check); now the fetch
+    CLI does too, in one line, exit 2, before anything is made."""
+    cfg = {"store": {"root": "mail"}, "accounts": [{"name": "isp", "host": "localhost", "port": 1, "user": "u", "verify": False}],
+           "_comment": "keys starting with _ are comments", "services": {"fetch_interval_s": 600}}
+    cfg[typo] = cfg.pop("store" if typo == "stor" else "accounts")
+    folder = user_folder(tmp_path, cfg, {"accounts": {"isp": {"password": PASSWORD}}})
+    rc, out = run_fetch(folder, "config.json")
+    assert rc == 2, out
+    assert 'unknown section "%s"' % typo in out and "store, accounts" in out, out
+    assert sorted(os.listdir(str(folder))) == ["config.json", "secrets.json"]  # no store, no state made
+
+
+def test_a_changed_password_says_where_the_password_lives(dc, tmp_path):
+    """The password changed at the provider: the run said "check the user name and password", and
+    the user looked in config.json, where no password is (it lives in secrets.json)."""
+    folder = user_folder(tmp_path, {"store": {"root": "mail"}, "accounts": [dc_account(dc)]},
+                         {"accounts": {"isp": {"password": "the old one"}}})
+    rc, out = run_fetch(folder, "config.json")
+    assert rc == 1, out
+    assert "check the user name and password" in out and '"password" in secrets.json' in out, out
+
+
+@pytest.mark.parametrize("policy", [None, "keep", "delete"])
+def test_keep_days_without_its_policy_is_refused(dc, tmp_path, policy):
+    """`"keep_days": 14` written without `"policy": "keep_days"` (or left in when the policy was
+    changed): silently ignored, so nothing was ever deleted on the server by age (under the
+    default policy keep, the provider's mailbox filled up, run after run, exit 0). Now the
+    account is refused, saying which setting to add or remove; nothing is fetched."""
+    dc.seed("alice", [b"Subject: one\r\n\r\none\r\n"])
+    acct = dc_account(dc, keep_days=14)
+    if policy:
+        acct["policy"] = policy
+    folder = user_folder(tmp_path, {"store": {"root": "mail"}, "accounts": [acct]},
+                         {"accounts": {"isp": {"password": PASSWORD}}})
+    rc, out = run_fetch(folder, "config.json")
+    assert rc == 1, out
+    assert 'keep_days is set but policy is "%s"' % (policy or "keep") in out and '"policy": "keep_days"' in out, out
+    assert "  " not in out and not (folder / "state").exists(), out  # no message stored, no state made
+    acct["policy"] = "keep_days"  # what it says: the account fetches
+    folder = user_folder(tmp_path, {"store": {"root": "mail"}, "accounts": [acct]},
+                         {"accounts": {"isp": {"password": PASSWORD}}})
+    rc, out = run_fetch(folder, "config.json")
+    assert rc == 0 and "1 fetched" in out, out
