@@ -187,10 +187,12 @@ def test_a_message_larger_than_the_store_has_room_for_is_named_with_what_to_do(d
     rc, out = run_fetch(folder, "config.json")
     assert rc == 1, out
     assert "message 1 (%d octets)" % len(big) in out and "max_size" in out, out
-    cfg["accounts"][0]["max_size"] = 50000  # what the error says to do: the small one comes through
+    # (Since w18 the small one comes through at once: the big one is not downloaded, its LIST size
+    # being over the room left; test_review_w18_fetch.py.)
+    cfg["accounts"][0]["max_size"] = 50000  # what the error says to do: the run succeeds, the big one skipped
     (folder / "config.json").write_text(json.dumps(cfg))
     rc, out = run_fetch(folder, "config.json")
-    assert rc == 0 and "1 fetched" in out and "1 skipped" in out, out
+    assert rc == 0 and "0 fetched" in out and "1 skipped" in out, out
 
 
 def test_a_full_uidl_state_fails_the_cli_and_says_what_to_do(dc, tmp_path):

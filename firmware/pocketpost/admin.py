@@ -234,7 +234,6 @@ def fetch_now(account=None, config_path=CONFIG_PATH):
     store = _store(cfg)
     out = {}
     accounts = cfg.get("accounts") or []
-    names = [a.get("name") for a in accounts]
     for acct in accounts:
         name = acct.get("name") or acct.get("user") or "?"
         if account is not None and name != account:
@@ -242,7 +241,7 @@ def fetch_now(account=None, config_path=CONFIG_PATH):
         try:
             # An account renamed in config.json whose state files were not would store every
             # message kept on the server a second time: refused, as the CLI and the board do.
-            why = fetchload.renamed(acct, names)
+            why = fetchload.renamed(acct, accounts)
             out[name] = {"error": "ConfigError: " + why} if why else client.fetch_account_sync(acct, store)
         except MemoryError:
             raise

@@ -199,13 +199,12 @@ async def start(r, secrets_path=None):
         # cut is recorded first (else a second download).
         from pocketpost import client, fetchload
 
-        names = [a.get("name") for a in cfg["accounts"]]
         for a in cfg["accounts"]:
             # An account renamed in config.json whose state files were not (fetchload.renamed, as
             # the fetch CLI asks; else every message kept on the server is stored a second time):
             # not fetched until the board restarts with them renamed (board.fetch_loop);
             # admin.status() shows why.
-            why = fetchload.renamed(a, names)
+            why = fetchload.renamed(a, cfg["accounts"])
             if why:
                 r.fetches[a["name"]] = {"error": "ConfigError: " + why, "refused": 1}
                 log.error("fetch %s refused until the board restarts: %s", a["name"], why)

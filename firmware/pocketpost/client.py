@@ -94,6 +94,7 @@ _T_UNSAVED = const(4)
 _T_STORE = const(5)
 _T_SKIP = const(18)
 _T_LEFT = const(19)
+_T_ROOM = const(21)
 
 
 # --- errors ------------------------------------------------------------------------------------
@@ -382,6 +383,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
     stats = {"account": name, "fetched": 0, "bytes": 0, "headers_only": 0, "skipped": 0,
              "deleted": 0, "duplicates": 0, "on_server": 0, "state_full": False, "by_content": 0}
     store_error = None
+    room_error = None  # the first message left for want of room (said once the session ends)
     try:
         # Connect, log in, STAT (clientauth.py: loaded for it, dropped after it, with the
         # session's greeting and CAPA code, pop3listing.py)
@@ -452,15 +454,16 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             # uidcompact) is not placed on top of it.
             drop = ("clientget",) if "pocketpost.store" in sys.modules else ("clientget", "store")
             order = sorted(want)
-            if (order and downloads < cap and c.caps is not None and "PIPELINING" in c.caps
-                    and store.room(mailbox)[0] != 0):
+            r = store.room(mailbox)[0] if order else 0
+            if order and downloads < cap and c.caps is not None and "PIPELINING" in c.caps and r != 0:
                 # The batch's first download asked for at once (as the next one is at the end of
                 # each message, below): the server looks it up while the state compacts and the
                 # download code loads. Not into a store already full: its begin would refuse it
                 # and it would be downloaded only to be dropped, every run until there is room.
+                # Nor one larger than the room left (below: kept on the server).
                 m = order[0]
                 ms = sizes.get(m)
-                if ms is not None and not (a["max_size"] and ms > a["max_size"]):
+                if ms is not None and not (a["max_size"] and ms > a["max_size"]) and not 0 < r < ms:
                     await c._send(c._out("RETR", m) + c._out("NOOP"), "RETR %d" % m)
             if want:
                 if st.due():
@@ -490,6 +493,17 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                         log.info(_failed("text", _T_SKIP, name, n, size))
                         continue
                     top = True
+                room = store.room(mailbox)[0]
+                if not top and 0 < room < size and not c.s.waiting_for():
+                    # Larger than the room the store has left (its quota or the flash; a message
+                    # is stored in no fewer octets than LIST gives): not downloaded (the store
+                    # would refuse it at its end, every run, and every message after it waited
+                    # behind it): kept on the server, said once the session ends (QUIT: what it
+                    # fetched and deleted commits); the messages after it that fit come in.
+                    stats["skipped"] += 1
+                    if room_error is None:
+                        room_error = _failed("text", _T_ROOM, n, size, mailbox, room)
+                    continue
                 downloads += 1
                 if st.due():
                     # A compaction of the state due at this message's save runs now, before its
@@ -513,7 +527,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 if k + 1 < len(order) and downloads < cap:
                     m = order[k + 1]
                     ms = sizes.get(m)
-                    if ms is not None and not (a["max_size"] and ms > a["max_size"]):
+                    if (ms is not None and not (a["max_size"] and ms > a["max_size"])
+                            and not (room > 0 and ms > room - size)):  # (one that may not fit: above)
                         ahead = m
                 # The download code (clientget.download, held for this batch: called straight, no
                 # coroutine of a wrapper on top of the download's) loaded again if another
@@ -602,7 +617,9 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             compat.forget(("clientend",))
         stats["deleted"] = deleted
         if store_error is None:
-            return stats
+            if room_error is None:
+                return stats
+            store_error = room_error
     except (ClientError, ProtocolError) as e:
         if store_error is None:
             raise

@@ -233,7 +233,8 @@ def hint(code):
         return "[SYS/TEMP]: a temporary failure on the server: try again later"
     if code == "SYS/PERM":
         return "[SYS/PERM]: a failure on the server, not of the password: ask its administrator"
-    return "check the user name and password"
+    return ("check the user name and password (the account's \"user\" in config.json, its \"password\" in "
+            "secrets.json: after a password change at the provider, put the new one there)")
 
 
 def best_auth(c):

@@ -213,6 +213,9 @@ def account_from_dict(d):
             raise ConfigError(e.msg)
     a["policy"] = pick("policy")
     a["keep_days"] = number("keep_days", DEFAULTS["keep_days"], 0)
+    if "keep_days" in d and a["policy"] != "keep_days":  # (else ignored: nothing deleted by age, unsaid)
+        raise ConfigError("account %s: keep_days is set but policy is \"%s\": to delete each message that many days "
+                          "after it is fetched, set \"policy\": \"keep_days\"; else remove keep_days" % (name, a["policy"]))
     a["max_size"] = number("max_size", DEFAULTS["max_size"], 0)
     a["oversize"] = pick("oversize")
     a["max_messages"] = number("max_messages", DEFAULTS["max_messages"], 0)

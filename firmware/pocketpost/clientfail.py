@@ -38,6 +38,9 @@ TEXTS = (
     "fetch %s: FAILED: %d sessions in a row each filled the UIDL state (max_entries) and deleted what it "
     "fetched, the most one run starts; %d messages are still on the server: run the fetch again (it goes on "
     "from there), or raise max_entries",  # 20 (fetch.py's: its sessions ran out)
+    "message %d (%d octets) left on the server: the local mailbox %s has room for %d octets (store \"quota\", "
+    "or the free flash less its \"reserve\"); the messages that fit were fetched: make room (delete mail kept "
+    "locally), raise store.quota, or set the account's max_size below it",  # 21 (client.fetch_account's)
 )
 
 

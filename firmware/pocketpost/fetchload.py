@@ -51,18 +51,28 @@ def line(k, *a):
     print(t)
 
 
-def renamed(a, names):
-    """Why account `a` must not fetch yet, or None: it has no UIDL state of its own, but its
-    state_dir holds the state of an account no longer in the config (`names`) for the same user
-    (and host, where its .who records one: clientconf._owner): an account renamed in config.json
-    whose state files were not. Fetching would take every message kept on the server for new and
-    store it a second time (README: `name`). The board asks this at start too (boardstart.py)."""
+def renamed(a, accounts):
+    """Why account `a` must not fetch yet, or None: another of the config's `accounts` fetches
+    the same server mailbox (user and host; each with its own UIDL state, every message would be
+    stored twice: an account copied under a new name with the old one left in; on a board both
+    fetch at once); or it has no UIDL state of its own, but its state_dir holds the state of an
+    account no longer in the config for the same user (and host, where its .who records one:
+    clientconf._owner): an account renamed in config.json whose state files were not. Fetching
+    would take every message kept on the server for new and store it a second time (README:
+    `name`). The board asks this at start too (boardstart.py)."""
     name = a.get("name")
     d = a.get("state_dir", "state")
     user = a.get("user")
     host = a.get("host")
     if not isinstance(name, str) or not isinstance(d, str) or not isinstance(host, str):
         return None  # (client.account_from_dict says what is wrong with it)
+    names = []
+    for x in accounts:
+        names.append(x.get("name"))
+        h = x.get("host")
+        if x is not a and x.get("user") == user and isinstance(h, str) and h.lower() == host.lower():
+            return ("accounts %s and %s both fetch %s's mailbox at %s: each message would be stored twice; "
+                    "keep one of them (renamed: README \"Fetching mail\", name)" % (name, x.get("name"), user, host))
     if compat.exists(compat.join(d, name + ".uidl")) or compat.exists(compat.join(d, name + ".who")):
         return None
     try:
@@ -203,6 +213,12 @@ def load(config_path, only, log_level):
     except (config.ConfigError, OSError, ValueError) as e:  # one line, no traceback: say what to fix
         print("fetch: %s: %s" % (config_path, "file not found" if getattr(e, "errno", 0) == 2 else e))
         return None
+    for k in cfg:  # a mistyped section ("stor", "acounts") was left at its default, unsaid (the board
+        # refuses it: boardstart.check, whose sections these are; "_...": a comment)
+        if k[:1] != "_" and k not in "store server smtp users accounts log wifi ntp watchdog services".split():
+            print("fetch: %s: config: unknown section \"%s\" (sections: store, accounts, log, server, users, smtp, "
+                  "services, wifi, ntp, watchdog)" % (config_path, k))
+            return None
     log.set_level(log_level or cfg["log"]["level"])
     lk = lock(cfg["store"]["root"])  # before the store's open: it may roll another run's commit forward
     if lk == 1:
@@ -221,11 +237,11 @@ def load(config_path, only, log_level):
     config = None
     compat.forget(loaded)
     accounts = cfg["accounts"]
-    names = [x.get("name") for x in accounts]
+    every = list(accounts)
     failed = 0
-    for acct in list(accounts):
+    for acct in every:
         if only is None or acct.get("name") == only:
-            why = renamed(acct, names)
+            why = renamed(acct, every)
             if why:  # said here, in fetch.main's words, and not fetched
                 failed += 1
                 line(0, acct.get("name"), acct.get("user"), acct.get("host"))

@@ -42,6 +42,19 @@ class Box:
             return self.pair.conn()
 
         st = Store(self.dir + "/mail", quota=self.quota)
+        if self.quota:
+            # Store.room gives no figure short of "full" (0): the room the store has left is not
+            # known to be smaller than a message (a server whose LIST sizes understate what is
+            # stored, a flash another writer fills meanwhile), so the client asks for it and the
+            # store refuses it mid-message or at its begin, the paths these tests exercise.
+            # (Known smaller, the message is not asked for at all: test_review_w18_fetch.py.)
+            real = st.room
+
+            def room(name):
+                r = real(name)
+                return (-1, r[1]) if r[0] > 0 else r
+
+            st.room = room
         return asyncio.run(client.fetch_account(a, st, on_message, opener))
 
     def fails(self, srv, exc, text, **kw):
