@@ -252,7 +252,7 @@ def fetch_now(account=None, config_path=CONFIG_PATH):
         if r is not None and "refused" not in r.fetches.get(name, ()):  # status()'s last fetch: this one
             r.fetches[name] = dict(out[name], at=time.time() - r.started)
     if not out:
-        print("no account %r in %s (accounts: %s)" % (account, config_path, ", ".join([str(n) for n in names]) or "none") if account
+        print("no account %r in %s (accounts: %s)" % (account, config_path, ", ".join([str(a.get("name")) for a in accounts]) or "none") if account
               else "no accounts in %s: add one under \"accounts\" (README \"Fetching mail from another server\"), "
                    "then fetch_now() again" % config_path)
     return out

@@ -165,6 +165,7 @@ class Session:
     login = None  # authenticated user name
     failures = 0
     bad = 0  # syntax errors and unknown commands so far
+    refused = 0  # envelope refusals logged so far (smtpenv.handle: at most _LOG_REFUSED a session)
     stored = 0  # messages stored in this session
     step = None  # SASL exchange in progress: "plain", LOGIN's "user" and "password", "scram" (smtpauth)
     user = None  # AUTH LOGIN's user name, between its two steps

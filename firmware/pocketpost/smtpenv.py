@@ -29,8 +29,10 @@ _MAX_SIZE_DIGITS = const(10)
 # About the most the trace fields (headers(): 256-octet paths, 64-octet names) add to SIZE's octets.
 _TRACE_ROOM = const(1024)
 
-# A refused MAIL / RCPT / DATA is logged with this much of its argument (a path is at most 256).
+# A refused MAIL / RCPT / DATA is logged with this much of its argument (a path is at most 256),
+# up to this many a session.
 _LOG_ARG = const(80)
+_LOG_REFUSED = const(20)
 
 # Syntax errors and unknown commands tolerated per session, as Postfix's smtpd_hard_error_limit:
 # a peer speaking another protocol (or garbage) is let go instead of answered forever.
@@ -229,21 +231,19 @@ def handle(s, line):
                 return b"250 2.0.0 OK\r\n"
             s.closing = True
             return reply(221, "2.0.0 %s closing" % s.svc.hostname)
-        bad = s.bad
         r = fn(s, arg)  # type: ignore[operator]  # a function: COMMANDS' values are of three kinds
-        if isinstance(r, bytes) and r[0] > 51 and kw[0] in b"MRD":  # 4xx / 5xx to MAIL, RCPT, DATA (RSET: above)
-            # The envelope's refusals in the log, as Postfix's "NOQUEUE: reject" lines: a device's
-            # mail refused (unknown recipient, no HELO, too big) was a connect and a disconnect
-            # with nothing between them, and nothing told the admin why it never arrived. Each
-            # counts once towards _MAX_BAD_COMMANDS (as Postfix's hard error limit counts
-            # rejects): a harvester's thousand RCPTs is not a thousand lines.
+        if isinstance(r, bytes) and r[0] > 51 and kw[0] in b"MRD" and s.refused < _LOG_REFUSED:
+            # A 4xx / 5xx to MAIL, RCPT or DATA (RSET returned above) in the log, as Postfix's
+            # "NOQUEUE: reject" lines: a device's mail refused (unknown recipient, no HELO, too
+            # big) was a connect and a disconnect with nothing between them, and nothing told the
+            # admin why it never arrived. At most _LOG_REFUSED a session: a harvester's thousand
+            # RCPTs is not a thousand lines.
+            s.refused += 1
             try:
-                log.info("smtp %s %s refused: %s", s.peer, " ".join([kw.decode()] + [text(w) for w in arg[:_LOG_ARG].split()]),
-                         r.decode().strip())
+                log.info("smtp %s %s refused: %s%s", s.peer, " ".join([kw.decode()] + [text(w) for w in arg[:_LOG_ARG].split()]),
+                         r.decode().strip(), " (no more refusals of this session logged)" if s.refused == _LOG_REFUSED else "")
             except MemoryError:  # no heap for the line: the reply still goes
                 pass
-            if s.bad == bad:
-                r = error(s, r)
         return r
     except Exception as e:  # store trouble: one reply, never a dead session
         return s.repair(kw, e)
