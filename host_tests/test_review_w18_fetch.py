@@ -158,3 +158,14 @@ def test_keep_days_without_its_policy_is_refused(dc, tmp_path, policy):
                          {"accounts": {"isp": {"password": PASSWORD}}})
     rc, out = run_fetch(folder, "config.json")
     assert rc == 0 and "1 fetched" in out, out
+
+
+def test_the_fetch_clis_sections_are_the_boards():
+    """fetchload.load's list of config sections is a copy of boardstart's (_TOP and _SECTIONS),
+    which the fetch CLI does not import (it would load the board module): kept equal here."""
+    from pocketpost import boardstart
+
+    with open(os.path.join(FIRMWARE, "pocketpost", "fetchload.py")) as f:
+        src = f.read()
+    known = re.search(r'known = "([a-z ]+)"\.split\(\)', src).group(1).split()
+    assert sorted(known) == sorted(boardstart._TOP + tuple(boardstart._SECTIONS))
