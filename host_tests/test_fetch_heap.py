@@ -47,9 +47,10 @@ def test_uidcompact_and_clientend_keep_the_record_layout_and_flags_of_uidstate()
     and a compaction write wrong lines."""
     from pocketpost import clientend, uidcompact, uidstate
 
-    names = ("_REC", "_KEY", "_F_HEADERS", "_F_DELETED", "_F_SAVED")
+    names = ("_REC", "_KEY", "_FL", "_F_HEADERS", "_F_DELETED", "_F_SAVED")
     assert [getattr(uidcompact, n) for n in names] == [getattr(uidstate, n) for n in names]
-    names = ("_REC", "_KEY", "_F_HEADERS", "_F_SYNTH", "_F_SEEN", "_F_DELETED")
+    names = ("_REC", "_KEY", "_FL", "_F_HEADERS", "_F_SYNTH", "_F_SEEN", "_F_DELETED", "_SANE_TIME", "_DAY",
+             "_MAX_DAYS")
     assert [getattr(clientend, n) for n in names] == [getattr(uidstate, n) for n in names]
 
 
@@ -59,7 +60,7 @@ def test_clientplan_keeps_the_flag_bits_of_uidstate():
     from pocketpost import clientplan, uidstate
 
     assert (clientplan._F_SEEN, clientplan._F_NEW) == (uidstate._F_SEEN, uidstate._F_NEW)
-    assert (clientplan._F_SYNTH, clientplan._REC, clientplan._KEY) == (uidstate._F_SYNTH, uidstate._REC, uidstate._KEY)
+    assert (clientplan._F_SYNTH, clientplan._REC, clientplan._FL) == (uidstate._F_SYNTH, uidstate._REC, uidstate._FL)
 
 
 def test_gc_threshold_is_16_kib_in_a_board_sized_heap_and_a_sixteenth_of_a_large_one():

@@ -27,8 +27,8 @@ The upstream of the fetcher is a second pocketpost server process (full heap).
 Module paths as a board's: a loaded `.mpy` interns its path as `__file__` (one name each, never
 freed), "/lib/pocketpost/x.mpy" on a board. The `.mpy` tree is built into <tmp>/lib and each
 workload runs with MICROPYPATH "lib" from a current directory that holds it ("lib/pocketpost/x.mpy":
-one character under a board's): a (server trials: a `-c` line changes directory to <tmp>, the
-config and store paths being absolute) and d (a "lib" link in the trial's directory) alike. Until
+one character under a board's): a, b, c and e (the server run from <tmp>; its config's paths are
+absolute) and d (a "lib" link in the trial's directory) alike; the same number of names. Until
 stop 28 it was the absolute temp path (~50 characters each, ~1.3 KB more of names for the ~27
 modules of a fetch than a board interns): every figure a-e before that is up to ~1 KiB high.
 
@@ -280,10 +280,8 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
                 img, launcher, _ = env.romfs()
                 srv.start(args=[launcher, img, "heapwork", srv.config_path, go] + flags, micropypath=d)
             else:
-                # heapwork from "lib" in env.base (the board-like module paths: the module doc);
-                # the directory as argv[1], popped (a literal would be one more interned name)
-                srv.start(args=["-c", "import os,sys;os.chdir(sys.argv.pop(1));import heapwork", env.base,
-                                srv.config_path, go] + flags, micropypath="lib")
+                # heapwork from "lib" in env.base (the board-like module paths: the module doc)
+                srv.start(args=["-m", "heapwork", srv.config_path, go] + flags, micropypath="lib", cwd=env.base)
         except RuntimeError:
             return False
         up = _wait_log(srv, "READY", 15)
