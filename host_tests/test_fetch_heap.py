@@ -239,6 +239,25 @@ def test_error_texts_are_cold_and_each_number_names_its_text():
     assert c._timeout(None, "RETR 1", 1).msg.startswith("h:110: waiting for the server to take RETR 1: no data for 5s")
 
 
+def test_a_refused_logins_hints_are_cold():
+    """The hints of a refused login (clientauth.hint: what to do by the reply's response code) are
+    clientfail.py's texts (cold), not string objects of clientauth.py, which is loaded at the
+    login, the fetch's tightest phase (issue 10: ~0.8 KB of text on the 64-bit unix port)."""
+    import os
+
+    from pocketpost import clientauth
+
+    with open(os.path.join(os.path.dirname(clientauth.__file__), "clientauth.py")) as f:
+        src = f.read()
+    for part in ("mailbox is in use by another session", "allows a login only so often", "check the user name"):
+        assert part not in src, part
+    assert clientauth.hint("IN-USE").startswith("[IN-USE]: the mailbox is in use by another session")
+    assert clientauth.hint("LOGIN-DELAY").startswith("[LOGIN-DELAY]: the server allows a login only so often")
+    assert clientauth.hint("SYS/TEMP") == "[SYS/TEMP]: a temporary failure on the server: try again later"
+    assert clientauth.hint("SYS/PERM").startswith("[SYS/PERM]: a failure on the server, not of the password")
+    assert clientauth.hint(None).startswith("check the user name and password") and "secrets.json" in clientauth.hint("X")
+
+
 def test_the_oauth_names_are_not_held_while_messages_move():
     """The OAuth mechanism names are clientconf's and clientauth's (each its copy, equal: the two
     cold modules that use them), not client.py's: a tuple and two string objects held through
