@@ -102,7 +102,7 @@ class Pop3Server:
         with open(self.config_path, "w") as f:
             json.dump(cfg, f)
 
-    def start(self, args=None, micropypath=None, cpython=False):
+    def start(self, args=None, micropypath=None, cpython=False, cwd=ROOT):
         env = dict(os.environ)
         env["MICROPYPATH"] = (micropypath or FIRMWARE) + ":.frozen"
         cmd = [MICROPYTHON]
@@ -114,7 +114,7 @@ class Pop3Server:
         cmd += args or ["-m", "pocketpost.server", self.config_path]
         self.log_path = os.path.join(self.dir, "server.log")
         self.logf = open(self.log_path, "wb")
-        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        self.proc = subprocess.Popen(cmd, stdout=self.logf, stderr=subprocess.STDOUT, env=env, cwd=cwd)
         deadline = time.time() + 15
         while time.time() < deadline:
             if self.proc.poll() is not None:

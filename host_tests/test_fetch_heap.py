@@ -47,9 +47,10 @@ def test_uidcompact_and_clientend_keep_the_record_layout_and_flags_of_uidstate()
     and a compaction write wrong lines."""
     from pocketpost import clientend, uidcompact, uidstate
 
-    names = ("_REC", "_KEY", "_F_HEADERS", "_F_DELETED", "_F_SAVED")
+    names = ("_REC", "_KEY", "_FL", "_F_HEADERS", "_F_DELETED", "_F_SAVED")
     assert [getattr(uidcompact, n) for n in names] == [getattr(uidstate, n) for n in names]
-    names = ("_REC", "_KEY", "_F_HEADERS", "_F_SYNTH", "_F_SEEN", "_F_DELETED")
+    names = ("_REC", "_KEY", "_FL", "_F_HEADERS", "_F_SYNTH", "_F_SEEN", "_F_DELETED", "_SANE_TIME", "_DAY",
+             "_MAX_DAYS")
     assert [getattr(clientend, n) for n in names] == [getattr(uidstate, n) for n in names]
 
 
@@ -59,7 +60,7 @@ def test_clientplan_keeps_the_flag_bits_of_uidstate():
     from pocketpost import clientplan, uidstate
 
     assert (clientplan._F_SEEN, clientplan._F_NEW) == (uidstate._F_SEEN, uidstate._F_NEW)
-    assert (clientplan._F_SYNTH, clientplan._REC, clientplan._KEY) == (uidstate._F_SYNTH, uidstate._REC, uidstate._KEY)
+    assert (clientplan._F_SYNTH, clientplan._REC, clientplan._FL) == (uidstate._F_SYNTH, uidstate._REC, uidstate._FL)
 
 
 def test_gc_threshold_is_16_kib_in_a_board_sized_heap_and_a_sixteenth_of_a_large_one():
@@ -236,6 +237,25 @@ def test_error_texts_are_cold_and_each_number_names_its_text():
     c = client.Pop3Client("h", 110, read_timeout=5)
     assert c._lost("the reply to STAT", None, 1).msg == "h:110: waiting for the reply to STAT: the server closed the connection"
     assert c._timeout(None, "RETR 1", 1).msg.startswith("h:110: waiting for the server to take RETR 1: no data for 5s")
+
+
+def test_a_refused_logins_hints_are_cold():
+    """The hints of a refused login (clientauth.hint: what to do by the reply's response code) are
+    clientfail.py's texts (cold), not string objects of clientauth.py, which is loaded at the
+    login, the fetch's tightest phase (issue 10: ~0.8 KB of text on the 64-bit unix port)."""
+    import os
+
+    from pocketpost import clientauth
+
+    with open(os.path.join(os.path.dirname(clientauth.__file__), "clientauth.py")) as f:
+        src = f.read()
+    for part in ("mailbox is in use by another session", "allows a login only so often", "check the user name"):
+        assert part not in src, part
+    assert clientauth.hint("IN-USE").startswith("[IN-USE]: the mailbox is in use by another session")
+    assert clientauth.hint("LOGIN-DELAY").startswith("[LOGIN-DELAY]: the server allows a login only so often")
+    assert clientauth.hint("SYS/TEMP") == "[SYS/TEMP]: a temporary failure on the server: try again later"
+    assert clientauth.hint("SYS/PERM").startswith("[SYS/PERM]: a failure on the server, not of the password")
+    assert clientauth.hint(None).startswith("check the user name and password") and "secrets.json" in clientauth.hint("X")
 
 
 def test_the_oauth_names_are_not_held_while_messages_move():

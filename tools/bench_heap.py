@@ -24,6 +24,15 @@ see tools/heapwork.py):
 
 The upstream of the fetcher is a second pocketpost server process (full heap).
 
+Module paths as a board's: a loaded `.mpy` interns its path as `__file__` (one name each, never
+freed), "/lib/pocketpost/x.mpy" on a board. The `.mpy` tree is built into <tmp>/lib and each
+workload runs with MICROPYPATH "lib" from a current directory that holds it ("lib/pocketpost/x.mpy":
+one character under a board's): a, b, c and e (the server run from <tmp>; its config's paths are
+absolute) and d (a "lib" link in the trial's directory) alike; the same number of names. Until
+stop 28 it was the absolute temp path (~50 characters each, ~1.3 KB more of names for the ~27
+modules of a fetch than a board interns): the figures before are high by that (same tree, before
+-> after: d 94-95 -> 93 KiB, e 103 -> 101, a 89 -> 89; b 114-116 and c 184-188 within their noise).
+
     .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code] [--no-smtp] [--board | --runner] [-v]
 
 --runner runs a-c through board.main as main.py does (boot.py's safemode and flashfs first; the
@@ -160,7 +169,7 @@ class Env:
         self.smtp = smtp
         self.board = False  # --board: heapwork loads in board.main's order
         self.runner = False  # --runner: heapwork runs board.main itself (boot.py's modules too)
-        self.mpy = build_mpy(os.path.join(base, "mpy"), extra=(WORK, PROF, FETCHPROF))
+        self.mpy = build_mpy(os.path.join(base, "lib"), extra=(WORK, PROF, FETCHPROF))  # "lib": see the module doc
         self.rom = None
         self.up = None
         self.msgs = {}
@@ -272,7 +281,8 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
                 img, launcher, _ = env.romfs()
                 srv.start(args=[launcher, img, "heapwork", srv.config_path, go] + flags, micropypath=d)
             else:
-                srv.start(args=["-m", "heapwork", srv.config_path, go] + flags, micropypath=env.mpy)
+                # heapwork from "lib" in env.base (the board-like module paths: the module doc)
+                srv.start(args=["-m", "heapwork", srv.config_path, go] + flags, micropypath="lib", cwd=env.base)
         except RuntimeError:
             return False
         up = _wait_log(srv, "READY", 15)
@@ -374,7 +384,8 @@ def fetch_cli_trial(env, kib, box):
         path = os.path.join(d, "config.json")
         with open(path, "w") as f:
             json.dump(cfg, f)
-        envv = dict(os.environ, MICROPYPATH=env.mpy + ":.frozen")
+        os.symlink(env.mpy, os.path.join(d, "lib"))  # board-like module paths (the module doc)
+        envv = dict(os.environ, MICROPYPATH="lib:.frozen")
         try:
             r = subprocess.run([MICROPYTHON, "-X", "heapsize=%dk" % kib, "-m",
                                 "fetchprof" if PROF_LOG[0] else "pocketpost.fetch", path],

@@ -223,18 +223,10 @@ async def login(c, user, password, method="auto"):
 
 def hint(code):
     """What to do about a refused login, by the reply's response code (RFC 2449, RFC 3206): a
-    locked mailbox or a server's own failure is no wrong password (scram.py and oauth2.py too)."""
-    if code == "IN-USE":
-        return ("[IN-USE]: the mailbox is in use by another session (another mail client left "
-                "open, or another fetch of it): close that one, or try again later")
-    if code == "LOGIN-DELAY":
-        return "[LOGIN-DELAY]: the server allows a login only so often: fetch less often"
-    if code == "SYS/TEMP":
-        return "[SYS/TEMP]: a temporary failure on the server: try again later"
-    if code == "SYS/PERM":
-        return "[SYS/PERM]: a failure on the server, not of the password: ask its administrator"
-    return ("check the user name and password (the account's \"user\" in config.json, its \"password\" in "
-            "secrets.json: after a password change at the provider, put the new one there)")
+    locked mailbox or a server's own failure is no wrong password (scram.py and oauth2.py too).
+    Its texts are clientfail.hint's (cold: a refused login is rare, and this module is loaded at
+    the login, one of the fetch's peaks)."""
+    return _failed("hint", code)
 
 
 def best_auth(c):

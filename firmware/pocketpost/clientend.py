@@ -23,8 +23,10 @@ _SYNTH_DAYS = const(30)
 _DAY = const(86400)
 # uidstate's record layout and flags (its const() names are not module attributes on
 # MicroPython): keep equal (host_tests/test_fetch_heap.py checks).
-_REC = const(13)
+_REC = const(11)
 _KEY = const(8)
+_FL = const(10)
+_MAX_DAYS = const(65535)
 _F_HEADERS = const(0x01)
 _F_SYNTH = const(0x02)
 _F_SEEN = const(0x04)
@@ -149,8 +151,10 @@ def retain(st, fn):
     w = 0
     for i in range(st.n):
         o = i * _REC
-        b = buf[o + _KEY + 4]
-        fs = struct.unpack_from(">I", buf, o + _KEY)[0]
+        b = buf[o + _FL]
+        fs = struct.unpack_from(">H", buf, o + _KEY)[0]  # first_seen in days (uidstate's theory)
+        if fs:
+            fs = _SANE_TIME + (fs - 1) * _DAY
         r = fn(fs, "h" if b & _F_HEADERS else "f", bool(b & _F_SYNTH), bool(b & _F_SEEN),
                bool(b & _F_DELETED))
         if r is None or r != fs:
@@ -165,7 +169,7 @@ def retain(st, fn):
                 st._edit(0x54, k, r, b)  # T
             if r is None:
                 continue
-            struct.pack_into(">I", buf, o + _KEY, r)
+            struct.pack_into(">H", buf, o + _KEY, 0 if r < _SANE_TIME else min((r - _SANE_TIME + _DAY - 1) // _DAY + 1, _MAX_DAYS))
         if w != i:
             mv[w * _REC:(w + 1) * _REC] = mv[o:o + _REC]
         w += 1

@@ -1,9 +1,10 @@
 """The errors of a failed wait or connection in a POP3 client session, in words a user can act on
 (Pop3Client._lost: a ConnectionLost; Pop3Client._timeout: a Pop3Timeout naming the deadline that
 ran out), and the texts of client.py's, clientget.py's and clientplan.py's other errors and of the
-log lines at a session's end (text). Cold code: client.py loads it only for those (client._failed) and drops it
-after (MicroPython), so its text is not held while messages download (issue 10: the fetch's
-smallest heap is set there)."""
+log lines at a session's end (text), and a refused login's hint (clientauth.hint). Cold code:
+client.py loads it only for those (client._failed) and drops it after (MicroPython), so its text
+is not held while messages download nor at the login (issue 10: the fetch's smallest heap is set
+there)."""
 
 from pocketpost import compat
 from pocketpost.client import ConnectionLost, Pop3Timeout
@@ -51,6 +52,22 @@ def no_uidl(c, path):
                         "; its CAPA no longer lists UIDL: if that is for good, delete %s and %s.who (the UIDs "
                         "there can never match again) and set policy \"delete\" (each message still on the server "
                         "is then stored again, once)" % (path, path[:-5]))
+
+
+def hint(code):
+    """clientauth.hint: what to do about a refused login, by the reply's response code (RFC 2449,
+    RFC 3206): a locked mailbox or a server's own failure is no wrong password."""
+    if code == "IN-USE":
+        return ("[IN-USE]: the mailbox is in use by another session (another mail client left "
+                "open, or another fetch of it): close that one, or try again later")
+    if code == "LOGIN-DELAY":
+        return "[LOGIN-DELAY]: the server allows a login only so often: fetch less often"
+    if code == "SYS/TEMP":
+        return "[SYS/TEMP]: a temporary failure on the server: try again later"
+    if code == "SYS/PERM":
+        return "[SYS/PERM]: a failure on the server, not of the password: ask its administrator"
+    return ("check the user name and password (the account's \"user\" in config.json, its \"password\" in "
+            "secrets.json: after a password change at the provider, put the new one there)")
 
 
 def text(n, *args):

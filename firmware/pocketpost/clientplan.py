@@ -21,8 +21,8 @@ _DAY = const(86400)
 _F_SEEN = const(0x04)
 _F_NEW = const(0x20)
 _F_SYNTH = const(0x02)
-_REC = const(13)
-_KEY = const(8)
+_REC = const(11)
+_FL = const(10)  # the flags byte's offset in a record
 # The texts of its errors: clientfail.TEXTS[n] (cold: a text here is a string object held through
 # every listing pass, one of the fetch's peaks); private copies of its numbers
 # (host_tests/test_fetch_heap.py checks them).
@@ -144,7 +144,7 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
     if not has_uidl:
         buf = st.buf
         for i in range(st.n):  # a UID stored before: this server has UIDL, refused for now
-            if not buf[i * _REC + _KEY + 4] & _F_SYNTH:
+            if not buf[i * _REC + _FL] & _F_SYNTH:
                 raise ClientError(_failed("no_uidl", c, st.path))
     if has_uidl and dups:
         await listing(c, "UIDL", count, on_dup)

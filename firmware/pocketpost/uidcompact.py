@@ -12,23 +12,24 @@ module for its records anyway: one module costs a fetch three interned names few
 
 import binascii
 import os
-import struct
 
 from pocketpost import compat
 from pocketpost.compat import const
-from pocketpost.uidstate import HEADER, StateError, _flag_bits, _seal, hash_key
+from pocketpost.uidstate import StateError, _flag_bits, _seal, hash_key
 from pocketpost.wire import LineReader
 
 # uidstate's record layout and flags (its const() names are not module attributes on
 # MicroPython): keep equal (host_tests/test_fetch_heap.py checks).
 _MAX_STATE_LINE = const(220)  # uidstate's (a private copy)
-_REC = const(13)
+_REC = const(11)
 _KEY = const(8)
+_FL = const(10)
 _F_HEADERS = const(0x01)
 _F_DELETED = const(0x08)
 _F_SAVED = const(0x10)
 _READ_BUF = const(512)
 _OLD_KEY = const(11)  # the record key before issue 10's heap work (88 bits)
+HEADER = b"pocketpost-uidl 2"  # a state file's first line (uidstate's format)
 
 
 def _check(line):
@@ -93,6 +94,15 @@ def records(st, f):
         yield body
     st._v1 = v1[0]
     st._torn = bad != 0
+
+
+def _table(st, count):
+    """UidState's refusals, their texts here (cold): the table full (count None), or no heap for
+    a table of count records."""
+    if count is None:
+        raise StateError("%s: UID table full (%d entries)" % (st.path, st.n))
+    raise StateError("%s: no heap for the UID table: max_entries %d needs %d bytes in one block; lower "
+                     "max_entries" % (st.path, count, count * _REC))
 
 
 def remove_tmp(state_dir, account):
@@ -184,10 +194,8 @@ def _apply(st, body):
             if found:
                 if c == b"X":
                     _remove(st, i)
-                else:
-                    o = i * _REC
-                    struct.pack_into(">I", st.buf, o + _KEY, int(w[2]))
-                    st.buf[o + _KEY + 4] = (st.buf[o + _KEY + 4] & ~_F_HEADERS) | _flag_bits(w[3].decode())
+                else:  # (first_seen in days, the session bits kept: UidState._put)
+                    st._put(None, int(w[2]), _flag_bits(w[3].decode()), k)
             return False
     except ValueError:
         pass
@@ -249,7 +257,7 @@ def compact(st):
         f.close()
         buf = st.buf
         for i in range(st.n):
-            o = i * _REC + _KEY + 4
+            o = i * _REC + _FL
             buf[o] &= ~_F_SAVED & 0xFF
     if written != st.n:
         raise StateError("state save lost track of %d entries: %s kept" % (st.n - written, st.path))
@@ -267,7 +275,7 @@ def _write_entry(st, f, key):
     i = st._index(key)
     if i < 0:
         return 0
-    o = i * _REC + _KEY + 4
+    o = i * _REC + _FL
     if st.buf[o] & _F_SAVED:
         return 0
     ln = st._entry_line(key)
@@ -280,5 +288,5 @@ def clear_deleted(st, key):
     """Undo st.mark(key, deleted=True): the server refused that DELE (rare: loaded for it)."""
     i = st._index(key)
     if i >= 0:
-        o = i * _REC + _KEY + 4
+        o = i * _REC + _FL
         st.buf[o] &= ~_F_DELETED & 0xFF

@@ -53,16 +53,21 @@ so it can never begin with a space and no server can send a UID that is taken fo
 key ("#abc" is just a UID). On file such keys have their own record type (H, and P without a UID).
 
 first_seen is Unix time, or 0 (any value before 2020) when the board clock was not set yet: the
-client stamps it in a later session with a set clock and never deletes by age before that.
+client stamps it in a later session with a set clock and never deletes by age before that. In RAM
+(and so in what get() returns and a compaction writes) it is kept in days: rounded up to the next
+day boundary counted from 2020-01-01 UTC (_SANE_TIME), 0 still "clock not set". Rounded up, a
+message's age is never overstated: keep_days deletes it at most a day later than the exact time
+would, never earlier. The file keeps Unix times (a rounded value is one too).
 
-RAM: one record of _REC = 13 bytes per entry, in one bytearray allocated once by the
+RAM: one record of _REC = 11 bytes per entry, in one bytearray allocated once by the
 constructor for max_entries records (load() replaces it only when the file holds more live
 entries than that, after the limit was lowered: at start, never mid-fetch); the table never
 grows: an add beyond it raises StateError (the client never asks: it leaves room). Sorted by
 key (binary search; an insert or removal moves the tail with a memoryview memmove):
 
     key[8]      first 8 bytes (64 bits) of SHA-1 of the full key (the UID, or hash_key(sha1hex))
-    first_seen  4 bytes, big-endian unsigned
+    first_seen  2 bytes, big-endian unsigned: days, 0 (clock not set) or 1 + the days from
+                _SANE_TIME to first_seen rounded up (1 = 2020-01-01 00:00 UTC; 65535: the year 2199)
     flags       1 byte: _F_HEADERS (flag "h"), _F_SYNTH (a hash_key entry), and per-session bits
                 _F_SEEN (on the server this session), _F_DELETED (DELE accepted this session),
                 _F_NEW (stored this session), _F_SAVED (transient, inside a compaction); session
@@ -94,10 +99,10 @@ from pocketpost import compat
 from pocketpost.compat import const
 
 # Entries kept per account (the account's "max_entries"; this is its default). Each entry is one
-# 13-byte record in one bytearray, whatever the UID length and on every port, allocated when the
-# state is opened: 500 entries = 6,500 bytes in one heap block (8,000 with the 16-byte records
-# before issue 10's heap work). The default was 2000 (32,000
-# bytes) until the deployed pseudo-board (256 KiB host heap, server and REPL loaded) could no
+# 11-byte record in one bytearray, whatever the UID length and on every port, allocated when the
+# state is opened: 500 entries = 5,500 bytes in one heap block (8,000 with the 16-byte records
+# before issue 10's heap work, 6,500 with the 13-byte ones until stop 28: first_seen in 4 bytes).
+# The default was 2000 (32,000 bytes) until the deployed pseudo-board (256 KiB host heap, server and REPL loaded) could no
 # longer find one free 32,000-byte block; a no-PSRAM ESP32 has ~100 KiB in all. The file on flash
 # holds the full UIDs (~95 bytes per entry worst case). A mailbox that keeps more mail on the
 # server than this waits for deletions (state_full); a board with PSRAM can raise it per account.
@@ -107,7 +112,7 @@ _DEFAULT_MAX_ENTRIES = const(500)
 _MAX_STATE_LINE = const(220)
 # Worst entry line: "S " + 10-digit time + " f " + 70-octet UID + " " + 8 hex + LF.
 _MAX_ENTRY_LINE = const(95)
-HEADER = b"pocketpost-uidl 2"
+# (The file's first line, HEADER: uidcompact.py's, which reads and writes it.)
 # The journal may grow to _JOURNAL_MIN + snapshot / _JOURNAL_SHARE bytes before a compaction: one
 # flash block for a small state; at 2000 entries a compaction every ~400 stored messages, so it
 # adds ~1/2 KiB per message, for a flash need (flash_need) of 1.5 snapshots.
@@ -118,8 +123,13 @@ _JOURNAL_SHARE = const(2)
 _MAX_EDITS = const(64)
 _EDIT = const(14)  # op, key[8], first_seen[4], flag bits
 _FS_SLACK = const(8192)  # two 4 KiB littlefs blocks: partly filled last blocks of file and temp
-_REC = const(13)
+_REC = const(11)
 _KEY = const(8)
+_FL = const(10)  # the flags byte's offset in a record (after key and first_seen's days)
+# first_seen's days count from here (a clock before it is unset: first_seen 0); client._SANE_TIME
+_SANE_TIME = const(1577836800)  # 2020-01-01
+_DAY = const(86400)
+_MAX_DAYS = const(65535)  # 2 bytes: 2199 (a later first_seen is stored as this)
 _F_HEADERS = const(0x01)
 _F_SYNTH = const(0x02)
 _F_SEEN = const(0x04)
@@ -196,8 +206,8 @@ class UidState:
         try:
             return bytearray(count * _REC)
         except MemoryError:
-            raise StateError("%s: no heap for the UID table: max_entries %d needs %d bytes in one "
-                             "block; lower max_entries" % (self.path, count, count * _REC))
+            pass
+        return self._cold("_table", count)  # raises StateError (its text cold, as the full table's)
 
     # -- the table --------------------------------------------------------------------
     def _find(self, k):
@@ -226,7 +236,7 @@ class UidState:
             bits |= _F_SYNTH
         if not found:
             if (self.n + 1) * _REC > len(self.buf):
-                raise StateError("%s: UID table full (%d entries)" % (self.path, self.n))
+                self._cold("_table", None)  # raises StateError: full (its text cold)
             mv = memoryview(self.buf)
             o = i * _REC
             end = self.n * _REC
@@ -236,9 +246,11 @@ class UidState:
             self.n += 1
         else:
             o = i * _REC
-            bits |= self.buf[o + _KEY + 4] & (_F_SESSION | _F_SYNTH)
-        struct.pack_into(">I", self.buf, o + _KEY, first_seen)
-        self.buf[o + _KEY + 4] = bits
+            bits |= self.buf[o + _FL] & (_F_SESSION | _F_SYNTH)
+        # first_seen in days (the theory above), rounded up: an age is never overstated
+        d = 0 if first_seen < _SANE_TIME else min((first_seen - _SANE_TIME + _DAY - 1) // _DAY + 1, _MAX_DAYS)
+        struct.pack_into(">H", self.buf, o + _KEY, d)
+        self.buf[o + _FL] = bits
         return i, not found
 
     def _index(self, key):
@@ -280,7 +292,7 @@ class UidState:
         i = self._index(key)
         if i < 0:
             return -1
-        o = i * _REC + _KEY + 4
+        o = i * _REC + _FL
         old = self.buf[o]
         self.buf[o] = old | (_F_SEEN if seen else 0) | (_F_DELETED if deleted else 0) | (_F_NEW if new else 0)
         return old
@@ -293,16 +305,13 @@ class UidState:
     # -- writing ----------------------------------------------------------------------
     def _entry_line(self, key):
         """key's sealed S/H line with its current values, or None if it has no record."""
-        i = self._index(key)
-        if i < 0:
+        e = self.get(key)
+        if e is None:
             return None
-        o = i * _REC
-        b = self.buf[o + _KEY + 4]
-        fs = struct.unpack_from(">I", self.buf, o + _KEY)[0]
-        fl = b"h" if b & _F_HEADERS else b"f"
-        if is_hash_key(key):
-            return _seal(b"H %d %s %s" % (fs, fl, key[1:]))
-        return _seal(b"S %d %s %s" % (fs, fl, key))
+        # S, or H for a content key (its hex without the space); the flag f or h (%c: ints, so
+        # no more bytes constants, each a heap object held with this module)
+        h = is_hash_key(key)
+        return _seal(b"%c %d %c %s" % (0x48 if h else 0x53, e[0], 0x68 if e[1] == "h" else 0x66, key[1:] if h else key))
 
     def _pending_line(self):
         p = self.pending
@@ -324,7 +333,7 @@ class UidState:
                 parts.append(_seal(b"X " + hx))
             else:
                 fs = struct.unpack_from(">I", e, o + 1 + _KEY)[0]
-                parts.append(_seal(b"T %s %d %s" % (hx, fs, b"h" if e[o + _EDIT - 1] & _F_HEADERS else b"f")))
+                parts.append(_seal(b"T %s %d %c" % (hx, fs, 0x68 if e[o + _EDIT - 1] & _F_HEADERS else 0x66)))
         for key in self.added:
             ln = self._entry_line(key)
             if ln is not None:
@@ -393,8 +402,8 @@ class UidState:
         if i < 0:
             return None
         o = i * _REC
-        return [struct.unpack_from(">I", self.buf, o + _KEY)[0],
-                "h" if self.buf[o + _KEY + 4] & _F_HEADERS else "f"]
+        d = struct.unpack_from(">H", self.buf, o + _KEY)[0]  # (days: the theory above)
+        return [_SANE_TIME + (d - 1) * _DAY if d else 0, "h" if self.buf[o + _FL] & _F_HEADERS else "f"]
 
     def add(self, uid, first_seen, flag="f"):
         uid = bytes(uid)

@@ -663,10 +663,15 @@ def test_keep_days_clock_unset_at_first_sight(b):
     def times():
         return [fs for k, fs, _ in b.entries() if not uidstate.is_hash_key(k)]
 
+    # (the state keeps first_seen in days, rounded up: uidstate's theory)
+    day = 1577836800 + (t0 - 1577836800 + 86399) // 86400 * 86400
     assert at(1000)[0]["fetched"] == 1 and times() == [0]
     st, seen = at(t0)
-    assert st["deleted"] == 0 and not [l for l in seen if l.startswith(b"DELE")] and times() == [t0]
-    assert at(1000)[0]["deleted"] == 0 and times() == [t0]  # the clock is lost again
+    assert st["deleted"] == 0 and not [l for l in seen if l.startswith(b"DELE")] and times() == [day]
+    assert at(1000)[0]["deleted"] == 0 and times() == [day]  # the clock is lost again
+    # never deleted before keep_days from the exact first sight (at most a day after it)
+    st, seen = at(t0 + 7 * 86400 - 1)
+    assert st["deleted"] == 0 and not [l for l in seen if l.startswith(b"DELE")] and times() == [day]
     st, seen = at(t0 + 8 * 86400)
     assert st["deleted"] == 1 and b"DELE 1" in seen and b.stored() == [GOOD] and b.uids() == []
 

@@ -6,6 +6,13 @@ from pocketpost import clientend, compat, uidcompact, uidstate
 from pocketpost.uidstate import StateError, UidState, hash_key, is_hash_key
 
 SHA = "a9993e364706816aba3e25717850c26c9cd0d89d"
+_DAY = 86400
+
+
+def day(t):
+    """first_seen as the table keeps it (uidstate's theory): rounded up to a day boundary counted
+    from 2020-01-01 UTC; before that 0 (the clock was not set)."""
+    return 0 if t < 1577836800 else 1577836800 + (t - 1577836800 + _DAY - 1) // _DAY * _DAY
 
 
 def _with_dir(fn):
@@ -28,8 +35,8 @@ def test_round_trip_keeps_real_and_synthetic_apart():
         st.set_pending(21, SHA, "5f3a9c21.42", 1700000002, "f", b"u3")
         st.save()
         st2 = UidState(d, "acct").load()
-        assert st2.get(b"#" + SHA.encode()) == [1700000000, "f"]
-        assert st2.get(hash_key(SHA)) == [1700000001, "f"]
+        assert st2.get(b"#" + SHA.encode()) == [day(1700000000), "f"]
+        assert st2.get(hash_key(SHA)) == [day(1700000001), "f"]
         assert st2.get(b"u2") == [0, "h"] and len(st2) == 3
         assert st2.pending == (21, SHA, "5f3a9c21.42", 1700000002, "f", b"u3")
         st2.set_pending(21, SHA, "5f3a9c21.43", 5, "f", hash_key(SHA))
@@ -51,7 +58,7 @@ def test_table_2000_entries_round_trip():
     def body(d):
         st = UidState(d, "big", 2000)
         for i in range(1990):
-            st.add(_uid70(i), 1700000000 + i, "h" if i % 7 == 0 else "f")
+            st.add(_uid70(i), 1700000000 + i * _DAY, "h" if i % 7 == 0 else "f")
             if i % 250 == 249:
                 st.save()  # the client saves after every add: the full UIDs go to flash
         syn = [hash_key("%040x" % i) for i in range(10)]
@@ -59,9 +66,9 @@ def test_table_2000_entries_round_trip():
             st.add(k, i, "f")
         st.save()
         assert len(st) == 2000 and uidtool.full(st)
-        assert st.get(_uid70(5)) == [1700000005, "f"] and st.get(_uid70(7)) == [1700000007, "h"]
+        assert st.get(_uid70(5)) == [day(1700000000 + 5 * _DAY), "f"] and st.get(_uid70(7)) == [day(1700000000 + 7 * _DAY), "h"]
         assert _uid70(2000) not in st and st.get(_uid70(2000)) is None
-        assert syn[3] in st and st.get(syn[3]) == [3, "f"]
+        assert syn[3] in st and st.get(syn[3]) == [0, "f"]
         keys = [r[0] for r in uidtool.table_records(st)]
         assert len(keys) == 2000 and keys == sorted(keys) and len(set(keys)) == 2000
         assert sum(1 for r in uidtool.table_records(st) if r[3]) == 10
@@ -74,7 +81,7 @@ def test_table_2000_entries_round_trip():
         st2 = UidState(d, "big", 2000).load()
         assert len(st2) == n == 2000 - 664 + 1
         assert list(uidtool.table_records(st2)) == list(uidtool.table_records(st))
-        assert st2.get(_uid70(1)) == [5, "f"] and st2.get(_uid70(3000)) == [1800000000, "f"]
+        assert st2.get(_uid70(1)) == [0, "f"] and st2.get(_uid70(3000)) == [day(1800000000), "f"]
         assert _uid70(0) not in st2 and _uid70(2) in st2
         # session marks: seen / deleted, then one retain pass
         assert st2.mark(_uid70(2), seen=True) == 0 and st2.mark(_uid70(2), seen=True) & 0x04  # _F_SEEN
@@ -84,7 +91,7 @@ def test_table_2000_entries_round_trip():
         assert len(st2) == 11 and _uid70(2) in st2 and _uid70(4) not in st2
         st2.save()
         st3 = UidState(d, "big", 2000).load()
-        assert list(uidtool.table_records(st3)) == list(uidtool.table_records(st2)) and st3.get(_uid70(2)) == [1700000002, "f"]
+        assert list(uidtool.table_records(st3)) == list(uidtool.table_records(st2)) and st3.get(_uid70(2)) == [day(1700000000 + 2 * _DAY), "f"]
 
     _with_dir(body)
 
@@ -124,7 +131,7 @@ def test_journal_appends_and_replays():
         st.add(b"b", 1700000001, "h")
         st.save()  # no file yet: a compaction writes the snapshot
         base = _read(st.path)
-        assert base.startswith(uidstate.HEADER + b"\n") and base.endswith(b"\n")
+        assert base.startswith(uidcompact.HEADER + b"\n") and base.endswith(b"\n")
         st.set_pending(10, SHA, "l1", 1700000002, "f", b"c")
         st.save()
         grown = _read(st.path)
@@ -132,7 +139,7 @@ def test_journal_appends_and_replays():
         st.add(b"c", 1700000002)
         st.clear_pending()
         st.save()
-        st.add(b"a", 1700000099)  # restamp of an entry on file: a T record
+        st.add(b"a", 1700000000 + 99 * _DAY)  # restamp of an entry on file: a T record
         uidtool.forget(st, b"b")  # an X record
         st.add(hash_key(SHA), 1700000003)
         st.mark(b"c", seen=True)
@@ -143,13 +150,13 @@ def test_journal_appends_and_replays():
         assert data.startswith(grown) and b"\nT " in data and b"\nX " in data and b"\nC " in data
         st2 = UidState(d, "j", 50).load()
         assert _snapshot(st2) == _snapshot(st) and len(st2) == 3
-        assert st2.get(b"a") == [1700000099, "f"] and b"b" not in st2 and st2.pending is None
+        assert st2.get(b"a") == [day(1700000000 + 99 * _DAY), "f"] and b"b" not in st2 and st2.pending is None
         assert sorted(k for k, _, _ in uidtool.entries(st2)) == sorted([b"a", b"c", hash_key(SHA)])
         # another session appends to the replayed file (no compaction needed)
         st2.add(b"d", 5)
         st2.save()
         assert _read(st.path).startswith(data)
-        assert UidState(d, "j", 50).load().get(b"d") == [5, "f"]
+        assert UidState(d, "j", 50).load().get(b"d") == [0, "f"]
 
     _with_dir(body)
 
@@ -244,12 +251,12 @@ def test_v1_file_loads_and_is_rewritten():
         _write(path, b"pocketpost-uidl 1\nS 1700000000 f u1\nH 5 h " + SHA.encode()
                + b"\nP 7 " + SHA.encode() + b" l9 6 f u2\n")
         st = UidState(d, "old", 10).load()
-        assert st.get(b"u1") == [1700000000, "f"] and st.get(hash_key(SHA)) == [5, "h"]
+        assert st.get(b"u1") == [day(1700000000), "f"] and st.get(hash_key(SHA)) == [0, "h"]
         assert st.pending == (7, SHA, "l9", 6, "f", b"u2")
         st.add(b"u3", 8)
         st.save()
         data = _read(path)
-        assert data.startswith(uidstate.HEADER + b"\n")
+        assert data.startswith(uidcompact.HEADER + b"\n")
         assert _snapshot(UidState(d, "old", 10).load()) == _snapshot(st)
 
     _with_dir(body)
@@ -268,12 +275,12 @@ def test_file_with_old_11_byte_journal_keys_loads():
         compat.makedirs(d)
         path = compat.join(d, "old2.uidl")
         seal = uidstate._seal
-        _write(path, uidstate.HEADER + b"\n" + seal(b"S 1700000000 f u1") + seal(b"S 5 f u2")
+        _write(path, uidcompact.HEADER + b"\n" + seal(b"S 1700000000 f u1") + seal(b"S 5 f u2")
                + seal(b"S 6 f u3") + seal(b"J") + seal(b"X " + old_key(b"u1"))
                + seal(b"T " + old_key(b"u2") + b" 1700000077 h"))
         st = UidState(d, "old2", 10).load()
         assert b"u1" not in st and len(st) == 2
-        assert st.get(b"u2") == [1700000077, "h"] and st.get(b"u3") == [6, "f"]
+        assert st.get(b"u2") == [day(1700000077), "h"] and st.get(b"u3") == [0, "f"]
         uidtool.forget(st, b"u3")  # journaled with the new 8-byte key, replayed the same
         st.save()
         st2 = UidState(d, "old2", 10).load()
@@ -290,7 +297,7 @@ def test_table_preallocated_for_max_entries():
     def body(d):
         st = UidState(d, "p", 100)
         table = st.buf
-        assert len(table) == 100 * 13
+        assert len(table) == 100 * 11  # 11-byte records (first_seen in days: 13 until stop 28)
         st.load()
         table = st.buf
         for i in range(100):
@@ -303,12 +310,39 @@ def test_table_preallocated_for_max_entries():
             assert "full" in str(e)
         st.save()
         st2 = UidState(d, "p", 40).load()  # limit lowered since: all 100 still load
-        assert len(st2) == 100 and len(st2.buf) == 100 * 13
+        assert len(st2) == 100 and len(st2.buf) == 100 * 11
         try:
             UidState(d, "p", 1 << 40)
             raise AssertionError("a table the heap cannot hold must fail when the state is opened")
         except StateError as e:
             assert "max_entries" in str(e) and "p.uidl" in str(e)
+
+    _with_dir(body)
+
+
+def test_first_seen_kept_in_days_rounded_up():
+    """The table keeps first_seen in 2 bytes of days (11-byte records): rounded up to the next
+    day boundary from 2020-01-01 UTC (an age never overstated: keep_days never deletes early),
+    0 for a clock before 2020 (not set), the year 2199 at most; a save and load keep the value
+    (the file holds it as Unix time), a restamp by retain (after QUIT) too."""
+    def body(d):
+        st = UidState(d, "days", 10)
+        assert len(st.buf) == 10 * 11
+        t = 1577836800 + 1000 * _DAY
+        for uid, fs, want in ((b"edge", t, t), (b"after", t + 1, t + _DAY), (b"before", t - 1, t),
+                              (b"unset", 1577836799, 0), (b"zero", 0, 0), (b"epoch", 1577836800, 1577836800),
+                              (b"far", 1 << 40, 1577836800 + 65534 * _DAY)):
+            st.add(uid, fs)
+            assert st.get(uid) == [want, "f"], (uid, st.get(uid), want)
+        st.save()
+        st2 = UidState(d, "days", 10).load()
+        assert list(uidtool.table_records(st2)) == list(uidtool.table_records(st))
+        assert st2.get(b"after") == [t + _DAY, "f"] and st2.get(b"unset") == [0, "f"]
+        st2.mark(b"unset", seen=True)
+        clientend.retain(st2, lambda fs, flag, synth, seen, dele: (t + 5 if fs == 0 else fs) if seen else None)
+        assert st2.get(b"unset") == [t + _DAY, "f"] and len(st2) == 1
+        st2.save()
+        assert UidState(d, "days", 10).load().get(b"unset") == [t + _DAY, "f"]
 
     _with_dir(body)
 
@@ -394,7 +428,7 @@ def _pc_check(d, in_store, acked, label):
             continue  # a drop in flight may or may not have happened
         assert (uid in st) == in_store("L%d" % i), (label, "state and store disagree", uid)
     if acked["stamp"]:
-        assert st.get(b"m0") == [1800000000, "f"], (label, "restamp lost")
+        assert st.get(b"m0") == [day(1800000000), "f"], (label, "restamp lost")
     st.add(b"after", 1)
     st.save()
     st2 = UidState(d, "pc", 30).load()

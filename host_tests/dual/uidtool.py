@@ -7,7 +7,7 @@ from pocketpost import uidcompact
 from pocketpost.uidcompact import records
 from pocketpost.uidstate import hash_key, table_key
 
-_REC = 13
+_REC = 11  # uidstate's record: key, first_seen in days (2 bytes), flags
 _KEY = 8
 
 
@@ -18,12 +18,10 @@ def entries(st):
     got = {}
 
     def take(key):
-        i = st._index(key)
-        if i >= 0 and key not in got:
+        e = st.get(key)
+        if e is not None and key not in got:
             got[key] = None
-            o = i * _REC
-            out.append((key, struct.unpack_from(">I", st.buf, o + _KEY)[0],
-                        "h" if st.buf[o + _KEY + 4] & 0x01 else "f"))
+            out.append((key, e[0], e[1]))
 
     try:
         f = open(st.path, "rb")
@@ -49,8 +47,9 @@ def table_records(st):
     """Iterate (record key bytes, first_seen, flag, is_synthetic) in key order."""
     for i in range(st.n):
         o = i * _REC
-        b = st.buf[o + _KEY + 4]
-        yield (bytes(st.buf[o:o + _KEY]), struct.unpack_from(">I", st.buf, o + _KEY)[0],
+        b = st.buf[o + _KEY + 2]
+        d = struct.unpack_from(">H", st.buf, o + _KEY)[0]  # days (uidstate's theory)
+        yield (bytes(st.buf[o:o + _KEY]), 1577836800 + (d - 1) * 86400 if d else 0,
                "h" if b & 0x01 else "f", bool(b & 0x02))
 
 
