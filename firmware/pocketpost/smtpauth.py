@@ -142,7 +142,7 @@ def login(s, name, u):
             s.closing = True
             return reply(_T_AUTH_LIMIT)
         return reply(_T_AUTH_FAILED)
-    loginsvc.succeed(lg, s.peer)
+    s.delay = loginsvc.succeed(lg, s.peer)  # (the rest of the last failure's delay)
     s.login = name
     s.passed = True
     s._unhold()  # no AUTH after this one
