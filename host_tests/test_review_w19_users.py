@@ -1,13 +1,19 @@
 """w19-users: what users of the product hit (README / docs as the manual, real peers), each fixed
 with a test that fails without the fix."""
 
+import argparse
 import base64
+import json
+import os
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
 
-from serverharness import Pop3Server, msg
+from helpers import ROOT
+from serverharness import msg
 from smtpharness import SmtpPop3Server
 
 
@@ -91,3 +97,72 @@ def test_smtp_auth_right_after_a_hung_up_failure_waits_out_its_delay(srv):
     s.close()
     assert r.startswith(b"235"), r
     assert 1.0 < took < 3.0, took  # before: ~0.05 s
+
+
+def _pem_pair(d):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-keyout", str(d / "k.pem"), "-out", str(d / "c.pem"), "-days", "3", "-subj", "/CN=x"],
+                   check=True, capture_output=True)
+    return (d / "c.pem").read_bytes(), (d / "k.pem").read_bytes()
+
+
+def _run_hint(cmd, cwd):
+    r = subprocess.run(cmd, shell=True, cwd=str(cwd), capture_output=True, text=True)
+    assert r.returncode == 0, (cmd, r.stderr)
+
+
+def test_the_pem_hint_for_a_ca_named_der_keeps_the_file(tmp_path):
+    """A CA in PEM saved under the .der name the config gives ("ca": "isp-root.der", as docs
+    say to name it): the refusal said `openssl x509 -in isp-root.der -outform DER -out
+    isp-root.der`, one file as -in and -out, which openssl empties before reading (it lost a
+    key so). Now it moves the PEM aside first, and the command as printed leaves a DER file the
+    config accepts."""
+    from pocketpost import config
+
+    cert, _key = _pem_pair(tmp_path)
+    (tmp_path / "isp-root.der").write_bytes(cert)
+    acct = {"name": "isp", "host": "pop.example.net", "user": "me", "ca": "isp-root.der"}
+    cwd = os.getcwd()
+    os.chdir(str(tmp_path))  # (a relative "ca" is taken from the current directory)
+    try:
+        with pytest.raises(config.ConfigError) as e:
+            config.check({"accounts": [dict(acct)]}, False)
+        msg = str(e.value)
+        assert "isp-root.der is PEM" in msg and "-in isp-root.der" not in msg, msg
+        _run_hint(msg.split("`")[1], tmp_path)
+        config.check({"accounts": [dict(acct)]}, False)  # DER now: accepted
+        # a .pem name: converted beside it, and the config told to name the new file
+        (tmp_path / "root.pem").write_bytes(cert)
+        with pytest.raises(config.ConfigError) as e:
+            config.check({"accounts": [dict(acct, ca="root.pem")]}, False)
+        assert 'and set "ca" to root.der' in str(e.value), e.value
+        _run_hint(str(e.value).split("`")[1], tmp_path)
+        config.check({"accounts": [dict(acct, ca="root.der")]}, False)
+    finally:
+        os.chdir(cwd)
+
+
+def test_deploy_says_how_to_convert_a_pem_key_without_losing_it(tmp_path, capsys):
+    """`make deploy` with the board's key.der in PEM said "(openssl x509/pkey -outform DER)": the
+    obvious `openssl pkey -in key.der -outform DER -out key.der` leaves key.der empty (openssl
+    opens -out first): the key is lost. Now the refusal gives a command that works as printed."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import deploy
+
+    cert, key = _pem_pair(tmp_path)
+    subprocess.run(["openssl", "x509", "-in", str(tmp_path / "c.pem"), "-outform", "DER", "-out",
+                    str(tmp_path / "cert.der")], check=True)
+    (tmp_path / "key.der").write_bytes(key)
+    (tmp_path / "config.json").write_text(json.dumps({"server": {"cert": "/flash/tls/cert.der", "key": "/flash/tls/key.der"}}))
+    args = argparse.Namespace(board="host", port="x", build=str(tmp_path / "build"), timeout=60,
+                              config=str(tmp_path / "config.json"), cert=str(tmp_path / "cert.der"),
+                              key=str(tmp_path / "key.der"), make_cert=False, force_config=True,
+                              update_config=False, secrets=None)
+    with pytest.raises(SystemExit) as e:
+        deploy.Deploy(args).extras({"has_config": False})
+    msg = str(e.value)
+    assert "key.der is PEM" in msg and "pkey" in msg, msg
+    _run_hint(msg.split("needs DER: ", 1)[1], tmp_path)
+    r = subprocess.run(["openssl", "pkey", "-inform", "DER", "-in", str(tmp_path / "key.der"), "-noout"],
+                       capture_output=True)
+    assert r.returncode == 0, r.stderr

@@ -42,6 +42,7 @@ import argparse
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -129,6 +130,20 @@ def make_cert(cert, key, names, ips, days=CERT_DAYS):
     subprocess.run(["openssl", "x509", "-in", pem_cert, "-outform", "DER", "-out", cert], check=True)
     subprocess.run(["openssl", "pkey", "-in", pem_key, "-outform", "DER", "-out", key], check=True)
     os.remove(pem_key)  # the board needs only the DER key; one copy of a secret is enough
+
+
+def pem_fix(path, key="cert"):
+    """The command that converts the PEM file at `path` to DER. Never one file as openssl's -in
+    and -out: it empties -out before reading -in (openssl 3.0's pkey: the key was lost), so a PEM
+    under a .der name is moved aside first."""
+    tool_ = "pkey" if key == "key" else "x509"
+    q = shlex.quote
+    if path.endswith(".der"):
+        pem = path[:-4] + ".pem"
+        return "mv %s %s && openssl %s -in %s -outform DER -out %s" % (q(path), q(pem), tool_, q(pem), q(path))
+    der = (path[:-4] if path[-4:-3] == "." else path) + ".der"
+    then = 'set "%s" to %s' % (key, os.path.basename(der)) if key.endswith("ca") else "give --%s %s" % (key, q(der))
+    return "openssl %s -in %s -outform DER -out %s, then %s" % (tool_, q(path), q(der), then)
 
 
 def tool(name):
@@ -499,7 +514,7 @@ class Deploy:
                 raise SystemExit("config names %s %r but there is no %s (give --%s, or --make-cert)"
                                  % (key, remote, local, key))
             if open(local, "rb").read(5) == b"-----":
-                raise SystemExit("%s is PEM: MicroPython needs DER (openssl x509/pkey -outform DER)" % local)
+                raise SystemExit("%s is PEM: MicroPython needs DER: %s" % (local, pem_fix(local, key)))
             out.append((local, remote))
         out += self.account_cas(cfg, info)
         secrets_remote = (cfg.get("wifi") or {}).get("secrets", "secrets.json")
@@ -566,8 +581,7 @@ class Deploy:
                             "until it is (a DER file: docs/PROVIDERS.md)" % (acct.get("name"), key, remote, self.board_dir))
                     continue
                 if open(local, "rb").read(5) == b"-----":
-                    raise SystemExit("%s is PEM: MicroPython needs DER (openssl x509 -in THE.pem -outform DER -out %s)"
-                                     % (local, local))
+                    raise SystemExit("%s is PEM: MicroPython needs DER: %s" % (local, pem_fix(local, key)))
                 out.append((local, remote))
         return out
 
