@@ -207,3 +207,49 @@ def test_deploy_recompiles_only_what_changed(tmp_path, monkeypatch, capsys):
     d.mpy_cross_id += " (another build)"
     assert d.compile_one(str(src), out, "pocketpost.m")  # another mpy-cross
     assert len(ran) == 4
+
+
+def _ppadmin(args, stdin):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "ppadmin.py")] + args, input=stdin,
+                          capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("on", ["image", "config"])
+def test_ppadmin_refuses_before_the_password_is_typed(tmp_path, on):
+    """`ppadmin passwd IMAGE bob` asked "new password for bob:" and only after it was typed said
+    there is no user bob (adduser of an existing user likewise); a piped password (cron, scripts)
+    printed Python's GetPassWarning (three lines about echo). Now the refusal comes first, and a
+    piped password is its first line, read without a word."""
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"store": {"root": "/flash/mail"}, "users": {}}))
+    target = str(cfg)
+    if on == "image":
+        target = str(tmp_path / "f.img")
+        r = _ppadmin(["create", target, "--size", "256K", "--config", str(cfg)], "")
+        assert r.returncode == 0, r.stderr
+    r = _ppadmin(["adduser", target, "alice"], "first pw\n")
+    assert r.returncode == 0 and r.stderr == "" and "user alice saved" in r.stdout, r.stdout + r.stderr
+    r = _ppadmin(["passwd", target, "bob"], "typed for nothing\n")
+    assert r.returncode == 1 and r.stderr.startswith("ppadmin: no user bob in") and "password" not in r.stderr, r.stderr
+    r = _ppadmin(["adduser", target, "alice"], "typed for nothing\n")
+    assert r.returncode == 1 and r.stderr.startswith("ppadmin: user alice already exists") and "password for" not in r.stderr, r.stderr
+    r = _ppadmin(["passwd", target, "alice"], "second pw\n")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_ppadmin_asks_twice_on_a_terminal(tmp_path, monkeypatch):
+    """On a terminal the password is typed twice (not echoed: a typo locked the user out of a new
+    account); two different ones change nothing."""
+    sys.path.insert(0, os.path.join(ROOT, "tools"))
+    import ppadmin
+
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"users": {}}))
+    typed = iter(["pw one", "pw 0ne"])
+    monkeypatch.setattr(ppadmin.getpass, "getpass", lambda prompt: next(typed))
+    monkeypatch.setattr(ppadmin.sys.stdin, "isatty", lambda: True, raising=False)
+    with pytest.raises(ppadmin.Refused) as e:
+        ppadmin.ask_password(str(cfg), "alice", False, False)
+    assert "the two passwords differ" in str(e.value)
+    typed = iter(["pw one", "pw one"])
+    assert ppadmin.ask_password(str(cfg), "alice", False, False) == "pw one"
