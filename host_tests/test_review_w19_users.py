@@ -97,6 +97,8 @@ def test_smtp_auth_right_after_a_hung_up_failure_waits_out_its_delay(srv):
     s.close()
     assert r.startswith(b"235"), r
     assert 1.0 < took < 3.0, took  # before: ~0.05 s
+    # its log line says the delay, as POP3's does (docs/BOARD.md's example): before, no delay= at all
+    assert "smtp 127.0.0.1 AUTH failed user=alice method=PLAIN failures=1 delay=1.5s" in srv.log(), srv.log()
 
 
 def _pem_pair(d):
