@@ -5,6 +5,7 @@ import argparse
 import base64
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -255,3 +256,37 @@ def test_ppadmin_asks_twice_on_a_terminal(tmp_path, monkeypatch):
     assert "the two passwords differ" in str(e.value)
     typed = iter(["pw one", "pw one"])
     assert ppadmin.ask_password(str(cfg), "alice", False, False) == "pw one"
+
+
+def test_a_second_make_run_names_the_server_not_its_ports(tmp_path):
+    """`make run` typed again while the first still serves said "POP3 port 1100 ... is already in
+    use; choose free ports with make run RUN_ARGS=..."; following that advice (and then the same
+    for SMTP) only led to "run/flash.img is in use by pid N". The image's holder is said first."""
+    from helpers import free_port
+
+    run_host = [sys.executable, os.path.join(ROOT, "tools", "run_host.py"), "--dir", str(tmp_path)]
+    ports = ["--port", str(free_port()), "--pop3s-port", str(free_port()), "--smtp-port", str(free_port()),
+             "--smtps-port", str(free_port())]
+    r = subprocess.run(run_host + ["--no-serve"] + ports, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    p = subprocess.Popen(run_host, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", int(ports[1])), 1).close()
+                break
+            except OSError:
+                assert p.poll() is None and time.monotonic() < deadline, "the first run did not listen"
+                time.sleep(0.05)
+        r = subprocess.run(run_host, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "in use by pid %d" % p.pid in r.stderr and "already in use" not in r.stderr, r.stderr
+    finally:
+        os.killpg(p.pid, signal.SIGINT)
+        try:
+            p.communicate(timeout=30)
+        finally:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
