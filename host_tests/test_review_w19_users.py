@@ -114,37 +114,6 @@ def _run_hint(cmd, cwd):
     assert r.returncode == 0, (cmd, r.stderr)
 
 
-def test_the_pem_hint_for_a_ca_named_der_keeps_the_file(tmp_path):
-    """A CA in PEM saved under the .der name the config gives ("ca": "isp-root.der", as docs
-    say to name it): the refusal said `openssl x509 -in isp-root.der -outform DER -out
-    isp-root.der`, one file as -in and -out, which openssl empties before reading (it lost a
-    key so). Now it moves the PEM aside first, and the command as printed leaves a DER file the
-    config accepts."""
-    from pocketpost import config
-
-    cert, _key = _pem_pair(tmp_path)
-    (tmp_path / "isp-root.der").write_bytes(cert)
-    acct = {"name": "isp", "host": "pop.example.net", "user": "me", "ca": "isp-root.der"}
-    cwd = os.getcwd()
-    os.chdir(str(tmp_path))  # (a relative "ca" is taken from the current directory)
-    try:
-        with pytest.raises(config.ConfigError) as e:
-            config.check({"accounts": [dict(acct)]}, False)
-        msg = str(e.value)
-        assert "isp-root.der is PEM" in msg and "-in isp-root.der" not in msg, msg
-        _run_hint(msg.split("`")[1], tmp_path)
-        config.check({"accounts": [dict(acct)]}, False)  # DER now: accepted
-        # a .pem name: converted beside it, and the config told to name the new file
-        (tmp_path / "root.pem").write_bytes(cert)
-        with pytest.raises(config.ConfigError) as e:
-            config.check({"accounts": [dict(acct, ca="root.pem")]}, False)
-        assert 'and set "ca" to root.der' in str(e.value), e.value
-        _run_hint(str(e.value).split("`")[1], tmp_path)
-        config.check({"accounts": [dict(acct, ca="root.der")]}, False)
-    finally:
-        os.chdir(cwd)
-
-
 def test_deploy_says_how_to_convert_a_pem_key_without_losing_it(tmp_path, capsys):
     """`make deploy` with the board's key.der in PEM said "(openssl x509/pkey -outform DER)": the
     obvious `openssl pkey -in key.der -outform DER -out key.der` leaves key.der empty (openssl

@@ -139,12 +139,8 @@ def _check_transport(a):
     from pocketpost.tls import is_pem  # only with a CA file: the client loads tls.py for it anyway
 
     if is_pem(ca):
-        b = ca[:-4] if ca[-4:-3] == "." else ca  # (.pem, .crt, .der: the name without it)
-        if ca == b + ".der":  # never -in and -out one file (openssl 3.0's pkey emptied it so)
-            fix = "mv %s %s.pem && openssl x509 -in %s.pem -outform DER -out %s`" % (ca, b, b, ca)
-        else:
-            fix = "openssl x509 -in %s -outform DER -out %s.der` and set \"ca\" to %s.der" % (ca, b, b)
-        raise ConfigError("config: account %s: %s is PEM; the board needs DER: convert with `%s" % (name, ca, fix))
+        raise ConfigError("config: account %s: %s is PEM; the board needs DER: convert with "
+                          "`openssl x509 -in %s -outform DER -out %s.der`" % (name, ca, ca, ca.rsplit(".", 1)[0]))
 
 
 def secrets_path(config_path, cfg):
