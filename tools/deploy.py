@@ -39,12 +39,15 @@ into build/<board>/, see make_cert). The mail store on the board is never touche
 """
 
 import argparse
+import hashlib
 import ipaddress
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE = os.path.join(ROOT, "firmware")
@@ -67,6 +70,12 @@ LIB = "lib/pocketpost"
 SKIP_MODULES = ()
 # What the heap figure at deploy imports: the modules board.main loads for the two services.
 HEAP_MODULES = ("server", "client")
+# Compiled modules kept by content (build/mpy-cache/<sha256>.mpy), so a deploy of unchanged sources runs
+# no mpy-cross (69 modules: ~5.5 s each deploy). The key is everything the output depends on:
+# mpy-cross's whole --version line (release, build date, .mpy version), the arguments and the source
+# bytes. Entries unused for MPY_CACHE_DAYS go at the next compile; `make clean` removes them all.
+MPY_CACHE = os.path.join(ROOT, "build", "mpy-cache")
+MPY_CACHE_DAYS = 30
 ROMFS_IMAGE = "pocketpost.romfs"  # in build/<board>/, next to the romfs/ tree it is built from
 # The longest validity Apple's clients accept for a TLS server certificate (macOS 10.15 / iOS 13;
 # others accept it too), so the one certificate works in every mail client.
@@ -129,6 +138,20 @@ def make_cert(cert, key, names, ips, days=CERT_DAYS):
     subprocess.run(["openssl", "x509", "-in", pem_cert, "-outform", "DER", "-out", cert], check=True)
     subprocess.run(["openssl", "pkey", "-in", pem_key, "-outform", "DER", "-out", key], check=True)
     os.remove(pem_key)  # the board needs only the DER key; one copy of a secret is enough
+
+
+def pem_fix(path, key="cert"):
+    """The command that converts the PEM file at `path` to DER. Never one file as openssl's -in
+    and -out: it empties -out before reading -in (openssl 3.0's pkey: the key was lost), so a PEM
+    under a .der name is moved aside first."""
+    tool_ = "pkey" if key == "key" else "x509"
+    q = shlex.quote
+    if path.endswith(".der"):
+        pem = path[:-4] + ".pem"
+        return "mv %s %s && openssl %s -in %s -outform DER -out %s" % (q(path), q(pem), tool_, q(pem), q(path))
+    der = (path[:-4] if path[-4:-3] == "." else path) + ".der"
+    then = 'set "%s" to %s' % (key, os.path.basename(der)) if key.endswith("ca") else "give --%s %s" % (key, q(der))
+    return "openssl %s -in %s -outform DER -out %s, then %s" % (tool_, q(path), q(der), then)
 
 
 def tool(name):
@@ -356,9 +379,44 @@ class Deploy:
     def mpy_cross_version(self):
         out = subprocess.run([tool("mpy-cross"), "--version"], capture_output=True, text=True).stdout
         # "MicroPython v1.29.0 on ...; mpy-cross emitting mpy v6.3"
+        self.mpy_cross_id = out.strip()  # the compile cache's key (with the arguments and source)
         ver = out.split()[1].lstrip("v")
         mpy = out.rsplit("mpy v", 1)[1].strip()
         return ver, int(mpy.split(".")[0]), int(mpy.split(".")[1])
+
+    def compile_one(self, src, dst, name):
+        """mpy-cross src -> dst, or the cached output for the same mpy-cross, arguments and source
+        (MPY_CACHE). Returns True when mpy-cross ran."""
+        flags = ["-s", name]
+        with open(src, "rb") as f:
+            key = hashlib.sha256("\0".join([self.mpy_cross_id] + flags).encode() + b"\0" + f.read()).hexdigest()
+        cached = os.path.join(MPY_CACHE, key + ".mpy")
+        if os.path.exists(cached):
+            shutil.copyfile(cached, dst)
+            os.utime(cached)  # (in use: kept by the pruning)
+            return False
+        r = subprocess.run([tool("mpy-cross"), "-o", dst] + flags + [src], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit("mpy-cross failed on %s:\n%s" % (os.path.basename(src), r.stderr))
+        os.makedirs(MPY_CACHE, exist_ok=True)
+        tmp = "%s.%d.tmp" % (cached, os.getpid())  # whole or absent: deploys (tests) may run at once
+        shutil.copyfile(dst, tmp)
+        os.replace(tmp, cached)
+        return True
+
+    def prune_cache(self):
+        try:
+            names = os.listdir(MPY_CACHE)
+        except OSError:
+            return
+        old = time.time() - MPY_CACHE_DAYS * 86400
+        for n in names:
+            p = os.path.join(MPY_CACHE, n)
+            try:
+                if os.path.getmtime(p) < old:
+                    os.remove(p)
+            except OSError:  # (another deploy removed it first)
+                pass
 
     def compile(self):
         ver, major, sub = self.mpy_cross_version()
@@ -372,15 +430,14 @@ class Deploy:
         os.makedirs(lib)
         src_dir = os.path.join(FIRMWARE, "pocketpost")
         mods = sorted(f for f in os.listdir(src_dir) if f.endswith(".py") and f[:-3] not in SKIP_MODULES)
-        say("compile: %d modules with mpy-cross %s (mpy v%d.%d)" % (len(mods), ver, major, sub))
+        ran = 0
         for f in mods:
             # -s pocketpost.NAME: the source name is interned at load and never freed; the module's
             # own name is interned anyway, so tracebacks name the module at no cost (38 names in all).
-            dst = os.path.join(lib, f[:-3] + ".mpy")
-            r = subprocess.run([tool("mpy-cross"), "-o", dst, "-s", "pocketpost." + f[:-3], os.path.join(src_dir, f)],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                raise SystemExit("mpy-cross failed on %s:\n%s" % (f, r.stderr))
+            ran += self.compile_one(os.path.join(src_dir, f), os.path.join(lib, f[:-3] + ".mpy"), "pocketpost." + f[:-3])
+        say("compile: %d modules with mpy-cross %s (mpy v%d.%d): %d compiled, %d unchanged since a compile "
+            "(build/mpy-cache)" % (len(mods), ver, major, sub, ran, len(mods) - ran))
+        self.prune_cache()
         for s in SCRIPTS:
             shutil.copy(os.path.join(FIRMWARE, s), os.path.join(self.build, s))
         return major
@@ -499,7 +556,7 @@ class Deploy:
                 raise SystemExit("config names %s %r but there is no %s (give --%s, or --make-cert)"
                                  % (key, remote, local, key))
             if open(local, "rb").read(5) == b"-----":
-                raise SystemExit("%s is PEM: MicroPython needs DER (openssl x509/pkey -outform DER)" % local)
+                raise SystemExit("%s is PEM: MicroPython needs DER: %s" % (local, pem_fix(local, key)))
             out.append((local, remote))
         out += self.account_cas(cfg, info)
         secrets_remote = (cfg.get("wifi") or {}).get("secrets", "secrets.json")
@@ -566,8 +623,7 @@ class Deploy:
                             "until it is (a DER file: docs/PROVIDERS.md)" % (acct.get("name"), key, remote, self.board_dir))
                     continue
                 if open(local, "rb").read(5) == b"-----":
-                    raise SystemExit("%s is PEM: MicroPython needs DER (openssl x509 -in THE.pem -outform DER -out %s)"
-                                     % (local, local))
+                    raise SystemExit("%s is PEM: MicroPython needs DER: %s" % (local, pem_fix(local, key)))
                 out.append((local, remote))
         return out
 

@@ -33,7 +33,8 @@ mailbox and the space left before it delivers any; a mailbox no user reads is re
 On an image, the work runs under micropython with the image mounted at /flash (tools/hostflash.py),
 so the password hashing and the store code are the very ones the board runs. The config inside the
 image is /flash/config.json. Without --password, the password is asked for (not echoed); it
-reaches micropython through the environment, never the command line.
+reaches micropython through the environment, never the command line. On a terminal it is typed twice;
+from a pipe (`printf 'pw\n' | ppadmin adduser ...`) it is the first line.
 """
 
 import argparse
@@ -227,6 +228,13 @@ def body():
 run(body)
 """
 
+USERS = r"""
+def body():
+    from pocketpost import config
+    print(" ".join(sorted(image_config(config.load_raw).get("users") or {})))
+run(body)
+"""
+
 LS = r"""
 def body():
     from pocketpost import config
@@ -385,6 +393,24 @@ def _user_list(cfg):
     return ", ".join(sorted(cfg.get("users") or {})) or "none"
 
 
+def ask_password(target, user, existing, force, debug=False):
+    """The password for adduser/passwd, asked once the user is known to be addable (adduser: a new
+    name or --force; passwd: an existing one): the refusal used to come after the typing. On a
+    terminal typed twice, not echoed (a typo would lock the user out); from a pipe, its first line."""
+    users = sorted(load_raw(target).get("users") or {}) if target.endswith(".json") else \
+        on_image(target, USERS, debug=debug).split()
+    if user in users and not force:
+        raise Refused("user %s already exists in %s; --force replaces the password" % (user, target))
+    if user not in users and existing:
+        raise Refused("no user %s in %s (users: %s): adduser makes one" % (user, target, ", ".join(users) or "none"))
+    if not sys.stdin.isatty():  # piped: its first line (getpass would warn that it cannot hide it)
+        return sys.stdin.readline().rstrip("\r\n")
+    pw = getpass.getpass("%spassword for %s: " % ("new " if existing else "", user))
+    if getpass.getpass("the same again: ") != pw:
+        raise Refused("the two passwords differ; nothing was changed")
+    return pw
+
+
 def adduser(target, user, password, iterations=None, apop_secret=None, force=False, debug=False, existing=False):
     """Add USER (force: or replace its password); existing (passwd): only replace, refuse a new name."""
     check_name("user", user)
@@ -484,11 +510,13 @@ def main(argv=None):
             out = create(args.image, args.size, args.config, debug=args.debug)
         elif args.cmd == "adduser":
             check_name("user", args.user)
-            pw = args.password if args.password is not None else getpass.getpass("password for %s: " % args.user)
+            pw = args.password if args.password is not None else ask_password(args.target, args.user, False, args.force,
+                                                                                   args.debug)
             out = adduser(args.target, args.user, pw, args.iterations, args.apop_secret, args.force, debug=args.debug)
         elif args.cmd == "passwd":
             check_name("user", args.user)
-            pw = args.password if args.password is not None else getpass.getpass("new password for %s: " % args.user)
+            pw = args.password if args.password is not None else ask_password(args.target, args.user, True, True,
+                                                                                   args.debug)
             out = adduser(args.target, args.user, pw, args.iterations, force=True, debug=args.debug, existing=True)
         elif args.cmd == "deluser":
             out = deluser(args.target, args.user, debug=args.debug)

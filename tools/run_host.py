@@ -393,6 +393,9 @@ def main():
         smtp_port = args.smtp_port or sm.get("port") or DEFAULT_SMTP_PORT
         smtps_port = args.smtps_port or sm.get("smtps_port") or DEFAULT_SMTPS_PORT
         host = sv.get("host") or "127.0.0.1"
+        if not args.no_serve:
+            with hostimage.ImageLock(image):  # a server already on it: that, not its ports (the next hint), is the news
+                pass
         if not args.no_serve:  # a port already taken: refused before anything changes
             ports = [("POP3", port, "--port N --pop3s-port M"), ("POP3S", pop3s_port, "--port N --pop3s-port M")]
             if sm.get("domains"):

@@ -36,8 +36,16 @@ def failures(svc, ip, now=None):
 
 def succeed(svc, ip):
     """A successful login from ip forgets its failures (as Dovecot does); other addresses keep
-    theirs."""
-    svc.fails.pop(ip, None)
+    theirs. Returns the seconds its answer waits: what is left of the delay ip's last failure
+    got. A right password is answered no sooner than a wrong one would have been: else a peer
+    hanging up on each failure's delay (no answer within the hash's time: wrong) tried a
+    password every ~0.3 s whatever the delays. A user who read the failure and typed again
+    has waited it out already."""
+    e = svc.fails.pop(ip, None)
+    if e is None:
+        return 0
+    left = delay(svc, e[0]) * 1000 - ticks_diff(ticks_ms(), e[1])
+    return left / 1000 if left > 0 else 0
 
 
 def fail(svc, ip, now=None):
@@ -56,8 +64,13 @@ def fail(svc, ip, now=None):
         d[ip] = e
     e[0] += 1
     e[1] = now
-    delays = svc.cfg["auth_delays"]
-    return delays[e[0] - 1] if e[0] <= len(delays) else delays[-1]
+    return delay(svc, e[0])
+
+
+def delay(svc, n):
+    """The delay in seconds before answering the n-th failure (server.auth_delays)."""
+    d = svc.cfg["auth_delays"]
+    return d[n - 1] if n <= len(d) else d[-1]
 
 
 def rehashed(svc, name, new_hash):

@@ -220,7 +220,7 @@ def login(s, name, password, user, method, force_fail=False):
     if s.peer in s.svc.fails:  # (else nothing to forget: loginsvc.py stays unloaded)
         from pocketpost import loginsvc
 
-        loginsvc.succeed(s.svc, s.peer)
+        s.delay = loginsvc.succeed(s.svc, s.peer)  # (the rest of the last failure's delay)
     s.mb = mb
     s.user = name  # the authenticated user name from now on
     s.state = _TRANSACTION

@@ -136,13 +136,13 @@ def login(s, name, u):
     if u is None:
         s.failures += 1
         s.delay = loginsvc.fail(lg, s.peer)
-        log.info("smtp %s AUTH failed user=%s method=%s failures=%d", s.peer, text(name.encode()),
-                 text(s.method or b"?"), s.failures)
+        log.info("smtp %s AUTH failed user=%s method=%s failures=%d delay=%ss", s.peer, text(name.encode()),
+                 text(s.method or b"?"), s.failures, s.delay)  # (as POP3's: why the next answer waits)
         if s.failures >= s.svc.max_failures:
             s.closing = True
             return reply(_T_AUTH_LIMIT)
         return reply(_T_AUTH_FAILED)
-    loginsvc.succeed(lg, s.peer)
+    s.delay = loginsvc.succeed(lg, s.peer)  # (the rest of the last failure's delay)
     s.login = name
     s.passed = True
     s._unhold()  # no AUTH after this one
