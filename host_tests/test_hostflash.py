@@ -329,42 +329,13 @@ def test_bench_client_help_is_no_revision():
     assert r.returncode == 2 and b"unknown option --round" in r.stderr, r.stdout + r.stderr
 
 
-FSYNCS = r"""
-import sys
-sys.path.insert(0, %r)
-import hostflash
-for durable in (True, False):
-    d = hostflash.FileBlockDev(%r, durable=durable)
-    d.ioctl(6, 1)
-    d.writeblocks(1, bytes(256), 0)
-    d.ioctl(3, 0)
-    d.ioctl(3, 0)
-    d.ioctl(6, 2)  # an erase: no sync
-    print(durable, d.fsyncs, d.fsync_us >= 0)
-    d.f.close()
-"""
-
-
-def test_fsyncs_of_the_image_are_counted(tmp_path, dev_env):
-    """Each littlefs sync of a durable device fsyncs the image, a host cost a board does not
-    pay: the device counts them and the time they take (tools/bench_client.py reports that
-    wait apart from the fetch's own); durable=False fsyncs nothing."""
-    img = str(tmp_path / "flash.img")
-    with open(img, "wb") as f:
-        f.write(b"\xff" * (4 * 4096))
-    script = tmp_path / "fsyncs.py"
-    script.write_text(FSYNCS % (TOOLS, img))
-    r = subprocess.run([MICROPYTHON, str(script)], capture_output=True, timeout=WAIT_S, env=dev_env)
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert r.stdout.decode().split("\n")[:2] == ["True 2 True", "False 0 True"], r.stdout + r.stderr
-
-
 def test_bench_client_starts_from_an_earlier_fetch(tmp_path):
     """tools/bench_client.py measures by default the fetch a user makes every time after the
     first (the store and the UIDL state exist: make_template's, the fetch of an empty mailbox),
     --first-run the fetch that makes them. Both fetch every message of the mailbox; from a
-    template the fetch reports its CPU and, into littlefs, the image's fsyncs, and it makes
-    fewer of them than the first run (no store or state to create)."""
+    template the fetch reports its CPU and, into littlefs, the image's syncs (each an fsync of
+    the image, timed apart by the bench), and it makes fewer of them than the first run (no
+    store or state to create)."""
     from dovecot import Dovecot
 
     import bench_client as bc

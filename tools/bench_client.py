@@ -24,8 +24,9 @@ called once per littlefs block-device operation (since w6-lfsfast the block bein
 in RAM and reaches the file in one write; before, every operation was one or two system calls):
 it measures the number of those calls (set by littlefs's read/prog sizes) as well as the fetch's
 own work. The image is fsynced at each littlefs sync (the host's durability): the count of those
-fsyncs and the time they took are printed apart, with the ratio the fetch would have without that
-wait (a board's sync is no flash operation; --lfs-nofsync measures that fetch itself). A board's
+syncs and the time they took (timed in the driver, around the device's ioctl) are printed apart,
+with the ratio the fetch would have without that wait (a board's sync is no flash operation;
+--lfs-nofsync measures that fetch itself). A board's
 flash calls cost differently (SPI operations, erases of tens of ms; count them with --lfs-counts);
 the figure is the host's, for comparing trees and littlefs settings, not a prediction of a board's
 speed. --poplib-maildir adds poplib keeping each message as a Maildir client does (a file
@@ -75,7 +76,7 @@ LINE = b"%07d The quick brown fox jumps over the lazy dog; 8-bit \xe9 and paddin
 TRIES = 5  # a heap size counts only if every try at it passes
 ROUNDS = 20  # speed rounds: paired ratios on this shared host spread widely (0.55-1.41 seen in 10)
 MESSAGES = 10  # the speed mailbox: this many 1 MiB messages
-FSYNC = []  # upy_timed appends (fsyncs of the littlefs image, seconds they took) of each run: (-1, ...) unknown
+FSYNC = []  # upy_timed appends (syncs of the littlefs image, seconds they took) of each run: (-1, 0.0) none
 CPU = []  # upy_timed appends the fetch's CPU seconds (fetch.main, the kernel's ns counter) of each run
 IMAGE_BYTES = 24 * 1024 * 1024  # littlefs image: 10 MiB of mail plus the store's reserve and metadata
 
@@ -86,9 +87,30 @@ image = %r
 count = %r
 durable = %r
 mkfs = %r
+timed = %r
 if image:
     sys.path.append(%r)
     import hostflash
+    if timed:
+        # The image's syncs, counted and timed (the open block's write and the fsync: the host's
+        # durability, no cost on a board): the tree's own device, its ioctl wrapped. mount()
+        # makes the device it names by this module global, so it makes this one.
+        Base = hostflash.FileBlockDev
+
+        class Timed(Base):
+            syncs = 0
+            sync_us = 0
+
+            def ioctl(self, op, arg):
+                if op != 3:
+                    return Base.ioctl(self, op, arg)
+                t = time.ticks_us()
+                r = Base.ioctl(self, op, arg)
+                self.sync_us += time.ticks_diff(time.ticks_us(), t)
+                self.syncs += 1
+                return r
+
+        hostflash.FileBlockDev = Timed
     if count or not durable:
         bdev = hostflash.mount(image, "/flash", mkfs, count=count, durable=durable)
     else:  # as the tree's hostflash.py mounts by default (older ones take neither argument)
@@ -103,16 +125,16 @@ def cpu_ns():  # this process's CPU time (one thread), the kernel's ns counter
     return v
 
 
-if image:  # the host's fsyncs of the image (hostflash.py's count; -1: a tree without it)
-    f = (getattr(bdev, "fsyncs", -1), getattr(bdev, "fsync_us", 0))
+if timed:
+    f = (bdev.syncs, bdev.sync_us)
 c = cpu_ns()
 t = time.ticks_us()
 rc = fetch.main(%r, None, "warning")
 dt = time.ticks_diff(time.ticks_us(), t)
 c = cpu_ns() - c
+if timed:
+    print("FSYNC", bdev.syncs - f[0], bdev.sync_us - f[1])
 if image:
-    if f[0] >= 0:
-        print("FSYNC", bdev.fsyncs - f[0], bdev.fsync_us - f[1])
     hostflash.umount(bdev)
 print("RESULT", rc, dt, c)
 if count:
@@ -216,7 +238,8 @@ def upy_timed(d, tmp, mpy, lfs, heapsize=None, image_bytes=IMAGE_BYTES, count=Fa
         cfg = write_config(tmp, d, os.path.join(tmp, "store"), os.path.join(tmp, "state"))
     drv = os.path.join(tmp, "drv.py")
     with open(drv, "w") as f:
-        f.write(DRIVER % (image, count, durable, not template, tools, cfg))
+        # (timed: a speed run only; the heap bisection runs the tree's device as it is)
+        f.write(DRIVER % (image, count, durable, not template, bool(image) and not heapsize and not count, tools, cfg))
     env = dict(os.environ, MICROPYPATH=mpy + ":.frozen")
     if lfs and lfs is not True:  # --lfs-sizes: this variant's littlefs read/prog sizes
         env["POCKETPOST_LFS_SIZES"] = lfs
@@ -484,7 +507,7 @@ def main(argv):
                     # no flash operation). Shown apart, with the ratio the fetch would have without
                     # their wait (the same rounds; --lfs-nofsync measures that fetch itself).
                     less = sorted(pop[r] / (times[v][r] - fsyncs[v][r][1]) for r in range(rounds))
-                    print("  %-14s   of which the image's fsyncs: %.1f per message, %.2f ms per message (median);"
+                    print("  %-14s   of which the image's syncs (fsyncs): %.1f per message, %.2f ms per message (median);"
                           " ratio without that wait: median %.2f (middle half %.2f-%.2f)"
                           % ("", statistics.median(f[0] for f in fsyncs[v]) / MESSAGES,
                              1000 * statistics.median(f[1] for f in fsyncs[v]) / MESSAGES, statistics.median(less),

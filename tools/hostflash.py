@@ -22,7 +22,6 @@ import os
 import sys
 
 import micropython
-import time
 import vfs
 
 BLOCK_SIZE = 4096  # ESP32 flash erase sector
@@ -104,10 +103,6 @@ class FileBlockDev:
         self.ram = io.BytesIO(block_size)  # the open block (block_size bytes, never more: littlefs
         self.ram.write(self.buf)  # programs inside a block; a write past the end would grow it)
         self.dirty = False  # the open block has bytes (an erase, programs) not in the file yet
-        # The host's fsyncs at littlefs's syncs (durable): how many, and the microseconds they
-        # took (a cost a board does not pay; tools/bench_client.py reports it apart).
-        self.fsyncs = 0
-        self.fsync_us = 0
         # Set after umount: GC finalisers of abandoned littlefs files may still call in at exit,
         # and an exception there is a fatal "uncaught NLR".
         self.detached = False
@@ -186,14 +181,8 @@ class FileBlockDev:
         elif op == 3:  # sync
             self.flush()
             if self.durable:
-                self._fsync()
+                self.f.flush()  # fsync on unix MicroPython
         return 0
-
-    def _fsync(self):
-        t = time.ticks_us()
-        self.f.flush()  # fsync on unix MicroPython
-        self.fsync_us += time.ticks_diff(time.ticks_us(), t)
-        self.fsyncs += 1
 
 
 # FileBlockDev.readblocks / writeblocks / ioctl as viper code (compiled at import from this text: a
@@ -252,7 +241,7 @@ def ioctl(self, op: int, arg: int):
         if self.dirty:
             self.flush()
         if self.durable:
-            self._fsync()
+            self.f.flush()
     return _OK
 """
 VIPER = False  # True once _VIPER's methods replaced the bytecode ones
