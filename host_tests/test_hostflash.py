@@ -327,3 +327,46 @@ def test_bench_client_help_is_no_revision():
         assert b"--lfs-nofsync" in r.stdout and b"tar" not in r.stderr
     r = subprocess.run([sys.executable, bench, "--round", "3"], capture_output=True, timeout=WAIT_S)
     assert r.returncode == 2 and b"unknown option --round" in r.stderr, r.stdout + r.stderr
+
+
+def test_bench_client_starts_from_an_earlier_fetch(tmp_path):
+    """tools/bench_client.py measures by default the fetch a user makes every time after the
+    first (the store and the UIDL state exist: make_template's, the fetch of an empty mailbox),
+    --first-run the fetch that makes them. Both fetch every message of the mailbox; from a
+    template the fetch reports its CPU and, into littlefs, the image's syncs (each an fsync of
+    the image, timed apart by the bench), and it makes fewer of them than the first run (no
+    store or state to create)."""
+    from dovecot import Dovecot
+
+    import bench_client as bc
+
+    d = Dovecot(users={"alice": bc.PW})
+    d.start()
+    try:
+        mpy = bc.build_mpy(None, str(tmp_path / "tree"))
+        run = str(tmp_path / "run")
+        os.makedirs(run)
+        d.seed("alice", [])
+        tpl = {lfs: bc.make_template(d, run, mpy, lfs, str(tmp_path / ("tpl%d" % lfs))) for lfs in (False, True)}
+        assert os.path.isdir(os.path.join(tpl[False], "store", "alice"))
+        assert os.path.isfile(os.path.join(tpl[True], "flash.img"))
+        d.seed("alice", [bc.message(2000), bc.message(3000)])
+        for lfs in (False, True):
+            syncs = []
+            for t in (None, tpl[lfs]):
+                assert bc.upy_timed(d, run, mpy, lfs, template=t) > 0
+                assert bc.CPU.pop() > 0
+                syncs.append(bc.FSYNC.pop()[0])
+                if lfs:
+                    files = pseudoboard.read_image(os.path.join(run, "flash.img"), block_count=bc.IMAGE_BYTES // 4096)
+                    stored = [p for p in files if p.startswith("/mail/alice/b") and p.endswith(".p")]
+                else:
+                    stored = [n for _, _, fs in os.walk(os.path.join(run, "store", "alice")) for n in fs
+                              if n.endswith(".p")]
+                assert len(stored) == 2, stored
+            if lfs:
+                assert 0 < syncs[1] < syncs[0], syncs
+            else:
+                assert syncs == [-1, -1]
+    finally:
+        d.stop()
