@@ -159,3 +159,24 @@ def test_the_pseudoboards_certificate_names_localhost():
     with open(os.path.join(ROOT, "boards", "esp32", "config.json")) as f:
         esp = json.load(f)
     assert "localhost" not in deploy.cert_names(esp, board_ips=["127.0.0.1"])[0]  # only the config's own host
+
+
+def test_the_pseudoboard_stops_on_sigint_even_started_with_it_ignored(tmp_path):
+    # Started as a background job by a script, the pseudo-board inherited SIGINT ignored and only
+    # SIGTERM stopped it (Ctrl-C after `fg` did nothing); it now stops socat and micropython on
+    # SIGINT as it does on SIGTERM.
+    pbdir = str(tmp_path / "pb")
+    pb = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "pseudoboard.py"), "--dir", pbdir],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        wait_for(lambda: os.path.exists(os.path.join(pbdir, "ready")), "the pseudo-board", pb)
+        pb.send_signal(signal.SIGINT)
+        try:
+            pb.wait(20)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("the pseudo-board ignored SIGINT")
+    finally:
+        if pb.poll() is None:
+            os.killpg(pb.pid, signal.SIGTERM)
+            pb.wait(20)

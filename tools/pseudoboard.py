@@ -264,6 +264,10 @@ def main(argv=None):
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    # Started in the background by a non-interactive shell (`tools/pseudoboard.py &`, a script),
+    # it inherits SIGINT ignored: Ctrl-C after `fg` or `kill -INT` then did nothing (run_host.py's
+    # reason too)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         pb.start()
     except hostimage.ImageError as e:
