@@ -21,8 +21,9 @@ protocol (COPY_LOOP below).
    (the limit's time / the server's). The figure is the median of those paired ratios, printed
    with their min-max and the rounds at the 0.8 target; then the ratio of the two fastest runs
    and, for comparison with older runs, the ratio of the two medians (the figure before stop
-   28). Measured on a loaded 2-core host (load 3-4), six runs each: paired median 0.72 (15
-   rounds), 0.85-1.00 (25 rounds); fastest runs 0.82-1.11; medians' ratio 0.87-1.11. Why:
+   28). Measured on a loaded 2-core host (load 3-4; stop 28): paired median 0.72-1.00 over four
+   runs of 15 rounds, 0.85-0.99 over three of 25; over those seven runs the fastest runs' ratio
+   0.82-1.11 and the medians' ratio 0.87-1.11. Why:
    poplib's own CPU (~0.15-0.3 s per 10 MiB of 80-octet lines, read line by line) bounds both
    runs and the server needs ~15 % of it (its CPU, from the kernel's counters, is printed too:
    a load-independent check), so each wall time moves with whatever else the host runs; two
