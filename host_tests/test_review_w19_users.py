@@ -259,3 +259,44 @@ def test_a_second_make_run_names_the_server_not_its_ports(tmp_path):
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+def _from(addr, port):
+    """A connection to the server from another loopback address (a host of its own to the caps)."""
+    return socket.create_connection(("127.0.0.1", port), 10, (addr, 0))
+
+
+def test_a_right_password_waiting_out_a_delay_is_not_evicted(tmp_path):
+    """A login whose right password waits out the rest of its address's last failure's delay
+    (above) was still pre-auth during that wait: with the caps full, a connection that had waited
+    `slot_wait` evicted it, and the user who typed the right password saw the connection close.
+    Logged in means never evicted from the moment the password is accepted."""
+    from serverharness import Pop3Server
+
+    s = Pop3Server(str(tmp_path), messages={"alice": [msg(1)]},
+                   server={"auth_delays": [4], "max_sessions": 2, "max_sessions_per_addr": 2, "slot_wait": 0.3,
+                           "auth_timeout": 20, "idle_timeout": 20})
+    s.start()
+    others = []
+    try:
+        _hang_up_after(s.port, b"USER alice\r\nPASS guess\r\n")  # holds slot 1 through its 4 s delay
+        a = socket.create_connection(("127.0.0.1", s.port), 10)
+        fa = a.makefile("rb")
+        assert fa.readline().startswith(b"+OK")
+        a.sendall(b"USER alice\r\n")
+        assert fa.readline().startswith(b"+OK")
+        a.sendall(b"PASS alice pass\r\n")  # right: waits out the rest of the 4 s, in slot 2
+        time.sleep(0.3)
+        for addr in ("127.0.0.2", "127.0.0.3"):  # each waits slot_wait, then evicts the oldest pre-auth
+            c = _from(addr, s.port)
+            others.append(c)
+            c.settimeout(10)
+            assert c.recv(100).startswith(b"+OK"), s.log()
+        r = fa.readline()
+        assert r.startswith(b"+OK"), (r, s.log())  # before: b"" (evicted during its wait)
+        a.sendall(b"QUIT\r\n")
+        a.close()
+    finally:
+        for c in others:
+            c.close()
+        s.stop()

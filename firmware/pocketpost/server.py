@@ -164,6 +164,11 @@ class Server:
                 while resp is None:  # a login hash, in slices: other sessions run in between
                     await asyncio.sleep(0)
                     resp = session.resume()
+                if session.state == _TRANSACTION and slot.preauth:
+                    # logged in: never evicted, the idle timeout alone; from here, not after the
+                    # reply: a right password may still wait out its address's failure delay
+                    slot.preauth = False
+                    conn.no_limit()
                 if session.delay:
                     await conn.pause(session.delay)
                 p = session.producer
@@ -220,9 +225,6 @@ class Server:
                     await conn.start_tls(self.ctx, None, True, sv["tls_handshake_timeout"] * 1000)
                     session.tls_active = True
                     log.info("pop3 #%d %s STLS", sid, ip)
-                if session.state == _TRANSACTION and slot.preauth:
-                    slot.preauth = False  # logged in: never evicted, the idle timeout alone
-                    conn.no_limit()
                 if session.closing:
                     return
         except Timeout as e:
