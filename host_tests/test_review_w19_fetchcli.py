@@ -166,8 +166,8 @@ def _oauth_refusal(tmp_path, token_ca, pem):
 @pytest.mark.skipif(shutil.which("openssl") is None, reason="no openssl")
 @pytest.mark.parametrize("name", ["token-root.der", "token-root.pem", "token-root"])
 def test_a_pem_token_cas_hint_works_as_printed(tmp_path, name):
-    """A PEM token_ca named .der got `openssl x509 -in X.der -outform DER -out X.der`: openssl
-    empties -out before it reads -in, so the printed command destroyed the file. Run as printed,
+    """A PEM token_ca named .der got `openssl x509 -in X.der -outform DER -out X.der`: one file as
+    -in and -out, which openssl may empty before it reads it (the reviewer's finding). Run as printed,
     the hint now leaves a DER certificate where it says (tools/deploy.py's pem_fix: moved aside
     first), and names the file to set where it is a new one."""
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
@@ -176,6 +176,11 @@ def test_a_pem_token_cas_hint_works_as_printed(tmp_path, name):
     msg = _oauth_refusal(tmp_path, name, (tmp_path / "c.pem").read_text())
     assert "is PEM; the board needs DER" in msg, msg
     cmd = msg.split("convert with `", 1)[1].split("`", 1)[0]
+    # Never one file as -in and -out: openssl's pkey empties -out before it reads -in (the key
+    # lost: review w19, tools/deploy.py); this host's OpenSSL 3.0 x509 happens to read first, so the
+    # run below alone would not tell (another version or build need not).
+    words = cmd.split()
+    assert words[words.index("-in") + 1] != words[words.index("-out") + 1], cmd
     r = subprocess.run(cmd, shell=True, capture_output=True, cwd=str(tmp_path))
     assert r.returncode == 0, (cmd, r.stderr)
     der = str(tmp_path / name[:-4]) + ".der" if name[-4:-3] == "." else str(tmp_path / name) + ".der"
