@@ -546,7 +546,7 @@ def test_crash_after_commit_with_an_identical_message_is_recovered(tmp_path, fet
 
 # --- the fetch CLI -------------------------------------------------------------------------------
 def run_fetch_cli(runtime, config_path, capsys, verbose=False):
-    """The fetch CLI: in-process as fetch.py runs it (fetchload.command_line, then fetch.main),
+    """The fetch CLI: in-process as fetch.py runs it (fetchargs.command_line, then fetch.main),
     or `micropython -m pocketpost.fetch`. -> (rc, output)"""
     args = (["-v"] if verbose else []) + [config_path]
     if runtime == "micropython":
@@ -555,10 +555,10 @@ def run_fetch_cli(runtime, config_path, capsys, verbose=False):
         r = subprocess.run([MICROPYTHON, "-m", "pocketpost.fetch"] + args, capture_output=True,
                            timeout=30, env=env, cwd=os.path.dirname(config_path))
         return r.returncode, r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-    from pocketpost import fetch as fetchmod, fetchload
+    from pocketpost import fetch as fetchmod, fetchargs
 
     storemod.reboot()
-    a = fetchload.command_line(args)
+    a = fetchargs.command_line(args)
     rc = a if isinstance(a, int) else fetchmod.main(*a)
     return rc, capsys.readouterr().out
 

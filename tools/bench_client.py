@@ -281,7 +281,7 @@ FETCH_MODULES = ("compat", "log", "heapmark", "wire", "unstuffer", "pop3", "nati
                  "storeindex", "storemerge", "storescan", "storesession", "storecommit", "storeopen", "storerare",
                  "storewalk", "auth", "config",
                  "client", "clientconf", "clientauth", "clientget", "clientfail", "clientstls", "clientrecover", "clientend",
-                 "clientplan", "fetch", "fetchload")  # (those a tree lacks are left out)
+                 "clientplan", "fetch", "fetchload", "fetchargs")  # (those a tree lacks are left out)
 
 ROMFS_LAUNCHER = r"""
 import sys, os, vfs
@@ -294,7 +294,10 @@ sys.path.insert(0, "/rom")
 from pocketpost import fetch
 if hasattr(fetch, "_cli"):  # a tree before fetchload.command_line
     sys.exit(fetch._cli(sys.argv[2:]))
-from pocketpost import fetchload
+try:  # (fetchargs.py since review w19; fetchload.command_line before it)
+    from pocketpost import fetchargs as fetchload
+except ImportError:
+    from pocketpost import fetchload
 a = fetchload.command_line(sys.argv[2:])
 sys.exit(a if isinstance(a, int) else fetch.main(*a))
 """

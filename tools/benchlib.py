@@ -30,7 +30,7 @@ PARTS = (
     ("server", ("server", "serverstart", "pop3server", "pop3cmd", "pop3login", "loginsvc", "pop3trans", "pop3body", "smtpserver", "smtp",
                 "smtpenv", "smtpdata", "smtpauth", "smtptext")),
     ("client", ("client", "clientconf", "clientauth", "clientstls", "clientplan", "clientget", "clientfail", "clientend",
-                "clientrecover", "fetch", "fetchload", "uidstate", "uidcompact", "headers", "session",
+                "clientrecover", "fetch", "fetchload", "fetchargs", "uidstate", "uidcompact", "headers", "session",
                 "transport", "pop3client", "pop3listing", "nativescan", "oauth2")),
     ("store", ("store", "storecore", "storeindex", "storemerge", "storecommit", "storesession",
                "storescan", "storecheck", "storerare", "storewalk", "storeopen", "groupcommit")),

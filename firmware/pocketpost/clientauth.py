@@ -218,15 +218,16 @@ async def login(c, user, password, method="auto"):
     except AuthFailed:
         raise
     except ErrReply as e:
-        raise AuthFailed("login failed (%s): %s: %s" % (m, e.msg, hint(e.code)), e.code)
+        raise AuthFailed(hint(e.code, m, e.msg), e.code)  # (its words: clientfail.hint's)
 
 
-def hint(code):
+def hint(code, *a):
     """What to do about a refused login, by the reply's response code (RFC 2449, RFC 3206): a
     locked mailbox or a server's own failure is no wrong password (scram.py and oauth2.py too).
     Its texts are clientfail.hint's (cold: a refused login is rare, and this module is loaded at
-    the login, one of the fetch's peaks)."""
-    return _failed("hint", code)
+    the login, one of the fetch's peaks). With `a` (the method or None, the ErrReply's text): the
+    refused login's whole error, the server's text quoted (scram.py and oauth2.py too)."""
+    return _failed("hint", code, *a)
 
 
 def best_auth(c):

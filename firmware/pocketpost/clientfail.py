@@ -54,20 +54,29 @@ def no_uidl(c, path):
                         "is then stored again, once)" % (path, path[:-5]))
 
 
-def hint(code):
+def hint(code, *a):
     """clientauth.hint: what to do about a refused login, by the reply's response code (RFC 2449,
-    RFC 3206): a locked mailbox or a server's own failure is no wrong password."""
+    RFC 3206): a locked mailbox or a server's own failure is no wrong password. With `a` (the
+    auth method or None, the ErrReply's text "where: CMD: -ERR text"): the refused login's whole
+    error, the server's own text quoted (it often ends in "." already: "failed.: check" read
+    badly)."""
     if code == "IN-USE":
-        return ("[IN-USE]: the mailbox is in use by another session (another mail client left "
-                "open, or another fetch of it): close that one, or try again later")
-    if code == "LOGIN-DELAY":
-        return "[LOGIN-DELAY]: the server allows a login only so often: fetch less often"
-    if code == "SYS/TEMP":
-        return "[SYS/TEMP]: a temporary failure on the server: try again later"
-    if code == "SYS/PERM":
-        return "[SYS/PERM]: a failure on the server, not of the password: ask its administrator"
-    return ("check the user name and password (the account's \"user\" in config.json, its \"password\" in "
-            "secrets.json: after a password change at the provider, put the new one there)")
+        h = ("[IN-USE]: the mailbox is in use by another session (another mail client left "
+             "open, or another fetch of it): close that one, or try again later")
+    elif code == "LOGIN-DELAY":
+        h = "[LOGIN-DELAY]: the server allows a login only so often: fetch less often"
+    elif code == "SYS/TEMP":
+        h = "[SYS/TEMP]: a temporary failure on the server: try again later"
+    elif code == "SYS/PERM":
+        h = "[SYS/PERM]: a failure on the server, not of the password: ask its administrator"
+    else:
+        h = ("check the user name and password (the account's \"user\" in config.json, its \"password\" in "
+             "secrets.json: after a password change at the provider, put the new one there)")
+    if not a:
+        return h
+    head = a[1].rsplit(": -ERR ", 1)
+    said = ': -ERR "%s"' % head[1] if len(head) > 1 and head[1] else (": -ERR" if len(head) > 1 else "")
+    return "%s%s%s; %s" % ("login failed (%s): " % a[0] if a[0] else "", head[0], said, h)
 
 
 def text(n, *args):

@@ -1,6 +1,6 @@
 """CLI: fetch the accounts of a JSON config into their local mailboxes, printing progress.
 
-Host:  MICROPYPATH=firmware:.frozen micropython -m pocketpost.fetch [-v] config.json [account]
+Host:  MICROPYPATH=firmware:.frozen micropython -m pocketpost.fetch [-v] config.json [account]   (-h: help)
        (".frozen" keeps the port's frozen asyncio importable once MICROPYPATH is set)
        python -m pocketpost.fetch [-v] config.json [account]   (CPython, PYTHONPATH=firmware)
 Board: from pocketpost import fetch; fetch.main("config.json", "isp")
@@ -16,7 +16,7 @@ it: "store" gives "root" (default "/flash/mail", so a host config names its own)
 "reserve"; "log.level" is the log level (POCKETPOST_LOG overrides it). "accounts" is a list of
 account objects (see client.account_from_dict). A relative root or state_dir is taken relative to
 the current directory.
-Heap (MicroPython): the start (fetchload.py: the command line, then the load; dropped after it)
+Heap (MicroPython): the start (fetchargs.py: the command line; fetchload.py: the load; each dropped after it)
 imports config.py for the load and drops it after it when this call loaded it (a fetch never
 needs it again), with heapmark.py (used once, to set the GC threshold); then each local mailbox
 is opened (the store's first open after boot loads its loading code, storemerge.load, and its
@@ -28,7 +28,8 @@ crash (clientrecover.py).
 Exit status: 0 when every account fetched, 1 otherwise (also when an account's UIDL state is full and new
 mail waits: max_entries; a session that filled it and deleted messages is followed by the next at
 once, up to _SESSIONS: past them, a FAILED line says how many messages wait), 2 for a config that
-does not load; 1 also when another fetch holds the store (fetchload.lock).
+does not load or the arguments are wrong (0 for -h); 1 also when another fetch holds the store
+(fetchload.lock) or the config has no account of the name given (fetchload.load: its names said).
 """
 
 import gc
@@ -109,9 +110,6 @@ def main(config_path, only=None, log_level=None, headers=False):
             else:  # (a server that keeps what it deleted would have this go on): said, exit 1
                 failed += 1
                 print(client._failed("text", _T_SESSIONS, acct.get("name"), _SESSIONS, st["on_server"] - st["deleted"]))
-        if only is not None and not done and not failed:
-            line(3, only)
-            return 1
         if not done and not failed:  # (not a failure: nothing to do; but say so, or a run prints nothing at all)
             line(4, config_path)
         return 1 if failed else 0
@@ -127,10 +125,12 @@ def main(config_path, only=None, log_level=None, headers=False):
 
 
 if __name__ == "__main__":
-    # The command line read by fetchload.command_line (cold, like the config's load: its usage
-    # line is not held while accounts fetch); main imports the module again and drops it.
-    from pocketpost import fetchload
+    # The command line read by fetchargs.command_line (cold: its texts, -h's too, are not held
+    # while accounts fetch, nor at fetchload's load of the config and the store, a peak of the heap)
+    from pocketpost import fetchargs
 
-    _args = fetchload.command_line(sys.argv[1:])
-    del fetchload
+    _args = fetchargs.command_line(sys.argv[1:])
+    fetchargs = None
+    compat.forget(("fetchargs",))
+    gc.collect()  # its code freed before fetchload's comes in: the load's peak finds the heap as before
     sys.exit(_args if isinstance(_args, int) else main(*_args))

@@ -1,5 +1,4 @@
-"""The fetch CLI's start: its command line read (command_line, for fetch.py run as a program), then
-(fetch.main: load) the config loaded and checked, the log level set, the store opened and each
+"""The fetch CLI's start (fetch.main: load; its command line is fetchargs.py's): the config loaded and checked, the log level set, the store opened and each
 local mailbox loaded (recovered) before the client is imported. Cold code: fetch.main imports it
 for this and, on MicroPython, drops it after it, with config.py and heapmark.py when
 this call loaded them (a fetch never needs them again; docs/FIGURES.md); its qstrs stay. The
@@ -12,29 +11,10 @@ from pocketpost import compat, log
 from pocketpost.compat import IS_MICROPYTHON, const
 
 
-def command_line(argv):
-    """fetch.py's arguments ([-v] config.json [account]) as main's (config_path, only, log_level,
-    headers), the log level from POCKETPOST_LOG; or 2 (the exit status) after the usage line."""
-    verbose = bool(argv) and argv[0] == "-v"
-    if verbose:
-        argv = argv[1:]
-    if not argv or len(argv) > 2:
-        print("usage: micropython -m pocketpost.fetch [-v] config.json [account]")
-        return 2
-    lvl = None
-    try:
-        import os
-
-        lvl = os.getenv("POCKETPOST_LOG")
-    except (ImportError, AttributeError):
-        pass
-    return argv[0], argv[1] if len(argv) > 1 else None, lvl or None, verbose
-
-
 def line(k, *a):
     """fetch.main's line k (fetch.line): 0 an account's start (name, user, host), 1 its failure
     (name, exception class name, exception), 2 a session's figures (a: client.fetch_account's
-    stats), 3 no account of that name, 4 a config without accounts (its path)."""
+    stats), 4 a config without accounts (its path). (No account of the name asked: load.)"""
     if k == 0:
         t = "fetch %s: %s@%s" % a
     elif k == 1:
@@ -44,8 +24,6 @@ def line(k, *a):
         t = ("fetch %s: %d fetched (%d bytes, %d headers only), %d skipped, %d deleted, %d left on server"
              % (s["account"], s["fetched"], s["bytes"], s["headers_only"], s["skipped"], s["deleted"],
                 s["on_server"] - s["deleted"]))
-    elif k == 3:
-        t = "fetch: no account named %s" % a
     else:
         t = "fetch: %s has no accounts (\"accounts\": [...], README \"Fetching mail\")" % a
     print(t)
@@ -196,7 +174,8 @@ def lock(root):
 def load(config_path, only, log_level):
     """(store, the config's accounts to fetch, the count of those refused: renamed, said here, the
     fetch lock's path or None: lock), or None when the config does not load (said in one line), or
-    1 when another fetch holds the store (said)."""
+    1 when another fetch holds the store, or the config has no account named `only` (said, with the
+    names it has)."""
     # Only on MicroPython (its heap is the point; on CPython a second copy of a module later
     # imported again would only confuse class identities).
     loaded = []
@@ -221,6 +200,13 @@ def load(config_path, only, log_level):
         if k[:1] != "_" and k not in known:
             print("fetch: %s: config: unknown section \"%s\" (sections: %s)" % (config_path, k, ", ".join(known)))
             return None
+    accounts = cfg["accounts"]
+    names = [a.get("name") for a in accounts]
+    if only is not None and only not in names:  # said before the store is opened or locked
+        print("fetch: %s has no account named %s (%s)" % (
+            config_path, only, "its accounts: " + ", ".join([str(n) for n in names]) if names else "it has no accounts"))
+        return 1
+    names = None
     log.set_level(log_level or cfg["log"]["level"])
     lk = lock(cfg["store"]["root"])  # before the store's open: it may roll another run's commit forward
     if lk == 1:
@@ -238,7 +224,6 @@ def load(config_path, only, log_level):
         return None
     config = None
     compat.forget(loaded)
-    accounts = cfg["accounts"]
     every = list(accounts)
     failed = 0
     for acct in every:

@@ -590,9 +590,14 @@ def check_account(d, a):
     if isinstance(tca, str) and tca != d.get("ca"):
         from pocketpost.tls import is_pem
 
-        if is_pem(tca):
-            raise OAuthError("account %s: %s is PEM; the board needs DER: convert with "
-                             "`openssl x509 -in %s -outform DER -out %s.der`" % (name, tca, tca, tca.rsplit(".", 1)[0]))
+        if is_pem(tca):  # the command as printed must work: openssl empties -out before it reads -in,
+            # so a PEM under a .der name is moved aside first (tools/deploy.py's pem_fix)
+            if tca[-4:] == ".der":
+                fix = "`mv %s %s.pem && openssl x509 -in %s.pem -outform DER -out %s`" % (tca, tca[:-4], tca[:-4], tca)
+            else:
+                der = (tca[:-4] if tca[-4:-3] == "." else tca) + ".der"
+                fix = '`openssl x509 -in %s -outform DER -out %s`, then set "token_ca" to %s' % (tca, der, der)
+            raise OAuthError("account %s: %s is PEM; the board needs DER: convert with %s" % (name, tca, fix))
     if "password" in d:
         raise OAuthError("account %s: auth %s uses no password; remove it" % (name, a["auth"]))
 
@@ -633,7 +638,7 @@ async def pop3_auth(c, mech, user, token, failed):
             # (no error challenge: the token was taken, the mailbox or the server is the trouble)
             from pocketpost.clientauth import hint  # (loaded: the login runs in it)
 
-            raise failed("%s: %s" % (e.msg, hint(code)), code)
+            raise failed(hint(code, None, e.msg), code)  # (the server's text quoted)
     err = failed("AUTH %s: token refused (%s): %s" % (name, describe_challenge(info), _printable(text)), code)
     err.oauth = info
     raise err

@@ -341,8 +341,8 @@ async def pop3_auth(c, user, password, failed):
     except ErrReply as e:
         from pocketpost.clientauth import hint  # (loaded: the login runs in it)
 
-        raise failed("login failed (scram-sha-256): %s: %s: %s: %s"
-                     % (c.where, what, e.msg.rsplit("-ERR ", 1)[-1], hint(e.code)), e.code)
+        raise failed(hint(e.code, "scram-sha-256", "%s: %s: -ERR %s" % (c.where, what, e.msg.rsplit("-ERR ", 1)[-1])),
+                     e.code)
 
 
 def _take(rep, fn):

@@ -1057,7 +1057,7 @@ def test_a_login_refused_for_a_locked_mailbox_or_a_server_failure_says_so():
         b = Box()
         try:
             e = b.fails(Scripted([(b"u1", GOOD)], {"PASS": b"-ERR " + code + b"no\r\n"}), client.AuthFailed,
-                        "h script:110: PASS: -ERR no")
+                        "h script:110: PASS: -ERR \"no\"; ")  # (the server's text quoted: review w19)
             assert words in e.msg, e.msg
             assert code in (b"", b"[AUTH] ") or code.strip().decode() in e.msg, e.msg
             assert b.nothing_kept()

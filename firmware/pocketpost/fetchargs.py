@@ -1,0 +1,48 @@
+"""The fetch CLI's command line (fetch.py run as a program): its arguments read, -h's text, the
+usage line. Cold: fetch.py imports it for that and drops it (MicroPython) before fetch.main
+loads fetchload.py for the config's load and the store's open, one of the fetch's heap peaks
+(these texts there cost the fetch CLI's smallest heap 1 KiB). Texts in locals and options as
+words of a longer text: a global's name or a short literal would be interned at the load, a
+name held for good (test_fetch_heap counts them)."""
+
+
+def command_line(argv):
+    """fetch.py's arguments ([-v] config.json [account], the options anywhere) as fetch.main's
+    (config_path, only, log_level, headers), the log level from POCKETPOST_LOG; or the exit
+    status: 0 after -h's text, 2 after the usage line (an unknown option, too few or too many)."""
+    usage = "usage: micropython -m pocketpost.fetch [-v] config.json [account]"
+    opts = "-v --verbose -h --help".split()
+    verbose = False
+    args = []
+    for a in argv:
+        if a[:1] != "-" or a == "-":
+            args.append(a)
+        elif a in opts[:2]:
+            verbose = True
+        elif a in opts[2:]:
+            print(usage)
+            print("""Fetch the mail of config.json's accounts (or of the one named) into their local mailboxes. Run
+it from config.json's folder: secrets.json is read next to config.json, a relative store root,
+state_dir or ca is taken from the current directory (README "Fetching mail").
+  -v, --verbose  also print each stored message's From and Subject
+  -h, --help     this text
+Log level: config.json's "log": {"level": "info"}; POCKETPOST_LOG=warning (debug, info, warning,
+error) in front of the command overrides it: warning leaves out the INFO lines (cron).
+Exit status: 0 every account fetched; 1 an account failed or its UIDL state is full, no account
+has that name, or another fetch holds the store; 2 the config does not load, or the arguments.""")
+            return 0
+        else:
+            print("fetch: unknown option %s (-h: what it takes)" % a)
+            print(usage)
+            return 2
+    if not args or len(args) > 2:
+        print(usage)
+        return 2
+    lvl = None
+    try:
+        import os
+
+        lvl = os.getenv("POCKETPOST_LOG")
+    except (ImportError, AttributeError):
+        pass
+    return args[0], args[1] if len(args) > 1 else None, lvl or None, verbose
