@@ -4,6 +4,7 @@ so its stdin, the pty that stands for the USB serial, is read by board.Runner.us
 POP3 sessions go on. No Ctrl-C reaches main.py and no restart happens: a POP3 session that was
 logged in before the export is still served during it and after it."""
 
+import contextlib
 import os
 import poplib
 import sys
@@ -242,6 +243,9 @@ def test_a_host_that_stops_mid_line_does_not_stop_the_board(tmp_path):
             raise e
 
 
+_SETUP = threading.Lock()
+
+
 def _cut_mid_line(tmp_path, cmd, cut):
     """One case of the test above, on a board of its own: the host's start line for `cmd`, then
     `cut` and silence; POP3 is served meanwhile, the session ends at LIVE_IDLE_MS with its log
@@ -251,8 +255,13 @@ def _cut_mid_line(tmp_path, cmd, cut):
     tmp_path.mkdir()
     idle = board_mailport.LIVE_IDLE_MS / 1000
     pop_port = free_port()
-    img = _image(tmp_path, pop_port)
-    with pseudoboard.PseudoBoard(str(tmp_path / "pb"), image=img, boot=True, heapsize=HEAP) as pb:
+    # One case's image and board made at a time: a process the other thread forks inherits, until
+    # its exec, the open image this thread has just unlocked, and the next lock of it then failed
+    # ("flash.img is in use by another process": seen twice under a loaded machine)
+    with contextlib.ExitStack() as stack:
+        with _SETUP:
+            img = _image(tmp_path, pop_port)
+            pb = stack.enter_context(pseudoboard.PseudoBoard(str(tmp_path / "pb"), image=img, boot=True, heapsize=HEAP))
         wait_port(pop_port, pb.alive)
         fd = os.open(pb.tty, os.O_RDWR | os.O_NOCTTY)
         try:
