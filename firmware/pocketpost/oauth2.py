@@ -590,14 +590,10 @@ def check_account(d, a):
     if isinstance(tca, str) and tca != d.get("ca"):
         from pocketpost.tls import is_pem
 
-        if is_pem(tca):  # the command as printed must work: openssl empties -out before it reads -in,
-            # so a PEM under a .der name is moved aside first (tools/deploy.py's pem_fix)
-            if tca[-4:] == ".der":
-                fix = "`mv %s %s.pem && openssl x509 -in %s.pem -outform DER -out %s`" % (tca, tca[:-4], tca[:-4], tca)
-            else:
-                der = (tca[:-4] if tca[-4:-3] == "." else tca) + ".der"
-                fix = '`openssl x509 -in %s -outform DER -out %s`, then set "token_ca" to %s' % (tca, der, der)
-            raise OAuthError("account %s: %s is PEM; the board needs DER: convert with %s" % (name, tca, fix))
+        if is_pem(tca):
+            from pocketpost.tlserror import pem_words
+
+            raise OAuthError("account %s: %s %s" % (name, tca, pem_words(tca, "token_ca")))
     if "password" in d:
         raise OAuthError("account %s: auth %s uses no password; remove it" % (name, a["auth"]))
 

@@ -84,6 +84,20 @@ def _exists(path):
         return False
 
 
+def pem_words(path, key):
+    """'is PEM; the board needs DER: convert with `...`' for a PEM certificate the config names
+    under `key`; config, oauth2 and the connect's error say it with these words. The command
+    works as printed: a PEM under a .der name is moved aside first, never one file as openssl's
+    -in and -out (openssl may empty -out before it reads -in: tools/deploy.py's pem_fix)."""
+    if path[-4:] == ".der":
+        pem = path[:-4] + ".pem"
+        return "is PEM; the board needs DER: convert with `mv %s %s && openssl x509 -in %s -outform DER -out %s`" % (
+            path, pem, pem, path)
+    der = (path[:-4] if path[-4:-3] == "." else path) + ".der"
+    return 'is PEM; the board needs DER: convert with `openssl x509 -in %s -outform DER -out %s`, then set "%s" to %s' % (
+        path, der, key, der)
+
+
 def _ca_words(exc, msg, code, ca_path):
     """A problem with the CA file itself, or None."""
     if not ca_path:
@@ -94,9 +108,7 @@ def _ca_words(exc, msg, code, ca_path):
                 % ca_path)
     if "invalid cert" in low or "cadata" in low or "asn1" in low or code in (-0x2180, -0x2780):
         if is_pem(ca_path):
-            der = ca_path[:-4] + ".der" if ca_path.endswith(".pem") or ca_path.endswith(".crt") else ca_path + ".der"
-            return ("%s: this file is PEM; the board needs DER: convert with `openssl x509 -in %s -outform DER -out %s`"
-                    " and set \"ca\" to %s" % (ca_path, ca_path, der, der))
+            return "%s: this file %s" % (ca_path, pem_words(ca_path, "ca"))
         return "CA file %s is not a DER certificate (export the CA certificate as DER)" % ca_path
     return None
 
