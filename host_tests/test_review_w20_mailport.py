@@ -348,3 +348,27 @@ def test_a_directory_store_and_the_fetch_cli_take_turns(tmp_path):
     r = run_ppadmin("export", ds, "--maildir", tmp_path / "md")
     assert r.returncode == 0, r.stdout + r.stderr
     assert not (ds / "mail.fetch-lock").exists()
+
+
+def test_over_usb_restore_onto_a_board_that_took_mail_and_mbox_export(tmp_path):
+    # The same through the pseudo-board (mpremote raw REPL, base64 lines of 1.5 KiB): the journal
+    # (J) and the renumbered messages go over the link; the mbox written from the board's link is
+    # byte for byte the one written from its image.
+    import pseudoboard
+    from test_mailport_usb import _board_image
+
+    old = str(tmp_path / "old.img")
+    make_image(old, {"alice": [ENVELOPE[0]] + OLD[1:]}, tmpdir=str(tmp_path / "s1"))
+    assert run_ppadmin("backup", old, tmp_path / "b.pp").returncode == 0
+    img, _ = _board_image(tmp_path, "two", {"alice": NEW})
+    with pseudoboard.PseudoBoard(str(tmp_path / "pb"), image=img) as pb:
+        r = run_ppadmin("restore", tmp_path / "b.pp", pb.tty)
+        assert r.returncode == 0 and "5 messages restored (3 of them under a new UIDL)" in r.stdout, r.stdout + r.stderr
+        r = run_ppadmin("restore", tmp_path / "b.pp", pb.tty)
+        assert r.returncode == 0 and "0 messages restored, 5 already there" in r.stdout, r.stdout + r.stderr
+        r = run_ppadmin("export", pb.tty, "alice", "--mbox", tmp_path / "usb.mbox")
+        assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(m for _, _, m in contents(img)["alice"]) == sorted(stored_form(m) for m in [ENVELOPE[0]] + OLD[1:] + NEW)
+    assert run_ppadmin("export", img, "alice", "--mbox", tmp_path / "img.mbox").returncode == 0
+    assert (tmp_path / "usb.mbox").read_bytes() == (tmp_path / "img.mbox").read_bytes()
+    assert b"\nFrom printer@home.example " in (tmp_path / "usb.mbox").read_bytes()
