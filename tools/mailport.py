@@ -1783,6 +1783,32 @@ def restore(path, image, report=print, progress=False, heapsize=None, size=None,
         ar.close()
 
 
+def _hashes(image, later, heapsize):
+    """{(mailbox, sha1)} of the messages on image, in the mailboxes of `later` ((name, mailbox,
+    arrival, sha1, at, size) each), whose size one of those has: read through an export link."""
+    sizes = {(box, n) for _, box, _, _, _, n in later}
+    have = set()
+    cur = [None]
+
+    def on_mailbox(name, count, total):
+        cur[0] = name
+
+    def on_message(uid, arrival, size, copy):
+        if (cur[0], size) in sizes:
+            h = hashlib.sha1()
+            copy(h.update)
+            have.add((cur[0], h.hexdigest()))
+
+    link = open_link(image, "export", *sorted({box for _, box, _, _, _, _ in later}), heapsize=heapsize)
+    try:
+        read_records(link, on_mailbox, on_message)
+        link.close()
+    except BaseException:
+        link.kill()
+        raise
+    return have
+
+
 # The store's refusal of a restored UID whose seq is not above the mailbox's last
 # (firmware/pocketpost/storerare.py restore_seal): restore then puts the message in with a new UID.
 _BELOW = "is not above the mailbox's last"
@@ -1812,6 +1838,7 @@ def _restore(ar, image, report, progress, heapsize, size):
     present = {}
     journals = {}  # {mailbox: import journal keys}, read once a message of it needed a new UID
     later = []  # (name, mailbox, arrival, sha1, at, size) of those messages, put in at the end
+    have = set()  # (mailbox, sha1) of the messages there with a size one of those has (_hashes)
     seen = set()
     toc = None
     try:
@@ -1875,7 +1902,18 @@ def _restore(ar, image, report, progress, heapsize, size):
                 prog.add_total(meta.get("count", 0), meta.get("total", 0))
             elif kind == "end" and ok:
                 toc = meta
+        if later and not res["full"]:
+            # The same bytes may be there under another UID (the board fetched the same mail from
+            # the same account before the restore; or run/flash.img's demo mail): those count as
+            # there, not added twice. The serve link cannot read messages: an export link hashes
+            # the messages of those mailboxes whose sizes match, then the serve link again.
+            link.close()
+            have = _hashes(image, later, heapsize)
+            link = open_link(image, "serve", heapsize=heapsize)
         for name, box, arrival, sha, at, n in later if not res["full"] else ():
+            if (box, sha) in have:
+                res["present"] += 1
+                continue
             reply = link.message(box, arrival, sha, None, ar.chunks(at, n)())
             prog.step(n)
             if reply.startswith("A "):
