@@ -146,7 +146,7 @@ def test_make_run_banner_cert_verifies_the_image_after_a_restore(tmp_path):
     r = run_ppadmin("backup", os.path.join(dirs[1], "flash.img"), tmp_path / "other.pp")
     assert r.returncode == 0, r.stdout + r.stderr
     r = run_ppadmin("restore", tmp_path / "other.pp", os.path.join(dirs[0], "flash.img"))
-    assert "3 files" in r.stdout, r.stdout + r.stderr  # config, cert, key (its 3 demo messages are refused: same seqs)
+    assert "3 files" in r.stdout, r.stdout + r.stderr  # config, cert, key (its 3 demo messages: the same bytes there)
     args = ports()
     pop3s = int(args[3])
     p = subprocess.Popen([sys.executable, run_host, "--dir", dirs[0]] + args, stdout=subprocess.PIPE,

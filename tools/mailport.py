@@ -9,7 +9,8 @@ Formats
 - Maildir: DIR/<mailbox>/{cur,new,tmp}; one file per message in cur/, named
   "<arrival>.P<epoch>Q<seq>.pocketpost,S=<size>,W=<size>:2," (the UID is in the name), the exact
   stored bytes (CRLF line ends).
-- mbox (mboxrd): a "From MAILER-DAEMON <arrival, asctime UTC>" line, the message with every line
+- mbox (mboxrd): a "From <envelope sender> <arrival, asctime UTC>" line (the sender from the
+  message's Return-Path, MAILER-DAEMON without one), the message with every line
   matching /^>*From / given one more ">", then an empty line. A reader that strips one ">" from
   /^>+From / (mboxrd) gets the exact stored bytes back. Python's `mailbox.mbox` does not strip it.
 - Dovecot (--dovecot): the Maildir plus `dovecot-uidlist` (version 3) giving each message its
@@ -544,6 +545,126 @@ class LiveLink(UsbLink):
             pass
 
 
+def is_dir_store(target):
+    """A host's own store (the fetch CLI's, README "Fetching mail"): its config.json, or the
+    folder that holds it, as opposed to an image file or a serial port."""
+    if os.path.isdir(target):
+        return os.path.isfile(os.path.join(target, "config.json"))
+    if not os.path.isfile(target):
+        return False
+    with open(target, "rb") as f:
+        return f.read(1) == b"{"  # a JSON config (an image begins with littlefs' superblock)
+
+
+class DirLink(Link):
+    """The same conversation with a store in a host folder (the fetch CLI's directory store):
+    micropython runs pocketpost.mailport in config.json's folder, as the fetch CLI runs there,
+    so relative paths in the config mean what they mean to the fetch CLI.
+
+    One process at a time uses such a store: the fetch CLI takes <store root>.fetch-lock (the
+    folder holding its pid; firmware/pocketpost/fetchload.py), and so does this link: a fetch
+    that runs refuses the export/import, and a fetch started meanwhile finds the lock held (its
+    check is that the pid's command line has "fetch" in it: the child's code says so)."""
+
+    CODE = ("from pocketpost import mailport  # holds the store's fetch lock (tools/mailport.py DirLink)\n"
+            "mailport.main(%r, %r, *%r)\n")
+
+    def __init__(self, target, cmd, *args, heapsize=None):
+        config = os.path.join(target, "config.json") if os.path.isdir(target) else target
+        cdir = os.path.dirname(os.path.abspath(config))
+        try:
+            with open(config) as f:
+                root = (json.load(f).get("store") or {}).get("root", "/flash/mail")
+        except (OSError, ValueError, AttributeError) as e:
+            raise PortError("%s: not a config this tool can read (%s)" % (config, e))
+        root = os.path.join(cdir, str(root))  # (an absolute root stays as it is)
+        if not os.path.isdir(os.path.dirname(root.rstrip("/"))):
+            raise PortError("%s: its store %s is not there (no fetch has run with this config)" % (config, root))
+        self.lockdir = root.rstrip("/") + ".fetch-lock"
+        self.lock = None
+        self._take_lock()
+        env = dict(os.environ)
+        env["MICROPYPATH"] = CODE_PATH[0] + ":" + os.path.join(ROOT, "tools") + ":.frozen"
+        argv = [micropython()]
+        if heapsize:
+            argv += ["-X", "heapsize=%s" % heapsize]
+        argv += ["-c", self.CODE % (cmd, os.path.basename(config), tuple(args))]
+        try:
+            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                         env=env, cwd=cdir)
+            self._write_pid(self.proc.pid)  # the child's: its command line is what a fetch checks
+        except BaseException:
+            self._release()
+            raise
+        self.r = self.proc.stdout
+        self.w = self.proc.stdin
+
+    def _write_pid(self, pid):
+        with open(os.path.join(self.lockdir, "pid.tmp"), "w") as f:
+            f.write(str(pid))
+        os.rename(os.path.join(self.lockdir, "pid.tmp"), os.path.join(self.lockdir, "pid"))
+
+    def _take_lock(self):
+        """As fetchload.lock takes it: mkdir; a lock whose pid runs no fetch (killed) is taken
+        over; one without a pid yet is being made (looked at again for a moment)."""
+        other = "?"
+        for _ in range(10):
+            try:
+                os.mkdir(self.lockdir)
+                break
+            except FileExistsError:
+                try:
+                    with open(os.path.join(self.lockdir, "pid")) as f:
+                        other = f.read().strip()
+                except OSError:
+                    other = "?"
+                    time.sleep(0.2)
+                    continue
+                try:
+                    with open("/proc/%s/cmdline" % other, "rb") as f:
+                        alive = b"fetch" in f.read()
+                except (OSError, ValueError):
+                    alive = False
+                if alive:
+                    raise PortError("the store is in use: %s is held by pid %s (a fetch, or another export or "
+                                    "import); run again once it has ended" % (self.lockdir, other))
+                try:  # a killed run's lock: taken over
+                    os.remove(os.path.join(self.lockdir, "pid"))
+                    os.rmdir(self.lockdir)
+                except OSError:
+                    time.sleep(0.2)
+        else:
+            raise PortError("the store is in use: %s (pid %s) could not be taken; if no fetch runs, delete that "
+                            "folder" % (self.lockdir, other))
+        self.lock = self.lockdir
+        self._write_pid(os.getpid())
+
+    def _release(self):
+        if self.lock is None:
+            return
+        self.lock = None
+        for name in ("pid", "pid.tmp"):
+            try:
+                os.remove(os.path.join(self.lockdir, name))
+            except OSError:
+                pass
+        try:
+            os.rmdir(self.lockdir)
+        except OSError:
+            pass
+
+    def error(self):
+        try:
+            return Link.error(self)
+        finally:
+            if self.proc.poll() is not None:
+                self._release()
+
+    def kill(self):
+        Link.kill(self)
+        self._release()
+
+
 # ppadmin's --live: LiveLink instead of UsbLink for a serial port.
 LIVE = [False]
 
@@ -551,7 +672,7 @@ LIVE = [False]
 CONNECT_S = 10  # a board's raw REPL answers within this after the Ctrl-C (else: no board there)
 
 
-def open_link(target, cmd, *mailboxes, heapsize=None):
+def open_link(target, cmd, *mailboxes, heapsize=None, dir_store=False):
     """A Link to an image file, or a UsbLink (LiveLink with --live) to a board's serial port
     (or the pseudo-board). A port where no board answers, or that cannot be opened, is one
     PortError line (it was mpremote's traceback)."""
@@ -566,9 +687,26 @@ def open_link(target, cmd, *mailboxes, heapsize=None):
             raise PortError("%s: no MicroPython board answers there (%s): is the board plugged in on this port "
                             "(ls /dev/ttyUSB* /dev/ttyACM*), and no other program (mpremote repl, a terminal) "
                             "holding it?" % (target, e)) from None
+    _no_board(target)
+    if is_dir_store(target):
+        if cmd != "export" and not dir_store:  # (import passes dir_store=True)
+            raise PortError("%s: a store in a host folder: backup and restore are for an image or a board (its "
+                            "files are on this machine already: copy the folder; export --maildir or --mbox, and "
+                            "import, work on it)" % target)
+        return DirLink(target, cmd, *mailboxes, heapsize=heapsize)
+    if os.path.isdir(target):
+        raise PortError("%s: a folder, not an image file (nor a serial port)" % target)
     if not os.path.isfile(target):
         raise PortError("%s: no such image file (nor a serial port)" % target)
     return Link(target, cmd, *mailboxes, heapsize=heapsize)
+
+
+def _no_board(target):
+    """A serial port's name (/dev/ttyUSB0) where no port is: the board is not plugged in. Said so
+    (restore made a new image file there: a 2 MiB regular file in /dev, as root, where the
+    board's port would appear)."""
+    if os.path.abspath(target).startswith("/dev/") and not os.path.exists(target):
+        raise PortError("%s: no such serial port: is the board plugged in (ls /dev/ttyUSB* /dev/ttyACM*)?" % target)
 
 
 def read_records(link, on_mailbox, on_message, on_file=None, on_locked=None, on_missing=None):
@@ -814,14 +952,21 @@ _QUOTE = re.compile(rb"^(?=>*From )", re.M)
 _PREFIX = re.compile(rb">*(?:F(?:r(?:o(?:m)?)?)?)?")
 
 
+_QUOTE_O = re.compile(rb"^(?=From )", re.M)
+_PREFIX_O = re.compile(rb"(?:F(?:r(?:o(?:m)?)?)?)?")
+
+
 class MboxrdQuoter:
     """mboxrd quoting as a stream: one more '>' before every line matching /^>*From /.
-    Keeps back at most a short partial line that could still become such a line."""
+    Keeps back at most a short partial line that could still become such a line.
+    quoting="o" (mboxo): only /^From / gets a '>' (readers that never remove one, as neomutt and
+    Dovecot's mbox, then show a '>From ' line of the message as it is)."""
 
-    def __init__(self, write):
+    def __init__(self, write, quoting="rd"):
         self.w = write
         self.pending = b""
         self.bol = True
+        self.quote, self.prefix = (_QUOTE, _PREFIX) if quoting == "rd" else (_QUOTE_O, _PREFIX_O)
 
     def feed(self, chunk):
         data = self.pending + chunk if self.pending else chunk
@@ -835,11 +980,11 @@ class MboxrdQuoter:
             data = data[nl + 1 :]
         last = data.rfind(b"\n") + 1
         tail = data[last:]
-        if tail and len(tail) < 64 and _PREFIX.fullmatch(tail):
+        if tail and len(tail) < HEAD_MAX and self.prefix.fullmatch(tail):  # (bounded: a line of 64 KiB of '>')
             self.pending = tail
             data = data[:last]
         if data:
-            self.w(_QUOTE.sub(b">", data))
+            self.w(self.quote.sub(b">", data))
         self.bol = bool(self.pending) or not data or data.endswith(b"\n")
 
     def finish(self):
@@ -849,8 +994,48 @@ class MboxrdQuoter:
         self.bol = True
 
 
-def from_line(arrival):
-    return b"From MAILER-DAEMON %s\n" % time.asctime(time.gmtime(arrival)).encode()
+_RETURN_PATH = re.compile(rb"(?im)^Return-Path:[ \t]*(?:\r?\n[ \t]+)?<([^<>\s]{0,255})>")
+_HEAD_END = re.compile(rb"\A\r?\n|\n\r?\n")
+HEAD_MAX = 65536  # header bytes looked through for Return-Path before the From_ line is written
+
+
+def envelope_sender(head):
+    """The envelope sender as the message's header keeps it: its first Return-Path field (the
+    board's SMTP receiver writes it from MAIL FROM; mail fetched from a server has the one that
+    server wrote), only up to the header's end. MAILER-DAEMON for the null sender <>, for none,
+    and for an address a From_ line cannot carry (with spaces: a quoted local part)."""
+    end = _HEAD_END.search(head)
+    m = _RETURN_PATH.search(head, 0, end.start() if end else len(head))
+    return m.group(1) if m and m.group(1) else b"MAILER-DAEMON"
+
+
+def from_line(arrival, sender=b"MAILER-DAEMON"):
+    return b"From %s %s\n" % (sender, time.asctime(time.gmtime(arrival)).encode())
+
+
+class _HeadFirst:
+    """Holds a message's first bytes back until its header has ended (or HEAD_MAX bytes), calls
+    start(head) (which writes the From_ line), then passes everything on to feed."""
+
+    def __init__(self, start, feed):
+        self.start = start
+        self.feed_on = feed
+        self.head = b""
+
+    def feed(self, chunk):
+        if self.head is None:
+            self.feed_on(chunk)
+            return
+        self.head += chunk
+        if len(self.head) >= HEAD_MAX or _HEAD_END.search(self.head):
+            self.finish()
+
+    def finish(self):
+        if self.head is not None:
+            head, self.head = self.head, None
+            self.start(head)
+            if head:
+                self.feed_on(head)
 
 
 class MboxWriter:
@@ -859,9 +1044,10 @@ class MboxWriter:
     midway leaves the earlier FILE whole (it was truncated, then cut short) and no part of a new
     one."""
 
-    def __init__(self, path, single):
+    def __init__(self, path, single, quoting="rd"):
         self.path = path
         self.single = single
+        self.quoting = quoting
         self.f = None
         self.final = None
 
@@ -891,9 +1077,10 @@ class MboxWriter:
                 self.f = open(p + ".part", "wb")
 
     def message(self, uid, arrival, size, copy):
-        self.f.write(from_line(arrival))
-        q = MboxrdQuoter(self.f.write)
-        copy(q.feed)
+        q = MboxrdQuoter(self.f.write, self.quoting)
+        h = _HeadFirst(lambda head: self.f.write(from_line(arrival, envelope_sender(head))), q.feed)
+        copy(h.feed)
+        h.finish()
         q.finish()
         self.f.write(b"\n")
 
@@ -1241,7 +1428,7 @@ def import_messages(image, mailbox, path, report=print, mbox_quoting="rd", progr
     for n in notes:
         report("note: " + n)
     res = {"added": 0, "skipped": 0, "refused": 0, "full": False, "missing": 0, "left": 0}
-    link = open_link(image, "serve", heapsize=heapsize)
+    link = open_link(image, "serve", heapsize=heapsize, dir_store=True)
     prog = Progress("import", progress)
     prog.add_total(len(sources), 0)
     users = None
@@ -1414,7 +1601,8 @@ class ArchiveReader:
                                 "then the image (tools/ppadmin.py restore ARCHIVE IMAGE)" % path)
             raise PortError("%s: not a pocketpost backup archive" % path)
         if m.group(1) != b"1":
-            raise PortError("%s: archive format %s, this tool reads 1" % (path, m.group(1).decode()))
+            raise PortError("%s: archive format %s, this tool reads 1 (made by a newer pocketpost: restore it with "
+                            "that version's tools/ppadmin.py); nothing restored" % (path, m.group(1).decode()))
         self.aid = m.group(2)
         self.damage = []  # (offset, what)
 
@@ -1595,8 +1783,40 @@ def restore(path, image, report=print, progress=False, heapsize=None, size=None,
         ar.close()
 
 
+def _hashes(image, later, heapsize):
+    """{(mailbox, sha1)} of the messages on image, in the mailboxes of `later` ((name, mailbox,
+    arrival, sha1, at, size) each), whose size one of those has: read through an export link."""
+    sizes = {(box, n) for _, box, _, _, _, n in later}
+    have = set()
+    cur = [None]
+
+    def on_mailbox(name, count, total):
+        cur[0] = name
+
+    def on_message(uid, arrival, size, copy):
+        if (cur[0], size) in sizes:
+            h = hashlib.sha1()
+            copy(h.update)
+            have.add((cur[0], h.hexdigest()))
+
+    link = open_link(image, "export", *sorted({box for _, box, _, _, _, _ in later}), heapsize=heapsize)
+    try:
+        read_records(link, on_mailbox, on_message)
+        link.close()
+    except BaseException:
+        link.kill()
+        raise
+    return have
+
+
+# The store's refusal of a restored UID whose seq is not above the mailbox's last
+# (firmware/pocketpost/storerare.py restore_seal): restore then puts the message in with a new UID.
+_BELOW = "is not above the mailbox's last"
+
+
 def _restore(ar, image, report, progress, heapsize, size):
     path = ar.path
+    _no_board(image)  # never a new image in /dev
     if not os.path.exists(image) and not is_serial(image):
         # Made under another name and renamed when formatted: a restore killed here leaves no
         # half-made image behind to be mistaken for a real one.
@@ -1611,10 +1831,14 @@ def _restore(ar, image, report, progress, heapsize, size):
         if fmt.returncode:
             raise PortError("formatting %s failed: %s" % (part, fmt.stderr.decode(errors="replace")))
         os.rename(part, image)
-    res = {"restored": 0, "present": 0, "damaged": [], "refused": 0, "files": 0, "missing": [], "full": False}
+    res = {"restored": 0, "present": 0, "damaged": [], "refused": 0, "files": 0, "missing": [], "full": False,
+           "renumbered": 0}
     link = open_link(image, "serve", heapsize=heapsize)
     prog = Progress("restore", progress)
     present = {}
+    journals = {}  # {mailbox: import journal keys}, read once a message of it needed a new UID
+    later = []  # (name, mailbox, arrival, sha1, at, size) of those messages, put in at the end
+    have = set()  # (mailbox, sha1) of the messages there with a size one of those has (_hashes)
     seen = set()
     toc = None
     try:
@@ -1635,7 +1859,25 @@ def _restore(ar, image, report, progress, heapsize, size):
                 h = hashlib.sha1()
                 for b in ar.chunks(at, n)():
                     h.update(b)
-                reply = link.message(box, meta["arrival"], h.hexdigest(), meta["uid"], ar.chunks(at, n)())
+                sha = h.hexdigest()
+                if sha in journals.get(box, ()):  # put in under a new UID by an earlier run (below)
+                    res["present"] += 1
+                    continue
+                reply = link.message(box, meta["arrival"], sha, meta["uid"], ar.chunks(at, n)())
+                if reply.startswith("R ") and _BELOW in reply:
+                    # The mailbox already has mail numbered above this UID (the board took mail
+                    # before the restore, or deleted some since the backup): the store keeps its
+                    # seqs ascending, so this UID cannot go in. It goes in at the end as an import
+                    # (the next UID, journaled by its SHA-1: a rerun finds it in the journal and
+                    # adds nothing twice), after the messages that keep their UIDs: put in now,
+                    # it would push the mailbox's next seq above all of those.
+                    if box not in journals:
+                        journals[box] = link.journal(box)
+                    if sha in journals[box]:
+                        res["present"] += 1
+                    else:
+                        later.append((name, box, meta["arrival"], sha, at, n))
+                    continue
                 prog.step(n)
                 if reply.startswith("A "):
                     res["restored"] += 1
@@ -1660,6 +1902,33 @@ def _restore(ar, image, report, progress, heapsize, size):
                 prog.add_total(meta.get("count", 0), meta.get("total", 0))
             elif kind == "end" and ok:
                 toc = meta
+        if later and not res["full"]:
+            # The same bytes may be there under another UID (the board fetched the same mail from
+            # the same account before the restore; or run/flash.img's demo mail): those count as
+            # there, not added twice. The serve link cannot read messages: an export link hashes
+            # the messages of those mailboxes whose sizes match, then the serve link again.
+            link.close()
+            have = _hashes(image, later, heapsize)
+            link = open_link(image, "serve", heapsize=heapsize)
+        for name, box, arrival, sha, at, n in later if not res["full"] else ():
+            if (box, sha) in have:
+                res["present"] += 1
+                continue
+            reply = link.message(box, arrival, sha, None, ar.chunks(at, n)())
+            prog.step(n)
+            if reply.startswith("A "):
+                res["restored"] += 1
+                res["renumbered"] += 1
+                report("message %s restored as %s: %s already holds mail numbered above it, so it gets a new "
+                       "UIDL (a POP3 client that kept it downloads it once more)" % (name, reply[2:], box))
+            elif reply.startswith("F "):
+                report("no room on %s for message %s (%s): stopping" % (image, name, reply[2:]))
+                res["refused"] += 1
+                res["full"] = True
+                break
+            else:
+                report("refused: message %s: %s" % (name, reply[2:]))
+                res["refused"] += 1
         prog.done()  # the progress line ends before the board's restart says so
         link.close()
     except BaseException:

@@ -9,6 +9,7 @@ import mailport  # noqa: E402
 
 COMMANDS = ("export", "import", "backup", "restore")
 TARGET = "a flash image file, or a board's serial port (/dev/ttyUSB0, the pseudo-board's tty)"
+TARGET_DIR = TARGET + ", or the fetch CLI's config.json (or its folder): a store in a host folder"
 NO_RESTART = "over USB: leave the board at the REPL afterwards (default: its services start again)"
 LIVE = "over USB: while the board goes on serving (its usb_link service; no Ctrl-C, no restart)"
 EXIT_INCOMPLETE = 4  # export: a mailbox a POP3 session held was skipped (the others were exported)
@@ -35,15 +36,18 @@ def _image_size(text):
 def add_parsers(sub):
     e = sub.add_parser("export", help="export mailboxes as Maildir, mbox (mboxrd) or Maildir + dovecot-uidlist",
                        epilog=EXPORT_EXITS)
-    e.add_argument("image", help=TARGET)
+    e.add_argument("image", help=TARGET_DIR)
     e.add_argument("mailboxes", nargs="*", help="default: every mailbox")
     g = e.add_mutually_exclusive_group(required=True)
     g.add_argument("--maildir", metavar="DIR", help="DIR/<mailbox>/{cur,new,tmp}")
-    g.add_argument("--mbox", metavar="FILE", help="one mailbox: FILE; several: FILE/<mailbox>.mbox")
+    g.add_argument("--mbox", metavar="FILE", help="one mailbox: FILE; several (or FILE a folder): FILE/<mailbox>.mbox")
     g.add_argument("--dovecot", metavar="DIR", help="DIR/<mailbox>/ Maildir with dovecot-uidlist (POP3 UIDL + order)")
+    e.add_argument("--mbox-quoting", choices=("rd", "o"), default="rd",
+                   help="rd: '>*From ' gets one more '>' (default; import takes it back exactly); o: only 'From ' "
+                        "does (for readers that never remove a '>': neomutt, Dovecot's mbox)")
     _link_options(e)
     i = sub.add_parser("import", help="import a Maildir, an mbox or .eml files into a mailbox (idempotent)")
-    i.add_argument("image", help=TARGET)
+    i.add_argument("image", help=TARGET_DIR)
     i.add_argument("mailbox")
     i.add_argument("source")
     i.add_argument("--mbox-quoting", choices=("rd", "o"), default="rd",
@@ -87,8 +91,14 @@ def run(args):
     try:
         if args.cmd == "export":
             if args.mbox:
-                single = len(args.mailboxes) == 1
-                w = mailport.MboxWriter(args.mbox, single)
+                # one mailbox named: one file, unless --mbox names a folder (out/: out/<mailbox>.mbox)
+                folder = args.mbox.endswith("/") or os.path.isdir(args.mbox)
+                single = len(args.mailboxes) == 1 and not folder
+                if not single and os.path.exists(args.mbox) and not folder:
+                    print("ppadmin export: %s is a file: several mailboxes go into a folder (--mbox DIR/, a "
+                          "DIR/<mailbox>.mbox each); name one mailbox to write one file" % args.mbox, file=sys.stderr)
+                    return 3
+                w = mailport.MboxWriter(args.mbox, single, args.mbox_quoting)
             elif args.dovecot:
                 w = mailport.DovecotWriter(args.dovecot)
             else:
@@ -131,8 +141,10 @@ def run(args):
             print("ppadmin restore: --size is for a new image; %s exists (its size stays)" % args.image, file=sys.stderr)
             return 2
         r = mailport.restore(args.file, args.image, _report, args.progress, size=args.size, salvage=args.salvage)
-        print("restore %s: %d messages restored, %d already there, %d files, %d damaged, %d refused"
-              % (args.image, r["restored"], r["present"], r["files"], len(r["damaged"]) + len(r["missing"]), r["refused"]))
+        renum = " (%d of them under a new UIDL)" % r["renumbered"] if r.get("renumbered") else ""
+        print("restore %s: %d messages restored%s, %d already there, %d files, %d damaged, %d refused"
+              % (args.image, r["restored"], renum, r["present"], r["files"], len(r["damaged"]) + len(r["missing"]),
+                 r["refused"]))
         return 2 if r["full"] else 1 if (r["damaged"] or r["missing"] or r["refused"]) else 0
     except (mailport.PortError, mailport.hostimage.ImageError, OSError) as e:
         print("ppadmin %s: %s" % (args.cmd, e), file=sys.stderr)
