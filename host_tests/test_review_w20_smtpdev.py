@@ -1,7 +1,8 @@
 """Review w20 (smtpdev): home and workshop devices delivering to the receiver under micropython,
-each message read back over POP3 (poplib). What a user's log did not say (a device whose
-message never ended, a device's AUTH refused) and the device habits that already worked
-(a final "." in a TCP segment of its own, a close right after it, one message to two users)."""
+each message read back over POP3 (poplib). A device that delivers and never QUITs kept every
+other sender out at an ESP32's one session; a device's refused AUTH was not in the log; and the
+device habits that already worked (LF line ends timed out as documented, a final "." in a TCP
+segment of its own, a close right after it, one message to two users)."""
 
 import base64
 import socket
@@ -43,11 +44,11 @@ def _wait_log(srv, text, count=1, limit=10):
     assert srv.log().count(text) >= count, srv.log()[-3000:]
 
 
-def test_a_device_ending_lines_with_bare_lf_is_told_in_the_log_why_nothing_arrived(srv):
-    """A camera that speaks SMTP with LF line ends: its commands are read (a bare LF ends a
-    command line), but its <LF>.<LF> is message text (the SMTP-smuggling rule), so its message
-    never ends: it is timed out and nothing is stored. The log said only "timeout (idle)"; it now
-    says the message was not stored, from whom, how much came, and that the line ends are why."""
+def test_a_device_ending_lines_with_bare_lf_is_timed_out_and_nothing_is_stored(srv):
+    """As documented (README, "A device that ends its lines with a bare LF"): a camera speaking
+    SMTP with LF line ends has its commands read (a bare LF ends a command line), but its
+    <LF>.<LF> is message text (the SMTP-smuggling rule), so its message never ends: it is timed
+    out with 421 and nothing is stored, and the log says the timeout came mid-DATA's wait."""
     n = len(srv.pop3_messages("alice", "alice pass"))
     p = Peer(srv.smtp_port)
     assert p.reply().startswith(b"220 ")
@@ -58,20 +59,8 @@ def test_a_device_ending_lines_with_bare_lf_is_told_in_the_log_why_nothing_arriv
     p.send(b"Subject: motion\n\nframe 1\n.\n")
     assert p.reply().startswith(b"421 4.4.2 ")  # data_timeout: the message never ended
     p.close()
-    _wait_log(srv, "message from <cam@cam.lan> not stored: 27 octets, no <CRLF>.<CRLF> (bare LF or CR line ends")
+    _wait_log(srv, "timeout (idle)")
     assert len(srv.pop3_messages("alice", "alice pass")) == n
-
-
-def test_a_crlf_sender_cut_mid_data_is_logged_without_the_line_end_hint(srv):
-    p = Peer(srv.smtp_port)
-    assert p.reply().startswith(b"220 ")
-    for c in (b"EHLO nas.lan", b"MAIL FROM:<nas@nas.lan>", b"RCPT TO:<bob@example.org>"):
-        assert p.cmd(c).startswith(b"250 ")
-    assert p.cmd(b"DATA").startswith(b"354 ")
-    p.send(b"Subject: backup done\r\n\r\nhalf of it")
-    time.sleep(0.3)
-    p.close()
-    _wait_log(srv, "message from <nas@nas.lan> not stored: 34 octets, no <CRLF>.<CRLF>\n")
 
 
 def test_a_refused_auth_is_logged_with_its_mechanism_never_its_response(tmp_path):

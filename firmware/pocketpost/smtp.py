@@ -291,8 +291,6 @@ class Session:
     def close(self):
         """The connection ended (QUIT, drop, timeout, error): a message not yet answered with 250
         is thrown away."""
-        if self.in_data:  # a message cut before its final dot: smtpdata says so in the log
-            self.data.close(self)  # type: ignore[attr-defined]  # smtpdata while in DATA
         self._check = None
         self._scram = None
         self._unhold()

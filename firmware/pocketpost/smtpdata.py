@@ -81,19 +81,6 @@ def feed(s, src, start, end):
     return pos - start
 
 
-def close(s):
-    """Session.close in DATA (a drop, a timeout, an error): the message is thrown away; the log
-    says so, with the sender and what came, and why when the text has bare line ends: a device
-    that ends its lines with LF only also ends its message with <LF>.<LF>, which is message text
-    here (the SMTP-smuggling family, smtp.py), so it waits for an end that never comes and is
-    timed out (data_timeout) or gives up, every time. Never raises: close() goes on after it."""
-    try:
-        log.info("smtp %s message from <%s> not stored: %d octets, no <CRLF>.<CRLF>%s", s.peer, s.sender, s.total,
-                 " (bare LF or CR line ends: only <CRLF>.<CRLF> ends it, RFC 5321 4.1.1.4)" if s.unstuffer.bad else "")
-    except Exception:  # (MemoryError: no heap for the line)
-        pass
-
-
 def abort(s, r):
     """Refuse the message: r is the reply at its end; what was written is thrown away."""
     s.reason = r

@@ -207,7 +207,7 @@ class SmtpServer:
                 # as a pre-auth one's (listener.Slots.admit), so a device that delivers and then
                 # sits on its connection without QUIT until command_timeout (some cameras and
                 # printers) keeps no other sender out at an ESP32's one session; it is told 421.
-                if session.stored and session.sender is None and not session.in_data:
+                if session.stored and session.sender is None:  # (sender is set all through DATA)
                     if not slot.preauth:
                         slot.preauth = True
                         slot.seen = ticks_ms()  # (getting somewhere: its own address waits _FRESH_MS)
@@ -236,8 +236,7 @@ class SmtpServer:
                 conn.idle = sm["data_timeout"] if session.in_data else sm["command_timeout"]
                 n = await conn.recv_into(lines.space())
                 if not n:
-                    log.info("smtp #%d %s dropped by peer mid-DATA" if session.in_data
-                             else "smtp #%d %s dropped by peer", sid, session.peer)
+                    log.info("smtp #%d %s dropped by peer%s", sid, session.peer, " mid-DATA" if session.in_data else "")
                     return
                 lines.commit(n)
                 heapmark.sample("smtp")  # mid-DATA too: the delivery's file and buffers are open
@@ -301,7 +300,7 @@ async def start(cfg, store, logins=None):
             cap = 0
         if 0 < cap < sm["max_message_size"]:
             log.warning("smtp: max_message_size %d > this flash's %d octets less the store's reserve: lowered to %d "
-                        "(552 above it, not 452); set smtp.max_message_size to at most that",
+                        "(552 above it): set smtp.max_message_size to at most that",
                         sm["max_message_size"], st[0] * st[2], cap)
             sm["max_message_size"] = cap
         await srv._listen()
@@ -333,6 +332,6 @@ def main(config_path):
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        print("usage: micropython -m pocketpost.smtpserver config.json   (POP3 server + SMTP receiver)")
+        print("usage: micropython -m pocketpost.smtpserver config.json")
         sys.exit(2)
     main(sys.argv[1])
