@@ -232,15 +232,18 @@ def handle(s, line):
             s.closing = True
             return reply(221, "2.0.0 %s closing" % s.svc.hostname)
         r = fn(s, arg)  # type: ignore[operator]  # a function: COMMANDS' values are of three kinds
-        if isinstance(r, bytes) and r[0] > 51 and kw[0] in b"MRD" and s.refused < _LOG_REFUSED:
-            # A 4xx / 5xx to MAIL, RCPT or DATA (RSET returned above) in the log, as Postfix's
-            # "NOQUEUE: reject" lines: a device's mail refused (unknown recipient, no HELO, too
-            # big) was a connect and a disconnect with nothing between them, and nothing told the
-            # admin why it never arrived. At most _LOG_REFUSED a session: a harvester's thousand
-            # RCPTs is not a thousand lines.
+        if isinstance(r, bytes) and r[0] > 51 and kw[0] in b"MRDA" and s.refused < _LOG_REFUSED:
+            # A 4xx / 5xx to MAIL, RCPT, DATA or AUTH (RSET returned above) in the log, as
+            # Postfix's "NOQUEUE: reject" lines: a device's mail refused (unknown recipient, no
+            # HELO, too big) was a connect and a disconnect with nothing between them, and nothing
+            # told the admin why it never arrived. At most _LOG_REFUSED a session: a harvester's
+            # thousand RCPTs is not a thousand lines. AUTH is logged with its mechanism only (its
+            # initial response is the password): a printer that sends AUTH LOGIN on port 25
+            # (502) or without TLS (538) was a connect and a disconnect too. (A failed password
+            # is smtpauth's own line.)
             s.refused += 1
             try:
-                log.info("smtp %s %s refused: %s%s", s.peer, " ".join([kw.decode()] + [text(w) for w in arg[:_LOG_ARG].split()]),
+                log.info("smtp %s %s refused: %s%s", s.peer, " ".join([kw.decode()] + [text(w) for w in arg[:_LOG_ARG].split()[: 1 if kw[0] == 65 else _LOG_ARG]]),
                          r.decode().strip(), " (no more refusals of this session logged)" if s.refused == _LOG_REFUSED else "")
             except MemoryError:  # no heap for the line: the reply still goes
                 pass

@@ -8,7 +8,8 @@ listener.ServerConn (transport.py's connection, as for POP3: raw-socket reads in
 LineReader's buffer, TLS wrapped inside the handler, STARTTLS by swapping the socket).
 Admission is listener.Slots, as for POP3: a new connection that finds the caps full waits for a
 slot (smtp.slot_wait seconds, no greeting yet), then a connection still pre-auth (before MAIL on
-port 25, before AUTH on submission) is evicted, oldest first; one past pre-auth never is. Per
+port 25, before AUTH on submission, or again once idle after a stored message) is evicted,
+oldest first; one past pre-auth otherwise never is. Per
 connection it allocates, once: a wire.LineReader whose buffer holds one maximal line or one
 block, the larger (commands and message text are both read into it); the session's DATA output block is made per message (smtp.Session.handle). smtp.pump() runs everything
 buffered through the session; its replies go out as one write (RFC 2920), after the failed-AUTH
@@ -202,9 +203,17 @@ class SmtpServer:
                         await asyncio.sleep(0)
                         r = session.resume()
                     replies.append(r)
-                if slot.preauth and session.passed:
+                # Between messages, one stored and no MAIL under way: the slot may be taken again
+                # as a pre-auth one's (listener.Slots.admit), so a device that delivers and then
+                # sits on its connection without QUIT until command_timeout (some cameras and
+                # printers) keeps no other sender out at an ESP32's one session; it is told 421.
+                if session.stored and session.sender is None:  # (sender is set all through DATA)
+                    if not slot.preauth:
+                        slot.preauth = True
+                        slot.seen = ticks_ms()  # (getting somewhere: its own address waits _FRESH_MS)
+                elif slot.preauth and session.passed:
                     conn.no_limit()  # from now on the idle timeouts bound each wait
-                    slot.preauth = False  # and the slot is never evicted
+                    slot.preauth = False  # and the slot is not evicted
                 if replies:
                     if slot.preauth:  # commands answered before MAIL / AUTH: it gets somewhere (listener.Slots)
                         slot.seen = ticks_ms()
@@ -227,8 +236,7 @@ class SmtpServer:
                 conn.idle = sm["data_timeout"] if session.in_data else sm["command_timeout"]
                 n = await conn.recv_into(lines.space())
                 if not n:
-                    log.info("smtp #%d %s dropped by peer mid-DATA" if session.in_data
-                             else "smtp #%d %s dropped by peer", sid, session.peer)
+                    log.info("smtp #%d %s dropped by peer%s", sid, session.peer, " mid-DATA" if session.in_data else "")
                     return
                 lines.commit(n)
                 heapmark.sample("smtp")  # mid-DATA too: the delivery's file and buffers are open
@@ -292,7 +300,7 @@ async def start(cfg, store, logins=None):
             cap = 0
         if 0 < cap < sm["max_message_size"]:
             log.warning("smtp: max_message_size %d > this flash's %d octets less the store's reserve: lowered to %d "
-                        "(552 above it, not 452); set smtp.max_message_size to at most that",
+                        "(552 above it): set smtp.max_message_size to at most that",
                         sm["max_message_size"], st[0] * st[2], cap)
             sm["max_message_size"] = cap
         await srv._listen()
@@ -324,6 +332,6 @@ def main(config_path):
 
 if __name__ == "__main__":
     if len(sys.argv) < 2:
-        print("usage: micropython -m pocketpost.smtpserver config.json   (POP3 server + SMTP receiver)")
+        print("usage: micropython -m pocketpost.smtpserver config.json")
         sys.exit(2)
     main(sys.argv[1])
