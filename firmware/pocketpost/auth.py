@@ -142,22 +142,23 @@ class Pbkdf2:
 class Verify:
     """A password check against a stored record, in steps like Pbkdf2: `step(n)` until True,
     then `ok`. Both record forms cost the same: SaltedPassword by PBKDF2, then ClientKey and its
-    hash against StoredKey. `pad_to`: a record with fewer iterations is followed by spare ones up
+    hash against StoredKey. `pad`: a record with fewer iterations is followed by spare ones up
     to this count, so every check costs at least the board's count (a hash made elsewhere, with a
     smaller count, does not answer faster than an unknown user does). After a match, `salted`
     is the SaltedPassword and `legacy` says the record was the old pbkdf2-sha256 form."""
 
-    def __init__(self, password, stored, pad_to=0):
+    # (Argument names are interned names, kept for good: these reuse names the server has.)
+    def __init__(self, password, stored, pad=0):
         self.ok = False
         self.salted = None
         try:
-            it, salt, self.stored_key, _, self.legacy = parse_hash(stored)
+            it, salt, self.key, _, self.legacy = parse_hash(stored)
         except AuthError:  # config.check refuses these: pay the padding only
-            it, salt, self.stored_key, self.legacy = 1, b"", None, False
+            it, salt, self.key, self.legacy = 1, b"", None, False
         self.iterations = it
         self.salt = salt
         self.job = Pbkdf2(password, salt, it)
-        self.spare = pad_to - it if pad_to > it else 0
+        self.spare = pad - it if pad > it else 0
         self.pad = None
 
     def step(self, n):
@@ -166,7 +167,7 @@ class Verify:
                 return False
             sp = self.job.digest()
             h = hashlib.sha256(hmac_sha256(sp, b"Client Key")).digest()
-            self.ok = self.stored_key is not None and equal(h, self.stored_key)
+            self.ok = self.key is not None and equal(h, self.key)  # (key: its StoredKey)
             if self.ok:
                 self.salted = sp
             self.job = None
@@ -200,8 +201,9 @@ def scram_record(iterations, salt, salted):
     return format_record(iterations, salt, sk, svk)
 
 
-def format_record(iterations, salt, stored_key, server_key):
-    return "%s$%d$%s$%s$%s" % (SCRAM, iterations, _hexs(salt), _hexs(stored_key), _hexs(server_key))
+def format_record(iterations, salt, stored, server):
+    """The SCRAM record of a StoredKey (stored) and a ServerKey (server)."""
+    return "%s$%d$%s$%s$%s" % (SCRAM, iterations, _hexs(salt), _hexs(stored), _hexs(server))
 
 
 def _hexs(b):
@@ -233,13 +235,13 @@ def parse_hash(stored):
     return it, salt, k1, k2, legacy
 
 
-def apop_digest(banner_ts, secret):
-    """RFC 1939 section 7: lower-case hex MD5 of the banner timestamp followed by the secret."""
-    if isinstance(banner_ts, str):
-        banner_ts = banner_ts.encode()
+def apop_digest(stamp, secret):
+    """RFC 1939 section 7: lower-case hex MD5 of the banner timestamp (stamp) followed by the secret."""
+    if isinstance(stamp, str):
+        stamp = stamp.encode()
     if isinstance(secret, str):
         secret = secret.encode()
-    h = hashlib.md5(banner_ts)
+    h = hashlib.md5(stamp)
     h.update(secret)
     return binascii.hexlify(h.digest())
 
@@ -324,13 +326,13 @@ class LoginCheck:
     board's count, or if the record is the old pbkdf2-sha256 form, store it as the SCRAM record
     (`new_hash`). `ok`, `user` and `new_hash` are the outcome."""
 
-    def __init__(self, svc, name, password, force_fail=False):
+    def __init__(self, svc, name, password, fail=False):  # fail: refuse even a right password
         self.svc = svc
         u = svc.users.get(name)
         self.user = u
         # a copy: the shell's line buffer may move on while the check runs (the rehash needs it)
         self.password = password if isinstance(password, (str, bytes)) else bytes(password)
-        self.force_fail = force_fail
+        self.fail = fail
         self.ok = False
         self.new_hash = None
         self.verify = Verify(password, u["password"] if u is not None else svc._dummy, svc.iterations)
@@ -346,7 +348,7 @@ class LoginCheck:
         v = self.verify
         if not v.step(n):
             return False
-        self.ok = v.ok and self.user is not None and not self.force_fail
+        self.ok = v.ok and self.user is not None and not self.fail
         if self.ok and v.iterations != self.svc.iterations:
             self._salt = urandom(_SALT_BYTES)
             self.rehash = Pbkdf2(self.password, self._salt, self.svc.iterations)
