@@ -114,14 +114,16 @@ class Pbkdf2:
         opad[_BLOCK:] = h.digest()
         self.u = hashlib.sha256(opad).digest()
         self.acc = int.from_bytes(self.u, "big")
-        self.ipad = ipad
-        self.opad = opad
+        # (i, o: the inner and outer pads; one-letter attribute names the server has interned
+        # already: each name of an attribute is interned for good)
+        self.i = ipad
+        self.o = opad
         self.left = iterations - 1
 
     def step(self, n):
         k = n if n < self.left else self.left
-        ipad = self.ipad
-        opad = self.opad
+        ipad = self.i
+        opad = self.o
         sha = hashlib.sha256
         u = self.u
         acc = self.acc
@@ -203,11 +205,8 @@ def scram_record(iterations, salt, salted):
 
 def format_record(iterations, salt, stored, server):
     """The SCRAM record of a StoredKey (stored) and a ServerKey (server)."""
-    return "%s$%d$%s$%s$%s" % (SCRAM, iterations, _hexs(salt), _hexs(stored), _hexs(server))
-
-
-def _hexs(b):
-    return binascii.hexlify(b).decode()
+    h = binascii.hexlify  # (no helper function of its own: one interned name fewer)
+    return "%s$%d$%s$%s$%s" % (SCRAM, iterations, h(salt).decode(), h(stored).decode(), h(server).decode())
 
 
 def parse_hash(stored):
@@ -256,10 +255,10 @@ def b64decode(blob):
     try:
         raw = binascii.a2b_base64(blob)
     except (ValueError, TypeError):
-        raise AuthError("bad base64")
+        raise AuthError("invalid base64")  # (not "bad base64": a literal of 10 characters or fewer is interned)
     # a2b_base64 is lenient about junk characters on some ports: re-encode to check strictly.
     if binascii.b2a_base64(raw).rstrip(b"\n") != bytes(blob).rstrip(b"\r\n"):
-        raise AuthError("bad base64")
+        raise AuthError("invalid base64")
     return raw
 
 
