@@ -114,16 +114,14 @@ class Pbkdf2:
         opad[_BLOCK:] = h.digest()
         self.u = hashlib.sha256(opad).digest()
         self.acc = int.from_bytes(self.u, "big")
-        # (i, o: the inner and outer pads; one-letter attribute names the server has interned
-        # already: each name of an attribute is interned for good)
-        self.i = ipad
-        self.o = opad
+        self.ipad = ipad
+        self.opad = opad
         self.left = iterations - 1
 
     def step(self, n):
         k = n if n < self.left else self.left
-        ipad = self.i
-        opad = self.o
+        ipad = self.ipad
+        opad = self.opad
         sha = hashlib.sha256
         u = self.u
         acc = self.acc
@@ -144,23 +142,22 @@ class Pbkdf2:
 class Verify:
     """A password check against a stored record, in steps like Pbkdf2: `step(n)` until True,
     then `ok`. Both record forms cost the same: SaltedPassword by PBKDF2, then ClientKey and its
-    hash against StoredKey. `pad`: a record with fewer iterations is followed by spare ones up
+    hash against StoredKey. `pad_to`: a record with fewer iterations is followed by spare ones up
     to this count, so every check costs at least the board's count (a hash made elsewhere, with a
     smaller count, does not answer faster than an unknown user does). After a match, `salted`
     is the SaltedPassword and `legacy` says the record was the old pbkdf2-sha256 form."""
 
-    # (Argument names are interned names, kept for good: these reuse names the server has.)
-    def __init__(self, password, stored, pad=0):
+    def __init__(self, password, stored, pad_to=0):
         self.ok = False
         self.salted = None
         try:
-            it, salt, self.key, _, self.legacy = parse_hash(stored)
+            it, salt, self.stored_key, _, self.legacy = parse_hash(stored)
         except AuthError:  # config.check refuses these: pay the padding only
-            it, salt, self.key, self.legacy = 1, b"", None, False
+            it, salt, self.stored_key, self.legacy = 1, b"", None, False
         self.iterations = it
         self.salt = salt
         self.job = Pbkdf2(password, salt, it)
-        self.spare = pad - it if pad > it else 0
+        self.spare = pad_to - it if pad_to > it else 0
         self.pad = None
 
     def step(self, n):
@@ -169,7 +166,7 @@ class Verify:
                 return False
             sp = self.job.digest()
             h = hashlib.sha256(hmac_sha256(sp, b"Client Key")).digest()
-            self.ok = self.key is not None and equal(h, self.key)  # (key: its StoredKey)
+            self.ok = self.stored_key is not None and equal(h, self.stored_key)
             if self.ok:
                 self.salted = sp
             self.job = None
@@ -203,10 +200,12 @@ def scram_record(iterations, salt, salted):
     return format_record(iterations, salt, sk, svk)
 
 
-def format_record(iterations, salt, stored, server):
-    """The SCRAM record of a StoredKey (stored) and a ServerKey (server)."""
-    h = binascii.hexlify  # (no helper function of its own: one interned name fewer)
-    return "%s$%d$%s$%s$%s" % (SCRAM, iterations, h(salt).decode(), h(stored).decode(), h(server).decode())
+def format_record(iterations, salt, stored_key, server_key):
+    return "%s$%d$%s$%s$%s" % (SCRAM, iterations, _hexs(salt), _hexs(stored_key), _hexs(server_key))
+
+
+def _hexs(b):
+    return binascii.hexlify(b).decode()
 
 
 def parse_hash(stored):
@@ -234,13 +233,13 @@ def parse_hash(stored):
     return it, salt, k1, k2, legacy
 
 
-def apop_digest(stamp, secret):
-    """RFC 1939 section 7: lower-case hex MD5 of the banner timestamp (stamp) followed by the secret."""
-    if isinstance(stamp, str):
-        stamp = stamp.encode()
+def apop_digest(banner_ts, secret):
+    """RFC 1939 section 7: lower-case hex MD5 of the banner timestamp followed by the secret."""
+    if isinstance(banner_ts, str):
+        banner_ts = banner_ts.encode()
     if isinstance(secret, str):
         secret = secret.encode()
-    h = hashlib.md5(stamp)
+    h = hashlib.md5(banner_ts)
     h.update(secret)
     return binascii.hexlify(h.digest())
 
@@ -255,10 +254,10 @@ def b64decode(blob):
     try:
         raw = binascii.a2b_base64(blob)
     except (ValueError, TypeError):
-        raise AuthError("invalid base64")  # (not "bad base64": a literal of 10 characters or fewer is interned)
+        raise AuthError("bad base64")
     # a2b_base64 is lenient about junk characters on some ports: re-encode to check strictly.
     if binascii.b2a_base64(raw).rstrip(b"\n") != bytes(blob).rstrip(b"\r\n"):
-        raise AuthError("invalid base64")
+        raise AuthError("bad base64")
     return raw
 
 
@@ -325,13 +324,13 @@ class LoginCheck:
     board's count, or if the record is the old pbkdf2-sha256 form, store it as the SCRAM record
     (`new_hash`). `ok`, `user` and `new_hash` are the outcome."""
 
-    def __init__(self, svc, name, password, fail=False):  # fail: refuse even a right password
+    def __init__(self, svc, name, password, force_fail=False):
         self.svc = svc
         u = svc.users.get(name)
         self.user = u
         # a copy: the shell's line buffer may move on while the check runs (the rehash needs it)
         self.password = password if isinstance(password, (str, bytes)) else bytes(password)
-        self.fail = fail
+        self.force_fail = force_fail
         self.ok = False
         self.new_hash = None
         self.verify = Verify(password, u["password"] if u is not None else svc._dummy, svc.iterations)
@@ -347,7 +346,7 @@ class LoginCheck:
         v = self.verify
         if not v.step(n):
             return False
-        self.ok = v.ok and self.user is not None and not self.fail
+        self.ok = v.ok and self.user is not None and not self.force_fail
         if self.ok and v.iterations != self.svc.iterations:
             self._salt = urandom(_SALT_BYTES)
             self.rehash = Pbkdf2(self.password, self._salt, self.svc.iterations)

@@ -184,7 +184,7 @@ def _sasl(s, blob):
     return login(s, name, pw, None, _AUTH_PLAIN, fail)
 
 
-def login(s, name, password, user, method, fail=False):
+def login(s, name, password, user, method, force_fail=False):
     """user None: check the password (handle() answers None, resume() finishes the login);
     False: already failed; a dict: already verified. method: the command, for the log (_USER_PASS,
     _APOP, _AUTH_PLAIN, _AUTH_LOGIN, _AUTH_SCRAM)."""
@@ -192,7 +192,7 @@ def login(s, name, password, user, method, fail=False):
         from pocketpost import auth
 
         name = auth.user_of(s.svc.users, name)  # "Alice@example.org" as mail clients fill it in: alice
-        s._check = (auth.LoginCheck(s.svc, name, password, fail), name, method)  # one attribute: see pop3cmd.Session
+        s._check = (auth.LoginCheck(s.svc, name, password, force_fail), name, method)  # one attribute: see pop3cmd.Session
         return None
     method = ("USER/PASS", "APOP", "AUTH PLAIN", "AUTH LOGIN", "AUTH SCRAM-SHA-256")[method]
     if not user:
