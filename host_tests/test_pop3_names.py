@@ -48,9 +48,10 @@ def names_after(tmp_path, sessions, listing=False):
 # The names tools/heapwork.py (bench_heap's a, b, e) holds beyond this probe's: its stand-ins for
 # the board's glue (board.main's Runner, Wi-Fi, NTP), ~48 (ROMFS b with heapprof's 21 names
 # subtracted: 602 when this probe counted 554). At 575 here (stop 28's tree) bench_heap's b
-# crossed 620 and paid the 640-entry pool at its peak: ROMFS b 89.9 KiB beyond the image, 80-81
-# at 568 (w20-serverheap: argument names; auth.py's own names were cut too, 559, but any change
-# to auth.py moved bench_heap e 101 -> 102-104 KiB: left as it was).
+# crossed 620 and paid the 640-entry pool at its peak: ROMFS b 89.9 KiB beyond the image, 80.9
+# at 570 (w20-serverheap: argument names). Cut too, and put back: auth.py's own names (559; any
+# change to auth.py moved bench_heap e 101 -> 102-104 KiB) and serverconf's two helper functions
+# inlined (568; ROMFS a 60.9 -> 61.9): layout, not size.
 _HEAPWORK_EXTRA = 48
 
 

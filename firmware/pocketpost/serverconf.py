@@ -221,44 +221,17 @@ def check(cfg, out):
         uo[name] = {"password": pw, "mailbox": mb, "apop_secret": sec}
     out["users"] = uo
 
-    # The "smtp" section (here, not in a function of its own: a function's name and its
-    # arguments' are interned names, kept for good in every process that loads a config).
-    sm = _merge(SMTP_DEFAULTS, cfg.get("smtp"), "smtp")
-    for key in ("port", "submission_port", "smtps_port"):
-        _num(sm, "smtp", key, 0, 65535)
-    doms = sm["domains"]
-    if not isinstance(doms, list):
-        raise ConfigError("config: smtp.domains must be a list")
-    for d in doms:
-        if not isinstance(d, str) or not d or "@" in d or " " in d:
-            raise ConfigError("config: bad domain %r" % (d,))
-    for key in ("aliases", "catch_all"):
-        m = sm[key]
-        if not isinstance(m, dict):
-            raise ConfigError("config: smtp.%s must be an object" % key)
-        for k in m:
-            if not isinstance(m[k], str) or not valid_name(m[k]):
-                raise ConfigError("config: smtp.%s.%s must name a user or mailbox" % (key, k))
-    if not isinstance(sm["subaddress"], str) or len(sm["subaddress"]) > 1:
-        raise ConfigError("config: smtp.subaddress must be one character or empty")
-    _num(sm, "smtp", "max_message_size", 1024)
-    _num(sm, "smtp", "max_recipients", 100, 10000)  # RFC 5321 asks for at least 100
-    _num(sm, "smtp", "max_mailboxes", 1, 64)
-    _num(sm, "smtp", "max_line", 512, 65536)  # RFC 5321 4.5.3.1.4: command lines of 512
-    _num(sm, "smtp", "max_sessions", 1, 1000)
-    _num(sm, "smtp", "max_sessions_per_addr", 1, 1000)
-    _num(sm, "smtp", "slot_wait", 0, _SLOT_WAIT_MAX, float)
-    for key in ("command_timeout", "data_timeout", "preauth_timeout"):
-        _num(sm, "smtp", key, 0.1, None, float)
-    _num(sm, "smtp", "max_auth_failures", 1, 100)
-    _num(sm, "smtp", "block_size", 256, 65536)
-    out["smtp"] = sm
+    out["smtp"] = _check_smtp(_merge(SMTP_DEFAULTS, cfg.get("smtp"), "smtp"))
+    _unread(out, cfg.get("accounts"))
 
-    # Warn (not refuse: a user may be added next) of an SMTP alias or catch-all target, or a
-    # fetch account's mailbox, that is no user and no user's mailbox: its mail is stored (SMTP
-    # answers 250) where no POP3 login ever reads it.
-    accounts = cfg.get("accounts")
+
+def _unread(out, accounts):
+    """Warn (not refuse: a user may be added next) of an SMTP alias or catch-all target, or a
+    fetch account's mailbox, that is no user and no user's mailbox: its mail is stored (SMTP
+    answers 250) where no POP3 login ever reads it."""
+    uo = out["users"]
     read = [uo[n]["mailbox"] for n in uo]
+    sm = out["smtp"]
     where = []
     if sm["domains"]:
         for key in ("aliases", "catch_all"):
@@ -273,6 +246,38 @@ def check(cfg, out):
 
             log.warning("config: %s: %s is no user and no user's mailbox: its mail is stored where no "
                         "login reads it", what, t)
+
+
+def _check_smtp(cfg):
+    for key in ("port", "submission_port", "smtps_port"):
+        _num(cfg, "smtp", key, 0, 65535)
+    doms = cfg["domains"]
+    if not isinstance(doms, list):
+        raise ConfigError("config: smtp.domains must be a list")
+    for d in doms:
+        if not isinstance(d, str) or not d or "@" in d or " " in d:
+            raise ConfigError("config: bad domain %r" % (d,))
+    for key in ("aliases", "catch_all"):
+        m = cfg[key]
+        if not isinstance(m, dict):
+            raise ConfigError("config: smtp.%s must be an object" % key)
+        for k in m:
+            if not isinstance(m[k], str) or not valid_name(m[k]):
+                raise ConfigError("config: smtp.%s.%s must name a user or mailbox" % (key, k))
+    if not isinstance(cfg["subaddress"], str) or len(cfg["subaddress"]) > 1:
+        raise ConfigError("config: smtp.subaddress must be one character or empty")
+    _num(cfg, "smtp", "max_message_size", 1024)
+    _num(cfg, "smtp", "max_recipients", 100, 10000)  # RFC 5321 asks for at least 100
+    _num(cfg, "smtp", "max_mailboxes", 1, 64)
+    _num(cfg, "smtp", "max_line", 512, 65536)  # RFC 5321 4.5.3.1.4: command lines of 512
+    _num(cfg, "smtp", "max_sessions", 1, 1000)
+    _num(cfg, "smtp", "max_sessions_per_addr", 1, 1000)
+    _num(cfg, "smtp", "slot_wait", 0, _SLOT_WAIT_MAX, float)
+    for key in ("command_timeout", "data_timeout", "preauth_timeout"):
+        _num(cfg, "smtp", key, 0.1, None, float)
+    _num(cfg, "smtp", "max_auth_failures", 1, 100)
+    _num(cfg, "smtp", "block_size", 256, 65536)
+    return cfg
 
 
 def defaults():
