@@ -45,11 +45,22 @@ def names_after(tmp_path, sessions, listing=False):
     return namesprobe.names_after(tmp_path, srv, _IMPORTS, "server._forever", sessions, listing)
 
 
+# The names tools/heapwork.py (bench_heap's a, b, e) holds beyond this probe's: its stand-ins for
+# the board's glue (board.main's Runner, Wi-Fi, NTP), ~48 (ROMFS b with heapprof's 21 names
+# subtracted: 602 when this probe counted 554). At 575 here (stop 28's tree) bench_heap's b
+# crossed 620 and paid the 640-entry pool at its peak: ROMFS b 89.9 KiB beyond the image, 80.9
+# at 570 (w20-serverheap: argument names). Cut too, and put back: auth.py's own names (559; any
+# change to auth.py moved bench_heap e 101 -> 102-104 KiB) and serverconf's two helper functions
+# inlined (568; ROMFS a 60.9 -> 61.9): layout, not size.
+_HEAPWORK_EXTRA = 48
+
+
 def test_pop3_sessions_intern_fewer_names_than_fill_the_first_five_pools(tmp_path):
     """Listening, then a POP3 session, then a POP3S one: under 620 interned names after each,
-    or the board pays a 7.1 KB pool for the sessions' names (issue 12)."""
+    or the board pays a 7.1 KB pool for the sessions' names (issue 12), with room for the
+    benchmark's workload script (_HEAPWORK_EXTRA): bench_heap's two sessions pay it too."""
     counts = [n for n, _ in names_after(tmp_path, [pop3_session, lambda srv: pop3_session(srv, True)])]
-    assert counts[1] < 620 and counts[2] < 620, counts
+    assert counts[1] < 620 - _HEAPWORK_EXTRA and counts[2] < 620 - _HEAPWORK_EXTRA, counts
 
 
 if __name__ == "__main__":  # a measurement aid: the names the sessions add to the listening server's

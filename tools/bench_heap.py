@@ -33,7 +33,7 @@ stop 28 it was the absolute temp path (~50 characters each, ~1.3 KB more of name
 modules of a fetch than a board interns): the figures before are high by that (same tree, before
 -> after: d 94-95 -> 93 KiB, e 103 -> 101, a 89 -> 89; b 114-116 and c 184-188 within their noise).
 
-    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code] [--no-smtp] [--board | --runner] [-v]
+    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code] (roma, romb, romc: one ROMFS workload) [--no-smtp] [--board | --runner] [-v]
 
 --runner runs a-c through board.main as main.py does (boot.py's safemode and flashfs first; the
 Runner with stand-in Wi-Fi, NTP and watchdog; the fetch from the fetch schedule): what a board
@@ -75,6 +75,7 @@ HOLD = 128 * KIB  # each POP3 client reads this much, then holds its RETR until 
 RCVBUF = 32 * KIB  # small client receive buffers: the server's sessions stay in progress
 PW = "pw"
 VERBOSE = [False]
+SLOT_WAIT = [8]  # the config's slot_wait (--slot-wait: a float one, as the test harness's 0.3)
 PROF_LOG = [None]  # --prof LOG: where the last trial's log goes (tools/heapmap.py reads it)
 
 
@@ -258,7 +259,7 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
     boxes["fetched"] = []
     # slot_wait as the board templates have it (an int): the test harness's 0.3 s is a float, and
     # its arithmetic in the listener's waits alone cost the listening server 3 KiB (a 89 -> 92).
-    sv = {"idle_timeout": 120, "max_sessions": 4, "max_sessions_per_addr": 4, "slot_wait": 8}
+    sv = {"idle_timeout": 120, "max_sessions": 4, "max_sessions_per_addr": 4, "slot_wait": SLOT_WAIT[0]}
     if not tls:
         sv["pop3s_port"] = 0
     srv = Pop3Server(d, boxes, users=users, heapsize="%dk" % kib, server=sv)
@@ -269,7 +270,7 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
     if smtp:
         smtp_port = free_port()
         extra["smtp"] = {"port": smtp_port, "submission_port": 0, "smtps_port": 0, "domains": ["example.org"],
-                         "max_message_size": 2 * MIB, "slot_wait": 8}
+                         "max_message_size": 2 * MIB, "slot_wait": SLOT_WAIT[0]}
     _patch_config(srv.config_path, **extra)
     go = os.path.join(d, "go")
     flags = (["fetch"] if fetch else []) + (["smtp"] if env.smtp and fetch else []) + (["board"] if env.board else []) + (["runner"] if env.runner else [])
@@ -471,7 +472,11 @@ def main():
     ap.add_argument("--prof", metavar="LOG", help="one trial per workload at --prof-at KiB, with heapwork's heap maps "
                     "(tools/heapprof.py) at each new peak; the log to LOG (read it with tools/heapmap.py LOG)")
     ap.add_argument("--prof-at", type=int, default=320, metavar="KIB")
+    ap.add_argument("--slot-wait", default=None, metavar="S",
+                    help="the server's (and SMTP's) slot_wait in the config (default 8, an int as the board templates have it)")
     a = ap.parse_args()
+    if a.slot_wait is not None:
+        SLOT_WAIT[0] = float(a.slot_wait) if "." in a.slot_wait else int(a.slot_wait)  # (as JSON writes it)
     VERBOSE[0] = a.v
     PROF_LOG[0] = a.prof
     only = a.only.split(",")
@@ -526,13 +531,17 @@ def main():
             if s1 is not None and s10 is not None:
                 d = s10 - s1
                 print("  e  server heap 10 MiB - 1 KiB: %+d KiB   %s" % (d, "flat (within the 1 KiB step)" if abs(d) <= 1 else ("NOT flat" if d > 0 else "10 MiB needed less: bisection noise")))
-        if "rom" in only:
+        rom = [w for w in "abc" if "rom" in only or "rom" + w in only]  # (roma, romb, romc: one of them)
+        if rom:
             size = env.romfs()[2]
             print("  ROMFS image: %d B (every module but %s, + the workload script)" % (size, "nothing" if env.runner else "board/admin/safemode"))
             up = 64 if env.runner else 0  # the image holds the board glue too: ~25 KiB more of it in the heap
-            row("a  ROMFS: server listening", None, lambda k: server_trial(env, k, 0, rom=True), 16, 256 + up, size)
-            row("b  ROMFS: 2 sessions x 1 MiB RETR (1 POP3S)", None, lambda k: server_trial(env, k, 2, rom=True), 16, 320 + up, size)
-            row("c  ROMFS: everything at once", BUDGET_ROMFS, lambda k: server_trial(env, k, 2, fetch=True, rom=True), 16, 384 + up, size)
+            if "a" in rom:
+                row("a  ROMFS: server listening", None, lambda k: server_trial(env, k, 0, rom=True), 16, 256 + up, size)
+            if "b" in rom:
+                row("b  ROMFS: 2 sessions x 1 MiB RETR (1 POP3S)", None, lambda k: server_trial(env, k, 2, rom=True), 16, 320 + up, size)
+            if "c" in rom:
+                row("c  ROMFS: everything at once", BUDGET_ROMFS, lambda k: server_trial(env, k, 2, fetch=True, rom=True), 16, 384 + up, size)
     finally:
         env.close()
         shutil.rmtree(base, ignore_errors=True)

@@ -19,6 +19,7 @@ async def _run(full):
             top = a
             print("PROF", a, gc.mem_free(), " ".join(sorted(k[11:] for k in sys.modules if k.startswith("pocketpost."))))
             micropython.mem_info(full)
+            micropython.qstr_info(1)  # the interned names' pools (each twice the last: a cliff when one fills)
             if full and "objs" in sys.argv:
                 _names()
                 print("WORDS")

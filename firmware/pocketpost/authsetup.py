@@ -16,16 +16,16 @@ _SALT_BYTES = const(16)  # auth's (a private copy)
 _DKLEN = const(32)  # auth's (a private copy)
 
 
-def pbkdf2_sha256(password, salt, iterations, dklen=_DKLEN):
-    """PBKDF2-HMAC-SHA256 (RFC 8018), same result as CPython's hashlib.pbkdf2_hmac."""
+def pbkdf2_sha256(password, salt, iterations, size=_DKLEN):
+    """PBKDF2-HMAC-SHA256 (RFC 8018) of size bytes (dklen), same result as CPython's hashlib.pbkdf2_hmac."""
     out = b""
     block = 1
-    while len(out) < dklen:
+    while len(out) < size:
         p = Pbkdf2(password, salt, iterations, block)
         p.step(iterations)
         out += p.digest()
         block += 1
-    return out[:dklen]
+    return out[:size]
 
 
 def hash_password(password, iterations=None, salt=None):

@@ -72,12 +72,13 @@ def _merge(defaults, values, name):  # name: the section's, for errors
     return out
 
 
-def _num(values, name, key, minimum, limit=None, kind=int):
-    # values[key], a number of section `name`, in [minimum, limit]
+def _num(values, name, key, a, limit=None, b=int):
+    # values[key], a number of section `name`, in [a, limit]; b: int, or float for any number.
+    # (One-letter arguments: an argument's name is interned for good, and these are interned already.)
     v = values[key]
-    ok = isinstance(v, (int, float)) if kind is float else isinstance(v, int)
-    if isinstance(v, bool) or not ok or v < minimum or (limit is not None and v > limit):
-        raise ConfigError("config: %s.%s must be a number >= %s" % (name, key, minimum))
+    ok = isinstance(v, (int, float)) if b is float else isinstance(v, int)
+    if isinstance(v, bool) or not ok or v < a or (limit is not None and v > limit):
+        raise ConfigError("config: %s.%s must be a number >= %s" % (name, key, a))
 
 
 def check(cfg, server=True):

@@ -42,8 +42,9 @@ class ProtocolError(Exception):
         self.code = code
 
 
-def parse_number(word, minimum=1):
-    """Strict decimal: digits only, no sign, no leading zero, <= _MAX_NUMBER."""
+def parse_number(word, a=1):
+    """Strict decimal: digits only, no sign, no leading zero, a <= it <= _MAX_NUMBER (a: one letter,
+    an interned name the server has already)."""
     n = len(word)
     if n == 0 or n > _MAX_DIGITS:
         raise ProtocolError("invalid number")
@@ -53,7 +54,7 @@ def parse_number(word, minimum=1):
     if n > 1 and word[0] == 48:
         raise ProtocolError("invalid number")
     v = int(word)
-    if v > _MAX_NUMBER or v < minimum:
+    if v > _MAX_NUMBER or v < a:
         raise ProtocolError("invalid number")
     return v
 

@@ -250,13 +250,13 @@ class Session:
         if self.starttls:
             self.starttls = False
 
-    def handle_bad(self, kind):
+    def handle_bad(self, k):  # k: OVERLONG or BAD_LINE (wire.LineReader)
         self._reset()
         if self._sasl:
             self._sasl = 0
             self._scram = None
             return reply(False, "bad SASL response")
-        if kind == OVERLONG:
+        if k == OVERLONG:
             return reply(False, "line too long")
         return reply(False, "invalid octet in command")
 

@@ -323,8 +323,8 @@ async def _forever(cfg, config_path=None):
         srv.close()
 
 
-def main(config_path, forever=None):
-    """Serve until stopped: the POP3 server, or `forever(cfg, config_path)` (smtpserver.main runs
+def main(config_path, fn=None):
+    """Serve until stopped: the POP3 server, or `fn(cfg, config_path)` (smtpserver.main runs
     POP3 and SMTP together through this)."""
     from pocketpost import config as config_mod
 
@@ -333,7 +333,7 @@ def main(config_path, forever=None):
     cfg = config_mod.load(config_path)
     config_mod = None  # start() drops the module: no reference may keep it
     log.set_level(cfg["log"]["level"])
-    asyncio.run((forever or _forever)(cfg, config_path))
+    asyncio.run((fn or _forever)(cfg, config_path))
 
 
 if __name__ == "__main__":

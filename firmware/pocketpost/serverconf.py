@@ -248,36 +248,36 @@ def _unread(out, accounts):
                         "login reads it", what, t)
 
 
-def _check_smtp(sec):
+def _check_smtp(cfg):
     for key in ("port", "submission_port", "smtps_port"):
-        _num(sec, "smtp", key, 0, 65535)
-    doms = sec["domains"]
+        _num(cfg, "smtp", key, 0, 65535)
+    doms = cfg["domains"]
     if not isinstance(doms, list):
         raise ConfigError("config: smtp.domains must be a list")
     for d in doms:
         if not isinstance(d, str) or not d or "@" in d or " " in d:
             raise ConfigError("config: bad domain %r" % (d,))
     for key in ("aliases", "catch_all"):
-        m = sec[key]
+        m = cfg[key]
         if not isinstance(m, dict):
             raise ConfigError("config: smtp.%s must be an object" % key)
         for k in m:
             if not isinstance(m[k], str) or not valid_name(m[k]):
                 raise ConfigError("config: smtp.%s.%s must name a user or mailbox" % (key, k))
-    if not isinstance(sec["subaddress"], str) or len(sec["subaddress"]) > 1:
+    if not isinstance(cfg["subaddress"], str) or len(cfg["subaddress"]) > 1:
         raise ConfigError("config: smtp.subaddress must be one character or empty")
-    _num(sec, "smtp", "max_message_size", 1024)
-    _num(sec, "smtp", "max_recipients", 100, 10000)  # RFC 5321 asks for at least 100
-    _num(sec, "smtp", "max_mailboxes", 1, 64)
-    _num(sec, "smtp", "max_line", 512, 65536)  # RFC 5321 4.5.3.1.4: command lines of 512
-    _num(sec, "smtp", "max_sessions", 1, 1000)
-    _num(sec, "smtp", "max_sessions_per_addr", 1, 1000)
-    _num(sec, "smtp", "slot_wait", 0, _SLOT_WAIT_MAX, float)
+    _num(cfg, "smtp", "max_message_size", 1024)
+    _num(cfg, "smtp", "max_recipients", 100, 10000)  # RFC 5321 asks for at least 100
+    _num(cfg, "smtp", "max_mailboxes", 1, 64)
+    _num(cfg, "smtp", "max_line", 512, 65536)  # RFC 5321 4.5.3.1.4: command lines of 512
+    _num(cfg, "smtp", "max_sessions", 1, 1000)
+    _num(cfg, "smtp", "max_sessions_per_addr", 1, 1000)
+    _num(cfg, "smtp", "slot_wait", 0, _SLOT_WAIT_MAX, float)
     for key in ("command_timeout", "data_timeout", "preauth_timeout"):
-        _num(sec, "smtp", key, 0.1, None, float)
-    _num(sec, "smtp", "max_auth_failures", 1, 100)
-    _num(sec, "smtp", "block_size", 256, 65536)
-    return sec
+        _num(cfg, "smtp", key, 0.1, None, float)
+    _num(cfg, "smtp", "max_auth_failures", 1, 100)
+    _num(cfg, "smtp", "block_size", 256, 65536)
+    return cfg
 
 
 def defaults():
