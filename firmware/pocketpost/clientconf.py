@@ -38,7 +38,8 @@ DEFAULTS = {
 def start(account, store, opener):
     """client.fetch_account's start: (a, st, c, token, fresh): the account checked (a), its UIDL
     state loaded (st; a pending entry left by a crash settled: did its store commit happen?
-    clientrecover.py), an OAuth access token (token, fresh), the Pop3Client (c) with the session's
+    clientrecover.py; client.fetch_account loads it again after STAT if the server holds more than its table has room
+    for), an OAuth access token (token, fresh), the Pop3Client (c) with the session's
     deadline set, and the local mailbox loaded."""
     a = account_from_dict(account)
     name = a["name"]
@@ -46,7 +47,7 @@ def start(account, store, opener):
         log.warning("fetch %s: no TLS to %s:%d: password and mail cross the network in clear", name, a["host"], a["port"])
     if compat.IS_MICROPYTHON:  # the garbage of the config and account checks goes before the large
         gc.collect()  # blocks of the session are made (fetch CLI: 140 -> 139 KiB, docs/FIGURES.md)
-    st = _state(a)
+    st = _state(a, -1)  # (its table for the entries on file and as many again, + a few: uidstate's RAM)
     if st.pending is not None:  # a crash left it: did its store commit happen? (clientrecover.py)
         _reconcile(st, store, a["mailbox"], name)
     token = fresh = None
@@ -78,15 +79,16 @@ def start(account, store, opener):
     return a, st, c, token, fresh
 
 
-def _state(a):
-    """The account's UidState (its table made), then loaded: a temp file left by a crash inside a
-    compaction is dropped first (uidcompact.py: loaded here, as the load itself loads it, after
-    the table; the load drops it)."""
+def _state(a, count):
+    """The account's UidState, loaded (UidState.load(count): its table for what is on file and
+    room for count more; -1, a session's start, guesses: uidstate's RAM paragraph): a temp file
+    left by a crash inside a compaction is dropped first (uidcompact.py: loaded here, as the load
+    itself loads it; the load drops it)."""
     st = UidState(a["state_dir"], a["name"], a["max_entries"])
     from pocketpost.uidcompact import remove_tmp
 
     remove_tmp(a["state_dir"], a["name"])
-    return st.load()
+    return st.load(count)
 
 
 def _owner(a, entries):
@@ -145,7 +147,7 @@ def _reconcile(st, store, mailbox, name):
 def settle(account, store):
     """client.settle: the pending entry of the account's state settled; True if there was one."""
     a = account_from_dict(account)
-    st = _state(a)
+    st = _state(a, 0)
     if st.pending is None:
         return False
     _reconcile(st, store, a["mailbox"], a["name"])
