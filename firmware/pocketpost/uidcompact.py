@@ -28,7 +28,8 @@ _F_HEADERS = const(0x01)
 _F_DELETED = const(0x08)
 _F_SAVED = const(0x10)
 _READ_BUF = const(512)
-# A session's start guesses the server holds what is on file + this many (uidstate's RAM paragraph).
+# A session's start guesses the server holds what is on file + this many (uidstate's RAM paragraph;
+# clientconf has a copy).
 _NEW_MAIL = const(16)
 _OLD_KEY = const(11)  # the record key before issue 10's heap work (88 bits)
 HEADER = b"pocketpost-uidl 2"  # a state file's first line (uidstate's format)

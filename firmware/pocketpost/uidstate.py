@@ -67,16 +67,18 @@ never fewer than the replay holds at once (an S journaled before an X: one more 
 than is on file (a limit lowered since); without count (tests, tools) it is made for
 max_entries. A fetch needs the entries on file + one per message on the server (each message
 number is downloaded at most once a session, its content key, H, being that entry): at its start
-(clientconf.start) the state is loaded with count -1, a guess of as many again as on file +
-uidcompact._NEW_MAIL (policy keep: the server holds what is on file and a few new ones); after STAT, if the
-table has fewer records than min(max_entries, entries + STAT's count), it is loaded again for
-that (client.fetch_account: the old table freed first, so never two at once). So it is made
-before any download, and no heap for it fails there (naming the account and the entries),
-nothing fetched. Until stop 29 the constructor made it for max_entries: 5,500 bytes at the
-default, one block through every session. Measured (tools/bench_heap.py d and dfull, 64-bit
-host): a fresh account and a 1-message mailbox 92 -> 87 KiB; a keep mailbox of N messages, N - 1
-on file: N = 2-20 89-90, 100 91-92, 250-500 (the table full-size) 95 KiB, against 92-93 for every
-N before: a full table made after the load's first pass places worse than the constructor's did.
+(clientconf._state) the table is made for as many again as on file + _NEW_MAIL (16; policy keep:
+the server holds what is on file and a few new ones), counted there by the records' first bytes
+so that no code is loaded before the table is made (as the constructor made it until stop 29:
+an extra code load placed first cost a full table 2-3 KiB of the fetch's smallest heap); after
+STAT, if the table has fewer records than min(max_entries, entries + STAT's count), the state is
+loaded again for that (client.fetch_account: the old table freed first, never two at once). So
+the table is made before any download, and no heap for it fails there (naming the account and
+the entries), nothing fetched. Until stop 29 it was made for max_entries: 5,500 bytes at the
+default through every session. Measured (tools/bench_heap.py d and dfull, 64-bit host, the fetch
+CLI's smallest heap): a fresh account and a 1-message mailbox 92-93 -> 87-88 KiB; a keep mailbox
+of N messages, N - 1 on file: N = 2 88, 10-50 89, 100 90, 250-500 (the table full-size) 92-93,
+against 92-93 for every N before.
 Sorted by key (binary search; an insert or removal moves the tail with a memoryview memmove):
 
     key[8]      first 8 bytes (64 bits) of SHA-1 of the full key (the UID, or hash_key(sha1hex))
@@ -307,14 +309,16 @@ class UidState:
         return old
 
     # -- reading the file -------------------------------------------------------------
-    def load(self, count=None):
+    def load(self, count=None, n=None):
         """Make the table and read the state file into it (uidcompact.size and load: loaded for
         each, dropped after it on MicroPython). The table holds the live entries on file (and a
         pending one) and room for `count` more, at most max_entries in all (the RAM paragraph
-        above); -1: a session's start, which guesses; without `count`, max_entries."""
+        above); -1: a session's start, which guesses; without `count`, max_entries. `n`: the
+        table's records, counted by the caller (clientconf._state: no first pass here)."""
         self.buf = None  # (an earlier load's table freed before this one is made)
         self.dirty = False
-        n = self._cold("size", count)  # the first pass: the table's records (self.n: those on file)
+        if n is None:
+            n = self._cold("size", count)  # the first pass: the table's records (self.n: those on file)
         if compat.IS_MICROPYTHON:
             # The table made where the first pass's code was, before the load's is placed again
             # (above the table, its hole then free with the heap's top: a table made by the load,

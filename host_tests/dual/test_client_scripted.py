@@ -1139,8 +1139,8 @@ def test_uid_table_made_for_the_session_before_any_download_and_never_grown():
     loads = []
     tables = []
 
-    def load(self, count=None):
-        r = real_load(self, count)
+    def load(self, count=None, n=None):
+        r = real_load(self, count, n)
         loads.append((count, len(self.buf) // 11))
         return r
 

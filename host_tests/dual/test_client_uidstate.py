@@ -615,3 +615,32 @@ def test_due_counts_the_edits_waiting_for_the_next_save():
         st.save()
         assert _snapshot(UidState(d, "e", 200).load()) == _snapshot(st)
     _with_dir(body)
+
+
+def test_session_start_counts_the_records_before_the_table_is_made():
+    """clientconf._state(a, -1), a fetch's start, counts the file's records by their first bytes
+    (no code loaded before the table: uidstate's RAM paragraph) and makes the table for the
+    entries on file and as many again + 16, never fewer than the replay holds at once: the same
+    sizes as uidcompact's first pass; a pending entry counts while no C line follows its P."""
+    from pocketpost import clientconf
+
+    def body(d):
+        a = {"state_dir": d, "name": "c", "max_entries": 500}
+        st = UidState(d, "c", 500).load()
+        for i in range(20):
+            st.add(b"u%d" % i, 1700000000)
+        st.save()  # (a new file: the snapshot)
+        st.add(b"u20", 1700000000)
+        st.set_pending(21, SHA, "5f3a9c21.42", 1700000002, "f", b"u21")
+        st.save()  # journal: S u20, P
+        assert len(clientconf._state(a, -1).buf) == (2 * 22 + 16) * 11 == len(UidState(d, "c", 500).load(-1).buf)
+        st.clear_pending()
+        uidtool.forget(st, b"u0")
+        st.save()  # journal: X u0, C: 20 on file, the replay holds 21 at once
+        st = clientconf._state(a, -1)
+        assert len(st) == 20 and st.pending is None and len(st.buf) == (2 * 20 + 16) * 11
+        a["max_entries"] = 10  # lowered since: the replay's most
+        assert len(clientconf._state(a, -1).buf) == 21 * 11
+        assert len(clientconf._state({"state_dir": d, "name": "none", "max_entries": 500}, -1).buf) == 16 * 11
+
+    _with_dir(body)
