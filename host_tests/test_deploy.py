@@ -198,14 +198,14 @@ def test_deploy_to_a_pseudoboard_with_a_romfs_partition_puts_the_code_there_and_
                               + list(extra), capture_output=True, text=True, timeout=180)
 
     n = len([f for f in os.listdir(os.path.join(FIRMWARE, "pocketpost")) if f.endswith(".py")])
-    with pseudoboard.PseudoBoard(pbdir, romfs_kib=192) as pb:
+    with pseudoboard.PseudoBoard(pbdir, romfs_kib=256) as pb:
         r = run(pb.tty, "--no-romfs")
         assert r.returncode == 0, r.stdout + r.stderr
         assert "code: .mpy files in /lib/pocketpost (--no-romfs)" in r.stdout
         r = run(pb.tty)
         print(r.stdout, r.stderr)
         assert r.returncode == 0, r.stdout + r.stderr
-        assert "code: ROMFS (the board has a 196608-byte ROMFS partition): a " in r.stdout
+        assert "code: ROMFS (the board has a 262144-byte ROMFS partition): a " in r.stdout
         heap = [ln for ln in r.stdout.splitlines() if ln.startswith("heap: ")]
         assert len(heap) == 1 and "instead of" in heap[0] and "from .mpy files" in heap[0], r.stdout
         assert "ROMFS image deployed" in r.stdout and "romfs: %d modules in /rom/pocketpost" % n in r.stdout
@@ -216,7 +216,7 @@ def test_deploy_to_a_pseudoboard_with_a_romfs_partition_puts_the_code_there_and_
     files = pseudoboard.read_image(pb.image)
     assert not [p for p in files if p.startswith("/lib/pocketpost/")], sorted(files)
     assert "/boot.py" in files and "/main.py" in files
-    with pseudoboard.PseudoBoard(pbdir, boot=True, romfs_kib=192) as pb:
+    with pseudoboard.PseudoBoard(pbdir, boot=True, romfs_kib=256) as pb:
         wait_port(port, pb.alive)
         c = poplib.POP3("127.0.0.1", port, timeout=20)
         assert c.getwelcome().startswith(b"+OK")

@@ -61,6 +61,9 @@ def test_clientplan_keeps_the_flag_bits_of_uidstate():
 
     assert (clientplan._F_SEEN, clientplan._F_NEW) == (uidstate._F_SEEN, uidstate._F_NEW)
     assert (clientplan._F_SYNTH, clientplan._REC, clientplan._FL) == (uidstate._F_SYNTH, uidstate._REC, uidstate._FL)
+    from pocketpost import client
+
+    assert client._REC == uidstate._REC  # (fetch_account's room check after STAT)
 
 
 def test_gc_threshold_is_16_kib_in_a_board_sized_heap_and_a_sixteenth_of_a_large_one():

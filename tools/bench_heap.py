@@ -18,6 +18,13 @@ see tools/heapwork.py):
      1 MiB message from another POP3 server into the same store, and one SMTP session receiving
      1 MiB from smtplib (where pocketpost.smtpserver exists; --no-smtp leaves it out)
   d  the fetch CLI (`micropython -m pocketpost.fetch`) alone, 1 KiB and 10 MiB message
+  dfull  (only when asked: --only dfull) the fetch CLI, policy keep, a mailbox of N 1-KiB messages
+     (--full N,...; default 500) whose first N - 1 an earlier session stored (made once per N by
+     the real client under CPython, max_messages N - 1): the session's UID table holds the N - 1
+     entries on file and room for N (STAT), at most max_entries 500: min(500, 2N - 2 + 16)
+     records of 11 B, the start's (uidstate.py's RAM paragraph); it lists N UIDs and downloads
+     the newest. d's session has a 1-message mailbox and an empty state: a table
+     of 1 record; this is the same CLI with the table at the size a keep mailbox of N gives it.
   e  the server with one session RETR of a 1 KiB vs a 10 MiB message (heap flat in size)
   a-c also with the bytecode in a ROMFS image (mpremote romfs build, vfs.VfsRom): on a board the
   image is in flash; here it is a bytearray in the heap, so its size is subtracted.
@@ -33,7 +40,7 @@ stop 28 it was the absolute temp path (~50 characters each, ~1.3 KB more of name
 modules of a fetch than a board interns): the figures before are high by that (same tree, before
 -> after: d 94-95 -> 93 KiB, e 103 -> 101, a 89 -> 89; b 114-116 and c 184-188 within their noise).
 
-    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code] (roma, romb, romc: one ROMFS workload) [--no-smtp] [--board | --runner] [-v]
+    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code,dfull] (roma, romb, romc: one ROMFS workload) [--full N,...] [--slot-wait S] [--no-smtp] [--board | --runner] [-v]
 
 --runner runs a-c through board.main as main.py does (boot.py's safemode and flashfs first; the
 Runner with stand-in Wi-Fi, NTP and watchdog; the fetch from the fetch schedule): what a board
@@ -174,6 +181,8 @@ class Env:
         self.rom = None
         self.up = None
         self.msgs = {}
+        self.full = ()  # --only dfull: the mailbox sizes (mailbox "f<N>" upstream, N messages)
+        self.states = {}  # N -> the state directory of dfull's earlier session (full_state)
 
     def romfs(self):
         if self.rom is None:
@@ -188,7 +197,11 @@ class Env:
             d = os.path.join(self.base, "up")
             os.makedirs(d)
             self.msgs = {"m1k": message(KIB, False), "m1m": message(MIB, False), "m10m": message(10 * MIB, False)}
-            self.up = Pop3Server(d, dict((k, [v]) for k, v in self.msgs.items()),
+            boxes = dict((k, [v]) for k, v in self.msgs.items())
+            for n in self.full:  # (the same 1 KiB message n times: the newest is the one checked)
+                self.msgs["f%d" % n] = self.msgs["m1k"]
+                boxes["f%d" % n] = [self.msgs["m1k"]] * n
+            self.up = Pop3Server(d, boxes,
                                  users=dict((k, PW) for k in self.msgs),
                                  server={"pop3s_port": 0, "idle_timeout": 120, "max_sessions": 8})
             self.up.start()
@@ -368,8 +381,28 @@ def _keep_log(srv):
             f.write(srv.log())
 
 
-def fetch_cli_trial(env, kib, box):
-    """One try of workload d: the fetch CLI at `kib` KiB, fetching mailbox `box` upstream."""
+def full_state(env, n):
+    """dfull: the state directory a keep account's session leaves after storing all but the
+    newest of mailbox f<n>'s n messages: the real client (CPython), max_messages n - 1, into a
+    scratch store (made once per n; each trial copies it)."""
+    if n not in env.states:
+        from pocketpost import client
+        from pocketpost.store import Store
+
+        d = os.path.join(env.base, "full%d" % n)
+        root = os.path.join(d, "mail")
+        Store(root, quota=0, reserve=0).create("fetched")
+        acct = dict(env.account(d, "f%d" % n), max_messages=n - 1)
+        st = client.fetch_account_sync(acct, Store(root, quota=0, reserve=0))
+        if st["fetched"] != n - 1:
+            raise RuntimeError("dfull: the earlier session stored %d of %d" % (st["fetched"], n - 1))
+        env.states[n] = acct["state_dir"]
+    return env.states[n]
+
+
+def fetch_cli_trial(env, kib, box, state=None):
+    """One try of workload d: the fetch CLI at `kib` KiB, fetching mailbox `box` upstream (state:
+    a state directory to start from, dfull's; the one message it lacks is then the one fetched)."""
     import subprocess
 
     from pocketpost import store as store_mod
@@ -377,6 +410,8 @@ def fetch_cli_trial(env, kib, box):
 
     d = tempfile.mkdtemp(dir=env.base)
     try:
+        if state is not None:
+            shutil.copytree(state, os.path.join(d, "state"))
         root = os.path.join(d, "mail")
         st = Store(root, quota=0, reserve=0)
         st.create("fetched")
@@ -474,6 +509,7 @@ def main():
     ap.add_argument("--prof-at", type=int, default=320, metavar="KIB")
     ap.add_argument("--slot-wait", default=None, metavar="S",
                     help="the server's (and SMTP's) slot_wait in the config (default 8, an int as the board templates have it)")
+    ap.add_argument("--full", default="500", metavar="N,...", help="dfull's mailbox sizes (messages on the server)")
     a = ap.parse_args()
     if a.slot_wait is not None:
         SLOT_WAIT[0] = float(a.slot_wait) if "." in a.slot_wait else int(a.slot_wait)  # (as JSON writes it)
@@ -489,6 +525,8 @@ def main():
     env = Env(base, smtp)
     env.board = a.board
     env.runner = a.runner
+    if "dfull" in only:
+        env.full = [int(n) for n in a.full.split(",")]
     rows = []
     log = print if a.v else None
 
@@ -525,6 +563,11 @@ def main():
             if f1 is not None and f10 is not None:
                 d = f10 - f1
                 print("  e  fetch CLI heap 10 MiB - 1 KiB: %+d KiB   %s" % (d, "flat (within the 1 KiB step)" if abs(d) <= 1 else ("NOT flat" if d > 0 else "10 MiB needed less: bisection noise")))
+        if "dfull" in only:
+            for n in env.full:
+                state = full_state(env, n)
+                row("d  fetch CLI, keep, %d on server, %d on file (table %d)" % (n, n - 1, min(500, max(2 * n - 2 + 16, 2 * n - 1))),
+                    BUDGET_FETCH, lambda k: fetch_cli_trial(env, k, "f%d" % n, state), 16, 320)
         if "e" in only:
             s1 = row("e  server, 1 session RETR 1 KiB", None, lambda k: server_trial(env, k, 1, tls=False, size=KIB), 16, 256)
             s10 = row("e  server, 1 session RETR 10 MiB", None, lambda k: server_trial(env, k, 1, tls=False, size=10 * MIB), 16, 256)

@@ -15,7 +15,8 @@ its place in the heap, and held through the batch) and the session's end (client
 `fetch_account(account, store)` runs one session, under a session deadline:
   1. load the UIDL state (uidstate.py) and reconcile a pending entry left by a crash;
   2. connect (plain, STLS or implicit TLS), CAPA, authenticate (strongest offered);
-  3. STAT, UIDL, LIST; decide per message: download (RETR, or TOP n 0 when oversize and
+  3. STAT; the state loaded again into the session's UID table, sized by STAT's count; UIDL,
+     LIST; decide per message: download (RETR, or TOP n 0 when oversize and
      `oversize` is "headers"), skip, or DELE (policy; targets held as bits per message number);
   4. per downloaded message: stream into a store Delivery, hashing the stored bytes; the message
      must prove complete (its octets match LIST's size, pop3client's size rule, and the reply
@@ -80,6 +81,7 @@ SESSION_TIMEOUT = 1800
 # A board whose clock reads earlier than this has no time set: age-based deletion is skipped.
 _SANE_TIME = const(1577836800)  # 2020-01-01
 _DAY = const(86400)
+_REC = const(11)  # uidstate's record size (a private copy; host_tests/test_fetch_heap.py checks)
 
 # (The OAuth SASL mechanisms, _OAUTH: clientconf.py and clientauth.py, each its copy: a tuple here
 # would be heap held while messages move.)
@@ -395,6 +397,15 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             clientauth = None
             compat.forget(("clientauth", "pop3listing"))
         stats["on_server"] = count
+        # The UID table needs room for the entries on file + one per message on the server, at
+        # most max_entries (uidstate.py's RAM paragraph). The one made at the start (for what is
+        # on file and as many again, + a few) mostly has it; else the state is loaded again now,
+        # into a table of that size (no heap for it: StateError here, nothing fetched). Never
+        # grown after this.
+        if len(st.buf) // _REC < min(a["max_entries"], len(st) + count):
+            if compat.IS_MICROPYTHON:
+                gc.collect()  # the login's garbage goes before the load's code (uidcompact.py) is placed
+            st.load(count)
         cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
         # Per message number, one bit each (no per-message object, no list of UIDs):
         #   done  handled this session (stored, skipped or dropped as a duplicate);

@@ -16,6 +16,7 @@ _OAUTH = ("xoauth2", "oauthbearer")  # OAuth: SASL with an OAuth access token (o
 
 _DEFAULT_MAX_ENTRIES = const(500)  # uidstate's (a private copy)
 _CONNECT_TIMEOUT = const(15)  # client's (a private copy)
+_NEW_MAIL = const(16)  # uidcompact's (a private copy)
 _MIN_RATE = const(1024)  # client's (a private copy)
 
 # The account's named defaults, by key (one dict: its keys are the account's own names, so the
@@ -38,7 +39,8 @@ DEFAULTS = {
 def start(account, store, opener):
     """client.fetch_account's start: (a, st, c, token, fresh): the account checked (a), its UIDL
     state loaded (st; a pending entry left by a crash settled: did its store commit happen?
-    clientrecover.py), an OAuth access token (token, fresh), the Pop3Client (c) with the session's
+    clientrecover.py; client.fetch_account loads it again after STAT if the server holds more than its table has room
+    for), an OAuth access token (token, fresh), the Pop3Client (c) with the session's
     deadline set, and the local mailbox loaded."""
     a = account_from_dict(account)
     name = a["name"]
@@ -46,7 +48,7 @@ def start(account, store, opener):
         log.warning("fetch %s: no TLS to %s:%d: password and mail cross the network in clear", name, a["host"], a["port"])
     if compat.IS_MICROPYTHON:  # the garbage of the config and account checks goes before the large
         gc.collect()  # blocks of the session are made (fetch CLI: 140 -> 139 KiB, docs/FIGURES.md)
-    st = _state(a)
+    st = _state(a, -1)  # (its table for the entries on file and as many again, + a few: uidstate's RAM)
     if st.pending is not None:  # a crash left it: did its store commit happen? (clientrecover.py)
         _reconcile(st, store, a["mailbox"], name)
     token = fresh = None
@@ -78,15 +80,50 @@ def start(account, store, opener):
     return a, st, c, token, fresh
 
 
-def _state(a):
-    """The account's UidState (its table made), then loaded: a temp file left by a crash inside a
-    compaction is dropped first (uidcompact.py: loaded here, as the load itself loads it, after
-    the table; the load drops it)."""
+def _state(a, count):
+    """The account's UidState, loaded (UidState.load(count): its table for what is on file and
+    room for count more; -1, a session's start, guesses, counting the records here: uidstate's
+    RAM paragraph): a temp file left by a crash inside a compaction is dropped first
+    (uidcompact.py: loaded here, as the load itself loads it; the load drops it)."""
     st = UidState(a["state_dir"], a["name"], a["max_entries"])
     from pocketpost.uidcompact import remove_tmp
 
     remove_tmp(a["state_dir"], a["name"])
-    return st.load()
+    n = None
+    if count < 0:
+        # A session's start: the first pass here, by the records' first bytes (this module's code
+        # is placed already: none is loaded before the table is made, as the constructor made it
+        # until stop 29). S and H lines (the most the replay holds at once), less X lines (each
+        # drops one on file), and a P line after the last C line: the entries on file (a torn
+        # last line counted too), and as many again + _NEW_MAIL for the server's.
+        sh = x = p = 0
+        try:
+            f = open(st.path, "rb")
+        except OSError:
+            f = None
+        if f is not None:
+            b = bytearray(512)
+            t = b""
+            try:
+                while True:
+                    k = f.readinto(b)
+                    if not k:
+                        break
+                    t += b[:k]
+                    sh += t.count(b"\nS ") + t.count(b"\nH ")
+                    x += t.count(b"\nX ")
+                    i = t.rfind(b"\nP ")
+                    j = t.rfind(b"\nC ")
+                    if i != j:
+                        p = i > j  # (pending: a P line after the last C line)
+                    t = t[-2:]  # (a record's first bytes across two reads)
+            finally:
+                f.close()
+            b = t = f = None
+        p = 1 if p else 0
+        st.n = sh - x + p  # (for the refusal's text)
+        n = max(sh + p, min(a["max_entries"], 2 * (sh - x + p) + _NEW_MAIL))
+    return st.load(count, n)
 
 
 def _owner(a, entries):
@@ -145,7 +182,7 @@ def _reconcile(st, store, mailbox, name):
 def settle(account, store):
     """client.settle: the pending entry of the account's state settled; True if there was one."""
     a = account_from_dict(account)
-    st = _state(a)
+    st = _state(a, 0)
     if st.pending is None:
         return False
     _reconcile(st, store, a["mailbox"], a["name"])

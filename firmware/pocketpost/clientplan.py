@@ -139,7 +139,9 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
             by_content(n)
 
     ctl[1] = False
-    ctl[2] = a["max_entries"] - len(st)  # may be < 0 after the limit was lowered
+    # The table's room: max_entries less the entries, or (a smaller table, made for this
+    # session's count: uidstate.py) more than this session can add; < 0 after the limit was lowered
+    ctl[2] = min(a["max_entries"], len(st.buf) // _REC) - len(st)
     has_uidl = await listing(c, "UIDL", count, on_uidl)  # (refused for now, [SYS/TEMP]: raises)
     if not has_uidl:
         buf = st.buf

@@ -28,6 +28,9 @@ _F_HEADERS = const(0x01)
 _F_DELETED = const(0x08)
 _F_SAVED = const(0x10)
 _READ_BUF = const(512)
+# A session's start guesses the server holds what is on file + this many (uidstate's RAM paragraph;
+# clientconf has a copy).
+_NEW_MAIL = const(16)
 _OLD_KEY = const(11)  # the record key before issue 10's heap work (88 bits)
 HEADER = b"pocketpost-uidl 2"  # a state file's first line (uidstate's format)
 
@@ -96,13 +99,17 @@ def records(st, f):
     st._torn = bad != 0
 
 
-def _table(st, count):
+def _table(st, count, entries=0, server=None):
     """UidState's refusals, their texts here (cold): the table full (count None), or no heap for
-    a table of count records."""
+    a table of count records (entries: those on file; server: the messages on the server, None
+    or 0 when the table was asked for max_entries or for what is on file only)."""
     if count is None:
         raise StateError("%s: UID table full (%d entries)" % (st.path, st.n))
-    raise StateError("%s: no heap for the UID table: max_entries %d needs %d bytes in one block; lower "
-                     "max_entries" % (st.path, count, count * _REC))
+    name = st.path.rsplit("/", 1)[-1][:-5]  # (<state_dir>/<account>.uidl)
+    raise StateError("account %s: no heap for its UID table: %d entries (%d on file%s, max_entries %d) need %d bytes "
+                     "in one block: nothing fetched, nothing lost; free heap, or lower max_entries (%s)"
+                     % (name, count, entries, "" if not (server and server > 0) else ", %d messages on the server" % server,
+                        st.max_entries, count * _REC, st.path))
 
 
 def remove_tmp(state_dir, account):
@@ -113,7 +120,45 @@ def remove_tmp(state_dir, account):
         pass
 
 
+def size(st, count):
+    """UidState.load's first pass: the records its table is made for (uidstate's RAM paragraph):
+    the live entries on file (S/H records less X records; see the replay rule) and a pending one,
+    plus count (-1: a session's start, count guessed), at most max_entries, never fewer than on
+    file; st.n set to those on file (for the refusal's text)."""
+    live = 0
+    most = 0  # the most entries the replay holds at once (an X journaled after an S: not fewer)
+    pend = False
+    try:
+        f = open(st.path, "rb")
+    except OSError:
+        f = None  # no state yet: the first save writes the file
+    if f is not None:
+        try:
+            for body in records(st, f):
+                c = body[:1]
+                if c == b"S" or c == b"H":
+                    live += 1
+                    if live > most:
+                        most = live
+                elif c == b"X":
+                    live -= 1
+                elif c == b"P":
+                    pend = True
+                elif c == b"C":
+                    pend = False
+        finally:
+            f.close()
+    need = live + (1 if pend else 0)
+    if count is not None and count < 0:  # a session's start: the server's count guessed (uidstate's RAM)
+        count = need + _NEW_MAIL
+    n = st.max_entries if count is None else min(st.max_entries, need + count)
+    st.n = need
+    most += 1 if pend else 0
+    return n if n > most else most  # (the replay's most, or a max_entries lowered since)
+
+
 def load(st):
+    """UidState.load's replay into the table made for it (size)."""
     st.n = 0
     st.added = {}
     st.pending = None
@@ -125,27 +170,9 @@ def load(st):
     try:
         f = open(st.path, "rb")
     except OSError:
+        st.dirty = False
         return st  # no state yet: the first save writes the file
     try:
-        # Pass 1: the live entry count (S/H records less X records; see the replay rule) and
-        # whether a pending record is left, so the table is made once at its final size.
-        live = 0
-        pend = False
-        for body in records(st, f):
-            c = body[:1]
-            if c == b"S" or c == b"H":
-                live += 1
-            elif c == b"X":
-                live -= 1
-            elif c == b"P":
-                pend = True
-            elif c == b"C":
-                pend = False
-        need = live + (1 if pend else 0)
-        if need * _REC > len(st.buf):
-            st.buf = None
-            st.buf = st._table(need)  # more on file than max_entries (it was lowered)
-        f.seek(0)
         journal = False
         size = 0
         for body in records(st, f):

@@ -59,11 +59,27 @@ day boundary counted from 2020-01-01 UTC (_SANE_TIME), 0 still "clock not set". 
 message's age is never overstated: keep_days deletes it at most a day later than the exact time
 would, never earlier. The file keeps Unix times (a rounded value is one too).
 
-RAM: one record of _REC = 11 bytes per entry, in one bytearray allocated once by the
-constructor for max_entries records (load() replaces it only when the file holds more live
-entries than that, after the limit was lowered: at start, never mid-fetch); the table never
-grows: an add beyond it raises StateError (the client never asks: it leaves room). Sorted by
-key (binary search; an insert or removal moves the tail with a memoryview memmove):
+RAM: one record of _REC = 11 bytes per entry, in one bytearray made by load(count) and never
+grown: an add beyond it raises StateError (the client never asks: clientplan takes no more new
+messages than the table has room for). load's first pass (uidcompact.size) counts the live
+entries on file (and a pending one); the table holds them plus `count`, at most max_entries, and
+never fewer than the replay holds at once (an S journaled before an X: one more than live) nor
+than is on file (a limit lowered since); without count (tests, tools) it is made for
+max_entries. A fetch needs the entries on file + one per message on the server (each message
+number is downloaded at most once a session, its content key, H, being that entry): at its start
+(clientconf._state) the table is made for as many again as on file + _NEW_MAIL (16; policy keep:
+the server holds what is on file and a few new ones), counted there by the records' first bytes
+so that no code is loaded before the table is made (as the constructor made it until stop 29:
+an extra code load placed first cost a full table 2-3 KiB of the fetch's smallest heap); after
+STAT, if the table has fewer records than min(max_entries, entries + STAT's count), the state is
+loaded again for that (client.fetch_account: the old table freed first, never two at once). So
+the table is made before any download, and no heap for it fails there (naming the account and
+the entries), nothing fetched. Until stop 29 it was made for max_entries: 5,500 bytes at the
+default through every session. Measured (tools/bench_heap.py d and dfull, 64-bit host, the fetch
+CLI's smallest heap): a fresh account and a 1-message mailbox 92-93 -> 87-88 KiB; a keep mailbox
+of N messages, N - 1 on file: N = 2 88, 10-50 89, 100 90, 250-500 (the table full-size) 92-93,
+against 92-93 for every N before.
+Sorted by key (binary search; an insert or removal moves the tail with a memoryview memmove):
 
     key[8]      first 8 bytes (64 bits) of SHA-1 of the full key (the UID, or hash_key(sha1hex))
     first_seen  2 bytes, big-endian unsigned: days, 0 (clock not set) or 1 + the days from
@@ -91,6 +107,7 @@ risk already negligible. A file written with 11-byte journal keys (X/T records) 
 Load inserts each record in sorted position: O(n**2 / 2) bytes moved (2000: ~32 MB of memmove).
 """
 
+import gc
 import hashlib
 import struct
 import binascii
@@ -99,8 +116,9 @@ from pocketpost import compat
 from pocketpost.compat import const
 
 # Entries kept per account (the account's "max_entries"; this is its default). Each entry is one
-# 11-byte record in one bytearray, whatever the UID length and on every port, allocated when the
-# state is opened: 500 entries = 5,500 bytes in one heap block (8,000 with the 16-byte records
+# 11-byte record in one bytearray, whatever the UID length and on every port, made when the
+# session's state is loaded for at most this many (the theory's RAM paragraph: for the entries on
+# file + the messages on the server): 500 entries = 5,500 bytes in one heap block (8,000 with the 16-byte records
 # before issue 10's heap work, 6,500 with the 13-byte ones until stop 28: first_seen in 4 bytes).
 # The default was 2000 (32,000 bytes) until the deployed pseudo-board (256 KiB host heap, server and REPL loaded) could no
 # longer find one free 32,000-byte block; a no-PSRAM ESP32 has ~100 KiB in all. The file on flash
@@ -190,7 +208,7 @@ class UidState:
         self.dir = state_dir
         self.path = compat.join(state_dir, account + ".uidl")
         self.journal_min = _JOURNAL_MIN  # tests lower it to reach compactions with a few records
-        self.buf = self._table(max_entries)  # n records of _REC bytes, sorted by key, then free space
+        self.buf = None  # the table, made by load(): n records of _REC bytes, sorted by key, then free space
         self.n = 0
         self.added = {}  # full key -> None: entries added since the last save (not on file yet)
         self.pending = None  # (size, sha1hex, local uid, first_seen, flag, uid) or None
@@ -201,13 +219,6 @@ class UidState:
         self._compact = True  # the next save rewrites the file (no v2 file loaded yet)
         self._snap = 0  # bytes of the snapshot part of the file
         self._jbytes = 0  # bytes of journal after it
-
-    def _table(self, count):
-        try:
-            return bytearray(count * _REC)
-        except MemoryError:
-            pass
-        return self._cold("_table", count)  # raises StateError (its text cold, as the full table's)
 
     # -- the table --------------------------------------------------------------------
     def _find(self, k):
@@ -298,8 +309,27 @@ class UidState:
         return old
 
     # -- reading the file -------------------------------------------------------------
-    def load(self):
-        """Read the state file (uidcompact.load: loaded for this, dropped after it on MicroPython)."""
+    def load(self, count=None, n=None):
+        """Make the table and read the state file into it (uidcompact.size and load: loaded for
+        each, dropped after it on MicroPython). The table holds the live entries on file (and a
+        pending one) and room for `count` more, at most max_entries in all (the RAM paragraph
+        above); -1: a session's start, which guesses; without `count`, max_entries. `n`: the
+        table's records, counted by the caller (clientconf._state: no first pass here)."""
+        self.buf = None  # (an earlier load's table freed before this one is made)
+        self.dirty = False
+        if n is None:
+            n = self._cold("size", count)  # the first pass: the table's records (self.n: those on file)
+        if compat.IS_MICROPYTHON:
+            # The table made where the first pass's code was, before the load's is placed again
+            # (above the table, its hole then free with the heap's top: a table made by the load,
+            # above its code, held the hole the session's 4 KiB buffer came in next: d 87 -> 90 KiB)
+            gc.collect()
+        try:
+            self.buf = bytearray(n * _REC)
+        except MemoryError:
+            pass
+        if self.buf is None:  # (outside the except: its MemoryError freed first)
+            self._cold("_table", n, self.n, count)  # raises StateError: no heap for it (its text cold)
         return self._cold("load")
 
     # -- writing ----------------------------------------------------------------------

@@ -1125,3 +1125,72 @@ def test_a_headers_only_uid_listed_twice_is_taken_by_content_not_by_its_uid(b):
     assert st["headers_only"] == 1
     st = b.fetch(Scripted([(b"u1", TWO), (b"u1", big)]))
     assert st["by_content"] == 2 and st["fetched"] == 2, st
+
+
+def test_uid_table_made_for_the_session_before_any_download_and_never_grown():
+    """Stop 29 (issue 10's heap): the session's UID table holds the entries on file + one per
+    message STAT counts, at most max_entries: the one made at the start (as many again as on
+    file + 16) when that is room enough, else made again once after STAT; never after a
+    download. A state of 20 entries and a server of 30 (10 new): one table of 56 records; then a
+    server of 90 (60 new): made again after STAT for 30 + 90 = 120. Every message stored once."""
+    msgs = [(b"u%d" % i, b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(1, 91)]
+    b = Box()
+    real_load, real_add = uidstate.UidState.load, uidstate.UidState.add
+    loads = []
+    tables = []
+
+    def load(self, count=None, n=None):
+        r = real_load(self, count, n)
+        loads.append((count, len(self.buf) // 11))
+        return r
+
+    def add(self, uid, first_seen, flag="f"):
+        tables.append(self.buf)
+        return real_add(self, uid, first_seen, flag)
+
+    try:
+        assert b.fetch(Scripted(msgs[:20]))["fetched"] == 20
+        uidstate.UidState.load, uidstate.UidState.add = load, add
+        for srv, fetched, want in ((Scripted(msgs[:30]), 10, [(-1, 56)]),
+                                   (Scripted(msgs), 60, [(-1, 76), (90, 120)])):
+            del loads[:], tables[:]
+            st = b.fetch(srv)
+            assert st["fetched"] == fetched and not st["state_full"], st
+            assert loads == want, loads
+            assert len(tables) == fetched and all(t is tables[0] for t in tables)
+        assert sorted(b.uids()) == sorted(u for u, _ in msgs)
+        assert sorted(storeread.messages(Store(b.dir + "/mail"), "m")) == sorted(m for _, m in msgs)
+    finally:
+        uidstate.UidState.load, uidstate.UidState.add = real_load, real_add
+        b.done()
+
+
+def test_no_heap_for_the_sessions_uid_table_fails_at_its_start_nothing_fetched():
+    """The table made again after STAT (more on the server than the start's table has room for)
+    and no heap for it: the session fails there, before any RETR, naming the account, the entries
+    and the server's count; nothing stored, the state as it was, no QUIT (nothing commits)."""
+    msgs = [(b"u%d" % i, b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(1, 41)]
+    b = Box()
+
+    def table(n):
+        if n > 30 * 11:
+            raise MemoryError("no heap (the test's)")
+        return bytearray(n)
+
+    try:
+        assert b.fetch(Scripted(msgs[:3]))["fetched"] == 3
+        before = b.entries()
+        uidstate.bytearray = table  # (the module's global: before the builtin in both runtimes)
+        srv = Scripted(msgs)
+        e = b.fails(srv, uidstate.StateError, "account h: no heap for its UID table: 43 entries (3 on file, "
+                    "40 messages on the server, max_entries 500) need 473 bytes in one block: nothing fetched")
+        assert not [c for c in srv.seen if c[:4] in (b"RETR", b"QUIT")] and b"STAT" in srv.seen, srv.seen
+        del uidstate.bytearray
+        assert b.entries() == before and len(b.stored()) == 3
+        assert b.fetch(Scripted(msgs))["fetched"] == 37 and len(b.stored()) == 40
+    finally:
+        try:
+            del uidstate.bytearray
+        except (AttributeError, KeyError, NameError):
+            pass
+        b.done()

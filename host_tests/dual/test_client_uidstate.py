@@ -28,7 +28,7 @@ def test_hash_keys_never_equal_real_uids():
 
 def test_round_trip_keeps_real_and_synthetic_apart():
     def body(d):
-        st = UidState(d, "acct")
+        st = UidState(d, "acct").load()
         st.add(b"#" + SHA.encode(), 1700000000, "f")  # a real UID that starts with '#'
         st.add(hash_key(SHA), 1700000001, "f")
         st.add(b"u2", 0, "h")
@@ -56,7 +56,7 @@ def test_table_2000_entries_round_trip():
     """The fixed-record table: add / lookup / update / remove / iterate / persist at 2000 entries,
     70-octet UIDs and synthetic keys mixed, and the per-session marks."""
     def body(d):
-        st = UidState(d, "big", 2000)
+        st = UidState(d, "big", 2000).load()
         for i in range(1990):
             st.add(_uid70(i), 1700000000 + i * _DAY, "h" if i % 7 == 0 else "f")
             if i % 250 == 249:
@@ -290,16 +290,16 @@ def test_file_with_old_11_byte_journal_keys_loads():
 
 
 def test_table_preallocated_for_max_entries():
-    """The table is one block sized for max_entries when the state is opened: adding never
-    reallocates it, an add beyond it fails (the client leaves room), a max_entries the heap
-    cannot hold fails at once with the account's path and the number, and a file with more
-    entries than a lowered max_entries still loads."""
+    """load() without a count makes the table one block for max_entries (tests, tools): adding
+    never reallocates it, an add beyond it fails (the client leaves room), a file with more
+    entries than a lowered max_entries still loads, and a table the heap cannot hold fails at the
+    load naming the account and the entries (the constructor makes none: uidstate's RAM)."""
     def body(d):
         st = UidState(d, "p", 100)
-        table = st.buf
-        assert len(table) == 100 * 11  # 11-byte records (first_seen in days: 13 until stop 28)
+        assert st.buf is None
         st.load()
         table = st.buf
+        assert len(table) == 100 * 11  # 11-byte records (first_seen in days: 13 until stop 28)
         for i in range(100):
             st.add(b"u%d" % i, i)
         assert st.buf is table and uidtool.full(st)
@@ -311,11 +311,45 @@ def test_table_preallocated_for_max_entries():
         st.save()
         st2 = UidState(d, "p", 40).load()  # limit lowered since: all 100 still load
         assert len(st2) == 100 and len(st2.buf) == 100 * 11
-        try:
-            UidState(d, "p", 1 << 40)
-            raise AssertionError("a table the heap cannot hold must fail when the state is opened")
-        except StateError as e:
-            assert "max_entries" in str(e) and "p.uidl" in str(e)
+        for count in (None, 1 << 40):
+            try:
+                UidState(d, "p", 1 << 40).load(count)
+                raise AssertionError("a table the heap cannot hold must fail when the state is loaded")
+            except StateError as e:
+                assert "account p: no heap for its UID table" in str(e) and "100 on file" in str(e), str(e)
+                assert ("messages on the server" in str(e)) == (count is not None), str(e)
+
+    _with_dir(body)
+
+
+def test_table_made_for_the_entries_on_file_and_the_count():
+    """load(count) (stop 29, issue 10's heap): the table holds the live entries on file, a
+    pending one and room for count more, at most max_entries, never fewer than the replay holds
+    at once; load(-1), a session's start, guesses as many again as on file + 16; load(0) is what
+    is on file. Made before the file's records are replayed, once per load."""
+    def body(d):
+        st = UidState(d, "s", 500).load(0)
+        assert len(st.buf) == 0 and len(st) == 0  # no file: nothing on file, no room asked
+        assert len(UidState(d, "s", 500).load(1).buf) == 11
+        assert len(UidState(d, "s", 500).load(-1).buf) == 16 * 11
+        st = UidState(d, "s", 500).load(30)
+        for i in range(20):
+            st.add(b"u%d" % i, 1700000000)
+        st.set_pending(21, SHA, "5f3a9c21.42", 1700000002, "f", b"u20")
+        st.save()
+        for count, want in ((0, 21), (30, 51), (-1, 21 + 21 + 16), (1000, 500), (None, 500)):
+            st = UidState(d, "s", 500).load(count)
+            assert len(st.buf) == want * 11 and len(st) == 20 and st.pending is not None, (count, len(st.buf))
+        assert len(UidState(d, "s", 10).load(30).buf) == 21 * 11  # max_entries lowered: what is on file
+        # An X journaled after an S: the replay holds one more than the file's live entries at once
+        st = UidState(d, "s", 500).load(0)
+        st.clear_pending()
+        st.add(b"new", 1700000000)
+        st.save()
+        uidtool.forget(st, b"u0")
+        st.save()
+        st = UidState(d, "s", 500).load(0)
+        assert len(st) == 20 and len(st.buf) == 21 * 11 and b"new" in st and b"u0" not in st
 
     _with_dir(body)
 
@@ -326,7 +360,7 @@ def test_first_seen_kept_in_days_rounded_up():
     0 for a clock before 2020 (not set), the year 2199 at most; a save and load keep the value
     (the file holds it as Unix time), a restamp by retain (after QUIT) too."""
     def body(d):
-        st = UidState(d, "days", 10)
+        st = UidState(d, "days", 10).load()
         assert len(st.buf) == 10 * 11
         t = 1577836800 + 1000 * _DAY
         for uid, fs, want in ((b"edge", t, t), (b"after", t + 1, t + _DAY), (b"before", t - 1, t),
@@ -580,4 +614,33 @@ def test_due_counts_the_edits_waiting_for_the_next_save():
             st.clear_pending()
         st.save()
         assert _snapshot(UidState(d, "e", 200).load()) == _snapshot(st)
+    _with_dir(body)
+
+
+def test_session_start_counts_the_records_before_the_table_is_made():
+    """clientconf._state(a, -1), a fetch's start, counts the file's records by their first bytes
+    (no code loaded before the table: uidstate's RAM paragraph) and makes the table for the
+    entries on file and as many again + 16, never fewer than the replay holds at once: the same
+    sizes as uidcompact's first pass; a pending entry counts while no C line follows its P."""
+    from pocketpost import clientconf
+
+    def body(d):
+        a = {"state_dir": d, "name": "c", "max_entries": 500}
+        st = UidState(d, "c", 500).load()
+        for i in range(20):
+            st.add(b"u%d" % i, 1700000000)
+        st.save()  # (a new file: the snapshot)
+        st.add(b"u20", 1700000000)
+        st.set_pending(21, SHA, "5f3a9c21.42", 1700000002, "f", b"u21")
+        st.save()  # journal: S u20, P
+        assert len(clientconf._state(a, -1).buf) == (2 * 22 + 16) * 11 == len(UidState(d, "c", 500).load(-1).buf)
+        st.clear_pending()
+        uidtool.forget(st, b"u0")
+        st.save()  # journal: X u0, C: 20 on file, the replay holds 21 at once
+        st = clientconf._state(a, -1)
+        assert len(st) == 20 and st.pending is None and len(st.buf) == (2 * 20 + 16) * 11
+        a["max_entries"] = 10  # lowered since: the replay's most
+        assert len(clientconf._state(a, -1).buf) == 21 * 11
+        assert len(clientconf._state({"state_dir": d, "name": "none", "max_entries": 500}, -1).buf) == 16 * 11
+
     _with_dir(body)
