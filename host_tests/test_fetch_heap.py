@@ -382,3 +382,51 @@ def test_the_fetch_cli_lines_are_cold_and_said_without_heap_for_them(capsys, mon
     monkeypatch.setattr(fetchload, "line", no_heap)
     fetch.line(1, "a", "MemoryError", "memory allocation failed")
     assert capsys.readouterr().out == "fetch 1 a MemoryError memory allocation failed\n"
+
+
+def test_a_first_fetch_of_one_of_many_new_messages_holds_heap_for_one(tmp_path):
+    """max_messages 1, 400 new messages on the server (a new account's first fetch): the UID table
+    is sized for the downloads the cap allows and the listing holds the UIDs of those only
+    (client.py, clientplan.py): it fits 96 KiB, code from .mpy as deployed (it needed 107 KiB at
+    500 messages with a table of one entry per message listed and a batch of 64 UIDs; 88 now).
+    One message stored, and no "state full" said."""
+    import os
+    import sys
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
+    from helpers import build_mpy
+    from serverharness import Pop3Server
+
+    from pocketpost import store as store_mod
+    from pocketpost.store import Store
+
+    up_dir = tmp_path / "up"
+    up_dir.mkdir()
+    msgs = [b"Subject: m%d\r\n\r\n" % i + b"x" * 1000 + b"\r\n" for i in range(400)]
+    up = Pop3Server(str(up_dir), {"m": msgs}, users={"m": "pw"}, server={"pop3s_port": 0})
+    up.start()
+    try:
+        mpy = build_mpy(str(tmp_path / "mpy"))
+        root = str(tmp_path / "mail")
+        Store(root, quota=0, reserve=0).create("fetched")
+        cfg = tmp_path / "config.json"
+        cfg.write_text(json.dumps({"store": {"root": root, "quota": 0, "reserve": 0},
+                                   "accounts": [{"name": "m", "host": "127.0.0.1", "port": up.port, "tls": "none",
+                                                 "allow_plaintext": True, "user": "m", "password": "pw",
+                                                 "auth": "user", "mailbox": "fetched", "policy": "keep",
+                                                 "max_messages": 1, "state_dir": str(tmp_path / "state")}]}))
+        env = dict(os.environ, MICROPYPATH=mpy + ":.frozen")
+        r = subprocess.run([MICROPYTHON, "-X", "heapsize=96k", "-m", "pocketpost.fetch", str(cfg)],
+                           capture_output=True, timeout=120, cwd=str(tmp_path), env=env)
+        out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+        assert r.returncode == 0, out[-2000:]
+        assert "full" not in out, out[-2000:]
+    finally:
+        up.stop()
+    store_mod.reboot()
+    mb = Store(root, quota=0, reserve=0).lock("fetched")
+    try:
+        assert mb.count == 1
+    finally:
+        mb.release()
+        store_mod.reboot()

@@ -402,11 +402,13 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         # on file and as many again, + a few) mostly has it; else the state is loaded again now,
         # into a table of that size (no heap for it: StateError here, nothing fetched). Never
         # grown after this.
-        if len(st.buf) // _REC < min(a["max_entries"], len(st) + count):
+        # Entries this session can add: one per download, so at most the cap (max_messages), not
+        # one per message listed (a first fetch of 1 of 500 made a 500-entry table).
+        cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
+        if len(st.buf) // _REC < min(a["max_entries"], len(st) + min(count, cap)):
             if compat.IS_MICROPYTHON:
                 gc.collect()  # the login's garbage goes before the load's code (uidcompact.py) is placed
-            st.load(count)
-        cap = a["max_messages"] or count  # downloads this session (skipped ones do not count)
+            st.load(min(count, cap))
         # Per message number, one bit each (no per-message object, no list of UIDs):
         #   done  handled this session (stored, skipped or dropped as a duplicate);
         #   dele  stored by an earlier session and due for deletion by the policy (first pass);
@@ -423,7 +425,8 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         refused = None
         now = compat.now()
         sane = now >= _SANE_TIME
-        ctl = [True, False, 0]  # first pass, more new messages wait, room for new entries (clientplan.py)
+        # first pass, more new messages wait, room for new entries, downloads left under the cap (clientplan.py)
+        ctl = [True, False, 0, cap]
 
         deleted = 0  # DELEs accepted: marked in the state records, forgotten after QUIT
         downloads = 0
@@ -439,6 +442,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
             __import__("pocketpost.clientget")
             from pocketpost import clientplan
 
+            ctl[3] = cap - downloads
             try:
                 want, sizes = await clientplan.batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane)
             finally:

@@ -58,7 +58,7 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
     batch's messages to download, and their LIST sizes. Marks the state records of the UIDs
     listed ("seen"; "deleted" for those the policy deletes, with their `dele` bit set, in the
     first pass: ctl[0]); ctl[1] is set when more new messages wait; ctl[2] is the room left in
-    the state (set here)."""
+    the state (set here); ctl[3], the downloads left under the cap (the caller's)."""
     name = a["name"]
     policy = a["policy"]
     want = {}  # n -> uid (None: keyed by content), this batch's messages to download
@@ -69,7 +69,11 @@ async def batch(c, st, a, count, done, dele, fb, ctl, stats, now, sane):
     def take(n, uid):
         if n in want:
             return False
-        if len(want) >= ctl[2]:
+        # Not past the downloads left under the cap (a UID held for none is heap for nothing; the
+        # table has room for those only, uidstate.py): first, so that is not "state full".
+        if len(want) >= ctl[3]:
+            ctl[1] = True
+        elif len(want) >= ctl[2]:
             stats["state_full"] = True
         elif len(want) >= _NEW_BATCH:
             ctl[1] = True

@@ -117,9 +117,9 @@ def scan_bucket(box, k, above):
     left to a scan (a record's path is its seq's bucket and that name)."""
     path = box.p("b%d" % k)
     out = []
-    for name, is_dir, size in compat.listdir_stat(path):
-        if is_dir:
-            continue
+    # Streamed (not listdir_stat's list of the whole bucket, up to BUCKET names held at once at
+    # every _MERGE_AFTER-th delivery: d's heap grew ~0.3 KiB per message in the bucket).
+    for name, size in compat.iter_files(path):
         m = _parse_msg_name(name)
         if m is None or m[1] <= above or size < m[4] or m[1] // BUCKET != k:
             continue  # (shorter than its added dots: a scan sets it aside)
