@@ -7,7 +7,7 @@ import socket
 import time
 
 from helpers import free_port
-from serverharness import Pop3Server, config
+from serverharness import Pop3Server, Raw, config
 from smtptrace import body_of  # noqa: F401 - the SMTP tests take it from here
 
 DOMAINS = ["example.org", "home.example"]
@@ -82,3 +82,21 @@ def last_reply_line(f):
             raise EOFError("closed")
         if ln[3:4] != b"-":
             return ln
+
+
+class Peer(Raw):
+    """A raw SMTP sender: a command's answer is a whole reply (the POP3 Raw's lines, eof, close)."""
+
+    def __init__(self, port, timeout=15):
+        Raw.__init__(self, port, timeout)
+
+    def reply(self):
+        """The last line of one (possibly multi-line) reply."""
+        while True:
+            ln = self.line()
+            if ln[3:4] != b"-":
+                return ln
+
+    def cmd(self, c):
+        self.send(c + b"\r\n")
+        return self.reply()

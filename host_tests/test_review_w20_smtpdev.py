@@ -10,8 +10,7 @@ import time
 
 import pytest
 
-from serverharness import Raw
-from smtpharness import SmtpPop3Server, body_of
+from smtpharness import Peer, SmtpPop3Server, body_of
 
 
 @pytest.fixture(scope="module")
@@ -23,18 +22,6 @@ def srv(tmp_path_factory):
         yield s
     finally:
         s.stop()
-
-
-class Peer(Raw):
-    def reply(self):
-        while True:
-            ln = self.line()
-            if ln[3:4] != b"-":
-                return ln
-
-    def cmd(self, c):
-        self.send(c + b"\r\n")
-        return self.reply()
 
 
 def _wait_log(srv, text, count=1, limit=10):

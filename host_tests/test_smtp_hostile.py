@@ -14,8 +14,7 @@ import time
 import pytest
 import storeread
 
-from serverharness import Raw
-from smtpharness import SmtpPop3Server, body_of
+from smtpharness import Peer, SmtpPop3Server, body_of
 
 LIMIT = 64 * 1024  # max_message_size for these tests
 # The heap the server process gets (code loaded from source, so most of it is bytecode): the
@@ -32,24 +31,6 @@ def srv(tmp_path_factory):
         yield s
     finally:
         s.stop()
-
-
-class Peer(Raw):
-    """A raw SMTP sender: a command's answer is a whole reply (the POP3 Raw's lines, eof, close)."""
-
-    def __init__(self, port, timeout=15):
-        Raw.__init__(self, port, timeout)
-
-    def reply(self):
-        """The last line of one (possibly multi-line) reply."""
-        while True:
-            ln = self.line()
-            if ln[3:4] != b"-":
-                return ln
-
-    def cmd(self, c):
-        self.send(c + b"\r\n")
-        return self.reply()
 
 
 def greeted(srv, port=None):
