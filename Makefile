@@ -13,7 +13,7 @@ setup:
 	@PY=$(PY) bash tools/setup.sh
 
 # Two workers (pytest-xdist): most tests wait on timeouts, peers and subprocesses, so a second
-# worker fills the idle core (~13 min -> ~9 min on 2 cores); worksteal evens out the long tests.
+# worker fills the idle core (11 min -> 6.5 min on 2 cores); worksteal evens out the long tests.
 test: setup
 	$(BIN)/python -m pytest -v -n 2 --dist worksteal $(PYTEST_ARGS)
 
