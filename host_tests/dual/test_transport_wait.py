@@ -141,6 +141,8 @@ def test_data_in_time_cancels_the_alarm():
 _BOUND_MS = 40
 _SKEW_MS = 15  # the canceller's timer: this much before or after the bound
 _BLOCK_MS = _BOUND_MS + 3 * _SKEW_MS  # past both
+_RACE_TRIES = 5
+_LATE = "late: the set-up took longer than _SKEW_MS, every try"
 
 
 def _block(ms):
@@ -183,8 +185,19 @@ async def _open_pair():
 
 def _race(cancel_at_ms, poke=False):
     """A read bounded by _BOUND_MS, a canceller due at cancel_at_ms (None: none), both made due
-    in one pass. Returns what the read ended with: "cancelled", "Timeout", or the bytes."""
+    in one pass. Returns what the read ended with: "cancelled", "Timeout", or the bytes. A race
+    whose set-up a loaded machine slowed past _SKEW_MS proves nothing (the canceller's timer may
+    start after the bound ran): it is run again, up to _RACE_TRIES times."""
+    for _ in range(_RACE_TRIES):
+        got = _race_once(cancel_at_ms, poke)
+        if got is not _LATE:
+            return got
+    return got
+
+
+def _race_once(cancel_at_ms, poke):
     from pocketpost import transport
+    from pocketpost.compat import ticks_diff, ticks_ms
 
     async def canceller(t, ms):
         await asyncio.sleep(ms / 1000)
@@ -200,12 +213,22 @@ def _race(cancel_at_ms, poke=False):
                 if not IS_MP or _io_map():
                     break
             assert not IS_MP or _io_map()
+            t0 = ticks_ms()
             # A task created just now (t's alarm, the canceller) runs its first step, which starts
             # its timer, before a task due later: this one, 2 ms on.
             await asyncio.sleep(0.002)
+            tasks = [t]
             if cancel_at_ms is not None:
-                asyncio.create_task(canceller(t, cancel_at_ms))
+                tasks.append(asyncio.create_task(canceller(t, cancel_at_ms)))
                 await asyncio.sleep(0.002)
+            if ticks_diff(ticks_ms(), t0) > _SKEW_MS:
+                for k in tasks:
+                    k.cancel()
+                    try:
+                        await k
+                    except (asyncio.CancelledError, transport.Timeout):
+                        pass
+                return _LATE
             if poke:
                 poker()
             _block(_BLOCK_MS)
