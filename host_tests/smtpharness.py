@@ -4,6 +4,7 @@ temp dir, store, users and certificate, plus an "smtp" config section on free po
 
 import poplib
 import socket
+import subprocess
 import time
 
 from helpers import free_port
@@ -11,6 +12,10 @@ from serverharness import Pop3Server, Raw, config
 from smtptrace import body_of  # noqa: F401 - the SMTP tests take it from here
 
 DOMAINS = ["example.org", "home.example"]
+# A server (Pop3Server's `server=`) that trusts no network: a sender on loopback is one from afar
+# (only <CRLF>.<CRLF> ends its DATA; a LAN device is so by default), and the tests' POP3 logins
+# in plain text are allowed all the same.
+UNTRUSTED = {"trusted_networks": [], "plaintext_auth": "always"}
 
 
 class SmtpPop3Server(Pop3Server):
@@ -100,3 +105,8 @@ class Peer(Raw):
     def cmd(self, c):
         self.send(c + b"\r\n")
         return self.reply()
+
+
+def curl(*args):
+    """curl (an SMTP sender: smtp://, smtps://, --upload-file), bounded in time."""
+    return subprocess.run(["curl", "-s", "-S", "--max-time", "30"] + list(args), capture_output=True, timeout=40)

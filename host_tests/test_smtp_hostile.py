@@ -14,7 +14,7 @@ import time
 import pytest
 import storeread
 
-from smtpharness import Peer, SmtpPop3Server, body_of
+from smtpharness import UNTRUSTED, Peer, SmtpPop3Server, body_of
 
 LIMIT = 64 * 1024  # max_message_size for these tests
 # The heap the server process gets (code loaded from source, so most of it is bytecode): the
@@ -24,7 +24,8 @@ HEAP = "512k"
 
 @pytest.fixture(scope="module")
 def srv(tmp_path_factory):
-    s = SmtpPop3Server(str(tmp_path_factory.mktemp("smtph")), messages={"alice": [], "bob": []},
+    # loopback untrusted: the smuggling rule is the one for peers outside trusted_networks
+    s = SmtpPop3Server(str(tmp_path_factory.mktemp("smtph")), messages={"alice": [], "bob": []}, server=UNTRUSTED,
                        smtp={"max_message_size": LIMIT, "max_sessions": 3, "max_sessions_per_addr": 3}, heapsize=HEAP)
     s.start()
     try:

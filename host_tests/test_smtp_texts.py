@@ -46,7 +46,7 @@ def test_each_callers_numbers_name_the_entries_they_mean():
         decl = dict((k, int(v)) for k, v in re.findall(r"^(_T_\w+) = const\((\d+)\)", src, re.M))
         for k, v in decl.items():
             assert by_name.get(k) == v, (mod, k, v, by_name.get(k))
-        for k in re.findall(r"\breply\((_T_\w+)\)", src):
+        for k in re.findall(r"\breply\((_T_\w+)[,)]", src):
             assert k in decl, (mod, k)
             used.add(k)
     assert used == set(by_name), "entries no caller uses: %s" % sorted(set(by_name) - used)

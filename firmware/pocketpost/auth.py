@@ -39,9 +39,10 @@ iteration is unavailable. Cost per iteration here: two sha256 calls over a 96-oc
 against 2 with state copies. The pads live in two preallocated bytearrays; the running XOR
 is kept as one big int, so an iteration allocates only the two 32-octet digests and an int.
 
-The servers' login check (`LoginCheck`: verify, pad to the board's count, rehash) and the
-trusted-network match of plaintext_auth "local" live here too: this module is login code, which
-the servers load only while some session can log in (pop3server.LOGIN_MODULES).
+The servers' login check (`LoginCheck`: verify, pad to the board's count, rehash) lives here
+too: this module is login code, which the servers load only while some session can log in
+(pop3server.LOGIN_MODULES). The trusted-network match (plaintext_auth "local", an SMTP peer's
+bare LF) is pop3server.Service.trusted's: an SMTP message asks it without any login code.
 
 The APOP secret (RFC 1939 section 7) must be stored in clear: APOP is weaker than PBKDF2 on
 flash and off by default (per-user opt-in "apop_secret"), as documented in the README.
@@ -355,24 +356,3 @@ class LoginCheck:
             self.new_hash = scram_record(v.iterations, v.salt, v.salted)
         return True
 
-
-# --- "plaintext_auth": "local": is a peer in server.trusted_networks? (the config checks the
-# list; pop3server and smtp match peers at run time: here, so config.py is not needed then)
-
-
-def parse_ipv4(s):
-    """"a.b.c.d" -> int, or None."""
-    if not isinstance(s, str):
-        return None
-    parts = s.split(".")
-    if len(parts) != 4:
-        return None
-    v = 0
-    for p in parts:
-        if not p or len(p) > 3 or not p.isdigit():
-            return None
-        n = int(p)
-        if n > 255:
-            return None
-        v = (v << 8) | n
-    return v

@@ -8,8 +8,7 @@ pocketpost.auth import parse_cidr`): auth.__getattr__ loads this module at their
 
 import hashlib
 
-from pocketpost.auth import (DEFAULT_ITERATIONS, MAX_ITERATIONS, AuthError, Pbkdf2, Verify, parse_hash, parse_ipv4,
-                             scram_record)
+from pocketpost.auth import DEFAULT_ITERATIONS, MAX_ITERATIONS, AuthError, Pbkdf2, Verify, parse_hash, scram_record
 from pocketpost.compat import const, urandom
 
 _SALT_BYTES = const(16)  # auth's (a private copy)
@@ -78,6 +77,8 @@ def parse_cidr(s):
         if not b.isdigit() or int(b) > 32:
             return None
         bits = int(b)
+    from pocketpost.pop3server import parse_ipv4
+
     ip = parse_ipv4(s)
     if ip is None:
         return None

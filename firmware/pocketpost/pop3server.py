@@ -36,6 +36,24 @@ trans = [0]  # sessions holding pop3trans.py (logged in, not yet closed), every 
 
 
 
+def parse_ipv4(s):
+    """"a.b.c.d" -> int, or None (a peer's address; a trusted network's: authsetup.parse_cidr)."""
+    if not isinstance(s, str):
+        return None
+    parts = s.split(".")
+    if len(parts) != 4:
+        return None
+    v = 0
+    for p in parts:
+        if not p or len(p) > 3 or not p.isdigit():
+            return None
+        n = int(p)
+        if n > 255:
+            return None
+        v = (v << 8) | n
+    return v
+
+
 class Service:
     """What every session of one server shares: users, store, policy, limits, throttle."""
 
@@ -61,12 +79,10 @@ class Service:
         release_cold(holds, LOGIN_MODULES)
 
     def trusted(self, ip):
-        """ip is in the configured trusted networks (or is the loopback by name). Here, not in
-        loginsvc.py: a plain-text login under the "local" policy asks it, and a login that
-        succeeds from an address with no failures loads no loginsvc.py."""
-        from pocketpost import auth  # login code: loaded while a session can log in
-
-        v = auth.parse_ipv4(ip)
+        """ip is in the configured trusted networks (or is the loopback by name): a plain-text
+        login under the "local" policy, and an SMTP peer's bare LF line ends (smtpdata.begin).
+        Here, not in the login code (loginsvc.py, auth.py): an SMTP message asks it too."""
+        v = parse_ipv4(ip)
         if v is None:
             return ip in ("::1", "localhost")
         for net, mask in self.nets:

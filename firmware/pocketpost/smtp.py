@@ -34,7 +34,8 @@ unquoted form; 553 when that holds an "@" or is empty).
 DATA streams (smtpdata.py, loaded for the message phase only): a strict wire.DotUnstuffer (only
 CRLF.CRLF ends the text; a bare CR or LF is content and no line starts after one: the
 SMTP-smuggling family, <LF>.<LF> and the rest, cannot end the text, so nothing after a look-alike
-is read as a command or a second message) writes into a fixed buffer, which goes to one
+is read as a command or a second message; from server.trusted_networks a line ends at LF too, as
+Postfix reads its mynetworks: <LF>.<LF> ends a device's text) writes into a fixed buffer, which goes to one
 store.Delivery per distinct recipient mailbox (groupcommit.begin). At the end, groupcommit.commit makes every copy durable or none,
 and only then does the 250 go out: "250 means stored". A message over the size limit, a full flash
 or a quota is refused for every recipient (552 5.3.4 / 452 4.3.1 / 552 5.2.2); a drop, RSET or
@@ -93,12 +94,13 @@ def reply(code, text=None):
     """One reply line: "250 2.0.0 text", the RFC 2034 enhanced code at the start of text: one literal
     per call, as a short "2.0.0" of its own would be one more interned name (qstr) per code.
 
-    reply(n) alone: refusal number n (a _T_ constant), the reply's bytes from smtptext.py.
+    reply(n): refusal number n (a _T_ constant), the reply's bytes from smtptext.py; reply(n, v):
+    with v for its %d (the size limit in 552 5.3.4: the sender's bounce and our log line say it).
     smtptext.py is cold (its texts were a third of the envelope's code in the heap): loaded for
     this reply and dropped after it. If it cannot be loaded (a MemoryError), the reply is 451,
     which asks the client to try again, as a command that fails on a MemoryError is answered
     (repair). (Not a function of its own: its name would be one more interned name.)"""
-    if text is None:
+    if code < 200:
         try:
             from pocketpost import smtptext
 
@@ -106,7 +108,8 @@ def reply(code, text=None):
             i = 0
             for _ in range(code & 15):
                 i = t.index(b"\n", i) + 1
-            return t[i : t.index(b"\n", i) + 1]
+            t = t[i : t.index(b"\n", i) + 1]
+            return t if text is None else t % text
         except Exception:
             return b"451 4.3.0 local error, try again later\r\n"
         finally:

@@ -9,7 +9,8 @@ code in the heap, and one receiving a message keeps none of the envelope's. A se
 module (Session.data) only between begin() and the end of its message, so no two copies of it meet.
 
 DATA streams: a strict wire.DotUnstuffer (only CRLF.CRLF ends the text; a bare CR or LF is content,
-never a line start, and the store makes a bare LF CRLF: see smtp.py) writes into a fixed block (made
+never a line start, and the store makes a bare LF CRLF: see smtp.py; from trusted_networks a line
+ends at LF too) writes into a fixed block (made
 as DATA starts, dropped at the message's end: a session between messages holds none), which
 goes to one store.Delivery per distinct recipient mailbox (groupcommit.begin). At the end
 groupcommit.commit makes every copy durable or none, and only then does the 250 go out. See
@@ -26,6 +27,8 @@ _T_TOO_BIG = const(24)
 _T_FULL = const(38)
 _T_FLASH = const(39)
 _T_STORE = const(40)
+# DotUnstuffer's strict for a trusted peer: a bare LF ends a line (unstuffer.py's, a private copy).
+_LF_LINES = const(2)
 
 
 def begin(s):
@@ -46,7 +49,11 @@ def begin(s):
     if s.unstuffer is None:  # again after a MemoryError loading it
         from pocketpost.wire import DotUnstuffer  # unstuffer.py: loaded by the first DATA, not by EHLO
 
-        s.unstuffer = DotUnstuffer(True)
+        # A peer in server.trusted_networks may end lines with a bare LF (<LF>.<LF> ends its
+        # text), as Postfix's smtpd_forbid_bare_newline_exclusions = $mynetworks: devices that
+        # send LF. Asked once a session (the un-stuffer is the session's).
+        lg = s.svc.logins
+        s.unstuffer = DotUnstuffer(_LF_LINES if lg is not None and lg.trusted(s.peer) else True)
     s.unstuffer.reset()
     s.fill = 0
     s.total = 0
@@ -69,7 +76,7 @@ def feed(s, src, start, end):
         s.total += n
         if s.total > limit:
             if s.total - n <= limit:  # over it now: too big, even when a full flash refused it first
-                abort(s, reply(_T_TOO_BIG))  # (its 452 would be retried for a message never stored)
+                abort(s, reply(_T_TOO_BIG, limit))  # (its 452 would be retried for a message never stored)
             continue
         if s.reason is not None:
             continue  # being refused: read to the end, keep nothing
@@ -132,7 +139,7 @@ def finish(s):
                      s.sender, s.count, ",".join(s.mailboxes), ",".join(uids))
             r = reply(250, "2.0.0 stored as %s" % uids[0])
     else:
-        log.info("smtp %s refused message from <%s>: %s", s.peer, s.sender, r.decode().strip())
+        log.info("smtp %s refused message from <%s> (%d octets): %s", s.peer, s.sender, s.total, r.decode().strip())
     s.abort()
     s.reset()
     s.reply = r

@@ -334,7 +334,7 @@ def mail(s, arg):
             if not val or not val.isdigit():
                 return reply(_T_SIZE)
             if len(val) > _MAX_SIZE_DIGITS:  # RFC 1870 6.1: a size over the limit is 552, however written
-                return reply(_T_TOO_BIG)
+                return reply(_T_TOO_BIG, limit)
             size = int(val)
         elif key == b"BODY":
             if val.upper() not in (b"7BIT", b"8BITMIME"):
@@ -344,7 +344,7 @@ def mail(s, arg):
         else:
             return reply(_T_MAIL_PARAM)
     if size > limit:
-        return reply(_T_TOO_BIG)
+        return reply(_T_TOO_BIG, limit)
     if size:
         room = groupcommit.room(s.svc.store)
         if 0 <= room < size:  # RFC 1870 6.1: a temporary shortage is 452 (the sender retries)

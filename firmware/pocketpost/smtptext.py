@@ -39,7 +39,7 @@ text = (
     b"501 5.5.4 bad SIZE value\r\n"  # 21 _T_SIZE
     b"501 5.5.4 BODY is 7BIT or 8BITMIME\r\n"  # 22 _T_BODY
     b"555 5.5.4 unsupported MAIL parameter\r\n"  # 23 _T_MAIL_PARAM
-    b"552 5.3.4 message size exceeds fixed maximum message size\r\n"  # 24 _T_TOO_BIG
+    b"552 5.3.4 message size exceeds fixed maximum message size %d\r\n"  # 24 _T_TOO_BIG
     b"452 4.3.1 insufficient system storage for a message of that size\r\n"  # 25 _T_NO_ROOM
     b"503 5.5.1 MAIL first\r\n"  # 26 _T_MAIL_FIRST
     b"501 5.5.4 syntax: RCPT TO:<address>\r\n"  # 27 _T_RCPT_SYNTAX

@@ -17,6 +17,10 @@ _MID = const(1)  # inside a line
 _DOT1 = const(2)  # a "." opened the line
 _DOTCR = const(3)  # ".\r" opened the line
 
+# strict for a trusted SMTP peer: bare LF ends lines too, line ends checked (True is 1). smtpdata.py
+# keeps a private copy (host_tests/test_smtp_barelf.py checks it).
+_LF_LINES = const(2)
+
 
 class DotUnstuffer:
     """Received multi-line block -> body, spotting the terminating line "." wherever chunk
@@ -24,9 +28,12 @@ class DotUnstuffer:
 
     strict=True (SMTP DATA, RFC 5321 sections 2.3.8 and 4.1.1.4): only <CRLF>.<CRLF> ends the
     block; <LF>.<LF>, <CR>.<CR>, <LF>.<CRLF>, <CRLF>.<LF> and every other mix are content, and any
-    CR or LF that is not part of a CRLF pair sets `bad` (the caller refuses the message: the
-    SMTP-smuggling family, CVE-2023-51764). Bare line ends are found with C `count` passes per
-    copied segment, so the fast path stays one slice per chunk."""
+    CR or LF that is not part of a CRLF pair sets `bad` (the caller has the store make a bare LF
+    CRLF; none of the SMTP-smuggling family, CVE-2023-51764, ends the block). Bare line ends are found with C `count` passes per
+    copied segment, so the fast path stays one slice per chunk.
+    strict=_LF_LINES, 2 (SMTP DATA from a trusted peer, as Postfix for its mynetworks): a line ends at
+    LF, CR before it or not, as without strict (<LF>.<LF>, <LF>.<CRLF>, <CRLF>.<LF> end the block;
+    a CR alone ends no line), and `bad` is kept as with strict=True."""
 
     def __init__(self, strict=False):
         self.strict = strict
@@ -72,7 +79,7 @@ class DotUnstuffer:
                 oi += stop - si
                 if strict:
                     st = self._strict_segment(src, si, stop)
-                elif src[stop - 1] == _LF:
+                if strict != 1 and src[stop - 1] == _LF:  # not strict, or _LF_LINES
                     st = _BOL
                 si = stop
             elif st == _BOL:
@@ -83,7 +90,7 @@ class DotUnstuffer:
                     st = _MID
             elif st == _DOT1:
                 c = src[si]
-                if c == _LF and not strict:
+                if c == _LF and strict != 1:
                     si += 1
                     self.done = True
                     break

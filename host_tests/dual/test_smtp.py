@@ -16,6 +16,10 @@ import storeread
 
 log.set_sink(lambda line: None)
 
+# A peer outside server.trusted_networks (127.0.0.0/8 by default): only CRLF.CRLF ends its DATA.
+FAR = "192.0.2.7"
+# Those of SMUGGLE_ENDS that end the DATA of a trusted peer (a "." line, lines ending at LF).
+LF_ENDS = [b"\n.\n", b"\n.\r\n", b"\r\n.\n"]
 SMUGGLE_ENDS = [b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\r.\r\n", b"\r\n.\r", b"\n.\r", b"\r\n.\r\r\n",
                 b"\r\n\r.\r\n", b"\r\n.\r\x00\n", b"\n\r.\r\n"]
 
@@ -405,14 +409,29 @@ def test_size_declared_and_undeclared():
         c = e.session()
         c.cmd(b"EHLO x")
         r = c.cmd(b"MAIL FROM:<a@b.example> SIZE=20001")
-        assert r.startswith(b"552 5.3.4 "), r
+        # the limit in the reply (the sender's bounce says it) and so in the refusal's log line
+        assert r == b"552 5.3.4 message size exceeds fixed maximum message size 20000\r\n", r
         assert codes(c.cmd(b"MAIL FROM:<a@b.example> SIZE=99999999999999")) == [552]  # RFC 1870: too big
         assert codes(c.cmd(b"MAIL FROM:<a@b.example> SIZE=9999999999x")) == [501]
         assert codes(c.cmd(b"MAIL FROM:<a@b.example> SIZE=x")) == [501]
         big = b"Subject: big\r\n\r\n" + (b"0123456789" * 10 + b"\r\n") * 300  # ~33 KB, no SIZE declared
-        for chunk in (0, 1000):
-            r = c.send(transaction(body=big)[len(b"EHLO client.example\r\n"):], chunk)
-            assert codes(r) == [250, 250, 354, 552] and b"552 5.3.4" in r, r
+        lines = []
+        log.set_sink(lines.append)
+        try:
+            for chunk in (0, 1000):
+                r = c.send(transaction(body=big)[len(b"EHLO client.example\r\n"):], chunk)
+                assert codes(r) == [250, 250, 354, 552] and b"552 5.3.4" in r, r
+            c.cmd(b"MAIL FROM:<scan@b.example> SIZE=7000000")
+        finally:
+            log.set_sink(lambda line: None)
+        # why a scan bounced: the octets (counted, or declared) and the limit
+        refused = [ln for ln in lines if "refused" in ln]
+        assert len(refused) == 3, lines
+        for ln in refused[:2]:
+            assert ln.endswith("smtp 127.0.0.1 refused message from <a@example.net> (%d octets): 552 5.3.4 message "
+                               "size exceeds fixed maximum message size 20000" % len(big)), ln
+        assert refused[2].endswith("smtp 127.0.0.1 MAIL FROM:<scan@b.example> SIZE=7000000 refused: 552 5.3.4 message "
+                                   "size exceeds fixed maximum message size 20000"), refused[2]
         assert e.box("alice") == [] and e.tmp_empty()
         # the session goes on: a message within the limit is stored
         assert codes(c.send(transaction())) == [250, 250, 250, 354, 250]
@@ -475,7 +494,7 @@ def test_smuggling_variants_are_text_nothing_smuggled():
     # with LF line ends: curl sends a file's line ends as they are.)
     for end in SMUGGLE_ENDS:
         def body(e):
-            c = e.session()
+            c = e.session(peer=FAR)
             evil = (b"Subject: one\r\n\r\nfirst" + end + b"MAIL FROM:<ceo@victim.example>\r\n"
                     b"RCPT TO:<bob@example.org>\r\nDATA\r\nSubject: smuggled\r\n\r\nx\r\n")
             r = c.send(transaction(body=evil) + b"NOOP\r\n")
@@ -495,11 +514,51 @@ def test_lf_line_ends_stored_as_crlf_dot_lines_as_sent():
     # stuffs only after CRLF), its own CRLF before the final dot.
     def body(e):
         f = b"Subject: lf\n\nline\n.\n..two\n.x\nend\n"
-        c = e.session()
+        c = e.session(peer=FAR)
         assert codes(c.send(transaction(body=f + b"\r\n"), 7)) == [250, 250, 250, 354, 250]
         assert body_of(e.box("alice")[0]) == f.replace(b"\n", b"\r\n") + b"\r\n"
 
     with_env(body)
+
+
+def test_a_trusted_peer_ends_lines_at_lf_as_postfix_for_mynetworks():
+    # A peer in trusted_networks (127.0.0.1 here) may end its lines with a bare LF: its "." line
+    # ends the text (LF or CRLF around it), stuffed dots go as after CRLF, the rest is commands
+    # again; a CR alone ends no line. Stored with CRLF line ends.
+    for end in SMUGGLE_ENDS:
+        def body(e):
+            c = e.session()
+            evil = (b"Subject: one\r\n\r\nfirst" + end + b"MAIL FROM:<ceo@victim.example>\r\n"
+                    b"RCPT TO:<bob@example.org>\r\nDATA\r\nSubject: two\r\n\r\nx\r\n")
+            r = c.send(transaction(body=evil) + b"NOOP\r\n")
+            got = e.box("alice")
+            if end in LF_ENDS:
+                assert codes(r) == [250, 250, 250, 354, 250, 250, 250, 354, 250, 250], (end, r)
+                assert body_of(got[0]) == b"Subject: one\r\n\r\nfirst\r\n", (end, got)
+                assert body_of(e.box("bob")[0]) == b"Subject: two\r\n\r\nx\r\n"
+            else:
+                assert codes(r) == [250, 250, 250, 354, 250, 250], (end, r)
+                assert len(got) == 1 and e.box("bob") == [], end
+                text = evil.replace(b"\n.", b"\n", 1) if b"\n." in end else evil
+                assert body_of(got[0]) == _lone_lf_to_crlf(text), (end, got[0])
+            assert e.tmp_empty()
+
+        with_env(body)
+
+    # a device's LF-only message, in every chunking; a peer outside trusted_networks never ends it
+    f = b"Subject: lf\n\nline\n..two\n.x\nend\n"
+    for chunk in (1, 2, 5, 0):
+        def body(e):
+            c = e.session()
+            assert codes(c.send(transaction(body=f)[:-3] + b".\nNOOP\n", chunk)) == [250, 250, 250, 354, 250, 250]
+            assert body_of(e.box("alice")[0]) == b"Subject: lf\r\n\r\nline\r\n.two\r\nx\r\nend\r\n"
+            far = e.session(peer=FAR)
+            assert codes(far.send(transaction(body=f)[:-3] + b".\nNOOP\n", chunk)) == [250, 250, 250, 354]
+            assert far.s.in_data
+            far.s.close()
+            assert len(e.box("alice")) == 1 and e.tmp_empty()
+
+        with_env(body)
 
 
 def test_clean_crlf_text_with_dots_and_8bit_is_stored_exactly():
@@ -1229,7 +1288,7 @@ def test_refusals_come_from_the_cold_texts_which_are_dropped_after_each_reply():
         assert c.cmd(b"EHLO x") [:4] == b"250-"
         assert c.cmd(b"RCPT TO:<a@elsewhere.example>") == b"503 5.5.1 MAIL first\r\n"
         assert c.cmd(b"MAIL FROM:<a@b.example> SIZE=99999") == (
-            b"552 5.3.4 message size exceeds fixed maximum message size\r\n")
+            b"552 5.3.4 message size exceeds fixed maximum message size 20000\r\n")
         assert c.cmd(b"MAIL FROM:<a@b.example>") == b"250 2.1.0 sender ok\r\n"
         assert c.cmd(b"RCPT TO:<a@elsewhere.example>") == (
             b"550 5.7.1 relaying denied: this server delivers only to its own domains\r\n")

@@ -194,13 +194,13 @@ SMUGGLED = b"MAIL FROM:<ceo@victim.example>\r\nRCPT TO:<alice@example.org>\r\nDA
 REAL_END = b"\r\n.\r\n"
 
 
-def _strict_all_ways(wire):
+def _strict_all_ways(wire, strict=True):
     """(body, rest, done, bad) agreed by every chunk and out size; raises if they disagree."""
     ref = None
     for chunk in (1, 2, 3, 5, 7, 64, 4096):
         for outsize in (1, 3, 16, 4096):
             bad = []
-            got = unstuff(wire, chunk, outsize, True, bad) + (bad[0],)
+            got = unstuff(wire, chunk, outsize, strict, bad) + (bad[0],)
             if ref is None:
                 ref = got
             assert got == ref, (wire, chunk, outsize, got, ref)
@@ -237,6 +237,39 @@ def test_strict_never_ends_on_lenient_forms():
         assert not done and bad, end
     # the lenient mode (POP3 client) still ends on LF.LF
     assert unstuff(b"a\n.\nrest", 1, 8)[2]
+
+
+# --- strict=2 (SMTP DATA from a peer in trusted_networks): lines end at LF, checked ---------------
+LF_LINES = 2  # unstuffer._LF_LINES
+LF_ENDS = [b"\n.\n", b"\n.\r\n", b"\r\n.\n"]  # a "." line, its line ends LF or CRLF
+
+
+def _lf_all_ways(wire):
+    return _strict_all_ways(wire, LF_LINES)
+
+
+def test_lf_lines_end_at_lf_dot_lf_and_unstuff_lf_lines():
+    # A device's LF text: its "." line ends it, its stuffed dots are removed as after CRLF, the
+    # rest is the next command; `bad` says a bare LF is there (the store makes it CRLF).
+    assert _lf_all_ways(b"a\n..b\n.c\r\n..\n.\nQUIT\r\n") == (b"a\n.b\nc\r\n.\n", b"QUIT\r\n", True, True)
+    for end in SMUGGLE_ENDS:
+        body, rest, done, bad = _lf_all_ways(b"x" + end + SMUGGLED + REAL_END + b"QUIT\r\n")
+        assert done, end
+        if end in LF_ENDS:  # ended at the look-alike: what follows is commands
+            assert (body, rest) == (b"x" + end[: end.index(b".")], SMUGGLED + REAL_END + b"QUIT\r\n"), end
+            assert bad == (end[0] == 10), end  # a bare LF in the text ("x\n"), none in "x\r\n"
+        else:  # CR alone ends no line: content, as with strict=True
+            assert SMUGGLED in body and rest == b"QUIT\r\n" and bad, end
+
+
+def test_lf_lines_clean_crlf_text_is_as_strict():
+    # CRLF text: the same body and end as strict=True, `bad` False (the store's scans skipped)
+    for wire in (b"hello\r\n..x\r\n.y\r\n\r\n.\r\nQUIT\r\n", b".\r\n", b"a\r\n.\r\n"):
+        assert _lf_all_ways(wire) == _strict_all_ways(wire), wire
+        assert not _lf_all_ways(wire)[3], wire
+    for body in (b"a\rb\r\n", b"x\r\r\n", b"\r"):  # a bare CR: `bad`, not a line end
+        got = _lf_all_ways(body + b".\r\n" + REAL_END)
+        assert got[2] and got[3] and got[0].startswith(body), body
 
 
 def _copy_left(buf, s, e, d):
