@@ -21,9 +21,9 @@ def command_line(argv):
             verbose = True
         elif a in opts[2:]:
             print(usage)
-            print("""Fetch the mail of config.json's accounts (or of the one named) into their local mailboxes. Run
-it from config.json's folder: secrets.json is read next to config.json, a relative store root,
-state_dir or ca is taken from the current directory (README "Fetching mail").
+            print("""Fetch the mail of config.json's accounts (or of the one named) into their local mailboxes, from
+any directory: secrets.json is read next to config.json, and a relative store root, state_dir or
+ca is taken from config.json's folder (README "Fetching mail").
   -v, --verbose  also print each stored message's From and Subject
   -h, --help     this text
 Log level: config.json's "log": {"level": "info"}; POCKETPOST_LOG=warning (debug, info, warning,

@@ -751,8 +751,9 @@ def run(cmd, config_path, names, inp, out, buf=None):
 def _run(cmd, config_path, names, inp, out, buf):
     from pocketpost import config
 
-    def open_store():
-        return config.open_store(config.load(config_path))
+    def open_store():  # (the store's sections only: the server's checks, serverconf.py, are
+        # ~30 KiB of heap that no transfer needs; C reads the users as written: _mailbox_state)
+        return config.open_store(config.load(config_path, False))
 
     top = config_dir(config_path)
     if cmd == "serve":
