@@ -270,3 +270,20 @@ def test_export_and_import_do_not_load_the_server_config_checks(tmp_path):
         err = r.stderr.decode(errors="replace")
         assert r.returncode == 0 and said in r.stdout, err
         assert "serverconf loaded: False" in err, (cmd, err)
+
+
+def test_a_backup_to_a_folder_or_into_no_folder_is_said_before_the_transfer(tmp_path):
+    """`ppadmin backup IMG DIR/` ran the whole transfer, then failed at the end with
+    "[Errno 20] Not a directory: 'DIR/.part' -> 'DIR/'"; into a folder that is not there it
+    started the board side first. Now one line each, before anything runs."""
+    img = str(tmp_path / "a.img")
+    make_image(img, {"alice": [MSG]}, tmpdir=str(tmp_path / "src"))
+    out = tmp_path / "out"
+    out.mkdir()
+    r = run_ppadmin("backup", img, str(out) + "/")
+    assert r.returncode == 3 and r.stderr == "ppadmin backup: %s/ is a folder: give the archive's file name, e.g. %s/board.pp\n" \
+        % (out, out), r.stderr
+    r = run_ppadmin("backup", img, tmp_path / "none" / "b.pp")
+    assert r.returncode == 3 and r.stderr == "ppadmin backup: %s: there is no folder %s to write it in\n" % (
+        tmp_path / "none" / "b.pp", tmp_path / "none"), r.stderr
+    assert os.listdir(out) == [] and not (tmp_path / "none").exists()

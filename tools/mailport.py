@@ -1566,6 +1566,11 @@ def backup(image, path, progress=False):
     """Write a backup archive of the whole image (every mailbox, config and other files): as
     FILE.part (open_part), renamed to FILE once complete, while still locked."""
     tmp = path + ".part"
+    if os.path.isdir(path):  # (found before the transfer, not at its final rename)
+        raise PortError("%s is a folder: give the archive's file name, e.g. %s" % (path, os.path.join(path, "board.pp")))
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise PortError("%s: there is no folder %s to write it in" % (path, folder))
     counts = {}
     toc = []
     link = open_link(image, "backup")
