@@ -92,7 +92,8 @@ def test_a_store_an_older_fetch_made_in_the_current_directory_is_said_not_fetche
         for n in ("config.json", "secrets.json"):
             os.rename(home / n, home / "pp" / n)
         rc, out = run_fetch(home, "pp/config.json")
-        assert rc == 2 and "mail/alice/index" in out and 'move the store root "mail" and state_dir "state"' in out, out
+        assert rc == 2 and "an older version made mail/alice/index here: move store root \"mail\" and state_dir " \
+            "\"state\" into pp/, or give absolute paths; nothing fetched" in out, out
         assert sorted(os.listdir(home / "pp")) == ["config.json", "secrets.json"]
         for n in ("mail", "state"):
             os.rename(home / n, home / "pp" / n)

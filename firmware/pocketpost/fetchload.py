@@ -171,31 +171,6 @@ def lock(root):
     return 1
 
 
-def home(cfg, d):
-    """A config named with its folder d (the host's fetch CLI, from cron or any directory): its
-    relative store.root and each account's state_dir and ca taken from d, as a board takes them
-    from config.json's folder, its current directory (and as ppadmin's export/import do): cfg
-    rewritten. A store or UIDL state an older version made in the current directory (it took
-    relative paths from there) while d has none: what to move, and nothing fetched (a fresh
-    state would fetch every message kept on the server a second time); else None."""
-    root = cfg["store"]["root"]
-    cfg["store"]["root"] = compat.join(d, root)
-    for a in cfg["accounts"]:
-        s = a.get("state_dir", "state")
-        if isinstance(s, str) and isinstance(a.get("ca", ""), str):
-            a["state_dir"] = compat.join(d, s)
-            if a.get("ca"):
-                a["ca"] = compat.join(d, a["ca"])
-            for old in (compat.join(root, str(a.get("mailbox", "inbox")), "index"),
-                        compat.join(s, "%s.uidl" % a.get("name"))):
-                if compat.exists(old) and not compat.exists(compat.join(d, old)):
-                    return ("relative paths in it are taken from its folder %s (no longer from the current "
-                            "directory), but the current directory has %s, which an older version made here: "
-                            "move the store root \"%s\" and state_dir \"%s\" into %s (or give absolute paths in "
-                            "the config); nothing fetched" % (d, old, root, s, d))
-    return None
-
-
 def load(config_path, only, log_level):
     """(store, the config's accounts to fetch, the count of those refused: renamed, said here, the
     fetch lock's path or None: lock), or None when the config does not load (said in one line), or
@@ -225,12 +200,24 @@ def load(config_path, only, log_level):
         if k[:1] != "_" and k not in known:
             print("fetch: %s: config: unknown section \"%s\" (sections: %s)" % (config_path, k, ", ".join(known)))
             return None
+    # A config named with its folder d (the host's fetch CLI, from cron or any directory): its
+    # relative store.root and each account's state_dir and ca are taken from d, as a board takes
+    # them from config.json's folder, its current directory (a board's "config.json" names no
+    # folder), and as ppadmin's export/import do. (A store an older version made in the current
+    # directory: fetchargs.py. Inline, and no new short literal: each name a fetch interns is kept
+    # for good, test_fetch_heap.)
     i = config_path.rfind("/")
-    if i >= 0:  # (a board's "config.json" names no folder: its paths stay as they are)
-        why = home(cfg, config_path[:i + 1])
-        if why:
-            print("fetch: %s: %s" % (config_path, why))
-            return None
+    if i >= 0:
+        d = config_path[:i + 1]
+        root = cfg["store"]["root"]
+        cfg["store"]["root"] = compat.join(d, root)
+        for a in cfg["accounts"]:
+            s = a.get("state_dir", "state")
+            if not isinstance(s, str) or not isinstance(a.get("ca", ""), str):
+                continue  # (client.account_from_dict says what is wrong with it)
+            a["state_dir"] = compat.join(d, s)
+            if a.get("ca"):
+                a["ca"] = compat.join(d, a["ca"])
     accounts = cfg["accounts"]
     names = [a.get("name") for a in accounts]
     if only is not None and only not in names:  # said before the store is opened or locked
