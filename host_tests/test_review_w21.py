@@ -14,13 +14,12 @@
 import fcntl
 import json
 import os
-import poplib
 import signal
 import subprocess
 import sys
 import time
 
-from helpers import FIRMWARE, MICROPYTHON, ROOT, free_port, run_micropython
+from helpers import FIRMWARE, MICROPYTHON, ROOT, demo_stat, free_port, run_micropython
 from mailimage import contents, make_image, run_ppadmin
 from serverharness import Pop3Server
 
@@ -146,39 +145,8 @@ def test_make_run_serves_an_image_whose_config_has_relative_paths(tmp_path):
     r = subprocess.run([sys.executable, PPADMIN, "run", os.path.join(d, "flash.img"), str(tmp_path / "edit.py")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
-    p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                         cwd=str(tmp_path))
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert p.poll() is None, p.stdout.read()
-            try:
-                pop = poplib.POP3_SSL("127.0.0.1", ports[1], timeout=10, context=_insecure())
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "no POP3S server"
-                time.sleep(0.1)
-        pop.user("demo")
-        pop.pass_("demo")
-        assert pop.stat()[0] == 3
-        pop.quit()
-    finally:
-        os.killpg(p.pid, signal.SIGINT)
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+    assert demo_stat(args[2:], cwd=str(tmp_path), pop3s_port=ports[1]) == 3
     assert not (tmp_path / "mail").exists()
-
-
-def _insecure():
-    import ssl
-
-    c = ssl.create_default_context()
-    c.check_hostname = False
-    c.verify_mode = ssl.CERT_NONE
-    return c
 
 
 def test_admin_add_user_refuses_an_existing_user_as_ppadmin_adduser_does(tmp_path):
