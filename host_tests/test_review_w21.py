@@ -256,3 +256,12 @@ def test_a_backup_to_a_folder_or_into_no_folder_is_said_before_the_transfer(tmp_
     assert r.returncode == 3 and r.stderr == "ppadmin backup: %s: there is no folder %s to write it in\n" % (
         tmp_path / "none" / "b.pp", tmp_path / "none"), r.stderr
     assert os.listdir(out) == [] and not (tmp_path / "none").exists()
+
+
+def test_ls_of_a_new_image_says_none_rather_than_nothing(tmp_path):
+    """`ppadmin ls` of a new image printed "users: " and nothing more."""
+    img = str(tmp_path / "c.img")
+    assert run_ppadmin("create", img, "--size", "1M").returncode == 0
+    r = run_ppadmin("ls", img)
+    assert r.stdout.splitlines() == ["users: none (tools/ppadmin.py adduser IMAGE NAME adds one)", "no mailboxes"], \
+        r.stdout + r.stderr

@@ -242,10 +242,13 @@ def body():
     from pocketpost.config import open_store
     cfg = image_config(config.load)
     st = open_store(cfg)
-    print("users:", " ".join(sorted(cfg["users"])))
-    for name in st.mailboxes():
+    print("users:", " ".join(sorted(cfg["users"])) or "none (tools/ppadmin.py adduser IMAGE NAME adds one)")
+    names = st.mailboxes()
+    for name in names:
         n, size = st.usage(name)
         print("mailbox %s: %d messages, %d octets" % (name, n, size))
+    if not names:
+        print("no mailboxes")
 run(body)
 """
 

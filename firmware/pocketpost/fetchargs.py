@@ -29,7 +29,8 @@ ca is taken from config.json's folder (README "Fetching mail").
 Log level: config.json's "log": {"level": "info"}; POCKETPOST_LOG=warning (debug, info, warning,
 error) in front of the command overrides it: warning leaves out the INFO lines (cron).
 Exit status: 0 every account fetched; 1 an account failed or its UIDL state is full, no account
-has that name, or another fetch holds the store; 2 the config does not load, or the arguments.""")
+has that name, or another fetch holds the store; 2 the config does not load, the arguments, or
+an older version's store or UIDL state is in the current directory (it says what to move).""")
             return 0
         else:
             print("fetch: unknown option %s (-h: what it takes)" % a)
