@@ -265,3 +265,14 @@ def test_ls_of_a_new_image_says_none_rather_than_nothing(tmp_path):
     r = run_ppadmin("ls", img)
     assert r.stdout.splitlines() == ["users: none (tools/ppadmin.py adduser IMAGE NAME adds one)", "no mailboxes"], \
         r.stdout + r.stderr
+
+
+def test_an_export_naming_many_mailboxes_of_an_image_with_a_relative_root(tmp_path):
+    """The board side runs in /flash through `hostflash.py -m` (a `-c` program that did the same
+    crashed micropython, "FATAL: uncaught NLR", once the mailbox names made it ~380 characters)."""
+    img = str(tmp_path / "a.img")
+    boxes = ["box-%026d" % i for i in range(12)]
+    make_image(img, {b: [MSG] for b in boxes}, cfg=BOARD_CONFIG, tmpdir=str(tmp_path / "src"))
+    r = run_ppadmin("export", img, *boxes, "--maildir", tmp_path / "md")
+    assert r.returncode == 0 and r.stdout.count(": 1 messages") == 12, r.stdout + r.stderr
+    assert sorted(os.listdir(tmp_path / "md")) == boxes

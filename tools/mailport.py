@@ -75,11 +75,9 @@ def board_log(line):
 
 
 class Link:
-    """micropython with the image mounted, running pocketpost.mailport.main(cmd, ...) in /flash,
-    config.json's folder, as a board runs in its flash root: a relative store root (the board
-    templates' "mail") is the image's /flash/mail."""
-
-    CODE = "import os\nos.chdir('/flash')\nfrom pocketpost import mailport\nmailport.main(%r, %r, *%r)\n"
+    """micropython with the image mounted, running pocketpost.mailport.main(cmd, ...) (in /flash,
+    config.json's folder, as a board runs in its flash root: a relative store root, the board
+    templates' "mail", is the image's /flash/mail)."""
 
     def __init__(self, image, cmd, *args, heapsize=None):
         # One owner at a time, and only a littlefs image (never a file handed in by mistake):
@@ -95,7 +93,7 @@ class Link:
         argv = [micropython()]
         if heapsize:
             argv += ["-X", "heapsize=%s" % heapsize]
-        argv += [HOSTFLASH, image, "-c", self.CODE % (cmd, IMAGE_CONFIG, tuple(args))]
+        argv += [HOSTFLASH, image, "-m", "pocketpost.mailport", cmd, IMAGE_CONFIG] + list(args)
         try:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          env=env, pass_fds=(self.lock.fd,))

@@ -806,5 +806,10 @@ def restart(main_py="main.py"):
 
 
 def main(cmd, config_path, *names):
-    """hostflash entry: `export CONFIG [MAILBOX...]`, `backup CONFIG`, `serve CONFIG`."""
+    """hostflash entry: `export CONFIG [MAILBOX...]`, `backup CONFIG`, `serve CONFIG`; run in
+    CONFIG's folder (an image's /flash), as a board runs in its flash root: a relative store root
+    (the board templates' "mail") is the image's."""
+    import os
+
+    os.chdir(config_dir(config_path))
     run(cmd, config_path, names, sys.stdin.buffer, sys.stdout.buffer)
