@@ -102,3 +102,46 @@ def run_sweep(script, ok_marker, timeout):
         taken += int(shard[0][2])
         seen.add(int(shard[0][4]))
     assert len(seen) == 1 and taken == seen.pop() > 0, outs  # every run of the sweep, once
+
+
+def start_run_host(run_host_args, until, cwd=None):
+    """`tools/run_host.py ARGS` (make run) in its own session, its output read until a line has
+    `until` (e.g. "pop3s listening") -> (the process, the output so far)."""
+    p = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "run_host.py")] + list(run_host_args),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, cwd=cwd)
+    out = ""
+    while until not in out:
+        line = p.stdout.readline()
+        if not line:
+            p.kill()
+            p.wait()
+            raise AssertionError(out)
+        out += line
+    return p, out
+
+
+def demo_stat(run_host_args, cwd=None, pop3s_port=None):
+    """Start `tools/run_host.py ARGS` (make run), wait for its POP3S listener, log in as the demo
+    user over POP3S with the certificate its banner names (poplib), stop it with SIGINT (as
+    Ctrl-C does): -> the demo mailbox's message count. pop3s_port: its --pop3s-port."""
+    import poplib
+    import signal
+    import ssl
+
+    p, out = start_run_host(run_host_args, "pop3s listening", cwd)
+    try:
+        cert = [ln.split(":", 1)[1].split("(")[0].strip() for ln in out.splitlines()
+                if ln.strip().startswith("certificate")][0]
+        c = poplib.POP3_SSL("localhost", pop3s_port, context=ssl.create_default_context(cafile=cert), timeout=20)
+        c.user("demo")
+        c.pass_("demo")
+        count = c.stat()[0]
+        c.quit()
+        return count
+    finally:
+        os.killpg(p.pid, signal.SIGINT)
+        try:
+            p.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()

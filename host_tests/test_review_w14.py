@@ -127,13 +127,10 @@ def test_make_run_banner_cert_verifies_the_image_after_a_restore(tmp_path):
     # `ppadmin restore BACKUP run/flash.img` the image holds the archive's TLS key and
     # certificate; run/tls/cert.pem stayed the one made with the first image, so every TLS
     # command of the banner failed ("SSL certificate problem: self-signed certificate").
-    import poplib
-    import signal
-    import ssl
     import subprocess
     import sys
 
-    from helpers import ROOT, free_port
+    from helpers import ROOT, demo_stat, free_port
 
     run_host = os.path.join(ROOT, "tools", "run_host.py")
     ports = lambda: ["--port", str(free_port()), "--pop3s-port", str(free_port()), "--smtp-port", str(free_port()),
@@ -148,30 +145,7 @@ def test_make_run_banner_cert_verifies_the_image_after_a_restore(tmp_path):
     r = run_ppadmin("restore", tmp_path / "other.pp", os.path.join(dirs[0], "flash.img"))
     assert "3 files" in r.stdout, r.stdout + r.stderr  # config, cert, key (its 3 demo messages: the same bytes there)
     args = ports()
-    pop3s = int(args[3])
-    p = subprocess.Popen([sys.executable, run_host, "--dir", dirs[0]] + args, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    try:
-        out = ""
-        while "pop3s listening" not in out:
-            line = p.stdout.readline()
-            assert line, out
-            out += line
-        cert = [ln.split(":", 1)[1].split("(")[0].strip() for ln in out.splitlines()
-                if ln.strip().startswith("certificate")][0]
-        ctx = ssl.create_default_context(cafile=cert)
-        c = poplib.POP3_SSL("localhost", pop3s, context=ctx, timeout=20)
-        c.user("demo")
-        c.pass_("demo")
-        assert c.stat()[0] == 3
-        c.quit()
-    finally:
-        os.killpg(p.pid, signal.SIGINT)
-        try:
-            p.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait()
+    assert demo_stat(["--dir", dirs[0]] + args, pop3s_port=int(args[3])) == 3
 
 
 def test_export_of_a_mailbox_that_does_not_exist_says_so_and_makes_none(tmp_path):
@@ -210,25 +184,16 @@ def test_make_run_stopped_by_sigterm_leaves_no_server_behind(tmp_path):
     # N (micropython ...)" for every later make run and ppadmin).
     import signal
     import socket
-    import subprocess
-    import sys
     import time
 
-    from helpers import ROOT, free_port
+    from helpers import free_port, start_run_host
 
-    run_host = os.path.join(ROOT, "tools", "run_host.py")
     port = free_port()
     args = ["--port", str(port), "--pop3s-port", str(free_port()), "--smtp-port", str(free_port()),
             "--smtps-port", str(free_port())]
     d = str(tmp_path / "run")
-    p = subprocess.Popen([sys.executable, run_host, "--dir", d] + args, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    p, out = start_run_host(["--dir", d] + args, "pop3 listening")
     try:
-        out = ""
-        while "pop3 listening" not in out:
-            line = p.stdout.readline()
-            assert line, out
-            out += line
         p.send_signal(signal.SIGTERM)  # to run_host.py alone, not its process group
         p.wait(30)
         deadline = time.monotonic() + 10

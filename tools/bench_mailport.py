@@ -7,10 +7,10 @@
    of export --maildir, export --mbox, import from that Maildir into an empty mailbox, backup,
    restore onto a new image.
    With --usb, export and import of that mailbox over the pty pseudo-board too.
-2. One message of --big-mib MiB: import it, then export it, with the smallest micropython
-   -X heapsize (from a short ascending list) that passes each, code loaded from .mpy (as on a
-   board; the image's config is loaded too), and the peak RSS of this (host)
-   process, which does the CPython side of both in-process.
+2. A mailbox of one message, 1 KiB and --big-mib MiB: export it and import it with the smallest
+   micropython -X heapsize passing 5 of 5 tries (1 KiB bisection), code loaded from .mpy (as on a
+   board; the image's config is loaded too), and the peak RSS of this (host) process, which
+   does the CPython side of both in-process.
 """
 
 import argparse
@@ -25,9 +25,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "host_tests"))
 import mailport  # noqa: E402
+from benchlib import min_heap  # noqa: E402
 from mailimage import make_image  # noqa: E402
 
-HEAPS = ["16k", "24k", "32k", "48k", "64k", "80k", "96k", "128k", "256k"]
+TRIES = 5  # a heap passes when every one of this many tries passes (benchlib.min_heap)
 
 
 def _timed(fn):
@@ -94,42 +95,58 @@ def usb_figures(d):
 
 
 def big_figures(d, mib):
+    """Export and import of a mailbox of one message, 1 KiB and `mib` MiB: the smallest -X heapsize
+    passing 5 of 5 (benchlib.min_heap, 1 KiB steps; the large one searched within 8k of the small
+    one's figure: each of its tries moves the whole message)."""
     from bench_server import build_mpy
 
     build_mpy(os.path.join(d, "mpy"))
-    img = os.path.join(d, "big.img")
-    make_image(img, {"alice": [b"Subject: small\r\n\r\nx\r\n"]}, size=(mib * 2 + 8) * 1024 * 1024, tmpdir=os.path.join(d, "s"))
-    eml = os.path.join(d, "big.eml")
+    cfg = {"store": {"root": "/flash/mail", "quota": 0, "reserve": 0}, "users": {}, "accounts": []}
+    blank = os.path.join(d, "blank.img")
+    make_image(blank, {}, size=(mib * 2 + 8) * 1024 * 1024, cfg=cfg, tmpdir=os.path.join(d, "s"))
     line = b"x" * 76 + b"\r\n"
-    with open(eml, "wb") as f:
-        f.write(b"Subject: big\r\n\r\n")
-        for _ in range(mib * 1048576 // len(line)):
-            f.write(line)
-    size = os.path.getsize(eml)
-    print("one message of %.1f MiB:" % (size / 1048576))
+    emls = {}
+    for label, n in (("1 KiB", 0), ("%d MiB" % mib, mib)):
+        emls[label] = os.path.join(d, "m%d.eml" % n)
+        with open(emls[label], "wb") as f:
+            f.write(b"Subject: m\r\n\r\n")
+            for _ in range(n * 1048576 // len(line)) if n else ():
+                f.write(line)
+            if not n:
+                f.write(b"x" * 1000 + b"\r\n")
+    imgs = {}
+    for label in emls:  # (the sources' code: only the tries below are measured)
+        imgs[label] = os.path.join(d, label.replace(" ", "") + ".img")
+        shutil.copy(blank, imgs[label])
+        assert mailport.import_messages(imgs[label], "alice", emls[label], report=lambda s: None,
+                                        create_mailbox=True)["added"] == 1
     mailport.CODE_PATH[0] = os.path.join(d, "mpy")
-    for heap in HEAPS:
+
+    def export_ok(label, k):
+        out = os.path.join(d, "out")
         try:
-            t, r = _timed(lambda: mailport.import_messages(img, "big%s" % heap, eml, report=lambda s: None, heapsize=heap,
-                                                           create_mailbox=True))
+            return sum(mailport.export(imgs[label], [], mailport.MaildirWriter(out), heapsize="%dk" % k).values()) == 1
         except mailport.PortError:
-            continue
-        if r["added"] == 1:
-            print("  import: passes with -X heapsize=%s (%.2f s, %.1f MiB/s)" % (heap, t, size / 1048576 / t))
-            box = "big%s" % heap
-            break
-    else:
-        print("  import: failed at every heap size tried")
-        return
-    for heap in HEAPS:
-        out = os.path.join(d, "bigmd-" + heap)
-        try:
-            t, _ = _timed(lambda: mailport.export(img, [box], mailport.MaildirWriter(out), heapsize=heap))
-        except mailport.PortError:
+            return False
+        finally:
             shutil.rmtree(out, ignore_errors=True)
-            continue
-        print("  export: passes with -X heapsize=%s (%.2f s, %.1f MiB/s)" % (heap, t, size / 1048576 / t))
-        break
+
+    def import_ok(label, k):
+        img = os.path.join(d, "imp.img")
+        shutil.copy(blank, img)
+        try:
+            return mailport.import_messages(img, "bob", emls[label], report=lambda s: None, create_mailbox=True,
+                                            heapsize="%dk" % k)["added"] == 1
+        except mailport.PortError:
+            return False
+
+    print("one message (smallest -X heapsize passing %d/%d, code from .mpy):" % (TRIES, TRIES))
+    for what, ok in (("export --maildir", export_ok), ("import", import_ok)):
+        small, big = list(emls)
+        k, _ = min_heap(lambda h: ok(small, h), 16, 256, confirm=TRIES)
+        kb, _ = min_heap(lambda h: ok(big, h), k - 8, k + 8, confirm=TRIES) if k else (None, 0)
+        print("  %-17s %s: %s   %s: %s" % (what, small, "%dk" % k if k else "over 256k", big,
+                                          "%dk" % kb if kb else "not within 8k of it"))
     print("  peak RSS of the host process (CPython side of both): %.1f MiB"
           % (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 

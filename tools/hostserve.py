@@ -9,6 +9,7 @@ line and exit status 3 (run_host.py checks and names the port before starting, s
 rare race where another program took it in between).
 """
 
+import os
 import sys
 
 import asyncio
@@ -21,6 +22,7 @@ _EADDRINUSE = 98  # Linux; MicroPython's errno module may lack it
 
 
 def main():
+    os.chdir("/flash")  # config.json's folder, as a board runs in its flash root: relative paths stay in the image
     cfg = config.load(CONFIG)
     log.set_level(cfg["log"]["level"])
     try:

@@ -26,6 +26,7 @@ messages in one source are imported once.
 """
 
 import calendar
+import fcntl
 import hashlib
 import json
 import os
@@ -74,7 +75,9 @@ def board_log(line):
 
 
 class Link:
-    """micropython with the image mounted, running pocketpost.mailport.main(cmd, ...)."""
+    """micropython with the image mounted, running pocketpost.mailport.main(cmd, ...) (in /flash,
+    config.json's folder, as a board runs in its flash root: a relative store root, the board
+    templates' "mail", is the image's /flash/mail)."""
 
     def __init__(self, image, cmd, *args, heapsize=None):
         # One owner at a time, and only a littlefs image (never a file handed in by mistake):
@@ -1038,6 +1041,36 @@ class _HeadFirst:
                 self.feed_on(head)
 
 
+def open_part(final):
+    """FILE.part, open for writing FILE (renamed over it once complete), empty, and locked (flock)
+    while this process writes it. A FILE.part that no run holds was left by one that was killed
+    (SIGKILL, a power cut: nothing could remove it): replaced, and said on stderr; one that another
+    run is writing (a second backup or export to the same file) is refused, never truncated under it."""
+    part = final + ".part"
+    for _ in range(5):  # (another run may rename its finished FILE.part between our open and lock)
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT, 0o644)  # not truncated: it may be another run's
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise PortError("%s is being written by another run (a backup or export to the same file): let it "
+                            "finish, or give another file" % part)
+        st = os.fstat(fd)
+        try:
+            same = os.stat(part).st_ino == st.st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:  # that run renamed it to its FILE meanwhile: ours is a new FILE.part
+            os.close(fd)
+            continue
+        if st.st_size:
+            sys.stderr.write("%s: left by a run that was stopped before it finished (it is never a whole "
+                             "archive or file): replaced\n" % part)
+        os.ftruncate(fd, 0)
+        return os.fdopen(fd, "wb")
+    raise PortError("%s keeps being replaced by another run: give another file" % part)
+
+
 class MboxWriter:
     """One mbox file, or (several mailboxes) a directory of <mailbox>.mbox files. Each file is
     written as FILE.part and renamed over FILE once complete: an export that fails or is killed
@@ -1055,10 +1088,9 @@ class MboxWriter:
         self.f.flush()
         if self.final is not None:
             os.fsync(self.f.fileno())
+            os.replace(self.final + ".part", self.final)  # while still locked (open_part)
         self.f.close()
         self.f = None
-        if self.final is not None:
-            os.replace(self.final + ".part", self.final)
 
     def mailbox(self, name, count, total):
         if self.f is not None and not self.single:
@@ -1074,7 +1106,7 @@ class MboxWriter:
                 self.f = open(p, "wb")
             else:
                 self.final = p
-                self.f = open(p + ".part", "wb")
+                self.f = open_part(p)
 
     def message(self, uid, arrival, size, copy):
         q = MboxrdQuoter(self.f.write, self.quoting)
@@ -1090,13 +1122,13 @@ class MboxWriter:
 
     def abort(self):
         if self.f is not None:
-            self.f.close()
-            self.f = None
             if self.final is not None:
                 try:
-                    os.unlink(self.final + ".part")
+                    os.unlink(self.final + ".part")  # while still locked (open_part)
                 except OSError:
                     pass
+            self.f.close()
+            self.f = None
 
 
 def export(image, mailboxes, writer, progress=False, heapsize=None, missing=None, locked=None):
@@ -1529,44 +1561,55 @@ class ArchiveWriter:
 
 
 def backup(image, path, progress=False):
-    """Write a backup archive of the whole image (every mailbox, config and other files)."""
+    """Write a backup archive of the whole image (every mailbox, config and other files): as
+    FILE.part (open_part), renamed to FILE once complete, while still locked."""
     tmp = path + ".part"
+    if os.path.isdir(path):  # (found before the transfer, not at its final rename)
+        raise PortError("%s is a folder: give the archive's file name, e.g. %s" % (path, os.path.join(path, "board.pp")))
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise PortError("%s: there is no folder %s to write it in" % (path, folder))
     counts = {}
     toc = []
     link = open_link(image, "backup")
+    try:
+        f = open_part(path)
+    except BaseException:  # (another run's FILE.part: left to it)
+        link.kill()
+        raise
     prog = Progress("backup", progress)
     try:
-        with open(tmp, "wb") as f:
-            aw = ArchiveWriter(f)
-            aw.record("info", {"format": 1, "created": int(time.time()), "tool": "pocketpost ppadmin backup",
-                               "config": IMAGE_CONFIG}, 0)
-            cur = [None]
+        aw = ArchiveWriter(f)
+        aw.record("info", {"format": 1, "created": int(time.time()), "tool": "pocketpost ppadmin backup",
+                           "config": IMAGE_CONFIG}, 0)
+        cur = [None]
 
-            def on_file(p, size, copy):
-                aw.record("file", {"path": p}, size, copy)
+        def on_file(p, size, copy):
+            aw.record("file", {"path": p}, size, copy)
 
-            def on_mailbox(name, count, total):
-                cur[0] = name
-                counts[name] = 0
-                prog.add_total(count, total)
-                aw.record("mailbox", {"name": name, "count": count, "total": total}, 0)
+        def on_mailbox(name, count, total):
+            cur[0] = name
+            counts[name] = 0
+            prog.add_total(count, total)
+            aw.record("mailbox", {"name": name, "count": count, "total": total}, 0)
 
-            def on_message(uid, arrival, size, copy):
-                aw.record("msg", {"mailbox": cur[0], "uid": uid, "arrival": arrival, "size": size}, size, copy)
-                counts[cur[0]] += 1
-                toc.append([cur[0], uid])
-                prog.step(size)
+        def on_message(uid, arrival, size, copy):
+            aw.record("msg", {"mailbox": cur[0], "uid": uid, "arrival": arrival, "size": size}, size, copy)
+            counts[cur[0]] += 1
+            toc.append([cur[0], uid])
+            prog.step(size)
 
-            def on_locked(name):
-                raise PortError("mailbox %s is in use (a POP3 session holds it): a backup needs every mailbox; "
-                                "run it again once that session has ended" % name)
+        def on_locked(name):
+            raise PortError("mailbox %s is in use (a POP3 session holds it): a backup needs every mailbox; "
+                            "run it again once that session has ended" % name)
 
-            read_records(link, on_mailbox, on_message, on_file, on_locked)
-            aw.record("end", {"counts": counts, "messages": toc}, 0)
-            f.flush()
-            os.fsync(f.fileno())
+        read_records(link, on_mailbox, on_message, on_file, on_locked)
+        aw.record("end", {"counts": counts, "messages": toc}, 0)
+        f.flush()
+        os.fsync(f.fileno())
         prog.done()  # the progress line ends before the board's restart says so
         link.close()
+        os.rename(tmp, path)  # (before the lock goes with the close: no other run finds it complete as .part)
     except BaseException:
         link.kill()
         try:
@@ -1574,7 +1617,8 @@ def backup(image, path, progress=False):
         except OSError:
             pass
         raise
-    os.rename(tmp, path)
+    finally:
+        f.close()
     prog.done()
     return counts
 
@@ -1695,12 +1739,14 @@ class ArchiveReader:
 
 def _check_image_root(raw):
     """An image is mounted at /flash and host paths stay reachable from micropython: a config
-    whose store lives elsewhere (a board's, say "/mail") would restore mail onto the host."""
+    whose store lives elsewhere (a board's, say "/mail") would restore mail onto the host. A
+    relative root (the board templates' "mail") is taken from /flash, config.json's folder (Link)."""
     try:
-        root = (json.loads(raw).get("store") or {}).get("root", "/flash/mail")
+        root = str((json.loads(raw).get("store") or {}).get("root", "/flash/mail"))
     except ValueError:
         return
-    if not str(root).startswith("/flash/"):
+    inside = root.startswith("/flash/") if root.startswith("/") else ".." not in root.split("/")
+    if not inside:
         raise PortError("the archive's config keeps mail in %r, outside the image's /flash: restore it onto a "
                         "board (--port), or change store.root in a copy of the archive's config" % root)
 

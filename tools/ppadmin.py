@@ -75,6 +75,7 @@ def micropython():
 PRELUDE = r"""
 import os, sys
 IMAGE = os.getenv("PP_IMAGE")
+os.chdir("/flash")  # config.json's folder, as a board's: its relative paths (store root "mail") stay in the image
 def refuse(msg):
     sys.stderr.write("ppadmin: " + msg + "\n")
     sys.exit(%d)
@@ -158,7 +159,7 @@ def body():
     user = os.getenv("PP_USER")
     old = (cfg.get("users") or {}).get(user)
     if old is not None and not os.getenv("PP_FORCE"):
-        refuse("user %s already exists in %s; --force replaces the password" % (user, IMAGE))
+        refuse("user %s already exists in %s: ppadmin passwd gives it a new password (or adduser --force)" % (user, IMAGE))
     if old is None and os.getenv("PP_EXISTING"):
         refuse("no user %s in %s (users: %s): adduser makes one" % (user, IMAGE, ", ".join(sorted(cfg.get("users") or {})) or "none"))
     it = os.getenv("PP_ITER")
@@ -241,10 +242,13 @@ def body():
     from pocketpost.config import open_store
     cfg = image_config(config.load)
     st = open_store(cfg)
-    print("users:", " ".join(sorted(cfg["users"])))
-    for name in st.mailboxes():
+    print("users:", " ".join(sorted(cfg["users"])) or "none (tools/ppadmin.py adduser IMAGE NAME adds one)")
+    names = st.mailboxes()
+    for name in names:
         n, size = st.usage(name)
         print("mailbox %s: %d messages, %d octets" % (name, n, size))
+    if not names:
+        print("no mailboxes")
 run(body)
 """
 
@@ -400,7 +404,8 @@ def ask_password(target, user, existing, force, debug=False):
     users = sorted(load_raw(target).get("users") or {}) if target.endswith(".json") else \
         on_image(target, USERS, debug=debug).split()
     if user in users and not force:
-        raise Refused("user %s already exists in %s; --force replaces the password" % (user, target))
+        raise Refused("user %s already exists in %s: ppadmin passwd gives it a new password (or adduser --force)"
+                      % (user, target))
     if user not in users and existing:
         raise Refused("no user %s in %s (users: %s): adduser makes one" % (user, target, ", ".join(users) or "none"))
     if not sys.stdin.isatty():  # piped: its first line (getpass would warn that it cannot hide it)
@@ -420,7 +425,8 @@ def adduser(target, user, password, iterations=None, apop_secret=None, force=Fal
         cfg = load_raw(target)
         old = (cfg.get("users") or {}).get(user)
         if old is not None and not force:
-            raise Refused("user %s already exists in %s; --force replaces the password" % (user, target))
+            raise Refused("user %s already exists in %s: ppadmin passwd gives it a new password (or adduser --force)"
+                      % (user, target))
         if old is None and existing:
             raise Refused("no user %s in %s (users: %s): adduser makes one" % (user, target, _user_list(cfg)))
         ppconfig.add_user(cfg, user, password, iterations, mailbox=(old or {}).get("mailbox"),

@@ -375,6 +375,7 @@ def main():
     ap.add_argument("--fresh", action="store_true", help="rebuild the image (its users and mail are lost)")
     ap.add_argument("--no-serve", action="store_true", help="build the image only")
     args = ap.parse_args()
+    args.dir = os.path.abspath(args.dir)  # its files reach micropython, whose current directory is /flash
     os.makedirs(args.dir, exist_ok=True)
     image = os.path.join(args.dir, "flash.img")
     try:

@@ -53,10 +53,12 @@ def _store(cfg):
 
 
 @_said
-def add_user(name, password, config_path=CONFIG_PATH, iterations=None, _existing=False):
-    """Add a POP3 user, or give an existing one a new password (its mailbox and APOP secret stay):
-    config.json keeps only the SCRAM-SHA-256 record (PBKDF2 salt, iterations, StoredKey, ServerKey),
-    with the board's iteration count (config "server"/"pbkdf2_iterations") unless given."""
+def add_user(name, password, config_path=CONFIG_PATH, iterations=None, replace=False, _existing=False):
+    """Add a POP3 user; a user that exists is refused (as ppadmin adduser refuses it: a name typed
+    again must not reset someone's password) unless replace=True, which gives it the new password
+    (its mailbox and APOP secret stay; admin.passwd does that). config.json keeps only the
+    SCRAM-SHA-256 record (PBKDF2 salt, iterations, StoredKey, ServerKey), with the board's
+    iteration count (config "server"/"pbkdf2_iterations") unless given."""
     from pocketpost import config
 
     if not password:  # as ppadmin adduser: a user nobody meant to leave without a password
@@ -66,6 +68,9 @@ def add_user(name, password, config_path=CONFIG_PATH, iterations=None, _existing
     old = old if isinstance(old, dict) else None
     if _existing and old is None:  # passwd('alcie', ...): not a new user by a typo
         raise config.ConfigError("no user %r (users: %s): admin.add_user makes one" % (name, _names(raw)))
+    if old is not None and not replace:
+        raise config.ConfigError("user %r already exists: admin.passwd(%r, ...) gives it a new password "
+                                 "(or add_user(..., replace=True))" % (name, name))
     # a new password for an existing user: its mailbox and APOP secret stay (ppadmin adduser --force too)
     config.add_user(raw, name, password, iterations, mailbox=(old or {}).get("mailbox"),
                     apop_secret=(old or {}).get("apop_secret"))
@@ -81,7 +86,7 @@ def add_user(name, password, config_path=CONFIG_PATH, iterations=None, _existing
 @_said
 def passwd(name, password, config_path=CONFIG_PATH):
     """A new password for an existing user (a name that is none is refused, not added)."""
-    return add_user(name, password, config_path, _existing=True)  # (False: refused, said)
+    return add_user(name, password, config_path, replace=True, _existing=True)  # (False: refused, said)
 
 
 @_said

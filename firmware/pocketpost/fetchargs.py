@@ -21,15 +21,16 @@ def command_line(argv):
             verbose = True
         elif a in opts[2:]:
             print(usage)
-            print("""Fetch the mail of config.json's accounts (or of the one named) into their local mailboxes. Run
-it from config.json's folder: secrets.json is read next to config.json, a relative store root,
-state_dir or ca is taken from the current directory (README "Fetching mail").
+            print("""Fetch the mail of config.json's accounts (or of the one named) into their local mailboxes, from
+any directory: secrets.json is read next to config.json, and a relative store root, state_dir or
+ca is taken from config.json's folder (README "Fetching mail").
   -v, --verbose  also print each stored message's From and Subject
   -h, --help     this text
 Log level: config.json's "log": {"level": "info"}; POCKETPOST_LOG=warning (debug, info, warning,
 error) in front of the command overrides it: warning leaves out the INFO lines (cron).
 Exit status: 0 every account fetched; 1 an account failed or its UIDL state is full, no account
-has that name, or another fetch holds the store; 2 the config does not load, or the arguments.""")
+has that name, or another fetch holds the store; 2 the config does not load, the arguments, or
+an older version's store or UIDL state is in the current directory (it says what to move).""")
             return 0
         else:
             print("fetch: unknown option %s (-h: what it takes)" % a)
@@ -38,6 +39,26 @@ has that name, or another fetch holds the store; 2 the config does not load, or 
     if not args or len(args) > 2:
         print(usage)
         return 2
+    i = args[0].rfind("/")
+    if i >= 0:  # relative paths are config.json's folder's (fetchload.load), else the current directory's
+        d = args[0][:i + 1]
+        try:  # before stop 30: a store or UIDL state made here while d has none is said, nothing fetched
+            # (a fresh UIDL state would fetch every message kept on the server again)
+            import json
+
+            with open(args[0]) as f:
+                cfg = json.load(f)
+            root = (cfg.get("store") or {}).get("root", "/flash/mail")
+            for a in cfg.get("accounts") or ():
+                s = a.get("state_dir", "state")
+                for old in (root + "/" + str(a.get("mailbox", "inbox")) + "/index", s + "/" + str(a.get("name")) + ".uidl"):
+                    if old[:1] != "/" and _exists(old) and not _exists(d + old):
+                        print("fetch: %s: its relative paths are its folder's now, but an older version made %s here: "
+                              "move store root \"%s\" and state_dir \"%s\" into %s, or give absolute paths; nothing "
+                              "fetched" % (args[0], old, root, s, d))
+                        return 2
+        except (OSError, ValueError, AttributeError, TypeError):  # (a config that does not load: fetchload.load
+            pass  # says what is wrong)
     lvl = None
     try:
         import os
@@ -46,3 +67,13 @@ has that name, or another fetch holds the store; 2 the config does not load, or 
     except (ImportError, AttributeError):
         pass
     return args[0], args[1] if len(args) > 1 else None, lvl or None, verbose
+
+
+def _exists(path):
+    import os
+
+    try:
+        os.stat(path)
+        return True
+    except OSError:
+        return False

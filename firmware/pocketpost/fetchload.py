@@ -200,6 +200,24 @@ def load(config_path, only, log_level):
         if k[:1] != "_" and k not in known:
             print("fetch: %s: config: unknown section \"%s\" (sections: %s)" % (config_path, k, ", ".join(known)))
             return None
+    # A config named with its folder d (the host's fetch CLI, from cron or any directory): its
+    # relative store.root and each account's state_dir and ca are taken from d, as a board takes
+    # them from config.json's folder, its current directory (a board's "config.json" names no
+    # folder), and as ppadmin's export/import do. (A store an older version made in the current
+    # directory: fetchargs.py. Inline, and no new short literal: each name a fetch interns is kept
+    # for good, test_fetch_heap.)
+    i = config_path.rfind("/")
+    if i >= 0:
+        d = config_path[:i + 1]
+        root = cfg["store"]["root"]
+        cfg["store"]["root"] = compat.join(d, root)
+        for a in cfg["accounts"]:
+            s = a.get("state_dir", "state")
+            if not isinstance(s, str) or not isinstance(a.get("ca", ""), str):
+                continue  # (client.account_from_dict says what is wrong with it)
+            a["state_dir"] = compat.join(d, s)
+            if a.get("ca"):
+                a["ca"] = compat.join(d, a["ca"])
     accounts = cfg["accounts"]
     names = [a.get("name") for a in accounts]
     if only is not None and only not in names:  # said before the store is opened or locked

@@ -751,8 +751,9 @@ def run(cmd, config_path, names, inp, out, buf=None):
 def _run(cmd, config_path, names, inp, out, buf):
     from pocketpost import config
 
-    def open_store():
-        return config.open_store(config.load(config_path))
+    def open_store():  # (the store's sections only: the server's checks, serverconf.py, are
+        # ~30 KiB of heap that no transfer needs; C reads the users as written: _mailbox_state)
+        return config.open_store(config.load(config_path, False))
 
     top = config_dir(config_path)
     if cmd == "serve":
@@ -805,5 +806,10 @@ def restart(main_py="main.py"):
 
 
 def main(cmd, config_path, *names):
-    """hostflash entry: `export CONFIG [MAILBOX...]`, `backup CONFIG`, `serve CONFIG`."""
+    """hostflash entry: `export CONFIG [MAILBOX...]`, `backup CONFIG`, `serve CONFIG`; run in
+    CONFIG's folder (an image's /flash), as a board runs in its flash root: a relative store root
+    (the board templates' "mail") is the image's."""
+    import os
+
+    os.chdir(config_dir(config_path))
     run(cmd, config_path, names, sys.stdin.buffer, sys.stdout.buffer)

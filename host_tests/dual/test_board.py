@@ -1163,10 +1163,11 @@ def test_runner_settles_fetch_state_before_any_service_starts():
     assert order == [("settle", "a", True), ("settle", "b", True), ("start",)], order
 
 
-def test_admin_add_user_again_keeps_the_users_mailbox_and_apop_secret():
-    # admin.add_user on an existing user (BOARD.md's way to set a password at the REPL) rewrote
-    # the entry as {"password", "mailbox": name}: a user reading another mailbox ("mailbox":
-    # "shared") was switched to an empty mailbox of their own name, and "apop_secret" was lost.
+def test_admin_passwd_keeps_the_users_mailbox_and_apop_secret():
+    # admin.add_user on an existing user (BOARD.md's way to set a password at the REPL then; now
+    # admin.passwd or add_user(..., replace=True)) rewrote the entry as {"password", "mailbox":
+    # name}: a user reading another mailbox ("mailbox": "shared") was switched to an empty
+    # mailbox of their own name, and "apop_secret" was lost.
     from pocketpost import admin, auth
     from pocketpost import config as config_mod
 
@@ -1176,10 +1177,12 @@ def test_admin_add_user_again_keeps_the_users_mailbox_and_apop_secret():
         f.write('{"store": {"root": "%s", "quota": 0}, "server": {"pbkdf2_iterations": 100}, "users": '
                 '{"bob": {"password": "x", "mailbox": "shared", "apop_secret": "s3"}}}' % root)
     try:
-        admin.add_user("bob", "new pw", config_path=cfgp)
-        bob = config_mod.load_raw(cfgp)["users"]["bob"]
-        assert bob.get("mailbox") == "shared" and bob.get("apop_secret") == "s3", bob
-        assert auth.verify_password("new pw", bob["password"])
+        for i, change in enumerate((lambda pw: admin.passwd("bob", pw, config_path=cfgp),
+                                    lambda pw: admin.add_user("bob", pw, config_path=cfgp, replace=True))):
+            assert change("new pw %d" % i) is None
+            bob = config_mod.load_raw(cfgp)["users"]["bob"]
+            assert bob.get("mailbox") == "shared" and bob.get("apop_secret") == "s3", bob
+            assert auth.verify_password("new pw %d" % i, bob["password"])
     finally:
         _rmtree(root)
         try:
@@ -1311,8 +1314,9 @@ def test_a_config_mistake_leaves_the_board_at_the_repl_instead_of_a_reset_loop()
 
 
 def test_admin_passwd_and_del_user():
-    # There was no way to remove a user at the REPL (ppadmin deluser works on an image only), and
-    # add_user('alcie', ...) meant as alice's new password made a new user.
+    # There was no way to remove a user at the REPL (ppadmin deluser works on an image only),
+    # add_user('alcie', ...) meant as alice's new password made a new user, and add_user('alice',
+    # ...) for an existing alice replaced her password silently (ppadmin adduser refuses it).
     from pocketpost import auth
     from pocketpost import config as config_mod
 
@@ -1327,7 +1331,9 @@ def test_admin_passwd_and_del_user():
         assert auth.verify_password("new pw", config_mod.load_raw(cfgp)["users"]["alice"]["password"])
         before = open(cfgp).read()
         for call in (lambda: admin.passwd("alcie", "x", config_path=cfgp),
-                     lambda: admin.del_user("carol", config_path=cfgp)):
+                     lambda: admin.del_user("carol", config_path=cfgp),
+                     # a name typed again: refused as ppadmin adduser refuses it (it replaced the password)
+                     lambda: admin.add_user("alice", "typed again", config_path=cfgp)):
             assert call() is False  # refused, said in one sentence (test_review_w17_left.py)
         assert open(cfgp).read() == before
         admin.del_user("bob", config_path=cfgp)
