@@ -70,7 +70,7 @@ def _fetch_both(d, boxes, policy, wrap_b=None):
 def test_two_accounts_fetch_concurrently_each_message_once():
     d = tmpdir()
     try:
-        # 70 and 90 messages: two batches each (clientplan._NEW_BATCH 64), unequal so the
+        # 70 and 90 messages: 5 and 6 batches (clientplan._NEW_BATCH 16), unequal so the
         # accounts' steps do not stay in lockstep
         boxes = {"a": [(b"a%d" % i, b"Subject: a%d\r\n\r\nx\r\n" % i) for i in range(1, 71)],
                  "b": [(b"b%d" % i, b"Subject: b%d\r\n\r\ny\r\n" % i) for i in range(1, 91)]}
