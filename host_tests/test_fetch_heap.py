@@ -64,6 +64,7 @@ def test_clientplan_keeps_the_flag_bits_of_uidstate():
     from pocketpost import client
 
     assert client._REC == uidstate._REC  # (fetch_account's room check after STAT)
+    assert client._NEW_BATCH == clientplan._NEW_BATCH  # (fetch_account's compaction between batches)
 
 
 def test_gc_threshold_is_16_kib_in_a_board_sized_heap_and_a_sixteenth_of_a_large_one():

@@ -730,6 +730,30 @@ def test_new_messages_in_batches():
             b.done()
 
 
+def test_a_first_fetch_compacts_its_state_between_batches():
+    """A new account's first fetch of 100 messages (16-octet UIDs, Dovecot's length): the
+    state's compactions come between batches (uidstate.due with the batch: the entries on file
+    a multiple of clientplan._NEW_BATCH, 16), not between two downloads of a batch, where the
+    download code is dropped and placed again (tools/bench_heap.py dfirst: docs/FIGURES.md)."""
+    at = []
+    real = uidstate.UidState.compact
+
+    def compact(st):
+        at.append(len(st))
+        real(st)
+
+    uidstate.UidState.compact = compact
+    b = Box()
+    try:
+        msgs = [(b"%016x" % (i * 7919), b"Subject: %d\r\n\r\nx\r\n" % i) for i in range(1, 101)]
+        st = b.fetch(Scripted(msgs))
+        assert st["fetched"] == 100 and len(b.uids()) == 100, st
+    finally:
+        uidstate.UidState.compact = real
+        b.done()
+    assert len(at) >= 3 and [n for n in at if n % 16] == [], at
+
+
 def test_settle_at_boot_records_a_message_stored_before_the_cut():
     # What a power cut right after a commit leaves: the message in the store, only its pending
     # entry in the state. client.settle (board boot, before any local session) records it, so a
