@@ -130,6 +130,9 @@ def test_download_code_is_not_loaded_again_per_message_after_another_account_end
         for m in seen:
             if m not in copies:
                 copies.append(m)
-        assert len(seen) == 30 and len(copies) <= 3, len(copies)
+        # One per batch (30 new messages: 2 batches of clientplan._NEW_BATCH, 16) and one after
+        # each of a's two drops (its batch's end, its session's end): the message indexes where
+        # a copy was first seen say which (seen: [0, 1, 2, 16])
+        assert len(seen) == 30 and len(copies) <= 4, [seen.index(m) for m in copies]
     finally:
         _rmtree(d)
