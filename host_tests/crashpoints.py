@@ -44,8 +44,8 @@ def install(point):
         if self.pending is not None:
             point("pending")
 
-    def commit(self):
-        r = real_commit(self)
+    def commit(self, *args):  # (merge: the fetch's commits pass False)
+        r = real_commit(self, *args)
         point("committed")
         return r
 

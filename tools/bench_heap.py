@@ -25,6 +25,10 @@ see tools/heapwork.py):
      records of 11 B, the start's (uidstate.py's RAM paragraph); it lists N UIDs and downloads
      the newest. d's session has a 1-message mailbox and an empty state: a table
      of 1 record; this is the same CLI with the table at the size a keep mailbox of N gives it.
+  dfirst  (only when asked: --only dfirst) the fetch CLI, policy keep, a new account's first
+     fetch (no state file) of a whole mailbox of N distinct 1-KiB messages on a private Dovecot
+     (--first N,...; default 100; host_tests/dovecot.py): all N downloaded in the one run, the
+     store then holding exactly the N messages (counted, and each compared).
   e  the server with one session RETR of a 1 KiB vs a 10 MiB message (heap flat in size)
   a-c also with the bytecode in a ROMFS image (mpremote romfs build, vfs.VfsRom): on a board the
   image is in flash; here it is a bytearray in the heap, so its size is subtracted.
@@ -40,7 +44,7 @@ stop 28 it was the absolute temp path (~50 characters each, ~1.3 KB more of name
 modules of a fetch than a board interns): the figures before are high by that (same tree, before
 -> after: d 94-95 -> 93 KiB, e 103 -> 101, a 89 -> 89; b 114-116 and c 184-188 within their noise).
 
-    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code,dfull] (roma, romb, romc: one ROMFS workload) [--full N,...] [--slot-wait S] [--no-smtp] [--board | --runner] [-v]
+    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code,dfull,dfirst] (roma, romb, romc: one ROMFS workload) [--full N,...] [--first N,...] [--slot-wait S] [--no-smtp] [--board | --runner] [-v]
 
 --runner runs a-c through board.main as main.py does (boot.py's safemode and flashfs first; the
 Runner with stand-in Wi-Fi, NTP and watchdog; the fetch from the fetch schedule): what a board
@@ -183,6 +187,8 @@ class Env:
         self.msgs = {}
         self.full = ()  # --only dfull: the mailbox sizes (mailbox "f<N>" upstream, N messages)
         self.states = {}  # N -> the state directory of dfull's earlier session (full_state)
+        self.firsts = ()  # --only dfirst: the mailbox sizes (Dovecot user "first<N>", N messages)
+        self.dove = None
 
     def romfs(self):
         if self.rom is None:
@@ -207,8 +213,22 @@ class Env:
             self.up.start()
         return self.up
 
+    def dovecot(self):
+        """dfirst's upstream: a private Dovecot, user first<N> holding N distinct 1 KiB messages
+        (policy keep leaves them there: every trial fetches the same mailbox afresh)."""
+        if self.dove is None:
+            from dovecot import Dovecot
+
+            self.dove = Dovecot(users=dict(("first%d" % n, PW) for n in self.firsts)).start()
+            one = message(KIB, False)
+            for n in self.firsts:
+                msgs = [one[:-12] + b"%010d\r\n" % i for i in range(n)]  # (same size, each its own)
+                self.dove.seed("first%d" % n, msgs)
+                self.msgs["first%d" % n] = msgs
+        return self.dove
+
     def account(self, d, box):
-        up = self.upstream()
+        up = self.dovecot() if box.startswith("first") else self.upstream()
         acct = {"name": box, "host": "127.0.0.1", "port": up.port, "tls": "none", "user": box, "password": PW,
                 "auth": "user", "mailbox": "fetched", "state_dir": os.path.join(d, "state"), "policy": "keep"}
         if _knows("allow_plaintext"):  # firmware that refuses tls "none" without it
@@ -218,6 +238,8 @@ class Env:
     def close(self):
         if self.up is not None:
             self.up.stop()
+        if self.dove is not None:
+            self.dove.stop()
 
 
 def _knows(word):
@@ -402,7 +424,9 @@ def full_state(env, n):
 
 def fetch_cli_trial(env, kib, box, state=None):
     """One try of workload d: the fetch CLI at `kib` KiB, fetching mailbox `box` upstream (state:
-    a state directory to start from, dfull's; the one message it lacks is then the one fetched)."""
+    a state directory to start from, dfull's; the one message it lacks is then the one fetched).
+    Passes when the store holds exactly the messages expected (env.msgs[box]: one, or dfirst's
+    list of all of them, in any order)."""
     import subprocess
 
     from pocketpost import store as store_mod
@@ -437,16 +461,23 @@ def fetch_cli_trial(env, kib, box, state=None):
                 print("      ", r.stdout[-200:], r.stderr[-200:])
             return False
         store_mod.reboot()
+        want = env.msgs[box] if isinstance(env.msgs[box], list) else [env.msgs[box]]
         mb = Store(root, quota=0, reserve=0).lock("fetched")
         try:
-            if mb.count != 1:
+            if mb.count != len(want):
+                print("      heap %d KiB: exit 0 but %d of %d messages stored" % (kib, mb.count, len(want)), flush=True)
                 return False
-            f = mb.open(0)
-            data = f.read()
-            f.close()
+            got = []
+            for i in range(mb.count):
+                f = mb.open(i)
+                got.append(f.read())
+                f.close()
         finally:
             mb.release()
-        return data == env.msgs[box]
+        if sorted(got) != sorted(want):
+            print("      heap %d KiB: the stored messages differ from the mailbox's" % kib, flush=True)
+            return False
+        return True
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -510,6 +541,7 @@ def main():
     ap.add_argument("--slot-wait", default=None, metavar="S",
                     help="the server's (and SMTP's) slot_wait in the config (default 8, an int as the board templates have it)")
     ap.add_argument("--full", default="500", metavar="N,...", help="dfull's mailbox sizes (messages on the server)")
+    ap.add_argument("--first", default="100", metavar="N,...", help="dfirst's mailbox sizes (messages on Dovecot)")
     a = ap.parse_args()
     if a.slot_wait is not None:
         SLOT_WAIT[0] = float(a.slot_wait) if "." in a.slot_wait else int(a.slot_wait)  # (as JSON writes it)
@@ -527,6 +559,8 @@ def main():
     env.runner = a.runner
     if "dfull" in only:
         env.full = [int(n) for n in a.full.split(",")]
+    if "dfirst" in only:
+        env.firsts = [int(n) for n in a.first.split(",")]
     rows = []
     log = print if a.v else None
 
@@ -568,6 +602,10 @@ def main():
                 state = full_state(env, n)
                 row("d  fetch CLI, keep, %d on server, %d on file (table %d)" % (n, n - 1, min(500, max(2 * n - 2 + 16, 2 * n - 1))),
                     BUDGET_FETCH, lambda k: fetch_cli_trial(env, k, "f%d" % n, state), 16, 320)
+        if "dfirst" in only:
+            for n in env.firsts:
+                row("d  fetch CLI, keep, first fetch of %d (no state)" % n, BUDGET_FETCH,
+                    lambda k: fetch_cli_trial(env, k, "first%d" % n), 16, 320)
         if "e" in only:
             s1 = row("e  server, 1 session RETR 1 KiB", None, lambda k: server_trial(env, k, 1, tls=False, size=KIB), 16, 256)
             s10 = row("e  server, 1 session RETR 10 MiB", None, lambda k: server_trial(env, k, 1, tls=False, size=10 * MIB), 16, 256)

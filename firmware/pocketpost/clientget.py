@@ -247,7 +247,7 @@ async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=
         st.clear_pending()
         raise
     try:
-        local = d.commit()
+        local = d.commit(False)  # the store's due merge: fetch_account's, after the batch
     except Exception as e:
         # Failed, or landed all the same (a rename that raised after it happened, and no heap
         # for the store to look: Delivery.commit): the pending entry on flash stays for the next

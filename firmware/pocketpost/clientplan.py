@@ -11,7 +11,11 @@ from pocketpost.compat import const
 from pocketpost.pop3 import ProtocolError, parse_number, valid_uid
 
 # New messages whose full UIDs are held at once: more wait for the next UIDL pass of the session.
-_NEW_BATCH = const(64)
+# Each costs its UID (a bytes object) and a slot in want, sizes (and seen_new during the pass),
+# held through the batch's downloads: at 64 a first fetch of a big mailbox needed ~6 KiB more
+# than at 16 (docs/FIGURES.md, bench_heap dfirst); the price is a UIDL and LIST pass per 16 new
+# messages, not per 64 (a first fetch only: a keep mailbox's later sessions have a few new).
+_NEW_BATCH = const(16)
 # Octets per LIST/UIDL line assumed for the listing's deadline (a 70-octet UID, the number).
 _LISTING_LINE = const(80)
 _SANE_TIME = const(1577836800)  # client._SANE_TIME: a clock before 2020 is unset

@@ -391,9 +391,10 @@ class Delivery:
             return "%08x.%d" % self._uid
         return "%08x.%d" % (self.box.epoch, self.box.next_seq)
 
-    def commit(self):
+    def commit(self, merge=True):
         """Make the message durable and visible; returns its UID. The two steps around the
         rename, seal() and landed(), are also what the group commit (groupcommit.py) runs.
+        merge=False: landed's (the due merge of unindexed messages left to the caller).
 
         Interrupted at the rename or after it, the file decides, never the exception: a rename
         can raise after it happened (littlefs renames across directories in two commits, and
@@ -419,7 +420,7 @@ class Delivery:
                 self.spent(seq)
                 self.abort()
                 raise
-        return self.landed(epoch, seq)
+        return self.landed(epoch, seq, merge)
 
     def seal(self):
         """Commit, step 1: end the message, flush and close its temp file, check the quota and

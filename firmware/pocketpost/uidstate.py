@@ -219,6 +219,7 @@ class UidState:
         self._compact = True  # the next save rewrites the file (no v2 file loaded yet)
         self._snap = 0  # bytes of the snapshot part of the file
         self._jbytes = 0  # bytes of journal after it
+        self._most = 0  # the largest save's journal bytes since the load (due's guess of a save)
 
     # -- the table --------------------------------------------------------------------
     def _find(self, k):
@@ -390,6 +391,8 @@ class UidState:
                         self._compact = True  # a partial record may be on file: rewrite next time
                         raise
                     self._jbytes += len(batch)
+                    if len(batch) > self._most:
+                        self._most = len(batch)
                 self._saved()
                 return
         self.compact()
@@ -398,16 +401,20 @@ class UidState:
         """Bytes the journal may reach before a save compacts (see the theory above)."""
         return _journal_bound(min(self._snap, max_snapshot(self.max_entries))) + self.journal_min - _JOURNAL_MIN
 
-    def due(self):
+    def due(self, batch=0):
         """True if the next save of a message (its S and P records) would compact: a new or
         repaired file, or a journal near its bound. The client then compacts before it
         begins that message's delivery, so a compaction (uidcompact.py) never comes on top of
-        a delivery's heap at the save before the commit."""
+        a delivery's heap at the save before the commit. batch: messages about to be stored
+        (client.fetch_account's next batch): True also when as many saves, each the size of the
+        largest since the load, would pass the bound, so the client compacts between batches
+        and seldom between two downloads (an estimate: the check per message stays)."""
         # Its batch: the drops and changes journaled since the last save (a T or X line each,
         # shorter than an entry line), the entries added (the last message's), its P line.
         k = len(self.added)
         lines = self._ne + (k if k > 1 else 1)
-        return self._compact or self._jbytes + lines * _MAX_ENTRY_LINE + _MAX_STATE_LINE > self._bound()
+        need = self._jbytes + lines * _MAX_ENTRY_LINE + _MAX_STATE_LINE + batch * self._most
+        return self._compact or need > self._bound()
 
     def _saved(self):
         self.added = {}

@@ -70,7 +70,7 @@ def _fetch_both(d, boxes, policy, wrap_b=None):
 def test_two_accounts_fetch_concurrently_each_message_once():
     d = tmpdir()
     try:
-        # 70 and 90 messages: two batches each (clientplan._NEW_BATCH 64), unequal so the
+        # 70 and 90 messages: 5 and 6 batches (clientplan._NEW_BATCH 16), unequal so the
         # accounts' steps do not stay in lockstep
         boxes = {"a": [(b"a%d" % i, b"Subject: a%d\r\n\r\nx\r\n" % i) for i in range(1, 71)],
                  "b": [(b"b%d" % i, b"Subject: b%d\r\n\r\ny\r\n" % i) for i in range(1, 91)]}
@@ -130,6 +130,9 @@ def test_download_code_is_not_loaded_again_per_message_after_another_account_end
         for m in seen:
             if m not in copies:
                 copies.append(m)
-        assert len(seen) == 30 and len(copies) <= 3, len(copies)
+        # One per batch (30 new messages: 2 batches of clientplan._NEW_BATCH, 16) and one after
+        # each of a's two drops (its batch's end, its session's end): the message indexes where
+        # a copy was first seen say which (seen: [0, 1, 2, 16])
+        assert len(seen) == 30 and len(copies) <= 4, [seen.index(m) for m in copies]
     finally:
         _rmtree(d)
