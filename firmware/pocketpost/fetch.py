@@ -14,8 +14,9 @@ and "log", with their defaults, checked; the server's sections are left unchecke
 is never loaded) and the store opened with `config.open_store(cfg)`, exactly as the server opens
 it: "store" gives "root" (default "/flash/mail", so a host config names its own), "quota" and
 "reserve"; "log.level" is the log level (POCKETPOST_LOG overrides it). "accounts" is a list of
-account objects (see client.account_from_dict). A relative root or state_dir is taken relative to
-the current directory.
+account objects (see client.account_from_dict). A relative root, state_dir or ca is taken from the
+config file's folder (fetchload.load), so a cron job need not cd first; on a board "config.json"
+names no folder and the cwd is /.
 Heap (MicroPython): the start (fetchargs.py: the command line; fetchload.py: the load; each dropped after it)
 imports config.py for the load and drops it after it when this call loaded it (a fetch never
 needs it again), with heapmark.py (used once, to set the GC threshold); then each local mailbox
