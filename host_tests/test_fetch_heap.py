@@ -89,6 +89,23 @@ micropython.qstr_info()
 """
 
 
+def _keep_account(tmp_path, port, **more):
+    """An empty store with the mailbox "fetched" at tmp_path/mail, and tmp_path/config.json naming
+    one keep account (user m, password pw, plain POP3) of the loopback server at `port`, its state
+    in tmp_path/state; `more`: more of the account's keys. Returns (the store's root, the config)."""
+    from pocketpost.store import Store
+
+    root = str(tmp_path / "mail")
+    Store(root, quota=0, reserve=0).create("fetched")
+    account = {"name": "m", "host": "127.0.0.1", "port": port, "tls": "none", "allow_plaintext": True,
+               "user": "m", "password": "pw", "auth": "user", "mailbox": "fetched", "policy": "keep",
+               "state_dir": str(tmp_path / "state")}
+    account.update(more)
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"store": {"root": root, "quota": 0, "reserve": 0}, "accounts": [account]}))
+    return root, cfg
+
+
 def test_a_fetch_interns_fewer_names_than_fill_the_first_five_pools(tmp_path):
     """(From the modules of tools/bench_client.py's FETCH_MODULES only: the list is right too.)
     Interned names are never freed, and MicroPython allocates their pools doubling in size: 20,
@@ -109,8 +126,6 @@ def test_a_fetch_interns_fewer_names_than_fill_the_first_five_pools(tmp_path):
     from helpers import build_mpy
     from serverharness import Pop3Server
 
-    from pocketpost.store import Store
-
     up_dir = tmp_path / "up"
     up_dir.mkdir()
     up = Pop3Server(str(up_dir), {"m": [b"Subject: one\r\n\r\nbody\r\n"]}, users={"m": "pw"}, server={"pop3s_port": 0})
@@ -125,14 +140,7 @@ def test_a_fetch_interns_fewer_names_than_fill_the_first_five_pools(tmp_path):
         for n in os.listdir(os.path.join(mpy, "pocketpost")):
             if n[:-4] not in FETCH_MODULES + ("__init__",):
                 os.remove(os.path.join(mpy, "pocketpost", n))
-        root = str(tmp_path / "mail")
-        Store(root, quota=0, reserve=0).create("fetched")
-        cfg = tmp_path / "config.json"
-        cfg.write_text(json.dumps({"store": {"root": root, "quota": 0, "reserve": 0},
-                                   "accounts": [{"name": "m", "host": "127.0.0.1", "port": up.port, "tls": "none",
-                                                 "allow_plaintext": True, "user": "m", "password": "pw",
-                                                 "auth": "user", "mailbox": "fetched", "policy": "keep",
-                                                 "state_dir": str(tmp_path / "state")}]}))
+        _, cfg = _keep_account(tmp_path, up.port)
         probe = tmp_path / "probe.py"
         probe.write_text(NAMES_PROBE % str(cfg))
         env = dict(os.environ, MICROPYPATH=mpy + ":.frozen")
@@ -315,21 +323,12 @@ def test_no_cold_module_of_a_session_is_held_at_its_end(tmp_path):
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools"))
     from serverharness import Pop3Server
 
-    from pocketpost.store import Store
-
     up_dir = tmp_path / "up"
     up_dir.mkdir()
     up = Pop3Server(str(up_dir), {"m": [b"Subject: one\r\n\r\nbody\r\n"]}, users={"m": "pw"}, server={"pop3s_port": 0})
     up.start()
     try:
-        root = str(tmp_path / "mail")
-        Store(root, quota=0, reserve=0).create("fetched")
-        cfg = tmp_path / "config.json"
-        cfg.write_text(json.dumps({"store": {"root": root, "quota": 0, "reserve": 0},
-                                   "accounts": [{"name": "m", "host": "127.0.0.1", "port": up.port, "tls": "none",
-                                                 "allow_plaintext": True, "user": "m", "password": "pw",
-                                                 "auth": "user", "mailbox": "fetched", "policy": "keep",
-                                                 "state_dir": str(tmp_path / "state")}]}))
+        _, cfg = _keep_account(tmp_path, up.port)
         probe = tmp_path / "probe.py"
         probe.write_text(LEFT_PROBE % str(cfg))
         r = run_micropython([str(probe)], timeout=120, heapsize="512k")
@@ -406,14 +405,7 @@ def _first_fetch(tmp_path, count, heap, max_messages=0):
     up.start()
     try:
         mpy = build_mpy(str(tmp_path / "mpy"))
-        root = str(tmp_path / "mail")
-        Store(root, quota=0, reserve=0).create("fetched")
-        cfg = tmp_path / "config.json"
-        cfg.write_text(json.dumps({"store": {"root": root, "quota": 0, "reserve": 0},
-                                   "accounts": [{"name": "m", "host": "127.0.0.1", "port": up.port, "tls": "none",
-                                                 "allow_plaintext": True, "user": "m", "password": "pw",
-                                                 "auth": "user", "mailbox": "fetched", "policy": "keep",
-                                                 "max_messages": max_messages, "state_dir": str(tmp_path / "state")}]}))
+        root, cfg = _keep_account(tmp_path, up.port, max_messages=max_messages)
         env = dict(os.environ, MICROPYPATH=mpy + ":.frozen")
         r = subprocess.run([MICROPYTHON, "-X", "heapsize=" + heap, "-m", "pocketpost.fetch", str(cfg)],
                            capture_output=True, timeout=120, cwd=str(tmp_path), env=env)
