@@ -207,3 +207,24 @@ def test_a_live_uidlist_lock_is_refused_and_an_old_one_taken_over(img, tmp_path,
     err = capsys.readouterr().err
     assert re.search(r"a stale lock \(unchanged for 12[5-9] s\): taken over", err), err
     assert not os.path.exists(lock) and _uidlist(out) == before
+
+
+def test_make_run_stopped_by_sigterm_says_so_and_exits_0(tmp_path):
+    # run_host.py on SIGTERM said "server stopped (Ctrl-C)": a service manager's stop is named as such.
+    from helpers import start_run_host
+
+    ports = ["--port", str(free_port()), "--pop3s-port", str(free_port()), "--smtp-port", str(free_port()),
+             "--smtps-port", str(free_port())]
+    p, out = start_run_host(["--dir", str(tmp_path / "run")] + ports, "pop3 listening")
+    try:
+        p.send_signal(signal.SIGTERM)  # to run_host.py alone, as systemd's stop (KillMode=mixed) or kill PID
+        rest, _ = p.communicate(timeout=30)
+    finally:
+        try:
+            os.killpg(p.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        p.wait()
+    assert p.returncode == 0, out + rest
+    assert rest.rstrip().splitlines()[-1] == "pocketpost: server stopped (SIGTERM). Bye.", rest
+    assert "Traceback" not in rest, rest
