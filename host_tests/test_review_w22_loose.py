@@ -21,6 +21,7 @@ from helpers import FIRMWARE, MICROPYTHON, ROOT, free_port
 from mailimage import run_ppadmin
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+import deploy  # noqa: E402,F401
 import hostimage  # noqa: E402
 import ppadmin  # noqa: E402
 
@@ -228,3 +229,38 @@ def test_make_run_stopped_by_sigterm_says_so_and_exits_0(tmp_path):
     assert p.returncode == 0, out + rest
     assert rest.rstrip().splitlines()[-1] == "pocketpost: server stopped (SIGTERM). Bye.", rest
     assert "Traceback" not in rest, rest
+
+
+def test_deploy_takes_ca_cert_key_and_secrets_from_beside_the_given_config(tmp_path, capsys):
+    # `deploy.py --config ~/x/config.json` looked for them only in boards/B/ and build/B/.
+    import argparse
+
+    import deploy
+
+    mine = tmp_path / "x"
+    mine.mkdir()
+    for name, data in (("cert.der", b"\x30\x82c"), ("key.der", b"\x30\x82k"), ("isp-root.der", b"\x30\x82ca"),
+                       ("secrets.json", b'{"ssid": "home"}')):
+        (mine / name).write_bytes(data)
+    (mine / "config.json").write_text(json.dumps({"server": {"cert": "tls/cert.der", "key": "tls/key.der"},
+                                                  "accounts": [{"name": "isp", "ca": "isp-root.der"}]}))
+    build = tmp_path / "build"
+    build.mkdir()
+    (build / "cert.der").write_bytes(b"\x30\x82old")  # an older pair in build/: beside the config comes first
+    args = argparse.Namespace(board="esp32", port="x", build=str(build), timeout=60, config=str(mine / "config.json"),
+                              cert=None, key=None, make_cert=False, force_config=True, update_config=False,
+                              secrets=None)
+    d = deploy.Deploy(args)
+    d.board_dir = str(tmp_path / "boards-esp32")  # boards/esp32/ as a fresh checkout has it: no cert, no secrets
+    d.board_has = lambda path: False
+    got = dict((remote, local) for local, remote in d.extras({"has_config": False, "platform": "esp32"}))
+    assert got == {"config.json": str(mine / "config.json"), "tls/cert.der": str(mine / "cert.der"),
+                   "tls/key.der": str(mine / "key.der"), "isp-root.der": str(mine / "isp-root.der"),
+                   "secrets.json": str(mine / "secrets.json")}, got
+    out = capsys.readouterr().out
+    for line in ("cert: %s" % (mine / "cert.der"), "key: %s" % (mine / "key.der"),
+                 "account isp: ca %s" % (mine / "isp-root.der"), "secrets: %s" % (mine / "secrets.json")):
+        assert line in out.splitlines(), out
+    (mine / "cert.der").unlink()  # then the old places, as before
+    got = dict((remote, local) for local, remote in d.extras({"has_config": False, "platform": "esp32"}))
+    assert got["tls/cert.der"] == str(build / "cert.der") and "cert: %s" % (build / "cert.der") in capsys.readouterr().out
