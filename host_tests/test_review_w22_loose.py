@@ -4,6 +4,11 @@
   `deliver IMG box a.eml --create-mailbox b.eml` were refused by argparse.
 - one exit status scheme for every ppadmin command (ppadmin.EXIT_STATUS, in --help and the
   README): an image in use by a running server made `ls` exit 1 and `export` exit 3.
+- a killed `export --dovecot` left dovecot-uidlist.lock: the next export waited, then refused;
+  now a stale lock is taken over as Dovecot's file-dotlock.c does, a live one still refused.
+- run_host.py on SIGTERM said "server stopped (Ctrl-C)".
+- deploy.py --config DIR/config.json took the CA, cert, key and secrets from boards/B/ or build/B/.
+- hostflash.py -c with a long program: MicroPython's own argv limit; -f - reads one from stdin.
 """
 
 import json
@@ -264,3 +269,26 @@ def test_deploy_takes_ca_cert_key_and_secrets_from_beside_the_given_config(tmp_p
     (mine / "cert.der").unlink()  # then the old places, as before
     got = dict((remote, local) for local, remote in d.extras({"has_config": False, "platform": "esp32"}))
     assert got["tls/cert.der"] == str(build / "cert.der") and "cert: %s" % (build / "cert.der") in capsys.readouterr().out
+
+
+def test_hostflash_takes_a_long_program_from_stdin_and_the_argv_limit_is_micropythons(img):
+    """`hostflash.py IMG -c PROGRAM` with a long program died with "FATAL: uncaught NLR": the unix
+    port interns each sys.argv string as a qstr (length byte: < 256) before any Python runs, so
+    hostflash cannot refuse it. A long program goes in through `-f -` (stdin) or `-f FILE`."""
+    env = dict(os.environ, MICROPYPATH=FIRMWARE + ":" + TOOLS + ":.frozen")
+    hostflash = [MICROPYTHON, os.path.join(TOOLS, "hostflash.py"), img]
+
+    def program(n):  # exactly n bytes, printing what /flash holds
+        head, tail = "import os\n", "\nprint(sorted(os.listdir('/flash')))"
+        return head + "#" * (n - len(head) - len(tail)) + tail
+
+    r = subprocess.run(hostflash + ["-f", "-"], input=program(4000), capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and r.stdout == "['config.json', 'mail']\n", r.stdout + r.stderr
+    r = subprocess.run(hostflash + ["-c", program(255)], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 0 and r.stdout == "['config.json', 'mail']\n", r.stdout + r.stderr
+    # the interpreter's own limit, as hostflash's docstring says it (this fails if a port lifts it)
+    r = subprocess.run(hostflash + ["-c", program(256)], capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 1 and r.stdout == "" and r.stderr.startswith("FATAL: uncaught NLR"), r.stdout + r.stderr
+    r = subprocess.run([MICROPYTHON, "-c", "import sys; print(len(sys.argv[1]))", "x" * 300], capture_output=True,
+                       text=True, timeout=60)  # not hostflash's: any script's argument does it (-c's own CODE does not)
+    assert r.returncode == 1 and r.stderr.startswith("FATAL: uncaught NLR"), r.stdout + r.stderr
