@@ -139,6 +139,11 @@ def test_exit_status_scheme_is_in_help_and_readme(img, base, tmp_path):
                  ["export", img, "Bad/Name", "--maildir", tmp_path / "md"]):
         r = run_ppadmin(*args)
         assert r.returncode == ppadmin.EXIT_USAGE == 2, (args, r.returncode, r.stderr)
+    # no room is "stopped", 2, for deliver as for import and restore (deliver said 1)
+    big = tmp_path / "big.eml"
+    big.write_bytes(b"Subject: big\r\n\r\n" + (b"y" * 78 + b"\r\n") * 5000)
+    r = run_ppadmin("deliver", img, "alice", big)
+    assert r.returncode == 2 and "message too large for the space left" in r.stderr, (r.returncode, r.stderr)
 
 
 # Holds dovecot-uidlist.lock until killed: the real export, paused where it has the lock.

@@ -97,8 +97,9 @@ def micropython():
 PRELUDE = r"""
 import os, sys
 IMAGE = os.getenv("PP_IMAGE")
+PARTLY, STOPPED, REFUSED = %d, %d, %d  # ppadmin's EXIT_PARTLY, EXIT_USAGE, EXIT_REFUSED
 os.chdir("/flash")  # config.json's folder, as a board's: its relative paths (store root "mail") stay in the image
-def refuse(msg, status=%d):
+def refuse(msg, status=REFUSED):
     sys.stderr.write("ppadmin: " + msg + "\n")
     sys.exit(status)
 def enospc(e):
@@ -112,7 +113,7 @@ def run(body):
         if os.getenv("PP_DEBUG"):
             sys.print_exception(e)
         if enospc(e):
-            refuse("%%s is full (no space left on the flash image)" %% IMAGE, 2)
+            refuse("%%s is full (no space left on the flash image)" %% IMAGE, STOPPED)
         refuse("%%s: %%s: %%s" %% (IMAGE, type(e).__name__, e))
 CONFIG = %r
 def image_config(load):
@@ -121,7 +122,7 @@ def image_config(load):
         return load(CONFIG)
     except OSError:
         refuse("%%s has no /flash/config.json (images come from tools/ppadmin.py create or make run)" %% IMAGE)
-""" % (EXIT_REFUSED, IMAGE_CONFIG)
+""" % (EXIT_PARTLY, EXIT_USAGE, EXIT_REFUSED, IMAGE_CONFIG)
 
 
 def on_image(image, code, env=None, mkfs=False, lock=None, debug=False):
@@ -220,7 +221,7 @@ def body():
     readers = [u for u in users if users[u].get("mailbox") == box]
     if not readers and not os.getenv("PP_CREATE"):
         refuse("mailbox %s has no user in %s (users: %s): add the user first, or pass --create-mailbox"
-               % (box, IMAGE, ", ".join(sorted(users)) or "none"), 2)
+               % (box, IMAGE, ", ".join(sorted(users)) or "none"), STOPPED)
     st = open_store(cfg)
     files = os.getenv("PP_FILES").split("\n")
     names = os.getenv("PP_NAMES").split("\n")  # as the user gave them, for messages
@@ -228,7 +229,7 @@ def body():
     limit, exc = st.room(box)
     what = "mailbox %s has reached its quota of %d octets" % (box, st.quota) if exc is QuotaExceeded else "%s is full" % IMAGE
     if limit == 0:
-        refuse(what + ": no message can be delivered to mailbox " + box, 2)
+        refuse(what + ": no message can be delivered to mailbox " + box, STOPPED)
     need = int(os.getenv("PP_NEED"))
     if limit > 0 and need > limit:
         big = [i for i in range(len(files)) if sizes[i] > limit]
@@ -236,8 +237,8 @@ def body():
         if exc is QuotaExceeded:
             free += " (quota %d)" % st.quota
         if big:
-            refuse("message too large for the space left: %s is %d octets, %s" % (names[big[0]], sizes[big[0]], free), 2)
-        refuse("messages too large for the space left: %d files need %d octets, %s" % (len(files), need, free), 2)
+            refuse("message too large for the space left: %s is %d octets, %s" % (names[big[0]], sizes[big[0]], free), STOPPED)
+        refuse("messages too large for the space left: %d files need %d octets, %s" % (len(files), need, free), STOPPED)
     done = 0
     for i in range(len(files)):
         path = names[i]
@@ -247,7 +248,7 @@ def body():
             if os.getenv("PP_DEBUG"):
                 sys.print_exception(e)
             refuse("%s not delivered (%s: %s); %d of %d files were delivered to %s before it" % (
-                path, type(e).__name__, e, done, len(files), box), 2 if e.args and e.args[0] == 28 else 1 if done else 3)
+                path, type(e).__name__, e, done, len(files), box), STOPPED if enospc(e) else PARTLY if done else REFUSED)
         done += 1
 run(body)
 """

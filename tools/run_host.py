@@ -18,8 +18,8 @@ port 25 style with STARTTLS on --smtp-port, submission over implicit TLS with AU
 --smtps-port (kept in the image like the POP3 ports).
 The POP3 server and the SMTP receiver then run in the foreground: micropython tools/hostflash.py
 run/flash.img -m hostserve (tools/hostserve.py), holding the image lock. Ctrl-C stops it with one line and exit status 0;
-so do SIGTERM and SIGHUP (`kill PID`, a service manager's stop, the terminal closed), the line naming the signal
-("server stopped (SIGTERM)"): a clean stop is exit 0, which systemd and others count as success.
+so does SIGTERM (`kill PID`, a service manager's stop), the line naming it ("server stopped (SIGTERM)"): a clean
+stop is exit 0, which systemd and others count as success.
 """
 
 import argparse
@@ -290,11 +290,11 @@ def _quiet_tcsetpgrp(fd, pgrp):
         signal.signal(signal.SIGTTOU, old)
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)  # a stop asked of this process alone, not by Ctrl-C
+STOP_SIGNALS = (signal.SIGTERM,)  # a stop asked of this process alone, not by Ctrl-C
 
 
 def _stop_child(child, signum):
-    """SIGTERM (kill PID, timeout(1), a service manager) or SIGHUP reaches this process only:
+    """SIGTERM (kill PID, timeout(1), a service manager) reaches this process only:
     without this it died and left the server running, holding the ports and the image. Stop the
     server as Ctrl-C does (it unmounts the image) and go on as after Ctrl-C, naming the signal."""
     if child.poll() is None:
