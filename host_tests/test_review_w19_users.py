@@ -202,9 +202,9 @@ def test_ppadmin_refuses_before_the_password_is_typed(tmp_path, on):
     r = _ppadmin(["adduser", target, "alice"], "first pw\n")
     assert r.returncode == 0 and r.stderr == "" and "user alice saved" in r.stdout, r.stdout + r.stderr
     r = _ppadmin(["passwd", target, "bob"], "typed for nothing\n")
-    assert r.returncode == 1 and r.stderr.startswith("ppadmin: no user bob in") and "password" not in r.stderr, r.stderr
+    assert r.returncode == 3 and r.stderr.startswith("ppadmin: no user bob in") and "password" not in r.stderr, r.stderr
     r = _ppadmin(["adduser", target, "alice"], "typed for nothing\n")
-    assert r.returncode == 1 and r.stderr.startswith("ppadmin: user alice already exists") and "password for" not in r.stderr, r.stderr
+    assert r.returncode == 3 and r.stderr.startswith("ppadmin: user alice already exists") and "password for" not in r.stderr, r.stderr
     r = _ppadmin(["passwd", target, "alice"], "second pw\n")
     assert r.returncode == 0 and r.stderr == "", r.stderr
 

@@ -35,7 +35,9 @@ docs/MIGRATE.md):
 
 Files come from boards/<board>/ unless given: config.json, secrets.json (git-ignored; copy
 secrets.json.template), cert.der/key.der (or --make-cert: a self-signed pair made with openssl
-into build/<board>/, see make_cert). The mail store on the board is never touched.
+into build/<board>/, see make_cert). With --config DIR/config.json, the secrets, certificate, key
+and CA files are looked for beside it first (DIR/), then in boards/<board>/ and build/<board>/
+(local_file); the output names each file it took. The mail store on the board is never touched.
 """
 
 import argparse
@@ -487,12 +489,27 @@ class Deploy:
         say("romfs: %d modules in /rom/pocketpost" % n)
 
     def wifi_hostname(self):
-        path = self.a.secrets or os.path.join(self.board_dir, "secrets.json")
+        path = self.a.secrets or self.local_file("secrets.json")[0]
         try:
-            with open(path) as f:
+            with open(path or "") as f:
                 return [json.load(f).get("hostname") or ""]
         except (OSError, ValueError, AttributeError):
             return []
+
+    def local_file(self, name):
+        """The host file for a board file named NAME (its basename): beside --config first (a
+        maker's own folder), then boards/<board>/, then build/<board>/ -> (path, folders looked
+        in); path is None when none has it."""
+        dirs = [self.board_dir, self.build]
+        given = getattr(self.a, "config", None)
+        if given:
+            dirs.insert(0, os.path.dirname(os.path.abspath(given)))
+        dirs = [d for i, d in enumerate(dirs) if d not in dirs[:i]]
+        for d in dirs:
+            path = os.path.join(d, os.path.basename(name))
+            if os.path.exists(path):
+                return path, dirs
+        return None, dirs
 
     def make_cert(self, cfg, info):
         """--make-cert: make build/<board>/cert.der + key.der, or keep the ones there while they
@@ -539,10 +556,9 @@ class Deploy:
             remote = srv.get(key)
             if not remote:
                 continue
-            local = given or os.path.join(self.board_dir, os.path.basename(remote))
-            if not os.path.exists(local):
-                local = os.path.join(self.build, os.path.basename(remote))
-            if not given and a.make_cert and not os.path.exists(os.path.join(self.board_dir, os.path.basename(remote))):
+            found, dirs = self.local_file(remote)
+            local = given or found or os.path.join(self.build, os.path.basename(remote))
+            if not given and a.make_cert and (found is None or os.path.dirname(found) == self.build):
                 if key == "cert":
                     self.make_cert(cfg, info)
                 local = os.path.join(self.build, os.path.basename(remote))
@@ -554,18 +570,21 @@ class Deploy:
                 continue
             if not os.path.exists(local):
                 raise SystemExit("config names %s %r but there is no %s (give --%s, or --make-cert)"
-                                 % (key, remote, local, key))
+                                 % (key, remote, local if given else " nor ".join(
+                                     os.path.join(d, os.path.basename(remote)) for d in dirs), key))
             if open(local, "rb").read(5) == b"-----":
                 raise SystemExit("%s is PEM: MicroPython needs DER: %s" % (local, pem_fix(local, key)))
+            say("%s: %s" % (key, local))
             out.append((local, remote))
         out += self.account_cas(cfg, info)
         secrets_remote = (cfg.get("wifi") or {}).get("secrets", "secrets.json")
-        secrets = a.secrets or os.path.join(self.board_dir, "secrets.json")
-        if os.path.exists(secrets):
+        secrets, dirs = (a.secrets, []) if a.secrets else self.local_file("secrets.json")
+        if secrets and os.path.exists(secrets):
+            say("secrets: %s" % secrets)
             out.append((secrets, secrets_remote))
         elif info["platform"] != "linux":
             say("secrets: no %s: the board will run without Wi-Fi or account passwords (copy secrets.json.template)"
-                % secrets)
+                % (secrets or " nor ".join(os.path.join(d, "secrets.json") for d in dirs)))
         return out
 
     def board_config(self):
@@ -606,24 +625,25 @@ class Deploy:
 
     def account_cas(self, cfg, info):
         """(local path, board path) of each CA file the accounts name ("ca", "token_ca": DER; the
-        board has no system CA store), from boards/<board>/ or build/<board>/. One that is in
-        neither is kept if the board has it, else said (its account's fetch would fail)."""
+        board has no system CA store), from beside --config, boards/<board>/ or build/<board>/
+        (local_file). One that is in none is kept if the board has it, else said (its account's
+        fetch would fail)."""
         out = []
         for acct in cfg.get("accounts") or ():
             for key in ("ca", "token_ca"):
                 remote = acct.get(key) if isinstance(acct, dict) else None
                 if not isinstance(remote, str) or not remote or remote in [r for _l, r in out]:
                     continue
-                local = os.path.join(self.board_dir, os.path.basename(remote))
-                if not os.path.exists(local):
-                    local = os.path.join(self.build, os.path.basename(remote))
-                if not os.path.exists(local):
+                local, dirs = self.local_file(remote)
+                if local is None:
                     if not self.board_has(remote):
                         say("warning: account %s: %s %r is neither in %s nor on the board: its fetch will fail "
-                            "until it is (a DER file: docs/PROVIDERS.md)" % (acct.get("name"), key, remote, self.board_dir))
+                            "until it is (a DER file: docs/PROVIDERS.md)" % (acct.get("name"), key, remote,
+                                                                            ", ".join(dirs)))
                     continue
                 if open(local, "rb").read(5) == b"-----":
                     raise SystemExit("%s is PEM: MicroPython needs DER: %s" % (local, pem_fix(local, key)))
+                say("account %s: %s %s" % (acct.get("name"), key, local))
                 out.append((local, remote))
         return out
 
@@ -700,9 +720,10 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--board", default="esp32", choices=sorted(BOARDS))
     ap.add_argument("--port", required=True, help="serial device (/dev/ttyUSB0) or the pseudo-board's tty")
-    ap.add_argument("--config", help="config.json to copy (default boards/<board>/config.json)")
-    ap.add_argument("--secrets", help="Wi-Fi secrets file (default boards/<board>/secrets.json)")
-    ap.add_argument("--cert", help="DER certificate (default boards/<board>/ or build/<board>/)")
+    ap.add_argument("--config", help="config.json to copy (default boards/<board>/config.json); the secrets, "
+                                     "certificate, key and CA files are looked for beside it first")
+    ap.add_argument("--secrets", help="Wi-Fi secrets file (default: beside --config, else boards/<board>/secrets.json)")
+    ap.add_argument("--cert", help="DER certificate (default: beside --config, boards/<board>/ or build/<board>/)")
     ap.add_argument("--key", help="DER private key")
     ap.add_argument("--make-cert", action="store_true",
                     help="make a self-signed DER pair in build/<board>/ naming the board (kept while the names are the same)")

@@ -2,8 +2,15 @@
 
     micropython tools/hostflash.py IMAGE [--mkfs] -m MODULE [ARGS...]   # MODULE.main(*ARGS)
     micropython tools/hostflash.py IMAGE [--mkfs] -f SCRIPT.py           # exec a host file
-    micropython tools/hostflash.py IMAGE [--mkfs] -c CODE                # exec CODE (short only:
-                         the pip micropython wrapper has crashed on long multi-line -c arguments)
+    micropython tools/hostflash.py IMAGE [--mkfs] -f - < SCRIPT.py       # exec what stdin holds
+    micropython tools/hostflash.py IMAGE [--mkfs] -c CODE                # exec CODE, < 256 bytes
+
+-c CODE is for short programs only: every argument after hostflash.py becomes a sys.argv string,
+and MicroPython's unix port interns each as a qstr at start-up (ports/unix/main.c set_sys_argv),
+whose length is one byte: an argument of 256 bytes or more stops micropython before any Python
+runs, with "FATAL: uncaught NLR" (exit 1) and nothing else. That is the interpreter's, so this
+file cannot refuse it: give a longer program with -f FILE, or -f - from stdin (the program then
+has stdin to itself only to EOF: it is read first). The host tools always use -f.
 
 (MICROPYPATH must hold firmware/.) The image is a plain file of BLOCK_SIZE blocks. Nothing here
 formats a file unless told: --mkfs formats only an image that is blank (every byte 0xff, as
@@ -358,9 +365,10 @@ def _main(argv):
         if rest[0] == "-c":
             exec(rest[1], {"__name__": "__hostflash__"})
         elif rest[0] == "-f":
-            f = open(rest[1])
+            f = sys.stdin if rest[1] == "-" else open(rest[1])
             code = f.read()
-            f.close()
+            if f is not sys.stdin:
+                f.close()
             exec(code, {"__name__": "__hostflash__"})
         elif rest[0] == "-m":
             mod = __import__(rest[1])

@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -852,12 +853,20 @@ class DovecotWriter(MaildirWriter):
     UID and its P (POP3 UIDL). Dovecot's own dotlock (dovecot-uidlist.lock, O_EXCL, then renamed
     over the list, as Dovecot writes it) keeps a Dovecot that is running from writing it meanwhile.
 
+    A stale lock is taken over as Dovecot's file-dotlock.c takes one over, with a line on stderr:
+    one holding "PID:HOST" of this host whose process is gone (what an export killed while it held
+    the lock leaves: it writes that first, as Dovecot's dotlocks do, then the list), or one that
+    neither it nor dovecot-uidlist has changed for STALE_S. A live one is waited for LOCK_WAIT_S,
+    then refused: nothing is taken from under a running Dovecot or export.
+
     `pocketpost-exported` in the Maildir lists the UIDs exported into it: a message deleted in
     Dovecot since (a POP3 client that fetched and deleted it there) is not written again by a
     later export (the move's second export, for mail that reached the board meanwhile), so it is
     not downloaded a second time. Dovecot ignores the file."""
 
-    LOCK_WAIT_S = 10  # a Dovecot holds the lock for one rewrite; longer is a stale lock (Dovecot's own: 2 min)
+    LOCK_WAIT_S = 10  # a Dovecot holds the lock for one rewrite: we wait this long for it, then refuse
+    STALE_S = 120  # unchanged this long, lock and list: stale (Dovecot's own bound for dovecot-uidlist.lock)
+    HOLDER_MAX = 512  # octets of the lock read for its holder (Dovecot's read_local_pid reads as much)
     EXPORTED = "pocketpost-exported"
 
     def __init__(self, top):
@@ -884,19 +893,15 @@ class DovecotWriter(MaildirWriter):
             return
         path = os.path.join(self.box, "dovecot-uidlist")
         lock = path + ".lock"
-        deadline = time.time() + self.LOCK_WAIT_S
-        while True:
-            try:
-                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                break
-            except FileExistsError:
-                if time.time() > deadline:
-                    raise PortError("%s is held (Dovecot is writing it, or a stale lock): stop Dovecot, remove "
-                                    "a stale lock, and export again (what is exported so far stays)" % lock)
-                time.sleep(0.1)
+        fd = self._take_lock(lock, path)
         try:
             with os.fdopen(fd, "w") as f:
-                f.write("".join(self._uidlist(path)))
+                f.write("%d:%s" % (os.getpid(), socket.gethostname()))  # the holder, until the list replaces it
+                f.flush()
+                text = "".join(self._uidlist(path))
+                f.seek(0)
+                f.truncate()
+                f.write(text)
                 f.flush()
                 os.fsync(f.fileno())
             os.rename(lock, path)
@@ -913,6 +918,53 @@ class DovecotWriter(MaildirWriter):
             os.fsync(f.fileno())
         os.rename(done + ".tmp", done)
         self.box = None
+
+    def _take_lock(self, lock, path):
+        """Create LOCK (O_EXCL) -> its descriptor; a stale one is taken over, a live one refused."""
+        deadline = time.time() + self.LOCK_WAIT_S
+        while True:
+            try:
+                return os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                why = self._stale(lock, path)
+                if why:
+                    sys.stderr.write("ppadmin export: %s: a stale lock (%s): taken over\n" % (lock, why))
+                    try:
+                        os.remove(lock)
+                    except FileNotFoundError:
+                        pass
+                    continue
+                if time.time() > deadline:
+                    raise PortError("%s is held (Dovecot is writing it, or another export): export again once it "
+                                    "has ended (a lock left unchanged for %d s, or by a process that is gone, is "
+                                    "taken over; what is exported so far stays)" % (lock, self.STALE_S))
+                time.sleep(0.1)
+
+    def _stale(self, lock, path):
+        """Why LOCK is stale (a reason to log), or None while its holder may be alive."""
+        try:
+            with open(lock, "rb") as f:
+                holder = f.read(self.HOLDER_MAX)
+            changed = os.stat(lock).st_mtime
+        except FileNotFoundError:
+            return None  # released meanwhile: try again
+        pid, _, host = holder.decode("latin-1").partition(":")
+        if pid.isdigit() and host.strip() == socket.gethostname():
+            if int(pid) == os.getpid():  # as Dovecot: never ours while we wait, so one left with a reused pid
+                return "it names this process, pid %s" % pid
+            try:
+                os.kill(int(pid), 0)
+            except ProcessLookupError:
+                return "its holder, pid %s, is gone" % pid
+            except PermissionError:  # another user's live process
+                pass
+            return None
+        try:
+            changed = max(changed, os.stat(path).st_mtime)
+        except FileNotFoundError:
+            pass
+        idle = time.time() - changed
+        return "unchanged for %d s" % idle if idle > self.STALE_S else None
 
     def _uidlist(self, path):
         try:

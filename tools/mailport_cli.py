@@ -6,16 +6,14 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import mailport  # noqa: E402
+import ppadmin  # noqa: E402  (its exit status scheme, name rule)
+from ppadmin import EXIT_INCOMPLETE, EXIT_PARTLY, EXIT_REFUSED, EXIT_USAGE  # noqa: E402
 
 COMMANDS = ("export", "import", "backup", "restore")
 TARGET = "a flash image file, or a board's serial port (/dev/ttyUSB0, the pseudo-board's tty)"
 TARGET_DIR = TARGET + ", or the fetch CLI's config.json (or its folder): a store in a host folder"
 NO_RESTART = "over USB: leave the board at the REPL afterwards (default: its services start again)"
 LIVE = "over USB: while the board goes on serving (its usb_link service; no Ctrl-C, no restart)"
-EXIT_INCOMPLETE = 4  # export: a mailbox a POP3 session held was skipped (the others were exported)
-EXPORT_EXITS = ("exit status: 0 every mailbox exported; 1 a mailbox named does not exist; 3 failed; %d "
-                "incomplete: a mailbox was in use (a POP3 session held it) and was not exported, the others "
-                "were: run again" % EXIT_INCOMPLETE)
 
 
 def _link_options(p):
@@ -35,7 +33,7 @@ def _image_size(text):
 
 def add_parsers(sub):
     e = sub.add_parser("export", help="export mailboxes as Maildir, mbox (mboxrd) or Maildir + dovecot-uidlist",
-                       epilog=EXPORT_EXITS)
+                       epilog=ppadmin.EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("image", help=TARGET_DIR)
     e.add_argument("mailboxes", nargs="*", help="default: every mailbox")
     g = e.add_mutually_exclusive_group(required=True)
@@ -75,19 +73,14 @@ def _report(line):
 
 
 def run(args):
-    """Returns the exit status: 0 done, 1 something refused, damaged or missing, 2 stopped (flash
-    full: import, restore) or import's mailbox refused before anything was sent (a bad name; new and no user reads
-    it, without --create-mailbox), 3 failed (a one-line error), 4 (EXIT_INCOMPLETE) export skipped
-    a mailbox in use."""
+    """Returns the exit status, as ppadmin.EXIT_STATUS says for every command."""
     mailport.UsbLink.restart = not args.no_restart
     mailport.LIVE[0] = args.live
     names = args.mailboxes if args.cmd == "export" else [args.mailbox] if args.cmd == "import" else []
     for name in names:  # before anything starts: the board side would end in a traceback
-        import ppadmin
-
         if not ppadmin.ppconfig.valid_name(name):
             print("ppadmin %s: bad mailbox name %r: %s" % (args.cmd, name, ppadmin.NAME_RULE), file=sys.stderr)
-            return 2
+            return EXIT_USAGE
     try:
         if args.cmd == "export":
             if args.mbox:
@@ -97,7 +90,7 @@ def run(args):
                 if not single and os.path.exists(args.mbox) and not folder:
                     print("ppadmin export: %s is a file: several mailboxes go into a folder (--mbox DIR/, a "
                           "DIR/<mailbox>.mbox each); name one mailbox to write one file" % args.mbox, file=sys.stderr)
-                    return 3
+                    return EXIT_REFUSED
                 w = mailport.MboxWriter(args.mbox, single, args.mbox_quoting)
             elif args.dovecot:
                 w = mailport.DovecotWriter(args.dovecot)
@@ -122,30 +115,30 @@ def run(args):
                 held = ("mailboxes %s were" if len(locked) > 1 else "mailbox %s was") % ", ".join(locked)
                 print("ppadmin export: incomplete: %s in use (a POP3 session held it), not exported: run again"
                       % held, file=sys.stderr)
-            return 1 if missing else EXIT_INCOMPLETE if locked else 0
+            return EXIT_PARTLY if missing else EXIT_INCOMPLETE if locked else 0
         if args.cmd == "import":
             try:
                 r = mailport.import_messages(args.image, args.mailbox, args.source, _report, args.mbox_quoting,
                                              args.progress, create_mailbox=args.create_mailbox)
             except mailport.NoSuchMailbox as e:
                 print("ppadmin import: %s" % e, file=sys.stderr)
-                return 2
+                return EXIT_USAGE
             print("import %s: %d added, %d skipped (already there), %d refused%s"
                   % (args.mailbox, r["added"], r["skipped"], r["refused"], ", stopped: no room" if r["full"] else ""))
-            return 2 if r["full"] else (1 if r["refused"] else 0)
+            return EXIT_USAGE if r["full"] else (EXIT_PARTLY if r["refused"] else 0)
         if args.cmd == "backup":
             counts = mailport.backup(args.image, args.file, args.progress)
             print("backup %s: %d mailboxes, %d messages" % (args.file, len(counts), sum(counts.values())))
             return 0
         if args.size and (os.path.exists(args.image) or mailport.is_serial(args.image)):
             print("ppadmin restore: --size is for a new image; %s exists (its size stays)" % args.image, file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         r = mailport.restore(args.file, args.image, _report, args.progress, size=args.size, salvage=args.salvage)
         renum = " (%d of them under a new UIDL)" % r["renumbered"] if r.get("renumbered") else ""
         print("restore %s: %d messages restored%s, %d already there, %d files, %d damaged, %d refused"
               % (args.image, r["restored"], renum, r["present"], r["files"], len(r["damaged"]) + len(r["missing"]),
                  r["refused"]))
-        return 2 if r["full"] else 1 if (r["damaged"] or r["missing"] or r["refused"]) else 0
+        return EXIT_USAGE if r["full"] else EXIT_PARTLY if (r["damaged"] or r["missing"] or r["refused"]) else 0
     except (mailport.PortError, mailport.hostimage.ImageError, OSError) as e:
         print("ppadmin %s: %s" % (args.cmd, e), file=sys.stderr)
-        return 3
+        return EXIT_REFUSED

@@ -26,7 +26,8 @@ Only `create` formats, and only a file it makes itself; every other command refu
 not a littlefs image of 4 KiB blocks, checked from CPython before micropython opens it
 (tools/hostimage.py). One process owns an image at a time: an image that a server (make run) or
 another tool has open is refused, naming who holds it. Every refusal is one line on stderr with a
-non-zero exit, and leaves the files it was given as they were. `deliver` checks every file, the
+non-zero exit (the exit status scheme below, the same for every command), and leaves the files it
+was given as they were. Options may come anywhere after the command. `deliver` checks every file, the
 mailbox and the space left before it delivers any; a mailbox no user reads is refused unless
 --create-mailbox.
 
@@ -51,7 +52,24 @@ FIRMWARE = os.path.join(ROOT, "firmware")
 HOSTFLASH = os.path.join(ROOT, "tools", "hostflash.py")
 IMAGE_CONFIG = "/flash/config.json"
 DEFAULT_SIZE = "2M"  # the vfs partition of a 4 MiB ESP32
-EXIT_REFUSED = 3  # a micropython script below refused, having written its one line to stderr
+# Exit status, the same for every command (EXIT_STATUS says it in --help; README "ppadmin").
+EXIT_PARTLY = 1  # done, but with problems the output names
+EXIT_USAGE = 2  # not started (the command line, a name, a new mailbox), or stopped: no room on the flash
+EXIT_REFUSED = 3  # refused or failed in one line on stderr, nothing changed (e.g. the image is in use)
+EXIT_INCOMPLETE = 4  # export skipped a mailbox a POP3 session held: run again
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as a shell reports it)
+EXIT_STATUS = """exit status, every command:
+  0  done
+  1  done, with problems the output names: check found problems (left without --repair); export: a
+     mailbox named does not exist; import, restore: messages refused or damaged
+  2  not started: the command line, a bad user or mailbox name, a new mailbox no user reads without
+     --create-mailbox, restore --size on an existing image; or stopped: no room on the flash
+     (deliver, import, restore)
+  3  refused or failed, one line on stderr, the image and files as they were: not an image, in use
+     by another process (a running server, another ppadmin), no such user or file, a board error
+  4  incomplete: export skipped a mailbox a POP3 session held (the others were exported): run again
+  130  interrupted (Ctrl-C)
+  `run` exits with its script's status."""
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, FIRMWARE)
@@ -63,7 +81,11 @@ NAME_RULE = "1 to %d characters of a-z 0-9 . _ -, not starting with '.'" % ppcon
 
 
 class Refused(Exception):
-    """A one-line refusal: the file/mailbox/user and what is allowed."""
+    """A one-line refusal: the file/mailbox/user and what is allowed; status is the exit status."""
+
+    def __init__(self, message, status=EXIT_REFUSED):
+        Exception.__init__(self, message)
+        self.status = status
 
 
 def micropython():
@@ -75,10 +97,11 @@ def micropython():
 PRELUDE = r"""
 import os, sys
 IMAGE = os.getenv("PP_IMAGE")
+PARTLY, STOPPED, REFUSED = %d, %d, %d  # ppadmin's EXIT_PARTLY, EXIT_USAGE, EXIT_REFUSED
 os.chdir("/flash")  # config.json's folder, as a board's: its relative paths (store root "mail") stay in the image
-def refuse(msg):
+def refuse(msg, status=REFUSED):
     sys.stderr.write("ppadmin: " + msg + "\n")
-    sys.exit(%d)
+    sys.exit(status)
 def enospc(e):
     return isinstance(e, OSError) and e.args and e.args[0] == 28
 def run(body):
@@ -90,7 +113,7 @@ def run(body):
         if os.getenv("PP_DEBUG"):
             sys.print_exception(e)
         if enospc(e):
-            refuse("%%s is full (no space left on the flash image)" %% IMAGE)
+            refuse("%%s is full (no space left on the flash image)" %% IMAGE, STOPPED)
         refuse("%%s: %%s: %%s" %% (IMAGE, type(e).__name__, e))
 CONFIG = %r
 def image_config(load):
@@ -99,7 +122,7 @@ def image_config(load):
         return load(CONFIG)
     except OSError:
         refuse("%%s has no /flash/config.json (images come from tools/ppadmin.py create or make run)" %% IMAGE)
-""" % (EXIT_REFUSED, IMAGE_CONFIG)
+""" % (EXIT_PARTLY, EXIT_USAGE, EXIT_REFUSED, IMAGE_CONFIG)
 
 
 def on_image(image, code, env=None, mkfs=False, lock=None, debug=False):
@@ -134,12 +157,13 @@ def on_image(image, code, env=None, mkfs=False, lock=None, debug=False):
             lock.release()
     if r.returncode != 0:
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
-        if debug or r.returncode not in (EXIT_REFUSED, 2):
+        if debug or r.returncode not in (EXIT_PARTLY, EXIT_USAGE, EXIT_REFUSED):
             sys.stderr.write(r.stdout + r.stderr)
         last = lines[-1] if lines else "exit status %d" % r.returncode
-        for prefix in ("ppadmin: ", "hostflash: "):
-            if last.startswith(prefix):
-                raise Refused(last[len(prefix):])
+        if last.startswith("ppadmin: "):  # a script's refuse(): its status
+            raise Refused(last[9:], r.returncode if r.returncode in (EXIT_PARTLY, EXIT_USAGE) else EXIT_REFUSED)
+        if last.startswith("hostflash: "):  # hostflash's own refusal (exit 2): the image is not one it mounts
+            raise Refused(last[11:])
         raise Refused("%s: micropython failed (exit %d): %s" % (image, r.returncode, last))
     return r.stdout
 
@@ -197,7 +221,7 @@ def body():
     readers = [u for u in users if users[u].get("mailbox") == box]
     if not readers and not os.getenv("PP_CREATE"):
         refuse("mailbox %s has no user in %s (users: %s): add the user first, or pass --create-mailbox"
-               % (box, IMAGE, ", ".join(sorted(users)) or "none"))
+               % (box, IMAGE, ", ".join(sorted(users)) or "none"), STOPPED)
     st = open_store(cfg)
     files = os.getenv("PP_FILES").split("\n")
     names = os.getenv("PP_NAMES").split("\n")  # as the user gave them, for messages
@@ -205,7 +229,7 @@ def body():
     limit, exc = st.room(box)
     what = "mailbox %s has reached its quota of %d octets" % (box, st.quota) if exc is QuotaExceeded else "%s is full" % IMAGE
     if limit == 0:
-        refuse(what + ": no message can be delivered to mailbox " + box)
+        refuse(what + ": no message can be delivered to mailbox " + box, STOPPED)
     need = int(os.getenv("PP_NEED"))
     if limit > 0 and need > limit:
         big = [i for i in range(len(files)) if sizes[i] > limit]
@@ -213,8 +237,8 @@ def body():
         if exc is QuotaExceeded:
             free += " (quota %d)" % st.quota
         if big:
-            refuse("message too large for the space left: %s is %d octets, %s" % (names[big[0]], sizes[big[0]], free))
-        refuse("messages too large for the space left: %d files need %d octets, %s" % (len(files), need, free))
+            refuse("message too large for the space left: %s is %d octets, %s" % (names[big[0]], sizes[big[0]], free), STOPPED)
+        refuse("messages too large for the space left: %d files need %d octets, %s" % (len(files), need, free), STOPPED)
     done = 0
     for i in range(len(files)):
         path = names[i]
@@ -224,7 +248,7 @@ def body():
             if os.getenv("PP_DEBUG"):
                 sys.print_exception(e)
             refuse("%s not delivered (%s: %s); %d of %d files were delivered to %s before it" % (
-                path, type(e).__name__, e, done, len(files), box))
+                path, type(e).__name__, e, done, len(files), box), STOPPED if enospc(e) else PARTLY if done else REFUSED)
         done += 1
 run(body)
 """
@@ -269,7 +293,7 @@ def check(image, repair=False, debug=False):
     out = on_image(image, CHECK, {"PP_REPAIR": "1" if repair else ""}, debug=debug)
     found = [ln for ln in out.splitlines() if ln.startswith("problems:")]
     left = bool(found) and found[-1] != "problems: 0" and not repair
-    return out, 1 if left or not found else 0
+    return out, EXIT_PARTLY if left or not found else 0
 
 
 # `run`: the user's script, read from the host, then run with /flash as the current directory
@@ -307,18 +331,18 @@ def run_script(image, script, debug=False):
             except KeyboardInterrupt:  # Ctrl-C: the terminal sent it to the child too; make sure it ends
                 try:
                     child.send_signal(2)
-                    return child.wait(5) or 130
+                    return child.wait(5) or EXIT_INTERRUPTED
                 except subprocess.TimeoutExpired:
                     child.kill()
                     child.wait()
-                    return 130
+                    return EXIT_INTERRUPTED
         finally:
             os.unlink(runner)
 
 
 def check_name(kind, name):
     if not ppconfig.valid_name(name):
-        raise Refused("bad %s name %r: %s" % (kind, name, NAME_RULE))
+        raise Refused("bad %s name %r: %s" % (kind, name, NAME_RULE), EXIT_USAGE)
 
 
 def stored_size(path):
@@ -466,13 +490,31 @@ def deliver(image, mailbox, files, create_mailbox=False, debug=False):
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, not argparse's usage block
         sys.stderr.write("ppadmin: %s (tools/ppadmin.py --help shows the commands)\n" % message)
-        sys.exit(2)
+        sys.exit(EXIT_USAGE)
+
+
+class _CommandParser(_Parser):
+    """A subcommand's parser: options anywhere among its arguments. Plain argparse takes every
+    positional it can at the first one, so in `export IMG --mbox F alice` the mailboxes (nargs *)
+    were already matched, empty, and `alice` was refused; intermixed parsing takes the options
+    out first. (argparse's parse_intermixed_args refuses a parser with subcommands, hence here.)"""
+
+    _intermixed = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._intermixed:  # parse_known_intermixed_args calls back in: plain parsing then
+            return _Parser.parse_known_args(self, args, namespace)
+        self._intermixed = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixed = False
 
 
 def main(argv=None):
-    ap = _Parser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(description=__doc__, epilog=EXIT_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
-    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_Parser)
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=_CommandParser)
     c = sub.add_parser("create", help="make a new formatted image (refuses an existing file)")
     c.add_argument("image")
     c.add_argument("--size", default=DEFAULT_SIZE, help="bytes, or with K/M (default %s)" % DEFAULT_SIZE)
@@ -510,7 +552,11 @@ def main(argv=None):
     mailport_cli.add_parsers(sub)
     args = ap.parse_args(argv)
     if args.cmd in mailport_cli.COMMANDS:
-        return mailport_cli.run(args)
+        try:
+            return mailport_cli.run(args)
+        except KeyboardInterrupt:
+            sys.stderr.write("ppadmin: interrupted\n")
+            return EXIT_INTERRUPTED
     try:
         if args.cmd == "create":
             out = create(args.image, args.size, args.config, debug=args.debug)
@@ -541,15 +587,15 @@ def main(argv=None):
         if args.debug:
             traceback.print_exc()
         sys.stderr.write("ppadmin: %s\n" % e)
-        return 1
+        return getattr(e, "status", EXIT_REFUSED)
     except KeyboardInterrupt:
         sys.stderr.write("ppadmin: interrupted\n")
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as e:  # a bug: still one line unless asked
         if args.debug:
             raise
         sys.stderr.write("ppadmin: unexpected %s: %s (--debug shows the traceback)\n" % (type(e).__name__, e))
-        return 1
+        return EXIT_REFUSED
     sys.stdout.write(out)
     return 0
 

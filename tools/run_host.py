@@ -17,7 +17,9 @@ A new image also gets the SMTP receiver for DEMO_DOMAIN (demo@ and postmaster@ l
 port 25 style with STARTTLS on --smtp-port, submission over implicit TLS with AUTH on
 --smtps-port (kept in the image like the POP3 ports).
 The POP3 server and the SMTP receiver then run in the foreground: micropython tools/hostflash.py
-run/flash.img -m hostserve (tools/hostserve.py), holding the image lock. Ctrl-C stops it with one line and exit status 0.
+run/flash.img -m hostserve (tools/hostserve.py), holding the image lock. Ctrl-C stops it with one line and exit status 0;
+so does SIGTERM (`kill PID`, a service manager's stop), the line naming it ("server stopped (SIGTERM)"): a clean
+stop is exit 0, which systemd and others count as success.
 """
 
 import argparse
@@ -288,13 +290,20 @@ def _quiet_tcsetpgrp(fd, pgrp):
         signal.signal(signal.SIGTTOU, old)
 
 
-def _stop_child(child):
-    """SIGTERM (kill PID, timeout(1), a service manager) reaches this process only: without this
-    it died and left the server running, holding the ports and the image. Stop the server as
-    Ctrl-C does (it unmounts the image) and go on as after Ctrl-C."""
+STOP_SIGNALS = (signal.SIGTERM,)  # a stop asked of this process alone, not by Ctrl-C
+
+
+def _stop_child(child, signum):
+    """SIGTERM (kill PID, timeout(1), a service manager) reaches this process only:
+    without this it died and left the server running, holding the ports and the image. Stop the
+    server as Ctrl-C does (it unmounts the image) and go on as after Ctrl-C, naming the signal."""
     if child.poll() is None:
         child.send_signal(signal.SIGINT)
-    raise KeyboardInterrupt
+    raise Stopped(signal.Signals(signum).name)
+
+
+class Stopped(KeyboardInterrupt):
+    """The server is asked to stop by a signal (its name) other than Ctrl-C's."""
 
 
 def give_back_terminal(held):
@@ -429,13 +438,15 @@ def main():
     child = None
     try:
         child = subprocess.Popen(cmd, env=env, pass_fds=(lock.fd,))  # the child holds the image lock too
-        signal.signal(signal.SIGTERM, lambda signum, frame: _stop_child(child))
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, lambda signum, frame: _stop_child(child, signum))
         rc = child.wait()
         if rc == EXIT_PORT_IN_USE:
             sys.stderr.write('make run: choose free ports with make run RUN_ARGS="--port N --pop3s-port M"\n')
         return rc
-    except KeyboardInterrupt:
-        # Ctrl-C reached the server too (same process group): let it unmount the image and exit.
+    except KeyboardInterrupt as e:
+        # Ctrl-C reached the server too (same process group), or _stop_child passed on SIGTERM:
+        # let it unmount the image and exit.
         if child is not None:
             try:
                 child.wait(STOP_WAIT_S)
@@ -446,7 +457,7 @@ def main():
                 except (subprocess.TimeoutExpired, KeyboardInterrupt):
                     child.kill()
                     child.wait()
-        print("\npocketpost: server stopped (Ctrl-C). Bye.")
+        print("\npocketpost: server stopped (%s). Bye." % (e.args[0] if isinstance(e, Stopped) else "Ctrl-C"))
         return 0
     finally:
         give_back_terminal(held)
