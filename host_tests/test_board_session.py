@@ -17,7 +17,7 @@ from pocketpost.store import Store
 SCRIPT = r'''
 import asyncio, json, sys, time
 from pocketpost import admin, board, log
-from test_board import FakeWLAN
+from test_board import FakeWLAN, stop
 
 CFG, SECRETS = sys.argv[1], sys.argv[2]
 wlan = FakeWLAN(polls=1)
@@ -45,7 +45,7 @@ async def weather():
     say("BACK")
     await until(lambda: admin.sessions(r) == 0, "the session to go on to its QUIT")
     say("RESULT " + json.dumps([admin.wifi_info(r.wifi), admin.services(r.supervisor)]))
-    r.stop()
+    stop(r)
 
 async def main():
     t = asyncio.create_task(weather())

@@ -10,7 +10,7 @@ import tempfile
 from helpers import ROOT, tool
 
 BOARD_FILES = ["firmware/boot.py", "firmware/main.py", "firmware/pocketpost/board.py",
-               "firmware/pocketpost/admin.py"]
+               "firmware/pocketpost/boardend.py", "firmware/pocketpost/admin.py"]
 
 
 def mypy(paths):

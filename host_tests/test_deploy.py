@@ -163,7 +163,7 @@ def test_deploy_to_pseudoboard_then_boot_and_serve(tmp_path, remote_server):
         # with pocketpost's littlefs geometry (flashfs.tuned, kept in board.tuned by main.py once
         # it dropped boot.py's modules), and the mail on it is what was there
         assert "'tuned': ('/flash', 64, 32)" in out, out
-        # every service was cancelled cleanly by the interrupt (board.Runner.shutdown), counts kept
+        # every service was cancelled cleanly by the interrupt (boardend.shutdown), counts kept
         assert "'state': 'stopped'" in out and "'starts': 1" in out, out
         assert "sessions   0" in out
         # the heap figures: the largest free block and the POP3 server's high-water mark

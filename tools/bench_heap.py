@@ -266,10 +266,12 @@ def _patch_config(path, **sections):
 def _wait_log(srv, word, timeout=90):
     """True once `word` is in the log; False as soon as the process has ended (a failed trial:
     with --runner a service's failure ends it, see heapwork.py); None if it is still running
-    after `timeout` s: a hang, which the trial reports (_hang)."""
+    after `timeout` s: a hang, which the trial reports (_hang). `word` must begin a line: --prof's
+    name dumps (qstr_info) print "Q(FETCHED)" long before the fetch is done."""
     deadline = time.time() + timeout
+    word = "\n" + word
     while time.time() < deadline:
-        if word in srv.log():
+        if word in "\n" + srv.log():
             return True
         if not srv.alive():
             return False

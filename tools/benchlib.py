@@ -23,7 +23,7 @@ CLK = os.sysconf("SC_CLK_TCK")
 PKG = os.path.join(os.environ.get("BENCH_FIRMWARE") or FIRMWARE, "pocketpost")
 
 # Board glue and REPL helpers: not part of the "server, client, store and core" code budget.
-GLUE = ("board", "boardstart", "admin", "safemode", "flashfs", "mailport", "hostconn", "hostcompat")  # mailport: export/import, run by the host tools;
+GLUE = ("board", "boardstart", "boardend", "admin", "safemode", "flashfs", "mailport", "hostconn", "hostcompat")  # mailport: export/import, run by the host tools;
 # hostconn, hostcompat: CPython's connection and shims (the host's runtime; a board never loads them)
 # Which module belongs to which part (the code budget is printed per part).
 PARTS = (

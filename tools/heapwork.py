@@ -91,61 +91,65 @@ async def _go(go):
     return True
 
 
+if RUNNER:  # the board's hardware, stood in for by this module's own functions (see _runner)
+    _on = False
+
+    def active(v):  # network.WLAN(STA_IF): associates at once
+        global _on
+        _on = v
+
+    def isconnected():
+        return _on
+
+    def status():
+        return 1010
+
+    def ifconfig():
+        return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
+
+    def nop(*a, **kw):  # WLAN.config / disconnect / connect, ntptime.settime (the host's clock is
+        pass  # set), machine.WDT.feed
+
+    config = disconnect = connect = settime = feed = nop
+
+
 def _runner(path, go, flags):
     """With "runner": the board's own code does the work. main.py's board.main(CONFIG, hw), with
     a stand-in Hardware (Wi-Fi that connects, NTP that succeeds, a watchdog) so that every part
     of board.py a board runs is loaded and run (Wi-Fi, clock and watchdog keepers, the
     supervisor, store check, the fetch schedule's settle and fetch_loop). The one change: the
-    account's first fetch waits for GO_FILE (the benchmark's signal), then prints FETCHED."""
+    account's first fetch waits for GO_FILE (the benchmark's signal), then prints FETCHED.
+
+    A board holds C objects for the WLAN, the WDT and the ntptime module's few functions, so the
+    stand-ins cost as little heap as this can make them: no class, this module itself is the WLAN,
+    the ntptime module and the WDT (its functions above, made only with "runner"), and the
+    harness's hooks are set up by the watchdog's stand-in factory, which boardstart.start calls
+    first, inside the loop (a Runner subclass with wrapping coroutines held ~1.7 KB more)."""
     from pocketpost import board
 
-    class Stand:  # one object for network.WLAN(STA_IF) (associates at once), the ntptime module
-        # (the host's clock is set) and machine.WDT: a board holds C objects there, so the
-        # stand-ins are kept to one small class (each class and method is heap a board has not)
-        on = False
-        host = ""
-
-        def active(self, v):
-            self.on = v
-
-        def nop(self, *a, **kw):
-            pass
-
-        config = disconnect = connect = settime = feed = nop
-
-        def isconnected(self):
-            return self.on
-
-        def status(self):
-            return 1010
-
-        def ifconfig(self):
-            return ("127.0.0.1", "255.0.0.0", "127.0.0.1", "127.0.0.1")
+    stand = sys.modules[__name__]  # ("__main__" as `micropython -m heapwork`, "heapwork" from ROMFS)
 
     def reset():  # machine.reset: the process ends, as a board's reset ends everything
         print("RESET")
         raise SystemExit(3)
 
-    base = board.Runner
+    def make_wdt(ms):
+        r = board.current
+        # A service's first failure resets (the board's default waits for the 8th, after about 2
+        # minutes of back-off): the trial fails then, as the plain workload's does.
+        r.supervisor.reset_after = 1
+        if "prof" in flags:  # tools/heapprof.py, as in main() below
+            __import__("heapprof").start()
+        asyncio.create_task(_ready(r))
+        loop = r.fetch_loop
 
-    class Run(base):
-        def __init__(self, cfg, hw):
-            base.__init__(self, cfg, hw)
-            # A service's first failure resets (the board's default waits for the 8th, after
-            # about 2 minutes of back-off): the trial fails then, as the plain workload's does.
-            self.supervisor.reset_after = 1
+        async def fetch_loop(client, acct, interval_s):  # (an instance attribute: the Runner's own
+            if await _go(go):  # fetch_schedule calls it)
+                asyncio.create_task(_fetched(r))
+                await loop(client, acct, interval_s)
 
-        async def run(self, secrets_path=None):  # READY once the services listen
-            if "prof" in flags:  # tools/heapprof.py, as in main() below
-                __import__("heapprof").start()
-            asyncio.create_task(_ready(self))
-            await base.run(self, secrets_path)
-
-        async def fetch_loop(self, client, acct, interval_s):
-            if not await _go(go):
-                return
-            asyncio.create_task(_fetched(self))
-            await base.fetch_loop(self, client, acct, interval_s)
+        r.fetch_loop = fetch_loop
+        return stand
 
     async def _fetched(r):
         while not r.fetches:
@@ -174,9 +178,7 @@ def _runner(path, go, flags):
     with open(sec_path, "w") as f:
         json.dump({"ssid": "bench", "password": "pw", "hostname": "pocketpost"}, f)
     cfg = sv = None
-    stand = Stand()
-    hw = board.Hardware(wlan=stand, ntptime=stand, make_wdt=lambda ms: stand, reset=reset)
-    board.Runner = Run
+    hw = board.Hardware(wlan=stand, ntptime=stand, make_wdt=make_wdt, reset=reset)
     # main.py's step before board.main: boot.py's modules leave the heap, flashfs.tuned is kept
     from pocketpost.compat import forget
 

@@ -24,8 +24,9 @@ injected objects, so host tests pass small fakes and the unix port (no Wi-Fi, no
 
 Ctrl-C from the REPL (mpremote does this when it connects) stops the loop. KeyboardInterrupt
 unwinds only the task that happened to be running (usually none: the loop sits in its poll), so
-`main()` then cancels every task (keepers, services, POP3 and SMTP sessions, fetches) and runs
-the loop again until their finally blocks have run, at most _SHUTDOWN_MS: mailbox locks released,
+`main()` then (pocketpost.boardend.shutdown) cancels every task (keepers, services, POP3 and SMTP
+sessions, fetches) and runs the loop again until their finally blocks have run, at most
+boardend._SHUTDOWN_MS: mailbox locks released,
 a delivery in flight aborted (its temp file removed; a commit is a rename, so the message is
 either there or not), sockets and listeners closed. Then it forgets the store's RAM state as a
 reset would (store.reboot(): locks, cached mailbox state), so the next lock recovers each mailbox
@@ -39,6 +40,8 @@ Every default for the config keys "wifi", "ntp", "watchdog", "services" is a nam
 or, for what only the start-up reads (Wi-Fi retries at boot, the fetch interval), in
 pocketpost.boardstart: the start-up itself (Runner.run's set-up, the secrets file, the store
 opened and checked, the fetch state settled), loaded for it and dropped before the services start.
+What main() does once the loop has stopped (Ctrl-C, no service left, a config mistake, a fatal
+error) is pocketpost.boardend, loaded then: neither is held in the heap while the services run.
 """
 
 import asyncio
@@ -80,11 +83,6 @@ _RESTART_BACKOFF_MAX_MS = const(60000)
 _RESTARTS_BEFORE_RESET = const(8)  # consecutive failures of one service before machine.reset()
 _SERVICE_HEALTHY_MS = const(300000)  # a service that ran 5 min before failing is "healthy again"
 _FATAL_RESET_DELAY_MS = const(10000)  # top-level failure: log, wait (REPL can Ctrl-C), reset
-# After Ctrl-C: the most the cancelled tasks get to run their finally blocks. Each needs one pass
-# of the loop (nothing awaits in a finally); 2 s bounds a wedged one and keeps mpremote waiting
-# well under its 10 s for the raw REPL prompt.
-_SHUTDOWN_MS = const(2000)
-_SHUTDOWN_POLL_MS = const(10)
 _SERVER_WAIT_MS = const(20)  # serve_smtp's poll while the POP3 server starts (one or two loop passes)
 current = None  # the running Runner, for admin.status()
 # boot.py's flash remount (flashfs.tuned: mount point, read size, program size; None if it did not
@@ -422,42 +420,6 @@ class Runner:
         self.tasks = []  # type: list  # keepers; CPython only weakly references bare tasks
         self.fetch_tasks = []  # type: list  # one per account while the fetch schedule runs
 
-    def _spawn(self, coro):
-        t = asyncio.create_task(coro)
-        self.tasks.append(t)
-        return t
-
-    def stop(self):
-        for t in self.tasks:
-            t.cancel()
-        self.supervisor.stop()
-
-    def shutdown(self, ms=_SHUTDOWN_MS):
-        """After Ctrl-C stopped the loop: cancel every task, run the loop until they have all
-        finished (at most ms), then forget the store's RAM state as a reset would (see the module
-        docstring). Returns how many tasks had not finished in time (-1: a second Ctrl-C)."""
-        from pocketpost import storecore as store_mod  # (store.py: Delivery, not needed here)
-
-        left = 0
-        try:
-            if IS_MICROPYTHON:  # CPython's asyncio.run has cancelled and awaited every task itself
-                tasks = self.tasks + self.supervisor.tasks + self.fetch_tasks
-                for srv in (self.server, self.smtp):
-                    if srv is not None:
-                        tasks += srv.tasks()
-                left = asyncio.run(_stop(tasks, ms))
-        except KeyboardInterrupt:  # a second Ctrl-C: stop waiting, release everything anyway
-            left = -1
-        finally:
-            if IS_MICROPYTHON:
-                asyncio.new_event_loop()  # drop whatever did not finish: never resumed later
-            store_mod.reboot()
-        if left:
-            log.warning("interrupted: %d tasks did not stop in time (the one Ctrl-C itself ended counts here); "
-                        "mailbox locks released anyway", left)
-        return left
-
-
     async def serve(self):
         from pocketpost import server
         from pocketpost import storesession  # noqa: F401 - see below
@@ -614,25 +576,6 @@ class Runner:
             t.cancel()
 
 
-async def _stop(tasks, ms):
-    """Cancel tasks and wait until each is done, at most ms; returns how many are not.
-    The cancels are made from inside the loop: outside it, MicroPython's cancel() refuses the task
-    that ran last before Ctrl-C ("can't cancel self", it is still the loop's current task) though
-    it may be alive and waiting. A task that Ctrl-C unwound itself (its finally blocks ran then)
-    never reports done: it costs the whole wait."""
-    for t in tasks:
-        t.cancel()
-    t0 = ticks_ms()
-    while True:
-        left = 0
-        for t in tasks:
-            if not t.done():
-                left += 1
-        if not left or ticks_diff(ticks_ms(), t0) >= ms:
-            return left
-        await _sleep_ms(_SHUTDOWN_POLL_MS)
-
-
 def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=_FATAL_RESET_DELAY_MS):
     """Start everything from the config and run forever. On a board, a failure outside the
     services is logged and the board resets after a pause; a mistake in the config (ConfigError)
@@ -656,33 +599,32 @@ def main(config_path=CONFIG_PATH, hw=None, secrets_path=None, fatal_delay_ms=_FA
         if IS_MICROPYTHON:  # main.py run again (mailport.restart): nothing of an old loop resumes
             asyncio.new_event_loop()
         asyncio.run(runner.run(secrets_path))
-        # Only reached with no service configured, or once every service has ended normally: the
-        # loop that fed the watchdog is gone, so hand it to the timer as Ctrl-C does, or the board
-        # would reset every timeout.
-        if runner.watchdog is not None and hw.keep_fed is not None:
-            hw.keep_fed(runner.watchdog.wdt)
-        log.warning("no service running: REPL only (see \"services\" in the config)")
-    except KeyboardInterrupt:
-        if runner is not None:
-            runner.shutdown()
-        if runner is not None and runner.watchdog is not None and hw.keep_fed is not None:
-            hw.keep_fed(runner.watchdog.wdt)
-            log.warning("interrupted: watchdog now fed by a timer; machine.reset() to restart")
+    except KeyboardInterrupt:  # the rest, and what the other endings do: pocketpost.boardend
+        try:
+            from pocketpost import boardend
+        except MemoryError:  # no heap for it: forget the store's RAM state at least (its locks)
+            from pocketpost import storecore
+
+            storecore.reboot()
+            raise KeyboardInterrupt
+        boardend.interrupted(runner, hw)
         raise
     except ConfigError as e:  # the file says something wrong: a reset would read it again, and again
-        log.error("pocketpost not started: %s", e)
-        log.error("fix config.json (mpremote edit :config.json), then reset; admin.status() checks it")
-        if runner is not None and runner.watchdog is not None and hw.keep_fed is not None:
-            hw.keep_fed(runner.watchdog.wdt)
+        from pocketpost import boardend
+
+        boardend.config_error(runner, hw, e)
     except Exception as e:  # config unreadable, store unusable, a bug outside the supervisor
         try:
-            log.error("pocketpost stopped: %s", _exc_line(e))
-            _print_exception(e)
-            if hw.reset is not None:
-                log.error("resetting in %d ms (Ctrl-C for the REPL)", fatal_delay_ms)
+            from pocketpost import boardend
+
+            boardend.fatal(hw, e, fatal_delay_ms)
         except Exception:  # MemoryError: a full heap must still reset, not leave a dead board
             pass
         if hw.reset is None:
             raise
         time.sleep(fatal_delay_ms / 1000)
         hw.reset()
+    else:  # no service configured, or every service has ended normally
+        from pocketpost import boardend
+
+        boardend.idle(runner, hw)

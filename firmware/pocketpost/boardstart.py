@@ -6,6 +6,7 @@ is referred to once the services run (a function of this module kept alive would
 the objects made are board.py's. admin.py (the REPL) uses its open_store and clock_is_set too.
 """
 
+import asyncio
 import json
 import sys
 import time
@@ -153,7 +154,7 @@ async def start(r, secrets_path=None):
     timeout = wd.get("timeout_ms", WDT_TIMEOUT_MS)
     if hw.make_wdt is not None and timeout:
         r.watchdog = board.Watchdog(hw.make_wdt(timeout), timeout)
-        r._spawn(r.watchdog.keep())
+        r.tasks.append(asyncio.create_task(r.watchdog.keep()))
     w = board._section(cfg, "wifi")
     if hw.wlan is not None:
         secrets = load_secrets(secrets_path or w.get("secrets", board.SECRETS_PATH))
@@ -161,12 +162,12 @@ async def start(r, secrets_path=None):
             kw = dict((k, w[k]) for k in ("backoff_ms", "backoff_max_ms", "connect_timeout_ms", "check_ms") if k in w)
             r.wifi = board.Wifi(hw.wlan, secrets["ssid"], secrets.get("password", ""), secrets.get("hostname"), **kw)
             await r.wifi.connect(w.get("retries", _WIFI_RETRIES))
-            r._spawn(r.wifi.keep())
+            r.tasks.append(asyncio.create_task(r.wifi.keep()))
     n = board._section(cfg, "ntp")
     if hw.ntptime is not None and n.get("host", board.NTP_HOST):
         kw = dict((k, n[k]) for k in ("host", "interval_s", "retry_s") if k in n)  # as for Wi-Fi
         r.clock = board.Clock(hw.ntptime, **kw)
-        r._spawn(r.clock.keep(r.wifi))
+        r.tasks.append(asyncio.create_task(r.clock.keep(r.wifi)))
         await board._sleep_ms(0)  # let the first sync run before services open TLS
     if not clock_is_set():
         log.warning("clock not set: TLS certificate checks will fail until NTP succeeds")

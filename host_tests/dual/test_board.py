@@ -8,7 +8,7 @@ import os
 import sys
 import time
 
-from pocketpost import admin, board, boardstart, log, safemode
+from pocketpost import admin, board, boardend, boardstart, log, safemode
 from pocketpost.compat import ticks_diff, ticks_ms
 import storeread
 
@@ -23,6 +23,13 @@ async def until(cond, timeout_ms=3000):
             return False
         await asyncio.sleep(0.001)
     return True
+
+
+def stop(r):
+    """Cancel runner r's keepers and services (what Ctrl-C's shutdown does first)."""
+    for t in r.tasks:
+        t.cancel()
+    r.supervisor.stop()
 
 
 def run(coro):
@@ -487,7 +494,7 @@ def _main_bounded(hw, services, cfg_extra=""):
 
             for name in services:
                 self.supervisor.add(name, services[name])
-            self._spawn(limit())
+            self.tasks.append(asyncio.create_task(limit()))
             await base.run(self, secrets_path)
 
     board.Runner = Run
@@ -658,7 +665,7 @@ def test_runner_brings_up_watchdog_wifi_and_clock_from_config():
     async def go():
         await r.run()
         await until(lambda: made and made[0].feeds >= 1)  # the watchdog task has run (asserted below)
-        r.stop()
+        stop(r)
 
     try:
         run(go())
@@ -836,7 +843,7 @@ def test_admin_check_reports_then_repairs():
 
 def test_ctrl_c_stops_every_session_and_releases_its_mailbox():
     # Issue 14: mpremote connecting sends Ctrl-C into main.py. KeyboardInterrupt unwinds only the
-    # task it hit; Runner.shutdown cancels the others (their finally blocks release the mailbox
+    # task it hit; boardend.shutdown cancels the others (their finally blocks release the mailbox
     # lock, abort a delivery in flight) and forgets the store's RAM state, so an export from the
     # REPL finds every mailbox free and a half-written message gone. Ctrl-C lands in the main
     # task, or in a session (that one's finally runs as the exception unwinds it).
@@ -892,7 +899,7 @@ def test_ctrl_c_stops_every_session_and_releases_its_mailbox():
                 run(main())
                 raise AssertionError("no KeyboardInterrupt")
             except KeyboardInterrupt:
-                left = r.shutdown(300)
+                left = boardend.shutdown(r, 300)
             # a session Ctrl-C ended itself never reports done on MicroPython: it costs the wait
             assert left == (1 if IS_MP and hit == "session" else 0), (hit, left)
             assert sorted(ended) == ["alice", "bob", "carol", "delivery"], (hit, ended)
@@ -912,7 +919,7 @@ def test_ctrl_c_inside_a_commit_is_finished_or_undone_by_the_next_lock():
     # before it, the message is absent; cut after it, wholly there. A deletion cut after its
     # intent log was written is rolled forward by the next lock. A delivery cut after its rename
     # left the RAM state behind the files (next seq not advanced): the next delivery would reuse
-    # that UID and rename over the message. Runner.shutdown drops the RAM state as a reset
+    # that UID and rename over the message. boardend.shutdown drops the RAM state as a reset
     # would, so the next use recovers from flash first.
     from pocketpost import compat
     from pocketpost import store as store_mod
@@ -937,7 +944,7 @@ def test_ctrl_c_inside_a_commit_is_finished_or_undone_by_the_next_lock():
                 what(*args)
                 raise AssertionError("not interrupted")
             except KeyboardInterrupt:
-                r.shutdown(100)
+                boardend.shutdown(r, 100)
 
         def rename_then_ctrl_c(src, dst):
             real_rename(src, dst)
@@ -1024,7 +1031,7 @@ def _smtp_shares_logins(smtp_first):
             r.supervisor.add(name, factory)
         r.supervisor.start()
         ok = await until(lambda: r.smtp is not None)
-        r.stop()
+        stop(r)
         return ok
 
     assert _with_fake_modules({"server": FakeServer, "smtpserver": FakeSmtpServer}, go)
@@ -1068,7 +1075,7 @@ def test_smtp_receiver_shares_a_restarted_pop3_servers_login_service():
         ok = await until(lambda: r.server is not None and r.server.svc == "pop3-logins-2"
                          and r.smtp is not None and r.smtp.svc == "pop3-logins-2")
         got = r.smtp.svc if r.smtp is not None else None
-        r.stop()
+        stop(r)
         return ok, got
 
     ok, got = _with_fake_modules({"server": FakeServer, "smtpserver": FakeSmtpServer}, go)
