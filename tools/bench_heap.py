@@ -264,12 +264,12 @@ def _patch_config(path, **sections):
 
 
 def _wait_log(srv, word, timeout=90):
-    """True once `word` is in the log; False as soon as the process has ended (a failed trial:
+    """True once a line of the log starts with `word` (not --prof's name dumps: "Q(FETCHED)"); False as soon as the process has ended (a failed trial:
     with --runner a service's failure ends it, see heapwork.py); None if it is still running
     after `timeout` s: a hang, which the trial reports (_hang)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        if word in srv.log():
+        if ("\n" + word) in "\n" + srv.log():
             return True
         if not srv.alive():
             return False
@@ -589,7 +589,11 @@ def main():
                 lambda k: server_trial(env, k, 2, fetch=True), 16, 384)
             if smtp:
                 env.smtp = False
+                keep = PROF_LOG[0]
+                if keep:  # --prof: its log beside c's (LOG-nosmtp), not over it
+                    PROF_LOG[0] = a.prof = keep + "-nosmtp"
                 row("c  the same without the SMTP session", BUDGET_ALL, lambda k: server_trial(env, k, 2, fetch=True), 16, 384)
+                PROF_LOG[0] = a.prof = keep
                 env.smtp = True
         if "d" in only:
             f1 = row("d  fetch CLI, 1 KiB message", BUDGET_FETCH, lambda k: fetch_cli_trial(env, k, "m1k"), 16, 320)
