@@ -16,28 +16,24 @@ MX = "mx"
 SUBMISSION = "submission"
 
 
-def build(srv, cfg, store, logins):
-    """SmtpServer's settings, its TLS context (the POP3 server's when it runs, same cert and key:
-    one context, ~3 KiB less) and login service (the POP3 server's: one failed-login throttle)."""
+def build(cfg, store, logins):
+    """SmtpServer's settings -> (its smtp section, the TLS handshake timeout, the host, the TLS
+    context, the smtp.Service's arguments, the lower-cased domains, its listener.Slots). The
+    context is the POP3 server's when it runs (same cert and key: one context, ~3 KiB less), and
+    so is the login service (one failed-login throttle)."""
     sv = cfg["server"]
-    srv.sm = cfg["smtp"]
-    srv.handshake_s = sv["tls_handshake_timeout"]
-    srv.host = sv["host"]
-    srv.ctx = getattr(logins, "tls_ctx", None)
-    if srv.ctx is None and sv["cert"] and sv["key"]:
+    sm = cfg["smtp"]
+    ctx = getattr(logins, "tls_ctx", None)
+    if ctx is None and sv["cert"] and sv["key"]:
         from pocketpost import tls  # start-up only: dropped after (heapmark.forget)
 
-        srv.ctx = tls.server_context(sv["cert"], sv["key"])
+        ctx = tls.server_context(sv["cert"], sv["key"])
     if logins is None:
         from pocketpost import pop3server
 
-        logins = pop3server.Service(sv, cfg["users"], store, tls_available=srv.ctx is not None)
-    srv._svc_args = (cfg["users"], store, logins, sv["hostname"])
-    srv.domains = [d.lower() for d in srv.sm["domains"]]
-    srv.svc = None  # the smtp.Service while a session holds smtp.py (hold/release)
-    srv.holds = 0
-    srv.slots = listener.Slots(srv.sm, "smtp")
-    srv._listeners = []
+        logins = pop3server.Service(sv, cfg["users"], store, tls_available=ctx is not None)
+    return (sm, sv["tls_handshake_timeout"], sv["host"], ctx, (cfg["users"], store, logins, sv["hostname"]),
+            [d.lower() for d in sm["domains"]], listener.Slots(sm, "smtp"))
 
 
 async def listen(srv, store):
