@@ -69,8 +69,7 @@ class SmtpServer:
     def __init__(self, cfg, store, logins=None):
         from pocketpost import smtpstart  # start-up only: dropped by start()
 
-        self.sm, self.handshake_s, self.host, self.ctx, self._svc_args, self.domains, self.slots = smtpstart.build(
-            cfg, store, logins)
+        self.sm, self.handshake_s, self.host, self.ctx, self._svc_args, self.slots = smtpstart.build(cfg, store, logins)
         self.svc = None  # the smtp.Service while a session holds smtp.py (hold/release)
         self.holds = 0
         self._listeners = []
