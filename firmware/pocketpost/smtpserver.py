@@ -38,7 +38,7 @@ smtpauth.py, which binds smtp.py's reply, is dropped with it (else it kept the o
 are smtpenv.py and smtpdata.py (each session phase's code: smtp.py loads and drops them as sessions
 move between their command phase and DATA), and groupcommit.py (only the session code uses it; it
 keeps no state). The start-up (settings, size cap, listeners) is smtpstart.py's, dropped once the
-listeners are up: a listening receiver keeps none of its code (bench_heap c 180 -> 178-179 KiB).
+listeners are up: a listening receiver keeps none of its code (bench_heap c median 179 -> 178 KiB).
 
 Host: `micropython -m pocketpost.smtpserver config.json` runs the POP3 server and the SMTP
 receiver together (one login service: one failed-login throttle for both).

@@ -3,7 +3,7 @@ login service, the size cap from the flash's size, and its listeners.
 
 Loaded by smtpserver.start (and by an SmtpServer made alone) and dropped after it (compat.forget),
 as serverstart.py is by the POP3 server: a listening receiver keeps none of this code in its heap
-(the listening receiver's live heap 1.1 KB less; bench_heap c holds it through every session).
+(the listening receiver's live heap 1.1 KB less; bench_heap c median 179 -> 178 KiB).
 Nothing here makes a function that outlives the call: the listeners' callbacks are smtpserver's
 (SmtpServer.accept), since a function keeps its module's globals, so all of this, alive.
 """
