@@ -191,6 +191,7 @@ async def main():
     sm = await smtpserver.start(cfg, st, srv.svc)
     port = cfg["smtp"]["port"]
     print("LISTENING", loaded())
+    print("STARTUP", loaded("smtpstart"))
     a0 = live()
     sm.hold()
     a1 = live()
@@ -204,6 +205,7 @@ async def main():
                 break
             await asyncio.sleep_ms(10)
         print("AFTER%d" % n, sm.holds, loaded())
+        print("GROUP%d" % n, loaded("groupcommit"))
     mb = st.lock("alice")
     print("COUNT", mb.count)
     mb.release()
@@ -215,9 +217,10 @@ asyncio.run(main())
 
 
 def test_smtp_session_code_loaded_per_session_and_dropped(tmp_path):
-    """Listening, the SMTP receiver has no smtp.py in sys.modules; a session loads it, the end of
-    the last session drops it (the heap it held is free again: > 4 KB), and the next session
-    loads it again and delivers (both messages stored)."""
+    """Listening, the SMTP receiver has no smtp.py (nor its start-up's smtpstart.py) in
+    sys.modules; a session loads it, the end of the last session drops it (the heap it held is
+    free again: > 4 KB) with groupcommit.py, and the next session loads it again and delivers
+    (both messages stored)."""
     srv = Pop3Server(str(tmp_path), {"alice": []}, users={"alice": "pw"})
     port = free_port()
     cfg = srv.read_config()
@@ -230,6 +233,10 @@ def test_smtp_session_code_loaded_per_session_and_dropped(tmp_path):
     assert out["STORED1"] == "250" and out["STORED2"] == "250", out
     assert out["AFTER1"] == "0 0" and out["AFTER2"] == "0 0", out
     assert out["COUNT"] == "2", out
+    # The start-up code (smtpstart.py) is gone once listening, and groupcommit.py (only the
+    # session code uses it) with the last session: neither is held by a receiver between sessions.
+    assert out["STARTUP"] == "0", out
+    assert out["GROUP1"] == "0" and out["GROUP2"] == "0", out
 
 
 # The POP3 server listening keeps no session code: pop3cmd.py (Session, the grammar) is loaded by

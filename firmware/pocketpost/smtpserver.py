@@ -30,13 +30,15 @@ sockets are released however the session ends.
 Session code on demand: smtp.py (the protocol) is imported by the first session and dropped
 (compat.forget) when the last one ends (SmtpServer.hold/release), so a receiver that is only
 listening keeps none of it: POP3 + SMTP listening, live heap 133.3 -> 112.7 KB from `.mpy`,
-81.2 -> 71.6 KB from ROMFS (64-bit host; groupcommit.py, ~3 KB, stays once loaded). The
+81.2 -> 71.6 KB from ROMFS (64-bit host). The
 smtp.Service that sessions share goes with it (nothing else refers to smtp.py's code); the next
 session imports the module again and builds a new one from the same settings. A refused
 connection's one reply is made here, without loading smtp.py.
 smtpauth.py, which binds smtp.py's reply, is dropped with it (else it kept the old copy alive), and so
 are smtpenv.py and smtpdata.py (each session phase's code: smtp.py loads and drops them as sessions
-move between their command phase and DATA).
+move between their command phase and DATA), and groupcommit.py (only the session code uses it; it
+keeps no state). The start-up (settings, size cap, listeners) is smtpstart.py's, dropped once the
+listeners are up: a listening receiver keeps none of its code (bench_heap c median 179 -> 178 KiB).
 
 Host: `micropython -m pocketpost.smtpserver config.json` runs the POP3 server and the SMTP
 receiver together (one login service: one failed-login throttle for both).
@@ -48,44 +50,28 @@ import asyncio
 
 from pocketpost import heapmark, log
 from pocketpost.compat import forget, ticks_ms
-from pocketpost import pop3server  # its login Service (the users, hashes and throttle POP3 uses)
 from pocketpost import listener
-from pocketpost.listener import ServerConn, Slots, listen, listener_tasks, peer_ip
+from pocketpost.listener import ServerConn, listener_tasks, peer_ip
 from pocketpost.transport import Timeout
 from pocketpost.wire import LineReader
 
 
-# The session code, loaded while a session exists (see the module doc). groupcommit.py, which
-# smtp.py imports, stays: the store imports it too and keeps its state. smtpauth.py goes too (no
+# The session code, loaded while a session exists (see the module doc), and groupcommit.py, which
+# smtpenv.py and smtpdata.py import (nothing else: no state of its own). smtpauth.py goes too (no
 # SMTP session uses it then): it binds smtp's reply and text, and kept loaded by a POP3
 # session before its login (pop3server.LOGIN_MODULES) it would keep the dropped smtp.py alive
 # while the next session loads a second copy. smtpenv.py (the envelope's code) and smtpdata.py
 # (the message phase's) bind smtp's too.
 # (Inlined where forgotten: a module-level tuple would be one more interned name.)
-# Listener modes (smtp.MX, smtp.SUBMISSION; here so that listening needs no smtp.py).
-MX = "mx"
-SUBMISSION = "submission"
 
 
 class SmtpServer:
     def __init__(self, cfg, store, logins=None):
-        sv = cfg["server"]
-        self.sm = cfg["smtp"]
-        self.handshake_s = sv["tls_handshake_timeout"]
-        self.host = sv["host"]
-        # The POP3 server's context when it runs (same cert and key): one context, ~3 KiB less.
-        self.ctx = getattr(logins, "tls_ctx", None)
-        if self.ctx is None and sv["cert"] and sv["key"]:
-            from pocketpost import tls  # start-up only: dropped after (heapmark.forget)
+        from pocketpost import smtpstart  # start-up only: dropped by start()
 
-            self.ctx = tls.server_context(sv["cert"], sv["key"])
-        if logins is None:
-            logins = pop3server.Service(sv, cfg["users"], store, tls_available=self.ctx is not None)
-        self._svc_args = (cfg["users"], store, logins, sv["hostname"])
-        self.domains = [d.lower() for d in self.sm["domains"]]
+        self.sm, self.handshake_s, self.host, self.ctx, self._svc_args, self.slots = smtpstart.build(cfg, store, logins)
         self.svc = None  # the smtp.Service while a session holds smtp.py (hold/release)
         self.holds = 0
-        self.slots = Slots(self.sm, "smtp")
         self._listeners = []
 
     def update(self, logins):
@@ -116,28 +102,18 @@ class SmtpServer:
         if self.holds <= 0:
             self.holds = 0
             self.svc = None
-            forget(("smtp", "smtpauth", "smtpenv", "smtpdata"))  # the session code, see above
+            forget(("smtp", "smtpauth", "smtpenv", "smtpdata", "groupcommit"))  # the session code, see above
 
-    async def _listen(self):
-        sm = self.sm
-        for port, name, mode, implicit in ((sm["port"], "smtp", MX, False), (sm["submission_port"], "submission", SUBMISSION, False),
-                                           (sm["smtps_port"], "smtps", SUBMISSION, True)):
-            if not port or (implicit and self.ctx is None):
-                continue
-            # listener.listen's callback: a plain function handing back _handle's coroutine, which
-            # asyncio runs as the session's task (no coroutine frame of its own kept per session).
-            # One function for the three listeners (its defaults carry the mode): one function's
-            # code in the heap, not three methods'.
-            def accept(r, w, m=mode, i=implicit):
-                return self._handle(r, w, m, i)
+    def accept(self, mode, implicit):
+        """listener.listen's callback for one listener (smtpstart.listen): a plain function handing
+        back _handle's coroutine, which asyncio runs as the session's task (no coroutine frame of
+        its own kept per session). Made here, not in smtpstart: a function keeps its module's
+        globals, so one made there would keep the dropped start-up code alive."""
 
-            try:
-                self._listeners.append(await listen(accept, self.host, port))
-            except BaseException:  # the ports already listening let go too (serverstart.listen)
-                self.close()
-                raise
-            log.info("%s listening on %s:%d (TLS %s) for %s", name, self.host, port, "on" if self.ctx else "off",
-                     ",".join(self.domains))
+        def accept(r, w, m=mode, i=implicit):
+            return self._handle(r, w, m, i)
+
+        return accept
 
     def close(self):
         listener.close(self._listeners)
@@ -281,31 +257,14 @@ class SmtpServer:
 
 async def start(cfg, store, logins=None):
     """Listeners up (none while smtp.domains is empty); returns the SmtpServer. `logins` is the
-    POP3 server's pop3server.Service when both run (one throttle), else one is made."""
-    srv = SmtpServer(cfg, store, logins)
-    if srv.domains:
-        # A message larger than the store's whole filesystem (less its reserve) can never be
-        # stored: max_message_size is lowered to that (EHLO's SIZE, MAIL's SIZE= check and DATA's
-        # limit read it), so such a message is refused for good (552 5.3.4: bounced at once)
-        # instead of deferred (452 4.3.1: retried for days by a NAS or Postfix, never stored).
-        # (make run's demo: 10 MiB offered on a 2 MiB image.) Inline: a function's name would be
-        # one more interned name.
-        sm = srv.sm
-        try:
-            import os
+    POP3 server's pop3server.Service when both run (one throttle), else one is made. The start-up
+    code (the settings, the size cap, the listeners) is smtpstart.py's, dropped after."""
+    from pocketpost import smtpstart  # start-up only: dropped below
 
-            st = os.statvfs(store.root)
-            cap = st[0] * st[2] - store.reserve
-        except (OSError, AttributeError):  # (no statvfs: the limit as configured)
-            cap = 0
-        if 0 < cap < sm["max_message_size"]:
-            log.warning("smtp: max_message_size %d > this flash's %d octets less the store's reserve: lowered to %d "
-                        "(552 above it): set smtp.max_message_size to at most that",
-                        sm["max_message_size"], st[0] * st[2], cap)
-            sm["max_message_size"] = cap
-        await srv._listen()
-    else:
-        log.info("smtp: no domains configured, not listening")
+    srv = SmtpServer(cfg, store, logins)
+    await smtpstart.listen(srv, store)
+    smtpstart = None
+    forget(("smtpstart",))
     heapmark.forget()  # config.py: nothing running needs it now
     return srv
 

@@ -1008,7 +1008,7 @@ def test_smtp_drop_takes_the_auth_code_bound_to_it():
     mp = sys.implementation.name == "micropython"
 
     def auth(srv, mod):
-        c = Conn(mod.Session(srv.svc, "127.0.0.1", smtpserver.SUBMISSION, False), srv.sm["max_line"])
+        c = Conn(mod.Session(srv.svc, "127.0.0.1", smtp.SUBMISSION, False), srv.sm["max_line"])
         c.cmd(b"EHLO x")
         r = c.cmd(b"AUTH PLAIN " + b64(b"\x00alice\x00alice pw"))
         assert r == b"235 2.7.0 authentication successful\r\n", r
@@ -1062,7 +1062,7 @@ def test_a_connection_that_cannot_be_adopted_is_closed():
         try:
             if mp:
                 asyncio.new_event_loop()
-            asyncio.run(srv._handle(end, end, smtpserver.MX, False))
+            asyncio.run(srv._handle(end, end, smtp.MX, False))
         finally:
             smtpserver.ServerConn.from_stream = real
         assert end.closes, "the connection's socket was left open"
