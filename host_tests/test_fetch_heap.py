@@ -54,6 +54,15 @@ def test_uidcompact_and_clientend_keep_the_record_layout_and_flags_of_uidstate()
     assert [getattr(clientend, n) for n in names] == [getattr(uidstate, n) for n in names]
 
 
+def test_clientrecover_keeps_the_record_size_slots_and_line_bound_of_uidstate():
+    """clientrecover.py (a crash's slot files read, the table made again with room) restates
+    uidstate's record size, slot count and longest state line."""
+    from pocketpost import clientrecover, uidstate
+
+    names = ("_REC", "_SLOTS", "_MAX_STATE_LINE")
+    assert [getattr(clientrecover, n) for n in names] == [getattr(uidstate, n) for n in names]
+
+
 def test_clientplan_keeps_the_flag_bits_of_uidstate():
     """clientplan.py tests the bits UidState.mark returns with its own copies of uidstate's flags:
     the two must agree, or the listing pass would take a stored UID for a new one."""

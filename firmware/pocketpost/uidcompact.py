@@ -167,11 +167,13 @@ def load(st):
     st._compact = True
     st._snap = 0
     st._jbytes = 0
+    st._count = 0
     try:
         f = open(st.path, "rb")
     except OSError:
         st.dirty = False
-        return st  # no state yet: the first save writes the file
+        return st  # no state yet: the first save writes the file (no slot is current)
+    c = 0  # the file's bytes up to its last C record (see the slots below)
     try:
         journal = False
         size = 0
@@ -182,6 +184,8 @@ def load(st):
                 size += len(body) + 10
             if _apply(st, body):
                 journal = True
+            elif body[:1] == b"C":
+                c = size + st._jbytes
         st._snap = size
         # A v1 file, a torn last record or a file cut short of its J line: rewrite it whole
         # before appending anything.
@@ -189,6 +193,20 @@ def load(st):
     finally:
         f.close()
     st.dirty = False
+    # Slot 0 written against this journal, and no C record after that (uidstate's pending
+    # paragraph): a cut may have left current slots (clientrecover.pendings reads them all, the
+    # client reconciles them).
+    try:
+        f = open(st.path + "0", "rb")
+    except OSError:
+        return st
+    try:
+        n = _check(f.read(24).split(b"\n")[0])
+    finally:
+        f.close()
+    n = int(n[2:]) if n is not None and n[:2] == b"L " else -1
+    if c <= n <= st._snap + st._jbytes:
+        st._count = 1
     return st
 
 
@@ -294,6 +312,14 @@ def compact(st):
     st._jbytes = 0
     st._compact = False
     st._saved()
+    st._count = 0
+    # Slot 0 emptied (uidstate's pending paragraph): the snapshot has no C record, so an older
+    # slot 0 naming no greater length would pass for current.
+    try:
+        if compat.exists(st.path + "0"):
+            open(st.path + "0", "wb").close()
+    except OSError:
+        pass  # (the snapshot has landed and holds that slot's entry: a cut now would only look it up again)
 
 
 def _write_entry(st, f, key):
