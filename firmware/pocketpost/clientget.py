@@ -14,8 +14,8 @@ metadata block). In download's order:
   2. uidstate.save(1) writes the pending record P into the message's slot file (<account>.uidl<k>,
      k its place since the last journal write: uidstate.py), rewritten whole: an inline file (its
      two lines at most ~240 bytes, under littlefs's inline size, the cache size: 256 bytes with
-     the board's sizes), so its close is 1 commit and no barrier (the first write of a slot
-     creates it: 1 commit more, once per account and slot).
+     the board's sizes), so its close is 1 commit and no barrier (the slots are made, empty,
+     with a new state's first compaction: uidcompact.compact).
   3. Delivery.seal flushes the temp file, then closes it: its barrier and its commit, 2 syncs;
      the close adds nothing. On the host this barrier is the costly fsync: it carries the
      message's bytes.

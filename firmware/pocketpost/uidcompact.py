@@ -32,6 +32,7 @@ _READ_BUF = const(512)
 # clientconf has a copy).
 _NEW_MAIL = const(16)
 _OLD_KEY = const(11)  # the record key before issue 10's heap work (88 bits)
+_SLOTS = const(16)  # uidstate's (a private copy)
 HEADER = b"pocketpost-uidl 2"  # a state file's first line (uidstate's format)
 
 
@@ -269,6 +270,7 @@ def compact(st):
             old = open(st.path, "rb")
         except OSError:
             old = None
+        new = old  # (None: a new state)
         if old is not None:
             try:
                 for body in records(st, old):
@@ -314,10 +316,11 @@ def compact(st):
     st._saved()
     st._count = 0
     # Slot 0 emptied (uidstate's pending paragraph): the snapshot has no C record, so an older
-    # slot 0 naming no greater length would pass for current.
+    # slot 0 naming no greater length would pass for current. A new state's slots are all made
+    # now, empty: each write of one is then a rewrite, one commit (clientget.py), from the first.
     try:
-        if compat.exists(st.path + "0"):
-            open(st.path + "0", "wb").close()
+        for k in range(1 if new is None else _SLOTS):
+            open(st.path + str(k), "wb").close()
     except OSError:
         pass  # (the snapshot has landed and holds that slot's entry: a cut now would only look it up again)
 
