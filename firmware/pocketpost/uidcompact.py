@@ -319,7 +319,7 @@ def compact(st):
     # slot 0 naming no greater length would pass for current. A new state's slots are all made
     # now, empty: each write of one is then a rewrite, one commit (clientget.py), from the first.
     try:
-        for k in range(1 if new is None else _SLOTS):
+        for k in range(_SLOTS if new is None else 1):
             open(st.path + str(k), "wb").close()
     except OSError:
         pass  # (the snapshot has landed and holds that slot's entry: a cut now would only look it up again)
