@@ -47,7 +47,7 @@ def test_uidcompact_and_clientend_keep_the_record_layout_and_flags_of_uidstate()
     and a compaction write wrong lines."""
     from pocketpost import clientend, uidcompact, uidstate
 
-    names = ("_REC", "_KEY", "_FL", "_F_HEADERS", "_F_DELETED", "_F_SAVED")
+    names = ("_REC", "_KEY", "_FL", "_F_HEADERS", "_F_DELETED", "_F_SAVED", "_SLOTS")
     assert [getattr(uidcompact, n) for n in names] == [getattr(uidstate, n) for n in names]
     names = ("_REC", "_KEY", "_FL", "_F_HEADERS", "_F_SYNTH", "_F_SEEN", "_F_DELETED", "_SANE_TIME", "_DAY",
              "_MAX_DAYS")

@@ -20,10 +20,13 @@ metadata block). In download's order:
      the close adds nothing. On the host this barrier is the costly fsync: it carries the
      message's bytes.
   4. Delivery.commit renames it to its name in the same directory: 1 commit, the commit point.
-The message's S record is not written per message: the batch's S records (clientplan's 16 new
-messages at most) go to the state file in one append after the batch (client.fetch_account,
-before the next batch's slots are written again, or at the session's end): 2 syncs (a barrier
-and a commit) per batch, not per message. None of the per-message syncs is redundant. P must be
+The message's S record is not written per message: the S records go to the state file in one
+append after the batch (client.fetch_account, before the next batch's slots are written again,
+or at the session's end): 2 syncs (a barrier and a commit) per batch, not per message; in a
+batch of more than uidstate._SLOTS (8) new messages the 9th's P goes to the state file too, with
+the 8 S records before it, in place of its slot write (2 syncs instead of 1). A batch of 16: 4
+syncs per message and 1 + 3 * 2 / 16 for the state, ~5.2 (until stop 31: 6). None of the
+per-message syncs is redundant. P must be
 on flash before 4 (after it, a cut would leave a message stored and forgotten: fetched again),
 and each message needs its own: the store's file name is made from its index record (an
 epoch, seq and arrival: no room for the server's UID), so the rename cannot record whose message

@@ -13,7 +13,7 @@ from pocketpost.uidstate import StateError
 # Bytes read per step while hashing the stored copy (one small buffer, once per recovery).
 _READ = const(512)
 _REC = const(11)  # uidstate's record size, slot count and longest line (private copies)
-_SLOTS = const(16)
+_SLOTS = const(8)
 _MAX_STATE_LINE = const(220)
 
 

@@ -32,7 +32,7 @@ _READ_BUF = const(512)
 # clientconf has a copy).
 _NEW_MAIL = const(16)
 _OLD_KEY = const(11)  # the record key before issue 10's heap work (88 bits)
-_SLOTS = const(16)  # uidstate's (a private copy)
+_SLOTS = const(8)  # uidstate's (a private copy)
 HEADER = b"pocketpost-uidl 2"  # a state file's first line (uidstate's format)
 
 

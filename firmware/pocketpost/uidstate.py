@@ -175,9 +175,11 @@ _F_SAVED = const(0x10)
 _F_NEW = const(0x20)
 _F_SESSION = const(0x3C)  # SEEN | DELETED | SAVED | NEW
 # Slot files (the theory's pending paragraph): pending entries written since the last journal
-# write, one file each; more and save(batch) appends to the journal as before. The client's batch
-# of new messages (clientplan._NEW_BATCH) is as many: its save after the batch comes first.
-_SLOTS = const(16)
+# write, one file each; the next one goes to the journal with the entries added (as before stop
+# 31), which makes the slots free again. Half the client's batch (clientplan._NEW_BATCH, 16): a
+# journal write per 9 messages as well as the batch's own; each slot is a file (inline on
+# littlefs, ~240 bytes; a cluster on FAT, a page on tmpfs), made with a new state.
+_SLOTS = const(8)
 
 
 class StateError(Exception):
@@ -244,7 +246,7 @@ class UidState:
         self._snap = 0  # bytes of the snapshot part of the file
         self._jbytes = 0  # bytes of journal after it
         self._most = 0  # the largest journal write's bytes since the load (due's guess of a batch's)
-        self._count = 0  # slot files written since the last journal write (load: the valid ones found)
+        self._count = 0  # slot files written since the last journal write (load: 1 if slot 0 is current)
 
     # -- the table --------------------------------------------------------------------
     def _find(self, k):

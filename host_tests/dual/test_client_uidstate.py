@@ -416,8 +416,8 @@ def test_slot_files_stand_for_a_batch_until_its_journal_write():
 
     def body(d):
         st = _slotted(d, 3)
-        # (all 16 made, empty, by the new state's first compaction: each write a rewrite)
-        assert len([n for n, _, _ in compat.listdir_stat(d) if n[:6] == "s.uidl" and n[6:].isdigit()]) == 16
+        # (all 8 made, empty, by the new state's first compaction: each write a rewrite)
+        assert len([n for n, _, _ in compat.listdir_stat(d) if n[:6] == "s.uidl" and n[6:].isdigit()]) == 8
         assert _found(d) == [b"m0", b"m1", b"m2"]
         st.save()  # the batch's S records and a C
         assert _found(d) == [] and len(UidState(d, "s").load()) == 3
