@@ -25,8 +25,8 @@ append after the batch (client.fetch_account, before the next batch's slots are 
 or at the session's end): 2 syncs (a barrier and a commit) per batch, not per message; in a
 batch of more than uidstate._SLOTS (8) new messages the 9th's P goes to the state file too, with
 the 8 S records before it, in place of its slot write (2 syncs instead of 1). A batch of 16: 4
-syncs per message and 1 + 3 * 2 / 16 for the state, ~5.2 (until stop 31: 6). None of the
-per-message syncs is redundant. P must be
+syncs per message for the store, 19 / 16 for the state (15 slot writes, 2 journal writes), ~5.2
+(until stop 31: 6). None of the per-message syncs is redundant. P must be
 on flash before 4 (after it, a cut would leave a message stored and forgotten: fetched again),
 and each message needs its own: the store's file name is made from its index record (an
 epoch, seq and arrival: no room for the server's UID), so the rename cannot record whose message
