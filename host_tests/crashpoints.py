@@ -9,7 +9,9 @@ install(point) wraps the steps of a fetch and calls point(step) right after each
   "dele"       a DELE (or a pipelined batch of them) was answered (client.Pop3Client.dele,
                clientend.deles)
   "quit"       QUIT was answered (clientend.quit)
-It returns a function that undoes the patches. fail_pending_saves() makes the "pending" save fail
+It returns a function that undoes the patches. Once point raised (a power cut), the UIDL
+state's saves write nothing more: a finally block of the client, which runs in process, cannot
+then save what a cut would have lost (the records of a batch, in the slot files only). fail_pending_saves() makes the "pending" save fail
 as on a full flash. The cold modules patched (clientget, clientend) are
 kept loaded while installed (compat.forget passes them over): on MicroPython one dropped and
 loaded again would come back without the patch.
@@ -20,6 +22,15 @@ def install(point):
     from pocketpost import client, clientend, clientget, compat, store, uidstate
 
     saved = []
+    cut = []
+    inner = point
+
+    def point(step):  # noqa: F811 - the caller's, remembering a cut
+        try:
+            inner(step)
+        except BaseException:
+            cut.append(step)
+            raise
 
     def patch(obj, name, new):
         saved.append((obj, name, getattr(obj, name)))
@@ -39,8 +50,10 @@ def install(point):
         point("chunk")
         return r
 
-    def save(self):
-        real_save(self)
+    def save(self, *args):  # (batch: clientget's save of a pending entry into its slot file)
+        if cut:
+            return  # the power is off
+        real_save(self, *args)
         if self.pending is not None:
             point("pending")
 
@@ -96,10 +109,10 @@ def fail_pending_saves():
 
     real_save = uidstate.UidState.save
 
-    def failing_save(self):
+    def failing_save(self, *args):
         if self.pending is not None:
             raise OSError(28, "no space")
-        return real_save(self)
+        return real_save(self, *args)
 
     uidstate.UidState.save = failing_save
 

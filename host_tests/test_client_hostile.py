@@ -544,6 +544,41 @@ def test_crash_after_commit_with_an_identical_message_is_recovered(tmp_path, fet
     assert stored(tmp_path) == [GOOD, GOOD] and sorted(state_uids(tmp_path)) == [b"u1", b"u2"]
 
 
+TWO_BATCHES = [(b"u%d" % i, b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i)) for i in range(20)]
+
+
+@pytest.mark.parametrize("crash, committed", [(("pending", 1), 0), (("committed", 5), 5), (("stored", 16), 16),
+                                              (("pending", 17), 16), (("committed", 18), 18), (("stored", 20), 20)])
+def test_a_crash_in_either_batch_leaves_each_message_stored_once(tmp_path, fetch, crash, committed):
+    """20 new messages: two batches (clientplan's 16, then 4). Each message's pending entry goes to
+    a slot file of its own; a batch's records reach the state file in one write before the next
+    batch's downloads (uidstate.py). Power lost in either batch (after the first batch's journal
+    write, or before it): the next run records the messages committed before the cut without
+    fetching them again, fetches the others, and each is stored once."""
+    with pytest.raises(Crash):
+        fetch(tmp_path, Script(mailbox(TWO_BATCHES)).port, crash=crash)
+    assert len(stored(tmp_path)) == committed
+    st = fetch(tmp_path, Script(mailbox(TWO_BATCHES)).port)
+    assert st["fetched"] == 20 - committed, st
+    assert sorted(stored(tmp_path)) == sorted(m for _, m in TWO_BATCHES)
+    assert sorted(state_uids(tmp_path)) == sorted(u for u, _ in TWO_BATCHES)
+
+
+def test_settle_records_every_message_a_cut_left_in_slot_files(tmp_path, fetch):
+    """The board's settle at boot (client.settle) after a cut that left three committed messages
+    recorded in slot files only: all three recorded in the state file (its table made for what is
+    on file: made again with room for them), none fetched again."""
+    with pytest.raises(Crash):
+        fetch(tmp_path, Script(mailbox(TWO_BATCHES)).port, crash=("stored", 3))
+    storemod.reboot()
+    assert client.settle(account(tmp_path, 1), Store(str(tmp_path / "store"), quota=0)) is True
+    assert sorted(state_uids(tmp_path)) == [b"u0", b"u1", b"u2"]
+    st = uidstate.UidState(str(tmp_path / "state"), "h").load()
+    assert st.pending is None and st._count == 0  # the journal write made the slots out of date
+    storemod.reboot()
+    assert client.settle(account(tmp_path, 1), Store(str(tmp_path / "store"), quota=0)) is False
+
+
 # --- the fetch CLI -------------------------------------------------------------------------------
 def run_fetch_cli(runtime, config_path, capsys, verbose=False):
     """The fetch CLI: in-process as fetch.py runs it (fetchargs.command_line, then fetch.main),

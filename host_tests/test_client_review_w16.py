@@ -102,10 +102,12 @@ def _fill(d, leave):
     return i
 
 
-@pytest.mark.parametrize("leave", [0, 2])
+@pytest.mark.parametrize("leave", [0, 10])
 def test_a_full_flash_under_the_uidl_state_is_said_and_nothing_is_lost_or_deleted_unfetched(dc, tmp_path, small_fs, leave):
     """The UIDL state's folder on a flash that is full (leave 0: at the first write, the account's
-    .who record; leave 2: mid-session, after some messages, at a journal write): the run fails
+    .who record; leave 10: mid-session, after some messages, at a journal write: tmpfs gives each
+    file a 4 KiB page, the .who, the state file and its 8 slot files, uidstate.py, since stop 31;
+    leave 2 before): the run fails
     with a line saying the flash is full and what to do (before: "FAILED: OSError: 28"), no
     message is deleted on the server (policy delete) that is not stored, none is stored twice,
     and once there is room the next run fetches the rest."""

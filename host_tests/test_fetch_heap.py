@@ -47,11 +47,20 @@ def test_uidcompact_and_clientend_keep_the_record_layout_and_flags_of_uidstate()
     and a compaction write wrong lines."""
     from pocketpost import clientend, uidcompact, uidstate
 
-    names = ("_REC", "_KEY", "_FL", "_F_HEADERS", "_F_DELETED", "_F_SAVED")
+    names = ("_REC", "_KEY", "_FL", "_F_HEADERS", "_F_DELETED", "_F_SAVED", "_SLOTS")
     assert [getattr(uidcompact, n) for n in names] == [getattr(uidstate, n) for n in names]
     names = ("_REC", "_KEY", "_FL", "_F_HEADERS", "_F_SYNTH", "_F_SEEN", "_F_DELETED", "_SANE_TIME", "_DAY",
              "_MAX_DAYS")
     assert [getattr(clientend, n) for n in names] == [getattr(uidstate, n) for n in names]
+
+
+def test_clientrecover_keeps_the_record_size_slots_and_line_bound_of_uidstate():
+    """clientrecover.py (a crash's slot files read, the table made again with room) restates
+    uidstate's record size, slot count and longest state line."""
+    from pocketpost import clientrecover, uidstate
+
+    names = ("_REC", "_SLOTS", "_MAX_STATE_LINE")
+    assert [getattr(clientrecover, n) for n in names] == [getattr(uidstate, n) for n in names]
 
 
 def test_clientplan_keeps_the_flag_bits_of_uidstate():

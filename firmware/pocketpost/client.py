@@ -21,14 +21,16 @@ its place in the heap, and held through the batch) and the session's end (client
   4. per downloaded message: stream into a store Delivery, hashing the stored bytes; the message
      must prove complete (its octets match LIST's size, pop3client's size rule, and the reply
      after it, NOOP's, is well-formed); save a *pending* state entry (size, SHA-1, the local UID
-     the commit will give); commit the Delivery; record the *stored* entry (on flash with the
-     next save: the next message's pending entry, or the session's end); only then DELE if the
+     the commit will give) into a slot file of its own (uidstate.py); commit the Delivery; record
+     the *stored* entry (on flash with the batch's others in one journal write after the batch,
+     or at the session's end: until then its slot file stands for it); only then DELE if the
      policy deletes it (to a server with PIPELINING the next message's RETR goes out ahead: as
      soon as this one proved complete when no DELE can follow, so it streams in while this one
      commits; else in the same write as this one's DELE);
   5. QUIT; only after +OK are the deleted UIDs dropped from the state.
-A crash at any point leaves: a partial delivery (the store removes it), or a pending entry (the
-next run decides from the store whether the commit happened), or a stored entry (not fetched
+A crash at any point leaves: a partial delivery (the store removes it), or pending entries (in
+slot files or the journal: the next run decides from the store whether each commit happened,
+clientrecover.py), or a stored entry (not fetched
 again; DELE re-sent if the policy wants it), or DELEs the server never committed (re-sent). So
 every message ends up in the store exactly once.
 
@@ -633,6 +635,12 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                 # first fetch of 100: 96-97 -> 92-93 KiB).
                 if compat.IS_MICROPYTHON:
                     gc.collect()
+                if st.dirty:
+                    # The batch's records (its messages' slot files stand for them until now:
+                    # clientget.py): one journal write, before the next batch writes the slots
+                    # again; here, with the batch's heap gone (at the next batch's start, its
+                    # ~700-byte write found no room: the first fetch of 100, 93 -> 95 KiB).
+                    st.save()
                 store._box(mailbox).merge_due()
             if stop or not ctl[1] or downloads >= cap:
                 break

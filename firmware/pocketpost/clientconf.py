@@ -38,7 +38,7 @@ DEFAULTS = {
 
 def start(account, store, opener):
     """client.fetch_account's start: (a, st, c, token, fresh): the account checked (a), its UIDL
-    state loaded (st; a pending entry left by a crash settled: did its store commit happen?
+    state loaded (st; pending entries left by a crash settled: did their store commits happen?
     clientrecover.py; client.fetch_account loads it again after STAT if the server holds more than its table has room
     for), an OAuth access token (token, fresh), the Pop3Client (c) with the session's
     deadline set, and the local mailbox loaded."""
@@ -49,7 +49,7 @@ def start(account, store, opener):
     if compat.IS_MICROPYTHON:  # the garbage of the config and account checks goes before the large
         gc.collect()  # blocks of the session are made (fetch CLI: 140 -> 139 KiB, docs/FIGURES.md)
     st = _state(a, -1)  # (its table for the entries on file and as many again, + a few: uidstate's RAM)
-    if st.pending is not None:  # a crash left it: did its store commit happen? (clientrecover.py)
+    if st.pending is not None or st._count:  # a crash left them: did their commits happen? (clientrecover.py)
         _reconcile(st, store, a["mailbox"], name)
     token = fresh = None
     if a["auth"] in _OAUTH:  # the access token, refreshed before connecting (oauth2.py)
@@ -180,10 +180,10 @@ def _reconcile(st, store, mailbox, name):
 
 
 def settle(account, store):
-    """client.settle: the pending entry of the account's state settled; True if there was one."""
+    """client.settle: the pending entries of the account's state settled; True if there were any."""
     a = account_from_dict(account)
     st = _state(a, 0)
-    if st.pending is None:
+    if st.pending is None and not st._count:
         return False
     _reconcile(st, store, a["mailbox"], a["name"])
     return True

@@ -5,29 +5,41 @@ module doc). Cold code: fetch_account loads it for a batch (right before the bat
 clientplan.py, for its place in the heap) and on MicroPython drops it after the batch's downloads:
 it is not held while the session logs in or ends (its qstrs stay).
 
-What a stored message costs the flash beyond its bytes, on littlefs: six device syncs, four of
+What a stored message costs the flash beyond its bytes, on littlefs: five device syncs, four of
 them metadata commits (host_tests/test_fetch_syncs.py counts them per phase; on the host each sync
 is an fsync of the image, on a board a sync is no flash operation, a commit is programs into a
 metadata block). In download's order:
   1. store.begin creates the temp file in its bucket: 1 commit (littlefs names a file only by a
      commit). The bytes stream into it with no sync.
-  2. uidstate.save appends the pending record P (with the previous message's S) in one write and
-     one flush (the close adds nothing): the commit that makes P durable, and before it the
-     barrier littlefs runs before committing a file that is not inline (the state file past
-     littlefs's inline size, 256 bytes with the board's cache size), so the data blocks are on
-     flash before the metadata naming them: 2 syncs (1 while the file is still inline). On the
-     host this barrier is the costly fsync: it carries the message's bytes written before it.
+  2. uidstate.save(1) writes the pending record P into the message's slot file (<account>.uidl<k>,
+     k its place since the last journal write: uidstate.py), rewritten whole: an inline file (its
+     two lines at most ~240 bytes, under littlefs's inline size, the cache size: 256 bytes with
+     the board's sizes), so its close is 1 commit and no barrier (the slots are made, empty,
+     with a new state's first compaction: uidcompact.compact).
   3. Delivery.seal flushes the temp file, then closes it: its barrier and its commit, 2 syncs;
-     the close adds nothing.
+     the close adds nothing. On the host this barrier is the costly fsync: it carries the
+     message's bytes.
   4. Delivery.commit renames it to its name in the same directory: 1 commit, the commit point.
-None of them is redundant. P must be on flash before 4 (after it, a cut would leave a message
-stored and forgotten: fetched again); it cannot ride with 1 (the size, the hash and the local UID
-are known only once the message is in; and the state file is another file in another directory:
-littlefs commits one file per call); nor be skipped for a message (its S is not on flash when its
-rename lands, so only P lets the next run find it). 3 must come before 4: a rename carries the file's
-last committed content, and the temp file's is the empty one of 1. Fewer syncs would take fewer
-state writes than one per message (e.g. S records for a batch, a crash reconciled by content): a
-protocol change, not made."""
+The message's S record is not written per message: the S records go to the state file in one
+append after the batch (client.fetch_account, before the next batch's slots are written again,
+or at the session's end): 2 syncs (a barrier and a commit) per batch, not per message; in a
+batch of more than uidstate._SLOTS (8) new messages the 9th's P goes to the state file too, with
+the 8 S records before it, in place of its slot write (2 syncs instead of 1). A batch of 16: 4
+syncs per message for the store, 19 / 16 for the state (15 slot writes, 2 journal writes), ~5.2
+(until stop 31: 6). None of the per-message syncs is redundant. P must be
+on flash before 4 (after it, a cut would leave a message stored and forgotten: fetched again),
+and each message needs its own: the store's file name is made from its index record (an
+epoch, seq and arrival: no room for the server's UID), so the rename cannot record whose message
+it is, and P (its local UID, size and SHA-1) is what lets the next run tell. It cannot ride with 1
+(the size, the hash and the local UID are known only once the message is in; and the state is
+another file in another directory: littlefs commits one file per call). It goes to a slot of
+its own rather than over the last one: the S records of the batch's earlier messages are not on
+flash yet, their slots stand for them. 3 must come before 4: a rename carries the file's last
+committed content, and the temp file's is the empty one of 1. Until stop 31 P was appended to
+the state file with the previous message's S: 2 syncs per message (the state file is past the
+inline size: a barrier, then the commit), and on a board that append copied the journal's last
+block into a new one (~3.5 KB programmed and one erase per message: tools/bench_client.py
+--lfs-counts)."""
 
 from pocketpost import compat, transport
 from pocketpost.client import ConnectionLost, ErrReply, Pop3Timeout, _failed
@@ -241,7 +253,7 @@ async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=
     local = d.uid_on_commit()
     st.set_pending(d.size, r, local, first_seen, "h" if top else "f", key)
     try:
-        st.save()
+        st.save(1)  # into its slot file (uidstate.py): the journal write waits for the batch's end
     except BaseException:
         d.abort()  # not committed: no temp file, open handle or busy mailbox left behind
         st.clear_pending()
@@ -256,10 +268,10 @@ async def download(c, st, store, mailbox, n, uid, size, top, headers=True, next=
         return key, None, e
     st.add(key, first_seen, "h" if top else "f")
     st.clear_pending()
-    # Not saved here: the record goes to flash with the next save, in the same write as the next
-    # message's pending entry (or at the end of the session, or on its way out after an error),
-    # so a stored message costs one state write, not two. Until then the pending entry on
-    # flash stands for it: a crash reconciles it as stored (the same check as above).
+    # Not saved here: the record goes to the journal with the batch's others, in one write after
+    # the batch (client.fetch_account; or at the end of the session, or on its way out after an
+    # error). Until then its slot file on flash stands for it: a crash reconciles it as stored
+    # (the same check as above).
     # close(): a header with no empty line after it counts
     return key, {"n": n, "uid": key, "local_uid": local, "size": d.size, "headers_only": top,
                  "headers": sink.headers.close() if headers else None}, None

@@ -32,6 +32,7 @@ _READ_BUF = const(512)
 # clientconf has a copy).
 _NEW_MAIL = const(16)
 _OLD_KEY = const(11)  # the record key before issue 10's heap work (88 bits)
+_SLOTS = const(8)  # uidstate's (a private copy)
 HEADER = b"pocketpost-uidl 2"  # a state file's first line (uidstate's format)
 
 
@@ -167,11 +168,13 @@ def load(st):
     st._compact = True
     st._snap = 0
     st._jbytes = 0
+    st._count = 0
     try:
         f = open(st.path, "rb")
     except OSError:
         st.dirty = False
-        return st  # no state yet: the first save writes the file
+        return st  # no state yet: the first save writes the file (no slot is current)
+    c = 0  # the file's bytes up to its last C record (see the slots below)
     try:
         journal = False
         size = 0
@@ -182,6 +185,8 @@ def load(st):
                 size += len(body) + 10
             if _apply(st, body):
                 journal = True
+            elif body[:1] == b"C":
+                c = size + st._jbytes
         st._snap = size
         # A v1 file, a torn last record or a file cut short of its J line: rewrite it whole
         # before appending anything.
@@ -189,6 +194,20 @@ def load(st):
     finally:
         f.close()
     st.dirty = False
+    # Slot 0 written against this journal, and no C record after that (uidstate's pending
+    # paragraph): a cut may have left current slots (clientrecover.pendings reads them all, the
+    # client reconciles them).
+    try:
+        f = open(st.path + "0", "rb")
+    except OSError:
+        return st
+    try:
+        n = _check(f.read(24).split(b"\n")[0])
+    finally:
+        f.close()
+    n = int(n[2:]) if n is not None and n[:2] == b"L " else -1
+    if c <= n <= st._snap + st._jbytes:
+        st._count = 1
     return st
 
 
@@ -251,6 +270,7 @@ def compact(st):
             old = open(st.path, "rb")
         except OSError:
             old = None
+        new = old  # (None: a new state)
         if old is not None:
             try:
                 for body in records(st, old):
@@ -294,6 +314,15 @@ def compact(st):
     st._jbytes = 0
     st._compact = False
     st._saved()
+    st._count = 0
+    # Slot 0 emptied (uidstate's pending paragraph): the snapshot has no C record, so an older
+    # slot 0 naming no greater length would pass for current. A new state's slots are all made
+    # now, empty: each write of one is then a rewrite, one commit (clientget.py), from the first.
+    try:
+        for k in range(_SLOTS if new is None else 1):
+            open(st.path + str(k), "wb").close()
+    except OSError:
+        pass  # (the snapshot has landed and holds that slot's entry: a cut now would only look it up again)
 
 
 def _write_entry(st, f, key):

@@ -16,11 +16,12 @@ CRC-32 of the rest of the line (8 hex digits):
     X <key hex> <crc>                                          the entry with this record key dropped
     T <key hex> <first_seen> <flag> <crc>                      that entry's first_seen / flag changed
 
-`save()` appends the changes since the last save as one write (normally two lines: the client
-saves once per stored message: the `S` of the message just stored rides with the next one's
-`P`, or with the session's end or error exit), then flushes: on littlefs one metadata commit
-(and, once the file is past littlefs's inline size, the device sync littlefs runs before it so
-the appended data is on flash first); the close adds nothing (clientget.py: a message's syncs). A power cut during that write leaves a
+`save()` appends the changes since the last save as one write (the client saves once per batch
+of new messages: their `S` lines, and a `C`; or at the session's end or error exit), then
+flushes: on littlefs one metadata commit (and, once the file is past littlefs's inline size, the
+device sync littlefs runs before it so the appended data is on flash first); the close adds
+nothing (clientget.py: a message's syncs). `save(1)`, the client's save of a pending entry,
+writes it into a slot file instead (the pending paragraph below). A power cut during that write leaves a
 torn last record: its checksum fails (or its line end is missing), `load()` ignores it and the
 next save compacts. A bad record followed by good ones is not a torn write: load refuses it.
 Compaction rewrites the snapshot whole through a temp file and an atomic rename (a cut leaves
@@ -38,14 +39,30 @@ a file is (S/H records) - (X records), counted by load's first pass before the t
 
 The client's "never lose, never duplicate" rule rests on the pending record. Just before it
 commits a downloaded message to the store it saves `P` with the stored size, the SHA-1 of the
-stored bytes and the local UID the commit will give it (`local`, Delivery.uid_on_commit()).
-After the commit the entry becomes `S` (+ `C`), saved with the next message's `P` or at the
-session's end. A crash before that save leaves `P`; the next run
-(`clientrecover.reconcile`) looks for that local UID with that size and hash: found means the commit
-happened (the entry becomes `S`), otherwise it did not (the entry is dropped and the message is
-downloaded again). A torn `P` means the commit never started; a torn `S`/`C` leaves `P`, which
-reconciles. So the window between "durably stored" and "recorded" is closed, at the cost of one
-index lookup and one hash, and only after a crash.
+stored bytes and the local UID the commit will give it (`local`, Delivery.uid_on_commit()),
+with `save(1)`: into a slot file of its own, `<state_dir>/<account>.uidl<k>` for the k-th
+pending entry since the last journal write (k < _SLOTS, else the journal takes it as before),
+rewritten whole with two sealed lines: `L <journal length>` (the bytes of the file's records as
+a load counts them, the header left out) and the `P` line. A small file stays inline in
+littlefs: its write is one metadata commit, no barrier, no data block (an append to the state file
+copied its last block: clientget.py). After the commit the entry becomes `S` in RAM; the batch's
+`S` lines go to the journal in one write after the batch (or at the session's end), with a `C`
+last (the pending entry cleared), and from then on the slots are out of date. A crash before
+that write leaves them current: load finds slot 0 current when the journal length it names is
+at most the file's as loaded and no `C` record lies beyond it (a write cut short of its `C` may
+have landed some of its records: the slots still count), and clientrecover.pendings takes slot
+0 and then slots 1, 2, ... while each is whole, names slot 0's length and holds a local UID of a
+higher seq than the slot before it. The next run (`clientrecover.reconcile`, also for a `P` in
+the journal: a commit that failed in doubt, which the session's next journal write carries)
+looks for each local UID with its size and hash: found means the commit happened (the entry
+becomes `S`), otherwise it did not (the entry is dropped and the message is downloaded again);
+one journal write, a `C` last, then makes the slots out of date. A torn slot means its commit
+never started. A compaction empties slot 0 (its snapshot has no `C`: an older slot 0 would
+pass for current; slot 1 and on must follow a current slot 0 with a higher seq). So the window
+between "durably stored" and "recorded" is closed, at the
+cost of one index lookup and one hash per slot, and only after a crash. (The table a session's
+start or the board's settle makes holds what is on file: reconcile makes it again with room for
+the slots' entries when it has too little.)
 
 Servers without UIDL: a message is keyed by the SHA-1 of its stored bytes. In RAM that key is
 `hash_key(sha1hex)` = b" " + hex: a real UID is 1-70 octets in 0x21-0x7E (RFC 1939 section 7),
@@ -140,7 +157,9 @@ _JOURNAL_SHARE = const(2)
 # clientend.retain after QUIT) and the save compacts instead of journaling each.
 _MAX_EDITS = const(64)
 _EDIT = const(14)  # op, key[8], first_seen[4], flag bits
-_FS_SLACK = const(8192)  # two 4 KiB littlefs blocks: partly filled last blocks of file and temp
+# Two 4 KiB littlefs blocks: partly filled last blocks of file and temp; and two more: the slot
+# files (_SLOTS of ~240 bytes, inline) may take the state directory a metadata pair of its own.
+_FS_SLACK = const(16384)
 _REC = const(11)
 _KEY = const(8)
 _FL = const(10)  # the flags byte's offset in a record (after key and first_seen's days)
@@ -155,6 +174,12 @@ _F_DELETED = const(0x08)
 _F_SAVED = const(0x10)
 _F_NEW = const(0x20)
 _F_SESSION = const(0x3C)  # SEEN | DELETED | SAVED | NEW
+# Slot files (the theory's pending paragraph): pending entries written since the last journal
+# write, one file each; the next one goes to the journal with the entries added (as before stop
+# 31), which makes the slots free again. Half the client's batch (clientplan._NEW_BATCH, 16): a
+# journal write per 9 messages as well as the batch's own; each slot is a file (inline on
+# littlefs, ~240 bytes; a cluster on FAT, a page on tmpfs), made with a new state.
+_SLOTS = const(8)
 
 
 class StateError(Exception):
@@ -192,7 +217,8 @@ def max_snapshot(max_entries):
 
 def flash_need(max_entries):
     """Flash an account's state may take beyond its snapshot: the journal at its bound plus the
-    temp file of one compaction of a full table (the old file stays until the rename)."""
+    temp file of one compaction of a full table (the old file stays until the rename), and its
+    slot files."""
     s = max_snapshot(max_entries)
     return s + _journal_bound(s) + _FS_SLACK
 
@@ -219,7 +245,8 @@ class UidState:
         self._compact = True  # the next save rewrites the file (no v2 file loaded yet)
         self._snap = 0  # bytes of the snapshot part of the file
         self._jbytes = 0  # bytes of journal after it
-        self._most = 0  # the largest save's journal bytes since the load (due's guess of a save)
+        self._most = 0  # the largest journal write's bytes since the load (due's guess of a batch's)
+        self._count = 0  # slot files written since the last journal write (load: 1 if slot 0 is current)
 
     # -- the table --------------------------------------------------------------------
     def _find(self, k):
@@ -354,7 +381,9 @@ class UidState:
         return _seal(line)
 
     def _batch(self):
-        """The journal records of the changes since the last save, as one bytes object."""
+        """The journal records of the changes since the last save: a list of lines, the pending
+        entry's (a C or P) last (written one by one, not joined: a batch's records in one
+        ~700-byte object found no room at its end, the first fetch of 100 93 -> 95 KiB)."""
         parts = []
         e = self._edits
         for j in range(self._ne):
@@ -371,28 +400,43 @@ class UidState:
                 parts.append(ln)
         if self._pend:
             parts.append(self._pending_line())
-        return b"".join(parts)
+        return parts
 
-    def save(self):
+    def save(self, batch=0):
         """Make the changes since the last save durable: appended to the journal as one write,
-        or (see the theory above) by a compaction."""
+        or (see the theory above) by a compaction. batch=1 (the client, a pending entry just set):
+        the pending entry alone, into the next slot file (the theory's pending paragraph), while the
+        journal is sound and a slot is left; the other changes wait for the next journal write."""
         if not self._compact:
-            batch = self._batch()
-            if self._jbytes + len(batch) <= self._bound():
-                if batch:
+            path = self.path
+            if batch and self._count < _SLOTS:  # one inline file rewritten whole (clientget.py)
+                path += str(self._count)
+                batch = (_seal(b"L %d" % (self._snap + self._jbytes)), self._pending_line())
+            else:
+                batch = self._batch()
+            n = 0
+            for b in batch:
+                n += len(b)
+            if path != self.path or self._jbytes + n <= self._bound():
+                if n:
                     try:
-                        f = open(self.path, "ab")
+                        f = open(path, "ab" if path == self.path else "wb")
                         try:
-                            f.write(batch)
+                            for b in batch:
+                                f.write(b)
                             compat.sync_file(f)
                         finally:
                             f.close()
                     except BaseException:
                         self._compact = True  # a partial record may be on file: rewrite next time
                         raise
-                    self._jbytes += len(batch)
-                    if len(batch) > self._most:
-                        self._most = len(batch)
+                    if path != self.path:
+                        self._count += 1
+                        return  # (the other changes wait for the next journal write)
+                    self._jbytes += n
+                    self._count = 0  # the slot files are older than the journal now
+                    if n > self._most:
+                        self._most = n
                 self._saved()
                 return
         self.compact()
@@ -402,18 +446,20 @@ class UidState:
         return _journal_bound(min(self._snap, max_snapshot(self.max_entries))) + self.journal_min - _JOURNAL_MIN
 
     def due(self, batch=0):
-        """True if the next save of a message (its S and P records) would compact: a new or
-        repaired file, or a journal near its bound. The client then compacts before it
-        begins that message's delivery, so a compaction (uidcompact.py) never comes on top of
-        a delivery's heap at the save before the commit. batch: messages about to be stored
-        (client.fetch_account's next batch): True also when as many saves, each the size of the
-        largest since the load, would pass the bound, so the client compacts between batches
-        and seldom between two downloads (an estimate: the check per message stays)."""
+        """True if the next journal write (the entries added so far and a P record) would
+        compact: a new or repaired file, or a journal near its bound. The client then compacts
+        at the session's start or between two batches, so a compaction (uidcompact.py) never
+        comes on top of a delivery's heap. batch: messages about to be stored (client.fetch_account's next
+        batch): True also when one more journal write as large as the largest since the load
+        (a batch's records go in one) would pass the bound, so the client compacts between
+        batches (an estimate)."""
         # Its batch: the drops and changes journaled since the last save (a T or X line each,
-        # shorter than an entry line), the entries added (the last message's), its P line.
-        k = len(self.added)
+        # shorter than an entry line), the entries added (the batch's stored so far: with batch
+        # only, at the batch's end; between two downloads the journal takes none, clientget.py),
+        # a P line.
+        k = len(self.added) if batch else 1
         lines = self._ne + (k if k > 1 else 1)
-        need = self._jbytes + lines * _MAX_ENTRY_LINE + _MAX_STATE_LINE + batch * self._most
+        need = self._jbytes + lines * _MAX_ENTRY_LINE + _MAX_STATE_LINE + (batch and self._most)
         return self._compact or need > self._bound()
 
     def _saved(self):

@@ -751,7 +751,8 @@ def test_a_first_fetch_compacts_its_state_between_batches():
     finally:
         uidstate.UidState.compact = real
         b.done()
-    assert len(at) >= 3 and [n for n in at if n % 16] == [], at
+    # (2 since stop 31: the journal takes a message's S record only, its P goes to a slot file)
+    assert len(at) >= 2 and [n for n in at if n % 16] == [], at
 
 
 def test_settle_at_boot_records_a_message_stored_before_the_cut():

@@ -388,12 +388,87 @@ def test_flash_need_covers_journal_and_compaction():
     assert uidstate.flash_need(10) < need
 
 
+# --- slot files ---------------------------------------------------------------------------------
+def _slotted(d, n, first=0):
+    """A state with n pending entries saved into slot files (local UIDs aa.<first + i>), each
+    message then added as the client does after its commit, no journal write since."""
+    st = UidState(d, "s").load()
+    st.save()  # (a new file: compacted)
+    for i in range(first, first + n):
+        st.set_pending(10, SHA, "aa.%d" % i, 1700000000, "f", b"m%d" % i)
+        st.save(1)
+        st.add(b"m%d" % i, 1700000000)
+        st.clear_pending()
+    return st
+
+
+def _found(d):
+    from pocketpost import clientrecover
+
+    st = UidState(d, "s").load()
+    return [p[5] for p in clientrecover.pendings(st)] if st._count else []
+
+
+def test_slot_files_stand_for_a_batch_until_its_journal_write():
+    """Each pending entry goes to a slot file of its own (uidstate's pending paragraph); a cut
+    before the batch's journal write leaves them current, in order; that write (its C record
+    last) makes them out of date, and so does a compaction (slot 0 emptied)."""
+
+    def body(d):
+        st = _slotted(d, 3)
+        # (all 8 made, empty, by the new state's first compaction: each write a rewrite)
+        assert len([n for n, _, _ in compat.listdir_stat(d) if n[:6] == "s.uidl" and n[6:].isdigit()]) == 8
+        assert _found(d) == [b"m0", b"m1", b"m2"]
+        st.save()  # the batch's S records and a C
+        assert _found(d) == [] and len(UidState(d, "s").load()) == 3
+        st = _slotted(d, 2, 10)
+        assert _found(d) == [b"m10", b"m11"]  # (slot 2, of the batch before, is not taken)
+        st.compact()
+        assert _found(d) == [] and len(UidState(d, "s").load()) == 5
+
+    _with_dir(body)
+
+
+def test_a_journal_write_cut_at_a_line_end_leaves_the_slots_current():
+    """A journal write that lands some whole records but not its last, the C (a host file system
+    cut at a line end): the slots are still current (their entries are reconciled; some of
+    them may be on file already), not taken for out of date."""
+
+    def body(d):
+        st = _slotted(d, 3)
+        lines = st._batch()
+        assert lines[-1].startswith(b"C ")
+        with open(st.path, "ab") as f:
+            f.write(b"".join(lines[:2]))  # m0 and m1's S records, not m2's, not the C
+        assert _found(d) == [b"m0", b"m1", b"m2"]
+
+    _with_dir(body)
+
+
+def test_a_slot_of_an_older_batch_is_not_taken_after_a_current_one():
+    """Slot 1 naming the same journal length as slot 0 but a lower seq (left by an older batch
+    against a journal of that very length): the current slots end at slot 0."""
+
+    def body(d):
+        st = _slotted(d, 2, 5)
+        with open(st.path + "1", "rb") as f:
+            one = f.read()
+        with open(st.path + "1", "wb") as f:
+            f.write(one.split(b"\n")[0] + b"\n" + uidstate._seal(b"P 10 %s aa.4 1700000000 f m4" % SHA.encode()))
+        assert _found(d) == [b"m5"]
+
+    _with_dir(body)
+
+
 # --- power cuts -------------------------------------------------------------------------------
-# The client's protocol against one state: pending saved, store commit, entry saved; plus a
-# restamp, drops by retain and a forget, with the journal bound lowered so compactions happen.
-# A cut at every write: after it the state is reloaded, a pending entry reconciled against the
-# store as clientrecover.reconcile does, and then: a message is in the state iff it is in the store
-# (never lost, never fetched twice), acknowledged changes hold, and the state still saves.
+# The client's protocol against one state: pending entry saved into its slot file, store commit,
+# entry added, and the entries written to the journal after every third message (the client: after
+# each batch); plus a restamp, drops by retain and a forget (journal writes mid-batch, as a
+# compaction between two downloads is), with the journal bound lowered so compactions happen.
+# A cut at every write: after it the state is reloaded, the pending entry and the current slot
+# files reconciled against the store as clientrecover.reconcile does, and then: a message is in
+# the state iff it is in the store (never lost, never fetched twice), acknowledged changes hold,
+# and the state still saves.
 
 _PC_MESSAGES = 9
 
@@ -410,15 +485,18 @@ def _pc_workload(d, commit, acked, alive=None):
     st.journal_min = 200
     for i in range(_PC_MESSAGES):
         uid = b"m%d" % i
-        st.set_pending(10 + i, SHA, "L%d" % i, 1700000000 + i, "f", uid)
-        st.save()
-        commit("L%d" % i)
+        st.set_pending(10 + i, SHA, "aa.%d" % i, 1700000000 + i, "f", uid)
+        st.save(1)
+        commit("aa.%d" % i)
         st.add(uid, 1700000000 + i)
         st.clear_pending()
-        st.save()
         if not alive():
             return
-        acked["add"].append(uid)
+        acked["add"].append(uid)  # (its slot file stands for it)
+        if i % 3 == 2:
+            st.save()
+            if not alive():
+                return
         if i == 3:
             st.add(b"m0", 1800000000)  # restamp
             st.save()
@@ -445,12 +523,14 @@ def _pc_workload(d, commit, acked, alive=None):
 
 def _pc_check(d, in_store, acked, label):
     st = UidState(d, "pc", 30).load()
-    if st.pending is not None:
-        size, digest, local, first_seen, flag, uid = st.pending
+    from pocketpost import clientrecover
+
+    for size, digest, local, first_seen, flag, uid in clientrecover.pendings(st):
         if in_store(local):
             st.add(uid, first_seen, flag)
-        st.clear_pending()
-        st.save()
+    st.clear_pending()
+    st._pend = st.dirty = True  # (the journal write that makes the slot files out of date)
+    st.save()
     for i in range(_PC_MESSAGES):
         uid = b"m%d" % i
         if uid in acked["drop"]:
@@ -460,7 +540,7 @@ def _pc_check(d, in_store, acked, label):
             assert uid in st, (label, "acknowledged entry lost", uid)
         if uid in (b"m1", b"m2", b"m4"):
             continue  # a drop in flight may or may not have happened
-        assert (uid in st) == in_store("L%d" % i), (label, "state and store disagree", uid)
+        assert (uid in st) == in_store("aa.%d" % i), (label, "state and store disagree", uid)
     if acked["stamp"]:
         assert st.get(b"m0") == [day(1800000000), "f"], (label, "restamp lost")
     st.add(b"after", 1)
