@@ -524,6 +524,12 @@ def test_redeploy_after_the_services_ran_writes_only_what_changed(tmp_path):
         assert files["/lib/pocketpost/server.mpy"] == f.read()
     with pseudoboard.PseudoBoard(pbdir, boot=True, heapsize=TIGHT_HEAP) as pb:  # the reset board
         wait_port(port, pb.alive)
-        c = poplib.POP3("127.0.0.1", port, timeout=20)
+        try:
+            c = poplib.POP3("127.0.0.1", port, timeout=20)
+        except poplib.error_proto as e:
+            # Seen only in helpers' runs with two or three suites on two cores (the greeting met EOF;
+            # not reproduced alone or beside one suite): the board's own account of it, for the log.
+            with open(pb.log, errors="replace") as f:
+                raise AssertionError("%r; the board's log ends:\n%s" % (e, "".join(f.readlines()[-25:])))
         assert c.getwelcome().startswith(b"+OK")
         c.close()
