@@ -6,13 +6,16 @@ the store code that writes and reads it is the board's.
 
 import json
 import os
+import poplib
 import re
 import subprocess
 import sys
+import time
 
-from helpers import FIRMWARE, ROOT
+from helpers import FIRMWARE, MICROPYTHON, ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+import hostimage  # noqa: E402
 import mailport  # noqa: E402
 import ppadmin  # noqa: E402
 
@@ -144,3 +147,28 @@ def serve_image(srv, image, users):
     srv.start(args=[os.path.join(ROOT, "tools", "hostflash.py"), image, "-m", "pocketpost.server", "/flash/config.json"],
               micropypath=FIRMWARE + ":" + os.path.join(ROOT, "tools"))
     return srv
+
+
+def serve_locked(image, port):
+    """The POP3 server on IMAGE under micropython, holding the image lock as run_host does (the
+    lock passed on to the server, so only it holds it: ppadmin sees the image in use). Returns
+    the process once a POP3 greeting came, the caller kills it."""
+    lock = hostimage.ImageLock(image)
+    tools = os.path.join(ROOT, "tools")
+    env = dict(os.environ, MICROPYPATH=FIRMWARE + ":" + tools + ":.frozen")
+    proc = subprocess.Popen([MICROPYTHON, os.path.join(tools, "hostflash.py"), image, "-m", "pocketpost.server",
+                             "/flash/config.json"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            pass_fds=(lock.fd,))
+    lock.release()  # from here only the server holds it
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError("server exited")
+        try:
+            poplib.POP3("127.0.0.1", port, timeout=5).quit()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    raise AssertionError("server did not start")

@@ -15,11 +15,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from helpers import FIRMWARE, MICROPYTHON, ROOT, free_port
+from mailimage import serve_locked
 
 TOOLS = os.path.join(ROOT, "tools")
 PPADMIN = os.path.join(TOOLS, "ppadmin.py")
@@ -318,32 +318,12 @@ def test_hostflash_never_formats_a_file_with_data(tmp_path, report):
         assert digest(padded) == before
 
 
-def _serve(image, port):
-    """The server on IMAGE under micropython, holding the image lock as run_host does."""
-    lock = hostimage.ImageLock(image)
-    env = dict(os.environ, MICROPYPATH=FIRMWARE + ":" + TOOLS + ":.frozen")
-    proc = subprocess.Popen([MICROPYTHON, os.path.join(TOOLS, "hostflash.py"), image, "-m", "pocketpost.server",
-                             "/flash/config.json"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            pass_fds=(lock.fd,))
-    lock.release()  # from here only the server holds it
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "server exited"
-        try:
-            p = poplib.POP3("127.0.0.1", port, timeout=5)
-            p.quit()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("server did not start")
-
 
 def test_served_image_is_locked_until_the_server_dies_then_still_served(base, img, report):
     # a round of refusals first: the image must still be served exactly as before
     refused(["deliver", img, "nobody", report], ["no user"], files=[report], image=img)
     refused(["deliver", report, "demo", img], ["littlefs"], files=[report], image=img)
-    proc = _serve(img, base["port"])
+    proc = serve_locked(img, base["port"])
     try:
         p = poplib.POP3("127.0.0.1", base["port"], timeout=10)
         p.user("demo")

@@ -13,7 +13,6 @@
 
 import json
 import os
-import poplib
 import re
 import signal
 import subprocess
@@ -23,11 +22,10 @@ import time
 import pytest
 
 from helpers import FIRMWARE, MICROPYTHON, ROOT, free_port
-from mailimage import run_ppadmin
+from mailimage import run_ppadmin, serve_locked
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 import deploy  # noqa: E402,F401
-import hostimage  # noqa: E402
 import ppadmin  # noqa: E402
 
 TOOLS = os.path.join(ROOT, "tools")
@@ -87,33 +85,13 @@ def test_options_may_come_before_the_positional_arguments(img, base, tmp_path):
     assert "mailbox bob: 2 messages" in r.stdout and "mailbox carol: 1 messages" in r.stdout, r.stdout + r.stderr
 
 
-def _serve(image, port):
-    """The POP3 server on IMAGE under micropython, holding the image lock as `make run` does."""
-    lock = hostimage.ImageLock(image)
-    env = dict(os.environ, MICROPYPATH=FIRMWARE + ":" + TOOLS + ":.frozen")
-    proc = subprocess.Popen([MICROPYTHON, os.path.join(TOOLS, "hostflash.py"), image, "-m", "pocketpost.server",
-                             "/flash/config.json"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            pass_fds=(lock.fd,))
-    lock.release()  # from here only the server holds it
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "server exited"
-        try:
-            poplib.POP3("127.0.0.1", port, timeout=5).quit()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    proc.wait()
-    raise AssertionError("server did not start")
-
 
 def test_an_image_in_use_is_the_same_exit_status_for_every_command(img, base, tmp_path):
     script = tmp_path / "s.py"
     script.write_text("print(1)\n")
     (tmp_path / "src").mkdir()
     (tmp_path / "src" / "m.eml").write_bytes(MSG)
-    proc = _serve(img, base["port"])
+    proc = serve_locked(img, base["port"])
     try:
         for args in (["ls", img], ["export", img, "--mbox", tmp_path / "x.mbox"], ["deliver", img, "alice", base["msg"]],
                      ["backup", img, tmp_path / "b.pp"], ["import", img, "alice", tmp_path / "src"],
