@@ -129,6 +129,20 @@ class Pop3Server:
         self.stop()
         raise RuntimeError("server did not start: %s" % self.log())
 
+    def probes_done(self, limit=10):
+        """Wait until start()'s probes (POP3S, then POP3) have left the server, and return the
+        log's length then. Each is a session that disconnects or, with one session per address,
+        a connection that came before the server saw the other close, waited for the slot and is
+        gone (it never became a session: no disconnect line; seen under -n 2)."""
+        deadline = time.time() + limit
+        while True:
+            log = self.log()
+            if log.count(" disconnect ") + log.count(" gone while waiting") >= 1 + self.pop3s_on:
+                return len(log)
+            if time.time() > deadline:
+                raise AssertionError("the start-up probes did not end: " + log[-3000:])
+            time.sleep(0.02)
+
     def log(self):
         try:
             with open(self.log_path, "rb") as f:

@@ -149,7 +149,7 @@ def test_preauth_connections_never_keep_a_user_out(tmp_path):
     s.start()
     held = []
     try:
-        _wait_log(s, " disconnect ", 2)  # the harness's two start-up probes are done
+        s.probes_done()
         connects = [s.log().count(" connect tls=")]
         fds = s.fds()
         admitted_after = []
