@@ -641,7 +641,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     # again; here, with the batch's heap gone (at the next batch's start, its
                     # ~700-byte write found no room: the first fetch of 100, 93 -> 95 KiB).
                     st.save()
-                store._box(mailbox).merge_due()
+                store.box(mailbox).merge_due()
             if stop or not ctl[1] or downloads >= cap:
                 break
         if stats["state_full"]:
