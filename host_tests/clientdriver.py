@@ -75,7 +75,7 @@ def main(argv):
     res["implementation"] = sys.implementation.name  # the board's code path (transport.Conn) ran
     mb = spec["account"].get("mailbox")
     if mb and store.exists(mb):
-        res["busy"] = store._box(mb).busy  # deliveries still open on the mailbox (should be 0)
+        res["busy"] = store.box(mb).busy  # deliveries still open on the mailbox (should be 0)
     print(RESULT + json.dumps(res))
 
 

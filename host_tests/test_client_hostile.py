@@ -230,7 +230,7 @@ class Fetcher:
             if undo is not None:
                 undo()
             client.compat.now, uidstate.UidState.save = saved
-            self.busy = s._box("m").busy if s.exists("m") else None
+            self.busy = s.box("m").busy if s.exists("m") else None
 
     def _micropython(self, tmp_path, acct, quota, on_message, now, crash, fail_pending_save):
         spec = {"account": acct, "root": str(tmp_path / "store"), "quota": quota, "now": now,

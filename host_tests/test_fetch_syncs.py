@@ -25,7 +25,7 @@ MESSAGE = b"From: a@example.org\r\nSubject: %d\r\n\r\n" + b"a body line of a mes
 PHASES = {"create": 1, "pending": 1, "close": 2, "rename": 1}
 
 DRIVER = r"""
-import builtins, sys
+import sys
 sys.path.append(%r)
 import hostflash
 
@@ -43,39 +43,15 @@ def _counted(self, op, arg):
 hostflash.CountingBlockDev.ioctl = _counted  # (before the mount: littlefs keeps the methods it finds)
 bdev = hostflash.mount(%r, "/flash", %r, count=True, durable=False)
 LOG[:] = []
-_open = builtins.open
+sys.path.append(%r)
+import fileprobe
 
 
-class _File:  # a written file, its flush and close labelled
-    def __init__(self, f, p):
-        self.f = f
-        self.p = p
-
-    def write(self, b):
-        return self.f.write(b)
-
-    def flush(self):
-        cur[0] = "flush " + self.p
-        return self.f.flush()
-
-    def close(self):
-        cur[0] = "close " + self.p
-        return self.f.close()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.close()
+def _label(op, path, got):  # the file operation under way
+    cur[0] = op + " " + path
 
 
-def _opened(p, mode="r", *a):
-    cur[0] = "open " + p
-    f = _open(p, mode, *a)
-    return _File(f, p) if ("w" in mode or "a" in mode) else f
-
-
-builtins.open = _opened
+fileprobe.install(lambda path, mode: "w" in mode or "a" in mode, _label)  # (written files: their flush and close)
 from pocketpost import compat
 
 _rename = compat.rename
@@ -129,7 +105,7 @@ def _fetch(dc, tmp, n):
 
 
 def _run(work, image, cfg, mkfs):
-    drv = DRIVER % (os.path.join(ROOT, "tools"), image, mkfs, str(cfg))
+    drv = DRIVER % (os.path.join(ROOT, "tools"), image, mkfs, os.path.join(ROOT, "host_tests"), str(cfg))
     env = dict(os.environ, MICROPYPATH=FIRMWARE + ":.frozen")
     r = subprocess.run([MICROPYTHON, "-c", drv], capture_output=True, timeout=300, env=env, cwd=str(work))
     out = r.stdout.decode(errors="replace")

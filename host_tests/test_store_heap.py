@@ -201,7 +201,7 @@ for i in range(16):  # the 16th delivery merges (_MERGE_AFTER)
     d.commit()
 compat.os = real
 mb = st.lock("x")
-print("COUNT", mb.count, "UNINDEXED", st._box("x").unindexed, "GROWTH", peak[1])
+print("COUNT", mb.count, "UNINDEXED", st.box("x").unindexed, "GROWTH", peak[1])
 mb.release()
 """
 

@@ -411,7 +411,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
         if len(st.buf) // _REC < min(a["max_entries"], len(st) + min(count, cap)):
             if compat.IS_MICROPYTHON:
                 gc.collect()  # the login's garbage goes before the load's code (uidcompact.py) is placed
-            st.load(min(count, cap))
+            st.load(min(count, cap))  # (the file read once: uidcompact.size has the entries)
         # Per message number, one bit each (no per-message object, no list of UIDs):
         #   done  handled this session (stored, skipped or dropped as a duplicate);
         #   dele  stored by an earlier session and due for deletion by the policy (first pass);
@@ -641,7 +641,7 @@ async def fetch_account(account, store, on_message=None, opener=None, headers=Tr
                     # again; here, with the batch's heap gone (at the next batch's start, its
                     # ~700-byte write found no room: the first fetch of 100, 93 -> 95 KiB).
                     st.save()
-                store._box(mailbox).merge_due()
+                store.box(mailbox).merge_due()
             if stop or not ctl[1] or downloads >= cap:
                 break
         if stats["state_full"]:

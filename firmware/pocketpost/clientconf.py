@@ -95,7 +95,10 @@ def _state(a, count):
         # is placed already: none is loaded before the table is made, as the constructor made it
         # until stop 29). S and H lines (the most the replay holds at once), less X lines (each
         # drops one on file), and a P line after the last C line: the entries on file (a torn
-        # last line counted too), and as many again + _NEW_MAIL for the server's.
+        # last line counted too), and as many again + _NEW_MAIL for the server's. (The load then
+        # reads the file a second time: a table made before the replay needs the count before the
+        # records, which only a count written into the file, a format older firmware refuses, or a
+        # table grown while the load's code is placed, would give.)
         sh = x = p = 0
         try:
             f = open(st.path, "rb")

@@ -67,10 +67,12 @@ def renamed(a, accounts):
         except OSError:
             continue
         if who == user or who == "%s\n%s" % (user, host.lower()):
+            # (its slot files <old>.uidl0 ... too: a pending entry a cut left in one is looked up only
+            # under the name it was written for, else that message is stored a second time)
             return ("account %s: its UIDL state %s/%s.uidl does not exist, but %s/%s.uidl, of an account %s no "
-                    "longer in the config, is for the same user %s: if the account was renamed, rename %s.uidl "
-                    "and %s.who to %s.uidl and %s.who (else every message kept on the server is stored a "
-                    "second time); if not, delete them" % (name, d, name, d, old, old, user, old, old, name, name))
+                    "longer in the config, is for the same user %s: if the account was renamed, rename %s.who "
+                    "and each %s.uidl* file to %s.who and %s.uidl* (else every message kept on the server is "
+                    "stored a second time); if not, delete them" % (name, d, name, d, old, old, user, old, old, name, name))
     return None
 
 

@@ -220,8 +220,9 @@ class Store:
             raise StoreError(_E_NAME, "SYS/PERM")
         return compat.join(self.root, name)
 
-    def _box(self, name, create=True):
-        """The loaded RAM state of a mailbox, recovering it from flash if needed."""
+    def box(self, name, create=True):
+        """The loaded RAM state of a mailbox, recovering it from flash if needed (the client runs
+        its merge_due after a batch of deliveries: client.fetch_account)."""
         path = self._path(name)
         box = _BOXES.get(path)
         if box is None:
@@ -253,7 +254,7 @@ class Store:
         _cold("storemerge", "create", self, name)  # its directories and empty index
 
     def usage(self, name):
-        box = self._box(name)
+        box = self.box(name)
         return box.count, box.total
 
     # --- delivery -----------------------------------------------------------------------------
@@ -273,7 +274,7 @@ class Store:
             uid = _cold("storemerge", "parse_uid", uid)
             if uid is None:
                 raise StoreError(_E_UID, "SYS/PERM")
-        box = self._box(name)
+        box = self.box(name)
         limit, exc = self._room(box.path, box.count, box.total)
         if not limit:
             raise exc(_E_QUOTA if exc is QuotaExceeded else "flash full")
@@ -287,7 +288,7 @@ class Store:
         a mailbox that does not exist yet counts as empty."""
         path = self._path(name)
         if compat.isdir(path):
-            box = self._box(name)
+            box = self.box(name)
             return self._room(box.path, box.count, box.total)
         return self._room(self.root, 0, 0)
 

@@ -175,7 +175,7 @@ def create(store, name):
         raise _os_error(e)
 
 
-# --- a mailbox's first load (storecore.Store._box) ---------------------------------------------
+# --- a mailbox's first load (storecore.Store.box) ---------------------------------------------
 
 
 def load(box):
@@ -285,7 +285,7 @@ def _next(items):
 def recover_all(store):
     """Every mailbox of store not loaded yet is loaded now (load, storescan.recover if it needs
     repair, as its first lock or delivery would); returns (mailboxes, failed). A mailbox that fails
-    here is logged and left to its first lock (Store._box), as one made later is. For a server's
+    here is logged and left to its first lock (Store.box), as one made later is. For a server's
     start-up (serverstart.recover), while the heap holds little; called through storecore._cold,
     which holds the cold code (and storeindex) loaded for all the mailboxes and drops it after, so
     a server keeps none of it, nor the session side, until a session needs them."""
@@ -293,7 +293,7 @@ def recover_all(store):
     failed = 0
     for name in names:
         try:
-            store._box(name, False)
+            store.box(name, False)
         except Exception as e:  # MemoryError too: this mailbox's, never the server's start
             failed += 1
             log.warning("store %s: not recovered at start (%r): at its first lock", name, e)

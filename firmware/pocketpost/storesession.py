@@ -66,7 +66,7 @@ def lock(store, name):
             # since the last recovery sends the mailbox through recovery again, which
             # rebuilds the index from the files. A session that saw damage set `suspect`.
             box.loaded = False
-        box = store._box(name)
+        box = store.box(name)
         if box.unindexed:
             box.merge()
         return Mailbox(box)

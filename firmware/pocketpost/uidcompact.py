@@ -125,7 +125,12 @@ def size(st, count):
     """UidState.load's first pass: the records its table is made for (uidstate's RAM paragraph):
     the live entries on file (S/H records less X records; see the replay rule) and a pending one,
     plus count (-1: a session's start, count guessed), at most max_entries, never fewer than on
-    file; st.n set to those on file (for the refusal's text)."""
+    file; st.n set to those on file (for the refusal's text). A state loaded before, its table
+    still there (client.fetch_account after STAT, count >= 0), is sized with no pass: its entries
+    are those on file, and that table, which held every entry this process saved, holds the most
+    the replay holds at once (the file is then read once, by the load)."""
+    if st.buf is not None and count is not None and count >= 0:
+        return max(len(st.buf) // _REC, min(st.max_entries, st.n + count))
     live = 0
     most = 0  # the most entries the replay holds at once (an X journaled after an S: not fewer)
     pend = False

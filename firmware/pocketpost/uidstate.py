@@ -89,7 +89,9 @@ the server holds what is on file and a few new ones), counted there by the recor
 so that no code is loaded before the table is made (as the constructor made it until stop 29:
 an extra code load placed first cost a full table 2-3 KiB of the fetch's smallest heap); after
 STAT, if the table has fewer records than min(max_entries, entries + STAT's count), the state is
-loaded again for that (client.fetch_account: the old table freed first, never two at once). So
+loaded again for that (client.fetch_account: the old table freed first, never two at once; the
+entries on file known from the start's load, the file is read once, without uidcompact.size's
+pass: a session reads it twice, three times with that load, host_tests/test_fetch_stateread.py). So
 the table is made before any download, and no heap for it fails there (naming the account and
 the entries), nothing fetched. Until stop 29 it was made for max_entries: 5,500 bytes at the
 default through every session. Measured (tools/bench_heap.py d and dfull, 64-bit host, the fetch
@@ -343,10 +345,10 @@ class UidState:
         pending one) and room for `count` more, at most max_entries in all (the RAM paragraph
         above); -1: a session's start, which guesses; without `count`, max_entries. `n`: the
         table's records, counted by the caller (clientconf._state: no first pass here)."""
-        self.buf = None  # (an earlier load's table freed before this one is made)
         self.dirty = False
         if n is None:
             n = self._cold("size", count)  # the first pass: the table's records (self.n: those on file)
+        self.buf = None  # (an earlier load's table freed before this one is made; size looks at it)
         if compat.IS_MICROPYTHON:
             # The table made where the first pass's code was, before the load's is placed again
             # (above the table, its hole then free with the heap's top: a table made by the load,

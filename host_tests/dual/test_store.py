@@ -455,7 +455,7 @@ def test_each_store_error_number_gives_its_text_class_and_code():
 
     def body(root, st):
         assert err(st.begin, "A") == ("StoreError", "bad mailbox name", "SYS/PERM")
-        assert err(st._box, "nope", False) == ("StoreError", "no such mailbox", "SYS/PERM")
+        assert err(st.box, "nope", False) == ("StoreError", "no such mailbox", "SYS/PERM")
         assert err(st.begin, "x", None, False, "zz") == ("StoreError", "bad uid", "SYS/PERM")
         assert err(storecore._msg_name, 1, 2, 3, 0xC0000005) == (
             "StoreError", "stuffed message: LIST size needed for its name", "SYS/TEMP")

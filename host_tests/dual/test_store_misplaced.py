@@ -65,7 +65,7 @@ def _with(fn, blocks=96):
 
 def _start(root):
     """A restart, then the load a server's start runs (recover_all); a fetch's first delivery
-    or a first lock runs the same (Store._box)."""
+    or a first lock runs the same (Store.box)."""
     store_mod.reboot()
     st = Store(root)
     assert storecore._cold("storemerge", "recover_all", st) == (1, 0)
@@ -180,7 +180,7 @@ def test_a_copy_of_an_indexed_file_is_set_aside_not_listed_twice():
 
 
 def test_a_first_lock_finds_it_too():
-    # Not only at a server's start: a first lock or delivery after boot (Store._box; a fetch's).
+    # Not only at a server's start: a first lock or delivery after boot (Store.box; a fetch's).
     def body(root, st, uids, lines):
         epoch = uids[0].split(".")[0]
         _put(root, 1, "%s.5.700.p" % epoch, b"the misplaced one\r\n")
