@@ -112,18 +112,18 @@ def curl(*args):
     return subprocess.run(["curl", "-s", "-S", "--max-time", "30"] + list(args), capture_output=True, timeout=40)
 
 
-def esp32_smtp_caps():
-    """The ESP32 template's SMTP caps and timeouts (boards/esp32/config.json: one session, no
-    waiting room, for its 10 sockets; README "Sockets")."""
+def template_smtp_caps(board="esp32"):
+    """A board template's SMTP caps and timeouts, the defaults where it sets none (the ESP32's,
+    boards/esp32/config.json: one session, no waiting room, for its 10 sockets; README "Sockets")."""
     import json
     import os
 
     from helpers import ROOT
 
-    with open(os.path.join(ROOT, "boards", "esp32", "config.json")) as f:
+    with open(os.path.join(ROOT, "boards", board, "config.json")) as f:
         sm = json.load(f)["smtp"]
     keys = ("max_sessions", "max_sessions_per_addr", "slot_wait", "command_timeout", "data_timeout", "preauth_timeout")
-    return {k: sm[k] for k in keys}
+    return {k: sm[k] if sm.get(k) is not None else config.SMTP_DEFAULTS[k] for k in keys}
 
 
 def burst(port, count, gap, timeout=120, rcpt="alice@example.org"):

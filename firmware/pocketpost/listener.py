@@ -52,8 +52,9 @@ or session is spent on it. A new connection that finds a cap full:
      client's connection that is logging in is not cut by its sibling.
   3. Only when no slot is left to take is it refused (-ERR [SYS/TEMP], SMTP 421).
 The SMTP receiver's listeners (listen(..., slots)) go further: while Slots.busy() (every slot
-taken, each past pre-auth or admitted or answered in the last _FRESH_MS) a new connection is not
-accepted at all. It waits in the listen backlog, holding no socket (an ESP32's lwIP: a PCB and a
+taken or the waiting room full, each slot past pre-auth or admitted or answered in the last
+_FRESH_MS) a new connection is not accepted at all (one from another host too, though a slot may
+be free for it: its address is known only once accepted). It waits in the listen backlog, holding no socket (an ESP32's lwIP: a PCB and a
 netconn from its own heap; at most CONFIG_LWIP_TCP_ACCEPTMBOX_SIZE, 6, per port, the next one
 reset), and a sender waits minutes for its greeting (RFC 5321 4.5.3.2): a camera's burst at one
 session is served in turn, not evicting itself. A slot quiet for longer (a device that delivered
@@ -524,12 +525,14 @@ class Slots:
 
     def busy(self):
         """Whether a new connection is left in the listen backlog (the SMTP receiver's listeners:
-        listen(..., slots)): every slot is taken, each by a session past pre-auth or one that got
-        somewhere (admitted, or a command answered) in the last _FRESH_MS. It holds no socket
-        there (lwIP: a PCB), and a sender waits minutes for its greeting (RFC 5321 4.5.3.2):
-        a camera's burst is served in turn instead of evicting itself. A pre-auth slot quiet for
-        longer (a device that delivered and sits without QUIT) lets the next one in to evict it."""
-        if self.sessions < self.caps["max_sessions"]:
+        listen(..., slots)): every slot is taken, or the waiting room is full (a newcomer would
+        skip the wait: one host's burst past its max_sessions_per_addr), and each slot is held by
+        a session past pre-auth or one that got somewhere (admitted, or a command answered) in
+        the last _FRESH_MS. It holds no socket there (lwIP: a PCB), and a sender waits minutes
+        for its greeting (RFC 5321 4.5.3.2): a camera's burst is served in turn instead of
+        evicting itself. A pre-auth slot quiet for longer (a device that delivered and sits
+        without QUIT) lets the next one in to evict it."""
+        if self.sessions < self.caps["max_sessions"] and len(self.waiting) < _WAITING_MAX:
             return False
         now = ticks_ms()
         for slot in self.slots.values():

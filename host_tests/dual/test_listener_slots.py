@@ -543,8 +543,9 @@ def test_a_slot_handed_to_a_connection_ahead_is_not_evicted_by_a_later_one():
 
 def test_busy_holds_new_connections_back_while_every_slot_is_getting_somewhere():
     """Slots.busy (the SMTP listeners leave a connection in the listen backlog while it holds): a
-    free slot, or a pre-auth one quiet for _FRESH_MS (admitted or last answered that long ago),
-    lets the next connection in; slots past pre-auth, or pre-auth and getting somewhere, hold it."""
+    free slot with room to wait, or a pre-auth slot quiet for _FRESH_MS (admitted or last answered
+    that long ago), lets the next connection in; slots past pre-auth, or pre-auth and getting
+    somewhere, hold it, when every slot is taken or the waiting room is full."""
     import sys
 
     from pocketpost import listener
@@ -567,4 +568,9 @@ def test_busy_holds_new_connections_back_while_every_slot_is_getting_somewhere()
     b.preauth = False  # in a transaction: never evicted, and nothing let in
     assert slots.busy()
     slots.release(a)
+    assert not slots.busy()
+    # A slot free, but the waiting room full (a newcomer would skip the wait): held back too.
+    slots.waiting = [Slot("10.0.0.2", _Task()), Slot("10.0.0.2", _Task())]
+    assert slots.busy()
+    slots.waiting.pop()
     assert not slots.busy()
