@@ -110,3 +110,50 @@ class Peer(Raw):
 def curl(*args):
     """curl (an SMTP sender: smtp://, smtps://, --upload-file), bounded in time."""
     return subprocess.run(["curl", "-s", "-S", "--max-time", "30"] + list(args), capture_output=True, timeout=40)
+
+
+def template_smtp_caps(board="esp32"):
+    """A board template's SMTP caps and timeouts, the defaults where it sets none (the ESP32's,
+    boards/esp32/config.json: one session, no waiting room, for its 10 sockets; README "Sockets")."""
+    import json
+    import os
+
+    from helpers import ROOT
+
+    with open(os.path.join(ROOT, "boards", board, "config.json")) as f:
+        sm = json.load(f)["smtp"]
+    keys = ("max_sessions", "max_sessions_per_addr", "slot_wait", "command_timeout", "data_timeout", "preauth_timeout")
+    return {k: sm[k] if sm.get(k) is not None else config.SMTP_DEFAULTS[k] for k in keys}
+
+
+def burst(port, count, gap, timeout=120, rcpt="alice@example.org"):
+    """A camera burst: `count` smtplib senders, each in its own thread started `gap` seconds after
+    the one before, each delivering one message ("Subject: burst N") and quitting, with no retry.
+    Returns ({N: "ok" or why it failed}, seconds until the last ended)."""
+    import smtplib
+    import threading
+
+    got = {}
+
+    def send(i):
+        try:
+            c = smtplib.SMTP("127.0.0.1", port, timeout=timeout)
+            c.sendmail("cam%d@cam.lan" % i, [rcpt], b"Subject: burst %d\r\n\r\nframe %d\r\n" % (i, i))
+            got[i] = "ok"
+            try:
+                c.quit()
+            except Exception:  # (stored: its 250 came; a QUIT that fails loses nothing)
+                pass
+        except Exception as e:
+            got.setdefault(i, "%s: %s" % (type(e).__name__, e))
+
+    t0 = time.time()
+    threads = []
+    for i in range(count):
+        t = threading.Thread(target=send, args=(i,))
+        t.start()
+        threads.append(t)
+        time.sleep(gap)
+    for t in threads:
+        t.join(timeout + 30)
+    return got, time.time() - t0

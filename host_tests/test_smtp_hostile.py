@@ -208,15 +208,24 @@ def test_never_quits_and_preauth_deadline(srv):
 
 
 def test_too_many_sessions(srv):
-    """Sessions past pre-auth (MAIL accepted) keep their slots: one more is refused with 421."""
+    """Sessions past pre-auth (MAIL accepted) keep their slots: one more is not accepted while
+    they last (no greeting, no 421: it waits in the listen backlog, listener.Slots.busy), and is
+    greeted as soon as one of them ends."""
     peers = [greeted(srv) for _ in range(3)]
     for p in peers:
         assert p.cmd(b"MAIL FROM:<busy@example.net>").startswith(b"250 ")
     extra = Peer(srv.smtp_port)
-    assert extra.reply().startswith(b"421 4.7.0 ") and extra.eof(5)
+    extra.s.settimeout(1)
+    with pytest.raises(socket.timeout):
+        extra.s.recv(100)
+    extra.s.settimeout(10)
+    assert peers[0].cmd(b"QUIT").startswith(b"221 ")
+    assert extra.reply().startswith(b"220 "), srv.log()[-3000:]
+    extra.cmd(b"QUIT")
     extra.close()
     for p in peers:
-        p.cmd(b"QUIT")
+        if p is not peers[0]:
+            p.cmd(b"QUIT")
         p.close()
     deadline = time.time() + 10
     while True:  # the slots come back once the server has seen the QUITs
@@ -239,8 +248,9 @@ def _smtp_sessions(srv):
 
 def test_silent_peers_never_keep_a_sender_out(srv):
     """Twice the cap of silent connections (pre-auth: greeted, then nothing): each one above the
-    cap waits slot_wait (0.3 s here) for a slot, then takes the slot of the oldest pre-auth one,
-    which is closed; a real sender (smtplib) is served meanwhile, its connection waiting and then
+    cap is left in the listen backlog until the silent ones have been quiet 3 s (_FRESH_MS), then
+    waits slot_wait (0.3 s here) for a slot and takes the slot of the oldest pre-auth one, which
+    is closed; a real sender (smtplib) is served meanwhile, its connection waiting and then
     evicting one more, and not refused (421) as before slots."""
     deadline = time.time() + 15
     while _smtp_sessions(srv) != 0:  # bounded poll: the earlier tests' sessions have ended

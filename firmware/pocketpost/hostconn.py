@@ -121,10 +121,14 @@ class Conn(_Bounds):
     def gone(self, implicit):
         """listener.ServerConn.gone (a connection waiting for a slot): the stream's end. An
         implicit-TLS port's socket is not read while it waits (its ClientHello stays for
-        start_tls, which reads again): a close there is seen at the handshake."""
+        start_tls, which reads again): its peer's close behind the hello is poll's POLLRDHUP."""
         if implicit:
             self.w.transport.pause_reading()
-            return False
+            import select
+
+            p = select.poll()
+            p.register(self.w.get_extra_info("socket").fileno(), 0x2000)  # select.POLLRDHUP (Linux)
+            return bool(p.poll(0))
         return self.r.at_eof()
 
     def send_nowait(self, data):

@@ -51,16 +51,29 @@ or session is spent on it. A new connection that finds a cap full:
      handshake done, in the last _FRESH_MS) while young (admitted less than _YOUNG_MS ago): a
      client's connection that is logging in is not cut by its sibling.
   3. Only when no slot is left to take is it refused (-ERR [SYS/TEMP], SMTP 421).
+The SMTP receiver's listeners (listen(..., slots)) go further: while Slots.busy() (every slot
+taken or the waiting room full, each slot past pre-auth or admitted or answered in the last
+_FRESH_MS) a new connection is not accepted at all (one from another host too, though a slot may
+be free for it: its address is known only once accepted). It waits in the listen backlog, holding no socket (an ESP32's lwIP: a PCB and a
+netconn from its own heap; at most CONFIG_LWIP_TCP_ACCEPTMBOX_SIZE, 6, per port, the next one
+reset), and a sender waits minutes for its greeting (RFC 5321 4.5.3.2): a camera's burst at one
+session is served in turn, not evicting itself. A slot quiet for longer (a device that delivered
+and sits without QUIT, a silent peer) lets the next connection in, which then waits or evicts as
+above. The POP3 listeners accept at once, as before (their waiting room serves a mail client's
+second connection in turn).
 So silent peers, garbage ClientHellos and failed-login delays hold a slot only until a newer
 connection has waited `slot_wait` for it (and never past their deadline); a session past
 pre-auth is never evicted. What remains: connections beyond the _WAITING_MAX waiting skip the
 wait, so a flood (connections opened faster than a login takes: one TLS handshake and one
 hash) can still evict a user who is logging in, from other addresses only once the listener is
 full: a flood, not a camp. `slot_wait` is each connection's own budget from its arrival: a
-client checking three accounts at once needs the two sessions ahead of its third within it. An
-implicit-TLS peer that hangs up after its ClientHello is seen only when its wait ends (its
-close is behind the hello; POP3S: server.py then logs it so): until then it holds its place,
-and it may evict or be handed a slot. A waiting connection costs its task, its handler's frame,
+client checking three accounts at once needs the two sessions ahead of its third within it. A
+peer's close is looked for (ServerConn.gone) at each step of its wait and before it evicts,
+also behind an implicit-TLS peer's unread ClientHello (poll's POLLRDHUP): on the unix port it is
+let go at once and evicts no one. An ESP32 cannot see such a close without reading the hello
+(MicroPython's esp32 socket: recv() takes no flags, its poll reports lwIP's select only): there it
+holds its place until its wait ends and may evict or be handed a slot, its handshake failing
+then (POP3S logs the certificate hint). A waiting connection costs its task, its handler's frame,
 its connection object and socket (~0.9 KB on the 64-bit host, measured) and its place, a Slot
 (~100 B); the POP3 shell has loaded pop3cmd.py before it asks for a slot, as for any connection.
 """
@@ -77,6 +90,17 @@ from pocketpost.transport import Conn  # (hostconn.Conn on CPython)
 # "authorization" (set by server.py and smtpserver.py) and "idle", each a literal where used (a
 # module-level name would be one more interned name).
 _LISTEN_BACKLOG = const(4)  # pending connections the kernel/lwIP queues per listener (copied where listened)
+# The same for a listener that leaves connections there while its slots are busy (Slots.busy:
+# SMTP's). Linux answers SYNs beyond it at once with SYN cookies, and a cookie's connection that
+# finds the accept queue full is dropped without a word: its sender (who waits for the greeting)
+# hangs until its own timeout (20 smtplib senders at once, one session: 4 delivered 11, 8 19,
+# 16 20). lwIP counts only half-open connections in it (tcp_backlog_accepted), and queues at most
+# CONFIG_LWIP_TCP_ACCEPTMBOX_SIZE (6) established ones per port, resetting the next.
+_HELD_BACKLOG = const(16)
+# How often a listener holding a connection back looks whether a slot freed: the next sender is
+# greeted within it of a session's end (at 100 ms 20 senders 30 ms apart took 1.7 s, not 0.6 s:
+# the step, not the session, set the pace). A wake-up per step only while both last.
+_HOLD_STEP_MS = const(20)
 # Plaintext a client pipelined after STLS that is read off the socket and dropped before the +OK
 # (RFC 2595 section 4): at most this much; beyond it the TLS handshake fails on the rest.
 _STLS_DRAIN_MAX = const(4096)
@@ -103,6 +127,9 @@ _YOUNG_MS = const(15000)
 # descriptors (EMFILE) the connection stays queued and the socket readable: without it, a spin.
 # (An ESP32 out of lwIP sockets, ENFILE, closes that connection itself: the next one may fit.)
 _ACCEPT_RETRY_MS = const(100)
+# poll()'s flag for a peer that closed its side, also with octets still unread (Linux's value;
+# MicroPython's select module names none): ServerConn.gone.
+_POLLRDHUP = const(0x2000)
 
 
 def peer_ip(writer):
@@ -122,9 +149,10 @@ def peer_ip(writer):
     return "?"
 
 
-async def listen(cb, host, port):
+async def listen(cb, host, port, slots=None):
     """Accept connections on host:port; cb(reader, writer) hands back the coroutine that runs as
-    the connection's task. Returns the listener for close() and listener_tasks(). CPython:
+    the connection's task. Returns the listener for close() and listener_tasks(). slots: a
+    connection is not accepted while slots.busy() (MicroPython; see Slots.busy). CPython:
     asyncio.start_server (reader and writer its streams). MicroPython: asyncio.start_server's
     work without its Server and Stream objects (per listener an object and a larger coroutine,
     per connection a stream, its attribute table and an extra-info dict: ~1 KB in bench_heap c):
@@ -140,11 +168,11 @@ async def listen(cb, host, port):
         s.setblocking(False)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(a)
-        s.listen(_LISTEN_BACKLOG)
+        s.listen(_LISTEN_BACKLOG if slots is None else _HELD_BACKLOG)
     except Exception:  # (the port in use...): the socket is not left open
         s.close()
         raise
-    return asyncio.create_task(_serve(s, cb)), s
+    return asyncio.create_task(_serve(s, cb, slots)), s
 
 
 def close(listeners):
@@ -291,19 +319,27 @@ class ServerConn(Conn):
             """Whether the peer of a connection waiting for a slot (Slots.wait) has closed: never
             waits, never takes an octet a TLS handshake needs. A 1-octet MSG_PEEK (the unix port;
             a port whose recv() takes no flags, or without MSG_PEEK, raises TypeError or
-            AttributeError); without it a plain port's octet is read (a POP3 or SMTP client
-            speaks only after its greeting: an octet now is its close, or a client that does not
-            wait, let go too), an implicit-TLS port's is left for the handshake (its ClientHello:
-            a close after it is seen when the wait ends). (CPython's: hostconn.Conn.gone.)"""
+            AttributeError): nothing left, or with octets there (an implicit-TLS port's
+            ClientHello) poll's POLLRDHUP, the peer's close behind them (Linux's; a port that does
+            not pass the flag on never reports it). Without MSG_PEEK a plain port's octet is read
+            (a POP3 or SMTP client speaks only after its greeting: an octet now is its close, or a
+            client that does not wait, let go too), an implicit-TLS port's is left for the
+            handshake (an ESP32's lwIP: a close behind a ClientHello is seen at the handshake).
+            (CPython's: hostconn.Conn.gone.)"""
             import socket
 
             s = self.raw
             try:
                 try:
-                    return s.recv(1, socket.MSG_PEEK) == b""
+                    if s.recv(1, socket.MSG_PEEK) == b"":
+                        return True
                 except (AttributeError, TypeError):
-                    pass
-                return not implicit and s.readinto(bytearray(1)) is not None
+                    return not implicit and s.readinto(bytearray(1)) is not None
+                import select  # (asyncio's: loaded)
+
+                p = select.poll()
+                p.register(s, _POLLRDHUP)
+                return bool(p.poll(0))
             except OSError as e:  # a reset: gone; nothing there yet: still waiting
                 return errno_of(e) not in TIMEOUT_ERRNOS
 
@@ -329,14 +365,18 @@ class ServerConn(Conn):
 
 if IS_MICROPYTHON:
 
-    async def _serve(s, cb):
+    async def _serve(s, cb, slots):
         # listen()'s accept loop (asyncio.start_server's, as MicroPython's asyncio runs it); the
         # work per connection in _accept, a plain function: this coroutine's frame, kept for as
-        # long as the port listens, stays small. ok: the last accept() worked.
+        # long as the port listens, stays small. ok: the last accept() worked. While slots are
+        # busy a connection stays in the listen backlog, looked at again every _HOLD_STEP_MS.
         ok = True
         try:
             while True:
                 yield asyncio.core._io_queue.queue_read(s)  # type: ignore[attr-defined]
+                if slots is not None and slots.busy():
+                    await asyncio.sleep_ms(_HOLD_STEP_MS)
+                    continue
                 ok = _accept(s, cb, ok)
                 if not ok:  # (out of descriptors: the connection stays queued, the
                     await asyncio.sleep_ms(_ACCEPT_RETRY_MS)  # socket readable: no spin on it)
@@ -483,6 +523,23 @@ class Slots:
             return slot
         return self.reserve(Slot(ip, task))
 
+    def busy(self):
+        """Whether a new connection is left in the listen backlog (the SMTP receiver's listeners:
+        listen(..., slots)): every slot is taken, or the waiting room is full (a newcomer would
+        skip the wait: one host's burst past its max_sessions_per_addr), and each slot is held by
+        a session past pre-auth or one that got somewhere (admitted, or a command answered) in
+        the last _FRESH_MS. It holds no socket there (lwIP: a PCB), and a sender waits minutes
+        for its greeting (RFC 5321 4.5.3.2): a camera's burst is served in turn instead of
+        evicting itself. A pre-auth slot quiet for longer (a device that delivered and sits
+        without QUIT) lets the next one in to evict it."""
+        if self.sessions < self.caps["max_sessions"] and len(self.waiting) < _WAITING_MAX:
+            return False
+        now = ticks_ms()
+        for slot in self.slots.values():
+            if slot.preauth and ticks_diff(now, slot.born if slot.seen is None else slot.seen) >= _FRESH_MS:
+                return False
+        return True
+
     def reserve(self, slot):
         """Admit slot (a new connection's, or a waiting one's: release): a new sid, counted in the
         caps from now. A MemoryError leaves the counts as they were."""
@@ -544,11 +601,9 @@ class Slots:
                     if me.sid:  # a slot handed over
                         got = True
                         return me
-                    if me.released or ticks_diff(end, ticks_ms()) <= 0:
+                    gone = conn.gone(implicit)  # (first before any wait: CPython's stops reading there)
+                    if gone or me.released or ticks_diff(end, ticks_ms()) <= 0:
                         break
-                    if conn.gone(implicit):  # (first before any wait: CPython's stops reading there)
-                        log.info("%s %s gone while waiting for a slot", self.proto, ip)
-                        return None
                     try:
                         await asyncio.sleep(_WAIT_STEP_MS / 1000)
                     except asyncio.CancelledError:
@@ -561,6 +616,11 @@ class Slots:
                     w.remove(me)
                 elif me.sid and not got:  # handed a slot, then cancelled or gone: it frees again
                     self.release(me)
+        else:
+            gone = conn.gone(implicit)  # (one that waited in the listen backlog may have left there)
+        if gone:  # it evicts no one
+            log.info("%s %s gone while waiting for a slot", self.proto, ip)
+            return None
         return self.admit(ip, task, True, None if me is None else me.born)
 
     def release(self, slot):

@@ -118,7 +118,6 @@ class Server:
                 # Not holding pop3cmd.py meanwhile: the last session may drop it (finally), and the
                 # next connection would load a second copy while this one kept the first.
                 Session = None  # type: ignore[misc, assignment]
-                tls_new = 2  # (it waited: read below)
                 slot = await self.slots.wait(ip, asyncio.current_task(), conn, implicit)
             conn.idle = self.sv["idle_timeout"]
             conn.limit("authorization", self.sv["auth_timeout"])  # from admission; listener's deadline names
@@ -129,7 +128,7 @@ class Server:
                 slot = None
                 return
             sid = slot.sid
-            tls_new = implicit and (tls_new or True)  # 2: after a wait for a slot
+            tls_new = implicit
             if implicit:
                 await conn.start_tls(self.ctx, None, True, self.sv["tls_handshake_timeout"] * 1000)
             if session is None:
@@ -241,16 +240,7 @@ class Server:
             if tls_new:  # TLS up (or coming up), no command over it yet: words a user can act on
                 t = repr(e)
                 c = e.args[0] if e.args else 0
-                if tls_new == 2 and conn.handshaking and c in (-0x7280, 32, 104) and conn.gone(True):
-                    # A POP3S peer that waited for a slot (ServerConn.gone cannot see a close behind
-                    # its hello: the wait ran to its end), its handshake (MicroPython's: CPython's
-                    # is done in start_tls, handshaking stays False) ended at an end of stream
-                    # or a reset, and the socket is at its end with nothing unread (a client that
-                    # refuses the certificate has sent its alert, left unread when a write failed
-                    # first; a port without MSG_PEEK cannot tell: the hint below): it hung up
-                    # meanwhile.
-                    why = "the client hung up while it waited for a slot"
-                elif c in (-0x7780, -0x7A00, -0x6E00, 32, 104) or "ALERT" in t:  # alert, or it hung up at once
+                if c in (-0x7780, -0x7A00, -0x6E00, 32, 104) or "ALERT" in t:  # alert, or it hung up at once
                     why = "TLS refused by the client: does it trust this server's certificate?"
                 elif c in (-0x7200, -0x6E80, -0x7300, -0x7700) or "VERSION" in t or "HTTP" in t:
                     why = "the client does not speak TLS: a plain POP3 client on the POP3S port?"

@@ -9,7 +9,9 @@ LineReader's buffer, TLS wrapped inside the handler, STARTTLS by swapping the so
 Admission is listener.Slots, as for POP3: a new connection that finds the caps full waits for a
 slot (smtp.slot_wait seconds, no greeting yet), then a connection still pre-auth (before MAIL on
 port 25, before AUTH on submission, or again once idle after a stored message) is evicted,
-oldest first; one past pre-auth otherwise never is. Per
+oldest first; one past pre-auth otherwise never is. Unlike POP3's, the listeners leave a new
+connection in the listen backlog while every slot is busy (listener.Slots.busy): a camera's
+burst is delivered in turn. Per
 connection it allocates, once: a wire.LineReader whose buffer holds one maximal line or one
 block, the larger (commands and message text are both read into it); the session's DATA output block is made per message (smtp.Session.handle). smtp.pump() runs everything
 buffered through the session; its replies go out as one write (RFC 2920), after the failed-AUTH

@@ -64,7 +64,7 @@ async def listen(srv, store):
         if not port or (implicit and srv.ctx is None):
             continue
         try:
-            srv._listeners.append(await listener.listen(srv.accept(mode, implicit), srv.host, port))
+            srv._listeners.append(await listener.listen(srv.accept(mode, implicit), srv.host, port, srv.slots))
         except BaseException:  # the ports already listening let go too (serverstart.listen)
             srv.close()
             raise
