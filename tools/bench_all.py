@@ -14,6 +14,7 @@ BENCHES = (
     ("bench_client.py",),
     ("bench_auth.py",),
     ("bench_smtp.py",),
+    ("bench_smtp_burst.py",),  # 20 senders at once / 10 / 30 ms apart at the ESP32 template's SMTP limits
     ("bench_heap.py",),
     # everything at once through board.main (what a board running everything holds; ~15 s)
     ("bench_heap.py", "--runner", "--only", "c"),
