@@ -8,9 +8,11 @@ the power at the N-th program/erase operation, in three modes (raise, drop, torn
 remount the image as it was when power died, open the store and check that no acknowledged
 message is lost or changed, none is duplicated or partial, UIDs are unique and unchanged, the
 index agrees with the files, and the store still takes mail.
-The short workload is cut at every op. A long one (135 deliveries, crossing a bucket boundary
-and the merge threshold, then deleting 120) is cut at every LONG_STRIDE-th op plus every LONG_MARK_STRIDE-th op
-of its lock/commit/rebuild steps; POCKETPOST_FULL=1 cuts it at every op too.
+The short workload is cut at every op. A long one (135 deliveries crossing a bucket boundary:
+the first 70 while a session holds the mailbox, then a lock merging them in two windows, the
+next 65 reaching the delivery-time merge; then deleting 120) is cut at every LONG_STRIDE-th op
+plus every LONG_MARK_STRIDE-th op of its lock/commit/rebuild steps; POCKETPOST_FULL=1 cuts it at
+every op too.
 """
 
 import os
@@ -25,6 +27,7 @@ BOX = "box"
 # Default slice of the long workload (each run costs ~0.45 s; POCKETPOST_FULL=1: every op, ~25 min).
 LONG_STRIDE = 97
 LONG_MARK_STRIDE = 10
+DUE_STRIDE = 3  # of the delivery-time merge's ops (each run delivers 64 messages first; FULL: every op)
 PLACE_FILL = 126  # messages before the placement cases (placement_base): two seqs short of a bucket (128)
 
 
@@ -55,8 +58,9 @@ class Model:
 
 def workload(dev, model, marks=None, long=False):
     """The steps; stops at the first step during which the power was cut. The long form first
-    fills the mailbox past a bucket boundary and the delivery-time merge threshold, then deletes
-    most of it (bucket directories are removed)."""
+    fills the mailbox past a bucket boundary, a lock's merge of two windows and the delivery-time
+    merge threshold, then deletes most of it (bucket directories are removed). marks: the op
+    ranges of the lock/commit/rebuild steps and of a delivery that merged."""
     from pocketpost import store as store_mod
     from pocketpost.store import Store
 
@@ -64,6 +68,7 @@ def workload(dev, model, marks=None, long=False):
     ops = lambda: dev.ops
 
     def deliver(i, size):
+        a = ops()
         data = _msg(i, size)
         model.maybe_msg = _crlf(data)
         d = st[0].begin(BOX, 1000 + i)
@@ -72,6 +77,8 @@ def workload(dev, model, marks=None, long=False):
         uid = d.commit()
         if dev.dead:
             return False
+        if marks is not None and not st[0].box(BOX).unindexed:  # this delivery merged: marked too
+            marks.append((a, ops()))
         model.present[uid] = _crlf(data)
         model.issued.add(uid)
         model.maybe_msg = None
@@ -113,10 +120,23 @@ def workload(dev, model, marks=None, long=False):
             marks.append((a, ops()))
         return not dev.dead
 
+    held = []
+
+    def hold():  # a session holds the mailbox: no delivery merges
+        held.append(st[0].lock(BOX))
+        return not dev.dead
+
+    def let_go():
+        held.pop().release()
+        return True
+
     steps = []
     if long:
+        steps.append(hold)
         for i in range(135):
             steps.append(lambda i=i: deliver(100 + i, 20 + i % 7))
+            if i == 69:  # 70 unindexed: the lock merges them in two windows of 64, one append
+                steps += [let_go, lock_release]
         steps.append(lambda: delete(list(range(0, 120))))
     steps += [
         lambda: deliver(1, 300),
@@ -225,7 +245,8 @@ def run_one(base, cut_at, mode, marks=None, long=False):
 
 
 def sweep(base, long, stride, mark_stride):
-    """Cut at every stride-th op, and at every mark_stride-th op of the lock/commit/rebuild steps."""
+    """Cut at every stride-th op, and at every mark_stride-th op of the lock/commit/rebuild steps
+    and of a delivery that merged."""
     from flashdev import MODES, mine
 
     marks = []
@@ -319,35 +340,118 @@ def placement_workload(dev, model, case):
             return
 
 
+def _model_of(present):
+    """A model whose acknowledged messages are `present` (uid -> stored bytes)."""
+    m = Model()
+    m.present = dict(present)
+    m.issued = set(present)
+    return m
+
+
+def _cut_and_check(image, present, n, mode, work, label):
+    """work(dev, model) on `image` with the power cut at op n in `mode`, then check() after the
+    reboot (the model starts from `present`)."""
+    from flashdev import FlashDev, cut_power, mount_fresh, umount
+
+    model = _model_of(present)
+    dev = cut_power(image, n, mode, MOUNT, lambda dev: work(dev, model))
+    dev2 = FlashDev(data=dev.image())
+    mount_fresh(dev=dev2, at=MOUNT)
+    try:
+        check(model, label)
+    finally:
+        umount(MOUNT)
+
+
 def placement_sweep():
     """A cut at every program/erase op of each placement_workload case, in every mode; the check
     after each is check()'s (nothing lost, changed or partial, no temp file left after the first
     lock, the index matching the files, the store still taking mail)."""
-    from flashdev import cut_at_every_op, cut_power, FlashDev, mount_fresh, umount
+    from flashdev import cut_at_every_op, cut_power
 
     image, present = placement_base()
     covered = 0
     for case in ("fill", "overtaken", "oldtmp"):
-        def fresh_model():
-            m = Model()
-            m.present = dict(present)
-            m.issued = set(present)
-            return m
+        def work(dev, model):
+            placement_workload(dev, model, case)
 
-        total = cut_power(image, 0, "raise", MOUNT, lambda dev: placement_workload(dev, fresh_model(), case)).ops
-
-        def run(n, mode):
-            model = fresh_model()
-            dev = cut_power(image, n, mode, MOUNT, lambda dev: placement_workload(dev, model, case))
-            dev2 = FlashDev(data=dev.image())
-            mount_fresh(dev=dev2, at=MOUNT)
-            try:
-                check(model, (case, mode, n))
-            finally:
-                umount(MOUNT)
-
-        covered += cut_at_every_op(total, run)
+        total = cut_power(image, 0, "raise", MOUNT, lambda dev: work(dev, _model_of(present))).ops
+        covered += cut_at_every_op(total, lambda n, mode: _cut_and_check(image, present, n, mode, work,
+                                                                         (case, mode, n)))
         print("placement %s: %d program/erase ops, cut at every one x 3 modes ok" % (case, total))
+    return covered
+
+
+def merge_base():
+    """placement_base's image and model, with 70 more messages delivered while a session held the
+    mailbox: none merged (a restart then finds them unindexed)."""
+    from flashdev import FlashDev, mount_fresh, umount
+    from pocketpost import store as store_mod
+    from pocketpost.store import Store
+
+    image, present = placement_base()
+    dev = FlashDev(data=image)
+    mount_fresh(dev=dev, at=MOUNT)
+    try:
+        store_mod.reboot()
+        st = Store(ROOT)
+        held = st.lock(BOX)
+        for i in range(70):
+            data = _msg(i, 30 + i % 5)
+            present[st.deliver_stream(BOX, reader(data), 3000 + i)] = _crlf(data)
+        held.release()
+        store_mod.reboot()
+    finally:
+        umount(MOUNT)
+    return dev.image(), present
+
+
+def merge_due(dev, model, marks=None):
+    """64 deliveries into placement_base's mailbox, the last of which merges them (the
+    delivery-time merge); marks: the op range of that last delivery."""
+    from pocketpost.store import Store
+
+    st = Store(ROOT)
+    for i in range(64):
+        a = dev.ops
+        data = _msg(i, 30 + i % 5)
+        model.maybe_msg = _crlf(data)
+        uid = st.deliver_stream(BOX, reader(data), 3000 + i)
+        if dev.dead:
+            return
+        model.present[uid] = _crlf(data)
+        model.issued.add(uid)
+        model.maybe_msg = None
+    if marks is not None:
+        marks.append((a, dev.ops))
+
+
+def merge_sweep(stride):
+    """The merge of the files above the index, cut: at every op of the first lock of merge_base's
+    image (70 unindexed: two windows of 64 seqs, one append), and at every stride-th op of
+    merge_due's last delivery, in every mode (check()'s check after each)."""
+    from flashdev import MODES, cut_at_every_op, cut_power, mine
+    from pocketpost.store import Store
+
+    image, present = merge_base()
+
+    def lock(dev, model):
+        Store(ROOT).lock(BOX).release()
+
+    total = cut_power(image, 0, "raise", MOUNT, lambda dev: lock(dev, None)).ops
+    covered = cut_at_every_op(total, lambda n, mode: _cut_and_check(image, present, n, mode, lock,
+                                                                    ("merge lock", mode, n)))
+    print("merge at a lock: %d program/erase ops, cut at every one x 3 modes ok" % total)
+    image, present = placement_base()
+    marks = []
+    cut_power(image, 0, "raise", MOUNT, lambda dev: merge_due(dev, _model_of(present), marks))
+    a, b = marks[0]
+    for mode in MODES:
+        for n in range(a + 1, b + 1, stride):
+            if mine():
+                _cut_and_check(image, present, n, mode, merge_due, ("merge due", mode, n))
+                covered += 1
+    print("merge at a delivery: %d program/erase ops, cut at every %d x 3 modes ok" % (b - a, stride))
     return covered
 
 
@@ -362,6 +466,7 @@ def main():
     # The short workload is cheap: every op, always. The long one: sliced unless FULL.
     covered = sweep(base, False, 1, 1)
     covered += placement_sweep()
+    covered += merge_sweep(1 if full else DUE_STRIDE)
     covered += sweep(base, True, 1 if full else LONG_STRIDE, 1 if full else LONG_MARK_STRIDE)
     print("POWERCUT OK: %d cut points covered (%s) in %d ms"
           % (covered, "full sweep" if full else "short: every op; long: sliced", time.ticks_diff(time.ticks_ms(), t0)))

@@ -30,6 +30,8 @@ storescan.recover runs from the start, as it did before this split. So it may se
 mailbox to the repair code, never leave a damaged one unrepaired.
 """
 
+import struct
+
 from pocketpost import compat, log
 from pocketpost.compat import const
 from pocketpost.storecore import BUCKET, StoreError, _Box, _os_error, _remove
@@ -41,6 +43,11 @@ _REC = const(24)
 _MASK = const(0xFFFFFFFF)
 _PLAIN = const(0x80000000)
 _STUFFED = const(0x40000000)
+# A merge finds the files above the index _WINDOW seqs at a time: storecore's _MERGE_AFTER (a
+# private copy), so the due merge lists the buckets once. Each file's (epoch, seq, arrival, size
+# field, LIST size) goes into a slot of _SLOT bytes ("<5I"): 1,280 B for the window, at any backlog.
+_WINDOW = const(64)
+_SLOT = const(20)
 
 
 def _parse_msg_name(name, loose=False):
@@ -112,52 +119,88 @@ def _new_epoch():
 
 
 def scan_bucket(box, k, above):
-    """Message files in bucket k with seq > above: list of (epoch, seq, arrival, size field,
-    LIST size). A file of another bucket's seq, or named in another spelling than _msg_name's, is
-    left to a scan (a record's path is its seq's bucket and that name)."""
-    path = box.p("b%d" % k)
-    out = []
-    # Streamed (not listdir_stat's list of the whole bucket, up to BUCKET names held at once at
-    # every _MERGE_AFTER-th delivery: d's heap grew ~0.3 KiB per message in the bucket).
-    for name, size in compat.iter_files(path):
+    """(parsed name, size) of each message file in bucket k with seq > above, as the listing goes
+    (streamed: no list of the bucket). A file of another bucket's seq, or named in another
+    spelling than _msg_name's, is left to a scan (a record's path is its seq's bucket and that
+    name), and so is one shorter than its added dots (a scan sets it aside)."""
+    for name, size in compat.iter_files(box.p("b%d" % k)):
         m = _parse_msg_name(name)
-        if m is None or m[1] <= above or size < m[4] or m[1] // BUCKET != k:
-            continue  # (shorter than its added dots: a scan sets it aside)
-        out.append(_file_rec(m, size))
-    return out
+        if m is not None and m[1] > above and size >= m[4] and m[1] // BUCKET == k:
+            yield m, size
 
-def find_unindexed(box):
-    """Files with seq above the index, found by listing the newest buckets only."""
-    start = max(box.last_seq + 1, box.floor)
-    k = start // BUCKET
-    out = []
-    while compat.isdir(box.p("b%d" % k)):
-        out.extend(scan_bucket(box, k, box.last_seq))
-        k += 1
-    out.sort(key=lambda r: r[1])
-    return out
+
+def _unindexed(box):
+    """The files above the index, in seq order: (epoch, seq, arrival, size field, LIST size).
+    Found _WINDOW seqs at a time: each window one listing of the buckets from its first seq's up,
+    each file of a seq in the window put in that seq's slot (no list of the files, no sort: a
+    merge's RAM is the same at any backlog: a lock held while mail came in, a restart), then the
+    next window from the lowest seq above this one. Files at or below `above` are indexed (or in
+    an earlier window); one between the index's end and its floor, or a second file of a seq, is
+    left to the next lock's recovery (box.suspect), as the first load leaves any such file to it
+    (_sound). (Names: a function or argument name is one more interned in every process that
+    merges; locals are not.)"""
+    slots = bytearray(_WINDOW * _SLOT)
+    above = box.last_seq
+    lo = max(above + 1, box.floor)
+    while lo:
+        hi = lo + _WINDOW
+        top = 0  # the lowest seq above the window
+        k = lo // BUCKET
+        while compat.isdir(box.p("b%d" % k)):
+            for m, size in scan_bucket(box, k, above):
+                seq = m[1]
+                off = (seq - lo) * _SLOT
+                if seq >= hi:
+                    if not top or seq < top:
+                        top = seq
+                elif seq < lo or struct.unpack_from("<I", slots, off + 4)[0]:
+                    box.suspect = True
+                else:
+                    struct.pack_into("<5I", slots, off, m[0], seq, m[2], size | m[3], size - m[4])
+            k += 1
+        for off in range(0, _WINDOW * _SLOT, _SLOT):
+            r = struct.unpack_from("<5I", slots, off)
+            if r[1]:
+                struct.pack_into("<I", slots, off + 4, 0)  # (emptied for the next window)
+                yield r
+        above = hi - 1
+        lo = top
+
 
 def merge(box, records=None):
-    """Append records for unindexed files (records first; files are already in place).
-    records: those records when the caller knows them (a delivery with a given UID)."""
-    if records is None:
-        records = find_unindexed(box)
-    if not records:
-        return
+    """Append records for unindexed files (records first; files are already in place), in one
+    append to the index (littlefs copies the index's last, partial block at each: ~1 erase and up
+    to 16 programs, hence a merge every _MERGE_AFTER deliveries, not at each). records: those
+    records when the caller knows them (a delivery with a given UID). If it fails once the index
+    is open, records it wrote may be on flash (a close commits them): the mailbox is loaded from
+    flash again at its next use."""
     buf = bytearray(_REC)
     total = box.idx_total
-    f = open(box.p("index"), "ab")
+    n = 0
+    last = 0
+    f = None
     try:
-        for r in records:
+        for r in _unindexed(box) if records is None else records:
+            if f is None:
+                f = open(box.p("index"), "ab")
             total += r[4]
             _pack(buf, 0, r[0], r[1], r[2], r[3], total & _MASK)
             f.write(buf)
+            n += 1
+            last = r[1]
+        if f is None:
+            return
         compat.sync_file(f)
+    except BaseException:
+        if f is not None:
+            box.loaded = False
+        raise
     finally:
-        f.close()
-    box.idx_count += len(records)
+        if f is not None:
+            f.close()
+    box.idx_count += n
     box.idx_total = total & _MASK
-    box.last_seq = records[-1][1]
+    box.last_seq = last
     box.unindexed = 0
 
 

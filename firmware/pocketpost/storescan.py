@@ -376,7 +376,7 @@ def _walk_gen(box, rep, act, hfloor, fresh, move):
             # that raised after it happened left its file: indexed).
             for k in range(fresh[2] // BUCKET, (fresh[1] - 1) // BUCKET + 1):
                 try:
-                    got = scan_bucket(box, k, fresh[2] - 1)
+                    got = [_file_rec(m, size) for m, size in scan_bucket(box, k, fresh[2] - 1)]
                 except OSError:
                     continue
                 got.sort(key=lambda t: t[1])

@@ -11,6 +11,7 @@ After a cut the test unplugs the device (unplug(); cut_power() runs a workload a
 takes `dev.image()` (the flash as it was when power died), builds a new device from it and
 remounts: that is the reboot.
 
+deliver_run() counts what deliveries into a store cost the flash.
 fresh_root() gives the dual tests somewhere to put a store: a littlefs image in RAM mounted at a
 fresh mount point under MicroPython, a new temp directory under CPython.
 """
@@ -273,6 +274,21 @@ def cut_every_op(base, at, step, check, reset, limit):
             return n
         n += 1
         assert n < limit
+
+
+def deliver_run(dev, st, n, msg):
+    """n deliveries of msg into mailbox "x" of the store st, each written in 512-byte pieces and
+    committed, merged as delivery merges them (nobody holds the mailbox); returns the flash
+    (programs, erases, bytes programmed) of dev over them. tools/bench_store.py's figures per
+    delivered message and host_tests/test_store_flash.py's budget."""
+    a = dev.counts()
+    for i in range(n):
+        d = st.begin("x")
+        for k in range(0, len(msg), 512):
+            d.write(msg[k : k + 512])
+        d.commit()
+    b = dev.counts()
+    return b[0] - a[0], b[1] - a[1], b[2] - a[2]
 
 
 def fresh_root(blocks=96):

@@ -1312,7 +1312,7 @@ def test_split_store_loads_each_part_for_its_role():
         return ("pocketpost." + m) in sys.modules
 
     def body(root, st):
-        uids = [_deliver(st, "x", b"m%d\r\n" % i) for i in range(20)]  # > _MERGE_AFTER: merged
+        uids = [_deliver(st, "x", b"m%d\r\n" % i) for i in range(20)]  # (below _MERGE_AFTER: the lock merges)
         if IS_MICROPYTHON:
             assert not loaded("storemerge") and not loaded("storecommit"), sorted(sys.modules)
         # Held (as a caller inside the cold code would hold it), a module loaded would stay: a
