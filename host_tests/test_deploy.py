@@ -447,7 +447,10 @@ def test_board_doc_runs_tools_from_the_venv_as_the_readme_does():
 # at 160k it works (the server's heap, not deploy's). docs/BOARD.md "Deploying to a running board".
 # 140k until w18: no margin was left there (20 more bytes of listener.mpy, the accept-failure log
 # line, or an unused 30-character string in it, failed the greeting with MemoryError).
-TIGHT_HEAP = "141k"
+# 141k until stop 33: the reset board's greeting needed 140k then (139k failed), and with the
+# store's windowed merge (its start-up merge of the one unindexed message) 142k (141k failed 5 of
+# 5). At 143k the redeploy without FREE_HEAP still fails (2 of 2), so this still tests it.
+TIGHT_HEAP = "143k"
 
 
 def test_redeploy_after_the_services_ran_writes_only_what_changed(tmp_path):

@@ -245,7 +245,7 @@ def test_merge_streams_the_bucket_listing(tmp_path, mpy):
 
 def test_a_merges_heap_does_not_grow_with_the_backlog(tmp_path, mpy):
     """A lock after 300 deliveries that no merge indexed (a session held the mailbox) merges
-    them a window of 64 seqs at a time, in fixed slots (storemerge._unindexed): the merge held
+    them a window of 16 seqs at a time, in fixed slots (storemerge._unindexed): the merge held
     a record tuple per file, and sorted them, ~20 KB at 300 here (64-bit)."""
     out = _merge_run(tmp_path, str(tmp_path / "mail"), mpy, "backlog")
     assert "COUNT 300 UNINDEXED 0 " in out, out[-3000:]

@@ -428,7 +428,7 @@ def merge_due(dev, model, marks=None):
 
 def merge_sweep(stride):
     """The merge of the files above the index, cut: at every op of the first lock of merge_base's
-    image (70 unindexed: two windows of 64 seqs, one append), and at every stride-th op of
+    image (70 unindexed: five windows of 16 seqs, one append), and at every stride-th op of
     merge_due's last delivery, in every mode (check()'s check after each)."""
     from flashdev import MODES, cut_at_every_op, cut_power, mine
     from pocketpost.store import Store

@@ -46,7 +46,7 @@ _MAX_NAME_LEN = const(32)
 BUCKET = const(128)
 # Unindexed messages a delivery merges at (nobody holding the mailbox): each merge copies the
 # index's last, partial block (littlefs), so fewer merges cost less flash (16: 4.24 programs per
-# 4 KiB delivery beyond the payload over bench_store's long run, 64: 3.82); storemerge's window.
+# 4 KiB delivery beyond the payload over bench_store's long run, 64: 3.82).
 _MERGE_AFTER = const(64)
 _IN_BUF = const(512)
 _FREE_RECHECK = const(32)

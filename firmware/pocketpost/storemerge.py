@@ -43,10 +43,12 @@ _REC = const(24)
 _MASK = const(0xFFFFFFFF)
 _PLAIN = const(0x80000000)
 _STUFFED = const(0x40000000)
-# A merge finds the files above the index _WINDOW seqs at a time: storecore's _MERGE_AFTER (a
-# private copy), so the due merge lists the buckets once. Each file's (epoch, seq, arrival, size
-# field, LIST size) goes into a slot of _SLOT bytes ("<5I"): 1,280 B for the window, at any backlog.
-_WINDOW = const(64)
+# A merge finds the files above the index _WINDOW seqs at a time. Each file's (epoch, seq,
+# arrival, size field, LIST size) goes into a slot of _SLOT bytes ("<5I"): 320 B for the window,
+# at any backlog. A due merge (storecore's _MERGE_AFTER, 64) lists its bucket four times: reads
+# only. A window of 64 (one listing) needed 2 KiB more heap at a tight board's start-up merge
+# (test_deploy's TIGHT_HEAP: 142k, not 140k).
+_WINDOW = const(16)
 _SLOT = const(20)
 
 

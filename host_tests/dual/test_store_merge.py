@@ -1,7 +1,7 @@
 """The merge of the messages above the index (both runtimes): storemerge.merge.
 
 A delivery merges once _MERGE_AFTER (64) messages are unindexed and nobody holds the mailbox;
-a lock merges whatever is there. The files are found a window of 64 seqs at a time, each window
+a lock merges whatever is there. The files are found a window of 16 seqs at a time, each window
 one listing of the newest buckets into fixed slots, and appended in one append to the index:
   - a backlog of any size (a session held the mailbox while mail came in) is indexed in seq
     order, across windows and across a gap of skipped seqs wider than a window;
@@ -54,7 +54,7 @@ def test_a_backlog_past_the_merge_window_is_indexed_in_seq_order():
         uids += [_deliver(st, i) for i in range(60, 150)]  # 161-250, in b1 (128-255)
         assert _seq(uids[60]) == 161 and _seq(uids[-1]) // BUCKET == 1
         mb.release()
-        got, order = _listing(st)  # the lock merges the 150: windows 1-64, 161-224, 225-288
+        got, order = _listing(st)  # the lock merges the 150: windows of 16 from 1, from 161
         assert order == uids, order
         assert [got[u] for u in uids] == [b"message %d\r\n" % i for i in range(150)]
         box = st.box("x")
