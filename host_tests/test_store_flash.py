@@ -25,7 +25,7 @@ IS_MP = sys.implementation.name == "micropython"
 _LONG = 3 * 128  # three buckets (storecore.BUCKET messages each), as bench_store's long run
 _BUDGET = 4.0  # programs per delivered message beyond the payload (issue 12)
 _MSG = (b"x" * 62 + b"\r\n") * 64  # 4096 bytes, already CRLF
-_TWICE_RUN = 256  # deliveries of the second test (without the reopen: 3 compacted twice)
+_STEPS_RUN = 256  # deliveries of the step by step tests (two buckets, seqs 100-127 of bucket 0 among them)
 
 
 def main():
@@ -49,45 +49,73 @@ def main():
     print("BEYOND %.3f programs, %.3f erases per delivery" % (progs / _LONG - payload, erases / _LONG - 1))
 
 
-def _compacted_twice(msg):
-    """Deliveries (of _TWICE_RUN into an empty mailbox) whose temp file's creation and close both
-    erased a block (a compaction of the bucket: the file's data blocks are erased by its writes),
-    each step of commit() run and counted on its own."""
-    from flashdev import mount_fresh, umount
+def _steps():
+    """(deliveries that compacted their bucket at the temp file's creation and again at its close,
+    renames that took two commits), of _STEPS_RUN deliveries into an empty mailbox, each step of
+    commit() run and counted on its own. A compaction erases a block (the file's data blocks are
+    erased by its writes); a rename across two metadata pairs of the bucket is two commits (two
+    syncs) and no erase."""
+    import vfs
+
+    from flashdev import FlashDev, mount_fresh, umount
     from pocketpost import compat
     from pocketpost import store as store_mod
     from pocketpost.store import Store
 
-    dev, at = mount_fresh(blocks=_TWICE_RUN + 64)
-    twice = 0
+    class SyncDev(FlashDev):  # counts littlefs's syncs too (ioctl 3: after each metadata commit)
+        syncs = 0
+
+        def ioctl(self, op, arg):
+            if op == 3:
+                self.syncs += 1
+            return FlashDev.ioctl(self, op, arg)
+
+    dev = SyncDev(blocks=_STEPS_RUN + 64)
+    vfs.VfsLfs2.mkfs(dev)
+    dev, at = mount_fresh(dev=dev)
+    twice = crossed = 0
     try:
         store_mod.reboot()
         st = Store(at + "/mail", quota=0)
         st.create("x")
-        for i in range(_TWICE_RUN):
+        for i in range(_STEPS_RUN):
             e0 = dev.erases
             d = st.begin("x")
             created = dev.erases - e0
-            for k in range(0, len(msg), 512):
-                d.write(msg[k : k + 512])
+            for k in range(0, len(_MSG), 512):
+                d.write(_MSG[k : k + 512])
             e0 = dev.erases
             epoch, seq, target = d.seal()
             if created and dev.erases - e0:
                 twice += 1
+            e0, s0 = dev.erases, dev.syncs
             compat.rename(d.tmp, target)
+            if dev.syncs - s0 > 1 and dev.erases == e0:
+                crossed += 1
             d.landed(epoch, seq)
     finally:
         store_mod.reboot()
         umount(at)
-    return twice
+    return twice, crossed
 
 
 if IS_MP and __name__ == "__main__":
-    if sys.argv[1:] == ["twice"]:
-        print("TWICE %d of %d deliveries compacted their bucket at the creation and at the close"
-              % (_compacted_twice(_MSG), _TWICE_RUN))
+    if sys.argv[1:] == ["steps"]:
+        print("TWICE %d CROSSED %d of %d deliveries" % (_steps() + (_STEPS_RUN,)))
     else:
         main()
+
+
+def _run_steps():
+    from helpers import ROOT, run_micropython
+
+    r = run_micropython([os.path.join(ROOT, "host_tests", "test_store_flash.py"), "steps"], heapsize="16M",
+                        timeout=120)
+    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
+    assert r.returncode == 0 and "TWICE" in out, out[-3000:]
+    print(out.strip())
+    w = out.split()
+    return int(w[w.index("TWICE") + 1]), int(w[w.index("CROSSED") + 1]), out
 
 
 def test_long_run_costs_at_most_4_programs_per_delivery_beyond_the_payload():
@@ -102,11 +130,10 @@ def test_long_run_costs_at_most_4_programs_per_delivery_beyond_the_payload():
 
 
 def test_no_delivery_compacts_its_bucket_twice():
-    from helpers import ROOT, run_micropython
+    twice, _, out = _run_steps()
+    assert twice == 0, out
 
-    r = run_micropython([os.path.join(ROOT, "host_tests", "test_store_flash.py"), "twice"], heapsize="16M",
-                        timeout=120)
-    out = r.stdout.decode(errors="replace") + r.stderr.decode(errors="replace")
-    assert r.returncode == 0 and "TWICE" in out, out[-3000:]
-    print(out.strip())
-    assert "TWICE 0 of" in out, out
+
+def test_no_delivery_renames_across_two_metadata_pairs():
+    _, crossed, out = _run_steps()
+    assert crossed == 0, out
