@@ -62,24 +62,12 @@ def _steps():
     commit() run and counted on its own. A compaction erases a block (the file's data blocks are
     erased by its writes); a rename across two metadata pairs of the bucket is two commits (two
     syncs) and no erase."""
-    import vfs
-
-    from flashdev import FlashDev, mount_fresh, umount
+    from flashdev import mount_fresh, umount
     from pocketpost import compat
     from pocketpost import store as store_mod
     from pocketpost.store import Store
 
-    class SyncDev(FlashDev):  # counts littlefs's syncs too (ioctl 3: after each metadata commit)
-        syncs = 0
-
-        def ioctl(self, op, arg):
-            if op == 3:
-                self.syncs += 1
-            return FlashDev.ioctl(self, op, arg)
-
-    dev = SyncDev(blocks=_STEPS_RUN + 64)
-    vfs.VfsLfs2.mkfs(dev)
-    dev, at = mount_fresh(dev=dev)
+    dev, at = mount_fresh(blocks=_STEPS_RUN + 64)
     twice = crossed = 0
     try:
         store_mod.reboot()
