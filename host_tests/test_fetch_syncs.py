@@ -123,7 +123,7 @@ def _phase(label):
     if name[-1:].isdigit() and name.rstrip("0123456789").endswith(".uidl") and op in ("open", "flush", "close"):
         # (a slot file of the state: uidstate.py)
         return "pending"
-    if name.startswith("t") and "/b" in path:  # a delivery's temp file in its bucket
+    if (name.startswith("t") or ".t" in name) and "/b" in path:  # a delivery's temp file in its bucket
         return {"open": "create", "flush": "close", "close": "close", "rename": "rename"}.get(op)
     return None
 

@@ -42,18 +42,10 @@ def _mp_main():
           % (lfs["readsize"], lfs["progsize"], lfs["lookahead"], cache))
 
     def mount(blocks):
-        dev = SyncDev(blocks=blocks)
+        dev = FlashDev(blocks=blocks)
         vfs.VfsLfs2.mkfs(dev)  # VfsLfs2's defaults, as the ESP32 firmware formats; mounted as boot.py does
         vfs.mount(vfs.VfsLfs2(dev, **lfs), "/bench")
         return dev
-
-    class SyncDev(FlashDev):  # counts littlefs's syncs too (ioctl 3: after each metadata commit)
-        syncs = 0
-
-        def ioctl(self, op, arg):
-            if op == 3:
-                self.syncs += 1
-            return FlashDev.ioctl(self, op, arg)
 
     def snap(dev):
         return dev.progs, dev.erases, dev.prog_bytes

@@ -8,7 +8,7 @@ One directory per mailbox under the store root:
     <root>/<name>/commit         present only while a deletion commit is in flight (the intent log)
     <root>/<name>/index.new      present only while the index is being rewritten
     <root>/<name>/b<k>/          message files with seq in [k*BUCKET, (k+1)*BUCKET), and the temp
-                                 files "t<n>.<ticks>" of deliveries being written
+                                 files "<epoch>.<seq>.t<n>.<ticks>" of deliveries being written
     <root>/<name>/tmp/           (older versions' temp files: Store() removes them, then tmp/)
     <root>/<name>/damaged/       message files set aside by a scan (wrong size, unreadable), same names
 
@@ -29,15 +29,22 @@ the index is lost after the highest message was deleted, no UID is ever handed o
 Delivery never touches the index. The message is streamed into a temp file in the bucket its
 seq is expected to take (the mailbox's next seq at begin), closed, then renamed to its name there:
 three littlefs metadata commits beyond the payload (the temp file's creation, its close, the
-rename; littlefs also syncs the device once before a non-inline file's close commit, a barrier
-that is no flash operation). With the temp files in tmp/ (older versions) the rename moved the
-file across two directories: two commits (one in each, and a pending move in between that could
-hide a neighbour in a listing: flashfs.py). When another delivery took that seq first (several under
-way, a seq the next bucket's), the rename crosses to that bucket as before. A temp file a crash
+rename: 64, 32 and 96 B of the bucket's metadata log at littlefs's program size of 32 B; littlefs
+also syncs the device once before a non-inline file's close commit, a barrier that is no flash
+operation). littlefs compacts the bucket's log (an erase, and the bucket's live entries, ~41 B a
+message, written again; above 2 KB it splits them in two) when a commit does not fit: ~0.45
+programs per delivery. The temp file is created, closed and opened again (Delivery: else its close
+could compact the bucket a second time), and named to sort next to the message's name (in the same
+metadata pair of the bucket: the rename is one commit). With the temp files in tmp/ (older
+versions) the rename moved the file across two directories: two commits (one in each, and a
+pending move in between that could hide a neighbour in a listing: flashfs.py). When another
+delivery took that seq first (several under way, a seq the next bucket's), the rename crosses to
+that bucket as before. A temp file a crash
 left behind is removed at the mailbox's next first load (storemerge._sound hands a bucket holding
 one to the scan, storescan.orphans), unless a delivery of this process into the mailbox is under
-way or a group commit's intent names it (groupcommit.py). Temp names ("t" and digits) are no
-message name: every listing (the scan, the search for unindexed files, a check) passes them by.
+way or a group commit's intent names it (groupcommit.py). Temp names ("<epoch>.<seq>.t<n>.<ticks>",
+sorted next to the message's name, in its metadata pair; "t<n>.<ticks>" before: storescan.temp_name)
+are no message name: every listing (the scan, the search for unindexed files, a check) passes them by.
 Lone LF becomes CRLF and dot lines are stuffed here and nowhere else. A chunk whose LFs are all
 preceded by CR (one walk from LF to LF with C `find`, switching to C `count` passes when lines are
 short; a LF first in the chunk after a CR last in the previous one counts as paired) and with no
@@ -243,11 +250,23 @@ class Delivery:
             _Delivery_ids[0] += 1
             # In the bucket the message is expected to land in (the next seq's; a restore's own
             # seq's), so that commit's rename stays within one directory: one littlefs commit
-            # (a move from another directory is two). Named "t<n>.<ticks>": no message name.
-            bdir = box.bucket_dir(box.next_seq if uid is None else uid[1])
+            # (a move from another directory is two). Named "<epoch>.<seq>.t<n>.<ticks>", no
+            # message name: littlefs keeps a directory's names sorted, over metadata pairs once
+            # it has split, and this one sorts next to the message's ("<epoch>.<seq>.<arrival>..."),
+            # in its pair, so the rename is one commit there too ("t<n>.<ticks>", as before, sorted
+            # after every message: seqs 100-127 of bucket 0, whose names sort among the two-digit
+            # ones, took two, one per pair; 1000-1023 and 10000-10111 too).
+            epoch, seq = (box.epoch, box.next_seq) if uid is None else uid
+            bdir = box.bucket_dir(seq)
             if not compat.isdir(bdir):
                 os.mkdir(bdir)
-            self.tmp = compat.join(bdir, "t%d.%d" % (_Delivery_ids[0], compat.ticks_ms() & 0xFFFF))  # type: ignore[operator]  # stub: ticks are opaque
+            self.tmp = compat.join(bdir, "%08x.%d.t%d.%d" % (epoch, seq, _Delivery_ids[0], compat.ticks_ms() & 0xFFFF))  # type: ignore[operator]  # stub: ticks are opaque
+            # Created, closed (no commit: nothing written), opened again (no commit either): the
+            # file's littlefs handle keeps the bucket's metadata state as its open left it, and a
+            # creation that had to compact a bucket whose last commit filled its block left it
+            # marked "not erased" there, so the close compacted the bucket again: ~6 programs and
+            # an erase, 3 times in 256 deliveries (host_tests/test_store_flash.py).
+            open(self.tmp, "wb").close()
             self.file = open(self.tmp, "wb")
         except Exception as e:  # MemoryError too: a "busy" left raised would stop merges for good
             if self.tmp is None:

@@ -272,10 +272,11 @@ def _sound(box):
                 if m is None:
                     # Not a message, or one in another spelling (the scan renames it: its
                     # record's path is not this file): only names that are not _msg_name's.
-                    # A delivery's temp file ("t<n>.<ticks>", store.Delivery; a crash left it, or
-                    # one is under way): the scan removes it if it is an orphan (storescan.orphans).
+                    # A delivery's temp file (a crash left it, or one is under way): the scan
+                    # removes it if it is an orphan (storescan.orphans; storescan.temp_name tells
+                    # a temp name, this passes it any name of hex digits, dots and one "t").
                     second = (second or _parse_msg_name(name, True) is not None
-                              or name[0] == "t" and not name[1:].replace(".", "").strip("0123456789"))
+                              or "t" in name and not name.replace("t", "", 1).strip("0123456789abcdef."))
                     continue
                 if not lo <= m[1] < hi or slots[m[1] - lo] is not None:
                     second = True  # (another bucket's seq: the scan moves it to its own)

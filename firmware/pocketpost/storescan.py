@@ -275,7 +275,7 @@ def _walk_gen(box, rep, act, hfloor, fresh, move):
                         # is rewritten) and moved to its path, where the rewrite's walk indexes
                         # it; its seq kept from new mail.
                         m = m or _parse_msg_name(name, True)
-                        if m is None and name[0] == "t" and fresh is None:
+                        if m is None and temp_name(name) and fresh is None:
                             temps = temps or []
                             if len(temps) < _DUPS:  # (more: the next recovery's)
                                 temps.append(name)
@@ -444,8 +444,17 @@ def _renumber(box, t, fresh, keeper, rep):
                 fresh[0], seq)
 
 
+def temp_name(name):
+    """True for a delivery's temp file name: "<epoch>.<seq>.t<n>.<ticks>" (store.Delivery), or
+    "t<n>.<ticks>" (older versions'): one "t", first or after a dot, hex digits and dots before
+    it, digits and dots after it. A message's name has no "t"."""
+    i = name.find("t")
+    return (i == 0 or i > 0 and name[i - 1] == "." and not name[:i].strip("0123456789abcdef.")) and (
+        not name[i + 1 :].strip("0123456789."))
+
+
 def orphans(box, k, names, remove):
-    """Of the files `names` found in bucket k, the temp files (named "t<n>.<ticks>" by
+    """Of the files `names` found in bucket k, the temp files (temp_name: named by
     store.Delivery, which writes a message into its bucket before the rename that names it):
     how many are left by deliveries that are over (a power cut, a crash), removed if `remove`.
     None is, when a delivery of this process into the mailbox is under way (it may be theirs) or
@@ -456,7 +465,7 @@ def orphans(box, k, names, remove):
         return 0
     n = 0
     for name in names:
-        if name[0] != "t" or name[1:].strip("0123456789."):
+        if not temp_name(name):
             continue  # (not a temp name: left alone, as any file that is not a message)
         n += 1
         if remove:

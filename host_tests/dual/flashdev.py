@@ -1,7 +1,7 @@
 """A simulated flash block device for VfsLfs2, and a fresh store root for the dual tests.
 
-FlashDev counts program and erase operations and can cut the power after the N-th one, in three
-modes:
+FlashDev counts program and erase operations (and littlefs's syncs) and can cut the power after
+the N-th operation, in three modes:
   'raise' - the N-th operation does not happen and raises PowerCut; so does every later one;
   'drop'  - the N-th and every later write or erase is silently ignored (reads still work), as if
             the chip had lost power while the CPU carried on;
@@ -44,6 +44,7 @@ class FlashDev:
         self.prog_bytes = 0
         self.erases = 0
         self.ops = 0  # programs + erases
+        self.syncs = 0  # littlefs's syncs (ioctl 3: after each metadata commit; no flash operation)
         self.cut_at = 0  # cut the power at this op (1-based); 0: never
         self.mode = "raise"
         self.dead = False
@@ -97,6 +98,9 @@ class FlashDev:
         return 0
 
     def ioctl(self, op, arg):
+        if op == 3:
+            self.syncs += 1
+            return 0
         if op == 4:
             return self.n
         if op == 5:

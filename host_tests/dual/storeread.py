@@ -26,14 +26,15 @@ def messages(store, name):
 
 
 def temp_files(box_path):
-    """The delivery temp files in a mailbox directory: in its buckets ("t..." names, where
-    store.Delivery writes them) and in tmp/ (where versions before it did); [] when none."""
+    """The delivery temp files in a mailbox directory: in its buckets (names with a "t" first or
+    after a dot, "<epoch>.<seq>.t<n>.<ticks>" where store.Delivery writes them, "t<n>.<ticks>"
+    before) and in tmp/ (where versions before that did); [] when none."""
     from pocketpost import compat
 
     out = []
     for name, is_dir, _ in compat.listdir_stat(box_path):
         if is_dir and (name == "tmp" or name[0] == "b"):
             for fn, d2, _ in compat.listdir_stat(box_path + "/" + name):
-                if not d2 and (name == "tmp" or fn[0] == "t"):
+                if not d2 and (name == "tmp" or fn[0] == "t" or ".t" in fn):
                     out.append(name + "/" + fn)
     return sorted(out)

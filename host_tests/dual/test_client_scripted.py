@@ -1041,7 +1041,7 @@ def _commit_lands_but_reports_no_heap(reboot):
 
     def rename(src, dst):
         real_rename(src, dst)
-        if not fired and "/mail/" in dst and src.split("/")[-1][0] == "t":  # a message's temp file
+        if not fired and "/mail/" in dst and ".t" in src.split("/")[-1]:  # a message's temp file
             fired.append(1)
             raise OSError(5)  # EIO after the rename: the message landed
 

@@ -23,10 +23,10 @@ def test_temp_names_stay_unique_across_a_reload_of_store_py():
             assert "pocketpost.store" not in sys.modules
         d2 = st.begin("inbox")  # store.py loaded again on MicroPython: its module state is new
         try:
-            # "t<count>.<ticks & 0xFFFF>": the count goes on (a count starting again would leave
-            # only the ticks' low bits to tell two deliveries in flight apart)
-            n1 = int(d1.tmp.split("/")[-1].split(".")[0][1:])
-            n2 = int(d2.tmp.split("/")[-1].split(".")[0][1:])
+            # "<epoch>.<seq>.t<count>.<ticks & 0xFFFF>": the count goes on (a count starting again
+            # would leave only the ticks' low bits to tell two deliveries in flight apart)
+            n1 = int(d1.tmp.split("/")[-1].split(".")[2][1:])
+            n2 = int(d2.tmp.split("/")[-1].split(".")[2][1:])
             assert n2 == n1 + 1, (d1.tmp, d2.tmp)
         finally:
             d1.abort()

@@ -166,21 +166,24 @@ def test_orphaned_temp_files_in_buckets_go_at_the_first_load_others_stay():
             _deliver(st, "x", b"m%d\r\n" % i)
         st.lock("x").release()
         b0 = root + "/x/b0/"
-        for n in ("t7.123", "t8.9"):
+        # store.Delivery's names ("<epoch>.<seq>.t<n>.<ticks>") and older versions' ("t<n>.<ticks>")
+        for n in ("t7.123", "0badcafe.20.t8.9"):
             with open(b0 + n, "wb") as f:
                 f.write(b"half a message")
         with open(root + "/x/b1/t9.1", "wb") as f:
             f.write(b"")
-        with open(b0 + "tnotes", "wb") as f:  # not a temp name: left alone
-            f.write(b"x")
+        for n in ("tnotes", "0badcafe.20.tx", "note.t1"):  # not temp names: left alone
+            with open(b0 + n, "wb") as f:
+                f.write(b"x")
         store_mod.reboot()
         st2 = Store(root)
         rep = st2.check()["mailboxes"]["x"]
         assert rep["temp"] == 3 and rep["messages"] == BUCKET + 2, rep
-        assert temp_files(root + "/x") == ["b0/t7.123", "b0/t8.9", "b0/tnotes", "b1/t9.1"]
+        kept = ["b0/0badcafe.20.tx", "b0/note.t1", "b0/tnotes"]
+        assert temp_files(root + "/x") == sorted(kept + ["b0/0badcafe.20.t8.9", "b0/t7.123", "b1/t9.1"])
         live = st2.begin("x")  # loads the mailbox: orphans removed
         live.write(b"under way\r\n")
-        assert temp_files(root + "/x") == ["b0/tnotes", "b1/" + live.tmp.split("/")[-1]]
+        assert temp_files(root + "/x") == kept + ["b1/" + live.tmp.split("/")[-1]]
         # A lock that sends the mailbox through recovery while the delivery is under way
         # leaves its temp file alone.
         box = store_mod._BOXES[root + "/x"]
@@ -188,10 +191,10 @@ def test_orphaned_temp_files_in_buckets_go_at_the_first_load_others_stay():
         mb = st2.lock("x")
         assert mb.count == BUCKET + 2
         mb.release()
-        assert temp_files(root + "/x") == ["b0/tnotes", "b1/" + live.tmp.split("/")[-1]]
+        assert temp_files(root + "/x") == kept + ["b1/" + live.tmp.split("/")[-1]]
         assert live.commit() == "%08x.%d" % (box.epoch, BUCKET + 3)
         assert st2.check()["mailboxes"]["x"]["temp"] == 0
-        assert temp_files(root + "/x") == ["b0/tnotes"]
+        assert temp_files(root + "/x") == kept
 
     _with_store(body)
 
@@ -225,7 +228,7 @@ def test_a_group_commits_temp_files_stay_while_its_intent_is_on_flash():
             compat.rename = real
         assert compat.exists(root + "/group")
         temps = temp_files(root + "/x") + temp_files(root + "/y")
-        assert len(temps) == 2 and temps[0].startswith("b0/t"), temps
+        assert len(temps) == 2 and temps[0].startswith("b0/") and ".t" in temps[0], temps
         rep = st.check(repair=True)["mailboxes"]
         assert rep["x"]["temp"] == 0 and rep["y"]["temp"] == 0, rep
         store_mod._BOXES[root + "/x"].suspect = True  # a lock's recovery too
