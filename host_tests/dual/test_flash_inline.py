@@ -85,7 +85,7 @@ def test_inline_rewrite_is_atomic_at_every_cut():
     of the last rewrite that returned, or of the one under way."""
     if not IS_MP:
         skip("VfsLfs2 (MicroPython only)")
-    from flashdev import FlashDev, MODES, cut_power, mount_fresh, umount
+    from flashdev import MODES, cut_power, mount_fresh, rebooted, umount
 
     dev, at = mount_fresh(blocks=64)
     _base(at)
@@ -107,7 +107,7 @@ def test_inline_rewrite_is_atomic_at_every_cut():
             d = cut_power(base, n, mode, at, work)
             finished = finished and not d.dead
             erases = max(erases, d.erases)
-            mount_fresh(dev=FlashDev(data=d.data), at=at)
+            mount_fresh(dev=rebooted(d), at=at)
             try:
                 with open(at + "/s/small", "rb") as f:
                     got = f.read()
