@@ -21,7 +21,8 @@ The order (each step one atomic write or rename), and what a power cut after eac
   6. `<old>.who` renamed; 7. the old secrets entry dropped (until then a warning at each load).
 Run again with the same two names, `rename` finishes what a cut stopped: the config naming the
 new name already, it moves what is left of the old name's files and drops its secrets entry.
-(tools/ppadmin.py's tests cut the power at every flash operation of it: test_fetch_rename.py.)
+(host_tests/test_rename_powercut.py cuts the power at every flash operation of it, in three modes;
+test_fetch_rename.py fetches from Dovecot after it.)
 A temp file `<old>.uidl.tmp` (a compaction a cut stopped: its state file is whole) is deleted.
 """
 
