@@ -89,8 +89,8 @@ def test_an_account_renamed_in_the_config_is_refused_until_its_state_follows(dc,
     assert rc == 1 and "fetch home: FAILED" in out and "isp.uidl" in out and "rename" in out, out
     assert "Traceback" not in out and len(local_messages(tmp_path / "store")) == 3, out
     state = tmp_path / "state"
-    for ext in (".uidl", ".who"):
-        (state / ("isp" + ext)).rename(state / ("home" + ext))
+    for p in state.glob("isp.*"):  # (as told: the slot files too, fetchload.renamed)
+        p.rename(state / ("home" + p.name[3:]))
     rc, out = run_cli(tmp_path, acct)
     assert rc == 0 and "0 fetched" in out, out
     assert len(local_messages(tmp_path / "store")) == 3
@@ -206,8 +206,8 @@ def test_the_boards_schedule_refuses_an_account_renamed_without_its_state(dc, tm
         fetches = admin.status_dict()["fetches"]
         board.current = None
         state = tmp_path / "state"
-        for ext in (".uidl", ".who"):
-            (state / ("isp" + ext)).rename(state / ("home" + ext))
+        for p in state.glob("isp.*"):  # (as told: the slot files too, fetchload.renamed)
+            p.rename(state / ("home" + p.name[3:]))
         r = board.Runner(cfg, board.Hardware())  # restarted
         asyncio.run(go())
     finally:
@@ -246,8 +246,8 @@ def test_admin_fetch_now_refuses_an_account_renamed_without_its_state(dc, tmp_pa
         assert err.startswith("ConfigError:") and "isp.uidl" in err and "rename" in err, got
         assert len(local_messages(tmp_path / "store")) == 3
         state = tmp_path / "state"
-        for ext in (".uidl", ".who"):
-            (state / ("isp" + ext)).rename(state / ("home" + ext))
+        for p in state.glob("isp.*"):  # (as told: the slot files too, fetchload.renamed)
+            p.rename(state / ("home" + p.name[3:]))
         got = admin.fetch_now(config_path=str(path))
     finally:
         storemod.reboot()

@@ -360,3 +360,49 @@ def test_refusal_on_a_fresh_image_writes_nothing(tmp_path, base, report):
     fresh = str(tmp_path / "fresh.img")
     assert ppadmin("create", fresh, "--size", IMAGE_SIZE, "--config", base["config"]).returncode == 0
     refused(["deliver", fresh, "nobody", report], ["nobody", "no user", "users: none"], files=[fresh, report])
+
+
+SETUP_ACCOUNT = r"""
+import json, os
+
+
+def put(path, text):  # (closed: littlefs keeps a file's data from its close on)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+with open("config.json") as f:
+    cfg = json.load(f)
+cfg["accounts"] = [{"name": "isp", "host": "pop.example.org", "user": "alice", "tls": "none",
+                    "allow_plaintext": True, "mailbox": "demo"}]
+put("config.json", json.dumps(cfg))
+put("secrets.json", json.dumps({"accounts": {"isp": {"password": "pw"}}}))
+os.mkdir("state")
+for n in ["isp.uidl", "isp.who"] + ["isp.uidl%d" % k for k in range(8)]:
+    put("state/" + n, "alice\npop.example.org" if n == "isp.who" else n)
+"""
+
+SHOW_ACCOUNT = r"""
+import json, os
+print([a["name"] for a in json.load(open("config.json"))["accounts"]], sorted(json.load(open("secrets.json"))["accounts"]))
+print(" ".join(sorted(os.listdir("state"))))
+print(open("state/home.uidl0").read())
+"""
+
+
+def test_rename_account_on_an_image(img, tmp_path):
+    """rename-account on an image (under micropython, fetchrename.py, as on a board): config.json,
+    secrets.json and every state file of the account; an account that is not there: one line."""
+    for name, code in (("setup.py", SETUP_ACCOUNT), ("show.py", SHOW_ACCOUNT)):
+        (tmp_path / name).write_text(code)
+    r = subprocess.run([sys.executable, PPADMIN, "run", img, str(tmp_path / "setup.py")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    refused(["rename-account", img, "nosuch", "home"], ["nosuch", "neither is in the config", "isp"], image=img)
+    r = ppadmin("rename-account", img, "isp", "home")
+    assert r.returncode == 0 and "account isp renamed to home" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run([sys.executable, PPADMIN, "run", img, str(tmp_path / "show.py")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["['home'] ['home']", " ".join(sorted(["home.uidl", "home.who"] + [
+        "home.uidl%d" % k for k in range(8)])), "isp.uidl0"], r.stdout

@@ -7,6 +7,8 @@
     tools/ppadmin.py passwd IMAGE-or-CONFIG USER [--password PW]   a new password for an existing user
     tools/ppadmin.py deluser IMAGE-or-CONFIG USER                  the user can no longer log in; the
                      mailbox and its mail stay (export it first, or keep it for a user of that name)
+    tools/ppadmin.py rename-account IMAGE-or-CONFIG OLD NEW      a fetch account: config.json, secrets.json
+                     and its UIDL state files (run again, it finishes a rename a power cut stopped)
     tools/ppadmin.py deliver IMAGE MAILBOX FILE.eml [FILE.eml ...] [--create-mailbox]
     tools/ppadmin.py ls IMAGE
     tools/ppadmin.py check IMAGE [--repair]    every mailbox: index, files, every message read; exit 1 if
@@ -207,6 +209,17 @@ def body():
     del users[user]
     config.save(CONFIG, cfg)
     print("user %s removed; mailbox %s and its mail stay on %s" % (user, box, IMAGE))
+run(body)
+"""
+
+RENAME = r"""
+def body():
+    from pocketpost import fetchrename
+    from pocketpost.compat import ConfigError
+    try:
+        print(fetchrename.rename(os.getenv("PP_OLD"), os.getenv("PP_NEW"), CONFIG))
+    except ConfigError as e:
+        refuse(str(e))
 run(body)
 """
 
@@ -478,6 +491,16 @@ def deluser(target, user, debug=False):
     return on_image(target, DELUSER, {"PP_USER": user}, debug=debug)
 
 
+def rename_account(target, old, new, debug=False):
+    """Rename fetch account OLD to NEW, its secrets and state files with it (fetchrename.py: on a
+    host config under CPython, on an image under micropython, the board's code either way)."""
+    if target.endswith(".json"):
+        from pocketpost import fetchrename
+
+        return fetchrename.rename(old, new, target) + "\n"
+    return on_image(target, RENAME, {"PP_OLD": old, "PP_NEW": new}, debug=debug)
+
+
 def deliver(image, mailbox, files, create_mailbox=False, debug=False):
     check_name("mailbox", mailbox)
     msgs = check_messages(image, files)
@@ -534,6 +557,10 @@ def main(argv=None):
     du = sub.add_parser("deluser", help="remove a user (the mailbox and its mail stay)")
     du.add_argument("target")
     du.add_argument("user")
+    ra = sub.add_parser("rename-account", help="rename a fetch account, its secrets and UIDL state files with it")
+    ra.add_argument("target")
+    ra.add_argument("old")
+    ra.add_argument("new")
     d = sub.add_parser("deliver")
     d.add_argument("image")
     d.add_argument("mailbox")
@@ -572,6 +599,8 @@ def main(argv=None):
             out = adduser(args.target, args.user, pw, args.iterations, force=True, debug=args.debug, existing=True)
         elif args.cmd == "deluser":
             out = deluser(args.target, args.user, debug=args.debug)
+        elif args.cmd == "rename-account":
+            out = rename_account(args.target, args.old, args.new, debug=args.debug)
         elif args.cmd == "deliver":
             out = deliver(args.image, args.mailbox, args.files, args.create_mailbox, debug=args.debug)
         elif args.cmd == "check":

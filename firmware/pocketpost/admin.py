@@ -8,6 +8,7 @@ config (users), store (mailboxes), client (fetching) and board (what is running)
     mpremote exec "from pocketpost import admin; admin.deliver('alice', 'Hello from the REPL')"
     mpremote exec "from pocketpost import admin; admin.mailboxes()"
     mpremote exec "from pocketpost import admin; admin.fetch_now()"
+    mpremote exec "from pocketpost import admin; admin.rename_account('isp', 'home')"   # a fetch account
     mpremote exec "from pocketpost import admin; admin.check()"          # admin.check(repair=True)
 
 Each helper prints a human summary and returns the data (None from the prompt-only ones).
@@ -261,6 +262,16 @@ def fetch_now(account=None, config_path=CONFIG_PATH):
               else "no accounts in %s: add one under \"accounts\" (README \"Fetching mail from another server\"), "
                    "then fetch_now() again" % config_path)
     return out
+
+
+@_said
+def rename_account(old, new, config_path=CONFIG_PATH):
+    """Rename fetch account `old` to `new`: config.json, secrets.json and its UIDL state files, in
+    an order a power cut cannot turn into mail fetched twice (fetchrename.py); run again, it
+    finishes a rename a cut stopped (the fetch refuses the account until then, and says so)."""
+    from pocketpost import fetchrename
+
+    print(fetchrename.rename(old, new, config_path) + "; machine.reset() to apply")
 
 
 def status_dict(config_path=CONFIG_PATH):

@@ -37,7 +37,14 @@ def renamed(a, accounts):
     account no longer in the config for the same user (and host, where its .who records one:
     clientconf._owner): an account renamed in config.json whose state files were not. Fetching
     would take every message kept on the server for new and store it a second time (README:
-    `name`). The board asks this at start too (boardstart.py)."""
+    `name`). Or its state_dir holds the slot 0 (uidstate.py) of a name not in the config whose
+    .uidl is gone, not empty: a rename that moved .uidl (and .who) but not the slot files, whose
+    pending entry (a download a power cut stopped after its commit) is looked up only under the
+    name it was written for: that message would be stored a second time. Which account it was
+    renamed to is not on file: every account of that state_dir is refused, each told to take the
+    files if it is the one. (Slot files whose slot 0 is empty or gone hold nothing a load reads:
+    left alone; the rename tool, fetchrename.py, moves them too.) The board asks this at start too
+    (boardstart.py)."""
     name = a.get("name")
     d = a.get("state_dir", "state")
     user = a.get("user")
@@ -51,15 +58,25 @@ def renamed(a, accounts):
         if x is not a and x.get("user") == user and isinstance(h, str) and h.lower() == host.lower():
             return ("accounts %s and %s both fetch %s's mailbox at %s: each message would be stored twice; "
                     "keep one of them (renamed: README \"Fetching mail\", name)" % (name, x.get("name"), user, host))
-    if compat.exists(compat.join(d, name + ".uidl")) or compat.exists(compat.join(d, name + ".who")):
-        return None
+    mine = compat.exists(compat.join(d, name + ".uidl")) or compat.exists(compat.join(d, name + ".who"))
     try:
         files = compat.listdir(d)
     except OSError:
         return None
     for f in files:
+        if f[-6:-1] == ".uidl" and f[-1:] == "0":  # <old>.uidl0, a slot 0
+            old = f[:-6]
+            s = compat.stat_or_none(compat.join(d, f))
+            if old in names or not (s and s[6]) or compat.exists(compat.join(d, old + ".uidl")):
+                continue
+            return ("account %s: %s/%s.uidl0 and the other slot files %s.uidl1 ... %s.uidl7 are of an account %s no "
+                    "longer in the config whose %s.uidl is gone (a rename that left them behind): a message a power "
+                    "cut left pending in them would be stored a second time. If %s was renamed to %s, rename each "
+                    "%s.uidl<k> file to %s.uidl<k>; if not, delete them. (A rename begun by admin.rename_account or "
+                    "ppadmin rename-account: run it again to finish it.)"
+                    % (name, d, old, old, old, old, old, old, name, old, name))
         old = f[:-4]
-        if f[-4:] != ".who" or old in names or not compat.exists(compat.join(d, old + ".uidl")):
+        if mine or f[-4:] != ".who" or old in names or not compat.exists(compat.join(d, old + ".uidl")):
             continue
         try:
             with open(compat.join(d, f)) as h:
@@ -72,7 +89,8 @@ def renamed(a, accounts):
             return ("account %s: its UIDL state %s/%s.uidl does not exist, but %s/%s.uidl, of an account %s no "
                     "longer in the config, is for the same user %s: if the account was renamed, rename %s.who "
                     "and each %s.uidl* file to %s.who and %s.uidl* (else every message kept on the server is "
-                    "stored a second time); if not, delete them" % (name, d, name, d, old, old, user, old, old, name, name))
+                    "stored a second time; or run admin.rename_account / ppadmin rename-account with the two names: "
+                    "it finishes a rename it began); if not, delete them" % (name, d, name, d, old, old, user, old, old, name, name))
     return None
 
 

@@ -127,7 +127,8 @@ class Conn(_Bounds):
             import select
 
             p = select.poll()
-            p.register(self.w.get_extra_info("socket").fileno(), 0x2000)  # select.POLLRDHUP (Linux)
+            # (Linux's; 0x2000, its value there, where this Python's select names none)
+            p.register(self.w.get_extra_info("socket").fileno(), getattr(select, "POLLRDHUP", 0x2000))
             return bool(p.poll(0))
         return self.r.at_eof()
 

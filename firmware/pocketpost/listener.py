@@ -321,7 +321,9 @@ class ServerConn(Conn):
             a port whose recv() takes no flags, or without MSG_PEEK, raises TypeError or
             AttributeError): nothing left, or with octets there (an implicit-TLS port's
             ClientHello) poll's POLLRDHUP, the peer's close behind them (Linux's; a port that does
-            not pass the flag on never reports it). Without MSG_PEEK a plain port's octet is read
+            not pass the flag on never reports it), through one poll object for every connection
+            (_timer[3], made at the first look: before, one per step of each wait, every 100 ms),
+            the socket registered for the look alone (no await in between). Without MSG_PEEK a plain port's octet is read
             (a POP3 or SMTP client speaks only after its greeting: an octet now is its close, or a
             client that does not wait, let go too), an implicit-TLS port's is left for the
             handshake (an ESP32's lwIP: a close behind a ClientHello is seen at the handshake).
@@ -335,11 +337,18 @@ class ServerConn(Conn):
                         return True
                 except (AttributeError, TypeError):
                     return not implicit and s.readinto(bytearray(1)) is not None
-                import select  # (asyncio's: loaded)
+                p = _timer[3]
+                if p is None:
+                    import select  # (asyncio's: loaded)
 
-                p = select.poll()
+                    p = _timer[3] = select.poll()
                 p.register(s, _POLLRDHUP)
-                return bool(p.poll(0))
+                try:
+                    for _ in p.ipoll(0):  # (no list made: a tuple the poll object reuses)
+                        return True
+                    return False
+                finally:
+                    p.unregister(s)
             except OSError as e:  # a reset: gone; nothing there yet: still waiting
                 return errno_of(e) not in TIMEOUT_ERRNOS
 
@@ -413,9 +422,11 @@ if IS_MICROPYTHON:
     # The timer of the server connections' waits (ServerConn._wait): the parked tasks and when
     # each wait's bound runs out (ticks_ms), and the one task that wakes them, sleeping until the
     # earliest (_timer: the task, or None when no wait is parked; when it wakes; the event loop's
-    # run queue it was made on: a new loop, asyncio.new_event_loop(), gets a timer of its own).
+    # run queue it was made on: a new loop, asyncio.new_event_loop(), gets a timer of its own;
+    # and the poll object ServerConn.gone looks through, made at its first look: a slot in this
+    # list, not a module name of its own, which would be one more interned name of the server).
     _waits = {}  # type: dict
-    _timer = [None, 0, None]  # type: list
+    _timer = [None, 0, None, None]  # type: list
 
     async def _expire():
         # Allocates nothing (a full heap cannot stop it): one wait that ran out per scan.

@@ -297,6 +297,45 @@ def test_micropython_gone_sees_a_close_behind_a_clienthello_left_unread():
         s.close()
 
 
+def test_micropython_gone_makes_no_poll_object_per_look():
+    """A waiting POP3S/SMTPS peer's ClientHello left unread: each look of its wait (every
+    _WAIT_STEP_MS) made a poll object of its own, 288 bytes of heap per look on the 64-bit host;
+    one poll object serves every look now (its socket registered for the look alone): what is
+    left is the 1-octet peek and the registration's entry, 96 bytes."""
+    import gc
+    import sys
+    import time
+
+    from dualtest import skip
+
+    if sys.implementation.name != "micropython":
+        skip("ServerConn.gone is MicroPython's here (CPython's: hostconn.Conn.gone, above)")
+    from pocketpost.listener import ServerConn
+
+    c, s = _tcp_pair()
+    try:
+        g = ServerConn(s)
+        c.write(b"\x16\x03\x01\x00\x05hello")
+        time.sleep_ms(50)
+        assert not g.gone(True)  # (the first look makes the poll object)
+        gc.collect()
+        gc.disable()
+        try:
+            before = gc.mem_alloc()
+            for _ in range(50):
+                assert not g.gone(True)
+            per_look = (gc.mem_alloc() - before) // 50
+        finally:
+            gc.enable()
+        assert per_look <= 128, per_look
+        c.close()
+        time.sleep_ms(50)
+        assert g.gone(True)  # (the shared poll object still sees the close)
+    finally:
+        c.close()
+        s.close()
+
+
 def test_cpython_gone_is_the_streams_end_and_stops_reading_a_tls_port():
     import sys
 
