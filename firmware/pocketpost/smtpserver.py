@@ -92,9 +92,10 @@ class SmtpServer:
         from pocketpost import smtp
 
         if self.svc is None:
+            from pocketpost import smtpstart  # (cold: dropped by _handle once its session is made)
+
             users, store, logins, hostname = self._svc_args
-            self.svc = smtp.Service(self.sm, users, store, logins, tls_available=self.ctx is not None,
-                                    hostname=hostname)
+            self.svc = smtpstart.service(self.sm, users, store, logins, self.ctx is not None, hostname)
         self.holds += 1
         return smtp
 
@@ -155,7 +156,13 @@ class SmtpServer:
             hush = False
             sid = slot.sid
             mod = self.hold()
-            session = mod.Session(self.svc, ip, mode, implicit)
+            # The Service (hold, the first session's) and the Session are made by smtpstart.py,
+            # loaded for it and dropped: neither phase holds their constructors' code.
+            from pocketpost import smtpstart
+
+            session, hello = smtpstart.session(self.svc, ip, mode, implicit)
+            smtpstart = None
+            forget(("smtpstart",))
             if implicit:
                 hush = True
                 await conn.start_tls(self.ctx, None, True, self.handshake_s * 1000)
@@ -169,7 +176,8 @@ class SmtpServer:
             # in an earlier tree, before the per-chunk garbage went, w12-chunkalloc.)
             lines = LineReader(sm["max_line"], sm["block_size"])
             hush = True
-            await conn.send(session.greeting())
+            await conn.send(hello)
+            hello = None
             hush = False
             if implicit:  # its TLS handshake is done: it got somewhere (listener: not evicted by its sibling)
                 slot.seen = ticks_ms()
