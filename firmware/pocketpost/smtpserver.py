@@ -279,28 +279,7 @@ async def start(cfg, store, logins=None):
     return srv
 
 
-async def _forever(cfg, config_path=None):
-    from pocketpost import server
+if __name__ == "__main__":  # (the POP3 server and this receiver: servermain.pop3)
+    from pocketpost import servermain
 
-    store = server.open_store(cfg)
-    pop = await server.start(cfg, store, config_path)  # config_path: where rehashed passwords are saved
-    srv = await start(cfg, store, pop.svc)
-    try:
-        while True:
-            await asyncio.sleep(3600)
-    finally:
-        srv.close()
-        pop.close()
-
-
-def main(config_path):
-    from pocketpost import server
-
-    server.main(config_path, _forever)
-
-
-if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        print("usage: micropython -m pocketpost.smtpserver config.json")
-        sys.exit(2)
-    main(sys.argv[1])
+    servermain.run(sys.argv, True)
