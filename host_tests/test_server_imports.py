@@ -345,7 +345,7 @@ def test_smtp_command_phase_loads_no_delivery_code(tmp_path):
     assert out["DATA"] == "250 True", out  # the message stored: Store.begin loaded it
 
 
-# A connection waiting for a slot (listener.Slots.wait) is handed the slot at the session's end
+# A connection waiting for a slot (listener.Slots.wait, slotwait.wait) is handed the slot at the session's end
 # (release): the session code is not dropped and loaded again in between (sessions never reach
 # 0), and the waiter, which let go of pop3cmd.py while it waited, uses the one copy loaded.
 POP3_WAIT_SCRIPT = 'SESSION_MODULE = "pop3cmd"\n' + SESSION_HEAD + r"""
@@ -361,7 +361,7 @@ async def main():
         if srv.slots.waiting:
             break
         await asyncio.sleep_ms(10)
-    print("WAITING", len(srv.slots.waiting))
+    print("WAITING", len(srv.slots.waiting), loaded("slotwait"))
     w.write(b"QUIT\r\n")
     await w.drain()
     await r.readline()
@@ -369,6 +369,7 @@ async def main():
     print("HANDED", len(srv.slots.waiting), srv.slots.sessions, loaded())
     w.close()
     print("WAITER", (await r2.readline())[:3].decode(), loaded())
+    print("WAITED", loaded("slotwait"))  # (greeted: its wait is over)
     w2.write(b"QUIT\r\n")
     await w2.drain()
     await r2.readline()
@@ -383,6 +384,9 @@ def test_a_connection_waiting_for_a_slot_is_handed_it_with_the_session_code_load
     srv = Pop3Server(str(tmp_path), {"alice": []}, users={"alice": "pw"},
                      server={"max_sessions": 1, "max_sessions_per_addr": 1, "slot_wait": 5})
     out = _session_script(tmp_path, POP3_WAIT_SCRIPT, srv.config_path)
-    assert out["WAITING"] == "1", out
+    # The waiting room's code (slotwait.py) is loaded while a connection waits, dropped once
+    # none does: a server whose caps are not full holds none of it.
+    assert out["WAITING"] == "1 1", out
+    assert out["WAITED"] == "0", out
     assert out["HANDED"] == "0 1 1", out  # the slot went to the waiter at the QUIT: pop3cmd.py kept
     assert out["WAITER"] == "+OK 1", out  # then greeted, with that copy
