@@ -237,13 +237,16 @@ class Server:
                     pass
         except Exception as e:  # a peer's reset, a TLS failure, MemoryError...: end this session only
             why = type(e).__name__
-            if tls_new:  # TLS up (or coming up), no command over it yet: words a user can act on
-                t = repr(e)
-                c = e.args[0] if e.args else 0
-                if c in (-0x7780, -0x7A00, -0x6E00, 32, 104) or "ALERT" in t:  # alert, or it hung up at once
-                    why = "TLS refused by the client: does it trust this server's certificate?"
-                elif c in (-0x7200, -0x6E80, -0x7300, -0x7700) or "VERSION" in t or "HTTP" in t:
-                    why = "the client does not speak TLS: a plain POP3 client on the POP3S port?"
+            if tls_new:  # TLS up (or coming up), no command over it yet: words a user can act on,
+                # serverstart.describe's (cold: loaded for this line; without the heap for it, the type)
+                try:
+                    from pocketpost import serverstart
+
+                    why = serverstart.describe(e) or why
+                except Exception:
+                    pass
+                serverstart = None  # type: ignore[assignment]  # (a finished task's frame keeps its locals)
+                forget(("serverstart",))
             log.info("pop3 #%d %s closed: %s %r", sid, ip, why, e)
         finally:
             if session is not None:

@@ -8,8 +8,10 @@ A shell (smtpserver.py) owns the socket. For every framed command line from wire
 calls `session.handle(line)` (the line, or the reader's OVERLONG / BAD_LINE) and gets the bytes of
 one reply. Before sending them it looks at what the session asked for:
 
-    (None)             handle() answers None while an AUTH's password hash runs: the shell lets
-                       other sessions run and calls `resume()` until it answers
+    (None)             handle() answers None while an AUTH's password hash runs (session._check
+                       is set): the shell lets other sessions run and calls
+                       `smtpauth.resume(session)` until it answers (not a method here: smtp.py is
+                       held by every session, smtpauth.py only while one can log in)
                        (auth.LoginCheck in ~10 ms slices; same users, hashes, delays and rehash as POP3)
     session.delay      seconds to wait before sending (failed AUTH; 0 otherwise)
     session.starttls   after sending, switch to TLS and drop buffered plaintext (RFC 3207 4.2)
@@ -72,7 +74,6 @@ _MAX_BATCH = const(32)
 # two are never in the heap together. smtpenv.py keeps a copy.
 _GO_DATA = const(354)
 # Refusals: smtptext.text's numbers (see reply; private copies, host_tests/test_smtp_texts.py).
-_T_RESUME = const(1)
 _T_LOCAL = const(47)
 
 MX = "mx"  # port 25 style: mail for local addresses, no AUTH needed
@@ -163,7 +164,7 @@ class Session:
     user = None  # AUTH LOGIN's user name, between its two steps
     method = None  # the AUTH mechanism under way, for the log
     _scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
-    _check = None  # an auth.LoginCheck under way (see resume)
+    _check = None  # an auth.LoginCheck under way (the shell calls smtpauth.resume)
     _check_name = None
     data = None  # smtpdata.py while this session is in DATA (data_holds)
     reason = None  # see reset
@@ -200,7 +201,7 @@ class Session:
 
     def handle(self, line):
         """One command line from the reader (bytes, or its OVERLONG / BAD_LINE) -> the reply;
-        None while an AUTH's password hash runs (see resume). The command phase's code is
+        None while an AUTH's password hash runs (smtpauth.resume). The command phase's code is
         smtpenv.handle's; a DATA that passed its checks starts the message phase here."""
         if self.delay or self.starttls:  # what the last reply asked of the shell is done
             self.delay = 0
@@ -254,20 +255,6 @@ class Session:
         self.forget()
         self.hold()  # still in the command phase
         return reply(_T_LOCAL)
-
-    @property
-    def checking(self):
-        """An AUTH's password check is under way: call resume()."""
-        return self._check is not None
-
-    def resume(self):
-        """Continue the password check that made handle() answer None (smtpauth.resume): None
-        while it is unfinished, then the reply to the AUTH."""
-        if self._check is None:
-            return reply(_T_RESUME)
-        from pocketpost import smtpauth
-
-        return smtpauth.resume(self)
 
     def close(self):
         """The connection ended (QUIT, drop, timeout, error): a message not yet answered with 250
@@ -329,7 +316,7 @@ def pump(session, reader):
     in_data) -> the replies to send, in order (RFC 2920: a pipelined batch is answered as one
     write). Stops early after a reply that asks the shell to act: delay (sleep before sending
     the batch), starttls or closing (after sending it), and when a command answered None
-    (session.checking: the shell calls session.resume() until it answers, and appends that
+    (session._check set: the shell calls smtpauth.resume(session) until it answers, and appends that
     reply). Bytes it leaves are for the next call."""
     out = []
     while True:

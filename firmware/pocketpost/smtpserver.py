@@ -23,7 +23,7 @@ Deadlines (listener.ServerConn's named deadlines; RFC 5321 4.5.3.2): until the s
 `server.tls_handshake_timeout`; after that each read waits at most `command_timeout` for a
 command and `data_timeout` inside DATA ("idle"). A timeout gets a best-effort 421 and the
 connection closes; a message without its final dot is thrown away (session.close()).
-An AUTH's password hash runs in ~10 ms slices (smtp.Session.resume), other sessions in between;
+An AUTH's password hash runs in ~10 ms slices (smtpauth.resume), other sessions in between;
 the failed-AUTH delay is cut short at the deadline (conn.pause).
 
 Every handler body runs under try/finally: the session counts, a message in flight and the
@@ -183,11 +183,14 @@ class SmtpServer:
                 slot.seen = ticks_ms()
             while True:
                 replies = mod.pump(session, lines)
-                if session.checking:  # an AUTH's hash, in slices: other sessions run in between
+                if session._check is not None:  # an AUTH's hash, in slices: other sessions run in between
                     r = None
                     while r is None:
                         await asyncio.sleep(0)
-                        r = session.resume()
+                        from pocketpost import smtpauth  # (the AUTH's code, loaded: not smtp.py's)
+
+                        r = smtpauth.resume(session)
+                        smtpauth = None
                     replies.append(r)
                 # Between messages, one stored and no MAIL under way: the slot may be taken again
                 # as a pre-auth one's (listener.Slots.admit), so a device that delivers and then
@@ -237,6 +240,7 @@ class SmtpServer:
             log.info("smtp #%d %s closed: %s %r", sid, ip, type(e).__name__, e)
         finally:
             lines = None  # the reader's buffer: its room is free before close() needs any
+            smtpauth = None  # (a resume that raised: a finished task's frame keeps its locals)
             if session is not None:
                 try:
                     session.close()  # a message without its final dot is thrown away here

@@ -78,10 +78,12 @@ class Conn:
                 pos += self.lines.feed(mv[pos:stop])
                 while True:
                     got = smtp.pump(self.s, self.lines)
-                    if self.s.checking:  # an AUTH's hash, in slices (the shell yields in between)
+                    if self.s._check is not None:  # an AUTH's hash, in slices (the shell yields in between)
                         r = None
                         while r is None:
-                            r = self.s.resume()
+                            from pocketpost import smtpauth  # (as smtpserver's shell does)
+
+                            r = smtpauth.resume(self.s)
                         got.append(r)
                     out.extend(got)
                     if self.s.starttls:
