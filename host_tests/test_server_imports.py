@@ -66,7 +66,7 @@ def test_server_imports_no_client_module(tmp_path):
     assert "pop3cmd" not in loaded, sorted(loaded)
     # The command line's runs (config load, store, serve forever, usage) are servermain.py's: a
     # board starts the services itself (server.start), and a module's functions stay in the heap
-    # with it. server.main stays, a stub (README's example).
+    # with it. server.main and smtpserver.main stay, stubs (README's example; tools/hostflash.py -m).
     assert "pocketpost.servermain" not in line[0]
     run = [ln for ln in r.stdout.splitlines() if ln.startswith("RUN")]
     assert run == ["RUN main"], r.stdout

@@ -283,6 +283,14 @@ async def start(cfg, store, logins=None):
     return srv
 
 
+def main(config_path):
+    """Serve the POP3 server and this receiver until stopped (servermain.main with smtp, loaded
+    for it: a board, which starts the services itself, keeps none of that code)."""
+    from pocketpost import servermain
+
+    servermain.main(config_path, None, True)
+
+
 if __name__ == "__main__":  # (the POP3 server and this receiver: servermain.pop3)
     from pocketpost import servermain
 
