@@ -6,14 +6,14 @@ adds, about 4 a board does not have: its file's and its arguments', _names.)"""
 import re
 import time
 
-# `imports` and `forever` name the service the probe runs, e.g. "server, smtpserver" and
-# "smtpserver._forever".
+# `imports` and `forever` name the service the probe runs, e.g. "server, servermain" and
+# "servermain.pop3(cfg, path, True)" (the call, of the probe's cfg and config path, it runs).
 PROBE = """
 import sys, asyncio, micropython, os
 from pocketpost import %s
 
 async def _names(cfg, path):
-    asyncio.create_task(%s(cfg, path))
+    asyncio.create_task(%s)
     n = 0
     while True:
         await asyncio.sleep(0.02)

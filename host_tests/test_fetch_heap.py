@@ -220,12 +220,13 @@ def test_a_delivery_keeps_its_attribute_table_at_17_entries(tmp_path):
 
 def test_error_texts_are_cold_and_each_number_names_its_text():
     """The texts of the client's errors are not string objects of the modules held while messages
-    move (issue 10: each is heap at the fetch's peak): client.py, clientget.py and clientplan.py give a number
+    move or the login runs (issue 10: each is heap at the fetch's peak; issue 12: bench_heap c's peak
+    is the fetch's login): client.py, clientget.py, clientplan.py and clientauth.py give a number
     into clientfail.TEXTS, pop3client.ClientSession.fail one into pop3listing.FAILS (both cold).
     Their numbers are private copies: each must still name its text."""
     import os
 
-    from pocketpost import client, clientfail, clientget, clientplan, pop3client, pop3listing
+    from pocketpost import client, clientauth, clientfail, clientget, clientplan, pop3client, pop3listing
 
     def text(n):
         return clientfail.TEXTS[n]
@@ -239,10 +240,20 @@ def test_error_texts_are_cold_and_each_number_names_its_text():
                                     "_T_NOOP": "NOOP after"}),
                        (clientplan, {"_T_LATER": "([%s]): try again later",
                                      "_T_NO_UIDL": "the server has no UIDL", "_T_SIZE": "LIST: malformed size",
-                                     "_T_LIST": "%s: LIST failed"})):
+                                     "_T_LIST": "%s: LIST failed"}),
+                       (clientauth, {"_T_STAT": "%s: STAT: the server mailbox holds %d messages",
+                                     "_T_NO_ANSWER": "connect: no answer within %ss", "_T_REFUSED": "server refused the "
+                                     "connection: %s", "_T_NO_STAMP": "greeting has no timestamp"})):
         for name, part in names.items():
             assert part in text(getattr(mod, name)), (mod.__name__, name)
     assert "UIDL refused" in text(13)  # (clientfail.no_uidl's, for clientplan)
+    # clientauth's, word for word as they were its own literals
+    assert text(clientauth._T_STAT) % ("h:110", 50001, 50000) == (
+        "h:110: STAT: the server mailbox holds 50001 messages, more than 50000: empty it with another client first")
+    assert text(clientauth._T_NO_ANSWER) % ("h:110", 2.5) == (
+        "h:110: connect: no answer within 2.5s: check the host, the port and the network")
+    assert text(clientauth._T_REFUSED) % ("h:110", "busy") == "h:110: server refused the connection: busy"
+    assert text(clientauth._T_NO_STAMP) % "h:110" == 'h:110: APOP: the server\'s greeting has no timestamp: use auth "auto"'
     fails = {"_F_BEFORE": "nobody asked for before %s", "_F_STLS": "after STLS", "_F_LONG": "longer than",
              "_F_NUL": "NUL in", "_F_NOBODY": "server sent data nobody asked for", "_F_NEITHER": "neither +OK nor -ERR"}
     for name, part in fails.items():
@@ -252,7 +263,8 @@ def test_error_texts_are_cold_and_each_number_names_its_text():
     here = os.path.dirname(client.__file__)
     for mod, part in (("client", "UIDL state full"), ("client", "bytes > max_size"), ("client", "left on the server"),
                       ("client", "oauthbearer"), ("clientget", "not provably complete"),
-                      ("pop3client", "is neither +OK nor -ERR: %s"), ("clientplan", "UIDL refused")):
+                      ("pop3client", "is neither +OK nor -ERR: %s"), ("clientplan", "UIDL refused"),
+                      ("clientauth", "server mailbox holds"), ("clientauth", "no answer within")):
         with open(os.path.join(here, mod + ".py")) as f:
             assert part not in f.read(), mod
     c = client.Pop3Client("h", 110, read_timeout=5)

@@ -313,7 +313,7 @@ def test_refused_peer_gets_421_without_a_session_and_tasks_are_the_slots(tmp_pat
 
     from helpers import free_port
     from pocketpost import config as config_mod
-    from pocketpost import smtp, smtpserver
+    from pocketpost import smtpserver, smtpstart
     from pocketpost.store import Store
 
     port = free_port()
@@ -325,13 +325,13 @@ def test_refused_peer_gets_421_without_a_session_and_tasks_are_the_slots(tmp_pat
     cfg = config_mod.check(raw)
     st = Store(cfg["store"]["root"])
     built = []
-    real = smtp.Session
+    real = smtpstart.session  # (the Session's maker: forget() keeps modules on CPython)
 
     def counting(*a):
         built.append(a[1])
         return real(*a)
 
-    monkeypatch.setattr(smtp, "Session", counting)
+    monkeypatch.setattr(smtpstart, "session", counting)
 
     async def until(cond):
         for _ in range(500):  # bounded: 5 s

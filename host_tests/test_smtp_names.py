@@ -17,8 +17,8 @@ from smtpharness import SmtpPop3Server, last_reply_line
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tools"))
 
-# The server as `-m pocketpost.smtpserver` runs it (server.main, smtpserver._forever).
-_IMPORTS = "server, smtpserver"
+# The server as `-m pocketpost.smtpserver` runs it (server.main, servermain.pop3 with smtp).
+_IMPORTS = "server, servermain, smtpserver"
 
 
 def smtp_receive(port, login=None):
@@ -50,7 +50,7 @@ def names_after(tmp_path, sessions, listing=False, smtp=None):
     (tmp_path / "srv").mkdir()
     srv = SmtpPop3Server(str(tmp_path / "srv"), messages={"alice": []}, server={"cert": "", "key": "", "pop3s_port": 0},
                          smtp=dict({"max_message_size": 8192, "data_timeout": 60}, **(smtp or {})))
-    return namesprobe.names_after(tmp_path, srv, _IMPORTS, "smtpserver._forever", sessions, listing)
+    return namesprobe.names_after(tmp_path, srv, _IMPORTS, "servermain.pop3(cfg, path, True)", sessions, listing)
 
 
 def test_pop3_and_smtp_receiving_a_message_intern_fewer_names_than_fill_the_first_five_pools(tmp_path):

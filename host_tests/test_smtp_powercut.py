@@ -36,20 +36,20 @@ MESSAGES = [(1, _body(1, 600), ["a", "b", "c"]), (2, _body(2, 9000), ["b", "c"])
 
 
 def _service():
-    from pocketpost import config, smtp
+    from pocketpost import config, smtpstart
     from pocketpost.store import Store
 
     cfg = config.check({"smtp": {"domains": ["example.org"], "aliases": {"a": "boxa", "b": "boxb", "c": "boxc"},
                                  "block_size": 512}})
     st = Store(ROOT, quota=0, reserve=0)
-    return smtp.Service(cfg["smtp"], {}, st, None, hostname="mx.test")
+    return smtpstart.service(cfg["smtp"], {}, st, None, hostname="mx.test")
 
 
 def _send(svc, lines_cls, data):
     """Feed data to a new session in 700-byte pieces; returns every reply."""
-    from pocketpost import smtp
+    from pocketpost import smtp, smtpstart
 
-    s = smtp.Session(svc, "127.0.0.1")
+    s = smtpstart.session(svc, "127.0.0.1")[0]
     r = lines_cls(1000, 1000 + 512)
     out = []
     mv = memoryview(data)

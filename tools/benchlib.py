@@ -27,7 +27,7 @@ GLUE = ("board", "boardstart", "boardend", "admin", "safemode", "flashfs", "mail
 # hostconn, hostcompat: CPython's connection and shims (the host's runtime; a board never loads them)
 # Which module belongs to which part (the code budget is printed per part).
 PARTS = (
-    ("server", ("server", "serverstart", "pop3server", "pop3cmd", "pop3login", "loginsvc", "pop3trans", "pop3body", "smtpserver", "smtpstart", "smtp",
+    ("server", ("server", "serverstart", "servermain", "pop3server", "pop3cmd", "pop3login", "loginsvc", "pop3trans", "pop3body", "smtpserver", "smtpstart", "smtp",
                 "smtpenv", "smtpdata", "smtpauth", "smtptext")),
     ("client", ("client", "clientconf", "clientauth", "clientstls", "clientplan", "clientget", "clientfail", "clientend",
                 "clientrecover", "fetch", "fetchload", "fetchargs", "uidstate", "uidcompact", "headers", "session",

@@ -14,7 +14,7 @@ import sys
 
 import asyncio
 
-from pocketpost import config, log, smtpserver
+from pocketpost import config, log, servermain
 
 CONFIG = "/flash/config.json"
 EXIT_PORT_IN_USE = 3
@@ -26,7 +26,7 @@ def main():
     cfg = config.load(CONFIG)
     log.set_level(cfg["log"]["level"])
     try:
-        asyncio.run(smtpserver._forever(cfg))  # the POP3 server, and the SMTP receiver if it has domains
+        asyncio.run(servermain.pop3(cfg, None, True))  # the POP3 server, and the SMTP receiver if it has domains
     except KeyboardInterrupt:
         return
     except OSError as e:

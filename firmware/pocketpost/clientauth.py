@@ -26,6 +26,12 @@ _CAPS = ("PIPELINING", "SASL", "STLS", "USER")
 # Largest server mailbox we take on: a session keeps a few bits per message number (3 x 6 KB
 # here), and a hostile STAT of "2000000000" must give a clear error, not a 750 MB allocation.
 _MAX_SERVER_MESSAGES = const(50000)
+# The texts of its errors: clientfail.TEXTS[n] (cold: a text here is a string object held through
+# the login, the fetch's peak with the server's sessions; private copies, test_fetch_heap.py).
+_T_STAT = const(22)
+_T_NO_ANSWER = const(23)
+_T_REFUSED = const(24)
+_T_NO_STAMP = const(25)
 
 
 async def start(c, a, token, fresh):
@@ -39,8 +45,7 @@ async def start(c, a, token, fresh):
         await oauth2.pop3_login(c, a, token, fresh, AuthFailed)
     count, _ = await stat(c)
     if count > _MAX_SERVER_MESSAGES:
-        raise ProtocolError("%s: STAT: the server mailbox holds %d messages, more than %d: empty it with "
-                            "another client first" % (c.where, count, _MAX_SERVER_MESSAGES))
+        raise ProtocolError(_failed("text", _T_STAT, c.where, count, _MAX_SERVER_MESSAGES))
     return count
 
 
@@ -118,8 +123,7 @@ async def connect(c):
     try:
         c._conn = await (c.opener or _open)(c.host, c.port, int(c.connect_timeout * 1000), c.ctx if implicit else None)
     except transport.Timeout:
-        raise Pop3Timeout("%s: connect: no answer within %ss: check the host, the port and the network"
-                          % (c.where, c.connect_timeout))
+        raise Pop3Timeout(_failed("text", _T_NO_ANSWER, c.where, c.connect_timeout))
     except (OSError, ValueError) as e:
         # Refused, reset, or (CPython: the handshake is part of the connect) a TLS failure:
         # the same class MicroPython gives, where these surface at the first read.
@@ -128,7 +132,7 @@ async def connect(c):
     ev = await c._status(c.deadline(c.read_timeout), "the greeting")
     r = c.s.reply
     if ev != GREETING or r.ok is not True:
-        raise ErrReply("%s: server refused the connection: %s" % (c.where, _text(r.text)), r.code)
+        raise ErrReply(_failed("text", _T_REFUSED, c.where, _text(r.text)), r.code)
     c.timestamp = c.s.timestamp
     await capa(c)
     if c.tls_mode == "stls":  # the upgrade (clientstls.py: loaded for it, dropped after it)
@@ -202,7 +206,7 @@ async def login(c, user, password, method="auto"):
             await scram.pop3_auth(c, user, password, AuthFailed)
         elif m == "apop":
             if c.timestamp is None:
-                raise AuthFailed("%s: APOP: the server's greeting has no timestamp: use auth \"auto\"" % c.where)
+                raise AuthFailed(_failed("text", _T_NO_STAMP, c.where))
             from pocketpost import auth  # ("auth": a name the runtime has; "pocketpost.auth" is not)
 
             await c.cmd("APOP", user, auth.apop_digest(c.timestamp, password))

@@ -9,8 +9,8 @@ there)."""
 from pocketpost import compat
 from pocketpost.client import ConnectionLost, Pop3Timeout
 
-# The texts of client.py's, clientget.py's and clientplan.py's errors (and of log lines at a
-# session's end), by number (their _T_ names, private copies): text(n, *args).
+# The texts of client.py's, clientget.py's, clientplan.py's and clientauth.py's errors (and of log
+# lines at a session's end), by number (their _T_ names, private copies): text(n, *args).
 TEXTS = (
     "%s: unexpected data instead of %s",  # 0
     "%s: LIST did not list message %d",  # 1
@@ -42,6 +42,10 @@ TEXTS = (
     "message %d (%d octets) left on the server: the local mailbox %s has room for %d octets (store \"quota\", "
     "or the free flash less its \"reserve\"); the messages that fit were fetched: make room (delete mail kept "
     "locally), raise store.quota, or set the account's max_size below it",  # 21 (client.fetch_account's)
+    "%s: STAT: the server mailbox holds %d messages, more than %d: empty it with another client first",  # 22
+    "%s: connect: no answer within %ss: check the host, the port and the network",  # 23
+    "%s: server refused the connection: %s",  # 24
+    "%s: APOP: the server's greeting has no timestamp: use auth \"auto\"",  # 25 (clientauth.py's, 22-25)
 )
 
 

@@ -116,15 +116,3 @@ def commit(store, group):
         d.box.merge_due()
     return uids
 
-
-def room(store, name=None):
-    """Bytes a new message may take in mailbox `name` now (quota and free flash), -1 if unknown;
-    for SMTP's SIZE checks (RFC 1870). Without a name: in any mailbox (the free flash, the
-    reserve and two blocks kept, as Store.begin keeps them), for the SIZE check at MAIL FROM."""
-    if name is None:
-        free, bsize = store._free(store.root)
-        if free < 0:
-            return -1
-        return max(0, free - store.reserve - 2 * bsize)
-    store.usage(name)  # loads the mailbox, creating it if missing (as before)
-    return store.room(name)[0]  # the room Store.begin keeps for a deletion commit

@@ -30,7 +30,7 @@ or session is spent on it. A new connection that finds a cap full:
      waiting connection it can admit (one whose address is below max_sessions_per_addr: a
      freed slot of address A goes past a waiting connection of B at its own cap), so a newcomer
      finds free only a slot that no waiting connection could take. A waiting connection looks
-     every _WAIT_STEP_MS for the slot handed to it (a hand-over that failed for want of heap
+     every slotwait._WAIT_STEP_MS for the slot handed to it (a hand-over that failed for want of heap
      is tried again there) and for its peer's close (then it is let go at once;
      ServerConn.gone says what each runtime can see). Thunderbird checking two accounts at
      start-up opens two connections from one address at once: at max_sessions_per_addr 1 (the
@@ -48,7 +48,7 @@ or session is spent on it. A new connection that finds a cap full:
        (one address churning connections only ever evicts its own);
      - else the listener at max_sessions: the oldest pre-auth connection of any address;
      but not one of its own address that is getting somewhere (a command answered, or its TLS
-     handshake done, in the last _FRESH_MS) while young (admitted less than _YOUNG_MS ago): a
+     handshake done, in the last _FRESH_MS) while young (admitted less than slotwait._YOUNG_MS ago): a
      client's connection that is logging in is not cut by its sibling.
   3. Only when no slot is left to take is it refused (-ERR [SYS/TEMP], SMTP 421).
 The SMTP receiver's listeners (listen(..., slots)) go further: while Slots.busy() (every slot
@@ -81,7 +81,7 @@ its connection object and socket (~0.9 KB on the 64-bit host, measured) and its 
 import asyncio
 
 from pocketpost import log
-from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_add, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, release_cold, ticks_add, ticks_diff, ticks_ms
 from pocketpost.transport import Timeout
 
 from pocketpost.transport import Conn  # (hostconn.Conn on CPython)
@@ -107,22 +107,15 @@ _STLS_DRAIN_MAX = const(4096)
 # The drain reads in pieces this big: a small buffer made only at STLS (pipelined plaintext is a
 # few commands; the heap is not spent on a buffer as big as all of _STLS_DRAIN_MAX).
 _STLS_DRAIN_BLOCK = const(256)
-# Admission at a full cap (Slots.wait; the wait itself is the config's slot_wait seconds):
-# a waiting connection looks for the slot handed to it (release) and for its peer's close this
-# often (a handed slot is taken up within it; a waiting connection costs a wake-up per step).
-_WAIT_STEP_MS = const(100)
 # Connections of one service that wait at a time (each holds a socket: an ESP32 has 10 in all,
 # boardstart.check counts these as _WAITING, boards/esp32/BUDGET.md "Sockets"); one more
-# skips the wait, unless it takes a place from an address holding more than one (Slots.wait).
+# skips the wait, unless it takes a place from an address holding more than one (slotwait.wait).
 # Two: a mail client's second connection and one more, say a second client.
 _WAITING_MAX = const(2)
 # A pre-auth session that got somewhere (a command answered, its TLS handshake done) this
-# recently, and was admitted less than _YOUNG_MS ago, is not evicted by a connection from its own
-# address: a client's second connection must not cut its first while it logs in (an ESP32:
-# a TLS handshake of 1-2 s, a hash of ~0.3 s, round trips over Wi-Fi). Young: bounded, so that a
-# peer trickling commands keeps its slot no longer (then its deadline, authorization, still runs).
+# recently is not evicted by a connection from its own address while young (slotwait.evict) and
+# keeps a new connection in the listen backlog (Slots.busy).
 _FRESH_MS = const(3000)
-_YOUNG_MS = const(15000)
 # After a failed accept (MicroPython): the accept loop's pause before it polls again. Out of file
 # descriptors (EMFILE) the connection stays queued and the socket readable: without it, a spin.
 # (An ESP32 out of lwIP sockets, ENFILE, closes that connection itself: the next one may fit.)
@@ -456,6 +449,10 @@ if IS_MICROPYTHON:
             _timer[0] = None
 
 
+# Connections running slotwait.py's code (Slots.wait): the last one out drops it (release_cold).
+_held = [0]
+
+
 class Slot:
     """One admitted connection: its task (to evict it), whether it is still pre-auth, when it
     was admitted and when it last got somewhere while pre-auth (its shell sets `seen`). Also a
@@ -493,45 +490,14 @@ class Slots:
         self.waiting = []
         self._next_id = 0
 
-    def admit(self, ip, task, evict=False, born=None):
-        """A Slot for a new connection from ip while the caps allow one. At a full cap None (the
-        shell then awaits wait()), or with evict the slot of the oldest pre-auth connection it may
-        take (evicted; see the module doc), else the limit that refuses it (a str). born: when
-        this connection came (its wait's start): a slot admitted since (handed to a connection
-        ahead of it in the waiting room) is not its to evict. (A free slot
-        that a waiting connection can take is never left free: release() hands it over, so a
-        newcomer finds only the slots that no waiting connection could take.)"""
-        here = self.per_addr.get(ip, 0)
+    def admit(self, ip, task):
+        """A Slot for a new connection from ip while the caps allow one; at a full cap None (the
+        shell then awaits wait()). (A free slot that a waiting connection can take is never left
+        free: release() hands it over, so a newcomer finds only the slots that no waiting
+        connection could take.)"""
         c = self.caps
-        per = c["max_sessions_per_addr"]
-        if here >= per or self.sessions >= c["max_sessions"]:
-            if not evict:
-                return None
-            # the limit that refuses one more connection, named as in the config
-            cap = ("per-address cap max_sessions_per_addr=%d reached" % per if here >= per
-                   else "global session cap max_sessions=%d reached" % c["max_sessions"])
-            # The oldest pre-auth slot: of this address at its own cap, else of any address; not
-            # one of this address getting somewhere while young (the module doc).
-            victim = None
-            now = ticks_ms()
-            for slot in self.slots.values():
-                if (slot.preauth and (slot.ip == ip or here < per) and (victim is None or slot.sid < victim.sid)
-                        and (slot.ip != ip or slot.seen is None or ticks_diff(now, slot.seen) >= _FRESH_MS
-                             or ticks_diff(now, slot.born) >= _YOUNG_MS)
-                        and (born is None or ticks_diff(born, slot.born) >= 0)):
-                    victim = slot
-            if victim is None:
-                log.warning("%s %s refused: %s, every slot logged in or logging in (open: %d in all, %d from %s)",
-                            self.proto, ip, cap, self.sessions, here, ip)
-                return cap
-            log.info("%s #%d %s evicted: its pre-auth slot goes to a new connection (%s)", self.proto, victim.sid,
-                     victim.ip, cap)
-            # Its slot is this connection's: taken before the victim's is given up, so that
-            # release() finds no slot free to hand to a waiting connection.
-            slot = self.reserve(Slot(ip, task))
-            self.release(victim)
-            victim.task.cancel()
-            return slot
+        if self.per_addr.get(ip, 0) >= c["max_sessions_per_addr"] or self.sessions >= c["max_sessions"]:
+            return None
         return self.reserve(Slot(ip, task))
 
     def busy(self):
@@ -569,70 +535,17 @@ class Slots:
         return slot
 
     async def wait(self, ip, task, conn, implicit):
-        """After admit's None: wait (the section's slot_wait) in the waiting room for a slot,
-        holding only the socket: conn, its connection (listener.ServerConn), implicit: TLS from
-        the start (no greeting or TLS is spent on it here). Then the Slot that release() handed
-        it (first come, first served; already released when it was evicted before it woke: the
-        shell says so and closes), else what admit(..., True) answers, or None: its peer left
-        while it waited (see the module doc)."""
-        w = self.waiting
-        t = self.caps["slot_wait"]
-        me = None
-        if t > 0:
-            n = 0
-            for e in w:
-                if e.ip == ip:
-                    n += 1
-            if len(w) >= _WAITING_MAX and not n:
-                # A full room and no place of its own: it takes the newest place of an address
-                # that holds more than one (one host cannot keep the others from waiting); that
-                # connection gets the rule at once (at its next step).
-                i = len(w)
-                while i and n < 2:
-                    i -= 1
-                    n = 0
-                    for e in w:
-                        if e.ip == w[i].ip:
-                            n += 1
-                if n > 1:
-                    e = w.pop(i)
-                    e.released = True
-                    log.info("%s %s gives its place in the waiting room to %s", self.proto, e.ip, ip)
-            if len(w) < _WAITING_MAX:
-                me = Slot(ip, task)
-                w.append(me)
-        if me is not None:
-            got = False
-            try:  # (from the append on: a MemoryError in the log line must not keep it in w for good)
-                log.info("%s %s waits for a slot (%d waiting)", self.proto, ip, len(w))
-                end = ticks_add(ticks_ms(), int(t * 1000))
-                while True:
-                    if not me.sid:
-                        self.release(None)  # (what a failed hand-over left free: release())
-                    if me.sid:  # a slot handed over
-                        got = True
-                        return me
-                    gone = conn.gone(implicit)  # (first before any wait: CPython's stops reading there)
-                    if gone or me.released or ticks_diff(end, ticks_ms()) <= 0:
-                        break
-                    try:
-                        await asyncio.sleep(_WAIT_STEP_MS / 1000)
-                    except asyncio.CancelledError:
-                        if me.sid and me.released:  # handed a slot, then evicted before it woke: the
-                            got = True  # shell tells its peer why (it was closed without a word)
-                            return me
-                        raise
-            finally:
-                if me in w:
-                    w.remove(me)
-                elif me.sid and not got:  # handed a slot, then cancelled or gone: it frees again
-                    self.release(me)
-        else:
-            gone = conn.gone(implicit)  # (one that waited in the listen backlog may have left there)
-        if gone:  # it evicts no one
-            log.info("%s %s gone while waiting for a slot", self.proto, ip)
-            return None
-        return self.admit(ip, task, True, None if me is None else me.born)
+        """After admit's None: the waiting room, then the eviction of a pre-auth connection
+        (slotwait.wait; its doc says what it answers). slotwait.py is cold: loaded while a
+        connection waits, dropped after the last (_held), so a server whose caps are not full
+        holds none of it."""
+        from pocketpost import slotwait
+
+        _held[0] += 1
+        try:
+            return await slotwait.wait(self, ip, task, conn, implicit)
+        finally:
+            release_cold(_held, ("slotwait",))
 
     def release(self, slot):
         """slot's session ended (None: none did): its slot goes to the oldest waiting connection

@@ -237,13 +237,16 @@ class Server:
                     pass
         except Exception as e:  # a peer's reset, a TLS failure, MemoryError...: end this session only
             why = type(e).__name__
-            if tls_new:  # TLS up (or coming up), no command over it yet: words a user can act on
-                t = repr(e)
-                c = e.args[0] if e.args else 0
-                if c in (-0x7780, -0x7A00, -0x6E00, 32, 104) or "ALERT" in t:  # alert, or it hung up at once
-                    why = "TLS refused by the client: does it trust this server's certificate?"
-                elif c in (-0x7200, -0x6E80, -0x7300, -0x7700) or "VERSION" in t or "HTTP" in t:
-                    why = "the client does not speak TLS: a plain POP3 client on the POP3S port?"
+            if tls_new:  # TLS up (or coming up), no command over it yet: words a user can act on,
+                # serverstart.describe's (cold: loaded for this line; without the heap for it, the type)
+                try:
+                    from pocketpost import serverstart
+
+                    why = serverstart.describe(e) or why
+                except Exception:
+                    pass
+                serverstart = None  # type: ignore[assignment]  # (a finished task's frame keeps its locals)
+                forget(("serverstart",))
             log.info("pop3 #%d %s closed: %s %r", sid, ip, why, e)
         finally:
             if session is not None:
@@ -295,39 +298,15 @@ async def start(cfg, store, config_path=None):
     return srv
 
 
-def open_store(cfg):
-    """config.open_store, then config.py dropped (as boardstart.open_store does)."""
-    from pocketpost import config as config_mod
-
-    st = config_mod.open_store(cfg)
-    heapmark.forget()  # config.py's last start-up use: its heap is free before the services load
-    return st
-
-
-async def _forever(cfg, config_path=None):
-    srv = await start(cfg, open_store(cfg), config_path)
-    try:
-        while True:
-            await asyncio.sleep(3600)
-    finally:
-        srv.close()
-
-
 def main(config_path, fn=None):
-    """Serve until stopped: the POP3 server, or `fn(cfg, config_path)` (smtpserver.main runs
-    POP3 and SMTP together through this)."""
-    from pocketpost import config as config_mod
+    """Serve until stopped: the POP3 server, or `fn(cfg, config_path)` (servermain.main, loaded
+    for it: a board, which starts the server itself, keeps none of that code)."""
+    from pocketpost import servermain
 
-    heapmark.compact_gc()  # as board.main does: collect often, before large blocks are needed
-    heapmark.reserve()  # the TLS context, made before the config scatters the heap
-    cfg = config_mod.load(config_path)
-    config_mod = None  # start() drops the module: no reference may keep it
-    log.set_level(cfg["log"]["level"])
-    asyncio.run((fn or _forever)(cfg, config_path))
+    servermain.main(config_path, fn)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        print("usage: micropython -m pocketpost.server config.json")
-        sys.exit(2)
-    main(sys.argv[1])
+    from pocketpost import servermain
+
+    servermain.run(sys.argv)

@@ -1,5 +1,6 @@
 """The POP3 server's start-up (server.Server's cold part): its TLS context, its login Service
-(pop3server.Service's set-up, which needs auth.py) and its listeners.
+(pop3server.Service's set-up, which needs auth.py) and its listeners; and the words for a session
+whose TLS failed to come up (describe: loaded again for that log line only).
 
 Loaded by server.Server while it starts (and by a Service made alone, smtpserver's) and dropped
 after (heapmark.forget): a listening server keeps none of this code in its heap.
@@ -16,6 +17,18 @@ from pocketpost.listener import Slots
 # would double a host's hash time): at most this many.
 _MAX_LOGIN_CHUNK = const(4096)
 _LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
+
+
+def describe(e):
+    """A session that failed as its TLS came up (server.Server._handle's log line, before any
+    command over it): words a user can act on, or None (its exception's type says it)."""
+    t = repr(e)
+    c = e.args[0] if e.args else 0
+    if c in (-0x7780, -0x7A00, -0x6E00, 32, 104) or "ALERT" in t:  # alert, or it hung up at once
+        return "TLS refused by the client: does it trust this server's certificate?"
+    if c in (-0x7200, -0x6E80, -0x7300, -0x7700) or "VERSION" in t or "HTTP" in t:
+        return "the client does not speak TLS: a plain POP3 client on the POP3S port?"
+    return None
 
 
 def recover(store):

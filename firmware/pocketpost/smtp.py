@@ -8,8 +8,10 @@ A shell (smtpserver.py) owns the socket. For every framed command line from wire
 calls `session.handle(line)` (the line, or the reader's OVERLONG / BAD_LINE) and gets the bytes of
 one reply. Before sending them it looks at what the session asked for:
 
-    (None)             handle() answers None while an AUTH's password hash runs: the shell lets
-                       other sessions run and calls `resume()` until it answers
+    (None)             handle() answers None while an AUTH's password hash runs (session._check
+                       is set): the shell lets other sessions run and calls
+                       `smtpauth.resume(session)` until it answers (not a method here: smtp.py is
+                       held by every session, smtpauth.py only while one can log in)
                        (auth.LoginCheck in ~10 ms slices; same users, hashes, delays and rehash as POP3)
     session.delay      seconds to wait before sending (failed AUTH; 0 otherwise)
     session.starttls   after sending, switch to TLS and drop buffered plaintext (RFC 3207 4.2)
@@ -66,15 +68,12 @@ from pocketpost.compat import IS_MICROPYTHON, const, forget, release_cold
 # Replies pump() collects into one write: a deep pipeline is answered in batches of this many,
 # so the list and the joined write stay small whatever the client queued (RFC 2920 allows it).
 _MAX_BATCH = const(32)
-# Characters of the HELO name and of a login name copied into a Received header or a log line.
-_MAX_TRACE_NAME = const(64)
 # smtpenv.data's answer when the envelope is complete (an int: never a reply, replies are bytes): the
 # session hands the envelope's code back, then loads the message phase's code (smtpdata.py), which
 # makes the message's deliveries and buffers (smtpdata.begin) and answers the 354 itself, so the
 # two are never in the heap together. smtpenv.py keeps a copy.
 _GO_DATA = const(354)
 # Refusals: smtptext.text's numbers (see reply; private copies, host_tests/test_smtp_texts.py).
-_T_RESUME = const(1)
 _T_LOCAL = const(47)
 
 MX = "mx"  # port 25 style: mail for local addresses, no AUTH needed
@@ -118,38 +117,29 @@ def reply(code, text=None):
     return b"%d %s\r\n" % (code, text.encode())
 
 
-def text(b, n=_MAX_TRACE_NAME):
-    """Peer-given bytes made safe for a header or a log line: printable ASCII, no parentheses."""
-    out = bytearray()
-    for c in bytes(b[:n]):
-        out.append(c if 33 <= c <= 126 and c not in (40, 41, 92) else 63)  # "?"
-    return out.decode()
-
-
 class Service:
     """What every SMTP session of one server shares: the address map, the store, the limits (cfg:
     the config's "smtp" section) and the POP3 server's password checker and failed-login throttle
-    (pop3server.Service: the same users, hashes and delays as POP3)."""
+    (pop3server.Service: the same users, hashes and delays as POP3). Built by smtpstart.service
+    (cold: a session holds no code of its own for its construction, nor for its Session's,
+    smtpstart.session).
 
-    def __init__(self, cfg, users, store, logins, tls_available=False, hostname="pocketpost"):
-        self.cfg = cfg
-        self.users = users
-        self.store = store
-        self.logins = logins
-        self.tls_available = tls_available
-        self.hostname = hostname
-        self.domains = [d.lower() for d in cfg["domains"]]
-        self.aliases = {}
-        for k in cfg["aliases"]:
-            self.aliases[k.lower()] = cfg["aliases"][k]
-        self.catch_all = {}
-        for k in cfg["catch_all"]:
-            self.catch_all[k.lower()] = cfg["catch_all"][k]
-        self.subaddress = cfg["subaddress"]
-        # (max_message_size, max_recipients and max_mailboxes are read from cfg where used: a
-        # key of more than 10 characters is not an interned name, an attribute would be.)
-        self.max_failures = cfg["max_auth_failures"]
-        self.block_size = cfg["block_size"]
+    The attributes smtpstart.service sets, declared for the type checker: a bare annotation makes
+    no code and no name on MicroPython (store and logins, whose types are other modules' classes,
+    as class defaults: one slot each of the class's dict)."""
+
+    cfg: dict
+    users: dict
+    store = None  # a storecore.Store
+    logins = None  # a pop3server.Service, or None
+    tls_available: bool
+    hostname: str
+    domains: list
+    aliases: dict
+    catch_all: dict
+    subaddress: str
+    max_failures: int
+    block_size: int
 
 
 class Session:
@@ -174,34 +164,21 @@ class Session:
     user = None  # AUTH LOGIN's user name, between its two steps
     method = None  # the AUTH mechanism under way, for the log
     _scram = None  # AUTH SCRAM-SHA-256 under way: a scram.ServerLogin
-    _check = None  # an auth.LoginCheck under way (see resume)
+    _check = None  # an auth.LoginCheck under way (the shell calls smtpauth.resume)
     _check_name = None
     data = None  # smtpdata.py while this session is in DATA (data_holds)
     reason = None  # see reset
     unstuffer = None  # smtpdata.begin makes it at the first DATA (a strict wire.DotUnstuffer)
     _held = False  # holds the login code (submission before AUTH)
-
-    def __init__(self, service, peer="?", mode=MX, tls_active=False):
-        self.svc = service
-        self.peer = peer
-        self.mode = mode
-        self.tls_active = tls_active
-        # Set here rather than left to class defaults: a session that sends mail sets them all,
-        # and with them its attribute table takes its 23 slots now, at connect, instead of
-        # growing at MAIL with the envelope's code loaded (a 368 B block: where bench_heap c ran
-        # out once DATA asked for less).
-        self.helo = None  # EHLO/HELO argument; None before the greeting exchange
-        self.esmtp = False
-        self.passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
-        self.reset()
-        self.loaded = True  # in the command phase: holds the envelope's code (env_holds)
-        env_holds[0] += 1
-        # Submission before AUTH holds the login code (smtpauth.py, auth.py, scram.py:
-        # pop3server.Service.hold) until logged in or closed; port 25 never logs in. Last: a
-        # constructor that fails before it holds nothing.
-        if self.auth():
-            self._held = True
-            service.logins.hold()
+    loaded = False  # in the command phase: holds the envelope's code (env_holds; smtpstart.session sets it)
+    # Set by smtpstart.session (declared for the type checker: no code, no name on MicroPython)
+    svc: Service
+    peer: str
+    mode: str
+    tls_active: bool
+    helo: str
+    esmtp: bool
+    passed: bool
 
     def reset(self):
         """Forget the mail transaction (RSET, EHLO, after DATA, STARTTLS)."""
@@ -219,15 +196,12 @@ class Session:
         self.reply = None  # the trace fields of a DATA that failed before its 354
 
     # -- entry points ----------------------------------------------------------------------
-    def greeting(self):
-        return reply(220, "%s ESMTP pocketpost" % self.svc.hostname)
-
     def timeout_reply(self):
         return reply(421, "4.4.2 %s timeout, closing" % self.svc.hostname)
 
     def handle(self, line):
         """One command line from the reader (bytes, or its OVERLONG / BAD_LINE) -> the reply;
-        None while an AUTH's password hash runs (see resume). The command phase's code is
+        None while an AUTH's password hash runs (smtpauth.resume). The command phase's code is
         smtpenv.handle's; a DATA that passed its checks starts the message phase here."""
         if self.delay or self.starttls:  # what the last reply asked of the shell is done
             self.delay = 0
@@ -244,6 +218,11 @@ class Session:
             return r
         # DATA: the envelope's code is not needed until the message ends.
         try:
+            # The group commit's code (smtpdata.py's import) placed before the envelope's code
+            # is freed, as when smtpenv.py imported it: the room that frees is then in one piece
+            # for the block and the deliveries (bench_heap ROMFS c ran out there 1 KiB earlier).
+            # No envelope command needs it (smtpenv.room: the SIZE checks).
+            __import__("pocketpost.groupcommit")
             self.release()
             if IS_MICROPYTHON:
                 # The envelope's code freed now, so that the message phase's code, the
@@ -277,20 +256,6 @@ class Session:
         self.hold()  # still in the command phase
         return reply(_T_LOCAL)
 
-    @property
-    def checking(self):
-        """An AUTH's password check is under way: call resume()."""
-        return self._check is not None
-
-    def resume(self):
-        """Continue the password check that made handle() answer None (smtpauth.resume): None
-        while it is unfinished, then the reply to the AUTH."""
-        if self._check is None:
-            return reply(_T_RESUME)
-        from pocketpost import smtpauth
-
-        return smtpauth.resume(self)
-
     def close(self):
         """The connection ended (QUIT, drop, timeout, error): a message not yet answered with 250
         is thrown away."""
@@ -321,7 +286,7 @@ class Session:
     def _unhold(self):
         if self._held:
             self._held = False
-            self.svc.logins.release()
+            self.svc.logins.release()  # type: ignore[attr-defined]  # (a pop3server.Service when held)
 
     def forget(self):
         """Out of DATA: smtpdata.py no longer held by this session (data_holds)."""
@@ -351,7 +316,7 @@ def pump(session, reader):
     in_data) -> the replies to send, in order (RFC 2920: a pipelined batch is answered as one
     write). Stops early after a reply that asks the shell to act: delay (sleep before sending
     the batch), starttls or closing (after sending it), and when a command answered None
-    (session.checking: the shell calls session.resume() until it answers, and appends that
+    (session._check set: the shell calls smtpauth.resume(session) until it answers, and appends that
     reply). Bytes it leaves are for the next call."""
     out = []
     while True:

@@ -12,7 +12,7 @@ smtp.py's module doc.
 
 from pocketpost import log, loginsvc
 from pocketpost.compat import const, ticks_diff, ticks_ms
-from pocketpost.smtp import reply, text
+from pocketpost.smtp import reply
 
 _LOGIN_SLICE_MS = const(10)  # pop3server's (a private copy)
 # Refusals: smtptext.text's numbers (smtp.reply; private copies, host_tests/test_smtp_texts.py).
@@ -132,6 +132,8 @@ def verify(s, name, password, fail):
 
 def login(s, name, u):
     """The AUTH's outcome: logged in as name (u, the user's record, not None), or failed."""
+    from pocketpost.smtpenv import text  # (the command phase's code, loaded while AUTH runs)
+
     lg = s.svc.logins
     if u is None:
         s.failures += 1

@@ -12,16 +12,18 @@ that outlives the call, so no two copies of it can ever meet.
 import binascii
 import time
 
-from pocketpost import groupcommit, log
+from pocketpost import log
 from pocketpost import storecore  # valid_name: store.py (Delivery) loads at DATA
 from pocketpost.compat import const, urandom
-from pocketpost.smtp import SUBMISSION, reply, text
+from pocketpost.smtp import SUBMISSION, reply
 from pocketpost.wire import OVERLONG
 
 # RFC 5321 4.5.3.1.3: a reverse-path or forward-path is at most 256 octets.
 _MAX_PATH = const(256)
 # RFC 5321 4.5.3.1.2: a domain is at most 255 octets (the EHLO argument we keep for Received).
 _MAX_DOMAIN = const(255)
+# Characters of the HELO name and of a login name copied into a Received header or a log line.
+_MAX_TRACE_NAME = const(64)
 
 # SIZE= values of more digits than this are over any limit (10 GB): refused as too big (552)
 # before int() (RFC 1870: a decimal number; an integer of a line's digits would be heap).
@@ -78,6 +80,29 @@ _T_BOXES = const(34)
 _T_BOX_ROOM = const(35)
 _T_DATA_ARG = const(36)
 _T_NO_RCPT = const(37)
+
+
+def text(b, n=_MAX_TRACE_NAME):
+    """Peer-given bytes made safe for a header or a log line: printable ASCII, no parentheses.
+    (The command phase's and AUTH's only: here, not in smtp.py, so that DATA holds none of it.)"""
+    out = bytearray()
+    for c in bytes(b[:n]):
+        out.append(c if 33 <= c <= 126 and c not in (40, 41, 92) else 63)  # "?"
+    return out.decode()
+
+
+def room(store, name=None):
+    """Bytes a new message may take in mailbox `name` now (quota and free flash), -1 if unknown;
+    for the SIZE checks (RFC 1870). Without a name: in any mailbox (the free flash, the reserve
+    and two blocks kept, as Store.begin keeps them), for the SIZE check at MAIL FROM. (Here, not
+    in groupcommit.py: the command phase then holds none of the group commit's code.)"""
+    if name is None:
+        free, bsize = store._free(store.root)
+        if free < 0:
+            return -1
+        return max(0, free - store.reserve - 2 * bsize)
+    store.usage(name)  # loads the mailbox, creating it if missing (as before)
+    return store.room(name)[0]  # the room Store.begin keeps for a deletion commit
 
 
 def parse(a):
@@ -346,8 +371,8 @@ def mail(s, arg):
     if size > limit:
         return reply(_T_TOO_BIG, limit)
     if size:
-        room = groupcommit.room(s.svc.store)
-        if 0 <= room < size:  # RFC 1870 6.1: a temporary shortage is 452 (the sender retries)
+        n = room(s.svc.store)
+        if 0 <= n < size:  # RFC 1870 6.1: a temporary shortage is 452 (the sender retries)
             return reply(_T_NO_ROOM)
     s.sender = sender
     s.size = size
@@ -403,8 +428,8 @@ def rcpt(s, arg):
         if s.size:
             # With the trace fields: a mailbox that fits the text but not them is deferred here
             # (452), not refused after the text (552 5.2.2: the sender would bounce it).
-            room = groupcommit.room(s.svc.store, box)
-            if 0 <= room < s.size + _TRACE_ROOM:
+            n = room(s.svc.store, box)
+            if 0 <= n < s.size + _TRACE_ROOM:
                 return reply(_T_BOX_ROOM)
         s.mailboxes.append(box)
     s.count += 1

@@ -23,7 +23,7 @@ Deadlines (listener.ServerConn's named deadlines; RFC 5321 4.5.3.2): until the s
 `server.tls_handshake_timeout`; after that each read waits at most `command_timeout` for a
 command and `data_timeout` inside DATA ("idle"). A timeout gets a best-effort 421 and the
 connection closes; a message without its final dot is thrown away (session.close()).
-An AUTH's password hash runs in ~10 ms slices (smtp.Session.resume), other sessions in between;
+An AUTH's password hash runs in ~10 ms slices (smtpauth.resume), other sessions in between;
 the failed-AUTH delay is cut short at the deadline (conn.pause).
 
 Every handler body runs under try/finally: the session counts, a message in flight and the
@@ -92,9 +92,10 @@ class SmtpServer:
         from pocketpost import smtp
 
         if self.svc is None:
+            from pocketpost import smtpstart  # (cold: dropped by _handle once its session is made)
+
             users, store, logins, hostname = self._svc_args
-            self.svc = smtp.Service(self.sm, users, store, logins, tls_available=self.ctx is not None,
-                                    hostname=hostname)
+            self.svc = smtpstart.service(self.sm, users, store, logins, self.ctx is not None, hostname)
         self.holds += 1
         return smtp
 
@@ -155,7 +156,13 @@ class SmtpServer:
             hush = False
             sid = slot.sid
             mod = self.hold()
-            session = mod.Session(self.svc, ip, mode, implicit)
+            # The Service (hold, the first session's) and the Session are made by smtpstart.py,
+            # loaded for it and dropped: neither phase holds their constructors' code.
+            from pocketpost import smtpstart
+
+            session, hello = smtpstart.session(self.svc, ip, mode, implicit)
+            smtpstart = None
+            forget(("smtpstart",))
             if implicit:
                 hush = True
                 await conn.start_tls(self.ctx, None, True, self.handshake_s * 1000)
@@ -169,17 +176,21 @@ class SmtpServer:
             # in an earlier tree, before the per-chunk garbage went, w12-chunkalloc.)
             lines = LineReader(sm["max_line"], sm["block_size"])
             hush = True
-            await conn.send(session.greeting())
+            await conn.send(hello)
+            hello = None
             hush = False
             if implicit:  # its TLS handshake is done: it got somewhere (listener: not evicted by its sibling)
                 slot.seen = ticks_ms()
             while True:
                 replies = mod.pump(session, lines)
-                if session.checking:  # an AUTH's hash, in slices: other sessions run in between
+                if session._check is not None:  # an AUTH's hash, in slices: other sessions run in between
                     r = None
                     while r is None:
                         await asyncio.sleep(0)
-                        r = session.resume()
+                        from pocketpost import smtpauth  # (the AUTH's code, loaded: not smtp.py's)
+
+                        r = smtpauth.resume(session)
+                        smtpauth = None
                     replies.append(r)
                 # Between messages, one stored and no MAIL under way: the slot may be taken again
                 # as a pre-auth one's (listener.Slots.admit), so a device that delivers and then
@@ -229,6 +240,7 @@ class SmtpServer:
             log.info("smtp #%d %s closed: %s %r", sid, ip, type(e).__name__, e)
         finally:
             lines = None  # the reader's buffer: its room is free before close() needs any
+            smtpauth = None  # (a resume that raised: a finished task's frame keeps its locals)
             if session is not None:
                 try:
                     session.close()  # a message without its final dot is thrown away here
@@ -271,28 +283,15 @@ async def start(cfg, store, logins=None):
     return srv
 
 
-async def _forever(cfg, config_path=None):
-    from pocketpost import server
-
-    store = server.open_store(cfg)
-    pop = await server.start(cfg, store, config_path)  # config_path: where rehashed passwords are saved
-    srv = await start(cfg, store, pop.svc)
-    try:
-        while True:
-            await asyncio.sleep(3600)
-    finally:
-        srv.close()
-        pop.close()
-
-
 def main(config_path):
-    from pocketpost import server
+    """Serve the POP3 server and this receiver until stopped (servermain.main with smtp, loaded
+    for it: a board, which starts the services itself, keeps none of that code)."""
+    from pocketpost import servermain
 
-    server.main(config_path, _forever)
+    servermain.main(config_path, None, True)
 
 
-if __name__ == "__main__":
-    if len(sys.argv) < 2:
-        print("usage: micropython -m pocketpost.smtpserver config.json")
-        sys.exit(2)
-    main(sys.argv[1])
+if __name__ == "__main__":  # (the POP3 server and this receiver: servermain.pop3)
+    from pocketpost import servermain
+
+    servermain.run(sys.argv, True)
