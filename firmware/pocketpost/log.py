@@ -60,37 +60,45 @@ def set_sink(fn):
     _sink = fn
 
 
-def log(lvl, msg, *args):
+def log(lvl, msg, args):
+    """One line, or none when the heap has no room to make it: a log call never raises
+    MemoryError. Callers log in their except and finally clauses, where one would end the
+    clean-up (an SMTP session's finally left its socket open and its slot taken: the sender
+    waited out its timeout for a message already stored). `args`, the caller's tuple, is passed
+    as it is: a star call (`*args`) makes a new one, an allocation outside this try."""
     if lvl < level:
         return
-    if args:
-        try:
-            msg = msg % args
-        except (TypeError, ValueError):
-            msg = msg + " " + repr(args)  # (concatenated: a short format is an interned name)
-    i = lvl // 10
-    line = stamp() + " " + _WORDS[i if lvl % 10 == 0 and 0 < i < 5 else 0] + " " + msg
-    if lvl >= _WARNING:
-        recent.append(line)
-        if len(recent) > _RECENT_MAX:
-            recent.pop(0)
-    if _sink is not None:
-        _sink(line)
-    else:
-        print(line)
+    try:
+        if args:
+            try:
+                msg = msg % args
+            except (TypeError, ValueError):
+                msg = msg + " " + repr(args)  # (concatenated: a short format is an interned name)
+        i = lvl // 10
+        line = stamp() + " " + _WORDS[i if lvl % 10 == 0 and 0 < i < 5 else 0] + " " + msg
+        if lvl >= _WARNING:
+            recent.append(line)
+            if len(recent) > _RECENT_MAX:
+                recent.pop(0)
+        if _sink is not None:
+            _sink(line)
+        else:
+            print(line)
+    except MemoryError:
+        pass  # the line is lost; what follows it (a disconnect's line) usually finds room again
 
 
 def debug(msg, *args):
-    log(_DEBUG, msg, *args)
+    log(_DEBUG, msg, args)
 
 
 def info(msg, *args):
-    log(_INFO, msg, *args)
+    log(_INFO, msg, args)
 
 
 def warning(msg, *args):
-    log(_WARNING, msg, *args)
+    log(_WARNING, msg, args)
 
 
 def error(msg, *args):
-    log(_ERROR, msg, *args)
+    log(_ERROR, msg, args)

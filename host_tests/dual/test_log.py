@@ -92,3 +92,37 @@ def test_level_filter_and_bounded_recent():
     assert len(c.lines) == RECENT_MAX + 3 and "hidden" not in " ".join(c.lines)
     assert len(recent) == RECENT_MAX
     assert recent[-1] == "2026-01-02T03:04:05Z WARN w%d" % (RECENT_MAX + 2)
+
+
+def test_a_line_with_no_heap_to_make_it_is_dropped_not_raised():
+    """A log call in an except or finally clause must not end the clean-up: an SMTP session's
+    finally logged session.close()'s MemoryError, the log call raised one too, and the session's
+    socket and slot were never released (bench_heap --runner's c at 195 KiB). MicroPython:
+    heap_lock() makes every allocation fail, as an exhausted heap does; CPython: a sink raising
+    MemoryError (print's place). (The call's own argument tuple is made before log runs: no
+    arguments here, so what fails is the line, as it did there.)"""
+    c = Captured(utc=(2026, 6, 1, 9, 5, 7, 0, 152))
+    try:
+        try:
+            import micropython
+
+            lock, unlock = micropython.heap_lock, micropython.heap_unlock
+        except (ImportError, AttributeError):
+            lock = unlock = None
+        if lock is not None:
+            lock()
+            try:
+                log.error("smtp close failed")
+            finally:
+                unlock()
+        else:
+            def no_heap(line):
+                raise MemoryError
+
+            log.set_sink(no_heap)
+            log.error("smtp #%d %s close failed: %r", 7, "10.0.0.9", "x")
+            log.set_sink(c.lines.append)
+        log.info("after")
+    finally:
+        c.close()
+    assert c.lines == ["2026-06-01T09:05:07Z INFO after"], c.lines
