@@ -235,11 +235,6 @@ class Session:
             return r
         # DATA: the envelope's code is not needed until the message ends.
         try:
-            # The group commit's code (smtpdata.begin's, dropped after it) placed before the envelope's code
-            # is freed, as when smtpenv.py imported it: the room that frees is then in one piece
-            # for the block and the deliveries (bench_heap ROMFS c ran out there 1 KiB earlier).
-            # No envelope command needs it (smtpenv.room: the SIZE checks).
-            __import__("pocketpost.groupcommit")
             self.release()
             if IS_MICROPYTHON:
                 # The envelope's code freed now, so that the message phase's code, the

@@ -132,6 +132,7 @@ def finish(s):
     s.hold()  # back in the command phase (close() releases it)
     if s.reason is None and s.fill:
         write(s, memoryview(s.out)[: s.fill])
+    s.out = None  # (reset's too) the block's room free before the commit's code loads
     r = s.reason
     if r is None:
         from pocketpost import groupcommit  # (if this fails, s.group still has the deliveries: close() aborts them)
