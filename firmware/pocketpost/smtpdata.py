@@ -39,7 +39,7 @@ def begin(s):
     hdr = s.reply  # the trace fields (smtpenv.data)
     s.reply = None
     try:
-        from pocketpost import groupcommit  # (placed by smtp.Session.handle before the envelope's code went)
+        from pocketpost import groupcommit  # (not held while the text streams: dropped below)
 
         try:
             s.group = groupcommit.begin(s.svc.store, s.mailboxes)

@@ -251,7 +251,7 @@ def handle(s, line):
     try:
         r = fn(s, arg)  # type: ignore[operator]  # a function: COMMANDS' values are of two kinds
         if isinstance(r, bytes) and r[0] > 51 and kw[0] in b"MRDA" and s.refused < _LOG_REFUSED:
-            # A 4xx / 5xx to MAIL, RCPT, DATA or AUTH (RSET returned above) in the log, as
+            # A 4xx / 5xx to MAIL, RCPT, DATA or AUTH (RSET is smtp.Session.handle's) in the log, as
             # Postfix's "NOQUEUE: reject" lines: a device's mail refused (unknown recipient, no
             # HELO, too big) was a connect and a disconnect with nothing between them, and nothing
             # told the admin why it never arrived. At most _LOG_REFUSED a session: a harvester's
