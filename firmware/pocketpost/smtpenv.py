@@ -249,16 +249,9 @@ def handle(s, line):
     if isinstance(fn, bytes):
         return fn  # a fixed reply
     try:
-        if not fn:  # RSET or QUIT
-            s.abort()
-            s.reset()
-            if kw == b"RSET":
-                return b"250 2.0.0 OK\r\n"
-            s.closing = True
-            return reply(221, "2.0.0 %s closing" % s.svc.hostname)
-        r = fn(s, arg)  # type: ignore[operator]  # a function: COMMANDS' values are of three kinds
+        r = fn(s, arg)  # type: ignore[operator]  # a function: COMMANDS' values are of two kinds
         if isinstance(r, bytes) and r[0] > 51 and kw[0] in b"MRDA" and s.refused < _LOG_REFUSED:
-            # A 4xx / 5xx to MAIL, RCPT, DATA or AUTH (RSET returned above) in the log, as
+            # A 4xx / 5xx to MAIL, RCPT, DATA or AUTH (RSET is smtp.Session.handle's) in the log, as
             # Postfix's "NOQUEUE: reject" lines: a device's mail refused (unknown recipient, no
             # HELO, too big) was a connect and a disconnect with nothing between them, and nothing
             # told the admin why it never arrived. At most _LOG_REFUSED a session: a harvester's
@@ -485,11 +478,9 @@ def headers(s):
         ("\r\n\tfor <%s>" % s.dest) if s.count == 1 else "", stamp())).encode()
 
 
-# The commands: an envelope command's function, "" for RSET and QUIT (handle's own), or a fixed
-# reply. Bytes keys and long literals: no interned names.
+# The commands: an envelope command's function or a fixed reply (RSET and QUIT: smtp.Session.handle's
+# own). Bytes keys and long literals: no interned names.
 COMMANDS = {
-    b"RSET": "",
-    b"QUIT": "",
     b"EHLO": ehlo,
     b"HELO": helo,
     b"STARTTLS": starttls,

@@ -136,6 +136,11 @@ def _msg_name(epoch, seq, arrival, szf, lsize=None):
 class _Box:
     """RAM state of one mailbox, shared by every Store of the process (see module docstring)."""
 
+    # Records of messages a session could not read (Mailbox.unreadable): a list made by the first
+    # report (storerare.unreadable), emptied by the next scan; a class default until then, so a
+    # mailbox holds no empty list of its own for the whole run (64 B each on the 64-bit host).
+    unreadable = ()
+
     def __init__(self, path):
         self.path = path
         self.loaded = False
@@ -150,7 +155,6 @@ class _Box:
         self.total = 0
         self.unindexed = 0
         self.suspect = False  # a session met damage: the next lock runs recovery again
-        self.unreadable = []  # records of messages a session could not read (Mailbox.unreadable)
 
     def p(self, *parts):
         return compat.join(self.path, *parts)

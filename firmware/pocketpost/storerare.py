@@ -189,8 +189,11 @@ def unreadable(mb, i):
     to damaged/ (at most _MAX_UNREADABLE kept in RAM)."""
     r = mb._rec(i)
     box = mb._box
-    if len(box.unreadable) < _MAX_UNREADABLE:
-        box.unreadable.append((r[0], r[1], r[2], r[3], mb._lsize(i, r)))
+    u = box.unreadable
+    if len(u) < _MAX_UNREADABLE:
+        if not u:  # the first report since the last scan: the list is made now (_Box.unreadable)
+            u = box.unreadable = []
+        u.append((r[0], r[1], r[2], r[3], mb._lsize(i, r)))
     box.suspect = True
     log.warning("store %s: message %08x.%d could not be read: set aside at the next lock", box.path, r[0], r[1])
 

@@ -82,7 +82,7 @@ def recover(box, rep=None):
         if compat.exists(box.msg_path(r[0], r[1], r[2], r[3], r[4])) and _set_aside(box, r,
                                                                                     "unreadable by a session"):
             moved += 1
-    box.unreadable = []
+    box.unreadable = ()  # (no list held until the next report: _Box.unreadable)
     rep["unreadable"] += moved
     # The files against the index (one listing of the buckets): a damaged index is
     # rewritten from them, a message whose file is gone or has another size leaves it.

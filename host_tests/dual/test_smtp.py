@@ -1135,6 +1135,71 @@ def test_envelope_code_held_outside_data_only():
     with_env(body)
 
 
+def test_rset_and_quit_load_no_envelope_code():
+    # RSET and QUIT are smtp.Session.handle's own: the QUIT after a message (the session out of its
+    # command phase, smtpenv.py dropped) loads none of the envelope's code (~10 KB on the 64-bit
+    # host) only to say goodbye; bench_heap c's edge was that reload meeting the fetch's listing.
+    # Their replies as before: an argument ignored, any case; "QUITX" an unknown command.
+    import sys
+
+    mp = sys.implementation.name == "micropython"
+
+    def loaded():
+        return "pocketpost.smtpenv" in sys.modules
+
+    def body(e):
+        smtp.env_holds[0] = 0
+        a = e.session()
+        r = a.send(b"EHLO x\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\none\r\n.\r\n")
+        assert codes(r) == [250, 250, 250, 354, 250], r
+        if mp:
+            assert not loaded(), "after the message: the envelope code is dropped"
+        assert codes(a.send(b"rset\r\n")) == [250]
+        r = a.send(b"QUIT now\r\n")
+        assert codes(r) == [221] and a.s.closing, r
+        if mp:
+            assert not loaded(), "RSET and QUIT after a message loaded the envelope code"
+        a.s.close()
+        b = e.session()
+        assert codes(b.send(b"QUITX\r\nNOOP\r\n")) == [500, 250]
+        r = b.send(b"HELO y\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<alice@example.org>\r\nRSET\r\nDATA\r\nQUIT\r\n")
+        assert codes(r) == [250, 250, 250, 250, 503, 221], r  # RSET forgot the envelope
+        b.s.close()
+        got = [body_of(m) for m in e.box("alice")]
+        assert got == [b"one\r\n"], got
+
+    with_env(body)
+
+
+def test_group_commit_code_not_held_while_text_streams():
+    # groupcommit.py is loaded for the deliveries' start (smtpdata.begin) and for the commit
+    # (smtpdata.finish), dropped after each (MicroPython): a message's text streams without its
+    # code (~1.6 KB on the 64-bit host), bench_heap c's edge with the fetch's first batch.
+    import sys
+
+    mp = sys.implementation.name == "micropython"
+
+    def loaded():
+        return "pocketpost.groupcommit" in sys.modules
+
+    def body(e):
+        a = e.session()
+        r = a.send(b"EHLO x\r\nMAIL FROM:<s@example.net>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<bob@example.org>\r\n")
+        assert codes(r) == [250, 250, 250, 250], r
+        assert codes(a.send(b"DATA\r\nSubject: x\r\n\r\npart one\r\n")) == [354]
+        if mp:
+            assert not loaded(), "the group commit's code held while the text streams"
+        assert codes(a.send(b"part two\r\n.\r\n")) == [250]
+        if mp:
+            assert not loaded(), "the group commit's code held after the commit"
+        a.s.close()
+        for box in ("alice", "bob"):
+            got = [body_of(m) for m in e.box(box)]
+            assert got == [b"Subject: x\r\n\r\npart one\r\npart two\r\n"], (box, got)
+
+    with_env(body)
+
+
 def test_message_code_held_in_data_only():
     # smtpdata.py (the 354, the message text, the final reply) is loaded by a DATA that passed its
     # checks, held while some session is in DATA (smtp.data_holds) and dropped when none is
