@@ -180,3 +180,49 @@ def test_the_pseudoboard_stops_on_sigint_even_started_with_it_ignored(tmp_path):
         if pb.poll() is None:
             os.killpg(pb.pid, signal.SIGTERM)
             pb.wait(20)
+
+
+def _processes_naming(text):
+    """pids of processes whose command line holds `text` (a test's own temporary folder)."""
+    found = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                with open("/proc/%s/cmdline" % pid, "rb") as f:
+                    if text.encode() in f.read():
+                        found.append(int(pid))
+            except OSError:
+                pass
+    return found
+
+
+def test_a_sigint_during_the_pseudoboards_start_leaves_no_socat_or_micropython(tmp_path):
+    # A Ctrl-C that came while pseudoboard.py was still in PseudoBoard.start (the board up, start
+    # not yet returned: its 20 ms poll) raised KeyboardInterrupt outside main's try/finally, so
+    # socat and micropython (in their own session) were left running, holding the image. Sent as
+    # soon as the board's ready file appears, which lands in that window most times.
+    pbdir = str(tmp_path / "pb")
+    ready = os.path.join(pbdir, "ready")
+    pb = subprocess.Popen([sys.executable, os.path.join(ROOT, "tools", "pseudoboard.py"), "--dir", pbdir],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while not os.path.exists(ready) and pb.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert os.path.exists(ready), "the pseudo-board did not come up: " + (pb.stdout.read() if pb.poll() is not None else "")
+        pb.send_signal(signal.SIGINT)
+        pb.wait(20)
+        deadline = time.monotonic() + 5
+        while _processes_naming(pbdir) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = _processes_naming(pbdir)
+    finally:
+        if pb.poll() is None:
+            os.killpg(pb.pid, signal.SIGTERM)
+            pb.wait(20)
+    for pid in left:  # (not left for the next test either way)
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    assert not left, "still running after the pseudo-board ended: pids %s" % left

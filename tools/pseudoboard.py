@@ -268,15 +268,15 @@ def main(argv=None):
     # it inherits SIGINT ignored: Ctrl-C after `fg` or `kill -INT` then did nothing (run_host.py's
     # reason too)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        pb.start()
-    except hostimage.ImageError as e:
-        sys.exit("pseudoboard: %s" % e)
-    print("pseudo-board up: %s (image %s)" % (pb.tty, pb.image))
-    print("  mpremote connect %s resume fs ls :" % pb.tty)
-    print("  make deploy BOARD=host PORT=%s" % pb.tty)
-    print("Ctrl-C to stop; a soft reset ends it too; machine.reset() (mpremote reset) boots it again.")
-    try:
+    try:  # start inside: a Ctrl-C while start() polls for the board left socat and micropython running
+        try:
+            pb.start()
+        except hostimage.ImageError as e:
+            sys.exit("pseudoboard: %s" % e)
+        print("pseudo-board up: %s (image %s)" % (pb.tty, pb.image))
+        print("  mpremote connect %s resume fs ls :" % pb.tty)
+        print("  make deploy BOARD=host PORT=%s" % pb.tty)
+        print("Ctrl-C to stop; a soft reset ends it too; machine.reset() (mpremote reset) boots it again.")
         while True:
             while pb.alive():
                 time.sleep(0.2)
