@@ -8,6 +8,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 from helpers import free_port
 from pocketpost import config, log, server, smtpserver
 from pocketpost.store import Store
@@ -49,7 +51,14 @@ async def _session(port, say, expect):
         w.close()
 
 
-def test_a_close_that_raises_still_frees_the_slot_and_socket(monkeypatch):
+def _failing_log(*args):
+    raise MemoryError("injected")
+
+
+@pytest.mark.parametrize("log_fails", [False, True], ids=["logged", "log-call-fails"])
+def test_a_close_that_raises_still_frees_the_slot_and_socket(monkeypatch, log_fails):
+    # log_fails: the "close failed" line's own call fails too, as on a full heap, where the call
+    # makes its argument tuple before log.log's guard runs: the clean-up after it must still run.
     from pocketpost import pop3cmd, smtp
 
     d = tempfile.mkdtemp()
@@ -61,6 +70,8 @@ def test_a_close_that_raises_still_frees_the_slot_and_socket(monkeypatch):
         cfg = _cfg(root, pport, sport)
         monkeypatch.setattr(pop3cmd.Session, "close", _failing_close)
         monkeypatch.setattr(smtp.Session, "close", _failing_close)
+        if log_fails:
+            monkeypatch.setattr(log, "error", _failing_log)
 
         async def run():
             pop = await server.start(cfg, st)

@@ -253,7 +253,10 @@ class Server:
                 try:
                     session.close()
                 except Exception as e:  # MemoryError: the socket and the slot are released all the same
-                    log.error("pop3 #%d %s close failed: %r", sid, ip, e)
+                    try:  # (the call's argument tuple is made before log's own guard: a full heap fails it)
+                        log.error("pop3 #%d %s close failed: %r", sid, ip, e)
+                    except MemoryError:
+                        pass
             if conn is None:  # failed before adopting the stream (pop3cmd's import: a full heap)
                 try:
                     conn = ServerConn.from_stream(reader, writer)  # only to close its socket

@@ -245,7 +245,10 @@ class SmtpServer:
                 try:
                     session.close()  # a message without its final dot is thrown away here
                 except Exception as e:  # MemoryError: the code, socket and slot are released all the same
-                    log.error("smtp #%d %s close failed: %r", sid, ip, e)
+                    try:  # (the call's argument tuple is made before log's own guard: a full heap fails it)
+                        log.error("smtp #%d %s close failed: %r", sid, ip, e)
+                    except MemoryError:
+                        pass
                 session = None
             if mod is not None:
                 mod = None
