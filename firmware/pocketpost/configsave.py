@@ -8,7 +8,7 @@ loaded and dropped at the start leaves the heap laid out differently for the ses
 
 import json
 
-from pocketpost.compat import IS_MICROPYTHON, ConfigError, const, rename, sync_file
+from pocketpost.compat import IS_MICROPYTHON, ConfigError, const, rename, sync_dir, sync_file
 
 # _write's nesting bound: a config nests 4 levels (accounts, an account, its timeouts); the
 # writer recurses once per level.
@@ -16,7 +16,8 @@ _MAX_DEPTH = const(16)
 
 
 def save(path, cfg):
-    """Write atomically: a temp file next to it, flushed, then renamed over the old one. Readable
+    """Write atomically: a temp file next to it, flushed, then renamed over the old one (and the
+    folder synced on a host: fetchrename's steps rely on the order of their writes). Readable
     (_write): one key per line, indented, as boards/*/config.json are written."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -24,6 +25,8 @@ def save(path, cfg):
         f.write("\n")
         sync_file(f)
     rename(tmp, path)  # atomic on POSIX and littlefs, also over an existing file
+    i = path.rfind("/")
+    sync_dir(path[:i] if i > 0 else "/" if i == 0 else ".")  # a host's rename is durable once its folder is
 
 
 def _write(f, v, nl):

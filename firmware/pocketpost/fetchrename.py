@@ -85,6 +85,7 @@ def rename(old, new, config_path="config.json"):
                 f.write(who)
                 compat.sync_file(f)
             compat.rename(src + ".who.tmp", src + ".who")
+            compat.sync_dir(d)  # (on a host: durable before step 3 names the new name)
     elif compat.exists(src + ".uidl") and compat.exists(dst + ".uidl"):
         raise ConfigError("finish renaming account %s to %s: %s holds both %s.uidl and %s.uidl: keep the one that is "
                           "this account's state (the other's mail may be fetched again)" % (old, new, d, old, new))

@@ -267,6 +267,26 @@ def test_save_writes_one_key_per_line_indented_and_loads_back():
     in_fresh_root(body)
 
 
+def test_save_syncs_the_folder_after_its_rename():
+    """config.save renames its temp file over config.json: on a host that rename is durable only
+    once the folder is synced, and fetchrename's steps (secrets, config, then the state files,
+    each synced) rely on their order surviving a power cut. (littlefs and MicroPython: a no-op.)"""
+    from pocketpost import configsave
+
+    def body(d):
+        compat.makedirs(d)
+        synced = []
+        real = configsave.sync_dir
+        configsave.sync_dir = lambda path: synced.append(path)
+        try:
+            configsave.save(d + "/config.json", {"a": 1})
+        finally:
+            configsave.sync_dir = real
+        assert synced == [d], synced
+
+    in_fresh_root(body)
+
+
 def test_save_refuses_a_config_nested_past_its_bound():
     def body(d):
         compat.makedirs(d)
