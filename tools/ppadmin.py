@@ -8,7 +8,8 @@
     tools/ppadmin.py deluser IMAGE-or-CONFIG USER                  the user can no longer log in; the
                      mailbox and its mail stay (export it first, or keep it for a user of that name)
     tools/ppadmin.py rename-account IMAGE-or-CONFIG OLD NEW      a fetch account: config.json, secrets.json
-                     and its UIDL state files (run again, it finishes a rename a power cut stopped)
+                     and its UIDL state files (run again, it finishes a rename a power cut stopped);
+                     on a host config it holds the store's fetch lock: refused while a fetch runs
     tools/ppadmin.py deliver IMAGE MAILBOX FILE.eml [FILE.eml ...] [--create-mailbox]
     tools/ppadmin.py ls IMAGE
     tools/ppadmin.py check IMAGE [--repair]    every mailbox: index, files, every message read; exit 1 if
@@ -41,12 +42,15 @@ from a pipe (`printf 'pw\n' | ppadmin adduser ...`) it is the first line.
 """
 
 import argparse
+import contextlib
 import getpass
+import io
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import time
 import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -157,6 +161,11 @@ def on_image(image, code, env=None, mkfs=False, lock=None, debug=False):
     finally:
         if own:
             lock.release()
+    return _output(r, image, "micropython", debug)
+
+
+def _output(r, target, program, debug):
+    """A child's stdout (str), or its failure as Refused: a script's refuse() with its status."""
     if r.returncode != 0:
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         if debug or r.returncode not in (EXIT_PARTLY, EXIT_USAGE, EXIT_REFUSED):
@@ -166,7 +175,7 @@ def on_image(image, code, env=None, mkfs=False, lock=None, debug=False):
             raise Refused(last[9:], r.returncode if r.returncode in (EXIT_PARTLY, EXIT_USAGE) else EXIT_REFUSED)
         if last.startswith("hostflash: "):  # hostflash's own refusal (exit 2): the image is not one it mounts
             raise Refused(last[11:])
-        raise Refused("%s: micropython failed (exit %d): %s" % (image, r.returncode, last))
+        raise Refused("%s: %s failed (exit %d): %s" % (target, program, r.returncode, last))
     return r.stdout
 
 
@@ -491,14 +500,85 @@ def deluser(target, user, debug=False):
     return on_image(target, DELUSER, {"PP_USER": user}, debug=debug)
 
 
+# rename-account on a host config runs in a child process that holds the store's fetch lock for the
+# whole rename: a fetch (cron) running meanwhile wrote the UIDL state under the old name after the
+# rename moved it, or met it half moved, and fetched the mail kept on the server again. A fetch
+# takes a lock's holder for alive only while the pid's command line has "fetch" in it (else for a
+# killed run's, and takes it over): this code is on the child's command line, and says so.
+RENAME_CHILD = ("# ppadmin rename-account: holds the store's fetch lock (fetchload.lock)\n"
+                "import sys; sys.path.insert(0, sys.argv[1]); import ppadmin; "
+                "sys.exit(ppadmin.rename_holding_lock(*sys.argv[2:]))\n")
+HOLD_RENAME = "PP_TEST_HOLD_RENAME"  # tests only: a path; the child waits for it with the lock held
+
+
 def rename_account(target, old, new, debug=False):
     """Rename fetch account OLD to NEW, its secrets and state files with it (fetchrename.py: on a
-    host config under CPython, on an image under micropython, the board's code either way)."""
+    host config under CPython, holding the store's fetch lock; on an image under micropython, the
+    board's code either way)."""
     if target.endswith(".json"):
-        from pocketpost import fetchrename
-
-        return fetchrename.rename(old, new, target) + "\n"
+        e = dict(os.environ)
+        if debug:
+            e["PP_DEBUG"] = "1"
+        r = subprocess.run([sys.executable, "-c", RENAME_CHILD, os.path.dirname(os.path.abspath(__file__)), target,
+                            old, new], capture_output=True, text=True, env=e)
+        return _output(r, target, "python", debug)
     return on_image(target, RENAME, {"PP_OLD": old, "PP_NEW": new}, debug=debug)
+
+
+def rename_holding_lock(target, old, new):
+    """rename_account's child: the rename with the store's fetch lock held (fetchload.lock, the
+    fetch CLI's own code: the same folder <store root>.fetch-lock holding this pid; a killed
+    holder's lock taken over) and released on every exit; refused in one line while a fetch, an
+    export or an import holds it. Its exit status; its output, or the refusal on stderr."""
+    from pocketpost import compat, fetchload, fetchrename
+
+    try:
+        store = load_raw(target).get("store")
+        root = store.get("root") if isinstance(store, dict) else None
+        root = root if isinstance(root, str) and root else ppconfig.STORE_DEFAULTS["root"]
+        i = target.rfind("/")
+        if i >= 0:  # relative to the config's folder, as fetchload.load takes it
+            root = compat.join(target[:i + 1], root)
+        with contextlib.redirect_stdout(io.StringIO()):  # (its refusal is a fetch's words)
+            lk = fetchload.lock(root)
+        if lk == 1:
+            path = root.rstrip("/") + ".fetch-lock"
+            try:
+                with open(path + "/pid") as f:
+                    pid = f.read().strip() or "?"
+            except OSError:
+                pid = "?"
+            raise Refused("rename account %s to %s: the store %s is in use by pid %s (a fetch, or an export, import or "
+                          "rename, holding %s): nothing changed; run again once it has ended (if none is running, delete "
+                          "that directory)" % (old, new, root, pid, path))
+        try:
+            if os.getenv(HOLD_RENAME):
+                _hold(os.getenv(HOLD_RENAME))
+            sys.stdout.write(fetchrename.rename(old, new, target) + "\n")
+        finally:
+            if lk:  # (as fetch.main releases it)
+                try:
+                    os.remove(lk + "/pid")
+                    os.rmdir(lk)
+                except OSError:
+                    pass
+    except (Refused, ppconfig.ConfigError) as e:
+        if os.getenv("PP_DEBUG"):
+            traceback.print_exc()
+        sys.stderr.write("ppadmin: %s\n" % e)
+        return getattr(e, "status", EXIT_REFUSED)
+    return 0
+
+
+def _hold(path):
+    """Tests only: say the lock is held (<path>.held, this pid), then wait (60 s at most) for <path>."""
+    with open(path + ".tmp", "w") as f:
+        f.write(str(os.getpid()))
+    os.rename(path + ".tmp", path + ".held")
+    for _ in range(600):
+        if os.path.exists(path):
+            return
+        time.sleep(0.1)
 
 
 def deliver(image, mailbox, files, create_mailbox=False, debug=False):
