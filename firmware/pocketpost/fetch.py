@@ -55,18 +55,26 @@ def on_message(info):
 
 
 def line(k, *args):
-    """Print main's line k about an account's sessions (fetchload.line: its texts are cold, loaded
+    """Print main's line k about an account's sessions (fetchargs.line: its texts are cold, loaded
     for each line and dropped after it on MicroPython, never held while a session runs; main
-    prints them before and after a session, when the session holds no heap)."""
+    prints them before and after a session, when the session holds no heap). In fetchargs.py
+    (~2.4 KB of .mpy), not fetchload.py (~4.9 KB: the load's code came in for one line): after a
+    session, whose heap is cut up by what it left, the bigger load failed now and then at a size
+    where the fetch itself passes (bench_client.py's heap line, which wants the line, 2-3 KiB
+    above bench_heap.py's d, and the 10 MiB message above the 1 KiB one: issue 12)."""
     try:
-        from pocketpost import fetchload
+        # A collection first: the module's pieces go to the lowest holes. Loaded among the
+        # session's garbage, they went above it, and the collection the load then needed freed
+        # holes between them (the 10 MiB message's line failed 14 times in 20 at 88 KiB, 0 after).
+        gc.collect()
+        from pocketpost import fetchargs
 
-        fetchload.line(k, *args)
+        fetchargs.line(k, *args)
     except MemoryError:  # no heap for the texts (what holds it is not this run's): the figures bare
         print("fetch", k, *args)
     finally:
-        fetchload = None
-        compat.forget(("fetchload",))
+        fetchargs = None
+        compat.forget(("fetchargs",))
         gc.collect()  # its code freed now: the session after it finds the heap as before it
 
 

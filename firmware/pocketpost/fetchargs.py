@@ -1,9 +1,13 @@
-"""The fetch CLI's command line (fetch.py run as a program): its arguments read, -h's text, the
-usage line. Cold: fetch.py imports it for that and drops it (MicroPython) before fetch.main
+"""The fetch CLI's texts: its command line (fetch.py run as a program: its arguments read, -h's
+text, the usage line) and fetch.main's lines about an account's sessions (line, through
+fetch.line). Cold: fetch.py imports it for each and drops it (MicroPython): before fetch.main
 loads fetchload.py for the config's load and the store's open, one of the fetch's heap peaks
-(these texts there cost the fetch CLI's smallest heap 1 KiB). Texts in locals and options as
-words of a longer text: a global's name or a short literal would be interned at the load, a
-name held for good (test_fetch_heap counts them)."""
+(these texts there cost the fetch CLI's smallest heap 1 KiB), and after each line. The lines were
+fetchload.py's until issue 12's flat heap: loading that module (~11 KB allocated on the 64-bit
+port) after a long session, into a heap cut up by it, failed now and then at sizes where the fetch
+itself passed (the line then came out bare). Texts in locals and options as words of a longer
+text: a global's name or a short literal would be interned at the load, a name held for good
+(test_fetch_heap counts them)."""
 
 
 def command_line(argv):
@@ -67,6 +71,24 @@ an older version's store or UIDL state is in the current directory (it says what
     except (ImportError, AttributeError):
         pass
     return args[0], args[1] if len(args) > 1 else None, lvl or None, verbose
+
+
+def line(k, *a):
+    """fetch.main's line k (fetch.line): 0 an account's start (name, user, host), 1 its failure
+    (name, exception class name, exception), 2 a session's figures (a: client.fetch_account's
+    stats), 4 a config without accounts (its path). (No account of the name asked: load.)"""
+    if k == 0:
+        t = "fetch %s: %s@%s" % a
+    elif k == 1:
+        t = "fetch %s: FAILED: %s: %s" % a
+    elif k == 2:
+        s = a[0]
+        t = ("fetch %s: %d fetched (%d bytes, %d headers only), %d skipped, %d deleted, %d left on server"
+             % (s["account"], s["fetched"], s["bytes"], s["headers_only"], s["skipped"], s["deleted"],
+                s["on_server"] - s["deleted"]))
+    else:
+        t = "fetch: %s has no accounts (\"accounts\": [...], README \"Fetching mail\")" % a
+    print(t)
 
 
 def _exists(path):

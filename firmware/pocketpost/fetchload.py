@@ -1,4 +1,4 @@
-"""The fetch CLI's start (fetch.main: load; its command line is fetchargs.py's): the config loaded and checked, the log level set, the store opened and each
+"""The fetch CLI's start (fetch.main: load; its command line and lines are fetchargs.py's): the config loaded and checked, the log level set, the store opened and each
 local mailbox loaded (recovered) before the client is imported. Cold code: fetch.main imports it
 for this and, on MicroPython, drops it after it, with config.py and heapmark.py when
 this call loaded them (a fetch never needs them again; docs/FIGURES.md); its qstrs stay. The
@@ -9,24 +9,6 @@ import sys
 
 from pocketpost import compat, log
 from pocketpost.compat import IS_MICROPYTHON, const
-
-
-def line(k, *a):
-    """fetch.main's line k (fetch.line): 0 an account's start (name, user, host), 1 its failure
-    (name, exception class name, exception), 2 a session's figures (a: client.fetch_account's
-    stats), 4 a config without accounts (its path). (No account of the name asked: load.)"""
-    if k == 0:
-        t = "fetch %s: %s@%s" % a
-    elif k == 1:
-        t = "fetch %s: FAILED: %s: %s" % a
-    elif k == 2:
-        s = a[0]
-        t = ("fetch %s: %d fetched (%d bytes, %d headers only), %d skipped, %d deleted, %d left on server"
-             % (s["account"], s["fetched"], s["bytes"], s["headers_only"], s["skipped"], s["deleted"],
-                s["on_server"] - s["deleted"]))
-    else:
-        t = "fetch: %s has no accounts (\"accounts\": [...], README \"Fetching mail\")" % a
-    print(t)
 
 
 def renamed(a, accounts):
@@ -267,10 +249,12 @@ def load(config_path, only, log_level):
     for acct in every:
         if only is None or acct.get("name") == only:
             why = renamed(acct, every)
-            if why:  # said here, in fetch.main's words, and not fetched
+            if why:  # said here, in fetch.main's words (its lines: fetch.line), and not fetched
+                from pocketpost import fetch
+
                 failed += 1
-                line(0, acct.get("name"), acct.get("user"), acct.get("host"))
-                line(1, acct.get("name"), "ConfigError", why)
+                fetch.line(0, acct.get("name"), acct.get("user"), acct.get("host"))
+                fetch.line(1, acct.get("name"), "ConfigError", why)
                 accounts.remove(acct)
     for acct in accounts:
         # Open (recover) each local mailbox before the client is imported: the first open after
