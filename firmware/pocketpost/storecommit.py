@@ -187,7 +187,10 @@ def _marked(mb, mask, size):
     buffer and skipping blocks with no bit set; adds their sizes up in mb._free."""
     f = mb.f
     buf = mb.buf
-    mb.n = 0  # the buffer no longer holds what _rec cached
+    held = storesession._held  # the buffer is every open Mailbox's: it no longer holds what _rec cached
+    if held[0] is not None:
+        held[0].n = 0
+    held[0] = None
     step = _RECS_PER_READ // 8
     for b0 in range(0, size, step):
         b1 = min(b0 + step, size)

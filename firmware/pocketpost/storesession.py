@@ -31,6 +31,13 @@ _SIZE = const(0x3FFFFFFF)
 _RES = const(0x2144DF1C)
 _MASK = const(0xFFFFFFFF)
 
+# The index records read ahead (_RECS_PER_READ of them, 768 B): one buffer for every open Mailbox,
+# not one per session (a POP3 session held its own while logged in), made with the first lock and
+# dropped with the last release (a listening server holds none). A read and the use of what it
+# read never span an await (Mailbox._rec, storecommit._marked), so sessions take turns in it:
+# [0] is the Mailbox whose records it holds, and a read for another ends that one's cache (n = 0).
+_held = [None, None]  # type: list  # [the Mailbox whose records the buffer holds, the buffer]
+
 
 def _unpack(buf, off):
     """storeindex._unpack (a copy): a record's six fields, or None if its check fails."""
@@ -98,9 +105,11 @@ class Mailbox:
         self._box = box
         self.count = box.idx_count
         self.total_size = box.idx_total
-        self.buf = bytearray(_REC * _RECS_PER_READ)
+        if _held[1] is None:
+            _held[1] = bytearray(_REC * _RECS_PER_READ)
+        self.buf = _held[1]  # (shared: _held)
         self.i = 0  # index of the first record in buf
-        self.n = 0  # records in buf
+        self.n = 0  # records in buf (0 too once another Mailbox has read into it)
         self._free = 0  # bytes freed by the commit in progress (see _marked)
         self.f = open(box.p("index"), "rb") if self.count else None
 
@@ -110,6 +119,10 @@ class Mailbox:
         if not 0 <= i < self.count:
             raise IndexError(i)
         if not self.i <= i < self.i + self.n:
+            if _held[0] is not self:  # the shared buffer is this Mailbox's now (_held)
+                if _held[0] is not None:
+                    _held[0].n = 0
+                _held[0] = self
             self.f.seek(_REC * (i + 1))
             n = self.f.readinto(self.buf)
             self.i = i
@@ -222,3 +235,7 @@ class Mailbox:
         self.close()
         _LOCKS.discard(self._box.path)
         self._box = None
+        if _held[0] is self:
+            _held[0] = None
+        if not _LOCKS:  # the last open Mailbox: the shared buffer goes (this one keeps its reference)
+            _held[1] = None

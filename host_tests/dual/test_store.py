@@ -575,6 +575,34 @@ def test_many_messages_and_merge():
     _with_store(body)
 
 
+def test_sessions_share_one_index_read_buffer_and_take_turns_in_it():
+    # Issue 12 (bench_heap c): each locked Mailbox held its own 768 B of index records read
+    # ahead for the whole POP3 session; now one buffer serves every open Mailbox, made with the
+    # first lock and dropped with the last release. A read for one session ends the other's
+    # cached records (interleaved reads would else give one mailbox the other's records).
+    def body(root, st):
+        n = 40  # more than one buffer's worth (32 records) in each mailbox
+        xs = [_deliver(st, "x", b"x%d\r\n" % i, arrival=i) for i in range(n)]
+        ys = [_deliver(st, "y", b"y%d\r\n" % i, arrival=1000 + i) for i in range(n)]
+        assert storesession._held[1] is None  # no lock: no buffer
+        a = st.lock("x")
+        b = st.lock("y")
+        assert a.buf is b.buf is storesession._held[1]
+        for i in (0, 1, 35, 2, 39):  # every read of one between two of the other's
+            assert a.uid(i) == xs[i] and a.arrival(i) == i
+            assert b.uid(i) == ys[i] and b.arrival(i) == 1000 + i
+            assert a.size(i) == len(b"x%d\r\n" % i) and _read(b, i) == b"y%d\r\n" % i
+        assert a.commit([0, 1]) == 2  # its deletions read the index through the same buffer
+        assert [b.uid(i) for i in range(n)] == ys
+        b.release()
+        assert storesession._held == [None, None]
+        a = st.lock("x")
+        assert [a.uid(i) for i in range(a.count)] == xs[2:]
+        a.release()
+
+    _with_store(body)
+
+
 def test_full_flash_and_delete_frees_space():
     """A small littlefs image (MicroPython only; a plain directory cannot be filled safely)."""
     if not IS_MICROPYTHON:
