@@ -4,6 +4,7 @@ a blocked one), the supervisor restarting a crashed service, safe mode.
 Runs under CPython (pytest) and MicroPython (host_tests/dual/run.py)."""
 
 import asyncio
+import binascii
 import os
 import sys
 import time
@@ -588,7 +589,10 @@ def _rmtree(path):
 
 
 def _tmpname(tag):
-    return "_pp_test_%s_%d" % (tag, ticks_ms() & 0xFFFFFF)
+    # Random, not the clock: both pytest-xdist workers may run this module under micropython at
+    # once, in the same folder, and ticks_ms is the system's monotonic clock: two processes got the
+    # same name in the same millisecond and wrote each other's config (a flaky config-mistake case).
+    return "_pp_test_%s_%s" % (tag, binascii.hexlify(os.urandom(4)).decode())
 
 
 def test_safe_mode_by_pin_or_flag_file():
