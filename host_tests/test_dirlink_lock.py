@@ -56,6 +56,14 @@ def _store(tmp_path, dc, n):
     return cfg
 
 
+def _folder_store(tmp_path):
+    """An empty host folder store without accounts (no server needed): its folder."""
+    ds = tmp_path / "pp"
+    (ds / "mail").mkdir(parents=True)
+    (ds / "config.json").write_text('{"store": {"root": "mail", "quota": 0, "reserve": 0}, "users": {}, "accounts": []}')
+    return ds
+
+
 def test_an_export_or_import_while_a_real_one_holds_the_store_is_refused_and_changes_nothing(dc, tmp_path):
     """A fetch stopped after its second message's commit holds the lock: export and import are each
     refused in one line naming its pid (exit 3), nothing written; killed, its lock is taken over."""
@@ -117,10 +125,7 @@ def test_a_killed_or_interrupted_export_leaves_no_lock_in_the_way(tmp_path):
     """The export's child SIGKILLed with the lock held: ppadmin fails in one line, the lock stays
     (its pid gone) and the next export takes it over. ppadmin SIGKILLed: its child, at the end of
     its input, releases it. Ctrl-C (SIGINT to the process group): released, "interrupted"."""
-    ds = tmp_path / "pp"
-    ds.mkdir()
-    (ds / "config.json").write_text('{"store": {"root": "mail", "quota": 0, "reserve": 0}, "users": {}, "accounts": []}')
-    (ds / "mail").mkdir()
+    ds = _folder_store(tmp_path)
     lock = ds / "mail.fetch-lock"
     p = _ppadmin("export", ds, "--maildir", tmp_path / "md", hold=tmp_path / "go")
     try:
@@ -129,7 +134,8 @@ def test_a_killed_or_interrupted_export_leaves_no_lock_in_the_way(tmp_path):
         os.kill(child, signal.SIGKILL)
     finally:
         rc, out, err = _done(p)
-    assert rc == 3 and err.startswith("ppadmin export: ") and err.count("\n") == 1 and (lock / "pid").read_text() == str(child), out + err
+    assert rc == 3 and err.startswith("ppadmin export: ") and err.count("\n") == 1, out + err
+    assert (lock / "pid").read_text() == str(child)
     (tmp_path / "go.held").unlink()
     # three exports started at once find the dead lock: one takes it over (fetchload's guard), the
     # others are refused naming its pid (before: one could remove another's new lock and both ran)
@@ -183,10 +189,7 @@ def test_the_lock_never_holds_a_pid_that_is_not_the_child(tmp_path):
     command line says fetch (before: ppadmin's own pid first, for the milliseconds of starting the
     child; a fetch starting then took the lock for a killed run's). Read as fast as Python can,
     through three exports."""
-    ds = tmp_path / "pp"
-    ds.mkdir()
-    (ds / "config.json").write_text('{"store": {"root": "mail", "quota": 0, "reserve": 0}, "users": {}, "accounts": []}')
-    (ds / "mail").mkdir()
+    ds = _folder_store(tmp_path)
     pidfile = str(ds / "mail.fetch-lock" / "pid")
 
     def look(seen):
