@@ -31,6 +31,7 @@ import hashlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -566,12 +567,46 @@ class DirLink(Link):
     so relative paths in the config mean what they mean to the fetch CLI.
 
     One process at a time uses such a store: the fetch CLI takes <store root>.fetch-lock (the
-    folder holding its pid; firmware/pocketpost/fetchload.py), and so does this link: a fetch
-    that runs refuses the export/import, and a fetch started meanwhile finds the lock held (its
-    check is that the pid's command line has "fetch" in it: the child's code says so)."""
+    folder holding its pid; fetchload.lock), and so does this link's child, through the same
+    fetchload.lock, before anything else: the pid in the lock is always the child's, whose
+    command line says "fetch" (a fetch takes a lock whose pid's command line lacks it for a
+    killed run's, and takes it over), and a killed child's lock is taken over by the next run
+    as a killed fetch's is (guarded: fetchload.lock). The child says LOCKED once it holds the
+    lock, or prints fetchload's refusal and ends: a fetch, rename, export or import holding the
+    store refuses this one in one line, nothing done. The child releases it on every exit (the
+    end of its input, an error, Ctrl-C; kill() closes its pipes first, for that)."""
 
-    CODE = ("from pocketpost import mailport  # holds the store's fetch lock (tools/mailport.py DirLink)\n"
-            "mailport.main(%r, %r, *%r)\n")
+    CODE = ("# holds the store's fetch lock as a fetch does (fetchload.lock; tools/mailport.py DirLink)\n"
+            "import os, sys\n"
+            "from pocketpost import compat, fetchload\n"
+            "lk = fetchload.lock(%r)\n"
+            "fetchload = None\n"
+            "compat.forget(('fetchload',))\n"
+            "if lk == 1:\n"
+            "    sys.exit(3)\n"
+            "try:\n"
+            "    sys.stdout.write('LOCKED\\n')\n"
+            "    hold = os.getenv('PP_TEST_HOLD_DIRLINK')\n"
+            "    if hold:  # tests only\n"
+            "        open(hold + '.held', 'w').close()\n"
+            "        import time\n"
+            "        for _ in range(600):\n"
+            "            try:\n"
+            "                os.stat(hold)\n"
+            "                break\n"
+            "            except OSError:\n"
+            "                time.sleep(0.1)\n"
+            "    from pocketpost import mailport\n"
+            "    mailport.main(%r, %r, *%r)\n"
+            "finally:\n"
+            "    if lk:\n"
+            "        try:\n"
+            "            os.remove(lk + '/pid')\n"
+            "            os.rmdir(lk)\n"
+            "        except OSError:\n"
+            "            pass\n")
+    LOCKED = b"LOCKED\n"  # the child's first line once it holds the lock
+    INTERRUPT_S = 5  # kill(): the child ends and releases the lock within this (else interrupted, then killed)
 
     def __init__(self, target, cmd, *args, heapsize=None):
         config = os.path.join(target, "config.json") if os.path.isdir(target) else target
@@ -584,89 +619,56 @@ class DirLink(Link):
         root = os.path.join(cdir, str(root))  # (an absolute root stays as it is)
         if not os.path.isdir(os.path.dirname(root.rstrip("/"))):
             raise PortError("%s: its store %s is not there (no fetch has run with this config)" % (config, root))
-        self.lockdir = root.rstrip("/") + ".fetch-lock"
-        self.lock = None
-        self._take_lock()
+        lockdir = root.rstrip("/") + ".fetch-lock"
         env = dict(os.environ)
         env["MICROPYPATH"] = CODE_PATH[0] + ":" + os.path.join(ROOT, "tools") + ":.frozen"
         argv = [micropython()]
         if heapsize:
             argv += ["-X", "heapsize=%s" % heapsize]
-        argv += ["-c", self.CODE % (cmd, os.path.basename(config), tuple(args))]
-        try:
-            self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                         env=env, cwd=cdir)
-            self._write_pid(self.proc.pid)  # the child's: its command line is what a fetch checks
-        except BaseException:
-            self._release()
-            raise
+        argv += ["-c", self.CODE % (root, cmd, os.path.basename(config), tuple(args))]
+        # (restore_signals=False: SIGPIPE stays ignored, so a write to a closed pipe is an error the
+        # child's release outlives, not its death)
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=env, cwd=cdir, restore_signals=False)
         self.r = self.proc.stdout
         self.w = self.proc.stdin
-
-    def _write_pid(self, pid):
-        with open(os.path.join(self.lockdir, "pid.tmp"), "w") as f:
-            f.write(str(pid))
-        os.rename(os.path.join(self.lockdir, "pid.tmp"), os.path.join(self.lockdir, "pid"))
-
-    def _take_lock(self):
-        """As fetchload.lock takes it: mkdir; a lock whose pid runs no fetch (killed) is taken
-        over; one without a pid yet is being made (looked at again for a moment)."""
-        other = "?"
-        for _ in range(10):
-            try:
-                os.mkdir(self.lockdir)
-                break
-            except FileExistsError:
-                try:
-                    with open(os.path.join(self.lockdir, "pid")) as f:
-                        other = f.read().strip()
-                except OSError:
-                    other = "?"
-                    time.sleep(0.2)
-                    continue
-                try:
-                    with open("/proc/%s/cmdline" % other, "rb") as f:
-                        alive = b"fetch" in f.read()
-                except (OSError, ValueError):
-                    alive = False
-                if alive:
-                    raise PortError("the store is in use: %s is held by pid %s (a fetch, or another export or "
-                                    "import); run again once it has ended" % (self.lockdir, other))
-                try:  # a killed run's lock: taken over
-                    os.remove(os.path.join(self.lockdir, "pid"))
-                    os.rmdir(self.lockdir)
-                except OSError:
-                    time.sleep(0.2)
-        else:
-            raise PortError("the store is in use: %s (pid %s) could not be taken; if no fetch runs, delete that "
-                            "folder" % (self.lockdir, other))
-        self.lock = self.lockdir
-        self._write_pid(os.getpid())
-
-    def _release(self):
-        if self.lock is None:
+        try:
+            first = self.r.readline(1024)
+        except BaseException:
+            self.kill()
+            raise
+        if first == self.LOCKED:
             return
-        self.lock = None
-        for name in ("pid", "pid.tmp"):
-            try:
-                os.remove(os.path.join(self.lockdir, name))
-            except OSError:
-                pass
-        try:
-            os.rmdir(self.lockdir)
-        except OSError:
-            pass
-
-    def error(self):
-        try:
-            return Link.error(self)
-        finally:
-            if self.proc.poll() is not None:
-                self._release()
+        err = self.error()  # (refused: the child has ended)
+        said = first.decode(errors="replace").strip()
+        held = re.match(r"fetch: another fetch \(pid (\S+)\)", said)
+        if held:
+            raise PortError("the store is in use: %s is held by pid %s (a fetch, or an export, import or rename of "
+                            "this store): nothing done; run again once it has ended (if none is running, delete "
+                            "that directory)" % (lockdir, held.group(1)))
+        if said.startswith("fetch: "):  # (a dead run's lock behind a fresh takeover guard: fetchload says so)
+            raise PortError("the store's lock %s could not be taken: %s" % (lockdir, said[7:]))
+        raise PortError("board side failed: %s %s" % (said, err))
 
     def kill(self):
+        """End the child so that it releases the lock: its pipes closed (it reads the end of its
+        input, or its next write fails), interrupted (SIGINT) if it goes on, killed at last (its
+        lock then taken over by the next run). (A terminal's Ctrl-C has reached it already: a
+        second SIGINT at once could cut its release short.)"""
+        for f in (self.w, self.r):
+            try:
+                f.close()
+            except OSError:
+                pass
+        for stop in (None, signal.SIGINT):
+            if stop:
+                self.proc.send_signal(stop)
+            try:
+                self.proc.wait(self.INTERRUPT_S)
+                return
+            except subprocess.TimeoutExpired:
+                pass
         Link.kill(self)
-        self._release()
 
 
 # ppadmin's --live: LiveLink instead of UsbLink for a serial port.
