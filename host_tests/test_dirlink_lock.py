@@ -216,3 +216,34 @@ def test_the_lock_never_holds_a_pid_that_is_not_the_child(tmp_path):
             rc, out, err = _done(p)
         assert rc == 0, out + err
         assert seen and all(b"fetch" in c for c in seen.values()), seen
+
+
+def test_a_dead_lock_behind_a_fresh_takeover_guard_is_said_in_the_words_of_an_export_and_a_rename(tmp_path):
+    """A dead run's lock (its pid gone) behind a takeover guard made seconds ago (younger than
+    fetchload._GUARD_STALE_S: another run is at the takeover, or was killed at it): fetchload.lock
+    refuses. The export, the import and the rename each say so in one line naming the lock and the
+    guard and what to do, nothing done (before: the export passed on the fetch's own words,
+    "nothing fetched by this run", and the rename said the store was in use by the dead pid)."""
+    cfg = _host_config(tmp_path, {"name": "isp", "host": "localhost", "user": "alice", "password": "pw",
+                                  "state_dir": "state"})
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "isp.uidl").write_bytes(b"1 a\n")
+    (tmp_path / "new.eml").write_bytes(b"Subject: imported\r\n\r\nnot stored\r\n")
+    gone = subprocess.Popen(["true"])
+    gone.wait(10)  # (its pid: no process's now)
+    lock = tmp_path / "store.fetch-lock"
+    lock.mkdir()
+    (lock / "pid").write_text(str(gone.pid))
+    (tmp_path / "store.fetch-lock.takeover").mkdir()
+    before = _tree(tmp_path)
+    said = ("the store's lock %s was left by a run that is no longer running (pid %d), and %s.takeover says another "
+            "run began taking it over less than 60 s ago (it was killed then, or still is at it): nothing done; run "
+            "again after that minute (the dead lock is then taken over), or, if no fetch, export, import or rename of "
+            "this store is running, delete both directories" % (lock, gone.pid, lock))
+    for args, who in ((("export", cfg, "--maildir", tmp_path / "md"), "ppadmin export"),
+                      (("import", cfg, "alice", tmp_path / "new.eml"), "ppadmin import"),
+                      (("rename-account", cfg, "isp", "home"), "ppadmin: rename account isp to home")):
+        rc, out, err = _done(_ppadmin(*args))
+        assert rc == 3 and out == "", out + err
+        assert err == "%s: %s\n" % (who, said), err
+        assert _tree(tmp_path) == before and not (tmp_path / "md").exists()

@@ -646,8 +646,9 @@ class DirLink(Link):
             raise PortError("the store is in use: %s is held by pid %s (a fetch, or an export, import or rename of "
                             "this store): nothing done; run again once it has ended (if none is running, delete "
                             "that directory)" % (lockdir, held.group(1)))
-        if said.startswith("fetch: "):  # (a dead run's lock behind a fresh takeover guard: fetchload says so)
-            raise PortError("the store's lock %s could not be taken: %s" % (lockdir, said[7:]))
+        guarded = guarded_lock(said, lockdir)
+        if guarded:
+            raise PortError(guarded)
         raise PortError("board side failed: %s %s" % (said, err))
 
     def kill(self):
@@ -669,6 +670,21 @@ class DirLink(Link):
             except subprocess.TimeoutExpired:
                 pass
         Link.kill(self)
+
+
+def guarded_lock(said, lockdir):
+    """fetchload.lock's refusal of a dead run's lock behind a takeover guard younger than
+    fetchload's _GUARD_STALE_S (`said`: its line, in a fetch's words, "nothing fetched by this run") in
+    the words of an export, import or rename (DirLink, ppadmin rename-account): one line naming the
+    lock, its guard and what to do; None for any other line. Read here, on the host: fetchload is
+    the fetch CLI's cold code, every name it holds is heap on each fetch."""
+    m = re.search(r"no longer running \(pid (\S+)\).* less than (\d+) s ago", said)
+    if not m:
+        return None
+    return ("the store's lock %s was left by a run that is no longer running (pid %s), and %s.takeover says another "
+            "run began taking it over less than %s s ago (it was killed then, or still is at it): nothing done; run "
+            "again after that minute (the dead lock is then taken over), or, if no fetch, export, import or rename of "
+            "this store is running, delete both directories" % (lockdir, m.group(1), lockdir, m.group(2)))
 
 
 # ppadmin's --live: LiveLink instead of UsbLink for a serial port.

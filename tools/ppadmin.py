@@ -539,10 +539,16 @@ def rename_holding_lock(target, old, new):
         i = target.rfind("/")
         if i >= 0:  # relative to the config's folder, as fetchload.load takes it
             root = compat.join(target[:i + 1], root)
-        with contextlib.redirect_stdout(io.StringIO()):  # (its refusal is a fetch's words)
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said):  # (its refusal is a fetch's words)
             lk = fetchload.lock(root)
         if lk == 1:
             path = root.rstrip("/") + ".fetch-lock"
+            import mailport
+
+            guarded = mailport.guarded_lock(said.getvalue(), path)
+            if guarded:  # (no pid holds it: a dead run's, being taken over)
+                raise Refused("rename account %s to %s: %s" % (old, new, guarded))
             try:
                 with open(path + "/pid") as f:
                     pid = f.read().strip() or "?"
