@@ -247,3 +247,37 @@ def test_a_dead_lock_behind_a_fresh_takeover_guard_is_said_in_the_words_of_an_ex
         assert rc == 3 and out == "", out + err
         assert err == "%s: %s\n" % (who, said), err
         assert _tree(tmp_path) == before and not (tmp_path / "md").exists()
+
+
+def _link_reading(out):
+    """A mailport.Link whose child has ended after printing `out` where a reply was due."""
+    import io
+
+    import mailport
+
+    link = mailport.Link.__new__(mailport.Link)
+    link.proc = subprocess.Popen([sys.executable, "-c", "pass"], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    link.w = link.proc.stdin
+    link.r = io.BufferedReader(io.BytesIO(out))
+    return mailport, link
+
+
+def test_a_ctrl_c_that_reached_the_child_first_is_an_interruption_not_an_unexpected_reply():
+    # One terminal, one process group: Ctrl-C reaches ppadmin and its micropython child alike. When
+    # the child's KeyboardInterrupt traceback (on its stdout) came first, ppadmin read it as a reply
+    # and said "unexpected reply 'Traceback ...'" (exit 3) instead of "interrupted" (130): a flaky
+    # Ctrl-C step in the test above. Any other crash is one line naming its exception.
+    mailport, link = _link_reading(b"Traceback (most recent call last):\n  File \"<stdin>\", line 20, in <module>\n"
+                                   b"KeyboardInterrupt: \n")
+    try:
+        link.line()
+        raise AssertionError("no KeyboardInterrupt")
+    except KeyboardInterrupt:
+        pass
+    mailport, link = _link_reading(b"Traceback (most recent call last):\n  File \"x.py\", line 3, in f\n"
+                                   b"OSError: [Errno 28] ENOSPC\n")
+    try:
+        link.line()
+        raise AssertionError("no PortError")
+    except mailport.PortError as e:
+        assert str(e).startswith("board side failed: OSError: [Errno 28] ENOSPC"), e

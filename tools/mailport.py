@@ -109,8 +109,21 @@ class Link:
             ln = self.r.readline(1024)
             if not ln.endswith(b"\n"):
                 raise PortError("board side ended: %s" % self.error())
+            if ln.startswith(b"Traceback (most recent call last):"):
+                self._crashed(ln)
             if not board_log(ln):
                 return ln[:-1].decode()
+
+    def _crashed(self, first):
+        """The child's uncaught exception (micropython prints it on stdout), where a reply was due:
+        a Ctrl-C that reached the child before this process (one terminal, one process group) is
+        this process's interruption too, not an unexpected reply; anything else, its last line."""
+        rest = first + self.r.read(8192)  # (it has ended: bounded, it is a traceback)
+        err = self.error()
+        if b"KeyboardInterrupt" in rest:
+            raise KeyboardInterrupt
+        last = rest.decode(errors="replace").strip().split("\n")[-1]
+        raise PortError("board side failed: %s %s" % (last, err))
 
     def copy(self, n, write):
         """Pass exactly n bytes from the pipe to write(), a block at a time."""
