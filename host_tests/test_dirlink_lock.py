@@ -266,6 +266,7 @@ def _link_reading(out):
     """A mailport.Link whose child has ended after printing `out` where a reply was due."""
     import io
 
+    sys.path.insert(0, os.path.join(ROOT, "tools"))  # (as test_mailport.py imports it)
     import mailport
 
     link = mailport.Link.__new__(mailport.Link)
