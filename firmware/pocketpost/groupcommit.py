@@ -111,9 +111,17 @@ def commit(store, group):
     finally:
         # RAM state, as Delivery.commit leaves it, even when interrupted (Ctrl-C): each copy's
         # seq is taken, whether its file is in place or still named by the intent; merges once
-        # all have landed.
+        # all have landed. Every copy lands even when one's UID text finds no heap (MemoryError,
+        # raised once all have: its RAM state is done first); else the next ones stayed busy
+        # with their seq free to hand out again, under a UID a client had seen.
+        late = None
         for i in range(len(ds)):
-            uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
+            try:
+                uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
+            except MemoryError as x:
+                late = x
+        if late is not None:
+            raise late
     for d in ds:
         d.box.merge_due()
     return uids

@@ -333,6 +333,54 @@ def test_group_roll_forward_with_no_heap_is_committed_and_leaves_smtp_delivering
             cleanup()
 
 
+def test_group_copy_whose_uid_finds_no_heap_still_lets_every_copy_land():
+    # The first copy's landed() does its RAM work, then its UID text raises MemoryError. Before
+    # the fix the second copy never landed: its mailbox stayed busy and its seq free, so the next
+    # delivery there was acknowledged under the UID the group's copy already had.
+    root, cleanup = fresh_root()
+    store_mod.reboot()
+    real = store_mod.Delivery.landed
+    fired = []
+
+    def no_heap(self, *args):
+        r = real(self, *args)
+        if not fired:
+            fired.append(r)
+            raise MemoryError
+        return r
+
+    try:
+        st = Store(root, quota=0)
+        names = ["a", "b"]
+        _send(st, "smtp", names, b"Subject: first\r\n\r\nm0\r\n", 1000)
+        a = b"Subject: A\r\n\r\nmessage A\r\n"
+        store_mod.Delivery.landed = no_heap
+        try:
+            _send(st, "smtp", names, a, 1001)
+            raised = False
+        except MemoryError:
+            raised = True
+        finally:
+            store_mod.Delivery.landed = real
+        assert fired and raised
+        seen = {}
+        _client(st, names, seen, "after the cut")
+        b = b"Subject: B\r\n\r\nmessage B\r\n"
+        ub = _send(st, "smtp", names, b, 1002)
+        for restart in (False, True):
+            if restart:
+                store_mod.reboot()
+                st = Store(root, quota=0)
+            got = _client(st, names, seen, ("restart", restart))
+            for i in range(len(names)):
+                assert _where(got, names[i], b) == [ub[i]], (restart, got)
+                assert len(_where(got, names[i], a)) == 1, (restart, got)
+    finally:
+        store_mod.Delivery.landed = real
+        store_mod.reboot()
+        cleanup()
+
+
 def test_a_cut_commit_with_no_heap_for_its_cold_part_skips_the_seq_and_closes_the_delivery():
     # A commit whose rename raised hands the decision to storerare.commit (cold). With no heap to
     # load it, the delivery is still closed (the mailbox not left busy: merges would stop for good,
