@@ -89,3 +89,48 @@ def test_a_close_that_raises_still_frees_the_slot_and_socket(monkeypatch, log_fa
         asyncio.run(run())
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_an_smtp_session_end_with_no_heap_to_drop_its_code_still_closes_and_frees_the_slot(monkeypatch):
+    # The last session out drops the SMTP session code (compat.forget, whose module names are
+    # made on the heap): on a full heap that raised MemoryError in the session's finally before
+    # its socket was closed and its slot released, so the sender waited out its own timeout
+    # after QUIT and the slot stayed taken.
+    d = tempfile.mkdtemp()
+    try:
+        root = os.path.join(d, "mail")
+        st = Store(root, quota=0, reserve=0)
+        st.create("alice")
+        pport, sport = free_port(), free_port()
+        cfg = _cfg(root, pport, sport)
+
+        async def run():
+            pop = await server.start(cfg, st)
+            smt = await smtpserver.start(cfg, st, pop.svc)
+            real = smtpserver.forget
+
+            def forget(names):  # the session code's (the last one out): no heap
+                if "smtp" in names:
+                    raise MemoryError("injected")
+                real(names)
+
+            monkeypatch.setattr(smtpserver, "forget", forget)
+            try:
+                for _ in range(2):  # the second finds the slot free and the code still loaded
+                    r, w = await asyncio.open_connection("127.0.0.1", sport)
+                    try:
+                        assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"220")
+                        w.write(b"QUIT\r\n")
+                        await w.drain()
+                        assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"221")
+                        assert await asyncio.wait_for(r.read(), 5) == b"", "the socket was not closed"
+                    finally:
+                        w.close()
+                    await _wait(lambda: smt.slots.sessions == 0, "the SMTP slot")
+            finally:
+                smt.close()
+                pop.close()
+
+        asyncio.run(run())
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
