@@ -561,10 +561,8 @@ class Slots:
                 self.per_addr.pop(slot.ip, None)
             else:
                 self.per_addr[slot.ip] = k
-            try:  # last: often its first attribute past __init__'s, which a full heap cannot add
-                slot.released = True  # (MemoryError: the slot stayed taken for good)
-            except MemoryError:
-                pass
+            slot.released = True  # last: often its first attribute past __init__'s, which a full heap
+            # cannot add (MemoryError, which the shells catch): the counts are right by then
         w = self.waiting
         c = self.caps
         i = 0

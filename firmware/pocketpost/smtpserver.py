@@ -272,7 +272,10 @@ class SmtpServer:
                 except Exception:
                     pass
             if slot is not None:
-                self.slots.release(slot)
+                try:  # (MemoryError: the released flag, set after the counts)
+                    self.slots.release(slot)
+                except MemoryError:
+                    pass
                 log.info("smtp #%d %s disconnect sessions=%d", sid, ip, self.slots.sessions)
 
 async def start(cfg, store, logins=None):

@@ -632,7 +632,10 @@ def test_a_slot_is_released_even_when_its_released_flag_finds_no_heap():
     slots = _slots()
     s = slots.reserve(_FullHeapSlot("10.0.0.1", _Task()))
     assert slots.sessions == 1
-    slots.release(s)
+    try:
+        slots.release(s)
+    except MemoryError:  # (the flag, set last: the shells catch it)
+        pass
     assert slots.sessions == 0 and not slots.per_addr and not slots.slots
     slots.release(s)  # its shell's finally after an eviction: no second release
     assert slots.sessions == 0
