@@ -27,6 +27,15 @@ def _cfg(root, pop3_port, smtp_port):
     return config.check(cfg)
 
 
+def _store_and_config(d):
+    """A store with mailbox alice under d, two free ports (POP3, SMTP) and the config."""
+    root = os.path.join(d, "mail")
+    st = Store(root, quota=0, reserve=0)
+    st.create("alice")
+    pport, sport = free_port(), free_port()
+    return st, pport, sport, _cfg(root, pport, sport)
+
+
 async def _wait(pred, what):
     for _ in range(500):  # bounded: 5 s
         if pred():
@@ -63,11 +72,7 @@ def test_a_close_that_raises_still_frees_the_slot_and_socket(monkeypatch, log_fa
 
     d = tempfile.mkdtemp()
     try:
-        root = os.path.join(d, "mail")
-        st = Store(root, quota=0, reserve=0)
-        st.create("alice")
-        pport, sport = free_port(), free_port()
-        cfg = _cfg(root, pport, sport)
+        st, pport, sport, cfg = _store_and_config(d)
         monkeypatch.setattr(pop3cmd.Session, "close", _failing_close)
         monkeypatch.setattr(smtp.Session, "close", _failing_close)
         if log_fails:
@@ -88,4 +93,82 @@ def test_a_close_that_raises_still_frees_the_slot_and_socket(monkeypatch, log_fa
 
         asyncio.run(run())
     finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_an_smtp_session_end_with_no_heap_to_drop_its_code_still_closes_and_frees_the_slot(monkeypatch):
+    # The last session out drops the SMTP session code (compat.forget, whose module names are
+    # made on the heap): on a full heap that raised MemoryError in the session's finally before
+    # its socket was closed and its slot released, so the sender waited out its own timeout
+    # after QUIT and the slot stayed taken.
+    d = tempfile.mkdtemp()
+    try:
+        st, pport, sport, cfg = _store_and_config(d)
+
+        async def run():
+            pop = await server.start(cfg, st)
+            smt = await smtpserver.start(cfg, st, pop.svc)
+            real = smtpserver.forget
+
+            def forget(names):  # the session code's (the last one out): no heap
+                if "smtp" in names:
+                    raise MemoryError("injected")
+                real(names)
+
+            monkeypatch.setattr(smtpserver, "forget", forget)
+            try:
+                for _ in range(2):  # the second finds the slot free and the code still loaded
+                    r, w = await asyncio.open_connection("127.0.0.1", sport)
+                    try:
+                        assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"220")
+                        w.write(b"QUIT\r\n")
+                        await w.drain()
+                        assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"221")
+                        assert await asyncio.wait_for(r.read(), 5) == b"", "the socket was not closed"
+                    finally:
+                        w.close()
+                    await _wait(lambda: smt.slots.sessions == 0, "the SMTP slot")
+            finally:
+                smt.close()
+                pop.close()
+
+        asyncio.run(run())
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def test_a_release_whose_flag_finds_no_heap_still_ends_the_session_cleanly(monkeypatch):
+    # listener.Slots.release sets the slot's `released` flag last, after the counts: often the
+    # Slot's first attribute past __init__'s, which a full heap cannot add. The shells catch that
+    # MemoryError and finish their clean-up (without it, it escaped the session's task, which on
+    # MicroPython's asyncio is reported with heap a full one does not have).
+    from pocketpost import listener
+
+    def no_heap(self, v):
+        raise MemoryError("injected")
+
+    d = tempfile.mkdtemp()
+    lines = []
+    try:
+        st, pport, sport, cfg = _store_and_config(d)
+        monkeypatch.setattr(listener.Slot, "released", property(lambda self: False, no_heap))
+        log.set_sink(lines.append)
+
+        async def run():
+            pop = await server.start(cfg, st)
+            smt = await smtpserver.start(cfg, st, pop.svc)
+            try:
+                for _ in range(2):
+                    await _session(pport, b"QUIT\r\n", b"+OK")
+                    await _wait(lambda: pop.slots.sessions == 0, "the POP3 slot")
+                    await _session(sport, b"QUIT\r\n", b"220")
+                    await _wait(lambda: smt.slots.sessions == 0, "the SMTP slot")
+                await _wait(lambda: sum(" disconnect sessions=0" in ln for ln in lines) == 4, "4 disconnect lines")
+            finally:
+                smt.close()
+                pop.close()
+
+        asyncio.run(run())
+    finally:
+        log.set_sink(lambda line: None)
         shutil.rmtree(d, ignore_errors=True)

@@ -21,7 +21,7 @@ a change to commit is made once, in store.py.
 """
 
 from pocketpost import compat
-from pocketpost.storecore import StoreError, StoreFull, _os_error, _remove
+from pocketpost.storecore import StoreError, StoreFull, _cold, _os_error, _remove
 
 # The intent record is "group" in the store root (mailboxes are directories), written as
 # "group.new" first; each a literal where used: a name of its own would be an interned one (as
@@ -59,8 +59,10 @@ def commit(store, group):
     targets = []
     named = False  # the intent's rename was tried: it may be on flash
     try:
-        if compat.exists(intent):  # an earlier group's roll-forward failed: a restart finishes it
-            raise StoreError("unfinished group commit", "SYS/TEMP")
+        if compat.exists(intent):  # an earlier group's roll-forward failed (the flash, or no heap):
+            _cold("storerare", "finish_group", root)  # finished now, as Store() would at a restart
+            if compat.exists(intent):  # (refused, as before this, rather than a second intent)
+                raise StoreError("unfinished group commit", "SYS/TEMP")
         seen = []
         for d in ds:
             if d.box in seen:
@@ -104,14 +106,22 @@ def commit(store, group):
                 compat.rename(ds[i].tmp, targets[i][2])
                 compat.sync_dir(ds[i].box.bucket_dir(targets[i][1]))
             _remove(intent)
-        except OSError:
-            pass  # the intent stays: Store() at the next start renames what is left
+        except Exception:  # OSError, or MemoryError (a path made on a full heap): committed all the
+            pass  # same; the intent stays and the next group commit (or Store() at a start) finishes it
     finally:
         # RAM state, as Delivery.commit leaves it, even when interrupted (Ctrl-C): each copy's
         # seq is taken, whether its file is in place or still named by the intent; merges once
-        # all have landed.
+        # all have landed. Every copy lands even when one's UID text finds no heap (MemoryError,
+        # raised once all have: its RAM state is done first); else the next ones stayed busy
+        # with their seq free to hand out again, under a UID a client had seen.
+        late = None
         for i in range(len(ds)):
-            uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
+            try:
+                uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
+            except MemoryError as x:
+                late = x
+        if late is not None:
+            raise late
     for d in ds:
         d.box.merge_due()
     return uids

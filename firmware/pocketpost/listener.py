@@ -552,16 +552,17 @@ class Slots:
         it can admit (under both caps), if any; a MemoryError there leaves the waiting ones to
         ask again at their next step (wait)."""
         if slot is not None:
-            if slot.released:
+            if self.slots.get(slot.sid) is not slot:  # released already (evicted, or never admitted)
                 return
-            slot.released = True
-            self.slots.pop(slot.sid, None)
+            self.slots.pop(slot.sid)
             self.sessions -= 1
             k = self.per_addr.get(slot.ip, 1) - 1
             if k <= 0:
                 self.per_addr.pop(slot.ip, None)
             else:
                 self.per_addr[slot.ip] = k
+            slot.released = True  # last: often its first attribute past __init__'s, which a full heap
+            # cannot add (MemoryError, which the shells catch): the counts are right by then
         w = self.waiting
         c = self.caps
         i = 0

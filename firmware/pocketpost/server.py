@@ -273,7 +273,10 @@ class Server:
                         pass
                 conn.close(True)
             if slot is not None:
-                self.slots.release(slot)
+                try:  # (MemoryError: the released flag, set after the counts)
+                    self.slots.release(slot)
+                except MemoryError:
+                    pass
                 log.info("pop3 #%d %s disconnect sessions=%d", sid, ip, self.slots.sessions)
                 if not self.slots.sessions:
                     # No session left: the session code goes (pop3cmd.py; pop3login.py, which

@@ -252,7 +252,10 @@ class SmtpServer:
                 session = None
             if mod is not None:
                 mod = None
-                self.release()
+                try:  # (forget's module names are made on the heap: a full one fails them, and
+                    self.release()  # the socket and slot below stayed held: the sender hung)
+                except MemoryError:
+                    pass
             if conn is not None:
                 if not hush and not conn.handshaking and (slot is None or slot.released):
                     # Refused at the caps, or evicted (listener.Slots.admit: its pre-auth slot
@@ -269,7 +272,10 @@ class SmtpServer:
                 except Exception:
                     pass
             if slot is not None:
-                self.slots.release(slot)
+                try:  # (MemoryError: the released flag, set after the counts)
+                    self.slots.release(slot)
+                except MemoryError:
+                    pass
                 log.info("smtp #%d %s disconnect sessions=%d", sid, ip, self.slots.sessions)
 
 async def start(cfg, store, logins=None):

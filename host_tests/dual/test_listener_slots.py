@@ -613,3 +613,32 @@ def test_busy_holds_new_connections_back_while_every_slot_is_getting_somewhere()
     assert slots.busy()
     slots.waiting.pop()
     assert not slots.busy()
+
+
+class _FullHeapSlot(Slot):
+    """A Slot whose `released` cannot be set: on a full heap it is often the first attribute past
+    __init__'s four, which needs a larger table (micropython.heap_lock shows the MemoryError)."""
+
+    def _no_heap(self, v):
+        raise MemoryError
+
+    released = property(lambda self: False, _no_heap)
+
+
+def test_a_slot_is_released_even_when_its_released_flag_finds_no_heap():
+    # Before the fix the MemoryError came first: the count and the per-address count stayed
+    # taken for good (the session's finally logged no disconnect), a cap's worth of those and
+    # the service refused everyone.
+    slots = _slots()
+    s = slots.reserve(_FullHeapSlot("10.0.0.1", _Task()))
+    assert slots.sessions == 1
+    try:
+        slots.release(s)
+    except MemoryError:  # (the flag, set last: the shells catch it)
+        pass
+    assert slots.sessions == 0 and not slots.per_addr and not slots.slots
+    slots.release(s)  # its shell's finally after an eviction: no second release
+    assert slots.sessions == 0
+    a, _ = _admit(slots, "10.0.0.1")
+    b, _ = _admit(slots, "10.0.0.2")
+    assert isinstance(a, Slot) and isinstance(b, Slot) and slots.sessions == 2

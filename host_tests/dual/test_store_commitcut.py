@@ -280,6 +280,107 @@ def test_group_commit_point_that_raises_after_it_landed_leaves_smtp_delivering()
             cleanup()
 
 
+def test_group_roll_forward_with_no_heap_is_committed_and_leaves_smtp_delivering():
+    # Past the commit point a copy's rename (its path made on a full heap: MemoryError before it
+    # renames) or the bucket's sync after it fails. Before the fix the MemoryError escaped with
+    # the intent left on flash: the sender got a failure for a stored message (it sends it again:
+    # a duplicate), and every later group commit (each SMTP delivery) answered "unfinished group
+    # commit" until a restart (found by a MemoryError injected at each line of an SMTP session).
+    # Now the commit succeeds and the next one finishes the intent first.
+    for cut in ("rename", "sync_dir"):
+        root, cleanup = fresh_root()
+        store_mod.reboot()
+        real = getattr(compat, cut)
+        fired = []
+        try:
+            st = Store(root, quota=0)
+            names = ["a", "b"]
+            _send(st, "smtp", names, b"Subject: first\r\n\r\nm0\r\n", 1000)
+            a = b"Subject: A\r\n\r\nmessage A\r\n"
+
+            def no_heap(*args):
+                copy = args[0] not in (root, compat.join(root, "group.new"))
+                if cut == "rename" and copy and not fired:
+                    fired.append(args)
+                    raise MemoryError
+                r = real(*args)
+                if cut == "sync_dir" and copy and not fired:
+                    fired.append(args)
+                    raise MemoryError
+                return r
+
+            setattr(compat, cut, no_heap)
+            try:
+                acked = _send(st, "smtp", names, a, 1001)
+            finally:
+                setattr(compat, cut, real)
+            assert fired, cut
+            seen = {}
+            _client(st, names, seen, (cut, "after the cut"))
+            b = b"Subject: B\r\n\r\nmessage B\r\n"
+            ub = _send(st, "smtp", names, b, 1002)  # raised StoreError('unfinished group commit')
+            for restart in (False, True):
+                if restart:
+                    store_mod.reboot()
+                    st = Store(root, quota=0)
+                got = _client(st, names, seen, (cut, "restart", restart))
+                for i in range(len(names)):
+                    assert _where(got, names[i], b) == [ub[i]], (cut, restart, got)
+                    assert _where(got, names[i], a) == [acked[i]], (cut, restart, got)
+        finally:
+            setattr(compat, cut, real)
+            store_mod.reboot()
+            cleanup()
+
+
+def test_group_copy_whose_uid_finds_no_heap_still_lets_every_copy_land():
+    # The first copy's landed() does its RAM work, then its UID text raises MemoryError. Before
+    # the fix the second copy never landed: its mailbox stayed busy and its seq free, so the next
+    # delivery there was acknowledged under the UID the group's copy already had.
+    root, cleanup = fresh_root()
+    store_mod.reboot()
+    real = store_mod.Delivery.landed
+    fired = []
+
+    def no_heap(self, *args):
+        r = real(self, *args)
+        if not fired:
+            fired.append(r)
+            raise MemoryError
+        return r
+
+    try:
+        st = Store(root, quota=0)
+        names = ["a", "b"]
+        _send(st, "smtp", names, b"Subject: first\r\n\r\nm0\r\n", 1000)
+        a = b"Subject: A\r\n\r\nmessage A\r\n"
+        store_mod.Delivery.landed = no_heap
+        try:
+            _send(st, "smtp", names, a, 1001)
+            raised = False
+        except MemoryError:
+            raised = True
+        finally:
+            store_mod.Delivery.landed = real
+        assert fired and raised
+        seen = {}
+        _client(st, names, seen, "after the cut")
+        b = b"Subject: B\r\n\r\nmessage B\r\n"
+        ub = _send(st, "smtp", names, b, 1002)
+        for restart in (False, True):
+            if restart:
+                store_mod.reboot()
+                st = Store(root, quota=0)
+            got = _client(st, names, seen, ("restart", restart))
+            for i in range(len(names)):
+                assert _where(got, names[i], b) == [ub[i]], (restart, got)
+                assert len(_where(got, names[i], a)) == 1, (restart, got)
+    finally:
+        store_mod.Delivery.landed = real
+        store_mod.reboot()
+        cleanup()
+
+
 def test_a_cut_commit_with_no_heap_for_its_cold_part_skips_the_seq_and_closes_the_delivery():
     # A commit whose rename raised hands the decision to storerare.commit (cold). With no heap to
     # load it, the delivery is still closed (the mailbox not left busy: merges would stop for good,
