@@ -60,6 +60,21 @@ async def _session(port, say, expect):
         w.close()
 
 
+def _serve(cfg, st, body):
+    """Run `await body(pop, smt)` with the POP3 server and the SMTP receiver listening (one loop),
+    both closed after it however it ends."""
+    async def run():
+        pop = await server.start(cfg, st)
+        smt = await smtpserver.start(cfg, st, pop.svc)
+        try:
+            await body(pop, smt)
+        finally:
+            smt.close()
+            pop.close()
+
+    asyncio.run(run())
+
+
 def _failing_log(*args):
     raise MemoryError("injected")
 
@@ -78,20 +93,14 @@ def test_a_close_that_raises_still_frees_the_slot_and_socket(monkeypatch, log_fa
         if log_fails:
             monkeypatch.setattr(log, "error", _failing_log)
 
-        async def run():
-            pop = await server.start(cfg, st)
-            smt = await smtpserver.start(cfg, st, pop.svc)
-            try:
-                for _ in range(3):  # more than once: nothing left over from the one before
-                    await _session(pport, b"USER alice\r\n", b"+OK")
-                    await _wait(lambda: pop.slots.sessions == 0, "the POP3 slot")
-                    await _session(sport, b"EHLO client.example\r\n", b"220")
-                    await _wait(lambda: smt.slots.sessions == 0, "the SMTP slot")
-            finally:
-                smt.close()
-                pop.close()
+        async def body(pop, smt):
+            for _ in range(3):  # more than once: nothing left over from the one before
+                await _session(pport, b"USER alice\r\n", b"+OK")
+                await _wait(lambda: pop.slots.sessions == 0, "the POP3 slot")
+                await _session(sport, b"EHLO client.example\r\n", b"220")
+                await _wait(lambda: smt.slots.sessions == 0, "the SMTP slot")
 
-        asyncio.run(run())
+        _serve(cfg, st, body)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -105,9 +114,7 @@ def test_an_smtp_session_end_with_no_heap_to_drop_its_code_still_closes_and_free
     try:
         st, pport, sport, cfg = _store_and_config(d)
 
-        async def run():
-            pop = await server.start(cfg, st)
-            smt = await smtpserver.start(cfg, st, pop.svc)
+        async def body(pop, smt):
             real = smtpserver.forget
 
             def forget(names):  # the session code's (the last one out): no heap
@@ -116,23 +123,19 @@ def test_an_smtp_session_end_with_no_heap_to_drop_its_code_still_closes_and_free
                 real(names)
 
             monkeypatch.setattr(smtpserver, "forget", forget)
-            try:
-                for _ in range(2):  # the second finds the slot free and the code still loaded
-                    r, w = await asyncio.open_connection("127.0.0.1", sport)
-                    try:
-                        assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"220")
-                        w.write(b"QUIT\r\n")
-                        await w.drain()
-                        assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"221")
-                        assert await asyncio.wait_for(r.read(), 5) == b"", "the socket was not closed"
-                    finally:
-                        w.close()
-                    await _wait(lambda: smt.slots.sessions == 0, "the SMTP slot")
-            finally:
-                smt.close()
-                pop.close()
+            for _ in range(2):  # the second finds the slot free and the code still loaded
+                r, w = await asyncio.open_connection("127.0.0.1", sport)
+                try:
+                    assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"220")
+                    w.write(b"QUIT\r\n")
+                    await w.drain()
+                    assert (await asyncio.wait_for(r.readline(), 5)).startswith(b"221")
+                    assert await asyncio.wait_for(r.read(), 5) == b"", "the socket was not closed"
+                finally:
+                    w.close()
+                await _wait(lambda: smt.slots.sessions == 0, "the SMTP slot")
 
-        asyncio.run(run())
+        _serve(cfg, st, body)
     finally:
         shutil.rmtree(d, ignore_errors=True)
 
@@ -154,21 +157,15 @@ def test_a_release_whose_flag_finds_no_heap_still_ends_the_session_cleanly(monke
         monkeypatch.setattr(listener.Slot, "released", property(lambda self: False, no_heap))
         log.set_sink(lines.append)
 
-        async def run():
-            pop = await server.start(cfg, st)
-            smt = await smtpserver.start(cfg, st, pop.svc)
-            try:
-                for _ in range(2):
-                    await _session(pport, b"QUIT\r\n", b"+OK")
-                    await _wait(lambda: pop.slots.sessions == 0, "the POP3 slot")
-                    await _session(sport, b"QUIT\r\n", b"220")
-                    await _wait(lambda: smt.slots.sessions == 0, "the SMTP slot")
-                await _wait(lambda: sum(" disconnect sessions=0" in ln for ln in lines) == 4, "4 disconnect lines")
-            finally:
-                smt.close()
-                pop.close()
+        async def body(pop, smt):
+            for _ in range(2):
+                await _session(pport, b"QUIT\r\n", b"+OK")
+                await _wait(lambda: pop.slots.sessions == 0, "the POP3 slot")
+                await _session(sport, b"QUIT\r\n", b"220")
+                await _wait(lambda: smt.slots.sessions == 0, "the SMTP slot")
+            await _wait(lambda: sum(" disconnect sessions=0" in ln for ln in lines) == 4, "4 disconnect lines")
 
-        asyncio.run(run())
+        _serve(cfg, st, body)
     finally:
         log.set_sink(lambda line: None)
         shutil.rmtree(d, ignore_errors=True)
