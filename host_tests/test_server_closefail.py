@@ -169,3 +169,96 @@ def test_a_release_whose_flag_finds_no_heap_still_ends_the_session_cleanly(monke
     finally:
         log.set_sink(lambda line: None)
         shutil.rmtree(d, ignore_errors=True)
+
+
+# Each step between the group commit (the message on flash) and its 250 on the wire that needs the
+# heap, with the step's MemoryError injected once, after the commit. (name, module or class, attribute)
+_AFTER_COMMIT = [
+    ("uid-text", "store.Delivery", "landed"),  # a copy's UID text (groupcommit.commit's last part)
+    ("merge", "storecore._Box", "merge_due"),
+    ("log-line", "log", "info"),  # smtpdata.finish's "stored" line (its argument tuple)
+    ("reply-text", "smtpdata", "reply"),  # the 250's text
+    ("forget-commit-code", "smtpdata", "forget"),
+    ("session-abort", "smtp.Session", "abort"),
+    ("session-reset", "smtp.Session", "reset"),
+    ("session-forget", "smtp.Session", "forget"),
+    ("pump", "smtp", "pump"),  # the rest of the batch (a pipelined command after the dot)
+    ("send", "listener.ServerConn", "send"),  # the reply's write (MicroPython: its coroutine)
+]
+
+
+def _owner(path):
+    import importlib
+
+    mod, _, cls = path.partition(".")
+    m = importlib.import_module("pocketpost." + mod)
+    return getattr(m, cls) if cls else m
+
+
+@pytest.mark.parametrize("where", [s[0] for s in _AFTER_COMMIT])
+def test_a_stored_message_gets_its_250_whatever_fails_after_the_commit(monkeypatch, where):
+    # "250 means stored", and the other way round: a stored message whose 250 never reached the
+    # sender (the session closed on a MemoryError past the commit point) is sent again by it
+    # (Postfix, a printer) and stored twice. The sender must read a 250, and the mailbox hold the
+    # message once, whichever step after the commit finds no heap.
+    from pocketpost import groupcommit
+
+    _, path, attr = next(s for s in _AFTER_COMMIT if s[0] == where)
+    owner = _owner(path)
+    real = getattr(owner, attr)
+    real_rename = groupcommit.compat.rename
+    state = {"armed": False, "fired": False}
+
+    def rename(src, dst):
+        real_rename(src, dst)
+        if dst.endswith("/group"):  # the commit point: stored from here on
+            state["armed"] = True
+
+    def injected(*a, **k):
+        r = None
+        if where in ("uid-text", "pump"):  # their work done, then no heap (for the text, the rest)
+            r = real(*a, **k)
+        if state["armed"] and not state["fired"]:
+            state["fired"] = True
+            raise MemoryError("injected")
+        return r if where in ("uid-text", "pump") else real(*a, **k)
+
+    monkeypatch.setattr(groupcommit.compat, "rename", rename)
+    monkeypatch.setattr(owner, attr, injected)
+    d = tempfile.mkdtemp()
+    try:
+        st, pport, sport, cfg = _store_and_config(d)
+
+        async def body(pop, smt):
+            r, w = await asyncio.open_connection("127.0.0.1", sport)
+            try:
+                async def say(line, expect):
+                    if line:
+                        w.write(line)
+                        await w.drain()
+                    got = await asyncio.wait_for(r.readline(), 5)
+                    while got[3:4] == b"-":
+                        got = await asyncio.wait_for(r.readline(), 5)
+                    assert got.startswith(expect), (where, line, got)
+
+                await say(None, b"220")
+                await say(b"EHLO client.example\r\n", b"250")
+                await say(b"MAIL FROM:<sender@client.example>\r\n", b"250")
+                await say(b"RCPT TO:<alice@home.example>\r\n", b"250")
+                await say(b"DATA\r\n", b"354")
+                await say(b"Subject: once\r\n\r\nonly once\r\n.\r\n", b"250 2.0.0 stored")
+                if where in ("uid-text", "merge", "log-line", "reply-text"):  # (smtpdata.finish's own guard)
+                    await say(b"QUIT\r\n", b"221")  # the session goes on
+            finally:
+                w.close()
+            await _wait(lambda: smt.slots.sessions == 0, "the SMTP slot")
+
+        _serve(cfg, st, body)
+        assert state["fired"], where
+        mb = Store(os.path.join(d, "mail"), quota=0, reserve=0).lock("alice")
+        try:
+            assert mb.count == 1, (where, mb.count)
+        finally:
+            mb.release()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

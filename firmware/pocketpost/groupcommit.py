@@ -20,7 +20,7 @@ around its rename: Delivery.seal() (step 1) and Delivery.landed() (the RAM state
 a change to commit is made once, in store.py.
 """
 
-from pocketpost import compat
+from pocketpost import compat, log
 from pocketpost.storecore import StoreError, StoreFull, _cold, _os_error, _remove
 
 # The intent record is "group" in the store root (mailboxes are directories), written as
@@ -50,13 +50,15 @@ def begin(store, names, arrival=None):
 
 def commit(store, group):
     """Make every delivery of `group` (begin's list) durable and visible, or none of them (see
-    above). Returns the UIDs in the same order. Raises StoreError when nothing was stored."""
+    above). Returns the UIDs in the same order (one whose text found no heap left out). Raises
+    (StoreError, or MemoryError before the commit point) only when nothing was stored."""
     ds = group
     root = store.root
     intent = compat.join(root, "group")
     pending = compat.join(root, "group.new")
     rel = len(root) if root.endswith("/") else len(root) + 1  # paths in the intent: relative to root
     targets = []
+    uids = []  # (made before the commit point: past it nothing may need the heap to succeed)
     named = False  # the intent's rename was tried: it may be on flash
     try:
         if compat.exists(intent):  # an earlier group's roll-forward failed (the flash, or no heap):
@@ -98,31 +100,35 @@ def commit(store, group):
             if isinstance(e, OSError):
                 raise _os_error(e)
             raise
-    # Committed: from here on nothing may undo it (a failure is finished by the next recovery).
-    uids = []
+    # Committed: from here on nothing may undo it, and nothing raises (the caller's 250 depends on
+    # it: a sender told anything else sends the message again, and it is stored twice).
     try:
         try:
             for i in range(len(ds)):
                 compat.rename(ds[i].tmp, targets[i][2])
                 compat.sync_dir(ds[i].box.bucket_dir(targets[i][1]))
             _remove(intent)
-        except Exception:  # OSError, or MemoryError (a path made on a full heap): committed all the
+        except (OSError, MemoryError):  # the flash, or a path made on a full heap: committed all the
             pass  # same; the intent stays and the next group commit (or Store() at a start) finishes it
+        except Exception as e:  # a bug: finished later as above, but said (the line may find no heap)
+            try:
+                log.error("group commit roll-forward: %r", e)
+            except MemoryError:
+                pass
     finally:
         # RAM state, as Delivery.commit leaves it, even when interrupted (Ctrl-C): each copy's
         # seq is taken, whether its file is in place or still named by the intent; merges once
-        # all have landed. Every copy lands even when one's UID text finds no heap (MemoryError,
-        # raised once all have: its RAM state is done first); else the next ones stayed busy
-        # with their seq free to hand out again, under a UID a client had seen.
-        late = None
+        # all have landed. Every copy lands even when one's UID text (or its place in uids) finds
+        # no heap: that UID is left out (the caller's reply and log line do without it); else the
+        # next ones stayed busy with their seq free to hand out again, under a UID a client had seen.
         for i in range(len(ds)):
             try:
                 uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
-            except MemoryError as x:
-                late = x
-        if late is not None:
-            raise late
+            except MemoryError:
+                pass
     for d in ds:
-        d.box.merge_due()
+        try:
+            d.box.merge_due()
+        except MemoryError:  # (merge_due keeps the flash's failures to itself) retried at the next delivery
+            pass
     return uids
-

@@ -117,6 +117,7 @@ def session(svc, peer="?", mode=MX, tls_active=False):
     s.helo = None  # EHLO/HELO argument; None before the greeting exchange
     s.esmtp = False
     s.passed = False  # MAIL accepted (port 25) or AUTH succeeded: the pre-auth deadline is over
+    s.stored = 0  # its own now: counting a stored message needs no heap (smtpdata.finish, the 250 owed)
     s.reset()
     hello = smtp.reply(220, "%s ESMTP pocketpost" % svc.hostname)  # (before the holds: nothing to undo)
     s.loaded = True  # in the command phase: holds the envelope's code (smtp.env_holds)
