@@ -140,37 +140,6 @@ def test_an_smtp_session_end_with_no_heap_to_drop_its_code_still_closes_and_free
         shutil.rmtree(d, ignore_errors=True)
 
 
-def test_a_release_whose_flag_finds_no_heap_still_ends_the_session_cleanly(monkeypatch):
-    # listener.Slots.release sets the slot's `released` flag last, after the counts: often the
-    # Slot's first attribute past __init__'s, which a full heap cannot add. The shells catch that
-    # MemoryError and finish their clean-up (without it, it escaped the session's task, which on
-    # MicroPython's asyncio is reported with heap a full one does not have).
-    from pocketpost import listener
-
-    def no_heap(self, v):
-        raise MemoryError("injected")
-
-    d = tempfile.mkdtemp()
-    lines = []
-    try:
-        st, pport, sport, cfg = _store_and_config(d)
-        monkeypatch.setattr(listener.Slot, "released", property(lambda self: False, no_heap))
-        log.set_sink(lines.append)
-
-        async def body(pop, smt):
-            for _ in range(2):
-                await _session(pport, b"QUIT\r\n", b"+OK")
-                await _wait(lambda: pop.slots.sessions == 0, "the POP3 slot")
-                await _session(sport, b"QUIT\r\n", b"220")
-                await _wait(lambda: smt.slots.sessions == 0, "the SMTP slot")
-            await _wait(lambda: sum(" disconnect sessions=0" in ln for ln in lines) == 4, "4 disconnect lines")
-
-        _serve(cfg, st, body)
-    finally:
-        log.set_sink(lambda line: None)
-        shutil.rmtree(d, ignore_errors=True)
-
-
 # Each step between the group commit (the message on flash) and its 250 on the wire that needs the
 # heap, with the step's MemoryError injected once, after the commit. (name, module or class, attribute)
 _AFTER_COMMIT = [

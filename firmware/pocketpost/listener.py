@@ -459,10 +459,8 @@ class Slot:
     place in the waiting room (Slots.wait): sid 0 until release() hands it a slot (Slots.reserve
     sets sid and born), `released` once a newcomer took the place (Slots.wait)."""
 
-    # Set once each, when they change: until then the class's (an instance's attribute table
-    # holds 4 slots, 64 B on the 64-bit host, not 6).
+    # Set once each, when they change: until then the class's (fewer attributes, a smaller table).
     preauth = True
-    released = False
     seen = None  # ticks_ms of its last command answered (or TLS handshake done) while pre-auth
 
     def __init__(self, ip, task):
@@ -470,6 +468,9 @@ class Slot:
         self.ip = ip
         self.task = task
         self.born = ticks_ms()
+        # Its own from the start: setting it later needs no heap (Slots.release, at a session's
+        # end on a full heap, where a new attribute's larger table raised MemoryError).
+        self.released = False
 
 
 class Slots:
@@ -550,7 +551,8 @@ class Slots:
     def release(self, slot):
         """slot's session ended (None: none did): its slot goes to the oldest waiting connection
         it can admit (under both caps), if any; a MemoryError there leaves the waiting ones to
-        ask again at their next step (wait)."""
+        ask again at their next step (wait). The rest needs no heap: the shells call it last in
+        their clean-up, on a full heap too."""
         if slot is not None:
             if self.slots.get(slot.sid) is not slot:  # released already (evicted, or never admitted)
                 return
@@ -561,8 +563,7 @@ class Slots:
                 self.per_addr.pop(slot.ip, None)
             else:
                 self.per_addr[slot.ip] = k
-            slot.released = True  # last: often its first attribute past __init__'s, which a full heap
-            # cannot add (MemoryError, which the shells catch): the counts are right by then
+            slot.released = True  # (no heap: its attribute since __init__)
         w = self.waiting
         c = self.caps
         i = 0

@@ -273,10 +273,7 @@ class Server:
                         pass
                 conn.close(True)
             if slot is not None:
-                try:  # (MemoryError: the released flag, set after the counts)
-                    self.slots.release(slot)
-                except MemoryError:
-                    pass
+                self.slots.release(slot)  # (needs no heap: a MemoryError is its hand-over's, caught there)
                 log.info("pop3 #%d %s disconnect sessions=%d", sid, ip, self.slots.sessions)
                 if not self.slots.sessions:
                     # No session left: the session code goes (pop3cmd.py; pop3login.py, which

@@ -286,10 +286,7 @@ class SmtpServer:
                 except Exception:
                     pass
             if slot is not None:
-                try:  # (MemoryError: the released flag, set after the counts)
-                    self.slots.release(slot)
-                except MemoryError:
-                    pass
+                self.slots.release(slot)  # (needs no heap: a MemoryError is its hand-over's, caught there)
                 log.info("smtp #%d %s disconnect sessions=%d", sid, ip, self.slots.sessions)
 
 async def start(cfg, store, logins=None):
