@@ -57,12 +57,8 @@ MESSAGES = [
 
 @pytest.fixture(scope="module")
 def dc():
-    d = Dovecot(users={"alice": PASSWORD})
-    d.start()
-    try:
+    with Dovecot(users={"alice": PASSWORD}) as d:
         yield d
-    finally:
-        d.stop()
 
 
 class Injector:
