@@ -180,6 +180,14 @@ class Dovecot:
         finally:
             c.quit()
 
+    def __enter__(self):
+        """`with Dovecot(users) as d:` started, stopped on the way out (a module fixture's body)."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
     def stop(self):
         """TERM to the master; the wait for it to exit (bounded, then KILL) and the folder's removal
         go on in a thread: the master takes ~2.5 s to exit, and nothing after a stop needs it gone

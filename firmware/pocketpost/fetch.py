@@ -83,16 +83,17 @@ def main(config_path, only=None, log_level=None, headers=False):
     # (fetchload.py: loaded for it, dropped after it; nothing of it is held while accounts fetch)
     from pocketpost import fetchload
 
+    r = lk = None
     try:
-        r = fetchload.load(config_path, only, log_level)
-    finally:
-        fetchload = None
-        compat.forget(("fetchload",))
-    if not isinstance(r, tuple):
-        return r or 2  # (1: another fetch holds the store, fetchload.lock)
-    store, accounts, failed, lk = r  # (failed: the accounts refused before any fetch, fetchload.renamed)
-    r = None
-    try:
+        try:
+            r = fetchload.load(config_path, only, log_level)
+        finally:  # (its forget may find no heap: r, and so the lock, is released below all the same)
+            fetchload = None
+            compat.forget(("fetchload",))
+        if not isinstance(r, tuple):
+            return r or 2  # (1: another fetch holds the store, fetchload.lock)
+        store, accounts, failed, lk = r  # (failed: the accounts refused before any fetch, fetchload.renamed)
+        r = None
         from pocketpost import client
 
         done = 0
@@ -123,6 +124,8 @@ def main(config_path, only=None, log_level=None, headers=False):
             line(4, config_path)
         return 1 if failed else 0
     finally:
+        if isinstance(r, tuple):
+            lk = r[3]
         if lk:  # the host's fetch lock (fetchload.lock) released
             import os
 

@@ -154,8 +154,12 @@ def lock(root):
                 continue
             time.sleep(0.2)
             continue
-        with open(path + "/pid", "w") as f:
-            f.write(pid)
+        try:
+            with open(path + "/pid", "w") as f:
+                f.write(pid)
+        except BaseException:  # (no heap or flash for it: a lock without a pid would stop every run after)
+            release(path)
+            raise
         try:  # a guard left by a run killed in its takeover would stop the next one: with a live
             os.rmdir(guard)  # pid in the lock no run removes the lock (not the dead pid it read)
         except OSError:
@@ -171,6 +175,23 @@ def lock(root):
               "this run; a run after that minute takes the lock over by itself; if no fetch is running, delete "
               "the directory %s and the directory %s" % (root, other, guard, _GUARD_STALE_S, path, guard))
     return 1
+
+
+def release(path):
+    """Release the fetch lock `lock` took (its path; None: no lock); a pid file not written yet or
+    a lock deleted by hand meanwhile (its refusal line says to) is no error. (Names a fetch already
+    interns, the argument's too: each new one is kept for good, test_fetch_heap.)"""
+    if path:
+        import os
+
+        try:
+            os.remove(path + "/pid")
+        except OSError:
+            pass
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass
 
 
 def load(config_path, only, log_level):
@@ -231,40 +252,40 @@ def load(config_path, only, log_level):
     lk = lock(cfg["store"]["root"])  # before the store's open: it may roll another run's commit forward
     if lk == 1:
         return 1
-    try:
-        store = config.open_store(cfg)  # the one place that turns cfg["store"] into a Store
-    except OSError as e:  # (a root that is a file, say): one line, and the lock not left behind
-        print("fetch: store %s cannot be opened (OSError %s): check config.json's store root" % (
-            cfg["store"]["root"], compat.errno_of(e)))
-        if lk:
-            import os
+    try:  # (the lock is fetch.main's to release once returned; released here on any other exit)
+        try:
+            store = config.open_store(cfg)  # the one place that turns cfg["store"] into a Store
+        except OSError as e:  # (a root that is a file, say): one line, and the lock not left behind
+            print("fetch: store %s cannot be opened (OSError %s): check config.json's store root" % (
+                cfg["store"]["root"], compat.errno_of(e)))
+            release(lk)
+            return None
+        config = None
+        compat.forget(loaded)
+        every = list(accounts)
+        failed = 0
+        for acct in every:
+            if only is None or acct.get("name") == only:
+                why = renamed(acct, every)
+                if why:  # said here, in fetch.main's words (its lines: fetch.line), and not fetched
+                    from pocketpost import fetch
 
-            os.remove(lk + "/pid")
-            os.rmdir(lk)
-        return None
-    config = None
-    compat.forget(loaded)
-    every = list(accounts)
-    failed = 0
-    for acct in every:
-        if only is None or acct.get("name") == only:
-            why = renamed(acct, every)
-            if why:  # said here, in fetch.main's words (its lines: fetch.line), and not fetched
-                from pocketpost import fetch
-
-                failed += 1
-                fetch.line(0, acct.get("name"), acct.get("user"), acct.get("host"))
-                fetch.line(1, acct.get("name"), "ConfigError", why)
-                accounts.remove(acct)
-    for acct in accounts:
-        # Open (recover) each local mailbox before the client is imported: the first open after
-        # boot loads the store's loading code (storemerge.load, and the recovery, storescan.py, ~7 KB,
-        # if the mailbox needs repair; dropped after it), which
-        # on top of the client and its session's buffers set the smallest heap. Best effort:
-        # fetch_account opens it again and reports a failure. ("inbox": clientconf's default.)
-        if only is None or acct.get("name") == only:
-            try:
-                store.usage(acct.get("mailbox", "inbox"))
-            except Exception:
-                pass
+                    failed += 1
+                    fetch.line(0, acct.get("name"), acct.get("user"), acct.get("host"))
+                    fetch.line(1, acct.get("name"), "ConfigError", why)
+                    accounts.remove(acct)
+        for acct in accounts:
+            # Open (recover) each local mailbox before the client is imported: the first open after
+            # boot loads the store's loading code (storemerge.load, and the recovery, storescan.py, ~7 KB,
+            # if the mailbox needs repair; dropped after it), which
+            # on top of the client and its session's buffers set the smallest heap. Best effort:
+            # fetch_account opens it again and reports a failure. ("inbox": clientconf's default.)
+            if only is None or acct.get("name") == only:
+                try:
+                    store.usage(acct.get("mailbox", "inbox"))
+                except Exception:
+                    pass
+    except BaseException:  # (a MemoryError on the way)
+        release(lk)
+        raise
     return store, accounts, failed, lk
