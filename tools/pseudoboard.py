@@ -37,6 +37,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 
 BLOCK_SIZE = 4096  # ESP32 flash erase sector
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and main()'s KeyboardInterrupt on kill/timeout
 BLOCK_COUNT = 512  # 2 MiB: the vfs partition of the generic 4 MiB ESP32 image
 READY = "ready"  # written next to the image once /flash is mounted
 RESET = "reset"  # written there by machine.reset() (`mpremote reset`) just before the process ends
@@ -161,13 +162,17 @@ class PseudoBoard:
         # One owner: held while the board runs (socat and micropython inherit it). A blank image
         # (made here, never written) is formatted at first mount; anything else must be littlefs.
         self.lock = hostimage.ImageLock(self.image)
+        try:  # any way out but up (a refused image, a Ctrl-C or SIGTERM) stops what was started
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout):
         self.mkfs = hostimage.is_blank(self.image)
         if not self.mkfs:
-            try:
-                hostimage.check(self.image)
-            except hostimage.ImageError:
-                self.lock.release()
-                raise
+            hostimage.check(self.image)
         for stale in (self.tty, os.path.join(self.dir, READY), os.path.join(self.dir, RESET)):
             if os.path.lexists(stale):
                 os.unlink(stale)
@@ -179,22 +184,32 @@ class PseudoBoard:
         exec_cmd = "%s -X heapsize=%s -i %s" % (mp, self.heapsize, boot)
         env = dict(os.environ)
         env["MICROPYPATH"] = ".frozen"  # only what is on the image: nothing from the checkout
-        logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            ["socat", "PTY,link=%s,raw,echo=0" % self.tty,
-             "EXEC:%s,pty,raw,echo=0,isig=1,stderr,setsid,ctty" % exec_cmd],
-            stdout=logf, stderr=logf, cwd=self.dir, env=env, start_new_session=True, pass_fds=(self.lock.fd,))
-        logf.close()
+        with open(self.log, "ab") as logf:
+            self._spawn(["socat", "PTY,link=%s,raw,echo=0" % self.tty,
+                         "EXEC:%s,pty,raw,echo=0,isig=1,stderr,setsid,ctty" % exec_cmd],
+                        stdout=logf, stderr=logf, cwd=self.dir, env=env, start_new_session=True,
+                        pass_fds=(self.lock.fd,))
         ready = os.path.join(self.dir, READY)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if os.path.exists(ready) and os.path.exists(self.tty):
-                return self
+                return
             if self.proc.poll() is not None:
                 break
             time.sleep(0.02)
-        self.stop()
         raise RuntimeError("pseudo-board did not come up; see %s" % self.log)
+
+    def _spawn(self, cmd, **popen_args):
+        """self.proc = Popen(cmd), with SIGINT and SIGTERM held off until it is set: one whose
+        handler raised inside Popen after the fork left the child running and nobody's (Popen
+        does not stop it), a socat and micropython found after a suite run. The child lets them
+        through again before its exec; ours come once self.proc is set, for start() to stop it."""
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            self.proc = subprocess.Popen(cmd, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, held),
+                                         **popen_args)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
