@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -200,16 +201,27 @@ class PseudoBoard:
         raise RuntimeError("pseudo-board did not come up; see %s" % self.log)
 
     def _spawn(self, cmd, **popen_args):
-        """self.proc = Popen(cmd), with SIGINT and SIGTERM held off until it is set: one whose
-        handler raised inside Popen after the fork left the child running and nobody's (Popen
-        does not stop it), a socat and micropython found after a suite run. The child lets them
-        through again before its exec; ours come once self.proc is set, for start() to stop it."""
-        held = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        """self.proc = Popen(cmd), SIGINT and SIGTERM held off until it is set: one whose handler
+        raised inside Popen after the fork left the child running and nobody's (Popen does not
+        stop it), a socat and micropython found after a suite run. Held by handlers that note
+        them, not by a signal mask: another thread (pytest-xdist's) takes a signal its mask does
+        not block, and the main thread's handler still runs at once. One noted is raised again
+        once self.proc is set, for start() to stop it. (Outside the main thread, where no handler
+        runs, there is nothing to hold.)"""
+        came = []
+        held = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                held[sig] = signal.signal(sig, lambda sig, _frame: came.append(sig))
         try:
-            self.proc = subprocess.Popen(cmd, preexec_fn=lambda: signal.pthread_sigmask(signal.SIG_SETMASK, held),
-                                         **popen_args)
+            self.proc = subprocess.Popen(cmd, **popen_args)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # (none lost while the handlers go back)
+            for sig, handler in held.items():
+                signal.signal(sig, handler)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            if came:
+                signal.raise_signal(came[0])
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
