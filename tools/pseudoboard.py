@@ -38,10 +38,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 
 BLOCK_SIZE = 4096  # ESP32 flash erase sector
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and main()'s KeyboardInterrupt on kill/timeout
 BLOCK_COUNT = 512  # 2 MiB: the vfs partition of the generic 4 MiB ESP32 image
 READY = "ready"  # written next to the image once /flash is mounted
 RESET = "reset"  # written there by machine.reset() (`mpremote reset`) just before the process ends
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and main()'s KeyboardInterrupt on kill/timeout
 STOP_WAIT_S = 5  # how long stop() waits for the micropython process to let go of the image
 HEAPSIZE = "256k"  # a small heap, nearer a board than the unix default (~8 MiB)
 
