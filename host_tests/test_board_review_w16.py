@@ -230,11 +230,12 @@ def test_a_sigint_right_after_the_pseudoboards_fork_leaves_no_socat_or_micropyth
     import pseudoboard
 
     fork_exec = subprocess._fork_exec
+    forked = []  # socat's pid (its command line is this worker's until its exec)
 
     def fork_exec_then_sigint(*args):
-        pid = fork_exec(*args)
+        forked.append(fork_exec(*args))
         os.kill(os.getpid(), signal.SIGINT)
-        return pid
+        return forked[-1]
 
     monkeypatch.setattr(subprocess, "_fork_exec", fork_exec_then_sigint)
     pbdir = str(tmp_path / "pb")
@@ -245,8 +246,15 @@ def test_a_sigint_right_after_the_pseudoboards_fork_leaves_no_socat_or_micropyth
             board.start()
     finally:
         signal.signal(signal.SIGINT, handler)
+    try:  # stop() waited for it (reaped: not our child any more); else it runs
+        socat_ran = os.waitpid(forked[0], os.WNOHANG)[0] == 0
+    except ChildProcessError:
+        socat_ran = False
+    if socat_ran:
+        os.kill(forked[0], signal.SIGKILL)
+        os.waitpid(forked[0], 0)
     left = _left_running(pbdir)
-    assert not left, "still running after start() raised: pids %s" % left
+    assert not socat_ran and not left, "still running after start() raised: socat %s, pids %s" % (socat_ran, left)
     assert board.proc is None and board.lock is None
 
 
