@@ -19,9 +19,59 @@ def tool(name):
 MICROPYTHON = tool("micropython")
 
 
+# free_port() hands out ports below the kernel's ephemeral range, each pytest-xdist worker a
+# slice of its own, in turn from a random start. The kernel's own pick (bind to port 0) came from
+# the whole ephemeral range: a port one worker was given and had not bound yet (its server still
+# starting, its poller already connecting) could be given to the other worker too, whose
+# one-accept test server then lost its accept to that poller. Ephemeral ports are also every
+# outgoing connection's source port and every bind to port 0; none of them lands in the slices.
+PORT_FLOOR = 10000  # below: well-known and registered services' ports, left alone
+PORT_TRIES = 2000  # binds tried in the slice before the kernel picks (a slice full of servers)
+EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
+
+
+def port_slice(worker=None, workers=None):
+    """(first, end): the ports free_port() hands out in an xdist worker (this process's by
+    default: PYTEST_XDIST_WORKER 'gw<n>' of PYTEST_XDIST_WORKER_COUNT; one slice without
+    xdist), or None where the ephemeral range leaves no room below it."""
+    if worker is None:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+        workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    try:
+        with open(EPHEMERAL_RANGE) as f:
+            ephemeral_first = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    size = (ephemeral_first - PORT_FLOOR) // workers
+    if size < 100:
+        return None
+    first = PORT_FLOOR + (int(worker.lstrip("gw") or 0) % workers) * size
+    return first, first + size
+
+
+_port_cursor = {}  # host -> the next port of this process's slice to try
+
+
 def free_port(host="127.0.0.1"):
-    """A free TCP port on loopback. MicroPython sockets lack getsockname, so CPython picks it."""
+    """A free TCP port on loopback (free: a bind to it succeeded), never one another xdist worker
+    of this run can be given, nor twice the same in a process until its slice wraps round.
+    MicroPython sockets lack getsockname, so CPython picks it."""
+    import random
+
     fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    ports = port_slice()
+    if ports is not None:
+        first, end = ports
+        port = _port_cursor.get(host) or random.SystemRandom().randrange(first, end)
+        for _ in range(min(PORT_TRIES, end - first)):
+            candidate, port = port, port + 1 if port + 1 < end else first
+            with socket.socket(fam, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, candidate))
+                except OSError:
+                    continue
+            _port_cursor[host] = port
+            return candidate
     with socket.socket(fam, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]

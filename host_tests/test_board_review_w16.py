@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from helpers import ROOT, free_port, tool
 
 sys.path.insert(0, os.path.join(ROOT, "tools"))
@@ -212,17 +214,60 @@ def test_a_sigint_during_the_pseudoboards_start_leaves_no_socat_or_micropython(t
         assert os.path.exists(ready), "the pseudo-board did not come up: " + (pb.stdout.read() if pb.poll() is not None else "")
         pb.send_signal(signal.SIGINT)
         pb.wait(20)
-        deadline = time.monotonic() + 5
-        while _processes_naming(pbdir) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        left = _processes_naming(pbdir)
+        left = _left_running(pbdir)
     finally:
         if pb.poll() is None:
             os.killpg(pb.pid, signal.SIGTERM)
             pb.wait(20)
-    for pid in left:  # (not left for the next test either way)
+    assert not left, "still running after the pseudo-board ended: pids %s" % left
+
+
+def test_a_sigint_right_after_the_pseudoboards_fork_leaves_no_socat_or_micropython(tmp_path, monkeypatch):
+    # A SIGINT (or pseudoboard.py's SIGTERM, raised as one) whose handler ran inside Popen after
+    # the fork, before start() had the Popen, left socat and micropython running and nobody's:
+    # Popen does not stop a child it raised after (a pair found after a loaded suite run). Sent
+    # to this process right after the fork.
+    import pseudoboard
+
+    fork_exec = subprocess._fork_exec
+    forked = []  # socat's pid (its command line is this worker's until its exec)
+
+    def fork_exec_then_sigint(*args):
+        forked.append(fork_exec(*args))
+        os.kill(os.getpid(), signal.SIGINT)
+        return forked[-1]
+
+    monkeypatch.setattr(subprocess, "_fork_exec", fork_exec_then_sigint)
+    pbdir = str(tmp_path / "pb")
+    board = pseudoboard.PseudoBoard(pbdir)
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            board.start()
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    try:  # stop() waited for it (reaped: not our child any more); else it runs
+        socat_ran = os.waitpid(forked[0], os.WNOHANG)[0] == 0
+    except ChildProcessError:
+        socat_ran = False
+    if socat_ran:
+        os.kill(forked[0], signal.SIGKILL)
+        os.waitpid(forked[0], 0)
+    left = _left_running(pbdir)
+    assert not socat_ran and not left, "still running after start() raised: socat %s, pids %s" % (socat_ran, left)
+    assert board.proc is None and board.lock is None
+
+
+def _left_running(pbdir):
+    """The pids whose command line names pbdir 5 s from now at most (once none are: []),
+    killed (not left for the next test either way)."""
+    deadline = time.monotonic() + 5
+    while _processes_naming(pbdir) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    left = _processes_naming(pbdir)
+    for pid in left:
         try:
             os.killpg(pid, signal.SIGKILL)
         except OSError:
             pass
-    assert not left, "still running after the pseudo-board ended: pids %s" % left
+    return left

@@ -247,3 +247,21 @@ def test_a_killed_renames_lock_is_taken_over_and_a_refused_rename_leaves_none(tm
     assert ren.returncode == 3 and err.startswith("ppadmin: account name 'bad name': ") and err.count("\n") == 1, err
     assert not lock.exists()
     assert _files(tmp_path) == before
+
+
+def test_a_rename_run_from_the_configs_folder_makes_no_store_folder(tmp_path):
+    """`ppadmin rename-account config.json isp home` run in the config's folder, its store root
+    "store" (no folder named: the current one): the rename holds the fetch lock store.fetch-lock
+    beside where the store goes, and leaves no store folder behind, renamed or refused (the lock
+    made the root itself, taking it for its parent folder: an empty store left)."""
+    (tmp_path / "secrets.json").write_text(json.dumps({"accounts": {"isp": {"password": "pw"}}}))
+    (tmp_path / "config.json").write_text(json.dumps({"store": {"root": "store", "quota": 0}, "accounts": [
+        {"name": "isp", "host": "localhost", "user": "alice", "state_dir": "state"}]}))
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "isp.uidl").write_bytes(b"1 a\n")
+    for new, status in (("bad name", 3), ("home", 0)):
+        r = subprocess.run([sys.executable, PPADMIN, "rename-account", "config.json", "isp", new], cwd=str(tmp_path),
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == status, r.stdout + r.stderr
+        assert not (tmp_path / "store").exists() and not (tmp_path / "store.fetch-lock").exists(), new
+    assert (tmp_path / "state" / "home.uidl").read_bytes() == b"1 a\n"

@@ -19,7 +19,7 @@ import threading
 
 import pytest
 
-from helpers import FIRMWARE, ROOT, run_micropython
+from helpers import FIRMWARE, ROOT, free_port, run_micropython
 
 sys.path.insert(0, FIRMWARE)
 from pocketpost import tls, tlserror  # noqa: E402
@@ -71,11 +71,8 @@ class Servers:
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
                 ctx.load_cert_chain(os.path.join(d, name + ".pem"), os.path.join(d, "srv.key"))
             threading.Thread(target=self._serve, args=(ls, ctx), daemon=True).start()
-        # a port with nothing listening: bound, then closed
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        self.ports["closed"] = s.getsockname()[1]
-        s.close()
+        # a port with nothing listening (free_port's: never one another worker's server is given)
+        self.ports["closed"] = free_port()
         self.stop = False
 
     def _serve(self, ls, ctx):

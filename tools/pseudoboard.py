@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -40,6 +41,7 @@ BLOCK_SIZE = 4096  # ESP32 flash erase sector
 BLOCK_COUNT = 512  # 2 MiB: the vfs partition of the generic 4 MiB ESP32 image
 READY = "ready"  # written next to the image once /flash is mounted
 RESET = "reset"  # written there by machine.reset() (`mpremote reset`) just before the process ends
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # Ctrl-C, and main()'s KeyboardInterrupt on kill/timeout
 STOP_WAIT_S = 5  # how long stop() waits for the micropython process to let go of the image
 HEAPSIZE = "256k"  # a small heap, nearer a board than the unix default (~8 MiB)
 
@@ -161,13 +163,17 @@ class PseudoBoard:
         # One owner: held while the board runs (socat and micropython inherit it). A blank image
         # (made here, never written) is formatted at first mount; anything else must be littlefs.
         self.lock = hostimage.ImageLock(self.image)
+        try:  # any way out but up (a refused image, a Ctrl-C or SIGTERM) stops what was started
+            self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self, timeout):
         self.mkfs = hostimage.is_blank(self.image)
         if not self.mkfs:
-            try:
-                hostimage.check(self.image)
-            except hostimage.ImageError:
-                self.lock.release()
-                raise
+            hostimage.check(self.image)
         for stale in (self.tty, os.path.join(self.dir, READY), os.path.join(self.dir, RESET)):
             if os.path.lexists(stale):
                 os.unlink(stale)
@@ -179,22 +185,43 @@ class PseudoBoard:
         exec_cmd = "%s -X heapsize=%s -i %s" % (mp, self.heapsize, boot)
         env = dict(os.environ)
         env["MICROPYPATH"] = ".frozen"  # only what is on the image: nothing from the checkout
-        logf = open(self.log, "ab")
-        self.proc = subprocess.Popen(
-            ["socat", "PTY,link=%s,raw,echo=0" % self.tty,
-             "EXEC:%s,pty,raw,echo=0,isig=1,stderr,setsid,ctty" % exec_cmd],
-            stdout=logf, stderr=logf, cwd=self.dir, env=env, start_new_session=True, pass_fds=(self.lock.fd,))
-        logf.close()
+        with open(self.log, "ab") as logf:
+            self._spawn(["socat", "PTY,link=%s,raw,echo=0" % self.tty,
+                         "EXEC:%s,pty,raw,echo=0,isig=1,stderr,setsid,ctty" % exec_cmd],
+                        stdout=logf, stderr=logf, cwd=self.dir, env=env, start_new_session=True,
+                        pass_fds=(self.lock.fd,))
         ready = os.path.join(self.dir, READY)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if os.path.exists(ready) and os.path.exists(self.tty):
-                return self
+                return
             if self.proc.poll() is not None:
                 break
             time.sleep(0.02)
-        self.stop()
         raise RuntimeError("pseudo-board did not come up; see %s" % self.log)
+
+    def _spawn(self, cmd, **popen_args):
+        """self.proc = Popen(cmd), SIGINT and SIGTERM held off until it is set: one whose handler
+        raised inside Popen after the fork left the child running and nobody's (Popen does not
+        stop it), a socat and micropython found after a suite run. Held by handlers that note
+        them, not by a signal mask: another thread (pytest-xdist's) takes a signal its mask does
+        not block, and the main thread's handler still runs at once. One noted is raised again
+        once self.proc is set, for start() to stop it. (Outside the main thread, where no handler
+        runs, there is nothing to hold.)"""
+        came = []
+        held = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                held[sig] = signal.signal(sig, lambda sig, _frame: came.append(sig))
+        try:
+            self.proc = subprocess.Popen(cmd, **popen_args)
+        finally:
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # (none lost while the handlers go back)
+            for sig, handler in held.items():
+                signal.signal(sig, handler)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+            if came:
+                signal.raise_signal(came[0])
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

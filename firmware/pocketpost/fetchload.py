@@ -106,7 +106,9 @@ def lock(root):
     other = ""
     for _ in range(10):  # (waits of 0.2 s: a lock being made, or taken over by another run)
         try:
-            compat.makedirs(root.rstrip("/").rsplit("/", 1)[0] or "/")
+            # The lock sits beside the store: their folder made first. A root naming no folder is
+            # in the current one (not the root itself made: a rename left an empty store behind).
+            compat.makedirs(path[:path.rfind("/") + 1] or ".")
             os.mkdir(path)
         except OSError as e:
             if compat.errno_of(e) != compat.EEXIST:
