@@ -4,6 +4,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRMWARE = os.path.join(ROOT, "firmware")
@@ -50,6 +51,9 @@ def port_slice(worker=None, workers=None):
 
 
 _port_cursor = {}  # host -> the next port of this process's slice to try
+# Held from reading the cursor to moving it: two threads of one test (each starting a board of its
+# own) read the same cursor, both bound and closed the same free port, and were both given it.
+_port_lock = threading.Lock()
 
 
 def free_port(host="127.0.0.1"):
@@ -62,16 +66,17 @@ def free_port(host="127.0.0.1"):
     ports = port_slice()
     if ports is not None:
         first, end = ports
-        port = _port_cursor.get(host) or random.SystemRandom().randrange(first, end)
-        for _ in range(min(PORT_TRIES, end - first)):
-            candidate, port = port, port + 1 if port + 1 < end else first
-            with socket.socket(fam, socket.SOCK_STREAM) as s:
-                try:
-                    s.bind((host, candidate))
-                except OSError:
-                    continue
-            _port_cursor[host] = port
-            return candidate
+        with _port_lock:
+            port = _port_cursor.get(host) or random.SystemRandom().randrange(first, end)
+            for _ in range(min(PORT_TRIES, end - first)):
+                candidate, port = port, port + 1 if port + 1 < end else first
+                with socket.socket(fam, socket.SOCK_STREAM) as s:
+                    try:
+                        s.bind((host, candidate))
+                    except OSError:
+                        continue
+                _port_cursor[host] = port
+                return candidate
     with socket.socket(fam, socket.SOCK_STREAM) as s:
         s.bind((host, 0))
         return s.getsockname()[1]

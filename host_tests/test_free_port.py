@@ -76,3 +76,25 @@ def test_no_room_below_the_ephemeral_range_leaves_the_pick_to_the_kernel(tmp_pat
     assert port >= 1024
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))
+
+
+def test_threads_of_one_worker_asking_at_once_are_never_given_the_same_port():
+    """test_mailport_livelink starts two boards at once, each thread asking for its port: both read
+    the same cursor, bound and closed the same free port, and were both given it; one board's
+    server then failed to listen and its test talked to the other board until that one stopped."""
+    import threading
+
+    given = []
+    start = threading.Barrier(8)
+
+    def ask():
+        start.wait()
+        given.extend(free_port() for _ in range(40))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(given) == 8 * 40
+    assert len(set(given)) == len(given), "given twice: %s" % sorted(p for p in set(given) if given.count(p) > 1)
