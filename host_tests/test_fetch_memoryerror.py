@@ -56,6 +56,17 @@ MESSAGES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _log_level_kept():
+    """fetch.main sets the log module's level (here "warning") for the rest of the process: put back
+    after each test, or a later test in this worker that waits for an info line sees none."""
+    from pocketpost import log
+
+    before = log.level
+    yield
+    log.set_level(before)
+
+
 @pytest.fixture(scope="module")
 def dc():
     with Dovecot(users={"alice": PASSWORD}) as d:
