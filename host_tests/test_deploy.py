@@ -9,6 +9,7 @@ is listed in boards/*/BUDGET.md and docs/BOARD.md.
 import json
 import os
 import poplib
+import re
 import socket
 import ssl
 import subprocess
@@ -25,6 +26,12 @@ import pseudoboard  # noqa: E402
 
 from pocketpost import config as config_mod  # noqa: E402
 from pocketpost.store import Store  # noqa: E402
+
+
+# A traceback from the deployed code, printed as the Runner prints a service's failure.
+TRACEBACK_PROBE = ("from pocketpost import board, config\n"
+                   "try:\n    config.load('/nonexistent/config.json')\n"
+                   "except OSError as e:\n    board._print_exception(e)\n")
 
 
 def mpremote(tty, code, timeout=60):
@@ -179,8 +186,9 @@ def test_deploy_to_a_pseudoboard_with_a_romfs_partition_puts_the_code_there_and_
     """The pseudo-board given a ROMFS partition (tools/hostrom.py: the calls mpremote's romfs
     query/deploy make, over a file; the unix port has VfsRom but no partition): deploy chooses
     ROMFS by itself, writes the image with `mpremote romfs deploy`, removes the .mpy files an
-    earlier deploy left in /lib, refuses .mpy files the ROMFS package would shadow, and the
-    board boots and serves with its code imported from /rom."""
+    earlier deploy left in /lib, refuses .mpy files the ROMFS package would shadow, writes a
+    smaller image in its place with --no-lines, and the board boots and serves with its code
+    imported from /rom, its tracebacks without line numbers."""
     port, port_s = free_port(), free_port()
     with open(os.path.join(ROOT, "boards", "host", "config.json")) as f:
         cfg = json.load(f)
@@ -213,6 +221,14 @@ def test_deploy_to_a_pseudoboard_with_a_romfs_partition_puts_the_code_there_and_
         assert len(stale) == 1 and len(stale[0].split()) == 2 + n, r.stdout  # every .mpy of the first deploy
         r = run(pb.tty, "--no-romfs")
         assert r.returncode != 0 and "holds a pocketpost package (/rom/pocketpost)" in r.stderr, r.stdout + r.stderr
+        # --no-lines: a smaller image, in place of the one there; what it saved is said, measured
+        r = run(pb.tty, "--no-lines")
+        assert r.returncode == 0, r.stdout + r.stderr
+        lines = [ln for ln in r.stdout.splitlines() if ln.startswith("lines: --no-lines: .mpy ")]
+        assert len(lines) == 1 and "from .mpy files keeps" in lines[0], r.stdout
+        sizes = [int(x) for x in re.findall(r"(\d+) B", lines[0])]  # .mpy, .mpy with lines, image, image with lines
+        assert len(sizes) == 4 and sizes[0] < sizes[1] and sizes[2] < sizes[3], lines
+        assert "a %d-byte image" % sizes[2] in r.stdout and "romfs: %d modules in /rom/pocketpost" % n in r.stdout
     files = pseudoboard.read_image(pb.image)
     assert not [p for p in files if p.startswith("/lib/pocketpost/")], sorted(files)
     assert "/boot.py" in files and "/main.py" in files
@@ -224,6 +240,8 @@ def test_deploy_to_a_pseudoboard_with_a_romfs_partition_puts_the_code_there_and_
         out = mpremote(pb.tty, "import sys\nfrom pocketpost import server, store\n"
                                 "print('FROM', server.__file__, store.__file__)\n")
         assert out.split("FROM ", 1)[1].split() == ["/rom/pocketpost/server.mpy", "/rom/pocketpost/store.mpy"], out
+        out = mpremote(pb.tty, TRACEBACK_PROBE)  # the code of the last deploy, --no-lines: every line shown as 1
+        assert 'File "pocketpost.config", line 1, in load_raw' in out, out
 
 
 def test_deploy_refuses_mpy_cross_not_matching_the_board_pin(tmp_path, monkeypatch):
@@ -536,3 +554,31 @@ def test_redeploy_after_the_services_ran_writes_only_what_changed(tmp_path):
                 raise AssertionError("%r; the board's log ends:\n%s" % (e, "".join(f.readlines()[-25:])))
         assert c.getwelcome().startswith(b"+OK")
         c.close()
+
+
+# --- --no-lines: the package compiled without line-number tables ---------------------------------
+
+def test_deploy_no_lines_compiles_without_line_numbers_and_caches_it_apart(tmp_path):
+    """deploy --no-lines (mpy-cross -X no-source-lines): every module's .mpy is smaller, and a
+    traceback from the deployed code (board._print_exception, as the Runner prints a service's
+    failure) names the same modules and functions with every line shown as 1. The compile cache
+    (build/mpy-cache) keys on the flag: a deploy --no-lines after one with line numbers, same
+    sources, compiles again rather than taking their cached output."""
+    libs, frames = {}, {}
+    for no_lines in (False, True):
+        args = type("A", (), {"board": "host", "build": str(tmp_path / str(no_lines)), "port": "none", "timeout": 5,
+                              "no_lines": no_lines})()
+        d = deploy.Deploy(args)
+        d.compile()
+        libs[no_lines] = os.path.join(d.build, deploy.LIB)
+        r = subprocess.run([MICROPYTHON, "-c", TRACEBACK_PROBE], capture_output=True, text=True, timeout=60,
+                           env=dict(os.environ, MICROPYPATH=os.path.join(d.build, "lib") + ":.frozen"))
+        assert r.returncode == 0 and "OSError: [Errno 2] ENOENT" in r.stdout, r.stdout + r.stderr
+        frames[no_lines] = re.findall(r'File "(pocketpost\.\w+)", line (\d+), in (\w+)', r.stdout)
+    names = sorted(os.listdir(libs[False]))
+    assert names == sorted(os.listdir(libs[True])) and len(names) > 60
+    bigger = [n for n in names if os.path.getsize(os.path.join(libs[True], n)) >= os.path.getsize(os.path.join(libs[False], n))]
+    assert not bigger, bigger
+    assert ("pocketpost.config", "load_raw") in [(m, f) for m, _, f in frames[False]], frames
+    assert [(m, f) for m, _, f in frames[True]] == [(m, f) for m, _, f in frames[False]], frames
+    assert {n for _, n, _ in frames[True]} == {"1"} and "1" not in {n for _, n, _ in frames[False]}, frames

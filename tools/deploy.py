@@ -24,6 +24,7 @@ images have none) and the image fits, the compiled package goes into a ROMFS ima
 ahead of /lib on every ROMFS board) written with `mpremote romfs deploy`: the bytecode then runs
 from flash instead of being loaded into the heap; /lib/pocketpost is removed. Otherwise the .mpy
 files are copied to /lib/pocketpost. --romfs insists on ROMFS, --no-romfs on .mpy files.
+--no-lines compiles without line-number tables (NO_LINES) and prints what that saved (no_lines_cost).
 Freezing into the firmware (manifest.py) saves the same heap; on such a firmware deploy copies no
 code (the frozen package is imported first) and says so. docs/BOARD.md "Code in flash".
 
@@ -78,6 +79,9 @@ HEAP_MODULES = ("server", "client")
 # bytes. Entries unused for MPY_CACHE_DAYS go at the next compile; `make clean` removes them all.
 MPY_CACHE = os.path.join(ROOT, "build", "mpy-cache")
 MPY_CACHE_DAYS = 30
+# --no-lines: mpy-cross drops each function's line-number table (~6.6 % of the .mpy bytes); a
+# traceback then names every function but shows each line as 1 (README "On the board").
+NO_LINES = ("-X", "no-source-lines")
 ROMFS_IMAGE = "pocketpost.romfs"  # in build/<board>/, next to the romfs/ tree it is built from
 # The longest validity Apple's clients accept for a TLS server certificate (macOS 10.15 / iOS 13;
 # others accept it too), so the one certificate works in every mail client.
@@ -272,6 +276,7 @@ class Deploy:
         self.board = BOARDS[a.board]
         self.board_dir = os.path.join(ROOT, "boards", self.board.get("dir", a.board))
         self.build = os.path.abspath(a.build or os.path.join(ROOT, "build", a.board))
+        self.no_lines = getattr(a, "no_lines", False)  # (tests build their Namespace without it)
 
     # --- mpremote ---------------------------------------------------------------------
     def mpremote(self, *cmds, capture=False, check=True):
@@ -386,10 +391,10 @@ class Deploy:
         mpy = out.rsplit("mpy v", 1)[1].strip()
         return ver, int(mpy.split(".")[0]), int(mpy.split(".")[1])
 
-    def compile_one(self, src, dst, name):
-        """mpy-cross src -> dst, or the cached output for the same mpy-cross, arguments and source
-        (MPY_CACHE). Returns True when mpy-cross ran."""
-        flags = ["-s", name]
+    def compile_one(self, src, dst, name, options=()):
+        """mpy-cross src -> dst (with `options`: NO_LINES or none), or the cached output for the
+        same mpy-cross, arguments and source (MPY_CACHE). Returns True when mpy-cross ran."""
+        flags = ["-s", name] + list(options)
         with open(src, "rb") as f:
             key = hashlib.sha256("\0".join([self.mpy_cross_id] + flags).encode() + b"\0" + f.read()).hexdigest()
         cached = os.path.join(MPY_CACHE, key + ".mpy")
@@ -426,7 +431,17 @@ class Deploy:
         if not (ver == pin or ver.startswith(pin + ".")):
             raise SystemExit("mpy-cross is %s but board %s is pinned to MicroPython %s (requirements-dev.txt)"
                              % (ver, self.a.board, pin))
-        lib = os.path.join(self.build, LIB)
+        n, ran = self.compile_package(os.path.join(self.build, LIB), NO_LINES if self.no_lines else ())
+        say("compile: %d modules with mpy-cross %s (mpy v%d.%d)%s: %d compiled, %d unchanged since a compile "
+            "(build/mpy-cache)" % (n, ver, major, sub, ", without line numbers (--no-lines)" if self.no_lines else "",
+                                   ran, n - ran))
+        self.prune_cache()
+        for s in SCRIPTS:
+            shutil.copy(os.path.join(FIRMWARE, s), os.path.join(self.build, s))
+        return major
+
+    def compile_package(self, lib, options=()):
+        """firmware/pocketpost/*.py compiled into `lib`, emptied first -> (modules, mpy-cross runs)."""
         if os.path.isdir(lib):
             shutil.rmtree(lib)
         os.makedirs(lib)
@@ -436,13 +451,25 @@ class Deploy:
         for f in mods:
             # -s pocketpost.NAME: the source name is interned at load and never freed; the module's
             # own name is interned anyway, so tracebacks name the module at no cost (38 names in all).
-            ran += self.compile_one(os.path.join(src_dir, f), os.path.join(lib, f[:-3] + ".mpy"), "pocketpost." + f[:-3])
-        say("compile: %d modules with mpy-cross %s (mpy v%d.%d): %d compiled, %d unchanged since a compile "
-            "(build/mpy-cache)" % (len(mods), ver, major, sub, ran, len(mods) - ran))
-        self.prune_cache()
-        for s in SCRIPTS:
-            shutil.copy(os.path.join(FIRMWARE, s), os.path.join(self.build, s))
-        return major
+            ran += self.compile_one(os.path.join(src_dir, f), os.path.join(lib, f[:-3] + ".mpy"), "pocketpost." + f[:-3],
+                                    options)
+        return len(mods), ran
+
+    def no_lines_cost(self, lib, img_bytes, mpy_heap):
+        """--no-lines: what it saved, measured now against the package compiled with line numbers
+        (build/<board>/with-lines/; cached like any compile): .mpy bytes, ROMFS image bytes, and
+        the heap the imports of HEAP_MODULES keep from .mpy files (the line tables load with the
+        bytecode; from ROMFS they stay in flash)."""
+        other = os.path.join(self.build, "with-lines")
+        self.compile_package(os.path.join(other, LIB))
+        mpy_bytes = [sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)) for d in (lib, os.path.join(other, LIB))]
+        heap = heap_cost(other)
+        heap_said = "" if mpy_heap is None or heap is None else (
+            ", importing %s from .mpy files keeps %.1f KiB instead of %.1f KiB"
+            % (" + ".join(HEAP_MODULES), mpy_heap / 1024, heap / 1024))
+        say("lines: --no-lines: .mpy %d B instead of %d B, ROMFS image %d B instead of %d B%s; tracebacks name each "
+            "module and function but show every line as 1" % (mpy_bytes[0], mpy_bytes[1], img_bytes,
+                                                               build_romfs(os.path.join(other, LIB), other)[1], heap_said))
 
     def choose_code_route(self, info, lib):
         """ROMFS image or .mpy files (see the module docstring); prints the choice and what the
@@ -471,6 +498,10 @@ class Deploy:
         else:
             say("code: .mpy files in /%s (%s)" % (LIB, why))
         say("heap: %s (measured now on the host's 64-bit micropython; about 0.7 of that on an ESP32)" % cost)
+        if self.no_lines and route == "frozen":
+            say("lines: --no-lines changes nothing here: the frozen package is what runs")
+        elif self.no_lines:
+            self.no_lines_cost(lib, img_bytes, mpy)
         return route, img
 
     def deploy_romfs(self, img):
@@ -738,6 +769,8 @@ def main(argv=None):
                     help="put the code in the board's ROMFS partition (fail if it has none or the image does not fit)")
     ap.add_argument("--no-romfs", dest="romfs", action="store_false",
                     help="copy .mpy files to /lib even where the board has a ROMFS partition")
+    ap.add_argument("--no-lines", action="store_true",
+                    help="smaller code and heap; tracebacks without line numbers (every line shown as 1)")
     ap.add_argument("--build", help="build folder (default build/<board>)")
     ap.add_argument("--timeout", type=int, default=300, help="seconds per mpremote call")
     Deploy(ap.parse_args(argv)).run()
