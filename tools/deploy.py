@@ -497,7 +497,7 @@ class Deploy:
             say("code: frozen (%s)" % why)
         else:
             say("code: .mpy files in /%s (%s)" % (LIB, why))
-        say("heap: %s (measured now on the host's 64-bit micropython; about 0.7 of that on an ESP32)" % cost)
+        say("heap: %s (measured now on the host's 64-bit micropython; about 0.85 of that on an ESP32: tools/bench_scale32.py)" % cost)
         if self.no_lines and route == "frozen":
             say("lines: --no-lines changes nothing here: the frozen package is what runs")
         elif self.no_lines:
