@@ -75,6 +75,9 @@ from serverharness import Pop3Server  # noqa: E402
 WORK = os.path.join(HERE, "heapwork.py")
 PROF = os.path.join(HERE, "heapprof.py")  # heapwork's "prof" flag (compiled, never imported otherwise)
 FETCHPROF = os.path.join(HERE, "fetchprof.py")  # d's --prof: the fetch CLI with a heap map at each phase's end
+HOSTFLASH = os.path.join(HERE, "hostflash.py")  # --store lfs: the image made and read back (not in the trial)
+HEAPFLASH = os.path.join(HERE, "heapflash.py")  # --store lfs: heapwork's block device (from .mpy, as the rest)
+FLASH = "/flash"  # --store lfs: where heapwork mounts the image (tools/hostflash.py's and the pseudo-board's)
 KIB = 1024
 MIB = 1024 * 1024
 # The issue's budgets (64-bit host, code from .mpy unless said).
@@ -181,7 +184,7 @@ class Env:
         self.smtp = smtp
         self.board = False  # --board: heapwork loads in board.main's order
         self.runner = False  # --runner: heapwork runs board.main itself (boot.py's modules too)
-        self.mpy = build_mpy(os.path.join(base, "lib"), extra=(WORK, PROF, FETCHPROF))  # "lib": see the module doc
+        self.mpy = build_mpy(os.path.join(base, "lib"), extra=(WORK, PROF, FETCHPROF, HEAPFLASH))  # "lib": see the module doc
         self.rom = None
         self.up = None
         self.msgs = {}
@@ -189,6 +192,24 @@ class Env:
         self.states = {}  # N -> the state directory of dfull's earlier session (full_state)
         self.firsts = ()  # --only dfirst: the mailbox sizes (Dovecot user "first<N>", N messages)
         self.dove = None
+        self.images = {}  # --store lfs: a workload's store as a littlefs image, made once (lfs_image)
+        self.bdev = set()  # --store lfs: the block device's heap each trial reported (heapwork's BDEV)
+
+    def lfs_image(self, key, tree, dest):
+        """dest: a littlefs image (4 KiB blocks) holding the host store `tree` at /flash/mail, and
+        room for c's fetch and SMTP message. Copied from the one made for `key` (the first trial's
+        store: the same boxes and messages every trial)."""
+        if key not in self.images:
+            img = os.path.join(self.base, "store%d.img" % len(self.images))
+            used = sum(os.path.getsize(os.path.join(t, n)) for t, _, ns in os.walk(tree) for n in ns)
+            size = (used * 5 // 4 // 4096 + 2048) * 4096  # + 8 MiB
+            with open(img, "wb") as f:  # erased flash (hostflash.py formats only a blank image)
+                for _ in range(size // MIB):
+                    f.write(b"\xff" * MIB)
+                f.write(b"\xff" * (size % MIB))
+            lfs_copy(img, tree, FLASH + "/mail", mkfs=True)
+            self.images[key] = img
+        shutil.copyfile(self.images[key], dest)
 
     def romfs(self):
         if self.rom is None:
@@ -242,6 +263,50 @@ class Env:
             self.dove.stop()
 
 
+# --store lfs: a directory tree copied into or out of a littlefs image (run by tools/hostflash.py
+# with the image mounted at /flash): the store a trial starts from, and the one it left.
+COPY_TREE = r"""
+import os
+buf = bytearray(4096)
+mv = memoryview(buf)
+
+
+def copy(src, dst):
+    try:
+        os.mkdir(dst)
+    except OSError:
+        pass
+    for e in os.ilistdir(src):
+        s, t = src + "/" + e[0], dst + "/" + e[0]
+        if e[1] == 0x4000:
+            copy(s, t)
+            continue
+        f, g = open(s, "rb"), open(t, "wb")
+        n = f.readinto(buf)
+        while n:
+            g.write(mv[:n])
+            n = f.readinto(buf)
+        f.close()
+        g.close()
+
+
+copy(SRC, DST)
+"""
+
+
+def lfs_copy(image, src, dst, mkfs=False):
+    """Copy the tree src to dst (one of them under /flash: the image mounted; mkfs: format a blank image first)."""
+    import subprocess
+
+    script = image + ".copy.py"
+    with open(script, "w") as f:
+        f.write("SRC, DST = %r, %r\n" % (src, dst) + COPY_TREE)
+    r = subprocess.run([MICROPYTHON, HOSTFLASH, image] + (["--mkfs"] if mkfs else []) + ["-f", script],
+                       capture_output=True, timeout=300, env=dict(os.environ, MICROPYPATH=HERE + ":.frozen"))
+    if r.returncode != 0:
+        raise RuntimeError("copy %s -> %s: %s" % (src, dst, (r.stdout + r.stderr).decode(errors="replace")[-2000:]))
+
+
 def _knows(word):
     """True if the firmware's config or client mentions `word` (an account key of a newer tree)."""
     for m in ("config.py", "client.py"):
@@ -287,8 +352,12 @@ def _hang(kib, what, srv):
                                                                 " | ".join(l[-160:] for l in tail)), flush=True)
 
 
-def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=False):
-    """One try of workloads a/b/c/e at `kib` KiB of heap. True if it passed."""
+def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=False, store="dir"):
+    """One try of workloads a/b/c/e at `kib` KiB of heap. True if it passed. store (--store): "dir"
+    the store in a host directory; "lfs" the store (and the fetch's state) on a littlefs image, as
+    on a board (heapwork's "lfs"); "dev" the host directory, with lfs's stand-in flash device
+    loaded but nothing mounted (heapwork's "dev": lfs's control, the same interned names)."""
+    lfs = store == "lfs"
     d = tempfile.mkdtemp(dir=env.base)
     msg = message(size)
     users = dict(("u%d" % i, PW) for i in range(max(sessions, 1)))
@@ -303,14 +372,21 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
     extra = {}
     if fetch:
         extra["accounts"] = [env.account(d, "m1m")]
+    go = os.path.join(d, "go")
+    if store != "dir":  # the store the harness made, on the image (heapwork opens go.img)
+        env.lfs_image((sessions, size), srv.store_root, go + ".img")
+    if lfs:  # (and mounts it at /flash)
+        extra["store"] = dict(srv.read_config()["store"], root=FLASH + "/mail")
+        for acct in extra.get("accounts", ()):
+            acct["state_dir"] = FLASH + "/state"
     smtp = env.smtp and fetch
     if smtp:
         smtp_port = free_port()
         extra["smtp"] = {"port": smtp_port, "submission_port": 0, "smtps_port": 0, "domains": ["example.org"],
                          "max_message_size": 2 * MIB, "slot_wait": SLOT_WAIT[0]}
     _patch_config(srv.config_path, **extra)
-    go = os.path.join(d, "go")
     flags = (["fetch"] if fetch else []) + (["smtp"] if env.smtp and fetch else []) + (["board"] if env.board else []) + (["runner"] if env.runner else [])
+    flags += [store] if store != "dir" else []
     if PROF_LOG[0]:  # --prof: heapwork's heap maps at each new peak (tools/heapprof.py), the log kept
         flags += ["prof", "map", "objs"]
     try:
@@ -324,6 +400,8 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
         except RuntimeError:
             return False
         up = _wait_log(srv, "READY", 15)
+        if store != "dir":
+            env.bdev.update(int(ln.split()[1]) for ln in srv.log().splitlines() if ln.startswith("BDEV "))
         if not up:
             if up is None:
                 _hang(kib, "no READY within 15 s", srv)
@@ -388,6 +466,9 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
         if ok and fetch:
             _keep_log(srv)
             srv.stop()
+            if lfs:  # the store the trial left, read as the directory store is
+                shutil.rmtree(srv.store_root)
+                lfs_copy(go + ".img", FLASH + "/mail", srv.store_root)
             got = srv.mailbox("fetched")
             ok = len(got) == 1 and got[0][1] == env.msgs["m1m"]
             if ok and smtp:  # the SMTP message stored after the RETR'd one, trace headers added
@@ -546,12 +627,25 @@ def main():
                     help="the server's (and SMTP's) slot_wait in the config (default 8, an int as the board templates have it)")
     ap.add_argument("--full", default="500", metavar="N,...", help="dfull's mailbox sizes (messages on the server)")
     ap.add_argument("--first", default="100", metavar="N,...", help="dfirst's mailbox sizes (messages on Dovecot)")
+    ap.add_argument("--store", default="dir", metavar="dir,dev,lfs", help="a, b, c and e with the store in a host directory (dir), "
+                    "and/or on a littlefs image mounted as on a board (lfs: rows a-lfs etc.), and/or in the directory with lfs's "
+                    "stand-in device loaded (dev: lfs's control), one row each, in this order")
     a = ap.parse_args()
     if a.slot_wait is not None:
         SLOT_WAIT[0] = float(a.slot_wait) if "." in a.slot_wait else int(a.slot_wait)  # (as JSON writes it)
     VERBOSE[0] = a.v
     PROF_LOG[0] = a.prof
     only = a.only.split(",")
+    stores = a.store.split(",")
+    if not set(stores) <= {"dir", "dev", "lfs"}:
+        ap.error("--store: one or more of dir, dev, lfs (e.g. dir,lfs)")
+    if "lfs" in stores:
+        import heapflash
+        from pocketpost import flashfs
+
+        if flashfs.params() != {"readsize": heapflash.READ_SIZE, "progsize": heapflash.PROG_SIZE,
+                                "lookahead": heapflash.LOOKAHEAD, "mtime": False}:
+            ap.error("tools/heapflash.py's littlefs geometry is not pocketpost.flashfs's: %r" % (flashfs.params(),))
     smtp = not a.no_smtp and os.path.exists(os.path.join(benchlib.PKG, "smtpserver.py"))
     if not a.no_smtp and not smtp:
         print("SMTP: this firmware has no pocketpost.smtpserver: c runs without an SMTP session")
@@ -568,13 +662,16 @@ def main():
     rows = []
     log = print if a.v else None
 
-    def row(name, budget, trial, lo, hi, sub=0):
+    def row(name, budget, trial, lo, hi, sub=0, what="image"):
+        """sub: bytes in the heap that a board holds elsewhere (`what`), or a function giving them once the trials ran."""
         if a.prof:  # one trial at the given size, for its heap maps (no bisection)
             print("  %-58s %s (log: %s)" % (name, "passed" if trial(a.prof_at) else "FAILED", a.prof), flush=True)
             return None
         t0 = time.time()
         k, n = min_heap(trial, lo, hi, 1, 5, log)
-        fig = "fails at %d KiB" % hi if k is None else ("%d KiB" % k if not sub else "%d KiB - image %.1f = %.1f KiB" % (k, sub / KIB, k - sub / KIB))
+        if callable(sub):
+            sub = sub()
+        fig = "fails at %d KiB" % hi if k is None else ("%d KiB" % k if not sub else "%d KiB - %s %.1f = %.1f KiB" % (k, what, sub / KIB, k - sub / KIB))
         val = None if k is None else k - sub / KIB
         verdict = "" if budget is None or val is None else ("OK" if val <= budget else "OVER")
         line = "  %-58s %-34s %-12s %s" % (name, fig, ("budget %d KiB" % budget) if budget else "", verdict)
@@ -582,21 +679,31 @@ def main():
         rows.append((name, val))
         return val
 
+    def stored(name, budget, trial, lo, hi):
+        """row() once per --store: [value per store], trial(k, store). lfs and dev: the row named
+        "a-lfs" ("a-dev") for "a", the stand-in block device's heap (heapwork's BDEV) subtracted:
+        a board's is C."""
+        out = []
+        for store in stores:
+            out.append(row(name if store == "dir" else name.replace("  ", "-%s " % store, 1), budget, lambda k: trial(k, store),
+                           lo, hi, 0 if store == "dir" else (lambda: max(env.bdev)), "block device"))
+        return out
+
     try:
         print("smallest -X heapsize passing 5/5 (1 KiB bisection; code from .mpy; 64-bit unix port):", flush=True)
         if "a" in only:
-            row("a  server listening, no session", None, lambda k: server_trial(env, k, 0), 16, 256)
+            stored("a  server listening, no session", None, lambda k, store: server_trial(env, k, 0, store=store), 16, 256)
         if "b" in only:
-            row("b  server, 2 sessions x 1 MiB RETR (1 POP3S)", None, lambda k: server_trial(env, k, 2), 16, 320)
+            stored("b  server, 2 sessions x 1 MiB RETR (1 POP3S)", None, lambda k, store: server_trial(env, k, 2, store=store), 16, 320)
         if "c" in only:
-            row("c  everything at once: b + fetch 1 MiB" + (" + SMTP 1 MiB" if smtp else ""), BUDGET_ALL,
-                lambda k: server_trial(env, k, 2, fetch=True), 16, 384)
+            stored("c  everything at once: b + fetch 1 MiB" + (" + SMTP 1 MiB" if smtp else ""), BUDGET_ALL,
+                   lambda k, store: server_trial(env, k, 2, fetch=True, store=store), 16, 384)
             if smtp:
                 env.smtp = False
                 keep = PROF_LOG[0]
                 if keep:  # --prof: its log beside c's (LOG-nosmtp), not over it
                     PROF_LOG[0] = a.prof = keep + "-nosmtp"
-                row("c  the same without the SMTP session", BUDGET_ALL, lambda k: server_trial(env, k, 2, fetch=True), 16, 384)
+                stored("c  the same without the SMTP session", BUDGET_ALL, lambda k, store: server_trial(env, k, 2, fetch=True, store=store), 16, 384)
                 PROF_LOG[0] = a.prof = keep
                 env.smtp = True
         if "d" in only:
@@ -615,11 +722,12 @@ def main():
                 row("d  fetch CLI, keep, first fetch of %d (no state)" % n, BUDGET_FETCH,
                     lambda k: fetch_cli_trial(env, k, "first%d" % n), 16, 320)
         if "e" in only:
-            s1 = row("e  server, 1 session RETR 1 KiB", None, lambda k: server_trial(env, k, 1, tls=False, size=KIB), 16, 256)
-            s10 = row("e  server, 1 session RETR 10 MiB", None, lambda k: server_trial(env, k, 1, tls=False, size=10 * MIB), 16, 256)
-            if s1 is not None and s10 is not None:
-                d = s10 - s1
-                print("  e  server heap 10 MiB - 1 KiB: %+d KiB   %s" % (d, "flat (within the 1 KiB step)" if abs(d) <= 1 else ("NOT flat" if d > 0 else "10 MiB needed less: bisection noise")))
+            s1 = stored("e  server, 1 session RETR 1 KiB", None, lambda k, store: server_trial(env, k, 1, tls=False, size=KIB, store=store), 16, 256)
+            s10 = stored("e  server, 1 session RETR 10 MiB", None, lambda k, store: server_trial(env, k, 1, tls=False, size=10 * MIB, store=store), 16, 256)
+            for store, one, ten in zip(stores, s1, s10):
+                if one is not None and ten is not None:
+                    d = ten - one
+                    print("  e%s server heap 10 MiB - 1 KiB: %+.0f KiB   %s" % (" " if store == "dir" else "-" + store, d, "flat (within the 1 KiB step)" if abs(d) <= 1 else ("NOT flat" if d > 0 else "10 MiB needed less: bisection noise")))
         rom = [w for w in "abc" if "rom" in only or "rom" + w in only]  # (roma, romb, romc: one of them)
         if rom:
             size = env.romfs()[2]

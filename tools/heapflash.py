@@ -1,0 +1,86 @@
+# tools/heapwork.py's flash with "lfs" (tools/bench_heap.py --store lfs): a littlefs image file
+# mounted at /flash as a board's firmware mounts its flash partition, through a block device that
+# holds and allocates nothing. Runs under micropython only, loaded as .mpy beside heapwork; its
+# own heap (BDEV) is subtracted from the figures.
+import sys
+
+
+class Flash:
+    """The image file as a board's flash partition (4 KiB erase blocks) for VfsLfs2:
+    every call a seek and a read or write, no block held in RAM and nothing allocated, as a
+    board's C flash driver (esp32.Partition) keeps nothing in the GC heap. Not tools/hostflash.py's
+    FileBlockDev: ~16 KiB of its own live heap (its open block in RAM), and with it mounted
+    workload a needed 119 KiB instead of 88, the store still in a directory (this one: 91).
+    Slower (a system call per littlefs read or program), which the heap figures do not see."""
+
+    def __init__(self, path):
+        self.f = open(path, "r+b")
+        self.count = self.f.seek(0, 2) // 4096
+        self.ff = b"\xff" * 256  # an erase writes 0xff from this, 16 times
+
+    def readblocks(self, n, buf, off=0):
+        self.f.seek(n * 4096 + off)
+        self.f.readinto(buf)
+
+    def writeblocks(self, n, buf, off=0):
+        self.f.seek(n * 4096 + off)
+        self.f.write(buf)
+
+    def ioctl(self, op, arg):
+        if op == 4:  # block count
+            return self.count
+        if op == 5:  # block size
+            return 4096
+        if op == 6:
+            self.erase(arg)
+        return 0  # (sync: nothing held)
+
+    def erase(self, n):
+        f = self.f
+        f.seek(n * 4096)
+        i = 0
+        while i < 4096:
+            i += f.write(self.ff)
+
+
+# pocketpost.flashfs's geometry (boot.py's remount), not imported: its ~25 names, interned for
+# good, would be the lfs trials' alone (tools/bench_heap.py checks these against flashfs.params()).
+READ_SIZE = 64
+PROG_SIZE = 32
+LOOKAHEAD = 64
+
+
+def mount(image, before, boot, mounted=True):
+    """The littlefs image mounted at /flash as a board has its flash once boot.py has remounted
+    it: with pocketpost.flashfs's geometry, littlefs's fix-up done. boot (heapwork's "runner",
+    which runs boot.py's steps itself): mounted as the ESP32 firmware mounts its vfs partition
+    (VfsLfs2's defaults) and handed on as the port's `flashbdev` module, so that flashfs.tune_board
+    remounts it. Prints "BDEV <bytes>": the live heap since `before` (gc.mem_alloc() after a
+    collection, before this module was imported): this module and the device (and the stand-in
+    module), which a board does not hold in its GC heap and tools/bench_heap.py subtracts.
+    mounted=False (heapwork's "dev"): all of that but the mount, the store left where it is."""
+    import gc
+
+    import vfs
+
+    dev = Flash(image)
+    if boot and mounted:
+
+        class flashbdev:  # (as the pseudo-board's stand-in, tools/pseudoboard.py)
+            bdev = dev
+            MOUNT_POINT = "/flash"
+
+        sys.modules["flashbdev"] = flashbdev
+    gc.collect()
+    print("BDEV", gc.mem_alloc() - before)
+    if not mounted:
+        return
+    if boot:
+        vfs.mount(vfs.VfsLfs2(dev), "/flash")
+        return
+    fs = vfs.VfsLfs2(dev, readsize=READ_SIZE, progsize=PROG_SIZE, lookahead=LOOKAHEAD, mtime=False)
+    try:  # littlefs's fix-up before anything lists (flashfs.settle; a pending move)
+        fs.mkdir("/")
+    except OSError:  # EEXIST, as always
+        pass
+    vfs.mount(fs, "/flash")
