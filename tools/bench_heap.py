@@ -44,13 +44,32 @@ stop 28 it was the absolute temp path (~50 characters each, ~1.3 KB more of name
 modules of a fetch than a board interns): the figures before are high by that (same tree, before
 -> after: d 94-95 -> 93 KiB, e 103 -> 101, a 89 -> 89; b 114-116 and c 184-188 within their noise).
 
-    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code,dfull,dfirst] (roma, romb, romc: one ROMFS workload) [--full N,...] [--first N,...] [--slot-wait S] [--no-smtp] [--board | --runner] [-v]
+    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code,dfull,dfirst] (roma, romb, romc: one ROMFS workload) [--full N,...] [--first N,...] [--slot-wait S] [--no-smtp] [--board | --runner] [--store dir,dev,lfs] [-v]
 
 --runner runs a-c through board.main as main.py does (boot.py's safemode and flashfs first; the
 Runner with stand-in Wi-Fi, NTP and watchdog; the fetch from the fetch schedule): what a board
 running everything holds, board.py's code and interned names included. There a service's first
 failure fails the trial at once (heapwork's stand-in machine.reset ends the process), as a failure
 does in the plain workload; a trial that waits out one of its bounds prints HANG and its cause.
+
+--store (a, b, c, e; default dir) one row per store named, in that order. dir: the store in a host
+directory. lfs (rows a-lfs...): where a board has it, on littlefs. The store the harness made is
+copied into an image of 4 KiB blocks (formatted with VfsLfs2's defaults, as a board's first boot
+does; made once per workload, copied per trial) that heapwork mounts at /flash with flashfs's
+geometry (64,32,64, no mtime; tools/heapflash.py's copy of it is checked against flashfs.params()),
+the fetch's state there too; a passing trial's store is copied back out and checked as dir's.
+The block device is tools/heapflash.py's: a seek and a read or write per call, nothing held or
+allocated (hostflash.py's FileBlockDev holds its 4 KiB open block: 16 KiB of its own, and a
+needed 31 KiB more with it). Its own live heap (~2.5 KB, its code most of it: "block device")
+is subtracted. dev (rows a-dev...): lfs's control, the same device made and subtracted, nothing
+mounted, the store in the directory. Its code interns ~17 names a board never has, and the host's
+qstr pools grow by doubling: the names alone moved e by +8 KiB and c by +1 to +3 (dev - dir).
+lfs - dev (printed when both run) is littlefs's own cost: its mount (~1.1 KB) and the files open
+at the peak (448 B each, docs/FIGURES.md "littlefs geometry"). On the host the kernel's send
+buffer (loopback: up to 4 MiB) takes each 1 MiB RETR whole, so c's sessions have closed their
+message files before the hold and c's peak has 4 files open on littlefs (the two sessions'
+index files, the fetch's temp file and its UIDL journal); a board's lwIP buffers ~6 KB, so its
+RETRs keep their message files open (6 files).
 """
 
 import argparse
@@ -687,6 +706,10 @@ def main():
         for store in stores:
             out.append(row(name if store == "dir" else name.replace("  ", "-%s " % store, 1), budget, lambda k: trial(k, store),
                            lo, hi, 0 if store == "dir" else (lambda: max(env.bdev)), "block device"))
+        got = dict(zip(stores, out))
+        if got.get("lfs") is not None and got.get("dev") is not None:
+            print("  %s-lfs - %s-dev: %+.0f KiB (littlefs's own: its mount and the files open at the peak)"
+                  % (name[0], name[0], got["lfs"] - got["dev"]), flush=True)
         return out
 
     try:
