@@ -18,6 +18,8 @@ BENCHES = (
     ("bench_heap.py",),
     # everything at once through board.main (what a board running everything holds; ~15 s)
     ("bench_heap.py", "--runner", "--only", "c"),
+    # c with the store on littlefs as on a board, and its control (lfs - dev: littlefs's own cost; ~35 s)
+    ("bench_heap.py", "--only", "c", "--store", "dev,lfs"),
     ("bench_client_size.py",),  # heap kept after import pocketpost.fetch, the fetch path's .mpy
     ("bench_server_size.py",),  # live heap per server start-up step
     ("bench_uidstate.py",),  # flash bytes per fetched message by the UIDL state, 2,000 entries

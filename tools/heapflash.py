@@ -44,10 +44,11 @@ class Flash:
 
 
 # pocketpost.flashfs's geometry (boot.py's remount), not imported: its ~25 names, interned for
-# good, would be the lfs trials' alone (tools/bench_heap.py checks these against flashfs.params()).
+# good, would be the lfs trials' alone (host_tests/test_flashfs_host.py checks they agree).
 READ_SIZE = 64
 PROG_SIZE = 32
 LOOKAHEAD = 64
+MTIME = 0
 
 
 def mount(image, before, boot, mounted=True):
@@ -78,7 +79,7 @@ def mount(image, before, boot, mounted=True):
     if boot:
         vfs.mount(vfs.VfsLfs2(dev), "/flash")
         return
-    fs = vfs.VfsLfs2(dev, readsize=READ_SIZE, progsize=PROG_SIZE, lookahead=LOOKAHEAD, mtime=False)
+    fs = vfs.VfsLfs2(dev, readsize=READ_SIZE, progsize=PROG_SIZE, lookahead=LOOKAHEAD, mtime=MTIME != 0)
     try:  # littlefs's fix-up before anything lists (flashfs.settle; a pending move)
         fs.mkdir("/")
     except OSError:  # EEXIST, as always
