@@ -1,7 +1,13 @@
-# tools/heapwork.py's flash with "lfs" (tools/bench_heap.py --store lfs): a littlefs image file
-# mounted at /flash as a board's firmware mounts its flash partition, through a block device that
-# holds and allocates nothing. Runs under micropython only, loaded as .mpy beside heapwork; its
-# own heap (BDEV) is subtracted from the figures.
+# tools/bench_heap.py's workload with the store on littlefs (--store lfs; dev, its control):
+#
+#     micropython -X heapsize=N -m heapflash CONFIG GO_FILE [flags as heapwork's] lfs | dev
+#
+# lfs: the littlefs image GO_FILE.img mounted at /flash as on a board, through a block device that
+# holds and allocates nothing; dev: that device made, nothing mounted. Then heapwork runs (imported:
+# heapwork.py itself knows nothing of this, so the directory store's trials load nothing more).
+# Prints "BDEV <bytes>": the live heap of the device and its stand-in module (this module's code is
+# measured apart, by importing it: see the end), which a board does not hold and the benchmark
+# subtracts.
 import sys
 
 
@@ -51,19 +57,19 @@ LOOKAHEAD = 64
 MTIME = 0
 
 
-def mount(image, before, boot, mounted=True):
+def mount(image, boot, mounted):
     """The littlefs image mounted at /flash as a board has its flash once boot.py has remounted
     it: with pocketpost.flashfs's geometry, littlefs's fix-up done. boot (heapwork's "runner",
     which runs boot.py's steps itself): mounted as the ESP32 firmware mounts its vfs partition
     (VfsLfs2's defaults) and handed on as the port's `flashbdev` module, so that flashfs.tune_board
-    remounts it. Prints "BDEV <bytes>": the live heap since `before` (gc.mem_alloc() after a
-    collection, before this module was imported): this module and the device (and the stand-in
-    module), which a board does not hold in its GC heap and tools/bench_heap.py subtracts.
-    mounted=False (heapwork's "dev"): all of that but the mount, the store left where it is."""
+    remounts it. mounted=False ("dev"): the device made, nothing mounted, the store left where it is.
+    Prints "BDEV <bytes>": the live heap the device and the stand-in module added."""
     import gc
 
     import vfs
 
+    gc.collect()
+    before = gc.mem_alloc()
     dev = Flash(image)
     if boot and mounted:
 
@@ -85,3 +91,10 @@ def mount(image, before, boot, mounted=True):
     except OSError:  # EEXIST, as always
         pass
     vfs.mount(fs, "/flash")
+
+
+# Run (-m heapflash): the flash, then the workload. Imported (the benchmark's measure of this
+# module's own heap, its code): nothing runs.
+if __name__ == "__main__":
+    mount(sys.argv[2] + ".img", "runner" in sys.argv, "lfs" in sys.argv)
+    __import__("heapwork")

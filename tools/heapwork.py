@@ -1,6 +1,6 @@
 # The single-process workload of tools/bench_heap.py (runs under micropython, loaded as .mpy).
 #
-#     micropython -X heapsize=N -m heapwork CONFIG GO_FILE [fetch] [smtp] [board | runner] [lfs | dev]
+#     micropython -X heapsize=N -m heapwork CONFIG GO_FILE [fetch] [smtp] [board | runner]
 #
 # One asyncio loop holds every service, as the board's Runner (pocketpost/board.py) runs them:
 # the POP3 server (POP3 + POP3S) on the config's store and, with "fetch", the fetcher pulling the
@@ -8,19 +8,12 @@
 # pocketpost.smtpserver exists). The fetch starts once GO_FILE exists (the benchmark creates it
 # when its POP3 sessions are in the middle of their RETRs) and prints "FETCHED <bytes>" when done.
 # The process serves until killed. With "runner", a service's failure or a fatal error ends it
-# (exit status 3, after "RESET"): board.main's reset, stood in for. With "lfs" the config's store
-# (and fetch state) are on the littlefs image GO_FILE.img, mounted at /flash as on a board; with
-# "dev" the image's stand-in flash device is made, nothing mounted (lfs's control: the same names).
+# (exit status 3, after "RESET"): board.main's reset, stood in for. With the store on littlefs
+# (bench_heap --store lfs) tools/heapflash.py runs first and imports this module: nothing here
+# knows of it (any code or name here is in every trial's heap: a few names moved e by 2 KiB).
 import sys
 
 RUNNER = "runner" in sys.argv
-if "lfs" in sys.argv or "dev" in sys.argv:  # the image mounted as on a board; "dev": only opened (tools/heapflash.py)
-    import gc
-
-    gc.collect()
-    _before = gc.mem_alloc()  # (first: heapflash's own code is the stand-in's too)
-    __import__("heapflash").mount(sys.argv[2] + ".img", _before, RUNNER, "lfs" in sys.argv)
-    del _before
 if RUNNER:  # firmware/boot.py's work, as a board does it before main.py (safe mode off here)
     from pocketpost import safemode
 
