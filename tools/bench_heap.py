@@ -66,10 +66,10 @@ its own, and a needed 31 KiB more with it). Its own live heap, which a board doe
 (~2.7 KB: heapflash's module, measured by importing it, and the device: "block device"), is
 subtracted. dev (rows a-dev...): lfs's control, heapflash run and its device made, nothing
 mounted, the store in the directory. Its ~17 names a board never interns, and the host's qstr
-pools grow by doubling: dev - dir was +8 to +13 KiB for e, +0 to +3 for c. lfs - dev (printed
+pools grow by doubling: dev - dir was +10 to +13 KiB for e, +2 to +4 for c. lfs - dev (printed
 when both run) is littlefs's own cost: its mount (~1.1 KB) and the files open at the peak (448 B
 each, docs/FIGURES.md "littlefs geometry"); for a and e it is within the host's +-2 KiB of heap
-placement (a: -2 to +2). On the host the kernel's send buffer (loopback: up to 4 MiB) takes each
+placement (a: -2, every run). On the host the kernel's send buffer (loopback: up to 4 MiB) takes each
 1 MiB RETR whole, so c's sessions have closed their message files before the hold and c's peak
 has 4 files open on littlefs (the two sessions' index files, the fetch's temp file and its UIDL
 journal); a board's lwIP buffers ~6 KB, so its RETRs keep their message files open (6 files).
