@@ -55,24 +55,24 @@ does in the plain workload; a trial that waits out one of its bounds prints HANG
 --store (a, b, c, e; default dir) one row per store named, in that order. dir: the store in a host
 directory. lfs (rows a-lfs...): where a board has it, on littlefs. The store the harness made is
 copied into an image of 4 KiB blocks (formatted with VfsLfs2's defaults, as a board's first boot
-does; made once per workload, copied per trial); the trial runs tools/heapflash.py, which mounts
-it at /flash with flashfs's geometry (64,32,64, no mtime; host_tests/test_flashfs_host.py checks
-its copy of those) and then imports heapwork; the fetch's state is there too, and a passing
-trial's store is copied back out and checked as dir's. heapwork itself is unchanged, so dir's
-trials load nothing of this (a few names more in heapwork moved e 99 -> 101 KiB). The block
-device is heapflash's: a seek and a read or write per call, nothing held or allocated
+does; made once per workload, copied per trial); the trial runs tools/heapflash.py, which mounts it
+at /flash with flashfs's geometry (64,32,64, no mtime; host_tests/test_flashfs_host.py checks its
+copy of those) and then imports heapwork; the fetch's state is there too, and a passing trial's
+store is copied back out and checked as dir's. heapwork itself is unchanged, so dir's trials load
+nothing of this (a few names more in heapwork moved e 99 -> 101 KiB). The block device is
+heapflash's: a seek and a read or write per call, nothing held or allocated
 (host_tests/test_heapflash.py; hostflash.py's FileBlockDev holds its 4 KiB open block: 16 KiB of
-its own, and a needed 31 KiB more with it). Its own live heap, which a board does not have
-(~2.7 KB: heapflash's module, measured by importing it, and the device: "block device"), is
-subtracted. dev (rows a-dev...): lfs's control, heapflash run and its device made, nothing
-mounted, the store in the directory. Its ~17 names a board never interns, and the host's qstr
-pools grow by doubling: dev - dir was +10 to +13 KiB for e, +2 to +4 for c. lfs - dev (printed
-when both run) is littlefs's own cost: its mount (~1.1 KB) and the files open at the peak (448 B
-each, docs/FIGURES.md "littlefs geometry"); for a and e it is within the host's +-2 KiB of heap
-placement (a: -2, every run). On the host the kernel's send buffer (loopback: up to 4 MiB) takes each
-1 MiB RETR whole, so c's sessions have closed their message files before the hold and c's peak
-has 4 files open on littlefs (the two sessions' index files, the fetch's temp file and its UIDL
-journal); a board's lwIP buffers ~6 KB, so its RETRs keep their message files open (6 files).
+its own, and a needed 31 KiB more with it). Its own live heap, which a board does not have (~2.7
+KB: heapflash's module, measured by importing it, and the device: "block device"), is subtracted.
+dev (rows a-dev...): lfs's control, heapflash run and its device made, nothing mounted, the store
+in the directory. Its ~17 names a board never interns, and the host's qstr pools grow by doubling:
+dev - dir was +10 to +13 KiB for e, +2 to +4 for c. lfs - dev (printed when both run) is littlefs's
+own cost: its mount (~1.1 KB) and the files open at the peak (448 B each, docs/FIGURES.md "littlefs
+geometry"); for a and e it is within the host's +-2 KiB of heap placement (a: -2, every run). On
+the host the kernel's send buffer (loopback: up to 4 MiB) takes each 1 MiB RETR whole, so c's
+sessions have closed their message files before the hold and c's peak has 4 files open on littlefs
+(the two sessions' index files, the fetch's temp file and its UIDL journal); a board's lwIP buffers
+~6 KB, so its RETRs keep their message files open (6 files).
 """
 
 import argparse
