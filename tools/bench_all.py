@@ -20,6 +20,8 @@ BENCHES = (
     ("bench_heap.py", "--runner", "--only", "c"),
     # the .mpy bytes and everything at once with the code compiled as `deploy --no-lines` (~30 s)
     ("bench_heap.py", "--no-lines", "--only", "code,c"),
+    # c with the store on littlefs as on a board, and its control (lfs - dev: littlefs's own cost; ~35 s)
+    ("bench_heap.py", "--only", "c", "--store", "dev,lfs"),
     ("bench_client_size.py",),  # heap kept after import pocketpost.fetch, the fetch path's .mpy
     ("bench_server_size.py",),  # live heap per server start-up step
     ("bench_uidstate.py",),  # flash bytes per fetched message by the UIDL state, 2,000 entries

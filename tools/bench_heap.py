@@ -44,13 +44,35 @@ stop 28 it was the absolute temp path (~50 characters each, ~1.3 KB more of name
 modules of a fetch than a board interns): the figures before are high by that (same tree, before
 -> after: d 94-95 -> 93 KiB, e 103 -> 101, a 89 -> 89; b 114-116 and c 184-188 within their noise).
 
-    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code,dfull,dfirst] (roma, romb, romc: one ROMFS workload) [--full N,...] [--first N,...] [--slot-wait S] [--no-smtp] [--no-lines] [--board | --runner] [-v]
+    .venv/bin/python tools/bench_heap.py [--only a,b,c,d,e,rom,code,dfull,dfirst] (roma, romb, romc: one ROMFS workload) [--full N,...] [--first N,...] [--slot-wait S] [--no-smtp] [--no-lines] [--board | --runner] [--store dir,dev,lfs] [-v]
 
 --runner runs a-c through board.main as main.py does (boot.py's safemode and flashfs first; the
 Runner with stand-in Wi-Fi, NTP and watchdog; the fetch from the fetch schedule): what a board
 running everything holds, board.py's code and interned names included. There a service's first
 failure fails the trial at once (heapwork's stand-in machine.reset ends the process), as a failure
 does in the plain workload; a trial that waits out one of its bounds prints HANG and its cause.
+
+--store (a, b, c, e; default dir) one row per store named, in that order. dir: the store in a host
+directory. lfs (rows a-lfs...): where a board has it, on littlefs. The store the harness made is
+copied into an image of 4 KiB blocks (formatted with VfsLfs2's defaults, as a board's first boot
+does; made once per workload, copied per trial); the trial runs tools/heapflash.py, which mounts it
+at /flash with flashfs's geometry (64,32,64, no mtime; host_tests/test_flashfs_host.py checks its
+copy of those) and then imports heapwork; the fetch's state is there too, and a passing trial's
+store is copied back out and checked as dir's. heapwork itself is unchanged, so dir's trials load
+nothing of this (a few names more in heapwork moved e 99 -> 101 KiB). The block device is
+heapflash's: a seek and a read or write per call, nothing held or allocated
+(host_tests/test_heapflash.py; hostflash.py's FileBlockDev holds its 4 KiB open block: 16 KiB of
+its own, and a needed 31 KiB more with it). Its own live heap, which a board does not have (~2.7
+KB: heapflash's module, measured by importing it, and the device: "block device"), is subtracted.
+dev (rows a-dev...): lfs's control, heapflash run and its device made, nothing mounted, the store
+in the directory. Its ~17 names a board never interns, and the host's qstr pools grow by doubling:
+dev - dir was +10 to +13 KiB for e, +2 to +4 for c. lfs - dev (printed when both run) is littlefs's
+own cost: its mount (~1.1 KB) and the files open at the peak (448 B each, docs/FIGURES.md "littlefs
+geometry"); for a and e it is within the host's +-2 KiB of heap placement (a: -2, every run). On
+the host the kernel's send buffer (loopback: up to 4 MiB) takes each 1 MiB RETR whole, so c's
+sessions have closed their message files before the hold and c's peak has 4 files open on littlefs
+(the two sessions' index files, the fetch's temp file and its UIDL journal); a board's lwIP buffers
+~6 KB, so its RETRs keep their message files open (6 files).
 """
 
 import argparse
@@ -75,6 +97,9 @@ from serverharness import Pop3Server  # noqa: E402
 WORK = os.path.join(HERE, "heapwork.py")
 PROF = os.path.join(HERE, "heapprof.py")  # heapwork's "prof" flag (compiled, never imported otherwise)
 FETCHPROF = os.path.join(HERE, "fetchprof.py")  # d's --prof: the fetch CLI with a heap map at each phase's end
+HOSTFLASH = os.path.join(HERE, "hostflash.py")  # --store lfs: the image made and read back (not in the trial)
+HEAPFLASH = os.path.join(HERE, "heapflash.py")  # --store lfs: heapwork's block device (from .mpy, as the rest)
+FLASH = "/flash"  # --store lfs: where heapwork mounts the image (tools/hostflash.py's and the pseudo-board's)
 KIB = 1024
 MIB = 1024 * 1024
 # The issue's budgets (64-bit host, code from .mpy unless said).
@@ -181,7 +206,7 @@ class Env:
         self.smtp = smtp
         self.board = False  # --board: heapwork loads in board.main's order
         self.runner = False  # --runner: heapwork runs board.main itself (boot.py's modules too)
-        self.mpy = build_mpy(os.path.join(base, "lib"), extra=(WORK, PROF, FETCHPROF))  # "lib": see the module doc
+        self.mpy = build_mpy(os.path.join(base, "lib"), extra=(WORK, PROF, FETCHPROF, HEAPFLASH))  # "lib": see the module doc
         self.rom = None
         self.up = None
         self.msgs = {}
@@ -189,6 +214,37 @@ class Env:
         self.states = {}  # N -> the state directory of dfull's earlier session (full_state)
         self.firsts = ()  # --only dfirst: the mailbox sizes (Dovecot user "first<N>", N messages)
         self.dove = None
+        self.images = {}  # --store lfs: a workload's store as a littlefs image, made once (lfs_image)
+        self.bdev = set()  # --store lfs: the block device's heap each trial reported (heapflash's BDEV)
+        self.flash_code = None  # --store lfs: the live heap of heapflash's module itself (flash_heap)
+
+    def lfs_image(self, key, tree, dest):
+        """dest: a littlefs image (4 KiB blocks) holding the host store `tree` at /flash/mail, and
+        room for c's fetch and SMTP message. Copied from the one made for `key` (the first trial's
+        store: the same boxes and messages every trial)."""
+        if key not in self.images:
+            img = os.path.join(self.base, "store%d.img" % len(self.images))
+            used = sum(os.path.getsize(os.path.join(t, n)) for t, _, ns in os.walk(tree) for n in ns)
+            size = (used * 5 // 4 // 4096 + 2048) * 4096  # + 8 MiB
+            with open(img, "wb") as f:  # erased flash (hostflash.py formats only a blank image)
+                for _ in range(size // MIB):
+                    f.write(b"\xff" * MIB)
+                f.write(b"\xff" * (size % MIB))
+            lfs_copy(img, tree, FLASH + "/mail", mkfs=True)
+            self.images[key] = img
+        shutil.copyfile(self.images[key], dest)
+
+    def flash_heap(self):
+        """The stand-in flash's own live heap, which a board does not hold: its module (code and
+        globals, measured once by importing it) and what the trials reported (BDEV: the device)."""
+        if self.flash_code is None:
+            import subprocess
+
+            probe = "import gc\ngc.collect()\na = gc.mem_alloc()\nimport heapflash\ngc.collect()\nprint(gc.mem_alloc() - a)\n"
+            r = subprocess.run([MICROPYTHON, "-c", probe], capture_output=True, text=True, timeout=60, cwd=self.base,
+                               env=dict(os.environ, MICROPYPATH="lib:.frozen"), check=True)
+            self.flash_code = int(r.stdout)
+        return self.flash_code + max(self.bdev, default=0)
 
     def romfs(self):
         if self.rom is None:
@@ -242,6 +298,50 @@ class Env:
             self.dove.stop()
 
 
+# --store lfs: a directory tree copied into or out of a littlefs image (run by tools/hostflash.py
+# with the image mounted at /flash): the store a trial starts from, and the one it left.
+COPY_TREE = r"""
+import os
+buf = bytearray(4096)
+mv = memoryview(buf)
+
+
+def copy(src, dst):
+    try:
+        os.mkdir(dst)
+    except OSError:
+        pass
+    for e in os.ilistdir(src):
+        s, t = src + "/" + e[0], dst + "/" + e[0]
+        if e[1] == 0x4000:
+            copy(s, t)
+            continue
+        f, g = open(s, "rb"), open(t, "wb")
+        n = f.readinto(buf)
+        while n:
+            g.write(mv[:n])
+            n = f.readinto(buf)
+        f.close()
+        g.close()
+
+
+copy(SRC, DST)
+"""
+
+
+def lfs_copy(image, src, dst, mkfs=False):
+    """Copy the tree src to dst (one of them under /flash: the image mounted; mkfs: format a blank image first)."""
+    import subprocess
+
+    script = image + ".copy.py"
+    with open(script, "w") as f:
+        f.write("SRC, DST = %r, %r\n" % (src, dst) + COPY_TREE)
+    r = subprocess.run([MICROPYTHON, HOSTFLASH, image] + (["--mkfs"] if mkfs else []) + ["-f", script],
+                       capture_output=True, timeout=300, env=dict(os.environ, MICROPYPATH=HERE + ":.frozen"))
+    if r.returncode != 0:
+        raise RuntimeError("copy %s -> %s: %s" % (src, dst, (r.stdout + r.stderr).decode(errors="replace")[-2000:]))
+
+
 def _knows(word):
     """True if the firmware's config or client mentions `word` (an account key of a newer tree)."""
     for m in ("config.py", "client.py"):
@@ -287,8 +387,12 @@ def _hang(kib, what, srv):
                                                                 " | ".join(l[-160:] for l in tail)), flush=True)
 
 
-def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=False):
-    """One try of workloads a/b/c/e at `kib` KiB of heap. True if it passed."""
+def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=False, store="dir"):
+    """One try of workloads a/b/c/e at `kib` KiB of heap. True if it passed. store (--store): "dir"
+    the store in a host directory; "lfs" the store (and the fetch's state) on a littlefs image, as
+    on a board (heapwork's "lfs"); "dev" the host directory, with lfs's stand-in flash device
+    loaded but nothing mounted (heapwork's "dev": lfs's control, the same interned names)."""
+    lfs = store == "lfs"
     d = tempfile.mkdtemp(dir=env.base)
     msg = message(size)
     users = dict(("u%d" % i, PW) for i in range(max(sessions, 1)))
@@ -303,14 +407,21 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
     extra = {}
     if fetch:
         extra["accounts"] = [env.account(d, "m1m")]
+    go = os.path.join(d, "go")
+    if store != "dir":  # the store the harness made, on the image (heapwork opens go.img)
+        env.lfs_image((sessions, size), srv.store_root, go + ".img")
+    if lfs:  # (and mounts it at /flash)
+        extra["store"] = dict(srv.read_config()["store"], root=FLASH + "/mail")
+        for acct in extra.get("accounts", ()):
+            acct["state_dir"] = FLASH + "/state"
     smtp = env.smtp and fetch
     if smtp:
         smtp_port = free_port()
         extra["smtp"] = {"port": smtp_port, "submission_port": 0, "smtps_port": 0, "domains": ["example.org"],
                          "max_message_size": 2 * MIB, "slot_wait": SLOT_WAIT[0]}
     _patch_config(srv.config_path, **extra)
-    go = os.path.join(d, "go")
     flags = (["fetch"] if fetch else []) + (["smtp"] if env.smtp and fetch else []) + (["board"] if env.board else []) + (["runner"] if env.runner else [])
+    flags += [store] if store != "dir" else []
     if PROF_LOG[0]:  # --prof: heapwork's heap maps at each new peak (tools/heapprof.py), the log kept
         flags += ["prof", "map", "objs"]
     try:
@@ -319,11 +430,15 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
                 img, launcher, _ = env.romfs()
                 srv.start(args=[launcher, img, "heapwork", srv.config_path, go] + flags, micropypath=d)
             else:
-                # heapwork from "lib" in env.base (the board-like module paths: the module doc)
-                srv.start(args=["-m", "heapwork", srv.config_path, go] + flags, micropypath="lib", cwd=env.base)
+                # heapwork from "lib" in env.base (the board-like module paths: the module doc); on
+                # littlefs (and its control) after heapflash, which imports it
+                srv.start(args=["-m", "heapwork" if store == "dir" else "heapflash", srv.config_path, go] + flags,
+                          micropypath="lib", cwd=env.base)
         except RuntimeError:
             return False
         up = _wait_log(srv, "READY", 15)
+        if store != "dir":
+            env.bdev.update(int(ln.split()[1]) for ln in srv.log().splitlines() if ln.startswith("BDEV "))
         if not up:
             if up is None:
                 _hang(kib, "no READY within 15 s", srv)
@@ -388,6 +503,9 @@ def server_trial(env, kib, sessions=0, tls=True, size=MIB, fetch=False, rom=Fals
         if ok and fetch:
             _keep_log(srv)
             srv.stop()
+            if lfs:  # the store the trial left, read as the directory store is
+                shutil.rmtree(srv.store_root)
+                lfs_copy(go + ".img", FLASH + "/mail", srv.store_root)
             got = srv.mailbox("fetched")
             ok = len(got) == 1 and got[0][1] == env.msgs["m1m"]
             if ok and smtp:  # the SMTP message stored after the RETR'd one, trace headers added
@@ -548,6 +666,9 @@ def main():
                     help="the server's (and SMTP's) slot_wait in the config (default 8, an int as the board templates have it)")
     ap.add_argument("--full", default="500", metavar="N,...", help="dfull's mailbox sizes (messages on the server)")
     ap.add_argument("--first", default="100", metavar="N,...", help="dfirst's mailbox sizes (messages on Dovecot)")
+    ap.add_argument("--store", default="dir", metavar="dir,dev,lfs", help="a, b, c and e with the store in a host directory (dir), "
+                    "and/or on a littlefs image mounted as on a board (lfs: rows a-lfs etc.), and/or in the directory with lfs's "
+                    "stand-in device loaded (dev: lfs's control), one row each, in this order")
     a = ap.parse_args()
     if a.slot_wait is not None:
         SLOT_WAIT[0] = float(a.slot_wait) if "." in a.slot_wait else int(a.slot_wait)  # (as JSON writes it)
@@ -556,6 +677,9 @@ def main():
         benchlib.MPY_FLAGS[:] = NO_LINES
     PROF_LOG[0] = a.prof
     only = a.only.split(",")
+    stores = a.store.split(",")
+    if not set(stores) <= {"dir", "dev", "lfs"}:
+        ap.error("--store: one or more of dir, dev, lfs (e.g. dir,lfs)")
     smtp = not a.no_smtp and os.path.exists(os.path.join(benchlib.PKG, "smtpserver.py"))
     if not a.no_smtp and not smtp:
         print("SMTP: this firmware has no pocketpost.smtpserver: c runs without an SMTP session")
@@ -572,13 +696,16 @@ def main():
     rows = []
     log = print if a.v else None
 
-    def row(name, budget, trial, lo, hi, sub=0):
+    def row(name, budget, trial, lo, hi, sub=0, what="image"):
+        """sub: bytes in the heap that a board holds elsewhere (`what`), or a function giving them once the trials ran."""
         if a.prof:  # one trial at the given size, for its heap maps (no bisection)
             print("  %-58s %s (log: %s)" % (name, "passed" if trial(a.prof_at) else "FAILED", a.prof), flush=True)
             return None
         t0 = time.time()
         k, n = min_heap(trial, lo, hi, 1, 5, log)
-        fig = "fails at %d KiB" % hi if k is None else ("%d KiB" % k if not sub else "%d KiB - image %.1f = %.1f KiB" % (k, sub / KIB, k - sub / KIB))
+        if callable(sub):
+            sub = sub()
+        fig = "fails at %d KiB" % hi if k is None else ("%d KiB" % k if not sub else "%d KiB - %s %.1f = %.1f KiB" % (k, what, sub / KIB, k - sub / KIB))
         val = None if k is None else k - sub / KIB
         verdict = "" if budget is None or val is None else ("OK" if val <= budget else "OVER")
         line = "  %-58s %-34s %-12s %s" % (name, fig, ("budget %d KiB" % budget) if budget else "", verdict)
@@ -586,21 +713,35 @@ def main():
         rows.append((name, val))
         return val
 
+    def stored(name, budget, trial, lo, hi):
+        """row() once per --store: [value per store], trial(k, store). lfs and dev: the row named
+        "a-lfs" ("a-dev") for "a", the stand-in block device's heap (Env.flash_heap) subtracted:
+        a board's is C."""
+        out = []
+        for store in stores:
+            out.append(row(name if store == "dir" else name.replace("  ", "-%s " % store, 1), budget, lambda k: trial(k, store),
+                           lo, hi, 0 if store == "dir" else env.flash_heap, "block device"))
+        got = dict(zip(stores, out))
+        if got.get("lfs") is not None and got.get("dev") is not None:
+            print("  %s-lfs - %s-dev: %+.0f KiB (littlefs's own: its mount and the files open at the peak)"
+                  % (name[0], name[0], got["lfs"] - got["dev"]), flush=True)
+        return out
+
     try:
         print("smallest -X heapsize passing 5/5 (1 KiB bisection; code from .mpy; 64-bit unix port):", flush=True)
         if "a" in only:
-            row("a  server listening, no session", None, lambda k: server_trial(env, k, 0), 16, 256)
+            stored("a  server listening, no session", None, lambda k, store: server_trial(env, k, 0, store=store), 16, 256)
         if "b" in only:
-            row("b  server, 2 sessions x 1 MiB RETR (1 POP3S)", None, lambda k: server_trial(env, k, 2), 16, 320)
+            stored("b  server, 2 sessions x 1 MiB RETR (1 POP3S)", None, lambda k, store: server_trial(env, k, 2, store=store), 16, 320)
         if "c" in only:
-            row("c  everything at once: b + fetch 1 MiB" + (" + SMTP 1 MiB" if smtp else ""), BUDGET_ALL,
-                lambda k: server_trial(env, k, 2, fetch=True), 16, 384)
+            stored("c  everything at once: b + fetch 1 MiB" + (" + SMTP 1 MiB" if smtp else ""), BUDGET_ALL,
+                   lambda k, store: server_trial(env, k, 2, fetch=True, store=store), 16, 384)
             if smtp:
                 env.smtp = False
                 keep = PROF_LOG[0]
                 if keep:  # --prof: its log beside c's (LOG-nosmtp), not over it
                     PROF_LOG[0] = a.prof = keep + "-nosmtp"
-                row("c  the same without the SMTP session", BUDGET_ALL, lambda k: server_trial(env, k, 2, fetch=True), 16, 384)
+                stored("c  the same without the SMTP session", BUDGET_ALL, lambda k, store: server_trial(env, k, 2, fetch=True, store=store), 16, 384)
                 PROF_LOG[0] = a.prof = keep
                 env.smtp = True
         if "d" in only:
@@ -619,11 +760,12 @@ def main():
                 row("d  fetch CLI, keep, first fetch of %d (no state)" % n, BUDGET_FETCH,
                     lambda k: fetch_cli_trial(env, k, "first%d" % n), 16, 320)
         if "e" in only:
-            s1 = row("e  server, 1 session RETR 1 KiB", None, lambda k: server_trial(env, k, 1, tls=False, size=KIB), 16, 256)
-            s10 = row("e  server, 1 session RETR 10 MiB", None, lambda k: server_trial(env, k, 1, tls=False, size=10 * MIB), 16, 256)
-            if s1 is not None and s10 is not None:
-                d = s10 - s1
-                print("  e  server heap 10 MiB - 1 KiB: %+d KiB   %s" % (d, "flat (within the 1 KiB step)" if abs(d) <= 1 else ("NOT flat" if d > 0 else "10 MiB needed less: bisection noise")))
+            s1 = stored("e  server, 1 session RETR 1 KiB", None, lambda k, store: server_trial(env, k, 1, tls=False, size=KIB, store=store), 16, 256)
+            s10 = stored("e  server, 1 session RETR 10 MiB", None, lambda k, store: server_trial(env, k, 1, tls=False, size=10 * MIB, store=store), 16, 256)
+            for store, one, ten in zip(stores, s1, s10):
+                if one is not None and ten is not None:
+                    d = ten - one
+                    print("  e%s server heap 10 MiB - 1 KiB: %+.0f KiB   %s" % (" " if store == "dir" else "-" + store, d, "flat (within the 1 KiB step)" if abs(d) <= 1 else ("NOT flat" if d > 0 else "10 MiB needed less: bisection noise")))
         rom = [w for w in "abc" if "rom" in only or "rom" + w in only]  # (roma, romb, romc: one of them)
         if rom:
             size = env.romfs()[2]

@@ -8,7 +8,9 @@
 # pocketpost.smtpserver exists). The fetch starts once GO_FILE exists (the benchmark creates it
 # when its POP3 sessions are in the middle of their RETRs) and prints "FETCHED <bytes>" when done.
 # The process serves until killed. With "runner", a service's failure or a fatal error ends it
-# (exit status 3, after "RESET"): board.main's reset, stood in for.
+# (exit status 3, after "RESET"): board.main's reset, stood in for. With the store on littlefs
+# (bench_heap --store lfs) tools/heapflash.py runs first and imports this module: nothing here
+# knows of it (any code or name here is in every trial's heap: a few names moved e by 2 KiB).
 import sys
 
 RUNNER = "runner" in sys.argv
