@@ -231,6 +231,12 @@ async def main():
     else:
         srvmod = server
     srv = await srvmod.start(cfg, store)
+    # A board's lwIP buffers ~6 KB of a connection's sends; Linux's loopback took each 1 MiB RETR
+    # whole (up to 4 MiB), so b's and c's sessions had finished before their clients' hold. The
+    # listening sockets' send buffer (accepted ones inherit it; the kernel doubles it to 8 KiB)
+    # keeps them in progress as on a board: their files and RETR blocks held at the peak.
+    for ls in srv._listeners:
+        ls[1].setsockopt(1, 7, 4096)  # SOL_SOCKET, SO_SNDBUF (Linux's numbers: no names interned)
     if "smtp" in flags:  # one login throttle for both, as board.Runner.serve_smtp does
         from pocketpost import smtpserver  # type: ignore
 
