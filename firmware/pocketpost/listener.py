@@ -263,36 +263,30 @@ class ServerConn(Conn):
             self.sock = s
             self.handshaking = False
 
-        async def _wait(self, write, ms):
-            # transport.Conn._wait without its alarm task and the poller coroutine: the task parks
-            # on the poller here, and one timer for every server connection (_expire) wakes it
-            # with Timeout once its bound has run out, as Conn's alarm does (see transport._alarm:
-            # only while it is still parked there, so an outside cancel stays a cancel and a
-            # socket that became ready first wins). Per waiting connection that is an alarm task,
-            # its coroutine and the poller's coroutine less (~290 B on the 64-bit host), and no
-            # task made per wait (a RETR to a slow reader waits once per block).
+        def _arm(self, ms):
+            # transport.Conn._wait's bound without an alarm task: one timer for every server
+            # connection (_expire) wakes the parked task with Timeout once its bound has run out,
+            # as Conn's alarm does (see transport._alarm: only while it is still parked there, so
+            # an outside cancel stays a cancel and a socket that became ready first wins). Per
+            # waiting connection that is an alarm task and its coroutine less, and no task made
+            # per wait (a RETR to a slow reader waits once per block). Few locals: a plain
+            # function's frame then stays off the heap (one more here, 136 B per wait).
             due = ticks_add(ticks_ms(), int(self._bound(ms) * 1000))
             t = asyncio.current_task()
             _waits[t] = due
-            w = _timer[0]
             q = asyncio.core._task_queue  # type: ignore[attr-defined]
-            if w is None or _timer[2] is not q:  # (a new event loop gets a timer of its own)
+            if _timer[0] is None or _timer[2] is not q:  # (a new event loop gets a timer of its own)
                 _timer[1] = due
                 _timer[2] = q
                 _timer[0] = asyncio.create_task(_expire())
             elif ticks_diff(due, _timer[1]) < 0:  # sooner than the timer wakes: it wakes sooner
                 _timer[1] = due
-                q.remove(w)
-                q.push(w, due)
-            try:
-                q = asyncio.core._io_queue  # type: ignore[attr-defined]
-                # The raw socket, also under TLS (transport.Conn._wait: the poller holds file
-                # descriptors only).
-                yield q.queue_write(self.raw) if write else q.queue_read(self.raw)
-            except Timeout:  # the timer's: the Timeout named by the deadline that ran out
-                raise self._expired(ms)
-            finally:
-                _waits.pop(t, None)
+                q.remove(_timer[0])
+                q.push(_timer[0], due)
+            return t
+
+        def _disarm(self, t):
+            _waits.pop(t, None)
 
         def before_tls(self):
             """Before the +OK to STLS. A client starts its handshake only once it has that +OK,

@@ -128,49 +128,63 @@ if IS_MICROPYTHON:
             self.stream.s = s
             self.handshaking = True
 
-        async def _wait(self, write, ms):
-            s = self._bound(ms)
-            # The raw socket, also under TLS: the poller then holds file descriptors only. An SSL
-            # socket has none, and the unix port's select.poll, mixing the two, crashed (SIGSEGV)
-            # or lost the TLS session's wake-ups with 4+ connections (host_tests/test_server_poll.py).
-            # The bound: an alarm task throws Timeout into this one when it runs out (see _alarm);
-            # a cancel from outside (e.g. the board's per-account deadline) goes on as it is.
-            # The task parks on the poller in this frame (no coroutine of its own for it: one
-            # frame less held through every wait).
-            a = asyncio.create_task(_alarm(asyncio.current_task(), s))
-            try:
-                q = asyncio.core._io_queue  # type: ignore[attr-defined]
-                yield q.queue_write(self.raw) if write else q.queue_read(self.raw)
-            except Timeout:  # the alarm's: the Timeout named by the bound's owner
-                raise self._expired(ms)
-            finally:
-                a.cancel()
+        def _arm(self, ms):
+            # A wait's bound: an alarm task throws Timeout into this one when it runs out (see
+            # _alarm); a cancel from outside (e.g. the board's per-account deadline) goes on as
+            # it is. listener.ServerConn's timer replaces this pair.
+            return asyncio.create_task(_alarm(asyncio.current_task(), self._bound(ms)))
+
+        def _disarm(self, a):
+            a.cancel()
+
+        def _wait(self, write, ms, mv=None):
+            """(Awaited.) Park until the socket is writable (write) or readable, bounded by ms
+            (Timeout, as _expired names it). With mv, recv_into: a read is tried first and after
+            each wait, and its count returned. The task parks on the poller in this frame: no
+            coroutine of its own for the poller, nor for recv_into (a session waiting for its
+            next command holds one frame, 192 B less, and a read makes one coroutine, not two).
+            A plain generator: CPython parses this module too, and an async def may not return
+            a value once it yields (MicroPython awaits either)."""
+            while True:
+                if mv is not None:
+                    try:
+                        n = self.recv_now(mv)
+                    except OSError as e:
+                        if not would_block(e):
+                            raise
+                        n = None
+                    if n is not None:
+                        return n
+                a = self._arm(ms)
+                try:
+                    q = asyncio.core._io_queue  # type: ignore[attr-defined]
+                    # The raw socket, also under TLS: the poller then holds file descriptors
+                    # only. An SSL socket has none, and the unix port's select.poll, mixing the
+                    # two, crashed (SIGSEGV) or lost the TLS session's wake-ups with 4+
+                    # connections (host_tests/test_server_poll.py).
+                    yield q.queue_write(self.raw) if write else q.queue_read(self.raw)
+                except Timeout:  # the bound's: the Timeout named by the bound's owner
+                    raise self._expired(ms)
+                finally:
+                    self._disarm(a)
+                if mv is None:
+                    return
 
         def recv_now(self, mv):
             """What recv_into would read without waiting: bytes read into mv (> 0), 0 at end of
             stream, None when nothing is there yet (then await recv_into). A bulk reader's fast
             path: no coroutine per read, and no try here (a function with one gets its frame
             from the heap on every call): an OSError for which would_block(e) is true means None
-            too (a non-blocking socket answers None; the check is recv_into's, kept just in case)."""
+            too (a non-blocking socket answers None; the check is _wait's, kept just in case)."""
             n = self.sock.readinto(mv)  # drives a TLS handshake; returns decrypted bytes
             if n and self.handshaking:
                 self._through()
             return n
 
-        async def recv_into(self, mv, ms=None):
-            """Bytes read into mv (> 0), or 0 at end of stream."""
-            while True:
-                try:
-                    n = self.sock.readinto(mv)  # drives a TLS handshake; returns decrypted bytes
-                except OSError as e:
-                    if errno_of(e) not in TIMEOUT_ERRNOS:
-                        raise
-                    n = None
-                if n is not None:
-                    if n and self.handshaking:
-                        self._through()
-                    return n
-                await self._wait(False, ms)
+        def recv_into(self, mv, ms=None):
+            """Bytes read into mv (> 0), or 0 at end of stream: a coroutine (_wait's, which
+            reads too)."""
+            return self._wait(False, ms, mv)
 
         async def send(self, data, ms=None):
             # A memoryview (the server's RETR block) as it is: another view would be garbage per block.
