@@ -17,8 +17,9 @@ its deadlines.
 
 MicroPython (`Conn`): reads and writes go to the raw (or TLS-wrapped, non-blocking) socket;
 when it answers None (would block) the task parks on asyncio's poller until the socket is
-ready (`_wait`, the same mechanism asyncio's own streams use), bounded as above (`_alarm`:
-a task that cancels the wait when its bound runs out, not asyncio.wait_for). No polling loop. TLS is never handed to the listener (a failed handshake would leak the socket): the
+ready (`_wait`, the same mechanism asyncio's own streams use; recv_into is that wait's
+generator, reading too), bounded as above (`_alarm`: one timer task for every connection's waits
+throws Timeout into a wait whose bound ran out; not asyncio.wait_for). No polling loop. TLS is never handed to the listener (a failed handshake would leak the socket): the
 socket is wrapped here, the raw one kept and closed too. MicroPython's TLS socket has no
 do_handshake(): with do_handshake_on_connect=False the handshake runs inside the first reads
 and writes, which answer None while it waits for the peer's next flight; so until the first
@@ -34,7 +35,7 @@ run or not, so the board never loads that code.
 
 import asyncio
 
-from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_add, ticks_diff, ticks_ms
 
 
 class Timeout(Exception):
@@ -50,22 +51,68 @@ if IS_MICROPYTHON:
     # MicroPython asyncio internals (asyncio.core: the poller and the run queue), reached through
     # the asyncio name: an import of core under a name of ours would be one more interned name.
 
-    async def _alarm(t, s):
-        # wait_for's timer without asyncio.wait_for (asyncio.funcs: ~0.9 KB of heap on the 64-bit
-        # unix port once loaded, and a runner task, its closure and frames on top of each wait):
-        # after s seconds, wake task t with Timeout thrown in, as Task.cancel does with
-        # CancelledError (off the poller, onto the run queue, the exception in t.data), but only
-        # if t is still parked on the poller. Not a cancel: a cancel from outside landing in the
-        # same scheduler pass (before this, or after it and before t runs) would be the same
-        # CancelledError as ours, and told apart by guesswork only. This way t gets whichever
-        # came last: an outside cancel is always a CancelledError, the bound alone a Timeout,
-        # and a socket that became ready before the alarm ran wins over it.
-        await asyncio.sleep(s)
+    # The timer of every connection's waits (Conn._wait, listener.ServerConn's too): the parked
+    # tasks and when each wait's bound runs out (ticks_ms), and the one task that wakes them,
+    # sleeping until the earliest (_timer: the task, or None when no wait is parked; when it
+    # wakes; the event loop's run queue it was made on: a new loop, asyncio.new_event_loop(),
+    # gets a timer of its own; and the poll object listener.ServerConn.gone looks through, made
+    # at its first look: a slot in this list, not a module name of its own, which would be one
+    # more interned name). Not asyncio.wait_for (asyncio.funcs: ~0.9 KB of heap on the 64-bit
+    # unix port once loaded, and a runner task, its closure and frames on top of each wait), nor
+    # an alarm task per wait (a task and its coroutine per waiting connection, ~290 B).
+    _waits = {}  # type: dict
+    _timer = [None, 0, None, None]  # type: list
+
+    def _alarm(s):
+        # The current task, its wait bounded by s seconds: _expire throws Timeout into it then,
+        # as Task.cancel does with CancelledError (off the poller, onto the run queue, the
+        # exception in t.data), but only if it is still parked on the poller. Not a cancel: a
+        # cancel from outside (e.g. the board's per-account deadline) landing in the same
+        # scheduler pass would be the same CancelledError as ours, and told apart by guesswork
+        # only. This way the task gets whichever came last: an outside cancel is always a
+        # CancelledError, the bound alone a Timeout, and a socket that became ready before the
+        # timer ran wins over it. The waiter takes itself out of _waits when its wait ends.
+        # Few locals: a plain function's frame then stays off the heap (6 of them: 136 B per wait).
+        due = ticks_add(ticks_ms(), int(s * 1000))
+        t = asyncio.current_task()
+        _waits[t] = due
+        q = asyncio.core._task_queue  # type: ignore[attr-defined]
+        if _timer[0] is None or _timer[2] is not q:  # (a new event loop gets a timer of its own)
+            _timer[1] = due
+            _timer[2] = q
+            _timer[0] = asyncio.create_task(_expire())
+        elif ticks_diff(due, _timer[1]) < 0:  # sooner than the timer wakes: it wakes sooner
+            _timer[1] = due
+            q.remove(_timer[0])
+            q.push(_timer[0], due)
+        return t
+
+    async def _expire():
+        # Allocates nothing (a full heap cannot stop it): one wait that ran out per scan.
         q = asyncio.core._io_queue  # type: ignore[attr-defined]
-        if t.data is q:
-            q.remove(t)
-            asyncio.core._task_queue.push(t)  # type: ignore[attr-defined]
-            t.data = Timeout
+        try:
+            while _waits:
+                now = ticks_ms()
+                soon = None
+                late = None
+                for t in _waits:
+                    due = _waits[t]
+                    if ticks_diff(due, now) <= 0:
+                        late = t
+                        break
+                    if soon is None or ticks_diff(due, soon) < 0:
+                        soon = due
+                if late is not None:
+                    del _waits[late]
+                    if late.data is q:  # still parked (see _alarm)
+                        q.remove(late)
+                        asyncio.core._task_queue.push(late)  # type: ignore[attr-defined]
+                        late.data = Timeout
+                    continue
+                _timer[1] = soon
+                await asyncio.sleep_ms(ticks_diff(soon, now))
+        finally:  # also when cancelled or unwound (Ctrl-C): the next wait makes a new timer
+            _timer[0] = None
 
 
 def would_block(e):
@@ -128,21 +175,13 @@ if IS_MICROPYTHON:
             self.stream.s = s
             self.handshaking = True
 
-        def _arm(self, ms):
-            # A wait's bound: an alarm task throws Timeout into this one when it runs out (see
-            # _alarm); a cancel from outside (e.g. the board's per-account deadline) goes on as
-            # it is. listener.ServerConn's timer replaces this pair.
-            return asyncio.create_task(_alarm(asyncio.current_task(), self._bound(ms)))
-
-        def _disarm(self, a):
-            a.cancel()
-
         def _wait(self, write, ms, mv=None):
             """(Awaited.) Park until the socket is writable (write) or readable, bounded by ms
             (Timeout, as _expired names it). With mv, recv_into: a read is tried first and after
             each wait, and its count returned. The task parks on the poller in this frame: no
             coroutine of its own for the poller, nor for recv_into (a session waiting for its
-            next command holds one frame, 192 B less, and a read makes one coroutine, not two).
+            next command holds one frame, and a read makes one coroutine: with recv_into's own
+            there were two, 192 B more on the 64-bit host).
             A plain generator: CPython parses this module too, and an async def may not return
             a value once it yields (MicroPython awaits either)."""
             while True:
@@ -155,7 +194,7 @@ if IS_MICROPYTHON:
                         n = None
                     if n is not None:
                         return n
-                a = self._arm(ms)
+                t = _alarm(self._bound(ms))
                 try:
                     q = asyncio.core._io_queue  # type: ignore[attr-defined]
                     # The raw socket, also under TLS: the poller then holds file descriptors
@@ -163,10 +202,10 @@ if IS_MICROPYTHON:
                     # two, crashed (SIGSEGV) or lost the TLS session's wake-ups with 4+
                     # connections (host_tests/test_server_poll.py).
                     yield q.queue_write(self.raw) if write else q.queue_read(self.raw)
-                except Timeout:  # the bound's: the Timeout named by the bound's owner
+                except Timeout:  # the timer's: the Timeout named by the bound's owner
                     raise self._expired(ms)
                 finally:
-                    self._disarm(a)
+                    _waits.pop(t, None)
                 if mv is None:
                     return
 

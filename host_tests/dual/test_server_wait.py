@@ -1,5 +1,5 @@
 """MicroPython's listener.ServerConn waits on asyncio's poller without an alarm task per wait:
-one timer for every server connection (listener._expire) wakes a parked task with Timeout once
+one timer for every connection (transport._expire) wakes a parked task with Timeout once
 its bound has run out. A wait past its bound raises Timeout named by what ran out (the idle
 timeout, a named deadline); each of several waits ends at its own bound, also a shorter one parked
 after a longer one (the timer is brought forward); a wait that ends with data, or with a cancel
@@ -31,12 +31,12 @@ def _conn(idle=0.06):
 
 
 def _clean(ended=True):
-    from pocketpost import listener
+    from pocketpost import transport
 
     assert not _io_map()
-    assert not listener._waits
+    assert not transport._waits
     if ended:  # the timer woke at the last bound and ended: nothing parked
-        assert listener._timer[0] is None
+        assert transport._timer[0] is None
 
 
 def _ms(t0):
@@ -105,7 +105,7 @@ def test_a_shorter_wait_parked_after_a_longer_one_ends_at_its_own_bound():
 
 
 def test_data_in_time_and_an_outside_cancel_leave_nothing_parked():
-    from pocketpost import listener
+    from pocketpost import transport
 
     c, s, addr = _conn(0.1)
     out = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -120,7 +120,7 @@ def test_data_in_time_and_an_outside_cancel_leave_nothing_parked():
         mv = memoryview(bytearray(16))
         n = await c.recv_into(mv)
         got.append(bytes(mv[:n]))
-        assert not listener._waits
+        assert not transport._waits
         try:  # had the wait stayed parked, the timer would throw into this task within 100 ms
             await asyncio.sleep_ms(250)
         except Exception as e:  # noqa: BLE001
