@@ -256,6 +256,12 @@ class ServerConn(Conn):
 
     if IS_MICROPYTHON:
 
+        @classmethod
+        def from_stream(cls, reader, writer):
+            # (here, not on transport.Conn: only a server adopts a stream, and every role loads
+            # transport.py, so its names there were the fetch's too)
+            return cls(reader)
+
         def __init__(self, stream):
             # transport.Conn's, for listen()'s socket as the stream too (from_stream(reader,
             # writer) hands over the reader: asyncio's stream, or that socket), which start_tls

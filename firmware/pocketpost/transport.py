@@ -11,8 +11,8 @@ nothing is there: a bulk reader's fast path), `send(data, ms)` writes all of it,
 the stream (STLS / STARTTLS, or at once for implicit TLS); `close()` drops it at once
 (`close(True)`: what is still queued goes out first), `shutdown(ms)` closes politely (after
 QUIT). A server adopts what listener.listen hands its handler with `from_stream(reader,
-writer)` (CPython: asyncio.start_server's streams; MicroPython: the accepted socket and its
-address). The hooks `_bound`, `_expired`, `_hs`, `_through` are where listener.ServerConn puts
+writer)` (CPython: asyncio.start_server's streams, hostconn.Conn's; MicroPython: the accepted
+socket and its address, listener.ServerConn's). The hooks `_bound`, `_expired`, `_hs`, `_through` are where listener.ServerConn puts
 its deadlines.
 
 MicroPython (`Conn`): reads and writes go to the raw (or TLS-wrapped, non-blocking) socket;
@@ -51,17 +51,17 @@ if IS_MICROPYTHON:
     # MicroPython asyncio internals (asyncio.core: the poller and the run queue), reached through
     # the asyncio name: an import of core under a name of ours would be one more interned name.
 
-    # The timer of every connection's waits (Conn._wait, listener.ServerConn's too): the parked
-    # tasks and when each wait's bound runs out (ticks_ms), and the one task that wakes them,
-    # sleeping until the earliest (_timer: the task, or None when no wait is parked; when it
-    # wakes; the event loop's run queue it was made on: a new loop, asyncio.new_event_loop(),
-    # gets a timer of its own; and the poll object listener.ServerConn.gone looks through, made
-    # at its first look: a slot in this list, not a module name of its own, which would be one
-    # more interned name). Not asyncio.wait_for (asyncio.funcs: ~0.9 KB of heap on the 64-bit
-    # unix port once loaded, and a runner task, its closure and frames on top of each wait), nor
-    # an alarm task per wait (a task and its coroutine per waiting connection, ~290 B).
-    _waits = {}  # type: dict
-    _timer = [None, 0, None, None]  # type: list
+    # The timer of every connection's waits (Conn._wait, listener.ServerConn's too): one task
+    # wakes the parked tasks whose bound has run out, sleeping until the earliest. _timer: that
+    # task, or None when no wait is parked; when it wakes; the event loop's run queue it was made
+    # on (a new loop, asyncio.new_event_loop(), gets a timer of its own); the poll object
+    # listener.ServerConn.gone looks through, made at its first look; and the parked tasks, each
+    # with the ticks_ms its bound runs out at. Slots in one list, not module names of their own:
+    # each would be one more interned name (the fetch's count is at its limit: test_fetch_heap).
+    # Not asyncio.wait_for (asyncio.funcs: ~0.9 KB of heap on the 64-bit unix port once loaded,
+    # and a runner task, its closure and frames on top of each wait), nor an alarm task per wait
+    # (a task and its coroutine per waiting connection, ~290 B).
+    _timer = [None, 0, None, None, {}]  # type: list
 
     def _alarm(s):
         # The current task, its wait bounded by s seconds: _expire throws Timeout into it then,
@@ -71,11 +71,11 @@ if IS_MICROPYTHON:
         # scheduler pass would be the same CancelledError as ours, and told apart by guesswork
         # only. This way the task gets whichever came last: an outside cancel is always a
         # CancelledError, the bound alone a Timeout, and a socket that became ready before the
-        # timer ran wins over it. The waiter takes itself out of _waits when its wait ends.
+        # timer ran wins over it. The waiter takes itself out of _timer[4] when its wait ends.
         # Few locals: a plain function's frame then stays off the heap (6 of them: 136 B per wait).
         due = ticks_add(ticks_ms(), int(s * 1000))
         t = asyncio.current_task()
-        _waits[t] = due
+        _timer[4][t] = due
         q = asyncio.core._task_queue  # type: ignore[attr-defined]
         if _timer[0] is None or _timer[2] is not q:  # (a new event loop gets a timer of its own)
             _timer[1] = due
@@ -90,20 +90,21 @@ if IS_MICROPYTHON:
     async def _expire():
         # Allocates nothing (a full heap cannot stop it): one wait that ran out per scan.
         q = asyncio.core._io_queue  # type: ignore[attr-defined]
+        waits = _timer[4]
         try:
-            while _waits:
+            while waits:
                 now = ticks_ms()
                 soon = None
                 late = None
-                for t in _waits:
-                    due = _waits[t]
+                for t in waits:
+                    due = waits[t]
                     if ticks_diff(due, now) <= 0:
                         late = t
                         break
                     if soon is None or ticks_diff(due, soon) < 0:
                         soon = due
                 if late is not None:
-                    del _waits[late]
+                    del waits[late]
                     if late.data is q:  # still parked (see _alarm)
                         q.remove(late)
                         asyncio.core._task_queue.push(late)  # type: ignore[attr-defined]
@@ -158,10 +159,6 @@ if IS_MICROPYTHON:
             self.sock = stream.s
             self.handshaking = False
 
-        @classmethod
-        def from_stream(cls, reader, writer):
-            return cls(reader)
-
         async def start_tls(self, ctx, hostname=None, server_side=False, ms=None):
             """Wrap the socket; the handshake runs inside the next reads and writes (bounded by
             theirs; a server's by its handshake deadline too)."""
@@ -205,7 +202,7 @@ if IS_MICROPYTHON:
                 except Timeout:  # the timer's: the Timeout named by the bound's owner
                     raise self._expired(ms)
                 finally:
-                    _waits.pop(t, None)
+                    _timer[4].pop(t, None)
                 if mv is None:
                     return
 

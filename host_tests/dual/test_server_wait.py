@@ -34,7 +34,7 @@ def _clean(ended=True):
     from pocketpost import transport
 
     assert not _io_map()
-    assert not transport._waits
+    assert not transport._timer[4]
     if ended:  # the timer woke at the last bound and ended: nothing parked
         assert transport._timer[0] is None
 
@@ -120,7 +120,7 @@ def test_data_in_time_and_an_outside_cancel_leave_nothing_parked():
         mv = memoryview(bytearray(16))
         n = await c.recv_into(mv)
         got.append(bytes(mv[:n]))
-        assert not transport._waits
+        assert not transport._timer[4]
         try:  # had the wait stayed parked, the timer would throw into this task within 100 ms
             await asyncio.sleep_ms(250)
         except Exception as e:  # noqa: BLE001
