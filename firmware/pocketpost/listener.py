@@ -293,7 +293,8 @@ class ServerConn(Conn):
             AttributeError): nothing left, or with octets there (an implicit-TLS port's
             ClientHello) poll's POLLRDHUP, the peer's close behind them (Linux's; a port that does
             not pass the flag on never reports it), through one poll object for every connection
-            (transport._timer[3], made at the first look: before, one per step of each wait, every 100 ms),
+            (transport._timer[3], made at the first look: before, one per step of each wait,
+            every 100 ms),
             the socket registered for the look alone (no await in between). Without MSG_PEEK a plain port's octet is read
             (a POP3 or SMTP client speaks only after its greeting: an octet now is its close, or a
             client that does not wait, let go too), an implicit-TLS port's is left for the

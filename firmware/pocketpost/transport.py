@@ -12,14 +12,15 @@ the stream (STLS / STARTTLS, or at once for implicit TLS); `close()` drops it at
 (`close(True)`: what is still queued goes out first), `shutdown(ms)` closes politely (after
 QUIT). A server adopts what listener.listen hands its handler with `from_stream(reader,
 writer)` (CPython: asyncio.start_server's streams, hostconn.Conn's; MicroPython: the accepted
-socket and its address, listener.ServerConn's). The hooks `_bound`, `_expired`, `_hs`, `_through` are where listener.ServerConn puts
-its deadlines.
+socket and its address, listener.ServerConn's). The hooks `_bound`, `_expired`, `_hs`,
+`_through` are where listener.ServerConn puts its deadlines.
 
 MicroPython (`Conn`): reads and writes go to the raw (or TLS-wrapped, non-blocking) socket;
 when it answers None (would block) the task parks on asyncio's poller until the socket is
 ready (`_wait`, the same mechanism asyncio's own streams use; recv_into is that wait's
 generator, reading too), bounded as above (`_alarm`: one timer task for every connection's waits
-throws Timeout into a wait whose bound ran out; not asyncio.wait_for). No polling loop. TLS is never handed to the listener (a failed handshake would leak the socket): the
+throws Timeout into a wait whose bound ran out; not asyncio.wait_for). No polling loop. TLS is
+never handed to the listener (a failed handshake would leak the socket): the
 socket is wrapped here, the raw one kept and closed too. MicroPython's TLS socket has no
 do_handshake(): with do_handshake_on_connect=False the handshake runs inside the first reads
 and writes, which answer None while it waits for the peer's next flight; so until the first
@@ -72,7 +73,7 @@ if IS_MICROPYTHON:
         # only. This way the task gets whichever came last: an outside cancel is always a
         # CancelledError, the bound alone a Timeout, and a socket that became ready before the
         # timer ran wins over it. The waiter takes itself out of _timer[4] when its wait ends.
-        # Few locals: a plain function's frame then stays off the heap (6 of them: 136 B per wait).
+        # Few locals: a plain function's frame then stays off the heap (with 6: 136 B per wait).
         due = ticks_add(ticks_ms(), int(s * 1000))
         t = asyncio.current_task()
         _timer[4][t] = due
