@@ -68,11 +68,12 @@ dev (rows a-dev...): lfs's control, heapflash run and its device made, nothing m
 in the directory. Its ~17 names a board never interns, and the host's qstr pools grow by doubling:
 dev - dir was +10 to +13 KiB for e, +2 to +4 for c. lfs - dev (printed when both run) is littlefs's
 own cost: its mount (~1.1 KB) and the files open at the peak (448 B each, docs/FIGURES.md "littlefs
-geometry"); for a and e it is within the host's +-2 KiB of heap placement (a: -2, every run). On
-the host the kernel's send buffer (loopback: up to 4 MiB) takes each 1 MiB RETR whole, so c's
-sessions have closed their message files before the hold and c's peak has 4 files open on littlefs
-(the two sessions' index files, the fetch's temp file and its UIDL journal); a board's lwIP buffers
-~6 KB, so its RETRs keep their message files open (6 files).
+geometry"); for a and e it is within the host's +-2 KiB of heap placement (a: -2, every run). The
+server's sockets send through an 8 KiB buffer (heapwork sets it: a board's lwIP buffers ~6 KB;
+loopback's, up to 4 MiB, took each 1 MiB RETR whole before, so b's and c's sessions had closed
+their message files before the hold, and w29-lfsheap counted 4 files open at c's peak on littlefs:
+the two sessions' index files, the fetch's temp file and its UIDL journal); with it the two RETRs
+keep their message files open (6 files), as on a board.
 """
 
 import argparse
