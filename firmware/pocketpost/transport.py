@@ -36,7 +36,7 @@ run or not, so the board never loads that code.
 
 import asyncio
 
-from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_add, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_diff, ticks_ms
 
 
 class Timeout(Exception):
@@ -74,7 +74,9 @@ if IS_MICROPYTHON:
         # CancelledError, the bound alone a Timeout, and a socket that became ready before the
         # timer ran wins over it. The waiter takes itself out of _timer[4] when its wait ends.
         # Few locals: a plain function's frame then stays off the heap (with 6: 136 B per wait).
-        due = ticks_add(ticks_ms(), int(s * 1000))
+        # (asyncio.core's ticks_add: one module name less here, and this module's 18th name
+        # grew its globals' table by 96 B, held through every fetch: bench_client's heap line)
+        due = asyncio.core.ticks_add(ticks_ms(), int(s * 1000))  # type: ignore[attr-defined]
         t = asyncio.current_task()
         _timer[4][t] = due
         q = asyncio.core._task_queue  # type: ignore[attr-defined]
@@ -264,24 +266,4 @@ else:  # CPython, the host's runtime: asyncio's streams, in hostconn.py (never l
 
             return Conn
         raise AttributeError(name)
-
-
-# setsockopt(IPPROTO_TCP, TCP_NODELAY): the same numbers in Linux and lwIP (the unix port's socket
-# module names neither). A reply's short last segment would wait, by Nagle's rule, for the ACK of
-# the data before it, which the client delays (~40 ms on Linux): every RETR ended with that stall.
-# So a server turns Nagle off for the last write of a multi-line reply only (both stacks then send
-# all that is queued at once), and on again for the bulk, where it merges 1 KiB writes into full
-# segments.
-_IPPROTO_TCP = const(6)
-_TCP_NODELAY = const(1)
-
-
-def nodelay(conn, on):
-    """TCP_NODELAY on (1) or off (0) for conn: MicroPython only (CPython's asyncio sets it on
-    every socket itself); best effort."""
-    if IS_MICROPYTHON:
-        try:
-            conn.raw.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, on)
-        except Exception:  # a port without the option keeps Nagle (and the stall)
-            pass
 
