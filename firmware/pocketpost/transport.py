@@ -36,7 +36,7 @@ run or not, so the board never loads that code.
 
 import asyncio
 
-from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_diff, ticks_ms
+from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, ticks_add, ticks_diff, ticks_ms
 
 
 class Timeout(Exception):
@@ -74,9 +74,7 @@ if IS_MICROPYTHON:
         # CancelledError, the bound alone a Timeout, and a socket that became ready before the
         # timer ran wins over it. The waiter takes itself out of _timer[4] when its wait ends.
         # Few locals: a plain function's frame then stays off the heap (with 6: 136 B per wait).
-        # (asyncio.core's ticks_add: one module name less here, and this module's 18th name
-        # grew its globals' table by 96 B, held through every fetch: bench_client's heap line)
-        due = asyncio.core.ticks_add(ticks_ms(), int(s * 1000))  # type: ignore[attr-defined]
+        due = ticks_add(ticks_ms(), int(s * 1000))
         t = asyncio.current_task()
         _timer[4][t] = due
         q = asyncio.core._task_queue  # type: ignore[attr-defined]
