@@ -218,6 +218,26 @@ def test_a_delivery_keeps_its_attribute_table_at_17_entries(tmp_path):
         mb.release()
 
 
+TRANSPORT_NAMES = """
+import pocketpost.transport as t
+print(sorted(t.__dict__))
+"""
+
+
+def test_transport_holds_no_server_function_and_keeps_its_globals_at_17_entries(tmp_path):
+    """Every fetch loads transport.py and holds it to the end: nodelay (the server's only) lives in
+    listener.py, and transport's globals stay at 17 (an 18th grows their table from 17 to 23
+    entries, 96 B more). With nodelay there (18 names, w29-recvframe's shared timer added three)
+    bench_client's smallest heap for the fetch read 89/89 KiB, 224 B of the fetch's heap more."""
+    probe = tmp_path / "names.py"
+    probe.write_text(TRANSPORT_NAMES)
+    r = run_micropython([str(probe)], timeout=60)
+    assert r.returncode == 0, r.stderr.decode()
+    names = eval(r.stdout.decode())
+    assert "nodelay" not in names, names
+    assert len(names) <= 17, names
+
+
 def test_error_texts_are_cold_and_each_number_names_its_text():
     """The texts of the client's errors are not string objects of the modules held while messages
     move or the login runs (issue 10: each is heap at the fetch's peak; issue 12: bench_heap c's peak

@@ -38,8 +38,8 @@ import asyncio
 from pocketpost import heapmark, log
 from pocketpost.compat import const, forget, ticks_ms
 from pocketpost import listener
-from pocketpost.listener import ServerConn, listener_tasks, peer_ip
-from pocketpost.transport import Timeout, nodelay
+from pocketpost.listener import ServerConn, listener_tasks, nodelay, peer_ip
+from pocketpost.transport import Timeout
 from pocketpost.wire import LineReader
 
 # The command buffer's room beyond one maximal line: one octet (at the default 255-octet line,

@@ -265,23 +265,3 @@ else:  # CPython, the host's runtime: asyncio's streams, in hostconn.py (never l
             return Conn
         raise AttributeError(name)
 
-
-# setsockopt(IPPROTO_TCP, TCP_NODELAY): the same numbers in Linux and lwIP (the unix port's socket
-# module names neither). A reply's short last segment would wait, by Nagle's rule, for the ACK of
-# the data before it, which the client delays (~40 ms on Linux): every RETR ended with that stall.
-# So a server turns Nagle off for the last write of a multi-line reply only (both stacks then send
-# all that is queued at once), and on again for the bulk, where it merges 1 KiB writes into full
-# segments.
-_IPPROTO_TCP = const(6)
-_TCP_NODELAY = const(1)
-
-
-def nodelay(conn, on):
-    """TCP_NODELAY on (1) or off (0) for conn: MicroPython only (CPython's asyncio sets it on
-    every socket itself); best effort."""
-    if IS_MICROPYTHON:
-        try:
-            conn.raw.setsockopt(_IPPROTO_TCP, _TCP_NODELAY, on)
-        except Exception:  # a port without the option keeps Nagle (and the stall)
-            pass
-
