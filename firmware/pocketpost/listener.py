@@ -15,8 +15,8 @@ name, each named in the log line that closes the connection:
     idle           `idle` seconds per wait once the shell has called no_limit()
 (the earlier of tls-handshake and authorization wins). A wait past its deadline raises
 transport.Timeout(name); pause() (a failed-login delay) is cut short there too. On MicroPython
-the waits are transport.Conn's: one timer task for every connection (transport._expire) sleeps
-until the earliest bound and wakes whichever wait ran out.
+a waiting connection holds no alarm task of its own (transport.Conn's): one timer task for every
+server connection (_expire) sleeps until the earliest bound and wakes whichever wait ran out.
 
 Slots. Fairness: connections that have not got anywhere yet ("pre-auth": a TLS handshake,
 POP3's AUTHORIZATION state or a failed-login delay, SMTP before MAIL on port 25 or AUTH on
@@ -85,9 +85,6 @@ from pocketpost.compat import IS_MICROPYTHON, TIMEOUT_ERRNOS, const, errno_of, r
 from pocketpost.transport import Timeout
 
 from pocketpost.transport import Conn  # (hostconn.Conn on CPython)
-
-if IS_MICROPYTHON:
-    from pocketpost.transport import _timer  # (its slot 3: ServerConn.gone's poll object)
 
 # The names of the deadlines, as the log lines and the tests see them: "tls-handshake",
 # "authorization" (set by server.py and smtpserver.py) and "idle", each a literal where used (a
@@ -277,12 +274,6 @@ class ServerConn(Conn):
 
     if IS_MICROPYTHON:
 
-        @classmethod
-        def from_stream(cls, reader, writer):
-            # (here, not on transport.Conn: only a server adopts a stream, and every role loads
-            # transport.py, so its names there were the fetch's too)
-            return cls(reader)
-
         def __init__(self, stream):
             # transport.Conn's, for listen()'s socket as the stream too (from_stream(reader,
             # writer) hands over the reader: asyncio's stream, or that socket), which start_tls
@@ -292,6 +283,37 @@ class ServerConn(Conn):
             self.raw = s
             self.sock = s
             self.handshaking = False
+
+        async def _wait(self, write, ms):
+            # transport.Conn._wait without its alarm task and the poller coroutine: the task parks
+            # on the poller here, and one timer for every server connection (_expire) wakes it
+            # with Timeout once its bound has run out, as Conn's alarm does (see transport._alarm:
+            # only while it is still parked there, so an outside cancel stays a cancel and a
+            # socket that became ready first wins). Per waiting connection that is an alarm task,
+            # its coroutine and the poller's coroutine less (~290 B on the 64-bit host), and no
+            # task made per wait (a RETR to a slow reader waits once per block).
+            due = ticks_add(ticks_ms(), int(self._bound(ms) * 1000))
+            t = asyncio.current_task()
+            _waits[t] = due
+            w = _timer[0]
+            q = asyncio.core._task_queue  # type: ignore[attr-defined]
+            if w is None or _timer[2] is not q:  # (a new event loop gets a timer of its own)
+                _timer[1] = due
+                _timer[2] = q
+                _timer[0] = asyncio.create_task(_expire())
+            elif ticks_diff(due, _timer[1]) < 0:  # sooner than the timer wakes: it wakes sooner
+                _timer[1] = due
+                q.remove(w)
+                q.push(w, due)
+            try:
+                q = asyncio.core._io_queue  # type: ignore[attr-defined]
+                # The raw socket, also under TLS (transport.Conn._wait: the poller holds file
+                # descriptors only).
+                yield q.queue_write(self.raw) if write else q.queue_read(self.raw)
+            except Timeout:  # the timer's: the Timeout named by the deadline that ran out
+                raise self._expired(ms)
+            finally:
+                _waits.pop(t, None)
 
         def before_tls(self):
             """Before the +OK to STLS. A client starts its handshake only once it has that +OK,
@@ -314,8 +336,7 @@ class ServerConn(Conn):
             AttributeError): nothing left, or with octets there (an implicit-TLS port's
             ClientHello) poll's POLLRDHUP, the peer's close behind them (Linux's; a port that does
             not pass the flag on never reports it), through one poll object for every connection
-            (transport._timer[3], made at the first look: before, one per step of each wait,
-            every 100 ms),
+            (_timer[3], made at the first look: before, one per step of each wait, every 100 ms),
             the socket registered for the look alone (no await in between). Without MSG_PEEK a plain port's octet is read
             (a POP3 or SMTP client speaks only after its greeting: an octet now is its close, or a
             client that does not wait, let go too), an implicit-TLS port's is left for the
@@ -411,6 +432,42 @@ if IS_MICROPYTHON:
                 except Exception:
                     pass
             return c is not None
+
+    # The timer of the server connections' waits (ServerConn._wait): the parked tasks and when
+    # each wait's bound runs out (ticks_ms), and the one task that wakes them, sleeping until the
+    # earliest (_timer: the task, or None when no wait is parked; when it wakes; the event loop's
+    # run queue it was made on: a new loop, asyncio.new_event_loop(), gets a timer of its own;
+    # and the poll object ServerConn.gone looks through, made at its first look: a slot in this
+    # list, not a module name of its own, which would be one more interned name of the server).
+    _waits = {}  # type: dict
+    _timer = [None, 0, None, None]  # type: list
+
+    async def _expire():
+        # Allocates nothing (a full heap cannot stop it): one wait that ran out per scan.
+        q = asyncio.core._io_queue  # type: ignore[attr-defined]
+        try:
+            while _waits:
+                now = ticks_ms()
+                soon = None
+                late = None
+                for t in _waits:
+                    due = _waits[t]
+                    if ticks_diff(due, now) <= 0:
+                        late = t
+                        break
+                    if soon is None or ticks_diff(due, soon) < 0:
+                        soon = due
+                if late is not None:
+                    del _waits[late]
+                    if late.data is q:  # still parked (see transport._alarm)
+                        q.remove(late)
+                        asyncio.core._task_queue.push(late)  # type: ignore[attr-defined]
+                        late.data = Timeout
+                    continue
+                _timer[1] = soon
+                await asyncio.sleep_ms(ticks_diff(soon, now))
+        finally:  # also when cancelled or unwound (Ctrl-C): the next wait makes a new timer
+            _timer[0] = None
 
 
 # Connections running slotwait.py's code (Slots.wait): the last one out drops it (release_cold).

@@ -1,9 +1,8 @@
-"""MicroPython's transport.Conn bounds each wait on asyncio's poller through the one timer task of
-every connection's waits (transport._alarm; not asyncio.wait_for): a wait that runs out of its
-bound raises transport.Timeout and leaves nothing on the poller; a cancel from outside (the
-board's per-account deadline: asyncio.wait_for around the fetch) goes on as a cancel, not as a
-Timeout; a wait that ends with data takes its alarm back, which then never fires into the task
-later; and when the bound and an outside cancel (or the
+"""MicroPython's transport.Conn bounds each wait on asyncio's poller with an alarm task (not
+asyncio.wait_for): a wait that runs out of its bound raises transport.Timeout and leaves nothing
+on the poller; a cancel from outside (the board's per-account deadline: asyncio.wait_for around
+the fetch) goes on as a cancel, not as a Timeout; a wait that ends with data cancels its alarm,
+which then never fires into the task later; and when the bound and an outside cancel (or the
 socket's readiness) meet in one scheduler pass, the cancel stays a cancel (and the data is read).
 A UDP socket on loopback is the peer (readable only when a datagram is sent to it). Runs under
 CPython (pytest: the Conn tests skipped, hostconn.Conn is asyncio's streams; the same-pass tests run on
