@@ -121,11 +121,17 @@ def commit(store, group):
         # all have landed. Every copy lands even when one's UID text (or its place in uids) finds
         # no heap: that UID is left out (the caller's reply and log line do without it); else the
         # next ones stayed busy with their seq free to hand out again, under a UID a client had seen.
+        # A Ctrl-C in one copy's waits for the others to land too, then goes on up.
+        stop = None
         for i in range(len(ds)):
             try:
                 uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
             except MemoryError:
                 pass
+            except BaseException as e:
+                stop = e
+        if stop is not None:
+            raise stop
     for d in ds:
         try:
             d.box.merge_due()

@@ -487,18 +487,28 @@ class Delivery:
         """Commit, step 2, once the temp file is renamed to seal()'s path (the message is durable):
         the mailbox's RAM state. Returns the UID. Nothing here may fail the delivery. merge=False
         leaves the due merge of unindexed messages to the caller (box.merge_due())."""
-        box = self.box
-        self.tmp = None
-        box.busy -= 1
-        box.next_seq = seq + 1
-        box.count += 1
-        box.total += self.size
-        c = self.store._free_cache
-        if c is not None:
-            c[3] += self.size + self.dots + 512  # + metadata, roughly
-        if self._uid is not None:
-            return _cold("storerare", "restore_landed", self, epoch, seq)
-        box.unindexed += 1
+        try:
+            box = self.box
+            self.tmp, box.busy = None, box.busy - 1  # (one step: the handler tells whether it ran)
+            box.next_seq = seq + 1
+            box.count += 1
+            box.total += self.size
+            c = self.store._free_cache
+            if c is not None:
+                c[3] += self.size + self.dots + 512  # + metadata, roughly
+            if self._uid is not None:
+                return _cold("storerare", "restore_landed", self, epoch, seq)
+            box.unindexed += 1
+        except BaseException:
+            # Interrupted (Ctrl-C, no heap) with the RAM state half made: the file is on flash
+            # all the same. Its seq is never handed out again, and the next lock rebuilds the
+            # mailbox from flash (a second file of this seq, or one never counted, would be a UID
+            # naming two messages, or a message a crash's reconcile cannot find: fetched twice).
+            if self.tmp is not None:
+                self.tmp, self.box.busy = None, self.box.busy - 1
+            self.spent(seq)
+            self.box.suspect = True
+            raise
         if merge:
             box.merge_due()
         return "%08x.%d" % (box.epoch, seq)
