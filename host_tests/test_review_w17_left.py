@@ -124,6 +124,24 @@ def test_a_stale_guard_left_with_a_dead_lock_does_not_stop_every_later_run(tmp_p
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("store.")) == [], out
 
 
+def test_a_pid_less_lock_is_said_while_young_and_taken_over_once_stale(tmp_path):
+    """A run killed between its release's two steps (the pid removed, the folder not yet: a
+    MemoryError or Ctrl-C there, test_fetch_memoryerror's full sweep found it) or between the
+    lock's mkdir and its pid leaves the lock without a pid. Before, every later run was refused
+    until someone deleted it by hand. A young one may be a run still writing its pid: refused,
+    said with what to delete; one older than a minute is taken over, nothing left behind."""
+    lock = tmp_path / "store.fetch-lock"
+    lock.mkdir()
+    rc, out = _fetch_cli(tmp_path)
+    assert rc == 1 and "nothing fetched by this run" in out and "delete the directory %s" % lock in out, out
+    assert lock.exists() and not list(lock.iterdir()), out
+    old = time.time() - 120
+    os.utime(str(lock), (old, old))
+    rc, out = _fetch_cli(tmp_path)
+    assert rc == 0 and "nothing fetched by this run" not in out, out
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("store.")) == [], out
+
+
 def test_a_guard_left_while_the_lock_was_free_is_removed_by_the_next_run(tmp_path):
     """A guard left behind while no lock was dead (the run killed in its takeover, the lock since
     taken and released) must not wait for the next killed run to stop every run after it: the

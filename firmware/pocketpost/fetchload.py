@@ -76,7 +76,15 @@ def renamed(a, accounts):
     return None
 
 
-_GUARD_STALE_S = const(60)  # a takeover guard older than this was left by a killed run
+_GUARD_STALE_S = const(60)  # a takeover guard (or a pid-less lock) older than this was left by a killed run
+
+
+def _stale(path):
+    """Is the directory `path` older than _GUARD_STALE_S (held for milliseconds: a killed run's)?"""
+    import os
+    import time
+
+    return time.time() - os.stat(path)[8] > _GUARD_STALE_S
 
 
 def lock(root):
@@ -92,7 +100,9 @@ def lock(root):
     a killed one each removed "the dead lock", a later one the new lock of an earlier one, and
     both fetched: every message twice.) A guard left by a run killed right then is removed by
     the next run that holds the lock, or, when the lock is a dead run's, once it is older than
-    _GUARD_STALE_S; a pid-less lock left so is said, with what to delete."""
+    _GUARD_STALE_S. A lock without a pid (a run killed between the lock's mkdir and its pid, or
+    between its release's two steps) is taken over as a dead run's once older than _GUARD_STALE_S,
+    and said with what to delete until then."""
     try:
         with open("/proc/self/stat") as f:
             pid = f.read().split(" ", 1)[0]
@@ -117,7 +127,7 @@ def lock(root):
                 with open(path + "/pid") as f:
                     other = f.read().strip()
             except OSError:
-                other = ""  # (being made: looked at again; or left by a run killed right then: said)
+                other = ""  # (being made: looked at again; left by a run killed right then: taken over once stale)
             alive = False
             if other:
                 try:  # whether its process still runs a fetch (another program under a reused pid: no)
@@ -127,13 +137,18 @@ def lock(root):
                     pass
             if alive:
                 break
-            if other:  # a killed run's lock
+            try:  # pid-less for over _GUARD_STALE_S: a run killed between its mkdir and its pid's write,
+                # or between its release's two steps (a MemoryError, Ctrl-C or kill there)
+                dead = other or _stale(path)
+            except OSError:
+                dead = False  # (released meanwhile: looked at again)
+            if dead:  # a killed run's lock
                 try:
                     os.mkdir(guard)  # this run takes it over
                 except OSError:  # another run does (the lock is looked at again), or a killed one did:
                     try:  # a guard is held for ms: one older than _GUARD_STALE_S was left by a killed
                         # run; renamed to a name of this run's first (of runs finding it so, one wins)
-                        if time.time() - os.stat(guard)[8] > _GUARD_STALE_S:
+                        if _stale(guard):
                             os.rename(guard, guard + pid)
                             os.rmdir(guard + pid)
                             continue
@@ -142,10 +157,15 @@ def lock(root):
                     time.sleep(0.2)
                     continue
                 try:
-                    with open(path + "/pid") as f:
-                        same = f.read().strip() == other  # (else another run's new lock since)
-                    if same:
-                        os.remove(path + "/pid")
+                    try:
+                        with open(path + "/pid") as f:
+                            now = f.read().strip()
+                    except OSError:
+                        now = ""
+                    # (else another run's new lock since: its pid, or none yet and young)
+                    if now == other and (other or _stale(path)):
+                        if other:
+                            os.remove(path + "/pid")
                         os.rmdir(path)
                 except OSError:
                     pass
