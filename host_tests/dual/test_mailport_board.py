@@ -193,11 +193,16 @@ def _uids_peak(n):
 
 
 def test_uid_listing_heap_does_not_grow_with_the_message_count():
+    # The least growth of 3 tries each: under CPython tracemalloc counts every thread's allocations,
+    # and a pytest-xdist worker's messaging thread once added ~2 KB to one try (noise only adds).
     if tracemalloc is not None:
         tracemalloc.start()
     try:
         small, grow_small = _uids_peak(20)
         big, grow_big = _uids_peak(2000)
+        for _ in range(2):
+            grow_small = min(grow_small, _uids_peak(20)[1])
+            grow_big = min(grow_big, _uids_peak(2000)[1])
     finally:
         if tracemalloc is not None:
             tracemalloc.stop()
