@@ -36,23 +36,26 @@ def begin(store, names, arrival=None):
     try:
         for n in names:
             ds.append(store.begin(n, arrival))
+        k = len(ds)
+        if k > 1:
+            for d in ds:  # (its iterator is a heap object: a MemoryError here aborts them too)
+                if d.limit >= 0 and d.exc_type is StoreFull:  # (a quota's limit stays as it is)
+                    d.limit //= k  # k copies of one message share the free flash
+        return ds
     except BaseException:
-        for d in ds:
+        for d in ds:  # (else each mailbox stayed busy for the process's life: never merged)
             d.abort()
         raise
-    k = len(ds)
-    if k > 1:
-        for d in ds:
-            if d.limit >= 0 and d.exc_type is StoreFull:  # (a quota's limit stays as it is)
-                d.limit //= k  # k copies of one message share the free flash
-    return ds
 
 
-def commit(store, group):
+def commit(store, group, told=None):
     """Make every delivery of `group` (begin's list) durable and visible, or none of them (see
     above). Returns the UIDs in the same order (one whose text found no heap left out). Raises
-    (StoreError, or MemoryError before the commit point) only when nothing was stored."""
+    (StoreError, or MemoryError before the commit point) only when nothing was stored. told: an
+    object (the SMTP session) whose `stored` count is raised by one from the commit point on,
+    whatever raises after it (a Ctrl-C): a 250 is owed then (smtpserver writes it)."""
     ds = group
+    count = told.stored + 1 if told is not None else 0
     root = store.root
     intent = compat.join(root, "group")
     pending = compat.join(root, "group.new")
@@ -86,8 +89,10 @@ def commit(store, group):
         # The rename (or the sync after it) raised with the intent on flash: the intent decides,
         # as the file does in Delivery.commit. Committed: go on below. Aborting the copies here
         # left the intent in place, and every later group commit (each SMTP delivery) refused
-        # with "unfinished group commit" until a restart.
-        landed = named and isinstance(e, OSError) and compat.exists(intent) and not compat.exists(pending)
+        # with "unfinished group commit" until a restart. (Whatever raised: a MemoryError in the
+        # sync after the rename too, where the copies were aborted and no 250 said, the intent
+        # on flash naming temp files gone; one whose removal failed was stored after all.)
+        landed = named and compat.exists(intent) and not compat.exists(pending)
         if not landed:
             try:
                 _remove(pending)
@@ -103,6 +108,8 @@ def commit(store, group):
     # Committed: from here on nothing may undo it, and nothing raises (the caller's 250 depends on
     # it: a sender told anything else sends the message again, and it is stored twice).
     try:
+        if told is not None:
+            told.stored = count  # (set, not added to: the handler below sets it again)
         try:
             for i in range(len(ds)):
                 compat.rename(ds[i].tmp, targets[i][2])
@@ -115,26 +122,33 @@ def commit(store, group):
                 log.error("group commit roll-forward: %r", e)
             except MemoryError:
                 pass
-    finally:
-        # RAM state, as Delivery.commit leaves it, even when interrupted (Ctrl-C): each copy's
-        # seq is taken, whether its file is in place or still named by the intent; merges once
-        # all have landed. Every copy lands even when one's UID text (or its place in uids) finds
-        # no heap: that UID is left out (the caller's reply and log line do without it); else the
-        # next ones stayed busy with their seq free to hand out again, under a UID a client had seen.
-        # A Ctrl-C in one copy's waits for the others to land too, then goes on up.
-        stop = None
+        # RAM state, as Delivery.commit leaves it: each copy's seq is taken, whether its file is in
+        # place or still named by the intent; merges once all have landed. Every copy lands even
+        # when one's UID text (or its place in uids) finds no heap (the handler below lands the
+        # others: that UID left out, the caller's reply and log line do without it); else the next
+        # ones stayed busy with their seq free to hand out again, under a UID a client had seen.
         for i in range(len(ds)):
+            uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
+        for d in ds:
             try:
-                uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
-            except MemoryError:
+                d.box.merge_due()
+            except MemoryError:  # (merge_due keeps the flash's failures to itself) retried at the next delivery
                 pass
-            except BaseException as e:
-                stop = e
-        if stop is not None:
-            raise stop
-    for d in ds:
-        try:
-            d.box.merge_due()
-        except MemoryError:  # (merge_due keeps the flash's failures to itself) retried at the next delivery
-            pass
-    return uids
+        return uids
+    except BaseException as e:
+        # Interrupted anyway (a Ctrl-C; a MemoryError in a line above: a range's or an iterator's
+        # heap): each copy not yet landed lands here, with no heap (an int index), then a Ctrl-C
+        # goes on up; after a MemoryError the message is stored all the same (its 250).
+        if told is not None:
+            told.stored = count
+        i = 0
+        while i < len(ds):
+            if ds[i].tmp is not None:
+                try:
+                    uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
+                except MemoryError:
+                    pass
+            i += 1
+        if not isinstance(e, MemoryError):
+            raise
+        return uids

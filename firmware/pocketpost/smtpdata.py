@@ -138,18 +138,18 @@ def finish(s):
         from pocketpost import groupcommit  # (if this fails, s.group still has the deliveries: close() aborts them)
 
         ds = s.group
-        s.group = None
         try:
-            uids = groupcommit.commit(s.svc.store, ds)  # returns once stored (raises only when not)
+            # (s.group kept, s.abort() below drops it: a MemoryError out of it, before its commit
+            # point, leaves them to close() to abort; else each mailbox stayed busy for good)
+            uids = groupcommit.commit(s.svc.store, ds, s)  # returns once stored (raises only when not)
         except storecore.StoreError as e:
             log.warning("smtp %s commit failed, nothing stored: %r", s.peer, e)
             r = reason(e)
         else:
-            # Stored: first of all counted (an attribute the session has from its start, a small
-            # int: no heap), which tells the shell that a 250 is owed should anything from here
-            # to its write raise (smtpserver: it then writes a constant one and closes). A
-            # 250 lost would have the sender send the message again: stored twice.
-            s.stored += 1
+            # Stored: counted by the commit from its commit point on (s.stored, a small int: no
+            # heap), which tells the shell that a 250 is owed should anything from there to its
+            # write raise (smtpserver: it then writes a constant one and closes). A 250 lost
+            # would have the sender send the message again: stored twice.
             r = b"250 2.0.0 stored\r\n"  # (a constant: no heap) when the text below finds none
             try:
                 log.info("smtp %s stored %d octets from <%s> for %d recipient(s) in %s as %s", s.peer, s.total,
