@@ -30,7 +30,6 @@ all of them (~3,600 per policy, ~0.3 s each: ~20 min per policy on an idle core)
 import contextlib
 import io
 import json
-import linecache
 import os
 import poplib
 import subprocess
@@ -39,16 +38,15 @@ import threading
 import time
 
 import pytest
+import lineinject
 import storeread
 from dovecot import Dovecot
-from helpers import FIRMWARE
+from lineinject import FW, INJECTED, Injector
 from uidtool import entries as state_entries
 
 PASSWORD = "heap full"
-FW = os.path.join(FIRMWARE, "pocketpost") + os.sep
 MAX_POINTS = 60  # per policy by default (~0.3 s each)
 RUN_TIMEOUT = 30  # seconds: a fetch that has not returned by then hangs
-INJECTED = "memory allocation failed, allocating 1024 bytes"  # (MicroPython's words: a line may quote them)
 
 # Two stored by the run before the failing one, two new for it (one with dot lines).
 MESSAGES = [
@@ -74,27 +72,6 @@ def _log_level_kept():
 def dc():
     with Dovecot(users={"alice": PASSWORD}) as d:
         yield d
-
-
-class Injector:
-    """sys.settrace's function: counts the line events of each firmware line; raises MemoryError at
-    the k-th event of the line `at` = (path, line, k) (tracing then stops: CPython unsets a trace
-    function that raised), or, with at=None, records how many times each line ran."""
-
-    def __init__(self, at=None):
-        self.at = at
-        self.seen = {}
-
-    def call(self, frame, event, arg):
-        return self.line if frame.f_code.co_filename.startswith(FW) else None
-
-    def line(self, frame, event, arg):
-        if event == "line":
-            where = (frame.f_code.co_filename, frame.f_lineno)
-            k = self.seen[where] = self.seen.get(where, 0) + 1
-            if self.at == where + (k,):
-                raise MemoryError(INJECTED)
-        return self.line
 
 
 def _fetch(cfg_path, tracer=None):
@@ -243,12 +220,7 @@ def _points(dc, tmp_path, policy):
     and last time (k)."""
     rc, out, rec, lock_left = _trial(dc, tmp_path / "record", policy, None)
     assert rc == 0 and not lock_left, out
-    pts = set()
-    for where, k in rec.seen.items():
-        if linecache.getline(*where).strip() != "try:":  # (CPython's event for it; it allocates nothing)
-            pts.add(where + (1,))
-            pts.add(where + (k,))
-    return sorted(pts)
+    return lineinject.points(rec)
 
 
 def _sample(points):

@@ -21,42 +21,19 @@ after the commit point but before the session counted the message stored (the la
 range, its first line) told the sender no 250 for a stored message (sent again: twice).
 """
 
-import linecache
 import sys
 
-import pytest
-from helpers import FIRMWARE
+import lineinject
+import storeread
+from lineinject import FW, Injector
 from pocketpost import compat
 from pocketpost import store as store_mod
 from pocketpost.store import Store
 from smtptrace import body_of
 from test_smtp import BODY, Env, transaction
 
-import storeread
-
-FW = FIRMWARE.rstrip("/") + "/pocketpost/"
 RCPTS = (b"alice@example.org", b"bob@example.org")
 SECOND = b"Subject: second\r\n\r\nthe next one\r\n"
-
-
-class Injector:
-    """sys.settrace's function: counts each firmware line's events; raises MemoryError at the k-th
-    event of `at` = (path, line, k) (CPython then stops tracing), or records (at None)."""
-
-    def __init__(self, at=None):
-        self.at, self.seen, self.fired = at, {}, False
-
-    def call(self, frame, event, arg):
-        return self.line if frame.f_code.co_filename.startswith(FW) else None
-
-    def line(self, frame, event, arg):
-        if event == "line":
-            where = (frame.f_code.co_filename, frame.f_lineno)
-            k = self.seen[where] = self.seen.get(where, 0) + 1
-            if self.at == where + (k,):
-                self.fired = True
-                raise MemoryError("memory allocation failed, allocating 1024 bytes")
-        return self.line
 
 
 def _send(c, data):
@@ -126,12 +103,7 @@ def _trial(at):
 def _points():
     rec, _, said_250, _ = _trial(None)
     assert said_250, "the recording run's message was not stored"
-    pts = set()
-    for where, k in rec.seen.items():
-        if linecache.getline(*where).strip() != "try:":  # (CPython's NOP ahead of the block: nothing allocates)
-            pts.add(where + (1,))
-            pts.add(where + (k,))
-    return sorted(pts)
+    return lineinject.points(rec)
 
 
 def test_a_memoryerror_at_each_line_of_an_smtp_delivery():

@@ -22,6 +22,7 @@ import pytest
 from pocketpost import groupcommit
 from pocketpost import store as store_mod
 from pocketpost.store import Delivery, Store
+from test_store_dupseq import _deliver, _listing  # (_listing -> ({uid: body}, the UIDs in order))
 
 LANDED = Delivery.landed.__code__
 BEFORE = [b"one\r\n", b"two\r\n"]  # delivered before the cut: the mailbox loaded, its seq past 1
@@ -44,28 +45,6 @@ class Cut:
                 self.fired = True
                 raise self.exc("injected")
         return self.local
-
-
-def _deliver(st, name, body, arrival):
-    d = st.begin(name, arrival)
-    d.write(body)
-    return d.commit()
-
-
-def _listing(st, name):
-    """{uid: body} a client sees, and how many messages it counts."""
-    mb = st.lock(name)
-    try:
-        out = {}
-        for i in range(mb.count):
-            f = mb.open(i)
-            try:
-                out[mb.uid(i)] = f.read()
-            finally:
-                f.close()
-        return out, mb.count
-    finally:
-        mb.release()
 
 
 def _cut_commit(st, line, exc, cut=None):
@@ -135,11 +114,13 @@ def test_landed_cut_at_each_line(tmp_path, how, exc):
         afters = {}
         for name in boxes:
             # The next lock (a fetch's reconcile looks for A there; a client lists it under a UID)
-            seen, count = _listing(st, name)
+            seen, uids = _listing(st, name)
+            count = len(uids)
             assert count == len(seen) and sorted(seen.values()) == sorted(BEFORE + [b"message A\r\n"]), (what, name, seen)
             _deliver(st, name, b"message B\r\n", 2000)  # the same process: no restart in between
             assert st.box(name).busy == 0, (what, name, "a delivery left busy: merges stop for good")
-            after, count = _listing(st, name)
+            after, uids = _listing(st, name)
+            count = len(uids)
             assert count == len(after) and sorted(after.values()) == sorted(BEFORE + [b"message A\r\n", b"message B\r\n"]), (what, name, after)
             assert all(after.get(uid) == body for uid, body in seen.items()), (what, name, "a UID names another message", seen, after)
             afters[name] = after
