@@ -128,3 +128,34 @@ def test_landed_cut_at_each_line(tmp_path, how, exc):
         for name in boxes:
             again, _ = _listing(Store(st.root), name)
             assert again == afters[name], (what, name, "after a restart: the UIDs name other messages", afters[name], again)
+
+
+def test_a_ctrl_c_right_after_a_groups_commit_point_is_not_swallowed(tmp_path, monkeypatch):
+    """A KeyboardInterrupt in the sync after the intent's rename (the commit point) goes on up,
+    the copies aborted: nothing stored, in either mailbox (the intent names temp files gone; the
+    next group commit finishes it). A MemoryError there is committed instead (the intent decides:
+    test_smtp_memoryerror)."""
+    from pocketpost import compat
+    from pocketpost import groupcommit as gc_mod
+
+    store_mod.reboot()
+    st = Store(str(tmp_path / "s"))
+    real = compat.sync_dir
+
+    def cut(path):
+        if path == st.root:
+            raise KeyboardInterrupt
+        return real(path)
+
+    ds = groupcommit.begin(st, ["x", "y"], 1000)
+    for d in ds:
+        d.write(b"message A\r\n")
+    monkeypatch.setattr(gc_mod.compat, "sync_dir", cut)
+    with pytest.raises(KeyboardInterrupt):
+        groupcommit.commit(st, ds)
+    monkeypatch.setattr(gc_mod.compat, "sync_dir", real)
+    for name in ("x", "y"):
+        _deliver(st, name, b"message B\r\n", 2000)
+        seen, uids = _listing(st, name)
+        assert sorted(seen.values()) == [b"message B\r\n"] and len(uids) == 1, (name, seen)
+        assert st.box(name).busy == 0, name

@@ -89,10 +89,11 @@ def commit(store, group, told=None):
         # The rename (or the sync after it) raised with the intent on flash: the intent decides,
         # as the file does in Delivery.commit. Committed: go on below. Aborting the copies here
         # left the intent in place, and every later group commit (each SMTP delivery) refused
-        # with "unfinished group commit" until a restart. (Whatever raised: a MemoryError in the
-        # sync after the rename too, where the copies were aborted and no 250 said, the intent
-        # on flash naming temp files gone; one whose removal failed was stored after all.)
-        landed = named and compat.exists(intent) and not compat.exists(pending)
+        # with "unfinished group commit" until a restart. (A MemoryError in the sync after the
+        # rename too, where the copies were aborted and no 250 said, the intent on flash naming
+        # temp files gone: one whose removal failed was stored after all. A Ctrl-C is not
+        # swallowed: the copies aborted, nothing stored, it goes on up.)
+        landed = named and isinstance(e, Exception) and compat.exists(intent) and not compat.exists(pending)
         if not landed:
             try:
                 _remove(pending)
