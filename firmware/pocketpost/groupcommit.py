@@ -123,13 +123,7 @@ def commit(store, group, told=None):
                 log.error("group commit roll-forward: %r", e)
             except MemoryError:
                 pass
-        # RAM state, as Delivery.commit leaves it: each copy's seq is taken, whether its file is in
-        # place or still named by the intent; merges once all have landed. Every copy lands even
-        # when one's UID text (or its place in uids) finds no heap (the handler below lands the
-        # others: that UID left out, the caller's reply and log line do without it); else the next
-        # ones stayed busy with their seq free to hand out again, under a UID a client had seen.
-        for i in range(len(ds)):
-            uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
+        _land(ds, targets, uids)  # merges once all have landed
         for d in ds:
             try:
                 d.box.merge_due()
@@ -138,18 +132,29 @@ def commit(store, group, told=None):
         return uids
     except BaseException as e:
         # Interrupted anyway (a Ctrl-C; a MemoryError in a line above: a range's or an iterator's
-        # heap): each copy not yet landed lands here, with no heap (an int index), then a Ctrl-C
-        # goes on up; after a MemoryError the message is stored all the same (its 250).
+        # heap): each copy not yet landed lands here, then a Ctrl-C goes on up; after a
+        # MemoryError the message is stored all the same (its 250).
         if told is not None:
             told.stored = count
-        i = 0
-        while i < len(ds):
-            if ds[i].tmp is not None:
-                try:
-                    uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
-                except MemoryError:
-                    pass
-            i += 1
+        _land(ds, targets, uids)
         if not isinstance(e, MemoryError):
             raise
         return uids
+
+
+def _land(ds, targets, uids):
+    """The RAM state of each copy not yet landed, as Delivery.commit leaves it (Delivery.landed):
+    its seq taken, whether its file is in place or still named by the intent. With no heap of its
+    own (an int index, no range). Every copy lands even when one's UID text (or its place in uids)
+    finds no heap: that UID is left out (the caller's reply and log line do without it); else the
+    next ones stayed busy with their seq free to hand out again, under a UID a client had seen."""
+    i = 0
+    while i < len(ds):
+        if ds[i].tmp is not None:
+            try:
+                uids.append(ds[i].landed(targets[i][0], targets[i][1], False))
+            except MemoryError:
+                # The same copy looked at again: landed (its tmp None: even a landed() cut short
+                # makes it so), skipped; not yet (raised before the call ran), landed now
+                continue
+        i += 1
